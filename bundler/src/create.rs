@@ -1,0 +1,316 @@
+//! `airlock-bundler create`: plan a bundle from a spec, sign it, write it.
+//!
+//! Planning reads every source once (images are loaded without hashing their layers;
+//! charts, files and release artifacts are hashed) and produces the complete manifest;
+//! only then is anything written. The writer re-hashes every entry as it streams, so a
+//! blob whose bytes do not match its digest aborts the build and leaves no bundle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use airlock_format::checksums;
+use airlock_format::digest::Sha256Digest;
+use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::manifest::{
+    blob_path, Chart, Component, Distribution, DistributionArtifact, Entry, FileArtifact, Image, Installer, Manifest,
+    Profile, FORMAT_V1, OCI_DIR,
+};
+use airlock_format::minisign::SecretKey;
+use airlock_format::oci::{self, IndexImage};
+use airlock_format::parts::WrittenPart;
+use airlock_format::report::{Event, Reporter};
+use airlock_format::write::{write_bundle, Content, PlannedEntry, WriteOptions};
+
+use crate::sources::{self, Blob, ImageSpec};
+use crate::spec::LoadedSpec;
+
+/// Everything `create` needs besides the spec.
+pub struct CreateOptions {
+    pub output: PathBuf,
+    pub split_size: Option<u64>,
+    /// The installer binary to carry (`--installer`); overrides the spec's.
+    pub installer: Option<PathBuf>,
+    /// Creation time (unix seconds): `SOURCE_DATE_EPOCH` when set, so builds repeat.
+    pub created: u64,
+    pub level: i32,
+    pub threads: u32,
+}
+
+/// A complete plan: the manifest to sign and where each entry's bytes come from.
+pub struct Plan {
+    pub manifest: Manifest,
+    pub entries: Vec<PlannedEntry>,
+}
+
+/// The result of a build.
+pub struct Created {
+    pub manifest: Manifest,
+    pub parts: Vec<WrittenPart>,
+    pub checksums: PathBuf,
+    pub checksums_signature: PathBuf,
+}
+
+/// Builds the manifest and entry list without writing anything.
+pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter: &dyn Reporter) -> Result<Plan> {
+    let s = &spec.spec;
+    let mut entries: BTreeMap<String, PlannedEntry> = BTreeMap::new();
+    let mut add = |path: String, content: Content, sha256: Sha256Digest, size: u64, executable: bool, what: &str| -> Result<()> {
+        if entries.contains_key(&path) {
+            return Err(spec.err(what, format!("two artifacts would be stored at `{path}`")).with_hint("give them distinct names"));
+        }
+        entries.insert(path.clone(), PlannedEntry { entry: Entry { path, size, sha256, executable }, content });
+        Ok(())
+    };
+
+    let mut components = Vec::new();
+    let mut images = Vec::new();
+    let mut charts = Vec::new();
+    let mut files = Vec::new();
+    let mut blobs: BTreeMap<Sha256Digest, Blob> = BTreeMap::new();
+    let mut refs = BTreeSet::new();
+
+    for (ci, c) in s.components.iter().enumerate() {
+        let mut comp = Component { name: c.name.clone(), images: vec![], charts: vec![], files: vec![] };
+        for (ii, im) in c.images.iter().enumerate() {
+            let key = format!("components[{ci}].images[{ii}]");
+            reporter.event(Event::Phase { name: &format!("reading image {}", im.reference), total: None });
+            let img = sources::load_image(
+                &ImageSpec { reference: im.reference.clone(), from: im.from.clone(), platforms: im.platforms.clone() },
+                &spec.dir,
+            )
+            .map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
+            if !refs.insert(img.reference.clone()) {
+                return Err(spec.err(format!("{key}.ref"), format!("image `{}` is listed twice", img.reference)));
+            }
+            for b in &img.blobs {
+                if let Some(prev) = blobs.get(&b.digest) {
+                    if prev.size != b.size {
+                        return Err(spec.err(&key, format!("blob {} has size {} here but {} in another image", b.digest, b.size, prev.size)));
+                    }
+                    continue;
+                }
+                blobs.insert(b.digest, b.clone());
+            }
+            comp.images.push(img.reference.clone());
+            images.push(Image {
+                reference: img.reference.clone(),
+                component: c.name.clone(),
+                media_type: img.media_type.clone(),
+                digest: img.digest,
+                size: img.size,
+                platforms: img.platforms.clone(),
+                blobs: img.blobs.iter().map(|b| b.digest).collect(),
+            });
+        }
+        for (hi, ch) in c.charts.iter().enumerate() {
+            let key = format!("components[{ci}].charts[{hi}].path");
+            let p = spec.path(&key, &ch.path)?;
+            let chart = sources::load_chart(&p, created).map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
+            let path = format!("charts/{}-{}.tgz", chart.name, chart.version);
+            add(path.clone(), chart.content, chart.sha256, chart.size, false, &key)?;
+            comp.charts.push(chart.name.clone());
+            charts.push(Chart {
+                name: chart.name,
+                version: chart.version,
+                app_version: chart.app_version,
+                component: c.name.clone(),
+                path,
+            });
+        }
+        for (fi, f) in c.files.iter().enumerate() {
+            let key = format!("components[{ci}].files[{fi}]");
+            let p = spec.path(format!("{key}.path"), &f.path)?;
+            if !p.is_file() {
+                return Err(spec.err(format!("{key}.path"), format!("`{}` is not a regular file", p.display())));
+            }
+            let name = match &f.name {
+                Some(n) => n.clone(),
+                None => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            };
+            let executable = match f.mode.as_deref() {
+                Some(m) => m == "0755",
+                None => is_executable(&p)?,
+            };
+            let content = Content::File(p);
+            let (sha, size) = content.measure()?;
+            let path = format!("files/{}/{}", c.name, name);
+            airlock_format::manifest::check_entry_path(&path).map_err(|why| spec.err(format!("{key}.name"), why))?;
+            add(path.clone(), content, sha, size, executable, &key)?;
+            comp.files.push(name.clone());
+            files.push(FileArtifact { name, component: c.name.clone(), path });
+        }
+        components.push(comp);
+    }
+
+    let distribution = match &s.distribution {
+        None => None,
+        Some(d) => {
+            let sums = match &d.checksums {
+                Some(rel) => Some(release_checksums(&spec.path("distribution.checksums", rel)?)?),
+                None => None,
+            };
+            let mut artifacts = Vec::new();
+            for (i, a) in d.artifacts.iter().enumerate() {
+                let key = format!("distribution.artifacts[{i}]");
+                let p = spec.path(format!("{key}.path"), &a.path)?;
+                let content = Content::File(p.clone());
+                let (sha, size) = content.measure()?;
+                if let Some((sums_path, sums)) = &sums {
+                    match sums.get(&a.name) {
+                        None => {
+                            return Err(spec.err(
+                                format!("{key}.name"),
+                                format!("`{}` is not listed in {}", a.name, sums_path.display()),
+                            )
+                            .with_hint("the artifact name must be the file name the release publishes"))
+                        }
+                        Some(want) if *want != sha => {
+                            return Err(Error::corrupt(
+                                p.display().to_string(),
+                                format!("digest {sha} does not match {} in {}", want, sums_path.display()),
+                            )
+                            .with_hint("the release artifact is corrupt or from another release; download it again"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let path = format!("distribution/{}", a.name);
+                add(path.clone(), content, sha, size, is_executable(&p)?, &key)?;
+                artifacts.push(DistributionArtifact { name: a.name.clone(), path });
+            }
+            Some(Distribution { kind: d.kind, version: d.version.clone(), arch: d.arch.clone(), artifacts })
+        }
+    };
+
+    let mut profiles = Vec::new();
+    for (i, rel) in s.profiles.iter().enumerate() {
+        let key = format!("profiles[{i}]");
+        let p = spec.path(&key, rel)?;
+        let text = fs::read_to_string(&p).at(&p)?;
+        serde_yaml::from_str::<serde_yaml::Value>(&text)
+            .map_err(|e| spec.err(&key, format!("`{}` is not valid YAML: {e}", p.display())))?;
+        let name = p.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let path = format!("profiles/{name}.yaml");
+        let content = Content::File(p);
+        let (sha, size) = content.measure()?;
+        add(path.clone(), content, sha, size, false, &key)?;
+        profiles.push(Profile { name, path });
+    }
+
+    let installer_path = match installer {
+        Some(p) => Some(p.to_path_buf()),
+        None => s.installer.as_ref().map(|i| spec.path("installer.path", &i.path)).transpose()?,
+    };
+    let installer = match installer_path {
+        None => None,
+        Some(p) => {
+            let content = Content::File(p.clone());
+            let (sha, size) = content.measure()?;
+            let path = "installer/airlock".to_string();
+            add(path.clone(), content, sha, size, true, "installer")?;
+            // The installer is built from the same workspace as this bundler.
+            Some(Installer { path, version: env!("CARGO_PKG_VERSION").to_string() })
+        }
+    };
+
+    // The OCI layout: shared blobs once, an index naming every image by full reference.
+    images.sort_by(|a, b| a.reference.cmp(&b.reference));
+    let index = oci::build_index(
+        &images
+            .iter()
+            .map(|i| IndexImage { reference: &i.reference, media_type: &i.media_type, digest: i.digest, size: i.size })
+            .collect::<Vec<_>>(),
+    );
+    if !images.is_empty() {
+        let sha = Sha256Digest::of(&index);
+        add(format!("{OCI_DIR}/index.json"), Content::Bytes(index.clone()), sha, index.len() as u64, false, "images")?;
+        let layout = oci::OCI_LAYOUT_FILE.to_vec();
+        let sha = Sha256Digest::of(&layout);
+        add(format!("{OCI_DIR}/oci-layout"), Content::Bytes(layout.clone()), sha, layout.len() as u64, false, "images")?;
+    }
+    for (digest, b) in blobs {
+        add(blob_path(&digest), b.content, digest, b.size, false, "images")?;
+    }
+
+    let manifest = Manifest {
+        format: FORMAT_V1.into(),
+        name: s.name.clone(),
+        version: s.version.clone(),
+        created: airlock_format::manifest::rfc3339(created),
+        distribution,
+        installer,
+        components,
+        images,
+        charts,
+        files,
+        profiles,
+        entries: entries.values().map(|e| e.entry.clone()).collect(),
+    };
+    manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
+    Ok(Plan { manifest, entries: entries.into_values().collect() })
+}
+
+/// Plans, signs and writes the bundle, then the signed checksum sidecar.
+pub fn create(spec: &LoadedSpec, key: &SecretKey, opts: &CreateOptions, reporter: &dyn Reporter) -> Result<Created> {
+    let plan = plan(spec, opts.installer.as_deref(), opts.created, reporter)?;
+    let manifest_bytes = plan.manifest.to_bytes();
+    let sig = key.sign(
+        &manifest_bytes,
+        &plan.manifest.trusted_comment(),
+        &format!("signature of the {} {} bundle manifest", plan.manifest.name, plan.manifest.version),
+    )?;
+    let wopts = WriteOptions { mtime: opts.created, level: opts.level, threads: opts.threads, split_size: opts.split_size };
+    if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(Error::io(dir, std::io::ErrorKind::NotFound.into()).with_hint("create the output directory first"));
+        }
+    }
+    let parts = write_bundle(&opts.output, &manifest_bytes, sig.to_text().as_bytes(), &plan.entries, &wopts, reporter)?;
+
+    let list: Vec<(String, Sha256Digest)> = parts
+        .iter()
+        .map(|p| (p.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), p.sha256))
+        .collect();
+    let text = checksums::render(&list);
+    let sums_path = checksums::sidecar_path(&opts.output);
+    let sums_sig_path = checksums::signature_path(&opts.output);
+    let sums_sig = key.sign(
+        text.as_bytes(),
+        &format!("airlock bundle files: {} {}", plan.manifest.name, plan.manifest.version),
+        "signature of the bundle's checksum list",
+    )?;
+    write_atomic(&sums_path, text.as_bytes())?;
+    write_atomic(&sums_sig_path, sums_sig.to_text().as_bytes())?;
+    Ok(Created { manifest: plan.manifest, parts, checksums: sums_path, checksums_signature: sums_sig_path })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, bytes).at(&tmp)?;
+    fs::rename(&tmp, path).at(path)
+}
+
+fn is_executable(p: &Path) -> Result<bool> {
+    Ok(fs::metadata(p).at(p)?.permissions().mode() & 0o111 != 0)
+}
+
+/// Parses a release's `sha256sum-<arch>.txt` (`<hex>  <name>` lines).
+fn release_checksums(path: &Path) -> Result<(PathBuf, BTreeMap<String, Sha256Digest>)> {
+    let text = fs::read_to_string(path).at(path)?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || Error::input(format!("{}:{}", path.display(), i + 1), "not a `<sha256>  <file name>` line");
+        let (hex, name) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
+        let name = name.trim_start().trim_start_matches('*');
+        let d = Sha256Digest::from_hex(hex).map_err(|_| bad())?;
+        out.insert(name.to_string(), d);
+    }
+    Ok((path.to_path_buf(), out))
+}

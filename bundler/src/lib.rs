@@ -1,0 +1,11 @@
+//! `airlock-bundler` as a library: read a bundle spec, load its sources, and write a
+//! signed bundle. The binary (`main.rs`) only parses flags, asks for passphrases and
+//! draws progress.
+//!
+//! - [`spec`]: the `bundle.yaml` the vendor writes.
+//! - [`sources`]: where images and charts come from (OCI layouts, archives, chart dirs).
+//! - [`create`]: planning and writing the bundle.
+
+pub mod create;
+pub mod sources;
+pub mod spec;

@@ -1,0 +1,208 @@
+//! The bundle spec (`bundle.yaml`): what the vendor wants in a bundle.
+//!
+//! Parsing is strict: unknown keys are errors, and every error names the spec file,
+//! the key (`components[1].images[0].ref`) and the cause. Paths are relative to the
+//! spec file. The full key reference is `docs/bundle-spec.md`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::manifest::DistributionKind;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub distribution: Option<DistributionSpec>,
+    #[serde(default)]
+    pub components: Vec<ComponentSpec>,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub installer: Option<InstallerSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributionSpec {
+    pub kind: DistributionKind,
+    pub version: String,
+    #[serde(default = "default_arch")]
+    pub arch: String,
+    /// The release's own `sha256sum-<arch>.txt`; every artifact must match a line.
+    #[serde(default)]
+    pub checksums: Option<String>,
+    pub artifacts: Vec<ArtifactSpec>,
+}
+
+fn default_arch() -> String {
+    "amd64".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSpec {
+    pub name: String,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSpec {
+    pub name: String,
+    #[serde(default)]
+    pub images: Vec<ImageEntrySpec>,
+    #[serde(default)]
+    pub charts: Vec<ChartSpec>,
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageEntrySpec {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub from: String,
+    #[serde(default)]
+    pub platforms: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartSpec {
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub path: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `"0644"` or `"0755"`; defaults to the source file's executable bit.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallerSpec {
+    pub path: String,
+}
+
+/// A parsed spec with the directory its relative paths start from.
+#[derive(Clone, Debug)]
+pub struct LoadedSpec {
+    pub file: PathBuf,
+    pub dir: PathBuf,
+    pub spec: Spec,
+}
+
+impl LoadedSpec {
+    pub fn load(file: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(file).at(file)?;
+        let spec: Spec = serde_yaml::from_str(&text).map_err(|e| {
+            Error::input(file.display().to_string(), e.to_string())
+                .with_hint("see docs/bundle-spec.md for every key the spec accepts")
+        })?;
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let loaded = Self { file: file.to_path_buf(), dir, spec };
+        loaded.validate()?;
+        Ok(loaded)
+    }
+
+    /// `file: key: cause` errors.
+    pub fn err(&self, key: impl std::fmt::Display, cause: impl Into<String>) -> Error {
+        Error::input(format!("{}: {key}", self.file.display()), cause)
+    }
+
+    /// Resolves a spec path and checks that it exists.
+    pub fn path(&self, key: impl std::fmt::Display, rel: &str) -> Result<PathBuf> {
+        let p = self.dir.join(rel);
+        if !p.exists() {
+            return Err(self
+                .err(key, format!("`{}` does not exist", p.display()))
+                .with_hint("paths in the spec are relative to the spec file"));
+        }
+        Ok(p)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let s = &self.spec;
+        name_ok(&s.name).map_err(|c| self.err("name", c))?;
+        name_ok(&s.version).map_err(|c| self.err("version", c))?;
+        let mut comps = BTreeSet::new();
+        for (i, c) in s.components.iter().enumerate() {
+            name_ok(&c.name).map_err(|why| self.err(format!("components[{i}].name"), why))?;
+            if !comps.insert(&c.name) {
+                return Err(self.err(format!("components[{i}].name"), format!("component `{}` is listed twice", c.name)));
+            }
+            for (j, f) in c.files.iter().enumerate() {
+                if let Some(n) = &f.name {
+                    name_ok(n).map_err(|why| self.err(format!("components[{i}].files[{j}].name"), why))?;
+                }
+                if let Some(m) = &f.mode {
+                    if m != "0644" && m != "0755" {
+                        return Err(self.err(
+                            format!("components[{i}].files[{j}].mode"),
+                            format!("`{m}` is not allowed; bundles carry only 0644 and 0755 files"),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(d) = &s.distribution {
+            name_ok(&d.arch).map_err(|why| self.err("distribution.arch", why))?;
+            for (i, a) in d.artifacts.iter().enumerate() {
+                name_ok(&a.name).map_err(|why| self.err(format!("distribution.artifacts[{i}].name"), why))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names end up in bundle paths, so they use the bundle path alphabet.
+fn name_ok(n: &str) -> std::result::Result<(), String> {
+    if n.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if n.contains('/') || n == "." || n == ".." {
+        return Err(format!("`{n}` must be a plain name, not a path"));
+    }
+    airlock_format::manifest::check_entry_path(n).map_err(|why| format!("`{n}`: {why}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<LoadedSpec> {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("bundle.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        LoadedSpec::load(&f)
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path_and_the_file() {
+        let e = load("name: a\nversion: '1'\ncomponents:\n  - name: c\n    images:\n      - ref: x\n        form: y\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("bundle.yaml"), "{msg}");
+        assert!(msg.contains("components[0].images[0]") && msg.contains("form"), "{msg}");
+        assert!(msg.contains("hint:"), "{msg}");
+    }
+
+    #[test]
+    fn bad_file_mode_and_path_like_names_are_rejected_by_key() {
+        let e = load("name: a\nversion: '1'\ncomponents:\n  - name: c\n    files:\n      - path: x\n        mode: '4755'\n").unwrap_err();
+        assert!(e.to_string().contains("components[0].files[0].mode"), "{e}");
+        let e = load("name: ../a\nversion: '1'\n").unwrap_err();
+        assert!(e.to_string().contains(": name:"), "{e}");
+    }
+}

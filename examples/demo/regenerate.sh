@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Regenerates every generated input of the demo example, offline and reproducibly
+# (running it twice gives byte-identical files; the results are committed):
+#   images/layout/, images/tools.docker.tar   <- images/generate.py
+#   charts/notes-0.1.0.tgz                     <- src/notes/ via src/package_chart.py
+#   dist/k3s-airgap-images-amd64.tar.zst       <- src/make_dist.py + zstd (STAND-IN)
+#   dist/sha256sum-amd64.txt                   <- sha256sum of dist/k3s and the above
+# dist/k3s (a STAND-IN shell script) and charts/hello/ are plain sources, not generated.
+# Needs python3 (standard library only), zstd and coreutils.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+export PYTHONDONTWRITEBYTECODE=1
+
+python3 images/generate.py
+python3 src/package_chart.py src/notes charts
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+python3 src/make_dist.py "$tmp/airgap.tar"
+# window <= 2^25: K3s caps the zstd decoder's memory at 32 MiB
+zstd -q -f -19 --long=25 --no-progress "$tmp/airgap.tar" -o dist/k3s-airgap-images-amd64.tar.zst
+chmod 0644 dist/k3s-airgap-images-amd64.tar.zst
+chmod 0755 dist/k3s
+(cd dist && sha256sum k3s k3s-airgap-images-amd64.tar.zst > sha256sum-amd64.txt)
+echo "wrote dist/k3s-airgap-images-amd64.tar.zst and dist/sha256sum-amd64.txt"

@@ -1,0 +1,185 @@
+//! SHA-256 digests and the hashing adapters used while streaming.
+//!
+//! ring's SHA-256 uses the CPU's SHA extensions where present, which is why every
+//! content hash in the project goes through here rather than a portable crate.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::str::FromStr;
+
+use ring::digest::{Context, SHA256};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A SHA-256 digest, written `sha256:<64 lowercase hex>` as in OCI descriptors.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sha256Digest(pub [u8; 32]);
+
+impl Sha256Digest {
+    /// The 64 hex characters, without the `sha256:` prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Digest of a byte slice.
+    pub fn of(bytes: &[u8]) -> Self {
+        let mut h = Sha256Hasher::new();
+        h.update(bytes);
+        h.finish()
+    }
+
+    /// Parses 64 hex characters (no prefix).
+    pub fn from_hex(s: &str) -> Result<Self, DigestParseError> {
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(DigestParseError(s.to_string()));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| DigestParseError(s.to_string()))?;
+        Ok(Self(out))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a sha256 digest (expected sha256: and 64 lowercase hex digits)")]
+pub struct DigestParseError(pub String);
+
+impl FromStr for Sha256Digest {
+    type Err = DigestParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| DigestParseError(s.to_string()))?;
+        Self::from_hex(hex)
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Sha256Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Incremental SHA-256.
+pub struct Sha256Hasher(Context);
+
+impl Default for Sha256Hasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sha256Hasher {
+    pub fn new() -> Self {
+        Self(Context::new(&SHA256))
+    }
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes)
+    }
+    pub fn finish(self) -> Sha256Digest {
+        let d = self.0.finish();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        Sha256Digest(out)
+    }
+}
+
+/// A reader that hashes and counts everything read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256Hasher,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self { inner, hasher: Sha256Hasher::new(), count: 0 }
+    }
+    /// The digest and byte count of what was read so far.
+    pub fn finish(self) -> (Sha256Digest, u64) {
+        (self.hasher.finish(), self.count)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// A writer that hashes and counts everything written through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256Hasher,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self { inner, hasher: Sha256Hasher::new(), count: 0 }
+    }
+    pub fn finish(self) -> (W, Sha256Digest, u64) {
+        (self.inner, self.hasher.finish(), self.count)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// SHA-256 and size of a whole file.
+pub fn sha256_file(path: &Path) -> io::Result<(Sha256Digest, u64)> {
+    let mut r = HashingReader::new(File::open(path)?);
+    io::copy(&mut r, &mut io::sink())?;
+    Ok(r.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_of_empty_input_is_the_well_known_value() {
+        assert_eq!(
+            Sha256Digest::of(b"").to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn digest_parse_rejects_uppercase_short_and_unprefixed() {
+        let ok = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert!(ok.parse::<Sha256Digest>().is_ok());
+        assert!(ok.to_uppercase().replace("SHA256", "sha256").parse::<Sha256Digest>().is_err());
+        assert!(ok[..70].parse::<Sha256Digest>().is_err());
+        assert!(ok.trim_start_matches("sha256:").parse::<Sha256Digest>().is_err());
+    }
+}

