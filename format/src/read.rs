@@ -439,6 +439,12 @@ fn check_header<R: Read>(ent: &tar::Entry<'_, R>, raw_path: &str) -> Result<()> 
     if let Err(why) = check_entry_path(raw_path) {
         return Err(Error::unsafe_entry(path, format!("unsafe path: {why}")).with_hint(UNSAFE));
     }
+    let (uid, gid) = (ent.header().uid(), ent.header().gid());
+    if !matches!((&uid, &gid), (Ok(0), Ok(0))) {
+        let id = |v: &io::Result<u64>| v.as_ref().map(|v| v.to_string()).unwrap_or_else(|_| "?".into());
+        return Err(Error::corrupt(path, format!("owner {}:{}, bundle entries are owned by 0:0", id(&uid), id(&gid)))
+            .with_hint(TAMPERED));
+    }
     let mode = ent.header().mode().map_err(|e| Error::corrupt(path, format!("bad mode field: {e}")).with_hint(TAMPERED))?;
     if mode & 0o7000 != 0 {
         return Err(Error::unsafe_entry(path, format!("mode {mode:o} has setuid, setgid or sticky bits")).with_hint(UNSAFE));

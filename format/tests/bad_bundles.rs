@@ -561,6 +561,29 @@ fn directory_and_other_entry_types_are_refused() {
 }
 
 #[test]
+fn owner_other_than_root_is_refused() {
+    let f = Forge::standard();
+    for (uid, gid) in [(1000, 0), (0, 1000)] {
+        let mut h = header(
+            SCRIPT.as_bytes(),
+            EntryType::Regular,
+            0o755,
+            f.contents[SCRIPT].len() as u64,
+        );
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_cksum();
+        let mut t = f.tar();
+        f.entries(&mut t, ..f.index(SCRIPT));
+        t.header(&h).data(&f.contents[SCRIPT]);
+        f.entries(&mut t, f.index(SCRIPT) + 1..);
+        t.end();
+        let e = refused(read(&f, &t.finish()), ErrorKind::Corrupt, SCRIPT);
+        assert!(e.cause.contains(&format!("owner {uid}:{gid}")), "{e}");
+    }
+}
+
+#[test]
 fn mode_other_than_the_manifest_says_is_refused() {
     let f = Forge::standard();
     let mut t = f.tar();

@@ -246,8 +246,7 @@ fn bad_cases(f: &Forge, absolute: &Path) -> Vec<(String, Vec<u8>, ErrorKind, Str
     );
     case(
         "longer entry",
-        with_content(
-            f,
+        f.with_content(
             SCRIPT,
             &[f.contents[SCRIPT].clone(), b"rm -rf /\n".to_vec()].concat(),
         ),
