@@ -56,13 +56,16 @@ pub struct Created {
 pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter: &dyn Reporter) -> Result<Plan> {
     let s = &spec.spec;
     let mut entries: BTreeMap<String, PlannedEntry> = BTreeMap::new();
-    let mut add = |path: String, content: Content, sha256: Sha256Digest, size: u64, executable: bool, what: &str| -> Result<()> {
-        if entries.contains_key(&path) {
-            return Err(spec.err(what, format!("two artifacts would be stored at `{path}`")).with_hint("give them distinct names"));
-        }
-        entries.insert(path.clone(), PlannedEntry { entry: Entry { path, size, sha256, executable }, content });
-        Ok(())
-    };
+    let mut add =
+        |path: String, content: Content, sha256: Sha256Digest, size: u64, executable: bool, what: &str| -> Result<()> {
+            if entries.contains_key(&path) {
+                return Err(spec
+                    .err(what, format!("two artifacts would be stored at `{path}`"))
+                    .with_hint("give them distinct names"));
+            }
+            entries.insert(path.clone(), PlannedEntry { entry: Entry { path, size, sha256, executable }, content });
+            Ok(())
+        };
 
     let mut components = Vec::new();
     let mut images = Vec::new();
@@ -87,7 +90,10 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
             for b in &img.blobs {
                 if let Some(prev) = blobs.get(&b.digest) {
                     if prev.size != b.size {
-                        return Err(spec.err(&key, format!("blob {} has size {} here but {} in another image", b.digest, b.size, prev.size)));
+                        return Err(spec.err(
+                            &key,
+                            format!("blob {} has size {} here but {} in another image", b.digest, b.size, prev.size),
+                        ));
                     }
                     continue;
                 }
@@ -107,7 +113,8 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
         for (hi, ch) in c.charts.iter().enumerate() {
             let key = format!("components[{ci}].charts[{hi}].path");
             let p = spec.path(&key, &ch.path)?;
-            let chart = sources::load_chart(&p, created).map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
+            let chart =
+                sources::load_chart(&p, created).map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
             let path = format!("charts/{}-{}.tgz", chart.name, chart.version);
             add(path.clone(), chart.content, chart.sha256, chart.size, false, &key)?;
             comp.charts.push(chart.name.clone());
@@ -160,11 +167,12 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
                 if let Some((sums_path, sums)) = &sums {
                     match sums.get(&a.name) {
                         None => {
-                            return Err(spec.err(
-                                format!("{key}.name"),
-                                format!("`{}` is not listed in {}", a.name, sums_path.display()),
-                            )
-                            .with_hint("the artifact name must be the file name the release publishes"))
+                            return Err(spec
+                                .err(
+                                    format!("{key}.name"),
+                                    format!("`{}` is not listed in {}", a.name, sums_path.display()),
+                                )
+                                .with_hint("the artifact name must be the file name the release publishes"))
                         }
                         Some(want) if *want != sha => {
                             return Err(Error::corrupt(
@@ -228,7 +236,14 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
         add(format!("{OCI_DIR}/index.json"), Content::Bytes(index.clone()), sha, index.len() as u64, false, "images")?;
         let layout = oci::OCI_LAYOUT_FILE.to_vec();
         let sha = Sha256Digest::of(&layout);
-        add(format!("{OCI_DIR}/oci-layout"), Content::Bytes(layout.clone()), sha, layout.len() as u64, false, "images")?;
+        add(
+            format!("{OCI_DIR}/oci-layout"),
+            Content::Bytes(layout.clone()),
+            sha,
+            layout.len() as u64,
+            false,
+            "images",
+        )?;
     }
     for (digest, b) in blobs {
         add(blob_path(&digest), b.content, digest, b.size, false, "images")?;
@@ -261,10 +276,13 @@ pub fn create(spec: &LoadedSpec, key: &SecretKey, opts: &CreateOptions, reporter
         &plan.manifest.trusted_comment(),
         &format!("signature of the {} {} bundle manifest", plan.manifest.name, plan.manifest.version),
     )?;
-    let wopts = WriteOptions { mtime: opts.created, level: opts.level, threads: opts.threads, split_size: opts.split_size };
+    let wopts =
+        WriteOptions { mtime: opts.created, level: opts.level, threads: opts.threads, split_size: opts.split_size };
     if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
-            return Err(Error::io(dir, std::io::ErrorKind::NotFound.into()).with_hint("create the output directory first"));
+            return Err(
+                Error::io(dir, std::io::ErrorKind::NotFound.into()).with_hint("create the output directory first")
+            );
         }
     }
     let parts = write_bundle(&opts.output, &manifest_bytes, sig.to_text().as_bytes(), &plan.entries, &wopts, reporter)?;

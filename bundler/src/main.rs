@@ -90,13 +90,13 @@ fn run(cli: Cli) -> Result<()> {
             let spec = LoadedSpec::load(&spec)?;
             let key = load_key(&key, passphrase_file.as_deref())?;
             let created = match std::env::var("SOURCE_DATE_EPOCH") {
-                Ok(v) => v.trim().parse::<u64>().map_err(|_| {
-                    Error::input("SOURCE_DATE_EPOCH", format!("`{v}` is not a number of seconds"))
-                })?,
-                Err(_) => std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
+                Ok(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| Error::input("SOURCE_DATE_EPOCH", format!("`{v}` is not a number of seconds")))?,
+                Err(_) => {
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+                }
             };
             let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
             let opts = CreateOptions { output, split_size, installer, created, level, threads };
@@ -165,13 +165,7 @@ fn run(cli: Cli) -> Result<()> {
 fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .at(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).at(path)?;
     f.write_all(bytes).at(path)
 }
 
@@ -195,8 +189,11 @@ fn load_key(path: &Path, passphrase_file: Option<&Path>) -> Result<SecretKey> {
             .interact()
             .map_err(|e| Error::input("passphrase", e.to_string()))?,
         None => {
-            return Err(Error::input(path.display().to_string(), "the key is passphrase-protected and no passphrase was given")
-                .with_hint("pass --passphrase-file FILE or set AIRLOCK_KEY_PASSPHRASE (no terminal to ask on)"))
+            return Err(Error::input(
+                path.display().to_string(),
+                "the key is passphrase-protected and no passphrase was given",
+            )
+            .with_hint("pass --passphrase-file FILE or set AIRLOCK_KEY_PASSPHRASE (no terminal to ask on)"))
         }
     };
     SecretKey::parse(&text, Some(&pass)).map_err(|e| e.within(path.display()))
@@ -263,9 +260,11 @@ impl Reporter for Progress {
                 }
                 let b = match total {
                     Some(t) => indicatif::ProgressBar::new(t).with_style(
-                        indicatif::ProgressStyle::with_template("{msg:30} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                            .expect("template")
-                            .progress_chars("=> "),
+                        indicatif::ProgressStyle::with_template(
+                            "{msg:30} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                        )
+                        .expect("template")
+                        .progress_chars("=> "),
                     ),
                     None => indicatif::ProgressBar::new_spinner(),
                 };

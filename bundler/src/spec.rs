@@ -141,7 +141,9 @@ impl LoadedSpec {
         for (i, c) in s.components.iter().enumerate() {
             name_ok(&c.name).map_err(|why| self.err(format!("components[{i}].name"), why))?;
             if !comps.insert(&c.name) {
-                return Err(self.err(format!("components[{i}].name"), format!("component `{}` is listed twice", c.name)));
+                return Err(
+                    self.err(format!("components[{i}].name"), format!("component `{}` is listed twice", c.name))
+                );
             }
             for (j, f) in c.files.iter().enumerate() {
                 if let Some(n) = &f.name {
@@ -191,7 +193,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_path_and_the_file() {
-        let e = load("name: a\nversion: '1'\ncomponents:\n  - name: c\n    images:\n      - ref: x\n        form: y\n").unwrap_err();
+        let e = load("name: a\nversion: '1'\ncomponents:\n  - name: c\n    images:\n      - ref: x\n        form: y\n")
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("bundle.yaml"), "{msg}");
         assert!(msg.contains("components[0].images[0]") && msg.contains("form"), "{msg}");
@@ -200,7 +203,10 @@ mod tests {
 
     #[test]
     fn bad_file_mode_and_path_like_names_are_rejected_by_key() {
-        let e = load("name: a\nversion: '1'\ncomponents:\n  - name: c\n    files:\n      - path: x\n        mode: '4755'\n").unwrap_err();
+        let e = load(
+            "name: a\nversion: '1'\ncomponents:\n  - name: c\n    files:\n      - path: x\n        mode: '4755'\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("components[0].files[0].mode"), "{e}");
         let e = load("name: ../a\nversion: '1'\n").unwrap_err();
         assert!(e.to_string().contains(": name:"), "{e}");

@@ -8,6 +8,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -155,6 +157,84 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// SHA-256 on a helper thread, so hashing overlaps with zstd on the caller's thread.
+///
+/// On two cores, decoding and hashing a bundle on one thread takes twice as long as
+/// decoding alone; handing each chunk to this thread brings verification close to the
+/// speed of `zstd -dc`. Buffers circulate through a small pool, so memory stays fixed
+/// (`buffers` × `size`) and nothing is allocated per chunk.
+pub struct BackgroundHasher {
+    work: Option<SyncSender<Job>>,
+    pool: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+enum Job {
+    /// Hash the first `len` bytes of the buffer, then return it to the pool.
+    Data(Vec<u8>, usize),
+    /// Reply with the digest of everything since the last `Finish`, and start anew.
+    Finish(SyncSender<Sha256Digest>),
+}
+
+impl BackgroundHasher {
+    pub fn new(buffers: usize, size: usize) -> Self {
+        let (work_tx, work_rx) = sync_channel::<Job>(buffers);
+        let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(buffers);
+        for _ in 0..buffers {
+            pool_tx.send(vec![0u8; size]).expect("pool has room");
+        }
+        let thread = std::thread::Builder::new()
+            .name("sha256".into())
+            .spawn(move || {
+                let mut h = Sha256Hasher::new();
+                for job in work_rx {
+                    match job {
+                        Job::Data(buf, len) => {
+                            h.update(&buf[..len]);
+                            // The pool outlives the hasher unless the owner is gone.
+                            if pool_tx.send(buf).is_err() {
+                                return;
+                            }
+                        }
+                        Job::Finish(reply) => {
+                            let _ = reply.send(std::mem::take(&mut h).finish());
+                        }
+                    }
+                }
+            })
+            .expect("spawn the hashing thread");
+        Self { work: Some(work_tx), pool: pool_rx, thread: Some(thread) }
+    }
+
+    /// A free buffer (waits until the hashing thread hands one back).
+    pub fn buffer(&self) -> Vec<u8> {
+        self.pool.recv().expect("hashing thread alive")
+    }
+
+    /// Hashes `buf[..len]` in the background; the buffer returns to the pool.
+    pub fn update(&self, buf: Vec<u8>, len: usize) {
+        self.work.as_ref().expect("open").send(Job::Data(buf, len)).expect("hashing thread alive");
+    }
+
+    /// The digest of everything passed in since the previous call.
+    pub fn finish(&self) -> Sha256Digest {
+        let (tx, rx) = sync_channel(1);
+        self.work.as_ref().expect("open").send(Job::Finish(tx)).expect("hashing thread alive");
+        rx.recv().expect("hashing thread alive")
+    }
+}
+
+impl Drop for BackgroundHasher {
+    fn drop(&mut self) {
+        drop(self.work.take());
+        // Drain the pool so the thread never blocks on a full pool while exiting.
+        while self.pool.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// SHA-256 and size of a whole file.
 pub fn sha256_file(path: &Path) -> io::Result<(Sha256Digest, u64)> {
     let mut r = HashingReader::new(File::open(path)?);
@@ -172,6 +252,19 @@ mod tests {
             Sha256Digest::of(b"").to_string(),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn background_hasher_matches_one_shot_digests_across_entries() {
+        let h = BackgroundHasher::new(2, 4);
+        for msg in [&b"hello world, in chunks"[..], b"", b"x"] {
+            for chunk in msg.chunks(4) {
+                let mut b = h.buffer();
+                b[..chunk.len()].copy_from_slice(chunk);
+                h.update(b, chunk.len());
+            }
+            assert_eq!(h.finish(), Sha256Digest::of(msg));
+        }
     }
 
     #[test]

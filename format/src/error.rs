@@ -72,8 +72,12 @@ impl Error {
     /// An I/O failure on `path`; disk-full and permission problems get their own hint.
     pub fn io(path: impl AsRef<Path>, err: io::Error) -> Self {
         let hint = match err.raw_os_error() {
-            Some(28) => Some("free space on that filesystem (or choose another location) and run the command again".to_string()),
-            Some(13) | Some(1) => Some("check the permissions of that path, or run as a user who may write it".to_string()),
+            Some(28) => {
+                Some("free space on that filesystem (or choose another location) and run the command again".to_string())
+            }
+            Some(13) | Some(1) => {
+                Some("check the permissions of that path, or run as a user who may write it".to_string())
+            }
             Some(30) => Some("that filesystem is read-only; choose a writable location for output".to_string()),
             _ if err.kind() == io::ErrorKind::NotFound => Some("check the path; it does not exist".to_string()),
             _ => None,

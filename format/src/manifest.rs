@@ -189,9 +189,8 @@ pub fn check_entry_path(path: &str) -> std::result::Result<(), String> {
             "." | ".." => return Err(format!("`{comp}` path component")),
             _ => {}
         }
-        if let Some(c) = comp
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '@' | ':' | '=')))
+        if let Some(c) =
+            comp.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '@' | ':' | '=')))
         {
             return Err(format!("character {c:?} is not allowed in bundle paths"));
         }
@@ -331,13 +330,25 @@ impl Manifest {
             }
         }
         if let Some(i) = &self.installer {
-            out.push(Artifact { kind: "installer", name: format!("airlock {}", i.version), entries: vec![i.path.clone()] });
+            out.push(Artifact {
+                kind: "installer",
+                name: format!("airlock {}", i.version),
+                entries: vec![i.path.clone()],
+            });
         }
         for img in &self.images {
-            out.push(Artifact { kind: "image", name: img.reference.clone(), entries: img.blobs.iter().map(blob_path).collect() });
+            out.push(Artifact {
+                kind: "image",
+                name: img.reference.clone(),
+                entries: img.blobs.iter().map(blob_path).collect(),
+            });
         }
         for c in &self.charts {
-            out.push(Artifact { kind: "chart", name: format!("{} {}", c.name, c.version), entries: vec![c.path.clone()] });
+            out.push(Artifact {
+                kind: "chart",
+                name: format!("{} {}", c.name, c.version),
+                entries: vec![c.path.clone()],
+            });
         }
         for f in &self.files {
             out.push(Artifact { kind: "file", name: f.name.clone(), entries: vec![f.path.clone()] });
@@ -351,10 +362,7 @@ impl Manifest {
     /// The trusted comment signed with the manifest: it names the bundle so that
     /// `minisign -V` shows what was signed.
     pub fn trusted_comment(&self) -> String {
-        format!(
-            "airlock bundle: {} {}\tcreated:{}\tformat:{}",
-            self.name, self.version, self.created, self.format
-        )
+        format!("airlock bundle: {} {}\tcreated:{}\tformat:{}", self.name, self.version, self.created, self.format)
     }
 }
 

@@ -88,40 +88,27 @@ fn key_id_hex(key_id: [u8; 8]) -> String {
 
 fn random_fill(buf: &mut [u8]) -> Result<()> {
     SystemRandom::new().fill(buf).map_err(|_| {
-        Error::new(
-            ErrorKind::Io,
-            "system random number generator",
-            "could not read random bytes",
-        )
-        .with_hint("check that /dev/urandom (getrandom) is available")
+        Error::new(ErrorKind::Io, "system random number generator", "could not read random bytes")
+            .with_hint("check that /dev/urandom (getrandom) is available")
     })
 }
 
 /// Reads a key file as text; errors name the path.
 fn read_key_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    String::from_utf8(bytes).map_err(|_| {
-        Error::input(
-            path.display().to_string(),
-            "is not a minisign key file (it is not text)",
-        )
-    })
+    String::from_utf8(bytes)
+        .map_err(|_| Error::input(path.display().to_string(), "is not a minisign key file (it is not text)"))
 }
 
 /// Finds the base64 line of a key file: the line after `untrusted comment: …`, or the
 /// first line when the text is a bare base64 key.
 fn key_base64_line<'a>(text: &'a str, subject: &str, what: &str) -> Result<&'a str> {
     let mut lines = text.lines().map(str::trim).skip_while(|l| l.is_empty());
-    let first = lines
-        .next()
-        .ok_or_else(|| Error::input(subject, format!("is empty; expected a {what}")))?;
+    let first = lines.next().ok_or_else(|| Error::input(subject, format!("is empty; expected a {what}")))?;
     if first.starts_with("untrusted comment:") {
         match lines.next() {
             Some(l) if !l.is_empty() => Ok(l),
-            _ => Err(Error::input(
-                subject,
-                format!("has a comment line but no key line; expected a {what}"),
-            )),
+            _ => Err(Error::input(subject, format!("has a comment line but no key line; expected a {what}"))),
         }
     } else {
         Ok(first)
@@ -130,17 +117,11 @@ fn key_base64_line<'a>(text: &'a str, subject: &str, what: &str) -> Result<&'a s
 
 fn decode_key_blob(text: &str, subject: &str, what: &str, len: usize) -> Result<Vec<u8>> {
     let line = key_base64_line(text, subject, what)?;
-    let blob = B64.decode(line).map_err(|_| {
-        Error::input(
-            subject,
-            format!("is not a {what}: the key line is not valid base64"),
-        )
-    })?;
+    let blob = B64
+        .decode(line)
+        .map_err(|_| Error::input(subject, format!("is not a {what}: the key line is not valid base64")))?;
     if blob.len() != len {
-        let mut cause = format!(
-            "is not a {what}: the key is {} bytes, expected {len}",
-            blob.len()
-        );
+        let mut cause = format!("is not a {what}: the key is {} bytes, expected {len}", blob.len());
         if blob.len() == SIGNATURE_BYTES {
             cause.push_str(" (this looks like a signature file)");
         } else if blob.len() == PUBLIC_KEY_BYTES {
@@ -157,19 +138,10 @@ fn decode_key_blob(text: &str, subject: &str, what: &str, len: usize) -> Result<
 
 fn check_comment(text: &str, what: &str, max: usize) -> Result<()> {
     if text.contains(['\n', '\r', '\0']) {
-        return Err(Error::input(
-            what,
-            "must be a single line (no newline, carriage return or NUL)",
-        ));
+        return Err(Error::input(what, "must be a single line (no newline, carriage return or NUL)"));
     }
     if text.len() > max {
-        return Err(Error::input(
-            what,
-            format!(
-                "is {} bytes long; minisign accepts at most {max}",
-                text.len()
-            ),
-        ));
+        return Err(Error::input(what, format!("is {} bytes long; minisign accepts at most {max}", text.len())));
     }
     Ok(())
 }
@@ -210,33 +182,22 @@ fn scrypt_stream(
     subject: &str,
 ) -> Result<[u8; KEYNUM_SK_BYTES]> {
     let (n_log2, r, p) = pick_scrypt_params(opslimit, memlimit);
-    let describe =
-        || format!("N=2^{n_log2}, r={r}, p={p} (opslimit {opslimit}, memlimit {memlimit})");
+    let describe = || format!("N=2^{n_log2}, r={r}, p={p} (opslimit {opslimit}, memlimit {memlimit})");
     let memory = 1u128 << n_log2.min(100);
     let memory = memory * 128 * u128::from(r);
     let work = memory * u128::from(p);
     if p == 0 || n_log2 >= 63 {
-        return Err(Error::input(
-            subject,
-            format!("has unusable scrypt parameters: {}", describe()),
-        ));
+        return Err(Error::input(subject, format!("has unusable scrypt parameters: {}", describe())));
     }
     if memory > u128::from(MAX_SCRYPT_MEMORY) || work > u128::from(MAX_SCRYPT_WORK) {
         return Err(Error::input(
             subject,
-            format!(
-                "asks for scrypt parameters far above minisign's defaults: {}; refusing",
-                describe()
-            ),
+            format!("asks for scrypt parameters far above minisign's defaults: {}; refusing", describe()),
         )
         .with_hint("re-encrypt the key with `minisign -C` (which uses the defaults)"));
     }
-    let params = scrypt::Params::new(n_log2 as u8, r, p, 32).map_err(|_| {
-        Error::input(
-            subject,
-            format!("has unusable scrypt parameters: {}", describe()),
-        )
-    })?;
+    let params = scrypt::Params::new(n_log2 as u8, r, p, 32)
+        .map_err(|_| Error::input(subject, format!("has unusable scrypt parameters: {}", describe())))?;
     let mut out = [0u8; KEYNUM_SK_BYTES];
     scrypt::scrypt(passphrase.as_bytes(), salt, &params, &mut out)
         .map_err(|_| Error::input(subject, "scrypt key derivation failed"))?;
@@ -306,11 +267,7 @@ impl PublicKey {
     /// The `.pub` file exactly as `minisign -G` writes it. (minisign prints the key id
     /// here with `%` PRIX64, so without leading zeros.)
     pub fn to_text(&self) -> String {
-        format!(
-            "{UNTRUSTED_PREFIX}minisign public key {:X}\n{}\n",
-            u64::from_le_bytes(self.key_id),
-            self.to_base64()
-        )
+        format!("{UNTRUSTED_PREFIX}minisign public key {:X}\n{}\n", u64::from_le_bytes(self.key_id), self.to_base64())
     }
 
     pub fn key_id(&self) -> [u8; 8] {
@@ -328,9 +285,7 @@ impl PublicKey {
     }
 
     fn verify_raw(&self, message: &[u8], sig: &[u8; 64]) -> bool {
-        UnparsedPublicKey::new(&ED25519, &self.pk)
-            .verify(message, sig)
-            .is_ok()
+        UnparsedPublicKey::new(&ED25519, &self.pk).verify(message, sig).is_ok()
     }
 }
 
@@ -370,13 +325,8 @@ impl SecretKey {
         let mut key_id = [0u8; 8];
         random_fill(&mut seed)?;
         random_fill(&mut key_id)?;
-        let kp = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| {
-            Error::new(
-                ErrorKind::Io,
-                "minisign key generation",
-                "could not derive an Ed25519 key pair",
-            )
-        });
+        let kp = Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|_| Error::new(ErrorKind::Io, "minisign key generation", "could not derive an Ed25519 key pair"));
         let kp = match kp {
             Ok(kp) => kp,
             Err(e) => {
@@ -453,11 +403,8 @@ impl SecretKey {
         let (head, keynum_sk) = blob.split_at_mut(SECRET_KEY_BYTES - KEYNUM_SK_BYTES);
         if encrypted {
             let Some(passphrase) = passphrase else {
-                return Err(Error::input(
-                    subject,
-                    "is encrypted with a passphrase, and none was given",
-                )
-                .with_hint("give the passphrase of this key"));
+                return Err(Error::input(subject, "is encrypted with a passphrase, and none was given")
+                    .with_hint("give the passphrase of this key"));
             };
             let mut salt = [0u8; 32];
             salt.copy_from_slice(&head[6..38]);
@@ -469,11 +416,7 @@ impl SecretKey {
             }
             wipe(&mut stream);
         }
-        let mut key = Self {
-            key_id: [0; 8],
-            seed: [0; 32],
-            pk: [0; 32],
-        };
+        let mut key = Self { key_id: [0; 8], seed: [0; 32], pk: [0; 32] };
         key.key_id.copy_from_slice(&keynum_sk[0..8]);
         key.seed.copy_from_slice(&keynum_sk[8..40]);
         key.pk.copy_from_slice(&keynum_sk[40..72]);
@@ -482,32 +425,26 @@ impl SecretKey {
         let chk_ok = same_bytes(&chk, stored_chk);
         wipe(&mut chk);
         if encrypted && !chk_ok {
-            return Err(Error::input(subject, "wrong passphrase for this secret key (its checksum does not match after decryption)")
-                .with_hint("check the passphrase; it is the one given when the key was made"));
+            return Err(Error::input(
+                subject,
+                "wrong passphrase for this secret key (its checksum does not match after decryption)",
+            )
+            .with_hint("check the passphrase; it is the one given when the key was made"));
         }
         // `minisign -G -W` writes an all-zero checksum and never checks it for
         // unencrypted keys; a non-zero one (ours) must match.
         if !encrypted && !chk_ok && stored_chk.iter().any(|&b| b != 0) {
-            return Err(Error::input(
-                subject,
-                "is damaged: the secret key checksum does not match",
-            ));
+            return Err(Error::input(subject, "is damaged: the secret key checksum does not match"));
         }
         if Ed25519KeyPair::from_seed_and_public_key(&key.seed, &key.pk).is_err() {
-            return Err(Error::input(
-                subject,
-                "is damaged: its public half does not belong to its private half",
-            ));
+            return Err(Error::input(subject, "is damaged: its public half does not belong to its private half"));
         }
         Ok(key)
     }
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey {
-            key_id: self.key_id,
-            pk: self.pk,
-        }
+        PublicKey { key_id: self.key_id, pk: self.pk }
     }
 
     pub fn key_id(&self) -> [u8; 8] {
@@ -531,12 +468,7 @@ impl SecretKey {
 
     /// The secret key file encrypted with scrypt at the given libsodium limits (cheap
     /// ones make tests fast; stock minisign reads any limits from the file).
-    pub fn to_text_with_kdf_limits(
-        &self,
-        passphrase: &str,
-        opslimit: u64,
-        memlimit: u64,
-    ) -> Result<String> {
+    pub fn to_text_with_kdf_limits(&self, passphrase: &str, opslimit: u64, memlimit: u64) -> Result<String> {
         let mut salt = [0u8; 32];
         random_fill(&mut salt)?;
         let stream = scrypt_stream(passphrase, &salt, opslimit, memlimit, "minisign secret key")?;
@@ -546,11 +478,7 @@ impl SecretKey {
     fn encode(&self, kdf: Option<([u8; 32], u64, u64, [u8; KEYNUM_SK_BYTES])>) -> String {
         let mut blob = Vec::with_capacity(SECRET_KEY_BYTES);
         blob.extend_from_slice(&SIGALG);
-        blob.extend_from_slice(if kdf.is_some() {
-            &KDF_SCRYPT
-        } else {
-            &KDF_NONE
-        });
+        blob.extend_from_slice(if kdf.is_some() { &KDF_SCRYPT } else { &KDF_NONE });
         blob.extend_from_slice(&CHK_BLAKE2B);
         match &kdf {
             Some((salt, ops, mem, _)) => {
@@ -583,20 +511,12 @@ impl SecretKey {
 
     fn key_pair(&self) -> Result<Ed25519KeyPair> {
         Ed25519KeyPair::from_seed_and_public_key(&self.seed, &self.pk).map_err(|_| {
-            Error::input(
-                "minisign secret key",
-                "is damaged: its public half does not belong to its private half",
-            )
+            Error::input("minisign secret key", "is damaged: its public half does not belong to its private half")
         })
     }
 
     /// Signs `message` the way `minisign -S` (0.11) does: prehashed with BLAKE2b-512.
-    pub fn sign(
-        &self,
-        message: &[u8],
-        trusted_comment: &str,
-        untrusted_comment: &str,
-    ) -> Result<Signature> {
+    pub fn sign(&self, message: &[u8], trusted_comment: &str, untrusted_comment: &str) -> Result<Signature> {
         let mut prehash = Prehash::new();
         prehash.update(message);
         self.sign_prehashed(prehash, trusted_comment, untrusted_comment)
@@ -623,11 +543,7 @@ impl SecretKey {
         untrusted_comment: &str,
     ) -> Result<Signature> {
         check_comment(trusted_comment, "trusted comment", MAX_TRUSTED_COMMENT)?;
-        check_comment(
-            untrusted_comment,
-            "untrusted comment",
-            MAX_UNTRUSTED_COMMENT,
-        )?;
+        check_comment(untrusted_comment, "untrusted comment", MAX_UNTRUSTED_COMMENT)?;
         let kp = self.key_pair()?;
         let mut sig = [0u8; 64];
         sig.copy_from_slice(kp.sign(data).as_ref());
@@ -647,10 +563,7 @@ impl SecretKey {
 fn unsupported_kdf(subject: &str, kdf: [u8; 2]) -> Error {
     Error::input(
         subject,
-        format!(
-            "uses an unsupported key derivation algorithm {:02x}{:02x} (expected \"Sc\" or none)",
-            kdf[0], kdf[1]
-        ),
+        format!("uses an unsupported key derivation algorithm {:02x}{:02x} (expected \"Sc\" or none)", kdf[0], kdf[1]),
     )
 }
 
@@ -738,11 +651,8 @@ impl Signature {
     /// Parses the 4-line `.minisig` format (CRLF line ends are tolerated, as minisign does).
     pub fn parse(text: &str) -> Result<Self> {
         let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-        let mut next = |what: &str| {
-            lines
-                .next()
-                .ok_or_else(|| malformed_sig(format!("it ends before the {what} line")))
-        };
+        let mut next =
+            |what: &str| lines.next().ok_or_else(|| malformed_sig(format!("it ends before the {what} line")));
         let untrusted = next("untrusted comment")?;
         let sig_line = next("signature")?;
         let trusted = next("trusted comment")?;
@@ -750,20 +660,15 @@ impl Signature {
         if lines.any(|l| !l.trim().is_empty()) {
             return Err(malformed_sig("it has more than 4 lines"));
         }
-        let untrusted_comment = untrusted.strip_prefix(UNTRUSTED_PREFIX).ok_or_else(|| {
-            malformed_sig(format!("line 1 does not start with {UNTRUSTED_PREFIX:?}"))
-        })?;
-        let trusted_comment = trusted.strip_prefix(TRUSTED_PREFIX).ok_or_else(|| {
-            malformed_sig(format!("line 3 does not start with {TRUSTED_PREFIX:?}"))
-        })?;
-        let blob = B64
-            .decode(sig_line.trim())
-            .map_err(|_| malformed_sig("line 2 is not valid base64"))?;
+        let untrusted_comment = untrusted
+            .strip_prefix(UNTRUSTED_PREFIX)
+            .ok_or_else(|| malformed_sig(format!("line 1 does not start with {UNTRUSTED_PREFIX:?}")))?;
+        let trusted_comment = trusted
+            .strip_prefix(TRUSTED_PREFIX)
+            .ok_or_else(|| malformed_sig(format!("line 3 does not start with {TRUSTED_PREFIX:?}")))?;
+        let blob = B64.decode(sig_line.trim()).map_err(|_| malformed_sig("line 2 is not valid base64"))?;
         if blob.len() != SIGNATURE_BYTES {
-            return Err(malformed_sig(format!(
-                "line 2 holds {} bytes, expected {SIGNATURE_BYTES}",
-                blob.len()
-            )));
+            return Err(malformed_sig(format!("line 2 holds {} bytes, expected {SIGNATURE_BYTES}", blob.len())));
         }
         let prehashed = match [blob[0], blob[1]] {
             SIGALG_PREHASHED => true,
@@ -775,12 +680,11 @@ impl Signature {
                 )))
             }
         };
-        let global = B64
-            .decode(global_line.trim())
-            .map_err(|_| malformed_sig("line 4 is not valid base64"))?;
-        let global_sig: [u8; 64] = global.as_slice().try_into().map_err(|_| {
-            malformed_sig(format!("line 4 holds {} bytes, expected 64", global.len()))
-        })?;
+        let global = B64.decode(global_line.trim()).map_err(|_| malformed_sig("line 4 is not valid base64"))?;
+        let global_sig: [u8; 64] = global
+            .as_slice()
+            .try_into()
+            .map_err(|_| malformed_sig(format!("line 4 holds {} bytes, expected 64", global.len())))?;
         let mut key_id = [0u8; 8];
         key_id.copy_from_slice(&blob[2..10]);
         let mut sig = [0u8; 64];
@@ -798,11 +702,7 @@ impl Signature {
     /// The `.minisig` file, byte for byte as minisign writes it.
     pub fn to_text(&self) -> String {
         let mut blob = Vec::with_capacity(SIGNATURE_BYTES);
-        blob.extend_from_slice(if self.prehashed {
-            &SIGALG_PREHASHED
-        } else {
-            &SIGALG
-        });
+        blob.extend_from_slice(if self.prehashed { &SIGALG_PREHASHED } else { &SIGALG });
         blob.extend_from_slice(&self.key_id);
         blob.extend_from_slice(&self.sig);
         format!(
@@ -840,37 +740,23 @@ impl Signature {
 
 /// The first trusted key with the signature's key id, or an error naming both sides.
 fn find_key<'a>(trusted: &'a [PublicKey], sig: &Signature) -> Result<&'a PublicKey> {
-    trusted
-        .iter()
-        .find(|k| k.key_id == sig.key_id)
-        .ok_or_else(|| {
-            let list = if trusted.is_empty() {
-                "none".to_string()
-            } else {
-                trusted
-                    .iter()
-                    .map(PublicKey::key_id_hex)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            Error::signature(
-                "minisign signature",
-                format!(
-                    "is not from a trusted key: signed by key {}, trusted keys: {list}",
-                    sig.key_id_hex()
-                ),
-            )
-            .with_hint(HINT_PUBKEY)
-        })
+    trusted.iter().find(|k| k.key_id == sig.key_id).ok_or_else(|| {
+        let list = if trusted.is_empty() {
+            "none".to_string()
+        } else {
+            trusted.iter().map(PublicKey::key_id_hex).collect::<Vec<_>>().join(", ")
+        };
+        Error::signature(
+            "minisign signature",
+            format!("is not from a trusted key: signed by key {}, trusted keys: {list}", sig.key_id_hex()),
+        )
+        .with_hint(HINT_PUBKEY)
+    })
 }
 
 fn check_with_key(key: &PublicKey, sig: &Signature, data: &[u8]) -> Result<PublicKey> {
     if !key.verify_raw(data, &sig.sig) {
-        let kind = if sig.prehashed {
-            "signature"
-        } else {
-            "legacy (non-prehashed) signature"
-        };
+        let kind = if sig.prehashed { "signature" } else { "legacy (non-prehashed) signature" };
         return Err(Error::signature(
             "minisign signature",
             format!(
@@ -880,10 +766,7 @@ fn check_with_key(key: &PublicKey, sig: &Signature, data: &[u8]) -> Result<Publi
         )
         .with_hint("get the file and its signature again from the vendor"));
     }
-    if !key.verify_raw(
-        &global_message(&sig.sig, &sig.trusted_comment),
-        &sig.global_sig,
-    ) {
+    if !key.verify_raw(&global_message(&sig.sig, &sig.trusted_comment), &sig.global_sig) {
         return Err(Error::signature(
             "minisign signature",
             format!(
@@ -912,11 +795,7 @@ pub fn verify(trusted: &[PublicKey], sig: &Signature, message: &[u8]) -> Result<
 
 /// [`verify`] for content that was fed through `prehash`. A legacy signature signs the
 /// content itself, so it cannot be checked this way and is refused.
-pub fn verify_prehashed(
-    trusted: &[PublicKey],
-    sig: &Signature,
-    prehash: Prehash,
-) -> Result<PublicKey> {
+pub fn verify_prehashed(trusted: &[PublicKey], sig: &Signature, prehash: Prehash) -> Result<PublicKey> {
     let key = find_key(trusted, sig)?;
     if !sig.prehashed {
         return Err(Error::signature(
@@ -978,22 +857,10 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         assert_eq!(legacy.trusted_comment(), "airlock legacy vector");
         verify(&[pk], &legacy, STOCK_MESSAGE).unwrap();
         // Ed25519 is deterministic, so our signatures with the stock key are identical
-        let ours = sk
-            .sign(
-                STOCK_MESSAGE,
-                "airlock test vector",
-                "signature from minisign secret key",
-            )
-            .unwrap();
+        let ours = sk.sign(STOCK_MESSAGE, "airlock test vector", "signature from minisign secret key").unwrap();
         assert_eq!(ours.to_text(), STOCK_SIG);
-        let ours = sk
-            .sign_data(
-                false,
-                STOCK_MESSAGE,
-                "airlock legacy vector",
-                "signature from minisign secret key",
-            )
-            .unwrap();
+        let ours =
+            sk.sign_data(false, STOCK_MESSAGE, "airlock legacy vector", "signature from minisign secret key").unwrap();
         assert_eq!(ours.to_text(), STOCK_LEGACY_SIG);
     }
 
@@ -1001,22 +868,14 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
     fn signature_round_trips_and_verifies() {
         let sk = key();
         let pk = sk.public_key();
-        let sig = sk
-            .sign(
-                b"bundle manifest",
-                "timestamp:1\tfile:manifest.json\thashed",
-                "signature from airlock",
-            )
-            .unwrap();
+        let sig =
+            sk.sign(b"bundle manifest", "timestamp:1\tfile:manifest.json\thashed", "signature from airlock").unwrap();
         assert!(sig.is_prehashed());
         assert_eq!(sig.key_id(), pk.key_id());
         let parsed = Signature::parse(&sig.to_text()).unwrap();
         assert_eq!(parsed, sig);
         assert_eq!(parsed.to_text(), sig.to_text());
-        assert_eq!(
-            parsed.trusted_comment(),
-            "timestamp:1\tfile:manifest.json\thashed"
-        );
+        assert_eq!(parsed.trusted_comment(), "timestamp:1\tfile:manifest.json\thashed");
         assert_eq!(verify(&[pk], &parsed, b"bundle manifest").unwrap(), pk);
     }
 
@@ -1048,10 +907,7 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         let sig = sk.sign(b"bundle manifest", "tc", "uc").unwrap();
         let err = verify(&[sk.public_key()], &sig, b"bundle manifesT").unwrap_err();
         assert_eq!(err.kind, ErrorKind::Signature);
-        assert!(
-            err.to_string().contains("does not match the content"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("does not match the content"), "{err}");
     }
 
     #[test]
@@ -1062,19 +918,14 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         let forged = Signature::parse(&text).unwrap();
         let err = verify(&[sk.public_key()], &forged, b"m").unwrap_err();
         assert_eq!(err.kind, ErrorKind::Signature);
-        assert!(
-            err.to_string().contains("trusted comment was altered"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("trusted comment was altered"), "{err}");
     }
 
     #[test]
     fn changed_untrusted_comment_is_fine() {
         let sk = key();
         let sig = sk.sign(b"m", "tc", "one").unwrap();
-        let text = sig
-            .to_text()
-            .replace("untrusted comment: one", "untrusted comment: two");
+        let text = sig.to_text().replace("untrusted comment: one", "untrusted comment: two");
         verify(&[sk.public_key()], &Signature::parse(&text).unwrap(), b"m").unwrap();
     }
 
@@ -1086,20 +937,11 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         let err = verify(&[other.public_key()], &sig, b"m").unwrap_err();
         assert_eq!(err.kind, ErrorKind::Signature);
         let text = err.to_string();
-        assert!(
-            text.contains(&format!("signed by key {}", signer.key_id_hex())),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!("trusted keys: {}", other.key_id_hex())),
-            "{text}"
-        );
+        assert!(text.contains(&format!("signed by key {}", signer.key_id_hex())), "{text}");
+        assert!(text.contains(&format!("trusted keys: {}", other.key_id_hex())), "{text}");
         assert!(text.contains("--pubkey"), "{text}");
         // the matching key is found among several
-        assert_eq!(
-            verify(&[other.public_key(), signer.public_key()], &sig, b"m").unwrap(),
-            signer.public_key()
-        );
+        assert_eq!(verify(&[other.public_key(), signer.public_key()], &sig, b"m").unwrap(), signer.public_key());
         let err = verify(&[], &sig, b"m").unwrap_err();
         assert!(err.to_string().contains("trusted keys: none"), "{err}");
     }
@@ -1109,15 +951,9 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         let signer = key();
         let impostor = key();
         let sig = signer.sign(b"m", "tc", "uc").unwrap();
-        let fake = PublicKey {
-            key_id: signer.key_id(),
-            pk: impostor.public_key().pk,
-        };
+        let fake = PublicKey { key_id: signer.key_id(), pk: impostor.public_key().pk };
         let err = verify(&[fake], &sig, b"m").unwrap_err();
-        assert!(
-            err.to_string().contains("does not match the content"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("does not match the content"), "{err}");
     }
 
     #[test]
@@ -1128,10 +964,7 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         assert!(!sig.is_prehashed());
         verify(&[sk.public_key()], &sig, b"legacy message").unwrap();
         let err = verify(&[sk.public_key()], &sig, b"legacy messagf").unwrap_err();
-        assert!(
-            err.to_string().contains("legacy (non-prehashed) signature"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("legacy (non-prehashed) signature"), "{err}");
         let mut p = Prehash::new();
         p.update(b"legacy message");
         let err = verify_prehashed(&[sk.public_key()], &sig, p).unwrap_err();
@@ -1148,32 +981,19 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         assert_eq!(text.lines().count(), 2);
         assert_eq!(PublicKey::parse(&text).unwrap(), pk);
         assert_eq!(PublicKey::parse(&pk.to_base64()).unwrap(), pk);
-        assert_eq!(
-            PublicKey::parse(&format!("  {}  \n", pk.to_base64())).unwrap(),
-            pk
-        );
+        assert_eq!(PublicKey::parse(&format!("  {}  \n", pk.to_base64())).unwrap(), pk);
         assert_eq!(PublicKey::parse(&text.replace('\n', "\r\n")).unwrap(), pk);
     }
 
     #[test]
     fn key_ids_print_like_minisign() {
-        let pk = PublicKey {
-            key_id: [0x45, 0x8b, 0xc8, 0x54, 0x93, 0xc8, 0x34, 0x12],
-            pk: [7; 32],
-        };
+        let pk = PublicKey { key_id: [0x45, 0x8b, 0xc8, 0x54, 0x93, 0xc8, 0x34, 0x12], pk: [7; 32] };
         assert_eq!(pk.key_id_hex(), "1234C89354C88B45");
-        assert!(pk
-            .to_text()
-            .starts_with("untrusted comment: minisign public key 1234C89354C88B45\n"));
+        assert!(pk.to_text().starts_with("untrusted comment: minisign public key 1234C89354C88B45\n"));
         // minisign writes the .pub comment with %PRIX64, without leading zeros
-        let pk = PublicKey {
-            key_id: [0xab, 0xd4, 0x32, 0xfb, 0x27, 0x64, 0xe7, 0x0d],
-            pk: [7; 32],
-        };
+        let pk = PublicKey { key_id: [0xab, 0xd4, 0x32, 0xfb, 0x27, 0x64, 0xe7, 0x0d], pk: [7; 32] };
         assert_eq!(pk.key_id_hex(), "0DE76427FB32D4AB");
-        assert!(pk
-            .to_text()
-            .starts_with("untrusted comment: minisign public key DE76427FB32D4AB\n"));
+        assert!(pk.to_text().starts_with("untrusted comment: minisign public key DE76427FB32D4AB\n"));
     }
 
     #[test]
@@ -1194,18 +1014,10 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
     #[test]
     fn unencrypted_key_with_zero_checksum_is_accepted_like_minisign_w() {
         let sk = key();
-        let mut blob = B64
-            .decode(sk.to_text(None).unwrap().lines().nth(1).unwrap())
-            .unwrap();
+        let mut blob = B64.decode(sk.to_text(None).unwrap().lines().nth(1).unwrap()).unwrap();
         blob[126..158].fill(0);
-        let text = format!(
-            "untrusted comment: minisign encrypted secret key\n{}\n",
-            B64.encode(&blob)
-        );
-        assert_eq!(
-            SecretKey::parse(&text, None).unwrap().public_key(),
-            sk.public_key()
-        );
+        let text = format!("untrusted comment: minisign encrypted secret key\n{}\n", B64.encode(&blob));
+        assert_eq!(SecretKey::parse(&text, None).unwrap().public_key(), sk.public_key());
         // a non-zero checksum that does not match is damage
         blob[130] = 1;
         let text = format!("untrusted comment: x\n{}\n", B64.encode(&blob));
@@ -1217,21 +1029,13 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
     #[test]
     fn encrypted_secret_key_round_trips_with_cheap_limits() {
         let sk = key();
-        let text = sk
-            .to_text_with_kdf_limits("correct horse", CHEAP_OPS, CHEAP_MEM)
-            .unwrap();
+        let text = sk.to_text_with_kdf_limits("correct horse", CHEAP_OPS, CHEAP_MEM).unwrap();
         assert!(text.starts_with("untrusted comment: minisign encrypted secret key\n"));
         assert!(SecretKey::is_encrypted_text(&text).unwrap());
         let blob = B64.decode(text.lines().nth(1).unwrap()).unwrap();
         assert_eq!(&blob[..6], b"EdScB2");
-        assert_eq!(
-            u64::from_le_bytes(blob[38..46].try_into().unwrap()),
-            CHEAP_OPS
-        );
-        assert_eq!(
-            u64::from_le_bytes(blob[46..54].try_into().unwrap()),
-            CHEAP_MEM
-        );
+        assert_eq!(u64::from_le_bytes(blob[38..46].try_into().unwrap()), CHEAP_OPS);
+        assert_eq!(u64::from_le_bytes(blob[46..54].try_into().unwrap()), CHEAP_MEM);
         // the key id is not visible in the clear
         assert_ne!(&blob[54..62], &sk.key_id());
         let back = SecretKey::parse(&text, Some("correct horse")).unwrap();
@@ -1243,17 +1047,12 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
     #[test]
     fn wrong_or_missing_passphrase_is_a_clear_error_without_secrets() {
         let sk = key();
-        let text = sk
-            .to_text_with_kdf_limits("correct horse", CHEAP_OPS, CHEAP_MEM)
-            .unwrap();
+        let text = sk.to_text_with_kdf_limits("correct horse", CHEAP_OPS, CHEAP_MEM).unwrap();
         let err = SecretKey::parse(&text, Some("battery staple")).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Input);
         let msg = format!("{err} {err:?}");
         assert!(msg.contains("wrong passphrase"), "{msg}");
-        assert!(
-            !msg.contains("battery") && !msg.contains("correct horse"),
-            "{msg}"
-        );
+        assert!(!msg.contains("battery") && !msg.contains("correct horse"), "{msg}");
         let err = SecretKey::parse(&text, None).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Input);
         assert!(err.to_string().contains("passphrase"), "{err}");
@@ -1264,18 +1063,13 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         let sk = key();
         let shown = format!("{sk:?}");
         assert!(shown.contains(&sk.key_id_hex()));
-        assert!(
-            !shown.contains(&hex::encode(sk.seed)) && !shown.contains(&hex::encode_upper(sk.seed))
-        );
+        assert!(!shown.contains(&hex::encode(sk.seed)) && !shown.contains(&hex::encode_upper(sk.seed)));
     }
 
     #[test]
     fn pickparams_matches_libsodium() {
         // minisign's defaults
-        assert_eq!(
-            pick_scrypt_params(DEFAULT_OPSLIMIT, DEFAULT_MEMLIMIT),
-            (20, 8, 1)
-        );
+        assert_eq!(pick_scrypt_params(DEFAULT_OPSLIMIT, DEFAULT_MEMLIMIT), (20, 8, 1));
         // opslimit is raised to 32768; small opslimit picks N from it with p = 1
         assert_eq!(pick_scrypt_params(0, 16 << 20), (10, 8, 1));
         assert_eq!(pick_scrypt_params(CHEAP_OPS, CHEAP_MEM), (10, 8, 1));
@@ -1294,14 +1088,10 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         let sk = key();
         // p = 2^25: far too much work
         assert!(sk.to_text_with_kdf_limits("pw", 1 << 40, 1 << 20).is_err());
-        let err = sk
-            .to_text_with_kdf_limits("pw", u64::MAX, u64::MAX)
-            .unwrap_err();
+        let err = sk.to_text_with_kdf_limits("pw", u64::MAX, u64::MAX).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Input);
         // the same limits read from a key file are refused before any work
-        let text = sk
-            .to_text_with_kdf_limits("pw", CHEAP_OPS, CHEAP_MEM)
-            .unwrap();
+        let text = sk.to_text_with_kdf_limits("pw", CHEAP_OPS, CHEAP_MEM).unwrap();
         let mut blob = B64.decode(text.lines().nth(1).unwrap()).unwrap();
         blob[38..54].fill(0xff);
         let text = format!("untrusted comment: x\n{}\n", B64.encode(&blob));
@@ -1317,23 +1107,12 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
             assert_eq!(err.kind, ErrorKind::Input);
         }
         assert!(sk.sign(b"m", &"x".repeat(MAX_TRUSTED_COMMENT), "u").is_ok());
-        assert!(sk
-            .sign(b"m", &"x".repeat(MAX_TRUSTED_COMMENT + 1), "u")
-            .is_err());
-        assert!(sk
-            .sign(b"m", "t", &"x".repeat(MAX_UNTRUSTED_COMMENT))
-            .is_ok());
-        assert!(sk
-            .sign(b"m", "t", &"x".repeat(MAX_UNTRUSTED_COMMENT + 1))
-            .is_err());
+        assert!(sk.sign(b"m", &"x".repeat(MAX_TRUSTED_COMMENT + 1), "u").is_err());
+        assert!(sk.sign(b"m", "t", &"x".repeat(MAX_UNTRUSTED_COMMENT)).is_ok());
+        assert!(sk.sign(b"m", "t", &"x".repeat(MAX_UNTRUSTED_COMMENT + 1)).is_err());
         // empty comments are fine
         let sig = sk.sign(b"m", "", "").unwrap();
-        verify(
-            &[sk.public_key()],
-            &Signature::parse(&sig.to_text()).unwrap(),
-            b"m",
-        )
-        .unwrap();
+        verify(&[sk.public_key()], &Signature::parse(&sig.to_text()).unwrap(), b"m").unwrap();
     }
 
     #[test]
@@ -1350,27 +1129,9 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
             good.replace("untrusted comment: ", "comment: "),
             good.replace("trusted comment: tc", "tc"),
             format!("{}\n!!!!\n{}\n{}\n", lines[0], lines[2], lines[3]),
-            format!(
-                "{}\n{}\n{}\n{}\n",
-                lines[0],
-                B64.encode(&sig_blob[..73]),
-                lines[2],
-                lines[3]
-            ),
-            format!(
-                "{}\n{}\n{}\n{}\n",
-                lines[0],
-                B64.encode(&bad_alg),
-                lines[2],
-                lines[3]
-            ),
-            format!(
-                "{}\n{}\n{}\n{}\n",
-                lines[0],
-                lines[1],
-                lines[2],
-                B64.encode([0u8; 63])
-            ),
+            format!("{}\n{}\n{}\n{}\n", lines[0], B64.encode(&sig_blob[..73]), lines[2], lines[3]),
+            format!("{}\n{}\n{}\n{}\n", lines[0], B64.encode(&bad_alg), lines[2], lines[3]),
+            format!("{}\n{}\n{}\n{}\n", lines[0], lines[1], lines[2], B64.encode([0u8; 63])),
             format!("{good}extra line\n"),
             lines[..3].join("\n"),
         ];
@@ -1379,16 +1140,10 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
             assert_eq!(err.kind, ErrorKind::Signature, "{case:?}");
             assert!(err.to_string().contains("malformed"), "{err}");
         }
-        assert!(Signature::parse(&format!(
-            "{}\n{}\n{}\n{}\n",
-            lines[0],
-            B64.encode(&bad_alg),
-            lines[2],
-            lines[3]
-        ))
-        .unwrap_err()
-        .to_string()
-        .contains("unknown signature algorithm"));
+        assert!(Signature::parse(&format!("{}\n{}\n{}\n{}\n", lines[0], B64.encode(&bad_alg), lines[2], lines[3]))
+            .unwrap_err()
+            .to_string()
+            .contains("unknown signature algorithm"));
         // every truncation parses or fails cleanly
         for i in 0..good.len() {
             let _ = Signature::parse(&good[..i]);
@@ -1404,28 +1159,10 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         let pub_text = sk.public_key().to_text();
         let sec_text = sk.to_text(None).unwrap();
         let sig_text = sk.sign(b"m", "tc", "uc").unwrap().to_text();
-        for bad in [
-            "",
-            "\n\n",
-            "untrusted comment: only a comment\n",
-            "not base64 !!",
-            "QUJD",
-        ] {
-            assert_eq!(
-                PublicKey::parse(bad).unwrap_err().kind,
-                ErrorKind::Input,
-                "{bad:?}"
-            );
-            assert_eq!(
-                SecretKey::parse(bad, None).unwrap_err().kind,
-                ErrorKind::Input,
-                "{bad:?}"
-            );
-            assert_eq!(
-                SecretKey::is_encrypted_text(bad).unwrap_err().kind,
-                ErrorKind::Input,
-                "{bad:?}"
-            );
+        for bad in ["", "\n\n", "untrusted comment: only a comment\n", "not base64 !!", "QUJD"] {
+            assert_eq!(PublicKey::parse(bad).unwrap_err().kind, ErrorKind::Input, "{bad:?}");
+            assert_eq!(SecretKey::parse(bad, None).unwrap_err().kind, ErrorKind::Input, "{bad:?}");
+            assert_eq!(SecretKey::is_encrypted_text(bad).unwrap_err().kind, ErrorKind::Input, "{bad:?}");
         }
         // the wrong kind of file says what it looks like
         let err = PublicKey::parse(&sig_text).unwrap_err();
@@ -1476,17 +1213,11 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         assert!(err.to_string().contains("bad.key"), "{err}");
         let bin = dir.path().join("binary.pub");
         std::fs::write(&bin, [0xff, 0xfe, 0x00]).unwrap();
-        assert_eq!(
-            PublicKey::from_file(&bin).unwrap_err().kind,
-            ErrorKind::Input
-        );
+        assert_eq!(PublicKey::from_file(&bin).unwrap_err().kind, ErrorKind::Input);
         let sk = key();
         let good = dir.path().join("good.key");
         std::fs::write(&good, sk.to_text(None).unwrap()).unwrap();
-        assert_eq!(
-            SecretKey::from_file(&good, None).unwrap().public_key(),
-            sk.public_key()
-        );
+        assert_eq!(SecretKey::from_file(&good, None).unwrap().public_key(), sk.public_key());
         let pubf = dir.path().join("good.pub");
         std::fs::write(&pubf, sk.public_key().to_text()).unwrap();
         assert_eq!(PublicKey::from_file(&pubf).unwrap(), sk.public_key());

@@ -13,7 +13,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::digest::{Sha256Digest, Sha256Hasher};
+use crate::digest::{BackgroundHasher, Sha256Digest};
 use crate::error::{Error, IoContext, Result};
 
 const PART_DIGITS: usize = 3;
@@ -42,14 +42,20 @@ pub struct WrittenPart {
 
 struct OpenPart {
     file: File,
-    hasher: Sha256Hasher,
     size: u64,
     final_path: PathBuf,
 }
 
+const HASH_CHUNK: usize = 1 << 20;
+
 /// A writer that spreads its input over parts of at most `split` bytes each, hashing
 /// every part as it goes.
 pub struct PartWriter {
+    /// Parts are hashed on a helper thread: on the writer's thread the hash would
+    /// stall the zstd pipeline that feeds it.
+    hasher: BackgroundHasher,
+    /// Bytes not yet handed to the hasher, and how many.
+    pending: Option<(Vec<u8>, usize)>,
     base: PathBuf,
     split: Option<u64>,
     current: Option<OpenPart>,
@@ -63,7 +69,16 @@ impl PartWriter {
         if let Some(0) = split {
             return Err(Error::input("--split-size", "must be greater than zero"));
         }
-        let mut w = Self { base: base.to_path_buf(), split, current: None, done: vec![], temps: vec![], committed: false };
+        let mut w = Self {
+            hasher: BackgroundHasher::new(4, HASH_CHUNK),
+            pending: None,
+            base: base.to_path_buf(),
+            split,
+            current: None,
+            done: vec![],
+            temps: vec![],
+            committed: false,
+        };
         w.open_next()?;
         Ok(w)
     }
@@ -84,7 +99,7 @@ impl PartWriter {
         let tmp = temp_path(&final_path);
         let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&tmp)?;
         self.temps.push(tmp);
-        self.current = Some(OpenPart { file, hasher: Sha256Hasher::new(), size: 0, final_path });
+        self.current = Some(OpenPart { file, size: 0, final_path });
         Ok(())
     }
 
@@ -92,7 +107,10 @@ impl PartWriter {
         if let Some(mut p) = self.current.take() {
             p.file.flush()?;
             p.file.sync_all()?;
-            self.done.push(WrittenPart { path: p.final_path, sha256: p.hasher.finish(), size: p.size });
+            if let Some((buf, len)) = self.pending.take() {
+                self.hasher.update(buf, len);
+            }
+            self.done.push(WrittenPart { path: p.final_path, sha256: self.hasher.finish(), size: p.size });
         }
         Ok(())
     }
@@ -140,8 +158,21 @@ impl Write for PartWriter {
             let n = (buf.len() as u64).min(room) as usize;
             let p = self.current.as_mut().expect("a part is open");
             p.file.write_all(&buf[..n])?;
-            p.hasher.update(&buf[..n]);
             p.size += n as u64;
+            // Hand the bytes to the hashing thread in large chunks.
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                let (mut chunk, mut len) = self.pending.take().unwrap_or_else(|| (self.hasher.buffer(), 0));
+                let k = rest.len().min(chunk.len() - len);
+                chunk[len..len + k].copy_from_slice(&rest[..k]);
+                len += k;
+                rest = &rest[k..];
+                if len == chunk.len() {
+                    self.hasher.update(chunk, len);
+                } else {
+                    self.pending = Some((chunk, len));
+                }
+            }
             buf = &buf[n..];
         }
         Ok(total)
@@ -226,7 +257,12 @@ impl BundleFiles {
                 let missing = part_path(&base, i + 1);
                 return Err(Error::corrupt(
                     missing.display().to_string(),
-                    format!("part {} of the bundle is missing (found {} parts, up to part {})", i + 1, numbers.len(), numbers.last().unwrap()),
+                    format!(
+                        "part {} of the bundle is missing (found {} parts, up to part {})",
+                        i + 1,
+                        numbers.len(),
+                        numbers.last().unwrap()
+                    ),
                 )
                 .with_hint("copy every .partNNN file of the bundle into the same directory"));
             }
@@ -263,7 +299,8 @@ pub struct PartsReader {
 
 impl PartsReader {
     pub fn open(files: &BundleFiles) -> Result<Self> {
-        let first = files.parts.first().ok_or_else(|| Error::input(files.base.display().to_string(), "no bundle files"))?;
+        let first =
+            files.parts.first().ok_or_else(|| Error::input(files.base.display().to_string(), "no bundle files"))?;
         let current = Some(File::open(first).at(first)?);
         Ok(Self { parts: files.parts.clone(), index: 0, current, offset: 0 })
     }

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::rc::Rc;
 
-use crate::digest::{Sha256Digest, Sha256Hasher};
+use crate::digest::{BackgroundHasher, Sha256Digest};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::manifest::{
     check_entry_path, Entry, Manifest, MANIFEST_PATH, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_PATH,
@@ -89,7 +89,10 @@ impl ReadOutcome {
 
 /// Reads only the manifest and signature, verifying the signature when `trusted` is
 /// given. Used by `inspect`, which must work without the key.
-pub fn read_manifest(files: &BundleFiles, trusted: Option<&[PublicKey]>) -> Result<(Manifest, Signature, Option<PublicKey>)> {
+pub fn read_manifest(
+    files: &BundleFiles,
+    trusted: Option<&[PublicKey]>,
+) -> Result<(Manifest, Signature, Option<PublicKey>)> {
     let mut r = Reader::open(files)?;
     let (bytes, sig) = r.manifest_only().map_err(|e| r.locate_failure(e))?;
     let signer = match trusted {
@@ -236,7 +239,10 @@ impl Reader {
                     e.size.checked_next_multiple_of(512)?.checked_add(512 * 4)?.checked_add(sum)
                 })
                 .ok_or_else(|| {
-                    invalid_manifest(Error::corrupt(MANIFEST_PATH, "the entry sizes add up to more than 2^64 bytes"), true)
+                    invalid_manifest(
+                        Error::corrupt(MANIFEST_PATH, "the entry sizes add up to more than 2^64 bytes"),
+                        true,
+                    )
                 })?;
             self.limit.set(bound);
 
@@ -253,7 +259,9 @@ impl Reader {
 fn head(entries: &mut Entries<'_>, base: &str) -> Result<(Vec<u8>, Signature)> {
     let first = entries
         .next()
-        .ok_or_else(|| Error::corrupt(base, "the bundle is empty").with_hint("this is not an Airlock bundle, or it is truncated"))?
+        .ok_or_else(|| {
+            Error::corrupt(base, "the bundle is empty").with_hint("this is not an Airlock bundle, or it is truncated")
+        })?
         .map_err(|e| decode_error(base, e))?;
     let manifest = read_small(first, MANIFEST_PATH, MAX_MANIFEST_BYTES, base, || {
         Error::corrupt(base, "the first entry is not the bundle manifest")
@@ -286,13 +294,15 @@ fn body(
     let mut mismatches = Vec::new();
     let mut next = 0usize; // index of the next expected manifest entry
     let mut long_name: Option<String> = None;
-    let mut buf = vec![0u8; CHUNK];
+    let hasher = BackgroundHasher::new(4, CHUNK);
     for item in entries {
         let mut ent = item.map_err(|e| decode_error(base, e))?;
         let header_path = String::from_utf8_lossy(&ent.path_bytes()).into_owned();
         if ent.header().entry_type() == tar::EntryType::GNULongName {
             if ent.size() > MAX_LONG_NAME {
-                return Err(Error::corrupt(base, format!("long-name record of {} bytes", ent.size())).with_hint(tampered));
+                return Err(
+                    Error::corrupt(base, format!("long-name record of {} bytes", ent.size())).with_hint(tampered)
+                );
             }
             let mut v = Vec::new();
             ent.read_to_end(&mut v).map_err(|e| decode_error(base, e))?;
@@ -321,8 +331,11 @@ fn body(
         next += 1;
         let mode = ent.header().mode().unwrap_or(0);
         if mode & 0o7777 != expected.mode() {
-            return Err(Error::corrupt(&path, format!("mode {:o}, the manifest says {:o}", mode & 0o7777, expected.mode()))
-                .with_hint(tampered));
+            return Err(Error::corrupt(
+                &path,
+                format!("mode {:o}, the manifest says {:o}", mode & 0o7777, expected.mode()),
+            )
+            .with_hint(tampered));
         }
         if ent.size() != expected.size {
             return Err(Error::corrupt(
@@ -332,21 +345,21 @@ fn body(
             .with_hint(tampered));
         }
         let mut out = sink.open(expected)?;
-        let mut hasher = Sha256Hasher::new();
         let mut left = expected.size;
         while left > 0 {
+            let mut buf = hasher.buffer();
             let want = (left as usize).min(buf.len());
-            let n = ent.read(&mut buf[..want]).map_err(|e| match e.kind() {
+            let n = read_full(&mut ent, &mut buf[..want]).map_err(|e| match e.kind() {
                 io::ErrorKind::UnexpectedEof => truncated(&path),
                 _ => decode_error(&path, e),
             })?;
             if n == 0 {
                 return Err(truncated(&path));
             }
-            hasher.update(&buf[..n]);
             if let Some(w) = out.as_mut() {
                 w.write_all(&buf[..n]).map_err(|e| Error::io(&path, e))?;
             }
+            hasher.update(buf, n);
             left -= n as u64;
             reporter.event(Event::Progress { bytes: n as u64 });
         }
@@ -374,6 +387,21 @@ fn body(
     Ok(mismatches)
 }
 
+/// Fills `buf` as far as the reader goes (fewer bytes only at its end), so chunks
+/// handed to the hashing thread are large.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// After the end-of-archive marker only zero padding may follow, and the zstd stream
 /// (one frame) must end exactly at the end of the last part: nothing, not even another
 /// frame, may follow it.
@@ -390,9 +418,8 @@ fn check_trailer(mut inner: Limited<Decoder>, base: &str) -> Result<()> {
         }
         seen += n as u64;
         if seen > MAX_TRAILER {
-            return Err(
-                Error::corrupt(base, "more than 1 MiB of padding follows the end of the bundle archive").with_hint(TAMPERED)
-            );
+            return Err(Error::corrupt(base, "more than 1 MiB of padding follows the end of the bundle archive")
+                .with_hint(TAMPERED));
         }
     }
     let mut rest = inner.inner.finish();
@@ -416,7 +443,9 @@ fn check_magic(files: &BundleFiles) -> Result<()> {
     // A prefix of the magic is a truncated bundle, which decoding reports as such.
     if !ZSTD_MAGIC.starts_with(&magic) {
         return Err(Error::corrupt(first.display().to_string(), "the file is not zstd-compressed, so it is no bundle")
-            .with_hint(format!("{not_ours}; if it is one, it is damaged: copy it again and compare with its .sha256 list")));
+            .with_hint(format!(
+                "{not_ours}; if it is one, it is damaged: copy it again and compare with its .sha256 list"
+            )));
     }
     Ok(())
 }
@@ -445,9 +474,12 @@ fn check_header<R: Read>(ent: &tar::Entry<'_, R>, raw_path: &str) -> Result<()> 
         return Err(Error::corrupt(path, format!("owner {}:{}, bundle entries are owned by 0:0", id(&uid), id(&gid)))
             .with_hint(TAMPERED));
     }
-    let mode = ent.header().mode().map_err(|e| Error::corrupt(path, format!("bad mode field: {e}")).with_hint(TAMPERED))?;
+    let mode =
+        ent.header().mode().map_err(|e| Error::corrupt(path, format!("bad mode field: {e}")).with_hint(TAMPERED))?;
     if mode & 0o7000 != 0 {
-        return Err(Error::unsafe_entry(path, format!("mode {mode:o} has setuid, setgid or sticky bits")).with_hint(UNSAFE));
+        return Err(
+            Error::unsafe_entry(path, format!("mode {mode:o} has setuid, setgid or sticky bits")).with_hint(UNSAFE)
+        );
     }
     Ok(())
 }
@@ -466,7 +498,9 @@ fn read_small<R: Read>(
     }
     check_header(&ent, &path)?;
     if ent.size() > max {
-        return Err(Error::corrupt(&path, format!("{} bytes, more than the {max} allowed", ent.size())).with_hint(TAMPERED));
+        return Err(
+            Error::corrupt(&path, format!("{} bytes, more than the {max} allowed", ent.size())).with_hint(TAMPERED)
+        );
     }
     let mut v = Vec::with_capacity(ent.size() as usize);
     ent.read_to_end(&mut v).map_err(|e| decode_error(base, e))?;
@@ -485,7 +519,9 @@ fn invalid_manifest(e: Error, signed: bool) -> Error {
     let hint = match (e.kind, signed) {
         (ErrorKind::Unsafe, _) => UNSAFE,
         (_, true) => "the manifest is signed but invalid: report this bundle to the vendor; do not use it",
-        (_, false) => "the manifest is damaged or this is not an Airlock bundle; verify it with the vendor key (--pubkey)",
+        (_, false) => {
+            "the manifest is damaged or this is not an Airlock bundle; verify it with the vendor key (--pubkey)"
+        }
     };
     e.with_hint(hint)
 }

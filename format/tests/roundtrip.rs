@@ -29,7 +29,11 @@ fn plan(files: &[(&str, Vec<u8>)]) -> (Manifest, Vec<PlannedEntry>) {
         charts: vec![],
         files: files
             .iter()
-            .map(|(p, _)| FileArtifact { name: p.rsplit('/').next().unwrap().into(), component: "c".into(), path: p.to_string() })
+            .map(|(p, _)| FileArtifact {
+                name: p.rsplit('/').next().unwrap().into(),
+                component: "c".into(),
+                path: p.to_string(),
+            })
             .collect(),
         profiles: vec![],
         entries: entries.iter().map(|e| e.entry.clone()).collect(),
@@ -42,7 +46,8 @@ fn written_bundle_verifies_and_split_parts_read_back_in_place() {
     let key = SecretKey::generate().unwrap();
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let long = format!("files/c/{}", "x".repeat(150));
-    let (m, entries) = plan(&[("files/c/a.txt", b"hello".to_vec()), ("files/c/big.bin", big), (&long, b"long name".to_vec())]);
+    let (m, entries) =
+        plan(&[("files/c/a.txt", b"hello".to_vec()), ("files/c/big.bin", big), (&long, b"long name".to_vec())]);
     let mb = m.to_bytes();
     let sig = key.sign(&mb, &m.trusted_comment(), "t").unwrap();
     let d = tempfile::tempdir().unwrap();

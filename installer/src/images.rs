@@ -31,7 +31,10 @@ const _: () = assert!(IMPORT_WINDOW_LOG <= MAX_IMPORT_WINDOW_LOG);
 pub fn write_image_archive(layout: &Path, out: &Path, compression: Compression, mtime: u64) -> Result<()> {
     for required in ["oci-layout", "index.json"] {
         if !layout.join(required).is_file() {
-            return Err(Error::input(layout.display().to_string(), format!("not an OCI layout: `{required}` is missing")));
+            return Err(Error::input(
+                layout.display().to_string(),
+                format!("not an OCI layout: `{required}` is missing"),
+            ));
         }
     }
     let mut tmp = out.as_os_str().to_owned();

@@ -117,7 +117,13 @@ fn summarize(files: &BundleFiles, m: &Manifest, signer_key_id: String, verified:
             .iter()
             .map(|c| {
                 let (sha, size) = entry(&c.path).unwrap_or((airlock_format::Sha256Digest([0; 32]), 0));
-                ChartSummary { name: c.name.clone(), version: c.version.clone(), component: c.component.clone(), digest: sha.to_string(), size }
+                ChartSummary {
+                    name: c.name.clone(),
+                    version: c.version.clone(),
+                    component: c.component.clone(),
+                    digest: sha.to_string(),
+                    size,
+                }
             })
             .collect(),
         files: m.files.iter().map(|f| file_summary(&f.name, &f.path)).collect(),

@@ -92,7 +92,8 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Inspect { bundle, pubkey, output } => {
             let files = BundleFiles::locate(&bundle)?;
-            let keys = if pubkey.is_empty() { None } else { Some(trust::trusted_keys(&pubkey, std::path::Path::new("/"))?) };
+            let keys =
+                if pubkey.is_empty() { None } else { Some(trust::trusted_keys(&pubkey, std::path::Path::new("/"))?) };
             let r = inspect::inspect(&files, keys.as_deref())?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r).expect("json")),
@@ -238,9 +239,11 @@ impl Reporter for Progress {
                     b.finish_and_clear();
                 }
                 let b = indicatif::ProgressBar::new(total.unwrap_or(0)).with_style(
-                    indicatif::ProgressStyle::with_template("{msg:20} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                        .expect("template")
-                        .progress_chars("=> "),
+                    indicatif::ProgressStyle::with_template(
+                        "{msg:20} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("template")
+                    .progress_chars("=> "),
                 );
                 b.set_message(name.to_string());
                 *g = Some(b);

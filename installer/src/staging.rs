@@ -117,7 +117,14 @@ pub fn extract(files: &BundleFiles, trusted: &[PublicKey], dir: &Path, reporter:
         Ok(o) => Ok(Staged { dir: dir.to_path_buf(), manifest: o.manifest, signer: o.signer }),
         Err(e) => {
             if let Err(cleanup) = fs::remove_dir_all(&created) {
-                return Err(Error { cause: format!("{}; removing the staging directory {} also failed: {cleanup}", e.cause, created.display()), ..e });
+                return Err(Error {
+                    cause: format!(
+                        "{}; removing the staging directory {} also failed: {cleanup}",
+                        e.cause,
+                        created.display()
+                    ),
+                    ..e
+                });
             }
             Err(e)
         }

@@ -119,7 +119,12 @@ pub struct VerifyOptions {
 
 /// Verifies everything and builds the report. Never fails itself: problems go into
 /// the report and its exit code.
-pub fn verify(files: &BundleFiles, trusted: &[PublicKey], opts: &VerifyOptions, reporter: &dyn Reporter) -> VerifyReport {
+pub fn verify(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    opts: &VerifyOptions,
+    reporter: &dyn Reporter,
+) -> VerifyReport {
     let mut tracker = Tracker::default();
     let mut errors: Vec<ErrorReport> = vec![];
     let mut stopped: Option<Error> = None;
@@ -131,7 +136,10 @@ pub fn verify(files: &BundleFiles, trusted: &[PublicKey], opts: &VerifyOptions, 
                 errors.push(ErrorReport {
                     kind: ErrorKind::Corrupt,
                     subject: m.path.clone(),
-                    cause: format!("content does not match the signed manifest ({what}): expected {}, got {}", m.expected, m.actual),
+                    cause: format!(
+                        "content does not match the signed manifest ({what}): expected {}, got {}",
+                        m.expected, m.actual
+                    ),
                     hint: Some("the bundle is damaged or was altered; copy it again from the original medium".into()),
                 });
             }
@@ -147,7 +155,9 @@ pub fn verify(files: &BundleFiles, trusted: &[PublicKey], opts: &VerifyOptions, 
                         kind: ErrorKind::Corrupt,
                         subject: p.clone(),
                         cause: format!("content does not match the signed manifest ({what})"),
-                        hint: Some("the bundle is damaged or was altered; copy it again from the original medium".into()),
+                        hint: Some(
+                            "the bundle is damaged or was altered; copy it again from the original medium".into(),
+                        ),
                     });
                 }
             }
@@ -201,7 +211,11 @@ pub fn verify(files: &BundleFiles, trusted: &[PublicKey], opts: &VerifyOptions, 
     }
 }
 
-fn check_parts(files: &BundleFiles, trusted: &[PublicKey], hash: bool) -> (&'static str, Vec<PartReport>, Vec<ErrorReport>) {
+fn check_parts(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    hash: bool,
+) -> (&'static str, Vec<PartReport>, Vec<ErrorReport>) {
     let mut errors = vec![];
     let sums_path = files.checksums_path();
     let sig_path = checksums::signature_path(&files.base);

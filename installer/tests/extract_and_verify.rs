@@ -22,8 +22,7 @@ use airlock_format::report::Silent;
 use airlock_installer::staging::{extract, Staged};
 use airlock_installer::verify::{verify, Status, VerifyOptions, VerifyReport};
 use forge::{
-    find_in_file, flip_byte, flipped, header, listing, noise, save, Forge, Tar, CHART, GIB, IMAGE,
-    PROFILE, SCRIPT,
+    find_in_file, flip_byte, flipped, header, listing, noise, save, Forge, Tar, CHART, GIB, IMAGE, PROFILE, SCRIPT,
 };
 use tar::EntryType;
 
@@ -52,11 +51,7 @@ impl Site {
     #[track_caller]
     fn assert_nothing_left(&self, case: &str) {
         assert!(!self.staging.exists(), "{case}: staging survived");
-        assert_eq!(
-            listing(self.parent.path()),
-            Vec::<PathBuf>::new(),
-            "{case}: files left beside staging"
-        );
+        assert_eq!(listing(self.parent.path()), Vec::<PathBuf>::new(), "{case}: files left beside staging");
     }
 }
 
@@ -66,10 +61,7 @@ fn refused<T: std::fmt::Debug>(r: Result<T>, kind: ErrorKind, names: &str, case:
     let e = r.expect_err(&format!("{case}: bad bundle accepted"));
     let text = e.to_string();
     assert_eq!(e.kind, kind, "{case}: wrong kind for: {text}");
-    assert!(
-        text.contains(names),
-        "{case}: message does not name `{names}`: {text}"
-    );
+    assert!(text.contains(names), "{case}: message does not name `{names}`: {text}");
     assert!(text.contains("\n  hint: "), "{case}: no hint: {text}");
     e
 }
@@ -92,10 +84,7 @@ fn with_bad_entry_before(f: &Forge, path: &str, bad: impl FnOnce(&mut Tar)) -> V
 
 /// A path under /tmp nobody else uses.
 fn escape_target() -> PathBuf {
-    let d = tempfile::Builder::new()
-        .prefix("airlock-escape-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let d = tempfile::Builder::new().prefix("airlock-escape-").tempdir_in("/tmp").unwrap();
     let p = d.path().to_path_buf();
     drop(d);
     assert!(!p.exists());
@@ -105,22 +94,14 @@ fn escape_target() -> PathBuf {
 /// Every forged bad case: a name, the bundle bytes, the kind, what the message names.
 fn bad_cases(f: &Forge, absolute: &Path) -> Vec<(String, Vec<u8>, ErrorKind, String)> {
     // Another bundle by the same (trusted) key, and one by a key nobody trusts.
-    let other = Forge::with_key(
-        f.key.clone(),
-        &[("files/base/other.txt", b"another bundle")],
-    );
-    let stranger = Forge::with_key(
-        Arc::new(SecretKey::generate().unwrap()),
-        &[("files/base/x.txt", b"x")],
-    );
+    let other = Forge::with_key(f.key.clone(), &[("files/base/other.txt", b"another bundle")]);
+    let stranger = Forge::with_key(Arc::new(SecretKey::generate().unwrap()), &[("files/base/x.txt", b"x")]);
     // A manifest signed with the trusted key that lists a `../` path.
     let mut traversal = Forge::with_key(f.key.clone(), &[("files/base/a.txt", b"pwned")]);
     traversal.manifest.entries[0].path = "../escape".into();
     traversal.manifest.files[0].path = "../escape".into();
     let mut traversal_bytes = traversal.tar();
-    traversal_bytes
-        .entry(b"../escape", EntryType::Regular, 0o644, b"pwned")
-        .end();
+    traversal_bytes.entry(b"../escape", EntryType::Regular, 0o644, b"pwned").end();
     let manifest = f.manifest_bytes();
     let good = f.good();
     let layer = f.layer();
@@ -159,56 +140,16 @@ fn bad_cases(f: &Forge, absolute: &Path) -> Vec<(String, Vec<u8>, ErrorKind, Str
         ErrorKind::Signature,
         MANIFEST_PATH,
     );
-    case(
-        "untrusted key",
-        stranger.good(),
-        ErrorKind::Signature,
-        "not from a trusted key",
-    );
-    case(
-        "signed manifest listing ../",
-        traversal_bytes.finish(),
-        ErrorKind::Unsafe,
-        "../escape",
-    );
+    case("untrusted key", stranger.good(), ErrorKind::Signature, "not from a trusted key");
+    case("signed manifest listing ../", traversal_bytes.finish(), ErrorKind::Unsafe, "../escape");
     let mut unsigned = Tar::zstd();
     unsigned.file(MANIFEST_PATH, 0o644, &manifest);
-    case(
-        "unsigned",
-        finish(unsigned, f),
-        ErrorKind::Signature,
-        "b.airlock",
-    );
-    case(
-        "flipped blob byte",
-        f.with_content(&layer, &flipped(&f.contents[&layer], 7)),
-        ErrorKind::Corrupt,
-        &layer,
-    );
-    case(
-        "flipped chart byte",
-        f.with_content(CHART, &flipped(&f.contents[CHART], 7)),
-        ErrorKind::Corrupt,
-        CHART,
-    );
-    case(
-        "truncated",
-        good[..good.len() * 2 / 3].to_vec(),
-        ErrorKind::Corrupt,
-        "truncated",
-    );
-    case(
-        "trailing garbage",
-        [good.clone(), b"garbage".to_vec()].concat(),
-        ErrorKind::Corrupt,
-        "b.airlock",
-    );
-    case(
-        "random bytes",
-        noise(7, 10_000),
-        ErrorKind::Corrupt,
-        "b.airlock",
-    );
+    case("unsigned", finish(unsigned, f), ErrorKind::Signature, "b.airlock");
+    case("flipped blob byte", f.with_content(&layer, &flipped(&f.contents[&layer], 7)), ErrorKind::Corrupt, &layer);
+    case("flipped chart byte", f.with_content(CHART, &flipped(&f.contents[CHART], 7)), ErrorKind::Corrupt, CHART);
+    case("truncated", good[..good.len() * 2 / 3].to_vec(), ErrorKind::Corrupt, "truncated");
+    case("trailing garbage", [good.clone(), b"garbage".to_vec()].concat(), ErrorKind::Corrupt, "b.airlock");
+    case("random bytes", noise(7, 10_000), ErrorKind::Corrupt, "b.airlock");
     case("empty file", vec![], ErrorKind::Corrupt, "b.airlock");
     case(
         "entry not in the manifest",
@@ -218,38 +159,20 @@ fn bad_cases(f: &Forge, absolute: &Path) -> Vec<(String, Vec<u8>, ErrorKind, Str
         ErrorKind::Corrupt,
         "files/base/extra",
     );
-    case(
-        "duplicate entry",
-        with_bad_entry_before(f, PROFILE, |t| f.entry(t, CHART)),
-        ErrorKind::Corrupt,
-        CHART,
-    );
+    case("duplicate entry", with_bad_entry_before(f, PROFILE, |t| f.entry(t, CHART)), ErrorKind::Corrupt, CHART);
     let mut reordered = f.tar();
     f.entry(&mut reordered, SCRIPT);
     f.entry(&mut reordered, CHART);
     f.entries(&mut reordered, 2..);
     reordered.end();
-    case(
-        "reordered entries",
-        reordered.finish(),
-        ErrorKind::Corrupt,
-        CHART,
-    );
+    case("reordered entries", reordered.finish(), ErrorKind::Corrupt, CHART);
     let mut missing = f.tar();
     f.entries(&mut missing, ..f.index(PROFILE));
     missing.end();
-    case(
-        "missing entry",
-        missing.finish(),
-        ErrorKind::Corrupt,
-        PROFILE,
-    );
+    case("missing entry", missing.finish(), ErrorKind::Corrupt, PROFILE);
     case(
         "longer entry",
-        f.with_content(
-            SCRIPT,
-            &[f.contents[SCRIPT].clone(), b"rm -rf /\n".to_vec()].concat(),
-        ),
+        f.with_content(SCRIPT, &[f.contents[SCRIPT].clone(), b"rm -rf /\n".to_vec()].concat()),
         ErrorKind::Corrupt,
         SCRIPT,
     );
@@ -264,12 +187,7 @@ fn bad_cases(f: &Forge, absolute: &Path) -> Vec<(String, Vec<u8>, ErrorKind, Str
     case(
         "deep ../ path",
         with_bad_entry_before(f, PROFILE, |t| {
-            t.entry(
-                b"files/k3s/../../../escape",
-                EntryType::Regular,
-                0o644,
-                b"pwned",
-            );
+            t.entry(b"files/k3s/../../../escape", EntryType::Regular, 0o644, b"pwned");
         }),
         ErrorKind::Unsafe,
         "../escape",
@@ -302,11 +220,7 @@ fn bad_cases(f: &Forge, absolute: &Path) -> Vec<(String, Vec<u8>, ErrorKind, Str
     case(
         "internal symlink",
         with_bad_entry_before(f, PROFILE, |t| {
-            t.link(
-                "files/base/chart",
-                EntryType::Symlink,
-                "../../charts/hello-0.1.0.tgz",
-            );
+            t.link("files/base/chart", EntryType::Symlink, "../../charts/hello-0.1.0.tgz");
         }),
         ErrorKind::Unsafe,
         "files/base/chart",
@@ -327,11 +241,8 @@ fn bad_cases(f: &Forge, absolute: &Path) -> Vec<(String, Vec<u8>, ErrorKind, Str
         ErrorKind::Unsafe,
         "files/base/chart",
     );
-    for (name, ty) in [
-        ("char device", EntryType::Char),
-        ("block device", EntryType::Block),
-        ("fifo", EntryType::Fifo),
-    ] {
+    for (name, ty) in [("char device", EntryType::Char), ("block device", EntryType::Block), ("fifo", EntryType::Fifo)]
+    {
         case(
             name,
             with_bad_entry_before(f, PROFILE, |t| {
@@ -351,44 +262,19 @@ fn bad_cases(f: &Forge, absolute: &Path) -> Vec<(String, Vec<u8>, ErrorKind, Str
     }
     let mut bomb = f.frame();
     f.entries(&mut bomb, ..f.index(PROFILE));
-    bomb.header(&header(
-        b"files/base/zeros",
-        EntryType::Regular,
-        0o644,
-        1 << 40,
-    ));
+    bomb.header(&header(b"files/base/zeros", EntryType::Regular, 0o644, 1 << 40));
     bomb.zeros(64 * GIB);
-    case(
-        "huge entry not in the manifest",
-        bomb.finish(),
-        ErrorKind::Corrupt,
-        "files/base/zeros",
-    );
+    case("huge entry not in the manifest", bomb.finish(), ErrorKind::Corrupt, "files/base/zeros");
     let mut padding = f.frame();
     f.entries(&mut padding, ..);
     padding.end();
     padding.zeros(64 * GIB);
-    case(
-        "huge zero padding",
-        padding.finish(),
-        ErrorKind::Corrupt,
-        "padding",
-    );
+    case("huge zero padding", padding.finish(), ErrorKind::Corrupt, "padding");
     let mut long_name = f.frame();
     f.entries(&mut long_name, ..1);
-    long_name.header(&header(
-        b"././@LongLink",
-        EntryType::GNULongName,
-        0o644,
-        1 << 40,
-    ));
+    long_name.header(&header(b"././@LongLink", EntryType::GNULongName, 0o644, 1 << 40));
     long_name.fill(b'a', 64 * GIB);
-    case(
-        "gigantic long-name record",
-        long_name.finish(),
-        ErrorKind::Corrupt,
-        "long-name record",
-    );
+    case("gigantic long-name record", long_name.finish(), ErrorKind::Corrupt, "long-name record");
     cases
 }
 
@@ -399,60 +285,28 @@ fn bad_cases(f: &Forge, absolute: &Path) -> Vec<(String, Vec<u8>, ErrorKind, Str
 fn extract_stages_exactly_the_manifest_entries_with_their_modes() {
     let f = Forge::standard();
     let d = bundle_dir();
-    for (name, files) in [
-        ("single", save(d.path(), "b.airlock", &f.good())),
-        ("split", f.write(d.path(), "real", Some(64 << 10))),
-    ] {
+    for (name, files) in
+        [("single", save(d.path(), "b.airlock", &f.good())), ("split", f.write(d.path(), "real", Some(64 << 10)))]
+    {
         let site = Site::new();
-        let staged = site
-            .extract(&files, f.public_key())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let staged = site.extract(&files, f.public_key()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(staged.manifest, f.manifest);
         let mut got = vec![];
         for p in listing(&site.staging) {
             let full = site.staging.join(&p);
             let meta = fs::symlink_metadata(&full).unwrap();
-            assert!(
-                meta.is_dir() || meta.is_file(),
-                "{name}: {} is neither file nor directory",
-                p.display()
-            );
+            assert!(meta.is_dir() || meta.is_file(), "{name}: {} is neither file nor directory", p.display());
             if meta.is_file() {
                 let path = p.to_str().unwrap().to_string();
-                let entry = f
-                    .manifest
-                    .entry(&path)
-                    .unwrap_or_else(|| panic!("{name}: {path} is not an entry"));
-                assert_eq!(
-                    meta.permissions().mode() & 0o7777,
-                    entry.mode(),
-                    "{name}: {path}"
-                );
-                assert_eq!(
-                    fs::read(&full).unwrap(),
-                    f.contents[&path],
-                    "{name}: {path}"
-                );
+                let entry = f.manifest.entry(&path).unwrap_or_else(|| panic!("{name}: {path} is not an entry"));
+                assert_eq!(meta.permissions().mode() & 0o7777, entry.mode(), "{name}: {path}");
+                assert_eq!(fs::read(&full).unwrap(), f.contents[&path], "{name}: {path}");
                 got.push(path);
             }
         }
         assert_eq!(got, f.paths(), "{name}");
-        assert_eq!(
-            fs::metadata(staged.path(SCRIPT))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o7777,
-            0o755
-        );
-        assert_eq!(
-            fs::metadata(staged.path(CHART))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o7777,
-            0o644
-        );
+        assert_eq!(fs::metadata(staged.path(SCRIPT)).unwrap().permissions().mode() & 0o7777, 0o755);
+        assert_eq!(fs::metadata(staged.path(CHART)).unwrap().permissions().mode() & 0o7777, 0o644);
         // Only the staging directory appeared.
         assert_eq!(fs::read_dir(site.parent.path()).unwrap().count(), 1);
     }
@@ -469,25 +323,10 @@ fn every_bad_bundle_leaves_nothing_behind() {
         refused(site.extract(&files, f.public_key()), kind, &names, &name);
         site.assert_nothing_left(&name);
         let report = check(&files, f.public_key(), true);
-        assert_eq!(
-            report.exit_code,
-            kind.exit_code(),
-            "{name}: {:#?}",
-            report.errors
-        );
-        assert!(
-            !site.parent.path().join("escape").exists(),
-            "{name}: ../escape was created"
-        );
-        assert!(
-            !site.parent.path().join("escape-dir").exists(),
-            "{name}: a symlink target was created"
-        );
-        assert!(
-            !absolute.exists(),
-            "{name}: {} was created",
-            absolute.display()
-        );
+        assert_eq!(report.exit_code, kind.exit_code(), "{name}: {:#?}", report.errors);
+        assert!(!site.parent.path().join("escape").exists(), "{name}: ../escape was created");
+        assert!(!site.parent.path().join("escape-dir").exists(), "{name}: a symlink target was created");
+        assert!(!absolute.exists(), "{name}: {} was created", absolute.display());
     }
 }
 
@@ -500,12 +339,7 @@ fn dotdot_entry_does_not_escape_staging() {
     });
     let files = save(d.path(), "b.airlock", &bytes);
     let site = Site::new();
-    refused(
-        site.extract(&files, f.public_key()),
-        ErrorKind::Unsafe,
-        "../escape",
-        "../escape",
-    );
+    refused(site.extract(&files, f.public_key()), ErrorKind::Unsafe, "../escape", "../escape");
     assert!(!site.parent.path().join("escape").exists());
     site.assert_nothing_left("../escape");
 }
@@ -516,21 +350,11 @@ fn absolute_path_entry_does_not_escape_staging() {
     let target = escape_target();
     let d = bundle_dir();
     let bytes = with_bad_entry_before(&f, PROFILE, |t| {
-        t.entry(
-            target.to_str().unwrap().as_bytes(),
-            EntryType::Regular,
-            0o644,
-            b"pwned",
-        );
+        t.entry(target.to_str().unwrap().as_bytes(), EntryType::Regular, 0o644, b"pwned");
     });
     let files = save(d.path(), "b.airlock", &bytes);
     let site = Site::new();
-    refused(
-        site.extract(&files, f.public_key()),
-        ErrorKind::Unsafe,
-        target.to_str().unwrap(),
-        "absolute",
-    );
+    refused(site.extract(&files, f.public_key()), ErrorKind::Unsafe, target.to_str().unwrap(), "absolute");
     assert!(!target.exists(), "{} was created", target.display());
     site.assert_nothing_left("absolute");
 }
@@ -546,12 +370,7 @@ fn symlink_entry_is_refused_as_unsafe_and_nothing_is_written_through_it() {
     });
     let files = save(d.path(), "b.airlock", &bytes);
     let site = Site::new();
-    let e = refused(
-        site.extract(&files, f.public_key()),
-        ErrorKind::Unsafe,
-        "files/base",
-        "symlink",
-    );
+    let e = refused(site.extract(&files, f.public_key()), ErrorKind::Unsafe, "files/base", "symlink");
     assert!(e.cause.contains("symbolic link"), "{e}");
     assert!(!target.exists() && fs::symlink_metadata(&target).is_err());
     site.assert_nothing_left("symlink");
@@ -564,12 +383,7 @@ fn signature_failures_leave_nothing_behind() {
     let files = save(d.path(), "b.airlock", &f.good());
     let site = Site::new();
     let stranger = SecretKey::generate().unwrap().public_key();
-    refused(
-        site.extract(&files, stranger),
-        ErrorKind::Signature,
-        MANIFEST_PATH,
-        "untrusted key",
-    );
+    refused(site.extract(&files, stranger), ErrorKind::Signature, MANIFEST_PATH, "untrusted key");
     site.assert_nothing_left("untrusted key");
     let e = extract(&files, &[], &site.staging, &Silent).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Signature);
@@ -582,9 +396,7 @@ fn damaged_parts_leave_nothing_behind() {
     type Damage = fn(&BundleFiles);
     let damages: [(&str, Damage); 5] = [
         ("flipped byte in part002", |b| flip_byte(&b.parts[1], 1000)),
-        ("missing last part", |b| {
-            fs::remove_file(b.parts.last().unwrap()).unwrap()
-        }),
+        ("missing last part", |b| fs::remove_file(b.parts.last().unwrap()).unwrap()),
         ("duplicated part", |b| {
             fs::copy(&b.parts[1], &b.parts[2]).unwrap();
         }),
@@ -599,12 +411,7 @@ fn damaged_parts_leave_nothing_behind() {
         damage(&files);
         let files = BundleFiles::locate(&files.base).unwrap();
         let site = Site::new();
-        refused(
-            site.extract(&files, f.public_key()),
-            ErrorKind::Corrupt,
-            "",
-            name,
-        );
+        refused(site.extract(&files, f.public_key()), ErrorKind::Corrupt, "", name);
         site.assert_nothing_left(name);
     }
 }
@@ -613,19 +420,10 @@ fn damaged_parts_leave_nothing_behind() {
 fn failure_also_removes_parent_directories_extract_created() {
     let f = Forge::standard();
     let d = bundle_dir();
-    let files = save(
-        d.path(),
-        "b.airlock",
-        &f.with_content(CHART, &flipped(&f.contents[CHART], 0)),
-    );
+    let files = save(d.path(), "b.airlock", &f.with_content(CHART, &flipped(&f.contents[CHART], 0)));
     let parent = tempfile::tempdir().unwrap();
     let staging = parent.path().join("a/b/staging");
-    refused(
-        extract(&files, &[f.public_key()], &staging, &Silent),
-        ErrorKind::Corrupt,
-        CHART,
-        "nested",
-    );
+    refused(extract(&files, &[f.public_key()], &staging, &Silent), ErrorKind::Corrupt, CHART, "nested");
     assert_eq!(listing(parent.path()), Vec::<PathBuf>::new());
 }
 
@@ -637,22 +435,12 @@ fn existing_staging_directory_is_refused_and_left_alone() {
     let site = Site::new();
     fs::create_dir(&site.staging).unwrap();
     fs::write(site.staging.join("keep"), b"mine").unwrap();
-    refused(
-        extract(&files, &[f.public_key()], &site.staging, &Silent),
-        ErrorKind::Input,
-        "staging",
-        "exists",
-    );
+    refused(extract(&files, &[f.public_key()], &site.staging, &Silent), ErrorKind::Input, "staging", "exists");
     assert_eq!(fs::read(site.staging.join("keep")).unwrap(), b"mine");
     // A symlink in its place, even a dangling one, is refused too and not removed.
     let link = site.parent.path().join("link");
     std::os::unix::fs::symlink(site.parent.path().join("nowhere"), &link).unwrap();
-    refused(
-        extract(&files, &[f.public_key()], &link, &Silent),
-        ErrorKind::Input,
-        "link",
-        "symlink",
-    );
+    refused(extract(&files, &[f.public_key()], &link, &Silent), ErrorKind::Input, "link", "symlink");
     assert!(fs::symlink_metadata(&link).is_ok());
     assert!(!site.parent.path().join("nowhere").exists());
 }
@@ -680,28 +468,19 @@ fn status(r: &VerifyReport, kind: &str, name: &str) -> Status {
 }
 
 fn statuses(r: &VerifyReport) -> Vec<(String, Status)> {
-    r.artifacts
-        .iter()
-        .map(|a| (format!("{} {}", a.kind, a.name), a.status))
-        .collect()
+    r.artifacts.iter().map(|a| (format!("{} {}", a.kind, a.name), a.status)).collect()
 }
 
 fn part(r: &VerifyReport, n: usize) -> &'static str {
     let suffix = format!(".part{n:03}");
-    r.parts
-        .iter()
-        .find(|p| p.path.ends_with(&suffix))
-        .unwrap_or_else(|| panic!("no part {n}: {r:?}"))
-        .status
+    r.parts.iter().find(|p| p.path.ends_with(&suffix)).unwrap_or_else(|| panic!("no part {n}: {r:?}")).status
 }
 
 /// The report's errors name `file` (a path suffix) with a cause containing `cause`.
 #[track_caller]
 fn assert_error_names(r: &VerifyReport, file: &str, cause: &str) {
     assert!(
-        r.errors
-            .iter()
-            .any(|e| e.subject.ends_with(file) && e.cause.contains(cause) && e.hint.is_some()),
+        r.errors.iter().any(|e| e.subject.ends_with(file) && e.cause.contains(cause) && e.hint.is_some()),
         "no error about {file} ({cause}): {:#?}",
         r.errors
     );
@@ -716,11 +495,7 @@ fn verify_passes_a_genuine_split_bundle_and_checks_every_part() {
     assert!(r.ok && r.errors.is_empty(), "{:#?}", r.errors);
     assert_eq!(r.exit_code, 0);
     assert_eq!(r.checksums, "signed");
-    assert!(
-        r.artifacts.iter().all(|a| a.status == Status::Ok),
-        "{:?}",
-        statuses(&r)
-    );
+    assert!(r.artifacts.iter().all(|a| a.status == Status::Ok), "{:?}", statuses(&r));
     assert_eq!(r.artifacts.len(), 4);
     assert!(r.parts.iter().all(|p| p.status == "ok"), "{:?}", r.parts);
     let r = check(&files, f.public_key(), false);
@@ -731,11 +506,7 @@ fn verify_passes_a_genuine_split_bundle_and_checks_every_part() {
 fn verify_names_the_tampered_chart() {
     let f = Forge::standard();
     let d = bundle_dir();
-    let files = save(
-        d.path(),
-        "b.airlock",
-        &f.with_content(CHART, &flipped(&f.contents[CHART], 1234)),
-    );
+    let files = save(d.path(), "b.airlock", &f.with_content(CHART, &flipped(&f.contents[CHART], 1234)));
     let r = check(&files, f.public_key(), false);
     assert!(!r.ok);
     assert_eq!(r.exit_code, 4);
@@ -747,11 +518,7 @@ fn verify_names_the_tampered_chart() {
     }
     assert_eq!(r.errors.len(), 1, "{:#?}", r.errors);
     assert_eq!(r.errors[0].subject, CHART);
-    assert!(
-        r.errors[0].cause.contains("chart hello 0.1.0"),
-        "{:?}",
-        r.errors[0]
-    );
+    assert!(r.errors[0].cause.contains("chart hello 0.1.0"), "{:?}", r.errors[0]);
 }
 
 #[test]
@@ -768,11 +535,7 @@ fn verify_names_every_tampered_artifact_in_one_run() {
     }
     t.end();
     let d = bundle_dir();
-    let r = check(
-        &save(d.path(), "b.airlock", &t.finish()),
-        f.public_key(),
-        false,
-    );
+    let r = check(&save(d.path(), "b.airlock", &t.finish()), f.public_key(), false);
     assert_eq!(r.exit_code, 4);
     assert_eq!(status(&r, "image", IMAGE), Status::Corrupt);
     assert_eq!(status(&r, "profile", "single"), Status::Corrupt);
@@ -787,28 +550,18 @@ fn verify_names_the_chart_flipped_in_a_real_compressed_bundle() {
     let f = Forge::standard();
     let d = bundle_dir();
     let files = f.write(d.path(), "b", None);
-    let at = find_in_file(&files.parts[0], &f.contents[CHART][2000..2064])
-        .expect("chart stored verbatim");
+    let at = find_in_file(&files.parts[0], &f.contents[CHART][2000..2064]).expect("chart stored verbatim");
     flip_byte(&files.parts[0], at + 5);
     let r = check(&files, f.public_key(), false);
     assert_eq!(r.exit_code, 4, "{:#?}", r.errors);
-    assert_eq!(
-        status(&r, "chart", "hello 0.1.0"),
-        Status::Corrupt,
-        "{:?}",
-        statuses(&r)
-    );
+    assert_eq!(status(&r, "chart", "hello 0.1.0"), Status::Corrupt, "{:?}", statuses(&r));
     for (label, s) in statuses(&r) {
         if label != "chart hello 0.1.0" {
             assert_eq!(s, Status::Ok, "{label}: {:#?}", r.errors);
         }
     }
     // Named among the errors too, though the frame checksum stopped the read.
-    let chart = r
-        .errors
-        .iter()
-        .find(|e| e.subject == CHART)
-        .unwrap_or_else(|| panic!("{:#?}", r.errors));
+    let chart = r.errors.iter().find(|e| e.subject == CHART).unwrap_or_else(|| panic!("{:#?}", r.errors));
     assert!(chart.cause.contains("chart hello 0.1.0"), "{chart:?}");
     // The sidecar confirms the file itself was changed.
     assert_eq!(r.parts.len(), 1);
@@ -838,11 +591,7 @@ fn verify_marks_artifacts_after_a_stop_as_not_checked() {
     t.file(SCRIPT, 0o4755, &f.contents[SCRIPT]);
     f.entries(&mut t, f.index(SCRIPT) + 1..);
     t.end();
-    let r = check(
-        &save(d.path(), "c.airlock", &t.finish()),
-        f.public_key(),
-        false,
-    );
+    let r = check(&save(d.path(), "c.airlock", &t.finish()), f.public_key(), false);
     assert_eq!(r.exit_code, 5);
     assert_eq!(status(&r, "chart", "hello 0.1.0"), Status::Ok);
     assert_eq!(status(&r, "file", "install.sh"), Status::Unsafe);
@@ -852,19 +601,10 @@ fn verify_marks_artifacts_after_a_stop_as_not_checked() {
     // not checked.
     let good = f.good();
     let at = good.len() - 20_000;
-    let r = check(
-        &save(d.path(), "e.airlock", &good[..at]),
-        f.public_key(),
-        false,
-    );
+    let r = check(&save(d.path(), "e.airlock", &good[..at]), f.public_key(), false);
     assert_eq!(r.exit_code, 4);
     assert_eq!(status(&r, "chart", "hello 0.1.0"), Status::Ok);
-    assert_eq!(
-        status(&r, "image", IMAGE),
-        Status::Corrupt,
-        "{:#?}",
-        r.errors
-    );
+    assert_eq!(status(&r, "image", IMAGE), Status::Corrupt, "{:#?}", r.errors);
     assert_eq!(status(&r, "profile", "single"), Status::NotChecked);
 }
 
@@ -881,11 +621,7 @@ fn verify_exit_code_follows_the_kind_of_the_first_problem() {
     let unsafe_bundle = with_bad_entry_before(&f, PROFILE, |t| {
         t.entry(b"../escape", EntryType::Regular, 0o644, b"x");
     });
-    let r = check(
-        &save(d.path(), "unsafe.airlock", &unsafe_bundle),
-        f.public_key(),
-        false,
-    );
+    let r = check(&save(d.path(), "unsafe.airlock", &unsafe_bundle), f.public_key(), false);
     assert_eq!((r.exit_code, r.errors[0].kind), (5, ErrorKind::Unsafe));
 
     let r = check(&save(d.path(), "empty.airlock", b""), f.public_key(), false);
@@ -896,17 +632,8 @@ fn verify_exit_code_follows_the_kind_of_the_first_problem() {
     fs::remove_file(&files.parts[1]).unwrap();
     fs::create_dir(&files.parts[1]).unwrap();
     let r = check(&files, f.public_key(), false);
-    assert_eq!(
-        (r.exit_code, r.errors[0].kind),
-        (6, ErrorKind::Io),
-        "{:#?}",
-        r.errors
-    );
-    assert!(
-        r.errors[0].cause.contains("io.part002"),
-        "{:?}",
-        r.errors[0]
-    );
+    assert_eq!((r.exit_code, r.errors[0].kind), (6, ErrorKind::Io), "{:#?}", r.errors);
+    assert!(r.errors[0].cause.contains("io.part002"), "{:?}", r.errors[0]);
 }
 
 #[test]
@@ -933,31 +660,14 @@ fn verify_names_a_missing_part() {
     let last = files.parts.len();
     // A missing middle part is found before anything is read.
     fs::rename(&files.parts[1], d.path().join("away")).unwrap();
-    let e = refused(
-        BundleFiles::locate(&files.base),
-        ErrorKind::Corrupt,
-        "b.part002",
-        "middle",
-    );
+    let e = refused(BundleFiles::locate(&files.base), ErrorKind::Corrupt, "b.part002", "middle");
     assert!(e.cause.contains("missing"), "{e}");
     fs::rename(d.path().join("away"), &files.parts[1]).unwrap();
     // A missing last part looks like a shorter bundle: the sidecar knows better.
     fs::remove_file(&files.parts[last - 1]).unwrap();
-    let r = check(
-        &BundleFiles::locate(&files.base).unwrap(),
-        f.public_key(),
-        false,
-    );
+    let r = check(&BundleFiles::locate(&files.base).unwrap(), f.public_key(), false);
     assert_eq!(r.exit_code, 4);
-    assert!(
-        r.errors[0]
-            .hint
-            .as_deref()
-            .unwrap()
-            .contains("part is missing"),
-        "{:#?}",
-        r.errors
-    );
+    assert!(r.errors[0].hint.as_deref().unwrap().contains("part is missing"), "{:#?}", r.errors);
     assert_error_names(&r, &format!("b.part{last:03}"), "missing");
 }
 
@@ -981,10 +691,7 @@ fn verify_names_swapped_parts() {
     swap(&files.parts[1], &files.parts[2]);
     let r = check(&files, f.public_key(), false);
     assert_eq!(r.exit_code, 4);
-    assert_eq!(
-        (part(&r, 1), part(&r, 2), part(&r, 3)),
-        ("ok", "mismatch", "mismatch")
-    );
+    assert_eq!((part(&r, 1), part(&r, 2), part(&r, 3)), ("ok", "mismatch", "mismatch"));
     assert_error_names(&r, "b.part002", "does not match its digest");
     assert_error_names(&r, "b.part003", "does not match its digest");
 }
@@ -996,17 +703,9 @@ fn verify_names_a_part_that_does_not_belong() {
     let files = f.write(d.path(), "b", Some(64 << 10));
     let extra = part_path(&files.base, files.parts.len() + 1);
     fs::copy(&files.parts[0], &extra).unwrap();
-    let r = check(
-        &BundleFiles::locate(&files.base).unwrap(),
-        f.public_key(),
-        false,
-    );
+    let r = check(&BundleFiles::locate(&files.base).unwrap(), f.public_key(), false);
     assert_eq!(r.exit_code, 4);
-    assert_error_names(
-        &r,
-        &extra.file_name().unwrap().to_string_lossy(),
-        "not in the signed checksum list",
-    );
+    assert_error_names(&r, &extra.file_name().unwrap().to_string_lossy(), "not in the signed checksum list");
 }
 
 #[test]
@@ -1023,17 +722,8 @@ fn verify_refuses_a_tampered_or_unsigned_checksum_list() {
     fs::write(&sums, tampered).unwrap();
     let r = check(&files, f.public_key(), true);
     assert_eq!(r.checksums, "bad-signature");
-    assert_eq!(
-        (r.exit_code, r.errors[0].kind),
-        (3, ErrorKind::Signature),
-        "{:#?}",
-        r.errors
-    );
-    assert!(
-        r.errors[0].subject.contains("b.sha256.minisig"),
-        "{:?}",
-        r.errors[0]
-    );
+    assert_eq!((r.exit_code, r.errors[0].kind), (3, ErrorKind::Signature), "{:#?}", r.errors);
+    assert!(r.errors[0].subject.contains("b.sha256.minisig"), "{:?}", r.errors[0]);
     // Signature missing.
     fs::write(&sums, text).unwrap();
     fs::remove_file(airlock_format::checksums::signature_path(&files.base)).unwrap();

@@ -34,7 +34,9 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
         }
     }
     if std::env::var("AIRLOCK_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("required tool `{name}` is not installed (AIRLOCK_REQUIRE_TOOLS=1); run tests/run.sh, which installs it");
+        panic!(
+            "required tool `{name}` is not installed (AIRLOCK_REQUIRE_TOOLS=1); run tests/run.sh, which installs it"
+        );
     }
     eprintln!("SKIPPED: `{name}` is not installed; run tests/run.sh to install it and run this test for real");
     None
@@ -78,19 +80,11 @@ pub fn helm() -> Option<PathBuf> {
         if version.starts_with(HELM_VERSION_PREFIX) {
             return Some(c);
         }
-        seen.push(format!(
-            "{} ({})",
-            c.display(),
-            if version.is_empty() { "?" } else { &version }
-        ));
+        seen.push(format!("{} ({})", c.display(), if version.is_empty() { "?" } else { &version }));
     }
     skip_or_fail(&format!(
         "helm {HELM_VERSION_PREFIX}.x is not installed (found: {})",
-        if seen.is_empty() {
-            "none".to_string()
-        } else {
-            seen.join(", ")
-        }
+        if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
     ))
 }
 
@@ -108,10 +102,7 @@ pub fn helm_command(helm: &Path, home: &Path) -> Command {
 
 /// The workspace's root directory (the one with the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent directory")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent directory").to_path_buf()
 }
 
 /// The path of the workspace binary `name` built by the same cargo invocation as the
@@ -120,10 +111,7 @@ pub fn workspace_root() -> PathBuf {
 /// every binary of the workspace; `cargo test -p airlock-tests` alone does not.
 pub fn cargo_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe
-        .parent()
-        .expect("test executable has a parent")
-        .to_path_buf();
+    let mut dir = exe.parent().expect("test executable has a parent").to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
@@ -141,9 +129,7 @@ pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
         })
         .unwrap_or(false)
 }
@@ -171,11 +157,7 @@ pub fn tar_directory(dir: &Path, out: &Path) -> Result<()> {
 static NAMESPACE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 fn fresh_namespace() -> String {
-    format!(
-        "airlock-test-{}-{}",
-        std::process::id(),
-        NAMESPACE_COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("airlock-test-{}-{}", std::process::id(), NAMESPACE_COUNTER.fetch_add(1, Ordering::SeqCst))
 }
 
 /// A private, real containerd (as in `shared/lab/02-containerd.sh`): its own config,
@@ -207,9 +189,7 @@ impl Containerd {
     }
 
     fn start_with(containerd: &Path, ctr: PathBuf) -> Result<Containerd> {
-        let dir = tempfile::Builder::new()
-            .prefix("airlock-containerd.")
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix("airlock-containerd.").tempdir()?;
         let d = dir.path();
         let sock = d.join("containerd.sock");
         let config = format!(
@@ -234,13 +214,7 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawn {}", containerd.display()))?;
-        let mut cd = Containerd {
-            dir,
-            child,
-            sock,
-            ctr,
-            namespace: Mutex::new(fresh_namespace()),
-        };
+        let mut cd = Containerd { dir, child, sock, ctr, namespace: Mutex::new(fresh_namespace()) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = cd.child.try_wait()? {
@@ -250,11 +224,7 @@ impl Containerd {
                 return Ok(cd);
             }
             if Instant::now() > deadline {
-                bail!(
-                    "containerd did not answer on {} within 20 s; log:\n{}",
-                    cd.sock.display(),
-                    cd.log()
-                );
+                bail!("containerd did not answer on {} within 20 s; log:\n{}", cd.sock.display(), cd.log());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -296,12 +266,8 @@ impl Containerd {
     /// would there) and returns `ctr images ls -q` of that namespace.
     pub fn import(&self, archive: &Path) -> Result<Vec<String>> {
         self.new_namespace();
-        let out = self.ctr(&[
-            OsStr::new("images"),
-            OsStr::new("import"),
-            OsStr::new("--all-platforms"),
-            archive.as_os_str(),
-        ]);
+        let out =
+            self.ctr(&[OsStr::new("images"), OsStr::new("import"), OsStr::new("--all-platforms"), archive.as_os_str()]);
         if !out.status.success() {
             bail!(
                 "ctr images import {} failed ({}): {}{}",
@@ -318,10 +284,7 @@ impl Containerd {
     pub fn images(&self) -> Result<Vec<String>> {
         let out = self.ctr(&["images", "ls", "-q"]);
         if !out.status.success() {
-            bail!(
-                "ctr images ls failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("ctr images ls failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -343,11 +306,7 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         // SIGTERM by PID, up to 5 s to exit, then SIGKILL.
         let pid = self.child.id().to_string();
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &pid]).stdin(Stdio::null()).stderr(Stdio::null()).status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -362,11 +321,8 @@ impl Drop for Containerd {
         // No mount under the temp dir may outlive it (a test may have run a container).
         let prefix = format!("{}/", self.dir.path().display());
         if let Ok(mounts) = fs::read_to_string("/proc/self/mounts") {
-            let mut points: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|m| m.starts_with(&prefix))
-                .collect();
+            let mut points: Vec<&str> =
+                mounts.lines().filter_map(|l| l.split_whitespace().nth(1)).filter(|m| m.starts_with(&prefix)).collect();
             points.sort_unstable_by(|a, b| b.cmp(a));
             for m in points {
                 let _ = Command::new("umount").arg(m).stdin(Stdio::null()).status();

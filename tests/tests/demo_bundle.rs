@@ -77,9 +77,10 @@ fn stock_minisign_and_sha256sum_check_the_bundle_without_our_binary() {
     // The manifest inside verifies with stock tools too.
     let x = d.path().join("x");
     std::fs::create_dir(&x).unwrap();
-    ok(Command::new("bash").current_dir(&x).arg("-c").arg(
-        "cat ../demo.airlock.part* | zstd -dc | tar -xf - airlock/manifest.json airlock/manifest.json.minisig",
-    ));
+    ok(Command::new("bash")
+        .current_dir(&x)
+        .arg("-c")
+        .arg("cat ../demo.airlock.part* | zstd -dc | tar -xf - airlock/manifest.json airlock/manifest.json.minisig"));
     let v = ok(Command::new(&minisign).current_dir(&x).args(["-Vm", "airlock/manifest.json", "-p"]).arg(pubkey()));
     assert!(String::from_utf8_lossy(&v.stdout).contains("airlock bundle: airlock-demo 1.0.0"));
 
@@ -92,10 +93,18 @@ fn stock_minisign_and_sha256sum_check_the_bundle_without_our_binary() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stdout).contains("demo.airlock.part002: FAILED"));
     // And our verify names the same part.
-    let out = airlock(&["verify".as_ref(), d.path().join("demo.airlock").as_os_str(), "--pubkey".as_ref(), pubkey().as_os_str(), "--output".as_ref(), "json".as_ref()]);
+    let out = airlock(&[
+        "verify".as_ref(),
+        d.path().join("demo.airlock").as_os_str(),
+        "--pubkey".as_ref(),
+        pubkey().as_os_str(),
+        "--output".as_ref(),
+        "json".as_ref(),
+    ]);
     assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let part2 = report["parts"].as_array().unwrap().iter().find(|p| p["path"].as_str().unwrap().ends_with("part002")).unwrap();
+    let part2 =
+        report["parts"].as_array().unwrap().iter().find(|p| p["path"].as_str().unwrap().ends_with("part002")).unwrap();
     assert_eq!(part2["status"], "mismatch", "{report:#}");
 }
 
@@ -212,7 +221,7 @@ fn containerd_imports_the_image_archive_under_full_references() {
     let info = ok(Command::new("zstd").arg("-lv").arg(&zst));
     let info = String::from_utf8_lossy(&info.stdout).to_string();
     let window = info.lines().find(|l| l.contains("Window Size")).unwrap_or_else(|| panic!("{info}"));
-    let mib: f64 = window.split(':').nth(1).unwrap().trim().split_whitespace().next().unwrap().parse().unwrap();
+    let mib: f64 = window.split(':').nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert!(window.contains("MiB") && mib <= 32.0, "{window}");
     let plain = d.path().join("from-zst.tar");
     ok(Command::new("zstd").args(["-q", "-d"]).arg(&zst).arg("-o").arg(&plain));
@@ -255,7 +264,14 @@ fn verify_names_the_tampered_chart_in_json_and_exits_4() {
     raw[offset.expect("chart entry")] ^= 1;
     let tampered = d.path().join("tampered.airlock");
     std::fs::write(&tampered, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
-    let out = airlock(&["verify".as_ref(), tampered.as_os_str(), "--pubkey".as_ref(), pubkey().as_os_str(), "--output".as_ref(), "json".as_ref()]);
+    let out = airlock(&[
+        "verify".as_ref(),
+        tampered.as_os_str(),
+        "--pubkey".as_ref(),
+        pubkey().as_os_str(),
+        "--output".as_ref(),
+        "json".as_ref(),
+    ]);
     assert_eq!(out.status.code(), Some(4));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let bad: Vec<_> = r["artifacts"].as_array().unwrap().iter().filter(|a| a["status"] != "ok").collect();
@@ -275,12 +291,27 @@ fn inspect_lists_everything_without_the_key_and_says_unverified() {
     assert_eq!(r["signature"], "unverified");
     assert_eq!(r["name"], "airlock-demo");
     assert_eq!(r["images"].as_array().unwrap().len(), 5);
-    let worker = r["images"].as_array().unwrap().iter().find(|i| i["reference"] == "docker.io/airlock-demo/worker:1.0.0").unwrap();
+    let worker = r["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reference"] == "docker.io/airlock-demo/worker:1.0.0")
+        .unwrap();
     assert_eq!(worker["platforms"], serde_json::json!(["linux/amd64", "linux/arm64"]));
     assert_eq!(r["charts"].as_array().unwrap().len(), 2);
-    assert!(r["compressed_size"].as_u64().unwrap() > 0 && r["total_size"].as_u64().unwrap() > r["compressed_size"].as_u64().unwrap());
+    assert!(
+        r["compressed_size"].as_u64().unwrap() > 0
+            && r["total_size"].as_u64().unwrap() > r["compressed_size"].as_u64().unwrap()
+    );
     assert_eq!(r["distribution"]["kind"], "k3s");
-    let out = airlock(&["inspect".as_ref(), bundle.as_os_str(), "--pubkey".as_ref(), pubkey().as_os_str(), "--output".as_ref(), "json".as_ref()]);
+    let out = airlock(&[
+        "inspect".as_ref(),
+        bundle.as_os_str(),
+        "--pubkey".as_ref(),
+        pubkey().as_os_str(),
+        "--output".as_ref(),
+        "json".as_ref(),
+    ]);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["signature"], "verified");
 }

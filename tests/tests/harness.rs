@@ -31,31 +31,19 @@ fn containerd_imports_the_demo_images() {
         .unwrap()
         .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert!(
-        names.iter().any(|n| n == "oci-layout"),
-        "no oci-layout entry in {names:?}"
-    );
+    assert!(names.iter().any(|n| n == "oci-layout"), "no oci-layout entry in {names:?}");
     assert!(names.iter().all(|n| !n.starts_with("./")), "{names:?}");
 
     // --all-platforms: every blob of both worker platforms must be present.
-    let images = cd
-        .import(&layout_tar)
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", cd.log()));
-    assert_eq!(
-        images,
-        LAYOUT_REFS.to_vec(),
-        "images imported from the demo layout"
-    );
+    let images = cd.import(&layout_tar).unwrap_or_else(|e| panic!("{e:#}\n{}", cd.log()));
+    assert_eq!(images, LAYOUT_REFS.to_vec(), "images imported from the demo layout");
     let ls = cd.ctr(&["images", "ls"]);
     let ls = String::from_utf8_lossy(&ls.stdout);
     let worker = ls
         .lines()
         .find(|l| l.starts_with("docker.io/airlock-demo/worker:1.0.0"))
         .unwrap_or_else(|| panic!("worker missing from:\n{ls}"));
-    assert!(
-        worker.contains("linux/amd64,linux/arm64"),
-        "worker platforms: {worker}"
-    );
+    assert!(worker.contains("linux/amd64,linux/arm64"), "worker platforms: {worker}");
     // containerd checked the content: every image's content is complete here.
     let check = cd.ctr(&["images", "check"]);
     let check = String::from_utf8_lossy(&check.stdout);
@@ -72,13 +60,8 @@ fn containerd_imports_the_demo_images() {
     // (in another namespace).
     let broken = tmp.path().join("broken");
     copy_dir(&demo.join("images/layout"), &broken);
-    let blob = |d: &str| {
-        broken
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(broken.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| broken.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(broken.join("index.json")).unwrap()).unwrap();
     let worker_index = index["manifests"]
         .as_array()
         .unwrap()
@@ -88,31 +71,22 @@ fn containerd_imports_the_demo_images() {
         .as_str()
         .unwrap()
         .to_string();
-    let worker: serde_json::Value =
-        serde_json::from_slice(&fs::read(blob(&worker_index)).unwrap()).unwrap();
-    let arm64 = worker["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["platform"]["architecture"] == "arm64")
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let worker: serde_json::Value = serde_json::from_slice(&fs::read(blob(&worker_index)).unwrap()).unwrap();
+    let arm64 =
+        worker["manifests"].as_array().unwrap().iter().find(|m| m["platform"]["architecture"] == "arm64").unwrap()
+            ["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
     fs::remove_file(blob(&arm64)).unwrap();
     let broken_tar = tmp.path().join("broken.tar");
     tar_directory(&broken, &broken_tar).unwrap();
-    let err = cd
-        .import(&broken_tar)
-        .expect_err("a partial multi-platform index must not import");
+    let err = cd.import(&broken_tar).expect_err("a partial multi-platform index must not import");
     assert!(format!("{err:#}").contains("not found"), "{err:#}");
 
     // The docker-archive, as docker save / skopeo write it.
     let images = cd.import(&demo.join("images/tools.docker.tar")).unwrap();
-    assert_eq!(
-        images,
-        vec!["docker.io/airlock-demo/tools:1.0.0".to_string()]
-    );
+    assert_eq!(images, vec!["docker.io/airlock-demo/tools:1.0.0".to_string()]);
 
     // The stand-in K3s airgap archive is a real zstd-compressed docker-archive
     // (ctr 1.6 does not decompress: decompress first, as K3s does by suffix).
@@ -121,10 +95,7 @@ fn containerd_imports_the_demo_images() {
     let mut out = fs::File::create(&airgap_tar).unwrap();
     std::io::copy(&mut zstd::Decoder::new(zst).unwrap(), &mut out).unwrap();
     let images = cd.import(&airgap_tar).unwrap();
-    assert_eq!(
-        images,
-        vec!["docker.io/airlock-demo/k3s-airgap-images-stand-in:v1.31.4-k3s1".to_string()]
-    );
+    assert_eq!(images, vec!["docker.io/airlock-demo/k3s-airgap-images-stand-in:v1.31.4-k3s1".to_string()]);
 }
 
 #[test]
@@ -133,24 +104,12 @@ fn skopeo_reads_the_demo_images() {
         return;
     };
     let demo = workspace_root().join("examples/demo/images");
-    let mut sources: Vec<String> = LAYOUT_REFS
-        .iter()
-        .map(|r| format!("oci:{}:{r}", demo.join("layout").display()))
-        .collect();
-    sources.push(format!(
-        "docker-archive:{}",
-        demo.join("tools.docker.tar").display()
-    ));
+    let mut sources: Vec<String> =
+        LAYOUT_REFS.iter().map(|r| format!("oci:{}:{r}", demo.join("layout").display())).collect();
+    sources.push(format!("docker-archive:{}", demo.join("tools.docker.tar").display()));
     for src in sources {
-        let out = Command::new(&skopeo)
-            .args(["inspect", &src])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "skopeo inspect {src}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(&skopeo).args(["inspect", &src]).output().unwrap();
+        assert!(out.status.success(), "skopeo inspect {src}: {}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["Os"], "linux", "{src}");
         assert!(!v["Layers"].as_array().unwrap().is_empty(), "{src}");
@@ -164,11 +123,7 @@ fn helm_318_lints_and_renders_the_demo_charts() {
     let home = tempfile::tempdir().unwrap();
 
     for chart in ["hello", "notes-0.1.0.tgz"] {
-        let out = helm_command(&helm, home.path())
-            .arg("lint")
-            .arg(charts.join(chart))
-            .output()
-            .unwrap();
+        let out = helm_command(&helm, home.path()).arg("lint").arg(charts.join(chart)).output().unwrap();
         assert!(
             out.status.success(),
             "helm lint {chart}:\n{}{}",
@@ -183,26 +138,13 @@ fn helm_318_lints_and_renders_the_demo_charts() {
         .args(["--kube-version", "1.31.0"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
     let rendered = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        rendered.contains("image: \"docker.io/airlock-demo/web:1.0.0\""),
-        "{rendered}"
-    );
+    assert!(rendered.contains("image: \"docker.io/airlock-demo/web:1.0.0\""), "{rendered}");
     assert!(rendered.contains("kind: Deployment"), "{rendered}");
     // the vendored subchart is rendered too, with the parent's value
-    assert!(
-        rendered.contains("# Source: hello/charts/greeting/templates/configmap.yaml"),
-        "{rendered}"
-    );
-    assert!(
-        rendered.contains("Welcome to the Airlock demo"),
-        "{rendered}"
-    );
+    assert!(rendered.contains("# Source: hello/charts/greeting/templates/configmap.yaml"), "{rendered}");
+    assert!(rendered.contains("Welcome to the Airlock demo"), "{rendered}");
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

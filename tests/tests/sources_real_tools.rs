@@ -28,10 +28,7 @@ fn tools() -> bool {
 }
 
 fn run(program: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
         out.status.success(),
         "{program} {args:?} failed: {}\n{}",
@@ -95,11 +92,7 @@ fn build_busybox_image(work: &Path, layout: &Path, tag: &str) {
 }
 
 fn spec(reference: &str, from: &str) -> ImageSpec {
-    ImageSpec {
-        reference: reference.into(),
-        from: from.into(),
-        platforms: None,
-    }
+    ImageSpec { reference: reference.into(), from: from.into(), platforms: None }
 }
 
 fn bytes_of(c: &Content) -> Vec<u8> {
@@ -123,10 +116,7 @@ fn assert_blobs_are_what_they_claim(img: &LoadedImage) {
         assert_eq!(data.len() as u64, b.size, "{}", b.digest);
         assert_eq!(Sha256Digest::of(&data), b.digest);
     }
-    assert!(
-        img.blobs.iter().any(|b| b.digest == img.digest),
-        "root blob included"
-    );
+    assert!(img.blobs.iter().any(|b| b.digest == img.digest), "root blob included");
 }
 
 /// Writes a loaded image out as an OCI layout, named `name`, as the bundle would carry it.
@@ -134,11 +124,7 @@ fn materialize(img: &LoadedImage, dir: &Path, name: &str) {
     fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     for b in &img.blobs {
-        fs::write(
-            dir.join("blobs/sha256").join(b.digest.hex()),
-            bytes_of(&b.content),
-        )
-        .unwrap();
+        fs::write(dir.join("blobs/sha256").join(b.digest.hex()), bytes_of(&b.content)).unwrap();
     }
     let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
         "mediaType": img.media_type, "digest": img.digest.to_string(), "size": img.size,
@@ -165,19 +151,11 @@ fn oci_layout_and_oci_archive_root_digest_match_skopeo() {
     let full_ref = "docker.io/lab/busybox:1.35";
     run(
         "skopeo",
-        &[
-            "copy",
-            "-q",
-            &format!("oci:{ls}:busybox"),
-            &format!("oci-archive:{}:{full_ref}", archive.display()),
-        ],
+        &["copy", "-q", &format!("oci:{ls}:busybox"), &format!("oci-archive:{}:{full_ref}", archive.display())],
     );
 
     let want = skopeo_raw_digest(&format!("oci:{ls}:busybox"));
-    assert_eq!(
-        want,
-        skopeo_raw_digest(&format!("oci-archive:{}", archive.display()))
-    );
+    assert_eq!(want, skopeo_raw_digest(&format!("oci-archive:{}", archive.display())));
 
     // Relative paths resolve against the spec's directory.
     let from_dir = load_image(&spec("lab/busybox:1.35", "oci:layout:busybox"), t.path()).unwrap();
@@ -186,10 +164,7 @@ fn oci_layout_and_oci_archive_root_digest_match_skopeo() {
     // umoci writes manifests without mediaType; the type is inferred.
     assert_eq!(from_dir.media_type, OCI_MANIFEST);
     assert_eq!(from_dir.platforms, vec!["linux/amd64"]);
-    assert!(from_dir
-        .blobs
-        .iter()
-        .all(|b| matches!(b.content, Content::File(_))));
+    assert!(from_dir.blobs.iter().all(|b| matches!(b.content, Content::File(_))));
     assert_blobs_are_what_they_claim(&from_dir);
 
     for from in [
@@ -197,20 +172,12 @@ fn oci_layout_and_oci_archive_root_digest_match_skopeo() {
         &format!("oci-archive:busybox-oci.tar:{full_ref}"),
         "oci-archive:busybox-oci.tar:lab/busybox:1.35",
     ] {
-        let got =
-            load_image(&spec(full_ref, from), t.path()).unwrap_or_else(|e| panic!("{from}: {e}"));
+        let got = load_image(&spec(full_ref, from), t.path()).unwrap_or_else(|e| panic!("{from}: {e}"));
         assert_eq!(got.digest, want, "{from}");
-        assert!(got
-            .blobs
-            .iter()
-            .all(|b| matches!(&b.content, Content::FileRange { path, .. } if *path == archive)));
+        assert!(got.blobs.iter().all(|b| matches!(&b.content, Content::FileRange { path, .. } if *path == archive)));
         assert_blobs_are_what_they_claim(&got);
-        let digests = |i: &LoadedImage| {
-            i.blobs
-                .iter()
-                .map(|b| (b.digest, b.size, b.media_type.clone()))
-                .collect::<Vec<_>>()
-        };
+        let digests =
+            |i: &LoadedImage| i.blobs.iter().map(|b| (b.digest, b.size, b.media_type.clone())).collect::<Vec<_>>();
         assert_eq!(digests(&got), digests(&from_dir));
     }
 }
@@ -237,27 +204,13 @@ fn docker_archive_conversion_matches_skopeo_config_and_layers() {
     let src = format!("docker-archive:{}", archive.display());
     let inspect = json(&run("skopeo", &["inspect", &src]));
     let raw = json(&run("skopeo", &["inspect", "--raw", &src]));
-    let want_layers: Vec<String> = inspect["Layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let want_layers: Vec<String> =
+        inspect["Layers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     let want_config = raw["config"]["digest"].as_str().unwrap().to_string();
 
-    let got = load_image(
-        &spec(full_ref, "docker-archive:busybox-docker.tar"),
-        t.path(),
-    )
-    .unwrap();
-    let by_tag = load_image(
-        &spec(
-            full_ref,
-            &format!("docker-archive:busybox-docker.tar:{full_ref}"),
-        ),
-        t.path(),
-    )
-    .unwrap();
+    let got = load_image(&spec(full_ref, "docker-archive:busybox-docker.tar"), t.path()).unwrap();
+    let by_tag =
+        load_image(&spec(full_ref, &format!("docker-archive:busybox-docker.tar:{full_ref}")), t.path()).unwrap();
     assert_eq!(got, by_tag);
     assert_eq!(got.reference, full_ref);
     assert_eq!(got.media_type, OCI_MANIFEST);
@@ -265,12 +218,8 @@ fn docker_archive_conversion_matches_skopeo_config_and_layers() {
     let root = got.blobs.iter().find(|b| b.digest == got.digest).unwrap();
     let manifest = json(&bytes_of(&root.content));
     assert_eq!(manifest["config"]["digest"].as_str().unwrap(), want_config);
-    let layers: Vec<String> = manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().to_string())
-        .collect();
+    let layers: Vec<String> =
+        manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect();
     assert_eq!(layers, want_layers);
     // skopeo writes docker-archive layers uncompressed.
     assert!(manifest["layers"]
@@ -294,15 +243,9 @@ fn docker_archive_conversion_matches_skopeo_config_and_layers() {
             &format!("oci:{}:bb", out2.display()),
         ],
     );
-    let back = json(&run(
-        "skopeo",
-        &["inspect", &format!("oci:{}:bb", out2.display())],
-    ));
+    let back = json(&run("skopeo", &["inspect", &format!("oci:{}:bb", out2.display())]));
     assert_eq!(back["Layers"], inspect["Layers"]);
-    assert_eq!(
-        skopeo_raw_digest(&format!("oci:{}:bb", out.display())),
-        got.digest
-    );
+    assert_eq!(skopeo_raw_digest(&format!("oci:{}:bb", out.display())), got.digest);
 }
 
 /// Adds an index of the given tags' manifests (platform from each config) to the
@@ -322,13 +265,8 @@ fn add_index(layout: &Path, tags: &[&str], name: &str) -> BTreeMap<String, Sha25
             .clone();
         let digest: Sha256Digest = d["digest"].as_str().unwrap().parse().unwrap();
         let manifest = json(&fs::read(layout.join("blobs/sha256").join(digest.hex())).unwrap());
-        let config_digest: Sha256Digest = manifest["config"]["digest"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let config =
-            json(&fs::read(layout.join("blobs/sha256").join(config_digest.hex())).unwrap());
+        let config_digest: Sha256Digest = manifest["config"]["digest"].as_str().unwrap().parse().unwrap();
+        let config = json(&fs::read(layout.join("blobs/sha256").join(config_digest.hex())).unwrap());
         let arch = config["architecture"].as_str().unwrap().to_string();
         manifests.push(serde_json::json!({
             "mediaType": OCI_MANIFEST, "digest": digest.to_string(), "size": d["size"],
@@ -336,19 +274,15 @@ fn add_index(layout: &Path, tags: &[&str], name: &str) -> BTreeMap<String, Sha25
         }));
         by_arch.insert(arch, digest);
     }
-    let idx = serde_json::to_vec(
-        &serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
-    )
-    .unwrap();
+    let idx =
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
+            .unwrap();
     let idx_digest = Sha256Digest::of(&idx);
     fs::write(layout.join("blobs/sha256").join(idx_digest.hex()), &idx).unwrap();
-    index["manifests"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-            "mediaType": OCI_INDEX, "digest": idx_digest.to_string(), "size": idx.len(),
-            "annotations": {"org.opencontainers.image.ref.name": name},
-        }));
+    index["manifests"].as_array_mut().unwrap().push(serde_json::json!({
+        "mediaType": OCI_INDEX, "digest": idx_digest.to_string(), "size": idx.len(),
+        "annotations": {"org.opencontainers.image.ref.name": name},
+    }));
     fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
     by_arch
 }
@@ -357,18 +291,7 @@ fn add_index(layout: &Path, tags: &[&str], name: &str) -> BTreeMap<String, Sha25
 fn skopeo_pick(work: &Path, source: &str, arch: &str) -> Sha256Digest {
     let dest = work.join(format!("pick-{arch}"));
     let dest = format!("oci:{}:x", dest.display());
-    run(
-        "skopeo",
-        &[
-            "--override-arch",
-            arch,
-            "copy",
-            "-q",
-            "--preserve-digests",
-            source,
-            &dest,
-        ],
-    );
+    run("skopeo", &["--override-arch", arch, "copy", "-q", "--preserve-digests", source, &dest]);
     skopeo_raw_digest(&dest)
 }
 
@@ -382,24 +305,8 @@ fn multi_platform_index_whole_and_filtered() {
     build_busybox_image(t.path(), &l, "busybox");
     let ls = l.to_str().unwrap().to_string();
     // As in the lab: the same filesystem re-labelled for other architectures.
-    umoci(&[
-        "config",
-        "--image",
-        &format!("{ls}:busybox"),
-        "--tag",
-        "busybox-arm64",
-        "--architecture",
-        "arm64",
-    ]);
-    umoci(&[
-        "config",
-        "--image",
-        &format!("{ls}:busybox"),
-        "--tag",
-        "busybox-s390x",
-        "--architecture",
-        "s390x",
-    ]);
+    umoci(&["config", "--image", &format!("{ls}:busybox"), "--tag", "busybox-arm64", "--architecture", "arm64"]);
+    umoci(&["config", "--image", &format!("{ls}:busybox"), "--tag", "busybox-s390x", "--architecture", "s390x"]);
     let two = add_index(&l, &["busybox", "busybox-arm64"], "multi");
     let three = add_index(&l, &["busybox", "busybox-arm64", "busybox-s390x"], "multi3");
 
@@ -431,10 +338,7 @@ fn multi_platform_index_whole_and_filtered() {
     arm.platforms = Some(vec!["linux/arm64".into()]);
     let arm = load_image(&arm, t.path()).unwrap();
     assert_eq!(arm.digest, two["arm64"]);
-    assert_eq!(
-        arm.digest,
-        skopeo_pick(t.path(), &format!("oci:{ls}:multi"), "arm64")
-    );
+    assert_eq!(arm.digest, skopeo_pick(t.path(), &format!("oci:{ls}:multi"), "arm64"));
     assert_eq!(arm.platforms, vec!["linux/arm64"]);
     assert_eq!(arm.media_type, OCI_MANIFEST);
 
@@ -448,36 +352,17 @@ fn multi_platform_index_whole_and_filtered() {
     assert_blobs_are_what_they_claim(&pair);
     let out = t.path().join("out");
     materialize(&pair, &out, "pair");
-    assert_eq!(
-        skopeo_raw_digest(&format!("oci:{}:pair", out.display())),
-        pair.digest
-    );
+    assert_eq!(skopeo_raw_digest(&format!("oci:{}:pair", out.display())), pair.digest);
     let out2 = format!("oci:{}:pair", t.path().join("out2").display());
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "-q",
-            "--all",
-            "--preserve-digests",
-            &format!("oci:{}:pair", out.display()),
-            &out2,
-        ],
-    );
+    run("skopeo", &["copy", "-q", "--all", "--preserve-digests", &format!("oci:{}:pair", out.display()), &out2]);
     assert_eq!(skopeo_raw_digest(&out2), pair.digest);
-    assert_eq!(
-        skopeo_pick(t.path(), &format!("oci:{}:pair", out.display()), "s390x"),
-        three["s390x"]
-    );
+    assert_eq!(skopeo_pick(t.path(), &format!("oci:{}:pair", out.display()), "s390x"), three["s390x"]);
 
     // A platform the index does not have is named with the ones it has.
     let mut bad = spec("lab/multi:1", "oci:layout:multi");
     bad.platforms = Some(vec!["linux/ppc64le".into()]);
     let e = load_image(&bad, t.path()).unwrap_err();
-    assert!(
-        e.cause.contains("linux/ppc64le") && e.cause.contains("linux/amd64, linux/arm64"),
-        "{e}"
-    );
+    assert!(e.cause.contains("linux/ppc64le") && e.cause.contains("linux/amd64, linux/arm64"), "{e}");
 }
 
 /// Charts packaged by `load_chart` are charts helm 3.18 (the Helm K3s runs) accepts,
@@ -490,16 +375,8 @@ fn charts_round_trip_with_real_helm() {
     let t = tempfile::TempDir::new().unwrap();
     let home = t.path().join("home");
     let helm_ok = |args: &[&str]| -> Vec<u8> {
-        let out = airlock_tests::helm_command(&helm, &home)
-            .current_dir(t.path())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "helm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = airlock_tests::helm_command(&helm, &home).current_dir(t.path()).args(args).output().unwrap();
+        assert!(out.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     };
     helm_ok(&["create", "demo"]);
@@ -508,13 +385,9 @@ fn charts_round_trip_with_real_helm() {
 
     // Our packaging of the directory: deterministic, and helm lints and renders it.
     let ours = airlock_bundler::sources::load_chart(&t.path().join("demo"), 1_700_000_000).unwrap();
-    let again =
-        airlock_bundler::sources::load_chart(&t.path().join("demo"), 1_700_000_000).unwrap();
+    let again = airlock_bundler::sources::load_chart(&t.path().join("demo"), 1_700_000_000).unwrap();
     assert_eq!(ours, again);
-    assert_eq!(
-        (ours.name.as_str(), ours.version.as_str()),
-        ("demo", "0.1.0")
-    );
+    assert_eq!((ours.name.as_str(), ours.version.as_str()), ("demo", "0.1.0"));
     assert_eq!(ours.app_version.as_deref(), Some("1.16.0"));
     let tgz = t.path().join("ours-demo-0.1.0.tgz");
     fs::write(&tgz, bytes_of(&ours.content)).unwrap();
@@ -523,10 +396,7 @@ fn charts_round_trip_with_real_helm() {
     let rendered = String::from_utf8(helm_ok(&["template", "x", tgz.to_str().unwrap()])).unwrap();
     assert!(rendered.contains("kind: Deployment"), "{rendered}");
     let listed = tar_names(&tgz);
-    assert!(
-        listed.contains(&"demo/Chart.yaml".to_string()),
-        "{listed:?}"
-    );
+    assert!(listed.contains(&"demo/Chart.yaml".to_string()), "{listed:?}");
     assert!(!listed.iter().any(|n| n.ends_with(".bak")), "{listed:?}");
 
     // helm's own package is taken as it is.
@@ -534,10 +404,7 @@ fn charts_round_trip_with_real_helm() {
     let pkg = t.path().join("pkg/demo-0.1.0.tgz");
     let theirs = airlock_bundler::sources::load_chart(&pkg, 0).unwrap();
     assert_eq!(theirs.content, Content::File(pkg.clone()));
-    assert_eq!(
-        (theirs.name.as_str(), theirs.version.as_str()),
-        ("demo", "0.1.0")
-    );
+    assert_eq!((theirs.name.as_str(), theirs.version.as_str()), ("demo", "0.1.0"));
     assert_eq!(theirs.sha256, Sha256Digest::of(&fs::read(&pkg).unwrap()));
 
     // A parent depending on demo: refused until `helm dependency build` vendors it
@@ -545,15 +412,10 @@ fn charts_round_trip_with_real_helm() {
     helm_ok(&["create", "parent"]);
     let chart_yaml = t.path().join("parent/Chart.yaml");
     let mut y = fs::read_to_string(&chart_yaml).unwrap();
-    y.push_str(
-        "dependencies:\n  - name: demo\n    version: 0.1.0\n    repository: file://../demo\n",
-    );
+    y.push_str("dependencies:\n  - name: demo\n    version: 0.1.0\n    repository: file://../demo\n");
     fs::write(&chart_yaml, y).unwrap();
     let e = airlock_bundler::sources::load_chart(&t.path().join("parent"), 0).unwrap_err();
-    assert!(
-        e.cause.contains("`demo`") && e.hint.as_deref().unwrap().contains("helm dependency build"),
-        "{e}"
-    );
+    assert!(e.cause.contains("`demo`") && e.hint.as_deref().unwrap().contains("helm dependency build"), "{e}");
     helm_ok(&["dependency", "build", "parent"]);
     let parent = airlock_bundler::sources::load_chart(&t.path().join("parent"), 0).unwrap();
     assert_eq!(parent.dependencies, vec!["demo 0.1.0"]);
@@ -565,8 +427,5 @@ fn charts_round_trip_with_real_helm() {
 
 fn tar_names(tgz: &Path) -> Vec<String> {
     let mut a = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(tgz).unwrap()));
-    a.entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-        .collect()
+    a.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
 }

@@ -129,31 +129,24 @@ fn scalar(v: &serde_yaml::Value) -> Option<String> {
 /// depends on is vendored.
 fn inspect(tree: &Tree, prefix: &str, label: &str, depth: usize) -> Result<ChartMeta> {
     if depth > MAX_DEPTH {
-        return Err(Error::input(
-            label,
-            format!("subcharts are nested more than {MAX_DEPTH} levels deep"),
-        ));
+        return Err(Error::input(label, format!("subcharts are nested more than {MAX_DEPTH} levels deep")));
     }
     let bytes = tree.get(&format!("{prefix}Chart.yaml")).ok_or_else(|| {
-        Error::input(label, "has no Chart.yaml")
-            .with_hint("point at a chart directory or a packaged chart (.tgz)")
+        Error::input(label, "has no Chart.yaml").with_hint("point at a chart directory or a packaged chart (.tgz)")
     })?;
     let cy: ChartYaml = serde_yaml::from_slice(bytes).map_err(|e| {
-        Error::input(label, format!("Chart.yaml is not valid: {e}"))
-            .with_hint("fix it; `helm lint` shows the details")
+        Error::input(label, format!("Chart.yaml is not valid: {e}")).with_hint("fix it; `helm lint` shows the details")
     })?;
     match cy.api_version.as_deref() {
         Some("v1") | Some("v2") => {}
         None => {
-            return Err(Error::input(label, "Chart.yaml has no apiVersion")
-                .with_hint("set `apiVersion: v2` (Helm 3 charts)"))
+            return Err(
+                Error::input(label, "Chart.yaml has no apiVersion").with_hint("set `apiVersion: v2` (Helm 3 charts)")
+            )
         }
         Some(v) => {
-            return Err(Error::input(
-                label,
-                format!("Chart.yaml has apiVersion `{v}`; only v1 and v2 are known"),
-            )
-            .with_hint("set `apiVersion: v2` (Helm 3 charts)"))
+            return Err(Error::input(label, format!("Chart.yaml has apiVersion `{v}`; only v1 and v2 are known"))
+                .with_hint("set `apiVersion: v2` (Helm 3 charts)"))
         }
     }
     let name = cy.name.clone().unwrap_or_default();
@@ -163,26 +156,22 @@ fn inspect(tree: &Tree, prefix: &str, label: &str, depth: usize) -> Result<Chart
         || name == "."
         || name == ".."
     {
-        return Err(
-            Error::input(label, format!("Chart.yaml has no valid name (`{name}`)"))
-                .with_hint("set `name:` to the chart's name"),
-        );
+        return Err(Error::input(label, format!("Chart.yaml has no valid name (`{name}`)"))
+            .with_hint("set `name:` to the chart's name"));
     }
     let version = match &cy.version {
         Some(serde_yaml::Value::String(s)) if !s.trim().is_empty() => s.clone(),
         Some(v @ serde_yaml::Value::Number(_)) => {
             return Err(Error::input(
                 label,
-                format!(
-                    "Chart.yaml version `{}` is a number, not a string",
-                    scalar(v).unwrap_or_default()
-                ),
+                format!("Chart.yaml version `{}` is a number, not a string", scalar(v).unwrap_or_default()),
             )
             .with_hint("quote it (version: \"1.0\"); Helm refuses unquoted numeric versions"))
         }
         _ => {
-            return Err(Error::input(label, "Chart.yaml has no version")
-                .with_hint("set `version:` (SemVer 2, e.g. 1.2.3)"))
+            return Err(
+                Error::input(label, "Chart.yaml has no version").with_hint("set `version:` (SemVer 2, e.g. 1.2.3)")
+            )
         }
     };
     let label = format!("{label}: chart {name} {version}");
@@ -192,9 +181,8 @@ fn inspect(tree: &Tree, prefix: &str, label: &str, depth: usize) -> Result<Chart
     if cy.api_version.as_deref() == Some("v1") {
         // Helm 2 charts keep their dependencies in requirements.yaml.
         if let Some(req) = tree.get(&format!("{prefix}requirements.yaml")) {
-            let r: Requirements = serde_yaml::from_slice(req).map_err(|e| {
-                Error::input(&label, format!("requirements.yaml is not valid: {e}"))
-            })?;
+            let r: Requirements = serde_yaml::from_slice(req)
+                .map_err(|e| Error::input(&label, format!("requirements.yaml is not valid: {e}")))?;
             deps.extend(r.dependencies.unwrap_or_default());
         }
     }
@@ -225,22 +213,11 @@ fn inspect(tree: &Tree, prefix: &str, label: &str, depth: usize) -> Result<Chart
 
     for dep in &deps {
         let Some(dep_name) = dep.name.as_deref().filter(|n| !n.is_empty()) else {
-            return Err(Error::input(
-                &label,
-                "a dependency in Chart.yaml has no name",
-            ));
+            return Err(Error::input(&label, "a dependency in Chart.yaml has no name"));
         };
         if !subcharts.iter().any(|s| s.name == dep_name) {
-            let version = dep
-                .version
-                .as_ref()
-                .and_then(scalar)
-                .unwrap_or_else(|| "any version".into());
-            let from = dep
-                .repository
-                .as_deref()
-                .map(|r| format!(" from {r}"))
-                .unwrap_or_default();
+            let version = dep.version.as_ref().and_then(scalar).unwrap_or_else(|| "any version".into());
+            let from = dep.repository.as_deref().map(|r| format!(" from {r}")).unwrap_or_default();
             return Err(Error::input(
                 &label,
                 format!(
@@ -250,20 +227,11 @@ fn inspect(tree: &Tree, prefix: &str, label: &str, depth: usize) -> Result<Chart
             .with_hint("run `helm dependency build <chart>` on a connected machine so charts/ holds the dependency, then build the bundle again"));
         }
     }
-    Ok(ChartMeta {
-        name,
-        version,
-        app_version,
-        subcharts,
-    })
+    Ok(ChartMeta { name, version, app_version, subcharts })
 }
 
 fn finish(meta: ChartMeta, content: Content, size: u64, sha256: Sha256Digest) -> LoadedChart {
-    let mut dependencies: Vec<String> = meta
-        .subcharts
-        .iter()
-        .map(|s| format!("{} {}", s.name, s.version))
-        .collect();
+    let mut dependencies: Vec<String> = meta.subcharts.iter().map(|s| format!("{} {}", s.name, s.version)).collect();
     dependencies.sort();
     dependencies.dedup();
     LoadedChart {
@@ -286,12 +254,7 @@ fn load_tgz(path: &Path) -> Result<LoadedChart> {
     let (_, tree) = read_tgz_tree(file, &label)?;
     let meta = inspect(&tree, "", &label, 0)?;
     let (sha256, size) = sha256_file(path).at(path)?;
-    Ok(finish(
-        meta,
-        Content::File(path.to_path_buf()),
-        size,
-        sha256,
-    ))
+    Ok(finish(meta, Content::File(path.to_path_buf()), size, sha256))
 }
 
 /// Reads a chart archive: checks every entry's path and type, strips the top-level
@@ -299,16 +262,11 @@ fn load_tgz(path: &Path) -> Result<LoadedChart> {
 fn read_tgz_tree(r: impl Read, label: &str) -> Result<(String, Tree)> {
     use std::io::BufRead;
     let mut r = std::io::BufReader::new(r);
-    let looks_gzip = r
-        .fill_buf()
-        .map_err(|e| Error::input(label, format!("cannot be read: {e}")))?
-        .starts_with(&[0x1f, 0x8b]);
+    let looks_gzip =
+        r.fill_buf().map_err(|e| Error::input(label, format!("cannot be read: {e}")))?.starts_with(&[0x1f, 0x8b]);
     if !looks_gzip {
-        return Err(Error::input(
-            label,
-            "is neither a chart directory nor a gzip-compressed chart archive",
-        )
-        .with_hint("give the chart directory or the .tgz that `helm package` writes"));
+        return Err(Error::input(label, "is neither a chart directory nor a gzip-compressed chart archive")
+            .with_hint("give the chart directory or the .tgz that `helm package` writes"));
     }
     let unreadable = |e: std::io::Error| {
         Error::corrupt(label, format!("is not a readable chart archive: {e}"))
@@ -336,14 +294,9 @@ fn read_tgz_tree(r: impl Read, label: &str) -> Result<(String, Tree)> {
         }
         let is_file = et.is_file() || et.is_contiguous();
         if !is_file && !et.is_dir() {
-            return Err(unsafe_entry(
-                "is not a regular file or directory (links and devices are refused)",
-            ));
+            return Err(unsafe_entry("is not a regular file or directory (links and devices are refused)"));
         }
-        let parts: Vec<&str> = raw
-            .split(['/', '\\'])
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
+        let parts: Vec<&str> = raw.split(['/', '\\']).filter(|c| !c.is_empty() && *c != ".").collect();
         let Some((first, rest)) = parts.split_first() else {
             continue;
         };
@@ -354,9 +307,7 @@ fn read_tgz_tree(r: impl Read, label: &str) -> Result<(String, Tree)> {
                     label,
                     format!("holds more than one top-level directory (`{t}` and `{first}`)"),
                 )
-                .with_hint(
-                    "a packaged chart has exactly one top-level directory, named after the chart",
-                ))
+                .with_hint("a packaged chart has exactly one top-level directory, named after the chart"))
             }
             Some(_) => {}
         }
@@ -371,18 +322,11 @@ fn read_tgz_tree(r: impl Read, label: &str) -> Result<(String, Tree)> {
             continue;
         }
         if is_file && is_meta_file(&rel) {
-            let limit = if is_tgz_name(&rel) {
-                MAX_SUBCHART_BYTES
-            } else {
-                MAX_YAML_BYTES
-            };
+            let limit = if is_tgz_name(&rel) { MAX_SUBCHART_BYTES } else { MAX_YAML_BYTES };
             if entry.size() > limit {
                 return Err(Error::input(
                     label,
-                    format!(
-                        "{rel} is {} bytes, over the {limit}-byte limit",
-                        entry.size()
-                    ),
+                    format!("{rel} is {} bytes, over the {limit}-byte limit", entry.size()),
                 ));
             }
             let mut data = Vec::with_capacity(entry.size() as usize);
@@ -403,15 +347,7 @@ fn package_dir(dir: &Path, mtime: u64) -> Result<LoadedChart> {
     let rules = IgnoreRules::load(&root, &label)?;
     let mut entries = Vec::new();
     let mut ancestors = vec![root.clone()];
-    walk(
-        &root,
-        &root,
-        "",
-        &rules,
-        &label,
-        &mut entries,
-        &mut ancestors,
-    )?;
+    walk(&root, &root, "", &rules, &label, &mut entries, &mut ancestors)?;
 
     // Read every file once: for the metadata check and for the archive.
     let mut files: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(entries.len());
@@ -431,10 +367,7 @@ fn package_dir(dir: &Path, mtime: u64) -> Result<LoadedChart> {
     let meta = inspect(&tree, "", &label, 0)?;
     files.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(Vec::new(), flate2::Compression::default());
+    let gz = flate2::GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     let io = |e: std::io::Error| Error::io(dir, e);
     let header = |kind: tar::EntryType, mode: u32, size: u64| {
@@ -448,15 +381,13 @@ fn package_dir(dir: &Path, mtime: u64) -> Result<LoadedChart> {
         h
     };
     let mut h = header(tar::EntryType::Directory, 0o755, 0);
-    tar.append_data(&mut h, &meta.name, std::io::empty())
-        .map_err(io)?;
+    tar.append_data(&mut h, &meta.name, std::io::empty()).map_err(io)?;
     for (rel, data) in &files {
         let path = format!("{}/{rel}", meta.name);
         match data {
             None => {
                 let mut h = header(tar::EntryType::Directory, 0o755, 0);
-                tar.append_data(&mut h, &path, std::io::empty())
-                    .map_err(io)?;
+                tar.append_data(&mut h, &path, std::io::empty()).map_err(io)?;
             }
             Some(d) => {
                 let mut h = header(tar::EntryType::Regular, 0o644, d.len() as u64);
@@ -492,24 +423,14 @@ fn walk(
     for name in names {
         let path = dir.join(&name);
         let Some(name) = name.to_str() else {
-            return Err(Error::input(
-                label,
-                format!("{} has a name that is not UTF-8", path.display()),
-            )
-            .with_hint("rename it"));
+            return Err(
+                Error::input(label, format!("{} has a name that is not UTF-8", path.display())).with_hint("rename it")
+            );
         };
-        let child = if rel.is_empty() {
-            name.to_string()
-        } else {
-            format!("{rel}/{name}")
-        };
+        let child = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
         let lmeta = fs::symlink_metadata(&path).at(&path)?;
         let is_link = lmeta.file_type().is_symlink();
-        let followed = if is_link {
-            fs::metadata(&path).ok()
-        } else {
-            Some(lmeta)
-        };
+        let followed = if is_link { fs::metadata(&path).ok() } else { Some(lmeta) };
         let is_dir = followed.as_ref().is_some_and(|m| m.is_dir());
         if rules.ignored(&child, is_dir) {
             continue;
@@ -536,8 +457,7 @@ fn walk(
         };
         if is_dir {
             if ancestors.contains(&real) {
-                return Err(Error::input(label, format!("{child} is a symlink loop"))
-                    .with_hint("remove the link"));
+                return Err(Error::input(label, format!("{child} is a symlink loop")).with_hint("remove the link"));
             }
             out.push((child.clone(), None));
             ancestors.push(real.clone());
@@ -546,10 +466,8 @@ fn walk(
         } else if meta.is_file() {
             out.push((child, Some(real)));
         } else {
-            return Err(
-                Error::input(label, format!("{child} is not a regular file or directory"))
-                    .with_hint("remove it or add it to .helmignore"),
-            );
+            return Err(Error::input(label, format!("{child} is not a regular file or directory"))
+                .with_hint("remove it or add it to .helmignore"));
         }
     }
     Ok(())
@@ -586,11 +504,8 @@ impl IgnoreRules {
     /// Parses `.helmignore` text; `Err((line number, cause))` for unsupported lines.
     fn parse(text: &str) -> std::result::Result<Self, (usize, String)> {
         // Helm's default: hidden files directly under templates/.
-        let mut rules = vec![IgnoreRule {
-            pattern: "templates/.?*".chars().collect(),
-            whole_path: true,
-            dir_only: false,
-        }];
+        let mut rules =
+            vec![IgnoreRule { pattern: "templates/.?*".chars().collect(), whole_path: true, dir_only: false }];
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -600,10 +515,7 @@ impl IgnoreRules {
                 return Err((i + 1, format!("negation (`{line}`) is not supported")));
             }
             if line.contains("**") {
-                return Err((
-                    i + 1,
-                    format!("`**` (`{line}`) is not supported (Helm does not support it either)"),
-                ));
+                return Err((i + 1, format!("`**` (`{line}`) is not supported (Helm does not support it either)")));
             }
             let (body, dir_only) = match line.strip_suffix('/') {
                 Some(b) => (b, true),
@@ -618,16 +530,9 @@ impl IgnoreRules {
             }
             let pattern: Vec<char> = body.chars().collect();
             if !glob_is_valid(&pattern) {
-                return Err((
-                    i + 1,
-                    format!("`{line}` is not a valid glob (unclosed [ or trailing \\)"),
-                ));
+                return Err((i + 1, format!("`{line}` is not a valid glob (unclosed [ or trailing \\)")));
             }
-            rules.push(IgnoreRule {
-                whole_path: anchored || body.contains('/'),
-                pattern,
-                dir_only,
-            });
+            rules.push(IgnoreRule { whole_path: anchored || body.contains('/'), pattern, dir_only });
         }
         Ok(Self { rules })
     }
@@ -636,10 +541,9 @@ impl IgnoreRules {
         let base = rel.rsplit('/').next().unwrap_or(rel);
         let whole: Vec<char> = rel.chars().collect();
         let base: Vec<char> = base.chars().collect();
-        self.rules.iter().any(|r| {
-            (!r.dir_only || is_dir)
-                && glob_match(&r.pattern, if r.whole_path { &whole } else { &base })
-        })
+        self.rules
+            .iter()
+            .any(|r| (!r.dir_only || is_dir) && glob_match(&r.pattern, if r.whole_path { &whole } else { &base }))
     }
 }
 
@@ -732,10 +636,7 @@ fn glob_match(p: &[char], s: &[char]) -> bool {
             let Some(end) = class_end(p, 0) else {
                 return false;
             };
-            !s.is_empty()
-                && s[0] != '/'
-                && class_matches(&p[1..end], s[0])
-                && glob_match(&p[end + 1..], &s[1..])
+            !s.is_empty() && s[0] != '/' && class_matches(&p[1..end], s[0]) && glob_match(&p[end + 1..], &s[1..])
         }
         Some('\\') if p.len() > 1 => !s.is_empty() && s[0] == p[1] && glob_match(&p[2..], &s[1..]),
         Some(c) => !s.is_empty() && s[0] == *c && glob_match(&p[1..], &s[1..]),
@@ -755,7 +656,11 @@ mod tests {
 
     fn chart_dir(root: &Path, dir: &str, name: &str, extra_chart_yaml: &str) -> PathBuf {
         let d = root.join(dir);
-        write(&d, "Chart.yaml", &format!("apiVersion: v2\nname: {name}\nversion: 1.2.3\nappVersion: \"4.5\"\n{extra_chart_yaml}"));
+        write(
+            &d,
+            "Chart.yaml",
+            &format!("apiVersion: v2\nname: {name}\nversion: 1.2.3\nappVersion: \"4.5\"\n{extra_chart_yaml}"),
+        );
         write(&d, "values.yaml", "replicas: 1\n");
         write(&d, "templates/deployment.yaml", "kind: Deployment\n");
         d
@@ -795,19 +700,11 @@ mod tests {
     fn chart_dir_packaging_is_deterministic_and_normalized() {
         let t = tempfile::tempdir().unwrap();
         let d = chart_dir(t.path(), "src-dir", "web", "");
-        write(
-            &d,
-            ".helmignore",
-            "# comment\n\n*.bak\nci/\n/notes.txt\ntemplates/skip-*.yaml\n",
-        );
+        write(&d, ".helmignore", "# comment\n\n*.bak\nci/\n/notes.txt\ntemplates/skip-*.yaml\n");
         write(&d, "values.yaml.bak", "x");
         write(&d, "ci/test-values.yaml", "x");
         write(&d, "notes.txt", "x");
-        write(
-            &d,
-            "templates/notes.txt",
-            "kept: only the root notes.txt is anchored",
-        );
+        write(&d, "templates/notes.txt", "kept: only the root notes.txt is anchored");
         write(&d, "templates/skip-me.yaml", "x");
         write(&d, "templates/.hidden", "x");
         write(&d, "templates/sub/b.yaml", "b");
@@ -852,16 +749,8 @@ mod tests {
             ]
         );
         for (name, mode, uid, gid, mtime, _) in &es {
-            let want = if names.iter().any(|n| n.starts_with(&format!("{name}/"))) {
-                0o755
-            } else {
-                0o644
-            };
-            assert_eq!(
-                (*mode, *uid, *gid, *mtime),
-                (want, 0, 0, 1_700_000_000),
-                "{name}"
-            );
+            let want = if names.iter().any(|n| n.starts_with(&format!("{name}/"))) { 0o755 } else { 0o644 };
+            assert_eq!((*mode, *uid, *gid, *mtime), (want, 0, 0, 1_700_000_000), "{name}");
         }
         // A different mtime gives different bytes (it is really used).
         assert_ne!(bytes(&load_chart(&d, 1).unwrap()), b);
@@ -876,10 +765,7 @@ mod tests {
         fs::write(&tgz, bytes(&packaged)).unwrap();
         let read = load_chart(&tgz, 0).unwrap();
         assert_eq!(read.content, Content::File(tgz.clone()));
-        assert_eq!(
-            (read.name.as_str(), read.version.as_str()),
-            ("web", "1.2.3")
-        );
+        assert_eq!((read.name.as_str(), read.version.as_str()), ("web", "1.2.3"));
         assert_eq!(read.sha256, packaged.sha256);
         assert_eq!(read.size, packaged.size);
     }
@@ -887,20 +773,13 @@ mod tests {
     #[test]
     fn unvendored_dependency_is_rejected_with_the_helm_hint() {
         let t = tempfile::tempdir().unwrap();
-        let deps = "dependencies:\n  - name: redis\n    version: 17.3.x\n    repository: https://charts.bitnami.com/bitnami\n";
+        let deps =
+            "dependencies:\n  - name: redis\n    version: 17.3.x\n    repository: https://charts.bitnami.com/bitnami\n";
         let d = chart_dir(t.path(), "app", "app", deps);
         let e = load_chart(&d, 0).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Input);
-        assert!(
-            e.subject.contains("app")
-                && e.cause.contains("`redis`")
-                && e.cause.contains("not vendored"),
-            "{e}"
-        );
-        assert!(
-            e.hint.as_deref().unwrap().contains("helm dependency build"),
-            "{e}"
-        );
+        assert!(e.subject.contains("app") && e.cause.contains("`redis`") && e.cause.contains("not vendored"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("helm dependency build"), "{e}");
 
         // Vendored as a directory: accepted, and listed.
         chart_dir(&d, "charts/redis", "redis", "");
@@ -912,49 +791,28 @@ mod tests {
     fn vendored_tgz_dependency_is_accepted_and_checked_recursively() {
         let t = tempfile::tempdir().unwrap();
         let sub = chart_dir(t.path(), "redis-src", "redis", "");
-        let d = chart_dir(
-            t.path(),
-            "app",
-            "app",
-            "dependencies:\n  - name: redis\n    version: 1.x\n",
-        );
+        let d = chart_dir(t.path(), "app", "app", "dependencies:\n  - name: redis\n    version: 1.x\n");
         fs::create_dir_all(d.join("charts")).unwrap();
-        fs::write(
-            d.join("charts/redis-1.2.3.tgz"),
-            bytes(&load_chart(&sub, 0).unwrap()),
-        )
-        .unwrap();
+        fs::write(d.join("charts/redis-1.2.3.tgz"), bytes(&load_chart(&sub, 0).unwrap())).unwrap();
         let c = load_chart(&d, 0).unwrap();
         assert_eq!(c.dependencies, vec!["redis 1.2.3"]);
 
         // A vendored subchart whose own dependency is missing.
         let incomplete = tgz_of(&[(
             "redis/Chart.yaml",
-            b"apiVersion: v2\nname: redis\nversion: 1.2.3\ndependencies:\n  - name: common\n"
-                .as_slice(),
+            b"apiVersion: v2\nname: redis\nversion: 1.2.3\ndependencies:\n  - name: common\n".as_slice(),
         )]);
         fs::write(d.join("charts/redis-1.2.3.tgz"), incomplete).unwrap();
         let e = load_chart(&d, 0).unwrap_err();
-        assert!(
-            e.cause.contains("`common`") && e.subject.contains("charts/redis-1.2.3.tgz"),
-            "{e}"
-        );
+        assert!(e.cause.contains("`common`") && e.subject.contains("charts/redis-1.2.3.tgz"), "{e}");
     }
 
     #[test]
     fn v1_chart_reads_requirements_yaml() {
         let t = tempfile::tempdir().unwrap();
         let d = t.path().join("old");
-        write(
-            &d,
-            "Chart.yaml",
-            "apiVersion: v1\nname: old\nversion: 0.1.0\n",
-        );
-        write(
-            &d,
-            "requirements.yaml",
-            "dependencies:\n- name: mysql\n  version: 1.0.0\n",
-        );
+        write(&d, "Chart.yaml", "apiVersion: v1\nname: old\nversion: 0.1.0\n");
+        write(&d, "requirements.yaml", "dependencies:\n- name: mysql\n  version: 1.0.0\n");
         let e = load_chart(&d, 0).unwrap_err();
         assert!(e.cause.contains("`mysql`"), "{e}");
     }
@@ -982,10 +840,7 @@ mod tests {
         let e = load_chart(&t.path().join("c-missing"), 0).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Io);
         fs::create_dir_all(t.path().join("empty")).unwrap();
-        assert!(load_chart(&t.path().join("empty"), 0)
-            .unwrap_err()
-            .cause
-            .contains("no Chart.yaml"));
+        assert!(load_chart(&t.path().join("empty"), 0).unwrap_err().cause.contains("no Chart.yaml"));
     }
 
     #[test]
@@ -1002,10 +857,7 @@ mod tests {
         std::os::unix::fs::symlink("../../secret.txt", d.join("templates/escape.txt")).unwrap();
         let e = load_chart(&d, 0).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unsafe, "{e}");
-        assert!(
-            e.subject.contains("templates/escape.txt") && e.cause.contains("outside the chart"),
-            "{e}"
-        );
+        assert!(e.subject.contains("templates/escape.txt") && e.cause.contains("outside the chart"), "{e}");
 
         // Ignored links are never followed.
         write(&d, ".helmignore", "escape.txt\n");
@@ -1047,21 +899,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let chart = b"apiVersion: v2\nname: x\nversion: 1.0.0\n".as_slice();
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            (
-                "dotdot",
-                tgz_of(&[("x/Chart.yaml", chart), ("x/../../etc/cron.d/evil", b"x")]),
-            ),
-            (
-                "absolute",
-                tgz_of(&[("x/Chart.yaml", chart), ("/etc/passwd", b"x")]),
-            ),
-            (
-                "symlink",
-                tgz_with(
-                    &[("x/Chart.yaml", chart)],
-                    &[("x/templates/link", "/etc/shadow")],
-                ),
-            ),
+            ("dotdot", tgz_of(&[("x/Chart.yaml", chart), ("x/../../etc/cron.d/evil", b"x")])),
+            ("absolute", tgz_of(&[("x/Chart.yaml", chart), ("/etc/passwd", b"x")])),
+            ("symlink", tgz_with(&[("x/Chart.yaml", chart)], &[("x/templates/link", "/etc/shadow")])),
         ];
         for (what, data) in cases {
             let p = t.path().join(format!("{what}.tgz"));
@@ -1071,11 +911,7 @@ mod tests {
             assert!(e.subject.contains(&format!("{what}.tgz")), "{what}: {e}");
         }
         let p = t.path().join("two-tops.tgz");
-        fs::write(
-            &p,
-            tgz_of(&[("x/Chart.yaml", chart), ("y/values.yaml", b"x")]),
-        )
-        .unwrap();
+        fs::write(&p, tgz_of(&[("x/Chart.yaml", chart), ("y/values.yaml", b"x")])).unwrap();
         assert_eq!(load_chart(&p, 0).unwrap_err().kind, ErrorKind::Input);
         let p = t.path().join("plain.tar");
         fs::write(&p, b"not gzip at all").unwrap();
@@ -1085,33 +921,21 @@ mod tests {
     #[test]
     fn chart_tgz_dependencies_are_checked() {
         let t = tempfile::tempdir().unwrap();
-        let parent = b"apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: db\n  version: 2.0.0\n".as_slice();
+        let parent =
+            b"apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: db\n  version: 2.0.0\n".as_slice();
         let p = t.path().join("app.tgz");
         fs::write(&p, tgz_of(&[("app/Chart.yaml", parent)])).unwrap();
         let e = load_chart(&p, 0).unwrap_err();
         assert!(e.cause.contains("`db`"), "{e}");
-        let sub = tgz_of(&[(
-            "db/Chart.yaml",
-            b"apiVersion: v2\nname: db\nversion: 2.0.0\n".as_slice(),
-        )]);
-        fs::write(
-            &p,
-            tgz_of(&[
-                ("app/Chart.yaml", parent),
-                ("app/charts/db-2.0.0.tgz", &sub),
-            ]),
-        )
-        .unwrap();
+        let sub = tgz_of(&[("db/Chart.yaml", b"apiVersion: v2\nname: db\nversion: 2.0.0\n".as_slice())]);
+        fs::write(&p, tgz_of(&[("app/Chart.yaml", parent), ("app/charts/db-2.0.0.tgz", &sub)])).unwrap();
         let c = load_chart(&p, 0).unwrap();
         assert_eq!(c.dependencies, vec!["db 2.0.0"]);
         fs::write(
             &p,
             tgz_of(&[
                 ("app/Chart.yaml", parent),
-                (
-                    "app/charts/db/Chart.yaml",
-                    b"apiVersion: v2\nname: db\nversion: 2.0.1\n",
-                ),
+                ("app/charts/db/Chart.yaml", b"apiVersion: v2\nname: db\nversion: 2.0.1\n"),
             ]),
         )
         .unwrap();
@@ -1120,17 +944,11 @@ mod tests {
 
     #[test]
     fn helmignore_subset() {
-        let r = IgnoreRules::parse(
-            "# c\n*.swp\n.git/\n/top.txt\nci/*.yaml\nfile[0-9].txt\nx?z\n\\#literal\n",
-        )
-        .unwrap();
+        let r = IgnoreRules::parse("# c\n*.swp\n.git/\n/top.txt\nci/*.yaml\nfile[0-9].txt\nx?z\n\\#literal\n").unwrap();
         assert!(r.ignored("a.swp", false));
         assert!(r.ignored("deep/dir/a.swp", false));
         assert!(r.ignored(".git", true));
-        assert!(
-            !r.ignored(".git", false),
-            "dir-only pattern must not match a file"
-        );
+        assert!(!r.ignored(".git", false), "dir-only pattern must not match a file");
         assert!(r.ignored("sub/.git", true));
         assert!(r.ignored("top.txt", false));
         assert!(!r.ignored("sub/top.txt", false));
@@ -1154,9 +972,6 @@ mod tests {
         write(&d, ".helmignore", "!values.yaml\n");
         let e = load_chart(&d, 0).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Input);
-        assert!(
-            e.subject.contains(".helmignore line 1") && e.cause.contains("negation"),
-            "{e}"
-        );
+        assert!(e.subject.contains(".helmignore line 1") && e.cause.contains("negation"), "{e}");
     }
 }

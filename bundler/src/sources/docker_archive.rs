@@ -23,10 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::oci_archive::{sniff_compression, ArchiveStore, Member, TarIndex};
 use super::oci_layout;
-use super::{
-    name_matches, read_content, Blob, Ctx, Descriptor, ManifestEntry, Platform, Resolved,
-    MAX_JSON_BYTES,
-};
+use super::{name_matches, read_content, Blob, Ctx, Descriptor, ManifestEntry, Platform, Resolved, MAX_JSON_BYTES};
 
 pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -83,17 +80,11 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
     let syntax = format!("docker-archive:{loc}");
     let entries = match tar.file("manifest.json") {
         Some(m) => {
-            let bytes = read_content(&tar.content(m), MAX_JSON_BYTES)
-                .map_err(|e| e.within(ctx.subject()))?;
-            Some(
-                serde_json::from_slice::<Vec<ArchiveEntry>>(&bytes).map_err(|e| {
-                    Error::corrupt(
-                        ctx.subject(),
-                        format!("manifest.json of {loc} is not a docker-archive manifest: {e}"),
-                    )
+            let bytes = read_content(&tar.content(m), MAX_JSON_BYTES).map_err(|e| e.within(ctx.subject()))?;
+            Some(serde_json::from_slice::<Vec<ArchiveEntry>>(&bytes).map_err(|e| {
+                Error::corrupt(ctx.subject(), format!("manifest.json of {loc} is not a docker-archive manifest: {e}"))
                     .with_source(e)
-                })?,
-            )
+            })?)
         }
         None => None,
     };
@@ -113,14 +104,7 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
             }
             (s, _) => s.map(str::to_string),
         };
-        return oci_layout::resolve(
-            &ArchiveStore {
-                tar,
-                transport: "docker-archive",
-            },
-            selector.as_deref(),
-            ctx,
-        );
+        return oci_layout::resolve(&ArchiveStore { tar, transport: "docker-archive" }, selector.as_deref(), ctx);
     }
 
     let Some(entries) = entries else {
@@ -132,8 +116,7 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
         let hint = if tar.has("index.json") {
             format!("it looks like an OCI archive: use `from: oci-archive:{loc}`")
         } else {
-            "write it again with a current `docker save` or `skopeo copy … docker-archive:FILE:REF`"
-                .to_string()
+            "write it again with a current `docker save` or `skopeo copy … docker-archive:FILE:REF`".to_string()
         };
         return Err(Error::input(ctx.subject(), cause).with_hint(hint));
     };
@@ -144,73 +127,40 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
 fn describe(list: &[ArchiveEntry]) -> String {
     list.iter()
         .enumerate()
-        .map(|(i, e)| {
-            if e.tags().is_empty() {
-                format!("@{i} (untagged)")
-            } else {
-                format!("@{i} {}", e.tags().join(" "))
-            }
-        })
+        .map(
+            |(i, e)| {
+                if e.tags().is_empty() {
+                    format!("@{i} (untagged)")
+                } else {
+                    format!("@{i} {}", e.tags().join(" "))
+                }
+            },
+        )
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-fn pick_by_position<'a>(
-    sel: &str,
-    list: &'a [ArchiveEntry],
-    ctx: &Ctx,
-    syntax: &str,
-) -> Result<&'a ArchiveEntry> {
-    sel[1..]
-        .parse::<usize>()
-        .ok()
-        .and_then(|i| list.get(i))
-        .ok_or_else(|| {
-            Error::input(
-                ctx.subject(),
-                format!(
-                    "`{sel}` is not an image of {syntax}; it has {}",
-                    describe(list)
-                ),
-            )
-            .with_hint(format!(
-                "use `{syntax}:REFERENCE` or `:@N` with N from 0 to {}",
-                list.len().saturating_sub(1)
-            ))
-        })
+fn pick_by_position<'a>(sel: &str, list: &'a [ArchiveEntry], ctx: &Ctx, syntax: &str) -> Result<&'a ArchiveEntry> {
+    sel[1..].parse::<usize>().ok().and_then(|i| list.get(i)).ok_or_else(|| {
+        Error::input(ctx.subject(), format!("`{sel}` is not an image of {syntax}; it has {}", describe(list)))
+            .with_hint(format!("use `{syntax}:REFERENCE` or `:@N` with N from 0 to {}", list.len().saturating_sub(1)))
+    })
 }
 
-fn select<'a>(
-    list: &'a [ArchiveEntry],
-    selector: Option<&str>,
-    ctx: &Ctx,
-    syntax: &str,
-) -> Result<&'a ArchiveEntry> {
+fn select<'a>(list: &'a [ArchiveEntry], selector: Option<&str>, ctx: &Ctx, syntax: &str) -> Result<&'a ArchiveEntry> {
     match selector {
         None => match list {
             [only] => Ok(only),
-            [] => Err(Error::corrupt(
-                ctx.subject(),
-                format!("manifest.json of {syntax} lists no images"),
-            )),
-            _ => Err(Error::input(
-                ctx.subject(),
-                format!("{syntax} holds {} images: {}", list.len(), describe(list)),
-            )
-            .with_hint(format!(
-                "choose one: `{syntax}:REFERENCE` (a RepoTags entry) or `{syntax}:@N`"
-            ))),
+            [] => Err(Error::corrupt(ctx.subject(), format!("manifest.json of {syntax} lists no images"))),
+            _ => Err(Error::input(ctx.subject(), format!("{syntax} holds {} images: {}", list.len(), describe(list)))
+                .with_hint(format!("choose one: `{syntax}:REFERENCE` (a RepoTags entry) or `{syntax}:@N`"))),
         },
         Some(s) if s.starts_with('@') => pick_by_position(s, list, ctx, syntax),
         Some(s) => {
             // An exact tag wins over one that only normalizes to the same reference.
             let find = |exact: bool| -> Vec<&ArchiveEntry> {
                 list.iter()
-                    .filter(|e| {
-                        e.tags()
-                            .iter()
-                            .any(|t| if exact { t == s } else { name_matches(s, t) })
-                    })
+                    .filter(|e| e.tags().iter().any(|t| if exact { t == s } else { name_matches(s, t) }))
                     .collect()
             };
             let mut hits = find(true);
@@ -221,20 +171,11 @@ fn select<'a>(
                 [one] => Ok(one),
                 [] => Err(Error::input(
                     ctx.subject(),
-                    format!(
-                        "{syntax} has no image tagged `{s}`; it has {}",
-                        describe(list)
-                    ),
+                    format!("{syntax} has no image tagged `{s}`; it has {}", describe(list)),
                 )
                 .with_hint(format!("use one of its RepoTags, or `{syntax}:@N`"))),
-                _ => Err(Error::input(
-                    ctx.subject(),
-                    format!("`{s}` tags {} images in {syntax}", hits.len()),
-                )
-                .with_hint(format!(
-                    "pick one by position: `{syntax}:@N` ({})",
-                    describe(list)
-                ))),
+                _ => Err(Error::input(ctx.subject(), format!("`{s}` tags {} images in {syntax}", hits.len()))
+                    .with_hint(format!("pick one by position: `{syntax}:@N` ({})", describe(list)))),
             }
         }
     }
@@ -244,34 +185,18 @@ fn select<'a>(
 fn convert(tar: &TarIndex, entry: &ArchiveEntry, ctx: &Ctx) -> Result<Resolved> {
     let loc = tar.path.display();
     let missing = |what: &str, name: &str| {
-        Error::corrupt(
-            ctx.subject(),
-            format!("manifest.json names {what} {name} which is missing from {loc}"),
-        )
-        .with_hint("the archive is incomplete; write it again with docker save or skopeo copy")
+        Error::corrupt(ctx.subject(), format!("manifest.json names {what} {name} which is missing from {loc}"))
+            .with_hint("the archive is incomplete; write it again with docker save or skopeo copy")
     };
-    let config_member = tar
-        .file(&entry.config)
-        .ok_or_else(|| missing("config", &entry.config))?;
+    let config_member = tar.file(&entry.config).ok_or_else(|| missing("config", &entry.config))?;
     let config_content = tar.content(config_member);
-    let config_bytes =
-        read_content(&config_content, MAX_JSON_BYTES).map_err(|e| e.within(ctx.subject()))?;
+    let config_bytes = read_content(&config_content, MAX_JSON_BYTES).map_err(|e| e.within(ctx.subject()))?;
     let config: DockerConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
-        Error::corrupt(
-            ctx.subject(),
-            format!(
-                "config {} in {loc} is not an image config: {e}",
-                entry.config
-            ),
-        )
-        .with_source(e)
+        Error::corrupt(ctx.subject(), format!("config {} in {loc} is not an image config: {e}", entry.config))
+            .with_source(e)
     })?;
     let config_digest = Sha256Digest::of(&config_bytes);
-    let diff_ids = config
-        .rootfs
-        .as_ref()
-        .map(|r| r.diff_ids.as_slice())
-        .unwrap_or(&[]);
+    let diff_ids = config.rootfs.as_ref().map(|r| r.diff_ids.as_slice()).unwrap_or(&[]);
     if diff_ids.len() != entry.layers.len() {
         return Err(Error::corrupt(
             ctx.subject(),
@@ -307,37 +232,26 @@ fn convert(tar: &TarIndex, entry: &ArchiveEntry, ctx: &Ctx) -> Result<Resolved> 
         if media_type == MEDIA_TYPE_LAYER_TAR && diff_ids[i] != digest.to_string() {
             return Err(Error::corrupt(
                 ctx.subject(),
-                format!("layer {name} in {loc} has digest {digest}, but the config says its diff ID is {}", diff_ids[i]),
+                format!(
+                    "layer {name} in {loc} has digest {digest}, but the config says its diff ID is {}",
+                    diff_ids[i]
+                ),
             )
             .with_hint("the layer is damaged; write the archive again"));
         }
         layers.push(Descriptor::new(media_type, digest, m.size));
-        blobs.push(Blob {
-            digest,
-            size: m.size,
-            media_type: media_type.to_string(),
-            content: tar.content(m),
-        });
+        blobs.push(Blob { digest, size: m.size, media_type: media_type.to_string(), content: tar.content(m) });
     }
     let manifest = ManifestOut {
         schema_version: 2,
         media_type: MEDIA_TYPE_OCI_MANIFEST,
-        config: Descriptor::new(
-            MEDIA_TYPE_OCI_CONFIG,
-            config_digest,
-            config_bytes.len() as u64,
-        ),
+        config: Descriptor::new(MEDIA_TYPE_OCI_CONFIG, config_digest, config_bytes.len() as u64),
         layers,
     };
     let bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
     let digest = Sha256Digest::of(&bytes);
     let size = bytes.len() as u64;
-    blobs.push(Blob {
-        digest,
-        size,
-        media_type: MEDIA_TYPE_OCI_MANIFEST.to_string(),
-        content: Content::Bytes(bytes),
-    });
+    blobs.push(Blob { digest, size, media_type: MEDIA_TYPE_OCI_MANIFEST.to_string(), content: Content::Bytes(bytes) });
     let platform = (!config.os.is_empty() && !config.architecture.is_empty()).then(|| Platform {
         os: config.os.clone(),
         architecture: config.architecture.clone(),
@@ -374,10 +288,7 @@ fn hash_member(tar: &TarIndex, m: &Member) -> Result<(Sha256Digest, &'static str
     if total != m.size {
         return Err(Error::corrupt(
             path.display().to_string(),
-            format!(
-                "a layer at offset {} ends after {total} of {} bytes",
-                m.offset, m.size
-            ),
+            format!("a layer at offset {} ends after {total} of {} bytes", m.offset, m.size),
         )
         .with_hint("the archive is truncated; write it again"));
     }
@@ -407,11 +318,7 @@ mod tests {
     }
 
     fn config_json(img: &DockerImage) -> Vec<u8> {
-        let diff_ids: Vec<String> = img
-            .layers
-            .iter()
-            .map(|l| Sha256Digest::of(&uncompressed(l)).to_string())
-            .collect();
+        let diff_ids: Vec<String> = img.layers.iter().map(|l| Sha256Digest::of(&uncompressed(l)).to_string()).collect();
         serde_json::to_vec(&serde_json::json!({
             "architecture": img.arch, "os": img.os, "config": {"Cmd": ["/bin/sh"]},
             "rootfs": {"type": "layers", "diff_ids": diff_ids}
@@ -422,9 +329,7 @@ mod tests {
     fn uncompressed(l: &[u8]) -> Vec<u8> {
         if l.starts_with(&[0x1f, 0x8b]) {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(l)
-                .read_to_end(&mut out)
-                .unwrap();
+            flate2::read::GzDecoder::new(l).read_to_end(&mut out).unwrap();
             out
         } else {
             l.to_vec()
@@ -454,10 +359,7 @@ mod tests {
             }
             manifest.push(serde_json::json!({"Config": config_name, "RepoTags": img.tags, "Layers": layer_names}));
         }
-        files.insert(
-            "manifest.json".into(),
-            serde_json::to_vec(&manifest).unwrap(),
-        );
+        files.insert("manifest.json".into(), serde_json::to_vec(&manifest).unwrap());
         let path = dir.join(name);
         let mut b = tar::Builder::new(File::create(&path).unwrap());
         for (n, data) in &files {
@@ -478,9 +380,7 @@ mod tests {
     }
 
     fn gz(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::GzBuilder::new()
-            .mtime(0)
-            .write(Vec::new(), flate2::Compression::fast());
+        let mut e = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut e, data).unwrap();
         e.finish().unwrap()
     }
@@ -502,11 +402,7 @@ mod tests {
             legacy_links: true,
         };
         let archive = write_docker_archive(t.path(), "d.tar", &[img]);
-        let got = load_image(
-            &spec("registry.example:5000/lab/bb:1", "docker-archive:d.tar"),
-            t.path(),
-        )
-        .unwrap();
+        let got = load_image(&spec("registry.example:5000/lab/bb:1", "docker-archive:d.tar"), t.path()).unwrap();
         assert_eq!(got.media_type, MEDIA_TYPE_OCI_MANIFEST);
         assert_eq!(got.platforms, vec!["linux/amd64"]);
         let m = manifest_of(&got);
@@ -515,14 +411,8 @@ mod tests {
         assert_eq!(m["config"]["mediaType"], MEDIA_TYPE_OCI_CONFIG);
         assert_eq!(m["layers"][0]["mediaType"], MEDIA_TYPE_LAYER_TAR);
         assert_eq!(m["layers"][1]["mediaType"], MEDIA_TYPE_LAYER_GZIP);
-        assert_eq!(
-            m["layers"][0]["digest"],
-            Sha256Digest::of(&layers[0]).to_string()
-        );
-        assert_eq!(
-            m["layers"][1]["digest"],
-            Sha256Digest::of(&layers[1]).to_string()
-        );
+        assert_eq!(m["layers"][0]["digest"], Sha256Digest::of(&layers[0]).to_string());
+        assert_eq!(m["layers"][1]["digest"], Sha256Digest::of(&layers[1]).to_string());
         // The manifest's JSON is exactly what its digest says, and stable.
         let root = got.blobs.iter().find(|b| b.digest == got.digest).unwrap();
         assert!(matches!(root.content, Content::Bytes(_)));
@@ -545,11 +435,7 @@ mod tests {
         }
         assert_eq!(got.blobs.len(), 4);
         // Same input, same output.
-        let again = load_image(
-            &spec("registry.example:5000/lab/bb:1", "docker-archive:d.tar"),
-            t.path(),
-        )
-        .unwrap();
+        let again = load_image(&spec("registry.example:5000/lab/bb:1", "docker-archive:d.tar"), t.path()).unwrap();
         assert_eq!(again, got);
     }
 
@@ -567,10 +453,7 @@ mod tests {
         };
         write_docker_archive(t.path(), "d.tar", &[img]);
         let got = load_image(&spec("x:1", "docker-archive:d.tar"), t.path()).unwrap();
-        assert_eq!(
-            manifest_of(&got)["layers"][0]["mediaType"],
-            MEDIA_TYPE_LAYER_ZSTD
-        );
+        assert_eq!(manifest_of(&got)["layers"][0]["mediaType"], MEDIA_TYPE_LAYER_ZSTD);
         assert_eq!(got.platforms, vec!["linux/arm64"]);
     }
 
@@ -597,34 +480,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         two_images(t.path());
         // RepoTags are matched after normalization.
-        let a = load_image(
-            &spec(
-                "docker.io/lab/a:1",
-                "docker-archive:multi.tar:docker.io/lab/a:1",
-            ),
-            t.path(),
-        )
-        .unwrap();
-        let a2 = load_image(
-            &spec("docker.io/lab/a:1", "docker-archive:multi.tar:lab/a"),
-            t.path(),
-        )
-        .unwrap();
-        let a3 = load_image(
-            &spec("docker.io/lab/a:1", "docker-archive:multi.tar:@0"),
-            t.path(),
-        )
-        .unwrap();
+        let a = load_image(&spec("docker.io/lab/a:1", "docker-archive:multi.tar:docker.io/lab/a:1"), t.path()).unwrap();
+        let a2 = load_image(&spec("docker.io/lab/a:1", "docker-archive:multi.tar:lab/a"), t.path()).unwrap();
+        let a3 = load_image(&spec("docker.io/lab/a:1", "docker-archive:multi.tar:@0"), t.path()).unwrap();
         assert_eq!(a.digest, a2.digest);
         assert_eq!(a.digest, a3.digest);
-        let b = load_image(
-            &spec(
-                "ghcr.io/lab/b:2",
-                "docker-archive:multi.tar:ghcr.io/lab/b:2",
-            ),
-            t.path(),
-        )
-        .unwrap();
+        let b = load_image(&spec("ghcr.io/lab/b:2", "docker-archive:multi.tar:ghcr.io/lab/b:2"), t.path()).unwrap();
         assert_ne!(a.digest, b.digest);
         assert_eq!(manifest_of(&b)["layers"].as_array().unwrap().len(), 2);
         assert_eq!(manifest_of(&a)["layers"].as_array().unwrap().len(), 1);
@@ -636,16 +497,10 @@ mod tests {
         two_images(t.path());
         let e = load_image(&spec("x", "docker-archive:multi.tar"), t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Input);
-        assert!(
-            e.cause.contains("lab/a:1") && e.cause.contains("ghcr.io/lab/b:2"),
-            "{e}"
-        );
+        assert!(e.cause.contains("lab/a:1") && e.cause.contains("ghcr.io/lab/b:2"), "{e}");
         assert!(e.hint.as_deref().unwrap().contains("@N"), "{e}");
         let e = load_image(&spec("x", "docker-archive:multi.tar:lab/c:1"), t.path()).unwrap_err();
-        assert!(
-            e.cause.contains("no image tagged `lab/c:1`") && e.cause.contains("ghcr.io/lab/b:2"),
-            "{e}"
-        );
+        assert!(e.cause.contains("no image tagged `lab/c:1`") && e.cause.contains("ghcr.io/lab/b:2"), "{e}");
         let e = load_image(&spec("x", "docker-archive:multi.tar:@7"), t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Input);
     }
@@ -662,29 +517,24 @@ mod tests {
         };
         let path = write_docker_archive(t.path(), "d.tar", &[img]);
         // Drop the real layer file: the symlink now dangles.
-        let bytes = rewrite_tar(&path, |name, data| {
-            if name.ends_with(".tar") && !name.contains('/') {
-                None
-            } else {
-                Some(data)
-            }
-        });
+        let bytes = rewrite_tar(
+            &path,
+            |name, data| {
+                if name.ends_with(".tar") && !name.contains('/') {
+                    None
+                } else {
+                    Some(data)
+                }
+            },
+        );
         std::fs::write(t.path().join("missing.tar"), bytes).unwrap();
         let e = load_image(&spec("x:1", "docker-archive:missing.tar"), t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Corrupt);
-        assert!(
-            e.cause.contains("missing from") && e.cause.contains("layer.tar"),
-            "{e}"
-        );
+        assert!(e.cause.contains("missing from") && e.cause.contains("layer.tar"), "{e}");
         assert!(e.subject.contains("docker.io/library/x:1"), "{e}");
         // Same size, other bytes: the diff ID check catches it.
-        let bytes = rewrite_tar(&path, |name, data| {
-            if name.ends_with(".tar") {
-                Some(b"xyz".to_vec())
-            } else {
-                Some(data)
-            }
-        });
+        let bytes =
+            rewrite_tar(&path, |name, data| if name.ends_with(".tar") { Some(b"xyz".to_vec()) } else { Some(data) });
         std::fs::write(t.path().join("changed.tar"), bytes).unwrap();
         let e = load_image(&spec("x:1", "docker-archive:changed.tar"), t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Corrupt);
@@ -722,10 +572,7 @@ mod tests {
         l.name_with(
             &img,
             &[
-                (
-                    "io.containerd.image.name",
-                    "docker.io/library/busybox:latest",
-                ),
+                ("io.containerd.image.name", "docker.io/library/busybox:latest"),
                 ("org.opencontainers.image.ref.name", "latest"),
             ],
         );
@@ -734,18 +581,10 @@ mod tests {
             "RepoTags": ["busybox:latest"],
             "Layers": img.layers.iter().map(|d| format!("blobs/sha256/{}", d.hex())).collect::<Vec<_>>(),
         }]);
-        l.extra_files.push((
-            "manifest.json".into(),
-            serde_json::to_vec(&manifest).unwrap(),
-        ));
+        l.extra_files.push(("manifest.json".into(), serde_json::to_vec(&manifest).unwrap()));
         l.write_archive(t.path(), "d25.tar", false);
-        for from in [
-            "docker-archive:d25.tar",
-            "docker-archive:d25.tar:busybox",
-            "docker-archive:d25.tar:@0",
-        ] {
-            let got = load_image(&spec("busybox", from), t.path())
-                .unwrap_or_else(|e| panic!("{from}: {e}"));
+        for from in ["docker-archive:d25.tar", "docker-archive:d25.tar:busybox", "docker-archive:d25.tar:@0"] {
+            let got = load_image(&spec("busybox", from), t.path()).unwrap_or_else(|e| panic!("{from}: {e}"));
             // Docker's own manifest is kept, not converted.
             assert_eq!(got.digest, img.digest, "{from}");
         }
@@ -768,9 +607,6 @@ mod tests {
         s.platforms = Some(vec!["linux/arm64".into()]);
         let e = load_image(&s, t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Input);
-        assert!(
-            e.cause.contains("linux/arm64") && e.cause.contains("it has linux/amd64"),
-            "{e}"
-        );
+        assert!(e.cause.contains("linux/arm64") && e.cause.contains("it has linux/amd64"), "{e}");
     }
 }

@@ -49,10 +49,7 @@ impl ImageReference {
         if s.is_empty() {
             return Err(bad(s, "is empty"));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
-        {
+        if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii()) {
             return Err(bad(s, format!("contains the character {c:?}")));
         }
         let (name_tag, digest) = match s.split_once('@') {
@@ -62,10 +59,7 @@ impl ImageReference {
         // A tag's `:` comes after the last `/`; an earlier one is a registry port.
         let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
         let (name, tag) = match name_tag[last_slash..].rfind(':') {
-            Some(i) => (
-                &name_tag[..last_slash + i],
-                Some(&name_tag[last_slash + i + 1..]),
-            ),
+            Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
             None => (name_tag, None),
         };
         if let Some(t) = tag {
@@ -77,44 +71,27 @@ impl ImageReference {
         // Like Docker: the first component is a registry only if it looks like a host
         // (has a dot or a port, or is `localhost`); `library/nginx` is a Docker Hub path.
         let (registry, path) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') =>
-            {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') => {
                 check_registry(s, first)?;
                 (first.to_string(), rest)
             }
             _ => (DOCKER_HUB.to_string(), name),
         };
-        let registry = if registry == DOCKER_HUB_LEGACY {
-            DOCKER_HUB.to_string()
-        } else {
-            registry
-        };
+        let registry = if registry == DOCKER_HUB_LEGACY { DOCKER_HUB.to_string() } else { registry };
         for component in path.split('/') {
             check_path_component(s, component)?;
         }
-        let repository = if registry == DOCKER_HUB && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path.to_string()
-        };
+        let repository =
+            if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path.to_string() };
         if registry.len() + 1 + repository.len() > NAME_MAX {
-            return Err(bad(
-                s,
-                format!("the name is longer than {NAME_MAX} characters"),
-            ));
+            return Err(bad(s, format!("the name is longer than {NAME_MAX} characters")));
         }
         let tag = match (tag, digest) {
             (Some(t), _) => Some(t.to_string()),
             (None, None) => Some("latest".to_string()),
             (None, Some(_)) => None,
         };
-        Ok(ImageReference {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
+        Ok(ImageReference { registry, repository, tag, digest })
     }
 }
 
@@ -133,30 +110,20 @@ impl fmt::Display for ImageReference {
 
 fn parse_digest(s: &str, d: &str) -> Result<Sha256Digest> {
     match d.split_once(':') {
-        Some(("sha256", hex)) => Sha256Digest::from_hex(hex).map_err(|_| {
-            bad(
-                s,
-                format!("digest `{d}` is not sha256: followed by 64 lowercase hex digits"),
-            )
-        }),
-        Some((alg, _)) if !alg.is_empty() => Err(bad(
-            s,
-            format!("digest algorithm `{alg}` is not supported; only sha256 is"),
-        )),
-        _ => Err(bad(
-            s,
-            format!("`{d}` after @ is not a digest (sha256:<64 hex>)"),
-        )),
+        Some(("sha256", hex)) => Sha256Digest::from_hex(hex)
+            .map_err(|_| bad(s, format!("digest `{d}` is not sha256: followed by 64 lowercase hex digits"))),
+        Some((alg, _)) if !alg.is_empty() => {
+            Err(bad(s, format!("digest algorithm `{alg}` is not supported; only sha256 is")))
+        }
+        _ => Err(bad(s, format!("`{d}` after @ is not a digest (sha256:<64 hex>)"))),
     }
 }
 
 /// `[\w][\w.-]{0,127}`
 fn check_tag(s: &str, t: &str) -> Result<()> {
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let ok = !t.is_empty()
-        && t.len() <= 128
-        && t.starts_with(word)
-        && t.chars().all(|c| word(c) || c == '.' || c == '-');
+    let ok =
+        !t.is_empty() && t.len() <= 128 && t.starts_with(word) && t.chars().all(|c| word(c) || c == '.' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -170,15 +137,8 @@ fn check_registry(s: &str, r: &str) -> Result<()> {
         let Some((ip, after)) = rest.split_once(']') else {
             return Err(bad(s, format!("registry `{r}` has an unclosed [")));
         };
-        if ip.is_empty()
-            || !ip
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return Err(bad(
-                s,
-                format!("registry `{r}` is not a valid IPv6 address"),
-            ));
+        if ip.is_empty() || !ip.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+            return Err(bad(s, format!("registry `{r}` is not a valid IPv6 address")));
         }
         match after {
             "" => (None, None),
@@ -201,10 +161,7 @@ fn check_registry(s: &str, r: &str) -> Result<()> {
                 && !l.ends_with('-')
         };
         if !host.split('.').all(label_ok) {
-            return Err(bad(
-                s,
-                format!("registry host `{host}` is not a valid host name"),
-            ));
+            return Err(bad(s, format!("registry host `{host}` is not a valid host name")));
         }
     }
     if let Some(port) = port {
@@ -288,28 +245,16 @@ mod tests {
             ("library/nginx:1.27", "docker.io/library/nginx:1.27"),
             ("docker.io/nginx:1.27", "docker.io/library/nginx:1.27"),
             ("index.docker.io/nginx", "docker.io/library/nginx:latest"),
-            (
-                "docker.io/library/nginx:1.27",
-                "docker.io/library/nginx:1.27",
-            ),
+            ("docker.io/library/nginx:1.27", "docker.io/library/nginx:1.27"),
             ("bitnami/redis:7.2", "docker.io/bitnami/redis:7.2"),
             ("ghcr.io/a/b:1", "ghcr.io/a/b:1"),
             ("ghcr.io/a/b", "ghcr.io/a/b:latest"),
-            (
-                "quay.io/keycloak/keycloak:26.0",
-                "quay.io/keycloak/keycloak:26.0",
-            ),
+            ("quay.io/keycloak/keycloak:26.0", "quay.io/keycloak/keycloak:26.0"),
             ("localhost:5000/x:y", "localhost:5000/x:y"),
             ("localhost/x", "localhost/x:latest"),
-            (
-                "127.0.0.1:5000/lab/busybox:1.35",
-                "127.0.0.1:5000/lab/busybox:1.35",
-            ),
+            ("127.0.0.1:5000/lab/busybox:1.35", "127.0.0.1:5000/lab/busybox:1.35"),
             ("registry:5000/a/b", "registry:5000/a/b:latest"),
-            (
-                "sub-dom1.foo.com/bar/baz/quux:some-long-tag",
-                "sub-dom1.foo.com/bar/baz/quux:some-long-tag",
-            ),
+            ("sub-dom1.foo.com/bar/baz/quux:some-long-tag", "sub-dom1.foo.com/bar/baz/quux:some-long-tag"),
             ("a.b/x__y.z-w---v:T_a.g-1", "a.b/x__y.z-w---v:T_a.g-1"),
             ("test.com:tag", "docker.io/library/test.com:tag"),
             ("foo/foo_bar.com:8080", "docker.io/foo/foo_bar.com:8080"),
@@ -317,15 +262,9 @@ mod tests {
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .chain([
-            (
-                format!("registry:5000/a/b@{D}"),
-                format!("registry:5000/a/b@{D}"),
-            ),
+            (format!("registry:5000/a/b@{D}"), format!("registry:5000/a/b@{D}")),
             (format!("nginx@{D}"), format!("docker.io/library/nginx@{D}")),
-            (
-                format!("nginx:1.27@{D}"),
-                format!("docker.io/library/nginx:1.27@{D}"),
-            ),
+            (format!("nginx:1.27@{D}"), format!("docker.io/library/nginx:1.27@{D}")),
         ])
         .collect()
     }
@@ -404,10 +343,8 @@ mod tests {
         // The reasons this module has its own grammar (see the module comment). If
         // these start failing, oci-spec got stricter and could replace it.
         assert!("Uppercase/lowercase:tag".parse::<Reference>().is_ok());
-        assert!(
-            "nginx@sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
-                .parse::<Reference>()
-                .is_ok()
-        );
+        assert!("nginx@sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+            .parse::<Reference>()
+            .is_ok());
     }
 }

@@ -92,26 +92,16 @@ pub(crate) const MAX_JSON_BYTES: u64 = 16 << 20;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageSource {
     /// `oci:DIR[:REFNAME]`: an OCI image layout directory.
-    OciLayout {
-        dir: PathBuf,
-        selector: Option<String>,
-    },
+    OciLayout { dir: PathBuf, selector: Option<String> },
     /// `oci-archive:FILE[:REFNAME]`: an uncompressed tar of an OCI image layout.
-    OciArchive {
-        file: PathBuf,
-        selector: Option<String>,
-    },
+    OciArchive { file: PathBuf, selector: Option<String> },
     /// `docker-archive:FILE[:REFERENCE|:@INDEX]`: `docker save` / skopeo output.
-    DockerArchive {
-        file: PathBuf,
-        selector: Option<String>,
-    },
+    DockerArchive { file: PathBuf, selector: Option<String> },
     /// `docker://REFERENCE`: parsed so specs can name it, but not loadable yet.
     Registry { reference: String },
 }
 
-const SUPPORTED_TRANSPORTS: &str =
-    "oci:DIR[:NAME], oci-archive:FILE[:NAME], docker-archive:FILE[:REFERENCE]";
+const SUPPORTED_TRANSPORTS: &str = "oci:DIR[:NAME], oci-archive:FILE[:NAME], docker-archive:FILE[:REFERENCE]";
 
 impl ImageSource {
     /// Parses skopeo's transport syntax. As in skopeo, the path ends at the first `:`
@@ -124,22 +114,14 @@ impl ImageSource {
                 .with_hint(format!("write it as one of {SUPPORTED_TRANSPORTS}")));
         };
         if transport == "docker" {
-            let reference = rest.strip_prefix("//").ok_or_else(|| {
-                Error::input(
-                    subject(),
-                    "the docker transport is written docker://REFERENCE",
-                )
-            })?;
-            return Ok(ImageSource::Registry {
-                reference: reference.to_string(),
-            });
+            let reference = rest
+                .strip_prefix("//")
+                .ok_or_else(|| Error::input(subject(), "the docker transport is written docker://REFERENCE"))?;
+            return Ok(ImageSource::Registry { reference: reference.to_string() });
         }
         if !matches!(transport, "oci" | "oci-archive" | "docker-archive") {
-            return Err(
-                Error::input(subject(), format!("unknown transport `{transport}:`")).with_hint(
-                    format!("supported: {SUPPORTED_TRANSPORTS} (docker:// is planned)"),
-                ),
-            );
+            return Err(Error::input(subject(), format!("unknown transport `{transport}:`"))
+                .with_hint(format!("supported: {SUPPORTED_TRANSPORTS} (docker:// is planned)")));
         }
         let (path, selector) = match rest.split_once(':') {
             Some((p, s)) => (p, (!s.is_empty()).then(|| s.to_string())),
@@ -151,18 +133,9 @@ impl ImageSource {
         }
         let path = base_dir.join(path);
         Ok(match transport {
-            "oci" => ImageSource::OciLayout {
-                dir: path,
-                selector,
-            },
-            "oci-archive" => ImageSource::OciArchive {
-                file: path,
-                selector,
-            },
-            _ => ImageSource::DockerArchive {
-                file: path,
-                selector,
-            },
+            "oci" => ImageSource::OciLayout { dir: path, selector },
+            "oci-archive" => ImageSource::OciArchive { file: path, selector },
+            _ => ImageSource::DockerArchive { file: path, selector },
         })
     }
 }
@@ -200,10 +173,7 @@ impl Ctx {
 pub fn load_image(spec: &ImageSpec, base_dir: &Path) -> Result<LoadedImage> {
     let reference = ImageReference::parse(&spec.reference)?;
     let source = ImageSource::parse(&spec.from, base_dir)?;
-    let ctx = Ctx {
-        reference: reference.to_string(),
-        source: source.to_string(),
-    };
+    let ctx = Ctx { reference: reference.to_string(), source: source.to_string() };
     let wanted = match &spec.platforms {
         None => None,
         Some(list) if list.is_empty() => {
@@ -211,21 +181,15 @@ pub fn load_image(spec: &ImageSpec, base_dir: &Path) -> Result<LoadedImage> {
                 .with_hint("list the platforms to keep (e.g. [linux/amd64]) or drop `platforms` to keep all"));
         }
         Some(list) => Some(
-            list.iter()
-                .map(|p| Platform::parse(p).map_err(|e| e.within(ctx.subject())))
-                .collect::<Result<Vec<_>>>()?,
+            list.iter().map(|p| Platform::parse(p).map_err(|e| e.within(ctx.subject()))).collect::<Result<Vec<_>>>()?,
         ),
     };
     let resolved = match &source {
         ImageSource::OciLayout { dir, selector } => {
             oci_layout::resolve(&oci_layout::LayoutDir::new(dir), selector.as_deref(), &ctx)?
         }
-        ImageSource::OciArchive { file, selector } => {
-            oci_archive::load(file, selector.as_deref(), &ctx)?
-        }
-        ImageSource::DockerArchive { file, selector } => {
-            docker_archive::load(file, selector.as_deref(), &ctx)?
-        }
+        ImageSource::OciArchive { file, selector } => oci_archive::load(file, selector.as_deref(), &ctx)?,
+        ImageSource::DockerArchive { file, selector } => docker_archive::load(file, selector.as_deref(), &ctx)?,
         ImageSource::Registry { reference: r } => {
             return Err(Error::input(ctx.subject(), "registry sources (docker://) are not supported yet").with_hint(
                 format!("copy the image first, e.g. `skopeo copy --all docker://{r} oci-archive:image.tar:{}`, and use `from: oci-archive:image.tar`", ctx.reference),
@@ -243,11 +207,7 @@ pub fn load_image(spec: &ImageSpec, base_dir: &Path) -> Result<LoadedImage> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Descriptor {
     /// Empty when the source omitted it (then inferred from context).
-    #[serde(
-        rename = "mediaType",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "mediaType", default, skip_serializing_if = "String::is_empty")]
     pub media_type: String,
     pub digest: Sha256Digest,
     pub size: u64,
@@ -257,11 +217,7 @@ pub(crate) struct Descriptor {
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
-    #[serde(
-        rename = "artifactType",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "artifactType", default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
 }
 
@@ -286,17 +242,9 @@ pub(crate) struct PlatformJson {
     pub architecture: String,
     #[serde(default)]
     pub os: String,
-    #[serde(
-        rename = "os.version",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
-    #[serde(
-        rename = "os.features",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "os.features", default, skip_serializing_if = "Option::is_none")]
     pub os_features: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -327,13 +275,8 @@ impl ManifestEntry {
     /// BuildKit attestation manifests (`unknown/unknown`) ride along in an index but
     /// are not a platform anyone runs.
     fn is_attestation(&self) -> bool {
-        self.descriptor
-            .annotations
-            .contains_key("vnd.docker.reference.type")
-            || self
-                .platform
-                .as_ref()
-                .is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
+        self.descriptor.annotations.contains_key("vnd.docker.reference.type")
+            || self.platform.as_ref().is_some_and(|p| p.os == "unknown" && p.architecture == "unknown")
     }
 
     fn platform_label(&self) -> String {
@@ -347,11 +290,7 @@ impl ManifestEntry {
 #[derive(Debug)]
 pub(crate) enum Resolved {
     Manifest(ManifestEntry),
-    Index {
-        descriptor: Descriptor,
-        blob: Blob,
-        manifests: Vec<ManifestEntry>,
-    },
+    Index { descriptor: Descriptor, blob: Blob, manifests: Vec<ManifestEntry> },
 }
 
 // ---------------------------------------------------------------------------------
@@ -369,16 +308,11 @@ impl Platform {
     /// Parses `linux/amd64` or `linux/arm64/v8`.
     pub fn parse(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = (2..=3).contains(&parts.len())
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
+        let ok =
+            (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
         if !ok {
-            return Err(Error::input(
-                format!("platform `{s}`"),
-                "is not of the form os/architecture[/variant]",
-            )
-            .with_hint("write it like linux/amd64 or linux/arm64/v8"));
+            return Err(Error::input(format!("platform `{s}`"), "is not of the form os/architecture[/variant]")
+                .with_hint("write it like linux/amd64 or linux/arm64/v8"));
         }
         Ok(Platform {
             os: parts[0].to_string(),
@@ -399,15 +333,8 @@ impl Platform {
     /// `x86_64` matches `amd64`.
     fn normalized(&self) -> (String, String, String) {
         let os = self.os.to_ascii_lowercase();
-        let variant = self
-            .variant
-            .clone()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        let (arch, variant) = match (
-            self.architecture.to_ascii_lowercase().as_str(),
-            variant.as_str(),
-        ) {
+        let variant = self.variant.clone().unwrap_or_default().to_ascii_lowercase();
+        let (arch, variant) = match (self.architecture.to_ascii_lowercase().as_str(), variant.as_str()) {
             ("x86_64" | "x86-64" | "amd64", "" | "v1") => ("amd64".to_string(), String::new()),
             ("x86_64" | "x86-64", v) => ("amd64".to_string(), v.to_string()),
             ("aarch64" | "arm64", "" | "v8" | "8") => ("arm64".to_string(), "v8".to_string()),
@@ -452,34 +379,22 @@ fn finish(
     wanted: Option<&[Platform]>,
     ctx: &Ctx,
 ) -> Result<LoadedImage> {
-    let Selection {
-        root,
-        platforms,
-        blobs: list,
-    } = match resolved {
+    let Selection { root, platforms, blobs: list } = match resolved {
         Resolved::Manifest(m) => single_manifest(m, wanted, ctx)?,
-        Resolved::Index {
-            descriptor,
-            blob,
-            manifests,
-        } => match wanted {
+        Resolved::Index { descriptor, blob, manifests } => match wanted {
             None => whole_index(descriptor, blob, manifests, ctx)?,
             Some(wanted) => select_platforms(descriptor, blob, manifests, wanted, ctx)?,
         },
     };
     if let Some(pin) = reference.digest {
         if pin != root.digest {
-            let mut hint =
-                "pin the digest the source really holds, or drop the @sha256: part".to_string();
+            let mut hint = "pin the digest the source really holds, or drop the @sha256: part".to_string();
             if wanted.is_some() {
                 hint.push_str("; with `platforms:` the root becomes the selected platform manifest (or a new index), so pin that digest");
             }
             return Err(Error::input(
                 ctx.subject(),
-                format!(
-                    "the reference pins {pin} but the image from the source is {}",
-                    root.digest
-                ),
+                format!("the reference pins {pin} but the image from the source is {}", root.digest),
             )
             .with_hint(hint));
         }
@@ -507,11 +422,7 @@ fn single_manifest(m: ManifestEntry, wanted: Option<&[Platform]>, ctx: &Ctx) -> 
         }
     }
     let blobs = m.outcome.map_err(|p| p.error)?;
-    Ok(Selection {
-        root: m.descriptor,
-        platforms: vec![label],
-        blobs,
-    })
+    Ok(Selection { root: m.descriptor, platforms: vec![label], blobs })
 }
 
 /// No `platforms:`: keep the index as it is, which needs every platform complete,
@@ -523,20 +434,11 @@ fn whole_index(
     manifests: Vec<ManifestEntry>,
     ctx: &Ctx,
 ) -> Result<Selection> {
-    let missing: Vec<String> = manifests
-        .iter()
-        .filter(|m| matches!(&m.outcome, Err(p) if p.missing))
-        .map(|m| m.platform_label())
-        .collect();
-    if let Some(first) = manifests
-        .iter()
-        .find_map(|m| m.outcome.as_ref().err().filter(|p| p.missing))
-    {
-        let present: Vec<String> = manifests
-            .iter()
-            .filter(|m| m.outcome.is_ok() && !m.is_attestation())
-            .map(|m| m.platform_label())
-            .collect();
+    let missing: Vec<String> =
+        manifests.iter().filter(|m| matches!(&m.outcome, Err(p) if p.missing)).map(|m| m.platform_label()).collect();
+    if let Some(first) = manifests.iter().find_map(|m| m.outcome.as_ref().err().filter(|p| p.missing)) {
+        let present: Vec<String> =
+            manifests.iter().filter(|m| m.outcome.is_ok() && !m.is_attestation()).map(|m| m.platform_label()).collect();
         let hint = if present.is_empty() {
             "copy the image again with every platform (`skopeo copy --all …`)".to_string()
         } else {
@@ -563,11 +465,7 @@ fn whole_index(
         }
         blobs.extend(m.outcome.map_err(|p| p.error)?);
     }
-    Ok(Selection {
-        root: descriptor,
-        platforms,
-        blobs,
-    })
+    Ok(Selection { root: descriptor, platforms, blobs })
 }
 
 /// `platforms: [..]`: keep the matching manifests. One becomes the root itself;
@@ -581,15 +479,9 @@ fn select_platforms(
     ctx: &Ctx,
 ) -> Result<Selection> {
     let selectable = |m: &ManifestEntry| !m.is_attestation() && m.platform.is_some();
-    let available: Vec<String> = manifests
-        .iter()
-        .filter(|m| selectable(m))
-        .map(|m| m.platform_label())
-        .collect();
+    let available: Vec<String> = manifests.iter().filter(|m| selectable(m)).map(|m| m.platform_label()).collect();
     for w in wanted {
-        let found = manifests
-            .iter()
-            .any(|m| selectable(m) && m.platform.as_ref().is_some_and(|p| w.matches(p)));
+        let found = manifests.iter().any(|m| selectable(m) && m.platform.as_ref().is_some_and(|p| w.matches(p)));
         if !found {
             return Err(unknown_platform(ctx, w, &available));
         }
@@ -597,12 +489,7 @@ fn select_platforms(
     let total = manifests.len();
     let selected: Vec<ManifestEntry> = manifests
         .into_iter()
-        .filter(|m| {
-            selectable(m)
-                && m.platform
-                    .as_ref()
-                    .is_some_and(|p| wanted.iter().any(|w| w.matches(p)))
-        })
+        .filter(|m| selectable(m) && m.platform.as_ref().is_some_and(|p| wanted.iter().any(|w| w.matches(p))))
         .collect();
     let keep_index = selected.len() == total;
     let mut platforms = Vec::new();
@@ -627,27 +514,14 @@ fn select_platforms(
     } else if descriptors.len() == 1 {
         descriptors.pop().expect("one descriptor")
     } else {
-        let index = IndexOut {
-            schema_version: 2,
-            media_type: MEDIA_TYPE_OCI_INDEX,
-            manifests: descriptors,
-        };
+        let index = IndexOut { schema_version: 2, media_type: MEDIA_TYPE_OCI_INDEX, manifests: descriptors };
         let bytes = serde_json::to_vec(&index).expect("index serializes");
         let digest = Sha256Digest::of(&bytes);
         let size = bytes.len() as u64;
-        blobs.push(Blob {
-            digest,
-            size,
-            media_type: MEDIA_TYPE_OCI_INDEX.to_string(),
-            content: Content::Bytes(bytes),
-        });
+        blobs.push(Blob { digest, size, media_type: MEDIA_TYPE_OCI_INDEX.to_string(), content: Content::Bytes(bytes) });
         Descriptor::new(MEDIA_TYPE_OCI_INDEX, digest, size)
     };
-    Ok(Selection {
-        root,
-        platforms,
-        blobs,
-    })
+    Ok(Selection { root, platforms, blobs })
 }
 
 fn unknown_platform(ctx: &Ctx, wanted: &Platform, available: &[String]) -> Error {
@@ -655,16 +529,10 @@ fn unknown_platform(ctx: &Ctx, wanted: &Platform, available: &[String]) -> Error
         ctx.subject(),
         format!(
             "platform {wanted} is not in this image; it has {}",
-            if available.is_empty() {
-                "none".to_string()
-            } else {
-                available.join(", ")
-            }
+            if available.is_empty() { "none".to_string() } else { available.join(", ") }
         ),
     )
-    .with_hint(
-        "use one of the platforms it has in `platforms:`, or drop `platforms:` to keep all of them",
-    )
+    .with_hint("use one of the platforms it has in `platforms:`, or drop `platforms:` to keep all of them")
 }
 
 #[derive(Serialize)]
@@ -703,10 +571,7 @@ pub(crate) fn read_content(content: &Content, limit: u64) -> Result<Vec<u8>> {
     if buf.len() as u64 != len {
         return Err(Error::corrupt(
             path.display().to_string(),
-            format!(
-                "expected {len} bytes at offset {offset}, found {}",
-                buf.len()
-            ),
+            format!("expected {len} bytes at offset {offset}, found {}", buf.len()),
         )
         .with_hint("the file is truncated or changed while reading; copy it again"));
     }
@@ -716,10 +581,7 @@ pub(crate) fn read_content(content: &Content, limit: u64) -> Result<Vec<u8>> {
 /// Image names an index entry is known by, for selection and for error lists.
 pub(crate) fn entry_names(annotations: &BTreeMap<String, String>) -> Vec<String> {
     let mut names = BTreeSet::new();
-    for key in [
-        airlock_format::oci::ANNOTATION_REF_NAME,
-        airlock_format::oci::ANNOTATION_CONTAINERD_NAME,
-    ] {
+    for key in [airlock_format::oci::ANNOTATION_REF_NAME, airlock_format::oci::ANNOTATION_CONTAINERD_NAME] {
         if let Some(v) = annotations.get(key) {
             names.insert(v.clone());
         }
@@ -746,8 +608,7 @@ pub(crate) fn is_index_type(media_type: &str) -> bool {
 
 /// Image manifest media types (OCI, Docker v2 schema 2).
 pub(crate) fn is_manifest_type(media_type: &str) -> bool {
-    media_type == MEDIA_TYPE_OCI_MANIFEST
-        || media_type == airlock_format::oci::MEDIA_TYPE_DOCKER_MANIFEST
+    media_type == MEDIA_TYPE_OCI_MANIFEST || media_type == airlock_format::oci::MEDIA_TYPE_DOCKER_MANIFEST
 }
 
 /// Fixtures for the unit tests: small OCI layouts and archives written by the test
@@ -758,11 +619,7 @@ pub(crate) mod testutil {
     use std::path::PathBuf;
 
     pub fn spec(reference: &str, from: &str) -> ImageSpec {
-        ImageSpec {
-            reference: reference.into(),
-            from: from.into(),
-            platforms: None,
-        }
+        ImageSpec { reference: reference.into(), from: from.into(), platforms: None }
     }
 
     pub fn read_blob(c: &Content) -> Vec<u8> {
@@ -805,15 +662,8 @@ pub(crate) mod testutil {
             (d, n)
         }
 
-        pub fn image(
-            &mut self,
-            os: &str,
-            arch: &str,
-            variant: Option<&str>,
-            layers: &[&[u8]],
-        ) -> Img {
-            let layer_descs: Vec<(Sha256Digest, u64)> =
-                layers.iter().map(|l| self.add_blob(l.to_vec())).collect();
+        pub fn image(&mut self, os: &str, arch: &str, variant: Option<&str>, layers: &[&[u8]]) -> Img {
+            let layer_descs: Vec<(Sha256Digest, u64)> = layers.iter().map(|l| self.add_blob(l.to_vec())).collect();
             let mut config = serde_json::json!({
                 "architecture": arch, "os": os,
                 "rootfs": {"type": "layers", "diff_ids": layer_descs.iter().map(|(d, _)| d.to_string()).collect::<Vec<_>>()},
@@ -857,12 +707,9 @@ pub(crate) mod testutil {
                     ..Descriptor::new(&i.media_type, i.digest, i.size)
                 })
                 .collect();
-            let bytes = serde_json::to_vec(&IndexOut {
-                schema_version: 2,
-                media_type: MEDIA_TYPE_OCI_INDEX,
-                manifests,
-            })
-            .unwrap();
+            let bytes =
+                serde_json::to_vec(&IndexOut { schema_version: 2, media_type: MEDIA_TYPE_OCI_INDEX, manifests })
+                    .unwrap();
             let (d, s) = self.add_blob(bytes);
             Img {
                 digest: d,
@@ -889,16 +736,10 @@ pub(crate) mod testutil {
         fn files(&self) -> Vec<(String, Vec<u8>)> {
             let mut files = Vec::new();
             if !self.omit_oci_layout {
-                files.push((
-                    "oci-layout".to_string(),
-                    br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-                ));
+                files.push(("oci-layout".to_string(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()));
             }
             let index = serde_json::json!({"schemaVersion": 2, "manifests": self.index});
-            files.push((
-                "index.json".to_string(),
-                serde_json::to_vec(&index).unwrap(),
-            ));
+            files.push(("index.json".to_string(), serde_json::to_vec(&index).unwrap()));
             for (d, b) in &self.blobs {
                 files.push((format!("blobs/sha256/{}", d.hex()), b.clone()));
             }
@@ -935,26 +776,19 @@ pub(crate) mod testutil {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
                 h.set_mode(0o755);
-                b.append_data(&mut h, format!("{prefix}{dir}"), std::io::empty())
-                    .unwrap();
+                b.append_data(&mut h, format!("{prefix}{dir}"), std::io::empty()).unwrap();
             }
             for (n, data) in self.files() {
                 let mut h = tar::Header::new_gnu();
                 h.set_size(data.len() as u64);
                 h.set_mode(0o644);
-                b.append_data(&mut h, format!("{prefix}{n}"), data.as_slice())
-                    .unwrap();
+                b.append_data(&mut h, format!("{prefix}{n}"), data.as_slice()).unwrap();
             }
             for (n, target, hard) in &self.links {
                 let mut h = tar::Header::new_gnu();
-                h.set_entry_type(if *hard {
-                    tar::EntryType::Link
-                } else {
-                    tar::EntryType::Symlink
-                });
+                h.set_entry_type(if *hard { tar::EntryType::Link } else { tar::EntryType::Symlink });
                 h.set_size(0);
-                b.append_link(&mut h, format!("{prefix}{n}"), target)
-                    .unwrap();
+                b.append_link(&mut h, format!("{prefix}{n}"), target).unwrap();
             }
             b.finish().unwrap();
             path
@@ -972,45 +806,25 @@ mod tests {
         let base = Path::new("/specs");
         assert_eq!(
             ImageSource::parse("oci:layout", base).unwrap(),
-            ImageSource::OciLayout {
-                dir: "/specs/layout".into(),
-                selector: None
-            }
+            ImageSource::OciLayout { dir: "/specs/layout".into(), selector: None }
         );
         assert_eq!(
             ImageSource::parse("oci:/abs/l:docker.io/library/nginx:1.27", base).unwrap(),
-            ImageSource::OciLayout {
-                dir: "/abs/l".into(),
-                selector: Some("docker.io/library/nginx:1.27".into())
-            }
+            ImageSource::OciLayout { dir: "/abs/l".into(), selector: Some("docker.io/library/nginx:1.27".into()) }
         );
         assert_eq!(
             ImageSource::parse("oci-archive:x.tar:bb", base).unwrap(),
-            ImageSource::OciArchive {
-                file: "/specs/x.tar".into(),
-                selector: Some("bb".into())
-            }
+            ImageSource::OciArchive { file: "/specs/x.tar".into(), selector: Some("bb".into()) }
         );
         assert_eq!(
             ImageSource::parse("docker-archive:../d.tar:@1", base).unwrap(),
-            ImageSource::DockerArchive {
-                file: "/specs/../d.tar".into(),
-                selector: Some("@1".into())
-            }
+            ImageSource::DockerArchive { file: "/specs/../d.tar".into(), selector: Some("@1".into()) }
         );
         assert_eq!(
             ImageSource::parse("docker://ghcr.io/a/b:1", base).unwrap(),
-            ImageSource::Registry {
-                reference: "ghcr.io/a/b:1".into()
-            }
+            ImageSource::Registry { reference: "ghcr.io/a/b:1".into() }
         );
-        for bad in [
-            "layout",
-            "oci:",
-            "dir:/x",
-            "containers-storage:x",
-            "docker:x",
-        ] {
+        for bad in ["layout", "oci:", "dir:/x", "containers-storage:x", "docker:x"] {
             let e = ImageSource::parse(bad, base).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Input, "{bad}");
             assert!(e.subject.contains(bad), "{e}");
@@ -1019,11 +833,7 @@ mod tests {
 
     #[test]
     fn registry_source_is_a_clear_not_yet() {
-        let spec = ImageSpec {
-            reference: "nginx:1.27".into(),
-            from: "docker://nginx:1.27".into(),
-            platforms: None,
-        };
+        let spec = ImageSpec { reference: "nginx:1.27".into(), from: "docker://nginx:1.27".into(), platforms: None };
         let e = load_image(&spec, Path::new("/")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Input);
         assert!(e.cause.contains("not supported yet"), "{e}");
@@ -1040,11 +850,7 @@ mod tests {
         assert!(!p("linux/amd64").matches(&p("linux/arm64")));
         assert!(!p("windows/amd64").matches(&p("linux/amd64")));
         for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64"] {
-            assert_eq!(
-                Platform::parse(bad).unwrap_err().kind,
-                ErrorKind::Input,
-                "{bad}"
-            );
+            assert_eq!(Platform::parse(bad).unwrap_err().kind, ErrorKind::Input, "{bad}");
         }
     }
 }

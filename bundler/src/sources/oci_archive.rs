@@ -91,7 +91,9 @@ impl TarIndex {
             };
             return Err(Error::input(
                 path.display().to_string(),
-                format!("is a {kind}-compressed archive; image archives are read in place and must be uncompressed tar"),
+                format!(
+                    "is a {kind}-compressed archive; image archives are read in place and must be uncompressed tar"
+                ),
             )
             .with_hint(format!("decompress it first (`{tool} {}`) and point `from:` at the .tar", path.display())));
         }
@@ -99,12 +101,9 @@ impl TarIndex {
         let mut archive = tar::Archive::new(file);
         let mut members = BTreeMap::new();
         let not_tar = |e: std::io::Error| {
-            Error::input(
-                path.display().to_string(),
-                format!("is not a readable tar archive: {e}"),
-            )
-            .with_hint("give an uncompressed tar written by skopeo, docker save or tar")
-            .with_source(e)
+            Error::input(path.display().to_string(), format!("is not a readable tar archive: {e}"))
+                .with_hint("give an uncompressed tar written by skopeo, docker save or tar")
+                .with_source(e)
         };
         for entry in archive.entries_with_seek().map_err(not_tar)? {
             let entry = entry.map_err(not_tar)?;
@@ -115,12 +114,7 @@ impl TarIndex {
             if name.is_empty() {
                 continue;
             }
-            let link = || {
-                entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default()
-            };
+            let link = || entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
             let et = entry.header().entry_type();
             let kind = if et.is_file() || et.is_contiguous() {
                 MemberKind::File
@@ -136,19 +130,9 @@ impl TarIndex {
                 MemberKind::Other(et.as_byte() as char)
             };
             // Later members replace earlier ones, as tar extraction would.
-            members.insert(
-                name,
-                Member {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                    kind,
-                },
-            );
+            members.insert(name, Member { offset: entry.raw_file_position(), size: entry.size(), kind });
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            members,
-        })
+        Ok(Self { path: path.to_path_buf(), members })
     }
 
     /// The regular-file member `name` refers to, following symlinks and hard links.
@@ -160,11 +144,7 @@ impl TarIndex {
                 MemberKind::File => return Some(m),
                 MemberKind::Symlink(target) => {
                     let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
-                    let joined = if target.starts_with('/') {
-                        target.clone()
-                    } else {
-                        format!("{dir}/{target}")
-                    };
+                    let joined = if target.starts_with('/') { target.clone() } else { format!("{dir}/{target}") };
                     normalize_member_path(&joined)?
                 }
                 MemberKind::Hardlink(target) => normalize_member_path(target)?,
@@ -180,11 +160,7 @@ impl TarIndex {
     }
 
     pub fn content(&self, m: &Member) -> Content {
-        Content::FileRange {
-            path: self.path.clone(),
-            offset: m.offset,
-            len: m.size,
-        }
+        Content::FileRange { path: self.path.clone(), offset: m.offset, len: m.size }
     }
 }
 
@@ -236,14 +212,7 @@ impl BlobStore for ArchiveStore {
 /// Loads the image `selector` names (or the only one) from an OCI archive.
 pub(crate) fn load(file: &Path, selector: Option<&str>, ctx: &Ctx) -> Result<Resolved> {
     let tar = TarIndex::open(file).map_err(|e| e.within(ctx.subject()))?;
-    oci_layout::resolve(
-        &ArchiveStore {
-            tar,
-            transport: "oci-archive",
-        },
-        selector,
-        ctx,
-    )
+    oci_layout::resolve(&ArchiveStore { tar, transport: "oci-archive" }, selector, ctx)
 }
 
 #[cfg(test)]
@@ -255,14 +224,8 @@ mod tests {
 
     #[test]
     fn member_paths_normalize_and_refuse_escapes() {
-        assert_eq!(
-            normalize_member_path("./blobs/sha256/ab").as_deref(),
-            Some("blobs/sha256/ab")
-        );
-        assert_eq!(
-            normalize_member_path("blobs//x/").as_deref(),
-            Some("blobs/x")
-        );
+        assert_eq!(normalize_member_path("./blobs/sha256/ab").as_deref(), Some("blobs/sha256/ab"));
+        assert_eq!(normalize_member_path("blobs//x/").as_deref(), Some("blobs/x"));
         assert_eq!(normalize_member_path("a/../b").as_deref(), Some("b"));
         assert_eq!(normalize_member_path("../b"), None);
     }
@@ -280,10 +243,7 @@ mod tests {
         assert_eq!(got.platforms, vec!["linux/amd64"]);
         assert_eq!(got.blobs.len(), 4);
         for b in &got.blobs {
-            assert!(
-                matches!(&b.content, Content::FileRange { path, .. } if *path == tar),
-                "{b:?}"
-            );
+            assert!(matches!(&b.content, Content::FileRange { path, .. } if *path == tar), "{b:?}");
             assert_eq!(Sha256Digest::of(&read_blob(&b.content)), b.digest);
         }
     }
@@ -298,11 +258,7 @@ mod tests {
         let layer = img.layers[0];
         let stored = l.blobs.remove(&layer).unwrap();
         l.extra_files.push(("store/real".into(), stored));
-        l.links.push((
-            format!("blobs/sha256/{}", layer.hex()),
-            "../../store/real".into(),
-            false,
-        ));
+        l.links.push((format!("blobs/sha256/{}", layer.hex()), "../../store/real".into(), false));
         l.write_archive(t.path(), "a.tar", false);
         let got = load_image(&spec("x", "oci-archive:a.tar"), t.path()).unwrap();
         let b = got.blobs.iter().find(|b| b.digest == layer).unwrap();
@@ -314,11 +270,7 @@ mod tests {
         let layer = img.layers[0];
         let stored = l2.blobs.remove(&layer).unwrap();
         l2.extra_files.push(("store/real".into(), stored));
-        l2.links.push((
-            format!("blobs/sha256/{}", layer.hex()),
-            "store/real".into(),
-            true,
-        ));
+        l2.links.push((format!("blobs/sha256/{}", layer.hex()), "store/real".into(), true));
         l2.write_archive(t.path(), "b.tar", false);
         let got = load_image(&spec("x", "oci-archive:b.tar"), t.path()).unwrap();
         let b = got.blobs.iter().find(|b| b.digest == layer).unwrap();
@@ -339,19 +291,12 @@ mod tests {
         let mut zst = vec![0x28, 0xb5, 0x2f, 0xfd];
         zst.extend_from_slice(&[0; 32]);
         std::fs::write(t.path().join("a.tar.zst"), zst).unwrap();
-        for (file, kind, tool) in [
-            ("a.tar.gz", "gzip", "gunzip"),
-            ("a.tar.zst", "zstd", "zstd -d"),
-        ] {
+        for (file, kind, tool) in [("a.tar.gz", "gzip", "gunzip"), ("a.tar.zst", "zstd", "zstd -d")] {
             for transport in ["oci-archive", "docker-archive"] {
-                let e =
-                    load_image(&spec("x", &format!("{transport}:{file}")), t.path()).unwrap_err();
+                let e = load_image(&spec("x", &format!("{transport}:{file}")), t.path()).unwrap_err();
                 assert_eq!(e.kind, ErrorKind::Input, "{e}");
                 assert!(e.cause.contains(kind), "{e}");
-                assert!(
-                    e.subject.contains(file) && e.subject.contains("docker.io/library/x:latest"),
-                    "{e}"
-                );
+                assert!(e.subject.contains(file) && e.subject.contains("docker.io/library/x:latest"), "{e}");
                 assert!(e.hint.as_deref().unwrap().contains(tool), "{e}");
             }
         }

@@ -16,8 +16,8 @@ use airlock_format::Sha256Digest;
 use serde::Deserialize;
 
 use super::{
-    entry_names, is_index_type, is_manifest_type, name_matches, read_content, Blob, Ctx,
-    Descriptor, ManifestEntry, Platform, Problem, Resolved, MAX_JSON_BYTES,
+    entry_names, is_index_type, is_manifest_type, name_matches, read_content, Blob, Ctx, Descriptor, ManifestEntry,
+    Platform, Problem, Resolved, MAX_JSON_BYTES,
 };
 
 /// Where a layout's files are: a directory or an indexed tar.
@@ -39,9 +39,7 @@ pub(crate) struct LayoutDir {
 
 impl LayoutDir {
     pub fn new(dir: &Path) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-        }
+        Self { dir: dir.to_path_buf() }
     }
 }
 
@@ -68,10 +66,8 @@ impl BlobStore for LayoutDir {
         let p = self.dir.join("blobs/sha256").join(digest.hex());
         match std::fs::metadata(&p) {
             Ok(m) if m.is_file() => Ok(Some((Content::File(p), m.len()))),
-            Ok(_) => Err(
-                Error::corrupt(p.display().to_string(), "is not a regular file")
-                    .with_hint("a layout blob must be a file; copy the image again with skopeo"),
-            ),
+            Ok(_) => Err(Error::corrupt(p.display().to_string(), "is not a regular file")
+                .with_hint("a layout blob must be a file; copy the image again with skopeo")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&p, e)),
         }
@@ -118,18 +114,12 @@ impl ConfigDoc {
 
 /// Config media types of container images (as opposed to Helm charts or other
 /// artifacts that also travel as OCI manifests).
-pub(crate) const IMAGE_CONFIG_TYPES: &[&str] = &[
-    airlock_format::oci::MEDIA_TYPE_OCI_CONFIG,
-    "application/vnd.docker.container.image.v1+json",
-];
+pub(crate) const IMAGE_CONFIG_TYPES: &[&str] =
+    &[airlock_format::oci::MEDIA_TYPE_OCI_CONFIG, "application/vnd.docker.container.image.v1+json"];
 
 /// Reads the layout's `index.json`, picks the image `selector` names (or the only one),
 /// and resolves it.
-pub(crate) fn resolve(
-    store: &dyn BlobStore,
-    selector: Option<&str>,
-    ctx: &Ctx,
-) -> Result<Resolved> {
+pub(crate) fn resolve(store: &dyn BlobStore, selector: Option<&str>, ctx: &Ctx) -> Result<Resolved> {
     let loc = store.location().display().to_string();
     if store.file("oci-layout")?.is_none() {
         let hint = if store.location().exists() {
@@ -144,17 +134,11 @@ pub(crate) fn resolve(
         .with_hint(hint));
     }
     let index_content = store.file("index.json")?.ok_or_else(|| {
-        Error::corrupt(ctx.subject(), format!("{loc} has no index.json"))
-            .with_hint("copy the image again with skopeo")
+        Error::corrupt(ctx.subject(), format!("{loc} has no index.json")).with_hint("copy the image again with skopeo")
     })?;
-    let bytes =
-        read_content(&index_content, MAX_JSON_BYTES).map_err(|e| e.within(ctx.subject()))?;
+    let bytes = read_content(&index_content, MAX_JSON_BYTES).map_err(|e| e.within(ctx.subject()))?;
     let index: IndexDoc = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::corrupt(
-            ctx.subject(),
-            format!("index.json of {loc} is not a valid OCI index: {e}"),
-        )
-        .with_source(e)
+        Error::corrupt(ctx.subject(), format!("index.json of {loc} is not a valid OCI index: {e}")).with_source(e)
     })?;
     let entry = select(&index.manifests, selector, store, ctx)?;
     resolve_root(store, entry, ctx)
@@ -179,16 +163,10 @@ fn select<'a>(
     match selector {
         None => match entries {
             [only] => Ok(only),
-            [] => Err(Error::corrupt(
-                ctx.subject(),
-                format!("index.json of {loc} lists no images"),
-            )
-            .with_hint("copy the image again with skopeo")),
-            _ => Err(Error::input(
-                ctx.subject(),
-                format!("{loc} holds {} images: {}", entries.len(), list()),
-            )
-            .with_hint(format!("choose one: `{}:NAME`", store.syntax()))),
+            [] => Err(Error::corrupt(ctx.subject(), format!("index.json of {loc} lists no images"))
+                .with_hint("copy the image again with skopeo")),
+            _ => Err(Error::input(ctx.subject(), format!("{loc} holds {} images: {}", entries.len(), list()))
+                .with_hint(format!("choose one: `{}:NAME`", store.syntax()))),
         },
         Some(sel) => {
             // An exact name wins over one that only normalizes to the same reference.
@@ -196,13 +174,7 @@ fn select<'a>(
                 entries
                     .iter()
                     .filter(|d| {
-                        entry_names(&d.annotations).iter().any(|n| {
-                            if exact {
-                                n == sel
-                            } else {
-                                name_matches(sel, n)
-                            }
-                        })
+                        entry_names(&d.annotations).iter().any(|n| if exact { n == sel } else { name_matches(sel, n) })
                     })
                     .collect()
             };
@@ -215,20 +187,15 @@ fn select<'a>(
                     ctx.subject(),
                     format!(
                         "{loc} has no image named `{sel}`; it has {}",
-                        if entries.is_empty() {
-                            "none".to_string()
-                        } else {
-                            list()
-                        }
+                        if entries.is_empty() { "none".to_string() } else { list() }
                     ),
                 )
                 .with_hint(format!("use one of those names: `{}:NAME`", store.syntax()))),
                 [first, rest @ ..] if rest.iter().all(|d| d.digest == first.digest) => Ok(first),
-                _ => Err(Error::input(
-                    ctx.subject(),
-                    format!("`{sel}` names {} different images in {loc}", hits.len()),
-                )
-                .with_hint("use the exact name from index.json")),
+                _ => {
+                    Err(Error::input(ctx.subject(), format!("`{sel}` names {} different images in {loc}", hits.len()))
+                        .with_hint("use the exact name from index.json"))
+                }
             }
         }
     }
@@ -242,11 +209,7 @@ enum Kind {
 
 fn kind_of(desc_type: &str, doc: &serde_json::Value) -> Option<(Kind, String)> {
     let doc_type = doc.get("mediaType").and_then(|v| v.as_str()).unwrap_or("");
-    let declared = if desc_type.is_empty() {
-        doc_type
-    } else {
-        desc_type
-    };
+    let declared = if desc_type.is_empty() { doc_type } else { desc_type };
     if is_index_type(declared) {
         return Some((Kind::Index, declared.to_string()));
     }
@@ -281,8 +244,13 @@ fn read_verified(
         Ok(None) => {
             return Err(Problem {
                 missing: true,
-                error: Error::corrupt(ctx.subject(), format!("{named_by} names {what} {} which is missing from {loc}", desc.digest))
-                    .with_hint("the source is incomplete; copy the image again (skopeo copy --all … to keep every platform)"),
+                error: Error::corrupt(
+                    ctx.subject(),
+                    format!("{named_by} names {what} {} which is missing from {loc}", desc.digest),
+                )
+                .with_hint(
+                    "the source is incomplete; copy the image again (skopeo copy --all … to keep every platform)",
+                ),
             })
         }
         Err(e) => return Err(Problem { missing: false, error: e.within(ctx.subject()) }),
@@ -293,22 +261,23 @@ fn read_verified(
     if desc.size > MAX_JSON_BYTES {
         return Err(Problem {
             missing: false,
-            error: Error::input(ctx.subject(), format!("{what} {} is {} bytes, over the {MAX_JSON_BYTES}-byte limit for JSON documents", desc.digest, desc.size)),
+            error: Error::input(
+                ctx.subject(),
+                format!(
+                    "{what} {} is {} bytes, over the {MAX_JSON_BYTES}-byte limit for JSON documents",
+                    desc.digest, desc.size
+                ),
+            ),
         });
     }
-    let bytes = read_content(&content, MAX_JSON_BYTES).map_err(|e| Problem {
-        missing: false,
-        error: e.within(ctx.subject()),
-    })?;
+    let bytes = read_content(&content, MAX_JSON_BYTES)
+        .map_err(|e| Problem { missing: false, error: e.within(ctx.subject()) })?;
     let actual = Sha256Digest::of(&bytes);
     if actual != desc.digest {
         return Err(Problem {
             missing: false,
-            error: Error::corrupt(
-                ctx.subject(),
-                format!("{what} {} in {loc} has digest {actual}", desc.digest),
-            )
-            .with_hint("the blob is damaged or was modified; copy the image again"),
+            error: Error::corrupt(ctx.subject(), format!("{what} {} in {loc} has digest {actual}", desc.digest))
+                .with_hint("the blob is damaged or was modified; copy the image again"),
         });
     }
     Ok((content, bytes))
@@ -338,11 +307,9 @@ fn size_mismatch(
 }
 
 fn resolve_root(store: &dyn BlobStore, desc: &Descriptor, ctx: &Ctx) -> Result<Resolved> {
-    let (content, bytes) =
-        read_verified(store, desc, "image", "index.json", ctx).map_err(|p| p.error)?;
-    let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::corrupt(ctx.subject(), format!("{} is not JSON: {e}", desc.digest)).with_source(e)
-    })?;
+    let (content, bytes) = read_verified(store, desc, "image", "index.json", ctx).map_err(|p| p.error)?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::corrupt(ctx.subject(), format!("{} is not JSON: {e}", desc.digest)).with_source(e))?;
     let Some((kind, media_type)) = kind_of(&desc.media_type, &doc) else {
         return Err(not_an_image(ctx, desc, &doc));
     };
@@ -351,25 +318,14 @@ fn resolve_root(store: &dyn BlobStore, desc: &Descriptor, ctx: &Ctx) -> Result<R
     match kind {
         Kind::Manifest => {
             // A lone manifest has no other platform to fall back on: fail now.
-            let ManifestEntry {
-                descriptor,
-                platform,
-                outcome,
-            } = resolve_manifest(store, root, content, &bytes, ctx);
+            let ManifestEntry { descriptor, platform, outcome } = resolve_manifest(store, root, content, &bytes, ctx);
             let blobs = outcome.map_err(|p| p.error)?;
-            Ok(Resolved::Manifest(ManifestEntry {
-                descriptor,
-                platform,
-                outcome: Ok(blobs),
-            }))
+            Ok(Resolved::Manifest(ManifestEntry { descriptor, platform, outcome: Ok(blobs) }))
         }
         Kind::Index => {
             let index: IndexDoc = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::corrupt(
-                    ctx.subject(),
-                    format!("index {} is not a valid OCI index: {e}", desc.digest),
-                )
-                .with_source(e)
+                Error::corrupt(ctx.subject(), format!("index {} is not a valid OCI index: {e}", desc.digest))
+                    .with_source(e)
             })?;
             check_declared(ctx, desc, &index.media_type, &media_type)?;
             let named_by = format!("index {}", desc.digest);
@@ -378,53 +334,29 @@ fn resolve_root(store: &dyn BlobStore, desc: &Descriptor, ctx: &Ctx) -> Result<R
                 manifests.push(resolve_child(store, child, &named_by, ctx)?);
             }
             if manifests.is_empty() {
-                return Err(Error::corrupt(
-                    ctx.subject(),
-                    format!("index {} lists no manifests", desc.digest),
-                ));
+                return Err(Error::corrupt(ctx.subject(), format!("index {} lists no manifests", desc.digest)));
             }
-            let blob = Blob {
-                digest: desc.digest,
-                size: desc.size,
-                media_type,
-                content,
-            };
-            Ok(Resolved::Index {
-                descriptor: root,
-                blob,
-                manifests,
-            })
+            let blob = Blob { digest: desc.digest, size: desc.size, media_type, content };
+            Ok(Resolved::Index { descriptor: root, blob, manifests })
         }
     }
 }
 
 fn not_an_image(ctx: &Ctx, desc: &Descriptor, doc: &serde_json::Value) -> Error {
     let declared = if desc.media_type.is_empty() {
-        doc.get("mediaType")
-            .and_then(|v| v.as_str())
-            .unwrap_or("(none)")
-            .to_string()
+        doc.get("mediaType").and_then(|v| v.as_str()).unwrap_or("(none)").to_string()
     } else {
         desc.media_type.clone()
     };
     if doc.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1) {
         return Error::input(
             ctx.subject(),
-            format!(
-                "{} is a Docker schema 1 manifest, which containerd no longer imports",
-                desc.digest
-            ),
+            format!("{} is a Docker schema 1 manifest, which containerd no longer imports", desc.digest),
         )
         .with_hint("convert it: skopeo copy --format oci … oci-archive:FILE");
     }
-    Error::input(
-        ctx.subject(),
-        format!(
-            "{} is not an image manifest or index (media type {declared})",
-            desc.digest
-        ),
-    )
-    .with_hint("only container images can be bundled as images; charts go under `charts:`")
+    Error::input(ctx.subject(), format!("{} is not an image manifest or index (media type {declared})", desc.digest))
+        .with_hint("only container images can be bundled as images; charts go under `charts:`")
 }
 
 /// A document's own `mediaType`, when present, must agree with the descriptor's.
@@ -432,10 +364,7 @@ fn check_declared(ctx: &Ctx, desc: &Descriptor, doc_type: &str, resolved: &str) 
     if !doc_type.is_empty() && doc_type != resolved {
         return Err(Error::corrupt(
             ctx.subject(),
-            format!(
-                "{} is described as {resolved} but says it is {doc_type}",
-                desc.digest
-            ),
+            format!("{} is described as {resolved} but says it is {doc_type}", desc.digest),
         )
         .with_hint("the layout is inconsistent; copy the image again with skopeo"));
     }
@@ -444,15 +373,15 @@ fn check_declared(ctx: &Ctx, desc: &Descriptor, doc_type: &str, resolved: &str) 
 
 /// One entry of an index: a platform manifest. Problems are recorded, not raised, so
 /// the caller can decide (a missing platform matters only if it is kept).
-fn resolve_child(
-    store: &dyn BlobStore,
-    child: &Descriptor,
-    named_by: &str,
-    ctx: &Ctx,
-) -> Result<ManifestEntry> {
+fn resolve_child(store: &dyn BlobStore, child: &Descriptor, named_by: &str, ctx: &Ctx) -> Result<ManifestEntry> {
     if is_index_type(&child.media_type) {
-        return Err(Error::input(ctx.subject(), format!("{named_by} contains another index ({}); nested indexes are not supported", child.digest))
-            .with_hint("copy one platform index with `skopeo copy` (or select platforms) so the root index lists manifests"));
+        return Err(Error::input(
+            ctx.subject(),
+            format!("{named_by} contains another index ({}); nested indexes are not supported", child.digest),
+        )
+        .with_hint(
+            "copy one platform index with `skopeo copy` (or select platforms) so the root index lists manifests",
+        ));
     }
     let descriptor_platform = child.platform.as_ref().map(Platform::from_json);
     let fail = |p: Problem| ManifestEntry {
@@ -469,10 +398,7 @@ fn resolve_child(
         Err(e) => {
             return Ok(fail(Problem {
                 missing: false,
-                error: Error::corrupt(
-                    ctx.subject(),
-                    format!("manifest {} is not JSON: {e}", child.digest),
-                ),
+                error: Error::corrupt(ctx.subject(), format!("manifest {} is not JSON: {e}", child.digest)),
             }))
         }
     };
@@ -484,10 +410,7 @@ fn resolve_child(
         }
         Some((Kind::Index, _)) => Err(Error::input(
             ctx.subject(),
-            format!(
-                "{named_by} contains another index ({}); nested indexes are not supported",
-                child.digest
-            ),
+            format!("{named_by} contains another index ({}); nested indexes are not supported", child.digest),
         )
         .with_hint("copy one platform index with `skopeo copy` so the root index lists manifests")),
         None => Err(not_an_image(ctx, child, &doc)),
@@ -505,22 +428,11 @@ pub(crate) fn resolve_manifest(
 ) -> ManifestEntry {
     let mut platform = descriptor.platform.as_ref().map(Platform::from_json);
     let outcome = (|| {
-        let broken = |cause: String| Problem {
-            missing: false,
-            error: Error::corrupt(ctx.subject(), cause),
-        };
-        let doc: ManifestDoc = serde_json::from_slice(bytes).map_err(|e| {
-            broken(format!(
-                "manifest {} is not a valid image manifest: {e}",
-                descriptor.digest
-            ))
-        })?;
-        check_declared(ctx, &descriptor, &doc.media_type, &descriptor.media_type).map_err(
-            |error| Problem {
-                missing: false,
-                error,
-            },
-        )?;
+        let broken = |cause: String| Problem { missing: false, error: Error::corrupt(ctx.subject(), cause) };
+        let doc: ManifestDoc = serde_json::from_slice(bytes)
+            .map_err(|e| broken(format!("manifest {} is not a valid image manifest: {e}", descriptor.digest)))?;
+        check_declared(ctx, &descriptor, &doc.media_type, &descriptor.media_type)
+            .map_err(|error| Problem { missing: false, error })?;
         if !IMAGE_CONFIG_TYPES.contains(&doc.config.media_type.as_str()) {
             return Err(Problem {
                 missing: false,
@@ -531,20 +443,13 @@ pub(crate) fn resolve_manifest(
                         descriptor.digest, doc.config.media_type
                     ),
                 )
-                .with_hint(
-                    "only container images can be bundled as images; charts go under `charts:`",
-                ),
+                .with_hint("only container images can be bundled as images; charts go under `charts:`"),
             });
         }
         let named_by = format!("manifest {}", descriptor.digest);
-        let (config_content, config_bytes) =
-            read_verified(store, &doc.config, "config", &named_by, ctx)?;
-        let config: ConfigDoc = serde_json::from_slice(&config_bytes).map_err(|e| {
-            broken(format!(
-                "config {} is not a valid image config: {e}",
-                doc.config.digest
-            ))
-        })?;
+        let (config_content, config_bytes) = read_verified(store, &doc.config, "config", &named_by, ctx)?;
+        let config: ConfigDoc = serde_json::from_slice(&config_bytes)
+            .map_err(|e| broken(format!("config {} is not a valid image config: {e}", doc.config.digest)))?;
         if platform.is_none() {
             platform = config.platform();
         }
@@ -564,30 +469,33 @@ pub(crate) fn resolve_manifest(
         ];
         for layer in &doc.layers {
             match store.blob(&layer.digest) {
-                Ok(Some((c, stored))) if stored == layer.size => {
-                    blobs.push(Blob { digest: layer.digest, size: layer.size, media_type: layer.media_type.clone(), content: c })
-                }
+                Ok(Some((c, stored))) if stored == layer.size => blobs.push(Blob {
+                    digest: layer.digest,
+                    size: layer.size,
+                    media_type: layer.media_type.clone(),
+                    content: c,
+                }),
                 Ok(Some((_, stored))) => return Err(size_mismatch(ctx, store, &named_by, "blob", layer, stored)),
-                Ok(None) => {
-                    return Err(Problem {
-                        missing: true,
-                        error: Error::corrupt(
-                            ctx.subject(),
-                            format!("{named_by} names blob {} which is missing from {}", layer.digest, store.location().display()),
-                        )
-                        .with_hint("the source is incomplete; copy the image again (skopeo copy --all … to keep every platform)"),
-                    })
-                }
+                Ok(None) => return Err(Problem {
+                    missing: true,
+                    error: Error::corrupt(
+                        ctx.subject(),
+                        format!(
+                            "{named_by} names blob {} which is missing from {}",
+                            layer.digest,
+                            store.location().display()
+                        ),
+                    )
+                    .with_hint(
+                        "the source is incomplete; copy the image again (skopeo copy --all … to keep every platform)",
+                    ),
+                }),
                 Err(e) => return Err(Problem { missing: false, error: e.within(ctx.subject()) }),
             }
         }
         Ok(blobs)
     })();
-    ManifestEntry {
-        descriptor,
-        platform,
-        outcome,
-    }
+    ManifestEntry { descriptor, platform, outcome }
 }
 
 #[cfg(test)]
@@ -609,10 +517,7 @@ mod tests {
     #[test]
     fn umoci_style_manifest_without_media_type_is_accepted() {
         let t = tempfile::tempdir().unwrap();
-        let mut l = Layout {
-            umoci_style: true,
-            ..Layout::new()
-        };
+        let mut l = Layout { umoci_style: true, ..Layout::new() };
         let img = l.image("linux", "amd64", None, &[b"one", b"two"]);
         l.name(&img, "busybox");
         let dir = l.write_dir(t.path(), "layout");
@@ -625,16 +530,9 @@ mod tests {
         want.sort();
         assert_eq!(blob_digests(&got), want);
         for b in &got.blobs {
-            assert_eq!(
-                b.content,
-                Content::File(dir.join("blobs/sha256").join(b.digest.hex()))
-            );
+            assert_eq!(b.content, Content::File(dir.join("blobs/sha256").join(b.digest.hex())));
         }
-        let layer = got
-            .blobs
-            .iter()
-            .find(|b| b.digest == img.layers[0])
-            .unwrap();
+        let layer = got.blobs.iter().find(|b| b.digest == img.layers[0]).unwrap();
         assert_eq!(layer.media_type, "application/vnd.oci.image.layer.v1.tar");
         assert_eq!(layer.size, 3);
     }
@@ -646,13 +544,7 @@ mod tests {
         let c = l.image("linux", "amd64", None, &[b"c"]);
         l.name(&a, "a");
         l.name(&b, "docker.io/lab/b:1");
-        l.name_with(
-            &c,
-            &[
-                ("io.containerd.image.name", "ghcr.io/x/c:2"),
-                ("org.opencontainers.image.ref.name", "2"),
-            ],
-        );
+        l.name_with(&c, &[("io.containerd.image.name", "ghcr.io/x/c:2"), ("org.opencontainers.image.ref.name", "2")]);
         l.write_dir(t, "multi");
         l.write_archive(t, "multi.tar", true);
         (a, b, c)
@@ -663,11 +555,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (a, b, c) = three_images(t.path());
         for from in ["oci:multi", "oci-archive:multi.tar"] {
-            let load = |sel: &str| {
-                load_image(&spec("x", &format!("{from}:{sel}")), t.path())
-                    .unwrap()
-                    .digest
-            };
+            let load = |sel: &str| load_image(&spec("x", &format!("{from}:{sel}")), t.path()).unwrap().digest;
             assert_eq!(load("a"), a.digest);
             assert_eq!(load("docker.io/lab/b:1"), b.digest);
             assert_eq!(load("lab/b:1"), b.digest, "matched after normalization");
@@ -684,10 +572,7 @@ mod tests {
             );
             assert!(e.hint.as_deref().unwrap().contains(":NAME"), "{e}");
             let e = load_image(&spec("x", &format!("{from}:nope")), t.path()).unwrap_err();
-            assert!(
-                e.cause.contains("no image named `nope`") && e.cause.contains("docker.io/lab/b:1"),
-                "{e}"
-            );
+            assert!(e.cause.contains("no image named `nope`") && e.cause.contains("docker.io/lab/b:1"), "{e}");
         }
     }
 
@@ -702,10 +587,7 @@ mod tests {
         l.write_dir(t.path(), "l");
         let load = |sel: &str| load_image(&spec("x", &format!("oci:l:{sel}")), t.path());
         assert_eq!(load("nginx").unwrap().digest, short.digest);
-        assert_eq!(
-            load("docker.io/library/nginx:latest").unwrap().digest,
-            full.digest
-        );
+        assert_eq!(load("docker.io/library/nginx:latest").unwrap().digest, full.digest);
         let e = load("nginx:latest").unwrap_err();
         assert!(e.cause.contains("names 2 different images"), "{e}");
     }
@@ -720,18 +602,10 @@ mod tests {
         let dir = l.write_dir(t.path(), "l");
         let e = load_image(&spec("lab/x:1", "oci:l"), t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Corrupt);
-        assert!(
-            e.subject.contains("docker.io/lab/x:1") && e.subject.contains("oci:"),
-            "{e}"
-        );
+        assert!(e.subject.contains("docker.io/lab/x:1") && e.subject.contains("oci:"), "{e}");
         assert_eq!(
             e.cause,
-            format!(
-                "manifest {} names blob {} which is missing from {}",
-                img.digest,
-                img.layers[1],
-                dir.display()
-            )
+            format!("manifest {} names blob {} which is missing from {}", img.digest, img.layers[1], dir.display())
         );
         assert!(e.hint.is_some());
     }
@@ -742,8 +616,7 @@ mod tests {
         let mut l = Layout::new();
         let img = l.image("linux", "amd64", None, &[b"twelve bytes"]);
         l.name(&img, "x");
-        l.blobs
-            .insert(img.layers[0], b"twelve bytes and more".to_vec());
+        l.blobs.insert(img.layers[0], b"twelve bytes and more".to_vec());
         l.write_dir(t.path(), "l");
         let e = load_image(&spec("x", "oci:l"), t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Corrupt);
@@ -763,10 +636,7 @@ mod tests {
         l.write_dir(t.path(), "l");
         let e = load_image(&spec("x", "oci:l"), t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Corrupt);
-        assert!(
-            e.cause.contains(&format!("config {}", img.config)) && e.cause.contains("has digest"),
-            "{e}"
-        );
+        assert!(e.cause.contains(&format!("config {}", img.config)) && e.cause.contains("has digest"), "{e}");
     }
 
     /// An index of amd64, arm64/v8 and arm/v7 images.
@@ -786,29 +656,14 @@ mod tests {
         let (idx, amd, arm64, arm) = multi_arch(&mut l);
         l.write_dir(t.path(), "l");
         let got = load_image(&spec("lab/multi:1", "oci:l"), t.path()).unwrap();
-        assert_eq!(
-            (got.digest, got.media_type.as_str()),
-            (idx.digest, MEDIA_TYPE_OCI_INDEX)
-        );
-        assert_eq!(
-            got.platforms,
-            vec!["linux/amd64", "linux/arm64/v8", "linux/arm/v7"]
-        );
+        assert_eq!((got.digest, got.media_type.as_str()), (idx.digest, MEDIA_TYPE_OCI_INDEX));
+        assert_eq!(got.platforms, vec!["linux/amd64", "linux/arm64/v8", "linux/arm/v7"]);
         // Shared layer once; index + 3 × (manifest + config + own layer) + shared.
         assert_eq!(got.blobs.len(), 1 + 3 * 3 + 1);
-        for d in [
-            amd.digest,
-            arm64.digest,
-            arm.digest,
-            amd.layers[0],
-            arm.layers[1],
-        ] {
+        for d in [amd.digest, arm64.digest, arm.digest, amd.layers[0], arm.layers[1]] {
             assert!(got.blobs.iter().any(|b| b.digest == d));
         }
-        assert!(
-            got.blobs.windows(2).all(|w| w[0].digest < w[1].digest),
-            "sorted, unique"
-        );
+        assert!(got.blobs.windows(2).all(|w| w[0].digest < w[1].digest), "sorted, unique");
     }
 
     #[test]
@@ -825,29 +680,12 @@ mod tests {
             e.cause.starts_with("partial index: platform linux/arm64/v8, linux/arm/v7 blobs missing; K3s imports all platforms and would fail"),
             "{e}"
         );
-        assert!(
-            e.hint
-                .as_deref()
-                .unwrap()
-                .contains("platforms: [linux/amd64]"),
-            "{e}"
-        );
+        assert!(e.hint.as_deref().unwrap().contains("platforms: [linux/amd64]"), "{e}");
 
-        let got = load_image(
-            &with_platforms(spec("x", "oci:l"), &["linux/amd64"]),
-            t.path(),
-        )
-        .unwrap();
+        let got = load_image(&with_platforms(spec("x", "oci:l"), &["linux/amd64"]), t.path()).unwrap();
         assert_eq!(got.digest, amd.digest);
-        let e = load_image(
-            &with_platforms(spec("x", "oci:l"), &["linux/arm64"]),
-            t.path(),
-        )
-        .unwrap_err();
-        assert!(
-            e.cause.contains("platform linux/arm64/v8 blobs missing"),
-            "{e}"
-        );
+        let e = load_image(&with_platforms(spec("x", "oci:l"), &["linux/arm64"]), t.path()).unwrap_err();
+        assert!(e.cause.contains("platform linux/arm64/v8 blobs missing"), "{e}");
     }
 
     #[test]
@@ -857,11 +695,7 @@ mod tests {
         let (_, _, arm64, _) = multi_arch(&mut l);
         l.write_dir(t.path(), "l");
         // linux/arm64 matches linux/arm64/v8, as in containerd.
-        let got = load_image(
-            &with_platforms(spec("x", "oci:l"), &["linux/arm64"]),
-            t.path(),
-        )
-        .unwrap();
+        let got = load_image(&with_platforms(spec("x", "oci:l"), &["linux/arm64"]), t.path()).unwrap();
         assert_eq!(
             (got.digest, got.size, got.media_type.as_str()),
             (arm64.digest, arm64.size, MEDIA_TYPE_OCI_MANIFEST)
@@ -900,21 +734,13 @@ mod tests {
                 amd.digest, amd.size, arm.digest, arm.size
             )
         );
-        assert!(!got
-            .blobs
-            .iter()
-            .any(|b| b.digest == arm64.digest || b.digest == idx.digest));
+        assert!(!got.blobs.iter().any(|b| b.digest == arm64.digest || b.digest == idx.digest));
         assert_eq!(load_image(&s, t.path()).unwrap(), got, "deterministic");
 
         // Selecting every platform keeps the source index as it is.
-        let all = load_image(
-            &with_platforms(
-                spec("x", "oci:l"),
-                &["linux/amd64", "linux/arm64", "linux/arm"],
-            ),
-            t.path(),
-        )
-        .unwrap();
+        let all =
+            load_image(&with_platforms(spec("x", "oci:l"), &["linux/amd64", "linux/arm64", "linux/arm"]), t.path())
+                .unwrap();
         assert_eq!(all.digest, idx.digest);
     }
 
@@ -924,13 +750,12 @@ mod tests {
         let mut l = Layout::new();
         multi_arch(&mut l);
         l.write_dir(t.path(), "l");
-        let e = load_image(
-            &with_platforms(spec("x", "oci:l"), &["linux/amd64", "linux/s390x"]),
-            t.path(),
-        )
-        .unwrap_err();
+        let e = load_image(&with_platforms(spec("x", "oci:l"), &["linux/amd64", "linux/s390x"]), t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Input);
-        assert_eq!(e.cause, "platform linux/s390x is not in this image; it has linux/amd64, linux/arm64/v8, linux/arm/v7");
+        assert_eq!(
+            e.cause,
+            "platform linux/s390x is not in this image; it has linux/amd64, linux/arm64/v8, linux/arm/v7"
+        );
         let e = load_image(&with_platforms(spec("x", "oci:l"), &["linux"]), t.path()).unwrap_err();
         assert!(e.subject.contains("platform `linux`"), "{e}");
         let e = load_image(&with_platforms(spec("x", "oci:l"), &[]), t.path()).unwrap_err();
@@ -997,10 +822,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let e = load_image(&spec("x", "oci:nowhere"), t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Input);
-        assert!(
-            e.cause.contains("nowhere") && e.hint.as_deref().unwrap().contains("check the path"),
-            "{e}"
-        );
+        assert!(e.cause.contains("nowhere") && e.hint.as_deref().unwrap().contains("check the path"), "{e}");
         let mut l = Layout::new();
         let img = l.image("linux", "amd64", None, &[b"a"]);
         l.name(&img, "x");
@@ -1008,12 +830,6 @@ mod tests {
         l.write_dir(t.path(), "l");
         let e = load_image(&spec("x", "oci:l"), t.path()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Corrupt);
-        assert!(
-            e.cause.contains(&format!(
-                "index.json names image {} which is missing",
-                img.digest
-            )),
-            "{e}"
-        );
+        assert!(e.cause.contains(&format!("index.json names image {} which is missing", img.digest)), "{e}");
     }
 }

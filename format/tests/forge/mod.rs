@@ -24,8 +24,7 @@ use std::sync::Arc;
 use airlock_format::checksums;
 use airlock_format::digest::Sha256Digest;
 use airlock_format::manifest::{
-    blob_path, Chart, Entry, FileArtifact, Image, Manifest, Profile, FORMAT_V1, MANIFEST_PATH,
-    SIGNATURE_PATH,
+    blob_path, Chart, Entry, FileArtifact, Image, Manifest, Profile, FORMAT_V1, MANIFEST_PATH, SIGNATURE_PATH,
 };
 use airlock_format::minisign::{PublicKey, SecretKey};
 use airlock_format::parts::{part_path, BundleFiles};
@@ -90,10 +89,7 @@ impl Tar {
     pub fn zstd() -> Self {
         let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
         enc.include_checksum(true).unwrap();
-        Self {
-            out: Out::Zstd(enc),
-            len: 0,
-        }
+        Self { out: Out::Zstd(enc), len: 0 }
     }
 
     /// A hand-made zstd frame: data in raw blocks, [`Tar::fill`] in RLE blocks of
@@ -104,10 +100,7 @@ impl Tar {
 
     /// A hand-made frame that declares a window of 2^`log` bytes (10..=41).
     pub fn frame_with_window_log(log: u8) -> Self {
-        Self {
-            out: Out::Frame(Frame::new(log)),
-            len: 0,
-        }
+        Self { out: Out::Frame(Frame::new(log)), len: 0 }
     }
 
     pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
@@ -157,12 +150,7 @@ impl Tar {
     pub fn long_name(&mut self, name: &[u8]) -> &mut Self {
         let mut data = name.to_vec();
         data.push(0);
-        self.header(&header(
-            b"././@LongLink",
-            EntryType::GNULongName,
-            0o644,
-            data.len() as u64,
-        ));
+        self.header(&header(b"././@LongLink", EntryType::GNULongName, 0o644, data.len() as u64));
         self.data(&data)
     }
 
@@ -172,12 +160,7 @@ impl Tar {
         if path.len() > 100 {
             self.long_name(path);
         }
-        self.header(&header(
-            &path[..path.len().min(100)],
-            ty,
-            mode,
-            data.len() as u64,
-        ));
+        self.header(&header(&path[..path.len().min(100)], ty, mode, data.len() as u64));
         self.data(data)
     }
 
@@ -230,10 +213,7 @@ impl Frame {
         let mut bytes = 0xFD2F_B528u32.to_le_bytes().to_vec();
         bytes.push(0x00); // descriptor: no content size, window descriptor present
         bytes.push((window_log - 10) << 3); // exponent, mantissa 0
-        Self {
-            bytes,
-            pending: Vec::new(),
-        }
+        Self { bytes, pending: Vec::new() }
     }
 
     fn block_header(&mut self, last: bool, ty: u32, size: usize) {
@@ -323,10 +303,7 @@ impl Forge {
     }
 
     pub fn with_key(key: Arc<SecretKey>, files: &[(&str, &[u8])]) -> Self {
-        let contents: BTreeMap<String, Vec<u8>> = files
-            .iter()
-            .map(|(p, b)| (p.to_string(), b.to_vec()))
-            .collect();
+        let contents: BTreeMap<String, Vec<u8>> = files.iter().map(|(p, b)| (p.to_string(), b.to_vec())).collect();
         let entries: Vec<Entry> = contents
             .iter()
             .map(|(p, b)| Entry {
@@ -339,10 +316,7 @@ impl Forge {
         let (mut charts, mut files, mut profiles, mut blobs) = (vec![], vec![], vec![], vec![]);
         for p in contents.keys() {
             let stem = p.rsplit('/').next().unwrap();
-            if let Some(c) = p
-                .strip_prefix("charts/")
-                .and_then(|c| c.strip_suffix(".tgz"))
-            {
+            if let Some(c) = p.strip_prefix("charts/").and_then(|c| c.strip_suffix(".tgz")) {
                 let (name, version) = c.rsplit_once('-').unwrap();
                 charts.push(Chart {
                     name: name.into(),
@@ -353,20 +327,10 @@ impl Forge {
                 });
             } else if p.starts_with("oci/blobs/sha256/") {
                 blobs.push(contents[p].clone());
-            } else if let Some(name) = p
-                .strip_prefix("profiles/")
-                .and_then(|n| n.strip_suffix(".yaml"))
-            {
-                profiles.push(Profile {
-                    name: name.into(),
-                    path: p.clone(),
-                });
+            } else if let Some(name) = p.strip_prefix("profiles/").and_then(|n| n.strip_suffix(".yaml")) {
+                profiles.push(Profile { name: name.into(), path: p.clone() });
             } else {
-                files.push(FileArtifact {
-                    name: stem.into(),
-                    component: "base".into(),
-                    path: p.clone(),
-                });
+                files.push(FileArtifact { name: stem.into(), component: "base".into(), path: p.clone() });
             }
         }
         let images = match blobs.first() {
@@ -395,11 +359,7 @@ impl Forge {
             profiles,
             entries,
         };
-        Self {
-            key,
-            manifest,
-            contents,
-        }
+        Self { key, manifest, contents }
     }
 
     /// A chart, an executable script, an image of two blobs and a profile; every
@@ -409,11 +369,7 @@ impl Forge {
     }
 
     pub fn standard_with_key(key: Arc<SecretKey>) -> Self {
-        let root = format!(
-            "{{\"schemaVersion\":2,\"layers\":[\"{}\"]}}",
-            hex_of(&noise(3, 16))
-        )
-        .into_bytes();
+        let root = format!("{{\"schemaVersion\":2,\"layers\":[\"{}\"]}}", hex_of(&noise(3, 16))).into_bytes();
         let layer = noise(4, 300_000);
         let (root_path, layer_path) = (blob(&root), blob(&layer));
         Self::with_key(
@@ -438,10 +394,7 @@ impl Forge {
 
     /// A minisign signature (text) by this forge's key over `bytes`.
     pub fn sign(&self, bytes: &[u8]) -> String {
-        self.key
-            .sign(bytes, &self.manifest.trusted_comment(), "forged")
-            .unwrap()
-            .to_text()
+        self.key.sign(bytes, &self.manifest.trusted_comment(), "forged").unwrap().to_text()
     }
 
     /// The signature over the manifest.
@@ -451,19 +404,11 @@ impl Forge {
 
     /// Paths of the manifest's entries, in stream order.
     pub fn paths(&self) -> Vec<String> {
-        self.manifest
-            .entries
-            .iter()
-            .map(|e| e.path.clone())
-            .collect()
+        self.manifest.entries.iter().map(|e| e.path.clone()).collect()
     }
 
     pub fn index(&self, path: &str) -> usize {
-        self.manifest
-            .entries
-            .iter()
-            .position(|e| e.path == path)
-            .unwrap()
+        self.manifest.entries.iter().position(|e| e.path == path).unwrap()
     }
 
     /// The two head entries: manifest and signature.
@@ -532,11 +477,7 @@ impl Forge {
 
     /// Path of the largest blob (the standard image's layer).
     pub fn layer(&self) -> String {
-        self.paths()
-            .into_iter()
-            .filter(|p| p.starts_with("oci/blobs/"))
-            .max_by_key(|p| self.contents[p].len())
-            .unwrap()
+        self.paths().into_iter().filter(|p| p.starts_with("oci/blobs/")).max_by_key(|p| self.contents[p].len()).unwrap()
     }
 
     /// The bundle through the real writer (`write_bundle`) at `dir/name`, split into
@@ -548,44 +489,16 @@ impl Forge {
             .manifest
             .entries
             .iter()
-            .map(|e| PlannedEntry {
-                entry: e.clone(),
-                content: Content::Bytes(self.contents[&e.path].clone()),
-            })
+            .map(|e| PlannedEntry { entry: e.clone(), content: Content::Bytes(self.contents[&e.path].clone()) })
             .collect();
-        let opts = WriteOptions {
-            split_size: split,
-            threads: 1,
-            ..WriteOptions::default()
-        };
-        let parts = write_bundle(
-            &base,
-            &self.manifest_bytes(),
-            self.signature().as_bytes(),
-            &planned,
-            &opts,
-            &Silent,
-        )
-        .unwrap();
-        let list: Vec<(String, Sha256Digest)> = parts
-            .iter()
-            .map(|p| {
-                (
-                    p.path.file_name().unwrap().to_string_lossy().into_owned(),
-                    p.sha256,
-                )
-            })
-            .collect();
+        let opts = WriteOptions { split_size: split, threads: 1, ..WriteOptions::default() };
+        let parts =
+            write_bundle(&base, &self.manifest_bytes(), self.signature().as_bytes(), &planned, &opts, &Silent).unwrap();
+        let list: Vec<(String, Sha256Digest)> =
+            parts.iter().map(|p| (p.path.file_name().unwrap().to_string_lossy().into_owned(), p.sha256)).collect();
         let text = checksums::render(&list);
         fs::write(checksums::sidecar_path(&base), &text).unwrap();
-        let sig = self
-            .key
-            .sign(
-                text.as_bytes(),
-                &format!("airlock checksums: {name}"),
-                "forged",
-            )
-            .unwrap();
+        let sig = self.key.sign(text.as_bytes(), &format!("airlock checksums: {name}"), "forged").unwrap();
         fs::write(checksums::signature_path(&base), sig.to_text()).unwrap();
         BundleFiles::locate(&base).unwrap()
     }
@@ -651,9 +564,7 @@ pub fn flip_byte(path: &Path, offset: u64) {
 /// Offset of the first occurrence of `needle` in the file at `path`.
 pub fn find_in_file(path: &Path, needle: &[u8]) -> Option<u64> {
     let hay = fs::read(path).unwrap();
-    hay.windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p as u64)
+    hay.windows(needle.len()).position(|w| w == needle).map(|p| p as u64)
 }
 
 /// Every path under `dir` (files, directories, links), relative, sorted.
