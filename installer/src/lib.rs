@@ -6,11 +6,24 @@
 //! - [`inspect`]: a bundle's contents from its manifest.
 //! - [`staging`]: the verifying extractor into a staging directory.
 //! - [`images`]: the image archive K3s/RKE2 import.
+//! - [`layout`]: what an install lays down, as data.
+//! - [`host`]: the one seam through which the host is read and changed.
+//! - [`engine`]: plan, then apply with a journal, a lock and resume.
+//! - [`answers`], [`profile`]: what the site answered, and how to install.
+//! - [`preflight`]: whether the host can take the platform.
+//! - [`distribution`]: K3s and RKE2 laid out as their own installers would.
 //!
 //! Reading the bundle itself is `airlock_format::read`.
 
+pub mod answers;
+pub mod distribution;
+pub mod engine;
+pub mod host;
 pub mod images;
 pub mod inspect;
+pub mod layout;
+pub mod preflight;
+pub mod profile;
 pub mod staging;
 pub mod trust;
 pub mod verify;
