@@ -20,6 +20,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::rc::Rc;
 
 use crate::digest::{BackgroundHasher, Sha256Digest};
+use crate::write::read_full;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::manifest::{
     check_entry_path, Entry, Manifest, MANIFEST_PATH, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_PATH,
@@ -385,21 +386,6 @@ fn body(
             .with_hint("the bundle is truncated or a part is missing; copy it again"));
     }
     Ok(mismatches)
-}
-
-/// Fills `buf` as far as the reader goes (fewer bytes only at its end), so chunks
-/// handed to the hashing thread are large.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// After the end-of-archive marker only zero padding may follow, and the zstd stream
