@@ -20,7 +20,6 @@ use std::io::{self, BufReader, Read, Write};
 use std::rc::Rc;
 
 use crate::digest::{BackgroundHasher, Sha256Digest};
-use crate::write::read_full;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::manifest::{
     check_entry_path, Entry, Manifest, MANIFEST_PATH, MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_PATH,
@@ -28,6 +27,7 @@ use crate::manifest::{
 use crate::minisign::{self, PublicKey, Signature};
 use crate::parts::{BundleFiles, PartsReader};
 use crate::report::{Event, Reporter};
+use crate::write::read_full;
 
 /// The largest zstd window the reader accepts (2^27 = 128 MiB of decoder memory). The
 /// bundler uses far less; the cap stops a crafted frame from demanding gigabytes.

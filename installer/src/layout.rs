@@ -69,13 +69,28 @@ pub struct Layout {
 
 impl Layout {
     pub fn file(&mut self, path: impl Into<PathBuf>, mode: u32, content: impl Into<Vec<u8>>) {
-        self.files.push(PlannedFile { path: path.into(), mode, source: FileSource::Inline(content.into()), secret: false });
+        self.files.push(PlannedFile {
+            path: path.into(),
+            mode,
+            source: FileSource::Inline(content.into()),
+            secret: false,
+        });
     }
     pub fn secret_file(&mut self, path: impl Into<PathBuf>, content: impl Into<Vec<u8>>) {
-        self.files.push(PlannedFile { path: path.into(), mode: 0o600, source: FileSource::Inline(content.into()), secret: true });
+        self.files.push(PlannedFile {
+            path: path.into(),
+            mode: 0o600,
+            source: FileSource::Inline(content.into()),
+            secret: true,
+        });
     }
     pub fn staged(&mut self, path: impl Into<PathBuf>, mode: u32, entry: impl Into<String>) {
-        self.files.push(PlannedFile { path: path.into(), mode, source: FileSource::Staged(entry.into()), secret: false });
+        self.files.push(PlannedFile {
+            path: path.into(),
+            mode,
+            source: FileSource::Staged(entry.into()),
+            secret: false,
+        });
     }
     pub fn link(&mut self, link: impl Into<PathBuf>, target: impl Into<PathBuf>) {
         self.links.push(PlannedLink { link: link.into(), target: target.into() });

@@ -12,6 +12,7 @@
 //! - [`answers`], [`profile`]: what the site answered, and how to install.
 //! - [`preflight`]: whether the host can take the platform.
 //! - [`distribution`]: K3s and RKE2 laid out as their own installers would.
+//! - [`install`]: verify, stage and plan an install (what `airlock install` runs).
 //!
 //! Reading the bundle itself is `airlock_format::read`.
 
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod host;
 pub mod images;
 pub mod inspect;
+pub mod install;
 pub mod layout;
 pub mod preflight;
 pub mod profile;

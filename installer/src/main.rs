@@ -51,6 +51,31 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Install the platform from a bundle: verify and stage it, plan, then apply.
+    Install {
+        bundle: PathBuf,
+        /// Vendor public key(s) to trust (default: the site keys in <root>/etc/airlock/keys).
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        /// Answers file for an unattended install (docs/answers.md).
+        #[arg(long)]
+        answers: Option<PathBuf>,
+        /// Install into this target root instead of the running system: files are laid
+        /// out and units enabled by symlink; nothing is started.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Accept the plan without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Exit 7 when anything is pending (changes nothing).
+        #[arg(long)]
+        check: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Verify while extracting into a new staging directory (removed on any failure).
     Extract {
         bundle: PathBuf,
@@ -101,6 +126,9 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Install { bundle, pubkey, answers, root, yes, dry_run, check, output } => {
+            install(&bundle, &pubkey, answers.as_deref(), &root, yes, dry_run, check, output)
+        }
         Command::Extract { bundle, pubkey, dir, image_archive } => {
             let keys = trust::trusted_keys(&pubkey, std::path::Path::new("/"))?;
             let files = BundleFiles::locate(&bundle)?;
@@ -126,6 +154,104 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+    }
+}
+
+/// Exit code of `install --check` when something is pending (docs/exit-codes.md).
+const EXIT_PENDING: u8 = 7;
+
+#[allow(clippy::too_many_arguments)]
+fn install(
+    bundle: &std::path::Path,
+    pubkey: &[PathBuf],
+    answers: Option<&std::path::Path>,
+    root: &std::path::Path,
+    yes: bool,
+    dry_run: bool,
+    check: bool,
+    output: Output,
+) -> Result<u8> {
+    use airlock_installer::engine::{apply, ApplyOptions};
+    use airlock_installer::host::{Host, RootedHost};
+    use airlock_installer::install::{prepare, STATE_DIR};
+
+    let live = root == std::path::Path::new("/");
+    if live {
+        // Starting K3s/RKE2 and waiting for the node and charts is not built yet; laying
+        // files onto the running system without that would leave a half-started host.
+        return Err(Error::input("--root", "installing onto the running system is not available yet")
+            .with_hint("install into a target root with --root DIR (golden images, tests)"));
+    }
+    let Some(answers_path) = answers else {
+        return Err(Error::input("--answers", "no answers file given")
+            .with_hint("pass --answers FILE (docs/answers.md; examples/demo/answers.yaml is an example)"));
+    };
+    let answers = airlock_installer::answers::Answers::load(answers_path)?;
+    let keys = trust::trusted_keys(pubkey, root)?;
+    let host = RootedHost::new(root.to_path_buf(), live)?;
+    let progress = Progress::new(output == Output::Text);
+    let prepared = prepare(bundle, &keys, &answers, &host, progress.reporter());
+    progress.finish();
+    let prepared = prepared?;
+    let report = prepared.plan.check(&host)?;
+    if dry_run || check {
+        match output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("json")),
+            Output::Text => {
+                for s in &report.steps {
+                    println!("  {:9} {}", state_word(&s.state), s.description);
+                }
+                println!(
+                    "{} steps: {} pending, {} blocked, {} done",
+                    report.steps.len(),
+                    report.pending,
+                    report.blocked,
+                    report.satisfied()
+                );
+            }
+        }
+        return Ok(if check && (report.pending > 0 || report.blocked > 0) { EXIT_PENDING } else { 0 });
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::input("install", "the plan needs confirming and there is no terminal to ask on")
+                .with_hint("review it with --dry-run, then pass --yes"));
+        }
+        println!("{} of {} steps to apply to {}", report.pending, report.steps.len(), root.display());
+        let go = dialoguer::Confirm::new().with_prompt("Apply the plan?").default(false).interact().unwrap_or(false);
+        if !go {
+            return Ok(1);
+        }
+    }
+    let resume = format!(
+        "airlock install {} --answers {} --root {} --yes",
+        bundle.display(),
+        answers_path.display(),
+        host.root().display()
+    );
+    let opts = ApplyOptions { state_dir: PathBuf::from(STATE_DIR), resume_command: resume };
+    let done = apply(&prepared.plan, &host, &opts, &mut |_| {})?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&done).expect("json")),
+        Output::Text => println!(
+            "installed {} {} into {}: {} steps applied, {} already done; journal {}",
+            prepared.staged.manifest.name,
+            prepared.staged.manifest.version,
+            root.display(),
+            done.applied,
+            done.satisfied,
+            done.journal.display()
+        ),
+    }
+    Ok(0)
+}
+
+fn state_word(s: &airlock_installer::engine::StepState) -> &'static str {
+    use airlock_installer::engine::StepState;
+    match s {
+        StepState::Satisfied => "done",
+        StepState::Pending { .. } => "pending",
+        StepState::Blocked { .. } => "BLOCKED",
     }
 }
 

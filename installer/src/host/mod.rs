@@ -1,1 +1,209 @@
-//! (in progress)
+//! The one seam through which the installer reads and changes the host.
+//!
+//! Every file write, link, directory, user, unit and command goes through [`Host`];
+//! nothing else in the installer calls `std::process`, mutates through `nix::` or
+//! writes outside staging. Paths given to a host are absolute *target* paths
+//! (`/etc/rancher/k3s/config.yaml`); a host rooted at a target root maps them below it,
+//! the way `rpm --root` and `pacstrap` do, so tests and golden images need no real `/`.
+//!
+//! - [`RootedHost`]: the real file system under a root (`/` on a live host).
+//! - [`RecordingHost`]: a test double that records every call as a [`HostCall`] and
+//!   answers commands from a script, while doing file work on a temporary root.
+//!
+//! Users and units are edited as files under a root (what `useradd --prefix` and
+//! `systemctl --root` would leave behind) and through `useradd`/`systemctl` on a live
+//! host; both live in `system.rs`, written against `&dyn Host`, so the recording double
+//! runs exactly the code a real host runs.
+
+mod recording;
+mod rooted;
+mod system;
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use airlock_format::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::layout::PlannedUser;
+
+pub use recording::{HostCall, RecordingHost};
+pub use rooted::RootedHost;
+
+/// Where the host keeps enabled-unit links and unit files; see [`Host::enable_unit`].
+pub const SYSTEMD_SYSTEM_DIR: &str = "/etc/systemd/system";
+
+/// What kind of thing a path is (without following a final symlink).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    /// Sockets, devices, fifos: never something an install lays down.
+    Other,
+}
+
+/// The facts about a path the engine decides on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub kind: FileKind,
+    /// Permission bits (`0o7777` mask).
+    pub mode: u32,
+    pub len: u64,
+}
+
+/// How a file is written: its mode, and whether its content is a secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Perms {
+    pub mode: u32,
+    /// A secret is written 0600 whatever `mode` says, and its content is never
+    /// recorded, logged or shown.
+    pub secret: bool,
+}
+
+impl Perms {
+    pub fn mode(mode: u32) -> Self {
+        Self { mode, secret: false }
+    }
+    pub fn secret() -> Self {
+        Self { mode: 0o600, secret: true }
+    }
+    /// The mode the file really gets.
+    pub fn effective_mode(&self) -> u32 {
+        if self.secret {
+            0o600
+        } else {
+            self.mode & 0o7777
+        }
+    }
+}
+
+/// What a command printed and how it ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutput {
+    /// The exit code; -1 when the command was killed by a signal.
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CommandOutput {
+    /// A successful run that printed `stdout`.
+    pub fn ok(stdout: impl Into<String>) -> Self {
+        Self { status: 0, stdout: stdout.into(), stderr: String::new() }
+    }
+    /// A run that exited with `status` and printed `stderr`.
+    pub fn exit(status: i32, stderr: impl Into<String>) -> Self {
+        Self { status, stdout: String::new(), stderr: stderr.into() }
+    }
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+    /// This output if the command succeeded, else an error naming the command and
+    /// what it printed on stderr.
+    pub fn checked(self, argv: &[&str]) -> Result<Self> {
+        if self.success() {
+            return Ok(self);
+        }
+        let said = self.stderr.trim();
+        Err(Error::new(
+            airlock_format::error::ErrorKind::Io,
+            argv.join(" "),
+            format!(
+                "exited with status {}{}",
+                self.status,
+                if said.is_empty() { String::new() } else { format!(": {said}") }
+            ),
+        ))
+    }
+}
+
+/// An exclusive lock on a file, held until dropped (`flock(2)`: the kernel drops it
+/// when the process dies, so a crashed run never leaves a stale lock behind).
+#[derive(Debug)]
+pub struct HostLock {
+    _lock: nix::fcntl::Flock<File>,
+    path: PathBuf,
+}
+
+impl HostLock {
+    /// The target path of the lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Everything the installer may do to a host. Object safe: the engine holds a
+/// `&dyn Host`. All paths are absolute target paths; relative paths and `..` are
+/// refused.
+pub trait Host {
+    /// The target root the paths are mapped below (`/` on a live host).
+    fn root(&self) -> &Path;
+    /// Whether this is the running host: commands run, services may start. Under
+    /// `--root` it is false and only files change.
+    fn live(&self) -> bool;
+
+    // --- reading -------------------------------------------------------------------
+    /// The path's metadata, without following a final symlink; `None` when missing.
+    fn metadata(&self, path: &Path) -> Result<Option<Metadata>>;
+    /// A streaming reader over a file's content; `None` when missing.
+    fn open_file(&self, path: &Path) -> Result<Option<Box<dyn Read>>>;
+    /// A whole (small) file; `None` when missing.
+    fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>>;
+    /// A symlink's target as stored; `None` when missing, an error when not a link.
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>>;
+
+    // --- changing files ------------------------------------------------------------
+    /// Writes a file atomically (temp file in the same directory, fsync, rename,
+    /// fsync the directory), streaming from `content`; missing parents are created
+    /// 0755. Returns the bytes written.
+    fn write_file(&self, path: &Path, content: &mut dyn Read, perms: Perms) -> Result<u64>;
+    /// Copies a file from a *host* path (e.g. staging; not mapped under the root) to
+    /// a target path, atomically and streaming, as [`Host::write_file`].
+    fn copy_file(&self, source: &Path, path: &Path, perms: Perms) -> Result<u64>;
+    /// Makes sure a directory exists with exactly `mode`; missing parents are created
+    /// 0755.
+    fn create_dir(&self, path: &Path, mode: u32) -> Result<()>;
+    /// Creates or replaces a symlink atomically; `target` is stored as given.
+    fn symlink(&self, path: &Path, target: &Path) -> Result<()>;
+    /// Removes a file or symlink; a missing path is fine.
+    fn remove(&self, path: &Path) -> Result<()>;
+    /// Removes an empty directory. `Ok(false)` when it is not empty (it stays); a
+    /// missing directory is fine.
+    fn remove_dir(&self, path: &Path) -> Result<bool>;
+    /// Removes a directory tree without following symlinks; a missing path is fine.
+    fn remove_all(&self, path: &Path) -> Result<()>;
+
+    // --- system --------------------------------------------------------------------
+    /// Whether a user of that name exists.
+    fn user_exists(&self, name: &str) -> Result<bool>;
+    /// Makes sure a system user and its group of the same name exist. Returns whether
+    /// the user was created.
+    fn ensure_user(&self, user: &PlannedUser) -> Result<bool>;
+    /// Whether a unit is enabled (`systemctl is-enabled`, or its `.wants` links under
+    /// a root). A unit whose file does not exist yet is not enabled.
+    fn unit_enabled(&self, unit: &str) -> Result<bool>;
+    /// Enables a unit: `systemctl enable` live; under a root, the links `systemctl
+    /// enable` makes: `/etc/systemd/system/<target>.wants/<unit>` → the unit file,
+    /// for each `WantedBy=` target of its `[Install]` section.
+    fn enable_unit(&self, unit: &str) -> Result<()>;
+    /// Undoes [`Host::enable_unit`].
+    fn disable_unit(&self, unit: &str) -> Result<()>;
+    /// Runs a command on a live host and returns its output whatever its exit status;
+    /// an error under a root, where nothing is started.
+    fn run(&self, argv: &[&str]) -> Result<CommandOutput>;
+    /// Takes an exclusive lock on `path` (created 0600) without waiting; an error
+    /// naming the holder's pid when another process holds it.
+    fn lock(&self, path: &Path) -> Result<HostLock>;
+}
+
+/// The error every host gives for a command under `--root`.
+pub(crate) fn not_started_under_root(argv: &[&str], root: &Path) -> Error {
+    Error::input(
+        argv.join(" "),
+        format!("nothing is started under --root (target root {}): commands run only on a live host", root.display()),
+    )
+    .with_hint("files and enabled units are laid out under the root; services start when the image boots")
+}

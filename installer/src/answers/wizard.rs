@@ -1,0 +1,313 @@
+//! The wizard's loop: asks the question list through a [`Prompter`], validating every
+//! answer at its prompt and asking again until it passes.
+//!
+//! The loop is pure: the binary drives it with dialoguer prompts on a TTY, tests with
+//! scripted input. When all questions are answered, the answers go through the same
+//! reader as an answers file (and, given the bundle's profiles, the same profile
+//! cross-checks); a problem found there re-asks the question that owns the key.
+
+use airlock_format::error::Result;
+use serde_yaml::Value;
+
+use super::questions::{
+    missing, read_document, table_value, Check, Column, ListCheck, Need, Question, Row, Shape, TableCheck,
+};
+use super::strict::Problem;
+use super::{profile_named, Answered, Answers, Facts};
+
+/// How wizard-made answers are named in errors.
+pub const WIZARD: &str = "wizard answers";
+
+/// The terminal side of the wizard.
+pub trait Prompter {
+    /// Asks one line and returns it as typed. An empty line takes `prompt.default`, or
+    /// leaves an optional key out. For `secret` prompts, do not echo the input.
+    fn answer(&mut self, prompt: &Prompt<'_>) -> Result<String>;
+    /// Tells the operator why an answer was not taken; a prompt follows right away.
+    fn rejected(&mut self, problem: &Problem);
+}
+
+/// One prompt, with everything a front end needs to render it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prompt<'a> {
+    /// The answers key it fills: `node.ip`, `ha.servers[1].ip`.
+    pub key: String,
+    pub text: String,
+    pub help: &'a str,
+    /// Taken on an empty answer. Never set for secrets.
+    pub default: Option<String>,
+    /// When not empty, the answer must be one of these (render a selection).
+    pub choices: Vec<String>,
+    pub secret: bool,
+    /// Several values, comma-separated.
+    pub list: bool,
+    /// An empty answer without a default is refused.
+    pub required: bool,
+}
+
+/// Asks `questions` (normally [`super::questions()`]) and returns validated answers.
+pub fn ask(questions: &[Question], facts: &Facts, prompter: &mut dyn Prompter) -> Result<Answers> {
+    ask_with_document(questions, facts, prompter).map(|(answers, _)| answers)
+}
+
+/// [`ask`], also returning the answers as a document the binary can save as an answers
+/// file for the next run or node ([`Answered::to_yaml`]).
+pub fn ask_with_document(
+    questions: &[Question],
+    facts: &Facts,
+    prompter: &mut dyn Prompter,
+) -> Result<(Answers, Answered)> {
+    let mut a = Answered::default();
+    for q in questions {
+        if (q.ask_if)(&a, facts) {
+            ask_one(q, facts, &mut a, prompter)?;
+        } else if let Need::Default(default) = q.need {
+            // What a file that leaves the key out gets.
+            a.set(q.key, Value::String(default(&a)));
+        }
+    }
+    loop {
+        let problem = match finish(&a, facts) {
+            Ok(answers) => return Ok((answers, a)),
+            Err(p) => p,
+        };
+        prompter.rejected(&problem);
+        let Some(q) = questions.iter().find(|q| owns(q.key, &problem.key)) else {
+            return Err(problem.into_error(WIZARD));
+        };
+        ask_one(q, facts, &mut a, prompter)?;
+    }
+}
+
+/// The file reader and the profile cross-checks, on the wizard's document.
+fn finish(a: &Answered, facts: &Facts) -> std::result::Result<Answers, Problem> {
+    let doc = read_document(&a.to_value())?;
+    let answers = Answers::from_answered(&doc, WIZARD)?;
+    if !facts.profiles.is_empty() {
+        answers.problems_against(profile_named(&answers.profile, &facts.profiles)?)?;
+    }
+    Ok(answers)
+}
+
+/// Whether the question at `key` is the one to re-ask for a problem at `problem`.
+fn owns(key: &str, problem: &str) -> bool {
+    let below = |outer: &str, inner: &str| {
+        inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('[') || rest.starts_with('.'))
+    };
+    key == problem || below(key, problem) || below(problem, key)
+}
+
+fn ask_one(q: &Question, facts: &Facts, a: &mut Answered, p: &mut dyn Prompter) -> Result<()> {
+    // The previous answer (when re-asking) is offered again, but is no context for itself.
+    let previous = a.get(q.key).cloned();
+    a.remove(q.key);
+    let default = |a: &Answered| match q.need {
+        Need::Default(d) => Some(d(a)),
+        _ => (q.suggest)(a, facts),
+    };
+    match &q.shape {
+        Shape::Text(check) => {
+            let d = previous.as_ref().and_then(Value::as_str).map(str::to_string).or_else(|| default(a));
+            scalar(q, a, p, *check, d, Vec::new(), false)
+        }
+        // A secret is never offered back.
+        Shape::Secret(check) => scalar(q, a, p, *check, None, Vec::new(), true),
+        Shape::Choice { options, check } => {
+            let d = previous.as_ref().and_then(Value::as_str).map(str::to_string).or_else(|| default(a));
+            scalar(q, a, p, *check, d, options(facts), false)
+        }
+        Shape::List { item, all } => {
+            let prev: Option<Vec<String>> = previous
+                .as_ref()
+                .and_then(Value::as_sequence)
+                .map(|s| s.iter().filter_map(Value::as_str).map(str::to_string).collect());
+            let d = prev.map(|v| v.join(", ")).or_else(|| default(a));
+            list(q, a, p, *item, *all, d)
+        }
+        Shape::Table { columns, all } => table(q, facts, a, p, columns, *all),
+    }
+}
+
+fn scalar(
+    q: &Question,
+    a: &mut Answered,
+    p: &mut dyn Prompter,
+    check: Check,
+    default: Option<String>,
+    choices: Vec<String>,
+    secret: bool,
+) -> Result<()> {
+    loop {
+        let required = q.need.required(a);
+        let prompt = Prompt {
+            key: q.key.to_string(),
+            text: q.prompt.to_string(),
+            help: q.help,
+            default: default.clone(),
+            choices: choices.clone(),
+            secret,
+            list: false,
+            required: required.is_some(),
+        };
+        let raw = p.answer(&prompt)?;
+        // Secrets are taken as typed: spaces may be part of a password.
+        let typed = if secret { raw.trim_end_matches(['\r', '\n']) } else { raw.trim() };
+        let value = match (typed.is_empty(), &default, required) {
+            (false, _, _) => typed.to_string(),
+            (true, Some(d), _) => d.clone(),
+            (true, None, Some(why)) => {
+                p.rejected(&missing(q, why));
+                continue;
+            }
+            (true, None, None) => return Ok(()),
+        };
+        if !choices.is_empty() && !choices.contains(&value) {
+            p.rejected(&Problem::new(
+                q.key,
+                format!("`{value}` is not one of the choices"),
+                format!("choose one of: {}", choices.join(", ")),
+            ));
+            continue;
+        }
+        match check(&value, a) {
+            Ok(()) => {
+                a.set(q.key, Value::String(value));
+                return Ok(());
+            }
+            Err(e) => p.rejected(&e.problem(q.key)),
+        }
+    }
+}
+
+fn list(
+    q: &Question,
+    a: &mut Answered,
+    p: &mut dyn Prompter,
+    item: Check,
+    all: ListCheck,
+    default: Option<String>,
+) -> Result<()> {
+    let split = |s: &str| -> Vec<String> {
+        s.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    };
+    'ask: loop {
+        let required = q.need.required(a);
+        let prompt = Prompt {
+            key: q.key.to_string(),
+            text: q.prompt.to_string(),
+            help: q.help,
+            default: default.clone(),
+            choices: Vec::new(),
+            secret: false,
+            list: true,
+            required: required.is_some(),
+        };
+        let mut items = split(&p.answer(&prompt)?);
+        if items.is_empty() {
+            match (&default, required) {
+                (Some(d), _) => items = split(d),
+                (None, Some(why)) => {
+                    p.rejected(&missing(q, why));
+                    continue;
+                }
+                (None, None) => return Ok(()),
+            }
+        }
+        for (i, it) in items.iter().enumerate() {
+            if let Err(e) = item(it, a) {
+                p.rejected(&e.at(format!("[{i}]")).problem(q.key));
+                continue 'ask;
+            }
+        }
+        match all(&items, a) {
+            Ok(()) => {
+                a.set(q.key, Value::Sequence(items.into_iter().map(Value::String).collect()));
+                return Ok(());
+            }
+            Err(e) => p.rejected(&e.problem(q.key)),
+        }
+    }
+}
+
+/// Row by row, cell by cell; an empty first cell (with nothing to default to) ends the
+/// table. A table-wide problem (too few servers, this node missing) starts it over.
+fn table(
+    q: &Question,
+    facts: &Facts,
+    a: &mut Answered,
+    p: &mut dyn Prompter,
+    columns: &[Column],
+    all: TableCheck,
+) -> Result<()> {
+    loop {
+        let mut rows: Vec<Row> = Vec::new();
+        'rows: loop {
+            let i = rows.len();
+            let mut row = Vec::new();
+            for (ci, c) in columns.iter().enumerate() {
+                let key = format!("{}[{i}].{}", q.key, c.key);
+                let default = (c.suggest)(a, facts, i);
+                loop {
+                    let prompt = Prompt {
+                        key: key.clone(),
+                        text: c.prompt.replace("{n}", &(i + 1).to_string()),
+                        help: c.help,
+                        default: default.clone(),
+                        choices: Vec::new(),
+                        secret: false,
+                        list: false,
+                        required: ci > 0,
+                    };
+                    let raw = p.answer(&prompt)?;
+                    let value = match (raw.trim(), &default) {
+                        ("", Some(d)) => d.clone(),
+                        ("", None) if ci == 0 => break 'rows,
+                        ("", None) => {
+                            p.rejected(&Problem::new(&key, "missing required key", format!("add {}", c.help)));
+                            continue;
+                        }
+                        (typed, _) => typed.to_string(),
+                    };
+                    match (c.check)(&value, a) {
+                        Ok(()) => {
+                            row.push(value);
+                            break;
+                        }
+                        Err(e) => p.rejected(&e.problem(&key)),
+                    }
+                }
+            }
+            rows.push(row);
+        }
+        if rows.is_empty() {
+            match q.need.required(a) {
+                Some(why) => {
+                    p.rejected(&missing(q, why));
+                    continue;
+                }
+                None => return Ok(()),
+            }
+        }
+        match all(&rows, a) {
+            Ok(()) => {
+                a.set(q.key, table_value(columns, &rows));
+                return Ok(());
+            }
+            Err(e) => p.rejected(&e.problem(q.key)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_are_re_asked_at_the_question_that_owns_the_key() {
+        assert!(owns("ha.servers", "ha.servers[1].ip"));
+        assert!(owns("ha.servers", "ha.servers"));
+        assert!(owns("node.ip", "node.ip"));
+        assert!(!owns("node.ip", "node.ipx"));
+        assert!(!owns("ha.servers", "ha.agents"));
+    }
+}

@@ -1,0 +1,341 @@
+//! A recording test double for [`Host`] (youki's recording `Syscall`, for a host).
+//!
+//! Every call is recorded, in order, as a serialisable [`HostCall`], so a test can
+//! assert exactly which writes and commands were requested. File work is real: it is
+//! delegated to a [`RootedHost`] on a (temporary) root, so tests look at real files.
+//! Commands are answered from a script ([`RecordingHost::expect_command`]); a command
+//! nobody scripted fails loudly instead of pretending to succeed. In live mode, users
+//! and units go through the same `getent`/`useradd`/`systemctl` code a live host runs,
+//! so those commands show up in the record too.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use airlock_format::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{system, CommandOutput, Host, HostLock, Metadata, Perms, RootedHost};
+use crate::layout::PlannedUser;
+
+/// Content larger than this is recorded by length only.
+const MAX_RECORDED_CONTENT: usize = 64 * 1024;
+
+/// One call made through a [`RecordingHost`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "kebab-case")]
+pub enum HostCall {
+    Metadata {
+        path: PathBuf,
+    },
+    OpenFile {
+        path: PathBuf,
+    },
+    ReadFile {
+        path: PathBuf,
+    },
+    ReadLink {
+        path: PathBuf,
+    },
+    /// `mode` is the mode the file really got; `content` is the text written, absent
+    /// for secrets (`note: "secret"`), binary or large content.
+    WriteFile {
+        path: PathBuf,
+        mode: u32,
+        len: u64,
+        content: Option<String>,
+        note: Option<String>,
+    },
+    CopyFile {
+        source: PathBuf,
+        path: PathBuf,
+        mode: u32,
+        len: u64,
+        note: Option<String>,
+    },
+    CreateDir {
+        path: PathBuf,
+        mode: u32,
+    },
+    Symlink {
+        path: PathBuf,
+        target: PathBuf,
+    },
+    Remove {
+        path: PathBuf,
+    },
+    RemoveDir {
+        path: PathBuf,
+    },
+    RemoveAll {
+        path: PathBuf,
+    },
+    UserExists {
+        name: String,
+    },
+    EnsureUser {
+        name: String,
+        home: PathBuf,
+        shell: PathBuf,
+    },
+    UnitEnabled {
+        unit: String,
+    },
+    EnableUnit {
+        unit: String,
+    },
+    DisableUnit {
+        unit: String,
+    },
+    Run {
+        argv: Vec<String>,
+    },
+    Lock {
+        path: PathBuf,
+    },
+}
+
+impl HostCall {
+    /// Whether the call changes the host (as opposed to looking at it).
+    pub fn changes_host(&self) -> bool {
+        !matches!(
+            self,
+            HostCall::Metadata { .. }
+                | HostCall::OpenFile { .. }
+                | HostCall::ReadFile { .. }
+                | HostCall::ReadLink { .. }
+                | HostCall::UserExists { .. }
+                | HostCall::UnitEnabled { .. }
+        )
+    }
+}
+
+/// The recording double; see the module docs.
+pub struct RecordingHost {
+    files: RootedHost,
+    live: bool,
+    calls: Mutex<Vec<HostCall>>,
+    script: Mutex<Vec<(Vec<String>, CommandOutput)>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl RecordingHost {
+    /// A recorder whose files live on a fresh temporary root (removed on drop).
+    /// `live` selects live-mode behaviour: commands are answered from the script.
+    pub fn new(live: bool) -> Result<Self> {
+        let temp = tempfile::Builder::new()
+            .prefix("airlock-recording-")
+            .tempdir()
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+        let mut host = Self::with_root(temp.path().to_path_buf(), live)?;
+        host._temp = Some(temp);
+        Ok(host)
+    }
+
+    /// A recorder whose files live under an existing `root`.
+    pub fn with_root(root: PathBuf, live: bool) -> Result<Self> {
+        Ok(Self {
+            files: RootedHost::new(root, false)?,
+            live,
+            calls: Mutex::new(Vec::new()),
+            script: Mutex::new(Vec::new()),
+            _temp: None,
+        })
+    }
+
+    /// Answers every command whose argv starts with `argv_prefix` with `output`. The
+    /// most recent matching expectation wins; expectations are not used up.
+    pub fn expect_command(&self, argv_prefix: &[&str], output: CommandOutput) {
+        let prefix = argv_prefix.iter().map(|s| s.to_string()).collect();
+        self.script.lock().unwrap_or_else(|p| p.into_inner()).push((prefix, output));
+    }
+
+    /// The calls so far, in order.
+    pub fn calls(&self) -> Vec<HostCall> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The calls so far, clearing the record.
+    pub fn take_calls(&self) -> Vec<HostCall> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn record(&self, call: HostCall) {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
+    }
+}
+
+/// Counts what passes through and keeps the first bytes, for the record.
+struct Tee<'a> {
+    inner: &'a mut dyn Read,
+    seen: Vec<u8>,
+    len: u64,
+    keep: bool,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.len += n as u64;
+        if self.keep && self.seen.len() <= MAX_RECORDED_CONTENT {
+            self.seen.extend_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+impl Host for RecordingHost {
+    fn root(&self) -> &Path {
+        self.files.root()
+    }
+
+    fn live(&self) -> bool {
+        self.live
+    }
+
+    fn metadata(&self, path: &Path) -> Result<Option<Metadata>> {
+        self.record(HostCall::Metadata { path: path.to_path_buf() });
+        self.files.metadata(path)
+    }
+
+    fn open_file(&self, path: &Path) -> Result<Option<Box<dyn Read>>> {
+        self.record(HostCall::OpenFile { path: path.to_path_buf() });
+        self.files.open_file(path)
+    }
+
+    fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        self.record(HostCall::ReadFile { path: path.to_path_buf() });
+        self.files.read_file(path)
+    }
+
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>> {
+        self.record(HostCall::ReadLink { path: path.to_path_buf() });
+        self.files.read_link(path)
+    }
+
+    fn write_file(&self, path: &Path, content: &mut dyn Read, perms: Perms) -> Result<u64> {
+        let mut tee = Tee { inner: content, seen: Vec::new(), len: 0, keep: !perms.secret };
+        let result = self.files.write_file(path, &mut tee, perms);
+        let (content, note) = if perms.secret {
+            (None, Some("secret".to_string()))
+        } else if tee.seen.len() > MAX_RECORDED_CONTENT {
+            (None, Some("larger than 64 KiB".to_string()))
+        } else {
+            match String::from_utf8(tee.seen) {
+                Ok(text) => (Some(text), None),
+                Err(_) => (None, Some("binary".to_string())),
+            }
+        };
+        let mode = perms.effective_mode();
+        self.record(HostCall::WriteFile { path: path.to_path_buf(), mode, len: tee.len, content, note });
+        result
+    }
+
+    fn copy_file(&self, source: &Path, path: &Path, perms: Perms) -> Result<u64> {
+        let result = self.files.copy_file(source, path, perms);
+        self.record(HostCall::CopyFile {
+            source: source.to_path_buf(),
+            path: path.to_path_buf(),
+            mode: perms.effective_mode(),
+            len: *result.as_ref().unwrap_or(&0),
+            note: perms.secret.then(|| "secret".to_string()),
+        });
+        result
+    }
+
+    fn create_dir(&self, path: &Path, mode: u32) -> Result<()> {
+        self.record(HostCall::CreateDir { path: path.to_path_buf(), mode });
+        self.files.create_dir(path, mode)
+    }
+
+    fn symlink(&self, path: &Path, target: &Path) -> Result<()> {
+        self.record(HostCall::Symlink { path: path.to_path_buf(), target: target.to_path_buf() });
+        self.files.symlink(path, target)
+    }
+
+    fn remove(&self, path: &Path) -> Result<()> {
+        self.record(HostCall::Remove { path: path.to_path_buf() });
+        self.files.remove(path)
+    }
+
+    fn remove_dir(&self, path: &Path) -> Result<bool> {
+        self.record(HostCall::RemoveDir { path: path.to_path_buf() });
+        self.files.remove_dir(path)
+    }
+
+    fn remove_all(&self, path: &Path) -> Result<()> {
+        self.record(HostCall::RemoveAll { path: path.to_path_buf() });
+        self.files.remove_all(path)
+    }
+
+    fn user_exists(&self, name: &str) -> Result<bool> {
+        self.record(HostCall::UserExists { name: name.to_string() });
+        if self.live {
+            system::live_user_exists(self, name)
+        } else {
+            self.files.user_exists(name)
+        }
+    }
+
+    fn ensure_user(&self, user: &PlannedUser) -> Result<bool> {
+        self.record(HostCall::EnsureUser {
+            name: user.name.clone(),
+            home: user.home.clone(),
+            shell: user.shell.clone(),
+        });
+        if self.live {
+            system::live_ensure_user(self, user)
+        } else {
+            self.files.ensure_user(user)
+        }
+    }
+
+    fn unit_enabled(&self, unit: &str) -> Result<bool> {
+        self.record(HostCall::UnitEnabled { unit: unit.to_string() });
+        if self.live {
+            system::live_unit_enabled(self, unit)
+        } else {
+            self.files.unit_enabled(unit)
+        }
+    }
+
+    fn enable_unit(&self, unit: &str) -> Result<()> {
+        self.record(HostCall::EnableUnit { unit: unit.to_string() });
+        if self.live {
+            system::live_enable_unit(self, unit)
+        } else {
+            self.files.enable_unit(unit)
+        }
+    }
+
+    fn disable_unit(&self, unit: &str) -> Result<()> {
+        self.record(HostCall::DisableUnit { unit: unit.to_string() });
+        if self.live {
+            system::live_disable_unit(self, unit)
+        } else {
+            self.files.disable_unit(unit)
+        }
+    }
+
+    fn run(&self, argv: &[&str]) -> Result<CommandOutput> {
+        self.record(HostCall::Run { argv: argv.iter().map(|s| s.to_string()).collect() });
+        if !self.live {
+            return Err(super::not_started_under_root(argv, self.root()));
+        }
+        let script = self.script.lock().unwrap_or_else(|p| p.into_inner());
+        let answer = script
+            .iter()
+            .rev()
+            .find(|(prefix, _)| prefix.len() <= argv.len() && prefix.iter().zip(argv).all(|(want, got)| want == got));
+        match answer {
+            Some((_, output)) => Ok(output.clone()),
+            None => Err(Error::input(argv.join(" "), "the recording host has no scripted result for this command")
+                .with_hint("script it with RecordingHost::expect_command(argv_prefix, output)")),
+        }
+    }
+
+    fn lock(&self, path: &Path) -> Result<HostLock> {
+        self.record(HostCall::Lock { path: path.to_path_buf() });
+        self.files.lock(path)
+    }
+}

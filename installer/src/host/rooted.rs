@@ -1,0 +1,544 @@
+//! The real file system below a target root.
+//!
+//! Path safety: target paths must be absolute and free of `..`. They are resolved one
+//! component at a time with `lstat`, the way `chroot(2)` would see them (systemd's
+//! `chase()` with a root prefix works the same way): a symlink met on the way is
+//! followed *inside* the root — an absolute link target starts again at the root, a
+//! relative one from the link's directory — and a link whose `..` would climb above
+//! the root is refused. So a link `<root>/etc/x -> /tmp/outside` means
+//! `<root>/tmp/outside`, never the host's `/tmp/outside`, and real roots with
+//! `/lib -> usr/lib` or `/var/run -> /run` still work. The final component is not
+//! followed when it is changed: a write or link replaces a symlink there rather than
+//! writing through it. This guards against mistakes in layouts and hostile bundle
+//! content, not against another root process racing us inside the root.
+//!
+//! Writes are atomic: a temp file in the same directory, fsync, rename over the
+//! target, fsync the directory; a crash leaves either the old or the new file.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use airlock_format::error::{Error, ErrorKind, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use super::{system, CommandOutput, FileKind, Host, HostLock, Metadata, Perms};
+use crate::layout::PlannedUser;
+
+/// Symlinks followed while resolving one path before we call it a loop (as Linux).
+const MAX_SYMLINK_HOPS: u32 = 40;
+
+/// The real file system, with target paths mapped below `root`.
+#[derive(Debug)]
+pub struct RootedHost {
+    root: PathBuf,
+    live: bool,
+}
+
+impl RootedHost {
+    /// A host rooted at `root` (which must exist). `live` means this is the running
+    /// system: commands run and units are enabled with `systemctl`; it requires the
+    /// root to be `/`, since a command would not see files laid out anywhere else.
+    pub fn new(root: PathBuf, live: bool) -> Result<Self> {
+        if !root.is_absolute() {
+            return Err(Error::input(root.display().to_string(), "the target root must be an absolute path")
+                .with_hint("pass --root with an absolute directory"));
+        }
+        // Canonical once, so every mapped path starts with exactly this prefix.
+        let root = fs::canonicalize(&root).map_err(|e| Error::io(&root, e))?;
+        if !root.is_dir() {
+            return Err(Error::input(root.display().to_string(), "the target root is not a directory"));
+        }
+        if live && root != Path::new("/") {
+            return Err(Error::input(
+                root.display().to_string(),
+                "a live install changes the running system, so its root must be /",
+            )
+            .with_hint("drop --root to install onto this host, or install under the root without starting anything"));
+        }
+        Ok(Self { root, live })
+    }
+
+    /// The host path a target path maps to (a final symlink is not followed).
+    pub fn host_path(&self, target: &Path) -> Result<PathBuf> {
+        self.resolve(target, false)
+    }
+
+    /// How errors name a target path: with the root when there is one.
+    fn shown(&self, target: &Path) -> String {
+        if self.root == Path::new("/") {
+            target.display().to_string()
+        } else {
+            format!("{} (under root {})", target.display(), self.root.display())
+        }
+    }
+
+    fn io_err(&self, target: &Path, e: io::Error) -> Error {
+        Error::io(self.shown(target), e)
+    }
+
+    /// The target path of a host path below the root (for messages).
+    fn target_of(&self, host: &Path) -> PathBuf {
+        Path::new("/").join(host.strip_prefix(&self.root).unwrap_or(host))
+    }
+
+    fn unsafe_path(&self, target: &Path, cause: impl Into<String>) -> Error {
+        Error::unsafe_entry(self.shown(target), cause)
+            .with_hint("target paths are absolute paths inside the target root; fix the layout that produced it")
+    }
+
+    /// Maps a target path below the root; see the module docs for the rules.
+    fn resolve(&self, target: &Path, follow_last: bool) -> Result<PathBuf> {
+        let mut todo: VecDeque<OsString> = VecDeque::new();
+        if !target.has_root() {
+            return Err(self.unsafe_path(target, "a target path must be absolute"));
+        }
+        for c in target.components() {
+            match c {
+                Component::RootDir | Component::CurDir => {}
+                Component::Normal(s) => todo.push_back(s.to_os_string()),
+                Component::ParentDir => return Err(self.unsafe_path(target, "`..` is not allowed in a target path")),
+                Component::Prefix(_) => return Err(self.unsafe_path(target, "not a Unix path")),
+            }
+        }
+        let mut done = self.root.clone();
+        let mut depth = 0usize;
+        let mut hops = 0u32;
+        // Once a component is missing nothing below it exists, so nothing there can be
+        // a symlink; and the remaining components come from `target`, free of `..`.
+        let mut exists = true;
+        while let Some(c) = todo.pop_front() {
+            if c == ".." {
+                if depth == 0 {
+                    return Err(self.unsafe_path(target, "a symlink on the way leads out of the target root"));
+                }
+                done.pop();
+                depth -= 1;
+                continue;
+            }
+            let next = done.join(&c);
+            if exists && (!todo.is_empty() || follow_last) {
+                match fs::symlink_metadata(&next) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        hops += 1;
+                        if hops > MAX_SYMLINK_HOPS {
+                            return Err(self.unsafe_path(target, "too many levels of symbolic links"));
+                        }
+                        let link = fs::read_link(&next).map_err(|e| self.io_err(target, e))?;
+                        if link.has_root() {
+                            done = self.root.clone();
+                            depth = 0;
+                        }
+                        for part in link.components().rev() {
+                            match part {
+                                Component::Normal(s) => todo.push_front(s.to_os_string()),
+                                Component::ParentDir => todo.push_front(OsString::from("..")),
+                                _ => {}
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) if is_missing(&e) => exists = false,
+                    Err(e) => return Err(self.io_err(target, e)),
+                }
+            }
+            done.push(c);
+            depth += 1;
+        }
+        Ok(done)
+    }
+
+    /// As [`Self::resolve`], for paths about to change: the root itself never is.
+    fn resolve_for_change(&self, target: &Path) -> Result<PathBuf> {
+        let host = self.resolve(target, false)?;
+        if host == self.root {
+            return Err(self.unsafe_path(target, "the target root itself cannot be replaced or removed"));
+        }
+        Ok(host)
+    }
+
+    /// Creates the missing parents of `host` (0755, whatever the umask), refusing a
+    /// non-directory in the way.
+    fn make_parents(&self, target: &Path, host: &Path) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut dir = host.parent();
+        while let Some(d) = dir {
+            match fs::symlink_metadata(d) {
+                Ok(m) if m.is_dir() => break,
+                Ok(_) => {
+                    return Err(Error::input(
+                        self.shown(target),
+                        format!("{} is in the way: it exists and is not a directory", self.target_of(d).display()),
+                    )
+                    .with_hint("move it aside, then run the command again"))
+                }
+                Err(e) if is_missing(&e) => missing.push(d.to_path_buf()),
+                Err(e) => return Err(self.io_err(target, e)),
+            }
+            dir = d.parent();
+        }
+        for d in missing.iter().rev() {
+            match fs::create_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+                Err(e) => return Err(self.io_err(&self.target_of(d), e)),
+            }
+            fs::set_permissions(d, Permissions::from_mode(0o755)).map_err(|e| self.io_err(&self.target_of(d), e))?;
+            sync_parent(d).map_err(|e| self.io_err(&self.target_of(d), e))?;
+        }
+        Ok(())
+    }
+
+    /// The shared body of every file write: `fill` streams the content into a temp
+    /// file next to the target, which then replaces the target.
+    fn atomic_write(
+        &self,
+        target: &Path,
+        perms: Perms,
+        fill: &mut dyn FnMut(&mut File) -> io::Result<u64>,
+    ) -> Result<u64> {
+        let dest = self.resolve_for_change(target)?;
+        self.make_parents(target, &dest)?;
+        let previous = match fs::symlink_metadata(&dest) {
+            Ok(m) if m.is_dir() => {
+                return Err(Error::input(self.shown(target), "a directory is in the way of this file")
+                    .with_hint("move the directory aside, then run the command again"))
+            }
+            Ok(m) => Some(m),
+            Err(e) if is_missing(&e) => None,
+            Err(e) => return Err(self.io_err(target, e)),
+        };
+        let tmp = temp_path(&dest);
+        let written = (|| -> io::Result<u64> {
+            // 0600 while the content streams in; the final mode is set once it is all there.
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+                .open(&tmp)?;
+            let n = fill(&mut f)?;
+            // Replacing /etc/shadow (root:shadow) or a service's config must not hand it
+            // to root:root; secrets stay with the installing user. Failing to chown (not
+            // running as root) keeps our own ownership, which is all we could give.
+            if let Some(old) = previous.as_ref().filter(|m| m.is_file() && !perms.secret) {
+                let _ = std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid()));
+            }
+            f.set_permissions(Permissions::from_mode(perms.effective_mode()))?;
+            f.sync_all()?;
+            Ok(n)
+        })();
+        let n = match written {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(self.io_err(target, e));
+            }
+        };
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.io_err(target, e));
+        }
+        sync_parent(&dest).map_err(|e| self.io_err(target, e))?;
+        Ok(n)
+    }
+}
+
+impl Host for RootedHost {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn live(&self) -> bool {
+        self.live
+    }
+
+    fn metadata(&self, path: &Path) -> Result<Option<Metadata>> {
+        let host = self.resolve(path, false)?;
+        match fs::symlink_metadata(&host) {
+            Ok(m) => {
+                let t = m.file_type();
+                let kind = if t.is_symlink() {
+                    FileKind::Symlink
+                } else if t.is_dir() {
+                    FileKind::Dir
+                } else if t.is_file() {
+                    FileKind::File
+                } else {
+                    FileKind::Other
+                };
+                Ok(Some(Metadata { kind, mode: m.mode() & 0o7777, len: m.len() }))
+            }
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(self.io_err(path, e)),
+        }
+    }
+
+    fn open_file(&self, path: &Path) -> Result<Option<Box<dyn Read>>> {
+        let host = self.resolve(path, true)?;
+        let f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&host)
+        {
+            Ok(f) => f,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(self.io_err(path, e)),
+        };
+        if !f.metadata().map_err(|e| self.io_err(path, e))?.is_file() {
+            return Err(Error::input(self.shown(path), "is not a regular file"));
+        }
+        Ok(Some(Box::new(f)))
+    }
+
+    fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        let Some(mut r) = self.open_file(path)? else { return Ok(None) };
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf).map_err(|e| self.io_err(path, e))?;
+        Ok(Some(buf))
+    }
+
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>> {
+        let host = self.resolve(path, false)?;
+        match fs::read_link(&host) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) if e.raw_os_error() == Some(Errno::EINVAL as i32) => {
+                Err(Error::input(self.shown(path), "is not a symbolic link"))
+            }
+            Err(e) => Err(self.io_err(path, e)),
+        }
+    }
+
+    fn write_file(&self, path: &Path, content: &mut dyn Read, perms: Perms) -> Result<u64> {
+        self.atomic_write(path, perms, &mut |f| {
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let n = io::copy(content, &mut w)?;
+            w.flush()?;
+            Ok(n)
+        })
+    }
+
+    fn copy_file(&self, source: &Path, path: &Path, perms: Perms) -> Result<u64> {
+        let mut src = File::open(source).map_err(|e| Error::io(source, e))?;
+        // File to File: io::copy uses copy_file_range, streaming inside the kernel.
+        self.atomic_write(path, perms, &mut |f| io::copy(&mut src, f))
+    }
+
+    fn create_dir(&self, path: &Path, mode: u32) -> Result<()> {
+        let host = self.resolve_for_change(path)?;
+        let mode = mode & 0o7777;
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => {
+                if m.mode() & 0o7777 != mode {
+                    fs::set_permissions(&host, Permissions::from_mode(mode)).map_err(|e| self.io_err(path, e))?;
+                }
+                return Ok(());
+            }
+            Ok(_) => {
+                return Err(Error::input(self.shown(path), "exists and is not a directory")
+                    .with_hint("move it aside, then run the command again"))
+            }
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(self.io_err(path, e)),
+        }
+        self.make_parents(path, &host)?;
+        fs::create_dir(&host).map_err(|e| self.io_err(path, e))?;
+        fs::set_permissions(&host, Permissions::from_mode(mode)).map_err(|e| self.io_err(path, e))?;
+        sync_parent(&host).map_err(|e| self.io_err(path, e))
+    }
+
+    fn symlink(&self, path: &Path, target: &Path) -> Result<()> {
+        if target.as_os_str().is_empty() {
+            return Err(Error::input(self.shown(path), "a symlink needs a target"));
+        }
+        let host = self.resolve_for_change(path)?;
+        self.make_parents(path, &host)?;
+        if fs::symlink_metadata(&host).map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(Error::input(self.shown(path), "a directory is in the way of this link")
+                .with_hint("move the directory aside, then run the command again"));
+        }
+        let tmp = temp_path(&host);
+        std::os::unix::fs::symlink(target, &tmp).map_err(|e| self.io_err(path, e))?;
+        if let Err(e) = fs::rename(&tmp, &host) {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.io_err(path, e));
+        }
+        sync_parent(&host).map_err(|e| self.io_err(path, e))
+    }
+
+    fn remove(&self, path: &Path) -> Result<()> {
+        let host = self.resolve_for_change(path)?;
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => Err(Error::input(self.shown(path), "is a directory, not a file or link")),
+            Ok(_) => {
+                fs::remove_file(&host).map_err(|e| self.io_err(path, e))?;
+                sync_parent(&host).map_err(|e| self.io_err(path, e))
+            }
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(self.io_err(path, e)),
+        }
+    }
+
+    fn remove_dir(&self, path: &Path) -> Result<bool> {
+        let host = self.resolve_for_change(path)?;
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Error::input(self.shown(path), "is not a directory")),
+            Err(e) if is_missing(&e) => return Ok(true),
+            Err(e) => return Err(self.io_err(path, e)),
+        }
+        match fs::remove_dir(&host) {
+            Ok(()) => {
+                sync_parent(&host).map_err(|e| self.io_err(path, e))?;
+                Ok(true)
+            }
+            Err(e) if e.raw_os_error() == Some(Errno::ENOTEMPTY as i32) || e.kind() == io::ErrorKind::AlreadyExists => {
+                Ok(false)
+            }
+            Err(e) => Err(self.io_err(path, e)),
+        }
+    }
+
+    fn remove_all(&self, path: &Path) -> Result<()> {
+        let host = self.resolve_for_change(path)?;
+        let result = match fs::symlink_metadata(&host) {
+            // remove_dir_all never follows symlinks inside the tree.
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&host),
+            Ok(_) => fs::remove_file(&host),
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => Err(e),
+        };
+        result.and_then(|()| sync_parent(&host)).map_err(|e| self.io_err(path, e))
+    }
+
+    fn user_exists(&self, name: &str) -> Result<bool> {
+        if self.live {
+            system::live_user_exists(self, name)
+        } else {
+            system::rooted_user_exists(self, name)
+        }
+    }
+
+    fn ensure_user(&self, user: &PlannedUser) -> Result<bool> {
+        if self.live {
+            system::live_ensure_user(self, user)
+        } else {
+            system::rooted_ensure_user(self, user)
+        }
+    }
+
+    fn unit_enabled(&self, unit: &str) -> Result<bool> {
+        if self.live {
+            system::live_unit_enabled(self, unit)
+        } else {
+            system::rooted_unit_enabled(self, unit)
+        }
+    }
+
+    fn enable_unit(&self, unit: &str) -> Result<()> {
+        if self.live {
+            system::live_enable_unit(self, unit)
+        } else {
+            system::rooted_enable_unit(self, unit)
+        }
+    }
+
+    fn disable_unit(&self, unit: &str) -> Result<()> {
+        if self.live {
+            system::live_disable_unit(self, unit)
+        } else {
+            system::rooted_disable_unit(self, unit)
+        }
+    }
+
+    fn run(&self, argv: &[&str]) -> Result<CommandOutput> {
+        if !self.live {
+            return Err(super::not_started_under_root(argv, &self.root));
+        }
+        let (program, args) =
+            argv.split_first().ok_or_else(|| Error::input("command", "an empty command line cannot be run"))?;
+        // LC_ALL=C: the installer reads what tools print; it must not be translated.
+        let out = Command::new(program).args(args).env("LC_ALL", "C").stdin(Stdio::null()).output().map_err(|e| {
+            let missing = e.kind() == io::ErrorKind::NotFound;
+            let err = Error::new(ErrorKind::Io, argv.join(" "), format!("could not be started: {e}"));
+            if missing {
+                err.with_hint(format!("`{program}` is not installed on this host; install it and run again"))
+            } else {
+                err
+            }
+        })?;
+        Ok(CommandOutput {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    fn lock(&self, path: &Path) -> Result<HostLock> {
+        let host = self.resolve_for_change(path)?;
+        self.make_parents(path, &host)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&host)
+            .map_err(|e| self.io_err(path, e))?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, Errno::EWOULDBLOCK)) => {
+                // The holder wrote its pid when it took the lock; it may be mid-write.
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let holder = match text.trim().parse::<u32>() {
+                    Ok(pid) => format!(" (pid {pid})"),
+                    Err(_) => String::new(),
+                };
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    self.shown(path),
+                    format!("another airlock run holds this lock{holder}; two runs must not change the host at once"),
+                )
+                .with_hint(
+                    "wait for that run to finish, then run the command again (the lock goes with its process)",
+                ));
+            }
+            Err((_, errno)) => return Err(self.io_err(path, io::Error::from(errno))),
+        };
+        let mut f: &File = &lock;
+        f.set_len(0).and_then(|()| writeln!(f, "{}", std::process::id())).map_err(|e| self.io_err(path, e))?;
+        Ok(HostLock { _lock: lock, path: path.to_path_buf() })
+    }
+}
+
+/// "Not there": missing, or a parent is not a directory (so it cannot exist).
+fn is_missing(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(Errno::ENOTDIR as i32)
+}
+
+/// A fresh name next to `dest`, hidden, unique within this process and across
+/// processes (pid), so concurrent writers never share a temp file.
+fn temp_path(dest: &Path) -> PathBuf {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".{name}.airlock-{}-{n}.tmp", std::process::id()))
+}
+
+/// fsync the directory holding `path`, so a rename or create in it survives a crash.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,267 @@
+//! `airlock install`: verify and stage the bundle, compute the whole plan, then apply
+//! it through the engine — or print it (`--dry-run`, `--check`) through the same code.
+//!
+//! Order matters and is the point of this module: nothing on the target changes until
+//! the bundle has been verified completely into staging, the image archive is written
+//! there, the profile and answers agree, and every step of the plan exists. The
+//! cluster token is created once and kept in the state directory, so a re-run after a
+//! failure renders the same configs and converges instead of starting over.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::manifest::{DistributionKind, Manifest};
+use airlock_format::minisign::PublicKey;
+use airlock_format::parts::BundleFiles;
+use airlock_format::report::Reporter;
+use ring::rand::SecureRandom;
+use serde::Serialize;
+
+use crate::answers::{Address, Answers};
+use crate::distribution::{self, Artifacts, ChartInput, DistributionInput, Token};
+use crate::engine::{layout_steps, Plan};
+use crate::host::Host;
+use crate::images::{write_image_archive, Compression};
+use crate::layout::Layout;
+use crate::profile::{Options, Profile};
+use crate::staging::{self, Staged};
+
+/// The installer's state directory on the target (journal, lock, backups, secrets).
+pub const STATE_DIR: &str = "/var/lib/airlock";
+/// Where the cluster token lives (0600), created once.
+pub const TOKEN_PATH: &str = "/var/lib/airlock/secrets/cluster-token";
+/// What is installed, for `status` and upgrades.
+pub const RELEASE_PATH: &str = "/var/lib/airlock/release.json";
+/// Staged image archive entry, written next to the verified bundle content.
+pub const IMAGE_ARCHIVE_ENTRY: &str = "images/airlock-images.tar";
+
+/// A verified, staged bundle and the plan that installs it.
+pub struct Prepared {
+    pub staged: Staged,
+    pub profile: Profile,
+    pub plan: Plan,
+}
+
+/// The record of what is installed, written as the plan's last step.
+#[derive(Debug, Serialize)]
+struct Release<'a> {
+    bundle: &'a str,
+    version: &'a str,
+    created: &'a str,
+    /// SHA-256 of the signed manifest: identifies the bundle exactly.
+    manifest_sha256: String,
+    signer: String,
+    profile: &'a str,
+    distribution: String,
+}
+
+/// Verifies the bundle into staging under the target root and plans the install.
+/// Changes nothing on the target outside `<root>/var/lib/airlock/staging`.
+pub fn prepare(
+    bundle: &Path,
+    trusted: &[PublicKey],
+    answers: &Answers,
+    host: &dyn Host,
+    reporter: &dyn Reporter,
+) -> Result<Prepared> {
+    let files = BundleFiles::locate(bundle)?;
+    let staging_root = host.root().join(STATE_DIR.trim_start_matches('/')).join("staging");
+    fs::create_dir_all(&staging_root).at(&staging_root)?;
+    let dir = staging_root.join("current");
+    // Every run verifies again from the medium: staging is never trusted across runs.
+    if fs::symlink_metadata(&dir).is_ok() {
+        fs::remove_dir_all(&dir).at(&dir)?;
+    }
+    let staged = staging::extract(&files, trusted, &dir, reporter)?;
+    let m = &staged.manifest;
+
+    let profile_entry = m.profiles.iter().find(|p| p.name == answers.profile).ok_or_else(|| {
+        let names: Vec<&str> = m.profiles.iter().map(|p| p.name.as_str()).collect();
+        Error::input(format!("{}: profile", answers.origin), format!("the bundle has no profile `{}`", answers.profile))
+            .with_hint(format!("profiles in this bundle: {}", names.join(", ")))
+    })?;
+    let text = fs::read_to_string(staged.path(&profile_entry.path)).at(staged.path(&profile_entry.path))?;
+    let profile = Profile::from_bundle_entry(&text, &profile_entry.name)?;
+    answers.validate_against(&profile)?;
+    let components: Vec<String> = m.components.iter().map(|c| c.name.clone()).collect();
+    profile.check_components(&components, &profile_entry.path)?;
+    let dist = m.distribution.as_ref().ok_or_else(|| {
+        Error::input(bundle.display().to_string(), "the bundle carries no Kubernetes distribution")
+            .with_hint("install bundles built with a `distribution:` section in their spec")
+    })?;
+    if dist.kind != profile.distribution {
+        return Err(Error::input(
+            format!("profile {}", profile.name),
+            format!("the profile installs {} but the bundle carries {}", profile.distribution, dist.kind),
+        ));
+    }
+
+    if !m.images.is_empty() {
+        let out = staged.path(IMAGE_ARCHIVE_ENTRY);
+        fs::create_dir_all(out.parent().expect("entry has a parent")).at(&out)?;
+        write_image_archive(&staged.path("oci"), &out, Compression::None, 0)?;
+    }
+
+    let token = cluster_token(host, answers)?;
+    let input = distribution_input(&staged, &profile, answers, token.clone())?;
+    // The token goes first: it must be on disk before any config that embeds it, or a
+    // crash in between would make the resumed run generate another and rewrite them.
+    let mut layout = Layout::default();
+    layout.dir(Path::new(TOKEN_PATH).parent().expect("token path has a parent"), 0o700);
+    layout.secret_file(TOKEN_PATH, token.expose().as_bytes().to_vec());
+    layout.extend(distribution::render(&input)?);
+    layout.file(RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
+
+    let kind = distribution::product_name(dist.kind).to_lowercase();
+    let plan = Plan::from_steps(layout_steps(&kind, &layout, &staged.dir))?;
+    Ok(Prepared { staged, profile, plan })
+}
+
+/// The token: kept from an earlier run, read from the join token file, or new.
+fn cluster_token(host: &dyn Host, answers: &Answers) -> Result<Token> {
+    if let Some(join) = &answers.join {
+        let bytes = host.read_file(&join.token_file)?.ok_or_else(|| {
+            Error::input(
+                format!("{}: join.token_file", answers.origin),
+                format!("`{}` does not exist", join.token_file.display()),
+            )
+            .with_hint(format!("copy {TOKEN_PATH} from the first server to that path"))
+        })?;
+        let t = String::from_utf8_lossy(&bytes).trim().to_string();
+        if t.is_empty() {
+            return Err(Error::input(join.token_file.display().to_string(), "the join token file is empty"));
+        }
+        return Ok(Token::new(t));
+    }
+    if let Some(bytes) = host.read_file(Path::new(TOKEN_PATH))? {
+        let t = String::from_utf8_lossy(&bytes).trim().to_string();
+        if !t.is_empty() {
+            return Ok(Token::new(t));
+        }
+    }
+    let mut raw = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| Error::new(airlock_format::ErrorKind::Io, "random", "the system random generator failed"))?;
+    Ok(Token::new(hex::encode(raw)))
+}
+
+fn distribution_input(
+    staged: &Staged,
+    profile: &Profile,
+    answers: &Answers,
+    token: Token,
+) -> Result<DistributionInput> {
+    let m = &staged.manifest;
+    let dist = m.distribution.as_ref().expect("checked by prepare");
+    let is_image_tarball =
+        |n: &str| n.contains("images") && (n.ends_with(".tar") || n.ends_with(".tar.zst") || n.ends_with(".tar.gz"));
+    let artifacts = match dist.kind {
+        DistributionKind::K3s => {
+            let binary = dist.artifacts.iter().find(|a| a.name == "k3s").ok_or_else(|| {
+                Error::input(
+                    format!("bundle {} {}", m.name, m.version),
+                    "the K3s distribution has no `k3s` binary artifact",
+                )
+            })?;
+            Artifacts::K3s {
+                binary: binary.path.clone(),
+                images: dist.artifacts.iter().filter(|a| is_image_tarball(&a.name)).map(|a| a.path.clone()).collect(),
+            }
+        }
+        DistributionKind::Rke2 => {
+            let tarball =
+                dist.artifacts.iter().find(|a| a.name.starts_with("rke2.linux-") && a.name.ends_with(".tar.gz"));
+            let tarball = tarball.ok_or_else(|| {
+                Error::input(
+                    format!("bundle {} {}", m.name, m.version),
+                    "the RKE2 distribution has no rke2.linux-<arch>.tar.gz",
+                )
+            })?;
+            distribution::unpack_rke2_tarball(&staged.path(&tarball.path), &staged.dir)?;
+            Artifacts::Rke2 {
+                tarball: distribution::read_unpacked_rke2(&staged.dir)?,
+                images: dist.artifacts.iter().filter(|a| is_image_tarball(&a.name)).map(|a| a.path.clone()).collect(),
+            }
+        }
+    };
+    let role = match (answers.node.role, answers.join.as_ref(), answers.ha.is_some()) {
+        (crate::answers::Role::Agent, Some(j), _) => distribution::Role::Agent { server: j.server.to_string() },
+        (crate::answers::Role::Agent, None, _) => {
+            return Err(Error::input(
+                format!("{}: join", answers.origin),
+                "an agent needs `join` (server and token file)",
+            ))
+        }
+        (crate::answers::Role::Server, Some(j), _) => distribution::Role::JoinServer { server: j.server.to_string() },
+        (crate::answers::Role::Server, None, true) => distribution::Role::FirstServer,
+        (crate::answers::Role::Server, None, false) => distribution::Role::SingleServer,
+    };
+    let (disable, embedded_registry, cis) = match &profile.options {
+        Options::K3s(o) => (o.disable.clone(), o.embedded_registry, false),
+        Options::Rke2(o) => (o.disable.clone(), false, o.cis),
+    };
+    let mut charts = Vec::new();
+    for c in m.charts.iter().filter(|c| profile.components.contains(&c.component)) {
+        let tgz = fs::read(staged.path(&c.path)).at(staged.path(&c.path))?;
+        charts.push(ChartInput {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            namespace: c.component.clone(),
+            entry: c.path.clone(),
+            tgz,
+            values_yaml: String::new(),
+            values_secret: false,
+        });
+    }
+    let mut tls_san: Vec<String> = vec![answers.node.ip.to_string()];
+    tls_san.extend(answers.cluster.tls_san.iter().map(Address::to_string));
+    tls_san.dedup();
+    Ok(DistributionInput {
+        version: dist.version.clone(),
+        role,
+        node_name: answers.node.name.clone(),
+        node_ip: vec![answers.node.ip],
+        tls_san,
+        token,
+        cluster_cidr: vec![answers.cluster.cluster_cidr],
+        service_cidr: vec![answers.cluster.service_cidr],
+        cluster_dns: Some(answers.cluster.cluster_dns),
+        disable,
+        embedded_registry,
+        cis,
+        data_dir: data_dir_for(answers, dist.kind),
+        registry_mirror: None,
+        artifacts,
+        image_archive_entry: IMAGE_ARCHIVE_ENTRY.to_string(),
+        charts,
+        storage_provisioner: None,
+    })
+}
+
+/// The distribution's data dir below the answers' `data_dir` (`/var/lib/rancher/k3s`
+/// for the default), or `None` when that is the distribution's own default.
+fn data_dir_for(answers: &Answers, kind: DistributionKind) -> Option<PathBuf> {
+    let dir = answers.data_dir.join(match kind {
+        DistributionKind::K3s => "k3s",
+        DistributionKind::Rke2 => "rke2",
+    });
+    (dir != Path::new(distribution::default_data_dir(kind))).then_some(dir)
+}
+
+fn release_record(staged: &Staged, profile: &Profile) -> Result<Vec<u8>> {
+    let m: &Manifest = &staged.manifest;
+    let r = Release {
+        bundle: &m.name,
+        version: &m.version,
+        created: &m.created,
+        manifest_sha256: airlock_format::Sha256Digest::of(&m.to_bytes()).hex(),
+        signer: staged.signer.key_id_hex(),
+        profile: &profile.name,
+        distribution: m.distribution.as_ref().map(|d| format!("{} {}", d.kind, d.version)).unwrap_or_default(),
+    };
+    let mut v = serde_json::to_vec_pretty(&r).expect("release serializes");
+    v.push(b'\n');
+    Ok(v)
+}

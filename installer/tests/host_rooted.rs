@@ -1,0 +1,304 @@
+//! The rooted host on real files: path safety, users and units under a target root,
+//! and the recording double. Where the real tool exists here (`systemctl --root`,
+//! `useradd --prefix`), the files we leave are compared with the ones it leaves.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use airlock_format::error::ErrorKind;
+use airlock_installer::host::{CommandOutput, Host, HostCall, Perms, RecordingHost, RootedHost};
+use airlock_installer::layout::PlannedUser;
+
+const K3S_UNIT: &str = "[Unit]\nDescription=Lightweight Kubernetes\n[Service]\nExecStart=/usr/local/bin/k3s server\n[Install]\nWantedBy=multi-user.target\n";
+const RKE2_UNIT: &str = "[Unit]\nDescription=Rancher Kubernetes Engine v2 (server)\n[Service]\nExecStart=/usr/local/bin/rke2 server\n[Install]\nWantedBy=multi-user.target\n";
+
+fn rooted(dir: &Path) -> RootedHost {
+    fs::create_dir_all(dir).unwrap();
+    RootedHost::new(dir.to_path_buf(), false).unwrap()
+}
+
+fn write(host: &dyn Host, path: &str, content: &str) -> airlock_format::error::Result<u64> {
+    host.write_file(Path::new(path), &mut content.as_bytes(), Perms::mode(0o644))
+}
+
+/// Whether a tool can be run here; tests that compare with it say so when it cannot.
+fn have(tool: &str) -> bool {
+    let found = Command::new(tool).arg("--help").output().is_ok();
+    if !found {
+        eprintln!("SKIPPED the comparison with `{tool}`: it is not installed here");
+    }
+    found
+}
+
+#[test]
+fn target_paths_cannot_escape_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("victim"), "keep").unwrap();
+    let host = rooted(&root);
+
+    // Relative paths and `..` are refused before anything is touched, and the error
+    // names the path and the root.
+    for bad in ["etc/x", "/etc/../../outside/victim", "/etc/rancher/../../../outside/x"] {
+        let err = write(&host, bad, "x").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Unsafe, "{bad}: {err}");
+        assert!(err.subject.contains(bad) && err.subject.contains(&root.display().to_string()), "{err}");
+    }
+    assert!(host.create_dir(Path::new("/var/../../x"), 0o755).is_err());
+    assert!(host.symlink(Path::new("/../x"), Path::new("y")).is_err());
+    assert!(host.remove(Path::new("/..")).is_err());
+
+    // A link in the root pointing at a host path is followed *inside* the root, as
+    // the target system will see it once booted.
+    std::os::unix::fs::symlink(&outside, root.join("etc/evil")).unwrap();
+    write(&host, "/etc/evil/x", "data").unwrap();
+    assert!(!outside.join("x").exists(), "wrote outside the root");
+    let inside = root.join(outside.strip_prefix("/").unwrap()).join("x");
+    assert_eq!(fs::read_to_string(inside).unwrap(), "data");
+
+    // A relative link that climbs above the root is refused.
+    std::os::unix::fs::symlink("../../../../../../../../..", root.join("etc/up")).unwrap();
+    let err = write(&host, "/etc/up/tmp/x", "data").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unsafe);
+    assert!(err.to_string().contains("leads out of the target root"), "{err}");
+    assert!(err.subject.contains("/etc/up/tmp/x") && err.subject.contains(&root.display().to_string()));
+
+    // A link at the final component is replaced, never written through…
+    std::os::unix::fs::symlink(outside.join("victim"), root.join("etc/shadowed")).unwrap();
+    write(&host, "/etc/shadowed", "new").unwrap();
+    assert!(fs::symlink_metadata(root.join("etc/shadowed")).unwrap().is_file());
+    assert_eq!(fs::read_to_string(outside.join("victim")).unwrap(), "keep");
+    // …and reading through one stays inside the root too.
+    std::os::unix::fs::symlink(outside.join("victim"), root.join("etc/peek")).unwrap();
+    assert_eq!(host.read_file(Path::new("/etc/peek")).unwrap(), None);
+
+    // Real roots keep working: merged /usr (`/lib -> usr/lib`) resolves inside.
+    fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+    write(&host, "/lib/systemd/system/k3s.service", K3S_UNIT).unwrap();
+    assert!(root.join("usr/lib/systemd/system/k3s.service").is_file());
+}
+
+#[test]
+fn files_are_written_atomically_with_exact_modes_and_parents_0755() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = rooted(dir.path());
+    let target = Path::new("/etc/rancher/k3s/config.yaml");
+    host.write_file(target, &mut &b"a: 1\n"[..], Perms::mode(0o640)).unwrap();
+    host.write_file(Path::new("/run/k3s/token"), &mut &b"t"[..], Perms { mode: 0o644, secret: true }).unwrap();
+    host.create_dir(Path::new("/var/lib/rancher/k3s/server"), 0o700).unwrap();
+
+    let mode = |p: &str| fs::metadata(dir.path().join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("etc/rancher/k3s/config.yaml"), 0o640);
+    assert_eq!(mode("run/k3s/token"), 0o600, "a secret is 0600 whatever it asks for");
+    assert_eq!(mode("etc/rancher"), 0o755);
+    assert_eq!(mode("var/lib/rancher/k3s/server"), 0o700);
+    host.create_dir(Path::new("/var/lib/rancher/k3s/server"), 0o750).unwrap();
+    assert_eq!(mode("var/lib/rancher/k3s/server"), 0o750);
+
+    // Replacing leaves no temp files behind, and a directory in the way is refused.
+    host.write_file(target, &mut &b"a: 2\n"[..], Perms::mode(0o640)).unwrap();
+    let names: Vec<_> =
+        fs::read_dir(dir.path().join("etc/rancher/k3s")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["config.yaml"]);
+    let err = write(&host, "/var/lib/rancher", "x").unwrap_err();
+    assert!(err.cause.contains("directory is in the way"), "{err}");
+}
+
+#[test]
+fn units_are_enabled_by_symlink_under_a_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let lay_out = |root: &Path| {
+        let host = rooted(root);
+        write(&host, "/etc/systemd/system/k3s.service", K3S_UNIT).unwrap();
+        write(&host, "/usr/local/lib/systemd/system/rke2-server.service", RKE2_UNIT).unwrap();
+        host
+    };
+    let host = lay_out(&dir.path().join("ours"));
+    let root = host.root().to_path_buf();
+
+    assert!(!host.unit_enabled("k3s.service").unwrap());
+    host.enable_unit("k3s.service").unwrap();
+    host.enable_unit("k3s.service").unwrap();
+    host.enable_unit("rke2-server.service").unwrap();
+    assert!(host.unit_enabled("k3s.service").unwrap() && host.unit_enabled("rke2-server.service").unwrap());
+    let wants = root.join("etc/systemd/system/multi-user.target.wants");
+    assert_eq!(fs::read_link(wants.join("k3s.service")).unwrap(), Path::new("/etc/systemd/system/k3s.service"));
+    assert_eq!(
+        fs::read_link(wants.join("rke2-server.service")).unwrap(),
+        Path::new("/usr/local/lib/systemd/system/rke2-server.service")
+    );
+
+    // Exactly what `systemctl --root` leaves, where it can be run.
+    if have("systemctl") {
+        let theirs = lay_out(&dir.path().join("theirs"));
+        let status = Command::new("systemctl")
+            .arg(format!("--root={}", theirs.root().display()))
+            .args(["enable", "k3s.service", "rke2-server.service"])
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "systemctl --root: {}", String::from_utf8_lossy(&status.stderr));
+        let links = |root: &Path| -> Vec<(PathBuf, PathBuf)> {
+            walkdir::WalkDir::new(root.join("etc/systemd/system"))
+                .sort_by_file_name()
+                .into_iter()
+                .map(|e| e.unwrap())
+                .filter(|e| e.path_is_symlink())
+                .map(|e| (e.path().strip_prefix(root).unwrap().to_path_buf(), fs::read_link(e.path()).unwrap()))
+                .collect()
+        };
+        assert_eq!(links(&root), links(theirs.root()));
+    }
+
+    host.disable_unit("k3s.service").unwrap();
+    assert!(!host.unit_enabled("k3s.service").unwrap());
+    // (symlink_metadata: the links point at target paths, which `exists()` would follow on this host.)
+    assert!(fs::symlink_metadata(wants.join("k3s.service")).is_err());
+    assert!(fs::symlink_metadata(wants.join("rke2-server.service")).is_ok());
+
+    let err = host.enable_unit("missing.service").unwrap_err();
+    assert!(err.subject == "missing.service" && err.hint.is_some(), "{err}");
+    assert!(host.enable_unit("../../etc/passwd").is_err(), "a unit name is not a path");
+}
+
+#[test]
+fn user_is_added_to_passwd_and_group_under_a_root_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = |root: &Path| {
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/bash\nsystemd-network:x:998:998::/:/usr/sbin/nologin\n",
+        )
+        .unwrap();
+        fs::write(root.join("etc/group"), "root:x:0:\nsystemd-network:x:998:\nrke2:x:990:\n").unwrap();
+        fs::write(root.join("etc/shadow"), "root:*:20000:0:99999:7:::\n").unwrap();
+        fs::set_permissions(root.join("etc/shadow"), fs::Permissions::from_mode(0o640)).unwrap();
+    };
+    let root = dir.path().join("ours");
+    seed(&root);
+    let host = rooted(&root);
+    let etcd = PlannedUser { name: "etcd".into(), home: "/var/lib/etcd".into(), shell: "/sbin/nologin".into() };
+
+    assert!(!host.user_exists("etcd").unwrap());
+    assert!(host.ensure_user(&etcd).unwrap());
+    assert!(!host.ensure_user(&etcd).unwrap(), "the second time there is nothing to do");
+    assert!(host.user_exists("etcd").unwrap());
+
+    let read = |root: &Path, f: &str| fs::read_to_string(root.join("etc").join(f)).unwrap();
+    let line = |root: &Path, f: &str, name: &str| {
+        let text = read(root, f);
+        let lines: Vec<String> =
+            text.lines().filter(|l| l.starts_with(&format!("{name}:"))).map(String::from).collect();
+        assert_eq!(lines.len(), 1, "{name} in {f}: {text}");
+        lines[0].clone()
+    };
+    assert_eq!(line(&root, "passwd", "etcd"), "etcd:x:997:997::/var/lib/etcd:/sbin/nologin");
+    assert_eq!(line(&root, "group", "etcd"), "etcd:!:997:");
+    assert!(line(&root, "shadow", "etcd").starts_with("etcd:!:"));
+    assert_eq!(fs::metadata(root.join("etc/shadow")).unwrap().mode() & 0o7777, 0o640, "shadow keeps its mode");
+
+    // An existing group is reused, not duplicated.
+    let rke2 = PlannedUser { name: "rke2".into(), home: "/var/lib/rancher/rke2".into(), shell: "/sbin/nologin".into() };
+    host.ensure_user(&rke2).unwrap();
+    assert_eq!(line(&root, "passwd", "rke2"), "rke2:x:996:990::/var/lib/rancher/rke2:/sbin/nologin");
+    assert_eq!(line(&root, "group", "rke2"), "rke2:x:990:");
+
+    // The same lines `useradd --prefix` writes, where it can be run.
+    if have("useradd") {
+        let theirs = dir.path().join("theirs");
+        seed(&theirs);
+        let out = Command::new("useradd")
+            .arg("--prefix")
+            .arg(&theirs)
+            .args(["--system", "--no-create-home", "--home-dir", "/var/lib/etcd", "--shell", "/sbin/nologin"])
+            .args(["--user-group", "etcd"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            for f in ["passwd", "group", "shadow"] {
+                assert_eq!(line(&root, f, "etcd"), line(&theirs, f, "etcd"), "{f}");
+            }
+        } else {
+            eprintln!("SKIPPED the comparison with useradd --prefix: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
+    let bad = PlannedUser { name: "x:0:0".into(), home: "/".into(), shell: "/bin/sh".into() };
+    assert!(host.ensure_user(&bad).is_err(), "a name cannot inject passwd fields");
+}
+
+#[test]
+fn recording_host_records_calls_and_scripted_commands() {
+    const TOKEN: &str = "K10abcdef::server:1234567890";
+    let host = RecordingHost::new(true).unwrap();
+    host.expect_command(&["getent", "passwd", "etcd"], CommandOutput::exit(2, ""));
+    host.expect_command(&["getent", "group", "etcd"], CommandOutput::exit(2, ""));
+    host.expect_command(&["useradd"], CommandOutput::ok(""));
+    host.expect_command(&["systemctl", "enable"], CommandOutput::ok(""));
+    host.expect_command(
+        &["systemctl", "enable", "broken.service"],
+        CommandOutput::exit(1, "Unit file broken.service does not exist.\n"),
+    );
+
+    let etcd = PlannedUser { name: "etcd".into(), home: "/var/lib/etcd".into(), shell: "/sbin/nologin".into() };
+    assert!(host.ensure_user(&etcd).unwrap());
+    host.enable_unit("k3s.service").unwrap();
+    host.write_file(Path::new("/etc/rancher/k3s/config.yaml"), &mut &b"cluster-init: true\n"[..], Perms::mode(0o600))
+        .unwrap();
+    host.write_file(Path::new("/var/lib/rancher/k3s/server/token"), &mut TOKEN.as_bytes(), Perms::secret()).unwrap();
+
+    let run = |argv: &str| HostCall::Run { argv: argv.split(' ').map(String::from).collect() };
+    assert_eq!(
+        host.calls(),
+        [
+            HostCall::EnsureUser { name: "etcd".into(), home: "/var/lib/etcd".into(), shell: "/sbin/nologin".into() },
+            run("getent passwd etcd"),
+            run("getent group etcd"),
+            run("useradd --system --no-create-home --home-dir /var/lib/etcd --shell /sbin/nologin --user-group etcd"),
+            HostCall::EnableUnit { unit: "k3s.service".into() },
+            run("systemctl enable k3s.service"),
+            HostCall::WriteFile {
+                path: "/etc/rancher/k3s/config.yaml".into(),
+                mode: 0o600,
+                len: 19,
+                content: Some("cluster-init: true\n".into()),
+                note: None,
+            },
+            HostCall::WriteFile {
+                path: "/var/lib/rancher/k3s/server/token".into(),
+                mode: 0o600,
+                len: TOKEN.len() as u64,
+                content: None,
+                note: Some("secret".into()),
+            },
+        ]
+    );
+    assert!(!serde_json::to_string(&host.calls()).unwrap().contains(TOKEN));
+    // The files are real, under the recorder's root.
+    assert_eq!(fs::read_to_string(host.root().join("var/lib/rancher/k3s/server/token")).unwrap(), TOKEN);
+
+    // A scripted failure is reported with what the tool said; the latest script wins.
+    let err = host.enable_unit("broken.service").unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    // A command nobody scripted fails loudly rather than pretending to work.
+    let err = host.run(&["rm", "-rf", "/var/lib/rancher"]).unwrap_err();
+    assert!(err.cause.contains("no scripted result") && err.subject == "rm -rf /var/lib/rancher", "{err}");
+    assert_eq!(host.calls().last(), Some(&run("rm -rf /var/lib/rancher")));
+}
+
+#[test]
+fn nothing_is_started_under_a_root() {
+    let dir = tempfile::tempdir().unwrap();
+    for host in [Box::new(rooted(dir.path())) as Box<dyn Host>, Box::new(RecordingHost::new(false).unwrap())] {
+        let err = host.run(&["systemctl", "start", "k3s.service"]).unwrap_err();
+        assert!(err.cause.contains("nothing is started under --root"), "{err}");
+    }
+    let err = RootedHost::new(dir.path().to_path_buf(), true).unwrap_err();
+    assert!(err.cause.contains("root must be /"), "{err}");
+}

@@ -1,0 +1,210 @@
+//! `airlock install` of the embedded example into a target root, through the real
+//! binaries: the tree matches the golden listing, the token never shows, a crash after
+//! any step resumes to the same tree, and the image archive laid into the images
+//! directory imports into real containerd.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use airlock_tests::{cargo_bin, workspace_root, Containerd};
+
+fn demo() -> PathBuf {
+    workspace_root().join("examples/demo")
+}
+
+fn bundle(dir: &Path) -> PathBuf {
+    let out = dir.join("demo.airlock");
+    let o = Command::new(cargo_bin("airlock-bundler"))
+        .env("SOURCE_DATE_EPOCH", "1795305600")
+        .arg("create")
+        .arg(demo().join("bundle.yaml"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--key")
+        .arg(demo().join("keys/demo.key"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+fn install(bundle: &Path, root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(cargo_bin("airlock"));
+    c.arg("install")
+        .arg(bundle)
+        .arg("--pubkey")
+        .arg(demo().join("keys/demo.pub"))
+        .arg("--answers")
+        .arg(demo().join("answers.yaml"))
+        .arg("--root")
+        .arg(root)
+        .args(extra)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Every path under the root except the installer's own run state (staging, journal,
+/// lock, backups), with its type, mode and content digest; secrets show as `<secret>`.
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = format!("/{}", e.path().strip_prefix(root).unwrap().display());
+        if rel.starts_with("/var/lib/airlock/")
+            && !rel.starts_with("/var/lib/airlock/secrets")
+            && rel != "/var/lib/airlock/release.json"
+        {
+            continue;
+        }
+        let md = e.path().symlink_metadata().unwrap();
+        let mode = md.permissions().mode() & 0o7777;
+        let what = if md.file_type().is_symlink() {
+            format!("link -> {}", std::fs::read_link(e.path()).unwrap().display())
+        } else if md.is_dir() {
+            format!("dir {mode:04o}")
+        } else if rel.contains("/secrets/") || rel.ends_with("config.yaml") || rel.ends_with(".env") {
+            format!("file {mode:04o} <secret>")
+        } else {
+            let bytes = std::fs::read(e.path()).unwrap();
+            format!("file {mode:04o} {}", &hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))[..16])
+        };
+        out.insert(rel, what);
+    }
+    out
+}
+
+fn render(t: &BTreeMap<String, String>) -> String {
+    t.iter().map(|(p, w)| format!("{p}  {w}\n")).collect()
+}
+
+#[test]
+fn demo_installs_into_a_root_matching_the_golden_tree_and_a_second_run_has_nothing_pending() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path());
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let dry = install(&b, &root, &["--dry-run", "--output", "json"], &[]);
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    // A dry run changes nothing but staging.
+    assert!(!root.join("etc").exists() && !root.join("usr").exists());
+    let out = install(&b, &root, &["--yes"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let got = render(&tree(&root));
+    let golden = workspace_root().join("tests/golden/demo-install.txt");
+    if std::env::var("AIRLOCK_UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).expect("golden file (AIRLOCK_UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(got, want, "installed tree differs from tests/golden/demo-install.txt");
+
+    // The token is in its 0600 file and the config, and nowhere the operator sees.
+    let token = std::fs::read_to_string(root.join("var/lib/airlock/secrets/cluster-token")).unwrap();
+    assert_eq!(token.trim().len(), 64);
+    let cfg = std::fs::read_to_string(root.join("etc/rancher/k3s/config.yaml")).unwrap();
+    assert!(cfg.contains(token.trim()) && cfg.contains("disable-default-registry-endpoint: true"));
+    assert_eq!(
+        std::fs::metadata(root.join("etc/rancher/k3s/config.yaml")).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let journal = std::fs::read_to_string(root.join("var/lib/airlock/journal.json")).unwrap();
+    for text in
+        [String::from_utf8_lossy(&dry.stdout).to_string(), String::from_utf8_lossy(&out.stdout).to_string(), journal]
+    {
+        assert!(!text.contains(token.trim()), "the token leaked");
+    }
+
+    let check = install(&b, &root, &["--check"], &[]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+    let again = install(&b, &root, &["--yes"], &[]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 steps applied"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    assert_eq!(render(&tree(&root)), want, "a second run changed the tree");
+}
+
+#[test]
+fn install_resumes_after_a_crash_at_each_step_to_the_same_tree() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path());
+    let clean = d.path().join("clean");
+    std::fs::create_dir(&clean).unwrap();
+    assert!(install(&b, &clean, &["--yes"], &[]).status.success());
+    std::fs::create_dir(d.path().join("fresh")).unwrap();
+    let plan = install(&b, &d.path().join("fresh"), &["--dry-run", "--output", "json"], &[]);
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let ids: Vec<String> =
+        plan["steps"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    assert!(ids.len() > 10, "{ids:?}");
+    let mut want = tree(&clean);
+    want.remove("/var/lib/airlock/secrets/cluster-token");
+    for (i, id) in ids.iter().enumerate() {
+        let root = d.path().join(format!("crash-{i}"));
+        std::fs::create_dir(&root).unwrap();
+        let crashed = install(&b, &root, &["--yes"], &[("AIRLOCK_TEST_CRASH_AFTER", id)]);
+        assert!(!crashed.status.success(), "no crash after {id}");
+        let resumed = install(&b, &root, &["--yes"], &[]);
+        assert!(resumed.status.success(), "resume after {id}: {}", String::from_utf8_lossy(&resumed.stderr));
+        // Steps up to the crash were not applied again.
+        let journal: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("var/lib/airlock/journal.json")).unwrap()).unwrap();
+        let text = journal.to_string();
+        assert!(text.contains(id.as_str()));
+        let applied = String::from_utf8_lossy(&resumed.stdout).to_string();
+        assert!(applied.contains(&format!("{} steps applied", ids.len() - i - 1)), "after {id}: {applied}");
+        let mut got = tree(&root);
+        got.remove("/var/lib/airlock/secrets/cluster-token");
+        assert_eq!(got, want, "tree after crash at {id} and resume differs");
+    }
+}
+
+#[test]
+fn containerd_imports_the_image_archive_the_install_lays_down() {
+    let Some(containerd) = Containerd::start() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path());
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    assert!(install(&b, &root, &["--yes"], &[]).status.success());
+    let names = containerd.import(&root.join("var/lib/rancher/k3s/agent/images/airlock-images.tar")).unwrap();
+    assert!(names.contains(&"docker.io/rancher/klipper-helm:v0.9.3-build20241008".to_string()), "{names:?}");
+    assert_eq!(names.len(), 5, "{names:?}");
+}
+
+#[test]
+fn install_without_answers_or_onto_the_running_system_is_refused_with_a_hint() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path());
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["install"])
+        .arg(&b)
+        .args(["--root", "/", "--answers"])
+        .arg(demo().join("answers.yaml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("hint:"));
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let o = Command::new(cargo_bin("airlock"))
+        .arg("install")
+        .arg(&b)
+        .arg("--root")
+        .arg(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--answers"));
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "a refused install wrote into the root");
+}
