@@ -71,15 +71,18 @@ impl Error {
     }
     /// An I/O failure on `path`; disk-full and permission problems get their own hint.
     pub fn io(path: impl AsRef<Path>, err: io::Error) -> Self {
-        let hint = match err.raw_os_error() {
-            Some(28) => {
+        // By kind, not errno: wrapped errors (which add the path) keep only their kind.
+        let hint = match err.kind() {
+            io::ErrorKind::StorageFull => {
                 Some("free space on that filesystem (or choose another location) and run the command again".to_string())
             }
-            Some(13) | Some(1) => {
+            io::ErrorKind::PermissionDenied => {
                 Some("check the permissions of that path, or run as a user who may write it".to_string())
             }
-            Some(30) => Some("that filesystem is read-only; choose a writable location for output".to_string()),
-            _ if err.kind() == io::ErrorKind::NotFound => Some("check the path; it does not exist".to_string()),
+            io::ErrorKind::ReadOnlyFilesystem => {
+                Some("that filesystem is read-only; choose a writable location for output".to_string())
+            }
+            io::ErrorKind::NotFound => Some("check the path; it does not exist".to_string()),
             _ => None,
         };
         let mut e = Self::new(ErrorKind::Io, path.as_ref().display().to_string(), err.to_string());

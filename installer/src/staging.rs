@@ -59,8 +59,8 @@ impl EntrySink for StagingSink {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&p)
             .at(&p)?;
-        self.open = Some(p);
-        Ok(Some(Box::new(BufWriter::with_capacity(1 << 20, f))))
+        self.open = Some(p.clone());
+        Ok(Some(Box::new(NamedWriter { inner: BufWriter::with_capacity(1 << 20, f), path: p })))
     }
 
     fn finish(&mut self, e: &Entry, verified: bool) -> Result<()> {
@@ -74,6 +74,28 @@ impl EntrySink for StagingSink {
         fs::set_permissions(&p, fs::Permissions::from_mode(e.mode())).at(&p)?;
         let dest = self.dir.join(&e.path);
         fs::rename(&p, &dest).at(&dest)
+    }
+}
+
+/// Puts the staging path into write errors, so "No space left on device" names the
+/// file system that is full, not just the bundle entry.
+struct NamedWriter<W> {
+    inner: W,
+    path: PathBuf,
+}
+
+impl<W: Write> Write for NamedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.named(e))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().map_err(|e| self.named(e))
+    }
+}
+
+impl<W> NamedWriter<W> {
+    fn named(&self, e: std::io::Error) -> std::io::Error {
+        std::io::Error::new(e.kind(), format!("writing {}: {e}", self.path.display()))
     }
 }
 

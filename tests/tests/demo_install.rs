@@ -208,3 +208,31 @@ fn install_without_answers_or_onto_the_running_system_is_refused_with_a_hint() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--answers"));
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "a refused install wrote into the root");
 }
+
+#[test]
+fn disk_full_during_staging_is_a_clear_error_and_leaves_the_target_untouched() {
+    if !airlock_tests::is_root() {
+        airlock_tests::skip_or_fail::<()>("mounting a small tmpfs needs root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path());
+    let root = d.path().join("small");
+    std::fs::create_dir(&root).unwrap();
+    // 32 KiB: room for the directories, not for the staged bundle (about 40 KiB).
+    let m = Command::new("mount").args(["-t", "tmpfs", "-o", "size=32k", "tmpfs"]).arg(&root).status().unwrap();
+    assert!(m.success(), "mount tmpfs");
+    let out = install(&b, &root, &["--yes"], &[]);
+    let listing: Vec<String> = walkdir::WalkDir::new(&root)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap().path().strip_prefix(&root).unwrap().display().to_string())
+        .collect();
+    let _ = Command::new("umount").arg(&root).status();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("No space left") && err.contains("hint:"), "{err}");
+    // Staging was removed; nothing outside the installer's state directory exists.
+    assert!(listing.iter().all(|p| p == "var" || p == "var/lib" || p.starts_with("var/lib/airlock")), "{listing:?}");
+    assert!(!listing.iter().any(|p| p.starts_with("var/lib/airlock/staging/current")), "{listing:?}");
+}
