@@ -56,15 +56,9 @@ struct Release<'a> {
     distribution: String,
 }
 
-/// Verifies the bundle into staging under the target root and plans the install.
-/// Changes nothing on the target outside `<root>/var/lib/airlock/staging`.
-pub fn prepare(
-    bundle: &Path,
-    trusted: &[PublicKey],
-    answers: &Answers,
-    host: &dyn Host,
-    reporter: &dyn Reporter,
-) -> Result<Prepared> {
+/// Verifies the bundle into staging under the target root. Changes nothing on the
+/// target outside `<root>/var/lib/airlock/staging`.
+pub fn stage(bundle: &Path, trusted: &[PublicKey], host: &dyn Host, reporter: &dyn Reporter) -> Result<Staged> {
     let files = BundleFiles::locate(bundle)?;
     let staging_root = host.root().join(STATE_DIR.trim_start_matches('/')).join("staging");
     fs::create_dir_all(&staging_root).at(&staging_root)?;
@@ -73,7 +67,36 @@ pub fn prepare(
     if fs::symlink_metadata(&dir).is_ok() {
         fs::remove_dir_all(&dir).at(&dir)?;
     }
-    let staged = staging::extract(&files, trusted, &dir, reporter)?;
+    staging::extract(&files, trusted, &dir, reporter)
+}
+
+/// Every profile the staged bundle carries (what the wizard offers).
+pub fn staged_profiles(staged: &Staged) -> Result<Vec<Profile>> {
+    staged
+        .manifest
+        .profiles
+        .iter()
+        .map(|p| {
+            let path = staged.path(&p.path);
+            Profile::from_bundle_entry(&fs::read_to_string(&path).at(&path)?, &p.name)
+        })
+        .collect()
+}
+
+/// Verifies the bundle into staging and plans the install.
+pub fn prepare(
+    bundle: &Path,
+    trusted: &[PublicKey],
+    answers: &Answers,
+    host: &dyn Host,
+    reporter: &dyn Reporter,
+) -> Result<Prepared> {
+    let staged = stage(bundle, trusted, host, reporter)?;
+    plan(bundle, staged, answers, host)
+}
+
+/// Plans the install of a staged bundle with these answers.
+pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -> Result<Prepared> {
     let m = &staged.manifest;
 
     let profile_entry = m.profiles.iter().find(|p| p.name == answers.profile).ok_or_else(|| {

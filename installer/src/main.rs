@@ -172,9 +172,10 @@ fn install(
     output: Output,
 ) -> Result<u8> {
     use airlock_installer::engine::{apply, ApplyOptions};
-    use airlock_installer::host::{Host, RootedHost};
-    use airlock_installer::install::{prepare, STATE_DIR};
+    use airlock_installer::host::RootedHost;
+    use airlock_installer::install::{plan, stage, staged_profiles, STATE_DIR};
 
+    let answers_path_arg = answers;
     let live = root == std::path::Path::new("/");
     if live {
         // Starting K3s/RKE2 and waiting for the node and charts is not built yet; laying
@@ -182,17 +183,32 @@ fn install(
         return Err(Error::input("--root", "installing onto the running system is not available yet")
             .with_hint("install into a target root with --root DIR (golden images, tests)"));
     }
-    let Some(answers_path) = answers else {
-        return Err(Error::input("--answers", "no answers file given")
-            .with_hint("pass --answers FILE (docs/answers.md; examples/demo/answers.yaml is an example)"));
-    };
-    let answers = airlock_installer::answers::Answers::load(answers_path)?;
     let keys = trust::trusted_keys(pubkey, root)?;
     let host = RootedHost::new(root.to_path_buf(), live)?;
+    let answers = match answers {
+        Some(path) => Some(airlock_installer::answers::Answers::load(path)?),
+        None if std::io::stdin().is_terminal() => None,
+        None => {
+            return Err(Error::input("--answers", "no answers file given and no terminal to ask on")
+                .with_hint("pass --answers FILE (docs/answers.md; examples/demo/answers.yaml is an example)"))
+        }
+    };
     let progress = Progress::new(output == Output::Text);
-    let prepared = prepare(bundle, &keys, &answers, &host, progress.reporter());
+    let staged = stage(bundle, &keys, &host, progress.reporter());
     progress.finish();
-    let prepared = prepared?;
+    let staged = staged?;
+    let answers = match answers {
+        Some(a) => a,
+        None => {
+            let facts = airlock_installer::answers::Facts {
+                host: airlock_installer::answers::HostFacts { hostname: local_hostname(), primary_ip: None },
+                profiles: staged_profiles(&staged)?,
+            };
+            println!("Answer the questions for this node (Enter takes the value in brackets).");
+            airlock_installer::answers::ask(airlock_installer::answers::questions(), &facts, &mut TerminalPrompter)?
+        }
+    };
+    let prepared = plan(bundle, staged, &answers, &host)?;
     let report = prepared.plan.check(&host)?;
     if dry_run || check {
         match output {
@@ -223,12 +239,12 @@ fn install(
             return Ok(1);
         }
     }
-    let resume = format!(
-        "airlock install {} --answers {} --root {} --yes",
-        bundle.display(),
-        answers_path.display(),
-        host.root().display()
-    );
+    let resume = match answers_path_arg {
+        Some(a) => {
+            format!("airlock install {} --answers {} --root {} --yes", bundle.display(), a.display(), root.display())
+        }
+        None => format!("airlock install {} --root {}", bundle.display(), root.display()),
+    };
     let opts = ApplyOptions { state_dir: PathBuf::from(STATE_DIR), resume_command: resume };
     let done = apply(&prepared.plan, &host, &opts, &mut |_| {})?;
     match output {
@@ -244,6 +260,50 @@ fn install(
         ),
     }
     Ok(0)
+}
+
+/// The host name to suggest for `node.name` (read, not changed).
+fn local_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_lowercase()).filter(|h| !h.is_empty())
+}
+
+/// The wizard's front end: dialoguer prompts on the terminal. Validation is the
+/// library's (the same as for answers files); this only draws and reads.
+struct TerminalPrompter;
+
+impl airlock_installer::answers::Prompter for TerminalPrompter {
+    fn answer(&mut self, p: &airlock_installer::answers::Prompt<'_>) -> Result<String> {
+        let io = |e: dialoguer::Error| Error::input(p.key.clone(), format!("reading the answer failed: {e}"));
+        if !p.help.is_empty() {
+            println!("  {}", p.help);
+        }
+        if !p.choices.is_empty() {
+            let default = p.default.as_ref().and_then(|d| p.choices.iter().position(|c| c == d)).unwrap_or(0);
+            let i = dialoguer::Select::new()
+                .with_prompt(&p.text)
+                .items(&p.choices)
+                .default(default)
+                .interact()
+                .map_err(io)?;
+            return Ok(p.choices[i].clone());
+        }
+        if p.secret {
+            return dialoguer::Password::new()
+                .with_prompt(&p.text)
+                .allow_empty_password(!p.required)
+                .interact()
+                .map_err(io);
+        }
+        let mut input = dialoguer::Input::<String>::new().with_prompt(&p.text).allow_empty(true);
+        if let Some(d) = &p.default {
+            input = input.default(d.clone());
+        }
+        input.interact_text().map_err(io)
+    }
+
+    fn rejected(&mut self, problem: &airlock_installer::answers::Problem) {
+        eprintln!("  not taken: {problem}");
+    }
 }
 
 fn state_word(s: &airlock_installer::engine::StepState) -> &'static str {

@@ -241,7 +241,9 @@ pub fn apply(
 
     run.journal.finish(Outcome::Succeeded);
     run.journal.save(host, state_dir)?;
-    host.remove_all(&run.journal.backup_dir)?;
+    // The install is done and recorded; a backup directory that will not go away is
+    // clutter, not a reason to report the install as failed.
+    let _ = host.remove_all(&run.journal.backup_dir);
     Ok(ApplyReport {
         run_id: run.journal.run_id.clone(),
         applied: run.applied.len(),

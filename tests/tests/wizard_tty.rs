@@ -1,0 +1,100 @@
+//! The interactive wizard, driven through a real pseudo-terminal (tmux): the field
+//! engineer's path when no answers file is given. Bad values are refused at the
+//! prompt with the same validators the answers file uses, and asked again.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use airlock_tests::{cargo_bin, require_tool, workspace_root};
+
+struct Tmux {
+    bin: std::path::PathBuf,
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let o = Command::new(&self.bin).arg("-L").arg(&self.socket).args(args).stdin(Stdio::null()).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-S", "-200", "-t", "wz"])
+    }
+    /// Waits until `text` is on the screen (the prompt is drawn) or fails the test.
+    fn wait_for(&self, text: &str) {
+        let start = Instant::now();
+        while !self.screen().contains(text) {
+            assert!(start.elapsed() < Duration::from_secs(20), "`{text}` never appeared:\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "wz"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+fn bundle(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("demo.airlock");
+    let demo = workspace_root().join("examples/demo");
+    let o = Command::new(cargo_bin("airlock-bundler"))
+        .arg("create")
+        .arg(demo.join("bundle.yaml"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--key")
+        .arg(demo.join("keys/demo.key"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    out
+}
+
+#[test]
+fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
+    let Some(bin) = require_tool("tmux") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path());
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let tmux = Tmux { bin, socket: format!("airlock-wizard-{}", std::process::id()) };
+    let cmd = format!(
+        "{} install {} --pubkey {} --root {} --dry-run; echo EXIT=$?; sleep 60",
+        cargo_bin("airlock").display(),
+        b.display(),
+        workspace_root().join("examples/demo/keys/demo.pub").display(),
+        root.display()
+    );
+    tmux.run(&["new-session", "-d", "-s", "wz", "-x", "200", "-y", "60", &cmd]);
+    tmux.wait_for("Install profile");
+    tmux.send(&["Enter"]);
+    tmux.wait_for("Name of this node");
+    tmux.send(&["Bad-Name", "Enter"]);
+    tmux.wait_for("not taken: node.name");
+    tmux.send(&["demo-node", "Enter"]);
+    tmux.wait_for("IP address of this node");
+    tmux.send(&["300.1.1.1", "Enter"]);
+    tmux.wait_for("not taken: node.ip");
+    tmux.send(&["192.0.2.10", "Enter"]);
+    tmux.wait_for("Base domain");
+    tmux.send(&["platform.example.test", "Enter"]);
+    for prompt in ["Extra names", "Pod network", "Service network", "Cluster DNS", "Registry mirror", "Data directory"]
+    {
+        tmux.wait_for(prompt);
+        tmux.send(&["Enter"]);
+    }
+    tmux.wait_for("EXIT=");
+    let screen = tmux.screen();
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(screen.contains("enable unit k3s.service") && screen.contains("0 blocked"), "{screen}");
+    // A dry run changed nothing on the target.
+    assert!(!root.join("etc").exists());
+}
