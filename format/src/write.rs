@@ -185,7 +185,7 @@ const CHUNK: usize = 1 << 20;
 
 /// Fills `buf` as far as the reader goes (fewer bytes only at its end), so the chunks
 /// handed to the hashing thread and to zstd are large.
-pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

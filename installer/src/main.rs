@@ -183,8 +183,6 @@ fn install(
         return Err(Error::input("--root", "installing onto the running system is not available yet")
             .with_hint("install into a target root with --root DIR (golden images, tests)"));
     }
-    let keys = trust::trusted_keys(pubkey, root)?;
-    let host = RootedHost::new(root.to_path_buf(), live)?;
     let answers = match answers {
         Some(path) => Some(airlock_installer::answers::Answers::load(path)?),
         None if std::io::stdin().is_terminal() => None,
@@ -193,6 +191,8 @@ fn install(
                 .with_hint("pass --answers FILE (docs/answers.md; examples/demo/answers.yaml is an example)"))
         }
     };
+    let keys = trust::trusted_keys(pubkey, root)?;
+    let host = RootedHost::new(root.to_path_buf(), live)?;
     let progress = Progress::new(output == Output::Text);
     let staged = stage(bundle, &keys, &host, progress.reporter());
     progress.finish();

@@ -330,3 +330,28 @@ impl Drop for Containerd {
         }
     }
 }
+
+/// The embedded example's directory (`examples/demo`).
+pub fn demo_dir() -> PathBuf {
+    workspace_root().join("examples/demo")
+}
+
+/// Builds the embedded example's bundle at `dir/demo.airlock` with the demo key and a
+/// fixed `SOURCE_DATE_EPOCH`, passing `extra` flags to `airlock-bundler create`.
+pub fn build_demo_bundle(dir: &Path, extra: &[&str]) -> PathBuf {
+    let out = dir.join("demo.airlock");
+    let o = Command::new(cargo_bin("airlock-bundler"))
+        .env("SOURCE_DATE_EPOCH", "1795305600")
+        .arg("create")
+        .arg(demo_dir().join("bundle.yaml"))
+        .arg("-o")
+        .arg(&out)
+        .arg("--key")
+        .arg(demo_dir().join("keys/demo.key"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("airlock-bundler runs");
+    assert!(o.status.success(), "airlock-bundler create failed: {}", String::from_utf8_lossy(&o.stderr));
+    out
+}

@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use airlock_tests::{cargo_bin, helm, helm_command, require_tool, workspace_root, Containerd};
-
-const EPOCH: &str = "1795392000";
+use airlock_tests::{build_demo_bundle, cargo_bin, helm, helm_command, require_tool, workspace_root, Containerd};
 
 fn demo() -> PathBuf {
     workspace_root().join("examples/demo")
@@ -35,17 +33,7 @@ fn ok(cmd: &mut Command) -> Output {
 
 /// Builds the demo bundle into `dir/demo.airlock` with extra flags.
 fn create(dir: &Path, extra: &[&str]) -> PathBuf {
-    let out = dir.join("demo.airlock");
-    ok(Command::new(cargo_bin("airlock-bundler"))
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .arg("create")
-        .arg(demo().join("bundle.yaml"))
-        .arg("-o")
-        .arg(&out)
-        .arg("--key")
-        .arg(demo().join("keys/demo.key"))
-        .args(extra));
-    out
+    build_demo_bundle(dir, extra)
 }
 
 fn airlock(args: &[&std::ffi::OsStr]) -> Output {

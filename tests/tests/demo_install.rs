@@ -8,27 +8,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use airlock_tests::{cargo_bin, workspace_root, Containerd};
+use airlock_tests::{build_demo_bundle, cargo_bin, demo_dir, workspace_root, Containerd};
 
 fn demo() -> PathBuf {
-    workspace_root().join("examples/demo")
+    demo_dir()
 }
 
 fn bundle(dir: &Path) -> PathBuf {
-    let out = dir.join("demo.airlock");
-    let o = Command::new(cargo_bin("airlock-bundler"))
-        .env("SOURCE_DATE_EPOCH", "1795305600")
-        .arg("create")
-        .arg(demo().join("bundle.yaml"))
-        .arg("-o")
-        .arg(&out)
-        .arg("--key")
-        .arg(demo().join("keys/demo.key"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out
+    build_demo_bundle(dir, &[])
 }
 
 fn install(bundle: &Path, root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {

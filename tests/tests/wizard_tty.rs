@@ -2,11 +2,10 @@
 //! engineer's path when no answers file is given. Bad values are refused at the
 //! prompt with the same validators the answers file uses, and asked again.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airlock_tests::{cargo_bin, require_tool, workspace_root};
+use airlock_tests::{build_demo_bundle, cargo_bin, require_tool, workspace_root};
 
 struct Tmux {
     bin: std::path::PathBuf,
@@ -42,27 +41,11 @@ impl Drop for Tmux {
     }
 }
 
-fn bundle(dir: &Path) -> std::path::PathBuf {
-    let out = dir.join("demo.airlock");
-    let demo = workspace_root().join("examples/demo");
-    let o = Command::new(cargo_bin("airlock-bundler"))
-        .arg("create")
-        .arg(demo.join("bundle.yaml"))
-        .arg("-o")
-        .arg(&out)
-        .arg("--key")
-        .arg(demo.join("keys/demo.key"))
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    out
-}
-
 #[test]
 fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
     let Some(bin) = require_tool("tmux") else { return };
     let d = tempfile::tempdir().unwrap();
-    let b = bundle(d.path());
+    let b = build_demo_bundle(d.path(), &[]);
     let root = d.path().join("root");
     std::fs::create_dir(&root).unwrap();
     let tmux = Tmux { bin, socket: format!("airlock-wizard-{}", std::process::id()) };

@@ -165,25 +165,12 @@ impl FileStep {
     }
 }
 
-fn fill(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 fn count_differences(a: &mut dyn Read, b: &mut dyn Read) -> io::Result<u64> {
     const CHUNK: usize = 64 * 1024;
     let (mut ba, mut bb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
     let mut diff = 0u64;
     loop {
-        let (na, nb) = (fill(a, &mut ba)?, fill(b, &mut bb)?);
+        let (na, nb) = (airlock_format::write::read_full(a, &mut ba)?, airlock_format::write::read_full(b, &mut bb)?);
         let common = na.min(nb);
         diff += ba[..common].iter().zip(&bb[..common]).filter(|(x, y)| x != y).count() as u64;
         diff += (na.max(nb) - common) as u64;
