@@ -127,7 +127,9 @@ run_step() {
 TEST_LOG="$WORK/cargo-test.log"
 # (pipefail: the pipeline fails when cargo test does)
 # shellcheck disable=SC2317  # called through run_step
-cargo_test() { cargo test --workspace "$@" 2>&1 | tee "$TEST_LOG"; }
+# The end-to-end tests run the real binaries; `cargo test` builds a package's binary
+# only for that package's own integration tests, so build every one first.
+cargo_test() { cargo build --workspace --bins && cargo test --workspace "$@" 2>&1 | tee "$TEST_LOG"; }
 
 # ------------------------------------------------------------------ main
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
