@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the embedded example, as the README gives it:
 #   build the binaries -> create the signed demo bundle -> verify it (ours and stock
-#   minisign + sha256sum) -> extract it, verified, into a target directory together
-#   with the image archive K3s imports.
-# Usage: bash examples/demo/run.sh [TARGET_DIR]     (default: ./demo-out)
-# `airlock install --root TARGET` (installer issue) will replace the extract step.
+#   minisign + sha256sum) -> install it, unattended, into a target root
+#   (OUT/root: K3s laid out with the demo's answers; nothing is started).
+# Usage: bash examples/demo/run.sh [OUT_DIR]     (default: ./demo-out)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT=$(realpath -m "${1:-demo-out}")
@@ -20,7 +19,7 @@ echo "== build"
 (cd "$REPO" && cargo build --release -q -p airlock-bundler -p airlock-installer)
 BIN=$REPO/target/release
 mkdir -p "$OUT"
-rm -rf "$OUT/staging" "$OUT/images"
+rm -rf "$OUT/root" && mkdir -p "$OUT/root"
 
 echo "== create the bundle (demo key: never use it for real bundles)"
 "$BIN/airlock-bundler" create "$DEMO/bundle.yaml" -o "$OUT/airlock-demo-1.0.0.airlock" \
@@ -32,9 +31,11 @@ echo "== check it with stock tools only"
 echo "== verify it with airlock"
 "$BIN/airlock" verify "$OUT/airlock-demo-1.0.0.airlock" --pubkey "$DEMO/keys/demo.pub"
 
-echo "== extract it, verified while streaming, into $OUT/staging"
-mkdir -p "$OUT/images"
-"$BIN/airlock" extract "$OUT/airlock-demo-1.0.0.airlock" --pubkey "$DEMO/keys/demo.pub" \
-  -d "$OUT/staging" --image-archive "$OUT/images/airlock-demo.tar"
+echo "== plan, then install it into the target root $OUT/root"
+"$BIN/airlock" install "$OUT/airlock-demo-1.0.0.airlock" --pubkey "$DEMO/keys/demo.pub" \
+  --answers "$DEMO/answers.yaml" --root "$OUT/root" --dry-run | tail -1
+"$BIN/airlock" install "$OUT/airlock-demo-1.0.0.airlock" --pubkey "$DEMO/keys/demo.pub" \
+  --answers "$DEMO/answers.yaml" --root "$OUT/root" --yes
 echo
-echo "done: bundle in $OUT, verified content in $OUT/staging, image archive in $OUT/images"
+echo "done: bundle in $OUT; K3s installed into $OUT/root (units enabled, nothing started):"
+(cd "$OUT/root" && find etc usr var/lib/rancher -type f | sort | sed 's/^/  \//')
