@@ -9,16 +9,17 @@
 //! The key reference is `docs/profiles.md`.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::path::Path;
 
 use airlock_format::error::{IoContext, Result};
 use airlock_format::manifest::DistributionKind;
+
 use serde::Serialize;
 
 use crate::answers::check;
 use crate::answers::strict::{parse_yaml, Field, Map, Problem};
 use crate::answers::Role;
+pub use crate::preflight::PortRange;
 
 /// Where the key reference lives; every hint points there.
 pub const DOC: &str = "docs/profiles.md";
@@ -133,35 +134,6 @@ pub struct RolePorts {
 pub struct PortSet {
     pub tcp: Vec<PortRange>,
     pub udp: Vec<PortRange>,
-}
-
-/// An inclusive port range; one port has `start == end`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PortRange {
-    pub start: u16,
-    pub end: u16,
-}
-
-impl PortRange {
-    pub fn contains(self, port: u16) -> bool {
-        (self.start..=self.end).contains(&port)
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.start == self.end {
-            write!(f, "{}", self.start)
-        } else {
-            write!(f, "{}-{}", self.start, self.end)
-        }
-    }
-}
-
-impl Serialize for PortRange {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
 }
 
 impl PortSet {

@@ -80,8 +80,9 @@ impl fmt::Display for Distribution {
     }
 }
 
-/// An inclusive port range; a single port has `start == end`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An inclusive port range; a single port has `start == end`. Written as `6443` or
+/// `2379-2380` everywhere (profiles, reports, saved facts). Profiles use it too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortRange {
     pub start: u16,
     pub end: u16,
@@ -106,6 +107,18 @@ impl fmt::Display for PortRange {
         } else {
             write!(f, "{}-{}", self.start, self.end)
         }
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
