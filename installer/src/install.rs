@@ -7,13 +7,16 @@
 //! cluster token is created once and kept in the state directory, so a re-run after a
 //! failure renders the same configs and converges instead of starting over.
 
+use std::cell::RefCell;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use airlock_format::error::{Error, IoContext, Result};
-use airlock_format::manifest::{DistributionKind, Manifest};
+use airlock_format::manifest::{DistributionKind, Entry, Manifest};
 use airlock_format::minisign::PublicKey;
 use airlock_format::parts::BundleFiles;
+use airlock_format::read::{read_bundle, EntrySink};
 use airlock_format::report::Reporter;
 use ring::rand::SecureRandom;
 use serde::Serialize;
@@ -24,6 +27,7 @@ use crate::engine::{layout_steps, Plan};
 use crate::host::Host;
 use crate::images::{write_image_archive, Compression};
 use crate::layout::Layout;
+use crate::live::LiveTarget;
 use crate::profile::{Options, Profile};
 use crate::staging::{self, Staged};
 
@@ -41,6 +45,8 @@ pub struct Prepared {
     pub staged: Staged,
     pub profile: Profile,
     pub plan: Plan,
+    /// What live mode starts and waits for once the plan is applied.
+    pub live: LiveTarget,
 }
 
 /// The record of what is installed, written as the plan's last step.
@@ -81,6 +87,56 @@ pub fn staged_profiles(staged: &Staged) -> Result<Vec<Profile>> {
             Profile::from_bundle_entry(&fs::read_to_string(&path).at(&path)?, &p.name)
         })
         .collect()
+}
+
+/// Verifies the whole bundle without writing anything and returns its manifest and
+/// profiles: what `airlock preflight` needs (the profile's limits, the image bytes).
+pub fn read_profiles(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    reporter: &dyn Reporter,
+) -> Result<(Manifest, Vec<Profile>)> {
+    #[derive(Default)]
+    struct Profiles {
+        wanted: Vec<(String, String)>,
+        got: Vec<(String, Rc<RefCell<Vec<u8>>>)>,
+    }
+    struct Shared(Rc<RefCell<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl EntrySink for Profiles {
+        fn manifest(&mut self, m: &Manifest, _: &PublicKey) -> Result<()> {
+            self.wanted = m.profiles.iter().map(|p| (p.path.clone(), p.name.clone())).collect();
+            Ok(())
+        }
+        fn open(&mut self, entry: &Entry) -> Result<Option<Box<dyn std::io::Write>>> {
+            if !self.wanted.iter().any(|(path, _)| *path == entry.path) {
+                return Ok(None);
+            }
+            let buf = Rc::new(RefCell::new(Vec::new()));
+            self.got.push((entry.path.clone(), buf.clone()));
+            Ok(Some(Box::new(Shared(buf))))
+        }
+    }
+    let mut sink = Profiles::default();
+    let outcome = read_bundle(files, trusted, &mut sink, reporter)?;
+    if let Some(e) = staging::damaged(&outcome) {
+        return Err(e);
+    }
+    let mut profiles = Vec::new();
+    for (path, name) in &sink.wanted {
+        let (_, bytes) = sink.got.iter().find(|(p, _)| p == path).expect("every manifest entry was read");
+        let text = String::from_utf8_lossy(&bytes.borrow()).into_owned();
+        profiles.push(Profile::from_bundle_entry(&text, name)?);
+    }
+    Ok((outcome.manifest, profiles))
 }
 
 /// Verifies the bundle into staging and plans the install.
@@ -128,6 +184,7 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
 
     let token = cluster_token(host, answers)?;
     let input = distribution_input(&staged, &profile, answers, token.clone())?;
+    let live = live_target(&input);
     // The token goes first: it must be on disk before any config that embeds it, or a
     // crash in between would make the resumed run generate another and rewrite them.
     let mut layout = Layout::default();
@@ -138,7 +195,21 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
 
     let kind = distribution::product_name(dist.kind).to_lowercase();
     let plan = Plan::from_steps(layout_steps(&kind, &layout, &staged.dir))?;
-    Ok(Prepared { staged, profile, plan })
+    Ok(Prepared { staged, profile, plan, live })
+}
+
+/// The unit to start and, on servers, the admin kubeconfig the distribution writes at
+/// first start and the charts to wait for.
+fn live_target(input: &DistributionInput) -> LiveTarget {
+    let kind = input.kind();
+    let kubectl = input.role.is_server().then(|| match kind {
+        DistributionKind::K3s => (PathBuf::from("/usr/local/bin/kubectl"), PathBuf::from("/etc/rancher/k3s/k3s.yaml")),
+        DistributionKind::Rke2 => {
+            (input.data_dir().join("rke2/bin/kubectl"), PathBuf::from("/etc/rancher/rke2/rke2.yaml"))
+        }
+    });
+    let charts = if kubectl.is_some() { input.charts.iter().map(|c| c.name.clone()).collect() } else { Vec::new() };
+    LiveTarget { kind, unit: input.unit().to_string(), node: input.node_name.clone(), kubectl, charts }
 }
 
 /// The token: kept from an earlier run, read from the join token file, or new.

@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use airlock_format::error::{Error, Result};
 use airlock_format::parts::BundleFiles;
@@ -26,6 +27,13 @@ struct Cli {
 enum Output {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PreflightMode {
+    Install,
+    Join,
+    Upgrade,
 }
 
 #[derive(Subcommand)]
@@ -73,6 +81,36 @@ enum Command {
         /// Exit 7 when anything is pending (changes nothing).
         #[arg(long)]
         check: bool,
+        /// Accept a failing preflight check, named by id (repeatable); journaled.
+        #[arg(long = "override", value_name = "CHECK")]
+        overrides: Vec<String>,
+        /// Live mode: seconds to wait for the node and every chart before giving up.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Check whether this host can take the platform: pass / warn / fail with a fix for
+    /// each (exit 8 when a check fails). Verifies the bundle for its profile's limits.
+    Preflight {
+        bundle: PathBuf,
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        /// The site's answers (profile, role, data directory, join, overrides).
+        #[arg(long, conflicts_with = "profile")]
+        answers: Option<PathBuf>,
+        /// Without answers: the bundle profile to check against (as a first server).
+        #[arg(long)]
+        profile: Option<String>,
+        /// What the run is for; default: install, or join when the answers join.
+        #[arg(long, value_enum)]
+        mode: Option<PreflightMode>,
+        /// Check a target root instead of the running system.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Accept a failing check by id (repeatable).
+        #[arg(long = "override", value_name = "CHECK")]
+        overrides: Vec<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -126,8 +164,12 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Install { bundle, pubkey, answers, root, yes, dry_run, check, output } => {
-            install(&bundle, &pubkey, answers.as_deref(), &root, yes, dry_run, check, output)
+        Command::Install { bundle, pubkey, answers, root, yes, dry_run, check, overrides, timeout, output } => {
+            let opts = InstallArgs { yes, dry_run, check, overrides, timeout: Duration::from_secs(timeout), output };
+            install(&bundle, &pubkey, answers.as_deref(), &root, &opts)
+        }
+        Command::Preflight { bundle, pubkey, answers, profile, mode, root, overrides, output } => {
+            preflight(&bundle, &pubkey, answers.as_deref(), profile.as_deref(), mode, &root, &overrides, output)
         }
         Command::Extract { bundle, pubkey, dir, image_archive } => {
             let keys = trust::trusted_keys(&pubkey, std::path::Path::new("/"))?;
@@ -159,30 +201,34 @@ fn run(cli: Cli) -> Result<u8> {
 
 /// Exit code of `install --check` when something is pending (docs/exit-codes.md).
 const EXIT_PENDING: u8 = 7;
+/// Exit code when a preflight check fails and is not overridden (docs/exit-codes.md).
+const EXIT_PREFLIGHT: u8 = 8;
 
-#[allow(clippy::too_many_arguments)]
+struct InstallArgs {
+    yes: bool,
+    dry_run: bool,
+    check: bool,
+    overrides: Vec<String>,
+    timeout: Duration,
+    output: Output,
+}
+
 fn install(
     bundle: &std::path::Path,
     pubkey: &[PathBuf],
     answers: Option<&std::path::Path>,
     root: &std::path::Path,
-    yes: bool,
-    dry_run: bool,
-    check: bool,
-    output: Output,
+    args: &InstallArgs,
 ) -> Result<u8> {
     use airlock_installer::engine::{apply, ApplyOptions};
-    use airlock_installer::host::RootedHost;
+    use airlock_installer::host::{Host, RootedHost};
     use airlock_installer::install::{plan, stage, staged_profiles, STATE_DIR};
+    use airlock_installer::live::{bring_up, SystemClock, WaitOptions};
+    use airlock_installer::preflight::site::{self, SiteInput};
 
+    let output = args.output;
     let answers_path_arg = answers;
     let live = root == std::path::Path::new("/");
-    if live {
-        // Starting K3s/RKE2 and waiting for the node and charts is not built yet; laying
-        // files onto the running system without that would leave a half-started host.
-        return Err(Error::input("--root", "installing onto the running system is not available yet")
-            .with_hint("install into a target root with --root DIR (golden images, tests)"));
-    }
     let answers = match answers {
         Some(path) => Some(airlock_installer::answers::Answers::load(path)?),
         None if std::io::stdin().is_terminal() => None,
@@ -209,10 +255,16 @@ fn install(
         }
     };
     let prepared = plan(bundle, staged, &answers, &host)?;
+    let image_bytes = site::image_bytes(&prepared.staged.manifest);
+    let input = SiteInput::from_answers(&prepared.profile, &answers, image_bytes, &args.overrides);
+    let pre = site::check(root, &input)?;
     let report = prepared.plan.check(&host)?;
-    if dry_run || check {
+    if output == Output::Text {
+        print_preflight(&pre);
+    }
+    if args.dry_run || args.check {
         match output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("json")),
+            Output::Json => print_json(&serde_json::json!({ "preflight": pre, "plan": report })),
             Output::Text => {
                 for s in &report.steps {
                     println!("  {:9} {}", state_word(&s.state), s.description);
@@ -226,40 +278,190 @@ fn install(
                 );
             }
         }
-        return Ok(if check && (report.pending > 0 || report.blocked > 0) { EXIT_PENDING } else { 0 });
+        if !pre.may_proceed() {
+            return Ok(EXIT_PREFLIGHT);
+        }
+        return Ok(if args.check && (report.pending > 0 || report.blocked > 0) { EXIT_PENDING } else { 0 });
     }
-    if !yes {
+    if !pre.may_proceed() {
+        if output == Output::Json {
+            print_json(&serde_json::json!({ "preflight": pre }));
+        }
+        let failed: Vec<&str> = pre.failed().map(|c| c.id.as_str()).collect();
+        eprintln!(
+            "error: preflight: {} failed; nothing was changed\nhint: fix what each hint says and run again, or accept a \
+             check by name with --override {} (journaled)",
+            failed.join(", "),
+            failed.first().copied().unwrap_or("CHECK")
+        );
+        return Ok(EXIT_PREFLIGHT);
+    }
+    if !args.yes {
         if !std::io::stdin().is_terminal() {
             return Err(Error::input("install", "the plan needs confirming and there is no terminal to ask on")
                 .with_hint("review it with --dry-run, then pass --yes"));
         }
-        println!("{} of {} steps to apply to {}", report.pending, report.steps.len(), root.display());
+        let target =
+            if live { "this system (live: the services start)".to_string() } else { root.display().to_string() };
+        println!("{} of {} steps to apply to {target}", report.pending, report.steps.len());
         let go = dialoguer::Confirm::new().with_prompt("Apply the plan?").default(false).interact().unwrap_or(false);
         if !go {
             return Ok(1);
         }
     }
-    let resume = match answers_path_arg {
-        Some(a) => {
-            format!("airlock install {} --answers {} --root {} --yes", bundle.display(), a.display(), root.display())
-        }
-        None => format!("airlock install {} --root {}", bundle.display(), root.display()),
+    let mut resume = format!("airlock install {}", bundle.display());
+    if let Some(a) = answers_path_arg {
+        resume.push_str(&format!(" --answers {}", a.display()));
+    }
+    if !live {
+        resume.push_str(&format!(" --root {}", root.display()));
+    }
+    for o in &args.overrides {
+        resume.push_str(&format!(" --override {o}"));
+    }
+    if answers_path_arg.is_some() {
+        resume.push_str(" --yes");
+    }
+    let opts = ApplyOptions {
+        state_dir: PathBuf::from(STATE_DIR),
+        resume_command: resume,
+        overrides: pre.applied_overrides().cloned().collect(),
     };
-    let opts = ApplyOptions { state_dir: PathBuf::from(STATE_DIR), resume_command: resume };
     let done = apply(&prepared.plan, &host, &opts, &mut |_| {})?;
+    let up = if host.live() {
+        let progress = Progress::new(output == Output::Text);
+        let wait = WaitOptions { timeout: args.timeout, ..WaitOptions::default() };
+        let up = bring_up(&host, &prepared.live, wait, &SystemClock, progress.reporter());
+        progress.finish();
+        Some(up?)
+    } else {
+        None
+    };
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&done).expect("json")),
-        Output::Text => println!(
-            "installed {} {} into {}: {} steps applied, {} already done; journal {}",
-            prepared.staged.manifest.name,
-            prepared.staged.manifest.version,
-            root.display(),
-            done.applied,
-            done.satisfied,
-            done.journal.display()
-        ),
+        Output::Json => print_json(&serde_json::json!({ "preflight": pre, "result": done, "live": up })),
+        Output::Text => {
+            println!(
+                "installed {} {} into {}: {} steps applied, {} already done; journal {}",
+                prepared.staged.manifest.name,
+                prepared.staged.manifest.version,
+                root.display(),
+                done.applied,
+                done.satisfied,
+                done.journal.display()
+            );
+            if let Some(up) = &up {
+                println!(
+                    "node {} Ready after {} s; {} charts installed",
+                    prepared.live.node,
+                    up.node_ready_after_s,
+                    up.charts.len()
+                );
+            } else {
+                println!("target root: nothing was started; {} starts when the system boots", prepared.live.unit);
+            }
+        }
     }
     Ok(0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn preflight(
+    bundle: &std::path::Path,
+    pubkey: &[PathBuf],
+    answers: Option<&std::path::Path>,
+    profile: Option<&str>,
+    mode: Option<PreflightMode>,
+    root: &std::path::Path,
+    overrides: &[String],
+    output: Output,
+) -> Result<u8> {
+    use airlock_installer::answers::{Answers, Role};
+    use airlock_installer::install::read_profiles;
+    use airlock_installer::preflight::site::{self, SiteInput};
+    use airlock_installer::preflight::Mode;
+
+    let answers = answers.map(Answers::load).transpose()?;
+    let keys = trust::trusted_keys(pubkey, root)?;
+    let files = BundleFiles::locate(bundle)?;
+    let progress = Progress::new(output == Output::Text);
+    let read = read_profiles(&files, &keys, progress.reporter());
+    progress.finish();
+    let (manifest, profiles) = read?;
+    let wanted = match (&answers, profile) {
+        (Some(a), _) => a.profile.clone(),
+        (None, Some(p)) => p.to_string(),
+        (None, None) if profiles.len() == 1 => profiles[0].name.clone(),
+        (None, None) => {
+            let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+            return Err(Error::input("--profile", "the bundle has several profiles and none was chosen")
+                .with_hint(format!("pass --answers FILE or --profile NAME ({})", names.join(", "))));
+        }
+    };
+    let prof = profiles.iter().find(|p| p.name == wanted).ok_or_else(|| {
+        let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+        Error::input("profile", format!("the bundle has no profile `{wanted}`"))
+            .with_hint(format!("profiles in this bundle: {}", names.join(", ")))
+    })?;
+    let image_bytes = site::image_bytes(&manifest);
+    let mut input = match &answers {
+        Some(a) => SiteInput::from_answers(prof, a, image_bytes, overrides),
+        None => SiteInput {
+            profile: prof,
+            role: Role::Server,
+            mode: Mode::Install,
+            image_bytes,
+            data_dir: PathBuf::from(airlock_installer::answers::DEFAULT_DATA_DIR),
+            join_token_file: None,
+            overrides: overrides.to_vec(),
+        },
+    };
+    if let Some(m) = mode {
+        input.mode = match m {
+            PreflightMode::Install => Mode::Install,
+            PreflightMode::Join => Mode::Join,
+            PreflightMode::Upgrade => Mode::Upgrade,
+        };
+    }
+    let report = site::check(root, &input)?;
+    match output {
+        Output::Json => print_json(&report),
+        Output::Text => print_preflight(&report),
+    }
+    Ok(if report.may_proceed() { 0 } else { EXIT_PREFLIGHT })
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("reports always serialise"));
+}
+
+/// Every check short of a pass with its fix, then a one-line summary.
+fn print_preflight(r: &airlock_installer::preflight::PreflightReport) {
+    use airlock_installer::preflight::Status as S;
+    for c in &r.checks {
+        let word = match c.status {
+            S::Pass | S::Skipped => continue,
+            S::Warn => "warn",
+            S::Fail => "FAIL",
+            S::Overridden => "overridden",
+        };
+        println!("  {word:10} {}: {}", c.id, c.detail);
+        if let Some(h) = &c.hint {
+            println!("  {:10} hint: {h}", "");
+        }
+        if let Some(n) = &c.note {
+            println!("  {:10} note: {n}", "");
+        }
+    }
+    println!(
+        "preflight ({:?}, {}): {} passed, {} warnings, {} failed, {} overridden, {} skipped",
+        r.mode,
+        r.distribution,
+        r.passed().count(),
+        r.warnings().count(),
+        r.failed().count(),
+        r.overridden().count(),
+        r.skipped().count()
+    );
 }
 
 /// The host name to suggest for `node.name` (read, not changed).

@@ -14,7 +14,7 @@ use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::manifest::{Entry, Manifest};
 use airlock_format::minisign::PublicKey;
 use airlock_format::parts::BundleFiles;
-use airlock_format::read::{read_bundle, EntrySink};
+use airlock_format::read::{read_bundle, EntrySink, ReadOutcome};
 use airlock_format::report::Reporter;
 
 /// A verified bundle laid out in a staging directory.
@@ -99,6 +99,27 @@ impl<W> NamedWriter<W> {
     }
 }
 
+/// The error for a read that found entries not matching the signed manifest, naming
+/// the first and the artifact it belongs to; `None` for a good bundle.
+pub fn damaged(outcome: &ReadOutcome) -> Option<Error> {
+    let m = outcome.mismatches.first()?;
+    let more = outcome.mismatches.len() - 1;
+    let labels = outcome.manifest.artifacts_by_entry();
+    let what = labels.get(&m.path).map(|l| l.join(", ")).unwrap_or_else(|| m.path.clone());
+    Some(
+        Error::corrupt(
+            &m.path,
+            format!(
+                "content does not match the signed manifest (part of {what}; expected {}, got {}){}",
+                m.expected,
+                m.actual,
+                if more > 0 { format!("; {more} more entries are damaged") } else { String::new() }
+            ),
+        )
+        .with_hint("the bundle is damaged; run `airlock verify` for the full list and copy the bundle again"),
+    )
+}
+
 /// Verifies the bundle while extracting it into `dir`, which must not exist yet.
 /// On any failure `dir` is removed, with any parent directories this call created,
 /// and the error returned.
@@ -117,23 +138,9 @@ pub fn extract(files: &BundleFiles, trusted: &[PublicKey], dir: &Path, reporter:
         return Err(Error::io(dir, e));
     }
     let mut sink = StagingSink { dir: dir.to_path_buf(), open: None };
-    let result = read_bundle(files, trusted, &mut sink, reporter).and_then(|outcome| {
-        if let Some(m) = outcome.mismatches.first() {
-            let more = outcome.mismatches.len() - 1;
-            let labels = outcome.manifest.artifacts_by_entry();
-            let what = labels.get(&m.path).map(|l| l.join(", ")).unwrap_or_else(|| m.path.clone());
-            return Err(Error::corrupt(
-                &m.path,
-                format!(
-                    "content does not match the signed manifest (part of {what}; expected {}, got {}){}",
-                    m.expected,
-                    m.actual,
-                    if more > 0 { format!("; {more} more entries are damaged") } else { String::new() }
-                ),
-            )
-            .with_hint("the bundle is damaged; run `airlock verify` for the full list and copy the bundle again"));
-        }
-        Ok(outcome)
+    let result = read_bundle(files, trusted, &mut sink, reporter).and_then(|outcome| match damaged(&outcome) {
+        Some(e) => Err(e),
+        None => Ok(outcome),
     });
     match result {
         Ok(o) => Ok(Staged { dir: dir.to_path_buf(), manifest: o.manifest, signer: o.signer }),

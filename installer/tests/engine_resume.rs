@@ -84,7 +84,7 @@ fn host(fx: &Fixture) -> RootedHost {
 }
 
 fn opts() -> ApplyOptions {
-    ApplyOptions { state_dir: STATE.into(), resume_command: RESUME.to_string() }
+    ApplyOptions { state_dir: STATE.into(), resume_command: RESUME.to_string(), overrides: Vec::new() }
 }
 
 fn journal(host: &dyn Host) -> Journal {

@@ -15,6 +15,7 @@ use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::host::{Host, Perms};
+use crate::preflight::OverrideRecord;
 
 pub const JOURNAL_VERSION: u32 = 1;
 const JOURNAL_FILE: &str = "journal.json";
@@ -71,6 +72,9 @@ pub struct Journal {
     pub resumes: Option<String>,
     /// Where this run keeps the previous versions of files it replaces (target path).
     pub backup_dir: PathBuf,
+    /// Failed preflight checks the operator overrode by name for this run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preflight_overrides: Vec<OverrideRecord>,
     pub steps: Vec<StepRecord>,
 }
 
@@ -98,6 +102,7 @@ impl Journal {
             outcome: Outcome::Running,
             resumes,
             backup_dir,
+            preflight_overrides: Vec::new(),
             steps: Vec::new(),
         }
     }

@@ -28,6 +28,7 @@ use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
+use crate::preflight::OverrideRecord;
 
 pub use journal::{Journal, Outcome, StepRecord, StepStatus, JOURNAL_VERSION};
 pub use steps::layout_steps;
@@ -170,11 +171,18 @@ pub struct ApplyOptions {
     /// The command that resumes this install, for the hint of a failure
     /// (`airlock install --bundle /media/platform.airlock --answers site.yaml`).
     pub resume_command: String,
+    /// Preflight failures the operator overrode by name for this run: journaled, so
+    /// what was accepted, and by which run, stays on record.
+    pub overrides: Vec<OverrideRecord>,
 }
 
 impl ApplyOptions {
     pub fn new(resume_command: impl Into<String>) -> Self {
-        Self { state_dir: PathBuf::from(DEFAULT_STATE_DIR), resume_command: resume_command.into() }
+        Self {
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            resume_command: resume_command.into(),
+            overrides: Vec::new(),
+        }
     }
 }
 
@@ -210,7 +218,8 @@ pub fn apply(
     let resumes = previous.filter(|j| j.outcome == Outcome::Running).map(|j| j.run_id);
     let run_id = journal::new_run_id();
     let run = RunContext { backup_dir: state_dir.join("backup").join(&run_id), run_id };
-    let journal = Journal::start(&run.run_id, run.backup_dir.clone(), resumes.clone());
+    let mut journal = Journal::start(&run.run_id, run.backup_dir.clone(), resumes.clone());
+    journal.preflight_overrides = opts.overrides.clone();
     journal.save(host, state_dir)?;
     for step in plan.steps() {
         step.begin(&run);

@@ -110,12 +110,15 @@ impl HostCall {
     }
 }
 
+/// A scripted answer: argv prefix, the output, uses left (`None`: for ever).
+type Scripted = (Vec<String>, CommandOutput, Option<usize>);
+
 /// The recording double; see the module docs.
 pub struct RecordingHost {
     files: RootedHost,
     live: bool,
     calls: Mutex<Vec<HostCall>>,
-    script: Mutex<Vec<(Vec<String>, CommandOutput)>>,
+    script: Mutex<Vec<Scripted>>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -147,7 +150,15 @@ impl RecordingHost {
     /// most recent matching expectation wins; expectations are not used up.
     pub fn expect_command(&self, argv_prefix: &[&str], output: CommandOutput) {
         let prefix = argv_prefix.iter().map(|s| s.to_string()).collect();
-        self.script.lock().unwrap_or_else(|p| p.into_inner()).push((prefix, output));
+        self.script.lock().unwrap_or_else(|p| p.into_inner()).push((prefix, output, None));
+    }
+
+    /// As [`RecordingHost::expect_command`], but used up after `times` answers; then
+    /// older expectations answer again. Scripts a changing state (a node that becomes
+    /// Ready on the third look) by pushing the final answer first.
+    pub fn expect_command_times(&self, argv_prefix: &[&str], output: CommandOutput, times: usize) {
+        let prefix = argv_prefix.iter().map(|s| s.to_string()).collect();
+        self.script.lock().unwrap_or_else(|p| p.into_inner()).push((prefix, output, Some(times)));
     }
 
     /// The calls so far, in order.
@@ -322,13 +333,17 @@ impl Host for RecordingHost {
         if !self.live {
             return Err(super::not_started_under_root(argv, self.root()));
         }
-        let script = self.script.lock().unwrap_or_else(|p| p.into_inner());
-        let answer = script
-            .iter()
-            .rev()
-            .find(|(prefix, _)| prefix.len() <= argv.len() && prefix.iter().zip(argv).all(|(want, got)| want == got));
+        let mut script = self.script.lock().unwrap_or_else(|p| p.into_inner());
+        let answer = script.iter_mut().rev().find(|(prefix, _, left)| {
+            *left != Some(0) && prefix.len() <= argv.len() && prefix.iter().zip(argv).all(|(want, got)| want == got)
+        });
         match answer {
-            Some((_, output)) => Ok(output.clone()),
+            Some((_, output, left)) => {
+                if let Some(n) = left {
+                    *n -= 1;
+                }
+                Ok(output.clone())
+            }
             None => Err(Error::input(argv.join(" "), "the recording host has no scripted result for this command")
                 .with_hint("script it with RecordingHost::expect_command(argv_prefix, output)")),
         }

@@ -32,9 +32,17 @@ fn skipped(detail: impl Into<String>) -> Option<Outcome> {
     Some(Outcome { status: Status::Skipped, detail: detail.into(), hint: None })
 }
 
-/// A fact the collector could not gather: warn, saying why and what would tell.
+/// A fact the collector could not gather: warn, saying why and what would tell. In a
+/// target root (not the live host) a tree without `/proc` cannot tell, and the node it
+/// is meant for is checked when `airlock preflight` runs there: skipped, not a warning.
 fn unknown(facts: &Facts, fact: &str, what: &str, instead: &str) -> Option<Outcome> {
     let why = facts.why_unavailable(fact).unwrap_or("the collector found nothing");
+    if !facts.live {
+        return skipped(format!(
+            "not in target root {}: {why}; run `airlock preflight` on the node to check {what}",
+            facts.root.display()
+        ));
+    }
     warn(format!("cannot tell {what}: {why}"), format!("check by hand: {instead}"))
 }
 
@@ -558,6 +566,13 @@ fn nameserver(f: &Facts, t: &Thresholds, _: Mode) -> Option<Outcome> {
         };
     }
     let Some(etc) = &d.etc else {
+        if !f.live {
+            // A bare target root gets its resolv.conf from the image's network setup.
+            return skipped(format!(
+                "target root {} has no /etc/resolv.conf yet; run `airlock preflight` on the node to check it",
+                f.root.display()
+            ));
+        }
         return fail("there is no /etc/resolv.conf", hint);
     };
     if usable_by_kubelet(etc) {
@@ -611,7 +626,9 @@ fn ports(f: &Facts, t: &Thresholds, mode: Mode) -> Option<Outcome> {
             Some(p) => own_names.contains(&p.as_str()),
             None => true,
         };
-        if mode != Mode::Upgrade || !own {
+        // So does an install airlock started here that this run continues.
+        let expected = mode == Mode::Upgrade || f.airlock_journal.is_some();
+        if !expected || !own {
             foreign.insert((l.port, l.protocol));
         }
         held.entry((l.port, l.protocol)).or_default().insert(format!("{who} on {}", l.address));
@@ -775,6 +792,13 @@ fn existing_install(f: &Facts, t: &Thresholds, mode: Mode) -> Option<Outcome> {
         Mode::Install | Mode::Join => {
             if f.existing.is_empty() {
                 return pass("no K3s or RKE2 files found");
+            }
+            if let (Some(journal), true, Some(e)) = (&f.airlock_journal, others.is_empty(), same) {
+                return pass(format!(
+                    "found {}, laid down by airlock (journal {}): this run re-checks every step and continues it",
+                    describe_install(e),
+                    journal.display()
+                ));
             }
             let found: Vec<String> = f.existing.iter().map(describe_install).collect();
             let uninstall: Vec<String> =
@@ -1304,6 +1328,36 @@ mod tests {
         f.existing[0].distribution = Distribution::Rke2;
         let o = assert_status("existing-install", &f, &t, Mode::Upgrade, Status::Fail);
         assert!(o.detail.contains("not an upgrade"));
+    }
+
+    #[test]
+    fn a_rerun_of_an_airlock_install_continues_its_own_files_and_listeners() {
+        let t = k3s();
+        let mut f = good();
+        f.existing = vec![ExistingInstall {
+            distribution: Distribution::K3s,
+            paths: vec!["/usr/local/bin/k3s".into()],
+            running: vec!["k3s-server".into()],
+        }];
+        f.network.listeners = vec![Listener {
+            protocol: Protocol::Tcp,
+            address: "0.0.0.0".parse().unwrap(),
+            port: 6443,
+            inode: 7,
+            process: Some("k3s-server".into()),
+        }];
+        assert_status("existing-install", &f, &t, Mode::Install, Status::Fail);
+        assert_status("ports", &f, &t, Mode::Install, Status::Fail);
+        f.airlock_journal = Some("/var/lib/airlock/journal.json".into());
+        let o = assert_status("existing-install", &f, &t, Mode::Install, Status::Pass);
+        assert!(o.detail.contains("laid down by airlock"), "{}", o.detail);
+        assert_status("ports", &f, &t, Mode::Install, Status::Pass);
+        // Our journal does not make another distribution's leftovers or a stranger's
+        // listener acceptable.
+        f.network.listeners[0].process = Some("nginx".into());
+        assert_status("ports", &f, &t, Mode::Install, Status::Fail);
+        f.existing[0].distribution = Distribution::Rke2;
+        assert_status("existing-install", &f, &t, Mode::Install, Status::Fail);
     }
 
     #[test]

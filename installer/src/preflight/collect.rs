@@ -425,6 +425,8 @@ impl Collector {
             }
         }
         self.facts.existing = found;
+        let journal = "/var/lib/airlock/journal.json";
+        self.facts.airlock_journal = self.exists(journal).then(|| PathBuf::from(journal));
     }
 
     fn join_token(&mut self, abs: &Path) {

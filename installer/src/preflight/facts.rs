@@ -38,6 +38,10 @@ pub struct Facts {
     pub services: ServiceFacts,
     /// K3s/RKE2 installs found on the host, one entry per distribution with files.
     pub existing: Vec<ExistingInstall>,
+    /// Airlock's own journal on the host (`/var/lib/airlock/journal.json`): an install
+    /// by airlock ran here, so its files and listeners are a re-run's to continue.
+    #[serde(default)]
+    pub airlock_journal: Option<PathBuf>,
     pub fsync: FsyncFacts,
     /// The join token file, when the collector was told where it is (joining nodes).
     pub join_token: Option<JoinTokenFacts>,

@@ -13,6 +13,7 @@ mod checks;
 mod collect;
 mod facts;
 mod fsync;
+pub mod site;
 mod sys;
 mod thresholds;
 

@@ -1,0 +1,346 @@
+//! Live mode: once the plan is applied to the running host, start the distribution and
+//! wait until the cluster has taken the platform — the node `Ready`, then every
+//! `HelmChart`'s install job succeeded — with progress and a deadline.
+//!
+//! Everything goes through [`Host::run`] (systemctl, kubectl), so tests drive the very
+//! same code with the recording double, scripting what K3s/RKE2 would answer; and
+//! through a [`Clock`], so a test's ten-minute wait takes no time. Under `--root`
+//! nothing is started: the image boots the units it was given.
+//!
+//! The waits are idempotent: a re-run after a timeout (or a reboot) starts the unit
+//! again (a no-op when it runs) and re-reads the state from the top.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use airlock_format::error::{Error, ErrorKind, Result};
+use airlock_format::manifest::DistributionKind;
+use airlock_format::report::{Event, Reporter};
+use serde::Serialize;
+
+use crate::distribution::HELM_CHART_NAMESPACE;
+use crate::host::Host;
+
+/// What to start and what to wait for on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LiveTarget {
+    pub kind: DistributionKind,
+    /// The systemd unit (`k3s.service`, `rke2-agent.service`).
+    pub unit: String,
+    /// The Kubernetes node name.
+    pub node: String,
+    /// Servers only: the kubectl binary and the admin kubeconfig the distribution
+    /// writes; agents have no API credentials, so only their unit is waited for.
+    pub kubectl: Option<(PathBuf, PathBuf)>,
+    /// `HelmChart` objects whose install jobs must succeed (servers only).
+    pub charts: Vec<String>,
+}
+
+/// How long to wait and how often to look.
+#[derive(Clone, Copy, Debug)]
+pub struct WaitOptions {
+    /// For the whole bring-up: node and every chart.
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+impl Default for WaitOptions {
+    fn default() -> Self {
+        // Image import on first start and a dozen chart installs take minutes on a
+        // slow disk; twenty is generous without letting a broken site hang forever.
+        Self { timeout: Duration::from_secs(20 * 60), poll: Duration::from_secs(5) }
+    }
+}
+
+/// Time, as a seam: tests advance a fake clock instead of sleeping.
+pub trait Clock {
+    fn now(&self) -> Instant;
+    fn sleep(&self, d: Duration);
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d)
+    }
+}
+
+/// What the bring-up saw.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LiveReport {
+    pub unit: String,
+    /// Seconds from start until the node was Ready (servers) or the unit active (agents).
+    pub node_ready_after_s: u64,
+    /// Each chart and the seconds until its install job succeeded.
+    pub charts: Vec<(String, u64)>,
+}
+
+/// Starts the unit and waits for the node and the charts. Refuses on a host that is
+/// not live: nothing is started under a target root.
+pub fn bring_up(
+    host: &dyn Host,
+    target: &LiveTarget,
+    opts: WaitOptions,
+    clock: &dyn Clock,
+    reporter: &dyn Reporter,
+) -> Result<LiveReport> {
+    if !host.live() {
+        return Err(Error::input(
+            host.root().display().to_string(),
+            "services are started only on the running system, not in a target root",
+        )
+        .with_hint("boot the target root; its units are enabled"));
+    }
+    let start = clock.now();
+    let deadline = start + opts.timeout;
+    reporter.event(Event::Phase { name: &format!("starting {}", target.unit), total: None });
+    // `enable --now`: RKE2's documented way to start (contracts), and idempotent.
+    host.run(&["systemctl", "enable", "--now", &target.unit])?.checked(&["systemctl", "enable", "--now"])?;
+
+    let node_waiting = match &target.kubectl {
+        Some(_) => format!("node {} to be Ready", target.node),
+        None => format!("{} to be active", target.unit),
+    };
+    reporter.event(Event::Phase { name: &format!("waiting for {node_waiting}"), total: None });
+    wait(clock, deadline, opts.poll, || match &target.kubectl {
+        Some(k) => node_ready(host, k, &target.node),
+        None => unit_active(host, &target.unit),
+    })
+    .map_err(|seen| timed_out(target, &node_waiting, &seen, opts.timeout))?;
+    let node_ready_after_s = clock.now().duration_since(start).as_secs();
+
+    let mut charts = Vec::new();
+    if let Some(k) = &target.kubectl {
+        for chart in &target.charts {
+            let what = format!("chart {chart} to be installed (job helm-install-{chart})");
+            reporter.event(Event::Phase { name: &format!("waiting for {what}"), total: None });
+            wait(clock, deadline, opts.poll, || job_succeeded(host, k, chart))
+                .map_err(|seen| timed_out(target, &what, &seen, opts.timeout))?;
+            charts.push((chart.clone(), clock.now().duration_since(start).as_secs()));
+        }
+    }
+    Ok(LiveReport { unit: target.unit.clone(), node_ready_after_s, charts })
+}
+
+/// Polls `probe` until it says done (`Ok(None)`) or the deadline passes; returns the
+/// last state seen on timeout. Probe errors (the API server still starting) are states
+/// too, not failures.
+fn wait(
+    clock: &dyn Clock,
+    deadline: Instant,
+    poll: Duration,
+    mut probe: impl FnMut() -> Result<Option<String>>,
+) -> std::result::Result<(), String> {
+    loop {
+        let seen = match probe() {
+            Ok(None) => return Ok(()),
+            Ok(Some(state)) => state,
+            Err(e) => e.to_string(),
+        };
+        if clock.now() >= deadline {
+            return Err(seen);
+        }
+        clock.sleep(poll);
+    }
+}
+
+fn timed_out(target: &LiveTarget, what: &str, seen: &str, timeout: Duration) -> Error {
+    let logs = match target.kind {
+        DistributionKind::K3s | DistributionKind::Rke2 => format!("journalctl -u {} -n 200", target.unit),
+    };
+    Error::new(
+        ErrorKind::Io,
+        format!("live install on node {}", target.node),
+        format!("gave up after {} s waiting for {what}; last seen: {seen}", timeout.as_secs()),
+    )
+    .with_hint(format!(
+        "the files are in place and the unit is enabled; look at `{logs}` and `kubectl -n {HELM_CHART_NAMESPACE} \
+         get helmcharts,jobs`, fix the cause, then run the same install command again: it resumes"
+    ))
+}
+
+fn kubectl(host: &dyn Host, k: &(PathBuf, PathBuf), args: &[&str]) -> Result<crate::host::CommandOutput> {
+    let bin = k.0.to_string_lossy();
+    let cfg = k.1.to_string_lossy();
+    let mut argv = vec![bin.as_ref(), "--kubeconfig", cfg.as_ref()];
+    argv.extend_from_slice(args);
+    host.run(&argv)
+}
+
+/// `None` when Ready; otherwise what was seen.
+fn node_ready(host: &dyn Host, k: &(PathBuf, PathBuf), node: &str) -> Result<Option<String>> {
+    let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
+    let out = kubectl(host, k, &["get", "node", node, "-o", jsonpath])?;
+    if !out.success() {
+        return Ok(Some(format!("kubectl: {}", out.stderr.trim())));
+    }
+    match out.stdout.trim() {
+        "True" => Ok(None),
+        "" => Ok(Some("the node has no Ready condition yet".into())),
+        s => Ok(Some(format!("Ready={s}"))),
+    }
+}
+
+fn unit_active(host: &dyn Host, unit: &str) -> Result<Option<String>> {
+    let out = host.run(&["systemctl", "is-active", unit])?;
+    match out.stdout.trim() {
+        "active" => Ok(None),
+        s => Ok(Some(format!("{unit} is {s}"))),
+    }
+}
+
+/// `None` once helm-controller's install job for the chart has succeeded.
+fn job_succeeded(host: &dyn Host, k: &(PathBuf, PathBuf), chart: &str) -> Result<Option<String>> {
+    let job = format!("job/helm-install-{chart}");
+    let out = kubectl(
+        host,
+        k,
+        &["-n", HELM_CHART_NAMESPACE, "get", &job, "-o", "jsonpath={.status.succeeded}/{.status.failed}"],
+    )?;
+    if !out.success() {
+        return Ok(Some(format!("kubectl: {}", out.stderr.trim())));
+    }
+    let (ok, failed) = out.stdout.trim().split_once('/').unwrap_or((out.stdout.trim(), ""));
+    if ok.parse::<u32>().unwrap_or(0) > 0 {
+        return Ok(None);
+    }
+    // helm-controller retries failed installs; a failure count is progress to report,
+    // not the end (the deadline is).
+    Ok(Some(match failed.parse::<u32>().unwrap_or(0) {
+        0 => "running".to_string(),
+        n => format!("{n} failed attempts so far (`kubectl -n {HELM_CHART_NAMESPACE} logs {job}`)"),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use airlock_format::report::Silent;
+
+    use super::*;
+    use crate::host::{CommandOutput, HostCall, RecordingHost};
+
+    struct FakeClock {
+        start: Instant,
+        elapsed: Cell<Duration>,
+    }
+    impl FakeClock {
+        fn new() -> Self {
+            Self { start: Instant::now(), elapsed: Cell::new(Duration::ZERO) }
+        }
+    }
+    impl Clock for FakeClock {
+        fn now(&self) -> Instant {
+            self.start + self.elapsed.get()
+        }
+        fn sleep(&self, d: Duration) {
+            self.elapsed.set(self.elapsed.get() + d);
+        }
+    }
+
+    fn server() -> LiveTarget {
+        LiveTarget {
+            kind: DistributionKind::K3s,
+            unit: "k3s.service".into(),
+            node: "n1".into(),
+            kubectl: Some(("/usr/local/bin/kubectl".into(), "/etc/rancher/k3s/k3s.yaml".into())),
+            charts: vec!["hello".into(), "notes".into()],
+        }
+    }
+
+    fn runs(host: &RecordingHost) -> Vec<String> {
+        host.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                HostCall::Run { argv } => Some(argv.join(" ")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const NODE: &[&str] = &["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "get", "node"];
+    fn job(chart: &str) -> Vec<String> {
+        ["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "-n", "kube-system", "get"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("job/helm-install-{chart}")])
+            .collect()
+    }
+
+    #[test]
+    fn bring_up_starts_the_unit_then_waits_for_the_node_and_each_chart_job() {
+        let host = RecordingHost::new(true).unwrap();
+        host.expect_command(&["systemctl", "enable", "--now"], CommandOutput::ok(""));
+        // The API server answers "not found" twice before the node registers.
+        host.expect_command(NODE, CommandOutput::ok("True"));
+        host.expect_command_times(NODE, CommandOutput::ok("False"), 1);
+        host.expect_command_times(NODE, CommandOutput::exit(1, "nodes \"n1\" not found"), 2);
+        for c in ["hello", "notes"] {
+            let argv = job(c);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            host.expect_command(&argv, CommandOutput::ok("1/"));
+            host.expect_command_times(&argv, CommandOutput::ok("/2"), 2);
+        }
+        let clock = FakeClock::new();
+        let opts = WaitOptions { timeout: Duration::from_secs(600), poll: Duration::from_secs(5) };
+        let r = bring_up(&host, &server(), opts, &clock, &Silent).unwrap();
+        assert_eq!(r.node_ready_after_s, 15, "three polls before Ready");
+        assert_eq!(r.charts.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["hello", "notes"]);
+        let runs = runs(&host);
+        assert_eq!(runs[0], "systemctl enable --now k3s.service");
+        assert_eq!(runs.iter().filter(|r| r.contains("get node n1")).count(), 4);
+        let hello = runs.iter().position(|r| r.contains("helm-install-hello")).unwrap();
+        let notes = runs.iter().position(|r| r.contains("helm-install-notes")).unwrap();
+        let last_node = runs.iter().rposition(|r| r.contains("get node")).unwrap();
+        assert!(last_node < hello && hello < notes, "{runs:#?}");
+    }
+
+    #[test]
+    fn a_chart_job_that_never_succeeds_times_out_naming_the_chart_and_how_to_look() {
+        let host = RecordingHost::new(true).unwrap();
+        host.expect_command(&["systemctl", "enable", "--now"], CommandOutput::ok(""));
+        host.expect_command(NODE, CommandOutput::ok("True"));
+        let argv = job("hello");
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        host.expect_command(&argv, CommandOutput::ok("/7"));
+        let clock = FakeClock::new();
+        let opts = WaitOptions { timeout: Duration::from_secs(60), poll: Duration::from_secs(5) };
+        let e = bring_up(&host, &server(), opts, &clock, &Silent).unwrap_err().to_string();
+        assert!(e.contains("chart hello") && e.contains("7 failed attempts") && e.contains("60 s"), "{e}");
+        assert!(e.contains("hint:") && e.contains("journalctl -u k3s.service"), "{e}");
+        assert!(clock.elapsed.get() >= Duration::from_secs(60) && clock.elapsed.get() < Duration::from_secs(70));
+    }
+
+    #[test]
+    fn an_agent_waits_for_its_unit_without_api_credentials() {
+        let host = RecordingHost::new(true).unwrap();
+        host.expect_command(&["systemctl", "enable", "--now"], CommandOutput::ok(""));
+        host.expect_command(&["systemctl", "is-active"], CommandOutput::ok("active\n"));
+        host.expect_command_times(&["systemctl", "is-active"], CommandOutput::exit(3, "activating"), 1);
+        let t = LiveTarget { unit: "k3s-agent.service".into(), kubectl: None, charts: vec![], ..server() };
+        let r = bring_up(&host, &t, WaitOptions::default(), &FakeClock::new(), &Silent).unwrap();
+        assert_eq!(r.node_ready_after_s, 5);
+        assert!(runs(&host).iter().all(|r| !r.contains("kubectl")));
+    }
+
+    #[test]
+    fn a_unit_that_fails_to_start_is_an_error_naming_it() {
+        let host = RecordingHost::new(true).unwrap();
+        host.expect_command(&["systemctl", "enable", "--now"], CommandOutput::exit(1, "Job for k3s.service failed"));
+        let e = bring_up(&host, &server(), WaitOptions::default(), &FakeClock::new(), &Silent).unwrap_err();
+        assert!(e.to_string().contains("k3s.service failed"), "{e}");
+    }
+
+    #[test]
+    fn nothing_is_started_in_a_target_root() {
+        let host = RecordingHost::new(false).unwrap();
+        let e = bring_up(&host, &server(), WaitOptions::default(), &FakeClock::new(), &Silent).unwrap_err();
+        assert!(e.to_string().contains("target root"), "{e}");
+        assert!(runs(&host).is_empty());
+    }
+}
