@@ -292,9 +292,9 @@ fn distribution_input(
         (crate::answers::Role::Server, None, true) => distribution::Role::FirstServer,
         (crate::answers::Role::Server, None, false) => distribution::Role::SingleServer,
     };
-    let (disable, embedded_registry, cis) = match &profile.options {
-        Options::K3s(o) => (o.disable.clone(), o.embedded_registry, false),
-        Options::Rke2(o) => (o.disable.clone(), false, o.cis),
+    let (disable, embedded_registry, secrets_encryption, cis) = match &profile.options {
+        Options::K3s(o) => (o.disable.clone(), o.embedded_registry, o.secrets_encryption, false),
+        Options::Rke2(o) => (o.disable.clone(), false, true, o.cis),
     };
     let mut charts = Vec::new();
     for c in m.charts.iter().filter(|c| profile.components.contains(&c.component)) {
@@ -324,6 +324,7 @@ fn distribution_input(
         cluster_dns: Some(answers.cluster.cluster_dns),
         disable,
         embedded_registry,
+        secrets_encryption,
         cis,
         data_dir: data_dir_for(answers, dist.kind),
         registry_mirror: None,

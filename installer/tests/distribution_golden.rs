@@ -82,6 +82,7 @@ fn k3s_input(role: Role) -> DistributionInput {
         cluster_dns: Some("10.43.0.10".parse().unwrap()),
         disable: vec!["traefik".into(), "servicelb".into()],
         embedded_registry: false,
+        secrets_encryption: false,
         cis: false,
         data_dir: None,
         registry_mirror: None,

@@ -117,6 +117,7 @@ fn input(tarball: Vec<TarballEntry>) -> DistributionInput {
         cluster_dns: None,
         disable: vec![],
         embedded_registry: false,
+        secrets_encryption: false,
         cis: true,
         data_dir: None,
         registry_mirror: None,

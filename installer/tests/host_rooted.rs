@@ -302,3 +302,30 @@ fn nothing_is_started_under_a_root() {
     let err = RootedHost::new(dir.path().to_path_buf(), true).unwrap_err();
     assert!(err.cause.contains("root must be /"), "{err}");
 }
+
+#[test]
+fn a_staged_file_is_hard_linked_into_a_fresh_target_and_copied_over_an_existing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = rooted(&dir.path().join("root"));
+    let staged = dir.path().join("staged.tar");
+    fs::write(&staged, b"image archive").unwrap();
+    fs::set_permissions(&staged, fs::Permissions::from_mode(0o600)).unwrap();
+
+    let n = host.copy_file(&staged, Path::new("/var/lib/images/a.tar"), Perms::mode(0o644)).unwrap();
+    assert_eq!(n, 13);
+    let placed = dir.path().join("root/var/lib/images/a.tar");
+    let (s, p) = (fs::metadata(&staged).unwrap(), fs::metadata(&placed).unwrap());
+    assert_eq!((s.ino(), s.nlink()), (p.ino(), 2), "same filesystem: one inode, no second copy");
+    assert_eq!(p.mode() & 0o777, 0o644);
+    assert_eq!(fs::read_dir(placed.parent().unwrap()).unwrap().count(), 1, "no temp file left");
+
+    // A target that exists is replaced by a copy: its old inode may be shared with a
+    // backup or held open, and its owner is kept as for any rewrite.
+    let other = dir.path().join("other.tar");
+    fs::write(&other, b"newer archive").unwrap();
+    host.copy_file(&other, Path::new("/var/lib/images/a.tar"), Perms::mode(0o644)).unwrap();
+    let p = fs::metadata(&placed).unwrap();
+    assert_ne!(p.ino(), fs::metadata(&other).unwrap().ino());
+    assert_eq!(fs::read(&placed).unwrap(), b"newer archive");
+    assert_eq!(fs::read(&staged).unwrap(), b"image archive", "the staged file is untouched");
+}

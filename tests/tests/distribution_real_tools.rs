@@ -73,6 +73,7 @@ fn input(role: Role, charts: Vec<ChartInput>) -> DistributionInput {
         cluster_dns: None,
         disable: vec!["traefik".into()],
         embedded_registry: false,
+        secrets_encryption: false,
         cis: false,
         data_dir: None,
         registry_mirror: None,

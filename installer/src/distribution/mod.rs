@@ -232,6 +232,8 @@ pub struct DistributionInput {
     pub disable: Vec<String>,
     /// Peer-to-peer image sharing between nodes (`embedded-registry: true`), for HA.
     pub embedded_registry: bool,
+    /// K3s: encrypt Secrets at rest (`secrets-encryption: true`); RKE2 always does.
+    pub secrets_encryption: bool,
     /// RKE2's CIS profile (`profile: cis`, the `etcd` user and the CIS sysctls).
     pub cis: bool,
     /// A data directory other than `/var/lib/rancher/{k3s,rke2}`.

@@ -60,6 +60,7 @@ fn k3s(role: Role) -> DistributionInput {
         cluster_dns: Some("10.43.0.10".parse().unwrap()),
         disable: vec![],
         embedded_registry: false,
+        secrets_encryption: false,
         cis: false,
         data_dir: None,
         registry_mirror: None,
@@ -129,6 +130,7 @@ fn k3s_keys_per_role() {
     agent_input.disable = vec!["traefik".into()];
     agent_input.tls_san = vec!["x.example".into()];
     agent_input.embedded_registry = true;
+    agent_input.secrets_encryption = true;
     let agent = config(&agent_input);
     assert_eq!(get(&agent, "server").and_then(Value::as_str), Some("https://[fd00::1]:6443"));
     for server_only in [
@@ -138,11 +140,23 @@ fn k3s_keys_per_role() {
         "service-cidr",
         "cluster-dns",
         "embedded-registry",
+        "secrets-encryption",
         "write-kubeconfig-mode",
     ] {
         assert!(get(&agent, server_only).is_none(), "agents get no `{server_only}`");
     }
     assert_eq!(get(&agent, "disable-default-registry-endpoint"), Some(&Value::Bool(true)));
+}
+
+#[test]
+fn secrets_encryption_is_written_for_k3s_servers_and_left_to_rke2s_default() {
+    let mut input = k3s(Role::SingleServer);
+    assert!(get(&config(&input), "secrets-encryption").is_none());
+    input.secrets_encryption = true;
+    assert_eq!(get(&config(&input), "secrets-encryption"), Some(&Value::Bool(true)));
+    let mut r = rke2(Role::SingleServer);
+    r.secrets_encryption = true;
+    assert!(get(&config(&r), "secrets-encryption").is_none(), "RKE2 encrypts Secrets by default");
 }
 
 #[test]

@@ -160,8 +160,10 @@ pub trait Host {
     /// fsync the directory), streaming from `content`; missing parents are created
     /// 0755. Returns the bytes written.
     fn write_file(&self, path: &Path, content: &mut dyn Read, perms: Perms) -> Result<u64>;
-    /// Copies a file from a *host* path (e.g. staging; not mapped under the root) to
-    /// a target path, atomically and streaming, as [`Host::write_file`].
+    /// Copies a file from a *host* path (staging; not mapped under the root) to a
+    /// target path, atomically and streaming, as [`Host::write_file`]. The source must
+    /// be a staged file nothing writes to again: a target that does not exist yet may
+    /// become a hard link to it when both are on one filesystem.
     fn copy_file(&self, source: &Path, path: &Path, perms: Perms) -> Result<u64>;
     /// Makes sure a directory exists with exactly `mode`; missing parents are created
     /// 0755.

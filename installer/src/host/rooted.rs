@@ -198,6 +198,38 @@ impl RootedHost {
 
     /// The shared body of every file write: `fill` streams the content into a temp
     /// file next to the target, which then replaces the target.
+    /// Places a staged file at a target path that does not exist yet by hard-linking
+    /// it, when both are on one filesystem: the image archive and the distribution's
+    /// binaries are gigabytes that would otherwise be written a second time. Staged
+    /// files are never written again (a new run removes staging and extracts anew), so
+    /// sharing the inode is safe. `None`: not possible here, copy instead.
+    fn link_fresh(&self, source: &Path, target: &Path, perms: Perms) -> Result<Option<u64>> {
+        let dest = self.resolve_for_change(target)?;
+        let fresh = matches!(fs::symlink_metadata(&dest), Err(e) if is_missing(&e));
+        let Ok(meta) = fs::symlink_metadata(source) else { return Ok(None) };
+        if !fresh || !meta.is_file() || meta.nlink() != 1 {
+            return Ok(None);
+        }
+        self.make_parents(target, &dest)?;
+        let tmp = temp_path(&dest);
+        if fs::hard_link(source, &tmp).is_err() {
+            return Ok(None); // another filesystem (EXDEV) or links not allowed: copy
+        }
+        let placed = (|| -> io::Result<()> {
+            let f = File::open(&tmp)?;
+            f.set_permissions(Permissions::from_mode(perms.effective_mode()))?;
+            // The data must be on disk before the name is, as for a written file.
+            f.sync_all()?;
+            fs::rename(&tmp, &dest)
+        })();
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.io_err(target, e));
+        }
+        sync_parent(&dest).map_err(|e| self.io_err(target, e))?;
+        Ok(Some(meta.len()))
+    }
+
     fn atomic_write(
         &self,
         target: &Path,
@@ -327,6 +359,9 @@ impl Host for RootedHost {
     }
 
     fn copy_file(&self, source: &Path, path: &Path, perms: Perms) -> Result<u64> {
+        if let Some(n) = self.link_fresh(source, path, perms)? {
+            return Ok(n);
+        }
         let mut src = File::open(source).map_err(|e| Error::io(source, e))?;
         // File to File: io::copy uses copy_file_range, streaming inside the kernel.
         self.atomic_write(path, perms, &mut |f| io::copy(&mut src, f))
