@@ -90,6 +90,37 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Join this node to a cluster another node started: a further HA server or an
+    /// agent, from the same bundle and the join token file the first server wrote.
+    /// Everything else is as `install` (the answers' `join` section, or these flags).
+    Join {
+        bundle: PathBuf,
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        #[arg(long)]
+        answers: Option<PathBuf>,
+        /// The first server's address (overrides `join.server`).
+        #[arg(long)]
+        server: Option<String>,
+        /// The join token file copied from the first server (overrides `join.token_file`;
+        /// default /etc/airlock/join-token).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        check: bool,
+        #[arg(long = "override", value_name = "CHECK")]
+        overrides: Vec<String>,
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Check whether this host can take the platform: pass / warn / fail with a fix for
     /// each (exit 8 when a check fails). Verifies the bundle for its profile's limits.
     Preflight {
@@ -165,7 +196,27 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Install { bundle, pubkey, answers, root, yes, dry_run, check, overrides, timeout, output } => {
-            let opts = InstallArgs { yes, dry_run, check, overrides, timeout: Duration::from_secs(timeout), output };
+            let timeout = Duration::from_secs(timeout);
+            let opts = InstallArgs { yes, dry_run, check, overrides, timeout, output, join: None };
+            install(&bundle, &pubkey, answers.as_deref(), &root, &opts)
+        }
+        Command::Join {
+            bundle,
+            pubkey,
+            answers,
+            server,
+            token_file,
+            root,
+            yes,
+            dry_run,
+            check,
+            overrides,
+            timeout,
+            output,
+        } => {
+            let timeout = Duration::from_secs(timeout);
+            let join = Some(JoinFlags { server, token_file });
+            let opts = InstallArgs { yes, dry_run, check, overrides, timeout, output, join };
             install(&bundle, &pubkey, answers.as_deref(), &root, &opts)
         }
         Command::Preflight { bundle, pubkey, answers, profile, mode, root, overrides, output } => {
@@ -211,6 +262,13 @@ struct InstallArgs {
     overrides: Vec<String>,
     timeout: Duration,
     output: Output,
+    /// `airlock join`: the node must join, with these overrides of the answers.
+    join: Option<JoinFlags>,
+}
+
+struct JoinFlags {
+    server: Option<String>,
+    token_file: Option<PathBuf>,
 }
 
 fn install(
@@ -229,10 +287,15 @@ fn install(
     let output = args.output;
     let answers_path_arg = answers;
     let live = root == std::path::Path::new("/");
-    let answers = match answers {
-        Some(path) => Some(airlock_installer::answers::Answers::load(path)?),
-        None if std::io::stdin().is_terminal() => None,
-        None => {
+    let answers = match (answers, &args.join) {
+        (Some(path), Some(j)) => Some(airlock_installer::answers::Answers::load_for_join(
+            path,
+            j.server.as_deref(),
+            j.token_file.as_deref(),
+        )?),
+        (Some(path), None) => Some(airlock_installer::answers::Answers::load(path)?),
+        (None, _) if std::io::stdin().is_terminal() => None,
+        (None, _) => {
             return Err(Error::input("--answers", "no answers file given and no terminal to ask on")
                 .with_hint("pass --answers FILE (docs/answers.md; examples/demo/answers.yaml is an example)"))
         }
@@ -254,6 +317,15 @@ fn install(
             airlock_installer::answers::ask(airlock_installer::answers::questions(), &facts, &mut TerminalPrompter)?
         }
     };
+    if args.join.is_some() && answers.join.is_none() {
+        return Err(Error::input(
+            format!("{}: join", answers.origin),
+            "these answers are for the node that starts the cluster",
+        )
+        .with_hint(
+            "install that node with `airlock install`; `airlock join` is for the other servers and the agents",
+        ));
+    }
     let prepared = plan(bundle, staged, &answers, &host)?;
     let image_bytes = site::image_bytes(&prepared.staged.manifest);
     let input = SiteInput::from_answers(&prepared.profile, &answers, image_bytes, &args.overrides);
@@ -309,7 +381,8 @@ fn install(
             return Ok(1);
         }
     }
-    let mut resume = format!("airlock install {}", bundle.display());
+    let verb = if args.join.is_some() { "join" } else { "install" };
+    let mut resume = format!("airlock {verb} {}", bundle.display());
     if let Some(a) = answers_path_arg {
         resume.push_str(&format!(" --answers {}", a.display()));
     }
@@ -318,6 +391,14 @@ fn install(
     }
     for o in &args.overrides {
         resume.push_str(&format!(" --override {o}"));
+    }
+    if let (Some(flags), Some(j)) = (&args.join, &answers.join) {
+        if flags.server.is_some() {
+            resume.push_str(&format!(" --server {}", j.server));
+        }
+        if flags.token_file.is_some() {
+            resume.push_str(&format!(" --token-file {}", j.token_file.display()));
+        }
     }
     if answers_path_arg.is_some() {
         resume.push_str(" --yes");

@@ -210,6 +210,39 @@ impl Answers {
         Self::from_yaml(&text, &path.display().to_string())
     }
 
+    /// Reads an answers file with `join.server` / `join.token_file` set from the
+    /// command line (`airlock join --server --token-file`), then validates the whole
+    /// as any file: the flags' values meet the same checks as the keys they set.
+    pub fn load_for_join(path: &Path, server: Option<&str>, token_file: Option<&Path>) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let origin = path.display().to_string();
+        if server.is_none() && token_file.is_none() {
+            return Self::from_yaml(&text, &origin);
+        }
+        let mut doc: serde_yaml::Value = strict::parse_yaml(&text, DOC).map_err(|p| p.into_error(&origin))?;
+        let key = |k: &str| serde_yaml::Value::String(k.to_string());
+        if let serde_yaml::Value::Mapping(m) = &mut doc {
+            let join = m.entry(key("join")).or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+            if let serde_yaml::Value::Mapping(j) = join {
+                if let Some(s) = server {
+                    j.insert(key("server"), key(s));
+                }
+                match token_file {
+                    Some(t) => {
+                        j.insert(key("token_file"), key(&t.to_string_lossy()));
+                    }
+                    // Where the wizard suggests it too.
+                    None if !j.contains_key(key("token_file")) => {
+                        j.insert(key("token_file"), key(DEFAULT_TOKEN_FILE));
+                    }
+                    None => {}
+                }
+            }
+        }
+        let text = serde_yaml::to_string(&doc).expect("a YAML value serialises");
+        Self::from_yaml(&text, &format!("{origin} (with --server/--token-file)"))
+    }
+
     /// Reads and validates answers from YAML text; `origin` names it in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self> {
         let read = || -> std::result::Result<Self, Problem> {
