@@ -19,11 +19,13 @@ pub mod minio;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 use airlock_format::error::{Error, Result};
 use serde_json::{json, Value};
 
 use crate::answers::{Secret, REDACTED};
+use crate::layout::Layout;
 
 /// The label every object airlock renders carries, so support can tell ours apart.
 const MANAGED_BY: &str = "airlock";
@@ -41,6 +43,22 @@ impl Rendered {
     /// The manifest named `name` (of any kind).
     pub fn manifest(&self, name: &str) -> Option<&Manifest> {
         self.manifests.iter().find(|m| m.name == name)
+    }
+
+    /// The manifests as files of the auto-deploy directory `manifests_dir`
+    /// (`<data-dir>/server/manifests`): Secrets as secret files (0600, content kept
+    /// out of plans), the rest 0600 like the `HelmChart` files beside them.
+    pub fn layout(&self, manifests_dir: &Path) -> Layout {
+        let mut layout = Layout::default();
+        for m in &self.manifests {
+            let path = manifests_dir.join(m.file_name());
+            if m.is_secret() {
+                layout.secret_file(path, m.yaml.clone());
+            } else {
+                layout.file(path, 0o600, m.yaml.clone());
+            }
+        }
+        layout
     }
 }
 
@@ -186,4 +204,36 @@ fn pem_certificate(subject: &str, pem: &str) -> Result<()> {
             .with_hint("give the CA certificate in PEM form, as `openssl x509 -outform PEM` writes it"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::FileSource;
+
+    #[test]
+    fn secret_manifests_become_secret_files_and_never_print() {
+        let s = secret("ns", "creds", "Opaque", &[("password", "pw-6a1f")]).unwrap();
+        assert!(s.yaml.contains("pw-6a1f"));
+        assert!(!format!("{s:?}").contains("pw-6a1f"), "{s:?}");
+        let cm = config_map("ns", "settings", BTreeMap::from([("k".to_string(), "v".to_string())])).unwrap();
+        let r = Rendered { values_yaml: String::new(), manifests: vec![namespace_manifest("ns").unwrap(), cm, s] };
+        let layout = r.layout(Path::new("/var/lib/rancher/k3s/server/manifests"));
+        let paths: Vec<String> = layout.files.iter().map(|f| f.path.display().to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/var/lib/rancher/k3s/server/manifests/airlock-ns-0-namespace.yaml",
+                "/var/lib/rancher/k3s/server/manifests/airlock-ns-configmap-settings.yaml",
+                "/var/lib/rancher/k3s/server/manifests/airlock-ns-secret-creds.yaml",
+            ]
+        );
+        let secret_file = &layout.files[2];
+        assert!(secret_file.secret && secret_file.mode == 0o600);
+        assert!(!layout.files[1].secret);
+        let FileSource::Inline(bytes) = &secret_file.source else { panic!("inline") };
+        assert!(String::from_utf8_lossy(bytes).contains("pw-6a1f"));
+        // The plan (serialized layout) shows no content at all.
+        assert!(!serde_json::to_string(&layout).unwrap().contains("pw-6a1f"));
+    }
 }
