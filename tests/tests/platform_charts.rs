@@ -305,6 +305,33 @@ fn assert_no_secret_outside_secrets(rendered: &Rendered, chart_docs: &[Value]) {
     }
 }
 
+/// The container rules of the restricted Pod Security level (which RKE2's CIS
+/// profile enforces), checked on every pod template the chart renders: no privilege
+/// escalation, all capabilities dropped, non-root and the runtime's seccomp profile
+/// (each set on the container or inherited from the pod). Returns the containers seen.
+fn assert_restricted_pod_security(docs: &[Value]) -> usize {
+    let mut n = 0;
+    for d in docs {
+        let pod = &d["spec"]["template"]["spec"];
+        if pod.is_null() {
+            continue;
+        }
+        let pod_sc = &pod["securityContext"];
+        for c in seq(&pod["containers"]).into_iter().chain(seq(&pod["initContainers"])) {
+            let at = format!("{} {} container {}", kind(d), name(d), c["name"].as_str().unwrap_or("?"));
+            let sc = &c["securityContext"];
+            assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false), "{at}: allowPrivilegeEscalation");
+            assert!(seq(&sc["capabilities"]["drop"]).iter().any(|c| c.as_str() == Some("ALL")), "{at}: drop ALL");
+            let non_root = sc["runAsNonRoot"].as_bool().or(pod_sc["runAsNonRoot"].as_bool());
+            assert_eq!(non_root, Some(true), "{at}: runAsNonRoot");
+            let seccomp = sc["seccompProfile"]["type"].as_str().or(pod_sc["seccompProfile"]["type"].as_str());
+            assert_eq!(seccomp, Some("RuntimeDefault"), "{at}: seccompProfile");
+            n += 1;
+        }
+    }
+    n
+}
+
 fn container<'a>(workload: &'a Value, name: &str) -> &'a Value {
     workload["spec"]["template"]["spec"]["containers"]
         .as_sequence()
@@ -343,6 +370,7 @@ fn keycloak_chart_imports_the_realm_from_its_configmap_with_secrets_referenced()
     let provided = Provided::of(&rendered, &docs).with_pki_tls_secret(&input.ingress_tls_secret);
     assert!(provided.check_references(&docs) >= 6, "too few references checked");
     assert_no_secret_outside_secrets(&rendered, &docs);
+    assert_eq!(assert_restricted_pod_security(&docs), 1);
 
     let sts = one(&docs, "StatefulSet");
     assert_eq!(sts["spec"]["replicas"].as_u64(), Some(1));
@@ -459,6 +487,8 @@ fn minio_single_node_chart_is_a_standalone_deployment_with_our_secrets() {
     let provided = Provided::of(&rendered, &docs);
     assert!(provided.check_references(&docs) >= 6, "too few references checked");
     assert_no_secret_outside_secrets(&rendered, &docs);
+    // MinIO and the bucket job.
+    assert_eq!(assert_restricted_pod_security(&docs), 2);
 
     assert!(find(&docs, "StatefulSet").is_empty(), "standalone MinIO must not be a StatefulSet");
     let deploy = one(&docs, "Deployment");
@@ -513,6 +543,7 @@ fn minio_ha_chart_is_a_distributed_statefulset_one_pod_per_server() {
     let provided = Provided::of(&rendered, &docs);
     provided.check_references(&docs);
     assert_no_secret_outside_secrets(&rendered, &docs);
+    assert_eq!(assert_restricted_pod_security(&docs), 2);
     assert!(find(&docs, "Deployment").is_empty(), "distributed MinIO is not a Deployment");
     let sts = one(&docs, "StatefulSet");
     assert_eq!(sts["spec"]["replicas"].as_u64(), Some(3));

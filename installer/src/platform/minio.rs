@@ -240,6 +240,17 @@ fn bucket_name(b: &str) -> Result<()> {
     Ok(())
 }
 
+/// What the restricted Pod Security level asks of every container.
+fn restricted_container() -> Value {
+    json!({
+        "readOnlyRootFilesystem": false,
+        "allowPrivilegeEscalation": false,
+        "runAsNonRoot": true,
+        "capabilities": { "drop": ["ALL"] },
+        "seccompProfile": { "type": "RuntimeDefault" },
+    })
+}
+
 fn values(input: &MinioInput, names: &Names) -> Value {
     let l = layout(input.servers);
     let api = api_host(&input.domain);
@@ -283,13 +294,23 @@ fn values(input: &MinioInput, names: &Names) -> Value {
         // The chart asks for 16Gi per pod, more than a whole appliance node may have.
         "resources": { "requests": { "memory": "1Gi" } },
         "environment": env,
-        // The restricted Pod Security level (RKE2 CIS profile).
-        "containerSecurityContext": {
-            "readOnlyRootFilesystem": false,
-            "allowPrivilegeEscalation": false,
-            "runAsNonRoot": true,
-            "capabilities": { "drop": ["ALL"] },
-            "seccompProfile": { "type": "RuntimeDefault" },
+        // The restricted Pod Security level (RKE2 CIS profile enforces it): for MinIO
+        // and for the post-install job that creates the buckets, which the chart
+        // otherwise runs without any security context and which would be rejected.
+        "containerSecurityContext": restricted_container(),
+        "postJob": {
+            "securityContext": {
+                "enabled": true,
+                "runAsUser": 1000,
+                "runAsGroup": 1000,
+                "fsGroup": 1000,
+                "runAsNonRoot": true,
+                "seccompProfile": { "type": "RuntimeDefault" },
+            },
+        },
+        "makeBucketJob": {
+            "securityContext": { "enabled": true, "runAsUser": 1000, "runAsGroup": 1000 },
+            "containerSecurityContext": restricted_container(),
         },
         "service": { "annotations": https_service },
         "consoleService": { "annotations": https_service },
