@@ -10,8 +10,11 @@
 //! - **Secrets stay out of the realm file**: the LDAP bind credential and the client
 //!   secret are written as `${ENV}` placeholders, which Keycloak resolves from its
 //!   environment when it imports a realm file ("Using environment variables within
-//!   the realm configuration files", Keycloak server guide, importExport); the
-//!   environment comes from a Secret through `envFrom`.
+//!   the realm configuration files", Keycloak server guide "Importing and exporting
+//!   realms"); the environment comes from a Secret through `envFrom`. Keycloak
+//!   replaces them in the file's text before parsing it
+//!   (`AbstractFileBasedImportProvider`), so those values must be JSON-safe, which
+//!   [`render`] checks.
 //! - **Admin**: `KC_BOOTSTRAP_ADMIN_USERNAME`/`_PASSWORD` (Keycloak 26's names; the
 //!   chart's default image is 26.5.6) from a Secret.
 //! - **Trust**: the site CA (and the directory's CA, when the customer gave one) in a
@@ -323,6 +326,20 @@ fn validate(input: &KeycloakInput) -> Result<()> {
     non_empty_secret("keycloak: admin password", &c.admin_password)?;
     non_empty_secret("LDAP bind password", &c.ldap_bind_password)?;
     non_empty_secret("keycloak: app client secret", &c.app_client_secret)?;
+    // Keycloak puts these into the realm file's *text* before it parses the JSON
+    // (AbstractFileBasedImportProvider), unescaped: a quote, a backslash or a control
+    // character would break the file or change its meaning. Never echo the value.
+    for (what, s) in
+        [("LDAP bind password", &c.ldap_bind_password), ("keycloak: app client secret", &c.app_client_secret)]
+    {
+        if s.expose().chars().any(|ch| ch == '"' || ch == '\\' || ch.is_control()) {
+            return Err(Error::input(
+                what,
+                "contains a `\"`, a `\\` or a control character, which Keycloak would insert unescaped into the realm file's JSON",
+            )
+            .with_hint("use a password without those characters for the bind account (or set it in the Keycloak admin console after the install)"));
+        }
+    }
     match &input.database {
         None if input.ha => Err(Error::input(
             "keycloak: database",
@@ -771,6 +788,18 @@ mod tests {
         let e = render(&i).unwrap_err();
         assert!(e.subject.contains("LDAP users filter"), "{e}");
         assert!(e.to_string().contains("hint:"), "{e}");
+    }
+
+    #[test]
+    fn a_bind_password_that_would_break_the_realm_json_is_refused_without_echoing_it() {
+        for bad in ["pa\"ss-91c2", "pa\\ss-91c2", "pa\nss-91c2"] {
+            let mut i = input();
+            i.credentials.ldap_bind_password = Secret::new(bad);
+            let e = render(&i).unwrap_err();
+            assert_eq!(e.subject, "LDAP bind password");
+            assert!(!e.to_string().contains("ss-91c2"), "{e}");
+            assert!(e.hint.is_some());
+        }
     }
 
     #[test]
