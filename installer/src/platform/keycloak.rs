@@ -802,6 +802,44 @@ mod tests {
         }
     }
 
+    /// What Keycloak does at import (AbstractFileBasedImportProvider): `${NAME}`
+    /// replaced in the raw text by the environment variable, unknown names left as
+    /// they are. The environment is the container's: the env Secret's `stringData`.
+    fn substitute(text: &str, env: &BTreeMap<String, String>) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else { break };
+            match env.get(&after[..end]) {
+                Some(v) => out.push_str(v),
+                None => out.push_str(&rest[start..start + 3 + end]),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    #[test]
+    fn the_imported_realm_gets_the_secrets_from_the_container_environment() {
+        let mut i = input();
+        // Characters JSON allows unescaped, to show they survive the raw substitution.
+        i.credentials.ldap_bind_password = Secret::new("b1nd'pw <&>");
+        let r = render(&i).unwrap();
+        let names = Names::new(&i.release);
+        let cm: serde_yaml::Value = serde_yaml::from_str(&r.manifest(&names.realm_config_map).unwrap().yaml).unwrap();
+        let text = cm["data"]["airlock-realm.json"].as_str().unwrap();
+        let secret: serde_yaml::Value =
+            serde_yaml::from_str(&r.manifest(&names.realm_env_secret).unwrap().yaml).unwrap();
+        let env: BTreeMap<String, String> = serde_yaml::from_value(secret["stringData"].clone()).unwrap();
+        let realm: Value = serde_json::from_str(&substitute(text, &env)).expect("still JSON after substitution");
+        let ldap = &realm["components"]["org.keycloak.storage.UserStorageProvider"][0];
+        assert_eq!(ldap["config"]["bindCredential"][0], "b1nd'pw <&>");
+        assert_eq!(realm["clients"][0]["secret"], CLIENT_SECRET);
+    }
+
     #[test]
     fn starttls_on_ldaps_is_refused() {
         let mut i = input();
