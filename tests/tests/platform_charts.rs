@@ -556,3 +556,98 @@ fn minio_ha_chart_is_a_distributed_statefulset_one_pod_per_server() {
     let names = minio::certificate_dns_names(&input.release, &input.namespace, &input.domain, input.servers);
     assert!(names.contains(&"*.minio-svc.minio.svc".to_string()), "{names:?}");
 }
+
+/// The values reach the chart the way K3s hands them over: inside the `HelmChart`
+/// manifest the distribution renderer writes (as `valuesContent`, a YAML string with
+/// the chart's own templated YAML strings inside), and the render's objects land
+/// beside it in the same auto-deploy directory without clashing with it.
+#[test]
+fn platform_values_survive_the_helmchart_manifest_and_sit_beside_it() {
+    use airlock_installer::distribution::{self, Artifacts, ChartInput, DistributionInput, Role, Token};
+    use airlock_installer::layout::FileSource;
+
+    let Some(helm_bin) = helm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    fs::create_dir_all(&home).unwrap();
+    // The keycloakx chart is a directory in shared/: package it as the bundler would.
+    let out =
+        helm_command(&helm_bin, &home).arg("package").arg(keycloak_chart()).arg("-d").arg(tmp.path()).output().unwrap();
+    assert!(out.status.success(), "helm package: {}", String::from_utf8_lossy(&out.stderr));
+    let kc_tgz = fs::read(tmp.path().join(format!("keycloakx-{}.tgz", keycloak::CHART_VERSION))).unwrap();
+    let minio_tgz = fs::read(minio_chart()).unwrap();
+
+    let kc = keycloak::render(&keycloak_input(false)).unwrap();
+    let mo = minio::render(&minio_input(1)).unwrap();
+    let chart = |name: &str, version: &str, ns: &str, tgz: Vec<u8>, values: &str| ChartInput {
+        name: name.into(),
+        version: version.into(),
+        namespace: ns.into(),
+        entry: format!("charts/{name}-{version}.tgz"),
+        tgz,
+        values_yaml: values.into(),
+        values_secret: false,
+    };
+    let input = DistributionInput {
+        version: "v1.31.4+k3s1".into(),
+        role: Role::SingleServer,
+        node_name: "node-1".into(),
+        node_ip: vec!["10.0.0.11".parse().unwrap()],
+        tls_san: vec![],
+        token: Token::new("K10-platform-test::server:1a2b"),
+        cluster_cidr: vec![],
+        service_cidr: vec![],
+        cluster_dns: None,
+        disable: vec![],
+        embedded_registry: false,
+        cis: false,
+        data_dir: None,
+        registry_mirror: None,
+        artifacts: Artifacts::K3s { binary: "distribution/k3s".into(), images: vec![] },
+        image_archive_entry: "images/airlock-images.tar".into(),
+        charts: vec![
+            chart("keycloak", keycloak::CHART_VERSION, "keycloak", kc_tgz.clone(), &kc.values_yaml),
+            chart("minio", minio::CHART_VERSION, "minio", minio_tgz.clone(), &mo.values_yaml),
+        ],
+        storage_provisioner: None,
+    };
+    let mut layout = distribution::render(&input).unwrap();
+    let manifests_dir = input.data_dir().join("server/manifests");
+    layout.extend(kc.layout(&manifests_dir));
+    layout.extend(mo.layout(&manifests_dir));
+
+    // No two files at one path, and every Secret object is a secret file.
+    let mut paths = BTreeSet::new();
+    for f in &layout.files {
+        assert!(paths.insert(f.path.clone()), "two files at {}", f.path.display());
+    }
+    for (r, f) in [(&kc, "keycloak"), (&mo, "minio")] {
+        for m in &r.manifests {
+            let file = layout.files.iter().find(|p| p.path == manifests_dir.join(m.file_name())).unwrap();
+            assert_eq!(file.secret, m.is_secret(), "{f}: {}", m.name);
+        }
+    }
+    // The plan as JSON (what --dry-run prints) carries no secret.
+    let plan = serde_json::to_string(&layout).unwrap();
+    for s in SECRETS {
+        assert!(!plan.contains(s), "`{s}` in the plan");
+    }
+
+    for (name, rendered, tgz, ns) in [("keycloak", &kc, &kc_tgz, "keycloak"), ("minio", &mo, &minio_tgz, "minio")] {
+        let file = layout.files.iter().find(|f| f.path == manifests_dir.join(format!("airlock-{name}.yaml"))).unwrap();
+        assert!(!file.secret, "{name}: the HelmChart holds no secret, so it need not be a secret file");
+        let FileSource::Inline(bytes) = &file.source else { panic!("{name}: HelmChart is inline") };
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        for s in SECRETS {
+            assert!(!text.contains(s), "{name}: `{s}` in the HelmChart manifest");
+        }
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(doc["kind"].as_str(), Some("HelmChart"));
+        let values = doc["spec"]["valuesContent"].as_str().unwrap();
+        assert_eq!(values, rendered.values_yaml, "{name}: valuesContent changed on the way");
+        let chart_file = tmp.path().join(format!("{name}.tgz"));
+        fs::write(&chart_file, tgz).unwrap();
+        let docs = helm_template(&chart_file, name, ns, values).unwrap();
+        assert!(!docs.is_empty());
+    }
+}
