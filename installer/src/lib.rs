@@ -14,6 +14,7 @@
 //! - [`distribution`]: K3s and RKE2 laid out as their own installers would.
 //! - [`install`]: verify, stage and plan an install (what `airlock install` runs).
 //! - [`live`]: on the running system, start the distribution and wait for the platform.
+//! - [`platform`]: Keycloak and MinIO values for their upstream charts.
 //!
 //! Reading the bundle itself is `airlock_format::read`.
 
@@ -26,6 +27,7 @@ pub mod inspect;
 pub mod install;
 pub mod layout;
 pub mod live;
+pub mod platform;
 pub mod preflight;
 pub mod profile;
 pub mod staging;
