@@ -30,6 +30,7 @@ use crate::layout::Layout;
 use crate::live::LiveTarget;
 use crate::profile::{Options, Profile};
 use crate::staging::{self, Staged};
+use crate::uninstall::{Inventory, INVENTORY_PATH};
 
 /// The installer's state directory on the target (journal, lock, backups, secrets).
 pub const STATE_DIR: &str = "/var/lib/airlock";
@@ -191,11 +192,26 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     layout.dir(Path::new(TOKEN_PATH).parent().expect("token path has a parent"), 0o700);
     layout.secret_file(TOKEN_PATH, token.expose().as_bytes().to_vec());
     layout.extend(distribution::render(&input)?);
+    let inventory = inventory(&layout, &staged, &input);
+    layout.file(INVENTORY_PATH, 0o644, inventory.to_json());
     layout.file(RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
 
     let kind = distribution::product_name(dist.kind).to_lowercase();
     let plan = Plan::from_steps(layout_steps(&kind, &layout, &staged.dir))?;
     Ok(Prepared { staged, profile, plan, live })
+}
+
+/// What `airlock uninstall` may remove: everything this layout places, with digests
+/// (the signed manifest's for staged entries), and the trees the distribution fills.
+fn inventory(layout: &Layout, staged: &Staged, input: &DistributionInput) -> Inventory {
+    let (name, killall) = match input.kind() {
+        DistributionKind::K3s => ("k3s", PathBuf::from("/usr/local/bin/airlock-k3s-killall.sh")),
+        DistributionKind::Rke2 => ("rke2", PathBuf::from("/usr/local/bin/rke2-killall.sh")),
+    };
+    let runtime =
+        vec![input.data_dir(), PathBuf::from(format!("/etc/rancher/{name}")), PathBuf::from("/var/lib/kubelet")];
+    let digest = |entry: &str| staged.manifest.entries.iter().find(|e| e.path == entry).map(|e| e.sha256);
+    Inventory::of(layout, name, input.unit(), Some(killall), runtime, &digest)
 }
 
 /// The unit to start and, on servers, the admin kubeconfig the distribution writes at

@@ -13,6 +13,7 @@
 //! - [`preflight`]: whether the host can take the platform.
 //! - [`distribution`]: K3s and RKE2 laid out as their own installers would.
 //! - [`install`]: verify, stage and plan an install (what `airlock install` runs).
+//! - [`uninstall`]: remove what an install recorded, and nothing else.
 //! - [`live`]: on the running system, start the distribution and wait for the platform.
 //! - [`platform`]: Keycloak and MinIO values for their upstream charts.
 //!
@@ -32,4 +33,5 @@ pub mod preflight;
 pub mod profile;
 pub mod staging;
 pub mod trust;
+pub mod uninstall;
 pub mod verify;

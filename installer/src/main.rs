@@ -12,6 +12,7 @@ use airlock_format::error::{Error, Result};
 use airlock_format::parts::BundleFiles;
 use airlock_format::report::{Event, Reporter, Silent};
 use airlock_installer::images::{write_image_archive, Compression};
+use airlock_installer::uninstall::UninstallOptions;
 use airlock_installer::verify::{Status, VerifyOptions, VerifyReport};
 use airlock_installer::{inspect, staging, trust, verify};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -121,6 +122,26 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Remove what `airlock install` laid down (its recorded inventory) and nothing
+    /// else; files of ours changed since are kept unless --force.
+    Uninstall {
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Also remove what the distribution created while running (its datastore,
+        /// kubeconfig, kubelet state): the cluster's data is gone for good.
+        #[arg(long)]
+        purge: bool,
+        /// Also remove files of ours that were changed since the install.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        yes: bool,
+        /// Print what would be removed and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Check whether this host can take the platform: pass / warn / fail with a fix for
     /// each (exit 8 when a check fails). Verifies the bundle for its profile's limits.
     Preflight {
@@ -218,6 +239,9 @@ fn run(cli: Cli) -> Result<u8> {
             let join = Some(JoinFlags { server, token_file });
             let opts = InstallArgs { yes, dry_run, check, overrides, timeout, output, join };
             install(&bundle, &pubkey, answers.as_deref(), &root, &opts)
+        }
+        Command::Uninstall { root, purge, force, yes, dry_run, output } => {
+            uninstall(&root, UninstallOptions { force, purge }, yes, dry_run, output)
         }
         Command::Preflight { bundle, pubkey, answers, profile, mode, root, overrides, output } => {
             preflight(&bundle, &pubkey, answers.as_deref(), profile.as_deref(), mode, &root, &overrides, output)
@@ -439,6 +463,65 @@ fn install(
                 );
             } else {
                 println!("target root: nothing was started; {} starts when the system boots", prepared.live.unit);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn uninstall(root: &std::path::Path, opts: UninstallOptions, yes: bool, dry_run: bool, output: Output) -> Result<u8> {
+    use airlock_installer::host::RootedHost;
+    use airlock_installer::uninstall::{apply, plan, Action, Inventory};
+
+    let live = root == std::path::Path::new("/");
+    let host = RootedHost::new(root.to_path_buf(), live)?;
+    let inv = Inventory::load(&host)?;
+    let p = plan(&host, &inv, opts)?;
+    if dry_run || output == Output::Text {
+        if output == Output::Json && dry_run {
+            print_json(&p);
+            return Ok(0);
+        }
+        for a in &p.actions {
+            let line = match a {
+                Action::Stop { unit, .. } => format!("stop      {unit} and its containers"),
+                Action::DisableUnit { unit } => format!("disable   {unit}"),
+                Action::Remove { path } => format!("remove    {}", path.display()),
+                Action::KeepChanged { path } => {
+                    format!("KEEP      {} (changed since the install; --force removes it)", path.display())
+                }
+                Action::RemoveDirIfEmpty { path } => format!("rmdir     {} (if empty)", path.display()),
+                Action::RemoveTree { path } => format!("remove -r {}", path.display()),
+            };
+            println!("  {line}");
+        }
+        if dry_run {
+            return Ok(0);
+        }
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::input(
+                "uninstall",
+                "removing the install needs confirming and there is no terminal to ask on",
+            )
+            .with_hint("review it with --dry-run, then pass --yes"));
+        }
+        let go = dialoguer::Confirm::new().with_prompt("Remove it?").default(false).interact().unwrap_or(false);
+        if !go {
+            return Ok(1);
+        }
+    }
+    let r = apply(&host, &p)?;
+    match output {
+        Output::Json => print_json(&r),
+        Output::Text => {
+            println!("removed {} {} install from {}: {} paths", inv.distribution, inv.unit, root.display(), r.removed);
+            for k in &r.kept_changed {
+                println!("  kept {} (changed since the install)", k.display());
+            }
+            for k in &r.kept_dirs {
+                println!("  kept {} (not empty: holds files that are not ours)", k.display());
             }
         }
     }

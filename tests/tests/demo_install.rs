@@ -46,6 +46,7 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
         if rel.starts_with("/var/lib/airlock/")
             && !rel.starts_with("/var/lib/airlock/secrets")
             && rel != "/var/lib/airlock/release.json"
+            && rel != "/var/lib/airlock/installed.json"
         {
             continue;
         }

@@ -600,6 +600,7 @@ fn platform_values_survive_the_helmchart_manifest_and_sit_beside_it() {
         cluster_dns: None,
         disable: vec![],
         embedded_registry: false,
+        secrets_encryption: false,
         cis: false,
         data_dir: None,
         registry_mirror: None,
