@@ -13,6 +13,7 @@
 //! - [`preflight`]: whether the host can take the platform.
 //! - [`distribution`]: K3s and RKE2 laid out as their own installers would.
 //! - [`install`]: verify, stage and plan an install (what `airlock install` runs).
+//! - [`platform`]: the platform services' chart values and the manifests they need.
 //!
 //! Reading the bundle itself is `airlock_format::read`.
 
@@ -24,6 +25,7 @@ pub mod images;
 pub mod inspect;
 pub mod install;
 pub mod layout;
+pub mod platform;
 pub mod preflight;
 pub mod profile;
 pub mod staging;
