@@ -46,7 +46,7 @@ fn app_input() -> AppInput {
             realm: "servanda".into(),
             client_id: "servanda-app".into(),
             client_secret: Secret::new(CLIENT_SECRET),
-            internal_url: Some("http://keycloak-keycloakx-http.keycloak.svc.cluster.local".into()),
+            internal_url: "http://keycloak-keycloakx-http.keycloak.svc.cluster.local".into(),
             namespace: "keycloak".into(),
             pod_labels: BTreeMap::from([
                 ("app.kubernetes.io/name".into(), "keycloakx".into()),

@@ -93,9 +93,12 @@ pub struct KeycloakInput {
     /// The app's confidential OIDC client.
     pub client_id: String,
     pub client_secret: Secret,
-    /// Keycloak's base URL inside the cluster (`http://keycloak-keycloakx-http.keycloak.svc.cluster.local`);
-    /// `None`: pods go through `https://keycloak.<domain>`.
-    pub internal_url: Option<String>,
+    /// Keycloak's base URL inside the cluster, for discovery, JWKS and token calls
+    /// (`http://keycloak-keycloakx-http.keycloak.svc.cluster.local`). Required: the
+    /// public `https://keycloak.<domain>` resolves to the ingress, which the API's
+    /// egress policy does not open; tokens still carry the public issuer, because
+    /// Keycloak's configured hostname decides that, not the URL it was reached on.
+    pub internal_url: String,
     /// Keycloak's namespace and pod labels, for the API's egress policy.
     pub namespace: String,
     pub pod_labels: BTreeMap<String, String>,
@@ -238,7 +241,7 @@ pub fn render(input: &AppInput) -> Result<Rendered> {
         },
         "keycloak": {
             "issuerUrl": issuer,
-            "internalUrl": input.keycloak.internal_url.clone().unwrap_or_default(),
+            "internalUrl": input.keycloak.internal_url,
             "realm": input.keycloak.realm,
             "clientId": input.keycloak.client_id,
             "clientSecret": names.oidc_secret,
@@ -488,9 +491,7 @@ fn check(input: &AppInput) -> Result<()> {
         ));
     }
     check_secret("keycloak.client_secret", &kc.client_secret)?;
-    if let Some(url) = &kc.internal_url {
-        check_base_url("keycloak.internal_url", url, true)?;
-    }
+    check_base_url("keycloak.internal_url", &kc.internal_url, true)?;
     if !is_dns_label(&kc.namespace) {
         return Err(invalid(
             "keycloak.namespace",
@@ -587,7 +588,7 @@ mod tests {
                 realm: "servanda".into(),
                 client_id: "servanda-app".into(),
                 client_secret: Secret::new(CLIENT_SECRET),
-                internal_url: Some("http://keycloak-keycloakx-http.keycloak.svc.cluster.local".into()),
+                internal_url: "http://keycloak-keycloakx-http.keycloak.svc.cluster.local".into(),
                 namespace: "keycloak".into(),
                 pod_labels: BTreeMap::from([("app.kubernetes.io/name".into(), "keycloakx".into())]),
                 port: 8080,
@@ -722,6 +723,54 @@ mod tests {
         assert_eq!(ic["podLabels"]["app.kubernetes.io/name"], "rke2-ingress-nginx");
     }
 
+    /// The values and every manifest as text, Secret values replaced by `<redacted>`
+    /// (the keys stay, so the golden shows each Secret's shape).
+    fn golden_text(r: &Rendered) -> String {
+        let mut out = format!(
+            "# platform::app::render of the unit tests' input; secret values redacted.\n\
+             # Rewrite with: AIRLOCK_UPDATE_GOLDEN=1 cargo test -p airlock-installer --lib platform::app\n\
+             # ---- valuesContent\n{}",
+            r.values_yaml
+        );
+        for m in &r.manifests {
+            let text = if m.secret {
+                let mut doc: serde_yaml::Value = serde_yaml::from_str(m.expose_yaml()).unwrap();
+                for (_, v) in doc["stringData"].as_mapping_mut().unwrap().iter_mut() {
+                    *v = serde_yaml::Value::String(crate::answers::REDACTED.into());
+                }
+                serde_yaml::to_string(&doc).unwrap()
+            } else {
+                m.expose_yaml().to_string()
+            };
+            out.push_str(&format!("# ---- {} (secret: {})\n{text}", m.file_name(&input().namespace), m.secret));
+        }
+        out
+    }
+
+    #[test]
+    fn rendering_matches_the_golden_file() {
+        let text = golden_text(&render(&input()).unwrap());
+        for s in [DB_PW, ACCESS, SECRET_KEY, CLIENT_SECRET] {
+            assert!(!text.contains(s), "the golden text would hold `{s}`");
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/app/rendered.yaml");
+        if std::env::var("AIRLOCK_UPDATE_GOLDEN").as_deref() == Ok("1") {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            return;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; create it with AIRLOCK_UPDATE_GOLDEN=1", path.display()));
+        if let Some((n, (want, got))) = expected.lines().zip(text.lines()).enumerate().find(|(_, (a, b))| a != b) {
+            panic!(
+                "{} line {}: golden `{want}`, rendered `{got}`; if intended, rewrite with AIRLOCK_UPDATE_GOLDEN=1 and review the diff",
+                path.display(),
+                n + 1
+            );
+        }
+        assert_eq!(expected.lines().count(), text.lines().count(), "{}: length differs", path.display());
+    }
+
     #[test]
     fn bad_inputs_name_the_field_and_carry_a_hint() {
         type Edit = fn(&mut AppInput);
@@ -735,7 +784,7 @@ mod tests {
             ("keycloak.realm", |i| i.keycloak.realm = "a/b".into()),
             ("keycloak.client_id", |i| i.keycloak.client_id = "two words".into()),
             ("keycloak.client_secret", |i| i.keycloak.client_secret = Secret::new("")),
-            ("keycloak.internal_url", |i| i.keycloak.internal_url = Some("keycloak:8080".into())),
+            ("keycloak.internal_url", |i| i.keycloak.internal_url = "keycloak:8080".into()),
             ("keycloak.pod_labels", |i| i.keycloak.pod_labels.clear()),
             ("minio.endpoint", |i| i.minio.endpoint = "https://minio:9000/bucket".into()),
             ("minio.endpoint", |i| i.minio.endpoint = "ftp://minio:9000".into()),
