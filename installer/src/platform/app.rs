@@ -16,12 +16,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 use airlock_format::error::{Error, Result};
 use ipnet::IpNet;
 use serde_json::{json, Value as Json};
 
 use crate::answers::Secret;
+use crate::layout::Layout;
 
 /// The chart's name (`assets/charts/airlock-app/Chart.yaml`).
 pub const CHART_NAME: &str = "airlock-app";
@@ -154,28 +156,40 @@ pub struct Manifest {
     /// `Namespace`, `Secret` or `ConfigMap`.
     pub kind: &'static str,
     pub name: String,
+    /// Its file in `<data-dir>/server/manifests/`: unique, an RFC 1123 name as K3s
+    /// requires, and numbered so the namespace sorts before the objects in it
+    /// (`airlock-app-0-namespace-app.yaml`, `airlock-app-1-secret-airlock-app-db.yaml`).
+    /// K3s retries an object whose namespace does not exist yet, so the order only
+    /// saves a retry; it is not needed for correctness.
+    pub file_name: String,
     /// Holds secret values: write it 0600 and never print it.
     pub secret: bool,
     yaml: Secret,
 }
 
 impl Manifest {
+    fn new(kind: &'static str, name: &str, namespace: &str, secret: bool, doc: &Json) -> Self {
+        let order = if kind == "Namespace" { 0 } else { 1 };
+        Self {
+            kind,
+            name: name.to_string(),
+            file_name: format!("airlock-{namespace}-{order}-{}-{name}.yaml", kind.to_ascii_lowercase()),
+            secret,
+            yaml: Secret::new(to_yaml(doc)),
+        }
+    }
+
     /// The YAML document, for the one place that writes it.
     pub fn expose_yaml(&self) -> &str {
         self.yaml.expose()
-    }
-
-    /// A file name for the manifests directory: unique per object, and a valid
-    /// RFC 1123 name as K3s requires (`airlock-app-secret-airlock-app-db.yaml`).
-    pub fn file_name(&self, namespace: &str) -> String {
-        format!("airlock-{namespace}-{}-{}.yaml", self.kind.to_ascii_lowercase(), self.name)
     }
 }
 
 impl fmt::Debug for Manifest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Manifest");
-        d.field("kind", &self.kind).field("name", &self.name).field("secret", &self.secret);
+        d.field("kind", &self.kind).field("name", &self.name).field("file_name", &self.file_name);
+        d.field("secret", &self.secret);
         if self.secret {
             d.field("yaml", &self.yaml);
         } else {
@@ -192,6 +206,22 @@ pub struct Rendered {
     pub values_yaml: String,
     /// In apply order: the namespace first, then the objects in it.
     pub manifests: Vec<Manifest>,
+}
+
+impl Rendered {
+    /// Plans every manifest as a file in `manifests_dir` (the distribution's
+    /// `<data-dir>/server/manifests`), 0600 like the `HelmChart` files beside them;
+    /// the ones holding Secrets as secret files, so no plan or report shows them.
+    pub fn add_to_layout(&self, layout: &mut Layout, manifests_dir: &Path) {
+        for m in &self.manifests {
+            let path = manifests_dir.join(&m.file_name);
+            if m.secret {
+                layout.secret_file(path, m.expose_yaml());
+            } else {
+                layout.file(path, 0o600, m.expose_yaml());
+            }
+        }
+    }
 }
 
 /// The names of the objects [`render`] creates, derived from the release name.
@@ -278,36 +308,30 @@ pub fn render(input: &AppInput) -> Result<Rendered> {
     let values_yaml = to_yaml(&values);
 
     let labels = json!({"app.kubernetes.io/part-of": CHART_NAME, "app.kubernetes.io/managed-by": "airlock"});
-    let mut manifests = vec![Manifest {
-        kind: "Namespace",
-        name: ns.clone(),
-        secret: false,
-        yaml: Secret::new(to_yaml(&json!({
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": ns,
-                "labels": {
-                    "app.kubernetes.io/part-of": CHART_NAME,
-                    "app.kubernetes.io/managed-by": "airlock",
-                    // Every pod of the app must pass Pod Security "restricted".
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                },
+    let namespace = json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": ns,
+            "labels": {
+                "app.kubernetes.io/part-of": CHART_NAME,
+                "app.kubernetes.io/managed-by": "airlock",
+                // Every pod of the app must pass Pod Security "restricted".
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
             },
-        }))),
-    }];
-    let secret = |name: &str, data: Json| Manifest {
-        kind: "Secret",
-        name: name.to_string(),
-        secret: true,
-        yaml: Secret::new(to_yaml(&json!({
+        },
+    });
+    let mut manifests = vec![Manifest::new("Namespace", ns, ns, false, &namespace)];
+    let secret = |name: &str, data: Json| {
+        let doc = json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": name, "namespace": ns, "labels": labels},
             "type": "Opaque",
             "stringData": data,
-        }))),
+        });
+        Manifest::new("Secret", name, ns, true, &doc)
     };
 
     let password = input.db_password.expose();
@@ -333,17 +357,13 @@ pub fn render(input: &AppInput) -> Result<Rendered> {
     manifests.push(secret(&names.oidc_secret, json!({"client-secret": input.keycloak.client_secret.expose()})));
 
     if let Some(pem) = &input.ca_pem {
-        manifests.push(Manifest {
-            kind: "ConfigMap",
-            name: names.ca_config_map.clone(),
-            secret: false,
-            yaml: Secret::new(to_yaml(&json!({
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": names.ca_config_map, "namespace": ns, "labels": labels},
-                "data": {CA_KEY: pem},
-            }))),
+        let doc = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": names.ca_config_map, "namespace": ns, "labels": labels},
+            "data": {CA_KEY: pem},
         });
+        manifests.push(Manifest::new("ConfigMap", &names.ca_config_map, ns, false, &doc));
     }
     Ok(Rendered { values_yaml, manifests })
 }
@@ -688,7 +708,26 @@ mod tests {
                 ("ConfigMap", "airlock-app-ca")
             ]
         );
-        assert_eq!(r.manifests[1].file_name("app"), "airlock-app-secret-airlock-app-db.yaml");
+        assert_eq!(r.manifests[0].file_name, "airlock-app-0-namespace-app.yaml");
+        assert_eq!(r.manifests[1].file_name, "airlock-app-1-secret-airlock-app-db.yaml");
+        let mut files: Vec<&str> = r.manifests.iter().map(|m| m.file_name.as_str()).collect();
+        files.sort();
+        assert_eq!(files[0], r.manifests[0].file_name, "the namespace's file sorts first");
+    }
+
+    #[test]
+    fn manifests_are_laid_out_0600_and_the_secret_ones_as_secret_files() {
+        let r = render(&input()).unwrap();
+        let mut layout = Layout::default();
+        let dir = std::path::Path::new("/var/lib/rancher/k3s/server/manifests");
+        r.add_to_layout(&mut layout, dir);
+        assert_eq!(layout.files.len(), r.manifests.len());
+        for (f, m) in layout.files.iter().zip(&r.manifests) {
+            assert_eq!(f.path, dir.join(&m.file_name));
+            assert_eq!((f.mode, f.secret), (0o600, m.secret), "{}", m.name);
+            let crate::layout::FileSource::Inline(bytes) = &f.source else { panic!("inline") };
+            assert_eq!(bytes.as_slice(), m.expose_yaml().as_bytes());
+        }
     }
 
     #[test]
@@ -742,7 +781,7 @@ mod tests {
             } else {
                 m.expose_yaml().to_string()
             };
-            out.push_str(&format!("# ---- {} (secret: {})\n{text}", m.file_name(&input().namespace), m.secret));
+            out.push_str(&format!("# ---- {} (secret: {})\n{text}", m.file_name, m.secret));
         }
         out
     }
