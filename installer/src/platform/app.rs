@@ -23,6 +23,7 @@ use ipnet::IpNet;
 use serde_json::{json, Value as Json};
 
 use crate::answers::Secret;
+use crate::distribution::{is_dns_label, is_dns_subdomain};
 use crate::layout::Layout;
 
 /// The chart's name (`assets/charts/airlock-app/Chart.yaml`).
@@ -393,18 +394,6 @@ fn invalid(field: &str, cause: impl Into<String>, hint: impl Into<String>) -> Er
     Error::input(format!("app: {field}"), cause).with_hint(format!("{} (see {DOC})", hint.into()))
 }
 
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
 /// S3 bucket naming rules (as MinIO enforces them): 3–63 characters, lowercase
 /// letters, digits, `.` and `-`, starting and ending with a letter or digit, no `..`.
 fn is_bucket_name(s: &str) -> bool {
@@ -470,14 +459,14 @@ fn check(input: &AppInput) -> Result<()> {
             format!("use the default `{DEFAULT_NAMESPACE}`"),
         ));
     }
-    if !is_dns_name(&input.ingress_domain) {
+    if !is_dns_subdomain(&input.ingress_domain) {
         return Err(invalid(
             "ingress_domain",
             format!("`{}` is not a DNS name (lowercase labels separated by dots)", input.ingress_domain),
             "answer cluster.ingress_domain with the platform's base domain, e.g. platform.example.org",
         ));
     }
-    if !is_dns_name(&input.tls_secret) {
+    if !is_dns_subdomain(&input.tls_secret) {
         return Err(invalid(
             "tls_secret",
             format!("`{}` is not a valid Secret name", input.tls_secret),
