@@ -10,10 +10,14 @@
 //! - `kubernetes-validate --strict` (the JSON schemas of Kubernetes 1.31, offline)
 //!   accepts every rendered object and every manifest `render` writes;
 //! - no generated secret value is in the values or in any object but the Secrets;
-//! - `helm package` packs the chart, and the bundler takes the chart directory.
+//! - `helm package` packs the chart, and the bundler takes the chart directory;
+//! - the backup's dump step, as rendered, dumps a real PostgreSQL (Debian's 15) into a
+//!   file that restores, prunes dumps past the retention, and fails on a bad password;
+//!   `DATABASE_URL` from the Secret connects with real libpq.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use airlock_installer::answers::Secret;
@@ -21,7 +25,7 @@ use airlock_installer::platform::app::{
     render, AppImages, AppInput, IngressController, KeycloakInput, MinioInput, Rendered, DEFAULT_NAMESPACE,
     DEFAULT_RELEASE,
 };
-use airlock_tests::{helm, helm_command, require_tool, workspace_root};
+use airlock_tests::{helm, helm_command, is_root, require_tool, skip_or_fail, workspace_root};
 use serde_json::{json, Value as Json};
 
 const DB_PASSWORD: &str = "Db-Password:with@specials#42";
@@ -693,4 +697,258 @@ fn the_chart_packs_with_helm_package_and_the_bundler_takes_the_directory() {
             h.template(&render(&app_input()).unwrap()).1.len()
         );
     }
+}
+
+// ---------------------------------------------------------------------------------
+// The backup's dump step against a real PostgreSQL
+
+/// The newest `/usr/lib/postgresql/<major>/bin` with `initdb` (Debian's layout).
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((major, bin))
+        })
+        .collect();
+    dirs.sort();
+    match dirs.pop() {
+        Some((_, bin)) => Some(bin),
+        None => skip_or_fail("PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb, Debian package postgresql) are not installed"),
+    }
+}
+
+/// A command run as the `postgres` user when the test runs as root (initdb and
+/// postgres refuse to run as root), as the current user otherwise.
+fn as_db_user(program: &Path) -> std::process::Command {
+    if is_root() {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+/// A throwaway PostgreSQL on 127.0.0.1 with the app's user and password, stopped
+/// (`pg_ctl stop`) when dropped.
+struct Postgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Postgres {
+    fn start(bin: &Path, user: &str, password: &str) -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        // The postgres user must be able to write here when we are root.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let pw = dir.path().join("pw");
+        fs::write(&pw, password).unwrap();
+        fs::set_permissions(&pw, fs::Permissions::from_mode(0o644)).unwrap();
+        let data = dir.path().join("data");
+        let out = as_db_user(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", user, "--auth=scram-sha-256", "--no-sync", "-E", "UTF8"])
+            .arg(format!("--pwfile={}", pw.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = fs::File::create(dir.path().join("postgres.log")).unwrap();
+        let child = as_db_user(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-k"])
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pg = Postgres { bin: bin.to_path_buf(), dir, child, port };
+        for _ in 0..200 {
+            let ready = std::process::Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .output()
+                .unwrap();
+            if ready.status.success() {
+                return pg;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("postgres did not come up: {}", fs::read_to_string(pg.dir.path().join("postgres.log")).unwrap());
+    }
+
+    /// `psql` as `user` against `db`, failing the test on error; the output, trimmed.
+    fn psql(&self, user: &str, password: &str, db: &str, sql: &str) -> String {
+        let out = std::process::Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user, "-d", db, "-v", "ON_ERROR_STOP=1"])
+            .args(["-tAc", sql])
+            .env("PGPASSWORD", password)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_db_user(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["stop", "-m", "fast", "-w"])
+            .output();
+        let _ = self.child.wait();
+    }
+}
+
+/// The environment a container gets: literal values, and `secretKeyRef`s resolved
+/// from the Secrets `render` wrote.
+fn container_env(c: &Json, secrets: &BTreeMap<String, Json>) -> Vec<(String, String)> {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_string();
+            let value = match e["value"].as_str() {
+                Some(v) => v.to_string(),
+                None => {
+                    let r = &e["valueFrom"]["secretKeyRef"];
+                    let s = &secrets[r["name"].as_str().unwrap()];
+                    s["stringData"][r["key"].as_str().unwrap()].as_str().unwrap().to_string()
+                }
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+#[test]
+fn backup_dump_step_dumps_a_real_postgresql_restorably_and_prunes_old_dumps() {
+    let Some(h) = Helm::get() else { return };
+    let Some(bin) = postgres_bin_dir() else { return };
+    let rendered = render(&app_input()).unwrap();
+    let secrets: BTreeMap<String, Json> = rendered
+        .manifests
+        .iter()
+        .filter(|m| m.secret)
+        .map(|m| (m.name.clone(), serde_yaml::from_str(m.expose_yaml()).unwrap()))
+        .collect();
+    let db = &secrets["airlock-app-db"]["stringData"];
+    let (user, password, name) =
+        (db["username"].as_str().unwrap(), db["password"].as_str().unwrap(), db["database"].as_str().unwrap());
+    let pg = Postgres::start(&bin, user, password);
+    pg.psql(user, password, "postgres", &format!("CREATE DATABASE {name}"));
+    pg.psql(
+        user,
+        password,
+        name,
+        "CREATE TABLE exports (id int PRIMARY KEY, file text); INSERT INTO exports VALUES (1, 'contract.pdf')",
+    );
+
+    // DATABASE_URL as the app reads it: libpq decodes the percent-encoded password.
+    let url = db["url"]
+        .as_str()
+        .unwrap()
+        .replace("airlock-app-postgresql.app.svc.cluster.local:5432", &format!("127.0.0.1:{}", pg.port));
+    let out = std::process::Command::new(bin.join("psql"))
+        .arg(&url)
+        .args(["-tAc", "SELECT file FROM exports"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psql DATABASE_URL: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "contract.pdf");
+
+    // The pg-dump init container exactly as rendered; only its volume path (/backup)
+    // and the database address are mapped onto this machine.
+    let (_, docs) = h.template(&rendered);
+    let spec = pod_spec(find(&docs, "CronJob", "airlock-app-backup"));
+    let step = containers(spec).into_iter().find(|c| c["name"] == "pg-dump").unwrap().clone();
+    assert_eq!(step["command"], json!(["sh", "-ec"]));
+    let backup = pg.dir.path().join("backup");
+    let script = step["args"][0].as_str().unwrap().replace("/backup", &backup.display().to_string());
+    let dumps = backup.join("postgresql");
+    fs::create_dir_all(&dumps).unwrap();
+    for d in [&backup, &dumps] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let touch = |file: &str, age: &str| {
+        let p = dumps.join(file);
+        fs::write(&p, b"old").unwrap();
+        assert!(std::process::Command::new("touch").arg("-d").arg(age).arg(&p).status().unwrap().success());
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).unwrap();
+    };
+    touch("app-20000101T000000Z.dump", "20 days ago"); // past the 14-day retention
+    touch("app-recent.dump", "2 days ago");
+    touch("app-20000102T000000Z.dump.partial", "1 hour ago"); // a run that died midway
+
+    let run = |env: &[(String, String)]| {
+        let mut cmd = as_db_user(Path::new("/bin/sh"));
+        cmd.args(["-ec", &script]).env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let mut env = container_env(&step, &secrets);
+    for (k, v) in env.iter_mut() {
+        match k.as_str() {
+            "PGHOST" => *v = "127.0.0.1".into(),
+            "PGPORT" => *v = pg.port.to_string(),
+            _ => {}
+        }
+    }
+    let out = run(&env);
+    assert!(
+        out.status.success(),
+        "pg-dump step: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut files: Vec<String> =
+        fs::read_dir(&dumps).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    let new: Vec<&String> = files.iter().filter(|f| f.starts_with("app-2") && f.ends_with("Z.dump")).collect();
+    assert_eq!(new.len(), 1, "one new dump, the 20-day-old one pruned: {files:?}");
+    assert!(files.contains(&"app-recent.dump".to_string()), "a dump inside the retention is kept: {files:?}");
+    assert!(!files.iter().any(|f| f.ends_with(".partial")), "leftovers of a failed run are removed: {files:?}");
+    let dump = dumps.join(new[0]);
+    assert_eq!(fs::metadata(&dump).unwrap().permissions().mode() & 0o777, 0o600, "dumps are private (umask 077)");
+
+    // The dump restores: into a fresh database, with the row.
+    pg.psql(user, password, "postgres", "CREATE DATABASE restored");
+    let out = as_db_user(&bin.join("pg_restore"))
+        .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", user, "-d", "restored", "--no-owner"])
+        .arg(&dump)
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pg.psql(user, password, "restored", "SELECT file FROM exports WHERE id = 1"), "contract.pdf");
+
+    // With a wrong password the step fails, and leaves no complete dump behind.
+    for (k, v) in env.iter_mut() {
+        if k == "PGPASSWORD" {
+            *v = "wrong".into();
+        }
+    }
+    fs::remove_file(&dump).unwrap();
+    let out = run(&env);
+    assert!(!out.status.success(), "the dump step succeeded with a wrong password");
+    assert!(
+        !fs::read_dir(&dumps).unwrap().any(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.starts_with("app-2") && n.ends_with("Z.dump")
+        }),
+        "a failed dump left a complete-looking file"
+    );
 }
