@@ -44,7 +44,7 @@ pub const CA_KEY: &str = "ca.crt";
 /// (25 more characters), and object names may have 63; a margin is left for new parts.
 const MAX_RELEASE: usize = 30;
 /// Where every hint points.
-const DOC: &str = "installer/src/platform/app.rs";
+const DOC: &str = "docs/app-chart.md";
 
 /// Full image references, exactly as the bundle carries them.
 #[derive(Clone, Debug, PartialEq, Eq)]
