@@ -640,27 +640,39 @@ fn no_generated_secret_reaches_the_values_or_any_object_but_the_secrets() {
 fn rendered_objects_validate_against_the_kubernetes_schemas() {
     let Some(h) = Helm::get() else { return };
     let Some(kv) = require_tool("kubernetes-validate") else { return };
-    let rendered = render(&app_input()).unwrap();
-    let (text, docs) = h.template(&rendered);
     let dir = h.tmp.path();
-    let mut all = text.clone();
-    for m in &rendered.manifests {
-        all.push_str("---\n");
-        all.push_str(m.expose_yaml());
-    }
-    let file = dir.join("all.yaml");
-    fs::write(&file, &all).unwrap();
     let run = |f: &Path| std::process::Command::new(&kv).args(["--strict", "-k", "1.31.0"]).arg(f).output().unwrap();
-    let out = run(&file);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "kubernetes-validate: {stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let passed = stdout.lines().filter(|l| l.contains("passed for resource")).count();
-    assert_eq!(passed, docs.len() + rendered.manifests.len(), "every object was checked:\n{stdout}");
-    assert!(!stdout.contains("WARN"), "{stdout}");
+    // The full K3s site, and the other branches of the templates: RKE2's host-network
+    // ingress controller, no site CA, no backup bucket.
+    let mut lean = app_input();
+    lean.ca_pem = None;
+    lean.minio.backup_bucket = None;
+    lean.ingress_controller = IngressController::rke2_ingress_nginx(vec!["10.0.0.0/24".parse().unwrap()]);
+    let mut first_text = String::new();
+    for (case, input) in [("k3s", app_input()), ("rke2, no CA, no backup bucket", lean)] {
+        let rendered = render(&input).unwrap();
+        let (text, docs) = h.template(&rendered);
+        let mut all = text.clone();
+        for m in &rendered.manifests {
+            all.push_str("---\n");
+            all.push_str(m.expose_yaml());
+        }
+        let file = dir.join("all.yaml");
+        fs::write(&file, &all).unwrap();
+        let out = run(&file);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{case}: kubernetes-validate: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let passed = stdout.lines().filter(|l| l.contains("passed for resource")).count();
+        assert_eq!(passed, docs.len() + rendered.manifests.len(), "{case}: every object was checked:\n{stdout}");
+        assert!(!stdout.contains("WARN"), "{case}: {stdout}");
+        if first_text.is_empty() {
+            first_text = text;
+        }
+    }
 
     // Control: a misspelled field fails the strict schema.
     let typo = dir.join("typo.yaml");
-    fs::write(&typo, text.replacen("imagePullPolicy:", "imagePullPolicey:", 1)).unwrap();
+    fs::write(&typo, first_text.replacen("imagePullPolicy:", "imagePullPolicey:", 1)).unwrap();
     assert!(!run(&typo).status.success(), "a misspelled field passed");
 }
 

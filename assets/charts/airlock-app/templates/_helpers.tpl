@@ -68,29 +68,24 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* The site CA, mounted where Node.js (NODE_EXTRA_CA_CERTS) and OpenSSL find it. */}}
+{{/* The site CA, mounted where Node.js finds it (NODE_EXTRA_CA_CERTS); callers include
+these only when ca.configMap is set. */}}
 {{- define "app.caEnv" -}}
-{{- if .Values.ca.configMap }}
 - name: NODE_EXTRA_CA_CERTS
   value: /etc/airlock/ca/{{ .Values.ca.key }}
-{{- end }}
 {{- end -}}
 {{- define "app.caVolumeMount" -}}
-{{- if .Values.ca.configMap }}
 - name: site-ca
   mountPath: /etc/airlock/ca
   readOnly: true
-{{- end }}
 {{- end -}}
 {{- define "app.caVolume" -}}
-{{- if .Values.ca.configMap }}
 - name: site-ca
   configMap:
     name: {{ .Values.ca.configMap }}
     items:
       - key: {{ .Values.ca.key }}
         path: {{ .Values.ca.key }}
-{{- end }}
 {{- end -}}
 
 {{/* Environment both the API and the worker read: database, object storage. */}}
