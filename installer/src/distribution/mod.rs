@@ -507,13 +507,13 @@ fn basename(entry: &str) -> &str {
 }
 
 /// RFC 1123 subdomain: what Kubernetes accepts as a node or object name.
-fn is_dns_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// RFC 1123 label: lowercase alphanumerics and `-`, alphanumeric at both ends, at most
 /// 63 characters.
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -1,5 +1,6 @@
 //! The platform's own components as Helm values for the upstream charts the bundle
-//! carries: [`keycloak`] (codecentric keycloakx) and [`minio`] (the official MinIO chart).
+//! carries: [`keycloak`] (codecentric keycloakx) and [`minio`] (the official MinIO chart),
+//! and [`app`], the reference application's own chart in `assets/charts/airlock-app`.
 //!
 //! Every render is a pure function of plain inputs the caller fills: the site's
 //! answers, the names of the TLS Secrets the PKI step made, the CA, and credentials the
@@ -14,6 +15,7 @@
 //!   directory. Secrets are written by the caller as 0600 files; their text never
 //!   shows in `Debug`.
 
+pub mod app;
 pub mod keycloak;
 pub mod minio;
 
