@@ -22,7 +22,7 @@ use ring::rand::SecureRandom;
 use serde::Serialize;
 
 use crate::answers::{Address, Answers};
-use crate::distribution::{self, Artifacts, ChartInput, DistributionInput, Token};
+use crate::distribution::{self, Artifacts, ChartInput, DistributionInput, RegistryMirror, Token};
 use crate::engine::{layout_steps, Plan};
 use crate::host::Host;
 use crate::images::{write_image_archive, Compression};
@@ -40,6 +40,8 @@ pub const TOKEN_PATH: &str = "/var/lib/airlock/secrets/cluster-token";
 pub const RELEASE_PATH: &str = "/var/lib/airlock/release.json";
 /// Staged image archive entry, written next to the verified bundle content.
 pub const IMAGE_ARCHIVE_ENTRY: &str = "images/airlock-images.tar";
+/// The site CA (our PKI's, or the customer's), trusted for the registry mirror.
+pub const SITE_CA_PATH: &str = "/etc/airlock/pki/ca.crt";
 
 /// A verified, staged bundle and the plan that installs it.
 pub struct Prepared {
@@ -228,6 +230,16 @@ fn live_target(input: &DistributionInput) -> LiveTarget {
     LiveTarget { kind, unit: input.unit().to_string(), node: input.node_name.clone(), kubectl, charts }
 }
 
+/// The registries the bundle's images come from (`docker.io`, `quay.io`): what a site
+/// mirror stands in for.
+fn upstream_registries(m: &Manifest) -> Vec<String> {
+    let mut out: Vec<String> =
+        m.images.iter().filter_map(|i| i.reference.split_once('/').map(|(host, _)| host.to_string())).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The token: kept from an earlier run, read from the join token file, or new.
 fn cluster_token(host: &dyn Host, answers: &Answers) -> Result<Token> {
     if let Some(join) = &answers.join {
@@ -343,7 +355,13 @@ fn distribution_input(
         secrets_encryption,
         cis,
         data_dir: data_dir_for(answers, dist.kind),
-        registry_mirror: None,
+        registry_mirror: answers.registry.as_ref().map(|r| RegistryMirror {
+            endpoint: r.mirror.to_string(),
+            // Without a CA of their own, the mirror's certificate is one our PKI issued.
+            ca_file: r.ca_file.clone().unwrap_or_else(|| PathBuf::from(SITE_CA_PATH)),
+            registries: upstream_registries(m),
+            auth: r.username.clone().zip(r.password.clone()),
+        }),
         artifacts,
         image_archive_entry: IMAGE_ARCHIVE_ENTRY.to_string(),
         charts,

@@ -214,3 +214,45 @@ fn disk_full_during_staging_is_a_clear_error_and_leaves_the_target_untouched() {
     assert!(listing.iter().all(|p| p == "var" || p == "var/lib" || p.starts_with("var/lib/airlock")), "{listing:?}");
     assert!(!listing.iter().any(|p| p.starts_with("var/lib/airlock/staging/current")), "{listing:?}");
 }
+
+#[test]
+fn a_site_mirror_in_the_answers_becomes_registries_yaml_with_the_site_ca_and_hidden_credentials() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path());
+    let answers = d.path().join("answers.yaml");
+    let mut text = std::fs::read_to_string(demo().join("answers.yaml")).unwrap();
+    text.push_str("registry:\n  mirror: harbor.example.test:443\n  username: puller\n  password: m1rr0r-s3cret\n");
+    std::fs::write(&answers, text).unwrap();
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(cargo_bin("airlock"))
+            .arg("install")
+            .arg(&b)
+            .arg("--pubkey")
+            .arg(demo().join("keys/demo.pub"))
+            .arg("--answers")
+            .arg(&answers)
+            .arg("--root")
+            .arg(&root)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let plan = run(&["--dry-run", "--output", "json"]);
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    let out = run(&["--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for o in [&plan, &out] {
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("m1rr0r-s3cret"), "the mirror password leaked");
+    }
+    let path = root.join("etc/rancher/k3s/registries.yaml");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // Every registry the bundle's images come from is redirected to the mirror.
+    assert_eq!(doc["mirrors"]["docker.io"]["endpoint"][0].as_str(), Some("https://harbor.example.test:443"));
+    let config = &doc["configs"]["harbor.example.test:443"];
+    assert_eq!(config["tls"]["ca_file"].as_str(), Some("/etc/airlock/pki/ca.crt"));
+    assert_eq!(config["auth"]["password"].as_str(), Some("m1rr0r-s3cret"));
+}

@@ -127,6 +127,12 @@ pub(super) fn registries_yaml(input: &DistributionInput) -> Result<Option<Vec<u8
         tls.insert("ca_file".into(), Value::String(m.ca_file.display().to_string()));
         let mut config = Mapping::new();
         config.insert("tls".into(), Value::Mapping(tls));
+        if let Some((user, password)) = &m.auth {
+            let mut auth = Mapping::new();
+            auth.insert("username".into(), Value::String(user.clone()));
+            auth.insert("password".into(), Value::String(password.expose().to_string()));
+            config.insert("auth".into(), Value::Mapping(auth));
+        }
         configs.insert(Value::String(m.endpoint.clone()), Value::Mapping(config));
     }
     mirrors.insert("*".into(), Value::Mapping(Mapping::new()));

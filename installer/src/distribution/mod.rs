@@ -42,6 +42,7 @@ use airlock_format::error::{Error, Result};
 pub use airlock_format::manifest::DistributionKind;
 use ipnet::IpNet;
 
+use crate::answers::Secret;
 use crate::layout::Layout;
 
 pub use charts::{helm_chart_file_name, CHART_CONTENT_LIMIT, HELM_CHART_NAMESPACE};
@@ -125,6 +126,8 @@ pub struct RegistryMirror {
     pub ca_file: PathBuf,
     /// The upstream registries redirected to the mirror (`docker.io`, `quay.io`, ...).
     pub registries: Vec<String>,
+    /// Basic-auth credentials for the mirror; `registries.yaml` then becomes a secret file.
+    pub auth: Option<(String, Secret)>,
 }
 
 /// One Helm chart from the bundle, installed by the distribution's helm-controller.
@@ -566,7 +569,11 @@ fn config_files(layout: &mut Layout, input: &DistributionInput) -> Result<()> {
     layout.dir(dir, 0o755);
     layout.secret_file(format!("{dir}/config.yaml"), config::config_yaml(input)?);
     if let Some(registries) = config::registries_yaml(input)? {
-        layout.file(format!("{dir}/registries.yaml"), 0o600, registries);
+        match input.registry_mirror.as_ref().is_some_and(|m| m.auth.is_some()) {
+            // Holds the mirror's password: never shown in a plan.
+            true => layout.secret_file(format!("{dir}/registries.yaml"), registries),
+            false => layout.file(format!("{dir}/registries.yaml"), 0o600, registries),
+        }
     }
     Ok(())
 }

@@ -254,6 +254,7 @@ fn registries_point_every_registry_at_the_mirror_with_its_ca() {
         endpoint: "registry.example:5000".into(),
         ca_file: "/etc/airlock/pki/ca.crt".into(),
         registries: vec!["docker.io".into(), "ghcr.io".into()],
+        auth: None,
     });
     let text = inline(&render(&input).unwrap(), "/etc/rancher/k3s/registries.yaml").unwrap();
     let doc: Value = serde_yaml::from_str(&text).unwrap();
@@ -264,6 +265,27 @@ fn registries_point_every_registry_at_the_mirror_with_its_ca() {
     assert_eq!(doc["configs"]["registry.example:5000"]["tls"]["ca_file"].as_str(), Some("/etc/airlock/pki/ca.crt"));
     let tls = doc["configs"]["registry.example:5000"]["tls"].as_mapping().unwrap();
     assert_eq!(tls.len(), 1, "only the CA: no client cert_file/key_file (k3s#1148)");
+    assert!(doc["configs"]["registry.example:5000"]["auth"].is_null());
+}
+
+#[test]
+fn mirror_credentials_go_into_registries_yaml_as_a_secret_file() {
+    let mut input = k3s(Role::SingleServer);
+    input.registry_mirror = Some(RegistryMirror {
+        endpoint: "registry.example:5000".into(),
+        ca_file: "/etc/airlock/pki/ca.crt".into(),
+        registries: vec!["docker.io".into()],
+        auth: Some(("puller".into(), crate::answers::Secret::new("m1rr0r-pw".to_string()))),
+    });
+    let layout = render(&input).unwrap();
+    let text = inline(&layout, "/etc/rancher/k3s/registries.yaml").unwrap();
+    let doc: Value = serde_yaml::from_str(&text).unwrap();
+    let auth = &doc["configs"]["registry.example:5000"]["auth"];
+    assert_eq!((auth["username"].as_str(), auth["password"].as_str()), (Some("puller"), Some("m1rr0r-pw")));
+    let file = layout.files.iter().find(|f| f.path.ends_with("registries.yaml")).unwrap();
+    assert!(file.secret && file.mode == 0o600);
+    assert!(!serde_json::to_string(&layout).unwrap().contains("m1rr0r-pw"), "the plan shows no content");
+    assert!(!format!("{input:?}").contains("m1rr0r-pw"));
 }
 
 #[test]
@@ -359,6 +381,7 @@ fn invalid_input_is_refused_with_the_reason() {
                     endpoint: "registry.example:5000".into(),
                     ca_file: "/etc/airlock/pki/client.key".into(),
                     registries: vec!["docker.io".into()],
+                    auth: None,
                 })
             }),
             "private key",
@@ -370,6 +393,7 @@ fn invalid_input_is_refused_with_the_reason() {
                     endpoint: "https://registry.example:5000".into(),
                     ca_file: "/etc/airlock/pki/ca.crt".into(),
                     registries: vec!["docker.io".into()],
+                    auth: None,
                 })
             }),
             "host:port",
@@ -381,6 +405,7 @@ fn invalid_input_is_refused_with_the_reason() {
                     endpoint: "registry.example:5000".into(),
                     ca_file: "/etc/airlock/pki/ca.crt".into(),
                     registries: vec![],
+                    auth: None,
                 })
             }),
             "no registries",
