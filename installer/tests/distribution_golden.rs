@@ -66,6 +66,7 @@ fn mirror() -> RegistryMirror {
         endpoint: "registry.example:5000".into(),
         ca_file: "/etc/airlock/pki/ca.crt".into(),
         registries: vec!["docker.io".into(), "quay.io".into()],
+        auth: None,
     }
 }
 
