@@ -24,6 +24,23 @@ pub struct Spec {
     pub profiles: Vec<String>,
     #[serde(default)]
     pub installer: Option<InstallerSpec>,
+    /// How to reach registries that need more than the defaults (a private CA, or a
+    /// lab registry without verified TLS).
+    #[serde(default)]
+    pub registries: Vec<RegistrySpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySpec {
+    /// `host[:port]` as image references write it.
+    pub host: String,
+    /// PEM file of the CA that signed the registry's certificate (relative to the spec).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Do not verify TLS, and use plain HTTP if the registry has no TLS. Lab use only.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
