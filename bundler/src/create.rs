@@ -157,6 +157,20 @@ fn pull_registry_images(spec: &LoadedSpec, setup: &PullSetup, reporter: &dyn Rep
     Ok(PulledImages { cache: Some(cache), by_key, lock: Some((lock_path, lock)) })
 }
 
+/// `airlock-bundler pull`: fills the cache with every registry image of the spec and
+/// writes the lock, without building a bundle (prefetch while the network is there).
+/// Returns the locked images.
+pub fn pull(spec: &LoadedSpec, setup: &PullSetup, reporter: &dyn Reporter) -> Result<Vec<LockedImage>> {
+    let pulled = pull_registry_images(spec, setup, reporter)?;
+    match pulled.lock {
+        Some((path, lock)) => {
+            lock.save(&path)?;
+            Ok(lock.images)
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
 /// [`plan`] with explicit pull settings.
 pub fn plan_with(
     spec: &LoadedSpec,

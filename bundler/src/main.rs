@@ -57,6 +57,14 @@ enum Command {
         #[command(flatten)]
         pull: PullArgs,
     },
+    /// Download the spec's registry images into the cache and pin them in bundle.lock,
+    /// without building a bundle.
+    Pull {
+        /// The bundle spec (bundle.yaml).
+        spec: PathBuf,
+        #[command(flatten)]
+        pull: PullArgs,
+    },
     /// Generate a minisign key pair (compatible with stock minisign).
     Keygen {
         /// Public key file to write.
@@ -209,6 +217,18 @@ fn run(cli: Cli) -> Result<()> {
                     println!("  wrote {} and {}", made.checksums.display(), made.checksums_signature.display());
                 }
             }
+            Ok(())
+        }
+        Command::Pull { spec, pull } => {
+            let spec = LoadedSpec::load(&spec)?;
+            let setup = pull.setup()?;
+            let progress = Progress::new(true);
+            let locked = airlock_bundler::create::pull(&spec, &setup, &progress)?;
+            progress.finish();
+            for l in &locked {
+                println!("{} {}", l.digest, l.from);
+            }
+            println!("{} registry images cached in {}", locked.len(), setup.options.cache_dir.display());
             Ok(())
         }
         Command::Keygen { public, secret, unencrypted, passphrase_file, force } => {
