@@ -23,6 +23,9 @@ pub struct RegistryOptions {
     pub login: Option<(String, String)>,
     /// Serve HTTPS with a certificate for 127.0.0.1 signed by a fresh test CA.
     pub tls: bool,
+    /// Bearer token auth: the registry sends clients to a token service (run by the
+    /// fixture on another port), which checks `login` and signs JWTs (RS256, x5c).
+    pub token: bool,
 }
 
 pub struct Registry {
@@ -30,6 +33,7 @@ pub struct Registry {
     child: Option<Child>,
     port: u16,
     opts: RegistryOptions,
+    token_service: Option<TokenService>,
 }
 
 /// Runs a command, failing with its output when it does not succeed.
@@ -51,10 +55,10 @@ impl Registry {
     /// `docker-registry` (or `htpasswd`, `openssl` for auth and TLS) is missing.
     pub fn start(opts: RegistryOptions) -> Option<Registry> {
         require_tool("docker-registry")?;
-        if opts.login.is_some() {
+        if opts.login.is_some() && !opts.token {
             require_tool("htpasswd")?;
         }
-        if opts.tls {
+        if opts.tls || opts.token {
             require_tool("openssl")?;
         }
         Some(Self::start_with(opts).expect("start a docker-registry"))
@@ -76,7 +80,16 @@ impl Registry {
                 d.join("server.key").display()
             ));
         }
-        if let Some((user, pass)) = &opts.login {
+        let mut token_service = None;
+        if opts.token {
+            let t = TokenService::start(d, opts.login.clone())?;
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                t.realm(),
+                d.join("token.crt").display()
+            ));
+            token_service = Some(t);
+        } else if let Some((user, pass)) = &opts.login {
             let h = run("htpasswd", &["-Bbn", user, pass])?;
             fs::write(d.join("htpasswd"), h)?;
             config.push_str(&format!(
@@ -85,7 +98,7 @@ impl Registry {
             ));
         }
         fs::write(d.join("config.yml"), config)?;
-        let mut r = Registry { dir, child: None, port, opts };
+        let mut r = Registry { dir, child: None, port, opts, token_service };
         r.restart()?;
         Ok(r)
     }
@@ -182,7 +195,181 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
+        if let Some(t) = self.token_service.take() {
+            t.stop();
+        }
     }
+}
+
+const TOKEN_SERVICE: &str = "airlock-test-registry";
+const TOKEN_ISSUER: &str = "airlock-test-token-issuer";
+
+/// A minimal token service for distribution's `auth: token:` (the flow Docker Hub,
+/// GHCR and Harbor use): `GET /token?service=…&scope=…` with optional Basic auth
+/// answers `{"token": JWT}`, the JWT signed RS256 by a key whose self-signed
+/// certificate is the registry's `rootcertbundle` and travels in the `x5c` header.
+/// Every requested action is granted to a client that passes the login check.
+struct TokenService {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TokenService {
+    fn start(d: &Path, login: Option<(String, String)>) -> Result<TokenService> {
+        let p = |n: &str| d.join(n).display().to_string();
+        run("openssl", &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &p("token.key")])?;
+        run(
+            "openssl",
+            &["pkcs8", "-topk8", "-nocrypt", "-in", &p("token.key"), "-outform", "DER", "-out", &p("token.p8")],
+        )?;
+        run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-key",
+                &p("token.key"),
+                "-subj",
+                "/CN=airlock token signer",
+                "-days",
+                "2",
+                "-out",
+                &p("token.crt"),
+            ],
+        )?;
+        run("openssl", &["x509", "-in", &p("token.crt"), "-outform", "DER", "-out", &p("token.der")])?;
+        let key = ring::signature::RsaKeyPair::from_pkcs8(&fs::read(d.join("token.p8"))?)
+            .map_err(|e| anyhow::anyhow!("token key: {e}"))?;
+        let cert_b64 = b64_std(&fs::read(d.join("token.der"))?);
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                if let Ok(c) = conn {
+                    let _ = serve_token(c, &key, &cert_b64, login.as_ref());
+                }
+            }
+        });
+        Ok(TokenService { port, stop, thread: Some(thread) })
+    }
+
+    fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn b64_std(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn b64_url(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn serve_token(
+    mut c: TcpStream,
+    key: &ring::signature::RsaKeyPair,
+    cert_b64: &str,
+    login: Option<&(String, String)>,
+) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(c.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_string());
+            }
+        }
+    }
+    let target = request_line.split_whitespace().nth(1).unwrap_or("");
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let scopes: Vec<String> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "scope")
+        .map(|(_, v)| percent_decode(v))
+        .collect();
+    let authorized = match login {
+        None => true,
+        Some((u, p)) => {
+            authorization.as_deref() == Some(format!("Basic {}", b64_std(format!("{u}:{p}").as_bytes())).as_str())
+        }
+    };
+    if !authorized {
+        let body = r#"{"details":"invalid credentials"}"#;
+        write!(c, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+        return Ok(());
+    }
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .filter_map(|s| {
+            let (kind, rest) = s.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [cert_b64]});
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": login.map(|l| l.0.as_str()).unwrap_or(""), "aud": TOKEN_SERVICE,
+        "exp": now + 600, "nbf": now - 60, "iat": now - 60, "jti": format!("{now}-{}", access.len()),
+        "access": access,
+    });
+    let signing_input =
+        format!("{}.{}", b64_url(&serde_json::to_vec(&header)?), b64_url(&serde_json::to_vec(&claims)?));
+    let mut sig = vec![0u8; key.public().modulus_len()];
+    key.sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut sig)
+        .map_err(|e| anyhow::anyhow!("sign: {e}"))?;
+    let token = format!("{signing_input}.{}", b64_url(&sig));
+    let body = serde_json::to_string(&serde_json::json!({"token": token, "access_token": token}))?;
+    write!(
+        c,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    Ok(())
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it (openssl).

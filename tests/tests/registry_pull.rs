@@ -186,7 +186,9 @@ fn basic_auth_over_tls_with_the_spec_ca_and_clear_login_errors() {
         return;
     }
     let (user, pass) = ("vendor", "Pa55-w0rd-xyz");
-    let Some(reg) = Registry::start(RegistryOptions { login: Some((user.into(), pass.into())), tls: true }) else {
+    let Some(reg) =
+        Registry::start(RegistryOptions { login: Some((user.into(), pass.into())), tls: true, token: false })
+    else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -351,4 +353,33 @@ fn registry_killed_mid_download_is_resumed_with_range_when_it_returns() {
     assert!(at >= 2 << 20, "resumed from {at}, not from where it stopped: {line}");
     let m = read_manifest(&BundleFiles::locate(&out).unwrap(), None).unwrap().0;
     assert_eq!(image(&m, "example.com/big:1").digest.to_string(), reg.skopeo_digest("lab/big:1").unwrap());
+}
+
+#[test]
+fn bearer_token_flow_with_a_real_token_auth_registry() {
+    if !tools() || require_tool("openssl").is_none() {
+        return;
+    }
+    let (user, pass) = ("ci-bot", "t0ken-pass-123");
+    let opts = RegistryOptions { login: Some((user.into(), pass.into())), tls: false, token: true };
+    let Some(reg) = Registry::start(opts) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    build_image(t.path(), &layout, "app", "amd64", &[]).unwrap();
+    // skopeo goes through the same challenge and token service to push.
+    reg.push(&format!("oci:{}:app", layout.display()), "tok/app:3", false).unwrap();
+    let h = reg.host();
+    let from = format!("docker://{h}/tok/app:3");
+    let spec = write_spec(
+        t.path(),
+        &format!("registries:\n  - host: '{h}'\n    insecure: true\n"),
+        &[("example.com/app:3", from.as_str(), None)],
+    );
+    let creds = |p: &'static str| [("AIRLOCK_REGISTRY_USERNAME", user), ("AIRLOCK_REGISTRY_PASSWORD", p)];
+    let err = create(&spec, &t.path().join("c1"), &["--creds", &h], &creds("not-it")).fails_with(&from);
+    assert!(err.contains("token service") && err.contains("refused the credentials"), "{err}");
+    assert!(!err.contains("not-it"), "{err}");
+    let b = create(&spec, &t.path().join("c2"), &["--creds", &h], &creds(pass));
+    b.ok();
+    assert_eq!(image(&b.manifest(), "example.com/app:3").digest.to_string(), reg.skopeo_digest("tok/app:3").unwrap());
 }
