@@ -125,7 +125,24 @@ fn anonymous_pull_matches_skopeo_digests_and_the_lock_pins_tags() {
     let l = layout.display();
     reg.push(&format!("oci:{l}:amd"), "lab/one:1", false).unwrap();
     reg.push(&format!("oci:{l}:multi"), "lab/multi:1", true).unwrap();
+    // The same images as Docker v2 schema 2: a manifest and a manifest list.
     let h = reg.host();
+    for (src, dest) in [(format!("oci:{l}:amd"), "lab/docker:1"), (format!("oci:{l}:multi"), "lab/dockerlist:1")] {
+        airlock_tests::registry::run(
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--all",
+                "--format",
+                "v2s2",
+                "--dest-tls-verify=false",
+                &src,
+                &format!("docker://{h}/{dest}"),
+            ],
+        )
+        .unwrap();
+    }
     let spec = write_spec(
         t.path(),
         &format!("registries:\n  - host: '{h}'\n    insecure: true\n"),
@@ -133,6 +150,8 @@ fn anonymous_pull_matches_skopeo_digests_and_the_lock_pins_tags() {
             ("example.com/one:1", &format!("docker://{h}/lab/one:1"), None),
             ("example.com/multi:1", &format!("docker://{h}/lab/multi:1"), None),
             ("example.com/multi-amd64:1", &format!("docker://{h}/lab/multi:1"), Some("[linux/amd64]")),
+            ("example.com/docker:1", &format!("docker://{h}/lab/docker:1"), None),
+            ("example.com/dockerlist:1", &format!("docker://{h}/lab/dockerlist:1"), None),
         ],
     );
     let cache = t.path().join("cache");
@@ -149,6 +168,13 @@ fn anonymous_pull_matches_skopeo_digests_and_the_lock_pins_tags() {
     let amd = image(&m, "example.com/multi-amd64:1");
     assert_eq!(amd.platforms, vec!["linux/amd64"]);
     assert_eq!(amd.digest, one.digest, "the amd64 manifest of the index is the image pushed as lab/one:1");
+    let docker = image(&m, "example.com/docker:1");
+    assert_eq!(docker.media_type, "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(docker.digest.to_string(), reg.skopeo_digest("lab/docker:1").unwrap());
+    let list = image(&m, "example.com/dockerlist:1");
+    assert_eq!(list.media_type, "application/vnd.docker.distribution.manifest.list.v2+json");
+    assert_eq!(list.digest.to_string(), reg.skopeo_digest("lab/dockerlist:1").unwrap());
+    assert_eq!(list.platforms, vec!["linux/amd64", "linux/arm64"]);
 
     // The lock pins the roots and travels in the bundle.
     let lock_path = t.path().join("bundle.lock");
@@ -158,6 +184,16 @@ fn anonymous_pull_matches_skopeo_digests_and_the_lock_pins_tags() {
     let entry = m.entries.iter().find(|e| e.path == "bundle.lock").expect("bundle.lock in the bundle");
     assert_eq!(entry.sha256, airlock_format::Sha256Digest::of(&lock));
     let first_bytes = std::fs::read(&first.out).unwrap();
+    // The installer's verifier accepts the pulled bundle, lock entry included.
+    let v = Command::new(cargo_bin("airlock"))
+        .arg("verify")
+        .arg(&first.out)
+        .arg("--pubkey")
+        .arg(demo_dir().join("keys/demo.pub"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "airlock verify: {}", String::from_utf8_lossy(&v.stderr));
 
     // Move the tag: the locked build still takes the pinned image, byte for byte.
     reg.push(&format!("oci:{l}:arm"), "lab/one:1", false).unwrap();
