@@ -334,6 +334,8 @@ struct Bars {
     transfers: Mutex<std::collections::HashMap<u64, indicatif::ProgressBar>>,
 }
 
+const SMALL_TRANSFER: u64 = 1 << 20;
+
 fn bytes_style(width: usize) -> indicatif::ProgressStyle {
     indicatif::ProgressStyle::with_template(&format!(
         "{{msg:{width}}} [{{bar:40}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
@@ -371,28 +373,37 @@ impl Reporter for Progress {
         };
         match event {
             Event::Phase { name, total } => {
+                // One phase bar, reused: bars removed from a MultiProgress leave their
+                // last frame behind on some terminals.
                 let mut g = bars.phase.lock().expect("progress lock");
-                if let Some(b) = g.take() {
-                    b.finish_and_clear();
-                    bars.multi.remove(&b);
+                let b = g.get_or_insert_with(|| bars.multi.add(indicatif::ProgressBar::new_spinner()));
+                match total {
+                    Some(t) => {
+                        b.set_style(bytes_style(30));
+                        b.set_length(t);
+                        b.set_position(0);
+                        b.reset_eta();
+                    }
+                    None => {
+                        b.set_style(indicatif::ProgressStyle::default_spinner());
+                        b.tick();
+                    }
                 }
-                let b = match total {
-                    Some(t) => indicatif::ProgressBar::new(t).with_style(bytes_style(30)),
-                    None => indicatif::ProgressBar::new_spinner(),
-                };
                 b.set_message(name.to_string());
-                // The phase bar stays on top; transfer bars come and go below it.
-                *g = Some(bars.multi.insert(0, b));
             }
             Event::Progress { bytes } => {
                 if let Some(b) = bars.phase.lock().expect("progress lock").as_ref() {
                     b.inc(bytes)
                 }
             }
+            // Small blobs (configs) come and go too fast to be worth a bar.
+            Event::TransferStart { total: Some(t), .. } if t < SMALL_TRANSFER => {}
             Event::TransferStart { id, name, total } => {
-                let b = indicatif::ProgressBar::new(total.unwrap_or(0)).with_style(bytes_style(40));
+                // Into the MultiProgress first: a bar draws to stderr on its own until
+                // then, and that stray frame would stay on the screen.
+                let b = bars.multi.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
+                b.set_style(bytes_style(40));
                 b.set_message(name.to_string());
-                let b = bars.multi.add(b);
                 bars.transfers.lock().expect("progress lock").insert(id, b);
             }
             Event::TransferProgress { id, bytes } => {
