@@ -157,6 +157,7 @@ fn anonymous_pull_matches_skopeo_digests_and_the_lock_pins_tags() {
     let cache = t.path().join("cache");
     let first = create(&spec, &cache, &[], &[]);
     first.ok();
+    assert_eq!(first.stderr(), "", "no progress output when stderr is not a terminal");
     let m = first.manifest();
     let one = image(&m, "example.com/one:1");
     assert_eq!(one.digest.to_string(), reg.skopeo_digest("lab/one:1").unwrap());
@@ -418,4 +419,56 @@ fn bearer_token_flow_with_a_real_token_auth_registry() {
     let b = create(&spec, &t.path().join("c2"), &["--creds", &h], &creds(pass));
     b.ok();
     assert_eq!(image(&b.manifest(), "example.com/app:3").digest.to_string(), reg.skopeo_digest("tok/app:3").unwrap());
+}
+
+#[test]
+fn progress_on_a_terminal_shows_a_bar_per_transfer_and_a_total_then_clears() {
+    let Some(tmux) = require_tool("tmux") else { return };
+    if !tools() {
+        return;
+    }
+    let Some(reg) = Registry::start(RegistryOptions::default()) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let layout = t.path().join("layout");
+    let mut images = Vec::new();
+    for i in 1..=3 {
+        let tag = format!("p{i}");
+        build_image(t.path(), &layout, &tag, "amd64", &[("big.bin", 6 << 20)]).unwrap();
+        reg.push(&format!("oci:{}:{tag}", layout.display()), &format!("lab/{tag}:1"), false).unwrap();
+        images.push((format!("example.com/{tag}:1"), format!("docker://{}/lab/{tag}:1", reg.host())));
+    }
+    let list: Vec<(&str, &str, Option<&str>)> = images.iter().map(|(r, f)| (r.as_str(), f.as_str(), None)).collect();
+    let spec = write_spec(t.path(), &format!("registries:\n  - host: '{}'\n    insecure: true\n", reg.host()), &list);
+    let socket = format!("airlock-progress-{}", std::process::id());
+    let tm = |args: &[&str]| -> String {
+        let o = Command::new(&tmux).arg("-L").arg(&socket).args(args).stdin(Stdio::null()).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let cmd = format!(
+        "{} pull {} --cache-dir {} --limit-rate 2M --jobs 2; echo EXIT=$?; sleep 60",
+        cargo_bin("airlock-bundler").display(),
+        spec.display(),
+        t.path().join("cache").display()
+    );
+    tm(&["new-session", "-d", "-s", "pg", "-x", "180", "-y", "30", &cmd]);
+    let screen = || tm(&["capture-pane", "-p", "-t", "pg"]);
+    let start = Instant::now();
+    let mut seen_bars = false;
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(60) {
+        last = screen();
+        let transfers = last.lines().filter(|l| l.contains("/lab/p") && l.contains("MiB/")).count();
+        if last.contains("downloading 3 blobs") && transfers == 2 {
+            seen_bars = true;
+        }
+        if last.contains("EXIT=") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tm(&["kill-server"]);
+    assert!(seen_bars, "never saw the total and two transfer bars at once; last screen:\n{last}");
+    assert!(last.contains("EXIT=0"), "{last}");
+    assert!(!last.contains("MiB/"), "bars left on the screen after the pull:\n{last}");
+    assert!(last.contains("3 registry images cached"), "{last}");
 }
