@@ -88,6 +88,8 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
 struct PulledImages {
     cache: Option<Cache>,
     by_key: BTreeMap<(usize, usize), Pulled>,
+    /// `(component, chart)` index to the packaged chart in the cache.
+    charts: BTreeMap<(usize, usize), PathBuf>,
     lock: Option<(PathBuf, Lock)>,
 }
 
@@ -109,8 +111,17 @@ fn pull_registry_images(spec: &LoadedSpec, setup: &PullSetup, reporter: &dyn Rep
             }
         }
     }
-    if wanted.is_empty() {
-        return Ok(PulledImages { cache: None, by_key: BTreeMap::new(), lock: None });
+    let remote_charts: Vec<((usize, usize), &crate::spec::ChartSpec)> = spec
+        .spec
+        .components
+        .iter()
+        .enumerate()
+        .flat_map(|(ci, c)| {
+            c.charts.iter().enumerate().filter(|(_, ch)| ch.repo.is_some()).map(move |(hi, ch)| ((ci, hi), ch))
+        })
+        .collect();
+    if wanted.is_empty() && remote_charts.is_empty() {
+        return Ok(PulledImages { cache: None, by_key: BTreeMap::new(), charts: BTreeMap::new(), lock: None });
     }
     let lock_path = Lock::path_for(&spec.dir);
     let old = Lock::load(&lock_path)?;
@@ -136,7 +147,36 @@ fn pull_registry_images(spec: &LoadedSpec, setup: &PullSetup, reporter: &dyn Rep
     }
     let client = registry::client::Client::new(options);
     let pulled = registry::fetch_images(&client, &cache, &requests, reporter)?;
-    let mut lock = Lock { version: 1, images: Vec::new() };
+    let mut lock = Lock { version: 1, images: Vec::new(), charts: Vec::new() };
+    let mut charts = BTreeMap::new();
+    for ((ci, hi), ch) in remote_charts {
+        let key = format!("{}: components[{ci}].charts[{hi}]", spec.file.display());
+        // Validated by the spec: repo, name and version are all there.
+        let (repo, name, version) = (
+            ch.repo.clone().unwrap_or_default(),
+            ch.name.clone().unwrap_or_default(),
+            ch.version.clone().unwrap_or_default(),
+        );
+        let locked = old.chart(&repo, &name, &version).map(|l| l.digest);
+        let pinned = match setup.lock {
+            LockMode::Update => None,
+            LockMode::Use => locked,
+            LockMode::Locked => Some(locked.ok_or_else(|| {
+                Error::input(
+                    key.clone(),
+                    format!("chart {name} {version} from {repo} is not in {}", lock_path.display()),
+                )
+                .with_hint("run once without --locked to pin it, and commit the lock")
+            })?),
+        };
+        reporter.event(Event::Phase { name: &format!("fetching chart {name} {version}"), total: None });
+        let req =
+            registry::charts::ChartRequest { repo: repo.clone(), name: name.clone(), version: version.clone(), pinned };
+        let (path, digest) =
+            registry::charts::fetch_chart(&client, &cache, &req, reporter).map_err(|e| e.within(&key))?;
+        lock.charts.push(crate::lock::LockedChart { repo, name, version, digest });
+        charts.insert((ci, hi), path);
+    }
     let mut by_key = BTreeMap::new();
     for ((k, ispec, _), p) in wanted.iter().zip(pulled) {
         lock.images.push(LockedImage {
@@ -154,7 +194,7 @@ fn pull_registry_images(spec: &LoadedSpec, setup: &PullSetup, reporter: &dyn Rep
         )
         .with_hint("run without --locked (or with --update-lock) and commit the new lock"));
     }
-    Ok(PulledImages { cache: Some(cache), by_key, lock: Some((lock_path, lock)) })
+    Ok(PulledImages { cache: Some(cache), by_key, charts, lock: Some((lock_path, lock)) })
 }
 
 /// `airlock-bundler pull`: fills the cache with every registry image of the spec and
@@ -239,8 +279,12 @@ pub fn plan_with(
             });
         }
         for (hi, ch) in c.charts.iter().enumerate() {
-            let key = format!("components[{ci}].charts[{hi}].path");
-            let p = spec.path(&key, &ch.path)?;
+            let key = format!("components[{ci}].charts[{hi}]");
+            let p = match (pulled.charts.get(&(ci, hi)), &ch.path) {
+                (Some(p), _) => p.clone(),
+                (None, Some(rel)) => spec.path(format!("{key}.path"), rel)?,
+                (None, None) => return Err(spec.err(&key, "has neither `path` nor `repo`")),
+            };
             let chart =
                 sources::load_chart(&p, created).map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
             let path = format!("charts/{}-{}.tgz", chart.name, chart.version);

@@ -35,6 +35,18 @@ pub struct Lock {
     pub version: u32,
     #[serde(default)]
     pub images: Vec<LockedImage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub charts: Vec<LockedChart>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedChart {
+    pub repo: String,
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of the packaged chart (`.tgz`).
+    pub digest: Sha256Digest,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +70,9 @@ impl Lock {
     pub fn load(path: &Path) -> Result<Self> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lock { version: 1, images: vec![] }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Lock { version: 1, images: vec![], charts: vec![] })
+            }
             Err(e) => return Err(Error::io(path, e)),
         };
         let lock: Lock = serde_yaml::from_str(&text).map_err(|e| {
@@ -76,11 +90,17 @@ impl Lock {
         self.images.iter().find(|i| i.from == from)
     }
 
+    pub fn chart(&self, repo: &str, name: &str, version: &str) -> Option<&LockedChart> {
+        self.charts.iter().find(|c| c.repo == repo && c.name == name && c.version == version)
+    }
+
     /// The canonical text: entries sorted by `from`.
     pub fn render(&self) -> Vec<u8> {
         let mut l = self.clone();
         l.images.sort_by(|a, b| a.from.cmp(&b.from));
         l.images.dedup_by(|a, b| a.from == b.from);
+        l.charts.sort_by(|a, b| (&a.repo, &a.name, &a.version).cmp(&(&b.repo, &b.name, &b.version)));
+        l.charts.dedup_by(|a, b| (&a.repo, &a.name, &a.version) == (&b.repo, &b.name, &b.version));
         let mut out = HEADER.as_bytes().to_vec();
         out.extend(serde_yaml::to_string(&l).expect("lock serializes").into_bytes());
         out
@@ -113,8 +133,8 @@ mod tests {
     fn render_is_sorted_and_round_trips_so_same_entries_give_same_bytes() {
         let a = LockedImage { from: "docker://b/x:1".into(), digest: d(1), media_type: "m".into(), size: 3 };
         let b = LockedImage { from: "docker://a/y:2".into(), digest: d(2), media_type: "m".into(), size: 4 };
-        let l1 = Lock { version: 1, images: vec![a.clone(), b.clone()] };
-        let l2 = Lock { version: 1, images: vec![b, a] };
+        let l1 = Lock { version: 1, images: vec![a.clone(), b.clone()], charts: vec![] };
+        let l2 = Lock { version: 1, images: vec![b, a], charts: vec![] };
         assert_eq!(l1.render(), l2.render());
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join(LOCK_FILE);

@@ -472,3 +472,113 @@ fn progress_on_a_terminal_shows_a_bar_per_transfer_and_a_total_then_clears() {
     assert!(!last.contains("MiB/"), "bars left on the screen after the pull:\n{last}");
     assert!(last.contains("3 registry images cached"), "{last}");
 }
+
+/// `python3 -m http.server` on a free 127.0.0.1 port serving `dir`; killed on drop.
+struct StaticServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl StaticServer {
+    fn start(dir: &Path) -> StaticServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        StaticServer { child, port }
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn charts_from_an_http_repository_and_from_oci_are_pinned_in_the_lock() {
+    let Some(helm) = airlock_tests::helm() else { return };
+    if require_tool("python3").is_none() {
+        return;
+    }
+    let Some(reg) = Registry::start(RegistryOptions::default()) else { return };
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("helm-home");
+    let helm_ok = |args: &[&str]| {
+        let o = airlock_tests::helm_command(&helm, &home).args(args).output().unwrap();
+        assert!(o.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let repo = t.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    for (name, version) in [("web", "1.2.3"), ("api", "0.1.0")] {
+        let dir = t.path().join("src").join(name);
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        std::fs::write(dir.join("Chart.yaml"), format!("apiVersion: v2\nname: {name}\nversion: {version}\n")).unwrap();
+        std::fs::write(
+            dir.join("templates/cm.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Chart.Name }}\n",
+        )
+        .unwrap();
+        helm_ok(&["package", dir.to_str().unwrap(), "-d", repo.to_str().unwrap()]);
+    }
+    let web_tgz = repo.join("web-1.2.3.tgz");
+    let api_tgz = repo.join("api-0.1.0.tgz");
+    let server = StaticServer::start(&repo);
+    let url = format!("http://127.0.0.1:{}", server.port);
+    helm_ok(&["repo", "index", repo.to_str().unwrap(), "--url", &url]);
+    // The real `helm push` into the registry.
+    let h = reg.host();
+    helm_ok(&["push", api_tgz.to_str().unwrap(), &format!("oci://{h}/charts"), "--plain-http"]);
+
+    let spec_dir = t.path().join("spec");
+    std::fs::create_dir_all(&spec_dir).unwrap();
+    let spec = spec_dir.join("bundle.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: charts\nversion: '1'\nregistries:\n  - host: '{h}'\n    insecure: true\ncomponents:\n  - name: app\n    charts:\n      - repo: {url}\n        name: web\n        version: 1.2.3\n      - repo: oci://{h}/charts\n        name: api\n        version: 0.1.0\n"
+        ),
+    )
+    .unwrap();
+    let cache = t.path().join("cache");
+    let b = create(&spec, &cache, &[], &[]);
+    b.ok();
+    let m = b.manifest();
+    let names: Vec<(String, String)> = m.charts.iter().map(|c| (c.name.clone(), c.version.clone())).collect();
+    assert!(names.contains(&("web".into(), "1.2.3".into())) && names.contains(&("api".into(), "0.1.0".into())));
+    let lock = std::fs::read_to_string(spec_dir.join("bundle.lock")).unwrap();
+    for tgz in [&web_tgz, &api_tgz] {
+        let d = airlock_format::Sha256Digest::of(&std::fs::read(tgz).unwrap());
+        assert!(lock.contains(&d.to_string()), "{} not pinned:\n{lock}", tgz.display());
+    }
+    // Locked and cached: no repository needed.
+    drop(server);
+    create(&spec, &cache, &["--locked"], &[]).ok();
+
+    // A broken index is named, with the chart.
+    let bad = t.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("index.yaml"), "entries: [this is: not an index\n").unwrap();
+    let bad_server = StaticServer::start(&bad);
+    let bad_dir = t.path().join("badspec");
+    std::fs::create_dir_all(&bad_dir).unwrap();
+    let bad_spec = bad_dir.join("bundle.yaml");
+    std::fs::write(
+        &bad_spec,
+        format!("name: c\nversion: '1'\ncomponents:\n  - name: app\n    charts:\n      - repo: http://127.0.0.1:{}\n        name: web\n        version: 1.2.3\n", bad_server.port),
+    )
+    .unwrap();
+    let err = create(&bad_spec, &bad_dir.join("cache"), &[], &[]).fails_with("chart web 1.2.3");
+    assert!(err.contains("not a Helm repository index"), "{err}");
+}

@@ -238,6 +238,66 @@ impl Client {
         Ok(())
     }
 
+    /// GETs a whole URL (a Helm repository's `index.yaml` or chart) into memory, at most
+    /// `limit` bytes: TLS settings and credentials of the URL's host (Basic, sent up
+    /// front, as Helm does), retries like registry requests.
+    pub fn get_url(&self, url: &str, limit: u64, what: &str) -> Result<Vec<u8>> {
+        let host = url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("").to_string();
+        let ep = self.endpoint(&host)?;
+        let repo = Repo { registry: host.clone(), repository: String::new() };
+        let mut attempt = 0;
+        loop {
+            let mut req = ep.agent.get(url);
+            if let Some(l) = self.opts.credentials.get(&host) {
+                req = req.set("Authorization", &basic(&l.username, &l.password));
+            }
+            let resp = match req.call() {
+                Ok(r) => r,
+                Err(ureq::Error::Status(401, _)) => {
+                    let cause = if self.opts.credentials.get(&host).is_some() {
+                        format!("{host} refused the credentials")
+                    } else {
+                        format!("{host} requires a login")
+                    };
+                    return Err(Error::input(what, cause).with_hint(self.login_hint(&host)));
+                }
+                Err(ureq::Error::Status(404, _)) => {
+                    return Err(Error::input(what, format!("{url} does not exist (HTTP 404)"))
+                        .with_hint("check the repository URL, chart name and version"));
+                }
+                Err(ureq::Error::Status(code, r)) if (code == 429 || code >= 500) && attempt < self.opts.retries => {
+                    let _ = r.into_string();
+                    std::thread::sleep(self.backoff(attempt));
+                    attempt += 1;
+                    continue;
+                }
+                Err(ureq::Error::Status(code, _)) => {
+                    return Err(Error::input(what, format!("{url} answered HTTP {code}"))
+                        .with_hint("check the repository URL and that the server is up"));
+                }
+                Err(ureq::Error::Transport(t)) if attempt < self.opts.retries && !is_certificate_error(&t) => {
+                    std::thread::sleep(self.backoff(attempt));
+                    attempt += 1;
+                    continue;
+                }
+                Err(ureq::Error::Transport(t)) => return Err(transport_error(what, &repo, &t)),
+            };
+            let mut body = Vec::new();
+            match resp.into_reader().take(limit + 1).read_to_end(&mut body) {
+                Ok(_) if body.len() as u64 > limit => {
+                    return Err(Error::input(what, format!("{url} is larger than {limit} bytes"))
+                        .with_hint("this does not look like a Helm repository index or chart"))
+                }
+                Ok(_) => return Ok(body),
+                Err(_) if attempt < self.opts.retries => {
+                    std::thread::sleep(self.backoff(attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(Error::new(ErrorKind::Io, what, format!("reading {url} failed: {e}"))),
+            }
+        }
+    }
+
     /// GETs a manifest by tag or digest. A manifest asked for by digest is checked
     /// against it; one asked for by tag is named by the digest of its bytes.
     pub fn manifest(&self, repo: &Repo, reference: &str, what: &str) -> Result<Manifest> {

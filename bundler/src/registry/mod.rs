@@ -12,10 +12,12 @@
 //! - [`pull`]: resolving every registry image of a spec and downloading the blobs the
 //!   selected platforms need, in parallel.
 //! - [`auth`]: credentials from docker `config.json` files and the command line.
+//! - [`charts`]: Helm charts from HTTP repositories and `oci://`.
 
 pub mod auth;
 pub mod cache;
 pub mod challenge;
+pub mod charts;
 pub mod client;
 pub mod pull;
 
