@@ -144,7 +144,7 @@ impl Client {
                     std::thread::sleep(self.backoff(attempt));
                     attempt += 1;
                 }
-                Err(ureq::Error::Status(code, r)) => return Err(status_error(what, repo, code, r)),
+                Err(ureq::Error::Status(code, r)) => return Err(status_error(what, repo, path, code, r)),
                 Err(ureq::Error::Transport(t)) if attempt < self.opts.retries && !is_certificate_error(&t) => {
                     std::thread::sleep(self.backoff(attempt));
                     attempt += 1;
@@ -541,7 +541,7 @@ fn urlencode(s: &str) -> String {
 
 /// Turns a registry's error answer into words: distribution sends
 /// `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"..."}]}`.
-fn status_error(what: &str, repo: &Repo, code: u16, resp: ureq::Response) -> Error {
+fn status_error(what: &str, repo: &Repo, path: &str, code: u16, resp: ureq::Response) -> Error {
     let mut body = Vec::new();
     let _ = resp.into_reader().take(64 << 10).read_to_end(&mut body);
     let codes: Vec<String> = serde_json::from_slice::<serde_json::Value>(&body)
@@ -561,8 +561,12 @@ fn status_error(what: &str, repo: &Repo, code: u16, resp: ureq::Response) -> Err
             .with_hint("check the tag; `skopeo list-tags docker://REPOSITORY` shows the tags the registry has");
     }
     if code == 404 && has("BLOB_UNKNOWN") {
-        return Error::corrupt(what, format!("registry {} does not have this blob (BLOB_UNKNOWN)", repo.registry))
-            .with_hint("the image in the registry is incomplete; push it again");
+        let blob = path.strip_prefix("blobs/").unwrap_or(path);
+        return Error::corrupt(
+            what,
+            format!("the manifest names blob {blob}, which registry {} does not have (BLOB_UNKNOWN)", repo.registry),
+        )
+        .with_hint("the image in the registry is incomplete; push it again");
     }
     if code == 403 {
         return Error::input(what, format!("registry {} denied access (HTTP 403)", repo.registry))
