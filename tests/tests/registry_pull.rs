@@ -583,4 +583,17 @@ fn charts_from_an_http_repository_and_from_oci_are_pinned_in_the_lock() {
     .unwrap();
     let err = create(&bad_spec, &bad_dir.join("cache"), &[], &[]).fails_with("chart web 1.2.3");
     assert!(err.contains("not a Helm repository index"), "{err}");
+
+    // An index whose digest does not match the chart it points at.
+    std::fs::copy(&web_tgz, bad.join("web-1.2.3.tgz")).unwrap();
+    std::fs::write(
+        bad.join("index.yaml"),
+        format!(
+            "apiVersion: v1\nentries:\n  web:\n    - name: web\n      version: 1.2.3\n      digest: {}\n      urls: [web-1.2.3.tgz]\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let err = create(&bad_spec, &bad_dir.join("cache"), &[], &[]).fails_with("chart web 1.2.3");
+    assert!(err.contains("says sha256:0000"), "{err}");
 }
