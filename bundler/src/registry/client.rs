@@ -411,7 +411,17 @@ impl Client {
             // here only a transfer broken off midway is retried, from where it stopped.
             let resp = self.get(repo, &format!("blobs/{digest}"), &headers, what)?;
             match self.stream_to(resp, have, size, partial, what, reporter, id) {
-                Ok(()) => break,
+                Ok(got) => {
+                    if got != *digest {
+                        let _ = std::fs::remove_file(partial);
+                        return Err(Error::corrupt(
+                            what,
+                            format!("registry {} sent blob {digest} whose bytes have digest {got}", repo.registry),
+                        )
+                        .with_hint("the blob is damaged in the registry's storage; push the image again, or tell the registry's operator"));
+                    }
+                    break;
+                }
                 Err(e) if e.kind == ErrorKind::Io && attempt < self.opts.retries => {
                     let now = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
                     reporter.event(Event::Warning(&format!(
@@ -426,39 +436,13 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        // Verify the whole file: the resumed prefix was written by an earlier attempt.
-        let mut f = File::open(partial).at(partial)?;
-        let mut h = Sha256Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n_total = 0u64;
-        loop {
-            let n = f.read(&mut buf).at(partial)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            n_total += n as u64;
-        }
-        let got = h.finish();
-        if got != *digest || n_total != size {
-            let _ = std::fs::remove_file(partial);
-            return Err(Error::corrupt(
-                what,
-                format!(
-                    "registry {} sent blob {digest} whose bytes have digest {got} ({n_total} of {size} bytes)",
-                    repo.registry
-                ),
-            )
-            .with_hint(
-                "the blob is damaged in the registry's storage; push the image again, or tell the registry's operator",
-            ));
-        }
         std::fs::rename(partial, dest).at(dest)
     }
 
     /// Appends the response body to `partial` (or rewrites it when the server ignored
-    /// the Range), honouring the rate limit. Interruptions are `Io` errors so the caller
-    /// retries them.
+    /// the Range), honouring the rate limit, and returns the SHA-256 of the whole file:
+    /// the bytes are hashed as they stream past (a resumed prefix is hashed from the
+    /// file first). Interruptions are `Io` errors so the caller retries them.
     #[allow(clippy::too_many_arguments)]
     fn stream_to(
         &self,
@@ -469,13 +453,23 @@ impl Client {
         what: &str,
         reporter: &dyn Reporter,
         id: u64,
-    ) -> Result<()> {
+    ) -> Result<Sha256Digest> {
         let resumed = resp.status() == 206 && have > 0;
         let mut f = OpenOptions::new().create(true).write(true).truncate(false).open(partial).at(partial)?;
         let start = if resumed { have } else { 0 };
         f.set_len(start).at(partial)?;
         f.seek(SeekFrom::Start(start)).at(partial)?;
+        let mut hasher = Sha256Hasher::new();
         if start > 0 {
+            let mut prefix = File::open(partial).at(partial)?.take(start);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = prefix.read(&mut buf).at(partial)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
             reporter.event(Event::TransferProgress { id, bytes: start });
         }
         let mut body = resp.into_reader();
@@ -501,6 +495,7 @@ impl Client {
                     .with_hint("the blob is damaged in the registry's storage; push the image again"));
             }
             f.write_all(&buf[..n]).at(partial)?;
+            hasher.update(&buf[..n]);
             reporter.event(Event::TransferProgress { id, bytes: n as u64 });
             reporter.event(Event::Progress { bytes: n as u64 });
             since_start += n as u64;
@@ -519,7 +514,7 @@ impl Client {
                 format!("the connection closed after {written} of {size} bytes"),
             ));
         }
-        Ok(())
+        Ok(hasher.finish())
     }
 }
 
