@@ -82,7 +82,16 @@ impl Client {
         }
         let tls = self.opts.registries.get(host).cloned().unwrap_or_default();
         let config = tls_config(host, &tls)?;
-        let agent = ureq::AgentBuilder::new()
+        let mut builder = ureq::AgentBuilder::new();
+        if let Some((var, url)) = proxy_for(host, |k| std::env::var(k).ok()) {
+            // The value may carry a proxy password: name the variable, never the value.
+            let proxy = ureq::Proxy::new(&url).map_err(|e| {
+                Error::input(format!("${var}"), format!("is not a usable proxy URL ({})", e.kind()))
+                    .with_hint("write it as http://[user:password@]proxy.example:3128")
+            })?;
+            builder = builder.proxy(proxy);
+        }
+        let agent = builder
             .tls_config(Arc::new(config))
             .timeout_connect(Duration::from_secs(15))
             .timeout_read(Duration::from_secs(60))
@@ -518,6 +527,33 @@ impl Client {
     }
 }
 
+/// The proxy for `host` (`host[:port]`) from the usual variables (`HTTPS_PROXY`,
+/// `HTTP_PROXY`, `ALL_PROXY`, lower case first as curl does), unless `NO_PROXY` names
+/// the host or a parent domain (`.example.com` or `example.com`), or is `*`. Loopback
+/// addresses are never proxied. ureq 2 reads no `NO_PROXY`, hence this.
+fn proxy_for(host: &str, env: impl Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    }
+    .to_ascii_lowercase();
+    if name == "localhost" || name.starts_with("127.") || name == "::1" {
+        return None;
+    }
+    let get = |k: &str| env(&k.to_ascii_lowercase()).or_else(|| env(k)).filter(|v| !v.trim().is_empty());
+    if let Some(no) = get("NO_PROXY") {
+        for entry in no.split(',').map(|e| e.trim().to_ascii_lowercase()) {
+            let entry = entry.trim_start_matches('.');
+            let entry = entry.rsplit_once(':').map_or(entry, |(h, _)| h);
+            if entry == "*" || (!entry.is_empty() && (name == entry || name.ends_with(&format!(".{entry}")))) {
+                return None;
+            }
+        }
+    }
+    ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"].into_iter().find_map(|k| get(k).map(|v| (k.to_string(), v)))
+}
+
 fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
 }
@@ -685,6 +721,26 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxy_comes_from_the_environment_except_for_no_proxy_hosts_and_loopback() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let e = env(&[("HTTPS_PROXY", "http://p:3128"), ("no_proxy", "internal.example, .corp.example,10.0.0.5:5000")]);
+        assert_eq!(proxy_for("ghcr.io", &e), Some(("HTTPS_PROXY".into(), "http://p:3128".into())));
+        assert_eq!(proxy_for("registry.internal.example:5000", &e), None);
+        assert_eq!(proxy_for("internal.example", &e), None);
+        assert_eq!(proxy_for("a.corp.example", &e), None);
+        assert_eq!(proxy_for("10.0.0.5:5000", &e), None);
+        assert!(proxy_for("notinternal.example", &e).is_some());
+        for lo in ["127.0.0.1:5000", "localhost:5000", "[::1]:5000"] {
+            assert_eq!(proxy_for(lo, &e), None, "{lo}");
+        }
+        assert_eq!(proxy_for("ghcr.io", env(&[("http_proxy", "http://q:8080")])).unwrap().1, "http://q:8080");
+        assert_eq!(proxy_for("ghcr.io", env(&[("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", "*")])), None);
+        assert_eq!(proxy_for("ghcr.io", env(&[])), None);
+    }
 
     #[test]
     fn token_query_values_are_percent_encoded() {
