@@ -728,14 +728,14 @@ mod tests {
             move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
         };
         let e = env(&[("HTTPS_PROXY", "http://p:3128"), ("no_proxy", "internal.example, .corp.example,10.0.0.5:5000")]);
-        assert_eq!(proxy_for("ghcr.io", &e), Some(("HTTPS_PROXY".into(), "http://p:3128".into())));
-        assert_eq!(proxy_for("registry.internal.example:5000", &e), None);
-        assert_eq!(proxy_for("internal.example", &e), None);
-        assert_eq!(proxy_for("a.corp.example", &e), None);
-        assert_eq!(proxy_for("10.0.0.5:5000", &e), None);
-        assert!(proxy_for("notinternal.example", &e).is_some());
+        assert_eq!(proxy_for("ghcr.io", e), Some(("HTTPS_PROXY".into(), "http://p:3128".into())));
+        assert_eq!(proxy_for("registry.internal.example:5000", e), None);
+        assert_eq!(proxy_for("internal.example", e), None);
+        assert_eq!(proxy_for("a.corp.example", e), None);
+        assert_eq!(proxy_for("10.0.0.5:5000", e), None);
+        assert!(proxy_for("notinternal.example", e).is_some());
         for lo in ["127.0.0.1:5000", "localhost:5000", "[::1]:5000"] {
-            assert_eq!(proxy_for(lo, &e), None, "{lo}");
+            assert_eq!(proxy_for(lo, e), None, "{lo}");
         }
         assert_eq!(proxy_for("ghcr.io", env(&[("http_proxy", "http://q:8080")])).unwrap().1, "http://q:8080");
         assert_eq!(proxy_for("ghcr.io", env(&[("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", "*")])), None);
