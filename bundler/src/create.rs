@@ -23,8 +23,30 @@ use airlock_format::parts::WrittenPart;
 use airlock_format::report::{Event, Reporter};
 use airlock_format::write::{write_bundle, Content, PlannedEntry, WriteOptions};
 
-use crate::sources::{self, Blob, ImageSpec};
+use crate::lock::{Lock, LockMode, LockedImage, LOCK_ENTRY};
+use crate::registry::{self, Cache, PullOptions, PullRequest, Pulled, RegistryTls};
+use crate::sources::{self, Blob, ImageReference, ImageSource, ImageSpec};
 use crate::spec::LoadedSpec;
+
+/// How registry (`docker://`) images are pulled and pinned.
+#[derive(Clone, Debug)]
+pub struct PullSetup {
+    /// Cache, credentials, parallelism; the spec's `registries:` are added to it.
+    pub options: PullOptions,
+    pub lock: LockMode,
+}
+
+impl Default for PullSetup {
+    /// The user cache, no credentials beyond docker's config files, the lock as it is.
+    fn default() -> Self {
+        let mut options = PullOptions::new(registry::default_cache_dir());
+        for f in registry::Credentials::default_docker_configs() {
+            // An unreadable docker config is reported when a registry asks for a login.
+            let _ = options.credentials.add_docker_config(&f);
+        }
+        Self { options, lock: LockMode::Use }
+    }
+}
 
 /// Everything `create` needs besides the spec.
 pub struct CreateOptions {
@@ -42,6 +64,9 @@ pub struct CreateOptions {
 pub struct Plan {
     pub manifest: Manifest,
     pub entries: Vec<PlannedEntry>,
+    /// The lock to write next to the spec once the bundle is written (only when the
+    /// spec has registry images).
+    pub lock: Option<(PathBuf, Lock)>,
 }
 
 /// The result of a build.
@@ -52,9 +77,150 @@ pub struct Created {
     pub checksums_signature: PathBuf,
 }
 
-/// Builds the manifest and entry list without writing anything.
+/// Builds the manifest and entry list without writing anything (registry images are
+/// pulled with the default [`PullSetup`]).
 pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter: &dyn Reporter) -> Result<Plan> {
+    plan_with(spec, installer, created, &PullSetup::default(), reporter)
+}
+
+/// Registry images of the spec, pulled into the cache: `(component, image)` index to
+/// root descriptor, and the lock that pins them.
+struct PulledImages {
+    cache: Option<Cache>,
+    by_key: BTreeMap<(usize, usize), Pulled>,
+    /// `(component, chart)` index to the packaged chart in the cache.
+    charts: BTreeMap<(usize, usize), PathBuf>,
+    lock: Option<(PathBuf, Lock)>,
+}
+
+fn pull_registry_images(spec: &LoadedSpec, setup: &PullSetup, reporter: &dyn Reporter) -> Result<PulledImages> {
+    let mut wanted: Vec<((usize, usize), ImageSpec, ImageReference)> = Vec::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        for (ii, im) in c.images.iter().enumerate() {
+            let key = format!("{}: components[{ci}].images[{ii}]", spec.file.display());
+            if let ImageSource::Registry { reference } =
+                ImageSource::parse(&im.from, &spec.dir).map_err(|e| e.within(&key))?
+            {
+                let source = ImageReference::parse(&reference).map_err(|e| e.within(&key))?;
+                let ispec = ImageSpec {
+                    reference: im.reference.clone(),
+                    from: im.from.clone(),
+                    platforms: im.platforms.clone(),
+                };
+                wanted.push(((ci, ii), ispec, source));
+            }
+        }
+    }
+    let remote_charts: Vec<((usize, usize), &crate::spec::ChartSpec)> = spec
+        .spec
+        .components
+        .iter()
+        .enumerate()
+        .flat_map(|(ci, c)| {
+            c.charts.iter().enumerate().filter(|(_, ch)| ch.repo.is_some()).map(move |(hi, ch)| ((ci, hi), ch))
+        })
+        .collect();
+    if wanted.is_empty() && remote_charts.is_empty() {
+        return Ok(PulledImages { cache: None, by_key: BTreeMap::new(), charts: BTreeMap::new(), lock: None });
+    }
+    let lock_path = Lock::path_for(&spec.dir);
+    let old = Lock::load(&lock_path)?;
+    let mut options = setup.options.clone();
+    for (i, r) in spec.spec.registries.iter().enumerate() {
+        let ca = r.ca.as_deref().map(|c| spec.path(format!("registries[{i}].ca"), c)).transpose()?;
+        options.registries.insert(r.host.clone(), RegistryTls { ca, insecure: r.insecure });
+    }
+    let cache = Cache::open(&options.cache_dir)?;
+    let mut requests = Vec::new();
+    for ((ci, ii), ispec, source) in &wanted {
+        let key = format!("{}: components[{ci}].images[{ii}]", spec.file.display());
+        let pinned = match setup.lock {
+            LockMode::Update => None,
+            LockMode::Use => old.get(&ispec.from).map(|l| l.digest),
+            LockMode::Locked => Some(old.get(&ispec.from).map(|l| l.digest).ok_or_else(|| {
+                Error::input(key.clone(), format!("`{}` is not in {}", ispec.from, lock_path.display()))
+                    .with_hint("run once without --locked to pin it, and commit the lock")
+            })?),
+        };
+        let platforms = sources::wanted_platforms(ispec, &key)?;
+        requests.push(PullRequest { from: ispec.from.clone(), source: source.clone(), platforms, pinned });
+    }
+    let client = registry::client::Client::new(options);
+    let pulled = registry::fetch_images(&client, &cache, &requests, reporter)?;
+    let mut lock = Lock { version: 1, images: Vec::new(), charts: Vec::new() };
+    let mut charts = BTreeMap::new();
+    for ((ci, hi), ch) in remote_charts {
+        let key = format!("{}: components[{ci}].charts[{hi}]", spec.file.display());
+        // Validated by the spec: repo, name and version are all there.
+        let (repo, name, version) = (
+            ch.repo.clone().unwrap_or_default(),
+            ch.name.clone().unwrap_or_default(),
+            ch.version.clone().unwrap_or_default(),
+        );
+        let locked = old.chart(&repo, &name, &version).map(|l| l.digest);
+        let pinned = match setup.lock {
+            LockMode::Update => None,
+            LockMode::Use => locked,
+            LockMode::Locked => Some(locked.ok_or_else(|| {
+                Error::input(
+                    key.clone(),
+                    format!("chart {name} {version} from {repo} is not in {}", lock_path.display()),
+                )
+                .with_hint("run once without --locked to pin it, and commit the lock")
+            })?),
+        };
+        reporter.event(Event::Phase { name: &format!("fetching chart {name} {version}"), total: None });
+        let req =
+            registry::charts::ChartRequest { repo: repo.clone(), name: name.clone(), version: version.clone(), pinned };
+        let (path, digest) =
+            registry::charts::fetch_chart(&client, &cache, &req, reporter).map_err(|e| e.within(&key))?;
+        lock.charts.push(crate::lock::LockedChart { repo, name, version, digest });
+        charts.insert((ci, hi), path);
+    }
+    let mut by_key = BTreeMap::new();
+    for ((k, ispec, _), p) in wanted.iter().zip(pulled) {
+        lock.images.push(LockedImage {
+            from: ispec.from.clone(),
+            digest: p.digest,
+            media_type: p.media_type.clone(),
+            size: p.size,
+        });
+        by_key.insert(*k, p);
+    }
+    if setup.lock == LockMode::Locked && lock.render() != old.render() {
+        return Err(Error::input(
+            lock_path.display().to_string(),
+            "the build would change the lock, and --locked forbids it",
+        )
+        .with_hint("run without --locked (or with --update-lock) and commit the new lock"));
+    }
+    Ok(PulledImages { cache: Some(cache), by_key, charts, lock: Some((lock_path, lock)) })
+}
+
+/// `airlock-bundler pull`: fills the cache with every registry image of the spec and
+/// writes the lock, without building a bundle (prefetch while the network is there).
+/// Returns the locked images.
+pub fn pull(spec: &LoadedSpec, setup: &PullSetup, reporter: &dyn Reporter) -> Result<Vec<LockedImage>> {
+    let pulled = pull_registry_images(spec, setup, reporter)?;
+    match pulled.lock {
+        Some((path, lock)) => {
+            lock.save(&path)?;
+            Ok(lock.images)
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+/// [`plan`] with explicit pull settings.
+pub fn plan_with(
+    spec: &LoadedSpec,
+    installer: Option<&Path>,
+    created: u64,
+    setup: &PullSetup,
+    reporter: &dyn Reporter,
+) -> Result<Plan> {
     let s = &spec.spec;
+    let pulled = pull_registry_images(spec, setup, reporter)?;
     let mut entries: BTreeMap<String, PlannedEntry> = BTreeMap::new();
     let mut add =
         |path: String, content: Content, sha256: Sha256Digest, size: u64, executable: bool, what: &str| -> Result<()> {
@@ -79,10 +245,12 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
         for (ii, im) in c.images.iter().enumerate() {
             let key = format!("components[{ci}].images[{ii}]");
             reporter.event(Event::Phase { name: &format!("reading image {}", im.reference), total: None });
-            let img = sources::load_image(
-                &ImageSpec { reference: im.reference.clone(), from: im.from.clone(), platforms: im.platforms.clone() },
-                &spec.dir,
-            )
+            let ispec =
+                ImageSpec { reference: im.reference.clone(), from: im.from.clone(), platforms: im.platforms.clone() };
+            let img = match (pulled.by_key.get(&(ci, ii)), &pulled.cache) {
+                (Some(p), Some(cache)) => sources::load_pulled(&ispec, p, cache),
+                _ => sources::load_image(&ispec, &spec.dir),
+            }
             .map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
             if !refs.insert(img.reference.clone()) {
                 return Err(spec.err(format!("{key}.ref"), format!("image `{}` is listed twice", img.reference)));
@@ -111,8 +279,12 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
             });
         }
         for (hi, ch) in c.charts.iter().enumerate() {
-            let key = format!("components[{ci}].charts[{hi}].path");
-            let p = spec.path(&key, &ch.path)?;
+            let key = format!("components[{ci}].charts[{hi}]");
+            let p = match (pulled.charts.get(&(ci, hi)), &ch.path) {
+                (Some(p), _) => p.clone(),
+                (None, Some(rel)) => spec.path(format!("{key}.path"), rel)?,
+                (None, None) => return Err(spec.err(&key, "has neither `path` nor `repo`")),
+            };
             let chart =
                 sources::load_chart(&p, created).map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
             let path = format!("charts/{}-{}.tgz", chart.name, chart.version);
@@ -248,6 +420,11 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
     for (digest, b) in blobs {
         add(blob_path(&digest), b.content, digest, b.size, false, "images")?;
     }
+    if let Some((_, lock)) = &pulled.lock {
+        let text = lock.render();
+        let sha = Sha256Digest::of(&text);
+        add(LOCK_ENTRY.to_string(), Content::Bytes(text.clone()), sha, text.len() as u64, false, "bundle.lock")?;
+    }
 
     let manifest = Manifest {
         format: FORMAT_V1.into(),
@@ -264,12 +441,25 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
         entries: entries.values().map(|e| e.entry.clone()).collect(),
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
-    Ok(Plan { manifest, entries: entries.into_values().collect() })
+    Ok(Plan { manifest, entries: entries.into_values().collect(), lock: pulled.lock })
 }
 
-/// Plans, signs and writes the bundle, then the signed checksum sidecar.
+/// Plans, signs and writes the bundle, then the signed checksum sidecar (registry
+/// images pulled with the default [`PullSetup`]).
 pub fn create(spec: &LoadedSpec, key: &SecretKey, opts: &CreateOptions, reporter: &dyn Reporter) -> Result<Created> {
-    let plan = plan(spec, opts.installer.as_deref(), opts.created, reporter)?;
+    create_with(spec, key, opts, &PullSetup::default(), reporter)
+}
+
+/// [`create`] with explicit pull settings. The lock next to the spec is written only
+/// after the bundle was written, so a failed build never moves the pins.
+pub fn create_with(
+    spec: &LoadedSpec,
+    key: &SecretKey,
+    opts: &CreateOptions,
+    setup: &PullSetup,
+    reporter: &dyn Reporter,
+) -> Result<Created> {
+    let plan = plan_with(spec, opts.installer.as_deref(), opts.created, setup, reporter)?;
     let manifest_bytes = plan.manifest.to_bytes();
     let sig = key.sign(
         &manifest_bytes,
@@ -301,6 +491,9 @@ pub fn create(spec: &LoadedSpec, key: &SecretKey, opts: &CreateOptions, reporter
     )?;
     write_atomic(&sums_path, text.as_bytes())?;
     write_atomic(&sums_sig_path, sums_sig.to_text().as_bytes())?;
+    if let Some((path, lock)) = &plan.lock {
+        lock.save(path)?;
+    }
     Ok(Created { manifest: plan.manifest, parts, checksums: sums_path, checksums_signature: sums_sig_path })
 }
 

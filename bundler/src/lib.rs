@@ -5,7 +5,11 @@
 //! - [`spec`]: the `bundle.yaml` the vendor writes.
 //! - [`sources`]: where images and charts come from (OCI layouts, archives, chart dirs).
 //! - [`create`]: planning and writing the bundle.
+//! - [`registry`]: pulling `docker://` images into a local cache.
+//! - [`lock`]: `bundle.lock`, the digests registry images are pinned to.
 
 pub mod create;
+pub mod lock;
+pub mod registry;
 pub mod sources;
 pub mod spec;

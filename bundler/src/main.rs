@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use airlock_bundler::create::{create, CreateOptions};
+use airlock_bundler::create::{create_with, CreateOptions, PullSetup};
+use airlock_bundler::lock::LockMode;
+use airlock_bundler::registry::{default_cache_dir, Credentials, PullOptions};
 use airlock_bundler::spec::LoadedSpec;
 use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::minisign::SecretKey;
-use airlock_format::report::{Event, Reporter, Silent};
+use airlock_format::report::{Event, Reporter};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -52,6 +54,16 @@ enum Command {
         level: i32,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output_format: Output,
+        #[command(flatten)]
+        pull: PullArgs,
+    },
+    /// Download the spec's registry images into the cache and pin them in bundle.lock,
+    /// without building a bundle.
+    Pull {
+        /// The bundle spec (bundle.yaml).
+        spec: PathBuf,
+        #[command(flatten)]
+        pull: PullArgs,
     },
     /// Generate a minisign key pair (compatible with stock minisign).
     Keygen {
@@ -73,6 +85,75 @@ enum Command {
     },
 }
 
+/// How `docker://` images are pulled.
+#[derive(clap::Args)]
+struct PullArgs {
+    /// Blob cache shared across builds [default: $XDG_CACHE_HOME/airlock or ~/.cache/airlock].
+    #[arg(long, env = "AIRLOCK_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Resolve every tag again and rewrite bundle.lock.
+    #[arg(long, conflicts_with = "locked")]
+    update_lock: bool,
+    /// Fail instead of changing bundle.lock (for CI).
+    #[arg(long)]
+    locked: bool,
+    /// Registry logins in docker config.json format (else $DOCKER_CONFIG/config.json or ~/.docker/config.json).
+    #[arg(long, env = "REGISTRY_AUTH_FILE")]
+    auth_file: Option<PathBuf>,
+    /// Log in to this registry host with $AIRLOCK_REGISTRY_USERNAME and $AIRLOCK_REGISTRY_PASSWORD.
+    #[arg(long, value_name = "HOST")]
+    creds: Vec<String>,
+    /// Blob downloads at once.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// Retries of a failed request or interrupted download (exponential backoff).
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// Bytes per second per download (e.g. 10M).
+    #[arg(long, value_parser = parse_size)]
+    limit_rate: Option<u64>,
+}
+
+impl PullArgs {
+    fn setup(&self) -> Result<PullSetup> {
+        let mut options = PullOptions::new(self.cache_dir.clone().unwrap_or_else(default_cache_dir));
+        options.concurrency = self.jobs.max(1);
+        options.retries = self.retries;
+        options.limit_rate = self.limit_rate;
+        options.credentials = self.credentials()?;
+        let lock = match (self.update_lock, self.locked) {
+            (true, _) => LockMode::Update,
+            (_, true) => LockMode::Locked,
+            _ => LockMode::Use,
+        };
+        Ok(PullSetup { options, lock })
+    }
+
+    fn credentials(&self) -> Result<Credentials> {
+        let mut c = Credentials::default();
+        if !self.creds.is_empty() {
+            let get = |v: &str| {
+                std::env::var(v).map_err(|_| {
+                    Error::input("--creds", format!("${v} is not set"))
+                        .with_hint("set AIRLOCK_REGISTRY_USERNAME and AIRLOCK_REGISTRY_PASSWORD for --creds HOST")
+                })
+            };
+            let (user, pass) = (get("AIRLOCK_REGISTRY_USERNAME")?, get("AIRLOCK_REGISTRY_PASSWORD")?);
+            for host in &self.creds {
+                c.insert(host, user.clone(), pass.clone());
+            }
+        }
+        let files = match &self.auth_file {
+            Some(f) => vec![f.clone()],
+            None => Credentials::default_docker_configs(),
+        };
+        for f in files {
+            c.add_docker_config(&f)?;
+        }
+        Ok(c)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -86,7 +167,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Create { spec, output, key, passphrase_file, split_size, installer, level, output_format } => {
+        Command::Create { spec, output, key, passphrase_file, split_size, installer, level, output_format, pull } => {
             let spec = LoadedSpec::load(&spec)?;
             let key = load_key(&key, passphrase_file.as_deref())?;
             let created = match std::env::var("SOURCE_DATE_EPOCH") {
@@ -100,15 +181,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
             let opts = CreateOptions { output, split_size, installer, created, level, threads };
+            let setup = pull.setup()?;
             let progress = Progress::new(output_format == Output::Text);
-            let reporter: &dyn Reporter = match &progress {
-                Some(p) => p,
-                None => &Silent,
-            };
-            let made = create(&spec, &key, &opts, reporter)?;
-            if let Some(p) = progress {
-                p.finish();
-            }
+            let made = create_with(&spec, &key, &opts, &setup, &progress)?;
+            progress.finish();
             match output_format {
                 Output::Json => {
                     let v = serde_json::json!({
@@ -141,6 +217,18 @@ fn run(cli: Cli) -> Result<()> {
                     println!("  wrote {} and {}", made.checksums.display(), made.checksums_signature.display());
                 }
             }
+            Ok(())
+        }
+        Command::Pull { spec, pull } => {
+            let spec = LoadedSpec::load(&spec)?;
+            let setup = pull.setup()?;
+            let progress = Progress::new(true);
+            let locked = airlock_bundler::create::pull(&spec, &setup, &progress)?;
+            progress.finish();
+            for l in &locked {
+                println!("{} {}", l.digest, l.from);
+            }
+            println!("{} registry images cached in {}", locked.len(), setup.options.cache_dir.display());
             Ok(())
         }
         Command::Keygen { public, secret, unencrypted, passphrase_file, force } => {
@@ -234,52 +322,104 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(v)
 }
 
-/// Progress on a TTY: one bar per long phase. Nothing when stderr is not a terminal.
+/// Progress on a TTY: a bar for the current phase (the total of a download) and one
+/// bar per running transfer. Warnings always reach stderr, bars only a terminal.
 struct Progress {
-    bar: Mutex<Option<indicatif::ProgressBar>>,
+    bars: Option<Bars>,
+}
+
+struct Bars {
+    multi: indicatif::MultiProgress,
+    phase: Mutex<Option<indicatif::ProgressBar>>,
+    transfers: Mutex<std::collections::HashMap<u64, indicatif::ProgressBar>>,
+}
+
+const SMALL_TRANSFER: u64 = 1 << 20;
+
+fn bytes_style(width: usize) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(&format!(
+        "{{msg:{width}}} [{{bar:40}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
+    ))
+    .expect("template")
+    .progress_chars("=> ")
 }
 
 impl Progress {
-    fn new(enabled: bool) -> Option<Self> {
-        (enabled && std::io::stderr().is_terminal()).then(|| Self { bar: Mutex::new(None) })
+    fn new(enabled: bool) -> Self {
+        let bars = (enabled && std::io::stderr().is_terminal()).then(|| Bars {
+            multi: indicatif::MultiProgress::new(),
+            phase: Mutex::new(None),
+            transfers: Mutex::new(Default::default()),
+        });
+        Self { bars }
     }
     fn finish(self) {
-        if let Some(b) = self.bar.into_inner().ok().flatten() {
-            b.finish_and_clear();
+        if let Some(b) = self.bars {
+            if let Some(p) = b.phase.into_inner().ok().flatten() {
+                p.finish_and_clear();
+            }
+            let _ = b.multi.clear();
         }
     }
 }
 
 impl Reporter for Progress {
     fn event(&self, event: Event<'_>) {
-        let mut g = self.bar.lock().expect("progress lock");
+        let Some(bars) = &self.bars else {
+            if let Event::Warning(w) = event {
+                eprintln!("warning: {w}");
+            }
+            return;
+        };
         match event {
             Event::Phase { name, total } => {
-                if let Some(b) = g.take() {
-                    b.finish_and_clear();
+                // One phase bar, reused: bars removed from a MultiProgress leave their
+                // last frame behind on some terminals.
+                let mut g = bars.phase.lock().expect("progress lock");
+                let b = g.get_or_insert_with(|| bars.multi.add(indicatif::ProgressBar::new_spinner()));
+                match total {
+                    Some(t) => {
+                        b.set_style(bytes_style(30));
+                        b.set_length(t);
+                        b.set_position(0);
+                        b.reset_eta();
+                    }
+                    None => {
+                        b.set_style(indicatif::ProgressStyle::default_spinner());
+                        b.tick();
+                    }
                 }
-                let b = match total {
-                    Some(t) => indicatif::ProgressBar::new(t).with_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{msg:30} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                        )
-                        .expect("template")
-                        .progress_chars("=> "),
-                    ),
-                    None => indicatif::ProgressBar::new_spinner(),
-                };
                 b.set_message(name.to_string());
-                *g = Some(b);
             }
             Event::Progress { bytes } => {
-                if let Some(b) = g.as_ref() {
+                if let Some(b) = bars.phase.lock().expect("progress lock").as_ref() {
                     b.inc(bytes)
                 }
             }
-            Event::Warning(w) => match g.as_ref() {
-                Some(b) => b.println(format!("warning: {w}")),
-                None => eprintln!("warning: {w}"),
-            },
+            // Small blobs (configs) come and go too fast to be worth a bar.
+            Event::TransferStart { total: Some(t), .. } if t < SMALL_TRANSFER => {}
+            Event::TransferStart { id, name, total } => {
+                // Into the MultiProgress first: a bar draws to stderr on its own until
+                // then, and that stray frame would stay on the screen.
+                let b = bars.multi.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
+                b.set_style(bytes_style(40));
+                b.set_message(name.to_string());
+                bars.transfers.lock().expect("progress lock").insert(id, b);
+            }
+            Event::TransferProgress { id, bytes } => {
+                if let Some(b) = bars.transfers.lock().expect("progress lock").get(&id) {
+                    b.inc(bytes)
+                }
+            }
+            Event::TransferDone { id } => {
+                if let Some(b) = bars.transfers.lock().expect("progress lock").remove(&id) {
+                    b.finish_and_clear();
+                    bars.multi.remove(&b);
+                }
+            }
+            Event::Warning(w) => {
+                let _ = bars.multi.println(format!("warning: {w}"));
+            }
             Event::Entry { .. } => {}
         }
     }

@@ -24,6 +24,23 @@ pub struct Spec {
     pub profiles: Vec<String>,
     #[serde(default)]
     pub installer: Option<InstallerSpec>,
+    /// How to reach registries that need more than the defaults (a private CA, or a
+    /// lab registry without verified TLS).
+    #[serde(default)]
+    pub registries: Vec<RegistrySpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySpec {
+    /// `host[:port]` as image references write it.
+    pub host: String,
+    /// PEM file of the CA that signed the registry's certificate (relative to the spec).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Do not verify TLS, and use plain HTTP if the registry has no TLS. Lab use only.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -75,7 +92,17 @@ pub struct ImageEntrySpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChartSpec {
-    pub path: String,
+    /// A local chart directory or `.tgz`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A Helm repository (`https://…`) or OCI location (`oci://HOST/PATH`); with
+    /// `name` and `version`, instead of `path`.
+    #[serde(default)]
+    pub repo: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -144,6 +171,17 @@ impl LoadedSpec {
                 return Err(
                     self.err(format!("components[{i}].name"), format!("component `{}` is listed twice", c.name))
                 );
+            }
+            for (j, ch) in c.charts.iter().enumerate() {
+                let ok = matches!(
+                    (&ch.path, &ch.repo, &ch.name, &ch.version),
+                    (Some(_), None, None, None) | (None, Some(_), Some(_), Some(_))
+                );
+                if !ok {
+                    return Err(self
+                        .err(format!("components[{i}].charts[{j}]"), "give either `path`, or `repo`, `name` and `version`")
+                        .with_hint("a local chart: `path: charts/app`; from a repository: `repo: https://charts.example.com`, `name: app`, `version: 1.2.3`"));
+                }
             }
             for (j, f) in c.files.iter().enumerate() {
                 if let Some(n) = &f.name {

@@ -11,6 +11,13 @@ pub enum Event<'a> {
     Progress { bytes: u64 },
     /// One bundle entry was read or written and checked.
     Entry { path: &'a str, size: u64 },
+    /// A transfer (one blob download) starts; `id` names it in the events that follow,
+    /// so a front end can draw one bar per concurrent transfer.
+    TransferStart { id: u64, name: &'a str, total: Option<u64> },
+    /// `bytes` more bytes of transfer `id` arrived.
+    TransferProgress { id: u64, bytes: u64 },
+    /// Transfer `id` ended (done or failed).
+    TransferDone { id: u64 },
     /// A remark that does not stop the work (e.g. "no checksum sidecar found").
     Warning(&'a str),
 }

@@ -806,7 +806,11 @@ impl Reporter for Progress {
                 }
             }
             Event::Warning(w) => eprintln!("warning: {w}"),
-            Event::Entry { .. } => {}
+            // The installer downloads nothing; transfers are the bundler's.
+            Event::Entry { .. }
+            | Event::TransferStart { .. }
+            | Event::TransferProgress { .. }
+            | Event::TransferDone { .. } => {}
         }
     }
 }

@@ -97,11 +97,12 @@ pub enum ImageSource {
     OciArchive { file: PathBuf, selector: Option<String> },
     /// `docker-archive:FILE[:REFERENCE|:@INDEX]`: `docker save` / skopeo output.
     DockerArchive { file: PathBuf, selector: Option<String> },
-    /// `docker://REFERENCE`: parsed so specs can name it, but not loadable yet.
+    /// `docker://REFERENCE`: an image in an OCI Distribution registry.
     Registry { reference: String },
 }
 
-const SUPPORTED_TRANSPORTS: &str = "oci:DIR[:NAME], oci-archive:FILE[:NAME], docker-archive:FILE[:REFERENCE]";
+const SUPPORTED_TRANSPORTS: &str =
+    "docker://REFERENCE, oci:DIR[:NAME], oci-archive:FILE[:NAME], docker-archive:FILE[:REFERENCE]";
 
 impl ImageSource {
     /// Parses skopeo's transport syntax. As in skopeo, the path ends at the first `:`
@@ -121,7 +122,7 @@ impl ImageSource {
         }
         if !matches!(transport, "oci" | "oci-archive" | "docker-archive") {
             return Err(Error::input(subject(), format!("unknown transport `{transport}:`"))
-                .with_hint(format!("supported: {SUPPORTED_TRANSPORTS} (docker:// is planned)")));
+                .with_hint(format!("supported: {SUPPORTED_TRANSPORTS}")));
         }
         let (path, selector) = match rest.split_once(':') {
             Some((p, s)) => (p, (!s.is_empty()).then(|| s.to_string())),
@@ -174,28 +175,48 @@ pub fn load_image(spec: &ImageSpec, base_dir: &Path) -> Result<LoadedImage> {
     let reference = ImageReference::parse(&spec.reference)?;
     let source = ImageSource::parse(&spec.from, base_dir)?;
     let ctx = Ctx { reference: reference.to_string(), source: source.to_string() };
-    let wanted = match &spec.platforms {
-        None => None,
-        Some(list) if list.is_empty() => {
-            return Err(Error::input(ctx.subject(), "`platforms` is an empty list")
-                .with_hint("list the platforms to keep (e.g. [linux/amd64]) or drop `platforms` to keep all"));
-        }
-        Some(list) => Some(
-            list.iter().map(|p| Platform::parse(p).map_err(|e| e.within(ctx.subject()))).collect::<Result<Vec<_>>>()?,
-        ),
-    };
+    let wanted = wanted_platforms(spec, &ctx.subject())?;
     let resolved = match &source {
         ImageSource::OciLayout { dir, selector } => {
             oci_layout::resolve(&oci_layout::LayoutDir::new(dir), selector.as_deref(), &ctx)?
         }
         ImageSource::OciArchive { file, selector } => oci_archive::load(file, selector.as_deref(), &ctx)?,
         ImageSource::DockerArchive { file, selector } => docker_archive::load(file, selector.as_deref(), &ctx)?,
-        ImageSource::Registry { reference: r } => {
-            return Err(Error::input(ctx.subject(), "registry sources (docker://) are not supported yet").with_hint(
-                format!("copy the image first, e.g. `skopeo copy --all docker://{r} oci-archive:image.tar:{}`, and use `from: oci-archive:image.tar`", ctx.reference),
-            ));
+        ImageSource::Registry { .. } => {
+            // `create` pulls registry images first (all at once, in parallel) and
+            // hands them to `load_pulled`; a lone call has no cache or credentials.
+            return Err(Error::input(ctx.subject(), "registry images must be pulled before they are loaded")
+                .with_hint("build the bundle with `airlock-bundler create`, which pulls docker:// sources"));
         }
     };
+    finish(resolved, &reference, wanted.as_deref(), &ctx)
+}
+
+/// The platforms an image spec asks for, parsed (`None`: all); errors name `subject`.
+pub fn wanted_platforms(spec: &ImageSpec, subject: &str) -> Result<Option<Vec<Platform>>> {
+    let subject = || subject.to_string();
+    match &spec.platforms {
+        None => Ok(None),
+        Some(list) if list.is_empty() => Err(Error::input(subject(), "`platforms` is an empty list")
+            .with_hint("list the platforms to keep (e.g. [linux/amd64]) or drop `platforms` to keep all")),
+        Some(list) => Ok(Some(
+            list.iter().map(|p| Platform::parse(p).map_err(|e| e.within(subject()))).collect::<Result<Vec<_>>>()?,
+        )),
+    }
+}
+
+/// Loads a registry image that [`crate::registry::fetch_images`] put into `cache`:
+/// the same resolution, platform selection and checks as for a local layout.
+pub fn load_pulled(
+    spec: &ImageSpec,
+    pulled: &crate::registry::Pulled,
+    cache: &crate::registry::Cache,
+) -> Result<LoadedImage> {
+    let reference = ImageReference::parse(&spec.reference)?;
+    let ctx = Ctx { reference: reference.to_string(), source: spec.from.clone() };
+    let wanted = wanted_platforms(spec, &ctx.subject())?;
+    let desc = Descriptor::new(&pulled.media_type, pulled.digest, pulled.size);
+    let resolved = oci_layout::resolve_root(cache, &desc, &ctx)?;
     finish(resolved, &reference, wanted.as_deref(), &ctx)
 }
 
@@ -832,12 +853,12 @@ mod tests {
     }
 
     #[test]
-    fn registry_source_is_a_clear_not_yet() {
+    fn registry_source_outside_create_points_at_create() {
         let spec = ImageSpec { reference: "nginx:1.27".into(), from: "docker://nginx:1.27".into(), platforms: None };
         let e = load_image(&spec, Path::new("/")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Input);
-        assert!(e.cause.contains("not supported yet"), "{e}");
-        assert!(e.hint.as_deref().unwrap().contains("skopeo copy"), "{e}");
+        assert!(e.cause.contains("pulled"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("airlock-bundler create"), "{e}");
     }
 
     #[test]

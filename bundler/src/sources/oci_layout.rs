@@ -306,7 +306,7 @@ fn size_mismatch(
     }
 }
 
-fn resolve_root(store: &dyn BlobStore, desc: &Descriptor, ctx: &Ctx) -> Result<Resolved> {
+pub(crate) fn resolve_root(store: &dyn BlobStore, desc: &Descriptor, ctx: &Ctx) -> Result<Resolved> {
     let (content, bytes) = read_verified(store, desc, "image", "index.json", ctx).map_err(|p| p.error)?;
     let doc: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::corrupt(ctx.subject(), format!("{} is not JSON: {e}", desc.digest)).with_source(e))?;
