@@ -12,6 +12,7 @@
 //! - [`answers`], [`profile`]: what the site answered, and how to install.
 //! - [`preflight`]: whether the host can take the platform.
 //! - [`distribution`]: K3s and RKE2 laid out as their own installers would.
+//! - [`pki`]: the site CA and the platform's TLS certificates.
 //! - [`install`]: verify, stage and plan an install (what `airlock install` runs).
 //!
 //! Reading the bundle itself is `airlock_format::read`.
@@ -24,6 +25,7 @@ pub mod images;
 pub mod inspect;
 pub mod install;
 pub mod layout;
+pub mod pki;
 pub mod preflight;
 pub mod profile;
 pub mod staging;
