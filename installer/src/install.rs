@@ -41,6 +41,9 @@ pub struct Prepared {
     pub staged: Staged,
     pub profile: Profile,
     pub plan: Plan,
+    /// The site PKI, on the node that starts the cluster (its CA fingerprint and
+    /// certificates are for the report and the platform's TLS Secrets).
+    pub pki: Option<crate::pki::SitePki>,
 }
 
 /// The record of what is installed, written as the plan's last step.
@@ -136,9 +139,14 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     layout.extend(distribution::render(&input)?);
     layout.file(RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
 
+    // The site PKI, like the token, is loaded from the target when it is there and
+    // made once otherwise; its steps go first so what later embeds it finds it on disk.
+    let pki = if answers.starts_cluster() { Some(crate::pki::prepare(answers, host)?) } else { None };
+    let mut steps = pki.as_ref().map(crate::pki::SitePki::steps).unwrap_or_default();
     let kind = distribution::product_name(dist.kind).to_lowercase();
-    let plan = Plan::from_steps(layout_steps(&kind, &layout, &staged.dir))?;
-    Ok(Prepared { staged, profile, plan })
+    steps.extend(layout_steps(&kind, &layout, &staged.dir));
+    let plan = Plan::from_steps(steps)?;
+    Ok(Prepared { staged, profile, plan, pki })
 }
 
 /// The token: kept from an earlier run, read from the join token file, or new.

@@ -296,6 +296,13 @@ fn install(
             done.journal.display()
         ),
     }
+    if let (Output::Text, Some(pki)) = (output, &prepared.pki) {
+        println!(
+            "site CA for the clients to trust: {} (SHA-256 {})",
+            airlock_installer::pki::CA_CERT,
+            pki.ca_fingerprint()
+        );
+    }
     Ok(0)
 }
 

@@ -71,9 +71,18 @@ pub struct CaScope {
     pub ip_ranges: Vec<ipnet::IpNet>,
 }
 
-/// A new self-signed site CA: its PEM certificate and key.
-pub(crate) fn self_signed_ca(domain: &str, scope: &CaScope, now: OffsetDateTime) -> Result<(String, KeyPair)> {
-    let key = new_key("the site CA")?;
+/// A new self-signed site CA: its PEM certificate and key. `key` is one a crashed run
+/// already wrote (see `keep_or_issue`); otherwise a new one is made.
+pub(crate) fn self_signed_ca(
+    domain: &str,
+    scope: &CaScope,
+    now: OffsetDateTime,
+    key: Option<KeyPair>,
+) -> Result<(String, KeyPair)> {
+    let key = match key {
+        Some(k) => k,
+        None => new_key("the site CA")?,
+    };
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Airlock");
@@ -109,8 +118,16 @@ pub(crate) struct Signer {
 impl Signer {
     /// Issues a leaf for `spec` with a new key.
     pub fn issue(&self, spec: &LeafSpec, now: OffsetDateTime) -> Result<Leaf> {
+        self.issue_with(spec, now, None)
+    }
+
+    /// Issues a leaf for `spec` with `key`, or a new key when `None`.
+    pub fn issue_with(&self, spec: &LeafSpec, now: OffsetDateTime, key: Option<KeyPair>) -> Result<Leaf> {
         let what = format!("the {} certificate", spec.name);
-        let key = new_key(&what)?;
+        let key = match key {
+            Some(k) => k,
+            None => new_key(&what)?,
+        };
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Airlock");

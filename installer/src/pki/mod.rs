@@ -296,7 +296,13 @@ fn self_signed(answers: &Answers, host: &dyn Host, specs: &[LeafSpec], now: Offs
             }
             (String::from_utf8_lossy(&c).into_owned(), key)
         }
-        _ => {
+        (cert_file, key_file) => {
+            // A key without its certificate is what a run that crashed between the two
+            // steps leaves: keep it, so the resumed run does not redo a finished step.
+            let left_over = match (cert_file, key_file) {
+                (None, Some(k)) => cert::key_from_pem(&k, CA_KEY).ok(),
+                _ => None,
+            };
             let all_ips: Vec<IpAddr> = specs.iter().flat_map(|s| s.ips.clone()).collect();
             if let Some(ip) = all_ips.iter().find(|ip| !scope.ip_ranges.iter().any(|n| n.contains(*ip))) {
                 return Err(Error::input(
@@ -306,7 +312,7 @@ fn self_signed(answers: &Answers, host: &dyn Host, specs: &[LeafSpec], now: Offs
                 .with_hint("add the range of every node address (and the registry mirror's) to pki.ip_ranges"));
             }
             issued.push("ca".to_string());
-            let (pem, key) = issue::self_signed_ca(&answers.cluster.ingress_domain, &scope, now)?;
+            let (pem, key) = issue::self_signed_ca(&answers.cluster.ingress_domain, &scope, now, left_over)?;
             (pem, key)
         }
     };
@@ -337,7 +343,12 @@ pub(crate) fn keep_or_issue(
         }
     }
     issued.push(spec.name.clone());
-    signer.issue(spec, now)
+    // As for the CA: a key whose certificate a crashed run did not write yet is kept.
+    let left_over = match host.metadata(&leaf_cert_path(&spec.name))? {
+        None => host.read_file(&leaf_key_path(&spec.name))?.and_then(|k| cert::key_from_pem(&k, &spec.name).ok()),
+        Some(_) => None,
+    };
+    signer.issue_with(spec, now, left_over)
 }
 
 /// A leaf's files from the target; `None` when either is missing or unreadable as a

@@ -196,6 +196,33 @@ fn a_rerun_loads_the_same_pki_and_finds_every_step_satisfied() {
 }
 
 #[test]
+fn a_key_left_by_a_run_that_crashed_before_its_certificate_is_kept() {
+    let t = target();
+    let a = answers(SINGLE);
+    let first = prepare(&a, &t.host).unwrap();
+    t.install(&first);
+    // As if the run had stopped right after writing the keys.
+    for crt in ["ca.crt", "ingress.crt"] {
+        std::fs::remove_file(t.pki_dir().join(crt)).unwrap();
+    }
+    let ca_key = std::fs::read(t.pki_dir().join("ca.key")).unwrap();
+    let ingress_key = std::fs::read(t.pki_dir().join("ingress.key")).unwrap();
+    let resumed = prepare(&a, &t.host).unwrap();
+    // The CA certificate is made again with the same key and name, so the leaves it
+    // signed before still verify and are kept; only the missing ones are issued.
+    assert_eq!(resumed.issued(), ["ca", "ingress"]);
+    let report = Plan::from_steps(resumed.steps()).unwrap().check(&t.host).unwrap();
+    let pending: Vec<&str> =
+        report.steps.iter().filter(|s| s.state != crate::engine::StepState::Satisfied).map(|s| s.id.as_str()).collect();
+    assert!(!pending.contains(&"pki/file/etc/airlock/pki/ca.key"), "{pending:?}");
+    assert!(!pending.contains(&"pki/file/etc/airlock/pki/ingress.key"), "{pending:?}");
+    assert!(pending.contains(&"pki/file/etc/airlock/pki/ca.crt"), "{pending:?}");
+    t.install(&resumed);
+    assert_eq!(std::fs::read(t.pki_dir().join("ca.key")).unwrap(), ca_key);
+    assert_eq!(std::fs::read(t.pki_dir().join("ingress.key")).unwrap(), ingress_key);
+}
+
+#[test]
 fn an_install_reissues_a_leaf_that_expires_soon_and_keeps_the_ca() {
     let t = target();
     let a = answers(SINGLE);
