@@ -487,6 +487,51 @@ fn a_server_certificate_given_as_the_customer_ca_is_refused_as_not_a_ca() {
     assert!(err.hint.unwrap().contains("customer-certs"));
 }
 
+/// A customer root made with openssl from `key_args` and extra `-addext`s, as root.crt/root.key.
+fn customer_root(bin: &Path, t: &Target, key_args: &[&str], addext: &[&str]) -> PathBuf {
+    let dir = t.root.join("site");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut args = vec!["req", "-x509", "-nodes"];
+    args.extend(key_args);
+    args.extend(["-keyout", "root.key", "-out", "root.crt", "-days", "3650", "-subj", "/O=Kunde/CN=Kunde Root CA"]);
+    args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    for e in addext {
+        args.extend(["-addext", e]);
+    }
+    ossl_ok(bin, &dir, &args);
+    dir
+}
+
+fn root_ca_answers() -> Answers {
+    answers(&format!("{SINGLE}pki:\n  mode: customer-ca\n  ca_cert: /site/root.crt\n  ca_key: /site/root.key\n"))
+}
+
+#[test]
+fn an_rsa_customer_root_signs_leaves_that_openssl_verifies() {
+    let Some(bin) = openssl() else { return };
+    let t = target();
+    customer_root(&bin, &t, &["-newkey", "rsa:2048"], &[]);
+    let pki = prepare(&root_ca_answers(), &t.host).unwrap();
+    t.install(&pki);
+    for name in ["ingress.crt", "minio.crt", "keycloak.crt"] {
+        let (ok, text) = verify(&bin, &t.pki_dir(), name);
+        assert!(ok && text.contains(": OK"), "{name}: {text}");
+    }
+    let text = ossl_ok(&bin, &t.pki_dir(), &["x509", "-in", "ingress.crt", "-noout", "-text"]);
+    assert!(text.contains("sha256WithRSAEncryption") && text.contains("ASN1 OID: prime256v1"), "{text}");
+}
+
+#[test]
+fn a_customer_ca_whose_name_constraints_leave_out_the_domain_is_refused() {
+    let Some(bin) = openssl() else { return };
+    let t = target();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    customer_root(&bin, &t, &ec, &["nameConstraints=critical,permitted;DNS:corp.example"]);
+    let err = prepare(&root_ca_answers(), &t.host).unwrap_err();
+    assert_eq!(err.subject, "/site/root.crt (pki.ca_cert)");
+    assert!(err.cause.contains("outside the DNS names it may certify (corp.example)"), "{err}");
+}
+
 fn customer_certs_answers(cert: &str) -> Answers {
     answers(&format!(
         "{SINGLE}pki:\n  mode: customer-certs\n  ingress_cert: /site/{cert}.crt\n  ingress_key: /site/{cert}.key\n  ingress_chain: /site/chain.pem\n"
