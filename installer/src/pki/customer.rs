@@ -180,12 +180,7 @@ pub(super) fn with_ca(answers: &Answers, host: &dyn Host, specs: &[LeafSpec], no
 }
 
 /// `customer-certs`: a ready certificate and key serve every ingress host.
-pub(super) fn with_certs(
-    answers: &Answers,
-    host: &dyn Host,
-    specs: &[LeafSpec],
-    now: OffsetDateTime,
-) -> Result<SitePki> {
+pub(super) fn with_certs(answers: &Answers, host: &dyn Host, now: OffsetDateTime) -> Result<SitePki> {
     let p = &answers.pki;
     let unix = now.unix_timestamp();
     let (cert_bytes, cert_file) = read(host, answers, p.ingress_cert.as_ref(), "ingress_cert")?;
@@ -225,10 +220,13 @@ pub(super) fn with_certs(
         crt_file.push_str(&cert::der_to_pem(&c.der));
     }
     let key_text = String::from_utf8_lossy(&key_bytes).into_owned();
-    let ingress =
-        specs.iter().find(|s| s.name == "ingress").map(|s| s.name.clone()).unwrap_or_else(|| "ingress".into());
-    let leaf =
-        Leaf { name: ingress, der: leaf.der.clone(), crt_file, key: Secret::new(key_text), facts: leaf.facts.clone() };
+    let leaf = Leaf {
+        name: "ingress".into(),
+        der: leaf.der.clone(),
+        crt_file,
+        key: Secret::new(key_text),
+        facts: leaf.facts.clone(),
+    };
     Ok(SitePki {
         mode: PkiMode::CustomerCerts,
         ca_file: cert::der_to_pem(&root.der),

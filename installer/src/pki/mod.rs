@@ -20,7 +20,8 @@
 //! certificates they belong to, so a re-run after a crash loads the same PKI and finds
 //! every step satisfied. Keys are [`Secret`]s: no `Debug`, plan or report shows them.
 //!
-//! `airlock pki status` and `airlock pki renew` are [`status`] and [`renew`].
+//! `airlock pki status` and `airlock pki renew` are [`status`] and [`renew`]. The
+//! operator's view is docs/pki.md.
 
 mod cert;
 mod customer;
@@ -259,7 +260,7 @@ pub(crate) fn prepare_at(answers: &Answers, host: &dyn Host, now: OffsetDateTime
     let pki = match answers.pki.mode {
         PkiMode::SelfSigned => self_signed(answers, host, &specs, now)?,
         PkiMode::CustomerCa => customer::with_ca(answers, host, &specs, now)?,
-        PkiMode::CustomerCerts => customer::with_certs(answers, host, &specs, now)?,
+        PkiMode::CustomerCerts => customer::with_certs(answers, host, now)?,
     };
     let mut serials: Vec<&str> = pki.leaves.iter().map(|l| l.facts.serial.as_str()).collect();
     serials.sort_unstable();
