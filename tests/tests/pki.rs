@@ -11,7 +11,7 @@ use airlock_installer::answers::Answers;
 use airlock_installer::engine::{apply, ApplyOptions, Plan};
 use airlock_installer::host::RootedHost;
 use airlock_installer::pki;
-use airlock_tests::{cargo_bin, require_tool};
+use airlock_tests::{build_demo_bundle, cargo_bin, demo_dir, require_tool};
 
 const ANSWERS: &str =
     "profile: single-node\nnode: {name: n1, ip: 192.0.2.10}\ncluster: {ingress_domain: platform.example.test}\n";
@@ -170,4 +170,41 @@ fn status_on_a_root_without_a_pki_says_so() {
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out);
     assert!(t.contains("/etc/airlock/pki/ca.crt: does not exist") && t.contains("hint:"), "{t}");
+}
+
+#[test]
+fn install_names_the_site_ca_and_never_shows_a_pki_key() {
+    let Some(bin) = require_tool("openssl") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let bundle = build_demo_bundle(d.path(), &[]);
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = vec!["install".into(), bundle.display().to_string()];
+        args.extend(["--pubkey".into(), demo_dir().join("keys/demo.pub").display().to_string()]);
+        args.extend(["--answers".into(), demo_dir().join("answers.yaml").display().to_string()]);
+        args.extend(["--root".into(), root.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = Command::new(cargo_bin("airlock")).args(&args).stdin(std::process::Stdio::null()).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let dry = run(&["--dry-run"]);
+    assert!(dry.contains("write secret /etc/airlock/pki/ca.key (0600, content not shown)"), "{dry}");
+    let json = run(&["--dry-run", "--output", "json"]);
+    let done = run(&["--yes"]);
+    let dir = root.join("etc/airlock/pki");
+    let keys = key_lines(&dir);
+    for out in [&dry, &json, &done] {
+        assert_no_key_material(out, &keys);
+    }
+    // The fingerprint in the report is the one openssl computes for ca.crt.
+    let fp = text(&openssl(&bin, &dir, &["x509", "-in", "ca.crt", "-noout", "-fingerprint", "-sha256"]));
+    let fp = fp.trim().rsplit('=').next().unwrap().to_string();
+    assert!(done.contains(&format!("/etc/airlock/pki/ca.crt (SHA-256 {fp})")), "{done}\n{fp}");
+    let v = openssl(&bin, &dir, &["verify", "-CAfile", "ca.crt", "ingress.crt", "minio.crt", "keycloak.crt"]);
+    assert!(v.status.success(), "{}", text(&v));
+    // A second run keeps the PKI: same CA.
+    let again = run(&["--yes"]);
+    assert!(again.contains(&fp) && again.contains("0 steps applied"), "{again}");
 }
