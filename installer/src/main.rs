@@ -246,6 +246,9 @@ fn install(
         }
     };
     let prepared = plan(bundle, staged, &answers, &host)?;
+    for w in prepared.pki.iter().flat_map(|p| p.warnings()) {
+        eprintln!("warning: {w}");
+    }
     let report = prepared.plan.check(&host)?;
     if dry_run || check {
         match output {

@@ -403,6 +403,29 @@ impl SitePki {
         &self.issued
     }
 
+    /// Certificates that expire within [`RENEW_WITHIN_DAYS`] although this plan keeps
+    /// them: a customer's, which airlock cannot renew, or ones capped by a CA near its
+    /// end. For the operator to act on before an outage; the install goes ahead.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings_at(OffsetDateTime::now_utc().unix_timestamp())
+    }
+
+    pub(crate) fn warnings_at(&self, now: i64) -> Vec<String> {
+        let fix = match self.mode {
+            PkiMode::SelfSigned => {
+                "make a new site CA in time: move /etc/airlock/pki aside and install again (clients must trust the new ca.crt)"
+            }
+            _ => "ask the customer's IT for renewed files, point the pki.* answers at them and install again",
+        };
+        let ca = cert::facts(&self.ca_der, CA_CERT).ok().map(|f| ("the CA".to_string(), f));
+        let leaves = self.leaves.iter().map(|l| (format!("the {} certificate", l.name), l.facts.clone()));
+        ca.into_iter()
+            .chain(leaves)
+            .filter(|(_, f)| f.not_after - now <= RENEW_WITHIN_DAYS * 86_400)
+            .map(|(what, f)| format!("{what} ({}) expires {}; {fix}", f.subject, cert::date(f.not_after)))
+            .collect()
+    }
+
     /// What the PKI lays down: keys before their certificates, the state file last.
     pub fn layout(&self) -> Layout {
         let mut l = Layout::default();

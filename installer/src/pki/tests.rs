@@ -352,6 +352,11 @@ fn customer_ca(bin: &Path, t: &Target) -> CustomerCa {
 impl CustomerCa {
     /// A server certificate signed by the intermediate, with these SANs.
     fn server_cert(&self, bin: &Path, name: &str, san: &str) {
+        self.server_cert_for(bin, name, san, 300)
+    }
+
+    fn server_cert_for(&self, bin: &Path, name: &str, san: &str, days: u32) {
+        let days = days.to_string();
         let key = format!("{name}.key");
         let csr = format!("{name}.csr");
         ossl_ok(
@@ -393,7 +398,7 @@ impl CustomerCa {
                 "-set_serial",
                 "3",
                 "-days",
-                "300",
+                &days,
                 "-extfile",
                 "srv.ext",
                 "-out",
@@ -559,6 +564,22 @@ fn a_ready_customer_ingress_certificate_is_used_with_its_chain() {
         .hint
         .unwrap()
         .contains("customer's IT"));
+}
+
+#[test]
+fn a_customer_certificate_close_to_expiry_is_used_with_a_warning() {
+    let Some(bin) = openssl() else { return };
+    let t = target();
+    let c = customer_ca(&bin, &t);
+    c.server_cert_for(&bin, "short", "DNS:*.platform.example.test", 20);
+    let read = |f: &str| std::fs::read_to_string(c.dir.join(f)).unwrap();
+    write(&c.dir, "chain.pem", &(read("int.crt") + &read("root.crt")));
+    let pki = prepare(&customer_certs_answers("short"), &t.host).unwrap();
+    let w = pki.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("the ingress certificate (CN=server) expires") && w[0].contains("customer's IT"), "{w:?}");
+    let fresh = prepare(&answers(SINGLE), &target().host).unwrap();
+    assert!(fresh.warnings().is_empty(), "{:?}", fresh.warnings());
 }
 
 #[test]
