@@ -50,6 +50,9 @@ pub struct Prepared {
     pub plan: Plan,
     /// What live mode starts and waits for once the plan is applied.
     pub live: LiveTarget,
+    /// The site PKI, on the node that starts the cluster (its CA fingerprint and
+    /// certificates are for the report and the platform's TLS Secrets).
+    pub pki: Option<crate::pki::SitePki>,
 }
 
 /// The record of what is installed, written as the plan's last step.
@@ -194,13 +197,22 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     layout.dir(Path::new(TOKEN_PATH).parent().expect("token path has a parent"), 0o700);
     layout.secret_file(TOKEN_PATH, token.expose().as_bytes().to_vec());
     layout.extend(distribution::render(&input)?);
-    let inventory = inventory(&layout, &staged, &input);
+
+    // The site PKI, like the token, is loaded from the target when it is there and
+    // made once otherwise; its steps go first so what later embeds it finds it on disk.
+    let pki = if answers.starts_cluster() { Some(crate::pki::prepare(answers, host)?) } else { None };
+    let mut steps = pki.as_ref().map(crate::pki::SitePki::steps).unwrap_or_default();
+    let mut placed = layout.clone();
+    if let Some(p) = &pki {
+        placed.extend(p.layout());
+    }
+    let inventory = inventory(&placed, &staged, &input);
     layout.file(INVENTORY_PATH, 0o644, inventory.to_json());
     layout.file(RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
-
     let kind = distribution::product_name(dist.kind).to_lowercase();
-    let plan = Plan::from_steps(layout_steps(&kind, &layout, &staged.dir))?;
-    Ok(Prepared { staged, profile, plan, live })
+    steps.extend(layout_steps(&kind, &layout, &staged.dir));
+    let plan = Plan::from_steps(steps)?;
+    Ok(Prepared { staged, profile, plan, live, pki })
 }
 
 /// What `airlock uninstall` may remove: everything this layout places, with digests
@@ -213,7 +225,13 @@ fn inventory(layout: &Layout, staged: &Staged, input: &DistributionInput) -> Inv
     let runtime =
         vec![input.data_dir(), PathBuf::from(format!("/etc/rancher/{name}")), PathBuf::from("/var/lib/kubelet")];
     let digest = |entry: &str| staged.manifest.entries.iter().find(|e| e.path == entry).map(|e| e.sha256);
-    Inventory::of(layout, name, input.unit(), Some(killall), runtime, &digest)
+    let mut inv = Inventory::of(layout, name, input.unit(), Some(killall), runtime, &digest);
+    // `airlock pki renew` re-issues these in place: they are ours by path, whatever
+    // their content is by now.
+    for f in inv.files.iter_mut().filter(|f| f.path.starts_with(crate::pki::PKI_DIR)) {
+        f.sha256 = None;
+    }
+    inv
 }
 
 /// The unit to start and, on servers, the admin kubeconfig the distribution writes at

@@ -12,6 +12,7 @@
 //! - [`answers`], [`profile`]: what the site answered, and how to install.
 //! - [`preflight`]: whether the host can take the platform.
 //! - [`distribution`]: K3s and RKE2 laid out as their own installers would.
+//! - [`pki`]: the site CA and the platform's TLS certificates.
 //! - [`install`]: verify, stage and plan an install (what `airlock install` runs).
 //! - [`uninstall`]: remove what an install recorded, and nothing else.
 //! - [`live`]: on the running system, start the distribution and wait for the platform.
@@ -28,6 +29,7 @@ pub mod inspect;
 pub mod install;
 pub mod layout;
 pub mod live;
+pub mod pki;
 pub mod platform;
 pub mod preflight;
 pub mod profile;

@@ -166,6 +166,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// The site PKI on a target: certificate status, and renewal of self-signed leaves.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
     /// Verify while extracting into a new staging directory (removed on any failure).
     Extract {
         bundle: PathBuf,
@@ -177,6 +182,37 @@ enum Command {
         /// Also write the image archive K3s/RKE2 import (.tar, or .tar.zst to compress).
         #[arg(long)]
         image_archive: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Every certificate in /etc/airlock/pki: subject, SANs, not-after, days left,
+    /// SHA-256. Exits 8 when one has expired.
+    Status {
+        /// The target root the platform was installed into.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Warn about certificates that expire within this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        within: i64,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Re-issue the leaf certificates that expire within DAYS with the site CA (new keys,
+    /// same names). Self-signed PKI only: customer certificates come from the customer.
+    Renew {
+        /// The target root the platform was installed into.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Re-issue leaves with this many days left or fewer.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        within: i64,
+        /// Say what would be renewed and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }
 
@@ -246,6 +282,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Preflight { bundle, pubkey, answers, profile, mode, root, overrides, output } => {
             preflight(&bundle, &pubkey, answers.as_deref(), profile.as_deref(), mode, &root, &overrides, output)
         }
+        Command::Pki { command } => pki(command),
         Command::Extract { bundle, pubkey, dir, image_archive } => {
             let keys = trust::trusted_keys(&pubkey, std::path::Path::new("/"))?;
             let files = BundleFiles::locate(&bundle)?;
@@ -354,6 +391,9 @@ fn install(
     let image_bytes = site::image_bytes(&prepared.staged.manifest);
     let input = SiteInput::from_answers(&prepared.profile, &answers, image_bytes, &args.overrides);
     let pre = site::check(root, &input)?;
+    for w in prepared.pki.iter().flat_map(|p| p.warnings()) {
+        eprintln!("warning: {w}");
+    }
     let report = prepared.plan.check(&host)?;
     if output == Output::Text {
         print_preflight(&pre);
@@ -465,6 +505,13 @@ fn install(
                 println!("target root: nothing was started; {} starts when the system boots", prepared.live.unit);
             }
         }
+    }
+    if let (Output::Text, Some(pki)) = (output, &prepared.pki) {
+        println!(
+            "site CA for the clients to trust: {} (SHA-256 {})",
+            airlock_installer::pki::CA_CERT,
+            pki.ca_fingerprint()
+        );
     }
     Ok(0)
 }
@@ -626,6 +673,91 @@ fn print_preflight(r: &airlock_installer::preflight::PreflightReport) {
         r.overridden().count(),
         r.skipped().count()
     );
+}
+
+/// Exit code of `pki status` when a certificate has expired (docs/exit-codes.md).
+const EXIT_EXPIRED: u8 = 10;
+
+fn pki(command: PkiCommand) -> Result<u8> {
+    use airlock_installer::host::RootedHost;
+    use airlock_installer::pki::{self, RenewOptions};
+
+    let host = |root: &std::path::Path| RootedHost::new(root.to_path_buf(), false);
+    match command {
+        PkiCommand::Status { root, within, output } => {
+            let r = pki::status(&host(&root)?, within)?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&r).expect("json")),
+                Output::Text => print_pki_status(&root, &r),
+            }
+            for c in &r.certificates {
+                if c.expiring {
+                    eprintln!(
+                        "warning: {} expires in {} days ({}); run `airlock pki renew`",
+                        c.name, c.days_left, c.not_after
+                    );
+                }
+                if c.key_matches == Some(false) {
+                    eprintln!(
+                        "warning: the key next to {} does not belong to it; run `airlock pki renew`",
+                        c.path.display()
+                    );
+                }
+            }
+            if r.expired > 0 {
+                let names: Vec<&str> = r.certificates.iter().filter(|c| c.expired).map(|c| c.name.as_str()).collect();
+                eprintln!("error: expired: {}", names.join(", "));
+                eprintln!("  hint: `airlock pki renew` re-issues self-signed leaves; customer certificates come from the customer's IT");
+                return Ok(EXIT_EXPIRED);
+            }
+            Ok(0)
+        }
+        PkiCommand::Renew { root, within, dry_run, output } => {
+            let r = pki::renew(&host(&root)?, RenewOptions { within_days: within, dry_run })?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&r).expect("json")),
+                Output::Text => {
+                    let verb = if dry_run { "would renew" } else { "renewed" };
+                    for n in &r.renewed {
+                        match &n.new_not_after {
+                            Some(new) => println!(
+                                "{verb} {} ({}): valid until {new} (was {})",
+                                n.name, n.reason, n.old_not_after
+                            ),
+                            None => println!("{verb} {} ({}; valid until {})", n.name, n.reason, n.old_not_after),
+                        }
+                    }
+                    if !r.kept.is_empty() {
+                        println!("kept {} (more than {within} days left)", r.kept.join(", "));
+                    }
+                    if !dry_run && !r.renewed.is_empty() {
+                        println!("the platform's TLS Secrets still hold the old certificates until `airlock install` runs again");
+                    }
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn print_pki_status(root: &std::path::Path, r: &airlock_installer::pki::StatusReport) {
+    let mode = r.mode.map(|m| m.to_string()).unwrap_or_else(|| "unknown: no pki.json".to_string());
+    println!("site PKI under {} (mode {mode})", root.join("etc/airlock/pki").display());
+    for c in &r.certificates {
+        let state = if c.expired {
+            "EXPIRED"
+        } else if c.expiring {
+            "expiring"
+        } else {
+            "ok"
+        };
+        println!("  {:9} {:8} {} days left, not after {}", c.name, state, c.days_left, c.not_after);
+        println!("            subject {}", c.subject);
+        if !c.sans.is_empty() {
+            println!("            SANs    {}", c.sans.join(", "));
+        }
+        println!("            sha256  {}", c.sha256);
+    }
 }
 
 /// The host name to suggest for `node.name` (read, not changed).

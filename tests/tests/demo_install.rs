@@ -56,8 +56,15 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
             format!("link -> {}", std::fs::read_link(e.path()).unwrap().display())
         } else if md.is_dir() {
             format!("dir {mode:04o}")
-        } else if rel.contains("/secrets/") || rel.ends_with("config.yaml") || rel.ends_with(".env") {
+        } else if rel.contains("/secrets/")
+            || rel.ends_with("config.yaml")
+            || rel.ends_with(".env")
+            || (rel.starts_with("/etc/airlock/pki/") && rel.ends_with(".key"))
+        {
             format!("file {mode:04o} <secret>")
+        } else if rel.starts_with("/etc/airlock/pki/") && rel.ends_with(".crt") {
+            // Issued with fresh keys and serials on every install.
+            format!("file {mode:04o} <certificate>")
         } else {
             let bytes = std::fs::read(e.path()).unwrap();
             format!("file {mode:04o} {}", &hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))[..16])

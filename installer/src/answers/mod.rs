@@ -61,6 +61,8 @@ pub struct Answers {
     pub registry: Option<Registry>,
     pub data_dir: PathBuf,
     pub preflight: Preflight,
+    /// Where the platform's TLS certificates come from (`pki:`; self-signed when absent).
+    pub pki: Pki,
 }
 
 /// The node being installed.
@@ -150,6 +152,64 @@ pub struct Registry {
 pub struct Preflight {
     /// Names of checks the operator explicitly overrides; the install journals them.
     pub overrides: Vec<String>,
+}
+
+/// Where the site's TLS certificates come from; see `installer/src/pki` and the `pki`
+/// section of docs/answers.md.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PkiMode {
+    /// The installer makes a site CA on the first server and issues every certificate.
+    #[default]
+    SelfSigned,
+    /// The customer's CA (root or intermediate) and its key sign the certificates.
+    CustomerCa,
+    /// The customer hands over a ready certificate and key for the ingress.
+    CustomerCerts,
+}
+
+impl PkiMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PkiMode::SelfSigned => "self-signed",
+            PkiMode::CustomerCa => "customer-ca",
+            PkiMode::CustomerCerts => "customer-certs",
+        }
+    }
+}
+
+impl fmt::Display for PkiMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `pki` answers. The files are target paths, read through the host seam (like
+/// `join.token_file`); only the one mode's files are set (the validators see to it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Pki {
+    pub mode: PkiMode,
+    /// customer-ca: the signing CA certificate (PEM; root or intermediate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// customer-ca: its unencrypted PKCS#8 key. Only the path is ever shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<PathBuf>,
+    /// customer-ca: the certificates above `ca_cert`, up to and including the root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_chain: Option<PathBuf>,
+    /// customer-certs: the ingress certificate (PEM; may be followed by intermediates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress_key: Option<PathBuf>,
+    /// customer-certs: the issuing CA chain up to and including the root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress_chain: Option<PathBuf>,
+    /// self-signed: the IP ranges the site CA may certify (name constraints); empty:
+    /// exactly the node addresses the answers list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip_ranges: Vec<IpNet>,
 }
 
 /// An IP address or a DNS name.
@@ -317,6 +377,7 @@ impl Answers {
             registry,
             data_dir: PathBuf::from(req("data_dir")?),
             preflight: Preflight { overrides: a.list("preflight.overrides") },
+            pki: pki_answers(a)?,
         })
     }
 
@@ -410,6 +471,35 @@ impl Answers {
         };
         self.join.as_ref().map(|j| format!("https://{}:{port}", j.server.for_url()))
     }
+}
+
+/// The typed `pki` section; its validators have passed (see questions.rs).
+fn pki_answers(a: &Answered) -> std::result::Result<Pki, Problem> {
+    let path = |key: &str| a.text(key).map(PathBuf::from);
+    let mode = match a.text("pki.mode") {
+        None | Some("self-signed") => PkiMode::SelfSigned,
+        Some("customer-ca") => PkiMode::CustomerCa,
+        Some("customer-certs") => PkiMode::CustomerCerts,
+        Some(other) => {
+            return Err(Problem::new("pki.mode", format!("`{other}` is not a PKI mode"), questions::PKI_MODE_HINT))
+        }
+    };
+    let ip_ranges = a
+        .list("pki.ip_ranges")
+        .iter()
+        .enumerate()
+        .map(|(i, s)| conv(&format!("pki.ip_ranges[{i}]"), check::cidr(s)))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Pki {
+        mode,
+        ca_cert: path("pki.ca_cert"),
+        ca_key: path("pki.ca_key"),
+        ca_chain: path("pki.ca_chain"),
+        ingress_cert: path("pki.ingress_cert"),
+        ingress_key: path("pki.ingress_key"),
+        ingress_chain: path("pki.ingress_chain"),
+        ip_ranges,
+    })
 }
 
 /// A validator's verdict as a problem at `key`.

@@ -424,6 +424,81 @@ static QUESTIONS: &[Question] = &[
         // offers them when a check fails, not as an up-front question.
         ask_if: never,
     },
+    // ---- pki: where the platform's TLS certificates come from (installer/src/pki) ----
+    // The wizard does not ask these: it installs the default self-signed PKI, and a
+    // customer PKI (files prepared by the customer's IT) is given in an answers file.
+    Question {
+        key: "pki.mode",
+        prompt: "TLS certificates",
+        help: "self-signed (default: a site CA made here), customer-ca (the customer's CA signs), customer-certs (a ready ingress certificate)",
+        shape: Shape::Choice { options: pki_mode_names, check: check_pki_mode },
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "pki.ca_cert",
+        prompt: "Customer CA certificate file",
+        help: "absolute path of the PEM certificate of the CA (root or intermediate) that signs the platform's certificates",
+        shape: Shape::Text(check_pki_customer_ca_file),
+        need: Need::RequiredIf(customer_ca_required),
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "pki.ca_key",
+        prompt: "Customer CA key file",
+        help: "absolute path of that CA's private key (unencrypted PKCS#8 PEM); read once at install, never copied or printed",
+        shape: Shape::Text(check_pki_customer_ca_file),
+        need: Need::RequiredIf(customer_ca_required),
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "pki.ca_chain",
+        prompt: "Customer CA chain file",
+        help: "absolute path of the PEM certificates above pki.ca_cert up to the root; leave out when pki.ca_cert is the root",
+        shape: Shape::Text(check_pki_customer_ca_file),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "pki.ingress_cert",
+        prompt: "Ingress certificate file",
+        help: "absolute path of the PEM server certificate for *.<ingress_domain> (or keycloak., minio., app.<domain>)",
+        shape: Shape::Text(check_pki_customer_certs_file),
+        need: Need::RequiredIf(customer_certs_required),
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "pki.ingress_key",
+        prompt: "Ingress key file",
+        help: "absolute path of that certificate's private key (unencrypted PKCS#8 PEM)",
+        shape: Shape::Text(check_pki_customer_certs_file),
+        need: Need::RequiredIf(customer_certs_required),
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "pki.ingress_chain",
+        prompt: "Ingress CA chain file",
+        help: "absolute path of the PEM certificates of the issuing CA up to and including the root",
+        shape: Shape::Text(check_pki_customer_certs_file),
+        need: Need::RequiredIf(customer_certs_required),
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "pki.ip_ranges",
+        prompt: "IP ranges the site CA may certify",
+        help: "CIDRs, comma-separated; the self-signed CA is name-constrained to them (default: exactly the node addresses)",
+        shape: Shape::List { item: check_pki_ip_range, all: check_unique_items },
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
+    },
 ];
 
 static SERVER_COLUMNS: &[Column] = &[
@@ -1064,4 +1139,66 @@ pub(crate) fn table_value(columns: &[Column], rows: &[Row]) -> Value {
         Value::Mapping(m)
     };
     Value::Sequence(rows.iter().map(row).collect())
+}
+
+// ---- pki ------------------------------------------------------------------------------
+
+/// The hint for a `pki.mode` that is none of the modes.
+pub(crate) const PKI_MODE_HINT: &str =
+    "write self-signed (the default), customer-ca or customer-certs; see docs/answers.md";
+
+fn pki_mode_names(_: &Facts) -> Vec<String> {
+    ["self-signed", "customer-ca", "customer-certs"].map(String::from).to_vec()
+}
+
+fn check_pki_mode(s: &str, _: &Answered) -> Result<(), Invalid> {
+    if pki_mode_names(&Facts::default()).iter().any(|m| m == s) {
+        Ok(())
+    } else {
+        Err(Invalid::new(format!("`{s}` is not a PKI mode"), PKI_MODE_HINT))
+    }
+}
+
+fn pki_mode(a: &Answered) -> &str {
+    a.text("pki.mode").unwrap_or("self-signed")
+}
+
+fn customer_ca_required(a: &Answered) -> Option<&'static str> {
+    (pki_mode(a) == "customer-ca").then_some("pki.mode is customer-ca")
+}
+
+fn customer_certs_required(a: &Answered) -> Option<&'static str> {
+    (pki_mode(a) == "customer-certs").then_some("pki.mode is customer-certs")
+}
+
+/// A file key of one mode, given while another mode is chosen, is a leftover that
+/// would silently be ignored: refuse it.
+fn pki_file_for(mode: &str, s: &str, a: &Answered) -> Result<(), Invalid> {
+    check::abs_path(s)?;
+    if pki_mode(a) != mode {
+        return Err(Invalid::new(
+            format!("is a file for pki.mode {mode}, but pki.mode is {}", pki_mode(a)),
+            format!("set pki.mode: {mode}, or remove this key"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_pki_customer_ca_file(s: &str, a: &Answered) -> Result<(), Invalid> {
+    pki_file_for("customer-ca", s, a)
+}
+
+fn check_pki_customer_certs_file(s: &str, a: &Answered) -> Result<(), Invalid> {
+    pki_file_for("customer-certs", s, a)
+}
+
+fn check_pki_ip_range(s: &str, a: &Answered) -> Result<(), Invalid> {
+    check::cidr(s)?;
+    if pki_mode(a) != "self-signed" {
+        return Err(Invalid::new(
+            format!("constrains the self-signed site CA, but pki.mode is {}", pki_mode(a)),
+            "remove pki.ip_ranges: a customer CA has its own constraints",
+        ));
+    }
+    Ok(())
 }
