@@ -10,6 +10,7 @@
 //! - [`host`]: the one seam through which the host is read and changed.
 //! - [`engine`]: plan, then apply with a journal, a lock and resume.
 //! - [`answers`], [`profile`]: what the site answered, and how to install.
+//! - [`ldap`]: the site's LDAP/AD settings, presets and their live check.
 //! - [`preflight`]: whether the host can take the platform.
 //! - [`distribution`]: K3s and RKE2 laid out as their own installers would.
 //! - [`install`]: verify, stage and plan an install (what `airlock install` runs).
@@ -24,6 +25,7 @@ pub mod images;
 pub mod inspect;
 pub mod install;
 pub mod layout;
+pub mod ldap;
 pub mod preflight;
 pub mod profile;
 pub mod staging;
