@@ -76,6 +76,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// The site's LDAP/Active Directory settings (the `ldap:` answers).
+    Ldap {
+        #[command(subcommand)]
+        command: LdapCommand,
+    },
     /// Verify while extracting into a new staging directory (removed on any failure).
     Extract {
         bundle: PathBuf,
@@ -87,6 +92,19 @@ enum Command {
         /// Also write the image archive K3s/RKE2 import (.tar, or .tar.zst to compress).
         #[arg(long)]
         image_archive: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LdapCommand {
+    /// Test the answers' `ldap:` settings against the live directory: DNS, TCP, TLS,
+    /// bind, and the user and group searches Keycloak will run. Exit 8 when it fails.
+    Test {
+        /// Answers file with an `ldap:` section (docs/answers.md).
+        #[arg(long)]
+        answers: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }
 
@@ -129,6 +147,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Install { bundle, pubkey, answers, root, yes, dry_run, check, output } => {
             install(&bundle, &pubkey, answers.as_deref(), &root, yes, dry_run, check, output)
         }
+        Command::Ldap { command: LdapCommand::Test { answers, output } } => ldap_test(&answers, output),
         Command::Extract { bundle, pubkey, dir, image_archive } => {
             let keys = trust::trusted_keys(&pubkey, std::path::Path::new("/"))?;
             let files = BundleFiles::locate(&bundle)?;
@@ -159,6 +178,35 @@ fn run(cli: Cli) -> Result<u8> {
 
 /// Exit code of `install --check` when something is pending (docs/exit-codes.md).
 const EXIT_PENDING: u8 = 7;
+
+/// Exit code of `airlock ldap test` when the directory check fails (docs/exit-codes.md):
+/// its own code, not Input's 1, so a script can tell a malformed answers file from a
+/// directory that is down, untrusted or refuses the account.
+const EXIT_LDAP: u8 = 8;
+
+fn ldap_test(answers: &std::path::Path, output: Output) -> Result<u8> {
+    let a = airlock_installer::answers::Answers::load(answers)?;
+    let Some(settings) = a.ldap else {
+        return Err(Error::input(answers.display().to_string(), "the answers have no `ldap` section").with_hint(
+            "add ldap.url, ldap.bind_dn, ldap.bind_password, ldap.users_dn and ldap.preset (docs/answers.md)",
+        ));
+    };
+    let result = airlock_installer::ldap::probe(&settings);
+    match output {
+        Output::Json => {
+            let v = match &result {
+                Ok(r) => serde_json::json!({"ok": true, "exit_code": 0, "report": r}),
+                Err(e) => serde_json::json!({"ok": false, "exit_code": EXIT_LDAP, "error": e}),
+            };
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        }
+        Output::Text => match &result {
+            Ok(r) => println!("{}\nLDAP settings work", r.summary()),
+            Err(e) => eprintln!("error: LDAP check failed: {e}"),
+        },
+    }
+    Ok(if result.is_ok() { 0 } else { EXIT_LDAP })
+}
 
 #[allow(clippy::too_many_arguments)]
 fn install(
@@ -205,7 +253,14 @@ fn install(
                 profiles: staged_profiles(&staged)?,
             };
             println!("Answer the questions for this node (Enter takes the value in brackets).");
-            airlock_installer::answers::ask(airlock_installer::answers::questions(), &facts, &mut TerminalPrompter)?
+            // The LDAP answers are tested live as soon as they are given (asked again on failure).
+            airlock_installer::answers::ask_checked(
+                airlock_installer::answers::questions(),
+                &facts,
+                &mut TerminalPrompter,
+                &[airlock_installer::ldap::live_check()],
+            )?
+            .0
         }
     };
     let prepared = plan(bundle, staged, &answers, &host)?;
@@ -303,6 +358,12 @@ impl airlock_installer::answers::Prompter for TerminalPrompter {
 
     fn rejected(&mut self, problem: &airlock_installer::answers::Problem) {
         eprintln!("  not taken: {problem}");
+    }
+
+    fn note(&mut self, text: &str) {
+        for line in text.lines() {
+            println!("  {line}");
+        }
     }
 }
 

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub mod slapd;
+
 /// Finds `name` on `PATH` (or in `AIRLOCK_TOOLS_DIR`, where `tests/run.sh` puts the
 /// helm binary it unpacks). Returns `None` after printing why the caller skips.
 pub fn require_tool(name: &str) -> Option<PathBuf> {
