@@ -210,3 +210,25 @@ fn an_active_directory_style_directory_is_probed_with_the_ad_preset() {
     assert_eq!(e.kind, ProbeErrorKind::NoUsers, "{e}");
     assert!(e.hint.contains("active-directory"), "{e}");
 }
+
+#[test]
+fn a_server_that_accepts_but_never_answers_is_a_timeout_not_a_hang() {
+    // A TCP listener that takes connections and says nothing: the TLS handshake
+    // (ldaps://) and the bind (ldap://) must each give up after the timeout.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let short = ProbeOptions { timeout: std::time::Duration::from_secs(1), ..ProbeOptions::default() };
+    for url in [format!("ldaps://127.0.0.1:{port}"), format!("ldap://127.0.0.1:{port}")] {
+        let start = std::time::Instant::now();
+        let e = probe_with(&openldap(&url, false, None), &short).expect_err("nothing answers");
+        assert_eq!(e.kind, ProbeErrorKind::Timeout, "{e}");
+        assert!(e.subject.starts_with(&url) && e.hint.contains("port"), "{e}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "took {:?}", start.elapsed());
+    }
+}

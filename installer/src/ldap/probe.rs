@@ -468,7 +468,7 @@ fn op_error(kind: ProbeErrorKind, subject: &str, what: &str, e: LdapError) -> Pr
             ProbeErrorKind::Timeout,
             subject,
             format!("{what}: the server did not answer in time"),
-            "the directory is slow or overloaded; try again, or narrow ldap.users_dn",
+            "check that ldap.url names the directory server's LDAP port; a slow or overloaded directory may need another try (or a narrower ldap.users_dn)",
         ),
         // The connection ended under the operation: something accepted TCP on that
         // port but does not speak LDAP (or dropped the client).
