@@ -126,3 +126,14 @@ fn dns_with_escaped_commas_are_accepted() {
     assert!(dn("dc=example,,dc=org").is_err());
     assert!(dn("=x").is_err());
 }
+
+#[test]
+fn every_ldap_key_is_documented_in_the_answers_reference() {
+    let doc = include_str!("../../../docs/answers.md");
+    let keys: Vec<&str> =
+        crate::answers::questions().iter().map(|q| q.key).filter(|k| k.starts_with("ldap.")).collect();
+    assert_eq!(keys.len(), 9, "{keys:?}");
+    for k in keys {
+        assert!(doc.contains(&format!("| `{k}` |")), "{k} has no row in docs/answers.md");
+    }
+}
