@@ -5,7 +5,7 @@
 //! Two directories can be loaded: an OpenLDAP-style one ([`Directory::OpenLdap`]:
 //! `inetOrgPerson` users, `groupOfNames` groups) and an Active-Directory-style one
 //! ([`Directory::ActiveDirectory`]: `user` entries with `sAMAccountName` and
-//! `objectGUID`, groups of class `group`). slapd has no AD schema, so the latter loads
+//! `objectGUID`, groups of class `group`, and a referral among the users). slapd has no AD schema, so the latter loads
 //! a small schema ([`AD_SCHEMA_LDIF`]) that defines those names with AD's own OIDs.
 
 use std::fs;
@@ -295,6 +295,13 @@ fn ad_data() -> String {
          dn: ou=Service Accounts,{b}\nobjectClass: organizationalUnit\nou: Service Accounts\n\n\
          dn: {AD_BIND_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: svc-keycloak\nuserPassword: {AD_BIND_PW}\n\n"
     );
+    // AD answers a subtree search with continuation references (to other partitions
+    // or domains) next to the entries; a referral object below the users makes slapd
+    // do the same.
+    s.push_str(&format!(
+        "dn: ou=Branch,{AD_USERS_DN}\nobjectClass: referral\nobjectClass: extensibleObject\nou: Branch\n\
+         ref: ldap://branch.corp.example/ou=Branch,dc=corp,dc=example\n\n"
+    ));
     // objectGUID is 16 raw bytes in AD; base64 in LDIF.
     for (i, (sam, name)) in [("alice", "Alice Example"), ("bob", "Bob Example")].iter().enumerate() {
         let guid = base64_16(i as u8 + 1);

@@ -201,8 +201,10 @@ fn an_active_directory_style_directory_is_probed_with_the_ad_preset() {
     assert!(["alice", "bob"].contains(&r.example_user.username.as_str()), "{r:?}");
     assert!(r.example_user.dn.ends_with(",cn=Users,dc=corp,dc=example"), "{r:?}");
     assert_eq!(r.example_user.email, Some(format!("{}@corp.example", r.example_user.username)));
-    // objectGUID (binary) was returned: no UUID warning.
-    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    // objectGUID (binary) was returned: no UUID warning. The referral among the users
+    // is not counted, and is warned about.
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert!(r.warnings[0].contains("ldap://branch.corp.example/"), "{:?}", r.warnings);
     // The same directory with the OpenLDAP preset finds nobody, and says why.
     let mut wrong = ad(&d);
     wrong.preset = Preset::OpenLdap;

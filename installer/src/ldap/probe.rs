@@ -588,6 +588,12 @@ fn search_users(
             String::new()
         }
     };
+    if !result.refs.is_empty() {
+        warnings.push(format!(
+            "the user search was also referred to other servers ({}); users there are not counted, and Keycloak does not follow referrals: point ldap.users_dn at the part of the directory this server holds",
+            result.refs.join(", ")
+        ));
+    }
     if !has_attr(&e, schema.uuid_attribute) {
         warnings.push(format!(
             "{} returned no {} (the preset's UUID attribute); Keycloak cannot import users without it",
