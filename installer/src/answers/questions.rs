@@ -465,7 +465,7 @@ static QUESTIONS: &[Question] = &[
     Question {
         key: "ldap.bind_password",
         prompt: "Bind password",
-        help: "the service account's password; never printed, and kept only in Keycloak's secret (0600)",
+        help: "the service account's password; read without echo and never printed",
         shape: Shape::Secret(ldap::check_bind_password),
         need: Need::RequiredIf(ldap::required_with_url),
         suggest: no_suggestion,
