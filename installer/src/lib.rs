@@ -10,6 +10,7 @@
 //! - [`host`]: the one seam through which the host is read and changed.
 //! - [`engine`]: plan, then apply with a journal, a lock and resume.
 //! - [`answers`], [`profile`]: what the site answered, and how to install.
+//! - [`ldap`]: the site's LDAP/AD settings, presets and their live check.
 //! - [`preflight`]: whether the host can take the platform.
 //! - [`distribution`]: K3s and RKE2 laid out as their own installers would.
 //! - [`pki`]: the site CA and the platform's TLS certificates.
@@ -28,6 +29,7 @@ pub mod images;
 pub mod inspect;
 pub mod install;
 pub mod layout;
+pub mod ldap;
 pub mod live;
 pub mod pki;
 pub mod platform;

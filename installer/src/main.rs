@@ -171,6 +171,11 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// The site's LDAP/Active Directory settings (the `ldap:` answers).
+    Ldap {
+        #[command(subcommand)]
+        command: LdapCommand,
+    },
     /// Verify while extracting into a new staging directory (removed on any failure).
     Extract {
         bundle: PathBuf,
@@ -188,7 +193,7 @@ enum Command {
 #[derive(Subcommand)]
 enum PkiCommand {
     /// Every certificate in /etc/airlock/pki: subject, SANs, not-after, days left,
-    /// SHA-256. Exits 8 when one has expired.
+    /// SHA-256. Exits 10 when one has expired.
     Status {
         /// The target root the platform was installed into.
         #[arg(long, default_value = "/")]
@@ -211,6 +216,19 @@ enum PkiCommand {
         /// Say what would be renewed and change nothing.
         #[arg(long)]
         dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum LdapCommand {
+    /// Test the answers' `ldap:` settings against the live directory: DNS, TCP, TLS,
+    /// bind, and the user and group searches Keycloak will run. Exit 9 when it fails.
+    Test {
+        /// Answers file with an `ldap:` section (docs/answers.md).
+        #[arg(long)]
+        answers: PathBuf,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -283,6 +301,7 @@ fn run(cli: Cli) -> Result<u8> {
             preflight(&bundle, &pubkey, answers.as_deref(), profile.as_deref(), mode, &root, &overrides, output)
         }
         Command::Pki { command } => pki(command),
+        Command::Ldap { command: LdapCommand::Test { answers, output } } => ldap_test(&answers, output),
         Command::Extract { bundle, pubkey, dir, image_archive } => {
             let keys = trust::trusted_keys(&pubkey, std::path::Path::new("/"))?;
             let files = BundleFiles::locate(&bundle)?;
@@ -332,6 +351,35 @@ struct JoinFlags {
     token_file: Option<PathBuf>,
 }
 
+/// Exit code of `airlock ldap test` when the directory check fails (docs/exit-codes.md):
+/// its own code, not Input's 1, so a script can tell a malformed answers file from a
+/// directory that is down, untrusted or refuses the account.
+const EXIT_LDAP: u8 = 9;
+
+fn ldap_test(answers: &std::path::Path, output: Output) -> Result<u8> {
+    let a = airlock_installer::answers::Answers::load(answers)?;
+    let Some(settings) = a.ldap else {
+        return Err(Error::input(answers.display().to_string(), "the answers have no `ldap` section").with_hint(
+            "add ldap.url, ldap.bind_dn, ldap.bind_password, ldap.users_dn and ldap.preset (docs/answers.md)",
+        ));
+    };
+    let result = airlock_installer::ldap::probe(&settings);
+    match output {
+        Output::Json => {
+            let v = match &result {
+                Ok(r) => serde_json::json!({"ok": true, "exit_code": 0, "report": r}),
+                Err(e) => serde_json::json!({"ok": false, "exit_code": EXIT_LDAP, "error": e}),
+            };
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        }
+        Output::Text => match &result {
+            Ok(r) => println!("{}\nLDAP settings work", r.summary()),
+            Err(e) => eprintln!("error: LDAP check failed: {e}"),
+        },
+    }
+    Ok(if result.is_ok() { 0 } else { EXIT_LDAP })
+}
+
 fn install(
     bundle: &std::path::Path,
     pubkey: &[PathBuf],
@@ -375,7 +423,14 @@ fn install(
                 profiles: staged_profiles(&staged)?,
             };
             println!("Answer the questions for this node (Enter takes the value in brackets).");
-            airlock_installer::answers::ask(airlock_installer::answers::questions(), &facts, &mut TerminalPrompter)?
+            // The LDAP answers are tested live as soon as they are given (asked again on failure).
+            airlock_installer::answers::ask_checked(
+                airlock_installer::answers::questions(),
+                &facts,
+                &mut TerminalPrompter,
+                &[airlock_installer::ldap::live_check()],
+            )?
+            .0
         }
     };
     if args.join.is_some() && answers.join.is_none() {
@@ -801,6 +856,12 @@ impl airlock_installer::answers::Prompter for TerminalPrompter {
 
     fn rejected(&mut self, problem: &airlock_installer::answers::Problem) {
         eprintln!("  not taken: {problem}");
+    }
+
+    fn note(&mut self, text: &str) {
+        for line in text.lines() {
+            println!("  {line}");
+        }
     }
 }
 

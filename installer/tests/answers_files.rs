@@ -126,8 +126,8 @@ fn unknown_answers_key_is_an_error_naming_the_key() {
     let e = load_error(&format!("{SINGLE}  servce_cidr: 10.43.0.0/16\n"));
     assert_names(&e, "cluster.servce_cidr", "unknown key");
     assert!(e.to_string().contains("did you mean `service_cidr`?"), "{e}");
-    let e = load_error(&format!("{SINGLE}ldap: {{url: ldaps://dc.example.test}}\n"));
-    assert_names(&e, "ldap", "unknown key");
+    let e = load_error(&format!("{SINGLE}keycloak: {{realm: site}}\n"));
+    assert_names(&e, "keycloak", "unknown key");
 }
 
 #[test]
@@ -274,6 +274,7 @@ fn the_wizard_re_asks_after_a_bad_ip_and_ends_with_the_demo_answers() {
         "",                          // cluster.cluster_dns: default
         "",                          // registry.mirror: none
         "",                          // data_dir: default
+        "",                          // ldap.url: no directory
     ]);
     let answers = answers::ask(answers::questions(), &facts, &mut script).unwrap();
 
@@ -290,7 +291,8 @@ fn the_wizard_re_asks_after_a_bad_ip_and_ends_with_the_demo_answers() {
             "cluster.service_cidr",
             "cluster.cluster_dns",
             "registry.mirror",
-            "data_dir"
+            "data_dir",
+            "ldap.url"
         ],
         "a single node is not asked about its role, HA or joining"
     );
@@ -334,6 +336,7 @@ fn the_wizard_asks_a_joining_ha_server_for_the_cluster_and_keeps_secrets_hidden(
         "pull",                    // registry.username
         "s3cr3t pw",               // registry.password
         "",                        // data_dir
+        "",                        // ldap.url: no directory
     ]);
     let answers = answers::ask(answers::questions(), &facts("s2", "192.0.2.12"), &mut script).unwrap();
 
@@ -381,6 +384,7 @@ fn the_wizard_re_asks_the_servers_when_the_profile_wants_another_count() {
         "", // ha.agents: none
         "", // registry.mirror
         "", // data_dir
+        "", // ldap.url: no directory
         // ...but the ha profile installs three, so the table is asked again.
         "s1",
         "192.0.2.11",
@@ -424,6 +428,7 @@ fn the_wizard_refuses_a_role_that_is_not_a_choice() {
         "", // join.token_file
         "", // registry.mirror
         "", // data_dir
+        "", // ldap.url: no directory
     ]);
     let answers = answers::ask(answers::questions(), &facts("w1", "192.0.2.21"), &mut script).unwrap();
     assert_eq!(answers.node.role, Role::Agent);

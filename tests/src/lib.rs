@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod registry;
+pub mod slapd;
 
 /// Finds `name` on `PATH` (or in `AIRLOCK_TOOLS_DIR`, where `tests/run.sh` puts the
 /// helm binary it unpacks). Returns `None` after printing why the caller skips.

@@ -5,6 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use airlock_tests::slapd::{self, Directory, Slapd};
 use airlock_tests::{build_demo_bundle, cargo_bin, require_tool, workspace_root};
 
 struct Tmux {
@@ -25,6 +26,14 @@ impl Tmux {
         let start = Instant::now();
         while !self.screen().contains(text) {
             assert!(start.elapsed() < Duration::from_secs(20), "`{text}` never appeared:\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    /// Waits until `text` is on the screen `n` times (a prompt asked again).
+    fn wait_for_nth(&self, text: &str, n: usize) {
+        let start = Instant::now();
+        while self.screen().matches(text).count() < n {
+            assert!(start.elapsed() < Duration::from_secs(20), "`{text}` never appeared {n} times:\n{}", self.screen());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -69,8 +78,15 @@ fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
     tmux.send(&["192.0.2.10", "Enter"]);
     tmux.wait_for("Base domain");
     tmux.send(&["platform.example.test", "Enter"]);
-    for prompt in ["Extra names", "Pod network", "Service network", "Cluster DNS", "Registry mirror", "Data directory"]
-    {
+    for prompt in [
+        "Extra names",
+        "Pod network",
+        "Service network",
+        "Cluster DNS",
+        "Registry mirror",
+        "Data directory",
+        "LDAP/AD server URL",
+    ] {
         tmux.wait_for(prompt);
         tmux.send(&["Enter"]);
     }
@@ -80,4 +96,62 @@ fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
     assert!(screen.contains("enable unit k3s.service") && screen.contains("0 blocked"), "{screen}");
     // A dry run changed nothing on the target.
     assert!(!root.join("etc").exists());
+}
+
+#[test]
+fn wizard_tests_the_ldap_answers_live_and_asks_them_again_after_a_refused_bind() {
+    let Some(bin) = require_tool("tmux") else { return };
+    let Some(dir) = Slapd::start(Directory::OpenLdap) else { return };
+    let d = tempfile::tempdir().unwrap();
+    let b = build_demo_bundle(d.path(), &[]);
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let tmux = Tmux { bin, socket: format!("airlock-wizard-ldap-{}", std::process::id()) };
+    let cmd = format!(
+        "{} install {} --pubkey {} --root {} --dry-run; echo EXIT=$?; sleep 60",
+        cargo_bin("airlock").display(),
+        b.display(),
+        workspace_root().join("examples/demo/keys/demo.pub").display(),
+        root.display()
+    );
+    tmux.run(&["new-session", "-d", "-s", "wz", "-x", "200", "-y", "60", &cmd]);
+    let answer = |prompt: &str, n: usize, keys: &[&str]| {
+        tmux.wait_for_nth(prompt, n);
+        tmux.send(keys);
+    };
+    answer("Install profile", 1, &["Enter"]);
+    answer("Name of this node", 1, &["demo-node", "Enter"]);
+    answer("IP address of this node", 1, &["192.0.2.10", "Enter"]);
+    answer("Base domain", 1, &["platform.example.test", "Enter"]);
+    for prompt in ["Extra names", "Pod network", "Service network", "Cluster DNS", "Registry mirror", "Data directory"]
+    {
+        answer(prompt, 1, &["Enter"]);
+    }
+    let ca = dir.ca_pem().display().to_string();
+    answer("LDAP/AD server URL", 1, &[&dir.ldaps_url(), "Enter"]);
+    answer("CA certificate of the directory", 1, &[&ca, "Enter"]);
+    answer("Bind DN (", 1, &[slapd::OPENLDAP_BIND_DN, "Enter"]);
+    answer("Bind password", 1, &["not-the-password", "Enter"]);
+    answer("Users DN (", 1, &[slapd::OPENLDAP_USERS_DN, "Enter"]);
+    answer("Directory type", 1, &["Enter"]);
+    answer("Extra user filter", 1, &["Enter"]);
+    answer("Groups DN (", 1, &[slapd::OPENLDAP_GROUPS_DN, "Enter"]);
+    tmux.wait_for("not taken: ldap.bind_dn: the live check failed (bind-refused)");
+    // Asked again: Enter keeps each earlier answer; the password is typed anew.
+    answer("LDAP/AD server URL", 2, &["Enter"]);
+    answer("CA certificate of the directory", 2, &["Enter"]);
+    answer("Bind DN (", 2, &["Enter"]);
+    answer("Bind password", 2, &[slapd::OPENLDAP_BIND_PW, "Enter"]);
+    answer("Users DN (", 2, &["Enter"]);
+    answer("Directory type", 2, &["Enter"]);
+    answer("Extra user filter", 2, &["Enter"]);
+    answer("Groups DN (", 2, &["Enter"]);
+    tmux.wait_for("EXIT=");
+    let screen = tmux.screen();
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(
+        screen.contains("3 users under ou=people,dc=example,dc=org") && screen.contains("2 groups under"),
+        "{screen}"
+    );
+    assert!(!screen.contains("not-the-password") && !screen.contains(slapd::OPENLDAP_BIND_PW), "{screen}");
 }

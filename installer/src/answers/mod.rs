@@ -31,7 +31,7 @@ use crate::profile::{Profile, Topology};
 pub use questions::{questions, Answered, Facts, HostFacts, Question};
 pub use secret::{Secret, REDACTED};
 pub use strict::Problem;
-pub use wizard::{ask, Prompt, Prompter};
+pub use wizard::{ask, ask_checked, LiveCheck, Prompt, Prompter};
 
 /// Where the key reference lives; every hint points there.
 pub const DOC: &str = "docs/answers.md";
@@ -63,6 +63,9 @@ pub struct Answers {
     pub preflight: Preflight,
     /// Where the platform's TLS certificates come from (`pki:`; self-signed when absent).
     pub pki: Pki,
+    /// The site's LDAP/AD for Keycloak's user federation; absent: no directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<crate::ldap::LdapSettings>,
 }
 
 /// The node being installed.
@@ -378,6 +381,7 @@ impl Answers {
             data_dir: PathBuf::from(req("data_dir")?),
             preflight: Preflight { overrides: a.list("preflight.overrides") },
             pki: pki_answers(a)?,
+            ldap: crate::ldap::LdapSettings::from_answered(a)?,
         })
     }
 

@@ -17,6 +17,7 @@ use serde_yaml::{Mapping, Value};
 use super::check::{self, Invalid};
 use super::strict::{Field, Map, Problem};
 use super::{Address, DEFAULT_DATA_DIR, DEFAULT_TOKEN_FILE, DOC, REDACTED};
+use crate::ldap;
 use crate::profile::{Profile, Topology};
 
 /// Checks one typed value, given the answers so far.
@@ -498,6 +499,88 @@ static QUESTIONS: &[Question] = &[
         need: Need::Optional,
         suggest: no_suggestion,
         ask_if: never,
+    },
+    // ---- ldap: the site's LDAP / Active Directory (validators in crate::ldap) ----
+    Question {
+        key: "ldap.url",
+        prompt: "LDAP/AD server URL (empty: no directory)",
+        help: "ldaps://host:636 or ldap://host:389 of the directory Keycloak federates users from",
+        shape: Shape::Text(ldap::check_url),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: always,
+    },
+    Question {
+        key: "ldap.starttls",
+        prompt: "Upgrade ldap:// with StartTLS?",
+        help: "true protects the bind password on ldap://; not for ldaps://, which is TLS already",
+        shape: Shape::Choice { options: ldap::bool_names, check: ldap::check_starttls },
+        need: Need::Optional,
+        suggest: ldap::suggest_starttls,
+        ask_if: ldap::asks_starttls,
+    },
+    Question {
+        key: "ldap.ca_file",
+        prompt: "CA certificate of the directory (empty: the host's trusted CAs)",
+        help: "absolute path of the PEM CA certificate that signed the directory server's certificate",
+        shape: Shape::Text(ldap::check_ca_file),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: ldap::asks_ca_file,
+    },
+    Question {
+        key: "ldap.bind_dn",
+        prompt: "Bind DN (the account Keycloak reads the directory with)",
+        help: "full DN of a read-only service account, e.g. cn=keycloak,ou=services,dc=example,dc=org",
+        shape: Shape::Text(ldap::check_bind_dn),
+        need: Need::RequiredIf(ldap::required_with_url),
+        suggest: no_suggestion,
+        ask_if: ldap::has_url,
+    },
+    Question {
+        key: "ldap.bind_password",
+        prompt: "Bind password",
+        help: "the service account's password; read without echo and never printed",
+        shape: Shape::Secret(ldap::check_bind_password),
+        need: Need::RequiredIf(ldap::required_with_url),
+        suggest: no_suggestion,
+        ask_if: ldap::has_url,
+    },
+    Question {
+        key: "ldap.users_dn",
+        prompt: "Users DN (where the users are)",
+        help: "the DN the user search starts at (subtree), e.g. ou=people,dc=example,dc=org",
+        shape: Shape::Text(ldap::check_users_dn),
+        need: Need::RequiredIf(ldap::required_with_url),
+        suggest: no_suggestion,
+        ask_if: ldap::has_url,
+    },
+    Question {
+        key: "ldap.preset",
+        prompt: "Directory type",
+        help: "openldap (uid, inetOrgPerson, groupOfNames) or active-directory (sAMAccountName, user, group)",
+        shape: Shape::Choice { options: ldap::preset_names, check: ldap::check_preset },
+        need: Need::RequiredIf(ldap::required_with_url),
+        suggest: ldap::suggest_preset,
+        ask_if: ldap::has_url,
+    },
+    Question {
+        key: "ldap.user_filter",
+        prompt: "Extra user filter (empty: all users of the preset's object classes)",
+        help: "an LDAP filter ANDed to the user search, e.g. (memberOf=cn=staff,ou=groups,dc=example,dc=org)",
+        shape: Shape::Text(ldap::check_user_filter),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: ldap::has_url,
+    },
+    Question {
+        key: "ldap.groups_dn",
+        prompt: "Groups DN (empty: no group mapping)",
+        help: "the DN the group search starts at (subtree), e.g. ou=groups,dc=example,dc=org",
+        shape: Shape::Text(ldap::check_groups_dn),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: ldap::has_url,
     },
 ];
 
@@ -1100,7 +1183,17 @@ pub(crate) fn missing(q: &Question, why: &str) -> Problem {
 fn read_value(q: &Question, f: &Field<'_>, a: &Answered) -> Result<Value, Problem> {
     match &q.shape {
         Shape::Text(check) | Shape::Secret(check) | Shape::Choice { check, .. } => {
-            let s = f.str()?;
+            // A yes/no choice (`ldap.starttls`) may be written as a YAML boolean.
+            let s = match (f.value, &q.shape) {
+                (Value::Bool(b), Shape::Choice { .. }) => {
+                    if *b {
+                        "true"
+                    } else {
+                        "false"
+                    }
+                }
+                _ => f.str()?,
+            };
             check(s, a).map_err(|e| e.problem(&f.path))?;
             Ok(Value::String(s.to_string()))
         }

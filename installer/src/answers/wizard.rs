@@ -25,6 +25,19 @@ pub trait Prompter {
     fn answer(&mut self, prompt: &Prompt<'_>) -> Result<String>;
     /// Tells the operator why an answer was not taken; a prompt follows right away.
     fn rejected(&mut self, problem: &Problem);
+    /// Tells the operator what a [`LiveCheck`] found (`3 users under ...`).
+    fn note(&mut self, _text: &str) {}
+}
+
+/// A live test of a section's answers (`ldap`: connect, bind and search), run as soon
+/// as the section's last question is answered. On failure the problem is shown and the
+/// whole section is asked again, earlier answers offered as defaults (secrets not).
+pub struct LiveCheck {
+    /// The section it checks: `ldap` covers every `ldap.*` question.
+    pub section: &'static str,
+    /// `Ok(Some(note))`: passed, the note is shown; `Ok(None)`: nothing to check (the
+    /// section was left out); `Err`: why not, at the key to fix.
+    pub run: fn(&Answered) -> std::result::Result<Option<String>, Problem>,
 }
 
 /// One prompt, with everything a front end needs to render it.
@@ -57,13 +70,39 @@ pub fn ask_with_document(
     facts: &Facts,
     prompter: &mut dyn Prompter,
 ) -> Result<(Answers, Answered)> {
+    ask_checked(questions, facts, prompter, &[])
+}
+
+/// [`ask_with_document`], running each [`LiveCheck`] when its section is answered.
+pub fn ask_checked(
+    questions: &[Question],
+    facts: &Facts,
+    prompter: &mut dyn Prompter,
+    checks: &[LiveCheck],
+) -> Result<(Answers, Answered)> {
     let mut a = Answered::default();
-    for q in questions {
+    let mut i = 0;
+    while i < questions.len() {
+        let q = &questions[i];
         if (q.ask_if)(&a, facts) {
             ask_one(q, facts, &mut a, prompter)?;
         } else if let Need::Default(default) = q.need {
             // What a file that leaves the key out gets.
             a.set(q.key, Value::String(default(&a)));
+        }
+        i += 1;
+        let in_section =
+            |q: &Question, c: &LiveCheck| q.key.strip_prefix(c.section).is_some_and(|rest| rest.starts_with('.'));
+        let ends = |c: &&LiveCheck| in_section(q, c) && !questions.get(i).is_some_and(|next| in_section(next, c));
+        if let Some(check) = checks.iter().find(ends) {
+            match (check.run)(&a) {
+                Ok(Some(note)) => prompter.note(&note),
+                Ok(None) => {}
+                Err(problem) => {
+                    prompter.rejected(&problem);
+                    i = questions.iter().position(|q| in_section(q, check)).unwrap_or(i);
+                }
+            }
         }
     }
     loop {
@@ -301,6 +340,85 @@ fn table(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{BTreeMap, VecDeque};
+
+    /// Answers prompts from a script per key; an unscripted prompt takes its default
+    /// (Enter). Records every prompt, rejection and note.
+    #[derive(Default)]
+    struct Scripted {
+        script: BTreeMap<String, VecDeque<String>>,
+        asked: Vec<String>,
+        rejected: Vec<Problem>,
+        notes: Vec<String>,
+    }
+
+    impl Prompter for Scripted {
+        fn answer(&mut self, p: &Prompt<'_>) -> Result<String> {
+            self.asked.push(p.key.clone());
+            assert!(self.asked.len() < 200, "the wizard loops: {:?}", self.rejected);
+            Ok(self.script.get_mut(&p.key).and_then(VecDeque::pop_front).unwrap_or_default())
+        }
+        fn rejected(&mut self, problem: &Problem) {
+            self.rejected.push(problem.clone());
+        }
+        fn note(&mut self, text: &str) {
+            self.notes.push(text.to_string());
+        }
+    }
+
+    fn check_password_is_right(a: &Answered) -> std::result::Result<Option<String>, Problem> {
+        match a.text("ldap.bind_password") {
+            None => Ok(None),
+            Some("right-pw") => Ok(Some("3 users".into())),
+            Some(_) => Err(Problem::new("ldap.bind_dn", "bind refused", "check the password")),
+        }
+    }
+
+    #[test]
+    fn a_failed_live_check_asks_the_whole_section_again_offering_earlier_answers() {
+        let mut p = Scripted::default();
+        for (k, v) in [
+            ("profile", vec!["single-node"]),
+            ("node.name", vec!["n1"]),
+            ("node.ip", vec!["192.0.2.10"]),
+            ("cluster.ingress_domain", vec!["p.example.test"]),
+            ("ldap.url", vec!["ldaps://ldap.example.test"]),
+            ("ldap.bind_dn", vec!["cn=reader,dc=example,dc=org"]),
+            ("ldap.bind_password", vec!["wrong-pw", "right-pw"]),
+            ("ldap.users_dn", vec!["ou=people,dc=example,dc=org"]),
+        ] {
+            p.script.insert(k.into(), v.into_iter().map(String::from).collect());
+        }
+        let check = LiveCheck { section: "ldap", run: check_password_is_right };
+        let (answers, _) = ask_checked(super::super::questions(), &Facts::default(), &mut p, &[check]).unwrap();
+        let ldap = answers.ldap.expect("ldap answers");
+        assert_eq!(ldap.bind_password.expose(), "right-pw");
+        // Asked twice, and the second time the URL was offered back (Enter kept it).
+        assert_eq!(p.asked.iter().filter(|k| *k == "ldap.url").count(), 2);
+        assert_eq!(ldap.url.to_string(), "ldaps://ldap.example.test:636");
+        assert_eq!(p.rejected.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["ldap.bind_dn"]);
+        assert_eq!(p.notes, ["3 users"]);
+        // The check ran after the last ldap question, not before the section ended.
+        let last_ldap = p.asked.iter().rposition(|k| k.starts_with("ldap.")).unwrap();
+        assert_eq!(p.asked[last_ldap], "ldap.groups_dn");
+    }
+
+    #[test]
+    fn a_wizard_run_without_ldap_runs_no_live_check() {
+        let mut p = Scripted::default();
+        for (k, v) in [
+            ("profile", "single-node"),
+            ("node.name", "n1"),
+            ("node.ip", "192.0.2.10"),
+            ("cluster.ingress_domain", "p.example.test"),
+        ] {
+            p.script.insert(k.into(), VecDeque::from([v.to_string()]));
+        }
+        let check = LiveCheck { section: "ldap", run: check_password_is_right };
+        let (answers, _) = ask_checked(super::super::questions(), &Facts::default(), &mut p, &[check]).unwrap();
+        assert!(answers.ldap.is_none() && p.notes.is_empty() && p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(p.asked.iter().filter(|k| k.starts_with("ldap.")).collect::<Vec<_>>(), ["ldap.url"]);
+    }
 
     #[test]
     fn problems_are_re_asked_at_the_question_that_owns_the_key() {
