@@ -261,6 +261,7 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
         charts,
         files,
         profiles,
+        key_statements: Vec::new(),
         entries: entries.values().map(|e| e.entry.clone()).collect(),
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
@@ -269,7 +270,8 @@ pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter:
 
 /// Plans, signs and writes the bundle, then the signed checksum sidecar.
 pub fn create(spec: &LoadedSpec, key: &SecretKey, opts: &CreateOptions, reporter: &dyn Reporter) -> Result<Created> {
-    let plan = plan(spec, opts.installer.as_deref(), opts.created, reporter)?;
+    let mut plan = plan(spec, opts.installer.as_deref(), opts.created, reporter)?;
+    crate::statements::add_key_statements(&mut plan, spec, key, opts.created)?;
     let manifest_bytes = plan.manifest.to_bytes();
     let sig = key.sign(
         &manifest_bytes,

@@ -5,7 +5,9 @@
 //! - [`spec`]: the `bundle.yaml` the vendor writes.
 //! - [`sources`]: where images and charts come from (OCI layouts, archives, chart dirs).
 //! - [`create`]: planning and writing the bundle.
+//! - [`statements`]: vendor key rotation and revocation statements.
 
 pub mod create;
 pub mod sources;
 pub mod spec;
+pub mod statements;

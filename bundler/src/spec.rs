@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::key_statement::KeyAction;
 use airlock_format::manifest::DistributionKind;
 use serde::Deserialize;
 
@@ -24,6 +25,32 @@ pub struct Spec {
     pub profiles: Vec<String>,
     #[serde(default)]
     pub installer: Option<InstallerSpec>,
+    /// Vendor key rotation and revocation statements the bundle carries (docs/bundle-spec.md).
+    #[serde(default)]
+    pub key_statements: Vec<KeyStatementSpec>,
+}
+
+/// One key statement: either made and signed now with the bundle's key (`sequence`,
+/// `action`, `key` or `key_id`), or one signed earlier and carried forward unchanged
+/// (`statement`, with its `.minisig` beside it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyStatementSpec {
+    #[serde(default)]
+    pub sequence: Option<u64>,
+    #[serde(default)]
+    pub action: Option<KeyAction>,
+    /// The `.pub` file of the key the statement is about.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The key id, when retiring or revoking a key whose `.pub` file is gone.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// A statement JSON signed earlier (its signature is `<statement>.minisig`).
+    #[serde(default)]
+    pub statement: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -156,6 +183,26 @@ impl LoadedSpec {
                             format!("`{m}` is not allowed; bundles carry only 0644 and 0755 files"),
                         ));
                     }
+                }
+            }
+        }
+        for (i, k) in s.key_statements.iter().enumerate() {
+            let key = format!("key_statements[{i}]");
+            match (&k.statement, k.sequence, k.action, &k.key, &k.key_id) {
+                (Some(_), None, None, None, None) if k.reason.is_none() => {}
+                (Some(_), ..) => {
+                    return Err(self.err(&key, "`statement` (signed earlier) takes no other keys: its content is fixed"))
+                }
+                (None, Some(0), ..) => return Err(self.err(format!("{key}.sequence"), "sequences start at 1")),
+                (None, Some(_), Some(KeyAction::Introduce), Some(_), None) => {}
+                (None, Some(_), Some(KeyAction::Introduce), _, _) => {
+                    return Err(self.err(&key, "`introduce` needs `key`: the .pub file of the key to introduce"))
+                }
+                (None, Some(_), Some(_), Some(_), None) | (None, Some(_), Some(_), None, Some(_)) => {}
+                _ => {
+                    return Err(self
+                        .err(&key, "needs `sequence`, `action` and one of `key` / `key_id`, or `statement` alone")
+                        .with_hint("see docs/bundle-spec.md, section key_statements"))
                 }
             }
         }
