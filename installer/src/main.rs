@@ -747,6 +747,9 @@ fn print_inspect(r: &inspect::InspectReport) {
     if !r.profiles.is_empty() {
         println!("profiles    {}", r.profiles.join(", "));
     }
+    for k in &r.key_statements {
+        println!("key statement {} ({})", k.label(), k.path);
+    }
     if let Some(v) = &r.installer_version {
         println!("installer   airlock {v}");
     }

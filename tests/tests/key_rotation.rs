@@ -269,3 +269,51 @@ fn the_bundler_refuses_a_bundle_that_revokes_or_retires_its_own_signing_key() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn the_key_step_is_planned_and_an_install_crashed_around_it_resumes_to_the_same_trust() {
+    let Some(minisign) = require_tool("minisign") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let (k1, k2) = (minisign_key(&minisign, d.path(), "key1"), minisign_key(&minisign, d.path(), "key2"));
+    let a = bundle(
+        d.path(),
+        "1.0.0",
+        &k1,
+        &format!("key_statements:\n  - sequence: 1\n    action: introduce\n    key: {}\n", k2.public.display()),
+    );
+    // `inspect` lists the statement from the manifest.
+    let o = run(Command::new(cargo_bin("airlock")).arg("inspect").arg(&a));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("#1 introduce {}", k2.id)), "{}", show(&o));
+
+    let fresh = d.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let mut dry = Command::new(cargo_bin("airlock"));
+    dry.arg("install").arg(&a).arg("--pubkey").arg(&k1.public).arg("--answers").arg(demo_dir().join("answers.yaml"));
+    let o = run(dry.arg("--root").arg(&fresh).args(["--dry-run", "--output", "json"]));
+    assert!(o.status.success(), "{}", show(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let steps = plan["plan"]["steps"].as_array().unwrap();
+    let last = steps.last().unwrap();
+    assert_eq!(last["id"], "keys/statements");
+    assert!(last["description"].as_str().unwrap().contains(&format!("#1 introduce {}", k2.id)), "{last}");
+    assert!(!fresh.join("etc/airlock/keys").exists(), "a dry run changed trust");
+
+    let before_last = steps[steps.len() - 2]["id"].as_str().unwrap().to_string();
+    for (i, crash_after) in [before_last.as_str(), "keys/statements"].into_iter().enumerate() {
+        let root = d.path().join(format!("crash-{i}"));
+        std::fs::create_dir(&root).unwrap();
+        let mut c = Command::new(cargo_bin("airlock"));
+        c.env("AIRLOCK_TEST_CRASH_AFTER", crash_after).arg("install").arg(&a).arg("--pubkey").arg(&k1.public);
+        let crashed =
+            run(c.arg("--answers").arg(demo_dir().join("answers.yaml")).arg("--root").arg(&root).arg("--yes"));
+        assert!(!crashed.status.success(), "no crash after {crash_after}");
+        assert_eq!(site_key(&root, &k2.id).is_file(), crash_after == "keys/statements");
+        let resumed = install(&a, &root, Some(&k1.public));
+        assert!(resumed.status.success(), "resume after {crash_after}: {}", show(&resumed));
+        assert!(site_key(&root, &k2.id).is_file());
+        assert_eq!(revoked(&root)["sequence"], 1);
+        // And the site now takes key2's bundles on its own keys.
+        let o = install(&bundle(d.path(), &format!("2.0.{i}"), &k2, ""), &root, None);
+        assert!(o.status.success(), "{}", show(&o));
+    }
+}
