@@ -329,7 +329,7 @@ fn install(
     let progress = Progress::new(output == Output::Text);
     let staged = stage(bundle, &keys, &host, progress.reporter());
     progress.finish();
-    let staged = staged?;
+    let staged = staged.map_err(|e| trust::explain_untrusted_signer(e, root))?;
     let answers = match answers {
         Some(a) => a,
         None => {

@@ -55,3 +55,17 @@ pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> 
     }
     Ok(keys)
 }
+
+/// Turns "not signed by a trusted key" into the revocation error when the key that
+/// signed the bundle is one this site retired or revoked, so the operator learns why
+/// at once instead of trying `--pubkey` with that key. Any other error is returned as is.
+pub fn explain_untrusted_signer(e: Error, root: &Path) -> Error {
+    if e.kind != airlock_format::ErrorKind::Signature {
+        return e;
+    }
+    let Ok(list) = RevocationList::load(&root.join(REVOKED_PATH.trim_start_matches('/'))) else { return e };
+    match list.keys.iter().find(|k| e.cause.contains(&format!("signed by key {}", k.key_id))) {
+        Some(k) => revoked_key_error(k, "the bundle's signer"),
+        None => e,
+    }
+}
