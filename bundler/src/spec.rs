@@ -249,6 +249,22 @@ mod tests {
     }
 
     #[test]
+    fn key_statements_need_sequence_action_and_key_or_a_signed_statement_alone() {
+        let e = load("name: a\nversion: '1'\nkey_statements:\n  - sequence: 1\n    action: introduce\n    key_id: 0123456789ABCDEF\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("key_statements[0]") && e.to_string().contains("needs `key`"), "{e}");
+        let e = load("name: a\nversion: '1'\nkey_statements:\n  - statement: s.json\n    sequence: 3\n").unwrap_err();
+        assert!(e.to_string().contains("takes no other keys"), "{e}");
+        let e = load("name: a\nversion: '1'\nkey_statements:\n  - sequence: 0\n    action: retire\n    key_id: x\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("key_statements[0].sequence"), "{e}");
+        let e = load("name: a\nversion: '1'\nkey_statements:\n  - action: revoke\n    key_id: 0123456789ABCDEF\n")
+            .unwrap_err();
+        assert!(e.hint.is_some(), "{e}");
+        assert!(load("name: a\nversion: '1'\nkey_statements:\n  - sequence: 2\n    action: revoke\n    key_id: 0123456789ABCDEF\n").is_ok());
+    }
+
+    #[test]
     fn bad_file_mode_and_path_like_names_are_rejected_by_key() {
         let e = load(
             "name: a\nversion: '1'\ncomponents:\n  - name: c\n    files:\n      - path: x\n        mode: '4755'\n",

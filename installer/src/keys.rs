@@ -595,6 +595,12 @@ mod tests {
         assert_eq!(e.kind.exit_code(), 3);
         assert!(e.to_string().contains(&k1.key_id_hex()) && e.to_string().contains("key leaked"), "{e}");
         assert!(e.hint.is_some());
+        // Its file put back into the key directory: refused too, and the hint says remove it.
+        let site_file = d.path().join("etc/airlock/keys/old.pub");
+        std::fs::write(&site_file, k1.public_key().to_text()).unwrap();
+        let e = crate::trust::trusted_keys(&[], d.path()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Signature);
+        assert!(e.hint.as_deref().unwrap().contains(&format!("remove {}", site_file.display())), "{e}");
         // A damaged list fails closed.
         std::fs::write(&path, b"{").unwrap();
         assert_eq!(

@@ -46,7 +46,14 @@ pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> 
     let revoked = RevocationList::load(&root.join(REVOKED_PATH.trim_start_matches('/')))?;
     for (k, source) in keys.iter().zip(&sources) {
         if let Some(r) = revoked.find(&k.key_id_hex()) {
-            return Err(revoked_key_error(r, source));
+            let e = revoked_key_error(r, source);
+            // A revoked key's file back in the key directory (restored by hand, say):
+            // the fix is removing it, not finding another bundle.
+            return Err(if pubkeys.is_empty() {
+                e.with_hint(format!("remove {source}: that key is out of trust at this site"))
+            } else {
+                e
+            });
         }
     }
     if keys.is_empty() {
