@@ -438,6 +438,7 @@ pub fn plan_with(
         charts,
         files,
         profiles,
+        key_statements: Vec::new(),
         entries: entries.values().map(|e| e.entry.clone()).collect(),
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
@@ -459,7 +460,8 @@ pub fn create_with(
     setup: &PullSetup,
     reporter: &dyn Reporter,
 ) -> Result<Created> {
-    let plan = plan_with(spec, opts.installer.as_deref(), opts.created, setup, reporter)?;
+    let mut plan = plan_with(spec, opts.installer.as_deref(), opts.created, setup, reporter)?;
+    crate::statements::add_key_statements(&mut plan, spec, key, opts.created)?;
     let manifest_bytes = plan.manifest.to_bytes();
     let sig = key.sign(
         &manifest_bytes,

@@ -7,9 +7,11 @@
 //! - [`create`]: planning and writing the bundle.
 //! - [`registry`]: pulling `docker://` images into a local cache.
 //! - [`lock`]: `bundle.lock`, the digests registry images are pinned to.
+//! - [`statements`]: vendor key rotation and revocation statements.
 
 pub mod create;
 pub mod lock;
 pub mod registry;
 pub mod sources;
 pub mod spec;
+pub mod statements;

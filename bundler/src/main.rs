@@ -211,6 +211,9 @@ fn run(cli: Cli) -> Result<()> {
                         m.entries.len(),
                         m.total_size()
                     );
+                    for k in &m.key_statements {
+                        println!("  key statement {} ({})", k.label(), k.path);
+                    }
                     for p in &made.parts {
                         println!("  wrote {} ({} bytes)", p.path.display(), p.size);
                     }

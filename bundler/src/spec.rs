@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::key_statement::KeyAction;
 use airlock_format::manifest::DistributionKind;
 use serde::Deserialize;
 
@@ -28,6 +29,9 @@ pub struct Spec {
     /// lab registry without verified TLS).
     #[serde(default)]
     pub registries: Vec<RegistrySpec>,
+    /// Vendor key rotation and revocation statements the bundle carries (docs/bundle-spec.md).
+    #[serde(default)]
+    pub key_statements: Vec<KeyStatementSpec>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -41,6 +45,29 @@ pub struct RegistrySpec {
     /// Do not verify TLS, and use plain HTTP if the registry has no TLS. Lab use only.
     #[serde(default)]
     pub insecure: bool,
+}
+
+/// One key statement: either made and signed now with the bundle's key (`sequence`,
+/// `action`, `key` or `key_id`), or one signed earlier and carried forward unchanged
+/// (`statement`, with its `.minisig` beside it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyStatementSpec {
+    #[serde(default)]
+    pub sequence: Option<u64>,
+    #[serde(default)]
+    pub action: Option<KeyAction>,
+    /// The `.pub` file of the key the statement is about.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The key id, when retiring or revoking a key whose `.pub` file is gone.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// A statement JSON signed earlier (its signature is `<statement>.minisig`).
+    #[serde(default)]
+    pub statement: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -197,6 +224,26 @@ impl LoadedSpec {
                 }
             }
         }
+        for (i, k) in s.key_statements.iter().enumerate() {
+            let key = format!("key_statements[{i}]");
+            match (&k.statement, k.sequence, k.action, &k.key, &k.key_id) {
+                (Some(_), None, None, None, None) if k.reason.is_none() => {}
+                (Some(_), ..) => {
+                    return Err(self.err(&key, "`statement` (signed earlier) takes no other keys: its content is fixed"))
+                }
+                (None, Some(0), ..) => return Err(self.err(format!("{key}.sequence"), "sequences start at 1")),
+                (None, Some(_), Some(KeyAction::Introduce), Some(_), None) => {}
+                (None, Some(_), Some(KeyAction::Introduce), _, _) => {
+                    return Err(self.err(&key, "`introduce` needs `key`: the .pub file of the key to introduce"))
+                }
+                (None, Some(_), Some(_), Some(_), None) | (None, Some(_), Some(_), None, Some(_)) => {}
+                _ => {
+                    return Err(self
+                        .err(&key, "needs `sequence`, `action` and one of `key` / `key_id`, or `statement` alone")
+                        .with_hint("see docs/bundle-spec.md, section key_statements"))
+                }
+            }
+        }
         if let Some(d) = &s.distribution {
             name_ok(&d.arch).map_err(|why| self.err("distribution.arch", why))?;
             for (i, a) in d.artifacts.iter().enumerate() {
@@ -237,6 +284,22 @@ mod tests {
         assert!(msg.contains("bundle.yaml"), "{msg}");
         assert!(msg.contains("components[0].images[0]") && msg.contains("form"), "{msg}");
         assert!(msg.contains("hint:"), "{msg}");
+    }
+
+    #[test]
+    fn key_statements_need_sequence_action_and_key_or_a_signed_statement_alone() {
+        let e = load("name: a\nversion: '1'\nkey_statements:\n  - sequence: 1\n    action: introduce\n    key_id: 0123456789ABCDEF\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("key_statements[0]") && e.to_string().contains("needs `key`"), "{e}");
+        let e = load("name: a\nversion: '1'\nkey_statements:\n  - statement: s.json\n    sequence: 3\n").unwrap_err();
+        assert!(e.to_string().contains("takes no other keys"), "{e}");
+        let e = load("name: a\nversion: '1'\nkey_statements:\n  - sequence: 0\n    action: retire\n    key_id: x\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("key_statements[0].sequence"), "{e}");
+        let e = load("name: a\nversion: '1'\nkey_statements:\n  - action: revoke\n    key_id: 0123456789ABCDEF\n")
+            .unwrap_err();
+        assert!(e.hint.is_some(), "{e}");
+        assert!(load("name: a\nversion: '1'\nkey_statements:\n  - sequence: 2\n    action: revoke\n    key_id: 0123456789ABCDEF\n").is_ok());
     }
 
     #[test]

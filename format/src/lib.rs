@@ -11,6 +11,7 @@
 //! Where things live:
 //! - [`manifest`]: what a bundle says about itself (the signed document).
 //! - [`minisign`]: keys and signatures, compatible with stock `minisign`.
+//! - [`key_statement`]: signed statements that introduce, retire or revoke vendor keys.
 //! - [`write`]: the streaming writer (bundler side).
 //! - [`read`]: the streaming, verifying reader (installer and support side).
 //! - [`parts`]: splitting into parts and reading parts in place.
@@ -20,6 +21,7 @@
 pub mod checksums;
 pub mod digest;
 pub mod error;
+pub mod key_statement;
 pub mod manifest;
 pub mod minisign;
 pub mod oci;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
+use crate::key_statement::{KeyAction, KeyStatement, STATEMENTS_DIR};
 
 /// The `format` value of every v1 manifest.
 pub const FORMAT_V1: &str = "airlock.bundle/v1";
@@ -44,6 +45,11 @@ pub struct Manifest {
     pub charts: Vec<Chart>,
     pub files: Vec<FileArtifact>,
     pub profiles: Vec<Profile>,
+    /// Vendor key rotation and revocation, in sequence order (see
+    /// [`crate::key_statement`]). Absent when empty, so bundles without statements are
+    /// byte for byte what they were before statements existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_statements: Vec<KeyStatementRef>,
     /// Every tar entry after the manifest and its signature, in stream order (sorted
     /// by path).
     pub entries: Vec<Entry>,
@@ -140,6 +146,41 @@ pub struct FileArtifact {
 pub struct Profile {
     pub name: String,
     pub path: String,
+}
+
+/// A key statement carried by the bundle: what it says (so `inspect` and the installer's
+/// plan can show it from the manifest alone) and the two entries that hold it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyStatementRef {
+    pub sequence: u64,
+    pub action: KeyAction,
+    pub key_id: String,
+    /// The statement JSON entry (`keys/statements/0001-introduce-<ID>.json`).
+    pub path: String,
+    /// Its minisign signature entry (`<path>.minisig`).
+    pub signature: String,
+}
+
+impl KeyStatementRef {
+    /// Checks that a statement read from the bundle is the one the manifest lists.
+    pub fn check_matches(&self, s: &KeyStatement) -> Result<()> {
+        if s.sequence != self.sequence || s.action != self.action || s.key_id != self.key_id {
+            return Err(Error::corrupt(
+                &self.path,
+                format!(
+                    "the statement says #{} {} {} but the manifest lists #{} {} {}",
+                    s.sequence, s.action, s.key_id, self.sequence, self.action, self.key_id
+                ),
+            )
+            .with_hint("the bundle was assembled wrongly; ask the vendor for a new one"));
+        }
+        Ok(())
+    }
+
+    pub fn label(&self) -> String {
+        format!("#{} {} {}", self.sequence, self.action, self.key_id)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,6 +329,24 @@ impl Manifest {
         if let Some(i) = &self.installer {
             need(&i.path, "installer")?;
         }
+        let mut last_sequence = 0;
+        for k in &self.key_statements {
+            let what = format!("key statement {}", k.label());
+            if k.sequence <= last_sequence {
+                return bad(format!("{what} is out of order: sequences must strictly increase"));
+            }
+            last_sequence = k.sequence;
+            if let Err(why) = crate::key_statement::parse_key_id(&k.key_id) {
+                return bad(format!("{what}: {why}"));
+            }
+            if !k.path.starts_with(&format!("{STATEMENTS_DIR}/"))
+                || k.signature != crate::key_statement::signature_entry_path(&k.path)
+            {
+                return bad(format!("{what} must live in {STATEMENTS_DIR}/ with its .minisig beside it"));
+            }
+            need(&k.path, &what)?;
+            need(&k.signature, &what)?;
+        }
         let names: BTreeSet<&str> = self.components.iter().map(|c| c.name.as_str()).collect();
         if names.len() != self.components.len() {
             return bad("component names are not unique".into());
@@ -355,6 +414,13 @@ impl Manifest {
         }
         for p in &self.profiles {
             out.push(Artifact { kind: "profile", name: p.name.clone(), entries: vec![p.path.clone()] });
+        }
+        for k in &self.key_statements {
+            out.push(Artifact {
+                kind: "key-statement",
+                name: k.label(),
+                entries: vec![k.path.clone(), k.signature.clone()],
+            });
         }
         out
     }

@@ -36,6 +36,7 @@ fn plan(files: &[(&str, Vec<u8>)]) -> (Manifest, Vec<PlannedEntry>) {
             })
             .collect(),
         profiles: vec![],
+        key_statements: vec![],
         entries: entries.iter().map(|e| e.entry.clone()).collect(),
     };
     (m, entries)

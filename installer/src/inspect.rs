@@ -29,6 +29,10 @@ pub struct InspectReport {
     pub charts: Vec<ChartSummary>,
     pub files: Vec<FileSummary>,
     pub profiles: Vec<String>,
+    /// Vendor key statements (rotation, revocation) the bundle carries; their own
+    /// signatures are checked only when a site applies them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_statements: Vec<airlock_format::manifest::KeyStatementRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub installer_version: Option<String>,
     pub entries: usize,
@@ -128,6 +132,7 @@ fn summarize(files: &BundleFiles, m: &Manifest, signer_key_id: String, verified:
             .collect(),
         files: m.files.iter().map(|f| file_summary(&f.name, &f.path)).collect(),
         profiles: m.profiles.iter().map(|p| p.name.clone()).collect(),
+        key_statements: m.key_statements.clone(),
         installer_version: m.installer.as_ref().map(|i| i.version.clone()),
         entries: m.entries.len(),
         total_size: m.total_size(),

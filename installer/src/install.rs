@@ -211,6 +211,8 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     layout.file(RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
     let kind = distribution::product_name(dist.kind).to_lowercase();
     steps.extend(layout_steps(&kind, &layout, &staged.dir));
+    // Last: the site trusts a newly introduced key only once the install it came with is done.
+    steps.extend(crate::keys::statement_steps(&staged, host)?);
     let plan = Plan::from_steps(steps)?;
     Ok(Prepared { staged, profile, plan, live, pki })
 }

@@ -2,6 +2,7 @@
 //! binary (`main.rs`) parses flags, prompts, draws progress and renders reports.
 //!
 //! - [`trust`]: which vendor keys are trusted.
+//! - [`keys`]: key statements (rotation, revocation) applied to the site's key store.
 //! - [`verify`]: full bundle verification with a per-artifact report.
 //! - [`inspect`]: a bundle's contents from its manifest.
 //! - [`staging`]: the verifying extractor into a staging directory.
@@ -28,6 +29,7 @@ pub mod host;
 pub mod images;
 pub mod inspect;
 pub mod install;
+pub mod keys;
 pub mod layout;
 pub mod ldap;
 pub mod live;

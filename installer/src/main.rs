@@ -414,7 +414,7 @@ fn install(
     let progress = Progress::new(output == Output::Text);
     let staged = stage(bundle, &keys, &host, progress.reporter());
     progress.finish();
-    let staged = staged?;
+    let staged = staged.map_err(|e| trust::explain_untrusted_signer(e, root))?;
     let answers = match answers {
         Some(a) => a,
         None => {
@@ -939,6 +939,9 @@ fn print_inspect(r: &inspect::InspectReport) {
     }
     if !r.profiles.is_empty() {
         println!("profiles    {}", r.profiles.join(", "));
+    }
+    for k in &r.key_statements {
+        println!("key statement {} ({})", k.label(), k.path);
     }
     if let Some(v) = &r.installer_version {
         println!("installer   airlock {v}");

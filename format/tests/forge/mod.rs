@@ -357,6 +357,7 @@ impl Forge {
             charts,
             files,
             profiles,
+            key_statements: vec![],
             entries,
         };
         Self { key, manifest, contents }
