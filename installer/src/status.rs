@@ -195,13 +195,16 @@ impl StatusOptions {
 /// Reads the target's state and, on a live host, asks the cluster. An error only when
 /// nothing airlock installed is recorded on the target at all, or a record is damaged.
 pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
-    let release = Release::load(host)?;
-    let journal = Journal::load(host, Path::new(STATE_DIR))?;
+    // A damaged record is a finding about this node, not a reason to say nothing
+    // else about it: it becomes a problem and the rest is still reported.
+    let mut problems = Vec::new();
+    let release = noted(&mut problems, Release::load(host));
+    let journal = noted(&mut problems, Journal::load(host, Path::new(STATE_DIR)));
     let inventory = match host.read_file(Path::new(INVENTORY_PATH))? {
-        Some(_) => Some(Inventory::load(host)?),
+        Some(_) => noted(&mut problems, Inventory::load(host).map(Some)),
         None => None,
     };
-    if release.is_none() && journal.is_none() && inventory.is_none() {
+    if problems.is_empty() && release.is_none() && journal.is_none() && inventory.is_none() {
         return Err(Error::input(
             host.root().join(STATE_DIR.trim_start_matches('/')).display().to_string(),
             "no airlock install is recorded here (no release, inventory or journal)",
@@ -209,7 +212,6 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         .with_hint("install with `airlock install BUNDLE`; under a target root pass the same --root"));
     }
 
-    let mut problems = Vec::new();
     let mut warnings = Vec::new();
 
     let mut components = Vec::new();
@@ -306,6 +308,14 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         live,
         problems,
         warnings,
+    })
+}
+
+/// The record, or `None` with the damage noted as a problem.
+fn noted<T>(problems: &mut Vec<String>, r: Result<Option<T>>) -> Option<T> {
+    r.unwrap_or_else(|e| {
+        problems.push(e.to_string());
+        None
     })
 }
 
@@ -695,6 +705,19 @@ mod tests {
         assert!(matches!(&r.live, Live::NotLive { reason } if reason.contains("target root")));
         assert!(r.healthy, "{:?}", r.problems);
         assert!(!host.calls().iter().any(|c| matches!(c, HostCall::Run { .. })));
+    }
+
+    #[test]
+    fn a_damaged_journal_is_a_problem_and_the_rest_is_still_reported() {
+        let host = RecordingHost::new(false).unwrap();
+        installed(&host);
+        host.write_file(Path::new("/var/lib/airlock/journal.json"), &mut &b"{not json"[..], Perms::mode(0o644))
+            .unwrap();
+        let r = status(&host, &StatusOptions::now()).unwrap();
+        assert!(!r.healthy);
+        assert!(r.problems[0].contains("journal.json") && r.problems[0].contains("not a journal"), "{:?}", r.problems);
+        assert_eq!(r.release.as_ref().unwrap().bundle, "demo");
+        assert!(r.components.iter().any(|c| c.name == "hello"));
     }
 
     #[test]
