@@ -431,6 +431,11 @@ fn install(
     }
     let verb = if args.join.is_some() { "join" } else { "install" };
     let mut resume = format!("airlock {verb} {}", bundle.display());
+    // The keys given are part of the command: without them a site with no key
+    // directory could not verify the bundle again.
+    for k in pubkey {
+        resume.push_str(&format!(" --pubkey {}", k.display()));
+    }
     if let Some(a) = answers_path_arg {
         resume.push_str(&format!(" --answers {}", a.display()));
     }

@@ -721,6 +721,30 @@ mod tests {
     }
 
     #[test]
+    fn a_run_that_rolled_back_is_pending_as_failed_with_its_step_error_and_resume_command() {
+        let host = RecordingHost::new(false).unwrap();
+        installed(&host);
+        let journal = serde_json::json!({
+            "version": 1, "run_id": "r2", "started": "2026-11-22T05:00:00Z", "finished": "2026-11-22T05:01:00Z",
+            "outcome": "rolled-back", "resumes": null, "backup_dir": "/var/lib/airlock/backup/r2",
+            "resume_command": "airlock install /media/b.airlock --answers site.yaml --yes",
+            "steps": [
+                {"id": "k3s/file/a", "status": "rolled-back", "at": "x"},
+                {"id": "k3s/file/b", "status": "failed", "at": "x", "error": "disk full"}
+            ]
+        });
+        let bytes = serde_json::to_vec(&journal).unwrap();
+        host.write_file(Path::new("/var/lib/airlock/journal.json"), &mut bytes.as_slice(), Perms::mode(0o644)).unwrap();
+        let r = status(&host, &StatusOptions::now()).unwrap();
+        let p = r.pending.as_ref().unwrap();
+        assert_eq!((p.state.as_str(), p.last_step.as_deref()), ("failed", Some("k3s/file/b")));
+        assert!(p.hint.contains("`airlock install /media/b.airlock --answers site.yaml --yes`"), "{}", p.hint);
+        let l = r.last_run.as_ref().unwrap();
+        assert_eq!((l.steps_rolled_back, l.error.as_deref()), (1, Some("disk full")));
+        assert_eq!(r.problems, ["the last run failed at step k3s/file/b"]);
+    }
+
+    #[test]
     fn a_root_with_no_install_is_an_error_with_a_hint() {
         let host = RecordingHost::new(false).unwrap();
         let e = status(&host, &StatusOptions::now()).unwrap_err();

@@ -136,6 +136,8 @@ fn status_after_a_crashed_install_says_interrupted_and_gives_the_resume_command(
         resume.starts_with("airlock install ") && resume.contains(&format!("--root {}", root.display())),
         "{resume}"
     );
+    let key = demo_dir().join("keys/demo.pub");
+    assert!(resume.contains(&format!("--pubkey {}", key.display())), "resuming needs the key again: {resume}");
     let text = String::from_utf8_lossy(&airlock(&["status"], &root).stdout).to_string();
     assert!(
         text.contains("PENDING   interrupted")
@@ -272,6 +274,17 @@ fn support_bundle_of_a_root_with_planted_secrets_holds_none_of_them_and_counts_e
     let mut text = std::fs::read_to_string(&env).unwrap();
     text.push_str(&format!("K3S_TOKEN={env_token}\n"));
     std::fs::write(&env, text).unwrap();
+    // The admin kubeconfig K3s writes at first start: a client key and a token.
+    let key_b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &pem);
+    let kube_token = "KubeconfigTokenPlanted-31";
+    write(
+        &root,
+        "/etc/rancher/k3s/k3s.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: default\n  user:\n    client-key-data: {key_b64}\n    \
+             token: {kube_token}\n"
+        ),
+    );
     // K3s' own node password file.
     write(&root, "/etc/rancher/node/password", "NodePasswordPlanted-55");
 
@@ -298,6 +311,8 @@ fn support_bundle_of_a_root_with_planted_secrets_holds_none_of_them_and_counts_e
         sec2.into(),
         env_token.into(),
         "NodePasswordPlanted-55".into(),
+        kube_token.into(),
+        key_b64.clone(),
     ];
     planted.extend(key_body);
     for value in &planted {
@@ -316,7 +331,7 @@ fn support_bundle_of_a_root_with_planted_secrets_holds_none_of_them_and_counts_e
     let count = |rule: &str| m["redactions"][rule].as_u64().unwrap_or(0);
     assert!(count("generated-secret-value") >= 2, "token in config.yaml, minio value: {m:#}");
     assert!(count("kubernetes-secret-data") >= 3, "{m:#}");
-    assert!(count("private-key-block") >= 1, "{m:#}");
+    assert!(count("private-key-block") >= 2, "the manifest's and the kubeconfig's: {m:#}");
     assert!(count("env-credential") >= 1, "{m:#}");
     assert!(count("credential-field") >= 2, "both bind credentials: {m:#}");
     let listed_files: Vec<&str> = m["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
