@@ -685,6 +685,29 @@ mod tests {
     }
 
     #[test]
+    fn links_in_a_target_root_are_not_followed_out_of_it() {
+        let host = RecordingHost::new(false).unwrap();
+        node(&host);
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("host-only.conf"), "password: of-the-machine-running-airlock\n").unwrap();
+        // /etc/airlock is a link to a directory outside the root, and a link inside
+        // /etc/rancher points at a file outside it.
+        let root = host.root().to_path_buf();
+        std::os::unix::fs::symlink(outside.path(), root.join("etc/airlock")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("host-only.conf"), root.join("etc/rancher/k3s/extra.yaml"))
+            .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let r = collect(&host, &SupportOptions::new(out.path().join("s.tar.gz")), &Silent).unwrap();
+        let names: Vec<&str> = r.manifest.files.iter().map(|f| f.name.as_str()).collect();
+        assert!(names.contains(&"files/etc/rancher/k3s/config.yaml"), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("host-only") || n.contains("extra.yaml")), "{names:?}");
+        let skipped: Vec<String> =
+            r.manifest.not_collected.iter().map(|m| format!("{}: {}", m.source, m.reason)).collect();
+        assert!(skipped.contains(&"/etc/airlock: a component of the path is a symbolic link (not followed)".into()));
+        assert!(skipped.contains(&"/etc/rancher/k3s/extra.yaml: symbolic link (not followed)".into()), "{skipped:?}");
+    }
+
+    #[test]
     fn cluster_state_is_collected_redacted_and_cut_at_its_limit() {
         let host = RecordingHost::new(true).unwrap();
         node(&host);
