@@ -462,7 +462,15 @@ fn certificates(host: &dyn Host, now: i64) -> Result<(Vec<Certificate>, Vec<Unre
         if !(name.ends_with(".crt") || name.ends_with(".pem")) {
             continue;
         }
-        let Some(bytes) = host.read_file(&path)? else { continue };
+        // One unreadable file (permissions) must not hide the others' expiry.
+        let bytes = match host.read_file(&path) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                bad.push(Unreadable { path: path.clone(), reason: e.cause });
+                continue;
+            }
+        };
         let mut found = 0usize;
         let mut parsed = Vec::new();
         if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
