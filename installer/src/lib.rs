@@ -17,6 +17,8 @@
 //! - [`pki`]: the site CA and the platform's TLS certificates.
 //! - [`install`]: verify, stage and plan an install (what `airlock install` runs).
 //! - [`uninstall`]: remove what an install recorded, and nothing else.
+//! - [`status`], [`support`]: day 2 — what is installed and whether it is as installed; a
+//!   redacted support bundle.
 //! - [`live`]: on the running system, start the distribution and wait for the platform.
 //! - [`platform`]: Keycloak, MinIO and the reference app: chart values and the manifests they need.
 //!
@@ -38,6 +40,8 @@ pub mod platform;
 pub mod preflight;
 pub mod profile;
 pub mod staging;
+pub mod status;
+pub mod support;
 pub mod trust;
 pub mod uninstall;
 pub mod verify;

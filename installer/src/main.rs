@@ -176,6 +176,26 @@ enum Command {
         #[command(subcommand)]
         command: LdapCommand,
     },
+    /// What is installed here and whether it is as installed: release, components,
+    /// certificate expiry, last run, drift; on the running system also node and chart
+    /// health. Exit 11 when anything needs attention (interrupted, drift, expired...).
+    Status {
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Collect a support bundle (journal, state, preflight, configs, logs, cluster
+    /// state) with every secret redacted; works on a broken site with what it reaches.
+    SupportBundle {
+        /// The archive to write (0600): .tar.gz, or .tar.zst for zstd.
+        #[arg(short = 'o', long = "output-file")]
+        output_file: PathBuf,
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Verify while extracting into a new staging directory (removed on any failure).
     Extract {
         bundle: PathBuf,
@@ -302,6 +322,8 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Pki { command } => pki(command),
         Command::Ldap { command: LdapCommand::Test { answers, output } } => ldap_test(&answers, output),
+        Command::Status { root, output } => status(&root, output),
+        Command::SupportBundle { output_file, root, output } => support_bundle(&root, &output_file, output),
         Command::Extract { bundle, pubkey, dir, image_archive } => {
             let keys = trust::trusted_keys(&pubkey, std::path::Path::new("/"))?;
             let files = BundleFiles::locate(&bundle)?;
@@ -334,6 +356,8 @@ fn run(cli: Cli) -> Result<u8> {
 const EXIT_PENDING: u8 = 7;
 /// Exit code when a preflight check fails and is not overridden (docs/exit-codes.md).
 const EXIT_PREFLIGHT: u8 = 8;
+/// Exit code of `airlock status` when the node needs attention (docs/exit-codes.md).
+const EXIT_UNHEALTHY: u8 = 11;
 
 struct InstallArgs {
     yes: bool,
@@ -502,6 +526,11 @@ fn install(
     }
     let verb = if args.join.is_some() { "join" } else { "install" };
     let mut resume = format!("airlock {verb} {}", bundle.display());
+    // The keys given are part of the command: without them a site with no key
+    // directory could not verify the bundle again.
+    for k in pubkey {
+        resume.push_str(&format!(" --pubkey {}", k.display()));
+    }
     if let Some(a) = answers_path_arg {
         resume.push_str(&format!(" --answers {}", a.display()));
     }
@@ -694,6 +723,108 @@ fn preflight(
         Output::Text => print_preflight(&report),
     }
     Ok(if report.may_proceed() { 0 } else { EXIT_PREFLIGHT })
+}
+
+fn status(root: &std::path::Path, output: Output) -> Result<u8> {
+    use airlock_installer::host::RootedHost;
+    use airlock_installer::status::{status, Live, StatusOptions};
+
+    let live = root == std::path::Path::new("/");
+    let host = RootedHost::new(root.to_path_buf(), live)?;
+    let r = status(&host, &StatusOptions::now())?;
+    let code = if r.healthy { 0 } else { EXIT_UNHEALTHY };
+    if output == Output::Json {
+        print_json(&r);
+        return Ok(code);
+    }
+    match &r.release {
+        Some(rel) => {
+            println!("release     {} {} (profile {})", rel.bundle, rel.version, rel.profile);
+            println!("bundle      manifest sha256:{}, signed by key {}", rel.manifest_sha256, rel.signer);
+        }
+        None => println!("release     none finished here yet"),
+    }
+    for c in &r.components {
+        let ns = c.namespace.as_deref().map(|n| format!(" -> {n}")).unwrap_or_default();
+        let health = c.health.as_deref().map(|h| format!("  [{h}]")).unwrap_or_default();
+        println!("  {:12} {:24} {}{ns}{health}", c.kind, c.name, c.version);
+    }
+    for c in &r.certificates {
+        println!("  cert {:>5} days  {}  {} (until {})", c.days_left, c.path.display(), c.subject, c.not_after);
+    }
+    if let Some(l) = &r.last_run {
+        println!(
+            "last run    {} {:?}, started {}{}; {} applied, {} already done, {} rolled back",
+            l.run_id,
+            l.outcome,
+            l.started,
+            l.finished.as_deref().map(|f| format!(", finished {f}")).unwrap_or_default(),
+            l.steps_applied,
+            l.steps_satisfied,
+            l.steps_rolled_back
+        );
+        for o in l.overrides.iter().filter(|o| o.applied) {
+            println!("  override  {}: {}", o.id, o.detail);
+        }
+    }
+    match &r.live {
+        Live::NotLive { reason } => println!("live        not live: {reason}"),
+        Live::Checked { unit, unit_state, nodes, .. } => {
+            println!("live        {unit} {unit_state}");
+            for (n, s) in nodes {
+                println!("  node {n} {s}");
+            }
+        }
+    }
+    for d in &r.drift {
+        println!("  DRIFT     {} ({})", d.path.display(), d.problem);
+    }
+    for w in &r.warnings {
+        println!("  warning   {w}");
+    }
+    if let Some(p) = &r.pending {
+        println!("  PENDING   {}", p.state);
+        println!("  hint: {}", p.hint);
+    }
+    if r.healthy {
+        println!("healthy");
+    } else {
+        println!("NEEDS ATTENTION (exit {EXIT_UNHEALTHY}):");
+        for p in &r.problems {
+            println!("  - {p}");
+        }
+    }
+    Ok(code)
+}
+
+fn support_bundle(root: &std::path::Path, out: &std::path::Path, output: Output) -> Result<u8> {
+    use airlock_installer::host::RootedHost;
+    use airlock_installer::support::{collect, SupportOptions};
+
+    let live = root == std::path::Path::new("/");
+    let host = RootedHost::new(root.to_path_buf(), live)?;
+    let progress = Progress::new(output == Output::Text);
+    let r = collect(&host, &SupportOptions::new(out.to_path_buf()), progress.reporter());
+    progress.finish();
+    let r = r?;
+    if output == Output::Json {
+        print_json(&r);
+        return Ok(0);
+    }
+    let m = &r.manifest;
+    println!("support bundle {} ({} bytes, mode 0600): {} files", r.output.display(), r.archive_bytes, m.files.len());
+    let total: usize = m.redactions.values().sum();
+    println!("redacted {total} values:");
+    for (rule, n) in &m.redactions {
+        println!("  {rule:24} {n}");
+    }
+    if !m.not_collected.is_empty() {
+        println!("not collected ({}; MANIFEST.json says why):", m.not_collected.len());
+        for n in &m.not_collected {
+            println!("  {}: {}", n.source, n.reason);
+        }
+    }
+    Ok(0)
 }
 
 fn print_json(value: &impl serde::Serialize) {

@@ -75,6 +75,10 @@ pub struct Journal {
     /// Failed preflight checks the operator overrode by name for this run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preflight_overrides: Vec<OverrideRecord>,
+    /// The command that continues this run (no secrets: paths and flags only), so
+    /// `airlock status` can say how to resume an interrupted install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_command: Option<String>,
     pub steps: Vec<StepRecord>,
 }
 
@@ -103,6 +107,7 @@ impl Journal {
             resumes,
             backup_dir,
             preflight_overrides: Vec::new(),
+            resume_command: None,
             steps: Vec::new(),
         }
     }

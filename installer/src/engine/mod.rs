@@ -220,6 +220,7 @@ pub fn apply(
     let run = RunContext { backup_dir: state_dir.join("backup").join(&run_id), run_id };
     let mut journal = Journal::start(&run.run_id, run.backup_dir.clone(), resumes.clone());
     journal.preflight_overrides = opts.overrides.clone();
+    journal.resume_command = Some(opts.resume_command.clone());
     journal.save(host, state_dir)?;
     for step in plan.steps() {
         step.begin(&run);
