@@ -79,7 +79,7 @@ pub fn stage(bundle: &Path, trusted: &[PublicKey], host: &dyn Host, reporter: &d
     if fs::symlink_metadata(&dir).is_ok() {
         fs::remove_dir_all(&dir).at(&dir)?;
     }
-    staging::extract(&files, trusted, &dir, reporter)
+    staging::extract_with_image_archive(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, reporter)
 }
 
 /// Every profile the staged bundle carries (what the wizard offers).
@@ -182,8 +182,10 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
         ));
     }
 
-    if !m.images.is_empty() {
-        let out = staged.path(IMAGE_ARCHIVE_ENTRY);
+    // `stage` wrote the image archive while verifying; a bundle staged as plain files
+    // (`staging::extract`) gets it written from its layout here.
+    let out = staged.path(IMAGE_ARCHIVE_ENTRY);
+    if !m.images.is_empty() && !out.is_file() {
         fs::create_dir_all(out.parent().expect("entry has a parent")).at(&out)?;
         write_image_archive(&staged.path("oci"), &out, Compression::None, 0)?;
     }

@@ -5,10 +5,12 @@
 //! signature, any entry or the stream fails, the whole staging directory is removed:
 //! nothing unverified survives, and nothing is ever written outside staging.
 
+use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::manifest::{Entry, Manifest};
@@ -35,6 +37,72 @@ impl Staged {
 struct StagingSink {
     dir: PathBuf,
     open: Option<PathBuf>,
+    /// When set, the OCI layout's entries stream into this image archive instead of
+    /// files: the archive K3s/RKE2 import is then written once, while verifying.
+    archive: Option<ArchiveOut>,
+}
+
+/// The image archive being written during extraction: a plain tar of the bundle's
+/// `oci/` entries (paths relative to the layout), which is exactly the OCI layout tar
+/// containerd imports. Entry sizes are known from the signed manifest, so each header
+/// is written before its bytes stream in.
+struct ArchiveOut {
+    partial: PathBuf,
+    dest: PathBuf,
+    file: Rc<RefCell<BufWriter<File>>>,
+}
+
+/// Where the layout's entries live in a bundle.
+const OCI_PREFIX: &str = "oci/";
+
+/// Streams one entry's bytes into the shared archive file.
+struct ArchiveEntryWriter {
+    file: Rc<RefCell<BufWriter<File>>>,
+    path: PathBuf,
+}
+
+impl Write for ArchiveEntryWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.borrow_mut().write(buf).map_err(|e| named(&self.path, e))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.borrow_mut().flush().map_err(|e| named(&self.path, e))
+    }
+}
+
+fn named(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+}
+
+impl ArchiveOut {
+    fn header(&self, e: &Entry) -> Result<()> {
+        let name = &e.path[OCI_PREFIX.len()..];
+        let mut h = tar::Header::new_gnu();
+        h.set_size(e.size);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_path(name).map_err(|err| Error::io(&self.partial, err))?;
+        h.set_cksum();
+        self.file.borrow_mut().write_all(h.as_bytes()).map_err(|err| Error::io(&self.partial, err))
+    }
+
+    fn pad(&self, size: u64) -> Result<()> {
+        let pad = ((512 - size % 512) % 512) as usize;
+        self.file.borrow_mut().write_all(&[0u8; 512][..pad]).map_err(|err| Error::io(&self.partial, err))
+    }
+
+    /// Ends the tar and puts the archive in place; called only after every entry verified.
+    fn finish(self) -> Result<()> {
+        let mut w = self.file.borrow_mut();
+        w.write_all(&[0u8; 1024]).map_err(|err| Error::io(&self.partial, err))?;
+        w.flush().map_err(|err| Error::io(&self.partial, err))?;
+        w.get_ref().sync_all().at(&self.partial)?;
+        drop(w);
+        fs::rename(&self.partial, &self.dest).at(&self.dest)
+    }
 }
 
 impl StagingSink {
@@ -47,6 +115,10 @@ impl StagingSink {
 
 impl EntrySink for StagingSink {
     fn open(&mut self, e: &Entry) -> Result<Option<Box<dyn Write>>> {
+        if let Some(a) = self.archive.as_ref().filter(|_| e.path.starts_with(OCI_PREFIX)) {
+            a.header(e)?;
+            return Ok(Some(Box::new(ArchiveEntryWriter { file: a.file.clone(), path: a.partial.clone() })));
+        }
         let p = self.partial(e);
         if let Some(parent) = p.parent() {
             fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).at(parent)?;
@@ -64,6 +136,11 @@ impl EntrySink for StagingSink {
     }
 
     fn finish(&mut self, e: &Entry, verified: bool) -> Result<()> {
+        if let Some(a) = self.archive.as_ref().filter(|_| e.path.starts_with(OCI_PREFIX)) {
+            // A mismatch fails the whole extraction, which removes staging with the
+            // archive in it; the padding keeps the tar well-formed until then.
+            return a.pad(e.size);
+        }
         let p = self.open.take().unwrap_or_else(|| self.partial(e));
         if !verified {
             let _ = fs::remove_file(&p);
@@ -75,6 +152,23 @@ impl EntrySink for StagingSink {
         let dest = self.dir.join(&e.path);
         fs::rename(&p, &dest).at(&dest)
     }
+}
+
+fn open_archive(dir: &Path, entry: &str) -> Result<ArchiveOut> {
+    let dest = dir.join(entry);
+    let parent = dest.parent().expect("an entry path has a parent");
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).at(parent)?;
+    let mut partial = dest.clone().into_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&partial)
+        .at(&partial)?;
+    Ok(ArchiveOut { partial, dest, file: Rc::new(RefCell::new(BufWriter::with_capacity(1 << 20, f))) })
 }
 
 /// Puts the staging path into write errors, so "No space left on device" names the
@@ -124,6 +218,29 @@ pub fn damaged(outcome: &ReadOutcome) -> Option<Error> {
 /// On any failure `dir` is removed, with any parent directories this call created,
 /// and the error returned.
 pub fn extract(files: &BundleFiles, trusted: &[PublicKey], dir: &Path, reporter: &dyn Reporter) -> Result<Staged> {
+    extract_with(files, trusted, dir, None, reporter)
+}
+
+/// As [`extract`], but the OCI layout (`oci/`) is written as the image archive K3s and
+/// RKE2 import, at `archive_entry` inside staging, instead of as files: the images are
+/// written once, while they are verified, rather than extracted and then archived.
+pub fn extract_with_image_archive(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    dir: &Path,
+    archive_entry: &str,
+    reporter: &dyn Reporter,
+) -> Result<Staged> {
+    extract_with(files, trusted, dir, Some(archive_entry), reporter)
+}
+
+fn extract_with(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    dir: &Path,
+    archive_entry: Option<&str>,
+    reporter: &dyn Reporter,
+) -> Result<Staged> {
     // symlink_metadata: a (dangling) symlink in the way is something that exists too.
     let exists = |p: &Path| fs::symlink_metadata(p).is_ok();
     if exists(dir) {
@@ -137,11 +254,34 @@ pub fn extract(files: &BundleFiles, trusted: &[PublicKey], dir: &Path, reporter:
         let _ = fs::remove_dir_all(&created);
         return Err(Error::io(dir, e));
     }
-    let mut sink = StagingSink { dir: dir.to_path_buf(), open: None };
-    let result = read_bundle(files, trusted, &mut sink, reporter).and_then(|outcome| match damaged(&outcome) {
-        Some(e) => Err(e),
-        None => Ok(outcome),
-    });
+    let archive = match archive_entry {
+        None => None,
+        Some(entry) => match open_archive(dir, entry) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&created);
+                return Err(e);
+            }
+        },
+    };
+    let mut sink = StagingSink { dir: dir.to_path_buf(), open: None, archive };
+    let result = read_bundle(files, trusted, &mut sink, reporter)
+        .and_then(|outcome| match damaged(&outcome) {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        })
+        .and_then(|outcome| {
+            let has_images = outcome.manifest.entries.iter().any(|e| e.path.starts_with(OCI_PREFIX));
+            match sink.archive.take() {
+                Some(a) if has_images => a.finish().map(|()| outcome),
+                Some(a) => {
+                    // No images: no archive (K3s would try to import an empty one).
+                    drop(a.file);
+                    fs::remove_file(&a.partial).at(&a.partial).map(|()| outcome)
+                }
+                None => Ok(outcome),
+            }
+        });
     match result {
         Ok(o) => Ok(Staged { dir: dir.to_path_buf(), manifest: o.manifest, signer: o.signer }),
         Err(e) => {

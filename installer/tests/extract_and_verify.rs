@@ -732,3 +732,46 @@ fn verify_refuses_a_tampered_or_unsigned_checksum_list() {
     assert_eq!(r.exit_code, 3);
     assert!(r.errors[0].hint.is_some());
 }
+
+#[test]
+fn with_an_image_archive_the_layout_is_written_once_as_an_importable_tar_and_bad_bundles_leave_nothing() {
+    use airlock_installer::staging::extract_with_image_archive;
+    let f = Forge::standard();
+    let d = bundle_dir();
+    let files = save(d.path(), "b.airlock", &f.good());
+    let site = Site::new();
+    let staged = extract_with_image_archive(&files, &[f.public_key()], &site.staging, "images/a.tar", &Silent).unwrap();
+    // The layout's entries are in the archive, not beside it; everything else is staged as files.
+    let oci: Vec<String> = f.paths().into_iter().filter(|p| p.starts_with("oci/")).collect();
+    assert!(!oci.is_empty());
+    assert!(!staged.path("oci").exists());
+    let mut tar = tar::Archive::new(fs::File::open(staged.path("images/a.tar")).unwrap());
+    let mut names = vec![];
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut bytes = vec![];
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        assert_eq!(bytes, f.contents[&format!("oci/{name}")], "{name}");
+        assert_eq!(e.header().mode().unwrap(), 0o644);
+        names.push(format!("oci/{name}"));
+    }
+    assert_eq!(names, oci, "every layout entry, in bundle order");
+    for p in f.paths().into_iter().filter(|p| !p.starts_with("oci/")) {
+        assert_eq!(fs::read(staged.path(&p)).unwrap(), f.contents[&p], "{p}");
+    }
+
+    let absolute = escape_target();
+    for (name, bytes, kind, names) in bad_cases(&f, &absolute) {
+        let d = bundle_dir();
+        let files = save(d.path(), "b.airlock", &bytes);
+        let site = Site::new();
+        refused(
+            extract_with_image_archive(&files, &[f.public_key()], &site.staging, "images/a.tar", &Silent),
+            kind,
+            &names,
+            &name,
+        );
+        site.assert_nothing_left(&name);
+    }
+}
