@@ -15,7 +15,7 @@ use airlock_installer::images::{write_image_archive, Compression};
 use airlock_installer::uninstall::UninstallOptions;
 use airlock_installer::verify::{Status, VerifyOptions, VerifyReport};
 use airlock_installer::{inspect, staging, trust, verify};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "airlock", version, about = "Verify Airlock bundles and install the platform they carry")]
@@ -35,6 +35,52 @@ enum PreflightMode {
     Install,
     Join,
     Upgrade,
+}
+
+/// What `install` and `join` share.
+#[derive(Args)]
+struct InstallFlags {
+    /// Vendor public key(s) to trust (default: the site keys in <root>/etc/airlock/keys).
+    #[arg(long)]
+    pubkey: Vec<PathBuf>,
+    /// Answers file for an unattended install (docs/answers.md).
+    #[arg(long)]
+    answers: Option<PathBuf>,
+    /// Install into this target root instead of the running system: files are laid
+    /// out and units enabled by symlink; nothing is started.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Accept the plan without asking.
+    #[arg(long)]
+    yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Exit 7 when anything is pending (changes nothing).
+    #[arg(long)]
+    check: bool,
+    /// Accept a failing preflight check, named by id (repeatable); journaled.
+    #[arg(long = "override", value_name = "CHECK")]
+    overrides: Vec<String>,
+    /// Live mode: seconds to wait for the node and every chart before giving up.
+    #[arg(long, default_value_t = 1200)]
+    timeout: u64,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+impl InstallFlags {
+    fn args(&self, join: Option<JoinFlags>) -> InstallArgs {
+        InstallArgs {
+            yes: self.yes,
+            dry_run: self.dry_run,
+            check: self.check,
+            overrides: self.overrides.clone(),
+            timeout: Duration::from_secs(self.timeout),
+            output: self.output,
+            join,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -63,43 +109,14 @@ enum Command {
     /// Install the platform from a bundle: verify and stage it, plan, then apply.
     Install {
         bundle: PathBuf,
-        /// Vendor public key(s) to trust (default: the site keys in <root>/etc/airlock/keys).
-        #[arg(long)]
-        pubkey: Vec<PathBuf>,
-        /// Answers file for an unattended install (docs/answers.md).
-        #[arg(long)]
-        answers: Option<PathBuf>,
-        /// Install into this target root instead of the running system: files are laid
-        /// out and units enabled by symlink; nothing is started.
-        #[arg(long, default_value = "/")]
-        root: PathBuf,
-        /// Accept the plan without asking.
-        #[arg(long)]
-        yes: bool,
-        /// Print the plan and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Exit 7 when anything is pending (changes nothing).
-        #[arg(long)]
-        check: bool,
-        /// Accept a failing preflight check, named by id (repeatable); journaled.
-        #[arg(long = "override", value_name = "CHECK")]
-        overrides: Vec<String>,
-        /// Live mode: seconds to wait for the node and every chart before giving up.
-        #[arg(long, default_value_t = 1200)]
-        timeout: u64,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        flags: InstallFlags,
     },
     /// Join this node to a cluster another node started: a further HA server or an
     /// agent, from the same bundle and the join token file the first server wrote.
     /// Everything else is as `install` (the answers' `join` section, or these flags).
     Join {
         bundle: PathBuf,
-        #[arg(long)]
-        pubkey: Vec<PathBuf>,
-        #[arg(long)]
-        answers: Option<PathBuf>,
         /// The first server's address (overrides `join.server`).
         #[arg(long)]
         server: Option<String>,
@@ -107,20 +124,8 @@ enum Command {
         /// default /etc/airlock/join-token).
         #[arg(long)]
         token_file: Option<PathBuf>,
-        #[arg(long, default_value = "/")]
-        root: PathBuf,
-        #[arg(long)]
-        yes: bool,
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(long)]
-        check: bool,
-        #[arg(long = "override", value_name = "CHECK")]
-        overrides: Vec<String>,
-        #[arg(long, default_value_t = 1200)]
-        timeout: u64,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        flags: InstallFlags,
     },
     /// Remove what `airlock install` laid down (its recorded inventory) and nothing
     /// else; files of ours changed since are kept unless --force.
@@ -290,29 +295,12 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Install { bundle, pubkey, answers, root, yes, dry_run, check, overrides, timeout, output } => {
-            let timeout = Duration::from_secs(timeout);
-            let opts = InstallArgs { yes, dry_run, check, overrides, timeout, output, join: None };
-            install(&bundle, &pubkey, answers.as_deref(), &root, &opts)
+        Command::Install { bundle, flags } => {
+            install(&bundle, &flags.pubkey, flags.answers.as_deref(), &flags.root, &flags.args(None))
         }
-        Command::Join {
-            bundle,
-            pubkey,
-            answers,
-            server,
-            token_file,
-            root,
-            yes,
-            dry_run,
-            check,
-            overrides,
-            timeout,
-            output,
-        } => {
-            let timeout = Duration::from_secs(timeout);
+        Command::Join { bundle, server, token_file, flags } => {
             let join = Some(JoinFlags { server, token_file });
-            let opts = InstallArgs { yes, dry_run, check, overrides, timeout, output, join };
-            install(&bundle, &pubkey, answers.as_deref(), &root, &opts)
+            install(&bundle, &flags.pubkey, flags.answers.as_deref(), &flags.root, &flags.args(join))
         }
         Command::Uninstall { root, purge, force, yes, dry_run, output } => {
             uninstall(&root, UninstallOptions { force, purge }, yes, dry_run, output)

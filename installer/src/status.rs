@@ -13,10 +13,8 @@
 //! the inventory carry no digest, and only their presence is checked.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use airlock_format::digest::{Sha256Digest, Sha256Hasher};
 use airlock_format::error::{Error, Result};
 use airlock_format::manifest::rfc3339;
 use serde::{Deserialize, Serialize};
@@ -381,7 +379,7 @@ fn drift(host: &dyn Host, inv: &Inventory) -> Result<Vec<Drift>> {
             continue;
         }
         if let Some(want) = &f.sha256 {
-            if digest(host, &f.path)?.as_ref() != Some(want) {
+            if crate::host::file_sha256(host, &f.path)?.as_ref() != Some(want) {
                 out.push(Drift { path: f.path.clone(), problem: "changed".into() });
             }
         }
@@ -395,20 +393,6 @@ fn drift(host: &dyn Host, inv: &Inventory) -> Result<Vec<Drift>> {
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
-}
-
-fn digest(host: &dyn Host, path: &Path) -> Result<Option<Sha256Digest>> {
-    let Some(mut r) = host.open_file(path)? else { return Ok(None) };
-    let mut h = Sha256Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = r.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(Some(h.finish()))
 }
 
 /// The auto-deploy manifests the install placed: where the distribution reads them.

@@ -13,10 +13,9 @@
 //! [`plan`]'s result.
 
 use std::collections::BTreeSet;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use airlock_format::digest::{Sha256Digest, Sha256Hasher};
+use airlock_format::digest::Sha256Digest;
 use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -182,7 +181,7 @@ pub fn plan(host: &dyn Host, inv: &Inventory, opts: UninstallOptions) -> Result<
         let Some(meta) = host.metadata(&f.path)? else { continue };
         let changed = match (&f.sha256, meta.kind) {
             (_, k) if k != FileKind::File => true,
-            (Some(want), _) => digest(host, &f.path)? != Some(*want),
+            (Some(want), _) => crate::host::file_sha256(host, &f.path)? != Some(*want),
             (None, _) => false,
         };
         actions.push(if changed && !opts.force {
@@ -259,20 +258,6 @@ pub fn apply(host: &dyn Host, plan: &UninstallPlan) -> Result<UninstallReport> {
         }
     }
     Ok(report)
-}
-
-fn digest(host: &dyn Host, path: &Path) -> Result<Option<Sha256Digest>> {
-    let Some(mut r) = host.open_file(path)? else { return Ok(None) };
-    let mut h = Sha256Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = r.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(Some(h.finish()))
 }
 
 #[cfg(test)]

@@ -209,3 +209,19 @@ pub(crate) fn not_started_under_root(argv: &[&str], root: &Path) -> Error {
     )
     .with_hint("files and enabled units are laid out under the root; services start when the image boots")
 }
+
+/// SHA-256 of a file on the target, streaming; `None` when it is missing. What drift
+/// checks (`status`, `uninstall`) compare with the digests the install recorded.
+pub fn file_sha256(host: &dyn Host, path: &Path) -> Result<Option<airlock_format::digest::Sha256Digest>> {
+    let Some(mut r) = host.open_file(path)? else { return Ok(None) };
+    let mut h = airlock_format::digest::Sha256Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Some(h.finish()))
+}
