@@ -109,7 +109,8 @@ pub fn leaf_specs(answers: &Answers) -> Vec<LeafSpec> {
         },
         LeafSpec {
             name: "minio".into(),
-            dns: [vec![format!("minio.{d}")], svc(MINIO_SERVICE)].concat(),
+            // MinIO's own certificate also serves its S3 ingress (`s3.<domain>`).
+            dns: [vec![format!("minio.{d}"), format!("s3.{d}")], svc(MINIO_SERVICE)].concat(),
             ips: Vec::new(),
         },
         LeafSpec {
