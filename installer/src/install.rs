@@ -230,6 +230,7 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     let mut layout = Layout::default();
     layout.dir(Path::new(TOKEN_PATH).parent().expect("token path has a parent"), 0o700);
     layout.secret_file(TOKEN_PATH, token.expose().as_bytes().to_vec());
+    let platform_paths: Vec<PathBuf> = platform.files.iter().map(|f| f.path.clone()).collect();
     layout.extend(platform);
     layout.extend(distribution::render(&input)?);
 
@@ -238,7 +239,12 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     if let Some(p) = &pki {
         placed.extend(p.layout());
     }
-    let inventory = inventory(&placed, &staged, &input);
+    let mut inventory = inventory(&placed, &staged, &input);
+    // The platform's objects embed the site CA and generated values: like the PKI
+    // files, they are ours by path whatever their content is by now.
+    for f in inventory.files.iter_mut().filter(|f| platform_paths.contains(&f.path)) {
+        f.sha256 = None;
+    }
     layout.file(INVENTORY_PATH, 0o644, inventory.to_json());
     layout.file(RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
     if let Some(r) = &report {

@@ -214,6 +214,9 @@ pub fn wire_charts(
             MINIO_CHART => {
                 c.name = MINIO_RELEASE.into();
                 c.namespace = MINIO_NAMESPACE.into();
+                // Its values name the app's access key (the chart has no Secret form
+                // for it): generated per site, so kept out of plans like a secret.
+                c.values_secret = true;
                 let r = minio::render(&minio_input(site)?)?;
                 layout.extend(r.layout(manifests_dir));
                 Some(r.values_yaml)
