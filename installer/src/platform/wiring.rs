@@ -176,7 +176,6 @@ pub struct Site<'a> {
     pub pki: &'a SitePki,
     pub credentials: &'a Credentials,
     pub distribution: DistributionKind,
-    pub host: &'a dyn Host,
 }
 
 /// Whether `chart` (a chart of the plan) is one whose values this module renders.
@@ -294,10 +293,12 @@ fn keycloak_input(site: &Site<'_>) -> Result<keycloak::KeycloakInput> {
     let schema = l.schema();
     let ca_pem = match &l.ca_file {
         None => None,
+        // The same file the LDAP live check (ldap/probe.rs) trusted: a path on the
+        // machine running the installer, not below the target root. Only read.
         Some(p) => {
-            let bytes = site.host.read_file(p)?.ok_or_else(|| {
-                Error::input(format!("{}: ldap.ca_file", a.origin), format!("`{}` does not exist", p.display()))
-                    .with_hint("give the path of the directory's CA certificate (PEM)")
+            let bytes = std::fs::read(p).map_err(|e| {
+                Error::input(format!("{}: ldap.ca_file", a.origin), format!("cannot read `{}`: {e}", p.display()))
+                    .with_hint("give the path of the directory's CA certificate (PEM) on this machine")
             })?;
             Some(String::from_utf8_lossy(&bytes).into_owned())
         }
