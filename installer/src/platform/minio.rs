@@ -462,6 +462,33 @@ mod tests {
     }
 
     #[test]
+    fn app_users_are_created_from_a_secret_and_their_secret_key_stays_out_of_the_values() {
+        let mut i = input(1);
+        i.users = vec![MinioUser {
+            access_key: "app-1f2e".into(),
+            secret_key: Secret::new("s3-secret-77aa10"),
+            policy: "readwrite".into(),
+        }];
+        let r = render(&i).unwrap();
+        let v = values_of(&r);
+        assert_eq!(v["users"][0]["accessKey"], "app-1f2e");
+        assert_eq!(v["users"][0]["existingSecret"], "minio-users");
+        assert_eq!(v["users"][0]["existingSecretKey"], "app-1f2e");
+        assert_eq!(v["makeUserJob"]["containerSecurityContext"]["runAsNonRoot"], true);
+        assert!(!r.values_yaml.contains("s3-secret-77aa10"));
+        let users = r.manifest("minio-users").expect("the users Secret");
+        assert!(users.is_secret() && users.yaml.contains("app-1f2e: s3-secret-77aa10"), "{}", users.yaml);
+        i.users[0].secret_key = Secret::new("short");
+        assert!(render(&i).unwrap_err().cause.contains("shorter than 8"));
+        i.users[0] = MinioUser {
+            access_key: "a:b".into(),
+            secret_key: Secret::new("long-enough-1"),
+            policy: "readwrite".into(),
+        };
+        assert!(render(&i).is_err(), "an access key with `:` breaks MC_HOST URLs");
+    }
+
+    #[test]
     fn invalid_bucket_names_are_refused() {
         for bad in ["ab", "App", "-app", "app_", "a{{b}}c"] {
             let mut i = input(1);

@@ -512,3 +512,145 @@ impl InstallReport {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::RootedHost;
+    use serde_json::json;
+
+    const SINGLE: &str = "profile: single-node\nnode: {name: n1, ip: 192.0.2.10}\n\
+        cluster: {ingress_domain: platform.example.test}\n\
+        ldap: {url: \"ldaps://ldap.platform.example.test\", bind_dn: \"cn=kc,dc=example,dc=test\", \
+        bind_password: \"bind-pw-4e1f\", users_dn: \"ou=people,dc=example,dc=test\", preset: openldap}\n";
+
+    fn root() -> (tempfile::TempDir, RootedHost) {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(tmp.path().to_path_buf(), false).unwrap();
+        (tmp, host)
+    }
+
+    fn chart(name: &str, values: Option<Json>) -> (ChartInput, Chart) {
+        let path = format!("charts/{name}-1.0.0.tgz");
+        let input = ChartInput {
+            name: name.into(),
+            version: "1.0.0".into(),
+            namespace: "platform".into(),
+            entry: path.clone(),
+            tgz: vec![0x1f, 0x8b],
+            values_yaml: String::new(),
+            values_secret: false,
+        };
+        let bundle = Chart {
+            name: name.into(),
+            version: "1.0.0".into(),
+            app_version: None,
+            component: "platform".into(),
+            path,
+            values,
+        };
+        (input, bundle)
+    }
+
+    #[test]
+    fn credentials_are_generated_once_and_read_back_from_the_target() {
+        let (tmp, host) = root();
+        let first = Credentials::load_or_generate(&host).unwrap();
+        let values: Vec<&str> = first.values.iter().map(Secret::expose).collect();
+        assert_eq!(values.len(), 7);
+        assert!(values.iter().all(|v| v.len() >= 12), "{:?}", first);
+        let distinct: std::collections::BTreeSet<&&str> = values.iter().collect();
+        assert_eq!(distinct.len(), 7, "every credential is its own random value");
+        // Nothing shows through Debug.
+        assert!(values.iter().all(|v| !format!("{first:?}").contains(v)));
+
+        // Written as the plan would write them, a second run reads the same values.
+        let dir = tmp.path().join("var/lib/airlock/secrets");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in &first.layout().files {
+            assert!(f.secret && f.mode == 0o600, "{}", f.path.display());
+            let crate::layout::FileSource::Inline(bytes) = &f.source else { panic!("inline") };
+            std::fs::write(tmp.path().join(f.path.strip_prefix("/").unwrap()), bytes).unwrap();
+        }
+        let again = Credentials::load_or_generate(&host).unwrap();
+        assert_eq!(again.values.iter().map(Secret::expose).collect::<Vec<_>>(), values);
+        // An emptied file is generated anew; the others are kept.
+        std::fs::write(dir.join("minio-root-password"), "\n").unwrap();
+        let third = Credentials::load_or_generate(&host).unwrap();
+        assert_ne!(third.minio_root_password().expose(), first.minio_root_password().expose());
+        assert_eq!(third.keycloak_admin_password().expose(), first.keycloak_admin_password().expose());
+    }
+
+    #[test]
+    fn generated_values_merge_over_the_vendors_and_other_charts_keep_the_vendors() {
+        let vendor = json!({"images": {"api": "r/api:1", "web": "r/web:1"}, "replicas": 3, "domain": "vendor"});
+        let merged = merged_values("c", vendor.clone(), Some("domain: site\nimages:\n  api: r/api:2\n")).unwrap();
+        let v: Json = serde_yaml::from_str(&merged).unwrap();
+        assert_eq!(v, json!({"images": {"api": "r/api:2", "web": "r/web:1"}, "replicas": 3, "domain": "site"}));
+        assert_eq!(merged_values("c", vendor.clone(), None).unwrap(), serde_yaml::to_string(&vendor).unwrap());
+        assert_eq!(merged_values("c", Json::Null, None).unwrap(), "");
+    }
+
+    #[test]
+    fn the_app_chart_without_vendor_images_is_refused_naming_the_value_and_the_spec() {
+        let (_tmp, host) = root();
+        let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
+        let pki = crate::pki::prepare(&answers, &host).unwrap();
+        let credentials = Credentials::load_or_generate(&host).unwrap();
+        let site =
+            Site { answers: &answers, pki: &pki, credentials: &credentials, distribution: DistributionKind::K3s };
+        let (mut input, bundle) = chart(APP_CHART, Some(json!({"images": {"api": "r/api:1"}})));
+        let err = wire_charts(std::slice::from_mut(&mut input), &[bundle], &site, Path::new("/m")).unwrap_err();
+        let text = format!("{err}");
+        assert!(text.contains("values.images.web") && text.contains("bundle spec"), "{text}");
+    }
+
+    #[test]
+    fn known_charts_get_their_release_namespace_values_and_tls_secrets_and_others_stay_as_they_were() {
+        let (_tmp, host) = root();
+        let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
+        let pki = crate::pki::prepare(&answers, &host).unwrap();
+        let credentials = Credentials::load_or_generate(&host).unwrap();
+        let site =
+            Site { answers: &answers, pki: &pki, credentials: &credentials, distribution: DistributionKind::K3s };
+        let (kc, kc_b) = chart(KEYCLOAK_CHART, None);
+        let (mi, mi_b) = chart(MINIO_CHART, None);
+        let (other, other_b) = chart("hello", Some(json!({"message": "hi"})));
+        let mut inputs = vec![kc, mi, other];
+        let layout = wire_charts(&mut inputs, &[kc_b, mi_b, other_b], &site, Path::new("/m")).unwrap();
+        assert_eq!((inputs[0].name.as_str(), inputs[0].namespace.as_str()), ("keycloak", "keycloak"));
+        assert_eq!((inputs[1].name.as_str(), inputs[1].namespace.as_str()), ("minio", "minio"));
+        assert!(inputs[1].values_secret, "MinIO's values name the generated access key");
+        assert_eq!(inputs[2].values_yaml, "message: hi\n");
+        assert_eq!(inputs[2].namespace, "platform");
+        let tls = layout
+            .files
+            .iter()
+            .find(|f| f.path == Path::new("/m/airlock-keycloak-secret-keycloak-tls.yaml"))
+            .expect("Keycloak's TLS Secret");
+        assert!(tls.secret);
+        for c in [&credentials.values[0], &credentials.values[3]] {
+            assert!(!inputs.iter().any(|i| i.values_yaml.contains(c.expose())), "a credential in the values");
+        }
+    }
+
+    #[test]
+    fn the_report_lists_urls_ca_and_credential_paths_but_no_value() {
+        let (_tmp, host) = root();
+        let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
+        let pki = crate::pki::prepare(&answers, &host).unwrap();
+        let credentials = Credentials::load_or_generate(&host).unwrap();
+        let charts = [chart(KEYCLOAK_CHART, None).1, chart(APP_CHART, None).1];
+        let r = InstallReport::new(&answers, &charts, Some(&pki));
+        assert_eq!(r.urls["keycloak"], "https://keycloak.platform.example.test");
+        assert_eq!(r.urls["app"], "https://app.platform.example.test");
+        assert!(!r.urls.contains_key("minio"), "the bundle carries no MinIO");
+        assert_eq!(r.ca.as_ref().unwrap().sha256, pki.ca_fingerprint());
+        assert!(r.credentials.iter().all(|c| c.mode == "0600" && c.path.starts_with(SECRETS_DIR)));
+        let json = String::from_utf8(r.to_json()).unwrap();
+        for v in &credentials.values {
+            assert!(!json.contains(v.expose()));
+        }
+        assert!(InstallReport::new(&answers, &[chart("hello", None).1], Some(&pki)).credentials.is_empty());
+    }
+}
