@@ -635,6 +635,24 @@ mod tests {
     }
 
     #[test]
+    fn minios_certificate_names_what_its_render_needs_within_the_site_ca() {
+        let ha = "profile: ha\nnode: {name: s1, ip: 192.0.2.11}\ncluster: {ingress_domain: platform.example.test}\n\
+            ha: {servers: [{name: s1, ip: 192.0.2.11}, {name: s2, ip: 192.0.2.12}, {name: s3, ip: 192.0.2.13}]}\n";
+        for (yaml, servers) in [(SINGLE, 1), (ha, 3)] {
+            let answers = Answers::from_yaml(yaml, "answers.yaml").unwrap();
+            let spec = crate::pki::leaf_specs(&answers).into_iter().find(|s| s.name == "minio").unwrap();
+            // The bare `minio` and `minio.minio` are outside the CA's name constraints
+            // (svc, svc.cluster.local, the domain); clients use the longer names.
+            for name in minio::certificate_dns_names(MINIO_RELEASE, MINIO_NAMESPACE, "platform.example.test", servers)
+                .into_iter()
+                .filter(|n| n.contains('.') && n != "minio.minio")
+            {
+                assert!(spec.dns.contains(&name), "{servers} server(s): the minio leaf lacks {name}: {:?}", spec.dns);
+            }
+        }
+    }
+
+    #[test]
     fn the_report_lists_urls_ca_and_credential_paths_but_no_value() {
         let (_tmp, host) = root();
         let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
