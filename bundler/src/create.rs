@@ -296,6 +296,7 @@ pub fn plan_with(
                 app_version: chart.app_version,
                 component: c.name.clone(),
                 path,
+                values: chart_values(ch.values.as_ref()).map_err(|e| spec.err(format!("{key}.values"), e))?,
             });
         }
         for (fi, f) in c.files.iter().enumerate() {
@@ -526,4 +527,12 @@ fn release_checksums(path: &Path) -> Result<(PathBuf, BTreeMap<String, Sha256Dig
         out.insert(name.to_string(), d);
     }
     Ok((path.to_path_buf(), out))
+}
+
+/// The vendor's chart values as the manifest keeps them (JSON): a mapping with string
+/// keys, so the installer can merge its own values over it key by key.
+fn chart_values(values: Option<&serde_yaml::Mapping>) -> std::result::Result<Option<serde_json::Value>, String> {
+    let Some(map) = values else { return Ok(None) };
+    let json = serde_json::to_value(map).map_err(|e| format!("cannot be kept in the manifest: {e}"))?;
+    Ok(Some(json))
 }

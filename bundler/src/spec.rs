@@ -130,6 +130,10 @@ pub struct ChartSpec {
     pub name: Option<String>,
     #[serde(default)]
     pub version: Option<String>,
+    /// Values the vendor sets for this chart (image references, sizes): signed into
+    /// the manifest; the installer merges what it generates over them.
+    #[serde(default)]
+    pub values: Option<serde_yaml::Mapping>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -3,6 +3,9 @@
 # (running it twice gives byte-identical files; the results are committed):
 #   images/layout/, images/tools.docker.tar   <- images/generate.py
 #   charts/notes-0.1.0.tgz                     <- src/notes/ via src/package_chart.py
+#   charts/keycloakx-7.1.11.tgz                <- ../../../shared/charts/codecentric-keycloakx
+#                                                 via src/package_chart.py (when present)
+# charts/minio-5.4.0.tgz is the upstream archive, copied from ../shared/charts as is.
 #   dist/k3s-airgap-images-amd64.tar.zst       <- src/make_dist.py + zstd (STAND-IN)
 #   dist/sha256sum-amd64.txt                   <- sha256sum of dist/k3s and the above
 # dist/k3s (a STAND-IN shell script) and charts/hello/ are plain sources, not generated.
@@ -13,6 +16,9 @@ export PYTHONDONTWRITEBYTECODE=1
 
 python3 images/generate.py
 python3 src/package_chart.py src/notes charts
+if [ -d ../../../shared/charts/codecentric-keycloakx ]; then
+  python3 src/package_chart.py ../../../shared/charts/codecentric-keycloakx charts
+fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -131,6 +131,11 @@ pub struct Chart {
     pub app_version: Option<String>,
     pub component: String,
     pub path: String,
+    /// Values the vendor set in the bundle spec (image references, sizes), a YAML
+    /// mapping kept as JSON. The installer merges its generated values over them.
+    /// Absent in bundles made before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

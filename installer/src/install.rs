@@ -28,6 +28,7 @@ use crate::host::Host;
 use crate::images::{write_image_archive, Compression};
 use crate::layout::Layout;
 use crate::live::LiveTarget;
+use crate::platform::wiring;
 use crate::profile::{Options, Profile};
 use crate::staging::{self, Staged};
 use crate::uninstall::{Inventory, INVENTORY_PATH};
@@ -53,6 +54,9 @@ pub struct Prepared {
     /// The site PKI, on the node that starts the cluster (its CA fingerprint and
     /// certificates are for the report and the platform's TLS Secrets).
     pub pki: Option<crate::pki::SitePki>,
+    /// What to tell the customer once the plan is applied (on the node that starts
+    /// the cluster); also written to `/var/lib/airlock/report.json`.
+    pub report: Option<wiring::InstallReport>,
 }
 
 /// The record of what is installed, written as the plan's last step.
@@ -191,32 +195,69 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     }
 
     let token = cluster_token(host, answers)?;
-    let input = distribution_input(&staged, &profile, answers, token.clone())?;
+    let mut input = distribution_input(&staged, &profile, answers, token.clone())?;
+    // The site PKI, like the token, is loaded from the target when it is there and
+    // made once otherwise; its steps go first so what later embeds it finds it on disk.
+    let pki = if answers.starts_cluster() { Some(crate::pki::prepare(answers, host)?) } else { None };
+    // The platform's credentials likewise: read back or generated, written before the
+    // Secrets that carry them, so a resumed run renders the same Secrets.
+    let mut platform = Layout::default();
+    let mut report = None;
+    match &pki {
+        Some(p) if input.role.is_server() => {
+            let credentials = wiring::Credentials::load_or_generate(host)?;
+            let site = wiring::Site { answers, pki: p, credentials: &credentials, distribution: dist.kind };
+            let manifests_dir = input.data_dir().join("server/manifests");
+            let objects = wiring::wire_charts(&mut input.charts, &m.charts, &site, &manifests_dir)?;
+            let r = wiring::InstallReport::new(answers, &m.charts, Some(p));
+            if !r.urls.is_empty() {
+                platform.extend(credentials.layout());
+            }
+            platform.extend(objects);
+            report = Some(r);
+        }
+        _ => {
+            // A server joining a running cluster has neither the PKI nor the
+            // credentials; K3s applies every server's manifests, so a HelmChart with
+            // empty values written here would overwrite the first server's. It leaves
+            // the platform charts to the first server.
+            if input.role.is_server() {
+                input.charts.retain(|c| !wiring::is_platform_chart(&m.charts, c));
+            }
+        }
+    }
     let live = live_target(&input);
     // The token goes first: it must be on disk before any config that embeds it, or a
     // crash in between would make the resumed run generate another and rewrite them.
     let mut layout = Layout::default();
     layout.dir(Path::new(TOKEN_PATH).parent().expect("token path has a parent"), 0o700);
     layout.secret_file(TOKEN_PATH, token.expose().as_bytes().to_vec());
+    let platform_paths: Vec<PathBuf> = platform.files.iter().map(|f| f.path.clone()).collect();
+    layout.extend(platform);
     layout.extend(distribution::render(&input)?);
 
-    // The site PKI, like the token, is loaded from the target when it is there and
-    // made once otherwise; its steps go first so what later embeds it finds it on disk.
-    let pki = if answers.starts_cluster() { Some(crate::pki::prepare(answers, host)?) } else { None };
     let mut steps = pki.as_ref().map(crate::pki::SitePki::steps).unwrap_or_default();
     let mut placed = layout.clone();
     if let Some(p) = &pki {
         placed.extend(p.layout());
     }
-    let inventory = inventory(&placed, &staged, &input);
+    let mut inventory = inventory(&placed, &staged, &input);
+    // The platform's objects embed the site CA and generated values: like the PKI
+    // files, they are ours by path whatever their content is by now.
+    for f in inventory.files.iter_mut().filter(|f| platform_paths.contains(&f.path)) {
+        f.sha256 = None;
+    }
     layout.file(INVENTORY_PATH, 0o644, inventory.to_json());
     layout.file(RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
+    if let Some(r) = &report {
+        layout.file(wiring::REPORT_PATH, 0o644, r.to_json());
+    }
     let kind = distribution::product_name(dist.kind).to_lowercase();
     steps.extend(layout_steps(&kind, &layout, &staged.dir));
     // Last: the site trusts a newly introduced key only once the install it came with is done.
     steps.extend(crate::keys::statement_steps(&staged, host)?);
     let plan = Plan::from_steps(steps)?;
-    Ok(Prepared { staged, profile, plan, live, pki })
+    Ok(Prepared { staged, profile, plan, live, pki, report })
 }
 
 /// What `airlock uninstall` may remove: everything this layout places, with digests

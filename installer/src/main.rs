@@ -555,7 +555,9 @@ fn install(
         None
     };
     match output {
-        Output::Json => print_json(&serde_json::json!({ "preflight": pre, "result": done, "live": up })),
+        Output::Json => {
+            print_json(&serde_json::json!({ "preflight": pre, "result": done, "live": up, "report": prepared.report }))
+        }
         Output::Text => {
             println!(
                 "installed {} {} into {}: {} steps applied, {} already done; journal {}",
@@ -585,7 +587,30 @@ fn install(
             pki.ca_fingerprint()
         );
     }
+    if let (Output::Text, Some(r)) = (output, &prepared.report) {
+        print_install_report(r);
+    }
     Ok(0)
+}
+
+/// The platform part of the final report: where things are, never a credential's value.
+fn print_install_report(r: &airlock_installer::platform::wiring::InstallReport) {
+    if r.urls.is_empty() {
+        return;
+    }
+    println!("platform:");
+    for (name, url) in &r.urls {
+        println!("  {name:<10} {url}");
+    }
+    println!("credentials (root only, mode 0600; never printed):");
+    for c in &r.credentials {
+        println!("  {:<32} {}", c.what, c.path.display());
+    }
+    println!("hand to the customer:");
+    for line in &r.hand_to_customer {
+        println!("  - {line}");
+    }
+    println!("this report: {}", airlock_installer::platform::wiring::REPORT_PATH);
 }
 
 fn uninstall(root: &std::path::Path, opts: UninstallOptions, yes: bool, dry_run: bool, output: Output) -> Result<u8> {

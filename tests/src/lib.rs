@@ -342,11 +342,35 @@ pub fn demo_dir() -> PathBuf {
 /// Builds the embedded example's bundle at `dir/demo.airlock` with the demo key and a
 /// fixed `SOURCE_DATE_EPOCH`, passing `extra` flags to `airlock-bundler create`.
 pub fn build_demo_bundle(dir: &Path, extra: &[&str]) -> PathBuf {
+    build_spec(&demo_dir().join("bundle.yaml"), dir, extra)
+}
+
+/// The demo bundle without the charts whose spec lines contain one of `charts` (e.g.
+/// `keycloakx`, which refuses an HA install without an external database): for tests
+/// of something else that use the HA profile. The variant spec lives in the demo
+/// directory for the time of the build (its paths are relative to it).
+pub fn build_demo_bundle_without(dir: &Path, charts: &[&str]) -> PathBuf {
+    let spec = std::fs::read_to_string(demo_dir().join("bundle.yaml")).expect("the demo spec");
+    let kept: String = spec
+        .lines()
+        .filter(|l| !(l.trim_start().starts_with("- path: charts/") && charts.iter().any(|c| l.contains(c))))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(kept.len(), spec.len(), "no chart line of the demo spec names {charts:?}");
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let variant = demo_dir().join(format!(".test-spec-{}-{nanos}.yaml", std::process::id()));
+    std::fs::write(&variant, kept).expect("the variant spec is written");
+    let out = std::panic::catch_unwind(|| build_spec(&variant, dir, &[]));
+    let _ = std::fs::remove_file(&variant);
+    out.unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn build_spec(spec: &Path, dir: &Path, extra: &[&str]) -> PathBuf {
     let out = dir.join("demo.airlock");
     let o = Command::new(cargo_bin("airlock-bundler"))
         .env("SOURCE_DATE_EPOCH", "1795305600")
         .arg("create")
-        .arg(demo_dir().join("bundle.yaml"))
+        .arg(spec)
         .arg("-o")
         .arg(&out)
         .arg("--key")

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use airlock_tests::{build_demo_bundle, cargo_bin, demo_dir};
+use airlock_tests::{build_demo_bundle, build_demo_bundle_without, cargo_bin, demo_dir};
 
 const CLUSTER: &str = "profile: ha
 cluster:
@@ -61,7 +61,9 @@ fn get<'a>(m: &'a serde_yaml::Mapping, k: &str) -> Option<&'a serde_yaml::Value>
 #[test]
 fn servers_and_agents_join_the_first_server_with_its_token_file() {
     let d = tempfile::tempdir().unwrap();
-    let b = build_demo_bundle(d.path(), &[]);
+    // Without Keycloak: it refuses HA without an external database, which the answers
+    // cannot name yet; joining is what this test is about.
+    let b = build_demo_bundle_without(d.path(), &["keycloakx"]);
 
     let s1 = d.path().join("s1");
     let o = airlock("install", &b, &answers(d.path(), "s1", "192.0.2.11", "server", false), &s1, &["--yes"]);
@@ -90,6 +92,19 @@ fn servers_and_agents_join_the_first_server_with_its_token_file() {
     assert_eq!(get(&c2, "token").and_then(|v| v.as_str()), Some(token.trim()));
     assert!(get(&c2, "cluster-init").is_none(), "only the first server starts the cluster");
     assert!(s2.join("var/lib/rancher/k3s/server/manifests").is_dir(), "every server gets the manifests");
+    // The first server renders the platform's charts (MinIO distributed over the three
+    // servers); a joining server has neither the PKI nor the credentials and leaves
+    // them alone: K3s applies every server's manifests, and empty values would win.
+    let m1 = s1.join("var/lib/rancher/k3s/server/manifests");
+    let minio = std::fs::read_to_string(m1.join("airlock-minio.yaml")).unwrap();
+    assert!(minio.contains("mode: distributed"), "{minio}");
+    assert!(m1.join("airlock-minio-secret-minio-tls.yaml").is_file());
+    let m2 = s2.join("var/lib/rancher/k3s/server/manifests");
+    for f in ["airlock-minio.yaml", "airlock-airlock-app.yaml", "airlock-minio-secret-minio-tls.yaml"] {
+        assert!(!m2.join(f).exists(), "{f} on a joining server");
+    }
+    assert!(m2.join("airlock-notes.yaml").is_file(), "other charts are on every server");
+    assert!(!s2.join("var/lib/airlock/report.json").exists());
     assert!(s2.join("etc/systemd/system/multi-user.target.wants/k3s.service").symlink_metadata().is_ok());
 
     // An agent, its join taken from the answers file.

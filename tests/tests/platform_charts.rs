@@ -97,6 +97,7 @@ fn minio_input(servers: u32) -> MinioInput {
             ca_pem: cert("siteca"),
         },
         credentials: MinioCredentials { root_user: "airlock-root".into(), root_password: Secret::new(MINIO_ROOT_PW) },
+        users: Vec::new(),
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use airlock_tests::slapd::{self, Directory, Slapd};
-use airlock_tests::{build_demo_bundle, cargo_bin, require_tool, workspace_root};
+use airlock_tests::{build_demo_bundle, build_demo_bundle_without, cargo_bin, require_tool, workspace_root};
 
 struct Tmux {
     bin: std::path::PathBuf,
@@ -54,7 +54,8 @@ impl Drop for Tmux {
 fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
     let Some(bin) = require_tool("tmux") else { return };
     let d = tempfile::tempdir().unwrap();
-    let b = build_demo_bundle(d.path(), &[]);
+    // Without Keycloak, which needs the `ldap` section this test leaves empty.
+    let b = build_demo_bundle_without(d.path(), &["keycloakx"]);
     let root = d.path().join("root");
     std::fs::create_dir(&root).unwrap();
     let tmux = Tmux { bin, socket: format!("airlock-wizard-{}", std::process::id()) };

@@ -50,6 +50,14 @@ MT_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 REF_NAME = "org.opencontainers.image.ref.name"
 
 KLIPPER_REF = "docker.io/rancher/klipper-helm:v0.9.3-build20241008"
+# The platform's images, as the charts the demo carries name them (keycloakx 7.1.11,
+# MinIO 5.4.0, and the app's PostgreSQL and `mc`): STAND-INS like klipper-helm.
+PLATFORM_STAND_INS = [
+    ("quay.io/keycloak/keycloak:26.5.6", "keycloak/keycloak", "26.5.6"),
+    ("quay.io/minio/minio:RELEASE.2024-12-18T13-15-44Z", "minio/minio", "RELEASE.2024-12-18T13-15-44Z"),
+    ("quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z", "minio/mc", "RELEASE.2024-11-21T17-21-54Z"),
+    ("docker.io/library/postgres:16.6", "library/postgres", "16.6"),
+]
 DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 
 
@@ -343,6 +351,21 @@ def build(version: str, out: str) -> None:
         KLIPPER_REF,
         layout.add_image("amd64", [klipper], ["/bin/false"], stand_in_labels),
     )
+
+    # One tiny, labelled stand-in per platform image: the charts' references resolve
+    # in the bundle, and nothing pretends to be the real software.
+    for ref, name, tag in PLATFORM_STAND_INS:
+        readme = (
+            f"STAND-IN IMAGE - NOT THE REAL {name}\n\n"
+            f"This image only carries the reference {ref}\n"
+            "so that the Airlock demo bundle is complete and can be built without network access.\n"
+            "It contains no program. A real bundle carries the real image (the vendor pulls it\n"
+            "with the bundler from the registry).\n"
+        )
+        layer = Layer({"STAND-IN-README.txt": readme}, f"airlock-demo: STAND-IN for {name} (not the real image)")
+        stand_in = labels(f"{name} (STAND-IN)", tag, f"STAND-IN for the real {name} image")
+        stand_in["io.airlock.demo.stand-in"] = "true"
+        layout.tag(ref, layout.add_image("amd64", [layer], ["/bin/false"], stand_in))
 
     layout.write(os.path.join(out, "layout"))
 

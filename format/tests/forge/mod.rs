@@ -324,6 +324,7 @@ impl Forge {
                     app_version: None,
                     component: "app".into(),
                     path: p.clone(),
+                    values: None,
                 });
             } else if p.starts_with("oci/blobs/sha256/") {
                 blobs.push(contents[p].clone());

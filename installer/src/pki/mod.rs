@@ -109,7 +109,10 @@ pub fn leaf_specs(answers: &Answers) -> Vec<LeafSpec> {
         },
         LeafSpec {
             name: "minio".into(),
-            dns: [vec![format!("minio.{d}")], svc(MINIO_SERVICE)].concat(),
+            // MinIO's own certificate also serves its S3 ingress (`s3.<domain>`), and in
+            // HA (distributed) the pods reach each other by their names behind the
+            // headless Service (platform::minio::certificate_dns_names).
+            dns: [vec![format!("minio.{d}"), format!("s3.{d}")], svc(MINIO_SERVICE), minio_pod_names(answers)].concat(),
             ips: Vec::new(),
         },
         LeafSpec {
@@ -126,6 +129,17 @@ pub fn leaf_specs(answers: &Answers) -> Vec<LeafSpec> {
         specs.push(LeafSpec { name: "registry".into(), dns, ips });
     }
     specs
+}
+
+/// `*.minio-svc.minio.svc[.cluster.local]` when MinIO runs distributed (more than one
+/// server); nothing on a single node.
+fn minio_pod_names(answers: &Answers) -> Vec<String> {
+    let (name, ns) = MINIO_SERVICE;
+    if answers.ha.as_ref().is_some_and(|h| h.servers.len() > 1) {
+        vec![format!("*.{name}-svc.{ns}.svc"), format!("*.{name}-svc.{ns}.svc.cluster.local")]
+    } else {
+        Vec::new()
+    }
 }
 
 /// What the self-signed CA may certify: see `issue.rs` for the reasoning.

@@ -46,6 +46,20 @@ pub struct MinioInput {
     pub storage_class: Option<String>,
     pub tls: MinioTls,
     pub credentials: MinioCredentials,
+    /// Users the chart's post-install job creates (the app's S3 keys), each with a
+    /// built-in policy. Their secret keys go into the Secret [`Names::users_secret`].
+    pub users: Vec<MinioUser>,
+}
+
+/// A MinIO user (an S3 key pair) for an application.
+#[derive(Clone, Debug)]
+pub struct MinioUser {
+    /// The access key: the user's name. The chart takes it in its values (its
+    /// `users[].accessKey` has no Secret form), so it is an identifier, not a secret.
+    pub access_key: String,
+    pub secret_key: Secret,
+    /// One of MinIO's built-in policies: `readwrite`, `readonly`, `writeonly`.
+    pub policy: String,
 }
 
 /// Our certificate for MinIO, its key and the CA that signed it (all PEM). The
@@ -74,6 +88,8 @@ pub struct Names {
     /// Key `ca.crt`: mounted into MinIO's `certs/CAs`, so pods verify each other's
     /// certificates (distributed mode) and MinIO trusts the site's services.
     pub ca_secret: String,
+    /// One key per user (its access key) holding its secret key.
+    pub users_secret: String,
 }
 
 impl Names {
@@ -82,6 +98,7 @@ impl Names {
             root_secret: format!("{release}-root"),
             tls_secret: format!("{release}-tls"),
             ca_secret: format!("{release}-ca"),
+            users_secret: format!("{release}-users"),
         }
     }
 }
@@ -149,7 +166,7 @@ pub fn render(input: &MinioInput) -> Result<Rendered> {
     let names = Names::new(&input.release);
     let c = &input.credentials;
     let t = &input.tls;
-    let manifests: Vec<Manifest> = vec![
+    let mut manifests: Vec<Manifest> = vec![
         namespace_manifest(&input.namespace)?,
         secret(
             &input.namespace,
@@ -171,6 +188,11 @@ pub fn render(input: &MinioInput) -> Result<Rendered> {
         // A Secret, not a ConfigMap: the chart's `trustedCertsSecret` mounts a Secret.
         secret(&input.namespace, &names.ca_secret, "Opaque", &[("ca.crt", &t.ca_pem)])?,
     ];
+    if !input.users.is_empty() {
+        let keys: Vec<(&str, &str)> =
+            input.users.iter().map(|u| (u.access_key.as_str(), u.secret_key.expose())).collect();
+        manifests.push(secret(&input.namespace, &names.users_secret, "Opaque", &keys)?);
+    }
     Ok(Rendered { values_yaml: to_yaml("MinIO values", &values(input, &names))?, manifests })
 }
 
@@ -225,6 +247,24 @@ fn validate(input: &MinioInput) -> Result<()> {
         return Err(Error::input("minio: root password", "is shorter than 8 characters, which MinIO refuses")
             .with_hint("the installer generates it; re-run `airlock install` so a longer one is generated"));
     }
+    for u in &input.users {
+        // The access key is a Secret data key and part of MC_HOST URLs.
+        if u.access_key.len() < 3 || !u.access_key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(Error::input(
+                format!("minio: user `{}`", u.access_key),
+                "is not 3 or more letters, digits and `-`",
+            )
+            .with_hint("the installer generates the app's access key; re-run `airlock install`"));
+        }
+        non_empty_secret(&format!("minio: secret key of user `{}`", u.access_key), &u.secret_key)?;
+        if u.secret_key.expose().len() < 8 {
+            return Err(Error::input(
+                format!("minio: secret key of user `{}`", u.access_key),
+                "is shorter than 8 characters, which MinIO refuses",
+            )
+            .with_hint("the installer generates it; re-run `airlock install` so a longer one is generated"));
+        }
+    }
     Ok(())
 }
 
@@ -278,8 +318,14 @@ fn values(input: &MinioInput, names: &Names) -> Value {
         "existingSecret": names.root_secret,
         "rootUser": "",
         "rootPassword": "",
-        // The chart's default creates `console` / `console123`.
-        "users": [],
+        // The chart's default creates `console` / `console123`; ours are the app's keys,
+        // their secret keys read from a Secret.
+        "users": input.users.iter().map(|u| json!({
+            "accessKey": u.access_key,
+            "existingSecret": names.users_secret,
+            "existingSecretKey": u.access_key,
+            "policy": u.policy,
+        })).collect::<Vec<_>>(),
         "policies": [],
         "svcaccts": [],
         "buckets": buckets,
@@ -309,6 +355,10 @@ fn values(input: &MinioInput, names: &Names) -> Value {
             },
         },
         "makeBucketJob": {
+            "securityContext": { "enabled": true, "runAsUser": 1000, "runAsGroup": 1000 },
+            "containerSecurityContext": restricted_container(),
+        },
+        "makeUserJob": {
             "securityContext": { "enabled": true, "runAsUser": 1000, "runAsGroup": 1000 },
             "containerSecurityContext": restricted_container(),
         },
@@ -351,6 +401,7 @@ mod tests {
                 ca_pem: "-----BEGIN CERTIFICATE-----\nMIIBca\n-----END CERTIFICATE-----\n".into(),
             },
             credentials: MinioCredentials { root_user: "airlock-root".into(), root_password: Secret::new(ROOT_PW) },
+            users: Vec::new(),
         }
     }
 
@@ -408,6 +459,33 @@ mod tests {
     fn the_default_console_user_is_dropped() {
         let v = values_of(&render(&input(1)).unwrap());
         assert_eq!(v["users"].as_sequence().map(Vec::len), Some(0));
+    }
+
+    #[test]
+    fn app_users_are_created_from_a_secret_and_their_secret_key_stays_out_of_the_values() {
+        let mut i = input(1);
+        i.users = vec![MinioUser {
+            access_key: "app-1f2e".into(),
+            secret_key: Secret::new("s3-secret-77aa10"),
+            policy: "readwrite".into(),
+        }];
+        let r = render(&i).unwrap();
+        let v = values_of(&r);
+        assert_eq!(v["users"][0]["accessKey"], "app-1f2e");
+        assert_eq!(v["users"][0]["existingSecret"], "minio-users");
+        assert_eq!(v["users"][0]["existingSecretKey"], "app-1f2e");
+        assert_eq!(v["makeUserJob"]["containerSecurityContext"]["runAsNonRoot"], true);
+        assert!(!r.values_yaml.contains("s3-secret-77aa10"));
+        let users = r.manifest("minio-users").expect("the users Secret");
+        assert!(users.is_secret() && users.yaml.contains("app-1f2e: s3-secret-77aa10"), "{}", users.yaml);
+        i.users[0].secret_key = Secret::new("short");
+        assert!(render(&i).unwrap_err().cause.contains("shorter than 8"));
+        i.users[0] = MinioUser {
+            access_key: "a:b".into(),
+            secret_key: Secret::new("long-enough-1"),
+            policy: "readwrite".into(),
+        };
+        assert!(render(&i).is_err(), "an access key with `:` breaks MC_HOST URLs");
     }
 
     #[test]

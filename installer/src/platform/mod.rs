@@ -18,6 +18,7 @@
 pub mod app;
 pub mod keycloak;
 pub mod minio;
+pub mod wiring;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -181,6 +182,18 @@ fn secret(namespace: &str, name: &str, type_: &str, data: &[(&str, &str)]) -> Re
                 .with_hint("this is a bug in airlock; report it with the command that failed")
         })?,
     })
+}
+
+/// A `kubernetes.io/tls` Secret from a certificate chain and its key (PEM), for an
+/// ingress in `namespace`: Secrets are namespaced, so each component gets its own copy
+/// of the leaf the PKI issued for it. The key makes the manifest a secret file.
+pub fn tls_secret(namespace: &str, name: &str, fullchain_pem: &str, key_pem: &Secret) -> Result<Manifest> {
+    pem_certificate(&format!("TLS Secret {namespace}/{name}: certificate"), fullchain_pem)?;
+    if !key_pem.expose().contains("PRIVATE KEY-----") {
+        return Err(Error::input(format!("TLS Secret {namespace}/{name}: key"), "is not a PEM private key")
+            .with_hint("the PKI step writes the key; run `airlock pki status` and re-run the install"));
+    }
+    secret(namespace, name, "kubernetes.io/tls", &[("tls.crt", fullchain_pem), ("tls.key", key_pem.expose())])
 }
 
 /// An empty credential would make the component start with no password at all.
