@@ -25,6 +25,7 @@ use airlock_format::write::{write_bundle, Content, PlannedEntry, WriteOptions};
 
 use crate::lock::{Lock, LockMode, LockedImage, LOCK_ENTRY};
 use crate::registry::{self, Cache, PullOptions, PullRequest, Pulled, RegistryTls};
+use crate::sbom::{self, SbomFile, SbomImage, SbomInput, SBOM_ENTRY};
 use crate::sources::{self, Blob, ImageReference, ImageSource, ImageSpec};
 use crate::spec::LoadedSpec;
 
@@ -417,6 +418,8 @@ pub fn plan_with(
             "images",
         )?;
     }
+    // The SBOM reads the image layers from the same content the bundle will carry.
+    let all_blobs = blobs.clone();
     for (digest, b) in blobs {
         add(blob_path(&digest), b.content, digest, b.size, false, "images")?;
     }
@@ -425,12 +428,34 @@ pub fn plan_with(
         let sha = Sha256Digest::of(&text);
         add(LOCK_ENTRY.to_string(), Content::Bytes(text.clone()), sha, text.len() as u64, false, "bundle.lock")?;
     }
+    let created_text = airlock_format::manifest::rfc3339(created);
+    reporter.event(Event::Phase { name: "writing the SBOM (reading OS packages from image layers)", total: None });
+    let sbom_bytes = build_sbom(
+        s,
+        &created_text,
+        &images,
+        &all_blobs,
+        &charts,
+        &files,
+        distribution.as_ref(),
+        installer.as_ref(),
+        &entries,
+    )?;
+    let sha = Sha256Digest::of(&sbom_bytes);
+    let sbom_entry =
+        Entry { path: SBOM_ENTRY.to_string(), size: sbom_bytes.len() as u64, sha256: sha, executable: false };
+    if entries.contains_key(SBOM_ENTRY) {
+        return Err(
+            spec.err("components", format!("an artifact would be stored at `{SBOM_ENTRY}`, where the SBOM goes"))
+        );
+    }
+    entries.insert(SBOM_ENTRY.to_string(), PlannedEntry { entry: sbom_entry, content: Content::Bytes(sbom_bytes) });
 
     let manifest = Manifest {
         format: FORMAT_V1.into(),
         name: s.name.clone(),
         version: s.version.clone(),
-        created: airlock_format::manifest::rfc3339(created),
+        created: created_text,
         distribution,
         installer,
         components,
@@ -497,6 +522,88 @@ pub fn create_with(
         lock.save(path)?;
     }
     Ok(Created { manifest: plan.manifest, parts, checksums: sums_path, checksums_signature: sums_sig_path })
+}
+
+/// The CycloneDX document for everything the plan carries (see [`crate::sbom`]).
+#[allow(clippy::too_many_arguments)]
+fn build_sbom(
+    s: &crate::spec::Spec,
+    created: &str,
+    images: &[Image],
+    blobs: &BTreeMap<Sha256Digest, Blob>,
+    charts: &[Chart],
+    files: &[FileArtifact],
+    distribution: Option<&Distribution>,
+    installer: Option<&Installer>,
+    entries: &BTreeMap<String, PlannedEntry>,
+) -> Result<Vec<u8>> {
+    let sha = |path: &str| entries.get(path).map(|e| e.entry.sha256).unwrap_or(Sha256Digest([0; 32]));
+    let mut sfiles = Vec::new();
+    for c in charts {
+        sfiles.push(SbomFile {
+            kind: "chart",
+            name: &c.name,
+            version: Some(&c.version),
+            component: Some(&c.component),
+            path: &c.path,
+            sha256: sha(&c.path),
+        });
+    }
+    if let Some(d) = distribution {
+        for a in &d.artifacts {
+            sfiles.push(SbomFile {
+                kind: "distribution",
+                name: &a.name,
+                version: Some(&d.version),
+                component: None,
+                path: &a.path,
+                sha256: sha(&a.path),
+            });
+        }
+    }
+    for f in files {
+        sfiles.push(SbomFile {
+            kind: "file",
+            name: &f.name,
+            version: None,
+            component: Some(&f.component),
+            path: &f.path,
+            sha256: sha(&f.path),
+        });
+    }
+    if let Some(i) = installer {
+        sfiles.push(SbomFile {
+            kind: "installer",
+            name: "airlock",
+            version: Some(&i.version),
+            component: None,
+            path: &i.path,
+            sha256: sha(&i.path),
+        });
+    }
+    let mut simages = Vec::new();
+    for i in images {
+        let mut bl: Vec<&Blob> = i.blobs.iter().filter_map(|d| blobs.get(d)).collect();
+        if let Some(root) = blobs.get(&i.digest) {
+            bl.push(root);
+        }
+        simages.push(SbomImage {
+            reference: &i.reference,
+            component: &i.component,
+            digest: i.digest,
+            media_type: &i.media_type,
+            platforms: &i.platforms,
+            blobs: bl,
+            requested_by: Vec::new(),
+        });
+    }
+    sbom::build(&SbomInput {
+        bundle_name: &s.name,
+        bundle_version: &s.version,
+        created,
+        images: simages,
+        files: sfiles,
+    })
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
