@@ -327,39 +327,32 @@ pub fn plan_with(
     let distribution = match &s.distribution {
         None => None,
         Some(d) => {
-            let sums = match &d.checksums {
-                Some(rel) => Some(release_checksums(&spec.path("distribution.checksums", rel)?)?),
-                None => None,
-            };
+            let release = crate::release::resolve(spec, d, &setup.options, reporter)?;
             let mut artifacts = Vec::new();
-            for (i, a) in d.artifacts.iter().enumerate() {
+            for (i, (name, p)) in release.artifacts.iter().enumerate() {
                 let key = format!("distribution.artifacts[{i}]");
-                let p = spec.path(format!("{key}.path"), &a.path)?;
                 let content = Content::File(p.clone());
                 let (sha, size) = content.measure()?;
-                if let Some((sums_path, sums)) = &sums {
-                    match sums.get(&a.name) {
+                if let Some(sums) = &release.sums {
+                    match sums.sums.get(name) {
                         None => {
                             return Err(spec
-                                .err(
-                                    format!("{key}.name"),
-                                    format!("`{}` is not listed in {}", a.name, sums_path.display()),
-                                )
+                                .err(format!("{key}.name"), format!("`{name}` is not listed in {}", sums.origin))
                                 .with_hint("the artifact name must be the file name the release publishes"))
                         }
                         Some(want) if *want != sha => {
                             return Err(Error::corrupt(
                                 p.display().to_string(),
-                                format!("digest {sha} does not match {} in {}", want, sums_path.display()),
+                                format!("digest {sha} does not match {} in {}", want, sums.origin),
                             )
                             .with_hint("the release artifact is corrupt or from another release; download it again"))
                         }
                         Some(_) => {}
                     }
                 }
-                let path = format!("distribution/{}", a.name);
-                add(path.clone(), content, sha, size, is_executable(&p)?, &key)?;
-                artifacts.push(DistributionArtifact { name: a.name.clone(), path });
+                let path = format!("distribution/{name}");
+                add(path.clone(), content, sha, size, is_executable(p)?, &key)?;
+                artifacts.push(DistributionArtifact { name: name.clone(), path });
             }
             Some(Distribution { kind: d.kind, version: d.version.clone(), arch: d.arch.clone(), artifacts })
         }
@@ -616,21 +609,4 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn is_executable(p: &Path) -> Result<bool> {
     Ok(fs::metadata(p).at(p)?.permissions().mode() & 0o111 != 0)
-}
-
-/// Parses a release's `sha256sum-<arch>.txt` (`<hex>  <name>` lines).
-fn release_checksums(path: &Path) -> Result<(PathBuf, BTreeMap<String, Sha256Digest>)> {
-    let text = fs::read_to_string(path).at(path)?;
-    let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = || Error::input(format!("{}:{}", path.display(), i + 1), "not a `<sha256>  <file name>` line");
-        let (hex, name) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
-        let name = name.trim_start().trim_start_matches('*');
-        let d = Sha256Digest::from_hex(hex).map_err(|_| bad())?;
-        out.insert(name.to_string(), d);
-    }
-    Ok((path.to_path_buf(), out))
 }

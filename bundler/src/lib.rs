@@ -12,6 +12,7 @@
 pub mod create;
 pub mod lock;
 pub mod registry;
+pub mod release;
 pub mod sbom;
 pub mod sources;
 pub mod spec;
