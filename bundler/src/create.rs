@@ -221,7 +221,15 @@ pub fn plan_with(
     reporter: &dyn Reporter,
 ) -> Result<Plan> {
     let s = &spec.spec;
-    let pulled = pull_registry_images(spec, setup, reporter)?;
+    let mut pulled = pull_registry_images(spec, setup, reporter)?;
+    // Chart dependencies that are not vendored are fetched and pinned (crate::deps).
+    let old_lock = Lock::load(&Lock::path_for(&spec.dir))?;
+    let mut dep_options = setup.options.clone();
+    for (i, r) in s.registries.iter().enumerate() {
+        let ca = r.ca.as_deref().map(|c| spec.path(format!("registries[{i}].ca"), c)).transpose()?;
+        dep_options.registries.insert(r.host.clone(), RegistryTls { ca, insecure: r.insecure });
+    }
+    let mut deps = crate::deps::DepContext::new(dep_options, &old_lock, setup.lock, created, reporter);
     let mut entries: BTreeMap<String, PlannedEntry> = BTreeMap::new();
     let mut add =
         |path: String, content: Content, sha256: Sha256Digest, size: u64, executable: bool, what: &str| -> Result<()> {
@@ -286,8 +294,19 @@ pub fn plan_with(
                 (None, Some(rel)) => spec.path(format!("{key}.path"), rel)?,
                 (None, None) => return Err(spec.err(&key, "has neither `path` nor `repo`")),
             };
-            let chart =
-                sources::load_chart(&p, created).map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
+            let within = |e: Error| e.within(format!("{}: {key}", spec.file.display()));
+            let p = match crate::deps::vendor_chart(&p, &mut deps).map_err(within)? {
+                // The chart with its dependencies added under charts/: kept in the
+                // content cache by digest, like a chart from a repository.
+                Some(bytes) => {
+                    let cache = Cache::open(&deps.options.cache_dir)?;
+                    let d = Sha256Digest::of(&bytes);
+                    cache.put(&d, &bytes)?;
+                    cache.blob_path(&d)
+                }
+                None => p,
+            };
+            let chart = sources::load_chart(&p, created).map_err(within)?;
             let path = format!("charts/{}-{}.tgz", chart.name, chart.version);
             add(path.clone(), chart.content, chart.sha256, chart.size, false, &key)?;
             comp.charts.push(chart.name.clone());
@@ -410,6 +429,16 @@ pub fn plan_with(
             false,
             "images",
         )?;
+    }
+    if !deps.fetched.is_empty() {
+        let (_, lock) = pulled.lock.get_or_insert_with(|| {
+            (Lock::path_for(&spec.dir), Lock { version: 1, images: Vec::new(), charts: Vec::new() })
+        });
+        for c in std::mem::take(&mut deps.fetched) {
+            if !lock.charts.contains(&c) {
+                lock.charts.push(c);
+            }
+        }
     }
     // The SBOM reads the image layers from the same content the bundle will carry.
     let all_blobs = blobs.clone();

@@ -10,6 +10,7 @@
 //! - [`statements`]: vendor key rotation and revocation statements.
 
 pub mod create;
+pub mod deps;
 pub mod lock;
 pub mod registry;
 pub mod release;
