@@ -68,6 +68,9 @@ pub struct Plan {
     /// The lock to write next to the spec once the bundle is written (only when the
     /// spec has registry images).
     pub lock: Option<(PathBuf, Lock)>,
+    /// Images found by `discover_images`: reference → who asked (chart, manifest,
+    /// container).
+    pub discovered: BTreeMap<String, Vec<String>>,
 }
 
 /// The result of a build.
@@ -76,6 +79,8 @@ pub struct Created {
     pub parts: Vec<WrittenPart>,
     pub checksums: PathBuf,
     pub checksums_signature: PathBuf,
+    /// See [`Plan::discovered`].
+    pub discovered: BTreeMap<String, Vec<String>>,
 }
 
 /// Builds the manifest and entry list without writing anything (registry images are
@@ -220,16 +225,21 @@ pub fn plan_with(
     setup: &PullSetup,
     reporter: &dyn Reporter,
 ) -> Result<Plan> {
+    // Images discovered in charts join their components as registry images, so they
+    // are pulled, locked and bundled like listed ones.
+    let augmented;
+    let (spec, asked) = if spec.spec.components.iter().any(|c| c.charts.iter().any(|h| h.discover_images)) {
+        let (a, asked) = discover_images(spec, setup, created, reporter)?;
+        augmented = a;
+        (&augmented, asked)
+    } else {
+        (spec, BTreeMap::new())
+    };
     let s = &spec.spec;
     let mut pulled = pull_registry_images(spec, setup, reporter)?;
     // Chart dependencies that are not vendored are fetched and pinned (crate::deps).
     let old_lock = Lock::load(&Lock::path_for(&spec.dir))?;
-    let mut dep_options = setup.options.clone();
-    for (i, r) in s.registries.iter().enumerate() {
-        let ca = r.ca.as_deref().map(|c| spec.path(format!("registries[{i}].ca"), c)).transpose()?;
-        dep_options.registries.insert(r.host.clone(), RegistryTls { ca, insecure: r.insecure });
-    }
-    let mut deps = crate::deps::DepContext::new(dep_options, &old_lock, setup.lock, created, reporter);
+    let mut deps = crate::deps::DepContext::new(dep_options(spec, setup)?, &old_lock, setup.lock, created, reporter);
     let mut entries: BTreeMap<String, PlannedEntry> = BTreeMap::new();
     let mut add =
         |path: String, content: Content, sha256: Sha256Digest, size: u64, executable: bool, what: &str| -> Result<()> {
@@ -462,6 +472,7 @@ pub fn plan_with(
         distribution.as_ref(),
         installer.as_ref(),
         &entries,
+        &asked,
     )?;
     let sha = Sha256Digest::of(&sbom_bytes);
     let sbom_entry =
@@ -489,7 +500,7 @@ pub fn plan_with(
         entries: entries.values().map(|e| e.entry.clone()).collect(),
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
-    Ok(Plan { manifest, entries: entries.into_values().collect(), lock: pulled.lock })
+    Ok(Plan { manifest, entries: entries.into_values().collect(), lock: pulled.lock, discovered: asked })
 }
 
 /// Plans, signs and writes the bundle, then the signed checksum sidecar (registry
@@ -543,7 +554,73 @@ pub fn create_with(
     if let Some((path, lock)) = &plan.lock {
         lock.save(path)?;
     }
-    Ok(Created { manifest: plan.manifest, parts, checksums: sums_path, checksums_signature: sums_sig_path })
+    Ok(Created {
+        manifest: plan.manifest,
+        parts,
+        checksums: sums_path,
+        checksums_signature: sums_sig_path,
+        discovered: plan.discovered,
+    })
+}
+
+/// Pull options with the spec's registry TLS settings (for chart dependencies).
+fn dep_options(spec: &LoadedSpec, setup: &PullSetup) -> Result<PullOptions> {
+    let mut options = setup.options.clone();
+    for (i, r) in spec.spec.registries.iter().enumerate() {
+        let ca = r.ca.as_deref().map(|c| spec.path(format!("registries[{i}].ca"), c)).transpose()?;
+        options.registries.insert(r.host.clone(), RegistryTls { ca, insecure: r.insecure });
+    }
+    Ok(options)
+}
+
+type Asked = BTreeMap<String, Vec<String>>;
+
+/// Renders every chart marked `discover_images` (with its dependencies vendored) and
+/// returns the spec with the images found added, and who asked for each.
+fn discover_images(
+    spec: &LoadedSpec,
+    setup: &PullSetup,
+    created: u64,
+    reporter: &dyn Reporter,
+) -> Result<(LoadedSpec, Asked)> {
+    let pulled = pull_registry_images(spec, setup, reporter)?;
+    let old_lock = Lock::load(&Lock::path_for(&spec.dir))?;
+    let mut deps = crate::deps::DepContext::new(dep_options(spec, setup)?, &old_lock, setup.lock, created, reporter);
+    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let mut found = Vec::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        for (hi, ch) in c.charts.iter().enumerate().filter(|(_, h)| h.discover_images) {
+            let key = format!("components[{ci}].charts[{hi}]");
+            let what = format!("{}: {key}", spec.file.display());
+            let p = match (pulled.charts.get(&(ci, hi)), &ch.path) {
+                (Some(p), _) => p.clone(),
+                (None, Some(rel)) => spec.path(format!("{key}.path"), rel)?,
+                (None, None) => return Err(spec.err(&key, "has neither `path` nor `repo`")),
+            };
+            let bytes = match crate::deps::vendor_chart(&p, &mut deps).map_err(|e| e.within(&what))? {
+                Some(b) => b,
+                None => {
+                    let chart = sources::load_chart(&p, created).map_err(|e| e.within(&what))?;
+                    let mut v = Vec::new();
+                    std::io::Read::read_to_end(&mut chart.content.open()?, &mut v).at(chart.content.origin())?;
+                    v
+                }
+            };
+            let tgz = scratch.path().join(format!("chart-{ci}-{hi}.tgz"));
+            fs::write(&tgz, &bytes).at(&tgz)?;
+            let values = ch
+                .values
+                .iter()
+                .enumerate()
+                .map(|(vi, v)| spec.path(format!("{key}.values[{vi}]"), v))
+                .collect::<Result<Vec<_>>>()?;
+            let label = ch.name.clone().or_else(|| ch.path.clone()).unwrap_or_default();
+            for f in crate::discover::discover(&label, &tgz, &values, &what)? {
+                found.push((ci, f));
+            }
+        }
+    }
+    crate::discover::with_discovered(spec, &found, reporter)
 }
 
 /// The CycloneDX document for everything the plan carries (see [`crate::sbom`]).
@@ -558,6 +635,7 @@ fn build_sbom(
     distribution: Option<&Distribution>,
     installer: Option<&Installer>,
     entries: &BTreeMap<String, PlannedEntry>,
+    asked: &BTreeMap<String, Vec<String>>,
 ) -> Result<Vec<u8>> {
     let sha = |path: &str| entries.get(path).map(|e| e.entry.sha256).unwrap_or(Sha256Digest([0; 32]));
     let mut sfiles = Vec::new();
@@ -616,7 +694,7 @@ fn build_sbom(
             media_type: &i.media_type,
             platforms: &i.platforms,
             blobs: bl,
-            requested_by: Vec::new(),
+            requested_by: asked.get(&i.reference).cloned().unwrap_or_default(),
         });
     }
     sbom::build(&SbomInput {

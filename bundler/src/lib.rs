@@ -11,6 +11,7 @@
 
 pub mod create;
 pub mod deps;
+pub mod discover;
 pub mod lock;
 pub mod registry;
 pub mod release;

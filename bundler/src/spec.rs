@@ -144,6 +144,13 @@ pub struct ChartSpec {
     pub name: Option<String>,
     #[serde(default)]
     pub version: Option<String>,
+    /// Render the chart with `helm template` at build time and add every image its
+    /// workloads reference (docs/bundle-spec.md, "Image discovery").
+    #[serde(default)]
+    pub discover_images: bool,
+    /// Values files (relative to the spec) for that render.
+    #[serde(default)]
+    pub values: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
