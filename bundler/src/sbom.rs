@@ -12,7 +12,7 @@
 //! build however many images share it. Nothing here depends on the clock or on map
 //! order: the same inputs give the same bytes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{BufReader, Read};
 
 use airlock_format::digest::Sha256Digest;
@@ -540,21 +540,6 @@ fn deb_fields(para: &str) -> BTreeMap<String, String> {
         }
     }
     f
-}
-
-/// The set of image references an SBOM lists (for tests and `inspect`).
-pub fn image_references(doc: &Value) -> BTreeSet<String> {
-    doc["components"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["type"] == "container")
-        .filter_map(|c| {
-            c["properties"].as_array()?.iter().find(|p| p["name"] == "airlock:reference")?["value"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
 }
 
 #[cfg(test)]
