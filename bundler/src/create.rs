@@ -25,6 +25,7 @@ use airlock_format::write::{write_bundle, Content, PlannedEntry, WriteOptions};
 
 use crate::lock::{Lock, LockMode, LockedImage, LOCK_ENTRY};
 use crate::registry::{self, Cache, PullOptions, PullRequest, Pulled, RegistryTls};
+use crate::sbom::{self, SbomFile, SbomImage, SbomInput, SBOM_ENTRY};
 use crate::sources::{self, Blob, ImageReference, ImageSource, ImageSpec};
 use crate::spec::LoadedSpec;
 
@@ -67,6 +68,9 @@ pub struct Plan {
     /// The lock to write next to the spec once the bundle is written (only when the
     /// spec has registry images).
     pub lock: Option<(PathBuf, Lock)>,
+    /// Images found by `discover_images`: reference → who asked (chart, manifest,
+    /// container).
+    pub discovered: BTreeMap<String, Vec<String>>,
 }
 
 /// The result of a build.
@@ -75,6 +79,8 @@ pub struct Created {
     pub parts: Vec<WrittenPart>,
     pub checksums: PathBuf,
     pub checksums_signature: PathBuf,
+    /// See [`Plan::discovered`].
+    pub discovered: BTreeMap<String, Vec<String>>,
 }
 
 /// Builds the manifest and entry list without writing anything (registry images are
@@ -219,8 +225,21 @@ pub fn plan_with(
     setup: &PullSetup,
     reporter: &dyn Reporter,
 ) -> Result<Plan> {
+    // Images discovered in charts join their components as registry images, so they
+    // are pulled, locked and bundled like listed ones.
+    let augmented;
+    let (spec, asked) = if spec.spec.components.iter().any(|c| c.charts.iter().any(|h| h.discover_images)) {
+        let (a, asked) = discover_images(spec, setup, created, reporter)?;
+        augmented = a;
+        (&augmented, asked)
+    } else {
+        (spec, BTreeMap::new())
+    };
     let s = &spec.spec;
-    let pulled = pull_registry_images(spec, setup, reporter)?;
+    let mut pulled = pull_registry_images(spec, setup, reporter)?;
+    // Chart dependencies that are not vendored are fetched and pinned (crate::deps).
+    let old_lock = Lock::load(&Lock::path_for(&spec.dir))?;
+    let mut deps = crate::deps::DepContext::new(dep_options(spec, setup)?, &old_lock, setup.lock, created, reporter);
     let mut entries: BTreeMap<String, PlannedEntry> = BTreeMap::new();
     let mut add =
         |path: String, content: Content, sha256: Sha256Digest, size: u64, executable: bool, what: &str| -> Result<()> {
@@ -285,8 +304,19 @@ pub fn plan_with(
                 (None, Some(rel)) => spec.path(format!("{key}.path"), rel)?,
                 (None, None) => return Err(spec.err(&key, "has neither `path` nor `repo`")),
             };
-            let chart =
-                sources::load_chart(&p, created).map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
+            let within = |e: Error| e.within(format!("{}: {key}", spec.file.display()));
+            let p = match crate::deps::vendor_chart(&p, &mut deps).map_err(within)? {
+                // The chart with its dependencies added under charts/: kept in the
+                // content cache by digest, like a chart from a repository.
+                Some(bytes) => {
+                    let cache = Cache::open(&deps.options.cache_dir)?;
+                    let d = Sha256Digest::of(&bytes);
+                    cache.put(&d, &bytes)?;
+                    cache.blob_path(&d)
+                }
+                None => p,
+            };
+            let chart = sources::load_chart(&p, created).map_err(within)?;
             let path = format!("charts/{}-{}.tgz", chart.name, chart.version);
             add(path.clone(), chart.content, chart.sha256, chart.size, false, &key)?;
             comp.charts.push(chart.name.clone());
@@ -327,39 +357,32 @@ pub fn plan_with(
     let distribution = match &s.distribution {
         None => None,
         Some(d) => {
-            let sums = match &d.checksums {
-                Some(rel) => Some(release_checksums(&spec.path("distribution.checksums", rel)?)?),
-                None => None,
-            };
+            let release = crate::release::resolve(spec, d, &setup.options, reporter)?;
             let mut artifacts = Vec::new();
-            for (i, a) in d.artifacts.iter().enumerate() {
+            for (i, (name, p)) in release.artifacts.iter().enumerate() {
                 let key = format!("distribution.artifacts[{i}]");
-                let p = spec.path(format!("{key}.path"), &a.path)?;
                 let content = Content::File(p.clone());
                 let (sha, size) = content.measure()?;
-                if let Some((sums_path, sums)) = &sums {
-                    match sums.get(&a.name) {
+                if let Some(sums) = &release.sums {
+                    match sums.sums.get(name) {
                         None => {
                             return Err(spec
-                                .err(
-                                    format!("{key}.name"),
-                                    format!("`{}` is not listed in {}", a.name, sums_path.display()),
-                                )
+                                .err(format!("{key}.name"), format!("`{name}` is not listed in {}", sums.origin))
                                 .with_hint("the artifact name must be the file name the release publishes"))
                         }
                         Some(want) if *want != sha => {
                             return Err(Error::corrupt(
                                 p.display().to_string(),
-                                format!("digest {sha} does not match {} in {}", want, sums_path.display()),
+                                format!("digest {sha} does not match {} in {}", want, sums.origin),
                             )
                             .with_hint("the release artifact is corrupt or from another release; download it again"))
                         }
                         Some(_) => {}
                     }
                 }
-                let path = format!("distribution/{}", a.name);
-                add(path.clone(), content, sha, size, is_executable(&p)?, &key)?;
-                artifacts.push(DistributionArtifact { name: a.name.clone(), path });
+                let path = format!("distribution/{name}");
+                add(path.clone(), content, sha, size, is_executable(p)?, &key)?;
+                artifacts.push(DistributionArtifact { name: name.clone(), path });
             }
             Some(Distribution { kind: d.kind, version: d.version.clone(), arch: d.arch.clone(), artifacts })
         }
@@ -418,6 +441,18 @@ pub fn plan_with(
             "images",
         )?;
     }
+    if !deps.fetched.is_empty() {
+        let (_, lock) = pulled.lock.get_or_insert_with(|| {
+            (Lock::path_for(&spec.dir), Lock { version: 1, images: Vec::new(), charts: Vec::new() })
+        });
+        for c in std::mem::take(&mut deps.fetched) {
+            if !lock.charts.contains(&c) {
+                lock.charts.push(c);
+            }
+        }
+    }
+    // The SBOM reads the image layers from the same content the bundle will carry.
+    let all_blobs = blobs.clone();
     for (digest, b) in blobs {
         add(blob_path(&digest), b.content, digest, b.size, false, "images")?;
     }
@@ -426,12 +461,35 @@ pub fn plan_with(
         let sha = Sha256Digest::of(&text);
         add(LOCK_ENTRY.to_string(), Content::Bytes(text.clone()), sha, text.len() as u64, false, "bundle.lock")?;
     }
+    let created_text = airlock_format::manifest::rfc3339(created);
+    reporter.event(Event::Phase { name: "writing the SBOM (reading OS packages from image layers)", total: None });
+    let sbom_bytes = build_sbom(
+        s,
+        &created_text,
+        &images,
+        &all_blobs,
+        &charts,
+        &files,
+        distribution.as_ref(),
+        installer.as_ref(),
+        &entries,
+        &asked,
+    )?;
+    let sha = Sha256Digest::of(&sbom_bytes);
+    let sbom_entry =
+        Entry { path: SBOM_ENTRY.to_string(), size: sbom_bytes.len() as u64, sha256: sha, executable: false };
+    if entries.contains_key(SBOM_ENTRY) {
+        return Err(
+            spec.err("components", format!("an artifact would be stored at `{SBOM_ENTRY}`, where the SBOM goes"))
+        );
+    }
+    entries.insert(SBOM_ENTRY.to_string(), PlannedEntry { entry: sbom_entry, content: Content::Bytes(sbom_bytes) });
 
     let manifest = Manifest {
         format: FORMAT_V1.into(),
         name: s.name.clone(),
         version: s.version.clone(),
-        created: airlock_format::manifest::rfc3339(created),
+        created: created_text,
         distribution,
         installer,
         components,
@@ -443,7 +501,7 @@ pub fn plan_with(
         entries: entries.values().map(|e| e.entry.clone()).collect(),
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
-    Ok(Plan { manifest, entries: entries.into_values().collect(), lock: pulled.lock })
+    Ok(Plan { manifest, entries: entries.into_values().collect(), lock: pulled.lock, discovered: asked })
 }
 
 /// Plans, signs and writes the bundle, then the signed checksum sidecar (registry
@@ -497,7 +555,162 @@ pub fn create_with(
     if let Some((path, lock)) = &plan.lock {
         lock.save(path)?;
     }
-    Ok(Created { manifest: plan.manifest, parts, checksums: sums_path, checksums_signature: sums_sig_path })
+    Ok(Created {
+        manifest: plan.manifest,
+        parts,
+        checksums: sums_path,
+        checksums_signature: sums_sig_path,
+        discovered: plan.discovered,
+    })
+}
+
+/// Pull options with the spec's registry TLS settings (for chart dependencies).
+fn dep_options(spec: &LoadedSpec, setup: &PullSetup) -> Result<PullOptions> {
+    let mut options = setup.options.clone();
+    for (i, r) in spec.spec.registries.iter().enumerate() {
+        let ca = r.ca.as_deref().map(|c| spec.path(format!("registries[{i}].ca"), c)).transpose()?;
+        options.registries.insert(r.host.clone(), RegistryTls { ca, insecure: r.insecure });
+    }
+    Ok(options)
+}
+
+type Asked = BTreeMap<String, Vec<String>>;
+
+/// Renders every chart marked `discover_images` (with its dependencies vendored) and
+/// returns the spec with the images found added, and who asked for each.
+fn discover_images(
+    spec: &LoadedSpec,
+    setup: &PullSetup,
+    created: u64,
+    reporter: &dyn Reporter,
+) -> Result<(LoadedSpec, Asked)> {
+    let pulled = pull_registry_images(spec, setup, reporter)?;
+    let old_lock = Lock::load(&Lock::path_for(&spec.dir))?;
+    let mut deps = crate::deps::DepContext::new(dep_options(spec, setup)?, &old_lock, setup.lock, created, reporter);
+    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let mut found = Vec::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        for (hi, ch) in c.charts.iter().enumerate().filter(|(_, h)| h.discover_images) {
+            let key = format!("components[{ci}].charts[{hi}]");
+            let what = format!("{}: {key}", spec.file.display());
+            let p = match (pulled.charts.get(&(ci, hi)), &ch.path) {
+                (Some(p), _) => p.clone(),
+                (None, Some(rel)) => spec.path(format!("{key}.path"), rel)?,
+                (None, None) => return Err(spec.err(&key, "has neither `path` nor `repo`")),
+            };
+            let bytes = match crate::deps::vendor_chart(&p, &mut deps).map_err(|e| e.within(&what))? {
+                Some(b) => b,
+                None => {
+                    let chart = sources::load_chart(&p, created).map_err(|e| e.within(&what))?;
+                    let mut v = Vec::new();
+                    std::io::Read::read_to_end(&mut chart.content.open()?, &mut v).at(chart.content.origin())?;
+                    v
+                }
+            };
+            let tgz = scratch.path().join(format!("chart-{ci}-{hi}.tgz"));
+            fs::write(&tgz, &bytes).at(&tgz)?;
+            // Rendered with the values the install will give it: the vendor's own
+            // (`values`), then any values files named for discovery.
+            let mut values = Vec::new();
+            if let Some(map) = &ch.values {
+                let f = scratch.path().join(format!("values-{ci}-{hi}.yaml"));
+                let text = serde_yaml::to_string(map).map_err(|e| spec.err(format!("{key}.values"), e.to_string()))?;
+                fs::write(&f, text).at(&f)?;
+                values.push(f);
+            }
+            for (vi, v) in ch.values_files.iter().enumerate() {
+                values.push(spec.path(format!("{key}.values_files[{vi}]"), v)?);
+            }
+            let label = ch.name.clone().or_else(|| ch.path.clone()).unwrap_or_default();
+            for f in crate::discover::discover(&label, &tgz, &values, &what)? {
+                found.push((ci, f));
+            }
+        }
+    }
+    crate::discover::with_discovered(spec, &found, reporter)
+}
+
+/// The CycloneDX document for everything the plan carries (see [`crate::sbom`]).
+#[allow(clippy::too_many_arguments)]
+fn build_sbom(
+    s: &crate::spec::Spec,
+    created: &str,
+    images: &[Image],
+    blobs: &BTreeMap<Sha256Digest, Blob>,
+    charts: &[Chart],
+    files: &[FileArtifact],
+    distribution: Option<&Distribution>,
+    installer: Option<&Installer>,
+    entries: &BTreeMap<String, PlannedEntry>,
+    asked: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<u8>> {
+    let sha = |path: &str| entries.get(path).map(|e| e.entry.sha256).unwrap_or(Sha256Digest([0; 32]));
+    let mut sfiles = Vec::new();
+    for c in charts {
+        sfiles.push(SbomFile {
+            kind: "chart",
+            name: &c.name,
+            version: Some(&c.version),
+            component: Some(&c.component),
+            path: &c.path,
+            sha256: sha(&c.path),
+        });
+    }
+    if let Some(d) = distribution {
+        for a in &d.artifacts {
+            sfiles.push(SbomFile {
+                kind: "distribution",
+                name: &a.name,
+                version: Some(&d.version),
+                component: None,
+                path: &a.path,
+                sha256: sha(&a.path),
+            });
+        }
+    }
+    for f in files {
+        sfiles.push(SbomFile {
+            kind: "file",
+            name: &f.name,
+            version: None,
+            component: Some(&f.component),
+            path: &f.path,
+            sha256: sha(&f.path),
+        });
+    }
+    if let Some(i) = installer {
+        sfiles.push(SbomFile {
+            kind: "installer",
+            name: "airlock",
+            version: Some(&i.version),
+            component: None,
+            path: &i.path,
+            sha256: sha(&i.path),
+        });
+    }
+    let mut simages = Vec::new();
+    for i in images {
+        let mut bl: Vec<&Blob> = i.blobs.iter().filter_map(|d| blobs.get(d)).collect();
+        if let Some(root) = blobs.get(&i.digest) {
+            bl.push(root);
+        }
+        simages.push(SbomImage {
+            reference: &i.reference,
+            component: &i.component,
+            digest: i.digest,
+            media_type: &i.media_type,
+            platforms: &i.platforms,
+            blobs: bl,
+            requested_by: asked.get(&i.reference).cloned().unwrap_or_default(),
+        });
+    }
+    sbom::build(&SbomInput {
+        bundle_name: &s.name,
+        bundle_version: &s.version,
+        created,
+        images: simages,
+        files: sfiles,
+    })
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -510,23 +723,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn is_executable(p: &Path) -> Result<bool> {
     Ok(fs::metadata(p).at(p)?.permissions().mode() & 0o111 != 0)
-}
-
-/// Parses a release's `sha256sum-<arch>.txt` (`<hex>  <name>` lines).
-fn release_checksums(path: &Path) -> Result<(PathBuf, BTreeMap<String, Sha256Digest>)> {
-    let text = fs::read_to_string(path).at(path)?;
-    let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = || Error::input(format!("{}:{}", path.display(), i + 1), "not a `<sha256>  <file name>` line");
-        let (hex, name) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
-        let name = name.trim_start().trim_start_matches('*');
-        let d = Sha256Digest::from_hex(hex).map_err(|_| bad())?;
-        out.insert(name.to_string(), d);
-    }
-    Ok((path.to_path_buf(), out))
 }
 
 /// The vendor's chart values as the manifest keeps them (JSON): a mapping with string

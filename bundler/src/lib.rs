@@ -10,8 +10,12 @@
 //! - [`statements`]: vendor key rotation and revocation statements.
 
 pub mod create;
+pub mod deps;
+pub mod discover;
 pub mod lock;
 pub mod registry;
+pub mod release;
+pub mod sbom;
 pub mod sources;
 pub mod spec;
 pub mod statements;

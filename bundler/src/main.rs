@@ -197,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
                         })).collect::<Vec<_>>(),
                         "checksums": made.checksums,
                         "checksums_signature": made.checksums_signature,
+                        "discovered_images": made.discovered,
                     });
                     println!("{}", serde_json::to_string_pretty(&v).expect("json"));
                 }
@@ -213,6 +214,12 @@ fn run(cli: Cli) -> Result<()> {
                     );
                     for k in &m.key_statements {
                         println!("  key statement {} ({})", k.label(), k.path);
+                    }
+                    for (image, asked) in &made.discovered {
+                        println!("  discovered image {image}");
+                        for a in asked {
+                            println!("    asked for by {a}");
+                        }
                     }
                     for p in &made.parts {
                         println!("  wrote {} ({} bytes)", p.path.display(), p.size);

@@ -80,6 +80,15 @@ pub struct DistributionSpec {
     /// The release's own `sha256sum-<arch>.txt`; every artifact must match a line.
     #[serde(default)]
     pub checksums: Option<String>,
+    /// Where the release is published (`https://.../releases/download/v1.31.4%2Bk3s1`):
+    /// artifacts without `path` or `url` are `<base_url>/<name>`, and the checksum list
+    /// `<base_url>/sha256sum-<arch>.txt` unless `checksums` says otherwise.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// A directory holding the release as published: artifacts without `path` are
+    /// `<dir>/<name>`, the checksum list `<dir>/sha256sum-<arch>.txt`.
+    #[serde(default)]
+    pub dir: Option<String>,
     pub artifacts: Vec<ArtifactSpec>,
 }
 
@@ -91,7 +100,12 @@ fn default_arch() -> String {
 #[serde(deny_unknown_fields)]
 pub struct ArtifactSpec {
     pub name: String,
-    pub path: String,
+    /// A local file (relative to the spec).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Where to download it from (checked against the release's checksum list).
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -134,6 +148,13 @@ pub struct ChartSpec {
     /// the manifest; the installer merges what it generates over them.
     #[serde(default)]
     pub values: Option<serde_yaml::Mapping>,
+    /// Render the chart with `helm template` at build time and add every image its
+    /// workloads reference (docs/bundle-spec.md, "Image discovery").
+    #[serde(default)]
+    pub discover_images: bool,
+    /// Values files (relative to the spec) for that render, applied after `values`.
+    #[serde(default)]
+    pub values_files: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -252,6 +273,16 @@ impl LoadedSpec {
             name_ok(&d.arch).map_err(|why| self.err("distribution.arch", why))?;
             for (i, a) in d.artifacts.iter().enumerate() {
                 name_ok(&a.name).map_err(|why| self.err(format!("distribution.artifacts[{i}].name"), why))?;
+                if a.path.is_some() && a.url.is_some() {
+                    return Err(self
+                        .err(format!("distribution.artifacts[{i}]"), "has both `path` and `url`")
+                        .with_hint("give one: a local file or where to download it"));
+                }
+            }
+            if d.base_url.is_some() && d.dir.is_some() {
+                return Err(self
+                    .err("distribution", "has both `base_url` and `dir`")
+                    .with_hint("give one: where the release is published, or a directory holding it"));
             }
         }
         Ok(())

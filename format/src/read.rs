@@ -104,6 +104,20 @@ pub fn read_manifest(
     Ok((manifest, sig, signer))
 }
 
+/// Reads one entry's bytes (e.g. the SBOM for `inspect --sbom`). The manifest's
+/// signature is checked when `trusted` is given; the entry's bytes are always checked
+/// against the manifest's digest, so they are what the (signed) manifest lists. Reads
+/// the bundle up to that entry. `Ok(None)` when the manifest has no such entry.
+pub fn read_entry(
+    files: &BundleFiles,
+    trusted: Option<&[PublicKey]>,
+    path: &str,
+) -> Result<Option<(Manifest, Vec<u8>)>> {
+    let mut r = Reader::open(files)?;
+    let result = r.one_entry(trusted, path);
+    result.map_err(|e| r.locate_failure(e))
+}
+
 /// Verifies the whole bundle, handing every entry to `sink`.
 pub fn read_bundle(
     files: &BundleFiles,
@@ -253,6 +267,77 @@ impl Reader {
         };
         check_trailer(archive.into_inner(), &base)?;
         Ok(outcome)
+    }
+}
+
+impl Reader {
+    fn one_entry(&mut self, trusted: Option<&[PublicKey]>, want: &str) -> Result<Option<(Manifest, Vec<u8>)>> {
+        let base = self.base();
+        let mut archive = self.archive.take().expect("archive is read once");
+        let entries = archive.entries().map_err(|e| decode_error(&base, e))?;
+        let mut entries = entries.raw(true);
+        let (manifest_bytes, signature) = head(&mut entries, &base)?;
+        let signed = match trusted {
+            Some(keys) => {
+                minisign::verify(keys, &signature, &manifest_bytes).map_err(|e| e.within(MANIFEST_PATH))?;
+                true
+            }
+            None => false,
+        };
+        let manifest = Manifest::from_bytes(&manifest_bytes).map_err(|e| invalid_manifest(e, signed))?;
+        let Some(expected) = manifest.entry(want).cloned() else { return Ok(None) };
+        // Everything up to and including the wanted entry, as in `run`.
+        let bound = manifest
+            .entries
+            .iter()
+            .take_while(|e| e.path.as_str() <= want)
+            .try_fold(self.count.get(), |sum, e| {
+                e.size.checked_next_multiple_of(512)?.checked_add(512 * 4)?.checked_add(sum)
+            })
+            .ok_or_else(|| Error::corrupt(MANIFEST_PATH, "the entry sizes add up to more than 2^64 bytes"))?;
+        self.limit.set(bound);
+        let mut long_name: Option<String> = None;
+        for item in entries {
+            let mut ent = item.map_err(|e| decode_error(&base, e))?;
+            let header_path = String::from_utf8_lossy(&ent.path_bytes()).into_owned();
+            if ent.header().entry_type() == tar::EntryType::GNULongName {
+                let mut v = Vec::new();
+                (&mut ent).take(MAX_LONG_NAME).read_to_end(&mut v).map_err(|e| decode_error(&base, e))?;
+                while v.last() == Some(&0) {
+                    v.pop();
+                }
+                long_name = Some(String::from_utf8_lossy(&v).into_owned());
+                continue;
+            }
+            let path = long_name.take().unwrap_or(header_path);
+            if path != want {
+                // Entries are sorted: once past the wanted path, it is missing.
+                if path.as_str() > want {
+                    break;
+                }
+                continue;
+            }
+            if ent.size() != expected.size {
+                return Err(Error::corrupt(
+                    &path,
+                    format!("entry is {} bytes, the manifest says {}", ent.size(), expected.size),
+                )
+                .with_hint(TAMPERED));
+            }
+            let mut v = Vec::with_capacity(expected.size.min(1 << 24) as usize);
+            ent.read_to_end(&mut v).map_err(|e| decode_error(&path, e))?;
+            let actual = Sha256Digest::of(&v);
+            if actual != expected.sha256 {
+                return Err(Error::corrupt(
+                    &path,
+                    format!("has digest {actual}, the manifest says {}", expected.sha256),
+                )
+                .with_hint(TAMPERED));
+            }
+            return Ok(Some((manifest, v)));
+        }
+        Err(Error::corrupt(want, "the manifest lists this entry but the bundle does not hold it")
+            .with_hint("the bundle is truncated or was modified; copy it again or get a genuine copy from the vendor"))
     }
 }
 

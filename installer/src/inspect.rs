@@ -140,3 +140,19 @@ fn summarize(files: &BundleFiles, m: &Manifest, signer_key_id: String, verified:
         parts: files.parts.len(),
     })
 }
+
+/// Where the bundler stores the CycloneDX SBOM (`airlock-bundler`'s `sbom::SBOM_ENTRY`).
+pub const SBOM_ENTRY: &str = "sbom.cdx.json";
+
+/// The bundle's SBOM bytes (`airlock inspect --sbom`), checked against the manifest's
+/// digest; the manifest's signature is checked when keys are given.
+pub fn sbom(files: &BundleFiles, trusted: Option<&[PublicKey]>) -> Result<Vec<u8>> {
+    match airlock_format::read::read_entry(files, trusted, SBOM_ENTRY)? {
+        Some((_, bytes)) => Ok(bytes),
+        None => Err(airlock_format::error::Error::input(
+            files.base.display().to_string(),
+            format!("the bundle carries no SBOM ({SBOM_ENTRY})"),
+        )
+        .with_hint("it was built by an airlock-bundler older than the SBOM; rebuild it with a current bundler")),
+    }
+}

@@ -105,6 +105,9 @@ enum Command {
         pubkey: Vec<PathBuf>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Print the bundle's CycloneDX SBOM (JSON) instead of the summary.
+        #[arg(long)]
+        sbom: bool,
     },
     /// Install the platform from a bundle: verify and stage it, plan, then apply.
     Install {
@@ -284,10 +287,16 @@ fn run(cli: Cli) -> Result<u8> {
             }
             Ok(report.exit_code as u8)
         }
-        Command::Inspect { bundle, pubkey, output } => {
+        Command::Inspect { bundle, pubkey, output, sbom } => {
             let files = BundleFiles::locate(&bundle)?;
             let keys =
                 if pubkey.is_empty() { None } else { Some(trust::trusted_keys(&pubkey, std::path::Path::new("/"))?) };
+            if sbom {
+                let bytes = inspect::sbom(&files, keys.as_deref())?;
+                std::io::Write::write_all(&mut std::io::stdout(), &bytes)
+                    .map_err(|e| airlock_format::error::Error::io("stdout", e))?;
+                return Ok(0);
+            }
             let r = inspect::inspect(&files, keys.as_deref())?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&r).expect("json")),

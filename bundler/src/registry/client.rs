@@ -307,6 +307,61 @@ impl Client {
         }
     }
 
+    /// Streams a URL (a release artifact) into `dest`, hashing as it goes, and returns
+    /// the SHA-256 of what arrived. TLS and Basic credentials of the URL's host as for
+    /// [`Client::get_url`]; a transfer broken off is retried from the start.
+    pub fn download_url(&self, url: &str, dest: &Path, what: &str) -> Result<Sha256Digest> {
+        let mut attempt = 0;
+        loop {
+            // `get_url`'s error handling, without its in-memory body.
+            let host = url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("").to_string();
+            let ep = self.endpoint(&host)?;
+            let mut req = ep.agent.get(url);
+            if let Some(l) = self.opts.credentials.get(&host) {
+                req = req.set("Authorization", &basic(&l.username, &l.password));
+            }
+            let resp = match req.call() {
+                Ok(r) => r,
+                Err(ureq::Error::Status(404, _)) => {
+                    return Err(Error::input(what, format!("{url} does not exist (HTTP 404)"))
+                        .with_hint("check `base_url` / `url` and the artifact name the release publishes"))
+                }
+                Err(ureq::Error::Status(code, r)) if (code == 429 || code >= 500) && attempt < self.opts.retries => {
+                    let _ = r.into_string();
+                    std::thread::sleep(self.backoff(attempt));
+                    attempt += 1;
+                    continue;
+                }
+                Err(ureq::Error::Status(code, _)) => {
+                    return Err(Error::input(what, format!("{url} answered HTTP {code}"))
+                        .with_hint("check the URL and that the server is up"))
+                }
+                Err(ureq::Error::Transport(t)) if attempt < self.opts.retries && !is_certificate_error(&t) => {
+                    std::thread::sleep(self.backoff(attempt));
+                    attempt += 1;
+                    continue;
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    let repo = Repo { registry: host, repository: String::new() };
+                    return Err(transport_error(what, &repo, &t));
+                }
+            };
+            let mut f = std::fs::File::create(dest).at(dest)?;
+            let mut r = airlock_format::digest::HashingReader::new(resp.into_reader());
+            match std::io::copy(&mut r, &mut f) {
+                Ok(_) => {
+                    f.sync_all().at(dest)?;
+                    return Ok(r.finish().0);
+                }
+                Err(_) if attempt < self.opts.retries => {
+                    std::thread::sleep(self.backoff(attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(Error::new(ErrorKind::Io, what, format!("reading {url} failed: {e}"))),
+            }
+        }
+    }
+
     /// GETs a manifest by tag or digest. A manifest asked for by digest is checked
     /// against it; one asked for by tag is named by the digest of its bytes.
     pub fn manifest(&self, repo: &Repo, reference: &str, what: &str) -> Result<Manifest> {

@@ -104,7 +104,7 @@ struct ChartMeta {
 /// The files of a chart that decide what it is and what it needs, by path inside the
 /// chart (no top-level directory): every `Chart.yaml`/`requirements.yaml` and every
 /// `charts/*.tgz`.
-type Tree = BTreeMap<String, Vec<u8>>;
+pub(crate) type Tree = BTreeMap<String, Vec<u8>>;
 
 fn is_meta_file(rel: &str) -> bool {
     let (dir, base) = rel.rsplit_once('/').unwrap_or(("", rel));
@@ -128,6 +128,12 @@ fn scalar(v: &serde_yaml::Value) -> Option<String> {
 /// Reads the chart at `prefix` in `tree` and checks, recursively, that everything it
 /// depends on is vendored.
 fn inspect(tree: &Tree, prefix: &str, label: &str, depth: usize) -> Result<ChartMeta> {
+    inspect_with(tree, prefix, label, depth, true)
+}
+
+/// [`inspect`]; `check_deps: false` skips the vendored-dependency check (for a chart
+/// whose dependencies the bundler is about to vendor).
+fn inspect_with(tree: &Tree, prefix: &str, label: &str, depth: usize, check_deps: bool) -> Result<ChartMeta> {
     if depth > MAX_DEPTH {
         return Err(Error::input(label, format!("subcharts are nested more than {MAX_DEPTH} levels deep")));
     }
@@ -211,7 +217,7 @@ fn inspect(tree: &Tree, prefix: &str, label: &str, depth: usize) -> Result<Chart
         }
     }
 
-    for dep in &deps {
+    for dep in deps.iter().filter(|_| check_deps) {
         let Some(dep_name) = dep.name.as_deref().filter(|n| !n.is_empty()) else {
             return Err(Error::input(&label, "a dependency in Chart.yaml has no name"));
         };
@@ -259,7 +265,7 @@ fn load_tgz(path: &Path) -> Result<LoadedChart> {
 
 /// Reads a chart archive: checks every entry's path and type, strips the top-level
 /// directory, and keeps the metadata files. Returns the top-level directory name too.
-fn read_tgz_tree(r: impl Read, label: &str) -> Result<(String, Tree)> {
+pub(crate) fn read_tgz_tree(r: impl Read, label: &str) -> Result<(String, Tree)> {
     use std::io::BufRead;
     let mut r = std::io::BufReader::new(r);
     let looks_gzip =
@@ -342,6 +348,16 @@ fn read_tgz_tree(r: impl Read, label: &str) -> Result<(String, Tree)> {
 // Chart directories
 
 fn package_dir(dir: &Path, mtime: u64) -> Result<LoadedChart> {
+    package_dir_with(dir, mtime, true)
+}
+
+/// Packages a chart directory as [`load_chart`] does but without requiring its
+/// dependencies to be vendored (the bundler vendors them next; see `crate::deps`).
+pub fn package_dir_unchecked(dir: &Path, mtime: u64) -> Result<LoadedChart> {
+    package_dir_with(dir, mtime, false)
+}
+
+fn package_dir_with(dir: &Path, mtime: u64, check_deps: bool) -> Result<LoadedChart> {
     let label = format!("chart {}", dir.display());
     let root = fs::canonicalize(dir).at(dir)?;
     let rules = IgnoreRules::load(&root, &label)?;
@@ -364,7 +380,7 @@ fn package_dir(dir: &Path, mtime: u64) -> Result<LoadedChart> {
             }
         }
     }
-    let meta = inspect(&tree, "", &label, 0)?;
+    let meta = inspect_with(&tree, "", &label, 0, check_deps)?;
     files.sort_by(|a, b| a.0.cmp(&b.0));
 
     let gz = flate2::GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), flate2::Compression::default());
