@@ -90,6 +90,9 @@ pub struct OsFindings {
     /// `VERSION_ID` from os-release.
     pub os_version: Option<String>,
     pub packages: Vec<OsPackage>,
+    /// Layers that are not tar archives (OCI artifacts, foreign or opaque layers): their
+    /// digests were verified, but there are no files in them to read packages from.
+    pub unscanned: Vec<Sha256Digest>,
 }
 
 /// What one layer contributes: the tracked files it writes, and what it deletes from
@@ -101,6 +104,8 @@ struct LayerFindings {
     removed: Vec<String>,
     /// Directories emptied by `.wh..wh..opq`.
     opaque: Vec<String>,
+    /// The blob is not a (compressed) tar archive.
+    unreadable: bool,
 }
 
 /// Builds the CycloneDX document. Layers are read from their blobs' content (the same
@@ -129,9 +134,16 @@ pub fn build(input: &SbomInput<'_>) -> Result<Vec<u8>> {
             "purl": oci_purl(img.reference, img.digest, None),
             "properties": props,
         }));
+        let image_index = components.len() - 1;
         let mut depends = Vec::new();
         for (platform, layers) in platform_layers(img)? {
             let found = scan_image(&layers, &mut layer_cache).map_err(|e| e.within(img.reference))?;
+            for d in &found.unscanned {
+                let p = prop("airlock:unscannedLayer", &format!("{platform} {d}: not a tar archive, no packages read"));
+                if let Some(props) = components[image_index]["properties"].as_array_mut() {
+                    props.push(p);
+                }
+            }
             let arch = platform.split('/').nth(1).map(str::to_string);
             for pkg in &found.packages {
                 let purl = package_purl(pkg, &found, arch.as_deref());
@@ -347,13 +359,25 @@ fn read_all(c: &Content, size: u64) -> Result<Vec<u8>> {
 /// Applies the layers in order and parses what the top of the stack holds.
 fn scan_image(layers: &[&Blob], cache: &mut BTreeMap<Sha256Digest, LayerFindings>) -> Result<OsFindings> {
     let mut state: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut unscanned = Vec::new();
     for b in layers {
         let f = match cache.entry(b.digest) {
             std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(scan_layer(b).map_err(|e| e.within(format!("layer {}", b.digest)))?)
+                v.insert(match scan_layer(b) {
+                    Ok(f) => f,
+                    // Not a tar: nothing to list, which the SBOM says; only failing to
+                    // read the bytes at all stops the build.
+                    Err(e) if e.kind == airlock_format::ErrorKind::Corrupt => {
+                        LayerFindings { unreadable: true, ..LayerFindings::default() }
+                    }
+                    Err(e) => return Err(e.within(format!("layer {}", b.digest))),
+                })
             }
         };
+        if f.unreadable {
+            unscanned.push(b.digest);
+        }
         // Whiteouts hide what the layers below hold; this layer's own files stay.
         for r in &f.removed {
             state.retain(|p, _| p != r && !p.starts_with(&format!("{r}/")));
@@ -379,6 +403,7 @@ fn scan_image(layers: &[&Blob], cache: &mut BTreeMap<Sha256Digest, LayerFindings
     }
     found.packages.sort();
     found.packages.dedup();
+    found.unscanned = unscanned;
     Ok(found)
 }
 
@@ -571,6 +596,20 @@ mod tests {
 Version: 2.36-9+deb12u4\nDescription: GNU C Library\n continuation line\n\n\
 Package: gone\nStatus: deinstall ok config-files\nVersion: 1.0\n\n\
 Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12.4+deb12u5\n";
+
+    #[test]
+    fn a_layer_that_is_not_a_tar_is_listed_as_unscanned_instead_of_failing_the_build() {
+        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let l = Blob {
+            digest: Sha256Digest::of(&random),
+            size: random.len() as u64,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            content: Content::Bytes(random),
+        };
+        let found = scan_image(&[&l], &mut BTreeMap::new()).unwrap();
+        assert!(found.packages.is_empty());
+        assert_eq!(found.unscanned, vec![l.digest]);
+    }
 
     #[test]
     fn dpkg_status_lists_only_installed_packages_with_source() {
