@@ -216,6 +216,111 @@ fn job_succeeded(host: &dyn Host, k: &(PathBuf, PathBuf), chart: &str) -> Result
     }))
 }
 
+/// One HTTPS endpoint checked once the platform's charts are installed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HttpsCheck {
+    /// `keycloak`, `minio`, `app`.
+    pub name: String,
+    pub url: String,
+    /// A top-level JSON string field the response must carry with this value (Keycloak's
+    /// discovery document names its issuer); `None`: any 2xx answer.
+    pub expect_json: Option<(String, String)>,
+}
+
+/// What a post-install check saw.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HttpsResult {
+    pub name: String,
+    pub url: String,
+    /// Seconds from the start of the checks until it answered as expected.
+    pub ok_after_s: u64,
+}
+
+/// Checks each endpoint over HTTPS **against the site CA only** (`curl --cacert`), with
+/// the ingress host resolved to this node (`--resolve`), so neither the site's DNS nor
+/// the host's CA store can make a broken setup look fine. Polls until each answers as
+/// expected or the deadline passes: Keycloak and the ingress take minutes after the
+/// charts' jobs finish.
+pub fn post_install_checks(
+    host: &dyn Host,
+    checks: &[HttpsCheck],
+    ca: &std::path::Path,
+    node_ip: std::net::IpAddr,
+    opts: WaitOptions,
+    clock: &dyn Clock,
+    reporter: &dyn Reporter,
+) -> Result<Vec<HttpsResult>> {
+    if !host.live() {
+        return Err(Error::input(
+            host.root().display().to_string(),
+            "endpoints are checked only on the running system",
+        )
+        .with_hint("boot the target root; then run the install again to check"));
+    }
+    let start = clock.now();
+    let deadline = start + opts.timeout;
+    let mut out = Vec::new();
+    for c in checks {
+        reporter.event(Event::Phase { name: &format!("checking {} at {}", c.name, c.url), total: None });
+        wait(clock, deadline, opts.poll, || https_once(host, c, ca, node_ip)).map_err(|seen| {
+            Error::new(
+                ErrorKind::Io,
+                format!("post-install check {} ({})", c.name, c.url),
+                format!("gave up after {} s; last seen: {seen}", opts.timeout.as_secs()),
+            )
+            .with_hint(format!(
+                "a certificate error means the ingress serves another certificate than the site CA's ({}); \
+                 \"could not resolve\" or \"connection refused\" means the ingress is not up yet \
+                 (`kubectl get pods -A`); fix the cause and run the same install command again",
+                ca.display()
+            ))
+        })?;
+        out.push(HttpsResult {
+            name: c.name.clone(),
+            url: c.url.clone(),
+            ok_after_s: clock.now().duration_since(start).as_secs(),
+        });
+    }
+    Ok(out)
+}
+
+/// `None` when the endpoint answered as expected; otherwise what it did.
+fn https_once(host: &dyn Host, c: &HttpsCheck, ca: &std::path::Path, ip: std::net::IpAddr) -> Result<Option<String>> {
+    let authority = c.url.trim_start_matches("https://").split('/').next().unwrap_or_default().to_string();
+    let target = match ip {
+        std::net::IpAddr::V6(a) => format!("[{a}]"),
+        std::net::IpAddr::V4(a) => a.to_string(),
+    };
+    let resolve = format!("{authority}:443:{target}");
+    let ca = ca.to_string_lossy();
+    let argv = [
+        "curl",
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--max-time",
+        "10",
+        "--cacert",
+        ca.as_ref(),
+        "--resolve",
+        &resolve,
+        &c.url,
+    ];
+    let out = host.run(&argv)?;
+    if !out.success() {
+        return Ok(Some(format!("curl: {}", out.stderr.trim())));
+    }
+    let Some((field, want)) = &c.expect_json else { return Ok(None) };
+    let got = serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.get(field).and_then(|f| f.as_str()).map(str::to_string));
+    match got {
+        Some(g) if g == *want => Ok(None),
+        Some(g) => Ok(Some(format!("`{field}` is `{g}`, expected `{want}`"))),
+        None => Ok(Some(format!("the answer is not a JSON document with `{field}`"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
@@ -342,5 +447,76 @@ mod tests {
         let e = bring_up(&host, &server(), WaitOptions::default(), &FakeClock::new(), &Silent).unwrap_err();
         assert!(e.to_string().contains("target root"), "{e}");
         assert!(runs(&host).is_empty());
+    }
+
+    fn checks() -> Vec<HttpsCheck> {
+        vec![
+            HttpsCheck {
+                name: "keycloak".into(),
+                url: "https://keycloak.example.test/realms/airlock/.well-known/openid-configuration".into(),
+                expect_json: Some(("issuer".into(), "https://keycloak.example.test/realms/airlock".into())),
+            },
+            HttpsCheck { name: "app".into(), url: "https://app.example.test/".into(), expect_json: None },
+        ]
+    }
+
+    #[test]
+    fn endpoints_are_checked_against_the_site_ca_on_this_node_until_they_answer() {
+        let host = RecordingHost::new(true).unwrap();
+        let kc = [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--max-time",
+            "10",
+            "--cacert",
+            "/etc/airlock/pki/ca.crt",
+            "--resolve",
+            "keycloak.example.test:443:192.0.2.10",
+        ];
+        // The most recent matching answer wins: the general one first.
+        host.expect_command(&["curl"], CommandOutput::ok("<html>"));
+        host.expect_command(&kc, CommandOutput::ok(r#"{"issuer":"https://keycloak.example.test/realms/airlock"}"#));
+        host.expect_command_times(&kc, CommandOutput::exit(7, "curl: (7) Failed to connect"), 2);
+        let clock = FakeClock::new();
+        let opts = WaitOptions { timeout: Duration::from_secs(300), poll: Duration::from_secs(5) };
+        let ca = std::path::Path::new("/etc/airlock/pki/ca.crt");
+        let r =
+            post_install_checks(&host, &checks(), ca, "192.0.2.10".parse().unwrap(), opts, &clock, &Silent).unwrap();
+        assert_eq!(
+            r.iter().map(|c| (c.name.as_str(), c.ok_after_s)).collect::<Vec<_>>(),
+            [("keycloak", 10), ("app", 10)]
+        );
+        let runs = runs(&host);
+        assert!(runs.iter().all(|r| r.contains("--cacert /etc/airlock/pki/ca.crt")), "{runs:#?}");
+        assert!(runs.last().unwrap().contains("--resolve app.example.test:443:192.0.2.10 https://app.example.test/"));
+    }
+
+    #[test]
+    fn an_untrusted_certificate_or_a_wrong_issuer_fails_the_check_naming_it() {
+        let host = RecordingHost::new(true).unwrap();
+        host.expect_command(
+            &["curl"],
+            CommandOutput::exit(60, "curl: (60) SSL certificate problem: unable to get local issuer certificate"),
+        );
+        let opts = WaitOptions { timeout: Duration::from_secs(30), poll: Duration::from_secs(5) };
+        let ca = std::path::Path::new("/etc/airlock/pki/ca.crt");
+        let ip = "192.0.2.10".parse().unwrap();
+        let e =
+            post_install_checks(&host, &checks(), ca, ip, opts, &FakeClock::new(), &Silent).unwrap_err().to_string();
+        assert!(
+            e.contains("post-install check keycloak") && e.contains("SSL certificate problem") && e.contains("hint:"),
+            "{e}"
+        );
+
+        let host = RecordingHost::new(true).unwrap();
+        host.expect_command(
+            &["curl"],
+            CommandOutput::ok(r#"{"issuer":"http://keycloak.example.test/realms/airlock"}"#),
+        );
+        let e =
+            post_install_checks(&host, &checks(), ca, ip, opts, &FakeClock::new(), &Silent).unwrap_err().to_string();
+        assert!(e.contains("`issuer` is `http://keycloak.example.test/realms/airlock`"), "{e}");
     }
 }

@@ -411,7 +411,7 @@ fn install(
     use airlock_installer::engine::{apply, ApplyOptions};
     use airlock_installer::host::{Host, RootedHost};
     use airlock_installer::install::{plan, stage, staged_profiles, STATE_DIR};
-    use airlock_installer::live::{bring_up, SystemClock, WaitOptions};
+    use airlock_installer::live::{bring_up, post_install_checks, SystemClock, WaitOptions};
     use airlock_installer::preflight::site::{self, SiteInput};
 
     let output = args.output;
@@ -559,14 +559,24 @@ fn install(
         let wait = WaitOptions { timeout: args.timeout, ..WaitOptions::default() };
         let up = bring_up(&host, &prepared.live, wait, &SystemClock, progress.reporter());
         progress.finish();
-        Some(up?)
+        let up = up?;
+        let checks = airlock_installer::platform::wiring::https_checks(&answers, &prepared.staged.manifest.charts);
+        let progress = Progress::new(output == Output::Text);
+        let ca = std::path::Path::new(airlock_installer::pki::CA_CERT);
+        let checked = post_install_checks(&host, &checks, ca, answers.node.ip, wait, &SystemClock, progress.reporter());
+        progress.finish();
+        Some((up, checked?))
     } else {
         None
     };
     match output {
-        Output::Json => {
-            print_json(&serde_json::json!({ "preflight": pre, "result": done, "live": up, "report": prepared.report }))
-        }
+        Output::Json => print_json(&serde_json::json!({
+            "preflight": pre,
+            "result": done,
+            "live": up.as_ref().map(|u| &u.0),
+            "checks": up.as_ref().map(|u| &u.1),
+            "report": prepared.report,
+        })),
         Output::Text => {
             println!(
                 "installed {} {} into {}: {} steps applied, {} already done; journal {}",
@@ -577,13 +587,16 @@ fn install(
                 done.satisfied,
                 done.journal.display()
             );
-            if let Some(up) = &up {
+            if let Some((up, checked)) = &up {
                 println!(
                     "node {} Ready after {} s; {} charts installed",
                     prepared.live.node,
                     up.node_ready_after_s,
                     up.charts.len()
                 );
+                for c in checked {
+                    println!("  ok {} ({}) after {} s, verified against the site CA", c.name, c.url, c.ok_after_s);
+                }
             } else {
                 println!("target root: nothing was started; {} starts when the system boots", prepared.live.unit);
             }

@@ -68,6 +68,33 @@ fn a_live_install_lays_every_file_before_starting_k3s_then_waits_for_the_node_an
     assert_eq!(up.node_ready_after_s, 30, "six refused polls, five seconds apart");
     assert_eq!(up.charts.len(), prepared.live.charts.len());
 
+    // Then every endpoint, over HTTPS against the site CA, with the ingress hosts
+    // resolved to this node.
+    let checks = airlock_installer::platform::wiring::https_checks(&answers, &prepared.staged.manifest.charts);
+    assert_eq!(checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["keycloak", "minio", "app"]);
+    host.expect_command(&["curl"], CommandOutput::ok("ok"));
+    let issuer = "https://keycloak.platform.example.test/realms/airlock";
+    host.expect_command(
+        &[
+            "curl",
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--max-time",
+            "10",
+            "--cacert",
+            "/etc/airlock/pki/ca.crt",
+            "--resolve",
+            "keycloak.platform.example.test:443:192.0.2.10",
+        ],
+        CommandOutput::ok(format!(r#"{{"issuer":"{issuer}"}}"#)),
+    );
+    let ca = Path::new(airlock_installer::pki::CA_CERT);
+    let checked =
+        airlock_installer::live::post_install_checks(&host, &checks, ca, answers.node.ip, wait, &clock, &Silent)
+            .unwrap();
+    assert_eq!(checked.len(), 3);
+
     let calls = host.calls();
     let start = calls
         .iter()
@@ -90,6 +117,9 @@ fn a_live_install_lays_every_file_before_starting_k3s_then_waits_for_the_node_an
         })
         .collect();
     let first_job = runs.iter().position(|r| r.contains("helm-install-")).unwrap();
+    let last_job = runs.iter().rposition(|r| r.contains("helm-install-")).unwrap();
+    let first_curl = runs.iter().position(|r| r.starts_with("curl ")).unwrap();
+    assert!(last_job < first_curl, "endpoints are checked once every chart is installed: {runs:#?}");
     let last_node = runs.iter().rposition(|r| r.contains("get node demo-node")).unwrap();
     assert!(last_node < first_job, "charts are waited for once the node is Ready: {runs:#?}");
 }

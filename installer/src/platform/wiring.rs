@@ -455,6 +455,46 @@ pub struct CaReport {
     pub sha256: String,
 }
 
+/// The endpoints a live install checks once the charts are in (issue: post-install
+/// checks): Keycloak's OIDC discovery document (its issuer must be the public URL), the
+/// S3 API's liveness endpoint, and the app's front page, each over HTTPS against the
+/// site CA. Only for the components the bundle installs, and only on the node that
+/// started the cluster (it holds the CA).
+pub fn https_checks(answers: &Answers, bundle_charts: &[Chart]) -> Vec<crate::live::HttpsCheck> {
+    use crate::live::HttpsCheck;
+    let d = &answers.cluster.ingress_domain;
+    let has = |n: &str| bundle_charts.iter().any(|c| c.name == n);
+    let mut out = Vec::new();
+    if !answers.starts_cluster() {
+        return out;
+    }
+    if has(KEYCLOAK_CHART) {
+        let issuer = format!("https://{}/realms/{REALM}", keycloak::host(d));
+        out.push(HttpsCheck {
+            name: "keycloak".into(),
+            url: format!("{issuer}/.well-known/openid-configuration"),
+            expect_json: Some(("issuer".into(), issuer)),
+        });
+    }
+    if has(MINIO_CHART) {
+        out.push(HttpsCheck {
+            name: "minio".into(),
+            url: format!("https://{}/minio/health/live", minio::api_host(d)),
+            expect_json: None,
+        });
+    }
+    if has(APP_CHART) {
+        // The API's own health endpoint is not routed by the ingress (only /api is);
+        // the front page through the ingress proves TLS, routing and the web pods.
+        out.push(HttpsCheck {
+            name: "app".into(),
+            url: format!("https://{}/", keycloak::app_host(d)),
+            expect_json: None,
+        });
+    }
+    out
+}
+
 impl InstallReport {
     /// The report for these charts (by the names the bundle gives them).
     pub fn new(answers: &Answers, bundle_charts: &[Chart], pki: Option<&SitePki>) -> Self {
