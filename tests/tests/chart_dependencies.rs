@@ -9,42 +9,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use airlock_format::Sha256Digest;
+use airlock_tests::http::StaticServer;
 use airlock_tests::{cargo_bin, demo_dir, helm, helm_command, require_tool};
-
-struct StaticServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl StaticServer {
-    fn start(dir: &Path) -> StaticServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        StaticServer { child, port }
-    }
-}
-
-impl Drop for StaticServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn ok(o: Output, what: &str) -> Output {
     assert!(
@@ -188,26 +156,6 @@ fn dependencies_from_an_http_repository_and_file_paths_are_vendored_and_render_o
 
 fn repo_port(repo: &str) -> u16 {
     repo.rsplit(':').next().unwrap().parse().unwrap()
-}
-
-impl StaticServer {
-    /// Starts again on the port a lock already names.
-    fn start_at(dir: &Path, port: u16) -> StaticServer {
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        StaticServer { child, port }
-    }
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use airlock_format::parts::BundleFiles;
 use airlock_format::read::read_manifest;
+use airlock_tests::http::StaticServer;
 use airlock_tests::registry::{add_index, build_image, Registry, RegistryOptions};
 use airlock_tests::{cargo_bin, demo_dir, require_tool};
 
@@ -473,39 +474,6 @@ fn progress_on_a_terminal_shows_a_bar_per_transfer_and_a_total_then_clears() {
     assert!(last.contains("EXIT=0"), "{last}");
     assert!(!last.contains("MiB/"), "bars left on the screen after the pull:\n{last}");
     assert!(last.contains("3 registry images cached"), "{last}");
-}
-
-/// `python3 -m http.server` on a free 127.0.0.1 port serving `dir`; killed on drop.
-struct StaticServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl StaticServer {
-    fn start(dir: &Path) -> StaticServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        StaticServer { child, port }
-    }
-}
-
-impl Drop for StaticServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

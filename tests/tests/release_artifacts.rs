@@ -8,48 +8,15 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use airlock_format::parts::BundleFiles;
 use airlock_format::read::read_manifest;
 use airlock_format::Sha256Digest;
+use airlock_tests::http::StaticServer;
 use airlock_tests::{cargo_bin, demo_dir, require_tool};
 
 const K3S: &[u8] = b"#!/bin/sh\necho 'STAND-IN for the k3s binary, not K3s'\nexit 1\n";
 const AIRGAP: &[u8] = b"STAND-IN for k3s-airgap-images-amd64.tar.zst\n";
-
-/// `python3 -m http.server` on a free 127.0.0.1 port serving `dir`; killed on drop.
-struct StaticServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl StaticServer {
-    fn start(dir: &Path) -> StaticServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        StaticServer { child, port }
-    }
-}
-
-impl Drop for StaticServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn sums_line(bytes: &[u8], name: &str) -> String {
     format!("{}  {name}\n", Sha256Digest::of(bytes).hex())
