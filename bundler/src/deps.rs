@@ -13,7 +13,7 @@
 //! take the locked version and digest.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use airlock_format::error::{Error, IoContext, Result};
@@ -352,37 +352,8 @@ fn repack(tgz: &[u8], top: &str, added: &[(String, Vec<u8>)], mtime: u64, label:
     for (n, b) in added {
         files.insert(format!("charts/{n}"), Some(b.clone()));
     }
-    let gz = flate2::GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), flate2::Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    let io = |e: std::io::Error| Error::new(airlock_format::error::ErrorKind::Io, label, e.to_string());
-    let header = |kind: tar::EntryType, mode: u32, size: u64| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(mtime);
-        h.set_size(size);
-        h
-    };
-    let mut h = header(tar::EntryType::Directory, 0o755, 0);
-    tar.append_data(&mut h, top, std::io::empty()).map_err(io)?;
-    for (rel, data) in &files {
-        let path = format!("{top}/{rel}");
-        match data {
-            None => {
-                let mut h = header(tar::EntryType::Directory, 0o755, 0);
-                tar.append_data(&mut h, &path, std::io::empty()).map_err(io)?;
-            }
-            Some(d) => {
-                let mut h = header(tar::EntryType::Regular, 0o644, d.len() as u64);
-                tar.append_data(&mut h, &path, d.as_slice()).map_err(io)?;
-            }
-        }
-    }
-    let mut gz = tar.into_inner().map_err(io)?;
-    gz.flush().map_err(io)?;
-    gz.finish().map_err(io)
+    crate::sources::chart::pack_chart_tgz(top, files.iter().map(|(r, d)| (r.as_str(), d.as_deref())), mtime)
+        .map_err(|e| Error::new(airlock_format::error::ErrorKind::Io, label, e.to_string()))
 }
 
 #[cfg(test)]

@@ -383,9 +383,23 @@ fn package_dir_with(dir: &Path, mtime: u64, check_deps: bool) -> Result<LoadedCh
     let meta = inspect_with(&tree, "", &label, 0, check_deps)?;
     files.sort_by(|a, b| a.0.cmp(&b.0));
 
+    let bytes = pack_chart_tgz(&meta.name, files.iter().map(|(r, d)| (r.as_str(), d.as_deref())), mtime)
+        .map_err(|e| Error::io(dir, e))?;
+    let sha256 = Sha256Digest::of(&bytes);
+    let size = bytes.len() as u64;
+    Ok(finish(meta, Content::Bytes(bytes), size, sha256))
+}
+
+/// Packs a chart as `helm package` lays it out: one top directory named after the
+/// chart, then `files` (relative paths; `None` is a directory) in the order given,
+/// root-owned, with a fixed mtime and gzip header so the same chart gives the same bytes.
+pub(crate) fn pack_chart_tgz<'a>(
+    top: &str,
+    files: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    mtime: u64,
+) -> std::io::Result<Vec<u8>> {
     let gz = flate2::GzBuilder::new().mtime(0).operating_system(255).write(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
-    let io = |e: std::io::Error| Error::io(dir, e);
     let header = |kind: tar::EntryType, mode: u32, size: u64| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
@@ -397,26 +411,23 @@ fn package_dir_with(dir: &Path, mtime: u64, check_deps: bool) -> Result<LoadedCh
         h
     };
     let mut h = header(tar::EntryType::Directory, 0o755, 0);
-    tar.append_data(&mut h, &meta.name, std::io::empty()).map_err(io)?;
-    for (rel, data) in &files {
-        let path = format!("{}/{rel}", meta.name);
+    tar.append_data(&mut h, top, std::io::empty())?;
+    for (rel, data) in files {
+        let path = format!("{top}/{rel}");
         match data {
             None => {
                 let mut h = header(tar::EntryType::Directory, 0o755, 0);
-                tar.append_data(&mut h, &path, std::io::empty()).map_err(io)?;
+                tar.append_data(&mut h, &path, std::io::empty())?;
             }
             Some(d) => {
                 let mut h = header(tar::EntryType::Regular, 0o644, d.len() as u64);
-                tar.append_data(&mut h, &path, d.as_slice()).map_err(io)?;
+                tar.append_data(&mut h, &path, d)?;
             }
         }
     }
-    let mut gz = tar.into_inner().map_err(io)?;
-    gz.flush().map_err(io)?;
-    let bytes = gz.finish().map_err(io)?;
-    let sha256 = Sha256Digest::of(&bytes);
-    let size = bytes.len() as u64;
-    Ok(finish(meta, Content::Bytes(bytes), size, sha256))
+    let mut gz = tar.into_inner()?;
+    gz.flush()?;
+    gz.finish()
 }
 
 /// Collects the chart's directories (`None`) and files (their real path), depth first,
