@@ -86,6 +86,20 @@ pub fn stage(bundle: &Path, trusted: &[PublicKey], host: &dyn Host, reporter: &d
     staging::extract_with_image_archive(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, reporter)
 }
 
+/// As [`stage`], for an upgrade: a delta bundle is accepted when its base is the
+/// installed release, and staged into the tree its full bundle would give (see
+/// [`crate::delta::stage_upgrade`]). `base` defaults to the installed release's
+/// staged content under `/var/lib/airlock/releases/`.
+pub fn stage_upgrade(
+    bundle: &Path,
+    trusted: &[PublicKey],
+    host: &dyn Host,
+    reporter: &dyn Reporter,
+    base: Option<&Path>,
+) -> Result<Staged> {
+    crate::delta::stage_upgrade(bundle, trusted, host, reporter, base)
+}
+
 /// Every profile the staged bundle carries (what the wizard offers).
 pub fn staged_profiles(staged: &Staged) -> Result<Vec<Profile>> {
     staged
@@ -142,7 +156,15 @@ pub fn read_profiles(
     }
     let mut profiles = Vec::new();
     for (path, name) in &sink.wanted {
-        let (_, bytes) = sink.got.iter().find(|(p, _)| p == path).expect("every manifest entry was read");
+        // A delta bundle carries a profile only when it changed; the rest are the base's.
+        let Some((_, bytes)) = sink.got.iter().find(|(p, _)| p == path) else {
+            let m = &outcome.manifest;
+            return Err(Error::input(
+                format!("{} {}: profile {name}", m.name, m.version),
+                "is not carried by this delta bundle; it comes from the installed release",
+            )
+            .with_hint("run preflight with the full bundle, or let `airlock upgrade` check the site"));
+        };
         let text = String::from_utf8_lossy(&bytes.borrow()).into_owned();
         profiles.push(Profile::from_bundle_entry(&text, name)?);
     }
