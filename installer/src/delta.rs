@@ -343,3 +343,63 @@ impl BaseMerge {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_format::manifest::FORMAT_V1;
+
+    fn manifest(base: Option<&str>) -> Manifest {
+        Manifest {
+            format: FORMAT_V1.into(),
+            name: "demo".into(),
+            version: "2.0.0".into(),
+            created: airlock_format::manifest::rfc3339(0),
+            distribution: None,
+            installer: None,
+            components: vec![],
+            images: vec![],
+            charts: vec![],
+            files: vec![],
+            profiles: vec![],
+            key_statements: vec![],
+            entries: vec![],
+            base: base.map(|sha| BaseRef { name: "demo".into(), version: "1.0.0".into(), manifest_sha256: sha.into() }),
+            base_entries: vec![],
+        }
+    }
+
+    #[test]
+    fn a_full_bundle_passes_the_base_check_whatever_is_installed() {
+        check_delta_base(&manifest(None), None).unwrap();
+        check_delta_base(&manifest(None), Some(&"cd".repeat(32))).unwrap();
+    }
+
+    #[test]
+    fn a_delta_passes_only_over_its_own_base() {
+        let sha = "ab".repeat(32);
+        check_delta_base(&manifest(Some(&sha)), Some(&sha)).unwrap();
+        let e = check_delta_base(&manifest(Some(&sha)), Some(&"cd".repeat(32))).unwrap_err();
+        assert_eq!(e.kind, airlock_format::ErrorKind::Input);
+        let text = e.to_string();
+        assert!(
+            text.contains("delta bundle demo 2.0.0: builds on demo 1.0.0 (manifest sha256 abababababab)"),
+            "{text}"
+        );
+        assert!(text.contains("this site runs the release with manifest sha256 cdcdcdcdcdcd"), "{text}");
+        assert!(text.contains("hint: nothing was changed"), "{text}");
+    }
+
+    #[test]
+    fn a_delta_on_a_site_with_nothing_installed_is_refused() {
+        let e = check_delta_base(&manifest(Some(&"ab".repeat(32))), None).unwrap_err();
+        assert!(e.to_string().contains("nothing is installed on this site"), "{e}");
+        assert!(e.hint.unwrap().contains("install the full bundle of demo 1.0.0 first"));
+    }
+
+    #[test]
+    fn installed_release_id_is_version_and_twelve_hex_digits() {
+        let r = InstalledRelease { bundle: "demo".into(), version: "1.0.0".into(), manifest_sha256: "ab".repeat(32) };
+        assert_eq!(r.id(), "1.0.0-abababababab");
+    }
+}
