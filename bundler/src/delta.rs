@@ -48,12 +48,16 @@ pub struct DeltaSummary {
 /// every base file against the digests of the new, signed manifest anyway).
 pub fn load_base(path: &Path, pubkeys: &[PublicKey]) -> Result<Manifest> {
     let what = format!("--base {}", path.display());
-    let mut head = [0u8; 4];
-    let n = fs::File::open(path).and_then(|mut f| f.read(&mut head)).at(path).map_err(|e| {
-        e.with_hint("give the previous release's bundle (or first part), or the manifest.json taken out of it")
-    })?;
     let trusted = (!pubkeys.is_empty()).then_some(pubkeys);
-    if n == 4 && head == ZSTD_MAGIC {
+    // A split bundle named by its base name has no file of that name: its parts do.
+    let is_bundle = if path.is_file() {
+        let mut head = [0u8; 4];
+        let n = fs::File::open(path).and_then(|mut f| f.read(&mut head)).at(path)?;
+        n == 4 && head == ZSTD_MAGIC
+    } else {
+        true
+    };
+    if is_bundle {
         let files = BundleFiles::locate(path)?;
         let (m, _, _) = read_manifest(&files, trusted).map_err(|e| e.within(&what))?;
         return Ok(m);

@@ -652,6 +652,13 @@ mod tests {
     }
 
     #[test]
+    fn an_unsafe_base_entry_path_is_rejected_as_unsafe() {
+        let mut m = release(&["charts/a-1.tgz"]);
+        m.base_entries[0].path = "../etc/passwd".into();
+        assert_eq!(m.validate().unwrap_err().kind, crate::ErrorKind::Unsafe);
+    }
+
+    #[test]
     fn base_entries_without_a_base_are_rejected() {
         let mut m = release(&["charts/a-1.tgz"]);
         m.base = None;

@@ -389,7 +389,7 @@ fn airlock_verify_and_inspect_say_delta_and_stock_minisign_and_sha256sum_check_i
 }
 
 #[test]
-fn delta_from_the_base_manifest_alone_equals_delta_from_the_base_bundle() {
+fn delta_from_the_base_manifest_alone_or_a_split_base_equals_delta_from_the_base_bundle() {
     let v = versions();
     // The vendor kept only v1's manifest (and its signature), taken out of the bundle.
     let files = BundleFiles::locate(&v.v1).unwrap();
@@ -407,6 +407,27 @@ fn delta_from_the_base_manifest_alone_equals_delta_from_the_base_bundle() {
         &["--base".as_ref(), manifest.as_os_str(), "--base-pubkey".as_ref(), pubkey().as_os_str()],
     );
     assert_eq!(fs::read(&from_manifest).unwrap(), fs::read(&v.delta).unwrap(), "the same delta either way");
+
+    // Split like any bundle, from a split base named by its base name: parts verify
+    // and stage to the same tree.
+    let v1_split = v.demo.out.join("v1-split");
+    fs::create_dir_all(&v1_split).unwrap();
+    for p in BundleFiles::locate(&v.v1).unwrap().parts {
+        fs::copy(&p, v1_split.join("v1.airlock.part001")).unwrap();
+    }
+    let split = v.demo.build(
+        "v2-delta-split.airlock",
+        &["--base".as_ref(), v1_split.join("v1.airlock").as_os_str(), "--split-size".as_ref(), "1M".as_ref()],
+    );
+    let parts = BundleFiles::locate(&split).unwrap();
+    assert!(parts.parts.len() >= 3, "a 2 MiB delta in 1M parts: {:?}", parts.parts);
+    ok(Command::new(cargo_bin("airlock")).arg("verify").arg("--pubkey").arg(pubkey()).arg(&parts.parts[0]));
+    let root = tempfile::tempdir().unwrap();
+    let base = install_release(root.path(), &v.v1);
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    extract_delta(&parts, &keys(), &a, IMAGE_ARCHIVE_ENTRY, &base, &Silent).unwrap();
+    extract_delta(&BundleFiles::locate(&v.delta).unwrap(), &keys(), &b, IMAGE_ARCHIVE_ENTRY, &base, &Silent).unwrap();
+    assert_eq!(tree(&a), tree(&b));
 
     // --base-pubkey refuses a base signed by another key.
     let other = SecretKey::generate().unwrap();
