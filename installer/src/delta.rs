@@ -103,6 +103,27 @@ pub fn extract_delta(
     extract_with(files, trusted, dir, &opts, reporter)
 }
 
+/// The upgrade's staging in one call: verifies a full or delta bundle into `dir`
+/// (which must not exist) with the image archive at `archive_entry`. A delta is
+/// refused by [`check_delta_base`] against `installed_manifest_sha256` as soon as its
+/// signed manifest is read, before `dir` is created; otherwise its base entries come
+/// from `base` (the installed release's staged content), as in [`extract_delta`].
+#[allow(clippy::too_many_arguments)]
+pub fn extract_upgrade(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    dir: &Path,
+    archive_entry: &str,
+    base: Option<&Path>,
+    installed_manifest_sha256: Option<&str>,
+    installed_label: Option<&str>,
+    reporter: &dyn Reporter,
+) -> Result<Staged> {
+    let check = |m: &Manifest| check_delta_base_named(m, installed_manifest_sha256, installed_label);
+    let opts = ExtractOptions { archive_entry: Some(archive_entry), base, check: Some(&check) };
+    extract_with(files, trusted, dir, &opts, reporter)
+}
+
 /// What `/var/lib/airlock/release.json` says about the installed release (the fields
 /// this module needs; the file has more).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -157,11 +178,8 @@ pub fn stage_upgrade(
         fs::remove_dir_all(&dir).at(&dir)?;
     }
     let label = installed.as_ref().map(|r| format!("{} {}", r.bundle, r.version));
-    let check = |m: &Manifest| {
-        check_delta_base_named(m, installed.as_ref().map(|r| r.manifest_sha256.as_str()), label.as_deref())
-    };
-    let opts = ExtractOptions { archive_entry: Some(IMAGE_ARCHIVE_ENTRY), base: base.as_deref(), check: Some(&check) };
-    extract_with(&files, trusted, &dir, &opts, reporter)
+    let sha = installed.as_ref().map(|r| r.manifest_sha256.as_str());
+    extract_upgrade(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, base.as_deref(), sha, label.as_deref(), reporter)
 }
 
 /// Where base bytes go while they are merged into the image archive.
