@@ -116,3 +116,103 @@ pub fn make_delta(plan: &mut Plan, base: &Manifest) -> Result<DeltaSummary> {
         carried_bytes: m.total_size(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_format::digest::Sha256Digest;
+    use airlock_format::manifest::{FileArtifact, FORMAT_V1};
+    use airlock_format::write::{Content, PlannedEntry};
+
+    fn entry(path: &str, content: &[u8]) -> Entry {
+        Entry { path: path.into(), size: content.len() as u64, sha256: Sha256Digest::of(content), executable: false }
+    }
+
+    /// A release of three files with these contents.
+    fn manifest(version: &str, files: &[(&str, &[u8])]) -> Manifest {
+        Manifest {
+            format: FORMAT_V1.into(),
+            name: "demo".into(),
+            version: version.into(),
+            created: airlock_format::manifest::rfc3339(0),
+            distribution: None,
+            installer: None,
+            components: vec![],
+            images: vec![],
+            charts: vec![],
+            files: files
+                .iter()
+                .map(|(p, _)| FileArtifact {
+                    name: p.rsplit('/').next().unwrap().into(),
+                    component: "c".into(),
+                    path: (*p).into(),
+                })
+                .collect(),
+            profiles: vec![],
+            key_statements: vec![],
+            entries: files.iter().map(|(p, c)| entry(p, c)).collect(),
+            base: None,
+            base_entries: vec![],
+        }
+    }
+
+    fn plan(m: Manifest, files: &[(&str, &[u8])]) -> Plan {
+        let entries = files
+            .iter()
+            .map(|(p, c)| PlannedEntry { entry: entry(p, c), content: Content::Bytes(c.to_vec()) })
+            .collect();
+        Plan { manifest: m, entries, lock: None, discovered: Default::default() }
+    }
+
+    const V1: &[(&str, &[u8])] = &[("files/c/a", b"a1"), ("files/c/b", b"b1"), ("files/c/c", b"c1")];
+    const V2: &[(&str, &[u8])] = &[("files/c/a", b"a2"), ("files/c/b", b"b1"), ("files/c/c", b"c1")];
+    const V3: &[(&str, &[u8])] = &[("files/c/a", b"a2"), ("files/c/b", b"b1"), ("files/c/c", b"c3")];
+
+    #[test]
+    fn only_entries_the_base_has_with_the_same_digest_are_left_out() {
+        let base = manifest("1", V1);
+        let mut p = plan(manifest("2", V2), V2);
+        let s = make_delta(&mut p, &base).unwrap();
+        let carried: Vec<&str> = p.entries.iter().map(|e| e.entry.path.as_str()).collect();
+        assert_eq!(carried, ["files/c/a"]);
+        assert_eq!(p.manifest.entries.len(), 1);
+        assert_eq!(p.manifest.base_entries.len(), 2);
+        assert_eq!((s.carried, s.from_base), (1, 2));
+        assert_eq!(p.manifest.base.as_ref().unwrap().manifest_sha256, Sha256Digest::of(&base.to_bytes()).hex());
+        // Reassembled, it is the full bundle's manifest.
+        assert_eq!(p.manifest.full_release(), manifest("2", V2));
+    }
+
+    #[test]
+    fn a_delta_base_counts_with_its_whole_release_and_its_full_manifest_hash() {
+        let mut v2 = plan(manifest("2", V2), V2);
+        make_delta(&mut v2, &manifest("1", V1)).unwrap();
+        let base = v2.manifest; // a delta: files/c/b and files/c/c only in base_entries
+        let mut v3 = plan(manifest("3", V3), V3);
+        make_delta(&mut v3, &base).unwrap();
+        let carried: Vec<&str> = v3.entries.iter().map(|e| e.entry.path.as_str()).collect();
+        assert_eq!(carried, ["files/c/c"], "a2 and b1 are in v2's release, even if not in its delta");
+        assert_eq!(v3.manifest.base.unwrap().manifest_sha256, manifest("2", V2).release_sha256());
+    }
+
+    #[test]
+    fn a_base_of_another_product_is_refused() {
+        let mut base = manifest("1", V1);
+        base.name = "other".into();
+        let e = make_delta(&mut plan(manifest("2", V2), V2), &base).unwrap_err();
+        assert_eq!(e.kind, airlock_format::ErrorKind::Input);
+        assert!(e.to_string().contains("the base is a bundle of `other`"), "{e}");
+    }
+
+    #[test]
+    fn a_changed_mode_is_carried_even_with_the_same_bytes() {
+        let base = manifest("1", V1);
+        let mut m = manifest("2", V1);
+        m.entries[1].executable = true;
+        let mut p = plan(m, V1);
+        p.entries[1].entry.executable = true;
+        make_delta(&mut p, &base).unwrap();
+        let carried: Vec<&str> = p.entries.iter().map(|e| e.entry.path.as_str()).collect();
+        assert_eq!(carried, ["files/c/b"]);
+    }
+}
