@@ -143,6 +143,25 @@ impl InstalledRelease {
         })
     }
 
+    /// Reads the record under a target root directly (read-only callers without a
+    /// host, like `airlock preflight`); `None` when nothing is installed.
+    pub fn read_at(root: &Path) -> Result<Option<Self>> {
+        let p = root.join(RELEASE_PATH.trim_start_matches('/'));
+        match fs::read(&p) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::corrupt(p.display().to_string(), format!("is not a valid release record: {e}"))
+                    .with_hint("the installer's state was changed by hand; restore it from the last backup")
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    /// The release's staged content under the target root `root`.
+    pub fn bundle_dir_at(&self, root: &Path) -> PathBuf {
+        root.join(RELEASES_DIR.trim_start_matches('/')).join(self.id()).join("bundle")
+    }
+
     /// `<version>-<first 12 hex of manifest_sha256>`, the release's directory name.
     pub fn id(&self) -> String {
         format!("{}-{}", self.version, short_sha(&self.manifest_sha256))
@@ -150,7 +169,7 @@ impl InstalledRelease {
 
     /// The release's staged content under the target root.
     pub fn bundle_dir(&self, host: &dyn Host) -> PathBuf {
-        host.root().join(RELEASES_DIR.trim_start_matches('/')).join(self.id()).join("bundle")
+        self.bundle_dir_at(host.root())
     }
 }
 
@@ -180,6 +199,55 @@ pub fn stage_upgrade(
     let label = installed.as_ref().map(|r| format!("{} {}", r.bundle, r.version));
     let sha = installed.as_ref().map(|r| r.manifest_sha256.as_str());
     extract_upgrade(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, base.as_deref(), sha, label.as_deref(), reporter)
+}
+
+/// `airlock preflight`'s bundle read on a site: verifies the bundle and returns the
+/// full release's manifest and every profile. For a delta, the base must be the
+/// release installed under `root` (else refused as by [`check_delta_base`]) and the
+/// profiles it does not carry are read from that release's staged content.
+pub fn read_profiles_for_site(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    root: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(Manifest, Vec<crate::profile::Profile>)> {
+    let (m, _, _) = airlock_format::read::read_manifest(files, Some(trusted))?;
+    if !m.is_delta() {
+        return crate::install::read_profiles(files, trusted, reporter);
+    }
+    let installed = InstalledRelease::read_at(root)?;
+    let label = installed.as_ref().map(|r| format!("{} {}", r.bundle, r.version));
+    check_delta_base_named(&m, installed.as_ref().map(|r| r.manifest_sha256.as_str()), label.as_deref())?;
+    let base = installed.map(|r| r.bundle_dir_at(root));
+    crate::install::read_profiles_over(files, trusted, base.as_deref(), reporter)
+}
+
+/// One small base entry's bytes from the base release's content, checked against the
+/// signed manifest `m` of the delta.
+pub(crate) fn read_base_entry(base: &Path, e: &Entry, m: &Manifest) -> Result<Vec<u8>> {
+    let src = base.join(&e.path);
+    let label = m.base.as_ref().map(BaseRef::label).unwrap_or_default();
+    let hint = format!(
+        "the installed release {label} was changed or damaged under {}: restore it, or use the full bundle",
+        base.display()
+    );
+    let bytes = fs::read(&src).map_err(|err| {
+        Error::corrupt(&e.path, format!("the base release's copy {} cannot be read: {err}", src.display()))
+            .with_hint(hint.clone())
+    })?;
+    let got = airlock_format::Sha256Digest::of(&bytes);
+    if got != e.sha256 || bytes.len() as u64 != e.size {
+        return Err(Error::corrupt(
+            &e.path,
+            format!(
+                "the base release's copy {} has digest {got}; the signed manifest says {}",
+                src.display(),
+                e.sha256
+            ),
+        )
+        .with_hint(hint));
+    }
+    Ok(bytes)
 }
 
 /// Where base bytes go while they are merged into the image archive.

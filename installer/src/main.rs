@@ -706,7 +706,7 @@ fn preflight(
     output: Output,
 ) -> Result<u8> {
     use airlock_installer::answers::{Answers, Role};
-    use airlock_installer::install::read_profiles;
+    use airlock_installer::delta::read_profiles_for_site;
     use airlock_installer::preflight::site::{self, SiteInput};
     use airlock_installer::preflight::Mode;
 
@@ -714,7 +714,8 @@ fn preflight(
     let keys = trust::trusted_keys(pubkey, root)?;
     let files = BundleFiles::locate(bundle)?;
     let progress = Progress::new(output == Output::Text);
-    let read = read_profiles(&files, &keys, progress.reporter());
+    // A delta's profiles come from the release installed under the root.
+    let read = read_profiles_for_site(&files, &keys, root, progress.reporter());
     progress.finish();
     let (manifest, profiles) = read?;
     let wanted = match (&answers, profile) {

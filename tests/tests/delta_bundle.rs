@@ -17,7 +17,7 @@ use airlock_format::minisign::{PublicKey, SecretKey};
 use airlock_format::parts::BundleFiles;
 use airlock_format::report::Silent;
 use airlock_format::write::{write_bundle, Content, PlannedEntry, WriteOptions};
-use airlock_installer::delta::{extract_delta, stage_upgrade, RELEASES_DIR};
+use airlock_installer::delta::{extract_delta, read_profiles_for_site, stage_upgrade, RELEASES_DIR};
 use airlock_installer::host::RootedHost;
 use airlock_installer::install::{IMAGE_ARCHIVE_ENTRY, RELEASE_PATH};
 use airlock_installer::staging::extract_with_image_archive;
@@ -312,6 +312,30 @@ fn stage_upgrade_takes_the_base_from_the_installed_release_and_refuses_another_b
     extract_with_image_archive(&BundleFiles::locate(&v.v2).unwrap(), &keys(), &full, IMAGE_ARCHIVE_ENTRY, &Silent)
         .unwrap();
     assert_eq!(tree(&staging_current(root.path())), tree(&full));
+}
+
+#[test]
+fn preflight_reads_a_deltas_profiles_from_the_installed_release() {
+    let v = versions();
+    let root = tempfile::tempdir().unwrap();
+    let files = BundleFiles::locate(&v.delta).unwrap();
+    let e = read_profiles_for_site(&files, &keys(), root.path(), &Silent).unwrap_err();
+    assert!(e.to_string().contains("nothing is installed"), "{e}");
+
+    let base = install_release(root.path(), &v.v1);
+    let (m, profiles) = read_profiles_for_site(&files, &keys(), root.path(), &Silent).expect("profiles from v1");
+    assert_eq!(m.version, "1.1.0");
+    assert!(m.base.is_none(), "the full release's manifest");
+    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["single-node", "ha"]);
+
+    let profile = base.join("profiles/single-node.yaml");
+    let mut text = fs::read_to_string(&profile).unwrap();
+    text.push_str("# changed on the site\n");
+    fs::write(&profile, text).unwrap();
+    let e = read_profiles_for_site(&files, &keys(), root.path(), &Silent).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
+    assert_eq!(e.subject, "profiles/single-node.yaml");
 }
 
 #[test]
