@@ -59,6 +59,9 @@ pub struct CreateOptions {
     pub created: u64,
     pub level: i32,
     pub threads: u32,
+    /// `--base`: the previous release's manifest; the bundle is then a delta over it
+    /// (see [`crate::delta`]).
+    pub base: Option<Manifest>,
 }
 
 /// A complete plan: the manifest to sign and where each entry's bytes come from.
@@ -81,6 +84,8 @@ pub struct Created {
     pub checksums_signature: PathBuf,
     /// See [`Plan::discovered`].
     pub discovered: BTreeMap<String, Vec<String>>,
+    /// Set for a delta bundle: what it leaves to its base.
+    pub delta: Option<crate::delta::DeltaSummary>,
 }
 
 /// Builds the manifest and entry list without writing anything (registry images are
@@ -499,6 +504,8 @@ pub fn plan_with(
         profiles,
         key_statements: Vec::new(),
         entries: entries.values().map(|e| e.entry.clone()).collect(),
+        base: None,
+        base_entries: Vec::new(),
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
     Ok(Plan { manifest, entries: entries.into_values().collect(), lock: pulled.lock, discovered: asked })
@@ -521,6 +528,7 @@ pub fn create_with(
 ) -> Result<Created> {
     let mut plan = plan_with(spec, opts.installer.as_deref(), opts.created, setup, reporter)?;
     crate::statements::add_key_statements(&mut plan, spec, key, opts.created)?;
+    let delta = opts.base.as_ref().map(|b| crate::delta::make_delta(&mut plan, b)).transpose()?;
     let manifest_bytes = plan.manifest.to_bytes();
     let sig = key.sign(
         &manifest_bytes,
@@ -561,6 +569,7 @@ pub fn create_with(
         checksums: sums_path,
         checksums_signature: sums_sig_path,
         discovered: plan.discovered,
+        delta,
     })
 }
 

@@ -8,8 +8,10 @@
 //! - [`registry`]: pulling `docker://` images into a local cache.
 //! - [`lock`]: `bundle.lock`, the digests registry images are pinned to.
 //! - [`statements`]: vendor key rotation and revocation statements.
+//! - [`delta`]: delta bundles that leave out what the previous release has.
 
 pub mod create;
+pub mod delta;
 pub mod deps;
 pub mod discover;
 pub mod lock;

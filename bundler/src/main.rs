@@ -54,6 +54,14 @@ enum Command {
         level: i32,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output_format: Output,
+        /// Build a delta bundle over this previous release: its bundle (or first part)
+        /// or the manifest.json taken out of it. Entries it already has are left out.
+        #[arg(long, value_name = "PREVIOUS")]
+        base: Option<PathBuf>,
+        /// Require the --base to be signed by this public key (repeatable); without it
+        /// the vendor's own file is trusted as input.
+        #[arg(long, value_name = "PUBKEY", requires = "base")]
+        base_pubkey: Vec<PathBuf>,
         #[command(flatten)]
         pull: PullArgs,
     },
@@ -167,8 +175,30 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Create { spec, output, key, passphrase_file, split_size, installer, level, output_format, pull } => {
+        Command::Create {
+            spec,
+            output,
+            key,
+            passphrase_file,
+            split_size,
+            installer,
+            level,
+            output_format,
+            base,
+            base_pubkey,
+            pull,
+        } => {
             let spec = LoadedSpec::load(&spec)?;
+            let base = match &base {
+                Some(path) => {
+                    let keys = base_pubkey
+                        .iter()
+                        .map(|p| airlock_format::minisign::PublicKey::from_file(p))
+                        .collect::<Result<Vec<_>>>()?;
+                    Some(airlock_bundler::delta::load_base(path, &keys)?)
+                }
+                None => None,
+            };
             let key = load_key(&key, passphrase_file.as_deref())?;
             let created = match std::env::var("SOURCE_DATE_EPOCH") {
                 Ok(v) => v
@@ -180,7 +210,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-            let opts = CreateOptions { output, split_size, installer, created, level, threads };
+            let opts = CreateOptions { output, split_size, installer, created, level, threads, base };
             let setup = pull.setup()?;
             let progress = Progress::new(output_format == Output::Text);
             let made = create_with(&spec, &key, &opts, &setup, &progress)?;
@@ -198,6 +228,13 @@ fn run(cli: Cli) -> Result<()> {
                         "checksums": made.checksums,
                         "checksums_signature": made.checksums_signature,
                         "discovered_images": made.discovered,
+                        "delta": made.delta.as_ref().map(|d| serde_json::json!({
+                            "base": d.base,
+                            "entries_from_base": d.from_base,
+                            "bytes_from_base": d.from_base_bytes,
+                            "entries_carried": d.carried,
+                            "bytes_carried": d.carried_bytes,
+                        })),
                     });
                     println!("{}", serde_json::to_string_pretty(&v).expect("json"));
                 }
@@ -214,6 +251,16 @@ fn run(cli: Cli) -> Result<()> {
                     );
                     for k in &m.key_statements {
                         println!("  key statement {} ({})", k.label(), k.path);
+                    }
+                    if let Some(d) = &made.delta {
+                        println!(
+                            "  delta over {}: carries {} entries ({} bytes), leaves {} entries ({} bytes) to the base",
+                            d.base.label(),
+                            d.carried,
+                            d.carried_bytes,
+                            d.from_base,
+                            d.from_base_bytes
+                        );
                     }
                     for (image, asked) in &made.discovered {
                         println!("  discovered image {image}");

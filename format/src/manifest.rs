@@ -53,6 +53,41 @@ pub struct Manifest {
     /// Every tar entry after the manifest and its signature, in stream order (sorted
     /// by path).
     pub entries: Vec<Entry>,
+    /// Set on a delta bundle: the release this bundle builds on. The site must run
+    /// exactly that release (its `release.json` `manifest_sha256`) before the delta
+    /// is accepted. Absent on full bundles, which stay byte for byte as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRef>,
+    /// Delta bundles only: every entry of the whole release that this bundle does NOT
+    /// carry, because the base has it with the same path and digest (sorted by path,
+    /// disjoint from `entries`). The installer takes these from the installed base
+    /// and checks each against the digest here, so they are as trustworthy as the
+    /// carried entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_entries: Vec<Entry>,
+}
+
+/// The release a delta bundle needs on the site.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseRef {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 (64 hex) of the base release's manifest as [`Manifest::full_release`]
+    /// serializes it: what the site's `release.json` `manifest_sha256` says.
+    pub manifest_sha256: String,
+}
+
+impl BaseRef {
+    /// `name version (manifest sha256 0123456789ab…)`, for messages.
+    pub fn label(&self) -> String {
+        format!("{} {} (manifest sha256 {})", self.name, self.version, short_sha(&self.manifest_sha256))
+    }
+}
+
+/// The first 12 hex digits of a digest, as release ids use them.
+pub fn short_sha(hex: &str) -> &str {
+    &hex[..hex.len().min(12)]
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,8 +330,10 @@ impl Manifest {
                 return bad(format!("entry `{}` is both a file and a directory", w[0].path));
             }
         }
+        self.validate_base_entries()?;
+        // An artifact may live in the bundle or, in a delta, in the base release.
         let need = |path: &str, what: &str| -> Result<()> {
-            if by_path.contains_key(path) {
+            if by_path.contains_key(path) || self.base_entry(path).is_some() {
                 Ok(())
             } else {
                 Err(Error::corrupt(MANIFEST_PATH, format!("{what} points at `{path}`, which is not an entry")))
@@ -310,7 +347,7 @@ impl Manifest {
             }
         }
         // Blob entries are content-addressed: the name must be the digest.
-        for e in &self.entries {
+        for e in self.entries.iter().chain(&self.base_entries) {
             if let Some(hex) = e.path.strip_prefix(&format!("{OCI_DIR}/blobs/sha256/")) {
                 if hex != e.sha256.hex() {
                     return bad(format!("blob entry `{}` has digest {}", e.path, e.sha256));
@@ -361,6 +398,83 @@ impl Manifest {
 
     pub fn entry(&self, path: &str) -> Option<&Entry> {
         self.entries.binary_search_by(|e| e.path.as_str().cmp(path)).ok().map(|i| &self.entries[i])
+    }
+
+    /// A delta's entry that comes from the base release.
+    pub fn base_entry(&self, path: &str) -> Option<&Entry> {
+        self.base_entries.binary_search_by(|e| e.path.as_str().cmp(path)).ok().map(|i| &self.base_entries[i])
+    }
+
+    /// An entry of the whole release: carried by this bundle or, in a delta, by the base.
+    pub fn release_entry(&self, path: &str) -> Option<&Entry> {
+        self.entry(path).or_else(|| self.base_entry(path))
+    }
+
+    pub fn is_delta(&self) -> bool {
+        self.base.is_some()
+    }
+
+    /// The manifest of the full bundle of the same release: a delta's manifest with
+    /// its base entries merged back (sorted) and the base dropped. The bundler makes a
+    /// delta by moving entries of exactly that manifest to `base_entries`, so this is
+    /// byte for byte the full bundle's manifest; a full manifest is returned as is.
+    /// Its SHA-256 identifies the release whichever way it was delivered.
+    pub fn full_release(&self) -> Manifest {
+        let mut m = self.clone();
+        if m.base.take().is_some() {
+            m.entries.append(&mut m.base_entries);
+            m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+        m
+    }
+
+    /// SHA-256 (64 hex) of [`Manifest::full_release`]: what `release.json` records as
+    /// `manifest_sha256` and what a delta names as its base.
+    pub fn release_sha256(&self) -> String {
+        crate::digest::Sha256Digest::of(&self.full_release().to_bytes()).hex()
+    }
+
+    /// Base entries: only with a base, safe paths, sorted and unique, disjoint from
+    /// the carried entries, and no file that is also a directory of the release.
+    fn validate_base_entries(&self) -> Result<()> {
+        let bad = |cause: String| Err(Error::corrupt(MANIFEST_PATH, cause));
+        match &self.base {
+            None if !self.base_entries.is_empty() => {
+                return bad("base_entries are listed but the manifest names no base release".into())
+            }
+            None => return Ok(()),
+            Some(b) => {
+                if crate::digest::Sha256Digest::from_hex(&b.manifest_sha256).is_err() {
+                    return bad(format!("base manifest_sha256 `{}` is not 64 lowercase hex digits", b.manifest_sha256));
+                }
+            }
+        }
+        let mut prev: Option<&str> = None;
+        for e in &self.base_entries {
+            if let Err(why) = check_entry_path(&e.path) {
+                return Err(Error::unsafe_entry(&e.path, format!("unsafe base entry path in the manifest: {why}")));
+            }
+            if e.path.starts_with("airlock/") {
+                return bad(format!("base entry `{}` uses the reserved airlock/ directory", e.path));
+            }
+            if let Some(p) = prev {
+                if p >= e.path.as_str() {
+                    return bad(format!("base_entries are not sorted and unique at `{}`", e.path));
+                }
+            }
+            prev = Some(&e.path);
+            if self.entry(&e.path).is_some() {
+                return bad(format!("`{}` is listed both as an entry and as a base entry", e.path));
+            }
+        }
+        let mut all: Vec<&str> = self.entries.iter().chain(&self.base_entries).map(|e| e.path.as_str()).collect();
+        all.sort_unstable();
+        for w in all.windows(2) {
+            if w[1].starts_with(&format!("{}/", w[0])) {
+                return bad(format!("release entry `{}` is both a file and a directory", w[0]));
+            }
+        }
+        Ok(())
     }
 
     /// Total uncompressed size of all entries.
@@ -479,6 +593,105 @@ mod tests {
         for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/", "./a", "a\\b", "a b", "a\nb", "é"] {
             assert!(check_entry_path(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    fn entry(path: &str, content: &[u8]) -> Entry {
+        Entry { path: path.into(), size: content.len() as u64, sha256: Sha256Digest::of(content), executable: false }
+    }
+
+    /// A release of one chart and one file; `in_base` names the paths a delta leaves
+    /// to its base.
+    fn release(in_base: &[&str]) -> Manifest {
+        let all = vec![entry("charts/a-1.tgz", b"chart"), entry("files/c/readme", b"read me")];
+        let (base_entries, entries): (Vec<Entry>, Vec<Entry>) =
+            all.into_iter().partition(|e| in_base.contains(&e.path.as_str()));
+        Manifest {
+            format: FORMAT_V1.into(),
+            name: "demo".into(),
+            version: "2".into(),
+            created: rfc3339(0),
+            distribution: None,
+            installer: None,
+            components: vec![],
+            images: vec![],
+            charts: vec![Chart {
+                name: "a".into(),
+                version: "1".into(),
+                app_version: None,
+                component: "c".into(),
+                path: "charts/a-1.tgz".into(),
+                values: None,
+            }],
+            files: vec![FileArtifact { name: "readme".into(), component: "c".into(), path: "files/c/readme".into() }],
+            profiles: vec![],
+            key_statements: vec![],
+            entries,
+            base: (!in_base.is_empty()).then(|| BaseRef {
+                name: "demo".into(),
+                version: "1".into(),
+                manifest_sha256: "ab".repeat(32),
+            }),
+            base_entries,
+        }
+    }
+
+    #[test]
+    fn delta_manifest_accepts_an_artifact_whose_entry_comes_from_the_base() {
+        let m = release(&["charts/a-1.tgz"]);
+        m.validate().expect("the chart is a base entry");
+        assert!(m.entry("charts/a-1.tgz").is_none());
+        assert_eq!(m.release_entry("charts/a-1.tgz").map(|e| e.size), Some(5));
+    }
+
+    #[test]
+    fn base_entries_overlapping_carried_entries_are_rejected() {
+        let mut m = release(&["charts/a-1.tgz"]);
+        m.entries.insert(0, m.base_entries[0].clone());
+        let e = m.validate().unwrap_err();
+        assert!(e.cause.contains("`charts/a-1.tgz` is listed both as an entry and as a base entry"), "{e}");
+    }
+
+    #[test]
+    fn an_unsafe_base_entry_path_is_rejected_as_unsafe() {
+        let mut m = release(&["charts/a-1.tgz"]);
+        m.base_entries[0].path = "../etc/passwd".into();
+        assert_eq!(m.validate().unwrap_err().kind, crate::ErrorKind::Unsafe);
+    }
+
+    #[test]
+    fn base_entries_without_a_base_are_rejected() {
+        let mut m = release(&["charts/a-1.tgz"]);
+        m.base = None;
+        assert!(m.validate().unwrap_err().cause.contains("names no base release"));
+    }
+
+    #[test]
+    fn unsorted_base_entries_and_a_malformed_base_digest_are_rejected() {
+        let mut m = release(&["charts/a-1.tgz", "files/c/readme"]);
+        m.base_entries.reverse();
+        assert!(m.validate().unwrap_err().cause.contains("not sorted"));
+        let mut m = release(&["charts/a-1.tgz"]);
+        m.base.as_mut().unwrap().manifest_sha256 = "xyz".into();
+        assert!(m.validate().unwrap_err().cause.contains("not 64 lowercase hex"));
+    }
+
+    #[test]
+    fn an_artifact_in_neither_entries_nor_base_entries_is_rejected() {
+        let mut m = release(&["charts/a-1.tgz"]);
+        m.base_entries.clear();
+        assert!(m.validate().unwrap_err().cause.contains("chart a 1 points at `charts/a-1.tgz`"));
+    }
+
+    #[test]
+    fn full_release_of_a_delta_is_the_full_manifest_byte_for_byte() {
+        let full = release(&[]);
+        let delta = release(&["files/c/readme"]);
+        assert_eq!(delta.full_release().to_bytes(), full.to_bytes());
+        assert_eq!(delta.release_sha256(), full.release_sha256());
+        assert_eq!(full.full_release(), full);
+        // A full manifest says nothing about deltas, so full bundles read as before.
+        let text = String::from_utf8(full.to_bytes()).unwrap();
+        assert!(!text.contains("base"), "{text}");
     }
 
     #[test]

@@ -38,6 +38,8 @@ fn plan(files: &[(&str, Vec<u8>)]) -> (Manifest, Vec<PlannedEntry>) {
         profiles: vec![],
         key_statements: vec![],
         entries: entries.iter().map(|e| e.entry.clone()).collect(),
+        base: None,
+        base_entries: vec![],
     };
     (m, entries)
 }

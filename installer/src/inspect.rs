@@ -35,6 +35,10 @@ pub struct InspectReport {
     pub key_statements: Vec<airlock_format::manifest::KeyStatementRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub installer_version: Option<String>,
+    /// Set for a delta bundle: the release it builds on and what it leaves to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<crate::verify::DeltaReport>,
+    /// Entries the bundle carries (a delta: without those from the base).
     pub entries: usize,
     /// Sum of all entries, uncompressed.
     pub total_size: u64,
@@ -84,7 +88,8 @@ pub fn inspect(files: &BundleFiles, trusted: Option<&[PublicKey]>) -> Result<Ins
 }
 
 fn summarize(files: &BundleFiles, m: &Manifest, signer_key_id: String, verified: bool) -> Result<InspectReport> {
-    let entry = |p: &str| m.entry(p).map(|e| (e.sha256, e.size));
+    // Sizes and digests of the whole release, including what a delta leaves to its base.
+    let entry = |p: &str| m.release_entry(p).map(|e| (e.sha256, e.size));
     let file_summary = |name: &str, path: &str| {
         let (sha, size) = entry(path).unwrap_or((airlock_format::Sha256Digest([0; 32]), 0));
         FileSummary { name: name.to_string(), sha256: sha.hex(), size }
@@ -134,6 +139,7 @@ fn summarize(files: &BundleFiles, m: &Manifest, signer_key_id: String, verified:
         profiles: m.profiles.iter().map(|p| p.name.clone()).collect(),
         key_statements: m.key_statements.clone(),
         installer_version: m.installer.as_ref().map(|i| i.version.clone()),
+        delta: crate::verify::DeltaReport::of(m),
         entries: m.entries.len(),
         total_size: m.total_size(),
         compressed_size: files.size()?,

@@ -86,6 +86,20 @@ pub fn stage(bundle: &Path, trusted: &[PublicKey], host: &dyn Host, reporter: &d
     staging::extract_with_image_archive(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, reporter)
 }
 
+/// As [`stage`], for an upgrade: a delta bundle is accepted when its base is the
+/// installed release, and staged into the tree its full bundle would give (see
+/// [`crate::delta::stage_upgrade`]). `base` defaults to the installed release's
+/// staged content under `/var/lib/airlock/releases/`.
+pub fn stage_upgrade(
+    bundle: &Path,
+    trusted: &[PublicKey],
+    host: &dyn Host,
+    reporter: &dyn Reporter,
+    base: Option<&Path>,
+) -> Result<Staged> {
+    crate::delta::stage_upgrade(bundle, trusted, host, reporter, base)
+}
+
 /// Every profile the staged bundle carries (what the wizard offers).
 pub fn staged_profiles(staged: &Staged) -> Result<Vec<Profile>> {
     staged
@@ -104,6 +118,19 @@ pub fn staged_profiles(staged: &Staged) -> Result<Vec<Profile>> {
 pub fn read_profiles(
     files: &BundleFiles,
     trusted: &[PublicKey],
+    reporter: &dyn Reporter,
+) -> Result<(Manifest, Vec<Profile>)> {
+    read_profiles_over(files, trusted, None, reporter)
+}
+
+/// As [`read_profiles`]; a delta bundle's profiles that come from its base are read
+/// from `base` (the installed release's staged content) and checked against the
+/// signed digests, and the manifest returned is the full release's. Whether the base
+/// is the installed release is the caller's check ([`crate::delta::check_delta_base`]).
+pub fn read_profiles_over(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    base: Option<&Path>,
     reporter: &dyn Reporter,
 ) -> Result<(Manifest, Vec<Profile>)> {
     #[derive(Default)]
@@ -142,11 +169,23 @@ pub fn read_profiles(
     }
     let mut profiles = Vec::new();
     for (path, name) in &sink.wanted {
-        let (_, bytes) = sink.got.iter().find(|(p, _)| p == path).expect("every manifest entry was read");
-        let text = String::from_utf8_lossy(&bytes.borrow()).into_owned();
+        // A delta bundle carries a profile only when it changed; the rest are the base's.
+        let m = &outcome.manifest;
+        let bytes = match (sink.got.iter().find(|(p, _)| p == path), m.base_entry(path), base) {
+            (Some((_, bytes)), _, _) => bytes.borrow().clone(),
+            (None, Some(e), Some(base)) => crate::delta::read_base_entry(base, e, m)?,
+            _ => {
+                return Err(Error::input(
+                    format!("{} {}: profile {name}", m.name, m.version),
+                    "is not carried by this delta bundle; it comes from the installed release",
+                )
+                .with_hint("run preflight on the site that runs the delta's base release, or with the full bundle"))
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         profiles.push(Profile::from_bundle_entry(&text, name)?);
     }
-    Ok((outcome.manifest, profiles))
+    Ok((outcome.manifest.full_release(), profiles))
 }
 
 /// Verifies the bundle into staging and plans the install.

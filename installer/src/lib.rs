@@ -25,6 +25,7 @@
 //! Reading the bundle itself is `airlock_format::read`.
 
 pub mod answers;
+pub mod delta;
 pub mod distribution;
 pub mod engine;
 pub mod host;

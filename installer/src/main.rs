@@ -706,7 +706,7 @@ fn preflight(
     output: Output,
 ) -> Result<u8> {
     use airlock_installer::answers::{Answers, Role};
-    use airlock_installer::install::read_profiles;
+    use airlock_installer::delta::read_profiles_for_site;
     use airlock_installer::preflight::site::{self, SiteInput};
     use airlock_installer::preflight::Mode;
 
@@ -714,7 +714,8 @@ fn preflight(
     let keys = trust::trusted_keys(pubkey, root)?;
     let files = BundleFiles::locate(bundle)?;
     let progress = Progress::new(output == Output::Text);
-    let read = read_profiles(&files, &keys, progress.reporter());
+    // A delta's profiles come from the release installed under the root.
+    let read = read_profiles_for_site(&files, &keys, root, progress.reporter());
     progress.finish();
     let (manifest, profiles) = read?;
     let wanted = match (&answers, profile) {
@@ -1048,12 +1049,16 @@ fn print_verify(r: &VerifyReport) {
     if let Some(s) = &r.signer {
         println!("signature: good, key {s}");
     }
+    if let Some(d) = &r.delta {
+        print_delta(d);
+    }
     for a in &r.artifacts {
         let mark = match a.status {
             Status::Ok => "ok         ",
             Status::Corrupt => "CORRUPT    ",
             Status::Unsafe => "UNSAFE     ",
             Status::NotChecked => "not checked",
+            Status::FromBase => "from base  ",
         };
         println!("  {mark} {} {}", a.kind, a.name);
         for p in &a.problems {
@@ -1070,16 +1075,29 @@ fn print_verify(r: &VerifyReport) {
             eprintln!("  hint: {h}");
         }
     }
-    if r.ok {
+    if r.ok && r.delta.is_some() {
+        println!("{title}: verified, every entry this delta carries matches the signed manifest");
+    } else if r.ok {
         println!("{title}: verified, every artifact matches the signed manifest");
     } else {
         println!("{title}: FAILED (exit {})", r.exit_code);
     }
 }
 
+/// The delta line of `verify` and `inspect`.
+fn print_delta(d: &airlock_installer::verify::DeltaReport) {
+    println!(
+        "delta over {} {} (manifest sha256 {}): {} entries ({} bytes) expected from the base, not checked here",
+        d.base_name, d.base_version, d.base_manifest_sha256, d.entries_from_base, d.bytes_from_base
+    );
+}
+
 fn print_inspect(r: &inspect::InspectReport) {
     println!("bundle      {} {}", r.name, r.version);
     println!("created     {}", r.created);
+    if let Some(d) = &r.delta {
+        print_delta(d);
+    }
     println!("signed by   key {} ({})", r.signer_key_id, r.signature);
     if r.signature != "verified" {
         println!("            content not verified: run `airlock verify --pubkey VENDOR.pub` for that");

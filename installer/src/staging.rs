@@ -34,12 +34,31 @@ impl Staged {
     }
 }
 
-struct StagingSink {
+struct StagingSink<'a> {
     dir: PathBuf,
     open: Option<PathBuf>,
     /// When set, the OCI layout's entries stream into this image archive instead of
     /// files: the archive K3s/RKE2 import is then written once, while verifying.
     archive: Option<ArchiveOut>,
+    opts: &'a ExtractOptions<'a>,
+    /// A delta's base entries, taken from the base release (see [`crate::delta`]).
+    merge: Option<crate::delta::BaseMerge>,
+}
+
+/// A check of the verified manifest before anything is written.
+pub(crate) type ManifestCheck<'a> = &'a dyn Fn(&Manifest) -> Result<()>;
+
+/// How [`extract_with`] lays the bundle out and what it accepts.
+#[derive(Default)]
+pub(crate) struct ExtractOptions<'a> {
+    /// Write the OCI layout as this image archive instead of as files.
+    pub archive_entry: Option<&'a str>,
+    /// The staged content of the installed release, which a delta bundle builds on.
+    /// Without it a delta bundle is refused.
+    pub base: Option<&'a Path>,
+    /// Runs on the verified manifest before anything is written: a refusal here
+    /// leaves no staging directory behind.
+    pub check: Option<ManifestCheck<'a>>,
 }
 
 /// The image archive being written during extraction: a plain tar of the bundle's
@@ -74,6 +93,18 @@ fn named(path: &Path, e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
 }
 
+impl crate::delta::ArchiveTarget for ArchiveOut {
+    fn header(&self, e: &Entry) -> Result<()> {
+        ArchiveOut::header(self, e)
+    }
+    fn data(&self, bytes: &[u8]) -> Result<()> {
+        self.file.borrow_mut().write_all(bytes).map_err(|err| Error::io(&self.partial, err))
+    }
+    fn pad(&self, size: u64) -> Result<()> {
+        ArchiveOut::pad(self, size)
+    }
+}
+
 impl ArchiveOut {
     fn header(&self, e: &Entry) -> Result<()> {
         let name = &e.path[OCI_PREFIX.len()..];
@@ -105,7 +136,7 @@ impl ArchiveOut {
     }
 }
 
-impl StagingSink {
+impl StagingSink<'_> {
     fn partial(&self, e: &Entry) -> PathBuf {
         let mut p = self.dir.join(&e.path).into_os_string();
         p.push(".partial");
@@ -113,9 +144,40 @@ impl StagingSink {
     }
 }
 
-impl EntrySink for StagingSink {
+impl EntrySink for StagingSink<'_> {
+    /// Checks come first and staging is created only after them, so a refused bundle
+    /// (a delta for another base, a delta given to `install`) leaves nothing behind.
+    fn manifest(&mut self, m: &Manifest, _signer: &PublicKey) -> Result<()> {
+        if let Some(check) = self.opts.check {
+            check(m)?;
+        }
+        if let Some(b) = &m.base {
+            let Some(base) = self.opts.base else {
+                return Err(crate::delta::delta_needs_base(m, b));
+            };
+            if self.opts.archive_entry.is_none() {
+                return Err(Error::input(
+                    format!("{} {}", m.name, m.version),
+                    format!("is a delta bundle over {}; it is staged only with its image archive", b.label()),
+                )
+                .with_hint("stage it with `airlock upgrade`, which takes the rest from the installed release"));
+            }
+            self.merge = Some(crate::delta::BaseMerge::new(base, m, self.opts.archive_entry.unwrap_or_default()));
+        }
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).at(&self.dir)?;
+        if let Some(entry) = self.opts.archive_entry {
+            self.archive = Some(open_archive(&self.dir, entry)?);
+        }
+        Ok(())
+    }
+
     fn open(&mut self, e: &Entry) -> Result<Option<Box<dyn Write>>> {
         if let Some(a) = self.archive.as_ref().filter(|_| e.path.starts_with(OCI_PREFIX)) {
+            // A delta's base blobs that sort before this entry go into the archive
+            // first, so it comes out in the full bundle's order.
+            if let Some(m) = self.merge.as_mut() {
+                m.copy_oci_until(Some(&e.path), a)?;
+            }
             a.header(e)?;
             return Ok(Some(Box::new(ArchiveEntryWriter { file: a.file.clone(), path: a.partial.clone() })));
         }
@@ -218,7 +280,7 @@ pub fn damaged(outcome: &ReadOutcome) -> Option<Error> {
 /// On any failure `dir` is removed, with any parent directories this call created,
 /// and the error returned.
 pub fn extract(files: &BundleFiles, trusted: &[PublicKey], dir: &Path, reporter: &dyn Reporter) -> Result<Staged> {
-    extract_with(files, trusted, dir, None, reporter)
+    extract_with(files, trusted, dir, &ExtractOptions::default(), reporter)
 }
 
 /// As [`extract`], but the OCI layout (`oci/`) is written as the image archive K3s and
@@ -231,14 +293,24 @@ pub fn extract_with_image_archive(
     archive_entry: &str,
     reporter: &dyn Reporter,
 ) -> Result<Staged> {
-    extract_with(files, trusted, dir, Some(archive_entry), reporter)
+    extract_with(
+        files,
+        trusted,
+        dir,
+        &ExtractOptions { archive_entry: Some(archive_entry), ..Default::default() },
+        reporter,
+    )
 }
 
-fn extract_with(
+/// The extraction behind every public variant. For a delta bundle (with
+/// `opts.base`), `dir` ends up holding exactly what the full bundle of the same
+/// release would have staged, and the returned manifest is the full release's
+/// ([`Manifest::full_release`]).
+pub(crate) fn extract_with(
     files: &BundleFiles,
     trusted: &[PublicKey],
     dir: &Path,
-    archive_entry: Option<&str>,
+    opts: &ExtractOptions<'_>,
     reporter: &dyn Reporter,
 ) -> Result<Staged> {
     // symlink_metadata: a (dangling) symlink in the way is something that exists too.
@@ -250,28 +322,21 @@ fn extract_with(
     // The outermost directory this call creates; removing it leaves nothing behind.
     let created =
         dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !exists(a)).last().unwrap_or(dir).to_path_buf();
-    if let Err(e) = fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-        let _ = fs::remove_dir_all(&created);
-        return Err(Error::io(dir, e));
-    }
-    let archive = match archive_entry {
-        None => None,
-        Some(entry) => match open_archive(dir, entry) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                let _ = fs::remove_dir_all(&created);
-                return Err(e);
-            }
-        },
-    };
-    let mut sink = StagingSink { dir: dir.to_path_buf(), open: None, archive };
+    let mut sink = StagingSink { dir: dir.to_path_buf(), open: None, archive: None, opts, merge: None };
     let result = read_bundle(files, trusted, &mut sink, reporter)
         .and_then(|outcome| match damaged(&outcome) {
             Some(e) => Err(e),
             None => Ok(outcome),
         })
         .and_then(|outcome| {
-            let has_images = outcome.manifest.entries.iter().any(|e| e.path.starts_with(OCI_PREFIX));
+            if let Some(m) = sink.merge.as_mut() {
+                if let Some(a) = sink.archive.as_ref() {
+                    m.copy_oci_until(None, a)?;
+                }
+                m.copy_files(dir)?;
+            }
+            let m = &outcome.manifest;
+            let has_images = m.entries.iter().chain(&m.base_entries).any(|e| e.path.starts_with(OCI_PREFIX));
             match sink.archive.take() {
                 Some(a) if has_images => a.finish().map(|()| outcome),
                 Some(a) => {
@@ -283,8 +348,12 @@ fn extract_with(
             }
         });
     match result {
-        Ok(o) => Ok(Staged { dir: dir.to_path_buf(), manifest: o.manifest, signer: o.signer }),
+        Ok(o) => Ok(Staged { dir: dir.to_path_buf(), manifest: o.manifest.full_release(), signer: o.signer }),
         Err(e) => {
+            drop(sink);
+            if !exists(&created) {
+                return Err(e);
+            }
             if let Err(cleanup) = fs::remove_dir_all(&created) {
                 return Err(Error {
                     cause: format!(

@@ -26,6 +26,35 @@ pub enum Status {
     Unsafe,
     /// Verification stopped before this was reached.
     NotChecked,
+    /// A delta bundle does not carry it: it comes from the base release, whose files
+    /// the installer checks against the signed manifest when it stages the delta.
+    FromBase,
+}
+
+/// What a delta bundle builds on (absent for full bundles).
+#[derive(Debug, Serialize)]
+pub struct DeltaReport {
+    pub base_name: String,
+    pub base_version: String,
+    /// The base release's manifest SHA-256: the site's `release.json` must say this.
+    pub base_manifest_sha256: String,
+    /// Entries of the release the bundle does not carry: expected from the base on
+    /// the site, not checked here.
+    pub entries_from_base: usize,
+    pub bytes_from_base: u64,
+}
+
+impl DeltaReport {
+    pub fn of(m: &Manifest) -> Option<Self> {
+        let b = m.base.as_ref()?;
+        Some(Self {
+            base_name: b.name.clone(),
+            base_version: b.version.clone(),
+            base_manifest_sha256: b.manifest_sha256.clone(),
+            entries_from_base: m.base_entries.len(),
+            bytes_from_base: m.base_entries.iter().map(|e| e.size).sum(),
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -78,6 +107,9 @@ pub struct VerifyReport {
     /// Key id of the trusted key that signed the manifest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
+    /// Set for a delta bundle: the release it builds on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaReport>,
     pub artifacts: Vec<ArtifactReport>,
     pub parts: Vec<PartReport>,
     /// Whether the checksum sidecar exists and its signature is good.
@@ -171,7 +203,13 @@ pub fn verify(
         for a in m.artifacts() {
             let mut status = Status::Ok;
             let mut problems = vec![];
-            for p in &a.entries {
+            // A delta's base entries are not in the bundle: only what it carries is checked.
+            let carried: Vec<&String> = a.entries.iter().filter(|p| m.base_entry(p).is_none()).collect();
+            if carried.is_empty() && !a.entries.is_empty() {
+                artifacts.push(ArtifactReport { kind: a.kind, name: a.name, status: Status::FromBase, problems });
+                continue;
+            }
+            for p in carried {
                 if tracker.bad.contains(p) {
                     status = Status::Corrupt;
                     problems.push(format!("{p}: content does not match the signed manifest"));
@@ -204,6 +242,7 @@ pub fn verify(
         version: m.map(|m| m.version.clone()),
         created: m.map(|m| m.created.clone()),
         signer: tracker.signer.map(|k| k.key_id_hex()),
+        delta: m.and_then(DeltaReport::of),
         artifacts,
         parts,
         checksums: checksums_state,

@@ -360,6 +360,8 @@ impl Forge {
             profiles,
             key_statements: vec![],
             entries,
+            base: None,
+            base_entries: vec![],
         };
         Self { key, manifest, contents }
     }
