@@ -255,6 +255,7 @@ impl Prompter for Scripted {
 fn facts(hostname: &str, ip: &str) -> Facts {
     Facts {
         host: HostFacts { hostname: Some(hostname.into()), primary_ip: Some(ip.parse().unwrap()) },
+        bundle: None,
         profiles: all_profiles(),
     }
 }
@@ -274,6 +275,7 @@ fn the_wizard_re_asks_after_a_bad_ip_and_ends_with_the_demo_answers() {
         "",                          // cluster.cluster_dns: default
         "",                          // registry.mirror: none
         "",                          // data_dir: default
+        "",                          // pki.mode: self-signed, the default
         "",                          // ldap.url: no directory
     ]);
     let answers = answers::ask(answers::questions(), &facts, &mut script).unwrap();
@@ -292,6 +294,7 @@ fn the_wizard_re_asks_after_a_bad_ip_and_ends_with_the_demo_answers() {
             "cluster.cluster_dns",
             "registry.mirror",
             "data_dir",
+            "pki.mode",
             "ldap.url"
         ],
         "a single node is not asked about its role, HA or joining"
@@ -387,6 +390,7 @@ fn the_wizard_re_asks_the_servers_when_the_profile_wants_another_count() {
         "", // ha.agents: none
         "", // registry.mirror
         "", // data_dir
+        "", // pki.mode: self-signed (this server starts the cluster)
         "", // ldap.url: no directory
         // ...but the ha profile installs three, so the table is asked again.
         "s1",

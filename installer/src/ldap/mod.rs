@@ -195,7 +195,7 @@ impl LdapSettings {
 /// The wizard's live check of the `ldap` section: the [`probe`] on the answers so far.
 /// A failure comes back at the key to fix, with the probe's message and hint.
 pub fn live_check() -> crate::answers::LiveCheck {
-    crate::answers::LiveCheck { section: "ldap", run: check_answered }
+    crate::answers::LiveCheck { section: "ldap", run: check_answered, reask: crate::answers::wizard::Reask::Section }
 }
 
 fn check_answered(a: &Answered) -> Result<Option<String>, Problem> {
@@ -223,6 +223,13 @@ fn needs_url(a: &Answered, key: &str) -> Result<(), Invalid> {
     } else {
         Err(Invalid::new("is set but ldap.url is not", format!("set ldap.url, or remove {key}")))
     }
+}
+
+/// `ldap` is required when the bundle installs Keycloak: its realm federates users
+/// from the directory and has no other user source (platform/keycloak.rs).
+pub(crate) fn required_for_keycloak(a: &Answered) -> Option<&'static str> {
+    a.installs_keycloak()
+        .then_some("the bundle installs Keycloak (chart keycloakx), whose users come from this directory")
 }
 
 /// Required for every other `ldap.*` key once `ldap.url` is given.
