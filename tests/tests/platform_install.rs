@@ -472,4 +472,25 @@ fn ha_install_with_an_external_database_wires_keycloak_to_it_through_a_secret_on
     for (what, t) in [("plan", text(&plan)), ("JSON output", text(&json)), ("report", report), ("journal", journal)] {
         assert!(!t.contains(KC_DB_PW), "the database password shows in the {what}");
     }
+    // A support bundle collects the Secret's manifest, with its data redacted.
+    let out = d.path().join("support.tar.gz");
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["support-bundle", "-o"])
+        .arg(&out)
+        .arg("--root")
+        .arg(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let gz = flate2::read::GzDecoder::new(fs::File::open(&out).unwrap());
+    let mut all = String::new();
+    for e in tar::Archive::new(gz).entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        all.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    assert!(all.contains("keycloak-database"), "the Secret's manifest is collected");
+    assert!(!all.contains(KC_DB_PW), "the database password is in the support bundle");
 }
