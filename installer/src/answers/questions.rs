@@ -487,7 +487,7 @@ static QUESTIONS: &[Question] = &[
     },
     // ---- pki: where the platform's TLS certificates come from (installer/src/pki) ----
     // The wizard asks the mode on the node that makes the PKI (Enter keeps the
-    // self-signed default), then the chosen mode's files; `pki::live_check` checks
+    // self-signed default), then the chosen mode's files; `pki::wizard::live_check` checks
     // them as a set and asks again from the file that failed.
     Question {
         key: "pki.mode",
