@@ -99,31 +99,35 @@ fn a_customer_ca_made_by_openssl_is_checked_and_accepted() {
 }
 
 #[test]
-fn a_bad_pki_file_is_shown_with_its_reason_and_asked_again() {
+fn a_bad_pki_file_is_shown_with_its_reason_as_it_is_given_and_asked_again() {
     let Some(openssl) = require_tool("openssl") else { return };
     let d = tempfile::tempdir().unwrap();
     customer_ca(&openssl, d.path());
     let path = |f: &str| d.path().join(f).display().to_string();
     let (crt, key, other) = (path("ca.crt"), path("ca.key"), path("other.key"));
-    let missing = path("no-such.crt");
+    let (missing, not_pem) = (path("no-such.crt"), path("ca.key"));
     let mut p = scripted(&[
         ("pki.mode", &["customer-ca"]),
-        // A file that is not there, then the right one.
-        ("pki.ca_cert", &[&missing, &crt]),
+        // A file that is not there, a key where the certificate goes, then the right one.
+        ("pki.ca_cert", &[&missing, &not_pem, &crt]),
         // A key of another CA, then the CA's own.
-        ("pki.ca_key", &[&other, &other, &key]),
+        ("pki.ca_key", &[&other, &key]),
     ]);
     let (answers, _) = ask_checked(questions(), &Facts::default(), &mut p, &checks()).unwrap();
     assert_eq!(answers.pki.ca_key.as_deref(), Some(Path::new(&key)));
     let rejected: Vec<&str> = p.rejected.iter().map(|r| r.key.as_str()).collect();
-    assert_eq!(rejected, ["pki.ca_cert", "pki.ca_key"], "{:?}", p.rejected);
-    let (first, second) = (&p.rejected[0], &p.rejected[1]);
-    assert!(first.cause.contains("no-such.crt") && first.cause.contains("does not exist"), "{first}");
-    assert!(second.cause.contains("other.key") && second.cause.contains("does not belong"), "{second}");
-    assert!(!second.hint.is_empty(), "{second}");
-    // After the bad key only the key (and what follows it) was asked again, not the mode.
-    assert_eq!(p.asked.iter().filter(|k| *k == "pki.mode").count(), 1, "{:?}", p.asked);
-    assert_eq!(p.asked.iter().filter(|k| *k == "pki.ca_key").count(), 3, "{:?}", p.asked);
+    assert_eq!(rejected, ["pki.ca_cert", "pki.ca_cert", "pki.ca_key"], "{:?}", p.rejected);
+    let r = &p.rejected;
+    assert!(r[0].cause.contains("no-such.crt") && r[0].cause.contains("does not exist"), "{}", r[0]);
+    assert!(r[1].cause.contains("holds no PEM certificate"), "{}", r[1]);
+    assert!(r[2].cause.contains("other.key") && r[2].cause.contains("does not belong"), "{}", r[2]);
+    assert!(r.iter().all(|r| !r.hint.is_empty()));
+    // Each bad file was asked again right away, before the next question.
+    let pki: Vec<&str> = p.asked.iter().filter(|k| k.starts_with("pki.")).map(String::as_str).collect();
+    assert_eq!(
+        pki,
+        ["pki.mode", "pki.ca_cert", "pki.ca_cert", "pki.ca_cert", "pki.ca_key", "pki.ca_key", "pki.ca_chain"]
+    );
     assert!(p.notes.iter().any(|n| n.contains("customer-ca accepted")), "{:?}", p.notes);
     // No key material in anything shown.
     let key_text = std::fs::read_to_string(&key).unwrap();
@@ -131,4 +135,35 @@ fn a_bad_pki_file_is_shown_with_its_reason_and_asked_again() {
     for r in &p.rejected {
         assert!(!r.to_string().contains(body));
     }
+}
+
+#[test]
+fn a_certificate_that_is_no_ca_fails_the_set_check_and_is_asked_again_from_its_question() {
+    let Some(openssl) = require_tool("openssl") else { return };
+    let d = tempfile::tempdir().unwrap();
+    customer_ca(&openssl, d.path());
+    // A server certificate: valid PEM, valid now, its own key, but no CA.
+    let o = Command::new(&openssl)
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+        .args(["-subj", "/CN=not-a-ca", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-keyout", "leaf.key", "-out", "leaf.crt"])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let path = |f: &str| d.path().join(f).display().to_string();
+    let mut p = scripted(&[
+        ("pki.mode", &["customer-ca"]),
+        ("pki.ca_cert", &[&path("leaf.crt"), &path("ca.crt")]),
+        ("pki.ca_key", &[&path("leaf.key"), &path("ca.key")]),
+    ]);
+    let (answers, _) = ask_checked(questions(), &Facts::default(), &mut p, &checks()).unwrap();
+    assert_eq!(answers.pki.ca_cert.as_deref(), Some(Path::new(&path("ca.crt"))));
+    assert_eq!(p.rejected.len(), 1, "{:?}", p.rejected);
+    let r = &p.rejected[0];
+    assert!(r.key == "pki.ca_cert" && r.cause.contains("is not a CA certificate"), "{r}");
+    assert!(r.hint.contains("customer-certs"), "{r}");
+    // Asked again from the certificate's question: the mode stands.
+    assert_eq!(p.asked.iter().filter(|k| *k == "pki.mode").count(), 1, "{:?}", p.asked);
+    assert_eq!(p.asked.iter().filter(|k| *k == "pki.ca_cert").count(), 2, "{:?}", p.asked);
 }

@@ -40,7 +40,15 @@ pub struct LiveCheck {
     pub run: fn(&Answered) -> std::result::Result<Option<String>, Problem>,
     /// Where asking starts again after a failure.
     pub reask: Reask,
+    /// A check of one answer of the section as soon as it is given (`pki.ca_key`: a
+    /// readable, unencrypted key that belongs to `pki.ca_cert`), before the next
+    /// question; a failure is shown and that question asked again. `run` still checks
+    /// the section as a whole at its end.
+    pub entry: Option<EntryCheck>,
 }
+
+/// Checks the answer at a key (the first argument) given the answers so far.
+pub type EntryCheck = fn(&str, &Answered) -> std::result::Result<(), Problem>;
 
 /// Where the wizard starts asking again after a [`LiveCheck`] failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,18 +102,30 @@ pub fn ask_checked(
     checks: &[LiveCheck],
 ) -> Result<(Answers, Answered)> {
     let mut a = Answered::for_bundle(facts.bundle.clone());
+    let in_section =
+        |q: &Question, c: &LiveCheck| q.key.strip_prefix(c.section).is_some_and(|rest| rest.starts_with('.'));
     let mut i = 0;
     while i < questions.len() {
         let q = &questions[i];
         if (q.ask_if)(&a, facts) {
             ask_one(q, facts, &mut a, prompter)?;
+            if let Some(entry) = checks.iter().filter(|c| in_section(q, c)).find_map(|c| c.entry) {
+                // An optional key left empty has nothing to check.
+                while a.has(q.key) {
+                    match entry(q.key, &a) {
+                        Ok(()) => break,
+                        Err(problem) => {
+                            prompter.rejected(&problem);
+                            ask_one(q, facts, &mut a, prompter)?;
+                        }
+                    }
+                }
+            }
         } else if let Need::Default(default) = q.need {
             // What a file that leaves the key out gets.
             a.set(q.key, Value::String(default(&a)));
         }
         i += 1;
-        let in_section =
-            |q: &Question, c: &LiveCheck| q.key.strip_prefix(c.section).is_some_and(|rest| rest.starts_with('.'));
         let ends = |c: &&LiveCheck| in_section(q, c) && !questions.get(i).is_some_and(|next| in_section(next, c));
         if let Some(check) = checks.iter().find(ends) {
             match (check.run)(&a) {
@@ -407,7 +427,7 @@ mod tests {
         ] {
             p.script.insert(k.into(), v.into_iter().map(String::from).collect());
         }
-        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section };
+        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section, entry: None };
         let (answers, _) = ask_checked(super::super::questions(), &Facts::default(), &mut p, &[check]).unwrap();
         let ldap = answers.ldap.expect("ldap answers");
         assert_eq!(ldap.bind_password.expose(), "right-pw");
@@ -432,7 +452,7 @@ mod tests {
         ] {
             p.script.insert(k.into(), VecDeque::from([v.to_string()]));
         }
-        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section };
+        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section, entry: None };
         let (answers, _) = ask_checked(super::super::questions(), &Facts::default(), &mut p, &[check]).unwrap();
         assert!(answers.ldap.is_none() && p.notes.is_empty() && p.rejected.is_empty(), "{:?}", p.rejected);
         assert_eq!(p.asked.iter().filter(|k| k.starts_with("ldap.")).collect::<Vec<_>>(), ["ldap.url"]);
@@ -471,7 +491,7 @@ mod tests {
                 ("ldap.users_dn", &["ou=people,dc=example,dc=org"]),
             ],
         );
-        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section };
+        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section, entry: None };
         let (answers, _) = ask_checked(super::super::questions(), &keycloak_facts(), &mut p, &[check]).unwrap();
         assert!(answers.ldap.is_some());
         assert_eq!(p.rejected.len(), 1, "{:?}", p.rejected);

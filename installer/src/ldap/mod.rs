@@ -195,7 +195,12 @@ impl LdapSettings {
 /// The wizard's live check of the `ldap` section: the [`probe`] on the answers so far.
 /// A failure comes back at the key to fix, with the probe's message and hint.
 pub fn live_check() -> crate::answers::LiveCheck {
-    crate::answers::LiveCheck { section: "ldap", run: check_answered, reask: crate::answers::wizard::Reask::Section }
+    crate::answers::LiveCheck {
+        section: "ldap",
+        run: check_answered,
+        reask: crate::answers::wizard::Reask::Section,
+        entry: None,
+    }
 }
 
 fn check_answered(a: &Answered) -> Result<Option<String>, Problem> {

@@ -1,24 +1,78 @@
-//! The wizard's check of the `pki` answers (a [`LiveCheck`]): the customer's files go
-//! through the very checks install applies ([`super::prepare`], `customer.rs`: key
-//! against certificate, validity, CA bits, the chain up to a root, name constraints,
-//! the ingress names), as soon as the last `pki` question is answered. A failure is
-//! shown with the file and the reason, and the wizard asks again from the question of
-//! the file that failed; the answers before it stand.
+//! The wizard's check of the `pki` answers (a [`LiveCheck`]), in two steps:
+//!
+//! - each file as soon as it is given ([`check_entry`]): it exists and is what its key
+//!   says (PEM certificates; a certificate valid now; an unencrypted key that belongs
+//!   to the certificate given before it). A bad file is shown and asked again at once;
+//! - the set, once the last `pki` question is answered: the very checks install
+//!   applies ([`super::prepare`], `customer.rs`: CA bits, the chain up to a root, name
+//!   constraints, the ingress names). A failure is shown with the file and the reason,
+//!   and the wizard asks again from the question of the file that failed; the answers
+//!   before it stand.
 //!
 //! The wizard runs on the node it installs, so the files are read at the paths given,
 //! on this machine (like `ldap.ca_file`); nothing is written. An install into a
 //! `--root` reads them below the root again and checks them once more.
 
-use airlock_format::error::Error;
+use std::path::Path;
 
-use super::SitePki;
+use airlock_format::error::{Error, Result};
+
+use super::{cert, SitePki};
 use crate::answers::wizard::WIZARD;
 use crate::answers::{Answered, Answers, LiveCheck, PkiMode, Problem, Reask};
-use crate::host::RootedHost;
+use crate::host::{Host, RootedHost};
 
 /// The check the binary passes to [`crate::answers::ask_checked`].
 pub fn live_check() -> LiveCheck {
-    LiveCheck { section: "pki", run: check_answered, reask: Reask::FailedKey }
+    LiveCheck { section: "pki", run: check_answered, reask: Reask::FailedKey, entry: Some(check_entry) }
+}
+
+/// One `pki.*` file, checked as it is given; see the module docs.
+fn check_entry(key: &str, a: &Answered) -> std::result::Result<(), Problem> {
+    let at = |e: Error| Problem::new(key, format!("{}: {}", e.subject, e.cause), hint_of(&e));
+    let file = |key: &str| -> Result<Option<(Vec<u8>, String)>> {
+        let Some(path) = a.text(key) else { return Ok(None) };
+        let label = format!("{path} ({key})");
+        let bytes = RootedHost::new("/".into(), false)?.read_file(Path::new(path))?.ok_or_else(|| {
+            Error::input(&label, "does not exist")
+                .with_hint("copy the customer's file to this machine and give its path, or correct the path")
+        })?;
+        Ok(Some((bytes, label)))
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    const FILES: [&str; 6] =
+        ["pki.ca_cert", "pki.ca_key", "pki.ca_chain", "pki.ingress_cert", "pki.ingress_key", "pki.ingress_chain"];
+    if !FILES.contains(&key) {
+        // `pki.mode` and `pki.ip_ranges` name no file; their validators judged them.
+        return Ok(());
+    }
+    let check = || -> Result<()> {
+        let Some((bytes, label)) = file(key)? else { return Ok(()) };
+        match key {
+            "pki.ca_cert" | "pki.ingress_cert" => {
+                let facts = cert::facts(&cert::pem_certs(&bytes, &label)?[0], &label)?;
+                cert::check_validity(&facts, now, &label, "ask the customer's IT for a current certificate")
+            }
+            "pki.ca_chain" | "pki.ingress_chain" => cert::pem_certs(&bytes, &label).map(drop),
+            "pki.ca_key" | "pki.ingress_key" => {
+                let key_pair = cert::key_from_pem(&bytes, &label)?;
+                let cert_key = if key == "pki.ca_key" { "pki.ca_cert" } else { "pki.ingress_cert" };
+                let Some((cert_bytes, cert_label)) = file(cert_key)? else { return Ok(()) };
+                let facts = cert::facts(&cert::pem_certs(&cert_bytes, &cert_label)?[0], &cert_label)?;
+                if cert::key_matches(&key_pair, &facts) {
+                    return Ok(());
+                }
+                Err(Error::input(&label, format!("does not belong to the certificate in {cert_label} ({})", facts.subject))
+                    .with_hint("give the key made with that certificate; `openssl pkey -in KEY -pubout` and `openssl x509 -in CERT -noout -pubkey` must print the same"))
+            }
+            _ => Ok(()),
+        }
+    };
+    check().map_err(at)
+}
+
+fn hint_of(e: &Error) -> String {
+    e.hint.clone().unwrap_or_else(|| "see docs/pki.md".to_string())
 }
 
 fn check_answered(a: &Answered) -> Result<Option<String>, Problem> {
@@ -56,8 +110,7 @@ fn problem(e: &Error) -> Problem {
         .map(|(k, _)| format!("pki.{k}"))
         .or_else(|| e.subject.rsplit_once(": pki.").map(|(_, k)| format!("pki.{k}")))
         .unwrap_or_else(|| "pki.mode".to_string());
-    let hint = e.hint.clone().unwrap_or_else(|| "see docs/pki.md".to_string());
-    Problem::new(key, format!("{}: {}", e.subject, e.cause), hint)
+    Problem::new(key, format!("{}: {}", e.subject, e.cause), hint_of(e))
 }
 
 #[cfg(test)]
