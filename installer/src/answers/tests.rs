@@ -365,10 +365,14 @@ fn ha_with_keycloak_requires_an_external_database_on_the_first_server_only() {
     assert_eq!(db.host.to_string(), "db.example.test");
     assert_eq!(db.password.expose(), "db-pw-7f3a91");
 
-    // A joining server does not render the platform charts: no database needed there.
+    // A joining server does not render the platform charts: no database and no
+    // directory needed there.
     let second = first.replace("node: {name: s1, ip: 192.0.2.11}", "node: {name: s2, ip: 192.0.2.12}")
         + "join: {server: 192.0.2.11, token_file: /etc/airlock/join-token}\n";
     assert!(parse_for(&second, &keycloak_bundle()).unwrap().keycloak_database.is_none());
+    let without_ldap = second.replace(LDAP, "");
+    assert_ne!(without_ldap, second);
+    assert!(parse_for(&without_ldap, &keycloak_bundle()).unwrap().ldap.is_none());
     // Without Keycloak in the bundle, HA needs no database either.
     let app_only = BundleFacts { charts: vec![("airlock-app".into(), "app".into())], profiles: Vec::new() };
     assert!(parse_for(&first, &app_only).is_ok());

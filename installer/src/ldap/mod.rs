@@ -231,9 +231,11 @@ fn needs_url(a: &Answered, key: &str) -> Result<(), Invalid> {
 }
 
 /// `ldap` is required when the bundle installs Keycloak: its realm federates users
-/// from the directory and has no other user source (platform/keycloak.rs).
+/// from the directory and has no other user source (platform/keycloak.rs). Only on
+/// the node that starts the cluster, the one that renders the platform charts; the
+/// servers and agents that join it do not need it.
 pub(crate) fn required_for_keycloak(a: &Answered) -> Option<&'static str> {
-    a.installs_keycloak()
+    (a.installs_keycloak() && a.starts_cluster())
         .then_some("the bundle installs Keycloak (chart keycloakx), whose users come from this directory")
 }
 
