@@ -401,6 +401,20 @@ fn ldap_test(answers: &std::path::Path, output: Output) -> Result<u8> {
     Ok(if result.is_ok() { 0 } else { EXIT_LDAP })
 }
 
+/// What the bundle carries that decides which answers are required (`ldap` with
+/// Keycloak), from its manifest alone: the signature is checked, which is cheap, so a
+/// file lacking an answer is refused before the whole bundle is verified into staging.
+fn signed_bundle_facts(
+    bundle: &std::path::Path,
+    keys: &[airlock_format::minisign::PublicKey],
+    root: &std::path::Path,
+) -> Result<airlock_installer::answers::BundleFacts> {
+    let files = airlock_format::parts::BundleFiles::locate(bundle)?;
+    let (manifest, _, _) = airlock_format::read::read_manifest(&files, Some(keys))
+        .map_err(|e| trust::explain_untrusted_signer(e, root))?;
+    Ok(airlock_installer::answers::BundleFacts::from_manifest(&manifest))
+}
+
 fn install(
     bundle: &std::path::Path,
     pubkey: &[PathBuf],
@@ -417,20 +431,22 @@ fn install(
     let output = args.output;
     let answers_path_arg = answers;
     let live = root == std::path::Path::new("/");
+    if answers.is_none() && !std::io::stdin().is_terminal() {
+        return Err(Error::input("--answers", "no answers file given and no terminal to ask on")
+            .with_hint("pass --answers FILE (docs/answers.md; examples/demo/answers.yaml is an example)"));
+    }
+    let keys = trust::trusted_keys(pubkey, root)?;
+    let bundle_facts = signed_bundle_facts(bundle, &keys, root)?;
     let answers = match (answers, &args.join) {
         (Some(path), Some(j)) => Some(airlock_installer::answers::Answers::load_for_join(
             path,
             j.server.as_deref(),
             j.token_file.as_deref(),
+            Some(&bundle_facts),
         )?),
-        (Some(path), None) => Some(airlock_installer::answers::Answers::load(path)?),
-        (None, _) if std::io::stdin().is_terminal() => None,
-        (None, _) => {
-            return Err(Error::input("--answers", "no answers file given and no terminal to ask on")
-                .with_hint("pass --answers FILE (docs/answers.md; examples/demo/answers.yaml is an example)"))
-        }
+        (Some(path), None) => Some(airlock_installer::answers::Answers::load_for_bundle(path, &bundle_facts)?),
+        (None, _) => None,
     };
-    let keys = trust::trusted_keys(pubkey, root)?;
     let host = RootedHost::new(root.to_path_buf(), live)?;
     let progress = Progress::new(output == Output::Text);
     let staged = stage(bundle, &keys, &host, progress.reporter());
@@ -439,17 +455,20 @@ fn install(
     let answers = match answers {
         Some(a) => a,
         None => {
+            let profiles = staged_profiles(&staged)?;
             let facts = airlock_installer::answers::Facts {
                 host: airlock_installer::answers::HostFacts { hostname: local_hostname(), primary_ip: None },
-                profiles: staged_profiles(&staged)?,
+                bundle: Some(bundle_facts.with_profiles(&profiles)),
+                profiles,
             };
             println!("Answer the questions for this node (Enter takes the value in brackets).");
-            // The LDAP answers are tested live as soon as they are given (asked again on failure).
+            // The LDAP answers are tested live and the customer's PKI files checked as soon
+            // as they are given (asked again on failure).
             airlock_installer::answers::ask_checked(
                 airlock_installer::answers::questions(),
                 &facts,
                 &mut TerminalPrompter,
-                &[airlock_installer::ldap::live_check()],
+                &[airlock_installer::ldap::live_check(), airlock_installer::pki::wizard::live_check()],
             )?
             .0
         }

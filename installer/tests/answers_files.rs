@@ -255,6 +255,7 @@ impl Prompter for Scripted {
 fn facts(hostname: &str, ip: &str) -> Facts {
     Facts {
         host: HostFacts { hostname: Some(hostname.into()), primary_ip: Some(ip.parse().unwrap()) },
+        bundle: None,
         profiles: all_profiles(),
     }
 }
@@ -274,6 +275,7 @@ fn the_wizard_re_asks_after_a_bad_ip_and_ends_with_the_demo_answers() {
         "",                          // cluster.cluster_dns: default
         "",                          // registry.mirror: none
         "",                          // data_dir: default
+        "",                          // pki.mode: self-signed, the default
         "",                          // ldap.url: no directory
     ]);
     let answers = answers::ask(answers::questions(), &facts, &mut script).unwrap();
@@ -292,6 +294,7 @@ fn the_wizard_re_asks_after_a_bad_ip_and_ends_with_the_demo_answers() {
             "cluster.cluster_dns",
             "registry.mirror",
             "data_dir",
+            "pki.mode",
             "ldap.url"
         ],
         "a single node is not asked about its role, HA or joining"
@@ -387,6 +390,7 @@ fn the_wizard_re_asks_the_servers_when_the_profile_wants_another_count() {
         "", // ha.agents: none
         "", // registry.mirror
         "", // data_dir
+        "", // pki.mode: self-signed (this server starts the cluster)
         "", // ldap.url: no directory
         // ...but the ha profile installs three, so the table is asked again.
         "s1",
@@ -438,6 +442,68 @@ fn the_wizard_refuses_a_role_that_is_not_a_choice() {
     assert_eq!(answers.ha.as_ref().unwrap().agents[0].name, "w1");
     assert_eq!(script.rejected[0].key, "node.role");
     assert!(script.rejected[0].hint.contains("server, agent"), "{}", script.rejected[0]);
+}
+
+// ---- what the bundle carries ----------------------------------------------------------------
+
+/// The demo bundle's charts: keycloakx and minio in `platform`, the app in `app`.
+fn demo_bundle() -> answers::BundleFacts {
+    let charts = [("keycloakx", "platform"), ("minio", "platform"), ("airlock-app", "app")];
+    answers::BundleFacts {
+        charts: charts.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect(),
+        profiles: Vec::new(),
+    }
+}
+
+#[test]
+fn an_answers_file_without_ldap_for_a_bundle_with_keycloak_names_the_ldap_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("site-answers.yaml");
+    std::fs::write(&file, SINGLE).unwrap();
+    let e = Answers::load_for_bundle(&file, &demo_bundle()).expect_err("ldap is required");
+    assert_names(&e, "ldap", "missing required section: the bundle installs Keycloak (chart keycloakx)");
+    assert!(e.to_string().contains("ldap.url"), "the hint says where to start: {e}");
+    // The demo's own answers have the section; and without Keycloak none is needed.
+    Answers::load_for_bundle(&repo().join("examples/demo/answers.yaml"), &demo_bundle()).unwrap();
+    let no_keycloak = answers::BundleFacts { charts: vec![("airlock-app".into(), "app".into())], profiles: Vec::new() };
+    Answers::load_for_bundle(&file, &no_keycloak).unwrap();
+}
+
+#[test]
+fn the_wizard_for_a_bundle_with_keycloak_does_not_take_an_empty_directory_url() {
+    let facts = Facts {
+        profiles: vec![profile("single-node")],
+        bundle: Some(demo_bundle().with_profiles(&[profile("single-node")])),
+        ..facts("demo-node", "192.0.2.10")
+    };
+    let mut script = Scripted::new(&[
+        "",                                                       // profile
+        "",                                                       // node.name
+        "",                                                       // node.ip
+        "platform.example.test",                                  // cluster.ingress_domain
+        "",                                                       // cluster.tls_san
+        "",                                                       // cluster.cluster_cidr
+        "",                                                       // cluster.service_cidr
+        "",                                                       // cluster.cluster_dns
+        "",                                                       // registry.mirror
+        "",                                                       // data_dir
+        "",                                                       // pki.mode: self-signed
+        "",                                                       // ldap.url: refused...
+        "ldaps://ldap.platform.example.test",                     // ...asked again
+        "",                                                       // ldap.ca_file: host CAs
+        "cn=keycloak,ou=services,dc=platform,dc=example,dc=test", // ldap.bind_dn
+        "bind-pw-9d2e",                                           // ldap.bind_password
+        "ou=people,dc=platform,dc=example,dc=test",               // ldap.users_dn
+        "",                                                       // ldap.preset: openldap
+        "",                                                       // ldap.user_filter
+        "",                                                       // ldap.groups_dn
+    ]);
+    let answers = answers::ask(answers::questions(), &facts, &mut script).unwrap();
+    assert_eq!(answers.ldap.as_ref().unwrap().users_dn, "ou=people,dc=platform,dc=example,dc=test");
+    assert_eq!(script.rejected.len(), 1, "{:?}", script.rejected);
+    let r = &script.rejected[0];
+    assert!(r.key == "ldap.url" && r.cause.contains("keycloakx") && !r.hint.is_empty(), "{r}");
+    assert!(answers.keycloak_database.is_none(), "a single node keeps Keycloak's file database");
 }
 
 // ---- docs ---------------------------------------------------------------------------------

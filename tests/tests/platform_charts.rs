@@ -72,6 +72,7 @@ fn keycloak_input(ha: bool) -> KeycloakInput {
             database: "keycloak".into(),
             username: "keycloak".into(),
             password: Secret::new(KC_DB_PW),
+            ca_pem: Some(cert("dbca")),
         }),
         credentials: KeycloakCredentials {
             admin_username: "admin".into(),
@@ -452,8 +453,23 @@ fn keycloak_ha_chart_runs_two_replicas_on_the_external_database() {
     let kc = container(sts, "keycloak");
     assert_eq!(env(kc, "KC_DB")["value"].as_str(), Some("postgres"));
     assert_eq!(env(kc, "KC_CACHE_STACK")["value"].as_str(), Some("jdbc-ping"));
+    for (var, value) in [
+        ("KC_DB_URL_HOST", "postgres.app.svc.cluster.local"),
+        ("KC_DB_URL_PORT", "5432"),
+        ("KC_DB_URL_DATABASE", "keycloak"),
+        ("KC_DB_USERNAME", "keycloak"),
+        // The database's CA: pgjdbc verifies the server against it.
+        ("KC_DB_URL_PROPERTIES", "?sslmode=verify-full&sslrootcert=/opt/airlock/truststore/db-ca.pem"),
+    ] {
+        assert_eq!(env(kc, var)["value"].as_str(), Some(value), "{var}");
+    }
+    let trust = rendered.manifest("keycloak-truststore").expect("the truststore ConfigMap");
+    assert!(trust.yaml.contains("db-ca.pem") && trust.yaml.contains("MIIBdbca"), "{}", trust.yaml);
     let pw = &env(kc, "KC_DB_PASSWORD")["valueFrom"]["secretKeyRef"];
     assert_eq!(pw["name"].as_str(), Some("keycloak-database"));
+    assert_eq!(pw["key"].as_str(), Some("password"));
+    assert!(secret_manifest(&rendered, "keycloak-database").yaml.contains(KC_DB_PW));
+    assert!(!rendered.values_yaml.contains(KC_DB_PW), "the password is in the values");
     // The chart renders no database Secret of its own: the password is only ours.
     assert!(find(&docs, "Secret").is_empty(), "the chart rendered a Secret");
 }

@@ -283,7 +283,7 @@ fn demo_install_renders_platform_charts_whose_objects_exist_verify_and_keep_cred
 }
 
 #[test]
-fn keycloak_without_an_ldap_section_is_refused_naming_ldap_with_a_hint() {
+fn keycloak_without_an_ldap_section_is_refused_naming_ldap_with_a_hint_before_staging() {
     let d = tempfile::tempdir().unwrap();
     let bundle = build_demo_bundle(d.path(), &[]);
     let root = d.path().join("root");
@@ -295,8 +295,10 @@ fn keycloak_without_an_ldap_section_is_refused_naming_ldap_with_a_hint() {
     let o = install(&bundle, &root, &without, &["--yes"]);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
-    assert!(t.contains("ldap") && t.contains("keycloakx") && t.contains("hint:"), "{t}");
-    assert!(!root.join("etc").exists(), "nothing is installed when the plan is refused");
+    assert!(t.contains("ldap: missing required section") && t.contains("keycloakx") && t.contains("hint:"), "{t}");
+    assert!(!root.join("etc").exists(), "nothing is installed when the answers are refused");
+    // The answers are checked against the signed manifest alone, before staging.
+    assert!(!root.join("var/lib/airlock/staging").exists(), "the bundle was staged first");
 }
 
 #[test]
@@ -333,4 +335,162 @@ fn a_support_bundle_after_the_demo_install_holds_no_generated_platform_credentia
     for (file, value) in generated(&root) {
         assert!(!all.contains(&value), "the credential in {file} is in the support bundle");
     }
+}
+
+const KC_DB_PW: &str = "e2e-ha-kc-db-pw-4b1d";
+
+/// The demo answers as the first of three HA servers, with `extra` appended.
+fn ha_answers(dir: &Path, extra: &str) -> PathBuf {
+    let demo = fs::read_to_string(demo_dir().join("answers.yaml")).unwrap();
+    let text = demo.replace("profile: single-node", "profile: ha")
+        + "ha:\n  servers:\n    - {name: demo-node, ip: 192.0.2.10}\n    - {name: demo-node-2, ip: 192.0.2.11}\n    - {name: demo-node-3, ip: 192.0.2.12}\n"
+        + extra;
+    let path = dir.join("ha-answers.yaml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn ha_with_keycloak_is_refused_before_staging_without_a_database_and_bad_database_answers_name_their_key() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = build_demo_bundle(d.path(), &[]);
+    let root = d.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let o = install(&bundle, &root, &ha_answers(d.path(), ""), &["--yes"]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("keycloak_database: missing required section") && t.contains("Keycloak in HA"), "{t}");
+    assert!(t.contains("hint:") && t.contains("keycloak_database.host"), "{t}");
+    assert!(!root.join("var/lib/airlock/staging").exists(), "refused before the bundle was staged");
+
+    for (db, key) in [
+        (
+            "{host: db.example.test, port: 0, name: keycloak, username: keycloak, password: pw}",
+            "keycloak_database.port",
+        ),
+        (
+            "{host: db.example.test, vendor: db2, name: keycloak, username: keycloak, password: pw}",
+            "keycloak_database.vendor",
+        ),
+        ("{host: db.example.test, name: keycloak, username: keycloak}", "keycloak_database.password"),
+        ("{host: 10.43.0.5, name: keycloak, username: keycloak, password: pw}", "keycloak_database.host"),
+    ] {
+        let o = install(&bundle, &root, &ha_answers(d.path(), &format!("keycloak_database: {db}\n")), &["--yes"]);
+        let t = text(&o);
+        assert!(!o.status.success(), "{t}");
+        assert!(t.contains(&format!("{key}:")) && t.contains("hint:"), "{db}: {t}");
+    }
+    assert!(!root.join("etc").exists(), "nothing was installed");
+}
+
+#[test]
+fn ha_install_with_an_external_database_wires_keycloak_to_it_through_a_secret_only() {
+    let Some(helm) = helm() else { return };
+    let Some(openssl) = require_tool("openssl") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let bundle = build_demo_bundle(d.path(), &[]);
+    let root = d.path().join("root");
+    fs::create_dir(&root).unwrap();
+    // The database server's CA, made by openssl as a customer's IT would.
+    let ca = d.path().join("db-ca.pem");
+    let o = Command::new(&openssl)
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+        .args(["-subj", "/CN=Site DB CA", "-keyout"])
+        .arg(d.path().join("db-ca.key"))
+        .arg("-out")
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let answers = ha_answers(
+        d.path(),
+        &format!(
+            "keycloak_database:\n  host: pg.platform.example.test\n  port: 5433\n  name: keycloak\n  username: kc_user\n  password: {KC_DB_PW}\n  ca_file: {}\n",
+            ca.display()
+        ),
+    );
+    let plan = install(&bundle, &root, &answers, &["--dry-run", "--output", "json"]);
+    assert!(plan.status.success(), "{}", text(&plan));
+    let json = install(&bundle, &root, &answers, &["--yes", "--output", "json"]);
+    assert!(json.status.success(), "{}", text(&json));
+
+    let manifests = root.join(MANIFESTS);
+    let hc = docs(&fs::read_to_string(manifests.join("airlock-keycloak.yaml")).unwrap()).remove(0);
+    let values = str_at(&hc, &["spec", "valuesContent"]).to_string();
+    let v: Value = serde_yaml::from_str(&values).unwrap();
+    assert_eq!(v["database"]["vendor"], "postgres");
+    assert_eq!(v["database"]["hostname"], "pg.platform.example.test");
+    assert_eq!(v["database"]["existingSecret"], "keycloak-database");
+    assert!(v["database"]["password"].is_null(), "{values}");
+    assert!(!values.contains(KC_DB_PW), "the password is in the chart values:\n{values}");
+    assert_eq!(v["replicas"], 2);
+
+    // The password is in exactly one place on the target: the 0600 Secret manifest.
+    let secret_file = manifests.join("airlock-keycloak-secret-keycloak-database.yaml");
+    let secret = fs::read_to_string(&secret_file).unwrap();
+    assert!(secret.contains(KC_DB_PW), "{}", secret_file.display());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&secret_file).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o600);
+    let truststore = fs::read_to_string(manifests.join("airlock-keycloak-configmap-keycloak-truststore.yaml")).unwrap();
+    assert!(truststore.contains("db-ca.pem"), "{truststore}");
+
+    // Real helm renders the chart with exactly these values: the DB env from the Secret.
+    let work = tempfile::tempdir().unwrap();
+    let home = work.path().join("home");
+    fs::create_dir_all(&home).unwrap();
+    let values_file = work.path().join("values.yaml");
+    fs::write(&values_file, &values).unwrap();
+    let chart = chart_archive(&root, &hc, work.path());
+    let out = helm_command(&helm, &home)
+        .args(["template", "keycloak"])
+        .arg(&chart)
+        .arg("-f")
+        .arg(&values_file)
+        .args(["--namespace", "keycloak"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    let rendered_text = String::from_utf8(out.stdout).unwrap();
+    assert!(!rendered_text.contains(KC_DB_PW), "the password is in the chart output");
+    let rendered = docs(&rendered_text);
+    let sts = rendered.iter().find(|d| str_at(d, &["kind"]) == "StatefulSet").expect("a StatefulSet");
+    let env = sts["spec"]["template"]["spec"]["containers"][0]["env"].as_sequence().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no {name}")).clone();
+    assert_eq!(var("KC_DB")["value"], "postgres");
+    assert_eq!(var("KC_DB_URL_HOST")["value"], "pg.platform.example.test");
+    assert_eq!(var("KC_DB_URL_PORT")["value"], "5433");
+    assert_eq!(var("KC_DB_URL_DATABASE")["value"], "keycloak");
+    assert_eq!(var("KC_DB_USERNAME")["value"], "kc_user");
+    assert!(str_at(&var("KC_DB_URL_PROPERTIES"), &["value"]).contains("sslmode=verify-full"));
+    assert_eq!(str_at(&var("KC_DB_PASSWORD"), &["valueFrom", "secretKeyRef", "name"]), "keycloak-database");
+    assert_eq!(str_at(&var("KC_DB_PASSWORD"), &["valueFrom", "secretKeyRef", "key"]), "password");
+    assert!(rendered.iter().all(|d| str_at(d, &["kind"]) != "Secret"), "the chart made a Secret of its own");
+
+    // Not in the outputs, the report or the journal.
+    let report = fs::read_to_string(root.join("var/lib/airlock/report.json")).unwrap();
+    let journal = fs::read_to_string(root.join("var/lib/airlock/journal.json")).unwrap();
+    for (what, t) in [("plan", text(&plan)), ("JSON output", text(&json)), ("report", report), ("journal", journal)] {
+        assert!(!t.contains(KC_DB_PW), "the database password shows in the {what}");
+    }
+    // A support bundle collects the Secret's manifest, with its data redacted.
+    let out = d.path().join("support.tar.gz");
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["support-bundle", "-o"])
+        .arg(&out)
+        .arg("--root")
+        .arg(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let gz = flate2::read::GzDecoder::new(fs::File::open(&out).unwrap());
+    let mut all = String::new();
+    for e in tar::Archive::new(gz).entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        all.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    assert!(all.contains("keycloak-database"), "the Secret's manifest is collected");
+    assert!(!all.contains(KC_DB_PW), "the database password is in the support bundle");
 }

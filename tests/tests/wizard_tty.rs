@@ -86,6 +86,8 @@ fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
         "Cluster DNS",
         "Registry mirror",
         "Data directory",
+        // Enter keeps the self-signed site CA.
+        "TLS certificates",
         "LDAP/AD server URL",
     ] {
         tmux.wait_for(prompt);
@@ -124,8 +126,15 @@ fn wizard_tests_the_ldap_answers_live_and_asks_them_again_after_a_refused_bind()
     answer("Name of this node", 1, &["demo-node", "Enter"]);
     answer("IP address of this node", 1, &["192.0.2.10", "Enter"]);
     answer("Base domain", 1, &["platform.example.test", "Enter"]);
-    for prompt in ["Extra names", "Pod network", "Service network", "Cluster DNS", "Registry mirror", "Data directory"]
-    {
+    for prompt in [
+        "Extra names",
+        "Pod network",
+        "Service network",
+        "Cluster DNS",
+        "Registry mirror",
+        "Data directory",
+        "TLS certificates",
+    ] {
         answer(prompt, 1, &["Enter"]);
     }
     let ca = dir.ca_pem().display().to_string();

@@ -13,6 +13,7 @@
 //! the wizard and the docs pick them up from there.
 
 pub mod check;
+pub mod keycloak_db;
 pub mod questions;
 mod secret;
 pub mod strict;
@@ -28,10 +29,10 @@ use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
 use crate::profile::{Profile, Topology};
-pub use questions::{questions, Answered, Facts, HostFacts, Question};
+pub use questions::{questions, Answered, BundleFacts, Facts, HostFacts, Question};
 pub use secret::{Secret, REDACTED};
 pub use strict::Problem;
-pub use wizard::{ask, ask_checked, LiveCheck, Prompt, Prompter};
+pub use wizard::{ask, ask_checked, LiveCheck, Prompt, Prompter, Reask};
 
 /// Where the key reference lives; every hint points there.
 pub const DOC: &str = "docs/answers.md";
@@ -66,6 +67,9 @@ pub struct Answers {
     /// The site's LDAP/AD for Keycloak's user federation; absent: no directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ldap: Option<crate::ldap::LdapSettings>,
+    /// Keycloak's external database; absent: Keycloak's file database (single node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keycloak_database: Option<keycloak_db::KeycloakDatabaseAnswers>,
 }
 
 /// The node being installed.
@@ -273,14 +277,27 @@ impl Answers {
         Self::from_yaml(&text, &path.display().to_string())
     }
 
+    /// Reads and validates an answers file for installing a bundle that carries
+    /// `bundle`: what the bundle needs (`ldap` for Keycloak, ...) is required.
+    pub fn load_for_bundle(path: &Path, bundle: &BundleFacts) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        Self::from_yaml_for(&text, &path.display().to_string(), Some(bundle))
+    }
+
     /// Reads an answers file with `join.server` / `join.token_file` set from the
     /// command line (`airlock join --server --token-file`), then validates the whole
     /// as any file: the flags' values meet the same checks as the keys they set.
-    pub fn load_for_join(path: &Path, server: Option<&str>, token_file: Option<&Path>) -> Result<Self> {
+    /// `bundle`: as in [`Answers::load_for_bundle`], when known.
+    pub fn load_for_join(
+        path: &Path,
+        server: Option<&str>,
+        token_file: Option<&Path>,
+        bundle: Option<&BundleFacts>,
+    ) -> Result<Self> {
         let text = std::fs::read_to_string(path).at(path)?;
         let origin = path.display().to_string();
         if server.is_none() && token_file.is_none() {
-            return Self::from_yaml(&text, &origin);
+            return Self::from_yaml_for(&text, &origin, bundle);
         }
         let mut doc: serde_yaml::Value = strict::parse_yaml(&text, DOC).map_err(|p| p.into_error(&origin))?;
         let key = |k: &str| serde_yaml::Value::String(k.to_string());
@@ -303,14 +320,19 @@ impl Answers {
             }
         }
         let text = serde_yaml::to_string(&doc).expect("a YAML value serialises");
-        Self::from_yaml(&text, &format!("{origin} (with --server/--token-file)"))
+        Self::from_yaml_for(&text, &format!("{origin} (with --server/--token-file)"), bundle)
     }
 
     /// Reads and validates answers from YAML text; `origin` names it in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self> {
+        Self::from_yaml_for(text, origin, None)
+    }
+
+    /// [`Answers::from_yaml`] for installing a bundle that carries `bundle` (when known).
+    pub fn from_yaml_for(text: &str, origin: &str, bundle: Option<&BundleFacts>) -> Result<Self> {
         let read = || -> std::result::Result<Self, Problem> {
             let doc = strict::parse_yaml(text, DOC)?;
-            let answered = questions::read_document(&doc)?;
+            let answered = questions::read_document(&doc, bundle)?;
             Self::from_answered(&answered, origin)
         };
         read().map_err(|p| p.into_error(origin))
@@ -382,6 +404,7 @@ impl Answers {
             preflight: Preflight { overrides: a.list("preflight.overrides") },
             pki: pki_answers(a)?,
             ldap: crate::ldap::LdapSettings::from_answered(a)?,
+            keycloak_database: keycloak_db::KeycloakDatabaseAnswers::from_answered(a)?,
         })
     }
 

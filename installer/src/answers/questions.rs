@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde_yaml::{Mapping, Value};
 
 use super::check::{self, Invalid};
+use super::keycloak_db;
 use super::strict::{Field, Map, Problem};
 use super::{Address, DEFAULT_DATA_DIR, DEFAULT_TOKEN_FILE, DOC, REDACTED};
 use crate::ldap;
@@ -101,6 +102,42 @@ pub struct Facts {
     pub host: HostFacts,
     /// The bundle's profiles; `profile` is chosen among them.
     pub profiles: Vec<Profile>,
+    /// The bundle's charts, which decide what else is required; `None`: not known.
+    pub bundle: Option<BundleFacts>,
+}
+
+/// What the bundle being installed carries, where that decides which answers are
+/// required: Keycloak (chart `keycloakx`) federates its users from a directory, so it
+/// needs `ldap`, and in HA it needs an external database (`keycloak_database`).
+///
+/// The charts come from the signed manifest alone, so an answers file that lacks
+/// them is refused before the bundle is staged (which reads every byte of it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BundleFacts {
+    /// `(chart name, component)` of every chart the bundle carries.
+    pub charts: Vec<(String, String)>,
+    /// `(profile name, components it installs)`, where known (after staging). A
+    /// profile not listed is taken to install every component that carries a chart.
+    pub profiles: Vec<(String, Vec<String>)>,
+}
+
+impl BundleFacts {
+    /// The charts of a (signature-checked) manifest; profiles are not known yet.
+    pub fn from_manifest(m: &airlock_format::manifest::Manifest) -> Self {
+        Self { charts: m.charts.iter().map(|c| (c.name.clone(), c.component.clone())).collect(), profiles: Vec::new() }
+    }
+
+    /// Adds which components each profile installs (known once profiles are read).
+    pub fn with_profiles(mut self, profiles: &[Profile]) -> Self {
+        self.profiles = profiles.iter().map(|p| (p.name.clone(), p.components.clone())).collect();
+        self
+    }
+
+    /// Whether the profile `profile` (any, when `None` or not listed) installs `chart`.
+    pub fn installs(&self, chart: &str, profile: Option<&str>) -> bool {
+        let components = profile.and_then(|name| self.profiles.iter().find(|(n, _)| n == name)).map(|(_, c)| c);
+        self.charts.iter().any(|(name, component)| name == chart && components.is_none_or(|c| c.contains(component)))
+    }
 }
 
 /// Simple facts about the host, for suggested answers.
@@ -126,6 +163,8 @@ impl Facts {
 #[derive(Clone, Default, PartialEq)]
 pub struct Answered {
     doc: Mapping,
+    /// Context, not answers: what the bundle carries, when known.
+    bundle: Option<BundleFacts>,
 }
 
 impl fmt::Debug for Answered {
@@ -214,6 +253,27 @@ impl Answered {
             }
         }
         serde_yaml::to_string(&copy.doc).unwrap_or_default()
+    }
+
+    /// Empty answers for installing a bundle that carries `bundle` (when known).
+    pub fn for_bundle(bundle: Option<BundleFacts>) -> Self {
+        Self { doc: Mapping::new(), bundle }
+    }
+
+    /// This node starts the cluster (a single server, or the first of `ha.servers`).
+    pub(crate) fn starts_cluster(&self) -> bool {
+        starts_cluster(self)
+    }
+
+    pub(crate) fn bundle(&self) -> Option<&BundleFacts> {
+        self.bundle.as_ref()
+    }
+
+    /// Whether the bundle being installed, with the profile answered so far, installs
+    /// Keycloak. `false` when the bundle is not known (`airlock ldap test`): install
+    /// checks it again at plan time.
+    pub fn installs_keycloak(&self) -> bool {
+        self.bundle.as_ref().is_some_and(|b| b.installs(crate::platform::keycloak::CHART, self.text("profile")))
     }
 
     // Typed views of earlier answers for the validators. An earlier answer that is
@@ -426,16 +486,17 @@ static QUESTIONS: &[Question] = &[
         ask_if: never,
     },
     // ---- pki: where the platform's TLS certificates come from (installer/src/pki) ----
-    // The wizard does not ask these: it installs the default self-signed PKI, and a
-    // customer PKI (files prepared by the customer's IT) is given in an answers file.
+    // The wizard asks the mode on the node that makes the PKI (Enter keeps the
+    // self-signed default), then the chosen mode's files; `pki::wizard::live_check` checks
+    // them as a set and asks again from the file that failed.
     Question {
         key: "pki.mode",
         prompt: "TLS certificates",
         help: "self-signed (default: a site CA made here), customer-ca (the customer's CA signs), customer-certs (a ready ingress certificate)",
         shape: Shape::Choice { options: pki_mode_names, check: check_pki_mode },
         need: Need::Optional,
-        suggest: no_suggestion,
-        ask_if: never,
+        suggest: suggest_pki_mode,
+        ask_if: makes_pki,
     },
     Question {
         key: "pki.ca_cert",
@@ -444,7 +505,7 @@ static QUESTIONS: &[Question] = &[
         shape: Shape::Text(check_pki_customer_ca_file),
         need: Need::RequiredIf(customer_ca_required),
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_customer_ca,
     },
     Question {
         key: "pki.ca_key",
@@ -453,7 +514,7 @@ static QUESTIONS: &[Question] = &[
         shape: Shape::Text(check_pki_customer_ca_file),
         need: Need::RequiredIf(customer_ca_required),
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_customer_ca,
     },
     Question {
         key: "pki.ca_chain",
@@ -462,7 +523,7 @@ static QUESTIONS: &[Question] = &[
         shape: Shape::Text(check_pki_customer_ca_file),
         need: Need::Optional,
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_customer_ca,
     },
     Question {
         key: "pki.ingress_cert",
@@ -471,7 +532,7 @@ static QUESTIONS: &[Question] = &[
         shape: Shape::Text(check_pki_customer_certs_file),
         need: Need::RequiredIf(customer_certs_required),
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_customer_certs,
     },
     Question {
         key: "pki.ingress_key",
@@ -480,7 +541,7 @@ static QUESTIONS: &[Question] = &[
         shape: Shape::Text(check_pki_customer_certs_file),
         need: Need::RequiredIf(customer_certs_required),
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_customer_certs,
     },
     Question {
         key: "pki.ingress_chain",
@@ -489,7 +550,7 @@ static QUESTIONS: &[Question] = &[
         shape: Shape::Text(check_pki_customer_certs_file),
         need: Need::RequiredIf(customer_certs_required),
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_customer_certs,
     },
     Question {
         key: "pki.ip_ranges",
@@ -506,7 +567,7 @@ static QUESTIONS: &[Question] = &[
         prompt: "LDAP/AD server URL (empty: no directory)",
         help: "ldaps://host:636 or ldap://host:389 of the directory Keycloak federates users from",
         shape: Shape::Text(ldap::check_url),
-        need: Need::Optional,
+        need: Need::RequiredIf(ldap::required_for_keycloak),
         suggest: no_suggestion,
         ask_if: always,
     },
@@ -581,6 +642,70 @@ static QUESTIONS: &[Question] = &[
         need: Need::Optional,
         suggest: no_suggestion,
         ask_if: ldap::has_url,
+    },
+    // ---- keycloak_database: Keycloak's external database (validators in keycloak_db.rs) ----
+    Question {
+        key: "keycloak_database.host",
+        prompt: "Keycloak database server (host name or IP)",
+        help: "the database Keycloak keeps realms, users and sessions in; HA needs one, since Keycloak's own file database cannot be shared",
+        shape: Shape::Text(keycloak_db::check_host),
+        need: Need::RequiredIf(keycloak_db::required),
+        suggest: no_suggestion,
+        ask_if: keycloak_db::asks,
+    },
+    Question {
+        key: "keycloak_database.vendor",
+        prompt: "Keycloak database type",
+        help: "postgres (default), mariadb, mysql, mssql or oracle",
+        shape: Shape::Choice { options: keycloak_db::vendor_names, check: keycloak_db::check_vendor },
+        need: Need::Optional,
+        suggest: keycloak_db::suggest_vendor,
+        ask_if: keycloak_db::has_host,
+    },
+    Question {
+        key: "keycloak_database.port",
+        prompt: "Keycloak database port",
+        help: "the database server's TCP port (default: the vendor's, 5432 for postgres)",
+        shape: Shape::Text(keycloak_db::check_port),
+        need: Need::Optional,
+        suggest: keycloak_db::suggest_port,
+        ask_if: keycloak_db::has_host,
+    },
+    Question {
+        key: "keycloak_database.name",
+        prompt: "Keycloak database name",
+        help: "the database created for Keycloak, owned by its account (Keycloak creates its tables at first start)",
+        shape: Shape::Text(keycloak_db::check_name),
+        need: Need::RequiredIf(keycloak_db::required_with_host),
+        suggest: keycloak_db::suggest_name,
+        ask_if: keycloak_db::has_host,
+    },
+    Question {
+        key: "keycloak_database.username",
+        prompt: "Keycloak database user",
+        help: "the account Keycloak logs in to the database with",
+        shape: Shape::Text(keycloak_db::check_username),
+        need: Need::RequiredIf(keycloak_db::required_with_host),
+        suggest: keycloak_db::suggest_name,
+        ask_if: keycloak_db::has_host,
+    },
+    Question {
+        key: "keycloak_database.password",
+        prompt: "Keycloak database password",
+        help: "that account's password; read without echo, never printed, and given to Keycloak only through a Kubernetes Secret",
+        shape: Shape::Secret(keycloak_db::check_password),
+        need: Need::RequiredIf(keycloak_db::required_with_host),
+        suggest: no_suggestion,
+        ask_if: keycloak_db::has_host,
+    },
+    Question {
+        key: "keycloak_database.ca_file",
+        prompt: "CA certificate of the database server (empty: no certificate check)",
+        help: "postgres only: absolute path of the PEM CA that signed the server's certificate; Keycloak then connects with sslmode=verify-full",
+        shape: Shape::Text(keycloak_db::check_ca_file),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: keycloak_db::has_host,
     },
 ];
 
@@ -1126,7 +1251,7 @@ fn layout() -> Vec<(&'static str, Vec<&'static str>)> {
 /// them are typos or misplaced keys, and a typo also makes a key look missing), then
 /// every question in order, filling defaults, so each validator sees the same earlier
 /// answers the wizard would have.
-pub(crate) fn read_document(doc: &Value) -> Result<Answered, Problem> {
+pub(crate) fn read_document(doc: &Value, bundle: Option<&BundleFacts>) -> Result<Answered, Problem> {
     let layout = layout();
     let top: Vec<&str> = layout.iter().map(|(t, _)| *t).collect();
     let root = Map::root(doc, &top, DOC)?;
@@ -1139,7 +1264,7 @@ pub(crate) fn read_document(doc: &Value) -> Result<Answered, Problem> {
         }
     }
 
-    let mut a = Answered::default();
+    let mut a = Answered::for_bundle(bundle.cloned());
     for q in questions() {
         let field = match q.key.split_once('.') {
             Some((s, k)) => sections.iter().find(|(n, _)| *n == s).and_then(|(_, m)| m.get(k)),
@@ -1162,7 +1287,14 @@ pub(crate) fn read_document(doc: &Value) -> Result<Answered, Problem> {
                     }
                     a.set(q.key, Value::String(v));
                 } else if let Some(why) = q.need.required(&a) {
-                    return Err(missing(q, why));
+                    return Err(match q.key.split_once('.') {
+                        // A section the bundle requires as a whole, left out, is named
+                        // as such (`ldap`), not by its first key.
+                        Some((section, _)) if BUNDLE_SECTIONS.contains(&section) && root.get(section).is_none() => {
+                            missing_section(section, q, why)
+                        }
+                        _ => missing(q, why),
+                    });
                 }
             }
         }
@@ -1179,11 +1311,24 @@ pub(crate) fn missing(q: &Question, why: &str) -> Problem {
     Problem::new(q.key, cause, format!("add `{}`: {}; see {DOC}", q.key, q.help))
 }
 
+/// Sections that what the bundle carries makes required as a whole ([`BundleFacts`]).
+const BUNDLE_SECTIONS: [&str; 2] = ["ldap", "keycloak_database"];
+
+/// A required section that is not there at all.
+pub(crate) fn missing_section(section: &str, q: &Question, why: &str) -> Problem {
+    Problem::new(
+        section,
+        format!("missing required section: {why}"),
+        format!("add the `{section}` section, starting with `{}`: {}; see {DOC}", q.key, q.help),
+    )
+}
+
 /// One question's value from a document, checked, as it goes into [`Answered`].
 fn read_value(q: &Question, f: &Field<'_>, a: &Answered) -> Result<Value, Problem> {
     match &q.shape {
         Shape::Text(check) | Shape::Secret(check) | Shape::Choice { check, .. } => {
             // A yes/no choice (`ldap.starttls`) may be written as a YAML boolean.
+            let number;
             let s = match (f.value, &q.shape) {
                 (Value::Bool(b), Shape::Choice { .. }) => {
                     if *b {
@@ -1191,6 +1336,12 @@ fn read_value(q: &Question, f: &Field<'_>, a: &Answered) -> Result<Value, Proble
                     } else {
                         "false"
                     }
+                }
+                // A port (`keycloak_database.port: 5432`) is naturally written as a
+                // YAML number; its validator judges the text.
+                (Value::Number(n), Shape::Text(_)) if q.key.ends_with(".port") => {
+                    number = n.to_string();
+                    number.as_str()
                 }
                 _ => f.str()?,
             };
@@ -1254,6 +1405,24 @@ fn check_pki_mode(s: &str, _: &Answered) -> Result<(), Invalid> {
 
 fn pki_mode(a: &Answered) -> &str {
     a.text("pki.mode").unwrap_or("self-signed")
+}
+
+/// The site PKI is made by the node that starts the cluster; the others get its CA.
+fn makes_pki(a: &Answered, _: &Facts) -> bool {
+    starts_cluster(a)
+}
+
+/// Enter keeps what a file without `pki` gets.
+fn suggest_pki_mode(_: &Answered, _: &Facts) -> Option<String> {
+    Some("self-signed".into())
+}
+
+fn asks_customer_ca(a: &Answered, _: &Facts) -> bool {
+    customer_ca_required(a).is_some()
+}
+
+fn asks_customer_certs(a: &Answered, _: &Facts) -> bool {
+    customer_certs_required(a).is_some()
 }
 
 fn customer_ca_required(a: &Answered) -> Option<&'static str> {

@@ -21,7 +21,7 @@ fn cluster(extra: &str) -> String {
 
 fn parse(yaml: &str) -> std::result::Result<Answers, Problem> {
     let doc = strict::parse_yaml(yaml, DOC)?;
-    Answers::from_answered(&questions::read_document(&doc)?, "answers.yaml")
+    Answers::from_answered(&questions::read_document(&doc, None)?, "answers.yaml")
 }
 
 fn problem(yaml: &str) -> Problem {
@@ -205,7 +205,7 @@ fn a_bad_password_is_refused_without_being_quoted() {
 #[test]
 fn saved_answers_redact_secrets_and_read_back_otherwise_unchanged() {
     let yaml = format!("{SINGLE}registry: {{mirror: \"h.example.test:5000\", username: u, password: pw}}\n");
-    let doc = questions::read_document(&strict::parse_yaml(&yaml, DOC).unwrap()).unwrap();
+    let doc = questions::read_document(&strict::parse_yaml(&yaml, DOC).unwrap(), None).unwrap();
     let saved = doc.to_yaml();
     assert!(!saved.contains("pw\n") && saved.contains(REDACTED), "{saved}");
     assert!(!format!("{doc:?}").contains("pw\""), "{doc:?}");
@@ -253,7 +253,7 @@ fn a_bad_value_gives_the_same_problem_in_a_file_and_at_the_prompt() {
         ("cluster.cluster_dns", "10.42.0.10"),
         ("data_dir", "relative/dir"),
     ];
-    let base = questions::read_document(&strict::parse_yaml(SINGLE, DOC).unwrap()).unwrap();
+    let base = questions::read_document(&strict::parse_yaml(SINGLE, DOC).unwrap(), None).unwrap();
     for (key, bad) in cases {
         let mut doc = base.clone();
         doc.set(key, serde_yaml::Value::from(bad));
@@ -305,4 +305,121 @@ fn answers_are_cross_checked_against_the_profile_topology() {
 
     let e = a.profile_in(std::slice::from_ref(&single)).unwrap_err().to_string();
     assert!(e.contains("`ha` is not a profile of this bundle") && e.contains("single-node"), "{e}");
+}
+
+// ---- what the bundle carries: ldap and keycloak_database -----------------------------
+
+const LDAP: &str = "ldap: {url: \"ldaps://ldap.example.test\", bind_dn: \"cn=kc,dc=example,dc=test\", \
+                    bind_password: bind-pw-0c4e, users_dn: \"ou=people,dc=example,dc=test\", preset: openldap}\n";
+const DB: &str = "keycloak_database: {host: db.example.test, port: 5433, name: keycloak, username: kc, \
+                  password: db-pw-7f3a91}\n";
+
+/// A bundle with keycloakx in the `platform` component (and the app elsewhere).
+fn keycloak_bundle() -> BundleFacts {
+    BundleFacts {
+        charts: vec![("keycloakx".into(), "platform".into()), ("airlock-app".into(), "app".into())],
+        profiles: Vec::new(),
+    }
+}
+
+fn parse_for(yaml: &str, bundle: &BundleFacts) -> std::result::Result<Answers, Problem> {
+    let doc = strict::parse_yaml(yaml, DOC)?;
+    Answers::from_answered(&questions::read_document(&doc, Some(bundle))?, "answers.yaml")
+}
+
+#[test]
+fn a_bundle_with_keycloak_requires_the_ldap_section_by_name() {
+    let p = parse_for(SINGLE, &keycloak_bundle()).expect_err("ldap is required");
+    assert_eq!(p.key, "ldap", "{p}");
+    assert!(p.cause.contains("missing required section") && p.cause.contains("keycloakx"), "{p}");
+    assert!(p.hint.contains("ldap.url") && p.hint.contains(DOC), "{p}");
+    assert!(parse_for(&format!("{SINGLE}{LDAP}"), &keycloak_bundle()).unwrap().ldap.is_some());
+    // An ldap section started but left incomplete names the missing key instead.
+    let p = parse_for(&format!("{SINGLE}ldap: {{url: \"ldaps://ldap.example.test\"}}\n"), &keycloak_bundle())
+        .expect_err("incomplete");
+    assert_eq!(p.key, "ldap.bind_dn", "{p}");
+}
+
+#[test]
+fn ldap_stays_optional_without_keycloak_or_when_the_profile_leaves_its_component_out() {
+    assert!(parse(SINGLE).unwrap().ldap.is_none(), "no bundle known: optional (install checks at plan time)");
+    let app_only = BundleFacts { charts: vec![("airlock-app".into(), "app".into())], profiles: Vec::new() };
+    assert!(parse_for(SINGLE, &app_only).is_ok());
+    let b = BundleFacts { profiles: vec![("single-node".into(), vec!["app".into()])], ..keycloak_bundle() };
+    assert!(parse_for(SINGLE, &b).is_ok(), "single-node installs only `app`, not keycloakx's `platform`");
+}
+
+#[test]
+fn ha_with_keycloak_requires_an_external_database_on_the_first_server_only() {
+    let first = ha("{name: s1, ip: 192.0.2.11}", LDAP).replace("  agents:\n    - {name: a1, ip: 192.0.2.21}\n", "");
+    let p = parse_for(&first, &keycloak_bundle()).expect_err("HA needs a database");
+    assert_eq!(p.key, "keycloak_database", "{p}");
+    assert!(p.cause.contains("Keycloak in HA") && p.hint.contains("keycloak_database.host"), "{p}");
+
+    let a = parse_for(&format!("{first}{DB}"), &keycloak_bundle()).unwrap();
+    let db = a.keycloak_database.expect("the database answers");
+    assert_eq!(
+        (db.vendor.as_str(), db.port, db.name.as_str(), db.username.as_str()),
+        ("postgres", 5433, "keycloak", "kc")
+    );
+    assert_eq!(db.host.to_string(), "db.example.test");
+    assert_eq!(db.password.expose(), "db-pw-7f3a91");
+
+    // A joining server does not render the platform charts: no database and no
+    // directory needed there.
+    let second = first.replace("node: {name: s1, ip: 192.0.2.11}", "node: {name: s2, ip: 192.0.2.12}")
+        + "join: {server: 192.0.2.11, token_file: /etc/airlock/join-token}\n";
+    assert!(parse_for(&second, &keycloak_bundle()).unwrap().keycloak_database.is_none());
+    let without_ldap = second.replace(LDAP, "");
+    assert_ne!(without_ldap, second);
+    assert!(parse_for(&without_ldap, &keycloak_bundle()).unwrap().ldap.is_none());
+    // Without Keycloak in the bundle, HA needs no database either.
+    let app_only = BundleFacts { charts: vec![("airlock-app".into(), "app".into())], profiles: Vec::new() };
+    assert!(parse_for(&first, &app_only).is_ok());
+}
+
+#[test]
+fn the_database_port_defaults_to_the_vendors_and_the_password_never_prints() {
+    let a = parse(&format!("{SINGLE}keycloak_database: {{host: 192.0.2.50, vendor: mariadb, name: kc, username: kc, password: db-pw-7f3a91}}\n")).unwrap();
+    let db = a.keycloak_database.clone().unwrap();
+    assert_eq!((db.vendor.as_str(), db.port), ("mariadb", 3306));
+    let shown = format!("{a:?}{}", serde_json::to_string(&a).unwrap());
+    assert!(!shown.contains("db-pw-7f3a91") && shown.contains(REDACTED), "{shown}");
+    let doc = questions::read_document(&strict::parse_yaml(&format!("{SINGLE}{DB}"), DOC).unwrap(), None).unwrap();
+    assert!(!doc.to_yaml().contains("db-pw-7f3a91"), "saved answers redact it");
+}
+
+#[test]
+fn bad_database_answers_name_their_key_with_a_hint() {
+    let with = |kv: &str| {
+        format!(
+            "{SINGLE}keycloak_database: {{host: db.example.test, name: keycloak, username: kc, password: pw, {kv}}}\n"
+        )
+    };
+    for (kv, key, cause) in [
+        ("port: 70000", "keycloak_database.port", "not a TCP port"),
+        ("port: \"0\"", "keycloak_database.port", "not a TCP port"),
+        ("vendor: db2", "keycloak_database.vendor", "not a database Keycloak supports"),
+        ("vendor: mysql, ca_file: /etc/ssl/db-ca.pem", "keycloak_database.ca_file", "postgres"),
+        ("ca_file: relative/ca.pem", "keycloak_database.ca_file", "absolute"),
+    ] {
+        let p = problem(&with(kv));
+        assert_eq!(p.key, key, "{kv}: {p}");
+        assert!(p.cause.contains(cause) && !p.hint.is_empty(), "{kv}: {p}");
+    }
+    let p = problem(&format!(
+        "{SINGLE}keycloak_database: {{host: db.example.test, name: \"kc?ssl=false\", username: kc, password: pw}}\n"
+    ));
+    assert_eq!(p.key, "keycloak_database.name", "{p}");
+    let p = problem(&format!("{SINGLE}keycloak_database: {{host: 10.42.0.9, name: kc, username: kc, password: pw}}\n"));
+    assert!(p.key == "keycloak_database.host" && p.cause.contains("cluster_cidr"), "{p}");
+    let p = problem(&format!("{SINGLE}keycloak_database: {{host: db.example.test, name: kc, username: kc}}\n"));
+    assert!(p.key == "keycloak_database.password" && p.cause.contains("keycloak_database.host is set"), "{p}");
+    let p = problem(&format!(
+        "{SINGLE}keycloak_database: {{host: db.example.test, name: kc, username: kc, password: \"<redacted>\"}}\n"
+    ));
+    assert_eq!(p.key, "keycloak_database.password", "{p}");
+    assert!(problem(&format!("{SINGLE}keycloak_database: {{name: kc}}\n"))
+        .cause
+        .contains("keycloak_database.host is not"));
 }

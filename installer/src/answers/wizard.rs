@@ -38,6 +38,27 @@ pub struct LiveCheck {
     /// `Ok(Some(note))`: passed, the note is shown; `Ok(None)`: nothing to check (the
     /// section was left out); `Err`: why not, at the key to fix.
     pub run: fn(&Answered) -> std::result::Result<Option<String>, Problem>,
+    /// Where asking starts again after a failure.
+    pub reask: Reask,
+    /// A check of one answer of the section as soon as it is given (`pki.ca_key`: a
+    /// readable, unencrypted key that belongs to `pki.ca_cert`), before the next
+    /// question; a failure is shown and that question asked again. `run` still checks
+    /// the section as a whole at its end.
+    pub entry: Option<EntryCheck>,
+}
+
+/// Checks the answer at a key (the first argument) given the answers so far.
+pub type EntryCheck = fn(&str, &Answered) -> std::result::Result<(), Problem>;
+
+/// Where the wizard starts asking again after a [`LiveCheck`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reask {
+    /// The whole section: its answers depend on each other (an LDAP bind refused may
+    /// be the DN, the password or the server).
+    Section,
+    /// The question the problem names, then the rest of the section: a bad file is
+    /// that file (`pki.ca_key`), and the answers before it stand.
+    FailedKey,
 }
 
 /// One prompt, with everything a front end needs to render it.
@@ -80,19 +101,31 @@ pub fn ask_checked(
     prompter: &mut dyn Prompter,
     checks: &[LiveCheck],
 ) -> Result<(Answers, Answered)> {
-    let mut a = Answered::default();
+    let mut a = Answered::for_bundle(facts.bundle.clone());
+    let in_section =
+        |q: &Question, c: &LiveCheck| q.key.strip_prefix(c.section).is_some_and(|rest| rest.starts_with('.'));
     let mut i = 0;
     while i < questions.len() {
         let q = &questions[i];
         if (q.ask_if)(&a, facts) {
             ask_one(q, facts, &mut a, prompter)?;
+            if let Some(entry) = checks.iter().filter(|c| in_section(q, c)).find_map(|c| c.entry) {
+                // An optional key left empty has nothing to check.
+                while a.has(q.key) {
+                    match entry(q.key, &a) {
+                        Ok(()) => break,
+                        Err(problem) => {
+                            prompter.rejected(&problem);
+                            ask_one(q, facts, &mut a, prompter)?;
+                        }
+                    }
+                }
+            }
         } else if let Need::Default(default) = q.need {
             // What a file that leaves the key out gets.
             a.set(q.key, Value::String(default(&a)));
         }
         i += 1;
-        let in_section =
-            |q: &Question, c: &LiveCheck| q.key.strip_prefix(c.section).is_some_and(|rest| rest.starts_with('.'));
         let ends = |c: &&LiveCheck| in_section(q, c) && !questions.get(i).is_some_and(|next| in_section(next, c));
         if let Some(check) = checks.iter().find(ends) {
             match (check.run)(&a) {
@@ -100,7 +133,12 @@ pub fn ask_checked(
                 Ok(None) => {}
                 Err(problem) => {
                     prompter.rejected(&problem);
-                    i = questions.iter().position(|q| in_section(q, check)).unwrap_or(i);
+                    let start = questions.iter().position(|q| in_section(q, check)).unwrap_or(i);
+                    let failed = || questions.iter().position(|q| in_section(q, check) && owns(q.key, &problem.key));
+                    i = match check.reask {
+                        Reask::Section => start,
+                        Reask::FailedKey => failed().unwrap_or(start),
+                    };
                 }
             }
         }
@@ -120,7 +158,7 @@ pub fn ask_checked(
 
 /// The file reader and the profile cross-checks, on the wizard's document.
 fn finish(a: &Answered, facts: &Facts) -> std::result::Result<Answers, Problem> {
-    let doc = read_document(&a.to_value())?;
+    let doc = read_document(&a.to_value(), a.bundle())?;
     let answers = Answers::from_answered(&doc, WIZARD)?;
     if !facts.profiles.is_empty() {
         answers.problems_against(profile_named(&answers.profile, &facts.profiles)?)?;
@@ -389,7 +427,7 @@ mod tests {
         ] {
             p.script.insert(k.into(), v.into_iter().map(String::from).collect());
         }
-        let check = LiveCheck { section: "ldap", run: check_password_is_right };
+        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section, entry: None };
         let (answers, _) = ask_checked(super::super::questions(), &Facts::default(), &mut p, &[check]).unwrap();
         let ldap = answers.ldap.expect("ldap answers");
         assert_eq!(ldap.bind_password.expose(), "right-pw");
@@ -414,10 +452,92 @@ mod tests {
         ] {
             p.script.insert(k.into(), VecDeque::from([v.to_string()]));
         }
-        let check = LiveCheck { section: "ldap", run: check_password_is_right };
+        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section, entry: None };
         let (answers, _) = ask_checked(super::super::questions(), &Facts::default(), &mut p, &[check]).unwrap();
         assert!(answers.ldap.is_none() && p.notes.is_empty() && p.rejected.is_empty(), "{:?}", p.rejected);
         assert_eq!(p.asked.iter().filter(|k| k.starts_with("ldap.")).collect::<Vec<_>>(), ["ldap.url"]);
+    }
+
+    fn keycloak_facts() -> Facts {
+        let bundle =
+            super::super::BundleFacts { charts: vec![("keycloakx".into(), "platform".into())], profiles: Vec::new() };
+        Facts { bundle: Some(bundle), ..Facts::default() }
+    }
+
+    fn script(p: &mut Scripted, answers: &[(&str, &[&str])]) {
+        for (k, v) in answers {
+            p.script.insert(k.to_string(), v.iter().map(|s| s.to_string()).collect());
+        }
+    }
+
+    const NODE: [(&str, &[&str]); 4] = [
+        ("profile", &["single-node"]),
+        ("node.name", &["n1"]),
+        ("node.ip", &["192.0.2.10"]),
+        ("cluster.ingress_domain", &["p.example.test"]),
+    ];
+
+    #[test]
+    fn with_keycloak_in_the_bundle_the_wizard_insists_on_the_ldap_section_and_tests_it() {
+        let mut p = Scripted::default();
+        script(&mut p, &NODE);
+        script(
+            &mut p,
+            &[
+                // Enter first: refused, the bundle's Keycloak needs a directory.
+                ("ldap.url", &["", "ldaps://ldap.example.test"]),
+                ("ldap.bind_dn", &["cn=reader,dc=example,dc=org"]),
+                ("ldap.bind_password", &["right-pw"]),
+                ("ldap.users_dn", &["ou=people,dc=example,dc=org"]),
+            ],
+        );
+        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section, entry: None };
+        let (answers, _) = ask_checked(super::super::questions(), &keycloak_facts(), &mut p, &[check]).unwrap();
+        assert!(answers.ldap.is_some());
+        assert_eq!(p.rejected.len(), 1, "{:?}", p.rejected);
+        assert_eq!(p.rejected[0].key, "ldap.url");
+        assert!(p.rejected[0].cause.contains("keycloakx"), "{}", p.rejected[0]);
+        assert_eq!(p.notes, ["3 users"], "the live check ran on the section it insisted on");
+        // Single node: no database question.
+        assert!(!p.asked.iter().any(|k| k.starts_with("keycloak_database.")), "{:?}", p.asked);
+    }
+
+    #[test]
+    fn an_ha_first_server_with_keycloak_is_asked_for_the_database_with_vendor_defaults() {
+        let mut p = Scripted::default();
+        script(&mut p, &NODE);
+        script(
+            &mut p,
+            &[
+                ("profile", &["ha"]),
+                ("node.ip", &["192.0.2.11"]),
+                ("ha.servers[0].name", &["n1"]),
+                ("ha.servers[0].ip", &["192.0.2.11"]),
+                ("ha.servers[1].name", &["n2"]),
+                ("ha.servers[1].ip", &["192.0.2.12"]),
+                ("ha.servers[2].name", &["n3"]),
+                ("ha.servers[2].ip", &["192.0.2.13"]),
+                ("ldap.url", &["ldaps://ldap.example.test"]),
+                ("ldap.bind_dn", &["cn=reader,dc=example,dc=org"]),
+                ("ldap.bind_password", &["right-pw"]),
+                ("ldap.users_dn", &["ou=people,dc=example,dc=org"]),
+                ("keycloak_database.host", &["", "db.example.test"]),
+                ("keycloak_database.port", &["99999", ""]),
+                ("keycloak_database.password", &["db-pw-51c0"]),
+            ],
+        );
+        let (answers, doc) = ask_checked(super::super::questions(), &keycloak_facts(), &mut p, &[]).unwrap();
+        let db = answers.keycloak_database.expect("database answers");
+        // Enter took the suggestions: postgres, its port, `keycloak` for name and user.
+        assert_eq!(
+            (db.vendor.as_str(), db.port, db.name.as_str(), db.username.as_str()),
+            ("postgres", 5432, "keycloak", "keycloak")
+        );
+        assert_eq!(db.password.expose(), "db-pw-51c0");
+        let keys: Vec<&str> = p.rejected.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["keycloak_database.host", "keycloak_database.port"], "{:?}", p.rejected);
+        assert!(!doc.to_yaml().contains("db-pw-51c0"));
+        assert!(p.rejected.iter().all(|r| !r.to_string().contains("db-pw-51c0")));
     }
 
     #[test]

@@ -195,7 +195,12 @@ impl LdapSettings {
 /// The wizard's live check of the `ldap` section: the [`probe`] on the answers so far.
 /// A failure comes back at the key to fix, with the probe's message and hint.
 pub fn live_check() -> crate::answers::LiveCheck {
-    crate::answers::LiveCheck { section: "ldap", run: check_answered }
+    crate::answers::LiveCheck {
+        section: "ldap",
+        run: check_answered,
+        reask: crate::answers::wizard::Reask::Section,
+        entry: None,
+    }
 }
 
 fn check_answered(a: &Answered) -> Result<Option<String>, Problem> {
@@ -223,6 +228,15 @@ fn needs_url(a: &Answered, key: &str) -> Result<(), Invalid> {
     } else {
         Err(Invalid::new("is set but ldap.url is not", format!("set ldap.url, or remove {key}")))
     }
+}
+
+/// `ldap` is required when the bundle installs Keycloak: its realm federates users
+/// from the directory and has no other user source (platform/keycloak.rs). Only on
+/// the node that starts the cluster, the one that renders the platform charts; the
+/// servers and agents that join it do not need it.
+pub(crate) fn required_for_keycloak(a: &Answered) -> Option<&'static str> {
+    (a.installs_keycloak() && a.starts_cluster())
+        .then_some("the bundle installs Keycloak (chart keycloakx), whose users come from this directory")
 }
 
 /// Required for every other `ldap.*` key once `ldap.url` is given.

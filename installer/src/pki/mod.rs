@@ -29,6 +29,7 @@ mod issue;
 mod status;
 #[cfg(test)]
 mod tests;
+pub mod wizard;
 
 use std::fmt;
 use std::net::IpAddr;

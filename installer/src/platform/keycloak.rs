@@ -137,6 +137,19 @@ pub struct KeycloakDatabase {
     pub database: String,
     pub username: String,
     pub password: Secret,
+    /// PostgreSQL only: the CA (PEM) that signed the database server's certificate.
+    /// Given, it joins the truststore ConfigMap and the JDBC URL asks for
+    /// `sslmode=verify-full` against it (pgjdbc reads a PEM `sslrootcert`).
+    pub ca_pem: Option<String>,
+}
+
+/// The truststore file holding the database's CA, and the JDBC URL properties that
+/// make pgjdbc verify the server against it. Keycloak appends `KC_DB_URL_PROPERTIES`
+/// to its default URL as is, so the value carries the leading `?`.
+const DB_CA_FILE: &str = "db-ca.pem";
+
+fn db_url_properties() -> String {
+    format!("?sslmode=verify-full&sslrootcert={TRUSTSTORE_DIR}/{DB_CA_FILE}")
 }
 
 /// Credentials the caller generated and stored before rendering.
@@ -205,6 +218,9 @@ pub fn render(input: &KeycloakInput) -> Result<Rendered> {
     let mut trust = BTreeMap::from([("site-ca.pem".to_string(), input.site_ca_pem.clone())]);
     if let Some(ca) = &input.ldap.ca_pem {
         trust.insert("ldap-ca.pem".to_string(), ca.clone());
+    }
+    if let Some(ca) = input.database.as_ref().and_then(|db| db.ca_pem.as_ref()) {
+        trust.insert(DB_CA_FILE.to_string(), ca.clone());
     }
     manifests.push(config_map(&input.namespace, &names.truststore_config_map, trust)?);
     let c = &input.credentials;
@@ -351,6 +367,16 @@ fn validate(input: &KeycloakInput) -> Result<()> {
             non_empty("keycloak: database host", &db.host)?;
             non_empty("keycloak: database name", &db.database)?;
             non_empty("keycloak: database username", &db.username)?;
+            if let Some(ca) = &db.ca_pem {
+                if db.vendor != "postgres" {
+                    return Err(Error::input(
+                        "keycloak: database CA",
+                        format!("is given for the vendor {}, but only postgres connections verify it", db.vendor),
+                    )
+                    .with_hint("remove keycloak_database.ca_file, or use PostgreSQL"));
+                }
+                pem_certificate("keycloak: database CA (keycloak_database.ca_file)", ca)?;
+            }
             non_empty_secret("keycloak: database password", &db.password)
         }
         None => Ok(()),
@@ -546,6 +572,9 @@ fn values(input: &KeycloakInput, names: &Names) -> Result<Value> {
                 "existingSecret": names.database_secret,
                 "existingSecretKey": "password",
             });
+            if db.ca_pem.is_some() {
+                env.push(json!({ "name": "KC_DB_URL_PROPERTIES", "value": db_url_properties() }));
+            }
             // The chart's default: Infinispan, members found through the database.
             cache = json!({ "stack": "default" });
         }
@@ -659,6 +688,7 @@ mod tests {
             database: "keycloak".into(),
             username: "keycloak".into(),
             password: Secret::new(DB_PW),
+            ca_pem: None,
         });
         i
     }

@@ -332,7 +332,7 @@ fn keycloak_input(site: &Site<'_>) -> Result<keycloak::KeycloakInput> {
             membership_attribute: schema.membership_attribute.into(),
             ca_pem,
         },
-        database: None,
+        database: keycloak_database(a)?,
         credentials: keycloak::KeycloakCredentials {
             admin_username: KEYCLOAK_ADMIN_USER.into(),
             admin_password: site.credentials.keycloak_admin_password().clone(),
@@ -340,6 +340,32 @@ fn keycloak_input(site: &Site<'_>) -> Result<keycloak::KeycloakInput> {
             app_client_secret: site.credentials.app_client_secret().clone(),
         },
     })
+}
+
+/// Keycloak's external database from the `keycloak_database` answers. Its CA file,
+/// like `ldap.ca_file`, is a path on the machine running the installer; only read.
+fn keycloak_database(a: &Answers) -> Result<Option<keycloak::KeycloakDatabase>> {
+    let Some(db) = &a.keycloak_database else { return Ok(None) };
+    let ca_pem = match &db.ca_file {
+        None => None,
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+            Error::input(
+                format!("{}: keycloak_database.ca_file", a.origin),
+                format!("cannot read `{}`: {e}", p.display()),
+            )
+            .with_hint("give the path of the database server's CA certificate (PEM) on this machine")
+        })?),
+    };
+    Ok(Some(keycloak::KeycloakDatabase {
+        vendor: db.vendor.clone(),
+        // IPv6 in brackets: Keycloak puts the host into a JDBC URL.
+        host: db.host.for_url(),
+        port: db.port,
+        database: db.name.clone(),
+        username: db.username.clone(),
+        password: db.password.clone(),
+        ca_pem,
+    }))
 }
 
 fn servers(answers: &Answers) -> u32 {
