@@ -499,6 +499,7 @@ pub fn plan_with(
         profiles,
         key_statements: Vec::new(),
         entries: entries.values().map(|e| e.entry.clone()).collect(),
+        upgrade: s.upgrade.clone().map(|u| u.into_policy()),
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
     Ok(Plan { manifest, entries: entries.into_values().collect(), lock: pulled.lock, discovered: asked })

@@ -32,6 +32,27 @@ pub struct Spec {
     /// Vendor key rotation and revocation statements the bundle carries (docs/bundle-spec.md).
     #[serde(default)]
     pub key_statements: Vec<KeyStatementSpec>,
+    /// Which installed releases this one may upgrade (docs/bundle-spec.md, `upgrade`).
+    #[serde(default)]
+    pub upgrade: Option<UpgradeSpec>,
+}
+
+/// `upgrade:`: the version policy `airlock upgrade` enforces on the site.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeSpec {
+    /// Semver requirement on the installed version (`>=1.0.0, <2.0.0`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Versions that may not be skipped.
+    #[serde(default)]
+    pub required: Vec<String>,
+}
+
+impl UpgradeSpec {
+    pub fn into_policy(self) -> airlock_format::manifest::UpgradePolicy {
+        airlock_format::manifest::UpgradePolicy { from: self.from, required: self.required }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -247,6 +268,29 @@ impl LoadedSpec {
                         ));
                     }
                 }
+            }
+        }
+        if let Some(u) = &s.upgrade {
+            // Checked here so a typo fails the build, not the customer's upgrade.
+            if let Some(from) = &u.from {
+                semver::VersionReq::parse(from).map_err(|e| {
+                    self.err("upgrade.from", format!("`{from}` is not a semver requirement: {e}"))
+                        .with_hint("write it like `>=1.0.0, <2.0.0` or `^1.2`")
+                })?;
+            }
+            for (i, r) in u.required.iter().enumerate() {
+                semver::Version::parse(r).map_err(|e| {
+                    self.err(format!("upgrade.required[{i}]"), format!("`{r}` is not a semver version: {e}"))
+                        .with_hint("name a released version exactly, like `1.2.0`")
+                })?;
+            }
+            if semver::Version::parse(&s.version).is_err() {
+                return Err(self
+                    .err(
+                        "version",
+                        format!("`{}` is not a semver version, which an `upgrade:` policy needs", s.version),
+                    )
+                    .with_hint("version the bundle like `1.2.0`"));
             }
         }
         for (i, k) in s.key_statements.iter().enumerate() {

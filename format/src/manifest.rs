@@ -53,6 +53,25 @@ pub struct Manifest {
     /// Every tar entry after the manifest and its signature, in stream order (sorted
     /// by path).
     pub entries: Vec<Entry>,
+    /// Which installed releases this one may upgrade (`airlock upgrade`). Absent when
+    /// the spec has no `upgrade:` section, so such bundles stay byte for byte what they
+    /// were before the field existed. Last, so fields added later by others go after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradePolicy>,
+}
+
+/// The version policy a release carries for `airlock upgrade`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradePolicy {
+    /// A semver requirement (`>=1.0.0, <2.0.0`) the installed version must meet;
+    /// absent: any older version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Releases that may not be skipped: an upgrade from below one of these versions
+    /// to above it is refused (install that release first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

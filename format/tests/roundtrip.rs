@@ -38,6 +38,7 @@ fn plan(files: &[(&str, Vec<u8>)]) -> (Manifest, Vec<PlannedEntry>) {
         profiles: vec![],
         key_statements: vec![],
         entries: entries.iter().map(|e| e.entry.clone()).collect(),
+        upgrade: None,
     };
     (m, entries)
 }

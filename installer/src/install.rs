@@ -57,6 +57,9 @@ pub struct Prepared {
     /// What to tell the customer once the plan is applied (on the node that starts
     /// the cluster); also written to `/var/lib/airlock/report.json`.
     pub report: Option<wiring::InstallReport>,
+    /// What the plan places (also written to `installed.json` by it): what an upgrade
+    /// compares with the installed release's to remove what the new one no longer has.
+    pub inventory: Inventory,
 }
 
 /// The record of what is installed, written as the plan's last step.
@@ -257,7 +260,7 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     // Last: the site trusts a newly introduced key only once the install it came with is done.
     steps.extend(crate::keys::statement_steps(&staged, host)?);
     let plan = Plan::from_steps(steps)?;
-    Ok(Prepared { staged, profile, plan, live, pki, report })
+    Ok(Prepared { staged, profile, plan, live, pki, report, inventory })
 }
 
 /// What `airlock uninstall` may remove: everything this layout places, with digests

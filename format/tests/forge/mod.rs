@@ -360,6 +360,7 @@ impl Forge {
             profiles,
             key_statements: vec![],
             entries,
+            upgrade: None,
         };
         Self { key, manifest, contents }
     }
