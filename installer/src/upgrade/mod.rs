@@ -243,14 +243,15 @@ pub struct UpgradeReport {
 #[derive(Debug)]
 pub struct UpgradeFailure {
     pub exit_code: u8,
-    pub error: Error,
+    /// Boxed: an `Error` is large, and this travels in every `Result` of the upgrade.
+    pub error: Box<Error>,
     /// The datastore restore command, when the rollback did not restore it.
     pub restore_datastore_command: Option<String>,
 }
 
 impl UpgradeFailure {
     fn plain(error: Error) -> Self {
-        Self { exit_code: error.kind.exit_code() as u8, error, restore_datastore_command: None }
+        Self { exit_code: error.kind.exit_code() as u8, error: Box::new(error), restore_datastore_command: None }
     }
 }
 
@@ -346,7 +347,7 @@ pub fn run(
             )
             .map_err(|e| UpgradeFailure {
                 exit_code: EXIT_POLICY,
-                error: e,
+                error: Box::new(e),
                 restore_datastore_command: None,
             })?;
             if d == Decision::AlreadyInstalled {
@@ -405,11 +406,14 @@ pub fn run(
         let failed: Vec<&str> = pre.failed().map(|c| c.id.as_str()).collect();
         return Err(UpgradeFailure {
             exit_code: 8,
-            error: Error::input("preflight (upgrade)", format!("{} failed; nothing was changed", failed.join(", ")))
-                .with_hint(format!(
-                    "fix what each check says and run again, or accept a check by name with --override {} (journaled)",
-                    failed.first().copied().unwrap_or("CHECK")
-                )),
+            error: Box::new(
+                Error::input("preflight (upgrade)", format!("{} failed; nothing was changed", failed.join(", ")))
+                    .with_hint(format!(
+                        "fix what each check says and run again, or accept a check by name with --override {} \
+                         (journaled)",
+                        failed.first().copied().unwrap_or("CHECK")
+                    )),
+            ),
             restore_datastore_command: None,
         });
     }
@@ -568,7 +572,7 @@ fn restage_for_gate(host: &dyn Host, staged: &Staged) -> Result<Staged> {
     Ok(Staged {
         dir: release::host_path(host, &release::release_dir(&id).join("bundle")),
         manifest: staged.manifest.clone(),
-        signer: staged.signer.clone(),
+        signer: staged.signer,
     })
 }
 
@@ -691,7 +695,7 @@ impl RolledBack {
         };
         UpgradeFailure {
             exit_code: code,
-            error: Error {
+            error: Box::new(Error {
                 kind: err.kind,
                 subject: err.subject.clone(),
                 cause: format!(
@@ -700,7 +704,7 @@ impl RolledBack {
                 ),
                 hint: Some(hint),
                 source: Some(Box::new(err)),
-            },
+            }),
             restore_datastore_command: restore,
         }
     }
