@@ -387,6 +387,31 @@ fn a_crash_at_each_upgrade_phase_resumes_to_the_upgraded_tree_or_rolls_back_to_t
     }
 }
 
+#[test]
+fn a_run_after_a_crash_once_the_gate_had_failed_rolls_back_instead_of_continuing() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    install(&b.v1, &root);
+    let v1 = exact(&root);
+    let crashed = upgrade_cmd(&b.v2, &root, &[], &[(upgrade::CRASH_AFTER_PHASE_ENV, "flipped")]);
+    assert!(!crashed.status.success(), "{}", text(&crashed));
+    // What a crash right after the gate failed leaves: the same files, and the journal
+    // at `gate-failed` with the gate's error (a target root's gate cannot fail by itself).
+    let path = root.join("var/lib/airlock/upgrade.json");
+    let mut j = journal(&root);
+    j["phase"] = "gate-failed".into();
+    j["error"] = "node demo-node: Ready=False".into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&j).unwrap()).unwrap();
+
+    let o = upgrade_cmd(&b.v2, &root, &[], &[]);
+    assert_eq!(o.status.code(), Some(EXIT_ROLLED_BACK as i32), "{}", text(&o));
+    assert!(text(&o).contains("Ready=False") && text(&o).contains("was put back"), "{}", text(&o));
+    let back = diff(&v1, &exact(&root));
+    assert!(back.is_empty(), "not v1 after the automatic rollback:\n{}", back.join("\n"));
+    assert_eq!(journal(&root)["outcome"], "rolled-back");
+}
+
 fn airlock_status(root: &Path) -> String {
     let o = Command::new(cargo_bin("airlock")).arg("status").arg("--root").arg(root).output().unwrap();
     text(&o)
