@@ -440,8 +440,9 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-#[test]
-fn a_failing_health_gate_puts_the_previous_release_back_byte_for_byte_after_a_recorded_backup() {
+/// v1 installed live on a recording host (embedded etcd), then the upgrade to v2 whose
+/// gate fails; returns the host, the failure, and every file's digest before the upgrade.
+fn failed_live_upgrade(restore_datastore: bool) -> (RecordingHost, upgrade::UpgradeFailure, BTreeMap<String, String>) {
     let b = bundles();
     let keys = trusted_keys(&[demo_dir().join("keys/demo.pub")], Path::new("/")).unwrap();
     let answers_path = demo_dir().join("answers.yaml");
@@ -503,13 +504,30 @@ fn a_failing_health_gate_puts_the_previous_release_back_byte_for_byte_after_a_re
         dry_run: false,
         allow_policy_override: false,
         rollback: false,
-        restore_datastore: false,
+        restore_datastore,
         keep: upgrade::DEFAULT_KEEP,
         wait: WaitOptions { timeout: Duration::from_secs(60), poll: Duration::from_secs(5) },
         preflight_overrides: Vec::new(),
         resume_command: "airlock upgrade v2.airlock --yes".into(),
     };
+    host.expect_command(&["k3s", "server", "--cluster-reset"], CommandOutput::ok("restored"));
     let failure = upgrade::run(&b.v2, &keys, &host, &opts, &clock, &Silent).expect_err("the gate fails");
+    (host, failure, before)
+}
+
+fn runs(host: &RecordingHost) -> Vec<String> {
+    host.calls()
+        .iter()
+        .filter_map(|c| match c {
+            HostCall::Run { argv } => Some(argv.join(" ")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_failing_health_gate_puts_the_previous_release_back_byte_for_byte_after_a_recorded_backup() {
+    let (host, failure, before) = failed_live_upgrade(false);
     assert_eq!(failure.exit_code, EXIT_ROLLED_BACK, "{}", failure.error);
     assert!(failure.error.to_string().contains("Ready=False"), "{}", failure.error);
     assert!(
@@ -525,14 +543,8 @@ fn a_failing_health_gate_puts_the_previous_release_back_byte_for_byte_after_a_re
     let current = std::fs::read_link(host.root().join("var/lib/airlock/releases/current")).unwrap();
     assert!(current.to_string_lossy().starts_with("1.0.0-"), "{current:?}");
 
-    let runs: Vec<String> = host
-        .calls()
-        .iter()
-        .filter_map(|c| match c {
-            HostCall::Run { argv } => Some(argv.join(" ")),
-            _ => None,
-        })
-        .collect();
+    let runs = runs(&host);
+    assert!(!runs.iter().any(|r| r.contains("--cluster-reset")), "no datastore restore without consent: {runs:#?}");
     let snapshot = runs
         .iter()
         .position(|r| r.starts_with("k3s etcd-snapshot save --name airlock-upgrade --dir /var/lib/airlock/backups/"));
@@ -547,4 +559,21 @@ fn a_failing_health_gate_puts_the_previous_release_back_byte_for_byte_after_a_re
     let sql = host.root().join(bk.strip_prefix("/").unwrap()).join("app-db.sql");
     assert_eq!(std::fs::read_to_string(&sql).unwrap(), "-- PostgreSQL database dump\n");
     assert_eq!(sql.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn with_restore_datastore_the_rollback_resets_etcd_from_the_backup_snapshot_with_the_unit_stopped() {
+    let (host, failure, _) = failed_live_upgrade(true);
+    assert_eq!(failure.exit_code, EXIT_ROLLED_BACK, "{}", failure.error);
+    assert!(failure.restore_datastore_command.is_none(), "restored, so no command to run by hand");
+    let runs = runs(&host);
+    let stop = runs.iter().rposition(|r| r == "systemctl stop k3s.service").expect("stopped");
+    let reset = runs
+        .iter()
+        .position(|r| {
+            r.starts_with("k3s server --cluster-reset --cluster-reset-restore-path=/var/lib/airlock/backups/")
+        })
+        .expect("reset from the backup");
+    let start = runs.iter().rposition(|r| r == "systemctl start k3s.service").expect("started");
+    assert!(stop < reset && reset < start, "{runs:#?}");
 }

@@ -50,7 +50,10 @@ fn trees(inv: &Inventory) -> Vec<PathBuf> {
         t.push(data.join("server/manifests"));
     }
     t.push(PathBuf::from(crate::pki::PKI_DIR));
-    for f in ["installed.json", "release.json", "report.json", "answers.yaml", "secrets", "keys"] {
+    // The keys the site trusts: not rolled back (a revocation must outlive a failed
+    // upgrade), but worth having when restoring by hand.
+    t.push(PathBuf::from("/etc/airlock/keys"));
+    for f in ["installed.json", "release.json", "report.json", "answers.yaml", "secrets"] {
         t.push(Path::new(crate::install::STATE_DIR).join(f));
     }
     t
