@@ -752,6 +752,10 @@ fn upgrade(
         wait: WaitOptions { timeout: Duration::from_secs(f.timeout), ..WaitOptions::default() },
         preflight_overrides: f.overrides.clone(),
         resume_command: resume,
+        answers_file: match answers {
+            Some(p) => Some((std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?, p.display().to_string())),
+            None => None,
+        },
     };
     let run = |opts: &UpgradeOptions| {
         let progress = Progress::new(f.output == Output::Text);

@@ -247,6 +247,16 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
 
     let last_run = journal.as_ref().map(last_run);
     let mut pending = journal.as_ref().and_then(pending);
+    match noted(&mut problems, crate::upgrade::last_outcome(host)) {
+        Some((Outcome::RolledBack, what, error)) => warnings
+            .push(format!("the last upgrade ({what}) failed and was rolled back: {}", error.unwrap_or_default())),
+        Some((Outcome::RollbackFailed, what, error)) => problems.push(format!(
+            "the last upgrade ({what}) failed and its rollback failed too: {} (see {})",
+            error.unwrap_or_default(),
+            crate::upgrade::UPGRADE_JOURNAL_PATH
+        )),
+        _ => {}
+    }
     // An unfinished upgrade outranks the engine's journal: its resume command (or
     // `--rollback`) is what finishes the node's state.
     if let Some((phase, resume, what)) = noted(&mut problems, crate::upgrade::pending(host)) {

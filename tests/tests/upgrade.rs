@@ -375,6 +375,9 @@ fn a_crash_at_each_upgrade_phase_resumes_to_the_upgraded_tree_or_rolls_back_to_t
                 assert!(o.status.success(), "rollback after a crash at {at}: {}", text(&o));
                 let back = diff(&v1, &exact(&root));
                 assert!(back.is_empty(), "rollback after a crash at {at} left:\n{}", back.join("\n"));
+                // The node is as v1 installed it: healthy, no drift, no interrupted run.
+                let (code, st) = airlock_status_code(&root);
+                assert_eq!(code, Some(0), "status after the rollback of a crash at {at}: {st}");
             } else {
                 let o = upgrade_cmd(&b.v2, &root, &[], &[]);
                 assert!(o.status.success(), "resume after a crash at {at}: {}", text(&o));
@@ -410,11 +413,18 @@ fn a_run_after_a_crash_once_the_gate_had_failed_rolls_back_instead_of_continuing
     let back = diff(&v1, &exact(&root));
     assert!(back.is_empty(), "not v1 after the automatic rollback:\n{}", back.join("\n"));
     assert_eq!(journal(&root)["outcome"], "rolled-back");
+    let (code, st) = airlock_status_code(&root);
+    assert_eq!(code, Some(0), "{st}");
+    assert!(st.contains("failed and was rolled back: node demo-node: Ready=False"), "{st}");
 }
 
 fn airlock_status(root: &Path) -> String {
+    airlock_status_code(root).1
+}
+
+fn airlock_status_code(root: &Path) -> (Option<i32>, String) {
     let o = Command::new(cargo_bin("airlock")).arg("status").arg("--root").arg(root).output().unwrap();
-    text(&o)
+    (o.status.code(), text(&o))
 }
 
 /// Time that passes only when the code under test sleeps.
@@ -509,6 +519,7 @@ fn failed_live_upgrade(restore_datastore: bool) -> (RecordingHost, upgrade::Upgr
         wait: WaitOptions { timeout: Duration::from_secs(60), poll: Duration::from_secs(5) },
         preflight_overrides: Vec::new(),
         resume_command: "airlock upgrade v2.airlock --yes".into(),
+        answers_file: None,
     };
     host.expect_command(&["k3s", "server", "--cluster-reset"], CommandOutput::ok("restored"));
     let failure = upgrade::run(&b.v2, &keys, &host, &opts, &clock, &Silent).expect_err("the gate fails");

@@ -192,6 +192,9 @@ pub struct UpgradeOptions {
     pub preflight_overrides: Vec<String>,
     /// The command that continues this upgrade (no secrets).
     pub resume_command: String,
+    /// `--answers`' text and path: kept on the site (secrets apart) once the new
+    /// release is applied, as the install keeps its answers.
+    pub answers_file: Option<(String, String)>,
 }
 
 /// One chart's version change.
@@ -529,6 +532,9 @@ pub fn run(
 
     if journal.phase < Phase::Flipped {
         let keep = (|| -> Result<()> {
+            if let Some((text, origin)) = &opts.answers_file {
+                answers::keep(host, text, origin)?;
+            }
             let kept = release::keep_bundle(host, &staged.dir, &staged.manifest)?;
             release::take_snapshot(host, &kept.id, &Inventory::load(host)?)?;
             release::make_current(host, &kept.id)
@@ -889,4 +895,12 @@ pub fn pending(host: &dyn Host) -> Result<Option<(Phase, String, String)>> {
     Ok(UpgradeJournal::load(host)?
         .filter(UpgradeJournal::pending)
         .map(|j| (j.phase, j.resume_command.clone(), format!("{} → {}", j.from_version, j.to_version))))
+}
+
+/// How the last upgrade ended, for `airlock status`: `(outcome, "1.0.0 → 1.1.0", error)`
+/// once it finished.
+pub fn last_outcome(host: &dyn Host) -> Result<Option<(Outcome, String, Option<String>)>> {
+    Ok(UpgradeJournal::load(host)?
+        .filter(|j| !j.pending())
+        .map(|j| (j.outcome, format!("{} → {}", j.from_version, j.to_version), j.error)))
 }

@@ -39,11 +39,18 @@ const SNAPSHOT_VERSION: u32 = 1;
 
 /// State files that belong to a release besides its inventory: rolling back puts them
 /// back too, so `status` and the next upgrade see the release that runs.
+/// The engine's journal is one of them: after a rollback it again describes the run
+/// that installed the release that runs, not the upgrade's undone apply (whose story
+/// `upgrade.json` tells).
 pub fn state_files() -> Vec<PathBuf> {
-    [INVENTORY_PATH, RELEASE_PATH, crate::platform::wiring::REPORT_PATH, KEPT_ANSWERS_PATH]
-        .iter()
-        .map(PathBuf::from)
-        .collect()
+    let journal = crate::engine::Journal::path(Path::new(STATE_DIR));
+    let mut files: Vec<PathBuf> =
+        [INVENTORY_PATH, RELEASE_PATH, crate::platform::wiring::REPORT_PATH, KEPT_ANSWERS_PATH]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+    files.push(journal);
+    files
 }
 
 /// SHA-256 of the manifest's canonical bytes: what `release.json` records.
