@@ -382,6 +382,19 @@ mod tests {
     }
 
     #[test]
+    fn an_upgrade_policy_with_a_bad_requirement_version_or_bundle_version_is_refused_by_key() {
+        let e = load("name: a\nversion: 1.0.0\nupgrade:\n  from: '>>1'\n").unwrap_err();
+        assert!(e.to_string().contains("upgrade.from") && e.hint.is_some(), "{e}");
+        let e = load("name: a\nversion: 1.0.0\nupgrade:\n  required: ['1.x']\n").unwrap_err();
+        assert!(e.to_string().contains("upgrade.required[0]"), "{e}");
+        let e = load("name: a\nversion: '1'\nupgrade:\n  from: '>=1.0.0'\n").unwrap_err();
+        assert!(e.to_string().contains("version") && e.to_string().contains("semver"), "{e}");
+        let ok = load("name: a\nversion: 2.0.0\nupgrade:\n  from: '>=1.0.0, <2.0.0'\n  required: [1.5.0]\n").unwrap();
+        let p = ok.spec.upgrade.clone().unwrap().into_policy();
+        assert_eq!((p.from.as_deref(), p.required), (Some(">=1.0.0, <2.0.0"), vec!["1.5.0".to_string()]));
+    }
+
+    #[test]
     fn bad_file_mode_and_path_like_names_are_rejected_by_key() {
         let e = load(
             "name: a\nversion: '1'\ncomponents:\n  - name: c\n    files:\n      - path: x\n        mode: '4755'\n",

@@ -501,6 +501,16 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_without_an_upgrade_policy_has_no_upgrade_key_and_one_with_it_round_trips() {
+        let json = r#"{"format":"airlock.bundle/v1","name":"a","version":"1.0.0","created":"x","components":[],"images":[],"charts":[],"files":[],"profiles":[],"entries":[]}"#;
+        let mut m: Manifest = serde_json::from_str(json).unwrap();
+        assert!(!String::from_utf8(m.to_bytes()).unwrap().contains("upgrade"));
+        m.upgrade = Some(UpgradePolicy { from: Some(">=1.0.0".into()), required: vec!["1.5.0".into()] });
+        let back: Manifest = serde_json::from_slice(&m.to_bytes()).unwrap();
+        assert_eq!(back.upgrade, m.upgrade);
+    }
+
+    #[test]
     fn rfc3339_formats_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
