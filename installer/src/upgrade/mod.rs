@@ -30,7 +30,7 @@ use airlock_format::error::{Error, Result};
 use airlock_format::manifest::Manifest;
 use airlock_format::minisign::PublicKey;
 use airlock_format::parts::BundleFiles;
-use airlock_format::report::Reporter;
+use airlock_format::report::{Event, Reporter};
 use serde::{Deserialize, Serialize};
 
 use crate::answers::Answers;
@@ -297,8 +297,16 @@ pub fn run(
         ));
     }
 
+    let installed = crate::status::Release::load(host)?.ok_or_else(|| {
+        Error::input(
+            host.root().join(install::RELEASE_PATH.trim_start_matches('/')).display().to_string(),
+            "no installed release is recorded here",
+        )
+        .with_hint("install the platform with `airlock install` first; upgrade replaces an installed release")
+    })?;
     let files = BundleFiles::locate(bundle)?;
-    let staged = stage(host, &files, trusted, reporter)?;
+    reporter.event(Event::Phase { name: "verifying the bundle into staging", total: None });
+    let staged = stage(host, &files, trusted, &installed.manifest_sha256, reporter)?;
     let to_sha = release::manifest_sha256(&staged.manifest);
     if let Some(j) = &pending {
         if j.to_manifest_sha256 != to_sha {
@@ -317,13 +325,6 @@ pub fn run(
         }
     }
 
-    let installed = crate::status::Release::load(host)?.ok_or_else(|| {
-        Error::input(
-            host.root().join(install::RELEASE_PATH.trim_start_matches('/')).display().to_string(),
-            "no installed release is recorded here",
-        )
-        .with_hint("install the platform with `airlock install` first; upgrade replaces an installed release")
-    })?;
     let (from, from_version) = match &pending {
         Some(j) => (j.from.clone(), j.from_version.clone()),
         None => {
@@ -467,6 +468,7 @@ pub fn run(
     // Before the first change: the snapshot rollback needs (sites installed before the
     // release store have none), then the backup.
     if journal.phase < Phase::BackedUp {
+        reporter.event(Event::Phase { name: "backing up (datastore, app database, configs, PKI, state)", total: None });
         if Snapshot::load(host, &from)?.is_none() {
             let inv = Inventory::load(host)?;
             release::take_snapshot(host, &from, &inv)?;
@@ -494,6 +496,7 @@ pub fn run(
 
     let Prepared { plan, inventory, staged, live, .. } = prepared;
     if journal.phase < Phase::Applied {
+        reporter.event(Event::Phase { name: "applying images, then the distribution, then charts", total: None });
         let ordered = match upgrade_order(plan) {
             Ok(p) => p,
             Err(e) => return Err(failed(host, journal, e)),
@@ -545,6 +548,7 @@ pub fn run(
         journal.reach(host, Phase::Flipped)?;
     }
 
+    reporter.event(Event::Phase { name: "health gate", total: None });
     let to_checks = crate::platform::wiring::https_checks(&answers, &staged.manifest.charts);
     let gate_plan = install::plan(bundle, restage_for_gate(host, &staged)?, &answers, host).map(|p| p.plan);
     if let Err(e) = gate(host, &live, &to_checks, answers.node.ip, gate_plan.ok().as_ref(), opts.wait, clock, reporter)
@@ -582,19 +586,30 @@ fn restage_for_gate(host: &dyn Host, staged: &Staged) -> Result<Staged> {
     })
 }
 
-/// Verifies the bundle into the upgrade's own staging directory.
-fn stage(host: &dyn Host, files: &BundleFiles, trusted: &[PublicKey], reporter: &dyn Reporter) -> Result<Staged> {
+/// Verifies the bundle into the upgrade's own staging directory. `installed_sha256`:
+/// the manifest digest of the release the site runs (`release.json`).
+fn stage(
+    host: &dyn Host,
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    installed_sha256: &str,
+    reporter: &dyn Reporter,
+) -> Result<Staged> {
     let dir = release::host_path(host, Path::new(UPGRADE_STAGING));
     // Every run verifies again from the medium: staging is never trusted across runs.
     host.remove_all(Path::new(UPGRADE_STAGING))?;
     let parent = dir.parent().expect("staging has a parent");
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    // DELTA SEAM (integrator): when the bundle's manifest has `base: Some(..)`, stage it
-    // with the delta function against the current release's kept content instead:
-    //   let base_dir = release::host_path(host, &release::release_dir(&current).join("bundle"));
-    //   check_delta_base(&manifest, &installed.manifest_sha256)?;
-    //   extract_delta(files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, &base_dir, reporter)
-    // where `current` is `release::pointer(host, "current")`. Full bundles stage as below.
+    // The current release's kept content: what a delta bundle is applied against.
+    let base_dir = release::pointer(host, "current")?
+        .map(|id| release::host_path(host, &release::release_dir(&id).join("bundle")));
+    // DELTA SEAM (integrator): if the bundle's manifest has `base: Some(..)`, stage it
+    // with the delta function against the current release's bundle/ dir instead:
+    //   check_delta_base(&manifest, installed_sha256)?;   // before anything is written
+    //   return extract_delta(files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, base_dir, reporter);
+    // (`base_dir` None: the site has no kept release, so a delta cannot apply.) Full
+    // bundles stage as below.
+    let _ = (installed_sha256, base_dir);
     staging::extract_with_image_archive(files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, reporter)
 }
 
@@ -757,6 +772,7 @@ fn roll_back(
     cause: Option<Error>,
 ) -> std::result::Result<RolledBack, UpgradeFailure> {
     journal.reach(host, Phase::RollingBack)?;
+    reporter.event(Event::Phase { name: &format!("rolling back to release {}", journal.from), total: None });
     let result = (|| -> Result<()> {
         let snap = Snapshot::load(host, &journal.from)?.ok_or_else(|| {
             Error::input(
