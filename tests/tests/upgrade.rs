@@ -462,7 +462,10 @@ fn refs(v: &[String]) -> Vec<&str> {
 
 /// v1 installed live on a recording host (embedded etcd), then the upgrade to v2 whose
 /// gate fails; returns the host, the failure, and every file's digest before the upgrade.
-fn failed_live_upgrade(restore_datastore: bool) -> (RecordingHost, upgrade::UpgradeFailure, BTreeMap<String, String>) {
+fn failed_live_upgrade(
+    restore_datastore: bool,
+    etcd: bool,
+) -> (RecordingHost, upgrade::UpgradeFailure, BTreeMap<String, String>) {
     let b = bundles();
     let keys = trusted_keys(&[demo_dir().join("keys/demo.pub")], Path::new("/")).unwrap();
     let answers_path = demo_dir().join("answers.yaml");
@@ -484,7 +487,14 @@ fn failed_live_upgrade(restore_datastore: bool) -> (RecordingHost, upgrade::Upgr
     )
     .unwrap();
     // A server with embedded etcd: the backup takes an etcd snapshot.
-    std::fs::create_dir_all(host.root().join("var/lib/rancher/k3s/server/db/etcd")).unwrap();
+    // Or the SQLite datastore of a single server: copied with the unit stopped.
+    let db = host.root().join("var/lib/rancher/k3s/server/db");
+    if etcd {
+        std::fs::create_dir_all(db.join("etcd")).unwrap();
+    } else {
+        std::fs::create_dir_all(&db).unwrap();
+        std::fs::write(db.join("state.db"), b"SQLite format 3\0 the cluster").unwrap();
+    }
     let before = exact(host.root());
 
     // What the site answers: the snapshot and the dump work; after the restart on v2
@@ -548,7 +558,7 @@ fn runs(host: &RecordingHost) -> Vec<String> {
 
 #[test]
 fn a_failing_health_gate_puts_the_previous_release_back_byte_for_byte_after_a_recorded_backup() {
-    let (host, failure, before) = failed_live_upgrade(false);
+    let (host, failure, before) = failed_live_upgrade(false, true);
     assert_eq!(failure.exit_code, EXIT_ROLLED_BACK, "{}", failure.error);
     assert!(failure.error.to_string().contains("Ready=False"), "{}", failure.error);
     assert!(
@@ -584,7 +594,7 @@ fn a_failing_health_gate_puts_the_previous_release_back_byte_for_byte_after_a_re
 
 #[test]
 fn with_restore_datastore_the_rollback_resets_etcd_from_the_backup_snapshot_with_the_unit_stopped() {
-    let (host, failure, _) = failed_live_upgrade(true);
+    let (host, failure, _) = failed_live_upgrade(true, true);
     assert_eq!(failure.exit_code, EXIT_ROLLED_BACK, "{}", failure.error);
     assert!(failure.restore_datastore_command.is_none(), "restored, so no command to run by hand");
     let runs = runs(&host);
@@ -597,4 +607,34 @@ fn with_restore_datastore_the_rollback_resets_etcd_from_the_backup_snapshot_with
         .expect("reset from the backup");
     let start = runs.iter().rposition(|r| r == "systemctl start k3s.service").expect("started");
     assert!(stop < reset && reset < start, "{runs:#?}");
+}
+
+#[test]
+fn without_etcd_the_backup_copies_the_sqlite_datastore_with_the_unit_stopped_and_rollback_can_put_it_back() {
+    let (host, failure, _) = failed_live_upgrade(true, false);
+    assert_eq!(failure.exit_code, EXIT_ROLLED_BACK, "{}", failure.error);
+    let runs = runs(&host);
+    assert!(!runs.iter().any(|r| r.contains("etcd-snapshot")), "{runs:#?}");
+    let stop = runs.iter().position(|r| r == "systemctl stop k3s.service").expect("stopped for the copy");
+    let start = runs.iter().position(|r| r == "systemctl start k3s.service").expect("started after the copy");
+    let restart = runs.iter().position(|r| r == "systemctl restart k3s.service").unwrap();
+    assert!(stop < start && start < restart, "the copy is taken before the new release starts: {runs:#?}");
+    let j = journal(host.root());
+    assert_eq!(j["backup"]["datastore"], "sqlite-copy", "{j}");
+    let bk = PathBuf::from(j["backup"]["dir"].as_str().unwrap());
+    let copy = host.root().join(bk.strip_prefix("/").unwrap()).join("datastore/var/lib/rancher/k3s/server/db/state.db");
+    assert_eq!(std::fs::read(&copy).unwrap(), b"SQLite format 3\0 the cluster");
+    // --restore-datastore wrote that copy back in place, with the unit stopped.
+    assert_eq!(runs.iter().filter(|r| *r == "systemctl stop k3s.service").count(), 2, "backup and restore: {runs:#?}");
+    let calls = host.calls();
+    let is_run = |c: &HostCall, cmd: &str| matches!(c, HostCall::Run { argv } if argv.join(" ") == cmd);
+    let second_stop = calls.iter().rposition(|c| is_run(c, "systemctl stop k3s.service")).unwrap();
+    let last_start = calls.iter().rposition(|c| is_run(c, "systemctl start k3s.service")).unwrap();
+    let db = Path::new("/var/lib/rancher/k3s/server/db/state.db");
+    let written = calls.iter().rposition(|c| matches!(c, HostCall::WriteFile { path, .. } if path == db));
+    assert!(written.is_some_and(|w| second_stop < w && w < last_start), "restore order: {runs:#?}");
+    assert_eq!(
+        std::fs::read(host.root().join("var/lib/rancher/k3s/server/db/state.db")).unwrap(),
+        b"SQLite format 3\0 the cluster"
+    );
 }
