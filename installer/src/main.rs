@@ -774,7 +774,7 @@ fn upgrade(
         if f.output == Output::Text || f.dry_run {
             print_upgrade(&shown, f.output);
         }
-        if f.dry_run || shown.outcome != "dry-run" {
+        if f.dry_run || !matches!(shown.outcome.as_str(), "dry-run" | "would-roll-back") {
             return Ok(0);
         }
         if !std::io::stdin().is_terminal() {
@@ -850,6 +850,11 @@ fn print_upgrade(r: &airlock_installer::upgrade::UpgradeReport, output: Output) 
     match r.outcome.as_str() {
         "already-installed" => println!("release {} is already installed; nothing to do", r.to),
         "dry-run" => println!("dry run: nothing was changed"),
+        "would-roll-back" => println!(
+            "the unfinished upgrade {} -> {} is rolled back on the next run (release {} is put back); dry run: \
+             nothing was changed",
+            r.to, r.from, r.to
+        ),
         "rolled-back" => println!("rolled back: release {} is current again (was {})", r.to, r.from),
         _ => println!("upgraded {} -> {}{}", r.from, r.to, if r.resumed { " (resumed)" } else { "" }),
     }

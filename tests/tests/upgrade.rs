@@ -417,6 +417,13 @@ fn a_run_after_a_crash_once_the_gate_had_failed_rolls_back_instead_of_continuing
     j["error"] = "node demo-node: Ready=False".into();
     std::fs::write(&path, serde_json::to_vec_pretty(&j).unwrap()).unwrap();
 
+    // A dry run says what the next run does and does not do it.
+    let half = exact(&root);
+    let o = airlock(&["upgrade", "--dry-run"], &b.v2, &root, &[]);
+    assert!(o.status.success() && text(&o).contains("rolled back on the next run"), "{}", text(&o));
+    assert!(diff(&half, &exact(&root)).is_empty(), "the dry run changed the root");
+    assert_eq!(journal(&root)["phase"], "gate-failed");
+
     let o = upgrade_cmd(&b.v2, &root, &[], &[]);
     assert_eq!(o.status.code(), Some(EXIT_ROLLED_BACK as i32), "{}", text(&o));
     assert!(text(&o).contains("Ready=False") && text(&o).contains("was put back"), "{}", text(&o));

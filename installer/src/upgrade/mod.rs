@@ -226,7 +226,8 @@ pub struct UpgradeDiff {
 /// The result of an upgrade that did not fail.
 #[derive(Clone, Debug, Serialize)]
 pub struct UpgradeReport {
-    /// `upgraded`, `already-installed`, `dry-run` or `rolled-back` (`--rollback`).
+    /// `upgraded`, `already-installed`, `dry-run`, `rolled-back` (`--rollback`), or
+    /// `would-roll-back` (a dry run while an unfinished upgrade must be rolled back).
     pub outcome: String,
     pub from: String,
     pub to: String,
@@ -280,6 +281,23 @@ pub fn run(
 
     if let Some(j) = pending.clone() {
         if opts.rollback || j.phase >= Phase::GateFailed {
+            if opts.dry_run {
+                // The plan of a rollback is the previous release's snapshot: say so,
+                // change nothing.
+                return Ok(UpgradeReport {
+                    outcome: "would-roll-back".into(),
+                    from: j.to.clone(),
+                    to: j.from.clone(),
+                    policy: None,
+                    diff: None,
+                    preflight: None,
+                    backup: j.backup.clone(),
+                    pruned: Vec::new(),
+                    restore_datastore_command: None,
+                    journal: PathBuf::from(UPGRADE_JOURNAL_PATH),
+                    resumed: true,
+                });
+            }
             let automatic = !opts.rollback;
             return roll_back(host, j, opts, clock, reporter, None).map(|r| r.into_report(automatic)).and_then(
                 |(report, failure)| match failure {
