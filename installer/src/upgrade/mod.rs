@@ -643,7 +643,7 @@ fn app_database(p: &Prepared) -> Option<(String, String)> {
 fn upgrade_order(plan: Plan) -> Result<Plan> {
     fn group(id: &str) -> u8 {
         let state = [INVENTORY_PATH, install::RELEASE_PATH, crate::platform::wiring::REPORT_PATH];
-        if state.iter().any(|p| id.ends_with(p)) || id.contains("/keys") {
+        if state.iter().any(|p| id.ends_with(p)) || id == crate::keys::STEP_ID {
             5
         } else if id.contains("/dir/") || id.contains("/pki") || id.contains("/secrets/") || id.starts_with("pki") {
             0
