@@ -938,3 +938,33 @@ pub fn last_outcome(host: &dyn Host) -> Result<Option<(Outcome, String, Option<S
         .filter(|j| !j.pending())
         .map(|j| (j.outcome, format!("{} → {}", j.from_version, j.to_version), j.error)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+
+    #[test]
+    fn the_upgrade_applies_images_then_the_distribution_then_charts_then_the_records() {
+        let mut layout = Layout::default();
+        layout.file(INVENTORY_PATH, 0o644, "{}");
+        layout.file("/var/lib/rancher/k3s/server/manifests/app.yaml", 0o644, "a");
+        layout.file("/etc/rancher/k3s/config.yaml", 0o600, "c");
+        layout.file("/var/lib/rancher/k3s/agent/images/airlock-images.tar", 0o644, "i");
+        layout.file("/var/lib/airlock/secrets/cluster-token", 0o600, "t");
+        let plan = Plan::from_steps(crate::engine::layout_steps("k3s", &layout, Path::new("/s"))).unwrap();
+        let ordered = upgrade_order(plan).unwrap();
+        let files: Vec<&str> =
+            ordered.steps().iter().map(|s| s.id()).filter_map(|id| id.strip_prefix("k3s/file")).collect();
+        assert_eq!(
+            files,
+            [
+                "/var/lib/airlock/secrets/cluster-token",
+                "/var/lib/rancher/k3s/agent/images/airlock-images.tar",
+                "/etc/rancher/k3s/config.yaml",
+                "/var/lib/rancher/k3s/server/manifests/app.yaml",
+                INVENTORY_PATH,
+            ]
+        );
+    }
+}
