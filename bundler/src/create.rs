@@ -506,6 +506,7 @@ pub fn plan_with(
         entries: entries.values().map(|e| e.entry.clone()).collect(),
         base: None,
         base_entries: Vec::new(),
+        upgrade: s.upgrade.clone().map(|u| u.into_policy()),
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
     Ok(Plan { manifest, entries: entries.into_values().collect(), lock: pulled.lock, discovered: asked })

@@ -153,6 +153,7 @@ mod tests {
             entries: files.iter().map(|(p, c)| entry(p, c)).collect(),
             base: None,
             base_entries: vec![],
+            upgrade: None,
         }
     }
 

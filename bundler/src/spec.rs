@@ -32,6 +32,27 @@ pub struct Spec {
     /// Vendor key rotation and revocation statements the bundle carries (docs/bundle-spec.md).
     #[serde(default)]
     pub key_statements: Vec<KeyStatementSpec>,
+    /// Which installed releases this one may upgrade (docs/bundle-spec.md, `upgrade`).
+    #[serde(default)]
+    pub upgrade: Option<UpgradeSpec>,
+}
+
+/// `upgrade:`: the version policy `airlock upgrade` enforces on the site.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeSpec {
+    /// Semver requirement on the installed version (`>=1.0.0, <2.0.0`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Versions that may not be skipped.
+    #[serde(default)]
+    pub required: Vec<String>,
+}
+
+impl UpgradeSpec {
+    pub fn into_policy(self) -> airlock_format::manifest::UpgradePolicy {
+        airlock_format::manifest::UpgradePolicy { from: self.from, required: self.required }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -249,6 +270,29 @@ impl LoadedSpec {
                 }
             }
         }
+        if let Some(u) = &s.upgrade {
+            // Checked here so a typo fails the build, not the customer's upgrade.
+            if let Some(from) = &u.from {
+                semver::VersionReq::parse(from).map_err(|e| {
+                    self.err("upgrade.from", format!("`{from}` is not a semver requirement: {e}"))
+                        .with_hint("write it like `>=1.0.0, <2.0.0` or `^1.2`")
+                })?;
+            }
+            for (i, r) in u.required.iter().enumerate() {
+                semver::Version::parse(r).map_err(|e| {
+                    self.err(format!("upgrade.required[{i}]"), format!("`{r}` is not a semver version: {e}"))
+                        .with_hint("name a released version exactly, like `1.2.0`")
+                })?;
+            }
+            if semver::Version::parse(&s.version).is_err() {
+                return Err(self
+                    .err(
+                        "version",
+                        format!("`{}` is not a semver version, which an `upgrade:` policy needs", s.version),
+                    )
+                    .with_hint("version the bundle like `1.2.0`"));
+            }
+        }
         for (i, k) in s.key_statements.iter().enumerate() {
             let key = format!("key_statements[{i}]");
             match (&k.statement, k.sequence, k.action, &k.key, &k.key_id) {
@@ -335,6 +379,19 @@ mod tests {
             .unwrap_err();
         assert!(e.hint.is_some(), "{e}");
         assert!(load("name: a\nversion: '1'\nkey_statements:\n  - sequence: 2\n    action: revoke\n    key_id: 0123456789ABCDEF\n").is_ok());
+    }
+
+    #[test]
+    fn an_upgrade_policy_with_a_bad_requirement_version_or_bundle_version_is_refused_by_key() {
+        let e = load("name: a\nversion: 1.0.0\nupgrade:\n  from: '>>1'\n").unwrap_err();
+        assert!(e.to_string().contains("upgrade.from") && e.hint.is_some(), "{e}");
+        let e = load("name: a\nversion: 1.0.0\nupgrade:\n  required: ['1.x']\n").unwrap_err();
+        assert!(e.to_string().contains("upgrade.required[0]"), "{e}");
+        let e = load("name: a\nversion: '1'\nupgrade:\n  from: '>=1.0.0'\n").unwrap_err();
+        assert!(e.to_string().contains("version") && e.to_string().contains("semver"), "{e}");
+        let ok = load("name: a\nversion: 2.0.0\nupgrade:\n  from: '>=1.0.0, <2.0.0'\n  required: [1.5.0]\n").unwrap();
+        let p = ok.spec.upgrade.clone().unwrap().into_policy();
+        assert_eq!((p.from.as_deref(), p.required), (Some(">=1.0.0, <2.0.0"), vec!["1.5.0".to_string()]));
     }
 
     #[test]

@@ -65,6 +65,11 @@ pub struct Manifest {
     /// carried entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub base_entries: Vec<Entry>,
+    /// Which installed releases this one may upgrade (`airlock upgrade`). Absent when
+    /// the spec has no `upgrade:` section, so such bundles stay byte for byte what they
+    /// were before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradePolicy>,
 }
 
 /// The release a delta bundle needs on the site.
@@ -88,6 +93,20 @@ impl BaseRef {
 /// The first 12 hex digits of a digest, as release ids use them.
 pub fn short_sha(hex: &str) -> &str {
     &hex[..hex.len().min(12)]
+}
+
+/// The version policy a release carries for `airlock upgrade`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradePolicy {
+    /// A semver requirement (`>=1.0.0, <2.0.0`) the installed version must meet;
+    /// absent: any older version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Releases that may not be skipped: an upgrade from below one of these versions
+    /// to above it is refused (install that release first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -632,6 +651,7 @@ mod tests {
                 manifest_sha256: "ab".repeat(32),
             }),
             base_entries,
+            upgrade: None,
         }
     }
 
@@ -692,6 +712,16 @@ mod tests {
         // A full manifest says nothing about deltas, so full bundles read as before.
         let text = String::from_utf8(full.to_bytes()).unwrap();
         assert!(!text.contains("base"), "{text}");
+    }
+
+    #[test]
+    fn a_manifest_without_an_upgrade_policy_has_no_upgrade_key_and_one_with_it_round_trips() {
+        let json = r#"{"format":"airlock.bundle/v1","name":"a","version":"1.0.0","created":"x","components":[],"images":[],"charts":[],"files":[],"profiles":[],"entries":[]}"#;
+        let mut m: Manifest = serde_json::from_str(json).unwrap();
+        assert!(!String::from_utf8(m.to_bytes()).unwrap().contains("upgrade"));
+        m.upgrade = Some(UpgradePolicy { from: Some(">=1.0.0".into()), required: vec!["1.5.0".into()] });
+        let back: Manifest = serde_json::from_slice(&m.to_bytes()).unwrap();
+        assert_eq!(back.upgrade, m.upgrade);
     }
 
     #[test]

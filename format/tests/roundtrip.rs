@@ -40,6 +40,7 @@ fn plan(files: &[(&str, Vec<u8>)]) -> (Manifest, Vec<PlannedEntry>) {
         entries: entries.iter().map(|e| e.entry.clone()).collect(),
         base: None,
         base_entries: vec![],
+        upgrade: None,
     };
     (m, entries)
 }

@@ -24,11 +24,11 @@ use airlock_format::parts::BundleFiles;
 use airlock_format::report::Reporter;
 
 use crate::host::Host;
-use crate::install::{IMAGE_ARCHIVE_ENTRY, RELEASE_PATH, STATE_DIR};
+use crate::install::RELEASE_PATH;
 use crate::staging::{extract_with, ExtractOptions, Staged};
 
 /// Where the installed releases' staged content lives (see the upgrade contract).
-pub const RELEASES_DIR: &str = "/var/lib/airlock/releases";
+pub use crate::upgrade::release::RELEASES_DIR;
 const OCI_PREFIX: &str = "oci/";
 
 /// Refuses a delta bundle whose base is not the release the site runs
@@ -90,7 +90,7 @@ pub(crate) fn delta_needs_base(m: &Manifest, b: &BaseRef) -> Error {
 /// result is the tree the full bundle would stage, and [`Staged::manifest`] is the
 /// full release's manifest. A full bundle ignores `base`. On any failure `dir` is
 /// removed. The base release is not checked against what the site runs here: call
-/// [`check_delta_base`] first, or use [`stage_upgrade`].
+/// [`check_delta_base`] first, or use [`extract_upgrade`], which does.
 pub fn extract_delta(
     files: &BundleFiles,
     trusted: &[PublicKey],
@@ -171,34 +171,6 @@ impl InstalledRelease {
     pub fn bundle_dir(&self, host: &dyn Host) -> PathBuf {
         self.bundle_dir_at(host.root())
     }
-}
-
-/// `install::stage` for upgrades: verifies a full or delta bundle into
-/// `<root>/var/lib/airlock/staging/current`. A delta is refused, before staging is
-/// created, unless its base is the installed release (`release.json`); its base
-/// entries come from `base`, by default the installed release's staged content
-/// (`/var/lib/airlock/releases/<id>/bundle`).
-pub fn stage_upgrade(
-    bundle: &Path,
-    trusted: &[PublicKey],
-    host: &dyn Host,
-    reporter: &dyn Reporter,
-    base: Option<&Path>,
-) -> Result<Staged> {
-    let files = BundleFiles::locate(bundle)?;
-    let installed = InstalledRelease::read(host)?;
-    let default_base = installed.as_ref().map(|r| r.bundle_dir(host));
-    let base = base.map(Path::to_path_buf).or(default_base);
-    let staging_root = host.root().join(STATE_DIR.trim_start_matches('/')).join("staging");
-    fs::create_dir_all(&staging_root).at(&staging_root)?;
-    let dir = staging_root.join("current");
-    // Every run verifies again from the medium: staging is never trusted across runs.
-    if fs::symlink_metadata(&dir).is_ok() {
-        fs::remove_dir_all(&dir).at(&dir)?;
-    }
-    let label = installed.as_ref().map(|r| format!("{} {}", r.bundle, r.version));
-    let sha = installed.as_ref().map(|r| r.manifest_sha256.as_str());
-    extract_upgrade(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, base.as_deref(), sha, label.as_deref(), reporter)
 }
 
 /// `airlock preflight`'s bundle read on a site: verifies the bundle and returns the
@@ -452,6 +424,7 @@ mod tests {
             entries: vec![],
             base: base.map(|sha| BaseRef { name: "demo".into(), version: "1.0.0".into(), manifest_sha256: sha.into() }),
             base_entries: vec![],
+            upgrade: None,
         }
     }
 

@@ -57,6 +57,9 @@ pub struct Prepared {
     /// What to tell the customer once the plan is applied (on the node that starts
     /// the cluster); also written to `/var/lib/airlock/report.json`.
     pub report: Option<wiring::InstallReport>,
+    /// What the plan places (also written to `installed.json` by it): what an upgrade
+    /// compares with the installed release's to remove what the new one no longer has.
+    pub inventory: Inventory,
 }
 
 /// The record of what is installed, written as the plan's last step.
@@ -84,20 +87,6 @@ pub fn stage(bundle: &Path, trusted: &[PublicKey], host: &dyn Host, reporter: &d
         fs::remove_dir_all(&dir).at(&dir)?;
     }
     staging::extract_with_image_archive(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, reporter)
-}
-
-/// As [`stage`], for an upgrade: a delta bundle is accepted when its base is the
-/// installed release, and staged into the tree its full bundle would give (see
-/// [`crate::delta::stage_upgrade`]). `base` defaults to the installed release's
-/// staged content under `/var/lib/airlock/releases/`.
-pub fn stage_upgrade(
-    bundle: &Path,
-    trusted: &[PublicKey],
-    host: &dyn Host,
-    reporter: &dyn Reporter,
-    base: Option<&Path>,
-) -> Result<Staged> {
-    crate::delta::stage_upgrade(bundle, trusted, host, reporter, base)
 }
 
 /// Every profile the staged bundle carries (what the wizard offers).
@@ -296,7 +285,7 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     // Last: the site trusts a newly introduced key only once the install it came with is done.
     steps.extend(crate::keys::statement_steps(&staged, host)?);
     let plan = Plan::from_steps(steps)?;
-    Ok(Prepared { staged, profile, plan, live, pki, report })
+    Ok(Prepared { staged, profile, plan, live, pki, report, inventory })
 }
 
 /// What `airlock uninstall` may remove: everything this layout places, with digests
@@ -487,7 +476,7 @@ fn release_record(staged: &Staged, profile: &Profile) -> Result<Vec<u8>> {
         bundle: &m.name,
         version: &m.version,
         created: &m.created,
-        manifest_sha256: airlock_format::Sha256Digest::of(&m.to_bytes()).hex(),
+        manifest_sha256: m.release_sha256(),
         signer: staged.signer.key_id_hex(),
         profile: &profile.name,
         distribution: m.distribution.as_ref().map(|d| format!("{} {}", d.kind, d.version)).unwrap_or_default(),

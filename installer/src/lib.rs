@@ -45,4 +45,5 @@ pub mod status;
 pub mod support;
 pub mod trust;
 pub mod uninstall;
+pub mod upgrade;
 pub mod verify;

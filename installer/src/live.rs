@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 use airlock_format::error::{Error, ErrorKind, Result};
 use airlock_format::manifest::DistributionKind;
 use airlock_format::report::{Event, Reporter};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::distribution::HELM_CHART_NAMESPACE;
 use crate::host::Host;
 
 /// What to start and what to wait for on this node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveTarget {
     pub kind: DistributionKind,
     /// The systemd unit (`k3s.service`, `rke2-agent.service`).
@@ -217,7 +217,7 @@ fn job_succeeded(host: &dyn Host, k: &(PathBuf, PathBuf), chart: &str) -> Result
 }
 
 /// One HTTPS endpoint checked once the platform's charts are installed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpsCheck {
     /// `keycloak`, `minio`, `app`.
     pub name: String,

@@ -130,6 +130,48 @@ enum Command {
         #[command(flatten)]
         flags: InstallFlags,
     },
+    /// Upgrade the installed release from a newer bundle: verify, policy, preflight,
+    /// the diff, a backup first, then images, distribution, charts and a health gate;
+    /// on failure the whole previous release is put back (docs/day2.md, upgrade).
+    Upgrade {
+        bundle: PathBuf,
+        /// Vendor public key(s) to trust (default: the site keys in <root>/etc/airlock/keys).
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        /// The site's answers (default: the copy the install kept in /var/lib/airlock).
+        #[arg(long)]
+        answers: Option<PathBuf>,
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Print the plan and the diff and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Accept the plan without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Live: seconds the health gate waits for the node, every chart and the endpoints.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+        /// Releases to keep in /var/lib/airlock/releases (never the current or previous).
+        #[arg(long, default_value_t = airlock_installer::upgrade::DEFAULT_KEEP)]
+        keep: usize,
+        /// On rollback, also put the datastore back from the backup (cluster changes
+        /// made since the backup are lost); without it the command is printed.
+        #[arg(long)]
+        restore_datastore: bool,
+        /// Undo the interrupted or failed upgrade instead of continuing it.
+        #[arg(long)]
+        rollback: bool,
+        /// Upgrade even though the bundle's version policy refuses it (a downgrade, a
+        /// skipped required release); journaled and reported.
+        #[arg(long)]
+        allow_policy_override: bool,
+        /// Accept a failing preflight check, named by id (repeatable); journaled.
+        #[arg(long = "override", value_name = "CHECK")]
+        overrides: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Remove what `airlock install` laid down (its recorded inventory) and nothing
     /// else; files of ours changed since are kept unless --force.
     Uninstall {
@@ -310,6 +352,34 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Join { bundle, server, token_file, flags } => {
             let join = Some(JoinFlags { server, token_file });
             install(&bundle, &flags.pubkey, flags.answers.as_deref(), &flags.root, &flags.args(join))
+        }
+        Command::Upgrade {
+            bundle,
+            pubkey,
+            answers,
+            root,
+            dry_run,
+            yes,
+            timeout,
+            keep,
+            restore_datastore,
+            rollback,
+            allow_policy_override,
+            overrides,
+            output,
+        } => {
+            let flags = UpgradeFlags {
+                dry_run,
+                yes,
+                timeout,
+                keep,
+                restore_datastore,
+                rollback,
+                allow_policy_override,
+                overrides,
+                output,
+            };
+            upgrade(&bundle, &pubkey, answers.as_deref(), &root, flags)
         }
         Command::Uninstall { root, purge, force, yes, dry_run, output } => {
             uninstall(&root, UninstallOptions { force, purge }, yes, dry_run, output)
@@ -573,6 +643,19 @@ fn install(
         overrides: pre.applied_overrides().cloned().collect(),
     };
     let done = apply(&prepared.plan, &host, &opts, &mut |_| {})?;
+    // The release is kept whole (bundle, snapshot, answers without secrets) for
+    // `airlock upgrade` and its rollback.
+    let answers_text = match answers_path_arg {
+        Some(p) => Some((std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?, p.display().to_string())),
+        None => None,
+    };
+    airlock_installer::upgrade::keep_install(
+        &host,
+        &prepared.staged.dir,
+        &prepared.staged.manifest,
+        answers_text.as_ref().map(|(t, o)| (t.as_str(), o.as_str())),
+        airlock_installer::upgrade::DEFAULT_KEEP,
+    )?;
     let up = if host.live() {
         let progress = Progress::new(output == Output::Text);
         let wait = WaitOptions { timeout: args.timeout, ..WaitOptions::default() };
@@ -632,6 +715,177 @@ fn install(
         print_install_report(r);
     }
     Ok(0)
+}
+
+struct UpgradeFlags {
+    dry_run: bool,
+    yes: bool,
+    timeout: u64,
+    keep: usize,
+    restore_datastore: bool,
+    rollback: bool,
+    allow_policy_override: bool,
+    overrides: Vec<String>,
+    output: Output,
+}
+
+fn upgrade(
+    bundle: &std::path::Path,
+    pubkey: &[PathBuf],
+    answers: Option<&std::path::Path>,
+    root: &std::path::Path,
+    f: UpgradeFlags,
+) -> Result<u8> {
+    use airlock_installer::host::RootedHost;
+    use airlock_installer::live::{SystemClock, WaitOptions};
+    use airlock_installer::upgrade::{self, UpgradeOptions};
+
+    let live = root == std::path::Path::new("/");
+    let keys = trust::trusted_keys(pubkey, root)?;
+    let host = RootedHost::new(root.to_path_buf(), live)?;
+    let loaded = answers.map(airlock_installer::answers::Answers::load).transpose()?;
+    let mut resume = format!("airlock upgrade {}", bundle.display());
+    for k in pubkey {
+        resume.push_str(&format!(" --pubkey {}", k.display()));
+    }
+    if let Some(a) = answers {
+        resume.push_str(&format!(" --answers {}", a.display()));
+    }
+    if !live {
+        resume.push_str(&format!(" --root {}", root.display()));
+    }
+    if f.allow_policy_override {
+        resume.push_str(" --allow-policy-override");
+    }
+    for o in &f.overrides {
+        resume.push_str(&format!(" --override {o}"));
+    }
+    resume.push_str(" --yes");
+    let mut opts = UpgradeOptions {
+        answers: loaded,
+        dry_run: true,
+        allow_policy_override: f.allow_policy_override,
+        rollback: f.rollback,
+        restore_datastore: f.restore_datastore,
+        keep: f.keep,
+        wait: WaitOptions { timeout: Duration::from_secs(f.timeout), ..WaitOptions::default() },
+        preflight_overrides: f.overrides.clone(),
+        resume_command: resume,
+        answers_file: match answers {
+            Some(p) => Some((std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?, p.display().to_string())),
+            None => None,
+        },
+    };
+    let run = |opts: &UpgradeOptions| {
+        let progress = Progress::new(f.output == Output::Text);
+        let r = upgrade::run(bundle, &keys, &host, opts, &SystemClock, progress.reporter());
+        progress.finish();
+        r
+    };
+    // The plan (and diff) first, through the same code the upgrade runs; then, unless
+    // that was all that was asked, the upgrade itself.
+    let ask_first = !f.yes && !f.dry_run && !f.rollback;
+    if f.dry_run || ask_first {
+        let shown = match run(&opts) {
+            Ok(r) => r,
+            Err(e) => return upgrade_failed(e, f.output),
+        };
+        if f.output == Output::Text || f.dry_run {
+            print_upgrade(&shown, f.output);
+        }
+        if f.dry_run || !matches!(shown.outcome.as_str(), "dry-run" | "would-roll-back") {
+            return Ok(0);
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::input("upgrade", "the plan needs confirming and there is no terminal to ask on")
+                .with_hint("review it with --dry-run, then pass --yes"));
+        }
+        let go = dialoguer::Confirm::new().with_prompt("Upgrade?").default(false).interact().unwrap_or(false);
+        if !go {
+            return Ok(1);
+        }
+    }
+    opts.dry_run = false;
+    match run(&opts) {
+        Ok(r) => {
+            print_upgrade(&r, f.output);
+            Ok(0)
+        }
+        Err(e) => upgrade_failed(e, f.output),
+    }
+}
+
+fn upgrade_failed(f: airlock_installer::upgrade::UpgradeFailure, output: Output) -> Result<u8> {
+    if output == Output::Json {
+        print_json(&serde_json::json!({
+            "ok": false,
+            "exit_code": f.exit_code,
+            "error": f.error.to_string(),
+            "restore_datastore_command": f.restore_datastore_command,
+        }));
+    }
+    eprintln!("error: {}", f.error);
+    Ok(f.exit_code)
+}
+
+fn print_upgrade(r: &airlock_installer::upgrade::UpgradeReport, output: Output) {
+    if output == Output::Json {
+        print_json(r);
+        return;
+    }
+    if let Some(p) = &r.preflight {
+        print_preflight(p);
+    }
+    if let Some(airlock_installer::upgrade::policy::Decision::Overridden { violations }) = &r.policy {
+        for v in violations {
+            println!("POLICY OVERRIDDEN (--allow-policy-override, journaled): {v}");
+        }
+    }
+    if let Some(d) = &r.diff {
+        println!("upgrade {} -> {}", d.from_version, d.to_version);
+        if let Some((a, b)) = &d.distribution {
+            println!("  distribution  {a} -> {b}");
+        }
+        for c in &d.charts {
+            let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
+            println!("  chart         {} {} -> {}", c.name, v(&c.from), v(&c.to));
+        }
+        for i in &d.images_added {
+            println!("  image    +    {i}");
+        }
+        for i in &d.images_removed {
+            println!("  image    -    {i}");
+        }
+        for p in &d.files_added {
+            println!("  file     +    {}", p.display());
+        }
+        for p in &d.files_changed {
+            println!("  file     ~    {}", p.display());
+        }
+        for p in &d.files_removed {
+            println!("  file     -    {}", p.display());
+        }
+    }
+    match r.outcome.as_str() {
+        "already-installed" => println!("release {} is already installed; nothing to do", r.to),
+        "dry-run" => println!("dry run: nothing was changed"),
+        "would-roll-back" => println!(
+            "the unfinished upgrade {} -> {} is rolled back on the next run (release {} is put back); dry run: \
+             nothing was changed",
+            r.to, r.from, r.to
+        ),
+        "rolled-back" => println!("rolled back: release {} is current again (was {})", r.to, r.from),
+        _ => println!("upgraded {} -> {}{}", r.from, r.to, if r.resumed { " (resumed)" } else { "" }),
+    }
+    if let Some(b) = &r.backup {
+        println!("backup: {} ({} files, datastore: {})", b.dir.display(), b.files.len(), b.datastore);
+    }
+    if !r.pruned.is_empty() {
+        println!("pruned releases: {}", r.pruned.join(", "));
+    }
+    if let Some(c) = &r.restore_datastore_command {
+        println!("the datastore was not restored; to restore it: {c}");
+    }
 }
 
 /// The platform part of the final report: where things are, never a credential's value.

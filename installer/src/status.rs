@@ -246,9 +246,37 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
     }
 
     let last_run = journal.as_ref().map(last_run);
-    let pending = journal.as_ref().and_then(pending);
+    let mut pending = journal.as_ref().and_then(pending);
+    match noted(&mut problems, crate::upgrade::last_outcome(host)) {
+        Some((Outcome::RolledBack, what, error)) => warnings
+            .push(format!("the last upgrade ({what}) failed and was rolled back: {}", error.unwrap_or_default())),
+        Some((Outcome::RollbackFailed, what, error)) => problems.push(format!(
+            "the last upgrade ({what}) failed and its rollback failed too: {} (see {})",
+            error.unwrap_or_default(),
+            crate::upgrade::UPGRADE_JOURNAL_PATH
+        )),
+        _ => {}
+    }
+    // An unfinished upgrade outranks the engine's journal: its resume command (or
+    // `--rollback`) is what finishes the node's state.
+    if let Some((phase, resume, what)) = noted(&mut problems, crate::upgrade::pending(host)) {
+        pending = Some(Pending {
+            state: "upgrade-interrupted".into(),
+            last_step: Some(format!("upgrade phase {}", phase.as_str())),
+            resume_command: Some(resume.clone()),
+            hint: format!(
+                "the upgrade {what} is unfinished: run `{resume}` to finish it, or the same with --rollback to put \
+                 the previous release back"
+            ),
+        });
+    }
     if let Some(p) = &pending {
         problems.push(match p.state.as_str() {
+            "upgrade-interrupted" => format!(
+                "an upgrade is unfinished ({}); resume: {}",
+                p.last_step.as_deref().unwrap_or("?"),
+                p.resume_command.as_deref().unwrap_or("?")
+            ),
             "interrupted" => format!(
                 "the last run ({}) was interrupted{}",
                 journal.as_ref().map(|j| j.run_id.as_str()).unwrap_or("?"),

@@ -389,6 +389,7 @@ pub fn collect(host: &dyn Host, opts: &SupportOptions, reporter: &dyn Reporter) 
         (journal.as_path(), "state/journal.json"),
         (Path::new(RELEASE_PATH), "state/release.json"),
         (Path::new(INVENTORY_PATH), "state/installed.json"),
+        (Path::new(crate::upgrade::UPGRADE_JOURNAL_PATH), "state/upgrade.json"),
     ] {
         b.add_file(path, Some(name));
     }
@@ -457,8 +458,12 @@ fn preflight(b: &mut Bundle<'_>, inv: Option<&Inventory>, release: Option<&Relea
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(crate::answers::DEFAULT_DATA_DIR));
     let profile = release.and_then(|r| {
-        let entry = Path::new(STATE_DIR).join("staging/current/profiles").join(format!("{}.yaml", r.profile));
-        let bytes = b.host.read_file(&entry).ok().flatten()?;
+        // The install keeps its staged bundle in the release store (`releases/current/bundle`);
+        // installs from before the store left it in staging.
+        let name = format!("{}.yaml", r.profile);
+        let bytes = ["releases/current/bundle/profiles", "staging/current/profiles"]
+            .iter()
+            .find_map(|d| b.host.read_file(&Path::new(STATE_DIR).join(d).join(&name)).ok().flatten())?;
         crate::profile::Profile::from_bundle_entry(&String::from_utf8_lossy(&bytes), &r.profile).ok()
     });
     match profile {

@@ -17,8 +17,7 @@ use airlock_format::minisign::{PublicKey, SecretKey};
 use airlock_format::parts::BundleFiles;
 use airlock_format::report::Silent;
 use airlock_format::write::{write_bundle, Content, PlannedEntry, WriteOptions};
-use airlock_installer::delta::{extract_delta, read_profiles_for_site, stage_upgrade, RELEASES_DIR};
-use airlock_installer::host::RootedHost;
+use airlock_installer::delta::{extract_delta, read_profiles_for_site, RELEASES_DIR};
 use airlock_installer::install::{IMAGE_ARCHIVE_ENTRY, RELEASE_PATH};
 use airlock_installer::staging::extract_with_image_archive;
 use airlock_tests::{cargo_bin, demo_dir, require_tool, workspace_root};
@@ -283,38 +282,6 @@ fn delta_is_at_most_the_changed_layer_plus_5_percent_and_stages_the_full_v2_tree
 }
 
 #[test]
-fn stage_upgrade_takes_the_base_from_the_installed_release_and_refuses_another_base() {
-    let v = versions();
-    let root = tempfile::tempdir().unwrap();
-    let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
-
-    // Nothing installed: refused, and not even staging is created.
-    let e = stage_upgrade(&v.delta, &keys(), &host, &Silent, None).unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Input, "{e}");
-    assert!(e.to_string().contains("nothing is installed"), "{e}");
-    assert!(!staging_current(root.path()).exists(), "a refused delta left staging behind");
-
-    // Another release installed: refused naming both releases.
-    write_release_json(root.path(), "airlock-demo", "0.9.0", &"ab".repeat(32));
-    let e = stage_upgrade(&v.delta, &keys(), &host, &Silent, None).unwrap_err();
-    let text = e.to_string();
-    assert_eq!(e.kind, ErrorKind::Input, "{e}");
-    assert!(text.contains("builds on airlock-demo 1.0.0"), "{text}");
-    assert!(text.contains("this site runs airlock-demo 0.9.0 (manifest sha256 abababababab)"), "{text}");
-    assert!(text.contains("hint:"), "{text}");
-    assert!(!staging_current(root.path()).exists(), "a refused delta left staging behind");
-
-    // The right base installed: the default base directory is found and used.
-    install_release(root.path(), &v.v1);
-    let staged = stage_upgrade(&v.delta, &keys(), &host, &Silent, None).expect("the delta over the installed v1");
-    assert_eq!(staged.manifest.version, "1.1.0");
-    let full = root.path().join("full");
-    extract_with_image_archive(&BundleFiles::locate(&v.v2).unwrap(), &keys(), &full, IMAGE_ARCHIVE_ENTRY, &Silent)
-        .unwrap();
-    assert_eq!(tree(&staging_current(root.path())), tree(&full));
-}
-
-#[test]
 fn preflight_reads_a_deltas_profiles_from_the_installed_release() {
     let v = versions();
     let root = tempfile::tempdir().unwrap();
@@ -520,6 +487,7 @@ fn a_signed_delta_whose_base_entries_overlap_its_entries_is_rejected() {
         entries: vec![entry.clone()],
         base: Some(BaseRef { name: "airlock-demo".into(), version: "1.0.0".into(), manifest_sha256: "ab".repeat(32) }),
         base_entries: vec![entry.clone()],
+        upgrade: None,
     };
     assert!(m.validate().is_err(), "the manifest is invalid by construction");
     // Signed with the vendor's key all the same: the signature does not make it valid.

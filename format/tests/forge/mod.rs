@@ -362,6 +362,7 @@ impl Forge {
             entries,
             base: None,
             base_entries: vec![],
+            upgrade: None,
         };
         Self { key, manifest, contents }
     }

@@ -117,6 +117,12 @@ impl Plan {
         &self.steps
     }
 
+    /// The steps, to build another plan from them in another order (`airlock upgrade`
+    /// applies images, then the distribution, then charts).
+    pub fn into_steps(self) -> Vec<Box<dyn Step>> {
+        self.steps
+    }
+
     pub fn len(&self) -> usize {
         self.steps.len()
     }

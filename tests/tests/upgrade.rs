@@ -1,0 +1,695 @@
+//! `airlock upgrade` of the embedded example: v1 (the demo) to v2 (version 1.1.0, one
+//! chart value changed, the notes chart dropped) and v3 (2.0.0, which may not skip
+//! 1.1.0). In a target root through the real binary — same tree as a fresh install,
+//! crashes at each phase, policy refusals, pruning — and live through the recording
+//! double: a failing health gate puts the previous release back byte for byte, and the
+//! backup's etcd snapshot and database dump are the commands recorded.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use airlock_format::report::Silent;
+use airlock_installer::answers::Answers;
+use airlock_installer::engine::{apply, ApplyOptions};
+use airlock_installer::host::{CommandOutput, Host, HostCall, RecordingHost};
+use airlock_installer::install::prepare;
+use airlock_installer::live::{Clock, WaitOptions};
+use airlock_installer::trust::trusted_keys;
+use airlock_installer::upgrade::{self, UpgradeOptions, EXIT_POLICY, EXIT_ROLLED_BACK};
+use airlock_tests::{cargo_bin, demo_dir};
+
+struct Bundles {
+    v1: PathBuf,
+    v2: PathBuf,
+    v3: PathBuf,
+    /// v2 as a delta bundle over v1 (`create --base v1`).
+    v2_delta: PathBuf,
+}
+
+/// The three releases, built once for all tests of this file (under target/tmp).
+fn bundles() -> &'static Bundles {
+    static B: OnceLock<Bundles> = OnceLock::new();
+    B.get_or_init(|| {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        // A static is never dropped: earlier runs' bundles go when their process is gone.
+        for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("upgrade-bundles-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("upgrade-bundles-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = std::fs::read_to_string(demo_dir().join("bundle.yaml")).unwrap();
+        let v2 = spec
+            .replace("version: 1.0.0\n", "version: 1.1.0\n")
+            .replace("      - path: charts/notes-0.1.0.tgz\n", "")
+            // One chart value: the app's backup client image (a bundled image).
+            .replace(
+                "backupClient: quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z",
+                "backupClient: docker.io/airlock-demo/tools:1.0.0",
+            );
+        assert_ne!(v2, spec);
+        let v3 =
+            v2.replace("version: 1.1.0\n", "version: 2.0.0\nupgrade:\n  from: \">=1.0.0\"\n  required: [\"1.1.0\"]\n");
+        let v1 = build(&spec, &dir.join("v1"), &[]);
+        let v2_delta = build(&v2, &dir.join("v2-delta"), &["--base".as_ref(), v1.as_os_str()]);
+        Bundles { v2: build(&v2, &dir.join("v2"), &[]), v3: build(&v3, &dir.join("v3"), &[]), v1, v2_delta }
+    })
+}
+
+fn build(spec: &str, out_dir: &Path, extra: &[&std::ffi::OsStr]) -> PathBuf {
+    std::fs::create_dir_all(out_dir).unwrap();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    // The spec's paths are relative to it: the variant lives in the demo directory while it builds.
+    let variant = demo_dir().join(format!(".test-upgrade-{}-{nanos}.yaml", std::process::id()));
+    std::fs::write(&variant, spec).unwrap();
+    let out = out_dir.join("demo.airlock");
+    let o = Command::new(cargo_bin("airlock-bundler"))
+        .env("SOURCE_DATE_EPOCH", "1795305600")
+        .arg("create")
+        .arg(&variant)
+        .arg("-o")
+        .arg(&out)
+        .arg("--key")
+        .arg(demo_dir().join("keys/demo.key"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&variant);
+    assert!(o.status.success(), "airlock-bundler create failed: {}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+fn airlock(args: &[&str], bundle: &Path, root: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(cargo_bin("airlock"));
+    c.args(&args[..1])
+        .arg(bundle)
+        .arg("--pubkey")
+        .arg(demo_dir().join("keys/demo.pub"))
+        .arg("--root")
+        .arg(root)
+        .args(&args[1..])
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn install(bundle: &Path, root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    let answers = demo_dir().join("answers.yaml");
+    let o = airlock(&["install", "--answers", answers.to_str().unwrap(), "--yes"], bundle, root, &[]);
+    assert!(o.status.success(), "install failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn upgrade_cmd(bundle: &Path, root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut args = vec!["upgrade", "--yes"];
+    args.extend_from_slice(extra);
+    airlock(&args, bundle, root, env)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The installed tree as `airlock install` leaves it, minus the installer's own run
+/// state (as the demo_install golden tree): type, mode and a digest, with generated
+/// secrets and certificates masked (they differ between any two installs).
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut generated: Vec<String> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(root.join("var/lib/airlock/secrets")) {
+        for e in dir {
+            let v = std::fs::read_to_string(e.unwrap().path()).unwrap().trim().to_string();
+            if !v.is_empty() {
+                generated.push(v);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = format!("/{}", e.path().strip_prefix(root).unwrap().display());
+        if rel.starts_with("/var/lib/airlock/")
+            && !rel.starts_with("/var/lib/airlock/secrets")
+            && rel != "/var/lib/airlock/release.json"
+            && rel != "/var/lib/airlock/installed.json"
+        {
+            continue;
+        }
+        let md = e.path().symlink_metadata().unwrap();
+        let mode = md.permissions().mode() & 0o7777;
+        let what = if md.file_type().is_symlink() {
+            format!("link -> {}", std::fs::read_link(e.path()).unwrap().display())
+        } else if md.is_dir() {
+            format!("dir {mode:04o}")
+        } else if rel.contains("/secrets/")
+            || rel.ends_with("config.yaml")
+            || rel.ends_with(".env")
+            || (rel.starts_with("/etc/airlock/pki/") && rel.ends_with(".key"))
+        {
+            format!("file {mode:04o} <secret>")
+        } else if rel.starts_with("/etc/airlock/pki/") && rel.ends_with(".crt") {
+            format!("file {mode:04o} <certificate>")
+        } else {
+            let bytes = std::fs::read(e.path()).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            if generated.iter().any(|g| text.contains(g.as_str())) || text.contains("PRIVATE KEY-----") {
+                format!("file {mode:04o} <secret>")
+            } else if text.contains("-----BEGIN CERTIFICATE-----") {
+                format!("file {mode:04o} <certificate>")
+            } else {
+                format!("file {mode:04o} {}", sha(&bytes))
+            }
+        };
+        out.insert(rel, what);
+    }
+    out
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+/// Every file and link under the root with its full digest, except the upgrade's own
+/// records (journals, locks, backups, the release store, staging): what "put back
+/// byte for byte" is measured on.
+fn exact(root: &Path) -> BTreeMap<String, String> {
+    let skip = [
+        "/var/lib/airlock/upgrade.json",
+        "/var/lib/airlock/journal.json",
+        "/var/lib/airlock/lock",
+        "/var/lib/airlock/upgrade.lock",
+        "/var/lib/airlock/backup",
+        "/var/lib/airlock/backups",
+        "/var/lib/airlock/releases",
+        "/var/lib/airlock/staging",
+    ];
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = format!("/{}", e.path().strip_prefix(root).unwrap().display());
+        if skip.iter().any(|s| rel == *s || rel.starts_with(&format!("{s}/"))) {
+            continue;
+        }
+        let md = e.path().symlink_metadata().unwrap();
+        let mode = md.permissions().mode() & 0o7777;
+        let what = if md.file_type().is_symlink() {
+            format!("link -> {}", std::fs::read_link(e.path()).unwrap().display())
+        } else if md.is_dir() {
+            format!("dir {mode:04o}")
+        } else {
+            format!("file {mode:04o} {}", sha(&std::fs::read(e.path()).unwrap()))
+        };
+        out.insert(rel, what);
+    }
+    out
+}
+
+fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => out.push(format!("only before: {k} {v}")),
+            Some(w) if w != v => out.push(format!("changed: {k} {v} -> {w}")),
+            _ => {}
+        }
+    }
+    for (k, v) in b {
+        if !a.contains_key(k) {
+            out.push(format!("only after: {k} {v}"));
+        }
+    }
+    out
+}
+
+fn journal(root: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(root.join("var/lib/airlock/upgrade.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn upgrade_v1_to_v2_in_a_root_gives_the_tree_of_a_fresh_v2_install_and_backs_up_first() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    let (upgraded, fresh) = (d.path().join("upgraded"), d.path().join("fresh"));
+    install(&b.v1, &upgraded);
+    install(&b.v2, &fresh);
+
+    // The plan shows the diff before anything changes, and --dry-run changes nothing.
+    let before = exact(&upgraded);
+    let o = airlock(&["upgrade", "--dry-run"], &b.v2, &upgraded, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let shown = text(&o);
+    assert!(shown.contains("upgrade 1.0.0 -> 1.1.0"), "{shown}");
+    assert!(shown.contains("chart         notes 0.1.0 -> -"), "{shown}");
+    assert!(shown.contains("file     -    /var/lib/rancher/k3s/server/manifests/airlock-notes.yaml"), "{shown}");
+    assert!(shown.contains("dry run: nothing was changed"), "{shown}");
+    assert!(diff(&before, &exact(&upgraded)).is_empty(), "--dry-run changed the root");
+
+    let o = upgrade_cmd(&b.v2, &upgraded, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let differences = diff(&tree(&fresh), &tree(&upgraded));
+    assert!(differences.is_empty(), "upgraded tree differs from a fresh v2 install:\n{}", differences.join("\n"));
+
+    // The store: v2 current, v1 previous, each with its bundle and snapshot.
+    let releases = upgraded.join("var/lib/airlock/releases");
+    let current = std::fs::read_link(releases.join("current")).unwrap();
+    let previous = std::fs::read_link(releases.join("previous")).unwrap();
+    assert!(current.to_string_lossy().starts_with("1.1.0-"), "{current:?}");
+    assert!(previous.to_string_lossy().starts_with("1.0.0-"), "{previous:?}");
+    for id in [&current, &previous] {
+        assert!(releases.join(id).join("bundle/airlock-app").exists() || releases.join(id).join("bundle").is_dir());
+        assert!(releases.join(id).join("snapshot.json").is_file(), "{id:?}");
+    }
+    assert!(!upgraded.join("var/lib/airlock/staging/upgrade").exists(), "the upgrade's staging is moved or removed");
+
+    // The backup: configs, PKI and state, secrets 0600; the commands skipped in a root.
+    let backups: Vec<PathBuf> =
+        std::fs::read_dir(upgraded.join("var/lib/airlock/backups")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let bk = &backups[0];
+    assert!(bk.file_name().unwrap().to_string_lossy().ends_with("-1.0.0-to-1.1.0"), "{bk:?}");
+    for f in [
+        "files/etc/rancher/k3s/config.yaml",
+        "files/etc/airlock/pki/ca.crt",
+        "files/var/lib/rancher/k3s/server/manifests",
+        "files/var/lib/airlock/installed.json",
+        "files/var/lib/airlock/release.json",
+        "files/var/lib/airlock/secrets/cluster-token",
+        "backup.json",
+    ] {
+        assert!(bk.join(f).exists(), "backup lacks {f}");
+    }
+    let token_mode = bk.join("files/var/lib/airlock/secrets/cluster-token").metadata().unwrap().permissions().mode();
+    assert_eq!(token_mode & 0o777, 0o600);
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(bk.join("backup.json")).unwrap()).unwrap();
+    let skipped = rec["skipped"].to_string();
+    assert!(skipped.contains("etcd-snapshot save") && skipped.contains("pg_dump"), "{skipped}");
+    assert_eq!(journal(&upgraded)["outcome"], "succeeded");
+}
+
+#[test]
+fn a_delta_upgrade_gives_the_tree_of_the_full_bundle_and_a_delta_for_another_base_changes_nothing() {
+    let b = bundles();
+    let (full, delta) = (std::fs::metadata(&b.v2).unwrap().len(), std::fs::metadata(&b.v2_delta).unwrap().len());
+    println!("v2 full bundle {full} bytes, v2 delta over v1 {delta} bytes");
+    assert!(delta < full, "the delta ({delta} bytes) is not smaller than the full bundle ({full} bytes)");
+    let d = tempfile::tempdir().unwrap();
+    let (upgraded, fresh, empty) = (d.path().join("upgraded"), d.path().join("fresh"), d.path().join("empty"));
+    install(&b.v1, &upgraded);
+    install(&b.v2, &fresh);
+    std::fs::create_dir_all(&empty).unwrap();
+
+    // A site that runs v2 (not the delta's base v1), and a site with nothing installed:
+    // refused before any change, naming the releases.
+    let refusals = [
+        (&fresh, "builds on airlock-demo 1.0.0 (manifest sha256 "),
+        (&fresh, "this site runs airlock-demo 1.1.0"),
+        (&empty, "no installed release is recorded here"),
+    ];
+    for (root, says) in refusals {
+        let before = exact(root);
+        let o = upgrade_cmd(&b.v2_delta, root, &[], &[]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let shown = text(&o);
+        assert!(shown.contains(says), "{shown}");
+        assert!(shown.contains("hint:"), "{shown}");
+        let changed = diff(&before, &exact(root));
+        assert!(changed.is_empty(), "a refused delta changed the root:\n{}", changed.join("\n"));
+    }
+
+    // Over v1: the same installed tree as the full v2 bundle gives, and the same release.
+    let o = upgrade_cmd(&b.v2_delta, &upgraded, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let differences = diff(&tree(&fresh), &tree(&upgraded));
+    assert!(differences.is_empty(), "delta-upgraded tree differs from a fresh v2 install:\n{}", differences.join("\n"));
+    let release = |root: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(root.join("var/lib/airlock/release.json")).unwrap()).unwrap()
+    };
+    assert_eq!(release(&upgraded)["manifest_sha256"], release(&fresh)["manifest_sha256"]);
+    let current = |root: &Path| std::fs::read_link(root.join("var/lib/airlock/releases/current")).unwrap();
+    assert_eq!(current(&upgraded), current(&fresh), "the release id does not depend on how the release came");
+}
+
+#[test]
+fn the_installed_bundle_again_is_already_installed() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    install(&b.v1, d.path());
+    let o = upgrade_cmd(&b.v1, d.path(), &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("is already installed"), "{}", text(&o));
+    assert!(!d.path().join("var/lib/airlock/upgrade.json").exists(), "nothing was journaled");
+}
+
+#[test]
+fn a_downgrade_is_refused_with_its_exit_code_unless_overridden_which_is_journaled() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    install(&b.v2, d.path());
+    let before = exact(d.path());
+    let o = upgrade_cmd(&b.v1, d.path(), &[], &[]);
+    assert_eq!(o.status.code(), Some(EXIT_POLICY as i32), "{}", text(&o));
+    assert!(text(&o).contains("older than the installed 1.1.0"), "{}", text(&o));
+    assert!(text(&o).contains("hint: ") && text(&o).contains("--allow-policy-override"), "{}", text(&o));
+    assert!(diff(&before, &exact(d.path())).is_empty(), "a refused upgrade changed the root");
+
+    let o = upgrade_cmd(&b.v1, d.path(), &["--allow-policy-override"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("POLICY OVERRIDDEN"), "{}", text(&o));
+    let j = journal(d.path());
+    assert!(j["policy_overridden"][0].as_str().unwrap().contains("older than"), "{j}");
+}
+
+#[test]
+fn skipping_a_required_release_is_refused() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    install(&b.v1, d.path());
+    let o = upgrade_cmd(&b.v3, d.path(), &[], &[]);
+    assert_eq!(o.status.code(), Some(EXIT_POLICY as i32), "{}", text(&o));
+    assert!(text(&o).contains("1.1.0 is a required release"), "{}", text(&o));
+}
+
+#[test]
+fn pruning_keeps_n_releases_but_never_the_current_or_previous_one() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    install(&b.v1, d.path());
+    assert!(upgrade_cmd(&b.v2, d.path(), &["--keep", "2"], &[]).status.success());
+    let o = upgrade_cmd(&b.v3, d.path(), &["--keep", "1"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let releases = d.path().join("var/lib/airlock/releases");
+    let mut ids: Vec<String> = std::fs::read_dir(&releases)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 2, "keep 1 still keeps current and previous: {ids:?}");
+    assert!(ids[0].starts_with("1.1.0-") && ids[1].starts_with("2.0.0-"), "{ids:?}");
+    assert!(text(&o).contains("pruned releases: 1.0.0-"), "{}", text(&o));
+}
+
+#[test]
+fn a_crash_at_each_upgrade_phase_resumes_to_the_upgraded_tree_or_rolls_back_to_the_old_one() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    let reference = d.path().join("reference");
+    install(&b.v1, &reference);
+    assert!(upgrade_cmd(&b.v2, &reference, &[], &[]).status.success());
+    let upgraded = tree(&reference);
+
+    let crashes: Vec<(&str, &str)> = vec![
+        (upgrade::CRASH_AFTER_PHASE_ENV, "staged"),
+        (upgrade::CRASH_AFTER_PHASE_ENV, "backed-up"),
+        // Within the apply, after the new app chart is written and before the records.
+        ("AIRLOCK_TEST_CRASH_AFTER", "k3s/file/var/lib/rancher/k3s/server/manifests/airlock-airlock-app.yaml"),
+        (upgrade::CRASH_AFTER_PHASE_ENV, "applied"),
+        (upgrade::CRASH_AFTER_PHASE_ENV, "flipped"),
+    ];
+    for (i, (env, at)) in crashes.iter().enumerate() {
+        for roll_back in [false, true] {
+            let root = d.path().join(format!("crash-{i}-{roll_back}"));
+            install(&b.v1, &root);
+            let v1 = exact(&root);
+            let crashed = upgrade_cmd(&b.v2, &root, &[], &[(env, at)]);
+            assert!(!crashed.status.success(), "no crash after {at}: {}", text(&crashed));
+            // `status` names the pending upgrade and how to finish it.
+            let st = airlock_status(&root);
+            assert!(st.contains("upgrade") && st.contains("airlock upgrade"), "status after a crash at {at}: {st}");
+            if roll_back {
+                let o = upgrade_cmd(&b.v2, &root, &["--rollback"], &[]);
+                assert!(o.status.success(), "rollback after a crash at {at}: {}", text(&o));
+                let back = diff(&v1, &exact(&root));
+                assert!(back.is_empty(), "rollback after a crash at {at} left:\n{}", back.join("\n"));
+                // The node is as v1 installed it: healthy, no drift, no interrupted run.
+                let (code, st) = airlock_status_code(&root);
+                assert_eq!(code, Some(0), "status after the rollback of a crash at {at}: {st}");
+            } else {
+                let o = upgrade_cmd(&b.v2, &root, &[], &[]);
+                assert!(o.status.success(), "resume after a crash at {at}: {}", text(&o));
+                let left = diff(&upgraded, &tree(&root));
+                assert!(left.is_empty(), "resume after a crash at {at} differs:\n{}", left.join("\n"));
+            }
+            assert_ne!(journal(&root)["outcome"], "running");
+            let _ = std::fs::remove_dir_all(&root);
+        }
+    }
+}
+
+#[test]
+fn a_run_after_a_crash_once_the_gate_had_failed_rolls_back_instead_of_continuing() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    install(&b.v1, &root);
+    let v1 = exact(&root);
+    let crashed = upgrade_cmd(&b.v2, &root, &[], &[(upgrade::CRASH_AFTER_PHASE_ENV, "flipped")]);
+    assert!(!crashed.status.success(), "{}", text(&crashed));
+    // What a crash right after the gate failed leaves: the same files, and the journal
+    // at `gate-failed` with the gate's error (a target root's gate cannot fail by itself).
+    let path = root.join("var/lib/airlock/upgrade.json");
+    let mut j = journal(&root);
+    j["phase"] = "gate-failed".into();
+    j["error"] = "node demo-node: Ready=False".into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&j).unwrap()).unwrap();
+
+    // A dry run says what the next run does and does not do it.
+    let half = exact(&root);
+    let o = airlock(&["upgrade", "--dry-run"], &b.v2, &root, &[]);
+    assert!(o.status.success() && text(&o).contains("rolled back on the next run"), "{}", text(&o));
+    assert!(diff(&half, &exact(&root)).is_empty(), "the dry run changed the root");
+    assert_eq!(journal(&root)["phase"], "gate-failed");
+
+    let o = upgrade_cmd(&b.v2, &root, &[], &[]);
+    assert_eq!(o.status.code(), Some(EXIT_ROLLED_BACK as i32), "{}", text(&o));
+    assert!(text(&o).contains("Ready=False") && text(&o).contains("was put back"), "{}", text(&o));
+    let back = diff(&v1, &exact(&root));
+    assert!(back.is_empty(), "not v1 after the automatic rollback:\n{}", back.join("\n"));
+    assert_eq!(journal(&root)["outcome"], "rolled-back");
+    let (code, st) = airlock_status_code(&root);
+    assert_eq!(code, Some(0), "{st}");
+    assert!(st.contains("failed and was rolled back: node demo-node: Ready=False"), "{st}");
+}
+
+fn airlock_status(root: &Path) -> String {
+    airlock_status_code(root).1
+}
+
+fn airlock_status_code(root: &Path) -> (Option<i32>, String) {
+    let o = Command::new(cargo_bin("airlock")).arg("status").arg("--root").arg(root).output().unwrap();
+    (o.status.code(), text(&o))
+}
+
+/// Time that passes only when the code under test sleeps.
+struct TestClock(std::cell::Cell<Instant>);
+impl Clock for TestClock {
+    fn now(&self) -> Instant {
+        self.0.get()
+    }
+    fn sleep(&self, d: Duration) {
+        self.0.set(self.0.get() + d)
+    }
+}
+
+fn kubectl(args: &[&str]) -> Vec<String> {
+    ["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml"]
+        .iter()
+        .chain(args)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// v1 installed live on a recording host (embedded etcd), then the upgrade to v2 whose
+/// gate fails; returns the host, the failure, and every file's digest before the upgrade.
+fn failed_live_upgrade(
+    restore_datastore: bool,
+    etcd: bool,
+) -> (RecordingHost, upgrade::UpgradeFailure, BTreeMap<String, String>) {
+    let b = bundles();
+    let keys = trusted_keys(&[demo_dir().join("keys/demo.pub")], Path::new("/")).unwrap();
+    let answers_path = demo_dir().join("answers.yaml");
+    let answers = Answers::load(&answers_path).unwrap();
+    let host = RecordingHost::new(true).unwrap();
+    host.expect_command(&["systemctl"], CommandOutput::ok(""));
+
+    // v1, installed live as `airlock install` does it.
+    let prepared = prepare(&b.v1, &keys, &answers, &host, &Silent).unwrap();
+    let opts = ApplyOptions { overrides: Vec::new(), ..ApplyOptions::new("airlock install demo.airlock") };
+    apply(&prepared.plan, &host, &opts, &mut |_| {}).unwrap();
+    let text = std::fs::read_to_string(&answers_path).unwrap();
+    upgrade::keep_install(
+        &host,
+        &prepared.staged.dir,
+        &prepared.staged.manifest,
+        Some((&text, "answers.yaml")),
+        upgrade::DEFAULT_KEEP,
+    )
+    .unwrap();
+    // A server with embedded etcd: the backup takes an etcd snapshot.
+    // Or the SQLite datastore of a single server: copied with the unit stopped.
+    let db = host.root().join("var/lib/rancher/k3s/server/db");
+    if etcd {
+        std::fs::create_dir_all(db.join("etcd")).unwrap();
+    } else {
+        std::fs::create_dir_all(&db).unwrap();
+        std::fs::write(db.join("state.db"), b"SQLite format 3\0 the cluster").unwrap();
+    }
+    let before = exact(host.root());
+
+    // What the site answers: the snapshot and the dump work; after the restart on v2
+    // the node never gets Ready within the gate (13 polls over 60 s); once v1 is back
+    // it is Ready, its charts are installed and its endpoints answer.
+    host.expect_command(&["k3s", "etcd-snapshot", "save"], CommandOutput::ok("Snapshot airlock-upgrade saved"));
+    let dump = kubectl(&["-n", "app", "exec"]);
+    host.expect_command(&refs(&dump), CommandOutput::ok("-- PostgreSQL database dump\n"));
+    let node = kubectl(&["get", "node", "demo-node"]);
+    host.expect_command(&refs(&node), CommandOutput::ok("True"));
+    host.expect_command_times(&refs(&node), CommandOutput::ok("False"), 13);
+    for c in &prepared.live.charts {
+        let job = kubectl(&["-n", "kube-system", "get", &format!("job/helm-install-{c}")]);
+        host.expect_command(&refs(&job), CommandOutput::ok("1/"));
+    }
+    host.expect_command(&["curl"], CommandOutput::ok("ok"));
+    host.expect_command(
+        &[
+            "curl",
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--max-time",
+            "10",
+            "--cacert",
+            "/etc/airlock/pki/ca.crt",
+            "--resolve",
+            "keycloak.platform.example.test:443:192.0.2.10",
+        ],
+        CommandOutput::ok(r#"{"issuer":"https://keycloak.platform.example.test/realms/airlock"}"#),
+    );
+    host.take_calls();
+
+    let clock = TestClock(std::cell::Cell::new(Instant::now()));
+    let opts = UpgradeOptions {
+        answers: None,
+        dry_run: false,
+        allow_policy_override: false,
+        rollback: false,
+        restore_datastore,
+        keep: upgrade::DEFAULT_KEEP,
+        wait: WaitOptions { timeout: Duration::from_secs(60), poll: Duration::from_secs(5) },
+        preflight_overrides: Vec::new(),
+        resume_command: "airlock upgrade v2.airlock --yes".into(),
+        answers_file: None,
+    };
+    host.expect_command(&["k3s", "server", "--cluster-reset"], CommandOutput::ok("restored"));
+    let failure = upgrade::run(&b.v2, &keys, &host, &opts, &clock, &Silent).expect_err("the gate fails");
+    (host, failure, before)
+}
+
+fn runs(host: &RecordingHost) -> Vec<String> {
+    host.calls()
+        .iter()
+        .filter_map(|c| match c {
+            HostCall::Run { argv } => Some(argv.join(" ")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_failing_health_gate_puts_the_previous_release_back_byte_for_byte_after_a_recorded_backup() {
+    let (host, failure, before) = failed_live_upgrade(false, true);
+    assert_eq!(failure.exit_code, EXIT_ROLLED_BACK, "{}", failure.error);
+    assert!(failure.error.to_string().contains("Ready=False"), "{}", failure.error);
+    assert!(
+        failure.error.hint.as_deref().unwrap_or_default().contains("datastore was NOT restored"),
+        "{}",
+        failure.error
+    );
+    let restore = failure.restore_datastore_command.expect("the restore command is given");
+    assert!(restore.contains("k3s server --cluster-reset --cluster-reset-restore-path="), "{restore}");
+
+    let back = diff(&before, &exact(host.root()));
+    assert!(back.is_empty(), "not byte for byte after the rollback:\n{}", back.join("\n"));
+    let current = std::fs::read_link(host.root().join("var/lib/airlock/releases/current")).unwrap();
+    assert!(current.to_string_lossy().starts_with("1.0.0-"), "{current:?}");
+
+    let runs = runs(&host);
+    assert!(!runs.iter().any(|r| r.contains("--cluster-reset")), "no datastore restore without consent: {runs:#?}");
+    let snapshot = runs
+        .iter()
+        .position(|r| r.starts_with("k3s etcd-snapshot save --name airlock-upgrade --dir /var/lib/airlock/backups/"));
+    let dump = runs.iter().position(|r| r.contains("exec statefulset/airlock-app-postgresql") && r.contains("pg_dump"));
+    let restart = runs.iter().position(|r| r == "systemctl restart k3s.service");
+    assert!(snapshot.is_some() && dump.is_some(), "backup commands: {runs:#?}");
+    assert!(snapshot < restart && dump < restart, "the backup comes before the new release starts: {runs:#?}");
+    assert_eq!(runs.iter().filter(|r| *r == "systemctl restart k3s.service").count(), 2, "new, then old: {runs:#?}");
+    let j = journal(host.root());
+    assert_eq!(j["outcome"], "rolled-back", "{j}");
+    let bk = PathBuf::from(j["backup"]["dir"].as_str().unwrap());
+    let sql = host.root().join(bk.strip_prefix("/").unwrap()).join("app-db.sql");
+    assert_eq!(std::fs::read_to_string(&sql).unwrap(), "-- PostgreSQL database dump\n");
+    assert_eq!(sql.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn with_restore_datastore_the_rollback_resets_etcd_from_the_backup_snapshot_with_the_unit_stopped() {
+    let (host, failure, _) = failed_live_upgrade(true, true);
+    assert_eq!(failure.exit_code, EXIT_ROLLED_BACK, "{}", failure.error);
+    assert!(failure.restore_datastore_command.is_none(), "restored, so no command to run by hand");
+    let runs = runs(&host);
+    let stop = runs.iter().rposition(|r| r == "systemctl stop k3s.service").expect("stopped");
+    let reset = runs
+        .iter()
+        .position(|r| {
+            r.starts_with("k3s server --cluster-reset --cluster-reset-restore-path=/var/lib/airlock/backups/")
+        })
+        .expect("reset from the backup");
+    let start = runs.iter().rposition(|r| r == "systemctl start k3s.service").expect("started");
+    assert!(stop < reset && reset < start, "{runs:#?}");
+}
+
+#[test]
+fn without_etcd_the_backup_copies_the_sqlite_datastore_with_the_unit_stopped_and_rollback_can_put_it_back() {
+    let (host, failure, _) = failed_live_upgrade(true, false);
+    assert_eq!(failure.exit_code, EXIT_ROLLED_BACK, "{}", failure.error);
+    let runs = runs(&host);
+    assert!(!runs.iter().any(|r| r.contains("etcd-snapshot")), "{runs:#?}");
+    let stop = runs.iter().position(|r| r == "systemctl stop k3s.service").expect("stopped for the copy");
+    let start = runs.iter().position(|r| r == "systemctl start k3s.service").expect("started after the copy");
+    let restart = runs.iter().position(|r| r == "systemctl restart k3s.service").unwrap();
+    assert!(stop < start && start < restart, "the copy is taken before the new release starts: {runs:#?}");
+    let j = journal(host.root());
+    assert_eq!(j["backup"]["datastore"], "sqlite-copy", "{j}");
+    let bk = PathBuf::from(j["backup"]["dir"].as_str().unwrap());
+    let copy = host.root().join(bk.strip_prefix("/").unwrap()).join("datastore/var/lib/rancher/k3s/server/db/state.db");
+    assert_eq!(std::fs::read(&copy).unwrap(), b"SQLite format 3\0 the cluster");
+    // --restore-datastore wrote that copy back in place, with the unit stopped.
+    assert_eq!(runs.iter().filter(|r| *r == "systemctl stop k3s.service").count(), 2, "backup and restore: {runs:#?}");
+    let calls = host.calls();
+    let is_run = |c: &HostCall, cmd: &str| matches!(c, HostCall::Run { argv } if argv.join(" ") == cmd);
+    let second_stop = calls.iter().rposition(|c| is_run(c, "systemctl stop k3s.service")).unwrap();
+    let last_start = calls.iter().rposition(|c| is_run(c, "systemctl start k3s.service")).unwrap();
+    let db = Path::new("/var/lib/rancher/k3s/server/db/state.db");
+    let written = calls.iter().rposition(|c| matches!(c, HostCall::WriteFile { path, .. } if path == db));
+    assert!(written.is_some_and(|w| second_stop < w && w < last_start), "restore order: {runs:#?}");
+    assert_eq!(
+        std::fs::read(host.root().join("var/lib/rancher/k3s/server/db/state.db")).unwrap(),
+        b"SQLite format 3\0 the cluster"
+    );
+}
