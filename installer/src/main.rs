@@ -522,6 +522,8 @@ fn install(
     let staged = stage(bundle, &keys, &host, progress.reporter());
     progress.finish();
     let staged = staged.map_err(|e| trust::explain_untrusted_signer(e, root))?;
+    // What the wizard was told, kept on the site (secrets apart) for later upgrades.
+    let mut wizard_answers = None;
     let answers = match answers {
         Some(a) => a,
         None => {
@@ -534,13 +536,14 @@ fn install(
             println!("Answer the questions for this node (Enter takes the value in brackets).");
             // The LDAP answers are tested live and the customer's PKI files checked as soon
             // as they are given (asked again on failure).
-            airlock_installer::answers::ask_checked(
+            let (answers, answered) = airlock_installer::answers::ask_checked(
                 airlock_installer::answers::questions(),
                 &facts,
                 &mut TerminalPrompter,
                 &[airlock_installer::ldap::live_check(), airlock_installer::pki::wizard::live_check()],
-            )?
-            .0
+            )?;
+            wizard_answers = Some(answered);
+            answers
         }
     };
     if args.join.is_some() && answers.join.is_none() {
@@ -645,15 +648,24 @@ fn install(
     let done = apply(&prepared.plan, &host, &opts, &mut |_| {})?;
     // The release is kept whole (bundle, snapshot, answers without secrets) for
     // `airlock upgrade` and its rollback.
+    use airlock_installer::upgrade::answers::InstallAnswers;
     let answers_text = match answers_path_arg {
         Some(p) => Some((std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?, p.display().to_string())),
         None => None,
+    };
+    let given = match (&answers_text, &wizard_answers) {
+        (Some((text, origin)), _) => InstallAnswers::File { text, origin },
+        (None, Some(answered)) => InstallAnswers::Wizard(answered),
+        (None, None) => {
+            return Err(Error::input("install", "the install has answers from neither a file nor the wizard")
+                .with_hint("this is a bug in airlock; run the install again with --answers FILE"))
+        }
     };
     airlock_installer::upgrade::keep_install(
         &host,
         &prepared.staged.dir,
         &prepared.staged.manifest,
-        answers_text.as_ref().map(|(t, o)| (t.as_str(), o.as_str())),
+        given,
         airlock_installer::upgrade::DEFAULT_KEEP,
     )?;
     let up = if host.live() {

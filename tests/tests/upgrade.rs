@@ -537,7 +537,7 @@ fn failed_live_upgrade(
         &host,
         &prepared.staged.dir,
         &prepared.staged.manifest,
-        Some((&text, "answers.yaml")),
+        upgrade::answers::InstallAnswers::File { text: &text, origin: "answers.yaml" },
         upgrade::DEFAULT_KEEP,
     )
     .unwrap();

@@ -2,9 +2,12 @@
 //! engineer's path when no answers file is given. Bad values are refused at the
 //! prompt with the same validators the answers file uses, and asked again.
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use airlock_installer::host::RootedHost;
+use airlock_installer::upgrade::answers::load_kept;
 use airlock_tests::slapd::{self, Directory, Slapd};
 use airlock_tests::{build_demo_bundle, build_demo_bundle_without, cargo_bin, require_tool, workspace_root};
 
@@ -102,7 +105,7 @@ fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
 }
 
 #[test]
-fn wizard_tests_the_ldap_answers_live_and_asks_them_again_after_a_refused_bind() {
+fn wizard_tests_the_ldap_answers_live_asks_them_again_after_a_refused_bind_and_the_site_keeps_them() {
     let Some(bin) = require_tool("tmux") else { return };
     let Some(dir) = Slapd::start(Directory::OpenLdap) else { return };
     let d = tempfile::tempdir().unwrap();
@@ -111,7 +114,7 @@ fn wizard_tests_the_ldap_answers_live_and_asks_them_again_after_a_refused_bind()
     std::fs::create_dir(&root).unwrap();
     let tmux = Tmux { bin, socket: format!("airlock-wizard-ldap-{}", std::process::id()) };
     let cmd = format!(
-        "{} install {} --pubkey {} --root {} --dry-run; echo EXIT=$?; sleep 60",
+        "{} install {} --pubkey {} --root {} --yes; echo EXIT=$?; sleep 60",
         cargo_bin("airlock").display(),
         b.display(),
         workspace_root().join("examples/demo/keys/demo.pub").display(),
@@ -164,4 +167,16 @@ fn wizard_tests_the_ldap_answers_live_and_asks_them_again_after_a_refused_bind()
         "{screen}"
     );
     assert!(!screen.contains("not-the-password") && !screen.contains(slapd::OPENLDAP_BIND_PW), "{screen}");
+
+    // The site keeps what the wizard was told, so an upgrade months later needs no
+    // answers file: the bind password apart, 0600, and put back when read.
+    let kept = std::fs::read_to_string(root.join("var/lib/airlock/answers.yaml")).expect("the answers are kept");
+    assert!(kept.contains("demo-node") && kept.contains("<redacted>"), "{kept}");
+    assert!(!kept.contains(slapd::OPENLDAP_BIND_PW), "{kept}");
+    let secret = root.join("var/lib/airlock/secrets/answers-ldap.bind_password");
+    assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    let host = RootedHost::new(root.clone(), false).unwrap();
+    let back = load_kept(&host).unwrap().expect("kept answers load");
+    let ldap = back.ldap.as_ref().expect("the ldap section is kept");
+    assert_eq!(ldap.bind_password.expose(), slapd::OPENLDAP_BIND_PW);
 }

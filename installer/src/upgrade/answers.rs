@@ -13,7 +13,7 @@ use serde_yaml::Value;
 
 use super::release::KEPT_ANSWERS_PATH;
 use crate::answers::questions::{questions, Shape};
-use crate::answers::{Answers, REDACTED};
+use crate::answers::{Answered, Answers, REDACTED};
 use crate::host::{Host, Perms};
 
 /// Prefix of the files holding kept secret answers (`answers-ldap.bind_password`).
@@ -58,6 +58,28 @@ pub fn keep(host: &dyn Host, text: &str, origin: &str) -> Result<()> {
     );
     host.write_file(Path::new(KEPT_ANSWERS_PATH), &mut text.as_bytes(), Perms::mode(0o644))?;
     Ok(())
+}
+
+/// The answers an install was given, to keep on the site for later upgrades.
+pub enum InstallAnswers<'a> {
+    /// An answers file: its text and where it came from.
+    File { text: &'a str, origin: &'a str },
+    /// What the wizard was told (there is no file to copy).
+    Wizard(&'a Answered),
+}
+
+/// Keeps the install's answers as [`keep`] does, whichever way they were given: an
+/// upgrade months later must not depend on the field engineer's answers file.
+pub fn keep_install_answers(host: &dyn Host, given: InstallAnswers<'_>) -> Result<()> {
+    match given {
+        InstallAnswers::File { text, origin } => keep(host, text, origin),
+        InstallAnswers::Wizard(answered) => {
+            // Secret values go into this text only to be split off into 0600 files by
+            // `keep`; the text itself is never written or shown.
+            let text = serde_yaml::to_string(&answered.to_value()).expect("answers serialise");
+            keep(host, &text, "the wizard's answers")
+        }
+    }
 }
 
 /// The kept answers with their secrets put back; `None` when the install kept none.

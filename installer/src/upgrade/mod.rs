@@ -921,20 +921,16 @@ fn diff(
     Ok(d)
 }
 
-/// After `airlock install` applied its plan: keeps the answers (secrets apart) and the
-/// release (bundle, snapshot, `current`). `answers_text` is the answers file as read;
-/// `None` for the wizard's answers, given as YAML by [`crate::answers::questions::Answered::to_yaml`]
-/// cannot hold the secrets, so then the upgrade needs `--answers`.
+/// After `airlock install` applied its plan: keeps the answers (secrets apart, in 0600
+/// files), from a file or from the wizard, and the release (bundle, snapshot, `current`).
 pub fn keep_install(
     host: &dyn Host,
     staged_dir: &Path,
     m: &Manifest,
-    answers_text: Option<(&str, &str)>,
+    given: answers::InstallAnswers<'_>,
     keep: usize,
 ) -> Result<Vec<String>> {
-    if let Some((text, origin)) = answers_text {
-        answers::keep(host, text, origin)?;
-    }
+    answers::keep_install_answers(host, given)?;
     release::keep_installed(host, staged_dir, m, keep)
 }
 
