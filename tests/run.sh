@@ -151,7 +151,7 @@ TEST_LOG="$WORK/cargo-test.log"
 # shellcheck disable=SC2317  # called through run_step
 # The end-to-end tests run the real binaries; `cargo test` builds a package's binary
 # only for that package's own integration tests, so build every one first.
-cargo_test() { cargo build --workspace --bins && cargo test --workspace "$@" 2>&1 | tee "$TEST_LOG"; }
+cargo_test() { cargo build --workspace --bins && cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$TEST_LOG"; }
 
 # ------------------------------------------------------------------ main
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
