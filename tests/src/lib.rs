@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod http;
+pub mod prompter;
 pub mod registry;
 pub mod slapd;
+pub mod tree;
 
 /// Finds `name` on `PATH` (or in `AIRLOCK_TOOLS_DIR`, where `tests/run.sh` puts the
 /// helm binary it unpacks). Returns `None` after printing why the caller skips.
@@ -358,10 +360,18 @@ pub fn build_demo_bundle_without(dir: &Path, charts: &[&str]) -> PathBuf {
         .map(|l| format!("{l}\n"))
         .collect();
     assert_ne!(kept.len(), spec.len(), "no chart line of the demo spec names {charts:?}");
+    build_demo_variant(&kept, dir, &[])
+}
+
+/// A bundle from a variant of the demo spec (`spec` is its whole text: another
+/// version, a chart left out, an `upgrade:` policy), written to `dir/demo.airlock`.
+/// The variant lives in the demo directory for the time of the build, since its paths
+/// are relative to it.
+pub fn build_demo_variant(spec: &str, dir: &Path, extra: &[&str]) -> PathBuf {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let variant = demo_dir().join(format!(".test-spec-{}-{nanos}.yaml", std::process::id()));
-    std::fs::write(&variant, kept).expect("the variant spec is written");
-    let out = std::panic::catch_unwind(|| build_spec(&variant, dir, &[]));
+    std::fs::write(&variant, spec).expect("the variant spec is written");
+    let out = std::panic::catch_unwind(|| build_spec(&variant, dir, extra));
     let _ = std::fs::remove_file(&variant);
     out.unwrap_or_else(|e| std::panic::resume_unwind(e))
 }

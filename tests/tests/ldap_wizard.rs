@@ -1,33 +1,9 @@
 //! The wizard's live LDAP check against a real slapd: a refused bind is shown and the
 //! `ldap` questions are asked again; the corrected answers pass and are reported.
 
-use std::collections::{BTreeMap, VecDeque};
-
-use airlock_format::error::Result;
-use airlock_installer::answers::{ask_checked, questions, Facts, Problem, Prompt, Prompter};
+use airlock_installer::answers::{ask_checked, questions, Facts};
+use airlock_tests::prompter::Scripted;
 use airlock_tests::slapd::{self, Directory, Slapd};
-
-#[derive(Default)]
-struct Scripted {
-    script: BTreeMap<String, VecDeque<String>>,
-    asked: Vec<String>,
-    rejected: Vec<Problem>,
-    notes: Vec<String>,
-}
-
-impl Prompter for Scripted {
-    fn answer(&mut self, p: &Prompt<'_>) -> Result<String> {
-        self.asked.push(p.key.clone());
-        assert!(self.asked.len() < 200, "the wizard loops: {:?}", self.rejected);
-        Ok(self.script.get_mut(&p.key).and_then(VecDeque::pop_front).unwrap_or_default())
-    }
-    fn rejected(&mut self, problem: &Problem) {
-        self.rejected.push(problem.clone());
-    }
-    fn note(&mut self, text: &str) {
-        self.notes.push(text.to_string());
-    }
-}
 
 #[test]
 fn the_wizard_tests_ldap_live_and_asks_again_after_a_refused_bind() {

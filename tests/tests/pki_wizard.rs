@@ -2,35 +2,12 @@
 //! site CA; a customer CA made by real openssl is checked as soon as its files are
 //! given and accepted; a bad file is shown with its reason and asked again.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::process::Command;
 
-use airlock_format::error::Result;
-use airlock_installer::answers::{ask_checked, questions, Facts, PkiMode, Problem, Prompt, Prompter};
+use airlock_installer::answers::{ask_checked, questions, Facts, PkiMode};
+use airlock_tests::prompter::Scripted;
 use airlock_tests::require_tool;
-
-#[derive(Default)]
-struct Scripted {
-    script: BTreeMap<String, VecDeque<String>>,
-    asked: Vec<String>,
-    rejected: Vec<Problem>,
-    notes: Vec<String>,
-}
-
-impl Prompter for Scripted {
-    fn answer(&mut self, p: &Prompt<'_>) -> Result<String> {
-        self.asked.push(p.key.clone());
-        assert!(self.asked.len() < 200, "the wizard loops: {:?}", self.rejected);
-        Ok(self.script.get_mut(&p.key).and_then(VecDeque::pop_front).unwrap_or_default())
-    }
-    fn rejected(&mut self, problem: &Problem) {
-        self.rejected.push(problem.clone());
-    }
-    fn note(&mut self, text: &str) {
-        self.notes.push(text.to_string());
-    }
-}
 
 fn scripted(extra: &[(&str, &[&str])]) -> Scripted {
     let mut p = Scripted::default();

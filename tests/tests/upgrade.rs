@@ -20,6 +20,8 @@ use airlock_installer::install::prepare;
 use airlock_installer::live::{Clock, WaitOptions};
 use airlock_installer::trust::trusted_keys;
 use airlock_installer::upgrade::{self, UpgradeOptions, EXIT_POLICY, EXIT_ROLLED_BACK};
+use airlock_tests::build_demo_variant;
+use airlock_tests::tree::installed_tree as tree;
 use airlock_tests::{cargo_bin, demo_dir};
 
 struct Bundles {
@@ -60,33 +62,14 @@ fn bundles() -> &'static Bundles {
         let v3 =
             v2.replace("version: 1.1.0\n", "version: 2.0.0\nupgrade:\n  from: \">=1.0.0\"\n  required: [\"1.1.0\"]\n");
         let v1 = build(&spec, &dir.join("v1"), &[]);
-        let v2_delta = build(&v2, &dir.join("v2-delta"), &["--base".as_ref(), v1.as_os_str()]);
+        let v2_delta = build(&v2, &dir.join("v2-delta"), &["--base", v1.to_str().unwrap()]);
         Bundles { v2: build(&v2, &dir.join("v2"), &[]), v3: build(&v3, &dir.join("v3"), &[]), v1, v2_delta }
     })
 }
 
-fn build(spec: &str, out_dir: &Path, extra: &[&std::ffi::OsStr]) -> PathBuf {
+fn build(spec: &str, out_dir: &Path, extra: &[&str]) -> PathBuf {
     std::fs::create_dir_all(out_dir).unwrap();
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    // The spec's paths are relative to it: the variant lives in the demo directory while it builds.
-    let variant = demo_dir().join(format!(".test-upgrade-{}-{nanos}.yaml", std::process::id()));
-    std::fs::write(&variant, spec).unwrap();
-    let out = out_dir.join("demo.airlock");
-    let o = Command::new(cargo_bin("airlock-bundler"))
-        .env("SOURCE_DATE_EPOCH", "1795305600")
-        .arg("create")
-        .arg(&variant)
-        .arg("-o")
-        .arg(&out)
-        .arg("--key")
-        .arg(demo_dir().join("keys/demo.key"))
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&variant);
-    assert!(o.status.success(), "airlock-bundler create failed: {}", String::from_utf8_lossy(&o.stderr));
-    out
+    build_demo_variant(spec, out_dir, extra)
 }
 
 fn airlock(args: &[&str], bundle: &Path, root: &Path, env: &[(&str, &str)]) -> Output {
@@ -120,60 +103,6 @@ fn upgrade_cmd(bundle: &Path, root: &Path, extra: &[&str], env: &[(&str, &str)])
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// The installed tree as `airlock install` leaves it, minus the installer's own run
-/// state (as the demo_install golden tree): type, mode and a digest, with generated
-/// secrets and certificates masked (they differ between any two installs).
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut generated: Vec<String> = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(root.join("var/lib/airlock/secrets")) {
-        for e in dir {
-            let v = std::fs::read_to_string(e.unwrap().path()).unwrap().trim().to_string();
-            if !v.is_empty() {
-                generated.push(v);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let e = e.unwrap();
-        let rel = format!("/{}", e.path().strip_prefix(root).unwrap().display());
-        if rel.starts_with("/var/lib/airlock/")
-            && !rel.starts_with("/var/lib/airlock/secrets")
-            && rel != "/var/lib/airlock/release.json"
-            && rel != "/var/lib/airlock/installed.json"
-        {
-            continue;
-        }
-        let md = e.path().symlink_metadata().unwrap();
-        let mode = md.permissions().mode() & 0o7777;
-        let what = if md.file_type().is_symlink() {
-            format!("link -> {}", std::fs::read_link(e.path()).unwrap().display())
-        } else if md.is_dir() {
-            format!("dir {mode:04o}")
-        } else if rel.contains("/secrets/")
-            || rel.ends_with("config.yaml")
-            || rel.ends_with(".env")
-            || (rel.starts_with("/etc/airlock/pki/") && rel.ends_with(".key"))
-        {
-            format!("file {mode:04o} <secret>")
-        } else if rel.starts_with("/etc/airlock/pki/") && rel.ends_with(".crt") {
-            format!("file {mode:04o} <certificate>")
-        } else {
-            let bytes = std::fs::read(e.path()).unwrap();
-            let text = String::from_utf8_lossy(&bytes);
-            if generated.iter().any(|g| text.contains(g.as_str())) || text.contains("PRIVATE KEY-----") {
-                format!("file {mode:04o} <secret>")
-            } else if text.contains("-----BEGIN CERTIFICATE-----") {
-                format!("file {mode:04o} <certificate>")
-            } else {
-                format!("file {mode:04o} {}", sha(&bytes))
-            }
-        };
-        out.insert(rel, what);
-    }
-    out
 }
 
 fn sha(bytes: &[u8]) -> String {

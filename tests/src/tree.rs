@@ -1,0 +1,65 @@
+//! The installed tree of a target root, as the golden files and the upgrade tests
+//! compare it.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Every path under the root except the installer's own run state (staging, journal,
+/// lock, backups, the release store), with its type, mode and a short content digest.
+/// Secrets and freshly issued certificates are masked: they differ between any two
+/// installs of the same bundle.
+pub fn installed_tree(root: &Path) -> BTreeMap<String, String> {
+    // Files that embed a generated credential (the platform's Secrets, MinIO's values
+    // with the app's access key) differ on every install, like the token's.
+    let mut generated: Vec<String> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(root.join("var/lib/airlock/secrets")) {
+        for e in dir {
+            let v = std::fs::read_to_string(e.unwrap().path()).unwrap().trim().to_string();
+            if !v.is_empty() {
+                generated.push(v);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = format!("/{}", e.path().strip_prefix(root).unwrap().display());
+        if rel.starts_with("/var/lib/airlock/")
+            && !rel.starts_with("/var/lib/airlock/secrets")
+            && rel != "/var/lib/airlock/release.json"
+            && rel != "/var/lib/airlock/installed.json"
+        {
+            continue;
+        }
+        let md = e.path().symlink_metadata().unwrap();
+        let mode = md.permissions().mode() & 0o7777;
+        let what = if md.file_type().is_symlink() {
+            format!("link -> {}", std::fs::read_link(e.path()).unwrap().display())
+        } else if md.is_dir() {
+            format!("dir {mode:04o}")
+        } else if rel.contains("/secrets/")
+            || rel.ends_with("config.yaml")
+            || rel.ends_with(".env")
+            || (rel.starts_with("/etc/airlock/pki/") && rel.ends_with(".key"))
+        {
+            format!("file {mode:04o} <secret>")
+        } else if rel.starts_with("/etc/airlock/pki/") && rel.ends_with(".crt") {
+            // Issued with fresh keys and serials on every install.
+            format!("file {mode:04o} <certificate>")
+        } else {
+            let bytes = std::fs::read(e.path()).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            if generated.iter().any(|g| text.contains(g.as_str())) || text.contains("PRIVATE KEY-----") {
+                format!("file {mode:04o} <secret>")
+            } else if text.contains("-----BEGIN CERTIFICATE-----") {
+                // The site CA in a ConfigMap: issued afresh on every install.
+                format!("file {mode:04o} <certificate>")
+            } else {
+                format!("file {mode:04o} {}", &hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))[..16])
+            }
+        };
+        out.insert(rel, what);
+    }
+    out
+}
