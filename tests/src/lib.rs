@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod http;
+pub mod live;
 pub mod prompter;
 pub mod registry;
 pub mod slapd;

@@ -12,28 +12,10 @@ use airlock_installer::answers::Answers;
 use airlock_installer::engine::{apply, ApplyOptions};
 use airlock_installer::host::{CommandOutput, Host, HostCall, RecordingHost};
 use airlock_installer::install::{prepare, STATE_DIR};
-use airlock_installer::live::{bring_up, Clock, WaitOptions};
+use airlock_installer::live::{bring_up, WaitOptions};
 use airlock_installer::trust::trusted_keys;
+use airlock_tests::live::{kubectl, TestClock};
 use airlock_tests::{build_demo_bundle, demo_dir};
-
-/// Time that passes only when the code under test sleeps.
-struct TestClock(std::cell::Cell<Instant>);
-impl Clock for TestClock {
-    fn now(&self) -> Instant {
-        self.0.get()
-    }
-    fn sleep(&self, d: Duration) {
-        self.0.set(self.0.get() + d)
-    }
-}
-
-fn kubectl(args: &[&str]) -> Vec<String> {
-    ["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml"]
-        .iter()
-        .chain(args)
-        .map(|s| s.to_string())
-        .collect()
-}
 
 #[test]
 fn a_live_install_lays_every_file_before_starting_k3s_then_waits_for_the_node_and_each_chart() {

@@ -17,10 +17,11 @@ use airlock_installer::answers::Answers;
 use airlock_installer::engine::{apply, ApplyOptions};
 use airlock_installer::host::{CommandOutput, Host, HostCall, RecordingHost};
 use airlock_installer::install::prepare;
-use airlock_installer::live::{Clock, WaitOptions};
+use airlock_installer::live::WaitOptions;
 use airlock_installer::trust::trusted_keys;
 use airlock_installer::upgrade::{self, UpgradeOptions, EXIT_POLICY, EXIT_ROLLED_BACK};
 use airlock_tests::build_demo_variant;
+use airlock_tests::live::{kubectl, TestClock};
 use airlock_tests::tree::installed_tree as tree;
 use airlock_tests::{cargo_bin, demo_dir};
 
@@ -419,25 +420,6 @@ fn airlock_status(root: &Path) -> String {
 fn airlock_status_code(root: &Path) -> (Option<i32>, String) {
     let o = Command::new(cargo_bin("airlock")).arg("status").arg("--root").arg(root).output().unwrap();
     (o.status.code(), text(&o))
-}
-
-/// Time that passes only when the code under test sleeps.
-struct TestClock(std::cell::Cell<Instant>);
-impl Clock for TestClock {
-    fn now(&self) -> Instant {
-        self.0.get()
-    }
-    fn sleep(&self, d: Duration) {
-        self.0.set(self.0.get() + d)
-    }
-}
-
-fn kubectl(args: &[&str]) -> Vec<String> {
-    ["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml"]
-        .iter()
-        .chain(args)
-        .map(|s| s.to_string())
-        .collect()
 }
 
 fn refs(v: &[String]) -> Vec<&str> {
