@@ -364,6 +364,24 @@ pub fn build_demo_bundle_without(dir: &Path, charts: &[&str]) -> PathBuf {
     build_demo_variant(&kept, dir, &[])
 }
 
+/// `airlock-bundler create SPEC -o OUT` with the demo key, a fixed creation time and
+/// its own blob cache: how the registry and repository tests build.
+pub fn create_with_cache(spec: &Path, cache: &Path, out: &Path) -> std::process::Output {
+    Command::new(cargo_bin("airlock-bundler"))
+        .env("SOURCE_DATE_EPOCH", "1795305600")
+        .arg("create")
+        .arg(spec)
+        .arg("-o")
+        .arg(out)
+        .arg("--key")
+        .arg(demo_dir().join("keys/demo.key"))
+        .arg("--cache-dir")
+        .arg(cache)
+        .stdin(Stdio::null())
+        .output()
+        .expect("airlock-bundler runs")
+}
+
 /// A bundle from a variant of the demo spec (`spec` is its whole text: another
 /// version, a chart left out, an `upgrade:` policy), written to `dir/demo.airlock`.
 /// The variant lives in the demo directory for the time of the build, since its paths

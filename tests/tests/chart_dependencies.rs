@@ -8,11 +8,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use airlock_format::Sha256Digest;
+use airlock_tests::create_with_cache;
 use airlock_tests::http::StaticServer;
-use airlock_tests::{cargo_bin, demo_dir, helm, helm_command, require_tool};
+use airlock_tests::{helm, helm_command, require_tool};
 
 fn ok(o: Output, what: &str) -> Output {
     assert!(
@@ -38,22 +39,6 @@ fn chart(dir: &Path, name: &str, version: &str, extra: &str) -> PathBuf {
     )
     .unwrap();
     d
-}
-
-fn create(spec: &Path, cache: &Path, out: &Path) -> Output {
-    Command::new(cargo_bin("airlock-bundler"))
-        .env("SOURCE_DATE_EPOCH", "1795305600")
-        .arg("create")
-        .arg(spec)
-        .arg("-o")
-        .arg(out)
-        .arg("--key")
-        .arg(demo_dir().join("keys/demo.key"))
-        .arg("--cache-dir")
-        .arg(cache)
-        .stdin(Stdio::null())
-        .output()
-        .expect("airlock-bundler runs")
 }
 
 /// The bytes of `entry` in the bundle, read with stock zstd.
@@ -111,7 +96,7 @@ fn dependencies_from_an_http_repository_and_file_paths_are_vendored_and_render_o
     .unwrap();
     let cache = t.path().join("cache");
     let out = t.path().join("a.airlock");
-    ok(create(&t.path().join("bundle.yaml"), &cache, &out), "airlock-bundler create");
+    ok(create_with_cache(&t.path().join("bundle.yaml"), &cache, &out), "airlock-bundler create");
 
     // The lock pins the fetched dependency at the version the range resolved to.
     let lock = fs::read_to_string(t.path().join("bundle.lock")).unwrap();
@@ -149,7 +134,7 @@ fn dependencies_from_an_http_repository_and_file_paths_are_vendored_and_render_o
         "helm repo index",
     );
     let again = t.path().join("b.airlock");
-    ok(create(&t.path().join("bundle.yaml"), &cache, &again), "second build");
+    ok(create_with_cache(&t.path().join("bundle.yaml"), &cache, &again), "second build");
     assert_eq!(fs::read(&out).unwrap(), fs::read(&again).unwrap(), "the locked dependency gives the same bundle");
     drop(server);
 }
@@ -189,7 +174,7 @@ fn a_dependency_range_no_version_satisfies_names_the_chart_and_the_versions_ther
     .unwrap();
     let out = t.path().join("out").join("x.airlock");
     fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let o = create(&t.path().join("bundle.yaml"), &t.path().join("cache"), &out);
+    let o = create_with_cache(&t.path().join("bundle.yaml"), &t.path().join("cache"), &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(

@@ -98,6 +98,31 @@ fn generated(root: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// `airlock support-bundle` of the root into `work`: the archive's entry names and
+/// all of its contents as one text, for searching secrets in.
+fn support_bundle(root: &Path, work: &Path) -> (Vec<String>, String) {
+    let out = work.join("support.tar.gz");
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["support-bundle", "-o"])
+        .arg(&out)
+        .arg("--root")
+        .arg(root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let gz = flate2::read::GzDecoder::new(fs::File::open(&out).unwrap());
+    let (mut names, mut all) = (Vec::new(), String::new());
+    for e in tar::Archive::new(gz).entries().unwrap() {
+        let mut e = e.unwrap();
+        names.push(e.path().unwrap().display().to_string());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        all.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    (names, all)
+}
+
 #[test]
 fn demo_install_renders_platform_charts_whose_objects_exist_verify_and_keep_credentials_out_of_sight() {
     let Some(helm) = helm() else { return };
@@ -313,26 +338,7 @@ fn a_support_bundle_after_the_demo_install_holds_no_generated_platform_credentia
     fs::create_dir(&root).unwrap();
     let o = install(&bundle, &root, &demo_dir().join("answers.yaml"), &["--yes"]);
     assert!(o.status.success(), "{}", text(&o));
-    let out = d.path().join("support.tar.gz");
-    let o = Command::new(cargo_bin("airlock"))
-        .args(["support-bundle", "-o"])
-        .arg(&out)
-        .arg("--root")
-        .arg(&root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let gz = flate2::read::GzDecoder::new(fs::File::open(&out).unwrap());
-    let mut all = String::new();
-    let mut names = Vec::new();
-    for e in tar::Archive::new(gz).entries().unwrap() {
-        let mut e = e.unwrap();
-        names.push(e.path().unwrap().display().to_string());
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
-        all.push_str(&String::from_utf8_lossy(&bytes));
-    }
+    let (names, all) = support_bundle(&root, d.path());
     // The platform's manifests are collected (so the check below means something) ...
     assert!(all.contains("keycloak-realm-env") && all.contains("minio-users"), "{names:?}");
     // ... and none of the values airlock generated is in them, in any form it redacts.
@@ -477,24 +483,7 @@ fn ha_install_with_an_external_database_wires_keycloak_to_it_through_a_secret_on
         assert!(!t.contains(KC_DB_PW), "the database password shows in the {what}");
     }
     // A support bundle collects the Secret's manifest, with its data redacted.
-    let out = d.path().join("support.tar.gz");
-    let o = Command::new(cargo_bin("airlock"))
-        .args(["support-bundle", "-o"])
-        .arg(&out)
-        .arg("--root")
-        .arg(&root)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let gz = flate2::read::GzDecoder::new(fs::File::open(&out).unwrap());
-    let mut all = String::new();
-    for e in tar::Archive::new(gz).entries().unwrap() {
-        let mut e = e.unwrap();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
-        all.push_str(&String::from_utf8_lossy(&bytes));
-    }
+    let (_, all) = support_bundle(&root, d.path());
     assert!(all.contains("keycloak-database"), "the Secret's manifest is collected");
     assert!(!all.contains(KC_DB_PW), "the database password is in the support bundle");
 }

@@ -7,13 +7,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use airlock_format::parts::BundleFiles;
 use airlock_format::read::read_manifest;
 use airlock_format::Sha256Digest;
+use airlock_tests::create_with_cache;
 use airlock_tests::http::StaticServer;
-use airlock_tests::{cargo_bin, demo_dir, require_tool};
+use airlock_tests::require_tool;
 
 const K3S: &[u8] = b"#!/bin/sh\necho 'STAND-IN for the k3s binary, not K3s'\nexit 1\n";
 const AIRGAP: &[u8] = b"STAND-IN for k3s-airgap-images-amd64.tar.zst\n";
@@ -49,22 +50,6 @@ fn spec(dir: &Path, distribution_extra: &str, artifacts: &str) -> PathBuf {
 
 const BY_NAME: &str = "    - name: k3s\n    - name: k3s-airgap-images-amd64.tar.zst\n";
 
-fn create(spec: &Path, cache: &Path, out: &Path) -> Output {
-    Command::new(cargo_bin("airlock-bundler"))
-        .env("SOURCE_DATE_EPOCH", "1795305600")
-        .arg("create")
-        .arg(spec)
-        .arg("-o")
-        .arg(out)
-        .arg("--key")
-        .arg(demo_dir().join("keys/demo.key"))
-        .arg("--cache-dir")
-        .arg(cache)
-        .stdin(Stdio::null())
-        .output()
-        .expect("airlock-bundler runs")
-}
-
 fn assert_ok(o: &Output) {
     assert!(o.status.success(), "airlock-bundler create failed: {}", String::from_utf8_lossy(&o.stderr));
 }
@@ -94,7 +79,7 @@ fn artifacts_from_a_base_url_are_checked_cached_and_bundled() {
     let cache = t.path().join("cache");
     let s = spec(t.path(), &format!("  base_url: {base}\n"), BY_NAME);
     let out = t.path().join("a.airlock");
-    assert_ok(&create(&s, &cache, &out));
+    assert_ok(&create_with_cache(&s, &cache, &out));
     let got = artifact_digests(&out);
     assert_eq!(
         got,
@@ -110,7 +95,7 @@ fn artifacts_from_a_base_url_are_checked_cached_and_bundled() {
     fs::write(rel.join("k3s"), b"changed on the server").unwrap();
     fs::write(rel.join("k3s-airgap-images-amd64.tar.zst"), b"changed too").unwrap();
     let again = t.path().join("b.airlock");
-    assert_ok(&create(&s, &cache, &again));
+    assert_ok(&create_with_cache(&s, &cache, &again));
     assert_eq!(fs::read(&out).unwrap(), fs::read(&again).unwrap(), "the cached artifacts give the same bundle");
 
     // An artifact URL of its own: the checksum list comes from the same directory.
@@ -120,7 +105,7 @@ fn artifacts_from_a_base_url_are_checked_cached_and_bundled() {
         &format!("    - name: k3s-airgap-images-amd64.tar.zst\n      url: {base}/k3s-airgap-images-amd64.tar.zst\n"),
     );
     let one = t.path().join("c.airlock");
-    assert_ok(&create(&s, &cache, &one));
+    assert_ok(&create_with_cache(&s, &cache, &one));
     assert_eq!(artifact_digests(&one)[0].1, Sha256Digest::of(AIRGAP));
 }
 
@@ -138,7 +123,7 @@ fn a_download_that_does_not_match_the_release_checksums_names_the_artifact_and_w
     let s = spec(t.path(), &format!("  base_url: {base}\n"), BY_NAME);
     let out = t.path().join("out").join("x.airlock");
     fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let o = create(&s, &cache, &out);
+    let o = create_with_cache(&s, &cache, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "a digest mismatch is corrupt input (exit 4): {err}");
     assert!(err.contains("k3s-airgap-images-amd64.tar.zst"), "names the artifact: {err}");
@@ -152,14 +137,14 @@ fn a_download_that_does_not_match_the_release_checksums_names_the_artifact_and_w
 
     // An artifact the list does not name is refused before anything is downloaded.
     let s = spec(t.path(), &format!("  base_url: {base}\n"), "    - name: k3s-install.sh\n");
-    let o = create(&s, &cache, &out);
+    let o = create_with_cache(&s, &cache, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("`k3s-install.sh` is not listed in"), "{err}");
 
     // A server that does not have the file: HTTP 404 names the URL.
     let s = spec(t.path(), &format!("  base_url: http://127.0.0.1:{}/missing\n", server.port), BY_NAME);
-    let o = create(&s, &cache, &out);
+    let o = create_with_cache(&s, &cache, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("/missing/sha256sum-amd64.txt") && err.contains("404"), "{err}");
@@ -173,10 +158,10 @@ fn artifacts_from_a_release_directory_are_checked_against_its_checksum_list() {
     let cache = t.path().join("cache");
     let s = spec(t.path(), "  dir: good\n", BY_NAME);
     let out = t.path().join("d.airlock");
-    assert_ok(&create(&s, &cache, &out));
+    assert_ok(&create_with_cache(&s, &cache, &out));
     assert_eq!(artifact_digests(&out)[1].1, Sha256Digest::of(AIRGAP));
     let s = spec(t.path(), "  dir: bad\n", BY_NAME);
-    let o = create(&s, &cache, &t.path().join("e.airlock"));
+    let o = create_with_cache(&s, &cache, &t.path().join("e.airlock"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("bad/k3s-airgap-images-amd64.tar.zst") && err.contains("does not match"), "{err}");
