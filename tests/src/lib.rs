@@ -364,6 +364,30 @@ pub fn build_demo_bundle_without(dir: &Path, charts: &[&str]) -> PathBuf {
     build_demo_variant(&kept, dir, &[])
 }
 
+/// `airlock CMD BUNDLE --pubkey <demo key> --answers ANSWERS --root ROOT EXTRA...`
+/// with no stdin: how the install, join and platform tests run the installer.
+pub fn airlock_with_answers(
+    cmd: &str,
+    bundle: &Path,
+    answers: &Path,
+    root: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    Command::new(cargo_bin("airlock"))
+        .arg(cmd)
+        .arg(bundle)
+        .arg("--pubkey")
+        .arg(demo_dir().join("keys/demo.pub"))
+        .arg("--answers")
+        .arg(answers)
+        .arg("--root")
+        .arg(root)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("airlock runs")
+}
+
 /// `airlock-bundler create SPEC -o OUT` with the demo key, a fixed creation time and
 /// its own blob cache: how the registry and repository tests build.
 pub fn create_with_cache(spec: &Path, cache: &Path, out: &Path) -> std::process::Output {

@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use airlock_installer::host::{CommandOutput, RecordingHost};
 use airlock_installer::live::Clock;
 
 /// Time that passes only when the code under test sleeps, so deadlines are reached
@@ -39,4 +40,29 @@ pub fn kubectl(args: &[&str]) -> Vec<String> {
         .chain(args)
         .map(|s| s.to_string())
         .collect()
+}
+
+/// The demo's public Keycloak issuer (its answers' base domain).
+pub const DEMO_ISSUER: &str = "https://keycloak.platform.example.test/realms/airlock";
+
+/// Scripts the recording host so every post-install HTTPS check of the demo answers:
+/// any `curl` gets a page, and Keycloak's discovery document (checked against the site
+/// CA, resolved to the demo node) names the demo issuer.
+pub fn expect_healthy_demo_endpoints(host: &RecordingHost) {
+    host.expect_command(&["curl"], CommandOutput::ok("ok"));
+    host.expect_command(
+        &[
+            "curl",
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--max-time",
+            "10",
+            "--cacert",
+            "/etc/airlock/pki/ca.crt",
+            "--resolve",
+            "keycloak.platform.example.test:443:192.0.2.10",
+        ],
+        CommandOutput::ok(format!(r#"{{"issuer":"{DEMO_ISSUER}"}}"#)),
+    );
 }

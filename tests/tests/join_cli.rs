@@ -3,9 +3,10 @@
 //! same bundle with the token file the first server wrote.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use airlock_tests::{build_demo_bundle, build_demo_bundle_without, cargo_bin, demo_dir};
+use airlock_tests::airlock_with_answers;
+use airlock_tests::{build_demo_bundle, build_demo_bundle_without};
 
 const CLUSTER: &str = "profile: ha
 cluster:
@@ -31,19 +32,7 @@ fn answers(dir: &Path, node: &str, ip: &str, role: &str, join: bool) -> PathBuf 
 
 fn airlock(cmd: &str, bundle: &Path, answers: &Path, root: &Path, extra: &[&str]) -> Output {
     std::fs::create_dir_all(root).unwrap();
-    Command::new(cargo_bin("airlock"))
-        .arg(cmd)
-        .arg(bundle)
-        .arg("--pubkey")
-        .arg(demo_dir().join("keys/demo.pub"))
-        .arg("--answers")
-        .arg(answers)
-        .arg("--root")
-        .arg(root)
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    airlock_with_answers(cmd, bundle, answers, root, extra)
 }
 
 fn text(o: &Output) -> String {

@@ -14,7 +14,7 @@ use airlock_installer::host::{CommandOutput, Host, HostCall, RecordingHost};
 use airlock_installer::install::{prepare, STATE_DIR};
 use airlock_installer::live::{bring_up, WaitOptions};
 use airlock_installer::trust::trusted_keys;
-use airlock_tests::live::{kubectl, TestClock};
+use airlock_tests::live::{expect_healthy_demo_endpoints, kubectl, TestClock};
 use airlock_tests::{build_demo_bundle, demo_dir};
 
 #[test]
@@ -54,23 +54,7 @@ fn a_live_install_lays_every_file_before_starting_k3s_then_waits_for_the_node_an
     // resolved to this node.
     let checks = airlock_installer::platform::wiring::https_checks(&answers, &prepared.staged.manifest.charts);
     assert_eq!(checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["keycloak", "minio", "app"]);
-    host.expect_command(&["curl"], CommandOutput::ok("ok"));
-    let issuer = "https://keycloak.platform.example.test/realms/airlock";
-    host.expect_command(
-        &[
-            "curl",
-            "--silent",
-            "--show-error",
-            "--fail",
-            "--max-time",
-            "10",
-            "--cacert",
-            "/etc/airlock/pki/ca.crt",
-            "--resolve",
-            "keycloak.platform.example.test:443:192.0.2.10",
-        ],
-        CommandOutput::ok(format!(r#"{{"issuer":"{issuer}"}}"#)),
-    );
+    expect_healthy_demo_endpoints(&host);
     let ca = Path::new(airlock_installer::pki::CA_CERT);
     let checked =
         airlock_installer::live::post_install_checks(&host, &checks, ca, answers.node.ip, wait, &clock, &Silent)

@@ -11,6 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use airlock_tests::airlock_with_answers;
 use airlock_tests::{build_demo_bundle, cargo_bin, demo_dir, helm, helm_command, require_tool, workspace_root};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -19,19 +20,7 @@ use serde_yaml::Value;
 const MANIFESTS: &str = "var/lib/rancher/k3s/server/manifests";
 
 fn install(bundle: &Path, root: &Path, answers: &Path, extra: &[&str]) -> Output {
-    Command::new(cargo_bin("airlock"))
-        .arg("install")
-        .arg(bundle)
-        .arg("--pubkey")
-        .arg(demo_dir().join("keys/demo.pub"))
-        .arg("--answers")
-        .arg(answers)
-        .arg("--root")
-        .arg(root)
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    airlock_with_answers("install", bundle, answers, root, extra)
 }
 
 fn text(o: &Output) -> String {

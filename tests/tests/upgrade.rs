@@ -21,7 +21,7 @@ use airlock_installer::live::WaitOptions;
 use airlock_installer::trust::trusted_keys;
 use airlock_installer::upgrade::{self, UpgradeOptions, EXIT_POLICY, EXIT_ROLLED_BACK};
 use airlock_tests::build_demo_variant;
-use airlock_tests::live::{kubectl, TestClock};
+use airlock_tests::live::{expect_healthy_demo_endpoints, kubectl, TestClock};
 use airlock_tests::tree::installed_tree as tree;
 use airlock_tests::{cargo_bin, demo_dir};
 
@@ -476,22 +476,7 @@ fn failed_live_upgrade(
         let job = kubectl(&["-n", "kube-system", "get", &format!("job/helm-install-{c}")]);
         host.expect_command(&refs(&job), CommandOutput::ok("1/"));
     }
-    host.expect_command(&["curl"], CommandOutput::ok("ok"));
-    host.expect_command(
-        &[
-            "curl",
-            "--silent",
-            "--show-error",
-            "--fail",
-            "--max-time",
-            "10",
-            "--cacert",
-            "/etc/airlock/pki/ca.crt",
-            "--resolve",
-            "keycloak.platform.example.test:443:192.0.2.10",
-        ],
-        CommandOutput::ok(r#"{"issuer":"https://keycloak.platform.example.test/realms/airlock"}"#),
-    );
+    expect_healthy_demo_endpoints(&host);
     host.take_calls();
 
     let clock = TestClock(std::cell::Cell::new(Instant::now()));
