@@ -379,6 +379,39 @@ fn a_crash_at_each_upgrade_phase_resumes_to_the_upgraded_tree_or_rolls_back_to_t
 }
 
 #[test]
+fn a_crash_during_a_rollback_is_finished_by_the_next_run_and_never_resumes_the_upgrade() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    // Entering the rollback; after the files are back; after the pointers flipped.
+    let points = ["rolling-back", "rollback-restored", "rollback-flipped"];
+    for (i, at) in points.iter().enumerate() {
+        // The re-run is `--rollback` for one half and a plain `upgrade` for the other:
+        // both must finish the rollback, never carry the upgrade on.
+        for explicit in [true, false] {
+            let root = d.path().join(format!("rb-{i}-{explicit}"));
+            install(&b.v1, &root);
+            let v1 = exact(&root);
+            let crashed = upgrade_cmd(&b.v2, &root, &[], &[(upgrade::CRASH_AFTER_PHASE_ENV, "flipped")]);
+            assert!(!crashed.status.success(), "no crash after flipped: {}", text(&crashed));
+            let crashed = upgrade_cmd(&b.v2, &root, &["--rollback"], &[(upgrade::CRASH_AFTER_PHASE_ENV, at)]);
+            assert!(!crashed.status.success(), "no crash at {at}: {}", text(&crashed));
+            assert_eq!(journal(&root)["phase"], "rolling-back", "journal after a crash at {at}");
+
+            let (args, want): (&[&str], i32) =
+                if explicit { (&["--rollback"], 0) } else { (&[], EXIT_ROLLED_BACK as i32) };
+            let o = upgrade_cmd(&b.v2, &root, args, &[]);
+            assert_eq!(o.status.code(), Some(want), "re-run after a crash at {at} (explicit {explicit}): {}", text(&o));
+            let back = diff(&v1, &exact(&root));
+            assert!(back.is_empty(), "re-run after a crash at {at} left:\n{}", back.join("\n"));
+            assert_eq!(journal(&root)["outcome"], "rolled-back", "after a crash at {at}");
+            let (code, st) = airlock_status_code(&root);
+            assert_eq!(code, Some(0), "status after finishing a rollback crashed at {at}: {st}");
+            let _ = std::fs::remove_dir_all(&root);
+        }
+    }
+}
+
+#[test]
 fn a_run_after_a_crash_once_the_gate_had_failed_rolls_back_instead_of_continuing() {
     let b = bundles();
     let d = tempfile::tempdir().unwrap();

@@ -56,7 +56,8 @@ pub const EXIT_ROLLBACK_FAILED: u8 = 14;
 pub const UPGRADE_JOURNAL_PATH: &str = "/var/lib/airlock/upgrade.json";
 /// Where the new bundle is verified to, apart from the kept releases.
 pub const UPGRADE_STAGING: &str = "/var/lib/airlock/staging/upgrade";
-/// Tests: abort right after the journal records this phase (e.g. `backed-up`).
+/// Tests: abort right after the journal records this phase (e.g. `backed-up`), or at
+/// `rollback-restored` / `rollback-flipped` inside a rollback.
 pub const CRASH_AFTER_PHASE_ENV: &str = "AIRLOCK_TEST_UPGRADE_CRASH_AFTER";
 /// Releases kept by default (`--keep`).
 pub const DEFAULT_KEEP: usize = 3;
@@ -161,9 +162,7 @@ impl UpgradeJournal {
         self.phase = phase;
         self.phases.push((phase, now_rfc3339()));
         self.save(host)?;
-        if std::env::var(CRASH_AFTER_PHASE_ENV).ok().as_deref() == Some(phase.as_str()) {
-            std::process::abort();
-        }
+        crash_point(phase.as_str());
         Ok(())
     }
 
@@ -794,6 +793,14 @@ impl RolledBack {
     }
 }
 
+/// Aborts the process at `at` when a test asked for a crash there
+/// ([`CRASH_AFTER_PHASE_ENV`]): the journal phases, and two points inside a rollback.
+fn crash_point(at: &str) {
+    if std::env::var(CRASH_AFTER_PHASE_ENV).ok().as_deref() == Some(at) {
+        std::process::abort();
+    }
+}
+
 /// Puts the previous release back whole (see the module docs).
 fn roll_back(
     host: &dyn Host,
@@ -826,11 +833,13 @@ fn roll_back(
             newer.dirs.extend(now.dirs.into_iter().filter(|d| !journal.to_inventory.dirs.contains(d)));
         }
         release::restore(host, &snap, Some(&newer))?;
+        crash_point("rollback-restored");
         release::set_pointer(host, "current", &journal.from)?;
         match &journal.previous_before {
             Some(p) => release::set_pointer(host, "previous", p)?,
             None => host.remove(&Path::new(release::RELEASES_DIR).join("previous"))?,
         }
+        crash_point("rollback-flipped");
         // The new release's kept copy is not a release the site ran: it goes.
         if journal.to != journal.from {
             host.remove_all(&release::release_dir(&journal.to))?;
