@@ -559,6 +559,19 @@ pub fn kubectl(host: &dyn Host, k: &(PathBuf, PathBuf), args: &[&str]) -> Result
     host.run(&argv)
 }
 
+/// The status of a node's Ready condition (`True`, `False`, or `Unknown` when the
+/// kubelet stopped reporting or the condition is missing), from an item of
+/// `kubectl get nodes -o json`.
+pub fn ready_condition(node: &serde_json::Value) -> &str {
+    node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("Unknown")
+}
+
 /// The unit's state, each node's Ready condition and each chart's install job.
 fn ask_cluster(host: &dyn Host, inv: &Inventory, components: &mut [Component]) -> Live {
     let mut errors = Vec::new();
@@ -574,18 +587,11 @@ fn ask_cluster(host: &dyn Host, inv: &Inventory, components: &mut [Component]) -
                 Ok(v) => {
                     for item in v["items"].as_array().into_iter().flatten() {
                         let name = item["metadata"]["name"].as_str().unwrap_or("?").to_string();
-                        let ready = item["status"]["conditions"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .find(|c| c["type"] == "Ready")
-                            .and_then(|c| c["status"].as_str())
-                            .map(|s| match s {
-                                "True" => "Ready",
-                                "False" => "NotReady",
-                                _ => "Unknown",
-                            })
-                            .unwrap_or("Unknown");
+                        let ready = match ready_condition(item) {
+                            "True" => "Ready",
+                            "False" => "NotReady",
+                            _ => "Unknown",
+                        };
                         nodes.insert(name, ready.to_string());
                     }
                     if nodes.is_empty() {

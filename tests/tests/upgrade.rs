@@ -459,12 +459,9 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// v1 installed live on a recording host (embedded etcd), then the upgrade to v2 whose
-/// gate fails; returns the host, the failure, and every file's digest before the upgrade.
-fn failed_live_upgrade(
-    restore_datastore: bool,
-    etcd: bool,
-) -> (RecordingHost, upgrade::UpgradeFailure, BTreeMap<String, String>) {
+/// v1 installed live on a recording host, with embedded etcd or SQLite; returns the
+/// host, the charts v1 installed and every file's digest after the install.
+fn live_v1(etcd: bool) -> (RecordingHost, Vec<String>, BTreeMap<String, String>) {
     let b = bundles();
     let keys = trusted_keys(&[demo_dir().join("keys/demo.pub")], Path::new("/")).unwrap();
     let answers_path = demo_dir().join("answers.yaml");
@@ -495,6 +492,46 @@ fn failed_live_upgrade(
         std::fs::write(db.join("state.db"), b"SQLite format 3\0 the cluster").unwrap();
     }
     let before = exact(host.root());
+    (host, prepared.live.charts.clone(), before)
+}
+
+/// The API server's answer to the upgrade's question about the other servers (asked
+/// with a request timeout, so a dead API server cannot hang the upgrade).
+fn expect_servers(host: &RecordingHost, servers: &[(&str, &str)]) {
+    let items: Vec<serde_json::Value> = servers
+        .iter()
+        .map(|(n, r)| serde_json::json!({"metadata": {"name": n}, "status": {"conditions": [{"type": "Ready", "status": r}]}}))
+        .collect();
+    let list = kubectl(&["--request-timeout=15s", "get", "nodes", "-l", "node-role.kubernetes.io/control-plane"]);
+    host.expect_command(&refs(&list), CommandOutput::ok(serde_json::json!({ "items": items }).to_string()));
+}
+
+fn live_opts(restore_datastore: bool, allow_policy_override: bool) -> UpgradeOptions {
+    UpgradeOptions {
+        answers: None,
+        dry_run: false,
+        allow_policy_override,
+        rollback: false,
+        restore_datastore,
+        keep: upgrade::DEFAULT_KEEP,
+        wait: WaitOptions { timeout: Duration::from_secs(60), poll: Duration::from_secs(5) },
+        preflight_overrides: Vec::new(),
+        resume_command: "airlock upgrade v2.airlock --yes".into(),
+        answers_file: None,
+    }
+}
+
+/// v1 installed live on a recording host (embedded etcd), then the upgrade to v2 whose
+/// gate fails; returns the host, the failure, and every file's digest before the upgrade.
+fn failed_live_upgrade(
+    restore_datastore: bool,
+    etcd: bool,
+) -> (RecordingHost, upgrade::UpgradeFailure, BTreeMap<String, String>) {
+    let b = bundles();
+    let keys = trusted_keys(&[demo_dir().join("keys/demo.pub")], Path::new("/")).unwrap();
+    let (host, charts, before) = live_v1(etcd);
+    // An HA cluster: the other server is Ready, so this one may start.
+    expect_servers(&host, &[("demo-node", "True"), ("server-2", "True")]);
 
     // What the site answers: the snapshot and the dump work; after the restart on v2
     // the node never gets Ready within the gate (13 polls over 60 s); once v1 is back
@@ -505,7 +542,7 @@ fn failed_live_upgrade(
     let node = kubectl(&["get", "node", "demo-node"]);
     host.expect_command(&refs(&node), CommandOutput::ok("True"));
     host.expect_command_times(&refs(&node), CommandOutput::ok("False"), 13);
-    for c in &prepared.live.charts {
+    for c in &charts {
         let job = kubectl(&["-n", "kube-system", "get", &format!("job/helm-install-{c}")]);
         host.expect_command(&refs(&job), CommandOutput::ok("1/"));
     }
@@ -513,18 +550,7 @@ fn failed_live_upgrade(
     host.take_calls();
 
     let clock = TestClock(std::cell::Cell::new(Instant::now()));
-    let opts = UpgradeOptions {
-        answers: None,
-        dry_run: false,
-        allow_policy_override: false,
-        rollback: false,
-        restore_datastore,
-        keep: upgrade::DEFAULT_KEEP,
-        wait: WaitOptions { timeout: Duration::from_secs(60), poll: Duration::from_secs(5) },
-        preflight_overrides: Vec::new(),
-        resume_command: "airlock upgrade v2.airlock --yes".into(),
-        answers_file: None,
-    };
+    let opts = live_opts(restore_datastore, false);
     host.expect_command(&["k3s", "server", "--cluster-reset"], CommandOutput::ok("restored"));
     let failure = upgrade::run(&b.v2, &keys, &host, &opts, &clock, &Silent).expect_err("the gate fails");
     (host, failure, before)
@@ -538,6 +564,42 @@ fn runs(host: &RecordingHost) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn another_server_not_ready_refuses_the_upgrade_before_the_backup_unless_overridden_and_journaled() {
+    let b = bundles();
+    let keys = trusted_keys(&[demo_dir().join("keys/demo.pub")], Path::new("/")).unwrap();
+    let (host, _, before) = live_v1(true);
+    expect_servers(&host, &[("demo-node", "True"), ("server-2", "False"), ("server-3", "True")]);
+    host.take_calls();
+    let clock = TestClock(std::cell::Cell::new(Instant::now()));
+    let failure = upgrade::run(&b.v2, &keys, &host, &live_opts(false, false), &clock, &Silent)
+        .expect_err("server-2 is not Ready");
+    assert_eq!(failure.exit_code, EXIT_POLICY, "{}", failure.error);
+    let e = failure.error.to_string();
+    assert!(e.contains("server server-2 (Ready=False) not Ready") && e.contains("one at a time"), "{e}");
+    // Refused before the first change: no snapshot, no dump, no restart, same files.
+    let ran = runs(&host);
+    assert!(ran.iter().all(|r| !r.contains("etcd-snapshot") && !r.contains("restart")), "{ran:#?}");
+    assert!(ran.iter().any(|r| r.contains("get nodes -l node-role.kubernetes.io/control-plane")), "{ran:#?}");
+    assert!(diff(&before, &exact(host.root())).is_empty(), "a refused upgrade changed files");
+
+    // With the override, the upgrade goes ahead (its gate then fails here, which does
+    // not matter) and the journal says what was overridden.
+    expect_servers(&host, &[("demo-node", "True"), ("server-2", "False")]);
+    host.expect_command(&["k3s", "etcd-snapshot", "save"], CommandOutput::ok("Snapshot airlock-upgrade saved"));
+    let dump = kubectl(&["-n", "app", "exec"]);
+    host.expect_command(&refs(&dump), CommandOutput::ok("-- PostgreSQL database dump\n"));
+    let node = kubectl(&["get", "node", "demo-node"]);
+    host.expect_command(&refs(&node), CommandOutput::ok("False"));
+    let _ = upgrade::run(&b.v2, &keys, &host, &live_opts(false, true), &clock, &Silent);
+    let j = journal(host.root());
+    let overridden = j["policy_overridden"].as_array().expect("policy_overridden in the journal");
+    assert!(
+        overridden.iter().any(|v| v.as_str().unwrap_or("").starts_with("server server-2 (Ready=False) not Ready")),
+        "{j:#}"
+    );
 }
 
 #[test]

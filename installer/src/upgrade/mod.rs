@@ -3,7 +3,8 @@
 //!
 //! Order is the point: verify and stage the new bundle (a staging directory of its
 //! own: the kept release stays untouched), check the version policy, plan with the
-//! site's answers, run the upgrade preflight and show the diff — `--dry-run` stops
+//! site's answers, on a server check that the other servers are Ready ([`order`]),
+//! run the upgrade preflight and show the diff — `--dry-run` stops
 //! there, through the same code. Then, before any change, snapshot the installed
 //! release (if the install did not) and take the backup (datastore, app database,
 //! configs, PKI, state). Then apply: images, then the distribution, then the charts,
@@ -20,6 +21,7 @@
 
 pub mod answers;
 pub mod backup;
+pub mod order;
 pub mod policy;
 pub mod release;
 
@@ -407,6 +409,20 @@ pub fn run(
     };
     let old_manifest = release::kept_manifest(host, &from)?;
     let prepared = install::plan(bundle, staged, &answers, host)?;
+    // On a live server of an HA cluster: the other servers must be Ready (see `order`).
+    let decision = match decision {
+        Some(d) if host.live() => {
+            let (d, warning) =
+                order::check(order::other_servers(host, &prepared.live), d, opts.allow_policy_override).map_err(
+                    |e| UpgradeFailure { exit_code: EXIT_POLICY, error: Box::new(e), restore_datastore_command: None },
+                )?;
+            if let Some(w) = warning {
+                reporter.event(Event::Warning(&w));
+            }
+            Some(d)
+        }
+        d => d,
+    };
     let old_inventory = Inventory::load(host).ok();
     let diff = diff(old_manifest.as_ref(), &prepared, old_inventory.as_ref(), host, &from_version)?;
 
