@@ -135,42 +135,8 @@ enum Command {
     /// on failure the whole previous release is put back (docs/day2.md, upgrade).
     Upgrade {
         bundle: PathBuf,
-        /// Vendor public key(s) to trust (default: the site keys in <root>/etc/airlock/keys).
-        #[arg(long)]
-        pubkey: Vec<PathBuf>,
-        /// The site's answers (default: the copy the install kept in /var/lib/airlock).
-        #[arg(long)]
-        answers: Option<PathBuf>,
-        #[arg(long, default_value = "/")]
-        root: PathBuf,
-        /// Print the plan and the diff and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Accept the plan without asking.
-        #[arg(long)]
-        yes: bool,
-        /// Live: seconds the health gate waits for the node, every chart and the endpoints.
-        #[arg(long, default_value_t = 1200)]
-        timeout: u64,
-        /// Releases to keep in /var/lib/airlock/releases (never the current or previous).
-        #[arg(long, default_value_t = airlock_installer::upgrade::DEFAULT_KEEP)]
-        keep: usize,
-        /// On rollback, also put the datastore back from the backup (cluster changes
-        /// made since the backup are lost); without it the command is printed.
-        #[arg(long)]
-        restore_datastore: bool,
-        /// Undo the interrupted or failed upgrade instead of continuing it.
-        #[arg(long)]
-        rollback: bool,
-        /// Upgrade even though the bundle's version policy refuses it (a downgrade, a
-        /// skipped required release); journaled and reported.
-        #[arg(long)]
-        allow_policy_override: bool,
-        /// Accept a failing preflight check, named by id (repeatable); journaled.
-        #[arg(long = "override", value_name = "CHECK")]
-        overrides: Vec<String>,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        flags: UpgradeFlags,
     },
     /// Remove what `airlock install` laid down (its recorded inventory) and nothing
     /// else; files of ours changed since are kept unless --force.
@@ -353,34 +319,7 @@ fn run(cli: Cli) -> Result<u8> {
             let join = Some(JoinFlags { server, token_file });
             install(&bundle, &flags.pubkey, flags.answers.as_deref(), &flags.root, &flags.args(join))
         }
-        Command::Upgrade {
-            bundle,
-            pubkey,
-            answers,
-            root,
-            dry_run,
-            yes,
-            timeout,
-            keep,
-            restore_datastore,
-            rollback,
-            allow_policy_override,
-            overrides,
-            output,
-        } => {
-            let flags = UpgradeFlags {
-                dry_run,
-                yes,
-                timeout,
-                keep,
-                restore_datastore,
-                rollback,
-                allow_policy_override,
-                overrides,
-                output,
-            };
-            upgrade(&bundle, &pubkey, answers.as_deref(), &root, flags)
-        }
+        Command::Upgrade { bundle, flags } => upgrade(&bundle, flags),
         Command::Uninstall { root, purge, force, yes, dry_run, output } => {
             uninstall(&root, UninstallOptions { force, purge }, yes, dry_run, output)
         }
@@ -729,29 +668,54 @@ fn install(
     Ok(0)
 }
 
+/// The flags of `upgrade`.
+#[derive(Args)]
 struct UpgradeFlags {
+    /// Vendor public key(s) to trust (default: the site keys in <root>/etc/airlock/keys).
+    #[arg(long)]
+    pubkey: Vec<PathBuf>,
+    /// The site's answers (default: the copy the install kept in /var/lib/airlock).
+    #[arg(long)]
+    answers: Option<PathBuf>,
+    /// Upgrade what was installed into this target root (nothing is started there).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Print the plan and the diff and change nothing.
+    #[arg(long)]
     dry_run: bool,
+    /// Accept the plan without asking.
+    #[arg(long)]
     yes: bool,
+    /// Live: seconds the health gate waits for the node, every chart and the endpoints.
+    #[arg(long, default_value_t = 1200)]
     timeout: u64,
+    /// Releases to keep in /var/lib/airlock/releases (never the current or previous).
+    #[arg(long, default_value_t = airlock_installer::upgrade::DEFAULT_KEEP)]
     keep: usize,
+    /// On rollback, also put the datastore back from the backup (cluster changes
+    /// made since the backup are lost); without it the command is printed.
+    #[arg(long)]
     restore_datastore: bool,
+    /// Undo the interrupted or failed upgrade instead of continuing it.
+    #[arg(long)]
     rollback: bool,
+    /// Upgrade even though the policy refuses it (a downgrade, a skipped required
+    /// release, another HA server not Ready); journaled and reported.
+    #[arg(long)]
     allow_policy_override: bool,
+    /// Accept a failing preflight check, named by id (repeatable); journaled.
+    #[arg(long = "override", value_name = "CHECK")]
     overrides: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
 }
 
-fn upgrade(
-    bundle: &std::path::Path,
-    pubkey: &[PathBuf],
-    answers: Option<&std::path::Path>,
-    root: &std::path::Path,
-    f: UpgradeFlags,
-) -> Result<u8> {
+fn upgrade(bundle: &std::path::Path, f: UpgradeFlags) -> Result<u8> {
     use airlock_installer::host::RootedHost;
     use airlock_installer::live::{SystemClock, WaitOptions};
     use airlock_installer::upgrade::{self, UpgradeOptions};
 
+    let (pubkey, answers, root) = (&f.pubkey[..], f.answers.as_deref(), f.root.as_path());
     let live = root == std::path::Path::new("/");
     let keys = trust::trusted_keys(pubkey, root)?;
     let host = RootedHost::new(root.to_path_buf(), live)?;
