@@ -37,19 +37,27 @@ enum PreflightMode {
     Upgrade,
 }
 
-/// What `install` and `join` share.
+/// Trust, answers and target: what `install`, `join` and `upgrade` share.
 #[derive(Args)]
-struct InstallFlags {
+struct SiteFlags {
     /// Vendor public key(s) to trust (default: the site keys in <root>/etc/airlock/keys).
     #[arg(long)]
     pubkey: Vec<PathBuf>,
-    /// Answers file for an unattended install (docs/answers.md).
+    /// The site's answers file (docs/answers.md); without it `install` and `join` ask,
+    /// and `upgrade` uses the copy the install kept in /var/lib/airlock.
     #[arg(long)]
     answers: Option<PathBuf>,
-    /// Install into this target root instead of the running system: files are laid
-    /// out and units enabled by symlink; nothing is started.
+    /// Work on this target root instead of the running system: files are laid out and
+    /// units enabled by symlink; nothing is started.
     #[arg(long, default_value = "/")]
     root: PathBuf,
+}
+
+/// What `install` and `join` share.
+#[derive(Args)]
+struct InstallFlags {
+    #[command(flatten)]
+    site: SiteFlags,
     /// Accept the plan without asking.
     #[arg(long)]
     yes: bool,
@@ -313,11 +321,11 @@ fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Install { bundle, flags } => {
-            install(&bundle, &flags.pubkey, flags.answers.as_deref(), &flags.root, &flags.args(None))
+            install(&bundle, &flags.site.pubkey, flags.site.answers.as_deref(), &flags.site.root, &flags.args(None))
         }
         Command::Join { bundle, server, token_file, flags } => {
             let join = Some(JoinFlags { server, token_file });
-            install(&bundle, &flags.pubkey, flags.answers.as_deref(), &flags.root, &flags.args(join))
+            install(&bundle, &flags.site.pubkey, flags.site.answers.as_deref(), &flags.site.root, &flags.args(join))
         }
         Command::Upgrade { bundle, flags } => upgrade(&bundle, flags),
         Command::Uninstall { root, purge, force, yes, dry_run, output } => {
@@ -671,15 +679,8 @@ fn install(
 /// The flags of `upgrade`.
 #[derive(Args)]
 struct UpgradeFlags {
-    /// Vendor public key(s) to trust (default: the site keys in <root>/etc/airlock/keys).
-    #[arg(long)]
-    pubkey: Vec<PathBuf>,
-    /// The site's answers (default: the copy the install kept in /var/lib/airlock).
-    #[arg(long)]
-    answers: Option<PathBuf>,
-    /// Upgrade what was installed into this target root (nothing is started there).
-    #[arg(long, default_value = "/")]
-    root: PathBuf,
+    #[command(flatten)]
+    site: SiteFlags,
     /// Print the plan and the diff and change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -715,7 +716,7 @@ fn upgrade(bundle: &std::path::Path, f: UpgradeFlags) -> Result<u8> {
     use airlock_installer::live::{SystemClock, WaitOptions};
     use airlock_installer::upgrade::{self, UpgradeOptions};
 
-    let (pubkey, answers, root) = (&f.pubkey[..], f.answers.as_deref(), f.root.as_path());
+    let (pubkey, answers, root) = (&f.site.pubkey[..], f.site.answers.as_deref(), f.site.root.as_path());
     let live = root == std::path::Path::new("/");
     let keys = trust::trusted_keys(pubkey, root)?;
     let host = RootedHost::new(root.to_path_buf(), live)?;
