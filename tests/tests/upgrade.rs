@@ -393,6 +393,11 @@ fn a_crash_during_a_rollback_is_finished_by_the_next_run_and_never_resumes_the_u
             let v1 = exact(&root);
             let crashed = upgrade_cmd(&b.v2, &root, &[], &[(upgrade::CRASH_AFTER_PHASE_ENV, "flipped")]);
             assert!(!crashed.status.success(), "no crash after flipped: {}", text(&crashed));
+            // A secret answer only the new release's answers had, kept 0600 beside the
+            // others: the rollback must take it away with the rest of that release.
+            let extra = root.join("var/lib/airlock/secrets/answers-keycloak_database.password");
+            std::fs::write(&extra, b"only-v2-knew-this").unwrap();
+            std::fs::set_permissions(&extra, std::fs::Permissions::from_mode(0o600)).unwrap();
             let crashed = upgrade_cmd(&b.v2, &root, &["--rollback"], &[(upgrade::CRASH_AFTER_PHASE_ENV, at)]);
             assert!(!crashed.status.success(), "no crash at {at}: {}", text(&crashed));
             assert_eq!(journal(&root)["phase"], "rolling-back", "journal after a crash at {at}");

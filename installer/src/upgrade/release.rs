@@ -251,8 +251,10 @@ pub fn restore(host: &dyn Host, snap: &Snapshot, newer: Option<&Inventory>) -> R
     for u in &snap.units {
         host.enable_unit(u)?;
     }
-    // The state files the snapshot did not have (the newer release wrote them).
-    for p in state_files() {
+    // The state files the snapshot did not have (the newer release wrote them), and
+    // secret answers only the newer release's answers had: a secret must not outlive
+    // the release it was given for.
+    for p in state_files().into_iter().chain(answer_secret_files(host)?) {
         if !snap.has(&p) {
             host.remove(&p)?;
         }
