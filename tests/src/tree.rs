@@ -21,24 +21,14 @@ pub fn installed_tree(root: &Path) -> BTreeMap<String, String> {
             }
         }
     }
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let e = e.unwrap();
-        let rel = format!("/{}", e.path().strip_prefix(root).unwrap().display());
-        if rel.starts_with("/var/lib/airlock/")
-            && !rel.starts_with("/var/lib/airlock/secrets")
-            && rel != "/var/lib/airlock/release.json"
-            && rel != "/var/lib/airlock/installed.json"
-        {
-            continue;
-        }
-        let md = e.path().symlink_metadata().unwrap();
-        let mode = md.permissions().mode() & 0o7777;
-        let what = if md.file_type().is_symlink() {
-            format!("link -> {}", std::fs::read_link(e.path()).unwrap().display())
-        } else if md.is_dir() {
-            format!("dir {mode:04o}")
-        } else if rel.contains("/secrets/")
+    let keep = |rel: &str| {
+        !rel.starts_with("/var/lib/airlock/")
+            || rel.starts_with("/var/lib/airlock/secrets")
+            || rel == "/var/lib/airlock/release.json"
+            || rel == "/var/lib/airlock/installed.json"
+    };
+    walk(root, keep, |rel, path, mode| {
+        if rel.contains("/secrets/")
             || rel.ends_with("config.yaml")
             || rel.ends_with(".env")
             || (rel.starts_with("/etc/airlock/pki/") && rel.ends_with(".key"))
@@ -48,7 +38,7 @@ pub fn installed_tree(root: &Path) -> BTreeMap<String, String> {
             // Issued with fresh keys and serials on every install.
             format!("file {mode:04o} <certificate>")
         } else {
-            let bytes = std::fs::read(e.path()).unwrap();
+            let bytes = std::fs::read(path).unwrap();
             let text = String::from_utf8_lossy(&bytes);
             if generated.iter().any(|g| text.contains(g.as_str())) || text.contains("PRIVATE KEY-----") {
                 format!("file {mode:04o} <secret>")
@@ -58,6 +48,33 @@ pub fn installed_tree(root: &Path) -> BTreeMap<String, String> {
             } else {
                 format!("file {mode:04o} {}", &hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))[..16])
             }
+        }
+    })
+}
+
+/// Every path under `root` that `keep` accepts (given as `/relative/path`), described
+/// as `link -> TARGET`, `dir MODE`, or for a regular file what `file` makes of its
+/// relative path, real path and mode: the one walk the tree comparisons share.
+pub fn walk(
+    root: &Path,
+    keep: impl Fn(&str) -> bool,
+    mut file: impl FnMut(&str, &Path, u32) -> String,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = format!("/{}", e.path().strip_prefix(root).unwrap().display());
+        if !keep(&rel) {
+            continue;
+        }
+        let md = e.path().symlink_metadata().unwrap();
+        let mode = md.permissions().mode() & 0o7777;
+        let what = if md.file_type().is_symlink() {
+            format!("link -> {}", std::fs::read_link(e.path()).unwrap().display())
+        } else if md.is_dir() {
+            format!("dir {mode:04o}")
+        } else {
+            file(&rel, e.path(), mode)
         };
         out.insert(rel, what);
     }

@@ -22,7 +22,7 @@ use airlock_installer::trust::trusted_keys;
 use airlock_installer::upgrade::{self, UpgradeOptions, EXIT_POLICY, EXIT_ROLLED_BACK};
 use airlock_tests::build_demo_variant;
 use airlock_tests::live::{expect_healthy_demo_endpoints, kubectl, TestClock};
-use airlock_tests::tree::installed_tree as tree;
+use airlock_tests::tree::{installed_tree as tree, walk};
 use airlock_tests::{cargo_bin, demo_dir};
 
 struct Bundles {
@@ -124,25 +124,11 @@ fn exact(root: &Path) -> BTreeMap<String, String> {
         "/var/lib/airlock/releases",
         "/var/lib/airlock/staging",
     ];
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let e = e.unwrap();
-        let rel = format!("/{}", e.path().strip_prefix(root).unwrap().display());
-        if skip.iter().any(|s| rel == *s || rel.starts_with(&format!("{s}/"))) {
-            continue;
-        }
-        let md = e.path().symlink_metadata().unwrap();
-        let mode = md.permissions().mode() & 0o7777;
-        let what = if md.file_type().is_symlink() {
-            format!("link -> {}", std::fs::read_link(e.path()).unwrap().display())
-        } else if md.is_dir() {
-            format!("dir {mode:04o}")
-        } else {
-            format!("file {mode:04o} {}", sha(&std::fs::read(e.path()).unwrap()))
-        };
-        out.insert(rel, what);
-    }
-    out
+    walk(
+        root,
+        |rel| !skip.iter().any(|s| rel == *s || rel.starts_with(&format!("{s}/"))),
+        |_, path, mode| format!("file {mode:04o} {}", sha(&std::fs::read(path).unwrap())),
+    )
 }
 
 fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
