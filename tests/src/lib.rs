@@ -388,20 +388,27 @@ pub fn airlock_with_answers(
         .expect("airlock runs")
 }
 
-/// `airlock-bundler create SPEC -o OUT` with the demo key, a fixed creation time and
-/// its own blob cache: how the registry and repository tests build.
-pub fn create_with_cache(spec: &Path, cache: &Path, out: &Path) -> std::process::Output {
-    Command::new(cargo_bin("airlock-bundler"))
-        .env("SOURCE_DATE_EPOCH", "1795305600")
+/// `airlock-bundler create SPEC -o OUT --key KEY` at a fixed creation time, stdin
+/// closed; callers add a cache, environment or further flags.
+pub fn create_command(spec: &Path, out: &Path, key: &Path) -> Command {
+    let mut cmd = Command::new(cargo_bin("airlock-bundler"));
+    cmd.env("SOURCE_DATE_EPOCH", "1795305600")
         .arg("create")
         .arg(spec)
         .arg("-o")
         .arg(out)
         .arg("--key")
-        .arg(demo_dir().join("keys/demo.key"))
+        .arg(key)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `airlock-bundler create SPEC -o OUT` with the demo key, a fixed creation time and
+/// its own blob cache: how the registry and repository tests build.
+pub fn create_with_cache(spec: &Path, cache: &Path, out: &Path) -> std::process::Output {
+    create_command(spec, out, &demo_dir().join("keys/demo.key"))
         .arg("--cache-dir")
         .arg(cache)
-        .stdin(Stdio::null())
         .output()
         .expect("airlock-bundler runs")
 }

@@ -8,28 +8,20 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use airlock_format::parts::BundleFiles;
 use airlock_format::read::read_manifest;
 use airlock_tests::registry::{build_image, Registry, RegistryOptions};
-use airlock_tests::{cargo_bin, demo_dir, helm, require_tool};
+use airlock_tests::{cargo_bin, create_command, demo_dir, helm, require_tool};
 
 fn create(spec: &Path, cache: &Path, out: &Path, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(cargo_bin("airlock-bundler"));
-    cmd.env("SOURCE_DATE_EPOCH", "1795305600")
-        .env("HOME", spec.parent().unwrap())
+    let mut cmd = create_command(spec, out, &demo_dir().join("keys/demo.key"));
+    cmd.env("HOME", spec.parent().unwrap())
         .env_remove("DOCKER_CONFIG")
         .env_remove("REGISTRY_AUTH_FILE")
-        .arg("create")
-        .arg(spec)
-        .arg("-o")
-        .arg(out)
-        .arg("--key")
-        .arg(demo_dir().join("keys/demo.key"))
         .arg("--cache-dir")
-        .arg(cache)
-        .stdin(Stdio::null());
+        .arg(cache);
     for (k, v) in env {
         cmd.env(k, v);
     }

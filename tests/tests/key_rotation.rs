@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 
 use airlock_format::key_statement::KeyStatement;
 use airlock_format::minisign::PublicKey;
-use airlock_tests::{cargo_bin, demo_dir, require_tool};
+use airlock_tests::{cargo_bin, create_command, demo_dir, require_tool};
 
 fn show(o: &Output) -> String {
     format!(
@@ -80,14 +80,7 @@ fn spec(dir: &Path, version: &str, key_statements: &str) -> PathBuf {
 }
 
 fn build(spec: &Path, key: &Key, out: &Path) -> Output {
-    run(Command::new(cargo_bin("airlock-bundler"))
-        .env("SOURCE_DATE_EPOCH", "1795305600")
-        .arg("create")
-        .arg(spec)
-        .arg("-o")
-        .arg(out)
-        .arg("--key")
-        .arg(&key.secret))
+    run(&mut create_command(spec, out, &key.secret))
 }
 
 fn bundle(dir: &Path, version: &str, key: &Key, key_statements: &str) -> PathBuf {
