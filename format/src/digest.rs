@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 
 use ring::digest::{Context, SHA256};
@@ -161,8 +161,13 @@ impl<W: Write> Write for HashingWriter<W> {
 ///
 /// On two cores, decoding and hashing a bundle on one thread takes twice as long as
 /// decoding alone; handing each chunk to this thread brings verification close to the
-/// speed of `zstd -dc`. Buffers circulate through a small pool, so memory stays fixed
+/// speed of `zstd -dc`. Buffers circulate through a pool, so memory stays fixed
 /// (`buffers` × `size`) and nothing is allocated per chunk.
+///
+/// A digest can be asked for without waiting ([`BackgroundHasher::finish_later`]): the
+/// caller goes on with the next entry while this thread is still on the last one, so
+/// the queue evens out stretches where decoding is fast (stored, incompressible data)
+/// against stretches where hashing is (well-compressed data).
 pub struct BackgroundHasher {
     work: Option<SyncSender<Job>>,
     pool: Receiver<Vec<u8>>,
@@ -176,8 +181,32 @@ enum Job {
     Finish(SyncSender<Sha256Digest>),
 }
 
+/// Work the hashing thread may take on while it has nothing to hash. Returns whether it
+/// did any; when it did not, the thread sleeps until the next chunk arrives.
+pub type IdleWork = Box<dyn FnMut() -> bool + Send>;
+
+/// A digest the hashing thread will deliver once it reaches the end of its entry.
+pub struct PendingDigest(Receiver<Sha256Digest>);
+
+impl PendingDigest {
+    /// The digest, if the hashing thread got there already.
+    pub fn ready(&self) -> Option<Sha256Digest> {
+        self.0.try_recv().ok()
+    }
+    /// Waits for the digest.
+    pub fn wait(&self) -> Sha256Digest {
+        self.0.recv().expect("hashing thread alive")
+    }
+}
+
 impl BackgroundHasher {
     pub fn new(buffers: usize, size: usize) -> Self {
+        Self::with_idle_work(buffers, size, None)
+    }
+
+    /// As [`BackgroundHasher::new`]; between chunks, when no chunk is waiting, the
+    /// thread runs `idle` (reading the bundle ahead, for the reader).
+    pub fn with_idle_work(buffers: usize, size: usize, mut idle: Option<IdleWork>) -> Self {
         let (work_tx, work_rx) = sync_channel::<Job>(buffers);
         let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(buffers);
         for _ in 0..buffers {
@@ -187,7 +216,20 @@ impl BackgroundHasher {
             .name("sha256".into())
             .spawn(move || {
                 let mut h = Sha256Hasher::new();
-                for job in work_rx {
+                loop {
+                    let job = match work_rx.try_recv() {
+                        Ok(job) => job,
+                        Err(TryRecvError::Disconnected) => return,
+                        Err(TryRecvError::Empty) => {
+                            if idle.as_mut().is_some_and(|work| work()) {
+                                continue;
+                            }
+                            match work_rx.recv() {
+                                Ok(job) => job,
+                                Err(_) => return,
+                            }
+                        }
+                    };
                     match job {
                         Job::Data(buf, len) => {
                             h.update(&buf[..len]);
@@ -216,11 +258,17 @@ impl BackgroundHasher {
         self.work.as_ref().expect("open").send(Job::Data(buf, len)).expect("hashing thread alive");
     }
 
-    /// The digest of everything passed in since the previous call.
-    pub fn finish(&self) -> Sha256Digest {
+    /// The digest of everything passed in since the previous call, once the hashing
+    /// thread gets there; the next chunk starts a new digest.
+    pub fn finish_later(&self) -> PendingDigest {
         let (tx, rx) = sync_channel(1);
         self.work.as_ref().expect("open").send(Job::Finish(tx)).expect("hashing thread alive");
-        rx.recv().expect("hashing thread alive")
+        PendingDigest(rx)
+    }
+
+    /// The digest of everything passed in since the previous call.
+    pub fn finish(&self) -> Sha256Digest {
+        self.finish_later().wait()
     }
 }
 

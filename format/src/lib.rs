@@ -15,6 +15,7 @@
 //! - [`write`]: the streaming writer (bundler side).
 //! - [`read`]: the streaming, verifying reader (installer and support side).
 //! - [`parts`]: splitting into parts and reading parts in place.
+//! - [`readahead`]: the reader's input, read ahead on the hashing thread's idle time.
 //! - [`checksums`]: the `sha256sum --tag` sidecar and its signature.
 //! - [`oci`]: the OCI image layout carried inside the bundle.
 
@@ -27,6 +28,7 @@ pub mod minisign;
 pub mod oci;
 pub mod parts;
 pub mod read;
+pub mod readahead;
 pub mod report;
 pub mod write;
 

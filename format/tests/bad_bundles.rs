@@ -169,9 +169,15 @@ fn flipped_signature_byte_is_a_signature_error() {
 fn malformed_signature_entry_is_a_signature_error() {
     let f = Forge::standard();
     let sig = f.signature();
+    // A character outside base64 in the signature line. (Replacing every `A` was the
+    // first form: a fresh key's signature has no `A` about one time in twenty, and the
+    // case then passed a good signature.)
+    let mut lines: Vec<String> = sig.lines().map(String::from).collect();
+    lines[1].replace_range(0..1, "*");
+    let not_base64 = lines.join("\n") + "\n";
     let cases: [(Vec<u8>, &str); 3] = [
         (sig.replacen("trusted comment", "trusted c0mment", 1).into_bytes(), SIGNATURE_PATH),
-        (sig.replace('A', "*").into_bytes(), SIGNATURE_PATH),
+        (not_base64.into_bytes(), SIGNATURE_PATH),
         (vec![0xff, 0xfe, 0x00, 0x80], SIGNATURE_PATH),
     ];
     for (bad, names) in cases {

@@ -66,3 +66,82 @@ fn written_bundle_verifies_and_split_parts_read_back_in_place() {
         assert_eq!(outcome.manifest, m);
     }
 }
+
+/// Records what the reader asks of a sink, in order.
+#[derive(Default)]
+struct Recorder {
+    calls: Vec<(&'static str, String, bool)>,
+    bytes: std::collections::BTreeMap<String, std::rc::Rc<std::cell::RefCell<Vec<u8>>>>,
+}
+
+struct Capture(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl airlock_format::read::EntrySink for Recorder {
+    fn open(&mut self, e: &Entry) -> airlock_format::error::Result<Option<Box<dyn std::io::Write>>> {
+        self.calls.push(("open", e.path.clone(), true));
+        let buf = self.bytes.entry(e.path.clone()).or_default().clone();
+        Ok(Some(Box::new(Capture(buf))))
+    }
+    fn end(&mut self, e: &Entry) -> airlock_format::error::Result<()> {
+        self.calls.push(("end", e.path.clone(), true));
+        Ok(())
+    }
+    fn finish(&mut self, e: &Entry, verified: bool) -> airlock_format::error::Result<()> {
+        self.calls.push(("finish", e.path.clone(), verified));
+        Ok(())
+    }
+}
+
+#[test]
+fn sink_gets_each_entry_ended_before_the_next_opens_and_every_verdict_in_bundle_order() {
+    let key = SecretKey::generate().unwrap();
+    // Entries of a few MiB each, so hashing runs behind decoding and verdicts arrive
+    // after later entries were opened.
+    let files: Vec<(String, Vec<u8>)> = (0..12u32)
+        .map(|n| {
+            let size = 1_000_000 + n as usize * 311_111;
+            (
+                format!("files/c/f{n:02}"),
+                (0..size as u32).map(|i| (i.wrapping_mul(2654435761 + n) >> 11) as u8).collect(),
+            )
+        })
+        .collect();
+    let borrowed: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let (m, entries) = plan(&borrowed);
+    let mb = m.to_bytes();
+    let sig = key.sign(&mb, &m.trusted_comment(), "t").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("b");
+    write_bundle(&out, &mb, sig.to_text().as_bytes(), &entries, &WriteOptions::default(), &Silent).unwrap();
+    let mut rec = Recorder::default();
+    let outcome = read_bundle(&BundleFiles::locate(&out).unwrap(), &[key.public_key()], &mut rec, &Silent).unwrap();
+    assert!(outcome.is_ok(), "{:?}", outcome.mismatches);
+
+    // open and end alternate, entry by entry, in manifest order.
+    let opened: Vec<_> = rec.calls.iter().filter(|c| c.0 != "finish").collect();
+    let paths: Vec<&String> = m.entries.iter().map(|e| &e.path).collect();
+    assert_eq!(opened.len(), 2 * paths.len());
+    for (i, pair) in opened.chunks(2).enumerate() {
+        assert_eq!((pair[0].0, &pair[0].1, pair[1].0, &pair[1].1), ("open", paths[i], "end", paths[i]));
+    }
+    // Every entry gets one verdict, in manifest order, never before its end.
+    let verdicts: Vec<&String> = rec.calls.iter().filter(|c| c.0 == "finish").map(|c| &c.1).collect();
+    assert_eq!(verdicts, paths);
+    for p in &paths {
+        let at = |kind: &str| rec.calls.iter().position(|c| c.0 == kind && &c.1 == *p).unwrap();
+        assert!(at("end") < at("finish"), "{p}: verdict before its end");
+    }
+    assert!(rec.calls.iter().all(|c| c.2), "a good bundle has only good verdicts");
+    for (p, b) in &files {
+        assert!(*rec.bytes[p].borrow() == *b, "{p}: the sink got other bytes");
+    }
+}

@@ -36,7 +36,6 @@ impl Staged {
 
 struct StagingSink<'a> {
     dir: PathBuf,
-    open: Option<PathBuf>,
     /// When set, the OCI layout's entries stream into this image archive instead of
     /// files: the archive K3s/RKE2 import is then written once, while verifying.
     archive: Option<ArchiveOut>,
@@ -193,17 +192,24 @@ impl EntrySink for StagingSink<'_> {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&p)
             .at(&p)?;
-        self.open = Some(p.clone());
         Ok(Some(Box::new(NamedWriter { inner: BufWriter::with_capacity(1 << 20, f), path: p })))
     }
 
-    fn finish(&mut self, e: &Entry, verified: bool) -> Result<()> {
-        if let Some(a) = self.archive.as_ref().filter(|_| e.path.starts_with(OCI_PREFIX)) {
-            // A mismatch fails the whole extraction, which removes staging with the
-            // archive in it; the padding keeps the tar well-formed until then.
-            return a.pad(e.size);
+    fn end(&mut self, e: &Entry) -> Result<()> {
+        match self.archive.as_ref().filter(|_| e.path.starts_with(OCI_PREFIX)) {
+            // The padding goes in before the next entry's header. A mismatch, found
+            // later, fails the whole extraction, which removes staging with the
+            // archive in it.
+            Some(a) => a.pad(e.size),
+            None => Ok(()),
         }
-        let p = self.open.take().unwrap_or_else(|| self.partial(e));
+    }
+
+    fn finish(&mut self, e: &Entry, verified: bool) -> Result<()> {
+        if self.archive.is_some() && e.path.starts_with(OCI_PREFIX) {
+            return Ok(());
+        }
+        let p = self.partial(e);
         if !verified {
             let _ = fs::remove_file(&p);
             return Ok(());
@@ -322,7 +328,7 @@ pub(crate) fn extract_with(
     // The outermost directory this call creates; removing it leaves nothing behind.
     let created =
         dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !exists(a)).last().unwrap_or(dir).to_path_buf();
-    let mut sink = StagingSink { dir: dir.to_path_buf(), open: None, archive: None, opts, merge: None };
+    let mut sink = StagingSink { dir: dir.to_path_buf(), archive: None, opts, merge: None };
     let result = read_bundle(files, trusted, &mut sink, reporter)
         .and_then(|outcome| match damaged(&outcome) {
             Some(e) => Err(e),
