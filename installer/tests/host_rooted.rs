@@ -329,3 +329,30 @@ fn a_staged_file_is_hard_linked_into_a_fresh_target_and_copied_over_an_existing_
     assert_eq!(fs::read(&placed).unwrap(), b"newer archive");
     assert_eq!(fs::read(&staged).unwrap(), b"image archive", "the staged file is untouched");
 }
+
+#[test]
+fn a_file_with_other_names_is_linked_again_only_when_its_mode_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = rooted(&dir.path().join("root"));
+    let staged = dir.path().join("staged.tar");
+    fs::write(&staged, b"image archive").unwrap();
+    host.copy_file(&staged, Path::new("/var/lib/images/a.tar"), Perms::mode(0o644)).unwrap();
+    let placed = dir.path().join("root/var/lib/images/a.tar");
+
+    // The release snapshot keeps the placed file under a third name: same mode, so
+    // one inode (the image archive is gigabytes) and every name keeps 0644.
+    host.copy_file(&placed, Path::new("/var/lib/keep/a.tar"), Perms::mode(0o644)).unwrap();
+    let kept = fs::metadata(dir.path().join("root/var/lib/keep/a.tar")).unwrap();
+    assert_eq!((kept.ino(), kept.nlink()), (fs::metadata(&staged).unwrap().ino(), 3));
+
+    // Another mode would change it for the names it has: a copy instead.
+    host.copy_file(&placed, Path::new("/var/lib/keep/b.tar"), Perms::mode(0o600)).unwrap();
+    let b = fs::metadata(dir.path().join("root/var/lib/keep/b.tar")).unwrap();
+    assert_ne!(b.ino(), kept.ino());
+    assert_eq!(b.mode() & 0o777, 0o600);
+    for name in [&staged, &placed] {
+        let m = fs::metadata(name).unwrap();
+        assert_eq!((m.mode() & 0o777, m.nlink()), (0o644, 3), "{}", name.display());
+    }
+    assert_eq!(fs::read(dir.path().join("root/var/lib/keep/b.tar")).unwrap(), b"image archive");
+}

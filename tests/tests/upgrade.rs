@@ -160,6 +160,14 @@ fn upgrade_v1_to_v2_in_a_root_gives_the_tree_of_a_fresh_v2_install_and_backs_up_
     install(&b.v1, &upgraded);
     install(&b.v2, &fresh);
 
+    // The release store keeps the image archive under one more name, not as one more
+    // copy: a copy doubled what an install writes.
+    let images = "var/lib/rancher/k3s/agent/images/airlock-images.tar";
+    let v1 = std::fs::read_link(upgraded.join("var/lib/airlock/releases/current")).unwrap();
+    let kept = upgraded.join("var/lib/airlock/releases").join(&v1).join("snapshot").join(images);
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    assert_eq!(inode(&kept), inode(&upgraded.join(images)), "{} is a copy", kept.display());
+
     // The plan shows the diff before anything changes, and --dry-run changes nothing.
     let before = exact(&upgraded);
     let o = airlock(&["upgrade", "--dry-run"], &b.v2, &upgraded, &[]);

@@ -196,18 +196,20 @@ impl RootedHost {
         Ok(())
     }
 
-    /// The shared body of every file write: `fill` streams the content into a temp
-    /// file next to the target, which then replaces the target.
     /// Places a staged file at a target path that does not exist yet by hard-linking
     /// it, when both are on one filesystem: the image archive and the distribution's
     /// binaries are gigabytes that would otherwise be written a second time. Staged
     /// files are never written again (a new run removes staging and extracts anew), so
-    /// sharing the inode is safe. `None`: not possible here, copy instead.
+    /// sharing the inode is safe. A file that has other names already (a placed file
+    /// and its kept copy in the release store) is linked only when it has the mode
+    /// asked for, because the mode belongs to the inode and so to every name.
+    /// `None`: not possible here, copy instead.
     fn link_fresh(&self, source: &Path, target: &Path, perms: Perms) -> Result<Option<u64>> {
         let dest = self.resolve_for_change(target)?;
         let fresh = matches!(fs::symlink_metadata(&dest), Err(e) if is_missing(&e));
         let Ok(meta) = fs::symlink_metadata(source) else { return Ok(None) };
-        if !fresh || !meta.is_file() || meta.nlink() != 1 {
+        let shared_mode_kept = meta.nlink() == 1 || meta.mode() & 0o7777 == perms.effective_mode();
+        if !fresh || !meta.is_file() || !shared_mode_kept {
             return Ok(None);
         }
         self.make_parents(target, &dest)?;
@@ -230,6 +232,8 @@ impl RootedHost {
         Ok(Some(meta.len()))
     }
 
+    /// The shared body of every file write: `fill` streams the content into a temp
+    /// file next to the target, which then replaces the target.
     fn atomic_write(
         &self,
         target: &Path,

@@ -873,9 +873,17 @@ fn roll_back(
         if host.live() {
             gate(host, &journal.from_live, &journal.from_checks, journal.node_ip, None, opts.wait, clock, reporter)?;
         } else {
-            for f in snap.files.iter().filter(|f| f.sha256.is_some()) {
+            for f in snap.files.iter().filter(|f| f.sha256.is_some() || f.mode & 0o077 != 0) {
+                // A staged file's snapshot keeps no digest: the stored file is the reference.
+                let want = match &f.sha256 {
+                    Some(d) => Some(d.clone()),
+                    None => {
+                        let stored = release::Snapshot::stored(&snap.release, &f.path);
+                        crate::host::file_sha256(host, &stored)?.map(|d| d.hex())
+                    }
+                };
                 let now = crate::host::file_sha256(host, &f.path)?.map(|d| d.hex());
-                if now != f.sha256 {
+                if now.is_none() || now != want {
                     return Err(Error::corrupt(
                         f.path.display().to_string(),
                         "is not as the previous release had it after the rollback",

@@ -89,7 +89,9 @@ pub struct KeptRelease {
 pub struct SnapshotFile {
     pub path: PathBuf,
     pub mode: u32,
-    /// `None` for secrets (0600 files): their digest is nobody's business either.
+    /// `None` for secrets (0600 files): their digest is nobody's business either. `None`
+    /// too for staged files, which the snapshot keeps as hard links to the release's
+    /// verified bundle content: what they hold is the stored file itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
 }
@@ -173,13 +175,21 @@ pub fn take_snapshot(host: &dyn Host, id: &str, inv: &Inventory) -> Result<Snaps
                 // only ever replaced by rename, never written in place: linking it is as
                 // good as a copy. Rendered files (one link) are copied.
                 let linked = fs::symlink_metadata(&source).map(|m| m.nlink() > 1).unwrap_or(false);
-                if linked {
+                let sha256 = if linked {
                     host.copy_file(&source, &stored, perms)?;
+                    // Its content is the kept bundle's, verified against the signed
+                    // manifest; hashing it again would read gigabytes (the image
+                    // archive) on every install.
+                    None
                 } else {
                     let mut r = host.open_file(&path)?.expect("metadata said it exists");
                     host.write_file(&stored, &mut r, perms)?;
-                }
-                let sha256 = if secret { None } else { crate::host::file_sha256(host, &stored)?.map(|d| d.hex()) };
+                    if secret {
+                        None
+                    } else {
+                        crate::host::file_sha256(host, &stored)?.map(|d| d.hex())
+                    }
+                };
                 snap.files.push(SnapshotFile { path, mode: meta.mode, sha256 });
             }
             FileKind::Dir | FileKind::Other => {}
