@@ -9,6 +9,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use ring::digest::{Context, SHA256};
@@ -162,7 +163,10 @@ impl<W: Write> Write for HashingWriter<W> {
 /// On two cores, decoding and hashing a bundle on one thread takes twice as long as
 /// decoding alone; handing each chunk to this thread brings verification close to the
 /// speed of `zstd -dc`. Buffers circulate through a pool, so memory stays fixed
-/// (`buffers` × `size`) and nothing is allocated per chunk.
+/// (`buffers` × `size`) and nothing is allocated per chunk. The pool hands out the
+/// buffer returned last: it was just hashed, so it is still in cache when the caller
+/// fills it again. Handing them out in turn instead cycles through all of them, and
+/// with a deep queue that is more memory than the cache holds.
 ///
 /// A digest can be asked for without waiting ([`BackgroundHasher::finish_later`]): the
 /// caller goes on with the next entry while this thread is still on the last one, so
@@ -170,8 +174,37 @@ impl<W: Write> Write for HashingWriter<W> {
 /// against stretches where hashing is (well-compressed data).
 pub struct BackgroundHasher {
     work: Option<SyncSender<Job>>,
-    pool: Receiver<Vec<u8>>,
+    pool: Arc<Pool>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Free buffers, the most recently returned last; and whether the hashing thread is
+/// gone (then nothing will be returned again).
+#[derive(Default)]
+struct Pool {
+    free: Mutex<(Vec<Vec<u8>>, bool)>,
+    returned: Condvar,
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, (Vec<Vec<u8>>, bool)> {
+        // The lock guards only pushes and pops: a panic cannot leave it half-changed.
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn put(&self, buf: Vec<u8>) {
+        self.lock().0.push(buf);
+        self.returned.notify_one();
+    }
+}
+
+/// Marks the pool when the hashing thread ends, however it ends, so a caller waiting
+/// for a buffer fails instead of waiting forever.
+struct ThreadGone(Arc<Pool>);
+impl Drop for ThreadGone {
+    fn drop(&mut self) {
+        self.0.lock().1 = true;
+        self.0.returned.notify_all();
+    }
 }
 
 enum Job {
@@ -207,14 +240,16 @@ impl BackgroundHasher {
     /// As [`BackgroundHasher::new`]; between chunks, when no chunk is waiting, the
     /// thread runs `idle` (reading the bundle ahead, for the reader).
     pub fn with_idle_work(buffers: usize, size: usize, mut idle: Option<IdleWork>) -> Self {
-        let (work_tx, work_rx) = sync_channel::<Job>(buffers);
-        let (pool_tx, pool_rx) = sync_channel::<Vec<u8>>(buffers);
-        for _ in 0..buffers {
-            pool_tx.send(vec![0u8; size]).expect("pool has room");
-        }
+        // Room for every buffer's chunk and as many digests asked for, so the caller
+        // seldom waits to hand over work.
+        let (work_tx, work_rx) = sync_channel::<Job>(2 * buffers);
+        let pool = Arc::new(Pool::default());
+        pool.lock().0.extend((0..buffers).map(|_| vec![0u8; size]));
+        let thread_pool = pool.clone();
         let thread = std::thread::Builder::new()
             .name("sha256".into())
             .spawn(move || {
+                let pool = ThreadGone(thread_pool);
                 let mut h = Sha256Hasher::new();
                 loop {
                     let job = match work_rx.try_recv() {
@@ -233,10 +268,7 @@ impl BackgroundHasher {
                     match job {
                         Job::Data(buf, len) => {
                             h.update(&buf[..len]);
-                            // The pool outlives the hasher unless the owner is gone.
-                            if pool_tx.send(buf).is_err() {
-                                return;
-                            }
+                            pool.0.put(buf);
                         }
                         Job::Finish(reply) => {
                             let _ = reply.send(std::mem::take(&mut h).finish());
@@ -245,12 +277,19 @@ impl BackgroundHasher {
                 }
             })
             .expect("spawn the hashing thread");
-        Self { work: Some(work_tx), pool: pool_rx, thread: Some(thread) }
+        Self { work: Some(work_tx), pool, thread: Some(thread) }
     }
 
     /// A free buffer (waits until the hashing thread hands one back).
     pub fn buffer(&self) -> Vec<u8> {
-        self.pool.recv().expect("hashing thread alive")
+        let mut free = self.pool.lock();
+        loop {
+            if let Some(buf) = free.0.pop() {
+                return buf;
+            }
+            assert!(!free.1, "hashing thread alive");
+            free = self.pool.returned.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// Hashes `buf[..len]` in the background; the buffer returns to the pool.
@@ -275,8 +314,6 @@ impl BackgroundHasher {
 impl Drop for BackgroundHasher {
     fn drop(&mut self) {
         drop(self.work.take());
-        // Drain the pool so the thread never blocks on a full pool while exiting.
-        while self.pool.try_recv().is_ok() {}
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -313,6 +350,18 @@ mod tests {
             }
             assert_eq!(h.finish(), Sha256Digest::of(msg));
         }
+    }
+
+    #[test]
+    fn background_hasher_hands_out_the_buffer_it_got_back_last() {
+        let h = BackgroundHasher::new(3, 8);
+        let first = h.buffer();
+        let at = first.as_ptr();
+        h.update(first, 0);
+        // The digest comes after the chunk was hashed, and so after its buffer is back.
+        h.finish();
+        let again = h.buffer();
+        assert_eq!(again.as_ptr(), at, "the buffer still in cache is used again");
     }
 
     #[test]
