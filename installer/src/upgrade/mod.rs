@@ -873,7 +873,7 @@ fn roll_back(
         if host.live() {
             gate(host, &journal.from_live, &journal.from_checks, journal.node_ip, None, opts.wait, clock, reporter)?;
         } else {
-            for f in snap.files.iter().filter(|f| f.sha256.is_some() || f.mode & 0o077 != 0) {
+            for f in snap.files.iter().filter(|f| !f.secret()) {
                 // A staged file's snapshot keeps no digest: the stored file is the reference.
                 let want = match &f.sha256 {
                     Some(d) => Some(d.clone()),

@@ -96,6 +96,14 @@ pub struct SnapshotFile {
     pub sha256: Option<String>,
 }
 
+impl SnapshotFile {
+    /// A secret (0600, no digest kept), as opposed to a staged file, which has no
+    /// digest either but keeps its mode.
+    pub fn secret(&self) -> bool {
+        self.sha256.is_none() && self.mode & 0o077 == 0
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotLink {
     pub path: PathBuf,
@@ -248,8 +256,7 @@ pub fn restore(host: &dyn Host, snap: &Snapshot, newer: Option<&Inventory>) -> R
     }
     for f in &snap.files {
         let stored = host_path(host, &Snapshot::stored(&snap.release, &f.path));
-        let secret = f.sha256.is_none() && f.mode & 0o077 == 0;
-        let perms = if secret { Perms::secret() } else { Perms::mode(f.mode) };
+        let perms = if f.secret() { Perms::secret() } else { Perms::mode(f.mode) };
         if host.metadata(&f.path)?.is_some_and(|m| m.kind == FileKind::Dir) {
             host.remove_all(&f.path)?;
         }
