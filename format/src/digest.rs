@@ -210,6 +210,8 @@ impl Drop for ThreadGone {
 enum Job {
     /// Hash the first `len` bytes of the buffer, then return it to the pool.
     Data(Vec<u8>, usize),
+    /// Hash bytes that live elsewhere, then drop the handle (which may hand them back).
+    Shared(Box<dyn AsRef<[u8]> + Send>),
     /// Reply with the digest of everything since the last `Finish`, and start anew.
     Finish(SyncSender<Sha256Digest>),
 }
@@ -239,10 +241,21 @@ impl BackgroundHasher {
 
     /// As [`BackgroundHasher::new`]; between chunks, when no chunk is waiting, the
     /// thread runs `idle` (reading the bundle ahead, for the reader).
-    pub fn with_idle_work(buffers: usize, size: usize, mut idle: Option<IdleWork>) -> Self {
+    pub fn with_idle_work(buffers: usize, size: usize, idle: Option<IdleWork>) -> Self {
         // Room for every buffer's chunk and as many digests asked for, so the caller
         // seldom waits to hand over work.
-        let (work_tx, work_rx) = sync_channel::<Job>(2 * buffers);
+        Self::start(buffers, size, 2 * buffers, idle)
+    }
+
+    /// A hasher for bytes that need no copy ([`BackgroundHasher::update_shared`]): no
+    /// buffers of its own, room for `queue` pieces and digests in flight. What the
+    /// pieces hold back (their buffers) bounds the memory, not this queue.
+    pub fn for_shared(queue: usize, idle: Option<IdleWork>) -> Self {
+        Self::start(0, 0, queue, idle)
+    }
+
+    fn start(buffers: usize, size: usize, queue: usize, mut idle: Option<IdleWork>) -> Self {
+        let (work_tx, work_rx) = sync_channel::<Job>(queue.max(1));
         let pool = Arc::new(Pool::default());
         pool.lock().0.extend((0..buffers).map(|_| vec![0u8; size]));
         let thread_pool = pool.clone();
@@ -270,6 +283,7 @@ impl BackgroundHasher {
                             h.update(&buf[..len]);
                             pool.0.put(buf);
                         }
+                        Job::Shared(bytes) => h.update((*bytes).as_ref()),
                         Job::Finish(reply) => {
                             let _ = reply.send(std::mem::take(&mut h).finish());
                         }
@@ -283,6 +297,7 @@ impl BackgroundHasher {
     /// A free buffer (waits until the hashing thread hands one back).
     pub fn buffer(&self) -> Vec<u8> {
         let mut free = self.pool.lock();
+        assert!(free.0.capacity() > 0, "a hasher for shared bytes has no buffers");
         loop {
             if let Some(buf) = free.0.pop() {
                 return buf;
@@ -295,6 +310,12 @@ impl BackgroundHasher {
     /// Hashes `buf[..len]` in the background; the buffer returns to the pool.
     pub fn update(&self, buf: Vec<u8>, len: usize) {
         self.work.as_ref().expect("open").send(Job::Data(buf, len)).expect("hashing thread alive");
+    }
+
+    /// Hashes `bytes` in the background, without copying them; they are dropped
+    /// once hashed.
+    pub fn update_shared(&self, bytes: impl AsRef<[u8]> + Send + 'static) {
+        self.work.as_ref().expect("open").send(Job::Shared(Box::new(bytes))).expect("hashing thread alive");
     }
 
     /// The digest of everything passed in since the previous call, once the hashing

@@ -2,10 +2,11 @@
 //!
 //! The caller plans everything first (the manifest with every entry's size and digest,
 //! and its signature); the writer then streams the manifest, the signature and each
-//! entry in manifest order through one tar builder into a multi-threaded zstd encoder
-//! and the part writer. Every entry is hashed again while it streams and compared with
-//! the plan, so an input that changed on disk, or a source blob whose bytes do not
-//! match its digest, aborts the build instead of producing a bundle that lies.
+//! entry in manifest order through one tar builder, into zstd frames of 1 MiB
+//! compressed on every core (`frames`), and into the part writer. Every entry is hashed
+//! again while it streams and compared with the plan, so an input that changed on
+//! disk, or a source blob whose bytes do not match its digest, aborts the build
+//! instead of producing a bundle that lies.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{BackgroundHasher, Sha256Digest};
 use crate::error::{Error, IoContext, Result};
+use crate::frames::FrameWriter;
 use crate::manifest::{Entry, MANIFEST_PATH, SIGNATURE_PATH};
 use crate::parts::{PartWriter, WrittenPart};
 use crate::report::{Event, Reporter};
@@ -84,9 +86,9 @@ pub struct WriteOptions {
     pub mtime: u64,
     /// zstd level.
     pub level: i32,
-    /// zstd worker threads (at least 1: multi-threaded zstd output does not depend on
-    /// the number of workers, single-threaded output differs, so 0 is never used and
-    /// bundles stay byte-identical across machines).
+    /// zstd compressing threads (0 counts as 1). The output does not depend on it:
+    /// every frame is compressed on its own, so bundles are byte-identical across
+    /// machines.
     pub threads: u32,
     /// Maximum size of one part; `None` writes a single file.
     pub split_size: Option<u64>,
@@ -113,11 +115,10 @@ pub fn write_bundle(
     reporter: &dyn Reporter,
 ) -> Result<Vec<WrittenPart>> {
     let parts = PartWriter::create(out, opts.split_size)?;
-    let mut enc = zstd::stream::write::Encoder::new(parts, opts.level).at(out)?;
-    enc.multithread(opts.threads.max(1)).at(out)?;
-    // The frame checksum makes any change to the decompressed stream — tar headers and
-    // padding included, which the manifest digests do not cover — fail decoding.
-    enc.include_checksum(true).at(out)?;
+    // Every frame carries a checksum, so any change to the decompressed stream — tar
+    // headers and padding included, which the manifest digests do not cover — fails
+    // decoding.
+    let enc = FrameWriter::new(parts, opts.level, opts.threads as usize).at(out)?;
     let mut tar = TarWriter { out: enc, mtime: opts.mtime };
 
     let total: u64 = entries.iter().map(|e| e.entry.size).sum::<u64>() + manifest.len() as u64;

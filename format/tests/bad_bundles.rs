@@ -107,7 +107,16 @@ fn refused<T: std::fmt::Debug>(r: Result<T>, kind: ErrorKind, names: &str) -> Er
 #[test]
 fn genuine_bundle_verifies_from_every_forge_backend() {
     let f = Forge::standard();
-    read(&f, &f.good()).unwrap();
+    let good = f.good();
+    let frames = good.windows(4).filter(|w| *w == [0x28, 0xB5, 0x2F, 0xFD]).count();
+    assert!(frames >= 8, "the forged bundle spans several small frames ({frames})");
+    read(&f, &good).unwrap();
+    // Bundles of one large frame, as written before frames were cut, still read.
+    let mut t = Tar::one_frame();
+    f.head(&mut t);
+    f.entries(&mut t, ..);
+    t.end();
+    assert!(read(&f, &t.finish()).unwrap().is_ok());
     let mut t = f.frame();
     f.entries(&mut t, ..);
     t.end();
@@ -455,6 +464,19 @@ fn truncated_bundle_is_corrupt_and_says_so() {
     t.raw(&f.contents[SCRIPT][..5]);
     let e = refused(read(&f, &t.finish()), ErrorKind::Corrupt, SCRIPT);
     assert!(e.to_string().contains("truncated"), "{e}");
+}
+
+#[test]
+fn bundle_cut_between_two_frames_is_truncated() {
+    // Each frame is whole, so zstd alone sees nothing wrong: the tar stream must.
+    let f = Forge::standard();
+    let good = f.good();
+    let starts: Vec<usize> = (1..good.len() - 4).filter(|&i| good[i..i + 4] == [0x28, 0xB5, 0x2F, 0xFD]).collect();
+    assert!(starts.len() >= 7, "{} frames", starts.len() + 1);
+    for cut in starts.into_iter().step_by(2) {
+        let e = refused(read(&f, &good[..cut]), ErrorKind::Corrupt, "");
+        assert!(e.to_string().contains("truncated"), "cut at frame start {cut}: {e}");
+    }
 }
 
 #[test]

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use airlock_format::checksums;
 use airlock_format::digest::Sha256Digest;
+use airlock_format::frames::FrameWriter;
 use airlock_format::manifest::{
     blob_path, Chart, Entry, FileArtifact, Image, Manifest, Profile, FORMAT_V1, MANIFEST_PATH, SIGNATURE_PATH,
 };
@@ -73,9 +74,13 @@ pub fn set_link(h: &mut Header, target: &[u8]) {
 // Tar streams
 
 enum Out {
+    Frames(FrameWriter<Vec<u8>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
     Frame(Frame),
 }
+
+/// Frame size of [`Tar::zstd`]: small, so the standard bundle spans several frames.
+pub const FORGE_FRAME: usize = 48 << 10;
 
 /// A tar stream being written and compressed as it goes.
 pub struct Tar {
@@ -85,8 +90,15 @@ pub struct Tar {
 }
 
 impl Tar {
-    /// Real zstd (level 3, with the frame checksum, like the writer).
+    /// Compressed as the bundler does (the bundler's frame writer, level 3), with
+    /// frames of [`FORGE_FRAME`] bytes.
     pub fn zstd() -> Self {
+        Self { out: Out::Frames(FrameWriter::with_frame_size(Vec::new(), 3, 2, FORGE_FRAME).unwrap()), len: 0 }
+    }
+
+    /// Real zstd in one frame (level 3, with the checksum), as bundles were written
+    /// before they were cut into small frames; readers still take them.
+    pub fn one_frame() -> Self {
         let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
         enc.include_checksum(true).unwrap();
         Self { out: Out::Zstd(enc), len: 0 }
@@ -105,6 +117,7 @@ impl Tar {
 
     pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
         match &mut self.out {
+            Out::Frames(w) => w.write_all(bytes).unwrap(),
             Out::Zstd(e) => e.write_all(bytes).unwrap(),
             Out::Frame(f) => f.data(bytes),
         }
@@ -119,17 +132,21 @@ impl Tar {
 
     /// `n` copies of `byte`, streamed (never held in memory).
     pub fn fill(&mut self, byte: u8, n: u64) -> &mut Self {
-        match &mut self.out {
-            Out::Zstd(e) => {
-                let chunk = vec![byte; 1 << 20];
-                let mut left = n;
-                while left > 0 {
-                    let k = left.min(chunk.len() as u64) as usize;
-                    e.write_all(&chunk[..k]).unwrap();
-                    left -= k as u64;
-                }
+        let out: &mut dyn Write = match &mut self.out {
+            Out::Frames(w) => w,
+            Out::Zstd(e) => e,
+            Out::Frame(f) => {
+                f.fill(byte, n);
+                self.len += n;
+                return self;
             }
-            Out::Frame(f) => f.fill(byte, n),
+        };
+        let chunk = vec![byte; 1 << 20];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(chunk.len() as u64) as usize;
+            out.write_all(&chunk[..k]).unwrap();
+            left -= k as u64;
         }
         self.len += n;
         self
@@ -194,6 +211,7 @@ impl Tar {
     /// The compressed bytes.
     pub fn finish(self) -> Vec<u8> {
         match self.out {
+            Out::Frames(w) => w.finish().unwrap(),
             Out::Zstd(e) => e.finish().unwrap(),
             Out::Frame(f) => f.finish(),
         }
