@@ -41,9 +41,8 @@ const MAX_TRAILER: u64 = 1 << 20;
 const MAX_LONG_NAME: u64 = 4096;
 const CHUNK: usize = 1 << 20;
 /// Decoded chunks (or, for small frames, decoded frames of 1 MiB) that may wait for
-/// the hashing thread (64 MiB). Decoding stored
-/// (incompressible) data is faster than hashing it and decoding well-compressed data is
-/// slower, and a bundle has stretches of each as long as its largest layers; a queue
+/// the hashing thread (64 MiB). Decoding stored (incompressible) data is faster than
+/// hashing it and decoding well-compressed data is slower, and a bundle has stretches of each as long as its largest layers; a queue
 /// this deep lets the two threads even them out instead of taking turns. Measured on
 /// the benchmark bundle (100 MiB layers of each kind): 4 chunks left the decoder
 /// waiting 0.35 s of 2.0 s, 64 leave it nearly never waiting.
