@@ -14,7 +14,7 @@ use airlock_format::error::{Error, ErrorKind, Result};
 use airlock_format::manifest::{MANIFEST_PATH, SIGNATURE_PATH};
 use airlock_format::minisign::{PublicKey, SecretKey};
 use airlock_format::parts::{part_path, BundleFiles};
-use airlock_format::read::{read_bundle, read_manifest, ReadOutcome, VerifyOnly};
+use airlock_format::read::{read_bundle, read_entry, read_manifest, ReadOutcome, VerifyOnly};
 use airlock_format::report::Silent;
 use forge::{flip_byte, flipped, header, noise, save, save_split, Forge, Tar, CHART, GIB, PROFILE, SCRIPT};
 use tar::EntryType;
@@ -477,6 +477,22 @@ fn bundle_cut_between_two_frames_is_truncated() {
         let e = refused(read(&f, &good[..cut]), ErrorKind::Corrupt, "");
         assert!(e.to_string().contains("truncated"), "cut at frame start {cut}: {e}");
     }
+}
+
+#[test]
+fn read_entry_skips_the_entries_before_it_and_stops_at_the_limit_when_one_is_longer() {
+    // `read_entry` skips the entries before the one it wants without reading them
+    // (the tar parser seeks past them); only the manifest's sizes bound that skip.
+    let f = Forge::standard();
+    let d = tempfile::tempdir().unwrap();
+    let files = save(d.path(), "b.airlock", &f.good());
+    let (_, bytes) = read_entry(&files, Some(&[f.public_key()]), PROFILE).unwrap().expect("listed");
+    assert_eq!(bytes, f.contents[PROFILE]);
+    assert!(f.index(CHART) < f.index(PROFILE));
+    let d = tempfile::tempdir().unwrap();
+    let files = save(d.path(), "b.airlock", &f.with_content(CHART, &noise(9, 400_000)));
+    let e = refused(read_entry(&files, Some(&[f.public_key()]), PROFILE), ErrorKind::Corrupt, "");
+    assert!(e.cause.contains("more data than its manifest accounts for"), "{e}");
 }
 
 #[test]
