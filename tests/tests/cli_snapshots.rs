@@ -372,7 +372,11 @@ fn cli_snapshot_input_errors_exit_1() {
     std::fs::write(&unknown_key, format!("{text}colour: blue\n")).unwrap();
     check_error("answers_with_an_unknown_key", 1, &install(&path(&unknown_key)));
     let no_ldap = dir.join("no-ldap.yaml");
-    std::fs::write(&no_ldap, "profile: single-node\nnode: {name: n1, ip: 192.0.2.10}\n").unwrap();
+    std::fs::write(
+        &no_ldap,
+        "profile: single-node\nnode: {name: n1, ip: 192.0.2.10}\ncluster: {ingress_domain: p.example.test}\n",
+    )
+    .unwrap();
     check_error("ldap_test_without_an_ldap_section", 1, &airlock(&["ldap", "test", "--answers", &path(&no_ldap)]));
 }
 
