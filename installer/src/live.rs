@@ -18,8 +18,11 @@ use airlock_format::manifest::DistributionKind;
 use airlock_format::report::{Event, Reporter};
 use serde::{Deserialize, Serialize};
 
-use crate::distribution::HELM_CHART_NAMESPACE;
 use crate::host::Host;
+
+/// The namespace the `HelmChart` objects live in: where K3s and RKE2 keep their own,
+/// and exempt from the CIS profile's restricted Pod Security (the helm Jobs run there).
+pub const HELM_CHART_NAMESPACE: &str = "kube-system";
 
 /// What to start and what to wait for on this node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

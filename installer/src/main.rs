@@ -11,10 +11,10 @@ use std::time::Duration;
 use airlock_format::error::{Error, Result};
 use airlock_format::parts::BundleFiles;
 use airlock_format::report::{Event, Reporter, Silent};
-use airlock_installer::images::{write_image_archive, Compression};
-use airlock_installer::uninstall::UninstallOptions;
-use airlock_installer::verify::{Status, VerifyOptions, VerifyReport};
-use airlock_installer::{inspect, staging, trust, verify};
+use airlock_installer::bundle::images::{write_image_archive, Compression};
+use airlock_installer::bundle::verify::{Status, VerifyOptions, VerifyReport};
+use airlock_installer::bundle::{inspect, staging, trust, verify};
+use airlock_installer::ops::uninstall::UninstallOptions;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -395,13 +395,13 @@ struct JoinFlags {
 const EXIT_LDAP: u8 = 9;
 
 fn ldap_test(answers: &std::path::Path, output: Output) -> Result<u8> {
-    let a = airlock_installer::answers::Answers::load(answers)?;
+    let a = airlock_installer::site::answers::Answers::load(answers)?;
     let Some(settings) = a.ldap else {
         return Err(Error::input(answers.display().to_string(), "the answers have no `ldap` section").with_hint(
             "add ldap.url, ldap.bind_dn, ldap.bind_password, ldap.users_dn and ldap.preset (docs/answers.md)",
         ));
     };
-    let result = airlock_installer::ldap::probe(&settings);
+    let result = airlock_installer::site::ldap::probe(&settings);
     match output {
         Output::Json => {
             let v = match &result {
@@ -425,11 +425,11 @@ fn signed_bundle_facts(
     bundle: &std::path::Path,
     keys: &[airlock_format::minisign::PublicKey],
     root: &std::path::Path,
-) -> Result<airlock_installer::answers::BundleFacts> {
+) -> Result<airlock_installer::site::answers::BundleFacts> {
     let files = airlock_format::parts::BundleFiles::locate(bundle)?;
     let (manifest, _, _) = airlock_format::read::read_manifest(&files, Some(keys))
         .map_err(|e| trust::explain_untrusted_signer(e, root))?;
-    Ok(airlock_installer::answers::BundleFacts::from_manifest(&manifest))
+    Ok(airlock_installer::site::answers::BundleFacts::from_manifest(&manifest))
 }
 
 fn install(
@@ -441,9 +441,9 @@ fn install(
 ) -> Result<u8> {
     use airlock_installer::engine::{apply, ApplyOptions};
     use airlock_installer::host::{Host, RootedHost};
-    use airlock_installer::install::{plan, stage, staged_profiles, STATE_DIR};
     use airlock_installer::live::{bring_up, post_install_checks, SystemClock, WaitOptions};
-    use airlock_installer::preflight::site::{self, SiteInput};
+    use airlock_installer::ops::install::{plan, stage, staged_profiles, STATE_DIR};
+    use airlock_installer::site::preflight::site::{self, SiteInput};
 
     let output = args.output;
     let answers_path_arg = answers;
@@ -455,13 +455,13 @@ fn install(
     let keys = trust::trusted_keys(pubkey, root)?;
     let bundle_facts = signed_bundle_facts(bundle, &keys, root)?;
     let answers = match (answers, &args.join) {
-        (Some(path), Some(j)) => Some(airlock_installer::answers::Answers::load_for_join(
+        (Some(path), Some(j)) => Some(airlock_installer::site::answers::Answers::load_for_join(
             path,
             j.server.as_deref(),
             j.token_file.as_deref(),
             Some(&bundle_facts),
         )?),
-        (Some(path), None) => Some(airlock_installer::answers::Answers::load_for_bundle(path, &bundle_facts)?),
+        (Some(path), None) => Some(airlock_installer::site::answers::Answers::load_for_bundle(path, &bundle_facts)?),
         (None, _) => None,
     };
     let host = RootedHost::new(root.to_path_buf(), live)?;
@@ -475,19 +475,19 @@ fn install(
         Some(a) => a,
         None => {
             let profiles = staged_profiles(&staged)?;
-            let facts = airlock_installer::answers::Facts {
-                host: airlock_installer::answers::HostFacts { hostname: local_hostname(), primary_ip: None },
+            let facts = airlock_installer::site::answers::Facts {
+                host: airlock_installer::site::answers::HostFacts { hostname: local_hostname(), primary_ip: None },
                 bundle: Some(bundle_facts.with_profiles(&profiles)),
                 profiles,
             };
             println!("Answer the questions for this node (Enter takes the value in brackets).");
             // The LDAP answers are tested live and the customer's PKI files checked as soon
             // as they are given (asked again on failure).
-            let (answers, answered) = airlock_installer::answers::ask_checked(
-                airlock_installer::answers::questions(),
+            let (answers, answered) = airlock_installer::site::answers::ask_checked(
+                airlock_installer::site::answers::questions(),
                 &facts,
                 &mut TerminalPrompter,
-                &[airlock_installer::ldap::live_check(), airlock_installer::pki::wizard::live_check()],
+                &[airlock_installer::site::ldap::live_check(), airlock_installer::site::pki::wizard::live_check()],
             )?;
             wizard_answers = Some(answered);
             answers
@@ -595,7 +595,7 @@ fn install(
     let done = apply(&prepared.plan, &host, &opts, &mut |_| {})?;
     // The release is kept whole (bundle, snapshot, answers without secrets) for
     // `airlock upgrade` and its rollback.
-    use airlock_installer::upgrade::answers::InstallAnswers;
+    use airlock_installer::ops::upgrade::answers::InstallAnswers;
     let answers_text = match answers_path_arg {
         Some(p) => Some((std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?, p.display().to_string())),
         None => None,
@@ -608,12 +608,12 @@ fn install(
                 .with_hint("this is a bug in airlock; run the install again with --answers FILE"))
         }
     };
-    airlock_installer::upgrade::keep_install(
+    airlock_installer::ops::upgrade::keep_install(
         &host,
         &prepared.staged.dir,
         &prepared.staged.manifest,
         given,
-        airlock_installer::upgrade::DEFAULT_KEEP,
+        airlock_installer::ops::upgrade::DEFAULT_KEEP,
     )?;
     let up = if host.live() {
         let progress = Progress::new(output == Output::Text);
@@ -621,9 +621,10 @@ fn install(
         let up = bring_up(&host, &prepared.live, wait, &SystemClock, progress.reporter());
         progress.finish();
         let up = up?;
-        let checks = airlock_installer::platform::wiring::https_checks(&answers, &prepared.staged.manifest.charts);
+        let checks =
+            airlock_installer::render::platform::wiring::https_checks(&answers, &prepared.staged.manifest.charts);
         let progress = Progress::new(output == Output::Text);
-        let ca = std::path::Path::new(airlock_installer::pki::CA_CERT);
+        let ca = std::path::Path::new(airlock_installer::site::pki::CA_CERT);
         let checked = post_install_checks(&host, &checks, ca, answers.node.ip, wait, &SystemClock, progress.reporter());
         progress.finish();
         Some((up, checked?))
@@ -666,7 +667,7 @@ fn install(
     if let (Output::Text, Some(pki)) = (output, &prepared.pki) {
         println!(
             "site CA for the clients to trust: {} (SHA-256 {})",
-            airlock_installer::pki::CA_CERT,
+            airlock_installer::site::pki::CA_CERT,
             pki.ca_fingerprint()
         );
     }
@@ -691,7 +692,7 @@ struct UpgradeFlags {
     #[arg(long, default_value_t = 1200)]
     timeout: u64,
     /// Releases to keep in /var/lib/airlock/releases (never the current or previous).
-    #[arg(long, default_value_t = airlock_installer::upgrade::DEFAULT_KEEP)]
+    #[arg(long, default_value_t = airlock_installer::ops::upgrade::DEFAULT_KEEP)]
     keep: usize,
     /// On rollback, also put the datastore back from the backup (cluster changes
     /// made since the backup are lost); without it the command is printed.
@@ -714,13 +715,13 @@ struct UpgradeFlags {
 fn upgrade(bundle: &std::path::Path, f: UpgradeFlags) -> Result<u8> {
     use airlock_installer::host::RootedHost;
     use airlock_installer::live::{SystemClock, WaitOptions};
-    use airlock_installer::upgrade::{self, UpgradeOptions};
+    use airlock_installer::ops::upgrade::{self, UpgradeOptions};
 
     let (pubkey, answers, root) = (&f.site.pubkey[..], f.site.answers.as_deref(), f.site.root.as_path());
     let live = root == std::path::Path::new("/");
     let keys = trust::trusted_keys(pubkey, root)?;
     let host = RootedHost::new(root.to_path_buf(), live)?;
-    let loaded = answers.map(airlock_installer::answers::Answers::load).transpose()?;
+    let loaded = answers.map(airlock_installer::site::answers::Answers::load).transpose()?;
     let mut resume = format!("airlock upgrade {}", bundle.display());
     for k in pubkey {
         resume.push_str(&format!(" --pubkey {}", k.display()));
@@ -792,7 +793,7 @@ fn upgrade(bundle: &std::path::Path, f: UpgradeFlags) -> Result<u8> {
     }
 }
 
-fn upgrade_failed(f: airlock_installer::upgrade::UpgradeFailure, output: Output) -> Result<u8> {
+fn upgrade_failed(f: airlock_installer::ops::upgrade::UpgradeFailure, output: Output) -> Result<u8> {
     if output == Output::Json {
         print_json(&serde_json::json!({
             "ok": false,
@@ -805,7 +806,7 @@ fn upgrade_failed(f: airlock_installer::upgrade::UpgradeFailure, output: Output)
     Ok(f.exit_code)
 }
 
-fn print_upgrade(r: &airlock_installer::upgrade::UpgradeReport, output: Output) {
+fn print_upgrade(r: &airlock_installer::ops::upgrade::UpgradeReport, output: Output) {
     if output == Output::Json {
         print_json(r);
         return;
@@ -813,7 +814,7 @@ fn print_upgrade(r: &airlock_installer::upgrade::UpgradeReport, output: Output) 
     if let Some(p) = &r.preflight {
         print_preflight(p);
     }
-    if let Some(airlock_installer::upgrade::policy::Decision::Overridden { violations }) = &r.policy {
+    if let Some(airlock_installer::ops::upgrade::policy::Decision::Overridden { violations }) = &r.policy {
         for v in violations {
             println!("POLICY OVERRIDDEN (--allow-policy-override, journaled): {v}");
         }
@@ -866,7 +867,7 @@ fn print_upgrade(r: &airlock_installer::upgrade::UpgradeReport, output: Output) 
 }
 
 /// The platform part of the final report: where things are, never a credential's value.
-fn print_install_report(r: &airlock_installer::platform::wiring::InstallReport) {
+fn print_install_report(r: &airlock_installer::render::platform::wiring::InstallReport) {
     if r.urls.is_empty() {
         return;
     }
@@ -882,12 +883,12 @@ fn print_install_report(r: &airlock_installer::platform::wiring::InstallReport) 
     for line in &r.hand_to_customer {
         println!("  - {line}");
     }
-    println!("this report: {}", airlock_installer::platform::wiring::REPORT_PATH);
+    println!("this report: {}", airlock_installer::render::platform::wiring::REPORT_PATH);
 }
 
 fn uninstall(root: &std::path::Path, opts: UninstallOptions, yes: bool, dry_run: bool, output: Output) -> Result<u8> {
     use airlock_installer::host::RootedHost;
-    use airlock_installer::uninstall::{apply, plan, Action, Inventory};
+    use airlock_installer::ops::uninstall::{apply, plan, Action, Inventory};
 
     let live = root == std::path::Path::new("/");
     let host = RootedHost::new(root.to_path_buf(), live)?;
@@ -955,10 +956,10 @@ fn preflight(
     overrides: &[String],
     output: Output,
 ) -> Result<u8> {
-    use airlock_installer::answers::{Answers, Role};
-    use airlock_installer::delta::read_profiles_for_site;
-    use airlock_installer::preflight::site::{self, SiteInput};
-    use airlock_installer::preflight::Mode;
+    use airlock_installer::bundle::delta::read_profiles_for_site;
+    use airlock_installer::site::answers::{Answers, Role};
+    use airlock_installer::site::preflight::site::{self, SiteInput};
+    use airlock_installer::site::preflight::Mode;
 
     let answers = answers.map(Answers::load).transpose()?;
     let keys = trust::trusted_keys(pubkey, root)?;
@@ -991,7 +992,7 @@ fn preflight(
             role: Role::Server,
             mode: Mode::Install,
             image_bytes,
-            data_dir: PathBuf::from(airlock_installer::answers::DEFAULT_DATA_DIR),
+            data_dir: PathBuf::from(airlock_installer::site::answers::DEFAULT_DATA_DIR),
             join_token_file: None,
             overrides: overrides.to_vec(),
         },
@@ -1013,7 +1014,7 @@ fn preflight(
 
 fn status(root: &std::path::Path, output: Output) -> Result<u8> {
     use airlock_installer::host::RootedHost;
-    use airlock_installer::status::{status, Live, StatusOptions};
+    use airlock_installer::ops::status::{status, Live, StatusOptions};
 
     let live = root == std::path::Path::new("/");
     let host = RootedHost::new(root.to_path_buf(), live)?;
@@ -1085,7 +1086,7 @@ fn status(root: &std::path::Path, output: Output) -> Result<u8> {
 
 fn support_bundle(root: &std::path::Path, out: &std::path::Path, output: Output) -> Result<u8> {
     use airlock_installer::host::RootedHost;
-    use airlock_installer::support::{collect, SupportOptions};
+    use airlock_installer::ops::support::{collect, SupportOptions};
 
     let live = root == std::path::Path::new("/");
     let host = RootedHost::new(root.to_path_buf(), live)?;
@@ -1118,8 +1119,8 @@ fn print_json(value: &impl serde::Serialize) {
 }
 
 /// Every check short of a pass with its fix, then a one-line summary.
-fn print_preflight(r: &airlock_installer::preflight::PreflightReport) {
-    use airlock_installer::preflight::Status as S;
+fn print_preflight(r: &airlock_installer::site::preflight::PreflightReport) {
+    use airlock_installer::site::preflight::Status as S;
     for c in &r.checks {
         let word = match c.status {
             S::Pass | S::Skipped => continue,
@@ -1152,7 +1153,7 @@ const EXIT_EXPIRED: u8 = 10;
 
 fn pki(command: PkiCommand) -> Result<u8> {
     use airlock_installer::host::RootedHost;
-    use airlock_installer::pki::{self, RenewOptions};
+    use airlock_installer::site::pki::{self, RenewOptions};
 
     let host = |root: &std::path::Path| RootedHost::new(root.to_path_buf(), false);
     match command {
@@ -1212,7 +1213,7 @@ fn pki(command: PkiCommand) -> Result<u8> {
     }
 }
 
-fn print_pki_status(root: &std::path::Path, r: &airlock_installer::pki::StatusReport) {
+fn print_pki_status(root: &std::path::Path, r: &airlock_installer::site::pki::StatusReport) {
     let mode = r.mode.map(|m| m.to_string()).unwrap_or_else(|| "unknown: no pki.json".to_string());
     println!("site PKI under {} (mode {mode})", root.join("etc/airlock/pki").display());
     for c in &r.certificates {
@@ -1241,8 +1242,8 @@ fn local_hostname() -> Option<String> {
 /// library's (the same as for answers files); this only draws and reads.
 struct TerminalPrompter;
 
-impl airlock_installer::answers::Prompter for TerminalPrompter {
-    fn answer(&mut self, p: &airlock_installer::answers::Prompt<'_>) -> Result<String> {
+impl airlock_installer::site::answers::Prompter for TerminalPrompter {
+    fn answer(&mut self, p: &airlock_installer::site::answers::Prompt<'_>) -> Result<String> {
         let io = |e: dialoguer::Error| Error::input(p.key.clone(), format!("reading the answer failed: {e}"));
         if !p.help.is_empty() {
             println!("  {}", p.help);
@@ -1271,7 +1272,7 @@ impl airlock_installer::answers::Prompter for TerminalPrompter {
         input.interact_text().map_err(io)
     }
 
-    fn rejected(&mut self, problem: &airlock_installer::answers::Problem) {
+    fn rejected(&mut self, problem: &airlock_installer::site::answers::Problem) {
         eprintln!("  not taken: {problem}");
     }
 
@@ -1335,7 +1336,7 @@ fn print_verify(r: &VerifyReport) {
 }
 
 /// The delta line of `verify` and `inspect`.
-fn print_delta(d: &airlock_installer::verify::DeltaReport) {
+fn print_delta(d: &airlock_installer::bundle::verify::DeltaReport) {
     println!(
         "delta over {} {} (manifest sha256 {}): {} entries ({} bytes) expected from the base, not checked here",
         d.base_name, d.base_version, d.base_manifest_sha256, d.entries_from_base, d.bytes_from_base

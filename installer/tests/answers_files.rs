@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use airlock_format::error::{Error, ErrorKind, Result};
 use airlock_format::manifest::DistributionKind;
-use airlock_installer::answers::{self, Answers, Facts, HostFacts, Problem, Prompt, Prompter, Role};
-use airlock_installer::profile::{Profile, Topology};
+use airlock_installer::site::answers::{self, Answers, Facts, HostFacts, Problem, Prompt, Prompter, Role};
+use airlock_installer::site::profile::{Profile, Topology};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -72,13 +72,13 @@ fn the_shipped_profiles_say_what_the_issue_asks_for() {
 
     let ha = profile("ha");
     assert_eq!(ha.topology, Topology::Ha { servers: 3, agents: true });
-    assert!(matches!(&ha.options, airlock_installer::profile::Options::K3s(o) if o.embedded_registry));
+    assert!(matches!(&ha.options, airlock_installer::site::profile::Options::K3s(o) if o.embedded_registry));
     assert_eq!(ha.preflight.max_etcd_fsync_p99_ms, Some(10.0));
 
     let cis = profile("rke2-cis");
     assert_eq!(cis.distribution, DistributionKind::Rke2);
-    assert!(matches!(&cis.options, airlock_installer::profile::Options::Rke2(o) if o.cis));
-    assert_eq!(cis.storage, airlock_installer::profile::Storage::Component("local-path".into()));
+    assert!(matches!(&cis.options, airlock_installer::site::profile::Options::Rke2(o) if o.cis));
+    assert_eq!(cis.storage, airlock_installer::site::profile::Storage::Component("local-path".into()));
     assert!(cis.ports(Role::Server).unwrap().tcp.iter().any(|r| r.contains(9345)));
 }
 

@@ -16,11 +16,11 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use airlock_installer::distribution::{
+use airlock_installer::engine::layout::{FileSource, Layout};
+use airlock_installer::render::distribution::{
     render, Artifacts, ChartInput, DistributionInput, RegistryMirror, Role, StorageProvisioner, TarballEntry,
     TarballEntryKind, Token, CHART_CONTENT_LIMIT,
 };
-use airlock_installer::layout::{FileSource, Layout};
 
 /// The cluster token of every case; it must never reach a golden file.
 const TOKEN: &str = "K10-golden-token::server:s3cr3t-7f3a9c";
@@ -326,7 +326,7 @@ fn layout_invariants() {
         for f in &layout.files {
             if f.path.starts_with(data.join("agent/images")) {
                 let name = f.path.file_name().unwrap().to_string_lossy();
-                assert!(airlock_installer::distribution::is_image_tarball_name(&name), "{case}: {name}");
+                assert!(airlock_installer::render::distribution::is_image_tarball_name(&name), "{case}: {name}");
             }
             if f.path.starts_with(data.join("server")) {
                 assert!(input.role.is_server(), "{case}: {} on an agent", f.path.display());

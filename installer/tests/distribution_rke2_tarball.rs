@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use airlock_format::error::ErrorKind;
-use airlock_installer::distribution::{
+use airlock_installer::engine::layout::FileSource;
+use airlock_installer::render::distribution::{
     read_unpacked_rke2, render, unpack_rke2_tarball, Artifacts, DistributionInput, Role, TarballEntry,
     TarballEntryKind, Token, RKE2_UNPACK_DIR,
 };
-use airlock_installer::layout::FileSource;
 use tar::{EntryType, Header};
 
 /// One tar member, with its name written raw into the header (so `..` and absolute

@@ -14,11 +14,11 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use airlock_format::error::{Error, Result};
+use airlock_installer::engine::layout::{FileSource, Layout, PlannedFile, PlannedUser};
 use airlock_installer::engine::{
     apply, layout_steps, ApplyOptions, Journal, Outcome, Plan, RunContext, Step, StepState, StepStatus, CRASH_AFTER_ENV,
 };
 use airlock_installer::host::{CommandOutput, Host, HostCall, RecordingHost, RootedHost};
-use airlock_installer::layout::{FileSource, Layout, PlannedFile, PlannedUser};
 
 const STATE: &str = "/var/lib/airlock";
 const RESUME: &str = "airlock install --bundle /media/platform.airlock --answers site.yaml";

@@ -19,8 +19,8 @@ use airlock_format::manifest::{MANIFEST_PATH, SIGNATURE_PATH};
 use airlock_format::minisign::{PublicKey, SecretKey};
 use airlock_format::parts::{part_path, BundleFiles};
 use airlock_format::report::Silent;
-use airlock_installer::staging::{extract, Staged};
-use airlock_installer::verify::{verify, Status, VerifyOptions, VerifyReport};
+use airlock_installer::bundle::staging::{extract, Staged};
+use airlock_installer::bundle::verify::{verify, Status, VerifyOptions, VerifyReport};
 use forge::{
     find_in_file, flip_byte, flipped, header, listing, noise, save, Forge, Tar, CHART, GIB, IMAGE, PROFILE, SCRIPT,
 };
@@ -735,7 +735,7 @@ fn verify_refuses_a_tampered_or_unsigned_checksum_list() {
 
 #[test]
 fn with_an_image_archive_the_layout_is_written_once_as_an_importable_tar_and_bad_bundles_leave_nothing() {
-    use airlock_installer::staging::extract_with_image_archive;
+    use airlock_installer::bundle::staging::extract_with_image_archive;
     let f = Forge::standard();
     let d = bundle_dir();
     let files = save(d.path(), "b.airlock", &f.good());

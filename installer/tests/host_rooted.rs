@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use airlock_format::error::ErrorKind;
+use airlock_installer::engine::layout::PlannedUser;
 use airlock_installer::host::{CommandOutput, Host, HostCall, Perms, RecordingHost, RootedHost};
-use airlock_installer::layout::PlannedUser;
 
 const K3S_UNIT: &str = "[Unit]\nDescription=Lightweight Kubernetes\n[Service]\nExecStart=/usr/local/bin/k3s server\n[Install]\nWantedBy=multi-user.target\n";
 const RKE2_UNIT: &str = "[Unit]\nDescription=Rancher Kubernetes Engine v2 (server)\n[Service]\nExecStart=/usr/local/bin/rke2 server\n[Install]\nWantedBy=multi-user.target\n";

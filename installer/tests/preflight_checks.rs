@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use airlock_format::ErrorKind;
-use airlock_installer::preflight::{
+use airlock_installer::site::preflight::{
     collect, run, CollectOptions, Distribution, Facts, FsyncFacts, FsyncProbeOptions, Mode, ModuleState, Overall,
     PreflightReport, Status, Thresholds,
 };
@@ -129,7 +129,7 @@ fn thresholds() -> Thresholds {
     }
 }
 
-fn check<'r>(r: &'r PreflightReport, id: &str) -> &'r airlock_installer::preflight::CheckResult {
+fn check<'r>(r: &'r PreflightReport, id: &str) -> &'r airlock_installer::site::preflight::CheckResult {
     r.get(id).unwrap_or_else(|| panic!("no check {id} in {:#?}", r.checks))
 }
 
@@ -335,7 +335,7 @@ fn a_joining_node_needs_the_token_file_copied_and_private() {
 #[test]
 fn every_check_id_is_documented() {
     let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/preflight.md")).unwrap();
-    for id in airlock_installer::preflight::check_ids() {
+    for id in airlock_installer::site::preflight::check_ids() {
         assert!(doc.contains(&format!("| `{id}` |")), "docs/preflight.md has no row for `{id}`");
     }
 }

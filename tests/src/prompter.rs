@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use airlock_format::error::Result;
-use airlock_installer::answers::{Problem, Prompt, Prompter};
+use airlock_installer::site::answers::{Problem, Prompt, Prompter};
 
 /// Answers prompts from a script per key; an unscripted prompt takes its default
 /// (Enter). Records every prompt, rejection and note.

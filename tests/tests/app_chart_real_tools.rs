@@ -20,11 +20,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use airlock_installer::answers::Secret;
-use airlock_installer::platform::app::{
+use airlock_installer::render::platform::app::{
     render, AppImages, AppInput, IngressController, KeycloakInput, MinioInput, Rendered, DEFAULT_NAMESPACE,
     DEFAULT_RELEASE,
 };
+use airlock_installer::site::answers::Secret;
 use airlock_tests::{helm, helm_command, is_root, require_tool, skip_or_fail, workspace_root};
 use serde_json::{json, Value as Json};
 

@@ -17,9 +17,9 @@ use airlock_format::minisign::{PublicKey, SecretKey};
 use airlock_format::parts::BundleFiles;
 use airlock_format::report::Silent;
 use airlock_format::write::{write_bundle, Content, PlannedEntry, WriteOptions};
-use airlock_installer::delta::{extract_delta, read_profiles_for_site, RELEASES_DIR};
-use airlock_installer::install::{IMAGE_ARCHIVE_ENTRY, RELEASE_PATH};
-use airlock_installer::staging::extract_with_image_archive;
+use airlock_installer::bundle::delta::{extract_delta, read_profiles_for_site, RELEASES_DIR};
+use airlock_installer::bundle::staging::extract_with_image_archive;
+use airlock_installer::ops::install::{IMAGE_ARCHIVE_ENTRY, RELEASE_PATH};
 use airlock_tests::{cargo_bin, demo_dir, require_tool, workspace_root};
 use serde_json::Value;
 

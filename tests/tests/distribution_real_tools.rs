@@ -18,11 +18,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use airlock_installer::distribution::{
+use airlock_installer::engine::layout::{FileSource, Layout};
+use airlock_installer::render::distribution::{
     render, Artifacts, ChartInput, DistributionInput, Role, StorageProvisioner, TarballEntry, TarballEntryKind, Token,
     CHART_CONTENT_LIMIT,
 };
-use airlock_installer::layout::{FileSource, Layout};
 use airlock_tests::{helm, helm_command, require_tool, workspace_root};
 use base64::Engine as _;
 use serde_json::Value as Json;

@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
-use airlock_installer::answers::Secret;
-use airlock_installer::ldap::{probe_with, LdapSettings, LdapUrl, Preset, ProbeErrorKind, ProbeOptions, Transport};
+use airlock_installer::site::answers::Secret;
+use airlock_installer::site::ldap::{
+    probe_with, LdapSettings, LdapUrl, Preset, ProbeErrorKind, ProbeOptions, Transport,
+};
 use airlock_tests::slapd::{self, Directory, Slapd};
 
 fn opts() -> ProbeOptions {
@@ -25,7 +27,7 @@ fn openldap(url: &str, starttls: bool, ca: Option<PathBuf>) -> LdapSettings {
     }
 }
 
-fn fail(s: &LdapSettings) -> airlock_installer::ldap::ProbeError {
+fn fail(s: &LdapSettings) -> airlock_installer::site::ldap::ProbeError {
     let e = probe_with(s, &opts()).expect_err("the probe should fail");
     let text = e.to_string();
     assert!(text.contains("hint: "), "{text}");

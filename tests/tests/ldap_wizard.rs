@@ -1,7 +1,7 @@
 //! The wizard's live LDAP check against a real slapd: a refused bind is shown and the
 //! `ldap` questions are asked again; the corrected answers pass and are reported.
 
-use airlock_installer::answers::{ask_checked, questions, Facts};
+use airlock_installer::site::answers::{ask_checked, questions, Facts};
 use airlock_tests::prompter::Scripted;
 use airlock_tests::slapd::{self, Directory, Slapd};
 
@@ -26,8 +26,9 @@ fn the_wizard_tests_ldap_live_and_asks_again_after_a_refused_bind() {
     ] {
         p.script.insert(k.into(), v.into_iter().map(String::from).collect());
     }
-    let (answers, _) = ask_checked(questions(), &Facts::default(), &mut p, &[airlock_installer::ldap::live_check()])
-        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let (answers, _) =
+        ask_checked(questions(), &Facts::default(), &mut p, &[airlock_installer::site::ldap::live_check()])
+            .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     let ldap = answers.ldap.expect("ldap answers");
     assert!(ldap.starttls, "StartTLS was the suggestion for ldap://");
     assert_eq!(p.rejected.len(), 1, "{:?}", p.rejected);

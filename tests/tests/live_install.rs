@@ -8,12 +8,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use airlock_format::report::Silent;
-use airlock_installer::answers::Answers;
+use airlock_installer::bundle::trust::trusted_keys;
 use airlock_installer::engine::{apply, ApplyOptions};
 use airlock_installer::host::{CommandOutput, Host, HostCall, RecordingHost};
-use airlock_installer::install::{prepare, STATE_DIR};
 use airlock_installer::live::{bring_up, WaitOptions};
-use airlock_installer::trust::trusted_keys;
+use airlock_installer::ops::install::{prepare, STATE_DIR};
+use airlock_installer::site::answers::Answers;
 use airlock_tests::live::{expect_healthy_demo_endpoints, kubectl, TestClock};
 use airlock_tests::{build_demo_bundle, demo_dir};
 
@@ -52,10 +52,10 @@ fn a_live_install_lays_every_file_before_starting_k3s_then_waits_for_the_node_an
 
     // Then every endpoint, over HTTPS against the site CA, with the ingress hosts
     // resolved to this node.
-    let checks = airlock_installer::platform::wiring::https_checks(&answers, &prepared.staged.manifest.charts);
+    let checks = airlock_installer::render::platform::wiring::https_checks(&answers, &prepared.staged.manifest.charts);
     assert_eq!(checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["keycloak", "minio", "app"]);
     expect_healthy_demo_endpoints(&host);
-    let ca = Path::new(airlock_installer::pki::CA_CERT);
+    let ca = Path::new(airlock_installer::site::pki::CA_CERT);
     let checked =
         airlock_installer::live::post_install_checks(&host, &checks, ca, answers.node.ip, wait, &clock, &Silent)
             .unwrap();

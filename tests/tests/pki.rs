@@ -7,10 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use airlock_installer::answers::Answers;
 use airlock_installer::engine::{apply, ApplyOptions, Plan};
 use airlock_installer::host::RootedHost;
-use airlock_installer::pki;
+use airlock_installer::site::answers::Answers;
+use airlock_installer::site::pki;
 use airlock_tests::{build_demo_bundle, cargo_bin, demo_dir, require_tool};
 
 const ANSWERS: &str =

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use airlock_installer::answers::{ask_checked, questions, Facts, PkiMode};
+use airlock_installer::site::answers::{ask_checked, questions, Facts, PkiMode};
 use airlock_tests::prompter::Scripted;
 use airlock_tests::require_tool;
 
@@ -23,8 +23,8 @@ fn scripted(extra: &[(&str, &[&str])]) -> Scripted {
     p
 }
 
-fn checks() -> [airlock_installer::answers::LiveCheck; 1] {
-    [airlock_installer::pki::wizard::live_check()]
+fn checks() -> [airlock_installer::site::answers::LiveCheck; 1] {
+    [airlock_installer::site::pki::wizard::live_check()]
 }
 
 /// A customer root CA as `openssl req -x509` makes it, and a key that is not its own.

@@ -17,12 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
-use airlock_installer::answers::Secret;
-use airlock_installer::platform::keycloak::{
+use airlock_installer::render::platform::keycloak::{
     self, KeycloakCredentials, KeycloakDatabase, KeycloakInput, KeycloakLdap, LdapVendor,
 };
-use airlock_installer::platform::minio::{self, MinioCredentials, MinioInput, MinioTls};
-use airlock_installer::platform::{Manifest, ManifestKind, Rendered};
+use airlock_installer::render::platform::minio::{self, MinioCredentials, MinioInput, MinioTls};
+use airlock_installer::render::platform::{Manifest, ManifestKind, Rendered};
+use airlock_installer::site::answers::Secret;
 use airlock_tests::{helm, helm_command, workspace_root};
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -580,8 +580,8 @@ fn minio_ha_chart_is_a_distributed_statefulset_one_pod_per_server() {
 /// beside it in the same auto-deploy directory without clashing with it.
 #[test]
 fn platform_values_survive_the_helmchart_manifest_and_sit_beside_it() {
-    use airlock_installer::distribution::{self, Artifacts, ChartInput, DistributionInput, Role, Token};
-    use airlock_installer::layout::FileSource;
+    use airlock_installer::engine::layout::FileSource;
+    use airlock_installer::render::distribution::{self, Artifacts, ChartInput, DistributionInput, Role, Token};
 
     let Some(helm_bin) = helm() else { return };
     let tmp = tempfile::tempdir().unwrap();

@@ -195,7 +195,7 @@ fn status_counts_certificate_days_and_an_expired_one_is_a_problem() {
 
     // Twenty days on, the ingress certificate has expired.
     use airlock_installer::host::RootedHost;
-    use airlock_installer::status::{status, StatusOptions};
+    use airlock_installer::ops::status::{status, StatusOptions};
     let host = RootedHost::new(root.clone(), false).unwrap();
     let later = StatusOptions { now_unix: StatusOptions::now().now_unix + 20 * 86_400 };
     let r = status(&host, &later).unwrap();

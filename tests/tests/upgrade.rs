@@ -13,13 +13,13 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use airlock_format::report::Silent;
-use airlock_installer::answers::Answers;
+use airlock_installer::bundle::trust::trusted_keys;
 use airlock_installer::engine::{apply, ApplyOptions};
 use airlock_installer::host::{CommandOutput, Host, HostCall, RecordingHost};
-use airlock_installer::install::prepare;
 use airlock_installer::live::WaitOptions;
-use airlock_installer::trust::trusted_keys;
-use airlock_installer::upgrade::{self, UpgradeOptions, EXIT_POLICY, EXIT_ROLLED_BACK};
+use airlock_installer::ops::install::prepare;
+use airlock_installer::ops::upgrade::{self, UpgradeOptions, EXIT_POLICY, EXIT_ROLLED_BACK};
+use airlock_installer::site::answers::Answers;
 use airlock_tests::build_demo_variant;
 use airlock_tests::live::{expect_healthy_demo_endpoints, kubectl, TestClock};
 use airlock_tests::tree::{installed_tree as tree, walk};

@@ -15,7 +15,6 @@ use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::host::{Host, Perms};
-use crate::preflight::OverrideRecord;
 
 pub const JOURNAL_VERSION: u32 = 1;
 const JOURNAL_FILE: &str = "journal.json";
@@ -159,6 +158,35 @@ pub(super) fn new_run_id() -> String {
 pub(crate) fn now_rfc3339() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     airlock_format::manifest::rfc3339(secs)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+/// A preflight check's verdict (`airlock_installer::site::preflight::Status`): the journal
+/// records the verdict an override accepted.
+pub enum CheckStatus {
+    Pass,
+    /// Works, but something should be fixed; does not block.
+    Warn,
+    /// Blocks the install unless overridden.
+    Fail,
+    /// Failed, and the operator overrode it by name.
+    Overridden,
+    /// Not decidable from host facts; the detail says why.
+    Skipped,
+}
+
+/// One name the operator passed as an override, and what it did: the record the caller
+/// writes to the journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverrideRecord {
+    pub id: String,
+    /// The check failed and is now `Overridden`.
+    pub applied: bool,
+    /// The check's status before the override (or `None` if it did not run in this mode).
+    pub status_before: Option<CheckStatus>,
+    /// What the check measured, so the journal says what was accepted.
+    pub detail: String,
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! cannot know what the host looked like before it, only the crashed run did.
 
 mod journal;
+pub mod layout;
 mod steps;
 
 use std::collections::HashSet;
@@ -28,9 +29,8 @@ use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
-use crate::preflight::OverrideRecord;
 
-pub use journal::{Journal, Outcome, StepRecord, StepStatus, JOURNAL_VERSION};
+pub use journal::{CheckStatus, Journal, Outcome, OverrideRecord, StepRecord, StepStatus, JOURNAL_VERSION};
 pub use steps::layout_steps;
 
 /// Where the installer keeps its lock, journal and backups on the target.
@@ -372,7 +372,7 @@ impl Run<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::Layout;
+    use crate::engine::layout::Layout;
 
     #[test]
     fn a_plan_refuses_two_steps_with_one_id() {

@@ -16,8 +16,8 @@ use std::sync::{Mutex, MutexGuard};
 use airlock_format::error::{Error, Result};
 
 use super::{RunContext, Step, StepState};
+use crate::engine::layout::{FileSource, Layout, PlannedDir, PlannedFile, PlannedLink, PlannedUser};
 use crate::host::{FileKind, Host, Perms};
-use crate::layout::{FileSource, Layout, PlannedDir, PlannedFile, PlannedLink, PlannedUser};
 
 /// The steps for one component's layout, in the order they must run: users (files
 /// may belong to them), directories, files, links (to files), then units (their files

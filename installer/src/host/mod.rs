@@ -26,8 +26,6 @@ use std::path::{Path, PathBuf};
 use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::layout::PlannedUser;
-
 pub use recording::{HostCall, RecordingHost};
 pub use rooted::RootedHost;
 
@@ -133,6 +131,15 @@ impl HostLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// A system user (and its group of the same name) that must exist, e.g. RKE2's
+/// `etcd` user for the CIS profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedUser {
+    pub name: String,
+    pub home: PathBuf,
+    pub shell: PathBuf,
 }
 
 /// Everything the installer may do to a host. Object safe: the engine holds a

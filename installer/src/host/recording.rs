@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+use super::PlannedUser;
 use super::{system, CommandOutput, Host, HostLock, Metadata, Perms, RootedHost};
-use crate::layout::PlannedUser;
 
 /// Content larger than this is recorded by length only.
 const MAX_RECORDED_CONTENT: usize = 64 * 1024;

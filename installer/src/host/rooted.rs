@@ -28,8 +28,8 @@ use airlock_format::error::{Error, ErrorKind, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use super::PlannedUser;
 use super::{system, CommandOutput, FileKind, Host, HostLock, Metadata, Perms};
-use crate::layout::PlannedUser;
 
 /// Symlinks followed while resolving one path before we call it a loop (as Linux).
 const MAX_SYMLINK_HOPS: u32 = 40;

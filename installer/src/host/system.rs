@@ -21,8 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use airlock_format::error::{Error, Result};
 
+use super::PlannedUser;
 use super::{FileKind, Host, Perms, SYSTEMD_SYSTEM_DIR};
-use crate::layout::PlannedUser;
 
 const PASSWD: &str = "/etc/passwd";
 const GROUP: &str = "/etc/group";

@@ -1,0 +1,78 @@
+//! Which vendor keys this site trusts.
+//!
+//! Trusted keys come from `--pubkey` or the site's key directory
+//! (`<root>/etc/airlock/keys/*.pub`), never from the bundle being verified: a bundle
+//! that could name its own key would prove nothing.
+//!
+//! A key the site retired or revoked (a key statement from an earlier bundle, recorded
+//! in `<root>/etc/airlock/keys/revoked.json` by [`crate::bundle::keys`]) is refused wherever it
+//! comes from, `--pubkey` included: revoking a compromised key must not be undone by
+//! passing it again.
+
+use std::path::{Path, PathBuf};
+
+use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::minisign::PublicKey;
+
+use crate::bundle::keys::{revoked_key_error, RevocationList, REVOKED_PATH};
+
+/// The site key directory, relative to the target root.
+pub const SITE_KEY_DIR: &str = "etc/airlock/keys";
+
+/// Loads the keys given on the command line, or else the site's keys. Fails closed:
+/// no key, no trust.
+pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> {
+    let mut keys = Vec::new();
+    let mut sources = Vec::new();
+    for p in pubkeys {
+        keys.push(PublicKey::from_file(p)?);
+        sources.push(format!("--pubkey {}", p.display()));
+    }
+    if keys.is_empty() {
+        let dir = root.join(SITE_KEY_DIR);
+        if dir.is_dir() {
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .at(&dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+                .collect();
+            paths.sort();
+            for p in paths {
+                keys.push(PublicKey::from_file(&p)?);
+                sources.push(p.display().to_string());
+            }
+        }
+    }
+    let revoked = RevocationList::load(&root.join(REVOKED_PATH.trim_start_matches('/')))?;
+    for (k, source) in keys.iter().zip(&sources) {
+        if let Some(r) = revoked.find(&k.key_id_hex()) {
+            let e = revoked_key_error(r, source);
+            // A revoked key's file back in the key directory (restored by hand, say):
+            // the fix is removing it, not finding another bundle.
+            return Err(if pubkeys.is_empty() {
+                e.with_hint(format!("remove {source}: that key is out of trust at this site"))
+            } else {
+                e
+            });
+        }
+    }
+    if keys.is_empty() {
+        return Err(Error::signature("trusted keys", "no vendor public key is trusted, so no bundle can be verified")
+            .with_hint(format!("pass --pubkey VENDOR.pub, or install the vendor key into /{SITE_KEY_DIR}/")));
+    }
+    Ok(keys)
+}
+
+/// Turns "not signed by a trusted key" into the revocation error when the key that
+/// signed the bundle is one this site retired or revoked, so the operator learns why
+/// at once instead of trying `--pubkey` with that key. Any other error is returned as is.
+pub fn explain_untrusted_signer(e: Error, root: &Path) -> Error {
+    if e.kind != airlock_format::ErrorKind::Signature {
+        return e;
+    }
+    let Ok(list) = RevocationList::load(&root.join(REVOKED_PATH.trim_start_matches('/'))) else { return e };
+    match list.keys.iter().find(|k| e.cause.contains(&format!("signed by key {}", k.key_id))) {
+        Some(k) => revoked_key_error(k, "the bundle's signer"),
+        None => e,
+    }
+}

@@ -1,0 +1,103 @@
+//! What an install lays down on the target, as data.
+//!
+//! Renderers (the distribution, PKI, charts) describe files, links, directories and
+//! units; the engine turns them into steps that check and apply them through the host
+//! seam. Keeping this plain data is what lets `--dry-run` print exactly what a real run
+//! would do, and lets tests compare a plan against golden files.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// Where a file's bytes come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileSource {
+    /// Rendered content (configs, units, manifests).
+    Inline(#[serde(skip)] Vec<u8>),
+    /// A verified file in the staging directory, by its bundle entry path
+    /// (`distribution/k3s`), copied when applied.
+    Staged(String),
+}
+
+/// One file on the target. `path` is absolute as seen on the target host
+/// (`/etc/rancher/k3s/config.yaml`); the host seam maps it under `--root`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedFile {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub source: FileSource,
+    /// Holds a secret (token, key, password): written 0600 whatever `mode` says, and
+    /// its content never appears in plans, logs or reports.
+    pub secret: bool,
+}
+
+/// A symbolic link on the target (`/usr/local/bin/kubectl -> k3s`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedLink {
+    pub link: PathBuf,
+    pub target: PathBuf,
+}
+
+/// A directory on the target that must exist with this mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedDir {
+    pub path: PathBuf,
+    pub mode: u32,
+}
+
+/// Users are created by the host seam itself, so their type lives there.
+pub use crate::host::PlannedUser;
+
+/// Everything one component wants on the target.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    pub dirs: Vec<PlannedDir>,
+    pub files: Vec<PlannedFile>,
+    pub links: Vec<PlannedLink>,
+    /// systemd units to enable (`k3s.service`); enabling under `--root` is a symlink
+    /// in `multi-user.target.wants`, in live mode `systemctl enable`.
+    pub units: Vec<String>,
+    pub users: Vec<PlannedUser>,
+}
+
+impl Layout {
+    pub fn file(&mut self, path: impl Into<PathBuf>, mode: u32, content: impl Into<Vec<u8>>) {
+        self.files.push(PlannedFile {
+            path: path.into(),
+            mode,
+            source: FileSource::Inline(content.into()),
+            secret: false,
+        });
+    }
+    pub fn secret_file(&mut self, path: impl Into<PathBuf>, content: impl Into<Vec<u8>>) {
+        self.files.push(PlannedFile {
+            path: path.into(),
+            mode: 0o600,
+            source: FileSource::Inline(content.into()),
+            secret: true,
+        });
+    }
+    pub fn staged(&mut self, path: impl Into<PathBuf>, mode: u32, entry: impl Into<String>) {
+        self.files.push(PlannedFile {
+            path: path.into(),
+            mode,
+            source: FileSource::Staged(entry.into()),
+            secret: false,
+        });
+    }
+    pub fn link(&mut self, link: impl Into<PathBuf>, target: impl Into<PathBuf>) {
+        self.links.push(PlannedLink { link: link.into(), target: target.into() });
+    }
+    pub fn dir(&mut self, path: impl Into<PathBuf>, mode: u32) {
+        self.dirs.push(PlannedDir { path: path.into(), mode });
+    }
+    /// Appends another layout.
+    pub fn extend(&mut self, other: Layout) {
+        self.dirs.extend(other.dirs);
+        self.files.extend(other.files);
+        self.links.extend(other.links);
+        self.units.extend(other.units);
+        self.users.extend(other.users);
+    }
+}

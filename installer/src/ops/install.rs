@@ -1,0 +1,489 @@
+//! `airlock install`: verify and stage the bundle, compute the whole plan, then apply
+//! it through the engine — or print it (`--dry-run`, `--check`) through the same code.
+//!
+//! Order matters and is the point of this module: nothing on the target changes until
+//! the bundle has been verified completely into staging, the image archive is written
+//! there, the profile and answers agree, and every step of the plan exists. The
+//! cluster token is created once and kept in the state directory, so a re-run after a
+//! failure renders the same configs and converges instead of starting over.
+
+use std::cell::RefCell;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::manifest::{DistributionKind, Entry, Manifest};
+use airlock_format::minisign::PublicKey;
+use airlock_format::parts::BundleFiles;
+use airlock_format::read::{read_bundle, EntrySink};
+use airlock_format::report::Reporter;
+use ring::rand::SecureRandom;
+use serde::Serialize;
+
+use crate::bundle::images::{write_image_archive, Compression};
+use crate::bundle::staging::{self, Staged};
+use crate::engine::layout::Layout;
+use crate::engine::{layout_steps, Plan};
+use crate::host::Host;
+use crate::live::LiveTarget;
+use crate::ops::uninstall::{Inventory, INVENTORY_PATH};
+use crate::render::distribution::{self, Artifacts, ChartInput, DistributionInput, RegistryMirror, Token};
+use crate::render::platform::wiring;
+use crate::site::answers::{Address, Answers};
+use crate::site::profile::{Options, Profile};
+
+/// The installer's state directory on the target (journal, lock, backups, secrets).
+pub const STATE_DIR: &str = "/var/lib/airlock";
+/// Where the cluster token lives (0600), created once.
+pub const TOKEN_PATH: &str = "/var/lib/airlock/secrets/cluster-token";
+/// What is installed, for `status` and upgrades.
+pub const RELEASE_PATH: &str = "/var/lib/airlock/release.json";
+/// Staged image archive entry, written next to the verified bundle content.
+pub const IMAGE_ARCHIVE_ENTRY: &str = "images/airlock-images.tar";
+/// The site CA (our PKI's, or the customer's), trusted for the registry mirror.
+pub const SITE_CA_PATH: &str = "/etc/airlock/pki/ca.crt";
+
+/// A verified, staged bundle and the plan that installs it.
+pub struct Prepared {
+    pub staged: Staged,
+    pub profile: Profile,
+    pub plan: Plan,
+    /// What live mode starts and waits for once the plan is applied.
+    pub live: LiveTarget,
+    /// The site PKI, on the node that starts the cluster (its CA fingerprint and
+    /// certificates are for the report and the platform's TLS Secrets).
+    pub pki: Option<crate::site::pki::SitePki>,
+    /// What to tell the customer once the plan is applied (on the node that starts
+    /// the cluster); also written to `/var/lib/airlock/report.json`.
+    pub report: Option<wiring::InstallReport>,
+    /// What the plan places (also written to `installed.json` by it): what an upgrade
+    /// compares with the installed release's to remove what the new one no longer has.
+    pub inventory: Inventory,
+}
+
+/// The record of what is installed, written as the plan's last step.
+#[derive(Debug, Serialize)]
+struct Release<'a> {
+    bundle: &'a str,
+    version: &'a str,
+    created: &'a str,
+    /// SHA-256 of the signed manifest: identifies the bundle exactly.
+    manifest_sha256: String,
+    signer: String,
+    profile: &'a str,
+    distribution: String,
+}
+
+/// Verifies the bundle into staging under the target root. Changes nothing on the
+/// target outside `<root>/var/lib/airlock/staging`.
+pub fn stage(bundle: &Path, trusted: &[PublicKey], host: &dyn Host, reporter: &dyn Reporter) -> Result<Staged> {
+    let files = BundleFiles::locate(bundle)?;
+    let staging_root = host.root().join(STATE_DIR.trim_start_matches('/')).join("staging");
+    fs::create_dir_all(&staging_root).at(&staging_root)?;
+    let dir = staging_root.join("current");
+    // Every run verifies again from the medium: staging is never trusted across runs.
+    if fs::symlink_metadata(&dir).is_ok() {
+        fs::remove_dir_all(&dir).at(&dir)?;
+    }
+    staging::extract_with_image_archive(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, reporter)
+}
+
+/// Every profile the staged bundle carries (what the wizard offers).
+pub fn staged_profiles(staged: &Staged) -> Result<Vec<Profile>> {
+    staged
+        .manifest
+        .profiles
+        .iter()
+        .map(|p| {
+            let path = staged.path(&p.path);
+            Profile::from_bundle_entry(&fs::read_to_string(&path).at(&path)?, &p.name)
+        })
+        .collect()
+}
+
+/// Verifies the whole bundle without writing anything and returns its manifest and
+/// profiles: what `airlock preflight` needs (the profile's limits, the image bytes).
+pub fn read_profiles(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    reporter: &dyn Reporter,
+) -> Result<(Manifest, Vec<Profile>)> {
+    read_profiles_over(files, trusted, None, reporter)
+}
+
+/// As [`read_profiles`]; a delta bundle's profiles that come from its base are read
+/// from `base` (the installed release's staged content) and checked against the
+/// signed digests, and the manifest returned is the full release's. Whether the base
+/// is the installed release is the caller's check ([`crate::bundle::delta::check_delta_base`]).
+pub fn read_profiles_over(
+    files: &BundleFiles,
+    trusted: &[PublicKey],
+    base: Option<&Path>,
+    reporter: &dyn Reporter,
+) -> Result<(Manifest, Vec<Profile>)> {
+    #[derive(Default)]
+    struct Profiles {
+        wanted: Vec<(String, String)>,
+        got: Vec<(String, Rc<RefCell<Vec<u8>>>)>,
+    }
+    struct Shared(Rc<RefCell<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl EntrySink for Profiles {
+        fn manifest(&mut self, m: &Manifest, _: &PublicKey) -> Result<()> {
+            self.wanted = m.profiles.iter().map(|p| (p.path.clone(), p.name.clone())).collect();
+            Ok(())
+        }
+        fn open(&mut self, entry: &Entry) -> Result<Option<Box<dyn std::io::Write>>> {
+            if !self.wanted.iter().any(|(path, _)| *path == entry.path) {
+                return Ok(None);
+            }
+            let buf = Rc::new(RefCell::new(Vec::new()));
+            self.got.push((entry.path.clone(), buf.clone()));
+            Ok(Some(Box::new(Shared(buf))))
+        }
+    }
+    let mut sink = Profiles::default();
+    let outcome = read_bundle(files, trusted, &mut sink, reporter)?;
+    if let Some(e) = staging::damaged(&outcome) {
+        return Err(e);
+    }
+    let mut profiles = Vec::new();
+    for (path, name) in &sink.wanted {
+        // A delta bundle carries a profile only when it changed; the rest are the base's.
+        let m = &outcome.manifest;
+        let bytes = match (sink.got.iter().find(|(p, _)| p == path), m.base_entry(path), base) {
+            (Some((_, bytes)), _, _) => bytes.borrow().clone(),
+            (None, Some(e), Some(base)) => crate::bundle::delta::read_base_entry(base, e, m)?,
+            _ => {
+                return Err(Error::input(
+                    format!("{} {}: profile {name}", m.name, m.version),
+                    "is not carried by this delta bundle; it comes from the installed release",
+                )
+                .with_hint("run preflight on the site that runs the delta's base release, or with the full bundle"))
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        profiles.push(Profile::from_bundle_entry(&text, name)?);
+    }
+    Ok((outcome.manifest.full_release(), profiles))
+}
+
+/// Verifies the bundle into staging and plans the install.
+pub fn prepare(
+    bundle: &Path,
+    trusted: &[PublicKey],
+    answers: &Answers,
+    host: &dyn Host,
+    reporter: &dyn Reporter,
+) -> Result<Prepared> {
+    let staged = stage(bundle, trusted, host, reporter)?;
+    plan(bundle, staged, answers, host)
+}
+
+/// Plans the install of a staged bundle with these answers.
+pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -> Result<Prepared> {
+    let m = &staged.manifest;
+
+    let profile_entry = m.profiles.iter().find(|p| p.name == answers.profile).ok_or_else(|| {
+        let names: Vec<&str> = m.profiles.iter().map(|p| p.name.as_str()).collect();
+        Error::input(format!("{}: profile", answers.origin), format!("the bundle has no profile `{}`", answers.profile))
+            .with_hint(format!("profiles in this bundle: {}", names.join(", ")))
+    })?;
+    let text = fs::read_to_string(staged.path(&profile_entry.path)).at(staged.path(&profile_entry.path))?;
+    let profile = Profile::from_bundle_entry(&text, &profile_entry.name)?;
+    answers.validate_against(&profile)?;
+    let components: Vec<String> = m.components.iter().map(|c| c.name.clone()).collect();
+    profile.check_components(&components, &profile_entry.path)?;
+    let dist = m.distribution.as_ref().ok_or_else(|| {
+        Error::input(bundle.display().to_string(), "the bundle carries no Kubernetes distribution")
+            .with_hint("install bundles built with a `distribution:` section in their spec")
+    })?;
+    if dist.kind != profile.distribution {
+        return Err(Error::input(
+            format!("profile {}", profile.name),
+            format!("the profile installs {} but the bundle carries {}", profile.distribution, dist.kind),
+        ));
+    }
+
+    // `stage` wrote the image archive while verifying; a bundle staged as plain files
+    // (`staging::extract`) gets it written from its layout here.
+    let out = staged.path(IMAGE_ARCHIVE_ENTRY);
+    if !m.images.is_empty() && !out.is_file() {
+        fs::create_dir_all(out.parent().expect("entry has a parent")).at(&out)?;
+        write_image_archive(&staged.path("oci"), &out, Compression::None, 0)?;
+    }
+
+    let token = cluster_token(host, answers)?;
+    let mut input = distribution_input(&staged, &profile, answers, token.clone())?;
+    // The site PKI, like the token, is loaded from the target when it is there and
+    // made once otherwise; its steps go first so what later embeds it finds it on disk.
+    let pki = if answers.starts_cluster() { Some(crate::site::pki::prepare(answers, host)?) } else { None };
+    // The platform's credentials likewise: read back or generated, written before the
+    // Secrets that carry them, so a resumed run renders the same Secrets.
+    let mut platform = Layout::default();
+    let mut report = None;
+    match &pki {
+        Some(p) if input.role.is_server() => {
+            let credentials = wiring::Credentials::load_or_generate(host)?;
+            let site = wiring::Site { answers, pki: p, credentials: &credentials, distribution: dist.kind };
+            let manifests_dir = input.data_dir().join("server/manifests");
+            let objects = wiring::wire_charts(&mut input.charts, &m.charts, &site, &manifests_dir)?;
+            let r = wiring::InstallReport::new(answers, &m.charts, Some(p));
+            if !r.urls.is_empty() {
+                platform.extend(credentials.layout());
+            }
+            platform.extend(objects);
+            report = Some(r);
+        }
+        _ => {
+            // A server joining a running cluster has neither the PKI nor the
+            // credentials; K3s applies every server's manifests, so a HelmChart with
+            // empty values written here would overwrite the first server's. It leaves
+            // the platform charts to the first server.
+            if input.role.is_server() {
+                input.charts.retain(|c| !wiring::is_platform_chart(&m.charts, c));
+            }
+        }
+    }
+    let live = live_target(&input);
+    // The token goes first: it must be on disk before any config that embeds it, or a
+    // crash in between would make the resumed run generate another and rewrite them.
+    let mut layout = Layout::default();
+    layout.dir(Path::new(TOKEN_PATH).parent().expect("token path has a parent"), 0o700);
+    layout.secret_file(TOKEN_PATH, token.expose().as_bytes().to_vec());
+    let platform_paths: Vec<PathBuf> = platform.files.iter().map(|f| f.path.clone()).collect();
+    layout.extend(platform);
+    layout.extend(distribution::render(&input)?);
+
+    let mut steps = pki.as_ref().map(crate::site::pki::SitePki::steps).unwrap_or_default();
+    let mut placed = layout.clone();
+    if let Some(p) = &pki {
+        placed.extend(p.layout());
+    }
+    let mut inventory = inventory(&placed, &staged, &input);
+    // The platform's objects embed the site CA and generated values: like the PKI
+    // files, they are ours by path whatever their content is by now.
+    for f in inventory.files.iter_mut().filter(|f| platform_paths.contains(&f.path)) {
+        f.sha256 = None;
+    }
+    layout.file(INVENTORY_PATH, 0o644, inventory.to_json());
+    layout.file(RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
+    if let Some(r) = &report {
+        layout.file(wiring::REPORT_PATH, 0o644, r.to_json());
+    }
+    let kind = distribution::product_name(dist.kind).to_lowercase();
+    steps.extend(layout_steps(&kind, &layout, &staged.dir));
+    // Last: the site trusts a newly introduced key only once the install it came with is done.
+    steps.extend(crate::bundle::keys::statement_steps(&staged, host)?);
+    let plan = Plan::from_steps(steps)?;
+    Ok(Prepared { staged, profile, plan, live, pki, report, inventory })
+}
+
+/// What `airlock uninstall` may remove: everything this layout places, with digests
+/// (the signed manifest's for staged entries), and the trees the distribution fills.
+fn inventory(layout: &Layout, staged: &Staged, input: &DistributionInput) -> Inventory {
+    let (name, killall) = match input.kind() {
+        DistributionKind::K3s => ("k3s", PathBuf::from("/usr/local/bin/airlock-k3s-killall.sh")),
+        DistributionKind::Rke2 => ("rke2", PathBuf::from("/usr/local/bin/rke2-killall.sh")),
+    };
+    let runtime =
+        vec![input.data_dir(), PathBuf::from(format!("/etc/rancher/{name}")), PathBuf::from("/var/lib/kubelet")];
+    let digest = |entry: &str| staged.manifest.entries.iter().find(|e| e.path == entry).map(|e| e.sha256);
+    let mut inv = Inventory::of(layout, name, input.unit(), Some(killall), runtime, &digest);
+    // `airlock pki renew` re-issues these in place: they are ours by path, whatever
+    // their content is by now.
+    for f in inv.files.iter_mut().filter(|f| f.path.starts_with(crate::site::pki::PKI_DIR)) {
+        f.sha256 = None;
+    }
+    inv
+}
+
+/// The unit to start and, on servers, the admin kubeconfig the distribution writes at
+/// first start and the charts to wait for.
+fn live_target(input: &DistributionInput) -> LiveTarget {
+    let kind = input.kind();
+    let kubectl = input.role.is_server().then(|| match kind {
+        DistributionKind::K3s => (PathBuf::from("/usr/local/bin/kubectl"), PathBuf::from("/etc/rancher/k3s/k3s.yaml")),
+        DistributionKind::Rke2 => {
+            (input.data_dir().join("rke2/bin/kubectl"), PathBuf::from("/etc/rancher/rke2/rke2.yaml"))
+        }
+    });
+    let charts = if kubectl.is_some() { input.charts.iter().map(|c| c.name.clone()).collect() } else { Vec::new() };
+    LiveTarget { kind, unit: input.unit().to_string(), node: input.node_name.clone(), kubectl, charts }
+}
+
+/// The registries the bundle's images come from (`docker.io`, `quay.io`): what a site
+/// mirror stands in for.
+fn upstream_registries(m: &Manifest) -> Vec<String> {
+    let mut out: Vec<String> =
+        m.images.iter().filter_map(|i| i.reference.split_once('/').map(|(host, _)| host.to_string())).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The token: kept from an earlier run, read from the join token file, or new.
+fn cluster_token(host: &dyn Host, answers: &Answers) -> Result<Token> {
+    if let Some(join) = &answers.join {
+        let bytes = host.read_file(&join.token_file)?.ok_or_else(|| {
+            Error::input(
+                format!("{}: join.token_file", answers.origin),
+                format!("`{}` does not exist", join.token_file.display()),
+            )
+            .with_hint(format!("copy {TOKEN_PATH} from the first server to that path"))
+        })?;
+        let t = String::from_utf8_lossy(&bytes).trim().to_string();
+        if t.is_empty() {
+            return Err(Error::input(join.token_file.display().to_string(), "the join token file is empty"));
+        }
+        return Ok(Token::new(t));
+    }
+    if let Some(bytes) = host.read_file(Path::new(TOKEN_PATH))? {
+        let t = String::from_utf8_lossy(&bytes).trim().to_string();
+        if !t.is_empty() {
+            return Ok(Token::new(t));
+        }
+    }
+    let mut raw = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| Error::new(airlock_format::ErrorKind::Io, "random", "the system random generator failed"))?;
+    Ok(Token::new(hex::encode(raw)))
+}
+
+fn distribution_input(
+    staged: &Staged,
+    profile: &Profile,
+    answers: &Answers,
+    token: Token,
+) -> Result<DistributionInput> {
+    let m = &staged.manifest;
+    let dist = m.distribution.as_ref().expect("checked by prepare");
+    let is_image_tarball =
+        |n: &str| n.contains("images") && (n.ends_with(".tar") || n.ends_with(".tar.zst") || n.ends_with(".tar.gz"));
+    let artifacts = match dist.kind {
+        DistributionKind::K3s => {
+            let binary = dist.artifacts.iter().find(|a| a.name == "k3s").ok_or_else(|| {
+                Error::input(
+                    format!("bundle {} {}", m.name, m.version),
+                    "the K3s distribution has no `k3s` binary artifact",
+                )
+            })?;
+            Artifacts::K3s {
+                binary: binary.path.clone(),
+                images: dist.artifacts.iter().filter(|a| is_image_tarball(&a.name)).map(|a| a.path.clone()).collect(),
+            }
+        }
+        DistributionKind::Rke2 => {
+            let tarball =
+                dist.artifacts.iter().find(|a| a.name.starts_with("rke2.linux-") && a.name.ends_with(".tar.gz"));
+            let tarball = tarball.ok_or_else(|| {
+                Error::input(
+                    format!("bundle {} {}", m.name, m.version),
+                    "the RKE2 distribution has no rke2.linux-<arch>.tar.gz",
+                )
+            })?;
+            distribution::unpack_rke2_tarball(&staged.path(&tarball.path), &staged.dir)?;
+            Artifacts::Rke2 {
+                tarball: distribution::read_unpacked_rke2(&staged.dir)?,
+                images: dist.artifacts.iter().filter(|a| is_image_tarball(&a.name)).map(|a| a.path.clone()).collect(),
+            }
+        }
+    };
+    let role = match (answers.node.role, answers.join.as_ref(), answers.ha.is_some()) {
+        (crate::site::answers::Role::Agent, Some(j), _) => distribution::Role::Agent { server: j.server.to_string() },
+        (crate::site::answers::Role::Agent, None, _) => {
+            return Err(Error::input(
+                format!("{}: join", answers.origin),
+                "an agent needs `join` (server and token file)",
+            ))
+        }
+        (crate::site::answers::Role::Server, Some(j), _) => {
+            distribution::Role::JoinServer { server: j.server.to_string() }
+        }
+        (crate::site::answers::Role::Server, None, true) => distribution::Role::FirstServer,
+        (crate::site::answers::Role::Server, None, false) => distribution::Role::SingleServer,
+    };
+    let (disable, embedded_registry, secrets_encryption, cis) = match &profile.options {
+        Options::K3s(o) => (o.disable.clone(), o.embedded_registry, o.secrets_encryption, false),
+        Options::Rke2(o) => (o.disable.clone(), false, true, o.cis),
+    };
+    let mut charts = Vec::new();
+    for c in m.charts.iter().filter(|c| profile.components.contains(&c.component)) {
+        let tgz = fs::read(staged.path(&c.path)).at(staged.path(&c.path))?;
+        charts.push(ChartInput {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            namespace: c.component.clone(),
+            entry: c.path.clone(),
+            tgz,
+            values_yaml: String::new(),
+            values_secret: false,
+        });
+    }
+    let mut tls_san: Vec<String> = vec![answers.node.ip.to_string()];
+    tls_san.extend(answers.cluster.tls_san.iter().map(Address::to_string));
+    tls_san.dedup();
+    Ok(DistributionInput {
+        version: dist.version.clone(),
+        role,
+        node_name: answers.node.name.clone(),
+        node_ip: vec![answers.node.ip],
+        tls_san,
+        token,
+        cluster_cidr: vec![answers.cluster.cluster_cidr],
+        service_cidr: vec![answers.cluster.service_cidr],
+        cluster_dns: Some(answers.cluster.cluster_dns),
+        disable,
+        embedded_registry,
+        secrets_encryption,
+        cis,
+        data_dir: data_dir_for(answers, dist.kind),
+        registry_mirror: answers.registry.as_ref().map(|r| RegistryMirror {
+            endpoint: r.mirror.to_string(),
+            // Without a CA of their own, the mirror's certificate is one our PKI issued.
+            ca_file: r.ca_file.clone().unwrap_or_else(|| PathBuf::from(SITE_CA_PATH)),
+            registries: upstream_registries(m),
+            auth: r.username.clone().zip(r.password.clone()),
+        }),
+        artifacts,
+        image_archive_entry: IMAGE_ARCHIVE_ENTRY.to_string(),
+        charts,
+        storage_provisioner: None,
+    })
+}
+
+/// The distribution's data dir below the answers' `data_dir` (`/var/lib/rancher/k3s`
+/// for the default), or `None` when that is the distribution's own default.
+fn data_dir_for(answers: &Answers, kind: DistributionKind) -> Option<PathBuf> {
+    let dir = answers.data_dir.join(match kind {
+        DistributionKind::K3s => "k3s",
+        DistributionKind::Rke2 => "rke2",
+    });
+    (dir != Path::new(distribution::default_data_dir(kind))).then_some(dir)
+}
+
+fn release_record(staged: &Staged, profile: &Profile) -> Result<Vec<u8>> {
+    let m: &Manifest = &staged.manifest;
+    let r = Release {
+        bundle: &m.name,
+        version: &m.version,
+        created: &m.created,
+        manifest_sha256: m.release_sha256(),
+        signer: staged.signer.key_id_hex(),
+        profile: &profile.name,
+        distribution: m.distribution.as_ref().map(|d| format!("{} {}", d.kind, d.version)).unwrap_or_default(),
+    };
+    let mut v = serde_json::to_vec_pretty(&r).expect("release serializes");
+    v.push(b'\n');
+    Ok(v)
+}

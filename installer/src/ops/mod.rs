@@ -1,0 +1,14 @@
+//! The commands, one library entry each: they plan, ask the host seam to change things
+//! and return a report. They never print; the binary renders what they return.
+//!
+//! - [`install`]: verify, stage, plan and apply an install (`airlock install`, `join`).
+//! - [`uninstall`]: remove what an install recorded, and nothing else.
+//! - [`status`], [`support`]: day 2 — what is installed and whether it is as installed;
+//!   a redacted support bundle.
+//! - [`upgrade`]: replace the installed release whole, with backup and rollback.
+
+pub mod install;
+pub mod status;
+pub mod support;
+pub mod uninstall;
+pub mod upgrade;

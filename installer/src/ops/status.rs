@@ -1,0 +1,779 @@
+//! `airlock status`: what is installed on this node and whether it is as installed.
+//!
+//! Everything comes from what an install leaves on the target — the release record,
+//! the inventory, the journal of the last run, the HelmChart manifests and whatever
+//! certificates the site PKI holds — so status works the same under `--root` (a golden
+//! image, a mounted disk of a dead node) as on the running host. Only on a live host
+//! does it also ask the cluster (node Ready, each chart's helm-controller install job),
+//! through [`Host::run`], so tests script what K3s/RKE2 would answer.
+//!
+//! The report is data; [`StatusReport::problems`] decides whether the node is healthy:
+//! an interrupted or failed last run, drift from the inventory, an expired certificate
+//! or a failing live check. Secrets are never read for their content: secret files of
+//! the inventory carry no digest, and only their presence is checked.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use airlock_format::error::{Error, Result};
+use airlock_format::manifest::rfc3339;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Journal, Outcome, StepStatus};
+use crate::host::{FileKind, Host};
+use crate::ops::install::{RELEASE_PATH, STATE_DIR};
+use crate::ops::uninstall::{Inventory, INVENTORY_PATH};
+use crate::render::distribution::HELM_CHART_NAMESPACE;
+use crate::site::preflight::OverrideRecord;
+
+/// Where the site PKI keeps its certificates; every `*.crt`/`*.pem` below is checked.
+pub const PKI_DIR: &str = "/etc/airlock/pki";
+/// A certificate this close to its end is a warning (not yet a problem).
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// The release record `airlock install` writes as its last step (`release.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub bundle: String,
+    pub version: String,
+    #[serde(default)]
+    pub created: String,
+    /// SHA-256 of the signed manifest: identifies the bundle exactly.
+    pub manifest_sha256: String,
+    pub signer: String,
+    pub profile: String,
+    /// `k3s v1.31.4+k3s1`.
+    pub distribution: String,
+}
+
+impl Release {
+    /// The release on the target; `None` when no install finished here.
+    pub fn load(host: &dyn Host) -> Result<Option<Self>> {
+        let Some(bytes) = host.read_file(Path::new(RELEASE_PATH))? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::corrupt(RELEASE_PATH, format!("is not a release record this airlock can read: {e}"))
+                .with_hint("run the install again with the bundle the site runs; it rewrites the record")
+        })
+    }
+}
+
+/// One installed component and its version (and health, when live).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    pub name: String,
+    /// `distribution` or `chart`.
+    pub kind: String,
+    pub version: String,
+    /// Charts: the namespace the release goes into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Live only: `installed`, `installing`, `failed …`, or what kubectl said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+}
+
+/// One certificate found under [`PKI_DIR`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// The file (target path) and, for bundles of several, the index in it.
+    pub path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub subject: String,
+    /// RFC 3339, UTC.
+    pub not_after: String,
+    /// Whole days until `not_after`; negative once expired.
+    pub days_left: i64,
+}
+
+/// A file of the PKI directory that could not be read as certificates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreadable {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The last run of the engine, from its journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub run_id: String,
+    pub started: String,
+    pub finished: Option<String>,
+    pub outcome: Outcome,
+    pub steps_applied: usize,
+    pub steps_satisfied: usize,
+    pub steps_rolled_back: usize,
+    /// The step that failed, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Preflight failures the operator accepted for that run.
+    pub overrides: Vec<OverrideRecord>,
+    /// The unfinished run it continued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumes: Option<String>,
+}
+
+/// Work the journal says is not finished.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// `interrupted` (the run never finished: crash, kill, power) or `failed`.
+    pub state: String,
+    /// The last step the run recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step: Option<String>,
+    /// The command that continues the run, as the run recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_command: Option<String>,
+    pub hint: String,
+}
+
+/// An installed path that is no longer as the install left it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drift {
+    pub path: PathBuf,
+    /// `missing`, `changed` (content differs) or `replaced` (no longer a file/link).
+    pub problem: String,
+}
+
+/// What the running cluster said (live hosts only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Live {
+    /// Under `--root` nothing runs, so nothing is asked.
+    NotLive { reason: String },
+    Checked {
+        unit: String,
+        /// `systemctl is-active` of the distribution's unit.
+        unit_state: String,
+        /// Node name → `Ready`, `NotReady`, `Unknown` (servers only).
+        nodes: BTreeMap<String, String>,
+        /// What could not be asked and why (no API server, no kubeconfig).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<String>,
+    },
+}
+
+/// Everything `airlock status` reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub root: PathBuf,
+    /// The finished install, if any (an interrupted first install has none yet).
+    pub release: Option<Release>,
+    pub components: Vec<Component>,
+    pub certificates: Vec<Certificate>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
+    pub last_run: Option<LastRun>,
+    pub pending: Option<Pending>,
+    pub drift: Vec<Drift>,
+    pub live: Live,
+    /// Why the node is not healthy; empty when it is.
+    pub problems: Vec<String>,
+    /// Worth knowing, not (yet) a problem: a certificate expiring soon.
+    pub warnings: Vec<String>,
+    pub healthy: bool,
+}
+
+/// What [`status`] needs besides the host.
+#[derive(Clone, Debug)]
+pub struct StatusOptions {
+    /// Now, as Unix seconds: certificate days are counted from here.
+    pub now_unix: i64,
+}
+
+impl StatusOptions {
+    pub fn now() -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Self { now_unix: now as i64 }
+    }
+}
+
+/// Reads the target's state and, on a live host, asks the cluster. An error only when
+/// nothing airlock installed is recorded on the target at all, or a record is damaged.
+pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
+    // A damaged record is a finding about this node, not a reason to say nothing
+    // else about it: it becomes a problem and the rest is still reported.
+    let mut problems = Vec::new();
+    let release = noted(&mut problems, Release::load(host));
+    let journal = noted(&mut problems, Journal::load(host, Path::new(STATE_DIR)));
+    let inventory = match host.read_file(Path::new(INVENTORY_PATH))? {
+        Some(_) => noted(&mut problems, Inventory::load(host).map(Some)),
+        None => None,
+    };
+    if problems.is_empty() && release.is_none() && journal.is_none() && inventory.is_none() {
+        return Err(Error::input(
+            host.root().join(STATE_DIR.trim_start_matches('/')).display().to_string(),
+            "no airlock install is recorded here (no release, inventory or journal)",
+        )
+        .with_hint("install with `airlock install BUNDLE`; under a target root pass the same --root"));
+    }
+
+    let mut warnings = Vec::new();
+
+    let mut components = Vec::new();
+    if let Some(r) = &release {
+        let (name, version) = r.distribution.split_once(' ').unwrap_or((r.distribution.as_str(), ""));
+        components.push(Component {
+            name: name.to_string(),
+            kind: "distribution".into(),
+            version: version.to_string(),
+            namespace: None,
+            health: None,
+        });
+    }
+    let mut unreadable = Vec::new();
+    if let Some(inv) = &inventory {
+        components.extend(charts(host, inv, &mut unreadable));
+    }
+
+    let (certificates, cert_unreadable) = certificates(host, opts.now_unix)?;
+    unreadable.extend(cert_unreadable);
+    for c in &certificates {
+        let what = match c.index {
+            Some(i) => format!("{} (certificate {} in the file, {})", c.path.display(), i + 1, c.subject),
+            None => format!("{} ({})", c.path.display(), c.subject),
+        };
+        if c.days_left < 0 {
+            problems.push(format!("certificate {what} expired on {}", c.not_after));
+        } else if c.days_left <= EXPIRY_WARNING_DAYS {
+            warnings.push(format!("certificate {what} expires in {} days ({})", c.days_left, c.not_after));
+        }
+    }
+    for u in &unreadable {
+        warnings.push(format!("{}: {}", u.path.display(), u.reason));
+    }
+
+    let last_run = journal.as_ref().map(last_run);
+    let mut pending = journal.as_ref().and_then(pending);
+    match noted(&mut problems, crate::ops::upgrade::last_outcome(host)) {
+        Some((Outcome::RolledBack, what, error)) => warnings
+            .push(format!("the last upgrade ({what}) failed and was rolled back: {}", error.unwrap_or_default())),
+        Some((Outcome::RollbackFailed, what, error)) => problems.push(format!(
+            "the last upgrade ({what}) failed and its rollback failed too: {} (see {})",
+            error.unwrap_or_default(),
+            crate::ops::upgrade::UPGRADE_JOURNAL_PATH
+        )),
+        _ => {}
+    }
+    // An unfinished upgrade outranks the engine's journal: its resume command (or
+    // `--rollback`) is what finishes the node's state.
+    if let Some((phase, resume, what)) = noted(&mut problems, crate::ops::upgrade::pending(host)) {
+        pending = Some(Pending {
+            state: "upgrade-interrupted".into(),
+            last_step: Some(format!("upgrade phase {}", phase.as_str())),
+            resume_command: Some(resume.clone()),
+            hint: format!(
+                "the upgrade {what} is unfinished: run `{resume}` to finish it, or the same with --rollback to put \
+                 the previous release back"
+            ),
+        });
+    }
+    if let Some(p) = &pending {
+        problems.push(match p.state.as_str() {
+            "upgrade-interrupted" => format!(
+                "an upgrade is unfinished ({}); resume: {}",
+                p.last_step.as_deref().unwrap_or("?"),
+                p.resume_command.as_deref().unwrap_or("?")
+            ),
+            "interrupted" => format!(
+                "the last run ({}) was interrupted{}",
+                journal.as_ref().map(|j| j.run_id.as_str()).unwrap_or("?"),
+                p.last_step.as_ref().map(|s| format!(" after step {s}")).unwrap_or_default()
+            ),
+            _ => format!(
+                "the last run failed{}",
+                p.last_step.as_ref().map(|s| format!(" at step {s}")).unwrap_or_default()
+            ),
+        });
+    }
+
+    let drift = match &inventory {
+        Some(inv) => drift(host, inv)?,
+        None => Vec::new(),
+    };
+    for d in &drift {
+        problems.push(format!("{} is {} since the install", d.path.display(), d.problem));
+    }
+
+    let live = match (&inventory, host.live()) {
+        (_, false) => Live::NotLive {
+            reason: format!("target root {}: nothing runs there, so the cluster was not asked", host.root().display()),
+        },
+        (None, true) => Live::NotLive { reason: "no inventory: which unit to ask is not known".into() },
+        (Some(inv), true) => ask_cluster(host, inv, &mut components),
+    };
+    if let Live::Checked { unit, unit_state, nodes, errors } = &live {
+        if unit_state != "active" {
+            problems.push(format!("{unit} is {unit_state}"));
+        }
+        for (node, ready) in nodes {
+            if ready != "Ready" {
+                problems.push(format!("node {node} is {ready}"));
+            }
+        }
+        problems.extend(errors.iter().cloned());
+        for c in components.iter().filter(|c| c.kind == "chart") {
+            if let Some(h) = c.health.as_deref().filter(|h| *h != "installed") {
+                problems.push(format!("chart {} is {h}", c.name));
+            }
+        }
+    }
+
+    Ok(StatusReport {
+        root: host.root().to_path_buf(),
+        healthy: problems.is_empty(),
+        release,
+        components,
+        certificates,
+        unreadable,
+        last_run,
+        pending,
+        drift,
+        live,
+        problems,
+        warnings,
+    })
+}
+
+/// The record, or `None` with the damage noted as a problem.
+fn noted<T>(problems: &mut Vec<String>, r: Result<Option<T>>) -> Option<T> {
+    r.unwrap_or_else(|e| {
+        problems.push(e.to_string());
+        None
+    })
+}
+
+fn last_run(j: &Journal) -> LastRun {
+    let count = |s: StepStatus| j.steps.iter().filter(|r| r.status == s).count();
+    let failed = j.steps.iter().rev().find(|r| r.status == StepStatus::Failed);
+    LastRun {
+        run_id: j.run_id.clone(),
+        started: j.started.clone(),
+        finished: j.finished.clone(),
+        outcome: j.outcome,
+        steps_applied: count(StepStatus::Applied),
+        steps_satisfied: count(StepStatus::Satisfied),
+        steps_rolled_back: count(StepStatus::RolledBack),
+        failed_step: failed.map(|r| r.id.clone()),
+        error: failed.and_then(|r| r.error.clone()),
+        overrides: j.preflight_overrides.clone(),
+        resumes: j.resumes.clone(),
+    }
+}
+
+/// The unfinished work the journal shows, with the command that continues it.
+fn pending(j: &Journal) -> Option<Pending> {
+    let state = match j.outcome {
+        Outcome::Succeeded => return None,
+        Outcome::Running => "interrupted",
+        Outcome::RolledBack | Outcome::RollbackFailed => "failed",
+    };
+    let last_step = match j.outcome {
+        Outcome::Running => j.steps.last().map(|r| r.id.clone()),
+        _ => j.steps.iter().rev().find(|r| r.status == StepStatus::Failed).map(|r| r.id.clone()),
+    };
+    let again = match &j.resume_command {
+        Some(c) => format!("run `{c}`"),
+        None => "run the same `airlock install` command again".to_string(),
+    };
+    let hint = match j.outcome {
+        Outcome::Running => format!(
+            "if no install is running now, {again}: it re-checks every step and continues from the first one \
+             still pending"
+        ),
+        Outcome::RollbackFailed => format!(
+            "the journal {} lists what is still changed and {} holds the files that run replaced; fix the cause, \
+             then {again}",
+            Journal::path(Path::new(STATE_DIR)).display(),
+            j.backup_dir.display()
+        ),
+        _ => format!("fix the cause the journal records for the failed step, then {again}"),
+    };
+    Some(Pending { state: state.to_string(), last_step, resume_command: j.resume_command.clone(), hint })
+}
+
+/// Every inventory file, link and unit link that is missing or not as installed.
+fn drift(host: &dyn Host, inv: &Inventory) -> Result<Vec<Drift>> {
+    let mut out = Vec::new();
+    for f in &inv.files {
+        let Some(meta) = host.metadata(&f.path)? else {
+            out.push(Drift { path: f.path.clone(), problem: "missing".into() });
+            continue;
+        };
+        if meta.kind != FileKind::File {
+            out.push(Drift { path: f.path.clone(), problem: "replaced".into() });
+            continue;
+        }
+        if let Some(want) = &f.sha256 {
+            if crate::host::file_sha256(host, &f.path)?.as_ref() != Some(want) {
+                out.push(Drift { path: f.path.clone(), problem: "changed".into() });
+            }
+        }
+    }
+    for l in &inv.links {
+        match host.metadata(l)? {
+            None => out.push(Drift { path: l.clone(), problem: "missing".into() }),
+            Some(m) if m.kind != FileKind::Symlink => out.push(Drift { path: l.clone(), problem: "replaced".into() }),
+            Some(_) => {}
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The auto-deploy manifests the install placed: where the distribution reads them.
+pub fn manifest_files(inv: &Inventory) -> Vec<PathBuf> {
+    inv.files
+        .iter()
+        .filter(|f| f.path.to_string_lossy().contains("/server/manifests/"))
+        .map(|f| f.path.clone())
+        .collect()
+}
+
+/// The `HelmChart` objects in the installed manifests: name, chart version, namespace.
+fn charts(host: &dyn Host, inv: &Inventory, unreadable: &mut Vec<Unreadable>) -> Vec<Component> {
+    let mut out = Vec::new();
+    for path in manifest_files(inv) {
+        let text = match host.read_file(&path) {
+            Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(None) => continue, // reported as drift
+            Err(e) => {
+                unreadable.push(Unreadable { path, reason: e.cause });
+                continue;
+            }
+        };
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let Ok(v) = serde_yaml::Value::deserialize(doc) else { continue };
+            if v.get("kind").and_then(|k| k.as_str()) != Some("HelmChart") {
+                continue;
+            }
+            let s = |v: Option<&serde_yaml::Value>| v.and_then(|x| x.as_str()).map(str::to_string);
+            let spec = v.get("spec");
+            out.push(Component {
+                name: s(v.get("metadata").and_then(|m| m.get("name"))).unwrap_or_default(),
+                kind: "chart".into(),
+                version: s(spec.and_then(|x| x.get("version"))).unwrap_or_else(|| "unversioned".into()),
+                namespace: s(spec.and_then(|x| x.get("targetNamespace"))),
+                health: None,
+            });
+        }
+    }
+    out
+}
+
+/// Every certificate in `*.crt`/`*.pem` files under [`PKI_DIR`] (PEM, or one DER
+/// certificate). Files with no certificate in them (a PEM private key) are skipped
+/// without looking further: their content is nobody's business.
+fn certificates(host: &dyn Host, now: i64) -> Result<(Vec<Certificate>, Vec<Unreadable>)> {
+    let mut certs = Vec::new();
+    let mut bad = Vec::new();
+    for path in crate::ops::support::list_files(host, Path::new(PKI_DIR))?.files {
+        let name = path.to_string_lossy();
+        if !(name.ends_with(".crt") || name.ends_with(".pem")) {
+            continue;
+        }
+        // One unreadable file (permissions) must not hide the others' expiry.
+        let bytes = match host.read_file(&path) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                bad.push(Unreadable { path: path.clone(), reason: e.cause });
+                continue;
+            }
+        };
+        let mut found = 0usize;
+        let mut parsed = Vec::new();
+        if bytes.starts_with(b"-----") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            for pem in x509_parser::pem::Pem::iter_from_buffer(&bytes) {
+                let pem = match pem {
+                    Ok(p) => p,
+                    Err(e) => {
+                        bad.push(Unreadable { path: path.clone(), reason: format!("not readable as PEM: {e}") });
+                        break;
+                    }
+                };
+                if pem.label != "CERTIFICATE" {
+                    continue;
+                }
+                match pem.parse_x509() {
+                    Ok(c) => parsed.push(cert_facts(&c)),
+                    Err(e) => {
+                        bad.push(Unreadable {
+                            path: path.clone(),
+                            reason: format!("certificate {} is not valid X.509: {e}", found + 1),
+                        });
+                    }
+                }
+                found += 1;
+            }
+        } else {
+            match x509_parser::parse_x509_certificate(&bytes) {
+                Ok((_, c)) => parsed.push(cert_facts(&c)),
+                Err(e) => {
+                    bad.push(Unreadable { path: path.clone(), reason: format!("neither PEM nor DER X.509: {e}") })
+                }
+            }
+        }
+        let many = parsed.len() > 1;
+        for (i, (subject, not_after)) in parsed.into_iter().enumerate() {
+            certs.push(Certificate {
+                path: path.clone(),
+                index: many.then_some(i),
+                subject,
+                not_after: if not_after >= 0 { rfc3339(not_after as u64) } else { not_after.to_string() },
+                days_left: (not_after - now).div_euclid(86_400),
+            });
+        }
+    }
+    Ok((certs, bad))
+}
+
+fn cert_facts(c: &x509_parser::certificate::X509Certificate<'_>) -> (String, i64) {
+    (c.subject().to_string(), c.validity().not_after.timestamp())
+}
+
+/// The kubectl to use and its admin kubeconfig (servers), as the distribution lays
+/// them out; `None` on agents, which hold no API credentials.
+pub fn kubectl_for(inv: &Inventory) -> Option<(PathBuf, PathBuf)> {
+    if inv.unit.contains("agent") {
+        return None;
+    }
+    match inv.distribution.as_str() {
+        "rke2" => {
+            let data = inv.runtime_dirs.first().cloned().unwrap_or_else(|| PathBuf::from("/var/lib/rancher/rke2"));
+            Some((data.join("bin/kubectl"), PathBuf::from("/etc/rancher/rke2/rke2.yaml")))
+        }
+        _ => Some((PathBuf::from("/usr/local/bin/kubectl"), PathBuf::from("/etc/rancher/k3s/k3s.yaml"))),
+    }
+}
+
+/// Runs kubectl with the admin kubeconfig; the request timeout keeps a dead API
+/// server from hanging status.
+pub fn kubectl(host: &dyn Host, k: &(PathBuf, PathBuf), args: &[&str]) -> Result<crate::host::CommandOutput> {
+    let bin = k.0.to_string_lossy();
+    let cfg = k.1.to_string_lossy();
+    let mut argv = vec![bin.as_ref(), "--kubeconfig", cfg.as_ref(), "--request-timeout=15s"];
+    argv.extend_from_slice(args);
+    host.run(&argv)
+}
+
+/// The status of a node's Ready condition (`True`, `False`, or `Unknown` when the
+/// kubelet stopped reporting or the condition is missing), from an item of
+/// `kubectl get nodes -o json`.
+pub fn ready_condition(node: &serde_json::Value) -> &str {
+    node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("Unknown")
+}
+
+/// The unit's state, each node's Ready condition and each chart's install job.
+fn ask_cluster(host: &dyn Host, inv: &Inventory, components: &mut [Component]) -> Live {
+    let mut errors = Vec::new();
+    let unit_state = match host.run(&["systemctl", "is-active", &inv.unit]) {
+        Ok(o) if !o.stdout.trim().is_empty() => o.stdout.trim().to_string(),
+        Ok(o) => format!("unknown ({})", o.stderr.trim()),
+        Err(e) => format!("unknown ({})", e.cause),
+    };
+    let mut nodes = BTreeMap::new();
+    if let Some(k) = kubectl_for(inv) {
+        match kubectl(host, &k, &["get", "nodes", "-o", "json"]) {
+            Ok(o) if o.success() => match serde_json::from_str::<serde_json::Value>(&o.stdout) {
+                Ok(v) => {
+                    for item in v["items"].as_array().into_iter().flatten() {
+                        let name = item["metadata"]["name"].as_str().unwrap_or("?").to_string();
+                        let ready = match ready_condition(item) {
+                            "True" => "Ready",
+                            "False" => "NotReady",
+                            _ => "Unknown",
+                        };
+                        nodes.insert(name, ready.to_string());
+                    }
+                    if nodes.is_empty() {
+                        errors.push("the API server lists no nodes".to_string());
+                    }
+                }
+                Err(e) => errors.push(format!("kubectl get nodes printed no node list: {e}")),
+            },
+            Ok(o) => errors.push(format!("the API server did not answer (kubectl get nodes: {})", o.stderr.trim())),
+            Err(e) => errors.push(format!("kubectl could not run: {}", e.cause)),
+        }
+        // Without an API server every chart would repeat the same error.
+        if errors.is_empty() {
+            for c in components.iter_mut().filter(|c| c.kind == "chart") {
+                c.health = Some(chart_health(host, &k, &c.name));
+            }
+        }
+    }
+    Live::Checked { unit: inv.unit.clone(), unit_state, nodes, errors }
+}
+
+/// helm-controller's install job for a chart: `installed`, `installing`, `failed …`.
+fn chart_health(host: &dyn Host, k: &(PathBuf, PathBuf), chart: &str) -> String {
+    let job = format!("job/helm-install-{chart}");
+    let jsonpath = "jsonpath={.status.succeeded}/{.status.failed}";
+    match kubectl(host, k, &["-n", HELM_CHART_NAMESPACE, "get", &job, "-o", jsonpath]) {
+        Ok(o) if o.success() => {
+            let (ok, failed) = o.stdout.trim().split_once('/').unwrap_or((o.stdout.trim(), ""));
+            if ok.parse::<u32>().unwrap_or(0) > 0 {
+                "installed".into()
+            } else {
+                match failed.parse::<u32>().unwrap_or(0) {
+                    0 => "installing".into(),
+                    n => format!("failed ({n} attempts; `kubectl -n {HELM_CHART_NAMESPACE} logs {job}` says why)"),
+                }
+            }
+        }
+        Ok(o) => format!("unknown (kubectl: {})", o.stderr.trim()),
+        Err(e) => format!("unknown ({})", e.cause),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::layout::Layout;
+    use crate::host::{CommandOutput, HostCall, Perms, RecordingHost};
+
+    const CHART: &str = "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: hello\n  \
+                         namespace: kube-system\nspec:\n  version: 0.1.0\n  targetNamespace: demo\n";
+
+    /// A node as an install leaves it: inventory, release, one chart manifest.
+    fn installed(host: &RecordingHost) -> Inventory {
+        let mut layout = Layout::default();
+        layout.file("/var/lib/rancher/k3s/server/manifests/airlock-hello.yaml", 0o600, CHART.as_bytes().to_vec());
+        layout.file("/etc/systemd/system/k3s.service", 0o644, b"[Unit]\n".to_vec());
+        let inv =
+            Inventory::of(&layout, "k3s", "k3s.service", None, vec![PathBuf::from("/var/lib/rancher/k3s")], &|_| None);
+        for f in &layout.files {
+            let crate::engine::layout::FileSource::Inline(b) = &f.source else { unreachable!() };
+            host.write_file(&f.path, &mut b.as_slice(), Perms::mode(f.mode)).unwrap();
+        }
+        host.write_file(Path::new(INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
+        let release = br#"{"bundle":"demo","version":"1.0.0","created":"x","manifest_sha256":"ab","signer":"cd","profile":"single-node","distribution":"k3s v1.31.4+k3s1"}"#;
+        host.write_file(Path::new(RELEASE_PATH), &mut release.as_slice(), Perms::mode(0o644)).unwrap();
+        inv
+    }
+
+    const KUBECTL: &[&str] =
+        &["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "--request-timeout=15s"];
+
+    fn with(args: &[&str]) -> Vec<&'static str> {
+        KUBECTL.iter().copied().chain(args.iter().map(|s| &*Box::leak(s.to_string().into_boxed_str()))).collect()
+    }
+
+    #[test]
+    fn live_status_asks_the_unit_the_nodes_and_each_charts_install_job() {
+        let host = RecordingHost::new(true).unwrap();
+        installed(&host);
+        host.take_calls();
+        host.expect_command(&["systemctl", "is-active", "k3s.service"], CommandOutput::ok("active\n"));
+        let nodes =
+            r#"{"items":[{"metadata":{"name":"n1"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}]}"#;
+        host.expect_command(&with(&["get", "nodes"]), CommandOutput::ok(nodes));
+        host.expect_command(&with(&["-n", "kube-system", "get", "job/helm-install-hello"]), CommandOutput::ok("1/"));
+        let r = status(&host, &StatusOptions::now()).unwrap();
+        assert!(r.healthy, "{:?}", r.problems);
+        let Live::Checked { unit_state, nodes, .. } = &r.live else { panic!("{:?}", r.live) };
+        assert_eq!(unit_state, "active");
+        assert_eq!(nodes.get("n1").map(String::as_str), Some("Ready"));
+        let hello = r.components.iter().find(|c| c.name == "hello").unwrap();
+        assert_eq!((hello.version.as_str(), hello.health.as_deref()), ("0.1.0", Some("installed")));
+        assert_eq!(r.components[0].name, "k3s");
+        assert_eq!(r.components[0].version, "v1.31.4+k3s1");
+        assert!(host.calls().iter().all(|c| !c.changes_host() || matches!(c, HostCall::Run { .. })));
+    }
+
+    #[test]
+    fn live_status_of_a_site_whose_api_server_is_down_names_it_and_the_failed_chart_is_unhealthy() {
+        let host = RecordingHost::new(true).unwrap();
+        installed(&host);
+        host.expect_command(
+            &["systemctl", "is-active"],
+            CommandOutput { status: 3, stdout: "failed\n".into(), stderr: String::new() },
+        );
+        host.expect_command(
+            &with(&["get", "nodes"]),
+            CommandOutput::exit(1, "The connection to the server 127.0.0.1:6443 was refused"),
+        );
+        let r = status(&host, &StatusOptions::now()).unwrap();
+        assert!(!r.healthy);
+        assert!(r.problems.iter().any(|p| p.contains("k3s.service is failed")), "{:?}", r.problems);
+        assert!(r.problems.iter().any(|p| p.contains("connection to the server")), "{:?}", r.problems);
+        // No chart job is asked of a dead API server.
+        assert!(!host
+            .calls()
+            .iter()
+            .any(|c| matches!(c, HostCall::Run { argv } if argv.iter().any(|a| a.contains("helm-install")))));
+
+        let host = RecordingHost::new(true).unwrap();
+        installed(&host);
+        host.expect_command(&["systemctl", "is-active"], CommandOutput::ok("active\n"));
+        let nodes =
+            r#"{"items":[{"metadata":{"name":"n1"},"status":{"conditions":[{"type":"Ready","status":"False"}]}}]}"#;
+        host.expect_command(&with(&["get", "nodes"]), CommandOutput::ok(nodes));
+        host.expect_command(&with(&["-n", "kube-system", "get"]), CommandOutput::ok("/4"));
+        let r = status(&host, &StatusOptions::now()).unwrap();
+        assert!(r.problems.iter().any(|p| p == "node n1 is NotReady"), "{:?}", r.problems);
+        assert!(r.problems.iter().any(|p| p.starts_with("chart hello is failed (4 attempts")), "{:?}", r.problems);
+    }
+
+    #[test]
+    fn under_a_root_nothing_is_run_and_status_says_not_live() {
+        let host = RecordingHost::new(false).unwrap();
+        installed(&host);
+        let r = status(&host, &StatusOptions::now()).unwrap();
+        assert!(matches!(&r.live, Live::NotLive { reason } if reason.contains("target root")));
+        assert!(r.healthy, "{:?}", r.problems);
+        assert!(!host.calls().iter().any(|c| matches!(c, HostCall::Run { .. })));
+    }
+
+    #[test]
+    fn a_damaged_journal_is_a_problem_and_the_rest_is_still_reported() {
+        let host = RecordingHost::new(false).unwrap();
+        installed(&host);
+        host.write_file(Path::new("/var/lib/airlock/journal.json"), &mut &b"{not json"[..], Perms::mode(0o644))
+            .unwrap();
+        let r = status(&host, &StatusOptions::now()).unwrap();
+        assert!(!r.healthy);
+        assert!(r.problems[0].contains("journal.json") && r.problems[0].contains("not a journal"), "{:?}", r.problems);
+        assert_eq!(r.release.as_ref().unwrap().bundle, "demo");
+        assert!(r.components.iter().any(|c| c.name == "hello"));
+    }
+
+    #[test]
+    fn a_run_that_rolled_back_is_pending_as_failed_with_its_step_error_and_resume_command() {
+        let host = RecordingHost::new(false).unwrap();
+        installed(&host);
+        let journal = serde_json::json!({
+            "version": 1, "run_id": "r2", "started": "2026-11-22T05:00:00Z", "finished": "2026-11-22T05:01:00Z",
+            "outcome": "rolled-back", "resumes": null, "backup_dir": "/var/lib/airlock/backup/r2",
+            "resume_command": "airlock install /media/b.airlock --answers site.yaml --yes",
+            "steps": [
+                {"id": "k3s/file/a", "status": "rolled-back", "at": "x"},
+                {"id": "k3s/file/b", "status": "failed", "at": "x", "error": "disk full"}
+            ]
+        });
+        let bytes = serde_json::to_vec(&journal).unwrap();
+        host.write_file(Path::new("/var/lib/airlock/journal.json"), &mut bytes.as_slice(), Perms::mode(0o644)).unwrap();
+        let r = status(&host, &StatusOptions::now()).unwrap();
+        let p = r.pending.as_ref().unwrap();
+        assert_eq!((p.state.as_str(), p.last_step.as_deref()), ("failed", Some("k3s/file/b")));
+        assert!(p.hint.contains("`airlock install /media/b.airlock --answers site.yaml --yes`"), "{}", p.hint);
+        let l = r.last_run.as_ref().unwrap();
+        assert_eq!((l.steps_rolled_back, l.error.as_deref()), (1, Some("disk full")));
+        assert_eq!(r.problems, ["the last run failed at step k3s/file/b"]);
+    }
+
+    #[test]
+    fn a_root_with_no_install_is_an_error_with_a_hint() {
+        let host = RecordingHost::new(false).unwrap();
+        let e = status(&host, &StatusOptions::now()).unwrap_err();
+        assert!(e.to_string().contains("no airlock install is recorded") && e.hint.is_some(), "{e}");
+    }
+}
