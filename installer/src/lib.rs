@@ -8,6 +8,7 @@
 //! - [`render`]: pure renderers from answers and bundle to what the host gets.
 //! - [`bundle`]: trust, verify, inspect, and the verifying extractor into staging.
 //! - [`site`]: the site's answers, profile, LDAP/AD, PKI and preflight.
+//! - [`state`]: everything Airlock keeps on a site, and where.
 //! - [`engine`]: plan, then apply with a journal, a lock and resume; the layout it applies.
 //! - [`live`]: on the running system, start the distribution and wait for the platform.
 //! - [`host`]: the one seam through which the host is read and changed.
@@ -21,3 +22,4 @@ pub mod live;
 pub mod ops;
 pub mod render;
 pub mod site;
+pub mod state;

@@ -442,7 +442,7 @@ fn install(
     use airlock_installer::engine::{apply, ApplyOptions};
     use airlock_installer::host::{Host, RootedHost};
     use airlock_installer::live::{bring_up, post_install_checks, SystemClock, WaitOptions};
-    use airlock_installer::ops::install::{plan, stage, staged_profiles, STATE_DIR};
+    use airlock_installer::ops::install::{plan, stage, staged_profiles};
     use airlock_installer::site::preflight::site::{self, SiteInput};
 
     let output = args.output;
@@ -588,14 +588,14 @@ fn install(
         resume.push_str(" --yes");
     }
     let opts = ApplyOptions {
-        state_dir: PathBuf::from(STATE_DIR),
+        state_dir: PathBuf::from(airlock_installer::state::STATE_DIR),
         resume_command: resume,
         overrides: pre.applied_overrides().cloned().collect(),
     };
     let done = apply(&prepared.plan, &host, &opts, &mut |_| {})?;
     // The release is kept whole (bundle, snapshot, answers without secrets) for
     // `airlock upgrade` and its rollback.
-    use airlock_installer::ops::upgrade::answers::InstallAnswers;
+    use airlock_installer::site::answers::kept::InstallAnswers;
     let answers_text = match answers_path_arg {
         Some(p) => Some((std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?, p.display().to_string())),
         None => None,
@@ -624,7 +624,7 @@ fn install(
         let checks =
             airlock_installer::render::platform::wiring::https_checks(&answers, &prepared.staged.manifest.charts);
         let progress = Progress::new(output == Output::Text);
-        let ca = std::path::Path::new(airlock_installer::site::pki::CA_CERT);
+        let ca = std::path::Path::new(airlock_installer::state::CA_CERT);
         let checked = post_install_checks(&host, &checks, ca, answers.node.ip, wait, &SystemClock, progress.reporter());
         progress.finish();
         Some((up, checked?))
@@ -667,7 +667,7 @@ fn install(
     if let (Output::Text, Some(pki)) = (output, &prepared.pki) {
         println!(
             "site CA for the clients to trust: {} (SHA-256 {})",
-            airlock_installer::site::pki::CA_CERT,
+            airlock_installer::state::CA_CERT,
             pki.ca_fingerprint()
         );
     }
@@ -883,12 +883,13 @@ fn print_install_report(r: &airlock_installer::render::platform::wiring::Install
     for line in &r.hand_to_customer {
         println!("  - {line}");
     }
-    println!("this report: {}", airlock_installer::render::platform::wiring::REPORT_PATH);
+    println!("this report: {}", airlock_installer::state::REPORT_PATH);
 }
 
 fn uninstall(root: &std::path::Path, opts: UninstallOptions, yes: bool, dry_run: bool, output: Output) -> Result<u8> {
     use airlock_installer::host::RootedHost;
-    use airlock_installer::ops::uninstall::{apply, plan, Action, Inventory};
+    use airlock_installer::ops::uninstall::{apply, plan, Action};
+    use airlock_installer::state::Inventory;
 
     let live = root == std::path::Path::new("/");
     let host = RootedHost::new(root.to_path_buf(), live)?;

@@ -348,7 +348,7 @@ fn the_wizard_asks_a_joining_ha_server_for_the_cluster_and_keeps_secrets_hidden(
 
     answers.validate_against(&profile("ha")).unwrap();
     assert_eq!(answers.join_url(DistributionKind::K3s).as_deref(), Some("https://192.0.2.11:6443"));
-    assert_eq!(answers.join.as_ref().unwrap().token_file, Path::new(answers::DEFAULT_TOKEN_FILE));
+    assert_eq!(answers.join.as_ref().unwrap().token_file, Path::new(airlock_installer::state::DEFAULT_JOIN_TOKEN_FILE));
     let registry = answers.registry.as_ref().unwrap();
     assert_eq!(registry.password.as_ref().unwrap().expose(), "s3cr3t pw", "secrets are taken as typed");
 

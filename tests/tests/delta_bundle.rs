@@ -3,6 +3,7 @@
 //! `airlock` and by stock minisign and sha256sum, and staged over the first version
 //! through the installer's staging code.
 
+use airlock_installer::state;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -17,9 +18,10 @@ use airlock_format::minisign::{PublicKey, SecretKey};
 use airlock_format::parts::BundleFiles;
 use airlock_format::report::Silent;
 use airlock_format::write::{write_bundle, Content, PlannedEntry, WriteOptions};
-use airlock_installer::bundle::delta::{extract_delta, read_profiles_for_site, RELEASES_DIR};
+use airlock_installer::bundle::delta::{extract_delta, read_profiles_for_site};
 use airlock_installer::bundle::staging::extract_with_image_archive;
-use airlock_installer::ops::install::{IMAGE_ARCHIVE_ENTRY, RELEASE_PATH};
+use airlock_installer::ops::install::IMAGE_ARCHIVE_ENTRY;
+use airlock_installer::state::RELEASES_DIR;
 use airlock_tests::{cargo_bin, demo_dir, require_tool, workspace_root};
 use serde_json::Value;
 
@@ -221,7 +223,7 @@ fn install_release(root: &Path, bundle: &Path) -> PathBuf {
 }
 
 fn write_release_json(root: &Path, name: &str, version: &str, sha: &str) {
-    let p = root.join(RELEASE_PATH.trim_start_matches('/'));
+    let p = root.join(state::RELEASE_PATH.trim_start_matches('/'));
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     let v = serde_json::json!({"bundle": name, "version": version, "manifest_sha256": sha, "profile": "single-node"});
     fs::write(p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();

@@ -4,6 +4,7 @@
 //! give them. K3s itself cannot run here (no release binary on our machines); this
 //! pins what airlock does around it: order, commands, and the deadline.
 
+use airlock_installer::state;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use airlock_installer::bundle::trust::trusted_keys;
 use airlock_installer::engine::{apply, ApplyOptions};
 use airlock_installer::host::{CommandOutput, Host, HostCall, RecordingHost};
 use airlock_installer::live::{bring_up, WaitOptions};
-use airlock_installer::ops::install::{prepare, STATE_DIR};
+use airlock_installer::ops::install::prepare;
 use airlock_installer::site::answers::Answers;
 use airlock_tests::live::{expect_healthy_demo_endpoints, kubectl, TestClock};
 use airlock_tests::{build_demo_bundle, demo_dir};
@@ -41,8 +42,11 @@ fn a_live_install_lays_every_file_before_starting_k3s_then_waits_for_the_node_an
         host.expect_command(&job, CommandOutput::ok("1/"));
         host.expect_command_times(&job, CommandOutput::ok("/"), 3);
     }
-    let opts = ApplyOptions { overrides: Vec::new(), ..ApplyOptions::new("airlock install demo.airlock") };
-    assert_eq!(opts.state_dir, Path::new(STATE_DIR));
+    let opts = ApplyOptions {
+        overrides: Vec::new(),
+        ..ApplyOptions::new(airlock_installer::state::STATE_DIR, "airlock install demo.airlock")
+    };
+    assert_eq!(opts.state_dir, Path::new(state::STATE_DIR));
     apply(&prepared.plan, &host, &opts, &mut |_| {}).unwrap();
     let clock = TestClock(std::cell::Cell::new(Instant::now()));
     let wait = WaitOptions { timeout: Duration::from_secs(600), poll: Duration::from_secs(5) };
@@ -55,7 +59,7 @@ fn a_live_install_lays_every_file_before_starting_k3s_then_waits_for_the_node_an
     let checks = airlock_installer::render::platform::wiring::https_checks(&answers, &prepared.staged.manifest.charts);
     assert_eq!(checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["keycloak", "minio", "app"]);
     expect_healthy_demo_endpoints(&host);
-    let ca = Path::new(airlock_installer::site::pki::CA_CERT);
+    let ca = Path::new(airlock_installer::state::CA_CERT);
     let checked =
         airlock_installer::live::post_install_checks(&host, &checks, ca, answers.node.ip, wait, &clock, &Silent)
             .unwrap();

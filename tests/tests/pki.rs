@@ -25,7 +25,8 @@ fn installed_root() -> (tempfile::TempDir, PathBuf) {
     let answers = Answers::from_yaml(ANSWERS, "answers.yaml").unwrap();
     let site = pki::prepare(&answers, &host).unwrap();
     let plan = Plan::from_steps(site.steps()).unwrap();
-    apply(&plan, &host, &ApplyOptions::new("airlock install (test)"), &mut |_| {}).unwrap();
+    apply(&plan, &host, &ApplyOptions::new(airlock_installer::state::STATE_DIR, "airlock install (test)"), &mut |_| {})
+        .unwrap();
     (tmp, root)
 }
 

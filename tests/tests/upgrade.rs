@@ -470,14 +470,17 @@ fn live_v1(etcd: bool) -> (RecordingHost, Vec<String>, BTreeMap<String, String>)
 
     // v1, installed live as `airlock install` does it.
     let prepared = prepare(&b.v1, &keys, &answers, &host, &Silent).unwrap();
-    let opts = ApplyOptions { overrides: Vec::new(), ..ApplyOptions::new("airlock install demo.airlock") };
+    let opts = ApplyOptions {
+        overrides: Vec::new(),
+        ..ApplyOptions::new(airlock_installer::state::STATE_DIR, "airlock install demo.airlock")
+    };
     apply(&prepared.plan, &host, &opts, &mut |_| {}).unwrap();
     let text = std::fs::read_to_string(&answers_path).unwrap();
     upgrade::keep_install(
         &host,
         &prepared.staged.dir,
         &prepared.staged.manifest,
-        upgrade::answers::InstallAnswers::File { text: &text, origin: "answers.yaml" },
+        airlock_installer::site::answers::kept::InstallAnswers::File { text: &text, origin: "answers.yaml" },
         upgrade::DEFAULT_KEEP,
     )
     .unwrap();

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use airlock_installer::host::RootedHost;
-use airlock_installer::ops::upgrade::answers::load_kept;
+use airlock_installer::site::answers::kept::load_kept;
 use airlock_tests::slapd::{self, Directory, Slapd};
 use airlock_tests::{build_demo_bundle, build_demo_bundle_without, cargo_bin, require_tool, workspace_root};
 

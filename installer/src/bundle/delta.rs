@@ -24,11 +24,8 @@ use airlock_format::parts::BundleFiles;
 use airlock_format::report::Reporter;
 
 use crate::bundle::staging::{extract_with, ExtractOptions, Staged};
-use crate::host::Host;
-use crate::ops::install::RELEASE_PATH;
 
 /// Where the installed releases' staged content lives (see the upgrade contract).
-pub use crate::ops::upgrade::release::RELEASES_DIR;
 const OCI_PREFIX: &str = "oci/";
 
 /// Refuses a delta bundle whose base is not the release the site runs
@@ -124,55 +121,6 @@ pub fn extract_upgrade(
     extract_with(files, trusted, dir, &opts, reporter)
 }
 
-/// What `/var/lib/airlock/release.json` says about the installed release (the fields
-/// this module needs; the file has more).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct InstalledRelease {
-    pub bundle: String,
-    pub version: String,
-    pub manifest_sha256: String,
-}
-
-impl InstalledRelease {
-    /// Reads the record through the host; `None` when nothing is installed.
-    pub fn read(host: &dyn Host) -> Result<Option<Self>> {
-        let Some(bytes) = host.read_file(Path::new(RELEASE_PATH))? else { return Ok(None) };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::corrupt(RELEASE_PATH, format!("is not a valid release record: {e}"))
-                .with_hint("the installer's state was changed by hand; restore it from the last backup")
-        })
-    }
-
-    /// Reads the record under a target root directly (read-only callers without a
-    /// host, like `airlock preflight`); `None` when nothing is installed.
-    pub fn read_at(root: &Path) -> Result<Option<Self>> {
-        let p = root.join(RELEASE_PATH.trim_start_matches('/'));
-        match fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::corrupt(p.display().to_string(), format!("is not a valid release record: {e}"))
-                    .with_hint("the installer's state was changed by hand; restore it from the last backup")
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&p, e)),
-        }
-    }
-
-    /// The release's staged content under the target root `root`.
-    pub fn bundle_dir_at(&self, root: &Path) -> PathBuf {
-        root.join(RELEASES_DIR.trim_start_matches('/')).join(self.id()).join("bundle")
-    }
-
-    /// `<version>-<first 12 hex of manifest_sha256>`, the release's directory name.
-    pub fn id(&self) -> String {
-        format!("{}-{}", self.version, short_sha(&self.manifest_sha256))
-    }
-
-    /// The release's staged content under the target root.
-    pub fn bundle_dir(&self, host: &dyn Host) -> PathBuf {
-        self.bundle_dir_at(host.root())
-    }
-}
-
 /// `airlock preflight`'s bundle read on a site: verifies the bundle and returns the
 /// full release's manifest and every profile. For a delta, the base must be the
 /// release installed under `root` (else refused as by [`check_delta_base`]) and the
@@ -187,7 +135,7 @@ pub fn read_profiles_for_site(
     if !m.is_delta() {
         return crate::ops::install::read_profiles(files, trusted, reporter);
     }
-    let installed = InstalledRelease::read_at(root)?;
+    let installed = crate::state::ReleaseRecord::load_at(root)?;
     let label = installed.as_ref().map(|r| format!("{} {}", r.bundle, r.version));
     check_delta_base_named(&m, installed.as_ref().map(|r| r.manifest_sha256.as_str()), label.as_deref())?;
     let base = installed.map(|r| r.bundle_dir_at(root));
@@ -458,7 +406,15 @@ mod tests {
 
     #[test]
     fn installed_release_id_is_version_and_twelve_hex_digits() {
-        let r = InstalledRelease { bundle: "demo".into(), version: "1.0.0".into(), manifest_sha256: "ab".repeat(32) };
+        let r = crate::state::ReleaseRecord {
+            bundle: "demo".into(),
+            version: "1.0.0".into(),
+            created: String::new(),
+            manifest_sha256: "ab".repeat(32),
+            signer: String::new(),
+            profile: String::new(),
+            distribution: String::new(),
+        };
         assert_eq!(r.id(), "1.0.0-abababababab");
     }
 }

@@ -23,6 +23,7 @@
 //! last, as the commit point, so a run that crashes in between is re-planned from the
 //! same state and converges.
 
+use crate::state;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -36,10 +37,6 @@ use crate::bundle::staging::Staged;
 use crate::engine::{Step, StepState};
 use crate::host::{FileKind, Host, Perms};
 
-/// The site key directory on the target.
-pub const KEY_DIR: &str = "/etc/airlock/keys";
-/// The revocation list on the target.
-pub const REVOKED_PATH: &str = "/etc/airlock/keys/revoked.json";
 /// The `format` of the revocation list.
 pub const REVOKED_FORMAT_V1: &str = "airlock.revoked-keys/v1";
 /// The plan step's id.
@@ -128,8 +125,10 @@ pub fn revoked_key_error(k: &RevokedKey, source: &str) -> Error {
         ),
     )
     .with_hint(format!(
-        "use a bundle signed by the vendor's current key (the keys this site trusts are in {KEY_DIR}); the \
-         revocation is recorded in {REVOKED_PATH}"
+        "use a bundle signed by the vendor's current key (the keys this site trusts are in {}); the \
+         revocation is recorded in {}",
+        state::KEY_DIR,
+        state::REVOKED_PATH
     ))
 }
 
@@ -144,7 +143,7 @@ pub struct SiteKeys {
 impl SiteKeys {
     /// Reads the key directory and the revocation list below the host's root.
     pub fn read(host: &dyn Host) -> Result<Self> {
-        let dir = host.root().join(KEY_DIR.trim_start_matches('/'));
+        let dir = host.root().join(state::KEY_DIR.trim_start_matches('/'));
         let mut keys = Vec::new();
         // Listing is a read; the seam has no directory listing and changes go through it.
         if dir.is_dir() {
@@ -155,14 +154,14 @@ impl SiteKeys {
                 .collect();
             names.sort();
             for n in names {
-                let target = Path::new(KEY_DIR).join(&n);
+                let target = Path::new(state::KEY_DIR).join(&n);
                 let Some(bytes) = host.read_file(&target)? else { continue };
                 let key = PublicKey::parse(&String::from_utf8_lossy(&bytes)).map_err(|e| e.within(target.display()))?;
                 keys.push((target, key));
             }
         }
-        let revoked = match host.read_file(Path::new(REVOKED_PATH))? {
-            Some(b) => RevocationList::from_bytes(&b, REVOKED_PATH)?,
+        let revoked = match host.read_file(Path::new(state::REVOKED_PATH))? {
+            Some(b) => RevocationList::from_bytes(&b, state::REVOKED_PATH)?,
             None => RevocationList::default(),
         };
         Ok(Self { keys, revoked })
@@ -221,7 +220,7 @@ pub struct KeyChanges {
 impl KeyChanges {
     /// The target path a newly trusted key is written to.
     pub fn key_path(key: &PublicKey) -> PathBuf {
-        Path::new(KEY_DIR).join(format!("{}.pub", key.key_id_hex()))
+        Path::new(state::KEY_DIR).join(format!("{}.pub", key.key_id_hex()))
     }
 }
 
@@ -367,7 +366,7 @@ impl KeyStoreStep {
         let mut writes: Vec<(PathBuf, Vec<u8>)> =
             changes.introduce.iter().map(|k| (KeyChanges::key_path(k), k.to_text().into_bytes())).collect();
         if changes.revoked != site.revoked || !changes.remove.is_empty() {
-            writes.push((PathBuf::from(REVOKED_PATH), changes.revoked.to_bytes()));
+            writes.push((PathBuf::from(state::REVOKED_PATH), changes.revoked.to_bytes()));
         }
         Self { changes, writes, undo: Mutex::default() }
     }
@@ -391,7 +390,11 @@ impl Step for KeyStoreStep {
         if !self.changes.skipped.is_empty() {
             parts.push(format!("skip {}", self.changes.skipped.join(", ")));
         }
-        format!("vendor keys in {KEY_DIR}: {}", if parts.is_empty() { "no change".into() } else { parts.join("; ") })
+        format!(
+            "vendor keys in {}: {}",
+            state::KEY_DIR,
+            if parts.is_empty() { "no change".into() } else { parts.join("; ") }
+        )
     }
 
     fn check(&self, host: &dyn Host) -> Result<StepState> {
@@ -422,7 +425,8 @@ impl Step for KeyStoreStep {
     }
 
     fn apply(&self, host: &dyn Host) -> Result<()> {
-        let (revoked, keys): (Vec<_>, Vec<_>) = self.writes.iter().partition(|(p, _)| p == Path::new(REVOKED_PATH));
+        let (revoked, keys): (Vec<_>, Vec<_>) =
+            self.writes.iter().partition(|(p, _)| p == Path::new(state::REVOKED_PATH));
         let mut undo = Vec::new();
         for path in keys.iter().map(|(p, _)| p).chain(&self.changes.remove).chain(revoked.iter().map(|(p, _)| p)) {
             undo.push((path.clone(), host.read_file(path)?));
@@ -564,7 +568,7 @@ mod tests {
         let on_disk = SiteKeys::read(&host).unwrap();
         assert_eq!(on_disk.keys.iter().map(|(_, k)| *k).collect::<Vec<_>>(), vec![k2.public_key()]);
         assert_eq!(on_disk.revoked.find(&k1.key_id_hex()).unwrap().action, KeyAction::Retire);
-        let mode = std::fs::metadata(d.path().join(REVOKED_PATH.trim_start_matches('/'))).unwrap();
+        let mode = std::fs::metadata(d.path().join(state::REVOKED_PATH.trim_start_matches('/'))).unwrap();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o644);
         assert!(step.rollback(&host).unwrap());
         let back = SiteKeys::read(&host).unwrap();
@@ -588,7 +592,7 @@ mod tests {
             reason: Some("key leaked".into()),
             bundle: "c 1".into(),
         });
-        let path = d.path().join(REVOKED_PATH.trim_start_matches('/'));
+        let path = d.path().join(state::REVOKED_PATH.trim_start_matches('/'));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, list.to_bytes()).unwrap();
         let e = crate::bundle::trust::trusted_keys(&[pubfile], d.path()).unwrap_err();

@@ -33,9 +33,6 @@ use crate::host::Host;
 pub use journal::{CheckStatus, Journal, Outcome, OverrideRecord, StepRecord, StepStatus, JOURNAL_VERSION};
 pub use steps::layout_steps;
 
-/// Where the installer keeps its lock, journal and backups on the target.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/airlock";
-
 /// Test-only crash injection: `AIRLOCK_TEST_CRASH_AFTER=<step id>` makes [`apply`]
 /// abort the process right after that step's journal write, so tests can prove that
 /// a re-run after a kill converges. Nothing in the product sets it.
@@ -183,12 +180,10 @@ pub struct ApplyOptions {
 }
 
 impl ApplyOptions {
-    pub fn new(resume_command: impl Into<String>) -> Self {
-        Self {
-            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
-            resume_command: resume_command.into(),
-            overrides: Vec::new(),
-        }
+    /// Options for a run keeping its lock and journal in `state_dir` (a target path;
+    /// `crate::state::STATE_DIR` on a site).
+    pub fn new(state_dir: impl Into<PathBuf>, resume_command: impl Into<String>) -> Self {
+        Self { state_dir: state_dir.into(), resume_command: resume_command.into(), overrides: Vec::new() }
     }
 }
 

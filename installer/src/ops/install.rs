@@ -7,6 +7,7 @@
 //! cluster token is created once and kept in the state directory, so a re-run after a
 //! failure renders the same configs and converges instead of starting over.
 
+use crate::state::{self, ReleaseRecord};
 use std::cell::RefCell;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,6 @@ use airlock_format::parts::BundleFiles;
 use airlock_format::read::{read_bundle, EntrySink};
 use airlock_format::report::Reporter;
 use ring::rand::SecureRandom;
-use serde::Serialize;
 
 use crate::bundle::images::{write_image_archive, Compression};
 use crate::bundle::staging::{self, Staged};
@@ -27,22 +27,14 @@ use crate::engine::layout::Layout;
 use crate::engine::{layout_steps, Plan};
 use crate::host::Host;
 use crate::live::LiveTarget;
-use crate::ops::uninstall::{Inventory, INVENTORY_PATH};
 use crate::render::distribution::{self, Artifacts, ChartInput, DistributionInput, RegistryMirror, Token};
 use crate::render::platform::wiring;
 use crate::site::answers::{Address, Answers};
 use crate::site::profile::{Options, Profile};
+use crate::state::Inventory;
 
-/// The installer's state directory on the target (journal, lock, backups, secrets).
-pub const STATE_DIR: &str = "/var/lib/airlock";
-/// Where the cluster token lives (0600), created once.
-pub const TOKEN_PATH: &str = "/var/lib/airlock/secrets/cluster-token";
-/// What is installed, for `status` and upgrades.
-pub const RELEASE_PATH: &str = "/var/lib/airlock/release.json";
 /// Staged image archive entry, written next to the verified bundle content.
 pub const IMAGE_ARCHIVE_ENTRY: &str = "images/airlock-images.tar";
-/// The site CA (our PKI's, or the customer's), trusted for the registry mirror.
-pub const SITE_CA_PATH: &str = "/etc/airlock/pki/ca.crt";
 
 /// A verified, staged bundle and the plan that installs it.
 pub struct Prepared {
@@ -62,26 +54,13 @@ pub struct Prepared {
     pub inventory: Inventory,
 }
 
-/// The record of what is installed, written as the plan's last step.
-#[derive(Debug, Serialize)]
-struct Release<'a> {
-    bundle: &'a str,
-    version: &'a str,
-    created: &'a str,
-    /// SHA-256 of the signed manifest: identifies the bundle exactly.
-    manifest_sha256: String,
-    signer: String,
-    profile: &'a str,
-    distribution: String,
-}
-
 /// Verifies the bundle into staging under the target root. Changes nothing on the
 /// target outside `<root>/var/lib/airlock/staging`.
 pub fn stage(bundle: &Path, trusted: &[PublicKey], host: &dyn Host, reporter: &dyn Reporter) -> Result<Staged> {
     let files = BundleFiles::locate(bundle)?;
-    let staging_root = host.root().join(STATE_DIR.trim_start_matches('/')).join("staging");
-    fs::create_dir_all(&staging_root).at(&staging_root)?;
-    let dir = staging_root.join("current");
+    let dir = host.root().join(state::INSTALL_STAGING.trim_start_matches('/'));
+    let staging_root = dir.parent().expect("staging has a parent");
+    fs::create_dir_all(staging_root).at(staging_root)?;
     // Every run verifies again from the medium: staging is never trusted across runs.
     if fs::symlink_metadata(&dir).is_ok() {
         fs::remove_dir_all(&dir).at(&dir)?;
@@ -258,8 +237,8 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     // The token goes first: it must be on disk before any config that embeds it, or a
     // crash in between would make the resumed run generate another and rewrite them.
     let mut layout = Layout::default();
-    layout.dir(Path::new(TOKEN_PATH).parent().expect("token path has a parent"), 0o700);
-    layout.secret_file(TOKEN_PATH, token.expose().as_bytes().to_vec());
+    layout.dir(Path::new(state::CLUSTER_TOKEN_PATH).parent().expect("token path has a parent"), 0o700);
+    layout.secret_file(state::CLUSTER_TOKEN_PATH, token.expose().as_bytes().to_vec());
     let platform_paths: Vec<PathBuf> = platform.files.iter().map(|f| f.path.clone()).collect();
     layout.extend(platform);
     layout.extend(distribution::render(&input)?);
@@ -275,10 +254,10 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     for f in inventory.files.iter_mut().filter(|f| platform_paths.contains(&f.path)) {
         f.sha256 = None;
     }
-    layout.file(INVENTORY_PATH, 0o644, inventory.to_json());
-    layout.file(RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
+    layout.file(state::INVENTORY_PATH, 0o644, inventory.to_json());
+    layout.file(state::RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
     if let Some(r) = &report {
-        layout.file(wiring::REPORT_PATH, 0o644, r.to_json());
+        layout.file(state::REPORT_PATH, 0o644, r.to_json());
     }
     let kind = distribution::product_name(dist.kind).to_lowercase();
     steps.extend(layout_steps(&kind, &layout, &staged.dir));
@@ -301,7 +280,7 @@ fn inventory(layout: &Layout, staged: &Staged, input: &DistributionInput) -> Inv
     let mut inv = Inventory::of(layout, name, input.unit(), Some(killall), runtime, &digest);
     // `airlock pki renew` re-issues these in place: they are ours by path, whatever
     // their content is by now.
-    for f in inv.files.iter_mut().filter(|f| f.path.starts_with(crate::site::pki::PKI_DIR)) {
+    for f in inv.files.iter_mut().filter(|f| f.path.starts_with(crate::state::PKI_DIR)) {
         f.sha256 = None;
     }
     inv
@@ -339,7 +318,10 @@ fn cluster_token(host: &dyn Host, answers: &Answers) -> Result<Token> {
                 format!("{}: join.token_file", answers.origin),
                 format!("`{}` does not exist", join.token_file.display()),
             )
-            .with_hint(format!("copy {TOKEN_PATH} from the first server to that path"))
+            .with_hint(format!(
+                "copy {cluster_token_path} from the first server to that path",
+                cluster_token_path = state::CLUSTER_TOKEN_PATH
+            ))
         })?;
         let t = String::from_utf8_lossy(&bytes).trim().to_string();
         if t.is_empty() {
@@ -347,7 +329,7 @@ fn cluster_token(host: &dyn Host, answers: &Answers) -> Result<Token> {
         }
         return Ok(Token::new(t));
     }
-    if let Some(bytes) = host.read_file(Path::new(TOKEN_PATH))? {
+    if let Some(bytes) = host.read_file(Path::new(state::CLUSTER_TOKEN_PATH))? {
         let t = String::from_utf8_lossy(&bytes).trim().to_string();
         if !t.is_empty() {
             return Ok(Token::new(t));
@@ -451,7 +433,7 @@ fn distribution_input(
         registry_mirror: answers.registry.as_ref().map(|r| RegistryMirror {
             endpoint: r.mirror.to_string(),
             // Without a CA of their own, the mirror's certificate is one our PKI issued.
-            ca_file: r.ca_file.clone().unwrap_or_else(|| PathBuf::from(SITE_CA_PATH)),
+            ca_file: r.ca_file.clone().unwrap_or_else(|| PathBuf::from(state::CA_CERT)),
             registries: upstream_registries(m),
             auth: r.username.clone().zip(r.password.clone()),
         }),
@@ -473,17 +455,5 @@ fn data_dir_for(answers: &Answers, kind: DistributionKind) -> Option<PathBuf> {
 }
 
 fn release_record(staged: &Staged, profile: &Profile) -> Result<Vec<u8>> {
-    let m: &Manifest = &staged.manifest;
-    let r = Release {
-        bundle: &m.name,
-        version: &m.version,
-        created: &m.created,
-        manifest_sha256: m.release_sha256(),
-        signer: staged.signer.key_id_hex(),
-        profile: &profile.name,
-        distribution: m.distribution.as_ref().map(|d| format!("{} {}", d.kind, d.version)).unwrap_or_default(),
-    };
-    let mut v = serde_json::to_vec_pretty(&r).expect("release serializes");
-    v.push(b'\n');
-    Ok(v)
+    Ok(ReleaseRecord::of(&staged.manifest, staged.signer.key_id_hex(), &profile.name).to_json())
 }

@@ -12,6 +12,7 @@
 //! or a failing live check. Secrets are never read for their content: secret files of
 //! the inventory carry no digest, and only their presence is checked.
 
+use crate::state;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -21,41 +22,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Journal, Outcome, StepStatus};
 use crate::host::{FileKind, Host};
-use crate::ops::install::{RELEASE_PATH, STATE_DIR};
-use crate::ops::uninstall::{Inventory, INVENTORY_PATH};
+
 use crate::render::distribution::HELM_CHART_NAMESPACE;
 use crate::site::preflight::OverrideRecord;
+use crate::state::{Inventory, ReleaseRecord};
 
-/// Where the site PKI keeps its certificates; every `*.crt`/`*.pem` below is checked.
-pub const PKI_DIR: &str = "/etc/airlock/pki";
 /// A certificate this close to its end is a warning (not yet a problem).
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
-
-/// The release record `airlock install` writes as its last step (`release.json`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Release {
-    pub bundle: String,
-    pub version: String,
-    #[serde(default)]
-    pub created: String,
-    /// SHA-256 of the signed manifest: identifies the bundle exactly.
-    pub manifest_sha256: String,
-    pub signer: String,
-    pub profile: String,
-    /// `k3s v1.31.4+k3s1`.
-    pub distribution: String,
-}
-
-impl Release {
-    /// The release on the target; `None` when no install finished here.
-    pub fn load(host: &dyn Host) -> Result<Option<Self>> {
-        let Some(bytes) = host.read_file(Path::new(RELEASE_PATH))? else { return Ok(None) };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::corrupt(RELEASE_PATH, format!("is not a release record this airlock can read: {e}"))
-                .with_hint("run the install again with the bundle the site runs; it rewrites the record")
-        })
-    }
-}
 
 /// One installed component and its version (and health, when live).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +45,7 @@ pub struct Component {
     pub health: Option<String>,
 }
 
-/// One certificate found under [`PKI_DIR`].
+/// One certificate found under [`crate::state::PKI_DIR`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Certificate {
     /// The file (target path) and, for bundles of several, the index in it.
@@ -160,7 +133,7 @@ pub enum Live {
 pub struct StatusReport {
     pub root: PathBuf,
     /// The finished install, if any (an interrupted first install has none yet).
-    pub release: Option<Release>,
+    pub release: Option<ReleaseRecord>,
     pub components: Vec<Component>,
     pub certificates: Vec<Certificate>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -196,15 +169,15 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
     // A damaged record is a finding about this node, not a reason to say nothing
     // else about it: it becomes a problem and the rest is still reported.
     let mut problems = Vec::new();
-    let release = noted(&mut problems, Release::load(host));
-    let journal = noted(&mut problems, Journal::load(host, Path::new(STATE_DIR)));
-    let inventory = match host.read_file(Path::new(INVENTORY_PATH))? {
+    let release = noted(&mut problems, ReleaseRecord::load(host));
+    let journal = noted(&mut problems, Journal::load(host, Path::new(state::STATE_DIR)));
+    let inventory = match host.read_file(Path::new(state::INVENTORY_PATH))? {
         Some(_) => noted(&mut problems, Inventory::load(host).map(Some)),
         None => None,
     };
     if problems.is_empty() && release.is_none() && journal.is_none() && inventory.is_none() {
         return Err(Error::input(
-            host.root().join(STATE_DIR.trim_start_matches('/')).display().to_string(),
+            host.root().join(state::STATE_DIR.trim_start_matches('/')).display().to_string(),
             "no airlock install is recorded here (no release, inventory or journal)",
         )
         .with_hint("install with `airlock install BUNDLE`; under a target root pass the same --root"));
@@ -253,7 +226,7 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         Some((Outcome::RollbackFailed, what, error)) => problems.push(format!(
             "the last upgrade ({what}) failed and its rollback failed too: {} (see {})",
             error.unwrap_or_default(),
-            crate::ops::upgrade::UPGRADE_JOURNAL_PATH
+            crate::state::UPGRADE_JOURNAL_PATH
         )),
         _ => {}
     }
@@ -386,7 +359,7 @@ fn pending(j: &Journal) -> Option<Pending> {
         Outcome::RollbackFailed => format!(
             "the journal {} lists what is still changed and {} holds the files that run replaced; fix the cause, \
              then {again}",
-            Journal::path(Path::new(STATE_DIR)).display(),
+            Journal::path(Path::new(state::STATE_DIR)).display(),
             j.backup_dir.display()
         ),
         _ => format!("fix the cause the journal records for the failed step, then {again}"),
@@ -463,13 +436,13 @@ fn charts(host: &dyn Host, inv: &Inventory, unreadable: &mut Vec<Unreadable>) ->
     out
 }
 
-/// Every certificate in `*.crt`/`*.pem` files under [`PKI_DIR`] (PEM, or one DER
+/// Every certificate in `*.crt`/`*.pem` files under [`crate::state::PKI_DIR`] (PEM, or one DER
 /// certificate). Files with no certificate in them (a PEM private key) are skipped
 /// without looking further: their content is nobody's business.
 fn certificates(host: &dyn Host, now: i64) -> Result<(Vec<Certificate>, Vec<Unreadable>)> {
     let mut certs = Vec::new();
     let mut bad = Vec::new();
-    for path in crate::ops::support::list_files(host, Path::new(PKI_DIR))?.files {
+    for path in crate::ops::support::list_files(host, Path::new(state::PKI_DIR))?.files {
         let name = path.to_string_lossy();
         if !(name.ends_with(".crt") || name.ends_with(".pem")) {
             continue;
@@ -654,9 +627,9 @@ mod tests {
             let crate::engine::layout::FileSource::Inline(b) = &f.source else { unreachable!() };
             host.write_file(&f.path, &mut b.as_slice(), Perms::mode(f.mode)).unwrap();
         }
-        host.write_file(Path::new(INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
+        host.write_file(Path::new(state::INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
         let release = br#"{"bundle":"demo","version":"1.0.0","created":"x","manifest_sha256":"ab","signer":"cd","profile":"single-node","distribution":"k3s v1.31.4+k3s1"}"#;
-        host.write_file(Path::new(RELEASE_PATH), &mut release.as_slice(), Perms::mode(0o644)).unwrap();
+        host.write_file(Path::new(state::RELEASE_PATH), &mut release.as_slice(), Perms::mode(0o644)).unwrap();
         inv
     }
 

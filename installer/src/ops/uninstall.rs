@@ -15,109 +15,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use airlock_format::digest::Sha256Digest;
-use airlock_format::error::{Error, Result};
-use serde::{Deserialize, Serialize};
+use airlock_format::error::Result;
+use serde::Serialize;
 
-use crate::engine::layout::{FileSource, Layout};
 use crate::host::{FileKind, Host};
-use crate::ops::install::STATE_DIR;
-
-/// Where the install keeps its inventory.
-pub const INVENTORY_PATH: &str = "/var/lib/airlock/installed.json";
-const INVENTORY_VERSION: u32 = 1;
-
-/// What one install placed on the target.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Inventory {
-    pub version: u32,
-    pub distribution: String,
-    /// The distribution's unit on this node.
-    pub unit: String,
-    /// Its killall script, run before files go on a live host (stops pods, unmounts).
-    pub killall: Option<PathBuf>,
-    pub files: Vec<InventoryFile>,
-    pub links: Vec<PathBuf>,
-    pub dirs: Vec<PathBuf>,
-    pub units: Vec<String>,
-    /// Trees the distribution fills while it runs; removed only with `purge`.
-    pub runtime_dirs: Vec<PathBuf>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InventoryFile {
-    pub path: PathBuf,
-    /// The content as placed; `None` for secrets (theirs is nobody's business) and
-    /// files whose digest is not known without reading gigabytes again.
-    pub sha256: Option<Sha256Digest>,
-}
-
-impl Inventory {
-    /// The inventory of `layout`. `staged_digest` gives the digest of a staged entry
-    /// when known (the signed manifest has every bundle entry's).
-    pub fn of(
-        layout: &Layout,
-        distribution: &str,
-        unit: &str,
-        killall: Option<PathBuf>,
-        runtime_dirs: Vec<PathBuf>,
-        staged_digest: &dyn Fn(&str) -> Option<Sha256Digest>,
-    ) -> Self {
-        let files = layout
-            .files
-            .iter()
-            .map(|f| InventoryFile {
-                path: f.path.clone(),
-                sha256: match (&f.source, f.secret) {
-                    (_, true) => None,
-                    (FileSource::Inline(bytes), false) => Some(Sha256Digest::of(bytes)),
-                    (FileSource::Staged(entry), false) => staged_digest(entry),
-                },
-            })
-            .collect();
-        Self {
-            version: INVENTORY_VERSION,
-            distribution: distribution.to_string(),
-            unit: unit.to_string(),
-            killall,
-            files,
-            links: layout.links.iter().map(|l| l.link.clone()).collect(),
-            dirs: layout.dirs.iter().map(|d| d.path.clone()).collect(),
-            units: layout.units.clone(),
-            runtime_dirs,
-        }
-    }
-
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).expect("an inventory serialises");
-        v.push(b'\n');
-        v
-    }
-
-    /// The inventory on the target, or a clear error when nothing airlock installed is there.
-    pub fn load(host: &dyn Host) -> Result<Self> {
-        let path = Path::new(INVENTORY_PATH);
-        let bytes = host.read_file(path)?.ok_or_else(|| {
-            Error::input(
-                host.root().join(INVENTORY_PATH.trim_start_matches('/')).display().to_string(),
-                "no airlock install is recorded here",
-            )
-            .with_hint("uninstall removes only what `airlock install` recorded; check --root")
-        })?;
-        let inv: Self = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::corrupt(INVENTORY_PATH, format!("is not an inventory this airlock can read: {e}"))
-                .with_hint("remove the install by hand with the distribution's uninstall script")
-        })?;
-        if inv.version != INVENTORY_VERSION {
-            return Err(Error::input(
-                INVENTORY_PATH,
-                format!("has version {}, expected {INVENTORY_VERSION}", inv.version),
-            )
-            .with_hint("uninstall with the airlock release that installed it"));
-        }
-        Ok(inv)
-    }
-}
+use crate::state::{Inventory, STATE_DIR};
 
 /// Options of an uninstall.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -263,7 +165,9 @@ pub fn apply(host: &dyn Host, plan: &UninstallPlan) -> Result<UninstallReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::layout::{FileSource, Layout};
     use crate::host::{CommandOutput, HostCall, Perms, RecordingHost};
+    use crate::state;
 
     #[test]
     fn on_a_live_host_the_unit_and_its_containers_stop_before_any_file_goes() {
@@ -278,7 +182,7 @@ mod tests {
             let FileSource::Inline(b) = &f.source else { unreachable!() };
             host.write_file(&f.path, &mut b.as_slice(), Perms::mode(f.mode)).unwrap();
         }
-        host.write_file(Path::new(INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
+        host.write_file(Path::new(state::INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
         host.expect_command(&["systemctl"], CommandOutput::ok(""));
         host.expect_command(&["/usr/local/bin/airlock-k3s-killall.sh"], CommandOutput::ok(""));
         host.take_calls();

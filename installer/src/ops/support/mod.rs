@@ -27,6 +27,7 @@
 
 pub mod redact;
 
+use crate::state;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read as _, Write as _};
@@ -39,13 +40,12 @@ use serde::Serialize;
 
 use crate::engine::Journal;
 use crate::host::Host;
-use crate::ops::install::{RELEASE_PATH, STATE_DIR};
-use crate::ops::status::{self, Release, StatusOptions};
-use crate::ops::uninstall::{Inventory, INVENTORY_PATH};
+
+use crate::ops::status::{self, StatusOptions};
+use crate::state::Inventory;
+use crate::state::ReleaseRecord as Release;
 use redact::{Counts, Redactor};
 
-/// The generated secrets; read for their values, never collected.
-pub const SECRETS_DIR: &str = "/var/lib/airlock/secrets";
 /// Format version of `MANIFEST.json`.
 pub const MANIFEST_VERSION: u32 = 1;
 
@@ -189,7 +189,7 @@ fn walk(root: &Path, dir: &Path, listing: &mut Listing) -> Result<()> {
 /// whatever redaction could do with them.
 pub fn is_key_file(path: &Path) -> bool {
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    path.starts_with(SECRETS_DIR)
+    path.starts_with(state::SECRETS_DIR)
         || [".key", "-key.pem", "_key.pem", ".key.pem", ".p12", ".pfx", ".jks", ".keystore"]
             .iter()
             .any(|s| name.ends_with(s))
@@ -315,10 +315,13 @@ fn cut(text: &str, limit: usize) -> (&str, bool) {
 /// Every file's content under the secrets directory: the values to redact.
 fn secret_values(host: &dyn Host, missing: &mut Vec<Missing>) -> Vec<String> {
     let mut values = Vec::new();
-    let listing = match list_files(host, Path::new(SECRETS_DIR)) {
+    let listing = match list_files(host, Path::new(state::SECRETS_DIR)) {
         Ok(l) => l,
         Err(e) => {
-            missing.push(Missing { source: SECRETS_DIR.into(), reason: format!("could not be listed: {}", e.cause) });
+            missing.push(Missing {
+                source: state::SECRETS_DIR.into(),
+                reason: format!("could not be listed: {}", e.cause),
+            });
             return values;
         }
     };
@@ -358,7 +361,7 @@ pub fn collect(host: &dyn Host, opts: &SupportOptions, reporter: &dyn Reporter) 
     let redactor = Redactor::new(&secrets);
     if redactor.too_short > 0 {
         not_collected.push(Missing {
-            source: SECRETS_DIR.into(),
+            source: state::SECRETS_DIR.into(),
             reason: format!(
                 "{} generated value(s) shorter than {} characters are not redacted by value (rules still apply)",
                 redactor.too_short,
@@ -384,12 +387,12 @@ pub fn collect(host: &dyn Host, opts: &SupportOptions, reporter: &dyn Reporter) 
     };
 
     reporter.event(Event::Phase { name: "collecting the installer's state", total: None });
-    let journal = Journal::path(Path::new(STATE_DIR));
+    let journal = Journal::path(Path::new(state::STATE_DIR));
     for (path, name) in [
         (journal.as_path(), "state/journal.json"),
-        (Path::new(RELEASE_PATH), "state/release.json"),
-        (Path::new(INVENTORY_PATH), "state/installed.json"),
-        (Path::new(crate::ops::upgrade::UPGRADE_JOURNAL_PATH), "state/upgrade.json"),
+        (Path::new(state::RELEASE_PATH), "state/release.json"),
+        (Path::new(state::INVENTORY_PATH), "state/installed.json"),
+        (Path::new(crate::state::UPGRADE_JOURNAL_PATH), "state/upgrade.json"),
     ] {
         b.add_file(path, Some(name));
     }
@@ -405,7 +408,7 @@ pub fn collect(host: &dyn Host, opts: &SupportOptions, reporter: &dyn Reporter) 
 
     reporter.event(Event::Phase { name: "collecting rendered configs", total: None });
     b.add_tree(Path::new("/etc/rancher"));
-    b.add_tree(Path::new("/etc/airlock"));
+    b.add_tree(Path::new(crate::state::ETC_DIR));
     if let Some(inv) = &inventory {
         let mut units: Vec<PathBuf> = inv
             .files
@@ -429,7 +432,7 @@ pub fn collect(host: &dyn Host, opts: &SupportOptions, reporter: &dyn Reporter) 
             b.add_tree(&d);
         }
     } else {
-        b.missing(INVENTORY_PATH, "no inventory: unit files and manifests are not known");
+        b.missing(state::INVENTORY_PATH, "no inventory: unit files and manifests are not known");
     }
 
     if host.live() {
@@ -463,7 +466,7 @@ fn preflight(b: &mut Bundle<'_>, inv: Option<&Inventory>, release: Option<&Relea
         let name = format!("{}.yaml", r.profile);
         let bytes = ["releases/current/bundle/profiles", "staging/current/profiles"]
             .iter()
-            .find_map(|d| b.host.read_file(&Path::new(STATE_DIR).join(d).join(&name)).ok().flatten())?;
+            .find_map(|d| b.host.read_file(&Path::new(state::STATE_DIR).join(d).join(&name)).ok().flatten())?;
         crate::site::profile::Profile::from_bundle_entry(&String::from_utf8_lossy(&bytes), &r.profile).ok()
     });
     match profile {
@@ -642,7 +645,7 @@ mod tests {
             units: vec!["k3s.service".into()],
             runtime_dirs: vec![PathBuf::from("/var/lib/rancher/k3s")],
         };
-        host.write_file(Path::new(INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
+        host.write_file(Path::new(state::INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
     }
 
     fn archive(path: &Path) -> BTreeMap<String, String> {

@@ -13,6 +13,7 @@
 //! Every command goes through the host's `run`, so the recording double records them;
 //! under a target root nothing runs and each command is skipped with a note.
 
+use crate::state;
 use std::path::{Path, PathBuf};
 
 use airlock_format::error::{Error, Result};
@@ -21,9 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::release::host_path;
 use crate::host::{FileKind, Host, Perms};
-use crate::ops::uninstall::Inventory;
-
-pub const BACKUPS_DIR: &str = "/var/lib/airlock/backups";
+use crate::state::Inventory;
 
 /// What `backup.json` records.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,25 +48,25 @@ fn trees(inv: &Inventory) -> Vec<PathBuf> {
     if let Some(data) = inv.runtime_dirs.first() {
         t.push(data.join("server/manifests"));
     }
-    t.push(PathBuf::from(crate::site::pki::PKI_DIR));
+    t.push(PathBuf::from(crate::state::PKI_DIR));
     // The keys the site trusts: not rolled back (a revocation must outlive a failed
     // upgrade), but worth having when restoring by hand.
-    t.push(PathBuf::from("/etc/airlock/keys"));
-    for f in ["installed.json", "release.json", "report.json", "answers.yaml", "secrets"] {
-        t.push(Path::new(crate::ops::install::STATE_DIR).join(f));
+    t.push(PathBuf::from(crate::state::KEY_DIR));
+    for f in crate::state::BACKED_UP_RECORDS {
+        t.push(PathBuf::from(f));
     }
     t
 }
 
 /// The backup directory's name: `<timestamp>-<from>-to-<to>`.
 pub fn backup_dir(from_version: &str, to: &Manifest) -> PathBuf {
-    let stamp: String = super::now_rfc3339().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    Path::new(BACKUPS_DIR).join(format!("{stamp}-{from_version}-to-{}", to.version))
+    let stamp: String = crate::state::now_rfc3339().chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    Path::new(state::BACKUPS_DIR).join(format!("{stamp}-{from_version}-to-{}", to.version))
 }
 
 /// Takes the backup into `dir` (see the module docs).
 pub fn take(host: &dyn Host, inv: &Inventory, app_db: Option<(&str, &str)>, dir: &Path) -> Result<BackupRecord> {
-    host.create_dir(Path::new(BACKUPS_DIR), 0o700)?;
+    host.create_dir(Path::new(state::BACKUPS_DIR), 0o700)?;
     host.create_dir(dir, 0o700)?;
     let mut rec = BackupRecord { dir: dir.to_path_buf(), datastore: "none".into(), ..Default::default() };
     datastore(host, inv, dir, &mut rec)?;

@@ -19,12 +19,11 @@
 //! (every step is re-checked, so nothing is applied twice); a crash after the gate
 //! failed, or `--rollback`, rolls back instead.
 
-pub mod answers;
 pub mod backup;
 pub mod order;
 pub mod policy;
-pub mod release;
 
+use crate::state;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -39,13 +38,13 @@ use crate::bundle::staging::Staged;
 use crate::engine::{apply, ApplyOptions, Outcome, Plan, Step};
 use crate::host::{Host, Perms};
 use crate::live::{bring_up, post_install_checks, Clock, HttpsCheck, LiveTarget, WaitOptions};
-use crate::ops::install::{self, Prepared, IMAGE_ARCHIVE_ENTRY, STATE_DIR};
-use crate::ops::uninstall::{Inventory, INVENTORY_PATH};
-use crate::site::answers::Answers;
+use crate::ops::install::{self, Prepared, IMAGE_ARCHIVE_ENTRY};
+use crate::site::answers::{kept as answers, Answers};
 use crate::site::preflight::{site, Mode, PreflightReport};
+use crate::state::releases::{self as release, Snapshot};
+use crate::state::Inventory;
 use backup::BackupRecord;
 use policy::Decision;
-use release::Snapshot;
 
 /// Exit code: the version policy refused the bundle (docs/exit-codes.md).
 pub const EXIT_POLICY: u8 = 12;
@@ -54,21 +53,12 @@ pub const EXIT_ROLLED_BACK: u8 = 13;
 /// Exit code: the upgrade failed and putting the previous release back failed too.
 pub const EXIT_ROLLBACK_FAILED: u8 = 14;
 
-/// The upgrade journal.
-pub const UPGRADE_JOURNAL_PATH: &str = "/var/lib/airlock/upgrade.json";
-/// Where the new bundle is verified to, apart from the kept releases.
-pub const UPGRADE_STAGING: &str = "/var/lib/airlock/staging/upgrade";
 /// Tests: abort right after the journal records this phase (e.g. `backed-up`), or at
 /// `rollback-restored` / `rollback-flipped` inside a rollback.
 pub const CRASH_AFTER_PHASE_ENV: &str = "AIRLOCK_TEST_UPGRADE_CRASH_AFTER";
 /// Releases kept by default (`--keep`).
 pub const DEFAULT_KEEP: usize = 3;
 const JOURNAL_VERSION: u32 = 1;
-
-pub(crate) fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    airlock_format::manifest::rfc3339(secs)
-}
 
 /// How far an upgrade got, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -140,9 +130,9 @@ pub struct UpgradeJournal {
 
 impl UpgradeJournal {
     pub fn load(host: &dyn Host) -> Result<Option<Self>> {
-        let Some(bytes) = host.read_file(Path::new(UPGRADE_JOURNAL_PATH))? else { return Ok(None) };
+        let Some(bytes) = host.read_file(Path::new(state::UPGRADE_JOURNAL_PATH))? else { return Ok(None) };
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::corrupt(UPGRADE_JOURNAL_PATH, format!("is not an upgrade journal this airlock can read: {e}"))
+            Error::corrupt(state::UPGRADE_JOURNAL_PATH, format!("is not an upgrade journal this airlock can read: {e}"))
                 .with_hint("look at the file; roll back by hand from the backup it names (docs/day2.md, upgrade)")
         })
     }
@@ -155,14 +145,14 @@ impl UpgradeJournal {
     fn save(&self, host: &dyn Host) -> Result<()> {
         let mut json = serde_json::to_vec_pretty(self).expect("an upgrade journal serialises");
         json.push(b'\n');
-        host.write_file(Path::new(UPGRADE_JOURNAL_PATH), &mut json.as_slice(), Perms::mode(0o644))?;
+        host.write_file(Path::new(state::UPGRADE_JOURNAL_PATH), &mut json.as_slice(), Perms::mode(0o644))?;
         Ok(())
     }
 
     /// Records `phase`, saves, and aborts there when a test asked for a crash.
     fn reach(&mut self, host: &dyn Host, phase: Phase) -> Result<()> {
         self.phase = phase;
-        self.phases.push((phase, now_rfc3339()));
+        self.phases.push((phase, state::now_rfc3339()));
         self.save(host)?;
         crash_point(phase.as_str());
         Ok(())
@@ -170,9 +160,9 @@ impl UpgradeJournal {
 
     fn finish(&mut self, host: &dyn Host, outcome: Outcome) -> Result<()> {
         self.outcome = outcome;
-        self.finished = Some(now_rfc3339());
+        self.finished = Some(state::now_rfc3339());
         self.phase = Phase::Done;
-        self.phases.push((Phase::Done, now_rfc3339()));
+        self.phases.push((Phase::Done, state::now_rfc3339()));
         self.save(host)
     }
 }
@@ -268,7 +258,7 @@ impl From<Error> for UpgradeFailure {
 
 fn not_installed(host: &dyn Host) -> Error {
     Error::input(
-        host.root().join(install::RELEASE_PATH.trim_start_matches('/')).display().to_string(),
+        host.root().join(crate::state::RELEASE_PATH.trim_start_matches('/')).display().to_string(),
         "no installed release is recorded here",
     )
     .with_hint("install the platform with `airlock install` first; upgrade replaces an installed release")
@@ -285,12 +275,12 @@ pub fn run(
 ) -> std::result::Result<UpgradeReport, UpgradeFailure> {
     // A site where nothing was installed is refused before the lock (or anything else)
     // is written; an interrupted upgrade always has its journal, so it gets past this.
-    if crate::ops::status::Release::load(host)?.is_none() && UpgradeJournal::load(host)?.is_none() {
+    if crate::state::ReleaseRecord::load(host)?.is_none() && UpgradeJournal::load(host)?.is_none() {
         return Err(UpgradeFailure::plain(not_installed(host)));
     }
-    host.create_dir(Path::new(STATE_DIR), 0o700)?;
+    host.create_dir(Path::new(state::STATE_DIR), 0o700)?;
     // Its own lock: the engine's apply takes `lock` while the upgrade holds this one.
-    let _lock = host.lock(&Path::new(STATE_DIR).join("upgrade.lock"))?;
+    let _lock = host.lock(Path::new(state::UPGRADE_LOCK_PATH))?;
     let pending = UpgradeJournal::load(host)?.filter(UpgradeJournal::pending);
 
     if let Some(j) = pending.clone() {
@@ -308,7 +298,7 @@ pub fn run(
                     backup: j.backup.clone(),
                     pruned: Vec::new(),
                     restore_datastore_command: None,
-                    journal: PathBuf::from(UPGRADE_JOURNAL_PATH),
+                    journal: PathBuf::from(state::UPGRADE_JOURNAL_PATH),
                     resumed: true,
                 });
             }
@@ -322,14 +312,14 @@ pub fn run(
         }
     } else if opts.rollback {
         return Err(UpgradeFailure::plain(
-            Error::input(UPGRADE_JOURNAL_PATH, "no upgrade is pending here, so there is nothing to roll back")
+            Error::input(state::UPGRADE_JOURNAL_PATH, "no upgrade is pending here, so there is nothing to roll back")
                 .with_hint(
                     "`--rollback` undoes an interrupted or failed upgrade; a finished one is undone by upgrading",
                 ),
         ));
     }
 
-    let installed = crate::ops::status::Release::load(host)?.ok_or_else(|| not_installed(host))?;
+    let installed = crate::state::ReleaseRecord::load(host)?.ok_or_else(|| not_installed(host))?;
     let files = BundleFiles::locate(bundle)?;
     reporter.event(Event::Phase { name: "verifying the bundle into staging", total: None });
     let staged = stage(host, &files, trusted, &installed.manifest_sha256, reporter)?;
@@ -381,7 +371,7 @@ pub fn run(
                 restore_datastore_command: None,
             })?;
             if d == Decision::AlreadyInstalled {
-                let _ = host.remove_all(Path::new(UPGRADE_STAGING));
+                let _ = host.remove_all(Path::new(state::UPGRADE_STAGING));
                 return Ok(UpgradeReport {
                     outcome: "already-installed".into(),
                     from: from.clone(),
@@ -392,7 +382,7 @@ pub fn run(
                     backup: None,
                     pruned: Vec::new(),
                     restore_datastore_command: None,
-                    journal: PathBuf::from(UPGRADE_JOURNAL_PATH),
+                    journal: PathBuf::from(state::UPGRADE_JOURNAL_PATH),
                     resumed: false,
                 });
             }
@@ -403,7 +393,7 @@ pub fn run(
     let answers = match &opts.answers {
         Some(a) => a.clone(),
         None => answers::load_kept(host)?.ok_or_else(|| {
-            Error::input(release::KEPT_ANSWERS_PATH, "the install kept no answers on this site")
+            Error::input(state::KEPT_ANSWERS_PATH, "the install kept no answers on this site")
                 .with_hint("pass the site's answers file with --answers FILE")
         })?,
     };
@@ -431,7 +421,7 @@ pub fn run(
     input.mode = Mode::Upgrade;
     let pre = site::check(host.root(), &input)?;
     if opts.dry_run {
-        let _ = host.remove_all(Path::new(UPGRADE_STAGING));
+        let _ = host.remove_all(Path::new(state::UPGRADE_STAGING));
         return Ok(UpgradeReport {
             outcome: "dry-run".into(),
             from,
@@ -442,7 +432,7 @@ pub fn run(
             backup: None,
             pruned: Vec::new(),
             restore_datastore_command: None,
-            journal: PathBuf::from(UPGRADE_JOURNAL_PATH),
+            journal: PathBuf::from(state::UPGRADE_JOURNAL_PATH),
             resumed: pending.is_some(),
         });
     }
@@ -475,7 +465,7 @@ pub fn run(
             let checks_manifest = old_manifest.as_ref().unwrap_or(&prepared.staged.manifest);
             let j = UpgradeJournal {
                 version: JOURNAL_VERSION,
-                started: now_rfc3339(),
+                started: state::now_rfc3339(),
                 finished: None,
                 outcome: Outcome::Running,
                 phase: Phase::Staged,
@@ -542,7 +532,7 @@ pub fn run(
             Err(e) => return Err(failed(host, journal, e)),
         };
         let apply_opts = ApplyOptions {
-            state_dir: PathBuf::from(STATE_DIR),
+            state_dir: PathBuf::from(state::STATE_DIR),
             resume_command: opts.resume_command.clone(),
             overrides: pre.applied_overrides().cloned().collect(),
         };
@@ -551,10 +541,10 @@ pub fn run(
         }
         // What the installed release had and the new one does not.
         if let Some(old) = Snapshot::load(host, &from)? {
-            let state = release::state_files();
+            let state_files = release::state_files();
             for f in old.files.iter().map(|f| &f.path).chain(old.links.iter().map(|l| &l.path)) {
                 let ours = inventory.files.iter().any(|n| &n.path == f) || inventory.links.contains(f);
-                if !ours && !state.contains(f) && !f.starts_with(crate::render::platform::wiring::SECRETS_DIR) {
+                if !ours && !state_files.contains(f) && !f.starts_with(crate::state::SECRETS_DIR) {
                     if let Err(e) = host.remove(f) {
                         return Err(failed(host, journal, e));
                     }
@@ -600,7 +590,7 @@ pub fn run(
 
     journal.finish(host, Outcome::Succeeded)?;
     let pruned = release::prune(host, opts.keep)?;
-    let _ = host.remove_all(Path::new(UPGRADE_STAGING));
+    let _ = host.remove_all(Path::new(state::UPGRADE_STAGING));
     Ok(UpgradeReport {
         outcome: "upgraded".into(),
         from,
@@ -611,7 +601,7 @@ pub fn run(
         backup: journal.backup.clone(),
         pruned,
         restore_datastore_command: None,
-        journal: PathBuf::from(UPGRADE_JOURNAL_PATH),
+        journal: PathBuf::from(state::UPGRADE_JOURNAL_PATH),
         resumed,
     })
 }
@@ -635,15 +625,15 @@ fn stage(
     installed_sha256: &str,
     reporter: &dyn Reporter,
 ) -> Result<Staged> {
-    let dir = release::host_path(host, Path::new(UPGRADE_STAGING));
+    let dir = release::host_path(host, Path::new(state::UPGRADE_STAGING));
     // Every run verifies again from the medium: staging is never trusted across runs.
-    host.remove_all(Path::new(UPGRADE_STAGING))?;
+    host.remove_all(Path::new(state::UPGRADE_STAGING))?;
     let parent = dir.parent().expect("staging has a parent");
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     // The current release's kept content: what a delta bundle is applied against.
     let base_dir = release::pointer(host, "current")?
         .map(|id| release::host_path(host, &release::release_dir(&id).join("bundle")));
-    let installed = crate::bundle::delta::InstalledRelease::read(host)?;
+    let installed = crate::state::ReleaseRecord::load(host)?;
     let label = installed.as_ref().map(|r| format!("{} {}", r.bundle, r.version));
     // A full bundle stages as for an install; a delta is refused as soon as its signed
     // manifest is read (before `dir` exists) unless its base is the installed release,
@@ -671,8 +661,8 @@ fn app_database(p: &Prepared) -> Option<(String, String)> {
 /// the release (inventory, release, report, keys) last. Stable within each group.
 fn upgrade_order(plan: Plan) -> Result<Plan> {
     fn group(id: &str) -> u8 {
-        let state = [INVENTORY_PATH, install::RELEASE_PATH, crate::render::platform::wiring::REPORT_PATH];
-        if state.iter().any(|p| id.ends_with(p)) || id == crate::bundle::keys::STEP_ID {
+        let records = [state::INVENTORY_PATH, state::RELEASE_PATH, state::REPORT_PATH];
+        if records.iter().any(|p| id.ends_with(p)) || id == crate::bundle::keys::STEP_ID {
             5
         } else if id.contains("/dir/") || id.contains("/pki") || id.contains("/secrets/") || id.starts_with("pki") {
             0
@@ -707,7 +697,7 @@ fn gate(
         host.run(&["systemctl", "restart", &live.unit])?.checked(&["systemctl", "restart", &live.unit])?;
         bring_up(host, live, wait, clock, reporter)?;
         if live.kubectl.is_some() && !checks.is_empty() {
-            let ca = Path::new(crate::site::pki::CA_CERT);
+            let ca = Path::new(crate::state::CA_CERT);
             post_install_checks(host, checks, ca, node_ip, wait, clock, reporter)?;
         }
         return Ok(());
@@ -750,7 +740,7 @@ impl RolledBack {
             Some(_) => format!(
                 "the backup is in {}; see {} and docs/day2.md (upgrade) to restore by hand",
                 self.journal.backup.as_ref().map(|b| b.dir.display().to_string()).unwrap_or_else(|| "-".into()),
-                UPGRADE_JOURNAL_PATH
+                state::UPGRADE_JOURNAL_PATH
             ),
             None => format!(
                 "{}; fix the cause, then run the upgrade again{}",
@@ -789,14 +779,14 @@ impl RolledBack {
             backup: self.journal.backup.clone(),
             pruned: Vec::new(),
             restore_datastore_command: self.journal.restore_datastore_command.clone(),
-            journal: PathBuf::from(UPGRADE_JOURNAL_PATH),
+            journal: PathBuf::from(state::UPGRADE_JOURNAL_PATH),
             resumed: true,
         };
         if self.broken.is_some() || automatic {
             let mut me = self;
             if me.cause.is_none() {
                 me.cause = Some(Error::input(
-                    UPGRADE_JOURNAL_PATH,
+                    state::UPGRADE_JOURNAL_PATH,
                     format!(
                         "the health gate had failed before the last run stopped: {}",
                         me.journal.error.clone().unwrap_or_default()
@@ -853,7 +843,7 @@ fn roll_back(
         release::set_pointer(host, "current", &journal.from)?;
         match &journal.previous_before {
             Some(p) => release::set_pointer(host, "previous", p)?,
-            None => host.remove(&Path::new(release::RELEASES_DIR).join("previous"))?,
+            None => host.remove(&Path::new(state::RELEASES_DIR).join("previous"))?,
         }
         crash_point("rollback-flipped");
         // The new release's kept copy is not a release the site ran: it goes.
@@ -895,7 +885,7 @@ fn roll_back(
     })();
     let broken = result.err();
     journal.finish(host, if broken.is_some() { Outcome::RollbackFailed } else { Outcome::RolledBack })?;
-    let _ = host.remove_all(Path::new(UPGRADE_STAGING));
+    let _ = host.remove_all(Path::new(state::UPGRADE_STAGING));
     Ok(RolledBack { journal, cause, broken })
 }
 
@@ -990,7 +980,7 @@ mod tests {
     #[test]
     fn the_upgrade_applies_images_then_the_distribution_then_charts_then_the_records() {
         let mut layout = Layout::default();
-        layout.file(INVENTORY_PATH, 0o644, "{}");
+        layout.file(state::INVENTORY_PATH, 0o644, "{}");
         layout.file("/var/lib/rancher/k3s/server/manifests/app.yaml", 0o644, "a");
         layout.file("/etc/rancher/k3s/config.yaml", 0o600, "c");
         layout.file("/var/lib/rancher/k3s/agent/images/airlock-images.tar", 0o644, "i");
@@ -1006,7 +996,7 @@ mod tests {
                 "/var/lib/rancher/k3s/agent/images/airlock-images.tar",
                 "/etc/rancher/k3s/config.yaml",
                 "/var/lib/rancher/k3s/server/manifests/app.yaml",
-                INVENTORY_PATH,
+                state::INVENTORY_PATH,
             ]
         );
     }

@@ -34,7 +34,7 @@ fn version(v: &str, what: &str) -> Result<Version> {
 /// Checks replacing the installed release (`installed_version`, whose manifest has
 /// digest `installed_sha256`) with `m`. `Err` when refused and not overridden.
 pub fn check(installed_version: &str, installed_sha256: &str, m: &Manifest, allow_override: bool) -> Result<Decision> {
-    if installed_sha256 == crate::ops::upgrade::release::manifest_sha256(m) {
+    if installed_sha256 == crate::state::releases::manifest_sha256(m) {
         return Ok(Decision::AlreadyInstalled);
     }
     let subject = format!("bundle {} {}", m.name, m.version);
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn the_same_manifest_is_already_installed() {
         let m = manifest("1.0.0", None);
-        let sha = crate::ops::upgrade::release::manifest_sha256(&m);
+        let sha = crate::state::releases::manifest_sha256(&m);
         assert_eq!(check("1.0.0", &sha, &m, false).unwrap(), Decision::AlreadyInstalled);
         assert!(check("1.0.0", "other", &m, false).is_err(), "same version, other bundle");
     }

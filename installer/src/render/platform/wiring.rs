@@ -1,5 +1,5 @@
 //! Wires the platform renders into `airlock install`: the credentials the platform
-//! needs (made once, kept 0600 under [`SECRETS_DIR`]), each known chart's values and
+//! needs (made once, kept 0600 under [`crate::state::SECRETS_DIR`]), each known chart's values and
 //! the objects they reference, and the report handed to the customer at the end.
 //!
 //! - [`Credentials::load_or_generate`] treats each credential the way install.rs
@@ -13,9 +13,10 @@
 //!   from the PKI leaves) for `<data-dir>/server/manifests`. Other charts keep the
 //!   vendor's values, or none.
 //! - [`InstallReport`] is what main.rs prints after a successful install and what is
-//!   written to [`REPORT_PATH`]: URLs, the CA and its fingerprint, where the
+//!   written to [`crate::state::REPORT_PATH`]: URLs, the CA and its fingerprint, where the
 //!   credentials are. It never holds a credential's value.
 
+use crate::state;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -31,11 +32,6 @@ use crate::host::Host;
 use crate::render::distribution::ChartInput;
 use crate::site::answers::{Answers, Secret};
 use crate::site::pki::SitePki;
-
-/// Where generated credentials live on the target (0700; every file 0600).
-pub const SECRETS_DIR: &str = "/var/lib/airlock/secrets";
-/// The install report (0644, no secret values).
-pub const REPORT_PATH: &str = "/var/lib/airlock/report.json";
 
 /// Chart names (as the bundle carries them) this module knows, and their releases and
 /// namespaces.
@@ -60,7 +56,7 @@ const MINIO_VOLUME_SIZE: &str = "50Gi";
 const KEYCLOAK_TLS_SECRET: &str = "keycloak-tls";
 const APP_TLS_SECRET: &str = "app-tls";
 
-/// One generated credential: its file under [`SECRETS_DIR`] and how it is made.
+/// One generated credential: its file under [`crate::state::SECRETS_DIR`] and how it is made.
 struct Spec {
     file: &'static str,
     what: &'static str,
@@ -121,7 +117,7 @@ impl Credentials {
     }
 
     fn path_of(file: &str) -> PathBuf {
-        Path::new(SECRETS_DIR).join(file)
+        Path::new(state::SECRETS_DIR).join(file)
     }
 
     fn get(&self, file: &str) -> &Secret {
@@ -536,7 +532,7 @@ impl InstallReport {
         if has(APP_CHART) {
             urls.insert("app".into(), format!("https://{}", keycloak::app_host(d)));
         }
-        let ca = pki.map(|p| CaReport { path: PathBuf::from(crate::site::pki::CA_CERT), sha256: p.ca_fingerprint() });
+        let ca = pki.map(|p| CaReport { path: PathBuf::from(crate::state::CA_CERT), sha256: p.ca_fingerprint() });
         let credentials = if urls.is_empty() { Vec::new() } else { Credentials::files() };
         let mut hand = Vec::new();
         if let Some(ca) = &ca {
@@ -571,7 +567,7 @@ impl InstallReport {
         InstallReport { urls, ca, credentials, hand_to_customer: hand }
     }
 
-    /// The report as written to [`REPORT_PATH`].
+    /// The report as written to [`crate::state::REPORT_PATH`].
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("the report serializes");
         v.push(b'\n');
@@ -730,7 +726,7 @@ mod tests {
         assert_eq!(r.urls["app"], "https://app.platform.example.test");
         assert!(!r.urls.contains_key("minio"), "the bundle carries no MinIO");
         assert_eq!(r.ca.as_ref().unwrap().sha256, pki.ca_fingerprint());
-        assert!(r.credentials.iter().all(|c| c.mode == "0600" && c.path.starts_with(SECRETS_DIR)));
+        assert!(r.credentials.iter().all(|c| c.mode == "0600" && c.path.starts_with(state::SECRETS_DIR)));
         let json = String::from_utf8(r.to_json()).unwrap();
         for v in &credentials.values {
             assert!(!json.contains(v.expose()));

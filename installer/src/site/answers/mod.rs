@@ -13,12 +13,14 @@
 //! the wizard and the docs pick them up from there.
 
 pub mod check;
+pub mod kept;
 pub mod keycloak_db;
 pub mod questions;
 mod secret;
 pub mod strict;
 pub mod wizard;
 
+use crate::state;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -36,9 +38,6 @@ pub use wizard::{ask, ask_checked, LiveCheck, Prompt, Prompter, Reask};
 
 /// Where the key reference lives; every hint points there.
 pub const DOC: &str = "docs/answers.md";
-/// Where the wizard suggests the join token file: the first server writes the token it
-/// generated there, and the operator copies it to the same path on every other node.
-pub const DEFAULT_TOKEN_FILE: &str = "/etc/airlock/join-token";
 /// The default for `data_dir`; K3s and RKE2 keep their state in `<data_dir>/k3s` or `/rke2`.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/rancher";
 
@@ -313,7 +312,7 @@ impl Answers {
                     }
                     // Where the wizard suggests it too.
                     None if !j.contains_key(key("token_file")) => {
-                        j.insert(key("token_file"), key(DEFAULT_TOKEN_FILE));
+                        j.insert(key("token_file"), key(state::DEFAULT_JOIN_TOKEN_FILE));
                     }
                     None => {}
                 }

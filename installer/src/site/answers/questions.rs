@@ -17,9 +17,10 @@ use serde_yaml::{Mapping, Value};
 use super::check::{self, Invalid};
 use super::keycloak_db;
 use super::strict::{Field, Map, Problem};
-use super::{Address, DEFAULT_DATA_DIR, DEFAULT_TOKEN_FILE, DOC, REDACTED};
+use super::{Address, DEFAULT_DATA_DIR, DOC, REDACTED};
 use crate::site::ldap;
 use crate::site::profile::{Profile, Topology};
+use crate::state::DEFAULT_JOIN_TOKEN_FILE as DEFAULT_TOKEN_FILE;
 
 /// Checks one typed value, given the answers so far.
 pub type Check = fn(&str, &Answered) -> Result<(), Invalid>;

@@ -31,6 +31,7 @@ mod status;
 mod tests;
 pub mod wizard;
 
+use crate::state;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -48,14 +49,6 @@ pub use cert::{fingerprint, CertFacts};
 pub use issue::{CaScope, CA_DAYS, LEAF_DAYS};
 pub use status::{renew, status, CertStatus, RenewOptions, RenewReport, Renewed, StatusReport};
 
-/// Where the PKI lives on the target.
-pub const PKI_DIR: &str = "/etc/airlock/pki";
-/// The trust anchor to hand out (0644): the site CA, or the customer's root.
-pub const CA_CERT: &str = "/etc/airlock/pki/ca.crt";
-/// The site CA's key (0600); only in self-signed mode.
-pub const CA_KEY: &str = "/etc/airlock/pki/ca.key";
-/// Which mode made the PKI and which leaves it has (0644, no secrets).
-pub const STATE_FILE: &str = "/etc/airlock/pki/pki.json";
 /// Certificates with fewer days left are re-issued by an install and by `pki renew`.
 pub const RENEW_WITHIN_DAYS: i64 = 30;
 /// The in-cluster Services that get certificates: (service, namespace). The charts are
@@ -214,10 +207,10 @@ impl fmt::Debug for Leaf {
 }
 
 pub fn leaf_cert_path(name: &str) -> PathBuf {
-    Path::new(PKI_DIR).join(format!("{name}.crt"))
+    Path::new(state::PKI_DIR).join(format!("{name}.crt"))
 }
 pub fn leaf_key_path(name: &str) -> PathBuf {
-    Path::new(PKI_DIR).join(format!("{name}.key"))
+    Path::new(state::PKI_DIR).join(format!("{name}.key"))
 }
 
 /// `pki.json`: which mode made the PKI, and its leaves.
@@ -228,9 +221,9 @@ pub(crate) struct PkiState {
 }
 
 pub(crate) fn load_state(host: &dyn Host) -> Result<Option<PkiState>> {
-    let Some(bytes) = host.read_file(Path::new(STATE_FILE))? else { return Ok(None) };
+    let Some(bytes) = host.read_file(Path::new(state::PKI_STATE_FILE))? else { return Ok(None) };
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        Error::input(STATE_FILE, format!("is not a PKI state file: {e}")).with_hint(
+        Error::input(state::PKI_STATE_FILE, format!("is not a PKI state file: {e}")).with_hint(
             "the installer writes it; restore it from a backup, or run `airlock install` again to rewrite it",
         )
     })
@@ -280,7 +273,7 @@ pub(crate) fn prepare_at(answers: &Answers, host: &dyn Host, now: OffsetDateTime
     let mut serials: Vec<&str> = pki.leaves.iter().map(|l| l.facts.serial.as_str()).collect();
     serials.sort_unstable();
     if serials.windows(2).any(|w| w[0] == w[1]) {
-        return Err(Error::input(PKI_DIR, "two certificates of the site PKI have the same serial number")
+        return Err(Error::input(state::PKI_DIR, "two certificates of the site PKI have the same serial number")
             .with_hint("run the install again: new certificates get new random serials"));
     }
     Ok(pki)
@@ -289,26 +282,37 @@ pub(crate) fn prepare_at(answers: &Answers, host: &dyn Host, now: OffsetDateTime
 fn self_signed(answers: &Answers, host: &dyn Host, specs: &[LeafSpec], now: OffsetDateTime) -> Result<SitePki> {
     let scope = ca_scope(answers);
     let mut issued = Vec::new();
-    let existing = (host.read_file(Path::new(CA_CERT))?, host.read_file(Path::new(CA_KEY))?);
+    let existing = (host.read_file(Path::new(state::CA_CERT))?, host.read_file(Path::new(state::CA_KEY))?);
     let (ca_file, key) = match existing {
         (Some(c), Some(k)) => {
-            let der = cert::pem_certs(&c, CA_CERT)?.remove(0);
-            let f = cert::facts(&der, CA_CERT)?;
-            let key = cert::key_from_pem(&k, CA_KEY)?;
+            let der = cert::pem_certs(&c, state::CA_CERT)?.remove(0);
+            let f = cert::facts(&der, state::CA_CERT)?;
+            let key = cert::key_from_pem(&k, state::CA_KEY)?;
             let aside =
                 "or move /etc/airlock/pki aside to make a new site CA (every client must then trust the new ca.crt)";
             if !cert::key_matches(&key, &f) {
-                return Err(Error::input(CA_KEY, format!("does not belong to the site CA in {CA_CERT}"))
-                    .with_hint(format!("restore the matching pair from a backup, {aside}")));
+                return Err(Error::input(
+                    state::CA_KEY,
+                    format!("does not belong to the site CA in {ca_cert}", ca_cert = state::CA_CERT),
+                )
+                .with_hint(format!("restore the matching pair from a backup, {aside}")));
             }
-            cert::check_validity(&f, now.unix_timestamp(), CA_CERT, &format!("the site CA is out of date: {aside}"))?;
+            cert::check_validity(
+                &f,
+                now.unix_timestamp(),
+                state::CA_CERT,
+                &format!("the site CA is out of date: {aside}"),
+            )?;
             let all_dns: Vec<String> = specs.iter().flat_map(|s| s.dns.clone()).collect();
             let all_ips: Vec<IpAddr> = specs.iter().flat_map(|s| s.ips.clone()).collect();
             if let Some(why) = f.constraints.violation(&all_dns, &all_ips) {
-                return Err(Error::input(CA_CERT, format!("the existing site CA cannot certify this site: {why}"))
-                    .with_hint(format!(
-                        "the answers' domain or addresses changed since the CA was made; restore them, {aside}"
-                    )));
+                return Err(Error::input(
+                    state::CA_CERT,
+                    format!("the existing site CA cannot certify this site: {why}"),
+                )
+                .with_hint(format!(
+                    "the answers' domain or addresses changed since the CA was made; restore them, {aside}"
+                )));
             }
             (String::from_utf8_lossy(&c).into_owned(), key)
         }
@@ -316,7 +320,7 @@ fn self_signed(answers: &Answers, host: &dyn Host, specs: &[LeafSpec], now: Offs
             // A key without its certificate is what a run that crashed between the two
             // steps leaves: keep it, so the resumed run does not redo a finished step.
             let left_over = match (cert_file, key_file) {
-                (None, Some(k)) => cert::key_from_pem(&k, CA_KEY).ok(),
+                (None, Some(k)) => cert::key_from_pem(&k, state::CA_KEY).ok(),
                 _ => None,
             };
             let all_ips: Vec<IpAddr> = specs.iter().flat_map(|s| s.ips.clone()).collect();
@@ -332,8 +336,8 @@ fn self_signed(answers: &Answers, host: &dyn Host, specs: &[LeafSpec], now: Offs
             (pem, key)
         }
     };
-    let ca_der = cert::pem_certs(ca_file.as_bytes(), CA_CERT)?.remove(0);
-    let facts = cert::facts(&ca_der, CA_CERT)?;
+    let ca_der = cert::pem_certs(ca_file.as_bytes(), state::CA_CERT)?.remove(0);
+    let facts = cert::facts(&ca_der, state::CA_CERT)?;
     let ca_key = Secret::new(key.serialize_pem());
     let signer = issue::Signer {
         ca_der: ca_der.clone(),
@@ -432,7 +436,7 @@ impl SitePki {
             }
             _ => "ask the customer's IT for renewed files, point the pki.* answers at them and install again",
         };
-        let ca = cert::facts(&self.ca_der, CA_CERT).ok().map(|f| ("the CA".to_string(), f));
+        let ca = cert::facts(&self.ca_der, state::CA_CERT).ok().map(|f| ("the CA".to_string(), f));
         let leaves = self.leaves.iter().map(|l| (format!("the {} certificate", l.name), l.facts.clone()));
         ca.into_iter()
             .chain(leaves)
@@ -444,11 +448,11 @@ impl SitePki {
     /// What the PKI lays down: keys before their certificates, the state file last.
     pub fn layout(&self) -> Layout {
         let mut l = Layout::default();
-        l.dir(PKI_DIR, 0o755);
+        l.dir(state::PKI_DIR, 0o755);
         if let Some(k) = &self.ca_key {
-            l.secret_file(CA_KEY, k.expose().as_bytes().to_vec());
+            l.secret_file(state::CA_KEY, k.expose().as_bytes().to_vec());
         }
-        l.file(CA_CERT, 0o644, self.ca_file.clone().into_bytes());
+        l.file(state::CA_CERT, 0o644, self.ca_file.clone().into_bytes());
         for leaf in &self.leaves {
             l.secret_file(leaf.key_path(), leaf.key.expose().as_bytes().to_vec());
             l.file(leaf.cert_path(), 0o644, leaf.crt_file.clone().into_bytes());
@@ -456,12 +460,12 @@ impl SitePki {
         let state = PkiState { mode: self.mode, leaves: self.leaves.iter().map(|l| l.name.clone()).collect() };
         let mut json = serde_json::to_vec_pretty(&state).expect("state serialises");
         json.push(b'\n');
-        l.file(STATE_FILE, 0o644, json);
+        l.file(state::PKI_STATE_FILE, 0o644, json);
         l
     }
 
     /// The engine steps that write [`SitePki::layout`] (ids `pki/file/etc/airlock/pki/…`).
     pub fn steps(&self) -> Vec<Box<dyn Step>> {
-        layout_steps("pki", &self.layout(), Path::new(PKI_DIR))
+        layout_steps("pki", &self.layout(), Path::new(state::PKI_DIR))
     }
 }

@@ -17,9 +17,10 @@ use time::OffsetDateTime;
 
 use super::cert::{self, CertFacts};
 use super::issue::Signer;
-use super::{leaf_cert_path, leaf_key_path, load_leaf, load_state, LeafSpec, CA_CERT, CA_KEY, LEAF_NAMES, STATE_FILE};
+use super::{leaf_cert_path, leaf_key_path, load_leaf, load_state, LeafSpec, LEAF_NAMES};
 use crate::host::{Host, Perms};
 use crate::site::answers::PkiMode;
+use crate::state::{CA_CERT, CA_KEY, PKI_STATE_FILE as STATE_FILE};
 
 /// One certificate on the target.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -233,7 +234,7 @@ pub(crate) fn renew_at(host: &dyn Host, opts: RenewOptions, now: OffsetDateTime)
     let _lock = if opts.dry_run || todo.is_empty() {
         None
     } else {
-        let state_dir = Path::new(crate::engine::DEFAULT_STATE_DIR);
+        let state_dir = Path::new(crate::state::STATE_DIR);
         host.create_dir(state_dir, 0o700)?;
         Some(host.lock(&state_dir.join("lock"))?)
     };

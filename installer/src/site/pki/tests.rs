@@ -11,6 +11,7 @@ use time::{Duration, OffsetDateTime};
 use super::*;
 use crate::engine::{apply, ApplyOptions, Plan};
 use crate::host::RootedHost;
+use crate::state::CA_CERT;
 
 const DOMAIN: &str = "platform.example.test";
 const SINGLE: &str =
@@ -68,7 +69,8 @@ impl Target {
     }
     fn install(&self, pki: &SitePki) {
         let plan = Plan::from_steps(pki.steps()).unwrap();
-        apply(&plan, &self.host, &ApplyOptions::new("airlock install (test)"), &mut |_| {}).unwrap();
+        apply(&plan, &self.host, &ApplyOptions::new(crate::state::STATE_DIR, "airlock install (test)"), &mut |_| {})
+            .unwrap();
     }
     fn mode_of(&self, rel: &str) -> u32 {
         std::fs::metadata(self.pki_dir().join(rel)).unwrap().permissions().mode() & 0o7777

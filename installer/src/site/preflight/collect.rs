@@ -425,8 +425,8 @@ impl Collector {
             }
         }
         self.facts.existing = found;
-        let journal = "/var/lib/airlock/journal.json";
-        self.facts.airlock_journal = self.exists(journal).then(|| PathBuf::from(journal));
+        let journal = crate::state::install_journal();
+        self.facts.airlock_journal = self.exists(&journal).then_some(journal);
     }
 
     fn join_token(&mut self, abs: &Path) {

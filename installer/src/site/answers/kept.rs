@@ -1,6 +1,6 @@
 //! The answers an install was made with, kept on the site so an upgrade needs none.
 //!
-//! The answers file's text is kept at [`KEPT_ANSWERS_PATH`] with every secret answer
+//! The answers file's text is kept at [`state::KEPT_ANSWERS_PATH`] with every secret answer
 //! (the questions of shape `Secret`: LDAP bind password, registry password) replaced by
 //! `<redacted>`; each secret's value goes to its own 0600 file under the secrets
 //! directory. Reading them back puts the values in again, so an upgrade renders the
@@ -11,16 +11,13 @@ use std::path::{Path, PathBuf};
 use airlock_format::error::{Error, Result};
 use serde_yaml::Value;
 
-use super::release::KEPT_ANSWERS_PATH;
 use crate::host::{Host, Perms};
 use crate::site::answers::questions::{questions, Shape};
 use crate::site::answers::{Answered, Answers, REDACTED};
-
-/// Prefix of the files holding kept secret answers (`answers-ldap.bind_password`).
-pub const SECRET_PREFIX: &str = "answers-";
+use crate::state;
 
 fn secret_path(key: &str) -> PathBuf {
-    Path::new(crate::render::platform::wiring::SECRETS_DIR).join(format!("{SECRET_PREFIX}{key}"))
+    state::secret_answer_path(key)
 }
 
 fn get<'a>(doc: &'a Value, key: &str) -> Option<&'a Value> {
@@ -54,9 +51,9 @@ pub fn keep(host: &dyn Host, text: &str, origin: &str) -> Result<()> {
     let yaml = serde_yaml::to_string(&doc).expect("a YAML value serialises");
     let text = format!(
         "# The answers this release was installed with; secrets are kept 0600 in\n# {}.\n{yaml}",
-        crate::render::platform::wiring::SECRETS_DIR
+        crate::state::SECRETS_DIR
     );
-    host.write_file(Path::new(KEPT_ANSWERS_PATH), &mut text.as_bytes(), Perms::mode(0o644))?;
+    host.write_file(Path::new(state::KEPT_ANSWERS_PATH), &mut text.as_bytes(), Perms::mode(0o644))?;
     Ok(())
 }
 
@@ -84,8 +81,8 @@ pub fn keep_install_answers(host: &dyn Host, given: InstallAnswers<'_>) -> Resul
 
 /// The kept answers with their secrets put back; `None` when the install kept none.
 pub fn load_kept(host: &dyn Host) -> Result<Option<Answers>> {
-    let Some(bytes) = host.read_file(Path::new(KEPT_ANSWERS_PATH))? else { return Ok(None) };
-    let origin = host.root().join(KEPT_ANSWERS_PATH.trim_start_matches('/')).display().to_string();
+    let Some(bytes) = host.read_file(Path::new(state::KEPT_ANSWERS_PATH))? else { return Ok(None) };
+    let origin = host.root().join(state::KEPT_ANSWERS_PATH.trim_start_matches('/')).display().to_string();
     let text = String::from_utf8_lossy(&bytes);
     let mut doc: Value = serde_yaml::from_str(&text)
         .map_err(|e| Error::corrupt(&origin, format!("is not YAML: {e}")).with_hint("pass --answers FILE"))?;

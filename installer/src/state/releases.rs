@@ -17,6 +17,7 @@
 //! `releases/current` and `releases/previous` are symlinks to ids, flipped atomically
 //! (the host writes a new link and renames it over the old one).
 
+use crate::state;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -26,14 +27,9 @@ use airlock_format::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 
 use crate::host::{FileKind, Host, Perms};
-use crate::ops::install::{RELEASE_PATH, STATE_DIR};
-use crate::ops::uninstall::{Inventory, INVENTORY_PATH};
-use crate::ops::upgrade::now_rfc3339;
 
-pub const RELEASES_DIR: &str = "/var/lib/airlock/releases";
-/// The answers the site was installed with, secrets replaced by `<redacted>` (their
-/// values are kept 0600 under `secrets/`); what an upgrade without `--answers` reuses.
-pub const KEPT_ANSWERS_PATH: &str = "/var/lib/airlock/answers.yaml";
+use crate::state::Inventory;
+
 const SNAPSHOT_VERSION: u32 = 1;
 
 /// State files that belong to a release besides its inventory: rolling back puts them
@@ -42,9 +38,9 @@ const SNAPSHOT_VERSION: u32 = 1;
 /// that installed the release that runs, not the upgrade's undone apply (whose story
 /// `upgrade.json` tells).
 pub fn state_files() -> Vec<PathBuf> {
-    let journal = crate::engine::Journal::path(Path::new(STATE_DIR));
+    let journal = crate::engine::Journal::path(Path::new(state::STATE_DIR));
     let mut files: Vec<PathBuf> =
-        [INVENTORY_PATH, RELEASE_PATH, crate::render::platform::wiring::REPORT_PATH, KEPT_ANSWERS_PATH]
+        [state::INVENTORY_PATH, state::RELEASE_PATH, crate::state::REPORT_PATH, state::KEPT_ANSWERS_PATH]
             .iter()
             .map(PathBuf::from)
             .collect();
@@ -66,7 +62,7 @@ pub fn release_id(m: &Manifest) -> String {
 
 /// The target path of a release's directory.
 pub fn release_dir(id: &str) -> PathBuf {
-    Path::new(RELEASES_DIR).join(id)
+    Path::new(state::RELEASES_DIR).join(id)
 }
 
 /// Host path (not mapped by the host: for `rename` and for `copy_file` sources).
@@ -216,14 +212,14 @@ pub fn take_snapshot(host: &dyn Host, id: &str, inv: &Inventory) -> Result<Snaps
 
 /// The files holding the kept answers' secret values.
 fn answer_secret_files(host: &dyn Host) -> Result<Vec<PathBuf>> {
-    let dir = Path::new(crate::render::platform::wiring::SECRETS_DIR);
+    let dir = Path::new(crate::state::SECRETS_DIR);
     let mut out = Vec::new();
     // Listing is a read; the host seam has no directory listing, so it reads the
     // mapped path directly (as `install::stage` does for staging).
     if let Ok(rd) = fs::read_dir(host_path(host, dir)) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(crate::ops::upgrade::answers::SECRET_PREFIX) {
+            if name.starts_with(crate::state::SECRET_ANSWER_PREFIX) {
                 out.push(dir.join(name));
             }
         }
@@ -281,7 +277,7 @@ pub fn restore(host: &dyn Host, snap: &Snapshot, newer: Option<&Inventory>) -> R
 
 /// The id `releases/<name>` points at.
 pub fn pointer(host: &dyn Host, name: &str) -> Result<Option<String>> {
-    let link = Path::new(RELEASES_DIR).join(name);
+    let link = Path::new(state::RELEASES_DIR).join(name);
     match host.metadata(&link)? {
         Some(m) if m.kind == FileKind::Symlink => Ok(host.read_link(&link)?.map(|t| t.to_string_lossy().into_owned())),
         _ => Ok(None),
@@ -291,7 +287,7 @@ pub fn pointer(host: &dyn Host, name: &str) -> Result<Option<String>> {
 /// Points `releases/<name>` at `id` (a relative link, so the store can be inspected
 /// under a target root); atomic: a new link renamed over the old.
 pub fn set_pointer(host: &dyn Host, name: &str, id: &str) -> Result<()> {
-    host.symlink(&Path::new(RELEASES_DIR).join(name), Path::new(id))
+    host.symlink(&Path::new(state::RELEASES_DIR).join(name), Path::new(id))
 }
 
 /// Moves the verified staging directory into the store as `releases/<id>/bundle` and
@@ -300,7 +296,7 @@ pub fn set_pointer(host: &dyn Host, name: &str, id: &str) -> Result<()> {
 pub fn keep_bundle(host: &dyn Host, staged_dir: &Path, m: &Manifest) -> Result<KeptRelease> {
     let id = release_id(m);
     let dir = release_dir(&id);
-    host.create_dir(Path::new(RELEASES_DIR), 0o700)?;
+    host.create_dir(Path::new(state::RELEASES_DIR), 0o700)?;
     host.create_dir(&dir, 0o700)?;
     let bundle = host_path(host, &dir.join("bundle"));
     if staged_dir != bundle {
@@ -317,7 +313,7 @@ pub fn keep_bundle(host: &dyn Host, staged_dir: &Path, m: &Manifest) -> Result<K
         name: m.name.clone(),
         version: m.version.clone(),
         manifest_sha256: manifest_sha256(m),
-        kept: now_rfc3339(),
+        kept: state::now_rfc3339(),
     };
     let mut json = serde_json::to_vec_pretty(&kept).expect("a release record serialises");
     json.push(b'\n');
@@ -359,7 +355,7 @@ pub fn make_current(host: &dyn Host, id: &str) -> Result<()> {
 pub fn prune(host: &dyn Host, keep: usize) -> Result<Vec<String>> {
     let protected: Vec<String> =
         ["current", "previous"].iter().filter_map(|n| pointer(host, n).ok().flatten()).collect();
-    let root = host_path(host, Path::new(RELEASES_DIR));
+    let root = host_path(host, Path::new(state::RELEASES_DIR));
     let mut kept: Vec<(String, String)> = Vec::new();
     if let Ok(rd) = fs::read_dir(&root) {
         for e in rd.flatten() {
@@ -394,5 +390,5 @@ pub fn prune(host: &dyn Host, keep: usize) -> Result<Vec<String>> {
 
 /// The state directory's target path.
 pub fn state_dir() -> PathBuf {
-    PathBuf::from(STATE_DIR)
+    PathBuf::from(state::STATE_DIR)
 }
