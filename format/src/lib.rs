@@ -22,6 +22,7 @@
 pub mod checksums;
 pub mod digest;
 pub mod error;
+pub mod exit;
 pub mod frames;
 pub mod key_statement;
 pub mod manifest;

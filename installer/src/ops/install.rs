@@ -7,6 +7,10 @@
 //! cluster token is created once and kept in the state directory, so a re-run after a
 //! failure renders the same configs and converges instead of starting over.
 
+mod flow;
+
+pub use flow::{apply_install, plan_install, InstallOptions, Installed, JoinOverrides, Ready};
+
 use crate::state::{self, ReleaseRecord};
 use std::cell::RefCell;
 use std::fs;

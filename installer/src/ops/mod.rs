@@ -2,12 +2,14 @@
 //! and return a report. They never print; the binary renders what they return.
 //!
 //! - [`install`]: verify, stage, plan and apply an install (`airlock install`, `join`).
+//! - [`preflight`]: whether a host can take a bundle's platform.
 //! - [`uninstall`]: remove what an install recorded, and nothing else.
 //! - [`status`], [`support`]: day 2 — what is installed and whether it is as installed;
 //!   a redacted support bundle.
 //! - [`upgrade`]: replace the installed release whole, with backup and rollback.
 
 pub mod install;
+pub mod preflight;
 pub mod status;
 pub mod support;
 pub mod uninstall;

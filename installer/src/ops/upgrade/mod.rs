@@ -217,9 +217,7 @@ pub struct UpgradeDiff {
 /// The result of an upgrade that did not fail.
 #[derive(Clone, Debug, Serialize)]
 pub struct UpgradeReport {
-    /// `upgraded`, `already-installed`, `dry-run`, `rolled-back` (`--rollback`), or
-    /// `would-roll-back` (a dry run while an unfinished upgrade must be rolled back).
-    pub outcome: String,
+    pub outcome: UpgradeOutcome,
     pub from: String,
     pub to: String,
     pub policy: Option<Decision>,
@@ -232,6 +230,61 @@ pub struct UpgradeReport {
     pub journal: PathBuf,
     /// Whether this run continued an interrupted one.
     pub resumed: bool,
+}
+
+/// The command that resumes (or finishes rolling back) this upgrade, for the journal
+/// and the hint of a failure. The keys given are part of it: without them a site with
+/// no key directory could not verify the bundle again.
+pub fn resume_command(
+    bundle: &Path,
+    pubkey: &[PathBuf],
+    answers: Option<&Path>,
+    root: &Path,
+    allow_policy_override: bool,
+    overrides: &[String],
+) -> String {
+    let mut resume = format!("airlock upgrade {}", bundle.display());
+    for k in pubkey {
+        resume.push_str(&format!(" --pubkey {}", k.display()));
+    }
+    if let Some(a) = answers {
+        resume.push_str(&format!(" --answers {}", a.display()));
+    }
+    if root != Path::new("/") {
+        resume.push_str(&format!(" --root {}", root.display()));
+    }
+    if allow_policy_override {
+        resume.push_str(" --allow-policy-override");
+    }
+    for o in overrides {
+        resume.push_str(&format!(" --override {o}"));
+    }
+    resume.push_str(" --yes");
+    resume
+}
+
+/// How an upgrade run ended without an error (a failed one is an [`UpgradeFailure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpgradeOutcome {
+    /// The new release is current and passed its gate.
+    Upgraded,
+    /// The bundle's release is the one installed: nothing to do.
+    AlreadyInstalled,
+    /// `--dry-run`: the plan and the diff, nothing changed.
+    DryRun,
+    /// `--rollback`: the unfinished upgrade was undone.
+    RolledBack,
+    /// A dry run while an unfinished upgrade must be rolled back first.
+    WouldRollBack,
+}
+
+impl UpgradeOutcome {
+    /// Whether the operator is asked to go on after this plan: a dry run that found
+    /// something to do.
+    pub fn needs_confirming(self) -> bool {
+        matches!(self, UpgradeOutcome::DryRun | UpgradeOutcome::WouldRollBack)
+    }
 }
 
 /// An upgrade that did not happen, with the exit code that says how.
@@ -289,7 +342,7 @@ pub fn run(
                 // The plan of a rollback is the previous release's snapshot: say so,
                 // change nothing.
                 return Ok(UpgradeReport {
-                    outcome: "would-roll-back".into(),
+                    outcome: UpgradeOutcome::WouldRollBack,
                     from: j.to.clone(),
                     to: j.from.clone(),
                     policy: None,
@@ -373,7 +426,7 @@ pub fn run(
             if d == Decision::AlreadyInstalled {
                 let _ = host.remove_all(Path::new(state::UPGRADE_STAGING));
                 return Ok(UpgradeReport {
-                    outcome: "already-installed".into(),
+                    outcome: UpgradeOutcome::AlreadyInstalled,
                     from: from.clone(),
                     to,
                     policy: Some(d),
@@ -423,7 +476,7 @@ pub fn run(
     if opts.dry_run {
         let _ = host.remove_all(Path::new(state::UPGRADE_STAGING));
         return Ok(UpgradeReport {
-            outcome: "dry-run".into(),
+            outcome: UpgradeOutcome::DryRun,
             from,
             to,
             policy: decision,
@@ -592,7 +645,7 @@ pub fn run(
     let pruned = release::prune(host, opts.keep)?;
     let _ = host.remove_all(Path::new(state::UPGRADE_STAGING));
     Ok(UpgradeReport {
-        outcome: "upgraded".into(),
+        outcome: UpgradeOutcome::Upgraded,
         from,
         to,
         policy: decision,
@@ -770,7 +823,7 @@ impl RolledBack {
     /// For `--rollback` and the automatic rollback of a crashed run.
     fn into_report(self, automatic: bool) -> (UpgradeReport, Option<UpgradeFailure>) {
         let report = UpgradeReport {
-            outcome: "rolled-back".into(),
+            outcome: UpgradeOutcome::RolledBack,
             from: self.journal.to.clone(),
             to: self.journal.from.clone(),
             policy: None,

@@ -1,0 +1,288 @@
+//! The command line: every command and flag of `airlock`, as clap parses them. What a
+//! command does is the library's (`airlock_installer::ops`); `main.rs` connects the two.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "airlock", version, about = "Verify Airlock bundles and install the platform they carry")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PreflightMode {
+    Install,
+    Join,
+    Upgrade,
+}
+
+/// Trust, answers and target: what `install`, `join` and `upgrade` share.
+#[derive(Args)]
+pub struct SiteFlags {
+    /// Vendor public key(s) to trust (default: the site keys in <root>/etc/airlock/keys).
+    #[arg(long)]
+    pub pubkey: Vec<PathBuf>,
+    /// The site's answers file (docs/answers.md); without it `install` and `join` ask,
+    /// and `upgrade` uses the copy the install kept in /var/lib/airlock.
+    #[arg(long)]
+    pub answers: Option<PathBuf>,
+    /// Work on this target root instead of the running system: files are laid out and
+    /// units enabled by symlink; nothing is started.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+}
+
+/// What `install` and `join` share.
+#[derive(Args)]
+pub struct InstallFlags {
+    #[command(flatten)]
+    pub site: SiteFlags,
+    /// Accept the plan without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Exit 7 when anything is pending (changes nothing).
+    #[arg(long)]
+    pub check: bool,
+    /// Accept a failing preflight check, named by id (repeatable); journaled.
+    #[arg(long = "override", value_name = "CHECK")]
+    pub overrides: Vec<String>,
+    /// Live mode: seconds to wait for the node and every chart before giving up.
+    #[arg(long, default_value_t = 1200)]
+    pub timeout: u64,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Verify a bundle completely: signature, every entry, the checksum sidecar.
+    Verify {
+        /// The bundle file (or any of its .partNNN files).
+        bundle: PathBuf,
+        /// Vendor public key(s) to trust (default: the site keys in /etc/airlock/keys).
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        /// Also hash every bundle file against the signed .sha256 list.
+        #[arg(long)]
+        check_parts: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show what a bundle holds (works without a key: then it says "unverified").
+    Inspect {
+        bundle: PathBuf,
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Print the bundle's CycloneDX SBOM (JSON) instead of the summary.
+        #[arg(long)]
+        sbom: bool,
+    },
+    /// Install the platform from a bundle: verify and stage it, plan, then apply.
+    Install {
+        bundle: PathBuf,
+        #[command(flatten)]
+        flags: InstallFlags,
+    },
+    /// Join this node to a cluster another node started: a further HA server or an
+    /// agent, from the same bundle and the join token file the first server wrote.
+    /// Everything else is as `install` (the answers' `join` section, or these flags).
+    Join {
+        bundle: PathBuf,
+        /// The first server's address (overrides `join.server`).
+        #[arg(long)]
+        server: Option<String>,
+        /// The join token file copied from the first server (overrides `join.token_file`;
+        /// default /etc/airlock/join-token).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        flags: InstallFlags,
+    },
+    /// Upgrade the installed release from a newer bundle: verify, policy, preflight,
+    /// the diff, a backup first, then images, distribution, charts and a health gate;
+    /// on failure the whole previous release is put back (docs/day2.md, upgrade).
+    Upgrade {
+        bundle: PathBuf,
+        #[command(flatten)]
+        flags: UpgradeFlags,
+    },
+    /// Remove what `airlock install` laid down (its recorded inventory) and nothing
+    /// else; files of ours changed since are kept unless --force.
+    Uninstall {
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Also remove what the distribution created while running (its datastore,
+        /// kubeconfig, kubelet state): the cluster's data is gone for good.
+        #[arg(long)]
+        purge: bool,
+        /// Also remove files of ours that were changed since the install.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        yes: bool,
+        /// Print what would be removed and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Check whether this host can take the platform: pass / warn / fail with a fix for
+    /// each (exit 8 when a check fails). Verifies the bundle for its profile's limits.
+    Preflight {
+        bundle: PathBuf,
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        /// The site's answers (profile, role, data directory, join, overrides).
+        #[arg(long, conflicts_with = "profile")]
+        answers: Option<PathBuf>,
+        /// Without answers: the bundle profile to check against (as a first server).
+        #[arg(long)]
+        profile: Option<String>,
+        /// What the run is for; default: install, or join when the answers join.
+        #[arg(long, value_enum)]
+        mode: Option<PreflightMode>,
+        /// Check a target root instead of the running system.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Accept a failing check by id (repeatable).
+        #[arg(long = "override", value_name = "CHECK")]
+        overrides: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// The site PKI on a target: certificate status, and renewal of self-signed leaves.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// The site's LDAP/Active Directory settings (the `ldap:` answers).
+    Ldap {
+        #[command(subcommand)]
+        command: LdapCommand,
+    },
+    /// What is installed here and whether it is as installed: release, components,
+    /// certificate expiry, last run, drift; on the running system also node and chart
+    /// health. Exit 11 when anything needs attention (interrupted, drift, expired...).
+    Status {
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Collect a support bundle (journal, state, preflight, configs, logs, cluster
+    /// state) with every secret redacted; works on a broken site with what it reaches.
+    SupportBundle {
+        /// The archive to write (0600): .tar.gz, or .tar.zst for zstd.
+        #[arg(short = 'o', long = "output-file")]
+        output_file: PathBuf,
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Verify while extracting into a new staging directory (removed on any failure).
+    Extract {
+        bundle: PathBuf,
+        #[arg(long)]
+        pubkey: Vec<PathBuf>,
+        /// Staging directory to create.
+        #[arg(short = 'd', long)]
+        dir: PathBuf,
+        /// Also write the image archive K3s/RKE2 import (.tar, or .tar.zst to compress).
+        #[arg(long)]
+        image_archive: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PkiCommand {
+    /// Every certificate in /etc/airlock/pki: subject, SANs, not-after, days left,
+    /// SHA-256. Exits 10 when one has expired.
+    Status {
+        /// The target root the platform was installed into.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Warn about certificates that expire within this many days.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        within: i64,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Re-issue the leaf certificates that expire within DAYS with the site CA (new keys,
+    /// same names). Self-signed PKI only: customer certificates come from the customer.
+    Renew {
+        /// The target root the platform was installed into.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Re-issue leaves with this many days left or fewer.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        within: i64,
+        /// Say what would be renewed and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LdapCommand {
+    /// Test the answers' `ldap:` settings against the live directory: DNS, TCP, TLS,
+    /// bind, and the user and group searches Keycloak will run. Exit 9 when it fails.
+    Test {
+        /// Answers file with an `ldap:` section (docs/answers.md).
+        #[arg(long)]
+        answers: PathBuf,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// The flags of `upgrade`.
+#[derive(Args)]
+pub struct UpgradeFlags {
+    #[command(flatten)]
+    pub site: SiteFlags,
+    /// Print the plan and the diff and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Accept the plan without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Live: seconds the health gate waits for the node, every chart and the endpoints.
+    #[arg(long, default_value_t = 1200)]
+    pub timeout: u64,
+    /// Releases to keep in /var/lib/airlock/releases (never the current or previous).
+    #[arg(long, default_value_t = airlock_installer::ops::upgrade::DEFAULT_KEEP)]
+    pub keep: usize,
+    /// On rollback, also put the datastore back from the backup (cluster changes
+    /// made since the backup are lost); without it the command is printed.
+    #[arg(long)]
+    pub restore_datastore: bool,
+    /// Undo the interrupted or failed upgrade instead of continuing it.
+    #[arg(long)]
+    pub rollback: bool,
+    /// Upgrade even though the policy refuses it (a downgrade, a skipped required
+    /// release, another HA server not Ready); journaled and reported.
+    #[arg(long)]
+    pub allow_policy_override: bool,
+    /// Accept a failing preflight check, named by id (repeatable); journaled.
+    #[arg(long = "override", value_name = "CHECK")]
+    pub overrides: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}

@@ -1,0 +1,446 @@
+//! How reports read on a terminal: every `print_*` renders one library report as text
+//! (JSON is the report itself, through [`print_json`]). Nothing here decides anything.
+
+use std::path::Path;
+
+use airlock_installer::bundle::inspect;
+use airlock_installer::bundle::verify::{Status, VerifyReport};
+use airlock_installer::ops::upgrade::UpgradeOutcome;
+
+use super::args::Output;
+
+pub fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).expect("reports always serialise"));
+}
+
+/// Every check short of a pass with its fix, then a one-line summary.
+pub fn print_preflight(r: &airlock_installer::site::preflight::PreflightReport) {
+    use airlock_installer::site::preflight::Status as S;
+    for c in &r.checks {
+        let word = match c.status {
+            S::Pass | S::Skipped => continue,
+            S::Warn => "warn",
+            S::Fail => "FAIL",
+            S::Overridden => "overridden",
+        };
+        println!("  {word:10} {}: {}", c.id, c.detail);
+        if let Some(h) = &c.hint {
+            println!("  {:10} hint: {h}", "");
+        }
+        if let Some(n) = &c.note {
+            println!("  {:10} note: {n}", "");
+        }
+    }
+    println!(
+        "preflight ({:?}, {}): {} passed, {} warnings, {} failed, {} overridden, {} skipped",
+        r.mode,
+        r.distribution,
+        r.passed().count(),
+        r.warnings().count(),
+        r.failed().count(),
+        r.overridden().count(),
+        r.skipped().count()
+    );
+}
+
+pub fn print_verify(r: &VerifyReport) {
+    let title = match (&r.name, &r.version) {
+        (Some(n), Some(v)) => format!("{n} {v}"),
+        _ => r.bundle.clone(),
+    };
+    if let Some(s) = &r.signer {
+        println!("signature: good, key {s}");
+    }
+    if let Some(d) = &r.delta {
+        print_delta(d);
+    }
+    for a in &r.artifacts {
+        let mark = match a.status {
+            Status::Ok => "ok         ",
+            Status::Corrupt => "CORRUPT    ",
+            Status::Unsafe => "UNSAFE     ",
+            Status::NotChecked => "not checked",
+            Status::FromBase => "from base  ",
+        };
+        println!("  {mark} {} {}", a.kind, a.name);
+        for p in &a.problems {
+            println!("              {p}");
+        }
+    }
+    println!("checksum list: {}", r.checksums);
+    for p in &r.parts {
+        println!("  {:11} {} ({} bytes)", p.status, p.path, p.size);
+    }
+    for e in &r.errors {
+        eprintln!("error: {}: {}", e.subject, e.cause);
+        if let Some(h) = &e.hint {
+            eprintln!("  hint: {h}");
+        }
+    }
+    if r.ok && r.delta.is_some() {
+        println!("{title}: verified, every entry this delta carries matches the signed manifest");
+    } else if r.ok {
+        println!("{title}: verified, every artifact matches the signed manifest");
+    } else {
+        println!("{title}: FAILED (exit {})", r.exit_code);
+    }
+}
+
+/// The delta line of `verify` and `inspect`.
+pub fn print_delta(d: &airlock_installer::bundle::verify::DeltaReport) {
+    println!(
+        "delta over {} {} (manifest sha256 {}): {} entries ({} bytes) expected from the base, not checked here",
+        d.base_name, d.base_version, d.base_manifest_sha256, d.entries_from_base, d.bytes_from_base
+    );
+}
+
+pub fn print_inspect(r: &inspect::InspectReport) {
+    println!("bundle      {} {}", r.name, r.version);
+    println!("created     {}", r.created);
+    if let Some(d) = &r.delta {
+        print_delta(d);
+    }
+    println!("signed by   key {} ({})", r.signer_key_id, r.signature);
+    if r.signature != "verified" {
+        println!("            content not verified: run `airlock verify --pubkey VENDOR.pub` for that");
+    }
+    if let Some(d) = &r.distribution {
+        println!("distribution {} {} ({})", d.kind, d.version, d.arch);
+        for a in &d.artifacts {
+            println!("  {:40} {:>12}  sha256:{}", a.name, a.size, a.sha256);
+        }
+    }
+    println!("images ({})", r.images.len());
+    for i in &r.images {
+        println!("  {} [{}]", i.reference, i.component);
+        println!("      {}  {}  {} bytes", i.digest, i.platforms.join(","), i.size);
+    }
+    println!("charts ({})", r.charts.len());
+    for c in &r.charts {
+        println!("  {} {} [{}]  {}  {} bytes", c.name, c.version, c.component, c.digest, c.size);
+    }
+    println!("files ({})", r.files.len());
+    for f in &r.files {
+        println!("  {:40} {:>12}  sha256:{}", f.name, f.size, f.sha256);
+    }
+    if !r.profiles.is_empty() {
+        println!("profiles    {}", r.profiles.join(", "));
+    }
+    for k in &r.key_statements {
+        println!("key statement {} ({})", k.label(), k.path);
+    }
+    if let Some(v) = &r.installer_version {
+        println!("installer   airlock {v}");
+    }
+    println!(
+        "size        {} bytes in {} entries, {} bytes compressed in {} file(s)",
+        r.total_size, r.entries, r.compressed_size, r.parts
+    );
+}
+
+pub fn print_upgrade(r: &airlock_installer::ops::upgrade::UpgradeReport, output: Output) {
+    if output == Output::Json {
+        print_json(r);
+        return;
+    }
+    if let Some(p) = &r.preflight {
+        print_preflight(p);
+    }
+    if let Some(airlock_installer::ops::upgrade::policy::Decision::Overridden { violations }) = &r.policy {
+        for v in violations {
+            println!("POLICY OVERRIDDEN (--allow-policy-override, journaled): {v}");
+        }
+    }
+    if let Some(d) = &r.diff {
+        println!("upgrade {} -> {}", d.from_version, d.to_version);
+        if let Some((a, b)) = &d.distribution {
+            println!("  distribution  {a} -> {b}");
+        }
+        for c in &d.charts {
+            let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
+            println!("  chart         {} {} -> {}", c.name, v(&c.from), v(&c.to));
+        }
+        for i in &d.images_added {
+            println!("  image    +    {i}");
+        }
+        for i in &d.images_removed {
+            println!("  image    -    {i}");
+        }
+        for p in &d.files_added {
+            println!("  file     +    {}", p.display());
+        }
+        for p in &d.files_changed {
+            println!("  file     ~    {}", p.display());
+        }
+        for p in &d.files_removed {
+            println!("  file     -    {}", p.display());
+        }
+    }
+    match r.outcome {
+        UpgradeOutcome::AlreadyInstalled => println!("release {} is already installed; nothing to do", r.to),
+        UpgradeOutcome::DryRun => println!("dry run: nothing was changed"),
+        UpgradeOutcome::WouldRollBack => println!(
+            "the unfinished upgrade {} -> {} is rolled back on the next run (release {} is put back); dry run: \
+             nothing was changed",
+            r.to, r.from, r.to
+        ),
+        UpgradeOutcome::RolledBack => println!("rolled back: release {} is current again (was {})", r.to, r.from),
+        UpgradeOutcome::Upgraded => {
+            println!("upgraded {} -> {}{}", r.from, r.to, if r.resumed { " (resumed)" } else { "" })
+        }
+    }
+    if let Some(b) = &r.backup {
+        println!("backup: {} ({} files, datastore: {})", b.dir.display(), b.files.len(), b.datastore);
+    }
+    if !r.pruned.is_empty() {
+        println!("pruned releases: {}", r.pruned.join(", "));
+    }
+    if let Some(c) = &r.restore_datastore_command {
+        println!("the datastore was not restored; to restore it: {c}");
+    }
+}
+
+/// The platform part of the final report: where things are, never a credential's value.
+pub fn print_install_report(r: &airlock_installer::render::platform::wiring::InstallReport) {
+    if r.urls.is_empty() {
+        return;
+    }
+    println!("platform:");
+    for (name, url) in &r.urls {
+        println!("  {name:<10} {url}");
+    }
+    println!("credentials (root only, mode 0600; never printed):");
+    for c in &r.credentials {
+        println!("  {:<32} {}", c.what, c.path.display());
+    }
+    println!("hand to the customer:");
+    for line in &r.hand_to_customer {
+        println!("  - {line}");
+    }
+    println!("this report: {}", airlock_installer::state::REPORT_PATH);
+}
+
+pub fn print_pki_status(root: &Path, r: &airlock_installer::site::pki::StatusReport) {
+    let mode = r.mode.map(|m| m.to_string()).unwrap_or_else(|| "unknown: no pki.json".to_string());
+    println!("site PKI under {} (mode {mode})", root.join("etc/airlock/pki").display());
+    for c in &r.certificates {
+        let state = if c.expired {
+            "EXPIRED"
+        } else if c.expiring {
+            "expiring"
+        } else {
+            "ok"
+        };
+        println!("  {:9} {:8} {} days left, not after {}", c.name, state, c.days_left, c.not_after);
+        println!("            subject {}", c.subject);
+        if !c.sans.is_empty() {
+            println!("            SANs    {}", c.sans.join(", "));
+        }
+        println!("            sha256  {}", c.sha256);
+    }
+}
+
+pub fn state_word(s: &airlock_installer::engine::StepState) -> &'static str {
+    use airlock_installer::engine::StepState;
+    match s {
+        StepState::Satisfied => "done",
+        StepState::Pending { .. } => "pending",
+        StepState::Blocked { .. } => "BLOCKED",
+    }
+}
+
+/// `airlock install --dry-run/--check`: each step with its state, then the counts.
+pub fn print_plan(report: &airlock_installer::engine::PlanReport) {
+    for s in &report.steps {
+        println!("  {:9} {}", state_word(&s.state), s.description);
+    }
+    println!(
+        "{} steps: {} pending, {} blocked, {} done",
+        report.steps.len(),
+        report.pending,
+        report.blocked,
+        report.satisfied()
+    );
+}
+
+/// What an applied install did, where the CA is and the platform's report.
+pub fn print_installed(r: &airlock_installer::ops::install::Installed) {
+    println!(
+        "installed {} {} into {}: {} steps applied, {} already done; journal {}",
+        r.bundle,
+        r.version,
+        r.root.display(),
+        r.result.applied,
+        r.result.satisfied,
+        r.result.journal.display()
+    );
+    match (&r.live, &r.checks) {
+        (Some(up), checked) => {
+            println!("node {} Ready after {} s; {} charts installed", r.node, up.node_ready_after_s, up.charts.len());
+            for c in checked.iter().flatten() {
+                println!("  ok {} ({}) after {} s, verified against the site CA", c.name, c.url, c.ok_after_s);
+            }
+        }
+        (None, _) => println!("target root: nothing was started; {} starts when the system boots", r.unit),
+    }
+    if let Some(fp) = &r.ca_fingerprint {
+        println!("site CA for the clients to trust: {} (SHA-256 {fp})", airlock_installer::state::CA_CERT);
+    }
+    if let Some(report) = &r.report {
+        print_install_report(report);
+    }
+}
+
+/// `airlock status` as text.
+pub fn print_status(r: &airlock_installer::ops::status::StatusReport, unhealthy_code: u8) {
+    use airlock_installer::ops::status::Live;
+    match &r.release {
+        Some(rel) => {
+            println!("release     {} {} (profile {})", rel.bundle, rel.version, rel.profile);
+            println!("bundle      manifest sha256:{}, signed by key {}", rel.manifest_sha256, rel.signer);
+        }
+        None => println!("release     none finished here yet"),
+    }
+    for c in &r.components {
+        let ns = c.namespace.as_deref().map(|n| format!(" -> {n}")).unwrap_or_default();
+        let health = c.health.as_deref().map(|h| format!("  [{h}]")).unwrap_or_default();
+        println!("  {:12} {:24} {}{ns}{health}", c.kind, c.name, c.version);
+    }
+    for c in &r.certificates {
+        println!("  cert {:>5} days  {}  {} (until {})", c.days_left, c.path.display(), c.subject, c.not_after);
+    }
+    if let Some(l) = &r.last_run {
+        println!(
+            "last run    {} {:?}, started {}{}; {} applied, {} already done, {} rolled back",
+            l.run_id,
+            l.outcome,
+            l.started,
+            l.finished.as_deref().map(|f| format!(", finished {f}")).unwrap_or_default(),
+            l.steps_applied,
+            l.steps_satisfied,
+            l.steps_rolled_back
+        );
+        for o in l.overrides.iter().filter(|o| o.applied) {
+            println!("  override  {}: {}", o.id, o.detail);
+        }
+    }
+    match &r.live {
+        Live::NotLive { reason } => println!("live        not live: {reason}"),
+        Live::Checked { unit, unit_state, nodes, .. } => {
+            println!("live        {unit} {unit_state}");
+            for (n, s) in nodes {
+                println!("  node {n} {s}");
+            }
+        }
+    }
+    for d in &r.drift {
+        println!("  DRIFT     {} ({})", d.path.display(), d.problem);
+    }
+    for w in &r.warnings {
+        println!("  warning   {w}");
+    }
+    if let Some(p) = &r.pending {
+        println!("  PENDING   {}", p.state);
+        println!("  hint: {}", p.hint);
+    }
+    if r.healthy {
+        println!("healthy");
+    } else {
+        println!("NEEDS ATTENTION (exit {unhealthy_code}):");
+        for p in &r.problems {
+            println!("  - {p}");
+        }
+    }
+}
+
+/// `airlock support-bundle` as text.
+pub fn print_support(r: &airlock_installer::ops::support::SupportReport) {
+    let m = &r.manifest;
+    println!("support bundle {} ({} bytes, mode 0600): {} files", r.output.display(), r.archive_bytes, m.files.len());
+    let total: usize = m.redactions.values().sum();
+    println!("redacted {total} values:");
+    for (rule, n) in &m.redactions {
+        println!("  {rule:24} {n}");
+    }
+    if !m.not_collected.is_empty() {
+        println!("not collected ({}; MANIFEST.json says why):", m.not_collected.len());
+        for n in &m.not_collected {
+            println!("  {}: {}", n.source, n.reason);
+        }
+    }
+}
+
+/// `airlock uninstall`'s plan, one action a line.
+pub fn print_uninstall_plan(p: &airlock_installer::ops::uninstall::UninstallPlan) {
+    use airlock_installer::ops::uninstall::Action;
+    for a in &p.actions {
+        let line = match a {
+            Action::Stop { unit, .. } => format!("stop      {unit} and its containers"),
+            Action::DisableUnit { unit } => format!("disable   {unit}"),
+            Action::Remove { path } => format!("remove    {}", path.display()),
+            Action::KeepChanged { path } => {
+                format!("KEEP      {} (changed since the install; --force removes it)", path.display())
+            }
+            Action::RemoveDirIfEmpty { path } => format!("rmdir     {} (if empty)", path.display()),
+            Action::RemoveTree { path } => format!("remove -r {}", path.display()),
+        };
+        println!("  {line}");
+    }
+}
+
+/// `airlock pki renew` as text.
+pub fn print_pki_renew(r: &airlock_installer::site::pki::RenewReport, within: i64, dry_run: bool) {
+    let verb = if dry_run { "would renew" } else { "renewed" };
+    for n in &r.renewed {
+        match &n.new_not_after {
+            Some(new) => println!("{verb} {} ({}): valid until {new} (was {})", n.name, n.reason, n.old_not_after),
+            None => println!("{verb} {} ({}; valid until {})", n.name, n.reason, n.old_not_after),
+        }
+    }
+    if !r.kept.is_empty() {
+        println!("kept {} (more than {within} days left)", r.kept.join(", "));
+    }
+    if !dry_run && !r.renewed.is_empty() {
+        println!("the platform's TLS Secrets still hold the old certificates until `airlock install` runs again");
+    }
+}
+
+/// `airlock pki status`'s warnings and, when a certificate expired, the error (stderr).
+pub fn print_pki_problems(r: &airlock_installer::site::pki::StatusReport) {
+    for c in &r.certificates {
+        if c.expiring {
+            eprintln!("warning: {} expires in {} days ({}); run `airlock pki renew`", c.name, c.days_left, c.not_after);
+        }
+        if c.key_matches == Some(false) {
+            eprintln!("warning: the key next to {} does not belong to it; run `airlock pki renew`", c.path.display());
+        }
+    }
+    if r.expired > 0 {
+        let names: Vec<&str> = r.certificates.iter().filter(|c| c.expired).map(|c| c.name.as_str()).collect();
+        eprintln!("error: expired: {}", names.join(", "));
+        eprintln!(
+            "  hint: `airlock pki renew` re-issues self-signed leaves; customer certificates come from the customer's IT"
+        );
+    }
+}
+
+/// `airlock ldap test`'s verdict.
+pub fn print_ldap(
+    result: &Result<airlock_installer::site::ldap::ProbeReport, airlock_installer::site::ldap::ProbeError>,
+    output: Output,
+    fail_code: u8,
+) {
+    match output {
+        Output::Json => {
+            let v = match result {
+                Ok(r) => serde_json::json!({"ok": true, "exit_code": 0, "report": r}),
+                Err(e) => serde_json::json!({"ok": false, "exit_code": fail_code, "error": e}),
+            };
+            print_json(&v);
+        }
+        Output::Text => match result {
+            Ok(r) => println!("{}\nLDAP settings work", r.summary()),
+            Err(e) => eprintln!("error: LDAP check failed: {e}"),
+        },
+    }
+}

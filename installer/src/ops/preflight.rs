@@ -1,0 +1,71 @@
+//! `airlock preflight`: whether this host (or target root) can take the platform of a
+//! bundle, before anything is installed. The bundle is verified for its profiles (a
+//! delta's come from the release installed under the root); the checks themselves are
+//! `site::preflight`'s.
+
+use std::path::{Path, PathBuf};
+
+use airlock_format::error::{Error, Result};
+use airlock_format::parts::BundleFiles;
+use airlock_format::report::Reporter;
+
+use crate::bundle::delta::read_profiles_for_site;
+use crate::bundle::trust;
+use crate::site::answers::{Answers, Role, DEFAULT_DATA_DIR};
+use crate::site::preflight::site::{self, SiteInput};
+use crate::site::preflight::{Mode, PreflightReport};
+
+/// What `airlock preflight` was asked.
+#[derive(Clone, Debug, Default)]
+pub struct PreflightOptions {
+    pub bundle: PathBuf,
+    pub pubkey: Vec<PathBuf>,
+    /// The site's answers (profile, role, data directory, join, overrides).
+    pub answers: Option<PathBuf>,
+    /// Without answers: the bundle profile to check against, as a first server.
+    pub profile: Option<String>,
+    /// What the run is for; default: install, or join when the answers join.
+    pub mode: Option<Mode>,
+    pub root: PathBuf,
+    pub overrides: Vec<String>,
+}
+
+/// Runs every check for the chosen profile and mode.
+pub fn run(opts: &PreflightOptions, reporter: &dyn Reporter) -> Result<PreflightReport> {
+    let root: &Path = &opts.root;
+    let answers = opts.answers.as_deref().map(Answers::load).transpose()?;
+    let keys = trust::trusted_keys(&opts.pubkey, root)?;
+    let files = BundleFiles::locate(&opts.bundle)?;
+    let (manifest, profiles) = read_profiles_for_site(&files, &keys, root, reporter)?;
+    let names = || profiles.iter().map(|p| p.name.as_str()).collect::<Vec<&str>>().join(", ");
+    let wanted = match (&answers, &opts.profile) {
+        (Some(a), _) => a.profile.clone(),
+        (None, Some(p)) => p.clone(),
+        (None, None) if profiles.len() == 1 => profiles[0].name.clone(),
+        (None, None) => {
+            return Err(Error::input("--profile", "the bundle has several profiles and none was chosen")
+                .with_hint(format!("pass --answers FILE or --profile NAME ({})", names())));
+        }
+    };
+    let prof = profiles.iter().find(|p| p.name == wanted).ok_or_else(|| {
+        Error::input("profile", format!("the bundle has no profile `{wanted}`"))
+            .with_hint(format!("profiles in this bundle: {}", names()))
+    })?;
+    let image_bytes = site::image_bytes(&manifest);
+    let mut input = match &answers {
+        Some(a) => SiteInput::from_answers(prof, a, image_bytes, &opts.overrides),
+        None => SiteInput {
+            profile: prof,
+            role: Role::Server,
+            mode: Mode::Install,
+            image_bytes,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            join_token_file: None,
+            overrides: opts.overrides.clone(),
+        },
+    };
+    if let Some(m) = opts.mode {
+        input.mode = m;
+    }
+    site::check(root, &input)
+}
