@@ -21,7 +21,7 @@ use airlock_format::minisign::{self, PublicKey, Signature};
 use airlock_format::parts::BundleFiles;
 use airlock_format::read::read_manifest;
 
-use crate::create::Plan;
+use crate::plan::Plan;
 
 /// The first bytes of a zstd frame: a bundle (or its first part), not a manifest.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];

@@ -7,8 +7,11 @@
 //! manifest and container asked for each image is reported and recorded in the SBOM.
 //!
 //! Explicit image lists never need helm; discovery without helm is an error with a hint.
+//! The charts rendered are the ones the plan loaded (dependencies vendored), so
+//! discovery fetches nothing itself.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -16,7 +19,7 @@ use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::report::{Event, Reporter};
 use serde_yaml::Value;
 
-use crate::sources::normalize_reference;
+use crate::sources::{normalize_reference, LoadedChart};
 use crate::spec::{ImageEntrySpec, LoadedSpec};
 
 /// One image reference found in a rendered chart, and who asked for it.
@@ -34,6 +37,42 @@ pub fn helm_binary() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join("helm")).find(|p| p.is_file())
+}
+
+/// Renders every chart of `spec` marked `discover_images` (`charts`: each chart as
+/// loaded, by component and chart index) and returns the images found, each with the
+/// index of its component.
+pub fn render_charts(spec: &LoadedSpec, charts: &BTreeMap<(usize, usize), LoadedChart>) -> Result<Vec<(usize, Found)>> {
+    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let mut found = Vec::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        for (hi, ch) in c.charts.iter().enumerate().filter(|(_, h)| h.discover_images) {
+            let key = format!("components[{ci}].charts[{hi}]");
+            let what = format!("{}: {key}", spec.file.display());
+            let chart = charts.get(&(ci, hi)).expect("every chart is loaded before discovery");
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut chart.content.open()?, &mut bytes).at(chart.content.origin())?;
+            let tgz = scratch.path().join(format!("chart-{ci}-{hi}.tgz"));
+            fs::write(&tgz, &bytes).at(&tgz)?;
+            // Rendered with the values the install will give it: the vendor's own
+            // (`values`), then any values files named for discovery.
+            let mut values = Vec::new();
+            if let Some(map) = &ch.values {
+                let f = scratch.path().join(format!("values-{ci}-{hi}.yaml"));
+                let text = serde_yaml::to_string(map).map_err(|e| spec.err(format!("{key}.values"), e.to_string()))?;
+                fs::write(&f, text).at(&f)?;
+                values.push(f);
+            }
+            for (vi, v) in ch.values_files.iter().enumerate() {
+                values.push(spec.path(format!("{key}.values_files[{vi}]"), v)?);
+            }
+            let label = ch.name.clone().or_else(|| ch.path.clone()).unwrap_or_default();
+            for f in discover(&label, &tgz, &values, &what)? {
+                found.push((ci, f));
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Renders the packaged chart `tgz` with `values` files and returns the images its

@@ -4,9 +4,15 @@
 //!
 //! - [`spec`]: the `bundle.yaml` the vendor writes.
 //! - [`sources`]: where images and charts come from (OCI layouts, archives, chart dirs).
-//! - [`create`]: planning and writing the bundle.
+//! - [`fetch`]: the spec's registry images and repository charts, each fetched once
+//!   and pinned in the lock.
+//! - [`plan`]: the bundle as data (manifest and where each entry's bytes come from),
+//!   built from the spec.
+//! - [`create`]: plan, statements, delta, then write the signed bundle and sidecar.
 //! - [`registry`]: pulling `docker://` images into a local cache.
 //! - [`lock`]: `bundle.lock`, the digests registry images are pinned to.
+//! - [`deps`]: chart dependencies vendored at build time.
+//! - [`discover`]: images found by rendering charts with helm.
 //! - [`statements`]: vendor key rotation and revocation statements.
 //! - [`delta`]: delta bundles that leave out what the previous release has.
 
@@ -14,7 +20,9 @@ pub mod create;
 pub mod delta;
 pub mod deps;
 pub mod discover;
+pub mod fetch;
 pub mod lock;
+pub mod plan;
 pub mod registry;
 pub mod release;
 pub mod sbom;

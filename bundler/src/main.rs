@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use airlock_bundler::create::{create_with, CreateOptions, PullSetup};
+use airlock_bundler::create::{create_with, CreateOptions};
+use airlock_bundler::fetch::PullSetup;
 use airlock_bundler::lock::LockMode;
 use airlock_bundler::registry::{default_cache_dir, Credentials, PullOptions};
 use airlock_bundler::spec::LoadedSpec;
@@ -280,7 +281,7 @@ fn run(cli: Cli) -> Result<()> {
             let spec = LoadedSpec::load(&spec)?;
             let setup = pull.setup()?;
             let progress = Progress::new(true);
-            let locked = airlock_bundler::create::pull(&spec, &setup, &progress)?;
+            let locked = airlock_bundler::fetch::pull(&spec, &setup, &progress)?;
             progress.finish();
             for l in &locked {
                 println!("{} {}", l.digest, l.from);

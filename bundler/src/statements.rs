@@ -15,7 +15,7 @@ use airlock_format::manifest::{Entry, KeyStatementRef};
 use airlock_format::minisign::{PublicKey, SecretKey, Signature};
 use airlock_format::write::{Content, PlannedEntry};
 
-use crate::create::Plan;
+use crate::plan::Plan;
 use crate::spec::LoadedSpec;
 
 /// Adds the spec's key statements to `plan`. `created` (unix seconds) dates the

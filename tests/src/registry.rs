@@ -26,6 +26,9 @@ pub struct RegistryOptions {
     /// Bearer token auth: the registry sends clients to a token service (run by the
     /// fixture on another port), which checks `login` and signs JWTs (RS256, x5c).
     pub token: bool,
+    /// Log every request (the access log), for tests that count what a build fetches:
+    /// [`Registry::requests`].
+    pub access_log: bool,
 }
 
 pub struct Registry {
@@ -69,7 +72,8 @@ impl Registry {
         let d = dir.path();
         let port = free_port()?;
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            !opts.access_log,
             d.join("data").display()
         );
         if opts.tls {
@@ -189,6 +193,22 @@ impl Registry {
 
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Every request served so far as `METHOD /path`, in order, from the access log
+    /// (needs [`RegistryOptions::access_log`]).
+    pub fn requests(&self) -> Vec<String> {
+        assert!(self.opts.access_log, "the registry was started without its access log");
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                // Combined log format: `HOST - USER [TIME] "METHOD PATH PROTO" STATUS ...`.
+                let quoted = l.split('"').nth(1)?;
+                let mut words = quoted.split(' ');
+                let (method, path) = (words.next()?, words.next()?);
+                path.starts_with('/').then(|| format!("{method} {path}"))
+            })
+            .collect()
     }
 }
 

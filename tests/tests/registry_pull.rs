@@ -224,9 +224,12 @@ fn basic_auth_over_tls_with_the_spec_ca_and_clear_login_errors() {
         return;
     }
     let (user, pass) = ("vendor", "Pa55-w0rd-xyz");
-    let Some(reg) =
-        Registry::start(RegistryOptions { login: Some((user.into(), pass.into())), tls: true, token: false })
-    else {
+    let Some(reg) = Registry::start(RegistryOptions {
+        login: Some((user.into(), pass.into())),
+        tls: true,
+        token: false,
+        access_log: false,
+    }) else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
@@ -401,7 +404,7 @@ fn bearer_token_flow_with_a_real_token_auth_registry() {
         return;
     }
     let (user, pass) = ("ci-bot", "t0ken-pass-123");
-    let opts = RegistryOptions { login: Some((user.into(), pass.into())), tls: false, token: true };
+    let opts = RegistryOptions { login: Some((user.into(), pass.into())), tls: false, token: true, access_log: false };
     let Some(reg) = Registry::start(opts) else { return };
     let t = tempfile::tempdir().unwrap();
     let layout = t.path().join("layout");

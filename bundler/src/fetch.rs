@@ -1,0 +1,268 @@
+//! The spec's registry sources — `docker://` images and charts from Helm repositories
+//! — fetched into the blob cache, each once per build, and pinned in `bundle.lock`
+//! ([`crate::lock`]).
+//!
+//! [`crate::plan`] asks for the images and charts the spec lists, then for the images
+//! discovery found in its charts (those not listed already); the lock then holds
+//! both. `airlock-bundler pull` ([`pull`]) only fills the cache and writes the lock.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use airlock_format::error::{Error, Result};
+use airlock_format::report::{Event, Reporter};
+
+use crate::lock::{Lock, LockMode, LockedChart, LockedImage};
+use crate::registry::charts::{fetch_chart, ChartRequest};
+use crate::registry::client::Client;
+use crate::registry::{self, Cache, PullOptions, PullRequest, Pulled, RegistryTls};
+use crate::sources::{self, ImageReference, ImageSource, ImageSpec};
+use crate::spec::{ChartSpec, LoadedSpec};
+
+/// How registry (`docker://`) images are pulled and pinned.
+#[derive(Clone, Debug)]
+pub struct PullSetup {
+    /// Cache, credentials, parallelism; the spec's `registries:` are added to it.
+    pub options: PullOptions,
+    pub lock: LockMode,
+}
+
+impl Default for PullSetup {
+    /// The user cache, no credentials beyond docker's config files, the lock as it is.
+    fn default() -> Self {
+        let mut options = PullOptions::new(registry::default_cache_dir());
+        for f in registry::Credentials::default_docker_configs() {
+            // An unreadable docker config is reported when a registry asks for a login.
+            let _ = options.credentials.add_docker_config(&f);
+        }
+        Self { options, lock: LockMode::Use }
+    }
+}
+
+/// `(component, item)` indexes into the spec: `components[c].images[i]` or
+/// `components[c].charts[i]`.
+pub type Key = (usize, usize);
+
+/// A registry image of the spec: where it is listed, and where it comes from.
+pub struct RegistryImage {
+    pub key: Key,
+    pub spec: ImageSpec,
+    pub source: ImageReference,
+}
+
+/// The registry images of `spec`, in spec order.
+pub fn registry_images(spec: &LoadedSpec) -> Result<Vec<RegistryImage>> {
+    let mut out = Vec::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        for (ii, im) in c.images.iter().enumerate() {
+            let at = image_key(spec, (ci, ii));
+            if let ImageSource::Registry { reference } =
+                ImageSource::parse(&im.from, &spec.dir).map_err(|e| e.within(&at))?
+            {
+                let source = ImageReference::parse(&reference).map_err(|e| e.within(&at))?;
+                let ispec = ImageSpec {
+                    reference: im.reference.clone(),
+                    from: im.from.clone(),
+                    platforms: im.platforms.clone(),
+                };
+                out.push(RegistryImage { key: (ci, ii), spec: ispec, source });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The charts of `spec` that come from a repository (`repo:`), in spec order.
+pub fn remote_charts(spec: &LoadedSpec) -> Vec<(Key, &ChartSpec)> {
+    let components = spec.spec.components.iter().enumerate();
+    components
+        .flat_map(|(ci, c)| {
+            c.charts.iter().enumerate().filter(|(_, ch)| ch.repo.is_some()).map(move |(hi, ch)| ((ci, hi), ch))
+        })
+        .collect()
+}
+
+fn image_key(spec: &LoadedSpec, (ci, ii): Key) -> String {
+    format!("{}: components[{ci}].images[{ii}]", spec.file.display())
+}
+
+/// The pull options with the spec's `registries:` (CA files, insecure hosts).
+pub fn spec_options(spec: &LoadedSpec, setup: &PullSetup) -> Result<PullOptions> {
+    let mut options = setup.options.clone();
+    for (i, r) in spec.spec.registries.iter().enumerate() {
+        let ca = r.ca.as_deref().map(|c| spec.path(format!("registries[{i}].ca"), c)).transpose()?;
+        options.registries.insert(r.host.clone(), RegistryTls { ca, insecure: r.insecure });
+    }
+    Ok(options)
+}
+
+/// The registry fetches of one build: the lock as it was, the lock being written, and
+/// the cache and client, opened on first use.
+pub struct Fetcher<'a> {
+    setup: &'a PullSetup,
+    pub options: PullOptions,
+    pub lock_path: PathBuf,
+    old: &'a Lock,
+    cache: Option<Cache>,
+    client: Option<Client>,
+    /// What was fetched so far; `None` until a registry source is asked for.
+    lock: Option<Lock>,
+}
+
+impl<'a> Fetcher<'a> {
+    /// `old` is the lock next to the spec as it is now.
+    pub fn new(spec: &LoadedSpec, setup: &'a PullSetup, old: &'a Lock) -> Result<Self> {
+        Ok(Self {
+            setup,
+            options: spec_options(spec, setup)?,
+            lock_path: Lock::path_for(&spec.dir),
+            old,
+            cache: None,
+            client: None,
+            lock: None,
+        })
+    }
+
+    /// The cache the fetched sources are in (`None`: nothing was fetched).
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
+    }
+
+    fn open(&mut self) -> Result<(&Client, &Cache)> {
+        if self.cache.is_none() {
+            self.cache = Some(Cache::open(&self.options.cache_dir)?);
+        }
+        if self.client.is_none() {
+            self.client = Some(Client::new(self.options.clone()));
+        }
+        self.lock.get_or_insert_with(|| Lock { version: 1, images: Vec::new(), charts: Vec::new() });
+        Ok((self.client.as_ref().expect("set above"), self.cache.as_ref().expect("set above")))
+    }
+
+    /// Pulls `images` in one pass (transfers in parallel across them) and locks them;
+    /// returns each one's root descriptor by key.
+    pub fn images(
+        &mut self,
+        spec: &LoadedSpec,
+        images: &[RegistryImage],
+        reporter: &dyn Reporter,
+    ) -> Result<BTreeMap<Key, Pulled>> {
+        if images.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        // Every pin is checked before anything is fetched.
+        let mut requests = Vec::new();
+        for im in images {
+            let at = image_key(spec, im.key);
+            let locked = self.old.get(&im.spec.from).map(|l| l.digest);
+            let pinned = self.pinned(locked, || {
+                Error::input(at.clone(), format!("`{}` is not in {}", im.spec.from, self.lock_path.display()))
+            })?;
+            let platforms = sources::wanted_platforms(&im.spec, &at)?;
+            requests.push(PullRequest { from: im.spec.from.clone(), source: im.source.clone(), platforms, pinned });
+        }
+        let (client, cache) = self.open()?;
+        let pulled = registry::fetch_images(client, cache, &requests, reporter)?;
+        let lock = self.lock.as_mut().expect("opened");
+        let mut out = BTreeMap::new();
+        for (im, p) in images.iter().zip(pulled) {
+            let (digest, media_type, size) = (p.digest, p.media_type.clone(), p.size);
+            lock.images.push(LockedImage { from: im.spec.from.clone(), digest, media_type, size });
+            out.insert(im.key, p);
+        }
+        Ok(out)
+    }
+
+    /// Fetches the repository chart `ch` (listed at `key`) and locks it; returns its
+    /// path in the cache.
+    pub fn chart(
+        &mut self,
+        spec: &LoadedSpec,
+        (ci, hi): Key,
+        ch: &ChartSpec,
+        reporter: &dyn Reporter,
+    ) -> Result<PathBuf> {
+        let at = format!("{}: components[{ci}].charts[{hi}]", spec.file.display());
+        // Validated by the spec: repo, name and version are all there.
+        let (repo, name, version) = (
+            ch.repo.clone().unwrap_or_default(),
+            ch.name.clone().unwrap_or_default(),
+            ch.version.clone().unwrap_or_default(),
+        );
+        let locked = self.old.chart(&repo, &name, &version).map(|l| l.digest);
+        let pinned = self.pinned(locked, || {
+            Error::input(
+                at.clone(),
+                format!("chart {name} {version} from {repo} is not in {}", self.lock_path.display()),
+            )
+        })?;
+        reporter.event(Event::Phase { name: &format!("fetching chart {name} {version}"), total: None });
+        let (client, cache) = self.open()?;
+        let req = ChartRequest { repo: repo.clone(), name: name.clone(), version: version.clone(), pinned };
+        let (path, digest) = fetch_chart(client, cache, &req, reporter).map_err(|e| e.within(&at))?;
+        self.lock.as_mut().expect("opened").charts.push(LockedChart { repo, name, version, digest });
+        Ok(path)
+    }
+
+    /// The digest to fetch by: the locked one unless `--update-lock`; with `--locked`
+    /// a source the lock lacks is the error `missing` makes.
+    fn pinned<T>(&self, locked: Option<T>, missing: impl FnOnce() -> Error) -> Result<Option<T>> {
+        match self.setup.lock {
+            LockMode::Update => Ok(None),
+            LockMode::Use => Ok(locked),
+            LockMode::Locked => Ok(Some(
+                locked
+                    .ok_or_else(|| missing().with_hint("run once without --locked to pin it, and commit the lock"))?,
+            )),
+        }
+    }
+
+    /// The lock of everything fetched, and where it goes (`None`: the spec has no
+    /// registry source). With `--locked` it must be the lock as it was.
+    pub fn finish(self) -> Result<Option<(PathBuf, Lock)>> {
+        let Some(lock) = self.lock else { return Ok(None) };
+        if self.setup.lock == LockMode::Locked && lock.render() != self.old.render() {
+            return Err(Error::input(
+                self.lock_path.display().to_string(),
+                "the build would change the lock, and --locked forbids it",
+            )
+            .with_hint("run without --locked (or with --update-lock) and commit the new lock"));
+        }
+        Ok(Some((self.lock_path, lock)))
+    }
+}
+
+/// The spec's own registry sources fetched: images and repository charts by key.
+pub struct Fetched {
+    pub images: BTreeMap<Key, Pulled>,
+    pub charts: BTreeMap<Key, PathBuf>,
+}
+
+/// Pulls the registry images the spec lists, then fetches its repository charts.
+pub fn fetch_listed(spec: &LoadedSpec, fetcher: &mut Fetcher<'_>, reporter: &dyn Reporter) -> Result<Fetched> {
+    let images = fetcher.images(spec, &registry_images(spec)?, reporter)?;
+    let mut charts = BTreeMap::new();
+    for (key, ch) in remote_charts(spec) {
+        charts.insert(key, fetcher.chart(spec, key, ch, reporter)?);
+    }
+    Ok(Fetched { images, charts })
+}
+
+/// `airlock-bundler pull`: fills the cache with every registry image and repository
+/// chart of the spec and writes the lock, without building a bundle (prefetch while
+/// the network is there). Returns the locked images.
+pub fn pull(spec: &LoadedSpec, setup: &PullSetup, reporter: &dyn Reporter) -> Result<Vec<LockedImage>> {
+    if registry_images(spec)?.is_empty() && remote_charts(spec).is_empty() {
+        return Ok(Vec::new());
+    }
+    let old = Lock::load(&Lock::path_for(&spec.dir))?;
+    let mut fetcher = Fetcher::new(spec, setup, &old)?;
+    fetch_listed(spec, &mut fetcher, reporter)?;
+    match fetcher.finish()? {
+        Some((path, lock)) => {
+            lock.save(&path)?;
+            Ok(lock.images)
+        }
+        None => Ok(Vec::new()),
+    }
+}

@@ -1,0 +1,550 @@
+//! The plan of a bundle, as data: the manifest to sign and where each entry's bytes
+//! come from, built from the spec before anything is written.
+//!
+//! Every source is read once, in this order: the spec's registry images and
+//! repository charts are fetched ([`crate::fetch`]); every chart is loaded, with its
+//! missing dependencies vendored ([`crate::deps`]); charts marked `discover_images`
+//! are rendered from those same bytes ([`crate::discover`]) and the images found, not
+//! listed already, are pulled. Then one small step per kind lays out the entries:
+//! images (loaded without hashing their layers), charts, files, release artifacts
+//! (hashed), profiles, the installer, the OCI layout, the lock and the SBOM.
+//!
+//! [`crate::statements`] and [`crate::delta`] transform a finished plan;
+//! [`crate::create`] signs and writes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use airlock_format::digest::Sha256Digest;
+use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::manifest::{
+    blob_path, Chart, Component, Distribution, DistributionArtifact, Entry, FileArtifact, Image, Installer, Manifest,
+    Profile, FORMAT_V1, OCI_DIR,
+};
+use airlock_format::oci::{self, IndexImage};
+use airlock_format::report::{Event, Reporter};
+use airlock_format::write::{Content, PlannedEntry};
+
+use crate::deps::DepContext;
+use crate::fetch::{fetch_listed, registry_images, Fetcher, Key, PullSetup};
+use crate::lock::{Lock, LockedChart, LOCK_ENTRY};
+use crate::registry::{Cache, Pulled};
+use crate::sbom::{self, SbomFile, SbomImage, SbomInput, SBOM_ENTRY};
+use crate::sources::{self, Blob, ImageSpec, LoadedChart};
+use crate::spec::LoadedSpec;
+
+/// A complete plan: the manifest to sign and where each entry's bytes come from.
+pub struct Plan {
+    pub manifest: Manifest,
+    pub entries: Vec<PlannedEntry>,
+    /// The lock to write next to the spec once the bundle is written (only when the
+    /// spec has registry sources or fetched chart dependencies).
+    pub lock: Option<(PathBuf, Lock)>,
+    /// Images found by `discover_images`: reference → who asked (chart, manifest,
+    /// container).
+    pub discovered: BTreeMap<String, Vec<String>>,
+}
+
+/// Builds the manifest and entry list without writing anything (registry images are
+/// pulled with the default [`PullSetup`]).
+pub fn plan(spec: &LoadedSpec, installer: Option<&Path>, created: u64, reporter: &dyn Reporter) -> Result<Plan> {
+    plan_with(spec, installer, created, &PullSetup::default(), reporter)
+}
+
+/// [`plan`] with explicit pull settings.
+pub fn plan_with(
+    spec: &LoadedSpec,
+    installer: Option<&Path>,
+    created: u64,
+    setup: &PullSetup,
+    reporter: &dyn Reporter,
+) -> Result<Plan> {
+    let old_lock = Lock::load(&Lock::path_for(&spec.dir))?;
+    let mut fetcher = Fetcher::new(spec, setup, &old_lock)?;
+    let listed = fetch_listed(spec, &mut fetcher, reporter)?;
+    let mut deps = DepContext::new(fetcher.options.clone(), &old_lock, setup.lock, created, reporter);
+    let charts = load_charts(spec, &listed.charts, &mut deps, created)?;
+    let (spec, discovered) = discover_images(spec, &charts, reporter)?;
+    let mut pulled = listed.images;
+    let more = pull_discovered(&spec, &pulled, &mut fetcher, reporter)?;
+    pulled.extend(more);
+    let cache = fetcher.cache().cloned();
+    let mut lock = fetcher.finish()?;
+
+    let s = &spec.spec;
+    let mut entries = Entries { spec: &spec, map: BTreeMap::new() };
+    let mut components: Vec<Component> = s
+        .components
+        .iter()
+        .map(|c| Component { name: c.name.clone(), images: vec![], charts: vec![], files: vec![] })
+        .collect();
+    let (mut images, blobs) = plan_images(&spec, &pulled, cache.as_ref(), &mut components, reporter)?;
+    let charts = plan_charts(&spec, charts, &mut entries, &mut components)?;
+    let files = plan_files(&spec, &mut entries, &mut components)?;
+    let distribution = plan_distribution(&spec, setup, &mut entries, reporter)?;
+    let profiles = plan_profiles(&spec, &mut entries)?;
+    let installer = plan_installer(&spec, installer, &mut entries)?;
+    plan_oci_layout(&mut images, &mut entries)?;
+    add_dependency_pins(&spec, &mut lock, std::mem::take(&mut deps.fetched));
+    // The SBOM reads the image layers from the same content the bundle will carry.
+    for (digest, b) in &blobs {
+        entries.add(blob_path(digest), b.content.clone(), *digest, b.size, false, "images")?;
+    }
+    if let Some((_, lock)) = &lock {
+        entries.add_bytes(LOCK_ENTRY.to_string(), lock.render(), "bundle.lock")?;
+    }
+    let created_text = airlock_format::manifest::rfc3339(created);
+    reporter.event(Event::Phase { name: "writing the SBOM (reading OS packages from image layers)", total: None });
+    let sbom_bytes = build_sbom(
+        s,
+        &created_text,
+        &images,
+        &blobs,
+        &charts,
+        &files,
+        distribution.as_ref(),
+        installer.as_ref(),
+        &entries.map,
+        &discovered,
+    )?;
+    if entries.map.contains_key(SBOM_ENTRY) {
+        return Err(
+            spec.err("components", format!("an artifact would be stored at `{SBOM_ENTRY}`, where the SBOM goes"))
+        );
+    }
+    entries.add_bytes(SBOM_ENTRY.to_string(), sbom_bytes, "sbom")?;
+
+    let manifest = Manifest {
+        format: FORMAT_V1.into(),
+        name: s.name.clone(),
+        version: s.version.clone(),
+        created: created_text,
+        distribution,
+        installer,
+        components,
+        images,
+        charts,
+        files,
+        profiles,
+        key_statements: Vec::new(),
+        entries: entries.map.values().map(|e| e.entry.clone()).collect(),
+        base: None,
+        base_entries: Vec::new(),
+        upgrade: s.upgrade.clone().map(|u| u.into_policy()),
+    };
+    manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
+    Ok(Plan { manifest, entries: entries.map.into_values().collect(), lock, discovered })
+}
+
+/// The entries planned so far, by path: the stream and the manifest list them in this
+/// order.
+struct Entries<'a> {
+    spec: &'a LoadedSpec,
+    map: BTreeMap<String, PlannedEntry>,
+}
+
+impl Entries<'_> {
+    /// Adds an entry; a second artifact at the same path is an error naming `what`.
+    fn add(
+        &mut self,
+        path: String,
+        content: Content,
+        sha256: Sha256Digest,
+        size: u64,
+        executable: bool,
+        what: &str,
+    ) -> Result<()> {
+        if self.map.contains_key(&path) {
+            return Err(self
+                .spec
+                .err(what, format!("two artifacts would be stored at `{path}`"))
+                .with_hint("give them distinct names"));
+        }
+        self.map.insert(path.clone(), PlannedEntry { entry: Entry { path, size, sha256, executable }, content });
+        Ok(())
+    }
+
+    /// Adds a file or other content, hashing it now.
+    fn add_measured(&mut self, path: String, content: Content, executable: bool, what: &str) -> Result<()> {
+        let (sha, size) = content.measure()?;
+        self.add(path, content, sha, size, executable, what)
+    }
+
+    /// Adds bytes made here (index, lock, SBOM).
+    fn add_bytes(&mut self, path: String, bytes: Vec<u8>, what: &str) -> Result<()> {
+        let (sha, size) = (Sha256Digest::of(&bytes), bytes.len() as u64);
+        self.add(path, Content::Bytes(bytes), sha, size, false, what)
+    }
+}
+
+/// Every chart of the spec loaded, in spec order: from its repository (fetched
+/// already) or its path, with missing dependencies vendored (the result is kept in
+/// the content cache by digest, like a chart from a repository).
+fn load_charts(
+    spec: &LoadedSpec,
+    remote: &BTreeMap<Key, PathBuf>,
+    deps: &mut DepContext<'_>,
+    created: u64,
+) -> Result<BTreeMap<Key, LoadedChart>> {
+    let mut out = BTreeMap::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        for (hi, ch) in c.charts.iter().enumerate() {
+            let key = format!("components[{ci}].charts[{hi}]");
+            let p = match (remote.get(&(ci, hi)), &ch.path) {
+                (Some(p), _) => p.clone(),
+                (None, Some(rel)) => spec.path(format!("{key}.path"), rel)?,
+                (None, None) => return Err(spec.err(&key, "has neither `path` nor `repo`")),
+            };
+            let within = |e: Error| e.within(format!("{}: {key}", spec.file.display()));
+            let p = match crate::deps::vendor_chart(&p, deps).map_err(within)? {
+                Some(bytes) => {
+                    let cache = Cache::open(&deps.options.cache_dir)?;
+                    let d = Sha256Digest::of(&bytes);
+                    cache.put(&d, &bytes)?;
+                    cache.blob_path(&d)
+                }
+                None => p,
+            };
+            out.insert((ci, hi), sources::load_chart(&p, created).map_err(within)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The spec with the images found in charts marked `discover_images` added as
+/// registry images of their components (so they are pulled, locked and bundled like
+/// listed ones), and who asked for each. Without such charts: the spec as it is.
+fn discover_images(
+    spec: &LoadedSpec,
+    charts: &BTreeMap<Key, LoadedChart>,
+    reporter: &dyn Reporter,
+) -> Result<(LoadedSpec, BTreeMap<String, Vec<String>>)> {
+    if !spec.spec.components.iter().any(|c| c.charts.iter().any(|h| h.discover_images)) {
+        return Ok((spec.clone(), BTreeMap::new()));
+    }
+    let found = crate::discover::render_charts(spec, charts)?;
+    crate::discover::with_discovered(spec, &found, reporter)
+}
+
+/// Pulls the registry images of `spec` not pulled yet (those discovery added).
+fn pull_discovered(
+    spec: &LoadedSpec,
+    pulled: &BTreeMap<Key, Pulled>,
+    fetcher: &mut Fetcher<'_>,
+    reporter: &dyn Reporter,
+) -> Result<BTreeMap<Key, Pulled>> {
+    let mut wanted = registry_images(spec)?;
+    wanted.retain(|im| !pulled.contains_key(&im.key));
+    fetcher.images(spec, &wanted, reporter)
+}
+
+/// Every image, in spec order, and the blobs they need, each once: registry images
+/// from the cache they were pulled into, the others from their sources.
+fn plan_images(
+    spec: &LoadedSpec,
+    pulled: &BTreeMap<Key, Pulled>,
+    cache: Option<&Cache>,
+    components: &mut [Component],
+    reporter: &dyn Reporter,
+) -> Result<(Vec<Image>, BTreeMap<Sha256Digest, Blob>)> {
+    let mut images = Vec::new();
+    let mut blobs: BTreeMap<Sha256Digest, Blob> = BTreeMap::new();
+    let mut refs = BTreeSet::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        for (ii, im) in c.images.iter().enumerate() {
+            let key = format!("components[{ci}].images[{ii}]");
+            reporter.event(Event::Phase { name: &format!("reading image {}", im.reference), total: None });
+            let ispec =
+                ImageSpec { reference: im.reference.clone(), from: im.from.clone(), platforms: im.platforms.clone() };
+            let img = match (pulled.get(&(ci, ii)), cache) {
+                (Some(p), Some(cache)) => sources::load_pulled(&ispec, p, cache),
+                _ => sources::load_image(&ispec, &spec.dir),
+            }
+            .map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
+            if !refs.insert(img.reference.clone()) {
+                return Err(spec.err(format!("{key}.ref"), format!("image `{}` is listed twice", img.reference)));
+            }
+            for b in &img.blobs {
+                if let Some(prev) = blobs.get(&b.digest) {
+                    if prev.size != b.size {
+                        return Err(spec.err(
+                            &key,
+                            format!("blob {} has size {} here but {} in another image", b.digest, b.size, prev.size),
+                        ));
+                    }
+                    continue;
+                }
+                blobs.insert(b.digest, b.clone());
+            }
+            components[ci].images.push(img.reference.clone());
+            images.push(Image {
+                reference: img.reference,
+                component: c.name.clone(),
+                media_type: img.media_type,
+                digest: img.digest,
+                size: img.size,
+                platforms: img.platforms,
+                blobs: img.blobs.iter().map(|b| b.digest).collect(),
+            });
+        }
+    }
+    Ok((images, blobs))
+}
+
+/// The loaded charts as `charts/NAME-VERSION.tgz` entries, with the vendor's values.
+fn plan_charts(
+    spec: &LoadedSpec,
+    mut loaded: BTreeMap<Key, LoadedChart>,
+    entries: &mut Entries<'_>,
+    components: &mut [Component],
+) -> Result<Vec<Chart>> {
+    let mut charts = Vec::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        for (hi, ch) in c.charts.iter().enumerate() {
+            let key = format!("components[{ci}].charts[{hi}]");
+            let chart = loaded.remove(&(ci, hi)).expect("every chart was loaded");
+            let path = format!("charts/{}-{}.tgz", chart.name, chart.version);
+            entries.add(path.clone(), chart.content, chart.sha256, chart.size, false, &key)?;
+            components[ci].charts.push(chart.name.clone());
+            charts.push(Chart {
+                name: chart.name,
+                version: chart.version,
+                app_version: chart.app_version,
+                component: c.name.clone(),
+                path,
+                values: chart_values(ch.values.as_ref()).map_err(|e| spec.err(format!("{key}.values"), e))?,
+            });
+        }
+    }
+    Ok(charts)
+}
+
+/// Each component's files as `files/COMPONENT/NAME`, executable by `mode` or as the
+/// file is.
+fn plan_files(spec: &LoadedSpec, entries: &mut Entries<'_>, components: &mut [Component]) -> Result<Vec<FileArtifact>> {
+    let mut files = Vec::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        for (fi, f) in c.files.iter().enumerate() {
+            let key = format!("components[{ci}].files[{fi}]");
+            let p = spec.path(format!("{key}.path"), &f.path)?;
+            if !p.is_file() {
+                return Err(spec.err(format!("{key}.path"), format!("`{}` is not a regular file", p.display())));
+            }
+            let name = match &f.name {
+                Some(n) => n.clone(),
+                None => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            };
+            let executable = match f.mode.as_deref() {
+                Some(m) => m == "0755",
+                None => is_executable(&p)?,
+            };
+            let path = format!("files/{}/{}", c.name, name);
+            let content = Content::File(p);
+            let (sha, size) = content.measure()?;
+            airlock_format::manifest::check_entry_path(&path).map_err(|why| spec.err(format!("{key}.name"), why))?;
+            entries.add(path.clone(), content, sha, size, executable, &key)?;
+            components[ci].files.push(name.clone());
+            files.push(FileArtifact { name, component: c.name.clone(), path });
+        }
+    }
+    Ok(files)
+}
+
+/// The K3s/RKE2 release artifacts as `distribution/NAME`, each checked against the
+/// release's published checksums when there are any.
+fn plan_distribution(
+    spec: &LoadedSpec,
+    setup: &PullSetup,
+    entries: &mut Entries<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Option<Distribution>> {
+    let Some(d) = &spec.spec.distribution else { return Ok(None) };
+    let release = crate::release::resolve(spec, d, &setup.options, reporter)?;
+    let mut artifacts = Vec::new();
+    for (i, (name, p)) in release.artifacts.iter().enumerate() {
+        let key = format!("distribution.artifacts[{i}]");
+        let content = Content::File(p.clone());
+        let (sha, size) = content.measure()?;
+        if let Some(sums) = &release.sums {
+            match sums.sums.get(name) {
+                None => {
+                    return Err(spec
+                        .err(format!("{key}.name"), format!("`{name}` is not listed in {}", sums.origin))
+                        .with_hint("the artifact name must be the file name the release publishes"))
+                }
+                Some(want) if *want != sha => {
+                    return Err(Error::corrupt(
+                        p.display().to_string(),
+                        format!("digest {sha} does not match {} in {}", want, sums.origin),
+                    )
+                    .with_hint("the release artifact is corrupt or from another release; download it again"))
+                }
+                Some(_) => {}
+            }
+        }
+        let path = format!("distribution/{name}");
+        entries.add(path.clone(), content, sha, size, is_executable(p)?, &key)?;
+        artifacts.push(DistributionArtifact { name: name.clone(), path });
+    }
+    Ok(Some(Distribution { kind: d.kind, version: d.version.clone(), arch: d.arch.clone(), artifacts }))
+}
+
+/// The install profiles as `profiles/NAME.yaml`; each must be YAML.
+fn plan_profiles(spec: &LoadedSpec, entries: &mut Entries<'_>) -> Result<Vec<Profile>> {
+    let mut profiles = Vec::new();
+    for (i, rel) in spec.spec.profiles.iter().enumerate() {
+        let key = format!("profiles[{i}]");
+        let p = spec.path(&key, rel)?;
+        let text = fs::read_to_string(&p).at(&p)?;
+        serde_yaml::from_str::<serde_yaml::Value>(&text)
+            .map_err(|e| spec.err(&key, format!("`{}` is not valid YAML: {e}", p.display())))?;
+        let name = p.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let path = format!("profiles/{name}.yaml");
+        entries.add_measured(path.clone(), Content::File(p), false, &key)?;
+        profiles.push(Profile { name, path });
+    }
+    Ok(profiles)
+}
+
+/// The installer binary (`--installer`, else the spec's) as `installer/airlock`.
+fn plan_installer(spec: &LoadedSpec, installer: Option<&Path>, entries: &mut Entries<'_>) -> Result<Option<Installer>> {
+    let installer_path = match installer {
+        Some(p) => Some(p.to_path_buf()),
+        None => spec.spec.installer.as_ref().map(|i| spec.path("installer.path", &i.path)).transpose()?,
+    };
+    let Some(p) = installer_path else { return Ok(None) };
+    let path = "installer/airlock".to_string();
+    entries.add_measured(path.clone(), Content::File(p), true, "installer")?;
+    // The installer is built from the same workspace as this bundler.
+    Ok(Some(Installer { path, version: env!("CARGO_PKG_VERSION").to_string() }))
+}
+
+/// The OCI layout's index naming every image by full reference (images sorted by it),
+/// and its `oci-layout` file; nothing without images.
+fn plan_oci_layout(images: &mut [Image], entries: &mut Entries<'_>) -> Result<()> {
+    images.sort_by(|a, b| a.reference.cmp(&b.reference));
+    if images.is_empty() {
+        return Ok(());
+    }
+    let index = oci::build_index(
+        &images
+            .iter()
+            .map(|i| IndexImage { reference: &i.reference, media_type: &i.media_type, digest: i.digest, size: i.size })
+            .collect::<Vec<_>>(),
+    );
+    entries.add_bytes(format!("{OCI_DIR}/index.json"), index, "images")?;
+    entries.add_bytes(format!("{OCI_DIR}/oci-layout"), oci::OCI_LAYOUT_FILE.to_vec(), "images")
+}
+
+/// Adds the chart dependencies fetched from repositories to the lock (starting one
+/// when the spec had no registry source).
+fn add_dependency_pins(spec: &LoadedSpec, lock: &mut Option<(PathBuf, Lock)>, fetched: Vec<LockedChart>) {
+    if fetched.is_empty() {
+        return;
+    }
+    let (_, lock) = lock.get_or_insert_with(|| {
+        (Lock::path_for(&spec.dir), Lock { version: 1, images: Vec::new(), charts: Vec::new() })
+    });
+    for c in fetched {
+        if !lock.charts.contains(&c) {
+            lock.charts.push(c);
+        }
+    }
+}
+
+/// The CycloneDX document for everything the plan carries (see [`crate::sbom`]).
+#[allow(clippy::too_many_arguments)]
+fn build_sbom(
+    s: &crate::spec::Spec,
+    created: &str,
+    images: &[Image],
+    blobs: &BTreeMap<Sha256Digest, Blob>,
+    charts: &[Chart],
+    files: &[FileArtifact],
+    distribution: Option<&Distribution>,
+    installer: Option<&Installer>,
+    entries: &BTreeMap<String, PlannedEntry>,
+    asked: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<u8>> {
+    let sha = |path: &str| entries.get(path).map(|e| e.entry.sha256).unwrap_or(Sha256Digest([0; 32]));
+    let mut sfiles = Vec::new();
+    for c in charts {
+        sfiles.push(SbomFile {
+            kind: "chart",
+            name: &c.name,
+            version: Some(&c.version),
+            component: Some(&c.component),
+            path: &c.path,
+            sha256: sha(&c.path),
+        });
+    }
+    if let Some(d) = distribution {
+        for a in &d.artifacts {
+            sfiles.push(SbomFile {
+                kind: "distribution",
+                name: &a.name,
+                version: Some(&d.version),
+                component: None,
+                path: &a.path,
+                sha256: sha(&a.path),
+            });
+        }
+    }
+    for f in files {
+        sfiles.push(SbomFile {
+            kind: "file",
+            name: &f.name,
+            version: None,
+            component: Some(&f.component),
+            path: &f.path,
+            sha256: sha(&f.path),
+        });
+    }
+    if let Some(i) = installer {
+        sfiles.push(SbomFile {
+            kind: "installer",
+            name: "airlock",
+            version: Some(&i.version),
+            component: None,
+            path: &i.path,
+            sha256: sha(&i.path),
+        });
+    }
+    let mut simages = Vec::new();
+    for i in images {
+        let mut bl: Vec<&Blob> = i.blobs.iter().filter_map(|d| blobs.get(d)).collect();
+        if let Some(root) = blobs.get(&i.digest) {
+            bl.push(root);
+        }
+        simages.push(SbomImage {
+            reference: &i.reference,
+            component: &i.component,
+            digest: i.digest,
+            media_type: &i.media_type,
+            platforms: &i.platforms,
+            blobs: bl,
+            requested_by: asked.get(&i.reference).cloned().unwrap_or_default(),
+        });
+    }
+    sbom::build(&SbomInput {
+        bundle_name: &s.name,
+        bundle_version: &s.version,
+        created,
+        images: simages,
+        files: sfiles,
+    })
+}
+
+fn is_executable(p: &Path) -> Result<bool> {
+    Ok(fs::metadata(p).at(p)?.permissions().mode() & 0o111 != 0)
+}
+
+/// The vendor's chart values as the manifest keeps them (JSON): a mapping with string
+/// keys, so the installer can merge its own values over it key by key.
+fn chart_values(values: Option<&serde_yaml::Mapping>) -> std::result::Result<Option<serde_json::Value>, String> {
+    let Some(map) = values else { return Ok(None) };
+    let json = serde_json::to_value(map).map_err(|e| format!("cannot be kept in the manifest: {e}"))?;
+    Ok(Some(json))
+}
