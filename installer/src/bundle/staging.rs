@@ -41,7 +41,7 @@ struct StagingSink<'a> {
     archive: Option<ArchiveOut>,
     opts: &'a ExtractOptions<'a>,
     /// A delta's base entries, taken from the base release (see [`crate::bundle::delta`]).
-    merge: Option<crate::bundle::delta::BaseMerge>,
+    merge: Option<crate::bundle::base::BaseMerge>,
 }
 
 /// A check of the verified manifest before anything is written.
@@ -92,7 +92,7 @@ fn named(path: &Path, e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
 }
 
-impl crate::bundle::delta::ArchiveTarget for ArchiveOut {
+impl crate::bundle::base::ArchiveTarget for ArchiveOut {
     fn header(&self, e: &Entry) -> Result<()> {
         ArchiveOut::header(self, e)
     }
@@ -152,7 +152,7 @@ impl EntrySink for StagingSink<'_> {
         }
         if let Some(b) = &m.base {
             let Some(base) = self.opts.base else {
-                return Err(crate::bundle::delta::delta_needs_base(m, b));
+                return Err(crate::bundle::base::delta_needs_base(m, b));
             };
             if self.opts.archive_entry.is_none() {
                 return Err(Error::input(
@@ -162,7 +162,7 @@ impl EntrySink for StagingSink<'_> {
                 .with_hint("stage it with `airlock upgrade`, which takes the rest from the installed release"));
             }
             self.merge =
-                Some(crate::bundle::delta::BaseMerge::new(base, m, self.opts.archive_entry.unwrap_or_default()));
+                Some(crate::bundle::base::BaseMerge::new(base, m, self.opts.archive_entry.unwrap_or_default()));
         }
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).at(&self.dir)?;
         if let Some(entry) = self.opts.archive_entry {

@@ -16,7 +16,8 @@ use airlock_format::parts::BundleFiles;
 use airlock_format::report::Reporter;
 use serde::Serialize;
 
-use super::{plan, stage, staged_profiles, Prepared};
+use super::{plan, stage, Prepared};
+use crate::bundle::profiles::staged_profiles;
 use crate::bundle::trust;
 use crate::engine::{apply as apply_plan, ApplyOptions, ApplyReport, PlanReport};
 use crate::host::{Host, RootedHost};

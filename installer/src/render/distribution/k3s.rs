@@ -3,12 +3,10 @@
 
 use airlock_format::error::Result;
 
+use super::scripts::{BIN, KILLALL, UNINSTALL};
 use super::{charts, config_files, data_dirs, images, scripts, DistributionInput};
 use crate::engine::layout::Layout;
 
-pub(super) const BIN: &str = "/usr/local/bin/k3s";
-pub(super) const KILLALL: &str = "/usr/local/bin/airlock-k3s-killall.sh";
-pub(super) const UNINSTALL: &str = "/usr/local/bin/airlock-k3s-uninstall.sh";
 const SYSTEMD_DIR: &str = "/etc/systemd/system";
 
 pub(super) fn render(input: &DistributionInput, binary: &str, shipped_images: &[String]) -> Result<Layout> {

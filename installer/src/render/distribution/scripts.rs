@@ -7,9 +7,13 @@
 
 use std::fmt::Write as _;
 
-use super::k3s::{BIN, KILLALL, UNINSTALL};
 use super::DistributionInput;
 use crate::engine::layout::Layout;
+
+/// Where K3s' binary and the scripts written here live (the scripts name them).
+pub(super) const BIN: &str = "/usr/local/bin/k3s";
+pub(super) const KILLALL: &str = "/usr/local/bin/airlock-k3s-killall.sh";
+pub(super) const UNINSTALL: &str = "/usr/local/bin/airlock-k3s-uninstall.sh";
 
 /// Single-quotes `s` for sh.
 fn sq(s: &str) -> String {

@@ -33,7 +33,7 @@ use super::{Manifest, Rendered};
 use crate::site::answers::Secret;
 
 /// The chart this module writes values for.
-pub const CHART: &str = "keycloakx";
+pub use crate::site::answers::keycloak_db::KEYCLOAK_CHART as CHART;
 pub const CHART_VERSION: &str = "7.1.11";
 /// Where the official image's `--import-realm` looks for `*.json` realm files.
 pub const IMPORT_DIR: &str = "/opt/keycloak/data/import";

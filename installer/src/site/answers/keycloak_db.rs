@@ -17,6 +17,10 @@ use super::questions::Answered;
 use super::strict::Problem;
 use super::{Address, Facts, Secret, DOC, REDACTED};
 
+/// The Keycloak chart (codecentric keycloakx): a bundle that installs it needs the
+/// `ldap` and Keycloak database answers. The renderer takes its name from here.
+pub const KEYCLOAK_CHART: &str = "keycloakx";
+
 /// The database vendors Keycloak's `KC_DB` takes (other than its dev databases), with
 /// their usual ports.
 pub const VENDORS: [(&str, u16); 5] =

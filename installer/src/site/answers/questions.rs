@@ -274,7 +274,7 @@ impl Answered {
     /// Keycloak. `false` when the bundle is not known (`airlock ldap test`): install
     /// checks it again at plan time.
     pub fn installs_keycloak(&self) -> bool {
-        self.bundle.as_ref().is_some_and(|b| b.installs(crate::render::platform::keycloak::CHART, self.text("profile")))
+        self.bundle.as_ref().is_some_and(|b| b.installs(keycloak_db::KEYCLOAK_CHART, self.text("profile")))
     }
 
     // Typed views of earlier answers for the validators. An earlier answer that is
