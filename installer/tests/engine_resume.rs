@@ -356,6 +356,7 @@ fn secret_files_are_0600_and_never_in_the_plan_or_journal() {
         mode: 0o644,
         source: FileSource::Inline(format!("K3S_TOKEN={TOKEN}\n").into_bytes()),
         secret: true,
+        group: Default::default(),
     });
     let recording = RecordingHost::with_root(fx.root.clone(), false).unwrap();
     let p = Plan::from_steps(layout_steps("k3s", &layout, &fx.staging)).unwrap();

@@ -686,3 +686,40 @@ fn without_etcd_the_backup_copies_the_sqlite_datastore_with_the_unit_stopped_and
         b"SQLite format 3\0 the cluster"
     );
 }
+
+/// The renderers tag each file with the upgrade group it belongs to; this pins, on the
+/// demo's real plan, that the tags say what the paths mean (the upgrade applies the
+/// groups in order: secrets and directories, images, distribution, charts, records).
+#[test]
+fn every_step_of_the_demo_plan_carries_the_upgrade_group_its_target_belongs_to() {
+    use airlock_installer::engine::layout::StepGroup;
+    let b = bundles();
+    let keys = trusted_keys(&[demo_dir().join("keys/demo.pub")], Path::new("/")).unwrap();
+    let answers = Answers::load(&demo_dir().join("answers.yaml")).unwrap();
+    let host = RecordingHost::new(false).unwrap();
+    let prepared = prepare(&b.v1, &keys, &answers, &host, &Silent).unwrap();
+    let records = [
+        airlock_installer::state::INVENTORY_PATH,
+        airlock_installer::state::RELEASE_PATH,
+        airlock_installer::state::REPORT_PATH,
+    ];
+    let mut seen = BTreeMap::new();
+    for step in prepared.plan.steps() {
+        let id = step.id();
+        let want = if records.iter().any(|p| id.ends_with(p)) || id == airlock_installer::bundle::keys::STEP_ID {
+            StepGroup::Records
+        } else if id.contains("/dir/") || id.contains("/etc/airlock/pki") || id.contains("/var/lib/airlock/secrets/") {
+            StepGroup::Secrets
+        } else if id.contains("/agent/images/") {
+            StepGroup::Images
+        } else if id.contains("/server/manifests/") || id.contains("/server/static/") {
+            StepGroup::Charts
+        } else {
+            StepGroup::Distribution
+        };
+        assert_eq!(step.group(), want, "step {id}");
+        *seen.entry(format!("{want:?}")).or_insert(0) += 1;
+    }
+    // Every group is exercised by the demo plan.
+    assert_eq!(seen.len(), 5, "{seen:?}");
+}

@@ -382,6 +382,11 @@ impl Step for KeyStoreStep {
         STEP_ID
     }
 
+    /// With the records: the site trusts a new key only once the release is in place.
+    fn group(&self) -> crate::engine::layout::StepGroup {
+        crate::engine::layout::StepGroup::Records
+    }
+
     fn describe(&self) -> String {
         let mut parts = Vec::new();
         if !self.changes.applied.is_empty() {

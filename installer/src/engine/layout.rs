@@ -9,6 +9,22 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+/// Where a step belongs when an upgrade replaces a running release, in this order:
+/// what the rest needs in place first (directories, the PKI, generated secrets), the
+/// images (imported before the new binary starts), the distribution itself, the charts
+/// it deploys, and last the records that say what is installed. The renderer that adds
+/// a file knows which it is; nothing guesses it from a path later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepGroup {
+    Secrets,
+    Images,
+    #[default]
+    Distribution,
+    Charts,
+    Records,
+}
+
 /// Where a file's bytes come from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -30,6 +46,9 @@ pub struct PlannedFile {
     /// Holds a secret (token, key, password): written 0600 whatever `mode` says, and
     /// its content never appears in plans, logs or reports.
     pub secret: bool,
+    /// Where an upgrade applies it ([`StepGroup`]); not part of the plan's output.
+    #[serde(skip)]
+    pub group: StepGroup,
 }
 
 /// A symbolic link on the target (`/usr/local/bin/kubectl -> k3s`).
@@ -68,6 +87,7 @@ impl Layout {
             mode,
             source: FileSource::Inline(content.into()),
             secret: false,
+            group: StepGroup::default(),
         });
     }
     pub fn secret_file(&mut self, path: impl Into<PathBuf>, content: impl Into<Vec<u8>>) {
@@ -76,6 +96,7 @@ impl Layout {
             mode: 0o600,
             source: FileSource::Inline(content.into()),
             secret: true,
+            group: StepGroup::default(),
         });
     }
     pub fn staged(&mut self, path: impl Into<PathBuf>, mode: u32, entry: impl Into<String>) {
@@ -84,6 +105,7 @@ impl Layout {
             mode,
             source: FileSource::Staged(entry.into()),
             secret: false,
+            group: StepGroup::default(),
         });
     }
     pub fn link(&mut self, link: impl Into<PathBuf>, target: impl Into<PathBuf>) {
@@ -93,6 +115,24 @@ impl Layout {
         self.dirs.push(PlannedDir { path: path.into(), mode });
     }
     /// Appends another layout.
+    /// Runs `add` and puts every file it adds into `group`.
+    pub fn in_group<R>(&mut self, group: StepGroup, add: impl FnOnce(&mut Layout) -> R) -> R {
+        let first = self.files.len();
+        let r = add(self);
+        for f in &mut self.files[first..] {
+            f.group = group;
+        }
+        r
+    }
+
+    /// This layout with every file in `group`.
+    pub fn grouped(mut self, group: StepGroup) -> Self {
+        for f in &mut self.files {
+            f.group = group;
+        }
+        self
+    }
+
     pub fn extend(&mut self, other: Layout) {
         self.dirs.extend(other.dirs);
         self.files.extend(other.files);

@@ -64,6 +64,10 @@ pub trait Step {
     /// Stable and unique within a plan; used in the journal and for checkpoints
     /// (`k3s/file/etc/rancher/k3s/config.yaml`).
     fn id(&self) -> &str;
+    /// Where an upgrade applies it (the install applies steps in plan order).
+    fn group(&self) -> layout::StepGroup {
+        layout::StepGroup::Distribution
+    }
     /// One line for the plan.
     fn describe(&self) -> String;
     /// Looks at the host; changes nothing.

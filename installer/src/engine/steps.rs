@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use airlock_format::error::{Error, Result};
 
 use super::{RunContext, Step, StepState};
-use crate::engine::layout::{FileSource, Layout, PlannedDir, PlannedFile, PlannedLink, PlannedUser};
+use crate::engine::layout::{FileSource, Layout, PlannedDir, PlannedFile, PlannedLink, PlannedUser, StepGroup};
 use crate::host::{FileKind, Host, Perms};
 
 /// The steps for one component's layout, in the order they must run: users (files
@@ -185,6 +185,10 @@ impl Step for FileStep {
         &self.id
     }
 
+    fn group(&self) -> StepGroup {
+        self.file.group
+    }
+
     fn describe(&self) -> String {
         let path = self.file.path.display();
         let mode = self.perms().effective_mode();
@@ -333,6 +337,11 @@ enum DirUndo {
 impl Step for DirStep {
     fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Directories first: everything else is placed into them.
+    fn group(&self) -> StepGroup {
+        StepGroup::Secrets
     }
 
     fn describe(&self) -> String {

@@ -24,7 +24,7 @@ use ring::rand::SecureRandom;
 
 use crate::bundle::images::{write_image_archive, Compression};
 use crate::bundle::staging::{self, Staged};
-use crate::engine::layout::Layout;
+use crate::engine::layout::{Layout, StepGroup};
 use crate::engine::{layout_steps, Plan};
 use crate::host::Host;
 use crate::live::LiveTarget;
@@ -131,9 +131,9 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
             let objects = wiring::wire_charts(&mut input.charts, &m.charts, &site, &manifests_dir)?;
             let r = wiring::InstallReport::new(answers, &m.charts, Some(p));
             if !r.urls.is_empty() {
-                platform.extend(credentials.layout());
+                platform.extend(credentials.layout().grouped(StepGroup::Secrets));
             }
-            platform.extend(objects);
+            platform.extend(objects.grouped(StepGroup::Charts));
             report = Some(r);
         }
         _ => {
@@ -151,7 +151,8 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     // crash in between would make the resumed run generate another and rewrite them.
     let mut layout = Layout::default();
     layout.dir(Path::new(state::CLUSTER_TOKEN_PATH).parent().expect("token path has a parent"), 0o700);
-    layout.secret_file(state::CLUSTER_TOKEN_PATH, token.expose().as_bytes().to_vec());
+    layout
+        .in_group(StepGroup::Secrets, |l| l.secret_file(state::CLUSTER_TOKEN_PATH, token.expose().as_bytes().to_vec()));
     let platform_paths: Vec<PathBuf> = platform.files.iter().map(|f| f.path.clone()).collect();
     layout.extend(platform);
     layout.extend(distribution::render(&input)?);
@@ -167,11 +168,14 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     for f in inventory.files.iter_mut().filter(|f| platform_paths.contains(&f.path)) {
         f.sha256 = None;
     }
-    layout.file(state::INVENTORY_PATH, 0o644, inventory.to_json());
-    layout.file(state::RELEASE_PATH, 0o644, release_record(&staged, &profile)?);
-    if let Some(r) = &report {
-        layout.file(state::REPORT_PATH, 0o644, r.to_json());
-    }
+    let release = release_record(&staged, &profile)?;
+    layout.in_group(StepGroup::Records, |l| {
+        l.file(state::INVENTORY_PATH, 0o644, inventory.to_json());
+        l.file(state::RELEASE_PATH, 0o644, release);
+        if let Some(r) = &report {
+            l.file(state::REPORT_PATH, 0o644, r.to_json());
+        }
+    });
     let kind = distribution::product_name(dist.kind).to_lowercase();
     steps.extend(layout_steps(&kind, &layout, &staged.dir));
     // Last: the site trusts a newly introduced key only once the install it came with is done.

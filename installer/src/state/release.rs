@@ -20,9 +20,14 @@ pub struct ReleaseRecord {
     pub created: String,
     /// SHA-256 of the signed manifest: identifies the bundle exactly.
     pub manifest_sha256: String,
+    // Defaulted: a record that names the bundle, version and manifest is enough to
+    // check a delta's base; status shows what it lacks as empty.
+    #[serde(default)]
     pub signer: String,
+    #[serde(default)]
     pub profile: String,
     /// `k3s v1.31.4+k3s1`.
+    #[serde(default)]
     pub distribution: String,
 }
 

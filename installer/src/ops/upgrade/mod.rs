@@ -713,22 +713,9 @@ fn app_database(p: &Prepared) -> Option<(String, String)> {
 /// upgrade); what they need (directories, the PKI, secrets) before, and the records of
 /// the release (inventory, release, report, keys) last. Stable within each group.
 fn upgrade_order(plan: Plan) -> Result<Plan> {
-    fn group(id: &str) -> u8 {
-        let records = [state::INVENTORY_PATH, state::RELEASE_PATH, state::REPORT_PATH];
-        if records.iter().any(|p| id.ends_with(p)) || id == crate::bundle::keys::STEP_ID {
-            5
-        } else if id.contains("/dir/") || id.contains("/pki") || id.contains("/secrets/") || id.starts_with("pki") {
-            0
-        } else if id.contains("/agent/images/") {
-            1
-        } else if id.contains("/server/manifests/") || id.contains("/server/static/") {
-            3
-        } else {
-            2
-        }
-    }
     let mut steps: Vec<Box<dyn Step>> = plan.into_steps();
-    steps.sort_by_key(|s| group(s.id()));
+    // Stable: within a group the install's order (parents before children) holds.
+    steps.sort_by_key(|s| s.group());
     Plan::from_steps(steps)
 }
 
@@ -1028,16 +1015,18 @@ pub fn last_outcome(host: &dyn Host) -> Result<Option<(Outcome, String, Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::layout::Layout;
+    use crate::engine::layout::{Layout, StepGroup};
 
     #[test]
     fn the_upgrade_applies_images_then_the_distribution_then_charts_then_the_records() {
         let mut layout = Layout::default();
-        layout.file(state::INVENTORY_PATH, 0o644, "{}");
-        layout.file("/var/lib/rancher/k3s/server/manifests/app.yaml", 0o644, "a");
+        layout.in_group(StepGroup::Records, |l| l.file(state::INVENTORY_PATH, 0o644, "{}"));
+        layout.in_group(StepGroup::Charts, |l| l.file("/var/lib/rancher/k3s/server/manifests/app.yaml", 0o644, "a"));
         layout.file("/etc/rancher/k3s/config.yaml", 0o600, "c");
-        layout.file("/var/lib/rancher/k3s/agent/images/airlock-images.tar", 0o644, "i");
-        layout.file("/var/lib/airlock/secrets/cluster-token", 0o600, "t");
+        layout.in_group(StepGroup::Images, |l| {
+            l.file("/var/lib/rancher/k3s/agent/images/airlock-images.tar", 0o644, "i")
+        });
+        layout.in_group(StepGroup::Secrets, |l| l.file("/var/lib/airlock/secrets/cluster-token", 0o600, "t"));
         let plan = Plan::from_steps(crate::engine::layout_steps("k3s", &layout, Path::new("/s"))).unwrap();
         let ordered = upgrade_order(plan).unwrap();
         let files: Vec<&str> =

@@ -5,7 +5,7 @@ use airlock_format::error::Result;
 
 use super::scripts::{BIN, KILLALL, UNINSTALL};
 use super::{charts, config_files, data_dirs, images, scripts, DistributionInput};
-use crate::engine::layout::Layout;
+use crate::engine::layout::{Layout, StepGroup};
 
 const SYSTEMD_DIR: &str = "/etc/systemd/system";
 
@@ -22,9 +22,9 @@ pub(super) fn render(input: &DistributionInput, binary: &str, shipped_images: &[
     config_files(&mut layout, input)?;
     data_dirs(&mut layout, input, static_charts);
 
-    images(&mut layout, input, shipped_images);
+    layout.in_group(StepGroup::Images, |l| images(l, input, shipped_images));
     if server {
-        charts::helm_charts(&mut layout, input);
+        layout.in_group(StepGroup::Charts, |l| charts::helm_charts(l, input));
     }
 
     let unit = input.unit();

@@ -18,7 +18,7 @@ use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::manifest::check_entry_path;
 
 use super::{charts, config_files, data_dirs, images, invalid, DistributionInput, TarballEntry, TarballEntryKind};
-use crate::engine::layout::{Layout, PlannedUser};
+use crate::engine::layout::{Layout, PlannedUser, StepGroup};
 
 /// Where [`unpack_rke2_tarball`] unpacks, relative to the staging directory; a file of
 /// the tarball is the staged entry `unpacked/rke2/<path>`.
@@ -67,12 +67,12 @@ pub(super) fn render(input: &DistributionInput, tarball: &[TarballEntry], shippe
         layout.staged(CIS_SYSCTL, 0o644, format!("{RKE2_UNPACK_DIR}/{CIS_SYSCTL_SOURCE}"));
     }
     data_dirs(&mut layout, input, server && charts::any_static(&input.charts));
-    images(&mut layout, input, shipped_images);
+    layout.in_group(StepGroup::Images, |l| images(l, input, shipped_images));
     if server {
         if let Some(p) = &input.storage_provisioner {
-            charts::local_path_provisioner(&mut layout, input, p);
+            layout.in_group(StepGroup::Charts, |l| charts::local_path_provisioner(l, input, p));
         }
-        charts::helm_charts(&mut layout, input);
+        layout.in_group(StepGroup::Charts, |l| charts::helm_charts(l, input));
     }
     // The unit ships in the tarball (lib/systemd/system, found by systemd under
     // /usr/local); RKE2 does not start it itself: airlock enables it, and in live mode

@@ -40,7 +40,7 @@ use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::engine::layout::Layout;
+use crate::engine::layout::{Layout, StepGroup};
 use crate::engine::{layout_steps, Step};
 use crate::host::Host;
 use crate::site::answers::{Address, Answers, PkiMode, Secret, REDACTED};
@@ -466,6 +466,6 @@ impl SitePki {
 
     /// The engine steps that write [`SitePki::layout`] (ids `pki/file/etc/airlock/pki/…`).
     pub fn steps(&self) -> Vec<Box<dyn Step>> {
-        layout_steps("pki", &self.layout(), Path::new(state::PKI_DIR))
+        layout_steps("pki", &self.layout().grouped(StepGroup::Secrets), Path::new(state::PKI_DIR))
     }
 }
