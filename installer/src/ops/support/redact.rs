@@ -90,6 +90,35 @@ impl Format {
     }
 }
 
+/// A text rule: a pattern (counted under its rule name), or the generated values.
+enum Rule {
+    Pattern(&'static str, fn(&str) -> (String, usize)),
+    Generated,
+}
+
+/// The text rules, in the order they run (after JSON objects on a line).
+const TEXT_RULES: [Rule; 10] = [
+    Rule::Pattern(RULE_PRIVATE_KEY, text::private_keys),
+    Rule::Pattern(RULE_SECRET_DATA, text::secret_data),
+    Rule::Generated,
+    Rule::Pattern(RULE_JOIN_TOKEN, text::join_tokens),
+    Rule::Pattern(RULE_CONNECTION, text::connection_strings),
+    Rule::Pattern(RULE_CONNECTION, text::url_passwords),
+    Rule::Pattern(RULE_ENV, text::env_assignments),
+    Rule::Pattern(RULE_ENV, text::env_pairs),
+    Rule::Pattern(RULE_CREDENTIAL, text::credential_fields),
+    Rule::Pattern(RULE_CREDENTIAL, text::bearer_tokens),
+];
+
+/// The text rules that need no context.
+const CONTEXT_FREE_RULES: [Rule; 5] = [
+    Rule::Pattern(RULE_PRIVATE_KEY, text::private_keys),
+    Rule::Generated,
+    Rule::Pattern(RULE_JOIN_TOKEN, text::join_tokens),
+    Rule::Pattern(RULE_CONNECTION, text::url_passwords),
+    Rule::Pattern(RULE_CREDENTIAL, text::bearer_tokens),
+];
+
 /// Redacts text with the site's generated secret values and the fixed rules.
 pub struct Redactor {
     /// Literal forms to replace, longest first (so a value containing another is
@@ -136,7 +165,7 @@ impl Redactor {
         self.redact_as(text, Format::of(name))
     }
 
-    pub fn redact_as(&self, text: &str, format: Format) -> (String, Counts) {
+    fn redact_as(&self, text: &str, format: Format) -> (String, Counts) {
         let mut counts = Counts::new();
         let out = self.document(text, format, 0, &mut counts);
         (out, counts)
@@ -170,37 +199,42 @@ impl Redactor {
             let mut doc = tree::Tree::parse(json, Format::Json)?;
             doc.redact(self, depth + 1, counts).then(|| doc.emit(json))
         });
-        let (t, n) = text::private_keys(&t);
-        add(counts, RULE_PRIVATE_KEY, n);
-        let (t, n) = text::secret_data(&t);
-        add(counts, RULE_SECRET_DATA, n);
-        let t = self.generated(&t, counts);
-        let (t, n) = text::join_tokens(&t);
-        add(counts, RULE_JOIN_TOKEN, n);
-        let (t, n) = text::connection_strings(&t);
-        add(counts, RULE_CONNECTION, n);
-        let (t, n) = text::env_assignments(&t);
-        add(counts, RULE_ENV, n);
-        let (t, n) = text::credential_fields(&t);
-        add(counts, RULE_CREDENTIAL, n);
-        let (t, n) = text::bearer_tokens(&t);
-        add(counts, RULE_CREDENTIAL, n);
-        t
+        self.apply(&t, &TEXT_RULES, counts)
     }
 
     /// The rules that need no context, for what a parsed document keeps as text (keys,
     /// comments).
     fn context_free(&self, text: &str, counts: &mut Counts) -> String {
-        let (t, n) = text::private_keys(text);
-        add(counts, RULE_PRIVATE_KEY, n);
-        let t = self.generated(&t, counts);
-        let (t, n) = text::join_tokens(&t);
-        add(counts, RULE_JOIN_TOKEN, n);
-        let (t, n) = text::url_passwords(&t);
-        add(counts, RULE_CONNECTION, n);
-        let (t, n) = text::bearer_tokens(&t);
-        add(counts, RULE_CREDENTIAL, n);
+        self.apply(text, &CONTEXT_FREE_RULES, counts)
+    }
+
+    fn apply(&self, text: &str, rules: &[Rule], counts: &mut Counts) -> String {
+        let mut t = text.to_string();
+        for rule in rules {
+            t = match rule {
+                Rule::Pattern(name, f) => {
+                    let (clean, n) = f(&t);
+                    add(counts, name, n);
+                    clean
+                }
+                Rule::Generated => self.generated(&t, counts),
+            };
+        }
         t
+    }
+
+    /// The rule a value replaced by meaning counts under: the one the text rules would
+    /// have named first (a private key block; a generated value, except in Secret data),
+    /// else the one that found it. So the cluster token under `token:` still counts as
+    /// the generated value it is.
+    fn rule_by_value(&self, value: &str, found_by: &'static str) -> &'static str {
+        if text::private_keys(value).1 > 0 {
+            RULE_PRIVATE_KEY
+        } else if found_by != RULE_SECRET_DATA && self.values.iter().any(|v| value.contains(v.as_str())) {
+            RULE_GENERATED
+        } else {
+            found_by
+        }
     }
 
     /// Every generated value, wherever it is.

@@ -177,3 +177,16 @@ fn join_tokens_connection_strings_and_pgp_keys_go_in_any_text() {
     assert_eq!(c[RULE_PRIVATE_KEY], 1, "{c:?}");
     assert_eq!(c[RULE_ENV], 3, "{c:?}");
 }
+
+#[test]
+fn env_pairs_in_kubectl_output_cut_at_the_size_limit_go_by_the_text_rules() {
+    let yaml = "items:\n- kind: Pod\n  spec:\n    containers:\n    - env:\n      - name: DB_PASSWORD\n        \
+                value: cut-pass-1\n      - name: MODE\n        value: fast\n  status: {phase: Runn";
+    let json = "{\n  \"env\": [\n    {\n      \"name\": \"API_TOKEN\",\n      \"value\": \"cut-pass-2\",\n    \
+                  \"x\": 1\n    },\n    {\n      \"name\": \"MODE\",\n      \"value\": \"fast\"";
+    for (name, text, gone) in [("cluster/pods.yaml", yaml, "cut-pass-1"), ("cluster/pods.json", json, "cut-pass-2")] {
+        let (t, c) = redact_file(name, text);
+        assert!(!t.contains(gone) && t.contains("fast"), "{t}");
+        assert_eq!(c[RULE_ENV], 1, "{c:?}");
+    }
+}

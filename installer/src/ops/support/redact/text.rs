@@ -271,6 +271,30 @@ pub(super) fn env_assignments(text: &str) -> (String, usize) {
     (t.into_owned(), n)
 }
 
+/// An env var as a container lists it, in YAML or pretty JSON that did not parse (cut
+/// at the size limit): `- name: DB_PASSWORD` and, aligned on the next line, `value: …`.
+pub(super) fn env_pairs(text: &str) -> (String, usize) {
+    static PAIR: OnceLock<Regex> = OnceLock::new();
+    let pair = re(
+        &PAIR,
+        r#"(?m)^([ \t]*(?:- )?)"?name"?[ \t]*:[ \t]*["']?([A-Za-z_][A-Za-z0-9_.\-]*)["']?,?[ \t]*\r?\n([ \t]*)"?value"?[ \t]*:[ \t]*(.*)$"#,
+    );
+    let mut n = 0;
+    let t = pair.replace_all(text, |c: &Captures| {
+        let value = c[4].trim_end();
+        if c[3].len() != c[1].len() || !says_secret(&c[2]) || is_harmless_value(value) {
+            return c[0].to_string();
+        }
+        n += 1;
+        let whole = c.get(0).expect("match");
+        let head = &c[0][..c.get(4).expect("value").start() - whole.start()];
+        let quoted = if value.starts_with('"') { format!("\"{REDACTED}\"") } else { REDACTED.to_string() };
+        let comma = if value.ends_with(',') { "," } else { "" };
+        format!("{head}{quoted}{comma}")
+    });
+    (t.into_owned(), n)
+}
+
 /// YAML/INI fields at a line's start, JSON fields anywhere, `--flag=value`/`--flag
 /// value`.
 pub(super) fn credential_fields(text: &str) -> (String, usize) {
@@ -378,7 +402,7 @@ pub(super) fn url_passwords(text: &str) -> (String, usize) {
 }
 
 /// Connection strings: `password=…` (libpq, query strings), `Password=…;` (ADO.NET,
-/// JDBC properties), `pwd=…`, and the password in URLs.
+/// JDBC properties), `pwd=…` (URLs are [`url_passwords`]).
 pub(super) fn connection_strings(text: &str) -> (String, usize) {
     static PAIR: OnceLock<Regex> = OnceLock::new();
     // `\b` before the name: `DB_PASSWORD=` is an env assignment, the env rule's.
@@ -391,8 +415,7 @@ pub(super) fn connection_strings(text: &str) -> (String, usize) {
         n += 1;
         format!("{}{}{REDACTED}", &c[1], &c[2])
     });
-    let (t, m) = url_passwords(&t);
-    (t, n + m)
+    (t.into_owned(), n)
 }
 
 /// K3s join tokens, `K10<CA hash>::<user>:<password>`, whole.

@@ -160,7 +160,7 @@ impl Walk<'_> {
 
     /// The value of a key that says credential. A mapping is judged key by key (`auth:
     /// {username, password}`, `secret: {secretName}`); anything else goes whole.
-    fn credential(&mut self, v: &mut Value, rule: &str) -> bool {
+    fn credential(&mut self, v: &mut Value, rule: &'static str) -> bool {
         match v {
             Value::Mapping(m) => self.mapping(m),
             _ => self.every_string(v, rule),
@@ -169,7 +169,7 @@ impl Walk<'_> {
 
     /// Every string at or below `v` (`bindCredential: [...]`, `credentials: [{type,
     /// value}]`); `true`/`false`/`null` and numbers stay.
-    fn every_string(&mut self, v: &mut Value, rule: &str) -> bool {
+    fn every_string(&mut self, v: &mut Value, rule: &'static str) -> bool {
         match v {
             Value::String(_) => self.replace(v, rule),
             Value::Sequence(s) => s.iter_mut().fold(false, |changed, v| self.every_string(v, rule) | changed),
@@ -179,8 +179,9 @@ impl Walk<'_> {
         }
     }
 
-    /// `v` replaced whole, unless there is nothing to hide (empty, null, done already).
-    fn replace(&mut self, v: &mut Value, rule: &str) -> bool {
+    /// `v` replaced whole, unless there is nothing to hide (empty, null, done already),
+    /// and counted once.
+    fn replace(&mut self, v: &mut Value, rule: &'static str) -> bool {
         let nothing = match v {
             Value::Null => true,
             Value::String(s) => s.is_empty() || s == REDACTED,
@@ -189,6 +190,7 @@ impl Walk<'_> {
         if nothing {
             return false;
         }
+        let rule = v.as_str().map_or(rule, |s| self.r.rule_by_value(s, rule));
         *v = Value::String(REDACTED.to_string());
         add(self.counts, rule, 1);
         true
