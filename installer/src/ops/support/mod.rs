@@ -217,7 +217,7 @@ impl Bundle<'_> {
     /// Adds text under `name`, redacted, cut at `limit` bytes.
     fn add_text(&mut self, name: &str, source: &str, text: &str, limit: usize) {
         let (text, truncated) = cut(text, limit);
-        let (mut clean, counts) = self.redactor.redact(text);
+        let (mut clean, counts) = self.redactor.redact_file(name, text);
         if truncated {
             clean.push_str(&format!("\n[airlock: cut at {limit} bytes]\n"));
         }
