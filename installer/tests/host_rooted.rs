@@ -2,6 +2,9 @@
 //! and the recording double. Where the real tool exists here (`systemctl --root`,
 //! `useradd --prefix`), the files we leave are compared with the ones it leaves.
 
+// Tests lay out fixtures and hostile roots with std::fs and run real tools.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
