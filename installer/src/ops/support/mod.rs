@@ -494,7 +494,9 @@ fn preflight(b: &mut Bundle<'_>, inv: Option<&Inventory>, release: Option<&Relea
     }
     let root = b.host.root().to_path_buf();
     let opts = CollectOptions { fsync_probe: None, ..CollectOptions::default() };
-    let facts = collect_facts(&root, &root.join(data_dir.strip_prefix("/").unwrap_or(&data_dir)), &opts);
+    // A data directory that cannot be resolved inside the root is measured at the root.
+    let data_dir = b.host.real_path(&data_dir).unwrap_or_else(|_| root.clone());
+    let facts = collect_facts(&root, &data_dir, &opts);
     b.add_json("host/facts.json", "preflight host facts", &facts);
 }
 
