@@ -16,6 +16,9 @@
 //! - [`statements`]: vendor key rotation and revocation statements.
 //! - [`delta`]: delta bundles that leave out what the previous release has.
 
+// A library reports through its Reporter and its return values; only a binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod create;
 pub mod delta;
 pub mod deps;

@@ -19,6 +19,9 @@
 //! - [`checksums`]: the `sha256sum --tag` sidecar and its signature.
 //! - [`oci`]: the OCI image layout carried inside the bundle.
 
+// A library reports through its Reporter and its return values; only a binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod checksums;
 pub mod digest;
 pub mod error;

@@ -15,6 +15,9 @@
 //!
 //! Reading the bundle itself is `airlock_format::read`.
 
+// A library reports through its Reporter and its return values; only a binary prints.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod bundle;
 pub mod engine;
 pub mod host;

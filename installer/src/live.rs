@@ -10,7 +10,6 @@
 //! The waits are idempotent: a re-run after a timeout (or a reboot) starts the unit
 //! again (a no-op when it runs) and re-reads the state from the top.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use airlock_format::error::{Error, ErrorKind, Result};
@@ -18,7 +17,7 @@ use airlock_format::manifest::DistributionKind;
 use airlock_format::report::{Event, Reporter};
 use serde::{Deserialize, Serialize};
 
-use crate::host::Host;
+use crate::host::{Host, Kube};
 
 /// The namespace the `HelmChart` objects live in: where K3s and RKE2 keep their own,
 /// and exempt from the CIS profile's restricted Pod Security (the helm Jobs run there).
@@ -34,7 +33,7 @@ pub struct LiveTarget {
     pub node: String,
     /// Servers only: the kubectl binary and the admin kubeconfig the distribution
     /// writes; agents have no API credentials, so only their unit is waited for.
-    pub kubectl: Option<(PathBuf, PathBuf)>,
+    pub kubectl: Option<Kube>,
     /// `HelmChart` objects whose install jobs must succeed (servers only).
     pub charts: Vec<String>,
 }
@@ -166,18 +165,10 @@ fn timed_out(target: &LiveTarget, what: &str, seen: &str, timeout: Duration) -> 
     ))
 }
 
-fn kubectl(host: &dyn Host, k: &(PathBuf, PathBuf), args: &[&str]) -> Result<crate::host::CommandOutput> {
-    let bin = k.0.to_string_lossy();
-    let cfg = k.1.to_string_lossy();
-    let mut argv = vec![bin.as_ref(), "--kubeconfig", cfg.as_ref()];
-    argv.extend_from_slice(args);
-    host.run(&argv)
-}
-
 /// `None` when Ready; otherwise what was seen.
-fn node_ready(host: &dyn Host, k: &(PathBuf, PathBuf), node: &str) -> Result<Option<String>> {
+fn node_ready(host: &dyn Host, k: &Kube, node: &str) -> Result<Option<String>> {
     let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
-    let out = kubectl(host, k, &["get", "node", node, "-o", jsonpath])?;
+    let out = k.run(host, &["get", "node", node, "-o", jsonpath])?;
     if !out.success() {
         return Ok(Some(format!("kubectl: {}", out.stderr.trim())));
     }
@@ -197,13 +188,10 @@ fn unit_active(host: &dyn Host, unit: &str) -> Result<Option<String>> {
 }
 
 /// `None` once helm-controller's install job for the chart has succeeded.
-fn job_succeeded(host: &dyn Host, k: &(PathBuf, PathBuf), chart: &str) -> Result<Option<String>> {
+fn job_succeeded(host: &dyn Host, k: &Kube, chart: &str) -> Result<Option<String>> {
     let job = format!("job/helm-install-{chart}");
-    let out = kubectl(
-        host,
-        k,
-        &["-n", HELM_CHART_NAMESPACE, "get", &job, "-o", "jsonpath={.status.succeeded}/{.status.failed}"],
-    )?;
+    let out =
+        k.run(host, &["-n", HELM_CHART_NAMESPACE, "get", &job, "-o", "jsonpath={.status.succeeded}/{.status.failed}"])?;
     if !out.success() {
         return Ok(Some(format!("kubectl: {}", out.stderr.trim())));
     }
@@ -356,7 +344,7 @@ mod tests {
             kind: DistributionKind::K3s,
             unit: "k3s.service".into(),
             node: "n1".into(),
-            kubectl: Some(("/usr/local/bin/kubectl".into(), "/etc/rancher/k3s/k3s.yaml".into())),
+            kubectl: Some(Kube::new("/usr/local/bin/kubectl", "/etc/rancher/k3s/k3s.yaml")),
             charts: vec!["hello".into(), "notes".into()],
         }
     }
@@ -371,13 +359,28 @@ mod tests {
             .collect()
     }
 
-    const NODE: &[&str] = &["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "get", "node"];
+    const NODE: &[&str] = &[
+        "/usr/local/bin/kubectl",
+        "--kubeconfig",
+        "/etc/rancher/k3s/k3s.yaml",
+        "--request-timeout=15s",
+        "get",
+        "node",
+    ];
     fn job(chart: &str) -> Vec<String> {
-        ["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "-n", "kube-system", "get"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([format!("job/helm-install-{chart}")])
-            .collect()
+        [
+            "/usr/local/bin/kubectl",
+            "--kubeconfig",
+            "/etc/rancher/k3s/k3s.yaml",
+            "--request-timeout=15s",
+            "-n",
+            "kube-system",
+            "get",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("job/helm-install-{chart}")])
+        .collect()
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The shipped profiles and example answers, the errors an operator sees for a bad
 //! answers file, and the wizard driven by scripted input.
 
+// Tests lay out fixtures and hostile roots with std::fs and run real tools.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 

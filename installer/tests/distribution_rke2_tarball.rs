@@ -9,6 +9,9 @@
 //! symlink, hard link, device, FIFO, setuid, duplicate) is refused as `Unsafe` and
 //! leaves nothing behind, in staging or outside it.
 
+// Tests lay out fixtures and hostile roots with std::fs and run real tools.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //! (`crash_child_applies_the_fixture_plan`) with `AIRLOCK_TEST_CRASH_AFTER` set, so
 //! the child really dies with `abort()` mid-install, as a kill or power loss would.
 
+// Tests lay out fixtures and hostile roots with std::fs and run real tools.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

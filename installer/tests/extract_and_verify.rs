@@ -6,6 +6,9 @@
 //! code follows the kind of the first problem, and the signed checksum sidecar names
 //! the damaged, missing, duplicated or swapped part file.
 
+// Tests lay out fixtures and hostile roots with std::fs and run real tools.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 #[path = "../../format/tests/forge/mod.rs"]
 mod forge;
 

@@ -2,6 +2,9 @@
 //! and the recording double. Where the real tool exists here (`systemctl --root`,
 //! `useradd --prefix`), the files we leave are compared with the ones it leaves.
 
+// Tests lay out fixtures and hostile roots with std::fs and run real tools.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -9,7 +12,7 @@ use std::process::Command;
 
 use airlock_format::error::ErrorKind;
 use airlock_installer::engine::layout::PlannedUser;
-use airlock_installer::host::{CommandOutput, Host, HostCall, Perms, RecordingHost, RootedHost};
+use airlock_installer::host::{CommandOutput, FileKind, Host, HostCall, Perms, RecordingHost, RootedHost};
 
 const K3S_UNIT: &str = "[Unit]\nDescription=Lightweight Kubernetes\n[Service]\nExecStart=/usr/local/bin/k3s server\n[Install]\nWantedBy=multi-user.target\n";
 const RKE2_UNIT: &str = "[Unit]\nDescription=Rancher Kubernetes Engine v2 (server)\n[Service]\nExecStart=/usr/local/bin/rke2 server\n[Install]\nWantedBy=multi-user.target\n";
@@ -355,4 +358,89 @@ fn a_file_with_other_names_is_linked_again_only_when_its_mode_stays() {
         assert_eq!((m.mode() & 0o777, m.nlink()), (0o644, 3), "{}", name.display());
     }
     assert_eq!(fs::read(dir.path().join("root/var/lib/keep/b.tar")).unwrap(), b"image archive");
+}
+
+#[test]
+fn directories_are_listed_by_name_without_following_links_and_renamed_within_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = rooted(&dir.path().join("root"));
+    write(&host, "/srv/b", "b").unwrap();
+    write(&host, "/srv/a/inner", "a").unwrap();
+    host.symlink(Path::new("/srv/c"), Path::new("/nowhere")).unwrap();
+    let listed: Vec<(String, FileKind)> =
+        host.list_dir(Path::new("/srv")).unwrap().unwrap().into_iter().map(|e| (e.name, e.kind)).collect();
+    assert_eq!(
+        listed,
+        [("a".to_string(), FileKind::Dir), ("b".to_string(), FileKind::File), ("c".to_string(), FileKind::Symlink)]
+    );
+    assert_eq!(host.list_dir(Path::new("/missing")).unwrap(), None);
+    assert!(host.list_dir(Path::new("/srv/b")).is_err(), "a file is not listed");
+
+    host.rename(Path::new("/srv/a"), Path::new("/opt/kept/a")).unwrap();
+    assert_eq!(fs::read_to_string(dir.path().join("root/opt/kept/a/inner")).unwrap(), "a");
+    assert!(host.metadata(Path::new("/srv/a")).unwrap().is_none());
+    assert!(host.rename(Path::new("/srv/gone"), Path::new("/srv/x")).is_err(), "nothing to rename");
+}
+
+#[test]
+fn metadata_counts_hard_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = rooted(&dir.path().join("root"));
+    write(&host, "/one", "x").unwrap();
+    assert_eq!(host.metadata(Path::new("/one")).unwrap().unwrap().nlink, 1);
+    fs::hard_link(dir.path().join("root/one"), dir.path().join("root/two")).unwrap();
+    assert_eq!(host.metadata(Path::new("/one")).unwrap().unwrap().nlink, 2);
+}
+
+#[test]
+fn resolve_dir_creates_below_the_root_and_refuses_a_symlink_escape() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let host = rooted(&root);
+    let canonical_root = fs::canonicalize(&root).unwrap();
+
+    // An absolute link restarts at the root: the directory lands inside it.
+    fs::create_dir_all(root.join("var")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("var/lib")).unwrap();
+    let made = host.resolve_dir(Path::new("/var/lib/airlock/staging"), 0o755).unwrap();
+    assert!(made.starts_with(&canonical_root), "{} is below the root", made.display());
+    assert!(made.is_dir());
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing outside the root");
+
+    // A relative link that climbs out is refused, and the error names the link.
+    std::os::unix::fs::symlink("../../outside", root.join("var/spool")).unwrap();
+    let err = host.resolve_dir(Path::new("/var/spool/x"), 0o755).unwrap_err();
+    assert!(err.to_string().contains("the symlink /var/spool"), "{err}");
+    // A link in the directory's own place is not followed.
+    std::os::unix::fs::symlink("/elsewhere", root.join("var/run")).unwrap();
+    let err = host.resolve_dir(Path::new("/var/run"), 0o755).unwrap_err();
+    assert!(err.to_string().contains("/var/run"), "{err}");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+
+    assert_eq!(
+        host.real_path(Path::new("/var/lib/airlock")).unwrap(),
+        canonical_root.join(outside.strip_prefix("/").unwrap()).join("airlock")
+    );
+}
+
+#[test]
+fn recording_host_records_listing_renames_and_resolved_directories() {
+    let host = RecordingHost::new(false).unwrap();
+    host.resolve_dir(Path::new("/var/lib/airlock/staging"), 0o755).unwrap();
+    host.list_dir(Path::new("/var/lib/airlock")).unwrap();
+    host.rename(Path::new("/var/lib/airlock/staging"), Path::new("/var/lib/airlock/kept")).unwrap();
+    host.real_path(Path::new("/var/lib/airlock/kept")).unwrap();
+    let calls = host.calls();
+    assert_eq!(
+        calls,
+        [
+            HostCall::ResolveDir { path: "/var/lib/airlock/staging".into(), mode: 0o755 },
+            HostCall::ListDir { path: "/var/lib/airlock".into() },
+            HostCall::Rename { from: "/var/lib/airlock/staging".into(), to: "/var/lib/airlock/kept".into() },
+            HostCall::RealPath { path: "/var/lib/airlock/kept".into() },
+        ]
+    );
+    assert_eq!(calls.iter().filter(|c| c.changes_host()).count(), 2);
 }

@@ -32,10 +32,22 @@ impl Clock for TestClock {
     }
 }
 
-/// `kubectl ARGS` as the installer runs it on a K3s server (its binary and the admin
-/// kubeconfig), for scripting the recording host's answers.
+/// `kubectl ARGS` as the installer runs it on a K3s server (its binary, the admin
+/// kubeconfig and the request timeout every request carries), for scripting the
+/// recording host's answers.
 pub fn kubectl(args: &[&str]) -> Vec<String> {
-    ["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml"]
+    kubectl_with_timeout("15s", args)
+}
+
+/// As [`kubectl`], for a stream as long as its data (`exec` of a database dump): no
+/// request timeout (`0s`).
+pub fn kubectl_streaming(args: &[&str]) -> Vec<String> {
+    kubectl_with_timeout("0s", args)
+}
+
+fn kubectl_with_timeout(timeout: &str, args: &[&str]) -> Vec<String> {
+    let timeout = format!("--request-timeout={timeout}");
+    ["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", &timeout]
         .iter()
         .chain(args)
         .map(|s| s.to_string())

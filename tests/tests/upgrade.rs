@@ -21,7 +21,7 @@ use airlock_installer::ops::install::prepare;
 use airlock_installer::ops::upgrade::{self, UpgradeOptions, EXIT_POLICY, EXIT_ROLLED_BACK};
 use airlock_installer::site::answers::Answers;
 use airlock_tests::build_demo_variant;
-use airlock_tests::live::{expect_healthy_demo_endpoints, kubectl, TestClock};
+use airlock_tests::live::{expect_healthy_demo_endpoints, kubectl, kubectl_streaming, TestClock};
 use airlock_tests::tree::{installed_tree as tree, walk};
 use airlock_tests::{cargo_bin, demo_dir};
 
@@ -504,7 +504,7 @@ fn expect_servers(host: &RecordingHost, servers: &[(&str, &str)]) {
         .iter()
         .map(|(n, r)| serde_json::json!({"metadata": {"name": n}, "status": {"conditions": [{"type": "Ready", "status": r}]}}))
         .collect();
-    let list = kubectl(&["--request-timeout=15s", "get", "nodes", "-l", "node-role.kubernetes.io/control-plane"]);
+    let list = kubectl(&["get", "nodes", "-l", "node-role.kubernetes.io/control-plane"]);
     host.expect_command(&refs(&list), CommandOutput::ok(serde_json::json!({ "items": items }).to_string()));
 }
 
@@ -539,7 +539,7 @@ fn failed_live_upgrade(
     // the node never gets Ready within the gate (13 polls over 60 s); once v1 is back
     // it is Ready, its charts are installed and its endpoints answer.
     host.expect_command(&["k3s", "etcd-snapshot", "save"], CommandOutput::ok("Snapshot airlock-upgrade saved"));
-    let dump = kubectl(&["-n", "app", "exec"]);
+    let dump = kubectl_streaming(&["-n", "app", "exec"]);
     host.expect_command(&refs(&dump), CommandOutput::ok("-- PostgreSQL database dump\n"));
     let node = kubectl(&["get", "node", "demo-node"]);
     host.expect_command(&refs(&node), CommandOutput::ok("True"));
@@ -591,7 +591,7 @@ fn another_server_not_ready_refuses_the_upgrade_before_the_backup_unless_overrid
     // not matter) and the journal says what was overridden.
     expect_servers(&host, &[("demo-node", "True"), ("server-2", "False")]);
     host.expect_command(&["k3s", "etcd-snapshot", "save"], CommandOutput::ok("Snapshot airlock-upgrade saved"));
-    let dump = kubectl(&["-n", "app", "exec"]);
+    let dump = kubectl_streaming(&["-n", "app", "exec"]);
     host.expect_command(&refs(&dump), CommandOutput::ok("-- PostgreSQL database dump\n"));
     let node = kubectl(&["get", "node", "demo-node"]);
     host.expect_command(&refs(&node), CommandOutput::ok("False"));

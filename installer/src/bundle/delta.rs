@@ -115,7 +115,14 @@ pub fn read_profiles_for_site(
     let installed = crate::state::ReleaseRecord::load_at(root)?;
     let label = installed.as_ref().map(|r| format!("{} {}", r.bundle, r.version));
     check_delta_base_named(&m, installed.as_ref().map(|r| r.manifest_sha256.as_str()), label.as_deref())?;
-    let base = installed.map(|r| r.bundle_dir_at(root));
+    // Found through the host's resolution, like every path under the root.
+    let base = match installed {
+        Some(r) => {
+            let host = crate::host::RootedHost::new(root.to_path_buf(), false)?;
+            Some(crate::host::Host::real_path(&host, &r.bundle_dir())?)
+        }
+        None => None,
+    };
     crate::bundle::profiles::read_profiles_over(files, trusted, base.as_deref(), reporter)
 }
 

@@ -466,6 +466,8 @@ impl Step for KeyStoreStep {
 }
 
 #[cfg(test)]
+// Tests lay out fixtures and hostile roots with std::fs and run real tools.
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
     use super::*;
     use crate::host::RootedHost;

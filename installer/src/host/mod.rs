@@ -9,12 +9,20 @@
 //! - [`RootedHost`]: the real file system under a root (`/` on a live host).
 //! - [`RecordingHost`]: a test double that records every call as a [`HostCall`] and
 //!   answers commands from a script, while doing file work on a temporary root.
+//! - [`Kube`]: the one place kubectl command lines are built (with a request
+//!   timeout), run through [`Host::run`].
+//!
+//! Code outside this module that must hand a directory under the root to something
+//! that works with host paths (the verifying extractor writing staging, a reader of
+//! staged content) asks [`Host::resolve_dir`] or [`Host::real_path`] for it: the path
+//! comes out of the same symlink-safe resolution as every other change.
 //!
 //! Users and units are edited as files under a root (what `useradd --prefix` and
 //! `systemctl --root` would leave behind) and through `useradd`/`systemctl` on a live
 //! host; both live in `system.rs`, written against `&dyn Host`, so the recording double
 //! runs exactly the code a real host runs.
 
+mod kube;
 mod recording;
 mod rooted;
 mod system;
@@ -26,6 +34,7 @@ use std::path::{Path, PathBuf};
 use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+pub use kube::{ready_condition, Kube, KUBE_REQUEST_TIMEOUT};
 pub use recording::{HostCall, RecordingHost};
 pub use rooted::RootedHost;
 
@@ -50,6 +59,16 @@ pub struct Metadata {
     /// Permission bits (`0o7777` mask).
     pub mode: u32,
     pub len: u64,
+    /// Hard links to the file (1 for a file nothing else links to).
+    pub nlink: u64,
+}
+
+/// One entry of a directory listing ([`Host::list_dir`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The entry's name (one path component).
+    pub name: String,
+    pub kind: FileKind,
 }
 
 /// How a file is written: its mode, and whether its content is a secret.
@@ -161,6 +180,15 @@ pub trait Host {
     fn read_file(&self, path: &Path) -> Result<Option<Vec<u8>>>;
     /// A symlink's target as stored; `None` when missing, an error when not a link.
     fn read_link(&self, path: &Path) -> Result<Option<PathBuf>>;
+    /// A directory's entries, sorted by name, without following symlinks in it;
+    /// `None` when missing, an error when not a directory. Names that are not UTF-8
+    /// are refused: nothing Airlock lays down has one.
+    fn list_dir(&self, path: &Path) -> Result<Option<Vec<DirEntry>>>;
+    /// The host path a target path resolves to (every symlink followed *inside* the
+    /// root, the final one too); nothing is created. For handing something under the
+    /// root to code that reads host paths: staged bundle content, the source of
+    /// [`Host::copy_file`].
+    fn real_path(&self, path: &Path) -> Result<PathBuf>;
 
     // --- changing files ------------------------------------------------------------
     /// Writes a file atomically (temp file in the same directory, fsync, rename,
@@ -184,6 +212,14 @@ pub trait Host {
     fn remove_dir(&self, path: &Path) -> Result<bool>;
     /// Removes a directory tree without following symlinks; a missing path is fine.
     fn remove_all(&self, path: &Path) -> Result<()>;
+    /// Renames `from` to `to` within the root, atomically, replacing a file or an empty
+    /// directory at `to`; neither final component is followed. Missing parents of `to`
+    /// are created 0755.
+    fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Makes sure a directory exists with `mode` as [`Host::create_dir`] does (a
+    /// symlink in its place is refused, not followed) and returns its host path: the
+    /// one directory code outside the seam (the verifying extractor) may write below.
+    fn resolve_dir(&self, path: &Path, mode: u32) -> Result<PathBuf>;
 
     // --- system --------------------------------------------------------------------
     /// Whether a user of that name exists.

@@ -16,7 +16,7 @@ use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use super::PlannedUser;
-use super::{system, CommandOutput, Host, HostLock, Metadata, Perms, RootedHost};
+use super::{system, CommandOutput, DirEntry, Host, HostLock, Metadata, Perms, RootedHost};
 
 /// Content larger than this is recorded by length only.
 const MAX_RECORDED_CONTENT: usize = 64 * 1024;
@@ -35,6 +35,12 @@ pub enum HostCall {
         path: PathBuf,
     },
     ReadLink {
+        path: PathBuf,
+    },
+    ListDir {
+        path: PathBuf,
+    },
+    RealPath {
         path: PathBuf,
     },
     /// `mode` is the mode the file really got; `content` is the text written, absent
@@ -70,6 +76,14 @@ pub enum HostCall {
     RemoveAll {
         path: PathBuf,
     },
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    ResolveDir {
+        path: PathBuf,
+        mode: u32,
+    },
     UserExists {
         name: String,
     },
@@ -104,6 +118,8 @@ impl HostCall {
                 | HostCall::OpenFile { .. }
                 | HostCall::ReadFile { .. }
                 | HostCall::ReadLink { .. }
+                | HostCall::ListDir { .. }
+                | HostCall::RealPath { .. }
                 | HostCall::UserExists { .. }
                 | HostCall::UnitEnabled { .. }
         )
@@ -224,6 +240,16 @@ impl Host for RecordingHost {
         self.files.read_link(path)
     }
 
+    fn list_dir(&self, path: &Path) -> Result<Option<Vec<DirEntry>>> {
+        self.record(HostCall::ListDir { path: path.to_path_buf() });
+        self.files.list_dir(path)
+    }
+
+    fn real_path(&self, path: &Path) -> Result<PathBuf> {
+        self.record(HostCall::RealPath { path: path.to_path_buf() });
+        self.files.real_path(path)
+    }
+
     fn write_file(&self, path: &Path, content: &mut dyn Read, perms: Perms) -> Result<u64> {
         let mut tee = Tee { inner: content, seen: Vec::new(), len: 0, keep: !perms.secret };
         let result = self.files.write_file(path, &mut tee, perms);
@@ -277,6 +303,16 @@ impl Host for RecordingHost {
     fn remove_all(&self, path: &Path) -> Result<()> {
         self.record(HostCall::RemoveAll { path: path.to_path_buf() });
         self.files.remove_all(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.record(HostCall::Rename { from: from.to_path_buf(), to: to.to_path_buf() });
+        self.files.rename(from, to)
+    }
+
+    fn resolve_dir(&self, path: &Path, mode: u32) -> Result<PathBuf> {
+        self.record(HostCall::ResolveDir { path: path.to_path_buf(), mode });
+        self.files.resolve_dir(path, mode)
     }
 
     fn user_exists(&self, name: &str) -> Result<bool> {

@@ -59,14 +59,20 @@ pub struct Prepared {
 /// target outside `<root>/var/lib/airlock/staging`.
 pub fn stage(bundle: &Path, trusted: &[PublicKey], host: &dyn Host, reporter: &dyn Reporter) -> Result<Staged> {
     let files = BundleFiles::locate(bundle)?;
-    let dir = host.root().join(state::INSTALL_STAGING.trim_start_matches('/'));
-    let staging_root = dir.parent().expect("staging has a parent");
-    fs::create_dir_all(staging_root).at(staging_root)?;
-    // Every run verifies again from the medium: staging is never trusted across runs.
-    if fs::symlink_metadata(&dir).is_ok() {
-        fs::remove_dir_all(&dir).at(&dir)?;
-    }
+    let dir = staging_dir(host, Path::new(state::INSTALL_STAGING))?;
     staging::extract_with_image_archive(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, reporter)
+}
+
+/// The host path of a fresh staging directory at target path `staging` (which the
+/// verifying extractor then creates): whatever a previous run left there is removed,
+/// since staging is never trusted across runs, and its parent is made through the
+/// host's symlink-safe resolution, so staging lands below the root whatever links
+/// are on the way.
+pub fn staging_dir(host: &dyn Host, staging: &Path) -> Result<PathBuf> {
+    host.remove_all(staging)?;
+    let parent = staging.parent().expect("staging has a parent");
+    let name = staging.file_name().expect("staging has a name");
+    Ok(host.resolve_dir(parent, 0o755)?.join(name))
 }
 
 /// Verifies the bundle into staging and plans the install.
@@ -110,6 +116,7 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     // (`staging::extract`) gets it written from its layout here.
     let out = staged.path(IMAGE_ARCHIVE_ENTRY);
     if !m.images.is_empty() && !out.is_file() {
+        #[allow(clippy::disallowed_methods)] // inside the staging directory the host resolved
         fs::create_dir_all(out.parent().expect("entry has a parent")).at(&out)?;
         write_image_archive(&staged.path("oci"), &out, Compression::None, 0)?;
     }
@@ -207,12 +214,12 @@ fn inventory(layout: &Layout, staged: &Staged, input: &DistributionInput) -> Inv
 /// first start and the charts to wait for.
 fn live_target(input: &DistributionInput) -> LiveTarget {
     let kind = input.kind();
-    let kubectl = input.role.is_server().then(|| match kind {
-        DistributionKind::K3s => (PathBuf::from("/usr/local/bin/kubectl"), PathBuf::from("/etc/rancher/k3s/k3s.yaml")),
-        DistributionKind::Rke2 => {
-            (input.data_dir().join("rke2/bin/kubectl"), PathBuf::from("/etc/rancher/rke2/rke2.yaml"))
-        }
-    });
+    let rke2_data = input.data_dir().join("rke2");
+    let kubectl = input
+        .role
+        .is_server()
+        .then(|| crate::host::Kube::for_node(&kind.to_string(), input.unit(), Some(&rke2_data)))
+        .flatten();
     let charts = if kubectl.is_some() { input.charts.iter().map(|c| c.name.clone()).collect() } else { Vec::new() };
     LiveTarget { kind, unit: input.unit().to_string(), node: input.node_name.clone(), kubectl, charts }
 }

@@ -507,44 +507,6 @@ fn cert_facts(c: &x509_parser::certificate::X509Certificate<'_>) -> (String, i64
     (c.subject().to_string(), c.validity().not_after.timestamp())
 }
 
-/// The kubectl to use and its admin kubeconfig (servers), as the distribution lays
-/// them out; `None` on agents, which hold no API credentials.
-pub fn kubectl_for(inv: &Inventory) -> Option<(PathBuf, PathBuf)> {
-    if inv.unit.contains("agent") {
-        return None;
-    }
-    match inv.distribution.as_str() {
-        "rke2" => {
-            let data = inv.runtime_dirs.first().cloned().unwrap_or_else(|| PathBuf::from("/var/lib/rancher/rke2"));
-            Some((data.join("bin/kubectl"), PathBuf::from("/etc/rancher/rke2/rke2.yaml")))
-        }
-        _ => Some((PathBuf::from("/usr/local/bin/kubectl"), PathBuf::from("/etc/rancher/k3s/k3s.yaml"))),
-    }
-}
-
-/// Runs kubectl with the admin kubeconfig; the request timeout keeps a dead API
-/// server from hanging status.
-pub fn kubectl(host: &dyn Host, k: &(PathBuf, PathBuf), args: &[&str]) -> Result<crate::host::CommandOutput> {
-    let bin = k.0.to_string_lossy();
-    let cfg = k.1.to_string_lossy();
-    let mut argv = vec![bin.as_ref(), "--kubeconfig", cfg.as_ref(), "--request-timeout=15s"];
-    argv.extend_from_slice(args);
-    host.run(&argv)
-}
-
-/// The status of a node's Ready condition (`True`, `False`, or `Unknown` when the
-/// kubelet stopped reporting or the condition is missing), from an item of
-/// `kubectl get nodes -o json`.
-pub fn ready_condition(node: &serde_json::Value) -> &str {
-    node["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
-        .and_then(|c| c["status"].as_str())
-        .unwrap_or("Unknown")
-}
-
 /// The unit's state, each node's Ready condition and each chart's install job.
 fn ask_cluster(host: &dyn Host, inv: &Inventory, components: &mut [Component]) -> Live {
     let mut errors = Vec::new();
@@ -554,13 +516,13 @@ fn ask_cluster(host: &dyn Host, inv: &Inventory, components: &mut [Component]) -
         Err(e) => format!("unknown ({})", e.cause),
     };
     let mut nodes = BTreeMap::new();
-    if let Some(k) = kubectl_for(inv) {
-        match kubectl(host, &k, &["get", "nodes", "-o", "json"]) {
+    if let Some(k) = inv.kube() {
+        match k.run(host, &["get", "nodes", "-o", "json"]) {
             Ok(o) if o.success() => match serde_json::from_str::<serde_json::Value>(&o.stdout) {
                 Ok(v) => {
                     for item in v["items"].as_array().into_iter().flatten() {
                         let name = item["metadata"]["name"].as_str().unwrap_or("?").to_string();
-                        let ready = match ready_condition(item) {
+                        let ready = match crate::host::ready_condition(item) {
                             "True" => "Ready",
                             "False" => "NotReady",
                             _ => "Unknown",
@@ -587,10 +549,10 @@ fn ask_cluster(host: &dyn Host, inv: &Inventory, components: &mut [Component]) -
 }
 
 /// helm-controller's install job for a chart: `installed`, `installing`, `failed …`.
-fn chart_health(host: &dyn Host, k: &(PathBuf, PathBuf), chart: &str) -> String {
+fn chart_health(host: &dyn Host, k: &crate::host::Kube, chart: &str) -> String {
     let job = format!("job/helm-install-{chart}");
     let jsonpath = "jsonpath={.status.succeeded}/{.status.failed}";
-    match kubectl(host, k, &["-n", HELM_CHART_NAMESPACE, "get", &job, "-o", jsonpath]) {
+    match k.run(host, &["-n", HELM_CHART_NAMESPACE, "get", &job, "-o", jsonpath]) {
         Ok(o) if o.success() => {
             let (ok, failed) = o.stdout.trim().split_once('/').unwrap_or((o.stdout.trim(), ""));
             if ok.parse::<u32>().unwrap_or(0) > 0 {

@@ -41,6 +41,11 @@ pub struct InventoryFile {
 }
 
 impl Inventory {
+    /// The kubectl client of the node this inventory describes; `None` on an agent.
+    pub fn kube(&self) -> Option<crate::host::Kube> {
+        crate::host::Kube::for_node(&self.distribution, &self.unit, self.runtime_dirs.first().map(PathBuf::as_path))
+    }
+
     /// The inventory of `layout`. `staged_digest` gives the digest of a staged entry
     /// when known (the signed manifest has every bundle entry's).
     pub fn of(

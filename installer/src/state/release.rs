@@ -81,13 +81,8 @@ impl ReleaseRecord {
         format!("{}-{}", self.version, short_sha(&self.manifest_sha256))
     }
 
-    /// The release's staged content under the target root `root`.
-    pub fn bundle_dir_at(&self, root: &Path) -> PathBuf {
-        root.join(state::RELEASES_DIR.trim_start_matches('/')).join(self.id()).join("bundle")
-    }
-
-    /// The release's staged content under the host's root.
-    pub fn bundle_dir(&self, host: &dyn Host) -> PathBuf {
-        self.bundle_dir_at(host.root())
+    /// The target path of the release's kept staged content.
+    pub fn bundle_dir(&self) -> PathBuf {
+        Path::new(state::RELEASES_DIR).join(self.id()).join("bundle")
     }
 }

@@ -18,11 +18,9 @@
 //! (the host writes a new link and renames it over the old one).
 
 use crate::state;
-use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::error::{Error, Result};
 use airlock_format::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 
@@ -63,11 +61,6 @@ pub fn release_id(m: &Manifest) -> String {
 /// The target path of a release's directory.
 pub fn release_dir(id: &str) -> PathBuf {
     Path::new(state::RELEASES_DIR).join(id)
-}
-
-/// Host path (not mapped by the host: for `rename` and for `copy_file` sources).
-pub fn host_path(host: &dyn Host, target: &Path) -> PathBuf {
-    host.root().join(target.strip_prefix("/").unwrap_or(target))
 }
 
 /// What `releases/<id>/release.json` says.
@@ -174,13 +167,11 @@ pub fn take_snapshot(host: &dyn Host, id: &str, inv: &Inventory) -> Result<Snaps
                 let secret = meta.mode & 0o077 == 0;
                 let perms = if secret { Perms::secret() } else { Perms::mode(meta.mode) };
                 let stored = Snapshot::stored(id, &path);
-                let source = host_path(host, &path);
                 // A file placed from staging is a hard link into the kept bundle and is
                 // only ever replaced by rename, never written in place: linking it is as
                 // good as a copy. Rendered files (one link) are copied.
-                let linked = fs::symlink_metadata(&source).map(|m| m.nlink() > 1).unwrap_or(false);
-                let sha256 = if linked {
-                    host.copy_file(&source, &stored, perms)?;
+                let sha256 = if meta.nlink > 1 {
+                    host.copy_file(&host.real_path(&path)?, &stored, perms)?;
                     // Its content is the kept bundle's, verified against the signed
                     // manifest; hashing it again would read gigabytes (the image
                     // archive) on every install.
@@ -213,18 +204,12 @@ pub fn take_snapshot(host: &dyn Host, id: &str, inv: &Inventory) -> Result<Snaps
 /// The files holding the kept answers' secret values.
 fn answer_secret_files(host: &dyn Host) -> Result<Vec<PathBuf>> {
     let dir = Path::new(crate::state::SECRETS_DIR);
-    let mut out = Vec::new();
-    // Listing is a read; the host seam has no directory listing, so it reads the
-    // mapped path directly (as `install::stage` does for staging).
-    if let Ok(rd) = fs::read_dir(host_path(host, dir)) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(crate::state::SECRET_ANSWER_PREFIX) {
-                out.push(dir.join(name));
-            }
-        }
-    }
-    Ok(out)
+    let entries = host.list_dir(dir)?.unwrap_or_default();
+    Ok(entries
+        .into_iter()
+        .filter(|e| e.name.starts_with(crate::state::SECRET_ANSWER_PREFIX))
+        .map(|e| dir.join(e.name))
+        .collect())
 }
 
 /// Puts release `snap` back byte for byte: removes what `newer` (the inventory on the
@@ -251,7 +236,7 @@ pub fn restore(host: &dyn Host, snap: &Snapshot, newer: Option<&Inventory>) -> R
         host.create_dir(d, *mode)?;
     }
     for f in &snap.files {
-        let stored = host_path(host, &Snapshot::stored(&snap.release, &f.path));
+        let stored = host.real_path(&Snapshot::stored(&snap.release, &f.path))?;
         let perms = if f.secret() { Perms::secret() } else { Perms::mode(f.mode) };
         if host.metadata(&f.path)?.is_some_and(|m| m.kind == FileKind::Dir) {
             host.remove_all(&f.path)?;
@@ -293,19 +278,26 @@ pub fn set_pointer(host: &dyn Host, name: &str, id: &str) -> Result<()> {
 /// Moves the verified staging directory into the store as `releases/<id>/bundle` and
 /// records the manifest and `release.json`. An older `bundle/` of the same id (the
 /// same release installed again) is replaced by the one verified just now.
+/// `staged_dir` is the host path staging was verified into (below the host's root,
+/// as [`Host::resolve_dir`] gave it).
 pub fn keep_bundle(host: &dyn Host, staged_dir: &Path, m: &Manifest) -> Result<KeptRelease> {
     let id = release_id(m);
     let dir = release_dir(&id);
     host.create_dir(Path::new(state::RELEASES_DIR), 0o700)?;
     host.create_dir(&dir, 0o700)?;
-    let bundle = host_path(host, &dir.join("bundle"));
-    if staged_dir != bundle {
-        if fs::symlink_metadata(&bundle).is_ok() {
-            host.remove_all(&dir.join("bundle"))?;
-        }
+    let bundle = dir.join("bundle");
+    let staged = staged_dir.strip_prefix(host.root()).map(|rel| Path::new("/").join(rel)).map_err(|_| {
+        Error::unsafe_entry(
+            staged_dir.display().to_string(),
+            format!("the staging directory is not below the target root {}", host.root().display()),
+        )
+        .with_hint("this is a bug in airlock; run the command again")
+    })?;
+    if staged != bundle {
+        host.remove_all(&bundle)?;
         // Staging lives in the state directory like the store: one file system, so a
         // rename, which is also what keeps staged files' hard links meaningful.
-        fs::rename(staged_dir, &bundle).at(&bundle)?;
+        host.rename(&staged, &bundle)?;
     }
     host.write_file(&dir.join("manifest.json"), &mut m.to_bytes().as_slice(), Perms::mode(0o644))?;
     let kept = KeptRelease {
@@ -355,21 +347,18 @@ pub fn make_current(host: &dyn Host, id: &str) -> Result<()> {
 pub fn prune(host: &dyn Host, keep: usize) -> Result<Vec<String>> {
     let protected: Vec<String> =
         ["current", "previous"].iter().filter_map(|n| pointer(host, n).ok().flatten()).collect();
-    let root = host_path(host, Path::new(state::RELEASES_DIR));
     let mut kept: Vec<(String, String)> = Vec::new();
-    if let Ok(rd) = fs::read_dir(&root) {
-        for e in rd.flatten() {
-            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            let id = e.file_name().to_string_lossy().into_owned();
-            let when = host
-                .read_file(&release_dir(&id).join("release.json"))?
-                .and_then(|b| serde_json::from_slice::<KeptRelease>(&b).ok())
-                .map(|r| r.kept)
-                .unwrap_or_default();
-            kept.push((when, id));
+    for e in host.list_dir(Path::new(state::RELEASES_DIR))?.unwrap_or_default() {
+        if e.kind != FileKind::Dir {
+            continue;
         }
+        let id = e.name;
+        let when = host
+            .read_file(&release_dir(&id).join("release.json"))?
+            .and_then(|b| serde_json::from_slice::<KeptRelease>(&b).ok())
+            .map(|r| r.kept)
+            .unwrap_or_default();
+        kept.push((when, id));
     }
     kept.sort();
     let mut removed = Vec::new();

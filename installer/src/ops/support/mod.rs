@@ -19,9 +19,8 @@
 //! everything that could not be collected, with why. A broken site (no API server, no
 //! journal, unreadable files) still yields a bundle of what could be reached.
 //!
-//! Reading goes through the [`Host`] seam (files, commands); directories are listed
-//! below [`Host::root`] by [`list_files`], which refuses to follow symlinks so a link
-//! in a target root never leads to the machine running the installer. The archive
+//! Reading goes through the [`Host`] seam (files, listings, commands); [`list_files`]
+//! refuses to follow symlinks, so a link in a target root never leads anywhere else. The archive
 //! itself is written to a path of the machine running airlock (like `extract -d`), 0600
 //! from its creation, via a temp file renamed into place.
 
@@ -39,7 +38,7 @@ use airlock_format::report::{Event, Reporter};
 use serde::Serialize;
 
 use crate::engine::Journal;
-use crate::host::Host;
+use crate::host::{FileKind, Host};
 
 use crate::ops::status::{self, StatusOptions};
 use crate::state::Inventory;
@@ -48,6 +47,9 @@ use redact::{Counts, Redactor};
 
 /// Format version of `MANIFEST.json`.
 pub const MANIFEST_VERSION: u32 = 1;
+/// How long one request of the support bundle may take: longer than a status look,
+/// since everything is asked once and a slow answer is still worth having.
+const SUPPORT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Limits and where to write.
 #[derive(Clone, Debug)]
@@ -122,28 +124,31 @@ pub struct Listing {
     pub skipped: Vec<Missing>,
 }
 
-/// Lists the regular files below `dir` (a target path). Nothing when it does not exist;
-/// an error when a component of `dir` itself is a symlink or it cannot be read. The
-/// [`Host`] seam has no listing, so this reads below [`Host::root`] itself — and
-/// therefore never follows a link, which could lead out of a target root.
+/// Lists the regular files below `dir` (a target path) through the host. Nothing when
+/// it does not exist; an error when it is not a plain absolute path. A symlink — a
+/// component of `dir` or anything below it — is skipped with a note, never followed:
+/// what a support bundle takes is what is there, not what a link points at.
 pub fn list_files(host: &dyn Host, dir: &Path) -> Result<Listing> {
     let mut listing = Listing { files: Vec::new(), skipped: Vec::new() };
-    let mut here = host.root().to_path_buf();
+    let mut here = PathBuf::from("/");
+    let mut kind = FileKind::Dir;
     for c in dir.components() {
         match c {
             Component::RootDir => {}
             Component::Normal(s) => {
                 here.push(s);
-                match fs::symlink_metadata(&here) {
-                    Err(_) => return Ok(listing),
-                    Ok(m) if m.file_type().is_symlink() => {
+                // Each prefix is looked at before anything below it is resolved, so
+                // the first link on the way is found here rather than followed.
+                match host.metadata(&here) {
+                    Err(_) | Ok(None) => return Ok(listing),
+                    Ok(Some(m)) if m.kind == FileKind::Symlink => {
                         listing.skipped.push(Missing {
                             source: dir.display().to_string(),
                             reason: "a component of the path is a symbolic link (not followed)".into(),
                         });
                         return Ok(listing);
                     }
-                    Ok(_) => {}
+                    Ok(Some(m)) => kind = m.kind,
                 }
             }
             _ => {
@@ -152,37 +157,33 @@ pub fn list_files(host: &dyn Host, dir: &Path) -> Result<Listing> {
             }
         }
     }
-    walk(host.root(), &here, &mut listing)?;
+    if kind == FileKind::Dir {
+        walk(host, &here, &mut listing);
+    }
     listing.files.sort();
     Ok(listing)
 }
 
-fn walk(root: &Path, dir: &Path, listing: &mut Listing) -> Result<()> {
-    let target = |p: &Path| Path::new("/").join(p.strip_prefix(root).unwrap_or(p));
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
+fn walk(host: &dyn Host, dir: &Path, listing: &mut Listing) {
+    let entries = match host.list_dir(dir) {
+        Ok(Some(e)) => e,
+        Ok(None) => return,
         Err(e) => {
-            listing.skipped.push(Missing { source: target(dir).display().to_string(), reason: e.to_string() });
-            return Ok(());
+            listing.skipped.push(Missing { source: dir.display().to_string(), reason: e.cause });
+            return;
         }
     };
     for entry in entries {
-        let entry = entry.at(dir)?;
-        let path = entry.path();
-        let ft = entry.file_type().at(&path)?;
-        if ft.is_symlink() {
-            listing.skipped.push(Missing {
-                source: target(&path).display().to_string(),
-                reason: "symbolic link (not followed)".into(),
-            });
-        } else if ft.is_dir() {
-            walk(root, &path, listing)?;
-        } else if ft.is_file() {
-            listing.files.push(target(&path));
+        let path = dir.join(&entry.name);
+        match entry.kind {
+            FileKind::Symlink => listing
+                .skipped
+                .push(Missing { source: path.display().to_string(), reason: "symbolic link (not followed)".into() }),
+            FileKind::Dir => walk(host, &path, listing),
+            FileKind::File => listing.files.push(path),
+            FileKind::Other => {}
         }
     }
-    Ok(())
 }
 
 /// Files that hold keys or credentials by their nature: never read into a bundle,
@@ -493,7 +494,9 @@ fn preflight(b: &mut Bundle<'_>, inv: Option<&Inventory>, release: Option<&Relea
     }
     let root = b.host.root().to_path_buf();
     let opts = CollectOptions { fsync_probe: None, ..CollectOptions::default() };
-    let facts = collect_facts(&root, &root.join(data_dir.strip_prefix("/").unwrap_or(&data_dir)), &opts);
+    // A data directory that cannot be resolved inside the root is measured at the root.
+    let data_dir = b.host.real_path(&data_dir).unwrap_or_else(|_| root.clone());
+    let facts = collect_facts(&root, &data_dir, &opts);
     b.add_json("host/facts.json", "preflight host facts", &facts);
 }
 
@@ -508,15 +511,13 @@ fn live(b: &mut Bundle<'_>, inv: Option<&Inventory>, reporter: &dyn Reporter) {
     let unit = inv.unit.clone();
     b.add_command(&format!("logs/{unit}.log"), &["journalctl", "-u", &unit, "-n", &lines, "--no-pager"]);
 
-    let Some(k) = status::kubectl_for(inv) else {
+    let Some(k) = inv.kube() else {
         b.missing("cluster state (kubectl)", format!("{unit} is an agent: it holds no API credentials"));
         return;
     };
     reporter.event(Event::Phase { name: "collecting cluster state", total: None });
-    let bin = k.0.to_string_lossy().into_owned();
-    let cfg = k.1.to_string_lossy().into_owned();
-    let base = [bin.as_str(), "--kubeconfig", cfg.as_str(), "--request-timeout=20s"];
-    let argv = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let k = k.with_timeout(SUPPORT_REQUEST_TIMEOUT);
+    let argv = |extra: &[&str]| k.argv(extra);
     let run = |b: &mut Bundle<'_>, name: &str, extra: &[&str]| {
         let a = argv(extra);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -554,6 +555,9 @@ fn live(b: &mut Bundle<'_>, inv: Option<&Inventory>, reporter: &dyn Reporter) {
 
 /// Writes MANIFEST.json then every entry into a tar (gzip, or zstd by extension),
 /// 0600 from creation, through a temp file renamed over `out`.
+// The archive goes to the operator's `-o` path on the machine running airlock, not
+// below the target root, so it is written here rather than through the host.
+#[allow(clippy::disallowed_methods)]
 fn write_archive(out: &Path, manifest: &SupportManifest, entries: &[(String, Vec<u8>)]) -> Result<u64> {
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -620,6 +624,8 @@ fn unix_now() -> u64 {
 }
 
 #[cfg(test)]
+// Tests lay out fixtures and hostile roots with std::fs and run real tools.
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 mod tests {
     use super::*;
     use crate::host::{CommandOutput, Perms, RecordingHost};

@@ -16,11 +16,10 @@
 use crate::state;
 use std::path::{Path, PathBuf};
 
-use airlock_format::error::{Error, Result};
+use airlock_format::error::Result;
 use airlock_format::manifest::Manifest;
 use serde::{Deserialize, Serialize};
 
-use super::release::host_path;
 use crate::host::{FileKind, Host, Perms};
 use crate::state::Inventory;
 
@@ -136,19 +135,15 @@ fn app_database(
         rec.skipped.push("app database: this bundle installs no app chart".into());
         return Ok(());
     };
-    let Some((kubectl, kubeconfig)) = crate::ops::status::kubectl_for(inv) else {
+    let Some(kube) = inv.kube() else {
         rec.skipped.push("app database: no kubectl on this node (an agent)".into());
         return Ok(());
     };
-    let k = kubectl.to_string_lossy();
-    let c = kubeconfig.to_string_lossy();
     let target = format!("statefulset/{release}-postgresql");
     // The container's own environment names the user and database, so the dump needs
-    // no password and none appears in the command.
-    let argv = [
-        k.as_ref(),
-        "--kubeconfig",
-        c.as_ref(),
+    // no password and none appears in the command. The dump streams for as long as
+    // the database is large: no request timeout (0) cuts it short.
+    let argv = kube.with_timeout(std::time::Duration::ZERO).argv(&[
         "-n",
         namespace,
         "exec",
@@ -159,7 +154,8 @@ fn app_database(
         "sh",
         "-c",
         "pg_dump --clean --if-exists -U \"$POSTGRES_USER\" \"$POSTGRES_DB\"",
-    ];
+    ]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     if !host.live() {
         rec.skipped.push(format!("app database: not live (target root), so no `{}`", argv.join(" ")));
         return Ok(());
@@ -170,35 +166,31 @@ fn app_database(
 }
 
 /// Copies the tree at target path `src` below `into`, each path as it is below `strip`,
-/// through the host. Listing reads the mapped path directly: the host seam lists nothing.
+/// through the host, without following symlinks in it (they are copied as links);
+/// parents before children, siblings by name.
 fn copy_tree(host: &dyn Host, src: &Path, strip: &Path, into: &Path, rec: &mut BackupRecord) -> Result<()> {
-    let top = host_path(host, src);
-    if std::fs::symlink_metadata(&top).is_err() {
-        return Ok(());
-    }
-    for e in walkdir::WalkDir::new(&top).follow_links(false).sort_by_file_name() {
-        let e = e.map_err(|e| {
-            Error::new(airlock_format::ErrorKind::Io, top.display().to_string(), format!("cannot list it: {e}"))
-        })?;
-        let rel = e.path().strip_prefix(host.root()).expect("walked below the root");
-        let target = Path::new("/").join(rel);
-        let dest = into.join(target.strip_prefix(strip).unwrap_or(rel));
-        let Some(meta) = host.metadata(&target)? else { continue };
-        match meta.kind {
-            FileKind::Dir => host.create_dir(&dest, meta.mode | 0o700)?,
-            FileKind::Symlink => {
-                let t = host.read_link(&target)?.expect("a link");
-                host.symlink(&dest, &t)?;
+    let Some(meta) = host.metadata(src)? else { return Ok(()) };
+    let rel = src.strip_prefix("/").unwrap_or(src);
+    let dest = into.join(src.strip_prefix(strip).unwrap_or(rel));
+    match meta.kind {
+        FileKind::Dir => {
+            host.create_dir(&dest, meta.mode | 0o700)?;
+            for e in host.list_dir(src)?.unwrap_or_default() {
+                copy_tree(host, &src.join(&e.name), strip, into, rec)?;
             }
-            FileKind::File => {
-                let secret = meta.mode & 0o077 == 0;
-                let perms = if secret { Perms::secret() } else { Perms::mode(meta.mode) };
-                let mut r = host.open_file(&target)?.expect("listed just now");
-                host.write_file(&dest, &mut r, perms)?;
-                rec.files.push(target);
-            }
-            FileKind::Other => rec.skipped.push(format!("{}: not a file, link or directory", target.display())),
         }
+        FileKind::Symlink => {
+            let t = host.read_link(src)?.expect("a link");
+            host.symlink(&dest, &t)?;
+        }
+        FileKind::File => {
+            let secret = meta.mode & 0o077 == 0;
+            let perms = if secret { Perms::secret() } else { Perms::mode(meta.mode) };
+            let mut r = host.open_file(src)?.expect("looked at just now");
+            host.write_file(&dest, &mut r, perms)?;
+            rec.files.push(src.to_path_buf());
+        }
+        FileKind::Other => rec.skipped.push(format!("{}: not a file, link or directory", src.display())),
     }
     Ok(())
 }
@@ -232,13 +224,11 @@ pub fn restore_datastore(host: &dyn Host, rec: &BackupRecord, inv: &Inventory) -
     let out = rec.dir.join("datastore");
     match rec.datastore.as_str() {
         "etcd-snapshot" => {
-            let snapshot = std::fs::read_dir(host_path(host, &out))
+            let snapshot = host
+                .list_dir(&out)
                 .ok()
-                .and_then(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .find(|n| n.starts_with("airlock-upgrade"))
-                })
+                .flatten()
+                .and_then(|entries| entries.into_iter().map(|e| e.name).find(|n| n.starts_with("airlock-upgrade")))
                 .map(|n| out.join(n))
                 .unwrap_or_else(|| out.join("airlock-upgrade"));
             let restore = format!("--cluster-reset-restore-path={}", snapshot.display());

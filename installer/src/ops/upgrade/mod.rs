@@ -663,7 +663,7 @@ pub fn run(
 fn restage_for_gate(host: &dyn Host, staged: &Staged) -> Result<Staged> {
     let id = release::release_id(&staged.manifest);
     Ok(Staged {
-        dir: release::host_path(host, &release::release_dir(&id).join("bundle")),
+        dir: host.real_path(&release::release_dir(&id).join("bundle"))?,
         manifest: staged.manifest.clone(),
         signer: staged.signer,
     })
@@ -678,14 +678,12 @@ fn stage(
     installed_sha256: &str,
     reporter: &dyn Reporter,
 ) -> Result<Staged> {
-    let dir = release::host_path(host, Path::new(state::UPGRADE_STAGING));
-    // Every run verifies again from the medium: staging is never trusted across runs.
-    host.remove_all(Path::new(state::UPGRADE_STAGING))?;
-    let parent = dir.parent().expect("staging has a parent");
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let dir = crate::ops::install::staging_dir(host, Path::new(state::UPGRADE_STAGING))?;
     // The current release's kept content: what a delta bundle is applied against.
-    let base_dir = release::pointer(host, "current")?
-        .map(|id| release::host_path(host, &release::release_dir(&id).join("bundle")));
+    let base_dir = match release::pointer(host, "current")? {
+        Some(id) => Some(host.real_path(&release::release_dir(&id).join("bundle"))?),
+        None => None,
+    };
     let installed = crate::state::ReleaseRecord::load(host)?;
     let label = installed.as_ref().map(|r| format!("{} {}", r.bundle, r.version));
     // A full bundle stages as for an install; a delta is refused as soon as its signed

@@ -37,7 +37,7 @@ pub enum OtherServers {
 /// condition of every server node but `live.node`. `None` on an agent.
 pub fn other_servers(host: &dyn Host, live: &LiveTarget) -> Option<OtherServers> {
     let k = live.kubectl.as_ref()?;
-    let out = match crate::ops::status::kubectl(host, k, &["get", "nodes", "-l", CONTROL_PLANE_LABEL, "-o", "json"]) {
+    let out = match k.run(host, &["get", "nodes", "-l", CONTROL_PLANE_LABEL, "-o", "json"]) {
         Ok(o) if o.success() => o.stdout,
         Ok(o) => return Some(OtherServers::Unknown(format!("kubectl get nodes: {}", o.stderr.trim()))),
         Err(e) => return Some(OtherServers::Unknown(format!("kubectl could not run: {}", e.cause))),
@@ -52,7 +52,7 @@ pub fn other_servers(host: &dyn Host, live: &LiveTarget) -> Option<OtherServers>
         if name == live.node {
             continue;
         }
-        let ready = crate::ops::status::ready_condition(item);
+        let ready = crate::host::ready_condition(item);
         if ready != "True" {
             not_ready.push(format!("{name} (Ready={ready})"));
         }
@@ -103,16 +103,15 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::{CommandOutput, RecordingHost};
+    use crate::host::{CommandOutput, Kube, RecordingHost};
     use airlock_format::manifest::DistributionKind;
-    use std::path::PathBuf;
 
     fn server(node: &str) -> LiveTarget {
         LiveTarget {
             kind: DistributionKind::K3s,
             unit: "k3s.service".into(),
             node: node.into(),
-            kubectl: Some((PathBuf::from("/usr/local/bin/kubectl"), PathBuf::from("/etc/rancher/k3s/k3s.yaml"))),
+            kubectl: Some(Kube::new("/usr/local/bin/kubectl", "/etc/rancher/k3s/k3s.yaml")),
             charts: Vec::new(),
         }
     }

@@ -164,6 +164,8 @@ pub(super) fn check_link_target(link: &str, target: &str) -> std::result::Result
 /// seam, and a damaged gzip stream is a `Corrupt` error like any other.
 ///
 /// [`ErrorKind::Unsafe`]: airlock_format::error::ErrorKind::Unsafe
+// Unpacks into staging (see the module docs), never at a target path.
+#[allow(clippy::disallowed_methods)]
 pub fn unpack_rke2_tarball(tarball: &Path, staging_dir: &Path) -> Result<Vec<String>> {
     let dest = staging_dir.join(RKE2_UNPACK_DIR);
     let partial = staging_dir.join(format!("{RKE2_UNPACK_DIR}.partial"));
@@ -189,6 +191,8 @@ pub fn unpack_rke2_tarball(tarball: &Path, staging_dir: &Path) -> Result<Vec<Str
     }
 }
 
+// Unpacks into staging (see the module docs), never at a target path.
+#[allow(clippy::disallowed_methods)]
 fn unpack_into(tarball: &Path, reader: impl Read, root: &Path) -> Result<Vec<String>> {
     let subject = |p: &str| format!("{}: {p}", tarball.display());
     let mut archive = tar::Archive::new(reader);
@@ -284,6 +288,8 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 /// Describes what [`unpack_rke2_tarball`] left in `<staging_dir>/unpacked/rke2/`: the
 /// input [`render`](super::render) lays out under `/usr/local`. Sorted by path, so
 /// parents come before their children.
+// Reads the unpacked tree in staging.
+#[allow(clippy::disallowed_types)]
 pub fn read_unpacked_rke2(staging_dir: &Path) -> Result<Vec<TarballEntry>> {
     let root = staging_dir.join(RKE2_UNPACK_DIR);
     let mut out = Vec::new();

@@ -1,7 +1,10 @@
 //! The collector: reads the host into [`Facts`] without changing it.
 //!
 //! Every file is read under a root prefix (`<root>/proc/meminfo`), so a fixture tree
-//! in a temp directory stands in for a host in tests and `/` is the live host. The
+//! in a temp directory stands in for a host in tests and `/` is the live host. Files
+//! are read through a [`RootedHost`] on that root, so a symlink in the tree
+//! (`<root>/etc/hostname -> /etc/hostname`) resolves inside it, never to the machine
+//! running the installer. The
 //! few facts that have no file (kernel release via uname, addresses via getifaddrs,
 //! the clock via adjtimex, the resolver) come from [`super::sys`] only in live mode;
 //! a fixture tree supplies them as files the kernel also offers
@@ -21,6 +24,7 @@ use super::facts::*;
 use super::fsync::{self, FsyncProbeOptions};
 use super::sys;
 use super::thresholds::{Distribution, Thresholds};
+use crate::host::{Host, RootedHost};
 
 /// What to collect beyond the fixed set.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +76,7 @@ impl CollectOptions {
 pub fn collect(root: &Path, data_dir: &Path, opts: &CollectOptions) -> Facts {
     let live = opts.live.unwrap_or_else(|| root == Path::new("/"));
     let mut c = Collector {
+        host: RootedHost::new(root.to_path_buf(), false).ok(),
         root: root.to_path_buf(),
         live,
         facts: Facts { root: root.to_path_buf(), live, ..Facts::default() },
@@ -106,6 +111,8 @@ struct Process {
 }
 
 struct Collector {
+    /// Reads below the root; `None` when the root cannot be opened (nothing is read).
+    host: Option<RootedHost>,
     root: PathBuf,
     live: bool,
     facts: Facts,
@@ -119,13 +126,20 @@ impl Collector {
         under(&self.root, abs.as_ref())
     }
 
-    fn read(&self, abs: &str) -> io::Result<String> {
-        fs::read_to_string(self.path(abs))
+    fn read(&self, abs: impl AsRef<Path>) -> io::Result<String> {
+        // ENOENT as the OS says it, so facts read the same whatever the way in.
+        let missing = || io::Error::from_raw_os_error(nix::libc::ENOENT);
+        let host = self.host.as_ref().ok_or_else(missing)?;
+        match host.read_file(abs.as_ref()) {
+            Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Ok(None) => Err(missing()),
+            Err(e) => Err(io::Error::other(e.cause)),
+        }
     }
 
     fn exists(&self, abs: impl AsRef<Path>) -> bool {
-        // symlink_metadata: a dangling unit symlink still means "enabled".
-        fs::symlink_metadata(self.path(abs)).is_ok()
+        // The link itself: a dangling unit symlink still means "enabled".
+        self.host.as_ref().is_some_and(|h| matches!(h.metadata(abs.as_ref()), Ok(Some(_))))
     }
 
     /// Reads `abs`, recording why not under `fact` if it cannot.
@@ -228,8 +242,8 @@ impl Collector {
         });
         let (builtin, loadable) = match &modules_dir {
             Some(dir) => (
-                self.read(&format!("{dir}/modules.builtin")).map(|t| module_names(&t)).unwrap_or_default(),
-                self.read(&format!("{dir}/modules.dep")).map(|t| module_names(&t)).unwrap_or_default(),
+                self.read(format!("{dir}/modules.builtin")).map(|t| module_names(&t)).unwrap_or_default(),
+                self.read(format!("{dir}/modules.dep")).map(|t| module_names(&t)).unwrap_or_default(),
             ),
             None => Default::default(),
         };
@@ -306,9 +320,7 @@ impl Collector {
 
     fn dns(&mut self, configured: Option<&Path>) {
         let read_resolv = |c: &Collector, abs: &Path| {
-            fs::read_to_string(c.path(abs))
-                .ok()
-                .map(|t| ResolvConf { path: abs.to_path_buf(), nameservers: parse_resolv_conf(&t) })
+            c.read(abs).ok().map(|t| ResolvConf { path: abs.to_path_buf(), nameservers: parse_resolv_conf(&t) })
         };
         self.facts.dns.etc = read_resolv(self, Path::new("/etc/resolv.conf"));
         self.facts.dns.systemd_resolved = read_resolv(self, Path::new("/run/systemd/resolve/resolv.conf"));
@@ -431,7 +443,8 @@ impl Collector {
 
     fn join_token(&mut self, abs: &Path) {
         use std::os::unix::fs::PermissionsExt;
-        let meta = fs::metadata(self.path(abs)).ok().filter(|m| m.is_file());
+        let real = self.host.as_ref().and_then(|h| h.real_path(abs).ok());
+        let meta = real.and_then(|p| fs::metadata(p).ok()).filter(|m| m.is_file());
         self.facts.join_token = Some(JoinTokenFacts {
             path: abs.to_path_buf(),
             present: meta.is_some(),

@@ -117,7 +117,9 @@ pub fn check(root: &Path, input: &SiteInput<'_>) -> Result<PreflightReport> {
     }
     let mut opts = CollectOptions::for_thresholds(&thresholds);
     opts.join_token_file = input.join_token_file.clone();
-    let data_dir = root.join(input.data_dir.strip_prefix("/").unwrap_or(&input.data_dir));
+    // Resolved as the host resolves it, so a link on the way stays inside the root.
+    let data_dir =
+        crate::host::Host::real_path(&crate::host::RootedHost::new(root.to_path_buf(), false)?, &input.data_dir)?;
     let facts = collect(root, &data_dir, &opts);
     run(&facts, &thresholds, input.mode, &input.overrides)
 }
