@@ -96,7 +96,11 @@ fn write(plan: &Plan, key: &SecretKey, opts: &CreateOptions, reporter: &dyn Repo
             );
         }
     }
-    write_bundle(&opts.output, &manifest_bytes, sig.to_text().as_bytes(), &plan.entries, &wopts, reporter)
+    let parts = write_bundle(&opts.output, &manifest_bytes, sig.to_text().as_bytes(), &plan.entries, &wopts, reporter)?;
+    for p in &parts {
+        log::info!(target: "airlock::bundler", "wrote {} ({} bytes)", p.path.display(), p.size);
+    }
+    Ok(parts)
 }
 
 /// The `.sha256` list of the written parts and its signature, next to `output`;
@@ -129,5 +133,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
     fs::write(&tmp, bytes).at(&tmp)?;
-    fs::rename(&tmp, path).at(path)
+    fs::rename(&tmp, path).at(path)?;
+    log::info!(target: "airlock::bundler", "wrote {}", path.display());
+    Ok(())
 }

@@ -99,6 +99,8 @@ pub fn discover(chart_label: &str, tgz: &Path, values: &[PathBuf], what: &str) -
     for v in values {
         cmd.arg("--values").arg(v);
     }
+    let line: Vec<_> = std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| a.to_string_lossy()).collect();
+    log::info!(target: "airlock::bundler", "run {}", line.join(" "));
     let out = cmd.output().map_err(|e| {
         Error::input(what, format!("cannot run {}: {e}", helm.display()))
             .with_hint("check AIRLOCK_HELM / the helm on PATH")

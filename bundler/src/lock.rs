@@ -117,6 +117,7 @@ impl Lock {
         let tmp = PathBuf::from(tmp);
         std::fs::write(&tmp, &text).at(&tmp)?;
         std::fs::rename(&tmp, path).at(path)?;
+        log::info!(target: "airlock::bundler", "wrote {}", path.display());
         Ok(true)
     }
 }

@@ -1,10 +1,10 @@
 //! `airlock-bundler`: thin command-line front of the bundler library. It parses flags,
-//! reads passphrases, draws progress on a TTY, and maps errors to exit codes.
+//! reads passphrases, draws progress on a TTY (airlock-term, shared with `airlock`),
+//! and maps errors to exit codes.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use airlock_bundler::create::{create_with, CreateOptions};
 use airlock_bundler::fetch::PullSetup;
@@ -13,20 +13,17 @@ use airlock_bundler::registry::{default_cache_dir, Credentials, PullOptions};
 use airlock_bundler::spec::LoadedSpec;
 use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::minisign::SecretKey;
-use airlock_format::report::{Event, Reporter};
-use clap::{Parser, Subcommand, ValueEnum};
+use airlock_term::docs::{CompletionsArgs, ManArgs};
+use airlock_term::{say, GlobalArgs, Output, Ui};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "airlock-bundler", version, about = "Build signed Airlock offline bundles")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    Text,
-    Json,
+    #[command(flatten)]
+    global: GlobalArgs,
 }
 
 #[derive(Subcommand)]
@@ -35,9 +32,9 @@ enum Command {
     Create {
         /// The bundle spec (bundle.yaml).
         spec: PathBuf,
-        /// Output bundle file (parts become OUT.part001, OUT.part002, ...).
-        #[arg(short, long)]
-        output: PathBuf,
+        /// The bundle file to write (parts become FILE.part001, FILE.part002, ...).
+        #[arg(short = 'o', long = "output-file", value_name = "FILE")]
+        output_file: PathBuf,
         /// minisign secret key to sign with.
         #[arg(long)]
         key: PathBuf,
@@ -53,8 +50,6 @@ enum Command {
         /// zstd compression level.
         #[arg(long, default_value_t = 3)]
         level: i32,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output_format: Output,
         /// Build a delta bundle over this previous release: its bundle (or first part)
         /// or the manifest.json taken out of it. Entries it already has are left out.
         #[arg(long, value_name = "PREVIOUS")]
@@ -92,6 +87,11 @@ enum Command {
         #[arg(short, long)]
         force: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Write the man pages of every command into DIR (packaging/install-docs.sh).
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 /// How `docker://` images are pulled.
@@ -164,8 +164,12 @@ impl PullArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let cli: Cli = airlock_term::parse();
+    // The values `--verbose` must never show, should one reach a logged line.
+    let secrets = ["AIRLOCK_KEY_PASSPHRASE", "AIRLOCK_REGISTRY_PASSWORD"];
+    let redact = airlock_term::verbose::replace_values(secrets.iter().filter_map(|v| std::env::var(v).ok()).collect());
+    let ui = Ui::init(&cli.global, redact);
+    match run(cli.command, ui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -174,17 +178,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+fn run(command: Command, ui: Ui) -> Result<()> {
+    match command {
         Command::Create {
             spec,
-            output,
+            output_file,
             key,
             passphrase_file,
             split_size,
             installer,
             level,
-            output_format,
             base,
             base_pubkey,
             pull,
@@ -211,12 +214,12 @@ fn run(cli: Cli) -> Result<()> {
                 }
             };
             let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-            let opts = CreateOptions { output, split_size, installer, created, level, threads, base };
+            let opts = CreateOptions { output: output_file, split_size, installer, created, level, threads, base };
             let setup = pull.setup()?;
-            let progress = Progress::new(output_format == Output::Text);
+            let progress = ui.progress();
             let made = create_with(&spec, &key, &opts, &setup, &progress)?;
             progress.finish();
-            match output_format {
+            match ui.output {
                 Output::Json => {
                     let v = serde_json::json!({
                         "name": made.manifest.name,
@@ -237,12 +240,12 @@ fn run(cli: Cli) -> Result<()> {
                             "bytes_carried": d.carried_bytes,
                         })),
                     });
-                    println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+                    airlock_term::print_json(&v);
                 }
                 Output::Text => {
                     let m = &made.manifest;
-                    println!("bundle {} {} signed by key {}", m.name, m.version, key.key_id_hex());
-                    println!(
+                    say!("bundle {} {} signed by key {}", m.name, m.version, key.key_id_hex());
+                    say!(
                         "  {} images, {} charts, {} files, {} entries, {} bytes uncompressed",
                         m.images.len(),
                         m.charts.len(),
@@ -251,10 +254,10 @@ fn run(cli: Cli) -> Result<()> {
                         m.total_size()
                     );
                     for k in &m.key_statements {
-                        println!("  key statement {} ({})", k.label(), k.path);
+                        say!("  key statement {} ({})", k.label(), k.path);
                     }
                     if let Some(d) = &made.delta {
-                        println!(
+                        say!(
                             "  delta over {}: carries {} entries ({} bytes), leaves {} entries ({} bytes) to the base",
                             d.base.label(),
                             d.carried,
@@ -264,15 +267,15 @@ fn run(cli: Cli) -> Result<()> {
                         );
                     }
                     for (image, asked) in &made.discovered {
-                        println!("  discovered image {image}");
+                        say!("  discovered image {image}");
                         for a in asked {
-                            println!("    asked for by {a}");
+                            say!("    asked for by {a}");
                         }
                     }
                     for p in &made.parts {
-                        println!("  wrote {} ({} bytes)", p.path.display(), p.size);
+                        say!("  wrote {} ({} bytes)", p.path.display(), p.size);
                     }
-                    println!("  wrote {} and {}", made.checksums.display(), made.checksums_signature.display());
+                    say!("  wrote {} and {}", made.checksums.display(), made.checksums_signature.display());
                 }
             }
             Ok(())
@@ -280,13 +283,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pull { spec, pull } => {
             let spec = LoadedSpec::load(&spec)?;
             let setup = pull.setup()?;
-            let progress = Progress::new(true);
+            let progress = ui.progress();
             let locked = airlock_bundler::fetch::pull(&spec, &setup, &progress)?;
             progress.finish();
-            for l in &locked {
-                println!("{} {}", l.digest, l.from);
-            }
-            println!("{} registry images cached in {}", locked.len(), setup.options.cache_dir.display());
+            let cache = &setup.options.cache_dir;
+            let images: Vec<_> =
+                locked.iter().map(|l| serde_json::json!({"digest": l.digest, "from": l.from})).collect();
+            ui.show(&serde_json::json!({ "images": images, "cache_dir": cache }), |_| {
+                for l in &locked {
+                    say!("{} {}", l.digest, l.from);
+                }
+                say!("{} registry images cached in {}", locked.len(), cache.display());
+            });
             Ok(())
         }
         Command::Keygen { public, secret, unencrypted, passphrase_file, force } => {
@@ -301,7 +309,20 @@ fn run(cli: Cli) -> Result<()> {
             let text = key.to_text(passphrase.as_deref())?;
             write_secret(&secret, text.as_bytes())?;
             std::fs::write(&public, key.public_key().to_text()).at(&public)?;
-            println!("key {} written: public {} , secret {}", key.key_id_hex(), public.display(), secret.display());
+            let id = key.key_id_hex();
+            ui.show(&serde_json::json!({ "key_id": id, "public": public, "secret": secret }), |_| {
+                say!("key {id} written: public {} , secret {}", public.display(), secret.display())
+            });
+            Ok(())
+        }
+        Command::Completions(c) => {
+            c.print::<Cli>();
+            Ok(())
+        }
+        Command::Man(m) => {
+            for p in m.write::<Cli>()? {
+                say!("wrote {}", p.display());
+            }
             Ok(())
         }
     }
@@ -380,112 +401,14 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(v)
 }
 
-/// Progress on a TTY: a bar for the current phase (the total of a download) and one
-/// bar per running transfer. Warnings always reach stderr, bars only a terminal.
-struct Progress {
-    bars: Option<Bars>,
-}
-
-struct Bars {
-    multi: indicatif::MultiProgress,
-    phase: Mutex<Option<indicatif::ProgressBar>>,
-    transfers: Mutex<std::collections::HashMap<u64, indicatif::ProgressBar>>,
-}
-
-const SMALL_TRANSFER: u64 = 1 << 20;
-
-fn bytes_style(width: usize) -> indicatif::ProgressStyle {
-    indicatif::ProgressStyle::with_template(&format!(
-        "{{msg:{width}}} [{{bar:40}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
-    ))
-    .expect("template")
-    .progress_chars("=> ")
-}
-
-impl Progress {
-    fn new(enabled: bool) -> Self {
-        let bars = (enabled && std::io::stderr().is_terminal()).then(|| Bars {
-            multi: indicatif::MultiProgress::new(),
-            phase: Mutex::new(None),
-            transfers: Mutex::new(Default::default()),
-        });
-        Self { bars }
-    }
-    fn finish(self) {
-        if let Some(b) = self.bars {
-            if let Some(p) = b.phase.into_inner().ok().flatten() {
-                p.finish_and_clear();
-            }
-            let _ = b.multi.clear();
-        }
-    }
-}
-
-impl Reporter for Progress {
-    fn event(&self, event: Event<'_>) {
-        let Some(bars) = &self.bars else {
-            if let Event::Warning(w) = event {
-                eprintln!("warning: {w}");
-            }
-            return;
-        };
-        match event {
-            Event::Phase { name, total } => {
-                // One phase bar, reused: bars removed from a MultiProgress leave their
-                // last frame behind on some terminals.
-                let mut g = bars.phase.lock().expect("progress lock");
-                let b = g.get_or_insert_with(|| bars.multi.add(indicatif::ProgressBar::new_spinner()));
-                match total {
-                    Some(t) => {
-                        b.set_style(bytes_style(30));
-                        b.set_length(t);
-                        b.set_position(0);
-                        b.reset_eta();
-                    }
-                    None => {
-                        b.set_style(indicatif::ProgressStyle::default_spinner());
-                        b.tick();
-                    }
-                }
-                b.set_message(name.to_string());
-            }
-            Event::Progress { bytes } => {
-                if let Some(b) = bars.phase.lock().expect("progress lock").as_ref() {
-                    b.inc(bytes)
-                }
-            }
-            // Small blobs (configs) come and go too fast to be worth a bar.
-            Event::TransferStart { total: Some(t), .. } if t < SMALL_TRANSFER => {}
-            Event::TransferStart { id, name, total } => {
-                // Into the MultiProgress first: a bar draws to stderr on its own until
-                // then, and that stray frame would stay on the screen.
-                let b = bars.multi.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
-                b.set_style(bytes_style(40));
-                b.set_message(name.to_string());
-                bars.transfers.lock().expect("progress lock").insert(id, b);
-            }
-            Event::TransferProgress { id, bytes } => {
-                if let Some(b) = bars.transfers.lock().expect("progress lock").get(&id) {
-                    b.inc(bytes)
-                }
-            }
-            Event::TransferDone { id } => {
-                if let Some(b) = bars.transfers.lock().expect("progress lock").remove(&id) {
-                    b.finish_and_clear();
-                    bars.multi.remove(&b);
-                }
-            }
-            Event::Warning(w) => {
-                let _ = bars.multi.println(format!("warning: {w}"));
-            }
-            Event::Entry { .. } => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::parse_size;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 
     #[test]
     fn sizes_parse_with_binary_units_and_reject_nonsense() {

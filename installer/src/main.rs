@@ -18,14 +18,16 @@ use airlock_installer::bundle::{inspect, staging, trust, verify};
 use airlock_installer::host::RootedHost;
 use airlock_installer::live::{SystemClock, WaitOptions};
 use airlock_installer::ops::{self, install, upgrade};
-use clap::Parser;
 
-use cli::args::{Cli, Command, InstallFlags, LdapCommand, Output, PkiCommand, PreflightMode, UpgradeFlags};
-use cli::render::{self, print_json};
-use cli::term::{confirm, local_hostname, Progress, TerminalPrompter};
+use airlock_term::{print_json, say, Output, Ui};
+use cli::args::{Cli, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, UpgradeFlags};
+use cli::render;
+use cli::term::{confirm, local_hostname, TerminalPrompter};
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli: Cli = airlock_term::parse();
+    let ui = Ui::init(&cli.global, Box::new(redact_log_line));
+    match run(cli.command, ui) {
         Ok(status) => status.into(),
         Err(e) => {
             eprintln!("error: {e}");
@@ -34,21 +36,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitStatus> {
-    match cli.command {
-        Command::Verify { bundle, pubkey, check_parts, output } => {
+/// `--verbose` lines pass the support bundle's fixed redaction rules (credential
+/// fields, `PASSWORD=` assignments, private keys) on their way out; the library logs
+/// paths and command lines, never the contents of a secret.
+fn redact_log_line(line: &str) -> String {
+    airlock_installer::ops::support::redact::Redactor::new(&[]).redact(line).0
+}
+
+fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
+    match command {
+        Command::Verify { bundle, pubkey, check_parts } => {
             let keys = trust::trusted_keys(&pubkey, Path::new("/"))?;
             let files = BundleFiles::locate(&bundle)?;
-            let progress = Progress::new(output == Output::Text);
-            let report = verify::verify(&files, &keys, &VerifyOptions { check_parts }, progress.reporter());
+            let progress = ui.progress();
+            let report = verify::verify(&files, &keys, &VerifyOptions { check_parts }, &progress);
             progress.finish();
-            match output {
-                Output::Json => print_json(&report),
-                Output::Text => render::print_verify(&report),
-            }
+            ui.show(&report, render::print_verify);
             Ok(ExitStatus::from_code(report.exit_code as u8).unwrap_or(ExitStatus::Corrupt))
         }
-        Command::Inspect { bundle, pubkey, output, sbom } => {
+        Command::Inspect { bundle, pubkey, sbom } => {
             let files = BundleFiles::locate(&bundle)?;
             let keys = if pubkey.is_empty() { None } else { Some(trust::trusted_keys(&pubkey, Path::new("/"))?) };
             if sbom {
@@ -57,21 +63,18 @@ fn run(cli: Cli) -> Result<ExitStatus> {
                 return Ok(ExitStatus::Success);
             }
             let r = inspect::inspect(&files, keys.as_deref())?;
-            match output {
-                Output::Json => print_json(&r),
-                Output::Text => render::print_inspect(&r),
-            }
+            ui.show(&r, render::print_inspect);
             Ok(ExitStatus::Success)
         }
-        Command::Install { bundle, flags } => install(bundle, flags, None),
+        Command::Install { bundle, flags } => install(bundle, flags, None, ui),
         Command::Join { bundle, server, token_file, flags } => {
-            install(bundle, flags, Some(install::JoinOverrides { server, token_file }))
+            install(bundle, flags, Some(install::JoinOverrides { server, token_file }), ui)
         }
-        Command::Upgrade { bundle, flags } => upgrade(&bundle, flags),
-        Command::Uninstall { root, purge, force, yes, dry_run, output } => {
-            uninstall(&root, ops::uninstall::UninstallOptions { force, purge }, yes, dry_run, output)
+        Command::Upgrade { bundle, flags } => upgrade(&bundle, flags, ui),
+        Command::Uninstall { root, purge, force, yes, dry_run } => {
+            uninstall(&root, ops::uninstall::UninstallOptions { force, purge }, yes, dry_run, ui)
         }
-        Command::Preflight { bundle, pubkey, answers, profile, mode, root, overrides, output } => {
+        Command::Preflight { bundle, pubkey, answers, profile, mode, root, overrides } => {
             use airlock_installer::site::preflight::Mode;
             let mode = mode.map(|m| match m {
                 PreflightMode::Install => Mode::Install,
@@ -79,18 +82,15 @@ fn run(cli: Cli) -> Result<ExitStatus> {
                 PreflightMode::Upgrade => Mode::Upgrade,
             });
             let opts = ops::preflight::PreflightOptions { bundle, pubkey, answers, profile, mode, root, overrides };
-            let progress = Progress::new(output == Output::Text);
-            let report = ops::preflight::run(&opts, progress.reporter());
+            let progress = ui.progress();
+            let report = ops::preflight::run(&opts, &progress);
             progress.finish();
             let report = report?;
-            match output {
-                Output::Json => print_json(&report),
-                Output::Text => render::print_preflight(&report),
-            }
+            ui.show(&report, render::print_preflight);
             Ok(if report.may_proceed() { ExitStatus::Success } else { ExitStatus::Preflight })
         }
-        Command::Pki { command } => pki(command),
-        Command::Ldap { command: LdapCommand::Test { answers, output } } => {
+        Command::Pki { command } => pki(command, ui),
+        Command::Ldap { command: LdapCommand::Test { answers } } => {
             let a = airlock_installer::site::answers::Answers::load(&answers)?;
             let Some(settings) = a.ldap else {
                 return Err(Error::input(answers.display().to_string(), "the answers have no `ldap` section")
@@ -99,53 +99,66 @@ fn run(cli: Cli) -> Result<ExitStatus> {
                 ));
             };
             let result = airlock_installer::site::ldap::probe(&settings);
-            render::print_ldap(&result, output, ExitStatus::Ldap.code());
+            render::print_ldap(&result, ui.output, ExitStatus::Ldap.code());
             Ok(if result.is_ok() { ExitStatus::Success } else { ExitStatus::Ldap })
         }
-        Command::Status { root, output } => {
+        Command::Status { root } => {
             let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
             let r = ops::status::status(&host, &ops::status::StatusOptions::now())?;
-            match output {
-                Output::Json => print_json(&r),
-                Output::Text => render::print_status(&r, ExitStatus::NeedsAttention.code()),
-            }
+            ui.show(&r, |r| render::print_status(r, ExitStatus::NeedsAttention.code()));
             Ok(if r.healthy { ExitStatus::Success } else { ExitStatus::NeedsAttention })
         }
-        Command::SupportBundle { output_file, root, output } => {
+        Command::SupportBundle { output_file, root } => {
             let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
-            let progress = Progress::new(output == Output::Text);
+            let progress = ui.progress();
             let opts = ops::support::SupportOptions::new(output_file);
-            let r = ops::support::collect(&host, &opts, progress.reporter());
+            let r = ops::support::collect(&host, &opts, &progress);
             progress.finish();
             let r = r?;
-            match output {
-                Output::Json => print_json(&r),
-                Output::Text => render::print_support(&r),
-            }
+            ui.show(&r, render::print_support);
             Ok(ExitStatus::Success)
         }
         Command::Extract { bundle, pubkey, dir, image_archive } => {
             let keys = trust::trusted_keys(&pubkey, Path::new("/"))?;
             let files = BundleFiles::locate(&bundle)?;
-            let progress = Progress::new(true);
-            let staged = staging::extract(&files, &keys, &dir, progress.reporter());
+            let progress = ui.progress();
+            let staged = staging::extract(&files, &keys, &dir, &progress);
             progress.finish();
             let staged = staged?;
-            println!(
-                "verified {} {} (signed by {}) into {}",
-                staged.manifest.name,
-                staged.manifest.version,
-                staged.signer.key_id_hex(),
-                staged.dir.display()
-            );
-            if let Some(out) = image_archive {
-                if staged.manifest.images.is_empty() {
+            let m = &staged.manifest;
+            if let Some(out) = &image_archive {
+                if m.images.is_empty() {
                     return Err(Error::input(bundle.display().to_string(), "the bundle carries no images"));
                 }
                 let zst = out.to_string_lossy().ends_with(".zst");
                 let c = if zst { Compression::Zstd { level: 3 } } else { Compression::None };
-                write_image_archive(&staged.path("oci"), &out, c, 0)?;
-                println!("image archive {}", out.display());
+                write_image_archive(&staged.path("oci"), out, c, 0)?;
+            }
+            let r = serde_json::json!({
+                "name": m.name, "version": m.version, "signer": staged.signer.key_id_hex(),
+                "dir": staged.dir, "image_archive": image_archive,
+            });
+            ui.show(&r, |_| {
+                say!(
+                    "verified {} {} (signed by {}) into {}",
+                    m.name,
+                    m.version,
+                    staged.signer.key_id_hex(),
+                    staged.dir.display()
+                );
+                if let Some(out) = &image_archive {
+                    say!("image archive {}", out.display());
+                }
+            });
+            Ok(ExitStatus::Success)
+        }
+        Command::Completions(c) => {
+            c.print::<Cli>();
+            Ok(ExitStatus::Success)
+        }
+        Command::Man(m) => {
+            for p in m.write::<Cli>()? {
+                say!("wrote {}", p.display());
             }
             Ok(ExitStatus::Success)
         }
@@ -154,7 +167,7 @@ fn run(cli: Cli) -> Result<ExitStatus> {
 
 /// `airlock install` and `airlock join`: the plan first (verified, staged, checked),
 /// shown, confirmed, then applied.
-fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides>) -> Result<ExitStatus> {
+fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides>, ui: Ui) -> Result<ExitStatus> {
     use std::io::IsTerminal;
     if f.site.answers.is_none() && !std::io::stdin().is_terminal() {
         return Err(Error::input("--answers", "no answers file given and no terminal to ask on")
@@ -170,9 +183,9 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
         join,
         hostname: local_hostname(),
     };
-    let text = f.output == Output::Text;
-    let progress = Progress::new(text);
-    let ready = install::plan_install(&opts, &mut TerminalPrompter, progress.reporter());
+    let text = !ui.json();
+    let progress = ui.progress();
+    let ready = install::plan_install(&opts, &mut TerminalPrompter, &progress);
     progress.finish();
     let ready = ready?;
     for w in &ready.warnings {
@@ -182,7 +195,7 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
         render::print_preflight(&ready.preflight);
     }
     if f.dry_run || f.check {
-        match f.output {
+        match ui.output {
             Output::Json => print_json(&serde_json::json!({ "preflight": ready.preflight, "plan": ready.plan })),
             Output::Text => render::print_plan(&ready.plan),
         }
@@ -193,7 +206,7 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
         return Ok(if f.check && pending { ExitStatus::Pending } else { ExitStatus::Success });
     }
     if !ready.preflight.may_proceed() {
-        if f.output == Output::Json {
+        if ui.json() {
             print_json(&serde_json::json!({ "preflight": ready.preflight }));
         }
         let failed: Vec<&str> = ready.preflight.failed().map(|c| c.id.as_str()).collect();
@@ -207,26 +220,23 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
     }
     if !f.yes {
         if std::io::stdin().is_terminal() {
-            println!("{} of {} steps to apply to {}", ready.plan.pending, ready.plan.steps.len(), ready.target());
+            say!("{} of {} steps to apply to {}", ready.plan.pending, ready.plan.steps.len(), ready.target());
         }
         if !confirm("install", "the plan", "Apply the plan?")? {
             return Ok(ExitStatus::Input);
         }
     }
-    let progress = Progress::new(text);
-    let done = install::apply_install(ready, &opts, &SystemClock, progress.reporter());
+    let progress = ui.progress();
+    let done = install::apply_install(ready, &opts, &SystemClock, &progress);
     progress.finish();
     let done = done?;
-    match f.output {
-        Output::Json => print_json(&done),
-        Output::Text => render::print_installed(&done),
-    }
+    ui.show(&done, render::print_installed);
     Ok(ExitStatus::Success)
 }
 
 /// `airlock upgrade`: the plan and diff first, through the same code the upgrade runs;
 /// then, unless that was all that was asked, the upgrade itself.
-fn upgrade(bundle: &Path, f: UpgradeFlags) -> Result<ExitStatus> {
+fn upgrade(bundle: &Path, f: UpgradeFlags, ui: Ui) -> Result<ExitStatus> {
     let root = f.site.root.as_path();
     let keys = trust::trusted_keys(&f.site.pubkey, root)?;
     let host = RootedHost::new(root.to_path_buf(), root == Path::new("/"))?;
@@ -254,8 +264,8 @@ fn upgrade(bundle: &Path, f: UpgradeFlags) -> Result<ExitStatus> {
         },
     };
     let run = |opts: &upgrade::UpgradeOptions| {
-        let progress = Progress::new(f.output == Output::Text);
-        let r = upgrade::run(bundle, &keys, &host, opts, &SystemClock, progress.reporter());
+        let progress = ui.progress();
+        let r = upgrade::run(bundle, &keys, &host, opts, &SystemClock, &progress);
         progress.finish();
         r
     };
@@ -263,10 +273,10 @@ fn upgrade(bundle: &Path, f: UpgradeFlags) -> Result<ExitStatus> {
     if f.dry_run || ask_first {
         let shown = match run(&opts) {
             Ok(r) => r,
-            Err(e) => return Ok(upgrade_failed(e, f.output)),
+            Err(e) => return Ok(upgrade_failed(e, ui.output)),
         };
-        if f.output == Output::Text || f.dry_run {
-            render::print_upgrade(&shown, f.output);
+        if !ui.json() || f.dry_run {
+            render::print_upgrade(&shown, ui.output);
         }
         if f.dry_run || !shown.outcome.needs_confirming() {
             return Ok(ExitStatus::Success);
@@ -278,10 +288,10 @@ fn upgrade(bundle: &Path, f: UpgradeFlags) -> Result<ExitStatus> {
     opts.dry_run = false;
     match run(&opts) {
         Ok(r) => {
-            render::print_upgrade(&r, f.output);
+            render::print_upgrade(&r, ui.output);
             Ok(ExitStatus::Success)
         }
-        Err(e) => Ok(upgrade_failed(e, f.output)),
+        Err(e) => Ok(upgrade_failed(e, ui.output)),
     }
 }
 
@@ -303,12 +313,12 @@ fn uninstall(
     opts: ops::uninstall::UninstallOptions,
     yes: bool,
     dry_run: bool,
-    output: Output,
+    ui: Ui,
 ) -> Result<ExitStatus> {
     let host = RootedHost::new(root.to_path_buf(), root == Path::new("/"))?;
     let inv = airlock_installer::state::Inventory::load(&host)?;
     let p = ops::uninstall::plan(&host, &inv, opts)?;
-    match (output, dry_run) {
+    match (ui.output, dry_run) {
         (Output::Json, true) => {
             print_json(&p);
             return Ok(ExitStatus::Success);
@@ -323,40 +333,31 @@ fn uninstall(
         return Ok(ExitStatus::Input);
     }
     let r = ops::uninstall::apply(&host, &p)?;
-    match output {
-        Output::Json => print_json(&r),
-        Output::Text => {
-            println!("removed {} {} install from {}: {} paths", inv.distribution, inv.unit, root.display(), r.removed);
-            for k in &r.kept_changed {
-                println!("  kept {} (changed since the install)", k.display());
-            }
-            for k in &r.kept_dirs {
-                println!("  kept {} (not empty: holds files that are not ours)", k.display());
-            }
+    ui.show(&r, |r| {
+        say!("removed {} {} install from {}: {} paths", inv.distribution, inv.unit, root.display(), r.removed);
+        for k in &r.kept_changed {
+            say!("  kept {} (changed since the install)", k.display());
         }
-    }
+        for k in &r.kept_dirs {
+            say!("  kept {} (not empty: holds files that are not ours)", k.display());
+        }
+    });
     Ok(ExitStatus::Success)
 }
 
-fn pki(command: PkiCommand) -> Result<ExitStatus> {
+fn pki(command: PkiCommand, ui: Ui) -> Result<ExitStatus> {
     use airlock_installer::site::pki::{self, RenewOptions};
     let host = |root: &Path| RootedHost::new(root.to_path_buf(), false);
     match command {
-        PkiCommand::Status { root, within, output } => {
+        PkiCommand::Status { root, within } => {
             let r = pki::status(&host(&root)?, within)?;
-            match output {
-                Output::Json => print_json(&r),
-                Output::Text => render::print_pki_status(&root, &r),
-            }
+            ui.show(&r, |r| render::print_pki_status(&root, r));
             render::print_pki_problems(&r);
             Ok(if r.expired > 0 { ExitStatus::Expired } else { ExitStatus::Success })
         }
-        PkiCommand::Renew { root, within, dry_run, output } => {
+        PkiCommand::Renew { root, within, dry_run } => {
             let r = pki::renew(&host(&root)?, RenewOptions { within_days: within, dry_run })?;
-            match output {
-                Output::Json => print_json(&r),
-                Output::Text => render::print_pki_renew(&r, within, dry_run),
-            }
+            ui.show(&r, |r| render::print_pki_renew(r, within, dry_run));
             Ok(ExitStatus::Success)
         }
     }

@@ -25,6 +25,10 @@ use super::challenge::{self, Challenge};
 use super::{PullOptions, RegistryTls};
 use crate::sources::MAX_JSON_BYTES;
 
+/// The `log` target of `airlock-bundler --verbose`'s registry requests; URLs only,
+/// never the Authorization header.
+const LOG: &str = "airlock::registry";
+
 /// Every manifest type we can bundle; registries pick what to send from this list
 /// (distribution answers 404 for an OCI manifest when Accept lacks the OCI type).
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -130,6 +134,7 @@ impl Client {
         let mut attempt = 0;
         let mut authed_after_challenge = false;
         loop {
+            log::info!(target: LOG, "GET {url}");
             let mut req = ep.agent.get(&url);
             for (k, v) in headers {
                 req = req.set(k, v);
@@ -192,6 +197,7 @@ impl Client {
                 url.push_str(&q.join("&"));
                 let token_host = realm.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("").to_string();
                 let ep = self.endpoint(&token_host)?;
+                log::info!(target: LOG, "GET {url}");
                 let mut req = ep.agent.get(&url);
                 if let Some(l) = login {
                     req = req.set("Authorization", &basic(&l.username, &l.password));
@@ -256,6 +262,7 @@ impl Client {
         let repo = Repo { registry: host.clone(), repository: String::new() };
         let mut attempt = 0;
         loop {
+            log::info!(target: LOG, "GET {url}");
             let mut req = ep.agent.get(url);
             if let Some(l) = self.opts.credentials.get(&host) {
                 req = req.set("Authorization", &basic(&l.username, &l.password));
@@ -316,6 +323,7 @@ impl Client {
             // `get_url`'s error handling, without its in-memory body.
             let host = url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("").to_string();
             let ep = self.endpoint(&host)?;
+            log::info!(target: LOG, "GET {url}");
             let mut req = ep.agent.get(url);
             if let Some(l) = self.opts.credentials.get(&host) {
                 req = req.set("Authorization", &basic(&l.username, &l.password));

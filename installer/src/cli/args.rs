@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use airlock_term::docs::{CompletionsArgs, ManArgs};
+use airlock_term::GlobalArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -10,12 +12,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
+    #[command(flatten)]
+    pub global: GlobalArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,8 +59,6 @@ pub struct InstallFlags {
     /// Live mode: seconds to wait for the node and every chart before giving up.
     #[arg(long, default_value_t = 1200)]
     pub timeout: u64,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
 }
 
 #[derive(Subcommand)]
@@ -77,16 +73,12 @@ pub enum Command {
         /// Also hash every bundle file against the signed .sha256 list.
         #[arg(long)]
         check_parts: bool,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
     /// Show what a bundle holds (works without a key: then it says "unverified").
     Inspect {
         bundle: PathBuf,
         #[arg(long)]
         pubkey: Vec<PathBuf>,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
         /// Print the bundle's CycloneDX SBOM (JSON) instead of the summary.
         #[arg(long)]
         sbom: bool,
@@ -137,8 +129,6 @@ pub enum Command {
         /// Print what would be removed and change nothing.
         #[arg(long)]
         dry_run: bool,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
     /// Check whether this host can take the platform: pass / warn / fail with a fix for
     /// each (exit 8 when a check fails). Verifies the bundle for its profile's limits.
@@ -161,8 +151,6 @@ pub enum Command {
         /// Accept a failing check by id (repeatable).
         #[arg(long = "override", value_name = "CHECK")]
         overrides: Vec<String>,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
     /// The site PKI on a target: certificate status, and renewal of self-signed leaves.
     Pki {
@@ -180,8 +168,6 @@ pub enum Command {
     Status {
         #[arg(long, default_value = "/")]
         root: PathBuf,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
     /// Collect a support bundle (journal, state, preflight, configs, logs, cluster
     /// state) with every secret redacted; works on a broken site with what it reaches.
@@ -191,8 +177,6 @@ pub enum Command {
         output_file: PathBuf,
         #[arg(long, default_value = "/")]
         root: PathBuf,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
     /// Verify while extracting into a new staging directory (removed on any failure).
     Extract {
@@ -206,6 +190,11 @@ pub enum Command {
         #[arg(long)]
         image_archive: Option<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Write the man pages of every command into DIR (packaging/install-docs.sh).
+    #[command(hide = true)]
+    Man(ManArgs),
 }
 
 #[derive(Subcommand)]
@@ -219,8 +208,6 @@ pub enum PkiCommand {
         /// Warn about certificates that expire within this many days.
         #[arg(long, value_name = "DAYS", default_value_t = 30)]
         within: i64,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
     /// Re-issue the leaf certificates that expire within DAYS with the site CA (new keys,
     /// same names). Self-signed PKI only: customer certificates come from the customer.
@@ -234,8 +221,6 @@ pub enum PkiCommand {
         /// Say what would be renewed and change nothing.
         #[arg(long)]
         dry_run: bool,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
 }
 
@@ -247,8 +232,6 @@ pub enum LdapCommand {
         /// Answers file with an `ldap:` section (docs/answers.md).
         #[arg(long)]
         answers: PathBuf,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
 }
 
@@ -283,6 +266,12 @@ pub struct UpgradeFlags {
     /// Accept a failing preflight check, named by id (repeatable); journaled.
     #[arg(long = "override", value_name = "CHECK")]
     pub overrides: Vec<String>,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

@@ -7,11 +7,9 @@ use airlock_installer::bundle::inspect;
 use airlock_installer::bundle::verify::{Status, VerifyReport};
 use airlock_installer::ops::upgrade::UpgradeOutcome;
 
-use super::args::Output;
+use airlock_term::{say, Output};
 
-pub fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("reports always serialise"));
-}
+pub use airlock_term::print_json;
 
 /// Every check short of a pass with its fix, then a one-line summary.
 pub fn print_preflight(r: &airlock_installer::site::preflight::PreflightReport) {
@@ -23,15 +21,15 @@ pub fn print_preflight(r: &airlock_installer::site::preflight::PreflightReport) 
             S::Fail => "FAIL",
             S::Overridden => "overridden",
         };
-        println!("  {word:10} {}: {}", c.id, c.detail);
+        say!("  {word:10} {}: {}", c.id, c.detail);
         if let Some(h) = &c.hint {
-            println!("  {:10} hint: {h}", "");
+            say!("  {:10} hint: {h}", "");
         }
         if let Some(n) = &c.note {
-            println!("  {:10} note: {n}", "");
+            say!("  {:10} note: {n}", "");
         }
     }
-    println!(
+    say!(
         "preflight ({:?}, {}): {} passed, {} warnings, {} failed, {} overridden, {} skipped",
         r.mode,
         r.distribution,
@@ -49,7 +47,7 @@ pub fn print_verify(r: &VerifyReport) {
         _ => r.bundle.clone(),
     };
     if let Some(s) = &r.signer {
-        println!("signature: good, key {s}");
+        say!("signature: good, key {s}");
     }
     if let Some(d) = &r.delta {
         print_delta(d);
@@ -62,14 +60,14 @@ pub fn print_verify(r: &VerifyReport) {
             Status::NotChecked => "not checked",
             Status::FromBase => "from base  ",
         };
-        println!("  {mark} {} {}", a.kind, a.name);
+        say!("  {mark} {} {}", a.kind, a.name);
         for p in &a.problems {
-            println!("              {p}");
+            say!("              {p}");
         }
     }
-    println!("checksum list: {}", r.checksums);
+    say!("checksum list: {}", r.checksums);
     for p in &r.parts {
-        println!("  {:11} {} ({} bytes)", p.status, p.path, p.size);
+        say!("  {:11} {} ({} bytes)", p.status, p.path, p.size);
     }
     for e in &r.errors {
         eprintln!("error: {}: {}", e.subject, e.cause);
@@ -78,63 +76,70 @@ pub fn print_verify(r: &VerifyReport) {
         }
     }
     if r.ok && r.delta.is_some() {
-        println!("{title}: verified, every entry this delta carries matches the signed manifest");
+        say!("{title}: verified, every entry this delta carries matches the signed manifest");
     } else if r.ok {
-        println!("{title}: verified, every artifact matches the signed manifest");
+        say!("{title}: verified, every artifact matches the signed manifest");
     } else {
-        println!("{title}: FAILED (exit {})", r.exit_code);
+        say!("{title}: FAILED (exit {})", r.exit_code);
     }
 }
 
 /// The delta line of `verify` and `inspect`.
 pub fn print_delta(d: &airlock_installer::bundle::verify::DeltaReport) {
-    println!(
+    say!(
         "delta over {} {} (manifest sha256 {}): {} entries ({} bytes) expected from the base, not checked here",
-        d.base_name, d.base_version, d.base_manifest_sha256, d.entries_from_base, d.bytes_from_base
+        d.base_name,
+        d.base_version,
+        d.base_manifest_sha256,
+        d.entries_from_base,
+        d.bytes_from_base
     );
 }
 
 pub fn print_inspect(r: &inspect::InspectReport) {
-    println!("bundle      {} {}", r.name, r.version);
-    println!("created     {}", r.created);
+    say!("bundle      {} {}", r.name, r.version);
+    say!("created     {}", r.created);
     if let Some(d) = &r.delta {
         print_delta(d);
     }
-    println!("signed by   key {} ({})", r.signer_key_id, r.signature);
+    say!("signed by   key {} ({})", r.signer_key_id, r.signature);
     if r.signature != "verified" {
-        println!("            content not verified: run `airlock verify --pubkey VENDOR.pub` for that");
+        say!("            content not verified: run `airlock verify --pubkey VENDOR.pub` for that");
     }
     if let Some(d) = &r.distribution {
-        println!("distribution {} {} ({})", d.kind, d.version, d.arch);
+        say!("distribution {} {} ({})", d.kind, d.version, d.arch);
         for a in &d.artifacts {
-            println!("  {:40} {:>12}  sha256:{}", a.name, a.size, a.sha256);
+            say!("  {:40} {:>12}  sha256:{}", a.name, a.size, a.sha256);
         }
     }
-    println!("images ({})", r.images.len());
+    say!("images ({})", r.images.len());
     for i in &r.images {
-        println!("  {} [{}]", i.reference, i.component);
-        println!("      {}  {}  {} bytes", i.digest, i.platforms.join(","), i.size);
+        say!("  {} [{}]", i.reference, i.component);
+        say!("      {}  {}  {} bytes", i.digest, i.platforms.join(","), i.size);
     }
-    println!("charts ({})", r.charts.len());
+    say!("charts ({})", r.charts.len());
     for c in &r.charts {
-        println!("  {} {} [{}]  {}  {} bytes", c.name, c.version, c.component, c.digest, c.size);
+        say!("  {} {} [{}]  {}  {} bytes", c.name, c.version, c.component, c.digest, c.size);
     }
-    println!("files ({})", r.files.len());
+    say!("files ({})", r.files.len());
     for f in &r.files {
-        println!("  {:40} {:>12}  sha256:{}", f.name, f.size, f.sha256);
+        say!("  {:40} {:>12}  sha256:{}", f.name, f.size, f.sha256);
     }
     if !r.profiles.is_empty() {
-        println!("profiles    {}", r.profiles.join(", "));
+        say!("profiles    {}", r.profiles.join(", "));
     }
     for k in &r.key_statements {
-        println!("key statement {} ({})", k.label(), k.path);
+        say!("key statement {} ({})", k.label(), k.path);
     }
     if let Some(v) = &r.installer_version {
-        println!("installer   airlock {v}");
+        say!("installer   airlock {v}");
     }
-    println!(
+    say!(
         "size        {} bytes in {} entries, {} bytes compressed in {} file(s)",
-        r.total_size, r.entries, r.compressed_size, r.parts
+        r.total_size,
+        r.entries,
+        r.compressed_size,
+        r.parts
     );
 }
 
@@ -148,55 +153,57 @@ pub fn print_upgrade(r: &airlock_installer::ops::upgrade::UpgradeReport, output:
     }
     if let Some(airlock_installer::ops::upgrade::policy::Decision::Overridden { violations }) = &r.policy {
         for v in violations {
-            println!("POLICY OVERRIDDEN (--allow-policy-override, journaled): {v}");
+            say!("POLICY OVERRIDDEN (--allow-policy-override, journaled): {v}");
         }
     }
     if let Some(d) = &r.diff {
-        println!("upgrade {} -> {}", d.from_version, d.to_version);
+        say!("upgrade {} -> {}", d.from_version, d.to_version);
         if let Some((a, b)) = &d.distribution {
-            println!("  distribution  {a} -> {b}");
+            say!("  distribution  {a} -> {b}");
         }
         for c in &d.charts {
             let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
-            println!("  chart         {} {} -> {}", c.name, v(&c.from), v(&c.to));
+            say!("  chart         {} {} -> {}", c.name, v(&c.from), v(&c.to));
         }
         for i in &d.images_added {
-            println!("  image    +    {i}");
+            say!("  image    +    {i}");
         }
         for i in &d.images_removed {
-            println!("  image    -    {i}");
+            say!("  image    -    {i}");
         }
         for p in &d.files_added {
-            println!("  file     +    {}", p.display());
+            say!("  file     +    {}", p.display());
         }
         for p in &d.files_changed {
-            println!("  file     ~    {}", p.display());
+            say!("  file     ~    {}", p.display());
         }
         for p in &d.files_removed {
-            println!("  file     -    {}", p.display());
+            say!("  file     -    {}", p.display());
         }
     }
     match r.outcome {
-        UpgradeOutcome::AlreadyInstalled => println!("release {} is already installed; nothing to do", r.to),
-        UpgradeOutcome::DryRun => println!("dry run: nothing was changed"),
-        UpgradeOutcome::WouldRollBack => println!(
+        UpgradeOutcome::AlreadyInstalled => say!("release {} is already installed; nothing to do", r.to),
+        UpgradeOutcome::DryRun => say!("dry run: nothing was changed"),
+        UpgradeOutcome::WouldRollBack => say!(
             "the unfinished upgrade {} -> {} is rolled back on the next run (release {} is put back); dry run: \
              nothing was changed",
-            r.to, r.from, r.to
+            r.to,
+            r.from,
+            r.to
         ),
-        UpgradeOutcome::RolledBack => println!("rolled back: release {} is current again (was {})", r.to, r.from),
+        UpgradeOutcome::RolledBack => say!("rolled back: release {} is current again (was {})", r.to, r.from),
         UpgradeOutcome::Upgraded => {
-            println!("upgraded {} -> {}{}", r.from, r.to, if r.resumed { " (resumed)" } else { "" })
+            say!("upgraded {} -> {}{}", r.from, r.to, if r.resumed { " (resumed)" } else { "" })
         }
     }
     if let Some(b) = &r.backup {
-        println!("backup: {} ({} files, datastore: {})", b.dir.display(), b.files.len(), b.datastore);
+        say!("backup: {} ({} files, datastore: {})", b.dir.display(), b.files.len(), b.datastore);
     }
     if !r.pruned.is_empty() {
-        println!("pruned releases: {}", r.pruned.join(", "));
+        say!("pruned releases: {}", r.pruned.join(", "));
     }
     if let Some(c) = &r.restore_datastore_command {
-        println!("the datastore was not restored; to restore it: {c}");
+        say!("the datastore was not restored; to restore it: {c}");
     }
 }
 
@@ -205,24 +212,24 @@ pub fn print_install_report(r: &airlock_installer::render::platform::wiring::Ins
     if r.urls.is_empty() {
         return;
     }
-    println!("platform:");
+    say!("platform:");
     for (name, url) in &r.urls {
-        println!("  {name:<10} {url}");
+        say!("  {name:<10} {url}");
     }
-    println!("credentials (root only, mode 0600; never printed):");
+    say!("credentials (root only, mode 0600; never printed):");
     for c in &r.credentials {
-        println!("  {:<32} {}", c.what, c.path.display());
+        say!("  {:<32} {}", c.what, c.path.display());
     }
-    println!("hand to the customer:");
+    say!("hand to the customer:");
     for line in &r.hand_to_customer {
-        println!("  - {line}");
+        say!("  - {line}");
     }
-    println!("this report: {}", airlock_installer::state::REPORT_PATH);
+    say!("this report: {}", airlock_installer::state::REPORT_PATH);
 }
 
 pub fn print_pki_status(root: &Path, r: &airlock_installer::site::pki::StatusReport) {
     let mode = r.mode.map(|m| m.to_string()).unwrap_or_else(|| "unknown: no pki.json".to_string());
-    println!("site PKI under {} (mode {mode})", root.join("etc/airlock/pki").display());
+    say!("site PKI under {} (mode {mode})", root.join("etc/airlock/pki").display());
     for c in &r.certificates {
         let state = if c.expired {
             "EXPIRED"
@@ -231,12 +238,12 @@ pub fn print_pki_status(root: &Path, r: &airlock_installer::site::pki::StatusRep
         } else {
             "ok"
         };
-        println!("  {:9} {:8} {} days left, not after {}", c.name, state, c.days_left, c.not_after);
-        println!("            subject {}", c.subject);
+        say!("  {:9} {:8} {} days left, not after {}", c.name, state, c.days_left, c.not_after);
+        say!("            subject {}", c.subject);
         if !c.sans.is_empty() {
-            println!("            SANs    {}", c.sans.join(", "));
+            say!("            SANs    {}", c.sans.join(", "));
         }
-        println!("            sha256  {}", c.sha256);
+        say!("            sha256  {}", c.sha256);
     }
 }
 
@@ -252,9 +259,9 @@ pub fn state_word(s: &airlock_installer::engine::StepState) -> &'static str {
 /// `airlock install --dry-run/--check`: each step with its state, then the counts.
 pub fn print_plan(report: &airlock_installer::engine::PlanReport) {
     for s in &report.steps {
-        println!("  {:9} {}", state_word(&s.state), s.description);
+        say!("  {:9} {}", state_word(&s.state), s.description);
     }
-    println!(
+    say!(
         "{} steps: {} pending, {} blocked, {} done",
         report.steps.len(),
         report.pending,
@@ -265,7 +272,7 @@ pub fn print_plan(report: &airlock_installer::engine::PlanReport) {
 
 /// What an applied install did, where the CA is and the platform's report.
 pub fn print_installed(r: &airlock_installer::ops::install::Installed) {
-    println!(
+    say!(
         "installed {} {} into {}: {} steps applied, {} already done; journal {}",
         r.bundle,
         r.version,
@@ -276,15 +283,15 @@ pub fn print_installed(r: &airlock_installer::ops::install::Installed) {
     );
     match (&r.live, &r.checks) {
         (Some(up), checked) => {
-            println!("node {} Ready after {} s; {} charts installed", r.node, up.node_ready_after_s, up.charts.len());
+            say!("node {} Ready after {} s; {} charts installed", r.node, up.node_ready_after_s, up.charts.len());
             for c in checked.iter().flatten() {
-                println!("  ok {} ({}) after {} s, verified against the site CA", c.name, c.url, c.ok_after_s);
+                say!("  ok {} ({}) after {} s, verified against the site CA", c.name, c.url, c.ok_after_s);
             }
         }
-        (None, _) => println!("target root: nothing was started; {} starts when the system boots", r.unit),
+        (None, _) => say!("target root: nothing was started; {} starts when the system boots", r.unit),
     }
     if let Some(fp) = &r.ca_fingerprint {
-        println!("site CA for the clients to trust: {} (SHA-256 {fp})", airlock_installer::state::CA_CERT);
+        say!("site CA for the clients to trust: {} (SHA-256 {fp})", airlock_installer::state::CA_CERT);
     }
     if let Some(report) = &r.report {
         print_install_report(report);
@@ -296,21 +303,21 @@ pub fn print_status(r: &airlock_installer::ops::status::StatusReport, unhealthy_
     use airlock_installer::ops::status::Live;
     match &r.release {
         Some(rel) => {
-            println!("release     {} {} (profile {})", rel.bundle, rel.version, rel.profile);
-            println!("bundle      manifest sha256:{}, signed by key {}", rel.manifest_sha256, rel.signer);
+            say!("release     {} {} (profile {})", rel.bundle, rel.version, rel.profile);
+            say!("bundle      manifest sha256:{}, signed by key {}", rel.manifest_sha256, rel.signer);
         }
-        None => println!("release     none finished here yet"),
+        None => say!("release     none finished here yet"),
     }
     for c in &r.components {
         let ns = c.namespace.as_deref().map(|n| format!(" -> {n}")).unwrap_or_default();
         let health = c.health.as_deref().map(|h| format!("  [{h}]")).unwrap_or_default();
-        println!("  {:12} {:24} {}{ns}{health}", c.kind, c.name, c.version);
+        say!("  {:12} {:24} {}{ns}{health}", c.kind, c.name, c.version);
     }
     for c in &r.certificates {
-        println!("  cert {:>5} days  {}  {} (until {})", c.days_left, c.path.display(), c.subject, c.not_after);
+        say!("  cert {:>5} days  {}  {} (until {})", c.days_left, c.path.display(), c.subject, c.not_after);
     }
     if let Some(l) = &r.last_run {
-        println!(
+        say!(
             "last run    {} {:?}, started {}{}; {} applied, {} already done, {} rolled back",
             l.run_id,
             l.outcome,
@@ -321,34 +328,34 @@ pub fn print_status(r: &airlock_installer::ops::status::StatusReport, unhealthy_
             l.steps_rolled_back
         );
         for o in l.overrides.iter().filter(|o| o.applied) {
-            println!("  override  {}: {}", o.id, o.detail);
+            say!("  override  {}: {}", o.id, o.detail);
         }
     }
     match &r.live {
-        Live::NotLive { reason } => println!("live        not live: {reason}"),
+        Live::NotLive { reason } => say!("live        not live: {reason}"),
         Live::Checked { unit, unit_state, nodes, .. } => {
-            println!("live        {unit} {unit_state}");
+            say!("live        {unit} {unit_state}");
             for (n, s) in nodes {
-                println!("  node {n} {s}");
+                say!("  node {n} {s}");
             }
         }
     }
     for d in &r.drift {
-        println!("  DRIFT     {} ({})", d.path.display(), d.problem);
+        say!("  DRIFT     {} ({})", d.path.display(), d.problem);
     }
     for w in &r.warnings {
-        println!("  warning   {w}");
+        say!("  warning   {w}");
     }
     if let Some(p) = &r.pending {
-        println!("  PENDING   {}", p.state);
-        println!("  hint: {}", p.hint);
+        say!("  PENDING   {}", p.state);
+        say!("  hint: {}", p.hint);
     }
     if r.healthy {
-        println!("healthy");
+        say!("healthy");
     } else {
-        println!("NEEDS ATTENTION (exit {unhealthy_code}):");
+        say!("NEEDS ATTENTION (exit {unhealthy_code}):");
         for p in &r.problems {
-            println!("  - {p}");
+            say!("  - {p}");
         }
     }
 }
@@ -356,16 +363,16 @@ pub fn print_status(r: &airlock_installer::ops::status::StatusReport, unhealthy_
 /// `airlock support-bundle` as text.
 pub fn print_support(r: &airlock_installer::ops::support::SupportReport) {
     let m = &r.manifest;
-    println!("support bundle {} ({} bytes, mode 0600): {} files", r.output.display(), r.archive_bytes, m.files.len());
+    say!("support bundle {} ({} bytes, mode 0600): {} files", r.output.display(), r.archive_bytes, m.files.len());
     let total: usize = m.redactions.values().sum();
-    println!("redacted {total} values:");
+    say!("redacted {total} values:");
     for (rule, n) in &m.redactions {
-        println!("  {rule:24} {n}");
+        say!("  {rule:24} {n}");
     }
     if !m.not_collected.is_empty() {
-        println!("not collected ({}; MANIFEST.json says why):", m.not_collected.len());
+        say!("not collected ({}; MANIFEST.json says why):", m.not_collected.len());
         for n in &m.not_collected {
-            println!("  {}: {}", n.source, n.reason);
+            say!("  {}: {}", n.source, n.reason);
         }
     }
 }
@@ -384,7 +391,7 @@ pub fn print_uninstall_plan(p: &airlock_installer::ops::uninstall::UninstallPlan
             Action::RemoveDirIfEmpty { path } => format!("rmdir     {} (if empty)", path.display()),
             Action::RemoveTree { path } => format!("remove -r {}", path.display()),
         };
-        println!("  {line}");
+        say!("  {line}");
     }
 }
 
@@ -393,15 +400,15 @@ pub fn print_pki_renew(r: &airlock_installer::site::pki::RenewReport, within: i6
     let verb = if dry_run { "would renew" } else { "renewed" };
     for n in &r.renewed {
         match &n.new_not_after {
-            Some(new) => println!("{verb} {} ({}): valid until {new} (was {})", n.name, n.reason, n.old_not_after),
-            None => println!("{verb} {} ({}; valid until {})", n.name, n.reason, n.old_not_after),
+            Some(new) => say!("{verb} {} ({}): valid until {new} (was {})", n.name, n.reason, n.old_not_after),
+            None => say!("{verb} {} ({}; valid until {})", n.name, n.reason, n.old_not_after),
         }
     }
     if !r.kept.is_empty() {
-        println!("kept {} (more than {within} days left)", r.kept.join(", "));
+        say!("kept {} (more than {within} days left)", r.kept.join(", "));
     }
     if !dry_run && !r.renewed.is_empty() {
-        println!("the platform's TLS Secrets still hold the old certificates until `airlock install` runs again");
+        say!("the platform's TLS Secrets still hold the old certificates until `airlock install` runs again");
     }
 }
 
@@ -439,7 +446,7 @@ pub fn print_ldap(
             print_json(&v);
         }
         Output::Text => match result {
-            Ok(r) => println!("{}\nLDAP settings work", r.summary()),
+            Ok(r) => say!("{}\nLDAP settings work", r.summary()),
             Err(e) => eprintln!("error: LDAP check failed: {e}"),
         },
     }

@@ -1,11 +1,10 @@
-//! The terminal: the wizard's prompts, confirmations and progress bars. Only the
-//! binary draws; the library reports through `Prompter` and `Reporter`.
+//! The terminal: the wizard's prompts and confirmations. Only the binary asks; the
+//! library asks through `Prompter`. Progress bars are airlock-term's, shared with the
+//! bundler.
 
 use std::io::IsTerminal;
-use std::sync::Mutex;
 
 use airlock_format::error::{Error, Result};
-use airlock_format::report::{Event, Reporter, Silent};
 
 /// The host name to suggest for `node.name` (read, not changed).
 pub fn local_hostname() -> Option<String> {
@@ -63,65 +62,6 @@ impl airlock_installer::site::answers::Prompter for TerminalPrompter {
     fn note(&mut self, text: &str) {
         for line in text.lines() {
             println!("  {line}");
-        }
-    }
-}
-
-/// Progress on a TTY (stderr); nothing otherwise.
-pub struct Progress {
-    bar: Option<Mutex<Option<indicatif::ProgressBar>>>,
-}
-
-impl Progress {
-    pub fn new(enabled: bool) -> Self {
-        Self { bar: (enabled && std::io::stderr().is_terminal()).then(|| Mutex::new(None)) }
-    }
-    pub fn reporter(&self) -> &dyn Reporter {
-        if self.bar.is_some() {
-            self
-        } else {
-            &Silent
-        }
-    }
-    pub fn finish(&self) {
-        if let Some(m) = &self.bar {
-            if let Some(b) = m.lock().expect("progress lock").take() {
-                b.finish_and_clear();
-            }
-        }
-    }
-}
-
-impl Reporter for Progress {
-    fn event(&self, event: Event<'_>) {
-        let Some(m) = &self.bar else { return };
-        let mut g = m.lock().expect("progress lock");
-        match event {
-            Event::Phase { name, total } => {
-                if let Some(b) = g.take() {
-                    b.finish_and_clear();
-                }
-                let b = indicatif::ProgressBar::new(total.unwrap_or(0)).with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg:20} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .expect("template")
-                    .progress_chars("=> "),
-                );
-                b.set_message(name.to_string());
-                *g = Some(b);
-            }
-            Event::Progress { bytes } => {
-                if let Some(b) = g.as_ref() {
-                    b.inc(bytes)
-                }
-            }
-            Event::Warning(w) => eprintln!("warning: {w}"),
-            // The installer downloads nothing; transfers are the bundler's.
-            Event::Entry { .. }
-            | Event::TransferStart { .. }
-            | Event::TransferProgress { .. }
-            | Event::TransferDone { .. } => {}
         }
     }
 }

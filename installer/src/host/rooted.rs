@@ -382,21 +382,27 @@ impl Host for RootedHost {
     }
 
     fn write_file(&self, path: &Path, content: &mut dyn Read, perms: Perms) -> Result<u64> {
-        self.atomic_write(path, perms, &mut |f| {
+        let n = self.atomic_write(path, perms, &mut |f| {
             let mut w = BufWriter::with_capacity(1 << 20, f);
             let n = io::copy(content, &mut w)?;
             w.flush()?;
             Ok(n)
-        })
+        })?;
+        log_write(path, n, perms);
+        Ok(n)
     }
 
     fn copy_file(&self, source: &Path, path: &Path, perms: Perms) -> Result<u64> {
-        if let Some(n) = self.link_fresh(source, path, perms)? {
-            return Ok(n);
-        }
-        let mut src = File::open(source).map_err(|e| Error::io(source, e))?;
-        // File to File: io::copy uses copy_file_range, streaming inside the kernel.
-        self.atomic_write(path, perms, &mut |f| io::copy(&mut src, f))
+        let n = match self.link_fresh(source, path, perms)? {
+            Some(n) => n,
+            None => {
+                let mut src = File::open(source).map_err(|e| Error::io(source, e))?;
+                // File to File: io::copy uses copy_file_range, streaming inside the kernel.
+                self.atomic_write(path, perms, &mut |f| io::copy(&mut src, f))?
+            }
+        };
+        log_write(path, n, perms);
+        Ok(n)
     }
 
     fn create_dir(&self, path: &Path, mode: u32) -> Result<()> {
@@ -419,7 +425,9 @@ impl Host for RootedHost {
         self.make_parents(path, &host)?;
         fs::create_dir(&host).map_err(|e| self.io_err(path, e))?;
         fs::set_permissions(&host, Permissions::from_mode(mode)).map_err(|e| self.io_err(path, e))?;
-        sync_parent(&host).map_err(|e| self.io_err(path, e))
+        sync_parent(&host).map_err(|e| self.io_err(path, e))?;
+        log::info!(target: LOG, "created {} ({mode:04o})", path.display());
+        Ok(())
     }
 
     fn symlink(&self, path: &Path, target: &Path) -> Result<()> {
@@ -438,7 +446,9 @@ impl Host for RootedHost {
             let _ = fs::remove_file(&tmp);
             return Err(self.io_err(path, e));
         }
-        sync_parent(&host).map_err(|e| self.io_err(path, e))
+        sync_parent(&host).map_err(|e| self.io_err(path, e))?;
+        log::info!(target: LOG, "linked {} -> {}", path.display(), target.display());
+        Ok(())
     }
 
     fn remove(&self, path: &Path) -> Result<()> {
@@ -447,7 +457,9 @@ impl Host for RootedHost {
             Ok(m) if m.is_dir() => Err(Error::input(self.shown(path), "is a directory, not a file or link")),
             Ok(_) => {
                 fs::remove_file(&host).map_err(|e| self.io_err(path, e))?;
-                sync_parent(&host).map_err(|e| self.io_err(path, e))
+                sync_parent(&host).map_err(|e| self.io_err(path, e))?;
+                log::info!(target: LOG, "removed {}", path.display());
+                Ok(())
             }
             Err(e) if is_missing(&e) => Ok(()),
             Err(e) => Err(self.io_err(path, e)),
@@ -465,6 +477,7 @@ impl Host for RootedHost {
         match fs::remove_dir(&host) {
             Ok(()) => {
                 sync_parent(&host).map_err(|e| self.io_err(path, e))?;
+                log::info!(target: LOG, "removed {}", path.display());
                 Ok(true)
             }
             Err(e) if e.raw_os_error() == Some(Errno::ENOTEMPTY as i32) || e.kind() == io::ErrorKind::AlreadyExists => {
@@ -483,7 +496,9 @@ impl Host for RootedHost {
             Err(e) if is_missing(&e) => return Ok(()),
             Err(e) => Err(e),
         };
-        result.and_then(|()| sync_parent(&host)).map_err(|e| self.io_err(path, e))
+        result.and_then(|()| sync_parent(&host)).map_err(|e| self.io_err(path, e))?;
+        log::info!(target: LOG, "removed {}", path.display());
+        Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<()> {
@@ -555,6 +570,7 @@ impl Host for RootedHost {
         }
         let (program, args) =
             argv.split_first().ok_or_else(|| Error::input("command", "an empty command line cannot be run"))?;
+        log::info!(target: LOG, "run {}", argv.join(" "));
         // LC_ALL=C: the installer reads what tools print; it must not be translated.
         let out = Command::new(program).args(args).env("LC_ALL", "C").stdin(Stdio::null()).output().map_err(|e| {
             let missing = e.kind() == io::ErrorKind::NotFound;
@@ -621,6 +637,15 @@ fn kind_of(t: fs::FileType) -> FileKind {
     } else {
         FileKind::Other
     }
+}
+
+/// The `log` target of `airlock --verbose`'s lines about the host (airlock-term).
+const LOG: &str = "airlock::host";
+
+/// A file written: its path, size and mode; a secret's content is never logged.
+fn log_write(path: &Path, bytes: u64, perms: Perms) {
+    let secret = if perms.secret { ", secret" } else { "" };
+    log::info!(target: LOG, "wrote {} ({bytes} bytes, {:04o}{secret})", path.display(), perms.effective_mode());
 }
 
 /// "Not there": missing, or a parent is not a directory (so it cannot exist).
