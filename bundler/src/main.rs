@@ -164,7 +164,8 @@ impl PullArgs {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = airlock_term::parse();
+    // `create --output FILE` named the bundle file before docs/cli.md: it still does.
+    let cli: Cli = airlock_term::args::parse_keeping_output_file("create");
     // The values `--verbose` must never show, should one reach a logged line.
     let secrets = ["AIRLOCK_KEY_PASSPHRASE", "AIRLOCK_REGISTRY_PASSWORD"];
     let redact = airlock_term::verbose::replace_values(secrets.iter().filter_map(|v| std::env::var(v).ok()).collect());

@@ -1,6 +1,7 @@
 //! The conventions both binaries share (docs/cli.md), through the real binaries:
 //! `--output` is the format and `-o`/`--output-file` the file, old spellings still
-//! parse (or, for `create --output FILE`, fail with a tip naming the new one), the
+//! parse (`create --output FILE` with a warning naming the new one; `support-bundle
+//! --output FILE`, never a file spelling, fails with that tip), the
 //! global flags `--quiet`, `--no-progress` and `--verbose` work before or after the
 //! command, `--verbose` never shows a secret, and completions and man pages cover every
 //! command. The text of `--help` is pinned in cli_snapshots.rs.
@@ -60,17 +61,35 @@ fn commands(bin: &str) -> Vec<String> {
 }
 
 #[test]
-fn create_output_with_a_file_name_is_a_usage_error_whose_tip_names_output_file() {
-    for (bin, args) in [
-        ("airlock-bundler", &["create", "bundle.yaml", "--output", "app.airlock", "--key", "k"][..]),
-        ("airlock", &["support-bundle", "--output", "support.tar.gz"][..]),
-    ] {
-        let o = run(bin, args);
-        assert_eq!(o.status.code(), Some(2), "{}", shown(&o));
+fn support_bundle_output_with_a_file_name_is_a_usage_error_whose_tip_names_output_file() {
+    let o = run("airlock", &["support-bundle", "--output", "support.tar.gz"]);
+    assert_eq!(o.status.code(), Some(2), "{}", shown(&o));
+    let err = text(&o.stderr);
+    assert!(err.contains("tip: --output is the format (text or json)"), "{err}");
+    assert!(err.contains("-o FILE (long form --output-file FILE)"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn create_output_with_a_file_name_still_names_the_bundle_file_with_a_warning() {
+    let d = tempfile::tempdir().unwrap();
+    let spec = demo_dir().join("bundle.yaml");
+    let key = demo_dir().join("keys/demo.key");
+    for (flags, name) in [(vec!["--output"], "old.airlock"), (vec![], "old-eq.airlock")] {
+        let out = d.path().join(name);
+        let mut args =
+            vec!["create".to_string(), s(&spec).to_string(), "--key".into(), s(&key).to_string(), "-q".into()];
+        if flags.is_empty() {
+            args.push(format!("--output={}", out.display()));
+        } else {
+            args.extend(["--output".to_string(), s(&out).to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = run("airlock-bundler", &args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", shown(&o));
+        assert!(out.is_file(), "{args:?} wrote no bundle at {}", out.display());
         let err = text(&o.stderr);
-        assert!(err.contains("tip: --output is the format (text or json)"), "{err}");
-        assert!(err.contains("-o FILE (long form --output-file FILE)"), "{err}");
-        assert!(o.stdout.is_empty());
+        assert!(err.contains("`create --output FILE` is an old spelling; write -o FILE"), "{err}");
     }
 }
 
