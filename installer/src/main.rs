@@ -115,6 +115,9 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             let r = ops::support::collect(&host, &opts, &progress);
             progress.finish();
             let r = r?;
+            if let Some(run) = &r.manifest.working_run {
+                eprintln!("warning: {run} was working on this site while this was collected: its state files may be mid-change (MANIFEST.json says so too)");
+            }
             ui.show(&r, render::print_support);
             Ok(ExitStatus::Success)
         }
@@ -182,6 +185,7 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
         timeout: Duration::from_secs(f.timeout),
         join,
         hostname: local_hostname(),
+        dry_run: f.dry_run || f.check,
     };
     let text = !ui.json();
     let progress = ui.progress();

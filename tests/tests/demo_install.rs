@@ -49,7 +49,7 @@ fn demo_installs_into_a_root_matching_the_golden_tree_and_a_second_run_has_nothi
     std::fs::create_dir(&root).unwrap();
     let dry = install(&b, &root, &["--dry-run", "--output", "json"], &[]);
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
-    // A dry run changes nothing but staging.
+    // A dry run changes nothing under the root (site_lock.rs pins it byte for byte).
     assert!(!root.join("etc").exists() && !root.join("usr").exists());
     let out = install(&b, &root, &["--yes"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -265,6 +265,26 @@ fn a_delta_upgrade_gives_the_tree_of_the_full_bundle_and_a_delta_for_another_bas
 }
 
 #[test]
+fn an_upgrade_dry_run_writes_nothing_under_the_root_and_removes_its_temporary_staging() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    let (root, tmp) = (d.path().join("root"), d.path().join("tmp"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    install(&b.v1, &root);
+    let everything = |root: &Path| {
+        walk(root, |_| true, |_, path, mode| format!("file {mode:04o} {}", sha(&std::fs::read(path).unwrap())))
+    };
+    let before = everything(&root);
+    for bundle in [&b.v2, &b.v2_delta] {
+        let o = airlock(&["upgrade", "--dry-run"], bundle, &root, &[("TMPDIR", tmp.to_str().unwrap())]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("1.1.0"), "{}", text(&o));
+        assert_eq!(diff(&before, &everything(&root)), Vec::<String>::new(), "the dry run wrote under the root");
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the dry run left its temporary staging");
+    }
+}
+
+#[test]
 fn the_installed_bundle_again_is_already_installed() {
     let b = bundles();
     let d = tempfile::tempdir().unwrap();

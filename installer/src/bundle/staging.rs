@@ -30,6 +30,9 @@ pub struct Staged {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub signer: PublicKey,
+    /// A dry run's staging: a temporary directory outside the target root that holds
+    /// `dir` and is removed with the staged bundle (see `ops::install::staging_dir`).
+    pub scratch: Option<tempfile::TempDir>,
 }
 
 impl Staged {
@@ -360,7 +363,9 @@ pub(crate) fn extract_with(
             }
         });
     match result {
-        Ok(o) => Ok(Staged { dir: dir.to_path_buf(), manifest: o.manifest.full_release(), signer: o.signer }),
+        Ok(o) => {
+            Ok(Staged { dir: dir.to_path_buf(), manifest: o.manifest.full_release(), signer: o.signer, scratch: None })
+        }
         Err(e) => {
             drop(sink);
             if !exists(&created) {

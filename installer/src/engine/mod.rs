@@ -5,7 +5,8 @@
 //! `--check` counts. [`apply`] runs the same checks again, one step at a time, under a
 //! lock and with a journal:
 //!
-//! - the lock (`<state_dir>/lock`, `flock`) keeps a second run off the host;
+//! - the lock (`<state_dir>/lock`, `flock`) keeps a second run off the host: [`apply`]
+//!   takes it, [`apply_locked`] runs under the one the command took before staging;
 //! - every step is re-checked right before it runs — satisfied steps are skipped,
 //!   pending ones applied, a blocked one stops the run — so a re-run after a crash
 //!   simply continues from the first pending step, and nothing is applied twice;
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::host::Host;
+use crate::host::{Host, HostLock};
 
 pub use journal::{CheckStatus, Journal, Outcome, OverrideRecord, StepRecord, StepStatus, JOURNAL_VERSION};
 pub use steps::layout_steps;
@@ -211,11 +212,29 @@ pub fn apply(
     opts: &ApplyOptions,
     checkpoint: &mut dyn FnMut(&str),
 ) -> Result<ApplyReport> {
+    // 0700: the backups in it may hold the previous versions of secrets.
+    host.create_dir(&opts.state_dir, 0o700)?;
+    let lock = host.lock(&opts.state_dir.join("lock"))?;
+    apply_locked(plan, host, opts, &lock, checkpoint)
+}
+
+/// [`apply`] for a caller that already holds the lock of `opts.state_dir`: the
+/// command took it before it staged anything (`airlock install`, `airlock upgrade`),
+/// so a second run is refused before it writes a byte.
+pub fn apply_locked(
+    plan: &Plan,
+    host: &dyn Host,
+    opts: &ApplyOptions,
+    lock: &HostLock,
+    checkpoint: &mut dyn FnMut(&str),
+) -> Result<ApplyReport> {
     let crash_after = std::env::var(CRASH_AFTER_ENV).ok();
     let state_dir = opts.state_dir.as_path();
-    // 0700: the backups in it may hold the previous versions of secrets.
+    if lock.path() != state_dir.join("lock") {
+        return Err(Error::input(lock.path().display().to_string(), "is not the lock of the state directory")
+            .with_hint("this is a bug in airlock: the run must hold the lock of the state directory it journals in"));
+    }
     host.create_dir(state_dir, 0o700)?;
-    let _lock = host.lock(&state_dir.join("lock"))?;
 
     // A damaged journal must not stand in the way of finishing an install; it only
     // tells us which run we continue.

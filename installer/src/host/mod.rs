@@ -152,6 +152,77 @@ impl HostLock {
     }
 }
 
+/// Who holds a lock, as its holder writes it into the lock file: `pid`, `started`
+/// (RFC 3339) and `command` lines, so the run that is refused can say which run is
+/// working on the site. A lock file of an older airlock holds only the pid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockHolder {
+    pub pid: Option<u32>,
+    pub started: Option<String>,
+    pub command: Option<String>,
+}
+
+impl LockHolder {
+    /// This process: its pid, now, and its command line.
+    pub fn this_process() -> Self {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let command = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        Self {
+            pid: Some(std::process::id()),
+            started: Some(airlock_format::manifest::rfc3339(secs)),
+            command: Some(command),
+        }
+    }
+
+    /// Reads what [`LockHolder`]'s `Display` wrote (or an older bare pid); what cannot
+    /// be read stays `None`.
+    pub fn parse(text: &str) -> Self {
+        let mut holder = Self { pid: None, started: None, command: None };
+        for line in text.lines() {
+            match line.split_once(' ') {
+                Some(("pid", v)) => holder.pid = v.trim().parse().ok(),
+                Some(("started", v)) => holder.started = Some(v.trim().to_string()),
+                Some(("command", v)) => holder.command = Some(v.trim().to_string()),
+                _ => holder.pid = holder.pid.or_else(|| line.trim().parse().ok()),
+            }
+        }
+        holder
+    }
+}
+
+impl std::fmt::Display for LockHolder {
+    /// The lock file's text when written with `{}`; with `{:#}`, how a refusal names
+    /// the holder: "another airlock run (pid N, started T, command C)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !f.alternate() {
+            if let Some(pid) = self.pid {
+                writeln!(f, "pid {pid}")?;
+            }
+            if let Some(t) = &self.started {
+                writeln!(f, "started {t}")?;
+            }
+            if let Some(c) = &self.command {
+                // One line: the command is shown, never parsed.
+                writeln!(f, "command {}", c.replace('\n', " "))?;
+            }
+            return Ok(());
+        }
+        let parts: Vec<String> = [
+            self.pid.map(|p| format!("pid {p}")),
+            self.started.as_ref().map(|t| format!("started {t}")),
+            self.command.as_ref().map(|c| format!("command {c}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if parts.is_empty() {
+            write!(f, "another airlock run")
+        } else {
+            write!(f, "another airlock run ({})", parts.join(", "))
+        }
+    }
+}
+
 /// A system user (and its group of the same name) that must exist, e.g. RKE2's
 /// `etcd` user for the CIS profile.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -240,8 +311,12 @@ pub trait Host {
     /// an error under a root, where nothing is started.
     fn run(&self, argv: &[&str]) -> Result<CommandOutput>;
     /// Takes an exclusive lock on `path` (created 0600) without waiting; an error
-    /// naming the holder's pid when another process holds it.
+    /// naming the holder ("another airlock run (pid N, started T, command C)") when
+    /// another process holds it.
     fn lock(&self, path: &Path) -> Result<HostLock>;
+    /// Who holds the lock at `path` now, if anyone; changes nothing (for the commands
+    /// that only read the site: status, support-bundle).
+    fn lock_holder(&self, path: &Path) -> Result<Option<LockHolder>>;
 }
 
 /// The error every host gives for a command under `--root`.

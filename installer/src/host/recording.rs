@@ -16,7 +16,7 @@ use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use super::PlannedUser;
-use super::{system, CommandOutput, DirEntry, Host, HostLock, Metadata, Perms, RootedHost};
+use super::{system, CommandOutput, DirEntry, Host, HostLock, LockHolder, Metadata, Perms, RootedHost};
 
 /// Content larger than this is recorded by length only.
 const MAX_RECORDED_CONTENT: usize = 64 * 1024;
@@ -388,5 +388,9 @@ impl Host for RecordingHost {
     fn lock(&self, path: &Path) -> Result<HostLock> {
         self.record(HostCall::Lock { path: path.to_path_buf() });
         self.files.lock(path)
+    }
+
+    fn lock_holder(&self, path: &Path) -> Result<Option<LockHolder>> {
+        self.files.lock_holder(path)
     }
 }

@@ -22,8 +22,8 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{self, BufWriter, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +33,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use super::PlannedUser;
-use super::{system, CommandOutput, DirEntry, FileKind, Host, HostLock, Metadata, Perms};
+use super::{system, CommandOutput, DirEntry, FileKind, Host, HostLock, LockHolder, Metadata, Perms};
 
 /// Symlinks followed while resolving one path before we call it a loop (as Linux).
 const MAX_SYMLINK_HOPS: u32 = 40;
@@ -55,7 +55,15 @@ impl RootedHost {
                 .with_hint("pass --root with an absolute directory"));
         }
         // Canonical once, so every mapped path starts with exactly this prefix.
-        let root = fs::canonicalize(&root).map_err(|e| Error::io(&root, e))?;
+        let root = fs::canonicalize(&root).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                Error::new(ErrorKind::Io, root.display().to_string(), "the target root does not exist").with_hint(
+                    "check the --root path; `airlock install` and `airlock join` create a missing root, \
+                     a dry run or another command does not",
+                )
+            }
+            _ => Error::io(&root, e),
+        })?;
         if !root.is_dir() {
             return Err(Error::input(root.display().to_string(), "the target root is not a directory"));
         }
@@ -67,6 +75,20 @@ impl RootedHost {
             .with_hint("drop --root to install onto this host, or install under the root without starting anything"));
         }
         Ok(Self { root, live })
+    }
+
+    /// [`RootedHost::new`], making the root directory first (0755, with its parents)
+    /// when it is missing: what `airlock install --root /mnt/new` expects.
+    pub fn create(root: PathBuf, live: bool) -> Result<Self> {
+        if root.is_absolute() && fs::symlink_metadata(&root).is_err() {
+            // The root itself is where the seam starts, so it is made here, not through it.
+            #[allow(clippy::disallowed_methods)]
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(&root).map_err(|e| {
+                Error::io(&root, e).with_hint("create the target root yourself, or pass another --root")
+            })?;
+            log::info!(target: LOG, "created the target root {}", root.display());
+        }
+        Self::new(root, live)
     }
 
     /// How errors name a target path: with the root when there is one.
@@ -423,7 +445,13 @@ impl Host for RootedHost {
             Err(e) => return Err(self.io_err(path, e)),
         }
         self.make_parents(path, &host)?;
-        fs::create_dir(&host).map_err(|e| self.io_err(path, e))?;
+        match fs::create_dir(&host) {
+            Ok(()) => {}
+            // Another process made it between the look and the make (two runs starting
+            // at once, before either holds the site's lock): as if it had been found.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return self.create_dir(path, mode),
+            Err(e) => return Err(self.io_err(path, e)),
+        }
         fs::set_permissions(&host, Permissions::from_mode(mode)).map_err(|e| self.io_err(path, e))?;
         sync_parent(&host).map_err(|e| self.io_err(path, e))?;
         log::info!(target: LOG, "created {} ({mode:04o})", path.display());
@@ -603,17 +631,22 @@ impl Host for RootedHost {
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((mut file, Errno::EWOULDBLOCK)) => {
-                // The holder wrote its pid when it took the lock; it may be mid-write.
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                let holder = match text.trim().parse::<u32>() {
-                    Ok(pid) => format!(" (pid {pid})"),
-                    Err(_) => String::new(),
-                };
+                // The holder writes who it is right after it takes the lock: a run
+                // refused in that instant reads again before it names it.
+                let mut holder = LockHolder::parse("");
+                for _ in 0..10 {
+                    let mut text = String::new();
+                    let _ = file.seek(io::SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut text));
+                    holder = LockHolder::parse(&text);
+                    if holder.command.is_some() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 return Err(Error::new(
                     ErrorKind::Io,
                     self.shown(path),
-                    format!("another airlock run holds this lock{holder}; two runs must not change the host at once"),
+                    format!("{holder:#} is working on this site; two runs must not change it at once"),
                 )
                 .with_hint(
                     "wait for that run to finish, then run the command again (the lock goes with its process)",
@@ -622,8 +655,33 @@ impl Host for RootedHost {
             Err((_, errno)) => return Err(self.io_err(path, io::Error::from(errno))),
         };
         let mut f: &File = &lock;
-        f.set_len(0).and_then(|()| writeln!(f, "{}", std::process::id())).map_err(|e| self.io_err(path, e))?;
+        let me = LockHolder::this_process().to_string();
+        f.set_len(0).and_then(|()| f.write_all(me.as_bytes())).map_err(|e| self.io_err(path, e))?;
         Ok(HostLock { _lock: lock, path: path.to_path_buf() })
+    }
+
+    fn lock_holder(&self, path: &Path) -> Result<Option<LockHolder>> {
+        let host = self.resolve(path, true)?;
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&host)
+        {
+            Ok(f) => f,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(self.io_err(path, e)),
+        };
+        // A shared lock, taken and dropped at once: granted exactly when no run holds
+        // the exclusive one.
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Ok(_) => Ok(None),
+            Err((mut file, Errno::EWOULDBLOCK)) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                Ok(Some(LockHolder::parse(&text)))
+            }
+            Err((_, errno)) => Err(self.io_err(path, io::Error::from(errno))),
+        }
     }
 }
 

@@ -55,24 +55,46 @@ pub struct Prepared {
     pub inventory: Inventory,
 }
 
-/// Verifies the bundle into staging under the target root. Changes nothing on the
-/// target outside `<root>/var/lib/airlock/staging`.
-pub fn stage(bundle: &Path, trusted: &[PublicKey], host: &dyn Host, reporter: &dyn Reporter) -> Result<Staged> {
+/// Verifies the bundle into staging under the target root (a dry run: outside it, see
+/// [`staging_dir`]). Changes nothing on the target outside
+/// `<root>/var/lib/airlock/staging`.
+pub fn stage(
+    bundle: &Path,
+    trusted: &[PublicKey],
+    host: &dyn Host,
+    dry_run: bool,
+    reporter: &dyn Reporter,
+) -> Result<Staged> {
     let files = BundleFiles::locate(bundle)?;
-    let dir = staging_dir(host, Path::new(state::INSTALL_STAGING))?;
-    staging::extract_with_image_archive(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, reporter)
+    let (dir, scratch) = staging_dir(host, Path::new(state::INSTALL_STAGING), dry_run)?;
+    let mut staged = staging::extract_with_image_archive(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, reporter)?;
+    staged.scratch = scratch;
+    Ok(staged)
 }
 
-/// The host path of a fresh staging directory at target path `staging` (which the
+/// Where a run verifies the bundle into, as a host path, with what keeps it alive.
+/// A run that will apply the bundle stages at target path `staging` (which the
 /// verifying extractor then creates): whatever a previous run left there is removed,
 /// since staging is never trusted across runs, and its parent is made through the
 /// host's symlink-safe resolution, so staging lands below the root whatever links
-/// are on the way.
-pub fn staging_dir(host: &dyn Host, staging: &Path) -> Result<PathBuf> {
+/// are on the way. A dry run writes nothing under the root: it stages into a fresh
+/// temporary directory outside it (`$TMPDIR`), removed when the returned guard is
+/// dropped, i.e. with the [`Staged`] bundle, before the command exits.
+pub fn staging_dir(host: &dyn Host, staging: &Path, dry_run: bool) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let name = staging.file_name().expect("staging has a name");
+    if dry_run {
+        let tmp = std::env::temp_dir();
+        let scratch = tempfile::Builder::new().prefix("airlock-dry-run-").tempdir().map_err(|e| {
+            Error::io(&tmp, e).with_hint(
+                "a dry run verifies the bundle into a temporary directory outside the target root; \
+                 point TMPDIR at a directory with room for the bundle",
+            )
+        })?;
+        return Ok((scratch.path().join(name), Some(scratch)));
+    }
     host.remove_all(staging)?;
     let parent = staging.parent().expect("staging has a parent");
-    let name = staging.file_name().expect("staging has a name");
-    Ok(host.resolve_dir(parent, 0o755)?.join(name))
+    Ok((host.resolve_dir(parent, 0o755)?.join(name), None))
 }
 
 /// Verifies the bundle into staging and plans the install.
@@ -83,7 +105,7 @@ pub fn prepare(
     host: &dyn Host,
     reporter: &dyn Reporter,
 ) -> Result<Prepared> {
-    let staged = stage(bundle, trusted, host, reporter)?;
+    let staged = stage(bundle, trusted, host, false, reporter)?;
     plan(bundle, staged, answers, host)
 }
 

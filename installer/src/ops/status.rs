@@ -243,8 +243,22 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
             ),
         });
     }
+    // An unfinished journal while a run holds the site's lock is that run at work,
+    // not an interruption: say which run, and not to start another.
+    let working = crate::state::site_holder(host)?.map(|h| format!("{h:#}"));
+    if let Some(run) = &working {
+        let p = pending.get_or_insert_with(|| Pending {
+            state: String::new(),
+            last_step: None,
+            resume_command: None,
+            hint: String::new(),
+        });
+        p.state = "running".into();
+        p.hint = format!("{run} is working on this site now: let it finish, then run `airlock status` again");
+    }
     if let Some(p) = &pending {
         problems.push(match p.state.as_str() {
+            "running" => format!("{} is working on this site", working.as_deref().unwrap_or("another airlock run")),
             "upgrade-interrupted" => format!(
                 "an upgrade is unfinished ({}); resume: {}",
                 p.last_step.as_deref().unwrap_or("?"),

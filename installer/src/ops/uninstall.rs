@@ -131,8 +131,7 @@ pub struct UninstallReport {
 /// Applies the plan through the host. Holds the install lock, so an install cannot
 /// run at the same time; a failure leaves the inventory, so a re-run continues.
 pub fn apply(host: &dyn Host, plan: &UninstallPlan) -> Result<UninstallReport> {
-    let lock_path = Path::new(STATE_DIR).join("lock");
-    let _lock = host.lock(&lock_path)?;
+    let _lock = crate::state::lock_site(host)?;
     let mut report = UninstallReport::default();
     for a in &plan.actions {
         match a {

@@ -72,9 +72,28 @@ pub const BACKUPS_DIR: &str = "/var/lib/airlock/backups";
 /// The records a backup keeps besides the PKI and the keys (the install journal is
 /// not one: it describes the run, not the site).
 pub const BACKED_UP_RECORDS: [&str; 5] = [INVENTORY_PATH, RELEASE_PATH, REPORT_PATH, KEPT_ANSWERS_PATH, SECRETS_DIR];
-/// The upgrade's lock (apart from the install's, which the engine takes in
-/// [`STATE_DIR`]).
-pub const UPGRADE_LOCK_PATH: &str = "/var/lib/airlock/upgrade.lock";
+/// The site's lock: held by every run that changes the site (install, join, upgrade,
+/// uninstall, `pki renew`) from before it stages or writes anything until it ends,
+/// and the lock the engine journals under (`lock` in [`STATE_DIR`]).
+pub const SITE_LOCK: &str = "/var/lib/airlock/lock";
+
+/// The run working on the site now (holding [`SITE_LOCK`]), if any; changes nothing.
+pub fn site_holder(host: &dyn crate::host::Host) -> airlock_format::error::Result<Option<crate::host::LockHolder>> {
+    host.lock_holder(Path::new(SITE_LOCK))
+}
+
+/// Takes [`SITE_LOCK`] (making [`STATE_DIR`], 0700, first), or fails naming the run
+/// that holds it: "another airlock run (pid N, started T, command C) is working on
+/// this site".
+pub fn lock_site(host: &dyn crate::host::Host) -> airlock_format::error::Result<crate::host::HostLock> {
+    // Made 0700 when missing (the backups in it may hold the previous versions of
+    // secrets); an existing one is not touched before the lock is held: a refused run
+    // changes nothing. The engine sets its mode under the lock.
+    if host.metadata(Path::new(STATE_DIR))?.is_none() {
+        host.create_dir(Path::new(STATE_DIR), 0o700)?;
+    }
+    host.lock(Path::new(SITE_LOCK))
+}
 
 /// The install journal (`journal.json` in [`STATE_DIR`]).
 pub fn install_journal() -> PathBuf {

@@ -19,8 +19,8 @@ use serde::Serialize;
 use super::{plan, stage, Prepared};
 use crate::bundle::profiles::staged_profiles;
 use crate::bundle::trust;
-use crate::engine::{apply as apply_plan, ApplyOptions, ApplyReport, PlanReport};
-use crate::host::{Host, RootedHost};
+use crate::engine::{apply_locked, ApplyOptions, ApplyReport, PlanReport};
+use crate::host::{Host, HostLock, RootedHost};
 use crate::live::{bring_up, post_install_checks, Clock, HttpsResult, LiveReport, WaitOptions};
 use crate::render::platform::wiring;
 use crate::site::answers::kept::InstallAnswers;
@@ -47,6 +47,9 @@ pub struct InstallOptions {
     pub join: Option<JoinOverrides>,
     /// The host's name, offered as the node name by the wizard.
     pub hostname: Option<String>,
+    /// `--dry-run`/`--check`: plan only. Nothing is written under the root (no lock,
+    /// staging in a temporary directory outside it) and a missing root is not made.
+    pub dry_run: bool,
 }
 
 /// `airlock join --server/--token-file`.
@@ -98,6 +101,9 @@ impl InstallOptions {
 /// what the binary shows before asking.
 pub struct Ready {
     host: RootedHost,
+    /// The site's lock, taken before staging and held until the install ends; `None`
+    /// for a dry run.
+    lock: Option<HostLock>,
     pub answers: Answers,
     /// What the wizard was told (no answers file): kept for later upgrades.
     wizard_answers: Option<Answered>,
@@ -159,8 +165,18 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
         (Some(path), None) => Some(Answers::load_for_bundle(path, &bundle_facts)?),
         (None, _) => None,
     };
-    let host = RootedHost::new(root.to_path_buf(), opts.live())?;
-    let staged = stage(&opts.bundle, &keys, &host, reporter).map_err(|e| trust::explain_untrusted_signer(e, root))?;
+    // A real run makes a missing target root (as `rpm --root` and pacstrap do); a dry
+    // run writes nothing, so it only says that the run would.
+    let host = if opts.dry_run {
+        RootedHost::new(root.to_path_buf(), opts.live())?
+    } else {
+        RootedHost::create(root.to_path_buf(), opts.live())?
+    };
+    // The site's lock before anything is written, staging included, held until the
+    // install ends; a dry run takes none, since it writes nothing under the root.
+    let lock = if opts.dry_run { None } else { Some(state::lock_site(&host)?) };
+    let staged = stage(&opts.bundle, &keys, &host, opts.dry_run, reporter)
+        .map_err(|e| trust::explain_untrusted_signer(e, root))?;
     let (answers, wizard_answers) = match answers {
         Some(a) => (a, None),
         None => {
@@ -197,7 +213,7 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
     let preflight = site::check(root, &input)?;
     let warnings = prepared.pki.iter().flat_map(|p| p.warnings()).collect();
     let plan = prepared.plan.check(&host)?;
-    Ok(Ready { host, answers, wizard_answers, prepared, preflight, plan, warnings })
+    Ok(Ready { host, lock, answers, wizard_answers, prepared, preflight, plan, warnings })
 }
 
 /// Applies what [`plan_install`] planned (the operator confirmed it, and preflight let it
@@ -208,13 +224,17 @@ pub fn apply_install(
     clock: &dyn Clock,
     reporter: &dyn Reporter,
 ) -> Result<Installed> {
-    let Ready { host, answers, wizard_answers, prepared, preflight, .. } = ready;
+    let Ready { host, lock, answers, wizard_answers, prepared, preflight, .. } = ready;
+    let Some(lock) = lock else {
+        return Err(Error::input("install", "a dry run's plan was given to apply")
+            .with_hint("this is a bug in airlock: a dry run only plans"));
+    };
     let apply_opts = ApplyOptions {
         state_dir: PathBuf::from(state::STATE_DIR),
         resume_command: opts.resume_command(&answers),
         overrides: preflight.applied_overrides().cloned().collect(),
     };
-    let result = apply_plan(&prepared.plan, &host, &apply_opts, &mut |_| {})?;
+    let result = apply_locked(&prepared.plan, &host, &apply_opts, &lock, &mut |_| {})?;
     // The release is kept whole (bundle, snapshot, answers without secrets) for
     // `airlock upgrade` and its rollback.
     let answers_text = match &opts.answers {

@@ -107,6 +107,10 @@ pub struct SupportManifest {
     /// Generated secrets known by value (their count, never their content).
     pub secret_values_known: usize,
     pub not_collected: Vec<Missing>,
+    /// The run that was working on the site while this was collected (its state files
+    /// may be mid-change), as "another airlock run (pid N, started T, command C)".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_run: Option<String>,
 }
 
 /// What [`collect`] did: the manifest written into the archive, and where.
@@ -384,6 +388,8 @@ pub fn collect(host: &dyn Host, opts: &SupportOptions, reporter: &dyn Reporter) 
             redactions: Counts::new(),
             secret_values_known: secrets.iter().filter(|s| !s.trim().is_empty()).count(),
             not_collected,
+            // Collected all the same: a support bundle is most wanted while a run hangs.
+            working_run: state::site_holder(host)?.map(|h| format!("{h:#}")),
         },
     };
 

@@ -35,7 +35,7 @@ use airlock_format::report::{Event, Reporter};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::staging::Staged;
-use crate::engine::{apply, ApplyOptions, Outcome, Plan, Step};
+use crate::engine::{apply_locked, ApplyOptions, Outcome, Plan, Step};
 use crate::host::{Host, Perms};
 use crate::live::{bring_up, post_install_checks, Clock, HttpsCheck, LiveTarget, WaitOptions};
 use crate::ops::install::{self, Prepared, IMAGE_ARCHIVE_ENTRY};
@@ -331,9 +331,9 @@ pub fn run(
     if crate::state::ReleaseRecord::load(host)?.is_none() && UpgradeJournal::load(host)?.is_none() {
         return Err(UpgradeFailure::plain(not_installed(host)));
     }
-    host.create_dir(Path::new(state::STATE_DIR), 0o700)?;
-    // Its own lock: the engine's apply takes `lock` while the upgrade holds this one.
-    let _lock = host.lock(Path::new(state::UPGRADE_LOCK_PATH))?;
+    // The site's lock before anything is staged or written; a dry run writes nothing,
+    // not even the lock, and stages outside the root.
+    let lock = if opts.dry_run { None } else { Some(state::lock_site(host)?) };
     let pending = UpgradeJournal::load(host)?.filter(UpgradeJournal::pending);
 
     if let Some(j) = pending.clone() {
@@ -375,7 +375,7 @@ pub fn run(
     let installed = crate::state::ReleaseRecord::load(host)?.ok_or_else(|| not_installed(host))?;
     let files = BundleFiles::locate(bundle)?;
     reporter.event(Event::Phase { name: "verifying the bundle into staging", total: None });
-    let staged = stage(host, &files, trusted, &installed.manifest_sha256, reporter)?;
+    let staged = stage(host, &files, trusted, &installed.manifest_sha256, opts.dry_run, reporter)?;
     let to_sha = release::manifest_sha256(&staged.manifest);
     if let Some(j) = &pending {
         if j.to_manifest_sha256 != to_sha {
@@ -589,7 +589,12 @@ pub fn run(
             resume_command: opts.resume_command.clone(),
             overrides: pre.applied_overrides().cloned().collect(),
         };
-        if let Err(e) = apply(&ordered, host, &apply_opts, &mut |_| {}) {
+        let applied = match &lock {
+            Some(lock) => apply_locked(&ordered, host, &apply_opts, lock, &mut |_| {}),
+            None => Err(Error::input("upgrade", "a dry run reached the apply step")
+                .with_hint("this is a bug in airlock: a dry run only plans")),
+        };
+        if let Err(e) = applied {
             return Err(failed(host, journal, e));
         }
         // What the installed release had and the new one does not.
@@ -666,6 +671,7 @@ fn restage_for_gate(host: &dyn Host, staged: &Staged) -> Result<Staged> {
         dir: host.real_path(&release::release_dir(&id).join("bundle"))?,
         manifest: staged.manifest.clone(),
         signer: staged.signer,
+        scratch: None,
     })
 }
 
@@ -676,9 +682,10 @@ fn stage(
     files: &BundleFiles,
     trusted: &[PublicKey],
     installed_sha256: &str,
+    dry_run: bool,
     reporter: &dyn Reporter,
 ) -> Result<Staged> {
-    let dir = crate::ops::install::staging_dir(host, Path::new(state::UPGRADE_STAGING))?;
+    let (dir, scratch) = crate::ops::install::staging_dir(host, Path::new(state::UPGRADE_STAGING), dry_run)?;
     // The current release's kept content: what a delta bundle is applied against.
     let base_dir = match release::pointer(host, "current")? {
         Some(id) => Some(host.real_path(&release::release_dir(&id).join("bundle"))?),
@@ -689,7 +696,7 @@ fn stage(
     // A full bundle stages as for an install; a delta is refused as soon as its signed
     // manifest is read (before `dir` exists) unless its base is the installed release,
     // and its base entries come from the current release's kept content.
-    crate::bundle::delta::extract_upgrade(
+    let mut staged = crate::bundle::delta::extract_upgrade(
         files,
         trusted,
         &dir,
@@ -698,7 +705,9 @@ fn stage(
         Some(installed_sha256),
         label.as_deref(),
         reporter,
-    )
+    )?;
+    staged.scratch = scratch;
+    Ok(staged)
 }
 
 /// The app chart's namespace and release, for the database dump.

@@ -231,13 +231,7 @@ pub(crate) fn renew_at(host: &dyn Host, opts: RenewOptions, now: OffsetDateTime)
         }
     }
 
-    let _lock = if opts.dry_run || todo.is_empty() {
-        None
-    } else {
-        let state_dir = Path::new(crate::state::STATE_DIR);
-        host.create_dir(state_dir, 0o700)?;
-        Some(host.lock(&state_dir.join("lock"))?)
-    };
+    let _lock = if opts.dry_run || todo.is_empty() { None } else { Some(crate::state::lock_site(host)?) };
     let mut renewed = Vec::new();
     for (old, reason) in todo {
         let spec = LeafSpec { name: old.name.clone(), dns: old.facts.dns.clone(), ips: old.facts.ips.clone() };
