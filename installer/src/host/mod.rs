@@ -26,6 +26,7 @@ mod kube;
 mod recording;
 mod rooted;
 mod system;
+mod walk;
 
 use std::fs::File;
 use std::io::Read;
@@ -37,6 +38,7 @@ use serde::{Deserialize, Serialize};
 pub use kube::{ready_condition, Kube, KUBE_REQUEST_TIMEOUT};
 pub use recording::{HostCall, RecordingHost};
 pub use rooted::RootedHost;
+pub use walk::{list_files, Listing, Skipped};
 
 /// Where the host keeps enabled-unit links and unit files; see [`Host::enable_unit`].
 pub const SYSTEMD_SYSTEM_DIR: &str = "/etc/systemd/system";

@@ -456,7 +456,7 @@ fn charts(host: &dyn Host, inv: &Inventory, unreadable: &mut Vec<Unreadable>) ->
 fn certificates(host: &dyn Host, now: i64) -> Result<(Vec<Certificate>, Vec<Unreadable>)> {
     let mut certs = Vec::new();
     let mut bad = Vec::new();
-    for path in crate::ops::support::list_files(host, Path::new(state::PKI_DIR))?.files {
+    for path in crate::host::list_files(host, Path::new(state::PKI_DIR))?.files {
         let name = path.to_string_lossy();
         if !(name.ends_with(".crt") || name.ends_with(".pem")) {
             continue;

@@ -20,6 +20,7 @@
 //! journal, unreadable files) still yields a bundle of what could be reached.
 //!
 //! Reading goes through the [`Host`] seam (files, listings, commands); [`list_files`]
+//! (`host/walk.rs`)
 //! refuses to follow symlinks, so a link in a target root never leads anywhere else. The archive
 //! itself is written to a path of the machine running airlock (like `extract -d`), 0600
 //! from its creation, via a temp file renamed into place.
@@ -31,14 +32,14 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::report::{Event, Reporter};
 use serde::Serialize;
 
 use crate::engine::Journal;
-use crate::host::{FileKind, Host};
+use crate::host::{list_files, Host};
 
 use crate::ops::status::{self, StatusOptions};
 use crate::state::Inventory;
@@ -119,75 +120,6 @@ pub struct SupportReport {
     pub output: PathBuf,
     pub archive_bytes: u64,
     pub manifest: SupportManifest,
-}
-
-/// The files below a target directory (recursively, not following symlinks) and the
-/// entries skipped on the way with why.
-pub struct Listing {
-    pub files: Vec<PathBuf>,
-    pub skipped: Vec<Missing>,
-}
-
-/// Lists the regular files below `dir` (a target path) through the host. Nothing when
-/// it does not exist; an error when it is not a plain absolute path. A symlink — a
-/// component of `dir` or anything below it — is skipped with a note, never followed:
-/// what a support bundle takes is what is there, not what a link points at.
-pub fn list_files(host: &dyn Host, dir: &Path) -> Result<Listing> {
-    let mut listing = Listing { files: Vec::new(), skipped: Vec::new() };
-    let mut here = PathBuf::from("/");
-    let mut kind = FileKind::Dir;
-    for c in dir.components() {
-        match c {
-            Component::RootDir => {}
-            Component::Normal(s) => {
-                here.push(s);
-                // Each prefix is looked at before anything below it is resolved, so
-                // the first link on the way is found here rather than followed.
-                match host.metadata(&here) {
-                    Err(_) | Ok(None) => return Ok(listing),
-                    Ok(Some(m)) if m.kind == FileKind::Symlink => {
-                        listing.skipped.push(Missing {
-                            source: dir.display().to_string(),
-                            reason: "a component of the path is a symbolic link (not followed)".into(),
-                        });
-                        return Ok(listing);
-                    }
-                    Ok(Some(m)) => kind = m.kind,
-                }
-            }
-            _ => {
-                return Err(Error::unsafe_entry(dir.display().to_string(), "not an absolute, plain target path")
-                    .with_hint("pass target paths like /etc/rancher"))
-            }
-        }
-    }
-    if kind == FileKind::Dir {
-        walk(host, &here, &mut listing);
-    }
-    listing.files.sort();
-    Ok(listing)
-}
-
-fn walk(host: &dyn Host, dir: &Path, listing: &mut Listing) {
-    let entries = match host.list_dir(dir) {
-        Ok(Some(e)) => e,
-        Ok(None) => return,
-        Err(e) => {
-            listing.skipped.push(Missing { source: dir.display().to_string(), reason: e.cause });
-            return;
-        }
-    };
-    for entry in entries {
-        let path = dir.join(&entry.name);
-        match entry.kind {
-            FileKind::Symlink => listing
-                .skipped
-                .push(Missing { source: path.display().to_string(), reason: "symbolic link (not followed)".into() }),
-            FileKind::Dir => walk(host, &path, listing),
-            FileKind::File => listing.files.push(path),
-            FileKind::Other => {}
-        }
-    }
 }
 
 /// Files that hold keys or credentials by their nature: never read into a bundle,
@@ -277,7 +209,7 @@ impl Bundle<'_> {
                     self.missing(dir.display().to_string(), "does not exist or is empty");
                 }
                 for s in l.skipped {
-                    self.manifest.not_collected.push(s);
+                    self.manifest.not_collected.push(Missing { source: s.path.display().to_string(), reason: s.reason });
                 }
                 for f in l.files {
                     self.add_file(&f, None);
