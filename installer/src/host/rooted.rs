@@ -91,6 +91,17 @@ impl RootedHost {
         Self::new(root, live)
     }
 
+    /// Opens an existing target file for reading, never through a symlink in its last
+    /// component (the others resolved under the root); `None` when it is not there.
+    fn open_existing(&self, path: &Path) -> Result<Option<File>> {
+        let host = self.resolve(path, true)?;
+        match OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC).open(&host) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(self.io_err(path, e)),
+        }
+    }
+
     /// How errors name a target path: with the root when there is one.
     fn shown(&self, target: &Path) -> String {
         if self.root == Path::new("/") {
@@ -342,16 +353,7 @@ impl Host for RootedHost {
     }
 
     fn open_file(&self, path: &Path) -> Result<Option<Box<dyn Read>>> {
-        let host = self.resolve(path, true)?;
-        let f = match OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&host)
-        {
-            Ok(f) => f,
-            Err(e) if is_missing(&e) => return Ok(None),
-            Err(e) => return Err(self.io_err(path, e)),
-        };
+        let Some(f) = self.open_existing(path)? else { return Ok(None) };
         if !f.metadata().map_err(|e| self.io_err(path, e))?.is_file() {
             return Err(Error::input(self.shown(path), "is not a regular file"));
         }
@@ -661,16 +663,7 @@ impl Host for RootedHost {
     }
 
     fn lock_holder(&self, path: &Path) -> Result<Option<LockHolder>> {
-        let host = self.resolve(path, true)?;
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(&host)
-        {
-            Ok(f) => f,
-            Err(e) if is_missing(&e) => return Ok(None),
-            Err(e) => return Err(self.io_err(path, e)),
-        };
+        let Some(file) = self.open_existing(path)? else { return Ok(None) };
         // A shared lock, taken and dropped at once: granted exactly when no run holds
         // the exclusive one.
         match Flock::lock(file, FlockArg::LockSharedNonblock) {

@@ -75,13 +75,12 @@ fn walk(host: &dyn Host, dir: &Path, listing: &mut Listing) {
     for entry in entries {
         let path = dir.join(&entry.name);
         match entry.kind {
-            FileKind::Symlink => listing
-                .skipped
-                .push(Skipped { path: path.clone(), reason: "symbolic link (not followed)".into() }),
+            FileKind::Symlink => {
+                listing.skipped.push(Skipped { path: path.clone(), reason: "symbolic link (not followed)".into() })
+            }
             FileKind::Dir => walk(host, &path, listing),
             FileKind::File => listing.files.push(path),
             FileKind::Other => {}
         }
     }
 }
-

@@ -209,7 +209,9 @@ impl Bundle<'_> {
                     self.missing(dir.display().to_string(), "does not exist or is empty");
                 }
                 for s in l.skipped {
-                    self.manifest.not_collected.push(Missing { source: s.path.display().to_string(), reason: s.reason });
+                    self.manifest
+                        .not_collected
+                        .push(Missing { source: s.path.display().to_string(), reason: s.reason });
                 }
                 for f in l.files {
                     self.add_file(&f, None);
