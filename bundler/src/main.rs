@@ -375,18 +375,32 @@ fn new_passphrase(file: Option<&Path>) -> Result<String> {
         return Err(Error::input("keygen", "no passphrase given and no terminal to ask on")
             .with_hint("pass --passphrase-file FILE, set AIRLOCK_KEY_PASSPHRASE, or use -W for an unencrypted key"));
     }
-    dialoguer::Password::new()
-        .with_prompt("Passphrase for the new key")
-        .with_confirmation("Repeat the passphrase", "the passphrases differ")
-        .interact()
-        .map_err(|e| Error::input("passphrase", e.to_string()))
+    loop {
+        let p = dialoguer::Password::new()
+            .with_prompt("Passphrase for the new key")
+            .with_confirmation("Repeat the passphrase", "the passphrases differ")
+            .allow_empty_password(true)
+            .interact()
+            .map_err(|e| Error::input("passphrase", e.to_string()))?;
+        if !p.is_empty() {
+            return Ok(p);
+        }
+        // Said, not silently asked again: an empty one would leave the key unprotected.
+        eprintln!("an empty passphrase would leave the key unprotected: type one, or use -W for an unencrypted key");
+    }
 }
 
 /// Parses `4G`, `650M`, `512K`, `1GiB`, or plain bytes.
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (e.g. 4G, 650M, 1048576)"))?;
+    let (num, unit) = t.split_at(t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len()));
+    let not_a_size = || format!("`{s}` is not a size (e.g. 4G, 1.5G, 650M, 1048576)");
+    // Whole and fractional parts apart, so 1.5G is exact (no float rounding).
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if whole.is_empty() && frac.is_empty() || frac.contains('.') || frac.len() > 9 {
+        return Err(not_a_size());
+    }
+    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| not_a_size())? };
     let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
@@ -395,7 +409,14 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "T" | "TB" | "TIB" => 1 << 40,
         _ => return Err(format!("`{s}`: unknown unit (use K, M, G or T)")),
     };
-    let v = n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))?;
+    let too_large = || format!("`{s}` is too large");
+    let mut v = whole.checked_mul(mult).ok_or_else(too_large)?;
+    if !frac.is_empty() {
+        let digits: u64 = frac.parse().map_err(|_| not_a_size())?;
+        let scale = 10u64.pow(frac.len() as u32);
+        let part = (digits as u128 * mult as u128 / scale as u128) as u64;
+        v = v.checked_add(part).ok_or_else(too_large)?;
+    }
     if v == 0 {
         return Err("the split size must be greater than zero".into());
     }
@@ -417,6 +438,12 @@ mod tests {
         assert_eq!(parse_size("650M"), Ok(650 << 20));
         assert_eq!(parse_size("1048576"), Ok(1 << 20));
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("0.5M"), Ok(1 << 19));
+        assert_eq!(parse_size(".25K"), Ok(256));
+        assert!(parse_size("1.2.3G").is_err());
+        assert!(parse_size(".G").is_err());
+        assert!(parse_size("0.0G").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("4X").is_err());
         assert!(parse_size("").is_err());

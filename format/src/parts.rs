@@ -225,6 +225,21 @@ impl BundleFiles {
     /// split bundle (either its base name or any one of its parts).
     pub fn locate(path: &Path) -> Result<Self> {
         let (dir, name) = split_dir_name(path);
+        // The sidecars given for the bundle: a wrong argument, not a damaged bundle.
+        for (ext, what) in [(".sha256", "the signed checksum file"), (".minisig", "the signature of the checksum file")]
+        {
+            if let Some(bundle) = name.strip_suffix(ext).filter(|b| !b.is_empty()) {
+                return Err(Error::input(
+                    path.display().to_string(),
+                    format!("is {what} next to a bundle, not the bundle"),
+                )
+                .with_hint(format!(
+                    "give the bundle itself: `{}` (its .sha256 and .minisig are read from beside it); with stock \
+                         tools: minisign -Vm {bundle}.sha256 -p vendor.pub && sha256sum -c {bundle}.sha256",
+                    dir.join(bundle).display()
+                )));
+            }
+        }
         // `NAME.part002` given: treat as NAME.
         let base_name = match name.rsplit_once(".part") {
             Some((b, d)) if d.len() == PART_DIGITS && d.bytes().all(|c| c.is_ascii_digit()) => b.to_string(),

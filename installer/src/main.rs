@@ -188,6 +188,10 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
         dry_run: f.dry_run || f.check,
     };
     let text = !ui.json();
+    let verb = if opts.join.is_some() { "join" } else { "install" };
+    if opts.answers.is_some() {
+        cli::term::say_resume_on_interrupt(verb);
+    }
     let progress = ui.progress();
     let ready = install::plan_install(&opts, &mut TerminalPrompter, &progress);
     progress.finish();
@@ -230,6 +234,8 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
             return Ok(ExitStatus::Input);
         }
     }
+    // (After the wizard and the confirmation, which own the terminal while they ask.)
+    cli::term::say_resume_on_interrupt(verb);
     let progress = ui.progress();
     let done = install::apply_install(ready, &opts, &SystemClock, &progress);
     progress.finish();
@@ -290,6 +296,7 @@ fn upgrade(bundle: &Path, f: UpgradeFlags, ui: Ui) -> Result<ExitStatus> {
         }
     }
     opts.dry_run = false;
+    cli::term::say_resume_on_interrupt("upgrade");
     match run(&opts) {
         Ok(r) => {
             render::print_upgrade(&r, ui.output);

@@ -378,6 +378,13 @@ fn cli_snapshot_input_errors_exit_1() {
     )
     .unwrap();
     check_error("ldap_test_without_an_ldap_section", 1, &airlock(&["ldap", "test", "--answers", &path(&no_ldap)]));
+    // The checksum file given for the bundle: a wrong argument (1), not a damaged bundle.
+    let sidecar = format!("{}.sha256", path(&f.bundle));
+    check_error(
+        "verify_the_checksum_file_instead_of_the_bundle",
+        1,
+        &airlock(&["verify", &sidecar, "--pubkey", &pubkey()]),
+    );
 }
 
 #[test]

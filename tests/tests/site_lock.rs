@@ -311,3 +311,42 @@ fn two_installs_started_together_never_break_each_other() {
     }
     eprintln!("two_installs_started_together: {refused} of 8 second runs met the lock");
 }
+
+#[test]
+fn an_interrupted_install_says_how_to_resume_and_that_command_finishes_it() {
+    let d = tempfile::tempdir().unwrap();
+    let tmp = d.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    // Early or late, wherever the signal lands the run must say how to go on; a run
+    // that finished before the signal came is tried again with less time.
+    for (attempt, delay_ms) in [400u64, 200, 100, 50, 25, 10].into_iter().enumerate() {
+        let root = d.path().join(format!("root{attempt}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let child = install_cmd(&root, &tmp, &["--yes"]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let o = child.wait_with_output().unwrap();
+        if o.status.code() == Some(0) {
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(130), "{}", shown(&o));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            err.contains("interrupted: the install stopped; what it did is journaled and nothing is lost"),
+            "{err}"
+        );
+        let resume = err
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("hint: run the same command again to continue where it stopped: "))
+            .unwrap_or_else(|| panic!("no resume command in: {err}"));
+        assert!(resume.contains(" install ") && resume.contains(&format!("--root {}", root.display())), "{resume}");
+        // The command it names, run as the operator would paste it, finishes the site.
+        let again = Command::new("sh").arg("-c").arg(resume).env("TMPDIR", &tmp).stdin(Stdio::null()).output().unwrap();
+        assert_eq!(again.status.code(), Some(0), "{}", shown(&again));
+        let status =
+            Command::new(cargo_bin("airlock")).args(["status", "--root", root.to_str().unwrap()]).output().unwrap();
+        assert_eq!(status.status.code(), Some(0), "{}", shown(&status));
+        return;
+    }
+    panic!("every install finished before the signal reached it");
+}

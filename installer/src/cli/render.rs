@@ -69,6 +69,11 @@ pub fn print_verify(r: &VerifyReport) {
     for p in &r.parts {
         say!("  {:11} {} ({} bytes)", p.status, p.path, p.size);
     }
+    if r.checksums == "signed" && r.parts.iter().any(|p| p.status == "not-checked") {
+        say!(
+            "  (parts marked not-checked were verified as one stream; --check-parts hashes each against the list too)"
+        );
+    }
     for e in &r.errors {
         eprintln!("error: {}: {}", e.subject, e.cause);
         if let Some(h) = &e.hint {

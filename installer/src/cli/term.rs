@@ -65,3 +65,51 @@ impl airlock_installer::site::answers::Prompter for TerminalPrompter {
         }
     }
 }
+
+/// What Ctrl-C prints before the run exits (130): set by [`say_resume_on_interrupt`].
+static RESUME_NOTE: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
+
+extern "C" fn interrupted(_: nix::libc::c_int) {
+    // Only async-signal-safe calls here: write(2) of bytes made beforehand, _exit(2).
+    if let Some(note) = RESUME_NOTE.get() {
+        // SAFETY: `note` is a live, immutable buffer of `note.len()` bytes.
+        unsafe { nix::libc::write(2, note.as_ptr().cast(), note.len()) };
+    }
+    // SAFETY: _exit ends the process without running anything else.
+    unsafe { nix::libc::_exit(130) }
+}
+
+/// From now on, Ctrl-C (SIGINT) or SIGTERM ends the run saying how to resume it: the
+/// engine journals every step before and after it, so stopping anywhere leaves the site
+/// resumable, and the same command line continues where it stopped. Not while the
+/// wizard asks (a prompt owns the terminal then; Ctrl-C there ends as it always did).
+pub fn say_resume_on_interrupt(command: &str) {
+    let line: Vec<String> = std::env::args().map(|a| shell_word(&a)).collect();
+    let note = format!(
+        "\ninterrupted: the {command} stopped; what it did is journaled and nothing is lost\n  \
+         hint: run the same command again to continue where it stopped: {}\n",
+        line.join(" ")
+    );
+    if RESUME_NOTE.set(note.into_bytes().into_boxed_slice()).is_err() {
+        return;
+    }
+    let action = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(interrupted),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    for sig in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM] {
+        // SAFETY: the handler above only calls async-signal-safe functions.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &action) };
+    }
+}
+
+/// `word` as a shell reads it back: quoted unless it is plain.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
