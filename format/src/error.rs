@@ -82,10 +82,16 @@ impl Error {
             io::ErrorKind::ReadOnlyFilesystem => {
                 Some("that filesystem is read-only; choose a writable location for output".to_string())
             }
-            io::ErrorKind::NotFound => Some("check the path; it does not exist".to_string()),
+            io::ErrorKind::NotFound => Some("check the path".to_string()),
             _ => None,
         };
-        let mut e = Self::new(ErrorKind::Io, path.as_ref().display().to_string(), err.to_string());
+        // One wording for a missing file, whether the OS said so ("No such file or
+        // directory (os error 2)") or a lookup of ours did ("entity not found").
+        let cause = match err.kind() {
+            io::ErrorKind::NotFound => "does not exist".to_string(),
+            _ => err.to_string(),
+        };
+        let mut e = Self::new(ErrorKind::Io, path.as_ref().display().to_string(), cause);
         e.hint = hint;
         e.source = Some(Box::new(err));
         e
