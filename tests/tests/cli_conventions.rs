@@ -280,3 +280,62 @@ fn packaging_installs_man_pages_and_completions_of_both_binaries() {
         assert!(share.join(format!("fish/vendor_completions.d/{bin}.fish")).is_file());
     }
 }
+
+/// Every entry of a help text's `Commands:`, `Arguments:` and options sections, with
+/// whether it has a description (on its line, or indented on the next one).
+fn help_entries(help: &str) -> Vec<(String, bool)> {
+    let lines: Vec<&str> = help.lines().collect();
+    let mut out = Vec::new();
+    let mut in_list = false;
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with(' ') {
+            in_list = line.ends_with(':') && !line.starts_with("Usage");
+            continue;
+        }
+        let body = line.trim_start();
+        let indent = line.len() - body.len();
+        if !in_list || indent > 6 || body.is_empty() {
+            continue;
+        }
+        let (spec, rest) = body.split_once("  ").unwrap_or((body, ""));
+        let next = lines.get(i + 1).copied().unwrap_or("");
+        // "[default: /]" alone is not a description.
+        let said = |t: &str| !t.trim().is_empty() && !t.trim().starts_with('[');
+        let described = said(rest) || (next.starts_with("          ") && said(next));
+        out.push((spec.trim().to_string(), described));
+    }
+    out
+}
+
+#[test]
+fn every_command_flag_and_argument_in_help_has_a_description() {
+    let mut seen = 0;
+    for bin in BINS {
+        let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+        while let Some(path) = todo.pop() {
+            let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+            args.push("--help");
+            let o = run(bin, &args);
+            assert_eq!(o.status.code(), Some(0), "{bin} {args:?}: {}", shown(&o));
+            let help = text(&o.stdout);
+            let mut in_commands = false;
+            for line in help.lines() {
+                if !line.starts_with(' ') {
+                    in_commands = line == "Commands:";
+                } else if in_commands {
+                    let name = line.split_whitespace().next().unwrap().to_string();
+                    if name != "help" {
+                        let mut sub = path.clone();
+                        sub.push(name);
+                        todo.push(sub);
+                    }
+                }
+            }
+            for (entry, described) in help_entries(&help) {
+                seen += 1;
+                assert!(described, "`{bin} {}` --help: `{entry}` has no description", path.join(" "));
+            }
+        }
+    }
+    assert!(seen > 100, "only {seen} help entries found: the parser no longer reads the help format");
+}

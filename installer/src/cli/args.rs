@@ -76,7 +76,9 @@ pub enum Command {
     },
     /// Show what a bundle holds (works without a key: then it says "unverified").
     Inspect {
+        /// The bundle file (or any of its .partNNN files).
         bundle: PathBuf,
+        /// Vendor public key(s) to trust (default: the site keys in /etc/airlock/keys).
         #[arg(long)]
         pubkey: Vec<PathBuf>,
         /// Print the bundle's CycloneDX SBOM (JSON) instead of the summary.
@@ -85,6 +87,7 @@ pub enum Command {
     },
     /// Install the platform from a bundle: verify and stage it, plan, then apply.
     Install {
+        /// The bundle file (or any of its .partNNN files).
         bundle: PathBuf,
         #[command(flatten)]
         flags: InstallFlags,
@@ -93,6 +96,7 @@ pub enum Command {
     /// agent, from the same bundle and the join token file the first server wrote.
     /// Everything else is as `install` (the answers' `join` section, or these flags).
     Join {
+        /// The bundle file (or any of its .partNNN files).
         bundle: PathBuf,
         /// The first server's address (overrides `join.server`).
         #[arg(long)]
@@ -108,6 +112,7 @@ pub enum Command {
     /// the diff, a backup first, then images, distribution, charts and a health gate;
     /// on failure the whole previous release is put back (docs/day2.md, upgrade).
     Upgrade {
+        /// The bundle file (or any of its .partNNN files).
         bundle: PathBuf,
         #[command(flatten)]
         flags: UpgradeFlags,
@@ -115,6 +120,7 @@ pub enum Command {
     /// Remove what `airlock install` laid down (its recorded inventory) and nothing
     /// else; files of ours changed since are kept unless --force.
     Uninstall {
+        /// The target root the install was made into (`/`: this system).
         #[arg(long, default_value = "/")]
         root: PathBuf,
         /// Also remove what the distribution created while running (its datastore,
@@ -124,6 +130,7 @@ pub enum Command {
         /// Also remove files of ours that were changed since the install.
         #[arg(long)]
         force: bool,
+        /// Remove without asking.
         #[arg(long)]
         yes: bool,
         /// Print what would be removed and change nothing.
@@ -133,7 +140,9 @@ pub enum Command {
     /// Check whether this host can take the platform: pass / warn / fail with a fix for
     /// each (exit 8 when a check fails). Verifies the bundle for its profile's limits.
     Preflight {
+        /// The bundle file (or any of its .partNNN files).
         bundle: PathBuf,
+        /// Vendor public key(s) to trust (default: the site keys in /etc/airlock/keys).
         #[arg(long)]
         pubkey: Vec<PathBuf>,
         /// The site's answers (profile, role, data directory, join, overrides).
@@ -166,6 +175,7 @@ pub enum Command {
     /// certificate expiry, last run, drift; on the running system also node and chart
     /// health. Exit 11 when anything needs attention (interrupted, drift, expired...).
     Status {
+        /// The target root to report on (`/`: this system, with node and chart health).
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
@@ -175,12 +185,15 @@ pub enum Command {
         /// The archive to write (0600): .tar.gz, or .tar.zst for zstd.
         #[arg(short = 'o', long = "output-file")]
         output_file: PathBuf,
+        /// The target root to collect from (`/`: this system, with cluster state and logs).
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
     /// Verify while extracting into a new staging directory (removed on any failure).
     Extract {
+        /// The bundle file (or any of its .partNNN files).
         bundle: PathBuf,
+        /// Vendor public key(s) to trust (default: the site keys in /etc/airlock/keys).
         #[arg(long)]
         pubkey: Vec<PathBuf>,
         /// Staging directory to create.
