@@ -114,48 +114,79 @@ fn v6_unusable(a: Ipv6Addr) -> Option<&'static str> {
 /// letters, digits and inner `-`, each 1–63 characters, at most 253 in all. Node names
 /// and host names in answers follow it.
 pub fn dns_name(s: &str) -> Result<(), Invalid> {
-    let bad = |cause: String, hint: String| Err(Invalid::new(cause, hint));
+    let problem = dns_name_problem(s);
+    match problem {
+        None => Ok(()),
+        Some(cause) => {
+            // The hint names a fix that is itself accepted, so the operator can take it.
+            let hint = match dns_name_fixed(s) {
+                Some(fixed) => format!("{}, e.g. {fixed}", cause.1),
+                None => format!("{}; write a name such as node-1 or node-1.site.example", cause.1),
+            };
+            Err(Invalid::new(cause.0, hint))
+        }
+    }
+}
+
+/// What is wrong with `s` as a DNS name, and the rule it breaks; `None`: nothing.
+fn dns_name_problem(s: &str) -> Option<(String, String)> {
     if s.is_empty() {
-        return bad("is empty".into(), "write a name such as node-1 or node-1.site.example".into());
+        return Some(("is empty".into(), "write a name".into()));
     }
     if s.len() > 253 {
-        return bad(format!("`{s}` is longer than 253 characters"), "use a shorter name".into());
+        return Some((format!("`{s}` is longer than 253 characters"), "use a shorter name".into()));
     }
     if s.ends_with('.') {
-        return bad(format!("`{s}` ends with a dot"), format!("drop the trailing dot: {}", s.trim_end_matches('.')));
+        return Some((format!("`{s}` ends with a dot"), "drop the trailing dot".into()));
     }
     if s.chars().any(|c| c.is_ascii_uppercase()) {
-        return bad(
-            format!("`{s}` has capital letters"),
-            format!("Kubernetes takes names in lowercase only: {}", s.to_ascii_lowercase()),
-        );
+        return Some((format!("`{s}` has capital letters"), "Kubernetes takes names in lowercase only".into()));
     }
     for label in s.split('.') {
         if label.is_empty() {
-            return bad(format!("`{s}` has an empty label (`..` or a leading dot)"), "remove the extra dot".into());
+            return Some((format!("`{s}` has an empty label (`..` or a leading dot)"), "remove the extra dot".into()));
         }
         if label.len() > 63 {
-            return bad(
+            return Some((
                 format!("`{s}`: the label `{label}` is longer than 63 characters"),
                 "shorten that label".into(),
-            );
+            ));
         }
         if let Some(c) = label.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
-            let hint = if c == '_' {
-                "host names may not contain `_`; use `-` instead".to_string()
+            let rule = if c == '_' {
+                "host names may not contain `_`; use `-` instead"
             } else {
-                "use only a-z, 0-9 and `-` between the dots".to_string()
+                "use only a-z, 0-9 and `-` between the dots"
             };
-            return bad(format!("`{s}` contains `{c}`, which DNS names may not"), hint);
+            return Some((format!("`{s}` contains `{c}`, which DNS names may not"), rule.into()));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return bad(
+            return Some((
                 format!("`{s}`: the label `{label}` starts or ends with `-`"),
                 "move the `-` inside the label".into(),
-            );
+            ));
         }
     }
-    Ok(())
+    None
+}
+
+/// `s` made a valid DNS name, if a plain fix does it: lowercase, every other character
+/// `-`, empty labels dropped, labels cut to 63 and trimmed of `-`. `None` when nothing
+/// sensible is left.
+fn dns_name_fixed(s: &str) -> Option<String> {
+    let labels: Vec<String> = s
+        .to_ascii_lowercase()
+        .split('.')
+        .map(|l| {
+            let l: String =
+                l.chars().map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' }).collect();
+            let l: String = l.chars().take(63).collect();
+            l.trim_matches('-').to_string()
+        })
+        .filter(|l| !l.is_empty())
+        .collect();
+    let fixed = labels.join(".");
+    (fixed.len() <= 253 && dns_name_problem(&fixed).is_none() && !fixed.is_empty()).then_some(fixed)
 }
 
 /// A fully qualified domain name: a DNS name with at least two labels whose last label
@@ -333,6 +364,16 @@ mod tests {
         }
         assert!(dns_name("Node-1").unwrap_err().hint.contains("node-1"));
         assert!(dns_name("node_1").unwrap_err().hint.contains("`-`"));
+        // Whatever the name, a fix the hint offers is one the check then takes.
+        for bad in
+            ["Node_1", "NODE 1.Site.", "a..b", "-node-", "web_01.Example.ORG", "x.", "_", "node-1-", &"a".repeat(64)]
+        {
+            let hint = dns_name(bad).unwrap_err().hint;
+            if let Some((_, fixed)) = hint.rsplit_once(", e.g. ") {
+                assert!(dns_name(fixed).is_ok(), "{bad}: the hint offers {fixed}, which is refused too");
+            }
+        }
+        assert!(dns_name("Node_1").unwrap_err().hint.ends_with(", e.g. node-1"));
         assert!(dns_name("-node").is_err() && dns_name("a..b").is_err() && dns_name("a.").is_err());
         assert!(dns_name(&"a".repeat(64)).is_err());
         assert!(fqdn("platform").is_err() && fqdn("192.0.2.1").is_err() && fqdn("platform.example.test").is_ok());
