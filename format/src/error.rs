@@ -113,9 +113,12 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.subject, self.cause)?;
+        // Subjects and causes carry values from files and manifests: a control
+        // character in one must not steer the terminal or forge a line (text.rs).
+        use crate::text::escape_controls as shown;
+        write!(f, "{}: {}", shown(&self.subject), shown(&self.cause))?;
         if let Some(h) = &self.hint {
-            write!(f, "\n  hint: {h}")?;
+            write!(f, "\n  hint: {}", shown(h))?;
         }
         Ok(())
     }

@@ -35,6 +35,7 @@ pub mod parts;
 pub mod read;
 pub mod readahead;
 pub mod report;
+pub mod text;
 pub mod write;
 
 pub use digest::Sha256Digest;

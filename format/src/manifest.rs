@@ -326,6 +326,7 @@ impl Manifest {
             )
             .with_hint("use an installer at least as new as the bundler that made this bundle"));
         }
+        self.validate_shown_names()?;
         let mut by_path: BTreeMap<&str, &Entry> = BTreeMap::new();
         let mut prev: Option<&str> = None;
         for e in &self.entries {
@@ -411,6 +412,48 @@ impl Manifest {
         let names: BTreeSet<&str> = self.components.iter().map(|c| c.name.as_str()).collect();
         if names.len() != self.components.len() {
             return bad("component names are not unique".into());
+        }
+        Ok(())
+    }
+
+    /// Every name and version the manifest gives for people to read (and every entry
+    /// path) is free of control characters: a vendor key vouches for the content, not
+    /// for what a terminal would make of a newline or an escape sequence in a name.
+    fn validate_shown_names(&self) -> Result<()> {
+        let mut shown: Vec<(&str, &str)> = vec![("name", &self.name), ("version", &self.version), ("created", &self.created)];
+        if let Some(d) = &self.distribution {
+            shown.extend([("distribution version", d.version.as_str()), ("distribution arch", d.arch.as_str())]);
+            shown.extend(d.artifacts.iter().map(|a| ("distribution artifact", a.name.as_str())));
+        }
+        if let Some(i) = &self.installer {
+            shown.push(("installer version", &i.version));
+        }
+        if let Some(b) = &self.base {
+            shown.extend([("base name", b.name.as_str()), ("base version", b.version.as_str())]);
+        }
+        for c in &self.components {
+            shown.push(("component", &c.name));
+            shown.extend(c.images.iter().chain(&c.charts).chain(&c.files).map(|n| ("component member", n.as_str())));
+        }
+        for i in &self.images {
+            shown.extend([("image", i.reference.as_str()), ("image component", i.component.as_str())]);
+            shown.extend(i.platforms.iter().map(|p| ("image platform", p.as_str())));
+        }
+        for c in &self.charts {
+            shown.extend([("chart", c.name.as_str()), ("chart version", c.version.as_str())]);
+            shown.extend(c.app_version.iter().map(|v| ("chart app version", v.as_str())));
+        }
+        shown.extend(self.files.iter().map(|f| ("file", f.name.as_str())));
+        shown.extend(self.profiles.iter().map(|p| ("profile", p.name.as_str())));
+        shown.extend(self.entries.iter().chain(&self.base_entries).map(|e| ("entry", e.path.as_str())));
+        for (what, value) in shown {
+            if value.chars().any(crate::text::is_shown_escaped) {
+                return Err(Error::corrupt(
+                    MANIFEST_PATH,
+                    format!("the {what} `{}` holds a control character", crate::text::escape_controls(value)),
+                )
+                .with_hint("names and versions in a bundle are plain text; the bundle was made wrongly or tampered with before signing: ask the vendor for a corrected bundle"));
+            }
         }
         Ok(())
     }
@@ -676,6 +719,28 @@ mod tests {
         let mut m = release(&["charts/a-1.tgz"]);
         m.base_entries[0].path = "../etc/passwd".into();
         assert_eq!(m.validate().unwrap_err().kind, crate::ErrorKind::Unsafe);
+    }
+
+    #[test]
+    fn a_control_character_in_any_shown_name_is_refused_and_shown_escaped() {
+        let cases: Vec<(&str, fn(&mut Manifest))> = vec![
+            ("name", |m| m.name = "demo\nairlock-demo 9.9.9: verified".into()),
+            ("version", |m| m.version = "2\u{1b}[2J".into()),
+            ("chart", |m| m.charts[0].name = "a\r".into()),
+            ("chart app version", |m| m.charts[0].app_version = Some("1\u{9b}31m".into())),
+            ("file", |m| m.files[0].name = "read\u{7f}me".into()),
+            ("base version", |m| m.base.as_mut().unwrap().version = "1\n".into()),
+        ];
+        for (what, spoil) in cases {
+            let mut m = release(&["charts/a-1.tgz"]);
+            spoil(&mut m);
+            let e = m.validate().unwrap_err();
+            assert_eq!(e.kind, crate::ErrorKind::Corrupt, "{what}: {e}");
+            let shown = e.to_string();
+            assert!(shown.contains(&format!("the {what} `")) && shown.contains("holds a control character"), "{shown}");
+            assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{what}: {shown:?}");
+            assert_eq!(shown.lines().count(), 2, "{what}: one line and the hint: {shown:?}");
+        }
     }
 
     #[test]

@@ -371,6 +371,13 @@ fn cli_snapshot_input_errors_exit_1() {
     let text = std::fs::read_to_string(demo_dir().join("answers.yaml")).unwrap();
     std::fs::write(&unknown_key, format!("{text}colour: blue\n")).unwrap();
     check_error("answers_with_an_unknown_key", 1, &install(&path(&unknown_key)));
+    // A value that would steer the terminal or forge a line is shown escaped.
+    let control = dir.join("control-characters.yaml");
+    std::fs::write(&control, text.replace("name: demo-node", "name: \"demo\\e[2J\\rairlock: verified\"")).unwrap();
+    let r = install(&path(&control));
+    let err = String::from_utf8_lossy(&r.output.stderr).into_owned();
+    assert!(!err.chars().any(|c| c.is_control() && c != '\n'), "{err:?}");
+    check_error("answers_with_control_characters", 1, &r);
     let no_ldap = dir.join("no-ldap.yaml");
     std::fs::write(
         &no_ldap,

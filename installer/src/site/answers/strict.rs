@@ -38,10 +38,12 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As `Error` shows itself: a typed value's control characters escaped.
+        use airlock_format::text::escape_controls as shown;
         if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
+            write!(f, "{}: ", shown(&self.key))?;
         }
-        write!(f, "{}\n  hint: {}", self.cause, self.hint)
+        write!(f, "{}\n  hint: {}", shown(&self.cause), shown(&self.hint))
     }
 }
 
