@@ -723,7 +723,8 @@ mod tests {
 
     #[test]
     fn a_control_character_in_any_shown_name_is_refused_and_shown_escaped() {
-        let cases: Vec<(&str, fn(&mut Manifest))> = vec![
+        type Spoil = fn(&mut Manifest);
+        let cases: Vec<(&str, Spoil)> = vec![
             ("name", |m| m.name = "demo\nairlock-demo 9.9.9: verified".into()),
             ("version", |m| m.version = "2\u{1b}[2J".into()),
             ("chart", |m| m.charts[0].name = "a\r".into()),
