@@ -420,7 +420,8 @@ impl Manifest {
     /// path) is free of control characters: a vendor key vouches for the content, not
     /// for what a terminal would make of a newline or an escape sequence in a name.
     fn validate_shown_names(&self) -> Result<()> {
-        let mut shown: Vec<(&str, &str)> = vec![("name", &self.name), ("version", &self.version), ("created", &self.created)];
+        let mut shown: Vec<(&str, &str)> =
+            vec![("name", &self.name), ("version", &self.version), ("created", &self.created)];
         if let Some(d) = &self.distribution {
             shown.extend([("distribution version", d.version.as_str()), ("distribution arch", d.arch.as_str())]);
             shown.extend(d.artifacts.iter().map(|a| ("distribution artifact", a.name.as_str())));

@@ -90,13 +90,50 @@ impl RevocationList {
         Ok(l)
     }
 
-    /// Reads the list from a host path; a missing file is an empty list.
-    pub fn load(path: &Path) -> Result<Self> {
-        match std::fs::read(path) {
-            Ok(b) => Self::from_bytes(&b, &path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(Error::io(path, e)),
+    /// Reads the site's list ([`state::REVOKED_PATH`]) through the host. Missing: an
+    /// empty list (a site no statement has reached). Anything else that is not a
+    /// readable, valid file — a directory, a symlink (dangling or not: Airlock writes a
+    /// plain file), unreadable bytes — fails closed as a signature error (exit 3):
+    /// trust must never widen because the list is damaged.
+    pub fn load(host: &dyn Host) -> Result<Self> {
+        let path = Path::new(state::REVOKED_PATH);
+        let subject = if host.root() == Path::new("/") {
+            state::REVOKED_PATH.to_string()
+        } else {
+            host.root().join(state::REVOKED_PATH.trim_start_matches('/')).display().to_string()
+        };
+        let refuse = |cause: String| {
+            Error::signature(&subject, cause).with_hint(
+                "restore the list from a backup (or move what is there aside if no key statement ever reached \
+                 this site); bundles are refused until then",
+            )
+        };
+        match host.metadata(path) {
+            Ok(None) => Ok(Self::default()),
+            Ok(Some(m)) if m.kind == FileKind::File => match host.read_file(path) {
+                Ok(Some(b)) => Self::from_bytes(&b, &subject),
+                Ok(None) => Err(refuse("the vendor key revocation list vanished while it was read".into())),
+                Err(e) => Err(refuse(format!("the vendor key revocation list cannot be read: {}", e.cause))),
+            },
+            Ok(Some(m)) => {
+                let what = match m.kind {
+                    FileKind::Dir => "a directory",
+                    FileKind::Symlink => "a symbolic link",
+                    _ => "not a regular file",
+                };
+                Err(refuse(format!("the vendor key revocation list is {what}, not the file Airlock writes")))
+            }
+            Err(e) => Err(refuse(format!("the vendor key revocation list cannot be read: {}", e.cause))),
         }
+    }
+
+    /// [`RevocationList::load`] under target root `root`; a root that does not exist
+    /// yet (an install that will make it) has no list.
+    pub fn load_at(root: &Path) -> Result<Self> {
+        if std::fs::symlink_metadata(root).is_err() {
+            return Ok(Self::default());
+        }
+        Self::load(&crate::host::RootedHost::new(root.to_path_buf(), false)?)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -105,8 +142,10 @@ impl RevocationList {
         v
     }
 
+    /// The entry for `key_id`, however its hex digits are cased (a list edited by hand
+    /// may spell them in lowercase).
     pub fn find(&self, key_id: &str) -> Option<&RevokedKey> {
-        self.keys.iter().find(|k| k.key_id == key_id)
+        self.keys.iter().find(|k| k.key_id.eq_ignore_ascii_case(key_id))
     }
 }
 
@@ -160,10 +199,7 @@ impl SiteKeys {
                 keys.push((target, key));
             }
         }
-        let revoked = match host.read_file(Path::new(state::REVOKED_PATH))? {
-            Some(b) => RevocationList::from_bytes(&b, state::REVOKED_PATH)?,
-            None => RevocationList::default(),
-        };
+        let revoked = RevocationList::load(host)?;
         Ok(Self { keys, revoked })
     }
 }
@@ -490,6 +526,55 @@ mod tests {
             keys: keys.iter().map(|k| (KeyChanges::key_path(&k.public_key()), k.public_key())).collect(),
             revoked: RevocationList::default(),
         }
+    }
+
+    fn revoked_entry(key_id: &str) -> RevokedKey {
+        RevokedKey {
+            key_id: key_id.into(),
+            action: KeyAction::Revoke,
+            sequence: 1,
+            created: "2026-11-22T00:00:00Z".into(),
+            reason: None,
+            bundle: "demo 1".into(),
+        }
+    }
+
+    #[test]
+    fn a_hand_written_key_id_matches_in_any_case() {
+        let k = SecretKey::generate().unwrap();
+        let id = k.key_id_hex();
+        let list = RevocationList { keys: vec![revoked_entry(&id.to_ascii_lowercase())], ..RevocationList::default() };
+        assert!(list.find(&id).is_some() && list.find(&id.to_ascii_uppercase()).is_some());
+    }
+
+    #[test]
+    fn a_revocation_list_that_is_not_a_readable_file_fails_closed_with_the_signature_code() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let path = root.join(state::REVOKED_PATH.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let host = RootedHost::new(root.to_path_buf(), false).unwrap();
+        assert_eq!(RevocationList::load(&host).unwrap(), RevocationList::default(), "missing: no statement yet");
+        let check = |what: &str| {
+            let e = RevocationList::load(&host).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Signature, "{what}: {e}");
+            assert!(e.subject.ends_with("etc/airlock/keys/revoked.json") && e.hint.is_some(), "{what}: {e}");
+            assert!(RevocationList::load_at(root).is_err(), "{what}");
+        };
+        std::os::unix::fs::symlink("/nonexistent/revoked.json", &path).unwrap();
+        check("a dangling symlink");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
+        check("a symlink to a file");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        check("a directory");
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::write(&path, b"{not json").unwrap();
+        check("damaged bytes");
+        std::fs::write(&path, RevocationList::default().to_bytes()).unwrap();
+        assert_eq!(RevocationList::load(&host).unwrap(), RevocationList::default());
+        assert_eq!(RevocationList::load_at(&root.join("not-made-yet")).unwrap(), RevocationList::default());
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! comes from, `--pubkey` included: revoking a compromised key must not be undone by
 //! passing it again.
 
-use crate::state;
 use std::path::{Path, PathBuf};
 
 use airlock_format::error::{Error, IoContext, Result};
@@ -44,7 +43,7 @@ pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> 
             }
         }
     }
-    let revoked = RevocationList::load(&root.join(state::REVOKED_PATH.trim_start_matches('/')))?;
+    let revoked = RevocationList::load_at(root)?;
     for (k, source) in keys.iter().zip(&sources) {
         if let Some(r) = revoked.find(&k.key_id_hex()) {
             let e = revoked_key_error(r, source);
@@ -71,7 +70,7 @@ pub fn explain_untrusted_signer(e: Error, root: &Path) -> Error {
     if e.kind != airlock_format::ErrorKind::Signature {
         return e;
     }
-    let Ok(list) = RevocationList::load(&root.join(state::REVOKED_PATH.trim_start_matches('/'))) else { return e };
+    let Ok(list) = RevocationList::load_at(root) else { return e };
     match list.keys.iter().find(|k| e.cause.contains(&format!("signed by key {}", k.key_id))) {
         Some(k) => revoked_key_error(k, "the bundle's signer"),
         None => e,
