@@ -329,6 +329,12 @@ fn plan_files(spec: &LoadedSpec, entries: &mut Entries<'_>, components: &mut [Co
         for (fi, f) in c.files.iter().enumerate() {
             let key = format!("components[{ci}].files[{fi}]");
             let p = spec.path(format!("{key}.path"), &f.path)?;
+            // A path the spec names inside its directory takes what is there: a link
+            // in it that leads out is refused (one that stays inside is followed). A
+            // path written outside (`../x`, `/srv/x`) is the author's plain choice.
+            if lexically_inside(&f.path) {
+                crate::sources::contained(&spec.dir, &p, &format!("{key}.path"))?;
+            }
             if !p.is_file() {
                 return Err(spec.err(format!("{key}.path"), format!("`{}` is not a regular file", p.display())));
             }
@@ -547,4 +553,25 @@ fn chart_values(values: Option<&serde_yaml::Mapping>) -> std::result::Result<Opt
     let Some(map) = values else { return Ok(None) };
     let json = serde_json::to_value(map).map_err(|e| format!("cannot be kept in the manifest: {e}"))?;
     Ok(Some(json))
+}
+
+/// Whether `rel`, a spec path, with its `.` and `..` taken lexically, names a path
+/// below the spec's directory.
+fn lexically_inside(rel: &str) -> bool {
+    let rel = Path::new(rel);
+    if rel.is_absolute() {
+        return false;
+    }
+    let mut depth = 0i32;
+    for c in rel.components() {
+        match c {
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
 }

@@ -345,3 +345,34 @@ fn spec_errors_name_the_file_and_the_key_and_write_nothing() {
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "case {i} left files behind");
     }
 }
+
+#[test]
+fn a_spec_file_that_links_out_of_the_spec_directory_is_refused_and_nothing_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::create_dir_all(src.join("files")).unwrap();
+    std::fs::write(d.path().join("private.txt"), "not for the bundle").unwrap();
+    std::fs::write(src.join("files/inside.txt"), "for the bundle").unwrap();
+    let spec =
+        "name: linked\nversion: 1.0.0\ncomponents:\n  - name: docs\n    files:\n      - path: files/README.txt\n";
+    std::fs::write(src.join("bundle.yaml"), spec).unwrap();
+    let create = |out: &Path| {
+        run(Command::new(cargo_bin("airlock-bundler"))
+            .env("SOURCE_DATE_EPOCH", "1795305600")
+            .args(["create", src.join("bundle.yaml").to_str().unwrap(), "-o", out.to_str().unwrap(), "--key"])
+            .arg(demo().join("keys/demo.key")))
+    };
+    // A link that stays in the spec directory is followed.
+    std::os::unix::fs::symlink("inside.txt", src.join("files/README.txt")).unwrap();
+    let o = create(&d.path().join("ok.airlock"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // One that leads out is refused: exit 5, naming the link and where it points.
+    std::fs::remove_file(src.join("files/README.txt")).unwrap();
+    std::os::unix::fs::symlink("../../private.txt", src.join("files/README.txt")).unwrap();
+    let out = d.path().join("linked.airlock");
+    let o = create(&out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("files/README.txt") && err.contains("private.txt") && err.contains("outside"), "{err}");
+    assert!(!out.exists(), "a refused create left {}", out.display());
+}

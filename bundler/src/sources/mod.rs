@@ -169,6 +169,26 @@ impl Ctx {
     }
 }
 
+/// `path` (below `dir`) once symlinks are followed, refused when that leaves `dir`: what
+/// a bundle takes from a source directory (an OCI layout's blobs, a spec's files) is
+/// what is in it, never a file a link inside it points at elsewhere (`/etc/shadow`).
+/// A link that stays inside is followed. `what` names the input in the error.
+pub fn contained(dir: &Path, path: &Path, what: &str) -> Result<PathBuf> {
+    let real_dir = std::fs::canonicalize(dir).at(dir)?;
+    let real = std::fs::canonicalize(path).map_err(|e| {
+        Error::input(path.display().to_string(), format!("{what} cannot be resolved: {e}"))
+            .with_hint("a dangling symlink or a loop: put the file itself there")
+    })?;
+    if !real.starts_with(&real_dir) {
+        return Err(Error::unsafe_entry(
+            path.display().to_string(),
+            format!("{what} is a symlink to {}, outside {}", real.display(), dir.display()),
+        )
+        .with_hint("copy the file into that directory; a bundle takes only what is in its sources"));
+    }
+    Ok(real)
+}
+
 /// Loads one image: parses the reference and the source, resolves the selected image
 /// and applies the platform selection.
 pub fn load_image(spec: &ImageSpec, base_dir: &Path) -> Result<LoadedImage> {

@@ -55,7 +55,10 @@ impl BlobStore for LayoutDir {
     fn file(&self, name: &str) -> Result<Option<Content>> {
         let p = self.dir.join(name);
         match std::fs::metadata(&p) {
-            Ok(m) if m.is_file() => Ok(Some(Content::File(p))),
+            Ok(m) if m.is_file() => {
+                super::contained(&self.dir, &p, &format!("the layout's {name}"))?;
+                Ok(Some(Content::File(p)))
+            }
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&p, e)),
@@ -65,7 +68,10 @@ impl BlobStore for LayoutDir {
     fn blob(&self, digest: &Sha256Digest) -> Result<Option<(Content, u64)>> {
         let p = self.dir.join("blobs/sha256").join(digest.hex());
         match std::fs::metadata(&p) {
-            Ok(m) if m.is_file() => Ok(Some((Content::File(p), m.len()))),
+            Ok(m) if m.is_file() => {
+                super::contained(&self.dir, &p, "the layout blob")?;
+                Ok(Some((Content::File(p), m.len())))
+            }
             Ok(_) => Err(Error::corrupt(p.display().to_string(), "is not a regular file")
                 .with_hint("a layout blob must be a file; copy the image again with skopeo")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -535,6 +541,27 @@ mod tests {
         let layer = got.blobs.iter().find(|b| b.digest == img.layers[0]).unwrap();
         assert_eq!(layer.media_type, "application/vnd.oci.image.layer.v1.tar");
         assert_eq!(layer.size, 3);
+    }
+
+    #[test]
+    fn a_layout_blob_that_links_out_of_the_layout_is_refused_and_one_inside_is_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let mut l = Layout::new();
+        let img = l.image("linux", "amd64", None, &[b"layer"]);
+        l.name(&img, "busybox");
+        let dir = l.write_dir(t.path(), "layout");
+        let blob = dir.join("blobs/sha256").join(img.layers[0].hex());
+        // Inside: the blob moved to another name in the layout, linked back.
+        std::fs::rename(&blob, dir.join("moved")).unwrap();
+        std::os::unix::fs::symlink("../../moved", &blob).unwrap();
+        load_image(&spec("docker.io/lab/busybox:1", "oci:layout"), t.path()).expect("a link inside is followed");
+        // Outside: the same bytes, but beside the layout.
+        std::fs::rename(dir.join("moved"), t.path().join("outside")).unwrap();
+        std::fs::remove_file(&blob).unwrap();
+        std::os::unix::fs::symlink(t.path().join("outside"), &blob).unwrap();
+        let e = load_image(&spec("docker.io/lab/busybox:1", "oci:layout"), t.path()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsafe, "{e}");
+        assert!(e.subject.ends_with(&img.layers[0].hex()) && e.cause.contains("outside"), "{e}");
     }
 
     fn three_images(t: &Path) -> (Img, Img, Img) {
