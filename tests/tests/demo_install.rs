@@ -229,3 +229,34 @@ fn a_site_mirror_in_the_answers_becomes_registries_yaml_with_the_site_ca_and_hid
     assert_eq!(config["tls"]["ca_file"].as_str(), Some("/etc/airlock/pki/ca.crt"));
     assert_eq!(config["auth"]["password"].as_str(), Some("m1rr0r-s3cret"));
 }
+
+#[test]
+fn a_failure_while_keeping_the_release_is_journaled_and_status_needs_attention_until_a_rerun_finishes() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path());
+    let root = d.path().join("root");
+    // The release store's place taken by a file: keeping the release fails, as a full
+    // disk would make it fail, after every step is applied.
+    let store = root.join("var/lib/airlock/releases");
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    std::fs::write(&store, "in the way").unwrap();
+    let out = install(&b, &root, &["--yes"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("keeping the release for upgrades"), "{err}");
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("var/lib/airlock/journal.json")).unwrap()).unwrap();
+    assert_eq!(journal["failed_after"]["what"], "keeping the release for upgrades", "{journal:#}");
+    let status =
+        Command::new(cargo_bin("airlock")).args(["status", "--root", root.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(11), "{text}");
+    assert!(text.contains("the last run applied every step, but keeping the release for upgrades failed"), "{text}");
+    // Fixed, the same command finishes it and the site is in order.
+    std::fs::remove_file(&store).unwrap();
+    let out = install(&b, &root, &["--yes"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status =
+        Command::new(cargo_bin("airlock")).args(["status", "--root", root.to_str().unwrap()]).output().unwrap();
+    assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stdout));
+}

@@ -79,6 +79,19 @@ pub struct Journal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_command: Option<String>,
     pub steps: Vec<StepRecord>,
+    /// What failed after every step was applied (keeping the release for upgrades, say):
+    /// the run is not done although its steps are, so `airlock status` says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_after: Option<FailedAfter>,
+}
+
+/// A failure after the last step of a run, with when and what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedAfter {
+    /// What the run was doing, e.g. "keeping the release for upgrades".
+    pub what: String,
+    pub error: String,
+    pub at: String,
 }
 
 impl Journal {
@@ -108,6 +121,7 @@ impl Journal {
             preflight_overrides: Vec::new(),
             resume_command: None,
             steps: Vec::new(),
+            failed_after: None,
         }
     }
 
@@ -134,6 +148,14 @@ impl Journal {
                 r.note = Some(n.to_string());
             }
         }
+    }
+
+    /// Records in the latest run's journal that `what` failed after its steps were
+    /// applied (the caller still holds the lock of `state_dir`).
+    pub fn record_failure_after(host: &dyn Host, state_dir: &Path, what: &str, error: &str) -> Result<()> {
+        let Some(mut j) = Self::load(host, state_dir)? else { return Ok(()) };
+        j.failed_after = Some(FailedAfter { what: what.to_string(), error: error.to_string(), at: now_rfc3339() });
+        j.save(host, state_dir)
     }
 
     pub(super) fn finish(&mut self, outcome: Outcome) {

@@ -276,6 +276,14 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         });
     }
 
+    if let Some(f) = journal.as_ref().and_then(|j| j.failed_after.as_ref()) {
+        let again = journal
+            .as_ref()
+            .and_then(|j| j.resume_command.as_deref())
+            .map(|c| format!("; fix it, then run `{c}`"))
+            .unwrap_or_default();
+        problems.push(format!("the last run applied every step, but {} failed: {}{again}", f.what, f.error));
+    }
     let drift = match &inventory {
         Some(inv) => drift(host, inv)?,
         None => Vec::new(),

@@ -249,13 +249,22 @@ pub fn apply_install(
                 .with_hint("this is a bug in airlock; run the install again with --answers FILE"))
         }
     };
-    crate::ops::upgrade::keep_install(
+    let kept = crate::ops::upgrade::keep_install(
         &host,
         &prepared.staged.dir,
         &prepared.staged.manifest,
         given,
         crate::ops::upgrade::DEFAULT_KEEP,
-    )?;
+    );
+    if let Err(e) = kept {
+        // Every step is applied, but without the kept release no upgrade or rollback
+        // can start from here: the journal and `airlock status` must not say "done".
+        let what = "keeping the release for upgrades";
+        crate::engine::Journal::record_failure_after(&host, &apply_opts.state_dir, what, &e.to_string())?;
+        return Err(e.within(format!(
+            "{what} (every install step is applied; once this is fixed, the same command finishes it)"
+        )));
+    }
     let (live, checks) = if host.live() {
         let wait = WaitOptions { timeout: opts.timeout, ..WaitOptions::default() };
         let up = bring_up(&host, &prepared.live, wait, clock, reporter)?;
