@@ -437,3 +437,26 @@ fn live_apply_adds_users_and_enables_units_through_their_tools() {
     // Live, the unit is enabled by systemctl, not by a link of ours.
     assert!(!fx.root.join("etc/systemd/system/multi-user.target.wants").exists());
 }
+
+#[test]
+fn a_run_removes_the_temporary_files_and_backups_a_killed_run_left_and_nothing_else() {
+    let fx = fixture();
+    let k3s = fx.root.join("etc/rancher/k3s");
+    std::fs::create_dir_all(&k3s).unwrap();
+    // What a run killed mid-write leaves: a temp file of a file the plan writes (one
+    // holding a secret, say), and the backup directory of its run.
+    let leftover = k3s.join(".config.yaml.airlock-4242-7.tmp");
+    std::fs::write(&leftover, "token: half-written secret").unwrap();
+    let old_backup = fx.root.join(STATE.trim_start_matches('/')).join("backup/20261201T000000Z-4242-0");
+    std::fs::create_dir_all(&old_backup).unwrap();
+    std::fs::write(old_backup.join("config.yaml"), "the previous config").unwrap();
+    // Not ours: a file of the operator's with a similar name stays.
+    let theirs = k3s.join(".config.yaml.airlock-old.tmp");
+    std::fs::write(&theirs, "kept").unwrap();
+
+    apply(&plan(&fx), &host(&fx), &opts(), &mut |_| {}).unwrap();
+    assert!(!leftover.exists(), "the killed run's temp file is still there");
+    assert!(!old_backup.exists(), "the killed run's backup is still there");
+    assert!(theirs.exists(), "a file that is not one of ours was removed");
+    assert!(k3s.join("config.yaml").is_file());
+}

@@ -71,6 +71,11 @@ pub trait Step {
     }
     /// One line for the plan.
     fn describe(&self) -> String;
+    /// The target path a file step writes (its directory is where a killed run may
+    /// have left a temporary file of it); `None` for other steps.
+    fn writes(&self) -> Option<&std::path::Path> {
+        None
+    }
     /// Looks at the host; changes nothing.
     fn check(&self, host: &dyn Host) -> Result<StepState>;
     fn apply(&self, host: &dyn Host) -> Result<()>;
@@ -235,6 +240,7 @@ pub fn apply_locked(
             .with_hint("this is a bug in airlock: the run must hold the lock of the state directory it journals in"));
     }
     host.create_dir(state_dir, 0o700)?;
+    remove_leftovers(plan, host, state_dir);
 
     // A damaged journal must not stand in the way of finishing an install; it only
     // tells us which run we continue.
@@ -275,9 +281,13 @@ pub fn apply_locked(
 
     run.journal.finish(Outcome::Succeeded);
     run.journal.save(host, state_dir)?;
-    // The install is done and recorded; a backup directory that will not go away is
-    // clutter, not a reason to report the install as failed.
-    let _ = host.remove_all(&run.journal.backup_dir);
+    // The install is done and recorded: this run's backups, and those of earlier runs a
+    // kill left behind (whose steps this run has now seen through), are not needed. One
+    // that will not go away is clutter, not a reason to report the install as failed.
+    let backups = state_dir.join("backup");
+    for e in host.list_dir(&backups).ok().flatten().unwrap_or_default() {
+        let _ = host.remove_all(&backups.join(&e.name));
+    }
     Ok(ApplyReport {
         run_id: run.journal.run_id.clone(),
         applied: run.applied.len(),
@@ -285,6 +295,22 @@ pub fn apply_locked(
         resumed: resumes,
         journal: Journal::path(state_dir),
     })
+}
+
+/// Temporary files a killed run left next to the files this plan writes: under the lock
+/// no other run can be writing them, so they are removed before anything else happens.
+/// A directory that cannot be listed is left for the steps to report.
+fn remove_leftovers(plan: &Plan, host: &dyn Host, state_dir: &std::path::Path) {
+    let mut dirs: std::collections::BTreeSet<&std::path::Path> =
+        plan.steps().iter().filter_map(|s| s.writes()?.parent()).collect();
+    dirs.insert(state_dir);
+    for dir in dirs {
+        for e in host.list_dir(dir).ok().flatten().unwrap_or_default() {
+            if e.kind == crate::host::FileKind::File && crate::host::is_temp_name(&e.name) {
+                let _ = host.remove(&dir.join(&e.name));
+            }
+        }
+    }
 }
 
 /// Re-checks one step and applies it if it is pending.

@@ -189,6 +189,10 @@ impl Step for FileStep {
         self.file.group
     }
 
+    fn writes(&self) -> Option<&Path> {
+        Some(&self.file.path)
+    }
+
     fn describe(&self) -> String {
         let path = self.file.path.display();
         let mode = self.perms().effective_mode();

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use kube::{ready_condition, Kube, KUBE_REQUEST_TIMEOUT};
 pub use recording::{HostCall, RecordingHost};
-pub use rooted::RootedHost;
+pub use rooted::{is_temp_name, RootedHost};
 pub use walk::{list_files, Listing, Skipped};
 
 /// Where the host keeps enabled-unit links and unit files; see [`Host::enable_unit`].

@@ -704,6 +704,15 @@ fn is_missing(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(Errno::ENOTDIR as i32)
 }
 
+/// Whether `name` is one [`temp_path`] makes (`.NAME.airlock-PID-N.tmp`): what a run
+/// killed mid-write leaves behind.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else { return false };
+    let Some((_, tail)) = rest.rsplit_once(".airlock-") else { return false };
+    let Some((pid, n)) = tail.split_once('-') else { return false };
+    !pid.is_empty() && !n.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && n.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A fresh name next to `dest`, hidden, unique within this process and across
 /// processes (pid), so concurrent writers never share a temp file.
 fn temp_path(dest: &Path) -> PathBuf {
@@ -718,5 +727,27 @@ fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(dir) => File::open(dir)?.sync_all(),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod temp_name_tests {
+    use super::*;
+
+    #[test]
+    fn the_names_temp_path_makes_are_recognised_and_nothing_else() {
+        let made = temp_path(Path::new("/etc/rancher/k3s/config.yaml"));
+        assert!(is_temp_name(&made.file_name().unwrap().to_string_lossy()), "{}", made.display());
+        for other in [
+            "config.yaml",
+            ".config.yaml",
+            ".config.yaml.tmp",
+            ".x.airlock-1-.tmp",
+            ".x.airlock--1.tmp",
+            ".x.airlock-a-1.tmp",
+            "x.airlock-1-2.tmp",
+        ] {
+            assert!(!is_temp_name(other), "{other}");
+        }
     }
 }
