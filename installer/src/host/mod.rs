@@ -11,6 +11,9 @@
 //!   answers commands from a script, while doing file work on a temporary root.
 //! - [`Kube`]: the one place kubectl command lines are built (with a request
 //!   timeout), run through [`Host::run`].
+//! - [`list_files`] (`walk.rs`): every regular file below a target directory, links
+//!   skipped and never followed (the support bundle, status' certificates).
+//! - [`HostLock`], [`LockHolder`]: the lock a run holds on the site and who holds it.
 //!
 //! Code outside this module that must hand a directory under the root to something
 //! that works with host paths (the verifying extractor writing staging, a reader of

@@ -704,7 +704,7 @@ fn is_missing(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(Errno::ENOTDIR as i32)
 }
 
-/// Whether `name` is one [`temp_path`] makes (`.NAME.airlock-PID-N.tmp`): what a run
+/// Whether `name` is one `temp_path` makes (`.NAME.airlock-PID-N.tmp`): what a run
 /// killed mid-write leaves behind.
 pub fn is_temp_name(name: &str) -> bool {
     let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else { return false };

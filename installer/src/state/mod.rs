@@ -6,7 +6,8 @@
 //!   ([`PKI_DIR`]) — configuration an operator may look at and back up.
 //! - `/var/lib/airlock`: what the installer records — the install journal, the
 //!   [`ReleaseRecord`], the [`Inventory`], the kept answers and generated secrets, the
-//!   upgrade journal, the release store ([`releases`]), backups and staging.
+//!   upgrade journal, the release store ([`releases`]), backups and staging, and the
+//!   site's lock ([`SITE_LOCK`], [`lock_site`]) every changing run holds.
 //!
 //! Every read and write of these goes through the host seam ([`crate::host::Host`]), so
 //! a target root maps them and the recording double sees them.

@@ -78,7 +78,7 @@ pub struct KeycloakInput {
 }
 
 /// The customer's directory as Keycloak's LDAP federation needs it. The LDAP answers
-/// (`installer/src/ldap/`) map onto this one to one.
+/// (`installer/src/site/ldap/`) map onto this one to one.
 #[derive(Clone, Debug)]
 pub struct KeycloakLdap {
     /// `ldap://host:389` or `ldaps://host:636`.

@@ -12,7 +12,7 @@
 //! Customer files are checked before use (`customer.rs`): key against certificate,
 //! validity, CA bits, the chain's signatures up to a root, name constraints, SANs.
 //!
-//! Generation happens once, the way `install.rs` treats the cluster token: [`prepare`]
+//! Generation happens once, the way `ops/install.rs` treats the cluster token: [`prepare`]
 //! loads what `/etc/airlock/pki/` already holds on the target and keeps every
 //! certificate that is still right (same CA, names covered, key matches, more than
 //! [`RENEW_WITHIN_DAYS`] left); only what is missing or wrong is issued, in memory.
