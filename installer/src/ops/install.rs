@@ -9,7 +9,7 @@
 
 mod flow;
 
-pub use flow::{apply_install, plan_install, InstallOptions, Installed, JoinOverrides, Ready};
+pub use flow::{apply_install, plan_install, InstallOptions, Installed, JoinOverrides, JoinTokenReport, Ready};
 
 use crate::state::{self, ReleaseRecord};
 use std::fs;
@@ -243,8 +243,9 @@ fn cluster_token(host: &dyn Host, answers: &Answers) -> Result<Token> {
                 format!("`{}` does not exist", join.token_file.display()),
             )
             .with_hint(format!(
-                "copy {cluster_token_path} from the first server to that path",
-                cluster_token_path = state::CLUSTER_TOKEN_PATH
+                "copy the token from the node that started the cluster: `scp <first-server>:{} {}`",
+                state::CLUSTER_TOKEN_PATH,
+                join.token_file.display()
             ))
         })?;
         let t = String::from_utf8_lossy(&bytes).trim().to_string();
