@@ -291,6 +291,37 @@ fn the_same_delta_again_after_its_upgrade_is_already_installed() {
 }
 
 #[test]
+fn the_vendor_key_given_at_install_is_kept_so_upgrade_needs_no_pubkey() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    // Before the install no key is trusted here: the hint names the key directory
+    // under the target root.
+    let bare = |args: &[&str]| {
+        Command::new(cargo_bin("airlock")).args(args).arg("--root").arg(&root).stdin(Stdio::null()).output().unwrap()
+    };
+    std::fs::create_dir_all(&root).unwrap();
+    let o = bare(&["upgrade", b.v2.to_str().unwrap(), "--yes"]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    let keys_dir = root.join("etc/airlock/keys");
+    assert!(text(&o).contains(&format!("{}/", keys_dir.display())), "{}", text(&o));
+
+    install(&b.v1, &root);
+    let pubkey = std::fs::read_to_string(demo_dir().join("keys/demo.pub")).unwrap();
+    let kept: Vec<PathBuf> = std::fs::read_dir(&keys_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read_to_string(&kept[0]).unwrap().trim(), pubkey.trim(), "the --pubkey key is kept");
+    let journal = std::fs::read_to_string(root.join("var/lib/airlock/journal.json")).unwrap();
+    assert!(journal.contains("keys/statements"), "the key step is journaled: {journal}");
+    let inventory = std::fs::read_to_string(root.join("var/lib/airlock/installed.json")).unwrap();
+    assert!(inventory.contains(&kept[0].strip_prefix(&root).unwrap().display().to_string()), "{inventory}");
+
+    let o = bare(&["upgrade", b.v2.to_str().unwrap(), "--yes"]);
+    assert!(o.status.success(), "upgrade without --pubkey: {}", text(&o));
+    assert!(kept[0].is_file(), "the key stays trusted after the upgrade");
+}
+
+#[test]
 fn the_installed_bundle_again_is_already_installed() {
     let b = bundles();
     let d = tempfile::tempdir().unwrap();

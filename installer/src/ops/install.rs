@@ -175,6 +175,18 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     for f in inventory.files.iter_mut().filter(|f| platform_paths.contains(&f.path)) {
         f.sha256 = None;
     }
+    // The vendor key that verified this bundle, kept in the site key directory by the
+    // key step below: the site's like the rest, so an uninstall takes it away too.
+    if let Some((path, text)) = crate::bundle::keys::kept_signer_file(&staged, host)? {
+        let key_dir = PathBuf::from(state::KEY_DIR);
+        inventory.files.push(crate::state::inventory::InventoryFile {
+            path,
+            sha256: Some(airlock_format::digest::Sha256Digest::of(&text)),
+        });
+        if !inventory.dirs.contains(&key_dir) {
+            inventory.dirs.push(key_dir);
+        }
+    }
     let release = release_record(&staged, &profile)?;
     layout.in_group(StepGroup::Records, |l| {
         l.file(state::INVENTORY_PATH, 0o644, inventory.to_json());
