@@ -17,7 +17,7 @@ use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::manifest::Manifest;
 use airlock_format::minisign::SecretKey;
 use airlock_format::parts::WrittenPart;
-use airlock_format::report::Reporter;
+use airlock_format::report::{Event, Reporter};
 use airlock_format::write::{write_bundle, WriteOptions};
 
 use crate::delta::{make_delta, DeltaSummary};
@@ -59,6 +59,12 @@ pub fn create(spec: &LoadedSpec, key: &SecretKey, opts: &CreateOptions, reporter
     create_with(spec, key, opts, &PullSetup::default(), reporter)
 }
 
+/// Said (as a warning) when a bundle is made without the installer binary: the site
+/// then needs an `airlock` from somewhere else, which an air gap makes hard.
+pub const NO_INSTALLER_WARNING: &str = "NOT SELF-CONTAINED: this bundle does not carry the installer binary (no \
+     --installer and no `installer.path` in the spec), so the site needs an `airlock` binary from elsewhere to \
+     verify and install it; pass --installer PATH (packaging/build-installer.sh builds the one for bundles)";
+
 /// [`create`] with explicit pull settings. The lock next to the spec is written only
 /// after the bundle was written, so a failed build never moves the pins.
 pub fn create_with(
@@ -69,6 +75,9 @@ pub fn create_with(
     reporter: &dyn Reporter,
 ) -> Result<Created> {
     let mut plan = plan_with(spec, opts.installer.as_deref(), opts.created, setup, reporter)?;
+    if plan.manifest.installer.is_none() {
+        reporter.event(Event::Warning(NO_INSTALLER_WARNING));
+    }
     add_key_statements(&mut plan, spec, key, opts.created)?;
     let delta = opts.base.as_ref().map(|b| make_delta(&mut plan, b)).transpose()?;
     let parts = write(&plan, key, opts, reporter)?;

@@ -32,6 +32,7 @@ use crate::fetch::{fetch_listed, registry_images, Fetcher, Key, PullSetup};
 use crate::lock::{Lock, LockedChart, LOCK_ENTRY};
 use crate::registry::{Cache, Pulled};
 use crate::sbom::{self, SbomFile, SbomImage, SbomInput, SBOM_ENTRY};
+use crate::sources::chart::CHART_MTIME;
 use crate::sources::{self, Blob, ImageSpec, LoadedChart};
 use crate::spec::LoadedSpec;
 
@@ -64,8 +65,10 @@ pub fn plan_with(
     let old_lock = Lock::load(&Lock::path_for(&spec.dir))?;
     let mut fetcher = Fetcher::new(spec, setup, &old_lock)?;
     let listed = fetch_listed(spec, &mut fetcher, reporter)?;
-    let mut deps = DepContext::new(fetcher.options.clone(), &old_lock, setup.lock, created, reporter);
-    let charts = load_charts(spec, &listed.charts, &mut deps, created)?;
+    // Charts are packaged with a fixed time, not `created`: their digests follow
+    // their content only.
+    let mut deps = DepContext::new(fetcher.options.clone(), &old_lock, setup.lock, CHART_MTIME, reporter);
+    let charts = load_charts(spec, &listed.charts, &mut deps)?;
     let (spec, discovered) = discover_images(spec, &charts, reporter)?;
     let mut pulled = listed.images;
     let more = pull_discovered(&spec, &pulled, &mut fetcher, reporter)?;
@@ -186,7 +189,6 @@ fn load_charts(
     spec: &LoadedSpec,
     remote: &BTreeMap<Key, PathBuf>,
     deps: &mut DepContext<'_>,
-    created: u64,
 ) -> Result<BTreeMap<Key, LoadedChart>> {
     let mut out = BTreeMap::new();
     for (ci, c) in spec.spec.components.iter().enumerate() {
@@ -207,7 +209,7 @@ fn load_charts(
                 }
                 None => p,
             };
-            out.insert((ci, hi), sources::load_chart(&p, created).map_err(within)?);
+            out.insert((ci, hi), sources::load_chart(&p, CHART_MTIME).map_err(within)?);
         }
     }
     Ok(out)

@@ -163,7 +163,7 @@ fn ha_answers(node: &str, extra: &str) -> String {
     )
 }
 
-const JOIN: &str = "join:\n  server: 192.0.2.11\n  token_file: /etc/airlock/join-token\n";
+const JOIN: &str = "join:\n  server: 192.0.2.11\n  token_file: /root/cluster-token\n";
 
 #[test]
 fn every_node_of_an_ha_cluster_validates_against_the_ha_profile() {
@@ -339,7 +339,7 @@ fn the_wizard_asks_a_joining_ha_server_for_the_cluster_and_keeps_secrets_hidden(
         "",                        // ha.servers[3].name: empty ends the table
         "",                        // ha.agents[0].name: none
         "",                        // join.server: the first server, 192.0.2.11
-        "",                        // join.token_file: /etc/airlock/join-token
+        "",                        // join.token_file: /var/lib/airlock/secrets/cluster-token
         "harbor.example.test:443", // registry.mirror
         "/etc/pki/site-ca.pem",    // registry.ca_file
         "pull",                    // registry.username
@@ -351,7 +351,7 @@ fn the_wizard_asks_a_joining_ha_server_for_the_cluster_and_keeps_secrets_hidden(
 
     answers.validate_against(&profile("ha")).unwrap();
     assert_eq!(answers.join_url(DistributionKind::K3s).as_deref(), Some("https://192.0.2.11:6443"));
-    assert_eq!(answers.join.as_ref().unwrap().token_file, Path::new(airlock_installer::state::DEFAULT_JOIN_TOKEN_FILE));
+    assert_eq!(answers.join.as_ref().unwrap().token_file, Path::new(airlock_installer::state::CLUSTER_TOKEN_PATH));
     let registry = answers.registry.as_ref().unwrap();
     assert_eq!(registry.password.as_ref().unwrap().expose(), "s3cr3t pw", "secrets are taken as typed");
 

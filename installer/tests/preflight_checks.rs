@@ -317,7 +317,7 @@ fn a_joining_node_needs_the_token_file_copied_and_private() {
     let h = Host::healthy();
     let opts = CollectOptions {
         fsync_probe: None,
-        join_token_file: Some("/etc/airlock/join-token".into()),
+        join_token_file: Some("/root/cluster-token".into()),
         ..CollectOptions::default()
     };
     let judge = || run(&collect(h.dir.path(), &h.data_dir(), &opts), &thresholds(), Mode::Join, &[]).unwrap();
@@ -325,10 +325,10 @@ fn a_joining_node_needs_the_token_file_copied_and_private() {
     assert_eq!(check(&r, "join-token").status, Status::Fail);
     assert_eq!(check(&r, "join-server-reachable").status, Status::Skipped);
 
-    h.write("etc/airlock/join-token", "K10secret::server:token\n");
-    fs::set_permissions(h.path("etc/airlock/join-token"), fs::Permissions::from_mode(0o644)).unwrap();
+    h.write("root/cluster-token", "K10secret::server:token\n");
+    fs::set_permissions(h.path("root/cluster-token"), fs::Permissions::from_mode(0o644)).unwrap();
     assert_eq!(check(&judge(), "join-token").status, Status::Warn);
-    fs::set_permissions(h.path("etc/airlock/join-token"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(h.path("root/cluster-token"), fs::Permissions::from_mode(0o600)).unwrap();
     let r = judge();
     assert_eq!(check(&r, "join-token").status, Status::Pass);
     let json = serde_json::to_string(&collect(h.dir.path(), &h.data_dir(), &opts)).unwrap();

@@ -506,3 +506,54 @@ fn a_signed_delta_whose_base_entries_overlap_its_entries_is_rejected() {
     assert_eq!(o.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("`files/app/README.txt` is listed both as an entry and as a base entry"), "{stderr}");
 }
+
+#[test]
+fn chart_digests_follow_the_charts_content_not_the_build_time() {
+    let demo = Demo::new();
+    // `airlock-bundler create` of the spec as it is now, at `epoch` (`None`: no
+    // SOURCE_DATE_EPOCH, so the build time).
+    let build = |name: &str, epoch: Option<&str>| {
+        let out = demo.out.join(name);
+        let mut cmd = Command::new(cargo_bin("airlock-bundler"));
+        cmd.env_remove("SOURCE_DATE_EPOCH");
+        if let Some(e) = epoch {
+            cmd.env("SOURCE_DATE_EPOCH", e);
+        }
+        ok(cmd.arg("create").arg(&demo.spec).arg("-o").arg(&out).arg("--key").arg(demo_dir().join("keys/demo.key")));
+        out
+    };
+    let charts = |bundle: &Path| -> BTreeMap<String, String> {
+        let (m, _, _) =
+            airlock_format::read::read_manifest(&BundleFiles::locate(bundle).unwrap(), Some(&keys())).unwrap();
+        m.charts.iter().map(|c| (c.path.clone(), m.release_entry(&c.path).unwrap().sha256.hex())).collect()
+    };
+    let fixed = build("fixed.airlock", Some("1795305600"));
+    let other = build("other.airlock", Some("1800000000"));
+    let now = build("now.airlock", None);
+    let (m_fixed, m_other) = (charts(&fixed), charts(&other));
+    assert!(m_fixed.keys().any(|p| p.contains("airlock-app")), "the demo packages directory charts: {m_fixed:?}");
+    assert_eq!(m_fixed, m_other, "chart digests changed with SOURCE_DATE_EPOCH");
+    assert_eq!(m_fixed, charts(&now), "chart digests changed without SOURCE_DATE_EPOCH");
+
+    // So a delta of a later build where only a file changed carries no chart again.
+    let readme = demo.spec.parent().unwrap().join("files/README.txt");
+    let mut text = fs::read_to_string(&readme).unwrap();
+    text.push_str("one more line\n");
+    fs::write(&readme, text).unwrap();
+    demo.set_version("1.0.1");
+    let out = demo.out.join("delta.airlock");
+    ok(Command::new(cargo_bin("airlock-bundler"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .arg("create")
+        .arg(&demo.spec)
+        .arg("-o")
+        .arg(&out)
+        .arg("--key")
+        .arg(demo_dir().join("keys/demo.key"))
+        .arg("--base")
+        .arg(&fixed));
+    let (m, _, _) = airlock_format::read::read_manifest(&BundleFiles::locate(&out).unwrap(), Some(&keys())).unwrap();
+    let carried: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).filter(|p| p.starts_with("charts/")).collect();
+    assert!(carried.is_empty(), "the delta carries charts that did not change: {carried:?}");
+    assert!(m.entries.iter().any(|e| e.path.ends_with("README.txt")), "the changed file is carried");
+}

@@ -347,6 +347,31 @@ fn spec_errors_name_the_file_and_the_key_and_write_nothing() {
 }
 
 #[test]
+fn create_without_the_installer_warns_loudly_that_the_bundle_is_not_self_contained() {
+    let d = tempfile::tempdir().unwrap();
+    let key = demo().join("keys/demo.key");
+    let without =
+        run(&mut airlock_tests::create_command(&demo().join("bundle.yaml"), &d.path().join("a.airlock"), &key));
+    assert!(without.status.success(), "{}", String::from_utf8_lossy(&without.stderr));
+    let err = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        err.contains("warning: NOT SELF-CONTAINED: this bundle does not carry the installer binary")
+            && err.contains("pass --installer PATH"),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&without.stdout).contains("NOT SELF-CONTAINED"), "warnings go to stderr");
+
+    let installer = cargo_bin("airlock");
+    let with = run(airlock_tests::create_command(&demo().join("bundle.yaml"), &d.path().join("b.airlock"), &key)
+        .arg("--installer")
+        .arg(&installer));
+    assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
+    assert!(!String::from_utf8_lossy(&with.stderr).contains("NOT SELF-CONTAINED"));
+    let doc = std::fs::read_to_string(workspace_root().join("docs/bundle-spec.md")).unwrap();
+    assert!(doc.contains("NOT SELF-CONTAINED"), "docs/bundle-spec.md documents the warning");
+}
+
+#[test]
 fn a_spec_file_that_links_out_of_the_spec_directory_is_refused_and_nothing_is_written() {
     let d = tempfile::tempdir().unwrap();
     let src = d.path().join("src");

@@ -1,6 +1,7 @@
 //! `airlock join` through the real binary: the first server of the demo's HA profile
 //! is installed into one target root, then a second server and an agent join from the
-//! same bundle with the token file the first server wrote.
+//! same bundle with the token file the first server wrote — following the commands its
+//! install report prints, to the path every doc and message names.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -23,7 +24,7 @@ ha:
 fn answers(dir: &Path, node: &str, ip: &str, role: &str, join: bool) -> PathBuf {
     let mut text = format!("{CLUSTER}node:\n  name: {node}\n  ip: {ip}\n  role: {role}\n");
     if join {
-        text.push_str("join:\n  server: 192.0.2.11\n  token_file: /etc/airlock/join-token\n");
+        text.push_str("join:\n  server: 192.0.2.11\n  token_file: /root/cluster-token\n");
     }
     let path = dir.join(format!("{node}.yaml"));
     std::fs::write(&path, text).unwrap();
@@ -47,6 +48,21 @@ fn get<'a>(m: &'a serde_yaml::Mapping, k: &str) -> Option<&'a serde_yaml::Value>
     m.get(serde_yaml::Value::String(k.into()))
 }
 
+/// The install report's join token lines: the token file, the copy command and the join
+/// command, as printed.
+fn join_token_report(out: &str) -> (String, String, String) {
+    let after = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.trim_start().strip_prefix(prefix).map(|r| r.trim().to_string()))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in\n{out}"))
+    };
+    (
+        after("join token (root only, mode 0600; admits nodes to the cluster):"),
+        after("to join another server or an agent, copy it there:"),
+        after("then, on that node:"),
+    )
+}
+
 #[test]
 fn servers_and_agents_join_the_first_server_with_its_token_file() {
     let d = tempfile::tempdir().unwrap();
@@ -59,21 +75,33 @@ fn servers_and_agents_join_the_first_server_with_its_token_file() {
     assert!(o.status.success(), "{}", text(&o));
     let c1 = config(&s1);
     assert_eq!(get(&c1, "cluster-init"), Some(&serde_yaml::Value::Bool(true)));
-    let token = std::fs::read_to_string(s1.join("var/lib/airlock/secrets/cluster-token")).unwrap();
+    // The report says where the token is and how to hand it on; that is the file written.
+    let (token_path, copy, join) = join_token_report(&String::from_utf8_lossy(&o.stdout));
+    let written = s1.join("var/lib/airlock/secrets/cluster-token");
+    assert_eq!(Path::new(&token_path), written, "{}", text(&o));
+    let token = std::fs::read_to_string(&written).unwrap();
+    assert_eq!(copy, format!("scp {} <node>:/root/cluster-token", written.display()));
+    assert!(join.starts_with(&format!("airlock join {} --pubkey ", b.display())), "{join}");
+    assert!(join.ends_with("--answers <node answers> --server 192.0.2.11 --token-file /root/cluster-token"), "{join}");
 
-    // The operator copies the token file to the next node.
+    // Without the token, `join` names where it reads it (by default the path every node
+    // keeps it at) and where to copy it from.
     let s2 = d.path().join("s2");
     let s2_answers = answers(d.path(), "s2", "192.0.2.12", "server", false);
     let missing = airlock("join", &b, &s2_answers, &s2, &["--yes", "--server", "192.0.2.11"]);
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
     assert!(
-        text(&missing).contains("/etc/airlock/join-token") && text(&missing).contains("hint:"),
+        text(&missing).contains(
+            "scp <first-server>:/var/lib/airlock/secrets/cluster-token /var/lib/airlock/secrets/cluster-token"
+        ),
         "{}",
         text(&missing)
     );
-    std::fs::create_dir_all(s2.join("etc/airlock")).unwrap();
-    std::fs::write(s2.join("etc/airlock/join-token"), &token).unwrap();
-    let o = airlock("join", &b, &s2_answers, &s2, &["--yes", "--server", "192.0.2.11"]);
+    // The operator runs the report's copy command, `<node>` being s2, then its join command.
+    let (src, dst) = copy.strip_prefix("scp ").unwrap().split_once(" <node>:").unwrap();
+    std::fs::create_dir_all(s2.join("root")).unwrap();
+    std::fs::copy(src, s2.join(dst.trim_start_matches('/'))).unwrap();
+    let o = airlock("join", &b, &s2_answers, &s2, &["--yes", "--server", "192.0.2.11", "--token-file", dst]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!text(&o).contains(token.trim()), "the token leaked");
     let c2 = config(&s2);
@@ -94,12 +122,14 @@ fn servers_and_agents_join_the_first_server_with_its_token_file() {
     }
     assert!(m2.join("airlock-notes.yaml").is_file(), "other charts are on every server");
     assert!(!s2.join("var/lib/airlock/report.json").exists());
+    assert!(!text(&o).contains("join token ("), "only the node that started the cluster reports the token");
+    assert_eq!(std::fs::read_to_string(s2.join("var/lib/airlock/secrets/cluster-token")).unwrap(), token);
     assert!(s2.join("etc/systemd/system/multi-user.target.wants/k3s.service").symlink_metadata().is_ok());
 
     // An agent, its join taken from the answers file.
     let w1 = d.path().join("w1");
-    std::fs::create_dir_all(w1.join("etc/airlock")).unwrap();
-    std::fs::write(w1.join("etc/airlock/join-token"), &token).unwrap();
+    std::fs::create_dir_all(w1.join("root")).unwrap();
+    std::fs::write(w1.join("root/cluster-token"), &token).unwrap();
     let o = airlock("join", &b, &answers(d.path(), "w1", "192.0.2.21", "agent", true), &w1, &["--yes"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(w1.join("etc/systemd/system/multi-user.target.wants/k3s-agent.service").symlink_metadata().is_ok());
@@ -123,4 +153,19 @@ fn join_without_a_server_is_refused_naming_the_key() {
         airlock("join", &b, &answers(d.path(), "s2", "192.0.2.12", "server", false), &root, &["--server", "300.1.1.1"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad).contains("--server"), "{}", text(&bad));
+}
+
+#[test]
+fn docs_help_and_messages_name_the_token_path_the_install_writes() {
+    let written = airlock_installer::state::CLUSTER_TOKEN_PATH;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for doc in ["README.md", "docs/answers.md", "docs/preflight.md"] {
+        let t = std::fs::read_to_string(repo.join(doc)).unwrap();
+        assert!(t.contains(written), "{doc} does not name {written}");
+        assert!(!t.contains("/etc/airlock/join-token"), "{doc} names a token path nothing writes");
+    }
+    let help =
+        std::process::Command::new(airlock_tests::cargo_bin("airlock")).args(["join", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains(written) && !help.contains("/etc/airlock/join-token"), "{help}");
 }

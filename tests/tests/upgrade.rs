@@ -229,15 +229,17 @@ fn a_delta_upgrade_gives_the_tree_of_the_full_bundle_and_a_delta_for_another_bas
     assert!(delta < full, "the delta ({delta} bytes) is not smaller than the full bundle ({full} bytes)");
     let d = tempfile::tempdir().unwrap();
     let (upgraded, fresh, empty) = (d.path().join("upgraded"), d.path().join("fresh"), d.path().join("empty"));
+    let other = d.path().join("other");
     install(&b.v1, &upgraded);
     install(&b.v2, &fresh);
+    install(&b.v3, &other);
     std::fs::create_dir_all(&empty).unwrap();
 
-    // A site that runs v2 (not the delta's base v1), and a site with nothing installed:
-    // refused before any change, naming the releases.
+    // A site that runs v3 (neither the delta's base v1 nor its release v2), and a site
+    // with nothing installed: refused before any change, naming the releases.
     let refusals = [
-        (&fresh, "builds on airlock-demo 1.0.0 (manifest sha256 "),
-        (&fresh, "this site runs airlock-demo 1.1.0"),
+        (&other, "builds on airlock-demo 1.0.0 (manifest sha256 "),
+        (&other, "this site runs airlock-demo 2.0.0"),
         (&empty, "no installed release is recorded here"),
     ];
     for (root, says) in refusals {
@@ -262,6 +264,61 @@ fn a_delta_upgrade_gives_the_tree_of_the_full_bundle_and_a_delta_for_another_bas
     assert_eq!(release(&upgraded)["manifest_sha256"], release(&fresh)["manifest_sha256"]);
     let current = |root: &Path| std::fs::read_link(root.join("var/lib/airlock/releases/current")).unwrap();
     assert_eq!(current(&upgraded), current(&fresh), "the release id does not depend on how the release came");
+}
+
+#[test]
+fn the_same_delta_again_after_its_upgrade_is_already_installed() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    let (upgraded, fresh) = (d.path().join("upgraded"), d.path().join("fresh"));
+    install(&b.v1, &upgraded);
+    install(&b.v2, &fresh);
+    let o = upgrade_cmd(&b.v2_delta, &upgraded, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Applied again, and on a site that got the same release from the full bundle: as
+    // the full bundle again, "already installed", exit 0, nothing changed or journaled.
+    for root in [&upgraded, &fresh] {
+        let journal_before = std::fs::read(root.join("var/lib/airlock/upgrade.json")).ok();
+        let before = exact(root);
+        let o = upgrade_cmd(&b.v2_delta, root, &[], &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(text(&o).contains("release 1.1.0-") && text(&o).contains("is already installed"), "{}", text(&o));
+        let changed = diff(&before, &exact(root));
+        assert!(changed.is_empty(), "the delta again changed the root:\n{}", changed.join("\n"));
+        assert_eq!(std::fs::read(root.join("var/lib/airlock/upgrade.json")).ok(), journal_before, "journaled");
+    }
+}
+
+#[test]
+fn the_vendor_key_given_at_install_is_kept_so_upgrade_needs_no_pubkey() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    // Before the install no key is trusted here: the hint names the key directory
+    // under the target root.
+    let bare = |args: &[&str]| {
+        Command::new(cargo_bin("airlock")).args(args).arg("--root").arg(&root).stdin(Stdio::null()).output().unwrap()
+    };
+    std::fs::create_dir_all(&root).unwrap();
+    let o = bare(&["upgrade", b.v2.to_str().unwrap(), "--yes"]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    let keys_dir = root.join("etc/airlock/keys");
+    assert!(text(&o).contains(&format!("{}/", keys_dir.display())), "{}", text(&o));
+
+    install(&b.v1, &root);
+    let pubkey = std::fs::read_to_string(demo_dir().join("keys/demo.pub")).unwrap();
+    let kept: Vec<PathBuf> = std::fs::read_dir(&keys_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read_to_string(&kept[0]).unwrap().trim(), pubkey.trim(), "the --pubkey key is kept");
+    let journal = std::fs::read_to_string(root.join("var/lib/airlock/journal.json")).unwrap();
+    assert!(journal.contains("keys/statements"), "the key step is journaled: {journal}");
+    let inventory = std::fs::read_to_string(root.join("var/lib/airlock/installed.json")).unwrap();
+    assert!(inventory.contains(&kept[0].strip_prefix(&root).unwrap().display().to_string()), "{inventory}");
+
+    let o = bare(&["upgrade", b.v2.to_str().unwrap(), "--yes"]);
+    assert!(o.status.success(), "upgrade without --pubkey: {}", text(&o));
+    assert!(kept[0].is_file(), "the key stays trusted after the upgrade");
 }
 
 #[test]

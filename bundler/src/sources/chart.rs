@@ -3,8 +3,9 @@
 //!
 //! `helm package` is not byte-reproducible (it stores file mtimes), so directories are
 //! packaged by this module: entries `<name>/…` sorted by path, regular files and
-//! directories only, modes 0644/0755, uid/gid 0, one given mtime, and a gzip header
-//! with mtime 0 and no file name. The same directory always gives the same bytes.
+//! directories only, modes 0644/0755, uid/gid 0, one mtime ([`CHART_MTIME`] in a
+//! bundle), and a gzip header with mtime 0 and no file name. The same directory always
+//! gives the same bytes.
 //!
 //! A chart whose `dependencies:` are not vendored under `charts/` would make Helm reach
 //! for a repository at install time, which fails behind an air gap (helm#11224), so
@@ -52,6 +53,14 @@ const MAX_YAML_BYTES: u64 = 1 << 20;
 const MAX_SUBCHART_BYTES: u64 = 64 << 20;
 /// Subcharts of subcharts of …: deeper than this is a mistake (or a trap).
 const MAX_DEPTH: usize = 8;
+
+/// Every entry's modification time in a chart this module packages for a bundle: a
+/// fixed epoch (1980-01-01, the reproducible-builds usual; tar tools warn about 1970),
+/// not the bundle's creation time. A chart's bytes then depend on its content only, so
+/// rebuilding a release at another time (with or without `SOURCE_DATE_EPOCH`) gives
+/// the same chart digests: a delta does not carry unchanged charts again, and a full
+/// bundle of the same content is the same release.
+pub const CHART_MTIME: u64 = 315_532_800;
 
 /// Loads the chart at `path`: a chart directory (packaged with `mtime` as every entry's
 /// modification time) or a packaged `.tgz`.

@@ -42,6 +42,11 @@ pub fn check_delta_base_named(
                 base.name, base.version, manifest.version
             ))),
         Some(sha) if sha == base.manifest_sha256 => Ok(()),
+        // The release this delta makes is the one installed (it was applied already): it
+        // stages over that release as well, since the delta's base entries are in it
+        // with the same digests, and the upgrade then says "already installed", as for
+        // the full bundle.
+        Some(sha) if sha == manifest.release_sha256() => Ok(()),
         Some(sha) => {
             let installed = match installed_label {
                 Some(l) => format!("{l} (manifest sha256 {})", short_sha(sha)),
@@ -171,6 +176,12 @@ mod tests {
         );
         assert!(text.contains("this site runs the release with manifest sha256 cdcdcdcdcdcd"), "{text}");
         assert!(text.contains("hint: nothing was changed"), "{text}");
+    }
+
+    #[test]
+    fn a_delta_passes_over_the_release_it_makes_so_applying_it_again_is_a_no_op() {
+        let m = manifest(Some(&"ab".repeat(32)));
+        check_delta_base(&m, Some(&m.release_sha256())).unwrap();
     }
 
     #[test]

@@ -150,7 +150,8 @@ impl RevocationList {
 }
 
 /// The refusal of a revoked key: names the key, the statement and what to do.
-pub fn revoked_key_error(k: &RevokedKey, source: &str) -> Error {
+/// (`root`: the target root, so the hint names the directories as the operator sees them.)
+pub fn revoked_key_error(k: &RevokedKey, source: &str, root: &Path) -> Error {
     let how = match k.action {
         KeyAction::Revoke => "was revoked (compromised)",
         _ => "was retired",
@@ -166,8 +167,8 @@ pub fn revoked_key_error(k: &RevokedKey, source: &str) -> Error {
     .with_hint(format!(
         "use a bundle signed by the vendor's current key (the keys this site trusts are in {}); the \
          revocation is recorded in {}",
-        state::KEY_DIR,
-        state::REVOKED_PATH
+        crate::bundle::trust::site_key_dir(root).display(),
+        root.join(state::REVOKED_PATH.trim_start_matches('/')).display()
     ))
 }
 
@@ -251,6 +252,11 @@ pub struct KeyChanges {
     pub applied: Vec<String>,
     /// Statements skipped, and why.
     pub skipped: Vec<String>,
+    /// The key that verified this bundle (given with `--pubkey`), kept in the key
+    /// directory because no key file there holds it: later commands trust it without
+    /// `--pubkey`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_signer: Option<String>,
 }
 
 impl KeyChanges {
@@ -303,7 +309,7 @@ pub fn apply_statements(
             // statement from a key this site never knew: nothing to learn, nothing widened.
             if s.action == KeyAction::Introduce && s.key_id == signer.key_id_hex() {
                 changes.skipped.push(format!(
-                    "{label}: signed by {}, unknown here; the key is trusted for this install only",
+                    "{label}: signed by {}, unknown here; the key it introduces verified this bundle and is kept as such",
                     c.signature.key_id_hex()
                 ));
                 continue;
@@ -371,18 +377,45 @@ pub fn apply_statements(
     Ok(changes)
 }
 
-/// The plan step that applies the staged bundle's key statements to the site key store;
-/// none when the bundle carries no statements. Refuses (exit 3) a bundle whose
-/// statements this site cannot accept, before anything changes.
+/// The plan step that applies the staged bundle's key statements to the site key store
+/// and keeps the key that verified the bundle there (the operator gave it with
+/// `--pubkey`: it is the vendor's, and the next upgrade needs it); none when there is
+/// nothing to change. Refuses (exit 3) a bundle whose statements this site cannot
+/// accept, before anything changes.
 pub fn statement_steps(staged: &Staged, host: &dyn Host) -> Result<Vec<Box<dyn Step>>> {
-    if staged.manifest.key_statements.is_empty() {
+    let site = SiteKeys::read(host)?;
+    let mut changes = if staged.manifest.key_statements.is_empty() {
+        KeyChanges { revoked: site.revoked.clone(), ..KeyChanges::default() }
+    } else {
+        let statements = read_statements(staged)?;
+        let bundle = format!("{} {}", staged.manifest.name, staged.manifest.version);
+        apply_statements(&statements, &staged.signer, &site, &bundle)?
+    };
+    // Kept where this step keeps it, also when a run before (crashed or not) wrote it
+    // already: the plan is the same on every run, the step then satisfied.
+    let signer = staged.signer;
+    let path = KeyChanges::key_path(&signer);
+    let trusted = site.keys.iter().any(|(_, k)| *k == signer);
+    let ours = site.keys.iter().any(|(p, k)| *p == path && *k == signer);
+    if (!trusted || ours) && !changes.introduce.contains(&signer) {
+        changes.kept_signer = Some(signer.key_id_hex());
+        changes.introduce.push(signer);
+    }
+    if staged.manifest.key_statements.is_empty() && changes.introduce.is_empty() {
         return Ok(Vec::new());
     }
-    let statements = read_statements(staged)?;
-    let site = SiteKeys::read(host)?;
-    let bundle = format!("{} {}", staged.manifest.name, staged.manifest.version);
-    let changes = apply_statements(&statements, &staged.signer, &site, &bundle)?;
     Ok(vec![Box::new(KeyStoreStep::new(&site, changes))])
+}
+
+/// Where the key that verified `staged` is kept in the site key directory once its
+/// plan is applied (`<ID>.pub`), when it is kept there: what the inventory records
+/// of the site's trust, so an uninstall takes it away with the rest.
+pub fn kept_signer_file(staged: &Staged, host: &dyn Host) -> Result<Option<(PathBuf, Vec<u8>)>> {
+    let path = KeyChanges::key_path(&staged.signer);
+    let site = SiteKeys::read(host)?;
+    let ours = site.keys.iter().any(|(p, k)| *p == path && *k == staged.signer);
+    let trusted = site.keys.iter().any(|(_, k)| *k == staged.signer);
+    Ok((ours || !trusted).then(|| (path, staged.signer.to_text().into_bytes())))
 }
 
 /// Writes the new key files, removes those out of trust, then writes the revocation
@@ -430,6 +463,9 @@ impl Step for KeyStoreStep {
         }
         if !self.changes.skipped.is_empty() {
             parts.push(format!("skip {}", self.changes.skipped.join(", ")));
+        }
+        if let Some(id) = &self.changes.kept_signer {
+            parts.push(format!("keep key {id}, which verified this bundle, for later commands"));
         }
         format!(
             "vendor keys in {}: {}",

@@ -2,7 +2,9 @@
 //!
 //! Trusted keys come from `--pubkey` or the site's key directory
 //! (`<root>/etc/airlock/keys/*.pub`), never from the bundle being verified: a bundle
-//! that could name its own key would prove nothing.
+//! that could name its own key would prove nothing. The key that verified an install
+//! (given with `--pubkey`) is kept in the key directory by that install's plan
+//! ([`crate::bundle::keys::statement_steps`]), so later commands need no `--pubkey`.
 //!
 //! A key the site retired or revoked (a key statement from an earlier bundle, recorded
 //! in `<root>/etc/airlock/keys/revoked.json` by [`crate::bundle::keys`]) is refused wherever it
@@ -15,9 +17,12 @@ use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::minisign::PublicKey;
 
 use crate::bundle::keys::{revoked_key_error, RevocationList};
+use crate::state;
 
-/// The site key directory, relative to the target root.
-pub const SITE_KEY_DIR: &str = "etc/airlock/keys";
+/// The site key directory as this run sees it: under the target root.
+pub fn site_key_dir(root: &Path) -> PathBuf {
+    root.join(state::KEY_DIR.trim_start_matches('/'))
+}
 
 /// Loads the keys given on the command line, or else the site's keys. Fails closed:
 /// no key, no trust.
@@ -29,7 +34,7 @@ pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> 
         sources.push(format!("--pubkey {}", p.display()));
     }
     if keys.is_empty() {
-        let dir = root.join(SITE_KEY_DIR);
+        let dir = site_key_dir(root);
         if dir.is_dir() {
             let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .at(&dir)?
@@ -46,7 +51,7 @@ pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> 
     let revoked = RevocationList::load_at(root)?;
     for (k, source) in keys.iter().zip(&sources) {
         if let Some(r) = revoked.find(&k.key_id_hex()) {
-            let e = revoked_key_error(r, source);
+            let e = revoked_key_error(r, source, root);
             // A revoked key's file back in the key directory (restored by hand, say):
             // the fix is removing it, not finding another bundle.
             return Err(if pubkeys.is_empty() {
@@ -58,7 +63,10 @@ pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> 
     }
     if keys.is_empty() {
         return Err(Error::signature("trusted keys", "no vendor public key is trusted, so no bundle can be verified")
-            .with_hint(format!("pass --pubkey VENDOR.pub, or install the vendor key into /{SITE_KEY_DIR}/")));
+            .with_hint(format!(
+                "pass --pubkey VENDOR.pub (an install keeps it), or put the vendor key into {}/",
+                site_key_dir(root).display()
+            )));
     }
     Ok(keys)
 }
@@ -72,7 +80,7 @@ pub fn explain_untrusted_signer(e: Error, root: &Path) -> Error {
     }
     let Ok(list) = RevocationList::load_at(root) else { return e };
     match list.keys.iter().find(|k| e.cause.contains(&format!("signed by key {}", k.key_id))) {
-        Some(k) => revoked_key_error(k, "the bundle's signer"),
+        Some(k) => revoked_key_error(k, "the bundle's signer", root),
         None => e,
     }
 }

@@ -101,8 +101,9 @@ pub enum Command {
         /// The first server's address (overrides `join.server`).
         #[arg(long)]
         server: Option<String>,
-        /// The join token file copied from the first server (overrides `join.token_file`;
-        /// default /etc/airlock/join-token).
+        /// The join token file copied from the node that started the cluster, which keeps
+        /// it at /var/lib/airlock/secrets/cluster-token (overrides `join.token_file`;
+        /// default: that same path on this node).
         #[arg(long)]
         token_file: Option<PathBuf>,
         #[command(flatten)]

@@ -301,6 +301,12 @@ pub fn print_installed(r: &airlock_installer::ops::install::Installed) {
     if let Some(report) = &r.report {
         print_install_report(report);
     }
+    if let Some(t) = &r.join_token {
+        say!("join token (root only, mode 0600; admits nodes to the cluster): {}", t.path.display());
+        say!("  to join another server or an agent, copy it there:  {}", t.copy_command);
+        say!("  then, on that node:  {}", t.join_command);
+        say!("  (it keeps the token at {} too; remove the copy then)", airlock_installer::state::CLUSTER_TOKEN_PATH);
+    }
 }
 
 /// `airlock status` as text.

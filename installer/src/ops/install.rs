@@ -9,7 +9,7 @@
 
 mod flow;
 
-pub use flow::{apply_install, plan_install, InstallOptions, Installed, JoinOverrides, Ready};
+pub use flow::{apply_install, plan_install, InstallOptions, Installed, JoinOverrides, JoinTokenReport, Ready};
 
 use crate::state::{self, ReleaseRecord};
 use std::fs;
@@ -197,6 +197,18 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     for f in inventory.files.iter_mut().filter(|f| platform_paths.contains(&f.path)) {
         f.sha256 = None;
     }
+    // The vendor key that verified this bundle, kept in the site key directory by the
+    // key step below: the site's like the rest, so an uninstall takes it away too.
+    if let Some((path, text)) = crate::bundle::keys::kept_signer_file(&staged, host)? {
+        let key_dir = PathBuf::from(state::KEY_DIR);
+        inventory.files.push(crate::state::inventory::InventoryFile {
+            path,
+            sha256: Some(airlock_format::digest::Sha256Digest::of(&text)),
+        });
+        if !inventory.dirs.contains(&key_dir) {
+            inventory.dirs.push(key_dir);
+        }
+    }
     let release = release_record(&staged, &profile)?;
     layout.in_group(StepGroup::Records, |l| {
         l.file(state::INVENTORY_PATH, 0o644, inventory.to_json());
@@ -265,8 +277,9 @@ fn cluster_token(host: &dyn Host, answers: &Answers) -> Result<Token> {
                 format!("`{}` does not exist", join.token_file.display()),
             )
             .with_hint(format!(
-                "copy {cluster_token_path} from the first server to that path",
-                cluster_token_path = state::CLUSTER_TOKEN_PATH
+                "copy the token from the node that started the cluster: `scp <first-server>:{} {}`",
+                state::CLUSTER_TOKEN_PATH,
+                join.token_file.display()
             ))
         })?;
         let t = String::from_utf8_lossy(&bytes).trim().to_string();

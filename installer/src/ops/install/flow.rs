@@ -132,6 +132,9 @@ impl Ready {
 pub struct Installed {
     /// Live only: the endpoints checked against the site CA.
     pub checks: Option<Vec<HttpsResult>>,
+    /// On the node that started the cluster: where the join token is and how another
+    /// node gets it.
+    pub join_token: Option<JoinTokenReport>,
     /// Live only: the node and charts coming up.
     pub live: Option<LiveReport>,
     pub preflight: PreflightReport,
@@ -150,6 +153,43 @@ pub struct Installed {
     /// The site CA's SHA-256 fingerprint, when the install made or took a PKI.
     #[serde(skip)]
     pub ca_fingerprint: Option<String>,
+}
+
+/// Where the node that started the cluster keeps the join token, and the exact commands
+/// that hand it to a node that joins: every node keeps it at
+/// [`state::CLUSTER_TOKEN_PATH`], the joining one once `airlock join` has read it.
+#[derive(Debug, Serialize)]
+pub struct JoinTokenReport {
+    /// The token file as this run sees it (under the target root).
+    pub path: PathBuf,
+    /// Run here: copies the token to a node that joins (`<node>`).
+    pub copy_command: String,
+    /// Run on that node: joins it with the copied token.
+    pub join_command: String,
+}
+
+/// Where [`JoinTokenReport::copy_command`] puts the token on the joining node: root's
+/// home, which only root reads (the node's own state directory may not exist yet).
+pub const JOIN_TOKEN_COPY: &str = "/root/cluster-token";
+
+impl JoinTokenReport {
+    fn new(opts: &InstallOptions, answers: &Answers) -> Self {
+        let path = opts.root.join(Path::new(state::CLUSTER_TOKEN_PATH).strip_prefix("/").expect("absolute"));
+        let keys = if opts.pubkey.is_empty() {
+            " --pubkey <vendor.pub>".to_string()
+        } else {
+            opts.pubkey.iter().map(|k| format!(" --pubkey {}", k.display())).collect()
+        };
+        Self {
+            copy_command: format!("scp {} <node>:{JOIN_TOKEN_COPY}", path.display()),
+            join_command: format!(
+                "airlock join {}{keys} --answers <node answers> --server {} --token-file {JOIN_TOKEN_COPY}",
+                opts.bundle.display(),
+                answers.node.ip
+            ),
+            path,
+        }
+    }
 }
 
 /// Trust, answers (file, or the wizard through `prompter`), staging, plan and
@@ -275,7 +315,9 @@ pub fn apply_install(
     } else {
         (None, None)
     };
+    let join_token = answers.starts_cluster().then(|| JoinTokenReport::new(opts, &answers));
     Ok(Installed {
+        join_token,
         preflight,
         result,
         live,

@@ -131,7 +131,7 @@ pub fn is_key_file(path: &Path) -> bool {
             .iter()
             .any(|s| name.ends_with(s))
         || name == "key.pem"
-        // A bare credential file (`/etc/rancher/node/password`, `/etc/airlock/join-token`);
+        // A bare credential file (`/etc/rancher/node/password`, a copied `/root/cluster-token`);
         // a manifest or config named after a secret is collected, redacted.
         || (["password", "token", "secret", "passphrase"].iter().any(|s| name.contains(s))
             && ![".yaml", ".yml", ".json", ".conf", ".toml", ".service", ".env"].iter().any(|e| name.ends_with(e)))

@@ -602,14 +602,20 @@ pub fn run(
             let state_files = release::state_files();
             for f in old.files.iter().map(|f| &f.path).chain(old.links.iter().map(|l| &l.path)) {
                 let ours = inventory.files.iter().any(|n| &n.path == f) || inventory.links.contains(f);
-                if !ours && !state_files.contains(f) && !f.starts_with(crate::state::SECRETS_DIR) {
+                // Nor a kept vendor key: trust changes only through key statements.
+                let kept = f.starts_with(crate::state::SECRETS_DIR) || f.starts_with(crate::state::KEY_DIR);
+                if !ours && !state_files.contains(f) && !kept {
                     if let Err(e) = host.remove(f) {
                         return Err(failed(host, journal, e));
                     }
                 }
             }
-            let mut dirs: Vec<&PathBuf> =
-                old.dirs.iter().map(|(d, _)| d).filter(|d| !inventory.dirs.contains(d)).collect();
+            let mut dirs: Vec<&PathBuf> = old
+                .dirs
+                .iter()
+                .map(|(d, _)| d)
+                .filter(|d| !inventory.dirs.contains(d) && !d.starts_with(crate::state::KEY_DIR))
+                .collect();
             // Deepest first; a directory that still holds something (not ours) stays.
             dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
             for d in dirs {
@@ -983,6 +989,11 @@ fn diff(
     }
     if let Some(old) = old_inv {
         for f in &old.files {
+            // Trust changes only through key statements: a key kept by an earlier
+            // release stays although this bundle is verified (and kept) by another.
+            if f.path.starts_with(state::KEY_DIR) {
+                continue;
+            }
             if !p.inventory.files.iter().any(|n| n.path == f.path) {
                 d.files_removed.push(f.path.clone());
             }

@@ -41,13 +41,28 @@ pub fn check(installed_version: &str, installed_sha256: &str, m: &Manifest, allo
     let from = version(installed_version, "the installed release (release.json)")?;
     let to = version(&m.version, &subject)?;
     let mut violations = Vec::new();
+    let mut hint = "use a bundle this release may upgrade to; to accept it anyway (journaled and reported), pass \
+                    --allow-policy-override"
+        .to_string();
     if to < from {
         violations.push(format!("{} is older than the installed {} (no downgrades)", m.version, installed_version));
     } else if to == from {
+        let short = |sha: &str| sha[..12.min(sha.len())].to_string();
         violations.push(format!(
-            "{} is installed already, from another bundle (a rebuilt bundle must get a new version)",
-            m.version
+            "{} is installed already, from another bundle (installed manifest sha256 {}, this bundle's {})",
+            m.version,
+            short(installed_sha256),
+            short(&crate::state::releases::manifest_sha256(m))
         ));
+        // The usual cause: the release was built again (another creation time, a
+        // changed file) without a new version.
+        hint = format!(
+            "a bundle built again is another bundle, even with the same version. Use the bundle that installed {v} \
+             (`airlock status` shows its manifest sha256), or have the vendor give the rebuilt release a new \
+             version; to replace the installed {v} with this bundle anyway (journaled and reported), pass \
+             --allow-policy-override",
+            v = m.version
+        );
     }
     if let Some(policy) = &m.upgrade {
         if let Some(req) = &policy.from {
@@ -75,10 +90,7 @@ pub fn check(installed_version: &str, installed_sha256: &str, m: &Manifest, allo
     if allow_override {
         return Ok(Decision::Overridden { violations });
     }
-    Err(Error::input(subject, format!("the upgrade policy refuses it: {}", violations.join("; "))).with_hint(
-        "use a bundle this release may upgrade to; to accept it anyway (journaled and reported), pass \
-         --allow-policy-override",
-    ))
+    Err(Error::input(subject, format!("the upgrade policy refuses it: {}", violations.join("; "))).with_hint(hint))
 }
 
 #[cfg(test)]
@@ -114,7 +126,12 @@ mod tests {
         let m = manifest("1.0.0", None);
         let sha = crate::state::releases::manifest_sha256(&m);
         assert_eq!(check("1.0.0", &sha, &m, false).unwrap(), Decision::AlreadyInstalled);
-        assert!(check("1.0.0", "other", &m, false).is_err(), "same version, other bundle");
+        let e = check("1.0.0", &"ab".repeat(32), &m, false).unwrap_err();
+        assert!(e.cause.contains("installed already, from another bundle (installed manifest sha256 abababababab"));
+        let hint = e.hint.unwrap();
+        assert!(hint.contains("a bundle built again is another bundle"), "{hint}");
+        assert!(hint.contains("`airlock status`") && hint.contains("new version"), "{hint}");
+        assert!(hint.contains("--allow-policy-override"), "{hint}");
     }
 
     #[test]

@@ -312,7 +312,7 @@ impl Answers {
                     }
                     // Where the wizard suggests it too.
                     None if !j.contains_key(key("token_file")) => {
-                        j.insert(key("token_file"), key(state::DEFAULT_JOIN_TOKEN_FILE));
+                        j.insert(key("token_file"), key(state::CLUSTER_TOKEN_PATH));
                     }
                     None => {}
                 }

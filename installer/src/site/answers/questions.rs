@@ -20,7 +20,7 @@ use super::strict::{Field, Map, Problem};
 use super::{Address, DEFAULT_DATA_DIR, DOC, REDACTED};
 use crate::site::ldap;
 use crate::site::profile::{Profile, Topology};
-use crate::state::DEFAULT_JOIN_TOKEN_FILE as DEFAULT_TOKEN_FILE;
+use crate::state::CLUSTER_TOKEN_PATH as DEFAULT_TOKEN_FILE;
 
 /// Checks one typed value, given the answers so far.
 pub type Check = fn(&str, &Answered) -> Result<(), Invalid>;

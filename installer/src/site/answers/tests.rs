@@ -153,7 +153,7 @@ fn later_servers_and_agents_must_join_with_a_token_file() {
 
     let a = parse(&ha(
         "{name: a1, ip: 192.0.2.21, role: agent}",
-        "join: {server: 192.0.2.11, token_file: /etc/airlock/join-token}\n",
+        "join: {server: 192.0.2.11, token_file: /root/cluster-token}\n",
     ))
     .unwrap();
     assert!(!a.starts_cluster());
@@ -368,7 +368,7 @@ fn ha_with_keycloak_requires_an_external_database_on_the_first_server_only() {
     // A joining server does not render the platform charts: no database and no
     // directory needed there.
     let second = first.replace("node: {name: s1, ip: 192.0.2.11}", "node: {name: s2, ip: 192.0.2.12}")
-        + "join: {server: 192.0.2.11, token_file: /etc/airlock/join-token}\n";
+        + "join: {server: 192.0.2.11, token_file: /root/cluster-token}\n";
     assert!(parse_for(&second, &keycloak_bundle()).unwrap().keycloak_database.is_none());
     let without_ldap = second.replace(LDAP, "");
     assert_ne!(without_ldap, second);

@@ -887,8 +887,9 @@ fn join_token(f: &Facts, _: &Thresholds, mode: Mode) -> Option<Outcome> {
     };
     let path = tok.path.display();
     let copy = format!(
-        "copy the token from the first server, where the install wrote it: `scp <first-server>:{path} {path} && \
-         chmod 600 {path}`"
+        "copy the token from the node that started the cluster, where its install wrote it: `scp \
+         <first-server>:{token} {path} && chmod 600 {path}`",
+        token = crate::state::CLUSTER_TOKEN_PATH
     );
     if !tok.present {
         return fail(format!("{path} does not exist; the node cannot join without the cluster's token"), copy);
@@ -1392,11 +1393,13 @@ mod tests {
         let mut f = good();
         assert!((CHECKS.iter().find(|c| c.id == "join-token").unwrap().run)(&f, &t, Mode::Install).is_none());
         assert_eq!(status("join-token", &f, &t, Mode::Join), Status::Skipped);
-        let mut tok =
-            JoinTokenFacts { path: "/etc/airlock/join-token".into(), present: false, size_bytes: 0, mode: None };
+        let mut tok = JoinTokenFacts { path: "/root/cluster-token".into(), present: false, size_bytes: 0, mode: None };
         f.join_token = Some(tok.clone());
         let o = assert_status("join-token", &f, &t, Mode::Join, Status::Fail);
-        assert!(o.hint.unwrap().contains("scp <first-server>:/etc/airlock/join-token"));
+        assert!(o
+            .hint
+            .unwrap()
+            .contains("scp <first-server>:/var/lib/airlock/secrets/cluster-token /root/cluster-token"));
         tok = JoinTokenFacts { present: true, size_bytes: 65, mode: Some(0o644), ..tok };
         f.join_token = Some(tok.clone());
         assert_status("join-token", &f, &t, Mode::Join, Status::Warn);

@@ -292,7 +292,7 @@ pub struct ExistingInstall {
 /// The join token file's metadata; its content is a secret and never read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinTokenFacts {
-    /// As seen on the target (`/etc/airlock/join-token`).
+    /// As seen on the target (`/var/lib/airlock/secrets/cluster-token` unless told otherwise).
     pub path: PathBuf,
     /// A regular file exists there.
     pub present: bool,

@@ -48,7 +48,7 @@ fn generated_values_go_wherever_they_are_also_base64_encoded() {
 
 #[test]
 fn credentials_by_name_in_yaml_json_env_flags_and_urls() {
-    let text = "token: abcdefgh\ntoken-file: /etc/airlock/join-token\nsecretName: tls\n\
+    let text = "token: abcdefgh\ntoken-file: /root/cluster-token\nsecretName: tls\n\
                 K3S_TOKEN=tok-value-1\nEnvironment=\"RKE2_TOKEN=tok-value-2\"\n\
                 {\"bindCredential\": [\"ldap-pass-1\"], \"bindDn\": \"cn=admin\"}\n\
                 {\"components\": [{\"config\": {\"bindCredential\": [\"ldap-pass-3\"]}}]}\n\
@@ -72,8 +72,7 @@ fn credentials_by_name_in_yaml_json_env_flags_and_urls() {
     ] {
         assert!(!t.contains(gone), "{gone} in\n{t}");
     }
-    for kept in ["/etc/airlock/join-token", "secretName: tls", "cn=admin", "--node-name n1", "next: 1", "Token: false"]
-    {
+    for kept in ["/root/cluster-token", "secretName: tls", "cn=admin", "--node-name n1", "next: 1", "Token: false"] {
         assert!(t.contains(kept), "{kept} lost in\n{t}");
     }
     assert_eq!(c[RULE_ENV], 2, "{c:?}");
