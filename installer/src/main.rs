@@ -196,6 +196,11 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
     let ready = install::plan_install(&opts, &mut TerminalPrompter, &progress);
     progress.finish();
     let ready = ready?;
+    if text {
+        if let Some(answered) = ready.wizard_answers() {
+            render::print_wizard_answers(answered);
+        }
+    }
     for w in &ready.warnings {
         eprintln!("warning: {w}");
     }

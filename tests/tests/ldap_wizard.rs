@@ -40,3 +40,60 @@ fn the_wizard_tests_ldap_live_and_asks_again_after_a_refused_bind() {
     assert_eq!(p.notes.len(), 1);
     assert!(p.notes[0].contains("3 users under ou=people") && p.notes[0].contains("StartTLS"), "{}", p.notes[0]);
 }
+
+/// Away from the site network the directory does not answer: the operator skips the
+/// live check, the answers stand as given, and the install's journal records the skip
+/// (with the preflight overrides) and that a target root could not test it.
+#[test]
+fn a_wizard_install_away_from_the_directory_may_skip_the_live_check_and_the_journal_records_it() {
+    use airlock_installer::ops::install::{apply_install, plan_install, InstallOptions, SKIPPED_LDAP_CHECK};
+    use airlock_tests::{build_demo_bundle, demo_dir};
+
+    let d = tempfile::tempdir().unwrap();
+    let bundle = build_demo_bundle(d.path(), &[]);
+    let root = d.path().join("root");
+    // Nothing listens there: refused at once, as an unreachable site directory is.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ldap://127.0.0.1:{port}");
+    let mut p = Scripted::default();
+    for (k, v) in [
+        ("profile", "single-node"),
+        ("node.name", "n1"),
+        ("node.ip", "192.0.2.10"),
+        ("cluster.ingress_domain", "p.example.test"),
+        ("ldap.url", url.as_str()),
+        ("ldap.starttls", "false"),
+        ("ldap.bind_dn", slapd::OPENLDAP_BIND_DN),
+        ("ldap.bind_password", "site-pw-7f3a"),
+        ("ldap.users_dn", slapd::OPENLDAP_USERS_DN),
+        ("ldap.live_check", "skip"),
+    ] {
+        p.script.insert(k.into(), [v.to_string()].into());
+    }
+    let opts = InstallOptions {
+        bundle,
+        pubkey: vec![demo_dir().join("keys/demo.pub")],
+        root: root.clone(),
+        hostname: Some("n1".into()),
+        ..InstallOptions::default()
+    };
+    let quiet = airlock_format::report::Silent;
+    let ready = plan_install(&opts, &mut p, &quiet).unwrap();
+    assert_eq!(p.rejected.len(), 1, "{:?}", p.rejected);
+    assert!(p.rejected[0].cause.contains("tcp-refused"), "{}", p.rejected[0]);
+    assert_eq!(p.asked.iter().filter(|k| *k == "ldap.url").count(), 1, "skipped, not asked again: {:?}", p.asked);
+    assert!(
+        ready.warnings.iter().any(|w| w.contains("skipped") && w.contains("airlock ldap test")),
+        "{:?}",
+        ready.warnings
+    );
+    apply_install(ready, &opts, &airlock_installer::live::SystemClock, &quiet).unwrap();
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("var/lib/airlock/journal.json")).unwrap()).unwrap();
+    let records = journal["preflight_overrides"].as_array().expect("the skip is journaled");
+    let skip = records.iter().find(|r| r["id"] == SKIPPED_LDAP_CHECK).expect("the skip is journaled");
+    let detail = skip["detail"].as_str().unwrap();
+    assert!(detail.contains("skipped by the operator") && detail.contains("tcp-refused"), "{detail}");
+    assert!(detail.contains("target root"), "{detail}");
+    assert!(!journal.to_string().contains("site-pw-7f3a"));
+}

@@ -100,6 +100,14 @@ fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
     let screen = tmux.screen();
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert!(screen.contains("enable unit k3s.service") && screen.contains("0 blocked"), "{screen}");
+    // What was answered is shown as a whole before the plan.
+    let summary = screen.find("your answers (secrets masked):").unwrap_or_else(|| panic!("no summary:\n{screen}"));
+    assert!(screen[summary..].contains("name: demo-node") && screen[summary..].contains("ip: 192.0.2.10"), "{screen}");
+    // The URL prompt offered an empty answer, and Enter took it: no directory.
+    assert!(
+        screen.contains("LDAP/AD server URL (empty: no directory)") && !screen[summary..].contains("ldap:"),
+        "{screen}"
+    );
     // A dry run changed nothing on the target.
     assert!(!root.join("etc").exists());
 }
@@ -150,6 +158,8 @@ fn wizard_tests_the_ldap_answers_live_asks_them_again_after_a_refused_bind_and_t
     answer("Extra user filter", 1, &["Enter"]);
     answer("Groups DN (", 1, &[slapd::OPENLDAP_GROUPS_DN, "Enter"]);
     tmux.wait_for("not taken: ldap.bind_dn: the live check failed (bind-refused)");
+    // Asking again is the default; skipping is for a directory out of reach.
+    answer("The ldap live check failed", 1, &["Enter"]);
     // Asked again: Enter keeps each earlier answer; the password is typed anew.
     answer("LDAP/AD server URL", 2, &["Enter"]);
     answer("CA certificate of the directory", 2, &["Enter"]);
@@ -167,6 +177,11 @@ fn wizard_tests_the_ldap_answers_live_asks_them_again_after_a_refused_bind_and_t
         "{screen}"
     );
     assert!(!screen.contains("not-the-password") && !screen.contains(slapd::OPENLDAP_BIND_PW), "{screen}");
+    // The summary of the answers masks the password.
+    assert!(
+        screen.contains("your answers (secrets masked):") && screen.contains("bind_password: <redacted>"),
+        "{screen}"
+    );
 
     // The site keeps what the wizard was told, so an upgrade months later needs no
     // answers file: the bind password apart, 0600, and put back when read.

@@ -9,7 +9,7 @@
 
 mod flow;
 
-pub use flow::{apply_install, plan_install, InstallOptions, Installed, JoinOverrides, Ready};
+pub use flow::{apply_install, plan_install, InstallOptions, Installed, JoinOverrides, Ready, SKIPPED_LDAP_CHECK};
 
 use crate::state::{self, ReleaseRecord};
 use std::fs;

@@ -31,7 +31,7 @@ use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
 use crate::site::profile::{Profile, Topology};
-pub use questions::{questions, Answered, BundleFacts, Facts, HostFacts, Question};
+pub use questions::{questions, Answered, BundleFacts, Facts, HostFacts, Question, SkippedCheck};
 pub use secret::{Secret, REDACTED};
 pub use strict::Problem;
 pub use wizard::{ask, ask_checked, LiveCheck, Prompt, Prompter, Reask};
@@ -69,6 +69,9 @@ pub struct Answers {
     /// Keycloak's external database; absent: Keycloak's file database (single node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keycloak_database: Option<keycloak_db::KeycloakDatabaseAnswers>,
+    /// Wizard live checks the operator skipped after a failure (never from a file).
+    #[serde(skip)]
+    pub skipped_checks: Vec<SkippedCheck>,
 }
 
 /// The node being installed.
@@ -404,6 +407,7 @@ impl Answers {
             pki: pki_answers(a)?,
             ldap: crate::site::ldap::LdapSettings::from_answered(a)?,
             keycloak_database: keycloak_db::KeycloakDatabaseAnswers::from_answered(a)?,
+            skipped_checks: Vec::new(),
         })
     }
 
