@@ -41,17 +41,16 @@ fn the_wizard_tests_ldap_live_and_asks_again_after_a_refused_bind() {
     assert!(p.notes[0].contains("3 users under ou=people") && p.notes[0].contains("StartTLS"), "{}", p.notes[0]);
 }
 
-/// Away from the site network the directory does not answer: the operator skips the
-/// live check, the answers stand as given, and the install's journal records the skip
-/// (with the preflight overrides) and that a target root could not test it.
-#[test]
-fn a_wizard_install_away_from_the_directory_may_skip_the_live_check_and_the_journal_records_it() {
-    use airlock_installer::ops::install::{apply_install, plan_install, InstallOptions, SKIPPED_LDAP_CHECK};
+/// A wizard install into a fresh root under `d`, away from the directory: the operator
+/// skips the failed LDAP live check. Returns the bundle, the root and the wizard's record.
+fn wizard_install_skipping_the_ldap_check(
+    d: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, Scripted, Vec<String>) {
+    use airlock_installer::ops::install::{apply_install, plan_install, InstallOptions};
     use airlock_tests::{build_demo_bundle, demo_dir};
 
-    let d = tempfile::tempdir().unwrap();
-    let bundle = build_demo_bundle(d.path(), &[]);
-    let root = d.path().join("root");
+    let bundle = build_demo_bundle(d, &[]);
+    let root = d.join("root");
     // Nothing listens there: refused at once, as an unreachable site directory is.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("ldap://127.0.0.1:{port}");
@@ -71,7 +70,7 @@ fn a_wizard_install_away_from_the_directory_may_skip_the_live_check_and_the_jour
         p.script.insert(k.into(), [v.to_string()].into());
     }
     let opts = InstallOptions {
-        bundle,
+        bundle: bundle.clone(),
         pubkey: vec![demo_dir().join("keys/demo.pub")],
         root: root.clone(),
         hostname: Some("n1".into()),
@@ -79,15 +78,23 @@ fn a_wizard_install_away_from_the_directory_may_skip_the_live_check_and_the_jour
     };
     let quiet = airlock_format::report::Silent;
     let ready = plan_install(&opts, &mut p, &quiet).unwrap();
+    let warnings = ready.warnings.clone();
+    apply_install(ready, &opts, &airlock_installer::live::SystemClock, &quiet).unwrap();
+    (bundle, root, p, warnings)
+}
+
+/// Away from the site network the directory does not answer: the operator skips the
+/// live check, the answers stand as given, and the install's journal records the skip
+/// (with the preflight overrides) and that a target root could not test it.
+#[test]
+fn a_wizard_install_away_from_the_directory_may_skip_the_live_check_and_the_journal_records_it() {
+    use airlock_installer::ops::install::SKIPPED_LDAP_CHECK;
+    let d = tempfile::tempdir().unwrap();
+    let (_, root, p, warnings) = wizard_install_skipping_the_ldap_check(d.path());
     assert_eq!(p.rejected.len(), 1, "{:?}", p.rejected);
     assert!(p.rejected[0].cause.contains("tcp-refused"), "{}", p.rejected[0]);
     assert_eq!(p.asked.iter().filter(|k| *k == "ldap.url").count(), 1, "skipped, not asked again: {:?}", p.asked);
-    assert!(
-        ready.warnings.iter().any(|w| w.contains("skipped") && w.contains("airlock ldap test")),
-        "{:?}",
-        ready.warnings
-    );
-    apply_install(ready, &opts, &airlock_installer::live::SystemClock, &quiet).unwrap();
+    assert!(warnings.iter().any(|w| w.contains("skipped") && w.contains("airlock ldap test")), "{warnings:?}");
     let journal: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root.join("var/lib/airlock/journal.json")).unwrap()).unwrap();
     let records = journal["preflight_overrides"].as_array().expect("the skip is journaled");
@@ -96,4 +103,30 @@ fn a_wizard_install_away_from_the_directory_may_skip_the_live_check_and_the_jour
     assert!(detail.contains("skipped by the operator") && detail.contains("tcp-refused"), "{detail}");
     assert!(detail.contains("target root"), "{detail}");
     assert!(!journal.to_string().contains("site-pw-7f3a"));
+}
+
+/// After a wizard install, `install --check` needs neither a terminal nor the wizard:
+/// without `--answers` it takes the site's kept answers (secrets from their 0600 files),
+/// and the kept answers file itself is taken by `--answers`.
+#[test]
+fn a_wizard_install_is_checked_from_the_kept_answers_without_retyping() {
+    use airlock_tests::{cargo_bin, demo_dir};
+    let d = tempfile::tempdir().unwrap();
+    let (bundle, root, _, _) = wizard_install_skipping_the_ldap_check(d.path());
+    let kept = root.join("var/lib/airlock/answers.yaml");
+    for answers in [None, Some(&kept)] {
+        let mut c = std::process::Command::new(cargo_bin("airlock"));
+        c.arg("install").arg(&bundle).arg("--pubkey").arg(demo_dir().join("keys/demo.pub"));
+        c.arg("--root").arg(&root).arg("--check").env("TMPDIR", d.path()).env("NO_COLOR", "1");
+        if let Some(a) = answers {
+            c.arg("--answers").arg(a);
+        }
+        let o = c.stdin(std::process::Stdio::null()).output().unwrap();
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.status.code(), Some(0), "--answers {answers:?}\n{out}\n{err}");
+        assert!(!out.contains("site-pw-7f3a") && !err.contains("site-pw-7f3a"));
+        if answers.is_none() {
+            assert!(err.contains("using the site's kept answers") && err.contains("answers.yaml"), "{err}");
+        }
+    }
 }

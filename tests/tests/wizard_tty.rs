@@ -62,12 +62,14 @@ fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
     let root = d.path().join("root");
     std::fs::create_dir(&root).unwrap();
     let tmux = Tmux { bin, socket: format!("airlock-wizard-{}", std::process::id()) };
+    let saved = d.path().join("saved.yaml");
     let cmd = format!(
-        "{} install {} --pubkey {} --root {} --dry-run; echo EXIT=$?; sleep 60",
+        "{} install {} --pubkey {} --root {} --dry-run --save-answers {}; echo EXIT=$?; sleep 60",
         cargo_bin("airlock").display(),
         b.display(),
         workspace_root().join("examples/demo/keys/demo.pub").display(),
-        root.display()
+        root.display(),
+        saved.display()
     );
     tmux.run(&["new-session", "-d", "-s", "wz", "-x", "200", "-y", "60", &cmd]);
     tmux.wait_for("Install profile");
@@ -110,6 +112,19 @@ fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
     );
     // A dry run changed nothing on the target.
     assert!(!root.join("etc").exists());
+    // --save-answers wrote what was answered: the next run takes it unasked.
+    let text = std::fs::read_to_string(&saved).unwrap_or_else(|e| panic!("{e}\n{screen}"));
+    assert!(text.contains("name: demo-node") && text.contains("--save-answers"), "{text}");
+    let again = Command::new(cargo_bin("airlock"))
+        .args(["install", &b.display().to_string(), "--dry-run", "--answers", &saved.display().to_string()])
+        .arg("--pubkey")
+        .arg(workspace_root().join("examples/demo/keys/demo.pub"))
+        .arg("--root")
+        .arg(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
 }
 
 #[test]

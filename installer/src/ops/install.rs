@@ -9,7 +9,9 @@
 
 mod flow;
 
-pub use flow::{apply_install, plan_install, InstallOptions, Installed, JoinOverrides, Ready, SKIPPED_LDAP_CHECK};
+pub use flow::{
+    apply_install, plan_install, InstallOptions, Installed, JoinOverrides, KeptUse, Ready, SKIPPED_LDAP_CHECK,
+};
 
 use crate::state::{self, ReleaseRecord};
 use std::fs;

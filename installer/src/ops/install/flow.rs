@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::error::{Error, Result};
 use airlock_format::minisign::PublicKey;
 use airlock_format::parts::BundleFiles;
 use airlock_format::report::Reporter;
@@ -50,6 +50,20 @@ pub struct InstallOptions {
     /// `--dry-run`/`--check`: plan only. Nothing is written under the root (no lock,
     /// staging in a temporary directory outside it) and a missing root is not made.
     pub dry_run: bool,
+    /// Without `answers`, on a site that keeps an earlier install's answers: take them
+    /// as they are, or let the wizard ask with each of them pre-filled.
+    pub kept: KeptUse,
+}
+
+/// What an install without `--answers` does with the site's kept answers
+/// (`/var/lib/airlock/answers.yaml` and their 0600 secrets), when there are any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeptUse {
+    /// Install (check, resume) with them as they are: nothing is asked.
+    #[default]
+    Take,
+    /// The wizard asks, every question pre-filled from them (Enter keeps each).
+    Prefill,
 }
 
 /// `airlock join --server/--token-file`.
@@ -107,6 +121,8 @@ pub struct Ready {
     pub answers: Answers,
     /// What the wizard was told (no answers file): kept for later upgrades.
     wizard_answers: Option<Answered>,
+    /// The site's kept answers, when the install took them (no answers file, no wizard).
+    kept: Option<answers::kept::KeptText>,
     pub prepared: Prepared,
     pub preflight: PreflightReport,
     /// Each step's state on the target now.
@@ -123,6 +139,11 @@ impl Ready {
     /// secrets masked ([`Answered::to_yaml`]), before asking to apply the plan.
     pub fn wizard_answers(&self) -> Option<&Answered> {
         self.wizard_answers.as_ref()
+    }
+
+    /// Where the answers came from when the install took the site's kept ones.
+    pub fn kept_answers_origin(&self) -> Option<&str> {
+        self.kept.as_ref().map(|k| k.origin.as_str())
     }
 
     /// The target as the operator names it in the confirmation.
@@ -174,6 +195,19 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
         (Some(path), None) => Some(Answers::load_for_bundle(path, &bundle_facts)?),
         (None, _) => None,
     };
+    // No answers file: the site's kept answers, if an earlier install kept them.
+    let kept = match &opts.answers {
+        None if root.is_dir() => answers::kept::kept_text(&RootedHost::new(root.to_path_buf(), opts.live())?)?,
+        _ => None,
+    };
+    let (answers, kept, prefill) = match (answers, kept, opts.kept) {
+        (Some(a), _, _) => (Some(a), None, None),
+        (None, Some(k), KeptUse::Take) => {
+            (Some(Answers::from_yaml_for(&k.text, &k.origin, Some(&bundle_facts))?), Some(k), None)
+        }
+        (None, Some(k), KeptUse::Prefill) => (None, None, answers::kept::answered(&k.text)),
+        (None, None, _) => (None, None, None),
+    };
     // A real run makes a missing target root (as `rpm --root` and pacstrap do); a dry
     // run writes nothing, so it only says that the run would.
     let host = if opts.dry_run {
@@ -198,11 +232,12 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
             prompter.note("Answer the questions for this node (Enter takes the value in brackets).");
             // The LDAP answers are tested live and the customer's PKI files checked as
             // soon as they are given (asked again on failure).
-            let (answers, answered) = answers::ask_checked(
+            let (answers, answered) = answers::wizard::ask_prefilled(
                 answers::questions(),
                 &facts,
                 prompter,
                 &[crate::site::ldap::live_check(), crate::site::pki::wizard::live_check()],
+                prefill.as_ref(),
             )?;
             (answers, Some(answered))
         }
@@ -223,7 +258,7 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
     let mut warnings: Vec<String> = prepared.pki.iter().flat_map(|p| p.warnings()).collect();
     let skipped_checks = retest_skipped(&answers, opts.live(), &mut warnings);
     let plan = prepared.plan.check(&host)?;
-    Ok(Ready { host, lock, answers, wizard_answers, prepared, preflight, plan, warnings, skipped_checks })
+    Ok(Ready { host, lock, answers, wizard_answers, kept, prepared, preflight, plan, warnings, skipped_checks })
 }
 
 /// Applies what [`plan_install`] planned (the operator confirmed it, and preflight let it
@@ -234,7 +269,7 @@ pub fn apply_install(
     clock: &dyn Clock,
     reporter: &dyn Reporter,
 ) -> Result<Installed> {
-    let Ready { host, lock, answers, wizard_answers, prepared, preflight, skipped_checks, .. } = ready;
+    let Ready { host, lock, answers, wizard_answers, kept, prepared, preflight, skipped_checks, .. } = ready;
     let Some(lock) = lock else {
         return Err(Error::input("install", "a dry run's plan was given to apply")
             .with_hint("this is a bug in airlock: a dry run only plans"));
@@ -247,9 +282,10 @@ pub fn apply_install(
     let result = apply_locked(&prepared.plan, &host, &apply_opts, &lock, &mut |_| {})?;
     // The release is kept whole (bundle, snapshot, answers without secrets) for
     // `airlock upgrade` and its rollback.
-    let answers_text = match &opts.answers {
-        Some(p) => Some((std::fs::read_to_string(p).at(p)?, p.display().to_string())),
-        None => None,
+    let answers_text = match (&opts.answers, kept) {
+        (Some(p), _) => Some((answers::kept::read_answers_file(p)?, p.display().to_string())),
+        (None, Some(k)) => Some((k.text, k.origin)),
+        (None, None) => None,
     };
     let given = match (&answers_text, &wizard_answers) {
         (Some((text, origin)), _) => InstallAnswers::File { text, origin },

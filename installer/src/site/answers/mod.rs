@@ -25,7 +25,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use airlock_format::error::{IoContext, Result};
+use airlock_format::error::Result;
 use airlock_format::manifest::DistributionKind;
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
@@ -275,14 +275,14 @@ impl Serialize for HostPort {
 impl Answers {
     /// Reads and validates an answers file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = kept::read_answers_file(path)?;
         Self::from_yaml(&text, &path.display().to_string())
     }
 
     /// Reads and validates an answers file for installing a bundle that carries
     /// `bundle`: what the bundle needs (`ldap` for Keycloak, ...) is required.
     pub fn load_for_bundle(path: &Path, bundle: &BundleFacts) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = kept::read_answers_file(path)?;
         Self::from_yaml_for(&text, &path.display().to_string(), Some(bundle))
     }
 
@@ -296,7 +296,7 @@ impl Answers {
         token_file: Option<&Path>,
         bundle: Option<&BundleFacts>,
     ) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = kept::read_answers_file(path)?;
         let origin = path.display().to_string();
         if server.is_none() && token_file.is_none() {
             return Self::from_yaml_for(&text, &origin, bundle);

@@ -111,6 +111,19 @@ pub fn ask_checked(
     prompter: &mut dyn Prompter,
     checks: &[LiveCheck],
 ) -> Result<(Answers, Answered)> {
+    ask_prefilled(questions, facts, prompter, checks, None)
+}
+
+/// [`ask_checked`], every question pre-filled from `kept` (the site's kept answers, an
+/// earlier install's): Enter keeps each kept answer. A kept secret is never shown; an
+/// empty answer at its prompt keeps it (the prompt says so).
+pub fn ask_prefilled(
+    questions: &[Question],
+    facts: &Facts,
+    prompter: &mut dyn Prompter,
+    checks: &[LiveCheck],
+    kept: Option<&Answered>,
+) -> Result<(Answers, Answered)> {
     let mut a = Answered::for_bundle(facts.bundle.clone());
     let in_section =
         |q: &Question, c: &LiveCheck| q.key.strip_prefix(c.section).is_some_and(|rest| rest.starts_with('.'));
@@ -118,7 +131,7 @@ pub fn ask_checked(
     while i < questions.len() {
         let q = &questions[i];
         if (q.ask_if)(&a, facts) {
-            ask_one(q, facts, &mut a, prompter)?;
+            ask_one(q, facts, &mut a, prompter, kept)?;
             if let Some(entry) = checks.iter().filter(|c| in_section(q, c)).find_map(|c| c.entry) {
                 // An optional key left empty has nothing to check.
                 while a.has(q.key) {
@@ -126,7 +139,7 @@ pub fn ask_checked(
                         Ok(()) => break,
                         Err(problem) => {
                             prompter.rejected(&problem);
-                            ask_one(q, facts, &mut a, prompter)?;
+                            ask_one(q, facts, &mut a, prompter, kept)?;
                         }
                     }
                 }
@@ -166,7 +179,7 @@ pub fn ask_checked(
         let Some(q) = questions.iter().find(|q| owns(q.key, &problem.key)) else {
             return Err(problem.into_error(WIZARD));
         };
-        ask_one(q, facts, &mut a, prompter)?;
+        ask_one(q, facts, &mut a, prompter, kept)?;
     }
 }
 
@@ -205,9 +218,11 @@ fn owns(key: &str, problem: &str) -> bool {
     key == problem || below(key, problem) || below(problem, key)
 }
 
-fn ask_one(q: &Question, facts: &Facts, a: &mut Answered, p: &mut dyn Prompter) -> Result<()> {
-    // The previous answer (when re-asking) is offered again, but is no context for itself.
-    let previous = a.get(q.key).cloned();
+fn ask_one(q: &Question, facts: &Facts, a: &mut Answered, p: &mut dyn Prompter, kept: Option<&Answered>) -> Result<()> {
+    // The previous answer (when re-asking) is offered again, but is no context for itself;
+    // the first time, the site's kept answer is.
+    let kept_value = kept.and_then(|k| k.get(q.key)).cloned();
+    let previous = a.get(q.key).cloned().or_else(|| kept_value.clone());
     a.remove(q.key);
     let default = |a: &Answered| match q.need {
         Need::Default(d) => Some(d(a)),
@@ -218,8 +233,11 @@ fn ask_one(q: &Question, facts: &Facts, a: &mut Answered, p: &mut dyn Prompter) 
             let d = previous.as_ref().and_then(Value::as_str).map(str::to_string).or_else(|| default(a));
             scalar(q, a, p, *check, d, Vec::new(), false)
         }
-        // A secret is never offered back.
-        Shape::Secret(check) => scalar(q, a, p, *check, None, Vec::new(), true),
+        // A secret is never offered back; a kept one is kept on Enter, unseen.
+        Shape::Secret(check) => {
+            let keep = kept_value.as_ref().and_then(Value::as_str).map(str::to_string);
+            secret(q, a, p, *check, keep)
+        }
         Shape::Choice { options, check } => {
             let d = previous.as_ref().and_then(Value::as_str).map(str::to_string).or_else(|| default(a));
             scalar(q, a, p, *check, d, options(facts), false)
@@ -232,7 +250,39 @@ fn ask_one(q: &Question, facts: &Facts, a: &mut Answered, p: &mut dyn Prompter) 
             let d = prev.map(|v| v.join(", ")).or_else(|| default(a));
             list(q, a, p, *item, *all, d)
         }
-        Shape::Table { columns, all } => table(q, facts, a, p, columns, *all),
+        Shape::Table { columns, all } => {
+            let names: Vec<&str> = columns.iter().map(|c| c.key).collect();
+            let kept_rows = kept.map(|k| k.rows(q.key, &names)).unwrap_or_default();
+            table(q, facts, a, p, columns, *all, &kept_rows)
+        }
+    }
+}
+
+/// A secret's prompt. With a kept value (`keep`), an empty answer keeps it: the prompt
+/// is then not required and says so, and the value is checked as if typed.
+fn secret(q: &Question, a: &mut Answered, p: &mut dyn Prompter, check: Check, keep: Option<String>) -> Result<()> {
+    let Some(kept) = keep else { return scalar(q, a, p, check, None, Vec::new(), true) };
+    loop {
+        let prompt = Prompt {
+            key: q.key.to_string(),
+            text: format!("{} (empty: keep the site's kept one)", prompt_text(q.prompt, true)),
+            help: q.help,
+            default: None,
+            choices: Vec::new(),
+            secret: true,
+            list: false,
+            required: false,
+        };
+        let raw = p.answer(&prompt)?;
+        let typed = raw.trim_end_matches(['\r', '\n']);
+        let value = if typed.is_empty() { kept.clone() } else { typed.to_string() };
+        match check(&value, a) {
+            Ok(()) => {
+                a.set(q.key, Value::String(value));
+                return Ok(());
+            }
+            Err(e) => p.rejected(&e.problem(q.key)),
+        }
     }
 }
 
@@ -355,6 +405,7 @@ fn table(
     p: &mut dyn Prompter,
     columns: &[Column],
     all: TableCheck,
+    kept: &[Row],
 ) -> Result<()> {
     loop {
         let mut rows: Vec<Row> = Vec::new();
@@ -363,7 +414,8 @@ fn table(
             let mut row = Vec::new();
             for (ci, c) in columns.iter().enumerate() {
                 let key = format!("{}[{i}].{}", q.key, c.key);
-                let default = (c.suggest)(a, facts, i);
+                let kept_cell = kept.get(i).and_then(|r| r.get(ci)).filter(|v| !v.is_empty()).cloned();
+                let default = kept_cell.or_else(|| (c.suggest)(a, facts, i));
                 loop {
                     let prompt = Prompt {
                         key: key.clone(),
@@ -663,6 +715,42 @@ mod tests {
         // The choice was offered with asking again as the default.
         let choice = p.texts.iter().find(|(k, _)| k == "ldap.live_check").expect("the choice was offered");
         assert!(choice.1.contains("skip"), "{choice:?}");
+    }
+
+    #[test]
+    fn every_question_is_pre_filled_from_the_kept_answers_and_enter_keeps_the_kept_secret() {
+        // An earlier install's answers, as the site keeps them (secret put back).
+        let mut first = Scripted::default();
+        script(&mut first, &NODE);
+        script(
+            &mut first,
+            &[
+                ("node.name", &["kept-node"]),
+                ("cluster.tls_san", &["api.p.example.test"]),
+                ("ldap.url", &["ldaps://ldap.example.test"]),
+                ("ldap.bind_dn", &["cn=reader,dc=example,dc=org"]),
+                ("ldap.bind_password", &["kept-pw"]),
+                ("ldap.users_dn", &["ou=people,dc=example,dc=org"]),
+            ],
+        );
+        let (kept_answers, kept) = ask_checked(super::super::questions(), &keycloak_facts(), &mut first, &[]).unwrap();
+        // Now only Enter, everywhere.
+        let mut p = Scripted::default();
+        let (answers, doc) =
+            ask_prefilled(super::super::questions(), &keycloak_facts(), &mut p, &[], Some(&kept)).unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(answers, kept_answers);
+        assert_eq!(doc.to_yaml(), kept.to_yaml());
+        assert_eq!(answers.ldap.as_ref().unwrap().bind_password.expose(), "kept-pw");
+        let password = p.texts.iter().find(|(k, _)| k == "ldap.bind_password").expect("the password was asked");
+        assert!(password.1.contains("keep the site's kept one"), "{password:?}");
+        // A new password typed replaces the kept one.
+        let mut p = Scripted::default();
+        script(&mut p, &[("ldap.bind_password", &["new-pw"])]);
+        let (answers, _) =
+            ask_prefilled(super::super::questions(), &keycloak_facts(), &mut p, &[], Some(&kept)).unwrap();
+        assert_eq!(answers.ldap.unwrap().bind_password.expose(), "new-pw");
+        assert_eq!(answers.node.name, "kept-node");
     }
 
     #[test]
