@@ -41,12 +41,13 @@ fn the_wizard_tests_ldap_live_and_asks_again_after_a_refused_bind() {
     assert!(p.notes[0].contains("3 users under ou=people") && p.notes[0].contains("StartTLS"), "{}", p.notes[0]);
 }
 
-/// A wizard install into a fresh root under `d`, away from the directory: the operator
-/// skips the failed LDAP live check. Returns the bundle, the root and the wizard's record.
-fn wizard_install_skipping_the_ldap_check(
+/// A wizard install into a fresh root under `d`, planned: away from the directory, the
+/// operator skips the failed LDAP live check. Returns the options, the plan and the
+/// wizard's record.
+fn wizard_plan_skipping_the_ldap_check(
     d: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, Scripted, Vec<String>) {
-    use airlock_installer::ops::install::{apply_install, plan_install, InstallOptions};
+) -> (airlock_installer::ops::install::InstallOptions, airlock_installer::ops::install::Ready, Scripted) {
+    use airlock_installer::ops::install::{plan_install, InstallOptions};
     use airlock_tests::{build_demo_bundle, demo_dir};
 
     let bundle = build_demo_bundle(d, &[]);
@@ -70,17 +71,50 @@ fn wizard_install_skipping_the_ldap_check(
         p.script.insert(k.into(), [v.to_string()].into());
     }
     let opts = InstallOptions {
-        bundle: bundle.clone(),
+        bundle,
         pubkey: vec![demo_dir().join("keys/demo.pub")],
-        root: root.clone(),
+        root,
         hostname: Some("n1".into()),
         ..InstallOptions::default()
     };
-    let quiet = airlock_format::report::Silent;
-    let ready = plan_install(&opts, &mut p, &quiet).unwrap();
+    let ready = plan_install(&opts, &mut p, &airlock_format::report::Silent).unwrap();
+    (opts, ready, p)
+}
+
+/// [`wizard_plan_skipping_the_ldap_check`], applied. Returns the bundle, the root, the
+/// wizard's record and the plan's warnings.
+fn wizard_install_skipping_the_ldap_check(
+    d: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, Scripted, Vec<String>) {
+    let (opts, ready, p) = wizard_plan_skipping_the_ldap_check(d);
     let warnings = ready.warnings.clone();
-    apply_install(ready, &opts, &airlock_installer::live::SystemClock, &quiet).unwrap();
-    (bundle, root, p, warnings)
+    let quiet = airlock_format::report::Silent;
+    airlock_installer::ops::install::apply_install(ready, &opts, &airlock_installer::live::SystemClock, &quiet)
+        .unwrap();
+    (opts.bundle, opts.root, p, warnings)
+}
+
+/// `airlock install BUNDLE --root ROOT EXTRA…` with the demo key, no `--answers` and no
+/// terminal; exit code, stdout, stderr.
+fn install_without_answers(
+    bundle: &std::path::Path,
+    root: &std::path::Path,
+    extra: &[&str],
+) -> (Option<i32>, String, String) {
+    use airlock_tests::{cargo_bin, demo_dir};
+    let o = std::process::Command::new(cargo_bin("airlock"))
+        .arg("install")
+        .arg(bundle)
+        .arg("--pubkey")
+        .arg(demo_dir().join("keys/demo.pub"))
+        .arg("--root")
+        .arg(root)
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 /// Away from the site network the directory does not answer: the operator skips the
@@ -110,23 +144,40 @@ fn a_wizard_install_away_from_the_directory_may_skip_the_live_check_and_the_jour
 /// and the kept answers file itself is taken by `--answers`.
 #[test]
 fn a_wizard_install_is_checked_from_the_kept_answers_without_retyping() {
-    use airlock_tests::{cargo_bin, demo_dir};
     let d = tempfile::tempdir().unwrap();
     let (bundle, root, _, _) = wizard_install_skipping_the_ldap_check(d.path());
-    let kept = root.join("var/lib/airlock/answers.yaml");
-    for answers in [None, Some(&kept)] {
-        let mut c = std::process::Command::new(cargo_bin("airlock"));
-        c.arg("install").arg(&bundle).arg("--pubkey").arg(demo_dir().join("keys/demo.pub"));
-        c.arg("--root").arg(&root).arg("--check").env("TMPDIR", d.path()).env("NO_COLOR", "1");
-        if let Some(a) = answers {
-            c.arg("--answers").arg(a);
-        }
-        let o = c.stdin(std::process::Stdio::null()).output().unwrap();
-        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert_eq!(o.status.code(), Some(0), "--answers {answers:?}\n{out}\n{err}");
+    let kept = root.join("var/lib/airlock/answers.yaml").display().to_string();
+    for extra in [vec!["--check"], vec!["--check", "--answers", kept.as_str()]] {
+        let (code, out, err) = install_without_answers(&bundle, &root, &extra);
+        assert_eq!(code, Some(0), "{extra:?}\n{out}\n{err}");
         assert!(!out.contains("site-pw-7f3a") && !err.contains("site-pw-7f3a"));
-        if answers.is_none() {
+        if extra.len() == 1 {
             assert!(err.contains("using the site's kept answers") && err.contains("answers.yaml"), "{err}");
         }
     }
+}
+
+/// A wizard install stopped midway (here: a step cannot write) is resumed by the same
+/// command, without a terminal and without typing the answers again.
+#[test]
+fn a_wizard_install_stopped_midway_is_resumed_without_retyping() {
+    let d = tempfile::tempdir().unwrap();
+    let (opts, ready, _) = wizard_plan_skipping_the_ldap_check(d.path());
+    // A file where the install needs a directory: a step fails, the run stops.
+    let blocker = opts.root.join("usr/local/bin");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, "in the way").unwrap();
+    let quiet = airlock_format::report::Silent;
+    let stopped =
+        airlock_installer::ops::install::apply_install(ready, &opts, &airlock_installer::live::SystemClock, &quiet);
+    let e = stopped.expect_err("the step under the blocker fails");
+    let hint = e.to_string();
+    std::fs::remove_file(&blocker).unwrap();
+    // The resume command the failure names has no --answers: it needs none.
+    assert!(hint.contains("airlock install") && !hint.contains("--answers"), "{hint}");
+    let (code, out, err) = install_without_answers(&opts.bundle, &opts.root, &["--yes"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(err.contains("using the site's kept answers"), "{err}");
+    let (code, out, err) = install_without_answers(&opts.bundle, &opts.root, &["--check"]);
+    assert_eq!(code, Some(0), "nothing is pending after the resume\n{out}\n{err}");
 }

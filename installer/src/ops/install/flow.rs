@@ -279,27 +279,31 @@ pub fn apply_install(
         resume_command: opts.resume_command(&answers),
         overrides: preflight.applied_overrides().cloned().chain(skipped_checks).collect(),
     };
-    let result = apply_locked(&prepared.plan, &host, &apply_opts, &lock, &mut |_| {})?;
-    // The release is kept whole (bundle, snapshot, answers without secrets) for
-    // `airlock upgrade` and its rollback.
     let answers_text = match (&opts.answers, kept) {
         (Some(p), _) => Some((answers::kept::read_answers_file(p)?, p.display().to_string())),
         (None, Some(k)) => Some((k.text, k.origin)),
         (None, None) => None,
     };
-    let given = match (&answers_text, &wizard_answers) {
-        (Some((text, origin)), _) => InstallAnswers::File { text, origin },
-        (None, Some(answered)) => InstallAnswers::Wizard(answered),
-        (None, None) => {
-            return Err(Error::input("install", "the install has answers from neither a file nor the wizard")
-                .with_hint("this is a bug in airlock; run the install again with --answers FILE"))
-        }
+    let given = || match (&answers_text, &wizard_answers) {
+        (Some((text, origin)), _) => Ok(InstallAnswers::File { text, origin }),
+        (None, Some(answered)) => Ok(InstallAnswers::Wizard(answered)),
+        (None, None) => Err(Error::input("install", "the install has answers from neither a file nor the wizard")
+            .with_hint("this is a bug in airlock; run the install again with --answers FILE")),
     };
+    // What the wizard was told is kept before the first step, not only with the release
+    // at the end: a run stopped midway is resumed by the same command (no --answers),
+    // which takes the kept answers instead of asking everything again.
+    if wizard_answers.is_some() {
+        answers::kept::keep_install_answers(&host, given()?)?;
+    }
+    let result = apply_locked(&prepared.plan, &host, &apply_opts, &lock, &mut |_| {})?;
+    // The release is kept whole (bundle, snapshot, answers without secrets) for
+    // `airlock upgrade` and its rollback.
     crate::ops::upgrade::keep_install(
         &host,
         &prepared.staged.dir,
         &prepared.staged.manifest,
-        given,
+        given()?,
         crate::ops::upgrade::DEFAULT_KEEP,
     )?;
     let (live, checks) = if host.live() {
