@@ -203,7 +203,17 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
     let (answers, kept, prefill) = match (answers, kept, opts.kept) {
         (Some(a), _, _) => (Some(a), None, None),
         (None, Some(k), KeptUse::Take) => {
-            (Some(Answers::from_yaml_for(&k.text, &k.origin, Some(&bundle_facts))?), Some(k), None)
+            let a = match &opts.join {
+                Some(j) => Answers::from_yaml_for_join(
+                    &k.text,
+                    &k.origin,
+                    j.server.as_deref(),
+                    j.token_file.as_deref(),
+                    Some(&bundle_facts),
+                )?,
+                None => Answers::from_yaml_for(&k.text, &k.origin, Some(&bundle_facts))?,
+            };
+            (Some(a), Some(k), None)
         }
         (None, Some(k), KeptUse::Prefill) => (None, None, answers::kept::answered(&k.text)),
         (None, None, _) => (None, None, None),

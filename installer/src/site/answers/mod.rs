@@ -297,11 +297,22 @@ impl Answers {
         bundle: Option<&BundleFacts>,
     ) -> Result<Self> {
         let text = kept::read_answers_file(path)?;
-        let origin = path.display().to_string();
+        Self::from_yaml_for_join(&text, &path.display().to_string(), server, token_file, bundle)
+    }
+
+    /// [`Answers::load_for_join`] on answers text (the site's kept answers) named `origin`.
+    pub fn from_yaml_for_join(
+        text: &str,
+        origin: &str,
+        server: Option<&str>,
+        token_file: Option<&Path>,
+        bundle: Option<&BundleFacts>,
+    ) -> Result<Self> {
+        let origin = origin.to_string();
         if server.is_none() && token_file.is_none() {
-            return Self::from_yaml_for(&text, &origin, bundle);
+            return Self::from_yaml_for(text, &origin, bundle);
         }
-        let mut doc: serde_yaml::Value = strict::parse_yaml(&text, DOC).map_err(|p| p.into_error(&origin))?;
+        let mut doc: serde_yaml::Value = strict::parse_yaml(text, DOC).map_err(|p| p.into_error(&origin))?;
         let key = |k: &str| serde_yaml::Value::String(k.to_string());
         if let serde_yaml::Value::Mapping(m) = &mut doc {
             let join = m.entry(key("join")).or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
