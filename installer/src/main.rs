@@ -291,7 +291,8 @@ fn upgrade(bundle: &Path, f: UpgradeFlags, ui: Ui) -> Result<ExitStatus> {
             &f.overrides,
         ),
         answers_file: match answers {
-            Some(p) => Some((std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?, p.display().to_string())),
+            // The site's kept file gets its secrets back, so they are kept again as they are.
+            Some(p) => Some((airlock_installer::site::answers::kept::read_answers_file(p)?, p.display().to_string())),
             None => None,
         },
     };

@@ -44,6 +44,10 @@ pub fn keep(host: &dyn Host, text: &str, origin: &str) -> Result<()> {
     })?;
     for q in questions().iter().filter(|q| matches!(q.shape, Shape::Secret(_))) {
         if let Some(value) = get(&doc, q.key).and_then(Value::as_str).map(str::to_string) {
+            // A placeholder is never a secret: the one kept already stays as it is.
+            if value == REDACTED {
+                continue;
+            }
             host.write_file(&secret_path(q.key), &mut value.as_bytes(), Perms::secret())?;
             set(&mut doc, q.key, Value::String(REDACTED.into()));
         }

@@ -466,4 +466,11 @@ fn a_sites_kept_answers_file_is_taken_with_its_kept_secrets() {
     assert!(std::fs::read_to_string(&kept_file).unwrap().contains("<redacted>"));
     let a = Answers::load(&kept_file).unwrap();
     assert_eq!(a.ldap.unwrap().bind_password.expose(), "kept-pw-20");
+    // Kept again from its own text (placeholders and all), the secret stays.
+    let placeholders = std::fs::read_to_string(&kept_file).unwrap();
+    kept::keep(&host, &placeholders, "answers.yaml").unwrap();
+    assert_eq!(Answers::load(&kept_file).unwrap().ldap.unwrap().bind_password.expose(), "kept-pw-20");
+    // As `upgrade --answers` of the kept file keeps it.
+    kept::keep(&host, &kept::read_answers_file(&kept_file).unwrap(), "answers.yaml").unwrap();
+    assert_eq!(Answers::load(&kept_file).unwrap().ldap.unwrap().bind_password.expose(), "kept-pw-20");
 }
