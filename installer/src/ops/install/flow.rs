@@ -195,9 +195,20 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
         (Some(path), None) => Some(Answers::load_for_bundle(path, &bundle_facts)?),
         (None, _) => None,
     };
-    // No answers file: the site's kept answers, if an earlier install kept them.
+    // A real run makes a missing target root (as `rpm --root` and pacstrap do); a dry
+    // run writes nothing, so it only says that the run would.
+    let host = if opts.dry_run {
+        RootedHost::new(root.to_path_buf(), opts.live())?
+    } else {
+        RootedHost::create(root.to_path_buf(), opts.live())?
+    };
+    // The site's lock before anything is written, staging included, held until the
+    // install ends; a dry run takes none, since it writes nothing under the root.
+    let lock = if opts.dry_run { None } else { Some(state::lock_site(&host)?) };
+    // No answers file: the site's kept answers, if an earlier install kept them (read
+    // under the site's lock when the run takes one).
     let kept = match &opts.answers {
-        None if root.is_dir() => answers::kept::kept_text(&RootedHost::new(root.to_path_buf(), opts.live())?)?,
+        None => answers::kept::kept_text(&host)?,
         _ => None,
     };
     let (answers, kept, prefill) = match (answers, kept, opts.kept) {
@@ -218,16 +229,6 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
         (None, Some(k), KeptUse::Prefill) => (None, None, answers::kept::answered(&k.text)),
         (None, None, _) => (None, None, None),
     };
-    // A real run makes a missing target root (as `rpm --root` and pacstrap do); a dry
-    // run writes nothing, so it only says that the run would.
-    let host = if opts.dry_run {
-        RootedHost::new(root.to_path_buf(), opts.live())?
-    } else {
-        RootedHost::create(root.to_path_buf(), opts.live())?
-    };
-    // The site's lock before anything is written, staging included, held until the
-    // install ends; a dry run takes none, since it writes nothing under the root.
-    let lock = if opts.dry_run { None } else { Some(state::lock_site(&host)?) };
     let staged = stage(&opts.bundle, &keys, &host, opts.dry_run, reporter)
         .map_err(|e| trust::explain_untrusted_signer(e, root))?;
     let (answers, wizard_answers) = match answers {
