@@ -172,7 +172,9 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
 /// shown, confirmed, then applied.
 fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides>, ui: Ui) -> Result<ExitStatus> {
     use std::io::IsTerminal;
-    if f.site.answers.is_none() && !std::io::stdin().is_terminal() {
+    let tty = std::io::stdin().is_terminal();
+    let kept = airlock_installer::site::answers::kept::exists(&f.site.root);
+    if f.site.answers.is_none() && !tty && !kept {
         return Err(Error::input("--answers", "no answers file given and no terminal to ask on")
             .with_hint("pass --answers FILE (docs/answers.md; examples/demo/answers.yaml is an example)"));
     }
@@ -186,6 +188,9 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
         join,
         hostname: local_hostname(),
         dry_run: f.dry_run || f.check,
+        // The site's kept answers, without --answers: a check, a dry run or a run with
+        // no terminal takes them as they are; on a terminal the wizard pre-fills them.
+        kept: if f.dry_run || f.check || !tty { install::KeptUse::Take } else { install::KeptUse::Prefill },
     };
     let text = !ui.json();
     let verb = if opts.join.is_some() { "join" } else { "install" };
@@ -196,6 +201,23 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
     let ready = install::plan_install(&opts, &mut TerminalPrompter, &progress);
     progress.finish();
     let ready = ready?;
+    if let Some(origin) = ready.kept_answers_origin() {
+        eprintln!("note: no --answers given: using the site's kept answers, {origin}");
+    }
+    if text {
+        if let Some(answered) = ready.wizard_answers() {
+            render::print_wizard_answers(answered);
+        }
+    }
+    if let Some(path) = &f.save_answers {
+        match ready.wizard_answers() {
+            Some(answered) => {
+                airlock_installer::site::answers::kept::save_answers(path, answered, &opts.root)?;
+                eprintln!("saved the answers to {} (secrets left out; see its comments)", path.display());
+            }
+            None => eprintln!("warning: --save-answers: the wizard asked nothing, so there is nothing to save"),
+        }
+    }
     for w in &ready.warnings {
         eprintln!("warning: {w}");
     }
@@ -269,7 +291,8 @@ fn upgrade(bundle: &Path, f: UpgradeFlags, ui: Ui) -> Result<ExitStatus> {
             &f.overrides,
         ),
         answers_file: match answers {
-            Some(p) => Some((std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?, p.display().to_string())),
+            // The site's kept file gets its secrets back, so they are kept again as they are.
+            Some(p) => Some((airlock_installer::site::answers::kept::read_answers_file(p)?, p.display().to_string())),
             None => None,
         },
     };

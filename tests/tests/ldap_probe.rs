@@ -236,3 +236,83 @@ fn a_server_that_accepts_but_never_answers_is_a_timeout_not_a_hang() {
         assert!(start.elapsed() < std::time::Duration::from_secs(5), "took {:?}", start.elapsed());
     }
 }
+
+/// Away from the site network the directory's name may not resolve in any time at all
+/// (the site's DNS server is out of reach), and its addresses may drop every packet.
+fn never_answers(_: &str, _: u16) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    std::thread::sleep(std::time::Duration::from_secs(120));
+    Ok(Vec::new())
+}
+
+/// A listening port whose accept queue is full: the kernel drops further SYNs, so a
+/// connect gets no answer at all, as from an address a firewall black-holes.
+fn black_hole() -> std::net::SocketAddr {
+    static HOLE: std::sync::OnceLock<(std::net::TcpListener, Vec<std::net::TcpStream>)> = std::sync::OnceLock::new();
+    let (listener, _) = HOLE.get_or_init(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        while let Ok(c) = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)) {
+            queued.push(c);
+            assert!(queued.len() < 5000, "the accept queue never filled");
+        }
+        (listener, queued)
+    });
+    listener.local_addr().unwrap()
+}
+
+fn black_holes(_: &str, _: u16) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    Ok(vec![black_hole(); 3])
+}
+
+#[test]
+fn a_name_lookup_that_never_answers_fails_within_the_timeout() {
+    let short =
+        ProbeOptions { timeout: std::time::Duration::from_secs(1), resolve: never_answers, ..ProbeOptions::default() };
+    let start = std::time::Instant::now();
+    let e = probe_with(&openldap("ldaps://ldap.site.example:636", false, None), &short).expect_err("no answer");
+    assert!(start.elapsed() < std::time::Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert_eq!(e.kind, ProbeErrorKind::Dns, "{e}");
+    assert!(e.cause.contains("ldap.site.example") && e.cause.contains("no answer within 1 s"), "{e}");
+    assert_eq!(e.key(), "ldap.url");
+}
+
+#[test]
+fn black_holed_addresses_fail_within_one_timeout_for_all_of_them() {
+    let short =
+        ProbeOptions { timeout: std::time::Duration::from_secs(1), resolve: black_holes, ..ProbeOptions::default() };
+    let start = std::time::Instant::now();
+    let e = probe_with(&openldap("ldap://ldap.site.example:389", true, None), &short).expect_err("no answer");
+    // One timeout for the three addresses together, not one each.
+    assert!(start.elapsed() < std::time::Duration::from_millis(2500), "took {:?}", start.elapsed());
+    assert_eq!(e.kind, ProbeErrorKind::TcpTimeout, "{e}");
+    assert!(e.cause.contains(&black_hole().to_string()) && e.cause.contains("within 1 s"), "{e}");
+    assert!(e.hint.contains("firewall"), "{e}");
+    // The documentation address as an operator would type it: dropped or refused,
+    // depending on the network, but within seconds and saying which.
+    let start = std::time::Instant::now();
+    let e = probe_with(&openldap("ldap://192.0.2.1:389", false, None), &short).expect_err("no answer");
+    assert!(start.elapsed() < std::time::Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert!(
+        matches!(e.kind, ProbeErrorKind::TcpTimeout | ProbeErrorKind::TcpUnreachable | ProbeErrorKind::TcpRefused),
+        "{e}"
+    );
+    assert!(e.cause.contains("192.0.2.1"), "{e}");
+}
+
+#[test]
+fn a_server_that_never_answers_starttls_is_a_timeout_not_a_hang() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let short = ProbeOptions { timeout: std::time::Duration::from_secs(1), ..ProbeOptions::default() };
+    let start = std::time::Instant::now();
+    let e = probe_with(&openldap(&format!("ldap://127.0.0.1:{port}"), true, None), &short).expect_err("silent");
+    assert!(start.elapsed() < std::time::Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert_eq!(e.kind, ProbeErrorKind::Timeout, "{e}");
+}

@@ -62,12 +62,14 @@ fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
     let root = d.path().join("root");
     std::fs::create_dir(&root).unwrap();
     let tmux = Tmux { bin, socket: format!("airlock-wizard-{}", std::process::id()) };
+    let saved = d.path().join("saved.yaml");
     let cmd = format!(
-        "{} install {} --pubkey {} --root {} --dry-run; echo EXIT=$?; sleep 60",
+        "{} install {} --pubkey {} --root {} --dry-run --save-answers {}; echo EXIT=$?; sleep 60",
         cargo_bin("airlock").display(),
         b.display(),
         workspace_root().join("examples/demo/keys/demo.pub").display(),
-        root.display()
+        root.display(),
+        saved.display()
     );
     tmux.run(&["new-session", "-d", "-s", "wz", "-x", "200", "-y", "60", &cmd]);
     tmux.wait_for("Install profile");
@@ -100,8 +102,29 @@ fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
     let screen = tmux.screen();
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert!(screen.contains("enable unit k3s.service") && screen.contains("0 blocked"), "{screen}");
+    // What was answered is shown as a whole before the plan.
+    let summary = screen.find("your answers (secrets masked):").unwrap_or_else(|| panic!("no summary:\n{screen}"));
+    assert!(screen[summary..].contains("name: demo-node") && screen[summary..].contains("ip: 192.0.2.10"), "{screen}");
+    // The URL prompt offered an empty answer, and Enter took it: no directory.
+    assert!(
+        screen.contains("LDAP/AD server URL (empty: no directory)") && !screen[summary..].contains("ldap:"),
+        "{screen}"
+    );
     // A dry run changed nothing on the target.
     assert!(!root.join("etc").exists());
+    // --save-answers wrote what was answered: the next run takes it unasked.
+    let text = std::fs::read_to_string(&saved).unwrap_or_else(|e| panic!("{e}\n{screen}"));
+    assert!(text.contains("name: demo-node") && text.contains("--save-answers"), "{text}");
+    let again = Command::new(cargo_bin("airlock"))
+        .args(["install", &b.display().to_string(), "--dry-run", "--answers", &saved.display().to_string()])
+        .arg("--pubkey")
+        .arg(workspace_root().join("examples/demo/keys/demo.pub"))
+        .arg("--root")
+        .arg(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
 }
 
 #[test]
@@ -150,6 +173,8 @@ fn wizard_tests_the_ldap_answers_live_asks_them_again_after_a_refused_bind_and_t
     answer("Extra user filter", 1, &["Enter"]);
     answer("Groups DN (", 1, &[slapd::OPENLDAP_GROUPS_DN, "Enter"]);
     tmux.wait_for("not taken: ldap.bind_dn: the live check failed (bind-refused)");
+    // Asking again is the default; skipping is for a directory out of reach.
+    answer("The ldap live check failed", 1, &["Enter"]);
     // Asked again: Enter keeps each earlier answer; the password is typed anew.
     answer("LDAP/AD server URL", 2, &["Enter"]);
     answer("CA certificate of the directory", 2, &["Enter"]);
@@ -167,6 +192,11 @@ fn wizard_tests_the_ldap_answers_live_asks_them_again_after_a_refused_bind_and_t
         "{screen}"
     );
     assert!(!screen.contains("not-the-password") && !screen.contains(slapd::OPENLDAP_BIND_PW), "{screen}");
+    // The summary of the answers masks the password.
+    assert!(
+        screen.contains("your answers (secrets masked):") && screen.contains("bind_password: <redacted>"),
+        "{screen}"
+    );
 
     // The site keeps what the wizard was told, so an upgrade months later needs no
     // answers file: the bind password apart, 0600, and put back when read.

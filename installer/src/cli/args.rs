@@ -29,8 +29,9 @@ pub struct SiteFlags {
     /// Vendor public key(s) to trust (default: the site keys in <root>/etc/airlock/keys).
     #[arg(long)]
     pub pubkey: Vec<PathBuf>,
-    /// The site's answers file (docs/answers.md); without it `install` and `join` ask,
-    /// and `upgrade` uses the copy the install kept in /var/lib/airlock.
+    /// The site's answers file (docs/answers.md); without it `install` and `join` take
+    /// the answers the site kept in /var/lib/airlock (with --check, --dry-run or no
+    /// terminal) or ask, pre-filled from them; `upgrade` uses the kept answers.
     #[arg(long)]
     pub answers: Option<PathBuf>,
     /// Work on this target root instead of the running system: files are laid out and
@@ -59,6 +60,10 @@ pub struct InstallFlags {
     /// Live mode: seconds to wait for the node and every chart before giving up.
     #[arg(long, default_value_t = 1200)]
     pub timeout: u64,
+    /// Write the wizard's answers to FILE for the next run or node (secrets left out;
+    /// its comments say where the site keeps them).
+    #[arg(long, value_name = "FILE")]
+    pub save_answers: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

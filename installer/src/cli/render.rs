@@ -11,6 +11,15 @@ use airlock_term::{say, Output};
 
 pub use airlock_term::print_json;
 
+/// What the wizard was told, as the answers file it amounts to, secrets masked: the
+/// operator reads it over before the plan is applied.
+pub fn print_wizard_answers(a: &airlock_installer::site::answers::Answered) {
+    say!("your answers (secrets masked):");
+    for line in a.to_yaml().lines() {
+        say!("  {line}");
+    }
+}
+
 /// Every check short of a pass with its fix, then a one-line summary.
 pub fn print_preflight(r: &airlock_installer::site::preflight::PreflightReport) {
     use airlock_installer::site::preflight::Status as S;

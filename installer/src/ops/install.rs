@@ -9,7 +9,10 @@
 
 mod flow;
 
-pub use flow::{apply_install, plan_install, InstallOptions, Installed, JoinOverrides, JoinTokenReport, Ready};
+pub use flow::{
+    apply_install, plan_install, InstallOptions, Installed, JoinOverrides, JoinTokenReport, KeptUse, Ready,
+    SKIPPED_LDAP_CHECK,
+};
 
 use crate::state::{self, ReleaseRecord};
 use std::fs;

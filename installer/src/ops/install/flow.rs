@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::error::{Error, Result};
 use airlock_format::minisign::PublicKey;
 use airlock_format::parts::BundleFiles;
 use airlock_format::report::Reporter;
@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::{plan, stage, Prepared};
 use crate::bundle::profiles::staged_profiles;
 use crate::bundle::trust;
-use crate::engine::{apply_locked, ApplyOptions, ApplyReport, PlanReport};
+use crate::engine::{apply_locked, ApplyOptions, ApplyReport, CheckStatus, OverrideRecord, PlanReport};
 use crate::host::{Host, HostLock, RootedHost};
 use crate::live::{bring_up, post_install_checks, Clock, HttpsResult, LiveReport, WaitOptions};
 use crate::render::platform::wiring;
@@ -50,6 +50,20 @@ pub struct InstallOptions {
     /// `--dry-run`/`--check`: plan only. Nothing is written under the root (no lock,
     /// staging in a temporary directory outside it) and a missing root is not made.
     pub dry_run: bool,
+    /// Without `answers`, on a site that keeps an earlier install's answers: take them
+    /// as they are, or let the wizard ask with each of them pre-filled.
+    pub kept: KeptUse,
+}
+
+/// What an install without `--answers` does with the site's kept answers
+/// (`/var/lib/airlock/answers.yaml` and their 0600 secrets), when there are any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeptUse {
+    /// Install (check, resume) with them as they are: nothing is asked.
+    #[default]
+    Take,
+    /// The wizard asks, every question pre-filled from them (Enter keeps each).
+    Prefill,
 }
 
 /// `airlock join --server/--token-file`.
@@ -107,15 +121,31 @@ pub struct Ready {
     pub answers: Answers,
     /// What the wizard was told (no answers file): kept for later upgrades.
     wizard_answers: Option<Answered>,
+    /// The site's kept answers, when the install took them (no answers file, no wizard).
+    kept: Option<answers::kept::KeptText>,
     pub prepared: Prepared,
     pub preflight: PreflightReport,
     /// Each step's state on the target now.
     pub plan: PlanReport,
-    /// Warnings about the site's PKI (a customer certificate close to expiry...).
+    /// Warnings about the site's PKI (a customer certificate close to expiry...) and
+    /// about live checks skipped in the wizard.
     pub warnings: Vec<String>,
+    /// The wizard's skipped live checks, as journaled with the preflight overrides.
+    pub skipped_checks: Vec<OverrideRecord>,
 }
 
 impl Ready {
+    /// What the wizard was told, when it asked (no answers file): the binary shows it,
+    /// secrets masked ([`Answered::to_yaml`]), before asking to apply the plan.
+    pub fn wizard_answers(&self) -> Option<&Answered> {
+        self.wizard_answers.as_ref()
+    }
+
+    /// Where the answers came from when the install took the site's kept ones.
+    pub fn kept_answers_origin(&self) -> Option<&str> {
+        self.kept.as_ref().map(|k| k.origin.as_str())
+    }
+
     /// The target as the operator names it in the confirmation.
     pub fn target(&self) -> String {
         if self.host.live() {
@@ -215,6 +245,30 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
     // The site's lock before anything is written, staging included, held until the
     // install ends; a dry run takes none, since it writes nothing under the root.
     let lock = if opts.dry_run { None } else { Some(state::lock_site(&host)?) };
+    // No answers file: the site's kept answers, if an earlier install kept them (read
+    // under the site's lock when the run takes one).
+    let kept = match &opts.answers {
+        None => answers::kept::kept_text(&host)?,
+        _ => None,
+    };
+    let (answers, kept, prefill) = match (answers, kept, opts.kept) {
+        (Some(a), _, _) => (Some(a), None, None),
+        (None, Some(k), KeptUse::Take) => {
+            let a = match &opts.join {
+                Some(j) => Answers::from_yaml_for_join(
+                    &k.text,
+                    &k.origin,
+                    j.server.as_deref(),
+                    j.token_file.as_deref(),
+                    Some(&bundle_facts),
+                )?,
+                None => Answers::from_yaml_for(&k.text, &k.origin, Some(&bundle_facts))?,
+            };
+            (Some(a), Some(k), None)
+        }
+        (None, Some(k), KeptUse::Prefill) => (None, None, answers::kept::answered(&k.text)),
+        (None, None, _) => (None, None, None),
+    };
     let staged = stage(&opts.bundle, &keys, &host, opts.dry_run, reporter)
         .map_err(|e| trust::explain_untrusted_signer(e, root))?;
     let (answers, wizard_answers) = match answers {
@@ -222,18 +276,19 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
         None => {
             let profiles = staged_profiles(&staged)?;
             let facts = Facts {
-                host: HostFacts { hostname: opts.hostname.clone(), primary_ip: None },
+                host: host_facts(opts, crate::site::preflight::live_network),
                 bundle: Some(bundle_facts.with_profiles(&profiles)),
                 profiles,
             };
             prompter.note("Answer the questions for this node (Enter takes the value in brackets).");
             // The LDAP answers are tested live and the customer's PKI files checked as
             // soon as they are given (asked again on failure).
-            let (answers, answered) = answers::ask_checked(
+            let (answers, answered) = answers::wizard::ask_prefilled(
                 answers::questions(),
                 &facts,
                 prompter,
                 &[crate::site::ldap::live_check(), crate::site::pki::wizard::live_check()],
+                prefill.as_ref(),
             )?;
             (answers, Some(answered))
         }
@@ -251,9 +306,10 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
     let image_bytes = site::image_bytes(&prepared.staged.manifest);
     let input = SiteInput::from_answers(&prepared.profile, &answers, image_bytes, &opts.overrides);
     let preflight = site::check(root, &input)?;
-    let warnings = prepared.pki.iter().flat_map(|p| p.warnings()).collect();
+    let mut warnings: Vec<String> = prepared.pki.iter().flat_map(|p| p.warnings()).collect();
+    let skipped_checks = retest_skipped(&answers, opts.live(), &mut warnings);
     let plan = prepared.plan.check(&host)?;
-    Ok(Ready { host, lock, answers, wizard_answers, prepared, preflight, plan, warnings })
+    Ok(Ready { host, lock, answers, wizard_answers, kept, prepared, preflight, plan, warnings, skipped_checks })
 }
 
 /// Applies what [`plan_install`] planned (the operator confirmed it, and preflight let it
@@ -264,7 +320,7 @@ pub fn apply_install(
     clock: &dyn Clock,
     reporter: &dyn Reporter,
 ) -> Result<Installed> {
-    let Ready { host, lock, answers, wizard_answers, prepared, preflight, .. } = ready;
+    let Ready { host, lock, answers, wizard_answers, kept, prepared, preflight, skipped_checks, .. } = ready;
     let Some(lock) = lock else {
         return Err(Error::input("install", "a dry run's plan was given to apply")
             .with_hint("this is a bug in airlock: a dry run only plans"));
@@ -272,28 +328,33 @@ pub fn apply_install(
     let apply_opts = ApplyOptions {
         state_dir: PathBuf::from(state::STATE_DIR),
         resume_command: opts.resume_command(&answers),
-        overrides: preflight.applied_overrides().cloned().collect(),
+        overrides: preflight.applied_overrides().cloned().chain(skipped_checks).collect(),
     };
+    let answers_text = match (&opts.answers, kept) {
+        (Some(p), _) => Some((answers::kept::read_answers_file(p)?, p.display().to_string())),
+        (None, Some(k)) => Some((k.text, k.origin)),
+        (None, None) => None,
+    };
+    let given = || match (&answers_text, &wizard_answers) {
+        (Some((text, origin)), _) => Ok(InstallAnswers::File { text, origin }),
+        (None, Some(answered)) => Ok(InstallAnswers::Wizard(answered)),
+        (None, None) => Err(Error::input("install", "the install has answers from neither a file nor the wizard")
+            .with_hint("this is a bug in airlock; run the install again with --answers FILE")),
+    };
+    // What the wizard was told is kept before the first step, not only with the release
+    // at the end: a run stopped midway is resumed by the same command (no --answers),
+    // which takes the kept answers instead of asking everything again.
+    if wizard_answers.is_some() {
+        answers::kept::keep_install_answers(&host, given()?)?;
+    }
     let result = apply_locked(&prepared.plan, &host, &apply_opts, &lock, &mut |_| {})?;
     // The release is kept whole (bundle, snapshot, answers without secrets) for
     // `airlock upgrade` and its rollback.
-    let answers_text = match &opts.answers {
-        Some(p) => Some((std::fs::read_to_string(p).at(p)?, p.display().to_string())),
-        None => None,
-    };
-    let given = match (&answers_text, &wizard_answers) {
-        (Some((text, origin)), _) => InstallAnswers::File { text, origin },
-        (None, Some(answered)) => InstallAnswers::Wizard(answered),
-        (None, None) => {
-            return Err(Error::input("install", "the install has answers from neither a file nor the wizard")
-                .with_hint("this is a bug in airlock; run the install again with --answers FILE"))
-        }
-    };
     let kept = crate::ops::upgrade::keep_install(
         &host,
         &prepared.staged.dir,
         &prepared.staged.manifest,
-        given,
+        given()?,
         crate::ops::upgrade::DEFAULT_KEEP,
     );
     if let Err(e) = kept {
@@ -332,6 +393,56 @@ pub fn apply_install(
     })
 }
 
+/// The journal's name for a skipped LDAP live check (among the preflight overrides).
+pub const SKIPPED_LDAP_CHECK: &str = "ldap-live-check";
+
+/// The wizard's live checks the operator skipped, tested again where that means
+/// something: on the running system (`--root /`) the LDAP probe runs now, at install
+/// time on site. A failure again is a warning, not a refusal (the operator knowingly
+/// went on; Keycloak's logins wait for the directory, nothing else does). Under a root
+/// this machine is not the node, so nothing is tested and the warning says how to test
+/// from the node. Each becomes a record the journal keeps with the preflight overrides.
+fn retest_skipped(answers: &Answers, live: bool, warnings: &mut Vec<String>) -> Vec<OverrideRecord> {
+    let mut records = Vec::new();
+    for skipped in answers.skipped_checks.iter().filter(|s| s.section == "ldap") {
+        let Some(ldap) = &answers.ldap else { continue };
+        let test_hint = "test it from the node with `airlock ldap test --answers FILE` (docs/answers.md)";
+        let now = if live {
+            match crate::site::ldap::probe(ldap) {
+                Ok(report) => {
+                    format!("tested at install time: passed ({})", report.summary().lines().next().unwrap_or(""))
+                }
+                Err(e) => {
+                    warnings.push(format!(
+                        "ldap: the live check skipped in the wizard fails at install time too: {}: {}; hint: {};                          Keycloak's logins need the directory, {test_hint}",
+                        e.subject, e.cause, e.hint
+                    ));
+                    format!("tested at install time: failed: {}: {}", e.subject, e.cause)
+                }
+            }
+        } else {
+            warnings.push(format!(
+                "ldap: the live check was skipped in the wizard and a target root cannot test it; {test_hint}"
+            ));
+            "not tested at install time: installing into a target root, not on the node".to_string()
+        };
+        records.push(OverrideRecord {
+            id: SKIPPED_LDAP_CHECK.to_string(),
+            applied: true,
+            status_before: Some(CheckStatus::Fail),
+            detail: format!("skipped by the operator in the wizard after: {}; {now}", skipped.problem),
+        });
+    }
+    records
+}
+
+/// What the wizard offers from the host: its name, and for a live install (`--root /`)
+/// its primary address as `node.ip`. Under a target root the machine running airlock is
+/// not the node being installed, so nothing of its network is offered.
+fn host_facts(opts: &InstallOptions, network: fn() -> crate::site::preflight::NetworkFacts) -> HostFacts {
+    HostFacts { hostname: opts.hostname.clone(), primary_ip: if opts.live() { network().primary_ip() } else { None } }
+}
+
 /// What the bundle carries that decides which answers are required (`ldap` with
 /// Keycloak), from its manifest alone: the signature is checked, which is cheap, so a
 /// file lacking an answer is refused before the whole bundle is verified into staging.
@@ -340,4 +451,42 @@ fn signed_bundle_facts(bundle: &Path, keys: &[PublicKey], root: &Path) -> Result
     let (manifest, _, _) = airlock_format::read::read_manifest(&files, Some(keys))
         .map_err(|e| trust::explain_untrusted_signer(e, root))?;
     Ok(BundleFacts::from_manifest(&manifest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::site::preflight::{DefaultRoute, InterfaceAddress, NetworkFacts};
+
+    fn two_interfaces() -> NetworkFacts {
+        let addr = |i: &str, a: &str| InterfaceAddress { interface: Some(i.into()), address: a.parse().unwrap() };
+        NetworkFacts {
+            ipv4_default_routes: vec![DefaultRoute {
+                interface: "ens3".into(),
+                gateway: Some("10.0.0.1".parse().unwrap()),
+                metric: 100,
+            }],
+            ipv4_addresses: vec![addr("lo", "127.0.0.1"), addr("ens4", "192.168.7.2"), addr("ens3", "10.0.0.11")],
+            ..NetworkFacts::default()
+        }
+    }
+
+    #[test]
+    fn a_live_install_offers_the_default_routes_address_and_a_target_root_offers_none() {
+        let live = InstallOptions { root: "/".into(), hostname: Some("n1".into()), ..InstallOptions::default() };
+        let facts = host_facts(&live, two_interfaces);
+        assert_eq!(facts.primary_ip, Some("10.0.0.11".parse().unwrap()));
+        assert_eq!(facts.hostname.as_deref(), Some("n1"));
+        let rooted = InstallOptions { root: "/mnt/target".into(), ..InstallOptions::default() };
+        assert_eq!(host_facts(&rooted, || panic!("the host's network is not asked under a root")).primary_ip, None);
+    }
+
+    #[test]
+    fn without_a_default_route_only_a_single_address_is_offered() {
+        let mut n = two_interfaces();
+        n.ipv4_default_routes.clear();
+        assert_eq!(n.primary_ip(), None, "two candidates: no guess");
+        n.ipv4_addresses.retain(|a| a.interface.as_deref() != Some("ens4"));
+        assert_eq!(n.primary_ip(), Some("10.0.0.11".parse().unwrap()));
+    }
 }

@@ -25,13 +25,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use airlock_format::error::{IoContext, Result};
+use airlock_format::error::Result;
 use airlock_format::manifest::DistributionKind;
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
 use crate::site::profile::{Profile, Topology};
-pub use questions::{questions, Answered, BundleFacts, Facts, HostFacts, Question};
+pub use questions::{questions, Answered, BundleFacts, Facts, HostFacts, Question, SkippedCheck};
 pub use secret::{Secret, REDACTED};
 pub use strict::Problem;
 pub use wizard::{ask, ask_checked, LiveCheck, Prompt, Prompter, Reask};
@@ -69,6 +69,9 @@ pub struct Answers {
     /// Keycloak's external database; absent: Keycloak's file database (single node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keycloak_database: Option<keycloak_db::KeycloakDatabaseAnswers>,
+    /// Wizard live checks the operator skipped after a failure (never from a file).
+    #[serde(skip)]
+    pub skipped_checks: Vec<SkippedCheck>,
 }
 
 /// The node being installed.
@@ -272,14 +275,14 @@ impl Serialize for HostPort {
 impl Answers {
     /// Reads and validates an answers file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = kept::read_answers_file(path)?;
         Self::from_yaml(&text, &path.display().to_string())
     }
 
     /// Reads and validates an answers file for installing a bundle that carries
     /// `bundle`: what the bundle needs (`ldap` for Keycloak, ...) is required.
     pub fn load_for_bundle(path: &Path, bundle: &BundleFacts) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        let text = kept::read_answers_file(path)?;
         Self::from_yaml_for(&text, &path.display().to_string(), Some(bundle))
     }
 
@@ -293,12 +296,23 @@ impl Answers {
         token_file: Option<&Path>,
         bundle: Option<&BundleFacts>,
     ) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
-        let origin = path.display().to_string();
+        let text = kept::read_answers_file(path)?;
+        Self::from_yaml_for_join(&text, &path.display().to_string(), server, token_file, bundle)
+    }
+
+    /// [`Answers::load_for_join`] on answers text (the site's kept answers) named `origin`.
+    pub fn from_yaml_for_join(
+        text: &str,
+        origin: &str,
+        server: Option<&str>,
+        token_file: Option<&Path>,
+        bundle: Option<&BundleFacts>,
+    ) -> Result<Self> {
+        let origin = origin.to_string();
         if server.is_none() && token_file.is_none() {
-            return Self::from_yaml_for(&text, &origin, bundle);
+            return Self::from_yaml_for(text, &origin, bundle);
         }
-        let mut doc: serde_yaml::Value = strict::parse_yaml(&text, DOC).map_err(|p| p.into_error(&origin))?;
+        let mut doc: serde_yaml::Value = strict::parse_yaml(text, DOC).map_err(|p| p.into_error(&origin))?;
         let key = |k: &str| serde_yaml::Value::String(k.to_string());
         if let serde_yaml::Value::Mapping(m) = &mut doc {
             let join = m.entry(key("join")).or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
@@ -404,6 +418,7 @@ impl Answers {
             pki: pki_answers(a)?,
             ldap: crate::site::ldap::LdapSettings::from_answered(a)?,
             keycloak_database: keycloak_db::KeycloakDatabaseAnswers::from_answered(a)?,
+            skipped_checks: Vec::new(),
         })
     }
 

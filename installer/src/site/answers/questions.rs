@@ -166,6 +166,19 @@ pub struct Answered {
     doc: Mapping,
     /// Context, not answers: what the bundle carries, when known.
     bundle: Option<BundleFacts>,
+    /// Live checks the operator skipped after they failed (not part of the document).
+    skipped: Vec<SkippedCheck>,
+}
+
+/// A wizard live check that failed and that the operator chose to skip (the directory
+/// out of reach from where the wizard ran). The install records it in its journal and,
+/// on the running system, tests again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedCheck {
+    /// The section it checks: `ldap`.
+    pub section: String,
+    /// Why it failed, as shown to the operator (holds no secret).
+    pub problem: String,
 }
 
 impl fmt::Debug for Answered {
@@ -258,7 +271,21 @@ impl Answered {
 
     /// Empty answers for installing a bundle that carries `bundle` (when known).
     pub fn for_bundle(bundle: Option<BundleFacts>) -> Self {
-        Self { doc: Mapping::new(), bundle }
+        Self { doc: Mapping::new(), bundle, skipped: Vec::new() }
+    }
+
+    /// The live checks skipped after a failure, in the order they were skipped.
+    pub fn skipped_checks(&self) -> &[SkippedCheck] {
+        &self.skipped
+    }
+
+    /// Records that the operator skipped the failed live check of `section`.
+    pub(crate) fn skip_check(&mut self, section: &str, problem: &Problem) {
+        self.skipped.retain(|s| s.section != section);
+        self.skipped.push(SkippedCheck {
+            section: section.to_string(),
+            problem: format!("{}: {}", problem.key, problem.cause),
+        });
     }
 
     /// This node starts the cluster (a single server, or the first of `ha.servers`).

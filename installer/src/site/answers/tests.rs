@@ -423,3 +423,54 @@ fn bad_database_answers_name_their_key_with_a_hint() {
         .cause
         .contains("keycloak_database.host is not"));
 }
+
+#[test]
+fn saved_answers_leave_secrets_out_and_say_where_the_site_keeps_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let yaml = format!(
+        "{SINGLE}ldap: {{url: 'ldaps://ldap.example.test', bind_dn: 'cn=r,dc=example,dc=org', \
+         bind_password: saved-pw-19, users_dn: 'ou=people,dc=example,dc=org', preset: openldap}}\n"
+    );
+    let doc = strict::parse_yaml(&yaml, DOC).unwrap();
+    let answered = questions::read_document(&doc, None).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("site.yaml");
+    kept::save_answers(&file, &answered, Path::new("/mnt/target")).unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("saved-pw-19"), "{text}");
+    assert!(text.contains("bind_password: <redacted>"), "{text}");
+    assert!(
+        text.contains("#   ldap.bind_password: /mnt/target/var/lib/airlock/secrets/answers-ldap.bind_password"),
+        "{text}"
+    );
+    assert!(text.contains("--answers /mnt/target/var/lib/airlock/answers.yaml"), "{text}");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    // Read back: everything but the secret, which is refused as a placeholder.
+    let e = Answers::load(&file).expect_err("the placeholder is refused");
+    assert!(e.to_string().contains("ldap.bind_password") && e.to_string().contains("placeholder"), "{e}");
+    let back = Answers::from_yaml(&text.replace("<redacted>", "saved-pw-19"), "site.yaml").unwrap();
+    assert_eq!(back, Answers { origin: "site.yaml".into(), ..parse(&yaml).unwrap() });
+}
+
+#[test]
+fn a_sites_kept_answers_file_is_taken_with_its_kept_secrets() {
+    use crate::host::{Host, RootedHost};
+    let yaml = format!(
+        "{SINGLE}ldap: {{url: 'ldaps://ldap.example.test', bind_dn: 'cn=r,dc=example,dc=org', \
+         bind_password: kept-pw-20, users_dn: 'ou=people,dc=example,dc=org', preset: openldap}}\n"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let host = RootedHost::new(d.path().to_path_buf(), false).unwrap();
+    kept::keep(&host, &yaml, "site.yaml").unwrap();
+    let kept_file = host.root().join("var/lib/airlock/answers.yaml");
+    assert!(std::fs::read_to_string(&kept_file).unwrap().contains("<redacted>"));
+    let a = Answers::load(&kept_file).unwrap();
+    assert_eq!(a.ldap.unwrap().bind_password.expose(), "kept-pw-20");
+    // Kept again from its own text (placeholders and all), the secret stays.
+    let placeholders = std::fs::read_to_string(&kept_file).unwrap();
+    kept::keep(&host, &placeholders, "answers.yaml").unwrap();
+    assert_eq!(Answers::load(&kept_file).unwrap().ldap.unwrap().bind_password.expose(), "kept-pw-20");
+    // As `upgrade --answers` of the kept file keeps it.
+    kept::keep(&host, &kept::read_answers_file(&kept_file).unwrap(), "answers.yaml").unwrap();
+    assert_eq!(Answers::load(&kept_file).unwrap().ldap.unwrap().bind_password.expose(), "kept-pw-20");
+}

@@ -45,7 +45,17 @@ pub struct LiveCheck {
     /// question; a failure is shown and that question asked again. `run` still checks
     /// the section as a whole at its end.
     pub entry: Option<EntryCheck>,
+    /// Whether the operator may skip the check after it failed, instead of answering
+    /// the section again: a directory out of reach from where the wizard runs (away from
+    /// the site network) is no reason to doubt the answers. The skip is recorded in the
+    /// answers ([`Answered::skipped_checks`]) and the install tests again on site.
+    pub skippable: bool,
 }
+
+/// The choice offered after a skippable [`LiveCheck`] failed: the first is the default.
+pub const ASK_AGAIN: &str = "ask again";
+/// See [`ASK_AGAIN`].
+pub const SKIP_CHECK: &str = "skip the live check (it will be tested at install time on site)";
 
 /// Checks the answer at a key (the first argument) given the answers so far.
 pub type EntryCheck = fn(&str, &Answered) -> std::result::Result<(), Problem>;
@@ -101,6 +111,19 @@ pub fn ask_checked(
     prompter: &mut dyn Prompter,
     checks: &[LiveCheck],
 ) -> Result<(Answers, Answered)> {
+    ask_prefilled(questions, facts, prompter, checks, None)
+}
+
+/// [`ask_checked`], every question pre-filled from `kept` (the site's kept answers, an
+/// earlier install's): Enter keeps each kept answer. A kept secret is never shown; an
+/// empty answer at its prompt keeps it (the prompt says so).
+pub fn ask_prefilled(
+    questions: &[Question],
+    facts: &Facts,
+    prompter: &mut dyn Prompter,
+    checks: &[LiveCheck],
+    kept: Option<&Answered>,
+) -> Result<(Answers, Answered)> {
     let mut a = Answered::for_bundle(facts.bundle.clone());
     let in_section =
         |q: &Question, c: &LiveCheck| q.key.strip_prefix(c.section).is_some_and(|rest| rest.starts_with('.'));
@@ -108,7 +131,7 @@ pub fn ask_checked(
     while i < questions.len() {
         let q = &questions[i];
         if (q.ask_if)(&a, facts) {
-            ask_one(q, facts, &mut a, prompter)?;
+            ask_one(q, facts, &mut a, prompter, kept)?;
             if let Some(entry) = checks.iter().filter(|c| in_section(q, c)).find_map(|c| c.entry) {
                 // An optional key left empty has nothing to check.
                 while a.has(q.key) {
@@ -116,7 +139,7 @@ pub fn ask_checked(
                         Ok(()) => break,
                         Err(problem) => {
                             prompter.rejected(&problem);
-                            ask_one(q, facts, &mut a, prompter)?;
+                            ask_one(q, facts, &mut a, prompter, kept)?;
                         }
                     }
                 }
@@ -133,6 +156,10 @@ pub fn ask_checked(
                 Ok(None) => {}
                 Err(problem) => {
                     prompter.rejected(&problem);
+                    if check.skippable && skip_chosen(check.section, prompter)? {
+                        a.skip_check(check.section, &problem);
+                        continue;
+                    }
                     let start = questions.iter().position(|q| in_section(q, check)).unwrap_or(i);
                     let failed = || questions.iter().position(|q| in_section(q, check) && owns(q.key, &problem.key));
                     i = match check.reask {
@@ -152,14 +179,31 @@ pub fn ask_checked(
         let Some(q) = questions.iter().find(|q| owns(q.key, &problem.key)) else {
             return Err(problem.into_error(WIZARD));
         };
-        ask_one(q, facts, &mut a, prompter)?;
+        ask_one(q, facts, &mut a, prompter, kept)?;
     }
+}
+
+/// Asks whether to skip the failed live check of `section` (key `<section>.live_check`).
+fn skip_chosen(section: &str, prompter: &mut dyn Prompter) -> Result<bool> {
+    let prompt = Prompt {
+        key: format!("{section}.live_check"),
+        text: format!("The {section} live check failed: ask the {section} questions again, or skip the check?"),
+        help: "skip it when this machine cannot reach the site's network now; the install tests it again on site",
+        default: Some(ASK_AGAIN.to_string()),
+        choices: vec![ASK_AGAIN.to_string(), SKIP_CHECK.to_string()],
+        secret: false,
+        list: false,
+        required: true,
+    };
+    let typed = prompter.answer(&prompt)?;
+    Ok(typed.trim() == SKIP_CHECK || typed.trim() == "skip")
 }
 
 /// The file reader and the profile cross-checks, on the wizard's document.
 fn finish(a: &Answered, facts: &Facts) -> std::result::Result<Answers, Problem> {
     let doc = read_document(&a.to_value(), a.bundle())?;
-    let answers = Answers::from_answered(&doc, WIZARD)?;
+    let mut answers = Answers::from_answered(&doc, WIZARD)?;
+    answers.skipped_checks = a.skipped_checks().to_vec();
     if !facts.profiles.is_empty() {
         answers.problems_against(profile_named(&answers.profile, &facts.profiles)?)?;
     }
@@ -174,9 +218,11 @@ fn owns(key: &str, problem: &str) -> bool {
     key == problem || below(key, problem) || below(problem, key)
 }
 
-fn ask_one(q: &Question, facts: &Facts, a: &mut Answered, p: &mut dyn Prompter) -> Result<()> {
-    // The previous answer (when re-asking) is offered again, but is no context for itself.
-    let previous = a.get(q.key).cloned();
+fn ask_one(q: &Question, facts: &Facts, a: &mut Answered, p: &mut dyn Prompter, kept: Option<&Answered>) -> Result<()> {
+    // The previous answer (when re-asking) is offered again, but is no context for itself;
+    // the first time, the site's kept answer is.
+    let kept_value = kept.and_then(|k| k.get(q.key)).cloned();
+    let previous = a.get(q.key).cloned().or_else(|| kept_value.clone());
     a.remove(q.key);
     let default = |a: &Answered| match q.need {
         Need::Default(d) => Some(d(a)),
@@ -187,8 +233,11 @@ fn ask_one(q: &Question, facts: &Facts, a: &mut Answered, p: &mut dyn Prompter) 
             let d = previous.as_ref().and_then(Value::as_str).map(str::to_string).or_else(|| default(a));
             scalar(q, a, p, *check, d, Vec::new(), false)
         }
-        // A secret is never offered back.
-        Shape::Secret(check) => scalar(q, a, p, *check, None, Vec::new(), true),
+        // A secret is never offered back; a kept one is kept on Enter, unseen.
+        Shape::Secret(check) => {
+            let keep = kept_value.as_ref().and_then(Value::as_str).map(str::to_string);
+            secret(q, a, p, *check, keep)
+        }
         Shape::Choice { options, check } => {
             let d = previous.as_ref().and_then(Value::as_str).map(str::to_string).or_else(|| default(a));
             scalar(q, a, p, *check, d, options(facts), false)
@@ -201,7 +250,48 @@ fn ask_one(q: &Question, facts: &Facts, a: &mut Answered, p: &mut dyn Prompter) 
             let d = prev.map(|v| v.join(", ")).or_else(|| default(a));
             list(q, a, p, *item, *all, d)
         }
-        Shape::Table { columns, all } => table(q, facts, a, p, columns, *all),
+        Shape::Table { columns, all } => {
+            let names: Vec<&str> = columns.iter().map(|c| c.key).collect();
+            let kept_rows = kept.map(|k| k.rows(q.key, &names)).unwrap_or_default();
+            table(q, facts, a, p, columns, *all, &kept_rows)
+        }
+    }
+}
+
+/// A secret's prompt. With a kept value (`keep`), an empty answer keeps it: the prompt
+/// is then not required and says so, and the value is checked as if typed.
+fn secret(q: &Question, a: &mut Answered, p: &mut dyn Prompter, check: Check, keep: Option<String>) -> Result<()> {
+    let Some(kept) = keep else { return scalar(q, a, p, check, None, Vec::new(), true) };
+    loop {
+        let prompt = Prompt {
+            key: q.key.to_string(),
+            text: format!("{} (empty: keep the site's kept one)", prompt_text(q.prompt, true)),
+            help: q.help,
+            default: None,
+            choices: Vec::new(),
+            secret: true,
+            list: false,
+            required: false,
+        };
+        let raw = p.answer(&prompt)?;
+        let typed = raw.trim_end_matches(['\r', '\n']);
+        let value = if typed.is_empty() { kept.clone() } else { typed.to_string() };
+        match check(&value, a) {
+            Ok(()) => {
+                a.set(q.key, Value::String(value));
+                return Ok(());
+            }
+            Err(e) => p.rejected(&e.problem(q.key)),
+        }
+    }
+}
+
+/// A prompt's text as offered now: a required answer cannot be left empty, so what an
+/// empty answer would mean (`(empty: no directory)`) is not offered then.
+fn prompt_text(text: &str, required: bool) -> String {
+    match text.find(" (empty:") {
+        Some(i) if required && text.ends_with(')') => text[..i].to_string(),
+        _ => text.to_string(),
     }
 }
 
@@ -218,7 +308,7 @@ fn scalar(
         let required = q.need.required(a);
         let prompt = Prompt {
             key: q.key.to_string(),
-            text: q.prompt.to_string(),
+            text: prompt_text(q.prompt, required.is_some()),
             help: q.help,
             default: default.clone(),
             choices: choices.clone(),
@@ -271,7 +361,7 @@ fn list(
         let required = q.need.required(a);
         let prompt = Prompt {
             key: q.key.to_string(),
-            text: q.prompt.to_string(),
+            text: prompt_text(q.prompt, required.is_some()),
             help: q.help,
             default: default.clone(),
             choices: Vec::new(),
@@ -315,6 +405,7 @@ fn table(
     p: &mut dyn Prompter,
     columns: &[Column],
     all: TableCheck,
+    kept: &[Row],
 ) -> Result<()> {
     loop {
         let mut rows: Vec<Row> = Vec::new();
@@ -323,7 +414,8 @@ fn table(
             let mut row = Vec::new();
             for (ci, c) in columns.iter().enumerate() {
                 let key = format!("{}[{i}].{}", q.key, c.key);
-                let default = (c.suggest)(a, facts, i);
+                let kept_cell = kept.get(i).and_then(|r| r.get(ci)).filter(|v| !v.is_empty()).cloned();
+                let default = kept_cell.or_else(|| (c.suggest)(a, facts, i));
                 loop {
                     let prompt = Prompt {
                         key: key.clone(),
@@ -386,6 +478,8 @@ mod tests {
     struct Scripted {
         script: BTreeMap<String, VecDeque<String>>,
         asked: Vec<String>,
+        /// Each prompt's key and text, as shown.
+        texts: Vec<(String, String)>,
         rejected: Vec<Problem>,
         notes: Vec<String>,
     }
@@ -393,6 +487,7 @@ mod tests {
     impl Prompter for Scripted {
         fn answer(&mut self, p: &Prompt<'_>) -> Result<String> {
             self.asked.push(p.key.clone());
+            self.texts.push((p.key.clone(), p.text.clone()));
             assert!(self.asked.len() < 200, "the wizard loops: {:?}", self.rejected);
             Ok(self.script.get_mut(&p.key).and_then(VecDeque::pop_front).unwrap_or_default())
         }
@@ -427,7 +522,13 @@ mod tests {
         ] {
             p.script.insert(k.into(), v.into_iter().map(String::from).collect());
         }
-        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section, entry: None };
+        let check = LiveCheck {
+            section: "ldap",
+            run: check_password_is_right,
+            reask: Reask::Section,
+            entry: None,
+            skippable: true,
+        };
         let (answers, _) = ask_checked(super::super::questions(), &Facts::default(), &mut p, &[check]).unwrap();
         let ldap = answers.ldap.expect("ldap answers");
         assert_eq!(ldap.bind_password.expose(), "right-pw");
@@ -452,7 +553,13 @@ mod tests {
         ] {
             p.script.insert(k.into(), VecDeque::from([v.to_string()]));
         }
-        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section, entry: None };
+        let check = LiveCheck {
+            section: "ldap",
+            run: check_password_is_right,
+            reask: Reask::Section,
+            entry: None,
+            skippable: true,
+        };
         let (answers, _) = ask_checked(super::super::questions(), &Facts::default(), &mut p, &[check]).unwrap();
         assert!(answers.ldap.is_none() && p.notes.is_empty() && p.rejected.is_empty(), "{:?}", p.rejected);
         assert_eq!(p.asked.iter().filter(|k| k.starts_with("ldap.")).collect::<Vec<_>>(), ["ldap.url"]);
@@ -491,7 +598,13 @@ mod tests {
                 ("ldap.users_dn", &["ou=people,dc=example,dc=org"]),
             ],
         );
-        let check = LiveCheck { section: "ldap", run: check_password_is_right, reask: Reask::Section, entry: None };
+        let check = LiveCheck {
+            section: "ldap",
+            run: check_password_is_right,
+            reask: Reask::Section,
+            entry: None,
+            skippable: true,
+        };
         let (answers, _) = ask_checked(super::super::questions(), &keycloak_facts(), &mut p, &[check]).unwrap();
         assert!(answers.ldap.is_some());
         assert_eq!(p.rejected.len(), 1, "{:?}", p.rejected);
@@ -538,6 +651,106 @@ mod tests {
         assert_eq!(keys, ["keycloak_database.host", "keycloak_database.port"], "{:?}", p.rejected);
         assert!(!doc.to_yaml().contains("db-pw-51c0"));
         assert!(p.rejected.iter().all(|r| !r.to_string().contains("db-pw-51c0")));
+    }
+
+    #[test]
+    fn the_ldap_url_prompt_offers_an_empty_answer_only_where_it_is_taken() {
+        let url_texts = |p: &Scripted| -> Vec<String> {
+            p.texts.iter().filter(|(k, _)| k == "ldap.url").map(|(_, t)| t.clone()).collect()
+        };
+        // Keycloak in the bundle: the directory is required, so "empty" is not offered.
+        let mut p = Scripted::default();
+        script(&mut p, &NODE);
+        script(
+            &mut p,
+            &[
+                ("ldap.url", &["", "ldaps://ldap.example.test"]),
+                ("ldap.bind_dn", &["cn=reader,dc=example,dc=org"]),
+                ("ldap.bind_password", &["right-pw"]),
+                ("ldap.users_dn", &["ou=people,dc=example,dc=org"]),
+            ],
+        );
+        ask_checked(super::super::questions(), &keycloak_facts(), &mut p, &[]).unwrap();
+        let texts = url_texts(&p);
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts.iter().all(|t| !t.contains("empty")), "{texts:?}");
+        // No Keycloak: "empty: no directory" is offered, and Enter takes it.
+        let mut p = Scripted::default();
+        script(&mut p, &NODE);
+        let (answers, _) = ask_checked(super::super::questions(), &Facts::default(), &mut p, &[]).unwrap();
+        assert!(answers.ldap.is_none() && p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(url_texts(&p), ["LDAP/AD server URL (empty: no directory)"]);
+    }
+
+    #[test]
+    fn a_failed_live_check_may_be_skipped_and_the_answers_say_so() {
+        let mut p = Scripted::default();
+        script(&mut p, &NODE);
+        script(
+            &mut p,
+            &[
+                ("ldap.url", &["ldaps://ldap.example.test"]),
+                ("ldap.bind_dn", &["cn=reader,dc=example,dc=org"]),
+                ("ldap.bind_password", &["unreachable-pw"]),
+                ("ldap.users_dn", &["ou=people,dc=example,dc=org"]),
+                ("ldap.live_check", &["skip"]),
+            ],
+        );
+        let check = LiveCheck {
+            section: "ldap",
+            run: check_password_is_right,
+            reask: Reask::Section,
+            entry: None,
+            skippable: true,
+        };
+        let (answers, doc) = ask_checked(super::super::questions(), &keycloak_facts(), &mut p, &[check]).unwrap();
+        // Asked once: the answers stand as given, and nothing else was asked again.
+        assert_eq!(p.asked.iter().filter(|k| *k == "ldap.url").count(), 1, "{:?}", p.asked);
+        assert_eq!(answers.ldap.expect("ldap answers").bind_password.expose(), "unreachable-pw");
+        let skipped = &answers.skipped_checks;
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].section, "ldap");
+        assert!(skipped[0].problem.contains("bind refused"), "{skipped:?}");
+        assert_eq!(doc.skipped_checks(), skipped.as_slice());
+        // The choice was offered with asking again as the default.
+        let choice = p.texts.iter().find(|(k, _)| k == "ldap.live_check").expect("the choice was offered");
+        assert!(choice.1.contains("skip"), "{choice:?}");
+    }
+
+    #[test]
+    fn every_question_is_pre_filled_from_the_kept_answers_and_enter_keeps_the_kept_secret() {
+        // An earlier install's answers, as the site keeps them (secret put back).
+        let mut first = Scripted::default();
+        script(&mut first, &NODE);
+        script(
+            &mut first,
+            &[
+                ("node.name", &["kept-node"]),
+                ("cluster.tls_san", &["api.p.example.test"]),
+                ("ldap.url", &["ldaps://ldap.example.test"]),
+                ("ldap.bind_dn", &["cn=reader,dc=example,dc=org"]),
+                ("ldap.bind_password", &["kept-pw"]),
+                ("ldap.users_dn", &["ou=people,dc=example,dc=org"]),
+            ],
+        );
+        let (kept_answers, kept) = ask_checked(super::super::questions(), &keycloak_facts(), &mut first, &[]).unwrap();
+        // Now only Enter, everywhere.
+        let mut p = Scripted::default();
+        let (answers, doc) =
+            ask_prefilled(super::super::questions(), &keycloak_facts(), &mut p, &[], Some(&kept)).unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(answers, kept_answers);
+        assert_eq!(doc.to_yaml(), kept.to_yaml());
+        assert_eq!(answers.ldap.as_ref().unwrap().bind_password.expose(), "kept-pw");
+        let password = p.texts.iter().find(|(k, _)| k == "ldap.bind_password").expect("the password was asked");
+        assert!(password.1.contains("keep the site's kept one"), "{password:?}");
+        // A new password typed replaces the kept one.
+        let mut p = Scripted::default();
+        script(&mut p, &[("ldap.bind_password", &["new-pw"])]);
+        let (answers, _) =
+            ask_prefilled(super::super::questions(), &keycloak_facts(), &mut p, &[], Some(&kept)).unwrap();
+        assert_eq!(answers.ldap.unwrap().bind_password.expose(), "new-pw");
+        assert_eq!(answers.node.name, "kept-node");
     }
 
     #[test]

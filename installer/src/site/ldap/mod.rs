@@ -200,6 +200,7 @@ pub fn live_check() -> crate::site::answers::LiveCheck {
         run: check_answered,
         reask: crate::site::answers::wizard::Reask::Section,
         entry: None,
+        skippable: true,
     }
 }
 

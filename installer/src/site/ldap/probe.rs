@@ -25,17 +25,27 @@ use crate::site::answers::Address;
 /// Limits of one probe.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
-    /// For the TCP connect, the TLS handshake and each LDAP operation.
+    /// For each stage: the name lookup, the TCP connect (all addresses together), the
+    /// TLS handshake (StartTLS included) and each LDAP operation. Away from the site
+    /// network a stage may get no answer at all; it then fails after this long.
     pub timeout: Duration,
     /// Entries counted at most per search; a bigger directory reports "at least".
     pub size_limit: i32,
+    /// Looks a host name up (the system resolver, `getaddrinfo`). A seam for tests: a
+    /// resolver that never answers must not hold the probe.
+    pub resolve: fn(&str, u16) -> std::io::Result<Vec<SocketAddr>>,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
         // Active Directory answers at most 1000 entries per unpaged search by default.
-        Self { timeout: Duration::from_secs(10), size_limit: 1000 }
+        Self { timeout: Duration::from_secs(10), size_limit: 1000, resolve: system_resolve }
     }
+}
+
+/// The system resolver (`/etc/hosts`, `/etc/resolv.conf`, as `getent hosts` does).
+pub fn system_resolve(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    (name, port).to_socket_addrs().map(Iterator::collect)
 }
 
 /// What the directory looked like to the probe. Holds no secret.
@@ -215,7 +225,7 @@ pub fn probe_with(s: &LdapSettings, opts: &ProbeOptions) -> Result<ProbeReport, 
         Transport::Plain => None,
         Transport::StartTls | Transport::Ldaps => Some(client_config(s)?),
     };
-    let addrs = resolve(s, &url)?;
+    let addrs = resolve(s, opts, &url)?;
     let stream = connect(&addrs, opts.timeout, &url)?;
     let mut conn_settings =
         LdapConnSettings::new().set_conn_timeout(opts.timeout).set_std_stream(StdStream::Tcp(stream));
@@ -306,7 +316,10 @@ fn client_config(s: &LdapSettings) -> Result<Arc<ClientConfig>, ProbeError> {
     Ok(Arc::new(config))
 }
 
-fn resolve(s: &LdapSettings, url: &str) -> Result<Vec<SocketAddr>, ProbeError> {
+/// The lookup runs on its own thread so that a resolver which does not answer (a site
+/// DNS server out of reach: glibc retries every server of resolv.conf, with every
+/// search domain) costs at most `opts.timeout`; the thread ends when glibc gives up.
+fn resolve(s: &LdapSettings, opts: &ProbeOptions, url: &str) -> Result<Vec<SocketAddr>, ProbeError> {
     let port = s.url.server.port;
     let name = match &s.url.server.host {
         Address::Ip(ip) => return Ok(vec![SocketAddr::new(*ip, port)]),
@@ -320,25 +333,43 @@ fn resolve(s: &LdapSettings, url: &str) -> Result<Vec<SocketAddr>, ProbeError> {
             format!("check the spelling of `{name}` and that this host's DNS (/etc/resolv.conf) or /etc/hosts knows it; `getent hosts {name}` shows what it resolves to"),
         )
     };
-    let addrs: Vec<SocketAddr> = (name.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| dns(format!("the host name `{name}` does not resolve: {e}")))?
-        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (lookup, owned) = (opts.resolve, name.clone());
+    std::thread::spawn(move || {
+        // The receiver may have given up already; then nobody wants the answer.
+        let _ = tx.send(lookup(&owned, port));
+    });
+    let addrs = match rx.recv_timeout(opts.timeout) {
+        Ok(found) => found.map_err(|e| dns(format!("the host name `{name}` does not resolve: {e}")))?,
+        Err(_) => {
+            return Err(dns(format!(
+                "looking up the host name `{name}` got no answer within {} s (is a DNS server of /etc/resolv.conf out of reach?)",
+                opts.timeout.as_secs()
+            )))
+        }
+    };
     if addrs.is_empty() {
         return Err(dns(format!("the host name `{name}` resolves to no address")));
     }
     Ok(addrs)
 }
 
+/// Tries each address in turn, all of them within `timeout` together: a name with many
+/// addresses, none of which answers, must not take a timeout each.
 fn connect(addrs: &[SocketAddr], timeout: Duration, url: &str) -> Result<TcpStream, ProbeError> {
+    let deadline = std::time::Instant::now() + timeout;
     let mut last = None;
     for a in addrs {
-        match TcpStream::connect_timeout(a, timeout) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(a, left) {
             Ok(stream) => return Ok(stream),
             Err(e) => last = Some((a, e)),
         }
     }
-    let (addr, e) = last.expect("resolve returns at least one address");
+    let (addr, e) = last.unwrap_or((&addrs[0], std::io::ErrorKind::TimedOut.into()));
     let tried = addrs.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(", ");
     Err(match e.kind() {
         std::io::ErrorKind::ConnectionRefused => ProbeError::new(

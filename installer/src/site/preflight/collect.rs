@@ -71,6 +71,20 @@ impl CollectOptions {
     }
 }
 
+/// The running system's routes and addresses only: what the wizard needs to offer
+/// this host's primary address ([`NetworkFacts::primary_ip`]) as `node.ip`.
+pub fn live_network() -> NetworkFacts {
+    let mut c = Collector {
+        host: RootedHost::new(PathBuf::from("/"), false).ok(),
+        root: PathBuf::from("/"),
+        live: true,
+        facts: Facts { root: PathBuf::from("/"), live: true, ..Facts::default() },
+        processes: None,
+    };
+    c.network();
+    c.facts.network
+}
+
 /// Reads the host under `root`. `data_dir` is the data directory as this process sees
 /// it (already under `root` when installing into a target root); it need not exist yet.
 pub fn collect(root: &Path, data_dir: &Path, opts: &CollectOptions) -> Facts {

@@ -190,6 +190,29 @@ pub struct NetworkFacts {
     pub listeners: Vec<Listener>,
 }
 
+impl NetworkFacts {
+    /// The address this host most likely goes by: an IPv4 address of the interface the
+    /// default route with the lowest metric leaves through. Without a default route (an
+    /// air-gapped host often has none), the only non-loopback, non-link-local IPv4
+    /// address when there is exactly one; otherwise `None` (no guess among several).
+    pub fn primary_ip(&self) -> Option<IpAddr> {
+        let usable = |a: &&InterfaceAddress| !a.address.is_loopback() && !a.address.is_link_local();
+        let mut routes: Vec<&DefaultRoute> = self.ipv4_default_routes.iter().collect();
+        routes.sort_by_key(|r| r.metric);
+        for r in routes {
+            let on_it =
+                self.ipv4_addresses.iter().filter(usable).find(|a| a.interface.as_deref() == Some(&r.interface));
+            if let Some(a) = on_it {
+                return Some(IpAddr::V4(a.address));
+            }
+        }
+        match self.ipv4_addresses.iter().filter(usable).collect::<Vec<_>>().as_slice() {
+            [only] => Some(IpAddr::V4(only.address)),
+            _ => None,
+        }
+    }
+}
+
 /// One resolv.conf-style file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvConf {
