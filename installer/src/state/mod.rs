@@ -17,7 +17,7 @@ pub mod releases;
 
 use std::path::{Path, PathBuf};
 
-pub use inventory::{Inventory, InventoryFile};
+pub use inventory::{FileState, Inventory, InventoryFile, InventoryKey, Unverifiable};
 pub use release::ReleaseRecord;
 
 // --- /etc/airlock ------------------------------------------------------------------
@@ -49,6 +49,9 @@ pub const INSTALL_STAGING: &str = "/var/lib/airlock/staging/current";
 pub const UPGRADE_STAGING: &str = "/var/lib/airlock/staging/upgrade";
 /// Generated credentials and kept secret answers, each its own 0600 file.
 pub const SECRETS_DIR: &str = "/var/lib/airlock/secrets";
+/// The site's inventory key: what the inventory's digests of secret-bearing files are
+/// keyed with ([`inventory`] says why). 0600, like every file here.
+pub const INVENTORY_KEY_PATH: &str = "/var/lib/airlock/secrets/inventory-key";
 /// The cluster token the first server generates.
 pub const CLUSTER_TOKEN_PATH: &str = "/var/lib/airlock/secrets/cluster-token";
 /// Prefix of the files in [`SECRETS_DIR`] holding kept secret answers
