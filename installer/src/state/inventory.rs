@@ -83,7 +83,7 @@ pub enum FileState {
 pub enum Unverifiable {
     /// Recorded without a digest (an inventory of an earlier release).
     NoDigest,
-    /// Recorded with a keyed digest, but the site key is gone.
+    /// Recorded with a keyed digest, but the site key is gone or damaged.
     NoKey,
 }
 
@@ -94,7 +94,9 @@ impl Unverifiable {
             Self::NoDigest => {
                 "recorded without a digest by an earlier airlock, so an edit cannot be ruled out".to_string()
             }
-            Self::NoKey => format!("its digest is keyed and the site key {INVENTORY_KEY_PATH} is missing"),
+            Self::NoKey => {
+                format!("its digest is keyed and the site key {INVENTORY_KEY_PATH} is missing or unreadable")
+            }
         }
     }
 }
