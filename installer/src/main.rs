@@ -367,15 +367,7 @@ fn uninstall(
         return Ok(ExitStatus::Input);
     }
     let r = ops::uninstall::apply(&host, &p)?;
-    ui.show(&r, |r| {
-        say!("removed {} {} install from {}: {} paths", inv.distribution, inv.unit, root.display(), r.removed);
-        for k in &r.kept_changed {
-            say!("  kept {} (changed since the install)", k.display());
-        }
-        for k in &r.kept_dirs {
-            say!("  kept {} (not empty: holds files that are not ours)", k.display());
-        }
-    });
+    ui.show(&r, |r| render::print_uninstall_report(&inv.distribution, &inv.unit, root, r));
     Ok(ExitStatus::Success)
 }
 

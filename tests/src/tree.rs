@@ -8,7 +8,7 @@ use std::path::Path;
 /// Every path under the root except the installer's own run state (staging, journal,
 /// lock, backups, the release store), with its type, mode and a short content digest.
 /// Secrets and freshly issued certificates are masked: they differ between any two
-/// installs of the same bundle.
+/// installs of the same bundle; so are their digests in the inventory.
 pub fn installed_tree(root: &Path) -> BTreeMap<String, String> {
     // Files that embed a generated credential (the platform's Secrets, MinIO's values
     // with the app's access key) differ on every install, like the token's.
@@ -27,7 +27,7 @@ pub fn installed_tree(root: &Path) -> BTreeMap<String, String> {
             || rel == "/var/lib/airlock/release.json"
             || rel == "/var/lib/airlock/installed.json"
     };
-    walk(root, keep, |rel, path, mode| {
+    let mut out = walk(root, keep, |rel, path, mode| {
         if rel.contains("/secrets/")
             || rel.ends_with("config.yaml")
             || rel.ends_with(".env")
@@ -49,7 +49,26 @@ pub fn installed_tree(root: &Path) -> BTreeMap<String, String> {
                 format!("file {mode:04o} {}", &hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))[..16])
             }
         }
-    })
+    });
+    // The inventory records a digest of every file: those of the masked files (and all
+    // keyed ones, whose key is the site's own) are masked in it too, the others compared.
+    let inventory = "/var/lib/airlock/installed.json";
+    if let Ok(bytes) = std::fs::read(root.join(&inventory[1..])) {
+        let mut inv: serde_json::Value = serde_json::from_slice(&bytes).expect("installed.json is JSON");
+        for f in inv["files"].as_array_mut().into_iter().flatten() {
+            let masked = out.get(f["path"].as_str().unwrap_or_default()).is_none_or(|d| d.contains('<'));
+            if f.get("hmac_sha256").is_some() {
+                f["hmac_sha256"] = "<keyed>".into();
+            }
+            if masked && !f["sha256"].is_null() {
+                f["sha256"] = "<masked>".into();
+            }
+        }
+        let mode = out.get(inventory).and_then(|d| d.split(' ').nth(1)).unwrap_or("?").to_string();
+        let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, inv.to_string().as_bytes()));
+        out.insert(inventory.to_string(), format!("file {mode} {}", &digest[..16]));
+    }
+    out
 }
 
 /// Every path under `root` that `keep` accepts (given as `/relative/path`), described

@@ -114,6 +114,58 @@ fn status_reports_an_edited_and_a_removed_installed_file_as_drift_and_exits_9() 
 }
 
 #[test]
+fn status_reports_an_edited_secret_bearing_config_as_drift_by_name_only_and_exits_11() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, root) = installed(d.path(), "root");
+    let config = root.join("etc/rancher/k3s/config.yaml");
+    let original = std::fs::read(&config).unwrap();
+    let token = std::fs::read_to_string(root.join("var/lib/airlock/secrets/cluster-token")).unwrap().trim().to_string();
+    assert!(String::from_utf8_lossy(&original).contains(&token));
+    let edited = format!("{}token: planted-site-secret\n", String::from_utf8_lossy(&original));
+    std::fs::write(&config, &edited).unwrap();
+
+    let (code, s) = status_json(&root);
+    assert_eq!(code, Some(11), "{s:#}");
+    let drift: Vec<String> = s["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{} {}", d["path"].as_str().unwrap(), d["problem"].as_str().unwrap()))
+        .collect();
+    assert_eq!(drift, ["/etc/rancher/k3s/config.yaml changed"]);
+    let o = airlock(&["status"], &root);
+    assert_eq!(o.status.code(), Some(11));
+    let text = format!("{}{}{s}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("DRIFT     /etc/rancher/k3s/config.yaml (changed)"), "{text}");
+    for secret in [token.as_str(), "planted-site-secret"] {
+        assert!(!text.contains(secret), "status printed a secret value: {text}");
+    }
+
+    // The inventory (0644, handed to support) holds no secret value, and no plain
+    // digest of the secret-bearing file or of the token to guess them against.
+    let inv = std::fs::read_to_string(root.join("var/lib/airlock/installed.json")).unwrap();
+    let sha = |b: &[u8]| airlock_format::digest::Sha256Digest::of(b).hex();
+    for leak in [
+        token.clone(),
+        sha(&original),
+        sha(edited.as_bytes()),
+        sha(token.as_bytes()),
+        sha(format!("{token}\n").as_bytes()),
+    ] {
+        assert!(!inv.contains(&leak), "the inventory holds {leak}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&inv).unwrap();
+    let entry = v["files"].as_array().unwrap().iter().find(|f| f["path"] == "/etc/rancher/k3s/config.yaml").unwrap();
+    assert_eq!(entry["hmac_sha256"].as_str().map(str::len), Some(64), "{entry}");
+    let key = root.join("var/lib/airlock/secrets/inventory-key");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // Put back as installed: no drift again.
+    std::fs::write(&config, &original).unwrap();
+    assert_eq!(status_json(&root).0, Some(0));
+}
+
+#[test]
 fn status_after_a_crashed_install_says_interrupted_and_gives_the_resume_command() {
     let d = tempfile::tempdir().unwrap();
     let b = build_demo_bundle(d.path(), &[]);
@@ -176,8 +228,9 @@ fn status_counts_certificate_days_and_an_expired_one_is_a_problem() {
     let (_, root) = installed(d.path(), "root");
     let pki = root.join("etc/airlock/pki");
     std::fs::create_dir_all(&pki).unwrap();
-    certificate(&openssl, &pki, "ca", 3650);
-    certificate(&openssl, &pki, "ingress", 10);
+    // Certificates put beside the install's own (which replacing would be drift).
+    certificate(&openssl, &pki, "site-root", 3650);
+    certificate(&openssl, &pki, "edge", 10);
 
     let (code, s) = status_json(&root);
     assert_eq!(code, Some(0), "expiring soon is a warning, not a problem: {s:#}");
@@ -188,19 +241,19 @@ fn status_counts_certificate_days_and_an_expired_one_is_a_problem() {
         .map(|c| (c["path"].as_str().unwrap().to_string(), c["days_left"].as_i64().unwrap()))
         .collect();
     // The install's own PKI is listed too; its keys are not certificates.
-    assert!(days.len() >= 2 && days.keys().all(|p| p.ends_with(".crt")), "{days:?}");
-    assert!((3648..=3650).contains(&days["/etc/airlock/pki/ca.crt"]), "{days:?}");
-    assert!((9..=10).contains(&days["/etc/airlock/pki/ingress.crt"]), "{days:?}");
-    assert!(s["warnings"].to_string().contains("ingress.crt (CN=ingress) expires in"), "{s:#}");
+    assert!(days.len() >= 4 && days.keys().all(|p| p.ends_with(".crt")), "{days:?}");
+    assert!((3648..=3650).contains(&days["/etc/airlock/pki/site-root.crt"]), "{days:?}");
+    assert!((9..=10).contains(&days["/etc/airlock/pki/edge.crt"]), "{days:?}");
+    assert!(s["warnings"].to_string().contains("edge.crt (CN=edge) expires in"), "{s:#}");
 
-    // Twenty days on, the ingress certificate has expired.
+    // Twenty days on, the edge certificate has expired.
     use airlock_installer::host::RootedHost;
     use airlock_installer::ops::status::{status, StatusOptions};
     let host = RootedHost::new(root.clone(), false).unwrap();
     let later = StatusOptions { now_unix: StatusOptions::now().now_unix + 20 * 86_400 };
     let r = status(&host, &later).unwrap();
     assert!(!r.healthy);
-    assert!(r.problems.iter().any(|p| p.contains("ingress.crt (CN=ingress) expired on")), "{:?}", r.problems);
+    assert!(r.problems.iter().any(|p| p.contains("edge.crt (CN=edge) expired on")), "{:?}", r.problems);
 }
 
 /// Every entry of a support bundle (gzip tar) by name.

@@ -135,3 +135,109 @@ fn uninstall_with_purge_and_force_leaves_the_root_as_it_was_before_the_install()
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(tree(&root), before);
 }
+
+/// The cluster token the install generated, as kept in the root.
+fn cluster_token(root: &Path) -> String {
+    std::fs::read_to_string(root.join("var/lib/airlock/secrets/cluster-token")).unwrap().trim().to_string()
+}
+
+const CONFIG: &str = "etc/rancher/k3s/config.yaml";
+
+#[test]
+fn uninstall_keeps_an_edited_secret_bearing_config_says_so_and_force_removes_it() {
+    let d = tempfile::tempdir().unwrap();
+    let b = build_demo_bundle(d.path(), &[]);
+    for force in [false, true] {
+        let root = d.path().join(format!("root-{force}"));
+        std::fs::create_dir_all(&root).unwrap();
+        install(&b, &root);
+        let token = cluster_token(&root);
+        assert!(std::fs::read_to_string(root.join(CONFIG)).unwrap().contains(&token), "config.yaml carries the token");
+        // The operator tunes the config, which carries the cluster token.
+        let edited =
+            format!("{}node-label:\n  - site=edited-by-ops\n", std::fs::read_to_string(root.join(CONFIG)).unwrap());
+        std::fs::write(root.join(CONFIG), &edited).unwrap();
+
+        let dry =
+            airlock(if force { &["uninstall", "--dry-run", "--force"] } else { &["uninstall", "--dry-run"] }, &root);
+        assert!(
+            text(&dry)
+                .contains("KEEP      /etc/rancher/k3s/config.yaml (changed since the install; --force removes it)")
+                != force,
+            "{}",
+            text(&dry)
+        );
+        let args: &[&str] = if force { &["uninstall", "--yes", "--force"] } else { &["uninstall", "--yes"] };
+        let o = airlock(args, &root);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert!(!out.contains(&token) && !text(&dry).contains(&token), "the token was printed: {out}");
+        assert!(!out.contains("edited-by-ops"), "the file's content was printed: {out}");
+        let summary = out.lines().find(|l| l.starts_with("removed ")).unwrap_or_else(|| panic!("{out}"));
+        let left: Vec<String> = tree(&root).into_keys().collect();
+        if force {
+            assert_eq!(left, Vec::<String>::new(), "{out}");
+            assert!(
+                summary.starts_with(&format!("removed the k3s install (k3s.service) from {}: ", root.display())),
+                "{summary}"
+            );
+            assert!(!summary.contains("except") && !out.contains("kept "), "{out}");
+        } else {
+            assert_eq!(std::fs::read_to_string(root.join(CONFIG)).unwrap(), edited, "the edit is kept as it was");
+            assert_eq!(left, ["etc", "etc/rancher", "etc/rancher/k3s", CONFIG], "{out}");
+            assert!(
+                summary.contains("except what is listed below") && summary.contains("left 1 file of ours"),
+                "{summary}"
+            );
+            assert!(
+                out.contains("  kept /etc/rancher/k3s/config.yaml (changed since the install; --force removes it)"),
+                "{out}"
+            );
+            // Every directory named as kept is really there, for the reason given;
+            // `/var/lib` emptied once the installer's state went, so it went too.
+            assert!(out.contains("  kept /etc/rancher/k3s (not empty: holds files of ours kept above)"), "{out}");
+            assert!(!out.contains("kept /var") && !out.contains("not airlock's"), "{out}");
+            for l in out.lines().filter(|l| l.starts_with("  kept ")) {
+                let path = l["  kept ".len()..].split(' ').next().unwrap();
+                assert!(root.join(path.trim_start_matches('/')).exists(), "reported kept but gone: {l}");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_inventory_of_an_earlier_release_without_secret_digests_keeps_those_files_unless_forced() {
+    let d = tempfile::tempdir().unwrap();
+    let b = build_demo_bundle(d.path(), &[]);
+    let root = d.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    install(&b, &root);
+    // What an earlier airlock wrote: secret-bearing files with no digest at all.
+    let path = root.join("var/lib/airlock/installed.json");
+    let mut inv: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for f in inv["files"].as_array_mut().unwrap() {
+        if f.as_object_mut().unwrap().remove("hmac_sha256").is_some() {
+            assert!(f["sha256"].is_null());
+        }
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&inv).unwrap()).unwrap();
+
+    let status = airlock(&["status"], &root);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(
+        text(&status).contains("/etc/rancher/k3s/config.yaml was not checked for changes: recorded without a digest"),
+        "{}",
+        text(&status)
+    );
+    let o = airlock(&["uninstall", "--yes"], &root);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            "  kept /etc/rancher/k3s/config.yaml (recorded without a digest by an earlier airlock, so an edit cannot \
+             be ruled out; --force removes it)"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert!(root.join(CONFIG).exists());
+}

@@ -405,13 +405,64 @@ pub fn print_uninstall_plan(p: &airlock_installer::ops::uninstall::UninstallPlan
             Action::Stop { unit, .. } => format!("stop      {unit} and its containers"),
             Action::DisableUnit { unit } => format!("disable   {unit}"),
             Action::Remove { path } => format!("remove    {}", path.display()),
-            Action::KeepChanged { path } => {
-                format!("KEEP      {} (changed since the install; --force removes it)", path.display())
+            Action::Keep { path, reason } => {
+                format!("KEEP      {} ({}; --force removes it)", path.display(), reason.describe())
             }
             Action::RemoveDirIfEmpty { path } => format!("rmdir     {} (if empty)", path.display()),
             Action::RemoveTree { path } => format!("remove -r {}", path.display()),
         };
         say!("  {line}");
+    }
+}
+
+/// What `airlock uninstall` did: the summary says whether the install is gone whole,
+/// and every file and directory left is named with what keeps it.
+pub fn print_uninstall_report(
+    distribution: &str,
+    unit: &str,
+    root: &Path,
+    r: &airlock_installer::ops::uninstall::UninstallReport,
+) {
+    use airlock_installer::ops::uninstall::Holds;
+    let n = |count: usize, one: &str, many: &str| format!("{count} {}", if count == 1 { one } else { many });
+    let mut removed = vec![
+        n(r.removed_files, "file or link", "files and links"),
+        n(r.removed_dirs, "empty directory", "empty directories"),
+    ];
+    removed.extend(r.removed_trees.iter().map(|t| format!("the tree {}", t.display())));
+    let what = format!("the {distribution} install ({unit}) from {}", root.display());
+    if r.complete() {
+        say!("removed {what}: {}", removed.join(", "));
+    } else {
+        let mut left = Vec::new();
+        if !r.kept.is_empty() {
+            left.push(n(r.kept.len(), "file of ours", "files of ours"));
+        }
+        if !r.runtime_left.is_empty() {
+            left.push(format!("{distribution}'s runtime data"));
+        }
+        if !r.kept_dirs.is_empty() {
+            left.push(n(r.kept_dirs.len(), "directory", "directories"));
+        }
+        say!("removed {what} except what is listed below: {}; left {}", removed.join(", "), left.join(", "));
+    }
+    for k in &r.kept {
+        say!("  kept {} ({}; --force removes it)", k.path.display(), k.reason.describe());
+    }
+    for t in &r.runtime_left {
+        say!("  kept {} ({distribution}'s runtime data; --purge removes it)", t.display());
+    }
+    for d in &r.kept_dirs {
+        let holds: Vec<String> = d
+            .holds
+            .iter()
+            .map(|h| match h {
+                Holds::KeptFiles => "files of ours kept above".to_string(),
+                Holds::RuntimeData => format!("{distribution}'s runtime data"),
+                Holds::OthersFiles => "files that are not airlock's".to_string(),
+            })
+            .collect();
+        say!("  kept {} (not empty: holds {})", d.path.display(), holds.join(" and "));
     }
 }
 

@@ -35,7 +35,7 @@ use crate::render::distribution::{self, Artifacts, ChartInput, DistributionInput
 use crate::render::platform::wiring;
 use crate::site::answers::{Address, Answers};
 use crate::site::profile::{Options, Profile};
-use crate::state::Inventory;
+use crate::state::{Inventory, InventoryKey};
 
 /// Staged image archive entry, written next to the verified bundle content.
 pub const IMAGE_ARCHIVE_ENTRY: &str = "images/airlock-images.tar";
@@ -185,7 +185,10 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     layout.dir(Path::new(state::CLUSTER_TOKEN_PATH).parent().expect("token path has a parent"), 0o700);
     layout
         .in_group(StepGroup::Secrets, |l| l.secret_file(state::CLUSTER_TOKEN_PATH, token.expose().as_bytes().to_vec()));
-    let platform_paths: Vec<PathBuf> = platform.files.iter().map(|f| f.path.clone()).collect();
+    // The inventory's digests of secret-bearing files are keyed with the site's key:
+    // kept, like the token, so a resumed run records the same digests.
+    let key = InventoryKey::load_or_generate(host)?;
+    layout.in_group(StepGroup::Secrets, |l| l.secret_file(state::INVENTORY_KEY_PATH, key.file_content()));
     layout.extend(platform);
     layout.extend(distribution::render(&input)?);
 
@@ -194,12 +197,7 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     if let Some(p) = &pki {
         placed.extend(p.layout());
     }
-    let mut inventory = inventory(&placed, &staged, &input);
-    // The platform's objects embed the site CA and generated values: like the PKI
-    // files, they are ours by path whatever their content is by now.
-    for f in inventory.files.iter_mut().filter(|f| platform_paths.contains(&f.path)) {
-        f.sha256 = None;
-    }
+    let mut inventory = inventory(&placed, &staged, &input, &key);
     // The vendor key that verified this bundle, kept in the site key directory by the
     // key step below: the site's like the rest, so an uninstall takes it away too.
     if let Some((path, text)) = crate::bundle::keys::kept_signer_file(&staged, host)? {
@@ -207,6 +205,7 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
         inventory.files.push(crate::state::inventory::InventoryFile {
             path,
             sha256: Some(airlock_format::digest::Sha256Digest::of(&text)),
+            hmac_sha256: None,
         });
         if !inventory.dirs.contains(&key_dir) {
             inventory.dirs.push(key_dir);
@@ -228,23 +227,26 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     Ok(Prepared { staged, profile, plan, live, pki, report, inventory })
 }
 
-/// What `airlock uninstall` may remove: everything this layout places, with digests
-/// (the signed manifest's for staged entries), and the trees the distribution fills.
-fn inventory(layout: &Layout, staged: &Staged, input: &DistributionInput) -> Inventory {
+/// What `airlock uninstall` may remove: everything this layout places, each with its
+/// digest (the signed manifest's for bundle entries, the verified staged file's for
+/// what was unpacked from one, keyed with the site key for secret-bearing files), and
+/// the trees the distribution fills.
+fn inventory(layout: &Layout, staged: &Staged, input: &DistributionInput, key: &InventoryKey) -> Inventory {
     let (name, killall) = match input.kind() {
         DistributionKind::K3s => ("k3s", PathBuf::from("/usr/local/bin/airlock-k3s-killall.sh")),
         DistributionKind::Rke2 => ("rke2", PathBuf::from("/usr/local/bin/rke2-killall.sh")),
     };
     let runtime =
         vec![input.data_dir(), PathBuf::from(format!("/etc/rancher/{name}")), PathBuf::from("/var/lib/kubelet")];
-    let digest = |entry: &str| staged.manifest.entries.iter().find(|e| e.path == entry).map(|e| e.sha256);
-    let mut inv = Inventory::of(layout, name, input.unit(), Some(killall), runtime, &digest);
-    // `airlock pki renew` re-issues these in place: they are ours by path, whatever
-    // their content is by now.
-    for f in inv.files.iter_mut().filter(|f| f.path.starts_with(crate::state::PKI_DIR)) {
-        f.sha256 = None;
-    }
-    inv
+    let digest = |entry: &str| {
+        staged.manifest.entries.iter().find(|e| e.path == entry).map(|e| e.sha256).or_else(|| {
+            // Unpacked from a verified entry (RKE2's tarball): hashed once here.
+            let mut r = airlock_format::digest::HashingReader::new(fs::File::open(staged.path(entry)).ok()?);
+            std::io::copy(&mut r, &mut std::io::sink()).ok()?;
+            Some(r.finish().0)
+        })
+    };
+    Inventory::of(layout, name, input.unit(), Some(killall), runtime, key, &digest)
 }
 
 /// The unit to start and, on servers, the admin kubeconfig the distribution writes at

@@ -9,8 +9,9 @@
 //!
 //! The report is data; [`StatusReport::problems`] decides whether the node is healthy:
 //! an interrupted or failed last run, drift from the inventory, an expired certificate
-//! or a failing live check. Secrets are never read for their content: secret files of
-//! the inventory carry no digest, and only their presence is checked.
+//! or a failing live check. Secret-bearing files are checked like the others, through
+//! the digest the inventory keeps keyed with the site key ([`crate::state::inventory`]):
+//! their content is hashed, never shown, and a drifted one is named by path only.
 
 use crate::state;
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ use crate::host::{FileKind, Host};
 
 use crate::render::distribution::HELM_CHART_NAMESPACE;
 use crate::site::preflight::OverrideRecord;
-use crate::state::{Inventory, ReleaseRecord};
+use crate::state::{FileState, Inventory, InventoryKey, ReleaseRecord, Unverifiable};
 
 /// A certificate this close to its end is a warning (not yet a problem).
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -110,6 +111,13 @@ pub struct Drift {
     pub problem: String,
 }
 
+/// An installed file whose content cannot be compared with what was placed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unchecked {
+    pub path: PathBuf,
+    pub why: Unverifiable,
+}
+
 /// What the running cluster said (live hosts only).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
@@ -141,6 +149,9 @@ pub struct StatusReport {
     pub last_run: Option<LastRun>,
     pub pending: Option<Pending>,
     pub drift: Vec<Drift>,
+    /// Installed files whose content could not be compared (present, so not drift).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchecked: Vec<Unchecked>,
     pub live: Live,
     /// Why the node is not healthy; empty when it is.
     pub problems: Vec<String>,
@@ -284,12 +295,15 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
             .unwrap_or_default();
         problems.push(format!("the last run applied every step, but {} failed: {}{again}", f.what, f.error));
     }
-    let drift = match &inventory {
+    let (drift, unchecked) = match &inventory {
         Some(inv) => drift(host, inv)?,
-        None => Vec::new(),
+        None => Default::default(),
     };
     for d in &drift {
         problems.push(format!("{} is {} since the install", d.path.display(), d.problem));
+    }
+    for u in &unchecked {
+        warnings.push(format!("{} was not checked for changes: {}", u.path.display(), u.why.reason()));
     }
 
     let live = match (&inventory, host.live()) {
@@ -326,6 +340,7 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         last_run,
         pending,
         drift,
+        unchecked,
         live,
         problems,
         warnings,
@@ -389,23 +404,25 @@ fn pending(j: &Journal) -> Option<Pending> {
     Some(Pending { state: state.to_string(), last_step, resume_command: j.resume_command.clone(), hint })
 }
 
-/// Every inventory file, link and unit link that is missing or not as installed.
-fn drift(host: &dyn Host, inv: &Inventory) -> Result<Vec<Drift>> {
+/// Every inventory file, link and unit link that is missing or not as installed, and
+/// the files whose content cannot be checked (with why).
+fn drift(host: &dyn Host, inv: &Inventory) -> Result<(Vec<Drift>, Vec<Unchecked>)> {
     let mut out = Vec::new();
+    let mut unchecked = Vec::new();
+    // A damaged key is a finding, not a reason to check nothing: its files are unchecked.
+    let key = InventoryKey::load(host).ok().flatten();
     for f in &inv.files {
-        let Some(meta) = host.metadata(&f.path)? else {
-            out.push(Drift { path: f.path.clone(), problem: "missing".into() });
-            continue;
-        };
-        if meta.kind != FileKind::File {
-            out.push(Drift { path: f.path.clone(), problem: "replaced".into() });
-            continue;
-        }
-        if let Some(want) = &f.sha256 {
-            if crate::host::file_sha256(host, &f.path)?.as_ref() != Some(want) {
-                out.push(Drift { path: f.path.clone(), problem: "changed".into() });
+        let problem = match f.state(host, key.as_ref())? {
+            FileState::AsPlaced => continue,
+            FileState::Missing => "missing",
+            FileState::Replaced => "replaced",
+            FileState::Changed => "changed",
+            FileState::Unverifiable(why) => {
+                unchecked.push(Unchecked { path: f.path.clone(), why });
+                continue;
             }
-        }
+        };
+        out.push(Drift { path: f.path.clone(), problem: problem.into() });
     }
     for l in &inv.links {
         match host.metadata(l)? {
@@ -415,7 +432,7 @@ fn drift(host: &dyn Host, inv: &Inventory) -> Result<Vec<Drift>> {
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+    Ok((out, unchecked))
 }
 
 /// The auto-deploy manifests the install placed: where the distribution reads them.
@@ -605,8 +622,16 @@ mod tests {
         let mut layout = Layout::default();
         layout.file("/var/lib/rancher/k3s/server/manifests/airlock-hello.yaml", 0o600, CHART.as_bytes().to_vec());
         layout.file("/etc/systemd/system/k3s.service", 0o644, b"[Unit]\n".to_vec());
-        let inv =
-            Inventory::of(&layout, "k3s", "k3s.service", None, vec![PathBuf::from("/var/lib/rancher/k3s")], &|_| None);
+        let key = InventoryKey::load_or_generate(host).unwrap();
+        let inv = Inventory::of(
+            &layout,
+            "k3s",
+            "k3s.service",
+            None,
+            vec![PathBuf::from("/var/lib/rancher/k3s")],
+            &key,
+            &|_| None,
+        );
         for f in &layout.files {
             let crate::engine::layout::FileSource::Inline(b) = &f.source else { unreachable!() };
             host.write_file(&f.path, &mut b.as_slice(), Perms::mode(f.mode)).unwrap();

@@ -4,10 +4,14 @@
 //! with its digest, link, directory and unit it placed. Uninstall plans from that
 //! record alone — never from a pattern or a guess — so a file someone else put into
 //! `/usr/local/bin` or `/etc/rancher` stays. A file of ours that was changed since is
-//! kept and reported (the operator's edit is not ours to destroy) unless `force`.
-//! Directories go only when empty. What the distribution itself created while running
-//! (the datastore, its kubeconfig, pods' volumes) is not in the inventory; `purge`
-//! removes those trees too, as the distribution's own uninstall does.
+//! kept and reported (the operator's edit is not ours to destroy) unless `force`; so
+//! is one whose change cannot be ruled out (recorded without a digest by an earlier
+//! release, or keyed with a site key that is gone). Secret-bearing files are compared
+//! through their keyed digest ([`crate::state::inventory`]), never shown.
+//! Directories go only when empty, and one left says what it still holds. What the
+//! distribution itself created while running (the datastore, its kubeconfig, pods'
+//! volumes) is not in the inventory; `purge` removes those trees too, as the
+//! distribution's own uninstall does.
 //!
 //! Like install, the plan is data: `--dry-run` prints it and `apply` runs it, both from
 //! [`plan`]'s result.
@@ -19,15 +23,39 @@ use airlock_format::error::Result;
 use serde::Serialize;
 
 use crate::host::{FileKind, Host};
-use crate::state::{Inventory, STATE_DIR};
+use crate::state::{FileState, Inventory, InventoryKey, Unverifiable, STATE_DIR};
 
 /// Options of an uninstall.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UninstallOptions {
-    /// Also remove files of ours that were changed since the install.
+    /// Also remove files of ours that were changed since the install (or whose change
+    /// cannot be ruled out).
     pub force: bool,
     /// Also remove what the distribution created while running (datastore, kubeconfig).
     pub purge: bool,
+}
+
+/// Why a file of ours is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeepReason {
+    /// Its content differs from what the install placed.
+    Changed,
+    /// Something other than a file is there now.
+    Replaced,
+    /// Whether it changed cannot be told.
+    Unverifiable(Unverifiable),
+}
+
+impl KeepReason {
+    /// Why, for a person.
+    pub fn describe(self) -> String {
+        match self {
+            Self::Changed => "changed since the install".into(),
+            Self::Replaced => "no longer a file".into(),
+            Self::Unverifiable(u) => u.reason(),
+        }
+    }
 }
 
 /// One thing uninstall does or leaves, in order.
@@ -45,9 +73,11 @@ pub enum Action {
     Remove {
         path: PathBuf,
     },
-    /// Changed since the install: left in place (the operator's edit).
-    KeepChanged {
+    /// Changed since the install, or not known to be unchanged: left in place (the
+    /// operator's edit).
+    Keep {
         path: PathBuf,
+        reason: KeepReason,
     },
     /// Removed if empty, else left.
     RemoveDirIfEmpty {
@@ -62,6 +92,10 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UninstallPlan {
     pub actions: Vec<Action>,
+    /// The distribution's runtime trees left in place (no `purge`): what a directory
+    /// left behind may hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runtime_left: Vec<PathBuf>,
 }
 
 /// Plans the uninstall from the inventory and the target's current state.
@@ -79,24 +113,27 @@ pub fn plan(host: &dyn Host, inv: &Inventory, opts: UninstallOptions) -> Result<
         }
     }
     let state = Path::new(STATE_DIR);
+    // A key that cannot be read leaves the keyed files unverifiable, which keeps them.
+    let key = InventoryKey::load(host).ok().flatten();
     for f in inv.files.iter().filter(|f| !f.path.starts_with(state)) {
-        let Some(meta) = host.metadata(&f.path)? else { continue };
-        let changed = match (&f.sha256, meta.kind) {
-            (_, k) if k != FileKind::File => true,
-            (Some(want), _) => crate::host::file_sha256(host, &f.path)? != Some(*want),
-            (None, _) => false,
+        let reason = match f.state(host, key.as_ref())? {
+            FileState::Missing => continue,
+            FileState::AsPlaced => None,
+            FileState::Changed => Some(KeepReason::Changed),
+            FileState::Replaced => Some(KeepReason::Replaced),
+            FileState::Unverifiable(u) => Some(KeepReason::Unverifiable(u)),
         };
-        actions.push(if changed && !opts.force {
-            Action::KeepChanged { path: f.path.clone() }
-        } else {
-            Action::Remove { path: f.path.clone() }
+        actions.push(match reason {
+            Some(reason) if !opts.force => Action::Keep { path: f.path.clone(), reason },
+            _ => Action::Remove { path: f.path.clone() },
         });
     }
-    if opts.purge {
-        for d in &inv.runtime_dirs {
-            if host.metadata(d)?.is_some() {
-                actions.push(Action::RemoveTree { path: d.clone() });
-            }
+    let mut runtime_left = Vec::new();
+    for d in &inv.runtime_dirs {
+        match (host.metadata(d)?.is_some(), opts.purge) {
+            (true, true) => actions.push(Action::RemoveTree { path: d.clone() }),
+            (true, false) => runtime_left.push(d.clone()),
+            (false, _) => {}
         }
     }
     // Deepest first, so a directory is empty by the time it is looked at; parents of
@@ -109,23 +146,65 @@ pub fn plan(host: &dyn Host, inv: &Inventory, opts: UninstallOptions) -> Result<
     }
     let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    for d in dirs {
-        actions.push(Action::RemoveDirIfEmpty { path: d });
-    }
     // The installer's own state goes last: while anything else could fail, the
-    // inventory stays for the re-run.
+    // inventory stays for the re-run. The directories that hold it (`/var/lib`) are
+    // looked at only after it went, or they would never be empty.
+    let (holding_state, others): (Vec<PathBuf>, Vec<PathBuf>) = dirs.into_iter().partition(|d| state.starts_with(d));
+    actions.extend(others.into_iter().map(|path| Action::RemoveDirIfEmpty { path }));
     actions.push(Action::RemoveTree { path: state.to_path_buf() });
-    Ok(UninstallPlan { actions })
+    actions.extend(holding_state.into_iter().map(|path| Action::RemoveDirIfEmpty { path }));
+    Ok(UninstallPlan { actions, runtime_left })
+}
+
+/// A file of ours left in place, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Kept {
+    pub path: PathBuf,
+    pub reason: KeepReason,
+}
+
+/// What keeps a directory from going.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Holds {
+    /// Files of ours kept because they were changed (or may have been).
+    KeptFiles,
+    /// What the distribution created while it ran (left without `purge`).
+    RuntimeData,
+    /// Anything else: files that are not airlock's.
+    OthersFiles,
+}
+
+/// A directory left because it is not empty, with what is in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeptDir {
+    pub path: PathBuf,
+    pub holds: BTreeSet<Holds>,
 }
 
 /// What an applied uninstall did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct UninstallReport {
-    pub removed: usize,
-    /// Files of ours changed since the install, left in place.
-    pub kept_changed: Vec<PathBuf>,
-    /// Directories left because something else is in them.
-    pub kept_dirs: Vec<PathBuf>,
+    /// Files and links removed.
+    pub removed_files: usize,
+    /// Directories removed because they were empty.
+    pub removed_dirs: usize,
+    /// Whole trees removed: the installer's state, and with `purge` the runtime data.
+    pub removed_trees: Vec<PathBuf>,
+    /// Files of ours left in place.
+    pub kept: Vec<Kept>,
+    /// Directories left because something is still in them.
+    pub kept_dirs: Vec<KeptDir>,
+    /// The distribution's runtime trees left in place (no `purge`) that are not among
+    /// [`Self::kept_dirs`].
+    pub runtime_left: Vec<PathBuf>,
+}
+
+impl UninstallReport {
+    /// Whether everything the install placed is gone.
+    pub fn complete(&self) -> bool {
+        self.kept.is_empty() && self.kept_dirs.is_empty() && self.runtime_left.is_empty()
+    }
 }
 
 /// Applies the plan through the host. Holds the install lock, so an install cannot
@@ -144,21 +223,55 @@ pub fn apply(host: &dyn Host, plan: &UninstallPlan) -> Result<UninstallReport> {
             Action::DisableUnit { unit } => host.disable_unit(unit)?,
             Action::Remove { path } => {
                 host.remove(path)?;
-                report.removed += 1;
+                report.removed_files += 1;
             }
-            Action::KeepChanged { path } => report.kept_changed.push(path.clone()),
+            Action::Keep { path, reason } => report.kept.push(Kept { path: path.clone(), reason: *reason }),
             Action::RemoveDirIfEmpty { path } => match host.metadata(path)? {
                 None => {}
-                Some(_) if host.remove_dir(path)? => report.removed += 1,
-                Some(_) => report.kept_dirs.push(path.clone()),
+                Some(m) if m.kind != FileKind::Dir => {
+                    report.kept_dirs.push(KeptDir { path: path.clone(), holds: [Holds::OthersFiles].into() })
+                }
+                Some(_) if host.remove_dir(path)? => report.removed_dirs += 1,
+                Some(_) => {
+                    let holds = holds(host, path, &report, &plan.runtime_left)?;
+                    report.kept_dirs.push(KeptDir { path: path.clone(), holds });
+                }
             },
             Action::RemoveTree { path } => {
-                host.remove_all(path)?;
-                report.removed += 1;
+                if host.metadata(path)?.is_some() {
+                    host.remove_all(path)?;
+                    report.removed_trees.push(path.clone());
+                }
             }
         }
     }
+    // Runtime trees that are still there and not already named as a directory left.
+    for r in &plan.runtime_left {
+        if host.metadata(r)?.is_some() && !report.kept_dirs.iter().any(|k| &k.path == r) {
+            report.runtime_left.push(r.clone());
+        }
+    }
     Ok(report)
+}
+
+/// What is in a directory that could not be removed, from its entries: kept files of
+/// ours (or directories left for them), runtime data left without `purge`, or else
+/// someone else's files.
+fn holds(host: &dyn Host, dir: &Path, report: &UninstallReport, runtime: &[PathBuf]) -> Result<BTreeSet<Holds>> {
+    let mut out = BTreeSet::new();
+    for e in host.list_dir(dir)?.unwrap_or_default() {
+        let entry = dir.join(&e.name);
+        if let Some(k) = report.kept_dirs.iter().find(|k| k.path == entry) {
+            out.extend(k.holds.iter().copied());
+        } else if report.kept.iter().any(|k| k.path.starts_with(&entry)) {
+            out.insert(Holds::KeptFiles);
+        } else if runtime.iter().any(|r| entry.starts_with(r) || r.starts_with(&entry)) {
+            out.insert(Holds::RuntimeData);
+        } else {
+            out.insert(Holds::OthersFiles);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -176,7 +289,8 @@ mod tests {
         layout.file("/etc/rancher/k3s/config.yaml", 0o600, b"x".to_vec());
         layout.units.push("k3s.service".into());
         let killall = PathBuf::from("/usr/local/bin/airlock-k3s-killall.sh");
-        let inv = Inventory::of(&layout, "k3s", "k3s.service", Some(killall.clone()), vec![], &|_| None);
+        let key = InventoryKey::load_or_generate(&host).unwrap();
+        let inv = Inventory::of(&layout, "k3s", "k3s.service", Some(killall.clone()), vec![], &key, &|_| None);
         for f in &layout.files {
             let FileSource::Inline(b) = &f.source else { unreachable!() };
             host.write_file(&f.path, &mut b.as_slice(), Perms::mode(f.mode)).unwrap();

@@ -246,6 +246,12 @@ pub(crate) fn renew_at(host: &dyn Host, opts: RenewOptions, now: OffsetDateTime)
             let new = signer.issue(&spec, now)?;
             host.write_file(&new.key_path(), &mut new.key_pem().as_bytes(), Perms::secret())?;
             host.write_file(&new.cert_path(), &mut new.fullchain_pem().as_bytes(), Perms::mode(0o644))?;
+            // The inventory records these as placed: what status and uninstall compare
+            // with must be airlock's own new issue, not the customer's edit.
+            crate::state::Inventory::record_rewritten(
+                host,
+                &[(&new.key_path(), new.key_pem().as_bytes()), (&new.cert_path(), new.fullchain_pem().as_bytes())],
+            )?;
             r.new_not_after = Some(cert::date(new.facts.not_after));
             r.sha256 = Some(new.facts.sha256.clone());
         }

@@ -628,3 +628,28 @@ fn customer_ca_mode_requires_its_files_and_refuses_another_modes_keys() {
     let err = Answers::from_yaml(&format!("{SINGLE}pki: {{mode: acme}}\n"), "a.yaml").unwrap_err();
     assert!(err.to_string().contains("not a PKI mode"), "{err}");
 }
+
+#[test]
+fn renew_records_what_it_reissued_so_the_renewed_files_are_not_drift() {
+    use crate::host::{Host, Perms};
+    use crate::state::{FileState, Inventory, InventoryKey, INVENTORY_KEY_PATH, INVENTORY_PATH};
+    let t = target();
+    let long_ago = OffsetDateTime::now_utc() - Duration::days(LEAF_DAYS - 10);
+    let pki = prepare_at(&answers(SINGLE), &t.host, long_ago).unwrap();
+    t.install(&pki);
+    let key = InventoryKey::load_or_generate(&t.host).unwrap();
+    t.host.write_file(Path::new(INVENTORY_KEY_PATH), &mut key.file_content().as_slice(), Perms::secret()).unwrap();
+    let inv = Inventory::of(&pki.layout(), "k3s", "k3s.service", None, vec![], &key, &|_| None);
+    t.host.write_file(Path::new(INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
+    // Keys are recorded through the keyed digest, certificates with their SHA-256.
+    let ingress_key = inv.files.iter().find(|f| f.path.ends_with("ingress.key")).unwrap();
+    assert!(ingress_key.sha256.is_none() && ingress_key.hmac_sha256.is_some(), "{ingress_key:?}");
+
+    let done = renew(&t.host, RenewOptions { within_days: 30, dry_run: false }).unwrap();
+    assert_eq!(done.renewed.len(), 3);
+    let after = Inventory::load(&t.host).unwrap();
+    assert_ne!(after, inv, "the inventory records the new issue");
+    for f in &after.files {
+        assert_eq!(f.state(&t.host, Some(&key)).unwrap(), FileState::AsPlaced, "{}", f.path.display());
+    }
+}
