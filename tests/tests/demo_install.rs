@@ -260,3 +260,22 @@ fn a_failure_while_keeping_the_release_is_journaled_and_status_needs_attention_u
         Command::new(cargo_bin("airlock")).args(["status", "--root", root.to_str().unwrap()]).output().unwrap();
     assert_eq!(status.status.code(), Some(0), "{}", String::from_utf8_lossy(&status.stdout));
 }
+
+#[test]
+fn under_a_target_root_the_report_names_site_files_where_the_operator_finds_them() {
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path());
+    let root = d.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let out = install(&b, &root, &["--yes"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let prefixed = format!("{}/var/lib/airlock/report.json", root.display());
+    assert!(text.contains(&format!("this report: {prefixed}")), "{text}");
+    assert!(text.contains(&format!("{}/var/lib/airlock/secrets/keycloak-admin-password", root.display())), "{text}");
+    assert!(text.contains(&format!("{}/etc/airlock/pki/ca.crt", root.display())), "{text}");
+    // Bare site paths only where they name the path on another node (the join copy).
+    for line in text.lines().filter(|l| l.contains(" /var/lib/airlock") || l.contains(" /etc/airlock")) {
+        assert!(line.contains("it keeps the token at"), "a site path without the root: {line}");
+    }
+}

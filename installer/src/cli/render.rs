@@ -1,7 +1,7 @@
 //! How reports read on a terminal: every `print_*` renders one library report as text
 //! (JSON is the report itself, through [`print_json`]). Nothing here decides anything.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use airlock_installer::bundle::inspect;
 use airlock_installer::bundle::verify::{Status, VerifyReport};
@@ -222,7 +222,30 @@ pub fn print_upgrade(r: &airlock_installer::ops::upgrade::UpgradeReport, output:
 }
 
 /// The platform part of the final report: where things are, never a credential's value.
-pub fn print_install_report(r: &airlock_installer::render::platform::wiring::InstallReport) {
+/// A site path as the operator finds it from here: under `--root` the target root is
+/// in front (`/mnt/new/var/lib/airlock/report.json`), on a live install it is the path.
+fn on_site(root: &Path, target: &Path) -> PathBuf {
+    if root == Path::new("/") {
+        target.to_path_buf()
+    } else {
+        root.join(target.strip_prefix("/").unwrap_or(target))
+    }
+}
+
+/// A line of the install report (written for the site, with target paths) as shown
+/// here: Airlock's own site paths in it get the target root in front under `--root`.
+fn site_line(root: &Path, line: &str) -> String {
+    if root == Path::new("/") {
+        return line.to_string();
+    }
+    let mut out = line.to_string();
+    for dir in [airlock_installer::state::ETC_DIR, airlock_installer::state::STATE_DIR] {
+        out = out.replace(&format!(" {dir}/"), &format!(" {}/", on_site(root, Path::new(dir)).display()));
+    }
+    out
+}
+
+pub fn print_install_report(root: &Path, r: &airlock_installer::render::platform::wiring::InstallReport) {
     if r.urls.is_empty() {
         return;
     }
@@ -232,13 +255,13 @@ pub fn print_install_report(r: &airlock_installer::render::platform::wiring::Ins
     }
     say!("credentials (root only, mode 0600; never printed):");
     for c in &r.credentials {
-        say!("  {:<32} {}", c.what, c.path.display());
+        say!("  {:<32} {}", c.what, on_site(root, &c.path).display());
     }
     say!("hand to the customer:");
     for line in &r.hand_to_customer {
-        say!("  - {line}");
+        say!("  - {}", site_line(root, line));
     }
-    say!("this report: {}", airlock_installer::state::REPORT_PATH);
+    say!("this report: {}", on_site(root, Path::new(airlock_installer::state::REPORT_PATH)).display());
 }
 
 pub fn print_pki_status(root: &Path, r: &airlock_installer::site::pki::StatusReport) {
@@ -293,7 +316,7 @@ pub fn print_installed(r: &airlock_installer::ops::install::Installed) {
         r.root.display(),
         r.result.applied,
         r.result.satisfied,
-        r.result.journal.display()
+        on_site(&r.root, &r.result.journal).display()
     );
     match (&r.live, &r.checks) {
         (Some(up), checked) => {
@@ -305,10 +328,13 @@ pub fn print_installed(r: &airlock_installer::ops::install::Installed) {
         (None, _) => say!("target root: nothing was started; {} starts when the system boots", r.unit),
     }
     if let Some(fp) = &r.ca_fingerprint {
-        say!("site CA for the clients to trust: {} (SHA-256 {fp})", airlock_installer::state::CA_CERT);
+        say!(
+            "site CA for the clients to trust: {} (SHA-256 {fp})",
+            on_site(&r.root, Path::new(airlock_installer::state::CA_CERT)).display()
+        );
     }
     if let Some(report) = &r.report {
-        print_install_report(report);
+        print_install_report(&r.root, report);
     }
     if let Some(t) = &r.join_token {
         say!("join token (root only, mode 0600; admits nodes to the cluster): {}", t.path.display());
