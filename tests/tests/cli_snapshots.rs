@@ -60,10 +60,16 @@ fn fixture() -> &'static Fixture {
                 }
             }
         }
-        let dir = tmp.join(format!("cli-snapshots-{}", std::process::id()));
+        let dir = fixture_dir();
         let _ = std::fs::remove_dir_all(&dir);
         for sub in ["genuine", "older"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let copy = dir.join("answers.yaml");
+            std::fs::copy(demo_dir().join("answers.yaml"), &copy).unwrap();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         let spec = std::fs::read_to_string(demo_dir().join("bundle.yaml")).unwrap();
         let older_spec = spec.replace("version: 1.0.0\n", "version: 0.9.0\n");
@@ -91,8 +97,15 @@ fn pubkey() -> String {
     path(&demo_dir().join("keys/demo.pub"))
 }
 
+/// The demo answers as a site keeps an answers file with passwords: 0600 (a checkout's
+/// copy is as readable as the umask made it, which would add a warning to the output).
+/// [`fixture`] makes the copy before anything runs.
 fn answers() -> String {
-    path(&demo_dir().join("answers.yaml"))
+    path(&fixture_dir().join("answers.yaml"))
+}
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-snapshots-{}", std::process::id()))
 }
 
 fn path(p: &Path) -> String {
@@ -378,6 +391,10 @@ fn cli_snapshot_input_errors_exit_1() {
     let err = String::from_utf8_lossy(&r.output.stderr).into_owned();
     assert!(!err.chars().any(|c| c.is_control() && c != '\n'), "{err:?}");
     check_error("answers_with_control_characters", 1, &r);
+    // Not text at all: the operator's input to fix (1), not an unreadable disk (6).
+    let latin1 = dir.join("latin1.yaml");
+    std::fs::write(&latin1, b"profile: single-node\nnode:\n  name: m\xfcller\n").unwrap();
+    check_error("answers_not_utf8", 1, &install(&path(&latin1)));
     let no_ldap = dir.join("no-ldap.yaml");
     std::fs::write(
         &no_ldap,

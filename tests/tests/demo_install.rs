@@ -279,3 +279,38 @@ fn under_a_target_root_the_report_names_site_files_where_the_operator_finds_them
         assert!(line.contains("it keeps the token at"), "a site path without the root: {line}");
     }
 }
+
+#[test]
+fn an_answers_file_with_passwords_that_others_may_read_gets_a_chmod_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let b = bundle(d.path());
+    let answers = d.path().join("site.yaml");
+    let text = std::fs::read_to_string(demo().join("answers.yaml")).unwrap();
+    std::fs::write(&answers, &text).unwrap();
+    let password = text.lines().find_map(|l| l.trim().strip_prefix("bind_password:")).unwrap().trim().trim_matches('"');
+    let dry_run = |mode: u32| {
+        std::fs::set_permissions(&answers, std::fs::Permissions::from_mode(mode)).unwrap();
+        let root = d.path().join(format!("root-{mode:o}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let o = Command::new(cargo_bin("airlock"))
+            .args(["install", b.to_str().unwrap(), "--pubkey"])
+            .arg(demo().join("keys/demo.pub"))
+            .arg("--answers")
+            .arg(&answers)
+            .arg("--root")
+            .arg(&root)
+            .arg("--dry-run")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = dry_run(0o644);
+    assert!(err.contains("holds passwords and others may read it (mode 0644)"), "{err}");
+    assert!(err.contains(&format!("hint: chmod 600 {}", answers.display())), "{err}");
+    assert!(!err.contains(password), "the warning shows the password: {err}");
+    let err = dry_run(0o600);
+    assert!(!err.contains("holds passwords"), "{err}");
+}

@@ -307,6 +307,9 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
     let input = SiteInput::from_answers(&prepared.profile, &answers, image_bytes, &opts.overrides);
     let preflight = site::check(root, &input)?;
     let mut warnings: Vec<String> = prepared.pki.iter().flat_map(|p| p.warnings()).collect();
+    if let Some(path) = &opts.answers {
+        warnings.extend(answers::exposure_warning(path, &answers));
+    }
     let skipped_checks = retest_skipped(&answers, opts.live(), &mut warnings);
     let plan = prepared.plan.check(&host)?;
     Ok(Ready { host, lock, answers, wizard_answers, kept, prepared, preflight, plan, warnings, skipped_checks })

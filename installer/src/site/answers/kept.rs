@@ -135,7 +135,15 @@ fn put_back_secrets(text: &str, origin: &str, read: &dyn Fn(&Path) -> Result<Opt
 /// are put back from the site's 0600 files, so `--answers` takes the kept file as it
 /// is. Any other file keeps its placeholders, which the reader refuses.
 pub fn read_answers_file(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).at(path)?;
+    let bytes = std::fs::read(path).at(path)?;
+    // Not text: a wrong file or a wrong encoding, the operator's input to fix (exit 1).
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::input(
+            path.display().to_string(),
+            format!("is not UTF-8 text (an invalid byte at offset {})", e.utf8_error().valid_up_to()),
+        )
+        .with_hint("save the answers file as UTF-8 (docs/answers.md), or check that this is the answers file")
+    })?;
     if !text.contains(REDACTED) {
         return Ok(text);
     }

@@ -272,6 +272,25 @@ impl Serialize for HostPort {
     }
 }
 
+/// A warning when the answers file at `path` holds a password (the directory's bind
+/// password, the registry's, Keycloak's database's) and others may read it: the site's
+/// copies are 0600, the operator's file should be too.
+pub fn exposure_warning(path: &Path, answers: &Answers) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let given = |s: Option<&Secret>| s.is_some_and(|s| !s.expose().is_empty() && s.expose() != REDACTED);
+    let holds_password = given(answers.ldap.as_ref().map(|l| &l.bind_password))
+        || given(answers.registry.as_ref().and_then(|r| r.password.as_ref()))
+        || given(answers.keycloak_database.as_ref().map(|k| &k.password));
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (holds_password && mode & 0o077 != 0).then(|| {
+        format!(
+            "{} holds passwords and others may read it (mode {mode:04o})\n  hint: chmod 600 {}",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
 impl Answers {
     /// Reads and validates an answers file.
     pub fn load(path: &Path) -> Result<Self> {
