@@ -135,11 +135,8 @@ pub fn chart_in_index(
     })?;
     let Some(versions) = index.entries.get(name) else {
         let names: Vec<&str> = index.entries.keys().map(String::as_str).take(20).collect();
-        return Err(Error::input(
-            what,
-            format!("{index_url} has no chart `{}`; it has: {}", name, names.join(", ")),
-        )
-        .with_hint("check the chart name"));
+        return Err(Error::input(what, format!("{index_url} has no chart `{}`; it has: {}", name, names.join(", ")))
+            .with_hint("check the chart name"));
     };
     let version_of = |e: &IndexEntry| match &e.version {
         Some(serde_yaml::Value::String(s)) => s.clone(),

@@ -100,7 +100,12 @@ pub fn rooted(data: &[u8]) {
     };
     let under = |p: &Path, what: &str, target: &str| {
         let r = really(p);
-        assert!(r.starts_with(&root), "{what} {target:?} resolved to {} (really {}) outside the root", p.display(), r.display());
+        assert!(
+            r.starts_with(&root),
+            "{what} {target:?} resolved to {} (really {}) outside the root",
+            p.display(),
+            r.display()
+        );
     };
 
     let mut input = Input::new(data);

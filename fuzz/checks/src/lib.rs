@@ -21,9 +21,12 @@ pub mod redact;
 pub mod signatures;
 pub mod sources;
 
+/// A check: panics when a property fails on these fuzzer bytes.
+pub type Check = fn(&[u8]);
+
 /// Every target by name (the name of its `fuzz/fuzz_targets/<name>.rs` and
 /// `fuzz/corpus/<name>/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("manifest", formats::manifest),
     ("minisign_parse", signatures::parse),
     ("minisign_diff", signatures::differential),

@@ -38,13 +38,18 @@ pub fn redact(data: &[u8]) {
     let file = FILES[input.byte() as usize % FILES.len()];
     let len = 8 + input.byte() as usize % 33;
     let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let secret: String = input.array::<40>()[..len].iter().map(|b| alphabet[*b as usize % alphabet.len()] as char).collect();
+    let secret: String =
+        input.array::<40>()[..len].iter().map(|b| alphabet[*b as usize % alphabet.len()] as char).collect();
     let Ok(text) = std::str::from_utf8(input.rest()) else { return };
     let text = text.replace(PLANT, &secret).replace(PLANT_B64, &B64.encode(&secret));
     let (out, _counts) = Redactor::new(std::slice::from_ref(&secret)).redact_file(file, &text);
     assert!(!out.contains(&secret), "the planted secret survived in {file}:\n--- in\n{text}\n--- out\n{out}");
     assert!(!out.contains(&B64.encode(&secret)), "the planted secret's base64 survived in {file}:\n{out}");
     if let Some(n) = documents(file, &text) {
-        assert_eq!(documents(file, &out), Some(n), "{file} parsed before redaction, not after:\n--- in\n{text}\n--- out\n{out}");
+        assert_eq!(
+            documents(file, &out),
+            Some(n),
+            "{file} parsed before redaction, not after:\n--- in\n{text}\n--- out\n{out}"
+        );
     }
 }

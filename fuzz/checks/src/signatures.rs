@@ -169,7 +169,8 @@ pub fn compare(pk_text: &str, sig_text: &str, message: &[u8]) -> (bool, bool) {
     // Signatures. The crate indexes the global signature as 64 bytes without checking
     // its length (it would panic), so it only sees signatures whose line 4 has 64.
     let our_sig = Signature::parse(sig_text).ok();
-    let their_sig = if line_decodes_to(sig_text, 3, 64) { minisign::SignatureBox::from_string(sig_text).ok() } else { None };
+    let their_sig =
+        if line_decodes_to(sig_text, 3, 64) { minisign::SignatureBox::from_string(sig_text).ok() } else { None };
     if let (Some(o), Some(t)) = (&our_sig, &their_sig) {
         assert_eq!(o.key_id().as_slice(), t.keynum(), "signature key id");
         assert_eq!(o.is_prehashed(), t.is_prehashed(), "signature algorithm");
@@ -182,6 +183,11 @@ pub fn compare(pk_text: &str, sig_text: &str, message: &[u8]) -> (bool, bool) {
         (Some(pk), Some(sig)) => ours::verify(&[*pk], sig, message).is_ok(),
         _ => false,
     };
+    // We read key files more leniently than the crate and minisign on layout alone
+    // (leading blank lines, spaces around the key, a bare key line: what people paste
+    // into --pubkey files). Where only the layout kept the crate from reading the key,
+    // it verifies with the same key bytes, so the verdicts on signatures still compare.
+    let their_pk = their_pk.or_else(|| our_pk.and_then(|k| minisign::PublicKey::from_base64(&k.to_base64()).ok()));
     let ok_theirs = match (&their_pk, &their_sig) {
         (Some(pk), Some(sig)) => minisign::verify(pk, sig, Cursor::new(message), true, false, true).is_ok(),
         _ => false,

@@ -62,11 +62,12 @@ pub fn oci(data: &[u8]) {
     let mut input = Input::new(data);
     let mode = input.byte();
     let dir = tempfile::tempdir().expect("tempdir");
-    let from = match mode % 3 {
+    let kind = mode % 3;
+    let from = match kind {
         0 | 1 => {
             let file = dir.path().join("image.tar");
             std::fs::write(&file, input.rest()).expect("write archive");
-            let t = if mode % 3 == 0 { "oci-archive" } else { "docker-archive" };
+            let t = if kind == 0 { "oci-archive" } else { "docker-archive" };
             format!("{t}:{}", file.display())
         }
         _ => {
@@ -117,9 +118,10 @@ pub fn chart(data: &[u8]) {
     let mut input = Input::new(data);
     let mode = input.byte();
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = match mode % 3 {
+    let kind = mode % 3;
+    let path = match kind {
         0 | 1 => {
-            let bytes = if mode % 3 == 0 {
+            let bytes = if kind == 0 {
                 tgz(&[("c/Chart.yaml", input.rest()), ("c/values.yaml", b"a: 1\n")])
             } else {
                 input.rest().to_vec()

@@ -240,7 +240,11 @@ fn write_seed_corpus() {
     let mut v = vec![1u8];
     v.extend_from_slice(&read("images/tools.docker.tar"));
     write("oci", "demo-docker-archive", &v);
-    write("oci", "index-json-only", &[&[2u8][..], &tree_input(&[("index.json", &read("images/layout/index.json"))])].concat());
+    write(
+        "oci",
+        "index-json-only",
+        &[&[2u8][..], &tree_input(&[("index.json", &read("images/layout/index.json"))])].concat(),
+    );
 
     // helm_index
     let mut v = Vec::new();
@@ -288,7 +292,9 @@ fn write_seed_corpus() {
     }
     let mut v = vec![3u8, 20];
     v.extend_from_slice(&[9u8; 40]);
-    v.extend_from_slice(b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA@@\n-----END OPENSSH PRIVATE KEY-----\n");
+    v.extend_from_slice(
+        b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA@@\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
     write("redact", "private-key.log", &v);
 
     // rooted: ops [op][piece a][piece b?] (see host::rooted).
