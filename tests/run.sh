@@ -12,6 +12,10 @@
 #   3. runs cargo fmt --check, cargo clippy -D warnings and cargo test --workspace with
 #      AIRLOCK_REQUIRE_TOOLS=1, so a test whose real tool is missing FAILS instead of
 #      skipping (a green run that silently skipped the real checks would be a lie),
+#      and, as a step of its own, the fuzz targets' smoke run: every property of
+#      fuzz/checks on the seed corpus, the saved regressions and 300 mutations per
+#      target (seconds; the coverage-guided libFuzzer run is tests/fuzz.sh, see there
+#      why CI does not run it),
 #   4. prints a summary; the exit code is non-zero if any step failed.
 #
 # Works non-interactively (CI=true, no stdin). `.ci/run` calls exactly this script.
@@ -152,7 +156,13 @@ TEST_LOG="$WORK/cargo-test.log"
 # shellcheck disable=SC2317  # called through run_step
 # The end-to-end tests run the real binaries; `cargo test` builds a package's binary
 # only for that package's own integration tests, so build every one first.
-cargo_test() { cargo build --workspace --bins && cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$TEST_LOG"; }
+# The fuzz smoke run is a step of its own (below), so it is left out here.
+cargo_test() {
+  cargo build --workspace --bins &&
+    cargo test --workspace --exclude airlock-fuzz-checks --no-fail-fast "$@" 2>&1 | tee "$TEST_LOG"
+}
+# shellcheck disable=SC2317  # called through run_step
+fuzz_smoke() { cargo test -p airlock-fuzz-checks --test smoke 2>&1 | tee -a "$TEST_LOG"; }
 
 # ------------------------------------------------------------------ main
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
@@ -170,6 +180,7 @@ export PATH="$AIRLOCK_TOOLS_DIR:$PATH"
 run_step "cargo fmt" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 run_step "cargo test" cargo_test "$@"
+run_step "fuzz smoke" fuzz_smoke
 
 # Add up cargo test's "test result: ok. N passed; N failed; N ignored; ..." lines.
 passed=0 failed=0 ignored=0

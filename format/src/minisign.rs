@@ -100,18 +100,19 @@ fn read_key_file(path: &Path) -> Result<String> {
         .map_err(|_| Error::input(path.display().to_string(), "is not a minisign key file (it is not text)"))
 }
 
-/// Finds the base64 line of a key file: the line after `untrusted comment: …`, or the
-/// first line when the text is a bare base64 key.
+/// Finds the base64 line of a key file: the line after the comment line, or the only
+/// line when the text is a bare base64 key (as `minisign -P` takes it). Like stock
+/// minisign, the comment line may say anything: a `.pub` whose first line was edited
+/// (or written by another tool) is still read by `minisign -V -p`, so it is here too.
 fn key_base64_line<'a>(text: &'a str, subject: &str, what: &str) -> Result<&'a str> {
     let mut lines = text.lines().map(str::trim).skip_while(|l| l.is_empty());
     let first = lines.next().ok_or_else(|| Error::input(subject, format!("is empty; expected a {what}")))?;
-    if first.starts_with("untrusted comment:") {
-        match lines.next() {
-            Some(l) if !l.is_empty() => Ok(l),
-            _ => Err(Error::input(subject, format!("has a comment line but no key line; expected a {what}"))),
+    match lines.next() {
+        Some(l) if !l.is_empty() => Ok(l),
+        _ if first.starts_with("untrusted comment:") => {
+            Err(Error::input(subject, format!("has a comment line but no key line; expected a {what}")))
         }
-    } else {
-        Ok(first)
+        _ => Ok(first),
     }
 }
 
@@ -983,6 +984,23 @@ BzpmMGhqOrFSdSCw33YgRPgbVIGEBnpbVaP5oP35utgnprTWsojYmwjdhi0kERzGNhchqvVMEDVq4Xxh
         assert_eq!(PublicKey::parse(&pk.to_base64()).unwrap(), pk);
         assert_eq!(PublicKey::parse(&format!("  {}  \n", pk.to_base64())).unwrap(), pk);
         assert_eq!(PublicKey::parse(&text.replace('\n', "\r\n")).unwrap(), pk);
+    }
+
+    /// Found by the differential fuzz target (`minisign_diff`): stock minisign 0.11 and
+    /// the `minisign` crate read a `.pub` whatever its comment line says; we refused
+    /// one whose first line was not `untrusted comment:`. Any comment line is a comment.
+    #[test]
+    fn a_key_file_comment_line_may_say_anything_as_in_minisign() {
+        let pk = PublicKey::parse(STOCK_PUB).unwrap();
+        let b64 = STOCK_PUB.lines().nth(1).unwrap();
+        for comment in ["untrustmd comment: minisign public key 254FABA1A97C610E", "garbage line", "#", "RWQ"] {
+            assert_eq!(PublicKey::parse(&format!("{comment}\n{b64}\n")).unwrap(), pk, "{comment:?}");
+        }
+        let sk_b64 = STOCK_SEC.lines().nth(1).unwrap();
+        assert_eq!(SecretKey::parse(&format!("my key\n{sk_b64}\n"), None).unwrap().public_key(), pk);
+        // A comment line alone is still no key, and a bare key line still is one.
+        assert!(PublicKey::parse("untrusted comment: x\n").is_err());
+        assert_eq!(PublicKey::parse(b64).unwrap(), pk);
     }
 
     #[test]

@@ -444,3 +444,37 @@ fn recording_host_records_listing_renames_and_resolved_directories() {
     );
     assert_eq!(calls.iter().filter(|c| c.changes_host()).count(), 2);
 }
+
+/// Found by the `rooted` fuzz target's property: a link whose target went through a
+/// missing directory and climbed back out of it with `..` (`l -> missing/../out/x`)
+/// left the resolver believing nothing below existed, so `out`, a link to a host
+/// directory, was never looked at and the kernel followed it: reads (and `real_path`)
+/// reached host files. Every shape of "missing, then back up" must stay inside.
+#[test]
+fn a_link_that_climbs_back_out_of_a_missing_directory_is_still_resolved_inside() {
+    for via in ["missing/../out/victim", "missing/deeper/../../out/victim", "../etc/missing/../../out/victim"] {
+        let dir = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(dir.path()).unwrap();
+        let (root, outside) = (base.join("root"), base.join("outside"));
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("victim"), "host secret").unwrap();
+        let host = rooted(&root);
+        std::os::unix::fs::symlink(&outside, root.join("out")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("etc/out")).unwrap();
+        std::os::unix::fs::symlink(via, root.join("etc/hostname")).unwrap();
+
+        let read = host.read_file(Path::new("/etc/hostname")).unwrap();
+        assert_ne!(read.as_deref(), Some(&b"host secret"[..]), "{via}: read a host file");
+        let real = host.real_path(Path::new("/etc/hostname")).unwrap();
+        let mut existing = real.clone();
+        while !existing.exists() {
+            existing.pop();
+        }
+        assert!(fs::canonicalize(&existing).unwrap().starts_with(&root), "{via}: {} leads out", real.display());
+        let _ = write(&host, "/etc/hostname/x", "data");
+        let _ = host.create_dir(Path::new("/etc/hostname/d"), 0o755);
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1, "{via}: wrote outside the root");
+        assert_eq!(fs::read_to_string(outside.join("victim")).unwrap(), "host secret");
+    }
+}

@@ -104,40 +104,10 @@ fn fetch_http(client: &Client, cache: &Cache, req: &ChartRequest, what: &str) ->
     let base = req.repo.trim_end_matches('/');
     let index_url = format!("{base}/index.yaml");
     let bytes = client.get_url(&index_url, MAX_INDEX_BYTES, what)?;
-    let index: Index = serde_yaml::from_slice(&bytes).map_err(|e| {
-        Error::input(what, format!("{index_url} is not a Helm repository index: {e}"))
-            .with_hint("check the repository URL; `helm repo index DIR` writes a valid index.yaml")
-    })?;
-    let Some(versions) = index.entries.get(&req.name) else {
-        let names: Vec<&str> = index.entries.keys().map(String::as_str).take(20).collect();
-        return Err(Error::input(
-            what,
-            format!("{index_url} has no chart `{}`; it has: {}", req.name, names.join(", ")),
-        )
-        .with_hint("check the chart name"));
-    };
-    let version_of = |e: &IndexEntry| match &e.version {
-        Some(serde_yaml::Value::String(s)) => s.clone(),
-        Some(v) => serde_yaml::to_string(v).unwrap_or_default().trim().to_string(),
-        None => String::new(),
-    };
-    let Some(entry) = versions.iter().find(|e| version_of(e) == req.version) else {
-        let have: Vec<String> = versions.iter().map(version_of).take(20).collect();
-        return Err(Error::input(
-            what,
-            format!("{index_url} has no version {} of {}; it has: {}", req.version, req.name, have.join(", ")),
-        )
-        .with_hint("check the version"));
-    };
-    let Some(url) = entry.urls.first() else {
-        return Err(Error::input(what, format!("{index_url} lists no URL for {} {}", req.name, req.version))
-            .with_hint("the repository index is broken; tell its maintainer"));
-    };
-    // Relative URLs are relative to the repository.
-    let url = if url.contains("://") { url.clone() } else { format!("{base}/{}", url.trim_start_matches("./")) };
+    let (url, want) = chart_in_index(&bytes, base, &req.name, &req.version, what)?;
     let tgz = client.get_url(&url, MAX_CHART_BYTES, what)?;
     let digest = Sha256Digest::of(&tgz);
-    if let Some(want) = entry.digest.as_deref().filter(|d| !d.is_empty()) {
+    if let Some(want) = want.as_deref() {
         if want.trim_start_matches("sha256:") != digest.hex() {
             return Err(Error::corrupt(what, format!("{url} has digest {digest}, but {index_url} says sha256:{want}"))
                 .with_hint("the chart or the index is damaged or was replaced; tell the repository's maintainer"));
@@ -145,6 +115,49 @@ fn fetch_http(client: &Client, cache: &Cache, req: &ChartRequest, what: &str) ->
     }
     cache.put(&digest, &tgz)?;
     Ok(digest)
+}
+
+/// Looks `name` `version` up in the bytes of a Helm repository's `index.yaml` served
+/// at `base`: the chart's URL (made absolute) and the digest the index gives for it,
+/// if any. Public for the fuzz targets; the bundler calls it from [`fetch_chart`].
+#[doc(hidden)]
+pub fn chart_in_index(
+    bytes: &[u8],
+    base: &str,
+    name: &str,
+    version: &str,
+    what: &str,
+) -> Result<(String, Option<String>)> {
+    let index_url = format!("{base}/index.yaml");
+    let index: Index = serde_yaml::from_slice(bytes).map_err(|e| {
+        Error::input(what, format!("{index_url} is not a Helm repository index: {e}"))
+            .with_hint("check the repository URL; `helm repo index DIR` writes a valid index.yaml")
+    })?;
+    let Some(versions) = index.entries.get(name) else {
+        let names: Vec<&str> = index.entries.keys().map(String::as_str).take(20).collect();
+        return Err(Error::input(what, format!("{index_url} has no chart `{}`; it has: {}", name, names.join(", ")))
+            .with_hint("check the chart name"));
+    };
+    let version_of = |e: &IndexEntry| match &e.version {
+        Some(serde_yaml::Value::String(s)) => s.clone(),
+        Some(v) => serde_yaml::to_string(v).unwrap_or_default().trim().to_string(),
+        None => String::new(),
+    };
+    let Some(entry) = versions.iter().find(|e| version_of(e) == version) else {
+        let have: Vec<String> = versions.iter().map(version_of).take(20).collect();
+        return Err(Error::input(
+            what,
+            format!("{index_url} has no version {} of {}; it has: {}", version, name, have.join(", ")),
+        )
+        .with_hint("check the version"));
+    };
+    let Some(url) = entry.urls.first() else {
+        return Err(Error::input(what, format!("{index_url} lists no URL for {} {}", name, version))
+            .with_hint("the repository index is broken; tell its maintainer"));
+    };
+    // Relative URLs are relative to the repository.
+    let url = if url.contains("://") { url.clone() } else { format!("{base}/{}", url.trim_start_matches("./")) };
+    Ok((url, entry.digest.clone().filter(|d| !d.is_empty())))
 }
 
 fn fetch_oci(

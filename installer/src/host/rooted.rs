@@ -145,8 +145,13 @@ impl RootedHost {
         // The last symlink followed, to name it when it leads out of the root.
         let mut via: Option<PathBuf> = None;
         // Once a component is missing nothing below it exists, so nothing there can be
-        // a symlink; and the remaining components come from `target`, free of `..`.
+        // a symlink and nothing needs a look. But a link's target may climb back out of
+        // the missing part with `..` (`l -> missing/../x`): from there on components
+        // exist again and must be looked at, or `x` being a link would be followed by
+        // the kernel, unchecked, wherever it leads. `missing_from` is the depth of the
+        // first missing component.
         let mut exists = true;
+        let mut missing_from = usize::MAX;
         while let Some(c) = todo.pop_front() {
             if c == ".." {
                 if depth == 0 {
@@ -161,6 +166,10 @@ impl RootedHost {
                 }
                 done.pop();
                 depth -= 1;
+                if depth < missing_from {
+                    exists = true;
+                    missing_from = usize::MAX;
+                }
                 continue;
             }
             let next = done.join(&c);
@@ -187,7 +196,10 @@ impl RootedHost {
                         continue;
                     }
                     Ok(_) => {}
-                    Err(e) if is_missing(&e) => exists = false,
+                    Err(e) if is_missing(&e) => {
+                        exists = false;
+                        missing_from = depth + 1;
+                    }
                     Err(e) => return Err(self.io_err(target, e)),
                 }
             }

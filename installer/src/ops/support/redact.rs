@@ -175,9 +175,16 @@ impl Redactor {
     fn document(&self, text: &str, format: Format, depth: usize, counts: &mut Counts) -> String {
         if depth < MAX_DEPTH {
             if let Some(mut doc) = tree::Tree::parse(text, format) {
-                let out =
-                    if doc.redact(self, depth, counts) { doc.emit(text) } else { self.comments(text, depth, counts) };
-                return self.context_free(&out, counts);
+                let before = counts.clone();
+                if !doc.redact(self, depth, counts) {
+                    let out = self.comments(text, depth, counts);
+                    return self.context_free(&out, counts);
+                }
+                if let Some(out) = doc.emit(text) {
+                    return self.context_free(&out, counts);
+                }
+                // A tree that cannot be written back: the text rules, counted afresh.
+                *counts = before;
             }
         }
         self.text(text, depth, counts)
@@ -197,7 +204,11 @@ impl Redactor {
                 return None;
             }
             let mut doc = tree::Tree::parse(json, Format::Json)?;
-            doc.redact(self, depth + 1, counts).then(|| doc.emit(json))
+            if doc.redact(self, depth + 1, counts) {
+                doc.emit(json)
+            } else {
+                None
+            }
         });
         self.apply(&t, &TEXT_RULES, counts)
     }

@@ -189,3 +189,38 @@ fn env_pairs_in_kubectl_output_cut_at_the_size_limit_go_by_the_text_rules() {
         assert_eq!(c[RULE_ENV], 1, "{c:?}");
     }
 }
+
+/// Found by the `redact` fuzz target: serde_yaml parses a tagged mapping under a key
+/// (`!t k: v`) that its emitter then refuses, and writing the redacted tree back
+/// panicked, taking the whole support bundle down. A tree that cannot be written back
+/// goes through the text rules instead, and its secrets still go.
+#[test]
+fn a_document_the_yaml_emitter_cannot_write_back_falls_back_to_the_text_rules() {
+    let secret = "GENERATEDVALUE42";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+    for text in [
+        format!("ap:\n !ne m: s\ndata:\n  password: \"{b64}\"\nenabled: \"true\"\n"),
+        format!("kind: Secret\nx:\n  !tag a: b\nstringData:\n  token: {secret}\n"),
+    ] {
+        assert!(tree::Tree::parse(&text, Format::Sniff).is_some(), "parses: {text}");
+        let (out, counts) = Redactor::new(&[secret.to_string()]).redact_file("m.yaml", &text);
+        assert!(!out.contains(secret) && !out.contains(&b64), "leaked:\n{out}");
+        assert!(counts.values().sum::<usize>() >= 1, "{counts:?}");
+    }
+}
+
+/// Found by the `redact` fuzz target ("output parses if input did"): the credential
+/// field rule wrote `secret:server:X` (one plain YAML scalar) back as
+/// `secret: <redacted>`, a mapping entry, so a YAML file that parsed no longer did.
+/// The separator keeps its own spacing; `key: value` still gets its space.
+#[test]
+fn a_key_colon_value_without_space_stays_a_scalar_when_redacted() {
+    let secret = "1I7C5AZ6JG";
+    let text = format!("rizagl= ur\"https:{secret}\nsecret:server:{secret}\n\n");
+    assert!(serde_yaml::from_str::<serde_yaml::Value>(&text).is_ok());
+    let (out, _) = Redactor::new(&[secret.to_string()]).redact_file("m.yaml", &text);
+    assert!(!out.contains(secret), "{out}");
+    serde_yaml::from_str::<serde_yaml::Value>(&out).unwrap_or_else(|e| panic!("{e}:\n{out}"));
+    let (out, _) = redact("password: hunter2hunter2\n");
+    assert_eq!(out, "password: <redacted>\n");
+}

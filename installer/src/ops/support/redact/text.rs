@@ -323,7 +323,10 @@ pub(super) fn credential_fields(text: &str) -> (String, usize) {
             if !json_one_line && says_secret(&c[3]) && !is_harmless_value(value) {
                 n += 1;
                 let sep = c[5].trim_end();
-                let space = if sep.ends_with(':') { " " } else { "" };
+                // `key: value` keeps its space; `key:value` (in YAML one plain scalar,
+                // not a mapping) gets none, or redacting would turn the text into a
+                // mapping and a file that parsed as YAML would no longer parse.
+                let space = if sep.ends_with(':') && c[5].len() > sep.len() { " " } else { "" };
                 line = format!("{}{}{}{}{sep}{space}{REDACTED}", &c[1], &c[2], &c[3], &c[4]);
                 // A multi-line value goes whole: a block scalar (deeper lines) or an
                 // open JSON array (up to its `]`).

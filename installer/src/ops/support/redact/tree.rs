@@ -57,11 +57,14 @@ impl Tree {
     }
 
     /// The tree in the syntax it was read from; `original` for its framing (a final
-    /// newline, a leading `---`).
-    pub(super) fn emit(&self, original: &str) -> String {
+    /// newline, a leading `---`). `None` when it cannot be written back: serde_yaml
+    /// parses some tagged values its emitter then refuses (`!t k: v` under a key), and
+    /// collected files are anything the site holds, so the caller falls back to the
+    /// text rules instead of panicking in the middle of a support bundle.
+    pub(super) fn emit(&self, original: &str) -> Option<String> {
         let mut out = match self {
-            Tree::Json { value, pretty: true } => serde_json::to_string_pretty(value),
-            Tree::Json { value, pretty: false } => serde_json::to_string(value),
+            Tree::Json { value, pretty: true } => serde_json::to_string_pretty(value).ok()?,
+            Tree::Json { value, pretty: false } => serde_json::to_string(value).ok()?,
             Tree::Yaml { docs } => {
                 let mut out = String::new();
                 for (i, d) in docs.iter().enumerate() {
@@ -69,13 +72,12 @@ impl Tree {
                         out.push_str("---\n");
                     }
                     if !d.is_null() {
-                        out.push_str(&serde_yaml::to_string(d).expect("a parsed YAML value serialises"));
+                        out.push_str(&serde_yaml::to_string(d).ok()?);
                     }
                 }
-                Ok(out)
+                out
             }
-        }
-        .expect("a parsed value serialises");
+        };
         match (original.ends_with('\n'), out.ends_with('\n')) {
             (true, false) => out.push('\n'),
             (false, true) => {
@@ -83,7 +85,7 @@ impl Tree {
             }
             _ => {}
         }
-        out
+        Some(out)
     }
 }
 
