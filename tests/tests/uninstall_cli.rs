@@ -190,7 +190,11 @@ fn uninstall_keeps_an_edited_secret_bearing_config_says_so_and_force_removes_it(
                 "{summary}"
             );
             assert!(
-                out.contains("  kept /etc/rancher/k3s/config.yaml (changed since the install; --force removes it)"),
+                out.contains(&format!(
+                    "  kept /etc/rancher/k3s/config.yaml (changed since the install; it may hold the site's secrets: \
+                     remove it by hand if it is not wanted, rm {}/etc/rancher/k3s/config.yaml)",
+                    root.display()
+                )),
                 "{out}"
             );
             // Every directory named as kept is really there, for the reason given;
@@ -234,7 +238,7 @@ fn an_inventory_of_an_earlier_release_without_secret_digests_keeps_those_files_u
     assert!(
         text(&o).contains(
             "  kept /etc/rancher/k3s/config.yaml (recorded without a digest by an earlier airlock, so an edit cannot \
-             be ruled out; --force removes it)"
+             be ruled out; it may hold the site's secrets: remove it by hand if it is not wanted, rm "
         ),
         "{}",
         text(&o)

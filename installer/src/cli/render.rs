@@ -472,8 +472,15 @@ pub fn print_uninstall_report(
         }
         say!("removed {what} except what is listed below: {}; left {}", removed.join(", "), left.join(", "));
     }
+    // The install's record went with the rest, so `--force` has nothing left to act on:
+    // the file is the operator's to keep or remove (it may hold a secret of the site).
     for k in &r.kept {
-        say!("  kept {} ({}; --force removes it)", k.path.display(), k.reason.describe());
+        say!(
+            "  kept {} ({}; it may hold the site's secrets: remove it by hand if it is not wanted, rm {})",
+            k.path.display(),
+            k.reason.describe(),
+            on_site(root, &k.path).display()
+        );
     }
     for t in &r.runtime_left {
         say!("  kept {} ({distribution}'s runtime data; --purge removes it)", t.display());
