@@ -90,10 +90,11 @@ fn servers_and_agents_join_the_first_server_with_its_token_file() {
     let s2_answers = answers(d.path(), "s2", "192.0.2.12", "server", false);
     let missing = airlock("join", &b, &s2_answers, &s2, &["--yes", "--server", "192.0.2.11"]);
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    // Under --root the file is read below the root, and the message says where.
+    let on_node = format!("{}/var/lib/airlock/secrets/cluster-token", s2.display());
     assert!(
-        text(&missing).contains(
-            "scp <first-server>:/var/lib/airlock/secrets/cluster-token /var/lib/airlock/secrets/cluster-token"
-        ),
+        text(&missing).contains(&format!("`{on_node}` does not exist (the token file is a path on the node"))
+            && text(&missing).contains(&format!("scp <first-server>:/var/lib/airlock/secrets/cluster-token {on_node}")),
         "{}",
         text(&missing)
     );

@@ -277,14 +277,28 @@ fn upstream_registries(m: &Manifest) -> Vec<String> {
 fn cluster_token(host: &dyn Host, answers: &Answers) -> Result<Token> {
     if let Some(join) = &answers.join {
         let bytes = host.read_file(&join.token_file)?.ok_or_else(|| {
+            // The token file is a path on the node: under --root, below the root.
+            let on_node = if host.root() == Path::new("/") {
+                join.token_file.clone()
+            } else {
+                host.root().join(join.token_file.strip_prefix("/").unwrap_or(&join.token_file))
+            };
+            let under_root = if host.root() == Path::new("/") {
+                String::new()
+            } else {
+                format!(
+                    " (the token file is a path on the node: under --root {}, it is read there)",
+                    host.root().display()
+                )
+            };
             Error::input(
                 format!("{}: join.token_file", answers.origin),
-                format!("`{}` does not exist", join.token_file.display()),
+                format!("`{}` does not exist{under_root}", on_node.display()),
             )
             .with_hint(format!(
                 "copy the token from the node that started the cluster: `scp <first-server>:{} {}`",
                 state::CLUSTER_TOKEN_PATH,
-                join.token_file.display()
+                on_node.display()
             ))
         })?;
         let t = String::from_utf8_lossy(&bytes).trim().to_string();
