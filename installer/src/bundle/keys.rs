@@ -167,7 +167,7 @@ pub fn revoked_key_error(k: &RevokedKey, source: &str, root: &Path) -> Error {
     .with_hint(format!(
         "use a bundle signed by the vendor's current key (the keys this site trusts are in {}); the \
          revocation is recorded in {}",
-        crate::bundle::trust::site_key_dir(root).display(),
+        state::key_dir_at(root).display(),
         root.join(state::REVOKED_PATH.trim_start_matches('/')).display()
     ))
 }

@@ -19,11 +19,6 @@ use airlock_format::minisign::PublicKey;
 use crate::bundle::keys::{revoked_key_error, RevocationList};
 use crate::state;
 
-/// The site key directory as this run sees it: under the target root.
-pub fn site_key_dir(root: &Path) -> PathBuf {
-    root.join(state::KEY_DIR.trim_start_matches('/'))
-}
-
 /// Loads the keys given on the command line, or else the site's keys. Fails closed:
 /// no key, no trust.
 pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> {
@@ -34,7 +29,7 @@ pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> 
         sources.push(format!("--pubkey {}", p.display()));
     }
     if keys.is_empty() {
-        let dir = site_key_dir(root);
+        let dir = state::key_dir_at(root);
         if dir.is_dir() {
             let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .at(&dir)?
@@ -65,7 +60,7 @@ pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> 
         return Err(Error::signature("trusted keys", "no vendor public key is trusted, so no bundle can be verified")
             .with_hint(format!(
                 "pass --pubkey VENDOR.pub (an install keeps it), or put the vendor key into {}/",
-                site_key_dir(root).display()
+                state::key_dir_at(root).display()
             )));
     }
     Ok(keys)

@@ -28,6 +28,10 @@ pub const ETC_DIR: &str = "/etc/airlock";
 pub const KEY_DIR: &str = "/etc/airlock/keys";
 /// Key ids the site refuses, even when given with `--pubkey`.
 pub const REVOKED_PATH: &str = "/etc/airlock/keys/revoked.json";
+/// [`KEY_DIR`] as this run sees it: under the target root `root`.
+pub fn key_dir_at(root: &Path) -> PathBuf {
+    root.join(KEY_DIR.trim_start_matches('/'))
+}
 /// The site PKI: the CA and the platform's leaf certificates.
 pub const PKI_DIR: &str = "/etc/airlock/pki";
 /// The site CA certificate clients trust.
