@@ -17,6 +17,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use airlock_format::digest::HashingWriter;
 use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::manifest::{Entry, Manifest};
 use airlock_format::minisign::PublicKey;
@@ -33,6 +34,9 @@ pub struct Staged {
     /// A dry run's staging: a temporary directory outside the target root that holds
     /// `dir` and is removed with the staged bundle (see `ops::install::staging_dir`).
     pub scratch: Option<tempfile::TempDir>,
+    /// The SHA-256 of the image archive written while the bundle was verified, if one
+    /// was: what the inventory records for it, without reading it back.
+    pub image_archive_sha256: Option<airlock_format::Sha256Digest>,
 }
 
 impl Staged {
@@ -75,7 +79,9 @@ pub(crate) struct ExtractOptions<'a> {
 struct ArchiveOut {
     partial: PathBuf,
     dest: PathBuf,
-    file: Rc<RefCell<BufWriter<File>>>,
+    /// Hashed as it is written: the inventory records the archive's digest without
+    /// reading it back.
+    file: Rc<RefCell<HashingWriter<BufWriter<File>>>>,
 }
 
 /// Where the layout's entries live in a bundle.
@@ -83,7 +89,7 @@ const OCI_PREFIX: &str = "oci/";
 
 /// Streams one entry's bytes into the shared archive file.
 struct ArchiveEntryWriter {
-    file: Rc<RefCell<BufWriter<File>>>,
+    file: Rc<RefCell<HashingWriter<BufWriter<File>>>>,
     path: PathBuf,
 }
 
@@ -132,14 +138,19 @@ impl ArchiveOut {
         self.file.borrow_mut().write_all(&[0u8; 512][..pad]).map_err(|err| Error::io(&self.partial, err))
     }
 
-    /// Ends the tar and puts the archive in place; called only after every entry verified.
-    fn finish(self) -> Result<()> {
-        let mut w = self.file.borrow_mut();
-        w.write_all(&[0u8; 1024]).map_err(|err| Error::io(&self.partial, err))?;
+    /// Ends the tar and puts the archive in place; called only after every entry
+    /// verified. Returns the archive's SHA-256.
+    fn finish(self) -> Result<airlock_format::Sha256Digest> {
+        self.file.borrow_mut().write_all(&[0u8; 1024]).map_err(|err| Error::io(&self.partial, err))?;
+        let writer = Rc::try_unwrap(self.file)
+            .map_err(|_| Error::input(self.partial.display().to_string(), "the image archive is still being written"))?
+            .into_inner();
+        let (mut w, digest, _) = writer.finish();
         w.flush().map_err(|err| Error::io(&self.partial, err))?;
         w.get_ref().sync_all().at(&self.partial)?;
         drop(w);
-        fs::rename(&self.partial, &self.dest).at(&self.dest)
+        fs::rename(&self.partial, &self.dest).at(&self.dest)?;
+        Ok(digest)
     }
 }
 
@@ -245,7 +256,8 @@ fn open_archive(dir: &Path, entry: &str) -> Result<ArchiveOut> {
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&partial)
         .at(&partial)?;
-    Ok(ArchiveOut { partial, dest, file: Rc::new(RefCell::new(BufWriter::with_capacity(1 << 20, f))) })
+    let file = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
+    Ok(ArchiveOut { partial, dest, file: Rc::new(RefCell::new(file)) })
 }
 
 /// Puts the staging path into write errors, so "No space left on device" names the
@@ -353,19 +365,23 @@ pub(crate) fn extract_with(
             let m = &outcome.manifest;
             let has_images = m.entries.iter().chain(&m.base_entries).any(|e| e.path.starts_with(OCI_PREFIX));
             match sink.archive.take() {
-                Some(a) if has_images => a.finish().map(|()| outcome),
+                Some(a) if has_images => a.finish().map(|digest| (outcome, Some(digest))),
                 Some(a) => {
                     // No images: no archive (K3s would try to import an empty one).
                     drop(a.file);
-                    fs::remove_file(&a.partial).at(&a.partial).map(|()| outcome)
+                    fs::remove_file(&a.partial).at(&a.partial).map(|()| (outcome, None))
                 }
-                None => Ok(outcome),
+                None => Ok((outcome, None)),
             }
         });
     match result {
-        Ok(o) => {
-            Ok(Staged { dir: dir.to_path_buf(), manifest: o.manifest.full_release(), signer: o.signer, scratch: None })
-        }
+        Ok((o, image_archive_sha256)) => Ok(Staged {
+            dir: dir.to_path_buf(),
+            manifest: o.manifest.full_release(),
+            signer: o.signer,
+            scratch: None,
+            image_archive_sha256,
+        }),
         Err(e) => {
             drop(sink);
             if !exists(&created) {

@@ -239,6 +239,10 @@ fn inventory(layout: &Layout, staged: &Staged, input: &DistributionInput, key: &
     let runtime =
         vec![input.data_dir(), PathBuf::from(format!("/etc/rancher/{name}")), PathBuf::from("/var/lib/kubelet")];
     let digest = |entry: &str| {
+        if entry == IMAGE_ARCHIVE_ENTRY && staged.image_archive_sha256.is_some() {
+            // Hashed while it was written during verification: not read back.
+            return staged.image_archive_sha256;
+        }
         staged.manifest.entries.iter().find(|e| e.path == entry).map(|e| e.sha256).or_else(|| {
             // Unpacked from a verified entry (RKE2's tarball): hashed once here.
             let mut r = airlock_format::digest::HashingReader::new(fs::File::open(staged.path(entry)).ok()?);

@@ -678,6 +678,7 @@ fn restage_for_gate(host: &dyn Host, staged: &Staged) -> Result<Staged> {
         manifest: staged.manifest.clone(),
         signer: staged.signer,
         scratch: None,
+        image_archive_sha256: staged.image_archive_sha256,
     })
 }
 
