@@ -32,10 +32,12 @@ echo "== verify it with airlock"
 "$BIN/airlock" verify "$OUT/airlock-demo-1.0.0.airlock" --pubkey "$DEMO/keys/demo.pub"
 
 echo "== plan, then install it into the target root $OUT/root"
+# An answers file with passwords is kept 0600, as airlock asks (a checkout's copy is 0644).
+install -m 600 "$DEMO/answers.yaml" "$OUT/answers.yaml"
 "$BIN/airlock" install "$OUT/airlock-demo-1.0.0.airlock" --pubkey "$DEMO/keys/demo.pub" \
-  --answers "$DEMO/answers.yaml" --root "$OUT/root" --dry-run | tail -1
+  --answers "$OUT/answers.yaml" --root "$OUT/root" --dry-run | tail -1
 "$BIN/airlock" install "$OUT/airlock-demo-1.0.0.airlock" --pubkey "$DEMO/keys/demo.pub" \
-  --answers "$DEMO/answers.yaml" --root "$OUT/root" --yes
+  --answers "$OUT/answers.yaml" --root "$OUT/root" --yes
 echo
 echo "done: bundle in $OUT; K3s installed into $OUT/root (units enabled, nothing started):"
 (cd "$OUT/root" && find etc usr var/lib/rancher -type f | sort | sed 's/^/  \//')
