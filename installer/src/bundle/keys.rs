@@ -97,11 +97,7 @@ impl RevocationList {
     /// trust must never widen because the list is damaged.
     pub fn load(host: &dyn Host) -> Result<Self> {
         let path = Path::new(state::REVOKED_PATH);
-        let subject = if host.root() == Path::new("/") {
-            state::REVOKED_PATH.to_string()
-        } else {
-            host.root().join(state::REVOKED_PATH.trim_start_matches('/')).display().to_string()
-        };
+        let subject = crate::host::shown_path(host.root(), path).display().to_string();
         let refuse = |cause: String| {
             Error::signature(&subject, cause).with_hint(
                 "restore the list from a backup (or move what is there aside if no key statement ever reached \
@@ -168,7 +164,7 @@ pub fn revoked_key_error(k: &RevokedKey, source: &str, root: &Path) -> Error {
         "use a bundle signed by the vendor's current key (the keys this site trusts are in {}); the \
          revocation is recorded in {}",
         state::key_dir_at(root).display(),
-        root.join(state::REVOKED_PATH.trim_start_matches('/')).display()
+        crate::host::shown_path(root, Path::new(state::REVOKED_PATH)).display()
     ))
 }
 

@@ -310,6 +310,35 @@ pub fn extract(files: &BundleFiles, trusted: &[PublicKey], dir: &Path, reporter:
     extract_with(files, trusted, dir, &ExtractOptions::default(), reporter)
 }
 
+/// Where a run verifies the bundle into, as a host path, with what keeps it alive.
+/// A run that will apply the bundle stages at target path `staging` (which the
+/// verifying extractor then creates): whatever a previous run left there is removed,
+/// since staging is never trusted across runs, and its parent is made through the
+/// host's symlink-safe resolution, so staging lands below the root whatever links
+/// are on the way. A dry run writes nothing under the root: it stages into a fresh
+/// temporary directory outside it (`$TMPDIR`), removed when the returned guard is
+/// dropped, i.e. with the [`Staged`] bundle, before the command exits.
+pub fn staging_dir(
+    host: &dyn crate::host::Host,
+    staging: &Path,
+    dry_run: bool,
+) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let name = staging.file_name().expect("staging has a name");
+    if dry_run {
+        let tmp = std::env::temp_dir();
+        let scratch = tempfile::Builder::new().prefix("airlock-dry-run-").tempdir().map_err(|e| {
+            Error::io(&tmp, e).with_hint(
+                "a dry run verifies the bundle into a temporary directory outside the target root; \
+                 point TMPDIR at a directory with room for the bundle",
+            )
+        })?;
+        return Ok((scratch.path().join(name), Some(scratch)));
+    }
+    host.remove_all(staging)?;
+    let parent = staging.parent().expect("staging has a parent");
+    Ok((host.resolve_dir(parent, 0o755)?.join(name), None))
+}
+
 /// As [`extract`], but the OCI layout (`oci/`) is written as the image archive K3s and
 /// RKE2 import, at `archive_entry` inside staging, instead of as files: the images are
 /// written once, while they are verified, rather than extracted and then archived.

@@ -1,7 +1,9 @@
 //! How reports read on a terminal: every `print_*` renders one library report as text
 //! (JSON is the report itself, through [`print_json`]). Nothing here decides anything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use airlock_installer::host::shown_path as on_site;
 
 use airlock_installer::bundle::inspect;
 use airlock_installer::bundle::verify::{Status, VerifyReport};
@@ -222,16 +224,6 @@ pub fn print_upgrade(r: &airlock_installer::ops::upgrade::UpgradeReport, output:
 }
 
 /// The platform part of the final report: where things are, never a credential's value.
-/// A site path as the operator finds it from here: under `--root` the target root is
-/// in front (`/mnt/new/var/lib/airlock/report.json`), on a live install it is the path.
-fn on_site(root: &Path, target: &Path) -> PathBuf {
-    if root == Path::new("/") {
-        target.to_path_buf()
-    } else {
-        root.join(target.strip_prefix("/").unwrap_or(target))
-    }
-}
-
 /// A line of the install report (written for the site, with target paths) as shown
 /// here: Airlock's own site paths in it get the target root in front under `--root`.
 fn site_line(root: &Path, line: &str) -> String {

@@ -41,6 +41,14 @@ use serde::{Deserialize, Serialize};
 pub use kube::{ready_condition, Kube, KUBE_REQUEST_TIMEOUT};
 pub use recording::{HostCall, RecordingHost};
 pub use rooted::{is_temp_name, RootedHost};
+
+/// Target path `target` as the operator finds it from where airlock runs: below the
+/// target root with the root in front (`/mnt/new/var/lib/airlock/report.json`), as it
+/// is on a live host. For messages and hints only: reads and writes go through a
+/// [`Host`], which resolves links safely.
+pub fn shown_path(root: &std::path::Path, target: &std::path::Path) -> std::path::PathBuf {
+    root.join(target.strip_prefix("/").unwrap_or(target))
+}
 pub use walk::{list_files, Listing, Skipped};
 
 /// Where the host keeps enabled-unit links and unit files; see [`Host::enable_unit`].

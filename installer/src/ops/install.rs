@@ -59,7 +59,7 @@ pub struct Prepared {
 }
 
 /// Verifies the bundle into staging under the target root (a dry run: outside it, see
-/// [`staging_dir`]). Changes nothing on the target outside
+/// [`staging::staging_dir`]). Changes nothing on the target outside
 /// `<root>/var/lib/airlock/staging`.
 pub fn stage(
     bundle: &Path,
@@ -69,35 +69,10 @@ pub fn stage(
     reporter: &dyn Reporter,
 ) -> Result<Staged> {
     let files = BundleFiles::locate(bundle)?;
-    let (dir, scratch) = staging_dir(host, Path::new(state::INSTALL_STAGING), dry_run)?;
+    let (dir, scratch) = staging::staging_dir(host, Path::new(state::INSTALL_STAGING), dry_run)?;
     let mut staged = staging::extract_with_image_archive(&files, trusted, &dir, IMAGE_ARCHIVE_ENTRY, reporter)?;
     staged.scratch = scratch;
     Ok(staged)
-}
-
-/// Where a run verifies the bundle into, as a host path, with what keeps it alive.
-/// A run that will apply the bundle stages at target path `staging` (which the
-/// verifying extractor then creates): whatever a previous run left there is removed,
-/// since staging is never trusted across runs, and its parent is made through the
-/// host's symlink-safe resolution, so staging lands below the root whatever links
-/// are on the way. A dry run writes nothing under the root: it stages into a fresh
-/// temporary directory outside it (`$TMPDIR`), removed when the returned guard is
-/// dropped, i.e. with the [`Staged`] bundle, before the command exits.
-pub fn staging_dir(host: &dyn Host, staging: &Path, dry_run: bool) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
-    let name = staging.file_name().expect("staging has a name");
-    if dry_run {
-        let tmp = std::env::temp_dir();
-        let scratch = tempfile::Builder::new().prefix("airlock-dry-run-").tempdir().map_err(|e| {
-            Error::io(&tmp, e).with_hint(
-                "a dry run verifies the bundle into a temporary directory outside the target root; \
-                 point TMPDIR at a directory with room for the bundle",
-            )
-        })?;
-        return Ok((scratch.path().join(name), Some(scratch)));
-    }
-    host.remove_all(staging)?;
-    let parent = staging.parent().expect("staging has a parent");
-    Ok((host.resolve_dir(parent, 0o755)?.join(name), None))
 }
 
 /// Verifies the bundle into staging and plans the install.
@@ -282,11 +257,7 @@ fn cluster_token(host: &dyn Host, answers: &Answers) -> Result<Token> {
     if let Some(join) = &answers.join {
         let bytes = host.read_file(&join.token_file)?.ok_or_else(|| {
             // The token file is a path on the node: under --root, below the root.
-            let on_node = if host.root() == Path::new("/") {
-                join.token_file.clone()
-            } else {
-                host.root().join(join.token_file.strip_prefix("/").unwrap_or(&join.token_file))
-            };
+            let on_node = crate::host::shown_path(host.root(), &join.token_file);
             let under_root = if host.root() == Path::new("/") {
                 String::new()
             } else {

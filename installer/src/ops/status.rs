@@ -188,7 +188,7 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
     };
     if problems.is_empty() && release.is_none() && journal.is_none() && inventory.is_none() {
         return Err(Error::input(
-            host.root().join(state::STATE_DIR.trim_start_matches('/')).display().to_string(),
+            crate::host::shown_path(host.root(), Path::new(state::STATE_DIR)).display().to_string(),
             "no airlock install is recorded here (no release, inventory or journal)",
         )
         .with_hint("install with `airlock install BUNDLE`; under a target root pass the same --root"));

@@ -261,7 +261,7 @@ impl Inventory {
         let path = Path::new(state::INVENTORY_PATH);
         let bytes = host.read_file(path)?.ok_or_else(|| {
             Error::input(
-                host.root().join(state::INVENTORY_PATH.trim_start_matches('/')).display().to_string(),
+                crate::host::shown_path(host.root(), Path::new(state::INVENTORY_PATH)).display().to_string(),
                 "no airlock install is recorded here",
             )
             .with_hint("uninstall removes only what `airlock install` recorded; check --root")

@@ -30,7 +30,7 @@ pub const KEY_DIR: &str = "/etc/airlock/keys";
 pub const REVOKED_PATH: &str = "/etc/airlock/keys/revoked.json";
 /// [`KEY_DIR`] as this run sees it: under the target root `root`.
 pub fn key_dir_at(root: &Path) -> PathBuf {
-    root.join(KEY_DIR.trim_start_matches('/'))
+    crate::host::shown_path(root, Path::new(KEY_DIR))
 }
 /// The site PKI: the CA and the platform's leaf certificates.
 pub const PKI_DIR: &str = "/etc/airlock/pki";

@@ -204,7 +204,7 @@ pub const JOIN_TOKEN_COPY: &str = "/root/cluster-token";
 
 impl JoinTokenReport {
     fn new(opts: &InstallOptions, answers: &Answers) -> Self {
-        let path = opts.root.join(Path::new(state::CLUSTER_TOKEN_PATH).strip_prefix("/").expect("absolute"));
+        let path = crate::host::shown_path(&opts.root, Path::new(state::CLUSTER_TOKEN_PATH));
         let keys = if opts.pubkey.is_empty() {
             " --pubkey <vendor.pub>".to_string()
         } else {

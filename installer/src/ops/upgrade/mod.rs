@@ -311,7 +311,7 @@ impl From<Error> for UpgradeFailure {
 
 fn not_installed(host: &dyn Host) -> Error {
     Error::input(
-        host.root().join(crate::state::RELEASE_PATH.trim_start_matches('/')).display().to_string(),
+        crate::host::shown_path(host.root(), Path::new(crate::state::RELEASE_PATH)).display().to_string(),
         "no installed release is recorded here",
     )
     .with_hint("install the platform with `airlock install` first; upgrade replaces an installed release")
@@ -692,7 +692,7 @@ fn stage(
     dry_run: bool,
     reporter: &dyn Reporter,
 ) -> Result<Staged> {
-    let (dir, scratch) = crate::ops::install::staging_dir(host, Path::new(state::UPGRADE_STAGING), dry_run)?;
+    let (dir, scratch) = crate::bundle::staging::staging_dir(host, Path::new(state::UPGRADE_STAGING), dry_run)?;
     // The current release's kept content: what a delta bundle is applied against.
     let base_dir = match release::pointer(host, "current")? {
         Some(id) => Some(host.real_path(&release::release_dir(&id).join("bundle"))?),

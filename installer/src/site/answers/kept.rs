@@ -106,7 +106,7 @@ pub fn exists(root: &Path) -> bool {
 /// [`load_kept`] as text; `None` when the install kept none.
 pub fn kept_text(host: &dyn Host) -> Result<Option<KeptText>> {
     let Some(bytes) = host.read_file(Path::new(state::KEPT_ANSWERS_PATH))? else { return Ok(None) };
-    let origin = host.root().join(state::KEPT_ANSWERS_PATH.trim_start_matches('/')).display().to_string();
+    let origin = crate::host::shown_path(host.root(), Path::new(state::KEPT_ANSWERS_PATH)).display().to_string();
     let text = String::from_utf8_lossy(&bytes);
     let text = put_back_secrets(&text, &origin, &|path: &Path| host.read_file(path))?;
     Ok(Some(KeptText { text, origin }))
