@@ -247,11 +247,11 @@ fn run(command: Command, ui: Ui) -> Result<()> {
                     let m = &made.manifest;
                     say!("bundle {} {} signed by key {}", m.name, m.version, key.key_id_hex());
                     say!(
-                        "  {} images, {} charts, {} files, {} entries, {} bytes uncompressed",
-                        m.images.len(),
-                        m.charts.len(),
-                        m.files.len(),
-                        m.entries.len(),
+                        "  {}, {}, {}, {}, {} bytes uncompressed",
+                        airlock_term::count(m.images.len(), "image", "images"),
+                        airlock_term::count(m.charts.len(), "chart", "charts"),
+                        airlock_term::count(m.files.len(), "file", "files"),
+                        airlock_term::count(m.entries.len(), "entry", "entries"),
                         m.total_size()
                     );
                     for k in &m.key_statements {

@@ -78,3 +78,18 @@ macro_rules! say {
         }
     };
 }
+
+/// `n` and the noun that goes with it, for report lines: "1 file", "3 files".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod count_tests {
+    #[test]
+    fn one_takes_the_singular_every_other_number_the_plural() {
+        assert_eq!(super::count(1, "file", "files"), "1 file");
+        assert_eq!(super::count(0, "file", "files"), "0 files");
+        assert_eq!(super::count(2, "value", "values"), "2 values");
+    }
+}

@@ -88,9 +88,9 @@ fn status_of_a_fresh_install_is_healthy_with_the_release_and_its_components() {
 }
 
 #[test]
-fn status_reports_an_edited_and_a_removed_installed_file_as_drift_and_exits_9() {
+fn status_reports_an_edited_and_a_removed_installed_file_as_drift_with_the_way_back() {
     let d = tempfile::tempdir().unwrap();
-    let (_, root) = installed(d.path(), "root");
+    let (bundle, root) = installed(d.path(), "root");
     std::fs::write(root.join("usr/local/bin/airlock-k3s-killall.sh"), "#!/bin/sh\n# edited on site\n").unwrap();
     std::fs::remove_file(root.join("var/lib/rancher/k3s/server/manifests/airlock-notes.yaml")).unwrap();
     let (code, s) = status_json(&root);
@@ -111,6 +111,18 @@ fn status_reports_an_edited_and_a_removed_installed_file_as_drift_and_exits_9() 
     );
     let text = String::from_utf8_lossy(&airlock(&["status"], &root).stdout).to_string();
     assert!(text.contains("DRIFT     /usr/local/bin/airlock-k3s-killall.sh (changed)"), "{text}");
+    // The next step is named, with the root it applies to.
+    let hint = format!(
+        "  hint: to put these files back as installed, run `airlock install <the airlock-demo 1.0.0 bundle> --root {}` \
+         again: it rewrites only what differs",
+        root.display()
+    );
+    assert!(text.contains(&hint), "{text}");
+    // Run again, the install puts both files back.
+    let o = install(&bundle, &root, &[], &["--yes"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, s) = status_json(&root);
+    assert_eq!((code, s["drift"].as_array().map(Vec::len)), (Some(0), Some(0)), "{s:#}");
 }
 
 #[test]

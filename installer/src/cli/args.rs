@@ -151,10 +151,10 @@ pub enum Command {
         /// Vendor public key(s) to trust (default: the site keys in /etc/airlock/keys).
         #[arg(long)]
         pubkey: Vec<PathBuf>,
-        /// The site's answers (profile, role, data directory, join, overrides).
+        /// The site's answers (profile, role, data directory, join, overrides); default: the site's kept answers.
         #[arg(long, conflicts_with = "profile")]
         answers: Option<PathBuf>,
-        /// Without answers: the bundle profile to check against (as a first server).
+        /// Without answers (and none kept): the bundle profile to check against (as a first server).
         #[arg(long)]
         profile: Option<String>,
         /// What the run is for; default: install, or join when the answers join.

@@ -20,7 +20,8 @@ use crate::site::preflight::{Mode, PreflightReport};
 pub struct PreflightOptions {
     pub bundle: PathBuf,
     pub pubkey: Vec<PathBuf>,
-    /// The site's answers (profile, role, data directory, join, overrides).
+    /// The site's answers (profile, role, data directory, join, overrides); without
+    /// them and without `profile`, the answers the site kept, if any.
     pub answers: Option<PathBuf>,
     /// Without answers: the bundle profile to check against, as a first server.
     pub profile: Option<String>,
@@ -33,7 +34,16 @@ pub struct PreflightOptions {
 /// Runs every check for the chosen profile and mode.
 pub fn run(opts: &PreflightOptions, reporter: &dyn Reporter) -> Result<PreflightReport> {
     let root: &Path = &opts.root;
-    let answers = opts.answers.as_deref().map(Answers::load).transpose()?;
+    let answers = match (&opts.answers, &opts.profile) {
+        (Some(path), _) => Some(Answers::load(path)?),
+        // As every command that needs the answers: the site's kept ones when none are
+        // given, so a check before a re-run or an upgrade checks what will be installed.
+        (None, None) => {
+            let host = crate::host::RootedHost::new(root.to_path_buf(), root == Path::new("/"))?;
+            crate::site::answers::kept::load_kept(&host)?
+        }
+        (None, Some(_)) => None,
+    };
     let keys = trust::trusted_keys(&opts.pubkey, root)?;
     let files = BundleFiles::locate(&opts.bundle)?;
     let (manifest, profiles) = read_profiles_for_site(&files, &keys, root, reporter)?;
@@ -67,5 +77,7 @@ pub fn run(opts: &PreflightOptions, reporter: &dyn Reporter) -> Result<Preflight
     if let Some(m) = opts.mode {
         input.mode = m;
     }
-    site::check(root, &input)
+    let mut report = site::check(root, &input)?;
+    report.profile = Some(prof.name.clone());
+    Ok(report)
 }

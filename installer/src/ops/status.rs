@@ -149,6 +149,9 @@ pub struct StatusReport {
     pub last_run: Option<LastRun>,
     pub pending: Option<Pending>,
     pub drift: Vec<Drift>,
+    /// What to do about [`Self::drift`], when there is any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_hint: Option<String>,
     /// Installed files whose content could not be compared (present, so not drift).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unchecked: Vec<Unchecked>,
@@ -302,6 +305,17 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
     for d in &drift {
         problems.push(format!("{} is {} since the install", d.path.display(), d.problem));
     }
+    // The install of the installed release, run again, rewrites exactly what differs
+    // (its steps compare content) and takes the kept answers: that is the way back.
+    let drift_hint = (!drift.is_empty()).then(|| {
+        let bundle = release.as_ref().map_or("the installed release".into(), |r| format!("{} {}", r.bundle, r.version));
+        let root =
+            if host.root() == Path::new("/") { String::new() } else { format!(" --root {}", host.root().display()) };
+        format!(
+            "to put these files back as installed, run `airlock install <the {bundle} bundle>{root}` again: it \
+             rewrites only what differs; an edit kept on purpose is replaced by the next upgrade too"
+        )
+    });
     for u in &unchecked {
         warnings.push(format!("{} was not checked for changes: {}", u.path.display(), u.why.reason()));
     }
@@ -340,6 +354,7 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         last_run,
         pending,
         drift,
+        drift_hint,
         unchecked,
         live,
         problems,
