@@ -160,6 +160,11 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             });
             Ok(ExitStatus::Success)
         }
+        Command::Schema { file: cli::args::SchemaFile::Answers } => {
+            // A schema is a document, printed whole whatever `--output` says.
+            print_json(&airlock_installer::site::answers::schema::json_schema());
+            Ok(ExitStatus::Success)
+        }
         Command::Completions(c) => {
             c.print::<Cli>();
             Ok(ExitStatus::Success)

@@ -209,11 +209,24 @@ pub enum Command {
         #[arg(long)]
         image_archive: Option<PathBuf>,
     },
+    /// Print the JSON Schema of a file airlock reads (docs/schemas/), for editors.
+    Schema {
+        /// Which file: `answers` (the site's answers file).
+        #[arg(value_enum)]
+        file: SchemaFile,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Write the man pages of every command into DIR (packaging/install-docs.sh).
     #[command(hide = true)]
     Man(ManArgs),
+}
+
+/// The files `airlock schema` has a schema for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SchemaFile {
+    /// The site's answers file (docs/answers.md).
+    Answers,
 }
 
 #[derive(Subcommand)]
@@ -287,14 +300,6 @@ pub struct UpgradeFlags {
     pub overrides: Vec<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_command_line_is_consistent() {
-        <super::Cli as clap::CommandFactory>::command().debug_assert();
-    }
-}
-
 /// `--root` as given, made absolute against the working directory: `--root s1` is
 /// what an operator types, and every message then names the directory unambiguously.
 fn target_root(s: &str) -> Result<PathBuf, String> {
@@ -302,4 +307,12 @@ fn target_root(s: &str) -> Result<PathBuf, String> {
         return Err("an empty path; give the target root directory".into());
     }
     std::path::absolute(s).map_err(|e| format!("cannot make `{s}` absolute: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }
