@@ -95,8 +95,46 @@ fn site_answers(dir: &Path, ldap: &LdapAnswers, extra: &str) -> PathBuf {
 }
 
 /// An installed site and the Keycloak started from it.
-struct Ground {
+/// `airlock install` of the demo into a fresh root, and the Keycloak pod it defines.
+struct Site {
     _work: tempfile::TempDir,
+    bundle: PathBuf,
+    answers: PathBuf,
+    root: PathBuf,
+    pod: Pod,
+    output: String,
+}
+
+impl Site {
+    fn install(ldap: &LdapAnswers, extra: &str) -> Option<Site> {
+        let helm = helm()?;
+        let work = tempfile::tempdir().unwrap();
+        let bundle = build_demo_bundle(work.path(), &[]);
+        let root = work.path().join("root");
+        fs::create_dir(&root).unwrap();
+        let answers = site_answers(work.path(), ldap, extra);
+        let o = airlock_with_answers("install", &bundle, &answers, &root, &["--yes"]);
+        assert!(o.status.success(), "airlock install: {}", text(&o));
+        let pod = Pod::from_root(&root, &helm, work.path()).unwrap();
+        Some(Site { _work: work, bundle, answers, root, pod, output: text(&o) })
+    }
+
+    /// `airlock preflight` of the bundle with the site's answers: the check `id`.
+    fn preflight_check(&self, id: &str) -> serde_json::Value {
+        let o = airlock_with_answers("preflight", &self.bundle, &self.answers, &self.root, &["--output", "json"]);
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no check {id}: {r}"))
+    }
+}
+
+struct Ground {
+    site: Site,
     root: PathBuf,
     objects: Objects,
     pod: Pod,
@@ -113,27 +151,20 @@ impl Ground {
     /// Installs the demo with `ldap` (and `extra` answers) into a fresh root and starts
     /// Keycloak and the proxy from it. `None` when a tool is missing (skip).
     fn up(home: &KeycloakHome, ldap: &LdapAnswers, extra: &str) -> Option<Ground> {
-        let helm = helm()?;
-        let work = tempfile::tempdir().unwrap();
-        let bundle = build_demo_bundle(work.path(), &[]);
-        let root = work.path().join("root");
-        fs::create_dir(&root).unwrap();
-        let answers = site_answers(work.path(), ldap, extra);
-        let o = airlock_with_answers("install", &bundle, &answers, &root, &["--yes"]);
-        assert!(o.status.success(), "airlock install: {}", text(&o));
-        let seen = vec![("airlock install output".to_string(), text(&o))];
-        let objects = Objects::read(&root).unwrap();
-        let pod = Pod::from_root(&root, &helm, work.path()).unwrap();
-        let mut secrets = generated_secrets(&root);
+        let site = Site::install(ldap, extra)?;
+        let objects = Objects::read(&site.root).unwrap();
+        let mut secrets = generated_secrets(&site.root);
         secrets.push(ldap.bind_password.clone());
         let t0 = Instant::now();
-        let keycloak =
-            Keycloak::start(home, &pod, &secrets).unwrap_or_else(|e| panic!("{}", redact(&e.to_string(), &secrets)));
+        let keycloak = Keycloak::start(home, &site.pod, &secrets)
+            .unwrap_or_else(|e| panic!("{}", redact(&e.to_string(), &secrets)));
         let started_in = t0.elapsed();
         eprintln!("keycloak proving ground: Keycloak ready in {:.1} s", started_in.as_secs_f64());
+        let pod = site.pod.clone();
         let proxy = Proxy::start(&pod.ingress_host, &pod.ingress_cert_pem, &pod.ingress_key_pem, keycloak.http_port)?;
-        let client = Client::new(&root.join("etc/airlock/pki/ca.crt"), &proxy)?;
-        Some(Ground { _work: work, root, objects, pod, keycloak, proxy, client, seen, secrets, started_in })
+        let client = Client::new(&site.root.join("etc/airlock/pki/ca.crt"), &proxy)?;
+        let seen = vec![("airlock install output".to_string(), site.output.clone())];
+        Some(Ground { root: site.root.clone(), site, objects, pod, keycloak, proxy, client, seen, secrets, started_in })
     }
 
     fn base(&self) -> String {
@@ -452,37 +483,73 @@ const KC_DB_USER: &str = "kc_user";
 const KC_DB_PW: &str = "proving-ground-kc-db-pw-7c1e";
 
 /// The answers of the first of three HA servers naming Keycloak's external database.
-fn ha_extra(port: u16, ca: &Path) -> String {
+fn ha_extra(port: u16, ca: &Path, password: &str) -> String {
     format!(
         "ha:\n  servers:\n    - {{name: demo-node, ip: 192.0.2.10}}\n    - {{name: demo-node-2, ip: 192.0.2.11}}\n    - {{name: demo-node-3, ip: 192.0.2.12}}\n\
-         keycloak_database:\n  host: localhost\n  port: {port}\n  name: keycloak\n  username: {KC_DB_USER}\n  password: {KC_DB_PW}\n  ca_file: {}\n",
+         keycloak_database:\n  host: localhost\n  port: {port}\n  name: keycloak\n  username: {KC_DB_USER}\n  password: {password}\n  ca_file: {}\n",
         ca.display()
     )
 }
 
 #[test]
-fn keycloak_in_ha_runs_on_the_external_postgresql_with_the_exact_settings_the_installer_wrote() {
+fn keycloak_in_ha_runs_on_the_external_postgresql_with_the_installers_settings_and_preflight_names_a_bad_login() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let Some(home) = keycloak_home() else { return };
     let Some(pg) = airlock_tests::postgres::TlsPostgres::start(KC_DB_USER, KC_DB_PW, "keycloak") else { return };
     let Some(dir) = Slapd::start(Directory::OpenLdap) else { return };
     let ldap = LdapAnswers::of(&dir);
-    let Some(mut g) = Ground::up(&home, &ldap, &ha_extra(pg.port, &pg.ca_pem())) else { return };
+    let Some(mut g) = Ground::up(&home, &ldap, &ha_extra(pg.port, &pg.ca_pem(), KC_DB_PW)) else { return };
+    g.secrets.push(KC_DB_PW.into());
+    // The settings are the installer's, unchanged: verify-full against the answers' CA.
     assert_eq!(g.pod.env.get("KC_DB").map(String::as_str), Some("postgres"));
-    assert!(
-        g.pod.env["KC_DB_URL_PROPERTIES"].contains("sslmode=verify-full"),
-        "{:?}",
-        g.pod.env.get("KC_DB_URL_PROPERTIES")
-    );
+    assert_eq!(g.pod.env.get("KC_DB_URL_HOST").map(String::as_str), Some("localhost"));
+    let props = g.pod.env.get("KC_DB_URL_PROPERTIES").cloned().unwrap_or_default();
+    assert!(props.contains("sslmode=verify-full") && props.contains("sslrootcert="), "{props}");
     discovery_is_served_through_the_ingress(&g);
     let token = g.login("alice", "alice-pw").unwrap();
     assert_claims(&token, "alice", "alice@example.org", "Alice", "Example", "admins");
-    g.secrets.push(KC_DB_PW.into());
+    // The realm and the federated user live in the external database.
+    let c = g.site.preflight_check("keycloak-database");
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("TLS verified"), "{c}");
+    g.seen.push(("preflight".into(), c.to_string()));
     g.assert_no_secret_in_logs();
     let started = g.started_in;
     drop(g);
 
+    // A wrong password and a CA that did not sign the server's certificate: the
+    // preflight check names the key to fix, and Keycloak, started from that install,
+    // does not come up, for the same reason.
+    for (what, extra, key, log_says) in [
+        (
+            "wrong password",
+            ha_extra(pg.port, &pg.ca_pem(), "not-the-db-password"),
+            "keycloak_database.password",
+            "password authentication failed",
+        ),
+        (
+            "untrusted server certificate",
+            ha_extra(pg.port, &pg.other_ca_pem(), KC_DB_PW),
+            "keycloak_database.ca_file",
+            "PKIX path",
+        ),
+    ] {
+        let Some(site) = Site::install(&ldap, &extra) else { return };
+        let c = site.preflight_check("keycloak-database");
+        assert_eq!(c["status"], "fail", "{what}: {c}");
+        assert!(c["detail"].as_str().unwrap().contains(key), "{what}: the check names {key}: {c}");
+        assert!(c["hint"].as_str().is_some_and(|h| !h.is_empty()), "{what}: {c}");
+        let mut secrets = generated_secrets(&site.root);
+        secrets.push(KC_DB_PW.into());
+        let e = Keycloak::start_within(&home, &site.pod, &secrets, std::time::Duration::from_secs(240))
+            .err()
+            .unwrap_or_else(|| panic!("{what}: Keycloak started"));
+        let e = e.to_string();
+        assert!(e.contains(log_says), "{what}: Keycloak's log does not say `{log_says}`:\n{e}");
+        assert!(!c.to_string().contains(KC_DB_PW) && !e.contains(KC_DB_PW), "{what}: the password shows");
+        eprintln!("keycloak proving ground: {what}: preflight fails naming {key}; Keycloak does not start");
+    }
     eprintln!(
         "keycloak proving ground (HA, PostgreSQL): Keycloak start {:.1} s, whole test {:.1} s",
         started.as_secs_f64(),
