@@ -268,6 +268,58 @@ fn status_counts_certificate_days_and_an_expired_one_is_a_problem() {
     assert!(r.problems.iter().any(|p| p.contains("edge.crt (CN=edge) expired on")), "{:?}", r.problems);
 }
 
+#[test]
+fn status_reports_the_distributions_own_certificates_and_400_days_on_names_what_expired_and_how_to_renew_it() {
+    let Some(openssl) = require_tool("openssl") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let (_, root) = installed(d.path(), "root");
+    // Stand-ins for what K3s generates at its first start (nothing here runs K3s):
+    // a 365-day serving certificate and a ten-year CA in its server/tls directory.
+    let tls = root.join("var/lib/rancher/k3s/server/tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    certificate(&openssl, &tls, "serving-kube-apiserver", 365);
+    certificate(&openssl, &tls, "server-ca", 3650);
+
+    let (code, s) = status_json(&root);
+    assert_eq!(code, Some(0), "{s:#}");
+    let days = |s: &serde_json::Value, path: &str| {
+        s["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == path)
+            .map(|c| c["days_left"].as_i64().unwrap())
+    };
+    let serving = "/var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt";
+    assert!(days(&s, serving).is_some_and(|d| (363..=365).contains(&d)), "{s:#}");
+    assert!(days(&s, "/var/lib/rancher/k3s/server/tls/server-ca.crt").is_some(), "{s:#}");
+
+    // The site's clock 400 days on (the clock status counts from, as a fake).
+    use airlock_installer::host::RootedHost;
+    use airlock_installer::ops::status::{status, StatusOptions};
+    let host = RootedHost::new(root.clone(), false).unwrap();
+    let later = StatusOptions { now_unix: StatusOptions::now().now_unix + 400 * 86_400 };
+    let r = status(&host, &later).unwrap();
+    assert!(!r.healthy);
+    let certs: Vec<&String> = r.problems.iter().filter(|p| p.starts_with("certificate ")).collect();
+    assert_eq!(certs.len(), 1, "only the 365-day K3s certificate has expired: {:?}", r.problems);
+    let p = certs[0];
+    assert!(p.contains(serving) && p.contains("expired on"), "{p}");
+    assert!(p.contains("`systemctl restart k3s"), "the one command that renews it: {p}");
+    // The site PKI's leaves (825 days) and CAs are fine; nothing else is said about them.
+    assert!(r.problems.iter().all(|p| !p.contains("/etc/airlock/pki")), "{:?}", r.problems);
+
+    // 800 days on, the site's leaves are within the warning window: renewed by airlock.
+    let later = StatusOptions { now_unix: StatusOptions::now().now_unix + 800 * 86_400 };
+    let r = status(&host, &later).unwrap();
+    let leaf = r
+        .warnings
+        .iter()
+        .find(|w| w.contains("/etc/airlock/pki/ingress.crt"))
+        .unwrap_or_else(|| panic!("{:?}", r.warnings));
+    assert!(leaf.contains("`airlock pki renew`"), "{leaf}");
+}
+
 /// Every entry of a support bundle (gzip tar) by name.
 fn unpack(path: &Path) -> BTreeMap<String, String> {
     let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());

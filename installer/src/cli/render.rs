@@ -540,8 +540,12 @@ pub fn print_pki_renew(r: &airlock_installer::site::pki::RenewReport, within: i6
     if !r.kept.is_empty() {
         say!("kept {} (more than {within} days left)", r.kept.join(", "));
     }
-    if !dry_run && !r.renewed.is_empty() {
-        say!("the platform's TLS Secrets still hold the old certificates until `airlock install` runs again");
+    let refreshed = if dry_run { "would refresh" } else { "refreshed" };
+    for s in &r.secrets {
+        say!("{refreshed} TLS Secret manifest {}", s.display());
+    }
+    if !dry_run && !r.secrets.is_empty() {
+        say!("K3s and RKE2 apply changed manifests by themselves; the ingress then serves the new certificates");
     }
 }
 

@@ -13,7 +13,7 @@ use crate::bundle::delta::read_profiles_for_site;
 use crate::bundle::trust;
 use crate::site::answers::{Answers, Role, DEFAULT_DATA_DIR};
 use crate::site::preflight::site::{self, SiteInput};
-use crate::site::preflight::{Mode, PreflightReport};
+use crate::site::preflight::{CheckResult, Mode, Overall, PreflightReport, Status};
 
 /// What `airlock preflight` was asked.
 #[derive(Clone, Debug, Default)]
@@ -79,5 +79,31 @@ pub fn run(opts: &PreflightOptions, reporter: &dyn Reporter) -> Result<Preflight
     }
     let mut report = site::check(root, &input)?;
     report.profile = Some(prof.name.clone());
+    if let Some(db) = answers.as_ref().and_then(|a| a.keycloak_database.as_ref()) {
+        report.checks.push(database_check(db));
+        if report.get(DATABASE_CHECK).is_some_and(|c| c.status == Status::Fail) {
+            report.overall = Overall::Fail;
+        }
+    }
     Ok(report)
+}
+
+/// The id of the live check of Keycloak's external database.
+pub const DATABASE_CHECK: &str = "keycloak-database";
+
+/// A real login to the database the answers name, as Keycloak will make it
+/// (`site::database`). A failure blocks the install: Keycloak would not start.
+fn database_check(db: &crate::site::answers::keycloak_db::KeycloakDatabaseAnswers) -> CheckResult {
+    let (status, detail, hint) = match crate::site::database::probe(db, crate::site::database::TIMEOUT) {
+        Ok(r) => (Status::Pass, r.summary, None),
+        Err(e) => (Status::Fail, format!("{}: {} ({})", e.subject, e.cause, e.key), Some(e.hint)),
+    };
+    CheckResult {
+        id: DATABASE_CHECK.to_string(),
+        title: "Keycloak's external database accepts the answers' login".to_string(),
+        status,
+        detail,
+        hint,
+        note: None,
+    }
 }
