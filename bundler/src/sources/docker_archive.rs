@@ -90,8 +90,16 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
     };
 
     // Docker 25+: the archive is also an OCI layout, whose index names each image by
-    // its full reference (io.containerd.image.name); read it as such.
-    if tar.file("oci-layout").is_some() && tar.file("index.json").is_some() {
+    // its full reference (io.containerd.image.name); read it as such. Docker 25.0.0 to
+    // 25.0.2 wrote `"manifests": null` for an image saved by digest or ID
+    // (moby/moby#47210); manifest.json is still right there, so such an archive (and
+    // any whose index lists nothing) is read through it, as skopeo reads it.
+    let index_lists_images = match tar.file("index.json") {
+        Some(m) if entries.is_some() => index_lists_images(&tar, m, ctx)?,
+        Some(_) => true,
+        None => false,
+    };
+    if tar.file("oci-layout").is_some() && index_lists_images {
         let selector = match (selector, &entries) {
             (Some(s), Some(list)) if s.starts_with('@') => {
                 let e = pick_by_position(s, list, ctx, &syntax)?;
@@ -122,6 +130,20 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
     };
     let entry = select(&entries, selector, ctx, &syntax)?;
     convert(&tar, entry, ctx)
+}
+
+/// Whether a Docker 25+ archive's `index.json` names any image. One that is not even
+/// JSON counts as naming some, so the OCI reader reports what is wrong with it.
+fn index_lists_images(tar: &TarIndex, index: &Member, ctx: &Ctx) -> Result<bool> {
+    let bytes = read_content(&tar.content(index), MAX_JSON_BYTES).map_err(|e| e.within(ctx.subject()))?;
+    Ok(match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) => match v.get("manifests") {
+            Some(serde_json::Value::Array(list)) => !list.is_empty(),
+            Some(serde_json::Value::Null) | None => false,
+            Some(_) => true,
+        },
+        Err(_) => true,
+    })
 }
 
 fn describe(list: &[ArchiveEntry]) -> String {
