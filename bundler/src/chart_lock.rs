@@ -252,6 +252,32 @@ generated: "2026-12-07T12:58:51.941076978Z"
     }
 
     #[test]
+    fn an_upstream_chart_lock_verifies() {
+        // prometheus-community/prometheus: its dependencies and the Chart.lock its
+        // maintainers' helm wrote (wildcard ranges, conditions, an HTTP repository).
+        let repo = "https://prometheus-community.github.io/helm-charts";
+        let pairs = [
+            ("alertmanager", "1.42.*", "1.42.0"),
+            ("kube-state-metrics", "8.4.*", "8.4.0"),
+            ("prometheus-node-exporter", "4.56.*", "4.56.1"),
+            ("prometheus-pushgateway", "3.8.*", "3.8.0"),
+        ];
+        let mut chart = String::from("dependencies:\n");
+        let mut lock = String::from("dependencies:\n");
+        for (name, range, version) in pairs {
+            chart.push_str(&format!(
+                "  - name: {name}\n    version: \"{range}\"\n    repository: {repo}\n    condition: {name}.enabled\n"
+            ));
+            lock.push_str(&format!("- name: {name}\n  repository: {repo}\n  version: {version}\n"));
+        }
+        lock.push_str("digest: sha256:5d788dab0bb3fe083870a3ca91fe0a930bbcedda7cd202844f6afdab0a3e6d0b\n");
+        lock.push_str("generated: \"2026-08-18T19:54:25.385159732Z\"\n");
+        let req: Deps = serde_yaml::from_str(&chart).unwrap();
+        let lock: ChartLock = serde_yaml::from_str(&lock).unwrap();
+        assert!(lock_matches(&req.dependencies, &lock, false));
+    }
+
+    #[test]
     fn a_changed_range_or_a_changed_lock_entry_no_longer_matches() {
         let lock: ChartLock = serde_yaml::from_str(CHART_LOCK).unwrap();
         let req: Deps = serde_yaml::from_str(&CHART_YAML.replace("\"~0.1\"", "\"~0.2\"")).unwrap();
