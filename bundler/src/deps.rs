@@ -219,6 +219,20 @@ fn chart_lock(
         Error::input(label, format!("{file} is not valid: {e}"))
             .with_hint("run `helm dependency update` on the chart to write it again")
     })?;
+    // helm hashes a repository alias (`@name`, `alias:name`) as the URL the vendor's
+    // own `helm repo add` gave it; without that configuration the digest cannot be
+    // reproduced, and "out of sync" would be a wrong diagnosis.
+    if let Some(d) = deps.iter().find(|d| d.repository().starts_with('@') || d.repository().starts_with("alias:")) {
+        return Err(Error::input(
+            label,
+            format!(
+                "dependency {} names the repository alias `{}`, which only a local helm repository configuration resolves, so {file} cannot be checked",
+                d.name(),
+                d.repository()
+            ),
+        )
+        .with_hint("write the repository's URL (https://… or oci://…) in `repository:`, then run `helm dependency update` on the chart"));
+    }
     if !chart_lock::lock_matches(deps, &lock, api_v1) {
         let source = if api_v1 { "requirements.yaml" } else { "Chart.yaml" };
         return Err(Error::input(
@@ -473,6 +487,36 @@ mod tests {
     fn ok(range: &str, v: &str) -> bool {
         let v = semver::Version::parse(v).unwrap();
         semver_req(range).unwrap().iter().any(|r| r.matches(&v))
+    }
+
+    fn tree(chart_yaml: &str, lock: Option<&str>) -> BTreeMap<String, Vec<u8>> {
+        let mut t = BTreeMap::new();
+        t.insert("Chart.yaml".to_string(), chart_yaml.as_bytes().to_vec());
+        if let Some(l) = lock {
+            t.insert("Chart.lock".to_string(), l.as_bytes().to_vec());
+        }
+        t
+    }
+
+    fn deps_of(chart_yaml: &str) -> Vec<Dependency> {
+        serde_yaml::from_str::<ChartYaml>(chart_yaml).unwrap().dependencies.unwrap_or_default()
+    }
+
+    #[test]
+    fn a_lock_over_a_repository_alias_is_refused_as_uncheckable_not_as_out_of_sync() {
+        let chart = "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n  - name: db\n    version: 1.x\n    repository: \"@bitnami\"\n";
+        let lock = "dependencies:\n- name: db\n  repository: https://charts.example.com\n  version: 1.2.0\ndigest: sha256:00\n";
+        let e = chart_lock(&tree(chart, Some(lock)), &deps_of(chart), false, "chart app").unwrap_err();
+        assert!(e.cause.contains("repository alias `@bitnami`") && !e.cause.contains("out of sync"), "{e}");
+        assert!(e.hint.unwrap().contains("URL"));
+    }
+
+    #[test]
+    fn a_malformed_lock_is_named_and_no_lock_means_ranges() {
+        let chart = "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n  - name: db\n    version: 1.x\n    repository: oci://r.example/charts\n";
+        assert!(chart_lock(&tree(chart, None), &deps_of(chart), false, "chart app").unwrap().is_none());
+        let e = chart_lock(&tree(chart, Some("dependencies: {")), &deps_of(chart), false, "chart app").unwrap_err();
+        assert!(e.cause.starts_with("Chart.lock is not valid"), "{e}");
     }
 
     #[test]
