@@ -420,7 +420,13 @@ fn ha_install_with_an_external_database_wires_keycloak_to_it_through_a_secret_on
     let values = str_at(&hc, &["spec", "valuesContent"]).to_string();
     let v: Value = serde_yaml::from_str(&values).unwrap();
     assert_eq!(v["database"]["vendor"], "postgres");
-    assert_eq!(v["database"]["hostname"], "pg.platform.example.test");
+    // Host, name and username go through the env list, where they stay strings
+    // (the chart templates its own `database` keys unquoted).
+    assert!(v["database"]["hostname"].is_null(), "{values}");
+    let env: Vec<Value> = serde_yaml::from_str(v["extraEnv"].as_str().unwrap()).unwrap();
+    let var = |n: &str| env.iter().find(|e| e["name"] == n).map(|e| e["value"].clone());
+    assert_eq!(var("KC_DB_URL_HOST"), Some(Value::from("pg.platform.example.test")));
+    assert_eq!(var("KC_DB_USERNAME"), Some(Value::from("kc_user")));
     assert_eq!(v["database"]["existingSecret"], "keycloak-database");
     assert!(v["database"]["password"].is_null(), "{values}");
     assert!(!values.contains(KC_DB_PW), "the password is in the chart values:\n{values}");
