@@ -782,7 +782,7 @@ impl Client {
             .filter_map(|l| l.split_once(':'))
             .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
             .map(|(_, v)| v.trim().to_string())
-            .last();
+            .next_back();
         Ok(Response { status, location, body: body.to_string() })
     }
 

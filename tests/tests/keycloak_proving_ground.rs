@@ -600,6 +600,13 @@ fn keycloak_in_ha_runs_on_the_external_postgresql_with_the_installers_settings_a
         assert!(!c.to_string().contains(KC_DB_PW) && !e.contains(KC_DB_PW), "{what}: the password shows");
         eprintln!("keycloak proving ground: {what}: preflight fails naming {key}; Keycloak does not start");
     }
+    // Nothing listening: the check names the host and port to fix.
+    let closed = airlock_tests::keycloak::free_port();
+    let Some(site) = Site::install(&ldap, &ha_extra(closed, &pg.ca_pem(), KC_DB_PW)) else { return };
+    let c = site.preflight_check("keycloak-database");
+    assert_eq!(c["status"], "fail", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains(&format!("localhost:{closed}")), "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("keycloak_database.host"), "{c}");
     eprintln!(
         "keycloak proving ground (HA, PostgreSQL): Keycloak start {:.1} s, whole test {:.1} s",
         started.as_secs_f64(),
