@@ -152,7 +152,7 @@ install_keycloak() {
   log "Keycloak: fetching org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:zip from Maven Central"
   local d="$WORK/keycloak"
   mkdir -p "$d"
-  mvn -q -B dependency:copy "-Dartifact=org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:zip" \
+  mvn -q -B -Dstyle.color=never dependency:copy "-Dartifact=org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:zip" \
     "-DoutputDirectory=$d" </dev/null
   rm -rf "$dest.new" && mkdir -p "$dest.new"
   unzip -q "$d/keycloak-quarkus-dist-$KEYCLOAK_VERSION.zip" -d "$dest.new"

@@ -391,27 +391,36 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A copy of the distribution Keycloak runs from (its `build` step writes into the
-/// home, so the unpacked original stays untouched). Reused by the starts of one test
-/// binary, one at a time: a start whose build options match the last one's skips the
-/// rebuild.
+/// A copy of the distribution Keycloak runs from: its `build` step writes into the
+/// home, so the unpacked original stays untouched. One copy serves the starts of a test
+/// binary, one at a time, and later runs too (it lives under the target directory): a
+/// start whose build options match the last one's skips Keycloak's rebuild.
 pub struct KeycloakHome {
-    dir: tempfile::TempDir,
+    path: PathBuf,
     pub dist: KeycloakDist,
 }
 
 impl KeycloakHome {
-    pub fn new(dist: &KeycloakDist) -> Result<KeycloakHome> {
-        let dir = tempfile::Builder::new().prefix("airlock-keycloak.").tempdir()?;
-        let st = Command::new("cp").arg("-r").arg(&dist.home).arg(dir.path().join("home")).status()?;
-        if !st.success() {
-            bail!("copying {} failed", dist.home.display());
+    /// The copy under `dir` (a test's `CARGO_TARGET_TMPDIR`), made when missing.
+    pub fn under(dist: &KeycloakDist, dir: &Path) -> Result<KeycloakHome> {
+        let path = dir.join(format!("keycloak-{KEYCLOAK_VERSION}-home"));
+        if !path.join("bin/kc.sh").is_file() {
+            // Copied aside and renamed, so an interrupted copy is never taken for one.
+            let partial = dir.join(format!("keycloak-{KEYCLOAK_VERSION}-home.partial"));
+            let _ = fs::remove_dir_all(&partial);
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(dir)?;
+            let st = Command::new("cp").arg("-r").arg(&dist.home).arg(&partial).status()?;
+            if !st.success() {
+                bail!("copying {} to {} failed", dist.home.display(), partial.display());
+            }
+            fs::rename(&partial, &path)?;
         }
-        Ok(KeycloakHome { dir, dist: dist.clone() })
+        Ok(KeycloakHome { path, dist: dist.clone() })
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join("home")
+        self.path.clone()
     }
 }
 

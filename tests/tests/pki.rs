@@ -209,3 +209,91 @@ fn install_names_the_site_ca_and_never_shows_a_pki_key() {
     let again = run(&["--yes"]);
     assert!(again.contains(&fp) && again.contains("0 steps applied"), "{again}");
 }
+
+/// Every TLS Secret manifest under the root's manifests directory: file name →
+/// (tls.crt, tls.key) or MinIO's (public.crt, private.key).
+fn tls_secrets(root: &Path) -> std::collections::BTreeMap<String, (String, String)> {
+    let dir = root.join("var/lib/rancher/k3s/server/manifests");
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let v: serde_yaml::Value = match serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()) {
+            Ok(v) => v,
+            Err(_) => continue, // several documents: not a Secret manifest
+        };
+        if v["type"] != "kubernetes.io/tls" {
+            continue;
+        }
+        let d = &v["stringData"];
+        let pair =
+            |c: &str, k: &str| (d[c].as_str().unwrap_or("").to_string(), d[k].as_str().unwrap_or("").to_string());
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        out.insert(name.clone(), pair("tls.crt", "tls.key"));
+        if d.get("public.crt").is_some() {
+            out.insert(format!("{name} (public.crt)"), pair("public.crt", "private.key"));
+        }
+    }
+    out
+}
+
+#[test]
+fn renew_refreshes_every_tls_secret_manifest_that_held_a_replaced_leaf_and_leaves_no_drift() {
+    // The demo installed with its platform charts, so the TLS Secrets are there.
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = build_demo_bundle(tmp.path(), &[]);
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let o =
+        airlock_tests::airlock_with_answers("install", &bundle, &demo_dir().join("answers.yaml"), &root, &["--yes"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = root.to_str().unwrap();
+    let pki_dir = root.join("etc/airlock/pki");
+    let leaf_files = |names: &[&str]| -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    std::fs::read_to_string(pki_dir.join(format!("{n}.crt"))).unwrap(),
+                    std::fs::read_to_string(pki_dir.join(format!("{n}.key"))).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = tls_secrets(&root);
+    assert!(before.len() >= 4, "{before:?}");
+    let old_leaves = leaf_files(&["ingress", "minio", "keycloak"]);
+    for (name, pair) in &before {
+        assert!(old_leaves.contains(pair), "{name} holds no leaf of the site PKI");
+    }
+
+    // A dry run names the manifests and writes nothing.
+    let dry = airlock(&["pki", "renew", "--root", r, "--within", "100000", "--dry-run", "--output", "json"]);
+    assert!(dry.status.success(), "{}", text(&dry));
+    let v: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let listed: Vec<&str> = v["secrets"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(listed.iter().any(|s| s.ends_with("airlock-keycloak-secret-keycloak-tls.yaml")), "{listed:?}");
+    assert!(listed.iter().all(|s| s.starts_with("/var/lib/rancher/k3s/server/manifests/")), "{listed:?}");
+    assert_eq!(tls_secrets(&root), before, "a dry run changed a Secret");
+
+    let renew = airlock(&["pki", "renew", "--root", r, "--within", "100000"]);
+    let out = text(&renew);
+    assert!(renew.status.success(), "{out}");
+    assert!(out.contains("refreshed TLS Secret manifest /var/lib/rancher/k3s/server/manifests/"), "{out}");
+    let new_leaves = leaf_files(&["ingress", "minio", "keycloak"]);
+    assert_no_key_material(&out, &key_lines(&pki_dir));
+    let after = tls_secrets(&root);
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    for (name, pair) in &after {
+        assert!(new_leaves.contains(pair), "{name} still holds an old certificate or key");
+        let mode =
+            std::fs::metadata(root.join("var/lib/rancher/k3s/server/manifests").join(name.split(' ').next().unwrap()))
+                .unwrap()
+                .permissions()
+                .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    // The inventory knows the new content: status sees no drift.
+    let st = airlock(&["status", "--root", r, "--output", "json"]);
+    let s: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(s["drift"], serde_json::json!([]), "{s:#}");
+}

@@ -223,3 +223,31 @@ fn explain(db: &KeycloakDatabaseAnswers, subject: &str, e: &postgres::Error) -> 
     }
     err("keycloak_database.host", text, "check the keycloak_database answers with the database team")
 }
+
+/// The wizard's live check of the `keycloak_database` section: [`probe`] on the answers
+/// so far, run as soon as the section's last question is answered; a failure comes back
+/// at the key to fix and the section is asked again. Not skippable: the wizard runs on
+/// the first server, which must reach the database for Keycloak to start at all.
+pub fn live_check() -> crate::site::answers::LiveCheck {
+    crate::site::answers::LiveCheck {
+        section: "keycloak_database",
+        run: check_answered,
+        reask: crate::site::answers::wizard::Reask::Section,
+        entry: None,
+        skippable: false,
+    }
+}
+
+fn check_answered(
+    a: &crate::site::answers::Answered,
+) -> std::result::Result<Option<String>, crate::site::answers::Problem> {
+    let Some(db) = KeycloakDatabaseAnswers::from_answered(a)? else { return Ok(None) };
+    match probe(&db, TIMEOUT) {
+        Ok(r) => Ok(Some(r.summary)),
+        Err(e) => Err(crate::site::answers::Problem::new(
+            e.key,
+            format!("the live check failed: {}: {}", e.subject, e.cause),
+            e.hint,
+        )),
+    }
+}

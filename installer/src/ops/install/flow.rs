@@ -281,13 +281,17 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
                 profiles,
             };
             prompter.note("Answer the questions for this node (Enter takes the value in brackets).");
-            // The LDAP answers are tested live and the customer's PKI files checked as
-            // soon as they are given (asked again on failure).
+            // The LDAP and Keycloak database answers are tested live and the customer's
+            // PKI files checked as soon as they are given (asked again on failure).
             let (answers, answered) = answers::wizard::ask_prefilled(
                 answers::questions(),
                 &facts,
                 prompter,
-                &[crate::site::ldap::live_check(), crate::site::pki::wizard::live_check()],
+                &[
+                    crate::site::ldap::live_check(),
+                    crate::site::database::live_check(),
+                    crate::site::pki::wizard::live_check(),
+                ],
                 prefill.as_ref(),
             )?;
             (answers, Some(answered))
