@@ -16,7 +16,9 @@ use std::sync::{Mutex, MutexGuard};
 use airlock_format::error::{Error, Result};
 
 use super::{RunContext, Step, StepState};
-use crate::engine::layout::{FileSource, Layout, PlannedDir, PlannedFile, PlannedLink, PlannedUser, StepGroup};
+use crate::engine::layout::{
+    FileSource, Layout, PlannedCommand, PlannedDir, PlannedFile, PlannedLink, PlannedUser, StepGroup,
+};
 use crate::host::{FileKind, Host, Perms};
 
 /// The steps for one component's layout, in the order they must run: users (files
@@ -45,6 +47,9 @@ pub fn layout_steps(component: &str, layout: &Layout, staging: &Path) -> Vec<Box
             link: link.clone(),
             undo: Mutex::default(),
         }));
+    }
+    for command in &layout.commands {
+        steps.push(Box::new(CommandStep { id: format!("{component}/run/{}", command.name), command: command.clone() }));
     }
     for unit in &layout.units {
         steps.push(Box::new(UnitStep {
@@ -405,17 +410,48 @@ enum LinkUndo {
     Relink { target: PathBuf },
 }
 
+/// The standard `PATH` of a root shell, where K3s' `install.sh` looks (`command -v`)
+/// before it links a tool.
+const STANDARD_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+impl LinkStep {
+    /// Whether the link's name exists on the standard `PATH` as anything but this very
+    /// link: at its own place as a file or a link elsewhere, or in another directory.
+    fn found_on_path(&self, host: &dyn Host) -> Result<bool> {
+        let path = &self.link.link;
+        let Some(name) = path.file_name() else { return Ok(false) };
+        for dir in STANDARD_PATH {
+            let candidate = Path::new(dir).join(name);
+            let Some(m) = host.metadata(&candidate)? else { continue };
+            if candidate == *path {
+                let ours = m.kind == FileKind::Symlink && host.read_link(path)?.as_ref() == Some(&self.link.target);
+                if !ours {
+                    return Ok(true);
+                }
+            } else if m.kind != FileKind::Dir {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 impl Step for LinkStep {
     fn id(&self) -> &str {
         &self.id
     }
 
     fn describe(&self) -> String {
-        format!("link {} -> {}", self.link.link.display(), self.link.target.display())
+        let skip = if self.link.skip_if_on_path { " (unless the name is already on PATH)" } else { "" };
+        format!("link {} -> {}{skip}", self.link.link.display(), self.link.target.display())
     }
 
     fn check(&self, host: &dyn Host) -> Result<StepState> {
         let (path, want) = (&self.link.link, &self.link.target);
+        if self.link.skip_if_on_path && self.found_on_path(host)? {
+            // Nothing to do: the name resolves to the operator's own tool.
+            return Ok(StepState::Satisfied);
+        }
         Ok(match host.metadata(path)? {
             None => StepState::Pending { change: format!("create -> {}", want.display()) },
             Some(m) if m.kind == FileKind::Symlink => match host.read_link(path)? {
@@ -501,6 +537,56 @@ impl Step for UserStep {
 
     fn rollback(&self, _host: &dyn Host) -> Result<bool> {
         // See the module docs: a user is never removed behind the operator's back.
+        Ok(false)
+    }
+}
+
+struct CommandStep {
+    id: String,
+    command: PlannedCommand,
+}
+
+fn argv(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+impl Step for CommandStep {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn describe(&self) -> String {
+        self.command.describe.clone()
+    }
+
+    fn check(&self, host: &dyn Host) -> Result<StepState> {
+        let pending = || {
+            let cmds: Vec<String> = self.command.run.iter().map(|r| r.join(" ")).collect();
+            Ok(StepState::Pending { change: format!("run `{}`", cmds.join("`, `")) })
+        };
+        if !host.live() {
+            // Never planned under a root; were it, there is nothing to run there.
+            return Ok(StepState::Satisfied);
+        }
+        let Some(check) = &self.command.check else { return pending() };
+        let out = host.run(&argv(check))?;
+        if out.success() && out.stdout.trim().is_empty() {
+            Ok(StepState::Satisfied)
+        } else {
+            pending()
+        }
+    }
+
+    fn apply(&self, host: &dyn Host) -> Result<()> {
+        for run in &self.command.run {
+            let a = argv(run);
+            host.run(&a)?.checked(&a)?;
+        }
+        Ok(())
+    }
+
+    fn rollback(&self, _host: &dyn Host) -> Result<bool> {
+        // Labels and loaded rules of files that rollback removes again do no harm.
         Ok(false)
     }
 }

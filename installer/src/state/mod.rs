@@ -68,6 +68,9 @@ pub const REPORT_PATH: &str = "/var/lib/airlock/report.json";
 pub const RELEASE_PATH: &str = "/var/lib/airlock/release.json";
 /// What the install placed ([`Inventory`]).
 pub const INVENTORY_PATH: &str = "/var/lib/airlock/installed.json";
+/// The inventory as K3s' uninstall script reads it: one `kind digest path` line per
+/// file, link and directory (see [`inventory::Inventory::uninstall_list`]).
+pub const UNINSTALL_LIST_PATH: &str = "/var/lib/airlock/uninstall.list";
 /// The answers the install was made with, secrets apart.
 pub const KEPT_ANSWERS_PATH: &str = "/var/lib/airlock/answers.yaml";
 /// The upgrade journal.
