@@ -76,6 +76,10 @@ pub(super) fn render(input: &DistributionInput, tarball: &[TarballEntry], shippe
     // under /opt/rke2: the units and the uninstall script rewritten to the prefix, the
     // units moved to /etc/systemd/system.
     let prefix = if input.rke2_opt_prefix.is_some() { OPT_PREFIX } else { PREFIX };
+    if prefix == OPT_PREFIX {
+        // install.sh's `mkdir -p`: the prefix itself is the install's (and goes with it).
+        layout.dir(OPT_PREFIX, 0o755);
+    }
     for e in tarball {
         let target = format!("{prefix}/{}", e.path);
         let mode = |executable: bool| if executable { 0o755 } else { 0o644 };
