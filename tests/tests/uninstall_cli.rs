@@ -342,6 +342,7 @@ fn distribution_k3s_uninstall_script_removes_what_airlock_uninstall_removes() {
 
     let paths = |root: &Path| tree(root).into_keys().collect::<Vec<_>>();
     assert_eq!(paths(&by_script), paths(&by_airlock));
+    assert_eq!(tree(&by_airlock)["usr/local/bin/kubectl"], "#!/bin/sh\n# the site's own kubectl\n");
     let left = tree(&by_script);
     assert_eq!(left["usr/local/bin/kubectl"], "#!/bin/sh\n# the site's own kubectl\n");
     assert_eq!(left["etc/rancher/k3s/config.yaml"], "token: edited on site\n");

@@ -410,29 +410,9 @@ enum LinkUndo {
     Relink { target: PathBuf },
 }
 
-/// The standard `PATH` of a root shell, where K3s' `install.sh` looks (`command -v`)
-/// before it links a tool.
-const STANDARD_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
-
 impl LinkStep {
-    /// Whether the link's name exists on the standard `PATH` as anything but this very
-    /// link: at its own place as a file or a link elsewhere, or in another directory.
     fn found_on_path(&self, host: &dyn Host) -> Result<bool> {
-        let path = &self.link.link;
-        let Some(name) = path.file_name() else { return Ok(false) };
-        for dir in STANDARD_PATH {
-            let candidate = Path::new(dir).join(name);
-            let Some(m) = host.metadata(&candidate)? else { continue };
-            if candidate == *path {
-                let ours = m.kind == FileKind::Symlink && host.read_link(path)?.as_ref() == Some(&self.link.target);
-                if !ours {
-                    return Ok(true);
-                }
-            } else if m.kind != FileKind::Dir {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        crate::host::name_on_path(host, &self.link.link, &self.link.target)
     }
 }
 
@@ -647,6 +627,32 @@ mod tests {
         let mut other = big.clone();
         other[150_000] = 8;
         assert_eq!(count(&big, &other), 1);
+    }
+
+    #[test]
+    fn distribution_tool_links_are_skipped_where_the_name_is_on_path_instead_of_blocking() {
+        use crate::host::{Perms, RecordingHost};
+        let host = RecordingHost::new(false).unwrap();
+        let mut layout = Layout::default();
+        layout.tool_link("/usr/local/bin/kubectl", "k3s");
+        layout.tool_link("/usr/local/bin/crictl", "k3s");
+        layout.tool_link("/usr/local/bin/ctr", "k3s");
+        layout.link("/usr/local/bin/plain", "k3s");
+        // The site's own kubectl elsewhere on PATH, its own crictl where ours would go.
+        host.write_file(Path::new("/usr/bin/kubectl"), &mut &b"site kubectl"[..], Perms::mode(0o755)).unwrap();
+        host.write_file(Path::new("/usr/local/bin/crictl"), &mut &b"site crictl"[..], Perms::mode(0o755)).unwrap();
+        host.write_file(Path::new("/usr/local/bin/plain"), &mut &b"in the way"[..], Perms::mode(0o755)).unwrap();
+        let steps = layout_steps("k3s", &layout, Path::new("/staging"));
+        let state = |id: &str| steps.iter().find(|s| s.id() == id).unwrap().check(&host).unwrap();
+        assert_eq!(state("k3s/link/usr/local/bin/kubectl"), StepState::Satisfied);
+        assert_eq!(state("k3s/link/usr/local/bin/crictl"), StepState::Satisfied);
+        assert!(matches!(state("k3s/link/usr/local/bin/ctr"), StepState::Pending { .. }));
+        assert!(matches!(state("k3s/link/usr/local/bin/plain"), StepState::Blocked { .. }), "other links still block");
+        // Once made, our own link is satisfied as such.
+        let ctr = steps.iter().find(|s| s.id() == "k3s/link/usr/local/bin/ctr").unwrap();
+        ctr.apply(&host).unwrap();
+        assert_eq!(ctr.check(&host).unwrap(), StepState::Satisfied);
+        assert_eq!(host.read_link(Path::new("/usr/local/bin/ctr")).unwrap(), Some(PathBuf::from("k3s")));
     }
 
     #[test]
