@@ -218,9 +218,48 @@ if command -v systemctl >/dev/null 2>&1; then
 fi
 rm -f {wants_q}
 
-# The site key the digests of secret-bearing files are keyed with. It is read into
-# this root shell only; openssl gets it as an argument for the moment of each digest.
+# The site key the digests of secret-bearing files are keyed with (HMAC-SHA256,
+# RFC 2104). It never becomes a command's argument, where any local user would see
+# it: the shell's own arithmetic and printf make the padded keys, and sha256sum reads
+# them on stdin.
 key=$(cat {key_q} 2>/dev/null || true)
+case "$key" in
+    *[!0-9a-f]* | "") key= ;;
+esac
+[ "${{#key}}" -eq 64 ] || key=
+# The 64-byte block of the key XORed with $1, as printf octal escapes.
+pad() {{
+    k=$key
+    out=
+    i=0
+    while [ "$i" -lt 64 ]; do
+        if [ -n "$k" ]; then
+            rest=${{k#??}}
+            b=$((0x${{k%"$rest"}} ^ $1))
+            k=$rest
+        else
+            b=$1
+        fi
+        out="$out\\$(printf '%03o' "$b")"
+        i=$((i + 1))
+    done
+    printf '%s' "$out"
+}}
+# A digest (hex) as printf octal escapes.
+octal() {{
+    h=$1
+    out=
+    while [ -n "$h" ]; do
+        rest=${{h#??}}
+        out="$out\\$(printf '%03o' "$((0x${{h%"$rest"}}))")"
+        h=$rest
+    done
+    printf '%s' "$out"
+}}
+if [ -n "$key" ]; then
+    ipad=$(pad 54)
+    opad=$(pad 92)
+fi
 kept=0
 keep() {{
     echo "kept $1: $2" >&2
@@ -230,8 +269,9 @@ digest_of() {{
     case "$1" in
         sha256) sha256sum <"$2" | cut -d ' ' -f 1 ;;
         hmac-sha256)
-            if [ -n "$key" ] && command -v openssl >/dev/null 2>&1; then
-                openssl dgst -sha256 -mac HMAC -macopt "hexkey:$key" <"$2" | sed 's/^.*= *//'
+            if [ -n "$key" ]; then
+                inner=$({{ printf "$ipad"; cat "$2"; }} | sha256sum | cut -d ' ' -f 1)
+                {{ printf "$opad"; printf "$(octal "$inner")"; }} | sha256sum | cut -d ' ' -f 1
             fi
             ;;
     esac
@@ -247,7 +287,7 @@ while read -r kind value path; do
             elif [ -f "$path" ]; then
                 have=$(digest_of "$kind" "$path")
                 if [ -z "$have" ]; then
-                    keep "$path" "its digest cannot be checked here (no site key, or no openssl)"
+                    keep "$path" "its digest cannot be checked here (the site key is missing or damaged)"
                 elif [ "$have" = "$value" ]; then
                     rm -f "$path"
                 else

@@ -566,3 +566,22 @@ fn distribution_rke2_goes_under_opt_rke2_with_units_in_etc_when_usr_local_is_unf
     input.rke2_opt_prefix = Some(Default::default());
     assert!(err(&input).to_string().contains("needed to install under /opt/rke2"));
 }
+
+#[test]
+fn distribution_uninstall_script_never_puts_the_site_key_on_a_command_line() {
+    // Arguments of a running command are readable by every local user (ps, /proc);
+    // the key is only ever handled by the shell itself and fed to sha256sum on stdin.
+    let script = scripts::k3s_uninstall(&k3s(Role::SingleServer));
+    assert!(!script.contains("openssl"), "{script}");
+    for line in script.lines().filter(|l| l.contains("$key") || l.contains("$ipad") || l.contains("$opad")) {
+        let l = line.trim();
+        let shell_only = l.starts_with("key=")
+            || l.starts_with("k=$key")
+            || l.starts_with("case \"$key\"")
+            || l.starts_with("[ \"${#key}\"")
+            || l.starts_with("if [ -n \"$key\" ]")
+            || l.starts_with("inner=$({ printf \"$ipad\"")
+            || l.starts_with("{ printf \"$opad\"");
+        assert!(shell_only, "the key reaches something else than the shell: {l}");
+    }
+}
