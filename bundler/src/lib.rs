@@ -19,6 +19,7 @@
 // A library reports through its Reporter and its return values; only a binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod chart_lock;
 pub mod create;
 pub mod delta;
 pub mod deps;

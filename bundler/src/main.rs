@@ -87,11 +87,24 @@ enum Command {
         #[arg(short, long)]
         force: bool,
     },
+    /// Print the JSON Schema of a file the bundler reads (docs/schemas/), for editors.
+    Schema {
+        /// Which file: `bundle-spec` (bundle.yaml).
+        #[arg(value_enum)]
+        file: SchemaFile,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Write the man pages of every command into DIR (packaging/install-docs.sh).
     #[command(hide = true)]
     Man(ManArgs),
+}
+
+/// The files `airlock-bundler schema` has a schema for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SchemaFile {
+    /// `bundle.yaml`.
+    BundleSpec,
 }
 
 /// How `docker://` images are pulled.
@@ -247,11 +260,11 @@ fn run(command: Command, ui: Ui) -> Result<()> {
                     let m = &made.manifest;
                     say!("bundle {} {} signed by key {}", m.name, m.version, key.key_id_hex());
                     say!(
-                        "  {} images, {} charts, {} files, {} entries, {} bytes uncompressed",
-                        m.images.len(),
-                        m.charts.len(),
-                        m.files.len(),
-                        m.entries.len(),
+                        "  {}, {}, {}, {}, {} bytes uncompressed",
+                        airlock_term::count(m.images.len(), "image", "images"),
+                        airlock_term::count(m.charts.len(), "chart", "charts"),
+                        airlock_term::count(m.files.len(), "file", "files"),
+                        airlock_term::count(m.entries.len(), "entry", "entries"),
                         m.total_size()
                     );
                     for k in &m.key_statements {
@@ -314,6 +327,11 @@ fn run(command: Command, ui: Ui) -> Result<()> {
             ui.show(&serde_json::json!({ "key_id": id, "public": public, "secret": secret }), |_| {
                 say!("key {id} written: public {} , secret {}", public.display(), secret.display())
             });
+            Ok(())
+        }
+        Command::Schema { file: SchemaFile::BundleSpec } => {
+            // A schema is a document, printed whole whatever `--output` says.
+            airlock_term::print_json(&airlock_bundler::spec::json_schema());
             Ok(())
         }
         Command::Completions(c) => {

@@ -10,19 +10,26 @@ use std::path::{Path, PathBuf};
 use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::key_statement::KeyAction;
 use airlock_format::manifest::DistributionKind;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
+    /// Bundle name (letters, digits, `._-+@:=`; no `/`).
     pub name: String,
+    /// Bundle version, same alphabet; semver when `upgrade` is given.
     pub version: String,
+    /// The Kubernetes distribution release the bundle carries.
     #[serde(default)]
     pub distribution: Option<DistributionSpec>,
+    /// The components: images, charts and files.
     #[serde(default)]
     pub components: Vec<ComponentSpec>,
+    /// Paths of install profiles (`profiles/*.yaml`), relative to the spec.
     #[serde(default)]
     pub profiles: Vec<String>,
+    /// The `airlock` binary to carry (`--installer` overrides it).
     #[serde(default)]
     pub installer: Option<InstallerSpec>,
     /// How to reach registries that need more than the defaults (a private CA, or a
@@ -38,7 +45,7 @@ pub struct Spec {
 }
 
 /// `upgrade:`: the version policy `airlock upgrade` enforces on the site.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpgradeSpec {
     /// Semver requirement on the installed version (`>=1.0.0, <2.0.0`).
@@ -55,7 +62,7 @@ impl UpgradeSpec {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrySpec {
     /// `host[:port]` as image references write it.
@@ -71,11 +78,13 @@ pub struct RegistrySpec {
 /// One key statement: either made and signed now with the bundle's key (`sequence`,
 /// `action`, `key` or `key_id`), or one signed earlier and carried forward unchanged
 /// (`statement`, with its `.minisig` beside it).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyStatementSpec {
+    /// Position in the vendor's key history (1, 2, 3, …), never reused.
     #[serde(default)]
     pub sequence: Option<u64>,
+    /// `introduce`, `retire` or `revoke`.
     #[serde(default)]
     pub action: Option<KeyAction>,
     /// The `.pub` file of the key the statement is about.
@@ -84,6 +93,7 @@ pub struct KeyStatementSpec {
     /// The key id, when retiring or revoking a key whose `.pub` file is gone.
     #[serde(default)]
     pub key_id: Option<String>,
+    /// One line, kept in the site's revocation list.
     #[serde(default)]
     pub reason: Option<String>,
     /// A statement JSON signed earlier (its signature is `<statement>.minisig`).
@@ -91,11 +101,14 @@ pub struct KeyStatementSpec {
     pub statement: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DistributionSpec {
+    /// `k3s` or `rke2`.
     pub kind: DistributionKind,
+    /// Release version, e.g. `v1.31.4+k3s1`.
     pub version: String,
+    /// `amd64` (default), `arm64`, …
     #[serde(default = "default_arch")]
     pub arch: String,
     /// The release's own `sha256sum-<arch>.txt`; every artifact must match a line.
@@ -110,6 +123,7 @@ pub struct DistributionSpec {
     /// `<dir>/<name>`, the checksum list `<dir>/sha256sum-<arch>.txt`.
     #[serde(default)]
     pub dir: Option<String>,
+    /// The release's files the bundle carries.
     pub artifacts: Vec<ArtifactSpec>,
 }
 
@@ -117,9 +131,10 @@ fn default_arch() -> String {
     "amd64".into()
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactSpec {
+    /// File name as the release publishes it (`k3s`, `rke2.linux-amd64.tar.gz`, …).
     pub name: String,
     /// A local file (relative to the spec).
     #[serde(default)]
@@ -129,29 +144,37 @@ pub struct ArtifactSpec {
     pub url: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentSpec {
+    /// Component name, unique.
     pub name: String,
+    /// Container images, each from a source (`oci:`, `oci-archive:`, `docker-archive:`, `docker://`).
     #[serde(default)]
     pub images: Vec<ImageEntrySpec>,
+    /// Helm charts: a local directory or `.tgz`, or `repo` + `name` + `version`.
     #[serde(default)]
     pub charts: Vec<ChartSpec>,
+    /// Plain files for the operator.
     #[serde(default)]
     pub files: Vec<FileSpec>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageEntrySpec {
+    /// The reference the image will carry (normalised to the full form).
     #[serde(rename = "ref")]
     pub reference: String,
+    /// Where the image comes from: `oci:DIR[:REF]`, `oci-archive:FILE[:REF]`,
+    /// `docker-archive:FILE[:REF]` or `docker://REFERENCE`.
     pub from: String,
+    /// e.g. `[linux/amd64]`; default: every platform the source has.
     #[serde(default)]
     pub platforms: Option<Vec<String>>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChartSpec {
     /// A local chart directory or `.tgz`.
@@ -161,13 +184,16 @@ pub struct ChartSpec {
     /// `name` and `version`, instead of `path`.
     #[serde(default)]
     pub repo: Option<String>,
+    /// With `repo`: the chart's name.
     #[serde(default)]
     pub name: Option<String>,
+    /// With `repo`: the chart's exact version.
     #[serde(default)]
     pub version: Option<String>,
     /// Values the vendor sets for this chart (image references, sizes): signed into
     /// the manifest; the installer merges what it generates over them.
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub values: Option<serde_yaml::Mapping>,
     /// Render the chart with `helm template` at build time and add every image its
     /// workloads reference (docs/bundle-spec.md, "Image discovery").
@@ -178,10 +204,12 @@ pub struct ChartSpec {
     pub values_files: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
+    /// A regular file below the spec's directory.
     pub path: String,
+    /// Name in the bundle (default: the file name).
     #[serde(default)]
     pub name: Option<String>,
     /// `"0644"` or `"0755"`; defaults to the source file's executable bit.
@@ -189,9 +217,10 @@ pub struct FileSpec {
     pub mode: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstallerSpec {
+    /// The `airlock` binary (relative to the spec).
     pub path: String,
 }
 
@@ -342,6 +371,16 @@ fn name_ok(n: &str) -> std::result::Result<(), String> {
         return Err(format!("`{n}` must be a plain name, not a path"));
     }
     airlock_format::manifest::check_entry_path(n).map_err(|why| format!("`{n}`: {why}"))
+}
+
+/// The JSON Schema of `bundle.yaml` (draft 2020-12), from the types
+/// [`LoadedSpec::load`] deserialises into, so an editor checks what the bundler takes.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(Spec).to_value();
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("title".into(), "Airlock bundle spec (bundle.yaml)".into());
+    }
+    schema
 }
 
 #[cfg(test)]

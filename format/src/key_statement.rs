@@ -30,7 +30,7 @@ pub const MAX_STATEMENT_BYTES: u64 = 64 << 10;
 const MAX_REASON: usize = 512;
 
 /// What a statement does to the key it names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyAction {
     Introduce,

@@ -81,6 +81,11 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
                 PreflightMode::Join => Mode::Join,
                 PreflightMode::Upgrade => Mode::Upgrade,
             });
+            if answers.is_none() && profile.is_none() && airlock_installer::site::answers::kept::exists(&root) {
+                let kept =
+                    airlock_installer::host::shown_path(&root, Path::new(airlock_installer::state::KEPT_ANSWERS_PATH));
+                eprintln!("note: no --answers given: using the site's kept answers, {}", kept.display());
+            }
             let opts = ops::preflight::PreflightOptions { bundle, pubkey, answers, profile, mode, root, overrides };
             let progress = ui.progress();
             let report = ops::preflight::run(&opts, &progress);
@@ -153,6 +158,11 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
                     say!("image archive {}", out.display());
                 }
             });
+            Ok(ExitStatus::Success)
+        }
+        Command::Schema { file: cli::args::SchemaFile::Answers } => {
+            // A schema is a document, printed whole whatever `--output` says.
+            print_json(&airlock_installer::site::answers::schema::json_schema());
             Ok(ExitStatus::Success)
         }
         Command::Completions(c) => {
@@ -309,7 +319,7 @@ fn upgrade(bundle: &Path, f: UpgradeFlags, ui: Ui) -> Result<ExitStatus> {
             Err(e) => return Ok(upgrade_failed(e, ui.output)),
         };
         if !ui.json() || f.dry_run {
-            render::print_upgrade(&shown, ui.output);
+            render::print_upgrade(root, &shown, ui.output);
         }
         if f.dry_run || !shown.outcome.needs_confirming() {
             return Ok(ExitStatus::Success);
@@ -322,7 +332,7 @@ fn upgrade(bundle: &Path, f: UpgradeFlags, ui: Ui) -> Result<ExitStatus> {
     cli::term::say_resume_on_interrupt("upgrade");
     match run(&opts) {
         Ok(r) => {
-            render::print_upgrade(&r, ui.output);
+            render::print_upgrade(root, &r, ui.output);
             Ok(ExitStatus::Success)
         }
         Err(e) => Ok(upgrade_failed(e, ui.output)),
@@ -357,7 +367,7 @@ fn uninstall(
             print_json(&p);
             return Ok(ExitStatus::Success);
         }
-        (Output::Text, _) => render::print_uninstall_plan(&p),
+        (Output::Text, _) => render::print_uninstall_plan(root, &p),
         (Output::Json, false) => {}
     }
     if dry_run {

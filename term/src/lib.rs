@@ -65,7 +65,8 @@ pub fn quiet() -> bool {
 
 /// A report as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("reports always serialise"));
+    let text = serde_json::to_string_pretty(value).expect("reports always serialise");
+    out(format_args!("{text}\n"));
 }
 
 /// A line of a text report or an informational line on stdout; nothing under
@@ -74,7 +75,29 @@ pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
 macro_rules! say {
     ($($arg:tt)*) => {
         if !$crate::quiet() {
-            println!($($arg)*);
+            $crate::out(format_args!("{}\n", format_args!($($arg)*)));
         }
     };
+}
+
+/// `n` and the noun that goes with it, for report lines: "1 file", "3 files".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Writes to stdout, ignoring a reader that went away (`airlock status | head`): the
+/// report is lost, not the run. `println!` would panic there, mid-install.
+pub fn out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_fmt(text);
+}
+
+#[cfg(test)]
+mod count_tests {
+    #[test]
+    fn one_takes_the_singular_every_other_number_the_plural() {
+        assert_eq!(super::count(1, "file", "files"), "1 file");
+        assert_eq!(super::count(0, "file", "files"), "0 files");
+        assert_eq!(super::count(2, "value", "values"), "2 values");
+    }
 }

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub mod http;
+pub mod keycloak;
 pub mod live;
+pub mod postgres;
 pub mod prompter;
 pub mod registry;
 pub mod slapd;

@@ -24,7 +24,8 @@ pub enum Directory {
     /// `dc=example,dc=org`: users alice, bob, carol (`inetOrgPerson`) in
     /// `ou=people`; groups `admins` (alice, bob) and `staff` (carol) in `ou=groups`.
     OpenLdap,
-    /// `dc=corp,dc=example`: users alice, bob (`user`, `sAMAccountName`) in
+    /// `dc=corp,dc=example`: users alice, bob (`user`, `sAMAccountName`, passwords
+    /// `alice-pw`, `bob-pw`) in
     /// `cn=Users`; group `platform-admins` (alice) in `ou=Groups`.
     ActiveDirectory,
 }
@@ -199,7 +200,7 @@ fn free_ports() -> Result<(u16, u16)> {
 
 /// A CA, a server certificate it signs (SAN localhost and 127.0.0.1, serverAuth), and
 /// an unrelated second CA.
-fn make_pki(openssl: &Path, t: &Path) -> Result<()> {
+pub(crate) fn make_pki(openssl: &Path, t: &Path) -> Result<()> {
     let ca = |name: &str, cn: &str| -> Result<()> {
         run(Command::new(openssl)
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
@@ -305,10 +306,11 @@ fn ad_data() -> String {
     // objectGUID is 16 raw bytes in AD; base64 in LDIF.
     for (i, (sam, name)) in [("alice", "Alice Example"), ("bob", "Bob Example")].iter().enumerate() {
         let guid = base64_16(i as u8 + 1);
+        let given = name.split(' ').next().unwrap_or_default();
         s.push_str(&format!(
             "dn: cn={name},{AD_USERS_DN}\nobjectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\nobjectClass: user\n\
              cn: {name}\nsn: Example\nsAMAccountName: {sam}\nuserPrincipalName: {sam}@corp.example\nmail: {sam}@corp.example\n\
-             objectGUID:: {guid}\n\n"
+             givenName: {given}\nuserPassword: {sam}-pw\nobjectGUID:: {guid}\n\n"
         ));
     }
     s.push_str(&format!(

@@ -339,3 +339,26 @@ fn every_command_flag_and_argument_in_help_has_a_description() {
     }
     assert!(seen > 100, "only {seen} help entries found: the parser no longer reads the help format");
 }
+
+#[test]
+fn a_relative_root_is_taken_against_the_working_directory_and_named_absolute() {
+    let d = tempfile::tempdir().unwrap();
+    let (pubkey, answers) = (demo_dir().join("keys/demo.pub"), demo_dir().join("answers.yaml"));
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["install", s(bundle()), "--pubkey", s(&pubkey), "--answers", s(&answers), "--root", "site/s1", "--yes"])
+        .current_dir(d.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", shown(&o));
+    let root = d.path().join("site/s1");
+    assert!(root.join("var/lib/airlock/installed.json").is_file(), "{}", shown(&o));
+    assert!(text(&o.stdout).contains(&format!("into {}:", root.display())), "{}", shown(&o));
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["status", "--root", "site/s1"])
+        .current_dir(d.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", shown(&o));
+}

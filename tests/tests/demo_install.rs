@@ -118,7 +118,9 @@ fn install_resumes_after_a_crash_at_each_step_to_the_same_tree() {
         let text = journal.to_string();
         assert!(text.contains(id.as_str()));
         let applied = String::from_utf8_lossy(&resumed.stdout).to_string();
-        assert!(applied.contains(&format!("{} steps applied", ids.len() - i - 1)), "after {id}: {applied}");
+        let left = ids.len() - i - 1;
+        let steps = if left == 1 { "step" } else { "steps" };
+        assert!(applied.contains(&format!("{left} {steps} applied")), "after {id}: {applied}");
         let mut got = tree(&root);
         got.remove("/var/lib/airlock/secrets/cluster-token");
         assert_eq!(got, want, "tree after crash at {id} and resume differs");

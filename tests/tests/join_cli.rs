@@ -109,7 +109,7 @@ fn servers_and_agents_join_the_first_server_with_its_token_file() {
     assert_eq!(get(&c2, "server").and_then(|v| v.as_str()), Some("https://192.0.2.11:6443"));
     assert_eq!(get(&c2, "token").and_then(|v| v.as_str()), Some(token.trim()));
     assert!(get(&c2, "cluster-init").is_none(), "only the first server starts the cluster");
-    assert!(s2.join("var/lib/rancher/k3s/server/manifests").is_dir(), "every server gets the manifests");
+    assert!(s2.join("var/lib/rancher/k3s/server/manifests").is_dir(), "every server has the manifests directory");
     // The first server renders the platform's charts (MinIO distributed over the three
     // servers); a joining server has neither the PKI nor the credentials and leaves
     // them alone: K3s applies every server's manifests, and empty values would win.
@@ -121,7 +121,10 @@ fn servers_and_agents_join_the_first_server_with_its_token_file() {
     for f in ["airlock-minio.yaml", "airlock-airlock-app.yaml", "airlock-minio-secret-minio-tls.yaml"] {
         assert!(!m2.join(f).exists(), "{f} on a joining server");
     }
-    assert!(m2.join("airlock-notes.yaml").is_file(), "other charts are on every server");
+    // Nor any other chart: the first server's manifests are the cluster's (docs/platform.md).
+    let written: Vec<_> = std::fs::read_dir(&m2).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(written.is_empty(), "a joining server wrote manifests: {written:?}");
+    assert!(m1.join("airlock-notes.yaml").is_file(), "the first server has every chart");
     assert!(!s2.join("var/lib/airlock/report.json").exists());
     assert!(!text(&o).contains("join token ("), "only the node that started the cluster reports the token");
     assert_eq!(std::fs::read_to_string(s2.join("var/lib/airlock/secrets/cluster-token")).unwrap(), token);

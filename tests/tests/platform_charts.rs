@@ -672,3 +672,40 @@ fn platform_values_survive_the_helmchart_manifest_and_sit_beside_it() {
         assert!(!docs.is_empty());
     }
 }
+
+#[test]
+fn keycloak_database_answers_that_yaml_would_retype_render_as_the_same_strings() {
+    // Every answer that ends up in the chart's templates must reach the container as the
+    // string the operator typed, whatever YAML would make of it unquoted.
+    for tricky in [
+        "true",
+        "123",
+        "~",
+        "null",
+        "[x]",
+        "*alias",
+        "yes",
+        "1e3",
+        "0x1F",
+        "a: b",
+        "'q'",
+        "\"dq\"",
+        "#c",
+        "{{ fail \"x\" }}",
+        "a}}b{{",
+    ] {
+        let mut input = keycloak_input(true);
+        let db = input.database.as_mut().unwrap();
+        db.username = tricky.into();
+        db.database = tricky.into();
+        let rendered = keycloak::render(&input).unwrap();
+        let Some(docs) = helm_template(&keycloak_chart(), &input.release, &input.namespace, &rendered.values_yaml)
+        else {
+            return;
+        };
+        let kc = container(one(&docs, "StatefulSet"), "keycloak");
+        for var in ["KC_DB_USERNAME", "KC_DB_URL_DATABASE"] {
+            assert_eq!(env(kc, var)["value"], Value::String(tricky.into()), "{var} for {tricky:?}");
+        }
+    }
+}

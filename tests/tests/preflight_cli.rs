@@ -123,3 +123,34 @@ fn a_failing_preflight_blocks_the_install_until_overridden_by_name_and_the_overr
     // even though airlock's own K3s is now in place too.
     assert_eq!(run("install", &b, &root, &["--yes"]).status.code(), Some(8));
 }
+
+#[test]
+fn preflight_without_answers_checks_the_answers_the_site_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let b = build_demo_bundle(d.path(), &[]);
+    let root = d.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let bare = |root: &Path| {
+        let mut args: Vec<std::ffi::OsString> = vec!["preflight".into(), b.clone().into(), "--pubkey".into()];
+        args.extend([demo_dir().join("keys/demo.pub").into(), "--root".into(), root.into()]);
+        args.extend(["--mode".into(), "upgrade".into(), "--output".into(), "json".into()]);
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_os_str()).collect();
+        airlock(&refs)
+    };
+    // Nothing kept yet: the bundle's two profiles leave the choice to the operator.
+    let o = bare(&root);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("the bundle has several profiles and none was chosen"), "{}", text(&o));
+
+    let o = run("install", &b, &root, &["--yes"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = bare(&root);
+    let kept = root.join("var/lib/airlock/answers.yaml");
+    assert!(
+        text(&o).contains(&format!("note: no --answers given: using the site's kept answers, {}", kept.display())),
+        "{}",
+        text(&o)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(report["profile"], "single-node", "{report:#}");
+}

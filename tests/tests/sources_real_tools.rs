@@ -248,6 +248,97 @@ fn docker_archive_conversion_matches_skopeo_config_and_layers() {
     assert_eq!(skopeo_raw_digest(&format!("oci:{}:bb", out.display())), got.digest);
 }
 
+/// Writes the archive Docker 25.0.0–25.0.2 `docker save IMAGE@DIGEST` writes for the
+/// image `tag` of `layout` (moby/moby#47210): an OCI layout whose `index.json` says
+/// `"manifests": null`, and a valid `manifest.json` (no RepoTags: saved by digest)
+/// pointing at the config and the uncompressed layers under `blobs/sha256/`.
+fn write_docker_25_untagged_save(layout: &Path, tag: &str, archive: &Path) {
+    let index = json(&fs::read(layout.join("index.json")).unwrap());
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let manifest = json(&blob(entry["digest"].as_str().unwrap()));
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut files: Vec<(String, Vec<u8>)> =
+        vec![(format!("blobs/sha256/{}", &config_digest[7..]), blob(&config_digest))];
+    let mut layers = Vec::new();
+    let mut layer_names = Vec::new();
+    for l in manifest["layers"].as_array().unwrap() {
+        // Docker stores layers uncompressed; umoci wrote them gzipped.
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(&blob(l["digest"].as_str().unwrap())[..]).read_to_end(&mut tar).unwrap();
+        let d = Sha256Digest::of(&tar);
+        layers.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": tar.len()}));
+        layer_names.push(format!("blobs/sha256/{}", d.hex()));
+        files.push((format!("blobs/sha256/{}", d.hex()), tar));
+    }
+    let docker_manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": manifest["config"], "layers": layers,
+    }))
+    .unwrap();
+    files.push((format!("blobs/sha256/{}", Sha256Digest::of(&docker_manifest).hex()), docker_manifest));
+    files.push((
+        "index.json".into(),
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}"#.to_vec(),
+    ));
+    files.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&serde_json::json!([{"Config": format!("blobs/sha256/{}", &config_digest[7..]), "RepoTags": null, "Layers": layer_names}])).unwrap(),
+    ));
+    files.push(("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()));
+    let mut b = tar::Builder::new(fs::File::create(archive).unwrap());
+    for dir in ["blobs/", "blobs/sha256/"] {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, dir, std::io::empty()).unwrap();
+    }
+    for (name, data) in &files {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn a_docker_25_save_with_a_null_oci_index_is_read_through_manifest_json_like_skopeo() {
+    if !tools() {
+        return;
+    }
+    let t = tempfile::TempDir::new().unwrap();
+    let l = t.path().join("layout");
+    build_busybox_image(t.path(), &l, "busybox");
+    let archive = t.path().join("docker25.tar");
+    write_docker_25_untagged_save(&l, "busybox", &archive);
+    // skopeo reads the fixture (through manifest.json): it is a faithful archive.
+    let src = format!("docker-archive:{}", archive.display());
+    let inspect = json(&run("skopeo", &["inspect", &src]));
+    let raw = json(&run("skopeo", &["inspect", "--raw", &src]));
+
+    let got = load_image(&spec("lab/busybox:1.35", "docker-archive:docker25.tar"), t.path())
+        .unwrap_or_else(|e| panic!("the Docker 25 archive is refused: {e}"));
+    let root = got.blobs.iter().find(|b| b.digest == got.digest).unwrap();
+    let manifest = json(&bytes_of(&root.content));
+    assert_eq!(manifest["config"]["digest"], raw["config"]["digest"]);
+    let layers: Vec<&serde_json::Value> = manifest["layers"].as_array().unwrap().iter().map(|l| &l["digest"]).collect();
+    let want: Vec<&serde_json::Value> = inspect["Layers"].as_array().unwrap().iter().collect();
+    assert_eq!(layers, want, "the layers skopeo reports");
+    assert_eq!(got.platforms, vec!["linux/amd64"]);
+    assert_blobs_are_what_they_claim(&got);
+    // A position selects it too (it has no tag), as for any docker-archive.
+    assert_eq!(
+        load_image(&spec("lab/busybox:1.35", "docker-archive:docker25.tar:@0"), t.path()).unwrap().digest,
+        got.digest
+    );
+}
+
 /// Adds an index of the given tags' manifests (platform from each config) to the
 /// layout's index.json under `name`; returns the manifests' digests by architecture.
 fn add_index(layout: &Path, tags: &[&str], name: &str) -> BTreeMap<String, Sha256Digest> {

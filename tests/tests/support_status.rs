@@ -88,9 +88,9 @@ fn status_of_a_fresh_install_is_healthy_with_the_release_and_its_components() {
 }
 
 #[test]
-fn status_reports_an_edited_and_a_removed_installed_file_as_drift_and_exits_9() {
+fn status_reports_an_edited_and_a_removed_installed_file_as_drift_with_the_way_back() {
     let d = tempfile::tempdir().unwrap();
-    let (_, root) = installed(d.path(), "root");
+    let (bundle, root) = installed(d.path(), "root");
     std::fs::write(root.join("usr/local/bin/k3s-killall.sh"), "#!/bin/sh\n# edited on site\n").unwrap();
     std::fs::remove_file(root.join("var/lib/rancher/k3s/server/manifests/airlock-notes.yaml")).unwrap();
     let (code, s) = status_json(&root);
@@ -108,6 +108,18 @@ fn status_reports_an_edited_and_a_removed_installed_file_as_drift_and_exits_9() 
     );
     let text = String::from_utf8_lossy(&airlock(&["status"], &root).stdout).to_string();
     assert!(text.contains("DRIFT     /usr/local/bin/k3s-killall.sh (changed)"), "{text}");
+    // The next step is named, with the root it applies to.
+    let hint = format!(
+        "  hint: to put these files back as installed, run `airlock install <the airlock-demo 1.0.0 bundle> --root {}` \
+         again: it rewrites only what differs",
+        root.display()
+    );
+    assert!(text.contains(&hint), "{text}");
+    // Run again, the install puts both files back.
+    let o = install(&bundle, &root, &[], &["--yes"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, s) = status_json(&root);
+    assert_eq!((code, s["drift"].as_array().map(Vec::len)), (Some(0), Some(0)), "{s:#}");
 }
 
 #[test]
@@ -251,6 +263,58 @@ fn status_counts_certificate_days_and_an_expired_one_is_a_problem() {
     let r = status(&host, &later).unwrap();
     assert!(!r.healthy);
     assert!(r.problems.iter().any(|p| p.contains("edge.crt (CN=edge) expired on")), "{:?}", r.problems);
+}
+
+#[test]
+fn status_reports_the_distributions_own_certificates_and_400_days_on_names_what_expired_and_how_to_renew_it() {
+    let Some(openssl) = require_tool("openssl") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let (_, root) = installed(d.path(), "root");
+    // Stand-ins for what K3s generates at its first start (nothing here runs K3s):
+    // a 365-day serving certificate and a ten-year CA in its server/tls directory.
+    let tls = root.join("var/lib/rancher/k3s/server/tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    certificate(&openssl, &tls, "serving-kube-apiserver", 365);
+    certificate(&openssl, &tls, "server-ca", 3650);
+
+    let (code, s) = status_json(&root);
+    assert_eq!(code, Some(0), "{s:#}");
+    let days = |s: &serde_json::Value, path: &str| {
+        s["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == path)
+            .map(|c| c["days_left"].as_i64().unwrap())
+    };
+    let serving = "/var/lib/rancher/k3s/server/tls/serving-kube-apiserver.crt";
+    assert!(days(&s, serving).is_some_and(|d| (363..=365).contains(&d)), "{s:#}");
+    assert!(days(&s, "/var/lib/rancher/k3s/server/tls/server-ca.crt").is_some(), "{s:#}");
+
+    // The site's clock 400 days on (the clock status counts from, as a fake).
+    use airlock_installer::host::RootedHost;
+    use airlock_installer::ops::status::{status, StatusOptions};
+    let host = RootedHost::new(root.clone(), false).unwrap();
+    let later = StatusOptions { now_unix: StatusOptions::now().now_unix + 400 * 86_400 };
+    let r = status(&host, &later).unwrap();
+    assert!(!r.healthy);
+    let certs: Vec<&String> = r.problems.iter().filter(|p| p.starts_with("certificate ")).collect();
+    assert_eq!(certs.len(), 1, "only the 365-day K3s certificate has expired: {:?}", r.problems);
+    let p = certs[0];
+    assert!(p.contains(serving) && p.contains("expired on"), "{p}");
+    assert!(p.contains("`systemctl restart k3s"), "the one command that renews it: {p}");
+    // The site PKI's leaves (825 days) and CAs are fine; nothing else is said about them.
+    assert!(r.problems.iter().all(|p| !p.contains("/etc/airlock/pki")), "{:?}", r.problems);
+
+    // 800 days on, the site's leaves are within the warning window: renewed by airlock.
+    let later = StatusOptions { now_unix: StatusOptions::now().now_unix + 800 * 86_400 };
+    let r = status(&host, &later).unwrap();
+    let leaf = r
+        .warnings
+        .iter()
+        .find(|w| w.contains("/etc/airlock/pki/ingress.crt"))
+        .unwrap_or_else(|| panic!("{:?}", r.warnings));
+    assert!(leaf.contains("`airlock pki renew`"), "{leaf}");
 }
 
 /// Every entry of a support bundle (gzip tar) by name.

@@ -136,6 +136,33 @@ fn uninstall_with_purge_and_force_leaves_the_root_as_it_was_before_the_install()
     assert_eq!(tree(&root), before);
 }
 
+#[test]
+fn uninstall_sweeps_the_temporary_files_a_killed_run_left_beside_ours_and_only_those() {
+    let d = tempfile::tempdir().unwrap();
+    let b = build_demo_bundle(d.path(), &[]);
+    let root = d.path().join("root");
+    plant_others(&root);
+    // A name like ours that is not ours (no pid and counter) is someone else's file.
+    std::fs::write(root.join("etc/rancher/.site-notes.txt.tmp"), "theirs").unwrap();
+    let before = tree(&root);
+    install(&b, &root);
+    // What a run killed while writing leaves: one half-written copy of the CA key.
+    for (p, c) in [
+        ("etc/airlock/pki/.ca.key.airlock-4242-3.tmp", "-----BEGIN PRIVATE KEY-----\nhalf"),
+        ("etc/rancher/k3s/.config.yaml.airlock-4242-0.tmp", "token: half"),
+    ] {
+        std::fs::write(root.join(p), c).unwrap();
+    }
+    let o = airlock(&["uninstall", "--yes"], &root);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("2 leftover temporary files"), "{out}");
+    for dir in ["/etc/airlock", "/etc/rancher/k3s "] {
+        assert!(!out.contains(&format!("kept {dir}")), "a leftover kept {dir}: {out}");
+    }
+    assert_eq!(tree(&root), before, "{out}");
+}
+
 /// The cluster token the install generated, as kept in the root.
 fn cluster_token(root: &Path) -> String {
     std::fs::read_to_string(root.join("var/lib/airlock/secrets/cluster-token")).unwrap().trim().to_string()
@@ -167,6 +194,15 @@ fn uninstall_keeps_an_edited_secret_bearing_config_says_so_and_force_removes_it(
             "{}",
             text(&dry)
         );
+        // Forced, the plan still names the edit that goes with the file.
+        assert_eq!(
+            text(&dry).contains(
+                "remove    /etc/rancher/k3s/config.yaml (changed since the install; removed because of --force)"
+            ),
+            force,
+            "{}",
+            text(&dry)
+        );
         let args: &[&str] = if force { &["uninstall", "--yes", "--force"] } else { &["uninstall", "--yes"] };
         let o = airlock(args, &root);
         let out = text(&o);
@@ -182,6 +218,12 @@ fn uninstall_keeps_an_edited_secret_bearing_config_says_so_and_force_removes_it(
                 "{summary}"
             );
             assert!(!summary.contains("except") && !out.contains("kept "), "{out}");
+            assert!(
+                out.contains(
+                    "  removed /etc/rancher/k3s/config.yaml although it was changed since the install (--force)"
+                ),
+                "{out}"
+            );
         } else {
             assert_eq!(std::fs::read_to_string(root.join(CONFIG)).unwrap(), edited, "the edit is kept as it was");
             assert_eq!(left, ["etc", "etc/rancher", "etc/rancher/k3s", CONFIG], "{out}");

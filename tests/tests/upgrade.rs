@@ -181,6 +181,13 @@ fn upgrade_v1_to_v2_in_a_root_gives_the_tree_of_a_fresh_v2_install_and_backs_up_
 
     let o = upgrade_cmd(&b.v2, &upgraded, &[], &[]);
     assert!(o.status.success(), "{}", text(&o));
+    // The backup is named where the operator finds it: under the target root.
+    let backup_line = text(&o).lines().find(|l| l.starts_with("backup: ")).map(str::to_owned);
+    let backup_line = backup_line.unwrap_or_else(|| panic!("{}", text(&o)));
+    assert!(
+        backup_line.starts_with(&format!("backup: {}/var/lib/airlock/backups/", upgraded.display())),
+        "{backup_line}"
+    );
     let differences = diff(&tree(&fresh), &tree(&upgraded));
     assert!(differences.is_empty(), "upgraded tree differs from a fresh v2 install:\n{}", differences.join("\n"));
 
@@ -219,6 +226,34 @@ fn upgrade_v1_to_v2_in_a_root_gives_the_tree_of_a_fresh_v2_install_and_backs_up_
     let skipped = rec["skipped"].to_string();
     assert!(skipped.contains("etcd-snapshot save") && skipped.contains("pg_dump"), "{skipped}");
     assert_eq!(journal(&upgraded)["outcome"], "succeeded");
+
+    // Uninstalling deletes the store and the backups with the installer's state: the
+    // plan says so, with what they are and where, before anything goes.
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["uninstall", "--dry-run", "--root"])
+        .arg(&upgraded)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let plan = text(&o);
+    assert!(o.status.success(), "{plan}");
+    let root = upgraded.display();
+    let bk_name = bk.file_name().unwrap().to_string_lossy().into_owned();
+    for want in [
+        format!(
+            "  with /var/lib/airlock: 2 stored releases ({}, {}), gone for good; copy \
+             {root}/var/lib/airlock/releases elsewhere first to keep them",
+            previous.display(),
+            current.display()
+        ),
+        format!(
+            "  with /var/lib/airlock: 1 upgrade backup ({bk_name}), gone for good; copy \
+             {root}/var/lib/airlock/backups elsewhere first to keep it"
+        ),
+    ] {
+        assert!(plan.contains(&want), "missing {want:?} in\n{plan}");
+    }
+    assert!(upgraded.join("var/lib/airlock/backups").join(&bk_name).is_dir(), "--dry-run removed the backup");
 }
 
 #[test]
@@ -350,6 +385,32 @@ fn the_installed_bundle_again_is_already_installed() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("is already installed"), "{}", text(&o));
     assert!(!d.path().join("var/lib/airlock/upgrade.json").exists(), "nothing was journaled");
+}
+
+#[test]
+fn the_same_version_built_again_with_a_change_is_refused_with_the_way_out() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    install(&b.v1, d.path());
+    // The vendor changed a value and rebuilt without a new version.
+    let spec = std::fs::read_to_string(demo_dir().join("bundle.yaml")).unwrap();
+    let changed = spec.replace(
+        "backupClient: quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z",
+        "backupClient: docker.io/airlock-demo/tools:1.0.0",
+    );
+    assert_ne!(changed, spec);
+    let rebuilt = build(&changed, &d.path().join("rebuilt"), &[]);
+    let before = exact(d.path());
+    let o = upgrade_cmd(&rebuilt, d.path(), &[], &[]);
+    assert_eq!(o.status.code(), Some(i32::from(EXIT_POLICY)), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("1.0.0 is installed already, from another bundle"), "{out}");
+    for way_out in
+        ["a bundle built again is another bundle", "give the rebuilt release a new", "--allow-policy-override"]
+    {
+        assert!(out.contains(way_out), "the refusal does not say {way_out:?}: {out}");
+    }
+    assert!(diff(&before, &exact(d.path())).is_empty(), "the refused upgrade changed the root");
 }
 
 #[test]

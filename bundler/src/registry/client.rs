@@ -405,6 +405,52 @@ impl Client {
         Ok(Manifest { bytes, media_type, digest })
     }
 
+    /// Every tag of `repo` (`GET /v2/<name>/tags/list`), following the `Link: <…>;
+    /// rel="next"` pages the OCI Distribution spec allows, with the same auth and
+    /// retries as every other request. An unknown repository is an error naming it.
+    pub fn tags(&self, repo: &Repo, what: &str) -> Result<Vec<String>> {
+        // Enough pages for any real chart; a registry that keeps sending `next` links
+        // past this is broken.
+        const MAX_PAGES: usize = 100;
+        #[derive(serde::Deserialize)]
+        struct Tags {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut out = Vec::new();
+        let mut path = "tags/list".to_string();
+        for _ in 0..MAX_PAGES {
+            let resp = self.get(repo, &path, &[], what)?;
+            let next = resp.header("link").and_then(next_page);
+            let mut body = Vec::new();
+            resp.into_reader()
+                .take(MAX_JSON_BYTES + 1)
+                .read_to_end(&mut body)
+                .map_err(|e| Error::input(what, format!("reading the tag list of {repo} failed: {e}")))?;
+            if body.len() as u64 > MAX_JSON_BYTES {
+                return Err(Error::input(what, format!("the tag list of {repo} is over {MAX_JSON_BYTES} bytes")));
+            }
+            let page: Tags = serde_json::from_slice(&body).map_err(|e| {
+                Error::input(
+                    what,
+                    format!("registry {} sent a tag list for {repo} that is not valid: {e}", repo.registry),
+                )
+                .with_hint("the registry does not speak the OCI Distribution API here; check the oci:// location")
+            })?;
+            out.extend(page.tags.unwrap_or_default());
+            match next {
+                // The link is absolute (`/v2/<name>/tags/list?…`); `get` wants the part
+                // after the repository.
+                Some(link) => match link.split_once("/tags/list") {
+                    Some((_, query)) => path = format!("tags/list{query}"),
+                    None => break,
+                },
+                None => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
     /// distribution answers MANIFEST_UNKNOWN both for an unknown tag and an unknown
     /// repository; the tag list tells them apart and shows what there is.
     fn explain_unknown(&self, repo: &Repo, reference: &str, what: &str, original: Error) -> Error {
@@ -635,6 +681,19 @@ fn urlencode(s: &str) -> String {
 
 /// Turns a registry's error answer into words: distribution sends
 /// `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"..."}]}`.
+/// The target of a `Link: <URL>; rel="next"` header (RFC 8288, as registries page
+/// tag lists).
+fn next_page(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "rel=\"next\"" || p == "rel=next"
+        });
+        is_next.then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
+}
+
 fn status_error(what: &str, repo: &Repo, path: &str, code: u16, resp: ureq::Response) -> Error {
     let mut body = Vec::new();
     let _ = resp.into_reader().take(64 << 10).read_to_end(&mut body);
@@ -803,6 +862,14 @@ mod tests {
         assert_eq!(proxy_for("ghcr.io", env(&[("http_proxy", "http://q:8080")])).unwrap().1, "http://q:8080");
         assert_eq!(proxy_for("ghcr.io", env(&[("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", "*")])), None);
         assert_eq!(proxy_for("ghcr.io", env(&[])), None);
+    }
+
+    #[test]
+    fn tag_list_pages_follow_the_next_link_only() {
+        let link = r#"</v2/charts/db/tags/list?last=1.2.0&n=2>; rel="next""#;
+        assert_eq!(next_page(link).as_deref(), Some("/v2/charts/db/tags/list?last=1.2.0&n=2"));
+        assert_eq!(next_page(r#"</v2/x/tags/list?n=1>; rel="prev""#), None);
+        assert_eq!(next_page(r#"<a>; rel="prev", <b>; rel = "next""#).as_deref(), Some("b"));
     }
 
     #[test]

@@ -119,6 +119,9 @@ fn is_meta_file(rel: &str) -> bool {
     let (dir, base) = rel.rsplit_once('/').unwrap_or(("", rel));
     base == "Chart.yaml"
         || base == "requirements.yaml"
+        // The dependency vendoring honours a chart's lock (crate::deps).
+        || base == "Chart.lock"
+        || base == "requirements.lock"
         || ((dir == "charts" || dir.ends_with("/charts")) && is_tgz_name(base))
 }
 

@@ -90,8 +90,16 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
     };
 
     // Docker 25+: the archive is also an OCI layout, whose index names each image by
-    // its full reference (io.containerd.image.name); read it as such.
-    if tar.file("oci-layout").is_some() && tar.file("index.json").is_some() {
+    // its full reference (io.containerd.image.name); read it as such. Docker 25.0.0 to
+    // 25.0.2 wrote `"manifests": null` for an image saved by digest or ID
+    // (moby/moby#47210); manifest.json is still right there, so such an archive (and
+    // any whose index lists nothing) is read through it, as skopeo reads it.
+    let index_lists_images = match tar.file("index.json") {
+        Some(m) if entries.is_some() => index_lists_images(&tar, m, ctx)?,
+        Some(_) => true,
+        None => false,
+    };
+    if tar.file("oci-layout").is_some() && index_lists_images {
         let selector = match (selector, &entries) {
             (Some(s), Some(list)) if s.starts_with('@') => {
                 let e = pick_by_position(s, list, ctx, &syntax)?;
@@ -122,6 +130,20 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
     };
     let entry = select(&entries, selector, ctx, &syntax)?;
     convert(&tar, entry, ctx)
+}
+
+/// Whether a Docker 25+ archive's `index.json` names any image. One that is not even
+/// JSON counts as naming some, so the OCI reader reports what is wrong with it.
+fn index_lists_images(tar: &TarIndex, index: &Member, ctx: &Ctx) -> Result<bool> {
+    let bytes = read_content(&tar.content(index), MAX_JSON_BYTES).map_err(|e| e.within(ctx.subject()))?;
+    Ok(match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) => match v.get("manifests") {
+            Some(serde_json::Value::Array(list)) => !list.is_empty(),
+            Some(serde_json::Value::Null) | None => false,
+            Some(_) => true,
+        },
+        Err(_) => true,
+    })
 }
 
 fn describe(list: &[ArchiveEntry]) -> String {
@@ -556,6 +578,8 @@ mod tests {
                     h.set_size(d.len() as u64);
                     b.append_data(&mut h, &name, d.as_slice()).unwrap();
                 }
+            } else if h.entry_type().is_dir() {
+                b.append_data(&mut h, &name, std::io::empty()).unwrap();
             } else {
                 let target = e.link_name().unwrap().unwrap().into_owned();
                 b.append_link(&mut h, &name, target).unwrap();
@@ -588,6 +612,41 @@ mod tests {
             // Docker's own manifest is kept, not converted.
             assert_eq!(got.digest, img.digest, "{from}");
         }
+    }
+
+    #[test]
+    fn a_docker_25_archive_whose_index_lists_nothing_is_read_through_manifest_json() {
+        let t = tempfile::tempdir().unwrap();
+        let mut l = Layout::new();
+        let img = l.image("linux", "amd64", None, &[b"layer"]);
+        l.name(&img, "latest");
+        let manifest = serde_json::json!([{
+            "Config": format!("blobs/sha256/{}", img.config.hex()),
+            "RepoTags": null,
+            "Layers": img.layers.iter().map(|d| format!("blobs/sha256/{}", d.hex())).collect::<Vec<_>>(),
+        }]);
+        l.extra_files.push(("manifest.json".into(), serde_json::to_vec(&manifest).unwrap()));
+        let path = l.write_archive(t.path(), "d25.tar", false);
+        for (name, index) in [
+            ("null.tar", r#"{"schemaVersion":2,"manifests":null}"#),
+            ("empty.tar", r#"{"schemaVersion":2,"manifests":[]}"#),
+        ] {
+            let bytes =
+                rewrite_tar(&path, |n, data| Some(if n == "index.json" { index.as_bytes().to_vec() } else { data }));
+            std::fs::write(t.path().join(name), bytes).unwrap();
+            let got = load_image(&spec("x:1", &format!("docker-archive:{name}")), t.path())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let root = got.blobs.iter().find(|b| b.digest == got.digest).unwrap();
+            let m: serde_json::Value =
+                serde_json::from_slice(&super::super::testutil::read_blob(&root.content)).unwrap();
+            assert_eq!(m["config"]["digest"], img.config.to_string(), "{name}");
+            assert_eq!(m["layers"][0]["digest"], img.layers[0].to_string(), "{name}");
+        }
+        // An index.json that is not even JSON is still reported by the OCI reader.
+        let bytes = rewrite_tar(&path, |n, data| Some(if n == "index.json" { b"{".to_vec() } else { data }));
+        std::fs::write(t.path().join("broken.tar"), bytes).unwrap();
+        let e = load_image(&spec("x:1", "docker-archive:broken.tar"), t.path()).unwrap_err();
+        assert!(e.cause.contains("index.json"), "{e}");
     }
 
     #[test]

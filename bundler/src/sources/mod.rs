@@ -524,6 +524,13 @@ fn select_platforms(
     for w in wanted {
         let found = manifests.iter().any(|m| selectable(m) && m.platform.as_ref().is_some_and(|p| w.matches(p)));
         if !found {
+            // A manifest that cannot be read has no platform to match: the wanted one
+            // may well be it, so its own error is the real cause, as without
+            // `platforms:`, not "not in this image".
+            let unreadable = manifests.into_iter().find(|m| m.platform.is_none() && m.outcome.is_err());
+            if let Some(Err(problem)) = unreadable.map(|m| m.outcome) {
+                return Err(problem.error);
+            }
             return Err(unknown_platform(ctx, w, &available));
         }
     }

@@ -772,6 +772,38 @@ mod tests {
     }
 
     #[test]
+    fn with_platforms_an_unreadable_index_entry_is_reported_as_without_them() {
+        // An index whose descriptors carry no platform (the config says it): when a
+        // manifest is damaged or gone, its platform is unknown, and its error is the
+        // cause whether or not `platforms:` asks for one.
+        for damage in ["tampered", "missing"] {
+            let t = tempfile::tempdir().unwrap();
+            let mut l = Layout::new();
+            let mut amd = l.image("linux", "amd64", None, &[b"amd"]);
+            let mut arm = l.image("linux", "arm64", None, &[b"arm"]);
+            amd.platform = None;
+            arm.platform = None;
+            let idx = l.index_of(&[&amd, &arm]);
+            l.name(&idx, "x");
+            if damage == "tampered" {
+                l.blobs.get_mut(&amd.digest).unwrap().push(b' ');
+            } else {
+                l.blobs.remove(&amd.digest);
+            }
+            l.write_dir(t.path(), "l");
+            let plain = load_image(&spec("x", "oci:l"), t.path()).unwrap_err();
+            let picked = load_image(&with_platforms(spec("x", "oci:l"), &["linux/amd64"]), t.path()).unwrap_err();
+            assert!(!picked.cause.contains("is not in this image"), "{damage}: {picked}");
+            assert!(picked.cause.contains(&amd.digest.to_string()), "{damage}: names the manifest: {picked}");
+            assert!(
+                plain.cause.contains(&picked.cause),
+                "{damage}: same cause as without platforms:\n{plain}\n{picked}"
+            );
+            assert!(picked.hint.is_some(), "{damage}: {picked}");
+        }
+    }
+
+    #[test]
     fn unknown_platform_lists_the_available_ones() {
         let t = tempfile::tempdir().unwrap();
         let mut l = Layout::new();

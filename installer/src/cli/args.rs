@@ -36,7 +36,7 @@ pub struct SiteFlags {
     pub answers: Option<PathBuf>,
     /// Work on this target root instead of the running system: files are laid out and
     /// units enabled by symlink; nothing is started.
-    #[arg(long, default_value = "/")]
+    #[arg(long, default_value = "/", value_parser = target_root)]
     pub root: PathBuf,
 }
 
@@ -127,7 +127,7 @@ pub enum Command {
     /// else; files of ours changed since are kept unless --force.
     Uninstall {
         /// The target root the install was made into (`/`: this system).
-        #[arg(long, default_value = "/")]
+        #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
         /// Also remove what the distribution created while running (its datastore,
         /// kubeconfig, kubelet state): the cluster's data is gone for good.
@@ -151,17 +151,17 @@ pub enum Command {
         /// Vendor public key(s) to trust (default: the site keys in /etc/airlock/keys).
         #[arg(long)]
         pubkey: Vec<PathBuf>,
-        /// The site's answers (profile, role, data directory, join, overrides).
+        /// The site's answers (profile, role, data directory, join, overrides); default: the site's kept answers.
         #[arg(long, conflicts_with = "profile")]
         answers: Option<PathBuf>,
-        /// Without answers: the bundle profile to check against (as a first server).
+        /// Without answers (and none kept): the bundle profile to check against (as a first server).
         #[arg(long)]
         profile: Option<String>,
         /// What the run is for; default: install, or join when the answers join.
         #[arg(long, value_enum)]
         mode: Option<PreflightMode>,
         /// Check a target root instead of the running system.
-        #[arg(long, default_value = "/")]
+        #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
         /// Accept a failing check by id (repeatable).
         #[arg(long = "override", value_name = "CHECK")]
@@ -182,7 +182,7 @@ pub enum Command {
     /// health. Exit 11 when anything needs attention (interrupted, drift, expired...).
     Status {
         /// The target root to report on (`/`: this system, with node and chart health).
-        #[arg(long, default_value = "/")]
+        #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
     },
     /// Collect a support bundle (journal, state, preflight, configs, logs, cluster
@@ -192,7 +192,7 @@ pub enum Command {
         #[arg(short = 'o', long = "output-file")]
         output_file: PathBuf,
         /// The target root to collect from (`/`: this system, with cluster state and logs).
-        #[arg(long, default_value = "/")]
+        #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
     },
     /// Verify while extracting into a new staging directory (removed on any failure).
@@ -209,11 +209,24 @@ pub enum Command {
         #[arg(long)]
         image_archive: Option<PathBuf>,
     },
+    /// Print the JSON Schema of a file airlock reads (docs/schemas/), for editors.
+    Schema {
+        /// Which file: `answers` (the site's answers file).
+        #[arg(value_enum)]
+        file: SchemaFile,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
     /// Write the man pages of every command into DIR (packaging/install-docs.sh).
     #[command(hide = true)]
     Man(ManArgs),
+}
+
+/// The files `airlock schema` has a schema for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SchemaFile {
+    /// The site's answers file (docs/answers.md).
+    Answers,
 }
 
 #[derive(Subcommand)]
@@ -222,7 +235,7 @@ pub enum PkiCommand {
     /// SHA-256. Exits 10 when one has expired.
     Status {
         /// The target root the platform was installed into.
-        #[arg(long, default_value = "/")]
+        #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
         /// Warn about certificates that expire within this many days.
         #[arg(long, value_name = "DAYS", default_value_t = 30)]
@@ -232,7 +245,7 @@ pub enum PkiCommand {
     /// same names). Self-signed PKI only: customer certificates come from the customer.
     Renew {
         /// The target root the platform was installed into.
-        #[arg(long, default_value = "/")]
+        #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
         /// Re-issue leaves with this many days left or fewer.
         #[arg(long, value_name = "DAYS", default_value_t = 30)]
@@ -285,6 +298,15 @@ pub struct UpgradeFlags {
     /// Accept a failing preflight check, named by id (repeatable); journaled.
     #[arg(long = "override", value_name = "CHECK")]
     pub overrides: Vec<String>,
+}
+
+/// `--root` as given, made absolute against the working directory: `--root s1` is
+/// what an operator types, and every message then names the directory unambiguously.
+fn target_root(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("an empty path; give the target root directory".into());
+    }
+    std::path::absolute(s).map_err(|e| format!("cannot make `{s}` absolute: {e}"))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use airlock_installer::bundle::inspect;
 use airlock_installer::bundle::verify::{Status, VerifyReport};
 use airlock_installer::ops::upgrade::UpgradeOutcome;
 
-use airlock_term::{say, Output};
+use airlock_term::{count, say, Output};
 
 pub use airlock_term::print_json;
 
@@ -41,9 +41,10 @@ pub fn print_preflight(r: &airlock_installer::site::preflight::PreflightReport) 
         }
     }
     say!(
-        "preflight ({:?}, {}): {} passed, {} warnings, {} failed, {} overridden, {} skipped",
+        "preflight ({:?}, {}{}): {} passed, {} warnings, {} failed, {} overridden, {} skipped",
         r.mode,
         r.distribution,
+        r.profile.as_deref().map(|p| format!(", profile {p}")).unwrap_or_default(),
         r.passed().count(),
         r.warnings().count(),
         r.failed().count(),
@@ -159,7 +160,7 @@ pub fn print_inspect(r: &inspect::InspectReport) {
     );
 }
 
-pub fn print_upgrade(r: &airlock_installer::ops::upgrade::UpgradeReport, output: Output) {
+pub fn print_upgrade(root: &Path, r: &airlock_installer::ops::upgrade::UpgradeReport, output: Output) {
     if output == Output::Json {
         print_json(r);
         return;
@@ -213,7 +214,12 @@ pub fn print_upgrade(r: &airlock_installer::ops::upgrade::UpgradeReport, output:
         }
     }
     if let Some(b) = &r.backup {
-        say!("backup: {} ({} files, datastore: {})", b.dir.display(), b.files.len(), b.datastore);
+        say!(
+            "backup: {} ({}, datastore: {})",
+            on_site(root, &b.dir).display(),
+            count(b.files.len(), "file", "files"),
+            b.datastore
+        );
     }
     if !r.pruned.is_empty() {
         say!("pruned releases: {}", r.pruned.join(", "));
@@ -302,17 +308,22 @@ pub fn print_plan(report: &airlock_installer::engine::PlanReport) {
 /// What an applied install did, where the CA is and the platform's report.
 pub fn print_installed(r: &airlock_installer::ops::install::Installed) {
     say!(
-        "installed {} {} into {}: {} steps applied, {} already done; journal {}",
+        "installed {} {} into {}: {} applied, {} already done; journal {}",
         r.bundle,
         r.version,
         r.root.display(),
-        r.result.applied,
+        count(r.result.applied, "step", "steps"),
         r.result.satisfied,
         on_site(&r.root, &r.result.journal).display()
     );
     match (&r.live, &r.checks) {
         (Some(up), checked) => {
-            say!("node {} Ready after {} s; {} charts installed", r.node, up.node_ready_after_s, up.charts.len());
+            say!(
+                "node {} Ready after {} s; {} installed",
+                r.node,
+                up.node_ready_after_s,
+                count(up.charts.len(), "chart", "charts")
+            );
             for c in checked.iter().flatten() {
                 say!("  ok {} ({}) after {} s, verified against the site CA", c.name, c.url, c.ok_after_s);
             }
@@ -381,6 +392,9 @@ pub fn print_status(r: &airlock_installer::ops::status::StatusReport, unhealthy_
     for d in &r.drift {
         say!("  DRIFT     {} ({})", d.path.display(), d.problem);
     }
+    if let Some(h) = &r.drift_hint {
+        say!("  hint: {h}");
+    }
     for w in &r.warnings {
         say!("  warning   {w}");
     }
@@ -401,9 +415,14 @@ pub fn print_status(r: &airlock_installer::ops::status::StatusReport, unhealthy_
 /// `airlock support-bundle` as text.
 pub fn print_support(r: &airlock_installer::ops::support::SupportReport) {
     let m = &r.manifest;
-    say!("support bundle {} ({} bytes, mode 0600): {} files", r.output.display(), r.archive_bytes, m.files.len());
+    say!(
+        "support bundle {} ({} bytes, mode 0600): {}",
+        r.output.display(),
+        r.archive_bytes,
+        count(m.files.len(), "file", "files")
+    );
     let total: usize = m.redactions.values().sum();
-    say!("redacted {total} values:");
+    say!("redacted {}:", count(total, "value", "values"));
     for (rule, n) in &m.redactions {
         say!("  {rule:24} {n}");
     }
@@ -416,13 +435,16 @@ pub fn print_support(r: &airlock_installer::ops::support::SupportReport) {
 }
 
 /// `airlock uninstall`'s plan, one action a line.
-pub fn print_uninstall_plan(p: &airlock_installer::ops::uninstall::UninstallPlan) {
+pub fn print_uninstall_plan(root: &Path, p: &airlock_installer::ops::uninstall::UninstallPlan) {
     use airlock_installer::ops::uninstall::Action;
     for a in &p.actions {
         let line = match a {
             Action::Stop { unit, .. } => format!("stop      {unit} and its containers"),
             Action::DisableUnit { unit } => format!("disable   {unit}"),
-            Action::Remove { path } => format!("remove    {}", path.display()),
+            Action::Remove { path, edited: None } => format!("remove    {}", path.display()),
+            Action::Remove { path, edited: Some(reason) } => {
+                format!("remove    {} ({}; removed because of --force)", path.display(), reason.describe())
+            }
             Action::Keep { path, reason } => {
                 format!("KEEP      {} ({}; --force removes it)", path.display(), reason.describe())
             }
@@ -430,6 +452,16 @@ pub fn print_uninstall_plan(p: &airlock_installer::ops::uninstall::UninstallPlan
             Action::RemoveTree { path } => format!("remove -r {}", path.display()),
         };
         say!("  {line}");
+    }
+    for d in &p.state_data {
+        say!(
+            "  with {}: {} ({}), gone for good; copy {} elsewhere first to keep {}",
+            airlock_installer::state::STATE_DIR,
+            count(d.entries.len(), d.what, &format!("{}s", d.what)),
+            d.entries.join(", "),
+            on_site(root, &d.path).display(),
+            if d.entries.len() == 1 { "it" } else { "them" }
+        );
     }
 }
 
@@ -442,11 +474,13 @@ pub fn print_uninstall_report(
     r: &airlock_installer::ops::uninstall::UninstallReport,
 ) {
     use airlock_installer::ops::uninstall::Holds;
-    let n = |count: usize, one: &str, many: &str| format!("{count} {}", if count == 1 { one } else { many });
     let mut removed = vec![
-        n(r.removed_files, "file or link", "files and links"),
-        n(r.removed_dirs, "empty directory", "empty directories"),
+        count(r.removed_files, "file or link", "files and links"),
+        count(r.removed_dirs, "empty directory", "empty directories"),
     ];
+    if r.removed_temp_files > 0 {
+        removed.push(count(r.removed_temp_files, "leftover temporary file", "leftover temporary files"));
+    }
     removed.extend(r.removed_trees.iter().map(|t| format!("the tree {}", t.display())));
     let what = format!("the {distribution} install ({unit}) from {}", root.display());
     if r.complete() {
@@ -454,13 +488,13 @@ pub fn print_uninstall_report(
     } else {
         let mut left = Vec::new();
         if !r.kept.is_empty() {
-            left.push(n(r.kept.len(), "file of ours", "files of ours"));
+            left.push(count(r.kept.len(), "file of ours", "files of ours"));
         }
         if !r.runtime_left.is_empty() {
             left.push(format!("{distribution}'s runtime data"));
         }
         if !r.kept_dirs.is_empty() {
-            left.push(n(r.kept_dirs.len(), "directory", "directories"));
+            left.push(count(r.kept_dirs.len(), "directory", "directories"));
         }
         say!("removed {what} except what is listed below: {}; left {}", removed.join(", "), left.join(", "));
     }
@@ -473,6 +507,9 @@ pub fn print_uninstall_report(
             k.reason.describe(),
             on_site(root, &k.path).display()
         );
+    }
+    for k in &r.removed_edited {
+        say!("  removed {} although it was {} (--force)", k.path.display(), k.reason.describe());
     }
     for t in &r.runtime_left {
         say!("  kept {} ({distribution}'s runtime data; --purge removes it)", t.display());
@@ -503,8 +540,12 @@ pub fn print_pki_renew(r: &airlock_installer::site::pki::RenewReport, within: i6
     if !r.kept.is_empty() {
         say!("kept {} (more than {within} days left)", r.kept.join(", "));
     }
-    if !dry_run && !r.renewed.is_empty() {
-        say!("the platform's TLS Secrets still hold the old certificates until `airlock install` runs again");
+    let refreshed = if dry_run { "would refresh" } else { "refreshed" };
+    for s in &r.secrets {
+        say!("{refreshed} TLS Secret manifest {}", s.display());
+    }
+    if !dry_run && !r.secrets.is_empty() {
+        say!("K3s and RKE2 apply changed manifests by themselves; the ingress then serves the new certificates");
     }
 }
 

@@ -305,11 +305,7 @@ fn remove_leftovers(plan: &Plan, host: &dyn Host, state_dir: &std::path::Path) {
         plan.steps().iter().filter_map(|s| s.writes()?.parent()).collect();
     dirs.insert(state_dir);
     for dir in dirs {
-        for e in host.list_dir(dir).ok().flatten().unwrap_or_default() {
-            if e.kind == crate::host::FileKind::File && crate::host::is_temp_name(&e.name) {
-                let _ = host.remove(&dir.join(&e.name));
-            }
-        }
+        crate::host::remove_temp_files(host, dir);
     }
 }
 

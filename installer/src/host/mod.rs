@@ -74,7 +74,7 @@ pub fn name_on_path(host: &dyn Host, link: &std::path::Path, target: &std::path:
 pub fn shown_path(root: &std::path::Path, target: &std::path::Path) -> std::path::PathBuf {
     root.join(target.strip_prefix("/").unwrap_or(target))
 }
-pub use walk::{list_files, Listing, Skipped};
+pub use walk::{list_files, remove_temp_files, Listing, Skipped};
 
 /// Where the host keeps enabled-unit links and unit files; see [`Host::enable_unit`].
 pub const SYSTEMD_SYSTEM_DIR: &str = "/etc/systemd/system";

@@ -84,3 +84,17 @@ fn walk(host: &dyn Host, dir: &Path, listing: &mut Listing) {
         }
     }
 }
+
+/// Removes the temporary files a killed run of ours left in `dir` (names
+/// [`super::is_temp_name`] accepts; one may hold a secret being written). Only a run
+/// holding the site lock may call this: no other run can be writing them. Returns how
+/// many went; a directory that cannot be listed is left for the caller's own steps.
+pub fn remove_temp_files(host: &dyn Host, dir: &Path) -> usize {
+    let mut removed = 0;
+    for e in host.list_dir(dir).ok().flatten().unwrap_or_default() {
+        if e.kind == FileKind::File && super::is_temp_name(&e.name) && host.remove(&dir.join(&e.name)).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}

@@ -148,13 +148,14 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
             report = Some(r);
         }
         _ => {
-            // A server joining a running cluster has neither the PKI nor the
-            // credentials; K3s applies every server's manifests, so a HelmChart with
-            // empty values written here would overwrite the first server's. It leaves
-            // the platform charts to the first server.
-            if input.role.is_server() {
-                input.charts.retain(|c| !wiring::is_platform_chart(&m.charts, c));
-            }
+            // The first server's manifests are the cluster's: a server joining a
+            // running cluster writes no HelmChart at all. It has neither the PKI nor
+            // the credentials, so its platform charts would carry empty values; and
+            // K3s/RKE2 apply each server's manifest files whenever that server starts,
+            // so a second copy of any chart is a second writer — a joining server
+            // restarted with an older copy (its upgrade not run yet, or rolled back)
+            // would put the older release back over the cluster's.
+            input.charts.clear();
         }
     }
     let live = live_target(&input);

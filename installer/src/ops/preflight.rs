@@ -13,14 +13,15 @@ use crate::bundle::delta::read_profiles_for_site;
 use crate::bundle::trust;
 use crate::site::answers::{Answers, Role, DEFAULT_DATA_DIR};
 use crate::site::preflight::site::{self, SiteInput};
-use crate::site::preflight::{Mode, PreflightReport};
+use crate::site::preflight::{CheckResult, Mode, Overall, PreflightReport, Status};
 
 /// What `airlock preflight` was asked.
 #[derive(Clone, Debug, Default)]
 pub struct PreflightOptions {
     pub bundle: PathBuf,
     pub pubkey: Vec<PathBuf>,
-    /// The site's answers (profile, role, data directory, join, overrides).
+    /// The site's answers (profile, role, data directory, join, overrides); without
+    /// them and without `profile`, the answers the site kept, if any.
     pub answers: Option<PathBuf>,
     /// Without answers: the bundle profile to check against, as a first server.
     pub profile: Option<String>,
@@ -33,7 +34,16 @@ pub struct PreflightOptions {
 /// Runs every check for the chosen profile and mode.
 pub fn run(opts: &PreflightOptions, reporter: &dyn Reporter) -> Result<PreflightReport> {
     let root: &Path = &opts.root;
-    let answers = opts.answers.as_deref().map(Answers::load).transpose()?;
+    let answers = match (&opts.answers, &opts.profile) {
+        (Some(path), _) => Some(Answers::load(path)?),
+        // As every command that needs the answers: the site's kept ones when none are
+        // given, so a check before a re-run or an upgrade checks what will be installed.
+        (None, None) => {
+            let host = crate::host::RootedHost::new(root.to_path_buf(), root == Path::new("/"))?;
+            crate::site::answers::kept::load_kept(&host)?
+        }
+        (None, Some(_)) => None,
+    };
     let keys = trust::trusted_keys(&opts.pubkey, root)?;
     let files = BundleFiles::locate(&opts.bundle)?;
     let (manifest, profiles) = read_profiles_for_site(&files, &keys, root, reporter)?;
@@ -67,5 +77,33 @@ pub fn run(opts: &PreflightOptions, reporter: &dyn Reporter) -> Result<Preflight
     if let Some(m) = opts.mode {
         input.mode = m;
     }
-    site::check(root, &input)
+    let mut report = site::check(root, &input)?;
+    report.profile = Some(prof.name.clone());
+    if let Some(db) = answers.as_ref().and_then(|a| a.keycloak_database.as_ref()) {
+        report.checks.push(database_check(db));
+        if report.get(DATABASE_CHECK).is_some_and(|c| c.status == Status::Fail) {
+            report.overall = Overall::Fail;
+        }
+    }
+    Ok(report)
+}
+
+/// The id of the live check of Keycloak's external database.
+pub const DATABASE_CHECK: &str = "keycloak-database";
+
+/// A real login to the database the answers name, as Keycloak will make it
+/// (`site::database`). A failure blocks the install: Keycloak would not start.
+fn database_check(db: &crate::site::answers::keycloak_db::KeycloakDatabaseAnswers) -> CheckResult {
+    let (status, detail, hint) = match crate::site::database::probe(db, crate::site::database::TIMEOUT) {
+        Ok(r) => (Status::Pass, r.summary, None),
+        Err(e) => (Status::Fail, format!("{}: {} ({})", e.subject, e.cause, e.key), Some(e.hint)),
+    };
+    CheckResult {
+        id: DATABASE_CHECK.to_string(),
+        title: "Keycloak's external database accepts the answers' login".to_string(),
+        status,
+        detail,
+        hint,
+        note: None,
+    }
 }

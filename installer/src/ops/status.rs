@@ -149,6 +149,9 @@ pub struct StatusReport {
     pub last_run: Option<LastRun>,
     pub pending: Option<Pending>,
     pub drift: Vec<Drift>,
+    /// What to do about [`Self::drift`], when there is any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_hint: Option<String>,
     /// Installed files whose content could not be compared (present, so not drift).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unchecked: Vec<Unchecked>,
@@ -212,18 +215,29 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         components.extend(charts(host, inv, &mut unreadable));
     }
 
-    let (certificates, cert_unreadable) = certificates(host, opts.now_unix)?;
-    unreadable.extend(cert_unreadable);
-    for c in &certificates {
-        let what = match c.index {
-            Some(i) => format!("{} (certificate {} in the file, {})", c.path.display(), i + 1, c.subject),
-            None => format!("{} ({})", c.path.display(), c.subject),
-        };
-        if c.days_left < 0 {
-            problems.push(format!("certificate {what} expired on {}", c.not_after));
-        } else if c.days_left <= EXPIRY_WARNING_DAYS {
-            warnings.push(format!("certificate {what} expires in {} days ({})", c.days_left, c.not_after));
+    // The site PKI's, and the distribution's own (its server/tls beside the manifests
+    // directory the install wrote into).
+    let mut cert_dirs = vec![(PathBuf::from(state::PKI_DIR), None)];
+    if let Some(inv) = &inventory {
+        cert_dirs.extend(distribution_tls_dirs(inv).into_iter().map(|d| (d, Some(inv))));
+    }
+    let mut certificates = Vec::new();
+    for (dir, inv) in &cert_dirs {
+        let (found, cert_unreadable) = certificates_in(host, dir, opts.now_unix)?;
+        unreadable.extend(cert_unreadable);
+        for c in &found {
+            let what = match c.index {
+                Some(i) => format!("{} (certificate {} in the file, {})", c.path.display(), i + 1, c.subject),
+                None => format!("{} ({})", c.path.display(), c.subject),
+            };
+            let heal = renewal(&c.path, *inv);
+            if c.days_left < 0 {
+                problems.push(format!("certificate {what} expired on {}; {heal}", c.not_after));
+            } else if c.days_left <= EXPIRY_WARNING_DAYS {
+                warnings.push(format!("certificate {what} expires in {} days ({}); {heal}", c.days_left, c.not_after));
+            }
         }
+        certificates.extend(found);
     }
     for u in &unreadable {
         warnings.push(format!("{}: {}", u.path.display(), u.reason));
@@ -302,6 +316,17 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
     for d in &drift {
         problems.push(format!("{} is {} since the install", d.path.display(), d.problem));
     }
+    // The install of the installed release, run again, rewrites exactly what differs
+    // (its steps compare content) and takes the kept answers: that is the way back.
+    let drift_hint = (!drift.is_empty()).then(|| {
+        let bundle = release.as_ref().map_or("the installed release".into(), |r| format!("{} {}", r.bundle, r.version));
+        let root =
+            if host.root() == Path::new("/") { String::new() } else { format!(" --root {}", host.root().display()) };
+        format!(
+            "to put these files back as installed, run `airlock install <the {bundle} bundle>{root}` again: it \
+             rewrites only what differs; an edit kept on purpose is replaced by the next upgrade too"
+        )
+    });
     for u in &unchecked {
         warnings.push(format!("{} was not checked for changes: {}", u.path.display(), u.why.reason()));
     }
@@ -340,6 +365,7 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         last_run,
         pending,
         drift,
+        drift_hint,
         unchecked,
         live,
         problems,
@@ -484,13 +510,48 @@ fn charts(host: &dyn Host, inv: &Inventory, unreadable: &mut Vec<Unreadable>) ->
     out
 }
 
-/// Every certificate in `*.crt`/`*.pem` files under [`crate::state::PKI_DIR`] (PEM, or one DER
+/// The distribution's certificate directories: `server/tls` beside each
+/// `server/manifests` directory the install wrote into (under the site's data
+/// directory, K3s or RKE2 alike).
+fn distribution_tls_dirs(inv: &Inventory) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = manifest_files(inv)
+        .iter()
+        .filter_map(|p| p.parent().filter(|d| d.ends_with("server/manifests")).and_then(Path::parent))
+        .map(|server| server.join("tls"))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// The one command that renews a certificate, by where it lives.
+fn renewal(path: &Path, distribution: Option<&Inventory>) -> String {
+    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let is_ca = file == "ca.crt" || file.ends_with("-ca.crt") || file.ends_with("-ca.pem");
+    match distribution {
+        None if path == Path::new(state::CA_CERT) => format!(
+            "the site CA is not renewed in place: move {} aside and run `airlock install` again (clients must then trust the new ca.crt)",
+            state::PKI_DIR
+        ),
+        None => "renew it with `airlock pki renew` (the customer's IT renews certificates of a customer PKI)".into(),
+        Some(inv) if is_ca => format!(
+            "a CA of {dist}: renew it with `{dist} certificate rotate-ca` (see {dist}'s documentation on CA rotation)",
+            dist = inv.distribution
+        ),
+        Some(inv) => format!(
+            "renew it with `systemctl restart {}`: {} re-issues its expiring certificates each time it starts",
+            inv.unit, inv.distribution
+        ),
+    }
+}
+
+/// Every certificate in `*.crt`/`*.pem` files under `dir` (PEM, or one DER
 /// certificate). Files with no certificate in them (a PEM private key) are skipped
 /// without looking further: their content is nobody's business.
-fn certificates(host: &dyn Host, now: i64) -> Result<(Vec<Certificate>, Vec<Unreadable>)> {
+fn certificates_in(host: &dyn Host, dir: &Path, now: i64) -> Result<(Vec<Certificate>, Vec<Unreadable>)> {
     let mut certs = Vec::new();
     let mut bad = Vec::new();
-    for path in crate::host::list_files(host, Path::new(state::PKI_DIR))?.files {
+    for path in crate::host::list_files(host, dir)?.files {
         let name = path.to_string_lossy();
         if !(name.ends_with(".crt") || name.ends_with(".pem")) {
             continue;

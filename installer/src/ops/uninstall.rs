@@ -23,7 +23,7 @@ use airlock_format::error::Result;
 use serde::Serialize;
 
 use crate::host::{FileKind, Host};
-use crate::state::{FileState, Inventory, InventoryKey, Unverifiable, STATE_DIR};
+use crate::state::{FileState, Inventory, InventoryKey, Unverifiable, BACKUPS_DIR, RELEASES_DIR, STATE_DIR};
 
 /// Options of an uninstall.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,6 +72,10 @@ pub enum Action {
     },
     Remove {
         path: PathBuf,
+        /// Set when the file was changed since the install (or may have been) and goes
+        /// only because of `force`: the operator is told which edit they are losing.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        edited: Option<KeepReason>,
     },
     /// Changed since the install, or not known to be unchanged: left in place (the
     /// operator's edit).
@@ -96,6 +100,42 @@ pub struct UninstallPlan {
     /// left behind may hold.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub runtime_left: Vec<PathBuf>,
+    /// What goes with the installer's state that cannot be had again: the kept
+    /// releases rollback needs and the upgrades' backups. Named before it goes, so an
+    /// operator who wants them copies them first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state_data: Vec<StateData>,
+}
+
+/// A part of the installer's state an uninstall deletes for good.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StateData {
+    pub path: PathBuf,
+    /// What it is, for a person ("stored release", "upgrade backup").
+    pub what: &'static str,
+    /// Its entries (releases by version, backups by name).
+    pub entries: Vec<String>,
+}
+
+/// The parts of the state directory worth naming before an uninstall deletes them.
+fn state_data(host: &dyn Host) -> Result<Vec<StateData>> {
+    let mut out = Vec::new();
+    for (dir, what) in [(RELEASES_DIR, "stored release"), (BACKUPS_DIR, "upgrade backup")] {
+        let path = PathBuf::from(dir);
+        // Directories only: the store's `current`/`previous` are links to its releases.
+        let mut entries: Vec<String> = host
+            .list_dir(&path)?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.kind == FileKind::Dir)
+            .map(|e| e.name)
+            .collect();
+        entries.sort();
+        if !entries.is_empty() {
+            out.push(StateData { path, what, entries });
+        }
+    }
+    Ok(out)
 }
 
 /// Plans the uninstall from the inventory and the target's current state.
@@ -112,7 +152,7 @@ pub fn plan(host: &dyn Host, inv: &Inventory, opts: UninstallOptions) -> Result<
     // own uninstall treats them.
     for link in &inv.links {
         if inv.link_is_ours(host, link)? {
-            actions.push(Action::Remove { path: link.clone() });
+            actions.push(Action::Remove { path: link.clone(), edited: None });
         }
     }
     let state = Path::new(STATE_DIR);
@@ -128,7 +168,7 @@ pub fn plan(host: &dyn Host, inv: &Inventory, opts: UninstallOptions) -> Result<
         };
         actions.push(match reason {
             Some(reason) if !opts.force => Action::Keep { path: f.path.clone(), reason },
-            _ => Action::Remove { path: f.path.clone() },
+            edited => Action::Remove { path: f.path.clone(), edited },
         });
     }
     let mut runtime_left = Vec::new();
@@ -143,7 +183,7 @@ pub fn plan(host: &dyn Host, inv: &Inventory, opts: UninstallOptions) -> Result<
     actions.extend(others.into_iter().map(|path| Action::RemoveDirIfEmpty { path }));
     actions.push(Action::RemoveTree { path: state.to_path_buf() });
     actions.extend(holding_state.into_iter().map(|path| Action::RemoveDirIfEmpty { path }));
-    Ok(UninstallPlan { actions, runtime_left })
+    Ok(UninstallPlan { actions, runtime_left, state_data: state_data(host)? })
 }
 
 /// The directories an uninstall removes when empty, deepest first: the inventory's and
@@ -161,6 +201,10 @@ pub fn dirs_to_remove(inv: &Inventory) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     dirs.into_iter().partition(|d| !state.starts_with(d))
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A file of ours left in place, and why.
@@ -196,8 +240,14 @@ pub struct UninstallReport {
     pub removed_files: usize,
     /// Directories removed because they were empty.
     pub removed_dirs: usize,
+    /// Temporary files a killed run left beside files of ours, removed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub removed_temp_files: usize,
     /// Whole trees removed: the installer's state, and with `purge` the runtime data.
     pub removed_trees: Vec<PathBuf>,
+    /// Files of ours that were changed since the install and removed with `force`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_edited: Vec<Kept>,
     /// Files of ours left in place.
     pub kept: Vec<Kept>,
     /// Directories left because something is still in them.
@@ -219,6 +269,20 @@ impl UninstallReport {
 pub fn apply(host: &dyn Host, plan: &UninstallPlan) -> Result<UninstallReport> {
     let _lock = crate::state::lock_site(host)?;
     let mut report = UninstallReport::default();
+    // A killed run's temporary files next to ours would keep their directory (and, for
+    // one written as a secret, a copy of the secret) after everything of ours went:
+    // under the lock no run is writing them, so they go first.
+    let mut dirs: BTreeSet<&Path> = BTreeSet::new();
+    for a in &plan.actions {
+        match a {
+            Action::Remove { path, .. } | Action::Keep { path, .. } => dirs.extend(path.parent()),
+            Action::RemoveDirIfEmpty { path } => {
+                dirs.insert(path);
+            }
+            _ => {}
+        }
+    }
+    report.removed_temp_files = dirs.into_iter().map(|d| crate::host::remove_temp_files(host, d)).sum();
     for a in &plan.actions {
         match a {
             Action::Stop { unit, killall } => {
@@ -228,9 +292,12 @@ pub fn apply(host: &dyn Host, plan: &UninstallPlan) -> Result<UninstallReport> {
                 }
             }
             Action::DisableUnit { unit } => host.disable_unit(unit)?,
-            Action::Remove { path } => {
+            Action::Remove { path, edited } => {
                 host.remove(path)?;
                 report.removed_files += 1;
+                if let Some(reason) = edited {
+                    report.removed_edited.push(Kept { path: path.clone(), reason: *reason });
+                }
             }
             Action::Keep { path, reason } => report.kept.push(Kept { path: path.clone(), reason: *reason }),
             Action::RemoveDirIfEmpty { path } => match host.metadata(path)? {

@@ -38,6 +38,10 @@ use base64::Engine as _;
 /// What replaces a value.
 pub const REDACTED: &str = "<redacted>";
 
+/// What replaces a value inside a YAML token that gives it meaning (a tag `!…`, an
+/// anchor `&…`, an alias `*…`), where `<` and `>` would break the document.
+pub const REDACTED_WORD: &str = "REDACTED";
+
 pub const RULE_PRIVATE_KEY: &str = "private-key-block";
 pub const RULE_SECRET_DATA: &str = "kubernetes-secret-data";
 pub const RULE_GENERATED: &str = "generated-secret-value";
@@ -168,7 +172,7 @@ impl Redactor {
     fn redact_as(&self, text: &str, format: Format) -> (String, Counts) {
         let mut counts = Counts::new();
         let out = self.document(text, format, 0, &mut counts);
-        (out, counts)
+        (keep_parsing(text, out, format), counts)
     }
 
     /// Parsed and redacted by meaning when it parses, else by the text rules.
@@ -259,6 +263,31 @@ impl Redactor {
             }
         }
         t
+    }
+}
+
+/// A document that parsed before redaction parses after it: where the marker landed
+/// inside a tag, anchor or alias (a secret can be anywhere, not only in a value), it is
+/// written as [`REDACTED_WORD`], which those tokens take. The secret went either way.
+fn keep_parsing(input: &str, out: String, format: Format) -> String {
+    if format == Format::Text || !out.contains(REDACTED) || !parses(input, format) || parses(&out, format) {
+        return out;
+    }
+    let plain = out.replace(REDACTED, REDACTED_WORD);
+    if parses(&plain, format) {
+        plain
+    } else {
+        out
+    }
+}
+
+/// Whether `text` parses as `format` says: JSON, or (sniffed) a YAML stream.
+fn parses(text: &str, format: Format) -> bool {
+    use serde::Deserialize as _;
+    match format {
+        Format::Json => serde_json::from_str::<serde_json::Value>(text).is_ok(),
+        Format::Sniff => serde_yaml::Deserializer::from_str(text).all(|d| serde_yaml::Value::deserialize(d).is_ok()),
+        Format::Text => false,
     }
 }
 

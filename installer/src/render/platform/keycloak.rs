@@ -536,8 +536,11 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
 }
 
 /// A list as the chart wants it: a YAML string (the chart runs it through `tpl`).
+/// A chart value the chart passes through `tpl` (`extraEnv` and its kin), as YAML text
+/// whose every `{{` is literal: an answer that holds one must reach the pod as typed,
+/// not be run as a template.
 fn templated(what: &str, items: Value) -> Result<String> {
-    to_yaml(what, &items)
+    Ok(to_yaml(what, &items)?.replace("{{", "{{ \"{{\" }}"))
 }
 
 fn values(input: &KeycloakInput, names: &Names) -> Result<Value> {
@@ -563,15 +566,18 @@ fn values(input: &KeycloakInput, names: &Names) -> Result<Value> {
     let mut claims = Value::String(String::new());
     match &input.database {
         Some(db) => {
+            // The chart templates host, database and username unquoted, so YAML
+            // retypes them (`true`, `123`, `~`, `[x]` would not reach the pod as
+            // strings); they go into our own env list, strings by construction.
             database = json!({
                 "vendor": db.vendor,
-                "hostname": db.host,
                 "port": db.port,
-                "database": db.database,
-                "username": db.username,
                 "existingSecret": names.database_secret,
                 "existingSecretKey": "password",
             });
+            env.push(json!({ "name": "KC_DB_URL_HOST", "value": db.host }));
+            env.push(json!({ "name": "KC_DB_URL_DATABASE", "value": db.database }));
+            env.push(json!({ "name": "KC_DB_USERNAME", "value": db.username }));
             if db.ca_pem.is_some() {
                 env.push(json!({ "name": "KC_DB_URL_PROPERTIES", "value": db_url_properties() }));
             }

@@ -179,12 +179,6 @@ pub struct Site<'a> {
     pub distribution: DistributionKind,
 }
 
-/// Whether `chart` (a chart of the plan) is one whose values this module renders.
-pub fn is_platform_chart(bundle_charts: &[Chart], chart: &ChartInput) -> bool {
-    let name = bundle_charts.iter().find(|b| b.path == chart.entry).map_or(chart.name.as_str(), |b| b.name.as_str());
-    [KEYCLOAK_CHART, MINIO_CHART, APP_CHART].contains(&name)
-}
-
 /// Fills the values of the charts this module knows and returns the objects they
 /// reference as files of `manifests_dir`. Every chart starts from the vendor's values
 /// in the signed manifest (`bundle_charts`, matched by path); generated values are

@@ -16,6 +16,7 @@ pub mod check;
 pub mod kept;
 pub mod keycloak_db;
 pub mod questions;
+pub mod schema;
 mod secret;
 pub mod strict;
 pub mod wizard;

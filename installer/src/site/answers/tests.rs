@@ -19,9 +19,37 @@ fn cluster(extra: &str) -> String {
     SINGLE.replace("ingress_domain: p.example.test}", &format!("ingress_domain: p.example.test, {extra}}}"))
 }
 
+/// Parses as `airlock` does; every document it accepts must also pass the published
+/// JSON Schema (an editor must never flag a file the installer takes).
 fn parse(yaml: &str) -> std::result::Result<Answers, Problem> {
     let doc = strict::parse_yaml(yaml, DOC)?;
-    Answers::from_answered(&questions::read_document(&doc, None)?, "answers.yaml")
+    let parsed = Answers::from_answered(&questions::read_document(&doc, None)?, "answers.yaml")?;
+    assert_schema_accepts(yaml);
+    Ok(parsed)
+}
+
+fn assert_schema_accepts(yaml: &str) {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let v = VALIDATOR.get_or_init(|| jsonschema::validator_for(&schema::json_schema()).expect("the schema compiles"));
+    let doc: serde_json::Value = serde_yaml::from_str(yaml).expect("accepted YAML converts to JSON");
+    let errors: Vec<String> = v.iter_errors(&doc).map(|e| format!("{}: {e}", e.instance_path)).collect();
+    assert!(errors.is_empty(), "the schema refuses what the parser took:\n{yaml}\n{errors:#?}");
+}
+
+#[test]
+fn the_schema_refuses_unknown_keys_and_wrong_shapes_as_the_parser_does() {
+    let v = jsonschema::validator_for(&schema::json_schema()).unwrap();
+    for bad in [
+        SINGLE.replace("profile:", "profil:"),
+        SINGLE.replace("ip: 192.0.2.10", "ip: [192.0.2.10]"),
+        format!("{SINGLE}ldap: {{preset: novell}}\n"),
+        format!("{SINGLE}ha: {{servers: [{{name: s1}}]}}\n"),
+        "node: {name: n1, ip: 192.0.2.10}\n".to_string(),
+    ] {
+        let doc: serde_json::Value = serde_yaml::from_str(&bad).unwrap();
+        assert!(!v.is_valid(&doc), "the schema took {bad}");
+        assert!(parse(&bad).is_err(), "the parser took {bad}");
+    }
 }
 
 fn problem(yaml: &str) -> Problem {

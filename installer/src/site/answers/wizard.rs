@@ -187,7 +187,7 @@ pub fn ask_prefilled(
 fn skip_chosen(section: &str, prompter: &mut dyn Prompter) -> Result<bool> {
     let prompt = Prompt {
         key: format!("{section}.live_check"),
-        text: format!("The {section} live check failed: ask the {section} questions again, or skip the check?"),
+        text: format!("The {section} live check failed: ask again, or skip it"),
         help: "skip it when this machine cannot reach the site's network now; the install tests it again on site",
         default: Some(ASK_AGAIN.to_string()),
         choices: vec![ASK_AGAIN.to_string(), SKIP_CHECK.to_string()],

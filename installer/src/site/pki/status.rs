@@ -6,8 +6,9 @@
 //! through the host seam (0600 / 0644) under the installer's lock. A crash between the
 //! two leaves a key that does not match its certificate: `status` shows it and the next
 //! `renew` re-issues that leaf. The Kubernetes TLS Secrets carry copies of the
-//! certificates; whoever calls `renew` must refresh them (the next `airlock install`
-//! run does).
+//! certificates and keys: `renew` rewrites every Secret manifest airlock placed (the
+//! inventory's) that holds a replaced certificate or key, so the distribution applies
+//! the new certificate without another install.
 
 use std::path::{Path, PathBuf};
 
@@ -159,6 +160,9 @@ pub struct RenewReport {
     pub renewed: Vec<Renewed>,
     /// Leaves that still have enough time left.
     pub kept: Vec<String>,
+    /// The Secret manifests (target paths) refreshed with the new certificates and
+    /// keys (with `dry_run`: that would be).
+    pub secrets: Vec<PathBuf>,
 }
 
 /// Re-issues the leaves that expire within `opts.within_days` with the site CA.
@@ -233,6 +237,7 @@ pub(crate) fn renew_at(host: &dyn Host, opts: RenewOptions, now: OffsetDateTime)
 
     let _lock = if opts.dry_run || todo.is_empty() { None } else { Some(crate::state::lock_site(host)?) };
     let mut renewed = Vec::new();
+    let mut swaps = Vec::new();
     for (old, reason) in todo {
         let spec = LeafSpec { name: old.name.clone(), dns: old.facts.dns.clone(), ips: old.facts.ips.clone() };
         let mut r = Renewed {
@@ -242,8 +247,10 @@ pub(crate) fn renew_at(host: &dyn Host, opts: RenewOptions, now: OffsetDateTime)
             new_not_after: None,
             sha256: None,
         };
+        let mut swap = Swap { old_crt: old.fullchain_pem().to_string(), old_key: old.key_pem().to_string(), new: None };
         if !opts.dry_run {
             let new = signer.issue(&spec, now)?;
+            swap.new = Some((new.fullchain_pem().to_string(), new.key_pem().to_string()));
             host.write_file(&new.key_path(), &mut new.key_pem().as_bytes(), Perms::secret())?;
             host.write_file(&new.cert_path(), &mut new.fullchain_pem().as_bytes(), Perms::mode(0o644))?;
             // The inventory records these as placed: what status and uninstall compare
@@ -255,7 +262,95 @@ pub(crate) fn renew_at(host: &dyn Host, opts: RenewOptions, now: OffsetDateTime)
             r.new_not_after = Some(cert::date(new.facts.not_after));
             r.sha256 = Some(new.facts.sha256.clone());
         }
+        swaps.push(swap);
         renewed.push(r);
     }
-    Ok(RenewReport { dry_run: opts.dry_run, within_days: opts.within_days, renewed, kept })
+    let secrets = refresh_tls_secrets(host, &swaps, opts.dry_run)?;
+    Ok(RenewReport { dry_run: opts.dry_run, within_days: opts.within_days, renewed, kept, secrets })
+}
+
+/// One replaced leaf: its old certificate file and key, and the new ones (`None` in a
+/// dry run, where only the old ones are looked for).
+struct Swap {
+    old_crt: String,
+    old_key: String,
+    new: Option<(String, String)>,
+}
+
+/// Rewrites the Secret manifests of the inventory whose string values are a replaced
+/// leaf's certificate file or key, with the new ones; returns their paths. A manifest
+/// is re-serialised from its parsed documents, as the renderer wrote it (one YAML
+/// document per Secret, keys in order), so only the swapped values change.
+fn refresh_tls_secrets(host: &dyn Host, swaps: &[Swap], dry_run: bool) -> Result<Vec<PathBuf>> {
+    if swaps.is_empty() || host.read_file(Path::new(crate::state::INVENTORY_PATH))?.is_none() {
+        return Ok(Vec::new());
+    }
+    let inventory = crate::state::Inventory::load(host)?;
+    let mut refreshed = Vec::new();
+    let mut written: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    for f in &inventory.files {
+        let is_manifest = f.path.extension().is_some_and(|e| e == "yaml")
+            && f.path.parent().is_some_and(|d| d.ends_with("server/manifests"));
+        if !is_manifest {
+            continue;
+        }
+        let Some(bytes) = host.read_file(&f.path)? else { continue };
+        let Ok(text) = String::from_utf8(bytes) else { continue };
+        // (The PEM inside is indented as a YAML block: compare parsed values only.)
+        if !text.contains("kind: Secret") {
+            continue;
+        }
+        let mut docs = Vec::new();
+        for d in serde_yaml::Deserializer::from_str(&text) {
+            let v = <serde_yaml::Value as serde::Deserialize>::deserialize(d).map_err(|_| {
+                Error::corrupt(f.path.display().to_string(), "is a Secret manifest airlock placed, but not YAML")
+                    .with_hint("restore the manifest, or run `airlock install` again to rewrite it")
+            })?;
+            docs.push(v);
+        }
+        let mut changed = false;
+        for doc in docs.iter_mut().filter(|d| d["kind"] == "Secret") {
+            let Some(data) = doc.get_mut("stringData").and_then(|d| d.as_mapping_mut()) else { continue };
+            for (_, v) in data.iter_mut() {
+                let Some(s) = v.as_str() else { continue };
+                for swap in swaps {
+                    let new = if s == swap.old_crt {
+                        swap.new.as_ref().map(|n| n.0.clone())
+                    } else if s == swap.old_key {
+                        swap.new.as_ref().map(|n| n.1.clone())
+                    } else {
+                        continue;
+                    };
+                    changed = true;
+                    if let Some(n) = new {
+                        *v = serde_yaml::Value::String(n);
+                    }
+                    break;
+                }
+            }
+        }
+        if !changed {
+            continue;
+        }
+        refreshed.push(f.path.clone());
+        if dry_run {
+            continue;
+        }
+        let mut out = String::new();
+        for (i, d) in docs.iter().enumerate() {
+            if i > 0 {
+                out.push_str("---\n");
+            }
+            // The error would carry key material: name the file only.
+            out.push_str(&serde_yaml::to_string(d).map_err(|_| {
+                Error::input(f.path.display().to_string(), "cannot be written as YAML")
+                    .with_hint("this is a bug in airlock; report it with the command that failed")
+            })?);
+        }
+        host.write_file(&f.path, &mut out.as_bytes(), Perms::secret())?;
+        written.push((f.path.clone(), out.into_bytes()));
+    }
+    let pairs: Vec<(&Path, &[u8])> = written.iter().map(|(p, b)| (p.as_path(), b.as_slice())).collect();
+    crate::state::Inventory::record_rewritten(host, &pairs)?;
+    Ok(refreshed)
 }

@@ -73,6 +73,9 @@ pub use crate::engine::{CheckStatus as Status, OverrideRecord};
 pub struct PreflightReport {
     pub mode: Mode,
     pub distribution: Distribution,
+    /// The bundle profile checked against (set by `airlock preflight`, which chooses it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     pub checks: Vec<CheckResult>,
     pub overall: Overall,
     /// Every override name given, in the order given; journal the applied ones.
@@ -193,7 +196,14 @@ pub fn run(facts: &Facts, thresholds: &Thresholds, mode: Mode, overrides: &[Stri
         })
         .max()
         .unwrap_or(Overall::Pass);
-    Ok(PreflightReport { mode, distribution: thresholds.distribution, checks, overall, overrides: records })
+    Ok(PreflightReport {
+        mode,
+        distribution: thresholds.distribution,
+        profile: None,
+        checks,
+        overall,
+        overrides: records,
+    })
 }
 
 #[cfg(test)]

@@ -224,3 +224,23 @@ fn a_key_colon_value_without_space_stays_a_scalar_when_redacted() {
     let (out, _) = redact("password: hunter2hunter2\n");
     assert_eq!(out, "password: <redacted>\n");
 }
+
+#[test]
+fn a_secret_inside_a_yaml_tag_anchor_or_alias_goes_and_the_document_still_parses() {
+    const S: &str = "0123456789abcdef0123456789abcdef";
+    for text in [
+        format!("value: !tag:{S} plain\n"),
+        format!("base: &{S}\n  a: 1\nother: *{S}\n"),
+        format!("!x{S}"),
+        format!("- !!str {S}\n- &a{S} b\n"),
+    ] {
+        assert!(parses(&text, Format::Sniff), "the test input parses: {text}");
+        let (out, counts) = redact_file("m.yaml", &text);
+        assert!(!out.contains(S), "the secret survived: {out}");
+        assert!(parses(&out, Format::Sniff), "no longer YAML after redaction:\n{text}\n---\n{out}");
+        assert!(counts.values().sum::<usize>() >= 1, "{counts:?}");
+    }
+    // Where the marker breaks nothing it stays the one the docs name.
+    let (out, _) = redact_file("m.yaml", &format!("value: {S}\nother: x\n"));
+    assert!(out.contains(REDACTED), "{out}");
+}
