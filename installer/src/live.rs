@@ -36,6 +36,20 @@ pub struct LiveTarget {
     pub kubectl: Option<Kube>,
     /// `HelmChart` objects whose install jobs must succeed (servers only).
     pub charts: Vec<String>,
+    /// Kernel settings the distribution refuses to start without (RKE2's CIS profile):
+    /// applied from the `sysctl.d` file the plan wrote, then read back, before the unit
+    /// is first started.
+    #[serde(default)]
+    pub sysctl: Option<SysctlApply>,
+}
+
+/// A `sysctl.d` file to apply before the first start, and what `/proc/sys` must then say.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlApply {
+    /// The file the plan wrote (`/etc/sysctl.d/60-rke2-cis.conf`).
+    pub file: std::path::PathBuf,
+    /// `(key, value)`: `vm.overcommit_memory` must read `1`, ...
+    pub expect: Vec<(String, String)>,
 }
 
 /// How long to wait and how often to look.
@@ -99,6 +113,10 @@ pub fn bring_up(
     }
     let start = clock.now();
     let deadline = start + opts.timeout;
+    if let Some(sysctl) = &target.sysctl {
+        reporter.event(Event::Phase { name: &format!("applying {}", sysctl.file.display()), total: None });
+        apply_sysctl(host, sysctl)?;
+    }
     reporter.event(Event::Phase { name: &format!("starting {}", target.unit), total: None });
     // `enable --now`: RKE2's documented way to start (contracts), and idempotent.
     host.run(&["systemctl", "enable", "--now", &target.unit])?.checked(&["systemctl", "enable", "--now"])?;
@@ -126,6 +144,35 @@ pub fn bring_up(
         }
     }
     Ok(LiveReport { unit: target.unit.clone(), node_ready_after_s, charts })
+}
+
+/// Applies every `sysctl.d` file as at boot (`systemctl restart systemd-sysctl`, as
+/// RKE2's hardening guide does after copying the CIS file), then reads each setting
+/// back: a file later in `sysctl.d` order that sets another value would otherwise
+/// leave RKE2 in a restart loop until the bring-up timed out.
+fn apply_sysctl(host: &dyn Host, s: &SysctlApply) -> Result<()> {
+    let argv = ["systemctl", "restart", "systemd-sysctl.service"];
+    host.run(&argv)?.checked(&argv)?;
+    let mut wrong = Vec::new();
+    for (key, want) in &s.expect {
+        let path = crate::render::distribution::proc_sys_path(key);
+        let got = host.read_file(&path)?.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+        if got.as_deref() != Some(want.as_str()) {
+            wrong.push(format!("{key} is {} (needs {want})", got.as_deref().unwrap_or("unreadable")));
+        }
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    Err(Error::input(
+        s.file.display().to_string(),
+        format!("applied, but the kernel still has {}; the distribution would refuse to start", wrong.join(", ")),
+    )
+    .with_hint(format!(
+        "a file later in sysctl.d order sets them otherwise: find it with `systemd-analyze cat-config sysctl.d`, \
+         align it with {}, run `systemctl restart systemd-sysctl`, then the same install command again",
+        s.file.display()
+    )))
 }
 
 /// Polls `probe` until it says done (`Ok(None)`) or the deadline passes; returns the
@@ -346,6 +393,7 @@ mod tests {
             node: "n1".into(),
             kubectl: Some(Kube::new("/usr/local/bin/kubectl", "/etc/rancher/k3s/k3s.yaml")),
             charts: vec!["hello".into(), "notes".into()],
+            sysctl: None,
         }
     }
 
@@ -409,6 +457,71 @@ mod tests {
         let notes = runs.iter().position(|r| r.contains("helm-install-notes")).unwrap();
         let last_node = runs.iter().rposition(|r| r.contains("get node")).unwrap();
         assert!(last_node < hello && hello < notes, "{runs:#?}");
+    }
+
+    fn cis_server(host: &RecordingHost, values: &[(&str, &str)]) -> LiveTarget {
+        for (key, value) in values {
+            let path = crate::render::distribution::proc_sys_path(key);
+            host.write_file(&path, &mut format!("{value}\n").as_bytes(), crate::host::Perms::mode(0o644)).unwrap();
+        }
+        LiveTarget {
+            kind: DistributionKind::Rke2,
+            unit: "rke2-server.service".into(),
+            kubectl: None,
+            charts: vec![],
+            sysctl: Some(SysctlApply {
+                file: "/etc/sysctl.d/60-rke2-cis.conf".into(),
+                expect: crate::render::distribution::CIS_SYSCTLS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }),
+            ..server()
+        }
+    }
+
+    #[test]
+    fn distribution_cis_sysctls_are_applied_and_read_back_before_the_unit_first_starts() {
+        let host = RecordingHost::new(true).unwrap();
+        host.expect_command(&["systemctl", "restart", "systemd-sysctl.service"], CommandOutput::ok(""));
+        host.expect_command(&["systemctl", "enable", "--now"], CommandOutput::ok(""));
+        host.expect_command(&["systemctl", "is-active"], CommandOutput::ok("active\n"));
+        let t = cis_server(&host, crate::render::distribution::CIS_SYSCTLS);
+        bring_up(&host, &t, WaitOptions::default(), &FakeClock::new(), &Silent).unwrap();
+        let calls = host.calls();
+        let at = |f: &dyn Fn(&HostCall) -> bool| calls.iter().position(f).expect("call made");
+        let restart = at(&|c| matches!(c, HostCall::Run { argv } if argv.join(" ").contains("restart systemd-sysctl")));
+        let read_back = at(&|c| matches!(c, HostCall::ReadFile { path } if path.ends_with("kernel/panic_on_oops")));
+        let start = at(&|c| matches!(c, HostCall::Run { argv } if argv.join(" ").contains("enable --now")));
+        assert!(restart < read_back && read_back < start, "{calls:#?}");
+    }
+
+    #[test]
+    fn distribution_cis_sysctls_overridden_by_a_later_file_stop_before_the_unit_starts() {
+        let host = RecordingHost::new(true).unwrap();
+        host.expect_command(&["systemctl", "restart", "systemd-sysctl.service"], CommandOutput::ok(""));
+        let t = cis_server(
+            &host,
+            &[
+                ("vm.overcommit_memory", "0"),
+                ("vm.panic_on_oom", "0"),
+                ("kernel.panic", "10"),
+                ("kernel.panic_on_oops", "1"),
+            ],
+        );
+        let e = bring_up(&host, &t, WaitOptions::default(), &FakeClock::new(), &Silent).unwrap_err().to_string();
+        assert!(e.contains("vm.overcommit_memory is 0 (needs 1)") && e.contains("systemd-analyze cat-config"), "{e}");
+        assert!(runs(&host).iter().all(|r| !r.contains("enable --now")), "the unit was started: {:#?}", runs(&host));
+    }
+
+    #[test]
+    fn distribution_without_cis_applies_no_sysctl_before_starting() {
+        let host = RecordingHost::new(true).unwrap();
+        host.expect_command(&["systemctl", "enable", "--now"], CommandOutput::ok(""));
+        host.expect_command(&["systemctl", "is-active"], CommandOutput::ok("active\n"));
+        let t = LiveTarget { kubectl: None, charts: vec![], ..server() };
+        bring_up(&host, &t, WaitOptions::default(), &FakeClock::new(), &Silent).unwrap();
+        assert!(runs(&host).iter().all(|r| !r.contains("sysctl")), "{:#?}", runs(&host));
     }
 
     #[test]

@@ -122,12 +122,15 @@ fn input(tarball: Vec<TarballEntry>) -> DistributionInput {
         embedded_registry: false,
         secrets_encryption: false,
         cis: true,
+        kube_apiserver_args: vec![],
         data_dir: None,
         registry_mirror: None,
         artifacts: Artifacts::Rke2 { tarball, images: vec![] },
         image_archive_entry: "images/airlock-images.tar".into(),
         charts: vec![],
         storage_provisioner: None,
+        proxy_env: vec![],
+        rke2_opt_prefix: None,
     }
 }
 

@@ -71,6 +71,8 @@ impl Host {
         h.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory hugetlb pids rdma misc\n");
         h.write("etc/resolv.conf", "search site.example\nnameserver 10.0.0.2\n");
         h.write("run/systemd/timesync/synchronized", "");
+        h.write("proc/self/mounts", "/dev/sda1 / xfs rw,relatime 0 0\nproc /proc proc rw 0 0\n");
+        h.write("proc/sys/crypto/fips_enabled", "0\n");
         fs::create_dir_all(h.path("var/lib")).unwrap();
         h
     }
@@ -178,6 +180,30 @@ fn a_healthy_fixture_passes() {
     let not_pass: Vec<_> = r.checks.iter().filter(|c| c.status != Status::Pass).collect();
     assert!(not_pass.is_empty(), "{not_pass:#?}");
     assert_eq!(r.overall, Overall::Pass);
+}
+
+/// A hardened RHEL host as the collector reads it: fapolicyd running, `/usr/local` on
+/// a read-only mount of its own, FIPS mode on, and the CIS kernel settings of a stock
+/// kernel.
+#[test]
+fn distribution_a_hardened_rhel_fixture_is_read_and_judged() {
+    let h = Host::healthy();
+    h.process(900, "fapolicyd", &[]);
+    h.write("proc/self/mounts", "/dev/sda1 / xfs rw 0 0\n/dev/sda3 /usr/local xfs ro,nodev 0 0\n");
+    h.write("proc/sys/crypto/fips_enabled", "1\n");
+    h.write("proc/sys/vm/overcommit_memory", "0\n");
+    let f = h.collect();
+    assert!(f.hardening.fapolicyd_running);
+    assert_eq!(
+        f.hardening.usr_local,
+        Some(airlock_installer::site::preflight::UsrLocalMount { mount_point: true, read_only: true })
+    );
+    assert_eq!(f.hardening.fips, Some(true));
+    assert_eq!(f.sysctls.get("vm.overcommit_memory").map(String::as_str), Some("0"));
+    let r = h.report(Mode::Install, &[]);
+    for (id, want) in [("fapolicyd", Status::Warn), ("usr-local", Status::Fail), ("fips", Status::Warn)] {
+        assert_eq!(r.get(id).unwrap().status, want, "{id}: {:#?}", r.get(id));
+    }
 }
 
 #[test]

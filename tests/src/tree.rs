@@ -26,6 +26,7 @@ pub fn installed_tree(root: &Path) -> BTreeMap<String, String> {
             || rel.starts_with("/var/lib/airlock/secrets")
             || rel == "/var/lib/airlock/release.json"
             || rel == "/var/lib/airlock/installed.json"
+            || rel == "/var/lib/airlock/uninstall.list"
     };
     let mut out = walk(root, keep, |rel, path, mode| {
         if rel.contains("/secrets/")
@@ -67,6 +68,23 @@ pub fn installed_tree(root: &Path) -> BTreeMap<String, String> {
         let mode = out.get(inventory).and_then(|d| d.split(' ').nth(1)).unwrap_or("?").to_string();
         let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, inv.to_string().as_bytes()));
         out.insert(inventory.to_string(), format!("file {mode} {}", &digest[..16]));
+    }
+    // The uninstall script's copy of the inventory: masked the same way.
+    let list = "/var/lib/airlock/uninstall.list";
+    if let Ok(text) = std::fs::read_to_string(root.join(&list[1..])) {
+        let masked: String = text
+            .lines()
+            .map(|l| match l.splitn(3, ' ').collect::<Vec<_>>().as_slice() {
+                ["hmac-sha256", _, path] => format!("hmac-sha256 <keyed> {path}\n"),
+                ["sha256", _, path] if out.get(*path).is_none_or(|d| d.contains('<')) => {
+                    format!("sha256 <masked> {path}\n")
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        let mode = out.get(list).and_then(|d| d.split(' ').nth(1)).unwrap_or("?").to_string();
+        let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, masked.as_bytes()));
+        out.insert(list.to_string(), format!("file {mode} {}", &digest[..16]));
     }
     out
 }

@@ -611,7 +611,7 @@ fn cli_snapshot_an_older_release_is_refused_and_a_changed_file_needs_attention()
     let upgrade = airlock(&["upgrade", &path(&f.older), "--pubkey", &pubkey(), "--root", &path(&root), "--yes"]);
     check_error("upgrade_to_an_older_release", 12, &upgrade);
 
-    std::fs::write(root.join("usr/local/bin/airlock-k3s-killall.sh"), "#!/bin/sh\n# edited on site\n").unwrap();
+    std::fs::write(root.join("usr/local/bin/k3s-killall.sh"), "#!/bin/sh\n# edited on site\n").unwrap();
     std::fs::remove_file(root.join("var/lib/rancher/k3s/server/manifests/airlock-notes.yaml")).unwrap();
     check_error("status_drift_text", 11, &airlock(&["status", "--root", &path(&root)]));
     check_error("status_drift_json", 11, &airlock(&["status", "--root", &path(&root), "--output", "json"]));

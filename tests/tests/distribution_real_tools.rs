@@ -75,12 +75,15 @@ fn input(role: Role, charts: Vec<ChartInput>) -> DistributionInput {
         embedded_registry: false,
         secrets_encryption: false,
         cis: false,
+        kube_apiserver_args: vec![],
         data_dir: None,
         registry_mirror: None,
         artifacts: Artifacts::K3s { binary: "distribution/k3s".into(), images: vec![] },
         image_archive_entry: "images/airlock-images.tar".into(),
         charts,
         storage_provisioner: None,
+        proxy_env: vec![],
+        rke2_opt_prefix: None,
     }
 }
 
@@ -410,6 +413,70 @@ fn helm_templates_every_helm_chart() {
     }
 }
 
+/// The in-repo local-path provisioner chart as an RKE2 server installs it: packaged by
+/// helm, handed over by the `HelmChart` with the node path the installer derives from
+/// the data directory, rendered by helm 3.18 into `kube-system`, and every object
+/// accepted by `kubernetes-validate --strict` (Kubernetes 1.31 schemas).
+#[test]
+fn distribution_local_path_chart_renders_with_helm_and_validates_on_rke2() {
+    let Some(helm) = helm() else { return };
+    let Some(kv) = require_tool("kubernetes-validate") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    fs::create_dir_all(&home).unwrap();
+    let packaged = tmp.path().join("packaged");
+    let out = helm_command(&helm, &home)
+        .arg("package")
+        .arg(workspace_root().join("assets/charts/local-path-provisioner"))
+        .arg("-d")
+        .arg(&packaged)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm package: {}", String::from_utf8_lossy(&out.stderr));
+    let tgz = fs::read(packaged.join("local-path-provisioner-0.1.0.tgz")).unwrap();
+    let entry = "charts/local-path-provisioner-0.1.0.tgz";
+    let values =
+        airlock_installer::render::platform::wiring::local_path_values(&[], entry, Path::new("/srv/data/rke2/storage"))
+            .unwrap();
+    let mut lp = chart("local-path-provisioner", "0.1.0", "kube-system", tgz, &values);
+    lp.entry = entry.into();
+    let mut input = rke2_input(vec![lp]);
+    input.storage_provisioner = None;
+    let layout = render(&input).unwrap();
+    let manifests = helm_charts(&layout);
+    assert_eq!(manifests.len(), 1, "one HelmChart: the provisioner");
+    let spec = &manifests[0].1["spec"];
+    assert_eq!(spec["targetNamespace"], "kube-system");
+    let content = base64::engine::general_purpose::STANDARD.decode(spec["chartContent"].as_str().unwrap()).unwrap();
+    fs::write(tmp.path().join("chart.tgz"), content).unwrap();
+    fs::write(tmp.path().join("values.yaml"), spec["valuesContent"].as_str().unwrap()).unwrap();
+    let out = helm_command(&helm, &home)
+        .args(["template", "local-path-provisioner"])
+        .arg(tmp.path().join("chart.tgz"))
+        .arg("-f")
+        .arg(tmp.path().join("values.yaml"))
+        .args(["--namespace", "kube-system"])
+        .output()
+        .unwrap();
+    let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(rendered.contains(r#""paths": ["/srv/data/rke2/storage"]"#), "the data directory's path: {rendered}");
+    assert!(rendered.contains("image: \"docker.io/rancher/local-path-provisioner:v0.0.31\""), "{rendered}");
+    assert!(rendered.contains("storageclass.kubernetes.io/is-default-class: \"true\""), "{rendered}");
+    let docs = rendered.matches("\nkind: ").count();
+    assert_eq!(docs, 8, "{rendered}");
+
+    let file = tmp.path().join("rendered.yaml");
+    fs::write(&file, &rendered).unwrap();
+    let out = Command::new(&kv).args(["--strict", "-k", "1.31.0"]).arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kubernetes-validate: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().filter(|l| l.contains("passed for resource")).count(), docs, "{stdout}");
+    // Control: a misspelled field of the Deployment fails the strict schema.
+    fs::write(&file, rendered.replacen("serviceAccountName:", "serviceAccountNam:", 1)).unwrap();
+    assert!(!Command::new(&kv).args(["--strict", "-k", "1.31.0"]).arg(&file).status().unwrap().success());
+}
+
 // ---------------------------------------------------------------------------------
 // (d) the teardown scripts
 
@@ -426,8 +493,8 @@ fn teardown_scripts_are_posix_sh() {
         render(&input(Role::Agent { server: "s1".into() }, vec![])).unwrap(),
     ];
     let tmp = tempfile::tempdir().unwrap();
-    for layout in &layouts {
-        for name in ["airlock-k3s-killall.sh", "airlock-k3s-uninstall.sh"] {
+    for (layout, uninstall) in layouts.iter().zip(["k3s-uninstall.sh", "k3s-agent-uninstall.sh"]) {
+        for name in ["k3s-killall.sh", uninstall] {
             let text = inline_text(layout, &Path::new("/usr/local/bin").join(name)).unwrap();
             assert!(text.starts_with("#!/bin/sh\n"));
             let file = tmp.path().join(name);

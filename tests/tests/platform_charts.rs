@@ -619,6 +619,7 @@ fn platform_values_survive_the_helmchart_manifest_and_sit_beside_it() {
         embedded_registry: false,
         secrets_encryption: false,
         cis: false,
+        kube_apiserver_args: vec![],
         data_dir: None,
         registry_mirror: None,
         artifacts: Artifacts::K3s { binary: "distribution/k3s".into(), images: vec![] },
@@ -628,6 +629,8 @@ fn platform_values_survive_the_helmchart_manifest_and_sit_beside_it() {
             chart("minio", minio::CHART_VERSION, "minio", minio_tgz.clone(), &mo.values_yaml),
         ],
         storage_provisioner: None,
+        proxy_env: vec![],
+        rke2_opt_prefix: None,
     };
     let mut layout = distribution::render(&input).unwrap();
     let manifests_dir = input.data_dir().join("server/manifests");

@@ -91,7 +91,7 @@ fn status_of_a_fresh_install_is_healthy_with_the_release_and_its_components() {
 fn status_reports_an_edited_and_a_removed_installed_file_as_drift_with_the_way_back() {
     let d = tempfile::tempdir().unwrap();
     let (bundle, root) = installed(d.path(), "root");
-    std::fs::write(root.join("usr/local/bin/airlock-k3s-killall.sh"), "#!/bin/sh\n# edited on site\n").unwrap();
+    std::fs::write(root.join("usr/local/bin/k3s-killall.sh"), "#!/bin/sh\n# edited on site\n").unwrap();
     std::fs::remove_file(root.join("var/lib/rancher/k3s/server/manifests/airlock-notes.yaml")).unwrap();
     let (code, s) = status_json(&root);
     assert_eq!(code, Some(11), "{s:#}");
@@ -104,13 +104,10 @@ fn status_reports_an_edited_and_a_removed_installed_file_as_drift_with_the_way_b
         .collect();
     assert_eq!(
         drift,
-        [
-            "/usr/local/bin/airlock-k3s-killall.sh changed",
-            "/var/lib/rancher/k3s/server/manifests/airlock-notes.yaml missing"
-        ]
+        ["/usr/local/bin/k3s-killall.sh changed", "/var/lib/rancher/k3s/server/manifests/airlock-notes.yaml missing"]
     );
     let text = String::from_utf8_lossy(&airlock(&["status"], &root).stdout).to_string();
-    assert!(text.contains("DRIFT     /usr/local/bin/airlock-k3s-killall.sh (changed)"), "{text}");
+    assert!(text.contains("DRIFT     /usr/local/bin/k3s-killall.sh (changed)"), "{text}");
     // The next step is named, with the root it applies to.
     let hint = format!(
         "  hint: to put these files back as installed, run `airlock install <the airlock-demo 1.0.0 bundle> --root {}` \

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use airlock_tests::{build_demo_bundle, cargo_bin, demo_dir};
+use airlock_tests::{build_demo_bundle, cargo_bin, demo_dir, is_root, require_tool, skip_or_fail};
 
 fn airlock(args: &[&str], root: &Path) -> Output {
     Command::new(cargo_bin("airlock")).args(args).arg("--root").arg(root).stdin(Stdio::null()).output().unwrap()
@@ -83,7 +83,7 @@ fn uninstall_removes_exactly_what_the_install_placed_and_keeps_what_was_changed(
     install(&b, &root);
     plant_runtime(&root);
     // The operator edited one of our scripts.
-    let edited = root.join("usr/local/bin/airlock-k3s-killall.sh");
+    let edited = root.join("usr/local/bin/k3s-killall.sh");
     std::fs::write(&edited, "#!/bin/sh\n# site change\n").unwrap();
 
     let installed = tree(&root);
@@ -97,12 +97,12 @@ fn uninstall_removes_exactly_what_the_install_placed_and_keeps_what_was_changed(
 
     let o = airlock(&["uninstall", "--yes"], &root);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("kept /usr/local/bin/airlock-k3s-killall.sh"), "{}", text(&o));
+    assert!(text(&o).contains("kept /usr/local/bin/k3s-killall.sh"), "{}", text(&o));
     let after = tree(&root);
     let mut want = before.clone();
     // Left: the edited script and K3s's runtime data (no --purge), with their directories.
     let left = [
-        "usr/local/bin/airlock-k3s-killall.sh",
+        "usr/local/bin/k3s-killall.sh",
         "var/lib/rancher/k3s/server/db/state.db",
         "etc/rancher/k3s/k3s.yaml",
         "var/lib/kubelet/pods/x",
@@ -130,7 +130,7 @@ fn uninstall_with_purge_and_force_leaves_the_root_as_it_was_before_the_install()
     let before = tree(&root);
     install(&b, &root);
     plant_runtime(&root);
-    std::fs::write(root.join("usr/local/bin/airlock-k3s-killall.sh"), "edited").unwrap();
+    std::fs::write(root.join("usr/local/bin/k3s-killall.sh"), "edited").unwrap();
     let o = airlock(&["uninstall", "--yes", "--purge", "--force"], &root);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(tree(&root), before);
@@ -286,4 +286,107 @@ fn an_inventory_of_an_earlier_release_without_secret_digests_keeps_those_files_u
         text(&o)
     );
     assert!(root.join(CONFIG).exists());
+}
+
+/// Host directories the chroot below needs for the script's tools (sh, coreutils,
+/// openssl, ip): bound read-only into the root for the run, removed after.
+const CHROOT_TOOLS: &[&str] = &[
+    "bin",
+    "sbin",
+    "lib",
+    "lib64",
+    "usr/bin",
+    "usr/sbin",
+    "usr/lib",
+    "usr/lib64",
+    "etc/ssl",
+    "etc/alternatives",
+    "dev",
+];
+
+/// Runs the K3s uninstall script an install wrote into `root` as on the node: chrooted
+/// into the root, inside a private mount and network namespace (`unshare -m -n`), so
+/// neither the bind mounts nor what its killall does to mounts, links and iptables can
+/// reach this machine. `None` when it cannot run here (not root).
+fn run_uninstall_script(root: &Path, script: &str) -> Option<Output> {
+    let unshare = require_tool("unshare")?;
+    if !is_root() {
+        return skip_or_fail("bind mounts and chroot for the uninstall script need root");
+    }
+    let setup = r#"set -e
+root=$1; shift
+for d in "$@"; do
+    if [ -L "/$d" ]; then
+        mkdir -p "$root/$(dirname "$d")"
+        ln -s "$(readlink "/$d")" "$root/$d"
+    elif [ -d "/$d" ]; then
+        mkdir -p "$root/$d"
+        # /dev stays writable (/dev/null); the tools are read-only.
+        if [ "$d" = dev ]; then mount --rbind /dev "$root/dev"; else mount --rbind -o ro "/$d" "$root/$d"; fi
+    fi
+done
+exec chroot "$root" /bin/sh "$SCRIPT"
+"#;
+    let out = Command::new(unshare)
+        .args(["--mount", "--net", "--propagation", "private", "sh", "-c", setup, "sh"])
+        .arg(root)
+        .args(CHROOT_TOOLS)
+        .env("SCRIPT", script)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // The mount points and links the setup made (the mounts went with the namespace).
+    for d in CHROOT_TOOLS.iter().rev() {
+        let p = root.join(d);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&p).unwrap(),
+            Ok(_) => std::fs::remove_dir(&p).unwrap(),
+            Err(_) => {}
+        }
+    }
+    for d in ["usr/lib", "etc"] {
+        let _ = std::fs::remove_dir(root.join(d));
+    }
+    Some(out)
+}
+
+/// K3s' documented `k3s-uninstall.sh`, run on the node, leaves the same tree as
+/// `airlock uninstall`: every file, link and directory airlock installed goes (the PKI,
+/// the platform's Secrets and the state included), what was changed stays — an edited
+/// secret-bearing config (its keyed digest differs) and a `kubectl` the operator
+/// replaced with a file of their own (only our own links are removed).
+#[test]
+fn distribution_k3s_uninstall_script_removes_what_airlock_uninstall_removes() {
+    let d = tempfile::tempdir().unwrap();
+    let b = build_demo_bundle(d.path(), &[]);
+    let change = |root: &Path| {
+        plant_others(root);
+        install(&b, root);
+        plant_runtime(root);
+        std::fs::write(root.join("etc/rancher/k3s/config.yaml"), "token: edited on site\n").unwrap();
+        let kubectl = root.join("usr/local/bin/kubectl");
+        std::fs::remove_file(&kubectl).unwrap();
+        std::fs::write(&kubectl, "#!/bin/sh\n# the site's own kubectl\n").unwrap();
+    };
+    let by_airlock = d.path().join("by-airlock");
+    change(&by_airlock);
+    let o = airlock(&["uninstall", "--yes"], &by_airlock);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let by_script = d.path().join("by-script");
+    change(&by_script);
+    assert!(by_script.join("var/lib/airlock/uninstall.list").is_file());
+    let Some(o) = run_uninstall_script(&by_script, "/usr/local/bin/k3s-uninstall.sh") else { return };
+    assert!(o.status.success(), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("kept /etc/rancher/k3s/config.yaml: changed since the install"), "{stderr}");
+    assert!(stderr.contains("1 file(s) kept"), "{stderr}");
+
+    let paths = |root: &Path| tree(root).into_keys().collect::<Vec<_>>();
+    assert_eq!(paths(&by_script), paths(&by_airlock));
+    assert_eq!(tree(&by_airlock)["usr/local/bin/kubectl"], "#!/bin/sh\n# the site's own kubectl\n");
+    let left = tree(&by_script);
+    assert_eq!(left["usr/local/bin/kubectl"], "#!/bin/sh\n# the site's own kubectl\n");
+    assert_eq!(left["etc/rancher/k3s/config.yaml"], "token: edited on site\n");
+    assert!(!by_script.join("etc/airlock").exists() && !by_script.join("var/lib/airlock").exists());
 }

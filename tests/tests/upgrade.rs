@@ -838,6 +838,7 @@ fn every_step_of_the_demo_plan_carries_the_upgrade_group_its_target_belongs_to()
     let prepared = prepare(&b.v1, &keys, &answers, &host, &Silent).unwrap();
     let records = [
         airlock_installer::state::INVENTORY_PATH,
+        airlock_installer::state::UNINSTALL_LIST_PATH,
         airlock_installer::state::RELEASE_PATH,
         airlock_installer::state::REPORT_PATH,
     ];

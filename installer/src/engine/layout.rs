@@ -56,6 +56,10 @@ pub struct PlannedFile {
 pub struct PlannedLink {
     pub link: PathBuf,
     pub target: PathBuf,
+    /// A convenience link to a tool (`kubectl`, `crictl`, `ctr`): as K3s' `install.sh`
+    /// does, it is not created when the name already exists there or elsewhere on the
+    /// standard `PATH` (the operator's own kubectl stays the one that runs).
+    pub skip_if_on_path: bool,
 }
 
 /// A directory on the target that must exist with this mode.
@@ -63,6 +67,22 @@ pub struct PlannedLink {
 pub struct PlannedDir {
     pub path: PathBuf,
     pub mode: u32,
+}
+
+/// A command run on the running system once the files are in place (never under a
+/// target root): `restorecon`, `fagenrules`. Idempotent, so a resumed run may run it
+/// again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedCommand {
+    /// Stable and unique in the layout (`restorecon`), part of the step id.
+    pub name: String,
+    /// For the plan: what it does and why.
+    pub describe: String,
+    /// Looks without changing anything: exit 0 with no output means nothing to do
+    /// (`restorecon -n -v`). `None`: always run.
+    pub check: Option<Vec<String>>,
+    /// Run in order, each must succeed.
+    pub run: Vec<Vec<String>>,
 }
 
 /// Users are created by the host seam itself, so their type lives there.
@@ -78,6 +98,8 @@ pub struct Layout {
     /// in `multi-user.target.wants`, in live mode `systemctl enable`.
     pub units: Vec<String>,
     pub users: Vec<PlannedUser>,
+    /// Commands for the running system, after files and links, before units.
+    pub commands: Vec<PlannedCommand>,
 }
 
 impl Layout {
@@ -109,7 +131,11 @@ impl Layout {
         });
     }
     pub fn link(&mut self, link: impl Into<PathBuf>, target: impl Into<PathBuf>) {
-        self.links.push(PlannedLink { link: link.into(), target: target.into() });
+        self.links.push(PlannedLink { link: link.into(), target: target.into(), skip_if_on_path: false });
+    }
+    /// A tool link, skipped when the name is already on `PATH` ([`PlannedLink::skip_if_on_path`]).
+    pub fn tool_link(&mut self, link: impl Into<PathBuf>, target: impl Into<PathBuf>) {
+        self.links.push(PlannedLink { link: link.into(), target: target.into(), skip_if_on_path: true });
     }
     pub fn dir(&mut self, path: impl Into<PathBuf>, mode: u32) {
         self.dirs.push(PlannedDir { path: path.into(), mode });
@@ -139,5 +165,6 @@ impl Layout {
         self.links.extend(other.links);
         self.units.extend(other.units);
         self.users.extend(other.users);
+        self.commands.extend(other.commands);
     }
 }

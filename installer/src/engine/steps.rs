@@ -16,7 +16,9 @@ use std::sync::{Mutex, MutexGuard};
 use airlock_format::error::{Error, Result};
 
 use super::{RunContext, Step, StepState};
-use crate::engine::layout::{FileSource, Layout, PlannedDir, PlannedFile, PlannedLink, PlannedUser, StepGroup};
+use crate::engine::layout::{
+    FileSource, Layout, PlannedCommand, PlannedDir, PlannedFile, PlannedLink, PlannedUser, StepGroup,
+};
 use crate::host::{FileKind, Host, Perms};
 
 /// The steps for one component's layout, in the order they must run: users (files
@@ -45,6 +47,9 @@ pub fn layout_steps(component: &str, layout: &Layout, staging: &Path) -> Vec<Box
             link: link.clone(),
             undo: Mutex::default(),
         }));
+    }
+    for command in &layout.commands {
+        steps.push(Box::new(CommandStep { id: format!("{component}/run/{}", command.name), command: command.clone() }));
     }
     for unit in &layout.units {
         steps.push(Box::new(UnitStep {
@@ -405,17 +410,28 @@ enum LinkUndo {
     Relink { target: PathBuf },
 }
 
+impl LinkStep {
+    fn found_on_path(&self, host: &dyn Host) -> Result<bool> {
+        crate::host::name_on_path(host, &self.link.link, &self.link.target)
+    }
+}
+
 impl Step for LinkStep {
     fn id(&self) -> &str {
         &self.id
     }
 
     fn describe(&self) -> String {
-        format!("link {} -> {}", self.link.link.display(), self.link.target.display())
+        let skip = if self.link.skip_if_on_path { " (unless the name is already on PATH)" } else { "" };
+        format!("link {} -> {}{skip}", self.link.link.display(), self.link.target.display())
     }
 
     fn check(&self, host: &dyn Host) -> Result<StepState> {
         let (path, want) = (&self.link.link, &self.link.target);
+        if self.link.skip_if_on_path && self.found_on_path(host)? {
+            // Nothing to do: the name resolves to the operator's own tool.
+            return Ok(StepState::Satisfied);
+        }
         Ok(match host.metadata(path)? {
             None => StepState::Pending { change: format!("create -> {}", want.display()) },
             Some(m) if m.kind == FileKind::Symlink => match host.read_link(path)? {
@@ -505,6 +521,56 @@ impl Step for UserStep {
     }
 }
 
+struct CommandStep {
+    id: String,
+    command: PlannedCommand,
+}
+
+fn argv(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+impl Step for CommandStep {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn describe(&self) -> String {
+        self.command.describe.clone()
+    }
+
+    fn check(&self, host: &dyn Host) -> Result<StepState> {
+        let pending = || {
+            let cmds: Vec<String> = self.command.run.iter().map(|r| r.join(" ")).collect();
+            Ok(StepState::Pending { change: format!("run `{}`", cmds.join("`, `")) })
+        };
+        if !host.live() {
+            // Never planned under a root; were it, there is nothing to run there.
+            return Ok(StepState::Satisfied);
+        }
+        let Some(check) = &self.command.check else { return pending() };
+        let out = host.run(&argv(check))?;
+        if out.success() && out.stdout.trim().is_empty() {
+            Ok(StepState::Satisfied)
+        } else {
+            pending()
+        }
+    }
+
+    fn apply(&self, host: &dyn Host) -> Result<()> {
+        for run in &self.command.run {
+            let a = argv(run);
+            host.run(&a)?.checked(&a)?;
+        }
+        Ok(())
+    }
+
+    fn rollback(&self, _host: &dyn Host) -> Result<bool> {
+        // Labels and loaded rules of files that rollback removes again do no harm.
+        Ok(false)
+    }
+}
+
 struct UnitStep {
     id: String,
     unit: String,
@@ -561,6 +627,32 @@ mod tests {
         let mut other = big.clone();
         other[150_000] = 8;
         assert_eq!(count(&big, &other), 1);
+    }
+
+    #[test]
+    fn distribution_tool_links_are_skipped_where_the_name_is_on_path_instead_of_blocking() {
+        use crate::host::{Perms, RecordingHost};
+        let host = RecordingHost::new(false).unwrap();
+        let mut layout = Layout::default();
+        layout.tool_link("/usr/local/bin/kubectl", "k3s");
+        layout.tool_link("/usr/local/bin/crictl", "k3s");
+        layout.tool_link("/usr/local/bin/ctr", "k3s");
+        layout.link("/usr/local/bin/plain", "k3s");
+        // The site's own kubectl elsewhere on PATH, its own crictl where ours would go.
+        host.write_file(Path::new("/usr/bin/kubectl"), &mut &b"site kubectl"[..], Perms::mode(0o755)).unwrap();
+        host.write_file(Path::new("/usr/local/bin/crictl"), &mut &b"site crictl"[..], Perms::mode(0o755)).unwrap();
+        host.write_file(Path::new("/usr/local/bin/plain"), &mut &b"in the way"[..], Perms::mode(0o755)).unwrap();
+        let steps = layout_steps("k3s", &layout, Path::new("/staging"));
+        let state = |id: &str| steps.iter().find(|s| s.id() == id).unwrap().check(&host).unwrap();
+        assert_eq!(state("k3s/link/usr/local/bin/kubectl"), StepState::Satisfied);
+        assert_eq!(state("k3s/link/usr/local/bin/crictl"), StepState::Satisfied);
+        assert!(matches!(state("k3s/link/usr/local/bin/ctr"), StepState::Pending { .. }));
+        assert!(matches!(state("k3s/link/usr/local/bin/plain"), StepState::Blocked { .. }), "other links still block");
+        // Once made, our own link is satisfied as such.
+        let ctr = steps.iter().find(|s| s.id() == "k3s/link/usr/local/bin/ctr").unwrap();
+        ctr.apply(&host).unwrap();
+        assert_eq!(ctr.check(&host).unwrap(), StepState::Satisfied);
+        assert_eq!(host.read_link(Path::new("/usr/local/bin/ctr")).unwrap(), Some(PathBuf::from("k3s")));
     }
 
     #[test]

@@ -46,6 +46,31 @@ pub use rooted::{is_temp_name, RootedHost};
 /// target root with the root in front (`/mnt/new/var/lib/airlock/report.json`), as it
 /// is on a live host. For messages and hints only: reads and writes go through a
 /// [`Host`], which resolves links safely.
+/// The standard `PATH` of a root shell, where K3s' `install.sh` looks (`command -v`)
+/// before it links a tool.
+pub const STANDARD_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// Whether the name of the tool link `link` (-> `target`) is already on the standard
+/// `PATH` as something other than that very link: at the link's own place as a file
+/// or a link elsewhere, or in another directory. Such a link is not made (as K3s'
+/// installer skips it), so its absence is no drift either.
+pub fn name_on_path(host: &dyn Host, link: &std::path::Path, target: &std::path::Path) -> Result<bool> {
+    let Some(name) = link.file_name() else { return Ok(false) };
+    for dir in STANDARD_PATH {
+        let candidate = std::path::Path::new(dir).join(name);
+        let Some(m) = host.metadata(&candidate)? else { continue };
+        if candidate == link {
+            let ours = m.kind == FileKind::Symlink && host.read_link(link)?.as_deref() == Some(target);
+            if !ours {
+                return Ok(true);
+            }
+        } else if m.kind != FileKind::Dir {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub fn shown_path(root: &std::path::Path, target: &std::path::Path) -> std::path::PathBuf {
     root.join(target.strip_prefix("/").unwrap_or(target))
 }

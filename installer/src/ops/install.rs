@@ -8,6 +8,7 @@
 //! failure renders the same configs and converges instead of starting over.
 
 mod flow;
+pub mod hardening;
 
 pub use flow::{
     apply_install, plan_install, InstallOptions, Installed, JoinOverrides, JoinTokenReport, KeptUse, Ready,
@@ -123,6 +124,9 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
 
     let token = cluster_token(host, answers)?;
     let mut input = distribution_input(&staged, &profile, answers, token.clone())?;
+    if input.kind() == DistributionKind::Rke2 && usr_local_unfit(host)? {
+        input.rke2_opt_prefix = Some(opt_prefix_texts(&staged)?);
+    }
     // The site PKI, like the token, is loaded from the target when it is there and
     // made once otherwise; its steps go first so what later embeds it finds it on disk.
     let pki = if answers.starts_cluster() { Some(crate::site::pki::prepare(answers, host)?) } else { None };
@@ -166,7 +170,11 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     let key = InventoryKey::load_or_generate(host)?;
     layout.in_group(StepGroup::Secrets, |l| l.secret_file(state::INVENTORY_KEY_PATH, key.file_content()));
     layout.extend(platform);
-    layout.extend(distribution::render(&input)?);
+    let dist_layout = distribution::render(&input)?;
+    let security = hardening::HostSecurity::read(host)?;
+    let fitted = hardening::layout(security, host.live(), dist.kind, &dist_layout, &input.data_dir());
+    layout.extend(dist_layout);
+    layout.extend(fitted);
 
     let mut steps = pki.as_ref().map(crate::site::pki::SitePki::steps).unwrap_or_default();
     let mut placed = layout.clone();
@@ -190,6 +198,10 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     let release = release_record(&staged, &profile)?;
     layout.in_group(StepGroup::Records, |l| {
         l.file(state::INVENTORY_PATH, 0o644, inventory.to_json());
+        if dist.kind == DistributionKind::K3s {
+            // What k3s-uninstall.sh removes: the same record, in a form sh can read.
+            l.file(state::UNINSTALL_LIST_PATH, 0o644, inventory.uninstall_list());
+        }
         l.file(state::RELEASE_PATH, 0o644, release);
         if let Some(r) = &report {
             l.file(state::REPORT_PATH, 0o644, r.to_json());
@@ -209,8 +221,11 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
 /// the trees the distribution fills.
 fn inventory(layout: &Layout, staged: &Staged, input: &DistributionInput, key: &InventoryKey) -> Inventory {
     let (name, killall) = match input.kind() {
-        DistributionKind::K3s => ("k3s", PathBuf::from("/usr/local/bin/airlock-k3s-killall.sh")),
-        DistributionKind::Rke2 => ("rke2", PathBuf::from("/usr/local/bin/rke2-killall.sh")),
+        DistributionKind::K3s => ("k3s", PathBuf::from("/usr/local/bin/k3s-killall.sh")),
+        DistributionKind::Rke2 => {
+            let prefix = if input.rke2_opt_prefix.is_some() { distribution::OPT_PREFIX } else { "/usr/local" };
+            ("rke2", PathBuf::from(format!("{prefix}/bin/rke2-killall.sh")))
+        }
     };
     let runtime =
         vec![input.data_dir(), PathBuf::from(format!("/etc/rancher/{name}")), PathBuf::from("/var/lib/kubelet")];
@@ -240,7 +255,13 @@ fn live_target(input: &DistributionInput) -> LiveTarget {
         .then(|| crate::host::Kube::for_node(&kind.to_string(), input.unit(), Some(&rke2_data)))
         .flatten();
     let charts = if kubectl.is_some() { input.charts.iter().map(|c| c.name.clone()).collect() } else { Vec::new() };
-    LiveTarget { kind, unit: input.unit().to_string(), node: input.node_name.clone(), kubectl, charts }
+    // RKE2's CIS profile checks the kernel settings at start: the file the plan wrote
+    // is applied before the first start (a reboot would apply it too).
+    let sysctl = input.cis.then(|| crate::live::SysctlApply {
+        file: PathBuf::from(distribution::CIS_SYSCTL),
+        expect: distribution::CIS_SYSCTLS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    });
+    LiveTarget { kind, unit: input.unit().to_string(), node: input.node_name.clone(), kubectl, charts, sysctl }
 }
 
 /// The registries the bundle's images come from (`docker.io`, `quay.io`): what a site
@@ -349,20 +370,32 @@ fn distribution_input(
         (crate::site::answers::Role::Server, None, true) => distribution::Role::FirstServer,
         (crate::site::answers::Role::Server, None, false) => distribution::Role::SingleServer,
     };
-    let (disable, embedded_registry, secrets_encryption, cis) = match &profile.options {
-        Options::K3s(o) => (o.disable.clone(), o.embedded_registry, o.secrets_encryption, false),
-        Options::Rke2(o) => (o.disable.clone(), false, true, o.cis),
+    let (disable, embedded_registry, secrets_encryption, cis, kube_apiserver_args) = match &profile.options {
+        Options::K3s(o) => (o.disable.clone(), o.embedded_registry, o.secrets_encryption, false, Vec::new()),
+        Options::Rke2(o) => (o.disable.clone(), false, true, o.cis, o.kube_apiserver_arg.clone()),
     };
+    let data_dir = data_dir_for(answers, dist.kind);
     let mut charts = Vec::new();
     for c in m.charts.iter().filter(|c| profile.components.contains(&c.component)) {
+        let storage = c.name == wiring::LOCAL_PATH_CHART;
+        if storage && !needs_storage_provisioner(dist.kind, &disable) {
+            continue;
+        }
         let tgz = fs::read(staged.path(&c.path)).at(staged.path(&c.path))?;
+        let (namespace, values_yaml) = if storage {
+            let dir = data_dir.clone().unwrap_or_else(|| PathBuf::from(distribution::default_data_dir(dist.kind)));
+            let values = wiring::local_path_values(&m.charts, &c.path, &dir.join("storage"))?;
+            (distribution::HELM_CHART_NAMESPACE.to_string(), values)
+        } else {
+            (c.component.clone(), String::new())
+        };
         charts.push(ChartInput {
             name: c.name.clone(),
             version: c.version.clone(),
-            namespace: c.component.clone(),
+            namespace,
             entry: c.path.clone(),
             tgz,
-            values_yaml: String::new(),
+            values_yaml,
             values_secret: false,
         });
     }
@@ -383,7 +416,8 @@ fn distribution_input(
         embedded_registry,
         secrets_encryption,
         cis,
-        data_dir: data_dir_for(answers, dist.kind),
+        kube_apiserver_args,
+        data_dir,
         registry_mirror: answers.registry.as_ref().map(|r| RegistryMirror {
             endpoint: r.mirror.to_string(),
             // Without a CA of their own, the mirror's certificate is one our PKI issued.
@@ -395,7 +429,50 @@ fn distribution_input(
         image_archive_entry: IMAGE_ARCHIVE_ENTRY.to_string(),
         charts,
         storage_provisioner: None,
+        rke2_opt_prefix: None,
+        proxy_env: answers
+            .proxy
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), crate::site::answers::Secret::new(v)))
+            .collect(),
     })
+}
+
+/// Whether `/usr/local` is read-only or a mount point of its own on the running
+/// system, where RKE2's `install.sh` unpacks under `/opt/rke2` instead. Read from the
+/// mount table through the host seam; a target root is the image's own business and
+/// keeps `/usr/local`.
+fn usr_local_unfit(host: &dyn Host) -> Result<bool> {
+    if !host.live() {
+        return Ok(false);
+    }
+    let Some(mounts) = host.read_file(Path::new("/proc/self/mounts"))? else { return Ok(false) };
+    let m = crate::site::preflight::usr_local_mount(&String::from_utf8_lossy(&mounts));
+    Ok(m.mount_point || m.read_only)
+}
+
+/// The original text of the tarball files `install.sh` rewrites for `/opt/rke2`.
+fn opt_prefix_texts(staged: &Staged) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in distribution::read_unpacked_rke2(&staged.dir)? {
+        if distribution::rewritten_for_opt_prefix(&e.path) {
+            let p = staged.path(&format!("{}/{}", distribution::RKE2_UNPACK_DIR, e.path));
+            out.insert(e.path.clone(), fs::read_to_string(&p).at(&p)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the distribution brings no storage provisioner of its own, so the bundle's
+/// local-path chart is installed: always on RKE2 (contracts: it ships none); on K3s
+/// only when its built-in one (`local-storage`) is disabled, so two provisioners never
+/// compete for the `local-path` class.
+fn needs_storage_provisioner(kind: DistributionKind, disable: &[String]) -> bool {
+    match kind {
+        DistributionKind::Rke2 => true,
+        DistributionKind::K3s => disable.iter().any(|d| d == "local-storage"),
+    }
 }
 
 /// The distribution's data dir below the answers' `data_dir` (`/var/lib/rancher/k3s`
@@ -410,4 +487,38 @@ fn data_dir_for(answers: &Answers, kind: DistributionKind) -> Option<PathBuf> {
 
 fn release_record(staged: &Staged, profile: &Profile) -> Result<Vec<u8>> {
     Ok(ReleaseRecord::of(&staged.manifest, staged.signer.key_id_hex(), &profile.name).to_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distribution_storage_chart_goes_on_rke2_and_on_k3s_only_without_its_builtin_one() {
+        assert!(needs_storage_provisioner(DistributionKind::Rke2, &[]));
+        assert!(!needs_storage_provisioner(DistributionKind::K3s, &[]));
+        assert!(!needs_storage_provisioner(DistributionKind::K3s, &["traefik".into()]));
+        assert!(needs_storage_provisioner(DistributionKind::K3s, &["local-storage".into()]));
+    }
+
+    #[test]
+    fn distribution_storage_chart_values_put_volumes_under_the_data_directory_over_the_vendors() {
+        let chart = airlock_format::manifest::Chart {
+            name: "local-path-provisioner".into(),
+            version: "0.1.0".into(),
+            app_version: None,
+            component: "local-path".into(),
+            path: "charts/local-path-provisioner-0.1.0.tgz".into(),
+            values: Some(serde_json::json!({"nodePath": "/vendor", "image": "registry.example/lpp:v1"})),
+        };
+        let v = wiring::local_path_values(
+            &[chart],
+            "charts/local-path-provisioner-0.1.0.tgz",
+            Path::new("/srv/rke2/storage"),
+        )
+        .unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&v).unwrap();
+        assert_eq!(v["nodePath"], "/srv/rke2/storage");
+        assert_eq!(v["image"], "registry.example/lpp:v1", "the vendor's image stays");
+    }
 }

@@ -22,7 +22,7 @@ use airlock_format::manifest::rfc3339;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Journal, Outcome, StepStatus};
-use crate::host::{FileKind, Host};
+use crate::host::Host;
 
 use crate::render::distribution::HELM_CHART_NAMESPACE;
 use crate::site::preflight::OverrideRecord;
@@ -451,10 +451,19 @@ fn drift(host: &dyn Host, inv: &Inventory) -> Result<(Vec<Drift>, Vec<Unchecked>
         out.push(Drift { path: f.path.clone(), problem: problem.into() });
     }
     for l in &inv.links {
+        if inv.link_is_ours(host, l)? {
+            continue;
+        }
+        // A tool link the install skipped (or an operator's tool that took the name
+        // since) is the operator's kubectl at work, not drift.
+        if let Some(target) = inv.link_targets.get(l) {
+            if crate::host::name_on_path(host, l, target)? {
+                continue;
+            }
+        }
         match host.metadata(l)? {
             None => out.push(Drift { path: l.clone(), problem: "missing".into() }),
-            Some(m) if m.kind != FileKind::Symlink => out.push(Drift { path: l.clone(), problem: "replaced".into() }),
-            Some(_) => {}
+            Some(_) => out.push(Drift { path: l.clone(), problem: "replaced".into() }),
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -674,6 +683,25 @@ mod tests {
     use super::*;
     use crate::engine::layout::Layout;
     use crate::host::{CommandOutput, HostCall, Perms, RecordingHost};
+
+    #[test]
+    fn distribution_a_tool_link_the_operators_own_tool_stands_in_for_is_no_drift() {
+        let host = RecordingHost::new(false).unwrap();
+        let mut layout = Layout::default();
+        layout.tool_link("/usr/local/bin/kubectl", "k3s");
+        layout.tool_link("/usr/local/bin/crictl", "k3s");
+        layout.tool_link("/usr/local/bin/ctr", "k3s");
+        let key = InventoryKey::load_or_generate(&host).unwrap();
+        let inv = Inventory::of(&layout, "k3s", "k3s.service", None, vec![], &key, &|_| None);
+        // kubectl: ours; crictl: the site's own file took its place; ctr: never made.
+        host.symlink(Path::new("/usr/local/bin/kubectl"), Path::new("k3s")).unwrap();
+        host.write_file(Path::new("/usr/local/bin/crictl"), &mut &b"site"[..], Perms::mode(0o755)).unwrap();
+        let (found, _) = drift(&host, &inv).unwrap();
+        assert_eq!(found.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>(), ["/usr/local/bin/ctr"]);
+        // With the site's own ctr on PATH, its absence is the official rule at work.
+        host.write_file(Path::new("/usr/bin/ctr"), &mut &b"site"[..], Perms::mode(0o755)).unwrap();
+        assert!(drift(&host, &inv).unwrap().0.is_empty());
+    }
 
     const CHART: &str = "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: hello\n  \
                          namespace: kube-system\nspec:\n  version: 0.1.0\n  targetNamespace: demo\n";

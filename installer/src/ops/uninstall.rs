@@ -147,8 +147,11 @@ pub fn plan(host: &dyn Host, inv: &Inventory, opts: UninstallOptions) -> Result<
     for unit in &inv.units {
         actions.push(Action::DisableUnit { unit: unit.clone() });
     }
+    // Only our own links: where a name was already on PATH the install made none, and
+    // a link someone replaced (with a file, or a link elsewhere) is theirs now, as K3s'
+    // own uninstall treats them.
     for link in &inv.links {
-        if host.metadata(link)?.is_some() {
+        if inv.link_is_ours(host, link)? {
             actions.push(Action::Remove { path: link.clone(), edited: None });
         }
     }
@@ -176,8 +179,19 @@ pub fn plan(host: &dyn Host, inv: &Inventory, opts: UninstallOptions) -> Result<
             (false, _) => {}
         }
     }
-    // Deepest first, so a directory is empty by the time it is looked at; parents of
-    // our files count too (the install created them when missing), but never `/`.
+    let (others, holding_state) = dirs_to_remove(inv);
+    actions.extend(others.into_iter().map(|path| Action::RemoveDirIfEmpty { path }));
+    actions.push(Action::RemoveTree { path: state.to_path_buf() });
+    actions.extend(holding_state.into_iter().map(|path| Action::RemoveDirIfEmpty { path }));
+    Ok(UninstallPlan { actions, runtime_left, state_data: state_data(host)? })
+}
+
+/// The directories an uninstall removes when empty, deepest first: the inventory's and
+/// the parents of what was placed (the install created them when missing), never `/`;
+/// then, apart, those holding the installer's own state (`/var/lib`), which are looked
+/// at only after the state went, or they would never be empty.
+pub fn dirs_to_remove(inv: &Inventory) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let state = Path::new(STATE_DIR);
     let mut dirs: BTreeSet<PathBuf> = inv.dirs.iter().filter(|d| !d.starts_with(state)).cloned().collect();
     for p in inv.files.iter().map(|f| &f.path).chain(&inv.links) {
         dirs.extend(
@@ -186,14 +200,7 @@ pub fn plan(host: &dyn Host, inv: &Inventory, opts: UninstallOptions) -> Result<
     }
     let mut dirs: Vec<PathBuf> = dirs.into_iter().collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    // The installer's own state goes last: while anything else could fail, the
-    // inventory stays for the re-run. The directories that hold it (`/var/lib`) are
-    // looked at only after it went, or they would never be empty.
-    let (holding_state, others): (Vec<PathBuf>, Vec<PathBuf>) = dirs.into_iter().partition(|d| state.starts_with(d));
-    actions.extend(others.into_iter().map(|path| Action::RemoveDirIfEmpty { path }));
-    actions.push(Action::RemoveTree { path: state.to_path_buf() });
-    actions.extend(holding_state.into_iter().map(|path| Action::RemoveDirIfEmpty { path }));
-    Ok(UninstallPlan { actions, runtime_left, state_data: state_data(host)? })
+    dirs.into_iter().partition(|d| !state.starts_with(d))
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -352,10 +359,10 @@ mod tests {
     fn on_a_live_host_the_unit_and_its_containers_stop_before_any_file_goes() {
         let host = RecordingHost::new(true).unwrap();
         let mut layout = Layout::default();
-        layout.file("/usr/local/bin/airlock-k3s-killall.sh", 0o755, b"#!/bin/sh\n".to_vec());
+        layout.file("/usr/local/bin/k3s-killall.sh", 0o755, b"#!/bin/sh\n".to_vec());
         layout.file("/etc/rancher/k3s/config.yaml", 0o600, b"x".to_vec());
         layout.units.push("k3s.service".into());
-        let killall = PathBuf::from("/usr/local/bin/airlock-k3s-killall.sh");
+        let killall = PathBuf::from("/usr/local/bin/k3s-killall.sh");
         let key = InventoryKey::load_or_generate(&host).unwrap();
         let inv = Inventory::of(&layout, "k3s", "k3s.service", Some(killall.clone()), vec![], &key, &|_| None);
         for f in &layout.files {
@@ -364,7 +371,7 @@ mod tests {
         }
         host.write_file(Path::new(state::INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
         host.expect_command(&["systemctl"], CommandOutput::ok(""));
-        host.expect_command(&["/usr/local/bin/airlock-k3s-killall.sh"], CommandOutput::ok(""));
+        host.expect_command(&["/usr/local/bin/k3s-killall.sh"], CommandOutput::ok(""));
         host.take_calls();
 
         let inv = Inventory::load(&host).unwrap();
@@ -378,7 +385,7 @@ mod tests {
         let HostCall::Run { argv } = &calls[runs[0]] else { unreachable!() };
         assert_eq!(argv.join(" "), "systemctl stop k3s.service");
         let HostCall::Run { argv } = &calls[runs[1]] else { unreachable!() };
-        assert_eq!(argv.join(" "), "/usr/local/bin/airlock-k3s-killall.sh");
+        assert_eq!(argv.join(" "), "/usr/local/bin/k3s-killall.sh");
         assert!(runs[1] < first_remove, "{calls:#?}");
         assert!(host.metadata(Path::new("/etc/rancher/k3s/config.yaml")).unwrap().is_none());
     }

@@ -95,6 +95,9 @@ pub struct Rke2Options {
     pub cis: bool,
     /// Packaged components RKE2 leaves out (`disable:`), from [`RKE2_DISABLE`].
     pub disable: Vec<String>,
+    /// `kube-apiserver-arg`: flags the hardening guide adds on top of `profile: cis`
+    /// (`name=value`, without the leading `--`), on every server.
+    pub kube_apiserver_arg: Vec<String>,
 }
 
 /// The host size the profile is meant for; preflight warns below it.
@@ -317,6 +320,26 @@ fn read_disable(m: &Map<'_>, allowed: &[&str]) -> std::result::Result<Vec<String
     Ok(out)
 }
 
+/// `name=value` flags for a Kubernetes component, as RKE2's `*-arg` keys take them.
+fn read_component_args(m: &Map<'_>, key: &str) -> std::result::Result<Vec<String>, Problem> {
+    let Some(field) = m.get(key) else { return Ok(Vec::new()) };
+    let mut out: Vec<String> = Vec::new();
+    for (f, s) in field.strs()? {
+        let ok = s.split_once('=').is_some_and(|(name, _)| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        }) && !s.starts_with('-')
+            && !s.chars().any(|c| c.is_control() || c.is_whitespace());
+        if !ok {
+            return Err(f.problem(
+                format!("`{}` is not a `name=value` flag", s.escape_debug()),
+                "write the flag without its leading `--`, e.g. `service-account-extend-token-expiration=false`",
+            ));
+        }
+        out.push(s.to_string());
+    }
+    Ok(out)
+}
+
 fn flag(m: &Map<'_>, key: &str) -> std::result::Result<bool, Problem> {
     m.get(key).map(|f| f.bool()).transpose().map(Option::unwrap_or_default)
 }
@@ -347,8 +370,12 @@ fn read_options(root: &Map<'_>, distribution: DistributionKind) -> std::result::
         DistributionKind::Rke2 => match root.get("rke2") {
             None => Options::Rke2(Rke2Options::default()),
             Some(f) => {
-                let m = f.map(&["cis", "disable"])?;
-                Options::Rke2(Rke2Options { cis: flag(&m, "cis")?, disable: read_disable(&m, RKE2_DISABLE)? })
+                let m = f.map(&["cis", "disable", "kube_apiserver_arg"])?;
+                Options::Rke2(Rke2Options {
+                    cis: flag(&m, "cis")?,
+                    disable: read_disable(&m, RKE2_DISABLE)?,
+                    kube_apiserver_arg: read_component_args(&m, "kube_apiserver_arg")?,
+                })
             }
         },
     })
@@ -627,6 +654,20 @@ mod tests {
         assert!(e.cause.contains("not in `components`"), "{e}");
         let ok = Profile::parse(&format!("{}storage: local-path\n", base.replace("[app]", "[local-path, app]")), "p");
         assert_eq!(ok.unwrap().storage, Storage::Component("local-path".into()));
+    }
+
+    #[test]
+    fn distribution_rke2_cis_profile_carries_the_hardening_guides_apiserver_flag() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/rke2-cis.yaml");
+        let p = Profile::load(&path).unwrap();
+        let Options::Rke2(o) = &p.options else { panic!("rke2-cis is an RKE2 profile") };
+        assert!(o.cis);
+        assert_eq!(o.kube_apiserver_arg, ["service-account-extend-token-expiration=false"]);
+        let base = MINIMAL.replace("k3s", "rke2").replace("[app]", "[local-path, app]");
+        let bad = format!("{base}storage: local-path\nrke2: {{kube_apiserver_arg: [--profiling=false]}}\n");
+        let e = Profile::parse(&bad, "p").unwrap_err();
+        assert_eq!(e.key, "rke2.kube_apiserver_arg[0]");
+        assert!(e.hint.contains("without its leading `--`"), "{e}");
     }
 
     #[test]

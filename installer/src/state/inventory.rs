@@ -45,6 +45,11 @@ pub struct Inventory {
     pub killall: Option<PathBuf>,
     pub files: Vec<InventoryFile>,
     pub links: Vec<PathBuf>,
+    /// Where each link pointed when airlock made it: uninstall removes a link only
+    /// while it still points there (an operator's own `kubectl` stays). Absent in
+    /// inventories of earlier releases, which then remove a link while it is one.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub link_targets: std::collections::BTreeMap<PathBuf, PathBuf>,
     pub dirs: Vec<PathBuf>,
     pub units: Vec<String>,
     /// Trees the distribution fills while it runs; removed only with `purge`.
@@ -221,10 +226,51 @@ impl Inventory {
             killall,
             files,
             links: layout.links.iter().map(|l| l.link.clone()).collect(),
+            link_targets: layout.links.iter().map(|l| (l.link.clone(), l.target.clone())).collect(),
             dirs: layout.dirs.iter().map(|d| d.path.clone()).collect(),
             units: layout.units.clone(),
             runtime_dirs,
         }
+    }
+
+    /// Whether the link at `path` is still the one airlock made: a symlink pointing
+    /// where it was recorded to point (or, recorded without a target, any symlink).
+    pub fn link_is_ours(&self, host: &dyn Host, path: &Path) -> Result<bool> {
+        match host.metadata(path)? {
+            Some(m) if m.kind == FileKind::Symlink => Ok(match self.link_targets.get(path) {
+                Some(want) => host.read_link(path)?.as_ref() == Some(want),
+                None => true,
+            }),
+            _ => Ok(false),
+        }
+    }
+
+    /// The inventory as K3s' uninstall script reads it (POSIX sh, no JSON parser): one
+    /// `kind value path` line each, in the order to remove them: the files outside the
+    /// state directory with their digest (`sha256 <hex>`, `hmac-sha256 <hex>` for
+    /// secret-bearing files, keyed with the site key; `unverifiable -` without one),
+    /// the links with their target (`link <target>`), then the directories and the
+    /// parents of what was placed, deepest first (`dir -`), as `airlock uninstall`
+    /// plans them. The path is last, so the script's `read` takes it whole.
+    pub fn uninstall_list(&self) -> String {
+        let state = Path::new(state::STATE_DIR);
+        let mut out = String::from("# What airlock installed, for the uninstall script: kind value path.\n");
+        for f in self.files.iter().filter(|f| !f.path.starts_with(state)) {
+            let (kind, value) = match (&f.sha256, &f.hmac_sha256) {
+                (Some(d), _) => ("sha256", d.hex()),
+                (None, Some(h)) => ("hmac-sha256", h.clone()),
+                (None, None) => ("unverifiable", "-".to_string()),
+            };
+            out.push_str(&format!("{kind} {value} {}\n", f.path.display()));
+        }
+        for l in &self.links {
+            let target = self.link_targets.get(l).map(|t| t.display().to_string()).unwrap_or_else(|| "-".into());
+            out.push_str(&format!("link {target} {}\n", l.display()));
+        }
+        for d in crate::ops::uninstall::dirs_to_remove(self).0 {
+            out.push_str(&format!("dir - {}\n", d.display()));
+        }
+        out
     }
 
     pub fn to_json(&self) -> Vec<u8> {

@@ -68,6 +68,9 @@ pub const REPORT_PATH: &str = "/var/lib/airlock/report.json";
 pub const RELEASE_PATH: &str = "/var/lib/airlock/release.json";
 /// What the install placed ([`Inventory`]).
 pub const INVENTORY_PATH: &str = "/var/lib/airlock/installed.json";
+/// The inventory as K3s' uninstall script reads it: one `kind digest path` line per
+/// file, link and directory (see [`inventory::Inventory::uninstall_list`]).
+pub const UNINSTALL_LIST_PATH: &str = "/var/lib/airlock/uninstall.list";
 /// The answers the install was made with, secrets apart.
 pub const KEPT_ANSWERS_PATH: &str = "/var/lib/airlock/answers.yaml";
 /// The upgrade journal.
@@ -79,7 +82,8 @@ pub const BACKUPS_DIR: &str = "/var/lib/airlock/backups";
 
 /// The records a backup keeps besides the PKI and the keys (the install journal is
 /// not one: it describes the run, not the site).
-pub const BACKED_UP_RECORDS: [&str; 5] = [INVENTORY_PATH, RELEASE_PATH, REPORT_PATH, KEPT_ANSWERS_PATH, SECRETS_DIR];
+pub const BACKED_UP_RECORDS: [&str; 6] =
+    [INVENTORY_PATH, UNINSTALL_LIST_PATH, RELEASE_PATH, REPORT_PATH, KEPT_ANSWERS_PATH, SECRETS_DIR];
 /// The site's lock: held by every run that changes the site (install, join, upgrade,
 /// uninstall, `pki renew`) from before it stages or writes anything until it ends,
 /// and the lock the engine journals under (`lock` in [`STATE_DIR`]).

@@ -37,11 +37,16 @@ const SNAPSHOT_VERSION: u32 = 1;
 /// `upgrade.json` tells).
 pub fn state_files() -> Vec<PathBuf> {
     let journal = crate::engine::Journal::path(Path::new(state::STATE_DIR));
-    let mut files: Vec<PathBuf> =
-        [state::INVENTORY_PATH, state::RELEASE_PATH, crate::state::REPORT_PATH, state::KEPT_ANSWERS_PATH]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+    let mut files: Vec<PathBuf> = [
+        state::INVENTORY_PATH,
+        state::UNINSTALL_LIST_PATH,
+        state::RELEASE_PATH,
+        crate::state::REPORT_PATH,
+        state::KEPT_ANSWERS_PATH,
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
     files.push(journal);
     files
 }

@@ -587,6 +587,7 @@ mod tests {
             killall: None,
             files: vec![],
             links: vec![],
+            link_targets: Default::default(),
             dirs: vec![],
             units: vec!["k3s.service".into()],
             runtime_dirs: vec![PathBuf::from("/var/lib/rancher/k3s")],

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::staging::Staged;
 use crate::engine::{apply_locked, ApplyOptions, Outcome, Plan, Step};
-use crate::host::{Host, Perms};
+use crate::host::{FileKind, Host, Perms};
 use crate::live::{bring_up, post_install_checks, Clock, HttpsCheck, LiveTarget, WaitOptions};
 use crate::ops::install::{self, Prepared, IMAGE_ARCHIVE_ENTRY};
 use crate::site::answers::{kept as answers, Answers};
@@ -600,7 +600,16 @@ pub fn run(
         // What the installed release had and the new one does not.
         if let Some(old) = Snapshot::load(host, &from)? {
             let state_files = release::state_files();
-            for f in old.files.iter().map(|f| &f.path).chain(old.links.iter().map(|l| &l.path)) {
+            // A link goes only while it is still the one the old release made (an
+            // operator's kubectl in its place stays).
+            let mut still_ours = Vec::new();
+            for l in &old.links {
+                let is_link = host.metadata(&l.path).ok().flatten().is_some_and(|m| m.kind == FileKind::Symlink);
+                if is_link && host.read_link(&l.path).ok().flatten().as_ref() == Some(&l.target) {
+                    still_ours.push(&l.path);
+                }
+            }
+            for f in old.files.iter().map(|f| &f.path).chain(still_ours) {
                 let ours = inventory.files.iter().any(|n| &n.path == f) || inventory.links.contains(f);
                 // Nor a kept vendor key: trust changes only through key statements.
                 let kept = f.starts_with(crate::state::SECRETS_DIR) || f.starts_with(crate::state::KEY_DIR);

@@ -113,6 +113,7 @@ mod tests {
             node: node.into(),
             kubectl: Some(Kube::new("/usr/local/bin/kubectl", "/etc/rancher/k3s/k3s.yaml")),
             charts: Vec::new(),
+            sysctl: None,
         }
     }
 

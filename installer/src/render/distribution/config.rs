@@ -74,6 +74,9 @@ pub(super) fn config_yaml(input: &DistributionInput) -> Result<Vec<u8>> {
         if input.embedded_registry {
             put("embedded-registry", Value::Bool(true));
         }
+        if !input.kube_apiserver_args.is_empty() {
+            put("kube-apiserver-arg", strings(input.kube_apiserver_args.iter().cloned()));
+        }
         // RKE2 encrypts Secrets at rest by default; K3s only when told, on every
         // server alike (the flag is cluster-wide).
         if input.secrets_encryption && input.kind() == DistributionKind::K3s {

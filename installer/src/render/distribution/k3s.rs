@@ -1,9 +1,10 @@
 //! K3s: what `install.sh` lays down (the binary, its links, the unit and its env file),
-//! plus the config, registries, images and manifests, and our own teardown scripts.
+//! plus the config, registries, images and manifests, and the teardown scripts under
+//! K3s' own names.
 
 use airlock_format::error::Result;
 
-use super::scripts::{BIN, KILLALL, UNINSTALL};
+use super::scripts::{uninstall_path, BIN, KILLALL};
 use super::{charts, config_files, data_dirs, images, scripts, DistributionInput};
 use crate::engine::layout::{Layout, StepGroup};
 
@@ -16,8 +17,9 @@ pub(super) fn render(input: &DistributionInput, binary: &str, shipped_images: &[
 
     // install.sh: `chmod 755` the binary into /usr/local/bin and link the tools to it.
     layout.staged(BIN, 0o755, binary);
+    // Skipped where the name is already on PATH, as install.sh does.
     for tool in ["kubectl", "crictl", "ctr"] {
-        layout.link(format!("/usr/local/bin/{tool}"), "k3s");
+        layout.tool_link(format!("/usr/local/bin/{tool}"), "k3s");
     }
     config_files(&mut layout, input)?;
     data_dirs(&mut layout, input, static_charts);
@@ -31,19 +33,12 @@ pub(super) fn render(input: &DistributionInput, binary: &str, shipped_images: &[
     let env = format!("{SYSTEMD_DIR}/{unit}.env");
     layout.file(format!("{SYSTEMD_DIR}/{unit}"), 0o644, scripts::k3s_unit(input, &env));
     // install.sh creates the env file 0600 with the K3S_* and proxy variables of its
-    // caller; everything here is in config.yaml, so it only says so.
-    layout.file(
-        env,
-        0o600,
-        format!(
-            "# Environment of {unit} (K3S_* and proxy variables), written by airlock.\n\
-             # The configuration is in /etc/rancher/k3s/config.yaml.\n"
-        ),
-    );
+    // caller; the K3S_* settings are all in config.yaml, the proxy ones come here.
+    super::env_file(&mut layout, &env, input);
     layout.file(KILLALL, 0o755, scripts::k3s_killall(input));
     layout.units.push(unit.to_string());
-    // Last: its list of paths is the layout above, itself included.
-    let uninstall = scripts::k3s_uninstall(input, &layout);
-    layout.file(UNINSTALL, 0o755, uninstall);
+    // It reads what to remove from the install's inventory (all of it, PKI and
+    // platform included), not from this layout.
+    layout.file(uninstall_path(input), 0o755, scripts::k3s_uninstall(input));
     Ok(layout)
 }

@@ -10,7 +10,7 @@
 //!
 //! - K3s: the single binary at `/usr/local/bin/k3s` with its `kubectl`/`crictl`/`ctr`
 //!   links, `k3s.service` or `k3s-agent.service` as K3s' `install.sh` writes it, and
-//!   our own `airlock-k3s-killall.sh`/`airlock-k3s-uninstall.sh` (`k3s.rs`, `scripts.rs`).
+//!   our own `k3s-killall.sh`/`k3s-uninstall.sh` (`k3s.rs`, `scripts.rs`).
 //! - RKE2: the release tarball unpacked under `/usr/local` exactly as shipped, its own
 //!   units and scripts, plus the CIS profile's `etcd` user and sysctl file and a storage
 //!   provisioner, because RKE2 ships none (`rke2.rs`). The tarball is unpacked into
@@ -46,7 +46,10 @@ use crate::engine::layout::Layout;
 use crate::site::answers::Secret;
 
 pub use charts::{helm_chart_file_name, CHART_CONTENT_LIMIT, HELM_CHART_NAMESPACE};
-pub use rke2::{read_unpacked_rke2, unpack_rke2_tarball, RKE2_UNPACK_DIR};
+pub use rke2::{
+    proc_sys_path, read_unpacked_rke2, rewritten_for_opt_prefix, unpack_rke2_tarball, CIS_SYSCTL, CIS_SYSCTLS,
+    OPT_PREFIX, RKE2_UNPACK_DIR,
+};
 
 /// The subject of every input error (`distribution: node name `X``).
 const SUBJECT: &str = "distribution";
@@ -239,6 +242,11 @@ pub struct DistributionInput {
     pub secrets_encryption: bool,
     /// RKE2's CIS profile (`profile: cis`, the `etcd` user and the CIS sysctls).
     pub cis: bool,
+    /// Servers only: `kube-apiserver-arg` flags (`name=value`) the profile adds, such
+    /// as the hardening guide's `service-account-extend-token-expiration=false` (CIS
+    /// 1.11, check 1.2.30), which RKE2 releases before its own fix do not set for
+    /// `profile: cis`.
+    pub kube_apiserver_args: Vec<String>,
     /// A data directory other than `/var/lib/rancher/{k3s,rke2}`.
     pub data_dir: Option<PathBuf>,
     pub registry_mirror: Option<RegistryMirror>,
@@ -250,6 +258,13 @@ pub struct DistributionInput {
     pub charts: Vec<ChartInput>,
     /// RKE2 only: the storage provisioner to deploy.
     pub storage_provisioner: Option<StorageProvisioner>,
+    /// Proxy variables (`HTTP_PROXY`, `CONTAINERD_NO_PROXY`, ...) for the service's
+    /// environment file; values may hold credentials, so they are [`Secret`]s.
+    pub proxy_env: Vec<(String, Secret)>,
+    /// RKE2 only: unpack under `/opt/rke2`, because `/usr/local` is read-only or a
+    /// mount point (as RKE2's `install.sh` decides). Holds the original text of the
+    /// tarball files it rewrites ([`rke2::rewritten_for_opt_prefix`]), by tarball path.
+    pub rke2_opt_prefix: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl DistributionInput {
@@ -356,12 +371,28 @@ fn validate(input: &DistributionInput) -> Result<()> {
     for d in &input.disable {
         check_disable(kind, d)?;
     }
+    for (name, value) in &input.proxy_env {
+        let v = value.expose();
+        if !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            || v.is_empty()
+            || v.chars().any(|c| c.is_control() || c.is_whitespace() || c == '"' || c == '\\')
+        {
+            return Err(invalid(format!("environment variable {name}"), "not a NAME=value without spaces or quotes"));
+        }
+    }
     if input.cis && kind == DistributionKind::K3s {
         return Err(invalid("cis", "the CIS profile (`profile: cis`) is an RKE2 feature; K3s has no such profile")
             .with_hint("use RKE2 for CIS-hardened sites, or follow the K3s hardening guide"));
     }
     if let Some(dir) = &input.data_dir {
         check_abs_path("data-dir", dir)?;
+    }
+    for arg in &input.kube_apiserver_args {
+        check_text("kube-apiserver-arg", arg)?;
+        if !arg.contains('=') || arg.starts_with('-') {
+            return Err(invalid(format!("kube-apiserver-arg `{arg}`"), "not a `name=value` flag")
+                .with_hint("write the flag without its leading `--`"));
+        }
     }
     if let Some(m) = &input.registry_mirror {
         config::check_mirror(m)?;
@@ -559,6 +590,30 @@ fn images(layout: &mut Layout, input: &DistributionInput, shipped: &[String]) {
         layout.staged(dir.join(basename(entry)), 0o644, entry.as_str());
     }
     layout.staged(dir.join(basename(&input.image_archive_entry)), 0o644, input.image_archive_entry.as_str());
+}
+
+/// The service's environment file: what `install.sh` copies from its caller's
+/// environment (the proxy variables), one `NAME=value` line each. A secret file (0600,
+/// content never in a plan) when a value holds credentials, as the support bundle's
+/// redaction recognises them (`http://user:password@proxy`).
+fn env_file(layout: &mut Layout, path: &str, input: &DistributionInput) {
+    let mut text = format!(
+        "# Environment of {unit}, written by airlock: the proxy variables of the site's answers\n\
+         # (`proxy:`). The configuration is in {dir}/config.yaml.\n",
+        unit = input.unit(),
+        dir = config_dir(input.kind()),
+    );
+    let redactor = crate::ops::support::redact::Redactor::new(&[]);
+    let mut credentials = false;
+    for (name, value) in &input.proxy_env {
+        credentials |= redactor.redact(value.expose()).0 != value.expose();
+        text.push_str(&format!("{name}={}\n", value.expose()));
+    }
+    if credentials {
+        layout.secret_file(path, text);
+    } else {
+        layout.file(path, 0o600, text);
+    }
 }
 
 /// `/etc/rancher` and `/etc/rancher/<kind>`, the config file and, when needed, the

@@ -24,12 +24,36 @@ use crate::engine::layout::{Layout, PlannedUser, StepGroup};
 /// the tarball is the staged entry `unpacked/rke2/<path>`.
 pub const RKE2_UNPACK_DIR: &str = "unpacked/rke2";
 
-/// Where the tarball goes on the node (contracts; `/opt/rke2` only for read-only
-/// `/usr/local`, which airlock does not support yet).
+/// Where the tarball goes on the node (contracts).
 const PREFIX: &str = "/usr/local";
+/// Where RKE2's `install.sh` unpacks it instead when `/usr/local` is read-only or a
+/// mount point; the units then go to `/etc/systemd/system`, where systemd finds them.
+pub const OPT_PREFIX: &str = "/opt/rke2";
+
+/// The tarball files `install.sh` rewrites for [`OPT_PREFIX`] (`sed s|/usr/local|/opt/rke2|`,
+/// the first occurrence on each line): the units and the uninstall script.
+pub fn rewritten_for_opt_prefix(path: &str) -> bool {
+    path == "bin/rke2-uninstall.sh" || (path.starts_with("lib/systemd/system/rke2-") && path.ends_with(".service"))
+}
+
+/// `text` as `install.sh`'s `sed "s|/usr/local|/opt/rke2|"` leaves it.
+fn to_opt_prefix(text: &str) -> String {
+    text.split_inclusive('\n').map(|line| line.replacen(PREFIX, OPT_PREFIX, 1)).collect()
+}
 
 /// The CIS sysctl file as RKE2's documentation installs it.
-const CIS_SYSCTL: &str = "/etc/sysctl.d/60-rke2-cis.conf";
+pub const CIS_SYSCTL: &str = "/etc/sysctl.d/60-rke2-cis.conf";
+
+/// The kernel settings `profile: cis` checks at start (protect-kernel-defaults): RKE2
+/// exits unless each `/proc/sys` value is exactly this. The tarball's
+/// `rke2-cis-sysctl.conf` sets them; preflight and live mode check them.
+pub const CIS_SYSCTLS: &[(&str, &str)] =
+    &[("vm.overcommit_memory", "1"), ("vm.panic_on_oom", "0"), ("kernel.panic", "10"), ("kernel.panic_on_oops", "1")];
+
+/// `vm.overcommit_memory` → `/proc/sys/vm/overcommit_memory`.
+pub fn proc_sys_path(key: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/proc/sys/{}", key.replace('.', "/")))
+}
 const CIS_SYSCTL_SOURCE: &str = "share/rke2/rke2-cis-sysctl.conf";
 
 pub(super) fn render(input: &DistributionInput, tarball: &[TarballEntry], shipped_images: &[String]) -> Result<Layout> {
@@ -48,15 +72,33 @@ pub(super) fn render(input: &DistributionInput, tarball: &[TarballEntry], shippe
         });
     }
 
-    // The tarball exactly as shipped, under /usr/local.
+    // The tarball exactly as shipped, under /usr/local; or as install.sh lays it out
+    // under /opt/rke2: the units and the uninstall script rewritten to the prefix, the
+    // units moved to /etc/systemd/system.
+    let prefix = if input.rke2_opt_prefix.is_some() { OPT_PREFIX } else { PREFIX };
+    if prefix == OPT_PREFIX {
+        // install.sh's `mkdir -p`: the prefix itself is the install's (and goes with it).
+        layout.dir(OPT_PREFIX, 0o755);
+    }
     for e in tarball {
-        let target = format!("{PREFIX}/{}", e.path);
-        match &e.kind {
-            TarballEntryKind::Dir => layout.dir(target, 0o755),
-            TarballEntryKind::File { executable } => {
-                layout.staged(target, if *executable { 0o755 } else { 0o644 }, format!("{RKE2_UNPACK_DIR}/{}", e.path))
+        let target = format!("{prefix}/{}", e.path);
+        let mode = |executable: bool| if executable { 0o755 } else { 0o644 };
+        match (&e.kind, &input.rke2_opt_prefix) {
+            (TarballEntryKind::File { executable }, Some(texts)) if rewritten_for_opt_prefix(&e.path) => {
+                let original = texts.get(&e.path).ok_or_else(|| {
+                    invalid(format!("RKE2 tarball: {}", e.path), "its text is needed to install under /opt/rke2")
+                })?;
+                let target = match e.path.strip_prefix("lib/systemd/system/") {
+                    Some(unit) => format!("/etc/systemd/system/{unit}"),
+                    None => target,
+                };
+                layout.file(target, mode(*executable), to_opt_prefix(original));
             }
-            TarballEntryKind::Symlink { target: to } => layout.link(target, to.as_str()),
+            (TarballEntryKind::Dir, _) => layout.dir(target, 0o755),
+            (TarballEntryKind::File { executable }, _) => {
+                layout.staged(target, mode(*executable), format!("{RKE2_UNPACK_DIR}/{}", e.path))
+            }
+            (TarballEntryKind::Symlink { target: to }, _) => layout.link(target, to.as_str()),
         }
     }
 
@@ -73,6 +115,12 @@ pub(super) fn render(input: &DistributionInput, tarball: &[TarballEntry], shippe
             layout.in_group(StepGroup::Charts, |l| charts::local_path_provisioner(l, input, p));
         }
         layout.in_group(StepGroup::Charts, |l| charts::helm_charts(l, input));
+    }
+    // RKE2's unit reads /etc/default/%N (and /etc/sysconfig/%N): the proxy variables,
+    // where RKE2's documentation puts them.
+    if !input.proxy_env.is_empty() {
+        let stem = input.unit().trim_end_matches(".service");
+        super::env_file(&mut layout, &format!("/etc/default/{stem}"), input);
     }
     // The unit ships in the tarball (lib/systemd/system, found by systemd under
     // /usr/local); RKE2 does not start it itself: airlock enables it, and in live mode

@@ -62,12 +62,15 @@ fn k3s(role: Role) -> DistributionInput {
         embedded_registry: false,
         secrets_encryption: false,
         cis: false,
+        kube_apiserver_args: vec![],
         data_dir: None,
         registry_mirror: None,
         artifacts: Artifacts::K3s { binary: "distribution/k3s".into(), images: vec![] },
         image_archive_entry: "images/airlock-images.tar".into(),
         charts: vec![chart("app", 100)],
         storage_provisioner: None,
+        proxy_env: vec![],
+        rke2_opt_prefix: None,
     }
 }
 
@@ -194,7 +197,7 @@ fn custom_data_dir_moves_everything() {
     assert!(layout.files.iter().any(|f| f.path == Path::new("/srv/k3s/agent/images/airlock-images.tar")));
     assert!(layout.files.iter().any(|f| f.path == Path::new("/srv/k3s/server/manifests/airlock-app.yaml")));
     assert!(!layout.dirs.iter().any(|d| d.path == Path::new("/var/lib/rancher")));
-    assert!(inline(&layout, "/usr/local/bin/airlock-k3s-killall.sh").unwrap().contains("data_dir='/srv/k3s'"));
+    assert!(inline(&layout, "/usr/local/bin/k3s-killall.sh").unwrap().contains("data_dir='/srv/k3s'"));
 }
 
 #[test]
@@ -502,4 +505,83 @@ fn provisioner_only_on_rke2_servers() {
     let mut agent = rke2(Role::Agent { server: "s1".into() });
     agent.storage_provisioner = Some(p);
     assert!(!render(&agent).unwrap().files.iter().any(|f| f.path.to_string_lossy().contains("local-path")));
+}
+
+#[test]
+fn distribution_proxy_settings_land_in_the_service_env_file_secret_when_they_hold_credentials() {
+    let mut plain = k3s(Role::SingleServer);
+    plain.proxy_env = vec![
+        ("HTTPS_PROXY".into(), Secret::new("http://proxy.example.internal:3128")),
+        ("NO_PROXY".into(), Secret::new("127.0.0.1,localhost,.svc,10.42.0.0/16")),
+    ];
+    let layout = render(&plain).unwrap();
+    let env = layout.files.iter().find(|f| f.path == Path::new("/etc/systemd/system/k3s.service.env")).unwrap();
+    assert!(!env.secret && env.mode == 0o600);
+    let text = inline(&layout, "/etc/systemd/system/k3s.service.env").unwrap();
+    assert!(text.contains("\nHTTPS_PROXY=http://proxy.example.internal:3128\nNO_PROXY=127.0.0.1,localhost"), "{text}");
+
+    let mut with_password = rke2(Role::SingleServer);
+    with_password.proxy_env = vec![("HTTP_PROXY".into(), Secret::new("http://svc-proxy:S3cr3t-pw@proxy:3128"))];
+    let layout = render(&with_password).unwrap();
+    let env = layout.files.iter().find(|f| f.path == Path::new("/etc/default/rke2-server")).expect("RKE2's env file");
+    assert!(env.secret, "a proxy password makes the env file a secret file");
+    assert!(!format!("{with_password:?}").contains("S3cr3t-pw"));
+
+    assert!(render(&rke2(Role::SingleServer)).unwrap().files.iter().all(|f| !f.path.starts_with("/etc/default")));
+    let mut bad = k3s(Role::SingleServer);
+    bad.proxy_env = vec![("HTTP_PROXY".into(), Secret::new("http://a b"))];
+    assert_eq!(err(&bad).kind, ErrorKind::Input);
+}
+
+#[test]
+fn distribution_rke2_goes_under_opt_rke2_with_units_in_etc_when_usr_local_is_unfit() {
+    let unit =
+        "[Service]\nEnvironmentFile=-/usr/local/lib/systemd/system/%N.env\nExecStart=/usr/local/bin/rke2 server\n";
+    let mut input = rke2(Role::SingleServer);
+    input.rke2_opt_prefix = Some(
+        [
+            (
+                "bin/rke2-uninstall.sh".to_string(),
+                "#!/bin/sh\nrm -f /usr/local/bin/rke2 /usr/local/bin/rke2-killall.sh\n".to_string(),
+            ),
+            ("lib/systemd/system/rke2-server.service".to_string(), unit.to_string()),
+            ("lib/systemd/system/rke2-agent.service".to_string(), unit.replace("server", "agent")),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let layout = render(&input).unwrap();
+    let server = inline(&layout, "/etc/systemd/system/rke2-server.service").expect("the unit moved to /etc");
+    assert_eq!(
+        server,
+        "[Service]\nEnvironmentFile=-/opt/rke2/lib/systemd/system/%N.env\nExecStart=/opt/rke2/bin/rke2 server\n"
+    );
+    // sed without `g`: only the first /usr/local of a line, as install.sh leaves it.
+    let uninstall = inline(&layout, "/opt/rke2/bin/rke2-uninstall.sh").unwrap();
+    assert_eq!(uninstall, "#!/bin/sh\nrm -f /opt/rke2/bin/rke2 /usr/local/bin/rke2-killall.sh\n");
+    assert!(layout.files.iter().any(|f| f.path == Path::new("/opt/rke2/bin/rke2")));
+    assert!(layout.files.iter().all(|f| !f.path.starts_with("/usr/local")), "nothing under /usr/local");
+    assert!(!layout.files.iter().any(|f| f.path == Path::new("/opt/rke2/lib/systemd/system/rke2-server.service")));
+
+    input.rke2_opt_prefix = Some(Default::default());
+    assert!(err(&input).to_string().contains("needed to install under /opt/rke2"));
+}
+
+#[test]
+fn distribution_uninstall_script_never_puts_the_site_key_on_a_command_line() {
+    // Arguments of a running command are readable by every local user (ps, /proc);
+    // the key is only ever handled by the shell itself and fed to sha256sum on stdin.
+    let script = scripts::k3s_uninstall(&k3s(Role::SingleServer));
+    assert!(!script.contains("openssl"), "{script}");
+    for line in script.lines().filter(|l| l.contains("$key") || l.contains("$ipad") || l.contains("$opad")) {
+        let l = line.trim();
+        let shell_only = l.starts_with("key=")
+            || l.starts_with("k=$key")
+            || l.starts_with("case \"$key\"")
+            || l.starts_with("[ \"${#key}\"")
+            || l.starts_with("if [ -n \"$key\" ]")
+            || l.starts_with("inner=$({ printf \"$ipad\"")
+            || l.starts_with("{ printf \"$opad\"");
+        assert!(shell_only, "the key reaches something else than the shell: {l}");
+    }
 }

@@ -42,6 +42,11 @@ pub const MINIO_CHART: &str = minio::CHART;
 pub const MINIO_RELEASE: &str = "minio";
 pub const MINIO_NAMESPACE: &str = "minio";
 pub const APP_CHART: &str = app::CHART_NAME;
+/// The storage provisioner for distributions that ship none (`assets/charts/
+/// local-path-provisioner`): installed into `kube-system` like K3s' own copy, because
+/// its helper pods mount host paths, which the CIS profile's restricted Pod Security
+/// allows only in the exempt system namespaces.
+pub const LOCAL_PATH_CHART: &str = "local-path-provisioner";
 
 /// The realm and OIDC client the app logs in with.
 pub const REALM: &str = "airlock";
@@ -189,6 +194,10 @@ pub fn wire_charts(
         let source = bundle_charts.iter().find(|b| b.path == c.entry);
         let vendor = source.and_then(|b| b.values.clone()).unwrap_or(Json::Null);
         let chart_name = source.map(|b| b.name.as_str()).unwrap_or(c.name.as_str());
+        if chart_name == LOCAL_PATH_CHART {
+            // Complete already ([`local_path_values`]), the same on every server.
+            continue;
+        }
         let generated = match chart_name {
             KEYCLOAK_CHART => {
                 c.name = KEYCLOAK_RELEASE.into();
@@ -225,6 +234,15 @@ pub fn wire_charts(
         c.values_yaml = merged_values(&c.entry, vendor, generated.as_deref())?;
     }
     Ok(layout)
+}
+
+/// The local-path provisioner's values: the vendor's, with the node path where volumes
+/// live (`<data-dir>/storage`, as K3s keeps them) merged over them.
+pub fn local_path_values(bundle_charts: &[Chart], entry: &str, node_path: &Path) -> Result<String> {
+    let vendor = bundle_charts.iter().find(|b| b.path == entry).and_then(|b| b.values.clone()).unwrap_or(Json::Null);
+    let generated =
+        format!("nodePath: {}\n", serde_json::to_string(&node_path.display().to_string()).expect("a string"));
+    merged_values(entry, vendor, Some(&generated))
 }
 
 /// The vendor's values with the generated ones merged over them, as YAML ("" when

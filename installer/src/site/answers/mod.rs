@@ -60,6 +60,9 @@ pub struct Answers {
     pub join: Option<Join>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<Registry>,
+    /// Proxy variables for the distribution's service environment (`proxy:`).
+    #[serde(skip_serializing_if = "Proxy::is_empty")]
+    pub proxy: Proxy,
     pub data_dir: PathBuf,
     pub preflight: Preflight,
     /// Where the platform's TLS certificates come from (`pki:`; self-signed when absent).
@@ -156,6 +159,57 @@ pub struct Registry {
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
+}
+
+/// The proxy a site's nodes reach their registry (or anything outside) through: the
+/// variables land in the distribution's service environment file, as `install.sh`
+/// copies them from its caller. URLs may hold credentials: they are [`Secret`]s, and
+/// the file is then a secret file (0600, never shown).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Proxy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_proxy: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub https_proxy: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_proxy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containerd_http_proxy: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containerd_https_proxy: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containerd_no_proxy: Option<String>,
+}
+
+impl Proxy {
+    pub fn is_empty(&self) -> bool {
+        self.env().is_empty()
+    }
+
+    /// `(NAME, value)` of every variable set, in the order K3s' and RKE2's docs list them.
+    pub fn env(&self) -> Vec<(&'static str, &str)> {
+        const NAMES: [&str; 6] = [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "CONTAINERD_HTTP_PROXY",
+            "CONTAINERD_HTTPS_PROXY",
+            "CONTAINERD_NO_PROXY",
+        ];
+        NAMES.iter().filter_map(|n| self.value_ref(n).map(|v| (*n, v))).collect()
+    }
+
+    fn value_ref(&self, name: &str) -> Option<&str> {
+        match name {
+            "HTTP_PROXY" => self.http_proxy.as_ref().map(Secret::expose),
+            "HTTPS_PROXY" => self.https_proxy.as_ref().map(Secret::expose),
+            "NO_PROXY" => self.no_proxy.as_deref(),
+            "CONTAINERD_HTTP_PROXY" => self.containerd_http_proxy.as_ref().map(Secret::expose),
+            "CONTAINERD_HTTPS_PROXY" => self.containerd_https_proxy.as_ref().map(Secret::expose),
+            "CONTAINERD_NO_PROXY" => self.containerd_no_proxy.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -425,9 +479,18 @@ impl Answers {
                 password: text("registry.password").map(Secret::new),
             }),
         };
+        let proxy = Proxy {
+            http_proxy: text("proxy.http_proxy").map(Secret::new),
+            https_proxy: text("proxy.https_proxy").map(Secret::new),
+            no_proxy: text("proxy.no_proxy"),
+            containerd_http_proxy: text("proxy.containerd_http_proxy").map(Secret::new),
+            containerd_https_proxy: text("proxy.containerd_https_proxy").map(Secret::new),
+            containerd_no_proxy: text("proxy.containerd_no_proxy"),
+        };
         Ok(Self {
             origin: origin.to_string(),
             profile: req("profile")?,
+            proxy,
             node,
             cluster,
             ha,

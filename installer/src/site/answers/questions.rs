@@ -494,6 +494,72 @@ static QUESTIONS: &[Question] = &[
         ask_if: has_registry_user,
     },
     Question {
+        key: "proxy.http_proxy",
+        prompt: "HTTP_PROXY",
+        help: "`HTTP_PROXY` in the distribution's service environment (a URL; may hold credentials, so never printed)",
+        shape: Shape::Secret(check_proxy_url),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        // A site behind a proxy is the exception: answers files set it, the wizard
+        // does not ask.
+        ask_if: never,
+    },
+    Question {
+        key: "proxy.https_proxy",
+        prompt: "HTTPS_PROXY",
+        help: "`HTTPS_PROXY` in the distribution's service environment (a URL; may hold credentials, so never printed)",
+        shape: Shape::Secret(check_proxy_url),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        // A site behind a proxy is the exception: answers files set it, the wizard
+        // does not ask.
+        ask_if: never,
+    },
+    Question {
+        key: "proxy.no_proxy",
+        prompt: "NO_PROXY",
+        help: "`NO_PROXY` in the distribution's service environment (comma-separated hosts, domains and CIDRs)",
+        shape: Shape::Text(check_no_proxy),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        // A site behind a proxy is the exception: answers files set it, the wizard
+        // does not ask.
+        ask_if: never,
+    },
+    Question {
+        key: "proxy.containerd_http_proxy",
+        prompt: "CONTAINERD_HTTP_PROXY",
+        help: "`CONTAINERD_HTTP_PROXY` in the distribution's service environment (a URL; may hold credentials, so never printed)",
+        shape: Shape::Secret(check_proxy_url),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        // A site behind a proxy is the exception: answers files set it, the wizard
+        // does not ask.
+        ask_if: never,
+    },
+    Question {
+        key: "proxy.containerd_https_proxy",
+        prompt: "CONTAINERD_HTTPS_PROXY",
+        help: "`CONTAINERD_HTTPS_PROXY` in the distribution's service environment (a URL; may hold credentials, so never printed)",
+        shape: Shape::Secret(check_proxy_url),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        // A site behind a proxy is the exception: answers files set it, the wizard
+        // does not ask.
+        ask_if: never,
+    },
+    Question {
+        key: "proxy.containerd_no_proxy",
+        prompt: "CONTAINERD_NO_PROXY",
+        help: "`CONTAINERD_NO_PROXY` in the distribution's service environment (comma-separated hosts, domains and CIDRs)",
+        shape: Shape::Text(check_no_proxy),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        // A site behind a proxy is the exception: answers files set it, the wizard
+        // does not ask.
+        ask_if: never,
+    },
+    Question {
         key: "data_dir",
         prompt: "Data directory",
         help: "where K3s/RKE2 keep images and cluster state (<data_dir>/k3s or /rke2); needs the most free space",
@@ -1211,6 +1277,38 @@ fn check_registry_username(s: &str, a: &Answered) -> Result<(), Invalid> {
         return Err(Invalid::new("is empty or contains spaces", "write the account name as the registry knows it"));
     }
     needs_mirror(a, "registry.username")
+}
+
+/// A proxy URL for the service environment. Never quotes the value: it may hold a
+/// password (`http://user:pass@proxy:3128`).
+fn check_proxy_url(s: &str, _: &Answered) -> Result<(), Invalid> {
+    if s == REDACTED {
+        return Err(Invalid::new(
+            "is the placeholder `<redacted>`",
+            "saved answers leave secrets out; write the real proxy URL here",
+        ));
+    }
+    let ok = (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("socks5://"))
+        && s.len() > "http://".len()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\');
+    if !ok {
+        return Err(Invalid::new(
+            "is not a proxy URL (http://, https:// or socks5://, without spaces or quotes)",
+            "e.g. http://proxy.example.internal:3128",
+        ));
+    }
+    Ok(())
+}
+
+/// `NO_PROXY`: hosts, domains and CIDRs, comma-separated, as one environment value.
+fn check_no_proxy(s: &str, _: &Answered) -> Result<(), Invalid> {
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\') {
+        return Err(Invalid::new(
+            "is empty or holds spaces or quotes",
+            "list hosts, domains and CIDRs comma-separated, e.g. 127.0.0.1,localhost,.svc,10.42.0.0/16,10.43.0.0/16",
+        ));
+    }
+    Ok(())
 }
 
 /// Never quotes the value: it is a secret.

@@ -73,6 +73,10 @@ pub(crate) const CHECKS: &[CheckDef] = &[
     CheckDef { id: "nameserver", title: "DNS nameserver", run: nameserver },
     CheckDef { id: "ports", title: "Ports free", run: ports },
     CheckDef { id: "selinux", title: "SELinux and policy packages", run: selinux },
+    CheckDef { id: "cis-sysctls", title: "Kernel settings for the CIS profile", run: cis_sysctls },
+    CheckDef { id: "fapolicyd", title: "fapolicyd (application allowlisting)", run: fapolicyd },
+    CheckDef { id: "usr-local", title: "/usr/local writable", run: usr_local },
+    CheckDef { id: "fips", title: "FIPS mode", run: fips },
     CheckDef { id: "firewalld", title: "firewalld", run: firewalld },
     CheckDef { id: "nm-cloud-setup", title: "nm-cloud-setup", run: nm_cloud_setup },
     CheckDef { id: "existing-install", title: "Existing K3s/RKE2 install", run: existing_install },
@@ -729,6 +733,108 @@ fn selinux(f: &Facts, t: &Thresholds, _: Mode) -> Option<Outcome> {
     }
 }
 
+/// RKE2's CIS profile reads these at start and exits unless each is exactly right
+/// (protect-kernel-defaults). The install writes `/etc/sysctl.d/60-rke2-cis.conf` and
+/// applies it before the first start, so on an install or join a wrong value only
+/// warns; on an upgrade the file is already there, and a wrong value means something
+/// overrides it, so it fails.
+fn cis_sysctls(f: &Facts, t: &Thresholds, mode: Mode) -> Option<Outcome> {
+    if t.required_sysctls.is_empty() {
+        return None;
+    }
+    let mut wrong = Vec::new();
+    let mut unread = Vec::new();
+    for (key, want) in &t.required_sysctls {
+        match f.sysctls.get(key) {
+            Some(got) if got == want => {}
+            Some(got) => wrong.push(format!("{key} = {got} (needs {want})")),
+            None => unread.push(key.as_str()),
+        }
+    }
+    let fix = format!(
+        "`install -m 0644 /usr/local/share/rke2/rke2-cis-sysctl.conf /etc/sysctl.d/60-rke2-cis.conf && systemctl \
+         restart systemd-sysctl` (the file sets {}); if a value stays wrong, a later file in `systemd-analyze \
+         cat-config sysctl.d` overrides it",
+        t.required_sysctls.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    );
+    if !wrong.is_empty() {
+        let detail = format!("{}: RKE2 with `profile: cis` exits at start", wrong.join(", "));
+        return match mode {
+            Mode::Upgrade => fail(detail, fix),
+            Mode::Install | Mode::Join => warn(
+                format!(
+                    "{detail}; the install writes /etc/sysctl.d/60-rke2-cis.conf and applies it before the first start"
+                ),
+                fix,
+            ),
+        };
+    }
+    if !unread.is_empty() {
+        return unknown(f, "sysctls", &format!("the kernel settings {}", unread.join(", ")), "`sysctl -a`");
+    }
+    pass(t.required_sysctls.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", "))
+}
+
+/// fapolicyd denies executing what its rules do not allow: containerd, runc and the
+/// CNI plugins run from under the data directory. For RKE2 the install adds the rules
+/// RKE2's own installer adds (`/etc/fapolicyd/rules.d/80-rke2.rules`) and reloads them;
+/// K3s' installer has none, so the operator must allow it.
+fn fapolicyd(f: &Facts, t: &Thresholds, _: Mode) -> Option<Outcome> {
+    if !f.hardening.fapolicyd_running {
+        return pass("fapolicyd is not running");
+    }
+    match t.distribution {
+        Distribution::Rke2 => pass(
+            "fapolicyd is running; the install adds /etc/fapolicyd/rules.d/80-rke2.rules (as RKE2's installer does) \
+             and reloads the rules with `fagenrules --load`",
+        ),
+        Distribution::K3s => warn(
+            "fapolicyd is running and K3s brings no rules for it: containerd, runc and the CNI plugins under \
+             /var/lib/rancher/k3s may be denied execution",
+            "add `allow perm=any all : dir=/var/lib/rancher/` (and `dir=/run/k3s/`, `dir=/var/lib/kubelet/`) to a file \
+             in /etc/fapolicyd/rules.d/, then `fagenrules --load && systemctl restart fapolicyd`",
+        ),
+    }
+}
+
+/// RKE2's installer unpacks into `/opt/rke2` when `/usr/local` is read-only or a mount
+/// point, and so does airlock; K3s' binary must go to `/usr/local/bin`.
+fn usr_local(f: &Facts, t: &Thresholds, _: Mode) -> Option<Outcome> {
+    let Some(m) = &f.hardening.usr_local else {
+        return unknown(f, "mounts", "how /usr/local is mounted", "`findmnt -T /usr/local`");
+    };
+    let what = match (m.mount_point, m.read_only) {
+        (_, true) => "read-only",
+        (true, false) => "a mount point of its own",
+        (false, false) => return pass("/usr/local is writable and part of its parent file system"),
+    };
+    match t.distribution {
+        Distribution::Rke2 => pass(format!(
+            "/usr/local is {what}: RKE2 is unpacked under /opt/rke2 and its units go to /etc/systemd/system, as \
+             RKE2's installer does"
+        )),
+        Distribution::K3s if m.read_only => fail(
+            "/usr/local is read-only: the K3s binary, its links and scripts go to /usr/local/bin",
+            "remount /usr/local read-write for the install (`mount -o remount,rw /usr/local`), or install RKE2",
+        ),
+        Distribution::K3s => pass(format!("/usr/local is {what} and writable")),
+    }
+}
+
+/// FIPS mode: RKE2 is built with a FIPS 140 validated crypto module (BoringCrypto);
+/// K3s is not, so a FIPS site should run RKE2.
+fn fips(f: &Facts, t: &Thresholds, _: Mode) -> Option<Outcome> {
+    match (f.hardening.fips, t.distribution) {
+        (None, _) => unknown(f, "fips", "whether FIPS mode is on", "`cat /proc/sys/crypto/fips_enabled`"),
+        (Some(false), _) => pass("FIPS mode is off"),
+        (Some(true), Distribution::Rke2) => pass("FIPS mode is on; RKE2 uses a FIPS 140 validated crypto module"),
+        (Some(true), Distribution::K3s) => warn(
+            "FIPS mode is on, but K3s is not built with a FIPS validated crypto module",
+            "install RKE2 on FIPS sites (a profile with `distribution: rke2`)",
+        ),
+    }
+}
+
 fn firewalld(f: &Facts, t: &Thresholds, _: Mode) -> Option<Outcome> {
     let s = &f.services;
     let tcp: Vec<String> = t.ports.tcp.iter().map(|r| format!("--add-port={r}/tcp")).collect();
@@ -976,6 +1082,8 @@ mod tests {
             elapsed_ms: 150.0,
             stopped_early: false,
         });
+        f.hardening.usr_local = Some(UsrLocalMount::default());
+        f.hardening.fips = Some(false);
         f
     }
 
@@ -1292,6 +1400,59 @@ mod tests {
         assert_status("selinux", &f, &t, Mode::Install, Status::Pass);
         f.selinux = SelinuxFacts { configured_mode: Some("enforcing".into()), ..SelinuxFacts::default() };
         assert_status("selinux", &f, &t, Mode::Install, Status::Warn);
+    }
+
+    #[test]
+    fn distribution_cis_sysctls_are_checked_only_for_the_cis_profile_with_the_fix_as_hint() {
+        let plain = Thresholds::defaults(Distribution::Rke2);
+        assert!(crate::site::preflight::evaluate(&good(), &plain, Mode::Install).iter().all(|c| c.id != "cis-sysctls"));
+        let cis = Thresholds {
+            required_sysctls: crate::render::distribution::CIS_SYSCTLS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..plain
+        };
+        let mut f = good();
+        for (k, v) in crate::render::distribution::CIS_SYSCTLS {
+            f.sysctls.insert(k.to_string(), v.to_string());
+        }
+        assert_status("cis-sysctls", &f, &cis, Mode::Install, Status::Pass);
+        // A stock kernel: overcommit heuristic (0), no panic reboot (0).
+        f.sysctls.insert("vm.overcommit_memory".into(), "0".into());
+        f.sysctls.insert("kernel.panic".into(), "0".into());
+        let o = assert_status("cis-sysctls", &f, &cis, Mode::Install, Status::Warn);
+        assert!(o.detail.contains("vm.overcommit_memory = 0 (needs 1)") && o.detail.contains("kernel.panic = 0"));
+        let hint = o.hint.unwrap();
+        assert!(hint.contains("60-rke2-cis.conf") && hint.contains("systemctl restart systemd-sysctl"), "{hint}");
+        // On an upgrade the file is in place already: something overrides it.
+        assert_status("cis-sysctls", &f, &cis, Mode::Upgrade, Status::Fail);
+        // Unreadable on the live host: a warning naming how to look.
+        f.sysctls.clear();
+        f.unavailable.insert("sysctls".into(), "cannot read /proc/sys/kernel/panic".into());
+        assert_status("cis-sysctls", &f, &cis, Mode::Install, Status::Warn);
+    }
+
+    #[test]
+    fn distribution_hardened_rhel_facts_fapolicyd_usr_local_and_fips() {
+        let rke2 = Thresholds::defaults(Distribution::Rke2);
+        let mut f = good();
+        f.hardening.usr_local = Some(UsrLocalMount::default());
+        f.hardening.fips = Some(false);
+        for id in ["fapolicyd", "usr-local", "fips"] {
+            assert_status(id, &f, &k3s(), Mode::Install, Status::Pass);
+        }
+        f.hardening.fapolicyd_running = true;
+        let o = assert_status("fapolicyd", &f, &rke2, Mode::Install, Status::Pass);
+        assert!(o.detail.contains("80-rke2.rules"), "{}", o.detail);
+        assert_status("fapolicyd", &f, &k3s(), Mode::Install, Status::Warn);
+        f.hardening.usr_local = Some(UsrLocalMount { mount_point: false, read_only: true });
+        let o = assert_status("usr-local", &f, &rke2, Mode::Install, Status::Pass);
+        assert!(o.detail.contains("/opt/rke2"), "{}", o.detail);
+        assert_status("usr-local", &f, &k3s(), Mode::Install, Status::Fail);
+        f.hardening.fips = Some(true);
+        assert_status("fips", &f, &rke2, Mode::Install, Status::Pass);
+        assert_status("fips", &f, &k3s(), Mode::Install, Status::Warn);
     }
 
     #[test]

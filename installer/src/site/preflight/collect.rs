@@ -108,6 +108,8 @@ pub fn collect(root: &Path, data_dir: &Path, opts: &CollectOptions) -> Facts {
     c.hostname(opts.resolver_timeout);
     c.time();
     c.selinux();
+    c.sysctls();
+    c.hardening();
     c.services();
     c.existing();
     if let Some(token) = &opts.join_token_file {
@@ -417,6 +419,24 @@ impl Collector {
             SelinuxFacts { mode, configured_mode, policy_type, modules, packaged: packaged.into_iter().collect() };
     }
 
+    /// `/proc/sys/<key with / for .>`, under the root like every file: a fixture tree
+    /// supplies them as files, a target root without them leaves them unknown.
+    fn sysctls(&mut self) {
+        for key in SYSCTL_KEYS {
+            let abs = format!("/proc/sys/{}", key.replace('.', "/"));
+            if let Some(v) = self.read_for("sysctls", &abs) {
+                self.facts.sysctls.insert(key.to_string(), v.trim().to_string());
+            }
+        }
+    }
+
+    fn hardening(&mut self) {
+        let fapolicyd_running = self.processes().iter().any(|p| p.comm == "fapolicyd");
+        let usr_local = self.read_for("mounts", "/proc/self/mounts").map(|m| usr_local_mount(&m));
+        let fips = self.read("/proc/sys/crypto/fips_enabled").ok().map(|s| s.trim() == "1");
+        self.facts.hardening = HardeningFacts { fapolicyd_running, usr_local, fips };
+    }
+
     fn services(&mut self) {
         // The pid file alone can be stale after a crash: only a live process counts.
         let from_pidfile = ["/run/firewalld.pid", "/var/run/firewalld.pid"]
@@ -480,6 +500,30 @@ impl Collector {
             Err(e) => FsyncFacts::Failed { dir, error: e.to_string() },
         };
     }
+}
+
+/// Where `/usr/local` lives, from `/proc/self/mounts`: the longest mount point that
+/// holds it decides whether it is read-only.
+pub fn usr_local_mount(mounts: &str) -> UsrLocalMount {
+    let target = Path::new("/usr/local");
+    let mut best: Option<(usize, bool, bool)> = None;
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(_dev), Some(mnt), Some(_fs), Some(opts)) = (f.next(), f.next(), f.next(), f.next()) else { continue };
+        // Octal escapes (`\040` for a space) never occur in the paths compared here.
+        let mnt = Path::new(mnt);
+        if !target.starts_with(mnt) {
+            continue;
+        }
+        let depth = mnt.components().count();
+        let ro = opts.split(',').any(|o| o == "ro");
+        // A later mount over the same point hides the earlier one.
+        if best.is_none_or(|(d, _, _)| depth >= d) {
+            best = Some((depth, mnt == target, ro));
+        }
+    }
+    let (_, mount_point, read_only) = best.unwrap_or((0, false, false));
+    UsrLocalMount { mount_point, read_only }
 }
 
 /// Files whose presence means the distribution is (or was) installed. Config files
@@ -922,6 +966,18 @@ mod tests {
         assert_eq!(policy_package_name("container.pp.bz2").as_deref(), Some("container"));
         assert_eq!(policy_package_name("k3s.pp").as_deref(), Some("k3s"));
         assert_eq!(policy_package_name("README"), None);
+    }
+
+    #[test]
+    fn distribution_usr_local_read_only_or_a_mount_point_is_told_from_the_mounts() {
+        let root = "/dev/sda1 / xfs rw,relatime 0 0\n";
+        assert_eq!(usr_local_mount(root), UsrLocalMount { mount_point: false, read_only: false });
+        let ro_usr = format!("{root}/dev/sda2 /usr xfs ro,relatime 0 0\n");
+        assert_eq!(usr_local_mount(&ro_usr), UsrLocalMount { mount_point: false, read_only: true });
+        let own = format!("{ro_usr}/dev/sda3 /usr/local xfs rw,nodev 0 0\n");
+        assert_eq!(usr_local_mount(&own), UsrLocalMount { mount_point: true, read_only: false });
+        let other = format!("{root}/dev/sda4 /usr/local2 xfs ro 0 0\n");
+        assert_eq!(usr_local_mount(&other), UsrLocalMount::default());
     }
 
     #[test]

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use super::thresholds::Distribution;
 
+/// The kernel settings the collector reads from `/proc/sys`: those RKE2's CIS profile
+/// checks at start.
+pub const SYSCTL_KEYS: &[&str] = &["vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic", "kernel.panic_on_oops"];
+
 /// Everything the checks look at.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
@@ -43,6 +47,13 @@ pub struct Facts {
     #[serde(default)]
     pub airlock_journal: Option<PathBuf>,
     pub fsync: FsyncFacts,
+    /// Kernel settings read from `/proc/sys` (`vm.overcommit_memory` → `1`), for the
+    /// keys in [`SYSCTL_KEYS`] that could be read.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    /// What a hardened RHEL host adds: fapolicyd, a read-only `/usr/local`, FIPS mode.
+    #[serde(default)]
+    pub hardening: HardeningFacts,
     /// The join token file, when the collector was told where it is (joining nodes).
     pub join_token: Option<JoinTokenFacts>,
     /// Fact name (`memory`, `routes`, …) → why it could not be gathered.
@@ -290,6 +301,25 @@ pub struct SelinuxFacts {
     /// Policy packages on disk (`/usr/share/selinux/packages/*.pp[.bz2]`): an RPM
     /// installed without its scriptlets leaves these but no store module.
     pub packaged: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardeningFacts {
+    /// A `fapolicyd` process is running: it denies executing files its rules do not
+    /// allow, such as the containerd and CNI binaries under the data directory.
+    pub fapolicyd_running: bool,
+    /// The mount `/usr/local` lives on (`/proc/self/mounts`); `None` if unreadable.
+    pub usr_local: Option<UsrLocalMount>,
+    /// `/proc/sys/crypto/fips_enabled` is `1`; `None` if unreadable.
+    pub fips: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsrLocalMount {
+    /// `/usr/local` is itself a mount point.
+    pub mount_point: bool,
+    /// Mounted read-only (its own mount, or the one it lives on).
+    pub read_only: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

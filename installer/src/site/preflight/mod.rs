@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-pub use collect::{collect, live_network, CollectOptions};
+pub use collect::{collect, live_network, usr_local_mount, CollectOptions};
 pub use facts::*;
 pub use fsync::{probe as fsync_probe, FsyncProbeOptions};
 pub use thresholds::{Distribution, KernelVersion, PortRange, PortSet, SelinuxPolicy, Thresholds};

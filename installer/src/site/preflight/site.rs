@@ -64,6 +64,10 @@ pub fn thresholds_for(profile: &Profile, role: Role, image_bytes: u64) -> Thresh
     if let Some(ports) = profile.ports(role) {
         t.ports = PortSet { tcp: ports.tcp.clone(), udp: ports.udp.clone() };
     }
+    if matches!(&profile.options, crate::site::profile::Options::Rke2(o) if o.cis) {
+        t.required_sysctls =
+            crate::render::distribution::CIS_SYSCTLS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
     let runs_etcd = role == Role::Server && (distribution == Distribution::Rke2 || profile.is_ha());
     t.max_fsync_p99_ms = if runs_etcd { Some(p.max_etcd_fsync_p99_ms.unwrap_or(ETCD_FSYNC_P99_MS)) } else { None };
     t

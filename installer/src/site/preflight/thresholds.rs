@@ -240,6 +240,10 @@ pub struct Thresholds {
     pub max_fsync_p99_ms: Option<f64>,
     /// Needed only when SELinux is enforcing or permissive.
     pub selinux_policies: Vec<SelinuxPolicy>,
+    /// Kernel settings (`vm.overcommit_memory`, `1`) the distribution refuses to start
+    /// without: RKE2's CIS profile. Empty: no check.
+    #[serde(default)]
+    pub required_sysctls: Vec<(String, String)>,
 }
 
 impl Thresholds {
@@ -269,6 +273,7 @@ impl Thresholds {
             ports: distribution.ports(),
             max_fsync_p99_ms: Some(10.0),
             selinux_policies: distribution.selinux_policies(),
+            required_sysctls: Vec::new(),
         }
     }
 
