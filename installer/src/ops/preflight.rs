@@ -79,13 +79,34 @@ pub fn run(opts: &PreflightOptions, reporter: &dyn Reporter) -> Result<Preflight
     }
     let mut report = site::check(root, &input)?;
     report.profile = Some(prof.name.clone());
-    if let Some(db) = answers.as_ref().and_then(|a| a.keycloak_database.as_ref()) {
-        report.checks.push(database_check(db));
-        if report.get(DATABASE_CHECK).is_some_and(|c| c.status == Status::Fail) {
-            report.overall = Overall::Fail;
-        }
+    if let Some(a) = &answers {
+        add_database_check(&mut report, a, true);
     }
     Ok(report)
+}
+
+/// Adds the live database check to `report` when the answers name an external
+/// database: `airlock preflight` (on the node it runs on) and the install on a live
+/// host log in; an install into a target root cannot reach the site's database from
+/// here, and says so (`airlock preflight` on the node checks it).
+pub fn add_database_check(report: &mut PreflightReport, answers: &Answers, live: bool) {
+    let Some(db) = answers.keycloak_database.as_ref() else { return };
+    let check = if live {
+        database_check(db)
+    } else {
+        CheckResult {
+            id: DATABASE_CHECK.to_string(),
+            title: "Keycloak's external database accepts the answers' login".to_string(),
+            status: Status::Skipped,
+            detail: "a target root is not the site: its database is not reached from here".to_string(),
+            hint: Some("run `airlock preflight BUNDLE --answers FILE` on the node to log in to it".to_string()),
+            note: None,
+        }
+    };
+    if check.status == Status::Fail {
+        report.overall = Overall::Fail;
+    }
+    report.checks.push(check);
 }
 
 /// The id of the live check of Keycloak's external database.

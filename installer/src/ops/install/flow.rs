@@ -309,7 +309,8 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
     let prepared = plan(&opts.bundle, staged, &answers, &host)?;
     let image_bytes = site::image_bytes(&prepared.staged.manifest);
     let input = SiteInput::from_answers(&prepared.profile, &answers, image_bytes, &opts.overrides);
-    let preflight = site::check(root, &input)?;
+    let mut preflight = site::check(root, &input)?;
+    crate::ops::preflight::add_database_check(&mut preflight, &answers, opts.live());
     let mut warnings: Vec<String> = prepared.pki.iter().flat_map(|p| p.warnings()).collect();
     if let Some(path) = &opts.answers {
         warnings.extend(answers::exposure_warning(path, &answers));
