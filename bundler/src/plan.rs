@@ -254,6 +254,7 @@ fn plan_images(
     let mut images = Vec::new();
     let mut blobs: BTreeMap<Sha256Digest, Blob> = BTreeMap::new();
     let mut refs = BTreeSet::new();
+    let mut source_cache = sources::SourceCache::default();
     for (ci, c) in spec.spec.components.iter().enumerate() {
         for (ii, im) in c.images.iter().enumerate() {
             let key = format!("components[{ci}].images[{ii}]");
@@ -262,7 +263,7 @@ fn plan_images(
                 ImageSpec { reference: im.reference.clone(), from: im.from.clone(), platforms: im.platforms.clone() };
             let img = match (pulled.get(&(ci, ii)), cache) {
                 (Some(p), Some(cache)) => sources::load_pulled(&ispec, p, cache),
-                _ => sources::load_image(&ispec, &spec.dir),
+                _ => sources::load_image_with(&ispec, &spec.dir, &mut source_cache),
             }
             .map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
             if !refs.insert(img.reference.clone()) {
@@ -576,4 +577,44 @@ fn lexically_inside(rel: &str) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::oci_layout::INDEX_PARSES;
+    use crate::sources::testutil::Layout;
+    use airlock_format::report::Silent;
+
+    /// Many images taken from one layout must not each parse the layout's index
+    /// again: that made planning quadratic (26 s for 5,000 images, most of it in
+    /// parsing the same index.json 5,000 times).
+    #[test]
+    fn a_layout_index_is_parsed_once_however_many_images_come_from_it() {
+        let t = tempfile::tempdir().unwrap();
+        let mut l = Layout::new();
+        let mut yaml = String::from("name: many\nversion: 1.0.0\ncomponents:\n  - name: c\n    images:\n");
+        let n = 40;
+        for i in 0..n {
+            let img = l.image("linux", "amd64", None, &[b"shared base", format!("own {i}").as_bytes()]);
+            let name = format!("registry.example/lab/app{i}:1");
+            l.name(&img, &name);
+            yaml += &format!("      - ref: {name}\n        from: oci:layout:{name}\n");
+        }
+        // A short name that only normalizes to an entry's name takes the same index.
+        let img = l.image("linux", "amd64", None, &[b"shared base", b"short"]);
+        l.name(&img, "docker.io/library/nginx:1.27");
+        yaml += "      - ref: docker.io/library/nginx:1.27\n        from: oci:layout:nginx:1.27\n";
+        l.write_dir(t.path(), "layout");
+        std::fs::write(t.path().join("bundle.yaml"), yaml).unwrap();
+        let spec = LoadedSpec::load(&t.path().join("bundle.yaml")).unwrap();
+
+        let before = INDEX_PARSES.with(|c| c.get());
+        let plan = plan(&spec, None, 0, &Silent).unwrap();
+        assert_eq!(INDEX_PARSES.with(|c| c.get()) - before, 1, "index.json parsed once per layout");
+        assert_eq!(plan.manifest.images.len(), n + 1);
+        let shared = Sha256Digest::of(b"shared base");
+        let stored = plan.entries.iter().filter(|e| e.entry.path.ends_with(&shared.hex())).count();
+        assert_eq!(stored, 1, "the shared layer is stored once");
+    }
 }
