@@ -93,7 +93,11 @@ pub fn plan_with(
     add_dependency_pins(&spec, &mut lock, std::mem::take(&mut deps.fetched));
     // The SBOM reads the image layers from the same content the bundle will carry.
     for (digest, b) in &blobs {
-        entries.add(blob_path(digest), b.content.clone(), *digest, b.size, false, "images")?;
+        let path = blob_path(digest);
+        entries.add(path.clone(), b.content.clone(), *digest, b.size, false, "images")?;
+        if let Some(e) = entries.map.get_mut(&path) {
+            e.precompressed = is_compressed_media_type(&b.media_type);
+        }
     }
     if let Some((_, lock)) = &lock {
         entries.add_bytes(LOCK_ENTRY.to_string(), lock.render(), "bundle.lock")?;
@@ -141,6 +145,13 @@ pub fn plan_with(
     Ok(Plan { manifest, entries: entries.map.into_values().collect(), lock, discovered })
 }
 
+/// Whether a blob's media type says its bytes are gzip or zstd compressed (OCI
+/// `…tar+gzip`, `…tar+zstd`, Docker `…rootfs.diff.tar.gzip`): the bundle stores them
+/// without compressing them again.
+fn is_compressed_media_type(media_type: &str) -> bool {
+    ["+gzip", "+zstd", ".gzip", ".zstd"].iter().any(|s| media_type.ends_with(s))
+}
+
 /// The entries planned so far, by path: the stream and the manifest list them in this
 /// order.
 struct Entries<'a> {
@@ -165,7 +176,10 @@ impl Entries<'_> {
                 .err(what, format!("two artifacts would be stored at `{path}`"))
                 .with_hint("give them distinct names"));
         }
-        self.map.insert(path.clone(), PlannedEntry { entry: Entry { path, size, sha256, executable }, content });
+        self.map.insert(
+            path.clone(),
+            PlannedEntry { entry: Entry { path, size, sha256, executable }, content, precompressed: false },
+        );
         Ok(())
     }
 
@@ -616,5 +630,19 @@ mod tests {
         let shared = Sha256Digest::of(b"shared base");
         let stored = plan.entries.iter().filter(|e| e.entry.path.ends_with(&shared.hex())).count();
         assert_eq!(stored, 1, "the shared layer is stored once");
+    }
+
+    #[test]
+    fn gzip_and_zstd_layer_media_types_are_known_as_compressed() {
+        for t in [
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        ] {
+            assert!(is_compressed_media_type(t), "{t}");
+        }
+        for t in ["application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.config.v1+json", ""] {
+            assert!(!is_compressed_media_type(t), "{t}");
+        }
     }
 }

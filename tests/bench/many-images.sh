@@ -55,7 +55,7 @@ PY
 # run NAME OUTFILE CMD...: one timed run; prints "seconds rss_kib".
 run() {
   local out=$1; shift
-  /usr/bin/time -f "%e %M" -o "$out" "$@" >/dev/null
+  /usr/bin/time -f "%e %M" -o "$out" "$@" >/dev/null 2>"$out.err" || { cat "$out.err" >&2; return 1; }
   cat "$out"
 }
 
