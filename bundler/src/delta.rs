@@ -160,7 +160,11 @@ mod tests {
     fn plan(m: Manifest, files: &[(&str, &[u8])]) -> Plan {
         let entries = files
             .iter()
-            .map(|(p, c)| PlannedEntry { entry: entry(p, c), content: Content::Bytes(c.to_vec()) })
+            .map(|(p, c)| PlannedEntry {
+                entry: entry(p, c),
+                content: Content::Bytes(c.to_vec()),
+                precompressed: false,
+            })
             .collect();
         Plan { manifest: m, entries, lock: None, discovered: Default::default() }
     }

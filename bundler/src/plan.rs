@@ -93,7 +93,11 @@ pub fn plan_with(
     add_dependency_pins(&spec, &mut lock, std::mem::take(&mut deps.fetched));
     // The SBOM reads the image layers from the same content the bundle will carry.
     for (digest, b) in &blobs {
-        entries.add(blob_path(digest), b.content.clone(), *digest, b.size, false, "images")?;
+        let path = blob_path(digest);
+        entries.add(path.clone(), b.content.clone(), *digest, b.size, false, "images")?;
+        if let Some(e) = entries.map.get_mut(&path) {
+            e.precompressed = is_compressed_media_type(&b.media_type);
+        }
     }
     if let Some((_, lock)) = &lock {
         entries.add_bytes(LOCK_ENTRY.to_string(), lock.render(), "bundle.lock")?;
@@ -141,6 +145,13 @@ pub fn plan_with(
     Ok(Plan { manifest, entries: entries.map.into_values().collect(), lock, discovered })
 }
 
+/// Whether a blob's media type says its bytes are gzip or zstd compressed (OCI
+/// `…tar+gzip`, `…tar+zstd`, Docker `…rootfs.diff.tar.gzip`): the bundle stores them
+/// without compressing them again.
+fn is_compressed_media_type(media_type: &str) -> bool {
+    ["+gzip", "+zstd", ".gzip", ".zstd"].iter().any(|s| media_type.ends_with(s))
+}
+
 /// The entries planned so far, by path: the stream and the manifest list them in this
 /// order.
 struct Entries<'a> {
@@ -165,7 +176,10 @@ impl Entries<'_> {
                 .err(what, format!("two artifacts would be stored at `{path}`"))
                 .with_hint("give them distinct names"));
         }
-        self.map.insert(path.clone(), PlannedEntry { entry: Entry { path, size, sha256, executable }, content });
+        self.map.insert(
+            path.clone(),
+            PlannedEntry { entry: Entry { path, size, sha256, executable }, content, precompressed: false },
+        );
         Ok(())
     }
 
@@ -254,6 +268,7 @@ fn plan_images(
     let mut images = Vec::new();
     let mut blobs: BTreeMap<Sha256Digest, Blob> = BTreeMap::new();
     let mut refs = BTreeSet::new();
+    let mut source_cache = sources::SourceCache::default();
     for (ci, c) in spec.spec.components.iter().enumerate() {
         for (ii, im) in c.images.iter().enumerate() {
             let key = format!("components[{ci}].images[{ii}]");
@@ -262,7 +277,7 @@ fn plan_images(
                 ImageSpec { reference: im.reference.clone(), from: im.from.clone(), platforms: im.platforms.clone() };
             let img = match (pulled.get(&(ci, ii)), cache) {
                 (Some(p), Some(cache)) => sources::load_pulled(&ispec, p, cache),
-                _ => sources::load_image(&ispec, &spec.dir),
+                _ => sources::load_image_with(&ispec, &spec.dir, &mut source_cache),
             }
             .map_err(|e| e.within(format!("{}: {key}", spec.file.display())))?;
             if !refs.insert(img.reference.clone()) {
@@ -576,4 +591,58 @@ fn lexically_inside(rel: &str) -> bool {
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::oci_layout::INDEX_PARSES;
+    use crate::sources::testutil::Layout;
+    use airlock_format::report::Silent;
+
+    /// Many images taken from one layout must not each parse the layout's index
+    /// again: that made planning quadratic (26 s for 5,000 images, most of it in
+    /// parsing the same index.json 5,000 times).
+    #[test]
+    fn a_layout_index_is_parsed_once_however_many_images_come_from_it() {
+        let t = tempfile::tempdir().unwrap();
+        let mut l = Layout::new();
+        let mut yaml = String::from("name: many\nversion: 1.0.0\ncomponents:\n  - name: c\n    images:\n");
+        let n = 40;
+        for i in 0..n {
+            let img = l.image("linux", "amd64", None, &[b"shared base", format!("own {i}").as_bytes()]);
+            let name = format!("registry.example/lab/app{i}:1");
+            l.name(&img, &name);
+            yaml += &format!("      - ref: {name}\n        from: oci:layout:{name}\n");
+        }
+        // A short name that only normalizes to an entry's name takes the same index.
+        let img = l.image("linux", "amd64", None, &[b"shared base", b"short"]);
+        l.name(&img, "docker.io/library/nginx:1.27");
+        yaml += "      - ref: docker.io/library/nginx:1.27\n        from: oci:layout:nginx:1.27\n";
+        l.write_dir(t.path(), "layout");
+        std::fs::write(t.path().join("bundle.yaml"), yaml).unwrap();
+        let spec = LoadedSpec::load(&t.path().join("bundle.yaml")).unwrap();
+
+        let before = INDEX_PARSES.with(|c| c.get());
+        let plan = plan(&spec, None, 0, &Silent).unwrap();
+        assert_eq!(INDEX_PARSES.with(|c| c.get()) - before, 1, "index.json parsed once per layout");
+        assert_eq!(plan.manifest.images.len(), n + 1);
+        let shared = Sha256Digest::of(b"shared base");
+        let stored = plan.entries.iter().filter(|e| e.entry.path.ends_with(&shared.hex())).count();
+        assert_eq!(stored, 1, "the shared layer is stored once");
+    }
+
+    #[test]
+    fn gzip_and_zstd_layer_media_types_are_known_as_compressed() {
+        for t in [
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        ] {
+            assert!(is_compressed_media_type(t), "{t}");
+        }
+        for t in ["application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.config.v1+json", ""] {
+            assert!(!is_compressed_media_type(t), "{t}");
+        }
+    }
 }

@@ -68,7 +68,7 @@ pub fn add_key_statements(plan: &mut Plan, spec: &LoadedSpec, key: &SecretKey, c
             }
             let entry =
                 Entry { path: p.clone(), size: b.len() as u64, sha256: Sha256Digest::of(&b), executable: false };
-            plan.entries.push(PlannedEntry { entry, content: Content::Bytes(b) });
+            plan.entries.push(PlannedEntry { entry, content: Content::Bytes(b), precompressed: false });
         }
         plan.manifest.key_statements.push(KeyStatementRef {
             sequence: statement.sequence,

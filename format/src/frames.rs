@@ -118,6 +118,8 @@ struct Slot {
     seq: u64,
     input: Vec<u8>,
     output: Vec<u8>,
+    /// Writer: store the input as raw blocks without trying to compress it.
+    stored: bool,
     /// Reader: the input holds a whole frame (false: the stream ended inside it).
     complete: bool,
     /// Reader: the end of the stream, no frame.
@@ -131,6 +133,7 @@ impl Slot {
             seq: 0,
             input: Vec::with_capacity(input),
             output: Vec::with_capacity(output),
+            stored: false,
             complete: true,
             end: false,
             error: None,
@@ -141,6 +144,7 @@ impl Slot {
         self.seq = seq;
         self.input.clear();
         self.output.clear();
+        self.stored = false;
         self.complete = true;
         self.end = false;
         self.error = None;
@@ -193,6 +197,8 @@ pub struct FrameWriter<W> {
     writer: Option<JoinHandle<io::Result<W>>>,
     workers: Vec<JoinHandle<()>>,
     frame: usize,
+    /// See [`FrameWriter::set_stored`].
+    stored: bool,
 }
 
 impl<W: Write + Send + 'static> FrameWriter<W> {
@@ -224,8 +230,18 @@ impl<W: Write + Send + 'static> FrameWriter<W> {
             let (jobs, done_tx) = (jobs.clone(), done_tx.clone());
             workers.push(thread::spawn(move || {
                 while let Some(mut s) = next_job(&jobs) {
-                    if let Err(c) = cctx.compress2(&mut s.output, &s.input) {
-                        s.error = Some(io::Error::other(format!("zstd compression failed: {}", zstd_error(c))));
+                    if s.stored {
+                        raw_frame(&s.input, &mut s.output);
+                    } else {
+                        match cctx.compress2(&mut s.output, &s.input) {
+                            Err(c) => {
+                                s.error = Some(io::Error::other(format!("zstd compression failed: {}", zstd_error(c))));
+                            }
+                            // Compression that saves next to nothing only slows every
+                            // reader down: the frame is stored instead.
+                            Ok(n) if saves_too_little(s.input.len(), n) => raw_frame(&s.input, &mut s.output),
+                            Ok(_) => {}
+                        }
                     }
                     if done_tx.send(s).is_err() {
                         return;
@@ -251,7 +267,25 @@ impl<W: Write + Send + 'static> FrameWriter<W> {
             out.flush()?;
             Ok(out)
         });
-        Ok(Self { cur: None, seq: 0, free, jobs: Some(jobs_tx), writer: Some(writer), workers, frame })
+        Ok(Self { cur: None, seq: 0, free, jobs: Some(jobs_tx), writer: Some(writer), workers, frame, stored: false })
+    }
+
+    /// Whether what is written from now on is already compressed (a gzip or zstd
+    /// layer, a `.tgz`): its frames are then stored as raw blocks without a trial, which
+    /// spares the compressing work. A change of mode ends the current frame, so a
+    /// frame is all one or all the other. Frame boundaries still follow from the bytes
+    /// and these calls alone, so the output stays the same for any number of threads.
+    pub fn set_stored(&mut self, stored: bool) -> io::Result<()> {
+        if stored != self.stored {
+            if self.cur.as_ref().is_some_and(|s| !s.input.is_empty()) {
+                self.submit()?;
+            }
+            self.stored = stored;
+            if let Some(s) = self.cur.as_mut() {
+                s.stored = stored;
+            }
+        }
+        Ok(())
     }
 
     fn submit(&mut self) -> io::Result<()> {
@@ -294,6 +328,7 @@ impl<W: Write + Send + 'static> FrameWriter<W> {
         match self.free.recv() {
             Ok(mut s) => {
                 s.reset(self.seq);
+                s.stored = self.stored;
                 self.seq += 1;
                 self.cur = Some(s);
                 Ok(())
@@ -340,6 +375,92 @@ impl<W: Write + Send + 'static> Write for FrameWriter<W> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// A frame whose compression saves less than 1/[`MIN_SAVING`] (0.8 %) of its bytes is
+/// stored raw instead: below the 1 % by which a bundle may exceed `tar | zstd -3`, and
+/// readers then copy instead of decoding (docs/bundle-format.md has the measurement).
+pub const MIN_SAVING: usize = 128;
+
+fn saves_too_little(raw: usize, compressed: usize) -> bool {
+    compressed + raw / MIN_SAVING >= raw
+}
+
+/// Writes `data` as one zstd frame of raw blocks (RFC 8878, 3.1.1): single-segment
+/// header with a 4-byte content size, blocks of at most 128 KiB stored as they are,
+/// and the content checksum every bundle frame carries. Any zstd decoder reads it.
+fn raw_frame(data: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    // Content size in 4 bytes (flag 2), single segment (0x20), checksum (0x04).
+    out.push(0x80 | 0x20 | 0x04);
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    let mut blocks = data.chunks(BLOCK_MAX).peekable();
+    if blocks.peek().is_none() {
+        // An empty frame still has one (empty, last) block.
+        out.extend_from_slice(&[1, 0, 0]);
+    }
+    while let Some(b) = blocks.next() {
+        // Block header: last-block bit, type 0 (raw), size in the upper 21 bits.
+        let header = ((b.len() as u32) << 3) | u32::from(blocks.peek().is_none());
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(b);
+    }
+    out.extend_from_slice(&(xxh64(data) as u32).to_le_bytes());
+}
+
+/// XXH64 with seed 0, the checksum zstd frames carry (its low 32 bits), written from
+/// the algorithm's specification.
+fn xxh64(data: &[u8]) -> u64 {
+    const P1: u64 = 0x9E37_79B1_85EB_CA87;
+    const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+    const P3: u64 = 0x1656_67B1_9E37_79F9;
+    const P4: u64 = 0x85EB_CA77_C2B2_AE63;
+    const P5: u64 = 0x27D4_EB2F_1656_67C5;
+    fn round(acc: u64, lane: u64) -> u64 {
+        acc.wrapping_add(lane.wrapping_mul(P2)).rotate_left(31).wrapping_mul(P1)
+    }
+    fn merge(acc: u64, v: u64) -> u64 {
+        (acc ^ round(0, v)).wrapping_mul(P1).wrapping_add(P4)
+    }
+    let u64_at = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+    let mut rest = data;
+    let mut h = if data.len() >= 32 {
+        let mut v = [P1.wrapping_add(P2), P2, 0, 0u64.wrapping_sub(P1)];
+        let mut stripes = data.chunks_exact(32);
+        for s in &mut stripes {
+            for (i, acc) in v.iter_mut().enumerate() {
+                *acc = round(*acc, u64_at(&s[i * 8..]));
+            }
+        }
+        rest = stripes.remainder();
+        let h = v[0]
+            .rotate_left(1)
+            .wrapping_add(v[1].rotate_left(7))
+            .wrapping_add(v[2].rotate_left(12))
+            .wrapping_add(v[3].rotate_left(18));
+        v.iter().fold(h, |h, &x| merge(h, x))
+    } else {
+        P5
+    };
+    h = h.wrapping_add(data.len() as u64);
+    while rest.len() >= 8 {
+        h = (h ^ round(0, u64_at(rest))).rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
+        rest = &rest[8..];
+    }
+    if rest.len() >= 4 {
+        let k = u64::from(u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")));
+        h = (h ^ k.wrapping_mul(P1)).rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
+        rest = &rest[4..];
+    }
+    for &b in rest {
+        h = (h ^ u64::from(b).wrapping_mul(P5)).rotate_left(11).wrapping_mul(P1);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(P2);
+    h ^= h >> 29;
+    h = h.wrapping_mul(P3);
+    h ^ (h >> 32)
 }
 
 // ---------------------------------------------------------------------------------
@@ -801,6 +922,77 @@ mod tests {
             at += zstd_safe::find_frame_compressed_size(&z[at..]).unwrap();
         }
         starts
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn xxh64_gives_the_checksum_zstd_itself_writes() {
+        assert_eq!(xxh64(b""), 0xEF46_DB37_51D8_E999);
+        let data = random(300_000, 7);
+        let mut cctx = CCtx::create();
+        cctx.set_parameter(CParameter::ChecksumFlag(true)).unwrap();
+        for len in [1, 3, 4, 7, 8, 12, 31, 32, 33, 63, 64, 100, 1000, 131_072, 300_000] {
+            let mut out = Vec::with_capacity(zstd_safe::compress_bound(len));
+            cctx.compress2(&mut out, &data[..len]).unwrap();
+            let theirs = u32::from_le_bytes(out[out.len() - 4..].try_into().unwrap());
+            assert_eq!(xxh64(&data[..len]) as u32, theirs, "length {len}");
+        }
+    }
+
+    /// Frame overhead of a stored frame: header 9 bytes, 3 per block, checksum 4.
+    fn stored_size(len: usize) -> usize {
+        9 + 3 * len.div_ceil(BLOCK_MAX).max(1) + 4 + len
+    }
+
+    #[test]
+    fn incompressible_frames_are_stored_raw_and_compressible_ones_are_not() {
+        let noise = random(3 * FRAME_CONTENT, 11);
+        let z = compress(&noise, 2);
+        assert_eq!(z.len(), 3 * stored_size(FRAME_CONTENT), "three raw frames");
+        assert_eq!(zstd::decode_all(&z[..]).unwrap(), noise, "stock zstd decodes stored frames");
+        let text: Vec<u8> = (0..FRAME_CONTENT).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
+        assert!(compress(&text, 2).len() < text.len() / 3);
+    }
+
+    #[test]
+    fn stored_stretches_are_their_own_frames_and_the_same_for_any_thread_count() {
+        let text: Vec<u8> = (0..300_000).flat_map(|i| format!("entry {i}\n").into_bytes()).collect();
+        let layer = random(2 * FRAME_CONTENT + 5, 3);
+        let write = |threads: usize| {
+            let mut w = FrameWriter::new(Vec::new(), 3, threads).unwrap();
+            w.write_all(&text[..1000]).unwrap();
+            w.set_stored(true).unwrap();
+            w.write_all(&layer).unwrap();
+            w.set_stored(false).unwrap();
+            w.write_all(&text).unwrap();
+            w.finish().unwrap()
+        };
+        let z = write(1);
+        assert_eq!(z, write(3));
+        let mut want = text[..1000].to_vec();
+        want.extend_from_slice(&layer);
+        want.extend_from_slice(&text);
+        assert_eq!(zstd::decode_all(&z[..]).unwrap(), want);
+        let starts = frame_starts(&z);
+        // text, 3 stored frames (1 MiB, 1 MiB, 5 bytes), then the compressed text.
+        assert_eq!(starts[2] - starts[1], stored_size(FRAME_CONTENT));
+        assert_eq!(starts[4] - starts[3], stored_size(5));
+        assert!(z.len() - starts[4] < text.len() / 3, "the text after the layer is compressed again");
+        let mut r = FrameReader::new(std::io::Cursor::new(z), 2, 0);
+        let (got, err) = read_all(&mut r);
+        assert!(err.is_none());
+        assert_eq!(got, want);
     }
 
     #[test]

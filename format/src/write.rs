@@ -78,6 +78,10 @@ impl Content {
 pub struct PlannedEntry {
     pub entry: Entry,
     pub content: Content,
+    /// The producer knows the content is compressed already (a layer whose media
+    /// type says gzip or zstd): it is stored without a compression attempt. The writer
+    /// also recognises compressed content by its file name and leading bytes.
+    pub precompressed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -150,11 +154,17 @@ pub fn write_bundle(
                 )
                 .with_hint(changed));
             }
+            if left == e.size && e.size >= MIN_STORED {
+                let stored = pe.precompressed || compressed_name(&e.path) || compressed_magic(&buf[..n]);
+                tar.out.set_stored(stored).map_err(|err| Error::io(out, err).within(&e.path))?;
+            }
             tar.data(&buf[..n]).map_err(|err| Error::io(out, err).within(&e.path))?;
             hasher.update(buf, n);
             left -= n as u64;
             reporter.event(Event::Progress { bytes: n as u64 });
         }
+        // The padding and the next header are compressed with what follows.
+        tar.out.set_stored(false).map_err(|err| Error::io(out, err).within(&e.path))?;
         tar.pad(e.size).map_err(|err| Error::io(out, err).within(&e.path))?;
         // The source must end exactly where the plan says.
         let mut probe = [0u8; 1];
@@ -183,6 +193,24 @@ pub fn write_bundle(
 }
 
 const CHUNK: usize = 1 << 20;
+
+/// Entries at least this large whose content is compressed already are stored in
+/// frames of their own without a compression attempt. Smaller ones stay in the
+/// compressed frames around them: a frame cut costs more than it saves there.
+pub const MIN_STORED: u64 = 64 << 10;
+
+/// File names of compressed formats (charts as `.tgz`, release artifacts as `.tar.zst`).
+fn compressed_name(path: &str) -> bool {
+    [".tgz", ".gz", ".zst", ".xz", ".bz2", ".zip"].iter().any(|s| path.ends_with(s))
+}
+
+/// Leading bytes of gzip, zstd, xz and bzip2 data.
+fn compressed_magic(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || head.starts_with(b"BZh")
+}
 
 /// Fills `buf` as far as the reader goes (fewer bytes only at its end), so the chunks
 /// handed to the hashing thread and to zstd are large.

@@ -12,6 +12,7 @@ fn plan(files: &[(&str, Vec<u8>)]) -> (Manifest, Vec<PlannedEntry>) {
     let mut entries: Vec<PlannedEntry> = files
         .iter()
         .map(|(p, b)| PlannedEntry {
+            precompressed: false,
             entry: Entry { path: p.to_string(), size: b.len() as u64, sha256: Sha256Digest::of(b), executable: false },
             content: Content::Bytes(b.clone()),
         })
@@ -65,6 +66,64 @@ fn written_bundle_verifies_and_split_parts_read_back_in_place() {
         assert!(outcome.is_ok(), "{:?}", outcome.mismatches);
         assert_eq!(outcome.manifest, m);
     }
+}
+
+/// Pseudo-random bytes: what compressed data looks like to zstd.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Compressed entries (flagged by the producer, named `.tgz`, or starting like gzip)
+/// are stored verbatim in raw zstd blocks; compressible ones are still compressed; the
+/// stream stays one ordinary zstd stream that verifies, the same for any thread count.
+#[test]
+fn compressed_entries_are_stored_verbatim_and_the_bundle_still_verifies() {
+    let key = SecretKey::generate().unwrap();
+    let flagged = noise(300_000, 1);
+    let tgz = noise(200_000, 2);
+    let mut gz = vec![0x1f, 0x8b, 8, 0];
+    gz.extend(noise(150_000, 3));
+    let text: Vec<u8> = (0..60_000).flat_map(|i| format!("line {i} of a log\n").into_bytes()).collect();
+    let (m, mut entries) = plan(&[
+        ("files/c/flagged.bin", flagged.clone()),
+        ("files/c/chart.tgz", tgz.clone()),
+        ("files/c/layer.bin", gz.clone()),
+        ("files/c/log.txt", text.clone()),
+    ]);
+    for e in &mut entries {
+        e.precompressed = e.entry.path.ends_with("flagged.bin");
+    }
+    let mb = m.to_bytes();
+    let sig = key.sign(&mb, &m.trusted_comment(), "t").unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let write = |name: &str, threads: u32| {
+        let out = d.path().join(name);
+        let opts = WriteOptions { threads, ..WriteOptions::default() };
+        write_bundle(&out, &mb, sig.to_text().as_bytes(), &entries, &opts, &Silent).unwrap();
+        out
+    };
+    let out = write("b1", 1);
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(bytes, std::fs::read(write("b3", 3)).unwrap(), "same bytes for any thread count");
+    let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    // A raw block holds up to 128 KiB verbatim: each entry's first bytes are there.
+    for (what, b) in [("flagged", &flagged), ("tgz", &tgz), ("gzip", &gz)] {
+        assert!(find(&b[..4096]), "{what} entry stored verbatim");
+    }
+    assert!(!find(&text[..4096]), "text is compressed");
+    let tar_len = zstd::decode_all(&bytes[..]).unwrap().len();
+    assert!(bytes.len() < tar_len - text.len() / 2, "text compressed, the rest stored: {} of {tar_len}", bytes.len());
+    let files = BundleFiles::locate(&out).unwrap();
+    let outcome = read_bundle(&files, &[key.public_key()], &mut VerifyOnly, &Silent).unwrap();
+    assert!(outcome.is_ok(), "{:?}", outcome.mismatches);
 }
 
 /// Records what the reader asks of a sink, in order.

@@ -498,7 +498,7 @@ fn a_signed_delta_whose_base_entries_overlap_its_entries_is_rejected() {
     let sig = key.sign(&bytes, &m.trusted_comment(), "forged delta").unwrap();
     let out = d.path().join("overlap.airlock");
     let opts = WriteOptions { mtime: 0, level: 3, threads: 1, split_size: None };
-    let planned = vec![PlannedEntry { entry, content: Content::Bytes(readme) }];
+    let planned = vec![PlannedEntry { entry, content: Content::Bytes(readme), precompressed: false }];
     write_bundle(&out, &bytes, sig.to_text().as_bytes(), &planned, &opts, &Silent).unwrap();
 
     let o = run(Command::new(cargo_bin("airlock")).arg("verify").arg("--pubkey").arg(pubkey()).arg(&out));

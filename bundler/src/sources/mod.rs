@@ -28,7 +28,8 @@ pub mod image_ref;
 pub mod oci_archive;
 pub mod oci_layout;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -192,13 +193,33 @@ pub fn contained(dir: &Path, path: &Path, what: &str) -> Result<PathBuf> {
 /// Loads one image: parses the reference and the source, resolves the selected image
 /// and applies the platform selection.
 pub fn load_image(spec: &ImageSpec, base_dir: &Path) -> Result<LoadedImage> {
+    load_image_with(spec, base_dir, &mut SourceCache::default())
+}
+
+/// What [`load_image_with`] keeps between images: each OCI layout directory's index,
+/// read and indexed once, so N images taken from one layout cost O(N), not O(N²).
+#[derive(Default)]
+pub struct SourceCache {
+    layouts: HashMap<PathBuf, (oci_layout::LayoutDir, oci_layout::LayoutIndex)>,
+}
+
+/// [`load_image`], reusing what `cache` already read.
+pub fn load_image_with(spec: &ImageSpec, base_dir: &Path, cache: &mut SourceCache) -> Result<LoadedImage> {
     let reference = ImageReference::parse(&spec.reference)?;
     let source = ImageSource::parse(&spec.from, base_dir)?;
     let ctx = Ctx { reference: reference.to_string(), source: source.to_string() };
     let wanted = wanted_platforms(spec, &ctx.subject())?;
     let resolved = match &source {
         ImageSource::OciLayout { dir, selector } => {
-            oci_layout::resolve(&oci_layout::LayoutDir::new(dir), selector.as_deref(), &ctx)?
+            let (store, index) = match cache.layouts.entry(dir.clone()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => {
+                    let store = oci_layout::LayoutDir::new(dir);
+                    let index = oci_layout::LayoutIndex::read(&store, &ctx)?;
+                    v.insert((store, index))
+                }
+            };
+            oci_layout::resolve_in(store, index, selector.as_deref(), &ctx)?
         }
         ImageSource::OciArchive { file, selector } => oci_archive::load(file, selector.as_deref(), &ctx)?,
         ImageSource::DockerArchive { file, selector } => docker_archive::load(file, selector.as_deref(), &ctx)?,

@@ -7,6 +7,8 @@
 //! *looks up* the layers: present, and exactly the size the manifest says. Layers are
 //! hashed later, once, by the bundle writer while it streams them.
 
+use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use airlock_format::error::{Error, Result};
@@ -15,9 +17,10 @@ use airlock_format::write::Content;
 use airlock_format::Sha256Digest;
 use serde::Deserialize;
 
+use super::image_ref::normalize_reference;
 use super::{
-    entry_names, is_index_type, is_manifest_type, name_matches, read_content, Blob, Ctx, Descriptor, ManifestEntry,
-    Platform, Problem, Resolved, MAX_JSON_BYTES,
+    entry_names, is_index_type, is_manifest_type, read_content, Blob, Ctx, Descriptor, ManifestEntry, Platform,
+    Problem, Resolved, MAX_JSON_BYTES,
 };
 
 /// Where a layout's files are: a directory or an indexed tar.
@@ -123,39 +126,112 @@ impl ConfigDoc {
 pub(crate) const IMAGE_CONFIG_TYPES: &[&str] =
     &[airlock_format::oci::MEDIA_TYPE_OCI_CONFIG, "application/vnd.docker.container.image.v1+json"];
 
+/// A layout's `index.json`, parsed once and indexed by image name, so that picking one
+/// of N images costs a hash lookup, not a parse of all N entries (a layout holding
+/// thousands of images, one spec entry each, would otherwise cost N² work).
+pub(crate) struct LayoutIndex {
+    entries: Vec<Descriptor>,
+    /// Every name an entry carries (ref name, containerd name) → entry positions.
+    by_name: HashMap<String, Vec<usize>>,
+    /// The same by normalized reference, built on the first selector that is not an
+    /// exact name (`nginx:1.27` for `docker.io/library/nginx:1.27`).
+    by_normalized: OnceCell<HashMap<String, Vec<usize>>>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How often this thread parsed an `index.json`: the regression tests pin that a
+    /// layout is read once however many images are taken from it.
+    pub(crate) static INDEX_PARSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl LayoutIndex {
+    /// Checks that `store` is an OCI layout and parses its `index.json`.
+    pub fn read(store: &dyn BlobStore, ctx: &Ctx) -> Result<Self> {
+        let loc = store.location().display().to_string();
+        if store.file("oci-layout")?.is_none() {
+            let hint = if store.location().exists() {
+                "point `from:` at an OCI image layout (skopeo copy … oci:DIR or oci-archive:FILE writes one)"
+            } else {
+                "check the path; it is resolved against the spec file's directory"
+            };
+            return Err(Error::input(
+                ctx.subject(),
+                format!("{loc} is not an OCI image layout: it has no `oci-layout` file"),
+            )
+            .with_hint(hint));
+        }
+        let index_content = store.file("index.json")?.ok_or_else(|| {
+            Error::corrupt(ctx.subject(), format!("{loc} has no index.json"))
+                .with_hint("copy the image again with skopeo")
+        })?;
+        let bytes = read_content(&index_content, MAX_JSON_BYTES).map_err(|e| e.within(ctx.subject()))?;
+        #[cfg(test)]
+        INDEX_PARSES.with(|c| c.set(c.get() + 1));
+        let index: IndexDoc = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::corrupt(ctx.subject(), format!("index.json of {loc} is not a valid OCI index: {e}")).with_source(e)
+        })?;
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, d) in index.manifests.iter().enumerate() {
+            for n in entry_names(&d.annotations) {
+                by_name.entry(n).or_default().push(i);
+            }
+        }
+        Ok(Self { entries: index.manifests, by_name, by_normalized: OnceCell::new() })
+    }
+
+    /// The entries `sel` names: exactly when any name is exactly `sel`, else those
+    /// whose name normalizes to the same reference.
+    fn named(&self, sel: &str) -> Vec<&Descriptor> {
+        let positions = match self.by_name.get(sel) {
+            Some(p) => Some(p),
+            None => normalize_reference(sel).ok().and_then(|key| {
+                self.by_normalized
+                    .get_or_init(|| {
+                        let mut m: HashMap<String, Vec<usize>> = HashMap::new();
+                        for (name, positions) in &self.by_name {
+                            if let Ok(n) = normalize_reference(name) {
+                                m.entry(n).or_default().extend(positions);
+                            }
+                        }
+                        // An entry listed under two names that normalize alike counts once.
+                        for p in m.values_mut() {
+                            p.sort_unstable();
+                            p.dedup();
+                        }
+                        m
+                    })
+                    .get(&key)
+            }),
+        };
+        positions.map(|p| p.iter().map(|&i| &self.entries[i]).collect()).unwrap_or_default()
+    }
+}
+
 /// Reads the layout's `index.json`, picks the image `selector` names (or the only one),
 /// and resolves it.
 pub(crate) fn resolve(store: &dyn BlobStore, selector: Option<&str>, ctx: &Ctx) -> Result<Resolved> {
-    let loc = store.location().display().to_string();
-    if store.file("oci-layout")?.is_none() {
-        let hint = if store.location().exists() {
-            "point `from:` at an OCI image layout (skopeo copy … oci:DIR or oci-archive:FILE writes one)"
-        } else {
-            "check the path; it is resolved against the spec file's directory"
-        };
-        return Err(Error::input(
-            ctx.subject(),
-            format!("{loc} is not an OCI image layout: it has no `oci-layout` file"),
-        )
-        .with_hint(hint));
-    }
-    let index_content = store.file("index.json")?.ok_or_else(|| {
-        Error::corrupt(ctx.subject(), format!("{loc} has no index.json")).with_hint("copy the image again with skopeo")
-    })?;
-    let bytes = read_content(&index_content, MAX_JSON_BYTES).map_err(|e| e.within(ctx.subject()))?;
-    let index: IndexDoc = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::corrupt(ctx.subject(), format!("index.json of {loc} is not a valid OCI index: {e}")).with_source(e)
-    })?;
-    let entry = select(&index.manifests, selector, store, ctx)?;
+    resolve_in(store, &LayoutIndex::read(store, ctx)?, selector, ctx)
+}
+
+/// [`resolve`] with the layout's index already read.
+pub(crate) fn resolve_in(
+    store: &dyn BlobStore,
+    index: &LayoutIndex,
+    selector: Option<&str>,
+    ctx: &Ctx,
+) -> Result<Resolved> {
+    let entry = select(index, selector, store, ctx)?;
     resolve_root(store, entry, ctx)
 }
 
 fn select<'a>(
-    entries: &'a [Descriptor],
+    index: &'a LayoutIndex,
     selector: Option<&str>,
     store: &dyn BlobStore,
     ctx: &Ctx,
 ) -> Result<&'a Descriptor> {
+    let entries = index.entries.as_slice();
     let loc = store.location().display();
     let label = |d: &Descriptor| {
         let names = entry_names(&d.annotations);
@@ -175,19 +251,7 @@ fn select<'a>(
                 .with_hint(format!("choose one: `{}:NAME`", store.syntax()))),
         },
         Some(sel) => {
-            // An exact name wins over one that only normalizes to the same reference.
-            let find = |exact: bool| -> Vec<&Descriptor> {
-                entries
-                    .iter()
-                    .filter(|d| {
-                        entry_names(&d.annotations).iter().any(|n| if exact { n == sel } else { name_matches(sel, n) })
-                    })
-                    .collect()
-            };
-            let mut hits = find(true);
-            if hits.is_empty() {
-                hits = find(false);
-            }
+            let hits = index.named(sel);
             match hits.as_slice() {
                 [] => Err(Error::input(
                     ctx.subject(),

@@ -512,7 +512,11 @@ impl Forge {
             .manifest
             .entries
             .iter()
-            .map(|e| PlannedEntry { entry: e.clone(), content: Content::Bytes(self.contents[&e.path].clone()) })
+            .map(|e| PlannedEntry {
+                entry: e.clone(),
+                content: Content::Bytes(self.contents[&e.path].clone()),
+                precompressed: false,
+            })
             .collect();
         let opts = WriteOptions { split_size: split, threads: 1, ..WriteOptions::default() };
         let parts =
