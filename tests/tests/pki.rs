@@ -296,4 +296,14 @@ fn renew_refreshes_every_tls_secret_manifest_that_held_a_replaced_leaf_and_leave
     let st = airlock(&["status", "--root", r, "--output", "json"]);
     let s: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
     assert_eq!(s["drift"], serde_json::json!([]), "{s:#}");
+    // And so does every other record of it (the uninstall script's list): the install
+    // run again finds nothing to do.
+    let check = airlock_tests::airlock_with_answers(
+        "install",
+        &bundle,
+        &demo_dir().join("answers.yaml"),
+        &root,
+        &["--check", "--output", "json"],
+    );
+    assert_eq!(check.status.code(), Some(0), "pending after the renewal: {}", text(&check));
 }

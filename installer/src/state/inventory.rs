@@ -299,6 +299,12 @@ impl Inventory {
             }
         }
         host.write_file(Path::new(state::INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644))?;
+        // The uninstall script's copy of the record must agree, or it would keep the
+        // rewritten files as "changed since the install".
+        let list = Path::new(state::UNINSTALL_LIST_PATH);
+        if host.read_file(list)?.is_some() {
+            host.write_file(list, &mut inv.uninstall_list().as_bytes(), Perms::mode(0o644))?;
+        }
         Ok(())
     }
 
