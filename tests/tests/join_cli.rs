@@ -142,6 +142,24 @@ fn servers_and_agents_join_the_first_server_with_its_token_file() {
     // A second join run has nothing left to do.
     let again = airlock("join", &b, &answers(d.path(), "w1", "192.0.2.21", "agent", true), &w1, &["--check"]);
     assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+
+    // Uninstalled, the agent leaves the operator's token copy where it was, and says so:
+    // it still admits nodes to the cluster.
+    let o = std::process::Command::new(airlock_tests::cargo_bin("airlock"))
+        .args(["uninstall", "--yes", "--root"])
+        .arg(&w1)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(w1.join("root/cluster-token").is_file(), "the operator's copy is not airlock's to remove");
+    let named = format!("rm {}/root/cluster-token once no other node needs it", w1.display());
+    assert!(
+        text(&o).contains("  left /root/cluster-token (the copy of the join token") && text(&o).contains(&named),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains(token.trim()), "the token leaked");
 }
 
 #[test]

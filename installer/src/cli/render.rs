@@ -453,6 +453,9 @@ pub fn print_uninstall_plan(root: &Path, p: &airlock_installer::ops::uninstall::
         };
         say!("  {line}");
     }
+    if let Some(t) = &p.token_copy {
+        say!("  leave     {} (the copy of the join token this node joined with: not airlock's)", t.display());
+    }
     for d in &p.state_data {
         say!(
             "  with {}: {} ({}), gone for good; copy {} elsewhere first to keep {}",
@@ -506,6 +509,14 @@ pub fn print_uninstall_report(
             k.path.display(),
             k.reason.describe(),
             on_site(root, &k.path).display()
+        );
+    }
+    if let Some(t) = &r.token_copy {
+        say!(
+            "  left {} (the copy of the join token this node joined with: not airlock's to remove, but it still \
+             admits nodes to the cluster; rm {} once no other node needs it)",
+            t.display(),
+            on_site(root, t).display()
         );
     }
     for k in &r.removed_edited {

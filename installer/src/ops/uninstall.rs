@@ -105,6 +105,20 @@ pub struct UninstallPlan {
     /// operator who wants them copies them first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub state_data: Vec<StateData>,
+    /// The copy of the join token the operator brought to this node (`join.token_file`
+    /// of the kept answers), when it is still there: not airlock's to remove, but it
+    /// admits nodes to the cluster, so the operator is told where it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_copy: Option<PathBuf>,
+}
+
+/// The kept answers' `join.token_file`, when it names a file still on the target other
+/// than the installer's own copy (which goes with the state directory).
+fn token_copy(host: &dyn Host) -> Option<PathBuf> {
+    let answers = crate::site::answers::kept::load_kept(host).ok().flatten()?;
+    let path = answers.join?.token_file;
+    let ours = Path::new(crate::state::CLUSTER_TOKEN_PATH);
+    (path != ours && matches!(host.metadata(&path), Ok(Some(_)))).then_some(path)
 }
 
 /// A part of the installer's state an uninstall deletes for good.
@@ -183,7 +197,7 @@ pub fn plan(host: &dyn Host, inv: &Inventory, opts: UninstallOptions) -> Result<
     actions.extend(others.into_iter().map(|path| Action::RemoveDirIfEmpty { path }));
     actions.push(Action::RemoveTree { path: state.to_path_buf() });
     actions.extend(holding_state.into_iter().map(|path| Action::RemoveDirIfEmpty { path }));
-    Ok(UninstallPlan { actions, runtime_left, state_data: state_data(host)? })
+    Ok(UninstallPlan { actions, runtime_left, state_data: state_data(host)?, token_copy: token_copy(host) })
 }
 
 /// The directories an uninstall removes when empty, deepest first: the inventory's and
@@ -248,6 +262,9 @@ pub struct UninstallReport {
     /// Files of ours that were changed since the install and removed with `force`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub removed_edited: Vec<Kept>,
+    /// The operator's copy of the join token, still on the target ([`UninstallPlan::token_copy`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_copy: Option<PathBuf>,
     /// Files of ours left in place.
     pub kept: Vec<Kept>,
     /// Directories left because something is still in them.
@@ -319,6 +336,7 @@ pub fn apply(host: &dyn Host, plan: &UninstallPlan) -> Result<UninstallReport> {
             }
         }
     }
+    report.token_copy = plan.token_copy.clone().filter(|p| matches!(host.metadata(p), Ok(Some(_))));
     // Runtime trees that are still there and not already named as a directory left.
     for r in &plan.runtime_left {
         if host.metadata(r)?.is_some() && !report.kept_dirs.iter().any(|k| &k.path == r) {
