@@ -632,6 +632,31 @@ mod tests {
         assert_eq!(stored, 1, "the shared layer is stored once");
     }
 
+    /// The same for an OCI archive: its members are listed and its index parsed once.
+    #[test]
+    fn an_oci_archive_is_indexed_once_however_many_images_come_from_it() {
+        use crate::sources::oci_archive::TAR_INDEXES;
+        let t = tempfile::tempdir().unwrap();
+        let mut l = Layout::new();
+        let mut yaml = String::from("name: many\nversion: 1.0.0\ncomponents:\n  - name: c\n    images:\n");
+        let n = 30;
+        for i in 0..n {
+            let img = l.image("linux", "amd64", None, &[b"shared base", format!("own {i}").as_bytes()]);
+            let name = format!("registry.example/lab/app{i}:1");
+            l.name(&img, &name);
+            yaml += &format!("      - ref: {name}\n        from: oci-archive:images.tar:{name}\n");
+        }
+        l.write_archive(t.path(), "images.tar", false);
+        std::fs::write(t.path().join("bundle.yaml"), yaml).unwrap();
+        let spec = LoadedSpec::load(&t.path().join("bundle.yaml")).unwrap();
+
+        let (tars, indexes) = (TAR_INDEXES.with(|c| c.get()), INDEX_PARSES.with(|c| c.get()));
+        let plan = plan(&spec, None, 0, &Silent).unwrap();
+        assert_eq!(TAR_INDEXES.with(|c| c.get()) - tars, 1, "the archive was listed again per image");
+        assert_eq!(INDEX_PARSES.with(|c| c.get()) - indexes, 1, "its index.json was parsed again per image");
+        assert_eq!(plan.manifest.images.len(), n);
+    }
+
     #[test]
     fn gzip_and_zstd_layer_media_types_are_known_as_compressed() {
         for t in [

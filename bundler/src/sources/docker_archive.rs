@@ -74,10 +74,18 @@ struct ManifestOut {
     layers: Vec<Descriptor>,
 }
 
-pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) -> Result<Resolved> {
+/// A docker-archive read once: its members, its `manifest.json` and, when it is also an
+/// OCI layout that lists its images, that layout's index — for every image taken from it.
+pub(crate) struct DockerArchive {
+    store: ArchiveStore,
+    entries: Option<Vec<ArchiveEntry>>,
+    oci: Option<oci_layout::LayoutIndex>,
+}
+
+/// Indexes the archive and reads what names its images.
+pub(crate) fn open(file: &std::path::Path, ctx: &Ctx) -> Result<DockerArchive> {
     let tar = TarIndex::open(file).map_err(|e| e.within(ctx.subject()))?;
     let loc = file.display().to_string();
-    let syntax = format!("docker-archive:{loc}");
     let entries = match tar.file("manifest.json") {
         Some(m) => {
             let bytes = read_content(&tar.content(m), MAX_JSON_BYTES).map_err(|e| e.within(ctx.subject()))?;
@@ -99,8 +107,19 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
         Some(_) => true,
         None => false,
     };
-    if tar.file("oci-layout").is_some() && index_lists_images {
-        let selector = match (selector, &entries) {
+    let oci_layout = tar.file("oci-layout").is_some() && index_lists_images;
+    let store = ArchiveStore { tar, transport: "docker-archive" };
+    let oci = if oci_layout { Some(oci_layout::LayoutIndex::read(&store, ctx)?) } else { None };
+    Ok(DockerArchive { store, entries, oci })
+}
+
+/// The image `selector` names (or the only one) in an opened archive.
+pub(crate) fn resolve(archive: &DockerArchive, selector: Option<&str>, ctx: &Ctx) -> Result<Resolved> {
+    let tar = &archive.store.tar;
+    let loc = tar.path.display().to_string();
+    let syntax = format!("docker-archive:{loc}");
+    if let Some(index) = &archive.oci {
+        let selector = match (selector, &archive.entries) {
             (Some(s), Some(list)) if s.starts_with('@') => {
                 let e = pick_by_position(s, list, ctx, &syntax)?;
                 Some(e.tags().first().cloned().ok_or_else(|| {
@@ -112,10 +131,10 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
             }
             (s, _) => s.map(str::to_string),
         };
-        return oci_layout::resolve(&ArchiveStore { tar, transport: "docker-archive" }, selector.as_deref(), ctx);
+        return oci_layout::resolve_in(&archive.store, index, selector.as_deref(), ctx);
     }
 
-    let Some(entries) = entries else {
+    let Some(entries) = &archive.entries else {
         let cause = if tar.has("repositories") {
             format!("{loc} is a legacy (pre-Docker 1.10) archive without manifest.json")
         } else {
@@ -128,8 +147,8 @@ pub(crate) fn load(file: &std::path::Path, selector: Option<&str>, ctx: &Ctx) ->
         };
         return Err(Error::input(ctx.subject(), cause).with_hint(hint));
     };
-    let entry = select(&entries, selector, ctx, &syntax)?;
-    convert(&tar, entry, ctx)
+    let entry = select(entries, selector, ctx, &syntax)?;
+    convert(tar, entry, ctx)
 }
 
 /// Whether a Docker 25+ archive's `index.json` names any image. One that is not even
@@ -511,6 +530,24 @@ mod tests {
         assert_ne!(a.digest, b.digest);
         assert_eq!(manifest_of(&b)["layers"].as_array().unwrap().len(), 2);
         assert_eq!(manifest_of(&a)["layers"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_archive_is_indexed_once_however_many_images_come_from_it() {
+        use super::super::oci_archive::TAR_INDEXES;
+        let t = tempfile::tempdir().unwrap();
+        two_images(t.path());
+        let mut cache = super::super::SourceCache::default();
+        let before = TAR_INDEXES.with(|c| c.get());
+        for _ in 0..10 {
+            for (reference, from) in [
+                ("docker.io/lab/a:1", "docker-archive:multi.tar:@0"),
+                ("ghcr.io/lab/b:2", "docker-archive:multi.tar:@1"),
+            ] {
+                super::super::load_image_with(&spec(reference, from), t.path(), &mut cache).unwrap();
+            }
+        }
+        assert_eq!(TAR_INDEXES.with(|c| c.get()) - before, 1, "the archive's members were listed again per image");
     }
 
     #[test]

@@ -196,11 +196,14 @@ pub fn load_image(spec: &ImageSpec, base_dir: &Path) -> Result<LoadedImage> {
     load_image_with(spec, base_dir, &mut SourceCache::default())
 }
 
-/// What [`load_image_with`] keeps between images: each OCI layout directory's index,
-/// read and indexed once, so N images taken from one layout cost O(N), not O(N²).
+/// What [`load_image_with`] keeps between images: each OCI layout directory's index
+/// and each archive's member list and index, read once, so N images taken from one
+/// source cost O(N), not O(N²).
 #[derive(Default)]
 pub struct SourceCache {
     layouts: HashMap<PathBuf, (oci_layout::LayoutDir, oci_layout::LayoutIndex)>,
+    oci_archives: HashMap<PathBuf, oci_archive::OpenArchive>,
+    docker_archives: HashMap<PathBuf, docker_archive::DockerArchive>,
 }
 
 /// [`load_image`], reusing what `cache` already read.
@@ -221,8 +224,20 @@ pub fn load_image_with(spec: &ImageSpec, base_dir: &Path, cache: &mut SourceCach
             };
             oci_layout::resolve_in(store, index, selector.as_deref(), &ctx)?
         }
-        ImageSource::OciArchive { file, selector } => oci_archive::load(file, selector.as_deref(), &ctx)?,
-        ImageSource::DockerArchive { file, selector } => docker_archive::load(file, selector.as_deref(), &ctx)?,
+        ImageSource::OciArchive { file, selector } => {
+            let archive = match cache.oci_archives.entry(file.clone()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => v.insert(oci_archive::open(file, &ctx)?),
+            };
+            oci_archive::resolve(archive, selector.as_deref(), &ctx)?
+        }
+        ImageSource::DockerArchive { file, selector } => {
+            let archive = match cache.docker_archives.entry(file.clone()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => v.insert(docker_archive::open(file, &ctx)?),
+            };
+            docker_archive::resolve(archive, selector.as_deref(), &ctx)?
+        }
         ImageSource::Registry { .. } => {
             // `create` pulls registry images first (all at once, in parallel) and
             // hands them to `load_pulled`; a lone call has no cache or credentials.

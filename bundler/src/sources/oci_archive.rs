@@ -76,9 +76,18 @@ pub(crate) fn normalize_member_path(p: &str) -> Option<String> {
     Some(out.join("/"))
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How often this thread indexed a tar: the regression tests pin that an archive is
+    /// read once however many images are taken from it.
+    pub(crate) static TAR_INDEXES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 impl TarIndex {
     /// Indexes `path`, refusing compressed files with a hint to decompress them.
     pub fn open(path: &Path) -> Result<Self> {
+        #[cfg(test)]
+        TAR_INDEXES.with(|c| c.set(c.get() + 1));
         let mut file = File::open(path).at(path)?;
         let mut magic = [0u8; 6];
         let n = read_up_to(&mut file, &mut magic).at(path)?;
@@ -209,10 +218,24 @@ impl BlobStore for ArchiveStore {
     }
 }
 
-/// Loads the image `selector` names (or the only one) from an OCI archive.
-pub(crate) fn load(file: &Path, selector: Option<&str>, ctx: &Ctx) -> Result<Resolved> {
+/// An OCI archive read once: its members and its layout's index, for every image
+/// taken from it.
+pub(crate) struct OpenArchive {
+    store: ArchiveStore,
+    index: oci_layout::LayoutIndex,
+}
+
+/// Indexes the archive and reads its layout's index.
+pub(crate) fn open(file: &Path, ctx: &Ctx) -> Result<OpenArchive> {
     let tar = TarIndex::open(file).map_err(|e| e.within(ctx.subject()))?;
-    oci_layout::resolve(&ArchiveStore { tar, transport: "oci-archive" }, selector, ctx)
+    let store = ArchiveStore { tar, transport: "oci-archive" };
+    let index = oci_layout::LayoutIndex::read(&store, ctx)?;
+    Ok(OpenArchive { store, index })
+}
+
+/// The image `selector` names (or the only one) in an opened archive.
+pub(crate) fn resolve(archive: &OpenArchive, selector: Option<&str>, ctx: &Ctx) -> Result<Resolved> {
+    oci_layout::resolve_in(&archive.store, &archive.index, selector, ctx)
 }
 
 #[cfg(test)]

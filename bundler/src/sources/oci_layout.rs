@@ -208,13 +208,8 @@ impl LayoutIndex {
     }
 }
 
-/// Reads the layout's `index.json`, picks the image `selector` names (or the only one),
-/// and resolves it.
-pub(crate) fn resolve(store: &dyn BlobStore, selector: Option<&str>, ctx: &Ctx) -> Result<Resolved> {
-    resolve_in(store, &LayoutIndex::read(store, ctx)?, selector, ctx)
-}
-
-/// [`resolve`] with the layout's index already read.
+/// Picks the image `selector` names (or the only one) from a layout whose index was
+/// read once ([`LayoutIndex::read`]), and resolves it.
 pub(crate) fn resolve_in(
     store: &dyn BlobStore,
     index: &LayoutIndex,
