@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use airlock_installer::engine::layout::{FileSource, Layout};
 use airlock_installer::render::distribution::{
-    render, Artifacts, ChartInput, DistributionInput, RegistryMirror, Role, StorageProvisioner, TarballEntry,
-    TarballEntryKind, Token, CHART_CONTENT_LIMIT,
+    render, Artifacts, ChartInput, DistributionInput, RegistryMirror, Role, TarballEntry, TarballEntryKind, Token,
+    CHART_CONTENT_LIMIT,
 };
 
 /// The cluster token of every case; it must never reach a golden file.
@@ -97,7 +97,6 @@ fn k3s_input(role: Role) -> DistributionInput {
         },
         image_archive_entry: "images/airlock-images.tar".into(),
         charts: vec![notes_chart(), big_chart()],
-        storage_provisioner: None,
         proxy_env: vec![],
         rke2_opt_prefix: None,
     }
@@ -162,12 +161,6 @@ fn cases() -> Vec<(&'static str, DistributionInput)> {
             "distribution/rke2-images-canal.linux-amd64.tar.zst".into(),
         ],
     };
-    rke2.storage_provisioner = Some(StorageProvisioner {
-        image: "docker.io/rancher/local-path-provisioner:v0.0.31".into(),
-        helper_image: "docker.io/library/busybox:1.37.0".into(),
-        path: None,
-        default_class: true,
-    });
 
     vec![
         ("k3s-single-server", single),

@@ -128,7 +128,6 @@ fn input(tarball: Vec<TarballEntry>) -> DistributionInput {
         artifacts: Artifacts::Rke2 { tarball, images: vec![] },
         image_archive_entry: "images/airlock-images.tar".into(),
         charts: vec![],
-        storage_provisioner: None,
         proxy_env: vec![],
         rke2_opt_prefix: None,
     }

@@ -236,7 +236,6 @@ fn airlock_tree(artifacts: &Path, staging: &Path, opt_prefix: bool) -> (BTreeMap
         artifacts: Artifacts::Rke2 { tarball, images: vec!["distribution/rke2-images.linux-amd64.tar.zst".into()] },
         image_archive_entry: "images/airlock-images.tar".into(),
         charts: vec![],
-        storage_provisioner: None,
         proxy_env: vec![],
         rke2_opt_prefix: texts,
     };

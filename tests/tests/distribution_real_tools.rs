@@ -20,8 +20,7 @@ use std::process::Command;
 
 use airlock_installer::engine::layout::{FileSource, Layout};
 use airlock_installer::render::distribution::{
-    render, Artifacts, ChartInput, DistributionInput, Role, StorageProvisioner, TarballEntry, TarballEntryKind, Token,
-    CHART_CONTENT_LIMIT,
+    render, Artifacts, ChartInput, DistributionInput, Role, TarballEntry, TarballEntryKind, Token, CHART_CONTENT_LIMIT,
 };
 use airlock_tests::{helm, helm_command, require_tool, workspace_root};
 use base64::Engine as _;
@@ -81,13 +80,12 @@ fn input(role: Role, charts: Vec<ChartInput>) -> DistributionInput {
         artifacts: Artifacts::K3s { binary: "distribution/k3s".into(), images: vec![] },
         image_archive_entry: "images/airlock-images.tar".into(),
         charts,
-        storage_provisioner: None,
         proxy_env: vec![],
         rke2_opt_prefix: None,
     }
 }
 
-/// An RKE2 CIS server with the local-path provisioner (tarball entries as
+/// An RKE2 CIS server (tarball entries as
 /// `read_unpacked_rke2` lists them; the files themselves are not needed here).
 fn rke2_input(charts: Vec<ChartInput>) -> DistributionInput {
     let file = |p: &str, executable| TarballEntry { path: p.into(), kind: TarballEntryKind::File { executable } };
@@ -106,12 +104,6 @@ fn rke2_input(charts: Vec<ChartInput>) -> DistributionInput {
         ],
         images: vec!["distribution/rke2-images.linux-amd64.tar.zst".into()],
     };
-    i.storage_provisioner = Some(StorageProvisioner {
-        image: "docker.io/rancher/local-path-provisioner:v0.0.31".into(),
-        helper_image: "docker.io/library/busybox:1.37.0".into(),
-        path: None,
-        default_class: true,
-    });
     i
 }
 
@@ -440,8 +432,7 @@ fn distribution_local_path_chart_renders_with_helm_and_validates_on_rke2() {
             .unwrap();
     let mut lp = chart("local-path-provisioner", "0.1.0", "kube-system", tgz, &values);
     lp.entry = entry.into();
-    let mut input = rke2_input(vec![lp]);
-    input.storage_provisioner = None;
+    let input = rke2_input(vec![lp]);
     let layout = render(&input).unwrap();
     let manifests = helm_charts(&layout);
     assert_eq!(manifests.len(), 1, "one HelmChart: the provisioner");

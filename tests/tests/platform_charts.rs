@@ -628,7 +628,6 @@ fn platform_values_survive_the_helmchart_manifest_and_sit_beside_it() {
             chart("keycloak", keycloak::CHART_VERSION, "keycloak", kc_tgz.clone(), &kc.values_yaml),
             chart("minio", minio::CHART_VERSION, "minio", minio_tgz.clone(), &mo.values_yaml),
         ],
-        storage_provisioner: None,
         proxy_env: vec![],
         rke2_opt_prefix: None,
     };

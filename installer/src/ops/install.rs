@@ -428,7 +428,6 @@ fn distribution_input(
         artifacts,
         image_archive_entry: IMAGE_ARCHIVE_ENTRY.to_string(),
         charts,
-        storage_provisioner: None,
         rke2_opt_prefix: None,
         proxy_env: answers
             .proxy

@@ -10,12 +10,9 @@ use std::collections::BTreeSet;
 
 use airlock_format::error::Result;
 use base64::Engine as _;
-use serde_json::{json, Value as Json};
 use serde_yaml::{Mapping, Value};
 
-use super::{
-    check_abs_path, check_entry, invalid, is_dns_label, product_name, ChartInput, DistributionInput, StorageProvisioner,
-};
+use super::{check_entry, invalid, is_dns_label, product_name, ChartInput, DistributionInput};
 use crate::engine::layout::Layout;
 
 /// Largest chart archive inlined as `chartContent`; bigger ones are served from
@@ -38,9 +35,6 @@ pub use crate::live::HELM_CHART_NAMESPACE;
 /// Longest Helm release name (Helm refuses longer ones).
 const MAX_RELEASE_NAME: usize = 53;
 
-/// The local-path provisioner's manifest basename; charts cannot take it.
-const PROVISIONER_FILE: &str = "airlock-local-path-provisioner.yaml";
-
 /// The manifest's file name: `airlock-<chart>.yaml`. K3s turns the basename into an
 /// object name, so it must be a unique RFC 1123 name (contracts); the prefix keeps our
 /// files apart from the distribution's own (`traefik.yaml`, `rke2-canal.yaml`).
@@ -49,7 +43,7 @@ pub fn helm_chart_file_name(chart: &str) -> String {
 }
 
 /// Validates the charts before anything is rendered.
-pub(super) fn check_charts(charts: &[ChartInput], provisioner: bool) -> Result<()> {
+pub(super) fn check_charts(charts: &[ChartInput]) -> Result<()> {
     let mut names = BTreeSet::new();
     for c in charts {
         let what = format!("chart `{}`", c.name);
@@ -59,7 +53,7 @@ pub(super) fn check_charts(charts: &[ChartInput], provisioner: bool) -> Result<(
                 format!("not a valid release name (lowercase letters, digits and `-`, at most {MAX_RELEASE_NAME})"),
             ));
         }
-        if !names.insert(c.name.as_str()) || (provisioner && helm_chart_file_name(&c.name) == PROVISIONER_FILE) {
+        if !names.insert(c.name.as_str()) {
             return Err(invalid(&what, "two manifests would have the same name; chart names must be unique"));
         }
         if c.version.is_empty() || !c.version.chars().all(|ch| ch.is_ascii_alphanumeric() || ".+-_".contains(ch)) {
@@ -144,172 +138,4 @@ pub(super) fn helm_charts(layout: &mut Layout, input: &DistributionInput) {
             layout.file(path, 0o600, body);
         }
     }
-}
-
-/// Image references and the volume path.
-pub(super) fn check_provisioner(p: &StorageProvisioner) -> Result<()> {
-    for (what, image) in [("provisioner image", &p.image), ("helper image", &p.helper_image)] {
-        let full = image.contains('/') && (image.contains(':') || image.contains('@'));
-        if !full || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(invalid(format!("{what} `{}`", image.escape_debug()), "not a full image reference").with_hint(
-                "give the full reference as bundled, e.g. docker.io/rancher/local-path-provisioner:v0.0.31",
-            ));
-        }
-    }
-    if let Some(path) = &p.path {
-        check_abs_path("storage path", path)?;
-        if path == std::path::Path::new("/") {
-            return Err(invalid("storage path `/`", "volumes cannot live in the root directory"));
-        }
-    }
-    Ok(())
-}
-
-/// Rancher's local-path-provisioner (what K3s bundles as `local-storage`), for RKE2.
-///
-/// It runs in `kube-system` like K3s' copy: its helper pods mount host paths, which the
-/// CIS profile's restricted Pod Security forbids everywhere but in the exempt system
-/// namespaces. It tolerates the control-plane taints so a servers-only cluster gets
-/// storage too. Volumes go under `<data-dir>/storage` unless told otherwise.
-pub(super) fn local_path_provisioner(layout: &mut Layout, input: &DistributionInput, p: &StorageProvisioner) {
-    let ns = HELM_CHART_NAMESPACE;
-    let path = p.path.clone().unwrap_or_else(|| input.data_dir().join("storage"));
-    let sa = "local-path-provisioner-service-account";
-    let labels = json!({"app": "local-path-provisioner", "app.kubernetes.io/managed-by": "airlock"});
-    let config = json!({
-        "nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": [path.display().to_string()]}]
-    });
-    let helper_pod = [
-        "apiVersion: v1",
-        "kind: Pod",
-        "metadata:",
-        "  name: helper-pod",
-        "spec:",
-        "  priorityClassName: system-node-critical",
-        "  tolerations:",
-        "    - key: node.kubernetes.io/disk-pressure",
-        "      operator: Exists",
-        "      effect: NoSchedule",
-        "  containers:",
-        "    - name: helper-pod",
-        &format!("      image: {}", p.helper_image),
-        "      imagePullPolicy: IfNotPresent",
-        "",
-    ]
-    .join("\n");
-    let mut storage_class = json!({
-        "apiVersion": "storage.k8s.io/v1",
-        "kind": "StorageClass",
-        "metadata": {"name": "local-path", "labels": labels},
-        "provisioner": "rancher.io/local-path",
-        "volumeBindingMode": "WaitForFirstConsumer",
-        "reclaimPolicy": "Delete",
-    });
-    if p.default_class {
-        storage_class["metadata"]["annotations"] = json!({"storageclass.kubernetes.io/is-default-class": "true"});
-    }
-    let docs: Vec<Json> = vec![
-        json!({
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": sa, "namespace": ns, "labels": labels},
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "local-path-provisioner-role", "labels": labels},
-            "rules": [
-                {"apiGroups": [""], "resources": ["nodes", "persistentvolumeclaims", "configmaps", "pods"],
-                 "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["persistentvolumes"],
-                 "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
-                {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-                {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get", "list", "watch"]},
-            ],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "local-path-provisioner-bind", "labels": labels},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "local-path-provisioner-role"},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "local-path-provisioner-role", "namespace": ns, "labels": labels},
-            "rules": [{"apiGroups": [""], "resources": ["pods"],
-                       "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "local-path-provisioner-bind", "namespace": ns, "labels": labels},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "local-path-provisioner-role"},
-            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}],
-        }),
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "local-path-provisioner", "namespace": ns, "labels": labels},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "local-path-provisioner"}},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "serviceAccountName": sa,
-                        "priorityClassName": "system-node-critical",
-                        "tolerations": [
-                            {"key": "CriticalAddonsOnly", "operator": "Exists"},
-                            {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",
-                             "effect": "NoSchedule"},
-                            {"key": "node-role.kubernetes.io/etcd", "operator": "Exists", "effect": "NoExecute"},
-                        ],
-                        "containers": [{
-                            "name": "local-path-provisioner",
-                            "image": p.image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "command": [
-                                "local-path-provisioner", "start",
-                                "--config", "/etc/config/config.json",
-                                "--service-account-name", sa,
-                                "--provisioner-name", "rancher.io/local-path",
-                                "--helper-image", p.helper_image,
-                                "--configmap-name", "local-path-config",
-                            ],
-                            "env": [{"name": "POD_NAMESPACE",
-                                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
-                            "volumeMounts": [{"name": "config-volume", "mountPath": "/etc/config/"}],
-                        }],
-                        "volumes": [{"name": "config-volume", "configMap": {"name": "local-path-config"}}],
-                    },
-                },
-            },
-        }),
-        storage_class,
-        json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "local-path-config", "namespace": ns, "labels": labels},
-            "data": {
-                "config.json": serde_json::to_string_pretty(&config).expect("serializes"),
-                "setup": "#!/bin/sh\nset -eu\nmkdir -m 0777 -p \"$VOL_DIR\"\n",
-                "teardown": "#!/bin/sh\nset -eu\nrm -rf \"$VOL_DIR\"\n",
-                "helperPod.yaml": helper_pod,
-            },
-        }),
-    ];
-    let mut body = format!(
-        "# Rancher local-path-provisioner for {} (which ships no storage provisioner), written by\n\
-         # airlock. Volumes live under {} on each node.\n",
-        product_name(input.kind()),
-        path.display()
-    );
-    for doc in docs {
-        body.push_str("---\n");
-        body.push_str(&serde_yaml::to_string(&doc).expect("serializes"));
-    }
-    layout.file(input.data_dir().join("server/manifests").join(PROVISIONER_FILE), 0o600, body);
 }

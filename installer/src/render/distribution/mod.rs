@@ -154,23 +154,6 @@ pub struct ChartInput {
     pub values_secret: bool,
 }
 
-/// The storage provisioner RKE2 lacks (contracts: "No storage provisioner ships with
-/// RKE2"): Rancher's local-path-provisioner, as K3s bundles it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StorageProvisioner {
-    /// Full reference of the provisioner image (in the bundle), e.g.
-    /// `docker.io/rancher/local-path-provisioner:v0.0.31`.
-    pub image: String,
-    /// Full reference of the helper image that creates and deletes volume directories
-    /// (in the bundle), e.g. `docker.io/library/busybox:1.37.0`.
-    pub helper_image: String,
-    /// Where volumes live on each node; default `<data-dir>/storage`, as K3s does.
-    pub path: Option<PathBuf>,
-    /// Make `local-path` the cluster's default StorageClass (PVCs without a class, such
-    /// as MinIO's and Keycloak's, bind to it).
-    pub default_class: bool,
-}
-
 /// One entry of the unpacked RKE2 tarball, relative to the tarball root (which is
 /// `/usr/local` on the node).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -256,8 +239,6 @@ pub struct DistributionInput {
     pub image_archive_entry: String,
     /// Charts installed on servers through `HelmChart` manifests, in this order.
     pub charts: Vec<ChartInput>,
-    /// RKE2 only: the storage provisioner to deploy.
-    pub storage_provisioner: Option<StorageProvisioner>,
     /// Proxy variables (`HTTP_PROXY`, `CONTAINERD_NO_PROXY`, ...) for the service's
     /// environment file; values may hold credentials, so they are [`Secret`]s.
     pub proxy_env: Vec<(String, Secret)>,
@@ -409,20 +390,10 @@ fn validate(input: &DistributionInput) -> Result<()> {
         Artifacts::K3s { binary, images } => {
             check_entry("K3s binary", binary)?;
             check_images(images, archive_name)?;
-            if input.storage_provisioner.is_some() {
-                return Err(invalid(
-                    "storage provisioner",
-                    "K3s ships local-path-provisioner itself (the `local-storage` component)",
-                )
-                .with_hint("keep K3s' `local-storage` enabled instead of deploying a second provisioner"));
-            }
         }
         Artifacts::Rke2 { images, .. } => check_images(images, archive_name)?,
     }
-    if let Some(p) = &input.storage_provisioner {
-        charts::check_provisioner(p)?;
-    }
-    charts::check_charts(&input.charts, input.storage_provisioner.is_some())?;
+    charts::check_charts(&input.charts)?;
     Ok(())
 }
 

@@ -111,9 +111,6 @@ pub(super) fn render(input: &DistributionInput, tarball: &[TarballEntry], shippe
     data_dirs(&mut layout, input, server && charts::any_static(&input.charts));
     layout.in_group(StepGroup::Images, |l| images(l, input, shipped_images));
     if server {
-        if let Some(p) = &input.storage_provisioner {
-            layout.in_group(StepGroup::Charts, |l| charts::local_path_provisioner(l, input, p));
-        }
         layout.in_group(StepGroup::Charts, |l| charts::helm_charts(l, input));
     }
     // RKE2's unit reads /etc/default/%N (and /etc/sysconfig/%N): the proxy variables,

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use airlock_format::error::ErrorKind;
-use serde::Deserialize as _;
 use serde_yaml::Value;
 
 use super::*;
@@ -68,7 +67,6 @@ fn k3s(role: Role) -> DistributionInput {
         artifacts: Artifacts::K3s { binary: "distribution/k3s".into(), images: vec![] },
         image_archive_entry: "images/airlock-images.tar".into(),
         charts: vec![chart("app", 100)],
-        storage_provisioner: None,
         proxy_env: vec![],
         rke2_opt_prefix: None,
     }
@@ -358,18 +356,6 @@ fn invalid_input_is_refused_with_the_reason() {
             }),
             "second file",
         ),
-        (
-            "provisioner on k3s",
-            Box::new(|i| {
-                i.storage_provisioner = Some(StorageProvisioner {
-                    image: "docker.io/rancher/local-path-provisioner:v0.0.31".into(),
-                    helper_image: "docker.io/library/busybox:1.37.0".into(),
-                    path: None,
-                    default_class: true,
-                })
-            }),
-            "ships local-path-provisioner",
-        ),
         ("chart name", Box::new(|i| i.charts[0].name = "My_App".into()), "release name"),
         ("chart twice", Box::new(|i| i.charts.push(chart("app", 10))), "unique"),
         ("chart not gzip", Box::new(|i| i.charts[0].tgz = b"PK\x03\x04".to_vec()), "gzip"),
@@ -451,60 +437,6 @@ fn rke2_input_errors() {
     });
     escape.artifacts = Artifacts::Rke2 { tarball, images: vec![] };
     assert_eq!(err(&escape).kind, ErrorKind::Unsafe);
-
-    let mut bad_image = rke2(Role::SingleServer);
-    bad_image.storage_provisioner = Some(StorageProvisioner {
-        image: "local-path-provisioner".into(),
-        helper_image: "docker.io/library/busybox:1.37.0".into(),
-        path: None,
-        default_class: false,
-    });
-    assert!(err(&bad_image).to_string().contains("full image reference"));
-
-    let mut clash = rke2(Role::SingleServer);
-    clash.storage_provisioner = Some(StorageProvisioner {
-        image: "docker.io/rancher/local-path-provisioner:v0.0.31".into(),
-        helper_image: "docker.io/library/busybox:1.37.0".into(),
-        path: Some("/data/volumes".into()),
-        default_class: false,
-    });
-    clash.charts.push(chart("local-path-provisioner", 10));
-    assert!(err(&clash).to_string().contains("unique"));
-}
-
-#[test]
-fn provisioner_only_on_rke2_servers() {
-    let p = StorageProvisioner {
-        image: "docker.io/rancher/local-path-provisioner:v0.0.31".into(),
-        helper_image: "docker.io/library/busybox:1.37.0".into(),
-        path: Some("/data/volumes".into()),
-        default_class: false,
-    };
-    let mut server = rke2(Role::SingleServer);
-    server.storage_provisioner = Some(p.clone());
-    let layout = render(&server).unwrap();
-    let text = inline(&layout, "/var/lib/rancher/rke2/server/manifests/airlock-local-path-provisioner.yaml").unwrap();
-    assert!(text.contains("/data/volumes") && text.contains("image: docker.io/rancher/local-path-provisioner:v0.0.31"));
-    assert!(!text.contains("is-default-class"));
-    let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap()["kind"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            "ServiceAccount",
-            "ClusterRole",
-            "ClusterRoleBinding",
-            "Role",
-            "RoleBinding",
-            "Deployment",
-            "StorageClass",
-            "ConfigMap"
-        ]
-    );
-    let mut agent = rke2(Role::Agent { server: "s1".into() });
-    agent.storage_provisioner = Some(p);
-    assert!(!render(&agent).unwrap().files.iter().any(|f| f.path.to_string_lossy().contains("local-path")));
 }
 
 #[test]
