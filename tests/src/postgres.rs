@@ -35,7 +35,7 @@ pub fn postgres_bin_dir() -> Option<PathBuf> {
 
 /// A command run as the `postgres` user when the test runs as root (initdb and
 /// postgres refuse to run as root), as the current user otherwise.
-fn as_db_user(program: &Path) -> Command {
+pub fn as_db_user(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);

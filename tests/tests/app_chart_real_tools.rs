@@ -25,7 +25,8 @@ use airlock_installer::render::platform::app::{
     DEFAULT_RELEASE,
 };
 use airlock_installer::site::answers::Secret;
-use airlock_tests::{helm, helm_command, is_root, require_tool, skip_or_fail, workspace_root};
+use airlock_tests::postgres::{as_db_user, postgres_bin_dir};
+use airlock_tests::{helm, helm_command, require_tool, workspace_root};
 use serde_json::{json, Value as Json};
 
 const DB_PASSWORD: &str = "Db-Password:with@specials#42";
@@ -713,37 +714,6 @@ fn the_chart_packs_with_helm_package_and_the_bundler_takes_the_directory() {
 
 // ---------------------------------------------------------------------------------
 // The backup's dump step against a real PostgreSQL
-
-/// The newest `/usr/lib/postgresql/<major>/bin` with `initdb` (Debian's layout).
-fn postgres_bin_dir() -> Option<PathBuf> {
-    let mut dirs: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let major = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").is_file().then_some((major, bin))
-        })
-        .collect();
-    dirs.sort();
-    match dirs.pop() {
-        Some((_, bin)) => Some(bin),
-        None => skip_or_fail("PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb, Debian package postgresql) are not installed"),
-    }
-}
-
-/// A command run as the `postgres` user when the test runs as root (initdb and
-/// postgres refuse to run as root), as the current user otherwise.
-fn as_db_user(program: &Path) -> std::process::Command {
-    if is_root() {
-        let mut c = std::process::Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        std::process::Command::new(program)
-    }
-}
 
 /// A throwaway PostgreSQL on 127.0.0.1 with the app's user and password, stopped
 /// (`pg_ctl stop`) when dropped.
