@@ -66,7 +66,7 @@ impl<'a> DepContext<'a> {
             self.cache = Some(Cache::open(&self.options.cache_dir)?);
         }
         if self.client.is_none() {
-            self.client = Some(Client::new(self.options.clone()));
+            self.client = Some(Client::new(self.options.client.clone()));
         }
         Ok((self.client.as_ref().expect("set above"), self.cache.as_ref().expect("set above")))
     }

@@ -91,7 +91,7 @@ pub fn spec_options(spec: &LoadedSpec, setup: &PullSetup) -> Result<PullOptions>
     let mut options = setup.options.clone();
     for (i, r) in spec.spec.registries.iter().enumerate() {
         let ca = r.ca.as_deref().map(|c| spec.path(format!("registries[{i}].ca"), c)).transpose()?;
-        options.registries.insert(r.host.clone(), RegistryTls { ca, insecure: r.insecure });
+        options.registries.insert(r.host.clone(), RegistryTls { ca, insecure: r.insecure, ..Default::default() });
     }
     Ok(options)
 }
@@ -133,7 +133,7 @@ impl<'a> Fetcher<'a> {
             self.cache = Some(Cache::open(&self.options.cache_dir)?);
         }
         if self.client.is_none() {
-            self.client = Some(Client::new(self.options.clone()));
+            self.client = Some(Client::new(self.options.client.clone()));
         }
         self.lock.get_or_insert_with(|| Lock { version: 1, images: Vec::new(), charts: Vec::new() });
         Ok((self.client.as_ref().expect("set above"), self.cache.as_ref().expect("set above")))

@@ -60,9 +60,9 @@ pub fn resolve(
         for (i, r) in spec.spec.registries.iter().enumerate() {
             // Validated when the spec was loaded; an unusable CA path is reported there.
             let ca = r.ca.as_deref().and_then(|c| spec.path(format!("registries[{i}].ca"), c).ok());
-            options.registries.insert(r.host.clone(), RegistryTls { ca, insecure: r.insecure });
+            options.registries.insert(r.host.clone(), RegistryTls { ca, insecure: r.insecure, ..Default::default() });
         }
-        Client::new(options)
+        Client::new(options.client)
     });
 
     // Where the checksum list comes from: `checksums:` (a file, or a URL), else the

@@ -5,68 +5,49 @@
 //! from there: platform selection, the "no partial index" rule and every size and
 //! digest check are the same code as for local sources.
 //!
-//! - [`challenge`]: `WWW-Authenticate` parsing (Basic and the Bearer token flow).
-//! - [`client`]: HTTP with per-registry TLS, credentials, retries and resumable blob
-//!   downloads that hash while they stream.
+//! - [`client`], [`auth`], [`challenge`]: the OCI Distribution client, shared with
+//!   the installer (`airlock-registry`), re-exported here.
 //! - [`cache`]: the blob cache shared across builds.
 //! - [`pull`]: resolving every registry image of a spec and downloading the blobs the
 //!   selected platforms need, in parallel.
-//! - [`auth`]: credentials from docker `config.json` files and the command line.
 //! - [`charts`]: Helm charts from HTTP repositories and `oci://`.
 
-pub mod auth;
 pub mod cache;
-pub mod challenge;
 pub mod charts;
-pub mod client;
 pub mod pull;
 
 use std::path::PathBuf;
 
-pub use auth::Credentials;
+pub use airlock_registry::{auth, challenge, client, ClientOptions, Credentials, RegistryTls};
 pub use cache::Cache;
 pub use pull::{fetch_images, PullRequest, Pulled};
 
-/// How to reach one registry (from the spec's `registries:`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RegistryTls {
-    /// PEM file with the CA(s) that sign the registry's certificate, trusted in
-    /// addition to the system's.
-    pub ca: Option<PathBuf>,
-    /// Lab registries only: do not verify the certificate, and fall back to plain HTTP
-    /// when the registry does not speak TLS at all.
-    pub insecure: bool,
-}
-
-/// Everything a pull needs besides the images.
+/// Everything a pull needs besides the images: the client's options and where the
+/// blob cache lives.
 #[derive(Clone, Debug)]
 pub struct PullOptions {
     pub cache_dir: PathBuf,
-    /// Blob downloads running at once.
-    pub concurrency: usize,
-    /// Attempts after the first for one request or blob (with exponential backoff).
-    pub retries: u32,
-    /// First backoff delay; doubles with each retry.
-    pub backoff: std::time::Duration,
-    /// Bytes per second per transfer (`--limit-rate`), for thin uplinks.
-    pub limit_rate: Option<u64>,
-    pub credentials: Credentials,
-    /// Per registry host (`127.0.0.1:5000`, `ghcr.io`).
-    pub registries: std::collections::BTreeMap<String, RegistryTls>,
+    pub client: ClientOptions,
 }
 
 impl PullOptions {
-    /// Defaults: the user cache directory, 4 parallel downloads, 5 retries.
+    /// Defaults: the given cache directory, 4 parallel downloads, 5 retries.
     pub fn new(cache_dir: PathBuf) -> Self {
-        Self {
-            cache_dir,
-            concurrency: 4,
-            retries: 5,
-            backoff: std::time::Duration::from_millis(500),
-            limit_rate: None,
-            credentials: Credentials::default(),
-            registries: Default::default(),
-        }
+        Self { cache_dir, client: ClientOptions::new(concat!("airlock-bundler/", env!("CARGO_PKG_VERSION"))) }
+    }
+}
+
+// A pull's options read as the client's (`options.registries`, `options.retries`).
+impl std::ops::Deref for PullOptions {
+    type Target = ClientOptions;
+    fn deref(&self) -> &ClientOptions {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PullOptions {
+    fn deref_mut(&mut self) -> &mut ClientOptions {
+        &mut self.client
     }
 }
 

@@ -21,9 +21,8 @@ use airlock_format::report::{Event, Reporter};
 use airlock_format::Sha256Digest;
 use base64::Engine;
 
-use super::challenge::{self, Challenge};
-use super::{PullOptions, RegistryTls};
-use crate::sources::MAX_JSON_BYTES;
+use crate::challenge::{self, Challenge};
+use crate::{ClientOptions, RegistryTls, MAX_JSON_BYTES};
 
 /// The `log` target of `airlock-bundler --verbose`'s registry requests; URLs only,
 /// never the Authorization header.
@@ -56,7 +55,7 @@ struct Endpoint {
 }
 
 pub struct Client {
-    opts: PullOptions,
+    opts: ClientOptions,
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     /// `Authorization` header values by (registry, repository).
     auth: Mutex<HashMap<Repo, String>>,
@@ -71,11 +70,11 @@ pub struct Manifest {
 }
 
 impl Client {
-    pub fn new(opts: PullOptions) -> Self {
+    pub fn new(opts: ClientOptions) -> Self {
         Self { opts, endpoints: Mutex::new(HashMap::new()), auth: Mutex::new(HashMap::new()), next_transfer: 0.into() }
     }
 
-    pub fn options(&self) -> &PullOptions {
+    pub fn options(&self) -> &ClientOptions {
         &self.opts
     }
 
@@ -100,7 +99,7 @@ impl Client {
             .timeout_connect(Duration::from_secs(15))
             .timeout_read(Duration::from_secs(60))
             .redirects(5)
-            .user_agent(concat!("airlock-bundler/", env!("CARGO_PKG_VERSION")))
+            .user_agent(&self.opts.user_agent)
             .build();
         let e = Arc::new(Endpoint { agent, tls, scheme: OnceLock::new() });
         map.insert(host.to_string(), e.clone());
@@ -883,10 +882,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("ca.pem");
         std::fs::write(&f, "not a pem").unwrap();
-        let e = tls_config("r:5000", &RegistryTls { ca: Some(f.clone()), insecure: false }).unwrap_err();
+        let e = tls_config("r:5000", &RegistryTls { ca: Some(f.clone()), insecure: false, plain_http: false }).unwrap_err();
         assert!(e.subject.contains("ca.pem") && e.hint.is_some(), "{e}");
         let e =
-            tls_config("r:5000", &RegistryTls { ca: Some(d.path().join("nope.pem")), insecure: false }).unwrap_err();
+            tls_config("r:5000", &RegistryTls { ca: Some(d.path().join("nope.pem")), insecure: false, plain_http: false }).unwrap_err();
         assert!(e.subject.contains("nope.pem"), "{e}");
     }
 }
