@@ -20,7 +20,9 @@ use airlock_installer::live::{SystemClock, WaitOptions};
 use airlock_installer::ops::{self, install, upgrade};
 
 use airlock_term::{print_json, say, Output, Ui};
-use cli::args::{Cli, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, UpgradeFlags};
+use cli::args::{
+    Cli, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand, UpgradeFlags,
+};
 use cli::render;
 use cli::term::{confirm, local_hostname, TerminalPrompter};
 
@@ -95,6 +97,7 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             Ok(if report.may_proceed() { ExitStatus::Success } else { ExitStatus::Preflight })
         }
         Command::Pki { command } => pki(command, ui),
+        Command::Registry { command: RegistryCommand::Push(args) } => push(args, ui),
         Command::Ldap { command: LdapCommand::Test { answers } } => {
             let a = airlock_installer::site::answers::Answers::load(&answers)?;
             let Some(settings) = a.ldap else {
@@ -378,6 +381,58 @@ fn uninstall(
     }
     let r = ops::uninstall::apply(&host, &p)?;
     ui.show(&r, |r| render::print_uninstall_report(&inv.distribution, &inv.unit, root, r));
+    Ok(ExitStatus::Success)
+}
+
+/// `airlock registry push`: credentials and TLS from flags, environment and docker
+/// config, then the library's push; the report lists what was sent.
+fn push(a: PushArgs, ui: Ui) -> Result<ExitStatus> {
+    use airlock_installer::ops::push::{self, PushOptions};
+    use airlock_registry::{ClientOptions, Credentials, RegistryTls};
+    let keys = trust::trusted_keys(&a.pubkey, Path::new("/"))?;
+    let files = BundleFiles::locate(&a.bundle)?;
+    let (host, _) = push::parse_destination(&a.to)?;
+    let mut client = ClientOptions::new(concat!("airlock/", env!("CARGO_PKG_VERSION")));
+    client.concurrency = a.jobs.max(1);
+    client.retries = a.retries;
+    client.limit_rate = a.limit_rate;
+    client
+        .registries
+        .insert(host.clone(), RegistryTls { ca: a.ca_file.clone(), insecure: false, plain_http: a.plain_http });
+    let mut creds = Credentials::default();
+    // The environment first: `insert` wins over anything a file adds later.
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (var("AIRLOCK_REGISTRY_USERNAME"), var("AIRLOCK_REGISTRY_PASSWORD")) {
+        (Some(u), Some(p)) => creds.insert(&host, u, p),
+        (None, None) => {}
+        _ => {
+            return Err(Error::input(
+                "AIRLOCK_REGISTRY_USERNAME",
+                "is set without AIRLOCK_REGISTRY_PASSWORD, or the other way round",
+            )
+            .with_hint("set both, or neither"))
+        }
+    }
+    let files_to_read = match &a.auth_file {
+        Some(f) => vec![f.clone()],
+        None => Credentials::default_docker_configs(),
+    };
+    for f in &files_to_read {
+        creds.add_docker_config(f)?;
+    }
+    client.credentials = creds;
+    let opts = PushOptions {
+        to: a.to.clone(),
+        client,
+        chunk_size: a.chunk_size,
+        dry_run: a.dry_run,
+        state_dir: push::default_state_dir(),
+    };
+    let progress = ui.progress();
+    let report = push::run(&files, &keys, &opts, &progress);
+    progress.finish();
+    let report = report?;
+    ui.show(&report, render::print_push);
     Ok(ExitStatus::Success)
 }
 

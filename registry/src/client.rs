@@ -26,7 +26,7 @@ use crate::{ClientOptions, RegistryTls, MAX_JSON_BYTES};
 
 /// The `log` target of `airlock-bundler --verbose`'s registry requests; URLs only,
 /// never the Authorization header.
-const LOG: &str = "airlock::registry";
+pub(crate) const LOG: &str = "airlock::registry";
 
 /// Every manifest type we can bundle; registries pick what to send from this list
 /// (distribution answers 404 for an OCI manifest when Accept lacks the OCI type).
@@ -47,18 +47,18 @@ impl std::fmt::Display for Repo {
     }
 }
 
-struct Endpoint {
-    agent: ureq::Agent,
+pub(crate) struct Endpoint {
+    pub(crate) agent: ureq::Agent,
     tls: RegistryTls,
     /// `https` or (insecure registries that do not speak TLS) `http`, decided once.
     scheme: OnceLock<&'static str>,
 }
 
 pub struct Client {
-    opts: ClientOptions,
+    pub(crate) opts: ClientOptions,
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     /// `Authorization` header values by (registry, repository).
-    auth: Mutex<HashMap<Repo, String>>,
+    pub(crate) auth: Mutex<HashMap<Repo, String>>,
     next_transfer: AtomicU64,
 }
 
@@ -78,7 +78,7 @@ impl Client {
         &self.opts
     }
 
-    fn endpoint(&self, host: &str) -> Result<Arc<Endpoint>> {
+    pub(crate) fn endpoint(&self, host: &str) -> Result<Arc<Endpoint>> {
         let mut map = self.endpoints.lock().expect("endpoint lock");
         if let Some(e) = map.get(host) {
             return Ok(e.clone());
@@ -107,9 +107,12 @@ impl Client {
     }
 
     /// The base URL of a registry: Docker Hub's API lives on another host.
-    fn base(&self, registry: &str, ep: &Endpoint) -> String {
+    pub(crate) fn base(&self, registry: &str, ep: &Endpoint) -> String {
         let host = if registry == "docker.io" { "registry-1.docker.io" } else { registry };
         let scheme = *ep.scheme.get_or_init(|| {
+            if ep.tls.plain_http {
+                return "http";
+            }
             if !ep.tls.insecure {
                 return "https";
             }
@@ -122,7 +125,7 @@ impl Client {
         format!("{scheme}://{host}")
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         self.opts.backoff.saturating_mul(1 << attempt.min(8))
     }
 
@@ -167,7 +170,7 @@ impl Client {
         }
     }
 
-    fn login_hint(&self, registry: &str) -> String {
+    pub(crate) fn login_hint(&self, registry: &str) -> String {
         format!(
             "check the login for {registry}: `docker login {registry}` (or --auth-file FILE, or --creds {registry} with AIRLOCK_REGISTRY_USERNAME/AIRLOCK_REGISTRY_PASSWORD)"
         )
@@ -175,6 +178,12 @@ impl Client {
 
     /// Answers a `WWW-Authenticate` challenge and remembers the header for the repo.
     fn authenticate(&self, repo: &Repo, header: &str, what: &str) -> Result<()> {
+        self.authenticate_for(repo, header, "pull", what)
+    }
+
+    /// As [`Client::authenticate`]; `actions` (`pull`, `pull,push`) is the scope asked
+    /// for when the challenge names none.
+    pub(crate) fn authenticate_for(&self, repo: &Repo, header: &str, actions: &str, what: &str) -> Result<()> {
         let login = self.opts.credentials.get(&repo.registry);
         let value = match challenge::parse(header) {
             Some(Challenge::Basic) => {
@@ -185,14 +194,18 @@ impl Client {
                 basic(&l.username, &l.password)
             }
             Some(Challenge::Bearer { realm, service, scope }) => {
-                let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", repo.repository));
+                let scope = scope.unwrap_or_else(|| format!("repository:{}:{actions}", repo.repository));
                 let mut url = realm.clone();
                 url.push(if realm.contains('?') { '&' } else { '?' });
                 let mut q = Vec::new();
                 if let Some(s) = service {
                     q.push(format!("service={}", urlencode(&s)));
                 }
-                q.push(format!("scope={}", urlencode(&scope)));
+                // A mount asks for two repositories at once: distribution sends them
+                // space-separated, token services want one `scope` parameter each.
+                for one in scope.split_whitespace() {
+                    q.push(format!("scope={}", urlencode(one)));
+                }
                 url.push_str(&q.join("&"));
                 let token_host = realm.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("").to_string();
                 let ep = self.endpoint(&token_host)?;
@@ -742,11 +755,11 @@ fn transport_text(t: &ureq::Transport) -> String {
 }
 
 /// Certificate problems do not go away by retrying.
-fn is_certificate_error(t: &ureq::Transport) -> bool {
+pub(crate) fn is_certificate_error(t: &ureq::Transport) -> bool {
     transport_text(t).to_ascii_lowercase().contains("certificate")
 }
 
-fn transport_error(what: &str, repo: &Repo, t: &ureq::Transport) -> Error {
+pub(crate) fn transport_error(what: &str, repo: &Repo, t: &ureq::Transport) -> Error {
     let msg = transport_text(t);
     let tls = is_certificate_error(t);
     let hint = if tls {
@@ -882,10 +895,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("ca.pem");
         std::fs::write(&f, "not a pem").unwrap();
-        let e = tls_config("r:5000", &RegistryTls { ca: Some(f.clone()), insecure: false, plain_http: false }).unwrap_err();
-        assert!(e.subject.contains("ca.pem") && e.hint.is_some(), "{e}");
         let e =
-            tls_config("r:5000", &RegistryTls { ca: Some(d.path().join("nope.pem")), insecure: false, plain_http: false }).unwrap_err();
+            tls_config("r:5000", &RegistryTls { ca: Some(f.clone()), insecure: false, plain_http: false }).unwrap_err();
+        assert!(e.subject.contains("ca.pem") && e.hint.is_some(), "{e}");
+        let e = tls_config(
+            "r:5000",
+            &RegistryTls { ca: Some(d.path().join("nope.pem")), insecure: false, plain_http: false },
+        )
+        .unwrap_err();
         assert!(e.subject.contains("nope.pem"), "{e}");
     }
 }

@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod challenge;
 pub mod client;
+pub mod push;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 pub use auth::{Credentials, Login};
 pub use client::{Client, Repo};
+pub use push::{Mount, UploadStatus};
 
 /// How to reach one registry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

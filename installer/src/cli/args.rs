@@ -172,6 +172,11 @@ pub enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// The site's container registry: push a verified bundle's images into it.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// The site's LDAP/Active Directory settings (the `ldap:` answers).
     Ldap {
         #[command(subcommand)]
@@ -254,6 +259,71 @@ pub enum PkiCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum RegistryCommand {
+    /// Push every image of a bundle into a registry (Harbor, distribution, ...),
+    /// verifying the bundle while it streams. Each image goes to
+    /// REGISTRY/PREFIX/<its full reference>: docker.io/library/nginx:1.27 to
+    /// PREFIX/docker.io/library/nginx:1.27 (docs/registry.md). Blobs the registry has
+    /// are not sent again; a broken push continues where it stopped.
+    Push(PushArgs),
+}
+
+/// The flags of `registry push`.
+#[derive(Args)]
+pub struct PushArgs {
+    /// The bundle file (or any of its .partNNN files).
+    pub bundle: PathBuf,
+    /// The registry and an optional repository prefix: HOST[:PORT][/PREFIX].
+    #[arg(long, value_name = "REGISTRY[/PREFIX]")]
+    pub to: String,
+    /// Vendor public key(s) to trust (default: the site keys in /etc/airlock/keys).
+    #[arg(long)]
+    pub pubkey: Vec<PathBuf>,
+    /// PEM file with the CA that signs the registry's certificate (the site CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Talk plain HTTP to the registry (a lab registry without TLS only).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// docker config.json with the registry login (default: $DOCKER_CONFIG/config.json
+    /// or ~/.docker/config.json). AIRLOCK_REGISTRY_USERNAME and
+    /// AIRLOCK_REGISTRY_PASSWORD win over it.
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Say what the registry has and what would be sent; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Blob uploads running at once.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+    /// Attempts after the first for a request or an upload chunk.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Bytes per upload request (K, M, G suffixes); a broken upload resumes from the
+    /// last whole chunk the registry holds.
+    #[arg(long, default_value = "32M", value_parser = parse_size)]
+    pub chunk_size: u64,
+    /// Bytes per second per upload (K, M, G suffixes), for a thin link.
+    #[arg(long, value_parser = parse_size)]
+    pub limit_rate: Option<u64>,
+}
+
+/// `64M`, `1G`, `512K` or plain bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.eq_ignore_ascii_case(&'k') => (&s[..i], 1u64 << 10),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'m') => (&s[..i], 1 << 20),
+        Some((i, c)) if c.eq_ignore_ascii_case(&'g') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n * mult),
+        _ => Err(format!("`{s}` is not a size; write e.g. 32M, 512K or 1048576")),
+    }
 }
 
 #[derive(Subcommand)]

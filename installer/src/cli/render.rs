@@ -113,6 +113,47 @@ pub fn print_delta(d: &airlock_installer::bundle::verify::DeltaReport) {
     );
 }
 
+pub fn print_push(r: &airlock_installer::ops::push::PushReport) {
+    use airlock_installer::ops::push::{BlobAction, ImageState};
+    let verb = if r.dry_run { "would push" } else { "pushed" };
+    for i in &r.images {
+        let state = match i.state {
+            ImageState::Present => "present   ",
+            ImageState::Pushed => "pushed    ",
+            ImageState::WouldPush => "would push",
+        };
+        say!("{state}  {}  ->  {}", i.source, i.target);
+    }
+    if r.dry_run {
+        for b in &r.blobs {
+            let action = match b.action {
+                BlobAction::Present => "present   ",
+                BlobAction::Mounted => "would mount",
+                BlobAction::Uploaded => "would send",
+            };
+            say!("  {action}  {}  {}  {} bytes", b.repository, b.digest, b.size);
+        }
+    }
+    let resumed: u64 = r.blobs.iter().map(|b| b.resumed_from).sum();
+    say!(
+        "{} of {} images {verb} to {}; blobs: {} present, {} mounted, {} {}; {} bytes {}{}",
+        r.images.iter().filter(|i| i.state != ImageState::Present).count(),
+        r.images.len(),
+        r.registry,
+        r.count(BlobAction::Present),
+        r.count(BlobAction::Mounted),
+        r.count(BlobAction::Uploaded),
+        if r.dry_run { "to send" } else { "uploaded" },
+        r.bytes_sent,
+        if r.dry_run { "would be sent" } else { "sent" },
+        if resumed > 0 {
+            format!(" ({resumed} bytes were already there from an interrupted push)")
+        } else {
+            String::new()
+        },
+    );
+}
+
 pub fn print_inspect(r: &inspect::InspectReport) {
     say!("bundle      {} {}", r.name, r.version);
     say!("created     {}", r.created);

@@ -3,6 +3,7 @@
 //!
 //! - [`install`]: verify, stage, plan and apply an install (`airlock install`, `join`).
 //! - [`preflight`]: whether a host can take a bundle's platform.
+//! - [`push`]: a verified bundle's images into the site's registry.
 //! - [`uninstall`]: remove what an install recorded, and nothing else.
 //! - [`status`], [`support`]: day 2 — what is installed and whether it is as installed;
 //!   a redacted support bundle.
@@ -10,6 +11,7 @@
 
 pub mod install;
 pub mod preflight;
+pub mod push;
 pub mod status;
 pub mod support;
 pub mod uninstall;
