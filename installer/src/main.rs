@@ -427,10 +427,18 @@ fn push(a: PushArgs, ui: Ui) -> Result<ExitStatus> {
         chunk_size: a.chunk_size,
         dry_run: a.dry_run,
         state_dir: push::default_state_dir(),
+        stop: Some(cli::term::stop_at_chunk_boundary_on_interrupt()),
     };
     let progress = ui.progress();
     let report = push::run(&files, &keys, &opts, &progress);
     progress.finish();
+    if let (Err(e), Some(stop)) = (&report, opts.stop) {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            // As every interrupted command: exit 130.
+            eprintln!("error: {e}");
+            std::process::exit(130);
+        }
+    }
     let report = report?;
     ui.show(&report, render::print_push);
     Ok(ExitStatus::Success)

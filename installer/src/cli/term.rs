@@ -104,6 +104,33 @@ pub fn say_resume_on_interrupt(command: &str) {
     }
 }
 
+/// Set by the first Ctrl-C or SIGTERM of a `registry push`.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn stop_requested(_: nix::libc::c_int) {
+    // An atomic store is async-signal-safe.
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// From now on, the first Ctrl-C (SIGINT) or SIGTERM asks the push to stop at the next
+/// chunk boundary: the registry then holds whole chunks only, and the next run
+/// continues each upload from there (a cut inside a chunk makes registries built on
+/// distribution, Harbor among them, drop the whole upload). A second signal ends the
+/// process at once (the handler resets itself).
+pub fn stop_at_chunk_boundary_on_interrupt() -> &'static std::sync::atomic::AtomicBool {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(
+        SigHandler::Handler(stop_requested),
+        SaFlags::SA_RESETHAND | SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
+    &STOP
+}
+
 /// `word` as a shell reads it back: quoted unless it is plain.
 fn shell_word(word: &str) -> String {
     let plain = !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));

@@ -29,7 +29,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use airlock_format::error::{Error, IoContext, Result};
@@ -56,6 +56,8 @@ pub struct PushOptions {
     pub dry_run: bool,
     /// Where unfinished uploads are remembered between runs.
     pub state_dir: PathBuf,
+    /// Set (by the binary's signal handler) to stop at the next chunk boundary.
+    pub stop: Option<&'static AtomicBool>,
 }
 
 /// Where an image goes.
@@ -289,6 +291,10 @@ pub fn run(
         for _ in 0..opts.client.concurrency.max(1) {
             s.spawn(|| loop {
                 if failure.lock().expect("lock").is_some() {
+                    return;
+                }
+                if ctx.stopped() {
+                    failure.lock().expect("lock").get_or_insert_with(|| ctx.stop_error(None));
                     return;
                 }
                 let Some((digest, size, repos, what)) = work.lock().expect("lock").pop() else { return };
@@ -582,6 +588,10 @@ impl Ctx<'_> {
         self.reporter.event(Event::TransferProgress { id, bytes: offset });
         let mut failures = 0;
         while offset < size {
+            if self.stopped() {
+                self.reporter.event(Event::TransferDone { id });
+                return Err(self.stop_error(Some((what, offset, size))));
+            }
             let len = (size - offset).min(self.opts.chunk_size.max(1));
             match self.client.upload_chunk(repo, &location, file, offset, len, what) {
                 Ok(next) => {
@@ -618,6 +628,21 @@ impl Ctx<'_> {
         done?;
         let _ = fs::remove_file(&session);
         Ok(resumed_from)
+    }
+
+    fn stopped(&self) -> bool {
+        self.opts.stop.is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
+    fn stop_error(&self, at: Option<(&str, u64, u64)>) -> Error {
+        let (subject, cause) = match at {
+            Some((what, offset, size)) => {
+                (what.to_string(), format!("the push was stopped after {offset} of {size} bytes of a blob"))
+            }
+            None => (self.opts.to.clone(), "the push was stopped".to_string()),
+        };
+        Error::input(subject, cause)
+            .with_hint("run the same command again: finished blobs are not sent again and each upload continues from the last chunk the registry holds")
     }
 
     fn open_upload(&self, repo: &Repo, opened: Option<String>, what: &str) -> Result<String> {
