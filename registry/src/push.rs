@@ -56,6 +56,7 @@ impl Client {
     /// transport errors, 429 and 5xx. `target` is a path below `/v2/<repository>/` or
     /// an absolute URL (an upload location). Other statuses come back as errors
     /// naming `what` and the registry.
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
         method: &str,

@@ -251,7 +251,7 @@ pub fn run(
 
     // Verify the whole bundle, keeping the blobs the missing images need.
     let needed: BTreeSet<String> =
-        missing.iter().flat_map(|(i, _, _)| i.blobs.iter().map(|d| airlock_format::manifest::blob_path(d))).collect();
+        missing.iter().flat_map(|(i, _, _)| i.blobs.iter().map(airlock_format::manifest::blob_path)).collect();
     let scratch = tempfile::Builder::new().prefix("airlock-push-").tempdir().map_err(|e| {
         Error::io(std::env::temp_dir(), e)
             .with_hint("the push keeps the blobs it sends in a temporary directory; point TMPDIR at one with room")
@@ -280,8 +280,7 @@ pub fn run(
     }
     let total: u64 = by_blob.values().map(|(s, _, _)| *s).sum();
     reporter.event(Event::Phase { name: "pushing blobs", total: Some(total) });
-    let work: Mutex<Vec<(Sha256Digest, u64, Vec<Repo>, String)>> =
-        Mutex::new(by_blob.into_iter().rev().map(|(d, (s, r, w))| (d, s, r, w)).collect());
+    let work: Mutex<Vec<BlobWork>> = Mutex::new(by_blob.into_iter().rev().map(|(d, (s, r, w))| (d, s, r, w)).collect());
     let results: Mutex<Vec<BlobReport>> = Mutex::new(vec![]);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let sent = AtomicU64::new(0);
@@ -352,6 +351,10 @@ pub fn run(
 fn image_what(reference: &str, target: &Target) -> String {
     format!("image {reference} (to {target})")
 }
+
+/// One blob to put into the registry: digest, size, the repositories that need it
+/// and the first image that does (for messages).
+type BlobWork = (Sha256Digest, u64, Vec<Repo>, String);
 
 /// What one image needs in its repository.
 struct ImagePlan {
