@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use airlock_format::error::{Error, IoContext, Result};
+use airlock_format::error::{Error, ErrorKind, IoContext, Result};
 use airlock_format::manifest::{Entry, Manifest};
 use airlock_format::minisign::PublicKey;
 use airlock_format::oci::{MEDIA_TYPE_DOCKER_LIST, MEDIA_TYPE_OCI_INDEX};
@@ -42,6 +42,10 @@ use airlock_format::report::{Event, Reporter};
 use airlock_format::Sha256Digest;
 use airlock_registry::{Client, ClientOptions, Mount, Repo, UploadStatus};
 use serde::Serialize;
+
+/// Blobs this large are sent while the bundle is still being read; smaller ones
+/// (configs, manifests) once the manifests say which is which.
+const EARLY_UPLOAD_MIN: u64 = 1 << 20;
 
 /// Default bytes per upload request: a broken transfer loses at most this much.
 pub const DEFAULT_CHUNK_SIZE: u64 = 32 << 20;
@@ -249,67 +253,103 @@ pub fn run(
         return Ok(report);
     }
 
-    // Verify the whole bundle, keeping the blobs the missing images need.
-    let needed: BTreeSet<String> =
-        missing.iter().flat_map(|(i, _, _)| i.blobs.iter().map(airlock_format::manifest::blob_path)).collect();
+    // Verify the whole bundle, keeping the blobs the missing images need. Large blobs
+    // (layers) go to the upload workers as soon as their digest matched, so sending
+    // overlaps reading; which repositories need them is known from the signed
+    // manifest. Small ones (configs, manifests) wait until the manifests are read and
+    // say which is which.
+    let mut early: BTreeMap<String, BlobWork> = BTreeMap::new();
+    let mut needed = BTreeSet::new();
+    for (i, target, _) in &missing {
+        for d in i.blobs.iter().filter(|d| **d != i.digest) {
+            let path = airlock_format::manifest::blob_path(d);
+            needed.insert(path.clone());
+            let size = manifest.entry(&path).map(|e| e.size).unwrap_or(0);
+            if size >= EARLY_UPLOAD_MIN {
+                let w = early.entry(path).or_insert_with(|| (*d, size, vec![], image_what(&i.reference, target)));
+                if !w.2.contains(&target.repo) {
+                    w.2.push(target.repo.clone());
+                }
+            }
+        }
+        needed.insert(airlock_format::manifest::blob_path(&i.digest));
+    }
     let scratch = tempfile::Builder::new().prefix("airlock-push-").tempdir().map_err(|e| {
         Error::io(std::env::temp_dir(), e)
             .with_hint("the push keeps the blobs it sends in a temporary directory; point TMPDIR at one with room")
     })?;
-    let mut sink = KeepBlobs { dir: scratch.path().to_path_buf(), needed };
-    let outcome = read_bundle(files, trusted, &mut sink, reporter)?;
-    if let Some(e) = crate::bundle::staging::damaged(&outcome) {
-        return Err(e);
-    }
     let staged = |d: &Sha256Digest| scratch.path().join(airlock_format::manifest::blob_path(d));
-
-    // The plan: what each missing image needs, per repository.
-    let mut plans = Vec::new();
-    for (i, target, _) in &missing {
-        plans.push(plan_image(i, target, &staged)?);
-    }
-    // One work item per blob: the repositories that need it, in image order.
-    let mut by_blob: BTreeMap<Sha256Digest, (u64, Vec<Repo>, String)> = BTreeMap::new();
-    for p in &plans {
-        for (d, size) in &p.blobs {
-            let e = by_blob.entry(*d).or_insert_with(|| (*size, vec![], p.what.clone()));
-            if !e.1.contains(&p.target.repo) {
-                e.1.push(p.target.repo.clone());
-            }
-        }
-    }
-    let total: u64 = by_blob.values().map(|(s, _, _)| *s).sum();
-    reporter.event(Event::Phase { name: "pushing blobs", total: Some(total) });
-    let work: Mutex<Vec<BlobWork>> = Mutex::new(by_blob.into_iter().rev().map(|(d, (s, r, w))| (d, s, r, w)).collect());
+    let queue = Queue::default();
     let results: Mutex<Vec<BlobReport>> = Mutex::new(vec![]);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let sent = AtomicU64::new(0);
     let ids = AtomicU64::new(0);
+    let abort = AtomicBool::new(false);
+    let early_digests: BTreeSet<Sha256Digest> = early.values().map(|w| w.0).collect();
     let ctx = Ctx { client: &client, opts, reporter, sent: &sent, ids: &ids };
-    std::thread::scope(|s| {
+    let planned = std::thread::scope(|s| {
         for _ in 0..opts.client.concurrency.max(1) {
             s.spawn(|| loop {
-                if failure.lock().expect("lock").is_some() {
+                if failure.lock().expect("lock").is_some() || abort.load(Ordering::SeqCst) {
                     return;
                 }
                 if ctx.stopped() {
                     failure.lock().expect("lock").get_or_insert_with(|| ctx.stop_error(None));
+                    queue.close();
                     return;
                 }
-                let Some((digest, size, repos, what)) = work.lock().expect("lock").pop() else { return };
+                let Some((digest, size, repos, what)) = queue.pop() else { return };
                 match ctx.push_blob(&digest, size, &repos, &staged(&digest), &what) {
                     Ok(mut r) => results.lock().expect("lock").append(&mut r),
                     Err(e) => {
                         failure.lock().expect("lock").get_or_insert(e);
+                        queue.close();
                         return;
                     }
                 }
             });
         }
+        let result = (|| -> Result<Vec<ImagePlan>> {
+            let mut sink =
+                KeepBlobs { dir: scratch.path().to_path_buf(), needed, early, queue: &queue, failure: &failure };
+            let outcome = read_bundle(files, trusted, &mut sink, reporter)?;
+            if let Some(e) = crate::bundle::staging::damaged(&outcome) {
+                return Err(e);
+            }
+            // The plan: what each missing image needs, per repository.
+            let mut plans = Vec::new();
+            for (i, target, _) in &missing {
+                plans.push(plan_image(i, target, &staged)?);
+            }
+            // The rest, one work item per blob: the repositories that need it.
+            let mut rest: BTreeMap<Sha256Digest, BlobWork> = BTreeMap::new();
+            for p in &plans {
+                for (d, size) in p.blobs.iter().filter(|(d, _)| !early_digests.contains(d)) {
+                    let w = rest.entry(*d).or_insert_with(|| (*d, *size, vec![], p.what.clone()));
+                    if !w.2.contains(&p.target.repo) {
+                        w.2.push(p.target.repo.clone());
+                    }
+                }
+            }
+            rest.into_values().for_each(|w| queue.push(w));
+            Ok(plans)
+        })();
+        // Workers finish what is queued, then stop; after a failure, at once.
+        if result.is_err() {
+            abort.store(true, Ordering::SeqCst);
+        }
+        queue.close();
+        result
     });
-    if let Some(e) = failure.into_inner().expect("lock") {
-        return Err(e);
-    }
+    let worker_failure = failure.into_inner().expect("lock");
+    let plans = match (planned, worker_failure) {
+        // A bundle that failed to verify says so, whatever the workers did.
+        (Err(e), _) if e.kind != ErrorKind::Input => return Err(e),
+        // Otherwise an upload's failure is the cause (reading stopped because of it).
+        (_, Some(e)) => return Err(e),
+        (Err(e), None) => return Err(e),
+        (Ok(p), None) => p,
+    };
     let mut blobs = results.into_inner().expect("lock");
     blobs.sort_by(|a, b| (&a.repository, a.digest).cmp(&(&b.repository, b.digest)));
     report.blobs = blobs;
@@ -454,19 +494,23 @@ fn plan_image(
     Ok(plan)
 }
 
-/// Keeps the verified bytes of the blobs a push needs.
-struct KeepBlobs {
+/// Keeps the verified bytes of the blobs a push needs, and hands the large ones to the
+/// upload workers the moment they verified.
+struct KeepBlobs<'a> {
     dir: PathBuf,
     needed: BTreeSet<String>,
+    early: BTreeMap<String, BlobWork>,
+    queue: &'a Queue,
+    failure: &'a Mutex<Option<Error>>,
 }
 
-impl KeepBlobs {
+impl KeepBlobs<'_> {
     fn partial(&self, e: &Entry) -> PathBuf {
         self.dir.join(format!("{}.partial", e.path))
     }
 }
 
-impl EntrySink for KeepBlobs {
+impl EntrySink for KeepBlobs<'_> {
     fn manifest(&mut self, _: &Manifest, _: &PublicKey) -> Result<()> {
         let blobs = self.dir.join("oci/blobs/sha256");
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&blobs).at(&blobs)
@@ -498,7 +542,49 @@ impl EntrySink for KeepBlobs {
             return Ok(());
         }
         let dest = self.dir.join(&e.path);
-        fs::rename(&p, &dest).at(&dest)
+        fs::rename(&p, &dest).at(&dest)?;
+        if let Some(w) = self.early.remove(&e.path) {
+            self.queue.push(w);
+        }
+        // An upload failed: reading on would be wasted.
+        if self.failure.lock().expect("lock").is_some() {
+            return Err(Error::input(&e.path, "stopped: an upload failed"));
+        }
+        Ok(())
+    }
+}
+
+/// The upload workers' queue: blobs verified and ready, until closed.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<(std::collections::VecDeque<BlobWork>, bool)>,
+    ready: std::sync::Condvar,
+}
+
+impl Queue {
+    fn push(&self, w: BlobWork) {
+        self.state.lock().expect("lock").0.push_back(w);
+        self.ready.notify_one();
+    }
+
+    /// No more work will come.
+    fn close(&self) {
+        self.state.lock().expect("lock").1 = true;
+        self.ready.notify_all();
+    }
+
+    /// The next blob; `None` once the queue is closed and empty.
+    fn pop(&self) -> Option<BlobWork> {
+        let mut s = self.state.lock().expect("lock");
+        loop {
+            if let Some(w) = s.0.pop_front() {
+                return Some(w);
+            }
+            if s.1 {
+                return None;
+            }
+            s = self.ready.wait(s).expect("lock");
+        }
     }
 }
 
@@ -603,7 +689,6 @@ impl Ctx<'_> {
                     self.remember(&session, &location)?;
                     self.sent.fetch_add(len, Ordering::Relaxed);
                     self.reporter.event(Event::TransferProgress { id, bytes: len });
-                    self.reporter.event(Event::Progress { bytes: len });
                 }
                 Err(e) if failures < self.opts.client.retries => {
                     // Part of the chunk may have arrived: ask, then go on from there.
