@@ -360,3 +360,45 @@ impl<R: Read> Read for Paced<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: u16, body: &str) -> ureq::Response {
+        ureq::Response::new(code, "status", body).expect("a response")
+    }
+
+    #[test]
+    fn a_refused_manifest_names_the_image_the_registry_and_the_registry_s_reason() {
+        let repo = Repo { registry: "harbor.example".into(), repository: "platform/docker.io/library/nginx".into() };
+        let body = r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":"unsupported media type"}]}"#;
+        let e =
+            push_status_error("image docker.io/library/nginx:1.27", &repo, "manifests/1.27", 400, answer(400, body));
+        let text = e.to_string();
+        assert!(text.contains("docker.io/library/nginx:1.27") && text.contains("harbor.example"), "{text}");
+        assert!(text.contains("refused the manifest") && text.contains("MANIFEST_INVALID"), "{text}");
+        assert!(e.hint.as_deref().unwrap_or("").contains("media type"), "{e:?}");
+
+        let e = push_status_error("image x", &repo, "manifests/1", 415, answer(415, ""));
+        assert!(e.to_string().contains("refused the manifest"), "{e}");
+    }
+
+    #[test]
+    fn a_denied_push_says_which_permission_is_missing() {
+        let repo = Repo { registry: "harbor.example".into(), repository: "platform/a".into() };
+        let body = r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+        let e = push_status_error("image a:1", &repo, "blobs/uploads/", 403, answer(403, body));
+        assert!(e.to_string().contains("denied the push"), "{e}");
+        assert!(e.hint.as_deref().unwrap_or("").contains("push permission"), "{e:?}");
+    }
+
+    #[test]
+    fn a_missing_blob_or_manifest_is_told_apart_from_other_failures() {
+        let repo = Repo { registry: "r:5000".into(), repository: "a".into() };
+        let e = push_status_error("image a:1", &repo, "blobs/sha256:00", 404, answer(404, ""));
+        assert!(e.cause.contains("HTTP 404"), "{e}");
+        let e = push_status_error("image a:1", &repo, "blobs/uploads/", 500, answer(500, ""));
+        assert!(!e.cause.contains("HTTP 404") && e.cause.contains("HTTP 500"), "{e}");
+    }
+}
