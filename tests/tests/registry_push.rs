@@ -3,7 +3,10 @@
 //! - every image of the demo bundle, and a two-platform index, arrive under the
 //!   documented mapping with the digests the signed bundle names (`skopeo inspect`);
 //! - a second push of the same bundle sends no blob (the access log shows no upload);
-//! - a push killed in the middle of a blob continues from the bytes the registry holds;
+//! - a push stopped in the middle of a blob continues from the chunks the registry
+//!   holds, and one killed hard completes on the next run;
+//! - a damaged bundle pushes no image, and never the damaged blob;
+//! - the login from the environment or a docker config.json;
 //! - wrong credentials and an untrusted CA fail naming the image and the registry,
 //!   with a hint, and never show the password.
 
@@ -132,7 +135,15 @@ fn two_platform_index_is_pushed_whole_through_a_bearer_token_registry() {
     let m = read_manifest(&BundleFiles::locate(&bundle).unwrap(), None).unwrap().0;
     assert_eq!(m.images[0].media_type, "application/vnd.oci.image.index.v1+json");
 
-    let out = push_command(&bundle, &reg, t.path(), &["--plain-http"]).output().unwrap();
+    // The login from a docker config.json this time.
+    let auth = t.path().join("auth.json");
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{PASSWORD}"));
+    std::fs::write(&auth, format!(r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#, reg.host())).unwrap();
+    let out = push_command(&bundle, &reg, t.path(), &["--plain-http", "--auth-file", auth.to_str().unwrap()])
+        .env_remove("AIRLOCK_REGISTRY_USERNAME")
+        .env_remove("AIRLOCK_REGISTRY_PASSWORD")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "push failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(reg.skopeo_digest("site/example.com/team/multi:2").unwrap(), m.images[0].digest.to_string());
     // Each platform's manifest is there by digest too: the index was not flattened.
@@ -231,6 +242,45 @@ fn a_push_killed_hard_mid_blob_completes_on_the_next_run() {
     let _ = push.wait();
     let report = run.push_again();
     assert_eq!(layer(&report)["action"], "uploaded", "{report}");
+}
+
+#[test]
+fn a_bundle_with_a_damaged_layer_pushes_no_image_and_never_that_layer() {
+    let Some(reg) =
+        Registry::start(RegistryOptions { login: Some((USER.into(), PASSWORD.into())), ..Default::default() })
+    else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let bundle = build_demo_bundle(t.path(), &[]);
+    let m = read_manifest(&BundleFiles::locate(&bundle).unwrap(), None).unwrap().0;
+    // The largest blob of the first image: a layer.
+    let image = &m.images[0];
+    let blob =
+        image.blobs.iter().max_by_key(|d| m.entry(&airlock_format::manifest::blob_path(d)).unwrap().size).unwrap();
+    let path = airlock_format::manifest::blob_path(blob);
+    // Re-pack the stream with one byte of that blob changed (a byte flip in the
+    // compressed file would usually break decoding instead of reaching the blob).
+    let mut raw = zstd::decode_all(std::fs::File::open(&bundle).unwrap()).unwrap();
+    let mut offset = None;
+    for e in tar::Archive::new(&raw[..]).entries().unwrap() {
+        let e = e.unwrap();
+        if e.path().unwrap().to_str() == Some(path.as_str()) {
+            offset = Some(e.raw_file_position() as usize + 10);
+        }
+    }
+    raw[offset.expect("blob entry")] ^= 1;
+    let tampered = t.path().join("tampered.airlock");
+    std::fs::write(&tampered, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
+
+    let out = push_command(&tampered, &reg, t.path(), &["--plain-http"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = failure(&out);
+    assert!(err.contains(&path) && err.contains(&image.reference), "{err}");
+    assert!(!reg.blob_data(&blob.to_string()).exists(), "the damaged blob reached the registry");
+    for i in &m.images {
+        assert!(reg.skopeo_digest(&format!("site/{}", i.reference)).is_err(), "{} was pushed", i.reference);
+    }
 }
 
 fn failure(out: &Output) -> String {
