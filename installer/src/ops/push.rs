@@ -686,6 +686,9 @@ impl Ctx<'_> {
                 Ok(next) => {
                     offset += len;
                     location = next;
+                    // Retries count per chunk: a long upload over a flaky link may need
+                    // a few along the way.
+                    failures = 0;
                     self.remember(&session, &location)?;
                     self.sent.fetch_add(len, Ordering::Relaxed);
                     self.reporter.event(Event::TransferProgress { id, bytes: len });
