@@ -675,7 +675,7 @@ impl Ctx<'_> {
         let name = format!("{} {}", repo.repository, &digest.hex()[..12]);
         self.reporter.event(Event::TransferStart { id, name: &name, total: Some(size) });
         self.reporter.event(Event::TransferProgress { id, bytes: offset });
-        let mut failures = 0;
+        let (mut failures, mut restarts) = (0, 0);
         while offset < size {
             if self.stopped() {
                 self.reporter.event(Event::TransferDone { id });
@@ -699,10 +699,17 @@ impl Ctx<'_> {
                     std::thread::sleep(self.opts.client.backoff.saturating_mul(1 << failures.min(8)));
                     match self.client.upload_status(repo, &location, what) {
                         Ok(UploadStatus::Offset(n)) if n <= size => offset = n,
-                        Ok(_) => {
+                        // The registry dropped the upload (distribution does when it holds
+                        // part of a chunk): start the blob over, a bounded number of times.
+                        Ok(_) if restarts < self.opts.client.retries => {
+                            restarts += 1;
                             location = self.open_upload(repo, None, what)?;
                             offset = 0;
                             self.remember(&session, &location)?;
+                        }
+                        Ok(_) => {
+                            self.reporter.event(Event::TransferDone { id });
+                            return Err(e);
                         }
                         // The registry cannot say either: the next attempt tells.
                         Err(_) => drop(e),
