@@ -380,11 +380,42 @@ const K3S_OWN_SCRIPTS: &[(&str, &str)] = &[
 
 /// The only tools on the chroot's `PATH` (`/stub`, linked to the host's): a host's
 /// own `kubectl` or `ctr` (containerd's, on a test machine) stays out of sight, as on
-/// a fresh node, where `install.sh` links them. Tools missing here (`ps` on a minimal
-/// host) make the scripts' calls fail as they would on such a host; `ip` and the
-/// iptables tools are left out on purpose, so the killall scripts change no network.
-const K3S_SCRIPT_TOOLS: &str =
-    "sh sed grep tee touch rm chmod chown mv ln id sha256sum cat mkdir expr basename uname ls cut readlink rmdir sort xargs awk ps umount sleep env";
+/// a fresh node, where `install.sh` links them. `ip` and the iptables tools change only
+/// the throwaway network namespace; `ps` finds no process (the chroot has no `/proc`),
+/// so the killall scripts kill nothing here.
+const K3S_SCRIPT_TOOLS: &str = "sh sed grep tee touch rm chmod chown mv ln id sha256sum cat mkdir expr basename uname \
+     ls cut readlink rmdir sort xargs awk ps umount sleep env ip iptables-save iptables-restore ip6tables-save \
+     ip6tables-restore";
+
+/// What K3s leaves in a node's network, made in the throwaway namespace before a
+/// killall script runs: flannel's and kube-proxy's devices, the CNI bridge with a
+/// pod's end on it, their iptables rules; and the host's own device and rules, which
+/// must stay. (Pairs of veth devices stand in for flannel's vxlan and kube-proxy's
+/// dummy device: deleting one end deletes both.)
+const K3S_NETWORK: &str = r#"set -e
+ip link add cni0 type bridge
+ip link add veth-pod type veth peer name eth-pod
+ip link set veth-pod master cni0
+ip link add flannel.1 type veth peer name flannel-peer
+ip link add kube-ipvs0 type veth peer name ipvs-peer
+ip link add host0 type veth peer name host1
+iptables -N KUBE-SERVICES
+iptables -A INPUT -j KUBE-SERVICES
+iptables -N CNI-FORWARD
+iptables -A FORWARD -j CNI-FORWARD
+iptables -A FORWARD -s 10.42.0.0/16 -m comment --comment "flannel forward" -j ACCEPT
+iptables -A INPUT -s 192.0.2.1/32 -j ACCEPT
+ip6tables -N KUBE-FIREWALL
+ip6tables -A INPUT -j KUBE-FIREWALL
+ip6tables -A INPUT -s 2001:db8::1/128 -j ACCEPT
+"#;
+
+/// After a killall script, the namespace's devices and rules, one per line, sorted.
+const K3S_NETWORK_STATE: &str = r#"echo '--- network'
+ip -o link show | cut -d: -f2 | sed 's/@.*//; s/^ *//'
+iptables-save | grep -e '^-' -e '^:' | sed 's/ \[.*//'
+ip6tables-save | grep -e '^-' -e '^:' | sed 's/ \[.*//'
+"#;
 
 /// Where the server's operator has a kubectl of their own, on `PATH` before install.
 const OPERATORS_KUBECTL: &str = "/usr/local/sbin/kubectl";
@@ -406,9 +437,16 @@ const PROXY: &[(&str, &str, &str)] = &[
 /// Runs `argv` chrooted into `root`, in a private mount and network namespace, with
 /// `env` and the `/stub` tools as its only `PATH`. Returns the output and the calls the
 /// `systemctl` stand-in recorded; the tree is left as the command left it.
-fn k3s_in_chroot(root: &Path, argv: &[&str], env: &[(&str, &str)]) -> Option<(std::process::Output, Vec<String>)> {
+fn k3s_in_chroot(
+    root: &Path,
+    network: &str,
+    argv: &[&str],
+    env: &[(&str, &str)],
+) -> Option<(std::process::Output, Vec<String>)> {
     let unshare = require_tool("unshare")?;
     let chroot = require_tool("chroot")?;
+    require_tool("ip")?;
+    require_tool("iptables-save")?;
     if !is_root() {
         return skip_or_fail("bind mounts and chroot for K3s' install.sh need root");
     }
@@ -436,7 +474,8 @@ fn k3s_in_chroot(root: &Path, argv: &[&str], env: &[(&str, &str)]) -> Option<(st
         })
         .collect();
     let setup = r#"set -e
-root=$1; chroot=$2; n=$3; shift 3
+root=$1; chroot=$2; network=$3; n=$4; shift 4
+sh -c "$network"
 for d in "$@"; do
     [ "$n" -gt 0 ] || break
     n=$((n - 1)); shift
@@ -453,6 +492,7 @@ exec "$chroot" "$root" /usr/bin/env -i PATH=/stub:/usr/local/sbin:/usr/local/bin
         .args(["--mount", "--net", "--propagation", "private", "sh", "-c", setup, "sh"])
         .arg(root)
         .arg(chroot)
+        .arg(network)
         .arg(TOOLS.len().to_string())
         .args(TOOLS)
         .args(env.iter().map(|(k, v)| format!("{k}={v}")))
@@ -587,6 +627,17 @@ fn compare_k3s(official: &BTreeMap<PathBuf, Entry>, airlock: &BTreeMap<PathBuf, 
     problems
 }
 
+/// The devices and rules [`K3S_NETWORK_STATE`] printed, sorted.
+fn network_state(role: &str, out: &std::process::Output) -> Vec<String> {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some((_, state)) = stdout.split_once("--- network\n") else {
+        panic!("{role}: the network setup or killall run failed:\n{}", text(out))
+    };
+    let mut lines: Vec<String> = state.lines().map(String::from).collect();
+    lines.sort();
+    lines
+}
+
 /// `systemctl` calls without the `.service` suffix, which both spellings mean.
 fn normalized_calls(calls: &[String]) -> Vec<String> {
     let mut v: Vec<String> = calls.iter().map(|c| c.replace(".service", "")).collect();
@@ -667,7 +718,7 @@ fn distribution_k3s_server_and_agent_trees_match_the_official_install_sh_but_for
         let mut env = vec![("INSTALL_K3S_SKIP_DOWNLOAD", "true"), ("INSTALL_K3S_SKIP_START", "true")];
         env.extend(join_env.iter().copied());
         env.extend(proxy_env.iter().copied());
-        let Some((out, install_calls)) = k3s_in_chroot(&official_root, &["/bin/sh", "/install.sh"], &env) else {
+        let Some((out, install_calls)) = k3s_in_chroot(&official_root, "", &["/bin/sh", "/install.sh"], &env) else {
             return;
         };
         fs::remove_file(official_root.join("install.sh")).unwrap();
@@ -697,11 +748,38 @@ fn distribution_k3s_server_and_agent_trees_match_the_official_install_sh_but_for
             "{role}: install.sh enabled nothing: {install_calls:?}"
         );
 
+        // The killall scripts, each on its own tree and in a network K3s ran in: both
+        // leave the same devices and rules (the host's own), and stop the same unit.
+        let killall = "/usr/local/bin/k3s-killall.sh";
+        let after_killall = format!("{killall} >/dev/null 2>&1; {K3S_NETWORK_STATE}");
+        let argv = ["/bin/sh", "-c", after_killall.as_str()];
+        let Some((out, official_calls)) = k3s_in_chroot(&official_root, K3S_NETWORK, &argv, &[]) else { return };
+        let official_net = network_state(role, &out);
+        let Some((out, airlock_calls)) = k3s_in_chroot(airlock_root, K3S_NETWORK, &argv, &[]) else { return };
+        let airlock_net = network_state(role, &out);
+        for (left, gone) in [("host0", "cni0"), ("-A INPUT -s 192.0.2.1/32 -j ACCEPT", ":KUBE-SERVICES -")] {
+            assert!(
+                official_net.iter().any(|l| l == left) && !official_net.iter().any(|l| l == gone),
+                "{role}: install.sh's killall left {official_net:?}"
+            );
+        }
+        if official_net != airlock_net {
+            problems.push(format!(
+                "{role}: after {killall}, install.sh's leaves {official_net:?}, airlock's {airlock_net:?}"
+            ));
+        }
+        let (official_calls, airlock_calls) = (normalized_calls(&official_calls), normalized_calls(&airlock_calls));
+        if official_calls != airlock_calls {
+            problems.push(format!(
+                "{role}: {killall} calls systemctl {official_calls:?} officially, {airlock_calls:?} in airlock's"
+            ));
+        }
+
         // The uninstall scripts, each on its own tree: both leave the same (nothing
         // but the host's directories), and stop, disable and reload the same unit.
-        let Some((out, official_calls)) = k3s_in_chroot(&official_root, &[uninstall], &[]) else { return };
+        let Some((out, official_calls)) = k3s_in_chroot(&official_root, "", &[uninstall], &[]) else { return };
         assert!(out.status.success(), "{role}: install.sh's {uninstall} failed:\n{}", text(&out));
-        let Some((out, airlock_calls)) = k3s_in_chroot(airlock_root, &[uninstall], &[]) else { return };
+        let Some((out, airlock_calls)) = k3s_in_chroot(airlock_root, "", &[uninstall], &[]) else { return };
         assert!(out.status.success(), "{role}: airlock's {uninstall} failed:\n{}", text(&out));
         let (left_official, left_airlock) = (tree_of(&official_root), tree_of(airlock_root));
         if left_official != left_airlock {
