@@ -10,6 +10,7 @@
 
 pub mod install;
 pub mod preflight;
+pub mod report;
 pub mod status;
 pub mod support;
 pub mod uninstall;
