@@ -762,3 +762,116 @@ code { font-family: monospace; word-break: break-all; }
   tr { break-inside: avoid; }
 }
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::layout::{FileSource, Layout};
+    use crate::host::{CommandOutput, RecordingHost};
+    use crate::state::{Inventory, InventoryKey};
+
+    /// A node as an install leaves it: the unit, its inventory and the release record.
+    fn installed(host: &RecordingHost) {
+        let mut layout = Layout::default();
+        layout.file("/etc/systemd/system/k3s.service", 0o644, b"[Unit]\n".to_vec());
+        let key = InventoryKey::load_or_generate(host).unwrap();
+        let inv = Inventory::of(&layout, "k3s", "k3s.service", None, vec![], &key, &|_| None);
+        for f in &layout.files {
+            let FileSource::Inline(b) = &f.source else { unreachable!() };
+            host.write_file(&f.path, &mut b.as_slice(), Perms::mode(f.mode)).unwrap();
+        }
+        host.write_file(Path::new(state::INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
+        let release = br#"{"bundle":"demo","version":"1.0.0","created":"x","manifest_sha256":"ab","signer":"cd","profile":"single-node","distribution":"k3s v1.31.4+k3s1"}"#;
+        host.write_file(Path::new(state::RELEASE_PATH), &mut release.as_slice(), Perms::mode(0o644)).unwrap();
+    }
+
+    fn live_node(ready: &str) -> RecordingHost {
+        let host = RecordingHost::new(true).unwrap();
+        installed(&host);
+        host.expect_command(&["systemctl", "is-active", "k3s.service"], CommandOutput::ok("active\n"));
+        let nodes = format!(
+            r#"{{"items":[{{"metadata":{{"name":"n1"}},"status":{{"conditions":[{{"type":"Ready","status":"{ready}"}}]}}}}]}}"#
+        );
+        host.expect_command(&["/usr/local/bin/kubectl"], CommandOutput::ok(&nodes));
+        host
+    }
+
+    fn opts() -> ReportOptions {
+        ReportOptions { operator: "field-engineer".into(), now_unix: 1_800_000_000 }
+    }
+
+    fn distribution(r: &Readiness) -> &Line {
+        r.checklist.iter().find(|l| l.id == "distribution").unwrap()
+    }
+
+    #[test]
+    fn report_installation_line_is_verified_only_when_the_running_node_is_ready() {
+        let r = readiness(&live_node("True"), &opts()).unwrap();
+        let l = distribution(&r);
+        assert_eq!(l.status, Verdict::Verified, "{l:?}");
+        assert!(
+            l.evidence.iter().any(|e| e == "k3s.service is active") && l.evidence.iter().any(|e| e == "node n1: Ready")
+        );
+        assert!(l.to_verify.is_none() && r.live);
+
+        let r = readiness(&live_node("False"), &opts()).unwrap();
+        assert_eq!(distribution(&r).status, Verdict::Failed, "{:?}", distribution(&r));
+        assert!(r.next_steps.iter().any(|s| s == "node n1 is NotReady"), "{:?}", r.next_steps);
+
+        // In a target root nothing is asked: no evidence that it runs, so no tick.
+        let host = RecordingHost::new(false).unwrap();
+        installed(&host);
+        let r = readiness(&host, &opts()).unwrap();
+        let l = distribution(&r);
+        assert_eq!(l.status, Verdict::NotVerified);
+        assert!(l.evidence.iter().any(|e| e.starts_with("the cluster was not asked")), "{l:?}");
+        assert!(l.to_verify.as_deref().unwrap().contains("--root /"));
+        assert_eq!(r.checklist.len(), 10);
+        assert_eq!(r.generated, "2027-01-15T08:00:00Z");
+    }
+
+    #[test]
+    fn report_site_key_is_made_once_kept_secret_and_its_signature_breaks_on_any_change() {
+        let host = RecordingHost::new(false).unwrap();
+        installed(&host);
+        let key = site_key(&host).unwrap();
+        assert_eq!(
+            site_key(&host).unwrap().key_id_hex(),
+            key.key_id_hex(),
+            "the second report signs with the same key"
+        );
+        let meta = host.metadata(Path::new(REPORT_KEY_PATH)).unwrap().unwrap();
+        assert_eq!(meta.mode & 0o777, 0o600);
+        let public = String::from_utf8(host.read_file(Path::new(REPORT_PUBKEY_PATH)).unwrap().unwrap()).unwrap();
+
+        let r = readiness(&host, &opts()).unwrap();
+        let json = r.to_json();
+        let sig = sign(&key, &json, &r).unwrap().to_text();
+        assert!(sig.contains("airlock readiness report: demo 1.0.0, generated 2027-01-15T08:00:00Z by field-engineer"));
+        assert_eq!(verify(&public, &json, &sig, "report.json").unwrap().key_id_hex(), key.key_id_hex());
+        let mut changed = json.clone();
+        let at = changed.iter().position(|b| *b == b'v').unwrap();
+        changed[at] = b'V';
+        let e = verify(&public, &changed, &sig, "report.json").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Signature);
+        assert!(e.to_string().contains("report.json") && e.hint.is_some(), "{e}");
+    }
+
+    #[test]
+    fn report_page_escapes_what_it_shows_so_nothing_in_a_record_becomes_markup() {
+        let host = RecordingHost::new(false).unwrap();
+        installed(&host);
+        let mut r = readiness(&host, &opts()).unwrap();
+        r.overrides.push(Override {
+            check: "disk<img src=x>".into(),
+            detail: "<script>fetch('https://example.test')</script> & \"more\"".into(),
+            run: "r1".into(),
+        });
+        let html = to_html(&r);
+        assert!(!html.contains("<script") && !html.contains("<img"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;fetch(&#39;https://example.test&#39;)&lt;/script&gt; &amp; &quot;more&quot;")
+        );
+        assert!(html.contains("disk&lt;img src=x&gt;"));
+    }
+}
