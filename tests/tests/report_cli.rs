@@ -2,14 +2,18 @@
 //! checklist statuses each site state should give (fresh, with a preflight override
 //! and drift, after a failed upgrade that was rolled back, after an upgrade), the page
 //! self-contained and free of every generated secret, the JSON signed so that stock
-//! `minisign -V` verifies it and a changed byte fails `report --verify`.
+//! `minisign -V` verifies it and a changed byte fails `report --verify`; the page in
+//! real headless Chromium, started as for a closed network: it renders the checklist,
+//! makes no network request (Chromium's own net log) and prints to A4 pages.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use airlock_installer::ops::upgrade;
-use airlock_tests::{airlock_with_answers, build_demo_bundle, build_demo_variant, cargo_bin, demo_dir, require_tool};
+use airlock_tests::{
+    airlock_with_answers, build_demo_bundle, build_demo_variant, cargo_bin, demo_dir, is_root, require_tool,
+};
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -266,4 +270,119 @@ fn report_after_a_rolled_back_upgrade_and_after_an_upgrade_shows_each_with_its_b
     let (r, _) = report(&upgraded, &d.path().join("out-upgraded"));
     assert_eq!(statuses(&r), with(fresh(), &[("offline-update", "verified")]), "{r:#}");
     assert_eq!(r["release"]["version"], "1.1.0");
+}
+
+/// Runs Debian's headless Chromium on `page` with `args`, as on a closed network: its
+/// own background services off, a throwaway profile, and (as root) in a network
+/// namespace of its own. Returns stdout and the page's own network requests from
+/// Chromium's net log: the requests whose isolation key is the `file://` site of the
+/// page (Chromium's updater and the like are "not an origin").
+fn chromium(chromium: &Path, work: &Path, page: &Path, args: &[String]) -> (String, Vec<String>) {
+    let profile = tempfile::tempdir_in(work).unwrap();
+    let netlog = profile.path().join("net.json");
+    let mut c = if is_root() {
+        let mut c = Command::new("unshare");
+        c.arg("--net").arg(chromium).arg("--no-sandbox");
+        c
+    } else {
+        Command::new(chromium)
+    };
+    c.args([
+        "--headless",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg(format!("--log-net-log={}", netlog.display()))
+    .args(args)
+    .arg(format!("file://{}", page.display()))
+    .stdin(Stdio::null());
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "chromium: {}", text(&o));
+    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(&netlog).unwrap()).unwrap();
+    let start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"].as_i64().unwrap();
+    let requests = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"].as_i64() == Some(start_job))
+        .filter(|e| {
+            e["params"]["network_isolation_key"].as_str().is_some_and(|k| k.starts_with("file://"))
+                || e["params"]["initiator"].as_str().is_some_and(|i| i != "not an origin")
+        })
+        .map(|e| e["params"]["url"].as_str().unwrap_or_default().to_string())
+        .collect();
+    (String::from_utf8_lossy(&o.stdout).into_owned(), requests)
+}
+
+#[test]
+fn report_page_renders_in_headless_chromium_fetching_nothing_and_prints_to_a4_pages() {
+    let Some(browser) = require_tool("chromium") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let b = build_demo_bundle(d.path(), &[]);
+    let root = d.path().join("root");
+    install(&b, &root, &[]);
+    let out = d.path().join("out");
+    let (r, _) = report(&root, &out);
+    let page = out.join("report.html");
+
+    // The net log sees a page's own requests: a page with an outside image and style
+    // sheet shows both (so an empty list below means something).
+    let control = d.path().join("control.html");
+    std::fs::write(&control, "<!DOCTYPE html><p>x</p><img src=\"http://192.0.2.1/x.png\"><link rel=\"stylesheet\" href=\"https://fonts.example.test/a.css\">").unwrap();
+    let (_, seen) =
+        chromium(&browser, d.path(), &control, &[format!("--screenshot={}", d.path().join("control.png").display())]);
+    assert!(
+        seen.iter().any(|u| u.contains("192.0.2.1")) && seen.iter().any(|u| u.contains("fonts.example.test")),
+        "{seen:?}"
+    );
+
+    // The rendered DOM has the checklist, one row per line with its status.
+    let (dom, requests) = chromium(&browser, d.path(), &page, &["--dump-dom".into()]);
+    assert!(requests.is_empty(), "the page made network requests: {requests:?}");
+    assert!(dom.contains("<table id=\"checklist\">"), "{dom}");
+    let rows = dom.matches("<tr class=\"").count();
+    assert_eq!(rows, r["checklist"].as_array().unwrap().len(), "{dom}");
+    assert!(
+        dom.contains("<td class=\"status\">verified</td>") && dom.contains("<td class=\"status\">not verified</td>")
+    );
+
+    // A screenshot: a PNG of the window, taken without a request either.
+    let png = d.path().join("report.png");
+    let (_, requests) = chromium(
+        &browser,
+        d.path(),
+        &page,
+        &[format!("--screenshot={}", png.display()), "--window-size=1200,1600".into()],
+    );
+    assert!(requests.is_empty(), "{requests:?}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let (w, h) =
+        (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
+    assert_eq!((w, h), (1200, 1600));
+
+    // Printed: A4 from the page's own @page rule, the overview first and the checklist
+    // starting a page of its own, so never fewer than two pages.
+    let pdf = d.path().join("report.pdf");
+    let (_, requests) = chromium(
+        &browser,
+        d.path(),
+        &page,
+        &[format!("--print-to-pdf={}", pdf.display()), "--no-pdf-header-footer".into()],
+    );
+    assert!(requests.is_empty(), "{requests:?}");
+    let bytes = std::fs::read(&pdf).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let pages = text.match_indices("/Type /Page").filter(|(i, _)| !text[i + 11..].starts_with('s')).count();
+    assert!(pages >= 2, "{pages} pages");
+    // A4 is 595 x 842 points.
+    let media = text.split("/MediaBox [0 0 ").nth(1).expect("a MediaBox");
+    let size: Vec<f64> = media.split(']').next().unwrap().split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert_eq!((size[0].round(), size[1].round()), (595.0, 842.0), "not A4: {size:?}");
 }
