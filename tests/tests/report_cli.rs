@@ -116,6 +116,12 @@ fn report_of_a_fresh_install_is_signed_for_stock_minisign_self_contained_and_fre
     assert!(files.iter().any(|c| c["path"] == "/var/lib/airlock/secrets/minio-root-password" && c["mode"] == "0600"));
     assert!(r["drift"].as_array().unwrap().is_empty() && r["overrides"].as_array().unwrap().is_empty());
     assert!(r.get("last_upgrade").is_none());
+    // This node and what runs on it, with versions.
+    assert_eq!((r["node"]["name"].as_str(), r["node"]["role"].as_str()), (Some("demo-node"), Some("server")), "{r:#}");
+    let components = r["components"].as_array().unwrap();
+    assert!(components.iter().any(|c| c["name"] == "k3s" && c["version"] == "v1.31.4+k3s1"), "{components:#?}");
+    assert!(components.iter().any(|c| c["name"] == "keycloak" && c["kind"] == "chart"), "{components:#?}");
+    assert!(html.contains("demo-node") && html.contains("v1.31.4+k3s1"));
 
     // The key that signs: made on the first report, 0600, its public half beside.
     let key = root.join("var/lib/airlock/secrets/report-signing.key");

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Outcome;
 use crate::host::{Host, Perms};
-use crate::ops::status::{self, Drift, Live, StatusReport};
+use crate::ops::status::{self, Component, Drift, Live, StatusReport};
 use crate::ops::upgrade::UpgradeJournal;
 use crate::site::pki::{self, CertStatus};
 use crate::state;
@@ -104,6 +104,17 @@ pub struct CredentialFile {
     pub mode: String,
 }
 
+/// The node the report was made on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    /// `server` or `agent`.
+    pub role: String,
+    /// Live only: every node the cluster knows, with `Ready`/`NotReady`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cluster_nodes: BTreeMap<String, String>,
+}
+
 /// A preflight failure the operator accepted, from the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Override {
@@ -142,6 +153,11 @@ pub struct Readiness {
     /// Whether the running cluster was asked (only on `/`).
     pub live: bool,
     pub release: Option<Release>,
+    /// This node as the kept answers name it, with what the cluster said of it (live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+    /// The distribution and each chart, with version (and health, live).
+    pub components: Vec<Component>,
     pub checklist: Vec<Line>,
     /// Component → URL.
     pub urls: BTreeMap<String, String>,
@@ -228,7 +244,16 @@ pub fn readiness(host: &dyn Host, opts: &ReportOptions) -> Result<Readiness> {
         profile: r.profile.clone(),
         distribution: r.distribution.clone(),
     });
-    let ldap_url = kept_ldap_url(host)?;
+    let kept = kept_answers(host)?;
+    let ldap_url = kept.get("ldap").and_then(|l| l.get("url")).and_then(|u| u.as_str()).map(String::from);
+    let node = kept.get("node").and_then(|n| n.get("name")).and_then(|n| n.as_str()).map(|name| Node {
+        name: name.to_string(),
+        role: kept.get("node").and_then(|n| n.get("role")).and_then(|r| r.as_str()).unwrap_or("server").to_string(),
+        cluster_nodes: match &st.live {
+            Live::Checked { nodes, .. } => nodes.clone(),
+            Live::NotLive { .. } => BTreeMap::new(),
+        },
+    });
     let checklist = checklist(&st, &install, &certificates, upgrade.as_ref(), &overrides, ldap_url.as_deref());
     let mut next_steps: Vec<String> = st.problems.clone();
     next_steps.extend(
@@ -244,6 +269,8 @@ pub fn readiness(host: &dyn Host, opts: &ReportOptions) -> Result<Readiness> {
         root: st.root.clone(),
         live: matches!(st.live, Live::Checked { .. }),
         release,
+        node,
+        components: st.components.clone(),
         checklist,
         urls: install.urls.clone(),
         ca_certificate: install.ca.as_ref().map(|c| (c.path.clone(), c.sha256.clone())),
@@ -276,11 +303,11 @@ fn outcome_str(o: Outcome) -> &'static str {
     }
 }
 
-/// The `ldap.url` of the kept answers (not a secret; the bind password is kept apart).
-fn kept_ldap_url(host: &dyn Host) -> Result<Option<String>> {
-    let Some(bytes) = host.read_file(Path::new(state::KEPT_ANSWERS_PATH))? else { return Ok(None) };
-    let doc: serde_yaml::Value = serde_yaml::from_slice(&bytes).unwrap_or(serde_yaml::Value::Null);
-    Ok(doc.get("ldap").and_then(|l| l.get("url")).and_then(|u| u.as_str()).map(String::from))
+/// The kept answers (secrets are kept apart from them), for the node's name and role and
+/// the directory's URL; `Null` when there are none.
+fn kept_answers(host: &dyn Host) -> Result<serde_yaml::Value> {
+    let Some(bytes) = host.read_file(Path::new(state::KEPT_ANSWERS_PATH))? else { return Ok(serde_yaml::Value::Null) };
+    Ok(serde_yaml::from_slice(&bytes).unwrap_or(serde_yaml::Value::Null))
 }
 
 fn line(id: &str, item: &str, status: Verdict, evidence: Vec<String>, to_verify: Option<&str>) -> Line {
@@ -627,6 +654,31 @@ pub fn to_html(r: &Readiness) -> String {
             ("Distribution", rel.distribution.clone()),
         ] {
             h.push_str(&format!("<tr><th>{}</th><td><code>{}</code></td></tr>\n", esc(k), esc(&v)));
+        }
+        h.push_str("</table>\n");
+    }
+    if r.node.is_some() || !r.components.is_empty() {
+        h.push_str("<h2>Node and components</h2>\n<table>\n<tr><th>Name</th><th>What</th><th>Version or role</th><th>Health</th></tr>\n");
+        if let Some(n) = &r.node {
+            let health = n.cluster_nodes.get(&n.name).map(String::as_str).unwrap_or("not asked");
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>this node</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&n.name),
+                esc(&n.role),
+                esc(health)
+            ));
+            for (other, ready) in n.cluster_nodes.iter().filter(|(o, _)| **o != n.name) {
+                h.push_str(&format!("<tr><td>{}</td><td>node</td><td></td><td>{}</td></tr>\n", esc(other), esc(ready)));
+            }
+        }
+        for c in &r.components {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&c.name),
+                esc(&c.kind),
+                esc(&c.version),
+                esc(c.health.as_deref().unwrap_or("not asked"))
+            ));
         }
         h.push_str("</table>\n");
     }
