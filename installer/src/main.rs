@@ -95,7 +95,7 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             Ok(if report.may_proceed() { ExitStatus::Success } else { ExitStatus::Preflight })
         }
         Command::Pki { command } => pki(command, ui),
-        Command::Ldap { command: LdapCommand::Test { answers } } => {
+        Command::Ldap { command: LdapCommand::Test { answers, root } } => {
             let a = airlock_installer::site::answers::Answers::load(&answers)?;
             let Some(settings) = a.ldap else {
                 return Err(Error::input(answers.display().to_string(), "the answers have no `ldap` section")
@@ -105,6 +105,10 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             };
             let result = airlock_installer::site::ldap::probe(&settings);
             render::print_ldap(&result, ui.output, ExitStatus::Ldap.code());
+            let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
+            if ops::report::record_ldap_test(&host, &settings.url.to_string(), &result)? && !ui.json() {
+                say!("kept for `airlock report`: {}", render::on_site_path(&root, ops::report::LDAP_TEST_PATH));
+            }
             Ok(if result.is_ok() { ExitStatus::Success } else { ExitStatus::Ldap })
         }
         Command::Status { root } => {

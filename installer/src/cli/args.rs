@@ -284,6 +284,10 @@ pub enum LdapCommand {
         /// Answers file with an `ldap:` section (docs/answers.md).
         #[arg(long)]
         answers: PathBuf,
+        /// The site: when an install is recorded there, the result is kept for
+        /// `airlock report` (/var/lib/airlock/ldap-test.json, no secret in it).
+        #[arg(long, default_value = "/", value_parser = target_root)]
+        root: PathBuf,
     },
 }
 

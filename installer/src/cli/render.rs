@@ -644,3 +644,8 @@ pub fn print_readiness(
         None => say!("for the handover: airlock report -o report.html (the page, and the JSON signed beside it)"),
     }
 }
+
+/// A target path as the operator finds it (below `--root` when it is not `/`).
+pub fn on_site_path(root: &Path, path: &str) -> String {
+    on_site(root, Path::new(path)).display().to_string()
+}

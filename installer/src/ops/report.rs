@@ -35,6 +35,8 @@ use crate::state;
 pub const REPORT_KEY_PATH: &str = "/var/lib/airlock/secrets/report-signing.key";
 /// Its public half, for `minisign -V -p` and `airlock report --verify`.
 pub const REPORT_PUBKEY_PATH: &str = "/var/lib/airlock/report-signing.pub";
+/// The last `airlock ldap test` run on this site ([`LdapTestRecord`]).
+pub const LDAP_TEST_PATH: &str = "/var/lib/airlock/ldap-test.json";
 /// The format of [`Readiness`]; a reader refuses one it does not know.
 pub const FORMAT: u32 = 1;
 
@@ -183,6 +185,38 @@ pub struct ReportOptions {
     pub now_unix: i64,
 }
 
+/// What `airlock ldap test` keeps on a site for the report: when, against which
+/// directory, and what it found (the summary an operator sees; never the password).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LdapTestRecord {
+    /// RFC 3339, UTC.
+    pub ran: String,
+    pub url: String,
+    pub ok: bool,
+    pub summary: String,
+}
+
+/// Keeps the outcome of an `airlock ldap test` on the site, when an install is recorded
+/// there (before an install there is no site to keep it for). Returns whether it did.
+pub fn record_ldap_test(
+    host: &dyn Host,
+    url: &str,
+    result: &std::result::Result<crate::site::ldap::probe::ProbeReport, crate::site::ldap::probe::ProbeError>,
+) -> Result<bool> {
+    if state::ReleaseRecord::load(host)?.is_none() {
+        return Ok(false);
+    }
+    let (ok, summary) = match result {
+        Ok(r) => (true, r.summary()),
+        Err(e) => (false, format!("{}: {}", e.subject, e.cause)),
+    };
+    let record = LdapTestRecord { ran: state::now_rfc3339(), url: url.to_string(), ok, summary };
+    let mut json = serde_json::to_vec_pretty(&record).expect("an LDAP test record serialises");
+    json.push(b'\n');
+    host.write_file(Path::new(LDAP_TEST_PATH), &mut json.as_slice(), Perms::mode(0o644))?;
+    Ok(true)
+}
+
 /// The install report (`report.json`), as far as the readiness record uses it.
 #[derive(Deserialize, Default)]
 struct InstallReport {
@@ -245,7 +279,12 @@ pub fn readiness(host: &dyn Host, opts: &ReportOptions) -> Result<Readiness> {
         distribution: r.distribution.clone(),
     });
     let kept = kept_answers(host)?;
-    let ldap_url = kept.get("ldap").and_then(|l| l.get("url")).and_then(|u| u.as_str()).map(String::from);
+    // As `airlock ldap test` records it (`ldaps://host:port`), so the two compare.
+    let ldap_url = kept
+        .get("ldap")
+        .and_then(|l| l.get("url"))
+        .and_then(|u| u.as_str())
+        .map(|u| crate::site::ldap::LdapUrl::parse(u).map(|p| p.to_string()).unwrap_or_else(|_| u.to_string()));
     let node = kept.get("node").and_then(|n| n.get("name")).and_then(|n| n.as_str()).map(|name| Node {
         name: name.to_string(),
         role: kept.get("node").and_then(|n| n.get("role")).and_then(|r| r.as_str()).unwrap_or("server").to_string(),
@@ -254,7 +293,21 @@ pub fn readiness(host: &dyn Host, opts: &ReportOptions) -> Result<Readiness> {
             Live::NotLive { .. } => BTreeMap::new(),
         },
     });
-    let checklist = checklist(&st, &install, &certificates, upgrade.as_ref(), &overrides, ldap_url.as_deref());
+    let ldap_test: Option<LdapTestRecord> = match host.read_file(Path::new(LDAP_TEST_PATH))? {
+        Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+            Error::corrupt(LDAP_TEST_PATH, format!("is not an LDAP test record this airlock can read: {e}"))
+                .with_hint("run `airlock ldap test` again: it rewrites the record")
+        })?),
+        None => None,
+    };
+    let checklist = checklist(
+        &st,
+        &install,
+        &certificates,
+        upgrade.as_ref(),
+        &overrides,
+        (ldap_url.as_deref(), ldap_test.as_ref()),
+    );
     let mut next_steps: Vec<String> = st.problems.clone();
     next_steps.extend(
         checklist
@@ -327,7 +380,7 @@ fn checklist(
     certs: &[Certificate],
     upgrade: Option<&Upgrade>,
     overrides: &[Override],
-    ldap_url: Option<&str>,
+    (ldap_url, ldap_test): (Option<&str>, Option<&LdapTestRecord>),
 ) -> Vec<Line> {
     let on_node = "run `airlock report` on the running node (`--root /`), where the cluster is asked";
     let mut out = Vec::new();
@@ -416,17 +469,34 @@ fn checklist(
         Some("install a release with the minio component"),
     ));
 
-    // 4. LDAP: configured; Airlock keeps no record of a test yet.
-    let ev = match ldap_url {
-        Some(url) => vec![format!("the answers configure the directory {url}; no test result is recorded")],
-        None => vec!["the answers configure no directory".to_string()],
+    // 4. LDAP: the last `airlock ldap test` on this site, against the directory the
+    //    answers configure (a test of another directory is no evidence for this one).
+    let mut ev = vec![match ldap_url {
+        Some(url) => format!("the answers configure the directory {url}"),
+        None => "the answers configure no directory".to_string(),
+    }];
+    let verdict = match ldap_test {
+        Some(t) => {
+            let what = if t.ok { "passed" } else { "failed" };
+            ev.push(format!("`airlock ldap test` {what} at {} against {}:", t.ran, t.url));
+            ev.extend(t.summary.lines().map(String::from));
+            match (Some(t.url.as_str()) == ldap_url, t.ok) {
+                (true, true) => Verdict::Verified,
+                (true, false) => Verdict::Failed,
+                (false, _) => Verdict::NotVerified,
+            }
+        }
+        None => {
+            ev.push("no `airlock ldap test` is recorded on this site".to_string());
+            Verdict::NotVerified
+        }
     };
     out.push(line(
         "ldap",
         "LDAP/AD integration in Keycloak tested",
-        Verdict::NotVerified,
+        verdict,
         ev,
-        Some("run `airlock ldap test` against the directory and log in to Keycloak with a directory account"),
+        Some("run `airlock ldap test --answers <the site's answers>` on the node: its result is kept for this report"),
     ));
 
     // 5. TLS: the certificates are issued and in date; serving them is not checked here.
