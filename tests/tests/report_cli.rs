@@ -95,8 +95,15 @@ fn report_of_a_fresh_install_is_signed_for_stock_minisign_self_contained_and_fre
     let b = build_demo_bundle(d.path(), &[]);
     let root = d.path().join("root");
     install(&b, &root, &[]);
+    // The install made the site's report key: 0600, its public half beside.
+    let key = root.join("var/lib/airlock/secrets/report-signing.key");
+    let pubkey = root.join("var/lib/airlock/report-signing.pub");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let installed_pubkey = std::fs::read(&pubkey).unwrap();
     let out = d.path().join("out");
     let (r, html) = report(&root, &out);
+    assert_eq!(std::fs::read(&pubkey).unwrap(), installed_pubkey, "the report signs with the install's key");
 
     assert_eq!(statuses(&r), fresh(), "{r:#}");
     assert_eq!(r["operator"], "field-engineer");
@@ -122,12 +129,6 @@ fn report_of_a_fresh_install_is_signed_for_stock_minisign_self_contained_and_fre
     assert!(components.iter().any(|c| c["name"] == "k3s" && c["version"] == "v1.31.4+k3s1"), "{components:#?}");
     assert!(components.iter().any(|c| c["name"] == "keycloak" && c["kind"] == "chart"), "{components:#?}");
     assert!(html.contains("demo-node") && html.contains("v1.31.4+k3s1"));
-
-    // The key that signs: made on the first report, 0600, its public half beside.
-    let key = root.join("var/lib/airlock/secrets/report-signing.key");
-    let pubkey = root.join("var/lib/airlock/report-signing.pub");
-    use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
 
     // No generated secret, no secret answer, not the signing key, anywhere in the output.
     let mut secrets: Vec<String> = std::fs::read_dir(root.join("var/lib/airlock/secrets"))

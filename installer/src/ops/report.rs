@@ -13,8 +13,8 @@
 //! The record is data ([`Readiness`]); [`to_html`] renders it as one self-contained
 //! page (no external fonts, scripts or images; print CSS for A4). [`sign`] signs its
 //! JSON with the site's report key in minisign format, so stock `minisign -V` checks it;
-//! the key is made on the first report and kept on the target
-//! ([`REPORT_KEY_PATH`], 0600; the public half at [`REPORT_PUBKEY_PATH`]).
+//! the install makes the key with the site ([`key_files`]: [`REPORT_KEY_PATH`], 0600;
+//! the public half at [`REPORT_PUBKEY_PATH`]).
 //! No credential's value is read: only where each file is.
 
 use std::collections::BTreeMap;
@@ -613,14 +613,31 @@ impl Readiness {
     }
 }
 
-/// The site's report key: read, or made and kept on the target the first time.
+/// The site's report key as kept on the target, if it is there.
+fn kept_key(host: &dyn Host) -> Result<Option<SecretKey>> {
+    let Some(text) = host.read_file(Path::new(REPORT_KEY_PATH))? else { return Ok(None) };
+    SecretKey::parse(&String::from_utf8_lossy(&text), None).map(Some).map_err(|e| {
+        Error::corrupt(REPORT_KEY_PATH, format!("is not a minisign secret key: {e}")).with_hint(format!(
+            "move it away and run `airlock report -o` again: it makes a new key (and {REPORT_PUBKEY_PATH})"
+        ))
+    })
+}
+
+/// The report key's two files for the install to lay down (secret, public): the kept
+/// key, so a resumed run or an upgrade writes the same; a new one on a new site.
+pub fn key_files(host: &dyn Host) -> Result<(Vec<u8>, Vec<u8>)> {
+    let key = match kept_key(host)? {
+        Some(k) => k,
+        None => SecretKey::generate()?,
+    };
+    Ok((key.to_text(None)?.into_bytes(), key.public_key().to_text().into_bytes()))
+}
+
+/// The site's report key: the one the install made, or (on a site installed before
+/// installs made one) made and kept on the target now.
 pub fn site_key(host: &dyn Host) -> Result<SecretKey> {
-    if let Some(text) = host.read_file(Path::new(REPORT_KEY_PATH))? {
-        return SecretKey::parse(&String::from_utf8_lossy(&text), None).map_err(|e| {
-            Error::corrupt(REPORT_KEY_PATH, format!("is not a minisign secret key: {e}")).with_hint(format!(
-                "move it away and run `airlock report` again: it makes a new key (and {REPORT_PUBKEY_PATH})"
-            ))
-        });
+    if let Some(key) = kept_key(host)? {
+        return Ok(key);
     }
     let key = SecretKey::generate()?;
     host.write_file(Path::new(REPORT_KEY_PATH), &mut key.to_text(None)?.as_bytes(), Perms::secret())?;
@@ -977,6 +994,18 @@ mod tests {
         let e = verify(&public, &changed, &sig, "report.json").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Signature);
         assert!(e.to_string().contains("report.json") && e.hint.is_some(), "{e}");
+    }
+
+    #[test]
+    fn report_key_files_for_the_install_keep_the_sites_key_and_make_one_for_a_new_site() {
+        let host = RecordingHost::new(false).unwrap();
+        let (secret, public) = key_files(&host).unwrap();
+        let made = SecretKey::parse(&String::from_utf8(secret.clone()).unwrap(), None).unwrap();
+        assert_eq!(PublicKey::parse(&String::from_utf8(public).unwrap()).unwrap().key_id(), made.key_id());
+        host.write_file(Path::new(REPORT_KEY_PATH), &mut secret.as_slice(), Perms::secret()).unwrap();
+        let (again, _) = key_files(&host).unwrap();
+        assert_eq!(again, secret, "a resumed run or an upgrade writes the same key");
+        assert_eq!(site_key(&host).unwrap().key_id(), made.key_id());
     }
 
     #[test]
