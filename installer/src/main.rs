@@ -98,7 +98,7 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
         }
         Command::Pki { command } => pki(command, ui),
         Command::Registry { command: RegistryCommand::Push(args) } => push(args, ui),
-        Command::Ldap { command: LdapCommand::Test { answers } } => {
+        Command::Ldap { command: LdapCommand::Test { answers, root } } => {
             let a = airlock_installer::site::answers::Answers::load(&answers)?;
             let Some(settings) = a.ldap else {
                 return Err(Error::input(answers.display().to_string(), "the answers have no `ldap` section")
@@ -108,6 +108,10 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             };
             let result = airlock_installer::site::ldap::probe(&settings);
             render::print_ldap(&result, ui.output, ExitStatus::Ldap.code());
+            let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
+            if ops::report::record_ldap_test(&host, &settings.url.to_string(), &result)? && !ui.json() {
+                say!("kept for `airlock report`: {}", render::on_site_path(&root, ops::report::LDAP_TEST_PATH));
+            }
             Ok(if result.is_ok() { ExitStatus::Success } else { ExitStatus::Ldap })
         }
         Command::Status { root } => {
@@ -115,6 +119,43 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             let r = ops::status::status(&host, &ops::status::StatusOptions::now())?;
             ui.show(&r, |r| render::print_status(r, ExitStatus::NeedsAttention.code()));
             Ok(if r.healthy { ExitStatus::Success } else { ExitStatus::NeedsAttention })
+        }
+        Command::Report { root, output_file, verify, pubkey } => {
+            use airlock_installer::ops::report;
+            let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
+            if let Some(file) = verify {
+                let key_path = pubkey.unwrap_or_else(|| root.join(report::REPORT_PUBKEY_PATH.trim_start_matches('/')));
+                let read =
+                    |p: &Path, hint: &str| std::fs::read(p).map_err(|e| Error::io(p, e).with_hint(hint.to_string()));
+                let key =
+                    read(&key_path, "pass the site's public report key with --pubkey, or the site's root with --root")?;
+                let json = read(&file, "name the signed JSON report (report.json)")?;
+                let sig_path = PathBuf::from(format!("{}.minisig", file.display()));
+                let sig = read(&sig_path, "the signature lies next to the report, as `airlock report -o` wrote it")?;
+                let file_name = file.display().to_string();
+                let k =
+                    report::verify(&String::from_utf8_lossy(&key), &json, &String::from_utf8_lossy(&sig), &file_name)?;
+                let out = serde_json::json!({ "file": file_name, "valid": true, "key_id": k.key_id_hex() });
+                ui.show(&out, |_| say!("{file_name}: signed by the site report key {}: valid", k.key_id_hex()));
+                return Ok(ExitStatus::Success);
+            }
+            let operator = ["SUDO_USER", "USER"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+                .unwrap_or_else(|| "unknown".into());
+            let now = ops::status::StatusOptions::now().now_unix;
+            let r = report::readiness(&host, &report::ReportOptions { operator, now_unix: now })?;
+            let written = match &output_file {
+                Some(out) => {
+                    let key = report::site_key(&host)?;
+                    let json = r.to_json();
+                    let sig = report::sign(&key, &json, &r)?;
+                    Some(report::write_files(out, &r, &json, &sig)?)
+                }
+                None => None,
+            };
+            ui.show(&r, |r| render::print_readiness(r, written.as_ref(), &root));
+            Ok(ExitStatus::Success)
         }
         Command::SupportBundle { output_file, root } => {
             let host = RootedHost::new(root.clone(), root == Path::new("/"))?;

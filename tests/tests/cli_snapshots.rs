@@ -229,6 +229,9 @@ const FILTERS: &[(&str, &str)] = &[
     // Sizes of files holding a certificate made at install time: a random serial and
     // signature are a few bytes longer or shorter from run to run.
     (r"(write \S+(\.crt|-ca\.yaml|truststore\.yaml) \(\d{4}, )\d+ bytes\)", "${1}[SIZE] bytes)"),
+    // The site's public report key, made at install: its comment line names the random
+    // key id without leading zeros (as minisign writes it), so a byte more or less.
+    (r"(write \S+report-signing\.pub \(\d{4}, )\d+ bytes\)", "${1}[SIZE] bytes)"),
     // Free space of the disk the test runs on.
     (r"\d+(\.\d+)? GiB free", "[SIZE] free"),
 ];

@@ -87,3 +87,53 @@ fn ldap_test_without_an_ldap_section_is_an_input_error() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("no `ldap` section") && text(&out).contains("hint:"));
 }
+
+#[test]
+fn ldap_test_on_an_installed_site_is_kept_and_the_readiness_report_counts_it() {
+    let Some(d) = Slapd::start(Directory::OpenLdap) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let good = answers(tmp.path(), &ldap_section(&d, slapd::OPENLDAP_BIND_PW));
+    let bundle = airlock_tests::build_demo_bundle(tmp.path(), &[]);
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let o = airlock_tests::airlock_with_answers("install", &bundle, &good, &root, &["--yes"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let root_arg = root.to_str().unwrap();
+    let report = || {
+        let o = airlock(&["report", "--root", root_arg, "--output", "json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["checklist"].as_array().unwrap().iter().find(|l| l["id"] == "ldap").unwrap().clone()
+    };
+    let line = report();
+    assert_eq!(line["status"], "not-verified", "{line:#}");
+
+    // The test passes: kept on the site, and the report's LDAP line is verified by it.
+    let out = airlock(&["ldap", "test", "--answers", good.to_str().unwrap(), "--root", root_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("kept for `airlock report`"), "{}", text(&out));
+    let kept = std::fs::read_to_string(root.join("var/lib/airlock/ldap-test.json")).unwrap();
+    assert!(!kept.contains(slapd::OPENLDAP_BIND_PW), "{kept}");
+    let line = report();
+    assert_eq!(line["status"], "verified", "{line:#}");
+    let evidence = line["evidence"].to_string();
+    assert!(evidence.contains("`airlock ldap test` passed at") && evidence.contains("3 users under"), "{evidence}");
+
+    // With a wrong password it fails, and the line says failed.
+    let tmp_bad = tempfile::tempdir().unwrap();
+    let wrong = "Wr0ng-Secret-Value";
+    let bad = answers(tmp_bad.path(), &ldap_section(&d, wrong));
+    let out = airlock(&["ldap", "test", "--answers", bad.to_str().unwrap(), "--root", root_arg]);
+    assert_eq!(out.status.code(), Some(9), "{}", text(&out));
+    let line = report();
+    assert_eq!(line["status"], "failed", "{line:#}");
+    let kept = std::fs::read_to_string(root.join("var/lib/airlock/ldap-test.json")).unwrap();
+    assert!(!kept.contains(wrong) && !line.to_string().contains(wrong), "{kept}");
+
+    // Where nothing is installed, nothing is kept.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = airlock(&["ldap", "test", "--answers", good.to_str().unwrap(), "--root", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains("kept for") && !empty.join("var").exists());
+}

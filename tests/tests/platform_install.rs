@@ -286,13 +286,19 @@ fn demo_install_renders_platform_charts_whose_objects_exist_verify_and_keep_cred
         ("journal", journal),
         ("golden tree", golden),
     ];
-    // The token, seven platform credentials and the inventory key made here, and the
-    // LDAP bind password from the answers, kept apart for upgrades: none may show
-    // anywhere.
+    // The token, seven platform credentials, the inventory key and the report signing
+    // key made here, and the LDAP bind password from the answers, kept apart for
+    // upgrades: none may show anywhere.
     let creds = generated(&root);
     let made = creds.iter().filter(|c| !c.0.starts_with("answers-")).count();
-    assert_eq!(made, 9, "the token, seven platform credentials, the inventory key: {:?}", creds.iter().map(|c| &c.0));
+    assert_eq!(
+        made,
+        10,
+        "the token, seven platform credentials, the inventory and report keys: {:?}",
+        creds.iter().map(|c| &c.0)
+    );
     assert!(creds.iter().any(|c| c.0 == "inventory-key"), "{:?}", creds.iter().map(|c| &c.0));
+    assert!(creds.iter().any(|c| c.0 == "report-signing.key"), "{:?}", creds.iter().map(|c| &c.0));
     assert!(creds.iter().any(|c| c.0 == "answers-ldap.bind_password"), "{:?}", creds.iter().map(|c| &c.0));
     for (file, value) in &creds {
         assert!(value.len() >= 12, "{file} is too short to be generated");

@@ -190,6 +190,26 @@ pub enum Command {
         #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
     },
+    /// The site's readiness report for the handover: the on-prem readiness checklist,
+    /// each line with the evidence Airlock keeps for it ("not verified" where it has
+    /// none), the platform's URLs, CA, credential files (never their values), drift and
+    /// the last upgrade; as text, JSON, or with -o a self-contained HTML page and the
+    /// JSON signed with the site's report key (docs/report.md).
+    Report {
+        /// The target root to report on (`/`: this system, with node health).
+        #[arg(long, default_value = "/", value_parser = target_root)]
+        root: PathBuf,
+        /// Write the HTML page to FILE and the signed JSON beside it (FILE.json and
+        /// FILE.json.minisig, the .html replaced).
+        #[arg(short = 'o', long = "output-file", value_name = "FILE", conflicts_with = "verify")]
+        output_file: Option<PathBuf>,
+        /// Check a signed report (FILE and FILE.minisig) instead of making one.
+        #[arg(long, value_name = "FILE")]
+        verify: Option<PathBuf>,
+        /// With --verify: the site's public report key (default: the one under --root).
+        #[arg(long, value_name = "FILE", requires = "verify")]
+        pubkey: Option<PathBuf>,
+    },
     /// Collect a support bundle (journal, state, preflight, configs, logs, cluster
     /// state) with every secret redacted; works on a broken site with what it reaches.
     SupportBundle {
@@ -334,6 +354,10 @@ pub enum LdapCommand {
         /// Answers file with an `ldap:` section (docs/answers.md).
         #[arg(long)]
         answers: PathBuf,
+        /// The site: when an install is recorded there, the result is kept for
+        /// `airlock report` (/var/lib/airlock/ldap-test.json, no secret in it).
+        #[arg(long, default_value = "/", value_parser = target_root)]
+        root: PathBuf,
     },
 }
 

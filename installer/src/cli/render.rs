@@ -640,3 +640,53 @@ pub fn print_ldap(
         },
     }
 }
+
+pub fn print_readiness(
+    r: &airlock_installer::ops::report::Readiness,
+    written: Option<&airlock_installer::ops::report::Written>,
+    root: &Path,
+) {
+    use airlock_installer::ops::report::{Verdict, REPORT_PUBKEY_PATH};
+    match &r.release {
+        Some(rel) => say!(
+            "readiness of {} {} ({}), {} by {}",
+            rel.bundle,
+            rel.version,
+            rel.distribution,
+            r.generated,
+            r.operator
+        ),
+        None => say!("readiness: no finished install here yet ({} by {})", r.generated, r.operator),
+    }
+    for l in &r.checklist {
+        let mark = match l.status {
+            Verdict::Verified => "verified    ",
+            Verdict::NotVerified => "not verified",
+            Verdict::Failed => "FAILED      ",
+        };
+        say!("  {mark}  {}", l.item);
+    }
+    if !r.next_steps.is_empty() {
+        say!("next:");
+        for s in &r.next_steps {
+            say!("  - {s}");
+        }
+    }
+    match written {
+        Some(w) => {
+            say!("page:      {}", w.html.display());
+            say!("signed:    {} ({})", w.json.display(), w.signature.display());
+            say!(
+                "check it:  minisign -V -m {} -p {}",
+                w.json.display(),
+                on_site(root, Path::new(REPORT_PUBKEY_PATH)).display()
+            );
+        }
+        None => say!("for the handover: airlock report -o report.html (the page, and the JSON signed beside it)"),
+    }
+}
+
+/// A target path as the operator finds it (below `--root` when it is not `/`).
+pub fn on_site_path(root: &Path, path: &str) -> String {
+    on_site(root, Path::new(path)).display().to_string()
+}

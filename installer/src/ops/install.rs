@@ -169,6 +169,13 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     // kept, like the token, so a resumed run records the same digests.
     let key = InventoryKey::load_or_generate(host)?;
     layout.in_group(StepGroup::Secrets, |l| l.secret_file(state::INVENTORY_KEY_PATH, key.file_content()));
+    // The key `airlock report` signs the site's readiness report with (docs/report.md):
+    // made with the site, kept like the inventory key.
+    let (report_key, report_pub) = crate::ops::report::key_files(host)?;
+    layout.in_group(StepGroup::Secrets, |l| {
+        l.secret_file(crate::ops::report::REPORT_KEY_PATH, report_key);
+        l.file(crate::ops::report::REPORT_PUBKEY_PATH, 0o644, report_pub);
+    });
     layout.extend(platform);
     let dist_layout = distribution::render(&input)?;
     let security = hardening::HostSecurity::read(host)?;

@@ -4,6 +4,7 @@
 //! - [`install`]: verify, stage, plan and apply an install (`airlock install`, `join`).
 //! - [`preflight`]: whether a host can take a bundle's platform.
 //! - [`push`]: a verified bundle's images into the site's registry.
+//! - [`report`]: the signed readiness report, each checklist line with its evidence.
 //! - [`uninstall`]: remove what an install recorded, and nothing else.
 //! - [`status`], [`support`]: day 2 — what is installed and whether it is as installed;
 //!   a redacted support bundle.
@@ -12,6 +13,7 @@
 pub mod install;
 pub mod preflight;
 pub mod push;
+pub mod report;
 pub mod status;
 pub mod support;
 pub mod uninstall;
