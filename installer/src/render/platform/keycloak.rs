@@ -45,6 +45,25 @@ const DEV_FILE_DIR: &str = "/opt/keycloak/data/h2";
 /// The environment variables the realm file's placeholders name.
 pub const ENV_LDAP_BIND_CREDENTIAL: &str = "AIRLOCK_LDAP_BIND_CREDENTIAL";
 pub const ENV_APP_CLIENT_SECRET: &str = "AIRLOCK_APP_CLIENT_SECRET";
+/// The image the chart runs (7.1.11's default, `image.repository:tag`); the realm sync
+/// Job runs the same one, so a bundle that carries Keycloak carries the Job's image.
+pub const IMAGE: &str = "quay.io/keycloak/keycloak:26.5.6";
+/// Where the realm sync Job mounts its ConfigMap (script, plan, realm parts).
+pub const REALM_SYNC_DIR: &str = "/opt/airlock/realm-sync";
+/// The Job's writable scratch directory, on an `emptyDir` at `/tmp` (the root file
+/// system is read-only; the JVM writes below `/tmp` too): kcadm's token, filled files.
+pub const REALM_SYNC_WORK: &str = "/tmp/realm-sync";
+/// The script the Job runs (with the image's `kcadm.sh`).
+pub const REALM_SYNC_SCRIPT: &str = include_str!("keycloak-realm-sync.sh");
+/// LDAP settings a release may set or leave out. Keycloak keeps a component's config
+/// keys an update does not name, so the sync sends an absent one as an empty list,
+/// which removes a value an earlier release set.
+const LDAP_OPTIONAL_KEYS: &[&str] = &["customUserSearchFilter"];
+const USER_STORAGE: &str = "org.keycloak.storage.UserStorageProvider";
+const LDAP_MAPPER: &str = "org.keycloak.storage.ldap.mappers.LDAPStorageMapper";
+/// Finished sync Jobs go after this long. A rollback re-lays the previous release's
+/// Job (same name): gone by then, it runs again.
+const REALM_SYNC_TTL_SECONDS: u32 = 300;
 /// Replicas in HA: Keycloak's distributed caches keep two owners per entry, so two
 /// pods survive the loss of one node; the chart's anti-affinity puts them apart.
 const HA_REPLICAS: u32 = 2;
@@ -174,6 +193,8 @@ pub struct Names {
     pub realm_env_secret: String,
     /// Key `password`; only with an external database.
     pub database_secret: String,
+    /// The chart's HTTP Service (`<fullname>-http`, port 80), which the sync Job calls.
+    pub http_service: String,
 }
 
 impl Names {
@@ -184,6 +205,12 @@ impl Names {
             admin_secret: format!("{release}-admin"),
             realm_env_secret: format!("{release}-realm-env"),
             database_secret: format!("{release}-database"),
+            // The chart's fullname: the release when it contains the chart's name.
+            http_service: if release.contains("keycloakx") {
+                format!("{release}-http")
+            } else {
+                format!("{release}-keycloakx-http")
+            },
         }
     }
 }
@@ -213,7 +240,7 @@ pub fn render(input: &KeycloakInput) -> Result<Rendered> {
     manifests.push(config_map(
         &input.namespace,
         &names.realm_config_map,
-        BTreeMap::from([(format!("{}-realm.json", input.realm), realm)]),
+        BTreeMap::from([(format!("{}-realm.json", input.realm), realm.clone())]),
     )?);
     let mut trust = BTreeMap::from([("site-ca.pem".to_string(), input.site_ca_pem.clone())]);
     if let Some(ca) = &input.ldap.ca_pem {
@@ -247,6 +274,8 @@ pub fn render(input: &KeycloakInput) -> Result<Rendered> {
             &[("password", db.password.expose())],
         )?);
     }
+
+    manifests.extend(realm_sync(input, &names, &realm)?);
 
     let values = values(input, &names)?;
     Ok(Rendered { values_yaml: to_yaml("Keycloak values", &values)?, manifests })
@@ -533,6 +562,178 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
         Error::input("Keycloak realm", format!("cannot be written as JSON: {e}"))
             .with_hint("this is a bug in airlock; report it with the command that failed")
     })
+}
+
+/// The realm cut into what the sync converges, as the sync ConfigMap's files:
+/// `realm.json` (the realm's own settings), one file per client and per protocol
+/// mapper, one for the LDAP component and one per LDAP mapper, the script, and
+/// `plan.tsv` naming each part (kind, name, file) in the order the script applies them.
+pub fn realm_sync_files(realm_json: &str) -> Result<BTreeMap<String, String>> {
+    let bug = |e: String| {
+        Error::input("Keycloak realm sync", e).with_hint("this is a bug in airlock; report it with the command that failed")
+    };
+    let realm: Value = serde_json::from_str(realm_json).map_err(|e| bug(format!("the realm is not JSON: {e}")))?;
+    let name = realm["realm"].as_str().ok_or_else(|| bug("the realm has no name".into()))?;
+    let text = |v: &Value| serde_json::to_string_pretty(v).map_err(|e| bug(e.to_string()));
+    let mut files = BTreeMap::new();
+    let mut plan = String::from("# kind\tname\tfile (docs/platform.md, realm sync)\n");
+    for env in [ENV_LDAP_BIND_CREDENTIAL, ENV_APP_CLIENT_SECRET] {
+        plan.push_str(&format!("placeholder\t{env}\t-\n"));
+    }
+    let mut settings = realm.clone();
+    if let Some(o) = settings.as_object_mut() {
+        o.remove("clients");
+        o.remove("components");
+    }
+    files.insert("realm.json".to_string(), text(&settings)?);
+    plan.push_str(&format!("realm\t{name}\trealm.json\n"));
+    for (i, client) in realm["clients"].as_array().into_iter().flatten().enumerate() {
+        let id = client["clientId"].as_str().ok_or_else(|| bug("a client has no clientId".into()))?;
+        let mut body = client.clone();
+        let mappers = body.as_object_mut().and_then(|o| o.remove("protocolMappers"));
+        let file = format!("client-{i}.json");
+        files.insert(file.clone(), text(&body)?);
+        plan.push_str(&format!("client\t{id}\t{file}\n"));
+        for (j, m) in mappers.as_ref().and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let file = format!("client-{i}-mapper-{j}.json");
+            files.insert(file.clone(), text(m)?);
+            plan.push_str(&format!("client-mapper\t{}\t{file}\n", m["name"].as_str().unwrap_or_default()));
+        }
+    }
+    for (i, ldap) in realm["components"][USER_STORAGE].as_array().into_iter().flatten().enumerate() {
+        let mut body = ldap.clone();
+        let subs = body.as_object_mut().and_then(|o| o.remove("subComponents"));
+        body["providerType"] = json!(USER_STORAGE);
+        for key in LDAP_OPTIONAL_KEYS {
+            if body["config"].get(*key).is_none() {
+                body["config"][*key] = json!([]);
+            }
+        }
+        let file = format!("ldap-{i}.json");
+        files.insert(file.clone(), text(&body)?);
+        plan.push_str(&format!("ldap\t{}\t{file}\n", ldap["name"].as_str().unwrap_or_default()));
+        let mappers = subs.as_ref().map(|s| &s[LDAP_MAPPER]);
+        for (j, m) in mappers.and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let mut m = m.clone();
+            if let Some(o) = m.as_object_mut() {
+                o.remove("subComponents");
+            }
+            m["providerType"] = json!(LDAP_MAPPER);
+            let file = format!("ldap-{i}-mapper-{j}.json");
+            files.insert(file.clone(), text(&m)?);
+            plan.push_str(&format!("ldap-mapper\t{}\t{file}\n", m["name"].as_str().unwrap_or_default()));
+        }
+    }
+    files.insert("plan.tsv".to_string(), plan);
+    files.insert("sync.sh".to_string(), REALM_SYNC_SCRIPT.to_string());
+    Ok(files)
+}
+
+/// The realm sync: a ConfigMap with the realm's parts and a Job that converges the
+/// running Keycloak's realm on them (docs/platform.md). Both are named by a digest of
+/// what the sync applies, because a Job is immutable and K3s/RKE2 do not run a
+/// finished Job of the same name again: a new realm (an upgrade, a rollback to the
+/// previous release, a changed bind password or client secret) is a new Job, and the
+/// Job always mounts the ConfigMap it was made for. The secrets enter the digest only
+/// through an HMAC keyed with the client secret (256 random bits that never leave the
+/// site), so the name tells nothing about the bind password.
+fn realm_sync(input: &KeycloakInput, names: &Names, realm_json: &str) -> Result<Vec<Manifest>> {
+    let files = realm_sync_files(realm_json)?;
+    let c = &input.credentials;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, c.app_client_secret.expose().as_bytes());
+    let mut secrets = ring::hmac::Context::with_key(&key);
+    for s in [c.ldap_bind_password.expose(), c.app_client_secret.expose(), c.admin_username.as_str()] {
+        secrets.update(&(s.len() as u64).to_be_bytes());
+        secrets.update(s.as_bytes());
+    }
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for (k, v) in &files {
+        for part in [k.as_bytes(), v.as_bytes()] {
+            digest.update(&(part.len() as u64).to_be_bytes());
+            digest.update(part);
+        }
+    }
+    digest.update(secrets.sign().as_ref());
+    let sum = hex::encode(digest.finish().as_ref());
+    let name = format!("{}-realm-sync-{}", input.release, &sum[..12]);
+    let config_map = config_map(&input.namespace, &name, files)?;
+    let url = format!("http://{}.{}.svc:80", names.http_service, input.namespace);
+    let secret_env = |env: &str, key: &str| {
+        json!({ "name": env, "valueFrom": { "secretKeyRef": { "name": names.admin_secret, "key": key } } })
+    };
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": input.namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": super::MANAGED_BY,
+                "app.kubernetes.io/component": "realm-sync",
+            },
+            "annotations": { "airlock.dev/realm-sync-sha256": sum },
+        },
+        "spec": {
+            // The script waits for Keycloak itself (up to 15 min); a crash or an
+            // evicted pod is tried again.
+            "backoffLimit": 4,
+            "activeDeadlineSeconds": 3600,
+            "ttlSecondsAfterFinished": REALM_SYNC_TTL_SECONDS,
+            "template": {
+                "metadata": { "labels": { "app.kubernetes.io/component": "realm-sync" } },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": false,
+                    "securityContext": {
+                        "runAsUser": 1000,
+                        "runAsNonRoot": true,
+                        "seccompProfile": { "type": "RuntimeDefault" },
+                    },
+                    "containers": [{
+                        "name": "realm-sync",
+                        "image": IMAGE,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["/bin/bash", format!("{REALM_SYNC_DIR}/sync.sh")],
+                        "env": [
+                            { "name": "KEYCLOAK_URL", "value": url },
+                            secret_env("KEYCLOAK_ADMIN_USER", "username"),
+                            // kcadm.sh reads the password from here: never an argument.
+                            secret_env("KC_CLI_PASSWORD", "password"),
+                            { "name": "AIRLOCK_REALM_SYNC_DIR", "value": REALM_SYNC_DIR },
+                            { "name": "AIRLOCK_REALM_SYNC_WORK", "value": REALM_SYNC_WORK },
+                            { "name": "TMPDIR", "value": REALM_SYNC_WORK },
+                        ],
+                        // The realm's `${...}` placeholders, as for the import.
+                        "envFrom": [{ "secretRef": { "name": names.realm_env_secret } }],
+                        "volumeMounts": [
+                            { "name": "realm-sync", "mountPath": REALM_SYNC_DIR, "readOnly": true },
+                            { "name": "tmp", "mountPath": "/tmp" },
+                        ],
+                        "resources": {
+                            "requests": { "cpu": "50m", "memory": "128Mi" },
+                            "limits": { "memory": "512Mi" },
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": { "drop": ["ALL"] },
+                        },
+                    }],
+                    "volumes": [
+                        { "name": "realm-sync", "configMap": { "name": name } },
+                        { "name": "tmp", "emptyDir": { "medium": "Memory", "sizeLimit": "64Mi" } },
+                    ],
+                },
+            },
+        },
+    });
+    let job = Manifest {
+        kind: super::ManifestKind::Job,
+        name: name.clone(),
+        namespace: input.namespace.clone(),
+        yaml: to_yaml(&format!("Job {}/{name}", input.namespace), &job)?,
+    };
+    Ok(vec![config_map, job])
 }
 
 /// A list as the chart wants it: a YAML string (the chart runs it through `tpl`).
