@@ -22,6 +22,8 @@
 set -euo pipefail
 umask 077
 
+say() { printf 'realm sync: %s\n' "$*"; }
+
 dir=${AIRLOCK_REALM_SYNC_DIR:-/opt/airlock/realm-sync}
 work=${AIRLOCK_REALM_SYNC_WORK:-/tmp/realm-sync}
 kcadm=${AIRLOCK_KCADM:-/opt/keycloak/bin/kcadm.sh}
@@ -30,13 +32,15 @@ pause=${AIRLOCK_REALM_SYNC_PAUSE:-10}
 : "${KEYCLOAK_URL:?the Keycloak URL (KEYCLOAK_URL) is not set}"
 : "${KEYCLOAK_ADMIN_USER:?the admin user (KEYCLOAK_ADMIN_USER) is not set}"
 : "${KC_CLI_PASSWORD:?the admin password (KC_CLI_PASSWORD) is not set}"
+if [[ ! -x $kcadm ]]; then
+    say "$kcadm is missing: this Job must run the Keycloak image"
+    exit 1
+fi
 mkdir -p "$work"
 export HOME=$work
 config=$work/kcadm.config
 
 kc() { "$kcadm" "$@" --config "$config" </dev/null; }
-
-say() { printf 'realm sync: %s\n' "$*"; }
 
 # The shipped file with its placeholders filled, as a 0600 copy; prints its path.
 placeholders=()

@@ -48,6 +48,8 @@ pub const ENV_APP_CLIENT_SECRET: &str = "AIRLOCK_APP_CLIENT_SECRET";
 /// The image the chart runs (7.1.11's default, `image.repository:tag`); the realm sync
 /// Job runs the same one, so a bundle that carries Keycloak carries the Job's image.
 pub const IMAGE: &str = "quay.io/keycloak/keycloak:26.5.6";
+/// The image's Keycloak home (`kc.sh`, `kcadm.sh`).
+const KEYCLOAK_HOME: &str = "/opt/keycloak";
 /// Where the realm sync Job mounts its ConfigMap (script, plan, realm parts).
 pub const REALM_SYNC_DIR: &str = "/opt/airlock/realm-sync";
 /// The Job's writable scratch directory, on an `emptyDir` at `/tmp` (the root file
@@ -84,6 +86,11 @@ pub struct KeycloakInput {
     pub realm: String,
     /// The app's OIDC client id.
     pub app_client_id: String,
+    /// Paths on the app's host the client may redirect to (the profile's
+    /// `keycloak.redirect_paths`).
+    pub app_redirect_paths: Vec<String>,
+    /// Extra audiences of the app's access tokens (the profile's `keycloak.audiences`).
+    pub app_audiences: Vec<String>,
     /// The `kubernetes.io/tls` Secret (in `namespace`) with our certificate for
     /// `keycloak.<domain>`, which the ingress serves.
     pub ingress_tls_secret: String,
@@ -287,6 +294,10 @@ fn validate(input: &KeycloakInput) -> Result<()> {
     non_empty("keycloak: ingress domain", &input.domain)?;
     non_empty("keycloak: realm", &input.realm)?;
     non_empty("keycloak: app client id", &input.app_client_id)?;
+    if input.app_redirect_paths.is_empty() {
+        return Err(Error::input("keycloak: app redirect paths", "are empty")
+            .with_hint("list at least one path in the profile's `keycloak.redirect_paths`, e.g. `/*`"));
+    }
     non_empty("keycloak: ingress TLS secret", &input.ingress_tls_secret)?;
     pem_certificate("keycloak: site CA", &input.site_ca_pem)?;
     let l = &input.ldap;
@@ -343,6 +354,12 @@ fn validate(input: &KeycloakInput) -> Result<()> {
     ];
     if let Some(f) = &l.users_filter {
         texts.push(("LDAP users filter", f));
+    }
+    for p in &input.app_redirect_paths {
+        texts.push(("app redirect path", p));
+    }
+    for a in &input.app_audiences {
+        texts.push(("app token audience", a));
     }
     for c in &l.user_object_classes {
         texts.push(("LDAP user object class", c));
@@ -513,7 +530,7 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
         },
         "config": cfg(&ldap_config),
     });
-    let client = json!({
+    let mut client = json!({
         "clientId": input.app_client_id,
         "name": input.app_client_id,
         "enabled": true,
@@ -527,7 +544,7 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
         "serviceAccountsEnabled": false,
         "rootUrl": format!("https://{app}"),
         "baseUrl": "/",
-        "redirectUris": [format!("https://{app}/*")],
+        "redirectUris": input.app_redirect_paths.iter().map(|p| format!("https://{app}{p}")).collect::<Vec<_>>(),
         "webOrigins": [format!("https://{app}")],
         "attributes": { "post.logout.redirect.uris": format!("https://{app}/*") },
         // The app authorises by the directory's groups: put them in the tokens.
@@ -545,6 +562,21 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
             },
         }],
     });
+    // Each audience the release names, as its own mapper: an API that checks `aud`.
+    for a in &input.app_audiences {
+        client["protocolMappers"].as_array_mut().expect("a list").push(json!({
+            "name": format!("audience {a}"),
+            "protocol": "openid-connect",
+            "protocolMapper": "oidc-audience-mapper",
+            "consentRequired": false,
+            "config": {
+                "included.custom.audience": a,
+                "access.token.claim": "true",
+                "id.token.claim": "false",
+                "introspection.token.claim": "true",
+            },
+        }));
+    }
     let realm = json!({
         "realm": input.realm,
         "enabled": true,
@@ -570,7 +602,8 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
 /// `plan.tsv` naming each part (kind, name, file) in the order the script applies them.
 pub fn realm_sync_files(realm_json: &str) -> Result<BTreeMap<String, String>> {
     let bug = |e: String| {
-        Error::input("Keycloak realm sync", e).with_hint("this is a bug in airlock; report it with the command that failed")
+        Error::input("Keycloak realm sync", e)
+            .with_hint("this is a bug in airlock; report it with the command that failed")
     };
     let realm: Value = serde_json::from_str(realm_json).map_err(|e| bug(format!("the realm is not JSON: {e}")))?;
     let name = realm["realm"].as_str().ok_or_else(|| bug("the realm has no name".into()))?;
@@ -658,9 +691,7 @@ fn realm_sync(input: &KeycloakInput, names: &Names, realm_json: &str) -> Result<
     let name = format!("{}-realm-sync-{}", input.release, &sum[..12]);
     let config_map = config_map(&input.namespace, &name, files)?;
     let url = format!("http://{}.{}.svc:80", names.http_service, input.namespace);
-    let secret_env = |env: &str, key: &str| {
-        json!({ "name": env, "valueFrom": { "secretKeyRef": { "name": names.admin_secret, "key": key } } })
-    };
+    let secret_env = |env: &str, key: &str| json!({ "name": env, "valueFrom": { "secretKeyRef": { "name": names.admin_secret, "key": key } } });
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -701,7 +732,11 @@ fn realm_sync(input: &KeycloakInput, names: &Names, realm_json: &str) -> Result<
                             secret_env("KC_CLI_PASSWORD", "password"),
                             { "name": "AIRLOCK_REALM_SYNC_DIR", "value": REALM_SYNC_DIR },
                             { "name": "AIRLOCK_REALM_SYNC_WORK", "value": REALM_SYNC_WORK },
+                            { "name": "AIRLOCK_KCADM", "value": format!("{KEYCLOAK_HOME}/bin/kcadm.sh") },
                             { "name": "TMPDIR", "value": REALM_SYNC_WORK },
+                            // Each kcadm.sh call is a short-lived JVM: no optimising
+                            // compiler, the smallest collector.
+                            { "name": "KC_OPTS", "value": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC" },
                         ],
                         // The realm's `${...}` placeholders, as for the import.
                         "envFrom": [{ "secretRef": { "name": names.realm_env_secret } }],
@@ -857,6 +892,8 @@ mod tests {
             ha: false,
             realm: "airlock".into(),
             app_client_id: "app".into(),
+            app_redirect_paths: vec!["/*".into()],
+            app_audiences: Vec::new(),
             ingress_tls_secret: "keycloak-tls".into(),
             site_ca_pem: CA.into(),
             ldap: KeycloakLdap {
@@ -1096,6 +1133,84 @@ mod tests {
         let env = sub(&values_of(&r), "extraEnv");
         let paths = env.as_sequence().unwrap().iter().find(|e| e["name"].as_str() == Some("KC_TRUSTSTORE_PATHS"));
         assert_eq!(paths.unwrap()["value"].as_str(), Some(TRUSTSTORE_DIR));
+    }
+
+    fn sync_job(r: &Rendered) -> (String, serde_yaml::Value) {
+        let m = r.manifests.iter().find(|m| m.kind == super::super::ManifestKind::Job).expect("a realm sync Job");
+        (m.name.clone(), serde_yaml::from_str(&m.yaml).unwrap())
+    }
+
+    #[test]
+    fn the_realm_sync_job_is_named_by_what_it_applies_so_each_new_realm_runs_again() {
+        let (same, _) = sync_job(&render(&input()).unwrap());
+        assert_eq!(same, sync_job(&render(&input()).unwrap()).0, "the same realm, another Job");
+        assert!(same.starts_with("keycloak-realm-sync-"), "{same}");
+        let mut redirect = input();
+        redirect.app_redirect_paths.push("/silent-renew.html".into());
+        let mut audience = input();
+        audience.app_audiences.push("api".into());
+        let mut filter = input();
+        filter.ldap.users_filter = None;
+        let mut bind = input();
+        bind.credentials.ldap_bind_password = Secret::new("another-bind-pw-9d");
+        let mut names = vec![same.clone()];
+        for i in [redirect, audience, filter, bind] {
+            let (name, _) = sync_job(&render(&i).unwrap());
+            assert!(!names.contains(&name), "{name} again: a changed realm would not be applied");
+            names.push(name);
+        }
+        // The Job mounts the ConfigMap of its own name: never another release's realm.
+        let r = render(&input()).unwrap();
+        let (name, job) = sync_job(&r);
+        let spec = &job["spec"]["template"]["spec"];
+        assert_eq!(spec["volumes"][0]["configMap"]["name"].as_str(), Some(name.as_str()));
+        assert!(r.manifest(&name).is_some_and(|m| m.kind == super::super::ManifestKind::ConfigMap));
+        assert!(job["spec"]["ttlSecondsAfterFinished"].as_u64().is_some_and(|t| t > 0));
+        assert_eq!(spec["containers"][0]["image"].as_str(), Some(IMAGE));
+    }
+
+    #[test]
+    fn the_realm_sync_takes_its_secrets_from_secret_refs_and_empties_an_unset_ldap_filter() {
+        let mut i = input();
+        i.ldap.users_filter = None;
+        let r = render(&i).unwrap();
+        let (name, job) = sync_job(&r);
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        let env = c["env"].as_sequence().unwrap();
+        let pw = env.iter().find(|e| e["name"].as_str() == Some("KC_CLI_PASSWORD")).unwrap();
+        assert_eq!(pw["valueFrom"]["secretKeyRef"]["name"].as_str(), Some("keycloak-admin"));
+        assert_eq!(c["envFrom"][0]["secretRef"]["name"].as_str(), Some("keycloak-realm-env"));
+        let url = env.iter().find(|e| e["name"].as_str() == Some("KEYCLOAK_URL")).unwrap();
+        assert_eq!(url["value"].as_str(), Some("http://keycloak-keycloakx-http.keycloak.svc:80"));
+        let cm: serde_yaml::Value = serde_yaml::from_str(&r.manifest(&name).unwrap().yaml).unwrap();
+        let ldap: Value = serde_json::from_str(cm["data"]["ldap-0.json"].as_str().unwrap()).unwrap();
+        assert_eq!(ldap["config"]["customUserSearchFilter"], json!([]), "an earlier release's filter would stay");
+        assert_eq!(ldap["config"]["bindCredential"], json!(["${AIRLOCK_LDAP_BIND_CREDENTIAL}"]));
+        let plan = cm["data"]["plan.tsv"].as_str().unwrap();
+        assert!(plan.contains("realm\tairlock\trealm.json\n"), "{plan}");
+        assert!(plan.contains("client\tapp\tclient-0.json\n"), "{plan}");
+        assert!(plan.contains("ldap-mapper\tgroups\t"), "{plan}");
+        let realm: Value = serde_json::from_str(cm["data"]["realm.json"].as_str().unwrap()).unwrap();
+        assert!(realm.get("clients").is_none() && realm.get("components").is_none(), "{realm}");
+    }
+
+    #[test]
+    fn the_profile_s_redirect_paths_and_audiences_reach_the_app_client() {
+        let mut i = input();
+        i.app_redirect_paths = vec!["/callback".into(), "/silent-renew.html".into()];
+        i.app_audiences = vec!["api".into()];
+        let realm: Value = serde_json::from_str(&realm_json(&i).unwrap()).unwrap();
+        let client = &realm["clients"][0];
+        assert_eq!(
+            client["redirectUris"],
+            json!([
+                "https://app.platform.example.test/callback",
+                "https://app.platform.example.test/silent-renew.html"
+            ])
+        );
+        let aud = client["protocolMappers"].as_array().unwrap().iter().find(|m| m["name"] == "audience api").unwrap();
+        assert_eq!(aud["protocolMapper"], "oidc-audience-mapper");
+        assert_eq!(aud["config"]["included.custom.audience"], "api");
     }
 
     #[test]
