@@ -666,19 +666,13 @@ pub fn realm_sync_files(realm_json: &str) -> Result<BTreeMap<String, String>> {
 /// running Keycloak's realm on them (docs/platform.md). Both are named by a digest of
 /// what the sync applies, because a Job is immutable and K3s/RKE2 do not run a
 /// finished Job of the same name again: a new realm (an upgrade, a rollback to the
-/// previous release, a changed bind password or client secret) is a new Job, and the
-/// Job always mounts the ConfigMap it was made for. The secrets enter the digest only
-/// through an HMAC keyed with the client secret (256 random bits that never leave the
-/// site), so the name tells nothing about the bind password.
+/// previous release) is a new Job, and the Job always mounts the ConfigMap it was made
+/// for. The digest covers the files only, which hold placeholders, never secrets: a
+/// function of the secrets would differ between two installs of the same release (the
+/// generated ones are random) and, for the customer's bind password, would let whoever
+/// reads the name test guesses offline.
 fn realm_sync(input: &KeycloakInput, names: &Names, realm_json: &str) -> Result<Vec<Manifest>> {
     let files = realm_sync_files(realm_json)?;
-    let c = &input.credentials;
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, c.app_client_secret.expose().as_bytes());
-    let mut secrets = ring::hmac::Context::with_key(&key);
-    for s in [c.ldap_bind_password.expose(), c.app_client_secret.expose(), c.admin_username.as_str()] {
-        secrets.update(&(s.len() as u64).to_be_bytes());
-        secrets.update(s.as_bytes());
-    }
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     for (k, v) in &files {
         for part in [k.as_bytes(), v.as_bytes()] {
@@ -686,7 +680,6 @@ fn realm_sync(input: &KeycloakInput, names: &Names, realm_json: &str) -> Result<
             digest.update(part);
         }
     }
-    digest.update(secrets.sign().as_ref());
     let sum = hex::encode(digest.finish().as_ref());
     let name = format!("{}-realm-sync-{}", input.release, &sum[..12]);
     let config_map = config_map(&input.namespace, &name, files)?;
@@ -1151,14 +1144,18 @@ mod tests {
         audience.app_audiences.push("api".into());
         let mut filter = input();
         filter.ldap.users_filter = None;
-        let mut bind = input();
-        bind.credentials.ldap_bind_password = Secret::new("another-bind-pw-9d");
         let mut names = vec![same.clone()];
-        for i in [redirect, audience, filter, bind] {
+        for i in [redirect, audience, filter] {
             let (name, _) = sync_job(&render(&i).unwrap());
             assert!(!names.contains(&name), "{name} again: a changed realm would not be applied");
             names.push(name);
         }
+        // Generated secrets differ between installs of the same release: the name
+        // must not, or two installs (and an upgrade and a fresh install) would differ.
+        let mut other = input();
+        other.credentials.app_client_secret = Secret::new("another-client-secret-77");
+        other.credentials.admin_password = Secret::new("another-admin-pw-77");
+        assert_eq!(sync_job(&render(&other).unwrap()).0, same);
         // The Job mounts the ConfigMap of its own name: never another release's realm.
         let r = render(&input()).unwrap();
         let (name, job) = sync_job(&r);
