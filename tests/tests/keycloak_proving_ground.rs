@@ -680,6 +680,16 @@ fn realm_sync_job_matches_the_chart(g: &Ground, job: &RealmSync) {
     let sp = sp.unwrap_or_else(|| panic!("Service {svc} has no port {port}"));
     assert_eq!(sp["targetPort"].as_str(), Some("http"), "port {port} of {svc} is not Keycloak's HTTP port");
     assert!(job.ttl_seconds.is_some_and(|t| t > 0), "finished sync Jobs are never cleaned up");
+    // The Job and its ConfigMap as the API server would take them (strict schemas).
+    if let Some(kv) = airlock_tests::require_tool("kubernetes-validate") {
+        let dir = g.root.join(airlock_tests::keycloak::MANIFESTS);
+        for kind in ["job", "configmap"] {
+            let file = dir.join(format!("airlock-{ns}-{kind}-{}.yaml", job.name));
+            let out = Command::new(&kv).args(["--strict", "-k", "1.31.0"]).arg(&file).output().unwrap();
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && said.contains("passed"), "{}: {said}", file.display());
+        }
+    }
     // No secret on the command line: the Job's argv is the script, nothing else.
     for a in &job.container.argv {
         for sec in &g.secrets {

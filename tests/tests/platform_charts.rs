@@ -47,6 +47,8 @@ fn keycloak_input(ha: bool) -> KeycloakInput {
         ha,
         realm: "airlock".into(),
         app_client_id: "app".into(),
+        app_redirect_paths: vec!["/*".into()],
+        app_audiences: vec!["api".into()],
         ingress_tls_secret: "keycloak-tls".into(),
         site_ca_pem: cert("siteca"),
         ldap: KeycloakLdap {
