@@ -77,7 +77,9 @@ list() {
     existing=()
     out=$(kc get "$@" --fields id,name --format csv --noquotes)
     while IFS=, read -r id name; do
-        [[ -n $id ]] && existing[$name]=$id
+        if [[ -n $id ]]; then
+            existing[$name]=$id
+        fi
     done <<<"$out"
     return 0
 }
@@ -92,7 +94,9 @@ converge() {
     local name file updated=0 created=0 deleted=0
     list "${listing[@]}" -r "$realm"
     while IFS=$'\t' read -r name file; do
-        [[ -z $name ]] && continue
+        if [[ -z $name ]]; then
+            continue
+        fi
         if [[ -n ${existing[$name]-} ]]; then
             kc update "$path/${existing[$name]}" -r "$realm" -f "$(fill "$file")" -s "id=${existing[$name]}" "$@" >/dev/null
             unset "existing[$name]"
