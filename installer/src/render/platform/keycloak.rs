@@ -3,10 +3,15 @@
 //!
 //! - **Realm**: generated from the inputs and mounted from a ConfigMap at
 //!   [`IMPORT_DIR`], imported by `start --import-realm` (skipped by Keycloak when the
-//!   realm exists, so restarts keep what operators changed). It federates the
-//!   customer's directory read-only (a `ldap` `UserStorageProvider` component with
-//!   mappers for username, email, first/last name and groups) and holds the app's
-//!   confidential OIDC client.
+//!   realm exists). It federates the customer's directory read-only (a `ldap`
+//!   `UserStorageProvider` component with mappers for username, email, first/last
+//!   name and groups) and holds the app's confidential OIDC client, with the redirect
+//!   paths and audiences the profile's `keycloak` section names.
+//! - **Realm sync**: because the import skips an existing realm, a Job in the Keycloak
+//!   image ([`REALM_SYNC_SCRIPT`], `kcadm.sh`) converges the running realm on the
+//!   shipped one for the parts Airlock owns, keeping users made at runtime; it is
+//!   named by a digest of what it applies, so each new realm (an upgrade's, a
+//!   rollback's) runs it once (docs/platform.md).
 //! - **Secrets stay out of the realm file**: the LDAP bind credential and the client
 //!   secret are written as `${ENV}` placeholders, which Keycloak resolves from its
 //!   environment when it imports a realm file ("Using environment variables within
