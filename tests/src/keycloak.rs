@@ -236,114 +236,13 @@ impl Pod {
             .as_sequence()
             .and_then(|cs| cs.iter().find(|c| c["name"] == "keycloak"))
             .ok_or_else(|| anyhow!("the StatefulSet has no container `keycloak`"))?;
-        let list = |v: &Value| -> Vec<String> {
-            v.as_sequence()
-                .map(|s| s.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect())
-                .unwrap_or_default()
-        };
-        let mut argv = list(&c["command"]);
-        if argv.is_empty() {
-            argv.push(ENTRYPOINT.to_string());
-        }
-
-        // Environment as the kubelet builds it: envFrom first, then env in order
-        // (a later entry wins), `$(NAME)` expanded from what came before.
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        for from in c["envFrom"].as_sequence().into_iter().flatten() {
-            let (map, kind) = if from["secretRef"].is_mapping() {
-                (&objects.secrets, "secretRef")
-            } else if from["configMapRef"].is_mapping() {
-                (&objects.config_maps, "configMapRef")
-            } else {
-                bail!("envFrom entry of a kind the proving ground does not know: {from:?}");
-            };
-            let name = s(from, &[kind, "name"]);
-            let data = map.get(&(ns.clone(), name.to_string())).ok_or_else(|| {
-                anyhow!("envFrom {kind} {ns}/{name}: no such object among the manifests the installer wrote")
-            })?;
-            for (k, v) in data {
-                env.insert(format!("{}{k}", s(from, &["prefix"])), String::from_utf8(v.clone())?);
-            }
-        }
-        for e in c["env"].as_sequence().into_iter().flatten() {
-            let name = s(e, &["name"]).to_string();
-            let value = if let Some(v) = e["value"].as_str() {
-                expand(v, &env)
-            } else if e["value"].is_null() && e["valueFrom"].is_null() {
-                String::new()
-            } else if let Some(r) = e["valueFrom"]["secretKeyRef"].as_mapping().map(|_| &e["valueFrom"]["secretKeyRef"])
-            {
-                let (n, k) = (s(r, &["name"]), s(r, &["key"]));
-                let v = objects.secrets.get(&(ns.clone(), n.to_string())).and_then(|d| d.get(k)).ok_or_else(|| {
-                    anyhow!("env {name}: secretKeyRef {ns}/{n} key {k} is in no Secret the installer wrote")
-                })?;
-                String::from_utf8(v.clone())?
-            } else if let Some(r) =
-                e["valueFrom"]["configMapKeyRef"].as_mapping().map(|_| &e["valueFrom"]["configMapKeyRef"])
-            {
-                let (n, k) = (s(r, &["name"]), s(r, &["key"]));
-                let v =
-                    objects.config_maps.get(&(ns.clone(), n.to_string())).and_then(|d| d.get(k)).ok_or_else(|| {
-                        anyhow!("env {name}: configMapKeyRef {ns}/{n} key {k} is in no ConfigMap the installer wrote")
-                    })?;
-                String::from_utf8(v.clone())?
-            } else {
-                bail!("env {name}: a valueFrom the proving ground does not know: {:?}", e["valueFrom"]);
-            };
-            env.insert(name, value);
-        }
-        let args: Vec<String> = list(&c["args"]).iter().map(|a| expand(a, &env)).collect();
-        argv.extend(args);
-
-        // Mounts: each volumeMount's volume, from the pod's volumes or the claims.
-        let volumes = spec["volumes"].as_sequence().cloned().unwrap_or_default();
         let claims: Vec<String> = sts["spec"]["volumeClaimTemplates"]
             .as_sequence()
             .into_iter()
             .flatten()
             .map(|c| s(c, &["metadata", "name"]).to_string())
             .collect();
-        let mut mounts = Vec::new();
-        for m in c["volumeMounts"].as_sequence().into_iter().flatten() {
-            let vname = s(m, &["name"]);
-            let path = s(m, &["mountPath"]).to_string();
-            if !m["subPath"].is_null() {
-                bail!("volumeMount {vname} at {path} uses subPath, which the proving ground does not map");
-            }
-            let source = if let Some(v) = volumes.iter().find(|v| v["name"] == vname) {
-                let pick = |data: &BTreeMap<String, Vec<u8>>, items: &Value| -> BTreeMap<String, Vec<u8>> {
-                    match items.as_sequence() {
-                        Some(items) => items
-                            .iter()
-                            .filter_map(|i| data.get(s(i, &["key"])).map(|d| (s(i, &["path"]).to_string(), d.clone())))
-                            .collect(),
-                        None => data.clone(),
-                    }
-                };
-                if v["configMap"].is_mapping() {
-                    let n = s(v, &["configMap", "name"]);
-                    let data = objects.config_maps.get(&(ns.clone(), n.to_string())).ok_or_else(|| {
-                        anyhow!("volume {vname}: ConfigMap {ns}/{n} is not among the installer's manifests")
-                    })?;
-                    MountSource::Files(pick(data, &v["configMap"]["items"]))
-                } else if v["secret"].is_mapping() {
-                    let n = s(v, &["secret", "secretName"]);
-                    let data = objects.secrets.get(&(ns.clone(), n.to_string())).ok_or_else(|| {
-                        anyhow!("volume {vname}: Secret {ns}/{n} is not among the installer's manifests")
-                    })?;
-                    MountSource::Files(pick(data, &v["secret"]["items"]))
-                } else if v["emptyDir"].is_mapping() || v["persistentVolumeClaim"].is_mapping() {
-                    MountSource::Empty
-                } else {
-                    bail!("volume {vname}: a kind the proving ground does not map: {v:?}");
-                }
-            } else if claims.iter().any(|c| c == vname) {
-                MountSource::Empty
-            } else {
-                bail!("volumeMount {vname} at {path} names no volume and no claim");
-            };
-            mounts.push((path, source));
-        }
+        let Container { argv, env, mounts } = resolve_container(spec, c, &claims, &objects, &ns, ENTRYPOINT)?;
 
         // The ingress: its host and the TLS Secret it names.
         let ingress = rendered
@@ -357,6 +256,130 @@ impl Pod {
         let ingress_key_pem = objects.secret(&ns, secret_name, "tls.key")?;
         Ok(Pod { namespace: ns, argv, env, mounts, ingress_host, ingress_cert_pem, ingress_key_pem })
     }
+}
+
+/// A container of a pod spec as the kubelet would run it: its command (the image's
+/// `entrypoint` when it sets none) and args, its environment with
+/// `secretKeyRef`/`configMapKeyRef`/`envFrom` resolved from `objects`, and its mounts.
+/// `claims` are the StatefulSet's volume claim templates.
+pub fn resolve_container(
+    spec: &Value,
+    c: &Value,
+    claims: &[String],
+    objects: &Objects,
+    ns: &str,
+    entrypoint: &str,
+) -> Result<Container> {
+    let ns = ns.to_string();
+    let list = |v: &Value| -> Vec<String> {
+        v.as_sequence().map(|s| s.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
+    };
+    let mut argv = list(&c["command"]);
+    if argv.is_empty() {
+        argv.push(entrypoint.to_string());
+    }
+
+    // Environment as the kubelet builds it: envFrom first, then env in order
+    // (a later entry wins), `$(NAME)` expanded from what came before.
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for from in c["envFrom"].as_sequence().into_iter().flatten() {
+        let (map, kind) = if from["secretRef"].is_mapping() {
+            (&objects.secrets, "secretRef")
+        } else if from["configMapRef"].is_mapping() {
+            (&objects.config_maps, "configMapRef")
+        } else {
+            bail!("envFrom entry of a kind the proving ground does not know: {from:?}");
+        };
+        let name = s(from, &[kind, "name"]);
+        let data = map.get(&(ns.clone(), name.to_string())).ok_or_else(|| {
+            anyhow!("envFrom {kind} {ns}/{name}: no such object among the manifests the installer wrote")
+        })?;
+        for (k, v) in data {
+            env.insert(format!("{}{k}", s(from, &["prefix"])), String::from_utf8(v.clone())?);
+        }
+    }
+    for e in c["env"].as_sequence().into_iter().flatten() {
+        let name = s(e, &["name"]).to_string();
+        let value = if let Some(v) = e["value"].as_str() {
+            expand(v, &env)
+        } else if e["value"].is_null() && e["valueFrom"].is_null() {
+            String::new()
+        } else if let Some(r) = e["valueFrom"]["secretKeyRef"].as_mapping().map(|_| &e["valueFrom"]["secretKeyRef"]) {
+            let (n, k) = (s(r, &["name"]), s(r, &["key"]));
+            let v = objects.secrets.get(&(ns.clone(), n.to_string())).and_then(|d| d.get(k)).ok_or_else(|| {
+                anyhow!("env {name}: secretKeyRef {ns}/{n} key {k} is in no Secret the installer wrote")
+            })?;
+            String::from_utf8(v.clone())?
+        } else if let Some(r) =
+            e["valueFrom"]["configMapKeyRef"].as_mapping().map(|_| &e["valueFrom"]["configMapKeyRef"])
+        {
+            let (n, k) = (s(r, &["name"]), s(r, &["key"]));
+            let v = objects.config_maps.get(&(ns.clone(), n.to_string())).and_then(|d| d.get(k)).ok_or_else(|| {
+                anyhow!("env {name}: configMapKeyRef {ns}/{n} key {k} is in no ConfigMap the installer wrote")
+            })?;
+            String::from_utf8(v.clone())?
+        } else {
+            bail!("env {name}: a valueFrom the proving ground does not know: {:?}", e["valueFrom"]);
+        };
+        env.insert(name, value);
+    }
+    let args: Vec<String> = list(&c["args"]).iter().map(|a| expand(a, &env)).collect();
+    argv.extend(args);
+
+    // Mounts: each volumeMount's volume, from the pod's volumes or the claims.
+    let volumes = spec["volumes"].as_sequence().cloned().unwrap_or_default();
+    let mut mounts = Vec::new();
+    for m in c["volumeMounts"].as_sequence().into_iter().flatten() {
+        let vname = s(m, &["name"]);
+        let path = s(m, &["mountPath"]).to_string();
+        if !m["subPath"].is_null() {
+            bail!("volumeMount {vname} at {path} uses subPath, which the proving ground does not map");
+        }
+        let source = if let Some(v) = volumes.iter().find(|v| v["name"] == vname) {
+            let pick = |data: &BTreeMap<String, Vec<u8>>, items: &Value| -> BTreeMap<String, Vec<u8>> {
+                match items.as_sequence() {
+                    Some(items) => items
+                        .iter()
+                        .filter_map(|i| data.get(s(i, &["key"])).map(|d| (s(i, &["path"]).to_string(), d.clone())))
+                        .collect(),
+                    None => data.clone(),
+                }
+            };
+            if v["configMap"].is_mapping() {
+                let n = s(v, &["configMap", "name"]);
+                let data = objects.config_maps.get(&(ns.clone(), n.to_string())).ok_or_else(|| {
+                    anyhow!("volume {vname}: ConfigMap {ns}/{n} is not among the installer's manifests")
+                })?;
+                MountSource::Files(pick(data, &v["configMap"]["items"]))
+            } else if v["secret"].is_mapping() {
+                let n = s(v, &["secret", "secretName"]);
+                let data = objects
+                    .secrets
+                    .get(&(ns.clone(), n.to_string()))
+                    .ok_or_else(|| anyhow!("volume {vname}: Secret {ns}/{n} is not among the installer's manifests"))?;
+                MountSource::Files(pick(data, &v["secret"]["items"]))
+            } else if v["emptyDir"].is_mapping() || v["persistentVolumeClaim"].is_mapping() {
+                MountSource::Empty
+            } else {
+                bail!("volume {vname}: a kind the proving ground does not map: {v:?}");
+            }
+        } else if claims.iter().any(|c| c.as_str() == vname) {
+            MountSource::Empty
+        } else {
+            bail!("volumeMount {vname} at {path} names no volume and no claim");
+        };
+        mounts.push((path, source));
+    }
+
+    Ok(Container { argv, env, mounts })
+}
+
+/// A resolved container: see [`resolve_container`].
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub mounts: Vec<(String, MountSource)>,
 }
 
 /// Kubernetes' `$(NAME)` expansion of env values and args (`$$` escapes).
@@ -445,10 +468,23 @@ impl Keycloak {
 
     /// [`Keycloak::start`] with another limit: a start expected to fail gives up sooner.
     pub fn start_within(home: &KeycloakHome, pod: &Pod, secrets: &[String], limit: Duration) -> Result<Keycloak> {
+        Self::run(home, pod, secrets, limit, false)
+    }
+
+    /// Starts Keycloak as `pod` describes on the data the previous start in `home`
+    /// left (its file database), as the pod restarted on a new release keeps its
+    /// volume. The previous server must be stopped.
+    pub fn restart(home: &KeycloakHome, pod: &Pod, secrets: &[String]) -> Result<Keycloak> {
+        Self::run(home, pod, secrets, Duration::from_secs(300), true)
+    }
+
+    fn run(home: &KeycloakHome, pod: &Pod, secrets: &[String], limit: Duration, keep_data: bool) -> Result<Keycloak> {
         let run_dir = tempfile::Builder::new().prefix("airlock-keycloak-run.").tempdir()?;
         let h = home.path();
         // The data a previous start left (imported realm files, the file database).
-        let _ = fs::remove_dir_all(h.join("data"));
+        if !keep_data {
+            let _ = fs::remove_dir_all(h.join("data"));
+        }
         fs::create_dir_all(h.join("data"))?;
         let map = |container: &str| -> PathBuf {
             match container.strip_prefix(IMAGE_HOME) {
@@ -596,6 +632,110 @@ pub fn generated_secrets(root: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The realm sync Job the installer wrote beside the Keycloak chart (its ConfigMap
+/// and Secrets resolved), run on this machine the way the cluster runs it: its
+/// command, environment and mounts, with the image's Keycloak home (`kcadm.sh`) mapped
+/// onto the distribution's copy. What the harness sets on top: the Keycloak URL (the
+/// Job names the chart's Service, which has no DNS here; the test checks it against
+/// the rendered Service), `PATH` and `JAVA_HOME`.
+#[derive(Clone, Debug)]
+pub struct RealmSync {
+    pub name: String,
+    pub image: String,
+    pub container: Container,
+    /// `ttlSecondsAfterFinished`, `backoffLimit`.
+    pub ttl_seconds: Option<u64>,
+    pub backoff_limit: Option<u64>,
+}
+
+/// What a realm sync run said and how it ended.
+#[derive(Debug)]
+pub struct SyncRun {
+    pub success: bool,
+    pub output: String,
+    pub took: Duration,
+}
+
+impl RealmSync {
+    /// The one realm sync Job among the root's manifests; an error when there is none
+    /// or more than one.
+    pub fn from_root(root: &Path) -> Result<RealmSync> {
+        let objects = Objects::read(root)?;
+        let dir = root.join(MANIFESTS);
+        let mut jobs = Vec::new();
+        for e in fs::read_dir(&dir)? {
+            let path = e?.path();
+            for doc in docs(&fs::read_to_string(&path)?)? {
+                if doc["kind"] == "Job" && doc["metadata"]["labels"]["app.kubernetes.io/component"] == "realm-sync" {
+                    jobs.push(doc);
+                }
+            }
+        }
+        if jobs.len() != 1 {
+            bail!("{} realm sync Jobs among the manifests in {}, not one", jobs.len(), dir.display());
+        }
+        let job = &jobs[0];
+        let ns = s(job, &["metadata", "namespace"]).to_string();
+        let spec = &job["spec"]["template"]["spec"];
+        let c = &spec["containers"][0];
+        let container = resolve_container(spec, c, &[], &objects, &ns, "")?;
+        Ok(RealmSync {
+            name: s(job, &["metadata", "name"]).to_string(),
+            image: s(c, &["image"]).to_string(),
+            container,
+            ttl_seconds: job["spec"]["ttlSecondsAfterFinished"].as_u64(),
+            backoff_limit: job["spec"]["backoffLimit"].as_u64(),
+        })
+    }
+
+    /// Runs the Job's container against `keycloak` with Keycloak's home from `home`.
+    pub fn run(&self, home: &KeycloakHome, keycloak: &Keycloak) -> Result<SyncRun> {
+        let run_dir = tempfile::Builder::new().prefix("airlock-realm-sync.").tempdir()?;
+        let h = home.path();
+        let map = |container: &str| -> PathBuf {
+            match container.strip_prefix(IMAGE_HOME) {
+                Some(rest) => h.join(rest.trim_start_matches('/')),
+                None => run_dir.path().join("fs").join(container.trim_start_matches('/')),
+            }
+        };
+        for (path, source) in &self.container.mounts {
+            let dir = map(path);
+            fs::create_dir_all(&dir)?;
+            if let MountSource::Files(files) = source {
+                for (name, bytes) in files {
+                    fs::write(dir.join(name), bytes)?;
+                }
+            }
+        }
+        let mut prefixes: Vec<String> = self.container.mounts.iter().map(|(p, _)| p.clone()).collect();
+        prefixes.push(IMAGE_HOME.to_string());
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        let rewrite = |v: &str| -> String {
+            match prefixes.iter().find(|p| v.starts_with(p.as_str())) {
+                Some(p) => format!("{}{}", map(p).display(), &v[p.len()..]),
+                None => v.to_string(),
+            }
+        };
+        let argv: Vec<String> = self.container.argv.iter().map(|a| rewrite(a)).collect();
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).env_clear();
+        for (k, v) in &self.container.env {
+            cmd.env(k, rewrite(v));
+        }
+        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("JAVA_HOME", &home.dist.java_home)
+            .env("KEYCLOAK_URL", format!("http://127.0.0.1:{}", keycloak.http_port))
+            .stdin(Stdio::null());
+        let t0 = Instant::now();
+        let out = cmd.output().with_context(|| format!("run {}", argv[0]))?;
+        Ok(SyncRun {
+            success: out.status.success(),
+            output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            took: t0.elapsed(),
+        })
+    }
 }
 
 /// nginx terminating TLS on 127.0.0.1 for one host, forwarding to a local HTTP port

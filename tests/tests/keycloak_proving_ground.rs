@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use airlock_tests::keycloak::{
     enc, generated_secrets, jwt_claims, keycloak_dist, login_form_action, query_param, redact, render_helm_chart,
-    Client, Keycloak, KeycloakHome, Objects, Pod, Proxy,
+    Client, Keycloak, KeycloakHome, Objects, Pod, Proxy, RealmSync,
 };
 use airlock_tests::slapd::{self, Directory, Slapd};
-use airlock_tests::{airlock_with_answers, build_demo_bundle, cargo_bin, demo_dir, helm};
+use airlock_tests::{airlock_with_answers, build_demo_bundle, build_demo_variant, cargo_bin, demo_dir, helm};
 use serde_json::json;
 
 /// One Keycloak at a time: each takes a core for a minute to start.
@@ -107,9 +107,14 @@ struct Site {
 
 impl Site {
     fn install(ldap: &LdapAnswers, extra: &str) -> Option<Site> {
-        let helm = helm()?;
         let work = tempfile::tempdir().unwrap();
         let bundle = build_demo_bundle(work.path(), &[]);
+        Site::install_bundle(work, bundle, ldap, extra)
+    }
+
+    /// `airlock install` of `bundle` with the demo answers for `ldap` (and `extra`).
+    fn install_bundle(work: tempfile::TempDir, bundle: PathBuf, ldap: &LdapAnswers, extra: &str) -> Option<Site> {
+        let helm = helm()?;
         let root = work.path().join("root");
         fs::create_dir(&root).unwrap();
         let answers = site_answers(work.path(), ldap, extra);
@@ -151,7 +156,11 @@ impl Ground {
     /// Installs the demo with `ldap` (and `extra` answers) into a fresh root and starts
     /// Keycloak and the proxy from it. `None` when a tool is missing (skip).
     fn up(home: &KeycloakHome, ldap: &LdapAnswers, extra: &str) -> Option<Ground> {
-        let site = Site::install(ldap, extra)?;
+        Self::up_from(home, ldap, Site::install(ldap, extra)?)
+    }
+
+    /// Starts Keycloak and the proxy from an installed site.
+    fn up_from(home: &KeycloakHome, ldap: &LdapAnswers, site: Site) -> Option<Ground> {
         let objects = Objects::read(&site.root).unwrap();
         let mut secrets = generated_secrets(&site.root);
         secrets.push(ldap.bind_password.clone());
@@ -612,6 +621,278 @@ fn keycloak_in_ha_runs_on_the_external_postgresql_with_the_installers_settings_a
     eprintln!(
         "keycloak proving ground (HA, PostgreSQL): Keycloak start {:.1} s, whole test {:.1} s",
         started.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// The demo bundle at `version` whose single-node profile carries `keycloak` (the
+/// vendor's side of the realm: the app client's redirect paths and token audiences).
+fn release_with_profile(dir: &Path, version: &str, keycloak: &str) -> PathBuf {
+    let out = dir.join(format!("release-{version}"));
+    fs::create_dir_all(&out).unwrap();
+    let stock = demo_dir().join("../../profiles/single-node.yaml");
+    let profile = out.join("single-node.yaml");
+    fs::write(&profile, format!("{}{keycloak}", fs::read_to_string(&stock).unwrap())).unwrap();
+    let spec = fs::read_to_string(demo_dir().join("bundle.yaml"))
+        .unwrap()
+        .replace("version: 1.0.0\n", &format!("version: {version}\n"))
+        .replace("../../profiles/single-node.yaml", profile.to_str().unwrap());
+    build_demo_variant(&spec, &out, &[])
+}
+
+/// Runs the realm sync Job the root holds, as the cluster would after K3s applied it.
+fn run_realm_sync(g: &mut Ground, home: &KeycloakHome, what: &str) -> RealmSync {
+    let job = RealmSync::from_root(&g.root).unwrap();
+    let run = job.run(home, &g.keycloak).unwrap();
+    let said = g.redact(&run.output);
+    assert!(run.success, "{what}: the realm sync Job {} failed:\n{said}", job.name);
+    assert!(run.output.contains("matches this release"), "{what}: {said}");
+    eprintln!("keycloak proving ground: {what}: realm sync {} took {:.1} s", job.name, run.took.as_secs_f64());
+    g.seen.push((format!("realm sync output ({what})"), run.output));
+    job
+}
+
+/// The Job runs the image the chart runs and calls the chart's Service: both taken
+/// from the rendered chart, so a wrong name or port fails here.
+fn realm_sync_job_matches_the_chart(g: &Ground, job: &RealmSync) {
+    let helm = helm().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (rendered, ns, _) = render_helm_chart(&g.root, "airlock-keycloak.yaml", &helm, work.path()).unwrap();
+    let sts = rendered.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    let kc = sts["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "keycloak")
+        .unwrap();
+    assert_eq!(kc["image"].as_str(), Some(job.image.as_str()), "the Job runs another image than Keycloak's");
+    let url = job.container.env.get("KEYCLOAK_URL").expect("the Job names Keycloak's URL");
+    let rest = url.strip_prefix("http://").expect("plain HTTP inside the cluster");
+    let (host, port) = rest.split_once(':').expect("host:port");
+    let port: u64 = port.parse().unwrap();
+    let (svc, svc_ns) = host.strip_suffix(".svc").and_then(|h| h.split_once('.')).expect("<service>.<namespace>.svc");
+    assert_eq!(svc_ns, ns);
+    let service = rendered
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == svc)
+        .unwrap_or_else(|| panic!("the chart renders no Service {svc}"));
+    let sp = service["spec"]["ports"].as_sequence().unwrap().iter().find(|p| p["port"].as_u64() == Some(port));
+    let sp = sp.unwrap_or_else(|| panic!("Service {svc} has no port {port}"));
+    assert_eq!(sp["targetPort"].as_str(), Some("http"), "port {port} of {svc} is not Keycloak's HTTP port");
+    assert!(job.ttl_seconds.is_some_and(|t| t > 0), "finished sync Jobs are never cleaned up");
+    // The Job and its ConfigMap as the API server would take them (strict schemas).
+    if let Some(kv) = airlock_tests::require_tool("kubernetes-validate") {
+        let dir = g.root.join(airlock_tests::keycloak::MANIFESTS);
+        for kind in ["job", "configmap"] {
+            let file = dir.join(format!("airlock-{ns}-{kind}-{}.yaml", job.name));
+            let out = Command::new(&kv).args(["--strict", "-k", "1.31.0"]).arg(&file).output().unwrap();
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && said.contains("passed"), "{}: {said}", file.display());
+        }
+    }
+    // No secret on the command line: the Job's argv is the script, nothing else.
+    for a in &job.container.argv {
+        for sec in &g.secrets {
+            assert!(!a.contains(sec.as_str()), "a secret is on the Job's command line");
+        }
+    }
+}
+
+/// Whether the app's client accepts `redirect` in an authorization request: Keycloak
+/// shows the login page (200) or refuses the parameter (400).
+fn redirect_accepted(g: &Ground, redirect: &str) -> bool {
+    let (issuer, client_id, _) = g.app_client();
+    g.client.forget_cookies();
+    let r = g
+        .client
+        .get(&format!(
+            "{issuer}/protocol/openid-connect/auth?client_id={}&response_type=code&scope=openid&redirect_uri={}&state=s",
+            enc(&client_id),
+            enc(redirect)
+        ))
+        .unwrap();
+    match r.status {
+        200 => true,
+        400 => false,
+        other => panic!("authorization request answered {other}: {}", r.body),
+    }
+}
+
+/// The realm's LDAP component (as the admin API shows it).
+fn ldap_component(g: &Ground) -> serde_json::Value {
+    let r = g.admin("GET", &format!("{REALM}/components?type=org.keycloak.storage.UserStorageProvider"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let all = r.json();
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "one LDAP component: {all}");
+    all[0].clone()
+}
+
+/// A user of the realm by name: (id, federation link).
+fn realm_user(g: &Ground, username: &str) -> Option<(String, Option<String>)> {
+    let r = g.admin("GET", &format!("{REALM}/users?username={}&exact=true", enc(username)), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let u = r.json()[0].clone();
+    u["id"].as_str().map(|id| (id.to_string(), u["federationLink"].as_str().map(str::to_string)))
+}
+
+fn audiences(token: &serde_json::Value) -> Vec<String> {
+    let c = jwt_claims(token["access_token"].as_str().unwrap()).unwrap();
+    match &c["aud"] {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+const SILENT_RENEW: &str = "https://app.platform.example.test/silent-renew.html";
+const V2_FILTER: &str = "(|(uid=alice)(uid=bob))";
+const LOCAL_USER: &str = "ops-local";
+const LOCAL_PW: &str = "ops-local-pw-4b19e2";
+
+/// The realm as v1 shipped it: no silent-renew redirect, no `api` audience, no user
+/// filter (every directory user may log in).
+fn realm_is_v1(g: &Ground, what: &str) {
+    assert!(redirect_accepted(g, REDIRECT), "{what}: the v1 redirect URI is refused");
+    assert!(!redirect_accepted(g, SILENT_RENEW), "{what}: v2's redirect URI is accepted");
+    let token = g.login("alice", "alice-pw").unwrap();
+    assert!(!audiences(&token).iter().any(|a| a == "api"), "{what}: v2's audience in {:?}", audiences(&token));
+    let ldap = ldap_component(g);
+    assert!(ldap["config"].get("customUserSearchFilter").is_none(), "{what}: a user filter is set: {}", ldap["config"]);
+}
+
+/// The realm as v2 ships it: the new redirect URI, the `api` audience mapper, and
+/// the site's new user filter (the answers given to the upgrade).
+fn realm_is_v2(g: &Ground, what: &str) {
+    assert!(redirect_accepted(g, REDIRECT), "{what}: the v1 redirect URI is refused");
+    assert!(redirect_accepted(g, SILENT_RENEW), "{what}: v2's redirect URI is refused");
+    let token = g.login("alice", "alice-pw").unwrap();
+    assert!(audiences(&token).iter().any(|a| a == "api"), "{what}: no `api` audience in {:?}", audiences(&token));
+    let ldap = ldap_component(g);
+    assert_eq!(ldap["config"]["customUserSearchFilter"], json!([V2_FILTER]), "{what}");
+}
+
+#[test]
+fn keycloak_realm_changes_of_an_upgrade_reach_the_running_server_keep_runtime_users_and_roll_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let Some(home) = keycloak_home() else { return };
+    let Some(dir) = Slapd::start(Directory::OpenLdap) else { return };
+    let ldap = LdapAnswers::of(&dir);
+    let work = tempfile::tempdir().unwrap();
+    // v1 lets the app redirect to /callback only; v2 adds its silent token renewal
+    // page and an audience for its API.
+    let v1 = release_with_profile(work.path(), "1.0.0", "keycloak:\n  redirect_paths: [/callback]\n");
+    let v2 = release_with_profile(
+        work.path(),
+        "1.1.0",
+        "keycloak:\n  redirect_paths: [/callback, /silent-renew.html]\n  audiences: [api]\n",
+    );
+    let Some(site) = Site::install_bundle(work, v1, &ldap, "") else { return };
+    let Some(mut g) = Ground::up_from(&home, &ldap, site) else { return };
+    g.secrets.push(LOCAL_PW.into());
+    let v1_job = RealmSync::from_root(&g.root).unwrap();
+    realm_sync_job_matches_the_chart(&g, &v1_job);
+    realm_is_v1(&g, "v1 as imported");
+
+    // Made at runtime: a local account through the admin API, and the directory
+    // user imported at alice's login above.
+    let r = g.admin(
+        "POST",
+        &format!("{REALM}/users"),
+        Some(&json!({
+            "username": LOCAL_USER, "enabled": true, "email": "ops@example.org", "emailVerified": true,
+            "firstName": "Ops", "lastName": "Local",
+            "credentials": [{ "type": "password", "value": LOCAL_PW, "temporary": false }],
+        })),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let local = realm_user(&g, LOCAL_USER).expect("the local user");
+    let alice = realm_user(&g, "alice").expect("alice was imported at her login");
+    let ldap_id = ldap_component(&g)["id"].as_str().unwrap().to_string();
+    assert_eq!(alice.1.as_deref(), Some(ldap_id.as_str()), "alice is linked to the LDAP component");
+    assert!(g.login(LOCAL_USER, LOCAL_PW).is_ok(), "the local user logs in");
+
+    // The upgrade, with the site's answers changed too (a user filter), stopped after
+    // v2's files are laid and the release flipped: K3s applies them from there on.
+    let answers_v2 = g.site.answers.with_file_name("answers-v2.yaml");
+    let v1_answers = fs::read_to_string(&g.site.answers).unwrap();
+    fs::write(&answers_v2, v1_answers.replace("\nldap:\n", &format!("\nldap:\n  user_filter: \"{V2_FILTER}\"\n")))
+        .unwrap();
+    fs::set_permissions(&answers_v2, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let o = Command::new(cargo_bin("airlock"))
+        .arg("upgrade")
+        .arg(&v2)
+        .arg("--pubkey")
+        .arg(demo_dir().join("keys/demo.pub"))
+        .arg("--answers")
+        .arg(&answers_v2)
+        .arg("--root")
+        .arg(&g.root)
+        .arg("--yes")
+        .env("AIRLOCK_TEST_UPGRADE_CRASH_AFTER", "flipped")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the upgrade did not stop after flipping to v2: {}", text(&o));
+    g.seen.push(("airlock upgrade output".into(), text(&o)));
+    let v2_job = RealmSync::from_root(&g.root).unwrap();
+    assert_ne!(v2_job.name, v1_job.name, "v2's realm sync Job has v1's name: K3s would not run it");
+
+    // Keycloak restarts on v2's pod with its database kept: the import skips the
+    // realm that exists, so without the sync the site would keep v1's realm.
+    let helm = helm().unwrap();
+    let pod_dir = tempfile::tempdir().unwrap();
+    let pod = Pod::from_root(&g.root, &helm, pod_dir.path()).unwrap();
+    g.keycloak.stop();
+    g.seen.push(("v1's Keycloak log".into(), g.keycloak.log_raw()));
+    g.seen.push(("v1's proxy logs".into(), g.proxy.logs()));
+    let t_restart = Instant::now();
+    g.keycloak =
+        Keycloak::restart(&home, &pod, &g.secrets).unwrap_or_else(|e| panic!("{}", redact(&e.to_string(), &g.secrets)));
+    let restarted_in = t_restart.elapsed();
+    g.proxy =
+        Proxy::start(&pod.ingress_host, &pod.ingress_cert_pem, &pod.ingress_key_pem, g.keycloak.http_port).unwrap();
+    g.client = Client::new(&g.root.join("etc/airlock/pki/ca.crt"), &g.proxy).unwrap();
+    g.objects = Objects::read(&g.root).unwrap();
+    g.pod = pod;
+    realm_is_v1(&g, "v2's Keycloak before the sync (the import skipped the existing realm)");
+
+    run_realm_sync(&mut g, &home, "upgrade to v2");
+    realm_is_v2(&g, "after the upgrade's sync");
+    assert!(g.login("carol", "carol-pw").is_err(), "carol is outside v2's user filter but logs in");
+    assert_eq!(realm_user(&g, LOCAL_USER), Some(local.clone()), "the local user is gone or changed");
+    assert_eq!(realm_user(&g, "alice"), Some(alice.clone()), "alice's imported account is gone or relinked");
+    assert_eq!(ldap_component(&g)["id"].as_str(), Some(ldap_id.as_str()), "the LDAP component was re-created");
+    assert!(g.login(LOCAL_USER, LOCAL_PW).is_ok(), "the local user no longer logs in");
+
+    // The whole-release rollback lays v1's manifests again, v1's Job among them.
+    let o = Command::new(cargo_bin("airlock"))
+        .arg("upgrade")
+        .arg(&v2)
+        .arg("--pubkey")
+        .arg(demo_dir().join("keys/demo.pub"))
+        .arg("--root")
+        .arg(&g.root)
+        .args(["--yes", "--rollback"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "rollback: {}", text(&o));
+    g.seen.push(("airlock upgrade --rollback output".into(), text(&o)));
+    let back = RealmSync::from_root(&g.root).unwrap();
+    assert_eq!(back.name, v1_job.name, "the rollback did not lay v1's realm sync Job");
+    g.objects = Objects::read(&g.root).unwrap();
+    run_realm_sync(&mut g, &home, "rollback to v1");
+    realm_is_v1(&g, "after the rollback's sync");
+    assert!(g.login("carol", "carol-pw").is_ok(), "carol, outside only v2's filter, cannot log in after the rollback");
+    assert_eq!(realm_user(&g, LOCAL_USER), Some(local), "the rollback lost the local user");
+    assert_eq!(realm_user(&g, "alice"), Some(alice), "the rollback lost alice's imported account");
+    assert!(g.login(LOCAL_USER, LOCAL_PW).is_ok(), "the local user no longer logs in after the rollback");
+    g.assert_no_secret_in_logs();
+    eprintln!(
+        "keycloak proving ground (realm sync): Keycloak start {:.1} s, restart on v2 {:.1} s, whole test {:.1} s",
+        g.started_in.as_secs_f64(),
+        restarted_in.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
 }

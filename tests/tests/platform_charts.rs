@@ -47,6 +47,8 @@ fn keycloak_input(ha: bool) -> KeycloakInput {
         ha,
         realm: "airlock".into(),
         app_client_id: "app".into(),
+        app_redirect_paths: vec!["/*".into()],
+        app_audiences: vec!["api".into()],
         ingress_tls_secret: "keycloak-tls".into(),
         site_ca_pem: cert("siteca"),
         ldap: KeycloakLdap {
@@ -706,5 +708,21 @@ fn keycloak_database_answers_that_yaml_would_retype_render_as_the_same_strings()
         for var in ["KC_DB_USERNAME", "KC_DB_URL_DATABASE"] {
             assert_eq!(env(kc, var)["value"], Value::String(tricky.into()), "{var} for {tricky:?}");
         }
+    }
+}
+
+/// The realm sync script the Job runs parses as bash and passes shellcheck (when
+/// installed): the proving ground runs it, this catches a broken edit in seconds.
+#[test]
+fn keycloak_realm_sync_script_parses_as_bash_and_passes_shellcheck() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("sync.sh");
+    std::fs::write(&script, airlock_installer::render::platform::keycloak::REALM_SYNC_SCRIPT).unwrap();
+    let Some(bash) = airlock_tests::require_tool("bash") else { return };
+    let o = std::process::Command::new(bash).arg("-n").arg(&script).output().unwrap();
+    assert!(o.status.success(), "bash -n: {}", String::from_utf8_lossy(&o.stderr));
+    if let Some(shellcheck) = airlock_tests::require_tool("shellcheck") {
+        let o = std::process::Command::new(shellcheck).arg(&script).output().unwrap();
+        assert!(o.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&o.stdout));
     }
 }

@@ -137,7 +137,13 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     match &pki {
         Some(p) if input.role.is_server() => {
             let credentials = wiring::Credentials::load_or_generate(host)?;
-            let site = wiring::Site { answers, pki: p, credentials: &credentials, distribution: dist.kind };
+            let site = wiring::Site {
+                answers,
+                pki: p,
+                credentials: &credentials,
+                distribution: dist.kind,
+                keycloak: &profile.keycloak,
+            };
             let manifests_dir = input.data_dir().join("server/manifests");
             let objects = wiring::wire_charts(&mut input.charts, &m.charts, &site, &manifests_dir)?;
             let r = wiring::InstallReport::new(answers, &m.charts, Some(p));

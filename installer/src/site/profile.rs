@@ -48,6 +48,25 @@ pub struct Profile {
     pub options: Options,
     pub sizing: Sizing,
     pub preflight: Thresholds,
+    /// What the release needs of the app's OIDC client in the Keycloak realm.
+    pub keycloak: KeycloakProfile,
+}
+
+/// The vendor's side of the realm: what the app's release needs of its OIDC client.
+/// A later release may change it; the realm sync (docs/platform.md) applies the change
+/// to a Keycloak that imported an earlier realm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeycloakProfile {
+    /// Paths on `https://app.<domain>` Keycloak may send a login back to (`/*`: any).
+    pub redirect_paths: Vec<String>,
+    /// Extra `aud` values in the app's access tokens (an API that checks its audience).
+    pub audiences: Vec<String>,
+}
+
+impl Default for KeycloakProfile {
+    fn default() -> Self {
+        Self { redirect_paths: vec!["/*".into()], audiences: Vec::new() }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -207,6 +226,7 @@ impl Profile {
                 "rke2",
                 "sizing",
                 "preflight",
+                "keycloak",
             ],
             DOC,
         )?;
@@ -235,11 +255,62 @@ impl Profile {
         let storage = read_storage(&root, distribution, &options, &components)?;
         let sizing = read_sizing(&root)?;
         let preflight = read_thresholds(&root, &sizing)?;
-        let profile =
-            Self { name, description, distribution, topology, components, storage, options, sizing, preflight };
+        let keycloak = read_keycloak(&root)?;
+        let profile = Self {
+            name,
+            description,
+            distribution,
+            topology,
+            components,
+            storage,
+            options,
+            sizing,
+            preflight,
+            keycloak,
+        };
         check_ports(&profile)?;
         Ok(profile)
     }
+}
+
+fn read_keycloak(root: &Map<'_>) -> std::result::Result<KeycloakProfile, Problem> {
+    let Some(f) = root.get("keycloak") else { return Ok(KeycloakProfile::default()) };
+    let m = f.map(&["redirect_paths", "audiences"])?;
+    // Both end up in the realm file Keycloak imports, which replaces `${...}` from its
+    // environment, and in URLs: plain printable text only.
+    let plain = |f: &Field<'_>, v: &str| -> std::result::Result<(), Problem> {
+        if v.is_empty() || v.contains("${") || v.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"') {
+            return Err(f.problem(
+                format!("`{v}` is empty or holds whitespace, a quote or `${{`"),
+                "write a plain path or name, e.g. `/callback` or `api`",
+            ));
+        }
+        Ok(())
+    };
+    let mut out = KeycloakProfile::default();
+    if let Some(paths) = m.get("redirect_paths") {
+        out.redirect_paths.clear();
+        for (f, p) in paths.strs()? {
+            plain(&f, p)?;
+            if !p.starts_with('/') {
+                return Err(f.problem(
+                    format!("`{p}` is not a path"),
+                    "write a path on the app's host starting with `/`, e.g. `/callback` (`/*`: any path)",
+                ));
+            }
+            out.redirect_paths.push(p.to_string());
+        }
+        if out.redirect_paths.is_empty() {
+            return Err(paths.problem("is empty", "list at least one path, e.g. `/*`"));
+        }
+    }
+    if let Some(aud) = m.get("audiences") {
+        for (f, a) in aud.strs()? {
+            plain(&f, a)?;
+            out.audiences.push(a.to_string());
+        }
+    }
+    Ok(out)
 }
 
 fn read_topology(root: &Map<'_>) -> std::result::Result<Topology, Problem> {
@@ -627,6 +698,19 @@ mod tests {
         assert_eq!(p.storage, Storage::Builtin);
         assert_eq!(p.options, Options::K3s(K3sOptions::default()));
         assert_eq!(p.preflight, Thresholds::default());
+    }
+
+    #[test]
+    fn the_keycloak_section_defaults_to_any_app_path_and_refuses_what_is_not_a_path() {
+        assert_eq!(parse("").unwrap().keycloak, KeycloakProfile::default());
+        let k =
+            parse("keycloak: {redirect_paths: [/callback, /silent-renew.html], audiences: [api]}\n").unwrap().keycloak;
+        assert_eq!(k.redirect_paths, ["/callback", "/silent-renew.html"]);
+        assert_eq!(k.audiences, ["api"]);
+        let e = parse("keycloak: {redirect_paths: [callback]}\n").unwrap_err();
+        assert_eq!(e.key, "keycloak.redirect_paths[0]");
+        let e = parse("keycloak: {audiences: [\"${HOME}\"]}\n").unwrap_err();
+        assert!(e.key.starts_with("keycloak.audiences"), "{e}");
     }
 
     #[test]

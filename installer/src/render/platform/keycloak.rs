@@ -3,10 +3,15 @@
 //!
 //! - **Realm**: generated from the inputs and mounted from a ConfigMap at
 //!   [`IMPORT_DIR`], imported by `start --import-realm` (skipped by Keycloak when the
-//!   realm exists, so restarts keep what operators changed). It federates the
-//!   customer's directory read-only (a `ldap` `UserStorageProvider` component with
-//!   mappers for username, email, first/last name and groups) and holds the app's
-//!   confidential OIDC client.
+//!   realm exists). It federates the customer's directory read-only (a `ldap`
+//!   `UserStorageProvider` component with mappers for username, email, first/last
+//!   name and groups) and holds the app's confidential OIDC client, with the redirect
+//!   paths and audiences the profile's `keycloak` section names.
+//! - **Realm sync**: because the import skips an existing realm, a Job in the Keycloak
+//!   image ([`REALM_SYNC_SCRIPT`], `kcadm.sh`) converges the running realm on the
+//!   shipped one for the parts Airlock owns, keeping users made at runtime; it is
+//!   named by a digest of what it applies, so each new realm (an upgrade's, a
+//!   rollback's) runs it once (docs/platform.md).
 //! - **Secrets stay out of the realm file**: the LDAP bind credential and the client
 //!   secret are written as `${ENV}` placeholders, which Keycloak resolves from its
 //!   environment when it imports a realm file ("Using environment variables within
@@ -45,6 +50,27 @@ const DEV_FILE_DIR: &str = "/opt/keycloak/data/h2";
 /// The environment variables the realm file's placeholders name.
 pub const ENV_LDAP_BIND_CREDENTIAL: &str = "AIRLOCK_LDAP_BIND_CREDENTIAL";
 pub const ENV_APP_CLIENT_SECRET: &str = "AIRLOCK_APP_CLIENT_SECRET";
+/// The image the chart runs (7.1.11's default, `image.repository:tag`); the realm sync
+/// Job runs the same one, so a bundle that carries Keycloak carries the Job's image.
+pub const IMAGE: &str = "quay.io/keycloak/keycloak:26.5.6";
+/// The image's Keycloak home (`kc.sh`, `kcadm.sh`).
+const KEYCLOAK_HOME: &str = "/opt/keycloak";
+/// Where the realm sync Job mounts its ConfigMap (script, plan, realm parts).
+pub const REALM_SYNC_DIR: &str = "/opt/airlock/realm-sync";
+/// The Job's writable scratch directory, on an `emptyDir` at `/tmp` (the root file
+/// system is read-only; the JVM writes below `/tmp` too): kcadm's token, filled files.
+pub const REALM_SYNC_WORK: &str = "/tmp/realm-sync";
+/// The script the Job runs (with the image's `kcadm.sh`).
+pub const REALM_SYNC_SCRIPT: &str = include_str!("keycloak-realm-sync.sh");
+/// LDAP settings a release may set or leave out. Keycloak keeps a component's config
+/// keys an update does not name, so the sync sends an absent one as an empty list,
+/// which removes a value an earlier release set.
+const LDAP_OPTIONAL_KEYS: &[&str] = &["customUserSearchFilter"];
+const USER_STORAGE: &str = "org.keycloak.storage.UserStorageProvider";
+const LDAP_MAPPER: &str = "org.keycloak.storage.ldap.mappers.LDAPStorageMapper";
+/// Finished sync Jobs go after this long. A rollback re-lays the previous release's
+/// Job (same name): gone by then, it runs again.
+const REALM_SYNC_TTL_SECONDS: u32 = 300;
 /// Replicas in HA: Keycloak's distributed caches keep two owners per entry, so two
 /// pods survive the loss of one node; the chart's anti-affinity puts them apart.
 const HA_REPLICAS: u32 = 2;
@@ -65,6 +91,11 @@ pub struct KeycloakInput {
     pub realm: String,
     /// The app's OIDC client id.
     pub app_client_id: String,
+    /// Paths on the app's host the client may redirect to (the profile's
+    /// `keycloak.redirect_paths`).
+    pub app_redirect_paths: Vec<String>,
+    /// Extra audiences of the app's access tokens (the profile's `keycloak.audiences`).
+    pub app_audiences: Vec<String>,
     /// The `kubernetes.io/tls` Secret (in `namespace`) with our certificate for
     /// `keycloak.<domain>`, which the ingress serves.
     pub ingress_tls_secret: String,
@@ -174,6 +205,8 @@ pub struct Names {
     pub realm_env_secret: String,
     /// Key `password`; only with an external database.
     pub database_secret: String,
+    /// The chart's HTTP Service (`<fullname>-http`, port 80), which the sync Job calls.
+    pub http_service: String,
 }
 
 impl Names {
@@ -184,6 +217,12 @@ impl Names {
             admin_secret: format!("{release}-admin"),
             realm_env_secret: format!("{release}-realm-env"),
             database_secret: format!("{release}-database"),
+            // The chart's fullname: the release when it contains the chart's name.
+            http_service: if release.contains("keycloakx") {
+                format!("{release}-http")
+            } else {
+                format!("{release}-keycloakx-http")
+            },
         }
     }
 }
@@ -213,7 +252,7 @@ pub fn render(input: &KeycloakInput) -> Result<Rendered> {
     manifests.push(config_map(
         &input.namespace,
         &names.realm_config_map,
-        BTreeMap::from([(format!("{}-realm.json", input.realm), realm)]),
+        BTreeMap::from([(format!("{}-realm.json", input.realm), realm.clone())]),
     )?);
     let mut trust = BTreeMap::from([("site-ca.pem".to_string(), input.site_ca_pem.clone())]);
     if let Some(ca) = &input.ldap.ca_pem {
@@ -248,6 +287,8 @@ pub fn render(input: &KeycloakInput) -> Result<Rendered> {
         )?);
     }
 
+    manifests.extend(realm_sync(input, &names, &realm)?);
+
     let values = values(input, &names)?;
     Ok(Rendered { values_yaml: to_yaml("Keycloak values", &values)?, manifests })
 }
@@ -258,6 +299,10 @@ fn validate(input: &KeycloakInput) -> Result<()> {
     non_empty("keycloak: ingress domain", &input.domain)?;
     non_empty("keycloak: realm", &input.realm)?;
     non_empty("keycloak: app client id", &input.app_client_id)?;
+    if input.app_redirect_paths.is_empty() {
+        return Err(Error::input("keycloak: app redirect paths", "are empty")
+            .with_hint("list at least one path in the profile's `keycloak.redirect_paths`, e.g. `/*`"));
+    }
     non_empty("keycloak: ingress TLS secret", &input.ingress_tls_secret)?;
     pem_certificate("keycloak: site CA", &input.site_ca_pem)?;
     let l = &input.ldap;
@@ -314,6 +359,12 @@ fn validate(input: &KeycloakInput) -> Result<()> {
     ];
     if let Some(f) = &l.users_filter {
         texts.push(("LDAP users filter", f));
+    }
+    for p in &input.app_redirect_paths {
+        texts.push(("app redirect path", p));
+    }
+    for a in &input.app_audiences {
+        texts.push(("app token audience", a));
     }
     for c in &l.user_object_classes {
         texts.push(("LDAP user object class", c));
@@ -484,7 +535,7 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
         },
         "config": cfg(&ldap_config),
     });
-    let client = json!({
+    let mut client = json!({
         "clientId": input.app_client_id,
         "name": input.app_client_id,
         "enabled": true,
@@ -498,7 +549,7 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
         "serviceAccountsEnabled": false,
         "rootUrl": format!("https://{app}"),
         "baseUrl": "/",
-        "redirectUris": [format!("https://{app}/*")],
+        "redirectUris": input.app_redirect_paths.iter().map(|p| format!("https://{app}{p}")).collect::<Vec<_>>(),
         "webOrigins": [format!("https://{app}")],
         "attributes": { "post.logout.redirect.uris": format!("https://{app}/*") },
         // The app authorises by the directory's groups: put them in the tokens.
@@ -516,6 +567,21 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
             },
         }],
     });
+    // Each audience the release names, as its own mapper: an API that checks `aud`.
+    for a in &input.app_audiences {
+        client["protocolMappers"].as_array_mut().expect("a list").push(json!({
+            "name": format!("audience {a}"),
+            "protocol": "openid-connect",
+            "protocolMapper": "oidc-audience-mapper",
+            "consentRequired": false,
+            "config": {
+                "included.custom.audience": a,
+                "access.token.claim": "true",
+                "id.token.claim": "false",
+                "introspection.token.claim": "true",
+            },
+        }));
+    }
     let realm = json!({
         "realm": input.realm,
         "enabled": true,
@@ -533,6 +599,174 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
         Error::input("Keycloak realm", format!("cannot be written as JSON: {e}"))
             .with_hint("this is a bug in airlock; report it with the command that failed")
     })
+}
+
+/// The realm cut into what the sync converges, as the sync ConfigMap's files:
+/// `realm.json` (the realm's own settings), one file per client and per protocol
+/// mapper, one for the LDAP component and one per LDAP mapper, the script, and
+/// `plan.tsv` naming each part (kind, name, file) in the order the script applies them.
+pub fn realm_sync_files(realm_json: &str) -> Result<BTreeMap<String, String>> {
+    let bug = |e: String| {
+        Error::input("Keycloak realm sync", e)
+            .with_hint("this is a bug in airlock; report it with the command that failed")
+    };
+    let realm: Value = serde_json::from_str(realm_json).map_err(|e| bug(format!("the realm is not JSON: {e}")))?;
+    let name = realm["realm"].as_str().ok_or_else(|| bug("the realm has no name".into()))?;
+    let text = |v: &Value| serde_json::to_string_pretty(v).map_err(|e| bug(e.to_string()));
+    let mut files = BTreeMap::new();
+    let mut plan = String::from("# kind\tname\tfile (docs/platform.md, realm sync)\n");
+    for env in [ENV_LDAP_BIND_CREDENTIAL, ENV_APP_CLIENT_SECRET] {
+        plan.push_str(&format!("placeholder\t{env}\t-\n"));
+    }
+    let mut settings = realm.clone();
+    if let Some(o) = settings.as_object_mut() {
+        o.remove("clients");
+        o.remove("components");
+    }
+    files.insert("realm.json".to_string(), text(&settings)?);
+    plan.push_str(&format!("realm\t{name}\trealm.json\n"));
+    for (i, client) in realm["clients"].as_array().into_iter().flatten().enumerate() {
+        let id = client["clientId"].as_str().ok_or_else(|| bug("a client has no clientId".into()))?;
+        let mut body = client.clone();
+        let mappers = body.as_object_mut().and_then(|o| o.remove("protocolMappers"));
+        let file = format!("client-{i}.json");
+        files.insert(file.clone(), text(&body)?);
+        plan.push_str(&format!("client\t{id}\t{file}\n"));
+        for (j, m) in mappers.as_ref().and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let file = format!("client-{i}-mapper-{j}.json");
+            files.insert(file.clone(), text(m)?);
+            plan.push_str(&format!("client-mapper\t{}\t{file}\n", m["name"].as_str().unwrap_or_default()));
+        }
+    }
+    for (i, ldap) in realm["components"][USER_STORAGE].as_array().into_iter().flatten().enumerate() {
+        let mut body = ldap.clone();
+        let subs = body.as_object_mut().and_then(|o| o.remove("subComponents"));
+        body["providerType"] = json!(USER_STORAGE);
+        for key in LDAP_OPTIONAL_KEYS {
+            if body["config"].get(*key).is_none() {
+                body["config"][*key] = json!([]);
+            }
+        }
+        let file = format!("ldap-{i}.json");
+        files.insert(file.clone(), text(&body)?);
+        plan.push_str(&format!("ldap\t{}\t{file}\n", ldap["name"].as_str().unwrap_or_default()));
+        let mappers = subs.as_ref().map(|s| &s[LDAP_MAPPER]);
+        for (j, m) in mappers.and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let mut m = m.clone();
+            if let Some(o) = m.as_object_mut() {
+                o.remove("subComponents");
+            }
+            m["providerType"] = json!(LDAP_MAPPER);
+            let file = format!("ldap-{i}-mapper-{j}.json");
+            files.insert(file.clone(), text(&m)?);
+            plan.push_str(&format!("ldap-mapper\t{}\t{file}\n", m["name"].as_str().unwrap_or_default()));
+        }
+    }
+    files.insert("plan.tsv".to_string(), plan);
+    files.insert("sync.sh".to_string(), REALM_SYNC_SCRIPT.to_string());
+    Ok(files)
+}
+
+/// The realm sync: a ConfigMap with the realm's parts and a Job that converges the
+/// running Keycloak's realm on them (docs/platform.md). Both are named by a digest of
+/// what the sync applies, because a Job is immutable and K3s/RKE2 do not run a
+/// finished Job of the same name again: a new realm (an upgrade, a rollback to the
+/// previous release) is a new Job, and the Job always mounts the ConfigMap it was made
+/// for. The digest covers the files only, which hold placeholders, never secrets: a
+/// function of the secrets would differ between two installs of the same release (the
+/// generated ones are random) and, for the customer's bind password, would let whoever
+/// reads the name test guesses offline.
+fn realm_sync(input: &KeycloakInput, names: &Names, realm_json: &str) -> Result<Vec<Manifest>> {
+    let files = realm_sync_files(realm_json)?;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for (k, v) in &files {
+        for part in [k.as_bytes(), v.as_bytes()] {
+            digest.update(&(part.len() as u64).to_be_bytes());
+            digest.update(part);
+        }
+    }
+    let sum = hex::encode(digest.finish().as_ref());
+    let name = format!("{}-realm-sync-{}", input.release, &sum[..12]);
+    let config_map = config_map(&input.namespace, &name, files)?;
+    let url = format!("http://{}.{}.svc:80", names.http_service, input.namespace);
+    let secret_env = |env: &str, key: &str| json!({ "name": env, "valueFrom": { "secretKeyRef": { "name": names.admin_secret, "key": key } } });
+    let job = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": input.namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": super::MANAGED_BY,
+                "app.kubernetes.io/component": "realm-sync",
+            },
+            "annotations": { "airlock.dev/realm-sync-sha256": sum },
+        },
+        "spec": {
+            // The script waits for Keycloak itself (up to 15 min); a crash or an
+            // evicted pod is tried again.
+            "backoffLimit": 4,
+            "activeDeadlineSeconds": 3600,
+            "ttlSecondsAfterFinished": REALM_SYNC_TTL_SECONDS,
+            "template": {
+                "metadata": { "labels": { "app.kubernetes.io/component": "realm-sync" } },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": false,
+                    "securityContext": {
+                        "runAsUser": 1000,
+                        "runAsNonRoot": true,
+                        "seccompProfile": { "type": "RuntimeDefault" },
+                    },
+                    "containers": [{
+                        "name": "realm-sync",
+                        "image": IMAGE,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["/bin/bash", format!("{REALM_SYNC_DIR}/sync.sh")],
+                        "env": [
+                            { "name": "KEYCLOAK_URL", "value": url },
+                            secret_env("KEYCLOAK_ADMIN_USER", "username"),
+                            // kcadm.sh reads the password from here: never an argument.
+                            secret_env("KC_CLI_PASSWORD", "password"),
+                            { "name": "AIRLOCK_REALM_SYNC_DIR", "value": REALM_SYNC_DIR },
+                            { "name": "AIRLOCK_REALM_SYNC_WORK", "value": REALM_SYNC_WORK },
+                            { "name": "AIRLOCK_KCADM", "value": format!("{KEYCLOAK_HOME}/bin/kcadm.sh") },
+                            { "name": "TMPDIR", "value": REALM_SYNC_WORK },
+                            // Each kcadm.sh call is a short-lived JVM: no optimising
+                            // compiler, the smallest collector.
+                            { "name": "KC_OPTS", "value": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC" },
+                        ],
+                        // The realm's `${...}` placeholders, as for the import.
+                        "envFrom": [{ "secretRef": { "name": names.realm_env_secret } }],
+                        "volumeMounts": [
+                            { "name": "realm-sync", "mountPath": REALM_SYNC_DIR, "readOnly": true },
+                            { "name": "tmp", "mountPath": "/tmp" },
+                        ],
+                        "resources": {
+                            "requests": { "cpu": "50m", "memory": "128Mi" },
+                            "limits": { "memory": "512Mi" },
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": { "drop": ["ALL"] },
+                        },
+                    }],
+                    "volumes": [
+                        { "name": "realm-sync", "configMap": { "name": name } },
+                        { "name": "tmp", "emptyDir": { "medium": "Memory", "sizeLimit": "64Mi" } },
+                    ],
+                },
+            },
+        },
+    });
+    let job = Manifest {
+        kind: super::ManifestKind::Job,
+        name: name.clone(),
+        namespace: input.namespace.clone(),
+        yaml: to_yaml(&format!("Job {}/{name}", input.namespace), &job)?,
+    };
+    Ok(vec![config_map, job])
 }
 
 /// A list as the chart wants it: a YAML string (the chart runs it through `tpl`).
@@ -656,6 +890,8 @@ mod tests {
             ha: false,
             realm: "airlock".into(),
             app_client_id: "app".into(),
+            app_redirect_paths: vec!["/*".into()],
+            app_audiences: Vec::new(),
             ingress_tls_secret: "keycloak-tls".into(),
             site_ca_pem: CA.into(),
             ldap: KeycloakLdap {
@@ -895,6 +1131,88 @@ mod tests {
         let env = sub(&values_of(&r), "extraEnv");
         let paths = env.as_sequence().unwrap().iter().find(|e| e["name"].as_str() == Some("KC_TRUSTSTORE_PATHS"));
         assert_eq!(paths.unwrap()["value"].as_str(), Some(TRUSTSTORE_DIR));
+    }
+
+    fn sync_job(r: &Rendered) -> (String, serde_yaml::Value) {
+        let m = r.manifests.iter().find(|m| m.kind == super::super::ManifestKind::Job).expect("a realm sync Job");
+        (m.name.clone(), serde_yaml::from_str(&m.yaml).unwrap())
+    }
+
+    #[test]
+    fn the_realm_sync_job_is_named_by_what_it_applies_so_each_new_realm_runs_again() {
+        let (same, _) = sync_job(&render(&input()).unwrap());
+        assert_eq!(same, sync_job(&render(&input()).unwrap()).0, "the same realm, another Job");
+        assert!(same.starts_with("keycloak-realm-sync-"), "{same}");
+        let mut redirect = input();
+        redirect.app_redirect_paths.push("/silent-renew.html".into());
+        let mut audience = input();
+        audience.app_audiences.push("api".into());
+        let mut filter = input();
+        filter.ldap.users_filter = None;
+        let mut names = vec![same.clone()];
+        for i in [redirect, audience, filter] {
+            let (name, _) = sync_job(&render(&i).unwrap());
+            assert!(!names.contains(&name), "{name} again: a changed realm would not be applied");
+            names.push(name);
+        }
+        // Generated secrets differ between installs of the same release: the name
+        // must not, or two installs (and an upgrade and a fresh install) would differ.
+        let mut other = input();
+        other.credentials.app_client_secret = Secret::new("another-client-secret-77");
+        other.credentials.admin_password = Secret::new("another-admin-pw-77");
+        assert_eq!(sync_job(&render(&other).unwrap()).0, same);
+        // The Job mounts the ConfigMap of its own name: never another release's realm.
+        let r = render(&input()).unwrap();
+        let (name, job) = sync_job(&r);
+        let spec = &job["spec"]["template"]["spec"];
+        assert_eq!(spec["volumes"][0]["configMap"]["name"].as_str(), Some(name.as_str()));
+        assert!(r.manifest(&name).is_some_and(|m| m.kind == super::super::ManifestKind::ConfigMap));
+        assert!(job["spec"]["ttlSecondsAfterFinished"].as_u64().is_some_and(|t| t > 0));
+        assert_eq!(spec["containers"][0]["image"].as_str(), Some(IMAGE));
+    }
+
+    #[test]
+    fn the_realm_sync_takes_its_secrets_from_secret_refs_and_empties_an_unset_ldap_filter() {
+        let mut i = input();
+        i.ldap.users_filter = None;
+        let r = render(&i).unwrap();
+        let (name, job) = sync_job(&r);
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        let env = c["env"].as_sequence().unwrap();
+        let pw = env.iter().find(|e| e["name"].as_str() == Some("KC_CLI_PASSWORD")).unwrap();
+        assert_eq!(pw["valueFrom"]["secretKeyRef"]["name"].as_str(), Some("keycloak-admin"));
+        assert_eq!(c["envFrom"][0]["secretRef"]["name"].as_str(), Some("keycloak-realm-env"));
+        let url = env.iter().find(|e| e["name"].as_str() == Some("KEYCLOAK_URL")).unwrap();
+        assert_eq!(url["value"].as_str(), Some("http://keycloak-keycloakx-http.keycloak.svc:80"));
+        let cm: serde_yaml::Value = serde_yaml::from_str(&r.manifest(&name).unwrap().yaml).unwrap();
+        let ldap: Value = serde_json::from_str(cm["data"]["ldap-0.json"].as_str().unwrap()).unwrap();
+        assert_eq!(ldap["config"]["customUserSearchFilter"], json!([]), "an earlier release's filter would stay");
+        assert_eq!(ldap["config"]["bindCredential"], json!(["${AIRLOCK_LDAP_BIND_CREDENTIAL}"]));
+        let plan = cm["data"]["plan.tsv"].as_str().unwrap();
+        assert!(plan.contains("realm\tairlock\trealm.json\n"), "{plan}");
+        assert!(plan.contains("client\tapp\tclient-0.json\n"), "{plan}");
+        assert!(plan.contains("ldap-mapper\tgroups\t"), "{plan}");
+        let realm: Value = serde_json::from_str(cm["data"]["realm.json"].as_str().unwrap()).unwrap();
+        assert!(realm.get("clients").is_none() && realm.get("components").is_none(), "{realm}");
+    }
+
+    #[test]
+    fn the_profile_s_redirect_paths_and_audiences_reach_the_app_client() {
+        let mut i = input();
+        i.app_redirect_paths = vec!["/callback".into(), "/silent-renew.html".into()];
+        i.app_audiences = vec!["api".into()];
+        let realm: Value = serde_json::from_str(&realm_json(&i).unwrap()).unwrap();
+        let client = &realm["clients"][0];
+        assert_eq!(
+            client["redirectUris"],
+            json!([
+                "https://app.platform.example.test/callback",
+                "https://app.platform.example.test/silent-renew.html"
+            ])
+        );
+        let aud = client["protocolMappers"].as_array().unwrap().iter().find(|m| m["name"] == "audience api").unwrap();
+        assert_eq!(aud["protocolMapper"], "oidc-audience-mapper");
+        assert_eq!(aud["config"]["included.custom.audience"], "api");
     }
 
     #[test]

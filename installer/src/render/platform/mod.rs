@@ -71,6 +71,7 @@ pub enum ManifestKind {
     Namespace,
     ConfigMap,
     Secret,
+    Job,
 }
 
 /// One Kubernetes object as a YAML document.
@@ -99,6 +100,7 @@ impl Manifest {
             ManifestKind::Namespace => format!("airlock-{}-0-namespace.yaml", self.namespace),
             ManifestKind::ConfigMap => format!("airlock-{}-configmap-{}.yaml", self.namespace, self.name),
             ManifestKind::Secret => format!("airlock-{}-secret-{}.yaml", self.namespace, self.name),
+            ManifestKind::Job => format!("airlock-{}-job-{}.yaml", self.namespace, self.name),
         }
     }
 }

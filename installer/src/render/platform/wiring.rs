@@ -177,6 +177,8 @@ pub struct Site<'a> {
     pub pki: &'a SitePki,
     pub credentials: &'a Credentials,
     pub distribution: DistributionKind,
+    /// The profile's `keycloak` section: the release's needs of the app's OIDC client.
+    pub keycloak: &'a crate::site::profile::KeycloakProfile,
 }
 
 /// Fills the values of the charts this module knows and returns the objects they
@@ -320,6 +322,8 @@ fn keycloak_input(site: &Site<'_>) -> Result<keycloak::KeycloakInput> {
         ha: a.ha.as_ref().is_some_and(|h| h.servers.len() > 1),
         realm: REALM.into(),
         app_client_id: APP_CLIENT_ID.into(),
+        app_redirect_paths: site.keycloak.redirect_paths.clone(),
+        app_audiences: site.keycloak.audiences.clone(),
         ingress_tls_secret: KEYCLOAK_TLS_SECRET.into(),
         site_ca_pem: site.pki.ca_pem().to_string(),
         ldap: keycloak::KeycloakLdap {
@@ -673,8 +677,13 @@ mod tests {
         let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
         let pki = crate::site::pki::prepare(&answers, &host).unwrap();
         let credentials = Credentials::load_or_generate(&host).unwrap();
-        let site =
-            Site { answers: &answers, pki: &pki, credentials: &credentials, distribution: DistributionKind::K3s };
+        let site = Site {
+            answers: &answers,
+            pki: &pki,
+            credentials: &credentials,
+            distribution: DistributionKind::K3s,
+            keycloak: &Default::default(),
+        };
         let (mut input, bundle) = chart(APP_CHART, Some(json!({"images": {"api": "r/api:1"}})));
         let err = wire_charts(std::slice::from_mut(&mut input), &[bundle], &site, Path::new("/m")).unwrap_err();
         let text = format!("{err}");
@@ -687,8 +696,13 @@ mod tests {
         let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
         let pki = crate::site::pki::prepare(&answers, &host).unwrap();
         let credentials = Credentials::load_or_generate(&host).unwrap();
-        let site =
-            Site { answers: &answers, pki: &pki, credentials: &credentials, distribution: DistributionKind::K3s };
+        let site = Site {
+            answers: &answers,
+            pki: &pki,
+            credentials: &credentials,
+            distribution: DistributionKind::K3s,
+            keycloak: &Default::default(),
+        };
         let (kc, kc_b) = chart(KEYCLOAK_CHART, None);
         let (mi, mi_b) = chart(MINIO_CHART, None);
         let (other, other_b) = chart("hello", Some(json!({"message": "hi"})));
