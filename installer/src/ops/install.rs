@@ -137,9 +137,19 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     match &pki {
         Some(p) if input.role.is_server() => {
             let credentials = wiring::Credentials::load_or_generate(host)?;
-            let site = wiring::Site { answers, pki: p, credentials: &credentials, distribution: dist.kind };
+            let site = wiring::Site {
+                answers,
+                pki: p,
+                credentials: &credentials,
+                distribution: dist.kind,
+                monitoring: &profile.monitoring,
+            };
             let manifests_dir = input.data_dir().join("server/manifests");
             let objects = wiring::wire_charts(&mut input.charts, &m.charts, &site, &manifests_dir)?;
+            if input.charts.iter().any(|c| c.name == wiring::PROMETHEUS_RELEASE) {
+                // node-exporter's textfile collector reads it (CertificateExpiresSoon).
+                platform.extend(wiring::pki_textfile_layout(p).grouped(StepGroup::Charts));
+            }
             let r = wiring::InstallReport::new(answers, &m.charts, Some(p));
             if !r.urls.is_empty() {
                 platform.extend(credentials.layout().grouped(StepGroup::Secrets));

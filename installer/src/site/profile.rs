@@ -48,6 +48,27 @@ pub struct Profile {
     pub options: Options,
     pub sizing: Sizing,
     pub preflight: Thresholds,
+    /// Retention and volume sizes of the `monitoring` component (its defaults when the
+    /// profile has no `monitoring` section).
+    pub monitoring: MonitoringSizing,
+}
+
+/// Sizes and retention, from the profile's `monitoring` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MonitoringSizing {
+    /// How long Prometheus keeps samples, in days.
+    pub retention_days: u32,
+    pub prometheus_volume_gib: u32,
+    pub alertmanager_volume_gib: u32,
+    pub grafana_volume_gib: u32,
+}
+
+impl Default for MonitoringSizing {
+    fn default() -> Self {
+        // 15 days is Prometheus' own default; 20 GiB holds it comfortably for a
+        // handful of nodes and the app at a 30 s scrape interval.
+        Self { retention_days: 15, prometheus_volume_gib: 20, alertmanager_volume_gib: 2, grafana_volume_gib: 2 }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -207,6 +228,7 @@ impl Profile {
                 "rke2",
                 "sizing",
                 "preflight",
+                "monitoring",
             ],
             DOC,
         )?;
@@ -235,8 +257,19 @@ impl Profile {
         let storage = read_storage(&root, distribution, &options, &components)?;
         let sizing = read_sizing(&root)?;
         let preflight = read_thresholds(&root, &sizing)?;
-        let profile =
-            Self { name, description, distribution, topology, components, storage, options, sizing, preflight };
+        let monitoring = read_monitoring(&root)?;
+        let profile = Self {
+            name,
+            description,
+            distribution,
+            topology,
+            components,
+            storage,
+            options,
+            sizing,
+            preflight,
+            monitoring,
+        };
         check_ports(&profile)?;
         Ok(profile)
     }
@@ -437,6 +470,26 @@ fn read_sizing(root: &Map<'_>) -> std::result::Result<Sizing, Problem> {
         memory_mib: positive("memory_mib", "recommended memory in MiB")?,
         disk_gib: positive("disk_gib", "recommended free disk in GiB")?,
     })
+}
+
+fn read_monitoring(root: &Map<'_>) -> std::result::Result<MonitoringSizing, Problem> {
+    let mut out = MonitoringSizing::default();
+    let Some(f) = root.get("monitoring") else { return Ok(out) };
+    let m = f.map(&["retention_days", "prometheus_volume_gib", "alertmanager_volume_gib", "grafana_volume_gib"])?;
+    let fields: [(&str, &mut u32); 4] = [
+        ("retention_days", &mut out.retention_days),
+        ("prometheus_volume_gib", &mut out.prometheus_volume_gib),
+        ("alertmanager_volume_gib", &mut out.alertmanager_volume_gib),
+        ("grafana_volume_gib", &mut out.grafana_volume_gib),
+    ];
+    for (key, slot) in fields {
+        let Some(f) = m.get(key) else { continue };
+        match f.u64()? {
+            0 => return Err(f.problem("is 0", "give a whole number above 0, or leave the key out for the default")),
+            n => *slot = u32::try_from(n).map_err(|_| f.problem("is too large", "give a realistic size"))?,
+        }
+    }
+    Ok(out)
 }
 
 fn read_thresholds(root: &Map<'_>, sizing: &Sizing) -> std::result::Result<Thresholds, Problem> {

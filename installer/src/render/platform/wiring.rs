@@ -26,7 +26,7 @@ use ring::rand::SecureRandom;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::{app, keycloak, minio, tls_secret};
+use super::{app, keycloak, minio, monitoring, tls_secret};
 use crate::engine::layout::Layout;
 use crate::host::Host;
 use crate::render::distribution::ChartInput;
@@ -42,6 +42,15 @@ pub const MINIO_CHART: &str = minio::CHART;
 pub const MINIO_RELEASE: &str = "minio";
 pub const MINIO_NAMESPACE: &str = "minio";
 pub const APP_CHART: &str = app::CHART_NAME;
+/// The monitoring component's charts: both releases in one namespace, node-exporter
+/// (the prometheus chart's dependency) in one of its own (see [`monitoring`]).
+pub const PROMETHEUS_CHART: &str = monitoring::PROMETHEUS_CHART;
+pub const PROMETHEUS_RELEASE: &str = "prometheus";
+pub const GRAFANA_CHART: &str = monitoring::GRAFANA_CHART;
+pub const GRAFANA_RELEASE: &str = "grafana";
+pub const MONITORING_NAMESPACE: &str = "monitoring";
+pub const NODE_EXPORTER_NAMESPACE: &str = "monitoring-node";
+const MONITORING_TLS_SECRET: &str = "monitoring-tls";
 /// The storage provisioner for distributions that ship none (`assets/charts/
 /// local-path-provisioner`): installed into `kube-system` like K3s' own copy, because
 /// its helper pods mount host paths, which the CIS profile's restricted Pod Security
@@ -71,7 +80,7 @@ struct Spec {
     prefix: &'static str,
 }
 
-const SPECS: [Spec; 7] = [
+const SPECS: [Spec; 8] = [
     Spec { file: "keycloak-admin-password", what: "Keycloak admin password", bytes: 16, prefix: "" },
     Spec { file: "app-oidc-client-secret", what: "the app's OIDC client secret", bytes: 24, prefix: "" },
     Spec { file: "minio-root-user", what: "MinIO root user", bytes: 6, prefix: "root-" },
@@ -79,6 +88,7 @@ const SPECS: [Spec; 7] = [
     Spec { file: "app-s3-access-key", what: "the app's S3 access key", bytes: 8, prefix: "app-" },
     Spec { file: "app-s3-secret-key", what: "the app's S3 secret key", bytes: 20, prefix: "" },
     Spec { file: "app-postgres-password", what: "the app's PostgreSQL password", bytes: 20, prefix: "" },
+    Spec { file: "grafana-admin-password", what: "Grafana's break-glass admin password", bytes: 16, prefix: "" },
 ];
 
 /// The platform's generated credentials, in [`SPECS`] order. Never printed: the
@@ -151,6 +161,9 @@ impl Credentials {
     pub fn app_postgres_password(&self) -> &Secret {
         self.get("app-postgres-password")
     }
+    pub fn grafana_admin_password(&self) -> &Secret {
+        self.get("grafana-admin-password")
+    }
 
     /// The files, 0600 in a 0700 directory, for the start of the plan.
     /// (The 0700 directory is the cluster token's, which install.rs plans first.)
@@ -177,6 +190,8 @@ pub struct Site<'a> {
     pub pki: &'a SitePki,
     pub credentials: &'a Credentials,
     pub distribution: DistributionKind,
+    /// The profile's `monitoring` section.
+    pub monitoring: &'a monitoring::MonitoringSizing,
 }
 
 /// Fills the values of the charts this module knows and returns the objects they
@@ -190,6 +205,13 @@ pub fn wire_charts(
     manifests_dir: &Path,
 ) -> Result<Layout> {
     let mut layout = Layout::default();
+    // The charts this install lays down, by their names in the bundle: the app is
+    // scraped only when it is installed, and lets Prometheus in only when that is.
+    let installed: Vec<String> = charts
+        .iter()
+        .map(|c| bundle_charts.iter().find(|b| b.path == c.entry).map_or(c.name.clone(), |b| b.name.clone()))
+        .collect();
+    let installs = |name: &str| installed.iter().any(|n| n == name);
     for c in charts.iter_mut() {
         let source = bundle_charts.iter().find(|b| b.path == c.entry);
         let vendor = source.and_then(|b| b.values.clone()).unwrap_or(Json::Null);
@@ -222,11 +244,37 @@ pub fn wire_charts(
             APP_CHART => {
                 c.name = app::DEFAULT_RELEASE.into();
                 c.namespace = app::DEFAULT_NAMESPACE.into();
-                let r = app::render(&app_input(site, &vendor, &c.entry)?)?;
+                let r = app::render(&app_input(site, &vendor, &c.entry, installs(PROMETHEUS_CHART))?)?;
                 r.add_to_layout(&mut layout, manifests_dir);
                 let leaf = leaf(site.pki, "ingress")?;
                 let tls = tls_secret(app::DEFAULT_NAMESPACE, APP_TLS_SECRET, leaf.0, &leaf.1)?;
                 layout.secret_file(manifests_dir.join(tls.file_name()), tls.yaml.clone());
+                Some(r.values_yaml)
+            }
+            PROMETHEUS_CHART | GRAFANA_CHART => {
+                let input = monitoring_input(site, installs(APP_CHART))?;
+                c.namespace = MONITORING_NAMESPACE.into();
+                let r = if chart_name == PROMETHEUS_CHART {
+                    c.name = PROMETHEUS_RELEASE.into();
+                    monitoring::render_prometheus(&input)?
+                } else {
+                    c.name = GRAFANA_RELEASE.into();
+                    monitoring::render_grafana(&input)?
+                };
+                // Both renders lay down the monitoring Namespace (either chart may come
+                // alone); one file is enough.
+                for f in r.layout(manifests_dir).files {
+                    if !layout.files.iter().any(|g| g.path == f.path) {
+                        layout.files.push(f);
+                    }
+                }
+                let tls_path =
+                    manifests_dir.join(format!("airlock-{MONITORING_NAMESPACE}-secret-{MONITORING_TLS_SECRET}.yaml"));
+                if !layout.files.iter().any(|f| f.path == tls_path) {
+                    let leaf = leaf(site.pki, "monitoring")?;
+                    let tls = tls_secret(MONITORING_NAMESPACE, MONITORING_TLS_SECRET, leaf.0, &leaf.1)?;
+                    layout.secret_file(manifests_dir.join(tls.file_name()), tls.yaml.clone());
+                }
                 Some(r.values_yaml)
             }
             _ => None,
@@ -404,6 +452,35 @@ fn minio_input(site: &Site<'_>) -> Result<minio::MinioInput> {
     })
 }
 
+/// The site certificates' expiry as a node-exporter textfile, readable by its
+/// unprivileged user (it holds dates, no secret).
+pub fn pki_textfile_layout(pki: &SitePki) -> Layout {
+    let certs: Vec<(String, i64)> = pki.leaves().iter().map(|l| (l.name().to_string(), l.facts().not_after)).collect();
+    let mut layout = Layout::default();
+    layout.dir(monitoring::TEXTFILE_DIR, 0o755);
+    layout.file(monitoring::PKI_TEXTFILE, 0o644, monitoring::pki_textfile(&certs));
+    layout
+}
+
+fn monitoring_input(site: &Site<'_>, scrape_app: bool) -> Result<monitoring::MonitoringInput> {
+    Ok(monitoring::MonitoringInput {
+        prometheus_release: PROMETHEUS_RELEASE.into(),
+        grafana_release: GRAFANA_RELEASE.into(),
+        namespace: MONITORING_NAMESPACE.into(),
+        node_namespace: NODE_EXPORTER_NAMESPACE.into(),
+        domain: site.answers.cluster.ingress_domain.clone(),
+        ingress_tls_secret: MONITORING_TLS_SECRET.into(),
+        sizing: site.monitoring.clone(),
+        storage_class: None,
+        // Scrape the app only when this bundle installs it.
+        app: scrape_app.then(|| monitoring::AppTarget {
+            namespace: app::DEFAULT_NAMESPACE.into(),
+            release: app::DEFAULT_RELEASE.into(),
+        }),
+        grafana_admin_password: site.credentials.grafana_admin_password().clone(),
+    })
+}
+
 /// `images.<key>` from the vendor's values: the app chart has no defaults for them.
 fn image(vendor: &Json, key: &str, entry: &str) -> Result<String> {
     vendor["images"][key].as_str().map(str::to_string).filter(|s| !s.trim().is_empty()).ok_or_else(|| {
@@ -417,7 +494,7 @@ fn image(vendor: &Json, key: &str, entry: &str) -> Result<String> {
     })
 }
 
-fn app_input(site: &Site<'_>, vendor: &Json, entry: &str) -> Result<app::AppInput> {
+fn app_input(site: &Site<'_>, vendor: &Json, entry: &str, scraped: bool) -> Result<app::AppInput> {
     let a = site.answers;
     let c = site.credentials;
     let kc_full = format!("{KEYCLOAK_RELEASE}-{}", keycloak::CHART);
@@ -468,6 +545,11 @@ fn app_input(site: &Site<'_>, vendor: &Json, entry: &str) -> Result<app::AppInpu
             backup_client: image(vendor, "backupClient", entry)?,
         },
         ingress_controller,
+        // The monitoring component's Prometheus server, when the bundle has it.
+        metrics_scraper: scraped.then(|| app::Scraper {
+            namespace: MONITORING_NAMESPACE.into(),
+            pod_labels: monitoring::server_pod_labels(PROMETHEUS_RELEASE),
+        }),
     })
 }
 
@@ -544,6 +626,13 @@ impl InstallReport {
         if has(APP_CHART) {
             urls.insert("app".into(), format!("https://{}", keycloak::app_host(d)));
         }
+        if has(GRAFANA_CHART) {
+            urls.insert("grafana".into(), format!("https://{}", monitoring::grafana_host(d)));
+        }
+        if has(PROMETHEUS_CHART) {
+            urls.insert("prometheus".into(), format!("https://{}", monitoring::prometheus_host(d)));
+            urls.insert("alertmanager".into(), format!("https://{}", monitoring::alertmanager_host(d)));
+        }
         let ca = pki.map(|p| CaReport { path: PathBuf::from(crate::state::CA_CERT), sha256: p.ca_fingerprint() });
         let credentials = if urls.is_empty() { Vec::new() } else { Credentials::files() };
         let mut hand = Vec::new();
@@ -574,6 +663,13 @@ impl InstallReport {
                 "MinIO root user and password: {} and {} (root only)",
                 Credentials::path_of("minio-root-user").display(),
                 Credentials::path_of("minio-root-password").display()
+            ));
+        }
+        if has(GRAFANA_CHART) {
+            hand.push(format!(
+                "Grafana break-glass admin `{}`: password in {} (root only)",
+                monitoring::GRAFANA_ADMIN_USER,
+                Credentials::path_of("grafana-admin-password").display()
             ));
         }
         InstallReport { urls, ca, credentials, hand_to_customer: hand }
@@ -633,10 +729,10 @@ mod tests {
         let (tmp, host) = root();
         let first = Credentials::load_or_generate(&host).unwrap();
         let values: Vec<&str> = first.values.iter().map(Secret::expose).collect();
-        assert_eq!(values.len(), 7);
+        assert_eq!(values.len(), 8);
         assert!(values.iter().all(|v| v.len() >= 12), "{:?}", first);
         let distinct: std::collections::BTreeSet<&&str> = values.iter().collect();
-        assert_eq!(distinct.len(), 7, "every credential is its own random value");
+        assert_eq!(distinct.len(), 8, "every credential is its own random value");
         // Nothing shows through Debug.
         assert!(values.iter().all(|v| !format!("{first:?}").contains(v)));
 
@@ -673,8 +769,13 @@ mod tests {
         let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
         let pki = crate::site::pki::prepare(&answers, &host).unwrap();
         let credentials = Credentials::load_or_generate(&host).unwrap();
-        let site =
-            Site { answers: &answers, pki: &pki, credentials: &credentials, distribution: DistributionKind::K3s };
+        let site = Site {
+            answers: &answers,
+            pki: &pki,
+            credentials: &credentials,
+            distribution: DistributionKind::K3s,
+            monitoring: &Default::default(),
+        };
         let (mut input, bundle) = chart(APP_CHART, Some(json!({"images": {"api": "r/api:1"}})));
         let err = wire_charts(std::slice::from_mut(&mut input), &[bundle], &site, Path::new("/m")).unwrap_err();
         let text = format!("{err}");
@@ -687,8 +788,13 @@ mod tests {
         let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
         let pki = crate::site::pki::prepare(&answers, &host).unwrap();
         let credentials = Credentials::load_or_generate(&host).unwrap();
-        let site =
-            Site { answers: &answers, pki: &pki, credentials: &credentials, distribution: DistributionKind::K3s };
+        let site = Site {
+            answers: &answers,
+            pki: &pki,
+            credentials: &credentials,
+            distribution: DistributionKind::K3s,
+            monitoring: &Default::default(),
+        };
         let (kc, kc_b) = chart(KEYCLOAK_CHART, None);
         let (mi, mi_b) = chart(MINIO_CHART, None);
         let (other, other_b) = chart("hello", Some(json!({"message": "hi"})));

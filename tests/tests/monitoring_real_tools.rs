@@ -1,0 +1,484 @@
+//! The monitoring component through the real tools:
+//!
+//! - helm 3.18 renders the prometheus 29.27.0 chart (its four dependencies vendored as
+//!   the demo bundle carries them) and the grafana 12.11.1 chart with the values the
+//!   installer generates, with no repository configured; `kubernetes-validate
+//!   --strict` (Kubernetes 1.31 schemas, offline) accepts every object, ours included;
+//! - every pod in the monitoring namespace passes the restricted Pod Security level,
+//!   the ingresses serve the PKI's Secret on the three hosts, and every image the
+//!   charts run is one the demo bundle carries;
+//! - `promtool` (Debian's `prometheus` package) checks the Prometheus configuration
+//!   the chart renders from those values and the rule file, runs the rules' unit tests
+//!   (`assets/monitoring/alerts.test.yaml`: each alert fires on a series that should
+//!   fire it and stays silent on one that should not) on the rules as rendered, and
+//!   parses every dashboard query;
+//! - the rendered `grafana.ini` turns off every feature that reaches the internet.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use airlock_installer::render::platform::monitoring::{
+    self, AppTarget, MonitoringInput, MonitoringSizing, DASHBOARDS_CONFIG_MAP,
+};
+use airlock_installer::render::platform::Rendered;
+use airlock_installer::site::answers::Secret;
+use airlock_tests::{demo_dir, helm, helm_command, require_tool, workspace_root};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+const ADMIN_PW: &str = "e2e-grafana-admin-pw-4b1e";
+
+fn input() -> MonitoringInput {
+    MonitoringInput {
+        prometheus_release: "prometheus".into(),
+        grafana_release: "grafana".into(),
+        namespace: "monitoring".into(),
+        node_namespace: "monitoring-node".into(),
+        domain: "platform.example.test".into(),
+        ingress_tls_secret: "monitoring-tls".into(),
+        sizing: MonitoringSizing { retention_days: 30, prometheus_volume_gib: 40, ..MonitoringSizing::default() },
+        storage_class: None,
+        app: Some(AppTarget { namespace: "app".into(), release: "airlock-app".into() }),
+        grafana_admin_password: Secret::new(ADMIN_PW),
+    }
+}
+
+fn chart(file: &str) -> PathBuf {
+    demo_dir().join("charts").join(file)
+}
+
+fn parse_docs(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text).map(|d| Value::deserialize(d).unwrap()).filter(|v| !v.is_null()).collect()
+}
+
+fn kind(v: &Value) -> &str {
+    v["kind"].as_str().unwrap_or("")
+}
+
+fn name(v: &Value) -> &str {
+    v["metadata"]["name"].as_str().unwrap_or("")
+}
+
+fn seq(v: &Value) -> Vec<Value> {
+    v.as_sequence().cloned().unwrap_or_default()
+}
+
+/// One chart rendered with the generated values: helm's text and its objects.
+struct Templated {
+    text: String,
+    docs: Vec<Value>,
+}
+
+/// `helm template <release> <chart> -f values --namespace monitoring`, with an empty
+/// helm home (no repository: the render cannot reach for one).
+fn template(helm: &Path, dir: &Path, chart: &Path, release: &str, rendered: &Rendered) -> Templated {
+    let home = dir.join(format!("home-{release}"));
+    fs::create_dir_all(&home).unwrap();
+    let values = dir.join(format!("{release}-values.yaml"));
+    fs::write(&values, &rendered.values_yaml).unwrap();
+    let out = helm_command(helm, &home)
+        .args(["template", release])
+        .arg(chart)
+        .arg("-f")
+        .arg(&values)
+        .args(["--namespace", "monitoring"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm template {release}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    Templated { docs: parse_docs(&text), text }
+}
+
+struct Stack {
+    tmp: tempfile::TempDir,
+    prometheus: Rendered,
+    grafana: Rendered,
+    prom: Templated,
+    graf: Templated,
+}
+
+fn stack() -> Option<Stack> {
+    let helm = helm()?;
+    let tmp = tempfile::tempdir().unwrap();
+    let prometheus = monitoring::render_prometheus(&input()).unwrap();
+    let grafana = monitoring::render_grafana(&input()).unwrap();
+    let prom = template(&helm, tmp.path(), &chart("prometheus-29.27.0.tgz"), "prometheus", &prometheus);
+    let graf = template(&helm, tmp.path(), &chart("grafana-12.11.1.tgz"), "grafana", &grafana);
+    Some(Stack { tmp, prometheus, grafana, prom, graf })
+}
+
+fn config_map_data<'a>(docs: &'a [Value], cm: &str, key: &str) -> &'a str {
+    docs.iter().find(|d| kind(d) == "ConfigMap" && name(d) == cm).unwrap_or_else(|| panic!("no ConfigMap {cm}"))["data"]
+        [key]
+        .as_str()
+        .unwrap_or_else(|| panic!("ConfigMap {cm} has no {key}"))
+}
+
+fn pod_spec(d: &Value) -> Option<&Value> {
+    let p = &d["spec"]["template"]["spec"];
+    (!p.is_null()).then_some(p)
+}
+
+/// The restricted level's container rules (RKE2's CIS profile enforces it), each set
+/// on the container or inherited from the pod. Returns the containers checked.
+fn assert_restricted(d: &Value) -> usize {
+    let Some(pod) = pod_spec(d) else { return 0 };
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert_ne!(pod[host].as_bool(), Some(true), "{} {}: {host}", kind(d), name(d));
+    }
+    assert!(seq(&pod["volumes"]).iter().all(|v| v["hostPath"].is_null()), "{} {}: a hostPath volume", kind(d), name(d));
+    let pod_sc = &pod["securityContext"];
+    let mut n = 0;
+    for c in seq(&pod["containers"]).into_iter().chain(seq(&pod["initContainers"])) {
+        let at = format!("{} {} container {}", kind(d), name(d), c["name"].as_str().unwrap_or("?"));
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false), "{at}: allowPrivilegeEscalation");
+        assert!(seq(&sc["capabilities"]["drop"]).iter().any(|c| c.as_str() == Some("ALL")), "{at}: drop ALL");
+        let non_root = sc["runAsNonRoot"].as_bool().or(pod_sc["runAsNonRoot"].as_bool());
+        assert_eq!(non_root, Some(true), "{at}: runAsNonRoot");
+        let seccomp = sc["seccompProfile"]["type"].as_str().or(pod_sc["seccompProfile"]["type"].as_str());
+        assert_eq!(seccomp, Some("RuntimeDefault"), "{at}: seccompProfile");
+        n += 1;
+    }
+    n
+}
+
+/// The images of every pod template.
+fn images(docs: &[Value]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for d in docs {
+        if let Some(pod) = pod_spec(d) {
+            for c in seq(&pod["containers"]).into_iter().chain(seq(&pod["initContainers"])) {
+                out.insert(c["image"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn both_charts_render_offline_with_the_generated_values_and_every_object_validates() {
+    let Some(s) = stack() else { return };
+    let Some(kv) = require_tool("kubernetes-validate") else { return };
+    let mut all = format!("{}\n---\n{}", s.prom.text, s.graf.text);
+    for m in s.prometheus.manifests.iter().chain(&s.grafana.manifests) {
+        all.push_str("---\n");
+        all.push_str(&m.yaml);
+    }
+    let file = s.tmp.path().join("all.yaml");
+    fs::write(&file, &all).unwrap();
+    let run = |f: &Path| Command::new(&kv).args(["--strict", "-k", "1.31.0"]).arg(f).output().unwrap();
+    let out = run(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kubernetes-validate: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let objects = s.prom.docs.len() + s.graf.docs.len() + s.prometheus.manifests.len() + s.grafana.manifests.len();
+    assert_eq!(stdout.lines().filter(|l| l.contains("passed for resource")).count(), objects, "{stdout}");
+    assert!(!stdout.contains("WARN"), "{stdout}");
+    // Control: a misspelled field fails the strict schema.
+    let typo = s.tmp.path().join("typo.yaml");
+    fs::write(&typo, s.prom.text.replacen("imagePullPolicy:", "imagePullPolicey:", 1)).unwrap();
+    assert!(!run(&typo).status.success(), "a misspelled field passed");
+
+    // Server, Alertmanager, kube-state-metrics, node-exporter; no pushgateway.
+    let workloads: BTreeSet<(String, String)> = s
+        .prom
+        .docs
+        .iter()
+        .filter(|d| pod_spec(d).is_some())
+        .map(|d| (kind(d).to_string(), name(d).to_string()))
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        ("Deployment", "prometheus-server"),
+        ("StatefulSet", "prometheus-alertmanager"),
+        ("Deployment", "prometheus-kube-state-metrics"),
+        ("DaemonSet", "prometheus-prometheus-node-exporter"),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), n.to_string()))
+    .collect();
+    assert_eq!(workloads, expected);
+    assert!(!s.prom.docs.iter().any(|d| name(d).contains("pushgateway")), "the pushgateway is rendered");
+}
+
+#[test]
+fn the_monitoring_namespace_runs_restricted_pods_behind_tls_ingresses_from_bundled_images() {
+    let Some(s) = stack() else { return };
+    let docs: Vec<&Value> = s.prom.docs.iter().chain(&s.graf.docs).collect();
+    let mut containers = 0;
+    for d in &docs {
+        let ns = d["metadata"]["namespace"].as_str().unwrap_or("monitoring");
+        if ns == "monitoring-node" {
+            // node-exporter: the one workload that needs the host, in its own
+            // namespace (privileged); nothing else is there.
+            assert!(name(d).contains("node-exporter"), "{} {} in monitoring-node", kind(d), name(d));
+            continue;
+        }
+        assert_eq!(ns, "monitoring", "{} {}", kind(d), name(d));
+        containers += assert_restricted(d);
+    }
+    // server + config reloader, alertmanager, kube-state-metrics, grafana.
+    assert_eq!(containers, 5);
+    let ne = docs.iter().find(|d| kind(d) == "DaemonSet").unwrap();
+    assert_eq!(ne["metadata"]["namespace"].as_str(), Some("monitoring-node"));
+    // Its textfile directory is the host's, where airlock writes the certificates' expiry.
+    let mounts = seq(&ne["spec"]["template"]["spec"]["volumes"]);
+    assert!(mounts.iter().any(|v| v["hostPath"]["path"].as_str() == Some(monitoring::TEXTFILE_DIR)), "{mounts:?}");
+
+    let mut hosts = BTreeSet::new();
+    for ing in docs.iter().filter(|d| kind(d) == "Ingress") {
+        for t in seq(&ing["spec"]["tls"]) {
+            assert_eq!(t["secretName"].as_str(), Some("monitoring-tls"), "{}", name(ing));
+        }
+        for r in seq(&ing["spec"]["rules"]) {
+            hosts.insert(r["host"].as_str().unwrap().to_string());
+        }
+    }
+    let want: BTreeSet<String> =
+        ["prometheus", "alertmanager", "grafana"].iter().map(|h| format!("{h}.platform.example.test")).collect();
+    assert_eq!(hosts, want);
+
+    // Persistence from the profile's sizes.
+    let pvc = docs.iter().find(|d| kind(d) == "PersistentVolumeClaim" && name(d) == "prometheus-server").unwrap();
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"].as_str(), Some("40Gi"));
+    let server = docs.iter().find(|d| name(d) == "prometheus-server" && kind(d) == "Deployment").unwrap();
+    let args: Vec<String> = seq(&server["spec"]["template"]["spec"]["containers"])
+        .iter()
+        .flat_map(|c| seq(&c["args"]))
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    assert!(args.contains(&"--storage.tsdb.retention.time=30d".to_string()), "{args:?}");
+    // The app's NetworkPolicy lets in pods with these labels: the server's pods have them.
+    let labels = &server["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in monitoring::server_pod_labels("prometheus") {
+        assert_eq!(labels[k.as_str()].as_str(), Some(v.as_str()), "server pod label {k}");
+    }
+
+    // Every image is one the demo bundle carries (nothing to pull on site).
+    let spec: Value = serde_yaml::from_str(&fs::read_to_string(demo_dir().join("bundle.yaml")).unwrap()).unwrap();
+    let bundled: BTreeSet<String> = seq(&spec["components"])
+        .iter()
+        .flat_map(|c| seq(&c["images"]))
+        .map(|i| i["ref"].as_str().unwrap().to_string())
+        .collect();
+    let used = images(&s.prom.docs).into_iter().chain(images(&s.graf.docs)).collect::<BTreeSet<_>>();
+    assert_eq!(used.len(), 6, "{used:?}");
+    for i in &used {
+        assert!(bundled.contains(i), "{i} is run by the charts but not in the demo bundle");
+    }
+    // The admin password only in its Secret.
+    assert!(!s.prom.text.contains(ADMIN_PW) && !s.graf.text.contains(ADMIN_PW));
+}
+
+#[test]
+fn grafanas_rendered_config_turns_every_outbound_feature_off() {
+    let Some(s) = stack() else { return };
+    let ini = config_map_data(&s.graf.docs, "grafana", "grafana.ini");
+    let lines: BTreeSet<&str> = ini.lines().map(str::trim).collect();
+    for want in [
+        "[analytics]",
+        "reporting_enabled = false",
+        "check_for_updates = false",
+        "check_for_plugin_updates = false",
+        "feedback_links_enabled = false",
+        "[security]",
+        "disable_gravatar = true",
+        "[news]",
+        "news_feed_enabled = false",
+        "[plugins]",
+        "plugin_admin_enabled = false",
+        "public_key_retrieval_disabled = true",
+        "[snapshots]",
+        "external_enabled = false",
+    ] {
+        assert!(lines.contains(want), "grafana.ini lacks `{want}`:\n{ini}");
+    }
+    // Nothing fetched at start: no plugin install, no dashboard download, no sidecar.
+    let deploy = s.graf.docs.iter().find(|d| kind(d) == "Deployment").unwrap();
+    let pod = pod_spec(deploy).unwrap();
+    let names: Vec<String> = seq(&pod["containers"])
+        .into_iter()
+        .chain(seq(&pod["initContainers"]))
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["grafana"]);
+    assert!(!s.graf.text.contains("GF_INSTALL_PLUGINS"));
+    // The admin comes from our Secret, the dashboards from our ConfigMap.
+    let env = serde_yaml::to_string(&seq(&pod["containers"])[0]["env"]).unwrap();
+    assert!(env.contains("grafana-admin") && env.contains("admin-password"), "{env}");
+    assert!(serde_yaml::to_string(&pod["volumes"]).unwrap().contains(DASHBOARDS_CONFIG_MAP));
+    let providers = config_map_data(&s.graf.docs, "grafana", "dashboardproviders.yaml");
+    assert!(providers.contains("/var/lib/grafana/dashboards/airlock"), "{providers}");
+}
+
+fn promtool() -> Option<PathBuf> {
+    require_tool("promtool")
+}
+
+fn promtool_run(promtool: &Path, dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(promtool).args(args).current_dir(dir).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// `alerting.alertmanagers` of a Prometheus configuration.
+fn doc_alertmanagers(config: &str) -> Vec<Value> {
+    let doc: Value = serde_yaml::from_str(config).unwrap();
+    seq(&doc["alerting"]["alertmanagers"])
+}
+
+/// The prometheus chart's rendered files (rules, configuration) in `dir`.
+fn server_files<'a>(s: &'a Stack, dir: &Path) -> (&'a str, &'a str) {
+    fs::create_dir_all(dir).unwrap();
+    let rules = config_map_data(&s.prom.docs, "prometheus-server", "alerting_rules.yml");
+    fs::write(dir.join("alerts.yaml"), rules).unwrap();
+    (rules, config_map_data(&s.prom.docs, "prometheus-server", "prometheus.yml"))
+}
+
+#[test]
+fn promtool_accepts_the_configuration_prometheus_runs_with_the_shipped_rules() {
+    let Some(promtool) = promtool() else { return };
+    let Some(s) = stack() else { return };
+    let dir = s.tmp.path().join("prom");
+    let (_, config) = server_files(&s, &dir);
+    // The configuration names its files by their paths in the pod and the service
+    // account's token and CA; point those at copies here so promtool can read them.
+    let sa = dir.join("sa");
+    fs::create_dir_all(&sa).unwrap();
+    fs::write(sa.join("token"), "token").unwrap();
+    fs::write(sa.join("ca.crt"), "").unwrap();
+    // Every file of the server's ConfigMap, as the pod mounts it at /etc/config.
+    let etc = dir.join("etc-config");
+    fs::create_dir_all(&etc).unwrap();
+    let cm = s.prom.docs.iter().find(|d| kind(d) == "ConfigMap" && name(d) == "prometheus-server").unwrap();
+    for (k, v) in cm["data"].as_mapping().unwrap() {
+        fs::write(etc.join(k.as_str().unwrap()), v.as_str().unwrap()).unwrap();
+    }
+    let config = config
+        .replace("/var/run/secrets/kubernetes.io/serviceaccount", &sa.display().to_string())
+        .replace("/etc/config/", &format!("{}/", etc.display()));
+    assert!(config.contains(&format!("job_name: {}", monitoring::APP_SCRAPE_JOB)), "{config}");
+    // Debian's promtool (Prometheus 2.42) is built without Kubernetes service discovery:
+    // it refuses `kubernetes_sd_configs` as an unknown field. Those blocks are checked
+    // here (a role Prometheus knows, and for the app's job its namespace), then each is
+    // swapped for a `file_sd_configs` block, so promtool checks everything else: every
+    // job, relabelling rule and regex, TLS and token files, and the rule files.
+    let mut doc: Value = serde_yaml::from_str(&config).unwrap();
+    fs::write(dir.join("targets.json"), "[]").unwrap();
+    let mut swapped = 0;
+    let mut jobs: Vec<&mut Value> = doc["scrape_configs"].as_sequence_mut().unwrap().iter_mut().collect();
+    let app_job = jobs.iter().position(|j| j["job_name"].as_str() == Some(monitoring::APP_SCRAPE_JOB)).unwrap();
+    assert_eq!(jobs[app_job]["kubernetes_sd_configs"][0]["namespaces"]["names"][0].as_str(), Some("app"));
+    let mut am = doc_alertmanagers(&config);
+    for block in jobs.iter_mut().map(|j| &mut **j).chain(am.iter_mut()) {
+        let Some(map) = block.as_mapping_mut() else { continue };
+        let Some(sd) = map.remove("kubernetes_sd_configs") else { continue };
+        for c in seq(&sd) {
+            let role = c["role"].as_str().unwrap_or("");
+            assert!(
+                ["pod", "node", "service", "endpoints", "endpointslice", "ingress"].contains(&role),
+                "kubernetes_sd_configs role `{role}`"
+            );
+        }
+        map.insert("file_sd_configs".into(), serde_yaml::from_str("[{files: [targets.json]}]").unwrap());
+        swapped += 1;
+    }
+    assert!(swapped >= 8, "only {swapped} service discovery blocks");
+    let mut out: Value = doc.clone();
+    out["alerting"]["alertmanagers"] = Value::Sequence(am);
+    let config = serde_yaml::to_string(&out).unwrap();
+    fs::write(dir.join("prometheus.yml"), &config).unwrap();
+    let (ok, text) = promtool_run(&promtool, &dir, &["check", "config", "prometheus.yml"]);
+    assert!(ok, "promtool check config:\n{text}\n{config}");
+    assert!(text.contains("SUCCESS: 11 rules found"), "the rules are loaded from the configuration: {text}");
+    // Control: a scrape job without a name is refused.
+    fs::write(dir.join("bad.yml"), config.replacen("job_name: airlock-app", "job_name: ''", 1)).unwrap();
+    assert!(!promtool_run(&promtool, &dir, &["check", "config", "bad.yml"]).0, "an unnamed job passed");
+}
+
+#[test]
+fn promtool_accepts_the_rendered_rules_and_every_alert_fires_and_stays_silent_as_its_unit_test_says() {
+    let Some(promtool) = promtool() else { return };
+    let Some(s) = stack() else { return };
+    let dir = s.tmp.path().join("prom");
+    let (rules, _) = server_files(&s, &dir);
+    let (ok, text) = promtool_run(&promtool, &dir, &["check", "rules", "alerts.yaml"]);
+    assert!(ok && text.contains("SUCCESS: 11 rules found"), "{text}");
+
+    // Each alert's unit tests, on the rules as rendered.
+    let tests = workspace_root().join("assets/monitoring/alerts.test.yaml");
+    fs::copy(&tests, dir.join("alerts.test.yaml")).unwrap();
+    let (ok, text) = promtool_run(&promtool, &dir, &["test", "rules", "alerts.test.yaml"]);
+    assert!(ok, "promtool test rules:\n{text}");
+    // Every alert has a case that fires it and one that leaves it silent.
+    let t: Value = serde_yaml::from_str(&fs::read_to_string(&tests).unwrap()).unwrap();
+    let r: Value = serde_yaml::from_str(rules).unwrap();
+    let alerts: BTreeSet<String> = seq(&r["groups"])
+        .iter()
+        .flat_map(|g| seq(&g["rules"]))
+        .filter_map(|r| r["alert"].as_str().map(String::from))
+        .collect();
+    assert_eq!(alerts.len(), 11);
+    for a in &alerts {
+        let cases: Vec<Value> = seq(&t["tests"])
+            .iter()
+            .flat_map(|c| seq(&c["alert_rule_test"]))
+            .filter(|c| c["alertname"].as_str() == Some(a))
+            .collect();
+        assert!(cases.iter().any(|c| !seq(&c["exp_alerts"]).is_empty()), "{a}: no case that fires it");
+        let silent = cases.iter().any(|c| seq(&c["exp_alerts"]).is_empty());
+        assert!(silent, "{a}: no case where it stays silent");
+    }
+
+    // Control: a weakened rule (a threshold that can no longer be reached) fails its
+    // case that must fire.
+    let inverted = fs::read_to_string(dir.join("alerts.yaml")).unwrap().replace("> 50", "> 5000");
+    fs::write(dir.join("alerts.yaml"), inverted).unwrap();
+    let (ok, text) = promtool_run(&promtool, &dir, &["test", "rules", "alerts.test.yaml"]);
+    assert!(!ok && text.contains("ExportQueueBacklog"), "a weakened rule passed its unit test:\n{text}");
+}
+
+#[test]
+fn every_dashboard_query_parses_as_promql() {
+    let Some(promtool) = promtool() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // promtool parses a rule file's every expression: each query as a recording rule.
+    let write = |queries: &[(String, String)]| {
+        let rules: Vec<serde_json::Value> = queries
+            .iter()
+            .enumerate()
+            .map(|(i, (_, q))| serde_json::json!({ "record": format!("airlock:dashboard_query_{i}"), "expr": q }))
+            .collect();
+        let doc = serde_json::json!({ "groups": [{ "name": "dashboards", "rules": rules }] });
+        fs::write(tmp.path().join("queries.yaml"), serde_yaml::to_string(&doc).unwrap()).unwrap();
+        promtool_run(&promtool, tmp.path(), &["check", "rules", "queries.yaml"])
+    };
+    let queries = monitoring::dashboard_queries();
+    let (ok, text) = write(&queries);
+    assert!(ok && text.contains(&format!("SUCCESS: {} rules found", queries.len())), "{text}\n{queries:#?}");
+    // Control: a query with a syntax error is refused.
+    let mut bad = queries.clone();
+    bad[0].1.push_str(" by (");
+    assert!(!write(&bad).0, "a broken query parsed");
+
+    // The JSON Grafana provisions: the six §9.3 dashboards, each panel on our data source.
+    let rendered = monitoring::render_grafana(&input()).unwrap();
+    let cm: Value = serde_yaml::from_str(&rendered.manifest(DASHBOARDS_CONFIG_MAP).unwrap().yaml).unwrap();
+    let titles: BTreeSet<String> = cm["data"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .map(|v| {
+            serde_json::from_str::<serde_json::Value>(v.as_str().unwrap()).unwrap()["title"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let want: BTreeSet<String> =
+        ["System Health", "API Performance", "Export Pipeline", "Tenant Activity", "Database", "Security"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    assert_eq!(titles, want);
+}
