@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use airlock_installer::render::platform::monitoring::{
-    self, AppTarget, MonitoringInput, MonitoringSizing, DASHBOARDS_CONFIG_MAP,
+    self, AppTarget, GrafanaOidc, MonitoringInput, MonitoringSizing, DASHBOARDS_CONFIG_MAP, GRAFANA_OIDC_SECRET,
 };
 use airlock_installer::render::platform::Rendered;
 use airlock_installer::site::answers::Secret;
@@ -29,6 +29,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 const ADMIN_PW: &str = "e2e-grafana-admin-pw-4b1e";
+const OIDC_SECRET: &str = "e2e-grafana-oidc-secret-93ad";
 
 fn input() -> MonitoringInput {
     MonitoringInput {
@@ -42,6 +43,14 @@ fn input() -> MonitoringInput {
         storage_class: None,
         app: Some(AppTarget { namespace: "app".into(), release: "airlock-app".into() }),
         grafana_admin_password: Secret::new(ADMIN_PW),
+        oidc: Some(GrafanaOidc {
+            client_id: "grafana".into(),
+            client_secret: Secret::new(OIDC_SECRET),
+            public_realm_url: "https://keycloak.platform.example.test/realms/airlock".into(),
+            internal_realm_url: "http://keycloak-keycloakx-http.keycloak.svc.cluster.local/realms/airlock".into(),
+            admin_group: "grafana-admins".into(),
+            editor_group: "grafana-editors".into(),
+        }),
     }
 }
 
@@ -267,8 +276,12 @@ fn the_monitoring_namespace_runs_restricted_pods_behind_tls_ingresses_from_bundl
     for i in &used {
         assert!(bundled.contains(i), "{i} is run by the charts but not in the demo bundle");
     }
-    // The admin password only in its Secret.
-    assert!(!s.prom.text.contains(ADMIN_PW) && !s.graf.text.contains(ADMIN_PW));
+    // The admin password and the OIDC client secret only in their Secrets (ours: the
+    // chart renders none with them).
+    for secret in [ADMIN_PW, OIDC_SECRET] {
+        assert!(!s.prom.text.contains(secret) && !s.graf.text.contains(secret), "{secret} in a chart object");
+        assert!(!s.prometheus.values_yaml.contains(secret) && !s.grafana.values_yaml.contains(secret));
+    }
 }
 
 #[test]
@@ -310,6 +323,48 @@ fn grafanas_rendered_config_turns_every_outbound_feature_off() {
     assert!(serde_yaml::to_string(&pod["volumes"]).unwrap().contains(DASHBOARDS_CONFIG_MAP));
     let providers = config_map_data(&s.graf.docs, "grafana", "dashboardproviders.yaml");
     assert!(providers.contains("/var/lib/grafana/dashboards/airlock"), "{providers}");
+}
+
+#[test]
+fn grafana_logs_in_through_keycloak_with_the_client_secret_read_from_its_mounted_secret() {
+    let Some(s) = stack() else { return };
+    let ini = config_map_data(&s.graf.docs, "grafana", "grafana.ini");
+    let section: Vec<&str> = ini
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "[auth.generic_oauth]")
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .collect();
+    for want in [
+        "enabled = true",
+        "client_id = grafana",
+        "client_secret = $__file{/etc/secrets/grafana-oidc/client-secret}",
+        "use_pkce = true",
+        "auth_url = https://keycloak.platform.example.test/realms/airlock/protocol/openid-connect/auth",
+        "token_url = http://keycloak-keycloakx-http.keycloak.svc.cluster.local/realms/airlock/protocol/openid-connect/token",
+        "role_attribute_path = contains(groups[*], 'grafana-admins') && 'Admin' || contains(groups[*], 'grafana-editors') && 'Editor' || 'Viewer'",
+    ] {
+        assert!(section.contains(&want), "[auth.generic_oauth] lacks `{want}`:\n{ini}");
+    }
+    // The break-glass admin keeps the login form.
+    assert!(ini.contains("disable_login_form = false"), "{ini}");
+    // The file Grafana reads is our Secret's key, mounted read-only.
+    let deploy = s.graf.docs.iter().find(|d| kind(d) == "Deployment").unwrap();
+    let pod = pod_spec(deploy).unwrap();
+    let vol = seq(&pod["volumes"])
+        .into_iter()
+        .find(|v| v["secret"]["secretName"].as_str() == Some(GRAFANA_OIDC_SECRET))
+        .expect("the OIDC Secret is a volume");
+    let mount = seq(&seq(&pod["containers"])[0]["volumeMounts"])
+        .into_iter()
+        .find(|m| m["name"] == vol["name"])
+        .expect("and mounted");
+    assert_eq!(mount["mountPath"].as_str(), Some("/etc/secrets/grafana-oidc"));
+    assert_eq!(mount["readOnly"].as_bool(), Some(true));
+    let secret: Value =
+        serde_yaml::from_str(&s.grafana.manifest(GRAFANA_OIDC_SECRET).expect("the Secret").yaml).unwrap();
+    assert_eq!(secret["stringData"]["client-secret"].as_str(), Some(OIDC_SECRET));
 }
 
 fn promtool() -> Option<PathBuf> {

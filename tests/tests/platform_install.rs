@@ -156,7 +156,7 @@ fn demo_install_renders_platform_charts_whose_objects_exist_verify_and_keep_cred
     assert_eq!(report["ca"]["sha256"], fp.as_str());
     assert_eq!(report["ca"]["path"], "/etc/airlock/pki/ca.crt");
     let creds = report["credentials"].as_array().unwrap();
-    assert_eq!(creds.len(), 8);
+    assert_eq!(creds.len(), 9);
     for c in creds {
         let path = root.join(c["path"].as_str().unwrap().trim_start_matches('/'));
         let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions()) & 0o777;
@@ -289,12 +289,12 @@ fn demo_install_renders_platform_charts_whose_objects_exist_verify_and_keep_cred
         ("journal", journal),
         ("golden tree", golden),
     ];
-    // The token, eight platform credentials and the inventory key made here, and the
+    // The token, nine platform credentials and the inventory key made here, and the
     // LDAP bind password from the answers, kept apart for upgrades: none may show
     // anywhere.
     let creds = generated(&root);
     let made = creds.iter().filter(|c| !c.0.starts_with("answers-")).count();
-    assert_eq!(made, 10, "the token, eight platform credentials, the inventory key: {:?}", creds.iter().map(|c| &c.0));
+    assert_eq!(made, 11, "the token, nine platform credentials, the inventory key: {:?}", creds.iter().map(|c| &c.0));
     assert!(creds.iter().any(|c| c.0 == "inventory-key"), "{:?}", creds.iter().map(|c| &c.0));
     assert!(creds.iter().any(|c| c.0 == "answers-ldap.bind_password"), "{:?}", creds.iter().map(|c| &c.0));
     for (file, value) in &creds {

@@ -45,6 +45,7 @@ const DEV_FILE_DIR: &str = "/opt/keycloak/data/h2";
 /// The environment variables the realm file's placeholders name.
 pub const ENV_LDAP_BIND_CREDENTIAL: &str = "AIRLOCK_LDAP_BIND_CREDENTIAL";
 pub const ENV_APP_CLIENT_SECRET: &str = "AIRLOCK_APP_CLIENT_SECRET";
+pub const ENV_GRAFANA_CLIENT_SECRET: &str = "AIRLOCK_GRAFANA_CLIENT_SECRET";
 /// Replicas in HA: Keycloak's distributed caches keep two owners per entry, so two
 /// pods survive the loss of one node; the chart's anti-affinity puts them apart.
 const HA_REPLICAS: u32 = 2;
@@ -75,6 +76,17 @@ pub struct KeycloakInput {
     /// only a single node can use.
     pub database: Option<KeycloakDatabase>,
     pub credentials: KeycloakCredentials,
+    /// Grafana's confidential OIDC client, when the monitoring component is installed.
+    pub grafana_client: Option<GrafanaClient>,
+}
+
+/// Grafana's OIDC client: authorization-code flow back to `https://<host>/login/generic_oauth`.
+#[derive(Clone, Debug)]
+pub struct GrafanaClient {
+    pub client_id: String,
+    /// `grafana.<domain>`.
+    pub host: String,
+    pub secret: Secret,
 }
 
 /// The customer's directory as Keycloak's LDAP federation needs it. The LDAP answers
@@ -237,7 +249,10 @@ pub fn render(input: &KeycloakInput) -> Result<Rendered> {
         &[
             (ENV_LDAP_BIND_CREDENTIAL, c.ldap_bind_password.expose()),
             (ENV_APP_CLIENT_SECRET, c.app_client_secret.expose()),
-        ],
+        ]
+        .into_iter()
+        .chain(input.grafana_client.as_ref().map(|g| (ENV_GRAFANA_CLIENT_SECRET, g.secret.expose())))
+        .collect::<Vec<_>>(),
     )?);
     if let Some(db) = &input.database {
         manifests.push(secret(
@@ -345,8 +360,14 @@ fn validate(input: &KeycloakInput) -> Result<()> {
     // Keycloak puts these into the realm file's *text* before it parses the JSON
     // (AbstractFileBasedImportProvider), unescaped: a quote, a backslash or a control
     // character would break the file or change its meaning. Never echo the value.
+    let grafana_secret = input.grafana_client.as_ref().map(|g| ("keycloak: Grafana client secret", &g.secret));
+    if let Some((what, s)) = grafana_secret {
+        non_empty_secret(what, s)?;
+    }
     for (what, s) in
         [("LDAP bind password", &c.ldap_bind_password), ("keycloak: app client secret", &c.app_client_secret)]
+            .into_iter()
+            .chain(grafana_secret)
     {
         if s.expose().chars().any(|ch| ch == '"' || ch == '\\' || ch.is_control()) {
             return Err(Error::input(
@@ -390,6 +411,48 @@ fn cfg(pairs: &[(&str, &str)]) -> Value {
 
 /// The realm imported at start, as JSON. Holds `${ENV}` placeholders where secrets go,
 /// never a secret value.
+/// The groups claim every client's tokens carry: the app and Grafana authorise by the
+/// directory's groups.
+fn groups_mapper() -> Value {
+    json!({
+        "name": "groups",
+        "protocol": "openid-connect",
+        "protocolMapper": "oidc-group-membership-mapper",
+        "consentRequired": false,
+        "config": {
+            "claim.name": "groups",
+            "full.path": "false",
+            "id.token.claim": "true",
+            "access.token.claim": "true",
+            "userinfo.token.claim": "true",
+        },
+    })
+}
+
+fn grafana_client_json(g: &GrafanaClient) -> Value {
+    let host = &g.host;
+    json!({
+        "clientId": g.client_id,
+        "name": "Grafana",
+        "enabled": true,
+        "protocol": "openid-connect",
+        "publicClient": false,
+        "clientAuthenticatorType": "client-secret",
+        "secret": format!("${{{ENV_GRAFANA_CLIENT_SECRET}}}"),
+        "standardFlowEnabled": true,
+        "directAccessGrantsEnabled": false,
+        "implicitFlowEnabled": false,
+        "serviceAccountsEnabled": false,
+        "rootUrl": format!("https://{host}"),
+        "baseUrl": "/",
+        // Exactly Grafana's callback: no wildcard, so no open redirect.
+        "redirectUris": [format!("https://{host}/login/generic_oauth")],
+        "webOrigins": [format!("https://{host}")],
+        "attributes": { "post.logout.redirect.uris": format!("https://{host}/login"), "pkce.code.challenge.method": "S256" },
+        "protocolMappers": [groups_mapper()],
+    })
+}
+
 pub fn realm_json(input: &KeycloakInput) -> Result<String> {
     validate(input)?;
     let l = &input.ldap;
@@ -502,19 +565,7 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
         "webOrigins": [format!("https://{app}")],
         "attributes": { "post.logout.redirect.uris": format!("https://{app}/*") },
         // The app authorises by the directory's groups: put them in the tokens.
-        "protocolMappers": [{
-            "name": "groups",
-            "protocol": "openid-connect",
-            "protocolMapper": "oidc-group-membership-mapper",
-            "consentRequired": false,
-            "config": {
-                "claim.name": "groups",
-                "full.path": "false",
-                "id.token.claim": "true",
-                "access.token.claim": "true",
-                "userinfo.token.claim": "true",
-            },
-        }],
+        "protocolMappers": [groups_mapper()],
     });
     let realm = json!({
         "realm": input.realm,
@@ -526,7 +577,9 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
         "resetPasswordAllowed": false,
         "editUsernameAllowed": false,
         "bruteForceProtected": true,
-        "clients": [client],
+        "clients": std::iter::once(client)
+            .chain(input.grafana_client.as_ref().map(grafana_client_json))
+            .collect::<Vec<_>>(),
         "components": { "org.keycloak.storage.UserStorageProvider": [ldap] },
     });
     serde_json::to_string_pretty(&realm).map_err(|e| {
@@ -681,6 +734,7 @@ mod tests {
                 ldap_bind_password: Secret::new(BIND_PW),
                 app_client_secret: Secret::new(CLIENT_SECRET),
             },
+            grafana_client: None,
         }
     }
 
@@ -745,6 +799,34 @@ mod tests {
         assert_eq!(env_secret["stringData"][ENV_APP_CLIENT_SECRET].as_str(), Some(CLIENT_SECRET));
         let env_from = sub(&values_of(&r), "extraEnvFrom");
         assert_eq!(env_from[0]["secretRef"]["name"].as_str(), Some(names.realm_env_secret.as_str()));
+    }
+
+    #[test]
+    fn grafanas_client_redirects_only_to_grafana_and_takes_its_secret_from_the_environment() {
+        let mut i = input();
+        assert_eq!(
+            serde_json::from_str::<Value>(&realm_json(&i).unwrap()).unwrap()["clients"].as_array().unwrap().len(),
+            1
+        );
+        i.grafana_client = Some(GrafanaClient {
+            client_id: "grafana".into(),
+            host: "grafana.platform.example.test".into(),
+            secret: Secret::new("grafana-client-secret-5e1a"),
+        });
+        let text = realm_json(&i).unwrap();
+        assert!(!text.contains("grafana-client-secret-5e1a"));
+        let realm: Value = serde_json::from_str(&text).unwrap();
+        let g = realm["clients"].as_array().unwrap().iter().find(|c| c["clientId"] == "grafana").unwrap();
+        assert_eq!(g["redirectUris"], json!(["https://grafana.platform.example.test/login/generic_oauth"]));
+        assert_eq!(g["secret"], format!("${{{ENV_GRAFANA_CLIENT_SECRET}}}"));
+        assert_eq!(g["publicClient"], false);
+        assert_eq!(g["protocolMappers"][0]["config"]["claim.name"], "groups");
+        let r = render(&i).unwrap();
+        let env = r.manifests.iter().find(|m| m.is_secret() && m.yaml.contains(ENV_GRAFANA_CLIENT_SECRET)).unwrap();
+        assert!(env.yaml.contains("grafana-client-secret-5e1a"));
+        assert!(r.manifests.iter().filter(|m| !m.is_secret()).all(|m| !m.yaml.contains("grafana-client-secret-5e1a")));
+        i.grafana_client.as_mut().unwrap().secret = Secret::new("a\"b");
+        assert!(render(&i).is_err(), "a quote would break the realm file");
     }
 
     #[test]

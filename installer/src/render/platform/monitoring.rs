@@ -75,7 +75,29 @@ pub struct MonitoringInput {
     pub storage_class: Option<String>,
     pub app: Option<AppTarget>,
     pub grafana_admin_password: Secret,
+    /// Login through the platform's Keycloak; `None`: the break-glass admin only.
+    pub oidc: Option<GrafanaOidc>,
 }
+
+/// Grafana's OIDC login against the realm's `grafana` client.
+#[derive(Clone, Debug)]
+pub struct GrafanaOidc {
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// `https://keycloak.<domain>/realms/<realm>`: where browsers are sent to log in.
+    pub public_realm_url: String,
+    /// The realm through Keycloak's Service, for the token and userinfo calls Grafana
+    /// makes itself (the public name resolves to the ingress, outside the cluster).
+    pub internal_realm_url: String,
+    /// Directory groups (the `groups` claim) whose members get Grafana's Admin and
+    /// Editor roles; everyone else who can log in to the realm is a Viewer.
+    pub admin_group: String,
+    pub editor_group: String,
+}
+
+/// The Secret with Grafana's OIDC client secret, and where Grafana reads it.
+pub const GRAFANA_OIDC_SECRET: &str = "grafana-oidc";
+const GRAFANA_OIDC_MOUNT: &str = "/etc/secrets/grafana-oidc";
 
 pub fn prometheus_host(domain: &str) -> String {
     format!("prometheus.{domain}")
@@ -140,6 +162,23 @@ pub fn render_grafana(input: &MonitoringInput) -> Result<Rendered> {
         )?,
         config_map(&input.namespace, DASHBOARDS_CONFIG_MAP, files)?,
     ];
+    let mut manifests = manifests;
+    if let Some(o) = &input.oidc {
+        non_empty_secret("grafana: OIDC client secret", &o.client_secret)?;
+        for (what, v) in [("admin group", &o.admin_group), ("editor group", &o.editor_group)] {
+            // They go into a JMESPath string literal.
+            if v.is_empty() || v.contains(['\'', '\\']) {
+                return Err(Error::input(format!("grafana: {what} `{v}`"), "is empty or holds a quote or backslash")
+                    .with_hint("name the directory group by its plain name"));
+            }
+        }
+        manifests.push(secret(
+            &input.namespace,
+            GRAFANA_OIDC_SECRET,
+            "Opaque",
+            &[("client-secret", o.client_secret.expose())],
+        )?);
+    }
     Ok(Rendered { values_yaml: to_yaml("Grafana values", &grafana_values(input))?, manifests })
 }
 
@@ -362,8 +401,23 @@ fn grafana_values(input: &MonitoringInput) -> Value {
     if let Some(sc) = &input.storage_class {
         persistence["storageClassName"] = json!(sc);
     }
+    let mut ini = grafana_ini(&host);
+    let mut secret_mounts = Vec::new();
+    if let Some(o) = &input.oidc {
+        ini["auth.generic_oauth"] = generic_oauth(o);
+        // The break-glass admin keeps the login form.
+        ini["auth"] = json!({ "disable_login_form": false, "oauth_allow_insecure_email_lookup": false });
+        secret_mounts.push(json!({
+            "name": "oidc",
+            "secretName": GRAFANA_OIDC_SECRET,
+            "mountPath": GRAFANA_OIDC_MOUNT,
+            "readOnly": true,
+            "defaultMode": 0o440,
+        }));
+    }
     json!({
         "admin": { "existingSecret": GRAFANA_ADMIN_SECRET, "userKey": "admin-user", "passwordKey": "admin-password" },
+        "extraSecretMounts": secret_mounts,
         "persistence": persistence,
         // Its busybox runs as root to chown the volume; fsGroup does that instead.
         "initChownData": { "enabled": false },
@@ -374,7 +428,7 @@ fn grafana_values(input: &MonitoringInput) -> Value {
         // Nothing to download at start.
         "plugins": [],
         "sidecar": { "dashboards": { "enabled": false }, "datasources": { "enabled": false } },
-        "grafana.ini": grafana_ini(&host),
+        "grafana.ini": ini,
         "datasources": {
             "datasources.yaml": {
                 "apiVersion": 1,
@@ -416,6 +470,34 @@ fn grafana_values(input: &MonitoringInput) -> Value {
             },
         },
         "dashboardsConfigMaps": { "airlock": DASHBOARDS_CONFIG_MAP },
+    })
+}
+
+/// `[auth.generic_oauth]`: Keycloak's authorization-code flow with PKCE, the client
+/// secret read from the mounted Secret (never in the values), roles from the groups.
+fn generic_oauth(o: &GrafanaOidc) -> Value {
+    let (public, internal) = (&o.public_realm_url, &o.internal_realm_url);
+    json!({
+        "enabled": true,
+        "name": "Keycloak",
+        "client_id": o.client_id,
+        "client_secret": format!("$__file{{{GRAFANA_OIDC_MOUNT}/client-secret}}"),
+        "scopes": "openid profile email",
+        "use_pkce": true,
+        "auth_url": format!("{public}/protocol/openid-connect/auth"),
+        "token_url": format!("{internal}/protocol/openid-connect/token"),
+        "api_url": format!("{internal}/protocol/openid-connect/userinfo"),
+        "signout_redirect_url": format!("{public}/protocol/openid-connect/logout"),
+        "login_attribute_path": "preferred_username",
+        "email_attribute_path": "email",
+        "name_attribute_path": "name",
+        "groups_attribute_path": "groups",
+        "role_attribute_path": format!(
+            "contains(groups[*], '{}') && 'Admin' || contains(groups[*], '{}') && 'Editor' || 'Viewer'",
+            o.admin_group, o.editor_group
+        ),
+        "allow_sign_up": true,
+        "auto_login": false,
     })
 }
 
@@ -739,6 +821,7 @@ mod tests {
             storage_class: None,
             app: Some(AppTarget { namespace: "app".into(), release: "airlock-app".into() }),
             grafana_admin_password: Secret::new(ADMIN_PW),
+            oidc: None,
         }
     }
 

@@ -60,6 +60,11 @@ pub const LOCAL_PATH_CHART: &str = "local-path-provisioner";
 /// The realm and OIDC client the app logs in with.
 pub const REALM: &str = "airlock";
 pub const APP_CLIENT_ID: &str = "airlock-app";
+/// Grafana's OIDC client in that realm, and the directory groups whose members get
+/// Grafana's Admin and Editor roles (everyone else in the realm is a Viewer).
+pub const GRAFANA_CLIENT_ID: &str = "grafana";
+pub const GRAFANA_ADMIN_GROUP: &str = "grafana-admins";
+pub const GRAFANA_EDITOR_GROUP: &str = "grafana-editors";
 /// Keycloak's bootstrap admin (first start only; the customer adds real admins).
 pub const KEYCLOAK_ADMIN_USER: &str = "admin";
 /// The app's bucket in MinIO.
@@ -80,7 +85,7 @@ struct Spec {
     prefix: &'static str,
 }
 
-const SPECS: [Spec; 8] = [
+const SPECS: [Spec; 9] = [
     Spec { file: "keycloak-admin-password", what: "Keycloak admin password", bytes: 16, prefix: "" },
     Spec { file: "app-oidc-client-secret", what: "the app's OIDC client secret", bytes: 24, prefix: "" },
     Spec { file: "minio-root-user", what: "MinIO root user", bytes: 6, prefix: "root-" },
@@ -89,6 +94,7 @@ const SPECS: [Spec; 8] = [
     Spec { file: "app-s3-secret-key", what: "the app's S3 secret key", bytes: 20, prefix: "" },
     Spec { file: "app-postgres-password", what: "the app's PostgreSQL password", bytes: 20, prefix: "" },
     Spec { file: "grafana-admin-password", what: "Grafana's break-glass admin password", bytes: 16, prefix: "" },
+    Spec { file: "grafana-oidc-client-secret", what: "Grafana's OIDC client secret", bytes: 24, prefix: "" },
 ];
 
 /// The platform's generated credentials, in [`SPECS`] order. Never printed: the
@@ -164,6 +170,9 @@ impl Credentials {
     pub fn grafana_admin_password(&self) -> &Secret {
         self.get("grafana-admin-password")
     }
+    pub fn grafana_client_secret(&self) -> &Secret {
+        self.get("grafana-oidc-client-secret")
+    }
 
     /// The files, 0600 in a 0700 directory, for the start of the plan.
     /// (The 0700 directory is the cluster token's, which install.rs plans first.)
@@ -224,7 +233,7 @@ pub fn wire_charts(
             KEYCLOAK_CHART => {
                 c.name = KEYCLOAK_RELEASE.into();
                 c.namespace = KEYCLOAK_NAMESPACE.into();
-                let r = keycloak::render(&keycloak_input(site)?)?;
+                let r = keycloak::render(&keycloak_input(site, installs(GRAFANA_CHART))?)?;
                 layout.extend(r.layout(manifests_dir));
                 let leaf = leaf(site.pki, "keycloak")?;
                 let tls = tls_secret(KEYCLOAK_NAMESPACE, KEYCLOAK_TLS_SECRET, leaf.0, &leaf.1)?;
@@ -252,7 +261,7 @@ pub fn wire_charts(
                 Some(r.values_yaml)
             }
             PROMETHEUS_CHART | GRAFANA_CHART => {
-                let input = monitoring_input(site, installs(APP_CHART))?;
+                let input = monitoring_input(site, installs(APP_CHART), installs(KEYCLOAK_CHART))?;
                 c.namespace = MONITORING_NAMESPACE.into();
                 let r = if chart_name == PROMETHEUS_CHART {
                     c.name = PROMETHEUS_RELEASE.into();
@@ -336,7 +345,7 @@ fn leaf<'a>(pki: &'a SitePki, name: &str) -> Result<(&'a str, Secret)> {
     Ok((l.fullchain_pem(), Secret::new(l.key_pem())))
 }
 
-fn keycloak_input(site: &Site<'_>) -> Result<keycloak::KeycloakInput> {
+fn keycloak_input(site: &Site<'_>, grafana: bool) -> Result<keycloak::KeycloakInput> {
     let a = site.answers;
     // keycloak.rs always federates a directory (its realm has no other user source).
     let l = a.ldap.as_ref().ok_or_else(|| {
@@ -395,6 +404,11 @@ fn keycloak_input(site: &Site<'_>) -> Result<keycloak::KeycloakInput> {
             ldap_bind_password: l.bind_password.clone(),
             app_client_secret: site.credentials.app_client_secret().clone(),
         },
+        grafana_client: grafana.then(|| keycloak::GrafanaClient {
+            client_id: GRAFANA_CLIENT_ID.into(),
+            host: monitoring::grafana_host(&a.cluster.ingress_domain),
+            secret: site.credentials.grafana_client_secret().clone(),
+        }),
     })
 }
 
@@ -462,7 +476,8 @@ pub fn pki_textfile_layout(pki: &SitePki) -> Layout {
     layout
 }
 
-fn monitoring_input(site: &Site<'_>, scrape_app: bool) -> Result<monitoring::MonitoringInput> {
+fn monitoring_input(site: &Site<'_>, scrape_app: bool, keycloak: bool) -> Result<monitoring::MonitoringInput> {
+    let d = &site.answers.cluster.ingress_domain;
     Ok(monitoring::MonitoringInput {
         prometheus_release: PROMETHEUS_RELEASE.into(),
         grafana_release: GRAFANA_RELEASE.into(),
@@ -478,6 +493,18 @@ fn monitoring_input(site: &Site<'_>, scrape_app: bool) -> Result<monitoring::Mon
             release: app::DEFAULT_RELEASE.into(),
         }),
         grafana_admin_password: site.credentials.grafana_admin_password().clone(),
+        // Login through the realm when the bundle installs Keycloak too.
+        oidc: keycloak.then(|| monitoring::GrafanaOidc {
+            client_id: GRAFANA_CLIENT_ID.into(),
+            client_secret: site.credentials.grafana_client_secret().clone(),
+            public_realm_url: format!("https://{}/realms/{REALM}", keycloak::host(d)),
+            internal_realm_url: format!(
+                "http://{KEYCLOAK_RELEASE}-{}-http.{KEYCLOAK_NAMESPACE}.svc.cluster.local/realms/{REALM}",
+                keycloak::CHART
+            ),
+            admin_group: GRAFANA_ADMIN_GROUP.into(),
+            editor_group: GRAFANA_EDITOR_GROUP.into(),
+        }),
     })
 }
 
@@ -729,10 +756,10 @@ mod tests {
         let (tmp, host) = root();
         let first = Credentials::load_or_generate(&host).unwrap();
         let values: Vec<&str> = first.values.iter().map(Secret::expose).collect();
-        assert_eq!(values.len(), 8);
+        assert_eq!(values.len(), 9);
         assert!(values.iter().all(|v| v.len() >= 12), "{:?}", first);
         let distinct: std::collections::BTreeSet<&&str> = values.iter().collect();
-        assert_eq!(distinct.len(), 8, "every credential is its own random value");
+        assert_eq!(distinct.len(), 9, "every credential is its own random value");
         // Nothing shows through Debug.
         assert!(values.iter().all(|v| !format!("{first:?}").contains(v)));
 
@@ -814,6 +841,47 @@ mod tests {
         for c in [&credentials.values[0], &credentials.values[3]] {
             assert!(!inputs.iter().any(|i| i.values_yaml.contains(c.expose())), "a credential in the values");
         }
+    }
+
+    #[test]
+    fn with_keycloak_and_grafana_the_realm_gets_grafanas_client_and_grafana_logs_in_through_it() {
+        let (_tmp, host) = root();
+        let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
+        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
+        let credentials = Credentials::load_or_generate(&host).unwrap();
+        let site = Site {
+            answers: &answers,
+            pki: &pki,
+            credentials: &credentials,
+            distribution: DistributionKind::K3s,
+            monitoring: &Default::default(),
+        };
+        let realm_of = |layout: &Layout| -> String {
+            let f = layout
+                .files
+                .iter()
+                .find(|f| f.path == Path::new("/m/airlock-keycloak-configmap-keycloak-realm.yaml"))
+                .expect("the realm ConfigMap");
+            let crate::engine::layout::FileSource::Inline(bytes) = &f.source else { panic!("inline") };
+            String::from_utf8(bytes.clone()).unwrap()
+        };
+        let (kc, kc_b) = chart(KEYCLOAK_CHART, None);
+        let (gr, gr_b) = chart(GRAFANA_CHART, None);
+        let mut inputs = vec![kc.clone(), gr.clone()];
+        let layout = wire_charts(&mut inputs, &[kc_b.clone(), gr_b.clone()], &site, Path::new("/m")).unwrap();
+        assert!(realm_of(&layout).contains("grafana.platform.example.test/login/generic_oauth"));
+        let v: Json = serde_yaml::from_str(&inputs[1].values_yaml).unwrap();
+        assert_eq!(v["grafana.ini"]["auth.generic_oauth"]["client_id"], GRAFANA_CLIENT_ID);
+        assert!(!inputs[1].values_yaml.contains(credentials.grafana_client_secret().expose()));
+        // Without Grafana the realm has the app's client only; without Keycloak,
+        // Grafana has its break-glass admin only.
+        let mut inputs = vec![kc];
+        let layout = wire_charts(&mut inputs, &[kc_b], &site, Path::new("/m")).unwrap();
+        assert!(!realm_of(&layout).contains("generic_oauth"));
+        let mut inputs = vec![gr];
+        wire_charts(&mut inputs, &[gr_b], &site, Path::new("/m")).unwrap();
+        let v: Json = serde_yaml::from_str(&inputs[0].values_yaml).unwrap();
+        assert!(v["grafana.ini"].get("auth.generic_oauth").is_none(), "{v}");
     }
 
     #[test]
