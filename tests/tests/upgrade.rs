@@ -847,7 +847,12 @@ fn every_step_of_the_demo_plan_carries_the_upgrade_group_its_target_belongs_to()
         let id = step.id();
         let want = if records.iter().any(|p| id.ends_with(p)) || id == airlock_installer::bundle::keys::STEP_ID {
             StepGroup::Records
-        } else if id.contains("/dir/") || id.contains("/etc/airlock/pki") || id.contains("/var/lib/airlock/secrets/") {
+        } else if id.contains("/dir/")
+            || id.contains("/etc/airlock/pki")
+            || id.contains("/var/lib/airlock/secrets/")
+            // The certificates' expiry for the monitoring component: a record of the PKI.
+            || id.contains("/var/lib/airlock/metrics/")
+        {
             StepGroup::Secrets
         } else if id.contains("/agent/images/") {
             StepGroup::Images
