@@ -60,11 +60,9 @@ pub const LOCAL_PATH_CHART: &str = "local-path-provisioner";
 /// The realm and OIDC client the app logs in with.
 pub const REALM: &str = "airlock";
 pub const APP_CLIENT_ID: &str = "airlock-app";
-/// Grafana's OIDC client in that realm, and the directory groups whose members get
-/// Grafana's Admin and Editor roles (everyone else in the realm is a Viewer).
+/// Grafana's OIDC client in that realm (its roles come from the groups the answers'
+/// `monitoring` section names).
 pub const GRAFANA_CLIENT_ID: &str = "grafana";
-pub const GRAFANA_ADMIN_GROUP: &str = "grafana-admins";
-pub const GRAFANA_EDITOR_GROUP: &str = "grafana-editors";
 /// Keycloak's bootstrap admin (first start only; the customer adds real admins).
 pub const KEYCLOAK_ADMIN_USER: &str = "admin";
 /// The app's bucket in MinIO.
@@ -502,8 +500,8 @@ fn monitoring_input(site: &Site<'_>, scrape_app: bool, keycloak: bool) -> Result
                 "http://{KEYCLOAK_RELEASE}-{}-http.{KEYCLOAK_NAMESPACE}.svc.cluster.local/realms/{REALM}",
                 keycloak::CHART
             ),
-            admin_group: GRAFANA_ADMIN_GROUP.into(),
-            editor_group: GRAFANA_EDITOR_GROUP.into(),
+            admin_group: site.answers.monitoring.grafana_admin_group.clone(),
+            editor_group: site.answers.monitoring.grafana_editor_group.clone(),
         }),
     })
 }
@@ -872,6 +870,9 @@ mod tests {
         assert!(realm_of(&layout).contains("grafana.platform.example.test/login/generic_oauth"));
         let v: Json = serde_yaml::from_str(&inputs[1].values_yaml).unwrap();
         assert_eq!(v["grafana.ini"]["auth.generic_oauth"]["client_id"], GRAFANA_CLIENT_ID);
+        // The answers' defaults name the role groups.
+        let roles = v["grafana.ini"]["auth.generic_oauth"]["role_attribute_path"].as_str().unwrap();
+        assert!(roles.contains("'grafana-admins') && 'Admin'") && roles.contains("'grafana-editors') && 'Editor'"));
         assert!(!inputs[1].values_yaml.contains(credentials.grafana_client_secret().expose()));
         // Without Grafana the realm has the app's client only; without Keycloak,
         // Grafana has its break-glass admin only.
@@ -882,6 +883,36 @@ mod tests {
         wire_charts(&mut inputs, &[gr_b], &site, Path::new("/m")).unwrap();
         let v: Json = serde_yaml::from_str(&inputs[0].values_yaml).unwrap();
         assert!(v["grafana.ini"].get("auth.generic_oauth").is_none(), "{v}");
+    }
+
+    #[test]
+    fn grafanas_roles_come_from_the_groups_the_answers_name() {
+        let (_tmp, host) = root();
+        let yaml =
+            format!("{SINGLE}monitoring: {{grafana_admin_group: ops-leads, grafana_editor_group: developers}}\n");
+        let answers = Answers::from_yaml(&yaml, "answers.yaml").unwrap();
+        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
+        let credentials = Credentials::load_or_generate(&host).unwrap();
+        let site = Site {
+            answers: &answers,
+            pki: &pki,
+            credentials: &credentials,
+            distribution: DistributionKind::K3s,
+            monitoring: &Default::default(),
+        };
+        let (kc, kc_b) = chart(KEYCLOAK_CHART, None);
+        let (gr, gr_b) = chart(GRAFANA_CHART, None);
+        let mut inputs = vec![kc, gr];
+        wire_charts(&mut inputs, &[kc_b, gr_b], &site, Path::new("/m")).unwrap();
+        let v: Json = serde_yaml::from_str(&inputs[1].values_yaml).unwrap();
+        let roles = v["grafana.ini"]["auth.generic_oauth"]["role_attribute_path"].as_str().unwrap();
+        assert_eq!(
+            roles,
+            "contains(groups[*], 'ops-leads') && 'Admin' || contains(groups[*], 'developers') && 'Editor' || 'Viewer'"
+        );
+        let bad = format!("{SINGLE}monitoring: {{grafana_admin_group: \"it's\"}}\n");
+        let e = Answers::from_yaml(&bad, "answers.yaml").unwrap_err().to_string();
+        assert!(e.contains("monitoring.grafana_admin_group"), "{e}");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Answers {
     /// Keycloak's external database; absent: Keycloak's file database (single node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keycloak_database: Option<keycloak_db::KeycloakDatabaseAnswers>,
+    /// The monitoring component's settings (`monitoring:`; defaults when absent).
+    pub monitoring: MonitoringAnswers,
     /// Wizard live checks the operator skipped after a failure (never from a file).
     #[serde(skip)]
     pub skipped_checks: Vec<SkippedCheck>,
@@ -210,6 +212,18 @@ impl Proxy {
             _ => None,
         }
     }
+}
+
+/// The `monitoring` answers: which directory groups Grafana maps to its roles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MonitoringAnswers {
+    pub grafana_admin_group: String,
+    pub grafana_editor_group: String,
+}
+
+impl MonitoringAnswers {
+    pub const DEFAULT_ADMIN_GROUP: &'static str = "grafana-admins";
+    pub const DEFAULT_EDITOR_GROUP: &'static str = "grafana-editors";
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -501,6 +515,12 @@ impl Answers {
             pki: pki_answers(a)?,
             ldap: crate::site::ldap::LdapSettings::from_answered(a)?,
             keycloak_database: keycloak_db::KeycloakDatabaseAnswers::from_answered(a)?,
+            monitoring: MonitoringAnswers {
+                grafana_admin_group: text("monitoring.grafana_admin_group")
+                    .unwrap_or_else(|| MonitoringAnswers::DEFAULT_ADMIN_GROUP.into()),
+                grafana_editor_group: text("monitoring.grafana_editor_group")
+                    .unwrap_or_else(|| MonitoringAnswers::DEFAULT_EDITOR_GROUP.into()),
+            },
             skipped_checks: Vec::new(),
         })
     }

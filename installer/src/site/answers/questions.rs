@@ -324,6 +324,18 @@ impl Answered {
     }
 }
 
+/// A directory group's name as Keycloak puts it into the `groups` claim; Grafana's
+/// role mapping quotes it in a JMESPath expression.
+fn check_group_name(s: &str, _: &Answered) -> Result<(), Invalid> {
+    if s.trim().is_empty() || s.len() > 256 || s.chars().any(|c| c == '\'' || c == '\\' || c.is_control()) {
+        return Err(Invalid::new(
+            format!("`{s}` is not a usable group name (empty, over 256 characters, or holding a quote, a backslash or a control character)"),
+            "give the group's plain name (its cn), as the directory's users see it",
+        ));
+    }
+    Ok(())
+}
+
 fn no_suggestion(_: &Answered, _: &Facts) -> Option<String> {
     None
 }
@@ -736,6 +748,27 @@ static QUESTIONS: &[Question] = &[
         need: Need::Optional,
         suggest: no_suggestion,
         ask_if: ldap::has_url,
+    },
+    // ---- monitoring: Grafana's roles from directory groups (answers files only) ----
+    Question {
+        key: "monitoring.grafana_admin_group",
+        prompt: "Directory group whose members are Grafana admins",
+        help: "members of this LDAP/AD group (the `groups` claim Keycloak issues) get Grafana's Admin role (default grafana-admins)",
+        shape: Shape::Text(check_group_name),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        // The defaults suit most sites: answers files may name others, the wizard
+        // does not ask.
+        ask_if: never,
+    },
+    Question {
+        key: "monitoring.grafana_editor_group",
+        prompt: "Directory group whose members are Grafana editors",
+        help: "members of this LDAP/AD group get Grafana's Editor role (default grafana-editors); everyone else who can log in is a Viewer",
+        shape: Shape::Text(check_group_name),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
     },
     // ---- keycloak_database: Keycloak's external database (validators in keycloak_db.rs) ----
     Question {
