@@ -26,8 +26,9 @@ cd "$REPO"
 
 # Debian packages the tests use (see shared/lab/README.md for what each is for;
 # postgresql: the app chart's backup step runs against a real server there; groff-base:
-# the man pages of both binaries are rendered; prometheus: its promtool checks the
-# monitoring component's configuration, rules and dashboard queries).
+# the man pages of both binaries are rendered; prometheus: promtool checks the
+# monitoring component's configuration, rules and dashboard queries, and the server
+# runs the rules against a synthetic target).
 PKGS=(minisign zstd skopeo umoci containerd runc docker-registry busybox-static slapd
       ldap-utils openssl jq unzip curl hyperfine expect python3-venv signify-openbsd binutils shellcheck tmux
       postgresql apache2-utils groff-base nginx maven openjdk-17-jre-headless prometheus)

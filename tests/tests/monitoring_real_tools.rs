@@ -537,3 +537,178 @@ fn every_dashboard_query_parses_as_promql() {
             .collect();
     assert_eq!(titles, want);
 }
+
+/// The §9.1 metrics (and the platform series the other rules read) as one scrape
+/// target's text, at tick `n`: the counters grow every tick so `rate()` sees traffic.
+fn synthetic_metrics(n: u64, now: u64) -> String {
+    let http = "servanda_http_request_duration_seconds";
+    let export = "servanda_export_job_duration_seconds";
+    let mut t = String::new();
+    // 5 % of requests fail (HighErrorRate), all of them take 2-5 s (APILatencyHigh).
+    for (status, per_tick) in [("500", 3), ("200", 57)] {
+        t += &format!(
+            "{http}_count{{route=\"/api/contracts\",method=\"GET\",status_code=\"{status}\",tenant_id=\"t1\"}} {}\n",
+            n * per_tick
+        );
+    }
+    // What the security dashboard counts: failed logins, refused requests, role changes.
+    for (route, method, status) in
+        [("/api/auth/login", "POST", "401"), ("/api/contracts", "GET", "403"), ("/api/admin/roles", "POST", "201")]
+    {
+        t += &format!(
+            "{http}_count{{route=\"{route}\",method=\"{method}\",status_code=\"{status}\",tenant_id=\"t1\"}} {n}\n"
+        );
+    }
+    for (le, per_tick) in [("1", 0), ("2", 0), ("5", 60), ("+Inf", 60)] {
+        t += &format!("{http}_bucket{{route=\"/api/contracts\",le=\"{le}\"}} {}\n", n * per_tick);
+    }
+    // One export in ten fails (ExportFailureRate); 80 wait (ExportQueueBacklog).
+    for (status, per_tick) in [("failed", 1), ("success", 9)] {
+        t += &format!("{export}_count{{format=\"pdf\",status=\"{status}\",tenant_id=\"t1\"}} {}\n", n * per_tick);
+    }
+    for (le, per_tick) in [("10", 4), ("30", 10), ("+Inf", 10)] {
+        t += &format!("{export}_bucket{{format=\"pdf\",le=\"{le}\"}} {}\n", n * per_tick);
+    }
+    // Database queries: some over 1 s (the slow-query panel).
+    let db = "servanda_db_query_duration_seconds";
+    for (le, per_tick) in [("0.01", 80), ("1", 95), ("+Inf", 100)] {
+        t += &format!("{db}_bucket{{operation=\"select\",table=\"contracts\",le=\"{le}\"}} {}\n", n * per_tick);
+    }
+    t += &format!("{db}_count{{operation=\"select\",table=\"contracts\"}} {}\n", n * 100);
+    t += "servanda_export_queue_depth 80\nservanda_active_tenants_total 3\n";
+    t += "servanda_db_pool_active 19\nservanda_db_pool_max 20\n";
+    t += "kube_node_status_condition{node=\"n1\",condition=\"Ready\",status=\"true\"} 0\n";
+    t += "node_filesystem_avail_bytes{mountpoint=\"/var/lib/rancher\",fstype=\"ext4\"} 5\n";
+    t += "node_filesystem_size_bytes{mountpoint=\"/var/lib/rancher\",fstype=\"ext4\"} 100\n";
+    t += &format!("airlock_certificate_not_after_seconds{{certificate=\"ingress\"}} {}\n", now + 10 * 86400);
+    t += "kube_pod_status_ready{namespace=\"keycloak\",pod=\"keycloak-0\",condition=\"true\"} 0\n";
+    t += "kube_pod_status_ready{namespace=\"minio\",pod=\"minio-0\",condition=\"true\"} 0\n";
+    t += "kube_job_status_failed{namespace=\"app\",job_name=\"airlock-app-backup-29000000\"} 1\n";
+    t
+}
+
+fn curl_json(url: &str) -> Option<serde_json::Value> {
+    let o = Command::new("curl").args(["-s", "-f", "--max-time", "5", url]).output().ok()?;
+    o.status.success().then(|| serde_json::from_slice(&o.stdout).ok()).flatten()
+}
+
+/// A real Prometheus (Debian's) on 127.0.0.1 with the shipped rules (only their
+/// `for:` shortened, in the test's copy) scrapes a target the harness serves: every
+/// alert reaches `firing` through the real rule engine, and every dashboard query
+/// evaluates, those on the app's metrics with data.
+#[test]
+fn a_real_prometheus_fires_every_shipped_alert_on_a_synthetic_target_and_answers_every_dashboard_query() {
+    let Some(prometheus) = require_tool("prometheus") else { return };
+    let Some(s) = stack() else { return };
+    let dir = s.tmp.path().join("live");
+    let target = dir.join("target");
+    fs::create_dir_all(&target).unwrap();
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    fs::write(target.join("metrics"), synthetic_metrics(0, now())).unwrap();
+    let server = airlock_tests::http::StaticServer::start(&target);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, file) = (stop.clone(), target.join("metrics"));
+        std::thread::spawn(move || {
+            let mut n = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Write and rename, so a scrape never reads half a file.
+                let tmp = file.with_extension("tmp");
+                fs::write(&tmp, synthetic_metrics(n, now())).unwrap();
+                fs::rename(&tmp, &file).unwrap();
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        })
+    };
+
+    // The rules as the chart renders them, `for:` cut to 2 s so the test is quick.
+    let rules = config_map_data(&s.prom.docs, "prometheus-server", "alerting_rules.yml");
+    let mut doc: Value = serde_yaml::from_str(rules).unwrap();
+    for g in doc["groups"].as_sequence_mut().unwrap() {
+        for r in g["rules"].as_sequence_mut().unwrap() {
+            if r.get("for").is_some() {
+                r["for"] = "2s".into();
+            }
+        }
+    }
+    fs::write(dir.join("rules.yml"), serde_yaml::to_string(&doc).unwrap()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{}]\n\
+         scrape_configs:\n  - job_name: synthetic\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+        dir.join("rules.yml").display(),
+        server.port
+    );
+    fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let mut child = Command::new(prometheus)
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(dir.join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let api = format!("http://127.0.0.1:{port}/api/v1");
+    let t0 = std::time::Instant::now();
+    let want: BTreeSet<String> = seq(&doc["groups"])
+        .iter()
+        .flat_map(|g| seq(&g["rules"]))
+        .filter_map(|r| r["alert"].as_str().map(String::from))
+        .collect();
+    let mut firing = BTreeSet::new();
+    while t0.elapsed() < std::time::Duration::from_secs(90) {
+        if let Some(a) = curl_json(&format!("{api}/alerts")) {
+            firing = a["data"]["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["state"] == "firing")
+                .map(|x| x["labels"]["alertname"].as_str().unwrap().to_string())
+                .collect();
+            if firing == want {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let fired_in = t0.elapsed();
+    let mut failed = Vec::new();
+    let mut with_data = 0;
+    for (at, q) in monitoring::dashboard_queries() {
+        let url = format!("{api}/query?query={}", url_encode(&q));
+        match curl_json(&url) {
+            Some(r) if r["status"] == "success" => {
+                let rows = r["data"]["result"].as_array().map_or(0, |a| a.len());
+                if q.contains("servanda_") {
+                    if rows == 0 {
+                        failed.push(format!("{at}: no data for `{q}`"));
+                    } else {
+                        with_data += 1;
+                    }
+                }
+            }
+            other => failed.push(format!("{at}: `{q}` -> {other:?}")),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+    assert_eq!(firing, want, "alerts firing after {fired_in:?}; Prometheus log:\n{log}");
+    assert!(failed.is_empty(), "dashboard queries:\n{}", failed.join("\n"));
+    assert!(with_data >= 12, "only {with_data} app queries returned data");
+    eprintln!("real Prometheus: all {} alerts firing after {:.1} s", want.len(), fired_in.as_secs_f64());
+}
+
+/// Percent-encoding for a query parameter (everything but unreserved characters).
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
