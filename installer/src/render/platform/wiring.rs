@@ -491,6 +491,10 @@ fn monitoring_input(site: &Site<'_>, scrape_app: bool, keycloak: bool) -> Result
             release: app::DEFAULT_RELEASE.into(),
         }),
         grafana_admin_password: site.credentials.grafana_admin_password().clone(),
+        receivers: monitoring::AlertReceivers {
+            webhook_url: site.answers.monitoring.alert_webhook_url.clone(),
+            mail: site.answers.monitoring.alert_mail.clone(),
+        },
         // Login through the realm when the bundle installs Keycloak too.
         oidc: keycloak.then(|| monitoring::GrafanaOidc {
             client_id: GRAFANA_CLIENT_ID.into(),
@@ -913,6 +917,39 @@ mod tests {
         let bad = format!("{SINGLE}monitoring: {{grafana_admin_group: \"it's\"}}\n");
         let e = Answers::from_yaml(&bad, "answers.yaml").unwrap_err().to_string();
         assert!(e.contains("monitoring.grafana_admin_group"), "{e}");
+    }
+
+    #[test]
+    fn alertmanager_sends_to_the_answers_webhook_and_mail_relay_and_a_relay_needs_both_addresses() {
+        let (_tmp, host) = root();
+        let yaml = format!(
+            "{SINGLE}monitoring: {{alert_webhook_url: \"https://hooks.example.internal/am\", \
+             alert_smtp_smarthost: \"mail.example.internal:25\", alert_email_from: am@example.org, alert_email_to: ops@example.org}}\n"
+        );
+        let answers = Answers::from_yaml(&yaml, "answers.yaml").unwrap();
+        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
+        let credentials = Credentials::load_or_generate(&host).unwrap();
+        let site = Site {
+            answers: &answers,
+            pki: &pki,
+            credentials: &credentials,
+            distribution: DistributionKind::K3s,
+            monitoring: &Default::default(),
+        };
+        let (pr, pr_b) = chart(PROMETHEUS_CHART, None);
+        let mut inputs = vec![pr];
+        wire_charts(&mut inputs, &[pr_b], &site, Path::new("/m")).unwrap();
+        let v: Json = serde_yaml::from_str(&inputs[0].values_yaml).unwrap();
+        let r = &v["alertmanager"]["config"]["receivers"][0];
+        assert_eq!(r["webhook_configs"][0]["url"], "https://hooks.example.internal/am");
+        assert_eq!(r["email_configs"][0]["to"], "ops@example.org");
+        // A relay without a recipient is refused, naming the key.
+        let half = format!("{SINGLE}monitoring: {{alert_smtp_smarthost: \"mail.example.internal:25\", alert_email_from: am@example.org}}\n");
+        let e = Answers::from_yaml(&half, "answers.yaml").unwrap_err().to_string();
+        assert!(e.contains("monitoring.alert_email_to"), "{e}");
+        let creds = format!("{SINGLE}monitoring: {{alert_webhook_url: \"https://user:pw@hooks.example.internal/\"}}\n");
+        let e = Answers::from_yaml(&creds, "answers.yaml").unwrap_err().to_string();
+        assert!(e.contains("monitoring.alert_webhook_url"), "{e}");
     }
 
     #[test]

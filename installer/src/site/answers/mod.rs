@@ -219,6 +219,21 @@ impl Proxy {
 pub struct MonitoringAnswers {
     pub grafana_admin_group: String,
     pub grafana_editor_group: String,
+    /// Where Alertmanager posts alerts; none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_webhook_url: Option<String>,
+    /// Alert mails through the site's relay; none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_mail: Option<AlertMail>,
+}
+
+/// Alertmanager's mail receiver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AlertMail {
+    /// `host:port` of the relay.
+    pub smarthost: String,
+    pub from: String,
+    pub to: String,
 }
 
 impl MonitoringAnswers {
@@ -520,6 +535,16 @@ impl Answers {
                     .unwrap_or_else(|| MonitoringAnswers::DEFAULT_ADMIN_GROUP.into()),
                 grafana_editor_group: text("monitoring.grafana_editor_group")
                     .unwrap_or_else(|| MonitoringAnswers::DEFAULT_EDITOR_GROUP.into()),
+                alert_webhook_url: text("monitoring.alert_webhook_url"),
+                alert_mail: match text("monitoring.alert_smtp_smarthost") {
+                    None => None,
+                    // The questions require both addresses once a relay is named.
+                    Some(smarthost) => Some(AlertMail {
+                        smarthost,
+                        from: req("monitoring.alert_email_from")?,
+                        to: req("monitoring.alert_email_to")?,
+                    }),
+                },
             },
             skipped_checks: Vec::new(),
         })
