@@ -91,7 +91,7 @@ const SPECS: [Spec; 9] = [
     Spec { file: "app-s3-access-key", what: "the app's S3 access key", bytes: 8, prefix: "app-" },
     Spec { file: "app-s3-secret-key", what: "the app's S3 secret key", bytes: 20, prefix: "" },
     Spec { file: "app-postgres-password", what: "the app's PostgreSQL password", bytes: 20, prefix: "" },
-    Spec { file: "grafana-admin-password", what: "Grafana's break-glass admin password", bytes: 16, prefix: "" },
+    Spec { file: "grafana-admin-password", what: "Grafana admin password", bytes: 16, prefix: "" },
     Spec { file: "grafana-oidc-client-secret", what: "Grafana's OIDC client secret", bytes: 24, prefix: "" },
 ];
 
