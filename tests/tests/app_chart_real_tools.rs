@@ -21,7 +21,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use airlock_installer::render::platform::app::{
-    render, AppImages, AppInput, IngressController, KeycloakInput, MinioInput, Rendered, DEFAULT_NAMESPACE,
+    render, AppImages, AppInput, IngressController, KeycloakInput, MinioInput, Rendered, Scraper, DEFAULT_NAMESPACE,
     DEFAULT_RELEASE,
 };
 use airlock_installer::site::answers::Secret;
@@ -77,6 +77,7 @@ fn app_input() -> AppInput {
             backup_client: "quay.io/minio/mc:RELEASE.2025-04-16T18-13-26Z".into(),
         },
         ingress_controller: IngressController::k3s_traefik(),
+        metrics_scraper: None,
     }
 }
 
@@ -514,6 +515,39 @@ fn network_policies_deny_by_default_and_open_only_the_blueprint_paths() {
     let p = find(&docs, "NetworkPolicy", "airlock-app-allow-ingress-controller");
     let from = &p["spec"]["ingress"][0]["from"];
     assert!(from.as_array().unwrap().iter().any(|f| f["ipBlock"]["cidr"] == "10.0.0.0/24"), "{from}");
+}
+
+#[test]
+fn with_monitoring_prometheus_may_scrape_the_api_and_nothing_else() {
+    let Some(h) = Helm::get() else { return };
+    let prometheus = pod(
+        "monitoring",
+        &[
+            ("app.kubernetes.io/name", "prometheus"),
+            ("app.kubernetes.io/instance", "prometheus"),
+            ("app.kubernetes.io/component", "server"),
+        ],
+    );
+    let (api, web, worker, pg) = (app_pod("api"), app_pod("web"), app_pod("worker"), app_pod("postgresql"));
+    let http = Some("http");
+    // Without the monitoring component nobody scrapes: the API stays closed to it.
+    let (_, docs) = h.template(&render(&app_input()).unwrap());
+    let policies: Vec<&Json> = docs.iter().filter(|d| d["kind"] == "NetworkPolicy").collect();
+    assert!(!allowed(&policies, &prometheus, &api, 3000, http), "scraped without monitoring");
+
+    let mut input = app_input();
+    input.metrics_scraper = Some(Scraper { namespace: "monitoring".into(), pod_labels: prometheus.labels.clone() });
+    let (_, docs) = h.template(&render(&input).unwrap());
+    let policies: Vec<&Json> = docs.iter().filter(|d| d["kind"] == "NetworkPolicy").collect();
+    assert!(allowed(&policies, &prometheus, &api, 3000, http), "Prometheus cannot scrape the API");
+    for (what, dst, port, name) in
+        [("web", &web, 8080, http), ("worker", &worker, 3000, http), ("postgres", &pg, 5432, Some("postgresql"))]
+    {
+        assert!(!allowed(&policies, &prometheus, dst, port, name), "Prometheus reaches {what}");
+    }
+    assert!(!allowed(&policies, &prometheus, &api, 9999, None), "Prometheus reaches another API port");
+    let elsewhere = Pod { namespace: "other", labels: prometheus.labels.clone() };
+    assert!(!allowed(&policies, &elsewhere, &api, 3000, http), "the same labels in another namespace get in");
 }
 
 // ---------------------------------------------------------------------------------

@@ -201,10 +201,12 @@ fn containerd_imports_the_image_archive_under_full_references() {
         "quay.io/minio/minio:RELEASE.2024-12-18T13-15-44Z",
         "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z",
         "docker.io/library/postgres:16.6",
+        "quay.io/prometheus/prometheus:v3.14.0",
+        "docker.io/grafana/grafana:13.2.0",
     ] {
         assert!(names.iter().any(|n| n == r), "{r} not imported: {names:?}");
     }
-    assert_eq!(names.len(), 9, "{names:?}");
+    assert_eq!(names.len(), 15, "{names:?}");
 
     // The .tar.zst form keeps the zstd window within containerd's 32 MiB decoder limit
     // and imports the same images once decompressed.
@@ -217,7 +219,7 @@ fn containerd_imports_the_image_archive_under_full_references() {
     assert!(window.contains("MiB") && mib <= 32.0, "{window}");
     let plain = d.path().join("from-zst.tar");
     ok(Command::new("zstd").args(["-q", "-d"]).arg(&zst).arg("-o").arg(&plain));
-    assert_eq!(containerd.import(&plain).unwrap().len(), 9);
+    assert_eq!(containerd.import(&plain).unwrap().len(), 15);
 }
 
 #[test]
@@ -229,12 +231,14 @@ fn helm_3_18_lints_and_templates_every_chart_taken_out_of_the_bundle() {
     extract(&bundle, &staging, &[]);
     let home = d.path().join("helm-home");
     let charts: Vec<PathBuf> = std::fs::read_dir(staging.join("charts")).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(charts.len(), 5, "{charts:?}");
-    // The demo's own charts; keycloakx, MinIO and the app chart need the values the
-    // installer renders, and tests/tests/platform_install.rs templates them with those.
+    assert_eq!(charts.len(), 7, "{charts:?}");
+    // The demo's own charts, and the monitoring charts (their dependencies vendored,
+    // so with no repository); keycloakx, MinIO and the app chart need the values the
+    // installer renders, and tests/tests/platform_install.rs templates them with
+    // those (tests/tests/monitoring_real_tools.rs the monitoring charts).
     for c in charts.into_iter().filter(|c| {
         let n = c.file_name().unwrap().to_string_lossy().to_string();
-        n.starts_with("hello-") || n.starts_with("notes-")
+        ["hello-", "notes-", "prometheus-", "grafana-"].iter().any(|p| n.starts_with(p))
     }) {
         ok(helm_command(&helm, &home).arg("lint").arg(&c));
         let out = ok(helm_command(&helm, &home).args(["template", "x"]).arg(&c));
@@ -287,7 +291,7 @@ fn inspect_lists_everything_without_the_key_and_says_unverified() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["signature"], "unverified");
     assert_eq!(r["name"], "airlock-demo");
-    assert_eq!(r["images"].as_array().unwrap().len(), 9);
+    assert_eq!(r["images"].as_array().unwrap().len(), 15);
     let worker = r["images"]
         .as_array()
         .unwrap()
@@ -295,7 +299,7 @@ fn inspect_lists_everything_without_the_key_and_says_unverified() {
         .find(|i| i["reference"] == "docker.io/airlock-demo/worker:1.0.0")
         .unwrap();
     assert_eq!(worker["platforms"], serde_json::json!(["linux/amd64", "linux/arm64"]));
-    assert_eq!(r["charts"].as_array().unwrap().len(), 5);
+    assert_eq!(r["charts"].as_array().unwrap().len(), 7);
     assert!(
         r["compressed_size"].as_u64().unwrap() > 0
             && r["total_size"].as_u64().unwrap() > r["compressed_size"].as_u64().unwrap()

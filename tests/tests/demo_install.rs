@@ -137,10 +137,11 @@ fn containerd_imports_the_image_archive_the_install_lays_down() {
     assert!(install(&b, &root, &["--yes"], &[]).status.success());
     let names = containerd.import(&root.join("var/lib/rancher/k3s/agent/images/airlock-images.tar")).unwrap();
     assert!(names.contains(&"docker.io/rancher/klipper-helm:v0.9.3-build20241008".to_string()), "{names:?}");
-    // The app's five images and the platform's four stand-ins (klipper-helm, Keycloak,
-    // MinIO, mc), plus PostgreSQL for the app.
+    // The app's five images (PostgreSQL among them), the platform's four stand-ins
+    // (klipper-helm, Keycloak, MinIO, mc) and the monitoring component's six.
     assert!(names.contains(&"quay.io/keycloak/keycloak:26.5.6".to_string()), "{names:?}");
-    assert_eq!(names.len(), 9, "{names:?}");
+    assert!(names.contains(&"docker.io/grafana/grafana:13.2.0".to_string()), "{names:?}");
+    assert_eq!(names.len(), 15, "{names:?}");
 }
 
 #[test]

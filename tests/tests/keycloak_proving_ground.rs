@@ -236,16 +236,58 @@ impl Ground {
     /// the login page's status when the login is refused.
     fn login(&self, username: &str, password: &str) -> Result<serde_json::Value, String> {
         let (issuer, client_id, secret) = self.app_client();
-        self.client.forget_cookies();
-        let auth = format!(
-            "{issuer}/protocol/openid-connect/auth?client_id={}&response_type=code&scope=openid&redirect_uri={}&state=st-1",
-            enc(&client_id),
-            enc(REDIRECT)
+        self.login_as(&issuer, &client_id, &secret, REDIRECT, None, username, password)
+    }
+
+    /// Grafana's client as the installer configured Grafana: its id from the
+    /// `grafana.ini` in the HelmChart's values, its secret from the Secret Grafana mounts.
+    fn grafana_client(&self) -> (String, String) {
+        let path = self.root.join("var/lib/rancher/k3s/server/manifests/airlock-grafana.yaml");
+        let hc: serde_yaml::Value = serde_yaml::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+        let values: serde_yaml::Value = serde_yaml::from_str(hc["spec"]["valuesContent"].as_str().unwrap()).unwrap();
+        let oauth = &values["grafana.ini"]["auth.generic_oauth"];
+        assert_eq!(
+            oauth["auth_url"].as_str(),
+            Some(format!("{}/protocol/openid-connect/auth", self.issuer()).as_str())
         );
+        let id = oauth["client_id"].as_str().unwrap().to_string();
+        (id, self.objects.secret("monitoring", "grafana-oidc", "client-secret").unwrap())
+    }
+
+    /// The authorization code flow of an OIDC client as a browser and the client run
+    /// it: the login page, the form post with the user's password, the redirect back
+    /// to the client with a code, the code exchanged with the client secret (and the
+    /// PKCE verifier, when given). `Err` with the login page's status when the login is
+    /// refused.
+    #[allow(clippy::too_many_arguments)]
+    fn login_as(
+        &self,
+        issuer: &str,
+        client_id: &str,
+        secret: &str,
+        redirect: &str,
+        pkce_verifier: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Result<serde_json::Value, String> {
+        self.client.forget_cookies();
+        let mut auth = format!(
+            "{issuer}/protocol/openid-connect/auth?client_id={}&response_type=code&scope=openid&redirect_uri={}&state=st-1",
+            enc(client_id),
+            enc(redirect)
+        );
+        if let Some(v) = pkce_verifier {
+            use base64::Engine as _;
+            let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(ring::digest::digest(&ring::digest::SHA256, v.as_bytes()));
+            auth.push_str(&format!("&code_challenge={challenge}&code_challenge_method=S256"));
+        }
         let page = self.client.get(&auth).unwrap();
-        assert_eq!(page.status, 200, "login page: {}", page.body);
+        if page.status != 200 {
+            return Err(format!("the login page answered {}", page.status));
+        }
         let action = login_form_action(&page.body).unwrap_or_else(|| panic!("no login form in:\n{}", page.body));
-        assert!(action.starts_with(&issuer), "the form posts to the issuer's host: {action}");
+        assert!(action.starts_with(issuer), "the form posts to the issuer's host: {action}");
         let r = self
             .client
             .post_form(&action, &[("username", username), ("password", password), ("credentialId", "")])
@@ -256,23 +298,21 @@ impl Ground {
             return Err(format!("login answered {} ({msg})", r.status));
         }
         let location = r.location.unwrap_or_default();
-        assert!(location.starts_with(REDIRECT), "redirected back to the app: {location}");
+        assert!(location.starts_with(redirect), "redirected back to the client: {location}");
         assert_eq!(query_param(&location, "state").as_deref(), Some("st-1"));
         let code = query_param(&location, "code").expect("a code");
-        let token = self
-            .client
-            .post_form(
-                &format!("{issuer}/protocol/openid-connect/token"),
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", REDIRECT),
-                    ("client_id", &client_id),
-                    ("client_secret", &secret),
-                ],
-            )
-            .unwrap();
-        assert_eq!(token.status, 200, "code exchange with the app's client secret: {}", self.redact(&token.body));
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ];
+        if let Some(v) = pkce_verifier {
+            form.push(("code_verifier", v));
+        }
+        let token = self.client.post_form(&format!("{issuer}/protocol/openid-connect/token"), &form).unwrap();
+        assert_eq!(token.status, 200, "code exchange with the client secret: {}", self.redact(&token.body));
         Ok(token.json())
     }
 
@@ -289,6 +329,26 @@ impl Ground {
 }
 
 /// `airlock ldap test` on answers holding `ldap`: whether it passed, and its output.
+/// The realm's `grafana` client, with the id and secret the installer gave Grafana:
+/// a directory user gets tokens with the groups claim Grafana maps to roles; it
+/// redirects only to Grafana's callback, and PKCE is required.
+fn grafana_logs_directory_users_in_through_its_own_client(g: &Ground) {
+    let (id, secret) = g.grafana_client();
+    let issuer = g.issuer();
+    let callback = "https://grafana.platform.example.test/login/generic_oauth";
+    let verifier = "pkce-verifier-0123456789abcdefghijklmnopqrstuvwxyz";
+    let token = g.login_as(&issuer, &id, &secret, callback, Some(verifier), "alice", "alice-pw").unwrap();
+    let claims = jwt_claims(token["id_token"].as_str().unwrap()).unwrap();
+    assert_eq!(claims["azp"], id.as_str(), "{claims}");
+    assert_eq!(claims["preferred_username"], "alice", "{claims}");
+    assert!(claims["groups"].as_array().unwrap().iter().any(|x| x == "admins"), "{claims}");
+    // The app's callback is not Grafana's: refused before any login form.
+    let other = g.login_as(&issuer, &id, &secret, REDIRECT, Some(verifier), "alice", "alice-pw");
+    assert!(other.is_err(), "the grafana client redirected to the app");
+    // Without PKCE the flow is refused.
+    assert!(g.login_as(&issuer, &id, &secret, callback, None, "alice", "alice-pw").is_err(), "no PKCE, yet a login");
+}
+
 fn airlock_ldap_test(dir: &Path, ldap: &LdapAnswers) -> (bool, String) {
     let answers = dir.join("ldap-answers.yaml");
     fs::write(
@@ -501,6 +561,7 @@ fn keycloak_on_an_openldap_site_imports_the_realm_serves_oidc_through_the_ingres
     assert_eq!(g.login("alice", "wrong-pw").unwrap_err(), "login answered 200 (invalid username or password)");
     assert_eq!(g.login("mallory", "mallory-pw").unwrap_err(), "login answered 200 (invalid username or password)");
     let _ = g.admin_token();
+    grafana_logs_directory_users_in_through_its_own_client(&g);
 
     let work = tempfile::tempdir().unwrap();
     ldap_verdicts_agree(&g, &ldap, &other, work.path());

@@ -261,7 +261,7 @@ fn renew_refreshes_every_tls_secret_manifest_that_held_a_replaced_leaf_and_leave
     };
     let before = tls_secrets(&root);
     assert!(before.len() >= 4, "{before:?}");
-    let old_leaves = leaf_files(&["ingress", "minio", "keycloak"]);
+    let old_leaves = leaf_files(&["ingress", "minio", "keycloak", "monitoring"]);
     for (name, pair) in &before {
         assert!(old_leaves.contains(pair), "{name} holds no leaf of the site PKI");
     }
@@ -279,7 +279,7 @@ fn renew_refreshes_every_tls_secret_manifest_that_held_a_replaced_leaf_and_leave
     let out = text(&renew);
     assert!(renew.status.success(), "{out}");
     assert!(out.contains("refreshed TLS Secret manifest /var/lib/rancher/k3s/server/manifests/"), "{out}");
-    let new_leaves = leaf_files(&["ingress", "minio", "keycloak"]);
+    let new_leaves = leaf_files(&["ingress", "minio", "keycloak", "monitoring"]);
     assert_no_key_material(&out, &key_lines(&pki_dir));
     let after = tls_secrets(&root);
     assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());

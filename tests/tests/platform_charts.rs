@@ -82,6 +82,7 @@ fn keycloak_input(ha: bool) -> KeycloakInput {
             ldap_bind_password: Secret::new(KC_BIND_PW),
             app_client_secret: Secret::new(KC_CLIENT_SECRET),
         },
+        grafana_client: None,
     }
 }
 

@@ -140,6 +140,9 @@ fn demo_install_renders_platform_charts_whose_objects_exist_verify_and_keep_cred
         ("keycloak", "https://keycloak.platform.example.test"),
         ("minio", "https://minio.platform.example.test"),
         ("app", "https://app.platform.example.test"),
+        ("grafana", "https://grafana.platform.example.test"),
+        ("prometheus", "https://prometheus.platform.example.test"),
+        ("alertmanager", "https://alertmanager.platform.example.test"),
     ] {
         assert_eq!(report["urls"][name], url);
         assert!(again_out.contains(url), "the text report lacks {url}:\n{again_out}");
@@ -153,7 +156,7 @@ fn demo_install_renders_platform_charts_whose_objects_exist_verify_and_keep_cred
     assert_eq!(report["ca"]["sha256"], fp.as_str());
     assert_eq!(report["ca"]["path"], "/etc/airlock/pki/ca.crt");
     let creds = report["credentials"].as_array().unwrap();
-    assert_eq!(creds.len(), 7);
+    assert_eq!(creds.len(), 9);
     for c in creds {
         let path = root.join(c["path"].as_str().unwrap().trim_start_matches('/'));
         let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions()) & 0o777;
@@ -286,15 +289,15 @@ fn demo_install_renders_platform_charts_whose_objects_exist_verify_and_keep_cred
         ("journal", journal),
         ("golden tree", golden),
     ];
-    // The token, seven platform credentials, the inventory key and the report signing
+    // The token, nine platform credentials, the inventory key and the report signing
     // key made here, and the LDAP bind password from the answers, kept apart for
     // upgrades: none may show anywhere.
     let creds = generated(&root);
     let made = creds.iter().filter(|c| !c.0.starts_with("answers-")).count();
     assert_eq!(
         made,
-        10,
-        "the token, seven platform credentials, the inventory and report keys: {:?}",
+        12,
+        "the token, nine platform credentials, the inventory and report keys: {:?}",
         creds.iter().map(|c| &c.0)
     );
     assert!(creds.iter().any(|c| c.0 == "inventory-key"), "{:?}", creds.iter().map(|c| &c.0));

@@ -852,6 +852,8 @@ fn every_step_of_the_demo_plan_carries_the_upgrade_group_its_target_belongs_to()
             || id.contains("/var/lib/airlock/secrets/")
             // The report key's public half goes with its secret half.
             || id.ends_with(airlock_installer::ops::report::REPORT_PUBKEY_PATH)
+            // The certificates' expiry for the monitoring component: a record of the PKI.
+            || id.contains("/var/lib/airlock/metrics/")
         {
             StepGroup::Secrets
         } else if id.contains("/agent/images/") {

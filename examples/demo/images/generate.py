@@ -57,6 +57,14 @@ PLATFORM_STAND_INS = [
     ("quay.io/minio/minio:RELEASE.2024-12-18T13-15-44Z", "minio/minio", "RELEASE.2024-12-18T13-15-44Z"),
     ("quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z", "minio/mc", "RELEASE.2024-11-21T17-21-54Z"),
     ("docker.io/library/postgres:16.6", "library/postgres", "16.6"),
+    # Monitoring: the images the prometheus 29.27.0 and grafana 12.11.1 charts run
+    # with the values the installer renders (pushgateway off, no Grafana sidecar).
+    ("quay.io/prometheus/prometheus:v3.14.0", "prometheus/prometheus", "v3.14.0"),
+    ("quay.io/prometheus-operator/prometheus-config-reloader:v0.93.1", "prometheus-operator/prometheus-config-reloader", "v0.93.1"),
+    ("quay.io/prometheus/alertmanager:v0.34.0", "prometheus/alertmanager", "v0.34.0"),
+    ("registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.20.0", "kube-state-metrics/kube-state-metrics", "v2.20.0"),
+    ("quay.io/prometheus/node-exporter:v1.12.1", "prometheus/node-exporter", "v1.12.1"),
+    ("docker.io/grafana/grafana:13.2.0", "grafana/grafana", "13.2.0"),
 ]
 DEFAULT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 

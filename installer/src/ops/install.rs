@@ -143,9 +143,15 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
                 credentials: &credentials,
                 distribution: dist.kind,
                 keycloak: &profile.keycloak,
+                monitoring: &profile.monitoring,
             };
             let manifests_dir = input.data_dir().join("server/manifests");
             let objects = wiring::wire_charts(&mut input.charts, &m.charts, &site, &manifests_dir)?;
+            if input.charts.iter().any(|c| c.name == wiring::PROMETHEUS_RELEASE) {
+                // node-exporter's textfile collector reads it (CertificateExpiresSoon);
+                // it records the PKI, so it goes with the PKI.
+                platform.extend(wiring::pki_textfile_layout(p).grouped(StepGroup::Secrets));
+            }
             let r = wiring::InstallReport::new(answers, &m.charts, Some(p));
             if !r.urls.is_empty() {
                 platform.extend(credentials.layout().grouped(StepGroup::Secrets));

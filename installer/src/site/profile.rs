@@ -50,6 +50,9 @@ pub struct Profile {
     pub preflight: Thresholds,
     /// What the release needs of the app's OIDC client in the Keycloak realm.
     pub keycloak: KeycloakProfile,
+    /// Retention and volume sizes of the `monitoring` component (its defaults when the
+    /// profile has no `monitoring` section).
+    pub monitoring: MonitoringSizing,
 }
 
 /// The vendor's side of the realm: what the app's release needs of its OIDC client.
@@ -66,6 +69,24 @@ pub struct KeycloakProfile {
 impl Default for KeycloakProfile {
     fn default() -> Self {
         Self { redirect_paths: vec!["/*".into()], audiences: Vec::new() }
+    }
+}
+
+/// Sizes and retention, from the profile's `monitoring` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MonitoringSizing {
+    /// How long Prometheus keeps samples, in days.
+    pub retention_days: u32,
+    pub prometheus_volume_gib: u32,
+    pub alertmanager_volume_gib: u32,
+    pub grafana_volume_gib: u32,
+}
+
+impl Default for MonitoringSizing {
+    fn default() -> Self {
+        // 15 days is Prometheus' own default; 20 GiB holds it comfortably for a
+        // handful of nodes and the app at a 30 s scrape interval.
+        Self { retention_days: 15, prometheus_volume_gib: 20, alertmanager_volume_gib: 2, grafana_volume_gib: 2 }
     }
 }
 
@@ -227,6 +248,7 @@ impl Profile {
                 "sizing",
                 "preflight",
                 "keycloak",
+                "monitoring",
             ],
             DOC,
         )?;
@@ -256,6 +278,7 @@ impl Profile {
         let sizing = read_sizing(&root)?;
         let preflight = read_thresholds(&root, &sizing)?;
         let keycloak = read_keycloak(&root)?;
+        let monitoring = read_monitoring(&root)?;
         let profile = Self {
             name,
             description,
@@ -267,6 +290,7 @@ impl Profile {
             sizing,
             preflight,
             keycloak,
+            monitoring,
         };
         check_ports(&profile)?;
         Ok(profile)
@@ -508,6 +532,26 @@ fn read_sizing(root: &Map<'_>) -> std::result::Result<Sizing, Problem> {
         memory_mib: positive("memory_mib", "recommended memory in MiB")?,
         disk_gib: positive("disk_gib", "recommended free disk in GiB")?,
     })
+}
+
+fn read_monitoring(root: &Map<'_>) -> std::result::Result<MonitoringSizing, Problem> {
+    let mut out = MonitoringSizing::default();
+    let Some(f) = root.get("monitoring") else { return Ok(out) };
+    let m = f.map(&["retention_days", "prometheus_volume_gib", "alertmanager_volume_gib", "grafana_volume_gib"])?;
+    let fields: [(&str, &mut u32); 4] = [
+        ("retention_days", &mut out.retention_days),
+        ("prometheus_volume_gib", &mut out.prometheus_volume_gib),
+        ("alertmanager_volume_gib", &mut out.alertmanager_volume_gib),
+        ("grafana_volume_gib", &mut out.grafana_volume_gib),
+    ];
+    for (key, slot) in fields {
+        let Some(f) = m.get(key) else { continue };
+        match f.u64()? {
+            0 => return Err(f.problem("is 0", "give a whole number above 0, or leave the key out for the default")),
+            n => *slot = u32::try_from(n).map_err(|_| f.problem("is too large", "give a realistic size"))?,
+        }
+    }
+    Ok(out)
 }
 
 fn read_thresholds(root: &Map<'_>, sizing: &Sizing) -> std::result::Result<Thresholds, Problem> {

@@ -149,6 +149,16 @@ pub struct AppInput {
     pub minio: MinioInput,
     pub images: AppImages,
     pub ingress_controller: IngressController,
+    /// The pods that scrape the API's `/metrics` (the monitoring component's
+    /// Prometheus server), let in on the API's port; `None`: nobody scrapes it.
+    pub metrics_scraper: Option<Scraper>,
+}
+
+/// Where the metrics scraper's pods are, for the NetworkPolicy that lets them in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scraper {
+    pub namespace: String,
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// One Kubernetes object for the auto-deploy manifests directory.
@@ -304,6 +314,10 @@ pub fn render(input: &AppInput) -> Result<Rendered> {
                 "podLabels": input.keycloak.pod_labels,
                 "port": input.keycloak.port,
             },
+            "metrics": input.metrics_scraper.as_ref().map_or(json!({}), |m| json!({
+                "namespace": m.namespace,
+                "podLabels": m.pod_labels,
+            })),
         },
     });
     let values_yaml = to_yaml(&values);
@@ -622,6 +636,7 @@ mod tests {
                 backup_client: "quay.io/minio/mc:RELEASE.2025-01-01T00-00-00Z".into(),
             },
             ingress_controller: IngressController::k3s_traefik(),
+            metrics_scraper: None,
         }
     }
 

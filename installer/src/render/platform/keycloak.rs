@@ -50,6 +50,7 @@ const DEV_FILE_DIR: &str = "/opt/keycloak/data/h2";
 /// The environment variables the realm file's placeholders name.
 pub const ENV_LDAP_BIND_CREDENTIAL: &str = "AIRLOCK_LDAP_BIND_CREDENTIAL";
 pub const ENV_APP_CLIENT_SECRET: &str = "AIRLOCK_APP_CLIENT_SECRET";
+pub const ENV_GRAFANA_CLIENT_SECRET: &str = "AIRLOCK_GRAFANA_CLIENT_SECRET";
 /// The image the chart runs (7.1.11's default, `image.repository:tag`); the realm sync
 /// Job runs the same one, so a bundle that carries Keycloak carries the Job's image.
 pub const IMAGE: &str = "quay.io/keycloak/keycloak:26.5.6";
@@ -106,6 +107,17 @@ pub struct KeycloakInput {
     /// only a single node can use.
     pub database: Option<KeycloakDatabase>,
     pub credentials: KeycloakCredentials,
+    /// Grafana's confidential OIDC client, when the monitoring component is installed.
+    pub grafana_client: Option<GrafanaClient>,
+}
+
+/// Grafana's OIDC client: authorization-code flow back to `https://<host>/login/generic_oauth`.
+#[derive(Clone, Debug)]
+pub struct GrafanaClient {
+    pub client_id: String,
+    /// `grafana.<domain>`.
+    pub host: String,
+    pub secret: Secret,
 }
 
 /// The customer's directory as Keycloak's LDAP federation needs it. The LDAP answers
@@ -276,7 +288,10 @@ pub fn render(input: &KeycloakInput) -> Result<Rendered> {
         &[
             (ENV_LDAP_BIND_CREDENTIAL, c.ldap_bind_password.expose()),
             (ENV_APP_CLIENT_SECRET, c.app_client_secret.expose()),
-        ],
+        ]
+        .into_iter()
+        .chain(input.grafana_client.as_ref().map(|g| (ENV_GRAFANA_CLIENT_SECRET, g.secret.expose())))
+        .collect::<Vec<_>>(),
     )?);
     if let Some(db) = &input.database {
         manifests.push(secret(
@@ -396,8 +411,14 @@ fn validate(input: &KeycloakInput) -> Result<()> {
     // Keycloak puts these into the realm file's *text* before it parses the JSON
     // (AbstractFileBasedImportProvider), unescaped: a quote, a backslash or a control
     // character would break the file or change its meaning. Never echo the value.
+    let grafana_secret = input.grafana_client.as_ref().map(|g| ("keycloak: Grafana client secret", &g.secret));
+    if let Some((what, s)) = grafana_secret {
+        non_empty_secret(what, s)?;
+    }
     for (what, s) in
         [("LDAP bind password", &c.ldap_bind_password), ("keycloak: app client secret", &c.app_client_secret)]
+            .into_iter()
+            .chain(grafana_secret)
     {
         if s.expose().chars().any(|ch| ch == '"' || ch == '\\' || ch.is_control()) {
             return Err(Error::input(
@@ -441,6 +462,48 @@ fn cfg(pairs: &[(&str, &str)]) -> Value {
 
 /// The realm imported at start, as JSON. Holds `${ENV}` placeholders where secrets go,
 /// never a secret value.
+/// The groups claim every client's tokens carry: the app and Grafana authorise by the
+/// directory's groups.
+fn groups_mapper() -> Value {
+    json!({
+        "name": "groups",
+        "protocol": "openid-connect",
+        "protocolMapper": "oidc-group-membership-mapper",
+        "consentRequired": false,
+        "config": {
+            "claim.name": "groups",
+            "full.path": "false",
+            "id.token.claim": "true",
+            "access.token.claim": "true",
+            "userinfo.token.claim": "true",
+        },
+    })
+}
+
+fn grafana_client_json(g: &GrafanaClient) -> Value {
+    let host = &g.host;
+    json!({
+        "clientId": g.client_id,
+        "name": "Grafana",
+        "enabled": true,
+        "protocol": "openid-connect",
+        "publicClient": false,
+        "clientAuthenticatorType": "client-secret",
+        "secret": format!("${{{ENV_GRAFANA_CLIENT_SECRET}}}"),
+        "standardFlowEnabled": true,
+        "directAccessGrantsEnabled": false,
+        "implicitFlowEnabled": false,
+        "serviceAccountsEnabled": false,
+        "rootUrl": format!("https://{host}"),
+        "baseUrl": "/",
+        // Exactly Grafana's callback: no wildcard, so no open redirect.
+        "redirectUris": [format!("https://{host}/login/generic_oauth")],
+        "webOrigins": [format!("https://{host}")],
+        "attributes": { "post.logout.redirect.uris": format!("https://{host}/login"), "pkce.code.challenge.method": "S256" },
+        "protocolMappers": [groups_mapper()],
+    })
+}
+
 pub fn realm_json(input: &KeycloakInput) -> Result<String> {
     validate(input)?;
     let l = &input.ldap;
@@ -553,19 +616,7 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
         "webOrigins": [format!("https://{app}")],
         "attributes": { "post.logout.redirect.uris": format!("https://{app}/*") },
         // The app authorises by the directory's groups: put them in the tokens.
-        "protocolMappers": [{
-            "name": "groups",
-            "protocol": "openid-connect",
-            "protocolMapper": "oidc-group-membership-mapper",
-            "consentRequired": false,
-            "config": {
-                "claim.name": "groups",
-                "full.path": "false",
-                "id.token.claim": "true",
-                "access.token.claim": "true",
-                "userinfo.token.claim": "true",
-            },
-        }],
+        "protocolMappers": [groups_mapper()],
     });
     // Each audience the release names, as its own mapper: an API that checks `aud`.
     for a in &input.app_audiences {
@@ -592,13 +643,30 @@ pub fn realm_json(input: &KeycloakInput) -> Result<String> {
         "resetPasswordAllowed": false,
         "editUsernameAllowed": false,
         "bruteForceProtected": true,
-        "clients": [client],
+        "clients": std::iter::once(client)
+            .chain(input.grafana_client.as_ref().map(grafana_client_json))
+            .collect::<Vec<_>>(),
         "components": { "org.keycloak.storage.UserStorageProvider": [ldap] },
     });
     serde_json::to_string_pretty(&realm).map_err(|e| {
         Error::input("Keycloak realm", format!("cannot be written as JSON: {e}"))
             .with_hint("this is a bug in airlock; report it with the command that failed")
     })
+}
+
+/// The names of the `${NAME}` placeholders in the realm's text, each once, sorted.
+fn realm_placeholders(text: &str) -> std::collections::BTreeSet<&str> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        rest = &rest[start + 2..];
+        let end =
+            rest.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')).unwrap_or(rest.len());
+        if end > 0 && rest[end..].starts_with('}') {
+            names.insert(&rest[..end]);
+        }
+    }
+    names
 }
 
 /// The realm cut into what the sync converges, as the sync ConfigMap's files:
@@ -615,7 +683,10 @@ pub fn realm_sync_files(realm_json: &str) -> Result<BTreeMap<String, String>> {
     let text = |v: &Value| serde_json::to_string_pretty(v).map_err(|e| bug(e.to_string()));
     let mut files = BTreeMap::new();
     let mut plan = String::from("# kind\tname\tfile (docs/platform.md, realm sync)\n");
-    for env in [ENV_LDAP_BIND_CREDENTIAL, ENV_APP_CLIENT_SECRET] {
+    // Every `${NAME}` the realm holds, found in its text rather than listed by hand: a
+    // placeholder the script was not told of would reach Keycloak as the literal text
+    // (a client secret of `${...}`), so a new secret in the realm needs no second edit.
+    for env in realm_placeholders(realm_json) {
         plan.push_str(&format!("placeholder\t{env}\t-\n"));
     }
     let mut settings = realm.clone();
@@ -917,6 +988,7 @@ mod tests {
                 ldap_bind_password: Secret::new(BIND_PW),
                 app_client_secret: Secret::new(CLIENT_SECRET),
             },
+            grafana_client: None,
         }
     }
 
@@ -981,6 +1053,34 @@ mod tests {
         assert_eq!(env_secret["stringData"][ENV_APP_CLIENT_SECRET].as_str(), Some(CLIENT_SECRET));
         let env_from = sub(&values_of(&r), "extraEnvFrom");
         assert_eq!(env_from[0]["secretRef"]["name"].as_str(), Some(names.realm_env_secret.as_str()));
+    }
+
+    #[test]
+    fn grafanas_client_redirects_only_to_grafana_and_takes_its_secret_from_the_environment() {
+        let mut i = input();
+        assert_eq!(
+            serde_json::from_str::<Value>(&realm_json(&i).unwrap()).unwrap()["clients"].as_array().unwrap().len(),
+            1
+        );
+        i.grafana_client = Some(GrafanaClient {
+            client_id: "grafana".into(),
+            host: "grafana.platform.example.test".into(),
+            secret: Secret::new("grafana-client-secret-5e1a"),
+        });
+        let text = realm_json(&i).unwrap();
+        assert!(!text.contains("grafana-client-secret-5e1a"));
+        let realm: Value = serde_json::from_str(&text).unwrap();
+        let g = realm["clients"].as_array().unwrap().iter().find(|c| c["clientId"] == "grafana").unwrap();
+        assert_eq!(g["redirectUris"], json!(["https://grafana.platform.example.test/login/generic_oauth"]));
+        assert_eq!(g["secret"], format!("${{{ENV_GRAFANA_CLIENT_SECRET}}}"));
+        assert_eq!(g["publicClient"], false);
+        assert_eq!(g["protocolMappers"][0]["config"]["claim.name"], "groups");
+        let r = render(&i).unwrap();
+        let env = r.manifests.iter().find(|m| m.is_secret() && m.yaml.contains(ENV_GRAFANA_CLIENT_SECRET)).unwrap();
+        assert!(env.yaml.contains("grafana-client-secret-5e1a"));
+        assert!(r.manifests.iter().filter(|m| !m.is_secret()).all(|m| !m.yaml.contains("grafana-client-secret-5e1a")));
+        i.grafana_client.as_mut().unwrap().secret = Secret::new("a\"b");
+        assert!(render(&i).is_err(), "a quote would break the realm file");
     }
 
     #[test]
@@ -1194,6 +1294,33 @@ mod tests {
         assert!(plan.contains("ldap-mapper\tgroups\t"), "{plan}");
         let realm: Value = serde_json::from_str(cm["data"]["realm.json"].as_str().unwrap()).unwrap();
         assert!(realm.get("clients").is_none() && realm.get("components").is_none(), "{realm}");
+    }
+
+    #[test]
+    fn every_placeholder_the_synced_parts_hold_is_one_the_sync_script_fills() {
+        let mut i = input();
+        i.grafana_client = Some(GrafanaClient {
+            client_id: "grafana".into(),
+            host: "grafana.platform.example.test".into(),
+            secret: Secret::new("grafana-client-secret-5e1a"),
+        });
+        let files = realm_sync_files(&realm_json(&i).unwrap()).unwrap();
+        let plan = &files["plan.tsv"];
+        let filled: Vec<&str> = plan
+            .lines()
+            .filter_map(|l| l.strip_prefix("placeholder\t"))
+            .map(|l| l.split('\t').next().unwrap())
+            .collect();
+        for env in [ENV_LDAP_BIND_CREDENTIAL, ENV_APP_CLIENT_SECRET, ENV_GRAFANA_CLIENT_SECRET] {
+            assert!(filled.contains(&env), "{env} is not filled by the sync: {plan}");
+        }
+        for (name, text) in files.iter().filter(|(name, _)| name.ends_with(".json")) {
+            for env in realm_placeholders(text) {
+                assert!(filled.contains(&env), "{name} holds ${{{env}}}, which the sync would send as text: {plan}");
+            }
+        }
+        assert!(plan.contains("client\tgrafana\t"), "{plan}");
+        assert_eq!(realm_placeholders("${A_1} ${A_1} $${x} ${lower} ${B}x ${UNCLOSED"), ["A_1", "B"].into());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 pub mod app;
 pub mod keycloak;
 pub mod minio;
+pub mod monitoring;
 pub mod wiring;
 
 use std::collections::BTreeMap;

@@ -26,7 +26,7 @@ use ring::rand::SecureRandom;
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use super::{app, keycloak, minio, tls_secret};
+use super::{app, keycloak, minio, monitoring, tls_secret};
 use crate::engine::layout::Layout;
 use crate::host::Host;
 use crate::render::distribution::ChartInput;
@@ -42,6 +42,15 @@ pub const MINIO_CHART: &str = minio::CHART;
 pub const MINIO_RELEASE: &str = "minio";
 pub const MINIO_NAMESPACE: &str = "minio";
 pub const APP_CHART: &str = app::CHART_NAME;
+/// The monitoring component's charts: both releases in one namespace, node-exporter
+/// (the prometheus chart's dependency) in one of its own (see [`monitoring`]).
+pub const PROMETHEUS_CHART: &str = monitoring::PROMETHEUS_CHART;
+pub const PROMETHEUS_RELEASE: &str = "prometheus";
+pub const GRAFANA_CHART: &str = monitoring::GRAFANA_CHART;
+pub const GRAFANA_RELEASE: &str = "grafana";
+pub const MONITORING_NAMESPACE: &str = "monitoring";
+pub const NODE_EXPORTER_NAMESPACE: &str = "monitoring-node";
+const MONITORING_TLS_SECRET: &str = "monitoring-tls";
 /// The storage provisioner for distributions that ship none (`assets/charts/
 /// local-path-provisioner`): installed into `kube-system` like K3s' own copy, because
 /// its helper pods mount host paths, which the CIS profile's restricted Pod Security
@@ -51,6 +60,9 @@ pub const LOCAL_PATH_CHART: &str = "local-path-provisioner";
 /// The realm and OIDC client the app logs in with.
 pub const REALM: &str = "airlock";
 pub const APP_CLIENT_ID: &str = "airlock-app";
+/// Grafana's OIDC client in that realm (its roles come from the groups the answers'
+/// `monitoring` section names).
+pub const GRAFANA_CLIENT_ID: &str = "grafana";
 /// Keycloak's bootstrap admin (first start only; the customer adds real admins).
 pub const KEYCLOAK_ADMIN_USER: &str = "admin";
 /// The app's bucket in MinIO.
@@ -71,7 +83,7 @@ struct Spec {
     prefix: &'static str,
 }
 
-const SPECS: [Spec; 7] = [
+const SPECS: [Spec; 9] = [
     Spec { file: "keycloak-admin-password", what: "Keycloak admin password", bytes: 16, prefix: "" },
     Spec { file: "app-oidc-client-secret", what: "the app's OIDC client secret", bytes: 24, prefix: "" },
     Spec { file: "minio-root-user", what: "MinIO root user", bytes: 6, prefix: "root-" },
@@ -79,6 +91,8 @@ const SPECS: [Spec; 7] = [
     Spec { file: "app-s3-access-key", what: "the app's S3 access key", bytes: 8, prefix: "app-" },
     Spec { file: "app-s3-secret-key", what: "the app's S3 secret key", bytes: 20, prefix: "" },
     Spec { file: "app-postgres-password", what: "the app's PostgreSQL password", bytes: 20, prefix: "" },
+    Spec { file: "grafana-admin-password", what: "Grafana admin password", bytes: 16, prefix: "" },
+    Spec { file: "grafana-oidc-client-secret", what: "Grafana's OIDC client secret", bytes: 24, prefix: "" },
 ];
 
 /// The platform's generated credentials, in [`SPECS`] order. Never printed: the
@@ -151,6 +165,12 @@ impl Credentials {
     pub fn app_postgres_password(&self) -> &Secret {
         self.get("app-postgres-password")
     }
+    pub fn grafana_admin_password(&self) -> &Secret {
+        self.get("grafana-admin-password")
+    }
+    pub fn grafana_client_secret(&self) -> &Secret {
+        self.get("grafana-oidc-client-secret")
+    }
 
     /// The files, 0600 in a 0700 directory, for the start of the plan.
     /// (The 0700 directory is the cluster token's, which install.rs plans first.)
@@ -179,6 +199,8 @@ pub struct Site<'a> {
     pub distribution: DistributionKind,
     /// The profile's `keycloak` section: the release's needs of the app's OIDC client.
     pub keycloak: &'a crate::site::profile::KeycloakProfile,
+    /// The profile's `monitoring` section.
+    pub monitoring: &'a monitoring::MonitoringSizing,
 }
 
 /// Fills the values of the charts this module knows and returns the objects they
@@ -192,6 +214,13 @@ pub fn wire_charts(
     manifests_dir: &Path,
 ) -> Result<Layout> {
     let mut layout = Layout::default();
+    // The charts this install lays down, by their names in the bundle: the app is
+    // scraped only when it is installed, and lets Prometheus in only when that is.
+    let installed: Vec<String> = charts
+        .iter()
+        .map(|c| bundle_charts.iter().find(|b| b.path == c.entry).map_or(c.name.clone(), |b| b.name.clone()))
+        .collect();
+    let installs = |name: &str| installed.iter().any(|n| n == name);
     for c in charts.iter_mut() {
         let source = bundle_charts.iter().find(|b| b.path == c.entry);
         let vendor = source.and_then(|b| b.values.clone()).unwrap_or(Json::Null);
@@ -204,7 +233,7 @@ pub fn wire_charts(
             KEYCLOAK_CHART => {
                 c.name = KEYCLOAK_RELEASE.into();
                 c.namespace = KEYCLOAK_NAMESPACE.into();
-                let r = keycloak::render(&keycloak_input(site)?)?;
+                let r = keycloak::render(&keycloak_input(site, installs(GRAFANA_CHART))?)?;
                 layout.extend(r.layout(manifests_dir));
                 let leaf = leaf(site.pki, "keycloak")?;
                 let tls = tls_secret(KEYCLOAK_NAMESPACE, KEYCLOAK_TLS_SECRET, leaf.0, &leaf.1)?;
@@ -224,11 +253,37 @@ pub fn wire_charts(
             APP_CHART => {
                 c.name = app::DEFAULT_RELEASE.into();
                 c.namespace = app::DEFAULT_NAMESPACE.into();
-                let r = app::render(&app_input(site, &vendor, &c.entry)?)?;
+                let r = app::render(&app_input(site, &vendor, &c.entry, installs(PROMETHEUS_CHART))?)?;
                 r.add_to_layout(&mut layout, manifests_dir);
                 let leaf = leaf(site.pki, "ingress")?;
                 let tls = tls_secret(app::DEFAULT_NAMESPACE, APP_TLS_SECRET, leaf.0, &leaf.1)?;
                 layout.secret_file(manifests_dir.join(tls.file_name()), tls.yaml.clone());
+                Some(r.values_yaml)
+            }
+            PROMETHEUS_CHART | GRAFANA_CHART => {
+                let input = monitoring_input(site, installs(APP_CHART), installs(KEYCLOAK_CHART))?;
+                c.namespace = MONITORING_NAMESPACE.into();
+                let r = if chart_name == PROMETHEUS_CHART {
+                    c.name = PROMETHEUS_RELEASE.into();
+                    monitoring::render_prometheus(&input)?
+                } else {
+                    c.name = GRAFANA_RELEASE.into();
+                    monitoring::render_grafana(&input)?
+                };
+                // Both renders lay down the monitoring Namespace (either chart may come
+                // alone); one file is enough.
+                for f in r.layout(manifests_dir).files {
+                    if !layout.files.iter().any(|g| g.path == f.path) {
+                        layout.files.push(f);
+                    }
+                }
+                let tls_path =
+                    manifests_dir.join(format!("airlock-{MONITORING_NAMESPACE}-secret-{MONITORING_TLS_SECRET}.yaml"));
+                if !layout.files.iter().any(|f| f.path == tls_path) {
+                    let leaf = leaf(site.pki, "monitoring")?;
+                    let tls = tls_secret(MONITORING_NAMESPACE, MONITORING_TLS_SECRET, leaf.0, &leaf.1)?;
+                    layout.secret_file(manifests_dir.join(tls.file_name()), tls.yaml.clone());
+                }
                 Some(r.values_yaml)
             }
             _ => None,
@@ -290,7 +345,7 @@ fn leaf<'a>(pki: &'a SitePki, name: &str) -> Result<(&'a str, Secret)> {
     Ok((l.fullchain_pem(), Secret::new(l.key_pem())))
 }
 
-fn keycloak_input(site: &Site<'_>) -> Result<keycloak::KeycloakInput> {
+fn keycloak_input(site: &Site<'_>, grafana: bool) -> Result<keycloak::KeycloakInput> {
     let a = site.answers;
     // keycloak.rs always federates a directory (its realm has no other user source).
     let l = a.ldap.as_ref().ok_or_else(|| {
@@ -351,6 +406,11 @@ fn keycloak_input(site: &Site<'_>) -> Result<keycloak::KeycloakInput> {
             ldap_bind_password: l.bind_password.clone(),
             app_client_secret: site.credentials.app_client_secret().clone(),
         },
+        grafana_client: grafana.then(|| keycloak::GrafanaClient {
+            client_id: GRAFANA_CLIENT_ID.into(),
+            host: monitoring::grafana_host(&a.cluster.ingress_domain),
+            secret: site.credentials.grafana_client_secret().clone(),
+        }),
     })
 }
 
@@ -408,6 +468,52 @@ fn minio_input(site: &Site<'_>) -> Result<minio::MinioInput> {
     })
 }
 
+/// The site certificates' expiry as a node-exporter textfile, readable by its
+/// unprivileged user (it holds dates, no secret).
+pub fn pki_textfile_layout(pki: &SitePki) -> Layout {
+    let certs: Vec<(String, i64)> = pki.leaves().iter().map(|l| (l.name().to_string(), l.facts().not_after)).collect();
+    let mut layout = Layout::default();
+    layout.dir(monitoring::TEXTFILE_DIR, 0o755);
+    layout.file(monitoring::PKI_TEXTFILE, 0o644, monitoring::pki_textfile(&certs));
+    layout
+}
+
+fn monitoring_input(site: &Site<'_>, scrape_app: bool, keycloak: bool) -> Result<monitoring::MonitoringInput> {
+    let d = &site.answers.cluster.ingress_domain;
+    Ok(monitoring::MonitoringInput {
+        prometheus_release: PROMETHEUS_RELEASE.into(),
+        grafana_release: GRAFANA_RELEASE.into(),
+        namespace: MONITORING_NAMESPACE.into(),
+        node_namespace: NODE_EXPORTER_NAMESPACE.into(),
+        domain: site.answers.cluster.ingress_domain.clone(),
+        ingress_tls_secret: MONITORING_TLS_SECRET.into(),
+        sizing: site.monitoring.clone(),
+        storage_class: None,
+        // Scrape the app only when this bundle installs it.
+        app: scrape_app.then(|| monitoring::AppTarget {
+            namespace: app::DEFAULT_NAMESPACE.into(),
+            release: app::DEFAULT_RELEASE.into(),
+        }),
+        grafana_admin_password: site.credentials.grafana_admin_password().clone(),
+        receivers: monitoring::AlertReceivers {
+            webhook_url: site.answers.monitoring.alert_webhook_url.clone(),
+            mail: site.answers.monitoring.alert_mail.clone(),
+        },
+        // Login through the realm when the bundle installs Keycloak too.
+        oidc: keycloak.then(|| monitoring::GrafanaOidc {
+            client_id: GRAFANA_CLIENT_ID.into(),
+            client_secret: site.credentials.grafana_client_secret().clone(),
+            public_realm_url: format!("https://{}/realms/{REALM}", keycloak::host(d)),
+            internal_realm_url: format!(
+                "http://{KEYCLOAK_RELEASE}-{}-http.{KEYCLOAK_NAMESPACE}.svc.cluster.local/realms/{REALM}",
+                keycloak::CHART
+            ),
+            admin_group: site.answers.monitoring.grafana_admin_group.clone(),
+            editor_group: site.answers.monitoring.grafana_editor_group.clone(),
+        }),
+    })
+}
+
 /// `images.<key>` from the vendor's values: the app chart has no defaults for them.
 fn image(vendor: &Json, key: &str, entry: &str) -> Result<String> {
     vendor["images"][key].as_str().map(str::to_string).filter(|s| !s.trim().is_empty()).ok_or_else(|| {
@@ -421,7 +527,7 @@ fn image(vendor: &Json, key: &str, entry: &str) -> Result<String> {
     })
 }
 
-fn app_input(site: &Site<'_>, vendor: &Json, entry: &str) -> Result<app::AppInput> {
+fn app_input(site: &Site<'_>, vendor: &Json, entry: &str, scraped: bool) -> Result<app::AppInput> {
     let a = site.answers;
     let c = site.credentials;
     let kc_full = format!("{KEYCLOAK_RELEASE}-{}", keycloak::CHART);
@@ -472,6 +578,11 @@ fn app_input(site: &Site<'_>, vendor: &Json, entry: &str) -> Result<app::AppInpu
             backup_client: image(vendor, "backupClient", entry)?,
         },
         ingress_controller,
+        // The monitoring component's Prometheus server, when the bundle has it.
+        metrics_scraper: scraped.then(|| app::Scraper {
+            namespace: MONITORING_NAMESPACE.into(),
+            pod_labels: monitoring::server_pod_labels(PROMETHEUS_RELEASE),
+        }),
     })
 }
 
@@ -548,6 +659,13 @@ impl InstallReport {
         if has(APP_CHART) {
             urls.insert("app".into(), format!("https://{}", keycloak::app_host(d)));
         }
+        if has(GRAFANA_CHART) {
+            urls.insert("grafana".into(), format!("https://{}", monitoring::grafana_host(d)));
+        }
+        if has(PROMETHEUS_CHART) {
+            urls.insert("prometheus".into(), format!("https://{}", monitoring::prometheus_host(d)));
+            urls.insert("alertmanager".into(), format!("https://{}", monitoring::alertmanager_host(d)));
+        }
         let ca = pki.map(|p| CaReport { path: PathBuf::from(crate::state::CA_CERT), sha256: p.ca_fingerprint() });
         let credentials = if urls.is_empty() { Vec::new() } else { Credentials::files() };
         let mut hand = Vec::new();
@@ -578,6 +696,13 @@ impl InstallReport {
                 "MinIO root user and password: {} and {} (root only)",
                 Credentials::path_of("minio-root-user").display(),
                 Credentials::path_of("minio-root-password").display()
+            ));
+        }
+        if has(GRAFANA_CHART) {
+            hand.push(format!(
+                "Grafana break-glass admin `{}`: password in {} (root only)",
+                monitoring::GRAFANA_ADMIN_USER,
+                Credentials::path_of("grafana-admin-password").display()
             ));
         }
         InstallReport { urls, ca, credentials, hand_to_customer: hand }
@@ -637,10 +762,10 @@ mod tests {
         let (tmp, host) = root();
         let first = Credentials::load_or_generate(&host).unwrap();
         let values: Vec<&str> = first.values.iter().map(Secret::expose).collect();
-        assert_eq!(values.len(), 7);
+        assert_eq!(values.len(), 9);
         assert!(values.iter().all(|v| v.len() >= 12), "{:?}", first);
         let distinct: std::collections::BTreeSet<&&str> = values.iter().collect();
-        assert_eq!(distinct.len(), 7, "every credential is its own random value");
+        assert_eq!(distinct.len(), 9, "every credential is its own random value");
         // Nothing shows through Debug.
         assert!(values.iter().all(|v| !format!("{first:?}").contains(v)));
 
@@ -683,6 +808,7 @@ mod tests {
             credentials: &credentials,
             distribution: DistributionKind::K3s,
             keycloak: &Default::default(),
+            monitoring: &Default::default(),
         };
         let (mut input, bundle) = chart(APP_CHART, Some(json!({"images": {"api": "r/api:1"}})));
         let err = wire_charts(std::slice::from_mut(&mut input), &[bundle], &site, Path::new("/m")).unwrap_err();
@@ -702,6 +828,7 @@ mod tests {
             credentials: &credentials,
             distribution: DistributionKind::K3s,
             keycloak: &Default::default(),
+            monitoring: &Default::default(),
         };
         let (kc, kc_b) = chart(KEYCLOAK_CHART, None);
         let (mi, mi_b) = chart(MINIO_CHART, None);
@@ -722,6 +849,116 @@ mod tests {
         for c in [&credentials.values[0], &credentials.values[3]] {
             assert!(!inputs.iter().any(|i| i.values_yaml.contains(c.expose())), "a credential in the values");
         }
+    }
+
+    #[test]
+    fn with_keycloak_and_grafana_the_realm_gets_grafanas_client_and_grafana_logs_in_through_it() {
+        let (_tmp, host) = root();
+        let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
+        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
+        let credentials = Credentials::load_or_generate(&host).unwrap();
+        let site = Site {
+            answers: &answers,
+            pki: &pki,
+            credentials: &credentials,
+            distribution: DistributionKind::K3s,
+            keycloak: &Default::default(),
+            monitoring: &Default::default(),
+        };
+        let realm_of = |layout: &Layout| -> String {
+            let f = layout
+                .files
+                .iter()
+                .find(|f| f.path == Path::new("/m/airlock-keycloak-configmap-keycloak-realm.yaml"))
+                .expect("the realm ConfigMap");
+            let crate::engine::layout::FileSource::Inline(bytes) = &f.source else { panic!("inline") };
+            String::from_utf8(bytes.clone()).unwrap()
+        };
+        let (kc, kc_b) = chart(KEYCLOAK_CHART, None);
+        let (gr, gr_b) = chart(GRAFANA_CHART, None);
+        let mut inputs = vec![kc.clone(), gr.clone()];
+        let layout = wire_charts(&mut inputs, &[kc_b.clone(), gr_b.clone()], &site, Path::new("/m")).unwrap();
+        assert!(realm_of(&layout).contains("grafana.platform.example.test/login/generic_oauth"));
+        let v: Json = serde_yaml::from_str(&inputs[1].values_yaml).unwrap();
+        assert_eq!(v["grafana.ini"]["auth.generic_oauth"]["client_id"], GRAFANA_CLIENT_ID);
+        // The answers' defaults name the role groups.
+        let roles = v["grafana.ini"]["auth.generic_oauth"]["role_attribute_path"].as_str().unwrap();
+        assert!(roles.contains("'grafana-admins') && 'Admin'") && roles.contains("'grafana-editors') && 'Editor'"));
+        assert!(!inputs[1].values_yaml.contains(credentials.grafana_client_secret().expose()));
+        // Without Grafana the realm has the app's client only; without Keycloak,
+        // Grafana has its break-glass admin only.
+        let mut inputs = vec![kc];
+        let layout = wire_charts(&mut inputs, &[kc_b], &site, Path::new("/m")).unwrap();
+        assert!(!realm_of(&layout).contains("generic_oauth"));
+        let mut inputs = vec![gr];
+        wire_charts(&mut inputs, &[gr_b], &site, Path::new("/m")).unwrap();
+        let v: Json = serde_yaml::from_str(&inputs[0].values_yaml).unwrap();
+        assert!(v["grafana.ini"].get("auth.generic_oauth").is_none(), "{v}");
+    }
+
+    #[test]
+    fn grafanas_roles_come_from_the_groups_the_answers_name() {
+        let (_tmp, host) = root();
+        let yaml =
+            format!("{SINGLE}monitoring: {{grafana_admin_group: ops-leads, grafana_editor_group: developers}}\n");
+        let answers = Answers::from_yaml(&yaml, "answers.yaml").unwrap();
+        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
+        let credentials = Credentials::load_or_generate(&host).unwrap();
+        let site = Site {
+            answers: &answers,
+            pki: &pki,
+            credentials: &credentials,
+            distribution: DistributionKind::K3s,
+            keycloak: &Default::default(),
+            monitoring: &Default::default(),
+        };
+        let (kc, kc_b) = chart(KEYCLOAK_CHART, None);
+        let (gr, gr_b) = chart(GRAFANA_CHART, None);
+        let mut inputs = vec![kc, gr];
+        wire_charts(&mut inputs, &[kc_b, gr_b], &site, Path::new("/m")).unwrap();
+        let v: Json = serde_yaml::from_str(&inputs[1].values_yaml).unwrap();
+        let roles = v["grafana.ini"]["auth.generic_oauth"]["role_attribute_path"].as_str().unwrap();
+        assert_eq!(
+            roles,
+            "contains(groups[*], 'ops-leads') && 'Admin' || contains(groups[*], 'developers') && 'Editor' || 'Viewer'"
+        );
+        let bad = format!("{SINGLE}monitoring: {{grafana_admin_group: \"it's\"}}\n");
+        let e = Answers::from_yaml(&bad, "answers.yaml").unwrap_err().to_string();
+        assert!(e.contains("monitoring.grafana_admin_group"), "{e}");
+    }
+
+    #[test]
+    fn alertmanager_sends_to_the_answers_webhook_and_mail_relay_and_a_relay_needs_both_addresses() {
+        let (_tmp, host) = root();
+        let yaml = format!(
+            "{SINGLE}monitoring: {{alert_webhook_url: \"https://hooks.example.internal/am\", \
+             alert_smtp_smarthost: \"mail.example.internal:25\", alert_email_from: am@example.org, alert_email_to: ops@example.org}}\n"
+        );
+        let answers = Answers::from_yaml(&yaml, "answers.yaml").unwrap();
+        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
+        let credentials = Credentials::load_or_generate(&host).unwrap();
+        let site = Site {
+            answers: &answers,
+            pki: &pki,
+            credentials: &credentials,
+            distribution: DistributionKind::K3s,
+            keycloak: &Default::default(),
+            monitoring: &Default::default(),
+        };
+        let (pr, pr_b) = chart(PROMETHEUS_CHART, None);
+        let mut inputs = vec![pr];
+        wire_charts(&mut inputs, &[pr_b], &site, Path::new("/m")).unwrap();
+        let v: Json = serde_yaml::from_str(&inputs[0].values_yaml).unwrap();
+        let r = &v["alertmanager"]["config"]["receivers"][0];
+        assert_eq!(r["webhook_configs"][0]["url"], "https://hooks.example.internal/am");
+        assert_eq!(r["email_configs"][0]["to"], "ops@example.org");
+        // A relay without a recipient is refused, naming the key.
+        let half = format!("{SINGLE}monitoring: {{alert_smtp_smarthost: \"mail.example.internal:25\", alert_email_from: am@example.org}}\n");
+        let e = Answers::from_yaml(&half, "answers.yaml").unwrap_err().to_string();
+        assert!(e.contains("monitoring.alert_email_to"), "{e}");
+        let creds = format!("{SINGLE}monitoring: {{alert_webhook_url: \"https://user:pw@hooks.example.internal/\"}}\n");
+        let e = Answers::from_yaml(&creds, "answers.yaml").unwrap_err().to_string();
+        assert!(e.contains("monitoring.alert_webhook_url"), "{e}");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Answers {
     /// Keycloak's external database; absent: Keycloak's file database (single node).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keycloak_database: Option<keycloak_db::KeycloakDatabaseAnswers>,
+    /// The monitoring component's settings (`monitoring:`; defaults when absent).
+    pub monitoring: MonitoringAnswers,
     /// Wizard live checks the operator skipped after a failure (never from a file).
     #[serde(skip)]
     pub skipped_checks: Vec<SkippedCheck>,
@@ -210,6 +212,33 @@ impl Proxy {
             _ => None,
         }
     }
+}
+
+/// The `monitoring` answers: which directory groups Grafana maps to its roles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MonitoringAnswers {
+    pub grafana_admin_group: String,
+    pub grafana_editor_group: String,
+    /// Where Alertmanager posts alerts; none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_webhook_url: Option<String>,
+    /// Alert mails through the site's relay; none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_mail: Option<AlertMail>,
+}
+
+/// Alertmanager's mail receiver.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AlertMail {
+    /// `host:port` of the relay.
+    pub smarthost: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl MonitoringAnswers {
+    pub const DEFAULT_ADMIN_GROUP: &'static str = "grafana-admins";
+    pub const DEFAULT_EDITOR_GROUP: &'static str = "grafana-editors";
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -501,6 +530,22 @@ impl Answers {
             pki: pki_answers(a)?,
             ldap: crate::site::ldap::LdapSettings::from_answered(a)?,
             keycloak_database: keycloak_db::KeycloakDatabaseAnswers::from_answered(a)?,
+            monitoring: MonitoringAnswers {
+                grafana_admin_group: text("monitoring.grafana_admin_group")
+                    .unwrap_or_else(|| MonitoringAnswers::DEFAULT_ADMIN_GROUP.into()),
+                grafana_editor_group: text("monitoring.grafana_editor_group")
+                    .unwrap_or_else(|| MonitoringAnswers::DEFAULT_EDITOR_GROUP.into()),
+                alert_webhook_url: text("monitoring.alert_webhook_url"),
+                alert_mail: match text("monitoring.alert_smtp_smarthost") {
+                    None => None,
+                    // The questions require both addresses once a relay is named.
+                    Some(smarthost) => Some(AlertMail {
+                        smarthost,
+                        from: req("monitoring.alert_email_from")?,
+                        to: req("monitoring.alert_email_to")?,
+                    }),
+                },
+            },
             skipped_checks: Vec::new(),
         })
     }

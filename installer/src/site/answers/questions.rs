@@ -324,6 +324,49 @@ impl Answered {
     }
 }
 
+fn needs_mail_addresses(a: &Answered) -> Option<&'static str> {
+    a.text("monitoring.alert_smtp_smarthost")
+        .map(|_| "`monitoring.alert_smtp_smarthost` is set, so alert mails need a sender and a recipient")
+}
+
+fn check_webhook_url(s: &str, _: &Answered) -> Result<(), Invalid> {
+    let ok = (s.starts_with("http://") || s.starts_with("https://"))
+        && s.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains('@'))
+        && !s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c.is_control());
+    if !ok {
+        return Err(Invalid::new(
+            format!("`{s}` is not an http(s) URL without credentials"),
+            "write e.g. https://alerts.example.internal/hook; keep credentials out of it",
+        ));
+    }
+    Ok(())
+}
+
+fn check_smarthost(s: &str, _: &Answered) -> Result<(), Invalid> {
+    check::host_port(s).map(|_| ())
+}
+
+fn check_mail_address(s: &str, _: &Answered) -> Result<(), Invalid> {
+    let ok = s.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && !s.chars().any(|c| c.is_whitespace() || c == '"' || c == '<' || c == '>' || c.is_control());
+    if !ok {
+        return Err(Invalid::new(format!("`{s}` is not a mail address"), "write e.g. ops@example.org"));
+    }
+    Ok(())
+}
+
+/// A directory group's name as Keycloak puts it into the `groups` claim; Grafana's
+/// role mapping quotes it in a JMESPath expression.
+fn check_group_name(s: &str, _: &Answered) -> Result<(), Invalid> {
+    if s.trim().is_empty() || s.len() > 256 || s.chars().any(|c| c == '\'' || c == '\\' || c.is_control()) {
+        return Err(Invalid::new(
+            format!("`{s}` is not a usable group name (empty, over 256 characters, or holding a quote, a backslash or a control character)"),
+            "give the group's plain name (its cn), as the directory's users see it",
+        ));
+    }
+    Ok(())
+}
+
 fn no_suggestion(_: &Answered, _: &Facts) -> Option<String> {
     None
 }
@@ -736,6 +779,63 @@ static QUESTIONS: &[Question] = &[
         need: Need::Optional,
         suggest: no_suggestion,
         ask_if: ldap::has_url,
+    },
+    // ---- monitoring: Grafana's roles from directory groups (answers files only) ----
+    Question {
+        key: "monitoring.grafana_admin_group",
+        prompt: "Directory group whose members are Grafana admins",
+        help: "members of this LDAP/AD group (the `groups` claim Keycloak issues) get Grafana's Admin role (default grafana-admins)",
+        shape: Shape::Text(check_group_name),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        // The defaults suit most sites: answers files may name others, the wizard
+        // does not ask.
+        ask_if: never,
+    },
+    Question {
+        key: "monitoring.grafana_editor_group",
+        prompt: "Directory group whose members are Grafana editors",
+        help: "members of this LDAP/AD group get Grafana's Editor role (default grafana-editors); everyone else who can log in is a Viewer",
+        shape: Shape::Text(check_group_name),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "monitoring.alert_webhook_url",
+        prompt: "Webhook Alertmanager posts alerts to",
+        help: "an http(s) URL inside the site network that takes Alertmanager's webhook JSON; no credentials in it (it is in the chart's values)",
+        shape: Shape::Text(check_webhook_url),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "monitoring.alert_smtp_smarthost",
+        prompt: "SMTP relay Alertmanager mails alerts through (host:port)",
+        help: "the site's mail relay, host:port, reached without authentication (STARTTLS when it offers it)",
+        shape: Shape::Text(check_smarthost),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "monitoring.alert_email_from",
+        prompt: "Sender address of alert mails",
+        help: "the From: address of Alertmanager's mails",
+        shape: Shape::Text(check_mail_address),
+        need: Need::RequiredIf(needs_mail_addresses),
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "monitoring.alert_email_to",
+        prompt: "Recipient of alert mails",
+        help: "where Alertmanager sends alert mails (one address, e.g. a team's list)",
+        shape: Shape::Text(check_mail_address),
+        need: Need::RequiredIf(needs_mail_addresses),
+        suggest: no_suggestion,
+        ask_if: never,
     },
     // ---- keycloak_database: Keycloak's external database (validators in keycloak_db.rs) ----
     Question {

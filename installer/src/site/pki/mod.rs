@@ -58,12 +58,12 @@ pub const RENEW_WITHIN_DAYS: i64 = 30;
 pub const MINIO_SERVICE: (&str, &str) = ("minio", "minio");
 pub const KEYCLOAK_SERVICE: (&str, &str) = ("keycloak", "keycloak");
 /// The leaves, in the order they are issued and written.
-pub const LEAF_NAMES: [&str; 4] = ["ingress", "minio", "keycloak", "registry"];
+pub const LEAF_NAMES: [&str; 5] = ["ingress", "minio", "keycloak", "monitoring", "registry"];
 
 /// One certificate the site needs: its name and the hosts it must name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeafSpec {
-    /// `ingress`, `minio`, `keycloak`, `registry`: also the file name.
+    /// `ingress`, `minio`, `keycloak`, `monitoring`, `registry`: also the file name.
     pub name: String,
     pub dns: Vec<String>,
     pub ips: Vec<IpAddr>,
@@ -114,6 +114,13 @@ pub fn leaf_specs(answers: &Answers) -> Vec<LeafSpec> {
         LeafSpec {
             name: "keycloak".into(),
             dns: [vec![format!("keycloak.{d}")], svc(KEYCLOAK_SERVICE)].concat(),
+            ips: Vec::new(),
+        },
+        // The monitoring ingresses. A leaf of its own, so the monitoring namespace
+        // holds a key for these three names only, not the wildcard ingress key.
+        LeafSpec {
+            name: "monitoring".into(),
+            dns: vec![format!("prometheus.{d}"), format!("alertmanager.{d}"), format!("grafana.{d}")],
             ips: Vec::new(),
         },
     ];

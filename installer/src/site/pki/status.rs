@@ -266,7 +266,31 @@ pub(crate) fn renew_at(host: &dyn Host, opts: RenewOptions, now: OffsetDateTime)
         renewed.push(r);
     }
     let secrets = refresh_tls_secrets(host, &swaps, opts.dry_run)?;
+    if !opts.dry_run && !renewed.is_empty() {
+        refresh_expiry_textfile(host, &state.leaves)?;
+    }
     Ok(RenewReport { dry_run: opts.dry_run, within_days: opts.within_days, renewed, kept, secrets })
+}
+
+/// Rewrites the certificates' expiry for node-exporter (the monitoring component's
+/// `CertificateExpiresSoon` alert reads it) when the install laid it down, as the
+/// install renders it, so a renewal does not leave the alert firing until the next
+/// install, nor the file drifting from the inventory.
+fn refresh_expiry_textfile(host: &dyn Host, leaves: &[String]) -> Result<()> {
+    use crate::render::platform::monitoring::{pki_textfile, PKI_TEXTFILE};
+    let path = Path::new(PKI_TEXTFILE);
+    if host.read_file(path)?.is_none() {
+        return Ok(());
+    }
+    let mut certs = Vec::new();
+    for name in leaves {
+        if let Some(leaf) = load_leaf(host, name)? {
+            certs.push((name.clone(), leaf.facts.not_after));
+        }
+    }
+    let text = pki_textfile(&certs);
+    host.write_file(path, &mut text.as_bytes(), Perms::mode(0o644))?;
+    crate::state::Inventory::record_rewritten(host, &[(path, text.as_bytes())])
 }
 
 /// One replaced leaf: its old certificate file and key, and the new ones (`None` in a

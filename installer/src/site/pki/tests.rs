@@ -88,7 +88,7 @@ fn every_self_signed_leaf_verifies_with_openssl_against_ca_crt() {
     let t = target();
     let a = answers(&format!("{SINGLE}registry: {{mirror: \"192.0.2.50:5000\"}}\n"));
     let pki = prepare(&a, &t.host).unwrap();
-    assert_eq!(pki.issued(), ["ca", "ingress", "minio", "keycloak", "registry"]);
+    assert_eq!(pki.issued(), ["ca", "ingress", "minio", "keycloak", "monitoring", "registry"]);
     t.install(&pki);
     for name in ["ingress.crt", "minio.crt", "keycloak.crt", "registry.crt"] {
         let (ok, text) = verify(&bin, &t.pki_dir(), name);
@@ -232,7 +232,7 @@ fn an_install_reissues_a_leaf_that_expires_soon_and_keeps_the_ca() {
     let old = prepare_at(&a, &t.host, long_ago).unwrap();
     t.install(&old);
     let now = prepare(&a, &t.host).unwrap();
-    assert_eq!(now.issued(), ["ingress", "minio", "keycloak"]);
+    assert_eq!(now.issued(), ["ingress", "minio", "keycloak", "monitoring"]);
     assert_eq!(now.ca_fingerprint(), old.ca_fingerprint());
 }
 
@@ -264,16 +264,16 @@ fn renew_reissues_expiring_leaves_that_still_verify_and_expire_later() {
     let long_ago = OffsetDateTime::now_utc() - Duration::days(LEAF_DAYS - 10);
     t.install(&prepare_at(&a, &t.host, long_ago).unwrap());
     let before = status::status_at(&t.host, 30, OffsetDateTime::now_utc().unix_timestamp()).unwrap();
-    assert_eq!(before.expiring, 3, "{before:?}");
+    assert_eq!(before.expiring, 4, "{before:?}");
 
     let dry = renew(&t.host, RenewOptions { within_days: 30, dry_run: true }).unwrap();
-    assert_eq!(dry.renewed.len(), 3);
+    assert_eq!(dry.renewed.len(), 4);
     let unchanged = status::status_at(&t.host, 30, OffsetDateTime::now_utc().unix_timestamp()).unwrap();
     assert_eq!(unchanged, before, "a dry run changed something");
 
     let done = renew(&t.host, RenewOptions { within_days: 30, dry_run: false }).unwrap();
     let names: Vec<&str> = done.renewed.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["ingress", "minio", "keycloak"]);
+    assert_eq!(names, ["ingress", "minio", "keycloak", "monitoring"]);
     let after = status::status_at(&t.host, 30, OffsetDateTime::now_utc().unix_timestamp()).unwrap();
     assert_eq!(after.expiring, 0, "{after:?}");
     for (b, a) in before.certificates.iter().zip(&after.certificates).skip(1) {
@@ -281,7 +281,7 @@ fn renew_reissues_expiring_leaves_that_still_verify_and_expire_later() {
         assert_eq!(a.sans, b.sans);
         assert_eq!(a.key_matches, Some(true));
     }
-    for name in ["ingress", "minio", "keycloak"] {
+    for name in ["ingress", "minio", "keycloak", "monitoring"] {
         let (ok, text) = verify(&bin, &t.pki_dir(), &format!("{name}.crt"));
         assert!(ok, "{name}: {text}");
         assert_eq!(t.mode_of(&format!("{name}.key")), 0o600);
@@ -296,7 +296,7 @@ fn status_flags_expired_certificates() {
     t.install(&prepare(&answers(SINGLE), &t.host).unwrap());
     let in_three_years = (OffsetDateTime::now_utc() + Duration::days(3 * 365)).unix_timestamp();
     let s = status::status_at(&t.host, 30, in_three_years).unwrap();
-    assert_eq!(s.expired, 3, "{s:?}");
+    assert_eq!(s.expired, 4, "{s:?}");
     assert!(s.certificates.iter().find(|c| c.name == "ingress").unwrap().days_left < 0);
     assert!(!s.certificates[0].expired, "the CA lives 10 years");
 }
@@ -646,7 +646,7 @@ fn renew_records_what_it_reissued_so_the_renewed_files_are_not_drift() {
     assert!(ingress_key.sha256.is_none() && ingress_key.hmac_sha256.is_some(), "{ingress_key:?}");
 
     let done = renew(&t.host, RenewOptions { within_days: 30, dry_run: false }).unwrap();
-    assert_eq!(done.renewed.len(), 3);
+    assert_eq!(done.renewed.len(), 4);
     let after = Inventory::load(&t.host).unwrap();
     assert_ne!(after, inv, "the inventory records the new issue");
     for f in &after.files {
