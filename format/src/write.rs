@@ -207,7 +207,7 @@ pub fn write_bundle(
 const CHUNK: usize = 1 << 20;
 
 /// Entries smaller than this are hashed on the writing thread (see `write_bundle`).
-const INLINE_HASH: u64 = 256 << 10;
+const INLINE_HASH: u64 = 16 << 10;
 
 const CHANGED: &str = "an input changed while the bundle was being built; run the build again";
 
@@ -318,5 +318,72 @@ impl<W: Write> TarWriter<W> {
     fn finish(mut self) -> io::Result<W> {
         self.out.write_all(&[0u8; 1024])?;
         Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Silent;
+
+    fn planned(path: &str, bytes: Vec<u8>, sha256: Sha256Digest) -> PlannedEntry {
+        PlannedEntry {
+            entry: Entry { path: path.into(), size: bytes.len() as u64, sha256, executable: false },
+            content: Content::Bytes(bytes),
+            precompressed: false,
+        }
+    }
+
+    fn write(dir: &Path, entries: &[PlannedEntry]) -> (PathBuf, Result<Vec<WrittenPart>>) {
+        let out = dir.join("b.airlock");
+        let opts = WriteOptions { mtime: 0, level: 3, threads: 2, split_size: None };
+        let r = write_bundle(&out, b"{}", b"sig", entries, &opts, &Silent);
+        (out, r)
+    }
+
+    /// Digests of large entries arrive from the hashing thread after later entries were
+    /// written: a mismatch found then still fails the build and leaves no bundle.
+    #[test]
+    fn a_large_entry_whose_bytes_do_not_match_fails_the_build_after_later_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 3 << 20];
+        let mut entries = vec![planned("a/big", big, Sha256Digest::of(b"something else"))];
+        for i in 0..50 {
+            let b = format!("small {i}").into_bytes();
+            let d = Sha256Digest::of(&b);
+            entries.push(planned(&format!("b/{i:02}"), b, d));
+        }
+        let (out, r) = write(t.path(), &entries);
+        let err = r.unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Corrupt);
+        assert!(err.to_string().contains("a/big") && err.to_string().contains("does not match"), "{err}");
+        assert!(!out.exists() && std::fs::read_dir(t.path()).unwrap().next().is_none());
+    }
+
+    /// Small entries are hashed on the writing thread: a mismatch there fails the same way.
+    #[test]
+    fn a_small_entry_whose_bytes_do_not_match_fails_the_build() {
+        let t = tempfile::tempdir().unwrap();
+        let entries = vec![planned("a/small", b"abc".to_vec(), Sha256Digest::of(b"abd"))];
+        let (out, r) = write(t.path(), &entries);
+        assert_eq!(r.unwrap_err().kind, crate::ErrorKind::Corrupt);
+        assert!(!out.exists());
+    }
+
+    /// Matching digests, large and small mixed, write a bundle.
+    #[test]
+    fn entries_whose_bytes_match_their_digests_are_written() {
+        let t = tempfile::tempdir().unwrap();
+        let entries: Vec<PlannedEntry> = [vec![1u8; 2 << 20], b"x".to_vec(), vec![2u8; 100 << 10]]
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let d = Sha256Digest::of(&b);
+                planned(&format!("e/{i}"), b, d)
+            })
+            .collect();
+        let (out, r) = write(t.path(), &entries);
+        assert_eq!(r.unwrap()[0].path, out);
+        assert!(out.exists());
     }
 }

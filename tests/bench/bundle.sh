@@ -6,8 +6,8 @@
 # 100 MiB layer of each image's own: >= 2 GiB of layer blobs), with the demo's stand-in
 # K3s artifacts, a chart and the single-node profile, so the same bundle installs:
 #   mixed        half the layers random (as compressed layers are), half compressible text
-#   compressed   every layer a real gzip stream with a `+gzip` media type, as registry
-#                images are
+#   compressed   every layer a gzip-compressed tar with a `+gzip` media type, as
+#                registry images are (the SBOM unpacks them to read the OS packages)
 #   text         every layer compressible text (log lines and base64)
 # For each set, RUNS pairs (default 5): ours and the baseline run one after the other,
 # page cache warm, and the figure is the MEDIAN OF THE PER-PAIR RATIOS. On a shared or
@@ -52,6 +52,26 @@ logtext() { seq "$1" 1 $(($1 + 2000000)) | awk '{printf "2026-11-22 %08d INFO la
 # 50 MiB of base64 text (compresses to about 3/4, as source code and manifests do).
 b64text() { prng "$1" | head -c $((38 * MiB)) | base64 -w 76 | head -c $((50 * MiB)); }
 
+# as_tar SEED: stdin as a layer tar of 1 MiB files (the first layer also gets the
+# os-release and dpkg database the SBOM reads), as image layers are.
+as_tar() {
+  python3 -c '
+import io, sys, tarfile
+t = tarfile.open(fileobj=sys.stdout.buffer, mode="w|", format=tarfile.GNU_FORMAT)
+def add(name, data):
+    i = tarfile.TarInfo(name); i.size = len(data); i.mtime = 1700000000; t.addfile(i, io.BytesIO(data))
+if sys.argv[1] == "1":
+    add("etc/os-release", b"ID=debian\nVERSION_ID=\"12\"\n")
+    add("var/lib/dpkg/status", b"".join(b"Package: pkg%d\nStatus: install ok installed\nVersion: 1.%d\nArchitecture: amd64\n\n" % (n, n) for n in range(200)))
+n = 0
+while True:
+    chunk = sys.stdin.buffer.read(1 << 20)
+    if not chunk:
+        break
+    add("usr/share/bench/file%05d" % n, chunk); n += 1
+t.close()' "$1"
+}
+
 # layer KIND SEED: 100 MiB of uncompressed layer content on stdout (a real gzip stream
 # of about that size for `gzip`).
 layer() {
@@ -59,7 +79,7 @@ layer() {
     random) prng "$2" | head -c $((100 * MiB)) ;;
     text) logtext "$2"; b64text "$2" ;;
     half) prng "$2" | head -c $((50 * MiB)); logtext "$2" ;;
-    gzip) { b64text "$2"; b64text "$(($2 + 7))"; b64text "$(($2 + 13))"; logtext "$2"; } | gzip -1 -n ;;
+    gzip) { b64text "$2"; b64text "$(($2 + 7))"; b64text "$(($2 + 13))"; logtext "$2"; } | as_tar "$2" | gzip -1 -n ;;
   esac
 }
 
