@@ -234,5 +234,5 @@ for set in "${SETS[@]}"; do
   done
   read -r ours base <<<"${RESULT[$set.size]}"
   awk -v s="$set" -v o="$ours" -v b="$base" \
-    'BEGIN{printf "%-11s size     bundle %d bytes, tar|zstd %d bytes (%+.2f %%; goal within 1 %%)\n", s, o, b, (o - b) * 100 / b}'
+    'BEGIN{printf "%-11s size     bundle %.0f bytes, tar|zstd %.0f bytes (%+.2f %%; goal within 1 %%)\n", s, o, b, (o - b) * 100 / b}'
 done
