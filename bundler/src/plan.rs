@@ -77,7 +77,7 @@ pub fn plan_with(
     let mut lock = fetcher.finish()?;
 
     let s = &spec.spec;
-    let mut entries = Entries { spec: &spec, map: BTreeMap::new() };
+    let mut entries = Entries { spec: &spec, map: BTreeMap::new(), kept: 0 };
     let mut components: Vec<Component> = s
         .components
         .iter()
@@ -157,6 +157,33 @@ fn is_compressed_media_type(media_type: &str) -> bool {
 struct Entries<'a> {
     spec: &'a LoadedSpec,
     map: BTreeMap<String, PlannedEntry>,
+    /// Bytes of small inputs kept in memory so far (see [`measured`]).
+    kept: u64,
+}
+
+/// Small inputs (profiles, scripts, most files) are read into memory when they are
+/// hashed, so the bundle is written from the bytes that were hashed and the file is
+/// read once. The manifest, signed and first in the stream, names every entry's
+/// digest, so a larger input without a digest of its own is hashed here and read
+/// again while it is written (where the writer checks it did not change).
+const KEEP_FILE_MAX: u64 = 4 << 20;
+/// The most bytes kept in memory that way for one bundle: the peak memory stays well
+/// under the 150 MiB a build may take.
+const KEEP_TOTAL_MAX: u64 = 32 << 20;
+
+/// The content, digest and size of the file at `p`: its bytes when it is small (adding
+/// to `kept`), else the file, hashed once now.
+fn measured(p: &Path, kept: &mut u64) -> Result<(Content, Sha256Digest, u64)> {
+    let len = fs::metadata(p).at(p)?.len();
+    if len <= KEEP_FILE_MAX && *kept + len <= KEEP_TOTAL_MAX {
+        let bytes = fs::read(p).at(p)?;
+        *kept += bytes.len() as u64;
+        let (sha, size) = (Sha256Digest::of(&bytes), bytes.len() as u64);
+        return Ok((Content::Bytes(bytes), sha, size));
+    }
+    let content = Content::File(p.to_path_buf());
+    let (sha, size) = content.measure()?;
+    Ok((content, sha, size))
 }
 
 impl Entries<'_> {
@@ -183,9 +210,9 @@ impl Entries<'_> {
         Ok(())
     }
 
-    /// Adds a file or other content, hashing it now.
-    fn add_measured(&mut self, path: String, content: Content, executable: bool, what: &str) -> Result<()> {
-        let (sha, size) = content.measure()?;
+    /// Adds a file, hashing it now.
+    fn add_measured(&mut self, path: String, file: &Path, executable: bool, what: &str) -> Result<()> {
+        let (content, sha, size) = measured(file, &mut self.kept)?;
         self.add(path, content, sha, size, executable, what)
     }
 
@@ -364,8 +391,7 @@ fn plan_files(spec: &LoadedSpec, entries: &mut Entries<'_>, components: &mut [Co
                 None => is_executable(&p)?,
             };
             let path = format!("files/{}/{}", c.name, name);
-            let content = Content::File(p);
-            let (sha, size) = content.measure()?;
+            let (content, sha, size) = measured(&p, &mut entries.kept)?;
             airlock_format::manifest::check_entry_path(&path).map_err(|why| spec.err(format!("{key}.name"), why))?;
             entries.add(path.clone(), content, sha, size, executable, &key)?;
             components[ci].files.push(name.clone());
@@ -388,25 +414,19 @@ fn plan_distribution(
     let mut artifacts = Vec::new();
     for (i, (name, p)) in release.artifacts.iter().enumerate() {
         let key = format!("distribution.artifacts[{i}]");
-        let content = Content::File(p.clone());
-        let (sha, size) = content.measure()?;
-        if let Some(sums) = &release.sums {
-            match sums.sums.get(name) {
+        // A digest the release's checksum list names is checked by the writer while it
+        // streams the artifact into the bundle: no pass over the file beforehand.
+        let (content, sha, size) = match &release.sums {
+            Some(sums) => match sums.sums.get(name) {
                 None => {
                     return Err(spec
                         .err(format!("{key}.name"), format!("`{name}` is not listed in {}", sums.origin))
                         .with_hint("the artifact name must be the file name the release publishes"))
                 }
-                Some(want) if *want != sha => {
-                    return Err(Error::corrupt(
-                        p.display().to_string(),
-                        format!("digest {sha} does not match {} in {}", want, sums.origin),
-                    )
-                    .with_hint("the release artifact is corrupt or from another release; download it again"))
-                }
-                Some(_) => {}
-            }
-        }
+                Some(want) => (Content::File(p.clone()), *want, fs::metadata(p).at(p)?.len()),
+            },
+            None => measured(p, &mut entries.kept)?,
+        };
         let path = format!("distribution/{name}");
         entries.add(path.clone(), content, sha, size, is_executable(p)?, &key)?;
         artifacts.push(DistributionArtifact { name: name.clone(), path });
@@ -420,12 +440,13 @@ fn plan_profiles(spec: &LoadedSpec, entries: &mut Entries<'_>) -> Result<Vec<Pro
     for (i, rel) in spec.spec.profiles.iter().enumerate() {
         let key = format!("profiles[{i}]");
         let p = spec.path(&key, rel)?;
+        // Parsed and carried from the same bytes: the file is read once.
         let text = fs::read_to_string(&p).at(&p)?;
         serde_yaml::from_str::<serde_yaml::Value>(&text)
             .map_err(|e| spec.err(&key, format!("`{}` is not valid YAML: {e}", p.display())))?;
         let name = p.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let path = format!("profiles/{name}.yaml");
-        entries.add_measured(path.clone(), Content::File(p), false, &key)?;
+        entries.add_bytes(path.clone(), text.into_bytes(), &key)?;
         profiles.push(Profile { name, path });
     }
     Ok(profiles)
@@ -439,7 +460,7 @@ fn plan_installer(spec: &LoadedSpec, installer: Option<&Path>, entries: &mut Ent
     };
     let Some(p) = installer_path else { return Ok(None) };
     let path = "installer/airlock".to_string();
-    entries.add_measured(path.clone(), Content::File(p), true, "installer")?;
+    entries.add_measured(path.clone(), &p, true, "installer")?;
     // The installer is built from the same workspace as this bundler.
     Ok(Some(Installer { path, version: env!("CARGO_PKG_VERSION").to_string() }))
 }

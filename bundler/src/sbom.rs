@@ -111,10 +111,11 @@ struct LayerFindings {
 /// Builds the CycloneDX document. Layers are read from their blobs' content (the same
 /// content the bundle will carry).
 pub fn build(input: &SbomInput<'_>) -> Result<Vec<u8>> {
-    let mut layer_cache: BTreeMap<Sha256Digest, LayerFindings> = BTreeMap::new();
+    let per_image = input.images.iter().map(platform_layers).collect::<Result<Vec<_>>>()?;
+    let mut layer_cache = scan_layers_in_parallel(&per_image);
     let mut components = Vec::new();
     let mut dependencies = Vec::new();
-    for img in &input.images {
+    for (img, platforms) in input.images.iter().zip(per_image) {
         let image_ref = format!("image:{}", img.reference);
         let mut props = vec![prop("airlock:reference", img.reference), prop("airlock:component", img.component)];
         props.push(prop("airlock:mediaType", img.media_type));
@@ -136,7 +137,7 @@ pub fn build(input: &SbomInput<'_>) -> Result<Vec<u8>> {
         }));
         let image_index = components.len() - 1;
         let mut depends = Vec::new();
-        for (platform, layers) in platform_layers(img)? {
+        for (platform, layers) in platforms {
             let found = scan_image(&layers, &mut layer_cache).map_err(|e| e.within(img.reference))?;
             for d in &found.unscanned {
                 let p = prop("airlock:unscannedLayer", &format!("{platform} {d}: not a tar archive, no packages read"));
@@ -281,7 +282,7 @@ fn package_purl(p: &OsPackage, os: &OsFindings, image_arch: Option<&str>) -> Str
 
 /// For each platform manifest of the image: its platform (`os/arch[/variant]`) and its
 /// layer blobs in order.
-fn platform_layers<'a>(img: &SbomImage<'a>) -> Result<Vec<(String, Vec<&'a Blob>)>> {
+fn platform_layers<'a>(img: &SbomImage<'a>) -> Result<PlatformLayers<'a>> {
     let by_digest: BTreeMap<Sha256Digest, &Blob> = img.blobs.iter().map(|b| (b.digest, *b)).collect();
     let read_json = |d: &Sha256Digest| -> Result<Option<Value>> {
         let Some(b) = by_digest.get(d) else { return Ok(None) };
@@ -355,6 +356,44 @@ fn read_all(c: &Content, size: u64) -> Result<Vec<u8>> {
     c.open()?.read_to_end(&mut v).map_err(|e| Error::io(c.origin(), e))?;
     Ok(v)
 }
+
+/// Every layer of every image scanned once, on every core. Unpacking gzip layers is most
+/// of a build's work on real images (about 0.5 s per 100 MiB layer on one core, where
+/// writing it into the bundle is a copy), and each layer is independent of the others.
+/// A layer that cannot be read is left out here; [`scan_image`] reads it again in order
+/// and reports it with the image it belongs to.
+fn scan_layers_in_parallel(per_image: &[PlatformLayers<'_>]) -> BTreeMap<Sha256Digest, LayerFindings> {
+    let mut layers: BTreeMap<Sha256Digest, &Blob> = BTreeMap::new();
+    for (_, ls) in per_image.iter().flatten() {
+        for b in ls {
+            layers.entry(b.digest).or_insert(b);
+        }
+    }
+    let layers: Vec<&Blob> = layers.into_values().collect();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(layers.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let found = std::sync::Mutex::new(BTreeMap::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(b) = layers.get(i) else { return };
+                let f = match scan_layer(b) {
+                    Ok(f) => f,
+                    Err(e) if e.kind == airlock_format::ErrorKind::Corrupt => {
+                        LayerFindings { unreadable: true, ..LayerFindings::default() }
+                    }
+                    Err(_) => continue,
+                };
+                found.lock().unwrap_or_else(|p| p.into_inner()).insert(b.digest, f);
+            });
+        }
+    });
+    found.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Each platform of an image (`os/arch`) with its layers, bottom first.
+type PlatformLayers<'a> = Vec<(String, Vec<&'a Blob>)>;
 
 /// Applies the layers in order and parses what the top of the stack holds.
 fn scan_image(layers: &[&Blob], cache: &mut BTreeMap<Sha256Digest, LayerFindings>) -> Result<OsFindings> {

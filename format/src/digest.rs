@@ -307,6 +307,11 @@ impl BackgroundHasher {
         }
     }
 
+    /// Returns a buffer from [`BackgroundHasher::buffer`] unhashed.
+    pub fn give_back(&self, buf: Vec<u8>) {
+        self.pool.put(buf);
+    }
+
     /// Hashes `buf[..len]` in the background; the buffer returns to the pool.
     pub fn update(&self, buf: Vec<u8>, len: usize) {
         self.work.as_ref().expect("open").send(Job::Data(buf, len)).expect("hashing thread alive");

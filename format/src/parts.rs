@@ -105,8 +105,11 @@ impl PartWriter {
 
     fn close_current(&mut self) -> io::Result<()> {
         if let Some(mut p) = self.current.take() {
+            // No fsync: it made a build wait for the disk to take every byte (on the
+            // benchmark machine half the time of a 2.6 GiB build), and a bundle cut
+            // short by a crash cannot pass for a whole one: `sha256sum -c` against the
+            // signed sidecar, the frame checksums and the signed manifest all refuse it.
             p.file.flush()?;
-            p.file.sync_all()?;
             if let Some((buf, len)) = self.pending.take() {
                 self.hasher.update(buf, len);
             }
@@ -123,9 +126,6 @@ impl PartWriter {
         remove_stale(&self.base).at(&self.base)?;
         for (tmp, part) in self.temps.iter().zip(&self.done) {
             fs::rename(tmp, &part.path).at(&part.path)?;
-        }
-        if let Some(dir) = self.base.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
         }
         self.committed = true;
         Ok(std::mem::take(&mut self.done))

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::digest::{BackgroundHasher, Sha256Digest};
+use crate::digest::{BackgroundHasher, PendingDigest, Sha256Digest, Sha256Hasher};
 use crate::error::{Error, IoContext, Result};
 use crate::frames::FrameWriter;
 use crate::manifest::{Entry, MANIFEST_PATH, SIGNATURE_PATH};
@@ -137,11 +137,16 @@ pub fn write_bundle(
     reporter.event(Event::Progress { bytes: manifest.len() as u64 });
 
     let hasher = BackgroundHasher::new(4, CHUNK);
+    // Digests the hashing thread has yet to deliver, checked as they arrive: waiting
+    // for each at the end of its entry would put a round trip to that thread between
+    // every two entries, which for thousands of small blobs costs more than the hashing.
+    let mut pending: std::collections::VecDeque<(&PlannedEntry, PendingDigest)> = Default::default();
     for pe in entries {
         let e = &pe.entry;
-        let changed = "an input changed while the bundle was being built; run the build again";
         let mut src = pe.content.open()?;
         tar.header(&e.path, e.mode(), e.size).map_err(|err| Error::io(out, err).within(&e.path))?;
+        // Small entries are hashed here: handing them over costs more than hashing them.
+        let mut inline = (e.size < INLINE_HASH).then(Sha256Hasher::new);
         let mut left = e.size;
         while left > 0 {
             let mut buf = hasher.buffer();
@@ -152,14 +157,20 @@ pub fn write_bundle(
                     &e.path,
                     format!("{} is shorter than the planned {} bytes", pe.content.origin(), e.size),
                 )
-                .with_hint(changed));
+                .with_hint(CHANGED));
             }
             if left == e.size && e.size >= MIN_STORED {
                 let stored = pe.precompressed || compressed_name(&e.path) || compressed_magic(&buf[..n]);
                 tar.out.set_stored(stored).map_err(|err| Error::io(out, err).within(&e.path))?;
             }
             tar.data(&buf[..n]).map_err(|err| Error::io(out, err).within(&e.path))?;
-            hasher.update(buf, n);
+            match inline.as_mut() {
+                Some(h) => {
+                    h.update(&buf[..n]);
+                    hasher.give_back(buf);
+                }
+                None => hasher.update(buf, n),
+            }
             left -= n as u64;
             reporter.event(Event::Progress { bytes: n as u64 });
         }
@@ -173,19 +184,20 @@ pub fn write_bundle(
                 &e.path,
                 format!("{} is longer than the planned {} bytes", pe.content.origin(), e.size),
             )
-            .with_hint(changed));
+            .with_hint(CHANGED));
         }
-        let got = hasher.finish();
-        if got != e.sha256 {
-            return Err(Error::corrupt(
-                &e.path,
-                format!("{} has digest {got}, expected {}", pe.content.origin(), e.sha256),
-            )
-            .with_hint(
-                "the source is corrupt (a blob whose bytes do not match its digest) or changed during the build",
-            ));
+        match inline {
+            Some(h) => check_digest(pe, h.finish())?,
+            None => pending.push_back((pe, hasher.finish_later())),
+        }
+        while let Some(got) = pending.front().and_then(|(_, d)| d.ready()) {
+            let (pe, _) = pending.pop_front().expect("a pending digest");
+            check_digest(pe, got)?;
         }
         reporter.event(Event::Entry { path: &e.path, size: e.size });
+    }
+    for (pe, d) in pending {
+        check_digest(pe, d.wait())?;
     }
     let enc = tar.finish().at(out)?;
     let parts = enc.finish().at(out)?;
@@ -193,6 +205,29 @@ pub fn write_bundle(
 }
 
 const CHUNK: usize = 1 << 20;
+
+/// Entries smaller than this are hashed on the writing thread (see `write_bundle`).
+const INLINE_HASH: u64 = 16 << 10;
+
+const CHANGED: &str = "an input changed while the bundle was being built; run the build again";
+
+/// Compares what an entry hashed to with the digest the manifest promises for it. The
+/// bundle is not renamed into place after a mismatch, so checking after later entries
+/// were written already is as safe as checking at once.
+fn check_digest(pe: &PlannedEntry, got: Sha256Digest) -> Result<()> {
+    let e = &pe.entry;
+    if got == e.sha256 {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        &e.path,
+        format!("{} has digest {got}, which does not match the expected {}", pe.content.origin(), e.sha256),
+    )
+    .with_hint(
+        "the source is corrupt (its bytes do not match the digest its source names: a damaged blob, or a \
+         release artifact that is not the one its checksum list names) or it changed during the build",
+    ))
+}
 
 /// Entries at least this large whose content is compressed already are stored in
 /// frames of their own without a compression attempt. Smaller ones stay in the
@@ -283,5 +318,72 @@ impl<W: Write> TarWriter<W> {
     fn finish(mut self) -> io::Result<W> {
         self.out.write_all(&[0u8; 1024])?;
         Ok(self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Silent;
+
+    fn planned(path: &str, bytes: Vec<u8>, sha256: Sha256Digest) -> PlannedEntry {
+        PlannedEntry {
+            entry: Entry { path: path.into(), size: bytes.len() as u64, sha256, executable: false },
+            content: Content::Bytes(bytes),
+            precompressed: false,
+        }
+    }
+
+    fn write(dir: &Path, entries: &[PlannedEntry]) -> (PathBuf, Result<Vec<WrittenPart>>) {
+        let out = dir.join("b.airlock");
+        let opts = WriteOptions { mtime: 0, level: 3, threads: 2, split_size: None };
+        let r = write_bundle(&out, b"{}", b"sig", entries, &opts, &Silent);
+        (out, r)
+    }
+
+    /// Digests of large entries arrive from the hashing thread after later entries were
+    /// written: a mismatch found then still fails the build and leaves no bundle.
+    #[test]
+    fn a_large_entry_whose_bytes_do_not_match_fails_the_build_after_later_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 3 << 20];
+        let mut entries = vec![planned("a/big", big, Sha256Digest::of(b"something else"))];
+        for i in 0..50 {
+            let b = format!("small {i}").into_bytes();
+            let d = Sha256Digest::of(&b);
+            entries.push(planned(&format!("b/{i:02}"), b, d));
+        }
+        let (out, r) = write(t.path(), &entries);
+        let err = r.unwrap_err();
+        assert_eq!(err.kind, crate::ErrorKind::Corrupt);
+        assert!(err.to_string().contains("a/big") && err.to_string().contains("does not match"), "{err}");
+        assert!(!out.exists() && std::fs::read_dir(t.path()).unwrap().next().is_none());
+    }
+
+    /// Small entries are hashed on the writing thread: a mismatch there fails the same way.
+    #[test]
+    fn a_small_entry_whose_bytes_do_not_match_fails_the_build() {
+        let t = tempfile::tempdir().unwrap();
+        let entries = vec![planned("a/small", b"abc".to_vec(), Sha256Digest::of(b"abd"))];
+        let (out, r) = write(t.path(), &entries);
+        assert_eq!(r.unwrap_err().kind, crate::ErrorKind::Corrupt);
+        assert!(!out.exists());
+    }
+
+    /// Matching digests, large and small mixed, write a bundle.
+    #[test]
+    fn entries_whose_bytes_match_their_digests_are_written() {
+        let t = tempfile::tempdir().unwrap();
+        let entries: Vec<PlannedEntry> = [vec![1u8; 2 << 20], b"x".to_vec(), vec![2u8; 100 << 10]]
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let d = Sha256Digest::of(&b);
+                planned(&format!("e/{i}"), b, d)
+            })
+            .collect();
+        let (out, r) = write(t.path(), &entries);
+        assert_eq!(r.unwrap()[0].path, out);
+        assert!(out.exists());
     }
 }

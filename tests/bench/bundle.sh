@@ -1,160 +1,238 @@
 #!/usr/bin/env bash
-# Benchmark for the bundle format (issue: "Signed offline bundle").
+# Benchmark for the bundle format: create, verify and install against the stock tools
+# doing the same work, on three data sets, in alternating pairs.
 #
-# Data: one OCI layout with 20 images sharing one base layer, >= 2 GiB of layer
-# blobs, mixed random (like compressed layers) and compressible text. Then, medians of
-# RUNS (default 3), page cache warm:
-#   create: airlock-bundler create   vs  tar -cf - LAYOUT | zstd -T0 -3   (goal >= 1.0)
-#   verify: airlock verify            vs  zstd -dc BUNDLE > /dev/null     (goal >= 0.9)
-#           and, for reference, stock tools doing the same work as verify:
-#           zstd -dc BUNDLE | openssl dgst -sha256 (decode on one core, SHA-256 on the
-#           other), and how much a SHA-256 on the second core slows `zstd -dc` down
-#           (on a 2-vCPU VM the cores are not independent).
-#   peak RSS of create and verify (goal < 150 MiB), and the base layer stored once.
+# Data sets (each one OCI layout of 20 images sharing one 100 MiB base layer, plus a
+# 100 MiB layer of each image's own: >= 2 GiB of layer blobs), with the demo's stand-in
+# K3s artifacts, a chart and the single-node profile, so the same bundle installs:
+#   mixed        half the layers random (as compressed layers are), half compressible text
+#   compressed   every layer a gzip-compressed tar with a `+gzip` media type, as
+#                registry images are (the SBOM unpacks them to read the OS packages)
+#   text         every layer compressible text (log lines and base64)
+# For each set, RUNS pairs (default 5): ours and the baseline run one after the other,
+# page cache warm, and the figure is the MEDIAN OF THE PER-PAIR RATIOS. On a shared or
+# virtual machine the speed drifts by tens of percent within minutes; a pair sees the
+# same drift on both sides, two medians taken minutes apart do not.
+#   create:  airlock-bundler create  vs  tar -cf - layout | zstd -T0 -3    (goals: >= 1.5
+#            compressed, >= 1.2 mixed, >= 1.0 text; size within 1 % of the baseline)
+#   verify:  airlock verify          vs  zstd -dc BUNDLE > /dev/null       (goal >= 0.85)
+#   install: airlock install --root  vs  zstd -dc BUNDLE | tar -x          (goal >= 0.9)
+#   peak RSS of ours (goal < 150 MiB).
 # Ratio = baseline time / our time (> 1 means we are faster).
-# Usage: tests/bench/bundle.sh [--keep]   (needs: cargo, zstd, openssl, python3, GNU time)
+# Usage: tests/bench/bundle.sh [--keep] [SET...]   (default: all three sets; RUNS=N;
+#        BENCH_DIR=DIR keeps and reuses the data; BIN=DIR uses built binaries;
+#        needs: cargo, zstd, gzip, openssl, python3, GNU time)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
+KEEP=0; [ "${1:-}" = --keep ] && { KEEP=1; shift; }
+[ -n "${BENCH_DIR:-}" ] && KEEP=1
 WORK=${BENCH_DIR:-$(mktemp -d /tmp/airlock-bench.XXXXXX)}
-KEEP=0; [ "${1:-}" = --keep ] && KEEP=1
+SETS=("$@"); [ ${#SETS[@]} -gt 0 ] || SETS=(mixed compressed text)
 cleanup() { if [ $KEEP = 0 ]; then rm -rf "$WORK"; else echo "kept $WORK"; fi; }
 trap cleanup EXIT
 command -v /usr/bin/time >/dev/null || { apt-get install -y -q time >/dev/null; }
 MiB=$((1024 * 1024))
+DEMO=$ROOT/examples/demo
 
-echo "== build (release)"
-(cd "$ROOT" && cargo build --release -q -p airlock-bundler -p airlock-installer)
-BUNDLER=$ROOT/target/release/airlock-bundler
-AIRLOCK=$ROOT/target/release/airlock
+if [ -z "${BIN:-}" ]; then
+  echo "== build (release)"
+  (cd "$ROOT" && cargo build --release -q -p airlock-bundler -p airlock-installer)
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+fi
+BUNDLER=$BIN/airlock-bundler
+AIRLOCK=$BIN/airlock
+mkdir -p "$WORK"
+[ -f "$WORK/k.key" ] || "$BUNDLER" keygen -W -p "$WORK/k.pub" -s "$WORK/k.key" -f >/dev/null
+export SOURCE_DATE_EPOCH=1795392000
 
 prng() { openssl enc -aes-128-ctr -nosalt -K "$(printf '%032x' "$1")" -iv 00000000000000000000000000000000 -in /dev/zero 2>/dev/null; }
-L=$WORK/layout
-if [ ! -f "$WORK/bundle.yaml" ]; then
-  echo "== generate 20 images sharing a base layer in $L"
-  mkdir -p "$L/blobs/sha256" "$WORK/raw"
+# 50 MiB of log-like lines, different for each seed.
+logtext() { seq "$1" 1 $(($1 + 2000000)) | awk '{printf "2026-11-22 %08d INFO layer file %d ok\n", $1, $1*7}' | head -c $((50 * MiB)); }
+# 50 MiB of base64 text (compresses to about 3/4, as source code and manifests do).
+b64text() { prng "$1" | head -c $((38 * MiB)) | base64 -w 76 | head -c $((50 * MiB)); }
+
+# as_tar SEED: stdin as a layer tar of 1 MiB files (the first layer also gets the
+# os-release and dpkg database the SBOM reads), as image layers are.
+as_tar() {
+  python3 -c '
+import io, sys, tarfile
+t = tarfile.open(fileobj=sys.stdout.buffer, mode="w|", format=tarfile.GNU_FORMAT)
+def add(name, data):
+    i = tarfile.TarInfo(name); i.size = len(data); i.mtime = 1700000000; t.addfile(i, io.BytesIO(data))
+if sys.argv[1] == "1":
+    add("etc/os-release", b"ID=debian\nVERSION_ID=\"12\"\n")
+    add("var/lib/dpkg/status", b"".join(b"Package: pkg%d\nStatus: install ok installed\nVersion: 1.%d\nArchitecture: amd64\n\n" % (n, n) for n in range(200)))
+n = 0
+while True:
+    chunk = sys.stdin.buffer.read(1 << 20)
+    if not chunk:
+        break
+    add("usr/share/bench/file%05d" % n, chunk); n += 1
+t.close()' "$1"
+}
+
+# layer KIND SEED: 100 MiB of uncompressed layer content on stdout (a real gzip stream
+# of about that size for `gzip`).
+layer() {
+  case $1 in
+    random) prng "$2" | head -c $((100 * MiB)) ;;
+    text) logtext "$2"; b64text "$2" ;;
+    half) prng "$2" | head -c $((50 * MiB)); logtext "$2" ;;
+    gzip) { b64text "$2"; b64text "$(($2 + 7))"; b64text "$(($2 + 13))"; logtext "$2"; } | as_tar "$2" | gzip -1 -n ;;
+  esac
+}
+
+# gen SET: the layout and spec of SET under $WORK/SET (kept when present).
+gen() {
+  local set=$1 D=$WORK/$1 base kind
+  [ -f "$D/bundle.yaml" ] && return 0
+  echo "== generate the $set set in $D"
+  rm -rf "$D"; mkdir -p "$D/raw"
   set +o pipefail
-  # base layer: 100 MiB, half random half log-like text
-  { prng 1 | head -c $((50 * MiB)); seq 1 2000000 | awk '{printf "2026-11-22 %08d INFO base layer file %d ok\n", $1, $1*7}' | head -c $((50 * MiB)); } > "$WORK/raw/base"
-  for i in $(seq -w 1 20); do
-    if [ $((10#$i % 2)) = 0 ]; then
-      prng "1$i" | head -c $((100 * MiB)) > "$WORK/raw/app$i"                        # like a gzip layer
-    else
-      prng "2$i" | head -c $((80 * MiB)) | base64 -w 76 | head -c $((100 * MiB)) > "$WORK/raw/app$i"  # compressible
-    fi
-  done
+  case $set in
+    mixed) layer half 1 > "$D/raw/base.tar"
+      for i in $(seq -w 1 20); do
+        if [ $((10#$i % 2)) = 0 ]; then layer random "1$i" > "$D/raw/app$i.tar+gzip"; else layer text "2$i" > "$D/raw/app$i.tar"; fi
+      done ;;
+    compressed) layer gzip 1 > "$D/raw/base.tar+gzip"
+      for i in $(seq -w 1 20); do layer gzip "3$i" > "$D/raw/app$i.tar+gzip" & [ $((10#$i % 2)) = 0 ] && wait; done; wait ;;
+    text) layer text 1 > "$D/raw/base.tar"
+      for i in $(seq -w 1 20); do layer text "4$i" > "$D/raw/app$i.tar"; done ;;
+  esac
   set -o pipefail
-  python3 - "$WORK" <<'PY'
-import hashlib, json, os, sys
-work = sys.argv[1]; L = os.path.join(work, "layout"); B = os.path.join(L, "blobs", "sha256")
-def put(data_or_path):
+  python3 - "$D" "$DEMO" "$ROOT" <<'PY'
+import glob, hashlib, json, os, sys
+work, demo, root = sys.argv[1:]
+L = os.path.join(work, "layout"); B = os.path.join(L, "blobs", "sha256"); os.makedirs(B)
+def put(data=None, path=None):
     h = hashlib.sha256()
-    if isinstance(data_or_path, bytes):
-        h.update(data_or_path); d = h.hexdigest(); open(os.path.join(B, d), "wb").write(data_or_path); return d, len(data_or_path)
-    with open(data_or_path, "rb") as f:
+    if data is not None:
+        h.update(data); d = h.hexdigest(); open(os.path.join(B, d), "wb").write(data); return d, len(data)
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    d = h.hexdigest(); os.replace(data_or_path, os.path.join(B, d)); return d, os.path.getsize(os.path.join(B, d))
-base = put(os.path.join(work, "raw", "base"))
+    d = h.hexdigest(); os.replace(path, os.path.join(B, d)); return d, os.path.getsize(os.path.join(B, d))
+def layer(name):
+    path = glob.glob(os.path.join(work, "raw", name + ".*"))[0]
+    ext = path.rsplit(".", 1)[1]
+    return put(path=path), "application/vnd.oci.image.layer.v1." + ext
+base, base_type = layer("base")
 index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
-spec = ["name: bench", "version: 1.0.0", "components:", "  - name: bench", "    images:"]
+images = []
 for i in range(1, 21):
-    app = put(os.path.join(work, "raw", f"app{i:02d}"))
-    gz = i % 2 == 0
-    lt = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if gz else "")
-    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/app"]},
-                      "rootfs": {"type": "layers", "diff_ids": ["sha256:" + base[0], "sha256:" + app[0]]}}).encode()
-    c = put(cfg)
-    man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    app, app_type = layer(f"app{i:02d}")
+    c = put(json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/app"]},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + base[0], "sha256:" + app[0]]}}).encode())
+    m = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + c[0], "size": c[1]},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + base[0], "size": base[1]},
-                   {"mediaType": lt, "digest": "sha256:" + app[0], "size": app[1]}]}).encode()
-    m = put(man)
+        "layers": [{"mediaType": base_type, "digest": "sha256:" + base[0], "size": base[1]},
+                   {"mediaType": app_type, "digest": "sha256:" + app[0], "size": app[1]}]}).encode())
     ref = f"registry.example/bench/app{i:02d}:1.0"
     index["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + m[0],
                                "size": m[1], "annotations": {"org.opencontainers.image.ref.name": ref}})
-    spec += [f"      - ref: {ref}", f"        from: oci:layout:{ref}"]
+    images += [f"      - ref: {ref}", f"        from: oci:layout:{ref}"]
 open(os.path.join(L, "index.json"), "w").write(json.dumps(index))
 open(os.path.join(L, "oci-layout"), "w").write('{"imageLayoutVersion":"1.0.0"}')
-open(os.path.join(work, "bundle.yaml"), "w").write("\n".join(spec) + "\n")
+os.rmdir(os.path.join(work, "raw"))
+# The demo's distribution, platform image, chart and profile make the bundle installable;
+# they are a few hundred KiB next to the 2 GiB of layers.
+spec = f"""name: bench
+version: 1.0.0
+distribution:
+  kind: k3s
+  version: v1.31.4+k3s1
+  arch: amd64
+  checksums: {demo}/dist/sha256sum-amd64.txt
+  artifacts:
+    - name: k3s
+      path: {demo}/dist/k3s
+    - name: k3s-airgap-images-amd64.tar.zst
+      path: {demo}/dist/k3s-airgap-images-amd64.tar.zst
+components:
+  - name: platform
+    images:
+      - ref: docker.io/rancher/klipper-helm:v0.9.3-build20241008
+        from: oci:{demo}/images/layout:docker.io/rancher/klipper-helm:v0.9.3-build20241008
+  - name: app
+    charts:
+      - path: {demo}/charts/hello
+    images:
+""" + "\n".join(images) + f"""
+profiles:
+  - {root}/profiles/single-node.yaml
+"""
+open(os.path.join(work, "bundle.yaml"), "w").write(spec)
 PY
-fi
-if [ ! -d "$WORK/per-image" ]; then
-  echo "== the same 20 images as 20 single-image layouts (as one skopeo copy per image writes them)"
-  python3 - "$WORK" <<'PY'
-import json, os, shutil, sys
-work = sys.argv[1]; L = os.path.join(work, "layout"); idx = json.load(open(os.path.join(L, "index.json")))
-spec = ["name: bench", "version: 1.0.0", "components:", "  - name: bench", "    images:"]
-for d in idx["manifests"]:
-    ref = d["annotations"]["org.opencontainers.image.ref.name"]; name = ref.split("/")[-1].split(":")[0]
-    out = os.path.join(work, "per-image", name); os.makedirs(os.path.join(out, "blobs", "sha256"))
-    man = json.load(open(os.path.join(L, "blobs", "sha256", d["digest"][7:])))
-    for b in [d["digest"], man["config"]["digest"]] + [l["digest"] for l in man["layers"]]:
-        shutil.copyfile(os.path.join(L, "blobs", "sha256", b[7:]), os.path.join(out, "blobs", "sha256", b[7:]))
-    shutil.copyfile(os.path.join(L, "oci-layout"), os.path.join(out, "oci-layout"))
-    json.dump({"schemaVersion": 2, "manifests": [d]}, open(os.path.join(out, "index.json"), "w"))
-    spec += [f"      - ref: {ref}", f"        from: oci:per-image/{name}"]
-open(os.path.join(work, "per-image.yaml"), "w").write("\n".join(spec) + "\n")
-PY
-fi
-BASE_DIGEST=$(python3 -c "
-import json; L='$L'; i=json.load(open(L+'/index.json')); m=json.load(open(L+'/blobs/sha256/'+i['manifests'][0]['digest'][7:])); print(m['layers'][0]['digest'][7:])")
-BYTES=$(du -sb "$L" | cut -f1)
-echo "   layout: $BYTES bytes ($((BYTES / MiB)) MiB) in $(ls "$L/blobs/sha256" | wc -l) blobs"
-[ "$BYTES" -ge $((2048 * MiB)) ] || { echo "data set too small"; exit 1; }
-"$BUNDLER" keygen -W -p "$WORK/k.pub" -s "$WORK/k.key" -f >/dev/null
-export SOURCE_DATE_EPOCH=1795392000
-
-# time_cmd NAME CMD... : runs RUNS times, prints the median wall time and max RSS
-time_cmd() {
-  local name=$1; shift
-  local times=() rss=0
-  for _ in $(seq 1 "$RUNS"); do
-    sync
-    /usr/bin/time -f "%e %M" -o "$WORK/time.out" "$@" >/dev/null
-    read -r t m < "$WORK/time.out"
-    times+=("$t"); [ "$m" -gt "$rss" ] && rss=$m
-  done
-  local med
-  med=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
-  printf '%-34s median %6.2f s  (runs: %s)  peak RSS %4d MiB\n' "$name" "$med" "${times[*]}" $((rss / 1024)) >&2
-  echo "$med $rss"
+  local bytes
+  bytes=$(du -sb "$D/layout" | cut -f1)
+  [ "$bytes" -ge $((2048 * MiB)) ] || { echo "the $set set is too small: $bytes bytes"; exit 1; }
 }
 
-echo "== create"
-read -r ours_c rss_c < <(time_cmd "airlock-bundler create" "$BUNDLER" create "$WORK/bundle.yaml" -o "$WORK/b.airlock" --key "$WORK/k.key")
-read -r base_c _ < <(time_cmd "tar -cf - layout | zstd -T0 -3" bash -c "tar -C '$WORK' -cf - layout | zstd -q -T0 -3 > '$WORK/base.tar.zst'")
-echo "== create from 20 single-image layouts (the shared base layer is in every one)"
-read -r ours_p _ < <(time_cmd "airlock-bundler create (per-image)" "$BUNDLER" create "$WORK/per-image.yaml" -o "$WORK/p.airlock" --key "$WORK/k.key")
-read -r base_p _ < <(time_cmd "tar -cf - per-image | zstd -T0 -3" bash -c "tar -C '$WORK' -cf - per-image | zstd -q -T0 -3 > '$WORK/base-p.tar.zst'")
-echo "== verify"
-read -r ours_v rss_v < <(time_cmd "airlock verify" "$AIRLOCK" verify "$WORK/b.airlock" --pubkey "$WORK/k.pub")
-read -r base_v _ < <(time_cmd "zstd -dc BUNDLE > /dev/null" bash -c "zstd -q -dc '$WORK/b.airlock' > /dev/null")
-read -r ours_vp _ < <(time_cmd "airlock verify --check-parts" "$AIRLOCK" verify "$WORK/b.airlock" --pubkey "$WORK/k.pub" --check-parts)
-# The floor for "hashing almost free": stock tools decoding and hashing the same stream.
-read -r stock_v _ < <(time_cmd "zstd -dc BUNDLE | openssl sha256" bash -c "zstd -q -dc '$WORK/b.airlock' | openssl dgst -sha256 > /dev/null")
-# How much the two cores slow each other: zstd -dc while the other core runs SHA-256
-# on data in its own cache (`openssl speed`: no memory traffic, no I/O). Verify hashes
-# on the second core, so when this is well above `zstd -dc` alone, the machine itself
-# keeps verify from the goal. On a quiet machine the two are about equal.
-read -r busy_v _ < <(time_cmd "zstd -dc BUNDLE, other core hashing" bash -c "
-  openssl speed -evp sha256 -bytes 16384 -seconds 600 > /dev/null 2>&1 & h=\$!
-  zstd -q -dc '$WORK/b.airlock' > /dev/null; kill \$h; wait \$h 2>/dev/null || true")
+# run OUT CMD: runs CMD (a bash command line) once; appends "seconds rss_kib" to OUT.
+run() {
+  local t0 t1
+  sync
+  t0=$EPOCHREALTIME
+  /usr/bin/time -f "%M" -o "$WORK/rss.out" bash -c "$2" >/dev/null 2>"$WORK/stderr.out" || { cat "$WORK/stderr.out" >&2; return 1; }
+  t1=$EPOCHREALTIME
+  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b - a}') $(tail -n 1 "$WORK/rss.out")" >> "$1"
+}
 
-summary=$("$AIRLOCK" inspect "$WORK/b.airlock" --output json | python3 -c "
-import json,sys
-r=json.load(sys.stdin); print(r['entries'], r['total_size'], r['compressed_size'])")
-read -r entries total compressed <<<"$summary"
-stored=$(zstd -dc "$WORK/p.airlock" | tar -tf - | grep -c "$BASE_DIGEST" || true)
-inputs=$(find "$WORK/per-image" -name "$BASE_DIGEST" | wc -l)
+# pair NAME PREP OURS BASELINE: RUNS pairs, ours then the baseline, PREP before each
+# run. Prints a line and returns "ratio ours_median base_median rss_kib" in $PAIR.
+pair() {
+  local name=$1 prep=$2 ours=$3 base=$4
+  : > "$WORK/ours.t"; : > "$WORK/base.t"
+  for _ in $(seq 1 "$RUNS"); do
+    bash -c "$prep"; run "$WORK/ours.t" "$ours"
+    bash -c "$prep"; run "$WORK/base.t" "$base"
+  done
+  PAIR=$(paste -d ' ' "$WORK/ours.t" "$WORK/base.t" | python3 -c "
+import statistics, sys
+rows = [list(map(float, l.split())) for l in sys.stdin]
+print(statistics.median(b / o for o, _, b, _ in rows), statistics.median(r[0] for r in rows),
+      statistics.median(r[2] for r in rows), int(max(r[1] for r in rows)),
+      ' '.join('%.2f/%.2f' % (r[0], r[2]) for r in rows))")
+  read -r ratio om bm rss runs <<<"$PAIR"
+  printf '  %-8s ratio %5.2f  (median ours %6.2f s, baseline %6.2f s; pairs ours/baseline: %s)  peak RSS %d MiB\n' \
+    "$name" "$ratio" "$om" "$bm" "$runs" $((rss / 1024))
+}
+
+declare -A RESULT
+for set in "${SETS[@]}"; do gen "$set"; done
+echo "== load before measuring: $(cut -d ' ' -f 1-3 /proc/loadavg)"
+for set in "${SETS[@]}"; do
+  D=$WORK/$set
+  echo "== $set: $(du -sb "$D/layout" | cut -f1) bytes of layout, $RUNS pairs"
+  # One untimed build first: the page cache then holds the inputs for both sides.
+  "$BUNDLER" create "$D/bundle.yaml" -o "$D/b.airlock" --key "$WORK/k.key" >/dev/null 2>&1
+  pair create true \
+    "'$BUNDLER' create '$D/bundle.yaml' -o '$D/b.airlock' --key '$WORK/k.key'" \
+    "tar -C '$D' -cf - layout | zstd -q -T0 -3 > '$D/base.tar.zst'"
+  RESULT[$set.create]=$PAIR
+  pair verify true \
+    "'$AIRLOCK' verify '$D/b.airlock' --pubkey '$WORK/k.pub'" \
+    "zstd -q -dc '$D/b.airlock' > /dev/null"
+  RESULT[$set.verify]=$PAIR
+  pair install "rm -rf '$D/root' '$D/untar'; mkdir -p '$D/root' '$D/untar'" \
+    "'$AIRLOCK' install '$D/b.airlock' --pubkey '$WORK/k.pub' --answers '$DEMO/answers.yaml' --root '$D/root' --yes" \
+    "zstd -q -dc '$D/b.airlock' | tar -C '$D/untar' -xf -"
+  RESULT[$set.install]=$PAIR
+  rm -rf "$D/root" "$D/untar"
+  RESULT[$set.size]="$(stat -c %s "$D/b.airlock") $(stat -c %s "$D/base.tar.zst")"
+done
+echo "== load after measuring: $(cut -d ' ' -f 1-3 /proc/loadavg)"
 
 echo
-echo "== results (ratio = baseline / ours; > 1 means faster than the baseline)"
-awk -v o="$ours_c" -v b="$base_c" 'BEGIN{printf "create from one shared layout    ours %.2f s  baseline %.2f s  ratio %.2f  (goal >= 1.0)\n", o, b, b/o}'
-awk -v o="$ours_p" -v b="$base_p" 'BEGIN{printf "create from 20 per-image layouts  ours %.2f s  baseline %.2f s  ratio %.2f  (goal >= 1.0)\n", o, b, b/o}'
-awk -v o="$ours_v" -v b="$base_v" 'BEGIN{printf "verify  ours %.2f s  baseline %.2f s  ratio %.2f  (goal >= 0.9)\n", o, b, b/o}'
-awk -v o="$ours_vp" -v b="$base_v" 'BEGIN{printf "verify --check-parts  ours %.2f s  ratio %.2f\n", o, b/o}'
-awk -v o="$stock_v" -v b="$base_v" 'BEGIN{printf "verify with stock tools (zstd -dc | openssl sha256)  %.2f s  ratio %.2f\n", o, b/o}'
-awk -v o="$busy_v" -v b="$base_v" 'BEGIN{printf "zstd -dc alone %.2f s, %.2f s while the other core hashes in cache (ratio %.2f; 1.0 = the cores do not slow each other)\n", b, o, b/o}'
-echo "peak RSS  create $((rss_c / 1024)) MiB  verify $((rss_v / 1024)) MiB  (goal < 150 MiB)"
-echo "bundle: $entries entries, $total bytes uncompressed, $compressed bytes compressed; baseline archive $(stat -c %s "$WORK/base.tar.zst") bytes"
-echo "shared base layer: in $inputs input layouts, stored $stored time(s) in the bundle; per-image bundle $(stat -c %s "$WORK/p.airlock") bytes vs baseline $(stat -c %s "$WORK/base-p.tar.zst") bytes"
+echo "== results: median of per-pair ratios (baseline time / ours; > 1 means faster than the baseline)"
+goal() { case $1 in compressed.create) echo 1.5 ;; mixed.create) echo 1.2 ;; *.create) echo 1.0 ;; *.verify) echo 0.85 ;; *.install) echo 0.9 ;; esac; }
+printf '%-11s %-8s %6s %6s %9s\n' set step ratio goal "RSS MiB"
+for set in "${SETS[@]}"; do
+  for step in create verify install; do
+    read -r ratio _ _ rss _ <<<"${RESULT[$set.$step]}"
+    printf '%-11s %-8s %6.2f %6s %9d\n' "$set" "$step" "$ratio" "$(goal "$set.$step")" $((rss / 1024))
+  done
+  read -r ours base <<<"${RESULT[$set.size]}"
+  awk -v s="$set" -v o="$ours" -v b="$base" \
+    'BEGIN{printf "%-11s size     bundle %.0f bytes, tar|zstd %.0f bytes (%+.2f %%; goal within 1 %%)\n", s, o, b, (o - b) * 100 / b}'
+done

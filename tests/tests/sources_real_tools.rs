@@ -164,7 +164,16 @@ fn oci_layout_and_oci_archive_root_digest_match_skopeo() {
     // umoci writes manifests without mediaType; the type is inferred.
     assert_eq!(from_dir.media_type, OCI_MANIFEST);
     assert_eq!(from_dir.platforms, vec!["linux/amd64"]);
-    assert!(from_dir.blobs.iter().all(|b| matches!(b.content, Content::File(_))));
+    // Layers are read from the layout's files while the bundle is written; manifest and
+    // config, read and checked while loading, are carried as those bytes.
+    for b in &from_dir.blobs {
+        match &b.content {
+            Content::File(p) => assert!(p.starts_with(&l), "{p:?}"),
+            Content::Bytes(bytes) => assert!(b.size < 64 << 10 && bytes.len() as u64 == b.size, "{b:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(from_dir.blobs.iter().any(|b| matches!(b.content, Content::File(_))));
     assert_blobs_are_what_they_claim(&from_dir);
 
     for from in [
@@ -174,7 +183,13 @@ fn oci_layout_and_oci_archive_root_digest_match_skopeo() {
     ] {
         let got = load_image(&spec(full_ref, from), t.path()).unwrap_or_else(|e| panic!("{from}: {e}"));
         assert_eq!(got.digest, want, "{from}");
-        assert!(got.blobs.iter().all(|b| matches!(&b.content, Content::FileRange { path, .. } if *path == archive)));
+        // Layers are byte ranges of the archive; manifest and config the bytes read.
+        assert!(got.blobs.iter().all(|b| match &b.content {
+            Content::FileRange { path, .. } => *path == archive,
+            Content::Bytes(bytes) => bytes.len() as u64 == b.size,
+            Content::File(_) => false,
+        }));
+        assert!(got.blobs.iter().any(|b| matches!(b.content, Content::FileRange { .. })));
         assert_blobs_are_what_they_claim(&got);
         let digests =
             |i: &LoadedImage| i.blobs.iter().map(|b| (b.digest, b.size, b.media_type.clone())).collect::<Vec<_>>();
@@ -494,7 +509,7 @@ fn charts_round_trip_with_real_helm() {
     helm_ok(&["package", "demo", "-d", "pkg"]);
     let pkg = t.path().join("pkg/demo-0.1.0.tgz");
     let theirs = airlock_bundler::sources::load_chart(&pkg, 0).unwrap();
-    assert_eq!(theirs.content, Content::File(pkg.clone()));
+    assert_eq!(theirs.content, Content::Bytes(fs::read(&pkg).unwrap()));
     assert_eq!((theirs.name.as_str(), theirs.version.as_str()), ("demo", "0.1.0"));
     assert_eq!(theirs.sha256, Sha256Digest::of(&fs::read(&pkg).unwrap()));
 

@@ -268,12 +268,25 @@ fn finish(meta: ChartMeta, content: Content, size: u64, sha256: Sha256Digest) ->
 
 fn load_tgz(path: &Path) -> Result<LoadedChart> {
     let label = format!("chart {}", path.display());
-    let file = fs::File::open(path).at(path)?;
-    let (_, tree) = read_tgz_tree(file, &label)?;
+    // A chart archive is small: it is read into memory once, and parsed, hashed and
+    // written into the bundle from those bytes. An unusually large one is parsed and
+    // hashed from the file instead, and read again while the bundle is written.
+    if fs::metadata(path).at(path)?.len() > KEEP_CHART_MAX {
+        let (_, tree) = read_tgz_tree(fs::File::open(path).at(path)?, &label)?;
+        let meta = inspect(&tree, "", &label, 0)?;
+        let (sha256, size) = sha256_file(path).at(path)?;
+        return Ok(finish(meta, Content::File(path.to_path_buf()), size, sha256));
+    }
+    let bytes = fs::read(path).at(path)?;
+    let (_, tree) = read_tgz_tree(&bytes[..], &label)?;
     let meta = inspect(&tree, "", &label, 0)?;
-    let (sha256, size) = sha256_file(path).at(path)?;
-    Ok(finish(meta, Content::File(path.to_path_buf()), size, sha256))
+    let (sha256, size) = (Sha256Digest::of(&bytes), bytes.len() as u64);
+    Ok(finish(meta, Content::Bytes(bytes), size, sha256))
 }
+
+/// Chart archives up to this size are kept in memory (charts are mostly well under
+/// 1 MiB).
+const KEEP_CHART_MAX: u64 = 8 << 20;
 
 /// Reads a chart archive: checks every entry's path and type, strips the top-level
 /// directory, and keeps the metadata files. Returns the top-level directory name too.
@@ -803,7 +816,7 @@ mod tests {
         let tgz = t.path().join("web-1.2.3.tgz");
         fs::write(&tgz, bytes(&packaged)).unwrap();
         let read = load_chart(&tgz, 0).unwrap();
-        assert_eq!(read.content, Content::File(tgz.clone()));
+        assert_eq!(read.content, Content::Bytes(fs::read(&tgz).unwrap()));
         assert_eq!((read.name.as_str(), read.version.as_str()), ("web", "1.2.3"));
         assert_eq!(read.sha256, packaged.sha256);
         assert_eq!(read.size, packaged.size);
