@@ -71,7 +71,7 @@ fn every_profile_in_profiles_loads() {
 fn the_shipped_profiles_say_what_the_issue_asks_for() {
     let single = profile("single-node");
     assert_eq!((single.distribution, single.topology), (DistributionKind::K3s, Topology::SingleNode));
-    assert_eq!(single.components, ["platform", "app"], "the demo bundle's components");
+    assert_eq!(single.components, ["platform", "app", "monitoring"], "the demo bundle's components");
 
     let ha = profile("ha");
     assert_eq!(ha.topology, Topology::Ha { servers: 3, agents: true });
