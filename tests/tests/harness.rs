@@ -8,15 +8,21 @@ use std::process::Command;
 
 use airlock_tests::{helm, helm_command, require_tool, tar_directory, workspace_root, Containerd};
 
-const LAYOUT_REFS: [&str; 8] = [
+const LAYOUT_REFS: [&str; 14] = [
     "docker.io/airlock-demo/api:1.0.0",
     "docker.io/airlock-demo/web:1.0.0",
     "docker.io/airlock-demo/worker:1.0.0",
+    "docker.io/grafana/grafana:13.2.0",
     "docker.io/library/postgres:16.6",
     "docker.io/rancher/klipper-helm:v0.9.3-build20241008",
     "quay.io/keycloak/keycloak:26.5.6",
     "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z",
     "quay.io/minio/minio:RELEASE.2024-12-18T13-15-44Z",
+    "quay.io/prometheus-operator/prometheus-config-reloader:v0.93.1",
+    "quay.io/prometheus/alertmanager:v0.34.0",
+    "quay.io/prometheus/node-exporter:v1.12.1",
+    "quay.io/prometheus/prometheus:v3.14.0",
+    "registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.20.0",
 ];
 
 #[test]
