@@ -735,6 +735,38 @@ mod tests {
         (tmp, host)
     }
 
+    /// A site in a temporary root: its answers, PKI and credentials, and the [`Site`]
+    /// the wiring reads them through (K3s, the profile's defaults).
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        answers: Answers,
+        pki: crate::site::pki::SitePki,
+        credentials: Credentials,
+        keycloak: crate::site::profile::KeycloakProfile,
+        monitoring: monitoring::MonitoringSizing,
+    }
+
+    impl Fixture {
+        fn new(answers_yaml: &str) -> Self {
+            let (tmp, host) = root();
+            let answers = Answers::from_yaml(answers_yaml, "answers.yaml").unwrap();
+            let pki = crate::site::pki::prepare(&answers, &host).unwrap();
+            let credentials = Credentials::load_or_generate(&host).unwrap();
+            Self { _tmp: tmp, answers, pki, credentials, keycloak: Default::default(), monitoring: Default::default() }
+        }
+
+        fn site(&self) -> Site<'_> {
+            Site {
+                answers: &self.answers,
+                pki: &self.pki,
+                credentials: &self.credentials,
+                distribution: DistributionKind::K3s,
+                keycloak: &self.keycloak,
+                monitoring: &self.monitoring,
+            }
+        }
+    }
+
     fn chart(name: &str, values: Option<Json>) -> (ChartInput, Chart) {
         let path = format!("charts/{name}-1.0.0.tgz");
         let input = ChartInput {
@@ -798,18 +830,8 @@ mod tests {
 
     #[test]
     fn the_app_chart_without_vendor_images_is_refused_naming_the_value_and_the_spec() {
-        let (_tmp, host) = root();
-        let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
-        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
-        let credentials = Credentials::load_or_generate(&host).unwrap();
-        let site = Site {
-            answers: &answers,
-            pki: &pki,
-            credentials: &credentials,
-            distribution: DistributionKind::K3s,
-            keycloak: &Default::default(),
-            monitoring: &Default::default(),
-        };
+        let f = Fixture::new(SINGLE);
+        let site = f.site();
         let (mut input, bundle) = chart(APP_CHART, Some(json!({"images": {"api": "r/api:1"}})));
         let err = wire_charts(std::slice::from_mut(&mut input), &[bundle], &site, Path::new("/m")).unwrap_err();
         let text = format!("{err}");
@@ -818,18 +840,8 @@ mod tests {
 
     #[test]
     fn known_charts_get_their_release_namespace_values_and_tls_secrets_and_others_stay_as_they_were() {
-        let (_tmp, host) = root();
-        let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
-        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
-        let credentials = Credentials::load_or_generate(&host).unwrap();
-        let site = Site {
-            answers: &answers,
-            pki: &pki,
-            credentials: &credentials,
-            distribution: DistributionKind::K3s,
-            keycloak: &Default::default(),
-            monitoring: &Default::default(),
-        };
+        let f = Fixture::new(SINGLE);
+        let site = f.site();
         let (kc, kc_b) = chart(KEYCLOAK_CHART, None);
         let (mi, mi_b) = chart(MINIO_CHART, None);
         let (other, other_b) = chart("hello", Some(json!({"message": "hi"})));
@@ -846,25 +858,15 @@ mod tests {
             .find(|f| f.path == Path::new("/m/airlock-keycloak-secret-keycloak-tls.yaml"))
             .expect("Keycloak's TLS Secret");
         assert!(tls.secret);
-        for c in [&credentials.values[0], &credentials.values[3]] {
+        for c in [&f.credentials.values[0], &f.credentials.values[3]] {
             assert!(!inputs.iter().any(|i| i.values_yaml.contains(c.expose())), "a credential in the values");
         }
     }
 
     #[test]
     fn with_keycloak_and_grafana_the_realm_gets_grafanas_client_and_grafana_logs_in_through_it() {
-        let (_tmp, host) = root();
-        let answers = Answers::from_yaml(SINGLE, "answers.yaml").unwrap();
-        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
-        let credentials = Credentials::load_or_generate(&host).unwrap();
-        let site = Site {
-            answers: &answers,
-            pki: &pki,
-            credentials: &credentials,
-            distribution: DistributionKind::K3s,
-            keycloak: &Default::default(),
-            monitoring: &Default::default(),
-        };
+        let f = Fixture::new(SINGLE);
+        let site = f.site();
         let realm_of = |layout: &Layout| -> String {
             let f = layout
                 .files
@@ -884,7 +886,7 @@ mod tests {
         // The answers' defaults name the role groups.
         let roles = v["grafana.ini"]["auth.generic_oauth"]["role_attribute_path"].as_str().unwrap();
         assert!(roles.contains("'grafana-admins') && 'Admin'") && roles.contains("'grafana-editors') && 'Editor'"));
-        assert!(!inputs[1].values_yaml.contains(credentials.grafana_client_secret().expose()));
+        assert!(!inputs[1].values_yaml.contains(f.credentials.grafana_client_secret().expose()));
         // Without Grafana the realm has the app's client only; without Keycloak,
         // Grafana has its break-glass admin only.
         let mut inputs = vec![kc];
@@ -898,20 +900,10 @@ mod tests {
 
     #[test]
     fn grafanas_roles_come_from_the_groups_the_answers_name() {
-        let (_tmp, host) = root();
         let yaml =
             format!("{SINGLE}monitoring: {{grafana_admin_group: ops-leads, grafana_editor_group: developers}}\n");
-        let answers = Answers::from_yaml(&yaml, "answers.yaml").unwrap();
-        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
-        let credentials = Credentials::load_or_generate(&host).unwrap();
-        let site = Site {
-            answers: &answers,
-            pki: &pki,
-            credentials: &credentials,
-            distribution: DistributionKind::K3s,
-            keycloak: &Default::default(),
-            monitoring: &Default::default(),
-        };
+        let f = Fixture::new(&yaml);
+        let site = f.site();
         let (kc, kc_b) = chart(KEYCLOAK_CHART, None);
         let (gr, gr_b) = chart(GRAFANA_CHART, None);
         let mut inputs = vec![kc, gr];
@@ -929,22 +921,12 @@ mod tests {
 
     #[test]
     fn alertmanager_sends_to_the_answers_webhook_and_mail_relay_and_a_relay_needs_both_addresses() {
-        let (_tmp, host) = root();
         let yaml = format!(
             "{SINGLE}monitoring: {{alert_webhook_url: \"https://hooks.example.internal/am\", \
              alert_smtp_smarthost: \"mail.example.internal:25\", alert_email_from: am@example.org, alert_email_to: ops@example.org}}\n"
         );
-        let answers = Answers::from_yaml(&yaml, "answers.yaml").unwrap();
-        let pki = crate::site::pki::prepare(&answers, &host).unwrap();
-        let credentials = Credentials::load_or_generate(&host).unwrap();
-        let site = Site {
-            answers: &answers,
-            pki: &pki,
-            credentials: &credentials,
-            distribution: DistributionKind::K3s,
-            keycloak: &Default::default(),
-            monitoring: &Default::default(),
-        };
+        let f = Fixture::new(&yaml);
+        let site = f.site();
         let (pr, pr_b) = chart(PROMETHEUS_CHART, None);
         let mut inputs = vec![pr];
         wire_charts(&mut inputs, &[pr_b], &site, Path::new("/m")).unwrap();
