@@ -265,21 +265,27 @@ impl Client {
         Ok(())
     }
 
+    /// A GET of a plain URL with its host's TLS settings and Basic credentials, sent up
+    /// front as Helm does: what `get_url` and `download_url` both send.
+    fn url_request(&self, url: &str, host: &str) -> Result<ureq::Request> {
+        let ep = self.endpoint(host)?;
+        log::info!(target: LOG, "GET {url}");
+        let mut req = ep.agent.get(url);
+        if let Some(l) = self.opts.credentials.get(host) {
+            req = req.set("Authorization", &basic(&l.username, &l.password));
+        }
+        Ok(req)
+    }
+
     /// GETs a whole URL (a Helm repository's `index.yaml` or chart) into memory, at most
     /// `limit` bytes: TLS settings and credentials of the URL's host (Basic, sent up
     /// front, as Helm does), retries like registry requests.
     pub fn get_url(&self, url: &str, limit: u64, what: &str) -> Result<Vec<u8>> {
-        let host = url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("").to_string();
-        let ep = self.endpoint(&host)?;
+        let host = url_host(url);
         let repo = Repo { registry: host.clone(), repository: String::new() };
         let mut attempt = 0;
         loop {
-            log::info!(target: LOG, "GET {url}");
-            let mut req = ep.agent.get(url);
-            if let Some(l) = self.opts.credentials.get(&host) {
-                req = req.set("Authorization", &basic(&l.username, &l.password));
-            }
-            let resp = match req.call() {
+            let resp = match self.url_request(url, &host)?.call() {
                 Ok(r) => r,
                 Err(ureq::Error::Status(401, _)) => {
                     let cause = if self.opts.credentials.get(&host).is_some() {
@@ -333,14 +339,8 @@ impl Client {
         let mut attempt = 0;
         loop {
             // `get_url`'s error handling, without its in-memory body.
-            let host = url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("").to_string();
-            let ep = self.endpoint(&host)?;
-            log::info!(target: LOG, "GET {url}");
-            let mut req = ep.agent.get(url);
-            if let Some(l) = self.opts.credentials.get(&host) {
-                req = req.set("Authorization", &basic(&l.username, &l.password));
-            }
-            let resp = match req.call() {
+            let host = url_host(url);
+            let resp = match self.url_request(url, &host)?.call() {
                 Ok(r) => r,
                 Err(ureq::Error::Status(404, _)) => {
                     return Err(Error::input(what, format!("{url} does not exist (HTTP 404)"))
@@ -850,6 +850,11 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// The `host[:port]` of a URL (empty when it has none).
+fn url_host(url: &str) -> String {
+    url.split("://").nth(1).and_then(|r| r.split('/').next()).unwrap_or("").to_string()
 }
 
 #[cfg(test)]
