@@ -298,9 +298,21 @@ pub fn post_install_checks(
     let start = clock.now();
     let deadline = start + opts.timeout;
     let mut out = Vec::new();
+    let mut record = EndpointChecks { ran: crate::state::now_rfc3339(), ca: ca.to_path_buf(), checks: Vec::new() };
     for c in checks {
         reporter.event(Event::Phase { name: &format!("checking {} at {}", c.name, c.url), total: None });
-        wait(clock, deadline, opts.poll, || https_once(host, c, ca, node_ip)).map_err(|seen| {
+        let waited = wait(clock, deadline, opts.poll, || https_once(host, c, ca, node_ip));
+        record.checks.push(EndpointCheck {
+            name: c.name.clone(),
+            url: c.url.clone(),
+            ok: waited.is_ok(),
+            seen: waited.as_ref().err().cloned(),
+        });
+        if waited.is_err() {
+            // The checks not reached are not in the record: no result, no evidence.
+            record.save(host)?;
+        }
+        waited.map_err(|seen| {
             Error::new(
                 ErrorKind::Io,
                 format!("post-install check {} ({})", c.name, c.url),
@@ -319,7 +331,58 @@ pub fn post_install_checks(
             ok_after_s: clock.now().duration_since(start).as_secs(),
         });
     }
+    record.save(host)?;
     Ok(out)
+}
+
+/// Where the last run of [`post_install_checks`] (an install's, or an upgrade's health
+/// gate) keeps what it saw, for `airlock report`: evidence that the platform's
+/// endpoints answered over TLS the site CA vouches for.
+pub const ENDPOINT_CHECKS_PATH: &str = "/var/lib/airlock/endpoint-checks.json";
+
+/// The record at [`ENDPOINT_CHECKS_PATH`]: URLs and outcomes only (no answer bodies).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointChecks {
+    /// When the checks started (RFC 3339, UTC).
+    pub ran: String,
+    /// The CA the endpoints were checked against (and nothing else).
+    pub ca: std::path::PathBuf,
+    /// Each check run, in order; one that failed ends the list.
+    pub checks: Vec<EndpointCheck>,
+}
+
+/// One endpoint of [`EndpointChecks`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointCheck {
+    /// `keycloak`, `minio`, `app`.
+    pub name: String,
+    pub url: String,
+    pub ok: bool,
+    /// What it last answered, when it did not answer as expected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<String>,
+}
+
+impl EndpointChecks {
+    fn save(&self, host: &dyn Host) -> Result<()> {
+        let mut json = serde_json::to_vec_pretty(self).expect("endpoint checks serialise");
+        json.push(b'\n');
+        host.write_file(
+            std::path::Path::new(ENDPOINT_CHECKS_PATH),
+            &mut json.as_slice(),
+            crate::host::Perms::mode(0o644),
+        )
+        .map(|_| ())
+    }
+
+    /// The last checks kept on the target, if any ran there.
+    pub fn load(host: &dyn Host) -> Result<Option<Self>> {
+        let Some(bytes) = host.read_file(std::path::Path::new(ENDPOINT_CHECKS_PATH))? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::corrupt(ENDPOINT_CHECKS_PATH, format!("is not an endpoint check record this airlock can read: {e}"))
+                .with_hint("run the install command again on the node: its checks rewrite the record")
+        })
+    }
 }
 
 /// `None` when the endpoint answered as expected; otherwise what it did.
@@ -628,6 +691,10 @@ mod tests {
             e.contains("post-install check keycloak") && e.contains("SSL certificate problem") && e.contains("hint:"),
             "{e}"
         );
+        // The failure is kept for `airlock report` too: the check that failed ends it.
+        let kept = EndpointChecks::load(&host).unwrap().unwrap();
+        assert_eq!(kept.checks.len(), 1, "{kept:?}");
+        assert!(!kept.checks[0].ok && kept.checks[0].seen.as_deref().unwrap().contains("SSL certificate problem"));
 
         let host = RecordingHost::new(true).unwrap();
         host.expect_command(

@@ -154,8 +154,10 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
                 }
                 None => None,
             };
-            ui.show(&r, |r| render::print_readiness(r, written.as_ref(), &root));
-            Ok(ExitStatus::Success)
+            ui.show(&r, |r| render::print_readiness(r, written.as_ref(), &root, ExitStatus::NeedsAttention.code()));
+            // As `airlock status`: a line the evidence shows failed needs an operator
+            // (the page and the signed JSON are written all the same).
+            Ok(if r.has_failed() { ExitStatus::NeedsAttention } else { ExitStatus::Success })
         }
         Command::SupportBundle { output_file, root } => {
             let host = RootedHost::new(root.clone(), root == Path::new("/"))?;

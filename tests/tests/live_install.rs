@@ -57,22 +57,31 @@ fn a_live_install_lays_every_file_before_starting_k3s_then_waits_for_the_node_an
     // Then every endpoint, over HTTPS against the site CA, with the ingress hosts
     // resolved to this node.
     let checks = airlock_installer::render::platform::wiring::https_checks(&answers, &prepared.staged.manifest.charts);
-    assert_eq!(checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["keycloak", "minio", "app"]);
+    assert_eq!(checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["keycloak", "minio", "app", "grafana"]);
     expect_healthy_demo_endpoints(&host);
     let ca = Path::new(airlock_installer::state::CA_CERT);
     let checked =
         airlock_installer::live::post_install_checks(&host, &checks, ca, answers.node.ip, wait, &clock, &Silent)
             .unwrap();
-    assert_eq!(checked.len(), 3);
+    assert_eq!(checked.len(), 4);
+    // What they saw is kept for `airlock report`: each URL and that it answered.
+    let kept = airlock_installer::live::EndpointChecks::load(&host).unwrap().expect("the checks are recorded");
+    assert_eq!(kept.ca, ca);
+    assert!(kept.checks.iter().all(|c| c.ok && c.seen.is_none()) && kept.checks.len() == 4, "{kept:?}");
 
     let calls = host.calls();
     let start = calls
         .iter()
         .position(|c| matches!(c, HostCall::Run { argv } if argv.join(" ") == "systemctl enable --now k3s.service"))
         .expect("k3s started");
-    // Every file, the binary and the image archive included, is in place before K3s starts.
-    let last_write =
-        calls.iter().rposition(|c| c.changes_host() && !matches!(c, HostCall::Run { .. } | HostCall::Lock { .. }));
+    // Every file, the binary and the image archive included, is in place before K3s starts
+    // (the record of what the endpoint checks saw can only come after).
+    let record = Path::new(airlock_installer::live::ENDPOINT_CHECKS_PATH);
+    let last_write = calls.iter().rposition(|c| {
+        c.changes_host()
+            && !matches!(c, HostCall::Run { .. } | HostCall::Lock { .. })
+            && !matches!(c, HostCall::WriteFile { path, .. } if path == record)
+    });
     assert!(last_write.unwrap() < start, "files written after the service started");
     for f in
         ["/usr/local/bin/k3s", "/etc/rancher/k3s/config.yaml", "/var/lib/rancher/k3s/agent/images/airlock-images.tar"]

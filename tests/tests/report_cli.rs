@@ -37,14 +37,79 @@ fn install(bundle: &Path, root: &Path, extra: &[&str]) {
     assert!(o.status.success(), "install: {}", text(&o));
 }
 
-/// `airlock report --root ROOT -o OUT/report.html`: the parsed JSON, the page.
+/// `airlock report --root ROOT -o OUT/report.html`, which must exit 0 (no line
+/// failed): the parsed JSON, the page.
 fn report(root: &Path, out: &Path) -> (serde_json::Value, String) {
+    report_exiting(root, out, 0)
+}
+
+/// As [`report`], exiting with `code`: 11 (needs attention, as `airlock status`) when
+/// a line failed. The page and the signed JSON are written either way.
+fn report_exiting(root: &Path, out: &Path, code: i32) -> (serde_json::Value, String) {
     std::fs::create_dir_all(out).unwrap();
     let html = out.join("report.html");
     let o = airlock(&["report", "--root", root.to_str().unwrap(), "-o", html.to_str().unwrap()]);
-    assert!(o.status.success(), "report: {}", text(&o));
+    assert_eq!(o.status.code(), Some(code), "report: {}", text(&o));
     let json = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     (json, std::fs::read_to_string(html).unwrap())
+}
+
+/// The record with what differs from run to run replaced by placeholders: the target
+/// root, times, run ids, digests and fingerprints, certificate days, step counts (which
+/// follow the demo's content, pinned by the demo install's own golden file).
+fn normalised(r: &serde_json::Value, root: &Path) -> serde_json::Value {
+    let subs: Vec<(regex::Regex, &str)> = [
+        (r"\d{8}T\d{6}Z-\d+-\d+", "<run>"),
+        (r"\d{8}T\d{6}Z", "<stamp>"),
+        (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "<time>"),
+        (r"([0-9A-F]{2}:){31}[0-9A-F]{2}", "<fingerprint>"),
+        (r"\b[0-9a-f]{64}\b", "<sha256>"),
+        (r"\b[0-9a-f]{12}\b", "<id>"),
+        (r"\(\d+ days\)", "(<n> days)"),
+        (r"\d+ steps applied, \d+ already done", "<n> steps applied, <n> already done"),
+    ]
+    .iter()
+    .map(|(re, to)| (regex::Regex::new(re).unwrap(), *to))
+    .collect();
+    let root = root.display().to_string();
+    fn walk(v: &mut serde_json::Value, key: &str, f: &dyn Fn(&str) -> String) {
+        match v {
+            serde_json::Value::String(s) => *s = f(s),
+            serde_json::Value::Number(_) if key == "days_left" => *v = 0.into(),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, key, f)),
+            serde_json::Value::Object(o) => o.iter_mut().for_each(|(k, x)| walk(x, k, f)),
+            _ => {}
+        }
+    }
+    let mut v = r.clone();
+    walk(&mut v, "", &|s: &str| {
+        let mut s = s.replace(&root, "<root>");
+        for (re, to) in &subs {
+            s = re.replace_all(&s, *to).into_owned();
+        }
+        s
+    });
+    v
+}
+
+/// Compares the normalised record with `tests/golden/report/NAME.json`;
+/// `AIRLOCK_UPDATE_GOLDEN=1` writes it instead (review the diff).
+fn golden(name: &str, r: &serde_json::Value, root: &Path) {
+    let path = airlock_tests::workspace_root().join(format!("tests/golden/report/{name}.json"));
+    let mut got = serde_json::to_string_pretty(&normalised(r, root)).unwrap();
+    got.push('\n');
+    if std::env::var("AIRLOCK_UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (AIRLOCK_UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert!(
+        want == got,
+        "{} differs from this report (AIRLOCK_UPDATE_GOLDEN=1 rewrites it; review the diff):\n{got}",
+        path.display()
+    );
 }
 
 /// Checklist id → status.
@@ -106,6 +171,7 @@ fn report_of_a_fresh_install_is_signed_for_stock_minisign_self_contained_and_fre
     assert_eq!(std::fs::read(&pubkey).unwrap(), installed_pubkey, "the report signs with the install's key");
 
     assert_eq!(statuses(&r), fresh(), "{r:#}");
+    golden("fresh-install", &r, &root);
     assert_eq!(r["operator"], "field-engineer");
     assert_eq!(r["release"]["bundle"], "airlock-demo");
     let signer = r["release"]["signer"].as_str().unwrap();
@@ -213,6 +279,7 @@ fn report_names_a_journaled_override_and_drift_fails_the_installation_line() {
     install(&b, &root, &["--override", "existing-install"]);
     let (r, html) = report(&root, &d.path().join("override"));
     assert_eq!(statuses(&r), fresh(), "an override alone changes no status: {r:#}");
+    golden("install-with-override", &r, &root);
     let o = &r["overrides"][0];
     assert_eq!(o["check"], "existing-install", "{r:#}");
     assert!(evidence(&r, "distribution").contains("preflight check `existing-install` failed and was overridden"));
@@ -223,14 +290,15 @@ fn report_names_a_journaled_override_and_drift_fails_the_installation_line() {
     let mut text_unit = std::fs::read_to_string(&unit).unwrap();
     text_unit.push_str("# edited by hand\n");
     std::fs::write(&unit, text_unit).unwrap();
-    let (r, html) = report(&root, &d.path().join("drift"));
+    let (r, html) = report_exiting(&root, &d.path().join("drift"), 11);
     assert_eq!(statuses(&r), with(fresh(), &[("distribution", "failed")]), "{r:#}");
+    golden("drift", &r, &root);
     assert_eq!(r["drift"][0]["path"], "/etc/systemd/system/k3s.service");
     assert!(html.contains("/etc/systemd/system/k3s.service") && html.contains("class=\"bad\""));
 }
 
 #[test]
-fn report_after_a_rolled_back_upgrade_and_after_an_upgrade_shows_each_with_its_backup() {
+fn report_after_a_rolled_back_upgrade_then_one_that_went_through_keeps_the_whole_history() {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("v1")).unwrap();
     let v1 = build_demo_bundle(&d.path().join("v1"), &[]);
@@ -263,20 +331,30 @@ fn report_after_a_rolled_back_upgrade_and_after_an_upgrade_shows_each_with_its_b
     assert!(back.status.success(), "{}", text(&back));
     let (r, html) = report(&rolled, &d.path().join("out-rolled"));
     assert_eq!(statuses(&r), fresh(), "{r:#}");
+    golden("failed-upgrade-rolled-back", &r, &rolled);
     assert_eq!(r["last_upgrade"]["outcome"], "rolled-back", "{r:#}");
     assert_eq!(r["release"]["version"], "1.0.0");
-    assert!(evidence(&r, "offline-update").contains("last upgrade 1.0.0 → 1.1.0: rolled-back"), "{r:#}");
+    assert!(evidence(&r, "offline-update").contains("upgrade 1.0.0 → 1.1.0: rolled-back"), "{r:#}");
     let backup = r["last_upgrade"]["backup"].as_str().unwrap();
     assert!(evidence(&r, "backup").contains(backup) && html.contains("rolled-back"), "{r:#}");
 
-    // An upgrade that went through: the offline update process is shown to work.
-    let upgraded = d.path().join("upgraded");
-    install(&v1, &upgraded, &[]);
-    let o = upgrade_to(&upgraded, &[], &[]);
+    // The same site upgraded again, this time through: the offline update process is
+    // shown to work, and the report keeps the whole history, the rollback included.
+    let o = upgrade_to(&rolled, &[], &[]);
     assert!(o.status.success(), "{}", text(&o));
-    let (r, _) = report(&upgraded, &d.path().join("out-upgraded"));
+    let (r, html) = report(&rolled, &d.path().join("out-upgraded"));
     assert_eq!(statuses(&r), with(fresh(), &[("offline-update", "verified")]), "{r:#}");
     assert_eq!(r["release"]["version"], "1.1.0");
+    let history: Vec<(&str, &str)> = r["upgrades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["to_version"].as_str().unwrap(), u["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(history, [("1.1.0", "rolled-back"), ("1.1.0", "succeeded")], "{r:#}");
+    let ev = evidence(&r, "offline-update");
+    assert!(ev.contains("2 upgrade(s) recorded") && ev.contains(": rolled-back") && ev.contains(": succeeded"), "{ev}");
+    assert!(html.contains("<h2>Upgrades</h2>") && html.matches("<td>1.1.0</td>").count() == 2, "{html}");
 }
 
 /// Runs Debian's headless Chromium on `page` with `args`, as on a closed network: its
@@ -359,20 +437,33 @@ fn report_page_renders_in_headless_chromium_fetching_nothing_and_prints_to_a4_pa
         dom.contains("<td class=\"status\">verified</td>") && dom.contains("<td class=\"status\">not verified</td>")
     );
 
-    // A screenshot: a PNG of the window, taken without a request either.
+    // A screenshot tall enough for the whole page, taken without a request either: in
+    // it, the checklist's status column, one cell per line in the colour of its status
+    // (green for verified, grey for not verified), top to bottom in checklist order.
     let png = d.path().join("report.png");
     let (_, requests) = chromium(
         &browser,
         d.path(),
         &page,
-        &[format!("--screenshot={}", png.display()), "--window-size=1200,1600".into()],
+        &[format!("--screenshot={}", png.display()), "--window-size=1200,6000".into()],
     );
     assert!(requests.is_empty(), "{requests:?}");
-    let bytes = std::fs::read(&png).unwrap();
-    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-    let (w, h) =
-        (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
-    assert_eq!((w, h), (1200, 1600));
+    let shot = Png::decode(&std::fs::read(&png).unwrap());
+    assert_eq!((shot.width, shot.height), (1200, 6000));
+    const VERIFIED: [u8; 3] = [0xd8, 0xf0, 0xd8];
+    const NOT_VERIFIED: [u8; 3] = [0xf3, 0xf3, 0xf3];
+    let green: Vec<(u32, u32)> = shot.pixels().filter(|(_, _, c)| *c == VERIFIED).map(|(x, y, _)| (x, y)).collect();
+    assert!(green.len() > 500, "no verified status cell in the screenshot ({} pixels)", green.len());
+    // Inside the status cells' right padding, where no glyph is drawn.
+    let x = green.iter().map(|(x, _)| *x).max().unwrap() - 2;
+    let cells = shot.runs_down(x, &[VERIFIED, NOT_VERIFIED], 8);
+    let want: Vec<[u8; 3]> = r["checklist"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| if l["status"] == "verified" { VERIFIED } else { NOT_VERIFIED })
+        .collect();
+    assert_eq!(cells, want, "the status column at x={x} is not the checklist's");
 
     // Printed: A4 from the page's own @page rule, the overview first and the checklist
     // starting a page of its own, so never fewer than two pages.
@@ -392,4 +483,105 @@ fn report_page_renders_in_headless_chromium_fetching_nothing_and_prints_to_a4_pa
     let media = text.split("/MediaBox [0 0 ").nth(1).expect("a MediaBox");
     let size: Vec<f64> = media.split(']').next().unwrap().split_whitespace().map(|n| n.parse().unwrap()).collect();
     assert_eq!((size[0].round(), size[1].round()), (595.0, 842.0), "not A4: {size:?}");
+}
+
+/// A decoded PNG as Chromium writes screenshots (8-bit RGB or RGBA, not interlaced).
+struct Png {
+    width: u32,
+    height: u32,
+    /// Bytes per pixel: 3 or 4.
+    bpp: usize,
+    data: Vec<u8>,
+}
+
+impl Png {
+    fn decode(bytes: &[u8]) -> Png {
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+        let (mut at, mut idat) = (8, Vec::new());
+        let (mut width, mut height, mut bpp) = (0, 0, 0);
+        while at + 8 <= bytes.len() {
+            let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let kind = &bytes[at + 4..at + 8];
+            let body = &bytes[at + 8..at + 8 + len];
+            match kind {
+                b"IHDR" => {
+                    width = u32::from_be_bytes(body[0..4].try_into().unwrap());
+                    height = u32::from_be_bytes(body[4..8].try_into().unwrap());
+                    assert_eq!((body[8], body[12]), (8, 0), "8-bit, not interlaced");
+                    bpp = match body[9] {
+                        2 => 3,
+                        6 => 4,
+                        t => panic!("PNG colour type {t}"),
+                    };
+                }
+                b"IDAT" => idat.extend_from_slice(body),
+                _ => {}
+            }
+            at += 12 + len;
+        }
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(idat.as_slice()), &mut raw).unwrap();
+        // Undo each row's filter (PNG spec, section 9).
+        let stride = width as usize * bpp;
+        let mut data = vec![0u8; stride * height as usize];
+        for y in 0..height as usize {
+            let filter = raw[y * (stride + 1)];
+            let line = &raw[y * (stride + 1) + 1..(y + 1) * (stride + 1)];
+            for i in 0..stride {
+                let a = if i >= bpp { data[y * stride + i - bpp] as i32 } else { 0 };
+                let b = if y > 0 { data[(y - 1) * stride + i] as i32 } else { 0 };
+                let c = if y > 0 && i >= bpp { data[(y - 1) * stride + i - bpp] as i32 } else { 0 };
+                let predicted = match filter {
+                    0 => 0,
+                    1 => a,
+                    2 => b,
+                    3 => (a + b) / 2,
+                    4 => {
+                        let p = a + b - c;
+                        let (pa, pb, pc) = ((p - a).abs(), (p - b).abs(), (p - c).abs());
+                        if pa <= pb && pa <= pc {
+                            a
+                        } else if pb <= pc {
+                            b
+                        } else {
+                            c
+                        }
+                    }
+                    f => panic!("PNG filter {f}"),
+                };
+                data[y * stride + i] = (line[i] as i32 + predicted) as u8;
+            }
+        }
+        Png { width, height, bpp, data }
+    }
+
+    fn at(&self, x: u32, y: u32) -> [u8; 3] {
+        let i = (y as usize * self.width as usize + x as usize) * self.bpp;
+        [self.data[i], self.data[i + 1], self.data[i + 2]]
+    }
+
+    fn pixels(&self) -> impl Iterator<Item = (u32, u32, [u8; 3])> + '_ {
+        (0..self.height).flat_map(move |y| (0..self.width).map(move |x| (x, y, self.at(x, y))))
+    }
+
+    /// Going down column `x`: each run of at least `min` pixels of one of `colours`, as
+    /// that colour (a table cell filled with it; borders and gaps split the runs).
+    fn runs_down(&self, x: u32, colours: &[[u8; 3]], min: u32) -> Vec<[u8; 3]> {
+        let mut out = Vec::new();
+        let (mut current, mut len) = (None, 0);
+        for y in 0..=self.height {
+            let c = (y < self.height).then(|| self.at(x, y)).filter(|c| colours.contains(c));
+            if c == current {
+                len += 1;
+                continue;
+            }
+            if let Some(done) = current {
+                if len >= min {
+                    out.push(done);
+                }
+            }
+            (current, len) = (c, 1);
+        }
+        out
+    }
 }

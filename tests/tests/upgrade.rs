@@ -114,8 +114,12 @@ fn sha(bytes: &[u8]) -> String {
 /// records (journals, locks, backups, the release store, staging): what "put back
 /// byte for byte" is measured on.
 fn exact(root: &Path) -> BTreeMap<String, String> {
+    // The upgrade's own records (its journal, the history it extends, what the gate's
+    // endpoint checks saw) are what a rollback keeps, not part of the release.
     let skip = [
         "/var/lib/airlock/upgrade.json",
+        "/var/lib/airlock/upgrade-history.json",
+        "/var/lib/airlock/endpoint-checks.json",
         "/var/lib/airlock/journal.json",
         "/var/lib/airlock/lock",
         "/var/lib/airlock/upgrade.lock",

@@ -193,8 +193,8 @@ pub enum Command {
     /// The site's readiness report for the handover: the on-prem readiness checklist,
     /// each line with the evidence Airlock keeps for it ("not verified" where it has
     /// none), the platform's URLs, CA, credential files (never their values), drift and
-    /// the last upgrade; as text, JSON, or with -o a self-contained HTML page and the
-    /// JSON signed with the site's report key (docs/report.md).
+    /// every upgrade; as text, JSON, or with -o a self-contained HTML page and the
+    /// JSON signed with the site's report key (docs/report.md). Exit 11 when a line failed.
     Report {
         /// The target root to report on (`/`: this system, with node health).
         #[arg(long, default_value = "/", value_parser = target_root)]

@@ -645,6 +645,7 @@ pub fn print_readiness(
     r: &airlock_installer::ops::report::Readiness,
     written: Option<&airlock_installer::ops::report::Written>,
     root: &Path,
+    failed_code: u8,
 ) {
     use airlock_installer::ops::report::{Verdict, REPORT_PUBKEY_PATH};
     match &r.release {
@@ -683,6 +684,9 @@ pub fn print_readiness(
             );
         }
         None => say!("for the handover: airlock report -o report.html (the page, and the JSON signed beside it)"),
+    }
+    if r.has_failed() {
+        say!("FAILED lines need attention (exit {failed_code})");
     }
 }
 

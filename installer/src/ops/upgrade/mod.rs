@@ -163,7 +163,67 @@ impl UpgradeJournal {
         self.finished = Some(state::now_rfc3339());
         self.phase = Phase::Done;
         self.phases.push((Phase::Done, state::now_rfc3339()));
-        self.save(host)
+        self.save(host)?;
+        // `upgrade.json` is the next upgrade's to overwrite; the history keeps each one.
+        let mut history = UpgradeHistory::load(host)?;
+        history.upgrades.push(UpgradeHistoryEntry::of(self));
+        history.save(host)
+    }
+}
+
+/// Where every finished upgrade of the site is kept, oldest first ([`UpgradeHistory`]).
+pub const UPGRADE_HISTORY_PATH: &str = "/var/lib/airlock/upgrade-history.json";
+
+/// Every finished upgrade (succeeded, rolled back, or whose rollback failed), for
+/// `airlock report`: the upgrade journal holds only the last one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeHistory {
+    pub upgrades: Vec<UpgradeHistoryEntry>,
+}
+
+/// One finished upgrade, as its journal ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeHistoryEntry {
+    pub from_version: String,
+    pub to_version: String,
+    pub started: String,
+    pub finished: Option<String>,
+    pub outcome: Outcome,
+    /// The backup directory taken first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl UpgradeHistoryEntry {
+    pub fn of(j: &UpgradeJournal) -> Self {
+        Self {
+            from_version: j.from_version.clone(),
+            to_version: j.to_version.clone(),
+            started: j.started.clone(),
+            finished: j.finished.clone(),
+            outcome: j.outcome,
+            backup: j.backup.as_ref().map(|b| b.dir.clone()),
+            error: j.error.clone(),
+        }
+    }
+}
+
+impl UpgradeHistory {
+    pub fn load(host: &dyn Host) -> Result<Self> {
+        let Some(bytes) = host.read_file(Path::new(UPGRADE_HISTORY_PATH))? else { return Ok(Self::default()) };
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::corrupt(UPGRADE_HISTORY_PATH, format!("is not an upgrade history this airlock can read: {e}"))
+                .with_hint("move it aside: the next upgrade starts a new one (upgrade.json keeps the last upgrade)")
+        })
+    }
+
+    fn save(&self, host: &dyn Host) -> Result<()> {
+        let mut json = serde_json::to_vec_pretty(self).expect("an upgrade history serialises");
+        json.push(b'\n');
+        host.write_file(Path::new(UPGRADE_HISTORY_PATH), &mut json.as_slice(), Perms::mode(0o644))?;
+        Ok(())
     }
 }
 

@@ -606,7 +606,7 @@ pub struct CaReport {
 
 /// The endpoints a live install checks once the charts are in (issue: post-install
 /// checks): Keycloak's OIDC discovery document (its issuer must be the public URL), the
-/// S3 API's liveness endpoint, and the app's front page, each over HTTPS against the
+/// S3 API's liveness endpoint, the app's front page and Grafana's health endpoint, each over HTTPS against the
 /// site CA. Only for the components the bundle installs, and only on the node that
 /// started the cluster (it holds the CA).
 pub fn https_checks(answers: &Answers, bundle_charts: &[Chart]) -> Vec<crate::live::HttpsCheck> {
@@ -638,6 +638,15 @@ pub fn https_checks(answers: &Answers, bundle_charts: &[Chart]) -> Vec<crate::li
         out.push(HttpsCheck {
             name: "app".into(),
             url: format!("https://{}/", keycloak::app_host(d)),
+            expect_json: None,
+        });
+    }
+    if has(GRAFANA_CHART) {
+        // Grafana's health endpoint answers without a login once its database is up:
+        // the dashboard served through the ingress, with the site's certificate.
+        out.push(HttpsCheck {
+            name: "grafana".into(),
+            url: format!("https://{}/api/health", monitoring::grafana_host(d)),
             expect_json: None,
         });
     }

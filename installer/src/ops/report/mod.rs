@@ -24,10 +24,16 @@ use airlock_format::error::{Error, ErrorKind, Result};
 use airlock_format::minisign::{self, PublicKey, SecretKey, Signature};
 use serde::{Deserialize, Serialize};
 
+mod evidence;
+
+use evidence::InstalledChart;
+pub use evidence::{LivePolicy, RenderedPolicies};
+
 use crate::engine::Outcome;
 use crate::host::{Host, Perms};
+use crate::live::EndpointChecks;
 use crate::ops::status::{self, Component, Drift, Live, StatusReport};
-use crate::ops::upgrade::UpgradeJournal;
+use crate::ops::upgrade::{UpgradeHistory, UpgradeHistoryEntry, UpgradeJournal};
 use crate::site::pki::{self, CertStatus};
 use crate::state;
 
@@ -126,7 +132,8 @@ pub struct Override {
     pub run: String,
 }
 
-/// The last upgrade, from its journal.
+/// One upgrade, from the site's upgrade history (or, for the one still running, or
+/// one made by an airlock that kept no history, its journal).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upgrade {
     pub from_version: String,
@@ -173,6 +180,18 @@ pub struct Readiness {
     pub drift: Vec<Drift>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_upgrade: Option<Upgrade>,
+    /// Every upgrade of the site, oldest first, rolled-back ones included.
+    #[serde(default)]
+    pub upgrades: Vec<Upgrade>,
+    /// The last post-install endpoint checks (install, or an upgrade's health gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_checks: Option<EndpointChecks>,
+    /// The NetworkPolicies the installed charts define, chart by chart.
+    #[serde(default)]
+    pub network_policies: Vec<RenderedPolicies>,
+    /// Live only: the NetworkPolicies the cluster has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policies_in_force: Option<Vec<LivePolicy>>,
     /// What to do next, most important first.
     pub next_steps: Vec<String>,
 }
@@ -250,15 +269,38 @@ pub fn readiness(host: &dyn Host, opts: &ReportOptions) -> Result<Readiness> {
         Ok(p) => p.certificates.iter().map(certificate).collect(),
         Err(_) => Vec::new(),
     };
-    let upgrade = UpgradeJournal::load(host)?.map(|u| Upgrade {
-        from_version: u.from_version.clone(),
-        to_version: u.to_version.clone(),
-        started: u.started.clone(),
-        finished: u.finished.clone(),
-        outcome: outcome_str(u.outcome).to_string(),
-        backup: u.backup.as_ref().map(|b| b.dir.clone()),
-        error: u.error.clone(),
-    });
+    // The history keeps every finished upgrade; the journal adds the one still running
+    // (or the last one, on a site whose airlock kept no history yet).
+    let mut history = UpgradeHistory::load(host)?.upgrades;
+    if let Some(j) = UpgradeJournal::load(host)? {
+        if !history.iter().any(|h| h.started == j.started) {
+            history.push(UpgradeHistoryEntry::of(&j));
+        }
+    }
+    let upgrades: Vec<Upgrade> = history
+        .iter()
+        .map(|u| Upgrade {
+            from_version: u.from_version.clone(),
+            to_version: u.to_version.clone(),
+            started: u.started.clone(),
+            finished: u.finished.clone(),
+            outcome: outcome_str(u.outcome).to_string(),
+            backup: u.backup.clone(),
+            error: u.error.clone(),
+        })
+        .collect();
+    let upgrade = upgrades.last().cloned();
+    let inventory = match host.read_file(Path::new(state::INVENTORY_PATH))? {
+        Some(_) => state::Inventory::load(host).ok(),
+        None => None,
+    };
+    let charts = inventory.as_ref().map(|inv| evidence::installed_charts(host, inv)).unwrap_or_default();
+    let network_policies: Vec<RenderedPolicies> = charts.iter().filter_map(InstalledChart::network_policies).collect();
+    let in_force = match (&st.live, inventory.as_ref().and_then(|i| i.kube())) {
+        (Live::Checked { errors, .. }, Some(k)) if errors.is_empty() => Some(evidence::live_policies(host, &k)),
+        _ => None,
+    };
+    let endpoints = EndpointChecks::load(host)?;
     let overrides: Vec<Override> = st
         .last_run
         .iter()
@@ -300,14 +342,20 @@ pub fn readiness(host: &dyn Host, opts: &ReportOptions) -> Result<Readiness> {
         })?),
         None => None,
     };
-    let checklist = checklist(
-        &st,
-        &install,
-        &certificates,
-        upgrade.as_ref(),
-        &overrides,
-        (ldap_url.as_deref(), ldap_test.as_ref()),
-    );
+    let checklist = checklist(&Facts {
+        st: &st,
+        install: &install,
+        certs: &certificates,
+        upgrades: &upgrades,
+        overrides: &overrides,
+        ldap_url: ldap_url.as_deref(),
+        ldap_test: ldap_test.as_ref(),
+        endpoints: endpoints.as_ref(),
+        charts: &charts,
+        policies: &network_policies,
+        in_force: in_force.as_ref(),
+        answers: &kept,
+    });
     let mut next_steps: Vec<String> = st.problems.clone();
     next_steps.extend(
         checklist
@@ -332,6 +380,10 @@ pub fn readiness(host: &dyn Host, opts: &ReportOptions) -> Result<Readiness> {
         overrides,
         drift: st.drift.clone(),
         last_upgrade: upgrade,
+        upgrades,
+        endpoint_checks: endpoints,
+        network_policies,
+        network_policies_in_force: in_force.and_then(|r| r.ok()),
         next_steps,
     })
 }
@@ -373,19 +425,68 @@ fn line(id: &str, item: &str, status: Verdict, evidence: Vec<String>, to_verify:
     }
 }
 
+/// Everything the checklist is made from.
+struct Facts<'a> {
+    st: &'a StatusReport,
+    install: &'a InstallReport,
+    certs: &'a [Certificate],
+    /// Oldest first.
+    upgrades: &'a [Upgrade],
+    overrides: &'a [Override],
+    ldap_url: Option<&'a str>,
+    ldap_test: Option<&'a LdapTestRecord>,
+    endpoints: Option<&'a EndpointChecks>,
+    charts: &'a [InstalledChart],
+    policies: &'a [RenderedPolicies],
+    /// Live: the cluster's NetworkPolicies, or why they could not be listed.
+    in_force: Option<&'a std::result::Result<Vec<LivePolicy>, String>>,
+    answers: &'a serde_yaml::Value,
+}
+
+impl Facts<'_> {
+    /// The last endpoint check of `name`, as a sentence, and whether it passed.
+    fn endpoint(&self, name: &str) -> Option<(String, bool)> {
+        let e = self.endpoints?;
+        let c = e.checks.iter().find(|c| c.name == name)?;
+        Some(if c.ok {
+            (
+                format!(
+                    "{name} answered at {} over HTTPS against the site CA only (endpoint checks at {})",
+                    c.url, e.ran
+                ),
+                true,
+            )
+        } else {
+            (
+                format!(
+                    "{name} did not answer as expected at {} (endpoint checks at {}): {}",
+                    c.url,
+                    e.ran,
+                    c.seen.as_deref().unwrap_or("no answer")
+                ),
+                false,
+            )
+        })
+    }
+
+    fn chart(&self, name: &str) -> Option<&InstalledChart> {
+        self.charts.iter().find(|c| c.name == name)
+    }
+
+    /// Live: the chart's helm-controller install job, as `airlock status` has it.
+    fn health(&self, name: &str) -> Option<&str> {
+        self.st.components.iter().find(|c| c.kind == "chart" && c.name == name).and_then(|c| c.health.as_deref())
+    }
+}
+
 /// The ten lines of the blueprint's §7.3 checklist, each with its evidence.
-fn checklist(
-    st: &StatusReport,
-    install: &InstallReport,
-    certs: &[Certificate],
-    upgrade: Option<&Upgrade>,
-    overrides: &[Override],
-    (ldap_url, ldap_test): (Option<&str>, Option<&LdapTestRecord>),
-) -> Vec<Line> {
+fn checklist(f: &Facts) -> Vec<Line> {
+    let st = f.st;
     let on_node = "run `airlock report` on the running node (`--root /`), where the cluster is asked";
     let mut out = Vec::new();
+    let upgrade = f.upgrades.last();
 
-    // 1. The distribution: installed by a finished run, and running.
+    // 1. The distribution: installed by a finished run, and running, its endpoints up.
     let mut ev = Vec::new();
     let mut verdict = Verdict::NotVerified;
     if let Some(run) = &st.last_run {
@@ -401,7 +502,7 @@ fn checklist(
     if let Some(r) = &st.release {
         ev.push(format!("release record: {} installed with profile {}", r.distribution, r.profile));
     }
-    for o in overrides {
+    for o in f.overrides {
         ev.push(format!("preflight check `{}` failed and was overridden by the operator ({})", o.check, o.detail));
     }
     if let Some(p) = &st.pending {
@@ -410,6 +511,16 @@ fn checklist(
     }
     if !st.drift.is_empty() {
         ev.push(format!("{} installed path(s) are no longer as installed (drift, below)", st.drift.len()));
+        verdict = Verdict::Failed;
+    }
+    let mut endpoints_ok = true;
+    for name in ["keycloak", "app"] {
+        if let Some((said, ok)) = f.endpoint(name) {
+            ev.push(said);
+            endpoints_ok &= ok;
+        }
+    }
+    if !endpoints_ok {
         verdict = Verdict::Failed;
     }
     match &st.live {
@@ -425,7 +536,12 @@ fn checklist(
         }
         Live::NotLive { reason } => ev.push(format!("the cluster was not asked: {reason}")),
     }
-    out.push(line("distribution", "K3s/RKE2 installation tested", verdict, ev, Some(on_node)));
+    let to_verify = if verdict == Verdict::Failed {
+        "fix what `airlock status` names, then run `airlock report` again on the node"
+    } else {
+        on_node
+    };
+    out.push(line("distribution", "K3s/RKE2 installation tested", verdict, ev, Some(to_verify)));
 
     // 2. The bundle: verified (signature and every entry) before anything was written.
     let (verdict, ev) = match &st.release {
@@ -450,14 +566,29 @@ fn checklist(
         Some("finish the install: `airlock status` names what is pending"),
     ));
 
-    // 3. MinIO: documented by this report when the release has it.
+    // 3. MinIO: documented by this report when the release has it; its S3 API's last
+    //    check, when one ran, shows whether that configuration works.
     let minio_files: Vec<&CredentialFile> =
-        install.credentials.iter().filter(|c| c.what.to_lowercase().contains("minio")).collect();
-    let (verdict, ev) = match install.urls.get("minio") {
+        f.install.credentials.iter().filter(|c| c.what.to_lowercase().contains("minio")).collect();
+    let (verdict, ev) = match f.install.urls.get("minio") {
         Some(url) => {
             let mut ev = vec![format!("MinIO console {url} (install report)")];
             ev.extend(minio_files.iter().map(|c| format!("{}: {} ({})", c.what, c.path.display(), c.mode)));
-            (Verdict::Verified, ev)
+            let verdict = match f.endpoint("minio") {
+                Some((said, ok)) => {
+                    ev.push(said);
+                    if ok {
+                        Verdict::Verified
+                    } else {
+                        Verdict::Failed
+                    }
+                }
+                None => {
+                    ev.push("its S3 API was not checked on this site (the install checks it on the node)".into());
+                    Verdict::Verified
+                }
+            };
+            (verdict, ev)
         }
         None => (Verdict::NotVerified, vec!["the installed release has no MinIO".to_string()]),
     };
@@ -466,21 +597,25 @@ fn checklist(
         "MinIO storage configuration documented",
         verdict,
         ev,
-        Some("install a release with the minio component"),
+        Some(if verdict == Verdict::Failed {
+            "look at MinIO's pods (`kubectl -n minio get pods`), then run the install command again: it checks the S3 API"
+        } else {
+            "install a release with the minio component"
+        }),
     ));
 
     // 4. LDAP: the last `airlock ldap test` on this site, against the directory the
     //    answers configure (a test of another directory is no evidence for this one).
-    let mut ev = vec![match ldap_url {
+    let mut ev = vec![match f.ldap_url {
         Some(url) => format!("the answers configure the directory {url}"),
         None => "the answers configure no directory".to_string(),
     }];
-    let verdict = match ldap_test {
+    let verdict = match f.ldap_test {
         Some(t) => {
             let what = if t.ok { "passed" } else { "failed" };
             ev.push(format!("`airlock ldap test` {what} at {} against {}:", t.ran, t.url));
             ev.extend(t.summary.lines().map(String::from));
-            match (Some(t.url.as_str()) == ldap_url, t.ok) {
+            match (Some(t.url.as_str()) == f.ldap_url, t.ok) {
                 (true, true) => Verdict::Verified,
                 (true, false) => Verdict::Failed,
                 (false, _) => Verdict::NotVerified,
@@ -491,6 +626,10 @@ fn checklist(
             Verdict::NotVerified
         }
     };
+    // Keycloak answering is no test of its directory, but says where logins go.
+    if let Some((said, _)) = f.endpoint("keycloak") {
+        ev.push(said);
+    }
     out.push(line(
         "ldap",
         "LDAP/AD integration in Keycloak tested",
@@ -499,8 +638,10 @@ fn checklist(
         Some("run `airlock ldap test --answers <the site's answers>` on the node: its result is kept for this report"),
     ));
 
-    // 5. TLS: the certificates are issued and in date; serving them is not checked here.
-    let mut ev: Vec<String> = certs
+    // 5. TLS: the certificates are issued and in date, and each endpoint the install
+    //    checked answered over TLS with only the site CA trusted.
+    let mut ev: Vec<String> = f
+        .certs
         .iter()
         .map(|c| {
             format!(
@@ -509,32 +650,66 @@ fn checklist(
             )
         })
         .collect();
-    let expired: Vec<&Certificate> = certs.iter().filter(|c| c.days_left < 0).collect();
-    let verdict = if !expired.is_empty() { Verdict::Failed } else { Verdict::NotVerified };
-    if certs.is_empty() {
+    let expired: Vec<&Certificate> = f.certs.iter().filter(|c| c.days_left < 0).collect();
+    let checks: Vec<&crate::live::EndpointCheck> = f.endpoints.map(|e| e.checks.iter().collect()).unwrap_or_default();
+    // A check that failed on the certificate (curl's "SSL certificate problem", a name
+    // mismatch) shows TLS broken; one refused or timed out shows nothing about it.
+    let tls_broken: Vec<&&crate::live::EndpointCheck> = checks
+        .iter()
+        .filter(|c| !c.ok && c.seen.as_deref().is_some_and(|s| s.contains("SSL") || s.contains("certificate")))
+        .collect();
+    let served = !checks.is_empty() && checks.iter().all(|c| c.ok);
+    if let Some(e) = f.endpoints {
+        for c in &e.checks {
+            ev.push(format!(
+                "{} {} the site CA's TLS at {} (checked with `curl --cacert {}` at {})",
+                c.name,
+                if c.ok { "served" } else { "did not answer with" },
+                c.url,
+                e.ca.display(),
+                e.ran
+            ));
+        }
+    }
+    let verdict = if !expired.is_empty() || !tls_broken.is_empty() {
+        Verdict::Failed
+    } else if served && !f.certs.is_empty() {
+        Verdict::Verified
+    } else {
+        Verdict::NotVerified
+    };
+    if f.certs.is_empty() {
         ev.push("no site PKI on this node".to_string());
-    } else if expired.is_empty() {
-        ev.push("the served certificates were not checked".to_string());
+    } else if f.endpoints.is_none() {
+        ev.push("the served certificates were not checked: no endpoint check ran on this site".to_string());
     }
     out.push(line(
         "tls",
         "Self-signed TLS certificates work",
         verdict,
         ev,
-        Some(if expired.is_empty() {
-            "open each URL in a browser that trusts the site CA, or `curl --cacert` it"
-        } else {
+        Some(if !expired.is_empty() {
             "renew the expired certificates: `airlock pki renew`"
+        } else if !tls_broken.is_empty() {
+            "an ingress serves another certificate than the site CA's: check the TLS Secrets (`airlock pki status`), then run the install command again"
+        } else {
+            "install on the node (`--root /`): the install checks each endpoint against the site CA; or open each URL in a browser that trusts the site CA"
         }),
     ));
 
-    // 6. Backup and restore: the upgrade's backup is the only one Airlock takes yet.
-    let ev = match upgrade.and_then(|u| u.backup.as_ref().map(|b| (u, b))) {
-        Some((u, dir)) => {
-            vec![format!("backup before the upgrade to {} at {}: {}", u.to_version, u.started, dir.display())]
-        }
-        None => vec!["no backup recorded".to_string()],
-    };
+    // 6. Backup and restore: the upgrades' backups are the only ones Airlock takes yet.
+    let mut ev: Vec<String> = f
+        .upgrades
+        .iter()
+        .filter_map(|u| {
+            u.backup
+                .as_ref()
+                .map(|dir| format!("backup before the upgrade to {} at {}: {}", u.to_version, u.started, dir.display()))
+        })
+        .collect();
+    if ev.is_empty() {
+        ev.push("no backup recorded".to_string());
+    }
     out.push(line(
         "backup",
         "Backup/restore process documented and tested",
@@ -543,35 +718,66 @@ fn checklist(
         Some("take a backup and restore it onto a test node; Airlock records no restore drill yet"),
     ));
 
-    // 7. Database per tenant: nothing Airlock can see.
+    // 7. Database per tenant: the answers and the app's generated values say which
+    //    database layout was installed; the application's flag itself is not Airlock's.
+    let mut ev = Vec::new();
+    let tenant_answer = evidence::lookup(f.answers, "app.database_per_tenant")
+        .or_else(|| evidence::lookup(f.answers, "app.db_per_tenant"));
+    ev.push(match tenant_answer {
+        Some(v) => format!(
+            "the answers set the per-tenant database flag: {}",
+            serde_yaml::to_string(v).unwrap_or_default().trim()
+        ),
+        None => "the answers set no per-tenant database mode (Airlock's answers have no such setting)".to_string(),
+    });
+    match f.chart(crate::render::platform::wiring::APP_CHART) {
+        Some(app) => {
+            let s = |k: &str| evidence::lookup(&app.values, k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            ev.push(format!(
+                "the app's values ({}) give it one PostgreSQL database, `{}` (user `{}`), which every tenant shares",
+                app.manifest.display(),
+                s("database.name"),
+                s("database.user")
+            ));
+        }
+        None => ev.push("the installed release has no application chart".to_string()),
+    }
     out.push(line(
         "tenants",
         "DB-per-tenant mode tested (feature flag)",
         Verdict::NotVerified,
-        vec!["no evidence: the application's tenant mode is outside what Airlock records".to_string()],
-        Some("test the application with its per-tenant database flag on"),
+        ev,
+        Some("switch on the application's per-tenant database flag on a test site and test two tenants; Airlock installs the single-database layout"),
     ));
 
     // 8. Offline update: documented in docs/day2.md; an upgrade that ran shows it works.
+    //    Every upgrade is evidence; the last one decides.
     let (verdict, ev) = match upgrade {
-        Some(u) => {
-            let what = format!(
-                "last upgrade {} → {}: {} (started {}{})",
-                u.from_version,
-                u.to_version,
-                u.outcome,
-                u.started,
-                u.finished.as_ref().map(|f| format!(", finished {f}")).unwrap_or_default()
-            );
-            let verdict = match u.outcome.as_str() {
+        Some(last) => {
+            let mut ev: Vec<String> = f
+                .upgrades
+                .iter()
+                .map(|u| {
+                    let mut what = format!(
+                        "upgrade {} → {}: {} (started {}{})",
+                        u.from_version,
+                        u.to_version,
+                        u.outcome,
+                        u.started,
+                        u.finished.as_ref().map(|f| format!(", finished {f}")).unwrap_or_default()
+                    );
+                    if let Some(e) = &u.error {
+                        what.push_str(&format!("; why: {e}"));
+                    }
+                    what
+                })
+                .collect();
+            ev.insert(0, format!("{} upgrade(s) recorded; the last decides this line", f.upgrades.len()));
+            let verdict = match last.outcome.as_str() {
                 "succeeded" => Verdict::Verified,
                 "rollback-failed" | "running" => Verdict::Failed,
                 _ => Verdict::NotVerified,
             };
-            let mut ev = vec![what];
-            if let Some(e) = &u.error {
-                ev.push(format!("why: {e}"));
-            }
             (verdict, ev)
         }
         None => (Verdict::NotVerified, vec!["documented (docs/day2.md, upgrade); no upgrade has run here".to_string()]),
@@ -581,30 +787,172 @@ fn checklist(
         "Offline update process documented",
         verdict,
         ev,
-        Some("upgrade with a newer bundle (`airlock upgrade`), or a test node first"),
+        Some(match upgrade.map(|u| u.outcome.as_str()) {
+            Some("rolled-back") => {
+                "fix what rolled the last upgrade back (its error is in /var/lib/airlock/upgrade.json), then upgrade again"
+            }
+            Some("running") => "finish the upgrade: `airlock status` names its resume command",
+            Some("rollback-failed") => "restore from the upgrade's backup (docs/day2.md), then upgrade again",
+            _ => "upgrade with a newer bundle (`airlock upgrade`), or a test node first",
+        }),
     ));
 
-    // 9. Monitoring: not part of what Airlock installs yet.
+    // 9. Monitoring: the component installed with Grafana's outbound features off, and,
+    //    on the node, running and answering through the ingress.
+    use crate::render::platform::wiring::{GRAFANA_CHART, PROMETHEUS_CHART};
+    let mut ev = Vec::new();
+    let verdict = match (f.chart(PROMETHEUS_CHART), f.chart(GRAFANA_CHART)) {
+        (Some(prom), Some(graf)) => {
+            ev.push(format!(
+                "charts {} {} and {} {} in namespace {}, images from the bundle",
+                prom.name, prom.version, graf.name, graf.version, graf.namespace
+            ));
+            let offline = evidence::grafana_offline(&graf.values);
+            let online: Vec<&str> = offline.iter().filter(|(_, off)| !off).map(|(k, _)| *k).collect();
+            if online.is_empty() {
+                ev.push(format!(
+                    "Grafana's values ({}) turn off every outbound feature: {}",
+                    graf.manifest.display(),
+                    offline.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                ));
+            } else {
+                ev.push(format!("Grafana's values leave outbound features on: {}", online.join(", ")));
+            }
+            let mut healthy = true;
+            let mut asked = false;
+            for c in [PROMETHEUS_CHART, GRAFANA_CHART] {
+                if let Some(h) = f.health(c) {
+                    asked = true;
+                    ev.push(format!("chart {c}: {h}"));
+                    healthy &= h == "installed";
+                }
+            }
+            let answered = f.endpoint("grafana");
+            if let Some((said, _)) = &answered {
+                ev.push(said.clone());
+            }
+            if !online.is_empty() || !healthy || answered.as_ref().is_some_and(|(_, ok)| !ok) {
+                Verdict::Failed
+            } else if asked && answered.is_some_and(|(_, ok)| ok) {
+                Verdict::Verified
+            } else {
+                if !asked {
+                    ev.push("the cluster was not asked whether it runs".into());
+                }
+                Verdict::NotVerified
+            }
+        }
+        _ => {
+            ev.push("the installed release has no monitoring component (prometheus and grafana charts)".into());
+            Verdict::NotVerified
+        }
+    };
     out.push(line(
         "monitoring",
         "Monitoring dashboard works without internet",
-        Verdict::NotVerified,
-        vec!["no evidence: Airlock installs no monitoring yet".to_string()],
-        Some("open the monitoring dashboard from a machine without internet access"),
+        verdict,
+        ev,
+        Some(if verdict == Verdict::Failed {
+            "look at the monitoring pods (`kubectl -n monitoring get pods`) and `airlock status`, then run the install command again"
+        } else if f.chart(GRAFANA_CHART).is_none() {
+            "install a release whose profile has the monitoring component"
+        } else {
+            "run the install on the node (`--root /`): it checks Grafana through the ingress; then `airlock report` there"
+        }),
     ));
 
-    // 10. Network policies: the charts' own, which Airlock does not inspect.
+    // 10. Network policies: what the charts define, and on the node what is in force.
+    let mut ev = Vec::new();
+    for p in f.policies {
+        let switch = match &p.enabled_by {
+            Some(k) => format!(" ({k}: {})", p.enabled),
+            None => String::new(),
+        };
+        ev.push(format!(
+            "chart {} defines NetworkPolicies for namespace {}{switch}: {} ({})",
+            p.chart,
+            p.namespace,
+            p.names.join(", "),
+            p.manifest.display()
+        ));
+    }
+    let without: Vec<&str> = f
+        .charts
+        .iter()
+        .filter(|c| !f.policies.iter().any(|p| p.namespace == c.namespace))
+        .map(|c| c.namespace.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !without.is_empty() {
+        ev.push(format!("no chart defines NetworkPolicies for namespace(s) {}", without.join(", ")));
+    }
+    let enabled: Vec<&RenderedPolicies> = f.policies.iter().filter(|p| p.enabled).collect();
+    let verdict = match f.in_force {
+        _ if enabled.is_empty() => {
+            ev.push("no installed chart switches on a NetworkPolicy".into());
+            Verdict::NotVerified
+        }
+        Some(Ok(live)) => {
+            let mut missing = Vec::new();
+            for p in &enabled {
+                let here: Vec<&LivePolicy> = live.iter().filter(|l| l.namespace == p.namespace).collect();
+                for n in &p.names {
+                    if !here.iter().any(|l| l.name == *n || l.name.ends_with(&format!("-{n}"))) {
+                        missing.push(format!("{}/{n}", p.namespace));
+                    }
+                }
+                let deny = here.iter().find(|l| l.default_deny);
+                ev.push(format!(
+                    "in force in namespace {}: {} NetworkPolicies{}",
+                    p.namespace,
+                    here.len(),
+                    match deny {
+                        Some(d) => format!(", {} denies all traffic not allowed by another", d.name),
+                        None => ", none denies by default".into(),
+                    }
+                ));
+                if deny.is_none() {
+                    missing.push(format!("{}: a default deny", p.namespace));
+                }
+            }
+            if missing.is_empty() {
+                Verdict::Verified
+            } else {
+                ev.push(format!("not in force: {}", missing.join(", ")));
+                Verdict::Failed
+            }
+        }
+        Some(Err(why)) => {
+            ev.push(format!("the cluster's NetworkPolicies could not be listed: {why}"));
+            Verdict::NotVerified
+        }
+        None => {
+            ev.push("defined, not checked in force: the cluster was not asked".into());
+            Verdict::NotVerified
+        }
+    };
     out.push(line(
         "network-policies",
         "Network policies in force (no unwanted egress)",
-        Verdict::NotVerified,
-        vec!["no evidence: Airlock does not check the NetworkPolicies the charts install".to_string()],
-        Some("from a pod, try to reach an address outside the cluster; it must fail"),
+        verdict,
+        ev,
+        Some(if verdict == Verdict::Failed {
+            "the cluster lacks policies the charts define: `kubectl get networkpolicies -A`, and check the CNI enforces them"
+        } else {
+            "run `airlock report` on the node (`--root /`): it lists the policies in force; from an app pod, an address outside the cluster must not answer"
+        }),
     ));
     out
 }
 
 impl Readiness {
+    /// Whether a checklist line's evidence shows it is not so: `airlock report` then
+    /// exits as `airlock status` does for a node that needs attention.
+    pub fn has_failed(&self) -> bool {
+        self.checklist.iter().any(|l| l.status == Verdict::Failed)
+    }
+
     /// The JSON that is signed: pretty, with a final newline.
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("the readiness record serialises");
@@ -868,15 +1216,26 @@ pub fn to_html(r: &Readiness) -> String {
         }
         h.push_str("</table>\n");
     }
-    if let Some(u) = &r.last_upgrade {
-        h.push_str(&format!(
-            "<h2>Last upgrade</h2>\n<p>{} → {}: {}, started {}{}.</p>\n",
-            esc(&u.from_version),
-            esc(&u.to_version),
-            esc(&u.outcome),
-            esc(&u.started),
-            u.finished.as_ref().map(|f| format!(", finished {}", esc(f))).unwrap_or_default()
-        ));
+    if !r.upgrades.is_empty() {
+        h.push_str("<h2>Upgrades</h2>\n<table>\n<tr><th>From</th><th>To</th><th>Outcome</th><th>Started</th><th>Finished</th><th>Backup</th></tr>\n");
+        for u in &r.upgrades {
+            let class = match u.outcome.as_str() {
+                "succeeded" => "ok",
+                "rolled-back" => "open",
+                _ => "bad",
+            };
+            h.push_str(&format!(
+                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td class=\"status\">{}{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>\n",
+                esc(&u.from_version),
+                esc(&u.to_version),
+                esc(&u.outcome),
+                u.error.as_ref().map(|e| format!("<br>{}", esc(e))).unwrap_or_default(),
+                esc(&u.started),
+                esc(u.finished.as_deref().unwrap_or("")),
+                esc(&u.backup.as_ref().map(|b| b.display().to_string()).unwrap_or_default())
+            ));
+        }
+        h.push_str("</table>\n");
     }
     h.push_str("</body>\n</html>\n");
     h
@@ -967,6 +1326,199 @@ mod tests {
         assert!(l.to_verify.as_deref().unwrap().contains("--root /"));
         assert_eq!(r.checklist.len(), 10);
         assert_eq!(r.generated, "2027-01-15T08:00:00Z");
+    }
+
+    /// A chart archive as the bundler ships it inline: `<chart>/...` files, gzipped tar.
+    fn chart_tgz(chart: &str, files: &[(&str, &str)]) -> String {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, text) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("{chart}/{name}"), text.as_bytes()).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap())
+    }
+
+    fn helm_chart(name: &str, ns: &str, values: &str, content: Option<String>) -> String {
+        let values: String = values.lines().map(|l| format!("    {l}\n")).collect();
+        let content = content.map(|c| format!("  chartContent: {c}\n")).unwrap_or_default();
+        format!(
+            "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: {name}\n  namespace: kube-system\n\
+             spec:\n{content}  version: 1.0.0\n  targetNamespace: {ns}\n  valuesContent: |\n{values}"
+        )
+    }
+
+    const GRAFANA_VALUES: &str = "grafana.ini:\n  analytics:\n    reporting_enabled: false\n    check_for_updates: false\n    check_for_plugin_updates: false\n  news:\n    news_feed_enabled: false\n  security:\n    disable_gravatar: true\n  plugins:\n    plugin_admin_enabled: false\n  snapshots:\n    external_enabled: false\n";
+
+    /// A live node with the platform: the app (its real NetworkPolicy template and
+    /// defaults inline), prometheus and grafana, and the install's endpoint checks.
+    fn live_platform(endpoints_ok: bool, policies: &str) -> RecordingHost {
+        let host = RecordingHost::new(true).unwrap();
+        let app = chart_tgz(
+            "airlock-app",
+            &[
+                ("values.yaml", include_str!("../../../../assets/charts/airlock-app/values.yaml")),
+                (
+                    "templates/networkpolicy.yaml",
+                    include_str!("../../../../assets/charts/airlock-app/templates/networkpolicy.yaml"),
+                ),
+            ],
+        );
+        let dir = "/var/lib/rancher/k3s/server/manifests";
+        let mut layout = Layout::default();
+        layout.file("/etc/systemd/system/k3s.service", 0o644, b"[Unit]\n".to_vec());
+        let app_values = "database:\n  name: app\n  user: app\n";
+        layout.file(
+            format!("{dir}/airlock-airlock-app.yaml"),
+            0o600,
+            helm_chart("airlock-app", "app", app_values, Some(app)).into_bytes(),
+        );
+        layout.file(
+            format!("{dir}/airlock-prometheus.yaml"),
+            0o600,
+            helm_chart("prometheus", "monitoring", "{}", None).into_bytes(),
+        );
+        layout.file(
+            format!("{dir}/airlock-grafana.yaml"),
+            0o600,
+            helm_chart("grafana", "monitoring", GRAFANA_VALUES, None).into_bytes(),
+        );
+        let key = InventoryKey::load_or_generate(&host).unwrap();
+        let inv = Inventory::of(&layout, "k3s", "k3s.service", None, vec![], &key, &|_| None);
+        for f in &layout.files {
+            let FileSource::Inline(b) = &f.source else { unreachable!() };
+            host.write_file(&f.path, &mut b.as_slice(), Perms::mode(f.mode)).unwrap();
+        }
+        host.write_file(Path::new(state::INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
+        let release = br#"{"bundle":"demo","version":"1.0.0","created":"x","manifest_sha256":"ab","signer":"cd","profile":"single-node","distribution":"k3s v1.31.4+k3s1"}"#;
+        host.write_file(Path::new(state::RELEASE_PATH), &mut release.as_slice(), Perms::mode(0o644)).unwrap();
+        let checks = serde_json::json!({
+            "ran": "2027-01-15T07:00:00Z", "ca": "/etc/airlock/pki/ca.crt",
+            "checks": [
+                {"name": "keycloak", "url": "https://keycloak.example.test/realms/airlock/.well-known/openid-configuration", "ok": true},
+                {"name": "grafana", "url": "https://grafana.example.test/api/health", "ok": endpoints_ok,
+                 "seen": if endpoints_ok { None } else { Some("curl: (7) Failed to connect") }}
+            ]
+        });
+        host.write_file(
+            Path::new(crate::live::ENDPOINT_CHECKS_PATH),
+            &mut serde_json::to_vec(&checks).unwrap().as_slice(),
+            Perms::mode(0o644),
+        )
+        .unwrap();
+
+        let k = ["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "--request-timeout=15s"];
+        let with = |args: &[&'static str]| k.iter().copied().chain(args.iter().copied()).collect::<Vec<&str>>();
+        host.expect_command(&["systemctl", "is-active", "k3s.service"], CommandOutput::ok("active\n"));
+        let nodes =
+            r#"{"items":[{"metadata":{"name":"n1"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}]}"#;
+        host.expect_command(&with(&["get", "nodes"]), CommandOutput::ok(nodes));
+        host.expect_command(&with(&["-n", "kube-system", "get"]), CommandOutput::ok("1/"));
+        host.expect_command(&with(&["get", "networkpolicies", "-A", "-o", "json"]), CommandOutput::ok(policies));
+        host
+    }
+
+    /// The policies the app chart defines, as a cluster lists them (release `airlock-app`).
+    fn app_policies(default_deny: bool) -> String {
+        let names = [
+            "allow-dns",
+            "allow-ingress-controller",
+            "api-egress",
+            "worker-egress",
+            "postgresql-ingress",
+            "backup-egress",
+            "allow-metrics",
+        ];
+        let mut items: Vec<serde_json::Value> = names
+            .iter()
+            .map(|n| {
+                serde_json::json!({"metadata": {"namespace": "app", "name": format!("airlock-app-{n}")},
+                "spec": {"podSelector": {"matchLabels": {"a": "b"}}, "policyTypes": ["Egress"], "egress": [{}]}})
+            })
+            .collect();
+        if default_deny {
+            items.push(serde_json::json!({"metadata": {"namespace": "app", "name": "airlock-app-default-deny"},
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}));
+        }
+        serde_json::json!({ "items": items }).to_string()
+    }
+
+    fn status_of<'a>(r: &'a Readiness, id: &str) -> &'a Line {
+        r.checklist.iter().find(|l| l.id == id).unwrap()
+    }
+
+    #[test]
+    fn report_on_a_live_platform_verifies_monitoring_tls_and_network_policies_from_their_evidence() {
+        let r = readiness(&live_platform(true, &app_policies(true)), &opts()).unwrap();
+        for id in ["distribution", "monitoring", "network-policies"] {
+            assert_eq!(status_of(&r, id).status, Verdict::Verified, "{:#?}", status_of(&r, id));
+        }
+        let np = status_of(&r, "network-policies");
+        assert!(np.evidence.iter().any(|e| e.contains("airlock-app-default-deny denies all traffic")), "{np:?}");
+        assert_eq!(r.network_policies[0].names.len(), 8, "{:?}", r.network_policies);
+        assert!(r.network_policies[0].enabled && r.network_policies_in_force.as_ref().unwrap().len() == 8);
+        let mon = status_of(&r, "monitoring");
+        assert!(mon.evidence.iter().any(|e| e == "chart grafana: installed"), "{mon:?}");
+        assert!(mon
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("grafana answered at https://grafana.example.test/api/health")));
+        // No PKI in this fixture: the endpoints answered, but no certificate is on record.
+        assert_eq!(status_of(&r, "tls").status, Verdict::NotVerified);
+        let tenants = status_of(&r, "tenants");
+        assert!(tenants.evidence.iter().any(|e| e.contains("one PostgreSQL database, `app`")), "{tenants:?}");
+        assert!(!r.has_failed());
+
+        // Grafana down and no default deny in force: both lines fail, with what to do.
+        let r = readiness(&live_platform(false, &app_policies(false)), &opts()).unwrap();
+        assert_eq!(status_of(&r, "monitoring").status, Verdict::Failed);
+        let np = status_of(&r, "network-policies");
+        assert_eq!(np.status, Verdict::Failed, "{np:?}");
+        assert!(
+            np.evidence.iter().any(|e| e.contains("not in force: app/default-deny, app: a default deny")),
+            "{np:?}"
+        );
+        assert!(r.has_failed());
+        for l in r.checklist.iter().filter(|l| l.status != Verdict::Verified) {
+            assert!(r.next_steps.iter().any(|s| s.starts_with(&l.item)), "no next step for {}", l.id);
+        }
+    }
+
+    #[test]
+    fn report_keeps_every_upgrade_of_the_history_with_its_rollback() {
+        let host = RecordingHost::new(false).unwrap();
+        installed(&host);
+        let entry = |from: &str, to: &str, outcome: &str, started: &str| {
+            serde_json::json!({"from_version": from, "to_version": to, "started": started,
+                "finished": started, "outcome": outcome, "backup": format!("/var/lib/airlock/backup/{to}")})
+        };
+        let history = serde_json::json!({"upgrades": [
+            entry("1.0.0", "1.1.0", "succeeded", "2027-01-01T00:00:00Z"),
+            entry("1.1.0", "1.2.0", "rolled-back", "2027-01-05T00:00:00Z"),
+        ]});
+        host.write_file(
+            Path::new(crate::ops::upgrade::UPGRADE_HISTORY_PATH),
+            &mut serde_json::to_vec(&history).unwrap().as_slice(),
+            Perms::mode(0o644),
+        )
+        .unwrap();
+        let r = readiness(&host, &opts()).unwrap();
+        assert_eq!(r.upgrades.len(), 2);
+        assert_eq!(r.last_upgrade.as_ref().unwrap().outcome, "rolled-back");
+        let l = status_of(&r, "offline-update");
+        assert_eq!(l.status, Verdict::NotVerified, "the last upgrade decides: {l:?}");
+        assert!(l.evidence.iter().any(|e| e.starts_with("upgrade 1.0.0 → 1.1.0: succeeded")), "{l:?}");
+        assert!(l.evidence.iter().any(|e| e.starts_with("upgrade 1.1.0 → 1.2.0: rolled-back")), "{l:?}");
+        assert!(l.to_verify.as_deref().unwrap().contains("rolled the last upgrade back"));
+        let b = status_of(&r, "backup");
+        assert_eq!(b.evidence.len(), 2, "each upgrade's backup: {b:?}");
+        let html = to_html(&r);
+        assert!(html.contains("<h2>Upgrades</h2>") && html.contains("1.2.0") && html.contains("1.1.0"));
     }
 
     #[test]
