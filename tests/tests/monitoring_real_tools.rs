@@ -682,7 +682,7 @@ fn a_real_prometheus_fires_every_shipped_alert_on_a_synthetic_target_and_answers
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = format!(
         "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{}]\n\
-         scrape_configs:\n  - job_name: synthetic\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+         scrape_configs:\n  - job_name: synthetic\n    static_configs: [{{targets: ['127.0.0.1:{}'], labels: {{site_token: '{SITE_TOKEN}'}}}}]\n",
         dir.join("rules.yml").display(),
         server.port
     );
@@ -720,6 +720,18 @@ fn a_real_prometheus_fires_every_shipped_alert_on_a_synthetic_target_and_answers
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     let fired_in = t0.elapsed();
+    // What this Prometheus answers about its alerts and targets, for the support
+    // bundle's collection below (as the API server's service proxy relays it).
+    let raw = |api: &str| {
+        let o = Command::new("curl")
+            .args(["-s", "-f", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{port}{api}"))
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let answers: Vec<String> =
+        airlock_installer::ops::support::PROMETHEUS_QUERIES.iter().map(|(_, api)| raw(api)).collect();
     let mut failed = Vec::new();
     let mut with_data = 0;
     for (at, q) in monitoring::dashboard_queries() {
@@ -747,6 +759,89 @@ fn a_real_prometheus_fires_every_shipped_alert_on_a_synthetic_target_and_answers
     assert!(failed.is_empty(), "dashboard queries:\n{}", failed.join("\n"));
     assert!(with_data >= 12, "only {with_data} app queries returned data");
     eprintln!("real Prometheus: all {} alerts firing after {:.1} s", want.len(), fired_in.as_secs_f64());
+    support_bundle_carries_prometheus_alerts_and_targets_redacted(&answers, &want, s.tmp.path());
+}
+
+/// A label value the test's Prometheus puts on its target (so on its alerts too) that
+/// the site also keeps as a secret: the support bundle must not carry it.
+const SITE_TOKEN: &str = "e2e-site-secret-7c41d0a95b2e";
+
+/// `airlock support-bundle` on a live node (the recording host playing it) whose
+/// release has the prometheus chart: kubectl's service-proxy requests to Prometheus's
+/// API answer with what the real Prometheus above answered. The bundle holds the
+/// active alerts, every one firing, and the target health, with the site's secret
+/// redacted wherever the answers carried it.
+fn support_bundle_carries_prometheus_alerts_and_targets_redacted(
+    answers: &[String],
+    firing: &BTreeSet<String>,
+    tmp: &Path,
+) {
+    use airlock_installer::engine::layout::Layout;
+    use airlock_installer::host::{CommandOutput, Host, Perms, RecordingHost};
+    use airlock_installer::ops::support::{self, prometheus_proxy_path, PROMETHEUS_QUERIES};
+    use airlock_installer::state::{Inventory, InventoryKey};
+    assert!(answers.iter().all(|a| a.contains(SITE_TOKEN)), "the real answers carry the label: {answers:?}");
+
+    let host = RecordingHost::new(true).unwrap();
+    let chart = "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: prometheus\nspec:\n  \
+                 version: 29.27.0\n  targetNamespace: monitoring\n";
+    let mut layout = Layout::default();
+    layout.file("/var/lib/rancher/k3s/server/manifests/airlock-prometheus.yaml", 0o600, chart.as_bytes().to_vec());
+    let key = InventoryKey::load_or_generate(&host).unwrap();
+    let inv = Inventory::of(&layout, "k3s", "k3s.service", None, vec![], &key, &|_| None);
+    host.write_file(
+        Path::new("/var/lib/rancher/k3s/server/manifests/airlock-prometheus.yaml"),
+        &mut chart.as_bytes(),
+        Perms::mode(0o600),
+    )
+    .unwrap();
+    host.write_file(
+        Path::new(airlock_installer::state::INVENTORY_PATH),
+        &mut inv.to_json().as_slice(),
+        Perms::mode(0o644),
+    )
+    .unwrap();
+    host.write_file(Path::new("/var/lib/airlock/secrets/site-token"), &mut SITE_TOKEN.as_bytes(), Perms::secret())
+        .unwrap();
+    host.expect_command(&["journalctl"], CommandOutput::ok("-- No entries --\n"));
+    host.expect_command(&["/usr/local/bin/kubectl"], CommandOutput::ok("items: []\n"));
+    for ((_, api), answer) in PROMETHEUS_QUERIES.iter().zip(answers) {
+        let path = prometheus_proxy_path("monitoring", "prometheus", api);
+        host.expect_command(
+            &[
+                "/usr/local/bin/kubectl",
+                "--kubeconfig",
+                "/etc/rancher/k3s/k3s.yaml",
+                "--request-timeout=20s",
+                "get",
+                "--raw",
+                &path,
+            ],
+            CommandOutput::ok(answer),
+        );
+    }
+    let out = tmp.join("support.tar.gz");
+    let r =
+        support::collect(&host, &support::SupportOptions::new(out.clone()), &airlock_format::report::Silent).unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    for e in tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(&out).unwrap())).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+        files.insert(name, text);
+    }
+    let alerts =
+        files.get("monitoring/prometheus-alerts.json").unwrap_or_else(|| panic!("{:#?}", r.manifest.not_collected));
+    let targets = &files["monitoring/prometheus-targets.json"];
+    for a in firing {
+        assert!(alerts.contains(&format!("\"alertname\":\"{a}\"")), "{a} is not among the collected alerts");
+    }
+    assert!(targets.contains("\"health\":\"up\"") && targets.contains("\"job\":\"synthetic\""), "{targets}");
+    for (name, text) in &files {
+        assert!(!text.contains(SITE_TOKEN), "{name} carries the site's secret");
+    }
+    assert!(r.manifest.redactions.values().sum::<usize>() > 0, "{:?}", r.manifest.redactions);
 }
 
 /// Percent-encoding for a query parameter (everything but unreserved characters).

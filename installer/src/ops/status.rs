@@ -35,7 +35,8 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Component {
     pub name: String,
-    /// `distribution` or `chart`.
+    /// `distribution`, `chart`, or (live) `component`: one made of several charts,
+    /// with its own health (`monitoring`).
     pub kind: String,
     pub version: String,
     /// Charts: the namespace the release goes into.
@@ -353,6 +354,11 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
                 problems.push(format!("chart {} is {h}", c.name));
             }
         }
+        for c in components.iter().filter(|c| c.kind == "component") {
+            if let Some(h) = c.health.as_deref().filter(|h| !h.starts_with("ready")) {
+                problems.push(format!("{} is {h}", c.name));
+            }
+        }
     }
 
     Ok(StatusReport {
@@ -617,7 +623,7 @@ fn cert_facts(c: &x509_parser::certificate::X509Certificate<'_>) -> (String, i64
 }
 
 /// The unit's state, each node's Ready condition and each chart's install job.
-fn ask_cluster(host: &dyn Host, inv: &Inventory, components: &mut [Component]) -> Live {
+fn ask_cluster(host: &dyn Host, inv: &Inventory, components: &mut Vec<Component>) -> Live {
     let mut errors = Vec::new();
     let unit_state = match host.run(&["systemctl", "is-active", &inv.unit]) {
         Ok(o) if !o.stdout.trim().is_empty() => o.stdout.trim().to_string(),
@@ -652,9 +658,49 @@ fn ask_cluster(host: &dyn Host, inv: &Inventory, components: &mut [Component]) -
             for c in components.iter_mut().filter(|c| c.kind == "chart") {
                 c.health = Some(chart_health(host, &k, &c.name));
             }
+            if let Some(m) = monitoring_health(host, &k, components) {
+                components.push(m);
+            }
         }
     }
     Live::Checked { unit: inv.unit.clone(), unit_state, nodes, errors }
+}
+
+/// The monitoring component as a whole, when the release has it: Prometheus's own
+/// readiness (`/-/ready`) and Grafana's health (`/api/health`), asked through the API
+/// server's service proxy like every other cluster question. `ready` or
+/// `not ready: …` naming what did not answer.
+fn monitoring_health(host: &dyn Host, k: &crate::host::Kube, components: &[Component]) -> Option<Component> {
+    use crate::render::platform::monitoring::{GRAFANA_CHART, PROMETHEUS_CHART};
+    let chart = |n: &str| components.iter().find(|c| c.kind == "chart" && c.name == n);
+    let prom = chart(PROMETHEUS_CHART)?;
+    let ns = prom.namespace.clone().unwrap_or_else(|| "default".into());
+    let mut asked = vec![("Prometheus", crate::ops::support::prometheus_proxy_path(&ns, &prom.name, "/-/ready"))];
+    if let Some(g) = chart(GRAFANA_CHART) {
+        let gns = g.namespace.as_deref().unwrap_or("default");
+        // The grafana chart's Service is named after its release, port 80.
+        asked.push(("Grafana", format!("/api/v1/namespaces/{gns}/services/{}:80/proxy/api/health", g.name)));
+    }
+    let mut down = Vec::new();
+    for (what, path) in &asked {
+        match k.run(host, &["get", "--raw", path]) {
+            Ok(o) if o.success() => {}
+            Ok(o) => down.push(format!("{what} did not answer ({})", o.stderr.trim())),
+            Err(e) => down.push(format!("{what} could not be asked ({})", e.cause)),
+        }
+    }
+    let names: Vec<&str> = asked.iter().map(|(w, _)| *w).collect();
+    Some(Component {
+        name: "monitoring".into(),
+        kind: "component".into(),
+        version: prom.version.clone(),
+        namespace: Some(ns),
+        health: Some(if down.is_empty() {
+            format!("ready ({} answered)", names.join(" and "))
+        } else {
+            format!("not ready: {}", down.join("; "))
+        }),
+    })
 }
 
 /// helm-controller's install job for a chart: `installed`, `installing`, `failed …`.
@@ -792,6 +838,81 @@ mod tests {
         let r = status(&host, &StatusOptions::now()).unwrap();
         assert!(r.problems.iter().any(|p| p == "node n1 is NotReady"), "{:?}", r.problems);
         assert!(r.problems.iter().any(|p| p.starts_with("chart hello is failed (4 attempts")), "{:?}", r.problems);
+    }
+
+    #[test]
+    fn live_status_shows_the_monitoring_component_with_prometheus_and_grafanas_own_health() {
+        let monitoring = "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: prometheus\nspec:\n  \
+                          version: 29.27.0\n  targetNamespace: monitoring\n---\napiVersion: helm.cattle.io/v1\n\
+                          kind: HelmChart\nmetadata:\n  name: grafana\nspec:\n  version: 12.11.1\n  \
+                          targetNamespace: monitoring\n";
+        let site = |prometheus_ready: bool| {
+            let host = RecordingHost::new(true).unwrap();
+            let mut layout = Layout::default();
+            layout.file(
+                "/var/lib/rancher/k3s/server/manifests/airlock-monitoring.yaml",
+                0o600,
+                monitoring.as_bytes().to_vec(),
+            );
+            let key = InventoryKey::load_or_generate(&host).unwrap();
+            let inv = Inventory::of(&layout, "k3s", "k3s.service", None, vec![], &key, &|_| None);
+            for f in &layout.files {
+                let crate::engine::layout::FileSource::Inline(b) = &f.source else { unreachable!() };
+                host.write_file(&f.path, &mut b.as_slice(), Perms::mode(f.mode)).unwrap();
+            }
+            host.write_file(Path::new(state::INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644))
+                .unwrap();
+            host.expect_command(&["systemctl", "is-active"], CommandOutput::ok("active\n"));
+            let nodes =
+                r#"{"items":[{"metadata":{"name":"n1"},"status":{"conditions":[{"type":"Ready","status":"True"}]}}]}"#;
+            host.expect_command(&with(&["get", "nodes"]), CommandOutput::ok(nodes));
+            host.expect_command(&with(&["-n", "kube-system", "get"]), CommandOutput::ok("1/"));
+            host.expect_command(&with(&["get", "--raw"]), CommandOutput::ok("{\"database\": \"ok\"}"));
+            let ready = "/api/v1/namespaces/monitoring/services/prometheus-server:80/proxy/-/ready";
+            host.expect_command(
+                &with(&["get", "--raw", ready]),
+                if prometheus_ready {
+                    CommandOutput::ok("Prometheus Server is Ready.\n")
+                } else {
+                    CommandOutput::exit(
+                        1,
+                        "Error from server (ServiceUnavailable): the server is currently unable to handle the request",
+                    )
+                },
+            );
+            host
+        };
+        let host = site(true);
+        let r = status(&host, &StatusOptions::now()).unwrap();
+        assert!(r.healthy, "{:?}", r.problems);
+        let m = r.components.iter().find(|c| c.name == "monitoring").expect("the monitoring component");
+        assert_eq!((m.kind.as_str(), m.namespace.as_deref()), ("component", Some("monitoring")));
+        assert_eq!(m.health.as_deref(), Some("ready (Prometheus and Grafana answered)"));
+        let asked: Vec<String> = host
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                HostCall::Run { argv } if argv.contains(&"--raw".to_string()) => Some(argv.last().unwrap().clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            asked,
+            [
+                "/api/v1/namespaces/monitoring/services/prometheus-server:80/proxy/-/ready",
+                "/api/v1/namespaces/monitoring/services/grafana:80/proxy/api/health"
+            ]
+        );
+
+        let r = status(&site(false), &StatusOptions::now()).unwrap();
+        assert!(!r.healthy);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.starts_with("monitoring is not ready: Prometheus did not answer (Error from server")),
+            "{:?}",
+            r.problems
+        );
     }
 
     #[test]

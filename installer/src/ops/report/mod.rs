@@ -24,7 +24,7 @@ use airlock_format::error::{Error, ErrorKind, Result};
 use airlock_format::minisign::{self, PublicKey, SecretKey, Signature};
 use serde::{Deserialize, Serialize};
 
-mod evidence;
+pub(crate) mod evidence;
 
 use evidence::InstalledChart;
 pub use evidence::{LivePolicy, RenderedPolicies};
@@ -831,9 +831,15 @@ fn checklist(f: &Facts) -> Vec<Line> {
             if let Some((said, _)) = &answered {
                 ev.push(said.clone());
             }
-            if !online.is_empty() || !healthy || answered.as_ref().is_some_and(|(_, ok)| !ok) {
+            // Live: Prometheus's and Grafana's own health, through the API server.
+            let component = st.components.iter().find(|c| c.kind == "component" && c.name == "monitoring");
+            let ready = component.and_then(|c| c.health.as_deref()).map(|h| h.starts_with("ready"));
+            if let Some(h) = component.and_then(|c| c.health.as_deref()) {
+                ev.push(format!("monitoring (airlock status): {h}"));
+            }
+            if !online.is_empty() || !healthy || answered.as_ref().is_some_and(|(_, ok)| !ok) || ready == Some(false) {
                 Verdict::Failed
-            } else if asked && answered.is_some_and(|(_, ok)| ok) {
+            } else if asked && (answered.is_some_and(|(_, ok)| ok) || ready == Some(true)) {
                 Verdict::Verified
             } else {
                 if !asked {
@@ -1420,6 +1426,8 @@ mod tests {
         host.expect_command(&with(&["get", "nodes"]), CommandOutput::ok(nodes));
         host.expect_command(&with(&["-n", "kube-system", "get"]), CommandOutput::ok("1/"));
         host.expect_command(&with(&["get", "networkpolicies", "-A", "-o", "json"]), CommandOutput::ok(policies));
+        // Prometheus's and Grafana's own health, through the API server's proxy.
+        host.expect_command(&with(&["get", "--raw"]), CommandOutput::ok("ok\n"));
         host
     }
 
@@ -1464,6 +1472,10 @@ mod tests {
         assert!(r.network_policies[0].enabled && r.network_policies_in_force.as_ref().unwrap().len() == 8);
         let mon = status_of(&r, "monitoring");
         assert!(mon.evidence.iter().any(|e| e == "chart grafana: installed"), "{mon:?}");
+        assert!(mon
+            .evidence
+            .iter()
+            .any(|e| e == "monitoring (airlock status): ready (Prometheus and Grafana answered)"));
         assert!(mon
             .evidence
             .iter()

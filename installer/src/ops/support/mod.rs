@@ -334,6 +334,8 @@ pub fn collect(host: &dyn Host, opts: &SupportOptions, reporter: &dyn Reporter) 
         (Path::new(state::RELEASE_PATH), "state/release.json"),
         (Path::new(state::INVENTORY_PATH), "state/installed.json"),
         (Path::new(crate::state::UPGRADE_JOURNAL_PATH), "state/upgrade.json"),
+        (Path::new(crate::ops::upgrade::UPGRADE_HISTORY_PATH), "state/upgrade-history.json"),
+        (Path::new(crate::live::ENDPOINT_CHECKS_PATH), "state/endpoint-checks.json"),
     ] {
         b.add_file(path, Some(name));
     }
@@ -491,6 +493,35 @@ fn live(b: &mut Bundle<'_>, inv: Option<&Inventory>, reporter: &dyn Reporter) {
         Ok(o) => b.missing(a.join(" "), format!("exited with status {}", o.status)),
         Err(e) => b.missing(a.join(" "), e.cause),
     }
+    prometheus(b, inv, &run);
+}
+
+/// When the release has the monitoring component: Prometheus's active alerts and the
+/// health of every scrape target, asked of its HTTP API through the API server's
+/// service proxy (kubectl, so no port of the cluster needs to be reachable from here).
+/// Not reachable (Prometheus not running yet, the proxy refused): named in the
+/// manifest's `not_collected` with what kubectl said.
+fn prometheus(b: &mut Bundle<'_>, inv: &Inventory, run: &dyn Fn(&mut Bundle<'_>, &str, &[&str])) {
+    let charts = crate::ops::report::evidence::installed_charts(b.host, inv);
+    let Some(prom) = charts.iter().find(|c| c.name == crate::render::platform::monitoring::PROMETHEUS_CHART) else {
+        return;
+    };
+    for (name, api) in PROMETHEUS_QUERIES {
+        let path = prometheus_proxy_path(&prom.namespace, &prom.name, api);
+        run(b, name, &["get", "--raw", &path]);
+    }
+}
+
+/// What the support bundle asks Prometheus: bundle name, API path.
+pub const PROMETHEUS_QUERIES: [(&str, &str); 2] = [
+    ("monitoring/prometheus-alerts.json", "/api/v1/alerts"),
+    ("monitoring/prometheus-targets.json", "/api/v1/targets?state=active"),
+];
+
+/// The API server's proxy path to `api` of the prometheus chart's server Service
+/// (`<release>-server`, port 80) in `namespace`.
+pub fn prometheus_proxy_path(namespace: &str, release: &str, api: &str) -> String {
+    format!("/api/v1/namespaces/{namespace}/services/{release}-server:80/proxy{api}")
 }
 
 /// Writes MANIFEST.json then every entry into a tar (gzip, or zstd by extension),
@@ -717,5 +748,46 @@ mod tests {
         );
         let z = zstd::decode_all(fs::File::open(&r.output).unwrap()).unwrap();
         assert!(!String::from_utf8_lossy(&z).contains(TOKEN));
+    }
+
+    #[test]
+    fn a_prometheus_that_does_not_answer_is_named_among_what_was_not_collected() {
+        let host = RecordingHost::new(true).unwrap();
+        node(&host);
+        // The release has the monitoring component: its HelmChart is in the inventory.
+        let chart = "kind: HelmChart\nmetadata:\n  name: prometheus\nspec:\n  targetNamespace: monitoring\n";
+        let path = "/var/lib/rancher/k3s/server/manifests/airlock-prometheus.yaml";
+        host.write_file(Path::new(path), &mut chart.as_bytes(), Perms::mode(0o600)).unwrap();
+        let mut layout = crate::engine::layout::Layout::default();
+        layout.file(path, 0o600, chart.as_bytes().to_vec());
+        let key = crate::state::InventoryKey::load_or_generate(&host).unwrap();
+        let inv = Inventory::of(&layout, "k3s", "k3s.service", None, vec![], &key, &|_| None);
+        host.write_file(Path::new(state::INVENTORY_PATH), &mut inv.to_json().as_slice(), Perms::mode(0o644)).unwrap();
+        host.expect_command(&["journalctl"], CommandOutput::ok(""));
+        host.expect_command(&["/usr/local/bin/kubectl"], CommandOutput::ok("items: []\n"));
+        let k = ["/usr/local/bin/kubectl", "--kubeconfig", "/etc/rancher/k3s/k3s.yaml", "--request-timeout=20s"];
+        let raw: Vec<&str> = k.iter().copied().chain(["get", "--raw"]).collect();
+        host.expect_command(
+            &raw,
+            CommandOutput::exit(
+                1,
+                "Error from server (ServiceUnavailable): no endpoints available for service \"prometheus-server:80\"",
+            ),
+        );
+        let out = tempfile::tempdir().unwrap();
+        let r = collect(&host, &SupportOptions::new(out.path().join("s.tar.gz")), &Silent).unwrap();
+        let missing: Vec<&Missing> = r
+            .manifest
+            .not_collected
+            .iter()
+            .filter(|m| m.source.contains("/services/prometheus-server:80/proxy/api/v1/"))
+            .collect();
+        assert_eq!(missing.len(), 2, "{:#?}", r.manifest.not_collected);
+        assert!(missing.iter().all(|m| m.reason.contains("no endpoints available")), "{missing:#?}");
+        assert!(
+            missing[0].source.ends_with("/proxy/api/v1/alerts")
+                && missing[1].source.ends_with("/proxy/api/v1/targets?state=active")
+        );
+        assert!(!r.manifest.files.iter().any(|f| f.name.starts_with("monitoring/")));
     }
 }
