@@ -130,6 +130,17 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     // The site PKI, like the token, is loaded from the target when it is there and
     // made once otherwise; its steps go first so what later embeds it finds it on disk.
     let pki = if answers.starts_cluster() { Some(crate::site::pki::prepare(answers, host)?) } else { None };
+    if let Some(p) = &pki {
+        let d = &answers.cluster.ingress_domain;
+        let monitored = m.charts.iter().any(|c| {
+            profile.components.contains(&c.component)
+                && [wiring::PROMETHEUS_CHART, wiring::GRAFANA_CHART].contains(&c.name.as_str())
+        });
+        if monitored {
+            use crate::render::platform::monitoring::{alertmanager_host, grafana_host, prometheus_host};
+            p.require_ingress_names(&[prometheus_host(d), alertmanager_host(d), grafana_host(d)], d)?;
+        }
+    }
     // The platform's credentials likewise: read back or generated, written before the
     // Secrets that carry them, so a resumed run renders the same Secrets.
     let mut platform = Layout::default();

@@ -406,6 +406,29 @@ fn reusable(leaf: &Leaf, spec: &LeafSpec, signer: &issue::Signer, now: i64) -> b
 }
 
 impl SitePki {
+    /// With the customer's certificates, the one ingress certificate serves every host
+    /// the release's ingresses use: refuses one that does not name each of `hosts`
+    /// (the monitoring hosts, when the release has monitoring). Airlock's own leaves
+    /// are issued with the names they need, so there is nothing to check for them.
+    pub fn require_ingress_names(&self, hosts: &[String], domain: &str) -> Result<()> {
+        if self.mode != PkiMode::CustomerCerts {
+            return Ok(());
+        }
+        let Some(leaf) = self.leaves.iter().find(|l| l.name == "ingress") else { return Ok(()) };
+        if let Some(missing) = cert::uncovered(&leaf.facts, hosts, &[]) {
+            let names = if leaf.facts.sans.is_empty() { "none".to_string() } else { leaf.facts.sans.join(", ") };
+            return Err(Error::input(
+                leaf.cert_path().display().to_string(),
+                format!("does not cover `{missing}`, a host the release's monitoring serves (its names: {names})"),
+            )
+            .with_hint(format!(
+                "ask the customer's IT for an ingress certificate that names *.{domain}, or each of {} too",
+                hosts.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     pub fn mode(&self) -> PkiMode {
         self.mode
     }

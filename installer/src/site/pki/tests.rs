@@ -597,6 +597,31 @@ fn a_customer_ingress_certificate_missing_a_platform_host_is_refused() {
 }
 
 #[test]
+fn a_customer_ingress_certificate_must_name_the_monitoring_hosts_when_the_release_has_monitoring() {
+    let Some(bin) = openssl() else { return };
+    let t = target();
+    let c = customer_ca(&bin, &t);
+    let d = "platform.example.test";
+    let platform = format!("DNS:keycloak.{d},DNS:minio.{d},DNS:app.{d}");
+    c.server_cert(&bin, "platform", &platform);
+    c.server_cert(&bin, "all", &format!("{platform},DNS:prometheus.{d},DNS:alertmanager.{d},DNS:grafana.{d}"));
+    let read = |f: &str| std::fs::read_to_string(c.dir.join(f)).unwrap();
+    write(&c.dir, "chain.pem", &(read("int.crt") + &read("root.crt")));
+    let monitoring = [format!("prometheus.{d}"), format!("alertmanager.{d}"), format!("grafana.{d}")];
+
+    // Enough for a release without monitoring; refused, naming the host, with it.
+    let pki = prepare(&customer_certs_answers("platform"), &t.host).unwrap();
+    let err = pki.require_ingress_names(&monitoring, d).unwrap_err();
+    assert_eq!(err.subject, "/etc/airlock/pki/ingress.crt");
+    assert!(err.cause.contains("does not cover `prometheus.platform.example.test`"), "{err}");
+    assert!(err.hint.as_deref().unwrap().contains("*.platform.example.test"), "{err:?}");
+    let pki = prepare(&customer_certs_answers("all"), &t.host).unwrap();
+    pki.require_ingress_names(&monitoring, d).unwrap();
+    // Airlock's own leaves are issued with the monitoring names: nothing to refuse.
+    prepare(&answers(SINGLE), &target().host).unwrap().require_ingress_names(&monitoring, d).unwrap();
+}
+
+#[test]
 fn a_customer_key_in_the_old_sec1_form_gets_a_conversion_hint() {
     let Some(bin) = openssl() else { return };
     let t = target();
