@@ -791,6 +791,11 @@ mod tests {
         let Options::Rke2(o) = &p.options else { panic!("rke2-cis is an RKE2 profile") };
         assert!(o.cis);
         assert_eq!(o.kube_apiserver_arg, ["service-account-extend-token-expiration=false"]);
+        // The reference profile's components, monitoring included.
+        let reference = Profile::load(&path.with_file_name("single-node.yaml")).unwrap();
+        for c in &reference.components {
+            assert!(p.components.contains(c), "rke2-cis lacks the reference profile's `{c}`");
+        }
         let base = MINIMAL.replace("k3s", "rke2").replace("[app]", "[local-path, app]");
         let bad = format!("{base}storage: local-path\nrke2: {{kube_apiserver_arg: [--profiling=false]}}\n");
         let e = Profile::parse(&bad, "p").unwrap_err();
