@@ -94,6 +94,9 @@ fn wizard_on_a_terminal_refuses_bad_values_and_plans_the_install() {
         // Enter keeps the self-signed site CA.
         "TLS certificates",
         "LDAP/AD server URL",
+        // The profile installs monitoring: its receivers (no directory, so no groups).
+        "Webhook Alertmanager posts alerts to",
+        "SMTP relay Alertmanager mails alerts through",
     ] {
         tmux.wait_for(prompt);
         tmux.send(&["Enter"]);
@@ -184,6 +187,11 @@ fn wizard_tests_the_ldap_answers_live_asks_them_again_after_a_refused_bind_and_t
     answer("Directory type", 2, &["Enter"]);
     answer("Extra user filter", 2, &["Enter"]);
     answer("Groups DN (", 2, &["Enter"]);
+    // With a directory, Grafana's roles come from its groups.
+    answer("Directory group whose members are Grafana admins", 1, &["ops-admins", "Enter"]);
+    answer("Directory group whose members are Grafana editors", 1, &["Enter"]);
+    answer("Webhook Alertmanager posts alerts to", 1, &["Enter"]);
+    answer("SMTP relay Alertmanager mails alerts through", 1, &["Enter"]);
     tmux.wait_for("EXIT=");
     let screen = tmux.screen();
     assert!(screen.contains("EXIT=0"), "{screen}");
@@ -209,4 +217,7 @@ fn wizard_tests_the_ldap_answers_live_asks_them_again_after_a_refused_bind_and_t
     let back = load_kept(&host).unwrap().expect("kept answers load");
     let ldap = back.ldap.as_ref().expect("the ldap section is kept");
     assert_eq!(ldap.bind_password.expose(), slapd::OPENLDAP_BIND_PW);
+    // The monitoring answer typed in, the default where Enter was pressed.
+    assert_eq!(back.monitoring.grafana_admin_group, "ops-admins");
+    assert_eq!(back.monitoring.grafana_editor_group, "grafana-editors");
 }

@@ -304,6 +304,14 @@ impl Answered {
         self.bundle.as_ref().is_some_and(|b| b.installs(keycloak_db::KEYCLOAK_CHART, self.text("profile")))
     }
 
+    /// Whether the bundle, with the profile answered so far, installs the monitoring
+    /// component (its Grafana). `false` when the bundle is not known.
+    pub fn installs_monitoring(&self) -> bool {
+        self.bundle
+            .as_ref()
+            .is_some_and(|b| b.installs(crate::render::platform::monitoring::GRAFANA_CHART, self.text("profile")))
+    }
+
     // Typed views of earlier answers for the validators. An earlier answer that is
     // missing or malformed reads as `None`: its own question reports it.
 
@@ -375,6 +383,20 @@ fn always(_: &Answered, _: &Facts) -> bool {
 }
 fn never(_: &Answered, _: &Facts) -> bool {
     false
+}
+
+/// The monitoring questions: when the profile installs monitoring, on the node that
+/// starts the cluster (where its values are rendered).
+fn asks_monitoring(a: &Answered, _: &Facts) -> bool {
+    a.installs_monitoring() && a.starts_cluster()
+}
+
+fn asks_grafana_groups(a: &Answered, f: &Facts) -> bool {
+    asks_monitoring(a, f) && a.has("ldap.url")
+}
+
+fn asks_mail(a: &Answered, f: &Facts) -> bool {
+    asks_monitoring(a, f) && a.has("monitoring.alert_smtp_smarthost")
 }
 
 /// The questions, in the order they are asked and validated.
@@ -780,44 +802,44 @@ static QUESTIONS: &[Question] = &[
         suggest: no_suggestion,
         ask_if: ldap::has_url,
     },
-    // ---- monitoring: Grafana's roles from directory groups (answers files only) ----
+    // ---- monitoring: Grafana's roles from directory groups, Alertmanager's receivers;
+    //      asked when the profile installs monitoring on the node that starts the cluster ----
     Question {
         key: "monitoring.grafana_admin_group",
-        prompt: "Directory group whose members are Grafana admins",
+        prompt: "Directory group whose members are Grafana admins (empty: grafana-admins)",
         help: "members of this LDAP/AD group (the `groups` claim Keycloak issues) get Grafana's Admin role (default grafana-admins)",
         shape: Shape::Text(check_group_name),
         need: Need::Optional,
         suggest: no_suggestion,
-        // The defaults suit most sites: answers files may name others, the wizard
-        // does not ask.
-        ask_if: never,
+        // The roles come from the directory's groups: without a directory, no question.
+        ask_if: asks_grafana_groups,
     },
     Question {
         key: "monitoring.grafana_editor_group",
-        prompt: "Directory group whose members are Grafana editors",
+        prompt: "Directory group whose members are Grafana editors (empty: grafana-editors)",
         help: "members of this LDAP/AD group get Grafana's Editor role (default grafana-editors); everyone else who can log in is a Viewer",
         shape: Shape::Text(check_group_name),
         need: Need::Optional,
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_grafana_groups,
     },
     Question {
         key: "monitoring.alert_webhook_url",
-        prompt: "Webhook Alertmanager posts alerts to",
+        prompt: "Webhook Alertmanager posts alerts to (empty: none)",
         help: "an http(s) URL inside the site network that takes Alertmanager's webhook JSON; no credentials in it (it is in the chart's values)",
         shape: Shape::Text(check_webhook_url),
         need: Need::Optional,
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_monitoring,
     },
     Question {
         key: "monitoring.alert_smtp_smarthost",
-        prompt: "SMTP relay Alertmanager mails alerts through (host:port)",
+        prompt: "SMTP relay Alertmanager mails alerts through (host:port; empty: no mails)",
         help: "the site's mail relay, host:port, reached without authentication (STARTTLS when it offers it)",
         shape: Shape::Text(check_smarthost),
         need: Need::Optional,
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_monitoring,
     },
     Question {
         key: "monitoring.alert_email_from",
@@ -826,7 +848,7 @@ static QUESTIONS: &[Question] = &[
         shape: Shape::Text(check_mail_address),
         need: Need::RequiredIf(needs_mail_addresses),
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_mail,
     },
     Question {
         key: "monitoring.alert_email_to",
@@ -835,7 +857,7 @@ static QUESTIONS: &[Question] = &[
         shape: Shape::Text(check_mail_address),
         need: Need::RequiredIf(needs_mail_addresses),
         suggest: no_suggestion,
-        ask_if: never,
+        ask_if: asks_mail,
     },
     // ---- keycloak_database: Keycloak's external database (validators in keycloak_db.rs) ----
     Question {

@@ -565,6 +565,66 @@ mod tests {
         assert_eq!(p.asked.iter().filter(|k| k.starts_with("ldap.")).collect::<Vec<_>>(), ["ldap.url"]);
     }
 
+    #[test]
+    fn with_monitoring_in_the_profile_the_wizard_asks_its_groups_and_receivers() {
+        let monitoring = |profiles: Vec<(String, Vec<String>)>| {
+            let bundle = super::super::BundleFacts {
+                charts: vec![("grafana".into(), "monitoring".into()), ("prometheus".into(), "monitoring".into())],
+                profiles,
+            };
+            Facts { bundle: Some(bundle), ..Facts::default() }
+        };
+        let mut p = Scripted::default();
+        script(&mut p, &NODE);
+        script(
+            &mut p,
+            &[
+                ("ldap.url", &["ldaps://ldap.example.test"]),
+                ("ldap.bind_dn", &["cn=reader,dc=example,dc=org"]),
+                ("ldap.bind_password", &["right-pw"]),
+                ("ldap.users_dn", &["ou=people,dc=example,dc=org"]),
+                ("monitoring.grafana_admin_group", &["ops-admins"]),
+                ("monitoring.alert_smtp_smarthost", &["mail.example.internal:25"]),
+                ("monitoring.alert_email_from", &["alertmanager@example.org"]),
+                ("monitoring.alert_email_to", &["ops@example.org"]),
+            ],
+        );
+        let (answers, _) = ask_checked(super::super::questions(), &monitoring(Vec::new()), &mut p, &[]).unwrap();
+        let asked: Vec<&str> = p.asked.iter().filter(|k| k.starts_with("monitoring.")).map(String::as_str).collect();
+        assert_eq!(
+            asked,
+            [
+                "monitoring.grafana_admin_group",
+                "monitoring.grafana_editor_group",
+                "monitoring.alert_webhook_url",
+                "monitoring.alert_smtp_smarthost",
+                "monitoring.alert_email_from",
+                "monitoring.alert_email_to"
+            ]
+        );
+        let m = &answers.monitoring;
+        assert_eq!(
+            (m.grafana_admin_group.as_str(), m.grafana_editor_group.as_str()),
+            ("ops-admins", "grafana-editors")
+        );
+        assert_eq!(m.alert_mail.as_ref().map(|x| x.to.as_str()), Some("ops@example.org"));
+        assert!(m.alert_webhook_url.is_none());
+
+        // Without a directory there are no groups to map; without a relay no addresses.
+        let mut p = Scripted::default();
+        script(&mut p, &NODE);
+        ask_checked(super::super::questions(), &monitoring(Vec::new()), &mut p, &[]).unwrap();
+        let asked: Vec<&str> = p.asked.iter().filter(|k| k.starts_with("monitoring.")).map(String::as_str).collect();
+        assert_eq!(asked, ["monitoring.alert_webhook_url", "monitoring.alert_smtp_smarthost"]);
+
+        // A profile without the component: nothing about monitoring is asked.
+        let mut p = Scripted::default();
+        script(&mut p, &NODE);
+        let profiles = vec![("single-node".to_string(), vec!["platform".to_string()])];
+        ask_checked(super::super::questions(), &monitoring(profiles), &mut p, &[]).unwrap();
+        assert!(!p.asked.iter().any(|k| k.starts_with("monitoring.")), "{:?}", p.asked);
+    }
+
     fn keycloak_facts() -> Facts {
         let bundle =
             super::super::BundleFacts { charts: vec![("keycloakx".into(), "platform".into())], profiles: Vec::new() };
