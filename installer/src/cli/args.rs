@@ -64,6 +64,13 @@ pub struct InstallFlags {
     /// its comments say where the site keeps them).
     #[arg(long, value_name = "FILE")]
     pub save_answers: Option<PathBuf>,
+    /// With `nodes:` in the answers: accept the host key of a node never connected to
+    /// before (ssh's accept-new; a changed key is still refused). Journaled per node.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// With `nodes:` in the answers: the ssh config file to use instead of ~/.ssh/config.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
