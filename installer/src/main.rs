@@ -22,7 +22,8 @@ use airlock_installer::ops::{self, install, upgrade};
 
 use airlock_term::{print_json, say, Output, Ui};
 use cli::args::{
-    Cli, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand, UpgradeFlags,
+    Cli, ClusterFlags, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand,
+    UpgradeFlags,
 };
 use cli::render;
 use cli::term::{confirm, local_hostname, TerminalPrompter};
@@ -69,9 +70,9 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             ui.show(&r, render::print_inspect);
             Ok(ExitStatus::Success)
         }
-        Command::Install { bundle, flags } => install(bundle, flags, None, ui),
+        Command::Install { bundle, flags, cluster } => install(bundle, flags, None, cluster, ui),
         Command::Join { bundle, server, token_file, flags } => {
-            install(bundle, flags, Some(install::JoinOverrides { server, token_file }), ui)
+            install(bundle, flags, Some(install::JoinOverrides { server, token_file }), ClusterFlags::default(), ui)
         }
         Command::Upgrade { bundle, flags } => upgrade(&bundle, flags, ui),
         Command::Uninstall { root, purge, force, yes, dry_run } => {
@@ -225,7 +226,13 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
 
 /// `airlock install` and `airlock join`: the plan first (verified, staged, checked),
 /// shown, confirmed, then applied.
-fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides>, ui: Ui) -> Result<ExitStatus> {
+fn install(
+    bundle: PathBuf,
+    f: InstallFlags,
+    join: Option<install::JoinOverrides>,
+    c: ClusterFlags,
+    ui: Ui,
+) -> Result<ExitStatus> {
     use std::io::IsTerminal;
     let tty = std::io::stdin().is_terminal();
     let kept = airlock_installer::site::answers::kept::exists(&f.site.root);
@@ -305,13 +312,13 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
     }
     // With `nodes:`, every other node is prepared (bundle sent and verified there, its
     // preflight run) before the plan is confirmed, and before anything changes anywhere.
-    let cluster = match cluster_run_inputs(&ready, &opts, f.accept_new_host_keys)? {
+    let cluster = match cluster_run_inputs(&ready, &opts, c.accept_new_host_keys)? {
         None => None,
         Some(inputs) => {
             let ssh = SystemSsh {
                 options: SshOptions {
-                    accept_new_host_keys: f.accept_new_host_keys,
-                    config_file: f.ssh_config.clone(),
+                    accept_new_host_keys: c.accept_new_host_keys,
+                    config_file: c.ssh_config.clone(),
                     connect_timeout: 10,
                 },
             };

@@ -28,6 +28,9 @@ struct Lab {
     /// Namespace and veth names by node.
     ns: Vec<(String, String)>,
     host_keys: Vec<String>,
+    /// The sshd processes and the reaper; they outlive the tests, and the reaper ends
+    /// the sshd processes when this binary exits.
+    _children: Mutex<Vec<std::process::Child>>,
 }
 
 static LAB: OnceLock<Option<Lab>> = OnceLock::new();
@@ -82,13 +85,15 @@ fn start_lab() -> Option<Lab> {
         cleanup = format!("ip netns pids {n} 2>/dev/null | xargs -r kill; ip netns del {n} 2>/dev/null; {cleanup}");
         ns.push((n, format!("av{tag}{name}")));
     }
-    Command::new("sh")
+    let mut children = Vec::new();
+    let reaper = Command::new("sh")
         .args(["-c", &format!("while kill -0 {} 2>/dev/null; do sleep 1; done; {cleanup}", std::process::id())])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    children.push(reaper);
     if Command::new("ip").args(["netns", "add", &ns[0].0]).status().map(|s| !s.success()).unwrap_or(true) {
         return skip_or_fail("`ip netns add` failed: network namespaces are not available here");
     }
@@ -128,7 +133,7 @@ fn start_lab() -> Option<Lab> {
             ),
         )
         .unwrap();
-        Command::new("ip")
+        let daemon = Command::new("ip")
             .args(["netns", "exec", n])
             .arg(&sshd)
             .args(["-D", "-e", "-f"])
@@ -138,6 +143,7 @@ fn start_lab() -> Option<Lab> {
             .stderr(std::fs::File::create(nd.join("sshd.log")).unwrap())
             .spawn()
             .unwrap();
+        children.push(daemon);
         let key = std::fs::read_to_string(nd.join("host_key.pub")).unwrap();
         host_keys.push(key.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
     }
@@ -157,7 +163,7 @@ fn start_lab() -> Option<Lab> {
     std::fs::create_dir_all(&bdir).unwrap();
     let airlock = cargo_bin("airlock");
     let bundle = build_demo_variant(&spec, &bdir, &["--installer", airlock.to_str().unwrap()]);
-    Some(Lab { dir, bundle, ns, host_keys })
+    Some(Lab { dir, bundle, ns, host_keys, _children: Mutex::new(children) })
 }
 
 impl Lab {

@@ -64,6 +64,11 @@ pub struct InstallFlags {
     /// its comments say where the site keeps them).
     #[arg(long, value_name = "FILE")]
     pub save_answers: Option<PathBuf>,
+}
+
+/// How `install` reaches the other nodes of `nodes:` (docs/cluster.md).
+#[derive(Args, Default)]
+pub struct ClusterFlags {
     /// With `nodes:` in the answers: accept the host key of a node never connected to
     /// before (ssh's accept-new; a changed key is still refused). Journaled per node.
     #[arg(long)]
@@ -103,6 +108,8 @@ pub enum Command {
         bundle: PathBuf,
         #[command(flatten)]
         flags: InstallFlags,
+        #[command(flatten)]
+        cluster: ClusterFlags,
     },
     /// Join this node to a cluster another node started: a further HA server or an
     /// agent, from the same bundle and the join token file the first server wrote.

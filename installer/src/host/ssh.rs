@@ -15,6 +15,9 @@
 //! in its place. Like [`super::Host::run`] it is the only place a process is started
 //! for it.
 
+// This module is the seam that starts the ssh client, as `rooted.rs` is for commands.
+#![allow(clippy::disallowed_types)]
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -105,7 +108,6 @@ impl SystemSsh {
 }
 
 impl Remote for SystemSsh {
-    #[allow(clippy::disallowed_types, reason = "the ssh seam starts the ssh client, as Host::run starts commands")]
     fn exec(&self, target: &SshTarget, script: &str, stdin: &mut (dyn Read + Send)) -> Result<CommandOutput> {
         let argv = self.argv(target, script);
         let shown = format!("ssh {}", target.address);
