@@ -287,6 +287,13 @@ fn install(
         render::print_preflight(&ready.preflight);
     }
     if f.dry_run || f.check {
+        if opts.join.is_none() && ready.answers.nodes.len() > 1 {
+            eprintln!(
+                "note: {} plans this node only: the other {} nodes of `nodes` are not contacted (docs/cluster.md)",
+                if f.dry_run { "--dry-run" } else { "--check" },
+                ready.answers.nodes.len() - 1
+            );
+        }
         match ui.output {
             Output::Json => print_json(&serde_json::json!({ "preflight": ready.preflight, "plan": ready.plan })),
             Output::Text => render::print_plan(&ready.plan),

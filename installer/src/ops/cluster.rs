@@ -590,3 +590,130 @@ pub fn node_answers(site: &str, nodes: &[SiteNode], i: usize) -> Result<String> 
     doc.remove(key("pki"));
     Ok(serde_yaml::to_string(&doc).expect("a YAML mapping serialises"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{CommandOutput, RootedHost};
+    use crate::site::answers::{Address, SshLogin};
+    use std::sync::Mutex;
+
+    const TOKEN: &[u8] = b"K10cafe::server:0123456789abcdef\n";
+
+    /// A stand-in for the other nodes' sshd: records every call (node, script, what came
+    /// on stdin) and answers as a healthy node would, except that `failing` nodes fail
+    /// their `airlock join`.
+    struct FakeNodes {
+        calls: Mutex<Vec<(String, String, Vec<u8>)>>,
+        failing: Vec<&'static str>,
+    }
+
+    impl Remote for FakeNodes {
+        fn exec(&self, t: &SshTarget, script: &str, stdin: &mut (dyn Read + Send)) -> Result<CommandOutput> {
+            let mut input = Vec::new();
+            stdin.read_to_end(&mut input).unwrap();
+            self.calls.lock().unwrap().push((t.name.clone(), script.to_string(), input));
+            if script.contains("./airlock join") && self.failing.contains(&t.name.as_str()) {
+                return Ok(CommandOutput::exit(1, "error: the node refused"));
+            }
+            Ok(CommandOutput::ok(""))
+        }
+    }
+
+    fn node(name: &str, octet: u8, role: Role) -> SiteNode {
+        let ip: std::net::IpAddr = format!("192.0.2.{octet}").parse().unwrap();
+        SiteNode {
+            name: name.into(),
+            address: Address::Ip(ip),
+            role,
+            ssh: SshLogin::default(),
+            node_ip: ip,
+            data_dir: None,
+        }
+    }
+
+    fn run_with<'a>(remote: &'a FakeNodes, host: &'a RootedHost) -> ClusterRun<'a> {
+        ClusterRun {
+            remote,
+            host,
+            nodes: vec![
+                node("s1", 11, Role::Server),
+                node("s2", 12, Role::Server),
+                node("s3", 13, Role::Server),
+                node("w1", 21, Role::Agent),
+                node("w2", 22, Role::Agent),
+            ],
+            answers_text: "profile: ha\nnode: {name: s1, ip: 192.0.2.11}\n".into(),
+            bundle: "/nonexistent/demo.airlock".into(),
+            key_files: vec![],
+            installer: "/nonexistent/airlock".into(),
+            version: "1.0.0".into(),
+            overrides: vec![],
+            accept_new_host_keys: false,
+        }
+    }
+
+    #[test]
+    fn cluster_join_sends_the_token_only_on_stdin_servers_one_at_a_time_then_agents() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![] };
+        let report = run_with(&remote, &host).join(TOKEN, &airlock_format::report::Silent).unwrap();
+        assert!(report.ok(), "{report:?}");
+        let calls = remote.calls.lock().unwrap();
+        let token = std::str::from_utf8(TOKEN).unwrap().trim();
+        for (node, script, input) in calls.iter() {
+            assert!(!script.contains(token), "the token is in the command for {node}");
+            if !input.is_empty() {
+                assert!(script.contains("umask 077") && script.contains("cluster-token"), "{script}");
+                assert_eq!(input, TOKEN);
+            }
+        }
+        // s2 is joined and gated before s3 gets its token; the agents come last.
+        let order: Vec<&str> =
+            calls.iter().filter(|(_, s, _)| s.contains("./airlock join")).map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(&order[..2], ["s2", "s3"]);
+        let s2_gate = calls.iter().position(|(n, s, _)| n == "s2" && s.contains("./airlock status")).unwrap();
+        let s3_token = calls.iter().position(|(n, _, i)| n == "s3" && !i.is_empty()).unwrap();
+        assert!(s2_gate < s3_token, "s3 got the token before s2's gate");
+        let journal = std::fs::read_to_string(root.path().join("var/lib/airlock/cluster/s2.json")).unwrap();
+        assert!(journal.contains("\"phase\": \"joined\"") && !journal.contains(token), "{journal}");
+        let shown = serde_json::to_string(&report).unwrap();
+        assert!(!shown.contains(token));
+    }
+
+    #[test]
+    fn cluster_join_stops_the_servers_after_a_failed_one_and_still_joins_the_agents() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec!["s2", "w1"] };
+        let report = run_with(&remote, &host).join(TOKEN, &airlock_format::report::Silent).unwrap();
+        let result = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().result.clone();
+        assert!(matches!(result("s2"), NodeResult::Failed { ref step, .. } if step == "join"), "{:?}", result("s2"));
+        assert!(matches!(result("s3"), NodeResult::Skipped { ref why } if why.contains("s2")), "{:?}", result("s3"));
+        assert!(matches!(result("w1"), NodeResult::Failed { .. }));
+        assert_eq!(result("w2"), NodeResult::Joined, "one agent failing does not stop another");
+        assert!(!report.ok());
+        let calls = remote.calls.lock().unwrap();
+        assert!(!calls.iter().any(|(n, _, _)| n == "s3"), "s3 was contacted after s2 failed");
+    }
+
+    #[test]
+    fn node_answers_join_the_first_server_with_the_members_of_nodes() {
+        let nodes = vec![node("s1", 11, Role::Server), node("s2", 12, Role::Server), node("w1", 21, Role::Agent)];
+        let site = "profile: ha\nnode: {name: s1, ip: 192.0.2.11}\nnodes: []\npki: {mode: self-signed}\ndata_dir: /var/lib/rancher\n";
+        let mut w1 = nodes[2].clone();
+        w1.data_dir = Some("/srv/rancher".into());
+        let nodes = vec![nodes[0].clone(), nodes[1].clone(), w1];
+        let text = node_answers(site, &nodes, 2).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(doc["node"]["name"], "w1");
+        assert_eq!(doc["node"]["role"], "agent");
+        assert_eq!(doc["join"]["server"], "192.0.2.11");
+        assert_eq!(doc["join"]["token_file"], state::CLUSTER_TOKEN_PATH);
+        assert_eq!(doc["ha"]["servers"][1]["ip"], "192.0.2.12");
+        assert_eq!(doc["ha"]["agents"][0]["name"], "w1");
+        assert_eq!(doc["data_dir"], "/srv/rancher");
+        assert!(doc.get("nodes").is_none() && doc.get("pki").is_none(), "{text}");
+    }
+}
