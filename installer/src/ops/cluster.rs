@@ -700,11 +700,10 @@ mod tests {
 
     #[test]
     fn node_answers_join_the_first_server_with_the_members_of_nodes() {
-        let nodes = vec![node("s1", 11, Role::Server), node("s2", 12, Role::Server), node("w1", 21, Role::Agent)];
         let site = "profile: ha\nnode: {name: s1, ip: 192.0.2.11}\nnodes: []\npki: {mode: self-signed}\ndata_dir: /var/lib/rancher\n";
-        let mut w1 = nodes[2].clone();
+        let mut w1 = node("w1", 21, Role::Agent);
         w1.data_dir = Some("/srv/rancher".into());
-        let nodes = vec![nodes[0].clone(), nodes[1].clone(), w1];
+        let nodes = [node("s1", 11, Role::Server), node("s2", 12, Role::Server), w1];
         let text = node_answers(site, &nodes, 2).unwrap();
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(doc["node"]["name"], "w1");
