@@ -336,6 +336,13 @@ fn cluster_install_resumes_after_a_crash_and_sets_up_the_nodes_as_node_by_node_j
         .collect();
     assert!(journals.iter().all(|j| j.contains("\"phase\": \"joined\"")), "{journals:?}");
 
+    // `airlock status` on the first server lists every other node from its journal.
+    let st = Command::new(cargo_bin("airlock")).args(["status", "--root"]).arg(&s1).output().unwrap();
+    let st = text(&st);
+    for (name, _, role) in NODES {
+        assert!(st.contains(&format!("node        {name} ({role}, ")) && st.contains("1.0.0: joined"), "{st}");
+    }
+
     // The same node answers, joined by hand (`airlock join` on the node), give the same tree.
     for (name, octet, role) in NODES {
         let by_hand = work.path().join(format!("{name}-by-hand"));

@@ -398,6 +398,13 @@ pub fn print_status(r: &airlock_installer::ops::status::StatusReport, unhealthy_
         }
         None => say!("release     none finished here yet"),
     }
+    for n in &r.nodes {
+        let phase = match n.phase {
+            airlock_installer::ops::cluster::Phase::Joined => "joined",
+            airlock_installer::ops::cluster::Phase::Prepared => "prepared, not joined yet",
+        };
+        say!("node        {} ({}, {}) {}: {phase}", n.name, n.role, n.address, n.version);
+    }
     for c in &r.components {
         let ns = c.namespace.as_deref().map(|n| format!(" -> {n}")).unwrap_or_default();
         let health = c.health.as_deref().map(|h| format!("  [{h}]")).unwrap_or_default();

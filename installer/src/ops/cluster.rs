@@ -473,6 +473,32 @@ impl ClusterRun<'_> {
     }
 }
 
+/// Every node journaled on this (first) server, by name; a node not joined yet, or a
+/// journal that cannot be read, is a warning for `airlock status`.
+pub fn journaled_nodes(host: &dyn Host, warnings: &mut Vec<String>) -> Vec<NodeJournal> {
+    let dir = Path::new(CLUSTER_DIR);
+    let mut out = Vec::new();
+    for e in host.list_dir(dir).ok().flatten().unwrap_or_default() {
+        let Some(name) = e.name.strip_suffix(".json") else { continue };
+        let path = dir.join(&e.name);
+        match host.read_file(&path).map(|b| b.map(|b| serde_json::from_slice::<NodeJournal>(&b))) {
+            Ok(Some(Ok(j))) => {
+                if j.phase != Phase::Joined {
+                    warnings.push(format!(
+                        "node {name} has not joined the cluster yet (it got as far as: {:?}); run the install again",
+                        j.phase
+                    ));
+                }
+                out.push(j);
+            }
+            Ok(None) => {}
+            Ok(Some(Err(err))) => warnings.push(format!("{}: unreadable node journal: {err}", path.display())),
+            Err(err) => warnings.push(format!("{}: {}", path.display(), err.cause)),
+        }
+    }
+    out
+}
+
 /// Every remote script starts here: the node's target root and incoming directory.
 fn prologue() -> String {
     format!("R=\"${{AIRLOCK_TARGET_ROOT:-}}\"; D=\"$R\"{}; ", sh_quote(INCOMING_DIR))
