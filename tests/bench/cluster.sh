@@ -75,7 +75,7 @@ SOURCE_DATE_EPOCH=1795305600 "$BIN_DIR/airlock-bundler" create "$SPEC" -o "$WORK
   --key "$ROOT/examples/demo/keys/demo.key" --installer "$AIRLOCK" >/dev/null
 rm -f "$WORK/big.bin"
 BUNDLE_BYTES=$(cat "$WORK"/b/demo.airlock* | wc -c)
-echo "   bundle files: $(ls "$WORK/b" | tr '\n' ' ')($BUNDLE_BYTES bytes in all)"
+echo "   bundle files: $(cd "$WORK/b" && printf '%s ' *)($BUNDLE_BYTES bytes in all)"
 
 reset_nodes() { for n in $NODES; do rm -rf "$WORK/${n%%:*}/root"; mkdir -p "$WORK/${n%%:*}/root"; done; }
 now() { date +%s.%N; }
@@ -115,14 +115,14 @@ ours() {
       t_prep=$(now)
       sleep 0.2
       local child; child=$(pgrep -P "$time_pid" || true)
-      [ -n "$child" ] && kill "$child" 2>/dev/null || true
+      if [ -n "$child" ]; then kill "$child" 2>/dev/null || true; fi
       break
     fi
     sleep 0.05
   done
   wait "$time_pid" 2>/dev/null || true
   [ -n "$t_prep" ] || { echo "no prepared-nodes table; stderr:" >&2; cat "$out.err" >&2; exit 1; }
-  echo "$(echo "$t_prep - $t0" | bc)"
+  echo "$t_prep - $t0" | bc
 }
 
 echo "== ours: airlock install with nodes: (first run)"
