@@ -15,13 +15,15 @@ use airlock_format::parts::BundleFiles;
 use airlock_installer::bundle::images::{write_image_archive, Compression};
 use airlock_installer::bundle::verify::VerifyOptions;
 use airlock_installer::bundle::{inspect, staging, trust, verify};
+use airlock_installer::host::ssh::{SshOptions, SystemSsh};
 use airlock_installer::host::RootedHost;
 use airlock_installer::live::{SystemClock, WaitOptions};
 use airlock_installer::ops::{self, install, upgrade};
 
 use airlock_term::{print_json, say, Output, Ui};
 use cli::args::{
-    Cli, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand, UpgradeFlags,
+    Cli, ClusterFlags, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand,
+    UpgradeFlags,
 };
 use cli::render;
 use cli::term::{confirm, local_hostname, TerminalPrompter};
@@ -68,9 +70,9 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             ui.show(&r, render::print_inspect);
             Ok(ExitStatus::Success)
         }
-        Command::Install { bundle, flags } => install(bundle, flags, None, ui),
+        Command::Install { bundle, flags, cluster } => install(bundle, flags, None, cluster, ui),
         Command::Join { bundle, server, token_file, flags } => {
-            install(bundle, flags, Some(install::JoinOverrides { server, token_file }), ui)
+            install(bundle, flags, Some(install::JoinOverrides { server, token_file }), ClusterFlags::default(), ui)
         }
         Command::Upgrade { bundle, flags } => upgrade(&bundle, flags, ui),
         Command::Uninstall { root, purge, force, yes, dry_run } => {
@@ -226,7 +228,13 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
 
 /// `airlock install` and `airlock join`: the plan first (verified, staged, checked),
 /// shown, confirmed, then applied.
-fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides>, ui: Ui) -> Result<ExitStatus> {
+fn install(
+    bundle: PathBuf,
+    f: InstallFlags,
+    join: Option<install::JoinOverrides>,
+    c: ClusterFlags,
+    ui: Ui,
+) -> Result<ExitStatus> {
     use std::io::IsTerminal;
     let tty = std::io::stdin().is_terminal();
     let kept = airlock_installer::site::answers::kept::exists(&f.site.root);
@@ -281,6 +289,13 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
         render::print_preflight(&ready.preflight);
     }
     if f.dry_run || f.check {
+        if opts.join.is_none() && ready.answers.nodes.len() > 1 {
+            eprintln!(
+                "note: {} plans this node only: the other {} nodes of `nodes` are not contacted (docs/cluster.md)",
+                if f.dry_run { "--dry-run" } else { "--check" },
+                ready.answers.nodes.len() - 1
+            );
+        }
         match ui.output {
             Output::Json => print_json(&serde_json::json!({ "preflight": ready.preflight, "plan": ready.plan })),
             Output::Text => render::print_plan(&ready.plan),
@@ -304,6 +319,47 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
         );
         return Ok(ExitStatus::Preflight);
     }
+    // With `nodes:`, every other node is prepared (bundle sent and verified there, its
+    // preflight run) before the plan is confirmed, and before anything changes anywhere.
+    let cluster = match cluster_run_inputs(&ready, &opts, c.accept_new_host_keys)? {
+        None => None,
+        Some(inputs) => {
+            let ssh = SystemSsh {
+                options: SshOptions {
+                    accept_new_host_keys: c.accept_new_host_keys,
+                    config_file: c.ssh_config.clone(),
+                    connect_timeout: 10,
+                },
+            };
+            let host = RootedHost::new(opts.root.clone(), opts.live())?;
+            let progress = ui.progress();
+            let run = inputs.run(&ssh, &host);
+            let report = run.prepare(&progress);
+            progress.finish();
+            let report = report?;
+            if !report.ok() {
+                ui.show(&serde_json::json!({ "preflight": ready.preflight, "cluster": report }), |_| {
+                    render::print_cluster(&report)
+                });
+                eprintln!(
+                    "error: {} not ready; nothing was installed on any node\nhint: fix what each node's hint says and \
+                     run the install again (what was sent already is not sent again)",
+                    report
+                        .nodes
+                        .iter()
+                        .filter(|n| !n.result.ok())
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return Ok(ExitStatus::Preflight);
+            }
+            if text {
+                render::print_cluster(&report);
+            }
+            Some((inputs, ssh))
+        }
+    };
     if !f.yes {
         if std::io::stdin().is_terminal() {
             say!("{} of {} steps to apply to {}", ready.plan.pending, ready.plan.steps.len(), ready.target());
@@ -318,8 +374,97 @@ fn install(bundle: PathBuf, f: InstallFlags, join: Option<install::JoinOverrides
     let done = install::apply_install(ready, &opts, &SystemClock, &progress);
     progress.finish();
     let done = done?;
-    ui.show(&done, render::print_installed);
-    Ok(ExitStatus::Success)
+    let Some((inputs, ssh)) = cluster else {
+        ui.show(&done, render::print_installed);
+        return Ok(ExitStatus::Success);
+    };
+    if text {
+        render::print_installed(&done);
+    }
+    let host = RootedHost::new(opts.root.clone(), opts.live())?;
+    let token =
+        airlock_installer::host::Host::read_file(&host, Path::new(airlock_installer::state::CLUSTER_TOKEN_PATH))?
+            .ok_or_else(|| {
+                Error::input(
+                    airlock_installer::state::CLUSTER_TOKEN_PATH,
+                    "the first server's install wrote no join token",
+                )
+                .with_hint("run the install again; it resumes")
+            })?;
+    let progress = ui.progress();
+    let report = inputs.run(&ssh, &host).join(&token, &progress);
+    progress.finish();
+    let report = report?;
+    match ui.output {
+        Output::Json => print_json(&serde_json::json!({ "installed": done, "cluster": report })),
+        Output::Text => render::print_cluster(&report),
+    }
+    Ok(if report.ok() { ExitStatus::Success } else { ExitStatus::NeedsAttention })
+}
+
+/// What a cluster run needs from the first server's planned install, when the answers
+/// list other nodes (and this is not a join).
+struct ClusterInputs {
+    nodes: Vec<airlock_installer::site::answers::SiteNode>,
+    answers_text: String,
+    bundle: PathBuf,
+    key_files: Vec<PathBuf>,
+    installer: PathBuf,
+    version: String,
+    overrides: Vec<String>,
+    accept_new_host_keys: bool,
+}
+
+impl ClusterInputs {
+    fn run<'a>(
+        &self,
+        remote: &'a dyn airlock_installer::host::ssh::Remote,
+        host: &'a (dyn airlock_installer::host::Host + Sync),
+    ) -> ops::cluster::ClusterRun<'a> {
+        ops::cluster::ClusterRun {
+            remote,
+            host,
+            nodes: self.nodes.clone(),
+            answers_text: self.answers_text.clone(),
+            bundle: self.bundle.clone(),
+            key_files: self.key_files.clone(),
+            installer: self.installer.clone(),
+            version: self.version.clone(),
+            overrides: self.overrides.clone(),
+            accept_new_host_keys: self.accept_new_host_keys,
+        }
+    }
+}
+
+fn cluster_run_inputs(
+    ready: &install::Ready,
+    opts: &install::InstallOptions,
+    accept_new_host_keys: bool,
+) -> Result<Option<ClusterInputs>> {
+    if opts.join.is_some() || ready.answers.nodes.len() < 2 || opts.dry_run {
+        return Ok(None);
+    }
+    let Some(answers) = &opts.answers else {
+        return Err(Error::input("nodes", "the other nodes are set up from an answers file only")
+            .with_hint("pass --answers FILE (the file that lists `nodes`)"));
+    };
+    let staged = &ready.prepared.staged;
+    if !staged.manifest.entries.iter().any(|e| e.path == "installer/airlock") {
+        return Err(Error::input(opts.bundle.display().to_string(), "carries no installer binary (installer/airlock)")
+            .with_hint(
+                "the other nodes run the installer from the bundle: build it with `airlock-bundler create --installer`",
+            ));
+    }
+    Ok(Some(ClusterInputs {
+        nodes: ready.answers.nodes.clone(),
+        answers_text: airlock_installer::site::answers::kept::read_answers_file(answers)?,
+        bundle: opts.bundle.clone(),
+        key_files: trust::trusted_key_files(&opts.pubkey, &opts.root)?,
+        installer: staged.path("installer/airlock"),
+        version: staged.manifest.version.clone(),
+        overrides: opts.overrides.clone(),
+        accept_new_host_keys,
+    }))
 }
 
 /// `airlock upgrade`: the plan and diff first, through the same code the upgrade runs;

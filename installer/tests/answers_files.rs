@@ -329,6 +329,7 @@ fn the_wizard_asks_a_joining_ha_server_for_the_cluster_and_keeps_secrets_hidden(
         "",                        // cluster.cluster_cidr
         "",                        // cluster.service_cidr
         "",                        // cluster.cluster_dns
+        "",                        // nodes[0].name: empty, no nodes set up from here
         "s1",                      // ha.servers[0].name: no default, order matters
         "192.0.2.11",              // ha.servers[0].ip
         "s2",                      // ha.servers[1].name
@@ -378,6 +379,7 @@ fn the_wizard_re_asks_the_servers_when_the_profile_wants_another_count() {
         "",
         "",
         "",
+        "", // nodes: none, the servers are listed in ha
         // Five servers pass the prompt's own check (odd, at least 3)...
         "s1",
         "192.0.2.11",

@@ -19,6 +19,25 @@ use airlock_format::minisign::PublicKey;
 use crate::bundle::keys::{revoked_key_error, RevocationList};
 use crate::state;
 
+/// The files [`trusted_keys`] reads: the `--pubkey` files, or else the site's `.pub`
+/// keys (for handing the same trust to another node).
+pub fn trusted_key_files(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PathBuf>> {
+    if !pubkeys.is_empty() {
+        return Ok(pubkeys.to_vec());
+    }
+    let dir = state::key_dir_at(root);
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .at(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pub"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
 /// Loads the keys given on the command line, or else the site's keys. Fails closed:
 /// no key, no trust.
 pub fn trusted_keys(pubkeys: &[PathBuf], root: &Path) -> Result<Vec<PublicKey>> {

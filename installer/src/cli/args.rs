@@ -66,6 +66,18 @@ pub struct InstallFlags {
     pub save_answers: Option<PathBuf>,
 }
 
+/// How `install` reaches the other nodes of `nodes:` (docs/cluster.md).
+#[derive(Args, Default)]
+pub struct ClusterFlags {
+    /// With `nodes:` in the answers: accept the host key of a node never connected to
+    /// before (ssh's accept-new; a changed key is still refused). Journaled per node.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// With `nodes:` in the answers: the ssh config file to use instead of ~/.ssh/config.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Verify a bundle completely: signature, every entry, the checksum sidecar.
@@ -96,6 +108,8 @@ pub enum Command {
         bundle: PathBuf,
         #[command(flatten)]
         flags: InstallFlags,
+        #[command(flatten)]
+        cluster: ClusterFlags,
     },
     /// Join this node to a cluster another node started: a further HA server or an
     /// agent, from the same bundle and the join token file the first server wrote.

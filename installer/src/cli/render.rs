@@ -398,6 +398,13 @@ pub fn print_status(r: &airlock_installer::ops::status::StatusReport, unhealthy_
         }
         None => say!("release     none finished here yet"),
     }
+    for n in &r.nodes {
+        let phase = match n.phase {
+            airlock_installer::ops::cluster::Phase::Joined => "joined",
+            airlock_installer::ops::cluster::Phase::Prepared => "prepared, not joined yet",
+        };
+        say!("node        {} ({}, {}) {}: {phase}", n.name, n.role, n.address, n.version);
+    }
     for c in &r.components {
         let ns = c.namespace.as_deref().map(|n| format!(" -> {n}")).unwrap_or_default();
         let health = c.health.as_deref().map(|h| format!("  [{h}]")).unwrap_or_default();
@@ -693,4 +700,31 @@ pub fn print_readiness(
 /// A target path as the operator finds it (below `--root` when it is not `/`).
 pub fn on_site_path(root: &Path, path: &str) -> String {
     on_site(root, Path::new(path)).display().to_string()
+}
+
+/// The cluster report: one line per node, and each failure's cause and hint.
+pub fn print_cluster(r: &airlock_installer::ops::cluster::ClusterReport) {
+    use airlock_installer::ops::cluster::NodeResult;
+    say!("cluster {} ({} nodes):", r.version, r.nodes.len());
+    for n in &r.nodes {
+        let result = match &n.result {
+            NodeResult::Local => "installed here".to_string(),
+            NodeResult::Prepared => "ready (bundle verified there, preflight passed)".to_string(),
+            NodeResult::Joined => "joined".to_string(),
+            NodeResult::Checked => "joined earlier, healthy (not redone)".to_string(),
+            NodeResult::Skipped { why } => format!("skipped: {why}"),
+            NodeResult::Failed { step, .. } => format!("FAILED at {step}"),
+        };
+        let sent = if n.bytes_sent > 0 { format!(", {} bytes sent", n.bytes_sent) } else { String::new() };
+        say!("  {:<16} {:<6} {:<20} {:<10} {result}{sent}", n.name, n.role, n.address, n.version);
+        if let NodeResult::Failed { cause, hint, .. } = &n.result {
+            say!("    {cause}");
+            for l in hint.lines().filter(|l| !l.trim().is_empty()) {
+                say!("    hint: {l}");
+            }
+        }
+    }
+    if r.accepted_new_host_keys {
+        say!("new host keys were accepted (--accept-new-host-keys); the node journals say so");
+    }
 }

@@ -28,6 +28,7 @@
 mod kube;
 mod recording;
 mod rooted;
+pub mod ssh;
 mod system;
 mod walk;
 

@@ -10,6 +10,7 @@
 //!   a redacted support bundle.
 //! - [`upgrade`]: replace the installed release whole, with backup and rollback.
 
+pub mod cluster;
 pub mod install;
 pub mod preflight;
 pub mod push;

@@ -162,6 +162,10 @@ pub struct StatusReport {
     /// Worth knowing, not (yet) a problem: a certificate expiring soon.
     pub warnings: Vec<String>,
     pub healthy: bool,
+    /// On the first server of a cluster installed with `nodes:`: every other node as its
+    /// journal there says (docs/cluster.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<crate::ops::cluster::NodeJournal>,
 }
 
 /// What [`status`] needs besides the host.
@@ -361,8 +365,10 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         }
     }
 
+    let nodes = crate::ops::cluster::journaled_nodes(host, &mut warnings);
     Ok(StatusReport {
         root: host.root().to_path_buf(),
+        nodes,
         healthy: problems.is_empty(),
         release,
         components,

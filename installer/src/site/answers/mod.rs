@@ -15,6 +15,7 @@
 pub mod check;
 pub mod kept;
 pub mod keycloak_db;
+pub mod nodes;
 pub mod questions;
 pub mod schema;
 mod secret;
@@ -32,6 +33,7 @@ use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
 use crate::site::profile::{Profile, Topology};
+pub use nodes::{SiteNode, SshLogin};
 pub use questions::{questions, Answered, BundleFacts, Facts, HostFacts, Question, SkippedCheck};
 pub use secret::{Secret, REDACTED};
 pub use strict::Problem;
@@ -52,9 +54,13 @@ pub struct Answers {
     pub profile: String,
     pub node: Node,
     pub cluster: Cluster,
-    /// Absent for a single node.
+    /// Absent for a single node. With `nodes:`, derived from the nodes' roles.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ha: Option<Ha>,
+    /// The nodes `airlock install` sets up from this one over SSH, this node first;
+    /// empty without `nodes:`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<SiteNode>,
     /// Absent on the node that starts the cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join: Option<Join>,
@@ -90,7 +96,7 @@ pub struct Node {
     pub role: Role,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Control plane (and etcd in HA); also runs workloads.
@@ -487,8 +493,13 @@ impl Answers {
             service_cidr: conv("cluster.service_cidr", check::cidr(&req("cluster.service_cidr")?))?,
             cluster_dns: conv("cluster.cluster_dns", check::ip(&req("cluster.cluster_dns")?))?,
         };
+        let node_columns: Vec<&str> = nodes::COLUMNS.iter().map(|c| c.key).collect();
+        let site_nodes = nodes::typed(&a.rows("nodes", &node_columns)).map_err(|e| e.problem("nodes"))?;
         let ha = if a.has("ha.servers") || a.has("ha.agents") {
             Some(Ha { servers: members("ha.servers")?, agents: members("ha.agents")? })
+        } else if site_nodes.len() > 1 {
+            let of = |role: Role| site_nodes.iter().filter(|n| n.role == role).map(SiteNode::member).collect();
+            Some(Ha { servers: of(Role::Server), agents: of(Role::Agent) })
         } else {
             None
         };
@@ -523,6 +534,7 @@ impl Answers {
             node,
             cluster,
             ha,
+            nodes: site_nodes,
             join,
             registry,
             data_dir: PathBuf::from(req("data_dir")?),
@@ -569,6 +581,7 @@ impl Answers {
                 "set `profile` to the profile you install with",
             ));
         }
+        self.nodes_against(p)?;
         match p.topology {
             Topology::SingleNode => {
                 if self.ha.is_some() {
@@ -613,6 +626,39 @@ impl Answers {
             }
         }
         Ok(())
+    }
+
+    /// `nodes:` against the profile's topology, named by the `nodes` key (the `ha` it
+    /// implies is checked after, but an operator who wrote `nodes` looks there).
+    fn nodes_against(&self, p: &Profile) -> std::result::Result<(), Problem> {
+        if self.nodes.len() < 2 {
+            return Ok(());
+        }
+        match p.topology {
+            Topology::SingleNode => Err(Problem::new(
+                "nodes",
+                format!("lists {} nodes, but the profile `{}` installs a single node", self.nodes.len(), p.name),
+                "list only this node (or remove `nodes`), or choose a profile with `topology: ha`",
+            )),
+            Topology::Ha { servers, agents } => {
+                let n = self.nodes.iter().filter(|n| n.role == Role::Server).count();
+                if n != usize::from(servers) {
+                    return Err(Problem::new(
+                        "nodes",
+                        format!("lists {n} servers, but the profile `{}` installs {servers}", p.name),
+                        format!("give exactly {servers} nodes `role: server`, this one included"),
+                    ));
+                }
+                if let Some(i) = self.nodes.iter().position(|n| n.role == Role::Agent).filter(|_| !agents) {
+                    return Err(Problem::new(
+                        format!("nodes[{i}].role"),
+                        format!("is agent, but the profile `{}` takes no agents", p.name),
+                        "make it a server, remove the node, or choose a profile that allows agents",
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// This node starts the cluster: a single server, or the first of the HA servers.

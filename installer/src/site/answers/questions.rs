@@ -74,6 +74,9 @@ pub struct Column {
     pub check: Check,
     /// The wizard's pre-filled cell for row `usize` (from 0).
     pub suggest: fn(&Answered, &Facts, usize) -> Option<String>,
+    /// A cell a row may leave out (read as empty). The wizard does not ask it: what it
+    /// sets (an SSH user or port) usually comes from `~/.ssh/config` instead.
+    pub optional: bool,
 }
 
 /// Whether a key must be there.
@@ -315,19 +318,19 @@ impl Answered {
     // Typed views of earlier answers for the validators. An earlier answer that is
     // missing or malformed reads as `None`: its own question reports it.
 
-    fn node_ip(&self) -> Option<IpAddr> {
+    pub(super) fn node_ip(&self) -> Option<IpAddr> {
         self.text("node.ip")?.parse().ok()
     }
-    fn node_name(&self) -> Option<&str> {
+    pub(super) fn node_name(&self) -> Option<&str> {
         self.text("node.name")
     }
-    fn is_agent(&self) -> bool {
+    pub(super) fn is_agent(&self) -> bool {
         self.text("node.role") == Some("agent")
     }
-    fn net(&self, key: &str) -> Option<IpNet> {
+    pub(super) fn net(&self, key: &str) -> Option<IpNet> {
         self.text(key)?.parse().ok()
     }
-    fn members(&self, key: &str) -> Vec<(String, Option<IpAddr>)> {
+    pub(super) fn members(&self, key: &str) -> Vec<(String, Option<IpAddr>)> {
         self.rows(key, &["name", "ip"]).into_iter().map(|r| (r[0].clone(), r[1].parse().ok())).collect()
     }
 }
@@ -487,13 +490,22 @@ static QUESTIONS: &[Question] = &[
         ask_if: is_server,
     },
     Question {
+        key: "nodes",
+        prompt: "Nodes of the cluster",
+        help: "every node `airlock install` sets up from this one over SSH, this node first; replaces `ha`",
+        shape: Shape::Table { columns: NODE_COLUMNS, all: super::nodes::check_nodes },
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: super::nodes::asks_nodes,
+    },
+    Question {
         key: "ha.servers",
         prompt: "HA servers",
         help: "every server (this node too, if it is one), in the same order on every node; the first starts the cluster",
         shape: Shape::Table { columns: SERVER_COLUMNS, all: check_servers },
         need: Need::Optional,
         suggest: no_suggestion,
-        ask_if: profile_may_be_ha,
+        ask_if: profile_may_be_ha_without_nodes,
     },
     Question {
         key: "ha.agents",
@@ -502,7 +514,7 @@ static QUESTIONS: &[Question] = &[
         shape: Shape::Table { columns: AGENT_COLUMNS, all: check_agents },
         need: Need::RequiredIf(agents_required),
         suggest: no_suggestion,
-        ask_if: profile_takes_agents,
+        ask_if: profile_takes_agents_without_nodes,
     },
     Question {
         key: "join.server",
@@ -932,6 +944,7 @@ static SERVER_COLUMNS: &[Column] = &[
         help: "the server's node name, as its node.name",
         check: check_node_name,
         suggest: no_cell_suggestion,
+        optional: false,
     },
     Column {
         key: "ip",
@@ -939,8 +952,11 @@ static SERVER_COLUMNS: &[Column] = &[
         help: "the server's address, as its node.ip",
         check: check_node_ip,
         suggest: no_cell_suggestion,
+        optional: false,
     },
 ];
+
+static NODE_COLUMNS: &[Column] = super::nodes::COLUMNS;
 
 static AGENT_COLUMNS: &[Column] = &[
     Column {
@@ -949,6 +965,7 @@ static AGENT_COLUMNS: &[Column] = &[
         help: "the agent's node name, as its node.name",
         check: check_node_name,
         suggest: suggest_self_as_agent_name,
+        optional: false,
     },
     Column {
         key: "ip",
@@ -956,6 +973,7 @@ static AGENT_COLUMNS: &[Column] = &[
         help: "the agent's address, as its node.ip",
         check: check_node_ip,
         suggest: suggest_self_as_agent_ip,
+        optional: false,
     },
 ];
 
@@ -963,7 +981,7 @@ static AGENT_COLUMNS: &[Column] = &[
 
 /// HA questions are asked for an HA profile, and for an unknown one (a wizard run
 /// without bundle facts) rather than never.
-fn profile_may_be_ha(a: &Answered, f: &Facts) -> bool {
+pub(super) fn profile_may_be_ha(a: &Answered, f: &Facts) -> bool {
     match f.profile(a) {
         Some(p) => matches!(p.topology, Topology::Ha { .. }),
         None => true,
@@ -974,6 +992,13 @@ fn profile_takes_agents(a: &Answered, f: &Facts) -> bool {
         Some(p) => matches!(p.topology, Topology::Ha { agents: true, .. }),
         None => true,
     }
+}
+/// With `nodes:` the cluster's members are listed there; `ha` is derived from it.
+fn profile_may_be_ha_without_nodes(a: &Answered, f: &Facts) -> bool {
+    !a.has("nodes") && profile_may_be_ha(a, f)
+}
+fn profile_takes_agents_without_nodes(a: &Answered, f: &Facts) -> bool {
+    !a.has("nodes") && profile_takes_agents(a, f)
 }
 fn is_server(a: &Answered, _: &Facts) -> bool {
     !a.is_agent()
@@ -1053,7 +1078,7 @@ fn suggest_token_file(_: &Answered, _: &Facts) -> Option<String> {
 // ---- when keys are required -------------------------------------------------------
 
 /// This node starts the cluster: a server that is alone or first in `ha.servers`.
-fn starts_cluster(a: &Answered) -> bool {
+pub(super) fn starts_cluster(a: &Answered) -> bool {
     if a.is_agent() {
         return false;
     }
@@ -1086,13 +1111,13 @@ fn password_required(a: &Answered) -> Option<&'static str> {
 fn check_profile(s: &str, _: &Answered) -> Result<(), Invalid> {
     check::name(s)
 }
-fn check_node_name(s: &str, _: &Answered) -> Result<(), Invalid> {
+pub(super) fn check_node_name(s: &str, _: &Answered) -> Result<(), Invalid> {
     check::dns_name(s)
 }
 fn check_node_ip(s: &str, _: &Answered) -> Result<(), Invalid> {
     check::host_ip(s).map(drop)
 }
-fn check_role(s: &str, _: &Answered) -> Result<(), Invalid> {
+pub(super) fn check_role(s: &str, _: &Answered) -> Result<(), Invalid> {
     match s {
         "server" | "agent" => Ok(()),
         _ => Err(Invalid::new(format!("`{s}` is not a role"), "write `server` or `agent`")),
@@ -1282,6 +1307,7 @@ fn find_self(rows: &[Row], a: &Answered) -> Result<Option<usize>, Invalid> {
 }
 
 fn check_servers(rows: &[Row], a: &Answered) -> Result<(), Invalid> {
+    not_beside_nodes(a)?;
     let n = rows.len();
     if n < 3 || n % 2 != 1 {
         return Err(Invalid::new(
@@ -1308,6 +1334,7 @@ fn check_servers(rows: &[Row], a: &Answered) -> Result<(), Invalid> {
 }
 
 fn check_agents(rows: &[Row], a: &Answered) -> Result<(), Invalid> {
+    not_beside_nodes(a)?;
     if !a.has("ha.servers") {
         return Err(Invalid::new(
             "lists agents but ha.servers is missing",
@@ -1321,6 +1348,17 @@ fn check_agents(rows: &[Row], a: &Answered) -> Result<(), Invalid> {
         return Err(Invalid::new(
             format!("does not list this node ({name}, {ip}), which is an agent"),
             format!("list every agent, this one included (`- {{name: {name}, ip: {ip}}}`)"),
+        ));
+    }
+    Ok(())
+}
+
+/// One list of the cluster's members: two could disagree on who starts it.
+fn not_beside_nodes(a: &Answered) -> Result<(), Invalid> {
+    if a.has("nodes") {
+        return Err(Invalid::new(
+            "is set, but `nodes` already lists the cluster's members",
+            "remove the `ha` section: with `nodes`, servers and agents come from each node's role",
         ));
     }
     Ok(())
@@ -1450,7 +1488,7 @@ fn check_registry_password(s: &str, a: &Answered) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn check_data_dir(s: &str, _: &Answered) -> Result<(), Invalid> {
+pub(super) fn check_data_dir(s: &str, _: &Answered) -> Result<(), Invalid> {
     let p = check::abs_path(s)?;
     let volatile = ["/tmp", "/run", "/proc", "/sys", "/dev"].iter().find(|v| p.starts_with(v));
     if s == "/" || volatile.is_some() {
@@ -1612,8 +1650,26 @@ fn read_value(q: &Question, f: &Field<'_>, a: &Answered) -> Result<Value, Proble
                 let m = row.map(&keys)?;
                 let mut cells = Vec::new();
                 for c in columns.iter() {
-                    let cell = m.req(c.key, c.help)?;
-                    let s = cell.str()?;
+                    let cell = if c.optional {
+                        match m.get(c.key) {
+                            Some(cell) => cell,
+                            None => {
+                                cells.push(String::new());
+                                continue;
+                            }
+                        }
+                    } else {
+                        m.req(c.key, c.help)?
+                    };
+                    // A port (`ssh_port: 2222`) is naturally written as a YAML number.
+                    let number;
+                    let s = match cell.value {
+                        Value::Number(n) if c.key.ends_with("port") => {
+                            number = n.to_string();
+                            number.as_str()
+                        }
+                        _ => cell.str()?,
+                    };
                     (c.check)(s, a).map_err(|e| e.problem(&cell.path))?;
                     cells.push(s.to_string());
                 }
@@ -1626,8 +1682,14 @@ fn read_value(q: &Question, f: &Field<'_>, a: &Answered) -> Result<Value, Proble
 }
 
 pub(crate) fn table_value(columns: &[Column], rows: &[Row]) -> Value {
+    // An optional cell left out is empty, and stays out of the document.
     let row = |r: &Row| {
-        let m: Mapping = columns.iter().zip(r).map(|(c, v)| (Value::from(c.key), Value::from(v.as_str()))).collect();
+        let m: Mapping = columns
+            .iter()
+            .zip(r)
+            .filter(|(c, v)| !(c.optional && v.is_empty()))
+            .map(|(c, v)| (Value::from(c.key), Value::from(v.as_str())))
+            .collect();
         Value::Mapping(m)
     };
     Value::Sequence(rows.iter().map(row).collect())

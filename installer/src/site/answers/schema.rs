@@ -78,11 +78,18 @@ fn property(q: &Question, facts: &Facts) -> Value {
         }
         Shape::List { .. } => json!({ "type": ["array", "null"], "items": { "type": "string" } }),
         Shape::Table { columns, .. } => {
+            let cell_type = |c: &super::questions::Column| {
+                if c.key.ends_with("port") {
+                    json!(["string", "integer"])
+                } else {
+                    json!("string")
+                }
+            };
             let cells: Map<String, Value> = columns
                 .iter()
-                .map(|c| (c.key.to_string(), json!({ "type": "string", "description": c.help })))
+                .map(|c| (c.key.to_string(), json!({ "type": cell_type(c), "description": c.help })))
                 .collect();
-            let names: Vec<&str> = columns.iter().map(|c| c.key).collect();
+            let names: Vec<&str> = columns.iter().filter(|c| !c.optional).map(|c| c.key).collect();
             json!({
                 "type": ["array", "null"],
                 "items": {

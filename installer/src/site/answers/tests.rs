@@ -502,3 +502,136 @@ fn a_sites_kept_answers_file_is_taken_with_its_kept_secrets() {
     kept::keep(&host, &kept::read_answers_file(&kept_file).unwrap(), "answers.yaml").unwrap();
     assert_eq!(Answers::load(&kept_file).unwrap().ldap.unwrap().bind_password.expose(), "kept-pw-20");
 }
+
+// ---- nodes: the cluster set up over SSH ---------------------------------------------
+
+/// The first of three servers and one agent, listing the cluster in `nodes`.
+fn nodes(rows: &str) -> String {
+    format!(
+        "profile: ha\nnode: {{name: s1, ip: 192.0.2.11}}\ncluster: {{ingress_domain: p.example.test}}\nnodes:\n{rows}"
+    )
+}
+
+const NODES: &str = "  - {name: s1, address: 192.0.2.11, role: server}\n\
+                     \x20 - {name: s2, address: s2.site.example, node_ip: 192.0.2.12, role: server, ssh_user: admin, ssh_port: 2222}\n\
+                     \x20 - {name: s3, address: 192.0.2.13, role: server, ssh_identity_file: /root/.ssh/site, ssh_jump: \"ops@bastion.site.example:22\"}\n\
+                     \x20 - {name: a1, address: 192.0.2.21, role: agent, data_dir: /srv/rancher}\n";
+
+#[test]
+fn nodes_list_the_cluster_and_imply_its_ha_members() {
+    let a = parse(&nodes(NODES)).unwrap();
+    assert_eq!(a.nodes.len(), 4);
+    let ha = a.ha.as_ref().expect("ha derived from nodes");
+    let names = |m: &[Member]| m.iter().map(|m| format!("{}={}", m.name, m.ip)).collect::<Vec<_>>();
+    assert_eq!(names(&ha.servers), ["s1=192.0.2.11", "s2=192.0.2.12", "s3=192.0.2.13"]);
+    assert_eq!(names(&ha.agents), ["a1=192.0.2.21"]);
+    let s2 = &a.nodes[1];
+    assert_eq!(s2.address, Address::Name("s2.site.example".into()));
+    assert_eq!((s2.ssh.user.as_deref(), s2.ssh.port), (Some("admin"), Some(2222)));
+    assert_eq!(a.nodes[2].ssh.jump.as_deref(), Some("ops@bastion.site.example:22"));
+    assert_eq!(a.nodes[3].data_dir.as_deref(), Some(Path::new("/srv/rancher")));
+    assert!(a.starts_cluster() && a.join.is_none() && a.cluster_init(DistributionKind::K3s));
+}
+
+#[test]
+fn bad_nodes_are_named_at_the_key_with_a_hint() {
+    let s1 = "  - {name: s1, address: 192.0.2.11, role: server}\n";
+    let s2 = "  - {name: s2, address: 192.0.2.12, role: server}\n";
+    let s3 = "  - {name: s3, address: 192.0.2.13, role: server}\n";
+    for (rows, key, cause) in [
+        (format!("{s2}{s1}{s3}"), "nodes[0]", "the first node is this one"),
+        (format!("{s1}{s2}{s2}"), "nodes[2].name", "listed twice"),
+        (format!("{s1}{s2}  - {{name: s3, address: 192.0.2.12, role: server}}\n"), "nodes[2].address", "listed twice"),
+        (
+            format!("{s1}{s2}  - {{name: s3, address: s2.site.example, node_ip: 192.0.2.11, role: server}}\n"),
+            "nodes[2].node_ip",
+            "listed twice",
+        ),
+        (format!("{s1}{s2}"), "nodes", "lists 2 servers"),
+        (format!("{s1}{s2}{s3}  - {{name: s4, address: 192.0.2.14, role: server}}\n"), "nodes", "odd number"),
+        (
+            format!("{s1}{s2}  - {{name: s3, address: s3.site.example, role: server}}\n"),
+            "nodes[2].node_ip",
+            "is a name",
+        ),
+        (
+            format!("{s1}{s2}  - {{name: s3, address: \"-oProxyCommand=x\", role: server}}\n"),
+            "nodes[2].address",
+            "starts with `-`",
+        ),
+        (
+            format!("{s1}{s2}  - {{name: s3, address: 192.0.2.13, role: server, ssh_port: 0}}\n"),
+            "nodes[2].ssh_port",
+            "not a port",
+        ),
+        (
+            format!("{s1}{s2}  - {{name: s3, address: 192.0.2.13, role: server, ssh_user: \"a b\"}}\n"),
+            "nodes[2].ssh_user",
+            "holds a space",
+        ),
+        (
+            format!("{s1}{s2}  - {{name: s3, address: 192.0.2.13, role: server, ssh_identity_file: id}}\n"),
+            "nodes[2].ssh_identity_file",
+            "absolute",
+        ),
+        (
+            format!("{s1}{s2}  - {{name: s3, address: 192.0.2.13, role: server, ssh_jump: \"-J\"}}\n"),
+            "nodes[2].ssh_jump",
+            "starts with `-`",
+        ),
+        (
+            format!("{s1}{s2}  - {{name: s3, address: 192.0.2.13, role: server, data_dir: /tmp/x}}\n"),
+            "nodes[2].data_dir",
+            "not a place",
+        ),
+        (
+            format!("{s1}{s2}  - {{name: s3, address: 10.42.0.7, role: server}}\n"),
+            "nodes[2].address",
+            "inside cluster.cluster_cidr",
+        ),
+        (format!("{s1}{s2}  - {{name: s3, address: 192.0.2.13, role: king}}\n"), "nodes[2].role", "not a role"),
+        (format!("{s1}{s2}  - {{name: s3, address: 192.0.2.13}}\n"), "nodes[2].role", "missing"),
+    ] {
+        let p = problem(&nodes(&rows));
+        assert_eq!(p.key, key, "{rows}: {p}");
+        assert!(p.cause.contains(cause), "{rows}: {p}");
+        assert!(!p.hint.is_empty(), "{p}");
+    }
+    // One list of members: `ha` beside `nodes` is refused at `ha`.
+    let p = problem(&format!("{}ha: {{servers: [{{name: s1, ip: 192.0.2.11}}]}}\n", nodes(NODES)));
+    assert_eq!(p.key, "ha.servers", "{p}");
+    // An agent does not set up the cluster.
+    let agent =
+        nodes(NODES).replace("node: {name: s1, ip: 192.0.2.11}", "node: {name: a1, ip: 192.0.2.21, role: agent}");
+    let p = problem(&agent);
+    assert!(p.key == "nodes" && p.cause.contains("agent"), "{p}");
+}
+
+#[test]
+fn nodes_are_cross_checked_against_the_profile_topology() {
+    let profile = |topology: &str| {
+        crate::site::profile::Profile::from_bundle_entry(
+            &format!("name: ha\ndistribution: k3s\n{topology}components: [app]\nsizing: {{cpus: 2, memory_mib: 2048, disk_gib: 20}}\n"),
+            "ha",
+        )
+        .unwrap()
+    };
+    let a = parse(&nodes(NODES)).unwrap();
+    a.validate_against(&profile("topology: ha\n")).unwrap();
+    let e = a.validate_against(&profile("topology: ha\nha: {servers: 3, agents: false}\n")).unwrap_err().to_string();
+    assert!(e.contains("nodes[3].role:") && e.contains("takes no agents") && e.contains("hint:"), "{e}");
+    let e = a.validate_against(&profile("topology: ha\nha: {servers: 5}\n")).unwrap_err().to_string();
+    assert!(e.contains("answers.yaml: nodes:") && e.contains("installs 5"), "{e}");
+    let e = a.validate_against(&profile("topology: single-node\n")).unwrap_err().to_string();
+    assert!(e.contains("answers.yaml: nodes:") && e.contains("single node"), "{e}");
+}
+
+#[test]
+fn the_schema_takes_nodes_with_optional_ssh_settings_and_refuses_unknown_cells() {
+    assert_schema_accepts(&nodes(NODES));
+    let v = jsonschema::validator_for(&schema::json_schema()).unwrap();
+    let bad = nodes("  - {name: s1, address: 192.0.2.11, role: server, password: x}\n");
+    let doc: serde_json::Value = serde_yaml::from_str(&bad).unwrap();
+    assert!(!v.is_valid(&doc));
+    assert!(parse(&bad).is_err());
+}

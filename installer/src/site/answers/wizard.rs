@@ -413,6 +413,11 @@ fn table(
             let i = rows.len();
             let mut row = Vec::new();
             for (ci, c) in columns.iter().enumerate() {
+                if c.optional {
+                    // Kept from an earlier run, or left to the file and ~/.ssh/config.
+                    row.push(kept.get(i).and_then(|r| r.get(ci)).cloned().unwrap_or_default());
+                    continue;
+                }
                 let key = format!("{}[{i}].{}", q.key, c.key);
                 let kept_cell = kept.get(i).and_then(|r| r.get(ci)).filter(|v| !v.is_empty()).cloned();
                 let default = kept_cell.or_else(|| (c.suggest)(a, facts, i));
@@ -711,6 +716,38 @@ mod tests {
         assert_eq!(keys, ["keycloak_database.host", "keycloak_database.port"], "{:?}", p.rejected);
         assert!(!doc.to_yaml().contains("db-pw-51c0"));
         assert!(p.rejected.iter().all(|r| !r.to_string().contains("db-pw-51c0")));
+    }
+
+    #[test]
+    fn the_wizard_asks_each_node_by_name_address_and_role_until_an_empty_name() {
+        let mut p = Scripted::default();
+        script(&mut p, &NODE);
+        script(
+            &mut p,
+            &[
+                ("profile", &["ha"]),
+                ("node.ip", &["192.0.2.11"]),
+                // Asked twice: the first round names node 3 by DNS without a node IP,
+                // which the table as a whole refuses. Enter takes this node's address
+                // for node 1, and `server` for nodes 1-3.
+                ("nodes[0].name", &["n1", "n1"]),
+                ("nodes[1].name", &["n2", "n2"]),
+                ("nodes[1].address", &["192.0.2.12", "192.0.2.12"]),
+                ("nodes[2].name", &["n3", "n3"]),
+                ("nodes[2].address", &["n3.site.example", "192.0.2.13"]),
+                ("nodes[3].name", &["a1", "a1"]),
+                ("nodes[3].address", &["192.0.2.21", "192.0.2.21"]),
+            ],
+        );
+        let (answers, doc) = ask_checked(super::super::questions(), &Facts::default(), &mut p, &[]).unwrap();
+        let roles: Vec<String> = answers.nodes.iter().map(|n| format!("{}:{}", n.name, n.role)).collect();
+        assert_eq!(roles, ["n1:server", "n2:server", "n3:server", "a1:agent"]);
+        assert_eq!(answers.ha.as_ref().map(|h| h.servers.len()), Some(3));
+        let rejected: Vec<&str> = p.rejected.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(rejected, ["nodes[2].node_ip"]);
+        // `ha` is not asked beside `nodes`, and the SSH settings are left to the file.
+        assert!(!p.asked.iter().any(|k| k.starts_with("ha.") || k.contains("ssh_")), "{:?}", p.asked);
+        assert!(doc.to_yaml().contains("nodes:"), "{}", doc.to_yaml());
     }
 
     #[test]

@@ -1,0 +1,744 @@
+//! The whole cluster from its first server: `airlock install` with `nodes:` in the
+//! answers sets up every other node over SSH ([`crate::host::ssh`]).
+//!
+//! Two halves around the first server's own install, which runs as without `nodes`:
+//!
+//! 1. [`ClusterRun::prepare`], before anything is installed anywhere, on every other
+//!    node in parallel: the bundle's files (each part as a part; what is there already
+//!    with the right size and SHA-256 is not sent again), the installer binary taken
+//!    from the verified bundle and the site's trusted keys go into the node's incoming
+//!    directory; that binary verifies the bundle there; the node's answers (derived
+//!    from the site's, see [`node_answers`]) go over stdin into a 0600 file; the node's
+//!    preflight runs. Any failure stops the run before the first change.
+//! 2. [`ClusterRun::join`], after the first server is installed: the servers one at a
+//!    time, each gated on its health before the next, then the agents in parallel.
+//!    The join token goes over the SSH channel's stdin into a 0600 file and nowhere
+//!    else: not into a command line, this module's results, or the journal.
+//!
+//! Each node's progress is journaled on the first server
+//! (`/var/lib/airlock/cluster/<node>.json`), so a re-run checks the nodes that are done
+//! instead of installing them again. A node that fails is reported with its cause and
+//! the others go on, except that a failed server stops the servers after it (etcd
+//! takes members one at a time).
+//!
+//! The remote side runs `sh` scripts; `AIRLOCK_TARGET_ROOT` in the node's SSH
+//! environment (sshd `SetEnv`) makes it install into that target root instead of `/`,
+//! as `--root` does locally (image builds, the tests).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use airlock_format::error::{Error, Result};
+use airlock_format::parts::BundleFiles;
+use airlock_format::report::{Event, Reporter};
+use serde::{Deserialize, Serialize};
+
+use crate::host::ssh::{sh_quote, ssh_failure, Remote, SshTarget};
+use crate::host::{Host, Perms};
+use crate::site::answers::{Role, SiteNode};
+use crate::state;
+
+/// Where each node's progress is journaled on the first server.
+pub const CLUSTER_DIR: &str = "/var/lib/airlock/cluster";
+/// Where the bundle, the installer and the keys land on a node (below its target root).
+pub const INCOMING_DIR: &str = "/var/lib/airlock/incoming";
+/// Test-only crash injection: abort the run right after this node is journaled done.
+pub const CRASH_AFTER_NODE_ENV: &str = "AIRLOCK_TEST_CLUSTER_CRASH_AFTER";
+
+/// Preflight checks a node cannot pass before the first server is installed: the join
+/// token comes over the SSH channel only when the node joins, and the first server's
+/// API answers only once it runs. The joining install checks both again.
+const NOT_YET_CHECKS: [&str; 2] = ["join-token", "join-server-reachable"];
+
+/// How far a node got; journaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Bundle sent and verified on the node, preflight passed.
+    Prepared,
+    /// Installed and joined; its health gate passed.
+    Joined,
+}
+
+/// A node's journal entry. Never holds the token or an answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeJournal {
+    pub name: String,
+    pub role: Role,
+    pub address: String,
+    pub version: String,
+    pub phase: Phase,
+    /// The run connected with `--accept-new-host-keys`.
+    pub accepted_new_host_keys: bool,
+}
+
+/// What became of a node in this run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "result")]
+pub enum NodeResult {
+    /// This node: installed by the run itself.
+    Local,
+    /// Ready to join: bundle verified there, preflight passed.
+    Prepared,
+    /// Joined by this run.
+    Joined,
+    /// Journaled as joined by an earlier run, and healthy now: not redone.
+    Checked,
+    /// Not attempted, and why (an earlier server failed, the run stopped before).
+    Skipped {
+        why: String,
+    },
+    Failed {
+        step: String,
+        cause: String,
+        hint: String,
+    },
+}
+
+impl NodeResult {
+    pub fn ok(&self) -> bool {
+        !matches!(self, NodeResult::Failed { .. } | NodeResult::Skipped { .. })
+    }
+}
+
+/// One row of the cluster report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeReport {
+    pub name: String,
+    pub role: Role,
+    pub address: String,
+    pub version: String,
+    /// Bytes of bundle, installer and keys sent to the node by this run.
+    pub bytes_sent: u64,
+    #[serde(flatten)]
+    pub result: NodeResult,
+}
+
+/// The cluster report: every node, this one first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterReport {
+    pub version: String,
+    pub accepted_new_host_keys: bool,
+    pub nodes: Vec<NodeReport>,
+}
+
+impl ClusterReport {
+    pub fn ok(&self) -> bool {
+        self.nodes.iter().all(|n| n.result.ok())
+    }
+}
+
+/// One file that goes to every node: where it is here, its name there, its digest.
+#[derive(Clone, Debug)]
+struct Outgoing {
+    local: PathBuf,
+    name: String,
+    size: u64,
+    sha256: String,
+    executable: bool,
+}
+
+/// Everything a cluster run needs besides the first server's own install.
+pub struct ClusterRun<'a> {
+    pub remote: &'a dyn Remote,
+    /// The first server's host: the journal lives there.
+    pub host: &'a (dyn Host + Sync),
+    /// Every node of `nodes:`, the first (this one) included.
+    pub nodes: Vec<SiteNode>,
+    /// The site's answers file as given.
+    pub answers_text: String,
+    pub bundle: PathBuf,
+    /// The trusted key files the bundle was verified with here.
+    pub key_files: Vec<PathBuf>,
+    /// The installer binary from the verified, staged bundle.
+    pub installer: PathBuf,
+    pub version: String,
+    /// Preflight checks the operator overrides (on every node).
+    pub overrides: Vec<String>,
+    pub accept_new_host_keys: bool,
+}
+
+impl ClusterRun<'_> {
+    fn others(&self) -> impl Iterator<Item = &SiteNode> {
+        self.nodes.iter().skip(1)
+    }
+
+    fn report(&self, rows: Vec<NodeReport>) -> ClusterReport {
+        let first = &self.nodes[0];
+        let mut nodes = vec![NodeReport {
+            name: first.name.clone(),
+            role: first.role,
+            address: first.address.to_string(),
+            version: self.version.clone(),
+            bytes_sent: 0,
+            result: NodeResult::Local,
+        }];
+        nodes.extend(rows);
+        ClusterReport { version: self.version.clone(), accepted_new_host_keys: self.accept_new_host_keys, nodes }
+    }
+
+    fn row(&self, n: &SiteNode, bytes_sent: u64, result: NodeResult) -> NodeReport {
+        NodeReport {
+            name: n.name.clone(),
+            role: n.role,
+            address: n.address.to_string(),
+            version: self.version.clone(),
+            bytes_sent,
+            result,
+        }
+    }
+
+    /// Sends, verifies and preflights on every other node, in parallel. Installs
+    /// nothing anywhere.
+    pub fn prepare(&self, reporter: &dyn Reporter) -> Result<ClusterReport> {
+        let files = self.outgoing()?;
+        let answers: Vec<String> =
+            (1..self.nodes.len()).map(|i| node_answers(&self.answers_text, &self.nodes, i)).collect::<Result<_>>()?;
+        let ids = AtomicU64::new(1);
+        let rows = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .others()
+                .zip(&answers)
+                .map(|(n, a)| {
+                    let (files, ids) = (&files, &ids);
+                    s.spawn(move || {
+                        let mut sent = 0;
+                        let r = self.prepare_node(n, files, a, &mut sent, ids, reporter);
+                        self.row(n, sent, r.unwrap_or_else(|f| f))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a node's thread does not panic")).collect()
+        });
+        Ok(self.report(rows))
+    }
+
+    fn prepare_node(
+        &self,
+        n: &SiteNode,
+        files: &[Outgoing],
+        answers: &str,
+        sent: &mut u64,
+        ids: &AtomicU64,
+        reporter: &dyn Reporter,
+    ) -> std::result::Result<NodeResult, NodeResult> {
+        let t = target(n);
+        // Joined by an earlier run of this release: checked, not prepared again (its
+        // preflight would now find the install it made).
+        if self.joined_earlier(n).map_err(|e| failed("journal", e))? {
+            self.gate(&t).map_err(|e| failed("health", e))?;
+            return Ok(NodeResult::Checked);
+        }
+        let have = self.present(&t, files).map_err(|e| failed("connect", e))?;
+        for f in files.iter().filter(|f| !have.contains(&f.name)) {
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            let label = format!("{}: {}", n.name, f.name);
+            reporter.event(Event::TransferStart { id, name: &label, total: Some(f.size) });
+            let r = self.send(&t, f, id, reporter);
+            reporter.event(Event::TransferDone { id });
+            *sent += r.map_err(|e| failed("send", e))?;
+        }
+        // What arrived is what was sent: size and digest again, on the node.
+        let have = self.present(&t, files).map_err(|e| failed("send", e))?;
+        if let Some(f) = files.iter().find(|f| !have.contains(&f.name)) {
+            return Err(failed(
+                "send",
+                Error::corrupt(f.name.clone(), "differs on the node from what was sent")
+                    .with_hint("run the install again: what is intact is not sent again"),
+            ));
+        }
+        self.run_checked(&t, &self.verify_script(), &mut std::io::empty(), "verify")?;
+        let write = format!(
+            "{}umask 077; cat > \"$D/.answers.yaml.partial\" && mv -f \"$D/.answers.yaml.partial\" \"$D/answers.yaml\"",
+            prologue()
+        );
+        self.run_checked(&t, &write, &mut answers.as_bytes(), "answers")?;
+        self.run_checked(
+            &t,
+            &self.airlock_script("preflight", &preflight_overrides(&self.overrides)),
+            &mut std::io::empty(),
+            "preflight",
+        )?;
+        self.journal(n, Phase::Prepared).map_err(|e| failed("journal", e))?;
+        Ok(NodeResult::Prepared)
+    }
+
+    /// Installs and joins every other node: servers one at a time, each gated, then
+    /// agents in parallel. `token`: the cluster's join token, read from the first
+    /// server's install.
+    pub fn join(&self, token: &[u8], reporter: &dyn Reporter) -> Result<ClusterReport> {
+        let mut rows: Vec<NodeReport> = Vec::new();
+        let mut stop: Option<String> = None;
+        for n in self.others().filter(|n| n.role == Role::Server) {
+            let r = match &stop {
+                Some(why) => NodeResult::Skipped { why: why.clone() },
+                None => self.join_node(n, token, reporter).unwrap_or_else(|f| f),
+            };
+            if !r.ok() && stop.is_none() {
+                stop = Some(format!("server {} did not join; etcd takes members one at a time", n.name));
+            }
+            rows.push(self.row(n, 0, r));
+        }
+        let agents: Vec<NodeReport> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .others()
+                .filter(|n| n.role == Role::Agent)
+                .map(|n| s.spawn(move || self.row(n, 0, self.join_node(n, token, reporter).unwrap_or_else(|f| f))))
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a node's thread does not panic")).collect()
+        });
+        rows.extend(agents);
+        Ok(self.report(rows))
+    }
+
+    fn join_node(&self, n: &SiteNode, token: &[u8], _: &dyn Reporter) -> std::result::Result<NodeResult, NodeResult> {
+        let t = target(n);
+        if self.joined_earlier(n).map_err(|e| failed("journal", e))? && self.gate(&t).is_ok() {
+            return Ok(NodeResult::Checked);
+        }
+        let token_path = state::CLUSTER_TOKEN_PATH;
+        let write_token = format!(
+            "{p}umask 077; T=\"$R\"{tp}; mkdir -p \"${{T%/*}}\" && cat > \"$T.partial\" && mv -f \"$T.partial\" \"$T\"",
+            p = prologue(),
+            tp = sh_quote(token_path),
+        );
+        self.run_checked(&t, &write_token, &mut &token[..], "token")?;
+        self.run_checked(&t, &self.airlock_script("join", &["--yes".to_string()]), &mut std::io::empty(), "join")?;
+        self.gate(&t).map_err(|e| failed("health", e))?;
+        self.journal(n, Phase::Joined).map_err(|e| failed("journal", e))?;
+        if std::env::var(CRASH_AFTER_NODE_ENV).ok().as_deref() == Some(n.name.as_str()) {
+            std::process::abort();
+        }
+        Ok(NodeResult::Joined)
+    }
+
+    /// The health gate before the next server: the node's own `airlock status`, which
+    /// on a live node asks its service and the API server, under a target root what
+    /// the install laid out.
+    fn gate(&self, t: &SshTarget) -> Result<()> {
+        let script = format!("{}cd \"$D\" && ./airlock status --root \"${{R:-/}}\"", prologue());
+        let out = self.remote.exec(t, &script, &mut std::io::empty())?;
+        if out.status == 255 {
+            return Err(ssh_error(t, &out.stderr));
+        }
+        if out.status != 0 {
+            return Err(Error::input(format!("node {}", t.name), "is not healthy after joining")
+                .with_hint(format!("its `airlock status` says:\n{}", tail(&out.stdout, 12))));
+        }
+        Ok(())
+    }
+
+    fn outgoing(&self) -> Result<Vec<Outgoing>> {
+        let files = BundleFiles::locate(&self.bundle)?;
+        let mut paths: Vec<(PathBuf, String, bool)> = Vec::new();
+        for p in &files.parts {
+            paths.push((p.clone(), file_name(p)?, false));
+        }
+        let base = file_name(&files.base)?;
+        let dir = files.base.parent().unwrap_or(Path::new("."));
+        for ext in [".sha256", ".sha256.minisig"] {
+            let p = dir.join(format!("{base}{ext}"));
+            if p.is_file() {
+                paths.push((p, format!("{base}{ext}"), false));
+            }
+        }
+        for (i, k) in self.key_files.iter().enumerate() {
+            paths.push((k.clone(), format!("key{i}.pub"), false));
+        }
+        paths.push((self.installer.clone(), "airlock".into(), true));
+        paths
+            .into_iter()
+            .map(|(local, name, executable)| {
+                let (d, size) = airlock_format::digest::sha256_file(&local).map_err(|e| Error::io(&local, e))?;
+                Ok(Outgoing { local, name, size, sha256: d.hex(), executable })
+            })
+            .collect()
+    }
+
+    /// The names of `files` already on the node with the right size and digest.
+    fn present(&self, t: &SshTarget, files: &[Outgoing]) -> Result<Vec<String>> {
+        let mut script = format!("{}mkdir -p \"$D\" && cd \"$D\" || exit 1\n", prologue());
+        for f in files {
+            // Size first: a partial or stale file is not hashed at all.
+            script.push_str(&format!(
+                "[ -f {q} ] && [ \"$(wc -c < {q})\" -eq {size} ] && sha256sum -- {q}\n",
+                q = sh_quote(&f.name),
+                size = f.size
+            ));
+        }
+        script.push_str("true\n");
+        let out = self.remote.exec(t, &script, &mut std::io::empty())?;
+        if out.status == 255 {
+            return Err(ssh_error(t, &out.stderr));
+        }
+        let out = out.checked(&["ssh", &t.address, "(check incoming files)"])?;
+        Ok(files
+            .iter()
+            .filter(|f| out.stdout.lines().any(|l| l.split_once("  ") == Some((f.sha256.as_str(), f.name.as_str()))))
+            .map(|f| f.name.clone())
+            .collect())
+    }
+
+    fn send(&self, t: &SshTarget, f: &Outgoing, id: u64, reporter: &dyn Reporter) -> Result<u64> {
+        let q = sh_quote(&f.name);
+        let partial = sh_quote(&format!(".{}.partial", f.name));
+        let mode = if f.executable { "755" } else { "644" };
+        let script =
+            format!("{}cd \"$D\" && cat > {partial} && chmod {mode} {partial} && mv -f {partial} {q}", prologue());
+        let file = std::fs::File::open(&f.local).map_err(|e| Error::io(&f.local, e))?;
+        let mut counted = Counting { inner: file, id, reporter, bytes: 0 };
+        let out = self.remote.exec(t, &script, &mut counted)?;
+        if out.status == 255 {
+            return Err(ssh_error(t, &out.stderr));
+        }
+        out.checked(&["ssh", &t.address, "(receive file)"])
+            .map_err(|e| e.with_hint(format!("{}: is the disk under {INCOMING_DIR} full?", f.name)))?;
+        Ok(counted.bytes)
+    }
+
+    fn verify_script(&self) -> String {
+        format!("{}cd \"$D\" && ./airlock verify {} {}", prologue(), self.remote_bundle(), self.pubkey_args())
+    }
+
+    fn remote_bundle(&self) -> String {
+        let files = BundleFiles::locate(&self.bundle).ok();
+        let name = files.and_then(|f| f.parts.first().and_then(|p| file_name(p).ok())).unwrap_or_default();
+        sh_quote(&name)
+    }
+
+    fn pubkey_args(&self) -> String {
+        (0..self.key_files.len()).map(|i| format!("--pubkey key{i}.pub")).collect::<Vec<_>>().join(" ")
+    }
+
+    /// `airlock CMD BUNDLE --pubkey.. --answers answers.yaml --root R EXTRA` on the node.
+    fn airlock_script(&self, cmd: &str, extra: &[String]) -> String {
+        let extra: Vec<String> = extra.iter().map(|e| sh_quote(e)).collect();
+        format!(
+            "{}cd \"$D\" && ./airlock {cmd} {} {} --answers answers.yaml --root \"${{R:-/}}\" {}",
+            prologue(),
+            self.remote_bundle(),
+            self.pubkey_args(),
+            extra.join(" ")
+        )
+    }
+
+    fn run_checked(
+        &self,
+        t: &SshTarget,
+        script: &str,
+        stdin: &mut (dyn Read + Send),
+        step: &str,
+    ) -> std::result::Result<(), NodeResult> {
+        let out = self.remote.exec(t, script, stdin).map_err(|e| failed(step, e))?;
+        if out.status == 255 {
+            return Err(failed(step, ssh_error(t, &out.stderr)));
+        }
+        if out.status != 0 {
+            let said = tail(&format!("{}{}", out.stdout, out.stderr), 15);
+            return Err(NodeResult::Failed {
+                step: step.to_string(),
+                cause: format!("`airlock {step}` on the node exited with {}", out.status),
+                hint: said,
+            });
+        }
+        Ok(())
+    }
+
+    fn journal(&self, n: &SiteNode, phase: Phase) -> Result<()> {
+        let j = NodeJournal {
+            name: n.name.clone(),
+            role: n.role,
+            address: n.address.to_string(),
+            version: self.version.clone(),
+            phase,
+            accepted_new_host_keys: self.accept_new_host_keys,
+        };
+        let mut text = serde_json::to_vec_pretty(&j).expect("a journal serialises");
+        text.push(b'\n');
+        self.host.write_file(&journal_path(&n.name), &mut &text[..], Perms::mode(0o644)).map(drop)
+    }
+
+    fn joined_earlier(&self, n: &SiteNode) -> Result<bool> {
+        let j = self.read_journal(&n.name)?;
+        Ok(j.is_some_and(|j| j.phase == Phase::Joined && j.version == self.version))
+    }
+
+    fn read_journal(&self, name: &str) -> Result<Option<NodeJournal>> {
+        let path = journal_path(name);
+        let Some(bytes) = self.host.read_file(&path)? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::corrupt(path.display().to_string(), e.to_string()).with_hint("remove it to start that node over")
+        })
+    }
+}
+
+/// Every node journaled on this (first) server, by name; a node not joined yet, or a
+/// journal that cannot be read, is a warning for `airlock status`.
+pub fn journaled_nodes(host: &dyn Host, warnings: &mut Vec<String>) -> Vec<NodeJournal> {
+    let dir = Path::new(CLUSTER_DIR);
+    let mut out = Vec::new();
+    for e in host.list_dir(dir).ok().flatten().unwrap_or_default() {
+        let Some(name) = e.name.strip_suffix(".json") else { continue };
+        let path = dir.join(&e.name);
+        match host.read_file(&path).map(|b| b.map(|b| serde_json::from_slice::<NodeJournal>(&b))) {
+            Ok(Some(Ok(j))) => {
+                if j.phase != Phase::Joined {
+                    warnings.push(format!(
+                        "node {name} has not joined the cluster yet (it got as far as: {:?}); run the install again",
+                        j.phase
+                    ));
+                }
+                out.push(j);
+            }
+            Ok(None) => {}
+            Ok(Some(Err(err))) => warnings.push(format!("{}: unreadable node journal: {err}", path.display())),
+            Err(err) => warnings.push(format!("{}: {}", path.display(), err.cause)),
+        }
+    }
+    out
+}
+
+/// Every remote script starts here: the node's target root and incoming directory.
+fn prologue() -> String {
+    format!("R=\"${{AIRLOCK_TARGET_ROOT:-}}\"; D=\"$R\"{}; ", sh_quote(INCOMING_DIR))
+}
+
+fn journal_path(name: &str) -> PathBuf {
+    Path::new(CLUSTER_DIR).join(format!("{name}.json"))
+}
+
+fn preflight_overrides(given: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in given.iter().map(String::as_str).chain(NOT_YET_CHECKS) {
+        out.extend(["--override".to_string(), id.to_string()]);
+    }
+    out
+}
+
+fn target(n: &SiteNode) -> SshTarget {
+    SshTarget {
+        name: n.name.clone(),
+        address: n.address.to_string(),
+        user: n.ssh.user.clone(),
+        port: n.ssh.port,
+        identity_file: n.ssh.identity_file.clone(),
+        jump: n.ssh.jump.clone(),
+    }
+}
+
+fn ssh_error(t: &SshTarget, stderr: &str) -> Error {
+    let (cause, hint) = ssh_failure(stderr);
+    Error::input(format!("node {} ({})", t.name, t.address), format!("{cause}: {}", stderr.trim()))
+        .with_hint(hint.to_string())
+}
+
+fn failed(step: &str, e: Error) -> NodeResult {
+    NodeResult::Failed {
+        step: step.to_string(),
+        cause: format!("{}: {}", e.subject, e.cause),
+        hint: e.hint.clone().unwrap_or_default(),
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn file_name(p: &Path) -> Result<String> {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::input(p.display().to_string(), "has no file name").with_hint("name the bundle file"))
+}
+
+/// Counts what is read through it, for the report and the progress bars.
+struct Counting<'a, R> {
+    inner: R,
+    id: u64,
+    reporter: &'a (dyn Reporter + Sync),
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        self.reporter.event(Event::TransferProgress { id: self.id, bytes: n as u64 });
+        Ok(n)
+    }
+}
+
+/// The answers of node `i` (from 1) of `nodes`: the site's answers without `nodes`,
+/// with its own `node`, the `ha` members every node lists alike, `join` to the first
+/// server with the token at the path every node keeps it, and its `data_dir`.
+pub fn node_answers(site: &str, nodes: &[SiteNode], i: usize) -> Result<String> {
+    use serde_yaml::{Mapping, Value};
+    let mut doc: Mapping = serde_yaml::from_str(site)
+        .map_err(|e| Error::input("answers", format!("cannot be read again: {e}")).with_hint("check the file"))?;
+    let key = |k: &str| Value::String(k.to_string());
+    let n = &nodes[i];
+    doc.remove(key("nodes"));
+    let mut node = Mapping::new();
+    node.insert(key("name"), key(&n.name));
+    node.insert(key("ip"), key(&n.node_ip.to_string()));
+    node.insert(key("role"), key(n.role.as_str()));
+    doc.insert(key("node"), Value::Mapping(node));
+    let members = |role: Role| -> Value {
+        Value::Sequence(
+            nodes
+                .iter()
+                .filter(|m| m.role == role)
+                .map(|m| {
+                    let mut row = Mapping::new();
+                    row.insert(key("name"), key(&m.name));
+                    row.insert(key("ip"), key(&m.node_ip.to_string()));
+                    Value::Mapping(row)
+                })
+                .collect(),
+        )
+    };
+    let mut ha = Mapping::new();
+    ha.insert(key("servers"), members(Role::Server));
+    if nodes.iter().any(|m| m.role == Role::Agent) {
+        ha.insert(key("agents"), members(Role::Agent));
+    }
+    doc.insert(key("ha"), Value::Mapping(ha));
+    let mut join = Mapping::new();
+    join.insert(key("server"), key(&nodes[0].node_ip.to_string()));
+    join.insert(key("token_file"), key(state::CLUSTER_TOKEN_PATH));
+    doc.insert(key("join"), Value::Mapping(join));
+    if let Some(d) = &n.data_dir {
+        doc.insert(key("data_dir"), key(&d.display().to_string()));
+    }
+    // The first server makes the site PKI; the others get its CA with the cluster.
+    doc.remove(key("pki"));
+    Ok(serde_yaml::to_string(&doc).expect("a YAML mapping serialises"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{CommandOutput, RootedHost};
+    use crate::site::answers::{Address, SshLogin};
+    use std::sync::Mutex;
+
+    const TOKEN: &[u8] = b"K10cafe::server:0123456789abcdef\n";
+
+    /// A stand-in for the other nodes' sshd: records every call (node, script, what came
+    /// on stdin) and answers as a healthy node would, except that `failing` nodes fail
+    /// their `airlock join`.
+    struct FakeNodes {
+        calls: Mutex<Vec<(String, String, Vec<u8>)>>,
+        failing: Vec<&'static str>,
+    }
+
+    impl Remote for FakeNodes {
+        fn exec(&self, t: &SshTarget, script: &str, stdin: &mut (dyn Read + Send)) -> Result<CommandOutput> {
+            let mut input = Vec::new();
+            stdin.read_to_end(&mut input).unwrap();
+            self.calls.lock().unwrap().push((t.name.clone(), script.to_string(), input));
+            if script.contains("./airlock join") && self.failing.contains(&t.name.as_str()) {
+                return Ok(CommandOutput::exit(1, "error: the node refused"));
+            }
+            Ok(CommandOutput::ok(""))
+        }
+    }
+
+    fn node(name: &str, octet: u8, role: Role) -> SiteNode {
+        let ip: std::net::IpAddr = format!("192.0.2.{octet}").parse().unwrap();
+        SiteNode {
+            name: name.into(),
+            address: Address::Ip(ip),
+            role,
+            ssh: SshLogin::default(),
+            node_ip: ip,
+            data_dir: None,
+        }
+    }
+
+    fn run_with<'a>(remote: &'a FakeNodes, host: &'a RootedHost) -> ClusterRun<'a> {
+        ClusterRun {
+            remote,
+            host,
+            nodes: vec![
+                node("s1", 11, Role::Server),
+                node("s2", 12, Role::Server),
+                node("s3", 13, Role::Server),
+                node("w1", 21, Role::Agent),
+                node("w2", 22, Role::Agent),
+            ],
+            answers_text: "profile: ha\nnode: {name: s1, ip: 192.0.2.11}\n".into(),
+            bundle: "/nonexistent/demo.airlock".into(),
+            key_files: vec![],
+            installer: "/nonexistent/airlock".into(),
+            version: "1.0.0".into(),
+            overrides: vec![],
+            accept_new_host_keys: false,
+        }
+    }
+
+    #[test]
+    fn cluster_join_sends_the_token_only_on_stdin_servers_one_at_a_time_then_agents() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![] };
+        let report = run_with(&remote, &host).join(TOKEN, &airlock_format::report::Silent).unwrap();
+        assert!(report.ok(), "{report:?}");
+        let calls = remote.calls.lock().unwrap();
+        let token = std::str::from_utf8(TOKEN).unwrap().trim();
+        for (node, script, input) in calls.iter() {
+            assert!(!script.contains(token), "the token is in the command for {node}");
+            if !input.is_empty() {
+                assert!(script.contains("umask 077") && script.contains("cluster-token"), "{script}");
+                assert_eq!(input, TOKEN);
+            }
+        }
+        // s2 is joined and gated before s3 gets its token; the agents come last.
+        let order: Vec<&str> =
+            calls.iter().filter(|(_, s, _)| s.contains("./airlock join")).map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(&order[..2], ["s2", "s3"]);
+        let s2_gate = calls.iter().position(|(n, s, _)| n == "s2" && s.contains("./airlock status")).unwrap();
+        let s3_token = calls.iter().position(|(n, _, i)| n == "s3" && !i.is_empty()).unwrap();
+        assert!(s2_gate < s3_token, "s3 got the token before s2's gate");
+        let journal = std::fs::read_to_string(root.path().join("var/lib/airlock/cluster/s2.json")).unwrap();
+        assert!(journal.contains("\"phase\": \"joined\"") && !journal.contains(token), "{journal}");
+        let shown = serde_json::to_string(&report).unwrap();
+        assert!(!shown.contains(token));
+    }
+
+    #[test]
+    fn cluster_join_stops_the_servers_after_a_failed_one_and_still_joins_the_agents() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec!["s2", "w1"] };
+        let report = run_with(&remote, &host).join(TOKEN, &airlock_format::report::Silent).unwrap();
+        let result = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().result.clone();
+        assert!(matches!(result("s2"), NodeResult::Failed { ref step, .. } if step == "join"), "{:?}", result("s2"));
+        assert!(matches!(result("s3"), NodeResult::Skipped { ref why } if why.contains("s2")), "{:?}", result("s3"));
+        assert!(matches!(result("w1"), NodeResult::Failed { .. }));
+        assert_eq!(result("w2"), NodeResult::Joined, "one agent failing does not stop another");
+        assert!(!report.ok());
+        let calls = remote.calls.lock().unwrap();
+        assert!(!calls.iter().any(|(n, _, _)| n == "s3"), "s3 was contacted after s2 failed");
+    }
+
+    #[test]
+    fn node_answers_join_the_first_server_with_the_members_of_nodes() {
+        let site = "profile: ha\nnode: {name: s1, ip: 192.0.2.11}\nnodes: []\npki: {mode: self-signed}\ndata_dir: /var/lib/rancher\n";
+        let mut w1 = node("w1", 21, Role::Agent);
+        w1.data_dir = Some("/srv/rancher".into());
+        let nodes = [node("s1", 11, Role::Server), node("s2", 12, Role::Server), w1];
+        let text = node_answers(site, &nodes, 2).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(doc["node"]["name"], "w1");
+        assert_eq!(doc["node"]["role"], "agent");
+        assert_eq!(doc["join"]["server"], "192.0.2.11");
+        assert_eq!(doc["join"]["token_file"], state::CLUSTER_TOKEN_PATH);
+        assert_eq!(doc["ha"]["servers"][1]["ip"], "192.0.2.12");
+        assert_eq!(doc["ha"]["agents"][0]["name"], "w1");
+        assert_eq!(doc["data_dir"], "/srv/rancher");
+        assert!(doc.get("nodes").is_none() && doc.get("pki").is_none(), "{text}");
+    }
+}
