@@ -70,6 +70,7 @@ fn mirror() -> RegistryMirror {
         ca_file: "/etc/airlock/pki/ca.crt".into(),
         registries: vec!["docker.io".into(), "quay.io".into()],
         auth: None,
+        pushed: None,
     }
 }
 
