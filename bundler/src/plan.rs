@@ -302,6 +302,16 @@ fn plan_images(
             reporter.event(Event::Phase { name: &format!("reading image {}", im.reference), total: None });
             let ispec =
                 ImageSpec { reference: im.reference.clone(), from: im.from.clone(), platforms: im.platforms.clone() };
+            if !pulled.contains_key(&(ci, ii)) {
+                // Cosign signatures live in the image's registry repository: an image
+                // read from a file has none to check.
+                if let Some(p) = crate::fetch::signature_policy(spec, (ci, ii))?.filter(|p| p.require) {
+                    let keys: Vec<&str> = p.keys.iter().map(|k| k.name.as_str()).collect();
+                    return Err(spec
+                        .err(&key, format!("image {} needs a cosign signature by {}, but `{}` is not a registry source, where signatures are kept", im.reference, keys.join(", "), im.from))
+                        .with_hint("take the image from its registry (`from: docker://…`), or set `signatures: {require: false}` on it"));
+                }
+            }
             let img = match (pulled.get(&(ci, ii)), cache) {
                 (Some(p), Some(cache)) => sources::load_pulled(&ispec, p, cache),
                 _ => sources::load_image_with(&ispec, &spec.dir, &mut source_cache),
