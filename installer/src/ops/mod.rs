@@ -14,6 +14,7 @@ pub mod install;
 pub mod preflight;
 pub mod push;
 pub mod report;
+pub mod serve;
 pub mod status;
 pub mod support;
 pub mod uninstall;
