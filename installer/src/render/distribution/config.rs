@@ -156,9 +156,9 @@ pub(super) fn registries_yaml(input: &DistributionInput) -> Result<Option<Vec<u8
     }
     let head = match input.registry_mirror.as_ref().and_then(|m| m.pushed.as_ref().map(|p| (m, p))) {
         Some((m, p)) => format!(
-            "# Registry mirrors for {kind}, written by airlock. The bundle's images were pushed into\n\
-             # {endpoint}{under}; every upstream below is pulled from there, its repositories\n\
-             # rewritten to the pushed paths. Default endpoints are disabled\n\
+            "# Registry mirrors for {kind}, written by airlock. The bundle's images were pushed\n\
+             # into {endpoint}{under}; every upstream below is pulled from there only,\n\
+             # its repositories rewritten to the pushed paths. Default endpoints are disabled\n\
              # (disable-default-registry-endpoint): nothing is pulled from the upstreams themselves.\n",
             kind = product_name(input.kind()),
             endpoint = m.endpoint,
