@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use airlock_format::cosign::{self, CosignKey};
 use airlock_format::error::{Error, Result};
+use airlock_format::manifest::{CosignCheck, CosignSignature};
 use airlock_format::report::{Event, Reporter};
 use airlock_format::Sha256Digest;
 use airlock_registry::Repo;
@@ -128,7 +129,7 @@ fn check_signature(
     digest: &Sha256Digest,
     policy: &SignaturePolicy,
     reporter: &dyn Reporter,
-) -> Result<()> {
+) -> Result<Option<CosignSignature>> {
     let image = &im.spec.reference;
     let what = format!("cosign signature of image {image}");
     reporter.event(Event::Phase { name: &format!("checking the signature of {image}"), total: None });
@@ -136,16 +137,24 @@ fn check_signature(
     let tag = cosign::signature_tag(digest);
     if !client.tags(&repo, &what)?.contains(&tag) {
         if !policy.require {
-            return Ok(());
+            return Ok(None);
         }
         return Err(Error::signature(&what, format!("{repo} has no signature for {digest} (no tag {tag})"))
             .with_hint("sign the image (cosign sign --key) or leave `require` off for it"));
     }
     let manifest = client.manifest(&repo, &tag, &what)?;
-    cosign::verify_signatures(image, digest, &manifest.bytes, &policy.keys, &mut |d| {
+    let v = cosign::verify_signatures(image, digest, &manifest.bytes, &policy.keys, &mut |d| {
         client.small_blob(&repo, d, &what)
     })?;
-    Ok(())
+    let key = policy.keys.iter().find(|k| k.name == v.key).expect("the key that verified is one of the policy's");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(Some(CosignSignature {
+        key: v.key.clone(),
+        key_pem: key.pem.clone(),
+        manifest: manifest.digest,
+        payload: base64::Engine::encode(&b64, &v.payload_bytes),
+        signature: v.signature,
+    }))
 }
 
 /// The pull options with the spec's `registries:` (CA files, insecure hosts).
@@ -169,6 +178,8 @@ pub struct Fetcher<'a> {
     client: Option<Client>,
     /// What was fetched so far; `None` until a registry source is asked for.
     lock: Option<Lock>,
+    /// The cosign signatures checked, by image key: carried into the bundle.
+    pub signatures: BTreeMap<Key, CosignCheck>,
 }
 
 impl<'a> Fetcher<'a> {
@@ -181,6 +192,7 @@ impl<'a> Fetcher<'a> {
             old,
             cache: None,
             client: None,
+            signatures: BTreeMap::new(),
             lock: None,
         })
     }
@@ -227,12 +239,15 @@ impl<'a> Fetcher<'a> {
         let policies = images.iter().map(|im| signature_policy(spec, im.key)).collect::<Result<Vec<_>>>()?;
         let (client, cache) = self.open()?;
         let pulled = registry::fetch_images(client, cache, &requests, reporter)?;
+        let mut checked = Vec::new();
         for ((im, p), policy) in images.iter().zip(&pulled).zip(&policies) {
             if let Some(policy) = policy {
-                check_signature(client, im, &p.digest, policy, reporter)
+                let signature = check_signature(client, im, &p.digest, policy, reporter)
                     .map_err(|e| e.within(image_key(spec, im.key)))?;
+                checked.push((im.key, CosignCheck { required: policy.require, signature }));
             }
         }
+        self.signatures.extend(checked);
         let lock = self.lock.as_mut().expect("opened");
         let mut out = BTreeMap::new();
         for (im, p) in images.iter().zip(pulled) {

@@ -74,6 +74,7 @@ pub fn plan_with(
     let more = pull_discovered(&spec, &pulled, &mut fetcher, reporter)?;
     pulled.extend(more);
     let cache = fetcher.cache().cloned();
+    let signatures = std::mem::take(&mut fetcher.signatures);
     let mut lock = fetcher.finish()?;
 
     let s = &spec.spec;
@@ -84,6 +85,14 @@ pub fn plan_with(
         .map(|c| Component { name: c.name.clone(), images: vec![], charts: vec![], files: vec![] })
         .collect();
     let (mut images, blobs) = plan_images(&spec, &pulled, cache.as_ref(), &mut components, reporter)?;
+    // The cosign checks made while pulling go with their images into the manifest.
+    let mut keyed = Vec::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        keyed.extend((0..c.images.len()).map(|ii| (ci, ii)));
+    }
+    for (image, key) in images.iter_mut().zip(keyed) {
+        image.cosign = signatures.get(&key).cloned();
+    }
     let charts = plan_charts(&spec, charts, &mut entries, &mut components)?;
     let files = plan_files(&spec, &mut entries, &mut components)?;
     let distribution = plan_distribution(&spec, setup, &mut entries, reporter)?;
@@ -341,6 +350,7 @@ fn plan_images(
                 size: img.size,
                 platforms: img.platforms,
                 blobs: img.blobs.iter().map(|b| b.digest).collect(),
+                cosign: None,
             });
         }
     }

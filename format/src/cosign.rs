@@ -37,6 +37,17 @@ const P256_SPKI_PREFIX: [u8; 26] = [
     0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
+/// The PEM (`PUBLIC KEY`) of a P-256 public key given as its uncompressed point, as
+/// `cosign generate-key-pair` writes `cosign.pub`.
+pub fn p256_public_key_pem(point: &[u8]) -> String {
+    let mut der = P256_SPKI_PREFIX.to_vec();
+    der.extend_from_slice(point);
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    )
+}
+
 /// The tag cosign stores an image's signatures under.
 pub fn signature_tag(image: &Sha256Digest) -> String {
     format!("sha256-{}.sig", image.hex())
@@ -47,6 +58,8 @@ pub fn signature_tag(image: &Sha256Digest) -> String {
 pub struct CosignKey {
     /// The uncompressed SEC1 point (`04 || X || Y`).
     point: Vec<u8>,
+    /// The PEM text it was read from (carried in bundles).
+    pub pem: String,
     /// Where it came from, for messages (`keys/upstream.pub`).
     pub name: String,
 }
@@ -75,7 +88,7 @@ impl CosignKey {
         if point.len() != 65 || point[0] != 0x04 {
             return Err(bad("holds no uncompressed P-256 point"));
         }
-        Ok(Self { point: point.to_vec(), name: name.to_string() })
+        Ok(Self { point: point.to_vec(), pem: text.to_string(), name: name.to_string() })
     }
 
     /// `sha256:` of the key's SubjectPublicKeyInfo, to tell keys apart in reports.
@@ -130,6 +143,58 @@ pub struct Verified {
     pub key_fingerprint: Sha256Digest,
     /// The simple signing layer.
     pub payload: Sha256Digest,
+    pub payload_bytes: Vec<u8>,
+    /// The signature as the annotation held it (base64).
+    pub signature: String,
+}
+
+/// Why a payload does not sign `digest` with `key`; `None`: it does.
+fn payload_problem(key: &CosignKey, digest: &Sha256Digest, payload: &[u8], sig_der: &[u8]) -> Option<String> {
+    if !key.verifies(payload, sig_der) {
+        return Some(format!("the signature does not verify with {}", key.name));
+    }
+    let p: Payload = match serde_json::from_slice(payload) {
+        Ok(p) => p,
+        Err(e) => return Some(format!("not a simple signing payload ({e})")),
+    };
+    if p.critical.kind != PAYLOAD_TYPE {
+        return Some(format!("payload type `{}`", p.critical.kind));
+    }
+    // The signed digest, not the reference: a mirror or a re-tag keeps the digest.
+    if p.critical.image.digest != digest.to_string() {
+        return Some(format!("signed for {}, not for this image's {digest}", p.critical.image.digest));
+    }
+    None
+}
+
+/// Checks again, offline, the signature a bundle carries for an image (what the
+/// bundler verified at create time): `Ok(Some(key name))` when it verifies, `Ok(None)`
+/// when the image has none and none was required; an error naming the image otherwise.
+pub fn check_carried(
+    image: &str,
+    digest: &Sha256Digest,
+    check: &crate::manifest::CosignCheck,
+) -> Result<Option<String>> {
+    let what = format!("cosign signature of image {image}");
+    let Some(s) = &check.signature else {
+        if check.required {
+            return Err(Error::signature(&what, "the bundle requires one but carries none").with_hint(
+                "the bundle is inconsistent; ask the vendor for a bundle built with the image's signature",
+            ));
+        }
+        return Ok(None);
+    };
+    let key = CosignKey::from_pem(&s.key_pem, &s.key)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (Ok(payload), Ok(sig)) = (b64.decode(&s.payload), b64.decode(&s.signature)) else {
+        return Err(Error::signature(&what, "the carried payload or signature is not base64")
+            .with_hint("the bundle is damaged or was altered; copy it again from the original medium"));
+    };
+    match payload_problem(&key, digest, &payload, &sig) {
+        None => Ok(Some(s.key.clone())),
+        Some(why) => Err(Error::signature(&what, why)
+            .with_hint("the bundle is damaged or was altered; copy it again from the original medium")),
+    }
 }
 
 /// Checks the signature manifest `manifest` (the `sha256-….sig` tag's) of the image
@@ -166,26 +231,17 @@ pub fn verify_signatures(
             why.push(format!("layer {}: the signature does not verify with any given key", layer.digest));
             continue;
         };
-        let p: Payload = match serde_json::from_slice(&payload) {
-            Ok(p) => p,
-            Err(e) => {
-                why.push(format!("layer {}: not a simple signing payload ({e})", layer.digest));
-                continue;
-            }
-        };
-        if p.critical.kind != PAYLOAD_TYPE {
-            why.push(format!("layer {}: payload type `{}`", layer.digest, p.critical.kind));
+        if let Some(problem) = payload_problem(key, digest, &payload, &sig) {
+            why.push(format!("layer {}: {problem}", layer.digest));
             continue;
         }
-        // The signed digest, not the reference: a mirror or a re-tag keeps the digest.
-        if p.critical.image.digest != digest.to_string() {
-            why.push(format!(
-                "layer {}: signed for {}, not for this image's {digest}",
-                layer.digest, p.critical.image.digest
-            ));
-            continue;
-        }
-        return Ok(Verified { key: key.name.clone(), key_fingerprint: key.fingerprint(), payload: layer.digest });
+        return Ok(Verified {
+            key: key.name.clone(),
+            key_fingerprint: key.fingerprint(),
+            payload: layer.digest,
+            payload_bytes: payload,
+            signature: sig_b64.trim().to_string(),
+        });
     }
     if why.is_empty() {
         why.push("the signature manifest has no simple signing layer".into());

@@ -1,7 +1,8 @@
 //! Upstream cosign signatures checked when a bundle is created: images signed by the
 //! real `cosign` (`cosign sign --key … --tlog-upload=false`, no transparency log) in a
 //! real docker-registry. What is pinned:
-//! - a signature by the spec's key passes;
+//! - a signature by the spec's key passes, is carried in the signed manifest and is
+//!   checked again offline by `airlock verify`;
 //! - a signature by another key, a tampered signature and a missing signature (with
 //!   `require: true`) are refused, naming the image, and no bundle is left;
 //! - an image's own `signatures:` replaces the spec's; `require` on an image read from
@@ -10,6 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use airlock_format::parts::BundleFiles;
+use airlock_format::read::read_manifest;
 use airlock_tests::registry::{build_image, Registry, RegistryOptions};
 use airlock_tests::{cargo_bin, demo_dir, require_tool};
 
@@ -108,6 +111,22 @@ fn cosign_signatures_are_checked_at_create_and_bad_or_missing_ones_refused_namin
     // Good: signed by the spec's key.
     let o = create(&spec(d, &reg, &required(&vendor), &[("signed", "")]));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Carried into the signed manifest, and checked again offline by `airlock verify`.
+    let out = d.join("out/out.airlock");
+    let m = read_manifest(&BundleFiles::locate(&out).unwrap(), None).unwrap().0;
+    let check = m.images[0].cosign.as_ref().expect("the check is carried");
+    assert!(check.required && check.signature.as_ref().unwrap().key == vendor.display().to_string());
+    let v = Command::new(cargo_bin("airlock"))
+        .arg("verify")
+        .arg(&out)
+        .arg("--pubkey")
+        .arg(demo_dir().join("keys/demo.pub"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(v.status.success(), "{text}{}", String::from_utf8_lossy(&v.stderr));
+    assert!(text.contains(&format!("cosign signature good, key {}", vendor.display())), "{text}");
 
     // Another key.
     let o = create(&spec(d, &reg, &required(&other), &[("signed", "")]));
