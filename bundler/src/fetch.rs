@@ -9,8 +9,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use airlock_format::cosign::{self, CosignKey};
 use airlock_format::error::{Error, Result};
+use airlock_format::manifest::{CosignCheck, CosignSignature};
 use airlock_format::report::{Event, Reporter};
+use airlock_format::Sha256Digest;
+use airlock_registry::Repo;
 
 use crate::lock::{Lock, LockMode, LockedChart, LockedImage};
 use crate::registry::charts::{fetch_chart, ChartRequest};
@@ -86,6 +90,73 @@ fn image_key(spec: &LoadedSpec, (ci, ii): Key) -> String {
     format!("{}: components[{ci}].images[{ii}]", spec.file.display())
 }
 
+/// An image's cosign signature check: its own `signatures:`, else the spec's.
+pub struct SignaturePolicy {
+    pub require: bool,
+    pub keys: Vec<CosignKey>,
+}
+
+/// The signature check for the image at `key`, with its keys read; `None`: none.
+pub fn signature_policy(spec: &LoadedSpec, (ci, ii): Key) -> Result<Option<SignaturePolicy>> {
+    let image = &spec.spec.components[ci].images[ii];
+    let (at, s) = match (&image.signatures, &spec.spec.signatures) {
+        (Some(s), _) => (format!("components[{ci}].images[{ii}].signatures"), s),
+        (None, Some(s)) => ("signatures".to_string(), s),
+        (None, None) => return Ok(None),
+    };
+    if s.keys.is_empty() {
+        if s.require {
+            return Err(spec.err(format!("{at}.keys"), "`require: true` needs at least one cosign public key"));
+        }
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    for (i, k) in s.keys.iter().enumerate() {
+        let path = spec.path(format!("{at}.keys[{i}]"), k)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        keys.push(CosignKey::from_pem(&text, k)?);
+    }
+    Ok(Some(SignaturePolicy { require: s.require, keys }))
+}
+
+/// Checks the cosign signature of a pulled image in its source repository: the
+/// `sha256-<digest>.sig` tag must hold a simple signing payload for this digest that
+/// verifies with one of the policy's keys. A missing signature is refused when the
+/// policy requires one; a bad one always.
+fn check_signature(
+    client: &Client,
+    im: &RegistryImage,
+    digest: &Sha256Digest,
+    policy: &SignaturePolicy,
+    reporter: &dyn Reporter,
+) -> Result<Option<CosignSignature>> {
+    let image = &im.spec.reference;
+    let what = format!("cosign signature of image {image}");
+    reporter.event(Event::Phase { name: &format!("checking the signature of {image}"), total: None });
+    let repo = Repo { registry: im.source.registry.clone(), repository: im.source.repository.clone() };
+    let tag = cosign::signature_tag(digest);
+    if !client.tags(&repo, &what)?.contains(&tag) {
+        if !policy.require {
+            return Ok(None);
+        }
+        return Err(Error::signature(&what, format!("{repo} has no signature for {digest} (no tag {tag})"))
+            .with_hint("sign the image (cosign sign --key) or leave `require` off for it"));
+    }
+    let manifest = client.manifest(&repo, &tag, &what)?;
+    let v = cosign::verify_signatures(image, digest, &manifest.bytes, &policy.keys, &mut |d| {
+        client.small_blob(&repo, d, &what)
+    })?;
+    let key = policy.keys.iter().find(|k| k.name == v.key).expect("the key that verified is one of the policy's");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Ok(Some(CosignSignature {
+        key: v.key.clone(),
+        key_pem: key.pem.clone(),
+        manifest: manifest.digest,
+        payload: base64::Engine::encode(&b64, &v.payload_bytes),
+        signature: v.signature,
+    }))
+}
+
 /// The pull options with the spec's `registries:` (CA files, insecure hosts).
 pub fn spec_options(spec: &LoadedSpec, setup: &PullSetup) -> Result<PullOptions> {
     let mut options = setup.options.clone();
@@ -107,6 +178,8 @@ pub struct Fetcher<'a> {
     client: Option<Client>,
     /// What was fetched so far; `None` until a registry source is asked for.
     lock: Option<Lock>,
+    /// The cosign signatures checked, by image key: carried into the bundle.
+    pub signatures: BTreeMap<Key, CosignCheck>,
 }
 
 impl<'a> Fetcher<'a> {
@@ -119,6 +192,7 @@ impl<'a> Fetcher<'a> {
             old,
             cache: None,
             client: None,
+            signatures: BTreeMap::new(),
             lock: None,
         })
     }
@@ -161,8 +235,19 @@ impl<'a> Fetcher<'a> {
             let platforms = sources::wanted_platforms(&im.spec, &at)?;
             requests.push(PullRequest { from: im.spec.from.clone(), source: im.source.clone(), platforms, pinned });
         }
+        // The keys are read before anything is fetched: a wrong path fails at once.
+        let policies = images.iter().map(|im| signature_policy(spec, im.key)).collect::<Result<Vec<_>>>()?;
         let (client, cache) = self.open()?;
         let pulled = registry::fetch_images(client, cache, &requests, reporter)?;
+        let mut checked = Vec::new();
+        for ((im, p), policy) in images.iter().zip(&pulled).zip(&policies) {
+            if let Some(policy) = policy {
+                let signature = check_signature(client, im, &p.digest, policy, reporter)
+                    .map_err(|e| e.within(image_key(spec, im.key)))?;
+                checked.push((im.key, CosignCheck { required: policy.require, signature }));
+            }
+        }
+        self.signatures.extend(checked);
         let lock = self.lock.as_mut().expect("opened");
         let mut out = BTreeMap::new();
         for (im, p) in images.iter().zip(pulled) {

@@ -74,6 +74,7 @@ pub fn plan_with(
     let more = pull_discovered(&spec, &pulled, &mut fetcher, reporter)?;
     pulled.extend(more);
     let cache = fetcher.cache().cloned();
+    let signatures = std::mem::take(&mut fetcher.signatures);
     let mut lock = fetcher.finish()?;
 
     let s = &spec.spec;
@@ -84,6 +85,14 @@ pub fn plan_with(
         .map(|c| Component { name: c.name.clone(), images: vec![], charts: vec![], files: vec![] })
         .collect();
     let (mut images, blobs) = plan_images(&spec, &pulled, cache.as_ref(), &mut components, reporter)?;
+    // The cosign checks made while pulling go with their images into the manifest.
+    let mut keyed = Vec::new();
+    for (ci, c) in spec.spec.components.iter().enumerate() {
+        keyed.extend((0..c.images.len()).map(|ii| (ci, ii)));
+    }
+    for (image, key) in images.iter_mut().zip(keyed) {
+        image.cosign = signatures.get(&key).cloned();
+    }
     let charts = plan_charts(&spec, charts, &mut entries, &mut components)?;
     let files = plan_files(&spec, &mut entries, &mut components)?;
     let distribution = plan_distribution(&spec, setup, &mut entries, reporter)?;
@@ -302,6 +311,16 @@ fn plan_images(
             reporter.event(Event::Phase { name: &format!("reading image {}", im.reference), total: None });
             let ispec =
                 ImageSpec { reference: im.reference.clone(), from: im.from.clone(), platforms: im.platforms.clone() };
+            if !pulled.contains_key(&(ci, ii)) {
+                // Cosign signatures live in the image's registry repository: an image
+                // read from a file has none to check.
+                if let Some(p) = crate::fetch::signature_policy(spec, (ci, ii))?.filter(|p| p.require) {
+                    let keys: Vec<&str> = p.keys.iter().map(|k| k.name.as_str()).collect();
+                    return Err(spec
+                        .err(&key, format!("image {} needs a cosign signature by {}, but `{}` is not a registry source, where signatures are kept", im.reference, keys.join(", "), im.from))
+                        .with_hint("take the image from its registry (`from: docker://…`), or set `signatures: {require: false}` on it"));
+                }
+            }
             let img = match (pulled.get(&(ci, ii)), cache) {
                 (Some(p), Some(cache)) => sources::load_pulled(&ispec, p, cache),
                 _ => sources::load_image_with(&ispec, &spec.dir, &mut source_cache),
@@ -331,6 +350,7 @@ fn plan_images(
                 size: img.size,
                 platforms: img.platforms,
                 blobs: img.blobs.iter().map(|b| b.digest).collect(),
+                cosign: None,
             });
         }
     }

@@ -42,6 +42,24 @@ pub struct Spec {
     /// Which installed releases this one may upgrade (docs/bundle-spec.md, `upgrade`).
     #[serde(default)]
     pub upgrade: Option<UpgradeSpec>,
+    /// Cosign signatures the registry (`docker://`) images are checked for at create
+    /// time, with the vendor's or upstream's public keys and no transparency log; an
+    /// image's own `signatures:` replaces this one.
+    #[serde(default)]
+    pub signatures: Option<SignaturesSpec>,
+}
+
+/// `signatures:`: cosign public keys an image's signature must verify with.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturesSpec {
+    /// Every image this applies to must carry a signature by one of `keys`; `false`:
+    /// a signature that is there is still checked, a missing one is accepted.
+    #[serde(default)]
+    pub require: bool,
+    /// Cosign public keys (`cosign.pub`, ECDSA P-256 PEM), relative to the spec.
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 /// `upgrade:`: the version policy `airlock upgrade` enforces on the site.
@@ -172,6 +190,9 @@ pub struct ImageEntrySpec {
     /// e.g. `[linux/amd64]`; default: every platform the source has.
     #[serde(default)]
     pub platforms: Option<Vec<String>>,
+    /// This image's cosign signature check, instead of the spec's `signatures:`.
+    #[serde(default)]
+    pub signatures: Option<SignaturesSpec>,
 }
 
 #[derive(Clone, Debug, Deserialize, JsonSchema)]

@@ -23,6 +23,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod checksums;
+pub mod cosign;
 pub mod digest;
 pub mod error;
 pub mod exit;

@@ -174,6 +174,35 @@ pub struct Image {
     pub platforms: Vec<String>,
     /// Every blob the image needs, root included.
     pub blobs: Vec<Sha256Digest>,
+    /// The upstream cosign signature check the spec asked for (docs/bundle-spec.md):
+    /// what the bundler verified, carried so the installer checks it again offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosign: Option<CosignCheck>,
+}
+
+/// An image's cosign signature as the bundler checked it at create time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosignCheck {
+    /// The spec required a signature: one missing here is refused at install.
+    pub required: bool,
+    /// The signature that verified; `None`: the image had none (and none was required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CosignSignature>,
+}
+
+/// One verified cosign signature, with the key it verified with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosignSignature {
+    /// The key's name in the spec (`keys/upstream.pub`) and its PEM text.
+    pub key: String,
+    pub key_pem: String,
+    /// The `sha256-<digest>.sig` manifest the signature came from.
+    pub manifest: Sha256Digest,
+    /// The simple signing payload (base64) and its signature (base64 of ASN.1 DER).
+    pub payload: String,
+    pub signature: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,7 +22,7 @@ use airlock_installer::ops::{self, install, upgrade};
 
 use airlock_term::{print_json, say, Output, Ui};
 use cli::args::{
-    Cli, ClusterFlags, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand,
+    Cli, ClusterFlags, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand, ServeArgs,
     UpgradeFlags,
 };
 use cli::render;
@@ -100,6 +100,7 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
         }
         Command::Pki { command } => pki(command, ui),
         Command::Registry { command: RegistryCommand::Push(args) } => push(args, ui),
+        Command::Registry { command: RegistryCommand::Serve(args) } => serve(args, ui),
         Command::Ldap { command: LdapCommand::Test { answers, root } } => {
             let a = airlock_installer::site::answers::Answers::load(&answers)?;
             let Some(settings) = a.ldap else {
@@ -629,6 +630,41 @@ fn push(a: PushArgs, ui: Ui) -> Result<ExitStatus> {
     }
     let report = report?;
     ui.show(&report, render::print_push);
+    Ok(ExitStatus::Success)
+}
+
+fn serve(a: ServeArgs, ui: Ui) -> Result<ExitStatus> {
+    use airlock_installer::ops::serve::{self, Store};
+    let tls = match (&a.tls_cert, &a.tls_key, a.plain_http) {
+        (Some(cert), Some(key), _) => Some(serve::tls_config(cert, key)?),
+        (_, _, true) => None,
+        _ => {
+            return Err(Error::input("registry serve", "needs --tls-cert and --tls-key, or --plain-http")
+                .with_hint("serve with the certificate the site PKI issued for this host (--tls-cert, --tls-key)"))
+        }
+    };
+    let keys = trust::trusted_keys(&a.pubkey, Path::new("/"))?;
+    let files = BundleFiles::locate(&a.bundle)?;
+    let progress = ui.progress();
+    let store = Store::open(&files, &keys, &progress);
+    progress.finish();
+    let store = store?;
+    let listener = std::net::TcpListener::bind(a.listen).map_err(|e| {
+        Error::input(format!("--listen {}", a.listen), format!("cannot listen there: {e}"))
+            .with_hint("choose a free port, or an address of this host")
+    })?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // The listing goes to stderr: stdout stays free, and the server runs until stopped.
+    eprintln!(
+        "serving {} images of {} on {scheme}://{} (read-only; Ctrl-C stops):",
+        store.images.len(),
+        a.bundle.display(),
+        a.listen
+    );
+    for i in &store.images {
+        eprintln!("  {}/{}", a.listen, i.served_as);
+    }
+    serve::serve(std::sync::Arc::new(store), listener, tls)?;
     Ok(ExitStatus::Success)
 }
 

@@ -345,6 +345,7 @@ fn the_wizard_asks_a_joining_ha_server_for_the_cluster_and_keeps_secrets_hidden(
         "/etc/pki/site-ca.pem",    // registry.ca_file
         "pull",                    // registry.username
         "s3cr3t pw",               // registry.password
+        "",                        // registry.delivery: archives
         "",                        // data_dir
         "",                        // ldap.url: no directory
     ]);

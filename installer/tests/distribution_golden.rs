@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use airlock_installer::engine::layout::{FileSource, Layout};
 use airlock_installer::render::distribution::{
-    render, Artifacts, ChartInput, DistributionInput, RegistryMirror, Role, TarballEntry, TarballEntryKind, Token,
-    CHART_CONTENT_LIMIT,
+    render, Artifacts, ChartInput, DistributionInput, PushedImages, RegistryMirror, Role, TarballEntry,
+    TarballEntryKind, Token, CHART_CONTENT_LIMIT,
 };
 
 /// The cluster token of every case; it must never reach a golden file.
@@ -70,6 +70,7 @@ fn mirror() -> RegistryMirror {
         ca_file: "/etc/airlock/pki/ca.crt".into(),
         registries: vec!["docker.io".into(), "quay.io".into()],
         auth: None,
+        pushed: None,
     }
 }
 
@@ -162,8 +163,18 @@ fn cases() -> Vec<(&'static str, DistributionInput)> {
         ],
     };
 
+    // The bundle's images pushed into the site registry (`registry.delivery: registry`):
+    // rewrites to the pushed paths, and no image archive in the images directory.
+    let mut site = k3s_input(Role::SingleServer);
+    site.registry_mirror = Some(RegistryMirror {
+        registries: vec!["docker.io".into(), "quay.io".into(), "vendor.example:5000".into()],
+        pushed: Some(PushedImages { prefix: "platform".into(), archive_too: false }),
+        ..mirror()
+    });
+
     vec![
         ("k3s-single-server", single),
+        ("k3s-site-registry", site),
         ("k3s-ha-first-server", first),
         ("k3s-ha-join-server", join),
         ("k3s-agent", agent),

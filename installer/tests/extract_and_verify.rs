@@ -778,3 +778,89 @@ fn with_an_image_archive_the_layout_is_written_once_as_an_importable_tar_and_bad
         site.assert_nothing_left(&name);
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Upstream cosign signatures carried in the manifest
+
+/// A P-256 key: its signing half and its PEM public key.
+fn cosign_key() -> (ring::signature::EcdsaKeyPair, String) {
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let pem = airlock_format::cosign::p256_public_key_pem(pair.public_key().as_ref());
+    (pair, pem)
+}
+
+/// The forge's image with a cosign check: a payload for `signed_digest` signed by
+/// `signer`, carried with `key_pem`.
+fn forge_with_cosign(
+    signer: &ring::signature::EcdsaKeyPair,
+    key_pem: &str,
+    signed_digest: Option<String>,
+    required: bool,
+) -> Forge {
+    use base64::Engine;
+    let mut f = Forge::standard();
+    let image = &mut f.manifest.images[0];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let signature = signed_digest.map(|d| {
+        let payload = format!(
+            r#"{{"critical":{{"identity":{{"docker-reference":"x"}},"image":{{"docker-manifest-digest":"{d}"}},"type":"cosign container image signature"}},"optional":null}}"#
+        );
+        let sig = signer.sign(&ring::rand::SystemRandom::new(), payload.as_bytes()).unwrap();
+        airlock_format::manifest::CosignSignature {
+            key: "upstream.pub".into(),
+            key_pem: key_pem.into(),
+            manifest: airlock_format::Sha256Digest::of(b"sig manifest"),
+            payload: b64.encode(payload),
+            signature: b64.encode(sig.as_ref()),
+        }
+    });
+    image.cosign = Some(airlock_format::manifest::CosignCheck { required, signature });
+    f
+}
+
+#[test]
+fn carried_cosign_signatures_are_checked_again_at_staging_and_by_verify_naming_the_image() {
+    let (signer, pem) = cosign_key();
+    let (_, other_pem) = cosign_key();
+    let digest = Forge::standard().manifest.images[0].digest.to_string();
+    let d = bundle_dir();
+
+    let good = forge_with_cosign(&signer, &pem, Some(digest.clone()), true);
+    let files = save(d.path(), "good.airlock", &good.good());
+    Site::new().extract(&files, good.public_key()).unwrap();
+    let r = check(&files, good.public_key(), false);
+    assert!(r.ok, "{:?}", r.errors);
+    let img = r.artifacts.iter().find(|a| a.kind == "image").unwrap();
+    assert_eq!(img.cosign.as_deref(), Some("cosign signature good, key upstream.pub (checked offline)"));
+
+    for (case, f, cause) in [
+        ("another key", forge_with_cosign(&signer, &other_pem, Some(digest.clone()), true), "does not verify"),
+        (
+            "another image",
+            forge_with_cosign(&signer, &pem, Some(format!("sha256:{}", "0".repeat(64))), true),
+            "not for this image",
+        ),
+        ("missing, required", forge_with_cosign(&signer, &pem, None, true), "carries none"),
+    ] {
+        let files = save(d.path(), "bad.airlock", &f.good());
+        let site = Site::new();
+        let e = refused(site.extract(&files, f.public_key()), ErrorKind::Signature, IMAGE, case);
+        assert!(e.cause.contains(cause), "{case}: {e}");
+        site.assert_nothing_left(case);
+        let r = check(&files, f.public_key(), false);
+        assert!(!r.ok, "{case}: verify passed");
+        let img = r.artifacts.iter().find(|a| a.kind == "image").unwrap();
+        assert_eq!(img.status, Status::Corrupt, "{case}");
+        assert!(img.problems.iter().any(|p| p.contains(cause)), "{case}: {:?}", img.problems);
+    }
+    // Not required and absent: fine, and said so.
+    let f = forge_with_cosign(&signer, &pem, None, false);
+    let files = save(d.path(), "none.airlock", &f.good());
+    Site::new().extract(&files, f.public_key()).unwrap();
+    let r = check(&files, f.public_key(), false);
+    let img = r.artifacts.iter().find(|a| a.kind == "image").unwrap();
+    assert_eq!(img.cosign.as_deref(), Some("no cosign signature (none required)"));
+}

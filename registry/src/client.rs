@@ -417,6 +417,21 @@ impl Client {
         Ok(Manifest { bytes, media_type, digest })
     }
 
+    /// GETs a small blob (a signature payload) whole, up to [`MAX_JSON_BYTES`]. The
+    /// caller checks its digest.
+    pub fn small_blob(&self, repo: &Repo, digest: &Sha256Digest, what: &str) -> Result<Vec<u8>> {
+        let resp = self.get(repo, &format!("blobs/{digest}"), &[], what)?;
+        let mut bytes = Vec::new();
+        resp.into_reader()
+            .take(MAX_JSON_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::input(what, format!("reading blob {digest} from {repo} failed: {e}")))?;
+        if bytes.len() as u64 > MAX_JSON_BYTES {
+            return Err(Error::input(what, format!("blob {digest} of {repo} is over {MAX_JSON_BYTES} bytes")));
+        }
+        Ok(bytes)
+    }
+
     /// Every tag of `repo` (`GET /v2/<name>/tags/list`), following the `Link: <…>;
     /// rel="next"` pages the OCI Distribution spec allows, with the same auth and
     /// retries as every other request. An unknown repository is an error naming it.

@@ -393,7 +393,7 @@ fn serve_token(
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it (openssl).
-fn make_tls(d: &Path) -> Result<()> {
+pub fn make_tls(d: &Path) -> Result<()> {
     let p = |n: &str| d.join(n).display().to_string();
     run(
         "openssl",

@@ -362,6 +362,7 @@ impl Forge {
                 size: root.len() as u64,
                 platforms: vec!["linux/amd64".into()],
                 blobs: blobs.iter().map(|b| Sha256Digest::of(b)).collect(),
+                cosign: None,
             }],
         };
         let manifest = Manifest {

@@ -166,6 +166,13 @@ impl EntrySink for StagingSink<'_> {
     /// Checks come first and staging is created only after them, so a refused bundle
     /// (a delta for another base, a delta given to `install`) leaves nothing behind.
     fn manifest(&mut self, m: &Manifest, _signer: &PublicKey) -> Result<()> {
+        // The upstream cosign signatures the bundler checked at create time, checked
+        // again here, offline and before anything is staged (docs/bundle-spec.md).
+        for i in &m.images {
+            if let Some(c) = &i.cosign {
+                airlock_format::cosign::check_carried(&i.reference, &i.digest, c)?;
+            }
+        }
         if let Some(check) = self.opts.check {
             check(m)?;
         }

@@ -64,6 +64,9 @@ pub struct ArtifactReport {
     pub status: Status,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Images whose bundle carries a cosign check: what checking it again found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cosign: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -206,7 +209,13 @@ pub fn verify(
             // A delta's base entries are not in the bundle: only what it carries is checked.
             let carried: Vec<&String> = a.entries.iter().filter(|p| m.base_entry(p).is_none()).collect();
             if carried.is_empty() && !a.entries.is_empty() {
-                artifacts.push(ArtifactReport { kind: a.kind, name: a.name, status: Status::FromBase, problems });
+                artifacts.push(ArtifactReport {
+                    kind: a.kind,
+                    name: a.name,
+                    status: Status::FromBase,
+                    problems,
+                    cosign: None,
+                });
                 continue;
             }
             for p in carried {
@@ -222,7 +231,26 @@ pub fn verify(
                     }
                 }
             }
-            artifacts.push(ArtifactReport { kind: a.kind, name: a.name, status, problems });
+            // The upstream cosign signature the bundler checked, checked again offline.
+            let mut cosign = None;
+            if let Some((i, c)) = m
+                .images
+                .iter()
+                .find(|i| a.kind == "image" && i.reference == a.name)
+                .and_then(|i| Some((i, i.cosign.as_ref()?)))
+            {
+                cosign = Some(match airlock_format::cosign::check_carried(&i.reference, &i.digest, c) {
+                    Ok(Some(key)) => format!("cosign signature good, key {key} (checked offline)"),
+                    Ok(None) => "no cosign signature (none required)".to_string(),
+                    Err(e) => {
+                        status = Status::Corrupt;
+                        problems.push(e.cause.clone());
+                        errors.push(ErrorReport::from(&e));
+                        "cosign signature BAD".to_string()
+                    }
+                });
+            }
+            artifacts.push(ArtifactReport { kind: a.kind, name: a.name, status, problems, cosign });
         }
     }
 

@@ -186,7 +186,8 @@ pub enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
-    /// The site's container registry: push a verified bundle's images into it.
+    /// The site's container registry: push a verified bundle's images into it, or serve
+    /// them from the bundle where there is none.
     Registry {
         #[command(subcommand)]
         command: RegistryCommand,
@@ -303,6 +304,32 @@ pub enum RegistryCommand {
     /// PREFIX/docker.io/library/nginx:1.27 (docs/registry.md). Blobs the registry has
     /// are not sent again; a broken push continues where it stopped.
     Push(PushArgs),
+    /// Serve a verified bundle's images read-only over the OCI Distribution API, for a
+    /// site without a registry: each image under its full reference, as `registry push
+    /// --to HOST` would put it (docs/registry.md). Runs until stopped.
+    Serve(ServeArgs),
+}
+
+/// The flags of `registry serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The bundle file (or any of its .partNNN files).
+    pub bundle: PathBuf,
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Vendor public key(s) to trust (default: the site keys in /etc/airlock/keys).
+    #[arg(long)]
+    pub pubkey: Vec<PathBuf>,
+    /// The server certificate (PEM, leaf first), e.g. one the site PKI issued.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP (a lab only; clients then need their plain-HTTP switch).
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub plain_http: bool,
 }
 
 /// The flags of `registry push`.

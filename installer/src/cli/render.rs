@@ -73,6 +73,9 @@ pub fn print_verify(r: &VerifyReport) {
             Status::FromBase => "from base  ",
         };
         say!("  {mark} {} {}", a.kind, a.name);
+        if let Some(c) = &a.cosign {
+            say!("              {c}");
+        }
         for p in &a.problems {
             say!("              {p}");
         }

@@ -9,6 +9,7 @@
 
 mod flow;
 pub mod hardening;
+pub mod site_registry;
 
 pub use flow::{
     apply_install, plan_install, InstallOptions, Installed, JoinOverrides, JoinTokenReport, KeptUse, Ready,
@@ -207,6 +208,11 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     layout.extend(fitted);
 
     let mut steps = pki.as_ref().map(crate::site::pki::SitePki::steps).unwrap_or_default();
+    // With a site registry, the bundle's images go there before anything points the
+    // node at it (registries.yaml) or restarts the distribution.
+    if let Some(r) = answers.registry.as_ref().filter(|r| r.pushes()) {
+        steps.push(Box::new(site_registry::PushImages::new(bundle, m, &staged.signer, r)));
+    }
     let mut placed = layout.clone();
     if let Some(p) = &pki {
         placed.extend(p.layout());
@@ -454,6 +460,9 @@ fn distribution_input(
             ca_file: r.ca_file.clone().unwrap_or_else(|| PathBuf::from(state::CA_CERT)),
             registries: upstream_registries(m),
             auth: r.username.clone().zip(r.password.clone()),
+            pushed: r
+                .pushes()
+                .then(|| distribution::PushedImages { prefix: r.prefix.clone(), archive_too: r.archives() }),
         }),
         artifacts,
         image_archive_entry: IMAGE_ARCHIVE_ENTRY.to_string(),

@@ -15,6 +15,7 @@ pub mod install;
 pub mod preflight;
 pub mod push;
 pub mod report;
+pub mod serve;
 pub mod status;
 pub mod support;
 pub mod uninstall;

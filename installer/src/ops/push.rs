@@ -808,6 +808,22 @@ mod tests {
     }
 
     #[test]
+    fn the_push_mapping_is_the_root_registries_yaml_rewrites_to() {
+        // registries.yaml rewrites `<upstream>/<path>` to `<pushed_root>/<path>`: it must
+        // be where the push put the image, or the nodes pull nothing.
+        for (prefix, reference) in [
+            ("platform", "docker.io/library/nginx:1.27"),
+            ("", "quay.io/keycloak/keycloak:26.5.6"),
+            ("a/b", "registry.example:5000/team/app:2"),
+        ] {
+            let (upstream, path) = reference.split_once('/').unwrap();
+            let (path, _) = path.rsplit_once(':').unwrap();
+            let root = crate::render::distribution::pushed_root(prefix, upstream);
+            assert_eq!(target_for("h", prefix, reference).unwrap().repo.repository, format!("{root}/{path}"));
+        }
+    }
+
+    #[test]
     fn destinations_split_into_host_and_prefix_and_bad_ones_are_refused_with_a_hint() {
         assert_eq!(
             parse_destination("harbor.example/platform/").unwrap(),

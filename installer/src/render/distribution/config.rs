@@ -124,6 +124,16 @@ pub(super) fn registries_yaml(input: &DistributionInput) -> Result<Option<Vec<u8
         for registry in &m.registries {
             let mut entry = Mapping::new();
             entry.insert("endpoint".into(), strings([format!("https://{}", m.endpoint)]));
+            if let Some(p) = &m.pushed {
+                // One catch-all rule per upstream: its whole repository path moves below
+                // the pushed root, so two upstreams with the same repository names never
+                // meet. K3s writes the pattern and replacement into containerd's
+                // hosts.toml as quoted TOML strings without escaping them: neither may
+                // hold a `"` or `\`, which a prefix and a host name never do.
+                let mut rewrite = Mapping::new();
+                rewrite.insert("^(.*)$".into(), Value::String(format!("{}/$1", pushed_root(&p.prefix, registry))));
+                entry.insert("rewrite".into(), Value::Mapping(rewrite));
+            }
             mirrors.insert(Value::String(registry.clone()), Value::Mapping(entry));
         }
         let mut tls = Mapping::new();
@@ -144,12 +154,36 @@ pub(super) fn registries_yaml(input: &DistributionInput) -> Result<Option<Vec<u8
     if !configs.is_empty() {
         doc.insert("configs".into(), Value::Mapping(configs));
     }
-    let head = format!(
-        "# Registry mirrors for {kind}, written by airlock. Images come from the images\n\
-         # directory first; default endpoints are disabled (disable-default-registry-endpoint).\n",
-        kind = product_name(input.kind()),
-    );
+    let head = match input.registry_mirror.as_ref().and_then(|m| m.pushed.as_ref().map(|p| (m, p))) {
+        Some((m, p)) => format!(
+            "# Registry mirrors for {kind}, written by airlock. The bundle's images were pushed\n\
+             # into {endpoint}{under}; every upstream below is pulled from there only,\n\
+             # its repositories rewritten to the pushed paths. Default endpoints are disabled\n\
+             # (disable-default-registry-endpoint): nothing is pulled from the upstreams themselves.\n",
+            kind = product_name(input.kind()),
+            endpoint = m.endpoint,
+            under = if p.prefix.is_empty() { String::new() } else { format!(" below {}/", p.prefix) },
+        ),
+        None => format!(
+            "# Registry mirrors for {kind}, written by airlock. Images come from the images\n\
+             # directory first; default endpoints are disabled (disable-default-registry-endpoint).\n",
+            kind = product_name(input.kind()),
+        ),
+    };
     Ok(Some(format!("{head}{}", yaml(doc)).into_bytes()))
+}
+
+/// Where the push puts an upstream registry's repositories in the site registry:
+/// `<prefix>/<host>`, a port's `:` (not allowed in a repository path) as `_`
+/// (`registry.example:5000` → `platform/registry.example_5000`). The mapping of
+/// `airlock registry push` (docs/registry.md), which its tests hold to this one.
+pub fn pushed_root(prefix: &str, upstream: &str) -> String {
+    let host = upstream.to_ascii_lowercase().replace(':', "_");
+    if prefix.is_empty() {
+        host
+    } else {
+        format!("{prefix}/{host}")
+    }
 }
 
 /// A mirror's endpoint, CA file and registry list.
@@ -183,6 +217,18 @@ pub(super) fn check_mirror(m: &RegistryMirror) -> Result<()> {
             "this looks like a private key, not the CA certificate that signed the mirror's certificate",
         )
         .with_hint("`tls.ca_file` takes the CA certificate (e.g. /etc/airlock/pki/ca.crt); see k3s#1148"));
+    }
+    if let Some(p) = &m.pushed {
+        let component = |c: &str| {
+            !c.is_empty()
+                && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+                && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+                && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+        };
+        if !p.prefix.is_empty() && !p.prefix.split('/').all(component) {
+            return Err(invalid(format!("registry prefix `{}`", p.prefix), "not a repository path")
+                .with_hint("use lower-case letters, digits and . _ - between slashes, e.g. platform"));
+        }
     }
     if m.registries.is_empty() {
         return Err(invalid(

@@ -46,6 +46,7 @@ use crate::engine::layout::Layout;
 use crate::site::answers::Secret;
 
 pub use charts::{helm_chart_file_name, CHART_CONTENT_LIMIT, HELM_CHART_NAMESPACE};
+pub use config::pushed_root;
 pub use rke2::{
     proc_sys_path, read_unpacked_rke2, rewritten_for_opt_prefix, unpack_rke2_tarball, CIS_SYSCTL, CIS_SYSCTLS,
     OPT_PREFIX, RKE2_UNPACK_DIR,
@@ -131,6 +132,26 @@ pub struct RegistryMirror {
     pub registries: Vec<String>,
     /// Basic-auth credentials for the mirror; `registries.yaml` then becomes a secret file.
     pub auth: Option<(String, Secret)>,
+    /// The bundle's images were pushed into this registry (the site registry), under
+    /// the push's mapping; `None`: the registry mirrors the upstream paths as they are.
+    pub pushed: Option<PushedImages>,
+}
+
+/// Where `airlock registry push` (and install/upgrade with a site registry) put the
+/// bundle's images: `<endpoint>/<prefix>/<upstream host>/<repository>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushedImages {
+    /// The repository prefix (a Harbor project), empty for none.
+    pub prefix: String,
+    /// The node also gets the image archive in its images directory (`delivery: both`).
+    pub archive_too: bool,
+}
+
+impl RegistryMirror {
+    /// Whether the bundle's image archive goes into the images directory.
+    pub fn wants_archive(&self) -> bool {
+        self.pushed.as_ref().is_none_or(|p| p.archive_too)
+    }
 }
 
 /// One Helm chart from the bundle, installed by the distribution's helm-controller.
@@ -554,13 +575,17 @@ fn data_dirs(layout: &mut Layout, input: &DistributionInput, static_charts: bool
 
 /// The images directory: the distribution's own tarballs under their own names (they
 /// are read as shipped, e.g. `rancher/rke2-runtime` before containerd starts), then the
-/// bundle's OCI archive.
+/// bundle's OCI archive unless the bundle's images come from the site registry alone.
 fn images(layout: &mut Layout, input: &DistributionInput, shipped: &[String]) {
     let dir = input.data_dir().join("agent/images");
     for entry in shipped {
         layout.staged(dir.join(basename(entry)), 0o644, entry.as_str());
     }
-    layout.staged(dir.join(basename(&input.image_archive_entry)), 0o644, input.image_archive_entry.as_str());
+    // With the images in the site registry only, the node pulls them through
+    // `registries.yaml` and an archive would only fill its disk twice.
+    if input.registry_mirror.as_ref().is_none_or(RegistryMirror::wants_archive) {
+        layout.staged(dir.join(basename(&input.image_archive_entry)), 0o644, input.image_archive_entry.as_str());
+    }
 }
 
 /// The service's environment file: what `install.sh` copies from its caller's

@@ -256,6 +256,7 @@ fn registries_point_every_registry_at_the_mirror_with_its_ca() {
         ca_file: "/etc/airlock/pki/ca.crt".into(),
         registries: vec!["docker.io".into(), "ghcr.io".into()],
         auth: None,
+        pushed: None,
     });
     let text = inline(&render(&input).unwrap(), "/etc/rancher/k3s/registries.yaml").unwrap();
     let doc: Value = serde_yaml::from_str(&text).unwrap();
@@ -277,6 +278,7 @@ fn mirror_credentials_go_into_registries_yaml_as_a_secret_file() {
         ca_file: "/etc/airlock/pki/ca.crt".into(),
         registries: vec!["docker.io".into()],
         auth: Some(("puller".into(), crate::site::answers::Secret::new("m1rr0r-pw".to_string()))),
+        pushed: None,
     });
     let layout = render(&input).unwrap();
     let text = inline(&layout, "/etc/rancher/k3s/registries.yaml").unwrap();
@@ -287,6 +289,69 @@ fn mirror_credentials_go_into_registries_yaml_as_a_secret_file() {
     assert!(file.secret && file.mode == 0o600);
     assert!(!serde_json::to_string(&layout).unwrap().contains("m1rr0r-pw"), "the plan shows no content");
     assert!(!format!("{input:?}").contains("m1rr0r-pw"));
+}
+
+fn pushed_mirror(archive_too: bool) -> RegistryMirror {
+    RegistryMirror {
+        endpoint: "harbor.example:8443".into(),
+        ca_file: "/etc/pki/site-ca.pem".into(),
+        registries: vec!["docker.io".into(), "quay.io".into(), "registry.example:5000".into()],
+        auth: Some(("puller".into(), crate::site::answers::Secret::new("pull-pw".to_string()))),
+        pushed: Some(super::PushedImages { prefix: "platform".into(), archive_too }),
+    }
+}
+
+#[test]
+fn site_registry_rewrites_every_upstream_to_its_pushed_root() {
+    let mut input = k3s(Role::SingleServer);
+    input.registry_mirror = Some(pushed_mirror(false));
+    let text = inline(&render(&input).unwrap(), "/etc/rancher/k3s/registries.yaml").unwrap();
+    let doc: Value = serde_yaml::from_str(&text).unwrap();
+    for (upstream, root) in [
+        ("docker.io", "platform/docker.io"),
+        ("quay.io", "platform/quay.io"),
+        ("registry.example:5000", "platform/registry.example_5000"),
+    ] {
+        let m = &doc["mirrors"][upstream];
+        assert_eq!(m["endpoint"].as_sequence().unwrap().len(), 1, "{upstream}: the site registry only");
+        assert_eq!(m["endpoint"][0].as_str(), Some("https://harbor.example:8443"));
+        let rewrite = m["rewrite"].as_mapping().unwrap();
+        assert_eq!(rewrite.len(), 1);
+        assert_eq!(m["rewrite"]["^(.*)$"].as_str(), Some(format!("{root}/$1").as_str()), "{upstream}");
+    }
+    let config = &doc["configs"]["harbor.example:8443"];
+    assert_eq!(config["tls"]["ca_file"].as_str(), Some("/etc/pki/site-ca.pem"));
+    assert_eq!(config["auth"]["username"].as_str(), Some("puller"));
+    assert!(text.contains("nothing is pulled from the upstreams"), "{text}");
+    // No fallback to the public endpoints.
+    let config_yaml = inline(&render(&input).unwrap(), "/etc/rancher/k3s/config.yaml").unwrap();
+    assert!(config_yaml.contains("disable-default-registry-endpoint: true"));
+}
+
+#[test]
+fn the_image_archive_is_left_out_only_when_the_site_registry_alone_serves_the_images() {
+    let archive = |mirror: Option<RegistryMirror>| {
+        let mut input = k3s(Role::SingleServer);
+        input.registry_mirror = mirror;
+        let layout = render(&input).unwrap();
+        layout.files.iter().any(|f| f.path.ends_with("agent/images/airlock-images.tar"))
+    };
+    assert!(archive(None));
+    assert!(archive(Some(pushed_mirror(true))), "delivery: both");
+    assert!(!archive(Some(pushed_mirror(false))), "delivery: registry");
+    let mut plain = pushed_mirror(false);
+    plain.pushed = None;
+    assert!(archive(Some(plain)), "a mirror with upstream paths");
+}
+
+#[test]
+fn a_pushed_prefix_that_is_no_repository_path_is_refused() {
+    let mut input = k3s(Role::SingleServer);
+    let mut m = pushed_mirror(false);
+    m.pushed.as_mut().unwrap().prefix = "Platform/".into();
+    input.registry_mirror = Some(m);
+    let e = render(&input).unwrap_err().to_string();
+    assert!(e.contains("registry prefix `Platform/`"), "{e}");
 }
 
 #[test]
@@ -371,6 +436,7 @@ fn invalid_input_is_refused_with_the_reason() {
                     ca_file: "/etc/airlock/pki/client.key".into(),
                     registries: vec!["docker.io".into()],
                     auth: None,
+                    pushed: None,
                 })
             }),
             "private key",
@@ -383,6 +449,7 @@ fn invalid_input_is_refused_with_the_reason() {
                     ca_file: "/etc/airlock/pki/ca.crt".into(),
                     registries: vec!["docker.io".into()],
                     auth: None,
+                    pushed: None,
                 })
             }),
             "host:port",
@@ -395,6 +462,7 @@ fn invalid_input_is_refused_with_the_reason() {
                     ca_file: "/etc/airlock/pki/ca.crt".into(),
                     registries: vec![],
                     auth: None,
+                    pushed: None,
                 })
             }),
             "no registries",

@@ -167,6 +167,43 @@ pub struct Registry {
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
+    /// How the bundle's images reach the nodes (`registry.delivery`).
+    pub delivery: ImageDelivery,
+    /// Where the pushed images sit below the registry (`registry.prefix`; the Harbor
+    /// project); empty: at its top.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// A docker `config.json` (0600) with the account that pushes; `None`: the pull
+    /// account (`username`/`password`) pushes too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_auth_file: Option<PathBuf>,
+}
+
+impl Registry {
+    /// Whether install and upgrade push the bundle's images into this registry.
+    pub fn pushes(&self) -> bool {
+        matches!(self.delivery, ImageDelivery::Registry | ImageDelivery::Both)
+    }
+
+    /// Whether each node still gets the per-node image archive.
+    pub fn archives(&self) -> bool {
+        matches!(self.delivery, ImageDelivery::Archives | ImageDelivery::Both)
+    }
+}
+
+/// How the bundle's images reach the nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageDelivery {
+    /// The image archive in each node's images directory (the registry, if any, is a
+    /// mirror with the upstream paths that the site fills itself).
+    #[default]
+    Archives,
+    /// Pushed into the site registry at install and upgrade; the nodes pull from it
+    /// through `registries.yaml` mirrors and rewrites, and get no image archive.
+    Registry,
+    /// Both: the archive for a start without the registry, the registry for the rest.
+    Both,
 }
 
 /// The proxy a site's nodes reach their registry (or anything outside) through: the
@@ -517,6 +554,20 @@ impl Answers {
                 ca_file: text("registry.ca_file").map(PathBuf::from),
                 username: text("registry.username"),
                 password: text("registry.password").map(Secret::new),
+                delivery: match text("registry.delivery").as_deref() {
+                    None | Some("archives") => ImageDelivery::Archives,
+                    Some("registry") => ImageDelivery::Registry,
+                    Some("both") => ImageDelivery::Both,
+                    Some(other) => {
+                        return Err(Problem::new(
+                            "registry.delivery",
+                            format!("`{other}` is not a way to deliver images"),
+                            questions::DELIVERY_HINT,
+                        ))
+                    }
+                },
+                prefix: text("registry.prefix").unwrap_or_default(),
+                push_auth_file: text("registry.push_auth_file").map(PathBuf::from),
             }),
         };
         let proxy = Proxy {

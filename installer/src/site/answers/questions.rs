@@ -571,6 +571,33 @@ static QUESTIONS: &[Question] = &[
         ask_if: has_registry_user,
     },
     Question {
+        key: "registry.delivery",
+        prompt: "How the bundle's images reach the nodes",
+        help: "archives (default: each node imports them from its images directory), registry (pushed into the registry at install and upgrade; nodes pull from it), or both",
+        shape: Shape::Choice { options: delivery_names, check: check_delivery },
+        need: Need::Optional,
+        suggest: suggest_delivery,
+        ask_if: has_mirror,
+    },
+    Question {
+        key: "registry.prefix",
+        prompt: "Repository prefix in the registry (e.g. the Harbor project; empty: none)",
+        help: "the images go to <mirror>/<prefix>/<upstream host>/<repository>, as `airlock registry push --to <mirror>/<prefix>` puts them",
+        shape: Shape::Text(check_registry_prefix),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: pushes_images,
+    },
+    Question {
+        key: "registry.push_auth_file",
+        prompt: "Login file for pushing (docker config.json, mode 0600; empty: the pull account above)",
+        help: "absolute path of a docker config.json whose entry for the registry may push (e.g. a Harbor robot account); never printed",
+        shape: Shape::Text(check_push_auth_file),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: pushes_images,
+    },
+    Question {
         key: "proxy.http_proxy",
         prompt: "HTTP_PROXY",
         help: "`HTTP_PROXY` in the distribution's service environment (a URL; may hold credentials, so never printed)",
@@ -1015,6 +1042,10 @@ fn has_mirror(a: &Answered, _: &Facts) -> bool {
 fn has_registry_user(a: &Answered, _: &Facts) -> bool {
     a.has("registry.username")
 }
+/// The bundle's images go into the site registry (`registry.delivery` registry or both).
+fn pushes_images(a: &Answered, _: &Facts) -> bool {
+    matches!(a.text("registry.delivery"), Some("registry" | "both"))
+}
 
 // ---- defaults and suggestions ---------------------------------------------------
 
@@ -1437,6 +1468,59 @@ fn check_registry_username(s: &str, a: &Answered) -> Result<(), Invalid> {
         return Err(Invalid::new("is empty or contains spaces", "write the account name as the registry knows it"));
     }
     needs_mirror(a, "registry.username")
+}
+
+/// The ways the bundle's images reach the nodes (`registry.delivery`).
+pub const DELIVERY_HINT: &str = "one of archives, registry, both (see docs/answers.md)";
+
+fn delivery_names(_: &Facts) -> Vec<String> {
+    ["archives", "registry", "both"].map(String::from).to_vec()
+}
+
+fn check_delivery(s: &str, a: &Answered) -> Result<(), Invalid> {
+    if !delivery_names(&Facts::default()).iter().any(|m| m == s) {
+        return Err(Invalid::new(format!("`{s}` is not a way to deliver images"), DELIVERY_HINT));
+    }
+    needs_mirror(a, "registry.delivery")
+}
+
+/// Enter keeps what a file without `registry.delivery` gets.
+fn suggest_delivery(_: &Answered, _: &Facts) -> Option<String> {
+    Some("archives".into())
+}
+
+/// The prefix is the push's: path components as the OCI Distribution spec allows them.
+fn check_registry_prefix(s: &str, a: &Answered) -> Result<(), Invalid> {
+    let component = |c: &str| {
+        !c.is_empty()
+            && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+    };
+    if !s.split('/').all(component) {
+        return Err(Invalid::new(
+            "is not a repository path",
+            "use lower-case letters, digits and . _ - between slashes, e.g. platform or platform/images",
+        ));
+    }
+    if !pushes_images(a, &Facts::default()) {
+        return Err(Invalid::new(
+            "is set but registry.delivery is not registry or both",
+            "set registry.delivery: registry (or both), or remove registry.prefix",
+        ));
+    }
+    Ok(())
+}
+
+fn check_push_auth_file(s: &str, a: &Answered) -> Result<(), Invalid> {
+    check::abs_path(s)?;
+    if !pushes_images(a, &Facts::default()) {
+        return Err(Invalid::new(
+            "is set but registry.delivery is not registry or both",
+            "set registry.delivery: registry (or both), or remove registry.push_auth_file",
+        ));
+    }
+    Ok(())
 }
 
 /// A proxy URL for the service environment. Never quotes the value: it may hold a

@@ -223,6 +223,36 @@ fn registry_settings_need_the_mirror_and_keep_the_password_secret() {
 }
 
 #[test]
+fn image_delivery_defaults_to_archives_and_the_push_settings_need_a_pushing_delivery() {
+    let reg = |extra: &str| format!("{SINGLE}registry: {{mirror: \"harbor.example.test:443\"{extra}}}\n");
+    let a = parse(&reg("")).unwrap();
+    let r = a.registry.as_ref().unwrap();
+    assert_eq!(r.delivery, ImageDelivery::Archives);
+    assert!(!r.pushes() && r.archives());
+
+    let a = parse(&reg(", delivery: registry, prefix: platform/images, push_auth_file: /root/push.json")).unwrap();
+    let r = a.registry.as_ref().unwrap();
+    assert!(r.pushes() && !r.archives());
+    assert_eq!(
+        (r.prefix.as_str(), r.push_auth_file.as_deref()),
+        ("platform/images", Some(Path::new("/root/push.json")))
+    );
+    let a = parse(&reg(", delivery: both")).unwrap();
+    assert!(a.registry.as_ref().unwrap().pushes() && a.registry.as_ref().unwrap().archives());
+
+    let p = problem(&reg(", delivery: harbor"));
+    assert!(p.key == "registry.delivery" && p.cause.contains("`harbor`"), "{p}");
+    let p = problem(&reg(", prefix: platform"));
+    assert!(p.key == "registry.prefix" && p.cause.contains("registry.delivery"), "{p}");
+    let p = problem(&reg(", delivery: registry, prefix: Platform"));
+    assert!(p.key == "registry.prefix" && p.cause.contains("repository path"), "{p}");
+    let p = problem(&reg(", delivery: registry, push_auth_file: push.json"));
+    assert_eq!(p.key, "registry.push_auth_file");
+    let p = problem(&format!("{SINGLE}registry: {{delivery: registry}}\n"));
+    assert!(p.key == "registry.delivery" && p.cause.contains("registry.mirror is not"), "{p}");
+}
+
+#[test]
 fn a_bad_password_is_refused_without_being_quoted() {
     let yaml = format!("{SINGLE}registry: {{mirror: \"h.example.test:5000\", password: \"pw-only\"}}\n");
     let p = problem(&yaml);
