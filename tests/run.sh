@@ -155,12 +155,11 @@ install_kubernetes_validate() {
   "$AIRLOCK_TOOLS_DIR/kubernetes-validate" --version >/dev/null || die "kubernetes-validate does not run"
 }
 
-# ------------------------------------------------------------------ 2c. Keycloak
-# ------------------------------------------------------------------ cosign
+# ------------------------------------------------------------------ 2c. cosign
 go_new_enough() { # prints the go binary when `go` (PATH or /usr/local/go) is >= 1.24
   local g v
   for g in "$(command -v go 2>/dev/null)" /usr/local/go/bin/go; do
-    [ -n "$g" ] && [ -x "$g" ] || continue
+    if [ -z "$g" ] || [ ! -x "$g" ]; then continue; fi
     v=$("$g" env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
     if [ -n "$v" ] && [ "$v" -ge 24 ]; then printf '%s\n' "$g"; return 0; fi
   done
@@ -191,6 +190,7 @@ install_cosign() {
   "$AIRLOCK_TOOLS_DIR/cosign" version >/dev/null || die "cosign does not run"
 }
 
+# ------------------------------------------------------------------ 2d. Keycloak
 # Unpacked to $AIRLOCK_TOOLS_DIR/keycloak-$KEYCLOAK_VERSION (where the proving ground
 # looks); the tests copy it before starting, since Keycloak's build step writes into
 # its home.
