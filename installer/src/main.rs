@@ -21,7 +21,8 @@ use airlock_installer::ops::{self, install, upgrade};
 
 use airlock_term::{print_json, say, Output, Ui};
 use cli::args::{
-    Cli, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand, UpgradeFlags,
+    BackupCommand, Cli, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand,
+    UpgradeFlags,
 };
 use cli::render;
 use cli::term::{confirm, local_hostname, TerminalPrompter};
@@ -168,6 +169,27 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
                 eprintln!("warning: {run} was working on this site while this was collected: its state files may be mid-change (MANIFEST.json says so too)");
             }
             ui.show(&r, render::print_support);
+            Ok(ExitStatus::Success)
+        }
+        Command::Backup { command: BackupCommand::Create { output_file, root } } => {
+            let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
+            let progress = ui.progress();
+            let opts = ops::backup::CreateOptions { output: output_file };
+            let r = ops::backup::create(&host, &opts, &progress);
+            progress.finish();
+            let r = r?;
+            ui.show(&r, render::print_backup);
+            Ok(ExitStatus::Success)
+        }
+        Command::Backup { command: BackupCommand::Verify { file, identity } } => {
+            // pg_restore runs on this machine; nothing is written.
+            let host = RootedHost::new(PathBuf::from("/"), true)?;
+            let progress = ui.progress();
+            let now_unix = ops::status::StatusOptions::now().now_unix;
+            let r = ops::backup::verify(&host, &ops::backup::VerifyOptions { file, identity, now_unix }, &progress);
+            progress.finish();
+            let r = r?;
+            ui.show(&r, render::print_backup_verify);
             Ok(ExitStatus::Success)
         }
         Command::Extract { bundle, pubkey, dir, image_archive } => {

@@ -220,6 +220,12 @@ pub enum Command {
         #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
     },
+    /// Back up the site for disaster recovery into one archive encrypted to the site's
+    /// recovery keys (`backup.recipients`), or check such an archive (docs/backup.md).
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// Verify while extracting into a new staging directory (removed on any failure).
     Extract {
         /// The bundle file (or any of its .partNNN files).
@@ -252,6 +258,32 @@ pub enum Command {
 pub enum SchemaFile {
     /// The site's answers file (docs/answers.md).
     Answers,
+}
+
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// Take a backup: the datastore, the app's and Keycloak's databases, the PKI with
+    /// the CA key, the kept answers and generated secrets, the release record; written
+    /// as FILE.partial and renamed when complete.
+    Create {
+        /// The archive to write (0600), or a directory to put it in (default: the site's
+        /// /var/lib/airlock/backups).
+        #[arg(short = 'o', long = "output-file", value_name = "FILE|DIR")]
+        output_file: Option<PathBuf>,
+        /// The target root to back up (`/`: this system, with its datastore and databases).
+        #[arg(long, default_value = "/", value_parser = target_root)]
+        root: PathBuf,
+    },
+    /// Open a backup with a recovery key and check every part (digests, `pg_restore
+    /// --list` of each database dump); say what a restore would bring back. Changes nothing.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+        /// The recovery key file (`age-keygen -o`) whose public key the backup was
+        /// encrypted to.
+        #[arg(long, value_name = "KEYFILE")]
+        identity: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -475,6 +475,64 @@ pub fn print_support(r: &airlock_installer::ops::support::SupportReport) {
     }
 }
 
+/// `airlock backup create`: the archive, then each part and what was left out.
+pub fn print_backup(r: &airlock_installer::ops::backup::CreateReport) {
+    let m = &r.manifest;
+    say!(
+        "backup {} ({} bytes, mode 0600, encrypted to {}): {}",
+        r.file.display(),
+        r.size,
+        count(r.recipients, "recovery key", "recovery keys"),
+        count(m.parts.len(), "part", "parts")
+    );
+    for p in &m.parts {
+        say!("  {:56} {:>12} bytes  {}", p.name, p.size, p.sha256.get(..19).unwrap_or(&p.sha256));
+    }
+    print_backup_skipped(&m.skipped);
+}
+
+fn print_backup_skipped(skipped: &[airlock_installer::ops::backup::Skipped]) {
+    if !skipped.is_empty() {
+        say!("not in the backup ({}):", skipped.len());
+        for s in skipped {
+            say!("  {}: {}", s.part, s.reason);
+        }
+    }
+}
+
+/// `airlock backup verify`: what a restore would bring back, and from when.
+pub fn print_backup_verify(r: &airlock_installer::ops::backup::VerifyReport) {
+    use airlock_installer::ops::backup::PartKind;
+    let hours = r.age_secs / 3600;
+    say!("{}: every part matches its manifest", r.file.display());
+    say!("taken {} on node {} ({hours} h ago)", r.created, r.node);
+    if let Some(rel) = &r.release {
+        say!("release {} {} (bundle manifest sha256 {})", rel.bundle, rel.version, rel.manifest_sha256);
+    }
+    say!("a restore would bring back:");
+    for p in r.parts.iter().filter(|p| p.kind.is_datastore()) {
+        say!("  datastore ({}): {} ({} bytes)", r.distribution, p.name, p.size);
+    }
+    for p in r.parts_of(PartKind::Database) {
+        say!(
+            "  database {}: {} table(s), {} entries in its table of contents ({} bytes)",
+            p.source,
+            p.tables.unwrap_or(0),
+            p.toc_entries.unwrap_or(0),
+            p.size
+        );
+    }
+    let n = |k| r.parts_of(k).count();
+    say!(
+        "  PKI: {}; answers: {}; generated secrets: {}; release record: {}",
+        count(n(PartKind::Pki), "file", "files"),
+        count(n(PartKind::Answers), "file", "files"),
+        count(n(PartKind::Secret), "file", "files"),
+        count(n(PartKind::Release), "file", "files")
+    );
+    print_backup_skipped(&r.skipped);
+}
+
 /// `airlock uninstall`'s plan, one action a line.
 pub fn print_uninstall_plan(root: &Path, p: &airlock_installer::ops::uninstall::UninstallPlan) {
     use airlock_installer::ops::uninstall::Action;

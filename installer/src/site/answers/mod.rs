@@ -75,6 +75,9 @@ pub struct Answers {
     pub keycloak_database: Option<keycloak_db::KeycloakDatabaseAnswers>,
     /// The monitoring component's settings (`monitoring:`; defaults when absent).
     pub monitoring: MonitoringAnswers,
+    /// The age public keys `airlock backup create` encrypts to (`backup.recipients`).
+    #[serde(skip_serializing_if = "BackupAnswers::is_empty")]
+    pub backup: BackupAnswers,
     /// Wizard live checks the operator skipped after a failure (never from a file).
     #[serde(skip)]
     pub skipped_checks: Vec<SkippedCheck>,
@@ -234,6 +237,19 @@ pub struct AlertMail {
     pub smarthost: String,
     pub from: String,
     pub to: String,
+}
+
+/// The `backup` answers: who can open the site's backups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BackupAnswers {
+    /// age X25519 public keys (`age1...`); public, so kept with the answers.
+    pub recipients: Vec<String>,
+}
+
+impl BackupAnswers {
+    pub fn is_empty(&self) -> bool {
+        self.recipients.is_empty()
+    }
 }
 
 impl MonitoringAnswers {
@@ -546,6 +562,7 @@ impl Answers {
                     }),
                 },
             },
+            backup: BackupAnswers { recipients: a.list("backup.recipients") },
             skipped_checks: Vec::new(),
         })
     }

@@ -837,6 +837,16 @@ static QUESTIONS: &[Question] = &[
         suggest: no_suggestion,
         ask_if: never,
     },
+    // ---- backup: who can open the site's backups (installer/src/ops/backup) ----
+    Question {
+        key: "backup.recipients",
+        prompt: "Recovery public keys backups are encrypted to",
+        help: "age public keys (age1...), one per person or safe who may restore; make one with `age-keygen -o recovery.key` and keep the key file off the site",
+        shape: Shape::List { item: check_age_recipient, all: check_unique_items },
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
+    },
     // ---- keycloak_database: Keycloak's external database (validators in keycloak_db.rs) ----
     Question {
         key: "keycloak_database.host",
@@ -1689,4 +1699,13 @@ fn check_pki_ip_range(s: &str, a: &Answered) -> Result<(), Invalid> {
         ));
     }
     Ok(())
+}
+
+fn check_age_recipient(s: &str, _: &Answered) -> Result<(), Invalid> {
+    crate::ops::backup::parse_recipient(s).map(|_| ()).map_err(|cause| {
+        Invalid::new(
+            cause,
+            "give the public key age-keygen prints (`Public key: age1...`), not the key file's secret line",
+        )
+    })
 }
