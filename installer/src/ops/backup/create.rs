@@ -249,6 +249,9 @@ impl<R: Read> Read for Counted<'_, R> {
 }
 
 /// Streams the target file `path` into the archive as part `name`.
+// What the part is (path, name, kind, source) and where it goes (the archive, its
+// manifest, progress): each caller has all of them at hand.
+#[allow(clippy::too_many_arguments)]
 fn add_file(
     host: &dyn Host,
     path: &Path,

@@ -170,6 +170,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(deprecated)]
     fn backup_recipient_must_be_an_age_public_key_and_a_secret_key_is_never_echoed() {
         let id = age::x25519::Identity::generate();
         let public = id.to_public().to_string();
