@@ -192,6 +192,31 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             ui.show(&r, render::print_backup_verify);
             Ok(ExitStatus::Success)
         }
+        Command::Restore { file, identity, bundle, site, dry_run, timeout } => {
+            if site.answers.is_none() {
+                return Err(Error::input("--answers", "a restore needs the new node's answers")
+                    .with_hint("pass --answers FILE: the site's answers with this node's name and address"));
+            }
+            let install = install::InstallOptions {
+                bundle,
+                pubkey: site.pubkey,
+                answers: site.answers,
+                root: site.root,
+                timeout: Duration::from_secs(timeout),
+                hostname: local_hostname(),
+                dry_run,
+                ..Default::default()
+            };
+            let verifier = RootedHost::new(PathBuf::from("/"), true)?;
+            let now_unix = ops::status::StatusOptions::now().now_unix;
+            let opts = ops::backup::RestoreOptions { file, identity, install, now_unix };
+            let progress = ui.progress();
+            let r = ops::backup::restore(&opts, &verifier, &mut TerminalPrompter, &SystemClock, &progress);
+            progress.finish();
+            let r = r?;
+            ui.show(&r, render::print_restore);
+            Ok(ExitStatus::Success)
+        }
         Command::Extract { bundle, pubkey, dir, image_archive } => {
             let keys = trust::trusted_keys(&pubkey, Path::new("/"))?;
             let files = BundleFiles::locate(&bundle)?;

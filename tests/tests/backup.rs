@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 
 use airlock_format::report::Silent;
 use airlock_installer::host::{CommandOutput, Effects, HostCall, RecordingHost, RootedHost};
-use airlock_installer::ops::backup::{self, CreateOptions, PartKind, VerifyOptions};
+use airlock_installer::ops::backup::{self, restore, CreateOptions, PartKind, RestoreOptions, VerifyOptions};
 use airlock_tests::postgres::TlsPostgres;
 use airlock_tests::{build_demo_bundle, cargo_bin, demo_dir, require_tool};
 
@@ -48,14 +48,19 @@ fn installed_site(recipients: bool, extra: &str) -> Option<Site> {
         answers.push_str(&format!("backup:\n  recipients:\n    - {public}\n"));
     }
     answers.push_str(extra);
-    let answers_file = dir.path().join("answers.yaml");
-    std::fs::write(&answers_file, answers).unwrap();
-    std::fs::set_permissions(&answers_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let answers_file = write_answers(dir.path(), "answers.yaml", &answers);
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
     let o = airlock_tests::airlock_with_answers("install", &bundle, &answers_file, &root, &["--yes"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     Some(Site { dir, root, key, public })
+}
+
+fn write_answers(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    file
 }
 
 fn airlock(args: &[&str]) -> Output {
@@ -394,9 +399,51 @@ fn backup_of_a_live_site_dumps_app_and_keycloak_databases_that_restore_with_equa
         v.parts_of(PartKind::Database).map(|p| (p.name.as_str(), p.tables.unwrap())).collect();
     assert_eq!(tables, BTreeMap::from([("databases/app.dump", 1), ("databases/keycloak.dump", 3)]));
 
-    // Opened with the real age and restored with the real pg_restore: the same rows.
+    // restore's datastore and database steps on the live site: the distribution resets
+    // the cluster from the snapshot; each dump streams into pg_restore.
+    let restore_host = RecordingHost::with_root(site.root.clone(), true).unwrap();
+    restore_host.expect_command(&["systemctl"], CommandOutput::ok(""));
+    restore_host.expect_command(&["k3s", "server", "--cluster-reset"], CommandOutput::ok(""));
+    restore_host.expect_command(&["/usr/local/bin/kubectl"], CommandOutput::ok(""));
+    restore_host.expect_command(&["env"], CommandOutput::ok(""));
+    let ropts =
+        RestoreOptions { file: out.clone(), identity: site.key.clone(), install: Default::default(), now_unix: now };
+    let ids = backup::load_identities(&site.key).unwrap();
+    let mut journal = restore::RestoreJournal::default();
+    restore::restore_datastore(&restore_host, &ropts, &ids, &v, &mut journal).unwrap();
+    restore::restore_databases(&restore_host, &ropts, &ids, &v, &mut journal).unwrap();
+    let ran = commands(&restore_host);
+    let snapshot = "/var/lib/rancher/k3s/server/db/snapshots/airlock-restore-demo-node";
+    assert_eq!(
+        ran[..3],
+        [
+            "systemctl stop k3s.service".to_string(),
+            format!("k3s server --cluster-reset --cluster-reset-restore-path={snapshot}"),
+            "systemctl start k3s.service".to_string()
+        ],
+        "{ran:#?}"
+    );
+    assert_eq!(std::fs::read(on_site(&site.root, snapshot)).unwrap(), b"etcd snapshot stand-in");
+    assert!(
+        ran[3].contains(" exec -i statefulset/airlock-app-postgresql ") && ran[3].contains("pg_restore --clean"),
+        "{ran:#?}"
+    );
+    assert!(
+        ran[4].starts_with("env PGPASSFILE=")
+            && ran[4].contains("pg_restore --clean --if-exists --no-owner -h localhost"),
+        "{ran:#?}"
+    );
+    assert!(!ran.iter().any(|c| c.contains("Pa55")), "no password on a command line: {ran:#?}");
+    let fed: BTreeMap<String, Vec<u8>> = restore_host
+        .inputs()
+        .into_iter()
+        .map(|(argv, bytes)| (if argv[0] == "env" { "keycloak" } else { "app" }.to_string(), bytes))
+        .collect();
+
+    // What restore streamed into pg_restore, restored by the real pg_restore: the same rows.
     let got: BTreeMap<String, Vec<u8>> = entries(&decrypt(&out, &site.key)).into_iter().collect();
     for (db, tables) in [("app", &["items"][..]), ("keycloak", &["realm", "user_entity", "credential"][..])] {
+        assert_eq!(fed[db], got[&format!("databases/{db}.dump")], "restore streams the {db} dump as archived");
         let restored = format!("{db}_restored");
         pg.psql("airlock", "postgres", &format!("CREATE DATABASE {restored}")).unwrap();
         let mut p = pg
@@ -406,7 +453,7 @@ fn backup_of_a_live_site_dumps_app_and_keycloak_databases_that_restore_with_equa
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::io::Write::write_all(p.stdin.as_mut().unwrap(), &got[&format!("databases/{db}.dump")]).unwrap();
+        std::io::Write::write_all(p.stdin.as_mut().unwrap(), &fed[db]).unwrap();
         drop(p.stdin.take());
         let o = p.wait_with_output().unwrap();
         assert!(o.status.success(), "pg_restore {db}: {}", String::from_utf8_lossy(&o.stderr));
@@ -415,4 +462,142 @@ fn backup_of_a_live_site_dumps_app_and_keycloak_databases_that_restore_with_equa
         }
     }
     assert!(fingerprint(&pg, "app", "items").starts_with("5000 "));
+}
+
+/// The site CA may certify the whole documentation network, so a node restored at
+/// another address of it gets its certificates from the same CA (the default
+/// constrains the CA to exactly the node addresses).
+const PKI_RANGE: &str = "pki:\n  ip_ranges:\n    - 192.0.2.0/24\n";
+
+/// The answers of the node a restore brings the site back on: another name and address.
+fn new_node_answers(site: &Site) -> PathBuf {
+    let a = std::fs::read_to_string(site.dir.path().join("answers.yaml")).unwrap();
+    let b = a.replace("name: demo-node", "name: restored-node").replace("ip: 192.0.2.10", "ip: 192.0.2.20");
+    assert_ne!(a, b);
+    write_answers(site.dir.path(), "new-node.yaml", &b)
+}
+
+fn restore_into(site: &Site, file: &Path, answers: &Path, root: &Path, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(cargo_bin("airlock"));
+    c.arg("restore")
+        .arg(file)
+        .arg("--identity")
+        .arg(&site.key)
+        .arg("--bundle")
+        .arg(site.dir.path().join("demo.airlock"))
+        .arg("--pubkey")
+        .arg(demo_dir().join("keys/demo.pub"))
+        .arg("--answers")
+        .arg(answers)
+        .arg("--root")
+        .arg(root)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// Every file below `dir` of the root, by path, with its bytes.
+fn files_below(root: &Path, dir: &str) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(on_site(root, dir))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+fn assert_restored_like_a(site: &Site, b: &Path) {
+    assert_eq!(files_below(b, "/var/lib/airlock/secrets"), files_below(&site.root, "/var/lib/airlock/secrets"));
+    for f in ["/etc/airlock/pki/ca.crt", "/etc/airlock/pki/ca.key"] {
+        assert_eq!(std::fs::read(on_site(b, f)).unwrap(), std::fs::read(on_site(&site.root, f)).unwrap(), "{f}");
+    }
+}
+
+#[test]
+fn restore_onto_an_empty_root_with_another_node_is_a_fresh_install_with_the_sites_pki_and_secrets() {
+    let Some(site) = installed_site(true, PKI_RANGE) else { return };
+    let (file, _) = create(&site);
+    let answers = new_node_answers(&site);
+    let b = site.dir.path().join("b");
+    let o = restore_into(&site, &file, &answers, &b, &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("install    done"), "{out}");
+    // A fresh install with the new node's answers: the same tree, secrets and
+    // certificates apart (masked), which are the site's own.
+    let c = site.dir.path().join("c");
+    std::fs::create_dir(&c).unwrap();
+    let o =
+        airlock_tests::airlock_with_answers("install", &site.dir.path().join("demo.airlock"), &answers, &c, &["--yes"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(airlock_tests::tree::installed_tree(&b), airlock_tests::tree::installed_tree(&c));
+    assert_restored_like_a(&site, &b);
+    assert_ne!(files_below(&c, "/var/lib/airlock/secrets"), files_below(&site.root, "/var/lib/airlock/secrets"));
+    // Run again, it has nothing left to do.
+    let o = restore_into(&site, &file, &answers, &b, &[]);
+    assert!(o.status.success() && text(&o).contains("databases  done"), "{}", text(&o));
+}
+
+#[test]
+fn restore_resumes_after_a_crash_at_each_step_and_converges() {
+    let Some(site) = installed_site(true, PKI_RANGE) else { return };
+    let (file, _) = create(&site);
+    let answers = new_node_answers(&site);
+    let clean = site.dir.path().join("clean");
+    assert!(restore_into(&site, &file, &answers, &clean, &[]).status.success());
+    let want = airlock_tests::tree::installed_tree(&clean);
+    for step in ["state", "install", "datastore", "databases"] {
+        let b = site.dir.path().join(format!("crash-{step}"));
+        let o = restore_into(&site, &file, &answers, &b, &[(restore::CRASH_AFTER_ENV, step)]);
+        assert!(!o.status.success(), "the run crashed after {step}");
+        let journal: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(on_site(&b, restore::JOURNAL_PATH)).unwrap()).unwrap();
+        assert_eq!(journal["done"].as_array().unwrap().last().unwrap(), step);
+        let o = restore_into(&site, &file, &answers, &b, &[]);
+        assert!(o.status.success(), "resumed after {step}: {}", text(&o));
+        assert_eq!(airlock_tests::tree::installed_tree(&b), want, "after a crash at {step}");
+        assert_restored_like_a(&site, &b);
+    }
+}
+
+#[test]
+fn restore_refuses_the_bundle_of_another_release_before_installing() {
+    let Some(site) = installed_site(true, PKI_RANGE) else { return };
+    let (file, _) = create(&site);
+    let other = site.dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let bundle = airlock_tests::build_demo_variant(
+        &std::fs::read_to_string(demo_dir().join("bundle.yaml")).unwrap().replacen(
+            "version: 1.0.0",
+            "version: 1.0.1",
+            1,
+        ),
+        &other,
+        &[],
+    );
+    let answers = new_node_answers(&site);
+    let b = site.dir.path().join("b");
+    let o = Command::new(cargo_bin("airlock"))
+        .arg("restore")
+        .arg(&file)
+        .arg("--identity")
+        .arg(&site.key)
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--pubkey")
+        .arg(demo_dir().join("keys/demo.pub"))
+        .arg("--answers")
+        .arg(&answers)
+        .arg("--root")
+        .arg(&b)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("but the backup was taken of airlock-demo 1.0.0"), "{out}");
+    assert!(!on_site(&b, "/var/lib/airlock/release.json").exists(), "nothing was installed");
 }

@@ -226,6 +226,27 @@ pub enum Command {
         #[command(subcommand)]
         command: BackupCommand,
     },
+    /// Restore a backup onto an empty node (another name and address are fine): verify
+    /// it, put back the PKI and secrets, install the release it names from the bundle
+    /// with the given answers, then the datastore and databases; resumable (docs/backup.md).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The recovery key file whose public key the backup was encrypted to.
+        #[arg(long, value_name = "KEYFILE")]
+        identity: PathBuf,
+        /// The bundle of the release the backup names (`airlock backup verify` shows it).
+        #[arg(long)]
+        bundle: PathBuf,
+        #[command(flatten)]
+        site: SiteFlags,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Live mode: seconds to wait for the node and every chart before giving up.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+    },
     /// Verify while extracting into a new staging directory (removed on any failure).
     Extract {
         /// The bundle file (or any of its .partNNN files).

@@ -533,6 +533,28 @@ pub fn print_backup_verify(r: &airlock_installer::ops::backup::VerifyReport) {
     print_backup_skipped(&r.skipped);
 }
 
+/// `airlock restore`: the backup, then each step (done or to do) and what could not run.
+pub fn print_restore(r: &airlock_installer::ops::backup::RestoreReport) {
+    let b = &r.backup;
+    say!("backup {} taken {} on node {}: every part matches its manifest", b.file.display(), b.created, b.node);
+    for s in &r.steps {
+        let mark = if s.done {
+            "done"
+        } else if r.dry_run {
+            "to do"
+        } else {
+            "not done"
+        };
+        say!("  {:10} {:9} {}", s.step.id(), mark, s.what);
+    }
+    for n in &r.journal.notes {
+        say!("note: {n}");
+    }
+    if r.dry_run {
+        say!("dry run: nothing was changed");
+    }
+}
+
 /// `airlock uninstall`'s plan, one action a line.
 pub fn print_uninstall_plan(root: &Path, p: &airlock_installer::ops::uninstall::UninstallPlan) {
     use airlock_installer::ops::uninstall::Action;

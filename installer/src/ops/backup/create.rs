@@ -510,6 +510,22 @@ fn keycloak_database(
         return Ok(());
     }
     let pgpass = Path::new(STAGING).join("pgpass");
+    write_pgpass(host, &pgpass, db)?;
+    let env = pg_env(host, &pgpass, db)?;
+    let host_s = db.host.to_string();
+    let port = db.port.to_string();
+    let mut argv: Vec<&str> = env.iter().map(String::as_str).collect();
+    argv.extend(["pg_dump", "-Fc", "-h", &host_s, "-p", &port, "-U", &db.username, "-d", &db.name]);
+    let source = format!("{}:{}/{}", db.host.for_url(), db.port, db.name);
+    let dumped = dump(host, &argv, "keycloak", source, w, manifest, reporter);
+    let removed = host.remove(&pgpass);
+    dumped?;
+    removed
+}
+
+/// A 0600 libpq password file at the target path `path` for the database `db`: the
+/// password reaches `pg_dump`/`pg_restore` through it, never on a command line.
+pub(super) fn write_pgpass(host: &dyn Host, path: &Path, db: &KeycloakDatabaseAnswers) -> Result<()> {
     // pgpass escapes `:` and `\` in its fields.
     let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
     let line = format!(
@@ -520,22 +536,19 @@ fn keycloak_database(
         esc(&db.username),
         esc(db.password.expose())
     );
-    host.write_file(&pgpass, &mut line.as_bytes(), Perms::secret())?;
-    let pgpass_env = format!("PGPASSFILE={}", host.real_path(&pgpass)?.display());
-    let (ssl, root_cert) = match &db.ca_file {
-        Some(ca) => ("PGSSLMODE=verify-full".to_string(), Some(format!("PGSSLROOTCERT={}", ca.display()))),
-        None => ("PGSSLMODE=prefer".to_string(), None),
-    };
-    let host_s = db.host.to_string();
-    let port = db.port.to_string();
-    let mut argv = vec!["env", &pgpass_env, &ssl];
-    if let Some(rc) = &root_cert {
-        argv.push(rc);
+    host.write_file(path, &mut line.as_bytes(), Perms::secret()).map(|_| ())
+}
+
+/// `env PGPASSFILE=... PGSSLMODE=... [PGSSLROOTCERT=...]`: how a PostgreSQL client on
+/// this node reaches `db` as Keycloak does (verify-full against its CA when given).
+pub(super) fn pg_env(host: &dyn Host, pgpass: &Path, db: &KeycloakDatabaseAnswers) -> Result<Vec<String>> {
+    let mut env = vec!["env".to_string(), format!("PGPASSFILE={}", host.real_path(pgpass)?.display())];
+    match &db.ca_file {
+        Some(ca) => {
+            env.push("PGSSLMODE=verify-full".into());
+            env.push(format!("PGSSLROOTCERT={}", ca.display()));
+        }
+        None => env.push("PGSSLMODE=prefer".into()),
     }
-    argv.extend(["pg_dump", "-Fc", "-h", &host_s, "-p", &port, "-U", &db.username, "-d", &db.name]);
-    let source = format!("{}:{}/{}", db.host.for_url(), db.port, db.name);
-    let dumped = dump(host, &argv, "keycloak", source, w, manifest, reporter);
-    let removed = host.remove(&pgpass);
-    dumped?;
-    removed
+    Ok(env)
 }

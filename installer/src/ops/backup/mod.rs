@@ -17,6 +17,8 @@
 //! - `verify.rs`: decrypts, checks every part's digest against the manifest, lists each
 //!   database dump with `pg_restore --list`, and says what a restore would bring back
 //!   and from when; changes nothing.
+//! - `restore.rs`: `airlock restore` — verify, then the PKI and secrets, the same
+//!   release from its bundle, the datastore, the databases; journaled and resumable.
 //!
 //! Why a tar with the manifest last: the archive is written in one pass while each
 //! part streams through (a dump may be many GiB), so the digests are known only at the
@@ -24,6 +26,7 @@
 //! 64 KiB chunk, so a damaged archive fails at the part being read, and `verify` names it.
 
 mod create;
+pub mod restore;
 mod verify;
 
 use std::path::PathBuf;
@@ -31,7 +34,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use create::{create, CreateOptions, CreateReport};
-pub use verify::{verify, VerifyOptions, VerifyReport};
+pub use restore::{restore, RestoreOptions, RestoreReport, RestoreStep};
+pub use verify::{load_identities, verify, CheckedPart, VerifyOptions, VerifyReport};
 
 use crate::state::ReleaseRecord;
 

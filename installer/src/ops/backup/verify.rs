@@ -37,6 +37,8 @@ pub struct CheckedPart {
     pub name: String,
     pub kind: PartKind,
     pub source: String,
+    /// The file's mode on the site, for putting it back.
+    pub mode: u32,
     pub size: u64,
     pub sha256: String,
     /// Database dumps: the entries of their table of contents (`pg_restore --list`).
@@ -211,6 +213,7 @@ pub fn verify(host: &dyn Host, opts: &VerifyOptions, reporter: &dyn Reporter) ->
             name: p.name.clone(),
             kind: p.kind,
             source: p.source.clone(),
+            mode: p.mode,
             size: p.size,
             sha256: p.sha256.clone(),
             toc_entries: s.toc.map(|t| t.0),
