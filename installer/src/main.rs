@@ -171,10 +171,19 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             ui.show(&r, render::print_support);
             Ok(ExitStatus::Success)
         }
-        Command::Backup { command: BackupCommand::Create { output_file, root } } => {
+        Command::Backup { command: BackupCommand::Schedule { every, keep, to, airlock, root } } => {
+            use ops::backup::schedule;
+            let every = schedule::parse_interval(&every)
+                .map_err(|e| Error::input("--every", e).with_hint("write the interval as 30m, 24h or 7d"))?;
+            let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
+            let r = schedule::schedule(&host, &schedule::ScheduleOptions { every, keep, to, airlock })?;
+            ui.show(&r, render::print_backup_schedule);
+            Ok(ExitStatus::Success)
+        }
+        Command::Backup { command: BackupCommand::Create { output_file, keep, root } } => {
             let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
             let progress = ui.progress();
-            let opts = ops::backup::CreateOptions { output: output_file };
+            let opts = ops::backup::CreateOptions { output: output_file, keep };
             let r = ops::backup::create(&host, &opts, &progress);
             progress.finish();
             let r = r?;

@@ -309,7 +309,7 @@ fn backup_failure_leaves_no_archive_under_the_final_name_and_no_staged_dump() {
         CommandOutput::exit(1, "error: pod airlock-app-postgresql-0 is not running"),
     );
     let out = site.dir.path().join("out.airlock-backup");
-    let e = backup::create(&host, &CreateOptions { output: Some(out.clone()) }, &Silent).unwrap_err().to_string();
+    let e = backup::create(&host, &CreateOptions { output: Some(out.clone()), keep: None }, &Silent).unwrap_err().to_string();
     assert!(e.contains("databases/app.dump") && e.contains("is not running"), "{e}");
     assert!(!out.exists());
     assert!(!site.dir.path().join("out.airlock-backup.partial").exists());
@@ -367,7 +367,7 @@ fn backup_of_a_live_site_dumps_app_and_keycloak_databases_that_restore_with_equa
     let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
     script_live_site(&host, pg_dump(&pg, "app"), pg_dump(&pg, "keycloak"));
     let out = site.dir.path().join("live.airlock-backup");
-    let r = backup::create(&host, &CreateOptions { output: Some(out.clone()) }, &Silent).unwrap();
+    let r = backup::create(&host, &CreateOptions { output: Some(out.clone()), keep: None }, &Silent).unwrap();
 
     // The commands the site ran: the distribution's snapshot into staging, the dumps.
     let ran = commands(&host);
@@ -600,4 +600,127 @@ fn restore_refuses_the_bundle_of_another_release_before_installing() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("but the backup was taken of airlock-demo 1.0.0"), "{out}");
     assert!(!on_site(&b, "/var/lib/airlock/release.json").exists(), "nothing was installed");
+}
+
+fn status_json(root: &Path) -> (Option<i32>, serde_json::Value) {
+    let o = airlock(&["status", "--root", root.to_str().unwrap(), "--output", "json"]);
+    (o.status.code(), serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o))))
+}
+
+fn schedule(site: &Site, every: &str, airlock_path: &Path) -> Output {
+    airlock(&[
+        "backup",
+        "schedule",
+        "--every",
+        every,
+        "--keep",
+        "2",
+        "--to",
+        "/srv/backups",
+        "--airlock",
+        airlock_path.to_str().unwrap(),
+        "--root",
+        site.root.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn backup_schedule_writes_a_timer_systemd_accepts_and_enables_it() {
+    let Some(analyze) = require_tool("systemd-analyze") else { return };
+    let Some(site) = installed_site(true, "") else { return };
+    let units = on_site(&site.root, "/etc/systemd/system");
+    let verify = || {
+        Command::new(&analyze)
+            .arg("verify")
+            .arg(units.join("airlock-backup.service"))
+            .arg(units.join("airlock-backup.timer"))
+            .output()
+            .unwrap()
+    };
+    // Control: a service whose airlock is missing here is refused (the check can fail).
+    let o = schedule(&site, "24h", Path::new("/nonexistent/airlock"));
+    assert!(o.status.success(), "{}", text(&o));
+    let o = verify();
+    assert!(!o.status.success() && text(&o).contains("/nonexistent/airlock"), "{}", text(&o));
+    // `systemd-analyze verify` checks the Exec binary on this machine: the one built here.
+    let o = schedule(&site, "24h", &cargo_bin("airlock"));
+    assert!(o.status.success(), "{}", text(&o));
+    let o = verify();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("airlock-backup"), "systemd warns about the units: {}", text(&o));
+    let service = std::fs::read_to_string(units.join("airlock-backup.service")).unwrap();
+    assert!(service.contains("backup create --output-file /srv/backups --keep 2"), "{service}");
+    let timer = std::fs::read_to_string(units.join("airlock-backup.timer")).unwrap();
+    assert!(timer.contains("OnUnitActiveSec=86400s"), "{timer}");
+    let link = units.join("timers.target.wants/airlock-backup.timer");
+    assert_eq!(std::fs::read_link(link).unwrap(), Path::new("/etc/systemd/system/airlock-backup.timer"));
+    assert!(on_site(&site.root, "/srv/backups").is_dir());
+    let o = airlock(&["backup", "schedule", "--every", "soon", "--keep", "2", "--to", "/srv/b"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}
+
+#[test]
+fn backup_status_shows_the_last_backup_and_keeps_the_newest_ones() {
+    let Some(site) = installed_site(true, "") else { return };
+    let out = site.dir.path().join("kept");
+    std::fs::create_dir(&out).unwrap();
+    for _ in 0..3 {
+        let o = airlock(&[
+            "backup",
+            "create",
+            "--root",
+            site.root.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--keep",
+            "2",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        // One archive a second: the names carry the time to the second.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2, "the newest two are kept");
+    let (code, s) = status_json(&site.root);
+    assert_eq!(code, Some(0), "{s:#}");
+    assert_eq!(s["backup"]["last_ok"]["ok"], true);
+    assert!(s["backup"]["age_secs"].as_u64().unwrap() < 600);
+    let o = airlock(&["report", "--root", site.root.to_str().unwrap(), "--output", "json"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let line = r["checklist"].as_array().unwrap().iter().find(|l| l["id"] == "backup").unwrap();
+    assert!(line["evidence"][0].as_str().unwrap().starts_with("last good backup (airlock backup create)"), "{line:#}");
+}
+
+#[test]
+fn backup_missed_or_failed_is_a_status_problem() {
+    let Some(site) = installed_site(true, "") else { return };
+    assert!(schedule(&site, "1h", &cargo_bin("airlock")).status.success());
+    let (code, s) = status_json(&site.root);
+    assert_eq!(code, Some(11), "{s:#}");
+    assert!(s["problems"].to_string().contains("no backup was taken yet"), "{s:#}");
+    // A good backup, then one that is too old: missed.
+    let (file, _) = create(&site);
+    assert_eq!(status_json(&site.root).0, Some(0));
+    let last = on_site(&site.root, "/var/lib/airlock/backup-last.json");
+    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&last).unwrap()).unwrap();
+    rec["last_ok"]["finished"] = "2020-01-01T00:00:00Z".into();
+    rec["last"] = rec["last_ok"].clone();
+    std::fs::write(&last, rec.to_string()).unwrap();
+    let (code, s) = status_json(&site.root);
+    assert_eq!(code, Some(11), "{s:#}");
+    assert!(s["problems"].to_string().contains("a backup was missed"), "{s:#}");
+    let o = airlock(&["status", "--root", site.root.to_str().unwrap()]);
+    assert!(text(&o).contains("backup      last 2020-01-01T00:00:00Z"), "{}", text(&o));
+    // A run that fails (the output cannot be written) is recorded and is a problem.
+    let o = airlock(&[
+        "backup",
+        "create",
+        "--root",
+        site.root.to_str().unwrap(),
+        "-o",
+        file.parent().unwrap().join("missing-dir/x.airlock-backup").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let (code, s) = status_json(&site.root);
+    assert_eq!(code, Some(11), "{s:#}");
+    assert!(s["problems"].to_string().contains("the last backup failed"), "{s:#}");
 }

@@ -291,7 +291,29 @@ pub enum BackupCommand {
         /// /var/lib/airlock/backups).
         #[arg(short = 'o', long = "output-file", value_name = "FILE|DIR")]
         output_file: Option<PathBuf>,
+        /// Then keep only the newest N backups in that directory.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
         /// The target root to back up (`/`: this system, with its datastore and databases).
+        #[arg(long, default_value = "/", value_parser = target_root)]
+        root: PathBuf,
+    },
+    /// Back up on a schedule: a systemd service and timer that run `backup create --keep`;
+    /// `airlock status` then reports a missed or failed backup.
+    Schedule {
+        /// How often: 30m, 24h, 7d.
+        #[arg(long, value_name = "INTERVAL")]
+        every: String,
+        /// How many backups to keep in the directory.
+        #[arg(long, value_name = "N")]
+        keep: usize,
+        /// The directory on the node the backups go to (copy them off the node too).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// The airlock the service runs.
+        #[arg(long, default_value = "/usr/local/bin/airlock")]
+        airlock: PathBuf,
+        /// The target root to schedule on (`/`: this system).
         #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
     },

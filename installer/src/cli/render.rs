@@ -421,6 +421,17 @@ pub fn print_status(r: &airlock_installer::ops::status::StatusReport, unhealthy_
             say!("  override  {}: {}", o.id, o.detail);
         }
     }
+    if let Some(b) = &r.backup {
+        use airlock_installer::ops::backup::schedule::human;
+        let rpo = b.rpo_secs.map(|r| format!(", objective {}", human(r))).unwrap_or_default();
+        match (&b.last, &b.last_ok, b.age_secs) {
+            (Some(last), _, _) if !last.ok => {
+                say!("backup      last run FAILED {}: {}{rpo}", last.finished, last.error.as_deref().unwrap_or(""))
+            }
+            (_, Some(ok), Some(age)) => say!("backup      last {} ({} ago){rpo}", ok.finished, human(age)),
+            _ => say!("backup      none yet{rpo}"),
+        }
+    }
     match &r.live {
         Live::NotLive { reason } => say!("live        not live: {reason}"),
         Live::Checked { unit, unit_state, nodes, .. } => {
@@ -489,6 +500,23 @@ pub fn print_backup(r: &airlock_installer::ops::backup::CreateReport) {
         say!("  {:56} {:>12} bytes  {}", p.name, p.size, p.sha256.get(..19).unwrap_or(&p.sha256));
     }
     print_backup_skipped(&m.skipped);
+    for p in &r.pruned {
+        say!("removed the older backup {}", p.display());
+    }
+}
+
+/// `airlock backup schedule`: what runs when, and where the backups go.
+pub fn print_backup_schedule(r: &airlock_installer::ops::backup::schedule::ScheduleReport) {
+    let s = &r.schedule;
+    say!(
+        "backups every {} into {}, the newest {} kept",
+        airlock_installer::ops::backup::schedule::human(s.every_secs),
+        s.to.display(),
+        s.keep
+    );
+    for u in &r.units {
+        say!("  wrote {}", u.display());
+    }
 }
 
 fn print_backup_skipped(skipped: &[airlock_installer::ops::backup::Skipped]) {

@@ -35,6 +35,9 @@ pub struct CreateOptions {
     /// A file, or an existing directory to put the file in (named by node and time);
     /// `None`: the site's backups directory, [`super::DEFAULT_DIR`].
     pub output: Option<PathBuf>,
+    /// Keep only this many backups in the archive's directory, the newest (retention
+    /// for scheduled backups); `None`: remove none.
+    pub keep: Option<usize>,
 }
 
 /// What `airlock backup create` made.
@@ -46,11 +49,34 @@ pub struct CreateReport {
     pub size: u64,
     /// How many recovery keys can open it.
     pub recipients: usize,
+    /// Older backups removed by `keep`.
+    pub pruned: Vec<PathBuf>,
     pub manifest: BackupManifest,
 }
 
-/// Takes a backup of the site on `host` (see the module docs).
+/// Takes a backup of the site on `host` (see the module docs) and records how it went
+/// for `airlock status` ([`super::schedule::LAST_PATH`]), a failure too.
 pub fn create(host: &dyn Host, opts: &CreateOptions, reporter: &dyn Reporter) -> Result<CreateReport> {
+    let result = take(host, opts, reporter);
+    let run = super::schedule::BackupRun {
+        finished: state::now_rfc3339(),
+        ok: result.is_ok(),
+        file: result.as_ref().ok().map(|r| r.file.clone()),
+        size: result.as_ref().ok().map(|r| r.size),
+        error: result.as_ref().err().map(|e| format!("{}: {}", e.subject, e.cause)),
+    };
+    // A failed run's record is best effort: the error itself is what matters then.
+    let recorded = super::schedule::record_run(host, run);
+    let mut report = result?;
+    recorded?;
+    if let Some(keep) = opts.keep {
+        let dir = report.file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        report.pruned = super::schedule::prune(dir, keep)?;
+    }
+    Ok(report)
+}
+
+fn take(host: &dyn Host, opts: &CreateOptions, reporter: &dyn Reporter) -> Result<CreateReport> {
     let _lock = state::lock_site(host)?;
     let release = ReleaseRecord::load(host)?.ok_or_else(|| {
         Error::input(state::RELEASE_PATH, "no release is installed here, so there is nothing to back up")
@@ -94,7 +120,7 @@ pub fn create(host: &dyn Host, opts: &CreateOptions, reporter: &dyn Reporter) ->
     let cleaned = host.remove_all(Path::new(STAGING));
     let size = result?;
     cleaned?;
-    Ok(CreateReport { file: out, size, recipients: recipients.len(), manifest })
+    Ok(CreateReport { file: out, size, recipients: recipients.len(), pruned: Vec::new(), manifest })
 }
 
 /// The trees and files backed up as they are, and what each holds.

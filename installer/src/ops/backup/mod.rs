@@ -17,6 +17,8 @@
 //! - `verify.rs`: decrypts, checks every part's digest against the manifest, lists each
 //!   database dump with `pg_restore --list`, and says what a restore would bring back
 //!   and from when; changes nothing.
+//! - `schedule.rs`: `airlock backup schedule` (a systemd timer), the record of the
+//!   last backup, retention, and the backup's state for `status` and `report`.
 //! - `restore.rs`: `airlock restore` — verify, then the PKI and secrets, the same
 //!   release from its bundle, the datastore, the databases; journaled and resumable.
 //!
@@ -27,6 +29,7 @@
 
 mod create;
 pub mod restore;
+pub mod schedule;
 mod verify;
 
 use std::path::PathBuf;

@@ -244,11 +244,14 @@ pub struct AlertMail {
 pub struct BackupAnswers {
     /// age X25519 public keys (`age1...`); public, so kept with the answers.
     pub recipients: Vec<String>,
+    /// The recovery point objective (`backup.rpo`, e.g. `24h`), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpo_secs: Option<u64>,
 }
 
 impl BackupAnswers {
     pub fn is_empty(&self) -> bool {
-        self.recipients.is_empty()
+        self.recipients.is_empty() && self.rpo_secs.is_none()
     }
 }
 
@@ -562,7 +565,13 @@ impl Answers {
                     }),
                 },
             },
-            backup: BackupAnswers { recipients: a.list("backup.recipients") },
+            backup: BackupAnswers {
+                recipients: a.list("backup.recipients"),
+                // The question's check has passed: the interval parses.
+                rpo_secs: text("backup.rpo")
+                    .and_then(|r| crate::ops::backup::schedule::parse_interval(&r).ok())
+                    .map(|d| d.as_secs()),
+            },
             skipped_checks: Vec::new(),
         })
     }

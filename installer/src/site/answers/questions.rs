@@ -847,6 +847,15 @@ static QUESTIONS: &[Question] = &[
         suggest: no_suggestion,
         ask_if: never,
     },
+    Question {
+        key: "backup.rpo",
+        prompt: "Recovery point objective (the oldest a last backup may be)",
+        help: "e.g. 24h: `airlock status` reports a problem when the last good backup is older (default: the schedule's interval)",
+        shape: Shape::Text(check_interval),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
+    },
     // ---- keycloak_database: Keycloak's external database (validators in keycloak_db.rs) ----
     Question {
         key: "keycloak_database.host",
@@ -1708,4 +1717,10 @@ fn check_age_recipient(s: &str, _: &Answered) -> Result<(), Invalid> {
             "give the public key age-keygen prints (`Public key: age1...`), not the key file's secret line",
         )
     })
+}
+
+fn check_interval(s: &str, _: &Answered) -> Result<(), Invalid> {
+    crate::ops::backup::schedule::parse_interval(s)
+        .map(|_| ())
+        .map_err(|cause| Invalid::new(cause, "write e.g. 30m, 24h or 7d"))
 }
