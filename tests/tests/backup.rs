@@ -309,7 +309,9 @@ fn backup_failure_leaves_no_archive_under_the_final_name_and_no_staged_dump() {
         CommandOutput::exit(1, "error: pod airlock-app-postgresql-0 is not running"),
     );
     let out = site.dir.path().join("out.airlock-backup");
-    let e = backup::create(&host, &CreateOptions { output: Some(out.clone()), keep: None }, &Silent).unwrap_err().to_string();
+    let e = backup::create(&host, &CreateOptions { output: Some(out.clone()), keep: None }, &Silent)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("databases/app.dump") && e.contains("is not running"), "{e}");
     assert!(!out.exists());
     assert!(!site.dir.path().join("out.airlock-backup.partial").exists());
@@ -539,6 +541,12 @@ fn restore_onto_an_empty_root_with_another_node_is_a_fresh_install_with_the_site
     // Run again, it has nothing left to do.
     let o = restore_into(&site, &file, &answers, &b, &[]);
     assert!(o.status.success() && text(&o).contains("databases  done"), "{}", text(&o));
+    // Onto a site that is installed (and was not being restored): refused, unchanged.
+    let before = files_below(&c, "/var/lib/airlock/secrets");
+    let o = restore_into(&site, &file, &answers, &c, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("a release is installed here already"), "{}", text(&o));
+    assert_eq!(files_below(&c, "/var/lib/airlock/secrets"), before);
 }
 
 #[test]

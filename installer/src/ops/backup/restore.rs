@@ -132,6 +132,20 @@ pub fn restore(
         Some(h) => load_journal(h, &backup)?,
         None => RestoreJournal::default(),
     };
+    // A restore replaces the site's CA, keys and secrets: only onto a node that has no
+    // site yet, or to finish a restore that started there.
+    let target = crate::host::RootedHost::new(root.clone(), false).ok();
+    let installed =
+        target.as_ref().map(|t| t.metadata(Path::new(state::RELEASE_PATH))).transpose()?.flatten().is_some();
+    if journal.done.is_empty() && installed {
+        return Err(Error::input(
+            crate::host::shown_path(root, Path::new(state::RELEASE_PATH)).display().to_string(),
+            "a release is installed here already: a restore would replace this site's CA, keys and secrets",
+        )
+        .with_hint(
+            "restore onto an empty node (or --root); to go back to an earlier state of this site, uninstall it first",
+        ));
+    }
     let steps = plan(&backup, &journal);
     if opts.install.dry_run {
         return Ok(RestoreReport { backup, steps, dry_run: true, journal });
