@@ -20,6 +20,7 @@ SIZE_MIB=${SIZE_MIB:-2048}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${BIN:-$([ -x "$TARGET/release/airlock" ] && echo "$TARGET/release" || echo "$TARGET/debug")}
 W=${BENCH_DIR:-$(mktemp -d /tmp/airlock-backup-bench.XXXXXX)}
+mkdir -p "$W"
 trap 'rm -rf "$W"' EXIT
 for t in age age-keygen zstd /usr/bin/time; do command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 2; }; done
 DEMO=$ROOT/examples/demo
@@ -27,19 +28,22 @@ echo "binaries: $BIN"
 
 echo "== site: the demo installed into a root, a ${SIZE_MIB} MiB SQLite datastore"
 SOURCE_DATE_EPOCH=1795305600 "$BIN/airlock-bundler" create "$DEMO/bundle.yaml" -o "$W/demo.airlock" \
-  --key "$DEMO/keys/demo.key" >/dev/null 2>&1
+  --key "$DEMO/keys/demo.key" >"$W/log" 2>&1 || { cat "$W/log"; exit 1; }
 age-keygen -o "$W/recovery.key" 2>/dev/null
 PUB=$(age-keygen -y "$W/recovery.key")
 { cat "$DEMO/answers.yaml"; printf 'backup:\n  recipients:\n    - %s\n' "$PUB"; } > "$W/answers.yaml"
 chmod 600 "$W/answers.yaml"
 mkdir -p "$W/root"
 "$BIN/airlock" install "$W/demo.airlock" --pubkey "$DEMO/keys/demo.pub" --answers "$W/answers.yaml" \
-  --root "$W/root" --yes >/dev/null 2>&1 </dev/null
+  --root "$W/root" --yes >"$W/log" 2>&1 </dev/null || { cat "$W/log"; exit 1; }
 DB=$W/root/var/lib/rancher/k3s/server/db
 mkdir -p "$DB"
 half=$((SIZE_MIB / 2))
 head -c $((half * 1024 * 1024)) /dev/urandom > "$DB/state.db"
+# (`yes` ends by SIGPIPE when head has enough: not a failure.)
+set +o pipefail
 yes 'key=/registry/pods/default/app-0 value={"kind":"Pod","status":"Running"}' | head -c $((half * 1024 * 1024)) >> "$DB/state.db"
+set -o pipefail
 sync
 
 # measure NAME CMD...: wall seconds and peak RSS (MiB) of CMD run through sh -c.
