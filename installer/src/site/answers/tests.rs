@@ -502,3 +502,19 @@ fn a_sites_kept_answers_file_is_taken_with_its_kept_secrets() {
     kept::keep(&host, &kept::read_answers_file(&kept_file).unwrap(), "answers.yaml").unwrap();
     assert_eq!(Answers::load(&kept_file).unwrap().ldap.unwrap().bind_password.expose(), "kept-pw-20");
 }
+
+#[test]
+fn backup_recipients_and_rpo_are_read_and_a_secret_key_is_refused_without_echo() {
+    let public = "age1archcuyj8umtrt3375rzy6ajw0e3ue4l95esxeepj70q2v59hfpqw3ymhq";
+    let a = parse(&format!("{SINGLE}backup:\n  recipients: [{public}]\n  rpo: 24h\n")).unwrap();
+    assert_eq!(a.backup.recipients, vec![public.to_string()]);
+    assert_eq!(a.backup.rpo_secs, Some(86_400));
+    assert!(parse(SINGLE).unwrap().backup.is_empty());
+
+    let p = problem(&format!("{SINGLE}backup:\n  rpo: soon\n"));
+    assert_eq!(p.key, "backup.rpo");
+    let secret = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ";
+    let p = problem(&format!("{SINGLE}backup:\n  recipients: [{secret}]\n"));
+    assert!(p.key.starts_with("backup.recipients"), "{}", p.key);
+    assert!(!format!("{} {}", p.cause, p.hint).contains(&secret[15..]), "{p:?}");
+}
