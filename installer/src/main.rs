@@ -22,7 +22,8 @@ use airlock_installer::ops::{self, install, upgrade};
 
 use airlock_term::{print_json, say, Output, Ui};
 use cli::args::{
-    Cli, ClusterFlags, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand, ServeArgs,
+    BackupCommand, Cli, ClusterFlags, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand,
+    ServeArgs,
     UpgradeFlags,
 };
 use cli::render;
@@ -173,6 +174,61 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
                 eprintln!("warning: {run} was working on this site while this was collected: its state files may be mid-change (MANIFEST.json says so too)");
             }
             ui.show(&r, render::print_support);
+            Ok(ExitStatus::Success)
+        }
+        Command::Backup { command: BackupCommand::Schedule { every, keep, to, airlock, root } } => {
+            use ops::backup::schedule;
+            let every = schedule::parse_interval(&every)
+                .map_err(|e| Error::input("--every", e).with_hint("write the interval as 30m, 24h or 7d"))?;
+            let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
+            let r = schedule::schedule(&host, &schedule::ScheduleOptions { every, keep, to, airlock })?;
+            ui.show(&r, render::print_backup_schedule);
+            Ok(ExitStatus::Success)
+        }
+        Command::Backup { command: BackupCommand::Create { output_file, keep, root } } => {
+            let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
+            let progress = ui.progress();
+            let opts = ops::backup::CreateOptions { output: output_file, keep };
+            let r = ops::backup::create(&host, &opts, &progress);
+            progress.finish();
+            let r = r?;
+            ui.show(&r, render::print_backup);
+            Ok(ExitStatus::Success)
+        }
+        Command::Backup { command: BackupCommand::Verify { file, identity } } => {
+            // pg_restore runs on this machine; nothing is written.
+            let host = RootedHost::new(PathBuf::from("/"), true)?;
+            let progress = ui.progress();
+            let now_unix = ops::status::StatusOptions::now().now_unix;
+            let r = ops::backup::verify(&host, &ops::backup::VerifyOptions { file, identity, now_unix }, &progress);
+            progress.finish();
+            let r = r?;
+            ui.show(&r, render::print_backup_verify);
+            Ok(ExitStatus::Success)
+        }
+        Command::Restore { file, identity, bundle, site, dry_run, timeout } => {
+            if site.answers.is_none() {
+                return Err(Error::input("--answers", "a restore needs the new node's answers")
+                    .with_hint("pass --answers FILE: the site's answers with this node's name and address"));
+            }
+            let install = install::InstallOptions {
+                bundle,
+                pubkey: site.pubkey,
+                answers: site.answers,
+                root: site.root,
+                timeout: Duration::from_secs(timeout),
+                hostname: local_hostname(),
+                dry_run,
+                ..Default::default()
+            };
+            let verifier = RootedHost::new(PathBuf::from("/"), true)?;
+            let now_unix = ops::status::StatusOptions::now().now_unix;
+            let opts = ops::backup::RestoreOptions { file, identity, install, now_unix };
+            let progress = ui.progress();
+            let r = ops::backup::restore(&opts, &verifier, &mut TerminalPrompter, &SystemClock, &progress);
+            progress.finish();
+            let r = r?;
+            ui.show(&r, render::print_restore);
             Ok(ExitStatus::Success)
         }
         Command::Extract { bundle, pubkey, dir, image_archive } => {

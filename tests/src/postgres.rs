@@ -73,6 +73,29 @@ impl TlsPostgres {
         self.dir.path().join("tls/other-ca.pem")
     }
 
+    /// A client program of the server's version (`psql`, `pg_dump`, `pg_restore`) set
+    /// to reach it over its Unix socket (trusted, no password) as the database user
+    /// `user`; the caller adds the database and what to do.
+    pub fn client(&self, program: &str, user: &str) -> Command {
+        let mut c = as_db_user(&self.bin.join(program));
+        c.arg("-h").arg(self.dir.path()).args(["-p", &self.port.to_string(), "-U", user]);
+        c
+    }
+
+    /// Runs `sql` in `database` as `user` and returns what it printed, unaligned and
+    /// without headers (`psql -Atc`).
+    pub fn psql(&self, user: &str, database: &str, sql: &str) -> Result<String> {
+        let out = self
+            .client("psql", user)
+            .args(["-d", database, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!("psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
     }

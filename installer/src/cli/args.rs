@@ -235,6 +235,33 @@ pub enum Command {
         #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
     },
+    /// Back up the site for disaster recovery into one archive encrypted to the site's
+    /// recovery keys (`backup.recipients`), or check such an archive (docs/backup.md).
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Restore a backup onto an empty node (another name and address are fine): verify
+    /// it, put back the PKI and secrets, install the release it names from the bundle
+    /// with the given answers, then the datastore and databases; resumable (docs/backup.md).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The recovery key file whose public key the backup was encrypted to.
+        #[arg(long, value_name = "KEYFILE")]
+        identity: PathBuf,
+        /// The bundle of the release the backup names (`airlock backup verify` shows it).
+        #[arg(long)]
+        bundle: PathBuf,
+        #[command(flatten)]
+        site: SiteFlags,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Live mode: seconds to wait for the node and every chart before giving up.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+    },
     /// Verify while extracting into a new staging directory (removed on any failure).
     Extract {
         /// The bundle file (or any of its .partNNN files).
@@ -267,6 +294,54 @@ pub enum Command {
 pub enum SchemaFile {
     /// The site's answers file (docs/answers.md).
     Answers,
+}
+
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// Take a backup: the datastore, the app's and Keycloak's databases, the PKI with
+    /// the CA key, the kept answers and generated secrets, the release record; written
+    /// as FILE.partial and renamed when complete.
+    Create {
+        /// The archive to write (0600), or a directory to put it in (default: the site's
+        /// /var/lib/airlock/backups).
+        #[arg(short = 'o', long = "output-file", value_name = "FILE|DIR")]
+        output_file: Option<PathBuf>,
+        /// Then keep only the newest N backups in that directory.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// The target root to back up (`/`: this system, with its datastore and databases).
+        #[arg(long, default_value = "/", value_parser = target_root)]
+        root: PathBuf,
+    },
+    /// Back up on a schedule: a systemd service and timer that run `backup create --keep`;
+    /// `airlock status` then reports a missed or failed backup.
+    Schedule {
+        /// How often: 30m, 24h, 7d.
+        #[arg(long, value_name = "INTERVAL")]
+        every: String,
+        /// How many backups to keep in the directory.
+        #[arg(long, value_name = "N")]
+        keep: usize,
+        /// The directory on the node the backups go to (copy them off the node too).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// The airlock the service runs.
+        #[arg(long, default_value = "/usr/local/bin/airlock")]
+        airlock: PathBuf,
+        /// The target root to schedule on (`/`: this system).
+        #[arg(long, default_value = "/", value_parser = target_root)]
+        root: PathBuf,
+    },
+    /// Open a backup with a recovery key and check every part (digests, `pg_restore
+    /// --list` of each database dump); say what a restore would bring back. Changes nothing.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+        /// The recovery key file (`age-keygen -o`) whose public key the backup was
+        /// encrypted to.
+        #[arg(long, value_name = "KEYFILE")]
+        identity: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -431,6 +431,17 @@ pub fn print_status(r: &airlock_installer::ops::status::StatusReport, unhealthy_
             say!("  override  {}: {}", o.id, o.detail);
         }
     }
+    if let Some(b) = &r.backup {
+        use airlock_installer::ops::backup::schedule::human;
+        let rpo = b.rpo_secs.map(|r| format!(", objective {}", human(r))).unwrap_or_default();
+        match (&b.last, &b.last_ok, b.age_secs) {
+            (Some(last), _, _) if !last.ok => {
+                say!("backup      last run FAILED {}: {}{rpo}", last.finished, last.error.as_deref().unwrap_or(""))
+            }
+            (_, Some(ok), Some(age)) => say!("backup      last {} ({} ago){rpo}", ok.finished, human(age)),
+            _ => say!("backup      none yet{rpo}"),
+        }
+    }
     match &r.live {
         Live::NotLive { reason } => say!("live        not live: {reason}"),
         Live::Checked { unit, unit_state, nodes, .. } => {
@@ -482,6 +493,103 @@ pub fn print_support(r: &airlock_installer::ops::support::SupportReport) {
         for n in &m.not_collected {
             say!("  {}: {}", n.source, n.reason);
         }
+    }
+}
+
+/// `airlock backup create`: the archive, then each part and what was left out.
+pub fn print_backup(r: &airlock_installer::ops::backup::CreateReport) {
+    let m = &r.manifest;
+    say!(
+        "backup {} ({} bytes, mode 0600, encrypted to {}): {}",
+        r.file.display(),
+        r.size,
+        count(r.recipients, "recovery key", "recovery keys"),
+        count(m.parts.len(), "part", "parts")
+    );
+    for p in &m.parts {
+        say!("  {:56} {:>12} bytes  {}", p.name, p.size, p.sha256.get(..19).unwrap_or(&p.sha256));
+    }
+    print_backup_skipped(&m.skipped);
+    for p in &r.pruned {
+        say!("removed the older backup {}", p.display());
+    }
+}
+
+/// `airlock backup schedule`: what runs when, and where the backups go.
+pub fn print_backup_schedule(r: &airlock_installer::ops::backup::schedule::ScheduleReport) {
+    let s = &r.schedule;
+    say!(
+        "backups every {} into {}, the newest {} kept",
+        airlock_installer::ops::backup::schedule::human(s.every_secs),
+        s.to.display(),
+        s.keep
+    );
+    for u in &r.units {
+        say!("  wrote {}", u.display());
+    }
+}
+
+fn print_backup_skipped(skipped: &[airlock_installer::ops::backup::Skipped]) {
+    if !skipped.is_empty() {
+        say!("not in the backup ({}):", skipped.len());
+        for s in skipped {
+            say!("  {}: {}", s.part, s.reason);
+        }
+    }
+}
+
+/// `airlock backup verify`: what a restore would bring back, and from when.
+pub fn print_backup_verify(r: &airlock_installer::ops::backup::VerifyReport) {
+    use airlock_installer::ops::backup::PartKind;
+    let hours = r.age_secs / 3600;
+    say!("{}: every part matches its manifest", r.file.display());
+    say!("taken {} on node {} ({hours} h ago)", r.created, r.node);
+    if let Some(rel) = &r.release {
+        say!("release {} {} (bundle manifest sha256 {})", rel.bundle, rel.version, rel.manifest_sha256);
+    }
+    say!("a restore would bring back:");
+    for p in r.parts.iter().filter(|p| p.kind.is_datastore()) {
+        say!("  datastore ({}): {} ({} bytes)", r.distribution, p.name, p.size);
+    }
+    for p in r.parts_of(PartKind::Database) {
+        say!(
+            "  database {}: {} table(s), {} entries in its table of contents ({} bytes)",
+            p.source,
+            p.tables.unwrap_or(0),
+            p.toc_entries.unwrap_or(0),
+            p.size
+        );
+    }
+    let n = |k| r.parts_of(k).count();
+    say!(
+        "  PKI: {}; answers: {}; generated secrets: {}; release record: {}",
+        count(n(PartKind::Pki), "file", "files"),
+        count(n(PartKind::Answers), "file", "files"),
+        count(n(PartKind::Secret), "file", "files"),
+        count(n(PartKind::Release), "file", "files")
+    );
+    print_backup_skipped(&r.skipped);
+}
+
+/// `airlock restore`: the backup, then each step (done or to do) and what could not run.
+pub fn print_restore(r: &airlock_installer::ops::backup::RestoreReport) {
+    let b = &r.backup;
+    say!("backup {} taken {} on node {}: every part matches its manifest", b.file.display(), b.created, b.node);
+    for s in &r.steps {
+        let mark = if s.done {
+            "done"
+        } else if r.dry_run {
+            "to do"
+        } else {
+            "not done"
+        };
+        say!("  {:10} {:9} {}", s.step.id(), mark, s.what);
+    }
+    for n in &r.journal.notes {
+        say!("note: {n}");
+    }
+    if r.dry_run {
+        say!("dry run: nothing was changed");
     }
 }
 

@@ -40,7 +40,7 @@ use airlock_format::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 pub use kube::{ready_condition, Kube, KUBE_REQUEST_TIMEOUT};
-pub use recording::{HostCall, RecordingHost};
+pub use recording::{Effects, HostCall, RecordingHost};
 pub use rooted::{is_temp_name, RootedHost};
 
 /// Target path `target` as the operator finds it from where airlock runs: below the
@@ -349,6 +349,18 @@ pub trait Host {
     /// Runs a command on a live host and returns its output whatever its exit status;
     /// an error under a root, where nothing is started.
     fn run(&self, argv: &[&str]) -> Result<CommandOutput>;
+    /// Runs a command on a live host as [`Host::run`], with binary streams: its
+    /// standard input read from `stdin` (none: empty) and, with `stdout_to`, its
+    /// standard output written to that target file (0600, atomically: only a command
+    /// that exits 0 leaves the file) instead of returned. For database dumps and
+    /// restores, whose data is binary and as large as the database. An error under a
+    /// root, where nothing is started.
+    fn run_streaming(
+        &self,
+        argv: &[&str],
+        stdin: Option<&mut dyn Read>,
+        stdout_to: Option<&Path>,
+    ) -> Result<CommandOutput>;
     /// Takes an exclusive lock on `path` (created 0600) without waiting; an error
     /// naming the holder ("another airlock run (pid N, started T, command C)") when
     /// another process holds it.

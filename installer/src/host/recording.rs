@@ -129,12 +129,24 @@ impl HostCall {
 /// A scripted answer: argv prefix, the output, uses left (`None`: for ever).
 type Scripted = (Vec<String>, CommandOutput, Option<usize>);
 
+/// What a scripted command leaves behind, as the real tool would: the binary
+/// standard output a [`Host::run_streaming`] caller gets in its file, and files it
+/// writes (an etcd snapshot in the directory named on its command line).
+#[derive(Clone, Debug, Default)]
+pub struct Effects {
+    pub stdout: Vec<u8>,
+    pub files: Vec<(PathBuf, Vec<u8>)>,
+}
+
 /// The recording double; see the module docs.
 pub struct RecordingHost {
     files: RootedHost,
     live: bool,
     calls: Mutex<Vec<HostCall>>,
     script: Mutex<Vec<Scripted>>,
+    effects: Mutex<Vec<(Vec<String>, Effects)>>,
+    /// What each streaming command was given on its standard input, by argv.
+    inputs: Mutex<Vec<(Vec<String>, Vec<u8>)>>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -158,6 +170,8 @@ impl RecordingHost {
             live,
             calls: Mutex::new(Vec::new()),
             script: Mutex::new(Vec::new()),
+            effects: Mutex::new(Vec::new()),
+            inputs: Mutex::new(Vec::new()),
             _temp: None,
         })
     }
@@ -175,6 +189,29 @@ impl RecordingHost {
     pub fn expect_command_times(&self, argv_prefix: &[&str], output: CommandOutput, times: usize) {
         let prefix = argv_prefix.iter().map(|s| s.to_string()).collect();
         self.script.lock().unwrap_or_else(|p| p.into_inner()).push((prefix, output, Some(times)));
+    }
+
+    /// As [`RecordingHost::expect_command`], and the command leaves `effects` behind
+    /// each time it answers (its binary output, files it writes under the root).
+    pub fn expect_command_with(&self, argv_prefix: &[&str], output: CommandOutput, effects: Effects) {
+        self.expect_command(argv_prefix, output);
+        let prefix = argv_prefix.iter().map(|s| s.to_string()).collect();
+        self.effects.lock().unwrap_or_else(|p| p.into_inner()).push((prefix, effects));
+    }
+
+    /// What each streaming command read on its standard input, in order.
+    pub fn inputs(&self) -> Vec<(Vec<String>, Vec<u8>)> {
+        self.inputs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn effects_for(&self, argv: &[&str]) -> Effects {
+        let effects = self.effects.lock().unwrap_or_else(|p| p.into_inner());
+        effects
+            .iter()
+            .rev()
+            .find(|(prefix, _)| prefix.len() <= argv.len() && prefix.iter().zip(argv).all(|(w, g)| w == g))
+            .map(|(_, e)| e.clone())
+            .unwrap_or_default()
     }
 
     /// The calls so far, in order.
@@ -378,11 +415,43 @@ impl Host for RecordingHost {
                 if let Some(n) = left {
                     *n -= 1;
                 }
-                Ok(output.clone())
+                let output = output.clone();
+                drop(script);
+                if output.success() {
+                    for (path, content) in &self.effects_for(argv).files {
+                        self.files.write_file(path, &mut content.as_slice(), Perms::secret())?;
+                    }
+                }
+                Ok(output)
             }
             None => Err(Error::input(argv.join(" "), "the recording host has no scripted result for this command")
                 .with_hint("script it with RecordingHost::expect_command(argv_prefix, output)")),
         }
+    }
+
+    fn run_streaming(
+        &self,
+        argv: &[&str],
+        stdin: Option<&mut dyn Read>,
+        stdout_to: Option<&Path>,
+    ) -> Result<CommandOutput> {
+        let out = self.run(argv)?;
+        if let Some(input) = stdin {
+            let mut seen = Vec::new();
+            input.read_to_end(&mut seen).map_err(|e| Error::io(argv.join(" "), e))?;
+            self.inputs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((argv.iter().map(|a| a.to_string()).collect(), seen));
+        }
+        if !out.success() {
+            return Ok(out);
+        }
+        // `run` left the files behind already; the binary output goes where asked.
+        if let Some(path) = stdout_to {
+            self.files.write_file(path, &mut self.effects_for(argv).stdout.as_slice(), Perms::secret())?;
+        }
+        Ok(out)
     }
 
     fn lock(&self, path: &Path) -> Result<HostLock> {

@@ -630,6 +630,94 @@ impl Host for RootedHost {
         })
     }
 
+    fn run_streaming(
+        &self,
+        argv: &[&str],
+        stdin: Option<&mut dyn Read>,
+        stdout_to: Option<&Path>,
+    ) -> Result<CommandOutput> {
+        if !self.live {
+            return Err(super::not_started_under_root(argv, &self.root));
+        }
+        let (program, args) =
+            argv.split_first().ok_or_else(|| Error::input("command", "an empty command line cannot be run"))?;
+        log::info!(target: LOG, "run {} (streaming)", argv.join(" "));
+        let mut child = Command::new(program)
+            .args(args)
+            .env("LC_ALL", "C")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                let err = Error::new(ErrorKind::Io, argv.join(" "), format!("could not be started: {e}"));
+                if e.kind() == io::ErrorKind::NotFound {
+                    err.with_hint(format!("`{program}` is not installed on this host; install it and run again"))
+                } else {
+                    err
+                }
+            })?;
+        let child_in = child.stdin.take();
+        let mut child_out = child.stdout.take().expect("stdout is piped");
+        let mut child_err = child.stderr.take().expect("stderr is piped");
+        // Input, output and stderr move at once: a command that writes while it reads
+        // (pg_restore's messages, a dump's progress) must never block on a full pipe.
+        // The input is fed from this thread (a reader over an archive need not be Send).
+        let (fed, stdout, stderr, written) = std::thread::scope(|s| {
+            let errs = s.spawn(move || {
+                let mut text = Vec::new();
+                let _ = child_err.read_to_end(&mut text);
+                text
+            });
+            let outs = s.spawn(move || match stdout_to {
+                Some(path) => {
+                    // A temp name first: the final name appears only for a command that
+                    // succeeded (renamed below).
+                    let tmp = temp_path(path);
+                    let w = self.write_file(&tmp, &mut child_out, Perms::secret());
+                    (Vec::new(), Some(w.map(|_| tmp)))
+                }
+                None => {
+                    let mut out = Vec::new();
+                    let _ = child_out.read_to_end(&mut out);
+                    (out, None)
+                }
+            });
+            let mut fed = Ok(());
+            if let (Some(input), Some(mut pipe)) = (stdin, child_in) {
+                match io::copy(input, &mut pipe) {
+                    // The command may stop reading early (it is done, or failed): its
+                    // status says which.
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+                    Err(e) => fed = Err(e),
+                    Ok(_) => {}
+                }
+                // Dropped here: end of input.
+            }
+            let (stdout, written) = outs.join().expect("the output reader does not panic");
+            (fed, stdout, errs.join().expect("the stderr reader does not panic"), written)
+        });
+        let status = child.wait().map_err(|e| Error::io(argv.join(" "), e))?;
+        let out = CommandOutput {
+            status: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        };
+        if let Some(written) = written {
+            let tmp = written?;
+            let path = stdout_to.expect("written only with a path");
+            if out.success() {
+                self.rename(&tmp, path)?;
+            } else {
+                self.remove(&tmp)?;
+            }
+        }
+        if out.success() {
+            fed.map_err(|e| Error::io(argv.join(" "), e).with_hint("the command's input could not be read"))?;
+        }
+        Ok(out)
+    }
+
     fn lock(&self, path: &Path) -> Result<HostLock> {
         let host = self.resolve_for_change(path)?;
         self.make_parents(path, &host)?;

@@ -1,6 +1,7 @@
 //! The commands, one library entry each: they plan, ask the host seam to change things
 //! and return a report. They never print; the binary renders what they return.
 //!
+//! - [`backup`]: an encrypted backup of the site for disaster recovery, and its check.
 //! - [`install`]: verify, stage, plan and apply an install (`airlock install`, `join`).
 //! - [`preflight`]: whether a host can take a bundle's platform.
 //! - [`push`]: a verified bundle's images into the site's registry.
@@ -10,6 +11,7 @@
 //!   a redacted support bundle.
 //! - [`upgrade`]: replace the installed release whole, with backup and rollback.
 
+pub mod backup;
 pub mod cluster;
 pub mod install;
 pub mod preflight;

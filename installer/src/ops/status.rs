@@ -157,6 +157,10 @@ pub struct StatusReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unchecked: Vec<Unchecked>,
     pub live: Live,
+    /// The last backup, its age and the recovery point objective, once the site has a
+    /// schedule, a backup or an objective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::ops::backup::schedule::BackupStatus>,
     /// Why the node is not healthy; empty when it is.
     pub problems: Vec<String>,
     /// Worth knowing, not (yet) a problem: a certificate expiring soon.
@@ -365,9 +369,20 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         }
     }
 
+    // A missed or failed backup is a problem: the site can no longer be recovered to
+    // within its objective.
+    let rpo = crate::site::answers::kept::load_kept(host)
+        .ok()
+        .flatten()
+        .and_then(|a| a.backup.rpo_secs)
+        .map(std::time::Duration::from_secs);
+    let (backup, backup_problem) = crate::ops::backup::schedule::BackupStatus::read(host, rpo, opts.now_unix)?;
+    problems.extend(backup_problem);
+
     let nodes = crate::ops::cluster::journaled_nodes(host, &mut warnings);
     Ok(StatusReport {
         root: host.root().to_path_buf(),
+        backup,
         nodes,
         healthy: problems.is_empty(),
         release,

@@ -86,17 +86,76 @@ fn run(host: &dyn Host, argv: &[&str], rec: &mut BackupRecord) -> Result<crate::
         .map_err(|e| e.with_hint("the upgrade changed nothing yet; fix the cause and run it again"))
 }
 
-fn datastore(host: &dyn Host, inv: &Inventory, dir: &Path, rec: &mut BackupRecord) -> Result<()> {
+/// Which datastore a server keeps: what the upgrade's backup and `airlock backup`
+/// take, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Datastore {
+    /// Embedded etcd (`<db>/etcd` exists): saved with `<distribution> etcd-snapshot save`.
+    Etcd { db: PathBuf },
+    /// The SQLite datastore in `<db>`: copied with the unit stopped (a copy of a live
+    /// SQLite file may be torn).
+    Sqlite { db: PathBuf },
+    /// Nothing to save, and why.
+    None(String),
+}
+
+/// The datastore of the node `inv` describes. Under a target root a missing `<db>` is
+/// still SQLite (nothing ran there yet to make it).
+pub(crate) fn datastore_of(host: &dyn Host, inv: &Inventory) -> Result<Datastore> {
     let Some(data) = inv.runtime_dirs.first() else {
-        rec.skipped.push("datastore: the inventory names no data directory".into());
-        return Ok(());
+        return Ok(Datastore::None("the inventory names no data directory".into()));
     };
     let db = data.join("server/db");
     if host.metadata(&db)?.is_none() && host.live() {
-        rec.skipped.push(format!("datastore: {} does not exist (an agent keeps no datastore)", db.display()));
-        return Ok(());
+        return Ok(Datastore::None(format!("{} does not exist (an agent keeps no datastore)", db.display())));
     }
-    let etcd = host.metadata(&db.join("etcd"))?.is_some_and(|m| m.kind == FileKind::Dir);
+    if host.metadata(&db.join("etcd"))?.is_some_and(|m| m.kind == FileKind::Dir) {
+        Ok(Datastore::Etcd { db })
+    } else {
+        Ok(Datastore::Sqlite { db })
+    }
+}
+
+/// The command that saves an etcd snapshot named `name` into the directory `dir`.
+pub(crate) fn etcd_snapshot_argv<'a>(distribution: &'a str, name: &'a str, dir: &'a str) -> [&'a str; 7] {
+    [distribution, "etcd-snapshot", "save", "--name", name, "--dir", dir]
+}
+
+/// The `kubectl exec` into the app chart's PostgreSQL that runs `pg_dump` with
+/// `pg_dump_args`. The container's own environment names the user and database, so
+/// the dump needs no password and none appears in the command. The dump streams for
+/// as long as the database is large: no request timeout (0) cuts it short.
+pub(crate) fn app_dump_argv(
+    kube: crate::host::Kube,
+    namespace: &str,
+    release: &str,
+    pg_dump_args: &str,
+) -> Vec<String> {
+    let target = format!("statefulset/{release}-postgresql");
+    let script = format!("pg_dump {pg_dump_args} -U \"$POSTGRES_USER\" \"$POSTGRES_DB\"");
+    kube.with_timeout(std::time::Duration::ZERO).argv(&[
+        "-n",
+        namespace,
+        "exec",
+        &target,
+        "-c",
+        "postgresql",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+}
+
+fn datastore(host: &dyn Host, inv: &Inventory, dir: &Path, rec: &mut BackupRecord) -> Result<()> {
+    let (db, etcd) = match datastore_of(host, inv)? {
+        Datastore::None(why) => {
+            rec.skipped.push(format!("datastore: {why}"));
+            return Ok(());
+        }
+        Datastore::Etcd { db } => (db, true),
+        Datastore::Sqlite { db } => (db, false),
+    };
     let out = dir.join("datastore");
     if !host.live() {
         rec.skipped.push(format!(
@@ -110,7 +169,7 @@ fn datastore(host: &dyn Host, inv: &Inventory, dir: &Path, rec: &mut BackupRecor
     rec.datastore_source = Some(db.clone());
     if etcd {
         let out_s = out.to_string_lossy();
-        run(host, &[&inv.distribution, "etcd-snapshot", "save", "--name", "airlock-upgrade", "--dir", &out_s], rec)?;
+        run(host, &etcd_snapshot_argv(&inv.distribution, "airlock-upgrade", &out_s), rec)?;
         rec.datastore = "etcd-snapshot".into();
     } else {
         run(host, &["systemctl", "stop", &inv.unit], rec)?;
@@ -139,22 +198,7 @@ fn app_database(
         rec.skipped.push("app database: no kubectl on this node (an agent)".into());
         return Ok(());
     };
-    let target = format!("statefulset/{release}-postgresql");
-    // The container's own environment names the user and database, so the dump needs
-    // no password and none appears in the command. The dump streams for as long as
-    // the database is large: no request timeout (0) cuts it short.
-    let argv = kube.with_timeout(std::time::Duration::ZERO).argv(&[
-        "-n",
-        namespace,
-        "exec",
-        &target,
-        "-c",
-        "postgresql",
-        "--",
-        "sh",
-        "-c",
-        "pg_dump --clean --if-exists -U \"$POSTGRES_USER\" \"$POSTGRES_DB\"",
-    ]);
+    let argv = app_dump_argv(kube, namespace, release, "--clean --if-exists");
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     if !host.live() {
         rec.skipped.push(format!("app database: not live (target root), so no `{}`", argv.join(" ")));

@@ -81,6 +81,9 @@ pub struct Answers {
     pub keycloak_database: Option<keycloak_db::KeycloakDatabaseAnswers>,
     /// The monitoring component's settings (`monitoring:`; defaults when absent).
     pub monitoring: MonitoringAnswers,
+    /// The age public keys `airlock backup create` encrypts to (`backup.recipients`).
+    #[serde(skip_serializing_if = "BackupAnswers::is_empty")]
+    pub backup: BackupAnswers,
     /// Wizard live checks the operator skipped after a failure (never from a file).
     #[serde(skip)]
     pub skipped_checks: Vec<SkippedCheck>,
@@ -277,6 +280,22 @@ pub struct AlertMail {
     pub smarthost: String,
     pub from: String,
     pub to: String,
+}
+
+/// The `backup` answers: who can open the site's backups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BackupAnswers {
+    /// age X25519 public keys (`age1...`); public, so kept with the answers.
+    pub recipients: Vec<String>,
+    /// The recovery point objective (`backup.rpo`, e.g. `24h`), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpo_secs: Option<u64>,
+}
+
+impl BackupAnswers {
+    pub fn is_empty(&self) -> bool {
+        self.recipients.is_empty() && self.rpo_secs.is_none()
+    }
 }
 
 impl MonitoringAnswers {
@@ -608,6 +627,13 @@ impl Answers {
                         to: req("monitoring.alert_email_to")?,
                     }),
                 },
+            },
+            backup: BackupAnswers {
+                recipients: a.list("backup.recipients"),
+                // The question's check has passed: the interval parses.
+                rpo_secs: text("backup.rpo")
+                    .and_then(|r| crate::ops::backup::schedule::parse_interval(&r).ok())
+                    .map(|d| d.as_secs()),
             },
             skipped_checks: Vec::new(),
         })

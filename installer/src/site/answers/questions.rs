@@ -898,6 +898,25 @@ static QUESTIONS: &[Question] = &[
         suggest: no_suggestion,
         ask_if: asks_mail,
     },
+    // ---- backup: who can open the site's backups (installer/src/ops/backup) ----
+    Question {
+        key: "backup.recipients",
+        prompt: "Recovery public keys backups are encrypted to",
+        help: "age public keys (age1...), one per person or safe who may restore; make one with `age-keygen -o recovery.key` and keep the key file off the site",
+        shape: Shape::List { item: check_age_recipient, all: check_unique_items },
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
+    },
+    Question {
+        key: "backup.rpo",
+        prompt: "Recovery point objective (the oldest a last backup may be)",
+        help: "e.g. 24h: `airlock status` reports a problem when the last good backup is older (default: the schedule's interval)",
+        shape: Shape::Text(check_interval),
+        need: Need::Optional,
+        suggest: no_suggestion,
+        ask_if: never,
+    },
     // ---- keycloak_database: Keycloak's external database (validators in keycloak_db.rs) ----
     Question {
         key: "keycloak_database.host",
@@ -1857,4 +1876,19 @@ fn check_pki_ip_range(s: &str, a: &Answered) -> Result<(), Invalid> {
         ));
     }
     Ok(())
+}
+
+fn check_age_recipient(s: &str, _: &Answered) -> Result<(), Invalid> {
+    crate::ops::backup::parse_recipient(s).map(|_| ()).map_err(|cause| {
+        Invalid::new(
+            cause,
+            "give the public key age-keygen prints (`Public key: age1...`), not the key file's secret line",
+        )
+    })
+}
+
+fn check_interval(s: &str, _: &Answered) -> Result<(), Invalid> {
+    crate::ops::backup::schedule::parse_interval(s)
+        .map(|_| ())
+        .map_err(|cause| Invalid::new(cause, "write e.g. 30m, 24h or 7d"))
 }

@@ -664,4 +664,19 @@ fn the_schema_takes_nodes_with_optional_ssh_settings_and_refuses_unknown_cells()
     let doc: serde_json::Value = serde_yaml::from_str(&bad).unwrap();
     assert!(!v.is_valid(&doc));
     assert!(parse(&bad).is_err());
+
+#[test]
+fn backup_recipients_and_rpo_are_read_and_a_secret_key_is_refused_without_echo() {
+    let public = "age1archcuyj8umtrt3375rzy6ajw0e3ue4l95esxeepj70q2v59hfpqw3ymhq";
+    let a = parse(&format!("{SINGLE}backup:\n  recipients: [{public}]\n  rpo: 24h\n")).unwrap();
+    assert_eq!(a.backup.recipients, vec![public.to_string()]);
+    assert_eq!(a.backup.rpo_secs, Some(86_400));
+    assert!(parse(SINGLE).unwrap().backup.is_empty());
+
+    let p = problem(&format!("{SINGLE}backup:\n  rpo: soon\n"));
+    assert_eq!(p.key, "backup.rpo");
+    let secret = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ";
+    let p = problem(&format!("{SINGLE}backup:\n  recipients: [{secret}]\n"));
+    assert!(p.key.starts_with("backup.recipients"), "{}", p.key);
+    assert!(!format!("{} {}", p.cause, p.hint).contains(&secret[15..]), "{p:?}");
 }
