@@ -17,7 +17,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use airlock_format::digest::{BackgroundHasher, Sha256Digest};
+use airlock_format::digest::HashingWriter;
 use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::manifest::{Entry, Manifest};
 use airlock_format::minisign::PublicKey;
@@ -81,63 +81,7 @@ struct ArchiveOut {
     dest: PathBuf,
     /// Hashed as it is written: the inventory records the archive's digest without
     /// reading it back.
-    file: Rc<RefCell<ArchiveFile>>,
-}
-
-/// The image archive's file, hashed as it is written: the inventory records the
-/// archive's digest without reading it back. The hashing runs on a thread of its own,
-/// so that on a machine of two cores it does not wait behind the writes on the thread
-/// that also walks the bundle, while the reader's thread hashes the entries.
-struct ArchiveFile {
-    out: BufWriter<File>,
-    hasher: BackgroundHasher,
-    /// The chunk being filled for the hashing thread, and how much of it is used.
-    chunk: Option<(Vec<u8>, usize)>,
-}
-
-/// Bytes handed to the archive's hashing thread at a time; [`ARCHIVE_HASH_CHUNKS`]
-/// of them circulate, so memory stays fixed.
-const ARCHIVE_HASH_CHUNK: usize = 1 << 20;
-const ARCHIVE_HASH_CHUNKS: usize = 8;
-
-impl ArchiveFile {
-    fn new(out: BufWriter<File>) -> Self {
-        Self { out, hasher: BackgroundHasher::new(ARCHIVE_HASH_CHUNKS, ARCHIVE_HASH_CHUNK), chunk: None }
-    }
-
-    fn hash(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let (buf, used) = self.chunk.get_or_insert_with(|| (self.hasher.buffer(), 0));
-            let n = bytes.len().min(buf.len() - *used);
-            buf[*used..*used + n].copy_from_slice(&bytes[..n]);
-            *used += n;
-            bytes = &bytes[n..];
-            if *used == buf.len() {
-                let (buf, used) = self.chunk.take().expect("a chunk being filled");
-                self.hasher.update(buf, used);
-            }
-        }
-    }
-
-    /// The file and the SHA-256 of everything written to it.
-    fn finish(mut self) -> (BufWriter<File>, Sha256Digest) {
-        if let Some((buf, used)) = self.chunk.take() {
-            self.hasher.update(buf, used);
-        }
-        let digest = self.hasher.finish();
-        (self.out, digest)
-    }
-}
-
-impl Write for ArchiveFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.hash(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
+    file: Rc<RefCell<HashingWriter<BufWriter<File>>>>,
 }
 
 /// Where the layout's entries live in a bundle.
@@ -145,7 +89,7 @@ const OCI_PREFIX: &str = "oci/";
 
 /// Streams one entry's bytes into the shared archive file.
 struct ArchiveEntryWriter {
-    file: Rc<RefCell<ArchiveFile>>,
+    file: Rc<RefCell<HashingWriter<BufWriter<File>>>>,
     path: PathBuf,
 }
 
@@ -201,7 +145,7 @@ impl ArchiveOut {
         let writer = Rc::try_unwrap(self.file)
             .map_err(|_| Error::input(self.partial.display().to_string(), "the image archive is still being written"))?
             .into_inner();
-        let (mut w, digest) = writer.finish();
+        let (mut w, digest, _) = writer.finish();
         w.flush().map_err(|err| Error::io(&self.partial, err))?;
         w.get_ref().sync_all().at(&self.partial)?;
         drop(w);
@@ -312,7 +256,7 @@ fn open_archive(dir: &Path, entry: &str) -> Result<ArchiveOut> {
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&partial)
         .at(&partial)?;
-    let file = ArchiveFile::new(BufWriter::with_capacity(1 << 20, f));
+    let file = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
     Ok(ArchiveOut { partial, dest, file: Rc::new(RefCell::new(file)) })
 }
 
@@ -484,29 +428,5 @@ pub(crate) fn extract_with(
             }
             Err(e)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_image_archive_digest_is_the_sha256_of_the_bytes_written_across_chunk_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.tar");
-        let mut a = ArchiveFile::new(BufWriter::new(File::create(&path).unwrap()));
-        // Writes of every size around the chunk end: a lost or doubled tail shows.
-        let data: Vec<u8> = (0..3 * ARCHIVE_HASH_CHUNK + 777).map(|i| (i % 251) as u8).collect();
-        let mut rest = &data[..];
-        for n in [1, 511, ARCHIVE_HASH_CHUNK - 512, ARCHIVE_HASH_CHUNK + 3, 0, 12345] {
-            a.write_all(&rest[..n]).unwrap();
-            rest = &rest[n..];
-        }
-        a.write_all(rest).unwrap();
-        let (mut w, digest) = a.finish();
-        w.flush().unwrap();
-        assert_eq!(digest, Sha256Digest::of(&data));
-        assert_eq!(fs::read(&path).unwrap(), data);
     }
 }
