@@ -23,11 +23,12 @@
 #   install: airlock install --root  vs  zstd -dc BUNDLE | tar -x          (goal >= 0.9)
 #   peak RSS of ours (goal < 150 MiB).
 # Ratio = baseline time / our time (> 1 means we are faster).
-# Last figures (2 cores shared with other builds: load average 7-13 throughout, so the
-# ratios sit well below what an idle machine gives; two runs of 3 pairs each):
-#   compressed  create 0.78 / 0.83   create-cold 0.35 / 0.28   verify 0.54 / 0.63
-#   mixed       create 0.51 / 0.89   verify 0.63 / 0.77
-#   text        create 0.73 / 0.50   verify 0.93 / 0.82
+# Last figures (2 cores shared with other builds: load average 6-13 throughout, so the
+# ratios sit well below what an idle machine gives; runs of 3 pairs each, text in two):
+#   compressed  create 0.78 / 0.83 / 0.88   create-cold 0.35 / 0.28 / 0.32
+#               verify 0.54 / 0.63 / 0.43   install 0.63
+#   mixed       create 0.51 / 0.89 / 0.94   verify 0.63 / 0.77 / 0.80   install 0.61
+#   text        create 0.73 / 0.50          verify 0.93 / 0.82
 #   peak RSS at most 91 MiB; sizes: compressed +2.78 % (zstd -3 still finds 2.8 % in
 #   gzip -1 layers, which the bundle stores as they are), mixed +0.09 %, text +0.32 %.
 #   create-cold against create is what the SBOM's layer cache saves: about 13 s of CPU
