@@ -82,6 +82,17 @@ pub fn create_with(
     let delta = opts.base.as_ref().map(|b| make_delta(&mut plan, b)).transpose()?;
     let parts = write(&plan, key, opts, reporter)?;
     let (checksums, checksums_signature) = write_sidecar(&plan.manifest, &parts, key, &opts.output)?;
+    if let Some(cache) = &plan.sbom_cache {
+        // The writer matched every entry it wrote against its digest: those layers'
+        // findings are sound to keep. A delta leaves layers to its base unread.
+        let written = plan.entries.iter().map(|e| e.entry.sha256).collect();
+        // The bundle is complete; a cache that cannot be written only costs the next
+        // build the scan.
+        match cache.store(&written) {
+            Ok(n) => log::info!(target: "airlock::bundler", "kept the SBOM findings of {n} layers"),
+            Err(e) => log::warn!(target: "airlock::bundler", "the SBOM layer cache was not updated: {e}"),
+        }
+    }
     if let Some((path, lock)) = &plan.lock {
         lock.save(path)?;
     }

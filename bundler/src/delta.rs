@@ -166,7 +166,7 @@ mod tests {
                 precompressed: false,
             })
             .collect();
-        Plan { manifest: m, entries, lock: None, discovered: Default::default() }
+        Plan { manifest: m, entries, lock: None, discovered: Default::default(), sbom_cache: None }
     }
 
     const V1: &[(&str, &[u8])] = &[("files/c/a", b"a1"), ("files/c/b", b"b1"), ("files/c/c", b"c1")];

@@ -25,6 +25,7 @@ pub mod delta;
 pub mod deps;
 pub mod discover;
 pub mod fetch;
+mod gunzip;
 pub mod lock;
 pub mod plan;
 pub mod registry;

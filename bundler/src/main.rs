@@ -110,7 +110,8 @@ enum SchemaFile {
 /// How `docker://` images are pulled.
 #[derive(clap::Args)]
 struct PullArgs {
-    /// Blob cache shared across builds [default: $XDG_CACHE_HOME/airlock or ~/.cache/airlock].
+    /// Cache shared across builds: registry blobs, the SBOM's findings per layer [default:
+    /// $XDG_CACHE_HOME/airlock or ~/.cache/airlock].
     #[arg(long, env = "AIRLOCK_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
     /// Resolve every tag again and rewrite bundle.lock.

@@ -46,6 +46,9 @@ pub struct Plan {
     /// Images found by `discover_images`: reference → who asked (chart, manifest,
     /// container).
     pub discovered: BTreeMap<String, Vec<String>>,
+    /// The SBOM's layer findings; what this build scanned is stored once the bundle
+    /// is written (see [`sbom::LayerCache`]).
+    pub sbom_cache: Option<sbom::LayerCache>,
 }
 
 /// Builds the manifest and entry list without writing anything (registry images are
@@ -113,7 +116,9 @@ pub fn plan_with(
     }
     let created_text = airlock_format::manifest::rfc3339(created);
     reporter.event(Event::Phase { name: "writing the SBOM (reading OS packages from image layers)", total: None });
+    let sbom_cache = sbom::LayerCache::new(&setup.options.cache_dir.join("sbom-layers"));
     let sbom_bytes = build_sbom(
+        &sbom_cache,
         s,
         &created_text,
         &images,
@@ -151,7 +156,7 @@ pub fn plan_with(
         upgrade: s.upgrade.clone().map(|u| u.into_policy()),
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
-    Ok(Plan { manifest, entries: entries.map.into_values().collect(), lock, discovered })
+    Ok(Plan { manifest, entries: entries.map.into_values().collect(), lock, discovered, sbom_cache: Some(sbom_cache) })
 }
 
 /// Whether a blob's media type says its bytes are gzip or zstd compressed (OCI
@@ -521,6 +526,7 @@ fn add_dependency_pins(spec: &LoadedSpec, lock: &mut Option<(PathBuf, Lock)>, fe
 /// The CycloneDX document for everything the plan carries (see [`crate::sbom`]).
 #[allow(clippy::too_many_arguments)]
 fn build_sbom(
+    cache: &sbom::LayerCache,
     s: &crate::spec::Spec,
     created: &str,
     images: &[Image],
@@ -598,6 +604,7 @@ fn build_sbom(
         created,
         images: simages,
         files: sfiles,
+        cache: Some(cache),
     })
 }
 

@@ -11,9 +11,20 @@
 //! later layer deleted or replaced is not reported. Each layer is scanned once per
 //! build however many images share it. Nothing here depends on the clock or on map
 //! order: the same inputs give the same bytes.
+//!
+//! What a layer holds follows from its digest alone, so the findings of each scanned
+//! layer are kept in the user cache ([`LayerCache`], `sbom-layers/` next to the blob
+//! cache) and the next build reads them instead of unpacking the layer again: most
+//! layers of a release are the ones the previous release had. Findings are stored
+//! only after the bundle was written, that is after the writer checked every layer's
+//! bytes against its digest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use base64::Engine as _;
 
 use airlock_format::digest::Sha256Digest;
 use airlock_format::error::{Error, Result};
@@ -67,6 +78,8 @@ pub struct SbomInput<'a> {
     pub created: &'a str,
     pub images: Vec<SbomImage<'a>>,
     pub files: Vec<SbomFile<'a>>,
+    /// Findings of layers scanned by earlier builds; layers scanned now are added to it.
+    pub cache: Option<&'a LayerCache>,
 }
 
 /// An OS package found in an image.
@@ -97,7 +110,7 @@ pub struct OsFindings {
 
 /// What one layer contributes: the tracked files it writes, and what it deletes from
 /// the layers below.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct LayerFindings {
     files: BTreeMap<String, Vec<u8>>,
     /// Paths removed by `.wh.NAME` (the path and everything beneath it).
@@ -112,7 +125,7 @@ struct LayerFindings {
 /// content the bundle will carry).
 pub fn build(input: &SbomInput<'_>) -> Result<Vec<u8>> {
     let per_image = input.images.iter().map(platform_layers).collect::<Result<Vec<_>>>()?;
-    let mut layer_cache = scan_layers_in_parallel(&per_image);
+    let mut layer_cache = scan_layers_in_parallel(&per_image, input.cache);
     let mut components = Vec::new();
     let mut dependencies = Vec::new();
     for (img, platforms) in input.images.iter().zip(per_image) {
@@ -362,12 +375,25 @@ fn read_all(c: &Content, size: u64) -> Result<Vec<u8>> {
 /// writing it into the bundle is a copy), and each layer is independent of the others.
 /// A layer that cannot be read is left out here; [`scan_image`] reads it again in order
 /// and reports it with the image it belongs to.
-fn scan_layers_in_parallel(per_image: &[PlatformLayers<'_>]) -> BTreeMap<Sha256Digest, LayerFindings> {
+fn scan_layers_in_parallel(
+    per_image: &[PlatformLayers<'_>],
+    cache: Option<&LayerCache>,
+) -> BTreeMap<Sha256Digest, LayerFindings> {
     let mut layers: BTreeMap<Sha256Digest, &Blob> = BTreeMap::new();
     for (_, ls) in per_image.iter().flatten() {
         for b in ls {
             layers.entry(b.digest).or_insert(b);
         }
+    }
+    let mut known = BTreeMap::new();
+    if let Some(c) = cache {
+        layers.retain(|d, _| match c.load(d) {
+            Some(f) => {
+                known.insert(*d, f);
+                false
+            }
+            None => true,
+        });
     }
     let layers: Vec<&Blob> = layers.into_values().collect();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(layers.len());
@@ -385,11 +411,94 @@ fn scan_layers_in_parallel(per_image: &[PlatformLayers<'_>]) -> BTreeMap<Sha256D
                     }
                     Err(_) => continue,
                 };
+                if let Some(c) = cache {
+                    c.scanned(b.digest, &f);
+                }
                 found.lock().unwrap_or_else(|p| p.into_inner()).insert(b.digest, f);
             });
         }
     });
-    found.into_inner().unwrap_or_else(|p| p.into_inner())
+    let mut found = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    found.extend(known);
+    found
+}
+
+/// Layer findings kept across builds, one file per layer digest under `dir`.
+///
+/// The cache is the user's, like the blob cache next to it: a findings file is trusted
+/// as the blobs there are once their digest matched. A file that does not parse is a
+/// miss, and the layer is scanned again. The file names carry [`FINDINGS_VERSION`], so
+/// a bundler that reads layers differently never uses another one's findings.
+pub struct LayerCache {
+    dir: PathBuf,
+    /// Scanned in this build, stored by [`LayerCache::store`] once the bundle is written.
+    fresh: Mutex<BTreeMap<Sha256Digest, Vec<u8>>>,
+}
+
+/// Bumped whenever what [`scan_layer`] keeps from a layer changes.
+const FINDINGS_VERSION: u32 = 1;
+
+impl LayerCache {
+    pub fn new(dir: &Path) -> Self {
+        Self { dir: dir.to_path_buf(), fresh: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn path(&self, d: &Sha256Digest) -> PathBuf {
+        self.dir.join(format!("v{FINDINGS_VERSION}-{}.json", d.hex()))
+    }
+
+    fn load(&self, d: &Sha256Digest) -> Option<LayerFindings> {
+        let bytes = std::fs::read(self.path(d)).ok()?;
+        findings_from_json(&serde_json::from_slice(&bytes).ok()?)
+    }
+
+    fn scanned(&self, d: Sha256Digest, f: &LayerFindings) {
+        let bytes = serde_json::to_vec(&findings_to_json(f)).expect("JSON values serialize");
+        self.fresh.lock().unwrap_or_else(|p| p.into_inner()).insert(d, bytes);
+    }
+
+    /// Stores the findings of the layers scanned in this build whose digest is in
+    /// `checked` (the layers the written bundle carries, whose bytes the writer
+    /// matched against their digests). Returns how many were stored.
+    pub fn store(&self, checked: &BTreeSet<Sha256Digest>) -> Result<usize> {
+        let fresh = std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut stored = 0;
+        for (d, bytes) in fresh.iter().filter(|(d, _)| checked.contains(d)) {
+            if stored == 0 {
+                std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            }
+            let dest = self.path(d);
+            let tmp = self.dir.join(format!(".{}.{}.partial", d.hex(), std::process::id()));
+            std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+            stored += 1;
+        }
+        Ok(stored)
+    }
+}
+
+fn findings_to_json(f: &LayerFindings) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let files: serde_json::Map<String, Value> =
+        f.files.iter().map(|(p, b)| (p.clone(), Value::String(b64.encode(b)))).collect();
+    json!({"files": files, "removed": f.removed, "opaque": f.opaque, "unreadable": f.unreadable})
+}
+
+fn findings_from_json(v: &Value) -> Option<LayerFindings> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let strings = |k: &str| -> Option<Vec<String>> {
+        v.get(k)?.as_array()?.iter().map(|s| s.as_str().map(str::to_string)).collect()
+    };
+    let mut files = BTreeMap::new();
+    for (p, b) in v.get("files")?.as_object()? {
+        files.insert(p.clone(), b64.decode(b.as_str()?).ok()?);
+    }
+    Some(LayerFindings {
+        files,
+        removed: strings("removed")?,
+        opaque: strings("opaque")?,
+        unreadable: v.get("unreadable")?.as_bool()?,
+    })
 }
 
 /// Each platform of an image (`os/arch`) with its layers, bottom first.
@@ -455,7 +564,7 @@ fn scan_layer(b: &Blob) -> Result<LayerFindings> {
     let head = std::io::Cursor::new(magic[..n].to_vec()).chain(raw);
     let reader: Box<dyn Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         // Parallel gzip writers (umoci, pigz) emit several members: read them all.
-        Box::new(flate2::read::MultiGzDecoder::new(head))
+        Box::new(crate::gunzip::MultiGzReader::new(BufReader::with_capacity(1 << 16, head)))
     } else if n == 4 && magic == [0x28, 0xB5, 0x2F, 0xFD] {
         Box::new(zstd::stream::read::Decoder::new(head).map_err(|e| Error::io(b.content.origin(), e))?)
     } else {
@@ -648,6 +757,44 @@ Package: base-files\nStatus: install ok installed\nArchitecture: amd64\nVersion:
         let found = scan_image(&[&l], &mut BTreeMap::new()).unwrap();
         assert!(found.packages.is_empty());
         assert_eq!(found.unscanned, vec![l.digest]);
+    }
+
+    /// One image of `layers`, as `build` sees it.
+    fn scan_with_cache(layers: &[&Blob], cache: &LayerCache) -> BTreeMap<Sha256Digest, LayerFindings> {
+        scan_layers_in_parallel(&[vec![("linux/amd64".to_string(), layers.to_vec())]], Some(cache))
+    }
+
+    #[test]
+    fn a_cached_layer_is_not_unpacked_again_and_gives_the_same_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let l1 = layer(&[("var/lib/dpkg/status", STATUS), ("etc/.wh.gone", b"")]);
+        let l2 = layer(&[("var/lib/.wh..wh..opq", b"")]);
+        let cache = LayerCache::new(&dir.path().join("sbom-layers"));
+        let first = scan_with_cache(&[&l1, &l2], &cache);
+        assert_eq!(cache.store(&[l1.digest, l2.digest].into()).unwrap(), 2);
+        // The same digests with bytes that are no tar at all: only the cache can give
+        // the packages back.
+        let stale = |l: &Blob| Blob { content: Content::Bytes(b"not a layer".to_vec()), ..l.clone() };
+        let again = scan_with_cache(&[&stale(&l1), &stale(&l2)], &LayerCache::new(&dir.path().join("sbom-layers")));
+        assert_eq!(again, first);
+        assert_eq!(again[&l1.digest].files[DPKG_STATUS], STATUS);
+        assert_eq!(again[&l1.digest].removed, ["etc/gone"]);
+        assert_eq!(again[&l2.digest].opaque, ["var/lib"]);
+    }
+
+    #[test]
+    fn only_layers_the_written_bundle_checked_are_kept_and_a_damaged_entry_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let (l1, l2) = (layer(&[("var/lib/dpkg/status", STATUS)]), layer(&[("etc/os-release", b"ID=debian\n")]));
+        let cache = LayerCache::new(dir.path());
+        scan_with_cache(&[&l1, &l2], &cache);
+        assert_eq!(cache.store(&[l2.digest].into()).unwrap(), 1);
+        assert!(cache.load(&l1.digest).is_none(), "l1 was not written, so not checked");
+        assert!(cache.load(&l2.digest).is_some());
+        std::fs::write(cache.path(&l2.digest), b"{\"files\": 3}").unwrap();
+        assert!(cache.load(&l2.digest).is_none());
+        let rescanned = scan_with_cache(&[&l2], &cache);
+        assert_eq!(rescanned[&l2.digest].files[OS_RELEASE], b"ID=debian\n");
     }
 
     #[test]
