@@ -22,9 +22,8 @@ use airlock_installer::ops::{self, install, upgrade};
 
 use airlock_term::{print_json, say, Output, Ui};
 use cli::args::{
-    BackupCommand, Cli, ClusterFlags, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs, RegistryCommand,
-    ServeArgs,
-    UpgradeFlags,
+    BackupCommand, Cli, ClusterFlags, Command, InstallFlags, LdapCommand, PkiCommand, PreflightMode, PushArgs,
+    RegistryCommand, ServeArgs, UpgradeFlags,
 };
 use cli::render;
 use cli::term::{confirm, local_hostname, TerminalPrompter};

@@ -664,6 +664,7 @@ fn the_schema_takes_nodes_with_optional_ssh_settings_and_refuses_unknown_cells()
     let doc: serde_json::Value = serde_yaml::from_str(&bad).unwrap();
     assert!(!v.is_valid(&doc));
     assert!(parse(&bad).is_err());
+}
 
 #[test]
 fn backup_recipients_and_rpo_are_read_and_a_secret_key_is_refused_without_echo() {
