@@ -256,24 +256,6 @@ fn write_archive(
     Ok(fs::metadata(out).map_err(|e| Error::io(out, e))?.len())
 }
 
-/// Hashes and counts what passes through, and reports progress.
-struct Counted<'a, R> {
-    inner: R,
-    hasher: Sha256Hasher,
-    len: u64,
-    reporter: &'a dyn Reporter,
-}
-
-impl<R: Read> Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        self.reporter.event(Event::Progress { bytes: n as u64 });
-        Ok(n)
-    }
-}
-
 /// Streams the target file `path` into the archive as part `name`.
 // What the part is (path, name, kind, source) and where it goes (the archive, its
 // manifest, progress): each caller has all of them at hand.
@@ -291,7 +273,7 @@ fn add_file(
     let meta = host.metadata(path)?.ok_or_else(|| Error::io(path, io::ErrorKind::NotFound.into()))?;
     let r = host.open_file(path)?.ok_or_else(|| Error::io(path, io::ErrorKind::NotFound.into()))?;
     reporter.event(Event::Phase { name: &format!("backing up {name}"), total: Some(meta.len) });
-    let mut counted = Counted { inner: r, hasher: Sha256Hasher::new(), len: 0, reporter };
+    let mut counted = super::Counted { inner: r, hasher: Sha256Hasher::new(), len: 0, reporter };
     w.append(&name, 0o600, meta.len, &mut counted).map_err(|e| {
         Error::new(ErrorKind::Io, format!("part {name} ({})", path.display()), e.to_string())
             .with_hint("a file that changes while it is backed up cannot be archived: run the backup again")

@@ -172,6 +172,25 @@ pub fn default_dir_at(root: &std::path::Path) -> PathBuf {
     crate::host::shown_path(root, std::path::Path::new(DEFAULT_DIR))
 }
 
+/// Hashes and counts what passes through, and reports progress: creating and verifying
+/// a backup both check each part as it streams, never in a second pass.
+struct Counted<'a, R> {
+    inner: R,
+    hasher: airlock_format::digest::Sha256Hasher,
+    len: u64,
+    reporter: &'a dyn airlock_format::report::Reporter,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        self.reporter.event(airlock_format::report::Event::Progress { bytes: n as u64 });
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

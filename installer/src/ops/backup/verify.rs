@@ -111,24 +111,6 @@ pub(super) fn open(file: &Path, identities: &[Box<dyn age::Identity + Send + Syn
     zstd::Decoder::new(plain).map_err(|e| Error::io(file, e))
 }
 
-/// Hashes and counts what passes through.
-struct Hashing<'a, R> {
-    inner: R,
-    hasher: Sha256Hasher,
-    len: u64,
-    reporter: &'a dyn Reporter,
-}
-
-impl<R: Read> Read for Hashing<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        self.reporter.event(Event::Progress { bytes: n as u64 });
-        Ok(n)
-    }
-}
-
 /// A part as read, before the manifest says what it should be.
 struct Seen {
     name: String,
@@ -179,7 +161,7 @@ pub fn verify(host: &dyn Host, opts: &VerifyOptions, reporter: &dyn Reporter) ->
             continue;
         }
         reporter.event(Event::Phase { name: &format!("checking {name}"), total: Some(entry.size()) });
-        let mut h = Hashing { inner: entry, hasher: Sha256Hasher::new(), len: 0, reporter };
+        let mut h = super::Counted { inner: entry, hasher: Sha256Hasher::new(), len: 0, reporter };
         let toc = if name.starts_with("databases/") && name.ends_with(".dump") {
             Some(list_dump(host, &file, &name, &mut h)?)
         } else {
