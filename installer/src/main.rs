@@ -205,7 +205,31 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             ui.show(&r, render::print_backup_verify);
             Ok(ExitStatus::Success)
         }
-        Command::Restore { file, identity, bundle, site, dry_run, timeout } => {
+        Command::Restore { drill: Some(drill), identity, check, site, .. } => {
+            let checks = check.iter().map(|p| ops::backup::ConsistencyCheck::load(p)).collect::<Result<Vec<_>>>()?;
+            let now_unix = ops::status::StatusOptions::now().now_unix;
+            let opts = ops::backup::DrillOptions { file: drill, identity, checks, now_unix };
+            let host = RootedHost::new(site.root.clone(), site.root == Path::new("/"))?;
+            let verifier = RootedHost::new(PathBuf::from("/"), true)?;
+            let progress = ui.progress();
+            let r = ops::backup::drill(&host, &verifier, &opts, &progress);
+            progress.finish();
+            let r = r?;
+            ui.show(&r, render::print_drill);
+            if r.passed {
+                Ok(ExitStatus::Success)
+            } else {
+                Err(Error::corrupt(
+                    opts.file.display().to_string(),
+                    format!("failed its restore drill: {}", r.failures().join("; ")),
+                )
+                .with_hint("take a new backup and drill it; the record is in /var/lib/airlock/restore-drill.json"))
+            }
+        }
+        Command::Restore { file, identity, bundle, site, dry_run, timeout, .. } => {
+            let (Some(file), Some(bundle)) = (file, bundle) else {
+                return Err(Error::input("restore", "needs a backup FILE and --bundle, or --drill FILE"));
+            };
             if site.answers.is_none() {
                 return Err(Error::input("--answers", "a restore needs the new node's answers")
                     .with_hint("pass --answers FILE: the site's answers with this node's name and address"));

@@ -246,13 +246,23 @@ pub enum Command {
     /// with the given answers, then the datastore and databases; resumable (docs/backup.md).
     Restore {
         /// The backup file.
-        file: PathBuf,
+        #[arg(required_unless_present = "drill", conflicts_with = "drill")]
+        file: Option<PathBuf>,
         /// The recovery key file whose public key the backup was encrypted to.
         #[arg(long, value_name = "KEYFILE")]
         identity: PathBuf,
         /// The bundle of the release the backup names (`airlock backup verify` shows it).
-        #[arg(long)]
-        bundle: PathBuf,
+        #[arg(long, required_unless_present = "drill", conflicts_with = "drill")]
+        bundle: Option<PathBuf>,
+        /// Drill on the running site: verify the backup FILE, restore each database dump
+        /// into a temporary database, run the consistency checks, drop the copies; changes
+        /// nothing else and records the outcome for `airlock report`.
+        #[arg(long, value_name = "FILE")]
+        drill: Option<PathBuf>,
+        /// With --drill: SQL run against the restored copy of the app's database that must
+        /// return no row (repeatable).
+        #[arg(long, value_name = "SQLFILE", requires = "drill")]
+        check: Vec<PathBuf>,
         #[command(flatten)]
         site: SiteFlags,
         /// Print the plan and change nothing.

@@ -593,6 +593,29 @@ pub fn print_restore(r: &airlock_installer::ops::backup::RestoreReport) {
     }
 }
 
+/// `airlock restore --drill`: each database copy, each check, the verdict.
+pub fn print_drill(r: &airlock_installer::ops::backup::DrillRecord) {
+    say!("restore drill of {} (taken {}) at {}", r.archive, r.backup_created, r.ran);
+    for d in &r.databases {
+        let rows: u64 = d.tables.iter().map(|t| t.1).sum();
+        let state = if d.ok { "ok" } else { "FAILED" };
+        say!(
+            "  {:28} {state:6} {} table(s), {rows} row(s) in {} (dropped: {})",
+            d.part,
+            d.tables.len(),
+            d.temporary,
+            d.dropped
+        );
+    }
+    for c in &r.checks {
+        say!("  check {:22} {:6} {} row(s)", c.name, if c.ok { "ok" } else { "FAILED" }, c.rows);
+    }
+    for f in r.failures() {
+        say!("failed: {f}");
+    }
+    say!("{}", if r.passed { "drill passed" } else { "drill FAILED" });
+}
+
 /// `airlock uninstall`'s plan, one action a line.
 pub fn print_uninstall_plan(root: &Path, p: &airlock_installer::ops::uninstall::UninstallPlan) {
     use airlock_installer::ops::uninstall::Action;

@@ -28,6 +28,7 @@
 //! 64 KiB chunk, so a damaged archive fails at the part being read, and `verify` names it.
 
 mod create;
+pub mod drill;
 pub mod restore;
 pub mod schedule;
 mod verify;
@@ -37,6 +38,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use create::{create, CreateOptions, CreateReport};
+pub use drill::{drill, ConsistencyCheck, DrillOptions, DrillRecord};
 pub use restore::{restore, RestoreOptions, RestoreReport, RestoreStep};
 pub use verify::{load_identities, verify, CheckedPart, VerifyOptions, VerifyReport};
 

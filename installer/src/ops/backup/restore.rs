@@ -243,7 +243,7 @@ fn save_journal(host: &dyn Host, j: &RestoreJournal) -> Result<()> {
 
 /// Streams the archive once and hands each part of `kinds` to `put` with a reader over
 /// its bytes that checks them against the verified manifest when they end.
-fn each_part(
+pub(super) fn each_part(
     opts: &RestoreOptions,
     identities: &[Box<dyn age::Identity + Send + Sync>],
     backup: &VerifyReport,

@@ -342,6 +342,7 @@ pub fn readiness(host: &dyn Host, opts: &ReportOptions) -> Result<Readiness> {
         })?),
         None => None,
     };
+    let drill = crate::ops::backup::drill::load_record(host)?;
     let checklist = checklist(&Facts {
         st: &st,
         install: &install,
@@ -355,6 +356,8 @@ pub fn readiness(host: &dyn Host, opts: &ReportOptions) -> Result<Readiness> {
         policies: &network_policies,
         in_force: in_force.as_ref(),
         answers: &kept,
+        drill: drill.as_ref(),
+        now_unix: opts.now_unix,
     });
     let mut next_steps: Vec<String> = st.problems.clone();
     next_steps.extend(
@@ -386,6 +389,53 @@ pub fn readiness(host: &dyn Host, opts: &ReportOptions) -> Result<Readiness> {
         network_policies_in_force: in_force.and_then(|r| r.ok()),
         next_steps,
     })
+}
+
+/// How long a passed drill counts when the site sets no recovery point objective.
+const DRILL_VALID_SECS: u64 = 30 * 86_400;
+
+/// The backup line's verdict from the last drill: verified when it passed within the
+/// RPO (else 30 days), failed when it failed; the evidence in words.
+fn drill_verdict(
+    drill: Option<&crate::ops::backup::DrillRecord>,
+    rpo_secs: Option<u64>,
+    now_unix: i64,
+) -> (Verdict, String) {
+    let Some(d) = drill else { return (Verdict::NotVerified, "no restore drill recorded".to_string()) };
+    let of = format!("restore drill of {} (taken {}) at {}", d.archive, d.backup_created, d.ran);
+    if !d.passed {
+        return (Verdict::Failed, format!("{of} failed: {}", d.failures().join("; ")));
+    }
+    let valid = rpo_secs.unwrap_or(DRILL_VALID_SECS);
+    let age = crate::ops::backup::unix_of(&d.ran).map(|t| u64::try_from(now_unix).unwrap_or(0).saturating_sub(t));
+    let dbs: Vec<String> = d
+        .databases
+        .iter()
+        .map(|x| format!("{} ({} tables, {} rows)", x.part, x.tables.len(), x.tables.iter().map(|t| t.1).sum::<u64>()))
+        .collect();
+    let checks = if d.checks.is_empty() {
+        "no consistency check given".to_string()
+    } else {
+        format!(
+            "consistency checks passed: {}",
+            d.checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    };
+    let passed = format!(
+        "{of} passed: {}; {checks}",
+        if dbs.is_empty() { "no database dump".to_string() } else { dbs.join(", ") }
+    );
+    match age {
+        Some(a) if a <= valid => (Verdict::Verified, passed),
+        _ => (
+            Verdict::NotVerified,
+            format!(
+                "{passed}; older than {} ({}), so no longer counted",
+                crate::ops::backup::schedule::human(valid),
+                if rpo_secs.is_some() { "the recovery point objective" } else { "30 days without one" }
+            ),
+        ),
+    }
 }
 
 fn certificate(c: &CertStatus) -> Certificate {
@@ -441,6 +491,9 @@ struct Facts<'a> {
     /// Live: the cluster's NetworkPolicies, or why they could not be listed.
     in_force: Option<&'a std::result::Result<Vec<LivePolicy>, String>>,
     answers: &'a serde_yaml::Value,
+    /// The last `airlock restore --drill`.
+    drill: Option<&'a crate::ops::backup::DrillRecord>,
+    now_unix: i64,
 }
 
 impl Facts<'_> {
@@ -697,8 +750,8 @@ fn checklist(f: &Facts) -> Vec<Line> {
         }),
     ));
 
-    // 6. Backup and restore: the last `airlock backup create` and the upgrade's backup;
-    // a restore drill is not recorded yet, so the line stays "not verified".
+    // 6. Backup and restore: the last `airlock backup create`, the upgrade's backup,
+    // and the last restore drill, which alone makes the line verified.
     let mut ev = crate::ops::backup::schedule::evidence(st);
     if let Some((u, dir)) = upgrade.and_then(|u| u.backup.as_ref().map(|b| (u, b))) {
         ev.push(format!("backup before the upgrade to {} at {}: {}", u.to_version, u.started, dir.display()));
@@ -706,12 +759,18 @@ fn checklist(f: &Facts) -> Vec<Line> {
     if ev.is_empty() {
         ev.push("no backup recorded".to_string());
     }
+    let rpo = st.backup.as_ref().and_then(|b| b.rpo_secs);
+    let (verdict, drill_ev) = drill_verdict(f.drill, rpo, f.now_unix);
+    ev.push(drill_ev);
     out.push(line(
         "backup",
         "Backup/restore process documented and tested",
-        Verdict::NotVerified,
+        verdict,
         ev,
-        Some("take a backup and restore it onto a test node; Airlock records no restore drill yet"),
+        Some(match verdict {
+            Verdict::Failed => "fix what the drill names, take a new backup and drill it: `airlock restore --drill FILE --identity KEYFILE`",
+            _ => "drill the newest backup on the site: `airlock restore --drill FILE --identity KEYFILE` (restores each database into a temporary copy, checks it, drops it)",
+        }),
     ));
 
     // 7. Database per tenant: the answers and the app's generated values say which
@@ -1266,6 +1325,40 @@ code { font-family: monospace; word-break: break-all; }
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn drill_record(passed: bool, ran: &str) -> crate::ops::backup::DrillRecord {
+        crate::ops::backup::DrillRecord {
+            ran: ran.into(),
+            archive: "node-1-20261207T180000Z.airlock-backup".into(),
+            backup_created: "2026-12-07T18:00:00Z".into(),
+            passed,
+            databases: vec![crate::ops::backup::drill::DrillDatabase {
+                part: "databases/app.dump".into(),
+                ok: passed,
+                error: (!passed).then(|| "pg_restore failed: bad dump".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn restore_drill_passed_within_the_rpo_verifies_the_backup_line_and_a_failed_one_fails_it() {
+        let now = crate::ops::backup::unix_of("2026-12-08T00:00:00Z").unwrap() as i64;
+        let (v, ev) = drill_verdict(Some(&drill_record(true, "2026-12-07T20:00:00Z")), Some(86_400), now);
+        assert_eq!(v, Verdict::Verified, "{ev}");
+        assert!(ev.contains("passed") && ev.contains("databases/app.dump"), "{ev}");
+        let (v, ev) = drill_verdict(Some(&drill_record(true, "2026-12-05T20:00:00Z")), Some(86_400), now);
+        assert_eq!(v, Verdict::NotVerified, "older than the RPO: {ev}");
+        let (v, _) = drill_verdict(Some(&drill_record(true, "2026-11-20T00:00:00Z")), None, now);
+        assert_eq!(v, Verdict::Verified, "within 30 days without an RPO");
+        let (v, _) = drill_verdict(Some(&drill_record(true, "2026-10-20T00:00:00Z")), None, now);
+        assert_eq!(v, Verdict::NotVerified, "older than 30 days without an RPO");
+        let (v, ev) = drill_verdict(Some(&drill_record(false, "2026-12-07T20:00:00Z")), Some(86_400), now);
+        assert_eq!(v, Verdict::Failed);
+        assert!(ev.contains("databases/app.dump: pg_restore failed"), "{ev}");
+        assert_eq!(drill_verdict(None, None, now).0, Verdict::NotVerified);
+    }
     use crate::engine::layout::{FileSource, Layout};
     use crate::host::{CommandOutput, RecordingHost};
     use crate::state::{Inventory, InventoryKey};
