@@ -732,3 +732,286 @@ fn backup_missed_or_failed_is_a_status_problem() {
     assert_eq!(code, Some(11), "{s:#}");
     assert!(s["problems"].to_string().contains("the last backup failed"), "{s:#}");
 }
+
+/// The site on the machine running the test, except `kubectl exec`: there is no
+/// cluster here, so a stand-in runs the shell command the installer sends into the app's
+/// PostgreSQL pod right here, against the test's real PostgreSQL, with the environment
+/// the pod's container has (`POSTGRES_USER`, `POSTGRES_DB`) and the connection the pod's
+/// local socket would give. Every other call is the real host rooted at the site.
+struct PodExecStandIn {
+    /// The site's files.
+    inner: RootedHost,
+    /// Commands: they run on this machine.
+    runner: RootedHost,
+    pod_env: Vec<String>,
+}
+
+impl PodExecStandIn {
+    fn new(root: &Path, pg: &TlsPostgres, pgpass: &Path) -> Self {
+        let pod_env = vec![
+            "env".to_string(),
+            "POSTGRES_USER=airlock".to_string(),
+            "POSTGRES_DB=app".to_string(),
+            "PGHOST=localhost".to_string(),
+            format!("PGPORT={}", pg.port),
+            format!("PGPASSFILE={}", pgpass.display()),
+            "PGSSLMODE=verify-full".to_string(),
+            format!("PGSSLROOTCERT={}", pg.ca_pem().display()),
+        ];
+        Self {
+            inner: RootedHost::new(root.to_path_buf(), false).unwrap(),
+            runner: RootedHost::new(PathBuf::from("/"), true).unwrap(),
+            pod_env,
+        }
+    }
+
+    /// `kubectl ... exec -i statefulset/... -- sh -c SCRIPT` becomes `env POD_ENV sh -c SCRIPT`.
+    fn translate(&self, argv: &[&str]) -> Vec<String> {
+        if argv.first() != Some(&"/usr/local/bin/kubectl") {
+            return argv.iter().map(|a| a.to_string()).collect();
+        }
+        let dashdash = argv.iter().position(|a| *a == "--").expect("kubectl exec ... -- command");
+        let mut out = self.pod_env.clone();
+        out.extend(argv[dashdash + 1..].iter().map(|a| a.to_string()));
+        out
+    }
+}
+
+impl airlock_installer::host::Host for PodExecStandIn {
+    fn root(&self) -> &Path {
+        self.inner.root()
+    }
+    fn live(&self) -> bool {
+        true
+    }
+    fn metadata(&self, p: &Path) -> airlock_format::error::Result<Option<airlock_installer::host::Metadata>> {
+        self.inner.metadata(p)
+    }
+    fn open_file(&self, p: &Path) -> airlock_format::error::Result<Option<Box<dyn Read>>> {
+        self.inner.open_file(p)
+    }
+    fn read_file(&self, p: &Path) -> airlock_format::error::Result<Option<Vec<u8>>> {
+        self.inner.read_file(p)
+    }
+    fn read_link(&self, p: &Path) -> airlock_format::error::Result<Option<PathBuf>> {
+        self.inner.read_link(p)
+    }
+    fn list_dir(&self, p: &Path) -> airlock_format::error::Result<Option<Vec<airlock_installer::host::DirEntry>>> {
+        self.inner.list_dir(p)
+    }
+    fn real_path(&self, p: &Path) -> airlock_format::error::Result<PathBuf> {
+        self.inner.real_path(p)
+    }
+    fn write_file(
+        &self,
+        p: &Path,
+        c: &mut dyn Read,
+        perms: airlock_installer::host::Perms,
+    ) -> airlock_format::error::Result<u64> {
+        self.inner.write_file(p, c, perms)
+    }
+    fn copy_file(
+        &self,
+        s: &Path,
+        p: &Path,
+        perms: airlock_installer::host::Perms,
+    ) -> airlock_format::error::Result<u64> {
+        self.inner.copy_file(s, p, perms)
+    }
+    fn create_dir(&self, p: &Path, mode: u32) -> airlock_format::error::Result<()> {
+        self.inner.create_dir(p, mode)
+    }
+    fn symlink(&self, p: &Path, t: &Path) -> airlock_format::error::Result<()> {
+        self.inner.symlink(p, t)
+    }
+    fn remove(&self, p: &Path) -> airlock_format::error::Result<()> {
+        self.inner.remove(p)
+    }
+    fn remove_dir(&self, p: &Path) -> airlock_format::error::Result<bool> {
+        self.inner.remove_dir(p)
+    }
+    fn remove_all(&self, p: &Path) -> airlock_format::error::Result<()> {
+        self.inner.remove_all(p)
+    }
+    fn rename(&self, f: &Path, t: &Path) -> airlock_format::error::Result<()> {
+        self.inner.rename(f, t)
+    }
+    fn resolve_dir(&self, p: &Path, mode: u32) -> airlock_format::error::Result<PathBuf> {
+        self.inner.resolve_dir(p, mode)
+    }
+    fn user_exists(&self, n: &str) -> airlock_format::error::Result<bool> {
+        self.inner.user_exists(n)
+    }
+    fn ensure_user(&self, u: &airlock_installer::host::PlannedUser) -> airlock_format::error::Result<bool> {
+        self.inner.ensure_user(u)
+    }
+    fn unit_enabled(&self, u: &str) -> airlock_format::error::Result<bool> {
+        self.inner.unit_enabled(u)
+    }
+    fn enable_unit(&self, u: &str) -> airlock_format::error::Result<()> {
+        self.inner.enable_unit(u)
+    }
+    fn disable_unit(&self, u: &str) -> airlock_format::error::Result<()> {
+        self.inner.disable_unit(u)
+    }
+    fn run(&self, argv: &[&str]) -> airlock_format::error::Result<CommandOutput> {
+        let argv = self.translate(argv);
+        self.runner.run(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+    fn run_streaming(
+        &self,
+        argv: &[&str],
+        stdin: Option<&mut dyn Read>,
+        stdout_to: Option<&Path>,
+    ) -> airlock_format::error::Result<CommandOutput> {
+        let argv = self.translate(argv);
+        self.runner.run_streaming(&argv.iter().map(String::as_str).collect::<Vec<_>>(), stdin, stdout_to)
+    }
+    fn lock(&self, p: &Path) -> airlock_format::error::Result<airlock_installer::host::HostLock> {
+        self.inner.lock(p)
+    }
+    fn lock_holder(&self, p: &Path) -> airlock_format::error::Result<Option<airlock_installer::host::LockHolder>> {
+        self.inner.lock_holder(p)
+    }
+}
+
+/// The databases of the test's PostgreSQL other than the templates, sorted.
+fn databases(pg: &TlsPostgres) -> Vec<String> {
+    let all =
+        pg.psql("airlock", "postgres", "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1").unwrap();
+    all.lines().map(str::to_string).collect()
+}
+
+fn report_backup_line(root: &Path) -> serde_json::Value {
+    let o = airlock(&["report", "--root", root.to_str().unwrap(), "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    v["checklist"].as_array().unwrap().iter().find(|l| l["id"] == "backup").cloned().expect("the backup line")
+}
+
+#[test]
+fn restore_drill_of_a_good_backup_passes_leaves_no_copy_and_changes_no_live_row_and_a_failing_check_fails_it() {
+    let Some(pg) = TlsPostgres::start("airlock", "pg-Pa55:word\\x", "app") else { return };
+    let Some(_) = require_tool("pg_restore") else { return };
+    let Some(_) = require_tool("psql") else { return };
+    pg.psql("airlock", "postgres", "CREATE DATABASE keycloak").unwrap();
+    pg.psql(
+        "airlock",
+        "app",
+        "CREATE TABLE exports (id serial PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE export_objects (id serial PRIMARY KEY, export_id int, object_key text);
+         INSERT INTO exports (name) SELECT 'export ' || g FROM generate_series(1, 200) g;
+         INSERT INTO export_objects (export_id, object_key) SELECT g, 'obj/' || g FROM generate_series(1, 200) g;",
+    )
+    .unwrap();
+    pg.psql(
+        "airlock",
+        "keycloak",
+        "CREATE TABLE realm (id varchar(36) PRIMARY KEY, name varchar(255));
+         INSERT INTO realm VALUES ('r1', 'airlock');",
+    )
+    .unwrap();
+    let extra = format!(
+        "keycloak_database:\n  host: localhost\n  port: {}\n  name: keycloak\n  username: airlock\n  password: 'pg-Pa55:word\\x'\n  ca_file: {}\n",
+        pg.port,
+        pg.ca_pem().display()
+    );
+    let Some(site) = installed_site(true, &extra) else { return };
+    std::fs::create_dir_all(on_site(&site.root, "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
+    let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
+    script_live_site(&host, pg_dump(&pg, "app"), pg_dump(&pg, "keycloak"));
+    let out = site.dir.path().join("good.airlock-backup");
+    backup::create(&host, &CreateOptions { output: Some(out.clone()), keep: None }, &Silent).unwrap();
+
+    let pgpass = site.dir.path().join("pod.pgpass");
+    std::fs::write(&pgpass, "*:*:*:airlock:pg-Pa55\\:word\\\\x\n").unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let site_host = PodExecStandIn::new(&site.root, &pg, &pgpass);
+    let live = RootedHost::new(PathBuf::from("/"), true).unwrap();
+    let before_dbs = databases(&pg);
+    let before = (fingerprint(&pg, "app", "exports"), fingerprint(&pg, "keycloak", "realm"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // The reference app's check: every export's object row exists (zero rows when consistent).
+    let check = backup::ConsistencyCheck {
+        name: "exports-have-objects".into(),
+        sql: std::fs::read_to_string(
+            airlock_tests::workspace_root().join("assets/backup/drill-check-reference-app.sql"),
+        )
+        .unwrap(),
+    };
+    let opts =
+        backup::DrillOptions { file: out.clone(), identity: site.key.clone(), checks: vec![check], now_unix: now };
+    let r = backup::drill(&site_host, &live, &opts, &Silent).unwrap();
+    assert!(r.passed, "{:#?}", r);
+    let tables: BTreeMap<&str, Vec<(String, u64)>> =
+        r.databases.iter().map(|d| (d.part.as_str(), d.tables.clone())).collect();
+    assert_eq!(
+        tables,
+        BTreeMap::from([
+            ("databases/app.dump", vec![("public.export_objects".into(), 200), ("public.exports".into(), 200)]),
+            ("databases/keycloak.dump", vec![("public.realm".into(), 1)]),
+        ])
+    );
+    assert!(r.databases.iter().all(|d| d.dropped && d.temporary.contains("_drill_")));
+    assert_eq!(databases(&pg), before_dbs, "no temporary database is left behind");
+    assert_eq!((fingerprint(&pg, "app", "exports"), fingerprint(&pg, "keycloak", "realm")), before);
+    let rec = on_site(&site.root, backup::drill::RECORD_PATH);
+    assert_eq!(std::fs::metadata(&rec).unwrap().permissions().mode() & 0o777, 0o644);
+    let rec_text = std::fs::read_to_string(&rec).unwrap();
+    assert!(!rec_text.contains("Pa55"), "the record holds no secret");
+    assert!(!on_site(&site.root, backup::STAGING).exists(), "no pgpass is left behind");
+    let line = report_backup_line(&site.root);
+    assert_eq!(line["status"], "verified", "{line:#}");
+
+    // The same check on a backup where an export lost its object fails, naming the check.
+    pg.psql("airlock", "app", "DELETE FROM export_objects WHERE export_id IN (7, 9)").unwrap();
+    let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
+    script_live_site(&host, pg_dump(&pg, "app"), pg_dump(&pg, "keycloak"));
+    let bad = site.dir.path().join("orphans.airlock-backup");
+    backup::create(&host, &CreateOptions { output: Some(bad.clone()), keep: None }, &Silent).unwrap();
+    let r = backup::drill(&site_host, &live, &backup::DrillOptions { file: bad, ..opts }, &Silent).unwrap();
+    assert!(!r.passed);
+    let failures = r.failures().join("\n");
+    assert!(failures.contains("consistency check exports-have-objects: returned 2 row(s)"), "{failures}");
+    assert_eq!(databases(&pg), before_dbs, "the copies are dropped when a check fails too");
+    let line = report_backup_line(&site.root);
+    assert_eq!(line["status"], "failed", "{line:#}");
+    assert!(line["evidence"].to_string().contains("exports-have-objects"), "{line:#}");
+}
+
+#[test]
+fn restore_drill_of_a_backup_with_a_damaged_dump_fails_naming_the_part() {
+    let Some(site) = installed_site(true, "") else { return };
+    let Some(_) = require_tool("pg_restore") else { return };
+    std::fs::create_dir_all(on_site(&site.root, "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
+    let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
+    // The app's dump came out damaged (a custom-format header, then garbage).
+    script_live_site(&host, b"PGDMP\x01\x0e\x00garbage, not a dump".to_vec(), Vec::new());
+    let out = site.dir.path().join("damaged.airlock-backup");
+    backup::create(&host, &CreateOptions { output: Some(out.clone()), keep: None }, &Silent).unwrap();
+    let o = airlock(&[
+        "restore",
+        "--drill",
+        out.to_str().unwrap(),
+        "--identity",
+        site.key.to_str().unwrap(),
+        "--root",
+        site.root.to_str().unwrap(),
+    ]);
+    // Under a target root nothing runs: the drill is refused before it starts.
+    assert!(!o.status.success());
+    assert!(text(&o).contains("live site"), "{}", text(&o));
+    let site_host = RecordingHost::with_root(site.root.clone(), true).unwrap();
+    let live = RootedHost::new(PathBuf::from("/"), true).unwrap();
+    let opts =
+        backup::DrillOptions { file: out, identity: site.key.clone(), checks: Vec::new(), now_unix: 1_765_130_400 };
+    let r = backup::drill(&site_host, &live, &opts, &Silent).unwrap();
+    assert!(!r.passed);
+    let failures = r.failures().join("\n");
+    assert!(failures.contains("databases/app.dump") && failures.contains("verification"), "{failures}");
+    assert!(commands(&site_host).is_empty(), "nothing ran on the site: {:?}", commands(&site_host));
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(on_site(&site.root, backup::drill::RECORD_PATH)).unwrap()).unwrap();
+    assert_eq!(rec["passed"], false);
+    let line = report_backup_line(&site.root);
+    assert_eq!(line["status"], "failed", "{line:#}");
+}

@@ -270,7 +270,9 @@ fn restore_copies(
             let db = answers.as_ref().and_then(|a| a.keycloak_database.as_ref()).ok_or_else(|| {
                 Error::input(&part.name, "the site's answers name no keycloak_database to restore a copy into")
             })?;
-            super::create::write_pgpass(host, &pgpass, db)?;
+            // Any database of the server: the temporary copy too, not only the live one.
+            let any = KeycloakDatabaseAnswers { name: "*".into(), ..db.clone() };
+            super::create::write_pgpass(host, &pgpass, &any)?;
             Target::External { env: super::create::pg_env(host, &pgpass, db)?, db }
         };
         let outcome = restore_one(host, &target, &temporary, r, &mut d);
