@@ -21,6 +21,8 @@
 //!   last backup, retention, and the backup's state for `status` and `report`.
 //! - `restore.rs`: `airlock restore` — verify, then the PKI and secrets, the same
 //!   release from its bundle, the datastore, the databases; journaled and resumable.
+//! - `drill.rs`: `airlock restore --drill` — on the running site, each dump restored
+//!   into a temporary database, checked and dropped; the record `airlock report` reads.
 //!
 //! Why a tar with the manifest last: the archive is written in one pass while each
 //! part streams through (a dump may be many GiB), so the digests are known only at the
