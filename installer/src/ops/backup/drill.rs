@@ -143,6 +143,8 @@ pub fn drill(
         return Err(Error::input("--root", "a restore drill runs on the live site: nothing runs under a target root")
             .with_hint("run it on the site's first server without --root"));
     }
+    // Not beside an upgrade or a restore of the same site: they change the databases.
+    let _lock = crate::state::lock_site(host)?;
     let now = u64::try_from(opts.now_unix).unwrap_or(0);
     let ran = airlock_format::manifest::rfc3339(now);
     let archive = opts.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
