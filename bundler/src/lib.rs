@@ -15,6 +15,7 @@
 //! - [`discover`]: images found by rendering charts with helm.
 //! - [`statements`]: vendor key rotation and revocation statements.
 //! - [`delta`]: delta bundles that leave out what the previous release has.
+//! - [`monitoring`]: the alert rules and dashboards the bundle carries.
 
 // A library reports through its Reporter and its return values; only a binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -27,6 +28,7 @@ pub mod discover;
 pub mod fetch;
 mod gunzip;
 pub mod lock;
+pub mod monitoring;
 pub mod plan;
 pub mod registry;
 pub mod release;

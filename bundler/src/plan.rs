@@ -7,7 +7,7 @@
 //! are rendered from those same bytes ([`crate::discover`]) and the images found, not
 //! listed already, are pulled. Then one small step per kind lays out the entries:
 //! images (loaded without hashing their layers), charts, files, release artifacts
-//! (hashed), profiles, the installer, the OCI layout, the lock and the SBOM.
+//! (hashed), profiles, the monitoring content, the installer, the OCI layout, the lock and the SBOM.
 //!
 //! [`crate::statements`] and [`crate::delta`] transform a finished plan;
 //! [`crate::create`] signs and writes it.
@@ -21,8 +21,9 @@ use airlock_format::digest::Sha256Digest;
 use airlock_format::error::{Error, IoContext, Result};
 use airlock_format::manifest::{
     blob_path, Chart, Component, Distribution, DistributionArtifact, Entry, FileArtifact, Image, Installer, Manifest,
-    Profile, FORMAT_V1, OCI_DIR,
+    MonitoringContent, Profile, FORMAT_V1, OCI_DIR,
 };
+use airlock_format::monitoring::{DASHBOARDS_DIR, RULES_DIR};
 use airlock_format::oci::{self, IndexImage};
 use airlock_format::report::{Event, Reporter};
 use airlock_format::write::{Content, PlannedEntry};
@@ -100,6 +101,7 @@ pub fn plan_with(
     let files = plan_files(&spec, &mut entries, &mut components)?;
     let distribution = plan_distribution(&spec, setup, &mut entries, reporter)?;
     let profiles = plan_profiles(&spec, &mut entries)?;
+    let monitoring = plan_monitoring(&spec, &charts, &mut entries)?;
     let installer = plan_installer(&spec, installer, &mut entries)?;
     plan_oci_layout(&mut images, &mut entries)?;
     add_dependency_pins(&spec, &mut lock, std::mem::take(&mut deps.fetched));
@@ -154,6 +156,7 @@ pub fn plan_with(
         base: None,
         base_entries: Vec::new(),
         upgrade: s.upgrade.clone().map(|u| u.into_policy()),
+        monitoring,
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
     Ok(Plan { manifest, entries: entries.map.into_values().collect(), lock, discovered, sbom_cache: Some(sbom_cache) })
@@ -475,6 +478,31 @@ fn plan_profiles(spec: &LoadedSpec, entries: &mut Entries<'_>) -> Result<Vec<Pro
         profiles.push(Profile { name, path });
     }
     Ok(profiles)
+}
+
+/// The monitoring content ([`crate::monitoring`]) as `monitoring/rules/<file>` and
+/// `monitoring/dashboards/<file>`, when the bundle carries any.
+fn plan_monitoring(
+    spec: &LoadedSpec,
+    charts: &[Chart],
+    entries: &mut Entries<'_>,
+) -> Result<Option<MonitoringContent>> {
+    let names: Vec<&str> = charts.iter().map(|c| c.name.as_str()).collect();
+    let Some(content) = crate::monitoring::collect(spec, &names)? else { return Ok(None) };
+    let mut out = MonitoringContent::default();
+    for (files, dir, list, key) in [
+        (content.rules, RULES_DIR, &mut out.rules, "monitoring.rules"),
+        (content.dashboards, DASHBOARDS_DIR, &mut out.dashboards, "monitoring.dashboards"),
+    ] {
+        for (name, text) in files {
+            let path = format!("{dir}/{name}");
+            airlock_format::manifest::check_entry_path(&path)
+                .map_err(|why| spec.err(key, format!("`{name}` cannot be carried: {why}")))?;
+            entries.add_bytes(path.clone(), text.into_bytes(), key)?;
+            list.push(path);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// The installer binary (`--installer`, else the spec's) as `installer/airlock`.

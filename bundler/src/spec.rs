@@ -47,6 +47,27 @@ pub struct Spec {
     /// image's own `signatures:` replaces this one.
     #[serde(default)]
     pub signatures: Option<SignaturesSpec>,
+    /// The monitoring content to ship: directories of Prometheus rule files and
+    /// Grafana dashboards. Each one left out is the reference content; without the
+    /// key that content is carried whenever a `prometheus` or `grafana` chart is
+    /// (docs/monitoring.md, "Shipping changed rules and dashboards").
+    #[serde(default)]
+    pub monitoring: Option<MonitoringSpec>,
+}
+
+/// `monitoring:`: where the vendor keeps the monitoring content.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSpec {
+    /// A directory of Prometheus rule files (`*.yaml`, `*.yml`; promtool unit tests
+    /// named `*.test.yaml` may sit beside them and are not carried), relative to the
+    /// spec. Every group of every file goes to Prometheus.
+    #[serde(default)]
+    pub rules: Option<String>,
+    /// A directory of Grafana dashboards (`*.json`), relative to the spec; each panel
+    /// queries the data source with uid `prometheus`.
+    #[serde(default)]
+    pub dashboards: Option<String>,
 }
 
 /// `signatures:`: cosign public keys an image's signature must verify with.

@@ -18,6 +18,7 @@
 //! - [`readahead`]: the reader's input, read ahead on the hashing thread's idle time.
 //! - [`checksums`]: the `sha256sum --tag` sidecar and its signature.
 //! - [`oci`]: the OCI image layout carried inside the bundle.
+//! - [`monitoring`]: the alert rules and dashboards a bundle carries, and their checks.
 
 // A library reports through its Reporter and its return values; only a binary prints.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -31,6 +32,7 @@ pub mod frames;
 pub mod key_statement;
 pub mod manifest;
 pub mod minisign;
+pub mod monitoring;
 pub mod oci;
 pub mod parts;
 pub mod read;

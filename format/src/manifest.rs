@@ -70,6 +70,22 @@ pub struct Manifest {
     /// were before the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradePolicy>,
+    /// The monitoring content (alert rule files, dashboards) the installer renders
+    /// for the prometheus and grafana charts. Absent in bundles without it, which stay
+    /// byte for byte what they were before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringContent>,
+}
+
+/// The entries holding a bundle's monitoring content (see [`crate::monitoring`]),
+/// each list sorted by path.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringContent {
+    /// Prometheus rule files, `monitoring/rules/<file>`.
+    pub rules: Vec<String>,
+    /// Grafana dashboards, `monitoring/dashboards/<file>.json`.
+    pub dashboards: Vec<String>,
 }
 
 /// The release a delta bundle needs on the site.
@@ -418,6 +434,25 @@ impl Manifest {
         for p in &self.profiles {
             need(&p.path, &format!("profile {}", p.name))?;
         }
+        if let Some(mc) = &self.monitoring {
+            for (list, dir, what) in [
+                (&mc.rules, crate::monitoring::RULES_DIR, "monitoring rule file"),
+                (&mc.dashboards, crate::monitoring::DASHBOARDS_DIR, "monitoring dashboard"),
+            ] {
+                for (i, path) in list.iter().enumerate() {
+                    need(path, what)?;
+                    let name = path.strip_prefix(&format!("{dir}/")).unwrap_or_default();
+                    // The file name becomes a ConfigMap key (dashboards) or a file name
+                    // in messages: one plain name, under its directory.
+                    if !crate::monitoring::config_map_key_ok(name) {
+                        return bad(format!("{what} `{path}` is not a plain file under {dir}/"));
+                    }
+                    if i > 0 && list[i - 1] >= *path {
+                        return bad(format!("{what}s are not sorted and unique at `{path}`"));
+                    }
+                }
+            }
+        }
         if let Some(d) = &self.distribution {
             for a in &d.artifacts {
                 need(&a.path, &format!("distribution artifact {}", a.name))?;
@@ -731,6 +766,7 @@ mod tests {
             }),
             base_entries,
             upgrade: None,
+            monitoring: None,
         }
     }
 

@@ -9,7 +9,7 @@
 //!   charts run is one the demo bundle carries;
 //! - `promtool` (Debian's `prometheus` package) checks the Prometheus configuration
 //!   the chart renders from those values and the rule file, runs the rules' unit tests
-//!   (`assets/monitoring/alerts.test.yaml`: each alert fires on a series that should
+//!   (`assets/monitoring/rules/alerts.test.yaml`: each alert fires on a series that should
 //!   fire it and stays silent on one that should not) on the rules as rendered, and
 //!   parses every dashboard query;
 //! - the rendered `grafana.ini` turns off every feature that reaches the internet.
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use airlock_installer::render::platform::monitoring::{
-    self, AlertReceivers, AppTarget, GrafanaOidc, MonitoringInput, MonitoringSizing, DASHBOARDS_CONFIG_MAP,
+    self, AlertReceivers, AppTarget, Content, GrafanaOidc, MonitoringInput, MonitoringSizing, DASHBOARDS_CONFIG_MAP,
     GRAFANA_OIDC_SECRET,
 };
 use airlock_installer::render::platform::Rendered;
@@ -31,6 +31,16 @@ use serde_yaml::Value;
 
 const ADMIN_PW: &str = "e2e-grafana-admin-pw-4b1e";
 const OIDC_SECRET: &str = "e2e-grafana-oidc-secret-93ad";
+
+/// The monitoring content a bundle carries when its spec names none: the bundler's
+/// reference rules and dashboards, as `airlock-bundler create` puts them in.
+fn bundled_content() -> Content {
+    let owned = |files: &[(&str, &str)]| files.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
+    Content {
+        rules: owned(airlock_bundler::monitoring::REFERENCE_RULES),
+        dashboards: owned(airlock_bundler::monitoring::REFERENCE_DASHBOARDS),
+    }
+}
 
 fn input() -> MonitoringInput {
     MonitoringInput {
@@ -60,6 +70,7 @@ fn input() -> MonitoringInput {
                 to: "ops@example.org".into(),
             }),
         },
+        content: bundled_content(),
     }
 }
 
@@ -507,7 +518,7 @@ fn promtool_accepts_the_rendered_rules_and_every_alert_fires_and_stays_silent_as
     assert!(ok && text.contains("SUCCESS: 11 rules found"), "{text}");
 
     // Each alert's unit tests, on the rules as rendered.
-    let tests = workspace_root().join("assets/monitoring/alerts.test.yaml");
+    let tests = workspace_root().join("assets/monitoring/rules/alerts.test.yaml");
     fs::copy(&tests, dir.join("alerts.test.yaml")).unwrap();
     let (ok, text) = promtool_run(&promtool, &dir, &["test", "rules", "alerts.test.yaml"]);
     assert!(ok, "promtool test rules:\n{text}");
@@ -554,7 +565,7 @@ fn every_dashboard_query_parses_as_promql() {
         fs::write(tmp.path().join("queries.yaml"), serde_yaml::to_string(&doc).unwrap()).unwrap();
         promtool_run(&promtool, tmp.path(), &["check", "rules", "queries.yaml"])
     };
-    let queries = monitoring::dashboard_queries();
+    let queries = input().content.dashboard_queries().unwrap();
     let (ok, text) = write(&queries);
     assert!(ok && text.contains(&format!("SUCCESS: {} rules found", queries.len())), "{text}\n{queries:#?}");
     // Control: a query with a syntax error is refused.
@@ -734,7 +745,7 @@ fn a_real_prometheus_fires_every_shipped_alert_on_a_synthetic_target_and_answers
         airlock_installer::ops::support::PROMETHEUS_QUERIES.iter().map(|(_, api)| raw(api)).collect();
     let mut failed = Vec::new();
     let mut with_data = 0;
-    for (at, q) in monitoring::dashboard_queries() {
+    for (at, q) in input().content.dashboard_queries().unwrap() {
         let url = format!("{api}/query?query={}", url_encode(&q));
         match curl_json(&url) {
             Some(r) if r["status"] == "success" => {

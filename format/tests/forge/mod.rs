@@ -382,6 +382,7 @@ impl Forge {
             base: None,
             base_entries: vec![],
             upgrade: None,
+            monitoring: None,
         };
         Self { key, manifest, contents }
     }

@@ -89,6 +89,26 @@ pub fn prepare(
     plan(bundle, staged, answers, host)
 }
 
+/// The monitoring content the bundle carries (`manifest.monitoring`), read from
+/// staging, where every entry was checked against the signed manifest.
+fn load_monitoring_content(staged: &Staged) -> Result<Option<crate::render::platform::monitoring::Content>> {
+    let Some(mc) = &staged.manifest.monitoring else { return Ok(None) };
+    let read = |paths: &[String]| -> Result<Vec<(String, String)>> {
+        paths
+            .iter()
+            .map(|p| {
+                let file = staged.path(p);
+                let text = fs::read_to_string(&file).at(&file)?;
+                Ok((p.rsplit('/').next().unwrap_or(p).to_string(), text))
+            })
+            .collect()
+    };
+    Ok(Some(crate::render::platform::monitoring::Content {
+        rules: read(&mc.rules)?,
+        dashboards: read(&mc.dashboards)?,
+    }))
+}
+
 /// Plans the install of a staged bundle with these answers.
 pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -> Result<Prepared> {
     let m = &staged.manifest;
@@ -146,6 +166,7 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
     // Secrets that carry them, so a resumed run renders the same Secrets.
     let mut platform = Layout::default();
     let mut report = None;
+    let monitoring_content = load_monitoring_content(&staged)?;
     match &pki {
         Some(p) if input.role.is_server() => {
             let credentials = wiring::Credentials::load_or_generate(host)?;
@@ -156,6 +177,7 @@ pub fn plan(bundle: &Path, staged: Staged, answers: &Answers, host: &dyn Host) -
                 distribution: dist.kind,
                 keycloak: &profile.keycloak,
                 monitoring: &profile.monitoring,
+                monitoring_content: monitoring_content.as_ref(),
             };
             let manifests_dir = input.data_dir().join("server/manifests");
             let objects = wiring::wire_charts(&mut input.charts, &m.charts, &site, &manifests_dir)?;

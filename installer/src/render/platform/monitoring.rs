@@ -3,11 +3,13 @@
 //! dependencies, vendored by the bundler) and `grafana` (12.11, Grafana 13). Their
 //! values, and the objects those refer to.
 //!
-//! - **Shipped content, not typed on site**: the alert rules (`assets/monitoring/
-//!   alerts.yaml`, blueprint §9.2 corrected, plus the platform's own), the scrape job
-//!   for the app's `/metrics` (Kubernetes service discovery on the app's pods) and the
-//!   six §9.3 dashboards ([`dashboards`]) are compiled into the installer, so an
-//!   upgrade carries their changes like any other value.
+//! - **Shipped content, not typed on site**: the alert rules and the dashboards come
+//!   from the bundle ([`Content`], signed entries under `monitoring/`: the vendor's, or
+//!   the reference ones in `assets/monitoring/` that the bundler carries by default),
+//!   so an upgrade to a bundle with changed rules or dashboards changes the values
+//!   and the ConfigMap it deploys, and a rollback puts the old ones back. The scrape
+//!   job for the app's `/metrics` (Kubernetes service discovery on the app's pods) is
+//!   generated here.
 //! - **Pod Security**: everything in [`MonitoringInput::namespace`] runs under the
 //!   restricted level, which that Namespace enforces. node-exporter cannot (it reads
 //!   the host's `/proc`, `/sys` and root file system in the host's PID and network
@@ -30,11 +32,9 @@ use super::{Manifest, ManifestKind, Rendered};
 use crate::site::answers::Secret;
 pub use crate::site::profile::MonitoringSizing;
 
-/// The charts this module writes values for, as the bundle names them.
-pub const PROMETHEUS_CHART: &str = "prometheus";
-pub const GRAFANA_CHART: &str = "grafana";
-/// The alert rules, as shipped (and as `promtool` checks them in the tests).
-pub const ALERT_RULES: &str = include_str!("../../../../assets/monitoring/alerts.yaml");
+/// The charts this module writes values for, as the bundle names them, and the data
+/// source every dashboard panel queries.
+pub use airlock_format::monitoring::{DATASOURCE_UID, GRAFANA_CHART, PROMETHEUS_CHART};
 /// Where airlock writes the site certificates' expiry for node-exporter's textfile
 /// collector (see [`pki_textfile`]).
 pub const TEXTFILE_DIR: &str = "/var/lib/airlock/metrics";
@@ -55,6 +55,25 @@ pub struct AppTarget {
     pub namespace: String,
     /// `app.kubernetes.io/instance` of the app's pods.
     pub release: String,
+}
+
+/// The monitoring content the bundle carries: `(file name, text)` per rule file and
+/// per dashboard, as shipped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Content {
+    pub rules: Vec<(String, String)>,
+    pub dashboards: Vec<(String, String)>,
+}
+
+impl Content {
+    /// Every PromQL expression of every dashboard, with where it is (`dashboard /
+    /// panel`): for the tests that run them.
+    pub fn dashboard_queries(&self) -> Result<Vec<(String, String)>> {
+        Ok(airlock_format::monitoring::check_dashboards(&self.dashboards)?
+            .into_iter()
+            .flat_map(|d| d.queries)
+            .collect())
+    }
 }
 
 /// Everything the monitoring render needs.
@@ -79,6 +98,8 @@ pub struct MonitoringInput {
     pub oidc: Option<GrafanaOidc>,
     /// Where Alertmanager sends alerts besides its UI (the answers'); none by default.
     pub receivers: AlertReceivers,
+    /// The alert rules and dashboards, from the bundle.
+    pub content: Content,
 }
 
 /// Alertmanager's receivers from the answers.
@@ -153,14 +174,12 @@ pub fn render_prometheus(input: &MonitoringInput) -> Result<Rendered> {
 pub fn render_grafana(input: &MonitoringInput) -> Result<Rendered> {
     validate(input)?;
     non_empty_secret("grafana: admin password", &input.grafana_admin_password)?;
-    let mut files = BTreeMap::new();
-    for (file, dashboard) in dashboards() {
-        let text = serde_json::to_string_pretty(&dashboard).map_err(|e| {
-            Error::input(format!("dashboard {file}"), format!("cannot be written as JSON: {e}"))
-                .with_hint("this is a bug in airlock; report it with the command that failed")
-        })?;
-        files.insert(file, text);
-    }
+    // Checked again here (the bundler did at build time): a bundle made some other
+    // way must not leave Grafana with a dashboard it cannot show.
+    airlock_format::monitoring::check_dashboards(&input.content.dashboards)
+        .map_err(|e| e.within("the bundle's monitoring dashboards"))?;
+    // As shipped, byte for byte: what the upgrade compares and a rollback restores.
+    let files: BTreeMap<String, String> = input.content.dashboards.iter().cloned().collect();
     let manifests = vec![
         namespace_with_pod_security(&input.namespace, "restricted")?,
         secret(
@@ -280,10 +299,10 @@ fn prometheus_values(input: &MonitoringInput) -> Result<Value> {
     let s = &input.sizing;
     let prom_host = prometheus_host(d);
     let am_host = alertmanager_host(d);
-    let rules: Value = serde_yaml::from_str(ALERT_RULES).map_err(|e| {
-        Error::input("assets/monitoring/alerts.yaml", format!("does not parse: {e}"))
-            .with_hint("this is a bug in airlock; report it with the command that failed")
-    })?;
+    // Every group of every rule file, in one file: the chart's `rule_files` names
+    // `alerting_rules.yml` only.
+    let rules = airlock_format::monitoring::merge_rule_files(&input.content.rules)
+        .map_err(|e| e.within("the bundle's monitoring rules"))?;
     let retention_mib = u64::from(s.prometheus_volume_gib) * 1024 * RETENTION_SIZE_PERCENT / 100;
     let mut server = json!({
         // Links in alerts and in the UI point at the public URL.
@@ -491,8 +510,12 @@ fn grafana_values(input: &MonitoringInput) -> Value {
                     "orgId": 1,
                     "folder": "Airlock",
                     "type": "file",
-                    // Shipped content: changes come with the next bundle.
-                    "disableDeletion": true,
+                    // Shipped content: changes come with the next bundle. Grafana never
+                    // lets a user delete a provisioned dashboard; this setting decides
+                    // what happens to one whose file is gone: deleted (false), or kept
+                    // as an orphan no bundle manages any more (true). A bundle that
+                    // drops a dashboard means it gone.
+                    "disableDeletion": false,
                     "editable": false,
                     "options": { "path": "/var/lib/grafana/dashboards/airlock" },
                 }],
@@ -550,272 +573,6 @@ fn grafana_ini(host: &str) -> Value {
     })
 }
 
-/// The data source every dashboard panel queries.
-pub const DATASOURCE_UID: &str = "prometheus";
-
-/// One panel: a title, its queries (`legendFormat`, PromQL) and Grafana's unit.
-struct Panel {
-    title: &'static str,
-    unit: &'static str,
-    targets: &'static [(&'static str, &'static str)],
-}
-
-struct Board {
-    uid: &'static str,
-    title: &'static str,
-    description: &'static str,
-    panels: &'static [Panel],
-}
-
-const HTTP: &str = "servanda_http_request_duration_seconds";
-
-/// The six dashboards of blueprint §9.3, as `(file name, Grafana dashboard JSON)`.
-/// Every query uses metrics this stack has: the app's (§9.1 and the pool gauges),
-/// kube-state-metrics', node-exporter's and cAdvisor's (through the chart's
-/// `kubernetes-nodes-cadvisor` job).
-pub fn dashboards() -> Vec<(String, Value)> {
-    BOARDS.iter().map(|b| (format!("{}.json", b.uid), board_json(b))).collect()
-}
-
-/// Every PromQL expression of every dashboard, with where it is: for the tests.
-pub fn dashboard_queries() -> Vec<(String, String)> {
-    BOARDS
-        .iter()
-        .flat_map(|b| {
-            b.panels.iter().flat_map(move |p| {
-                p.targets
-                    .iter()
-                    .map(move |(_, expr)| (format!("{} / {}", b.title, p.title), expr.replace("$HTTP", HTTP)))
-            })
-        })
-        .collect()
-}
-
-fn board_json(b: &Board) -> Value {
-    let panels: Vec<Value> = b
-        .panels
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let targets: Vec<Value> = p
-                .targets
-                .iter()
-                .enumerate()
-                .map(|(j, (legend, expr))| {
-                    json!({
-                        "refId": ((b'A' + j as u8) as char).to_string(),
-                        "datasource": { "type": "prometheus", "uid": DATASOURCE_UID },
-                        "expr": expr.replace("$HTTP", HTTP),
-                        "legendFormat": legend,
-                    })
-                })
-                .collect();
-            json!({
-                "id": i + 1,
-                "type": "timeseries",
-                "title": p.title,
-                "datasource": { "type": "prometheus", "uid": DATASOURCE_UID },
-                // Two panels per row, 8 units high.
-                "gridPos": { "h": 8, "w": 12, "x": (i % 2) * 12, "y": (i / 2) * 8 },
-                "fieldConfig": { "defaults": { "unit": p.unit }, "overrides": [] },
-                "options": { "legend": { "displayMode": "list", "placement": "bottom" } },
-                "targets": targets,
-            })
-        })
-        .collect();
-    json!({
-        "uid": b.uid,
-        "title": b.title,
-        "description": b.description,
-        "tags": ["airlock"],
-        "editable": false,
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "1m",
-        "time": { "from": "now-6h", "to": "now" },
-        "timezone": "browser",
-        "panels": panels,
-    })
-}
-
-const BOARDS: &[Board] = &[
-    Board {
-        uid: "airlock-system-health",
-        title: "System Health",
-        description: "CPU, memory, pods and uptime of the cluster's nodes (DevOps).",
-        panels: &[
-            Panel {
-                title: "CPU busy per node",
-                unit: "percentunit",
-                targets: &[("{{instance}}", "1 - avg by (instance) (rate(node_cpu_seconds_total{mode=\"idle\"}[5m]))")],
-            },
-            Panel {
-                title: "Memory used per node",
-                unit: "percentunit",
-                targets: &[("{{instance}}", "1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes")],
-            },
-            Panel {
-                title: "Pods by phase",
-                unit: "short",
-                targets: &[("{{phase}}", "sum by (phase) (kube_pod_status_phase)")],
-            },
-            Panel {
-                title: "Node uptime",
-                unit: "s",
-                targets: &[("{{instance}}", "time() - node_boot_time_seconds")],
-            },
-        ],
-    },
-    Board {
-        uid: "airlock-api-performance",
-        title: "API Performance",
-        description: "Request rate, latency (P50/P95/P99) and error rate of the app's API (DevOps and developers).",
-        panels: &[
-            Panel {
-                title: "Requests per second by route",
-                unit: "reqps",
-                targets: &[("{{route}}", "sum by (route) (rate($HTTP_count[5m]))")],
-            },
-            Panel {
-                title: "Latency",
-                unit: "s",
-                targets: &[
-                    ("P50", "histogram_quantile(0.5, sum by (le) (rate($HTTP_bucket[5m])))"),
-                    ("P95", "histogram_quantile(0.95, sum by (le) (rate($HTTP_bucket[5m])))"),
-                    ("P99", "histogram_quantile(0.99, sum by (le) (rate($HTTP_bucket[5m])))"),
-                ],
-            },
-            Panel {
-                title: "Error rate (5xx share)",
-                unit: "percentunit",
-                targets: &[(
-                    "5xx",
-                    "sum(rate($HTTP_count{status_code=~\"5..\"}[5m])) / sum(rate($HTTP_count[5m]))",
-                )],
-            },
-        ],
-    },
-    Board {
-        uid: "airlock-export-pipeline",
-        title: "Export Pipeline",
-        description: "Queue depth, job duration and success/failure rate of exports (DevOps and the export team).",
-        panels: &[
-            Panel {
-                title: "Queue depth",
-                unit: "short",
-                targets: &[("pending", "max(servanda_export_queue_depth)")],
-            },
-            Panel {
-                title: "Job duration (P95) by format",
-                unit: "s",
-                targets: &[(
-                    "{{format}}",
-                    "histogram_quantile(0.95, sum by (le, format) (rate(servanda_export_job_duration_seconds_bucket[15m])))",
-                )],
-            },
-            Panel {
-                title: "Jobs per minute by status",
-                unit: "short",
-                targets: &[("{{status}}", "sum by (status) (rate(servanda_export_job_duration_seconds_count[15m])) * 60")],
-            },
-            Panel {
-                title: "Failure rate",
-                unit: "percentunit",
-                targets: &[(
-                    "failed",
-                    "sum(rate(servanda_export_job_duration_seconds_count{status=\"failed\"}[15m])) / sum(rate(servanda_export_job_duration_seconds_count[15m]))",
-                )],
-            },
-        ],
-    },
-    Board {
-        uid: "airlock-tenant-activity",
-        title: "Tenant Activity",
-        description: "Active tenants, requests per tenant and storage use (product and DevOps).",
-        panels: &[
-            Panel {
-                title: "Active tenants",
-                unit: "short",
-                targets: &[("tenants", "max(servanda_active_tenants_total)")],
-            },
-            Panel {
-                title: "Requests per tenant",
-                unit: "reqps",
-                targets: &[("{{tenant_id}}", "topk(10, sum by (tenant_id) (rate($HTTP_count[5m])))")],
-            },
-            Panel {
-                // Per-tenant bytes are not measured; the volumes' fill is (MinIO's
-                // and PostgreSQL's claims, through the kubelet's volume stats).
-                title: "Storage used by volume",
-                unit: "bytes",
-                targets: &[(
-                    "{{namespace}}/{{persistentvolumeclaim}}",
-                    "sum by (namespace, persistentvolumeclaim) (kubelet_volume_stats_used_bytes{namespace=~\"app|minio\"})",
-                )],
-            },
-        ],
-    },
-    Board {
-        uid: "airlock-database",
-        title: "Database",
-        description: "Query duration, connection pool and slow queries (DevOps).",
-        panels: &[
-            Panel {
-                title: "Query duration (P95) by operation",
-                unit: "s",
-                targets: &[(
-                    "{{operation}}",
-                    "histogram_quantile(0.95, sum by (le, operation) (rate(servanda_db_query_duration_seconds_bucket[5m])))",
-                )],
-            },
-            Panel {
-                title: "Connection pool use",
-                unit: "percentunit",
-                targets: &[("{{pod}}", "servanda_db_pool_active / servanda_db_pool_max")],
-            },
-            Panel {
-                // The histogram's largest finite bucket is 1 s: what is above it.
-                title: "Slow queries (over 1 s) per second by table",
-                unit: "short",
-                targets: &[(
-                    "{{table}}",
-                    "sum by (table) (rate(servanda_db_query_duration_seconds_count[5m])) - sum by (table) (rate(servanda_db_query_duration_seconds_bucket{le=\"1\"}[5m]))",
-                )],
-            },
-        ],
-    },
-    Board {
-        uid: "airlock-security",
-        title: "Security",
-        description: "Failed logins, refused requests and role changes, from the API's responses (security team). \
-            Counted from the API's request metric: 401 answers of the login route, 403 answers (a user reaching \
-            for another tenant's data gets 403), and successful writes to the role routes.",
-        panels: &[
-            Panel {
-                title: "Failed logins per minute",
-                unit: "short",
-                targets: &[(
-                    "failed logins",
-                    "sum(rate($HTTP_count{route=~\"/api/auth.*\",status_code=\"401\"}[5m])) * 60",
-                )],
-            },
-            Panel {
-                title: "Refused requests (403) per minute by tenant",
-                unit: "short",
-                targets: &[("{{tenant_id}}", "sum by (tenant_id) (rate($HTTP_count{status_code=\"403\"}[5m])) * 60")],
-            },
-            Panel {
-                title: "Role changes per hour",
-                unit: "short",
-                targets: &[(
-                    "{{method}} {{route}}",
-                    "sum by (method, route) (increase($HTTP_count{route=~\".*/roles.*\",method=~\"POST|PUT|PATCH|DELETE\",status_code=~\"2..\"}[1h]))",
-                )],
-            },
-        ],
-    },
-];
-
 /// node-exporter's textfile for the site certificates: `airlock_certificate_not_after_seconds`
 /// per certificate, which the `CertificateExpiresSoon` rule compares with the time.
 pub fn pki_textfile(certificates: &[(String, i64)]) -> String {
@@ -833,7 +590,7 @@ pub fn pki_textfile(certificates: &[(String, i64)]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const ADMIN_PW: &str = "grafana-admin-pw-71c9";
@@ -852,7 +609,24 @@ mod tests {
             grafana_admin_password: Secret::new(ADMIN_PW),
             oidc: None,
             receivers: AlertReceivers::default(),
+            content: reference_content(),
         }
+    }
+
+    /// The reference content, as the bundler carries it by default.
+    pub(crate) fn reference_content() -> Content {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/monitoring");
+        let read = |sub: &str, ext: &str| -> Vec<(String, String)> {
+            let mut v: Vec<(String, String)> = std::fs::read_dir(dir.join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with(ext) && !p.to_string_lossy().ends_with(".test.yaml"))
+                .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+                .collect();
+            v.sort();
+            v
+        };
+        Content { rules: read("rules", ".yaml"), dashboards: read("dashboards", ".json") }
     }
 
     fn values(r: &Rendered) -> Value {
@@ -926,22 +700,50 @@ mod tests {
     }
 
     #[test]
-    fn the_six_dashboards_are_in_one_config_map_and_query_the_prometheus_data_source() {
-        let r = render_grafana(&input()).unwrap();
+    fn the_bundles_dashboards_are_one_config_map_as_shipped_and_query_the_prometheus_data_source() {
+        let i = input();
+        let r = render_grafana(&i).unwrap();
         let cm: Value = serde_yaml::from_str(&r.manifest(DASHBOARDS_CONFIG_MAP).unwrap().yaml).unwrap();
         let files = cm["data"].as_object().unwrap();
         assert_eq!(files.len(), 6);
-        for (name, text) in files {
-            let d: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
-            assert_eq!(format!("{}.json", d["uid"].as_str().unwrap()), *name);
+        for (name, text) in &i.content.dashboards {
+            assert_eq!(files[name].as_str(), Some(text.as_str()), "{name} is not as shipped");
+            let d: Value = serde_json::from_str(text).unwrap();
             for p in d["panels"].as_array().unwrap() {
                 for t in p["targets"].as_array().unwrap() {
                     assert_eq!(t["datasource"]["uid"], DATASOURCE_UID);
-                    assert!(!t["expr"].as_str().unwrap().contains("$HTTP"), "{name}");
                 }
             }
         }
-        assert!(dashboard_queries().len() >= 20);
+        assert!(i.content.dashboard_queries().unwrap().len() >= 20);
+        // A dropped dashboard leaves the ConfigMap, and Grafana deletes what it had
+        // provisioned from it.
+        let mut fewer = input();
+        fewer.content.dashboards.retain(|(n, _)| n != "airlock-security.json");
+        let r = render_grafana(&fewer).unwrap();
+        let cm: Value = serde_yaml::from_str(&r.manifest(DASHBOARDS_CONFIG_MAP).unwrap().yaml).unwrap();
+        assert!(cm["data"].get("airlock-security.json").is_none() && cm["data"].as_object().unwrap().len() == 5);
+        let providers = &values(&r)["dashboardProviders"]["dashboardproviders.yaml"]["providers"];
+        assert_eq!(providers[0]["disableDeletion"], false);
+    }
+
+    #[test]
+    fn every_rule_file_of_the_bundle_goes_to_prometheus_and_a_bad_one_is_named() {
+        let mut i = input();
+        i.content
+            .rules
+            .push(("site.yaml".into(), "groups: [{name: site, rules: [{alert: SiteDown, expr: up == 0}]}]\n".into()));
+        let v = values(&render_prometheus(&i).unwrap());
+        let groups = v["serverFiles"]["alerting_rules.yml"]["groups"].as_array().unwrap();
+        assert_eq!(groups.last().unwrap()["name"], "site");
+        i.content.rules.push(("broken.yaml".into(), "groups: [{name: b, rules: [{alert: B}]}]\n".into()));
+        let e = render_prometheus(&i).unwrap_err().to_string();
+        assert!(e.contains("broken.yaml") && e.contains("monitoring rules"), "{e}");
+        let mut bad = input();
+        bad.content.dashboards[0].1 =
+            bad.content.dashboards[0].1.replace("\"uid\": \"prometheus\"", "\"uid\": \"other\"");
+        let e = render_grafana(&bad).unwrap_err().to_string();
+        assert!(e.contains(&bad.content.dashboards[0].0) && e.contains("other"), "{e}");
     }
 
     #[test]

@@ -201,6 +201,8 @@ pub struct Site<'a> {
     pub keycloak: &'a crate::site::profile::KeycloakProfile,
     /// The profile's `monitoring` section.
     pub monitoring: &'a monitoring::MonitoringSizing,
+    /// The alert rules and dashboards the bundle carries; `None` in a bundle without.
+    pub monitoring_content: Option<&'a monitoring::Content>,
 }
 
 /// Fills the values of the charts this module knows and returns the objects they
@@ -480,6 +482,15 @@ pub fn pki_textfile_layout(pki: &SitePki) -> Layout {
 
 fn monitoring_input(site: &Site<'_>, scrape_app: bool, keycloak: bool) -> Result<monitoring::MonitoringInput> {
     let d = &site.answers.cluster.ingress_domain;
+    let content = site.monitoring_content.cloned().ok_or_else(|| {
+        Error::input(
+            "bundle: monitoring",
+            "carries the prometheus or grafana chart but no monitoring content (alert rules and dashboards)",
+        )
+        .with_hint(
+            "build the bundle with an airlock-bundler of this release, which carries the reference content by default",
+        )
+    })?;
     Ok(monitoring::MonitoringInput {
         prometheus_release: PROMETHEUS_RELEASE.into(),
         grafana_release: GRAFANA_RELEASE.into(),
@@ -511,6 +522,7 @@ fn monitoring_input(site: &Site<'_>, scrape_app: bool, keycloak: bool) -> Result
             admin_group: site.answers.monitoring.grafana_admin_group.clone(),
             editor_group: site.answers.monitoring.grafana_editor_group.clone(),
         }),
+        content,
     })
 }
 
@@ -753,6 +765,7 @@ mod tests {
         credentials: Credentials,
         keycloak: crate::site::profile::KeycloakProfile,
         monitoring: monitoring::MonitoringSizing,
+        content: monitoring::Content,
     }
 
     impl Fixture {
@@ -761,7 +774,15 @@ mod tests {
             let answers = Answers::from_yaml(answers_yaml, "answers.yaml").unwrap();
             let pki = crate::site::pki::prepare(&answers, &host).unwrap();
             let credentials = Credentials::load_or_generate(&host).unwrap();
-            Self { _tmp: tmp, answers, pki, credentials, keycloak: Default::default(), monitoring: Default::default() }
+            Self {
+                _tmp: tmp,
+                answers,
+                pki,
+                credentials,
+                keycloak: Default::default(),
+                monitoring: Default::default(),
+                content: monitoring::tests::reference_content(),
+            }
         }
 
         fn site(&self) -> Site<'_> {
@@ -772,6 +793,7 @@ mod tests {
                 distribution: DistributionKind::K3s,
                 keycloak: &self.keycloak,
                 monitoring: &self.monitoring,
+                monitoring_content: Some(&self.content),
             }
         }
     }
