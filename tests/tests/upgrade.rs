@@ -4,6 +4,11 @@
 //! crashes at each phase, policy refusals, pruning — and live through the recording
 //! double: a failing health gate puts the previous release back byte for byte, and the
 //! backup's etcd snapshot and database dump are the commands recorded.
+//!
+//! The monitoring content travels the same way: v1 to a 1.1.0 whose one alert rule's
+//! threshold and one dashboard's title changed (the vendor's directories, named by the
+//! spec's `monitoring:`), then to a 1.2.0 that drops a dashboard; and the failed gate
+//! of the 1.1.0 upgrade puts v1's rules and dashboards back byte for byte.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -671,7 +676,15 @@ fn failed_live_upgrade(
     restore_datastore: bool,
     etcd: bool,
 ) -> (RecordingHost, upgrade::UpgradeFailure, BTreeMap<String, String>) {
-    let b = bundles();
+    failed_live_upgrade_to(&bundles().v2, restore_datastore, etcd)
+}
+
+/// [`failed_live_upgrade`] to another bundle.
+fn failed_live_upgrade_to(
+    to: &Path,
+    restore_datastore: bool,
+    etcd: bool,
+) -> (RecordingHost, upgrade::UpgradeFailure, BTreeMap<String, String>) {
     let keys = trusted_keys(&[demo_dir().join("keys/demo.pub")], Path::new("/")).unwrap();
     let (host, charts, before) = live_v1(etcd);
     // An HA cluster: the other server is Ready, so this one may start.
@@ -696,7 +709,7 @@ fn failed_live_upgrade(
     let clock = TestClock(std::cell::Cell::new(Instant::now()));
     let opts = live_opts(restore_datastore, false);
     host.expect_command(&["k3s", "server", "--cluster-reset"], CommandOutput::ok("restored"));
-    let failure = upgrade::run(&b.v2, &keys, &host, &opts, &clock, &Silent).expect_err("the gate fails");
+    let failure = upgrade::run(to, &keys, &host, &opts, &clock, &Silent).expect_err("the gate fails");
     (host, failure, before)
 }
 
@@ -872,4 +885,168 @@ fn every_step_of_the_demo_plan_carries_the_upgrade_group_its_target_belongs_to()
     }
     // Every group is exercised by the demo plan.
     assert_eq!(seen.len(), 5, "{seen:?}");
+}
+
+/// The demo with the vendor's own monitoring content: 1.1.0 with the reference rules and
+/// dashboards except `ExportQueueBacklog`'s threshold (50 -> 80) and the Database
+/// dashboard's title; 1.2.0 as 1.1.0 without the Security dashboard. Built once.
+struct MonitoringBundles {
+    v2: PathBuf,
+    v3: PathBuf,
+}
+
+const MANIFESTS: &str = "var/lib/rancher/k3s/server/manifests";
+const PROMETHEUS_MANIFEST: &str = "airlock-prometheus.yaml";
+const DASHBOARDS_MANIFEST: &str = "airlock-monitoring-configmap-grafana-dashboards.yaml";
+
+fn monitoring_bundles() -> &'static MonitoringBundles {
+    static B: OnceLock<MonitoringBundles> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = bundles().v1.parent().unwrap().parent().unwrap().join("monitoring");
+        let assets = airlock_tests::workspace_root().join("assets/monitoring");
+        let content = |name: &str, drop: Option<&str>| -> (PathBuf, PathBuf) {
+            let (rules, boards) = (dir.join(name).join("rules"), dir.join(name).join("dashboards"));
+            std::fs::create_dir_all(&rules).unwrap();
+            std::fs::create_dir_all(&boards).unwrap();
+            let alerts = std::fs::read_to_string(assets.join("rules/alerts.yaml")).unwrap();
+            let changed =
+                alerts.replace("max(servanda_export_queue_depth) > 50", "max(servanda_export_queue_depth) > 80");
+            assert_ne!(changed, alerts);
+            std::fs::write(rules.join("alerts.yaml"), changed).unwrap();
+            for e in std::fs::read_dir(assets.join("dashboards")).unwrap() {
+                let p = e.unwrap().path();
+                let file = p.file_name().unwrap().to_string_lossy().into_owned();
+                if Some(file.as_str()) == drop {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                let text = text.replace("\"title\": \"Database\",", "\"title\": \"Database (pool and queries)\",");
+                std::fs::write(boards.join(file), text).unwrap();
+            }
+            (rules, boards)
+        };
+        let spec = std::fs::read_to_string(demo_dir().join("bundle.yaml")).unwrap();
+        let with = |version: &str, (rules, boards): (PathBuf, PathBuf)| {
+            let s = spec.replace("version: 1.0.0\n", &format!("version: {version}\n"));
+            format!("{s}monitoring:\n  rules: {}\n  dashboards: {}\n", rules.display(), boards.display())
+        };
+        let v2 = with("1.1.0", content("v2", None));
+        let v3 = with("1.2.0", content("v3", Some("airlock-security.json")));
+        MonitoringBundles { v2: build(&v2, &dir.join("v2"), &[]), v3: build(&v3, &dir.join("v3"), &[]) }
+    })
+}
+
+/// The values a HelmChart manifest under the root carries.
+fn helm_values(root: &Path, file: &str) -> serde_yaml::Value {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join(MANIFESTS).join(file)).unwrap()).unwrap();
+    serde_yaml::from_str(doc["spec"]["valuesContent"].as_str().unwrap()).unwrap()
+}
+
+/// The `expr` of one alert as the deployed prometheus HelmChart carries it.
+fn deployed_alert_expr(root: &Path, alert: &str) -> String {
+    let v = helm_values(root, PROMETHEUS_MANIFEST);
+    let groups = v["serverFiles"]["alerting_rules.yml"]["groups"].as_sequence().unwrap().clone();
+    groups
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap().clone())
+        .find(|r| r["alert"].as_str() == Some(alert))
+        .and_then(|r| r["expr"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no alert {alert} deployed"))
+}
+
+/// Dashboard file -> title, as the deployed ConfigMap carries them.
+fn deployed_dashboards(root: &Path) -> BTreeMap<String, String> {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join(MANIFESTS).join(DASHBOARDS_MANIFEST)).unwrap())
+            .unwrap();
+    doc["data"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let d: serde_json::Value = serde_json::from_str(v.as_str().unwrap()).unwrap();
+            (k.as_str().unwrap().to_string(), d["title"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// The manifest files an upgrade's plan shows as changed (`file ~`), by file name.
+fn changed_manifests(plan: &str) -> Vec<String> {
+    plan.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("file     ~    "))
+        .filter_map(|p| p.strip_prefix(&format!("/{MANIFESTS}/")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn an_upgrade_deploys_the_bundles_changed_rules_and_dashboards_and_one_that_drops_a_dashboard_removes_it() {
+    let b = bundles();
+    let m = monitoring_bundles();
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    install(&b.v1, &root);
+    assert!(deployed_alert_expr(&root, "ExportQueueBacklog").contains("> 50"));
+    assert_eq!(deployed_dashboards(&root)["airlock-database.json"], "Database");
+
+    // The plan names exactly the two objects that carry the content: the prometheus
+    // HelmChart (its rule file is in the values) and the dashboards ConfigMap.
+    let o = airlock(&["upgrade", "--dry-run"], &m.v2, &root, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(changed_manifests(&text(&o)), [DASHBOARDS_MANIFEST, PROMETHEUS_MANIFEST], "{}", text(&o));
+
+    let o = upgrade_cmd(&m.v2, &root, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(deployed_alert_expr(&root, "ExportQueueBacklog").contains("> 80"), "the changed threshold is deployed");
+    let boards = deployed_dashboards(&root);
+    assert_eq!(boards["airlock-database.json"], "Database (pool and queries)");
+    assert_eq!(boards.len(), 6);
+    // What Prometheus now loads is what the vendor shipped, and real promtool takes it.
+    if let Some(promtool) = airlock_tests::require_tool("promtool") {
+        let rules = helm_values(&root, PROMETHEUS_MANIFEST)["serverFiles"]["alerting_rules.yml"].clone();
+        let file = d.path().join("alerting_rules.yml");
+        std::fs::write(&file, serde_yaml::to_string(&rules).unwrap()).unwrap();
+        let o = Command::new(promtool).args(["check", "rules"]).arg(&file).output().unwrap();
+        assert!(o.status.success() && text(&o).contains("SUCCESS: 11 rules found"), "{}", text(&o));
+    }
+
+    // 1.2.0 drops the Security dashboard: gone from the ConfigMap Grafana mounts as a
+    // directory, and Grafana's provider deletes what it provisioned from a file that
+    // is gone (it would keep it, orphaned, with `disableDeletion: true`).
+    let o = airlock(&["upgrade", "--dry-run"], &m.v3, &root, &[]);
+    assert_eq!(changed_manifests(&text(&o)), [DASHBOARDS_MANIFEST], "{}", text(&o));
+    let o = upgrade_cmd(&m.v3, &root, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let boards = deployed_dashboards(&root);
+    assert!(!boards.contains_key("airlock-security.json") && boards.len() == 5, "{boards:?}");
+    let providers = &helm_values(&root, "airlock-grafana.yaml")["dashboardProviders"]["dashboardproviders.yaml"];
+    assert_eq!(providers["providers"][0]["disableDeletion"].as_bool(), Some(false));
+}
+
+#[test]
+fn a_failing_health_gate_puts_the_previous_releases_rules_and_dashboards_back_byte_for_byte() {
+    let m = monitoring_bundles();
+    let (host, failure, before) = failed_live_upgrade_to(&m.v2, false, true);
+    assert_eq!(failure.exit_code, EXIT_ROLLED_BACK, "{}", failure.error);
+    // The new release's content was deployed before the gate failed ...
+    let written: Vec<String> = host
+        .calls()
+        .iter()
+        .filter_map(|c| match c {
+            HostCall::WriteFile { path, .. } => Some(path.display().to_string()),
+            _ => None,
+        })
+        .collect();
+    for f in [PROMETHEUS_MANIFEST, DASHBOARDS_MANIFEST] {
+        assert!(written.iter().any(|p| p.ends_with(&format!("/{MANIFESTS}/{f}"))), "{f} not written: {written:#?}");
+    }
+    // ... and the rollback put the old one back, byte for byte.
+    let back = diff(&before, &exact(host.root()));
+    assert!(back.is_empty(), "not byte for byte after the rollback:\n{}", back.join("\n"));
+    for f in [PROMETHEUS_MANIFEST, DASHBOARDS_MANIFEST] {
+        assert!(before.contains_key(&format!("/{MANIFESTS}/{f}")), "{f} is not among the compared files");
+    }
+    assert!(deployed_alert_expr(host.root(), "ExportQueueBacklog").contains("> 50"));
+    assert_eq!(deployed_dashboards(host.root())["airlock-database.json"], "Database");
 }
