@@ -13,6 +13,10 @@
 //!   fire it and stays silent on one that should not) on the rules as rendered, and
 //!   parses every dashboard query;
 //! - the rendered `grafana.ini` turns off every feature that reaches the internet.
+//!
+//! The rules and dashboards are the content the bundler carries by default (its
+//! reference content, `airlock_bundler::monitoring`), so these checks run on what a
+//! bundle ships, not on a copy of it.
 
 use std::collections::BTreeSet;
 use std::fs;
