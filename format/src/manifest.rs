@@ -861,6 +861,31 @@ mod tests {
     }
 
     #[test]
+    fn monitoring_content_must_be_entries_directly_under_its_directory() {
+        let with = |rules: &[&str], dashboards: &[&str]| {
+            let mut m = release(&[]);
+            for p in rules.iter().chain(dashboards) {
+                m.entries.push(entry(p, b"x"));
+            }
+            m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+            m.monitoring = Some(MonitoringContent {
+                rules: rules.iter().map(|s| s.to_string()).collect(),
+                dashboards: dashboards.iter().map(|s| s.to_string()).collect(),
+            });
+            m
+        };
+        with(&["monitoring/rules/a.yaml"], &["monitoring/dashboards/b.json"]).validate().unwrap();
+        let e = with(&["monitoring/rules/a.yaml"], &["monitoring/dashboards/x/b.json"]).validate().unwrap_err();
+        assert!(e.to_string().contains("monitoring/dashboards/x/b.json"), "{e}");
+        let e = with(&["monitoring/dashboards/a.yaml"], &[]).validate().unwrap_err();
+        assert!(e.to_string().contains("not a plain file under monitoring/rules/"), "{e}");
+        let mut missing = with(&["monitoring/rules/a.yaml"], &[]);
+        missing.entries.retain(|e| !e.path.starts_with("monitoring/"));
+        let e = missing.validate().unwrap_err();
+        assert!(e.to_string().contains("monitoring rule file points at `monitoring/rules/a.yaml`"), "{e}");
+    }
+
+    #[test]
     fn full_release_of_a_delta_is_the_full_manifest_byte_for_byte() {
         let full = release(&[]);
         let delta = release(&["files/c/readme"]);

@@ -24,6 +24,8 @@ pub const DASHBOARDS_DIR: &str = "monitoring/dashboards";
 /// The uid of the Prometheus data source the installer provisions in Grafana: every
 /// panel must query it (a dashboard naming another source shows nothing on site).
 pub const DATASOURCE_UID: &str = "prometheus";
+/// Its name, which older dashboards use instead of the uid.
+pub const DATASOURCE_NAME: &str = "Prometheus";
 /// The dashboards share one ConfigMap; Kubernetes refuses one over 1 MiB, and the
 /// manifest file also carries the object's metadata.
 pub const MAX_DASHBOARDS_BYTES: u64 = 900 * 1024;
@@ -148,9 +150,8 @@ pub fn check_dashboard(what: &str, text: &str) -> Result<DashboardFacts> {
         let ptitle = p.get("title").and_then(Value::as_str).unwrap_or("(untitled)");
         let panel_ds = p.get("datasource");
         for t in targets {
-            let ds = t.get("datasource").or(panel_ds);
-            let uid_of = ds.and_then(|d| d.get("uid")).and_then(Value::as_str);
-            if uid_of != Some(DATASOURCE_UID) {
+            let ds = t.get("datasource").filter(|d| !d.is_null()).or(panel_ds.filter(|d| !d.is_null()));
+            if !is_provisioned_prometheus(ds) {
                 let named = ds.map_or("none".to_string(), Value::to_string);
                 return Err(bad(format!(
                     "panel `{ptitle}` queries data source {named}, not the provisioned Prometheus (uid `{DATASOURCE_UID}`)"
@@ -163,6 +164,18 @@ pub fn check_dashboard(what: &str, text: &str) -> Result<DashboardFacts> {
     }
     queries.reverse();
     Ok(DashboardFacts { uid, title, queries })
+}
+
+/// Whether a panel's or target's `datasource` is the one the installer provisions: by
+/// uid (`{"type": "prometheus", "uid": "prometheus"}`), by its name as older
+/// dashboards write it (`"Prometheus"`), or left out, which Grafana reads as the
+/// default data source, and the provisioned Prometheus is the default.
+fn is_provisioned_prometheus(ds: Option<&Value>) -> bool {
+    match ds {
+        None => true,
+        Some(Value::String(name)) => name == DATASOURCE_NAME,
+        Some(d) => d.get("uid").and_then(Value::as_str) == Some(DATASOURCE_UID),
+    }
 }
 
 /// Checks a set of dashboards as one ConfigMap holds them: each file's name a key,
@@ -245,6 +258,14 @@ mod tests {
         let e = check_dashboard("vendor/d.json", &dashboard("x", "${DS_PROMETHEUS}")).unwrap_err();
         assert!(e.to_string().contains("vendor/d.json") && e.to_string().contains("panel `p`"), "{e}");
         assert!(e.hint.is_some());
+        // By name, or left to Grafana's default (the provisioned Prometheus), is fine.
+        let by_name =
+            dashboard("x", DATASOURCE_UID).replace(r#"{"type":"prometheus","uid":"prometheus"}"#, r#""Prometheus""#);
+        assert!(by_name.contains(r#""datasource":"Prometheus""#), "{by_name}");
+        check_dashboard("d.json", &by_name).unwrap();
+        check_dashboard("d.json", &by_name.replace(r#""datasource":"Prometheus","#, "")).unwrap();
+        let e = check_dashboard("d.json", &by_name.replace(r#""Prometheus""#, r#""Loki""#)).unwrap_err();
+        assert!(e.to_string().contains("Loki"), "{e}");
         let e = check_dashboard("d.json", r#"{"title": "T"}"#).unwrap_err();
         assert!(e.to_string().contains("no `uid`"), "{e}");
         let e = check_dashboard("d.json", "[1]").unwrap_err();

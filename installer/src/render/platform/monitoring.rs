@@ -34,7 +34,7 @@ pub use crate::site::profile::MonitoringSizing;
 
 /// The charts this module writes values for, as the bundle names them, and the data
 /// source every dashboard panel queries.
-pub use airlock_format::monitoring::{DATASOURCE_UID, GRAFANA_CHART, PROMETHEUS_CHART};
+pub use airlock_format::monitoring::{DATASOURCE_NAME, DATASOURCE_UID, GRAFANA_CHART, PROMETHEUS_CHART};
 /// Where airlock writes the site certificates' expiry for node-exporter's textfile
 /// collector (see [`pki_textfile`]).
 pub const TEXTFILE_DIR: &str = "/var/lib/airlock/metrics";
@@ -482,7 +482,7 @@ fn grafana_values(input: &MonitoringInput) -> Value {
                 "apiVersion": 1,
                 "datasources": [
                     {
-                        "name": "Prometheus",
+                        "name": DATASOURCE_NAME,
                         "type": "prometheus",
                         "uid": DATASOURCE_UID,
                         "url": prometheus_url(input),
