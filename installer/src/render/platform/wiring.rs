@@ -951,6 +951,18 @@ mod tests {
     }
 
     #[test]
+    fn a_monitoring_chart_in_a_bundle_without_monitoring_content_is_refused_with_the_way_out() {
+        let f = Fixture::new(SINGLE);
+        let site = Site { monitoring_content: None, ..f.site() };
+        for name in [PROMETHEUS_CHART, GRAFANA_CHART] {
+            let (input, bundle) = chart(name, None);
+            let e = wire_charts(&mut [input], &[bundle], &site, Path::new("/m")).unwrap_err();
+            assert!(e.to_string().contains("no monitoring content"), "{name}: {e}");
+            assert!(e.hint.as_deref().unwrap_or_default().contains("airlock-bundler"), "{name}: {e}");
+        }
+    }
+
+    #[test]
     fn alertmanager_sends_to_the_answers_webhook_and_mail_relay_and_a_relay_needs_both_addresses() {
         let yaml = format!(
             "{SINGLE}monitoring: {{alert_webhook_url: \"https://hooks.example.internal/am\", \
