@@ -46,6 +46,9 @@ HELM_WANT='v3.18'
 # Offline Kubernetes schema validation (schemas for k8s 1.25-1.37 inside the wheel;
 # shared/lab/06-k8s-validate.sh): the app chart's objects are checked with it.
 KV_PIP_SPEC='kubernetes-validate==1.37.0'
+# A real S3 API server for the backup's MinIO bucket mirror (tests/src/s3.rs): moto's
+# server (Apache-2.0; the MinIO server itself is AGPL), with boto3 in the same venv.
+MOTO_PIP_SPEC='moto[server]==5.1.22'
 
 # cosign signs test images into the local registry (tests/tests/cosign_signatures.rs);
 # a Go module, built with `go install` (modules cached in the Go module cache, outside
@@ -157,6 +160,23 @@ install_kubernetes_validate() {
   "$AIRLOCK_TOOLS_DIR/kubernetes-validate" --version >/dev/null || die "kubernetes-validate does not run"
 }
 
+# ------------------------------------------------------------------ 2b'. moto
+# In its own venv under $AIRLOCK_TOOLS_DIR, linked as $AIRLOCK_TOOLS_DIR/moto_server
+# (where the tests' require_tool looks; they run boto3 with the venv's python).
+install_moto() {
+  local venv="$AIRLOCK_TOOLS_DIR/moto-venv"
+  if [ -x "$AIRLOCK_TOOLS_DIR/moto_server" ] && "$venv/bin/python" -c 'import moto, boto3, flask' 2>/dev/null \
+    && "$venv/bin/pip" show moto 2>/dev/null | grep -qx "Version: ${MOTO_PIP_SPEC##*==}"; then
+    log "moto: ${MOTO_PIP_SPEC##*==} already in $venv"
+    return 0
+  fi
+  log "moto: installing $MOTO_PIP_SPEC into $venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "$MOTO_PIP_SPEC" </dev/null
+  ln -sf moto-venv/bin/moto_server "$AIRLOCK_TOOLS_DIR/moto_server"
+  "$AIRLOCK_TOOLS_DIR/moto_server" --help >/dev/null || die "moto_server does not run"
+}
+
 # ------------------------------------------------------------------ 2c. cosign
 go_new_enough() { # prints the go binary when `go` (PATH or /usr/local/go) is >= 1.24
   local g v
@@ -252,6 +272,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: rustup o
 install_pkgs
 install_helm
 install_kubernetes_validate
+install_moto
 install_keycloak
 install_cosign
 export PATH="$AIRLOCK_TOOLS_DIR:$PATH"

@@ -94,6 +94,11 @@ pub struct DrillRecord {
     pub passed: bool,
     pub databases: Vec<DrillDatabase>,
     pub checks: Vec<DrillCheck>,
+    /// The MinIO buckets the backup holds, each object's bytes verified against the
+    /// manifest (the drill does not write them into the live MinIO: `airlock restore`
+    /// does, on a new node).
+    #[serde(default)]
+    pub buckets: Vec<super::buckets::BucketEntry>,
     /// Why the drill failed before or beside the databases (verification, setup).
     pub error: Option<String>,
 }
@@ -155,6 +160,7 @@ pub fn drill(
     match super::verify(verifier, &verify_opts, reporter) {
         Ok(backup) => {
             record.backup_created = backup.created.clone();
+            record.buckets = backup.buckets.clone();
             if let Err(e) = restore_copies(host, opts, &backup, &ran, &mut record, reporter) {
                 record.error = Some(e.to_string());
             }
@@ -246,6 +252,7 @@ fn restore_copies(
         identity: opts.identity.clone(),
         install: Default::default(),
         now_unix: opts.now_unix,
+        s3: Default::default(),
     };
     let mut app_copy: Option<(String, bool)> = None;
     let result = each_part(&ropts, &identities, backup, &[PartKind::Database], &mut |part, r| {
