@@ -49,6 +49,9 @@ KV_PIP_SPEC='kubernetes-validate==1.37.0'
 # A real S3 API server for the backup's MinIO bucket mirror (tests/src/s3.rs): moto's
 # server (Apache-2.0; the MinIO server itself is AGPL), with boto3 in the same venv.
 MOTO_PIP_SPEC='moto[server]==5.1.22'
+# moto does not check the signature of presigned requests, so refused credentials are
+# tested against versitygw (Apache-2.0), an S3 gateway built with `go install` like cosign.
+VERSITYGW_VERSION='v1.8.0'
 
 # cosign signs test images into the local registry (tests/tests/cosign_signatures.rs);
 # a Go module, built with `go install` (modules cached in the Go module cache, outside
@@ -188,13 +191,8 @@ go_new_enough() { # prints the go binary when `go` (PATH or /usr/local/go) is >=
   return 1
 }
 
-install_cosign() {
-  if [ -x "$AIRLOCK_TOOLS_DIR/cosign" ] && "$AIRLOCK_TOOLS_DIR/cosign" version 2>/dev/null | grep -q "${COSIGN_VERSION#v}"; then
-    log "cosign: $COSIGN_VERSION already in $AIRLOCK_TOOLS_DIR"
-    return 0
-  fi
-  local go
-  if ! go=$(go_new_enough); then
+go_binary() { # sets GO to a go >= 1.24 (fetching the toolchain module when needed)
+  if ! GO=$(go_new_enough); then
     if ! command -v go >/dev/null 2>&1; then
       local PKGS=(golang-go)
       install_pkgs
@@ -203,13 +201,37 @@ install_cosign() {
     local dir
     dir=$(cd "$WORK" && go mod download -json "golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-$(dpkg --print-architecture)" \
       | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-    go="$dir/bin/go"
-    [ -x "$go" ] || die "no go binary in the $GO_TOOLCHAIN toolchain module ($dir)"
+    GO="$dir/bin/go"
+    [ -x "$GO" ] || die "no go binary in the $GO_TOOLCHAIN toolchain module ($dir)"
   fi
+}
+
+install_cosign() {
+  if [ -x "$AIRLOCK_TOOLS_DIR/cosign" ] && "$AIRLOCK_TOOLS_DIR/cosign" version 2>/dev/null | grep -q "${COSIGN_VERSION#v}"; then
+    log "cosign: $COSIGN_VERSION already in $AIRLOCK_TOOLS_DIR"
+    return 0
+  fi
+  local GO
+  go_binary
   log "cosign: go install github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION into $AIRLOCK_TOOLS_DIR"
   mkdir -p "$AIRLOCK_TOOLS_DIR"
-  GOBIN="$AIRLOCK_TOOLS_DIR" GOTOOLCHAIN=local "$go" install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
+  GOBIN="$AIRLOCK_TOOLS_DIR" GOTOOLCHAIN=local "$GO" install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
   "$AIRLOCK_TOOLS_DIR/cosign" version >/dev/null || die "cosign does not run"
+}
+
+install_versitygw() {
+  # `go install` builds report "Version: git", so the installed version is kept beside it.
+  if [ -x "$AIRLOCK_TOOLS_DIR/versitygw" ] && [ "$(cat "$AIRLOCK_TOOLS_DIR/versitygw.version" 2>/dev/null)" = "$VERSITYGW_VERSION" ]; then
+    log "versitygw: $VERSITYGW_VERSION already in $AIRLOCK_TOOLS_DIR"
+    return 0
+  fi
+  local GO
+  go_binary
+  log "versitygw: go install github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION into $AIRLOCK_TOOLS_DIR"
+  mkdir -p "$AIRLOCK_TOOLS_DIR"
+  GOBIN="$AIRLOCK_TOOLS_DIR" GOTOOLCHAIN=local "$GO" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  "$AIRLOCK_TOOLS_DIR/versitygw" --version >/dev/null || die "versitygw does not run"
+  printf '%s\n' "$VERSITYGW_VERSION" >"$AIRLOCK_TOOLS_DIR/versitygw.version"
 }
 
 # ------------------------------------------------------------------ 2d. Keycloak
@@ -275,6 +297,7 @@ install_kubernetes_validate
 install_moto
 install_keycloak
 install_cosign
+install_versitygw
 export PATH="$AIRLOCK_TOOLS_DIR:$PATH"
 [ "$(id -u)" = 0 ] || printf 'warning: not root: the containerd tests need root and will fail\n' >&2
 

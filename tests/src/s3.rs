@@ -195,3 +195,58 @@ impl S3Server {
         }
     }
 }
+
+impl S3Server {
+    /// The server certificate and key (for `s3.<DOMAIN>`, issued by the test CA).
+    pub fn cert_files(&self) -> (PathBuf, PathBuf) {
+        (self.dir.join("s3.crt"), self.dir.join("s3.key"))
+    }
+}
+
+/// A second real S3 server, versitygw (Apache-2.0, `go install` by tests/run.sh), for
+/// what moto does not do: it checks the signature of presigned requests, so refused
+/// credentials are tested against it. Its buckets are directories (posix backend).
+pub struct Versity {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Versity {
+    /// Serves HTTPS with `cert`/`key` for the root user `access`/`secret`; `None`
+    /// (skipped) when versitygw is not installed, a failure under AIRLOCK_REQUIRE_TOOLS=1.
+    pub fn start(access: &str, secret: &str, cert: &Path, key: &Path) -> Option<Versity> {
+        let bin = crate::require_tool("versitygw")?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(bin)
+            .args(["--port", &format!("127.0.0.1:{port}")])
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg("posix")
+            .arg(dir.path())
+            // The root user's keys go through the environment, not the command line.
+            .env("ROOT_ACCESS_KEY", access)
+            .env("ROOT_SECRET_KEY", secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("versitygw runs");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "versitygw did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Versity { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), _dir: dir })
+    }
+}
+
+impl Drop for Versity {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1282,3 +1282,40 @@ fn backup_s3_errors_name_the_bucket_and_endpoint_with_a_hint_and_no_credential()
         assert!(!out.exists() && !site.dir.path().join("failed.airlock-backup.partial").exists());
     }
 }
+
+#[test]
+fn backup_s3_refused_credentials_or_a_missing_bucket_name_the_bucket_with_a_hint_and_no_credential() {
+    let Some(s3) = S3Server::get() else { return };
+    let (cert, key) = s3.cert_files();
+    // A server that checks every signature; it has no bucket.
+    let Some(gw) = airlock_tests::s3::Versity::start(ACCESS_KEY, SECRET_KEY, &cert, &key) else { return };
+    let Some(site) = s3_site(s3, "") else { return };
+    std::fs::create_dir_all(on_site(&site.root, "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
+    let out = site.dir.path().join("refused.airlock-backup");
+    let opts = CreateOptions {
+        output: Some(out.clone()),
+        keep: None,
+        s3: S3Options { connect: Some(gw.addr), ..Default::default() },
+    };
+    let create = || {
+        let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
+        script_live_site(&host, b"app dump stand-in".to_vec(), Vec::new());
+        backup::create(&host, &opts, &Silent).unwrap_err().to_string()
+    };
+    let subject = format!("bucket {APP_BUCKET} at https://s3.platform.example.test (at {})", gw.addr);
+    // The site's credentials: accepted, and the bucket is missing.
+    let e = create();
+    assert!(e.contains(&subject) && e.contains("answered 404 NoSuchBucket"), "{e}");
+    assert!(e.contains(&format!("hint: the bucket {APP_BUCKET} does not exist on MinIO")), "{e}");
+    // A secret the server does not have: refused.
+    let secret_file = on_site(&site.root, "/var/lib/airlock/secrets/app-s3-secret-key");
+    std::fs::write(&secret_file, "an0ther-5ecret-the-server-does-not-have\n").unwrap();
+    let e = create();
+    assert!(e.contains(&subject) && e.contains("answered 403"), "{e}");
+    assert!(
+        e.contains("hint: MinIO does not accept the app's S3 credentials") && e.contains("app-s3-secret-key"),
+        "{e}"
+    );
+    assert!(!e.contains(ACCESS_KEY) && !e.contains(SECRET_KEY) && !e.contains("X-Amz"), "no credential: {e}");
+    assert!(!out.exists() && !site.dir.path().join("refused.airlock-backup.partial").exists());
+}
