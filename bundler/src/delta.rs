@@ -154,6 +154,7 @@ mod tests {
             base: None,
             base_entries: vec![],
             upgrade: None,
+            drill_checks: Vec::new(),
         }
     }
 

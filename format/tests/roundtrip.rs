@@ -42,6 +42,7 @@ fn plan(files: &[(&str, Vec<u8>)]) -> (Manifest, Vec<PlannedEntry>) {
         base: None,
         base_entries: vec![],
         upgrade: None,
+        drill_checks: Vec::new(),
     };
     (m, entries)
 }

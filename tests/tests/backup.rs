@@ -43,16 +43,20 @@ fn age_keygen(dir: &Path, name: &str) -> Option<(PathBuf, String)> {
 /// The demo installed into a fresh root with the demo answers, `backup.recipients`
 /// naming a new recovery key (unless `recipients` is false), and `extra` answers.
 fn installed_site(recipients: bool, extra: &str) -> Option<Site> {
-    installed_site_with(recipients, extra, &[])
+    installed_site_with(recipients, extra, &[], None)
 }
 
 /// [`installed_site`] with `files` (target path, source) put into the root first (the
-/// customer's files the answers name, which the install reads there).
-fn installed_site_with(recipients: bool, extra: &str, files: &[(&str, PathBuf)]) -> Option<Site> {
+/// customer's files the answers name, which the install reads there), from the bundle
+/// of the demo spec `spec` when given.
+fn installed_site_with(recipients: bool, extra: &str, files: &[(&str, PathBuf)], spec: Option<&str>) -> Option<Site> {
     require_tool("age")?;
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = age_keygen(dir.path(), "recovery.key")?;
-    let bundle = build_demo_bundle(dir.path(), &[]);
+    let bundle = match spec {
+        Some(spec) => airlock_tests::build_demo_variant(spec, dir.path(), &[]),
+        None => build_demo_bundle(dir.path(), &[]),
+    };
     let mut answers = std::fs::read_to_string(demo_dir().join("answers.yaml")).unwrap();
     if recipients {
         answers.push_str(&format!("backup:\n  recipients:\n    - {public}\n"));
@@ -286,12 +290,32 @@ fn backup_without_recovery_keys_is_refused_and_writes_nothing() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
 
+/// The demo spec with the reference app's consistency check shipped as the app
+/// component's file `exports-have-objects.sql` and named by `backup.drill_checks`.
+fn spec_shipping_the_reference_check() -> String {
+    let spec = std::fs::read_to_string(airlock_tests::demo_dir().join("bundle.yaml")).unwrap();
+    let readme = "      - path: files/README.txt\n        name: README.txt\n        mode: \"0644\"\n";
+    assert!(spec.contains(readme), "the demo's app component has its README file");
+    let spec = spec.replace(
+        readme,
+        &format!(
+            "{readme}      - path: ../../assets/backup/drill-check-reference-app.sql\n        name: exports-have-objects.sql\n"
+        ),
+    );
+    format!("{spec}backup:\n  drill_checks:\n    - files/app/exports-have-objects.sql\n")
+}
+
 /// A site installed with the test S3 server's CA as its CA (`customer-ca`) and the
 /// server's credentials as the app's S3 credentials; the app's bucket exists there.
 fn s3_site(s3: &S3Server, extra: &str) -> Option<Site> {
+    s3_site_of(s3, extra, None)
+}
+
+/// [`s3_site`] from the bundle of the demo spec `spec`, when given.
+fn s3_site_of(s3: &S3Server, extra: &str, spec: Option<&str>) -> Option<Site> {
     let (answers, files) = s3.ca_answers();
     let files: Vec<(&str, PathBuf)> = files.iter().map(|(t, s)| (*t, s.clone())).collect();
-    let site = installed_site_with(true, &format!("{answers}{extra}"), &files)?;
+    let site = installed_site_with(true, &format!("{answers}{extra}"), &files, spec)?;
     for (file, value) in [("app-s3-access-key", ACCESS_KEY), ("app-s3-secret-key", SECRET_KEY)] {
         std::fs::write(on_site(&site.root, &format!("/var/lib/airlock/secrets/{file}")), format!("{value}\n")).unwrap();
     }
@@ -969,7 +993,8 @@ fn restore_drill_of_a_good_backup_passes_leaves_no_copy_and_changes_no_live_row_
         pg.ca_pem().display()
     );
     let Some(s3) = S3Server::get() else { return };
-    let Some(site) = s3_site(s3, &extra) else { return };
+    // The vendor ships the reference app's check in the bundle (`backup.drill_checks`).
+    let Some(site) = s3_site_of(s3, &extra, Some(&spec_shipping_the_reference_check())) else { return };
     let _shared = s3.shared();
     std::fs::create_dir_all(on_site(&site.root, "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
     let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
@@ -985,18 +1010,15 @@ fn restore_drill_of_a_good_backup_passes_leaves_no_copy_and_changes_no_live_row_
     let before_dbs = databases(&pg);
     let before = (fingerprint(&pg, "app", "exports"), fingerprint(&pg, "keycloak", "realm"));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    // The reference app's check: every export's object row exists (zero rows when consistent).
-    let check = backup::ConsistencyCheck {
-        name: "exports-have-objects".into(),
-        sql: std::fs::read_to_string(
-            airlock_tests::workspace_root().join("assets/backup/drill-check-reference-app.sql"),
-        )
-        .unwrap(),
-    };
+    // The release's check (every export's object row exists) runs by default; one given
+    // as with --check runs after it.
+    let check = backup::ConsistencyCheck { name: "given-check".into(), sql: "SELECT 1 WHERE false".into() };
     let opts =
         backup::DrillOptions { file: out.clone(), identity: site.key.clone(), checks: vec![check], now_unix: now };
     let r = backup::drill(&site_host, &live, &opts, &Silent).unwrap();
     assert!(r.passed, "{:#?}", r);
+    let ran: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(ran, ["exports-have-objects", "given-check"]);
     let tables: BTreeMap<&str, Vec<(String, u64)>> =
         r.databases.iter().map(|d| (d.part.as_str(), d.tables.clone())).collect();
     assert_eq!(

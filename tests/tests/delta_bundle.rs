@@ -490,6 +490,7 @@ fn a_signed_delta_whose_base_entries_overlap_its_entries_is_rejected() {
         base: Some(BaseRef { name: "airlock-demo".into(), version: "1.0.0".into(), manifest_sha256: "ab".repeat(32) }),
         base_entries: vec![entry.clone()],
         upgrade: None,
+        drill_checks: Vec::new(),
     };
     assert!(m.validate().is_err(), "the manifest is invalid by construction");
     // Signed with the vendor's key all the same: the signature does not make it valid.

@@ -382,6 +382,7 @@ impl Forge {
             base: None,
             base_entries: vec![],
             upgrade: None,
+            drill_checks: Vec::new(),
         };
         Self { key, manifest, contents }
     }

@@ -154,6 +154,7 @@ mod tests {
             base: base.map(|sha| BaseRef { name: "demo".into(), version: "1.0.0".into(), manifest_sha256: sha.into() }),
             base_entries: vec![],
             upgrade: None,
+            drill_checks: Vec::new(),
         }
     }
 
