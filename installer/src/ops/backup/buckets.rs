@@ -169,8 +169,8 @@ impl S3 {
             if let Some(t) = &token {
                 action.with_continuation_token(t.clone());
             }
-            let resp = self.send(bucket, "list", self.agent.request_url("GET", &action.sign(VALID_FOR)).call())?;
-            let body = read_small(resp, 64 << 20).map_err(|e| self.io_error(bucket, "list", &e))?;
+            let resp = self.send(bucket, "", self.agent.request_url("GET", &action.sign(VALID_FOR)).call())?;
+            let body = read_small(resp, 64 << 20).map_err(|e| self.io_error(bucket, "", &e))?;
             let page = rusty_s3::actions::ListObjectsV2::parse_response(&body).map_err(|e| {
                 Error::new(ErrorKind::Io, self.subject(bucket), format!("sent a listing that cannot be read: {e}"))
                     .with_hint("check that the endpoint is MinIO's S3 API")
@@ -316,9 +316,9 @@ impl S3 {
         r.map_err(|e| self.error(bucket, key, e))
     }
 
+    /// `key` empty: a request about the bucket itself (S3 keys are never empty).
     fn io_error(&self, bucket: &str, key: &str, e: &io::Error) -> Error {
-        let subject =
-            if key.is_empty() || key == "list" { self.subject(bucket) } else { self.subject_key(bucket, key) };
+        let subject = if key.is_empty() { self.subject(bucket) } else { self.subject_key(bucket, key) };
         Error::new(ErrorKind::Io, subject, format!("the answer broke off: {e}")).with_hint(
             "check the network to the node and MinIO's pods (`kubectl -n minio get pods`), then run it again",
         )
@@ -327,8 +327,7 @@ impl S3 {
     /// An S3 failure in words, with what to do; never from the error's `Display`, which
     /// holds the presigned URL (and so the access key).
     fn error(&self, bucket: &str, key: &str, e: ureq::Error) -> Error {
-        let subject =
-            if key.is_empty() || key == "list" { self.subject(bucket) } else { self.subject_key(bucket, key) };
+        let subject = if key.is_empty() { self.subject(bucket) } else { self.subject_key(bucket, key) };
         match e {
             ureq::Error::Status(status, resp) => {
                 let body = read_small(resp, 64 << 10).unwrap_or_default();
