@@ -46,6 +46,12 @@ HELM_WANT='v3.18'
 # Offline Kubernetes schema validation (schemas for k8s 1.25-1.37 inside the wheel;
 # shared/lab/06-k8s-validate.sh): the app chart's objects are checked with it.
 KV_PIP_SPEC='kubernetes-validate==1.37.0'
+# A real S3 API server for the backup's MinIO bucket mirror (tests/src/s3.rs): moto's
+# server (Apache-2.0; the MinIO server itself is AGPL), with boto3 in the same venv.
+MOTO_PIP_SPEC='moto[server]==5.1.22'
+# moto does not check the signature of presigned requests, so refused credentials are
+# tested against versitygw (Apache-2.0), an S3 gateway built with `go install` like cosign.
+VERSITYGW_VERSION='v1.8.0'
 
 # cosign signs test images into the local registry (tests/tests/cosign_signatures.rs);
 # a Go module, built with `go install` (modules cached in the Go module cache, outside
@@ -157,6 +163,23 @@ install_kubernetes_validate() {
   "$AIRLOCK_TOOLS_DIR/kubernetes-validate" --version >/dev/null || die "kubernetes-validate does not run"
 }
 
+# ------------------------------------------------------------------ 2b'. moto
+# In its own venv under $AIRLOCK_TOOLS_DIR, linked as $AIRLOCK_TOOLS_DIR/moto_server
+# (where the tests' require_tool looks; they run boto3 with the venv's python).
+install_moto() {
+  local venv="$AIRLOCK_TOOLS_DIR/moto-venv"
+  if [ -x "$AIRLOCK_TOOLS_DIR/moto_server" ] && "$venv/bin/python" -c 'import moto, boto3, flask' 2>/dev/null \
+    && "$venv/bin/pip" show moto 2>/dev/null | grep -qx "Version: ${MOTO_PIP_SPEC##*==}"; then
+    log "moto: ${MOTO_PIP_SPEC##*==} already in $venv"
+    return 0
+  fi
+  log "moto: installing $MOTO_PIP_SPEC into $venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "$MOTO_PIP_SPEC" </dev/null
+  ln -sf moto-venv/bin/moto_server "$AIRLOCK_TOOLS_DIR/moto_server"
+  "$AIRLOCK_TOOLS_DIR/moto_server" --help >/dev/null || die "moto_server does not run"
+}
+
 # ------------------------------------------------------------------ 2c. cosign
 go_new_enough() { # prints the go binary when `go` (PATH or /usr/local/go) is >= 1.24
   local g v
@@ -168,13 +191,8 @@ go_new_enough() { # prints the go binary when `go` (PATH or /usr/local/go) is >=
   return 1
 }
 
-install_cosign() {
-  if [ -x "$AIRLOCK_TOOLS_DIR/cosign" ] && "$AIRLOCK_TOOLS_DIR/cosign" version 2>/dev/null | grep -q "${COSIGN_VERSION#v}"; then
-    log "cosign: $COSIGN_VERSION already in $AIRLOCK_TOOLS_DIR"
-    return 0
-  fi
-  local go
-  if ! go=$(go_new_enough); then
+go_binary() { # sets GO to a go >= 1.24 (fetching the toolchain module when needed)
+  if ! GO=$(go_new_enough); then
     if ! command -v go >/dev/null 2>&1; then
       local PKGS=(golang-go)
       install_pkgs
@@ -183,13 +201,37 @@ install_cosign() {
     local dir
     dir=$(cd "$WORK" && go mod download -json "golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-$(dpkg --print-architecture)" \
       | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-    go="$dir/bin/go"
-    [ -x "$go" ] || die "no go binary in the $GO_TOOLCHAIN toolchain module ($dir)"
+    GO="$dir/bin/go"
+    [ -x "$GO" ] || die "no go binary in the $GO_TOOLCHAIN toolchain module ($dir)"
   fi
+}
+
+install_cosign() {
+  if [ -x "$AIRLOCK_TOOLS_DIR/cosign" ] && "$AIRLOCK_TOOLS_DIR/cosign" version 2>/dev/null | grep -q "${COSIGN_VERSION#v}"; then
+    log "cosign: $COSIGN_VERSION already in $AIRLOCK_TOOLS_DIR"
+    return 0
+  fi
+  local GO
+  go_binary
   log "cosign: go install github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION into $AIRLOCK_TOOLS_DIR"
   mkdir -p "$AIRLOCK_TOOLS_DIR"
-  GOBIN="$AIRLOCK_TOOLS_DIR" GOTOOLCHAIN=local "$go" install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
+  GOBIN="$AIRLOCK_TOOLS_DIR" GOTOOLCHAIN=local "$GO" install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
   "$AIRLOCK_TOOLS_DIR/cosign" version >/dev/null || die "cosign does not run"
+}
+
+install_versitygw() {
+  # `go install` builds report "Version: git", so the installed version is kept beside it.
+  if [ -x "$AIRLOCK_TOOLS_DIR/versitygw" ] && [ "$(cat "$AIRLOCK_TOOLS_DIR/versitygw.version" 2>/dev/null)" = "$VERSITYGW_VERSION" ]; then
+    log "versitygw: $VERSITYGW_VERSION already in $AIRLOCK_TOOLS_DIR"
+    return 0
+  fi
+  local GO
+  go_binary
+  log "versitygw: go install github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION into $AIRLOCK_TOOLS_DIR"
+  mkdir -p "$AIRLOCK_TOOLS_DIR"
+  GOBIN="$AIRLOCK_TOOLS_DIR" GOTOOLCHAIN=local "$GO" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  "$AIRLOCK_TOOLS_DIR/versitygw" --version >/dev/null || die "versitygw does not run"
+  printf '%s\n' "$VERSITYGW_VERSION" >"$AIRLOCK_TOOLS_DIR/versitygw.version"
 }
 
 # ------------------------------------------------------------------ 2d. Keycloak
@@ -252,8 +294,10 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust: rustup o
 install_pkgs
 install_helm
 install_kubernetes_validate
+install_moto
 install_keycloak
 install_cosign
+install_versitygw
 export PATH="$AIRLOCK_TOOLS_DIR:$PATH"
 [ "$(id -u)" = 0 ] || printf 'warning: not root: the containerd tests need root and will fail\n' >&2
 

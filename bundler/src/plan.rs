@@ -157,6 +157,7 @@ pub fn plan_with(
         base_entries: Vec::new(),
         upgrade: s.upgrade.clone().map(|u| u.into_policy()),
         monitoring,
+        drill_checks: s.backup.as_ref().map(|b| b.drill_checks.clone()).unwrap_or_default(),
     };
     manifest.validate().map_err(|e| e.within("bundler bug: planned manifest is invalid"))?;
     Ok(Plan { manifest, entries: entries.map.into_values().collect(), lock, discovered, sbom_cache: Some(sbom_cache) })

@@ -53,6 +53,9 @@ pub struct Spec {
     /// (docs/monitoring.md, "Shipping changed rules and dashboards").
     #[serde(default)]
     pub monitoring: Option<MonitoringSpec>,
+    /// What the site's backups use from the bundle (docs/bundle-spec.md, `backup`).
+    #[serde(default)]
+    pub backup: Option<BackupSpec>,
 }
 
 /// `monitoring:`: where the vendor keeps the monitoring content.
@@ -68,6 +71,17 @@ pub struct MonitoringSpec {
     /// queries the data source with uid `prometheus`.
     #[serde(default)]
     pub dashboards: Option<String>,
+}
+
+/// `backup:`: the vendor's part of the site's backup and restore drill.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSpec {
+    /// Consistency checks `airlock restore --drill` runs against the restored copy of
+    /// the app's database: bundle paths `files/<component>/<name>.sql` of `files[]`
+    /// entries, each one SQL query that returns no row when the data is consistent.
+    #[serde(default)]
+    pub drill_checks: Vec<String>,
 }
 
 /// `signatures:`: cosign public keys an image's signature must verify with.
@@ -341,6 +355,31 @@ impl LoadedSpec {
                 }
             }
         }
+        if let Some(b) = &s.backup {
+            // Where each component file is stored: what a drill check must name.
+            let stored: Vec<String> = s
+                .components
+                .iter()
+                .flat_map(|c| {
+                    c.files.iter().map(move |f| {
+                        let name = f.name.clone().unwrap_or_else(|| {
+                            Path::new(&f.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                        });
+                        format!("files/{}/{name}", c.name)
+                    })
+                })
+                .collect();
+            for (i, c) in b.drill_checks.iter().enumerate() {
+                if !c.ends_with(".sql") || !stored.contains(c) {
+                    return Err(self
+                        .err(format!("backup.drill_checks[{i}]"), format!("`{c}` is not an .sql file of the bundle"))
+                        .with_hint(format!(
+                            "list the SQL file under a component's files: and name it as stored, files/<component>/<name>.sql (here: {})",
+                            if stored.is_empty() { "no files".to_string() } else { stored.join(", ") }
+                        )));
+                }
+            }
+        }
         if let Some(u) = &s.upgrade {
             // Checked here so a typo fails the build, not the customer's upgrade.
             if let Some(from) = &u.from {
@@ -444,6 +483,25 @@ mod tests {
         assert!(msg.contains("bundle.yaml"), "{msg}");
         assert!(msg.contains("components[0].images[0]") && msg.contains("form"), "{msg}");
         assert!(msg.contains("hint:"), "{msg}");
+    }
+
+    #[test]
+    fn backup_drill_checks_must_name_an_sql_file_of_a_component_as_stored() {
+        let spec = |check: &str| {
+            format!(
+                "name: a\nversion: '1'\ncomponents:\n  - name: app\n    files:\n      - path: checks/orphans.sql\n        \
+                 name: exports.sql\n      - path: README.txt\nbackup:\n  drill_checks:\n    - {check}\n"
+            )
+        };
+        assert!(load(&spec("files/app/exports.sql")).is_ok());
+        for bad in ["checks/orphans.sql", "files/app/orphans.sql", "files/app/README.txt", "files/other/exports.sql"] {
+            let e = load(&spec(bad)).unwrap_err().to_string();
+            assert!(e.contains("backup.drill_checks[0]") && e.contains(bad), "{bad}: {e}");
+            assert!(
+                e.contains("files/app/exports.sql, files/app/README.txt"),
+                "{bad}: the hint lists the stored files: {e}"
+            );
+        }
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub struct Manifest {
     /// byte for byte what they were before the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringContent>,
+    /// The vendor's consistency checks for `airlock restore --drill`: paths of SQL
+    /// files among `files` (`files/<component>/<name>.sql`), each one query that returns
+    /// no row when the restored data is consistent. Signed with the rest; absent when the
+    /// spec names none, so such bundles stay byte for byte what they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drill_checks: Vec<String>,
 }
 
 /// The entries holding a bundle's monitoring content (see [`crate::monitoring`]),
@@ -479,6 +485,11 @@ impl Manifest {
             need(&k.path, &what)?;
             need(&k.signature, &what)?;
         }
+        for c in &self.drill_checks {
+            if !self.files.iter().any(|f| &f.path == c) || !c.ends_with(".sql") {
+                return bad(format!("drill check `{c}` is not an .sql file of the bundle's files"));
+            }
+        }
         let names: BTreeSet<&str> = self.components.iter().map(|c| c.name.as_str()).collect();
         if names.len() != self.components.len() {
             return bad("component names are not unique".into());
@@ -767,6 +778,7 @@ mod tests {
             base_entries,
             upgrade: None,
             monitoring: None,
+            drill_checks: Vec::new(),
         }
     }
 
@@ -796,6 +808,26 @@ mod tests {
         m.entries[0].size = u64::MAX - 5;
         m.validate().expect("a sum that fits is fine");
         assert_eq!(m.total_size(), u64::MAX - 5);
+    }
+
+    #[test]
+    fn drill_checks_must_be_sql_files_of_the_bundle_and_are_absent_when_none() {
+        let mut m = release(&[]);
+        assert!(!String::from_utf8(m.to_bytes()).unwrap().contains("drill_checks"));
+        m.files.push(FileArtifact {
+            name: "orphans.sql".into(),
+            component: "c".into(),
+            path: "files/c/orphans.sql".into(),
+        });
+        m.entries.push(entry("files/c/orphans.sql", b"SELECT 1 WHERE false"));
+        m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        m.drill_checks = vec!["files/c/orphans.sql".into()];
+        m.validate().expect("an .sql file of the bundle");
+        for bad in ["files/c/readme", "files/c/missing.sql", "charts/a-1.tgz"] {
+            m.drill_checks = vec![bad.into()];
+            let e = m.validate().unwrap_err();
+            assert!(e.cause.contains(&format!("drill check `{bad}`")), "{e}");
+        }
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn plan(files: &[(&str, Vec<u8>)]) -> (Manifest, Vec<PlannedEntry>) {
         base_entries: vec![],
         upgrade: None,
         monitoring: None,
+        drill_checks: Vec::new(),
     };
     (m, entries)
 }

@@ -187,7 +187,7 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
         Command::Backup { command: BackupCommand::Create { output_file, keep, root } } => {
             let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
             let progress = ui.progress();
-            let opts = ops::backup::CreateOptions { output: output_file, keep };
+            let opts = ops::backup::CreateOptions { output: output_file, keep, s3: Default::default() };
             let r = ops::backup::create(&host, &opts, &progress);
             progress.finish();
             let r = r?;
@@ -246,7 +246,7 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             };
             let verifier = RootedHost::new(PathBuf::from("/"), true)?;
             let now_unix = ops::status::StatusOptions::now().now_unix;
-            let opts = ops::backup::RestoreOptions { file, identity, install, now_unix };
+            let opts = ops::backup::RestoreOptions { file, identity, install, now_unix, s3: Default::default() };
             let progress = ui.progress();
             let r = ops::backup::restore(&opts, &verifier, &mut TerminalPrompter, &SystemClock, &progress);
             progress.finish();

@@ -23,6 +23,7 @@ pub mod live;
 pub mod postgres;
 pub mod prompter;
 pub mod registry;
+pub mod s3;
 pub mod slapd;
 pub mod tree;
 

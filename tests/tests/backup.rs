@@ -4,7 +4,9 @@
 //! verify says what a restore brings back, refuses a wrong key clearly and names a
 //! changed part. On a live site (the recording host standing in for K3s and kubectl),
 //! the databases of a real PostgreSQL are dumped with the real `pg_dump`, listed by the
-//! real `pg_restore --list` and restored with equal row counts and checksums.
+//! real `pg_restore --list` and restored with equal row counts and checksums. The app's
+//! MinIO bucket is mirrored over HTTPS from and back into a real S3 server (moto, see
+//! `airlock_tests::s3`), trusted through the site CA.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -14,8 +16,10 @@ use std::process::{Command, Output, Stdio};
 
 use airlock_format::report::Silent;
 use airlock_installer::host::{CommandOutput, Effects, HostCall, RecordingHost, RootedHost};
+use airlock_installer::ops::backup::buckets::S3Options;
 use airlock_installer::ops::backup::{self, restore, CreateOptions, PartKind, RestoreOptions, VerifyOptions};
 use airlock_tests::postgres::TlsPostgres;
+use airlock_tests::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
 use airlock_tests::{build_demo_bundle, cargo_bin, demo_dir, require_tool};
 
 /// A demo install in `root` whose answers name the recovery key `key`.
@@ -39,10 +43,20 @@ fn age_keygen(dir: &Path, name: &str) -> Option<(PathBuf, String)> {
 /// The demo installed into a fresh root with the demo answers, `backup.recipients`
 /// naming a new recovery key (unless `recipients` is false), and `extra` answers.
 fn installed_site(recipients: bool, extra: &str) -> Option<Site> {
+    installed_site_with(recipients, extra, &[], None)
+}
+
+/// [`installed_site`] with `files` (target path, source) put into the root first (the
+/// customer's files the answers name, which the install reads there), from the bundle
+/// of the demo spec `spec` when given.
+fn installed_site_with(recipients: bool, extra: &str, files: &[(&str, PathBuf)], spec: Option<&str>) -> Option<Site> {
     require_tool("age")?;
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = age_keygen(dir.path(), "recovery.key")?;
-    let bundle = build_demo_bundle(dir.path(), &[]);
+    let bundle = match spec {
+        Some(spec) => airlock_tests::build_demo_variant(spec, dir.path(), &[]),
+        None => build_demo_bundle(dir.path(), &[]),
+    };
     let mut answers = std::fs::read_to_string(demo_dir().join("answers.yaml")).unwrap();
     if recipients {
         answers.push_str(&format!("backup:\n  recipients:\n    - {public}\n"));
@@ -51,6 +65,11 @@ fn installed_site(recipients: bool, extra: &str) -> Option<Site> {
     let answers_file = write_answers(dir.path(), "answers.yaml", &answers);
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
+    for (target, source) in files {
+        let to = on_site(&root, target);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(source, &to).unwrap();
+    }
     let o = airlock_tests::airlock_with_answers("install", &bundle, &answers_file, &root, &["--yes"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     Some(Site { dir, root, key, public })
@@ -271,6 +290,58 @@ fn backup_without_recovery_keys_is_refused_and_writes_nothing() {
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
 
+/// The demo spec with the reference app's consistency check shipped as the app
+/// component's file `exports-have-objects.sql` and named by `backup.drill_checks`.
+fn spec_shipping_the_reference_check() -> String {
+    let spec = std::fs::read_to_string(airlock_tests::demo_dir().join("bundle.yaml")).unwrap();
+    let readme = "      - path: files/README.txt\n        name: README.txt\n        mode: \"0644\"\n";
+    assert!(spec.contains(readme), "the demo's app component has its README file");
+    let spec = spec.replace(
+        readme,
+        &format!(
+            "{readme}      - path: ../../assets/backup/drill-check-reference-app.sql\n        name: exports-have-objects.sql\n"
+        ),
+    );
+    format!("{spec}backup:\n  drill_checks:\n    - files/app/exports-have-objects.sql\n")
+}
+
+/// A site installed with the test S3 server's CA as its CA (`customer-ca`) and the
+/// server's credentials as the app's S3 credentials; the app's bucket exists there.
+fn s3_site(s3: &S3Server, extra: &str) -> Option<Site> {
+    s3_site_of(s3, extra, None)
+}
+
+/// [`s3_site`] from the bundle of the demo spec `spec`, when given.
+fn s3_site_of(s3: &S3Server, extra: &str, spec: Option<&str>) -> Option<Site> {
+    let (answers, files) = s3.ca_answers();
+    let files: Vec<(&str, PathBuf)> = files.iter().map(|(t, s)| (*t, s.clone())).collect();
+    let site = installed_site_with(true, &format!("{answers}{extra}"), &files, spec)?;
+    for (file, value) in [("app-s3-access-key", ACCESS_KEY), ("app-s3-secret-key", SECRET_KEY)] {
+        std::fs::write(on_site(&site.root, &format!("/var/lib/airlock/secrets/{file}")), format!("{value}\n")).unwrap();
+    }
+    let _exclusive = s3.exclusive();
+    s3.boto(
+        ACCESS_KEY,
+        SECRET_KEY,
+        "try:\n    s3.create_bucket(Bucket=sys.argv[1])\nexcept s3.exceptions.BucketAlreadyOwnedByYou:\n    pass\n",
+        &[APP_BUCKET],
+    )
+    .unwrap();
+    Some(site)
+}
+
+const APP_BUCKET: &str = "airlock-app";
+
+/// The test server as the site's S3 API: its address, 5 MiB parts (S3's smallest), and
+/// three keys a listing page, so a few objects take several pages.
+fn s3_options(s3: &S3Server) -> S3Options {
+    S3Options { connect: Some(s3.addr), chunk: 5 << 20, page: Some(3) }
+}
+
+fn live_options(output: PathBuf, s3: &S3Server) -> CreateOptions {
+    CreateOptions { output: Some(output), keep: None, s3: s3_options(s3) }
+}
+
 /// The live site's scripted commands: the etcd snapshot (a stand-in file where K3s
 /// would write it), and the two dumps' bytes.
 fn script_live_site(host: &RecordingHost, app_dump: Vec<u8>, keycloak_dump: Vec<u8>) {
@@ -309,9 +380,8 @@ fn backup_failure_leaves_no_archive_under_the_final_name_and_no_staged_dump() {
         CommandOutput::exit(1, "error: pod airlock-app-postgresql-0 is not running"),
     );
     let out = site.dir.path().join("out.airlock-backup");
-    let e = backup::create(&host, &CreateOptions { output: Some(out.clone()), keep: None }, &Silent)
-        .unwrap_err()
-        .to_string();
+    let opts = CreateOptions { output: Some(out.clone()), keep: None, s3: Default::default() };
+    let e = backup::create(&host, &opts, &Silent).unwrap_err().to_string();
     assert!(e.contains("databases/app.dump") && e.contains("is not running"), "{e}");
     assert!(!out.exists());
     assert!(!site.dir.path().join("out.airlock-backup.partial").exists());
@@ -364,12 +434,14 @@ fn backup_of_a_live_site_dumps_app_and_keycloak_databases_that_restore_with_equa
         pg.port,
         pg.ca_pem().display()
     );
-    let Some(site) = installed_site(true, &extra) else { return };
+    let Some(s3) = S3Server::get() else { return };
+    let Some(site) = s3_site(s3, &extra) else { return };
+    let _shared = s3.shared();
     std::fs::create_dir_all(on_site(&site.root, "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
     let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
     script_live_site(&host, pg_dump(&pg, "app"), pg_dump(&pg, "keycloak"));
     let out = site.dir.path().join("live.airlock-backup");
-    let r = backup::create(&host, &CreateOptions { output: Some(out.clone()), keep: None }, &Silent).unwrap();
+    let r = backup::create(&host, &live_options(out.clone(), s3), &Silent).unwrap();
 
     // The commands the site ran: the distribution's snapshot into staging, the dumps.
     let ran = commands(&host);
@@ -408,8 +480,13 @@ fn backup_of_a_live_site_dumps_app_and_keycloak_databases_that_restore_with_equa
     restore_host.expect_command(&["k3s", "server", "--cluster-reset"], CommandOutput::ok(""));
     restore_host.expect_command(&["/usr/local/bin/kubectl"], CommandOutput::ok(""));
     restore_host.expect_command(&["env"], CommandOutput::ok(""));
-    let ropts =
-        RestoreOptions { file: out.clone(), identity: site.key.clone(), install: Default::default(), now_unix: now };
+    let ropts = RestoreOptions {
+        file: out.clone(),
+        identity: site.key.clone(),
+        install: Default::default(),
+        now_unix: now,
+        s3: s3_options(s3),
+    };
     let ids = backup::load_identities(&site.key).unwrap();
     let mut journal = restore::RestoreJournal::default();
     restore::restore_datastore(&restore_host, &ropts, &ids, &v, &mut journal).unwrap();
@@ -915,12 +992,15 @@ fn restore_drill_of_a_good_backup_passes_leaves_no_copy_and_changes_no_live_row_
         pg.port,
         pg.ca_pem().display()
     );
-    let Some(site) = installed_site(true, &extra) else { return };
+    let Some(s3) = S3Server::get() else { return };
+    // The vendor ships the reference app's check in the bundle (`backup.drill_checks`).
+    let Some(site) = s3_site_of(s3, &extra, Some(&spec_shipping_the_reference_check())) else { return };
+    let _shared = s3.shared();
     std::fs::create_dir_all(on_site(&site.root, "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
     let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
     script_live_site(&host, pg_dump(&pg, "app"), pg_dump(&pg, "keycloak"));
     let out = site.dir.path().join("good.airlock-backup");
-    backup::create(&host, &CreateOptions { output: Some(out.clone()), keep: None }, &Silent).unwrap();
+    backup::create(&host, &live_options(out.clone(), s3), &Silent).unwrap();
 
     let pgpass = site.dir.path().join("pod.pgpass");
     std::fs::write(&pgpass, "*:*:*:airlock:pg-Pa55\\:word\\\\x\n").unwrap();
@@ -930,18 +1010,15 @@ fn restore_drill_of_a_good_backup_passes_leaves_no_copy_and_changes_no_live_row_
     let before_dbs = databases(&pg);
     let before = (fingerprint(&pg, "app", "exports"), fingerprint(&pg, "keycloak", "realm"));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    // The reference app's check: every export's object row exists (zero rows when consistent).
-    let check = backup::ConsistencyCheck {
-        name: "exports-have-objects".into(),
-        sql: std::fs::read_to_string(
-            airlock_tests::workspace_root().join("assets/backup/drill-check-reference-app.sql"),
-        )
-        .unwrap(),
-    };
+    // The release's check (every export's object row exists) runs by default; one given
+    // as with --check runs after it.
+    let check = backup::ConsistencyCheck { name: "given-check".into(), sql: "SELECT 1 WHERE false".into() };
     let opts =
         backup::DrillOptions { file: out.clone(), identity: site.key.clone(), checks: vec![check], now_unix: now };
     let r = backup::drill(&site_host, &live, &opts, &Silent).unwrap();
     assert!(r.passed, "{:#?}", r);
+    let ran: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(ran, ["exports-have-objects", "given-check"]);
     let tables: BTreeMap<&str, Vec<(String, u64)>> =
         r.databases.iter().map(|d| (d.part.as_str(), d.tables.clone())).collect();
     assert_eq!(
@@ -967,7 +1044,7 @@ fn restore_drill_of_a_good_backup_passes_leaves_no_copy_and_changes_no_live_row_
     let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
     script_live_site(&host, pg_dump(&pg, "app"), pg_dump(&pg, "keycloak"));
     let bad = site.dir.path().join("orphans.airlock-backup");
-    backup::create(&host, &CreateOptions { output: Some(bad.clone()), keep: None }, &Silent).unwrap();
+    backup::create(&host, &live_options(bad.clone(), s3), &Silent).unwrap();
     let r = backup::drill(&site_host, &live, &backup::DrillOptions { file: bad, ..opts }, &Silent).unwrap();
     assert!(!r.passed);
     let failures = r.failures().join("\n");
@@ -980,14 +1057,16 @@ fn restore_drill_of_a_good_backup_passes_leaves_no_copy_and_changes_no_live_row_
 
 #[test]
 fn restore_drill_of_a_backup_with_a_damaged_dump_fails_naming_the_part() {
-    let Some(site) = installed_site(true, "") else { return };
+    let Some(s3) = S3Server::get() else { return };
+    let Some(site) = s3_site(s3, "") else { return };
+    let _shared = s3.shared();
     let Some(_) = require_tool("pg_restore") else { return };
     std::fs::create_dir_all(on_site(&site.root, "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
     let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
     // The app's dump came out damaged (a custom-format header, then garbage).
     script_live_site(&host, b"PGDMP\x01\x0e\x00garbage, not a dump".to_vec(), Vec::new());
     let out = site.dir.path().join("damaged.airlock-backup");
-    backup::create(&host, &CreateOptions { output: Some(out.clone()), keep: None }, &Silent).unwrap();
+    backup::create(&host, &live_options(out.clone(), s3), &Silent).unwrap();
     let o = airlock(&[
         "restore",
         "--drill",
@@ -1014,4 +1093,251 @@ fn restore_drill_of_a_backup_with_a_damaged_dump_fails_naming_the_part() {
     assert_eq!(rec["passed"], false);
     let line = report_backup_line(&site.root);
     assert_eq!(line["status"], "failed", "{line:#}");
+}
+
+/// Deterministic bytes that do not compress away.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// As the manifest writes a digest.
+fn sha256_hex(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(ring::digest::digest(&ring::digest::SHA256, b)))
+}
+
+/// Puts each `(key, bytes, content type)` into `bucket` with boto3.
+fn s3_put(s3: &S3Server, dir: &Path, bucket: &str, objects: &[(String, Vec<u8>, Option<&str>)]) {
+    let mut spec = Vec::new();
+    for (i, (key, bytes, ct)) in objects.iter().enumerate() {
+        let file = dir.join(format!("object-{i}"));
+        std::fs::write(&file, bytes).unwrap();
+        spec.push(serde_json::json!({"key": key, "file": file, "type": ct}));
+    }
+    let spec_file = dir.join("objects.json");
+    std::fs::write(&spec_file, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let script = "import json\n\
+        for o in json.load(open(sys.argv[2])):\n    \
+            extra = {'ContentType': o['type']} if o['type'] else {}\n    \
+            s3.put_object(Bucket=sys.argv[1], Key=o['key'], Body=open(o['file'], 'rb').read(), **extra)\n";
+    s3.boto(ACCESS_KEY, SECRET_KEY, script, &[bucket, spec_file.to_str().unwrap()]).unwrap();
+}
+
+/// Every object of `bucket` as boto3 reads it: key -> (SHA-256, size, content type, ETag).
+fn s3_objects(s3: &S3Server, bucket: &str) -> BTreeMap<String, (String, u64, String, String)> {
+    let script = "import json, hashlib\n\
+        out = {}\n\
+        for page in s3.get_paginator('list_objects_v2').paginate(Bucket=sys.argv[1]):\n    \
+            for c in page.get('Contents', []):\n        \
+                o = s3.get_object(Bucket=sys.argv[1], Key=c['Key'])\n        \
+                body = o['Body'].read()\n        \
+                out[c['Key']] = [hashlib.sha256(body).hexdigest(), len(body), o['ContentType'], o['ETag']]\n\
+        print(json.dumps(out))\n";
+    let out = s3.boto(ACCESS_KEY, SECRET_KEY, script, &[bucket]).unwrap();
+    let v: BTreeMap<String, (String, u64, String, String)> = serde_json::from_str(&out).unwrap();
+    v
+}
+
+/// Removes every object of `bucket` and the bucket itself.
+fn s3_remove_bucket(s3: &S3Server, bucket: &str) {
+    let script = "for page in s3.get_paginator('list_objects_v2').paginate(Bucket=sys.argv[1]):\n    \
+            for c in page.get('Contents', []):\n        \
+                s3.delete_object(Bucket=sys.argv[1], Key=c['Key'])\n\
+        s3.delete_bucket(Bucket=sys.argv[1])\n";
+    s3.boto(ACCESS_KEY, SECRET_KEY, script, &[bucket]).unwrap();
+}
+
+#[test]
+fn backup_mirrors_the_app_bucket_and_restore_puts_every_object_back_byte_for_byte() {
+    let Some(s3) = S3Server::get() else { return };
+    let Some(site) = s3_site(s3, "") else { return };
+    let _exclusive = s3.exclusive();
+    // Over the 5 MiB chunk (a multipart upload on restore), names with spaces, unicode,
+    // slashes and URL-special characters, an empty object, and enough objects for four
+    // listing pages of three.
+    let big = noise((5 << 20) + 1234, 7);
+    let mut objects: Vec<(String, Vec<u8>, Option<&str>)> = vec![
+        ("big.bin".into(), big.clone(), None),
+        ("reports/2026/Q4 summary.pdf".into(), b"%PDF-1.7 the quarterly summary".to_vec(), Some("application/pdf")),
+        ("ünïcödé/名前 with spaces.txt".into(), "grüße".as_bytes().to_vec(), Some("text/plain; charset=utf-8")),
+        ("a/b/c/deep+plus&amp=1?.txt".into(), b"deep".to_vec(), None),
+        ("empty".into(), Vec::new(), None),
+    ];
+    for i in 1..=5 {
+        objects.push((format!("exports/{i:02}.csv"), noise(100 + i, i as u64), Some("text/csv")));
+    }
+    s3_put(s3, site.dir.path(), APP_BUCKET, &objects);
+    let before = s3_objects(s3, APP_BUCKET);
+    assert_eq!(before.len(), objects.len());
+
+    std::fs::create_dir_all(on_site(&site.root, "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
+    let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
+    script_live_site(&host, b"app dump stand-in".to_vec(), Vec::new());
+    let out = site.dir.path().join("buckets.airlock-backup");
+    let r = backup::create(&host, &live_options(out.clone(), s3), &Silent).unwrap();
+
+    // The manifest: one part per object with its key, size and SHA-256; the bucket's totals.
+    let total: u64 = objects.iter().map(|o| o.1.len() as u64).sum();
+    assert_eq!(r.manifest.buckets.len(), 1, "{:?}", r.manifest.buckets);
+    let b = &r.manifest.buckets[0];
+    assert_eq!((b.name.as_str(), b.objects, b.bytes), (APP_BUCKET, objects.len() as u64, total));
+    assert!(b.endpoint.starts_with("https://s3.platform.example.test"), "{}", b.endpoint);
+    let by_key: BTreeMap<String, &backup::Part> = r
+        .manifest
+        .parts
+        .iter()
+        .filter(|p| p.kind == PartKind::Object)
+        .map(|p| (p.object.as_ref().unwrap().key.clone(), p))
+        .collect();
+    for (key, bytes, ct) in &objects {
+        let p = by_key.get(key).unwrap_or_else(|| panic!("{key} is in the manifest: {by_key:?}"));
+        assert_eq!((p.size, p.sha256.clone()), (bytes.len() as u64, sha256_hex(bytes)), "{key}");
+        if let Some(ct) = ct {
+            assert_eq!(p.object.as_ref().unwrap().content_type.as_deref(), Some(*ct), "{key}");
+        }
+    }
+    // Each object's bytes are in the archive as its part, as the real age opens it.
+    let archived: BTreeMap<String, Vec<u8>> = entries(&decrypt(&out, &site.key)).into_iter().collect();
+    for (key, bytes, _) in &objects {
+        assert_eq!(&archived[&by_key[key].name], bytes, "{key}");
+    }
+    let manifest_text = String::from_utf8(archived["manifest.json"].clone()).unwrap();
+    assert!(
+        !manifest_text.contains(SECRET_KEY) && !manifest_text.contains(ACCESS_KEY),
+        "no credential in the manifest"
+    );
+
+    // verify checks each object and says what each bucket holds.
+    let verifier = RecordingHost::with_root(site.root.clone(), true).unwrap();
+    verifier.expect_command(&["pg_restore", "--list"], CommandOutput::ok(""));
+    let vopts = VerifyOptions { file: out.clone(), identity: site.key.clone(), now_unix: 1_765_130_400 };
+    let v = backup::verify(&verifier, &vopts, &Silent).unwrap();
+    assert_eq!(v.buckets, r.manifest.buckets);
+    assert_eq!(v.parts_of(PartKind::Object).count(), objects.len());
+    let shown = serde_json::to_string(&v).unwrap();
+    assert!(!shown.contains(SECRET_KEY) && !shown.contains(ACCESS_KEY), "no credential in verify's report");
+
+    // An archive whose object was changed (re-made with the real age) is refused, naming its part.
+    let pdf_part = by_key["reports/2026/Q4 summary.pdf"].name.clone();
+    let mut tar_bytes = decrypt(&out, &site.key);
+    let at = tar_bytes.windows(9).position(|w| w == b"quarterly").unwrap();
+    tar_bytes[at] = b'Q';
+    let changed = site.dir.path().join("changed.airlock-backup");
+    let mut age = Command::new(require_tool("age").unwrap())
+        .args(["-r", &site.public, "-o"])
+        .arg(&changed)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(age.stdin.as_mut().unwrap(), &zstd::encode_all(tar_bytes.as_slice(), 3).unwrap())
+        .unwrap();
+    drop(age.stdin.take());
+    assert!(age.wait().unwrap().success());
+    let e =
+        backup::verify(&verifier, &VerifyOptions { file: changed, ..vopts.clone() }, &Silent).unwrap_err().to_string();
+    assert!(e.contains(&format!("part {pdf_part}: does not match the manifest")), "{e}");
+
+    // Restore into an emptied server: the bucket is made again and every object comes
+    // back byte for byte with its content type; the big one as a multipart upload.
+    s3_remove_bucket(s3, APP_BUCKET);
+    let ropts = RestoreOptions {
+        file: out.clone(),
+        identity: site.key.clone(),
+        install: Default::default(),
+        now_unix: 1_765_130_400,
+        s3: s3_options(s3),
+    };
+    let ids = backup::load_identities(&site.key).unwrap();
+    let mut journal = restore::RestoreJournal::default();
+    let restore_host = RecordingHost::with_root(site.root.clone(), true).unwrap();
+    restore::restore_buckets(&restore_host, &ropts, &ids, &v, &mut journal).unwrap();
+    assert!(journal.notes.iter().any(|n| n.contains("made bucket airlock-app")), "{:?}", journal.notes);
+    let after = s3_objects(s3, APP_BUCKET);
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    for (key, (sha, size, ct, etag)) in &after {
+        let (bsha, bsize, bct, _) = &before[key];
+        assert_eq!((sha, size, ct), (bsha, bsize, bct), "{key} is back as it was");
+        // S3 marks an object made of parts with `-<parts>` in its ETag.
+        assert_eq!(etag.ends_with("-2\""), key == "big.bin", "{key}: {etag}");
+    }
+    let journal_text = serde_json::to_string(&journal).unwrap();
+    assert!(!journal_text.contains(SECRET_KEY) && !journal_text.contains(ACCESS_KEY));
+    // The others find the bucket empty again.
+    s3_remove_bucket(s3, APP_BUCKET);
+    s3.boto(ACCESS_KEY, SECRET_KEY, "s3.create_bucket(Bucket=sys.argv[1])\n", &[APP_BUCKET]).unwrap();
+}
+
+#[test]
+fn backup_s3_errors_name_the_bucket_and_endpoint_with_a_hint_and_no_credential() {
+    let Some(s3) = S3Server::get() else { return };
+    // The site's own self-signed CA: the server's certificate is not one it vouches for.
+    let Some(site) = installed_site(true, "") else { return };
+    for (file, value) in [("app-s3-access-key", ACCESS_KEY), ("app-s3-secret-key", SECRET_KEY)] {
+        std::fs::write(on_site(&site.root, &format!("/var/lib/airlock/secrets/{file}")), format!("{value}\n")).unwrap();
+    }
+    let _shared = s3.shared();
+    std::fs::create_dir_all(on_site(&site.root, "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    for (connect, cause, hint) in [
+        (closed, "Connection Failed", "the S3 API did not answer"),
+        (s3.addr, "certificate", "not one the site CA (/etc/airlock/pki/ca.crt) vouches for"),
+    ] {
+        let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
+        script_live_site(&host, b"app dump stand-in".to_vec(), Vec::new());
+        let out = site.dir.path().join("failed.airlock-backup");
+        let opts = CreateOptions {
+            output: Some(out.clone()),
+            keep: None,
+            s3: S3Options { connect: Some(connect), ..Default::default() },
+        };
+        let e = backup::create(&host, &opts, &Silent).unwrap_err().to_string();
+        let subject = format!("bucket {APP_BUCKET} at https://s3.platform.example.test (at {connect})");
+        assert!(e.contains(&subject) && e.contains(cause) && e.contains(hint), "{e}");
+        assert!(!e.contains(ACCESS_KEY) && !e.contains(SECRET_KEY) && !e.contains("X-Amz"), "no credential: {e}");
+        assert!(!out.exists() && !site.dir.path().join("failed.airlock-backup.partial").exists());
+    }
+}
+
+#[test]
+fn backup_s3_refused_credentials_or_a_missing_bucket_name_the_bucket_with_a_hint_and_no_credential() {
+    let Some(s3) = S3Server::get() else { return };
+    let (cert, key) = s3.cert_files();
+    // A server that checks every signature; it has no bucket.
+    let Some(gw) = airlock_tests::s3::Versity::start(ACCESS_KEY, SECRET_KEY, &cert, &key) else { return };
+    let Some(site) = s3_site(s3, "") else { return };
+    std::fs::create_dir_all(on_site(&site.root, "/var/lib/rancher/k3s/server/db/etcd")).unwrap();
+    let out = site.dir.path().join("refused.airlock-backup");
+    let opts = CreateOptions {
+        output: Some(out.clone()),
+        keep: None,
+        s3: S3Options { connect: Some(gw.addr), ..Default::default() },
+    };
+    let create = || {
+        let host = RecordingHost::with_root(site.root.clone(), true).unwrap();
+        script_live_site(&host, b"app dump stand-in".to_vec(), Vec::new());
+        backup::create(&host, &opts, &Silent).unwrap_err().to_string()
+    };
+    let subject = format!("bucket {APP_BUCKET} at https://s3.platform.example.test (at {})", gw.addr);
+    // The site's credentials: accepted, and the bucket is missing.
+    let e = create();
+    assert!(e.contains(&subject) && e.contains("answered 404 NoSuchBucket"), "{e}");
+    assert!(e.contains(&format!("hint: the bucket {APP_BUCKET} does not exist on MinIO")), "{e}");
+    // A secret the server does not have: refused.
+    let secret_file = on_site(&site.root, "/var/lib/airlock/secrets/app-s3-secret-key");
+    std::fs::write(&secret_file, "an0ther-5ecret-the-server-does-not-have\n").unwrap();
+    let e = create();
+    assert!(e.contains(&subject) && e.contains("answered 403"), "{e}");
+    assert!(
+        e.contains("hint: MinIO does not accept the app's S3 credentials") && e.contains("app-s3-secret-key"),
+        "{e}"
+    );
+    assert!(!e.contains(ACCESS_KEY) && !e.contains(SECRET_KEY) && !e.contains("X-Amz"), "no credential: {e}");
+    assert!(!out.exists() && !site.dir.path().join("refused.airlock-backup.partial").exists());
 }

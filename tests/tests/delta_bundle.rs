@@ -491,6 +491,7 @@ fn a_signed_delta_whose_base_entries_overlap_its_entries_is_rejected() {
         base_entries: vec![entry.clone()],
         upgrade: None,
         monitoring: None,
+        drill_checks: Vec::new(),
     };
     assert!(m.validate().is_err(), "the manifest is invalid by construction");
     // Signed with the vendor's key all the same: the signature does not make it valid.

@@ -383,6 +383,7 @@ impl Forge {
             base_entries: vec![],
             upgrade: None,
             monitoring: None,
+            drill_checks: Vec::new(),
         };
         Self { key, manifest, contents }
     }

@@ -155,6 +155,7 @@ mod tests {
             base_entries: vec![],
             upgrade: None,
             monitoring: None,
+            drill_checks: Vec::new(),
         }
     }
 

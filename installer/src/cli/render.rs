@@ -506,9 +506,11 @@ pub fn print_backup(r: &airlock_installer::ops::backup::CreateReport) {
         count(r.recipients, "recovery key", "recovery keys"),
         count(m.parts.len(), "part", "parts")
     );
-    for p in &m.parts {
+    // Bucket objects may be many: one line a bucket (the manifest lists each).
+    for p in m.parts.iter().filter(|p| p.object.is_none()) {
         say!("  {:56} {:>12} bytes  {}", p.name, p.size, p.sha256.get(..19).unwrap_or(&p.sha256));
     }
+    print_buckets(&m.buckets);
     print_backup_skipped(&m.skipped);
     for p in &r.pruned {
         say!("removed the older backup {}", p.display());
@@ -526,6 +528,18 @@ pub fn print_backup_schedule(r: &airlock_installer::ops::backup::schedule::Sched
     );
     for u in &r.units {
         say!("  wrote {}", u.display());
+    }
+}
+
+fn print_buckets(buckets: &[airlock_installer::ops::backup::buckets::BucketEntry]) {
+    for b in buckets {
+        say!(
+            "  bucket {} from {}: {}, {} bytes",
+            b.name,
+            b.endpoint,
+            count(b.objects as usize, "object", "objects"),
+            b.bytes
+        );
     }
 }
 
@@ -568,6 +582,7 @@ pub fn print_backup_verify(r: &airlock_installer::ops::backup::VerifyReport) {
         count(n(PartKind::Secret), "file", "files"),
         count(n(PartKind::Release), "file", "files")
     );
+    print_buckets(&r.buckets);
     print_backup_skipped(&r.skipped);
 }
 
@@ -610,6 +625,8 @@ pub fn print_drill(r: &airlock_installer::ops::backup::DrillRecord) {
     for c in &r.checks {
         say!("  check {:22} {:6} {} row(s)", c.name, if c.ok { "ok" } else { "FAILED" }, c.rows);
     }
+    // Verified with the backup; a drill does not write into the live MinIO.
+    print_buckets(&r.buckets);
     for f in r.failures() {
         say!("failed: {f}");
     }

@@ -38,6 +38,8 @@ pub struct CreateOptions {
     /// Keep only this many backups in the archive's directory, the newest (retention
     /// for scheduled backups); `None`: remove none.
     pub keep: Option<usize>,
+    /// How the site's S3 API is reached (the defaults are the site's).
+    pub s3: super::buckets::S3Options,
 }
 
 /// What `airlock backup create` made.
@@ -99,6 +101,7 @@ fn take(host: &dyn Host, opts: &CreateOptions, reporter: &dyn Reporter) -> Resul
         release: Some(release),
         parts: Vec::new(),
         skipped: Vec::new(),
+        buckets: Vec::new(),
         commands: Vec::new(),
     };
     // Leftovers of a killed run hold unencrypted dumps: gone before anything else.
@@ -108,6 +111,7 @@ fn take(host: &dyn Host, opts: &CreateOptions, reporter: &dyn Reporter) -> Resul
         datastore(host, &inv, w, &mut manifest, reporter)?;
         app_database(host, &inv, w, &mut manifest, reporter)?;
         keycloak_database(host, answers.keycloak_database.as_ref(), w, &mut manifest, reporter)?;
+        buckets(host, &answers, &opts.s3, w, &mut manifest, reporter)?;
         for (tree, kind) in file_parts() {
             files(host, Path::new(tree), kind, w, &mut manifest, reporter)?;
         }
@@ -294,6 +298,7 @@ fn add_file(
         mode: meta.mode,
         size: meta.len,
         sha256: counted.hasher.finish().to_string(),
+        object: None,
     });
     Ok(())
 }
@@ -486,6 +491,92 @@ fn app_database(
         return Ok(());
     }
     dump(host, &argv, "app", format!("{namespace}/statefulset/{release}-postgresql"), w, manifest, reporter)
+}
+
+/// Whether the installed release has the platform's MinIO.
+fn has_minio(host: &dyn Host) -> Result<bool> {
+    let Some(id) = crate::state::releases::pointer(host, "current")? else { return Ok(false) };
+    let Some(m) = crate::state::releases::kept_manifest(host, &id)? else { return Ok(false) };
+    Ok(m.charts.iter().any(|c| c.name == crate::render::platform::wiring::MINIO_CHART))
+}
+
+/// Every object of every bucket the app uses, each streamed from its GET answer into
+/// the archive as part `buckets/<bucket>/<n>` (n counts from 1 in listing order; the key
+/// is in the manifest, since a key may hold what a tar name cannot).
+fn buckets(
+    host: &dyn Host,
+    answers: &Answers,
+    opts: &super::buckets::S3Options,
+    w: &mut ArchiveWriter<'_>,
+    manifest: &mut BackupManifest,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    use super::buckets::{app_buckets, BucketEntry, ObjectRef, S3};
+    let names = app_buckets();
+    let skip = |manifest: &mut BackupManifest, reason: &str| {
+        for b in &names {
+            manifest.skipped.push(Skipped { part: format!("buckets/{b}"), reason: reason.to_string() });
+        }
+    };
+    if !has_minio(host)? {
+        manifest.skipped.push(Skipped { part: "buckets".into(), reason: "the installed release has no MinIO".into() });
+        return Ok(());
+    }
+    if !host.live() {
+        skip(manifest, "not live (target root): MinIO runs in the cluster");
+        return Ok(());
+    }
+    let s3 = S3::connect(host, &answers.cluster.ingress_domain, answers.node.ip, opts)?;
+    for bucket in &names {
+        reporter.event(Event::Phase { name: &format!("listing bucket {bucket}"), total: None });
+        let listed = s3.list(bucket)?;
+        let mut entry = BucketEntry { name: bucket.clone(), endpoint: s3.shown().to_string(), objects: 0, bytes: 0 };
+        for (i, o) in listed.iter().enumerate() {
+            let name = format!("buckets/{bucket}/{:06}", i + 1);
+            let subject = || format!("part {name} (object {:?} of bucket {bucket} at {})", o.key, s3.shown());
+            reporter.event(Event::Phase { name: &format!("backing up {bucket}/{}", o.key), total: Some(o.size) });
+            let super::buckets::Fetched { body: r, content_type, len } = s3.get(bucket, &o.key)?;
+            if len.is_some_and(|l| l != o.size) {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    subject(),
+                    format!(
+                        "changed while it was backed up (listed with {} bytes, read with {})",
+                        o.size,
+                        len.unwrap_or(0)
+                    ),
+                )
+                .with_hint("the app wrote to it meanwhile: run the backup again"));
+            }
+            let mut counted = super::Counted { inner: r, hasher: Sha256Hasher::new(), len: 0, reporter };
+            w.append(&name, 0o600, o.size, &mut counted).map_err(|e| {
+                Error::new(ErrorKind::Io, subject(), e.to_string())
+                    .with_hint("check the network to MinIO and the space for the archive, then run the backup again")
+            })?;
+            if counted.len != o.size {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    subject(),
+                    format!("changed while it was read ({} bytes listed, {} read)", o.size, counted.len),
+                )
+                .with_hint("run the backup again"));
+            }
+            reporter.event(Event::Entry { path: &name, size: o.size });
+            manifest.parts.push(Part {
+                name,
+                kind: PartKind::Object,
+                source: format!("s3://{bucket}/{}", o.key),
+                mode: 0o600,
+                size: o.size,
+                sha256: counted.hasher.finish().to_string(),
+                object: Some(ObjectRef { bucket: bucket.clone(), key: o.key.clone(), content_type }),
+            });
+            entry.objects += 1;
+            entry.bytes += o.size;
+        }
+        manifest.buckets.push(entry);
+    }
+    Ok(())
 }
 
 /// Keycloak's external PostgreSQL, dumped from this node with `pg_dump`; the password

@@ -46,6 +46,31 @@ impl ConsistencyCheck {
     }
 }
 
+/// The vendor's checks the installed release carries: the `drill_checks` of its signed
+/// manifest, read from the release's kept bundle (verified content, in the 0700 state
+/// directory). None when no release is installed or it ships none.
+pub fn release_checks(host: &dyn Host) -> Result<Vec<ConsistencyCheck>> {
+    use crate::state::releases;
+    let Some(id) = releases::pointer(host, "current")? else { return Ok(Vec::new()) };
+    let Some(m) = releases::kept_manifest(host, &id)? else { return Ok(Vec::new()) };
+    m.drill_checks
+        .iter()
+        .map(|entry| {
+            let file = releases::release_dir(&id).join("bundle").join(entry);
+            let hint = "install or upgrade to the release again: its bundle is kept on the site";
+            let bytes = host.read_file(&file)?.ok_or_else(|| {
+                Error::input(file.display().to_string(), "is missing from the installed release's bundle")
+                    .with_hint(hint)
+            })?;
+            let sql = String::from_utf8(bytes).map_err(|_| {
+                Error::corrupt(file.display().to_string(), "is not UTF-8 text, so not an SQL check").with_hint(hint)
+            })?;
+            let name = Path::new(entry).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            Ok(ConsistencyCheck { name, sql })
+        })
+        .collect()
+}
+
 /// What `airlock restore --drill` is asked.
 #[derive(Clone, Debug)]
 pub struct DrillOptions {
@@ -94,6 +119,11 @@ pub struct DrillRecord {
     pub passed: bool,
     pub databases: Vec<DrillDatabase>,
     pub checks: Vec<DrillCheck>,
+    /// The MinIO buckets the backup holds, each object's bytes verified against the
+    /// manifest (the drill does not write them into the live MinIO: `airlock restore`
+    /// does, on a new node).
+    #[serde(default)]
+    pub buckets: Vec<super::buckets::BucketEntry>,
     /// Why the drill failed before or beside the databases (verification, setup).
     pub error: Option<String>,
 }
@@ -143,6 +173,10 @@ pub fn drill(
         return Err(Error::input("--root", "a restore drill runs on the live site: nothing runs under a target root")
             .with_hint("run it on the site's first server without --root"));
     }
+    // The release's own checks first, then those given with --check.
+    let mut checks = release_checks(host)?;
+    checks.extend(opts.checks.iter().cloned());
+    let opts = &DrillOptions { checks, ..opts.clone() };
     // Not beside an upgrade or a restore of the same site: they change the databases.
     let _lock = crate::state::lock_site(host)?;
     let now = u64::try_from(opts.now_unix).unwrap_or(0);
@@ -155,6 +189,7 @@ pub fn drill(
     match super::verify(verifier, &verify_opts, reporter) {
         Ok(backup) => {
             record.backup_created = backup.created.clone();
+            record.buckets = backup.buckets.clone();
             if let Err(e) = restore_copies(host, opts, &backup, &ran, &mut record, reporter) {
                 record.error = Some(e.to_string());
             }
@@ -246,6 +281,7 @@ fn restore_copies(
         identity: opts.identity.clone(),
         install: Default::default(),
         now_unix: opts.now_unix,
+        s3: Default::default(),
     };
     let mut app_copy: Option<(String, bool)> = None;
     let result = each_part(&ropts, &identities, backup, &[PartKind::Database], &mut |part, r| {

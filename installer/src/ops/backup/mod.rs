@@ -29,6 +29,7 @@
 //! end; `verify` reads the whole archive anyway. The age format authenticates every
 //! 64 KiB chunk, so a damaged archive fails at the part being read, and `verify` names it.
 
+pub mod buckets;
 mod create;
 pub mod drill;
 pub mod restore;
@@ -76,6 +77,8 @@ pub enum PartKind {
     Secret,
     /// The installed release record (bundle, version, manifest digest).
     Release,
+    /// One object of a MinIO bucket the app uses ([`Part::object`] says which).
+    Object,
 }
 
 impl PartKind {
@@ -98,6 +101,9 @@ pub struct Part {
     pub size: u64,
     /// SHA-256 of the part's bytes, hex.
     pub sha256: String,
+    /// Bucket objects: the bucket, key and content type to put it back as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<buckets::ObjectRef>,
 }
 
 /// Something a backup left out, and why.
@@ -122,6 +128,10 @@ pub struct BackupManifest {
     pub release: Option<ReleaseRecord>,
     pub parts: Vec<Part>,
     pub skipped: Vec<Skipped>,
+    /// The MinIO buckets mirrored, each with its object count and bytes (an empty
+    /// bucket has no part, but is here, so a restore makes it again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<buckets::BucketEntry>,
     /// Each command run to take the parts, as argv joined by spaces (names and paths
     /// only: no secret is ever on a command line).
     pub commands: Vec<String>,

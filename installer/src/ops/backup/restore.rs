@@ -20,6 +20,8 @@
 //! 4. `databases`: live, each dump streamed into `pg_restore --clean --if-exists` (the
 //!    app's through `kubectl exec -i` into its PostgreSQL, Keycloak's to its external
 //!    database); under a target root nothing runs, and the report says so.
+//! 5. `buckets`: live, each MinIO bucket made if missing and each object streamed back
+//!    into it over S3 (see `buckets.rs`); a re-run puts every object again.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -50,11 +52,17 @@ pub enum RestoreStep {
     Install,
     Datastore,
     Databases,
+    Buckets,
 }
 
 impl RestoreStep {
-    pub const ALL: [RestoreStep; 4] =
-        [RestoreStep::State, RestoreStep::Install, RestoreStep::Datastore, RestoreStep::Databases];
+    pub const ALL: [RestoreStep; 5] = [
+        RestoreStep::State,
+        RestoreStep::Install,
+        RestoreStep::Datastore,
+        RestoreStep::Databases,
+        RestoreStep::Buckets,
+    ];
 
     pub fn id(self) -> &'static str {
         match self {
@@ -62,6 +70,7 @@ impl RestoreStep {
             RestoreStep::Install => "install",
             RestoreStep::Datastore => "datastore",
             RestoreStep::Databases => "databases",
+            RestoreStep::Buckets => "buckets",
         }
     }
 }
@@ -74,6 +83,8 @@ pub struct RestoreOptions {
     /// The install of the release (bundle, keys, `--answers`, root, timeout, dry run).
     pub install: InstallOptions,
     pub now_unix: i64,
+    /// How the site's S3 API is reached (the defaults are the site's).
+    pub s3: super::buckets::S3Options,
 }
 
 /// `restore.json`: which backup is being restored and what is done.
@@ -172,6 +183,10 @@ pub fn restore(
                 let _lock = state::lock_site(&host)?;
                 restore_databases(&host, opts, &identities, &backup, &mut journal)?;
             }
+            RestoreStep::Buckets => {
+                let _lock = state::lock_site(&host)?;
+                restore_buckets(&host, opts, &identities, &backup, &mut journal)?;
+            }
         }
         journal.done.push(step);
         save_journal(&host, &journal)?;
@@ -208,6 +223,18 @@ fn plan(backup: &VerifyReport, journal: &RestoreJournal) -> Vec<PlannedStep> {
                         "nothing: the backup holds no database dump".into()
                     } else {
                         format!("pg_restore {} once the platform is healthy", dbs.join(", "))
+                    }
+                }
+                RestoreStep::Buckets => {
+                    if backup.buckets.is_empty() {
+                        "nothing: the backup holds no bucket".into()
+                    } else {
+                        let b: Vec<String> = backup
+                            .buckets
+                            .iter()
+                            .map(|b| format!("{} ({} objects, {} bytes)", b.name, b.objects, b.bytes))
+                            .collect();
+                        format!("put the objects back into MinIO: {}", b.join(", "))
                     }
                 }
             },
@@ -479,5 +506,46 @@ pub fn restore_databases(
         })
     })?;
     journal.commands.extend(commands);
+    Ok(())
+}
+
+/// The buckets step (see the module docs); public for the tests against a real S3 server.
+pub fn restore_buckets(
+    host: &dyn Host,
+    opts: &RestoreOptions,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    backup: &VerifyReport,
+    journal: &mut RestoreJournal,
+) -> Result<()> {
+    if backup.buckets.is_empty() {
+        journal.notes.push("buckets: the backup holds none".into());
+        return Ok(());
+    }
+    if !host.live() {
+        journal.notes.push("buckets: not live (target root): MinIO runs in the cluster, no object was put back".into());
+        return Ok(());
+    }
+    let answers = crate::site::answers::kept::load_kept(host)?.ok_or_else(|| {
+        Error::input(state::KEPT_ANSWERS_PATH, "the site kept no answers")
+            .with_hint("run the restore again with --answers; its install step keeps them")
+    })?;
+    let s3 = super::buckets::S3::connect(host, &answers.cluster.ingress_domain, answers.node.ip, &opts.s3)?;
+    for b in &backup.buckets {
+        if s3.ensure_bucket(&b.name)? {
+            journal.notes.push(format!("buckets: made bucket {} (it was missing)", b.name));
+        }
+    }
+    let mut put = 0u64;
+    each_part(opts, identities, backup, &[PartKind::Object], &mut |part, r| {
+        let o = part.object.as_ref().ok_or_else(|| {
+            Error::corrupt(&part.name, "is a bucket object without its bucket and key in the manifest")
+                .with_hint("the backup was made by another program; use another backup")
+        })?;
+        s3.put(&o.bucket, &o.key, part.size, o.content_type.as_deref(), r)
+            .map_err(|e| e.within(format!("part {}", part.name)))?;
+        put += 1;
+        Ok(())
+    })?;
+    journal.notes.push(format!("buckets: {put} objects put back at {}", s3.shown()));
     Ok(())
 }

@@ -47,6 +47,9 @@ pub struct CheckedPart {
     /// Database dumps: how many tables' data they hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tables: Option<usize>,
+    /// Bucket objects: which object, to put back as what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<super::buckets::ObjectRef>,
 }
 
 /// What a restore of this backup would bring back, and from when.
@@ -63,6 +66,8 @@ pub struct VerifyReport {
     pub parts: Vec<CheckedPart>,
     /// What the backup left out, and why (a restore cannot bring these back).
     pub skipped: Vec<Skipped>,
+    /// The MinIO buckets it holds, with the objects and bytes verified of each.
+    pub buckets: Vec<super::buckets::BucketEntry>,
 }
 
 impl VerifyReport {
@@ -200,11 +205,25 @@ pub fn verify(host: &dyn Host, opts: &VerifyOptions, reporter: &dyn Reporter) ->
             sha256: p.sha256.clone(),
             toc_entries: s.toc.map(|t| t.0),
             tables: s.toc.map(|t| t.1),
+            object: p.object.clone(),
         });
     }
     if let Some(p) = manifest.parts.iter().find(|p| !seen.iter().any(|s| s.name == p.name)) {
         return Err(Error::corrupt(format!("{file}: part {}", p.name), "is in the manifest but not in the archive")
             .with_hint("the archive was changed; use another backup"));
+    }
+    // Each bucket as verified: its objects counted from the parts that matched.
+    let mut buckets = manifest.buckets.clone();
+    for b in &mut buckets {
+        let objects = parts.iter().filter(|p| p.object.as_ref().is_some_and(|o| o.bucket == b.name));
+        let (count, bytes) = objects.fold((0, 0), |(n, s), p| (n + 1, s + p.size));
+        if (count, bytes) != (b.objects, b.bytes) {
+            return Err(Error::corrupt(
+                format!("{file}: bucket {}", b.name),
+                format!("holds {count} objects ({bytes} bytes), the manifest says {} ({} bytes)", b.objects, b.bytes),
+            )
+            .with_hint("the archive was changed; use another backup"));
+        }
     }
     let now = u64::try_from(opts.now_unix).unwrap_or(0);
     let created_unix = super::unix_of(&manifest.created).unwrap_or(now);
@@ -217,6 +236,7 @@ pub fn verify(host: &dyn Host, opts: &VerifyOptions, reporter: &dyn Reporter) ->
         release: manifest.release,
         parts,
         skipped: manifest.skipped,
+        buckets,
     })
 }
 

@@ -442,6 +442,12 @@ fn keycloak_database(a: &Answers) -> Result<Option<keycloak::KeycloakDatabase>> 
     }))
 }
 
+/// The buckets the app keeps its objects in (the MinIO chart creates them; a backup
+/// mirrors them).
+pub fn app_buckets() -> Vec<String> {
+    vec![APP_BUCKET.into()]
+}
+
 fn servers(answers: &Answers) -> u32 {
     answers.ha.as_ref().map_or(1, |h| h.servers.len().max(1) as u32)
 }
@@ -454,7 +460,7 @@ fn minio_input(site: &Site<'_>) -> Result<minio::MinioInput> {
         namespace: MINIO_NAMESPACE.into(),
         domain: site.answers.cluster.ingress_domain.clone(),
         servers: servers(site.answers),
-        buckets: vec![APP_BUCKET.into()],
+        buckets: app_buckets(),
         volume_size: MINIO_VOLUME_SIZE.into(),
         storage_class: None,
         tls: minio::MinioTls { cert_pem: cert.into(), key_pem: key, ca_pem: site.pki.ca_pem().into() },
