@@ -312,7 +312,10 @@ fn cosign_verify_succeeds_against_the_pushed_and_the_served_copy_of_a_signed_ima
     // Pushed: stock cosign finds the signature and the attestation under the prefix.
     let ca_arg = ca.display().to_string();
     let to = format!("{}/site", reg.host());
-    ok(airlock(&["registry", "push", v1.to_str().unwrap(), "--to", &to, "--ca-file", &ca_arg]));
+    let o = ok(airlock(&["registry", "push", v1.to_str().unwrap(), "--to", &to, "--ca-file", &ca_arg]));
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let summary = "2 of 2 images and 2 of 2 cosign signature or attestation manifests pushed";
+    assert!(said.contains(summary) && said.contains(&format!(":sha256-{hex}.sig")), "{said}");
     let pushed = format!("{to}/example.com/signed@{digest}");
     let verify = |reference: &str, ca: &Path| {
         let o =

@@ -102,6 +102,9 @@ pub struct ImageReport {
     pub target: String,
     pub digest: Sha256Digest,
     pub state: ImageState,
+    /// A carried cosign signature or attestation manifest, not an image to run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cosign: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -241,7 +244,9 @@ pub fn run(
         dry_run: opts.dry_run,
         images: images
             .iter()
-            .map(|(i, t, s)| ImageReport {
+            .enumerate()
+            .map(|(n, (i, t, s))| ImageReport {
+                cosign: n >= manifest.images.len(),
                 source: i.reference.clone(),
                 target: t.to_string(),
                 digest: i.digest,
