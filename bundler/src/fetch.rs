@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use airlock_format::cosign::{self, CosignKey};
 use airlock_format::error::{Error, Result};
-use airlock_format::manifest::{CosignCheck, CosignSignature};
+use airlock_format::manifest::{CosignCheck, CosignObject, CosignSignature};
 use airlock_format::report::{Event, Reporter};
 use airlock_format::Sha256Digest;
 use airlock_registry::Repo;
@@ -123,21 +123,30 @@ pub fn signature_policy(spec: &LoadedSpec, (ci, ii): Key) -> Result<Option<Signa
 /// `sha256-<digest>.sig` tag must hold a simple signing payload for this digest that
 /// verifies with one of the policy's keys. A missing signature is refused when the
 /// policy requires one; a bad one always.
+/// A checked signature, with the cosign objects to carry into the bundle's layout and
+/// their bytes (manifests, configs, layers, each checked against its digest).
+struct CheckedSignature {
+    signature: Option<CosignSignature>,
+    objects: Vec<CosignObject>,
+    blobs: Vec<(Sha256Digest, Vec<u8>)>,
+}
+
 fn check_signature(
     client: &Client,
     im: &RegistryImage,
     digest: &Sha256Digest,
     policy: &SignaturePolicy,
     reporter: &dyn Reporter,
-) -> Result<Option<CosignSignature>> {
+) -> Result<CheckedSignature> {
     let image = &im.spec.reference;
     let what = format!("cosign signature of image {image}");
     reporter.event(Event::Phase { name: &format!("checking the signature of {image}"), total: None });
     let repo = Repo { registry: im.source.registry.clone(), repository: im.source.repository.clone() };
     let tag = cosign::signature_tag(digest);
-    if !client.tags(&repo, &what)?.contains(&tag) {
+    let tags = client.tags(&repo, &what)?;
+    if !tags.contains(&tag) {
         if !policy.require {
-            return Ok(None);
+            return Ok(CheckedSignature { signature: None, objects: vec![], blobs: vec![] });
         }
         return Err(Error::signature(&what, format!("{repo} has no signature for {digest} (no tag {tag})"))
             .with_hint("sign the image (cosign sign --key) or leave `require` off for it"));
@@ -148,13 +157,75 @@ fn check_signature(
     })?;
     let key = policy.keys.iter().find(|k| k.name == v.key).expect("the key that verified is one of the policy's");
     let b64 = base64::engine::general_purpose::STANDARD;
-    Ok(Some(CosignSignature {
+    let signature = CosignSignature {
         key: v.key.clone(),
         key_pem: key.pem.clone(),
         manifest: manifest.digest,
         payload: base64::Engine::encode(&b64, &v.payload_bytes),
         signature: v.signature,
-    }))
+    };
+    // The signature manifest as it is, and the attestations when the upstream has
+    // them, go into the layout so that `cosign verify` works against the site's
+    // registry after a push. Both are small (payloads, DSSE envelopes).
+    let mut objects = Vec::new();
+    let mut blobs = Vec::new();
+    objects.push(carry_object(client, &repo, &tag, manifest, &what, &mut blobs)?);
+    let att = cosign::attestation_tag(digest);
+    if tags.contains(&att) {
+        let m = client.manifest(&repo, &att, &what)?;
+        objects.push(carry_object(client, &repo, &att, m, &what, &mut blobs)?);
+    }
+    Ok(CheckedSignature { signature: Some(signature), objects, blobs })
+}
+
+/// The cosign object `tag` of `repo` (its manifest `m` fetched already) with its
+/// config and layers fetched into `blobs`, each checked against its digest and size.
+fn carry_object(
+    client: &Client,
+    repo: &Repo,
+    tag: &str,
+    m: airlock_registry::client::Manifest,
+    what: &str,
+    blobs: &mut Vec<(Sha256Digest, Vec<u8>)>,
+) -> Result<CosignObject> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(rename = "mediaType", default)]
+        media_type: Option<String>,
+        config: Desc,
+        #[serde(default)]
+        layers: Vec<Desc>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Desc {
+        digest: Sha256Digest,
+        size: u64,
+    }
+    let doc: Doc = serde_json::from_slice(&m.bytes).map_err(|e| {
+        Error::input(what, format!("{tag} in {repo} is not an image manifest: {e}"))
+            .with_hint("cosign writes its signatures and attestations as OCI image manifests; re-sign the image")
+    })?;
+    let mut digests = Vec::new();
+    for d in std::iter::once(&doc.config).chain(&doc.layers) {
+        if digests.contains(&d.digest) {
+            continue;
+        }
+        let bytes = client.small_blob(repo, &d.digest, what)?;
+        if Sha256Digest::of(&bytes) != d.digest || bytes.len() as u64 != d.size {
+            return Err(Error::corrupt(
+                what,
+                format!("blob {} of {tag} in {repo} does not match its digest and size", d.digest),
+            )
+            .with_hint("the registry's storage is damaged or something rewrites the traffic; try again"));
+        }
+        digests.push(d.digest);
+        blobs.push((d.digest, bytes));
+    }
+    let media_type = doc.media_type.unwrap_or(m.media_type);
+    let object =
+        CosignObject { tag: tag.to_string(), media_type, digest: m.digest, size: m.bytes.len() as u64, blobs: digests };
+    blobs.push((m.digest, m.bytes));
+    Ok(object)
 }
 
 /// The pull options with the spec's `registries:` (CA files, insecure hosts).
@@ -180,6 +251,8 @@ pub struct Fetcher<'a> {
     lock: Option<Lock>,
     /// The cosign signatures checked, by image key: carried into the bundle.
     pub signatures: BTreeMap<Key, CosignCheck>,
+    /// The bytes of the cosign objects those checks carry, by digest.
+    pub cosign_blobs: BTreeMap<Sha256Digest, Vec<u8>>,
 }
 
 impl<'a> Fetcher<'a> {
@@ -193,6 +266,7 @@ impl<'a> Fetcher<'a> {
             cache: None,
             client: None,
             signatures: BTreeMap::new(),
+            cosign_blobs: BTreeMap::new(),
             lock: None,
         })
     }
@@ -240,14 +314,18 @@ impl<'a> Fetcher<'a> {
         let (client, cache) = self.open()?;
         let pulled = registry::fetch_images(client, cache, &requests, reporter)?;
         let mut checked = Vec::new();
+        let mut carried = Vec::new();
         for ((im, p), policy) in images.iter().zip(&pulled).zip(&policies) {
             if let Some(policy) = policy {
-                let signature = check_signature(client, im, &p.digest, policy, reporter)
+                let c = check_signature(client, im, &p.digest, policy, reporter)
                     .map_err(|e| e.within(image_key(spec, im.key)))?;
-                checked.push((im.key, CosignCheck { required: policy.require, signature }));
+                carried.extend(c.blobs);
+                let check = CosignCheck { required: policy.require, signature: c.signature, objects: c.objects };
+                checked.push((im.key, check));
             }
         }
         self.signatures.extend(checked);
+        self.cosign_blobs.extend(carried);
         let lock = self.lock.as_mut().expect("opened");
         let mut out = BTreeMap::new();
         for (im, p) in images.iter().zip(pulled) {

@@ -79,6 +79,7 @@ pub fn plan_with(
     pulled.extend(more);
     let cache = fetcher.cache().cloned();
     let signatures = std::mem::take(&mut fetcher.signatures);
+    let cosign_blobs = std::mem::take(&mut fetcher.cosign_blobs);
     let mut lock = fetcher.finish()?;
 
     let s = &spec.spec;
@@ -111,6 +112,14 @@ pub fn plan_with(
         entries.add(path.clone(), b.content.clone(), *digest, b.size, false, "images")?;
         if let Some(e) = entries.map.get_mut(&path) {
             e.precompressed = is_compressed_media_type(&b.media_type);
+        }
+    }
+    // The cosign objects carried beside their images: ordinary blobs of the layout,
+    // stored once even when two images share them (or, unlikely, an image does).
+    for (digest, bytes) in cosign_blobs {
+        let path = blob_path(&digest);
+        if !entries.map.contains_key(&path) {
+            entries.add_bytes(path, bytes, "images")?;
         }
     }
     if let Some((_, lock)) = &lock {
@@ -526,12 +535,23 @@ fn plan_oci_layout(images: &mut [Image], entries: &mut Entries<'_>) -> Result<()
     if images.is_empty() {
         return Ok(());
     }
-    let index = oci::build_index(
-        &images
-            .iter()
-            .map(|i| IndexImage { reference: &i.reference, media_type: &i.media_type, digest: i.digest, size: i.size })
-            .collect::<Vec<_>>(),
-    );
+    // Each image's carried cosign objects are found by their cosign tag beside it.
+    let cosign: Vec<Image> = images.iter().flat_map(|i| i.cosign_images()).collect();
+    let mut listed: Vec<IndexImage> = images
+        .iter()
+        .map(|i| (i, false))
+        .chain(cosign.iter().map(|i| (i, true)))
+        .map(|(i, cosign_object)| IndexImage {
+            reference: &i.reference,
+            media_type: &i.media_type,
+            digest: i.digest,
+            size: i.size,
+            cosign_object,
+        })
+        .collect();
+    listed.sort_by(|a, b| a.reference.cmp(b.reference));
+    listed.dedup_by(|a, b| a.reference == b.reference);
+    let index = oci::build_index(&listed);
     entries.add_bytes(format!("{OCI_DIR}/index.json"), index, "images")?;
     entries.add_bytes(format!("{OCI_DIR}/oci-layout"), oci::OCI_LAYOUT_FILE.to_vec(), "images")
 }

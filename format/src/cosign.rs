@@ -53,6 +53,11 @@ pub fn signature_tag(image: &Sha256Digest) -> String {
     format!("sha256-{}.sig", image.hex())
 }
 
+/// The tag cosign stores an image's attestations under.
+pub fn attestation_tag(image: &Sha256Digest) -> String {
+    format!("sha256-{}.att", image.hex())
+}
+
 /// A cosign public key (ECDSA P-256).
 #[derive(Clone, PartialEq, Eq)]
 pub struct CosignKey {

@@ -211,6 +211,60 @@ pub struct CosignCheck {
     /// The signature that verified; `None`: the image had none (and none was required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<CosignSignature>,
+    /// The cosign objects carried in the OCI layout beside the image, so that a push or
+    /// `registry serve` offers them where `cosign verify` looks: the signature manifest
+    /// (`sha256-<hex>.sig`) and, when the upstream has one, the attestation manifest
+    /// (`.att`). Absent in bundles made before they were carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<CosignObject>,
+}
+
+/// One cosign object (a manifest under cosign's tag scheme) carried in the bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosignObject {
+    /// `sha256-<hex of the image's digest>.sig` or `.att`.
+    pub tag: String,
+    pub media_type: String,
+    /// The manifest itself, a blob of the layout.
+    pub digest: Sha256Digest,
+    pub size: u64,
+    /// Its config and layers (blobs of the layout).
+    pub blobs: Vec<Sha256Digest>,
+}
+
+/// The suffixes of cosign's tag scheme the bundle carries.
+pub const COSIGN_TAG_SUFFIXES: [&str; 2] = [".sig", ".att"];
+
+impl Image {
+    /// The reference without tag or digest (`docker.io/library/nginx`).
+    pub fn name(&self) -> &str {
+        let name_tag = self.reference.split_once('@').map(|(n, _)| n).unwrap_or(&self.reference);
+        match name_tag.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => n,
+            _ => name_tag,
+        }
+    }
+
+    /// The image's carried cosign objects as images of their own: the same
+    /// repository, tagged by cosign's scheme (`NAME:sha256-<hex>.sig`), root and blobs
+    /// as for any image. Push and serve offer them like the image itself.
+    pub fn cosign_images(&self) -> Vec<Image> {
+        let Some(c) = &self.cosign else { return vec![] };
+        c.objects
+            .iter()
+            .map(|o| Image {
+                reference: format!("{}:{}", self.name(), o.tag),
+                component: self.component.clone(),
+                media_type: o.media_type.clone(),
+                digest: o.digest,
+                size: o.size,
+                platforms: vec![],
+                blobs: std::iter::once(o.digest).chain(o.blobs.iter().copied()).collect(),
+                cosign: None,
+            })
+            .collect()
+    }
 }
 
 /// One verified cosign signature, with the key it verified with.
@@ -361,8 +415,24 @@ impl Manifest {
 
     /// Parses and validates manifest bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let m: Manifest = serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt(MANIFEST_PATH, format!("not a valid bundle manifest: {e}")))?;
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+            let text = e.to_string();
+            // The compatibility rule of v1 (docs/bundle-format.md, "Compatibility"): new
+            // keys are optional and left out when unused, and a reader refuses keys it
+            // does not know instead of ignoring what the vendor signed. Such a bundle
+            // needs a newer installer, not a new copy.
+            if text.starts_with("unknown field") {
+                Error::corrupt(
+                    MANIFEST_PATH,
+                    format!("uses a feature this installer does not know ({text}): it was made by a newer bundler"),
+                )
+                .with_hint(
+                    "use an installer at least as new as the bundler that made this bundle; the bundle carries one as installer/airlock (docs/bundle-format.md, \"Checking a bundle with stock tools\")",
+                )
+            } else {
+                Error::corrupt(MANIFEST_PATH, format!("not a valid bundle manifest: {e}"))
+            }
+        })?;
         m.validate()?;
         Ok(m)
     }
@@ -422,6 +492,7 @@ impl Manifest {
                 let p = blob_path(b);
                 need(&p, &format!("image {}", img.reference))?;
             }
+            self.validate_cosign_objects(img, &need)?;
         }
         // Blob entries are content-addressed: the name must be the digest.
         for e in self.entries.iter().chain(&self.base_entries) {
@@ -493,6 +564,29 @@ impl Manifest {
         let names: BTreeSet<&str> = self.components.iter().map(|c| c.name.as_str()).collect();
         if names.len() != self.components.len() {
             return bad("component names are not unique".into());
+        }
+        Ok(())
+    }
+
+    /// A carried cosign object is named by cosign's tag for this very image, once per
+    /// tag, and its `.sig` is the manifest the checked signature came from.
+    fn validate_cosign_objects(&self, img: &Image, need: &dyn Fn(&str, &str) -> Result<()>) -> Result<()> {
+        let Some(c) = &img.cosign else { return Ok(()) };
+        let what = format!("image {}", img.reference);
+        let bad = |cause: String| Err(Error::corrupt(MANIFEST_PATH, format!("{what}: {cause}")));
+        let mut tags = BTreeSet::new();
+        for o in &c.objects {
+            let base = format!("sha256-{}", img.digest.hex());
+            let ok = COSIGN_TAG_SUFFIXES.iter().any(|s| o.tag == format!("{base}{s}"));
+            if !ok || !tags.insert(o.tag.as_str()) {
+                return bad(format!("cosign object tag `{}` is not one of {base}.sig / .att, once each", o.tag));
+            }
+            if o.tag.ends_with(".sig") && c.signature.as_ref().map(|s| s.manifest) != Some(o.digest) {
+                return bad(format!("the carried {} is not the signature manifest that was checked", o.tag));
+            }
+            for d in std::iter::once(&o.digest).chain(&o.blobs) {
+                need(&blob_path(d), &what)?;
+            }
         }
         Ok(())
     }
@@ -659,11 +753,13 @@ impl Manifest {
             });
         }
         for img in &self.images {
-            out.push(Artifact {
-                kind: "image",
-                name: img.reference.clone(),
-                entries: img.blobs.iter().map(blob_path).collect(),
-            });
+            // The carried cosign objects belong to their image: damage to one names it.
+            let cosign = img.cosign_images();
+            let blobs = img.blobs.iter().chain(cosign.iter().flat_map(|c| &c.blobs));
+            let mut entries: Vec<String> = blobs.map(blob_path).collect();
+            let mut seen = BTreeSet::new();
+            entries.retain(|p| seen.insert(p.clone()));
+            out.push(Artifact { kind: "image", name: img.reference.clone(), entries });
         }
         for c in &self.charts {
             out.push(Artifact {
@@ -779,6 +875,84 @@ mod tests {
             upgrade: None,
             monitoring: None,
             drill_checks: Vec::new(),
+        }
+    }
+
+    /// The v1 compatibility rule: a key this reader does not know (a newer bundler's
+    /// feature) is refused, saying that a newer installer is needed, not a new copy.
+    #[test]
+    fn a_key_from_a_newer_bundler_is_refused_asking_for_a_newer_installer() {
+        let mut v: serde_json::Value = serde_json::to_value(release(&[])).unwrap();
+        v["charts"][0]["provenance"] = "x".into();
+        let e = Manifest::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(e.cause.contains("made by a newer bundler") && e.cause.contains("`provenance`"), "{e}");
+        assert!(e.hint.as_deref().unwrap_or("").contains("installer at least as new"), "{e}");
+        // Broken JSON stays what it is.
+        let e = Manifest::from_bytes(b"{").unwrap_err();
+        assert!(e.cause.contains("not a valid bundle manifest") && e.hint.is_none(), "{e}");
+    }
+
+    fn signed_image(objects: Vec<CosignObject>, sig_manifest: Sha256Digest) -> (Manifest, Image) {
+        let mut m = release(&[]);
+        let root = entry(&blob_path(&Sha256Digest::of(b"root")), b"root");
+        let image = Image {
+            reference: "example.com/app:1".into(),
+            component: "c".into(),
+            media_type: crate::oci::MEDIA_TYPE_OCI_MANIFEST.into(),
+            digest: root.sha256,
+            size: 4,
+            platforms: vec![],
+            blobs: vec![root.sha256],
+            cosign: Some(CosignCheck {
+                required: true,
+                signature: Some(CosignSignature {
+                    key: "k.pub".into(),
+                    key_pem: String::new(),
+                    manifest: sig_manifest,
+                    payload: String::new(),
+                    signature: String::new(),
+                }),
+                objects,
+            }),
+        };
+        m.entries.push(root);
+        for b in [&b"sig"[..], b"cfg", b"layer"] {
+            m.entries.push(entry(&blob_path(&Sha256Digest::of(b)), b));
+        }
+        m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        m.images.push(image.clone());
+        (m, image)
+    }
+
+    #[test]
+    fn carried_cosign_objects_are_tagged_by_cosigns_scheme_and_belong_to_their_image() {
+        let sig = Sha256Digest::of(b"sig");
+        let object = |tag: String, digest| CosignObject {
+            tag,
+            media_type: crate::oci::MEDIA_TYPE_OCI_MANIFEST.into(),
+            digest,
+            size: 3,
+            blobs: vec![Sha256Digest::of(b"cfg"), Sha256Digest::of(b"layer")],
+        };
+        let hex = Sha256Digest::of(b"root").hex();
+        let (m, image) = signed_image(vec![object(format!("sha256-{hex}.sig"), sig)], sig);
+        m.validate().expect("a well-formed .sig object");
+        let as_images = image.cosign_images();
+        assert_eq!(as_images[0].reference, format!("example.com/app:sha256-{hex}.sig"));
+        assert_eq!(as_images[0].blobs.len(), 3);
+        // Damage to a carried object's blob names the image.
+        let layer = blob_path(&Sha256Digest::of(b"layer"));
+        assert_eq!(m.artifacts_by_entry().get(&layer).cloned(), Some(vec!["image example.com/app:1".to_string()]));
+
+        for (tag, digest, why) in [
+            (format!("sha256-{hex}.sbom"), sig, "is not one of"),
+            (format!("sha256-{}.sig", "0".repeat(64)), sig, "is not one of"),
+            (format!("sha256-{hex}.sig"), Sha256Digest::of(b"cfg"), "not the signature manifest"),
+            (format!("sha256-{hex}.att"), Sha256Digest::of(b"missing"), "not an entry"),
+        ] {
+            let (m, _) = signed_image(vec![object(tag, digest)], sig);
+            let e = m.validate().unwrap_err();
+            assert!(e.cause.contains(why) && e.cause.contains("example.com/app:1"), "{e}");
         }
     }
 

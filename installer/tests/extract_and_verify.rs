@@ -817,7 +817,7 @@ fn forge_with_cosign(
             signature: b64.encode(sig.as_ref()),
         }
     });
-    image.cosign = Some(airlock_format::manifest::CosignCheck { required, signature });
+    image.cosign = Some(airlock_format::manifest::CosignCheck { required, signature, objects: vec![] });
     f
 }
 

@@ -31,6 +31,14 @@ pub struct RegistryOptions {
     pub access_log: bool,
 }
 
+impl RegistryOptions {
+    /// A site registry as a customer runs one: htpasswd login, TLS from the test CA,
+    /// and the access log, so a test can count what a push sent ([`Registry::uploads`]).
+    pub fn site(user: &str, password: &str) -> Self {
+        Self { login: Some((user.into(), password.into())), tls: true, access_log: true, ..Default::default() }
+    }
+}
+
 pub struct Registry {
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -209,6 +217,24 @@ impl Registry {
                 path.starts_with('/').then(|| format!("{method} {path}"))
             })
             .collect()
+    }
+
+    /// Blob upload requests served so far (each chunk `PATCH`, each upload's closing
+    /// `PUT`): what a push that should send nothing must leave unchanged.
+    pub fn uploads(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.starts_with("PATCH ") || r.starts_with("PUT ") && r.contains("/blobs/uploads/"))
+            .count()
+    }
+
+    /// Asserts every image is in the registry under `prefix/<its reference>` at the
+    /// digest the signed bundle names (`skopeo inspect`).
+    pub fn assert_pushed(&self, prefix: &str, images: &[airlock_format::manifest::Image]) {
+        for i in images {
+            let at = format!("{prefix}/{}", i.reference);
+            assert_eq!(self.skopeo_digest(&at).unwrap(), i.digest.to_string(), "{at}");
+        }
     }
 }
 

@@ -6,27 +6,42 @@
 //! - a signature by another key, a tampered signature and a missing signature (with
 //!   `require: true`) are refused, naming the image, and no bundle is left;
 //! - an image's own `signatures:` replaces the spec's; `require` on an image read from
-//!   a file is refused.
+//!   a file is refused;
+//! - the signature and attestation manifests travel in the bundle's OCI layout: after
+//!   `airlock registry push`, and from `airlock registry serve`, the real `cosign
+//!   verify` (and `verify-attestation`) succeeds against the site's copy; a damaged
+//!   carried signature blob is refused naming its image; a delta bundle carries a new
+//!   signature like any changed blob.
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
+use airlock_format::manifest::blob_path;
 use airlock_format::parts::BundleFiles;
 use airlock_format::read::read_manifest;
-use airlock_tests::registry::{build_image, Registry, RegistryOptions};
+use airlock_tests::registry::{build_image, make_tls, Registry, RegistryOptions};
 use airlock_tests::{cargo_bin, demo_dir, require_tool};
 
-fn cosign(cosign: &Path, dir: &Path, args: &[&str]) -> Output {
-    let o = Command::new(cosign)
-        .current_dir(dir)
+/// Runs cosign; `ca`: the CA file its TLS connections trust (Go reads SSL_CERT_FILE).
+fn cosign_run(cosign: &Path, dir: &Path, ca: Option<&Path>, args: &[&str]) -> Output {
+    let mut c = Command::new(cosign);
+    c.current_dir(dir)
         .env("HOME", dir)
         .env("COSIGN_PASSWORD", "")
         .env("COSIGN_YES", "true")
         .env("COSIGN_EXPERIMENTAL", "0")
         .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null());
+    if let Some(ca) = ca {
+        c.env("SSL_CERT_FILE", ca);
+    }
+    c.output().unwrap()
+}
+
+fn cosign_ca(bin: &Path, dir: &Path, ca: Option<&Path>, args: &[&str]) -> Output {
+    let o = cosign_run(bin, dir, ca, args);
     assert!(
         o.status.success(),
         "cosign {args:?}: {}{}",
@@ -36,6 +51,10 @@ fn cosign(cosign: &Path, dir: &Path, args: &[&str]) -> Output {
     o
 }
 
+fn cosign(bin: &Path, dir: &Path, args: &[&str]) -> Output {
+    cosign_ca(bin, dir, None, args)
+}
+
 /// A key pair in `dir/<name>.key` / `dir/<name>.pub`.
 fn key_pair(bin: &Path, dir: &Path, name: &str) -> PathBuf {
     cosign(bin, dir, &["generate-key-pair", "--output-key-prefix", name]);
@@ -43,9 +62,13 @@ fn key_pair(bin: &Path, dir: &Path, name: &str) -> PathBuf {
 }
 
 fn create(spec: &Path) -> Output {
-    let dir = spec.parent().unwrap();
-    let out = dir.join("out/out.airlock");
+    let out = spec.parent().unwrap().join("out/out.airlock");
     let _ = std::fs::remove_dir_all(out.parent().unwrap());
+    create_to(spec, &out, &[])
+}
+
+fn create_to(spec: &Path, out: &Path, extra: &[&str]) -> Output {
+    let dir = spec.parent().unwrap();
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     Command::new(cargo_bin("airlock-bundler"))
         .env("SOURCE_DATE_EPOCH", "1795305600")
@@ -54,14 +77,85 @@ fn create(spec: &Path) -> Output {
         .arg("create")
         .arg(spec)
         .arg("-o")
-        .arg(&out)
+        .arg(out)
         .arg("--key")
         .arg(demo_dir().join("keys/demo.key"))
         .arg("--cache-dir")
         .arg(dir.join("cache"))
+        .args(extra)
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+fn airlock(args: &[&str]) -> Output {
+    Command::new(cargo_bin("airlock"))
+        .env_remove("DOCKER_CONFIG")
+        .args(args)
+        .arg("--pubkey")
+        .arg(demo_dir().join("keys/demo.pub"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// `airlock registry serve`, killed when dropped.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(bundle: &Path, tls: &Path, log: &Path) -> (Serve, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let host = format!("127.0.0.1:{port}");
+    let child = Command::new(cargo_bin("airlock"))
+        .args(["registry", "serve"])
+        .arg(bundle)
+        .args(["--listen", &host, "--pubkey"])
+        .arg(demo_dir().join("keys/demo.pub"))
+        .arg("--tls-cert")
+        .arg(tls.join("server.crt"))
+        .arg("--tls-key")
+        .arg(tls.join("server.key"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = Serve(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(&host).is_err() {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            panic!("serve exited ({status}): {}", std::fs::read_to_string(log).unwrap());
+        }
+        assert!(Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (server, host)
+}
+
+/// The bundle `src` re-packed with one byte of entry `path` changed (in the
+/// decompressed stream: a flip in the compressed file would break decoding first).
+fn with_damaged_entry(src: &Path, path: &str, out: &Path) {
+    let mut raw = zstd::decode_all(std::fs::File::open(src).unwrap()).unwrap();
+    let mut offset = None;
+    for e in tar::Archive::new(&raw[..]).entries().unwrap() {
+        let e = e.unwrap();
+        if e.path().unwrap().to_str() == Some(path) {
+            offset = Some(e.raw_file_position() as usize + 10);
+        }
+    }
+    raw[offset.expect("the entry is in the bundle")] ^= 1;
+    std::fs::write(out, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
 }
 
 fn spec(dir: &Path, reg: &Registry, global: &str, images: &[(&str, &str)]) -> PathBuf {
@@ -173,4 +267,100 @@ fn cosign_signatures_are_checked_at_create_and_bad_or_missing_ones_refused_namin
     assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
     let o = create(&spec(d, &reg, &required(&vendor), &[("signed", "")]));
     refused(&o, "example.com/signed:1", "does not verify");
+}
+
+#[test]
+fn cosign_verify_succeeds_against_the_pushed_and_the_served_copy_of_a_signed_image() {
+    let (Some(bin), Some(_), Some(_), Some(_)) =
+        (require_tool("cosign"), require_tool("skopeo"), require_tool("umoci"), require_tool("openssl"))
+    else {
+        return;
+    };
+    let Some(reg) = Registry::start(RegistryOptions { tls: true, ..Default::default() }) else { return };
+    let ca = reg.ca_file().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let layout = d.join("layout");
+    build_image(d, &layout, "signed", "amd64", &[("a.bin", 1000)]).unwrap();
+    build_image(d, &layout, "unsigned", "amd64", &[("b.bin", 1000)]).unwrap();
+    reg.push(&format!("oci:{}:signed", layout.display()), "signed:1", false).unwrap();
+    reg.push(&format!("oci:{}:unsigned", layout.display()), "unsigned:1", false).unwrap();
+    let vendor = key_pair(&bin, d, "vendor");
+    let digest = reg.skopeo_digest("signed:1").unwrap();
+    let unsigned_digest = reg.skopeo_digest("unsigned:1").unwrap();
+    let upstream = format!("{}/signed@{digest}", reg.host());
+    let sign = ["sign", "--key", "vendor.key", "--tlog-upload=false", &upstream];
+    cosign_ca(&bin, d, Some(&ca), &sign);
+    std::fs::write(d.join("predicate.json"), r#"{"built-by":"vendor ci"}"#).unwrap();
+    let attest = ["attest", "--key", "vendor.key", "--tlog-upload=false", "--type", "custom"];
+    cosign_ca(&bin, d, Some(&ca), &[&attest[..], &["--predicate", "predicate.json", &upstream]].concat());
+
+    // Signatures checked but not required: the unsigned image comes along untouched.
+    let global = format!("signatures:\n  require: false\n  keys: [{}]\n", vendor.display());
+    let spec = spec(d, &reg, &global, &[("signed", ""), ("unsigned", "")]);
+    let v1 = d.join("v1/v1.airlock");
+    ok(create_to(&spec, &v1, &[]));
+    let m = read_manifest(&BundleFiles::locate(&v1).unwrap(), None).unwrap().0;
+    let signed = m.images.iter().find(|i| i.reference == "example.com/signed:1").unwrap();
+    let check = signed.cosign.as_ref().unwrap();
+    let tags: Vec<&str> = check.objects.iter().map(|o| o.tag.as_str()).collect();
+    let hex = digest.trim_start_matches("sha256:");
+    assert_eq!(tags, [format!("sha256-{hex}.sig"), format!("sha256-{hex}.att")]);
+    let unsigned = m.images.iter().find(|i| i.reference == "example.com/unsigned:1").unwrap();
+    assert!(unsigned.cosign.as_ref().is_some_and(|c| c.signature.is_none() && c.objects.is_empty()));
+
+    // Pushed: stock cosign finds the signature and the attestation under the prefix.
+    let ca_arg = ca.display().to_string();
+    let to = format!("{}/site", reg.host());
+    let o = ok(airlock(&["registry", "push", v1.to_str().unwrap(), "--to", &to, "--ca-file", &ca_arg]));
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let summary = "2 of 2 images and 2 of 2 cosign signature or attestation manifests pushed";
+    assert!(said.contains(summary) && said.contains(&format!(":sha256-{hex}.sig")), "{said}");
+    let pushed = format!("{to}/example.com/signed@{digest}");
+    let verify = |reference: &str, ca: &Path| {
+        let o =
+            cosign_run(&bin, d, Some(ca), &["verify", "--key", "vendor.pub", "--insecure-ignore-tlog=true", reference]);
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    let (good, out) = verify(&pushed, &ca);
+    assert!(good && out.contains(&digest), "{out}");
+    let at = ["verify-attestation", "--key", "vendor.pub", "--insecure-ignore-tlog=true", "--type", "custom"];
+    cosign_ca(&bin, d, Some(&ca), &[&at[..], &[pushed.as_str()]].concat());
+    // The unsigned image is there at its digest, with nothing for cosign to find.
+    assert_eq!(reg.skopeo_digest("site/example.com/unsigned:1").unwrap(), unsigned_digest);
+    let (good, out) = verify(&format!("{to}/example.com/unsigned@{unsigned_digest}"), &ca);
+    assert!(!good && out.contains("no signatures found"), "{out}");
+
+    // Served from the bundle itself, with the site's TLS.
+    let tls = d.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    make_tls(&tls).unwrap();
+    let (server, host) = serve(&v1, &tls, &d.join("serve.log"));
+    let (good, out) = verify(&format!("{host}/example.com/signed@{digest}"), &tls.join("ca.crt"));
+    assert!(good && out.contains(&digest), "{out}");
+    drop(server);
+
+    // A carried signature blob damaged in the bundle: refused, naming the image.
+    let payload = check.objects[0].blobs.last().copied().unwrap();
+    let damaged = d.join("damaged/v1.airlock");
+    std::fs::create_dir_all(damaged.parent().unwrap()).unwrap();
+    with_damaged_entry(&v1, &blob_path(&payload), &damaged);
+    let o = airlock(&["verify", damaged.to_str().unwrap()]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains(&blob_path(&payload)) && text.contains("example.com/signed:1"), "{text}");
+
+    // Signed once more (an annotation makes it a new payload; cosign keeps one
+    // signature per payload and key): a delta carries the new signature manifest like
+    // any changed blob, and leaves the unchanged image to the base.
+    cosign_ca(&bin, d, Some(&ca), &[&sign[..3], &["-a", "release=2"], &sign[3..]].concat());
+    let v2 = d.join("v2/v2.airlock");
+    ok(create_to(&spec, &v2, &["--base", v1.to_str().unwrap()]));
+    let delta = read_manifest(&BundleFiles::locate(&v2).unwrap(), None).unwrap().0;
+    let resigned = delta.images.iter().find(|i| i.reference == "example.com/signed:1").unwrap();
+    let sig = &resigned.cosign.as_ref().unwrap().objects[0];
+    assert_ne!(sig.digest, check.objects[0].digest, "the new signature manifest");
+    assert!(delta.entry(&blob_path(&sig.digest)).is_some(), "the delta carries the new signature manifest");
+    assert!(delta.base_entry(&blob_path(&signed.digest)).is_some(), "the image itself comes from the base");
+    ok(airlock(&["verify", v2.to_str().unwrap()]));
 }

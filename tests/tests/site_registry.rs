@@ -70,13 +70,7 @@ fn install_pushes_the_bundle_into_the_site_registry_and_containerd_pulls_every_i
     if require_tool("skopeo").is_none() {
         return;
     }
-    let opts = RegistryOptions {
-        login: Some((USER.into(), PASSWORD.into())),
-        tls: true,
-        access_log: true,
-        ..Default::default()
-    };
-    let Some(reg) = Registry::start(opts) else { return };
+    let Some(reg) = Registry::start(RegistryOptions::site(USER, PASSWORD)) else { return };
     let t = tempfile::tempdir().unwrap();
     let bundle = build_demo_bundle(t.path(), &[]);
     let m = read_manifest(&BundleFiles::locate(&bundle).unwrap(), None).unwrap().0;
@@ -93,10 +87,7 @@ fn install_pushes_the_bundle_into_the_site_registry_and_containerd_pulls_every_i
     assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD), "the password was printed");
 
     // Pushed under the mapping, at the signed digests.
-    for i in &m.images {
-        let at = format!("site/{}", i.reference);
-        assert_eq!(reg.skopeo_digest(&at).unwrap(), i.digest.to_string(), "{at}");
-    }
+    reg.assert_pushed("site", &m.images);
     // The node pulls them: no archive in its images directory.
     let images_dir = root.join("var/lib/rancher/k3s/agent/images");
     assert!(images_dir.is_dir());
@@ -164,16 +155,10 @@ fn install_pushes_the_bundle_into_the_site_registry_and_containerd_pulls_every_i
     }
 
     // A second install finds every image there and sends nothing.
-    let uploads = |reg: &Registry| {
-        reg.requests()
-            .iter()
-            .filter(|r| r.starts_with("PATCH ") || r.starts_with("PUT ") && r.contains("/blobs/uploads/"))
-            .count()
-    };
-    let before = uploads(&reg);
+    let before = reg.uploads();
     let again = airlock_with_answers("install", &bundle, &answers, &root, &["--yes"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    assert_eq!(uploads(&reg), before, "the second install uploaded blobs");
+    assert_eq!(reg.uploads(), before, "the second install uploaded blobs");
 
     // An upgrade pushes what the new release adds (here a new tag of an image whose
     // blobs are all there: the manifest goes up, no blob does), with the kept answers.
@@ -206,5 +191,5 @@ fn install_pushes_the_bundle_into_the_site_registry_and_containerd_pulls_every_i
     );
     let api = m.images.iter().find(|i| i.reference == "docker.io/airlock-demo/api:1.0.0").unwrap();
     assert_eq!(reg.skopeo_digest("site/docker.io/airlock-demo/api:1.1.0").unwrap(), api.digest.to_string());
-    assert_eq!(uploads(&reg), before, "the upgrade uploaded blobs the registry had");
+    assert_eq!(reg.uploads(), before, "the upgrade uploaded blobs the registry had");
 }

@@ -138,10 +138,18 @@ pub fn print_push(r: &airlock_installer::ops::push::PushReport) {
         }
     }
     let resumed: u64 = r.blobs.iter().map(|b| b.resumed_from).sum();
+    let count = |cosign: bool| {
+        let of: Vec<_> = r.images.iter().filter(|i| i.cosign == cosign).collect();
+        (of.iter().filter(|i| i.state != ImageState::Present).count(), of.len())
+    };
+    let ((images, all), (signatures, carried)) = (count(false), count(true));
+    let cosign = if carried > 0 {
+        format!(" and {signatures} of {carried} cosign signature or attestation manifests")
+    } else {
+        String::new()
+    };
     say!(
-        "{} of {} images {verb} to {}; blobs: {} present, {} mounted, {} {}; {} bytes {}{}",
-        r.images.iter().filter(|i| i.state != ImageState::Present).count(),
-        r.images.len(),
+        "{images} of {all} images{cosign} {verb} to {}; blobs: {} present, {} mounted, {} {}; {} bytes {}{}",
         r.registry,
         r.count(BlobAction::Present),
         r.count(BlobAction::Mounted),

@@ -2,7 +2,9 @@
 //!
 //! 1. The signed manifest is read and its signature checked; it lists every image with
 //!    its reference, root digest and blobs. Each image maps to a repository under the
-//!    target prefix ([`target_for`]).
+//!    target prefix ([`target_for`]); its carried cosign signature and attestation
+//!    manifests go along as images of their own under cosign's tags
+//!    ([`with_cosign_objects`]), so `cosign verify` works against the registry.
 //! 2. One `HEAD` per image asks whether the registry already has it under its tag at
 //!    the bundle's digest. When every image is there, the push is done: a second push
 //!    of the same bundle sends no blob and does not even read the bundle's contents.
@@ -100,6 +102,9 @@ pub struct ImageReport {
     pub target: String,
     pub digest: Sha256Digest,
     pub state: ImageState,
+    /// A carried cosign signature or attestation manifest, not an image to run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cosign: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -216,8 +221,9 @@ pub fn run(
         return Err(Error::input(&bundle, "carries no images").with_hint("nothing to push"));
     }
     let client = Client::new(opts.client.clone());
+    let all = with_cosign_objects(&manifest.images);
     let mut images = Vec::new();
-    for i in &manifest.images {
+    for i in &all {
         let target = target_for(&registry, &prefix, &i.reference)?;
         let what = image_what(&i.reference, &target);
         let reference = target.tag.clone().unwrap_or_else(|| i.digest.to_string());
@@ -238,7 +244,9 @@ pub fn run(
         dry_run: opts.dry_run,
         images: images
             .iter()
-            .map(|(i, t, s)| ImageReport {
+            .enumerate()
+            .map(|(n, (i, t, s))| ImageReport {
+                cosign: n >= manifest.images.len(),
                 source: i.reference.clone(),
                 target: t.to_string(),
                 digest: i.digest,
@@ -386,6 +394,21 @@ pub fn run(
         }
     }
     Ok(report)
+}
+
+/// The bundle's images followed by their carried cosign objects (`.sig`, `.att`),
+/// each of those an image of its own under cosign's tag in the same repository, so a
+/// push or serve offers them where `cosign verify` looks. Two tags of one image share
+/// their objects: each is listed once.
+pub fn with_cosign_objects(images: &[airlock_format::manifest::Image]) -> Vec<airlock_format::manifest::Image> {
+    let mut all: Vec<_> = images.to_vec();
+    let mut seen = BTreeSet::new();
+    for o in images.iter().flat_map(|i| i.cosign_images()) {
+        if seen.insert(o.reference.clone()) {
+            all.push(o);
+        }
+    }
+    all
 }
 
 fn image_what(reference: &str, target: &Target) -> String {

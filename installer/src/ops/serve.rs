@@ -7,6 +7,8 @@
 //! registry push --to HOST` would give it (its full reference, a port's `:` as `_`):
 //! `docker.io/library/nginx:1.27` is `HOST/docker.io/library/nginx:1.27`, so the
 //! `registries.yaml` a site-registry install writes (prefix empty) works against it.
+//! The carried cosign signature and attestation manifests are served beside their
+//! image under cosign's tags (`sha256-<hex>.sig`, `.att`), for `cosign verify`.
 //!
 //! Read-only: `GET`/`HEAD` on `/v2/`, `/v2/<name>/manifests/<tag or digest>`,
 //! `/v2/<name>/blobs/<digest>` and `/v2/<name>/tags/list`; everything else is `405
@@ -98,7 +100,7 @@ impl Store {
         }
         let mut repositories: BTreeMap<String, Repository> = BTreeMap::new();
         let mut images = Vec::new();
-        for i in &staged.manifest.images {
+        for i in &crate::ops::push::with_cosign_objects(&staged.manifest.images) {
             let target = target_for("", "", &i.reference)?;
             let repo = repositories.entry(target.repo.repository.clone()).or_default();
             if let Some(tag) = &target.tag {
