@@ -24,19 +24,22 @@
 #   install: airlock install --root  vs  zstd -dc BUNDLE | tar -x          (goal >= 0.9)
 #   peak RSS of ours (goal < 150 MiB).
 # Ratio = baseline time / our time (> 1 means we are faster).
-# Last figures (2 cores shared with other builds: load average 6-13 throughout, so the
-# ratios sit well below what an idle machine gives; runs of 3 pairs each, text in two):
-#   compressed  create 0.78 / 0.83 / 0.88   create-cold 0.35 / 0.28 / 0.32
-#               verify 0.54 / 0.63 / 0.43   install 0.63
-#   mixed       create 0.51 / 0.89 / 0.94   verify 0.63 / 0.77 / 0.80   install 0.61
-#   text        create 0.73 / 0.50          verify 0.93 / 0.82
-#   peak RSS at most 91 MiB; sizes: compressed +2.78 % (zstd -3 still finds 2.8 % in
-#   gzip -1 layers, which the bundle stores as they are), mixed +0.09 %, text +0.32 %.
-#   create-cold against create is what the SBOM's layer cache saves: about 13 s of CPU
-#   unpacking 21 gzip layers. Before it, create of the compressed set took 0.21 under
-#   the same load (one pair). Where the time goes: docs/bundle-format.md.
+# Last figures (LAYER_MIB=50 for want of disk, so each set is half the size above; 2
+# cores shared with other builds, load average 5-8 throughout, so the ratios sit well
+# below what an idle machine gives; runs of 3 pairs each):
+#   compressed  create 0.70 / 0.66 / 0.74   create-cold 0.26 / 0.50 / 0.34
+#               verify 0.52 / 0.45 / 0.39   install 0.47 / 0.46 / 0.65
+#   mixed       create 1.09 / 0.93   verify 0.54 / 0.56   install 0.67 / 0.52
+#   text        create 0.71 / 0.61   verify 0.67 / 0.67   install 0.65 / 0.77
+#   peak RSS at most 85 MiB; sizes: compressed +0.29 % (+2.78 % before frames of
+#   compressed content got a sampled trial: zstd -3 still halves gzip -1 of log text),
+#   mixed +0.07 %, text +0.29 %.
+#   create-cold against create is what the SBOM's layer cache saves (unpacking 21 gzip
+#   layers). Install waits on the disk (fsync of what it stages) more than it computes.
+#   Where the time goes: docs/bundle-format.md.
 # Usage: tests/bench/bundle.sh [--keep] [SET...]   (default: all three sets; RUNS=N;
 #        BENCH_DIR=DIR keeps and reuses the data; BIN=DIR uses built binaries;
+#        LAYER_MIB=N layers of N MiB instead of 100;
 #        needs: cargo, zstd, gzip, openssl, python3, GNU time)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
