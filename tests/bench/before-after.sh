@@ -123,7 +123,7 @@ echo "   bundle: $(( $(stat -c %s "$W/bench.airlock") / MiB )) MiB compressed"
 # pair NAME CMD_TEMPLATE: CMD_TEMPLATE uses @BIN@ for the binaries' directory; runs
 # after, before, after, before ... RUNS pairs (one warm-up pair first, not counted).
 pair() {
-  local name=$1 tmpl=$2 out
+  local name=$1 tmpl=$2
   : > "$W/pairs"
   for i in $(seq 0 "$RUNS"); do
     for side in after before; do

@@ -107,7 +107,7 @@ layer() {
 
 # gen SET: the layout and spec of SET under $WORK/SET (kept when present).
 gen() {
-  local set=$1 D=$WORK/$1 base kind
+  local set=$1 D=$WORK/$1
   [ -f "$D/bundle.yaml" ] && return 0
   echo "== generate the $set set in $D"
   rm -rf "$D"; mkdir -p "$D/raw"
