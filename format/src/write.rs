@@ -79,7 +79,8 @@ pub struct PlannedEntry {
     pub entry: Entry,
     pub content: Content,
     /// The producer knows the content is compressed already (a layer whose media
-    /// type says gzip or zstd): it is stored without a compression attempt. The writer
+    /// type says gzip or zstd): it is stored after a trial of a small sample of each
+    /// frame instead of a compression attempt of the whole frame. The writer
     /// also recognises compressed content by its file name and leading bytes.
     pub precompressed: bool,
 }
@@ -230,7 +231,7 @@ fn check_digest(pe: &PlannedEntry, got: Sha256Digest) -> Result<()> {
 }
 
 /// Entries at least this large whose content is compressed already are stored in
-/// frames of their own without a compression attempt. Smaller ones stay in the
+/// frames of their own, each after a trial of a small sample only (see `frames`). Smaller ones stay in the
 /// compressed frames around them: a frame cut costs more than it saves there.
 pub const MIN_STORED: u64 = 64 << 10;
 

@@ -27,17 +27,18 @@ DEMO=$ROOT/examples/demo
 
 echo "== build after (working tree) and before ($REV), release"
 (cd "$ROOT" && cargo build --release -q -p airlock-bundler -p airlock-installer)
-AFTER=$ROOT/target/release
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+AFTER=$TARGET/release
 SRC=$W/before-src
 if [ -n "${BEFORE_BIN:-}" ]; then
   :  # binaries of REV built elsewhere
-elif [ ! -x "$ROOT/target/bench-before/release/airlock" ] || [ "$(cat "$ROOT/target/bench-before/rev" 2>/dev/null)" != "$REV" ]; then
+elif [ ! -x "$TARGET/bench-before/release/airlock" ] || [ "$(cat "$TARGET/bench-before/rev" 2>/dev/null)" != "$REV" ]; then
   rm -rf "$SRC" && mkdir -p "$SRC"
   git -C "$ROOT" archive "$REV" | tar -x -C "$SRC"
-  (cd "$SRC" && CARGO_TARGET_DIR=$ROOT/target/bench-before cargo build --release -q -p airlock-bundler -p airlock-installer)
-  echo "$REV" > "$ROOT/target/bench-before/rev"
+  (cd "$SRC" && CARGO_TARGET_DIR=$TARGET/bench-before cargo build --release -q -p airlock-bundler -p airlock-installer)
+  echo "$REV" > "$TARGET/bench-before/rev"
 fi
-BEFORE=${BEFORE_BIN:-$ROOT/target/bench-before/release}
+BEFORE=${BEFORE_BIN:-$TARGET/bench-before/release}
 
 prng() { openssl enc -aes-128-ctr -nosalt -K "$(printf '%032x' "$1")" -iv 00000000000000000000000000000000 -in /dev/zero 2>/dev/null; }
 if [ ! -f "$W/spec.yaml" ]; then
@@ -105,8 +106,12 @@ components:
       - path: {demo}/charts/hello
     images:
 {images}profiles:
-  - {root}/profiles/single-node.yaml
+  - {w}/single-node.yaml
 """)
+# The shipped profile installs the demo's monitoring component too, which this bundle
+# does not carry (an install would refuse it): the same profile without it.
+profile = open(os.path.join(root, "profiles", "single-node.yaml")).read()
+open(os.path.join(w, "single-node.yaml"), "w").write(profile.replace("\n  - monitoring\n", "\n"))
 PY
   "$AFTER/airlock-bundler" keygen -W -p "$W/k.pub" -s "$W/k.key" -f >/dev/null
 fi
@@ -118,7 +123,7 @@ echo "   bundle: $(( $(stat -c %s "$W/bench.airlock") / MiB )) MiB compressed"
 # pair NAME CMD_TEMPLATE: CMD_TEMPLATE uses @BIN@ for the binaries' directory; runs
 # after, before, after, before ... RUNS pairs (one warm-up pair first, not counted).
 pair() {
-  local name=$1 tmpl=$2 out
+  local name=$1 tmpl=$2
   : > "$W/pairs"
   for i in $(seq 0 "$RUNS"); do
     for side in after before; do
