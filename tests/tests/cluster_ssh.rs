@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use airlock_tests::tree::walk;
 use airlock_tests::{build_demo_variant, cargo_bin, demo_dir, require_tool, skip_or_fail};
 
 const NET: &str = "10.231.77";
@@ -25,6 +26,8 @@ const NODES: [(&str, u8, &str); 3] = [("s2", 12, "server"), ("s3", 13, "server")
 struct Lab {
     dir: PathBuf,
     bundle: PathBuf,
+    /// The same demo as 1.1.0 without the notes chart: built when a test upgrades.
+    bundle_v2: OnceLock<PathBuf>,
     /// Namespace and veth names by node.
     ns: Vec<(String, String)>,
     host_keys: Vec<String>,
@@ -163,7 +166,7 @@ fn start_lab() -> Option<Lab> {
     std::fs::create_dir_all(&bdir).unwrap();
     let airlock = cargo_bin("airlock");
     let bundle = build_demo_variant(&spec, &bdir, &["--installer", airlock.to_str().unwrap()]);
-    Some(Lab { dir, bundle, ns, host_keys, _children: Mutex::new(children) })
+    Some(Lab { dir, bundle, bundle_v2: OnceLock::new(), ns, host_keys, _children: Mutex::new(children) })
 }
 
 impl Lab {
@@ -218,6 +221,43 @@ impl Lab {
             .arg(demo_dir().join("keys/demo.pub"))
             .arg("--answers")
             .arg(answers)
+            .arg("--root")
+            .arg(s1)
+            .arg("--ssh-config")
+            .arg(ssh_config)
+            .arg("--yes")
+            .env("PATH", path)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn v2(&self) -> &Path {
+        self.bundle_v2.get_or_init(|| {
+            let spec = std::fs::read_to_string(demo_dir().join("bundle.yaml")).unwrap();
+            let spec: String = spec
+                .lines()
+                .filter(|l| !l.contains("charts/keycloakx") && !l.contains("charts/notes-0.1.0.tgz"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let spec = spec.replace("version: 1.0.0\n", "version: 1.1.0\n");
+            let bdir = self.dir.join("bundle-v2");
+            std::fs::create_dir_all(&bdir).unwrap();
+            let airlock = cargo_bin("airlock");
+            build_demo_variant(&spec, &bdir, &["--installer", airlock.to_str().unwrap()])
+        })
+    }
+
+    /// `airlock upgrade` of the cluster from s1 with the site's kept answers.
+    fn upgrade(&self, s1: &Path, bundle: &Path, ssh_config: &Path, env: &[(&str, &str)]) -> Output {
+        let path = format!("{}:{}", self.dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+        let mut cmd = Command::new(cargo_bin("airlock"));
+        cmd.arg("upgrade")
+            .arg(bundle)
+            .arg("--pubkey")
+            .arg(demo_dir().join("keys/demo.pub"))
             .arg("--root")
             .arg(s1)
             .arg("--ssh-config")
@@ -425,4 +465,105 @@ fn cluster_install_names_each_node_it_cannot_reach_and_why() {
     assert!(block("s3").contains("SSH authentication refused"), "{}", block("s3"));
     assert!(block("w1").contains("unreachable") || block("w1").contains("No route"), "{}", block("w1"));
     assert!(!s1.join("etc/rancher/k3s/config.yaml").exists(), "the first server was installed");
+}
+
+/// Every file and link below a root with its full digest, without the upgrade's own
+/// records (journals, lock, backups, release store, staging) and the incoming files:
+/// what "back on v1 byte for byte" is measured on. The first server's node journals
+/// are part of it.
+fn exact(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let skip = [
+        "/var/lib/airlock/upgrade.json",
+        "/var/lib/airlock/upgrade-history.json",
+        "/var/lib/airlock/endpoint-checks.json",
+        "/var/lib/airlock/journal.json",
+        "/var/lib/airlock/lock",
+        "/var/lib/airlock/upgrade.lock",
+        "/var/lib/airlock/backup",
+        "/var/lib/airlock/backups",
+        "/var/lib/airlock/releases",
+        "/var/lib/airlock/staging",
+        "/var/lib/airlock/incoming",
+    ];
+    walk(
+        root,
+        |rel| !skip.iter().any(|s| rel == *s || rel.starts_with(&format!("{s}/"))),
+        |_, path, mode| {
+            let bytes = std::fs::read(path).unwrap();
+            format!("file {mode:04o} {}", hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes)))
+        },
+    )
+}
+
+fn changes(
+    a: &std::collections::BTreeMap<String, String>,
+    b: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut out: Vec<String> =
+        a.iter().filter(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| format!("before: {k} {v}")).collect();
+    out.extend(b.iter().filter(|(k, v)| a.get(*k) != Some(v)).map(|(k, v)| format!("after: {k} {v}")));
+    out
+}
+
+fn release_version(root: &Path) -> String {
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("var/lib/airlock/release.json")).unwrap()).unwrap();
+    r["version"].as_str().unwrap_or_default().to_string()
+}
+
+/// The cluster's upgrade from its first server: node 3's gate failing puts nodes 3, 2
+/// and 1 back on v1 byte for byte (the agent never left it) and names node 3 and the
+/// cause; a run crashed after node 2 then resumes without redoing it and leaves every
+/// node on v2.
+#[test]
+fn cluster_upgrade_rolls_every_upgraded_node_back_when_node_3_fails_and_a_rerun_resumes_to_v2() {
+    let Some((lab, _turn)) = lab() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let s1 = work.path().join("s1");
+    let cfg = lab.ssh_config("upgrade", &lab.host_keys, "id_ed25519");
+    let o = lab.install(&s1, &lab.answers("upgrade", ""), &cfg, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v2 = lab.v2().to_path_buf();
+    let roots: Vec<(&str, PathBuf)> =
+        std::iter::once(("s1", s1.clone())).chain(NODES.iter().map(|(n, _, _)| (*n, lab.node_root(n)))).collect();
+    let before: Vec<_> = roots.iter().map(|(_, r)| exact(r)).collect();
+
+    let o = lab.upgrade(&s1, &v2, &cfg, &[("AIRLOCK_TEST_CLUSTER_GATE_FAIL", "s3")]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(13), "{out}");
+    assert!(
+        out.contains("node s3: the cluster's upgrade 1.0.0 → 1.1.0 failed: health") && out.contains("injected"),
+        "{out}"
+    );
+    assert!(out.contains("every node upgraded was put back on 1.0.0"), "{out}");
+    assert!(node_line(&out, "s3").contains("FAILED at health"), "{out}");
+    assert!(node_line(&out, "s2").contains("put back") && node_line(&out, "s1").contains("put back"), "{out}");
+    assert!(node_line(&out, "w1").contains("skipped"), "{out}");
+    for ((name, root), was) in roots.iter().zip(&before) {
+        let now = exact(root);
+        let d = changes(was, &now);
+        assert!(d.is_empty(), "{name} is not back on v1 byte for byte:\n{}", d.join("\n"));
+        assert_eq!(release_version(root), "1.0.0", "{name}");
+    }
+
+    // Crashed right after node 2 is upgraded, then run again: node 2 is checked, not
+    // upgraded again, and the others go on.
+    let o = lab.upgrade(&s1, &v2, &cfg, &[("AIRLOCK_TEST_CLUSTER_CRASH_AFTER", "s2")]);
+    assert!(!o.status.success(), "the injected crash did not happen: {}", text(&o));
+    assert_eq!(release_version(&lab.node_root("s2")), "1.1.0");
+    assert_eq!(release_version(&lab.node_root("s3")), "1.0.0");
+    let o = lab.upgrade(&s1, &v2, &cfg, &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(node_line(&out, "s2").contains("not redone"), "{out}");
+    assert!(node_line(&out, "s3").contains("upgraded") && node_line(&out, "w1").contains("upgraded"), "{out}");
+    for (name, root) in &roots {
+        assert_eq!(release_version(root), "1.1.0", "{name}");
+    }
+    let st = Command::new(cargo_bin("airlock")).args(["status", "--root"]).arg(&s1).output().unwrap();
+    let st = text(&st);
+    assert!(
+        NODES.iter().all(|(n, _, _)| st.contains(&format!("node        {n} ("))) && st.contains("1.1.0: joined"),
+        "{st}"
+    );
 }

@@ -136,6 +136,8 @@ pub enum Command {
         bundle: PathBuf,
         #[command(flatten)]
         flags: UpgradeFlags,
+        #[command(flatten)]
+        cluster: ClusterFlags,
     },
     /// Remove what `airlock install` laid down (its recorded inventory) and nothing
     /// else; files of ours changed since are kept unless --force.
@@ -508,7 +510,8 @@ pub struct UpgradeFlags {
     /// made since the backup are lost); without it the command is printed.
     #[arg(long)]
     pub restore_datastore: bool,
-    /// Undo the interrupted or failed upgrade instead of continuing it.
+    /// Undo the interrupted or failed upgrade instead of continuing it; with none
+    /// pending, undo the last one while its release is current and the one before kept.
     #[arg(long)]
     pub rollback: bool,
     /// Upgrade even though the policy refuses it (a downgrade, a skipped required

@@ -21,6 +21,11 @@
 //! the others go on, except that a failed server stops the servers after it (etcd
 //! takes members one at a time).
 //!
+//! `airlock upgrade` on the first server upgrades the cluster the same way
+//! ([`upgrade`]): every other node prepared first, then the servers one at a time
+//! (this one first), each gated, then the agents; a failure puts every node already
+//! upgraded back on the previous release, in reverse order.
+//!
 //! The remote side runs `sh` scripts; `AIRLOCK_TARGET_ROOT` in the node's SSH
 //! environment (sshd `SetEnv`) makes it install into that target root instead of `/`,
 //! as `--root` does locally (image builds, the tests).
@@ -45,6 +50,21 @@ pub const CLUSTER_DIR: &str = "/var/lib/airlock/cluster";
 pub const INCOMING_DIR: &str = "/var/lib/airlock/incoming";
 /// Test-only crash injection: abort the run right after this node is journaled done.
 pub const CRASH_AFTER_NODE_ENV: &str = "AIRLOCK_TEST_CLUSTER_CRASH_AFTER";
+/// Test-only fault injection: the health gate of this node fails, as a stand-in for a
+/// node that does not come back healthy (K3s does not run under a target root).
+pub const GATE_FAIL_ENV: &str = "AIRLOCK_TEST_CLUSTER_GATE_FAIL";
+
+pub mod upgrade;
+
+/// What the run sets up on the other nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `airlock install`: each node joins the cluster.
+    Install,
+    /// `airlock upgrade`: each node, installed already, goes from `from_version` to the
+    /// run's version with its kept answers.
+    Upgrade { from_version: String },
+}
 
 /// Preflight checks a node cannot pass before the first server is installed: the join
 /// token comes over the SSH channel only when the node joins, and the first server's
@@ -85,6 +105,15 @@ pub enum NodeResult {
     Joined,
     /// Journaled as joined by an earlier run, and healthy now: not redone.
     Checked,
+    /// Upgraded by this run (and, for another node, its health gate passed).
+    Upgraded,
+    /// Upgraded, then put back on the previous release because a node failed.
+    RolledBack,
+    /// Upgraded, and putting the previous release back failed too.
+    RollbackFailed {
+        cause: String,
+        hint: String,
+    },
     /// Not attempted, and why (an earlier server failed, the run stopped before).
     Skipped {
         why: String,
@@ -98,7 +127,13 @@ pub enum NodeResult {
 
 impl NodeResult {
     pub fn ok(&self) -> bool {
-        !matches!(self, NodeResult::Failed { .. } | NodeResult::Skipped { .. })
+        !matches!(
+            self,
+            NodeResult::Failed { .. }
+                | NodeResult::Skipped { .. }
+                | NodeResult::RolledBack
+                | NodeResult::RollbackFailed { .. }
+        )
     }
 }
 
@@ -157,6 +192,7 @@ pub struct ClusterRun<'a> {
     /// Preflight checks the operator overrides (on every node).
     pub overrides: Vec<String>,
     pub accept_new_host_keys: bool,
+    pub purpose: Purpose,
 }
 
 impl ClusterRun<'_> {
@@ -165,14 +201,18 @@ impl ClusterRun<'_> {
     }
 
     fn report(&self, rows: Vec<NodeReport>) -> ClusterReport {
+        self.report_with(NodeResult::Local, &self.version, rows)
+    }
+
+    fn report_with(&self, first_result: NodeResult, first_version: &str, rows: Vec<NodeReport>) -> ClusterReport {
         let first = &self.nodes[0];
         let mut nodes = vec![NodeReport {
             name: first.name.clone(),
             role: first.role,
             address: first.address.to_string(),
-            version: self.version.clone(),
+            version: first_version.to_string(),
             bytes_sent: 0,
-            result: NodeResult::Local,
+            result: first_result,
         }];
         nodes.extend(rows);
         ClusterReport { version: self.version.clone(), accepted_new_host_keys: self.accept_new_host_keys, nodes }
@@ -193,8 +233,13 @@ impl ClusterRun<'_> {
     /// nothing anywhere.
     pub fn prepare(&self, reporter: &dyn Reporter) -> Result<ClusterReport> {
         let files = self.outgoing()?;
-        let answers: Vec<String> =
-            (1..self.nodes.len()).map(|i| node_answers(&self.answers_text, &self.nodes, i)).collect::<Result<_>>()?;
+        // An upgrade runs with the answers each node kept at its install.
+        let answers: Vec<String> = match self.purpose {
+            Purpose::Install => (1..self.nodes.len())
+                .map(|i| node_answers(&self.answers_text, &self.nodes, i))
+                .collect::<Result<_>>()?,
+            Purpose::Upgrade { .. } => vec![String::new(); self.nodes.len() - 1],
+        };
         let ids = AtomicU64::new(1);
         let rows = std::thread::scope(|s| {
             let handles: Vec<_> = self
@@ -224,8 +269,8 @@ impl ClusterRun<'_> {
         reporter: &dyn Reporter,
     ) -> std::result::Result<NodeResult, NodeResult> {
         let t = target(n);
-        // Joined by an earlier run of this release: checked, not prepared again (its
-        // preflight would now find the install it made).
+        // Joined (or upgraded) by an earlier run of this release: checked, not prepared
+        // again (its preflight would now find the install it made).
         if self.joined_earlier(n).map_err(|e| failed("journal", e))? {
             self.gate(&t).map_err(|e| failed("health", e))?;
             return Ok(NodeResult::Checked);
@@ -249,6 +294,16 @@ impl ClusterRun<'_> {
             ));
         }
         self.run_checked(&t, &self.verify_script(), &mut std::io::empty(), "verify")?;
+        if let Purpose::Upgrade { .. } = self.purpose {
+            // The upgrade's own preflight, with the answers the node kept; its journal
+            // changes only once it is upgraded.
+            let mut args = vec!["--mode".to_string(), "upgrade".to_string()];
+            for o in &self.overrides {
+                args.extend(["--override".to_string(), o.clone()]);
+            }
+            self.run_checked(&t, &self.airlock_plain_script("preflight", &args), &mut std::io::empty(), "preflight")?;
+            return Ok(NodeResult::Prepared);
+        }
         let write = format!(
             "{}umask 077; cat > \"$D/.answers.yaml.partial\" && mv -f \"$D/.answers.yaml.partial\" \"$D/answers.yaml\"",
             prologue()
@@ -317,6 +372,10 @@ impl ClusterRun<'_> {
     /// on a live node asks its service and the API server, under a target root what
     /// the install laid out.
     fn gate(&self, t: &SshTarget) -> Result<()> {
+        if std::env::var(GATE_FAIL_ENV).ok().as_deref() == Some(t.name.as_str()) {
+            return Err(Error::input(format!("node {}", t.name), "is not healthy (injected test fault)")
+                .with_hint(format!("{GATE_FAIL_ENV} names this node: a stand-in for a node that does not come up")));
+        }
         let script = format!("{}cd \"$D\" && ./airlock status --root \"${{R:-/}}\"", prologue());
         let out = self.remote.exec(t, &script, &mut std::io::empty())?;
         if out.status == 255 {
@@ -413,9 +472,16 @@ impl ClusterRun<'_> {
 
     /// `airlock CMD BUNDLE --pubkey.. --answers answers.yaml --root R EXTRA` on the node.
     fn airlock_script(&self, cmd: &str, extra: &[String]) -> String {
+        let mut args = vec!["--answers".to_string(), "answers.yaml".to_string()];
+        args.extend_from_slice(extra);
+        self.airlock_plain_script(cmd, &args)
+    }
+
+    /// `airlock CMD BUNDLE --pubkey.. --root R EXTRA` on the node (its kept answers).
+    fn airlock_plain_script(&self, cmd: &str, extra: &[String]) -> String {
         let extra: Vec<String> = extra.iter().map(|e| sh_quote(e)).collect();
         format!(
-            "{}cd \"$D\" && ./airlock {cmd} {} {} --answers answers.yaml --root \"${{R:-/}}\" {}",
+            "{}cd \"$D\" && ./airlock {cmd} {} {} --root \"${{R:-/}}\" {}",
             prologue(),
             self.remote_bundle(),
             self.pubkey_args(),
@@ -454,9 +520,13 @@ impl ClusterRun<'_> {
             phase,
             accepted_new_host_keys: self.accept_new_host_keys,
         };
-        let mut text = serde_json::to_vec_pretty(&j).expect("a journal serialises");
+        self.write_journal(&j)
+    }
+
+    fn write_journal(&self, j: &NodeJournal) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(j).expect("a journal serialises");
         text.push(b'\n');
-        self.host.write_file(&journal_path(&n.name), &mut &text[..], Perms::mode(0o644)).map(drop)
+        self.host.write_file(&journal_path(&j.name), &mut &text[..], Perms::mode(0o644)).map(drop)
     }
 
     fn joined_earlier(&self, n: &SiteNode) -> Result<bool> {
@@ -471,6 +541,74 @@ impl ClusterRun<'_> {
             Error::corrupt(path.display().to_string(), e.to_string()).with_hint("remove it to start that node over")
         })
     }
+}
+
+/// The installer binary of a bundle, verified with the whole bundle, in a temporary
+/// directory of its own outside the target root (removed with the value).
+pub struct VerifiedInstaller {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub manifest: airlock_format::manifest::Manifest,
+}
+
+/// Entry path of the installer binary inside a bundle.
+pub const INSTALLER_ENTRY: &str = "installer/airlock";
+
+/// Verifies the whole bundle (signature, every entry) and keeps only its installer
+/// binary: what an upgrade sends to the other nodes before this node is upgraded (the
+/// install takes it from its own staging instead).
+pub fn verified_installer(
+    files: &BundleFiles,
+    trusted: &[airlock_format::minisign::PublicKey],
+    reporter: &dyn Reporter,
+) -> Result<VerifiedInstaller> {
+    use airlock_format::manifest::Entry;
+    struct OnlyInstaller {
+        path: PathBuf,
+        verified: bool,
+    }
+    impl airlock_format::read::EntrySink for OnlyInstaller {
+        fn open(&mut self, entry: &Entry) -> Result<Option<Box<dyn std::io::Write>>> {
+            if entry.path != INSTALLER_ENTRY {
+                return Ok(None);
+            }
+            use std::os::unix::fs::OpenOptionsExt;
+            // A file of our own temporary directory, outside the target root (as a dry
+            // run's staging): not a target file, so not through the host seam.
+            #[allow(clippy::disallowed_methods)]
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o700)
+                .open(&self.path)
+                .map_err(|e| Error::io(&self.path, e))?;
+            Ok(Some(Box::new(f)))
+        }
+        fn finish(&mut self, entry: &Entry, verified: bool) -> Result<()> {
+            if entry.path == INSTALLER_ENTRY {
+                self.verified = verified;
+            }
+            Ok(())
+        }
+    }
+    let tmp = std::env::temp_dir();
+    let dir = tempfile::Builder::new().prefix("airlock-cluster-").tempdir().map_err(|e| {
+        Error::io(&tmp, e)
+            .with_hint("the installer for the other nodes goes into $TMPDIR: point it at a writable directory")
+    })?;
+    let mut sink = OnlyInstaller { path: dir.path().join("airlock"), verified: false };
+    let outcome = airlock_format::read::read_bundle(files, trusted, &mut sink, reporter)?;
+    if let Some(e) = crate::bundle::staging::damaged(&outcome) {
+        return Err(e);
+    }
+    if !sink.verified {
+        return Err(Error::input(files.base.display().to_string(), "carries no installer binary (installer/airlock)")
+            .with_hint(
+            "the other nodes run the installer from the bundle: build it with `airlock-bundler create --installer` \
+                 (a delta bundle must carry it too)",
+        ));
+    }
+    Ok(VerifiedInstaller { path: sink.path, _dir: dir, manifest: outcome.manifest })
 }
 
 /// Every node journaled on this (first) server, by name; a node not joined yet, or a
@@ -676,6 +814,7 @@ mod tests {
             version: "1.0.0".into(),
             overrides: vec![],
             accept_new_host_keys: false,
+            purpose: Purpose::Install,
         }
     }
 
