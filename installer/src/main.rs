@@ -472,9 +472,13 @@ fn install(
                 .with_hint("run the install again; it resumes")
             })?;
     let progress = ui.progress();
-    let report = inputs.run(&ssh, &host).join(&token, &progress);
+    let run = inputs.run(&ssh, &host);
+    let report = run.join(&token, &progress);
     progress.finish();
     let report = report?;
+    if report.ok() {
+        warn_not_removed(&run.remove_incoming());
+    }
     match ui.output {
         Output::Json => print_json(&serde_json::json!({ "installed": done, "cluster": report })),
         Output::Text => render::print_cluster(&report),
@@ -714,6 +718,7 @@ fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui
     let others = run.upgrade_others(&progress);
     progress.finish();
     if others.ok() {
+        warn_not_removed(&run.remove_incoming());
         let report = run.upgrade_report(NodeResult::Upgraded, others.rows, &[]);
         match ui.output {
             Output::Json => print_json(&serde_json::json!({ "upgraded": here, "cluster": report })),
@@ -752,6 +757,12 @@ fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui
         }
     );
     Ok(ExitStatus::from_code(status).unwrap_or(ExitStatus::RollbackFailed))
+}
+
+fn warn_not_removed(left: &[(String, String)]) {
+    for (node, cause) in left {
+        eprintln!("warning: node {node}: {} was not removed: {cause}", ops::cluster::INCOMING_DIR);
+    }
 }
 
 fn failed_names(r: &ops::cluster::ClusterReport) -> String {

@@ -19,6 +19,8 @@ use airlock_tests::tree::walk;
 use airlock_tests::{build_demo_variant, cargo_bin, demo_dir, require_tool, skip_or_fail};
 
 const NET: &str = "10.231.77";
+/// A node's incoming directory, below its root.
+const INCOMING: &str = "var/lib/airlock/incoming";
 
 /// The nodes set up over SSH: name, last octet, role.
 const NODES: [(&str, u8, &str); 3] = [("s2", 12, "server"), ("s3", 13, "server"), ("w1", 21, "agent")];
@@ -333,6 +335,19 @@ fn cluster_install_resumes_after_a_crash_and_sets_up_the_nodes_as_node_by_node_j
     let crashed = text(&o);
     assert!(lab.node_root("s2").join("etc/rancher/k3s/config.yaml").is_file());
     assert!(!lab.node_root("s3").join("etc/rancher/k3s/config.yaml").exists(), "s3 joined before the crash");
+    // After a failure the incoming files stay for the re-run.
+    assert!(lab.node_root("s3").join(INCOMING).join("demo.airlock").is_file());
+    // The installer goes gzip-compressed beside the bundle: a node gets little more
+    // than the bundle's own bytes.
+    let bundle_bytes: u64 =
+        std::fs::read_dir(lab.bundle.parent().unwrap()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let installer_bytes = std::fs::metadata(cargo_bin("airlock")).unwrap().len();
+    let line = node_line(&crashed, "s3");
+    let sent: u64 = line.rsplit(", ").next().and_then(|t| t.strip_suffix(" bytes sent")).unwrap().parse().unwrap();
+    assert!(
+        sent > bundle_bytes && sent < bundle_bytes + installer_bytes / 2,
+        "{sent} bytes sent for {bundle_bytes}: {line}"
+    );
 
     let o = lab.install(&s1, &answers, &cfg, &[]);
     assert!(o.status.success(), "{}", text(&o));
@@ -341,6 +356,10 @@ fn cluster_install_resumes_after_a_crash_and_sets_up_the_nodes_as_node_by_node_j
     assert!(node_line(&out, "s3").contains("joined") && node_line(&out, "w1").contains("joined"), "{out}");
     // Nothing was sent twice: every node had the bundle already.
     assert!(!out.contains("bytes sent"), "{out}");
+    // Everything joined: the incoming files are gone from every node.
+    for (name, _, _) in NODES {
+        assert!(!lab.node_root(name).join(INCOMING).exists(), "{name} keeps its incoming files");
+    }
     let out = format!("{crashed}{out}");
 
     let token_bytes = std::fs::read(s1.join("var/lib/airlock/secrets/cluster-token")).unwrap();
@@ -429,6 +448,7 @@ fn cluster_install_changes_nothing_anywhere_when_one_nodes_preflight_fails() {
     let out = text(&o);
     assert!(out.contains("s3") && out.contains("FAILED at preflight") && out.contains("existing-install"), "{out}");
     assert!(out.contains("nothing was installed on any node"), "{out}");
+    assert!(lab.node_root("s2").join(INCOMING).join("demo.airlock").is_file(), "a failed run removed what it sent");
     assert!(!s1.join("etc/rancher/k3s/config.yaml").exists(), "the first server was installed");
     for (name, _, _) in NODES {
         assert!(!lab.node_root(name).join("etc/rancher").exists(), "{name} was installed");
@@ -539,6 +559,7 @@ fn cluster_upgrade_rolls_every_upgraded_node_back_when_node_3_fails_and_a_rerun_
     assert!(node_line(&out, "s3").contains("FAILED at health"), "{out}");
     assert!(node_line(&out, "s2").contains("put back") && node_line(&out, "s1").contains("put back"), "{out}");
     assert!(node_line(&out, "w1").contains("skipped"), "{out}");
+    assert!(lab.node_root("s2").join(INCOMING).join("demo.airlock").is_file(), "a failed run removed what it sent");
     for ((name, root), was) in roots.iter().zip(&before) {
         let now = exact(root);
         let d = changes(was, &now);
@@ -559,6 +580,7 @@ fn cluster_upgrade_rolls_every_upgraded_node_back_when_node_3_fails_and_a_rerun_
     assert!(node_line(&out, "s3").contains("upgraded") && node_line(&out, "w1").contains("upgraded"), "{out}");
     for (name, root) in &roots {
         assert_eq!(release_version(root), "1.1.0", "{name}");
+        assert!(!root.join(INCOMING).exists(), "{name} keeps its incoming files");
     }
     let st = Command::new(cargo_bin("airlock")).args(["status", "--root"]).arg(&s1).output().unwrap();
     let st = text(&st);

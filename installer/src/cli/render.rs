@@ -842,10 +842,10 @@ pub fn print_cluster(r: &airlock_installer::ops::cluster::ClusterReport) {
     say!("cluster {} ({} nodes):", r.version, r.nodes.len());
     for n in &r.nodes {
         let result = match &n.result {
-            NodeResult::Local => "installed here".to_string(),
+            NodeResult::Local => "this node".to_string(),
             NodeResult::Prepared => "ready (bundle verified there, preflight passed)".to_string(),
             NodeResult::Joined => "joined".to_string(),
-            NodeResult::Checked => "joined earlier, healthy (not redone)".to_string(),
+            NodeResult::Checked => "done by an earlier run, healthy (not redone)".to_string(),
             NodeResult::Upgraded => "upgraded".to_string(),
             NodeResult::RolledBack => "upgraded, then put back (another node failed)".to_string(),
             NodeResult::RollbackFailed { .. } => "upgraded; putting it back FAILED".to_string(),
