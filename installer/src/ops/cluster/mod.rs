@@ -846,6 +846,8 @@ mod tests {
     struct FakeNodes {
         calls: Mutex<Vec<(String, String, Vec<u8>)>>,
         failing: Vec<&'static str>,
+        /// Nodes whose `airlock status` (the health gate) fails.
+        unhealthy: Vec<&'static str>,
     }
 
     impl Remote for FakeNodes {
@@ -855,6 +857,9 @@ mod tests {
             self.calls.lock().unwrap().push((t.name.clone(), script.to_string(), input));
             if script.contains("./airlock join") && self.failing.contains(&t.name.as_str()) {
                 return Ok(CommandOutput::exit(1, "error: the node refused"));
+            }
+            if script.contains("./airlock status") && self.unhealthy.contains(&t.name.as_str()) {
+                return Ok(CommandOutput::exit(11, "node NotReady"));
             }
             Ok(CommandOutput::ok(""))
         }
@@ -898,7 +903,7 @@ mod tests {
     fn cluster_join_sends_the_token_only_on_stdin_servers_one_at_a_time_then_agents() {
         let root = tempfile::tempdir().unwrap();
         let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
-        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![] };
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy: vec![] };
         let report = run_with(&remote, &host).join(TOKEN, &airlock_format::report::Silent).unwrap();
         assert!(report.ok(), "{report:?}");
         let calls = remote.calls.lock().unwrap();
@@ -927,7 +932,7 @@ mod tests {
     fn cluster_join_stops_the_servers_after_a_failed_one_and_still_joins_the_agents() {
         let root = tempfile::tempdir().unwrap();
         let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
-        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec!["s2", "w1"] };
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec!["s2", "w1"], unhealthy: vec![] };
         let report = run_with(&remote, &host).join(TOKEN, &airlock_format::report::Silent).unwrap();
         let result = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().result.clone();
         assert!(matches!(result("s2"), NodeResult::Failed { ref step, .. } if step == "join"), "{:?}", result("s2"));
@@ -937,6 +942,42 @@ mod tests {
         assert!(!report.ok());
         let calls = remote.calls.lock().unwrap();
         assert!(!calls.iter().any(|(n, _, _)| n == "s3"), "s3 was contacted after s2 failed");
+    }
+
+    #[test]
+    fn cluster_upgrade_stops_at_a_failed_gate_and_rolls_the_upgraded_nodes_back_last_first() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy: vec!["s3"] };
+        let mut run = run_with(&remote, &host);
+        run.version = "1.1.0".into();
+        run.purpose = Purpose::Upgrade { from_version: "1.0.0".into() };
+        let up = run.upgrade_others(&airlock_format::report::Silent);
+        assert!(!up.ok());
+        assert_eq!(up.first_failure().map(|(n, _)| n), Some("s3"));
+        assert_eq!(up.on_new_release, ["s2", "s3"], "s3's own upgrade finished before its gate failed");
+        let result = |name: &str| up.rows.iter().find(|n| n.name == name).unwrap().result.clone();
+        assert_eq!(result("s2"), NodeResult::Upgraded);
+        assert!(
+            matches!(result("w1"), NodeResult::Skipped { .. }) && matches!(result("w2"), NodeResult::Skipped { .. })
+        );
+        let journal = || std::fs::read_to_string(root.path().join("var/lib/airlock/cluster/s2.json")).unwrap();
+        assert!(journal().contains("\"version\": \"1.1.0\""), "{}", journal());
+
+        let back: Vec<String> = up.on_new_release.iter().rev().cloned().collect();
+        let rolled = run.roll_back_others(&back);
+        assert_eq!(rolled, [("s3".to_string(), NodeResult::RolledBack), ("s2".to_string(), NodeResult::RolledBack)]);
+        let calls = remote.calls.lock().unwrap();
+        let rollbacks: Vec<&str> =
+            calls.iter().filter(|(_, s, _)| s.contains("--rollback")).map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(rollbacks, ["s3", "s2"]);
+        assert!(!calls.iter().any(|(n, _, _)| n.starts_with('w')), "an agent was contacted");
+        assert!(journal().contains("\"version\": \"1.0.0\""), "{}", journal());
+        let report = run.upgrade_report(NodeResult::RolledBack, up.rows.clone(), &rolled);
+        let row = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().clone();
+        assert!(matches!(row("s3").result, NodeResult::Failed { ref step, .. } if step == "health"));
+        assert_eq!((row("s2").result, row("s2").version.as_str()), (NodeResult::RolledBack, "1.0.0"));
+        assert_eq!(row("s1").version, "1.0.0");
     }
 
     #[test]
