@@ -43,7 +43,7 @@ impl NodesUpgraded {
 }
 
 impl ClusterRun<'_> {
-    fn from_version(&self) -> &str {
+    fn previous_version(&self) -> &str {
         match &self.purpose {
             Purpose::Upgrade { from_version } => from_version,
             Purpose::Install => &self.version,
@@ -172,7 +172,7 @@ impl ClusterRun<'_> {
             Some(j) => j,
             None => return Ok(()),
         };
-        j.version = self.from_version().to_string();
+        j.version = self.previous_version().to_string();
         self.write_journal(&j)
     }
 
@@ -185,7 +185,7 @@ impl ClusterRun<'_> {
         rolled_back: &[(String, NodeResult)],
     ) -> ClusterReport {
         let first_version = if matches!(first, NodeResult::RolledBack) {
-            self.from_version().to_string()
+            self.previous_version().to_string()
         } else {
             self.version.clone()
         };
@@ -195,13 +195,13 @@ impl ClusterRun<'_> {
                 // A node whose own upgrade failed put its previous release back itself;
                 // one skipped never left it.
                 if matches!(r.result, NodeResult::Failed { .. } | NodeResult::Skipped { .. }) {
-                    r.version = self.from_version().to_string();
+                    r.version = self.previous_version().to_string();
                 }
                 if let Some((_, rb)) = rolled_back.iter().find(|(n, _)| n == &r.name) {
                     // The node that failed keeps its failure as the row's result: that
                     // is the cause; that it was put back shows in its version.
                     if matches!(rb, NodeResult::RolledBack) {
-                        r.version = self.from_version().to_string();
+                        r.version = self.previous_version().to_string();
                     }
                     if r.result.ok() || matches!(rb, NodeResult::RollbackFailed { .. }) {
                         r.result = rb.clone();
