@@ -75,8 +75,12 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             install(bundle, flags, Some(install::JoinOverrides { server, token_file }), ClusterFlags::default(), ui)
         }
         Command::Upgrade { bundle, flags, cluster } => upgrade(&bundle, flags, cluster, ui),
-        Command::Uninstall { root, purge, force, yes, dry_run } => {
-            uninstall(&root, ops::uninstall::UninstallOptions { force, purge }, yes, dry_run, ui)
+        Command::Uninstall { root, purge, force, yes, dry_run, all_nodes, cluster } => {
+            let opts = ops::uninstall::UninstallOptions { force, purge };
+            if all_nodes {
+                return uninstall_all_nodes(&root, opts, yes, &cluster, ui);
+            }
+            uninstall(&root, opts, yes, dry_run, ui)
         }
         Command::Preflight { bundle, pubkey, answers, profile, mode, root, overrides } => {
             use airlock_installer::site::preflight::Mode;
@@ -809,6 +813,93 @@ fn uninstall(
     let r = ops::uninstall::apply(&host, &p)?;
     ui.show(&r, |r| render::print_uninstall_report(&inv.distribution, &inv.unit, root, r));
     Ok(ExitStatus::Success)
+}
+
+/// `airlock uninstall --all-nodes`: every other node of the site's `nodes` over ssh
+/// (agents, then servers last joined first), then this node. A node that fails is
+/// reported with its cause; the others, and this node, are still uninstalled.
+fn uninstall_all_nodes(
+    root: &Path,
+    opts: ops::uninstall::UninstallOptions,
+    yes: bool,
+    c: &ClusterFlags,
+    ui: Ui,
+) -> Result<ExitStatus> {
+    let host = RootedHost::new(root.to_path_buf(), root == Path::new("/"))?;
+    let nodes = airlock_installer::site::answers::kept::load_kept(&host)?.map(|a| a.nodes).unwrap_or_default();
+    if nodes.len() < 2 {
+        return Err(Error::input("--all-nodes", "the site's kept answers list no other nodes (`nodes:`)")
+            .with_hint("run it on the first server of a cluster installed with `nodes:`; elsewhere leave it out"));
+    }
+    let inv = airlock_installer::state::Inventory::load(&host)?;
+    let p = ops::uninstall::plan(&host, &inv, opts)?;
+    if !ui.json() {
+        render::print_uninstall_plan(root, &p);
+        say!(
+            "and the other {} nodes: {}",
+            nodes.len() - 1,
+            nodes[1..].iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if !yes && !confirm("uninstall", "removing the install on every node", "Remove it on every node?")? {
+        return Ok(ExitStatus::Input);
+    }
+    let installer = ops::cluster::uninstall::kept_installer(&host)?;
+    let version = airlock_installer::state::ReleaseRecord::load(&host)?.map(|r| r.version).unwrap_or_default();
+    let ssh = SystemSsh {
+        options: SshOptions {
+            accept_new_host_keys: c.accept_new_host_keys,
+            config_file: c.ssh_config.clone(),
+            connect_timeout: 10,
+        },
+    };
+    let run = ops::cluster::ClusterRun {
+        remote: &ssh,
+        host: &host,
+        nodes,
+        answers_text: String::new(),
+        bundle: PathBuf::new(),
+        key_files: Vec::new(),
+        installer,
+        version: version.clone(),
+        overrides: Vec::new(),
+        accept_new_host_keys: c.accept_new_host_keys,
+        purpose: ops::cluster::Purpose::Install,
+    };
+    let mut extra = Vec::new();
+    if opts.purge {
+        extra.push("--purge".to_string());
+    }
+    if opts.force {
+        extra.push("--force".to_string());
+    }
+    let progress = ui.progress();
+    let rows = run.uninstall_others(&extra, &progress);
+    progress.finish();
+    let rows = rows?;
+    // This node last, and only when every other node is done: it keeps the node list,
+    // the journals and the installer a re-run needs to finish the others.
+    if rows.iter().all(|r| r.result.ok()) {
+        let here = ops::uninstall::apply(&host, &p)?;
+        let report = run.removal_report(ops::cluster::NodeResult::Removed, rows);
+        match ui.output {
+            Output::Json => print_json(&serde_json::json!({ "uninstalled": here, "cluster": report })),
+            Output::Text => {
+                render::print_uninstall_report(&inv.distribution, &inv.unit, root, &here);
+                render::print_cluster(&report);
+            }
+        }
+        return Ok(ExitStatus::Success);
+    }
+    let why = "kept until every other node is uninstalled (it holds the node list a re-run needs)".to_string();
+    let report = run.removal_report(ops::cluster::NodeResult::Skipped { why }, rows);
+    ui.show(&serde_json::json!({ "cluster": report }), |_| render::print_cluster(&report));
+    eprintln!(
+        "error: {} not uninstalled; the other nodes were, this one was kept\nhint: fix what each node's hint says, \
+         then run `airlock uninstall --all-nodes` again: it finishes the rest",
+        failed_names(&report).split(", ").filter(|n| *n != report.nodes[0].name).collect::<Vec<_>>().join(", ")
+    );
+    Ok(ExitStatus::NeedsAttention)
 }
 
 /// `airlock registry push`: credentials and TLS from flags, environment and docker

@@ -534,9 +534,10 @@ fn release_version(root: &Path) -> String {
 /// The cluster's upgrade from its first server: node 3's gate failing puts nodes 3, 2
 /// and 1 back on v1 byte for byte (the agent never left it) and names node 3 and the
 /// cause; a run crashed after node 2 then resumes without redoing it and leaves every
-/// node on v2.
+/// node on v2. Then `uninstall --all-nodes` with one node unreachable (on the same
+/// cluster: one install fewer for the test binary).
 #[test]
-fn cluster_upgrade_rolls_every_upgraded_node_back_when_node_3_fails_and_a_rerun_resumes_to_v2() {
+fn cluster_upgrade_rolls_back_when_node_3_fails_resumes_to_v2_and_uninstall_all_nodes_names_an_unreachable_node() {
     let Some((lab, _turn)) = lab() else { return };
     let work = tempfile::tempdir().unwrap();
     let s1 = work.path().join("s1");
@@ -588,4 +589,49 @@ fn cluster_upgrade_rolls_every_upgraded_node_back_when_node_3_fails_and_a_rerun_
         NODES.iter().all(|(n, _, _)| st.contains(&format!("node        {n} ("))) && st.contains("1.1.0: joined"),
         "{st}"
     );
+
+    // `uninstall --all-nodes` with w1's link down: w1 is named with its cause, every
+    // other node and this one are uninstalled (the lab is not installed twice for this).
+    let veth = &lab.ns[2].1;
+    sh(&format!("ip link set {veth} down"));
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["uninstall", "--all-nodes", "--yes", "--root"])
+        .arg(&s1)
+        .arg("--ssh-config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    sh(&format!("ip link set {veth} up"));
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(11), "{out}");
+    assert!(node_line(&out, "w1").contains("FAILED"), "{out}");
+    let w1_cause = out[out.rfind("  w1 ").unwrap()..].lines().nth(1).unwrap_or("").to_string();
+    assert!(w1_cause.contains("unreachable") || w1_cause.contains("No route"), "{out}");
+    for (name, root) in &roots[1..] {
+        let installed = root.join("etc/rancher/k3s/config.yaml").exists();
+        assert_eq!(installed, *name == "w1", "{name}: installed {installed}:\n{out}");
+        if *name != "w1" {
+            assert!(!root.join(INCOMING).exists(), "{name} keeps its incoming files");
+            assert!(node_line(&out, name).contains("uninstalled"), "{out}");
+        }
+    }
+    // The first server stays, with what a re-run needs; it forgets the nodes it
+    // uninstalled, and the re-run, with w1 back, finishes w1 and then itself.
+    assert!(node_line(&out, "s1").contains("kept until every other node"), "{out}");
+    let journals = s1.join("var/lib/airlock/cluster");
+    assert!(!journals.join("s2.json").exists() && journals.join("w1.json").exists(), "{out}");
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["uninstall", "--all-nodes", "--yes", "--root"])
+        .arg(&s1)
+        .arg("--ssh-config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for (name, root) in &roots {
+        assert!(!root.join("etc/rancher/k3s/config.yaml").exists(), "{name} is still installed:\n{out}");
+    }
 }

@@ -158,6 +158,12 @@ pub enum Command {
         /// Print what would be removed and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// On the first server of a site with `nodes:`: uninstall every other node over
+        /// ssh too (agents, then servers last joined first), this node last.
+        #[arg(long, conflicts_with = "dry_run")]
+        all_nodes: bool,
+        #[command(flatten)]
+        cluster: ClusterFlags,
     },
     /// Check whether this host can take the platform: pass / warn / fail with a fix for
     /// each (exit 8 when a check fails). Verifies the bundle for its profile's limits.

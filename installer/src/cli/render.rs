@@ -847,6 +847,7 @@ pub fn print_cluster(r: &airlock_installer::ops::cluster::ClusterReport) {
             NodeResult::Joined => "joined".to_string(),
             NodeResult::Checked => "done by an earlier run, healthy (not redone)".to_string(),
             NodeResult::Upgraded => "upgraded".to_string(),
+            NodeResult::Removed => "uninstalled".to_string(),
             NodeResult::RolledBack => "upgraded, then put back (another node failed)".to_string(),
             NodeResult::RollbackFailed { .. } => "upgraded; putting it back FAILED".to_string(),
             NodeResult::Skipped { why } => format!("skipped: {why}"),

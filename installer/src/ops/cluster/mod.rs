@@ -54,6 +54,7 @@ pub const CRASH_AFTER_NODE_ENV: &str = "AIRLOCK_TEST_CLUSTER_CRASH_AFTER";
 /// node that does not come back healthy (K3s does not run under a target root).
 pub const GATE_FAIL_ENV: &str = "AIRLOCK_TEST_CLUSTER_GATE_FAIL";
 
+pub mod uninstall;
 pub mod upgrade;
 
 /// What the run sets up on the other nodes.
@@ -107,6 +108,8 @@ pub enum NodeResult {
     Checked,
     /// Upgraded by this run (and, for another node, its health gate passed).
     Upgraded,
+    /// Uninstalled by this run.
+    Removed,
     /// Upgraded, then put back on the previous release because a node failed.
     RolledBack,
     /// Upgraded, and putting the previous release back failed too.
