@@ -166,10 +166,14 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             // (the page and the signed JSON are written all the same).
             Ok(if r.has_failed() { ExitStatus::NeedsAttention } else { ExitStatus::Success })
         }
-        Command::SupportBundle { output_file, root } => {
+        Command::SupportBundle { output_file, root, all_nodes, cluster } => {
             let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
             let progress = ui.progress();
-            let opts = ops::support::SupportOptions::new(output_file);
+            let mut opts = ops::support::SupportOptions::new(output_file);
+            if all_nodes {
+                let ssh = system_ssh(&cluster);
+                opts.nodes = site_run(&host, &ssh, &cluster)?.fetch_support(&progress);
+            }
             let r = ops::support::collect(&host, &opts, &progress);
             progress.finish();
             let r = r?;
@@ -815,6 +819,41 @@ fn uninstall(
     Ok(ExitStatus::Success)
 }
 
+/// A cluster run over the site's kept `nodes` with the kept installer, for the
+/// cluster-wide commands that come with no bundle.
+fn site_run<'a>(host: &'a RootedHost, ssh: &'a SystemSsh, c: &ClusterFlags) -> Result<ops::cluster::ClusterRun<'a>> {
+    let nodes = airlock_installer::site::answers::kept::load_kept(host)?.map(|a| a.nodes).unwrap_or_default();
+    if nodes.len() < 2 {
+        return Err(Error::input("--all-nodes", "the site's kept answers list no other nodes (`nodes:`)")
+            .with_hint("run it on the first server of a cluster installed with `nodes:`; elsewhere leave it out"));
+    }
+    let installer = ops::cluster::all_nodes::kept_installer(host)?;
+    let version = airlock_installer::state::ReleaseRecord::load(host)?.map(|r| r.version).unwrap_or_default();
+    Ok(ops::cluster::ClusterRun {
+        remote: ssh,
+        host,
+        nodes,
+        answers_text: String::new(),
+        bundle: PathBuf::new(),
+        key_files: Vec::new(),
+        installer,
+        version,
+        overrides: Vec::new(),
+        accept_new_host_keys: c.accept_new_host_keys,
+        purpose: ops::cluster::Purpose::Install,
+    })
+}
+
+fn system_ssh(c: &ClusterFlags) -> SystemSsh {
+    SystemSsh {
+        options: SshOptions {
+            accept_new_host_keys: c.accept_new_host_keys,
+            config_file: c.ssh_config.clone(),
+            connect_timeout: 10,
+        },
+    }
+}
+
 /// `airlock uninstall --all-nodes`: every other node of the site's `nodes` over ssh
 /// (agents, then servers last joined first), then this node. A node that fails is
 /// reported with its cause; the others, and this node, are still uninstalled.
@@ -826,11 +865,9 @@ fn uninstall_all_nodes(
     ui: Ui,
 ) -> Result<ExitStatus> {
     let host = RootedHost::new(root.to_path_buf(), root == Path::new("/"))?;
-    let nodes = airlock_installer::site::answers::kept::load_kept(&host)?.map(|a| a.nodes).unwrap_or_default();
-    if nodes.len() < 2 {
-        return Err(Error::input("--all-nodes", "the site's kept answers list no other nodes (`nodes:`)")
-            .with_hint("run it on the first server of a cluster installed with `nodes:`; elsewhere leave it out"));
-    }
+    let ssh = system_ssh(c);
+    let run = site_run(&host, &ssh, c)?;
+    let nodes = run.nodes.clone();
     let inv = airlock_installer::state::Inventory::load(&host)?;
     let p = ops::uninstall::plan(&host, &inv, opts)?;
     if !ui.json() {
@@ -844,28 +881,6 @@ fn uninstall_all_nodes(
     if !yes && !confirm("uninstall", "removing the install on every node", "Remove it on every node?")? {
         return Ok(ExitStatus::Input);
     }
-    let installer = ops::cluster::uninstall::kept_installer(&host)?;
-    let version = airlock_installer::state::ReleaseRecord::load(&host)?.map(|r| r.version).unwrap_or_default();
-    let ssh = SystemSsh {
-        options: SshOptions {
-            accept_new_host_keys: c.accept_new_host_keys,
-            config_file: c.ssh_config.clone(),
-            connect_timeout: 10,
-        },
-    };
-    let run = ops::cluster::ClusterRun {
-        remote: &ssh,
-        host: &host,
-        nodes,
-        answers_text: String::new(),
-        bundle: PathBuf::new(),
-        key_files: Vec::new(),
-        installer,
-        version: version.clone(),
-        overrides: Vec::new(),
-        accept_new_host_keys: c.accept_new_host_keys,
-        purpose: ops::cluster::Purpose::Install,
-    };
     let mut extra = Vec::new();
     if opts.purge {
         extra.push("--purge".to_string());

@@ -534,10 +534,11 @@ fn release_version(root: &Path) -> String {
 /// The cluster's upgrade from its first server: node 3's gate failing puts nodes 3, 2
 /// and 1 back on v1 byte for byte (the agent never left it) and names node 3 and the
 /// cause; a run crashed after node 2 then resumes without redoing it and leaves every
-/// node on v2. Then `uninstall --all-nodes` with one node unreachable (on the same
+/// node on v2. Then `support-bundle --all-nodes` (no secret in it) and `uninstall
+/// --all-nodes` with one node unreachable (on the same
 /// cluster: one install fewer for the test binary).
 #[test]
-fn cluster_upgrade_rolls_back_when_node_3_fails_resumes_to_v2_and_uninstall_all_nodes_names_an_unreachable_node() {
+fn cluster_upgrade_rolls_back_when_node_3_fails_resumes_to_v2_then_all_nodes_support_bundle_and_uninstall() {
     let Some((lab, _turn)) = lab() else { return };
     let work = tempfile::tempdir().unwrap();
     let s1 = work.path().join("s1");
@@ -589,6 +590,46 @@ fn cluster_upgrade_rolls_back_when_node_3_fails_resumes_to_v2_and_uninstall_all_
         NODES.iter().all(|(n, _, _)| st.contains(&format!("node        {n} ("))) && st.contains("1.1.0: joined"),
         "{st}"
     );
+
+    // `support-bundle --all-nodes`: every node's own bundle in a folder of the one
+    // archive, and no secret of the site in any of it.
+    let archive = work.path().join("support.tar.gz");
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["support-bundle", "--all-nodes", "--root"])
+        .arg(&s1)
+        .arg("-o")
+        .arg(&archive)
+        .arg("--ssh-config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mut names = Vec::new();
+    let mut all = Vec::new();
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(&archive).unwrap());
+    for e in tar::Archive::new(gz).entries().unwrap() {
+        let mut e = e.unwrap();
+        names.push(e.path().unwrap().display().to_string());
+        std::io::Read::read_to_end(&mut e, &mut all).unwrap();
+    }
+    let all = String::from_utf8_lossy(&all);
+    for (n, _, _) in NODES {
+        assert!(names.iter().any(|x| x.starts_with(&format!("nodes/{n}/files/"))), "no files of {n}: {names:?}");
+    }
+    let manifest = names.iter().filter(|x| x.ends_with("MANIFEST.json")).count();
+    assert_eq!(manifest, 4, "{names:?}");
+    let secrets = std::fs::read_dir(s1.join("var/lib/airlock/secrets")).unwrap();
+    let mut checked = 0;
+    for e in secrets {
+        let v = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+        let v = v.trim();
+        if v.len() >= 8 {
+            assert!(!all.contains(v), "a secret of the site is in the support archive");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the site has no secrets to look for");
 
     // `uninstall --all-nodes` with w1's link down: w1 is named with its cause, every
     // other node and this one are uninstalled (the lab is not installed twice for this).

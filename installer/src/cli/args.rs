@@ -242,6 +242,12 @@ pub enum Command {
         /// The target root to collect from (`/`: this system, with cluster state and logs).
         #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
+        /// On the first server of a site with `nodes:`: each other node's support bundle
+        /// too, fetched over ssh into `nodes/<node>/` of the one archive.
+        #[arg(long)]
+        all_nodes: bool,
+        #[command(flatten)]
+        cluster: ClusterFlags,
     },
     /// Back up the site for disaster recovery into one archive encrypted to the site's
     /// recovery keys (`backup.recipients`), or check such an archive (docs/backup.md).

@@ -54,7 +54,7 @@ pub const CRASH_AFTER_NODE_ENV: &str = "AIRLOCK_TEST_CLUSTER_CRASH_AFTER";
 /// node that does not come back healthy (K3s does not run under a target root).
 pub const GATE_FAIL_ENV: &str = "AIRLOCK_TEST_CLUSTER_GATE_FAIL";
 
-pub mod uninstall;
+pub mod all_nodes;
 pub mod upgrade;
 
 /// What the run sets up on the other nodes.
