@@ -434,7 +434,7 @@ fn cluster_install_resumes_after_a_crash_and_sets_up_the_nodes_as_node_by_node_j
 }
 
 #[test]
-fn cluster_install_changes_nothing_anywhere_when_one_nodes_preflight_fails() {
+fn cluster_install_changes_nothing_anywhere_when_one_nodes_preflight_fails_or_its_incoming_dir_is_a_symlink() {
     let Some((lab, _turn)) = lab() else { return };
     let work = tempfile::tempdir().unwrap();
     let s1 = work.path().join("s1");
@@ -442,13 +442,21 @@ fn cluster_install_changes_nothing_anywhere_when_one_nodes_preflight_fails() {
     let foreign = lab.node_root("s3").join("usr/local/bin/k3s");
     std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
     std::fs::write(&foreign, "#!/bin/sh\n").unwrap();
+    // On s2, the incoming directory is a symbolic link out of its root.
+    let outside = work.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(lab.node_root("s2").join("var/lib/airlock")).unwrap();
+    std::os::unix::fs::symlink(&outside, lab.node_root("s2").join(INCOMING)).unwrap();
     let cfg = lab.ssh_config("preflight", &lab.host_keys, "id_ed25519");
     let o = lab.install(&s1, &lab.answers("preflight", ""), &cfg, &[]);
     assert_eq!(o.status.code(), Some(8), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("s3") && out.contains("FAILED at preflight") && out.contains("existing-install"), "{out}");
     assert!(out.contains("nothing was installed on any node"), "{out}");
-    assert!(lab.node_root("s2").join(INCOMING).join("demo.airlock").is_file(), "a failed run removed what it sent");
+    assert!(lab.node_root("w1").join(INCOMING).join("demo.airlock").is_file(), "a failed run removed what it sent");
+    let s2 = &out[out.find("  s2 ").unwrap()..];
+    assert!(s2.lines().take(3).any(|l| l.contains("is a symbolic link")), "{out}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something was written through the link");
     assert!(!s1.join("etc/rancher/k3s/config.yaml").exists(), "the first server was installed");
     for (name, _, _) in NODES {
         assert!(!lab.node_root(name).join("etc/rancher").exists(), "{name} was installed");

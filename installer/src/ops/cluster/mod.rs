@@ -481,8 +481,13 @@ impl ClusterRun<'_> {
     /// The names of `files` already on the node with the right size and digest, and
     /// whether the node can unpack a gzip stream.
     fn present(&self, t: &SshTarget, files: &[Outgoing]) -> Result<Incoming> {
+        // The first thing written on a node: a symbolic link at the incoming directory
+        // or its parent would take every file sent (and the removal after a success)
+        // somewhere else, possibly outside the node's target root. Refused, not followed.
         let mut script = format!(
-            "{}mkdir -p \"$D\" && cd \"$D\" || exit 1\ncommand -v gzip >/dev/null 2>&1 && echo {GUNZIP_MARK}\n",
+            "{}for p in \"$R/var/lib/airlock\" \"$D\"; do if [ -L \"$p\" ]; then \
+             echo \"$p is a symbolic link: refusing to write through it\" >&2; exit 3; fi; done\n\
+             mkdir -p \"$D\" && cd \"$D\" || exit 1\ncommand -v gzip >/dev/null 2>&1 && echo {GUNZIP_MARK}\n",
             prologue()
         );
         for f in files {
