@@ -658,9 +658,18 @@ fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui
     let root = s.flags.site.root.as_path();
     let text = !ui.json();
     let progress = ui.progress();
-    let installer = verified_installer(&BundleFiles::locate(s.bundle)?, s.keys, &progress);
+    let installer = verified_installer(s.host, &BundleFiles::locate(s.bundle)?, s.keys, &progress);
     progress.finish();
     let installer = installer?;
+    // Whichever way this returns, the installer sent to the nodes leaves staging (a
+    // crash leaves it to the next run, which empties staging first).
+    struct Unstage<'a>(&'a RootedHost);
+    impl Drop for Unstage<'_> {
+        fn drop(&mut self) {
+            let _ = airlock_installer::host::Host::remove_all(self.0, Path::new(ops::cluster::INSTALLER_STAGING));
+        }
+    }
+    let _unstage = Unstage(s.host);
     let to_version = installer.manifest.version.clone();
     // The release the cluster comes from: this node's, or, when a run upgraded this
     // node already, the one that upgrade started from.

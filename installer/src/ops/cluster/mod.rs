@@ -627,21 +627,24 @@ impl ClusterRun<'_> {
     }
 }
 
-/// The installer binary of a bundle, verified with the whole bundle, in a temporary
-/// directory of its own outside the target root (removed with the value).
+/// The installer binary of a bundle, verified with the whole bundle.
 pub struct VerifiedInstaller {
-    _dir: tempfile::TempDir,
     pub path: PathBuf,
     pub manifest: airlock_format::manifest::Manifest,
 }
+
+/// Where an upgrade keeps the new installer while it sends it to the nodes: staging,
+/// which the next run clears whatever a crash left there.
+pub const INSTALLER_STAGING: &str = "/var/lib/airlock/staging/cluster-installer";
 
 /// Entry path of the installer binary inside a bundle.
 pub const INSTALLER_ENTRY: &str = "installer/airlock";
 
 /// Verifies the whole bundle (signature, every entry) and keeps only its installer
-/// binary: what an upgrade sends to the other nodes before this node is upgraded (the
-/// install takes it from its own staging instead).
+/// binary, in [`INSTALLER_STAGING`] (emptied first): what an upgrade sends to the other
+/// nodes before this node is upgraded (the install takes it from its own staging).
 pub fn verified_installer(
+    host: &dyn crate::host::Host,
     files: &BundleFiles,
     trusted: &[airlock_format::minisign::PublicKey],
     reporter: &dyn Reporter,
@@ -657,8 +660,8 @@ pub fn verified_installer(
                 return Ok(None);
             }
             use std::os::unix::fs::OpenOptionsExt;
-            // A file of our own temporary directory, outside the target root (as a dry
-            // run's staging): not a target file, so not through the host seam.
+            // Inside the staging directory the host resolved (symlink-safe, below the
+            // root), as the verifying extractor writes its staging.
             #[allow(clippy::disallowed_methods)]
             let f = std::fs::OpenOptions::new()
                 .write(true)
@@ -675,12 +678,13 @@ pub fn verified_installer(
             Ok(())
         }
     }
-    let tmp = std::env::temp_dir();
-    let dir = tempfile::Builder::new().prefix("airlock-cluster-").tempdir().map_err(|e| {
-        Error::io(&tmp, e)
-            .with_hint("the installer for the other nodes goes into $TMPDIR: point it at a writable directory")
-    })?;
-    let mut sink = OnlyInstaller { path: dir.path().join("airlock"), verified: false };
+    let (dir, _) = crate::bundle::staging::staging_dir(host, Path::new(INSTALLER_STAGING), false)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        #[allow(clippy::disallowed_methods)]
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    let mut sink = OnlyInstaller { path: dir.join("airlock"), verified: false };
     let outcome = airlock_format::read::read_bundle(files, trusted, &mut sink, reporter)?;
     if let Some(e) = crate::bundle::staging::damaged(&outcome) {
         return Err(e);
@@ -692,7 +696,7 @@ pub fn verified_installer(
                  (a delta bundle must carry it too)",
         ));
     }
-    Ok(VerifiedInstaller { path: sink.path, _dir: dir, manifest: outcome.manifest })
+    Ok(VerifiedInstaller { path: sink.path, manifest: outcome.manifest })
 }
 
 /// Every node journaled on this (first) server, by name; a node not joined yet, or a
