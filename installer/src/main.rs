@@ -74,9 +74,13 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
         Command::Join { bundle, server, token_file, flags } => {
             install(bundle, flags, Some(install::JoinOverrides { server, token_file }), ClusterFlags::default(), ui)
         }
-        Command::Upgrade { bundle, flags } => upgrade(&bundle, flags, ui),
-        Command::Uninstall { root, purge, force, yes, dry_run } => {
-            uninstall(&root, ops::uninstall::UninstallOptions { force, purge }, yes, dry_run, ui)
+        Command::Upgrade { bundle, flags, cluster } => upgrade(&bundle, flags, cluster, ui),
+        Command::Uninstall { root, purge, force, yes, dry_run, all_nodes, cluster } => {
+            let opts = ops::uninstall::UninstallOptions { force, purge };
+            if all_nodes {
+                return uninstall_all_nodes(&root, opts, yes, &cluster, ui);
+            }
+            uninstall(&root, opts, yes, dry_run, ui)
         }
         Command::Preflight { bundle, pubkey, answers, profile, mode, root, overrides } => {
             use airlock_installer::site::preflight::Mode;
@@ -162,10 +166,14 @@ fn run(command: Command, ui: Ui) -> Result<ExitStatus> {
             // (the page and the signed JSON are written all the same).
             Ok(if r.has_failed() { ExitStatus::NeedsAttention } else { ExitStatus::Success })
         }
-        Command::SupportBundle { output_file, root } => {
+        Command::SupportBundle { output_file, root, all_nodes, cluster } => {
             let host = RootedHost::new(root.clone(), root == Path::new("/"))?;
             let progress = ui.progress();
-            let opts = ops::support::SupportOptions::new(output_file);
+            let mut opts = ops::support::SupportOptions::new(output_file);
+            if all_nodes {
+                let ssh = system_ssh(&cluster);
+                opts.nodes = site_run(&host, &ssh, &cluster)?.fetch_support(&progress);
+            }
             let r = ops::support::collect(&host, &opts, &progress);
             progress.finish();
             let r = r?;
@@ -472,9 +480,13 @@ fn install(
                 .with_hint("run the install again; it resumes")
             })?;
     let progress = ui.progress();
-    let report = inputs.run(&ssh, &host).join(&token, &progress);
+    let run = inputs.run(&ssh, &host);
+    let report = run.join(&token, &progress);
     progress.finish();
     let report = report?;
+    if report.ok() {
+        warn_not_removed(&run.remove_incoming());
+    }
     match ui.output {
         Output::Json => print_json(&serde_json::json!({ "installed": done, "cluster": report })),
         Output::Text => render::print_cluster(&report),
@@ -512,6 +524,7 @@ impl ClusterInputs {
             version: self.version.clone(),
             overrides: self.overrides.clone(),
             accept_new_host_keys: self.accept_new_host_keys,
+            purpose: ops::cluster::Purpose::Install,
         }
     }
 }
@@ -549,7 +562,7 @@ fn cluster_run_inputs(
 
 /// `airlock upgrade`: the plan and diff first, through the same code the upgrade runs;
 /// then, unless that was all that was asked, the upgrade itself.
-fn upgrade(bundle: &Path, f: UpgradeFlags, ui: Ui) -> Result<ExitStatus> {
+fn upgrade(bundle: &Path, f: UpgradeFlags, c: ClusterFlags, ui: Ui) -> Result<ExitStatus> {
     let root = f.site.root.as_path();
     let keys = trust::trusted_keys(&f.site.pubkey, root)?;
     let host = RootedHost::new(root.to_path_buf(), root == Path::new("/"))?;
@@ -583,6 +596,19 @@ fn upgrade(bundle: &Path, f: UpgradeFlags, ui: Ui) -> Result<ExitStatus> {
         progress.finish();
         r
     };
+    // The site's other nodes (`nodes:` of the given or kept answers) are upgraded from
+    // here too; `--rollback` and `--dry-run` stay on this node.
+    let nodes = match &opts.answers {
+        Some(a) => a.nodes.clone(),
+        None => airlock_installer::site::answers::kept::load_kept(&host)?.map(|a| a.nodes).unwrap_or_default(),
+    };
+    let clustered = nodes.len() > 1 && !f.rollback;
+    if clustered && f.dry_run {
+        eprintln!(
+            "note: --dry-run plans this node only: the other {} nodes of `nodes` are not contacted (docs/cluster.md)",
+            nodes.len() - 1
+        );
+    }
     let ask_first = !f.yes && !f.dry_run && !f.rollback;
     if f.dry_run || ask_first {
         let shown = match run(&opts) {
@@ -601,6 +627,10 @@ fn upgrade(bundle: &Path, f: UpgradeFlags, ui: Ui) -> Result<ExitStatus> {
     }
     opts.dry_run = false;
     cli::term::say_resume_on_interrupt("upgrade");
+    if clustered {
+        let site = ClusterUpgrade { bundle, flags: &f, cluster: &c, keys: &keys, host: &host, nodes };
+        return cluster_upgrade(site, &opts, ui);
+    }
     match run(&opts) {
         Ok(r) => {
             render::print_upgrade(root, &r, ui.output);
@@ -608,6 +638,152 @@ fn upgrade(bundle: &Path, f: UpgradeFlags, ui: Ui) -> Result<ExitStatus> {
         }
         Err(e) => Ok(upgrade_failed(e, ui.output)),
     }
+}
+
+/// What `airlock upgrade` on the first server of a cluster works with.
+struct ClusterUpgrade<'a> {
+    bundle: &'a Path,
+    flags: &'a UpgradeFlags,
+    cluster: &'a ClusterFlags,
+    keys: &'a [airlock_format::minisign::PublicKey],
+    host: &'a RootedHost,
+    nodes: Vec<airlock_installer::site::answers::SiteNode>,
+}
+
+/// The cluster's upgrade (docs/cluster.md): the bundle verified and the other nodes
+/// prepared, this node upgraded, then the others; when one fails, every node on the new
+/// release is put back, last upgraded first, this node last.
+fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui) -> Result<ExitStatus> {
+    use airlock_installer::ops::cluster::{verified_installer, ClusterRun, NodeResult, Purpose};
+    let root = s.flags.site.root.as_path();
+    let text = !ui.json();
+    let progress = ui.progress();
+    let installer = verified_installer(s.host, &BundleFiles::locate(s.bundle)?, s.keys, &progress);
+    progress.finish();
+    let installer = installer?;
+    // Whichever way this returns, the installer sent to the nodes leaves staging (a
+    // crash leaves it to the next run, which empties staging first).
+    struct Unstage<'a>(&'a RootedHost);
+    impl Drop for Unstage<'_> {
+        fn drop(&mut self) {
+            let _ = airlock_installer::host::Host::remove_all(self.0, Path::new(ops::cluster::INSTALLER_STAGING));
+        }
+    }
+    let _unstage = Unstage(s.host);
+    let to_version = installer.manifest.version.clone();
+    // The release the cluster comes from: this node's, or, when a run upgraded this
+    // node already, the one that upgrade started from.
+    let from_version = match upgrade::UpgradeJournal::load(s.host)? {
+        Some(j) if j.to_version == to_version && j.outcome != airlock_installer::engine::Outcome::RolledBack => {
+            j.from_version
+        }
+        _ => airlock_installer::state::ReleaseRecord::load(s.host)?.map(|r| r.version).unwrap_or_default(),
+    };
+    let ssh = SystemSsh {
+        options: SshOptions {
+            accept_new_host_keys: s.cluster.accept_new_host_keys,
+            config_file: s.cluster.ssh_config.clone(),
+            connect_timeout: 10,
+        },
+    };
+    let run = ClusterRun {
+        remote: &ssh,
+        host: s.host,
+        nodes: s.nodes,
+        answers_text: String::new(),
+        bundle: s.bundle.to_path_buf(),
+        key_files: trust::trusted_key_files(&s.flags.site.pubkey, root)?,
+        installer: installer.path.clone(),
+        version: to_version.clone(),
+        overrides: s.flags.overrides.clone(),
+        accept_new_host_keys: s.cluster.accept_new_host_keys,
+        purpose: Purpose::Upgrade { from_version: from_version.clone() },
+    };
+    let progress = ui.progress();
+    let prepared = run.prepare(&progress);
+    progress.finish();
+    let prepared = prepared?;
+    if !prepared.ok() {
+        ui.show(&serde_json::json!({ "cluster": prepared }), |_| render::print_cluster(&prepared));
+        eprintln!(
+            "error: {} not ready; nothing was upgraded on any node\nhint: fix what each node's hint says and run the \
+             upgrade again (what was sent already is not sent again)",
+            failed_names(&prepared)
+        );
+        return Ok(ExitStatus::Preflight);
+    }
+    if text {
+        render::print_cluster(&prepared);
+    }
+    let local = |opts: &upgrade::UpgradeOptions| {
+        let progress = ui.progress();
+        let r = upgrade::run(s.bundle, s.keys, s.host, opts, &SystemClock, &progress);
+        progress.finish();
+        r
+    };
+    let here = match local(opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("note: this node's upgrade failed, so no other node was upgraded");
+            return Ok(upgrade_failed(e, ui.output));
+        }
+    };
+    if text {
+        render::print_upgrade(root, &here, ui.output);
+    }
+    let progress = ui.progress();
+    let others = run.upgrade_others(&progress);
+    progress.finish();
+    if others.ok() {
+        warn_not_removed(&run.remove_incoming());
+        let report = run.upgrade_report(NodeResult::Upgraded, others.rows, &[]);
+        match ui.output {
+            Output::Json => print_json(&serde_json::json!({ "upgraded": here, "cluster": report })),
+            Output::Text => render::print_cluster(&report),
+        }
+        return Ok(ExitStatus::Success);
+    }
+    // A node failed: every node on the new release goes back, last upgraded first.
+    let (failed_node, cause) =
+        others.first_failure().map(|(n, c)| (n.to_string(), c)).unwrap_or_else(|| ("?".into(), String::new()));
+    let back: Vec<String> = others.on_new_release.iter().rev().cloned().collect();
+    let rolled = run.roll_back_others(&back);
+    let mut undo = opts.clone();
+    undo.rollback = true;
+    let first = match local(&undo) {
+        Ok(_) => NodeResult::RolledBack,
+        Err(e) => {
+            NodeResult::RollbackFailed { cause: e.error.to_string(), hint: e.error.hint.clone().unwrap_or_default() }
+        }
+    };
+    let all_back = matches!(first, NodeResult::RolledBack) && rolled.iter().all(|(_, r)| r == &NodeResult::RolledBack);
+    let report = run.upgrade_report(first, others.rows, &rolled);
+    ui.show(&serde_json::json!({ "ok": false, "cluster": report }), |_| render::print_cluster(&report));
+    let status = if all_back { upgrade::EXIT_ROLLED_BACK } else { upgrade::EXIT_ROLLBACK_FAILED };
+    eprintln!(
+        "error: node {failed_node}: the cluster's upgrade {from_version} → {to_version} failed: {cause}; {}\nhint: {}",
+        if all_back {
+            format!("every node upgraded was put back on {from_version}, in reverse order")
+        } else {
+            format!("putting {} back failed too", failed_names(&report))
+        },
+        if all_back {
+            "fix the cause on that node (its hint above), then run the upgrade again"
+        } else {
+            "see each node's hint above; each node's upgrade journal (/var/lib/airlock/upgrade.json) names its backup"
+        }
+    );
+    Ok(ExitStatus::from_code(status).unwrap_or(ExitStatus::RollbackFailed))
+}
+
+fn warn_not_removed(left: &[(String, String)]) {
+    for (node, cause) in left {
+        eprintln!("warning: node {node}: {} was not removed: {cause}", ops::cluster::INCOMING_DIR);
+    }
+}
+
+fn failed_names(r: &ops::cluster::ClusterReport) -> String {
+    r.nodes.iter().filter(|n| !n.result.ok()).map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 fn upgrade_failed(f: upgrade::UpgradeFailure, output: Output) -> ExitStatus {
@@ -650,6 +826,104 @@ fn uninstall(
     let r = ops::uninstall::apply(&host, &p)?;
     ui.show(&r, |r| render::print_uninstall_report(&inv.distribution, &inv.unit, root, r));
     Ok(ExitStatus::Success)
+}
+
+/// A cluster run over the site's kept `nodes` with the kept installer, for the
+/// cluster-wide commands that come with no bundle.
+fn site_run<'a>(host: &'a RootedHost, ssh: &'a SystemSsh, c: &ClusterFlags) -> Result<ops::cluster::ClusterRun<'a>> {
+    let nodes = airlock_installer::site::answers::kept::load_kept(host)?.map(|a| a.nodes).unwrap_or_default();
+    if nodes.len() < 2 {
+        return Err(Error::input("--all-nodes", "the site's kept answers list no other nodes (`nodes:`)")
+            .with_hint("run it on the first server of a cluster installed with `nodes:`; elsewhere leave it out"));
+    }
+    let installer = ops::cluster::all_nodes::kept_installer(host)?;
+    let version = airlock_installer::state::ReleaseRecord::load(host)?.map(|r| r.version).unwrap_or_default();
+    Ok(ops::cluster::ClusterRun {
+        remote: ssh,
+        host,
+        nodes,
+        answers_text: String::new(),
+        bundle: PathBuf::new(),
+        key_files: Vec::new(),
+        installer,
+        version,
+        overrides: Vec::new(),
+        accept_new_host_keys: c.accept_new_host_keys,
+        purpose: ops::cluster::Purpose::Install,
+    })
+}
+
+fn system_ssh(c: &ClusterFlags) -> SystemSsh {
+    SystemSsh {
+        options: SshOptions {
+            accept_new_host_keys: c.accept_new_host_keys,
+            config_file: c.ssh_config.clone(),
+            connect_timeout: 10,
+        },
+    }
+}
+
+/// `airlock uninstall --all-nodes`: every other node of the site's `nodes` over ssh
+/// (agents, then servers last joined first), then this node. A node that fails is
+/// reported with its cause; the others, and this node, are still uninstalled.
+fn uninstall_all_nodes(
+    root: &Path,
+    opts: ops::uninstall::UninstallOptions,
+    yes: bool,
+    c: &ClusterFlags,
+    ui: Ui,
+) -> Result<ExitStatus> {
+    let host = RootedHost::new(root.to_path_buf(), root == Path::new("/"))?;
+    let ssh = system_ssh(c);
+    let run = site_run(&host, &ssh, c)?;
+    let nodes = run.nodes.clone();
+    let inv = airlock_installer::state::Inventory::load(&host)?;
+    let p = ops::uninstall::plan(&host, &inv, opts)?;
+    if !ui.json() {
+        render::print_uninstall_plan(root, &p);
+        say!(
+            "and the other {} nodes: {}",
+            nodes.len() - 1,
+            nodes[1..].iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if !yes && !confirm("uninstall", "removing the install on every node", "Remove it on every node?")? {
+        return Ok(ExitStatus::Input);
+    }
+    let mut extra = Vec::new();
+    if opts.purge {
+        extra.push("--purge".to_string());
+    }
+    if opts.force {
+        extra.push("--force".to_string());
+    }
+    let progress = ui.progress();
+    let rows = run.uninstall_others(&extra, &progress);
+    progress.finish();
+    let rows = rows?;
+    // This node last, and only when every other node is done: it keeps the node list,
+    // the journals and the installer a re-run needs to finish the others.
+    if rows.iter().all(|r| r.result.ok()) {
+        let here = ops::uninstall::apply(&host, &p)?;
+        let report = run.removal_report(ops::cluster::NodeResult::Removed, rows);
+        match ui.output {
+            Output::Json => print_json(&serde_json::json!({ "uninstalled": here, "cluster": report })),
+            Output::Text => {
+                render::print_uninstall_report(&inv.distribution, &inv.unit, root, &here);
+                render::print_cluster(&report);
+            }
+        }
+        return Ok(ExitStatus::Success);
+    }
+    let why = "kept until every other node is uninstalled (it holds the node list a re-run needs)".to_string();
+    let report = run.removal_report(ops::cluster::NodeResult::Skipped { why }, rows);
+    ui.show(&serde_json::json!({ "cluster": report }), |_| render::print_cluster(&report));
+    eprintln!(
+        "error: {} not uninstalled; the other nodes were, this one was kept\nhint: fix what each node's hint says, \
+         then run `airlock uninstall --all-nodes` again: it finishes the rest",
+        failed_names(&report).split(", ").filter(|n| *n != report.nodes[0].name).collect::<Vec<_>>().join(", ")
+    );
+    Ok(ExitStatus::NeedsAttention)
 }
 
 /// `airlock registry push`: credentials and TLS from flags, environment and docker

@@ -14,11 +14,12 @@
 # the bytes sent per node against the bundle's size (goal <= 1.01), then a second run
 # of ours (everything is on the nodes already: nothing may be sent again).
 # Usage (as root): tests/bench/cluster.sh   (BIG_MIB, default 1024: the size of the
-#        random file that makes the bundle big; BIN_DIR=DIR takes the binaries from DIR)
+#        random file that makes the bundle big; BIN_DIR=DIR takes the binaries from DIR;
+#        BENCH_WORK_PREFIX, default /tmp/cluster-bench: where its data goes, about 5x the bundle)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIG_MIB=${BIG_MIB:-1024}
-WORK=$(mktemp -d /tmp/cluster-bench.XXXXXX)
+WORK=$(mktemp -d "${BENCH_WORK_PREFIX:-/tmp/cluster-bench}.XXXXXX")
 TAG=$$
 NET=10.231.78
 BR=acb$TAG

@@ -15,9 +15,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use airlock_tests::tree::walk;
 use airlock_tests::{build_demo_variant, cargo_bin, demo_dir, require_tool, skip_or_fail};
 
 const NET: &str = "10.231.77";
+/// A node's incoming directory, below its root.
+const INCOMING: &str = "var/lib/airlock/incoming";
 
 /// The nodes set up over SSH: name, last octet, role.
 const NODES: [(&str, u8, &str); 3] = [("s2", 12, "server"), ("s3", 13, "server"), ("w1", 21, "agent")];
@@ -25,6 +28,8 @@ const NODES: [(&str, u8, &str); 3] = [("s2", 12, "server"), ("s3", 13, "server")
 struct Lab {
     dir: PathBuf,
     bundle: PathBuf,
+    /// The same demo as 1.1.0 without the notes chart: built when a test upgrades.
+    bundle_v2: OnceLock<PathBuf>,
     /// Namespace and veth names by node.
     ns: Vec<(String, String)>,
     host_keys: Vec<String>,
@@ -163,7 +168,7 @@ fn start_lab() -> Option<Lab> {
     std::fs::create_dir_all(&bdir).unwrap();
     let airlock = cargo_bin("airlock");
     let bundle = build_demo_variant(&spec, &bdir, &["--installer", airlock.to_str().unwrap()]);
-    Some(Lab { dir, bundle, ns, host_keys, _children: Mutex::new(children) })
+    Some(Lab { dir, bundle, bundle_v2: OnceLock::new(), ns, host_keys, _children: Mutex::new(children) })
 }
 
 impl Lab {
@@ -218,6 +223,43 @@ impl Lab {
             .arg(demo_dir().join("keys/demo.pub"))
             .arg("--answers")
             .arg(answers)
+            .arg("--root")
+            .arg(s1)
+            .arg("--ssh-config")
+            .arg(ssh_config)
+            .arg("--yes")
+            .env("PATH", path)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn v2(&self) -> &Path {
+        self.bundle_v2.get_or_init(|| {
+            let spec = std::fs::read_to_string(demo_dir().join("bundle.yaml")).unwrap();
+            let spec: String = spec
+                .lines()
+                .filter(|l| !l.contains("charts/keycloakx") && !l.contains("charts/notes-0.1.0.tgz"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let spec = spec.replace("version: 1.0.0\n", "version: 1.1.0\n");
+            let bdir = self.dir.join("bundle-v2");
+            std::fs::create_dir_all(&bdir).unwrap();
+            let airlock = cargo_bin("airlock");
+            build_demo_variant(&spec, &bdir, &["--installer", airlock.to_str().unwrap()])
+        })
+    }
+
+    /// `airlock upgrade` of the cluster from s1 with the site's kept answers.
+    fn upgrade(&self, s1: &Path, bundle: &Path, ssh_config: &Path, env: &[(&str, &str)]) -> Output {
+        let path = format!("{}:{}", self.dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+        let mut cmd = Command::new(cargo_bin("airlock"));
+        cmd.arg("upgrade")
+            .arg(bundle)
+            .arg("--pubkey")
+            .arg(demo_dir().join("keys/demo.pub"))
             .arg("--root")
             .arg(s1)
             .arg("--ssh-config")
@@ -293,6 +335,19 @@ fn cluster_install_resumes_after_a_crash_and_sets_up_the_nodes_as_node_by_node_j
     let crashed = text(&o);
     assert!(lab.node_root("s2").join("etc/rancher/k3s/config.yaml").is_file());
     assert!(!lab.node_root("s3").join("etc/rancher/k3s/config.yaml").exists(), "s3 joined before the crash");
+    // After a failure the incoming files stay for the re-run.
+    assert!(lab.node_root("s3").join(INCOMING).join("demo.airlock").is_file());
+    // The installer goes gzip-compressed beside the bundle: a node gets little more
+    // than the bundle's own bytes.
+    let bundle_bytes: u64 =
+        std::fs::read_dir(lab.bundle.parent().unwrap()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let installer_bytes = std::fs::metadata(cargo_bin("airlock")).unwrap().len();
+    let line = node_line(&crashed, "s3");
+    let sent: u64 = line.rsplit(", ").next().and_then(|t| t.strip_suffix(" bytes sent")).unwrap().parse().unwrap();
+    assert!(
+        sent > bundle_bytes && sent < bundle_bytes + installer_bytes / 2,
+        "{sent} bytes sent for {bundle_bytes}: {line}"
+    );
 
     let o = lab.install(&s1, &answers, &cfg, &[]);
     assert!(o.status.success(), "{}", text(&o));
@@ -301,6 +356,10 @@ fn cluster_install_resumes_after_a_crash_and_sets_up_the_nodes_as_node_by_node_j
     assert!(node_line(&out, "s3").contains("joined") && node_line(&out, "w1").contains("joined"), "{out}");
     // Nothing was sent twice: every node had the bundle already.
     assert!(!out.contains("bytes sent"), "{out}");
+    // Everything joined: the incoming files are gone from every node.
+    for (name, _, _) in NODES {
+        assert!(!lab.node_root(name).join(INCOMING).exists(), "{name} keeps its incoming files");
+    }
     let out = format!("{crashed}{out}");
 
     let token_bytes = std::fs::read(s1.join("var/lib/airlock/secrets/cluster-token")).unwrap();
@@ -375,7 +434,7 @@ fn cluster_install_resumes_after_a_crash_and_sets_up_the_nodes_as_node_by_node_j
 }
 
 #[test]
-fn cluster_install_changes_nothing_anywhere_when_one_nodes_preflight_fails() {
+fn cluster_install_changes_nothing_anywhere_when_one_nodes_preflight_fails_or_its_incoming_dir_is_a_symlink() {
     let Some((lab, _turn)) = lab() else { return };
     let work = tempfile::tempdir().unwrap();
     let s1 = work.path().join("s1");
@@ -383,12 +442,21 @@ fn cluster_install_changes_nothing_anywhere_when_one_nodes_preflight_fails() {
     let foreign = lab.node_root("s3").join("usr/local/bin/k3s");
     std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
     std::fs::write(&foreign, "#!/bin/sh\n").unwrap();
+    // On s2, the incoming directory is a symbolic link out of its root.
+    let outside = work.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(lab.node_root("s2").join("var/lib/airlock")).unwrap();
+    std::os::unix::fs::symlink(&outside, lab.node_root("s2").join(INCOMING)).unwrap();
     let cfg = lab.ssh_config("preflight", &lab.host_keys, "id_ed25519");
     let o = lab.install(&s1, &lab.answers("preflight", ""), &cfg, &[]);
     assert_eq!(o.status.code(), Some(8), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("s3") && out.contains("FAILED at preflight") && out.contains("existing-install"), "{out}");
     assert!(out.contains("nothing was installed on any node"), "{out}");
+    assert!(lab.node_root("w1").join(INCOMING).join("demo.airlock").is_file(), "a failed run removed what it sent");
+    let s2 = &out[out.find("  s2 ").unwrap()..];
+    assert!(s2.lines().take(3).any(|l| l.contains("is a symbolic link")), "{out}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something was written through the link");
     assert!(!s1.join("etc/rancher/k3s/config.yaml").exists(), "the first server was installed");
     for (name, _, _) in NODES {
         assert!(!lab.node_root(name).join("etc/rancher").exists(), "{name} was installed");
@@ -425,4 +493,194 @@ fn cluster_install_names_each_node_it_cannot_reach_and_why() {
     assert!(block("s3").contains("SSH authentication refused"), "{}", block("s3"));
     assert!(block("w1").contains("unreachable") || block("w1").contains("No route"), "{}", block("w1"));
     assert!(!s1.join("etc/rancher/k3s/config.yaml").exists(), "the first server was installed");
+}
+
+/// Every file and link below a root with its full digest, without the upgrade's own
+/// records (journals, lock, backups, release store, staging) and the incoming files:
+/// what "back on v1 byte for byte" is measured on. The first server's node journals
+/// are part of it.
+fn exact(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let skip = [
+        "/var/lib/airlock/upgrade.json",
+        "/var/lib/airlock/upgrade-history.json",
+        "/var/lib/airlock/endpoint-checks.json",
+        "/var/lib/airlock/journal.json",
+        "/var/lib/airlock/lock",
+        "/var/lib/airlock/upgrade.lock",
+        "/var/lib/airlock/backup",
+        "/var/lib/airlock/backups",
+        "/var/lib/airlock/releases",
+        "/var/lib/airlock/staging",
+        "/var/lib/airlock/incoming",
+    ];
+    walk(
+        root,
+        |rel| !skip.iter().any(|s| rel == *s || rel.starts_with(&format!("{s}/"))),
+        |_, path, mode| {
+            let bytes = std::fs::read(path).unwrap();
+            format!("file {mode:04o} {}", hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes)))
+        },
+    )
+}
+
+fn changes(
+    a: &std::collections::BTreeMap<String, String>,
+    b: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut out: Vec<String> =
+        a.iter().filter(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| format!("before: {k} {v}")).collect();
+    out.extend(b.iter().filter(|(k, v)| a.get(*k) != Some(v)).map(|(k, v)| format!("after: {k} {v}")));
+    out
+}
+
+fn release_version(root: &Path) -> String {
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("var/lib/airlock/release.json")).unwrap()).unwrap();
+    r["version"].as_str().unwrap_or_default().to_string()
+}
+
+/// The cluster's upgrade from its first server: node 3's gate failing puts nodes 3, 2
+/// and 1 back on v1 byte for byte (the agent never left it) and names node 3 and the
+/// cause; a run crashed after node 2 then resumes without redoing it and leaves every
+/// node on v2. Then `support-bundle --all-nodes` (no secret in it) and `uninstall
+/// --all-nodes` with one node unreachable (on the same
+/// cluster: one install fewer for the test binary).
+#[test]
+fn cluster_upgrade_rolls_back_when_node_3_fails_resumes_to_v2_then_all_nodes_support_bundle_and_uninstall() {
+    let Some((lab, _turn)) = lab() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let s1 = work.path().join("s1");
+    let cfg = lab.ssh_config("upgrade", &lab.host_keys, "id_ed25519");
+    let o = lab.install(&s1, &lab.answers("upgrade", ""), &cfg, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v2 = lab.v2().to_path_buf();
+    let roots: Vec<(&str, PathBuf)> =
+        std::iter::once(("s1", s1.clone())).chain(NODES.iter().map(|(n, _, _)| (*n, lab.node_root(n)))).collect();
+    let before: Vec<_> = roots.iter().map(|(_, r)| exact(r)).collect();
+
+    let o = lab.upgrade(&s1, &v2, &cfg, &[("AIRLOCK_TEST_CLUSTER_GATE_FAIL", "s3")]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(13), "{out}");
+    assert!(
+        out.contains("node s3: the cluster's upgrade 1.0.0 → 1.1.0 failed: health") && out.contains("injected"),
+        "{out}"
+    );
+    assert!(out.contains("every node upgraded was put back on 1.0.0"), "{out}");
+    assert!(node_line(&out, "s3").contains("FAILED at health"), "{out}");
+    assert!(node_line(&out, "s2").contains("put back") && node_line(&out, "s1").contains("put back"), "{out}");
+    assert!(node_line(&out, "w1").contains("skipped"), "{out}");
+    assert!(lab.node_root("s2").join(INCOMING).join("demo.airlock").is_file(), "a failed run removed what it sent");
+    for ((name, root), was) in roots.iter().zip(&before) {
+        let now = exact(root);
+        let d = changes(was, &now);
+        assert!(d.is_empty(), "{name} is not back on v1 byte for byte:\n{}", d.join("\n"));
+        assert_eq!(release_version(root), "1.0.0", "{name}");
+    }
+
+    // Crashed right after node 2 is upgraded, then run again: node 2 is checked, not
+    // upgraded again, and the others go on.
+    let o = lab.upgrade(&s1, &v2, &cfg, &[("AIRLOCK_TEST_CLUSTER_CRASH_AFTER", "s2")]);
+    assert!(!o.status.success(), "the injected crash did not happen: {}", text(&o));
+    assert_eq!(release_version(&lab.node_root("s2")), "1.1.0");
+    assert_eq!(release_version(&lab.node_root("s3")), "1.0.0");
+    let o = lab.upgrade(&s1, &v2, &cfg, &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(node_line(&out, "s2").contains("not redone"), "{out}");
+    assert!(node_line(&out, "s3").contains("upgraded") && node_line(&out, "w1").contains("upgraded"), "{out}");
+    for (name, root) in &roots {
+        assert_eq!(release_version(root), "1.1.0", "{name}");
+        assert!(!root.join(INCOMING).exists(), "{name} keeps its incoming files");
+    }
+    let st = Command::new(cargo_bin("airlock")).args(["status", "--root"]).arg(&s1).output().unwrap();
+    let st = text(&st);
+    assert!(
+        NODES.iter().all(|(n, _, _)| st.contains(&format!("node        {n} ("))) && st.contains("1.1.0: joined"),
+        "{st}"
+    );
+
+    // `support-bundle --all-nodes`: every node's own bundle in a folder of the one
+    // archive, and no secret of the site in any of it.
+    let archive = work.path().join("support.tar.gz");
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["support-bundle", "--all-nodes", "--root"])
+        .arg(&s1)
+        .arg("-o")
+        .arg(&archive)
+        .arg("--ssh-config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mut names = Vec::new();
+    let mut all = Vec::new();
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(&archive).unwrap());
+    for e in tar::Archive::new(gz).entries().unwrap() {
+        let mut e = e.unwrap();
+        names.push(e.path().unwrap().display().to_string());
+        std::io::Read::read_to_end(&mut e, &mut all).unwrap();
+    }
+    let all = String::from_utf8_lossy(&all);
+    for (n, _, _) in NODES {
+        assert!(names.iter().any(|x| x.starts_with(&format!("nodes/{n}/files/"))), "no files of {n}: {names:?}");
+    }
+    let manifest = names.iter().filter(|x| x.ends_with("MANIFEST.json")).count();
+    assert_eq!(manifest, 4, "{names:?}");
+    let secrets = std::fs::read_dir(s1.join("var/lib/airlock/secrets")).unwrap();
+    let mut checked = 0;
+    for e in secrets {
+        let v = std::fs::read_to_string(e.unwrap().path()).unwrap_or_default();
+        let v = v.trim();
+        if v.len() >= 8 {
+            assert!(!all.contains(v), "a secret of the site is in the support archive");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the site has no secrets to look for");
+
+    // `uninstall --all-nodes` with w1's link down: w1 is named with its cause, every
+    // other node and this one are uninstalled (the lab is not installed twice for this).
+    let veth = &lab.ns[2].1;
+    sh(&format!("ip link set {veth} down"));
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["uninstall", "--all-nodes", "--yes", "--root"])
+        .arg(&s1)
+        .arg("--ssh-config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    sh(&format!("ip link set {veth} up"));
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(11), "{out}");
+    assert!(node_line(&out, "w1").contains("FAILED"), "{out}");
+    let w1_cause = out[out.rfind("  w1 ").unwrap()..].lines().nth(1).unwrap_or("").to_string();
+    assert!(w1_cause.contains("unreachable") || w1_cause.contains("No route"), "{out}");
+    for (name, root) in &roots[1..] {
+        let installed = root.join("etc/rancher/k3s/config.yaml").exists();
+        assert_eq!(installed, *name == "w1", "{name}: installed {installed}:\n{out}");
+        if *name != "w1" {
+            assert!(!root.join(INCOMING).exists(), "{name} keeps its incoming files");
+            assert!(node_line(&out, name).contains("uninstalled"), "{out}");
+        }
+    }
+    // The first server stays, with what a re-run needs; it forgets the nodes it
+    // uninstalled, and the re-run, with w1 back, finishes w1 and then itself.
+    assert!(node_line(&out, "s1").contains("kept until every other node"), "{out}");
+    let journals = s1.join("var/lib/airlock/cluster");
+    assert!(!journals.join("s2.json").exists() && journals.join("w1.json").exists(), "{out}");
+    let o = Command::new(cargo_bin("airlock"))
+        .args(["uninstall", "--all-nodes", "--yes", "--root"])
+        .arg(&s1)
+        .arg("--ssh-config")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for (name, root) in &roots {
+        assert!(!root.join("etc/rancher/k3s/config.yaml").exists(), "{name} is still installed:\n{out}");
+    }
 }

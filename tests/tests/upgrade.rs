@@ -557,6 +557,28 @@ fn a_crash_during_a_rollback_is_finished_by_the_next_run_and_never_resumes_the_u
     }
 }
 
+/// What a cluster's upgrade runs on the nodes it upgraded before another one failed.
+#[test]
+fn rollback_after_a_finished_upgrade_puts_the_previous_release_back_byte_for_byte_once() {
+    let b = bundles();
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    install(&b.v1, &root);
+    let v1 = exact(&root);
+    let o = upgrade_cmd(&b.v2, &root, &[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(journal(&root)["outcome"], "succeeded");
+    let o = upgrade_cmd(&b.v2, &root, &["--rollback"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let back = diff(&v1, &exact(&root));
+    assert!(back.is_empty(), "not byte for byte after undoing a finished upgrade:\n{}", back.join("\n"));
+    assert_eq!(journal(&root)["outcome"], "rolled-back");
+    // Undone once: v1 is current now, and there is nothing more to undo.
+    let o = upgrade_cmd(&b.v2, &root, &["--rollback"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("nothing to roll back"), "{}", text(&o));
+}
+
 #[test]
 fn a_run_after_a_crash_once_the_gate_had_failed_rolls_back_instead_of_continuing() {
     let b = bundles();

@@ -136,6 +136,8 @@ pub enum Command {
         bundle: PathBuf,
         #[command(flatten)]
         flags: UpgradeFlags,
+        #[command(flatten)]
+        cluster: ClusterFlags,
     },
     /// Remove what `airlock install` laid down (its recorded inventory) and nothing
     /// else; files of ours changed since are kept unless --force.
@@ -156,6 +158,12 @@ pub enum Command {
         /// Print what would be removed and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// On the first server of a site with `nodes:`: uninstall every other node over
+        /// ssh too (agents, then servers last joined first), this node last.
+        #[arg(long, conflicts_with = "dry_run")]
+        all_nodes: bool,
+        #[command(flatten)]
+        cluster: ClusterFlags,
     },
     /// Check whether this host can take the platform: pass / warn / fail with a fix for
     /// each (exit 8 when a check fails). Verifies the bundle for its profile's limits.
@@ -234,6 +242,12 @@ pub enum Command {
         /// The target root to collect from (`/`: this system, with cluster state and logs).
         #[arg(long, default_value = "/", value_parser = target_root)]
         root: PathBuf,
+        /// On the first server of a site with `nodes:`: each other node's support bundle
+        /// too, fetched over ssh into `nodes/<node>/` of the one archive.
+        #[arg(long)]
+        all_nodes: bool,
+        #[command(flatten)]
+        cluster: ClusterFlags,
     },
     /// Back up the site for disaster recovery into one archive encrypted to the site's
     /// recovery keys (`backup.recipients`), or check such an archive (docs/backup.md).
@@ -508,7 +522,8 @@ pub struct UpgradeFlags {
     /// made since the backup are lost); without it the command is printed.
     #[arg(long)]
     pub restore_datastore: bool,
-    /// Undo the interrupted or failed upgrade instead of continuing it.
+    /// Undo the interrupted or failed upgrade instead of continuing it; with none
+    /// pending, undo the last one while its release is current and the one before kept.
     #[arg(long)]
     pub rollback: bool,
     /// Upgrade even though the policy refuses it (a downgrade, a skipped required

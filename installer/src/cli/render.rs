@@ -867,16 +867,20 @@ pub fn print_cluster(r: &airlock_installer::ops::cluster::ClusterReport) {
     say!("cluster {} ({} nodes):", r.version, r.nodes.len());
     for n in &r.nodes {
         let result = match &n.result {
-            NodeResult::Local => "installed here".to_string(),
+            NodeResult::Local => "this node".to_string(),
             NodeResult::Prepared => "ready (bundle verified there, preflight passed)".to_string(),
             NodeResult::Joined => "joined".to_string(),
-            NodeResult::Checked => "joined earlier, healthy (not redone)".to_string(),
+            NodeResult::Checked => "done by an earlier run, healthy (not redone)".to_string(),
+            NodeResult::Upgraded => "upgraded".to_string(),
+            NodeResult::Removed => "uninstalled".to_string(),
+            NodeResult::RolledBack => "upgraded, then put back (another node failed)".to_string(),
+            NodeResult::RollbackFailed { .. } => "upgraded; putting it back FAILED".to_string(),
             NodeResult::Skipped { why } => format!("skipped: {why}"),
             NodeResult::Failed { step, .. } => format!("FAILED at {step}"),
         };
         let sent = if n.bytes_sent > 0 { format!(", {} bytes sent", n.bytes_sent) } else { String::new() };
         say!("  {:<16} {:<6} {:<20} {:<10} {result}{sent}", n.name, n.role, n.address, n.version);
-        if let NodeResult::Failed { cause, hint, .. } = &n.result {
+        if let NodeResult::Failed { cause, hint, .. } | NodeResult::RollbackFailed { cause, hint } = &n.result {
             say!("    {cause}");
             for l in hint.lines().filter(|l| !l.trim().is_empty()) {
                 say!("    hint: {l}");

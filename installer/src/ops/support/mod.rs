@@ -63,11 +63,16 @@ pub struct SupportOptions {
     pub max_command_bytes: usize,
     /// Lines of the distribution's service log.
     pub log_lines: u32,
+    /// `--all-nodes`: each other node's own support archive (gzip tar, redacted there
+    /// with that node's secrets), or why it could not be fetched. Each entry goes into
+    /// `nodes/<node>/`, redacted once more here (this node knows the site's generated
+    /// secrets, which a node may not).
+    pub nodes: Vec<(String, std::result::Result<Vec<u8>, String>)>,
 }
 
 impl SupportOptions {
     pub fn new(output: PathBuf) -> Self {
-        Self { output, max_file_bytes: 4 << 20, max_command_bytes: 8 << 20, log_lines: 5000 }
+        Self { output, max_file_bytes: 4 << 20, max_command_bytes: 8 << 20, log_lines: 5000, nodes: Vec::new() }
     }
 }
 
@@ -386,9 +391,42 @@ pub fn collect(host: &dyn Host, opts: &SupportOptions, reporter: &dyn Reporter) 
         b.missing("cluster state (kubectl)", why);
     }
 
+    for (node, archive) in &opts.nodes {
+        match archive.as_ref().map_err(String::clone).and_then(|a| node_entries(a)) {
+            Ok(entries) => {
+                for (name, text) in entries {
+                    let source = format!("node {node}: {name}");
+                    b.add_text(&format!("nodes/{node}/{name}"), &source, &text, opts.max_command_bytes);
+                }
+            }
+            Err(why) => b.missing(format!("node {node}"), why),
+        }
+    }
+
     reporter.event(Event::Phase { name: "writing the archive", total: None });
     let archive_bytes = write_archive(&opts.output, &b.manifest, &b.entries)?;
     Ok(SupportReport { output: opts.output.clone(), archive_bytes, manifest: b.manifest })
+}
+
+/// The entries of a node's support archive (gzip tar) as text: every entry a support
+/// archive holds is text (binary files are never collected).
+fn node_entries(archive: &[u8]) -> std::result::Result<Vec<(String, String)>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    let entries = tar.entries().map_err(|e| format!("its support archive cannot be read: {e}"))?;
+    for e in entries {
+        let mut e = e.map_err(|e| format!("its support archive cannot be read: {e}"))?;
+        let name = e.path().map_err(|e| e.to_string())?.display().to_string();
+        // Names stay inside the node's folder.
+        if name.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(format!("its support archive names an entry `{name}` outside it"));
+        }
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).map_err(|e| format!("its support archive cannot be read: {e}"))?;
+        out.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    Ok(out)
 }
 
 /// The site preflight for the installed profile (when the staged bundle still holds

@@ -424,12 +424,48 @@ pub fn run(
             );
         }
     } else if opts.rollback {
-        return Err(UpgradeFailure::plain(
-            Error::input(state::UPGRADE_JOURNAL_PATH, "no upgrade is pending here, so there is nothing to roll back")
+        // The last upgrade finished: undone whole while it is still the current release
+        // and the one before is still kept (a cluster upgrade puts the nodes it already
+        // upgraded back this way when a later node fails).
+        let Some(mut j) = undoable_last(host)? else {
+            return Err(UpgradeFailure::plain(
+                Error::input(
+                    state::UPGRADE_JOURNAL_PATH,
+                    "no upgrade is pending here, and the last one cannot be undone, so there is nothing to roll back",
+                )
                 .with_hint(
-                    "`--rollback` undoes an interrupted or failed upgrade; a finished one is undone by upgrading",
+                    "`--rollback` undoes an interrupted or failed upgrade, or the last finished one while its \
+                     release is current and the one before is kept; otherwise upgrade to the release you want",
                 ),
-        ));
+            ));
+        };
+        if opts.dry_run {
+            return Ok(UpgradeReport {
+                outcome: UpgradeOutcome::WouldRollBack,
+                from: j.to.clone(),
+                to: j.from.clone(),
+                policy: None,
+                diff: None,
+                preflight: None,
+                backup: j.backup.clone(),
+                pruned: Vec::new(),
+                restore_datastore_command: None,
+                journal: PathBuf::from(state::UPGRADE_JOURNAL_PATH),
+                resumed: false,
+            });
+        }
+        // Pending again before the first change: a crash inside this rollback is
+        // finished by the next run, as for a failed upgrade.
+        j.outcome = Outcome::Running;
+        j.finished = None;
+        j.error = None;
+        j.save(host)?;
+        return roll_back(host, j, opts, clock, reporter, None).map(|r| r.into_report(false)).and_then(
+            |(report, failure)| match failure {
+                Some(f) => Err(f),
+                None => Ok(report),
+            },
+        );
     }
 
     let installed = crate::state::ReleaseRecord::load(host)?.ok_or_else(|| not_installed(host))?;
@@ -737,6 +773,17 @@ pub fn run(
         journal: PathBuf::from(state::UPGRADE_JOURNAL_PATH),
         resumed,
     })
+}
+
+/// The last upgrade, when it finished successfully, its release is still current and
+/// the release before it still has its snapshot: what `--rollback` without a pending
+/// upgrade undoes.
+fn undoable_last(host: &dyn Host) -> Result<Option<UpgradeJournal>> {
+    let Some(j) = UpgradeJournal::load(host)? else { return Ok(None) };
+    if j.outcome != Outcome::Succeeded || release::pointer(host, "current")?.as_deref() != Some(j.to.as_str()) {
+        return Ok(None);
+    }
+    Ok(Snapshot::load(host, &j.from)?.is_some().then_some(j))
 }
 
 /// The kept release's bundle, as a `Staged` for re-planning against what is installed.

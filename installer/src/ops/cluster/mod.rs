@@ -21,6 +21,11 @@
 //! the others go on, except that a failed server stops the servers after it (etcd
 //! takes members one at a time).
 //!
+//! `airlock upgrade` on the first server upgrades the cluster the same way
+//! ([`upgrade`]): every other node prepared first, then the servers one at a time
+//! (this one first), each gated, then the agents; a failure puts every node already
+//! upgraded back on the previous release, in reverse order.
+//!
 //! The remote side runs `sh` scripts; `AIRLOCK_TARGET_ROOT` in the node's SSH
 //! environment (sshd `SetEnv`) makes it install into that target root instead of `/`,
 //! as `--root` does locally (image builds, the tests).
@@ -45,6 +50,22 @@ pub const CLUSTER_DIR: &str = "/var/lib/airlock/cluster";
 pub const INCOMING_DIR: &str = "/var/lib/airlock/incoming";
 /// Test-only crash injection: abort the run right after this node is journaled done.
 pub const CRASH_AFTER_NODE_ENV: &str = "AIRLOCK_TEST_CLUSTER_CRASH_AFTER";
+/// Test-only fault injection: the health gate of this node fails, as a stand-in for a
+/// node that does not come back healthy (K3s does not run under a target root).
+pub const GATE_FAIL_ENV: &str = "AIRLOCK_TEST_CLUSTER_GATE_FAIL";
+
+pub mod all_nodes;
+pub mod upgrade;
+
+/// What the run sets up on the other nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `airlock install`: each node joins the cluster.
+    Install,
+    /// `airlock upgrade`: each node, installed already, goes from `from_version` to the
+    /// run's version with its kept answers.
+    Upgrade { from_version: String },
+}
 
 /// Preflight checks a node cannot pass before the first server is installed: the join
 /// token comes over the SSH channel only when the node joins, and the first server's
@@ -77,14 +98,25 @@ pub struct NodeJournal {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "result")]
 pub enum NodeResult {
-    /// This node: installed by the run itself.
+    /// This node: installed (or, for an upgrade, to be upgraded) by the run itself.
     Local,
     /// Ready to join: bundle verified there, preflight passed.
     Prepared,
     /// Joined by this run.
     Joined,
-    /// Journaled as joined by an earlier run, and healthy now: not redone.
+    /// Journaled as joined (or upgraded) by an earlier run, and healthy now: not redone.
     Checked,
+    /// Upgraded by this run (and, for another node, its health gate passed).
+    Upgraded,
+    /// Uninstalled by this run.
+    Removed,
+    /// Upgraded, then put back on the previous release because a node failed.
+    RolledBack,
+    /// Upgraded, and putting the previous release back failed too.
+    RollbackFailed {
+        cause: String,
+        hint: String,
+    },
     /// Not attempted, and why (an earlier server failed, the run stopped before).
     Skipped {
         why: String,
@@ -98,7 +130,13 @@ pub enum NodeResult {
 
 impl NodeResult {
     pub fn ok(&self) -> bool {
-        !matches!(self, NodeResult::Failed { .. } | NodeResult::Skipped { .. })
+        !matches!(
+            self,
+            NodeResult::Failed { .. }
+                | NodeResult::Skipped { .. }
+                | NodeResult::RolledBack
+                | NodeResult::RollbackFailed { .. }
+        )
     }
 }
 
@@ -129,6 +167,28 @@ impl ClusterReport {
     }
 }
 
+/// What a node's incoming directory holds, as far as a run needs to know.
+struct Incoming {
+    /// The names of the files there with the right size and digest.
+    have: Vec<String>,
+    /// The node has `gzip`.
+    gunzip: bool,
+}
+
+/// The line a node prints when it has `gzip`.
+const GUNZIP_MARK: &str = "airlock-gunzip: yes";
+
+/// How the installer binary is compressed on its way to a node. The installer is also
+/// inside the bundle the node gets, but taking it out of there needs a zstd decoder
+/// (and `tar`), which a node that has nothing but sshd cannot be assumed to have; the
+/// installer itself is what would decode it. So it is sent beside the bundle, verified
+/// here first (it comes from the verified bundle) and checked by its SHA-256 on the
+/// node, and, where the node has `gzip` (part of every Linux base system; without it
+/// it goes as it is), compressed: that sends it at about a third of its size, so the
+/// bytes per node stay within 1 % over the bundle's own. Level 6: higher levels cost
+/// seconds of one core for a few per cent.
+const INSTALLER_GZIP: flate2::Compression = flate2::Compression::new(6);
+
 /// One file that goes to every node: where it is here, its name there, its digest.
 #[derive(Clone, Debug)]
 struct Outgoing {
@@ -157,6 +217,7 @@ pub struct ClusterRun<'a> {
     /// Preflight checks the operator overrides (on every node).
     pub overrides: Vec<String>,
     pub accept_new_host_keys: bool,
+    pub purpose: Purpose,
 }
 
 impl ClusterRun<'_> {
@@ -165,14 +226,18 @@ impl ClusterRun<'_> {
     }
 
     fn report(&self, rows: Vec<NodeReport>) -> ClusterReport {
+        self.report_with(NodeResult::Local, &self.version, rows)
+    }
+
+    fn report_with(&self, first_result: NodeResult, first_version: &str, rows: Vec<NodeReport>) -> ClusterReport {
         let first = &self.nodes[0];
         let mut nodes = vec![NodeReport {
             name: first.name.clone(),
             role: first.role,
             address: first.address.to_string(),
-            version: self.version.clone(),
+            version: first_version.to_string(),
             bytes_sent: 0,
-            result: NodeResult::Local,
+            result: first_result,
         }];
         nodes.extend(rows);
         ClusterReport { version: self.version.clone(), accepted_new_host_keys: self.accept_new_host_keys, nodes }
@@ -193,8 +258,13 @@ impl ClusterRun<'_> {
     /// nothing anywhere.
     pub fn prepare(&self, reporter: &dyn Reporter) -> Result<ClusterReport> {
         let files = self.outgoing()?;
-        let answers: Vec<String> =
-            (1..self.nodes.len()).map(|i| node_answers(&self.answers_text, &self.nodes, i)).collect::<Result<_>>()?;
+        // An upgrade runs with the answers each node kept at its install.
+        let answers: Vec<String> = match self.purpose {
+            Purpose::Install => (1..self.nodes.len())
+                .map(|i| node_answers(&self.answers_text, &self.nodes, i))
+                .collect::<Result<_>>()?,
+            Purpose::Upgrade { .. } => vec![String::new(); self.nodes.len() - 1],
+        };
         let ids = AtomicU64::new(1);
         let rows = std::thread::scope(|s| {
             let handles: Vec<_> = self
@@ -224,31 +294,27 @@ impl ClusterRun<'_> {
         reporter: &dyn Reporter,
     ) -> std::result::Result<NodeResult, NodeResult> {
         let t = target(n);
-        // Joined by an earlier run of this release: checked, not prepared again (its
-        // preflight would now find the install it made).
+        // Joined (or upgraded) by an earlier run of this release: checked, not prepared
+        // again (its preflight would now find the install it made). Its gate runs the
+        // installer, which a successful run removed with the rest of the incoming files.
         if self.joined_earlier(n).map_err(|e| failed("journal", e))? {
+            let installer: Vec<Outgoing> = files.iter().filter(|f| f.executable).cloned().collect();
+            self.send_missing(n, &t, &installer, sent, ids, reporter)?;
             self.gate(&t).map_err(|e| failed("health", e))?;
             return Ok(NodeResult::Checked);
         }
-        let have = self.present(&t, files).map_err(|e| failed("connect", e))?;
-        for f in files.iter().filter(|f| !have.contains(&f.name)) {
-            let id = ids.fetch_add(1, Ordering::Relaxed);
-            let label = format!("{}: {}", n.name, f.name);
-            reporter.event(Event::TransferStart { id, name: &label, total: Some(f.size) });
-            let r = self.send(&t, f, id, reporter);
-            reporter.event(Event::TransferDone { id });
-            *sent += r.map_err(|e| failed("send", e))?;
-        }
-        // What arrived is what was sent: size and digest again, on the node.
-        let have = self.present(&t, files).map_err(|e| failed("send", e))?;
-        if let Some(f) = files.iter().find(|f| !have.contains(&f.name)) {
-            return Err(failed(
-                "send",
-                Error::corrupt(f.name.clone(), "differs on the node from what was sent")
-                    .with_hint("run the install again: what is intact is not sent again"),
-            ));
-        }
+        self.send_missing(n, &t, files, sent, ids, reporter)?;
         self.run_checked(&t, &self.verify_script(), &mut std::io::empty(), "verify")?;
+        if let Purpose::Upgrade { .. } = self.purpose {
+            // The upgrade's own preflight, with the answers the node kept; its journal
+            // changes only once it is upgraded.
+            let mut args = vec!["--mode".to_string(), "upgrade".to_string()];
+            for o in &self.overrides {
+                args.extend(["--override".to_string(), o.clone()]);
+            }
+            self.run_checked(&t, &self.airlock_plain_script("preflight", &args), &mut std::io::empty(), "preflight")?;
+            return Ok(NodeResult::Prepared);
+        }
         let write = format!(
             "{}umask 077; cat > \"$D/.answers.yaml.partial\" && mv -f \"$D/.answers.yaml.partial\" \"$D/answers.yaml\"",
             prologue()
@@ -262,6 +328,38 @@ impl ClusterRun<'_> {
         )?;
         self.journal(n, Phase::Prepared).map_err(|e| failed("journal", e))?;
         Ok(NodeResult::Prepared)
+    }
+
+    /// Sends what of `files` is not on the node yet (right size and SHA-256), then
+    /// checks on the node that everything arrived as sent.
+    fn send_missing(
+        &self,
+        n: &SiteNode,
+        t: &SshTarget,
+        files: &[Outgoing],
+        sent: &mut u64,
+        ids: &AtomicU64,
+        reporter: &dyn Reporter,
+    ) -> std::result::Result<(), NodeResult> {
+        let there = self.present(t, files).map_err(|e| failed("connect", e))?;
+        for f in files.iter().filter(|f| !there.have.contains(&f.name)) {
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            let label = format!("{}: {}", n.name, f.name);
+            reporter.event(Event::TransferStart { id, name: &label, total: Some(f.size) });
+            let r = self.send(t, f, there.gunzip && f.executable, id, reporter);
+            reporter.event(Event::TransferDone { id });
+            *sent += r.map_err(|e| failed("send", e))?;
+        }
+        // What arrived is what was sent: size and digest again, on the node.
+        let have = self.present(t, files).map_err(|e| failed("send", e))?.have;
+        if let Some(f) = files.iter().find(|f| !have.contains(&f.name)) {
+            return Err(failed(
+                "send",
+                Error::corrupt(f.name.clone(), "differs on the node from what was sent")
+                    .with_hint("run the command again: what is intact is not sent again"),
+            ));
+        }
+        Ok(())
     }
 
     /// Installs and joins every other node: servers one at a time, each gated, then
@@ -313,10 +411,34 @@ impl ClusterRun<'_> {
         Ok(NodeResult::Joined)
     }
 
+    /// After a run in which every node succeeded: removes the incoming directory (the
+    /// bundle, the installer, the keys and the answers file) on every other node. After a
+    /// failure it stays, so that a re-run sends nothing again. Returns the nodes where
+    /// that failed, with the cause, for warnings: nothing depends on it.
+    pub fn remove_incoming(&self) -> Vec<(String, String)> {
+        let script = format!("{}rm -rf -- \"$D\"", prologue());
+        let mut out = Vec::new();
+        for n in self.others() {
+            let t = target(n);
+            if let Err(r) = self.run_checked(&t, &script, &mut std::io::empty(), "clean up") {
+                let cause = match r {
+                    NodeResult::Failed { cause, .. } => cause,
+                    other => format!("{other:?}"),
+                };
+                out.push((n.name.clone(), cause));
+            }
+        }
+        out
+    }
+
     /// The health gate before the next server: the node's own `airlock status`, which
     /// on a live node asks its service and the API server, under a target root what
     /// the install laid out.
     fn gate(&self, t: &SshTarget) -> Result<()> {
+        if std::env::var(GATE_FAIL_ENV).ok().as_deref() == Some(t.name.as_str()) {
+            return Err(Error::input(format!("node {}", t.name), "is not healthy (injected test fault)")
+                .with_hint(format!("{GATE_FAIL_ENV} names this node: a stand-in for a node that does not come up")));
+        }
         let script = format!("{}cd \"$D\" && ./airlock status --root \"${{R:-/}}\"", prologue());
         let out = self.remote.exec(t, &script, &mut std::io::empty())?;
         if out.status == 255 {
@@ -356,9 +478,18 @@ impl ClusterRun<'_> {
             .collect()
     }
 
-    /// The names of `files` already on the node with the right size and digest.
-    fn present(&self, t: &SshTarget, files: &[Outgoing]) -> Result<Vec<String>> {
-        let mut script = format!("{}mkdir -p \"$D\" && cd \"$D\" || exit 1\n", prologue());
+    /// The names of `files` already on the node with the right size and digest, and
+    /// whether the node can unpack a gzip stream.
+    fn present(&self, t: &SshTarget, files: &[Outgoing]) -> Result<Incoming> {
+        // The first thing written on a node: a symbolic link at the incoming directory
+        // or its parent would take every file sent (and the removal after a success)
+        // somewhere else, possibly outside the node's target root. Refused, not followed.
+        let mut script = format!(
+            "{}for p in \"$R/var/lib/airlock\" \"$D\"; do if [ -L \"$p\" ]; then \
+             echo \"$p is a symbolic link: refusing to write through it\" >&2; exit 3; fi; done\n\
+             mkdir -p \"$D\" && cd \"$D\" || exit 1\ncommand -v gzip >/dev/null 2>&1 && echo {GUNZIP_MARK}\n",
+            prologue()
+        );
         for f in files {
             // Size first: a partial or stale file is not hashed at all.
             script.push_str(&format!(
@@ -373,21 +504,33 @@ impl ClusterRun<'_> {
             return Err(ssh_error(t, &out.stderr));
         }
         let out = out.checked(&["ssh", &t.address, "(check incoming files)"])?;
-        Ok(files
+        let have = files
             .iter()
             .filter(|f| out.stdout.lines().any(|l| l.split_once("  ") == Some((f.sha256.as_str(), f.name.as_str()))))
             .map(|f| f.name.clone())
-            .collect())
+            .collect();
+        Ok(Incoming { have, gunzip: out.stdout.lines().any(|l| l == GUNZIP_MARK) })
     }
 
-    fn send(&self, t: &SshTarget, f: &Outgoing, id: u64, reporter: &dyn Reporter) -> Result<u64> {
+    /// Sends one file into the node's incoming directory (a partial file renamed when
+    /// complete). `gzip`: the file goes gzip-compressed and the node's `gzip` unpacks it
+    /// (see [`INSTALLER_GZIP`]); what lands is checked by its SHA-256 all the same.
+    fn send(&self, t: &SshTarget, f: &Outgoing, gzip: bool, id: u64, reporter: &dyn Reporter) -> Result<u64> {
         let q = sh_quote(&f.name);
         let partial = sh_quote(&format!(".{}.partial", f.name));
         let mode = if f.executable { "755" } else { "644" };
-        let script =
-            format!("{}cd \"$D\" && cat > {partial} && chmod {mode} {partial} && mv -f {partial} {q}", prologue());
+        let receive = if gzip { "gzip -dc" } else { "cat" };
+        let script = format!(
+            "{}cd \"$D\" && {receive} > {partial} && chmod {mode} {partial} && mv -f {partial} {q}",
+            prologue()
+        );
         let file = std::fs::File::open(&f.local).map_err(|e| Error::io(&f.local, e))?;
-        let mut counted = Counting { inner: file, id, reporter, bytes: 0 };
+        let inner: Box<dyn Read + Send> = if gzip {
+            Box::new(flate2::read::GzEncoder::new(std::io::BufReader::new(file), INSTALLER_GZIP))
+        } else {
+            Box::new(file)
+        };
+        let mut counted = Counting { inner, id, reporter, bytes: 0 };
         let out = self.remote.exec(t, &script, &mut counted)?;
         if out.status == 255 {
             return Err(ssh_error(t, &out.stderr));
@@ -413,9 +556,16 @@ impl ClusterRun<'_> {
 
     /// `airlock CMD BUNDLE --pubkey.. --answers answers.yaml --root R EXTRA` on the node.
     fn airlock_script(&self, cmd: &str, extra: &[String]) -> String {
+        let mut args = vec!["--answers".to_string(), "answers.yaml".to_string()];
+        args.extend_from_slice(extra);
+        self.airlock_plain_script(cmd, &args)
+    }
+
+    /// `airlock CMD BUNDLE --pubkey.. --root R EXTRA` on the node (its kept answers).
+    fn airlock_plain_script(&self, cmd: &str, extra: &[String]) -> String {
         let extra: Vec<String> = extra.iter().map(|e| sh_quote(e)).collect();
         format!(
-            "{}cd \"$D\" && ./airlock {cmd} {} {} --answers answers.yaml --root \"${{R:-/}}\" {}",
+            "{}cd \"$D\" && ./airlock {cmd} {} {} --root \"${{R:-/}}\" {}",
             prologue(),
             self.remote_bundle(),
             self.pubkey_args(),
@@ -454,9 +604,13 @@ impl ClusterRun<'_> {
             phase,
             accepted_new_host_keys: self.accept_new_host_keys,
         };
-        let mut text = serde_json::to_vec_pretty(&j).expect("a journal serialises");
+        self.write_journal(&j)
+    }
+
+    fn write_journal(&self, j: &NodeJournal) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(j).expect("a journal serialises");
         text.push(b'\n');
-        self.host.write_file(&journal_path(&n.name), &mut &text[..], Perms::mode(0o644)).map(drop)
+        self.host.write_file(&journal_path(&j.name), &mut &text[..], Perms::mode(0o644)).map(drop)
     }
 
     fn joined_earlier(&self, n: &SiteNode) -> Result<bool> {
@@ -471,6 +625,78 @@ impl ClusterRun<'_> {
             Error::corrupt(path.display().to_string(), e.to_string()).with_hint("remove it to start that node over")
         })
     }
+}
+
+/// The installer binary of a bundle, verified with the whole bundle.
+pub struct VerifiedInstaller {
+    pub path: PathBuf,
+    pub manifest: airlock_format::manifest::Manifest,
+}
+
+/// Where an upgrade keeps the new installer while it sends it to the nodes: staging,
+/// which the next run clears whatever a crash left there.
+pub const INSTALLER_STAGING: &str = "/var/lib/airlock/staging/cluster-installer";
+
+/// Entry path of the installer binary inside a bundle.
+pub const INSTALLER_ENTRY: &str = "installer/airlock";
+
+/// Verifies the whole bundle (signature, every entry) and keeps only its installer
+/// binary, in [`INSTALLER_STAGING`] (emptied first): what an upgrade sends to the other
+/// nodes before this node is upgraded (the install takes it from its own staging).
+pub fn verified_installer(
+    host: &dyn crate::host::Host,
+    files: &BundleFiles,
+    trusted: &[airlock_format::minisign::PublicKey],
+    reporter: &dyn Reporter,
+) -> Result<VerifiedInstaller> {
+    use airlock_format::manifest::Entry;
+    struct OnlyInstaller {
+        path: PathBuf,
+        verified: bool,
+    }
+    impl airlock_format::read::EntrySink for OnlyInstaller {
+        fn open(&mut self, entry: &Entry) -> Result<Option<Box<dyn std::io::Write>>> {
+            if entry.path != INSTALLER_ENTRY {
+                return Ok(None);
+            }
+            use std::os::unix::fs::OpenOptionsExt;
+            // Inside the staging directory the host resolved (symlink-safe, below the
+            // root), as the verifying extractor writes its staging.
+            #[allow(clippy::disallowed_methods)]
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o700)
+                .open(&self.path)
+                .map_err(|e| Error::io(&self.path, e))?;
+            Ok(Some(Box::new(f)))
+        }
+        fn finish(&mut self, entry: &Entry, verified: bool) -> Result<()> {
+            if entry.path == INSTALLER_ENTRY {
+                self.verified = verified;
+            }
+            Ok(())
+        }
+    }
+    let (dir, _) = crate::bundle::staging::staging_dir(host, Path::new(INSTALLER_STAGING), false)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        #[allow(clippy::disallowed_methods)]
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    let mut sink = OnlyInstaller { path: dir.join("airlock"), verified: false };
+    let outcome = airlock_format::read::read_bundle(files, trusted, &mut sink, reporter)?;
+    if let Some(e) = crate::bundle::staging::damaged(&outcome) {
+        return Err(e);
+    }
+    if !sink.verified {
+        return Err(Error::input(files.base.display().to_string(), "carries no installer binary (installer/airlock)")
+            .with_hint(
+            "the other nodes run the installer from the bundle: build it with `airlock-bundler create --installer` \
+                 (a delta bundle must carry it too)",
+        ));
+    }
+    Ok(VerifiedInstaller { path: sink.path, manifest: outcome.manifest })
 }
 
 /// Every node journaled on this (first) server, by name; a node not joined yet, or a
@@ -557,7 +783,7 @@ fn file_name(p: &Path) -> Result<String> {
 struct Counting<'a, R> {
     inner: R,
     id: u64,
-    reporter: &'a (dyn Reporter + Sync),
+    reporter: &'a dyn Reporter,
     bytes: u64,
 }
 
@@ -632,6 +858,8 @@ mod tests {
     struct FakeNodes {
         calls: Mutex<Vec<(String, String, Vec<u8>)>>,
         failing: Vec<&'static str>,
+        /// Nodes whose `airlock status` (the health gate) fails.
+        unhealthy: Vec<&'static str>,
     }
 
     impl Remote for FakeNodes {
@@ -641,6 +869,9 @@ mod tests {
             self.calls.lock().unwrap().push((t.name.clone(), script.to_string(), input));
             if script.contains("./airlock join") && self.failing.contains(&t.name.as_str()) {
                 return Ok(CommandOutput::exit(1, "error: the node refused"));
+            }
+            if script.contains("./airlock status") && self.unhealthy.contains(&t.name.as_str()) {
+                return Ok(CommandOutput::exit(11, "node NotReady"));
             }
             Ok(CommandOutput::ok(""))
         }
@@ -676,6 +907,7 @@ mod tests {
             version: "1.0.0".into(),
             overrides: vec![],
             accept_new_host_keys: false,
+            purpose: Purpose::Install,
         }
     }
 
@@ -683,7 +915,7 @@ mod tests {
     fn cluster_join_sends_the_token_only_on_stdin_servers_one_at_a_time_then_agents() {
         let root = tempfile::tempdir().unwrap();
         let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
-        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![] };
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy: vec![] };
         let report = run_with(&remote, &host).join(TOKEN, &airlock_format::report::Silent).unwrap();
         assert!(report.ok(), "{report:?}");
         let calls = remote.calls.lock().unwrap();
@@ -712,7 +944,7 @@ mod tests {
     fn cluster_join_stops_the_servers_after_a_failed_one_and_still_joins_the_agents() {
         let root = tempfile::tempdir().unwrap();
         let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
-        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec!["s2", "w1"] };
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec!["s2", "w1"], unhealthy: vec![] };
         let report = run_with(&remote, &host).join(TOKEN, &airlock_format::report::Silent).unwrap();
         let result = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().result.clone();
         assert!(matches!(result("s2"), NodeResult::Failed { ref step, .. } if step == "join"), "{:?}", result("s2"));
@@ -722,6 +954,42 @@ mod tests {
         assert!(!report.ok());
         let calls = remote.calls.lock().unwrap();
         assert!(!calls.iter().any(|(n, _, _)| n == "s3"), "s3 was contacted after s2 failed");
+    }
+
+    #[test]
+    fn cluster_upgrade_stops_at_a_failed_gate_and_rolls_the_upgraded_nodes_back_last_first() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy: vec!["s3"] };
+        let mut run = run_with(&remote, &host);
+        run.version = "1.1.0".into();
+        run.purpose = Purpose::Upgrade { from_version: "1.0.0".into() };
+        let up = run.upgrade_others(&airlock_format::report::Silent);
+        assert!(!up.ok());
+        assert_eq!(up.first_failure().map(|(n, _)| n), Some("s3"));
+        assert_eq!(up.on_new_release, ["s2", "s3"], "s3's own upgrade finished before its gate failed");
+        let result = |name: &str| up.rows.iter().find(|n| n.name == name).unwrap().result.clone();
+        assert_eq!(result("s2"), NodeResult::Upgraded);
+        assert!(
+            matches!(result("w1"), NodeResult::Skipped { .. }) && matches!(result("w2"), NodeResult::Skipped { .. })
+        );
+        let journal = || std::fs::read_to_string(root.path().join("var/lib/airlock/cluster/s2.json")).unwrap();
+        assert!(journal().contains("\"version\": \"1.1.0\""), "{}", journal());
+
+        let back: Vec<String> = up.on_new_release.iter().rev().cloned().collect();
+        let rolled = run.roll_back_others(&back);
+        assert_eq!(rolled, [("s3".to_string(), NodeResult::RolledBack), ("s2".to_string(), NodeResult::RolledBack)]);
+        let calls = remote.calls.lock().unwrap();
+        let rollbacks: Vec<&str> =
+            calls.iter().filter(|(_, s, _)| s.contains("--rollback")).map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(rollbacks, ["s3", "s2"]);
+        assert!(!calls.iter().any(|(n, _, _)| n.starts_with('w')), "an agent was contacted");
+        assert!(journal().contains("\"version\": \"1.0.0\""), "{}", journal());
+        let report = run.upgrade_report(NodeResult::RolledBack, up.rows.clone(), &rolled);
+        let row = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().clone();
+        assert!(matches!(row("s3").result, NodeResult::Failed { ref step, .. } if step == "health"));
+        assert_eq!((row("s2").result, row("s2").version.as_str()), (NodeResult::RolledBack, "1.0.0"));
+        assert_eq!(row("s1").version, "1.0.0");
     }
 
     #[test]

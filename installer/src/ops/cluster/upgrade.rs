@@ -1,0 +1,215 @@
+//! The cluster half of `airlock upgrade` on the first server.
+//!
+//! The caller prepares every other node first ([`ClusterRun::prepare`] with
+//! [`Purpose::Upgrade`]: bundle sent and verified there, the upgrade preflight run with
+//! the node's kept answers) and upgrades this node. Then [`ClusterRun::upgrade_others`]:
+//! the other servers one at a time, each running its own `airlock upgrade` (with its
+//! backup, whole-release rollback and gate) and then gated from here before the next
+//! one starts, then the agents in parallel. When a node fails, the caller puts back
+//! every node that is on the new release, last upgraded first
+//! ([`ClusterRun::roll_back_others`], then this node), with each node's own
+//! whole-release rollback (`airlock upgrade --rollback`).
+//!
+//! A node's journal on the first server records the release it is on: a re-run finds
+//! the nodes already upgraded, checks them and does not upgrade them again.
+
+use airlock_format::error::Result;
+use airlock_format::report::Reporter;
+
+use super::{failed, target, ClusterReport, ClusterRun, NodeReport, NodeResult, Phase, Purpose, CRASH_AFTER_NODE_ENV};
+use crate::site::answers::{Role, SiteNode};
+
+/// How the other nodes' upgrade went.
+pub struct NodesUpgraded {
+    /// One row per other node.
+    pub rows: Vec<NodeReport>,
+    /// The nodes on the new release now (upgraded by this run or an earlier one), in
+    /// the order they got there: what a rollback puts back, in reverse.
+    pub on_new_release: Vec<String>,
+}
+
+impl NodesUpgraded {
+    pub fn ok(&self) -> bool {
+        self.rows.iter().all(|r| r.result.ok())
+    }
+
+    /// The first node that failed, with its step and cause, for the error.
+    pub fn first_failure(&self) -> Option<(&str, String)> {
+        self.rows.iter().find_map(|r| match &r.result {
+            NodeResult::Failed { step, cause, .. } => Some((r.name.as_str(), format!("{step}: {cause}"))),
+            _ => None,
+        })
+    }
+}
+
+impl ClusterRun<'_> {
+    fn previous_version(&self) -> &str {
+        match &self.purpose {
+            Purpose::Upgrade { from_version } => from_version,
+            Purpose::Install => &self.version,
+        }
+    }
+
+    /// Upgrades every other node: servers one at a time, each gated, then the agents in
+    /// parallel. A failed server stops the nodes after it: the caller rolls back.
+    pub fn upgrade_others(&self, _reporter: &dyn Reporter) -> NodesUpgraded {
+        let mut rows = Vec::new();
+        let mut on_new = Vec::new();
+        let mut stop: Option<String> = None;
+        for n in self.others().filter(|n| n.role == Role::Server) {
+            let r = match &stop {
+                Some(why) => NodeResult::Skipped { why: why.clone() },
+                None => {
+                    let (r, now_new) = self.upgrade_node(n);
+                    if now_new {
+                        on_new.push(n.name.clone());
+                    }
+                    r
+                }
+            };
+            if !r.ok() && stop.is_none() {
+                stop = Some(format!("server {} failed its upgrade; the cluster is put back", n.name));
+            }
+            rows.push(self.row(n, 0, r));
+        }
+        let agents: Vec<(NodeReport, bool)> = match &stop {
+            Some(why) => self
+                .others()
+                .filter(|n| n.role == Role::Agent)
+                .map(|n| (self.row(n, 0, NodeResult::Skipped { why: why.clone() }), false))
+                .collect(),
+            None => std::thread::scope(|s| {
+                let handles: Vec<_> = self
+                    .others()
+                    .filter(|n| n.role == Role::Agent)
+                    .map(|n| {
+                        s.spawn(move || {
+                            let (r, now_new) = self.upgrade_node(n);
+                            (self.row(n, 0, r), now_new)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("a node's thread does not panic")).collect()
+            }),
+        };
+        for (row, now_new) in agents {
+            if now_new {
+                on_new.push(row.name.clone());
+            }
+            rows.push(row);
+        }
+        NodesUpgraded { rows, on_new_release: on_new }
+    }
+
+    /// One node: its result, and whether it is on the new release now.
+    fn upgrade_node(&self, n: &SiteNode) -> (NodeResult, bool) {
+        let t = target(n);
+        match self.joined_earlier(n) {
+            Err(e) => return (failed("journal", e), false),
+            // On the new release since an earlier run: checked, not upgraded again.
+            Ok(true) => {
+                return match self.gate(&t) {
+                    Ok(()) => (NodeResult::Checked, true),
+                    Err(e) => (failed("health", e), true),
+                }
+            }
+            Ok(false) => {}
+        }
+        let mut args = vec!["--yes".to_string()];
+        for o in &self.overrides {
+            args.extend(["--override".to_string(), o.clone()]);
+        }
+        // The node's own upgrade: a failure there puts its previous release back
+        // before it exits, so the node is not on the new release.
+        if let Err(r) =
+            self.run_checked(&t, &self.airlock_plain_script("upgrade", &args), &mut std::io::empty(), "upgrade")
+        {
+            return (r, false);
+        }
+        if let Err(e) = self.journal(n, Phase::Joined) {
+            return (failed("journal", e), true);
+        }
+        if let Err(e) = self.gate(&t) {
+            return (failed("health", e), true);
+        }
+        if std::env::var(CRASH_AFTER_NODE_ENV).ok().as_deref() == Some(n.name.as_str()) {
+            std::process::abort();
+        }
+        (NodeResult::Upgraded, true)
+    }
+
+    /// Puts the previous release back on each of `names` (other nodes), in the order
+    /// given, each with its own whole-release rollback; its journal then records the
+    /// previous release again. One failing does not stop the others.
+    pub fn roll_back_others(&self, names: &[String]) -> Vec<(String, NodeResult)> {
+        let mut out = Vec::new();
+        for name in names {
+            let Some(n) = self.others().find(|n| &n.name == name) else { continue };
+            let t = target(n);
+            let r = self
+                .run_checked(
+                    &t,
+                    &self.airlock_plain_script("upgrade", &["--rollback".to_string(), "--yes".to_string()]),
+                    &mut std::io::empty(),
+                    "rollback",
+                )
+                .and_then(|()| self.rejournal_previous(n).map_err(|e| failed("journal", e)));
+            let r = match r {
+                Ok(()) => NodeResult::RolledBack,
+                Err(NodeResult::Failed { step, cause, hint }) => {
+                    NodeResult::RollbackFailed { cause: format!("{step}: {cause}"), hint }
+                }
+                Err(other) => other,
+            };
+            out.push((name.clone(), r));
+        }
+        out
+    }
+
+    /// The node's journal as before the upgrade: the same entry, the previous version.
+    fn rejournal_previous(&self, n: &SiteNode) -> Result<()> {
+        let mut j = match self.read_journal(&n.name)? {
+            Some(j) => j,
+            None => return Ok(()),
+        };
+        j.version = self.previous_version().to_string();
+        self.write_journal(&j)
+    }
+
+    /// The cluster report of an upgrade: this node first with `first`, then `rows`
+    /// with each rollback's result in place of the row's own where one ran.
+    pub fn upgrade_report(
+        &self,
+        first: NodeResult,
+        rows: Vec<NodeReport>,
+        rolled_back: &[(String, NodeResult)],
+    ) -> ClusterReport {
+        let first_version = if matches!(first, NodeResult::RolledBack) {
+            self.previous_version().to_string()
+        } else {
+            self.version.clone()
+        };
+        let rows = rows
+            .into_iter()
+            .map(|mut r| {
+                // A node whose own upgrade failed put its previous release back itself;
+                // one skipped never left it.
+                if matches!(r.result, NodeResult::Failed { .. } | NodeResult::Skipped { .. }) {
+                    r.version = self.previous_version().to_string();
+                }
+                if let Some((_, rb)) = rolled_back.iter().find(|(n, _)| n == &r.name) {
+                    // The node that failed keeps its failure as the row's result: that
+                    // is the cause; that it was put back shows in its version.
+                    if matches!(rb, NodeResult::RolledBack) {
+                        r.version = self.previous_version().to_string();
+                    }
+                    if r.result.ok() || matches!(rb, NodeResult::RollbackFailed { .. }) {
+                        r.result = rb.clone();
+                    }
+                }
+                r
+            })
+            .collect();
+        self.report_with(first, &first_version, rows)
+    }
+}
