@@ -401,19 +401,7 @@ pub fn run(
             if opts.dry_run {
                 // The plan of a rollback is the previous release's snapshot: say so,
                 // change nothing.
-                return Ok(UpgradeReport {
-                    outcome: UpgradeOutcome::WouldRollBack,
-                    from: j.to.clone(),
-                    to: j.from.clone(),
-                    policy: None,
-                    diff: None,
-                    preflight: None,
-                    backup: j.backup.clone(),
-                    pruned: Vec::new(),
-                    restore_datastore_command: None,
-                    journal: PathBuf::from(state::UPGRADE_JOURNAL_PATH),
-                    resumed: true,
-                });
+                return Ok(would_roll_back(&j, true));
             }
             let automatic = !opts.rollback;
             return roll_back(host, j, opts, clock, reporter, None).map(|r| r.into_report(automatic)).and_then(
@@ -440,19 +428,7 @@ pub fn run(
             ));
         };
         if opts.dry_run {
-            return Ok(UpgradeReport {
-                outcome: UpgradeOutcome::WouldRollBack,
-                from: j.to.clone(),
-                to: j.from.clone(),
-                policy: None,
-                diff: None,
-                preflight: None,
-                backup: j.backup.clone(),
-                pruned: Vec::new(),
-                restore_datastore_command: None,
-                journal: PathBuf::from(state::UPGRADE_JOURNAL_PATH),
-                resumed: false,
-            });
+            return Ok(would_roll_back(&j, false));
         }
         // Pending again before the first change: a crash inside this rollback is
         // finished by the next run, as for a failed upgrade.
@@ -1145,6 +1121,23 @@ pub fn last_outcome(host: &dyn Host) -> Result<Option<(Outcome, String, Option<S
     Ok(UpgradeJournal::load(host)?
         .filter(|j| !j.pending())
         .map(|j| (j.outcome, format!("{} → {}", j.from_version, j.to_version), j.error)))
+}
+
+/// The plan of a rollback: the previous release's snapshot put back, nothing changed yet.
+fn would_roll_back(j: &UpgradeJournal, resumed: bool) -> UpgradeReport {
+    UpgradeReport {
+        outcome: UpgradeOutcome::WouldRollBack,
+        from: j.to.clone(),
+        to: j.from.clone(),
+        policy: None,
+        diff: None,
+        preflight: None,
+        backup: j.backup.clone(),
+        pruned: Vec::new(),
+        restore_datastore_command: None,
+        journal: PathBuf::from(state::UPGRADE_JOURNAL_PATH),
+        resumed,
+    }
 }
 
 #[cfg(test)]
