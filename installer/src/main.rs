@@ -918,40 +918,29 @@ fn uninstall_all_nodes(
     if !yes && !confirm("uninstall", "removing the install on every node", "Remove it on every node?")? {
         return Ok(ExitStatus::Input);
     }
-    let mut extra = Vec::new();
-    if opts.purge {
-        extra.push("--purge".to_string());
-    }
-    if opts.force {
-        extra.push("--force".to_string());
-    }
-    let progress = ui.progress();
-    let rows = run.uninstall_others(&extra, &progress);
-    progress.finish();
-    let rows = rows?;
-    // This node last, and only when every other node is done: it keeps the node list,
-    // the journals and the installer a re-run needs to finish the others.
-    if rows.iter().all(|r| r.result.ok()) {
-        let here = ops::uninstall::apply(&host, &p)?;
-        let report = run.removal_report(ops::cluster::NodeResult::Removed, rows);
-        match ui.output {
-            Output::Json => print_json(&serde_json::json!({ "uninstalled": here, "cluster": report })),
-            Output::Text => {
-                render::print_uninstall_report(&inv.distribution, &inv.unit, root, &here);
-                render::print_cluster(&report);
+    let outcome =
+        run.uninstall_all_nodes(opts.purge, opts.force, Box::new(ui.progress()), || ops::uninstall::apply(&host, &p))?;
+    match outcome {
+        ops::cluster::all_nodes::AllNodesUninstalled::Done { here, report } => {
+            match ui.output {
+                Output::Json => print_json(&serde_json::json!({ "uninstalled": here, "cluster": report })),
+                Output::Text => {
+                    render::print_uninstall_report(&inv.distribution, &inv.unit, root, &here);
+                    render::print_cluster(&report);
+                }
             }
+            Ok(ExitStatus::Success)
         }
-        return Ok(ExitStatus::Success);
+        ops::cluster::all_nodes::AllNodesUninstalled::ThisNodeKept { failed, report } => {
+            ui.show(&serde_json::json!({ "cluster": report }), |_| render::print_cluster(&report));
+            eprintln!(
+                "error: {} not uninstalled; the other nodes were, this one was kept\nhint: fix what each node's hint \
+                 says, then run `airlock uninstall --all-nodes` again: it finishes the rest",
+                failed.join(", ")
+            );
+            Ok(ExitStatus::NeedsAttention)
+        }
     }
-    let why = "kept until every other node is uninstalled (it holds the node list a re-run needs)".to_string();
-    let report = run.removal_report(ops::cluster::NodeResult::Skipped { why }, rows);
-    ui.show(&serde_json::json!({ "cluster": report }), |_| render::print_cluster(&report));
-    eprintln!(
-        "error: {} not uninstalled; the other nodes were, this one was kept\nhint: fix what each node's hint says, \
-         then run `airlock uninstall --all-nodes` again: it finishes the rest",
-        failed_names(&report).split(", ").filter(|n| *n != report.nodes[0].name).collect::<Vec<_>>().join(", ")
-    );
-    Ok(ExitStatus::NeedsAttention)
 }
 
 /// `airlock registry push`: credentials and TLS from flags, environment and docker

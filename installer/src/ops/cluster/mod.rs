@@ -854,7 +854,7 @@ mod tests {
 
     /// A stand-in for the other nodes' sshd: records every call (node, script, what came
     /// on stdin) and answers as a healthy node would, except that `failing` nodes fail
-    /// their `airlock join`.
+    /// their `airlock join` and `airlock uninstall`.
     struct FakeNodes {
         calls: Mutex<Vec<(String, String, Vec<u8>)>>,
         failing: Vec<&'static str>,
@@ -869,7 +869,8 @@ mod tests {
             let mut input = Vec::new();
             stdin.read_to_end(&mut input).unwrap();
             self.calls.lock().unwrap().push((t.name.clone(), script.to_string(), input));
-            if script.contains("./airlock join") && self.failing.contains(&t.name.as_str()) {
+            let fails = script.contains("./airlock join") || script.contains("./airlock uninstall");
+            if fails && self.failing.contains(&t.name.as_str()) {
                 return Ok(CommandOutput::exit(1, "error: the node refused"));
             }
             if script.contains("./airlock status") && self.unhealthy.contains(&t.name.as_str()) {
@@ -1116,6 +1117,58 @@ mod tests {
         let (outcome, ..) = cluster_upgrade_with(vec![], false, false);
         let upgrade::ClusterUpgrade::Upgraded { report, .. } = outcome else { panic!("not upgraded") };
         assert!(report.ok() && report.nodes.iter().all(|n| n.version == "1.1.0"), "{report:?}");
+    }
+
+    /// `uninstall --all-nodes` over nodes that were all joined, `failing` ones failing
+    /// their uninstall: the outcome, the calls, and after how many calls to the other
+    /// nodes this node's own uninstall ran, if it ran.
+    #[allow(clippy::disallowed_methods)] // the installer is the operator's file, outside any root
+    fn uninstall_all_with(
+        failing: Vec<&'static str>,
+    ) -> (all_nodes::AllNodesUninstalled<()>, FakeNodes, Option<usize>) {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let installer = files.path().join("airlock");
+        std::fs::write(&installer, b"installer").unwrap();
+        let (d, _) = airlock_format::digest::sha256_file(&installer).unwrap();
+        let incoming = format!("{}  airlock\n", d.hex());
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing, unhealthy: vec![], incoming };
+        let mut run = run_with(&remote, &host);
+        run.installer = installer;
+        for n in run.others() {
+            run.journal(n, Phase::Joined).unwrap();
+        }
+        let mut here_at = None;
+        let outcome = run
+            .uninstall_all_nodes(true, false, Box::new(airlock_format::report::Silent), || {
+                here_at = Some(remote.calls.lock().unwrap().len());
+                Ok(())
+            })
+            .unwrap();
+        (outcome, remote, here_at)
+    }
+
+    #[test]
+    fn uninstall_all_nodes_keeps_this_node_when_another_node_fails_and_names_only_that_one() {
+        let (outcome, remote, here_at) = uninstall_all_with(vec!["w1"]);
+        assert_eq!(here_at, None, "this node was uninstalled although w1 was not");
+        let all_nodes::AllNodesUninstalled::ThisNodeKept { failed, report } = outcome else { panic!("not kept") };
+        assert_eq!(failed, ["w1"]);
+        assert!(matches!(report.nodes[0].result, NodeResult::Skipped { .. }), "{:?}", report.nodes[0]);
+        let calls = remote.calls.lock().unwrap();
+        let uninstalled: Vec<&str> =
+            calls.iter().filter(|(_, s, _)| s.contains("./airlock uninstall")).map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(uninstalled, ["w1", "w2", "s3", "s2"], "one node failing stops no other");
+        assert!(calls.iter().all(|(_, s, _)| !s.contains("./airlock uninstall") || s.contains("--purge")));
+    }
+
+    #[test]
+    fn uninstall_all_nodes_uninstalls_this_node_last_when_every_other_is_done() {
+        let (outcome, remote, here_at) = uninstall_all_with(vec![]);
+        assert_eq!(here_at, Some(remote.calls.lock().unwrap().len()), "this node went before another");
+        let all_nodes::AllNodesUninstalled::Done { report, .. } = outcome else { panic!("not done") };
+        assert!(report.ok() && report.nodes[0].result == NodeResult::Removed, "{report:?}");
     }
 
     #[test]
