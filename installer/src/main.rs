@@ -654,9 +654,9 @@ struct ClusterUpgrade<'a> {
 /// prepared, this node upgraded, then the others; when one fails, every node on the new
 /// release is put back, last upgraded first, this node last.
 fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui) -> Result<ExitStatus> {
-    use airlock_installer::ops::cluster::{verified_installer, ClusterRun, NodeResult, Purpose};
+    use airlock_installer::ops::cluster::upgrade::{run_cluster_upgrade, ClusterUpgrade};
+    use airlock_installer::ops::cluster::{verified_installer, ClusterRun, Purpose};
     let root = s.flags.site.root.as_path();
-    let text = !ui.json();
     let progress = ui.progress();
     let installer = verified_installer(s.host, &BundleFiles::locate(s.bundle)?, s.keys, &progress);
     progress.finish();
@@ -699,81 +699,109 @@ fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui
         accept_new_host_keys: s.cluster.accept_new_host_keys,
         purpose: Purpose::Upgrade { from_version: from_version.clone() },
     };
-    let progress = ui.progress();
-    let prepared = run.prepare(&progress);
-    progress.finish();
-    let prepared = prepared?;
-    if !prepared.ok() {
-        ui.show(&serde_json::json!({ "cluster": prepared }), |_| render::print_cluster(&prepared));
-        eprintln!(
-            "error: {} not ready; nothing was upgraded on any node\nhint: fix what each node's hint says and run the \
-             upgrade again (what was sent already is not sent again)",
-            failed_names(&prepared)
-        );
-        return Ok(ExitStatus::Preflight);
-    }
-    if text {
-        render::print_cluster(&prepared);
-    }
-    let local = |opts: &upgrade::UpgradeOptions| {
-        let progress = ui.progress();
-        let r = upgrade::run(s.bundle, s.keys, s.host, opts, &SystemClock, &progress);
+    let mut here = ClusterNodeHere { bundle: s.bundle, keys: s.keys, host: s.host, opts, root, ui };
+    let outcome = run_cluster_upgrade(&run, &mut here)?;
+    let rollback_code = outcome.rollback_exit_code();
+    let status = match outcome {
+        ClusterUpgrade::NotReady { prepared } => {
+            ui.show(&serde_json::json!({ "cluster": prepared }), |_| render::print_cluster(&prepared));
+            eprintln!(
+                "error: {} not ready; nothing was upgraded on any node\nhint: fix what each node's hint says and run \
+                 the upgrade again (what was sent already is not sent again)",
+                failed_names(&prepared)
+            );
+            ExitStatus::Preflight
+        }
+        ClusterUpgrade::ThisNodeFailed(e) => {
+            eprintln!("note: this node's upgrade failed, so no other node was upgraded");
+            upgrade_failed(e, ui.output)
+        }
+        ClusterUpgrade::Upgraded { here, report, incoming_left } => {
+            warn_not_removed(&incoming_left);
+            match ui.output {
+                Output::Json => print_json(&serde_json::json!({ "upgraded": here, "cluster": report })),
+                Output::Text => render::print_cluster(&report),
+            }
+            ExitStatus::Success
+        }
+        ClusterUpgrade::RolledBack { failed_node, cause, all_back, report } => {
+            ui.show(&serde_json::json!({ "ok": false, "cluster": report }), |_| render::print_cluster(&report));
+            eprintln!(
+                "error: node {failed_node}: the cluster's upgrade {from_version} → {to_version} failed: {cause}; {}\nhint: {}",
+                if all_back {
+                    format!("every node upgraded was put back on {from_version}, in reverse order")
+                } else {
+                    format!("putting {} back failed too", failed_names(&report))
+                },
+                if all_back {
+                    "fix the cause on that node (its hint above), then run the upgrade again"
+                } else {
+                    "see each node's hint above; each node's upgrade journal (/var/lib/airlock/upgrade.json) names its \
+                     backup"
+                }
+            );
+            rollback_code.and_then(ExitStatus::from_code).unwrap_or(ExitStatus::RollbackFailed)
+        }
+    };
+    Ok(status)
+}
+
+/// This node's part in the cluster's upgrade: the same upgrade as a single node's,
+/// with its progress and report on the terminal.
+struct ClusterNodeHere<'a> {
+    bundle: &'a Path,
+    keys: &'a [airlock_format::minisign::PublicKey],
+    host: &'a RootedHost,
+    opts: &'a upgrade::UpgradeOptions,
+    root: &'a Path,
+    ui: Ui,
+}
+
+impl ClusterNodeHere<'_> {
+    fn run(
+        &self,
+        opts: &upgrade::UpgradeOptions,
+    ) -> std::result::Result<upgrade::UpgradeReport, upgrade::UpgradeFailure> {
+        let progress = self.ui.progress();
+        let r = upgrade::run(self.bundle, self.keys, self.host, opts, &SystemClock, &progress);
         progress.finish();
         r
-    };
-    let here = match local(opts) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("note: this node's upgrade failed, so no other node was upgraded");
-            return Ok(upgrade_failed(e, ui.output));
-        }
-    };
-    if text {
-        render::print_upgrade(root, &here, ui.output);
     }
-    let progress = ui.progress();
-    let others = run.upgrade_others(&progress);
-    progress.finish();
-    if others.ok() {
-        warn_not_removed(&run.remove_incoming());
-        let report = run.upgrade_report(NodeResult::Upgraded, others.rows, &[]);
-        match ui.output {
-            Output::Json => print_json(&serde_json::json!({ "upgraded": here, "cluster": report })),
-            Output::Text => render::print_cluster(&report),
-        }
-        return Ok(ExitStatus::Success);
+}
+
+impl ops::cluster::upgrade::ThisNode for ClusterNodeHere<'_> {
+    type Upgraded = upgrade::UpgradeReport;
+    type Failure = upgrade::UpgradeFailure;
+
+    fn progress(&self) -> Box<dyn airlock_format::report::Reporter> {
+        Box::new(self.ui.progress())
     }
-    // A node failed: every node on the new release goes back, last upgraded first.
-    let (failed_node, cause) =
-        others.first_failure().map(|(n, c)| (n.to_string(), c)).unwrap_or_else(|| ("?".into(), String::new()));
-    let back: Vec<String> = others.on_new_release.iter().rev().cloned().collect();
-    let rolled = run.roll_back_others(&back);
-    let mut undo = opts.clone();
-    undo.rollback = true;
-    let first = match local(&undo) {
-        Ok(_) => NodeResult::RolledBack,
-        Err(e) => {
-            NodeResult::RollbackFailed { cause: e.error.to_string(), hint: e.error.hint.clone().unwrap_or_default() }
+
+    fn prepared(&mut self, report: &ops::cluster::ClusterReport) {
+        if !self.ui.json() {
+            render::print_cluster(report);
         }
-    };
-    let all_back = matches!(first, NodeResult::RolledBack) && rolled.iter().all(|(_, r)| r == &NodeResult::RolledBack);
-    let report = run.upgrade_report(first, others.rows, &rolled);
-    ui.show(&serde_json::json!({ "ok": false, "cluster": report }), |_| render::print_cluster(&report));
-    let status = if all_back { upgrade::EXIT_ROLLED_BACK } else { upgrade::EXIT_ROLLBACK_FAILED };
-    eprintln!(
-        "error: node {failed_node}: the cluster's upgrade {from_version} → {to_version} failed: {cause}; {}\nhint: {}",
-        if all_back {
-            format!("every node upgraded was put back on {from_version}, in reverse order")
-        } else {
-            format!("putting {} back failed too", failed_names(&report))
-        },
-        if all_back {
-            "fix the cause on that node (its hint above), then run the upgrade again"
-        } else {
-            "see each node's hint above; each node's upgrade journal (/var/lib/airlock/upgrade.json) names its backup"
+    }
+
+    fn upgrade(&mut self) -> std::result::Result<Self::Upgraded, Self::Failure> {
+        let here = self.run(self.opts)?;
+        if !self.ui.json() {
+            render::print_upgrade(self.root, &here, self.ui.output);
         }
-    );
-    Ok(ExitStatus::from_code(status).unwrap_or(ExitStatus::RollbackFailed))
+        Ok(here)
+    }
+
+    fn roll_back(&mut self) -> ops::cluster::NodeResult {
+        let mut undo = self.opts.clone();
+        undo.rollback = true;
+        match self.run(&undo) {
+            Ok(_) => ops::cluster::NodeResult::RolledBack,
+            Err(e) => ops::cluster::NodeResult::RollbackFailed {
+                cause: e.error.to_string(),
+                hint: e.error.hint.clone().unwrap_or_default(),
+            },
+        }
+    }
 }
 
 fn warn_not_removed(left: &[(String, String)]) {
@@ -890,40 +918,29 @@ fn uninstall_all_nodes(
     if !yes && !confirm("uninstall", "removing the install on every node", "Remove it on every node?")? {
         return Ok(ExitStatus::Input);
     }
-    let mut extra = Vec::new();
-    if opts.purge {
-        extra.push("--purge".to_string());
-    }
-    if opts.force {
-        extra.push("--force".to_string());
-    }
-    let progress = ui.progress();
-    let rows = run.uninstall_others(&extra, &progress);
-    progress.finish();
-    let rows = rows?;
-    // This node last, and only when every other node is done: it keeps the node list,
-    // the journals and the installer a re-run needs to finish the others.
-    if rows.iter().all(|r| r.result.ok()) {
-        let here = ops::uninstall::apply(&host, &p)?;
-        let report = run.removal_report(ops::cluster::NodeResult::Removed, rows);
-        match ui.output {
-            Output::Json => print_json(&serde_json::json!({ "uninstalled": here, "cluster": report })),
-            Output::Text => {
-                render::print_uninstall_report(&inv.distribution, &inv.unit, root, &here);
-                render::print_cluster(&report);
+    let outcome =
+        run.uninstall_all_nodes(opts.purge, opts.force, Box::new(ui.progress()), || ops::uninstall::apply(&host, &p))?;
+    match outcome {
+        ops::cluster::all_nodes::AllNodesUninstalled::Done { here, report } => {
+            match ui.output {
+                Output::Json => print_json(&serde_json::json!({ "uninstalled": here, "cluster": report })),
+                Output::Text => {
+                    render::print_uninstall_report(&inv.distribution, &inv.unit, root, &here);
+                    render::print_cluster(&report);
+                }
             }
+            Ok(ExitStatus::Success)
         }
-        return Ok(ExitStatus::Success);
+        ops::cluster::all_nodes::AllNodesUninstalled::ThisNodeKept { failed, report } => {
+            ui.show(&serde_json::json!({ "cluster": report }), |_| render::print_cluster(&report));
+            eprintln!(
+                "error: {} not uninstalled; the other nodes were, this one was kept\nhint: fix what each node's hint \
+                 says, then run `airlock uninstall --all-nodes` again: it finishes the rest",
+                failed.join(", ")
+            );
+            Ok(ExitStatus::NeedsAttention)
+        }
     }
-    let why = "kept until every other node is uninstalled (it holds the node list a re-run needs)".to_string();
-    let report = run.removal_report(ops::cluster::NodeResult::Skipped { why }, rows);
-    ui.show(&serde_json::json!({ "cluster": report }), |_| render::print_cluster(&report));
-    eprintln!(
-        "error: {} not uninstalled; the other nodes were, this one was kept\nhint: fix what each node's hint says, \
-         then run `airlock uninstall --all-nodes` again: it finishes the rest",
-        failed_names(&report).split(", ").filter(|n| *n != report.nodes[0].name).collect::<Vec<_>>().join(", ")
-    );
-    Ok(ExitStatus::NeedsAttention)
 }
 
 /// `airlock registry push`: credentials and TLS from flags, environment and docker

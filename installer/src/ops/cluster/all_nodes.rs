@@ -68,7 +68,46 @@ impl ClusterRun<'_> {
     }
 }
 
+/// How `uninstall --all-nodes` ended, for the caller to render.
+pub enum AllNodesUninstalled<R> {
+    /// Every other node is uninstalled, then this one (`here`: its own report).
+    Done { here: R, report: super::ClusterReport },
+    /// `failed` (other nodes) were not uninstalled; the rest were, and this node was
+    /// kept: it holds the node list, the journals and the installer a re-run needs.
+    ThisNodeKept { failed: Vec<String>, report: super::ClusterReport },
+}
+
 impl ClusterRun<'_> {
+    /// `uninstall --all-nodes`: every other node ([`ClusterRun::uninstall_others`],
+    /// with `--purge` / `--force` passed on as given, its progress on `reporter`,
+    /// which is dropped when they are done), then, only when every one of them is
+    /// done, this node with `uninstall_here`.
+    pub fn uninstall_all_nodes<R>(
+        &self,
+        purge: bool,
+        force: bool,
+        reporter: Box<dyn Reporter + '_>,
+        uninstall_here: impl FnOnce() -> Result<R>,
+    ) -> Result<AllNodesUninstalled<R>> {
+        let mut extra = Vec::new();
+        if purge {
+            extra.push("--purge".to_string());
+        }
+        if force {
+            extra.push("--force".to_string());
+        }
+        let rows = self.uninstall_others(&extra, &*reporter);
+        drop(reporter);
+        let rows = rows?;
+        if rows.iter().all(|r| r.result.ok()) {
+            let here = uninstall_here()?;
+            return Ok(AllNodesUninstalled::Done { here, report: self.removal_report(NodeResult::Removed, rows) });
+        }
+        let failed = rows.iter().filter(|r| !r.result.ok()).map(|r| r.name.clone()).collect();
+        let why = "kept until every other node is uninstalled (it holds the node list a re-run needs)".to_string();
+        Ok(AllNodesUninstalled::ThisNodeKept { failed, report: self.removal_report(NodeResult::Skipped { why }, rows) })
+    }
+
     /// The report of `--all-nodes`: this node (uninstalled last) first, then `rows`.
     pub fn removal_report(&self, first: NodeResult, rows: Vec<NodeReport>) -> super::ClusterReport {
         self.report_with(first, &self.version, rows)

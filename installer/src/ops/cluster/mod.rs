@@ -854,12 +854,14 @@ mod tests {
 
     /// A stand-in for the other nodes' sshd: records every call (node, script, what came
     /// on stdin) and answers as a healthy node would, except that `failing` nodes fail
-    /// their `airlock join`.
+    /// their `airlock join` and `airlock uninstall`.
     struct FakeNodes {
         calls: Mutex<Vec<(String, String, Vec<u8>)>>,
         failing: Vec<&'static str>,
         /// Nodes whose `airlock status` (the health gate) fails.
         unhealthy: Vec<&'static str>,
+        /// What every node answers to the check of its incoming files (`sha256sum` lines).
+        incoming: String,
     }
 
     impl Remote for FakeNodes {
@@ -867,11 +869,15 @@ mod tests {
             let mut input = Vec::new();
             stdin.read_to_end(&mut input).unwrap();
             self.calls.lock().unwrap().push((t.name.clone(), script.to_string(), input));
-            if script.contains("./airlock join") && self.failing.contains(&t.name.as_str()) {
+            let fails = script.contains("./airlock join") || script.contains("./airlock uninstall");
+            if fails && self.failing.contains(&t.name.as_str()) {
                 return Ok(CommandOutput::exit(1, "error: the node refused"));
             }
             if script.contains("./airlock status") && self.unhealthy.contains(&t.name.as_str()) {
                 return Ok(CommandOutput::exit(11, "node NotReady"));
+            }
+            if script.contains("sha256sum --") {
+                return Ok(CommandOutput::ok(&self.incoming));
             }
             Ok(CommandOutput::ok(""))
         }
@@ -915,7 +921,8 @@ mod tests {
     fn cluster_join_sends_the_token_only_on_stdin_servers_one_at_a_time_then_agents() {
         let root = tempfile::tempdir().unwrap();
         let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
-        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy: vec![] };
+        let remote =
+            FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy: vec![], incoming: String::new() };
         let report = run_with(&remote, &host).join(TOKEN, &airlock_format::report::Silent).unwrap();
         assert!(report.ok(), "{report:?}");
         let calls = remote.calls.lock().unwrap();
@@ -944,7 +951,12 @@ mod tests {
     fn cluster_join_stops_the_servers_after_a_failed_one_and_still_joins_the_agents() {
         let root = tempfile::tempdir().unwrap();
         let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
-        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec!["s2", "w1"], unhealthy: vec![] };
+        let remote = FakeNodes {
+            calls: Mutex::new(Vec::new()),
+            failing: vec!["s2", "w1"],
+            unhealthy: vec![],
+            incoming: String::new(),
+        };
         let report = run_with(&remote, &host).join(TOKEN, &airlock_format::report::Silent).unwrap();
         let result = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().result.clone();
         assert!(matches!(result("s2"), NodeResult::Failed { ref step, .. } if step == "join"), "{:?}", result("s2"));
@@ -960,7 +972,12 @@ mod tests {
     fn cluster_upgrade_stops_at_a_failed_gate_and_rolls_the_upgraded_nodes_back_last_first() {
         let root = tempfile::tempdir().unwrap();
         let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
-        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy: vec!["s3"] };
+        let remote = FakeNodes {
+            calls: Mutex::new(Vec::new()),
+            failing: vec![],
+            unhealthy: vec!["s3"],
+            incoming: String::new(),
+        };
         let mut run = run_with(&remote, &host);
         run.version = "1.1.0".into();
         run.purpose = Purpose::Upgrade { from_version: "1.0.0".into() };
@@ -990,6 +1007,168 @@ mod tests {
         assert!(matches!(row("s3").result, NodeResult::Failed { ref step, .. } if step == "health"));
         assert_eq!((row("s2").result, row("s2").version.as_str()), (NodeResult::RolledBack, "1.0.0"));
         assert_eq!(row("s1").version, "1.0.0");
+    }
+
+    /// This node in a cluster upgrade: records when its steps ran, counted in calls to
+    /// the other nodes so far, and fails its rollback when told to.
+    struct FakeHere<'a> {
+        remote: &'a FakeNodes,
+        upgrade_fails: bool,
+        rollback_fails: bool,
+        upgraded_at: Option<usize>,
+        rolled_back_at: Option<usize>,
+    }
+
+    impl upgrade::ThisNode for FakeHere<'_> {
+        type Upgraded = ();
+        type Failure = &'static str;
+        fn progress(&self) -> Box<dyn Reporter> {
+            Box::new(airlock_format::report::Silent)
+        }
+        fn prepared(&mut self, _: &ClusterReport) {}
+        fn upgrade(&mut self) -> std::result::Result<(), &'static str> {
+            self.upgraded_at = Some(self.remote.calls.lock().unwrap().len());
+            if self.upgrade_fails {
+                return Err("this node's upgrade failed");
+            }
+            Ok(())
+        }
+        fn roll_back(&mut self) -> NodeResult {
+            self.rolled_back_at = Some(self.remote.calls.lock().unwrap().len());
+            if self.rollback_fails {
+                return NodeResult::RollbackFailed { cause: "the backup is gone".into(), hint: String::new() };
+            }
+            NodeResult::RolledBack
+        }
+    }
+
+    /// A cluster upgrade to 1.1.0 from 1.0.0 over a bundle and installer that exist, and
+    /// a fake node that answers the check of its incoming files with their digests.
+    // The bundle and installer are the operator's files outside any target root.
+    #[allow(clippy::disallowed_methods)]
+    fn cluster_upgrade_with(
+        unhealthy: Vec<&'static str>,
+        upgrade_fails: bool,
+        rollback_fails: bool,
+    ) -> (upgrade::ClusterUpgrade<(), &'static str>, FakeNodes, Option<usize>, Option<usize>) {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let (bundle, installer) = (files.path().join("demo.airlock"), files.path().join("airlock"));
+        std::fs::write(&bundle, b"bundle").unwrap();
+        std::fs::write(&installer, b"installer").unwrap();
+        let mut incoming = String::new();
+        for (p, name) in [(&bundle, "demo.airlock"), (&installer, "airlock")] {
+            let (d, _) = airlock_format::digest::sha256_file(p).unwrap();
+            incoming.push_str(&format!("{}  {name}\n", d.hex()));
+        }
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy, incoming };
+        let mut here =
+            FakeHere { remote: &remote, upgrade_fails, rollback_fails, upgraded_at: None, rolled_back_at: None };
+        let mut run = run_with(&remote, &host);
+        run.bundle = bundle;
+        run.installer = installer;
+        run.version = "1.1.0".into();
+        run.purpose = Purpose::Upgrade { from_version: "1.0.0".into() };
+        let outcome = upgrade::run_cluster_upgrade(&run, &mut here).unwrap();
+        let (upgraded_at, rolled_back_at) = (here.upgraded_at, here.rolled_back_at);
+        (outcome, remote, upgraded_at, rolled_back_at)
+    }
+
+    #[test]
+    fn cluster_upgrade_puts_this_node_back_last_and_exits_rollback_failed_when_its_rollback_fails() {
+        let (outcome, remote, upgraded_at, rolled_back_at) = cluster_upgrade_with(vec!["s3"], false, true);
+        let calls = remote.calls.lock().unwrap();
+        let first_node_upgrade = calls.iter().position(|(_, s, _)| s.contains("./airlock upgrade")).unwrap();
+        assert!(upgraded_at.unwrap() <= first_node_upgrade, "another node was upgraded before this one");
+        let rollbacks: Vec<usize> =
+            calls.iter().enumerate().filter(|(_, (_, s, _))| s.contains("--rollback")).map(|(i, _)| i).collect();
+        assert_eq!(rollbacks.len(), 2, "s3 and s2 are put back");
+        assert!(rolled_back_at.unwrap() > *rollbacks.last().unwrap(), "this node was put back before the others");
+        assert_eq!(outcome.rollback_exit_code(), Some(crate::ops::upgrade::EXIT_ROLLBACK_FAILED));
+        let upgrade::ClusterUpgrade::RolledBack { failed_node, all_back, report, .. } = outcome else {
+            panic!("not rolled back")
+        };
+        assert_eq!((failed_node.as_str(), all_back), ("s3", false));
+        assert!(matches!(report.nodes[0].result, NodeResult::RollbackFailed { .. }), "{:?}", report.nodes[0]);
+    }
+
+    #[test]
+    fn cluster_upgrade_exits_rolled_back_when_every_node_went_back() {
+        let (outcome, ..) = cluster_upgrade_with(vec!["s3"], false, false);
+        assert_eq!(outcome.rollback_exit_code(), Some(crate::ops::upgrade::EXIT_ROLLED_BACK));
+        let upgrade::ClusterUpgrade::RolledBack { all_back, report, .. } = outcome else { panic!("not rolled back") };
+        assert!(all_back);
+        assert_eq!((&report.nodes[0].result, report.nodes[0].version.as_str()), (&NodeResult::RolledBack, "1.0.0"));
+    }
+
+    #[test]
+    fn cluster_upgrade_contacts_no_other_node_to_upgrade_when_this_nodes_upgrade_fails() {
+        let (outcome, remote, _, rolled_back_at) = cluster_upgrade_with(vec![], true, false);
+        assert!(matches!(outcome, upgrade::ClusterUpgrade::ThisNodeFailed(_)));
+        assert_eq!(outcome.rollback_exit_code(), None);
+        assert_eq!(rolled_back_at, None, "this node's own upgrade puts itself back");
+        let calls = remote.calls.lock().unwrap();
+        assert!(!calls.iter().any(|(_, s, _)| s.contains("./airlock upgrade")), "another node was upgraded");
+    }
+
+    #[test]
+    fn cluster_upgrade_upgrades_every_node_when_all_pass() {
+        let (outcome, ..) = cluster_upgrade_with(vec![], false, false);
+        let upgrade::ClusterUpgrade::Upgraded { report, .. } = outcome else { panic!("not upgraded") };
+        assert!(report.ok() && report.nodes.iter().all(|n| n.version == "1.1.0"), "{report:?}");
+    }
+
+    /// `uninstall --all-nodes` over nodes that were all joined, `failing` ones failing
+    /// their uninstall: the outcome, the calls, and after how many calls to the other
+    /// nodes this node's own uninstall ran, if it ran.
+    #[allow(clippy::disallowed_methods)] // the installer is the operator's file, outside any root
+    fn uninstall_all_with(
+        failing: Vec<&'static str>,
+    ) -> (all_nodes::AllNodesUninstalled<()>, FakeNodes, Option<usize>) {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let installer = files.path().join("airlock");
+        std::fs::write(&installer, b"installer").unwrap();
+        let (d, _) = airlock_format::digest::sha256_file(&installer).unwrap();
+        let incoming = format!("{}  airlock\n", d.hex());
+        let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing, unhealthy: vec![], incoming };
+        let mut run = run_with(&remote, &host);
+        run.installer = installer;
+        for n in run.others() {
+            run.journal(n, Phase::Joined).unwrap();
+        }
+        let mut here_at = None;
+        let outcome = run
+            .uninstall_all_nodes(true, false, Box::new(airlock_format::report::Silent), || {
+                here_at = Some(remote.calls.lock().unwrap().len());
+                Ok(())
+            })
+            .unwrap();
+        (outcome, remote, here_at)
+    }
+
+    #[test]
+    fn uninstall_all_nodes_keeps_this_node_when_another_node_fails_and_names_only_that_one() {
+        let (outcome, remote, here_at) = uninstall_all_with(vec!["w1"]);
+        assert_eq!(here_at, None, "this node was uninstalled although w1 was not");
+        let all_nodes::AllNodesUninstalled::ThisNodeKept { failed, report } = outcome else { panic!("not kept") };
+        assert_eq!(failed, ["w1"]);
+        assert!(matches!(report.nodes[0].result, NodeResult::Skipped { .. }), "{:?}", report.nodes[0]);
+        let calls = remote.calls.lock().unwrap();
+        let uninstalled: Vec<&str> =
+            calls.iter().filter(|(_, s, _)| s.contains("./airlock uninstall")).map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(uninstalled, ["w1", "w2", "s3", "s2"], "one node failing stops no other");
+        assert!(calls.iter().all(|(_, s, _)| !s.contains("./airlock uninstall") || s.contains("--purge")));
+    }
+
+    #[test]
+    fn uninstall_all_nodes_uninstalls_this_node_last_when_every_other_is_done() {
+        let (outcome, remote, here_at) = uninstall_all_with(vec![]);
+        assert_eq!(here_at, Some(remote.calls.lock().unwrap().len()), "this node went before another");
+        let all_nodes::AllNodesUninstalled::Done { report, .. } = outcome else { panic!("not done") };
+        assert!(report.ok() && report.nodes[0].result == NodeResult::Removed, "{report:?}");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The cluster half of `airlock upgrade` on the first server.
 //!
-//! The caller prepares every other node first ([`ClusterRun::prepare`] with
+//! [`run_cluster_upgrade`] makes the whole run's decisions; the caller gives it this
+//! node's own upgrade and rollback ([`ThisNode`]) and renders the [`ClusterUpgrade`]
+//! it returns. Every other node is prepared first ([`ClusterRun::prepare`] with
 //! [`Purpose::Upgrade`]: bundle sent and verified there, the upgrade preflight run with
-//! the node's kept answers) and upgrades this node. Then [`ClusterRun::upgrade_others`]:
+//! the node's kept answers), then this node is upgraded. Then [`ClusterRun::upgrade_others`]:
 //! the other servers one at a time, each running its own `airlock upgrade` (with its
 //! backup, whole-release rollback and gate) and then gated from here before the next
-//! one starts, then the agents in parallel. When a node fails, the caller puts back
-//! every node that is on the new release, last upgraded first
+//! one starts, then the agents in parallel. When a node fails, every node that is on
+//! the new release is put back, last upgraded first
 //! ([`ClusterRun::roll_back_others`], then this node), with each node's own
 //! whole-release rollback (`airlock upgrade --rollback`).
 //!
@@ -17,7 +19,87 @@ use airlock_format::error::Result;
 use airlock_format::report::Reporter;
 
 use super::{failed, target, ClusterReport, ClusterRun, NodeReport, NodeResult, Phase, Purpose, CRASH_AFTER_NODE_ENV};
+use crate::ops::upgrade::{EXIT_ROLLBACK_FAILED, EXIT_ROLLED_BACK};
 use crate::site::answers::{Role, SiteNode};
+
+/// This node's part in the cluster's upgrade, given by the caller: its own upgrade
+/// (the same as a single node's) and its whole-release rollback. The caller may show
+/// what each step did; the cluster run only decides what runs when.
+pub trait ThisNode {
+    /// What this node's upgrade reports when it went through.
+    type Upgraded;
+    /// Why this node's upgrade failed (it put its previous release back itself).
+    type Failure;
+    /// A fresh progress display for the next step; it is done when dropped.
+    fn progress(&self) -> Box<dyn Reporter>;
+    /// Every other node is ready: called once, before this node's upgrade starts.
+    fn prepared(&mut self, report: &ClusterReport);
+    /// Upgrades this node.
+    fn upgrade(&mut self) -> std::result::Result<Self::Upgraded, Self::Failure>;
+    /// Puts this node's previous release back: [`NodeResult::RolledBack`] or
+    /// [`NodeResult::RollbackFailed`].
+    fn roll_back(&mut self) -> NodeResult;
+}
+
+/// How the cluster's upgrade ended, for the caller to render.
+pub enum ClusterUpgrade<U, F> {
+    /// A node was not ready: nothing was upgraded on any node.
+    NotReady { prepared: ClusterReport },
+    /// This node's upgrade failed: no other node was upgraded.
+    ThisNodeFailed(F),
+    /// Every node is on the new release. `incoming_left`: the nodes whose incoming
+    /// directory could not be removed, with the cause.
+    Upgraded { here: U, report: ClusterReport, incoming_left: Vec<(String, String)> },
+    /// `failed_node` failed with `cause`; every node on the new release was put back,
+    /// last upgraded first, this node last. `all_back`: whether every one of them went back.
+    RolledBack { failed_node: String, cause: String, all_back: bool, report: ClusterReport },
+}
+
+impl<U, F> ClusterUpgrade<U, F> {
+    /// The exit code of a run that failed after this node's upgrade (docs/exit-codes.md):
+    /// rolled back, or the rollback failed too. `None` for the other outcomes.
+    pub fn rollback_exit_code(&self) -> Option<u8> {
+        match self {
+            Self::RolledBack { all_back: true, .. } => Some(EXIT_ROLLED_BACK),
+            Self::RolledBack { all_back: false, .. } => Some(EXIT_ROLLBACK_FAILED),
+            _ => None,
+        }
+    }
+}
+
+/// The cluster's upgrade (docs/cluster.md): the other nodes prepared, this node
+/// upgraded, then the others; when one fails, every node on the new release is put
+/// back, last upgraded first, this node last. `Err` only when the nodes could not be
+/// prepared at all.
+pub fn run_cluster_upgrade<N: ThisNode>(
+    run: &ClusterRun<'_>,
+    this: &mut N,
+) -> Result<ClusterUpgrade<N::Upgraded, N::Failure>> {
+    let prepared = run.prepare(&*this.progress())?;
+    if !prepared.ok() {
+        return Ok(ClusterUpgrade::NotReady { prepared });
+    }
+    this.prepared(&prepared);
+    let here = match this.upgrade() {
+        Ok(r) => r,
+        Err(f) => return Ok(ClusterUpgrade::ThisNodeFailed(f)),
+    };
+    let others = run.upgrade_others(&*this.progress());
+    if others.ok() {
+        let incoming_left = run.remove_incoming();
+        let report = run.upgrade_report(NodeResult::Upgraded, others.rows, &[]);
+        return Ok(ClusterUpgrade::Upgraded { here, report, incoming_left });
+    }
+    let (failed_node, cause) =
+        others.first_failure().map(|(n, c)| (n.to_string(), c)).unwrap_or_else(|| ("?".into(), String::new()));
+    let back: Vec<String> = others.on_new_release.iter().rev().cloned().collect();
+    let rolled = run.roll_back_others(&back);
+    // This node was upgraded first, so it goes back last.
+    let first = this.roll_back();
+    let all_back = matches!(first, NodeResult::RolledBack) && rolled.iter().all(|(_, r)| r == &NodeResult::RolledBack);
+    let report = run.upgrade_report(first, others.rows, &rolled);
+    Ok(ClusterUpgrade::RolledBack { failed_node, cause, all_back, report })
+}
 
 /// How the other nodes' upgrade went.
 pub struct NodesUpgraded {
