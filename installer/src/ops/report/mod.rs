@@ -1111,6 +1111,23 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
+/// `<table>` and its header row: the tables of the page share one shape.
+fn table_start(headers: &[&str]) -> String {
+    let cells: String = headers.iter().map(|t| format!("<th>{}</th>", esc(t))).collect();
+    format!("<table>\n<tr>{cells}</tr>\n")
+}
+
+/// One table row of cells that are HTML already (escaped with [`esc`] or [`code`]).
+fn row(cells: &[String]) -> String {
+    let cells: String = cells.iter().map(|c| format!("<td>{c}</td>")).collect();
+    format!("<tr>{cells}</tr>\n")
+}
+
+/// `text`, escaped, as `<code>`.
+fn code(text: &str) -> String {
+    format!("<code>{}</code>", esc(text))
+}
+
 /// The record as one self-contained HTML page: inline CSS only, no scripts, fonts or
 /// images, so it opens on machines without internet; prints to A4, the checklist on a
 /// page of its own.
@@ -1154,27 +1171,18 @@ pub fn to_html(r: &Readiness) -> String {
         h.push_str("</table>\n");
     }
     if r.node.is_some() || !r.components.is_empty() {
-        h.push_str("<h2>Node and components</h2>\n<table>\n<tr><th>Name</th><th>What</th><th>Version or role</th><th>Health</th></tr>\n");
+        h.push_str("<h2>Node and components</h2>\n");
+        h.push_str(&table_start(&["Name", "What", "Version or role", "Health"]));
         if let Some(n) = &r.node {
             let health = n.cluster_nodes.get(&n.name).map(String::as_str).unwrap_or("not asked");
-            h.push_str(&format!(
-                "<tr><td>{}</td><td>this node</td><td>{}</td><td>{}</td></tr>\n",
-                esc(&n.name),
-                esc(&n.role),
-                esc(health)
-            ));
+            h.push_str(&row(&[esc(&n.name), "this node".into(), esc(&n.role), esc(health)]));
             for (other, ready) in n.cluster_nodes.iter().filter(|(o, _)| **o != n.name) {
-                h.push_str(&format!("<tr><td>{}</td><td>node</td><td></td><td>{}</td></tr>\n", esc(other), esc(ready)));
+                h.push_str(&row(&[esc(other), "node".into(), String::new(), esc(ready)]));
             }
         }
         for c in &r.components {
-            h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                esc(&c.name),
-                esc(&c.kind),
-                esc(&c.version),
-                esc(c.health.as_deref().unwrap_or("not asked"))
-            ));
+            let health = esc(c.health.as_deref().unwrap_or("not asked"));
+            h.push_str(&row(&[esc(&c.name), esc(&c.kind), esc(&c.version), health]));
         }
         h.push_str("</table>\n");
     }
@@ -1193,14 +1201,10 @@ pub fn to_html(r: &Readiness) -> String {
         h.push_str("</table>\n");
     }
     if !r.credential_files.is_empty() {
-        h.push_str("<h2>Credentials</h2>\n<p>Where each is kept on the node (root only); their values are not in this report.</p>\n<table>\n<tr><th>What</th><th>File</th><th>Mode</th></tr>\n");
+        h.push_str("<h2>Credentials</h2>\n<p>Where each is kept on the node (root only); their values are not in this report.</p>\n");
+        h.push_str(&table_start(&["What", "File", "Mode"]));
         for c in &r.credential_files {
-            h.push_str(&format!(
-                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>\n",
-                esc(&c.what),
-                esc(&c.path.display().to_string()),
-                esc(&c.mode)
-            ));
+            h.push_str(&row(&[esc(&c.what), code(&c.path.display().to_string()), esc(&c.mode)]));
         }
         h.push_str("</table>\n");
     }
@@ -1235,16 +1239,15 @@ pub fn to_html(r: &Readiness) -> String {
     h.push_str("</table>\n</section>\n");
 
     if !r.certificates.is_empty() {
-        h.push_str("<h2>Certificates</h2>\n<table>\n<tr><th>Name</th><th>Subject</th><th>Valid until</th><th>SHA-256</th></tr>\n");
+        h.push_str("<h2>Certificates</h2>\n");
+        h.push_str(&table_start(&["Name", "Subject", "Valid until", "SHA-256"]));
         for c in &r.certificates {
-            h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{} ({} days)</td><td><code class=\"fp\">{}</code></td></tr>\n",
+            h.push_str(&row(&[
                 esc(&c.name),
                 esc(&c.subject),
-                esc(&c.not_after),
-                c.days_left,
-                esc(&c.sha256)
-            ));
+                format!("{} ({} days)", esc(&c.not_after), c.days_left),
+                format!("<code class=\"fp\">{}</code>", esc(&c.sha256)),
+            ]));
         }
         h.push_str("</table>\n");
     }
@@ -1252,14 +1255,9 @@ pub fn to_html(r: &Readiness) -> String {
     if r.overrides.is_empty() {
         h.push_str("<p>None: every preflight check the install ran passed or warned.</p>\n");
     } else {
-        h.push_str("<table>\n<tr><th>Check</th><th>What was accepted</th><th>Run</th></tr>\n");
+        h.push_str(&table_start(&["Check", "What was accepted", "Run"]));
         for o in &r.overrides {
-            h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                esc(&o.check),
-                esc(&o.detail),
-                esc(&o.run)
-            ));
+            h.push_str(&row(&[esc(&o.check), esc(&o.detail), esc(&o.run)]));
         }
         h.push_str("</table>\n");
     }
@@ -1267,13 +1265,9 @@ pub fn to_html(r: &Readiness) -> String {
     if r.drift.is_empty() {
         h.push_str("<p>None: every installed file is as the install left it.</p>\n");
     } else {
-        h.push_str("<table>\n<tr><th>Path</th><th>Problem</th></tr>\n");
+        h.push_str(&table_start(&["Path", "Problem"]));
         for d in &r.drift {
-            h.push_str(&format!(
-                "<tr><td><code>{}</code></td><td>{}</td></tr>\n",
-                esc(&d.path.display().to_string()),
-                esc(&d.problem)
-            ));
+            h.push_str(&row(&[code(&d.path.display().to_string()), esc(&d.problem)]));
         }
         h.push_str("</table>\n");
     }
