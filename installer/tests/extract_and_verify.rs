@@ -779,6 +779,34 @@ fn with_an_image_archive_the_layout_is_written_once_as_an_importable_tar_and_bad
     }
 }
 
+#[test]
+fn the_image_archive_digest_the_inventory_records_is_the_written_files_and_it_is_not_read_again() {
+    use airlock_installer::bundle::staging::extract_with_image_archive;
+    use airlock_installer::ops::install::{staged_digest, IMAGE_ARCHIVE_ENTRY};
+    let f = Forge::standard();
+    let d = bundle_dir();
+    let files = save(d.path(), "b.airlock", &f.good());
+    let site = Site::new();
+    let staged =
+        extract_with_image_archive(&files, &[f.public_key()], &site.staging, IMAGE_ARCHIVE_ENTRY, &Silent).unwrap();
+    let archive = staged.path(IMAGE_ARCHIVE_ENTRY);
+    let on_disk = airlock_format::Sha256Digest::of(&fs::read(&archive).unwrap());
+    assert_eq!(
+        staged.image_archive_sha256,
+        Some(on_disk),
+        "the digest taken while writing is the file's plain SHA-256"
+    );
+    // With the archive gone, the digest the inventory records can only come from the
+    // pass that wrote it: no second read of hundreds of megabytes.
+    fs::remove_file(&archive).unwrap();
+    assert_eq!(staged_digest(&staged, IMAGE_ARCHIVE_ENTRY), Some(on_disk));
+    // A bundle entry's digest is the signed manifest's, not read from staging either.
+    let chart = staged.manifest.entries.iter().find(|e| !e.path.starts_with("oci/")).unwrap().path.clone();
+    let want = airlock_format::Sha256Digest::of(&fs::read(staged.path(&chart)).unwrap());
+    fs::remove_file(staged.path(&chart)).unwrap();
+    assert_eq!(staged_digest(&staged, &chart), Some(want), "{chart}");
+}
+
 // ---------------------------------------------------------------------------------
 // Upstream cosign signatures carried in the manifest
 

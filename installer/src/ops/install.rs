@@ -287,19 +287,24 @@ fn inventory(layout: &Layout, staged: &Staged, input: &DistributionInput, key: &
     };
     let runtime =
         vec![input.data_dir(), PathBuf::from(format!("/etc/rancher/{name}")), PathBuf::from("/var/lib/kubelet")];
-    let digest = |entry: &str| {
-        if entry == IMAGE_ARCHIVE_ENTRY && staged.image_archive_sha256.is_some() {
-            // Hashed while it was written during verification: not read back.
-            return staged.image_archive_sha256;
-        }
-        staged.manifest.entries.iter().find(|e| e.path == entry).map(|e| e.sha256).or_else(|| {
-            // Unpacked from a verified entry (RKE2's tarball): hashed once here.
-            let mut r = airlock_format::digest::HashingReader::new(fs::File::open(staged.path(entry)).ok()?);
-            std::io::copy(&mut r, &mut std::io::sink()).ok()?;
-            Some(r.finish().0)
-        })
-    };
+    let digest = |entry: &str| staged_digest(staged, entry);
     Inventory::of(layout, name, input.unit(), Some(killall), runtime, key, &digest)
+}
+
+/// The plain SHA-256 the inventory records for a staged entry (what `status` and the
+/// uninstall script compare the placed file with). Bundle entries take the signed
+/// manifest's digest and the image archive the one computed while it was written
+/// during verification: neither is read again. Only a file unpacked from a verified
+/// entry (RKE2's tarball) is hashed here.
+pub fn staged_digest(staged: &Staged, entry: &str) -> Option<airlock_format::Sha256Digest> {
+    if entry == IMAGE_ARCHIVE_ENTRY && staged.image_archive_sha256.is_some() {
+        return staged.image_archive_sha256;
+    }
+    staged.manifest.entries.iter().find(|e| e.path == entry).map(|e| e.sha256).or_else(|| {
+        let mut r = airlock_format::digest::HashingReader::new(fs::File::open(staged.path(entry)).ok()?);
+        std::io::copy(&mut r, &mut std::io::sink()).ok()?;
+        Some(r.finish().0)
+    })
 }
 
 /// The unit to start and, on servers, the admin kubeconfig the distribution writes at
