@@ -916,6 +916,12 @@ impl airlock_installer::host::Host for PodExecStandIn {
     fn resolve_dir(&self, p: &Path, mode: u32) -> airlock_format::error::Result<PathBuf> {
         self.inner.resolve_dir(p, mode)
     }
+    fn durable_together(
+        &self,
+        work: &mut dyn FnMut() -> airlock_format::error::Result<()>,
+    ) -> airlock_format::error::Result<()> {
+        self.inner.durable_together(work)
+    }
     fn user_exists(&self, n: &str) -> airlock_format::error::Result<bool> {
         self.inner.user_exists(n)
     }

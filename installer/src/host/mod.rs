@@ -326,6 +326,14 @@ pub trait Host {
     /// directory at `to`; neither final component is followed. Missing parents of `to`
     /// are created 0755.
     fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Runs `work`, whose changes through this host stay atomic as always (temp file,
+    /// rename) but are not made durable one by one: instead of an fsync of every file
+    /// and of every directory it changes, one `syncfs(2)` per filesystem it wrote to
+    /// makes all of them durable when `work` returns. For many changes that only count
+    /// once a later write commits them (a release snapshot, complete only with its
+    /// `snapshot.json` written after this returns): a crash before that leaves an
+    /// uncommitted batch, never a committed one whose files are not on disk.
+    fn durable_together(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<()>;
     /// Makes sure a directory exists with `mode` as [`Host::create_dir`] does (a
     /// symlink in its place is refused, not followed) and returns its host path: the
     /// one directory code outside the seam (the verifying extractor) may write below.

@@ -317,6 +317,12 @@ impl Host for RecordingHost {
         result
     }
 
+    fn durable_together(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        // The calls `work` makes are recorded one by one as always; how they reach
+        // the disk is the file system's business, not a host call.
+        self.files.durable_together(work)
+    }
+
     fn create_dir(&self, path: &Path, mode: u32) -> Result<()> {
         self.record(HostCall::CreateDir { path: path.to_path_buf(), mode });
         self.files.create_dir(path, mode)

@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, BufWriter, Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -43,6 +44,9 @@ const MAX_SYMLINK_HOPS: u32 = 40;
 pub struct RootedHost {
     root: PathBuf,
     live: bool,
+    /// Inside [`Host::durable_together`]: the host directories changed since it began,
+    /// whose filesystems are synced once at its end instead of an fsync per change.
+    deferred: std::sync::Mutex<Option<std::collections::BTreeSet<PathBuf>>>,
 }
 
 impl RootedHost {
@@ -74,7 +78,7 @@ impl RootedHost {
             )
             .with_hint("drop --root to install onto this host, or install under the root without starting anything"));
         }
-        Ok(Self { root, live })
+        Ok(Self { root, live, deferred: Default::default() })
     }
 
     /// [`RootedHost::new`], making the root directory first (0755, with its parents)
@@ -245,7 +249,7 @@ impl RootedHost {
                 Err(e) => return Err(self.io_err(&self.target_of(d), e)),
             }
             fs::set_permissions(d, Permissions::from_mode(0o755)).map_err(|e| self.io_err(&self.target_of(d), e))?;
-            sync_parent(d).map_err(|e| self.io_err(&self.target_of(d), e))?;
+            self.sync_parent(d).map_err(|e| self.io_err(&self.target_of(d), e))?;
         }
         Ok(())
     }
@@ -275,14 +279,14 @@ impl RootedHost {
             let f = File::open(&tmp)?;
             f.set_permissions(Permissions::from_mode(perms.effective_mode()))?;
             // The data must be on disk before the name is, as for a written file.
-            f.sync_all()?;
+            self.sync_file(&f)?;
             fs::rename(&tmp, &dest)
         })();
         if let Err(e) = placed {
             let _ = fs::remove_file(&tmp);
             return Err(self.io_err(target, e));
         }
-        sync_parent(&dest).map_err(|e| self.io_err(target, e))?;
+        self.sync_parent(&dest).map_err(|e| self.io_err(target, e))?;
         Ok(Some(meta.len()))
     }
 
@@ -322,7 +326,7 @@ impl RootedHost {
                 let _ = std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid()));
             }
             f.set_permissions(Permissions::from_mode(perms.effective_mode()))?;
-            f.sync_all()?;
+            self.sync_file(&f)?;
             Ok(n)
         })();
         let n = match written {
@@ -336,7 +340,7 @@ impl RootedHost {
             let _ = fs::remove_file(&tmp);
             return Err(self.io_err(target, e));
         }
-        sync_parent(&dest).map_err(|e| self.io_err(target, e))?;
+        self.sync_parent(&dest).map_err(|e| self.io_err(target, e))?;
         Ok(n)
     }
 }
@@ -467,7 +471,7 @@ impl Host for RootedHost {
             Err(e) => return Err(self.io_err(path, e)),
         }
         fs::set_permissions(&host, Permissions::from_mode(mode)).map_err(|e| self.io_err(path, e))?;
-        sync_parent(&host).map_err(|e| self.io_err(path, e))?;
+        self.sync_parent(&host).map_err(|e| self.io_err(path, e))?;
         log::info!(target: LOG, "created {} ({mode:04o})", path.display());
         Ok(())
     }
@@ -488,7 +492,7 @@ impl Host for RootedHost {
             let _ = fs::remove_file(&tmp);
             return Err(self.io_err(path, e));
         }
-        sync_parent(&host).map_err(|e| self.io_err(path, e))?;
+        self.sync_parent(&host).map_err(|e| self.io_err(path, e))?;
         log::info!(target: LOG, "linked {} -> {}", path.display(), target.display());
         Ok(())
     }
@@ -499,7 +503,7 @@ impl Host for RootedHost {
             Ok(m) if m.is_dir() => Err(Error::input(self.shown(path), "is a directory, not a file or link")),
             Ok(_) => {
                 fs::remove_file(&host).map_err(|e| self.io_err(path, e))?;
-                sync_parent(&host).map_err(|e| self.io_err(path, e))?;
+                self.sync_parent(&host).map_err(|e| self.io_err(path, e))?;
                 log::info!(target: LOG, "removed {}", path.display());
                 Ok(())
             }
@@ -518,7 +522,7 @@ impl Host for RootedHost {
         }
         match fs::remove_dir(&host) {
             Ok(()) => {
-                sync_parent(&host).map_err(|e| self.io_err(path, e))?;
+                self.sync_parent(&host).map_err(|e| self.io_err(path, e))?;
                 log::info!(target: LOG, "removed {}", path.display());
                 Ok(true)
             }
@@ -538,7 +542,7 @@ impl Host for RootedHost {
             Err(e) if is_missing(&e) => return Ok(()),
             Err(e) => Err(e),
         };
-        result.and_then(|()| sync_parent(&host)).map_err(|e| self.io_err(path, e))?;
+        result.and_then(|()| self.sync_parent(&host)).map_err(|e| self.io_err(path, e))?;
         log::info!(target: LOG, "removed {}", path.display());
         Ok(())
     }
@@ -553,11 +557,29 @@ impl Host for RootedHost {
         fs::rename(&src, &dest).map_err(|e| {
             Error::new(ErrorKind::Io, self.shown(to), format!("cannot be renamed from {}: {e}", from.display()))
         })?;
-        sync_parent(&dest).map_err(|e| self.io_err(to, e))?;
+        self.sync_parent(&dest).map_err(|e| self.io_err(to, e))?;
         if src.parent() != dest.parent() {
-            sync_parent(&src).map_err(|e| self.io_err(from, e))?;
+            self.sync_parent(&src).map_err(|e| self.io_err(from, e))?;
         }
         Ok(())
+    }
+
+    fn durable_together(&self, work: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        {
+            let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+            if deferred.is_some() {
+                // Nested: the outer call syncs everything at its end.
+                drop(deferred);
+                return work();
+            }
+            *deferred = Some(Default::default());
+        }
+        let result = work();
+        let dirs = self.deferred.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default();
+        // Synced on failure too: what was changed is then as durable as it would have
+        // been with an fsync per change.
+        let synced = self.sync_filesystems(&dirs);
+        result.and(synced)
     }
 
     fn resolve_dir(&self, path: &Path, mode: u32) -> Result<PathBuf> {
@@ -822,6 +844,47 @@ fn temp_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.airlock-{}-{n}.tmp", std::process::id()))
 }
 
+impl RootedHost {
+    /// fsync the directory holding `path`; inside [`Host::durable_together`] only noted,
+    /// for the one `syncfs` at its end.
+    fn sync_parent(&self, path: &Path) -> io::Result<()> {
+        if let Some(dirs) = self.deferred.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            if let Some(dir) = path.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+            return Ok(());
+        }
+        sync_parent(path)
+    }
+
+    /// fsync a file written before it is renamed into place; inside
+    /// [`Host::durable_together`] its data is synced with the rest at the end (the
+    /// `sync_parent` that follows every write notes its filesystem).
+    fn sync_file(&self, f: &File) -> io::Result<()> {
+        if self.deferred.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Ok(());
+        }
+        f.sync_all()
+    }
+
+    /// One `syncfs(2)` for each filesystem holding one of `dirs` (a directory removed
+    /// since counts by its nearest existing ancestor, still on that filesystem unless
+    /// a mount point lies in between, which a removal never crosses).
+    fn sync_filesystems(&self, dirs: &std::collections::BTreeSet<PathBuf>) -> Result<()> {
+        let mut synced = std::collections::BTreeSet::new();
+        for dir in dirs {
+            let Some(existing) = dir.ancestors().find(|a| a.is_dir()) else { continue };
+            let d = File::open(existing).map_err(|e| self.io_err(&self.target_of(existing), e))?;
+            let dev = d.metadata().map_err(|e| self.io_err(&self.target_of(existing), e))?.dev();
+            if synced.insert(dev) {
+                nix::unistd::syncfs(d.as_raw_fd())
+                    .map_err(|e| self.io_err(&self.target_of(existing), io::Error::from(e)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// fsync the directory holding `path`, so a rename or create in it survives a crash.
 fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
@@ -849,5 +912,60 @@ mod temp_name_tests {
         ] {
             assert!(!is_temp_name(other), "{other}");
         }
+    }
+}
+
+#[cfg(test)]
+mod durable_together_tests {
+    use super::*;
+
+    fn read(host: &RootedHost, p: &str) -> Vec<u8> {
+        host.read_file(Path::new(p)).unwrap().unwrap()
+    }
+
+    #[test]
+    fn changes_in_a_batch_land_atomically_and_their_directories_wait_for_one_sync_at_its_end() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let source = root.path().join("staged");
+        fs::write(&source, b"staged bytes").unwrap();
+        let real_root = host.root().to_path_buf();
+        host.durable_together(&mut || {
+            host.write_file(Path::new("/var/lib/x/a"), &mut &b"rendered"[..], Perms::mode(0o644))?;
+            host.copy_file(&source, Path::new("/var/lib/x/b"), Perms::mode(0o600))?;
+            // Nested: the outer batch syncs it.
+            host.durable_together(&mut || {
+                host.write_file(Path::new("/etc/y/c"), &mut &b"nested"[..], Perms::mode(0o640)).map(drop)
+            })?;
+            let noted = host.deferred.lock().unwrap().clone().expect("inside a batch");
+            for dir in ["var/lib/x", "etc/y", "var/lib"] {
+                assert!(noted.contains(&real_root.join(dir)), "{dir} not noted: {noted:?}");
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(host.deferred.lock().unwrap().is_none(), "after the batch every change is synced again");
+        assert_eq!(read(&host, "/var/lib/x/a"), b"rendered");
+        assert_eq!(read(&host, "/var/lib/x/b"), b"staged bytes");
+        assert_eq!(read(&host, "/etc/y/c"), b"nested");
+        assert_eq!(host.metadata(Path::new("/etc/y/c")).unwrap().unwrap().mode, 0o640);
+        let names: Vec<String> =
+            host.list_dir(Path::new("/var/lib/x")).unwrap().unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["a", "b"], "no temporary file is left");
+    }
+
+    #[test]
+    fn a_failing_batch_returns_its_error_and_leaves_the_host_syncing_each_change() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let err = host
+            .durable_together(&mut || {
+                host.write_file(Path::new("/a"), &mut &b"x"[..], Perms::mode(0o644))?;
+                Err(Error::input("/b", "refused"))
+            })
+            .unwrap_err();
+        assert_eq!(err.cause, "refused");
+        assert!(host.deferred.lock().unwrap().is_none());
+        assert_eq!(read(&host, "/a"), b"x", "what was written before the failure stays");
     }
 }

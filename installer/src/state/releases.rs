@@ -161,40 +161,50 @@ pub fn take_snapshot(host: &dyn Host, id: &str, inv: &Inventory) -> Result<Snaps
     paths.extend(answer_secret_files(host)?);
     paths.sort();
     paths.dedup();
-    for path in paths {
-        let Some(meta) = host.metadata(&path)? else { continue };
-        match meta.kind {
-            FileKind::Symlink => {
-                let target = host.read_link(&path)?.expect("metadata said it is a link");
-                snap.links.push(SnapshotLink { path, target });
-            }
-            FileKind::File => {
-                let secret = meta.mode & 0o077 == 0;
-                let perms = if secret { Perms::secret() } else { Perms::mode(meta.mode) };
-                let stored = Snapshot::stored(id, &path);
-                // A file placed from staging is a hard link into the kept bundle and is
-                // only ever replaced by rename, never written in place: linking it is as
-                // good as a copy. Rendered files (one link) are copied.
-                let sha256 = if meta.nlink > 1 {
-                    host.copy_file(&host.real_path(&path)?, &stored, perms)?;
-                    // Its content is the kept bundle's, verified against the signed
-                    // manifest; hashing it again would read gigabytes (the image
-                    // archive) on every install.
-                    None
-                } else {
-                    let mut r = host.open_file(&path)?.expect("metadata said it exists");
-                    host.write_file(&stored, &mut r, perms)?;
-                    if secret {
+    // Written without an fsync per file and per directory (two for each of a few
+    // dozen files): one syncfs at the end makes the whole snapshot durable before
+    // `snapshot.json` commits it below. A crash before that leaves no `snapshot.json`
+    // (removed above, durably), so the snapshot counts as incomplete and is taken again.
+    host.durable_together(&mut || {
+        for path in &paths {
+            let path = path.clone();
+            let Some(meta) = host.metadata(&path)? else { continue };
+            match meta.kind {
+                FileKind::Symlink => {
+                    let target = host.read_link(&path)?.expect("metadata said it is a link");
+                    snap.links.push(SnapshotLink { path, target });
+                }
+                FileKind::File => {
+                    let secret = meta.mode & 0o077 == 0;
+                    let perms = if secret { Perms::secret() } else { Perms::mode(meta.mode) };
+                    let stored = Snapshot::stored(id, &path);
+                    // A file placed from staging is a hard link into the kept bundle and is
+                    // only ever replaced by rename, never written in place: linking it is as
+                    // good as a copy. Rendered files (one link) are copied.
+                    let sha256 = if meta.nlink > 1 {
+                        host.copy_file(&host.real_path(&path)?, &stored, perms)?;
+                        // Its content is the kept bundle's, verified against the signed
+                        // manifest; hashing it again would read gigabytes (the image
+                        // archive) on every install.
                         None
                     } else {
-                        crate::host::file_sha256(host, &stored)?.map(|d| d.hex())
-                    }
-                };
-                snap.files.push(SnapshotFile { path, mode: meta.mode, sha256 });
+                        // Hashed as it is copied: the bytes read are the bytes written.
+                        let r = host.open_file(&path)?.expect("metadata said it exists");
+                        let mut r = airlock_format::digest::HashingReader::new(r);
+                        host.write_file(&stored, &mut r, perms)?;
+                        if secret {
+                            None
+                        } else {
+                            Some(r.finish().0.hex())
+                        }
+                    };
+                    snap.files.push(SnapshotFile { path, mode: meta.mode, sha256 });
+                }
+                FileKind::Dir | FileKind::Other => {}
             }
-            FileKind::Dir | FileKind::Other => {}
         }
-    }
+        Ok(())
+    })?;
     for d in &inv.dirs {
         if let Some(m) = host.metadata(d)? {
             snap.dirs.push((d.clone(), m.mode));
