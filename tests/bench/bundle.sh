@@ -25,17 +25,20 @@
 #   peak RSS of ours (goal < 150 MiB).
 # Ratio = baseline time / our time (> 1 means we are faster).
 # Last figures (LAYER_MIB=50 for want of disk, so each set is half the size above; 2
-# cores shared with other builds, load average 5-8 throughout, so the ratios sit well
-# below what an idle machine gives; runs of 3 pairs each):
-#   compressed  create 0.70 / 0.66 / 0.74   create-cold 0.26 / 0.50 / 0.34
-#               verify 0.52 / 0.45 / 0.39   install 0.47 / 0.46 / 0.65
-#   mixed       create 1.09 / 0.93   verify 0.54 / 0.56   install 0.67 / 0.52
-#   text        create 0.71 / 0.61   verify 0.67 / 0.67   install 0.65 / 0.77
-#   peak RSS at most 85 MiB; sizes: compressed +0.29 % (+2.78 % before frames of
+# cores shared with other builds, load average 10-15 throughout (5-8 for the earlier
+# run), so the ratios sit well below what an idle machine gives; runs of 3 pairs each;
+# the latest run first):
+#   compressed  create 0.47 / 0.70 / 0.66 / 0.74   create-cold 0.35 / 0.26 / 0.50 / 0.34
+#               verify 0.70 / 0.52 / 0.45 / 0.39   install 0.57 / 0.47 / 0.46 / 0.65
+#   mixed       create 0.50 / 1.09 / 0.93   verify 0.58 / 0.54 / 0.56   install 0.57 / 0.67 / 0.52
+#   text        create 0.55 / 0.71 / 0.61   verify 0.96 / 0.67 / 0.67   install 0.91 / 0.65 / 0.77
+#   peak RSS at most 86 MiB; sizes: compressed +0.29 % (+2.78 % before frames of
 #   compressed content got a sampled trial: zstd -3 still halves gzip -1 of log text),
 #   mixed +0.07 %, text +0.29 %.
 #   create-cold against create is what the SBOM's layer cache saves (unpacking 21 gzip
 #   layers). Install waits on the disk (fsync of what it stages) more than it computes.
+#   At a load average above the core count the ratios follow the CPU time of each side
+#   more than the wall time of an idle machine (see docs/bundle-format.md).
 #   Where the time goes: docs/bundle-format.md.
 # Usage: tests/bench/bundle.sh [--keep] [SET...]   (default: all three sets; RUNS=N;
 #        BENCH_DIR=DIR keeps and reuses the data; BIN=DIR uses built binaries;

@@ -5,6 +5,9 @@
 # extract, and the time per image. Per-entry work must be O(1) or O(log n), so the time
 # per image stays flat (within 2x) across the series and peak RSS stays < 150 MiB.
 # Baseline for create: tar -cf - LAYOUT | zstd -T0 -3 of the same layout.
+# Last figures (2 cores shared, load average 12): ms per image for 50 / 500 / 5,000:
+#   create 3.8 / 2.4 / 1.6 (5,000: 7.9 s, peak RSS 129 MiB; tar+zstd 2.1 s),
+#   verify 1.0 / 0.26 / 0.62, extract 3.6 / 8.3 / 1.1 (peak RSS at most 49 MiB).
 # Usage: tests/bench/many-images.sh   (SIZES="50 500" to shorten; BIN=DIR uses built
 #        binaries; needs cargo, zstd, python3, GNU time)
 set -euo pipefail
