@@ -409,19 +409,19 @@ fn install(
     }
     // With `nodes:`, every other node is prepared (bundle sent and verified there, its
     // preflight run) before the plan is confirmed, and before anything changes anywhere.
-    let cluster = match cluster_run_inputs(&ready, &opts, c.accept_new_host_keys)? {
+    let inputs = cluster_run_inputs(&ready, &opts, c.accept_new_host_keys)?;
+    let ssh = system_ssh(&c);
+    let cluster_host = match &inputs {
+        Some(_) => Some(RootedHost::new(opts.root.clone(), opts.live())?),
         None => None,
-        Some(inputs) => {
-            let ssh = SystemSsh {
-                options: SshOptions {
-                    accept_new_host_keys: c.accept_new_host_keys,
-                    config_file: c.ssh_config.clone(),
-                    connect_timeout: 10,
-                },
-            };
-            let host = RootedHost::new(opts.root.clone(), opts.live())?;
+    };
+    let run = inputs.as_ref().zip(cluster_host.as_ref()).map(|(i, h)| i.run(&ssh, h));
+    // The cluster is held from before the first byte goes to a node until the end.
+    let _hold = run.as_ref().map(|r| r.hold()).transpose()?;
+    let cluster = match &run {
+        None => None,
+        Some(run) => {
             let progress = ui.progress();
-            let run = inputs.run(&ssh, &host);
             let report = run.prepare(&progress);
             progress.finish();
             let report = report?;
@@ -445,7 +445,7 @@ fn install(
             if text {
                 render::print_cluster(&report);
             }
-            Some((inputs, ssh))
+            Some(run)
         }
     };
     if !f.yes {
@@ -462,16 +462,15 @@ fn install(
     let done = install::apply_install(ready, &opts, &SystemClock, &progress);
     progress.finish();
     let done = done?;
-    let Some((inputs, ssh)) = cluster else {
+    let Some(run) = cluster else {
         ui.show(&done, render::print_installed);
         return Ok(ExitStatus::Success);
     };
     if text {
         render::print_installed(&done);
     }
-    let host = RootedHost::new(opts.root.clone(), opts.live())?;
     let token =
-        airlock_installer::host::Host::read_file(&host, Path::new(airlock_installer::state::CLUSTER_TOKEN_PATH))?
+        airlock_installer::host::Host::read_file(run.host, Path::new(airlock_installer::state::CLUSTER_TOKEN_PATH))?
             .ok_or_else(|| {
                 Error::input(
                     airlock_installer::state::CLUSTER_TOKEN_PATH,
@@ -479,8 +478,8 @@ fn install(
                 )
                 .with_hint("run the install again; it resumes")
             })?;
+    run.pause_for_test();
     let progress = ui.progress();
-    let run = inputs.run(&ssh, &host);
     let report = run.join(&token, &progress);
     progress.finish();
     let report = report?;
@@ -525,6 +524,7 @@ impl ClusterInputs {
             overrides: self.overrides.clone(),
             accept_new_host_keys: self.accept_new_host_keys,
             purpose: ops::cluster::Purpose::Install,
+            claimed: Default::default(),
         }
     }
 }
@@ -657,6 +657,9 @@ fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui
     use airlock_installer::ops::cluster::upgrade::{run_cluster_upgrade, ClusterUpgrade};
     use airlock_installer::ops::cluster::{verified_installer, ClusterRun, Purpose};
     let root = s.flags.site.root.as_path();
+    // The cluster is held before the installer the nodes get is staged: a second run
+    // from another terminal is refused before it writes anything.
+    let cluster_lock = airlock_installer::state::lock_cluster(s.host)?;
     let progress = ui.progress();
     let installer = verified_installer(s.host, &BundleFiles::locate(s.bundle)?, s.keys, &progress);
     progress.finish();
@@ -698,9 +701,10 @@ fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui
         overrides: s.flags.overrides.clone(),
         accept_new_host_keys: s.cluster.accept_new_host_keys,
         purpose: Purpose::Upgrade { from_version: from_version.clone() },
+        claimed: Default::default(),
     };
     let mut here = ClusterNodeHere { bundle: s.bundle, keys: s.keys, host: s.host, opts, root, ui };
-    let outcome = run_cluster_upgrade(&run, &mut here)?;
+    let outcome = run_cluster_upgrade(&run, cluster_lock, &mut here)?;
     let rollback_code = outcome.rollback_exit_code();
     let status = match outcome {
         ClusterUpgrade::NotReady { prepared } => {
@@ -878,6 +882,7 @@ fn site_run<'a>(host: &'a RootedHost, ssh: &'a SystemSsh, c: &ClusterFlags) -> R
         overrides: Vec::new(),
         accept_new_host_keys: c.accept_new_host_keys,
         purpose: ops::cluster::Purpose::Install,
+        claimed: Default::default(),
     })
 }
 

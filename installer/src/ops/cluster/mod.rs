@@ -50,6 +50,11 @@ pub const CLUSTER_DIR: &str = "/var/lib/airlock/cluster";
 pub const INCOMING_DIR: &str = "/var/lib/airlock/incoming";
 /// Test-only crash injection: abort the run right after this node is journaled done.
 pub const CRASH_AFTER_NODE_ENV: &str = "AIRLOCK_TEST_CLUSTER_CRASH_AFTER";
+/// Test-only pause: a cluster install stops right before its join phase, while it holds
+/// the cluster (see [`ClusterRun::hold`]), creates `paused` in the directory this
+/// names and goes on once `go` appears there: a second run can then be started against
+/// a run that is known to be mid-way.
+pub const PAUSE_BEFORE_JOIN_ENV: &str = "AIRLOCK_TEST_CLUSTER_PAUSE_BEFORE_JOIN";
 /// Test-only fault injection: the health gate of this node fails, as a stand-in for a
 /// node that does not come back healthy (K3s does not run under a target root).
 pub const GATE_FAIL_ENV: &str = "AIRLOCK_TEST_CLUSTER_GATE_FAIL";
@@ -218,9 +223,162 @@ pub struct ClusterRun<'a> {
     pub overrides: Vec<String>,
     pub accept_new_host_keys: bool,
     pub purpose: Purpose,
+    /// The nodes this run holds (see [`ClusterRun::claim`]); `Default` to start.
+    pub claimed: Claimed,
+}
+
+/// The other nodes a run has claimed, to give back when it ends.
+#[derive(Debug, Default)]
+pub struct Claimed(std::sync::Mutex<Vec<String>>);
+
+/// Below a node's incoming directory: the directory whose `run` file names the cluster
+/// run that holds the node (`site` line: the first server it runs on; then the run's
+/// pid, start and command). Made with `mkdir`, which is atomic on every filesystem,
+/// so of two runs only one can make it, with nothing on the node but `sh`.
+const HOLD_DIR: &str = ".held-by";
+
+/// What a node answers when another run holds it (exit status of the claim).
+const HELD_STATUS: i32 = 4;
+
+/// A cluster run's hold on the nodes, from [`ClusterRun::hold`] until dropped: the
+/// first server's [`state::CLUSTER_LOCK`] and each node claimed so far. Dropping it
+/// gives the claimed nodes back (in parallel; a node that cannot be reached keeps its
+/// mark, which the next run from this first server takes over), then the lock.
+pub struct ClusterHold<'r, 'a> {
+    run: &'r ClusterRun<'a>,
+    _lock: crate::host::HostLock,
+}
+
+impl Drop for ClusterHold<'_, '_> {
+    fn drop(&mut self) {
+        self.run.release_nodes();
+    }
+}
+
+impl<'a> ClusterRun<'a> {
+    /// Holds the cluster for this run: takes [`state::CLUSTER_LOCK`] on this (first)
+    /// server, refused at once when another run holds it (naming it). Nodes are
+    /// claimed one by one as the run reaches them ([`ClusterRun::claim`]) and given
+    /// back when the hold is dropped.
+    pub fn hold(&self) -> Result<ClusterHold<'_, 'a>> {
+        Ok(self.hold_with(state::lock_cluster(self.host)?))
+    }
+
+    /// [`ClusterRun::hold`] with the lock taken already (an upgrade takes it before it
+    /// stages the installer it sends).
+    pub fn hold_with(&self, lock: crate::host::HostLock) -> ClusterHold<'_, 'a> {
+        ClusterHold { run: self, _lock: lock }
+    }
 }
 
 impl ClusterRun<'_> {
+    /// Who this first server is, on the nodes' marks: its host name and the host path
+    /// of its state directory (two target roots on one machine are two first servers).
+    fn site_id(&self) -> String {
+        let name = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = self.host.real_path(Path::new(state::STATE_DIR)).unwrap_or_else(|_| PathBuf::from(state::STATE_DIR));
+        format!("{name}:{}", dir.display()).replace(['\n', '\r'], " ")
+    }
+
+    /// Claims node `n` for this run before anything is written there: makes the
+    /// node's [`HOLD_DIR`] and writes who this run is into it. A node held by a run of
+    /// another first server is refused, naming that run; a mark of this first server
+    /// is a run that died (this server's [`state::CLUSTER_LOCK`] lets one run at a
+    /// time through), and is taken over. Incoming being a symbolic link is refused
+    /// here already, as the check of the incoming files refuses it.
+    fn claim(&self, n: &SiteNode, t: &SshTarget) -> std::result::Result<(), NodeResult> {
+        let site = self.site_id();
+        let me = crate::host::LockHolder::this_process().to_string();
+        let script = format!(
+            "{p}for p in \"$R/var/lib/airlock\" \"$D\"; do if [ -L \"$p\" ]; then \
+             echo \"$p is a symbolic link: refusing to write through it\" >&2; exit 3; fi; done\n\
+             mkdir -p \"$D\" || exit 1\nH=\"$D\"/{h}\n\
+             if [ -L \"$H\" ]; then echo \"$H is a symbolic link: refusing to write through it\" >&2; exit 3; fi\n\
+             first=; [ -f \"$H/run\" ] && read -r first < \"$H/run\"\n\
+             if mkdir \"$H\" 2>/dev/null || [ \"$first\" = {site} ]; then\n\
+             printf '%s\\n' {site} > \"$H/.run.partial\" && printf '%s' {me} >> \"$H/.run.partial\" && \
+             mv -f \"$H/.run.partial\" \"$H/run\" && exit 0\nexit 1\nfi\n\
+             cat \"$H/run\" 2>/dev/null\nexit {HELD_STATUS}\n",
+            p = prologue(),
+            h = sh_quote(HOLD_DIR),
+            site = sh_quote(&format!("site {site}")),
+            me = sh_quote(&me),
+        );
+        let out = self.remote.exec(t, &script, &mut std::io::empty()).map_err(|e| failed("claim", e))?;
+        if out.status == 255 {
+            return Err(failed("claim", ssh_error(t, &out.stderr)));
+        }
+        if out.status == HELD_STATUS {
+            let holder = crate::host::LockHolder::parse(&out.stdout);
+            let from = out.stdout.lines().find_map(|l| l.strip_prefix("site ")).unwrap_or("another first server");
+            return Err(failed(
+                "claim",
+                Error::input(
+                    format!("node {}", n.name),
+                    format!("{holder:#} from {from} holds this node; two cluster runs must not change a node at once"),
+                )
+                .with_hint(format!(
+                    "wait for that run to finish, then run the command again; if that run is gone for good (its \
+                     first server failed), remove {INCOMING_DIR}/{HOLD_DIR} on {}",
+                    n.name
+                )),
+            ));
+        }
+        if out.status != 0 {
+            let said = out.stderr.trim();
+            return Err(NodeResult::Failed {
+                step: "claim".into(),
+                cause: if said.is_empty() {
+                    format!("claiming {INCOMING_DIR} on the node exited with {}", out.status)
+                } else {
+                    tail(said, 5)
+                },
+                hint: format!("nothing was written on {}; fix that, then run the command again", n.name),
+            });
+        }
+        self.claimed.0.lock().unwrap_or_else(|e| e.into_inner()).push(n.name.clone());
+        Ok(())
+    }
+
+    /// Forgets that this run holds node `name`, whose mark went with its incoming
+    /// directory.
+    fn unclaim(&self, name: &str) {
+        self.claimed.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|c| c != name);
+    }
+
+    /// Gives back every node this run claimed: removes its mark where the mark is this
+    /// first server's. In parallel; what fails is left to the next run.
+    fn release_nodes(&self) {
+        let names = std::mem::take(&mut *self.claimed.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let site = sh_quote(&format!("site {}", self.site_id()));
+        let script = format!(
+            "{p}H=\"$D\"/{h}; first=; [ -f \"$H/run\" ] && read -r first < \"$H/run\"; \
+             if [ \"$first\" = {site} ]; then rm -rf -- \"$H\"; fi; true",
+            p = prologue(),
+            h = sh_quote(HOLD_DIR),
+        );
+        std::thread::scope(|s| {
+            for n in self.others().filter(|n| names.contains(&n.name)) {
+                let script = &script;
+                s.spawn(move || {
+                    let _ = self.remote.exec(&target(n), script, &mut std::io::empty());
+                });
+            }
+        });
+    }
+
+    /// The test-only pause of [`PAUSE_BEFORE_JOIN_ENV`]; nothing without it.
+    pub fn pause_for_test(&self) {
+        let Some(dir) = std::env::var_os(PAUSE_BEFORE_JOIN_ENV).map(PathBuf::from) else { return };
+        // A test's own directory outside the target root: not the host's to write.
+        #[allow(clippy::disallowed_methods)]
+        let _ = std::fs::write(dir.join("paused"), b"");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        while !dir.join("go").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     fn others(&self) -> impl Iterator<Item = &SiteNode> {
         self.nodes.iter().skip(1)
     }
@@ -294,6 +452,7 @@ impl ClusterRun<'_> {
         reporter: &dyn Reporter,
     ) -> std::result::Result<NodeResult, NodeResult> {
         let t = target(n);
+        self.claim(n, &t)?;
         // Joined (or upgraded) by an earlier run of this release: checked, not prepared
         // again (its preflight would now find the install it made). Its gate runs the
         // installer, which a successful run removed with the rest of the incoming files.
@@ -420,7 +579,12 @@ impl ClusterRun<'_> {
         let mut out = Vec::new();
         for n in self.others() {
             let t = target(n);
-            if let Err(r) = self.run_checked(&t, &script, &mut std::io::empty(), "clean up") {
+            let r = self.run_checked(&t, &script, &mut std::io::empty(), "clean up");
+            if r.is_ok() {
+                // The node's mark went with the directory.
+                self.unclaim(&n.name);
+            }
+            if let Err(r) = r {
                 let cause = match r {
                     NodeResult::Failed { cause, .. } => cause,
                     other => format!("{other:?}"),
@@ -895,7 +1059,7 @@ mod tests {
         }
     }
 
-    fn run_with<'a>(remote: &'a FakeNodes, host: &'a RootedHost) -> ClusterRun<'a> {
+    fn run_with<'a>(remote: &'a dyn Remote, host: &'a RootedHost) -> ClusterRun<'a> {
         ClusterRun {
             remote,
             host,
@@ -914,6 +1078,7 @@ mod tests {
             overrides: vec![],
             accept_new_host_keys: false,
             purpose: Purpose::Install,
+            claimed: Claimed::default(),
         }
     }
 
@@ -1070,7 +1235,10 @@ mod tests {
         run.installer = installer;
         run.version = "1.1.0".into();
         run.purpose = Purpose::Upgrade { from_version: "1.0.0".into() };
-        let outcome = upgrade::run_cluster_upgrade(&run, &mut here).unwrap();
+        let lock = state::lock_cluster(&host).unwrap();
+        let outcome = upgrade::run_cluster_upgrade(&run, lock, &mut here).unwrap();
+        // Given back when the run ends, whichever way it ended.
+        assert_eq!(state::cluster_holder(&host).unwrap(), None, "the cluster lock outlived the upgrade");
         let (upgraded_at, rolled_back_at) = (here.upgraded_at, here.rolled_back_at);
         (outcome, remote, upgraded_at, rolled_back_at)
     }
@@ -1143,9 +1311,13 @@ mod tests {
         let outcome = run
             .uninstall_all_nodes(true, false, Box::new(airlock_format::report::Silent), || {
                 here_at = Some(remote.calls.lock().unwrap().len());
+                // This node's uninstall removes the state directory the cluster lock
+                // lives in: the run gave the cluster back before.
+                assert_eq!(state::cluster_holder(&host).unwrap(), None, "the cluster is still held");
                 Ok(())
             })
             .unwrap();
+        assert_eq!(state::cluster_holder(&host).unwrap(), None, "the cluster lock outlived the run");
         (outcome, remote, here_at)
     }
 
@@ -1187,5 +1359,86 @@ mod tests {
         assert_eq!(doc["ha"]["agents"][0]["name"], "w1");
         assert_eq!(doc["data_dir"], "/srv/rancher");
         assert!(doc.get("nodes").is_none() && doc.get("pki").is_none(), "{text}");
+    }
+
+    /// A node that another run, from another first server, holds: it answers the claim
+    /// with that run's mark; anything else is recorded and answered as a healthy node.
+    struct HeldNodes {
+        calls: Mutex<Vec<(String, String)>>,
+        held: &'static str,
+    }
+
+    impl Remote for HeldNodes {
+        fn exec(&self, t: &SshTarget, script: &str, stdin: &mut (dyn Read + Send)) -> Result<CommandOutput> {
+            std::io::copy(stdin, &mut std::io::sink()).unwrap();
+            self.calls.lock().unwrap().push((t.name.clone(), script.to_string()));
+            if t.name == self.held && script.contains(HOLD_DIR) && script.contains("mkdir \"$H\"") {
+                let mark = "site other-host:/var/lib/airlock\npid 4242\nstarted 2026-01-02T03:04:05Z\ncommand airlock install\n";
+                return Ok(CommandOutput { status: HELD_STATUS, stdout: mark.into(), stderr: String::new() });
+            }
+            Ok(CommandOutput::ok(""))
+        }
+    }
+
+    #[test]
+    fn cluster_hold_refuses_a_second_run_at_once_naming_the_holder_until_it_is_dropped() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote =
+            FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy: vec![], incoming: String::new() };
+        let run = run_with(&remote, &host);
+        let hold = run.hold().unwrap();
+        let holder = state::cluster_holder(&host).unwrap().expect("the cluster is held");
+        assert_eq!(holder.pid, Some(std::process::id()));
+        // A second run (another terminal: another open of the same lock) is refused,
+        // naming this one.
+        let other = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let e = state::lock_cluster(&other).unwrap_err();
+        assert!(e.cause.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(e.cause.contains("working on this cluster's nodes") && e.hint.is_some(), "{e}");
+        // This run's own step on this node (its install) takes the site's lock.
+        drop(state::lock_site(&host).expect("the run holding the cluster was refused its own site lock"));
+        // Only the nodes this run claimed are given back, and the lock goes with the hold.
+        run.claim(&run.nodes[2], &target(&run.nodes[2])).unwrap();
+        remote.calls.lock().unwrap().clear();
+        drop(hold);
+        let calls = remote.calls.lock().unwrap();
+        let released: Vec<&str> = calls.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(released, ["s3"], "{calls:?}");
+        assert!(calls[0].1.contains("rm -rf") && calls[0].1.contains(HOLD_DIR), "{}", calls[0].1);
+        assert_eq!(state::cluster_holder(&host).unwrap(), None);
+        drop(state::lock_cluster(&other).expect("the next run takes the cluster"));
+    }
+
+    #[test]
+    fn cluster_prepare_writes_nothing_to_a_node_another_first_servers_run_holds_and_names_that_run() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let (bundle, installer) = (files.path().join("demo.airlock"), files.path().join("airlock"));
+        #[allow(clippy::disallowed_methods)] // the operator's files, outside any root
+        {
+            std::fs::write(&bundle, b"bundle").unwrap();
+            std::fs::write(&installer, b"installer").unwrap();
+        }
+        let remote = HeldNodes { calls: Mutex::new(Vec::new()), held: "s3" };
+        let mut run = run_with(&remote, &host);
+        run.bundle = bundle;
+        run.installer = installer;
+        let report = run.prepare(&airlock_format::report::Silent).unwrap();
+        let s3 = report.nodes.iter().find(|n| n.name == "s3").unwrap();
+        let NodeResult::Failed { step, cause, hint } = &s3.result else { panic!("{s3:?}") };
+        assert_eq!(step, "claim");
+        assert!(cause.contains("pid 4242") && cause.contains("command airlock install"), "{cause}");
+        assert!(cause.contains("other-host:/var/lib/airlock"), "{cause}");
+        assert!(hint.contains(HOLD_DIR), "{hint}");
+        let calls = remote.calls.lock().unwrap();
+        assert_eq!(calls.iter().filter(|(n, _)| n == "s3").count(), 1, "s3 was written to after its claim failed");
+        // The other nodes were claimed before anything was sent to them.
+        for name in ["s2", "w1", "w2"] {
+            let first = calls.iter().find(|(n, _)| n == name).unwrap();
+            assert!(first.1.contains(HOLD_DIR), "{name}: {}", first.1);
+        }
+        assert!(!report.ok());
     }
 }
