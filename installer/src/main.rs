@@ -407,90 +407,100 @@ fn install(
         );
         return Ok(ExitStatus::Preflight);
     }
-    // With `nodes:`, every other node is prepared (bundle sent and verified there, its
-    // preflight run) before the plan is confirmed, and before anything changes anywhere.
-    let inputs = cluster_run_inputs(&ready, &opts, c.accept_new_host_keys)?;
-    let ssh = system_ssh(&c);
-    let cluster_host = match &inputs {
-        Some(_) => Some(RootedHost::new(opts.root.clone(), opts.live())?),
-        None => None,
-    };
-    let run = inputs.as_ref().zip(cluster_host.as_ref()).map(|(i, h)| i.run(&ssh, h));
-    // The cluster is held from before the first byte goes to a node until the end.
-    let _hold = run.as_ref().map(|r| r.hold()).transpose()?;
-    let cluster = match &run {
-        None => None,
-        Some(run) => {
-            let progress = ui.progress();
-            let report = run.prepare(&progress);
-            progress.finish();
-            let report = report?;
-            if !report.ok() {
-                ui.show(&serde_json::json!({ "preflight": ready.preflight, "cluster": report }), |_| {
-                    render::print_cluster(&report)
-                });
-                eprintln!(
-                    "error: {} not ready; nothing was installed on any node\nhint: fix what each node's hint says and \
-                     run the install again (what was sent already is not sent again)",
-                    report
-                        .nodes
-                        .iter()
-                        .filter(|n| !n.result.ok())
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                return Ok(ExitStatus::Preflight);
-            }
-            if text {
-                render::print_cluster(&report);
-            }
-            Some(run)
-        }
-    };
-    if !f.yes {
-        if std::io::stdin().is_terminal() {
-            say!("{} of {} steps to apply to {}", ready.plan.pending, ready.plan.steps.len(), ready.target());
-        }
-        if !confirm("install", "the plan", "Apply the plan?")? {
+    // With `nodes:`, the library runs the cluster's install (docs/cluster.md): every
+    // other node is prepared before the plan is confirmed and before anything changes
+    // anywhere; this node is installed, then the others join.
+    let Some(inputs) = cluster_run_inputs(&ready, &opts, c.accept_new_host_keys)? else {
+        if !f.yes && !confirm_install(&ready)? {
             return Ok(ExitStatus::Input);
         }
-    }
-    // (After the wizard and the confirmation, which own the terminal while they ask.)
-    cli::term::say_resume_on_interrupt(verb);
-    let progress = ui.progress();
-    let done = install::apply_install(ready, &opts, &SystemClock, &progress);
-    progress.finish();
-    let done = done?;
-    let Some(run) = cluster else {
-        ui.show(&done, render::print_installed);
+        // (After the wizard and the confirmation, which own the terminal while they ask.)
+        cli::term::say_resume_on_interrupt(verb);
+        let progress = ui.progress();
+        let done = install::apply_install(ready, &opts, &SystemClock, &progress);
+        progress.finish();
+        ui.show(&done?, render::print_installed);
         return Ok(ExitStatus::Success);
     };
-    if text {
-        render::print_installed(&done);
+    let ssh = system_ssh(&c);
+    let host = RootedHost::new(opts.root.clone(), opts.live())?;
+    let run = inputs.run(&ssh, &host);
+    let mut here = ClusterInstallHere { ready: Some(ready), opts: &opts, yes: f.yes, ui, verb };
+    use airlock_installer::ops::cluster::install::{run_cluster_install, ClusterInstall};
+    match run_cluster_install(&run, &mut here)? {
+        ClusterInstall::NotReady { prepared } => {
+            let preflight = here.ready.as_ref().map(|r| &r.preflight);
+            ui.show(&serde_json::json!({ "preflight": preflight, "cluster": prepared }), |_| {
+                render::print_cluster(&prepared)
+            });
+            eprintln!(
+                "error: {} not ready; nothing was installed on any node\nhint: fix what each node's hint says and run \
+                 the install again (what was sent already is not sent again)",
+                failed_names(&prepared)
+            );
+            Ok(ExitStatus::Preflight)
+        }
+        ClusterInstall::Declined => Ok(ExitStatus::Input),
+        ClusterInstall::Installed { here: done, report, incoming_left } => {
+            warn_not_removed(&incoming_left);
+            match ui.output {
+                Output::Json => print_json(&serde_json::json!({ "installed": done, "cluster": report })),
+                Output::Text => render::print_cluster(&report),
+            }
+            Ok(if report.ok() { ExitStatus::Success } else { ExitStatus::NeedsAttention })
+        }
     }
-    let token =
-        airlock_installer::host::Host::read_file(run.host, Path::new(airlock_installer::state::CLUSTER_TOKEN_PATH))?
-            .ok_or_else(|| {
-                Error::input(
-                    airlock_installer::state::CLUSTER_TOKEN_PATH,
-                    "the first server's install wrote no join token",
-                )
-                .with_hint("run the install again; it resumes")
-            })?;
-    run.pause_for_test();
-    let progress = ui.progress();
-    let report = run.join(&token, &progress);
-    progress.finish();
-    let report = report?;
-    if report.ok() {
-        warn_not_removed(&run.remove_incoming());
+}
+
+/// Shows what the plan would apply (on a terminal) and asks to apply it.
+fn confirm_install(ready: &install::Ready) -> Result<bool> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        say!("{} of {} steps to apply to {}", ready.plan.pending, ready.plan.steps.len(), ready.target());
     }
-    match ui.output {
-        Output::Json => print_json(&serde_json::json!({ "installed": done, "cluster": report })),
-        Output::Text => render::print_cluster(&report),
+    confirm("install", "the plan", "Apply the plan?")
+}
+
+/// This node's part in the cluster's install: the planned install, confirmed once every
+/// other node is ready, applied with its progress and report on the terminal.
+struct ClusterInstallHere<'a> {
+    /// Taken when this node is installed.
+    ready: Option<install::Ready>,
+    opts: &'a install::InstallOptions,
+    yes: bool,
+    ui: Ui,
+    verb: &'static str,
+}
+
+impl ops::cluster::install::ThisNode for ClusterInstallHere<'_> {
+    type Installed = install::Installed;
+
+    fn progress(&self) -> Box<dyn airlock_format::report::Reporter> {
+        Box::new(self.ui.progress())
     }
-    Ok(if report.ok() { ExitStatus::Success } else { ExitStatus::NeedsAttention })
+
+    fn prepared(&mut self, report: &ops::cluster::ClusterReport) -> Result<bool> {
+        if !self.ui.json() {
+            render::print_cluster(report);
+        }
+        match &self.ready {
+            Some(ready) if !self.yes => confirm_install(ready),
+            _ => Ok(true),
+        }
+    }
+
+    fn install(&mut self) -> Result<install::Installed> {
+        let ready = self.ready.take().expect("this node is installed once");
+        cli::term::say_resume_on_interrupt(self.verb);
+        let progress = self.ui.progress();
+        let done = install::apply_install(ready, self.opts, &SystemClock, &progress);
+        progress.finish();
+        let done = done?;
+        if !self.ui.json() {
+            render::print_installed(&done);
+        }
+        Ok(done)
+    }
 }
 
 /// What a cluster run needs from the first server's planned install, when the answers

@@ -389,10 +389,12 @@ fn cluster_install_resumes_after_a_crash_and_sets_up_the_nodes_as_node_by_node_j
         assert!(Instant::now() < deadline, "the re-run did not reach its join phase");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let holder = format!("pid {}", a.id());
+    let st = Command::new(cargo_bin("airlock")).args(["status", "--root"]).arg(&s1).output().unwrap();
+    assert!(text(&st).contains(&holder) && text(&st).contains("is working on this site"), "{}", text(&st));
     let roots: Vec<(&str, PathBuf)> =
         std::iter::once(("s1", s1.clone())).chain(NODES.iter().map(|(n, _, _)| (*n, lab.node_root(n)))).collect();
     let before: Vec<_> = roots.iter().map(|(_, r)| tree(r)).collect();
-    let holder = format!("pid {}", a.id());
     // From another terminal on the same first server: refused at once, naming the run.
     let started = Instant::now();
     let b = lab.install(&s1, &answers, &cfg, &[]);
@@ -574,6 +576,7 @@ fn exact(root: &Path) -> std::collections::BTreeMap<String, String> {
         "/var/lib/airlock/endpoint-checks.json",
         "/var/lib/airlock/journal.json",
         "/var/lib/airlock/lock",
+        "/var/lib/airlock/cluster.lock",
         "/var/lib/airlock/upgrade.lock",
         "/var/lib/airlock/backup",
         "/var/lib/airlock/backups",

@@ -15,6 +15,11 @@
 //!    The join token goes over the SSH channel's stdin into a 0600 file and nowhere
 //!    else: not into a command line, this module's results, or the journal.
 //!
+//! [`install::run_cluster_install`] decides the order of the whole install: the cluster
+//! held ([`ClusterRun::hold`]: the first server's cluster lock, each node claimed
+//! before anything is written there), every node prepared, this node installed, the
+//! others joined, the incoming files removed after a full success.
+//!
 //! Each node's progress is journaled on the first server
 //! (`/var/lib/airlock/cluster/<node>.json`), so a re-run checks the nodes that are done
 //! instead of installing them again. A node that fails is reported with its cause and
@@ -60,6 +65,7 @@ pub const PAUSE_BEFORE_JOIN_ENV: &str = "AIRLOCK_TEST_CLUSTER_PAUSE_BEFORE_JOIN"
 pub const GATE_FAIL_ENV: &str = "AIRLOCK_TEST_CLUSTER_GATE_FAIL";
 
 pub mod all_nodes;
+pub mod install;
 pub mod upgrade;
 
 /// What the run sets up on the other nodes.
@@ -1440,5 +1446,156 @@ mod tests {
             assert!(first.1.contains(HOLD_DIR), "{name}: {}", first.1);
         }
         assert!(!report.ok());
+    }
+
+    /// This node's install in the cluster's install: writes the join token as the
+    /// first server's install does, and records when it ran and whether the cluster
+    /// was held then.
+    struct FakeInstallHere<'a> {
+        remote: &'a FakeNodes,
+        host: &'a RootedHost,
+        confirm: bool,
+        prepared_at: Option<usize>,
+        installed_at: Option<usize>,
+        held_while_installing: bool,
+    }
+
+    impl install::ThisNode for FakeInstallHere<'_> {
+        type Installed = ();
+        fn progress(&self) -> Box<dyn Reporter> {
+            Box::new(airlock_format::report::Silent)
+        }
+        fn prepared(&mut self, _: &ClusterReport) -> Result<bool> {
+            self.prepared_at = Some(self.remote.calls.lock().unwrap().len());
+            Ok(self.confirm)
+        }
+        fn install(&mut self) -> Result<()> {
+            self.installed_at = Some(self.remote.calls.lock().unwrap().len());
+            self.held_while_installing = state::cluster_holder(self.host)?.is_some();
+            self.host.write_file(Path::new(state::CLUSTER_TOKEN_PATH), &mut &TOKEN[..], Perms::secret()).map(drop)
+        }
+    }
+
+    /// A bundle and an installer that exist (in the directory returned with them), and
+    /// what a node that has both answers to the check of its incoming files.
+    #[allow(clippy::disallowed_methods)] // the operator's files, outside any root
+    fn sent_files() -> (tempfile::TempDir, PathBuf, PathBuf, String) {
+        let files = tempfile::tempdir().unwrap();
+        let (bundle, installer) = (files.path().join("demo.airlock"), files.path().join("airlock"));
+        std::fs::write(&bundle, b"bundle").unwrap();
+        std::fs::write(&installer, b"installer").unwrap();
+        let mut incoming = String::new();
+        for (p, name) in [(&bundle, "demo.airlock"), (&installer, "airlock")] {
+            let (d, _) = airlock_format::digest::sha256_file(p).unwrap();
+            incoming.push_str(&format!("{}  {name}\n", d.hex()));
+        }
+        (files, bundle, installer, incoming)
+    }
+
+    /// A cluster install, the nodes answering as `remote` does: the outcome and this
+    /// node's part.
+    fn cluster_install_with<'a>(
+        remote: &'a FakeNodes,
+        host: &'a RootedHost,
+        confirm: bool,
+    ) -> (install::ClusterInstall<()>, FakeInstallHere<'a>) {
+        let (_files, bundle, installer, _) = sent_files();
+        let mut run = run_with(remote, host);
+        run.bundle = bundle;
+        run.installer = installer;
+        let mut here = FakeInstallHere {
+            remote,
+            host,
+            confirm,
+            prepared_at: None,
+            installed_at: None,
+            held_while_installing: false,
+        };
+        let outcome = install::run_cluster_install(&run, &mut here).unwrap();
+        assert_eq!(state::cluster_holder(host).unwrap(), None, "the cluster lock outlived the install");
+        (outcome, here)
+    }
+
+    /// Nodes that have the files of [`sent_files`] (the same bytes each time).
+    fn fake_nodes(failing: Vec<&'static str>) -> FakeNodes {
+        let (_files, _, _, incoming) = sent_files();
+        FakeNodes { calls: Mutex::new(Vec::new()), failing, unhealthy: vec![], incoming }
+    }
+
+    #[test]
+    fn cluster_install_prepares_every_node_then_installs_this_one_before_any_join_and_removes_incoming_last() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = fake_nodes(vec![]);
+        let (outcome, here) = cluster_install_with(&remote, &host, true);
+        let install::ClusterInstall::Installed { report, incoming_left, .. } = outcome else { panic!("not installed") };
+        assert!(report.ok() && incoming_left.is_empty(), "{report:?}");
+        assert!(here.held_while_installing, "this node was installed without the cluster held");
+        let calls = remote.calls.lock().unwrap();
+        let at = |what: &str| -> Vec<usize> {
+            calls.iter().enumerate().filter(|(_, (_, s, _))| s.contains(what)).map(|(i, _)| i).collect()
+        };
+        let preflights = at("./airlock preflight");
+        assert_eq!(preflights.len(), 4, "every other node runs its preflight");
+        let (prepared_at, installed_at) = (here.prepared_at.unwrap(), here.installed_at.unwrap());
+        assert!(preflights.iter().all(|&i| i < prepared_at), "a node was still preparing when asked to confirm");
+        let joins = at("./airlock join");
+        assert_eq!(joins.len(), 4);
+        assert!(joins.iter().all(|&i| i >= installed_at), "a node joined before this one was installed");
+        let removals = at("rm -rf -- \"$D\"");
+        assert_eq!(removals.len(), 4);
+        assert!(removals.iter().all(|&i| i > *joins.iter().max().unwrap()), "incoming removed before every join");
+    }
+
+    #[test]
+    fn cluster_install_changes_nothing_anywhere_when_one_node_is_not_ready_or_the_operator_declines() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        // s3 is held by a run of another first server: not ready.
+        let held = HeldNodes { calls: Mutex::new(Vec::new()), held: "s3" };
+        let (_files, bundle, installer, _) = sent_files();
+        let mut run = run_with(&held, &host);
+        run.bundle = bundle;
+        run.installer = installer;
+        let remote = fake_nodes(vec![]);
+        let mut here = FakeInstallHere {
+            remote: &remote,
+            host: &host,
+            confirm: true,
+            prepared_at: None,
+            installed_at: None,
+            held_while_installing: false,
+        };
+        let outcome = install::run_cluster_install(&run, &mut here).unwrap();
+        let install::ClusterInstall::NotReady { prepared } = outcome else { panic!("not refused") };
+        assert!(!prepared.ok());
+        assert_eq!((here.prepared_at, here.installed_at), (None, None), "this node went on although s3 was not ready");
+        let calls = held.calls.lock().unwrap();
+        assert!(!calls.iter().any(|(_, s)| s.contains("./airlock join") || s.contains("cluster-token")));
+        assert_eq!(state::cluster_holder(&host).unwrap(), None);
+
+        let remote = fake_nodes(vec![]);
+        let (outcome, here) = cluster_install_with(&remote, &host, false);
+        assert!(matches!(outcome, install::ClusterInstall::Declined));
+        assert_eq!(here.installed_at, None);
+        assert!(!remote.calls.lock().unwrap().iter().any(|(_, s, _)| s.contains("./airlock join")));
+    }
+
+    #[test]
+    fn cluster_install_reports_a_failed_join_by_node_goes_on_with_the_agents_and_keeps_incoming() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = fake_nodes(vec!["s3"]);
+        let (outcome, _) = cluster_install_with(&remote, &host, true);
+        let install::ClusterInstall::Installed { report, .. } = outcome else { panic!("not installed") };
+        assert!(!report.ok());
+        let result = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().result.clone();
+        assert!(matches!(result("s3"), NodeResult::Failed { ref step, .. } if step == "join"), "{:?}", result("s3"));
+        assert_eq!(
+            (result("s2"), result("w1"), result("w2")),
+            (NodeResult::Joined, NodeResult::Joined, NodeResult::Joined)
+        );
+        let calls = remote.calls.lock().unwrap();
+        assert!(!calls.iter().any(|(_, s, _)| s.contains("rm -rf -- \"$D\"")), "incoming removed after a failure");
     }
 }
