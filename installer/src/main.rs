@@ -612,6 +612,9 @@ fn upgrade(bundle: &Path, f: UpgradeFlags, c: ClusterFlags, ui: Ui) -> Result<Ex
         Some(a) => a.nodes.clone(),
         None => airlock_installer::site::answers::kept::load_kept(&host)?.map(|a| a.nodes).unwrap_or_default(),
     };
+    // `--override NODE:CHECK`: this node's preflight gets only what applies to it.
+    let here = nodes.first().map(|n| n.name.clone()).unwrap_or_default();
+    opts.preflight_overrides = ops::cluster::overrides_for(&f.overrides, &nodes, &here)?;
     let clustered = nodes.len() > 1 && !f.rollback;
     if clustered && f.dry_run {
         eprintln!(

@@ -517,10 +517,22 @@ fn cluster_install_changes_nothing_anywhere_when_one_nodes_preflight_fails_or_it
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::create_dir_all(lab.node_root("s2").join("var/lib/airlock")).unwrap();
     std::os::unix::fs::symlink(&outside, lab.node_root("s2").join(INCOMING)).unwrap();
+    // On w1, nm-cloud-setup is enabled.
+    nm_cloud_setup_enabled(&lab.node_root("w1"));
     let cfg = lab.ssh_config("preflight", &lab.host_keys, "id_ed25519");
-    let o = lab.install(&s1, &lab.answers("preflight", ""), &cfg, &[]);
+    let answers = lab.answers("preflight", "");
+    // An override for a node the answers do not list is an answer error naming it,
+    // before any node is contacted.
+    let o = lab.install_cmd(&s1, &answers, &cfg, &[]).args(["--override", "w9:nm-cloud-setup"]).output().unwrap();
+    let out = text(&o);
+    assert!(!o.status.success() && out.contains("w9:nm-cloud-setup") && out.contains("names node `w9`"), "{out}");
+    assert!(!lab.node_root("w1").join(INCOMING).exists(), "a node was contacted: {out}");
+    let o = lab.install(&s1, &answers, &cfg, &[]);
     assert_eq!(o.status.code(), Some(8), "{}", text(&o));
     let out = text(&o);
+    assert!(node_line(&out, "w1").contains("FAILED at preflight"), "{out}");
+    let w1 = &out[out.rfind("  w1 ").unwrap()..];
+    assert!(w1.lines().take(20).any(|l| l.contains("nm-cloud-setup")), "{out}");
     assert!(out.contains("s3") && out.contains("FAILED at preflight") && out.contains("existing-install"), "{out}");
     assert!(out.contains("nothing was installed on any node"), "{out}");
     assert!(lab.node_root("w1").join(INCOMING).join("demo.airlock").is_file(), "a failed run removed what it sent");
@@ -563,6 +575,14 @@ fn cluster_install_names_each_node_it_cannot_reach_and_why() {
     assert!(block("s3").contains("SSH authentication refused"), "{}", block("s3"));
     assert!(block("w1").contains("unreachable") || block("w1").contains("No route"), "{}", block("w1"));
     assert!(!s1.join("etc/rancher/k3s/config.yaml").exists(), "the first server was installed");
+}
+
+/// Enables nm-cloud-setup below `root` as `systemctl enable` would: its preflight
+/// check fails (the unit refuses to start K3s while it is enabled).
+fn nm_cloud_setup_enabled(root: &Path) {
+    let wants = root.join("etc/systemd/system/timers.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::fs::write(wants.join("nm-cloud-setup.timer"), "[Timer]\n").unwrap();
 }
 
 /// Every file and link below a root with its full digest, without the upgrade's own
@@ -622,8 +642,28 @@ fn cluster_upgrade_rolls_back_when_node_3_fails_resumes_to_v2_then_all_nodes_sup
     let work = tempfile::tempdir().unwrap();
     let s1 = work.path().join("s1");
     let cfg = lab.ssh_config("upgrade", &lab.host_keys, "id_ed25519");
-    let o = lab.install(&s1, &lab.answers("upgrade", ""), &cfg, &[]);
-    assert!(o.status.success(), "{}", text(&o));
+    // w1's nm-cloud-setup check fails; accepted for w1 alone, journaled there.
+    nm_cloud_setup_enabled(&lab.node_root("w1"));
+    let o = lab
+        .install_cmd(&s1, &lab.answers("upgrade", ""), &cfg, &[])
+        .args(["--override", "w1:nm-cloud-setup"])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(node_line(&out, "w1").contains("joined, overridden: nm-cloud-setup"), "{out}");
+    assert!(!node_line(&out, "s2").contains("overridden"), "{out}");
+    // Each node's install journal: the overrides its preflight applied.
+    let overridden = |root: &Path| -> Vec<String> {
+        let j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("var/lib/airlock/journal.json")).unwrap()).unwrap();
+        // (Left out when there is none.)
+        let records = j["preflight_overrides"].as_array().cloned().unwrap_or_default();
+        records.iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(overridden(&lab.node_root("w1")), ["nm-cloud-setup"]);
+    assert!(overridden(&s1).is_empty() && overridden(&lab.node_root("s2")).is_empty());
+    std::fs::remove_dir_all(lab.node_root("w1").join("etc/systemd/system/timers.target.wants")).unwrap();
     let v2 = lab.v2().to_path_buf();
     let roots: Vec<(&str, PathBuf)> =
         std::iter::once(("s1", s1.clone())).chain(NODES.iter().map(|(n, _, _)| (*n, lab.node_root(n)))).collect();

@@ -160,6 +160,10 @@ pub struct NodeReport {
     pub version: String,
     /// Bytes of bundle, installer and keys sent to the node by this run.
     pub bytes_sent: u64,
+    /// The preflight checks the operator accepts failing on this node (`--override`
+    /// without a node, or `--override NODE:CHECK` naming it); that node journals them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
     #[serde(flatten)]
     pub result: NodeResult,
 }
@@ -401,6 +405,7 @@ impl ClusterRun<'_> {
             address: first.address.to_string(),
             version: first_version.to_string(),
             bytes_sent: 0,
+            overrides: self.node_overrides(first),
             result: first_result,
         }];
         nodes.extend(rows);
@@ -414,8 +419,15 @@ impl ClusterRun<'_> {
             address: n.address.to_string(),
             version: self.version.clone(),
             bytes_sent,
+            overrides: self.node_overrides(n),
             result,
         }
+    }
+
+    /// The preflight overrides that apply to node `n` (see [`overrides_for`]); the
+    /// given ones were checked against `nodes` when the run was planned.
+    fn node_overrides(&self, n: &SiteNode) -> Vec<String> {
+        overrides_for(&self.overrides, &self.nodes, &n.name).unwrap_or_default()
     }
 
     /// Sends, verifies and preflights on every other node, in parallel. Installs
@@ -474,7 +486,7 @@ impl ClusterRun<'_> {
             // The upgrade's own preflight, with the answers the node kept; its journal
             // changes only once it is upgraded.
             let mut args = vec!["--mode".to_string(), "upgrade".to_string()];
-            for o in &self.overrides {
+            for o in &self.node_overrides(n) {
                 args.extend(["--override".to_string(), o.clone()]);
             }
             self.run_checked(&t, &self.airlock_plain_script("preflight", &args), &mut std::io::empty(), "preflight")?;
@@ -487,7 +499,7 @@ impl ClusterRun<'_> {
         self.run_checked(&t, &write, &mut answers.as_bytes(), "answers")?;
         self.run_checked(
             &t,
-            &self.airlock_script("preflight", &preflight_overrides(&self.overrides)),
+            &self.airlock_script("preflight", &preflight_overrides(&self.node_overrides(n))),
             &mut std::io::empty(),
             "preflight",
         )?;
@@ -567,7 +579,13 @@ impl ClusterRun<'_> {
             tp = sh_quote(token_path),
         );
         self.run_checked(&t, &write_token, &mut &token[..], "token")?;
-        self.run_checked(&t, &self.airlock_script("join", &["--yes".to_string()]), &mut std::io::empty(), "join")?;
+        // The node's own preflight runs again in its join, with the same overrides,
+        // which its install journal records.
+        let mut args = vec!["--yes".to_string()];
+        for o in self.node_overrides(n) {
+            args.extend(["--override".to_string(), o]);
+        }
+        self.run_checked(&t, &self.airlock_script("join", &args), &mut std::io::empty(), "join")?;
         self.gate(&t).map_err(|e| failed("health", e))?;
         self.journal(n, Phase::Joined).map_err(|e| failed("journal", e))?;
         if std::env::var(CRASH_AFTER_NODE_ENV).ok().as_deref() == Some(n.name.as_str()) {
@@ -893,6 +911,40 @@ pub fn journaled_nodes(host: &dyn Host, warnings: &mut Vec<String>) -> Vec<NodeJ
         }
     }
     out
+}
+
+/// The preflight overrides of `given` (`--override` as the operator gave them) that
+/// apply to node `node`: every `CHECK` without a node, and every `NODE:CHECK` naming
+/// it. A `NODE:` that names no node of `nodes` (or, without `nodes:`, not `node`
+/// itself) is an answer error naming it: an override meant for one node never lands
+/// on another or silently on none.
+pub fn overrides_for(given: &[String], nodes: &[SiteNode], node: &str) -> Result<Vec<String>> {
+    let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    if names.is_empty() {
+        names.push(node);
+    }
+    let mut out = Vec::new();
+    for o in given {
+        match o.split_once(':') {
+            None => out.push(o.clone()),
+            Some((name, id)) if names.contains(&name) => {
+                if name == node {
+                    out.push(id.to_string());
+                }
+            }
+            Some((name, _)) => {
+                return Err(Error::input(
+                    format!("--override {o}"),
+                    format!("names node `{name}`, which is not a node of the answers' `nodes`"),
+                )
+                .with_hint(format!(
+                    "name one of: {} (`--override NODE:CHECK`), or give the check alone to accept it on every node",
+                    names.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Every remote script starts here: the node's target root and incoming directory.
@@ -1597,5 +1649,37 @@ mod tests {
         );
         let calls = remote.calls.lock().unwrap();
         assert!(!calls.iter().any(|(_, s, _)| s.contains("rm -rf -- \"$D\"")), "incoming removed after a failure");
+    }
+
+    #[test]
+    fn an_override_naming_a_node_applies_to_that_node_only_and_an_unknown_node_is_an_answer_error() {
+        let nodes = vec![node("s1", 11, Role::Server), node("s2", 12, Role::Server), node("w1", 21, Role::Agent)];
+        let given: Vec<String> = ["swap", "w1:nm-cloud-setup", "s1:ports"].map(String::from).to_vec();
+        assert_eq!(overrides_for(&given, &nodes, "s1").unwrap(), ["swap", "ports"]);
+        assert_eq!(overrides_for(&given, &nodes, "s2").unwrap(), ["swap"]);
+        assert_eq!(overrides_for(&given, &nodes, "w1").unwrap(), ["swap", "nm-cloud-setup"]);
+        let e = overrides_for(&["w9:swap".to_string()], &nodes, "s1").unwrap_err();
+        assert!(e.subject.contains("w9:swap") && e.cause.contains("`w9`"), "{e}");
+        assert!(e.hint.as_deref().unwrap_or("").contains("s1, s2, w1"), "{e}");
+        // Without `nodes:`, only this node's own name.
+        assert_eq!(overrides_for(&["s1:swap".to_string()], &[], "s1").unwrap(), ["swap"]);
+        assert!(overrides_for(&["s2:swap".to_string()], &[], "s1").is_err());
+    }
+
+    #[test]
+    fn a_node_joins_with_its_own_overrides_and_the_report_names_them() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = fake_nodes(vec![]);
+        let mut run = run_with(&remote, &host);
+        run.overrides = vec!["w1:nm-cloud-setup".into()];
+        let report = run.join(TOKEN, &airlock_format::report::Silent).unwrap();
+        let calls = remote.calls.lock().unwrap();
+        let join =
+            |name: &str| calls.iter().find(|(n, s, _)| n == name && s.contains("./airlock join")).unwrap().1.clone();
+        assert!(join("w1").contains("'--override' 'nm-cloud-setup'"), "{}", join("w1"));
+        assert!(!join("w2").contains("nm-cloud-setup") && !join("s2").contains("--override"), "{}", join("w2"));
+        let row = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().overrides.clone();
+        assert_eq!((row("w1"), row("w2")), (vec!["nm-cloud-setup".to_string()], vec![]));
     }
 }

@@ -202,7 +202,7 @@ impl ClusterRun<'_> {
             Ok(false) => {}
         }
         let mut args = vec!["--yes".to_string()];
-        for o in &self.overrides {
+        for o in &self.node_overrides(n) {
             args.extend(["--override".to_string(), o.clone()]);
         }
         // The node's own upgrade: a failure there puts its previous release back
