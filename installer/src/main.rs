@@ -671,7 +671,8 @@ fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui
     use airlock_installer::ops::cluster::{verified_installer, ClusterRun, Purpose};
     let root = s.flags.site.root.as_path();
     // The cluster is held before the installer the nodes get is staged: a second run
-    // from another terminal is refused before it writes anything.
+    // from another terminal is refused before it writes anything. Declared before the
+    // removal of that installer below, so it is given back only after it.
     let cluster_lock = airlock_installer::state::lock_cluster(s.host)?;
     let progress = ui.progress();
     let installer = verified_installer(s.host, &BundleFiles::locate(s.bundle)?, s.keys, &progress);
@@ -717,7 +718,7 @@ fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui
         claimed: Default::default(),
     };
     let mut here = ClusterNodeHere { bundle: s.bundle, keys: s.keys, host: s.host, opts, root, ui };
-    let outcome = run_cluster_upgrade(&run, cluster_lock, &mut here)?;
+    let outcome = run_cluster_upgrade(&run, &cluster_lock, &mut here)?;
     let rollback_code = outcome.rollback_exit_code();
     let status = match outcome {
         ClusterUpgrade::NotReady { prepared } => {

@@ -256,7 +256,8 @@ const HELD_STATUS: i32 = 4;
 /// mark, which the next run from this first server takes over), then the lock.
 pub struct ClusterHold<'r, 'a> {
     run: &'r ClusterRun<'a>,
-    _lock: crate::host::HostLock,
+    /// `None` when the caller keeps the lock itself ([`ClusterRun::hold_nodes`]).
+    _lock: Option<crate::host::HostLock>,
 }
 
 impl Drop for ClusterHold<'_, '_> {
@@ -271,13 +272,14 @@ impl<'a> ClusterRun<'a> {
     /// claimed one by one as the run reaches them ([`ClusterRun::claim`]) and given
     /// back when the hold is dropped.
     pub fn hold(&self) -> Result<ClusterHold<'_, 'a>> {
-        Ok(self.hold_with(state::lock_cluster(self.host)?))
+        Ok(ClusterHold { run: self, _lock: Some(state::lock_cluster(self.host)?) })
     }
 
-    /// [`ClusterRun::hold`] with the lock taken already (an upgrade takes it before it
-    /// stages the installer it sends).
-    pub fn hold_with(&self, lock: crate::host::HostLock) -> ClusterHold<'_, 'a> {
-        ClusterHold { run: self, _lock: lock }
+    /// [`ClusterRun::hold`] for a caller that holds the lock already, and keeps it
+    /// until after the hold is dropped (an upgrade takes it before it stages the
+    /// installer it sends, and removes that after the run).
+    pub fn hold_nodes(&self, _lock: &crate::host::HostLock) -> ClusterHold<'_, 'a> {
+        ClusterHold { run: self, _lock: None }
     }
 }
 
@@ -1294,9 +1296,13 @@ mod tests {
         run.version = "1.1.0".into();
         run.purpose = Purpose::Upgrade { from_version: "1.0.0".into() };
         let lock = state::lock_cluster(&host).unwrap();
-        let outcome = upgrade::run_cluster_upgrade(&run, lock, &mut here).unwrap();
-        // Given back when the run ends, whichever way it ended.
-        assert_eq!(state::cluster_holder(&host).unwrap(), None, "the cluster lock outlived the upgrade");
+        let outcome = upgrade::run_cluster_upgrade(&run, &lock, &mut here).unwrap();
+        // Every node claimed is given back when the run ends, whichever way it ended.
+        let claimed = remote.calls.lock().unwrap().iter().filter(|(_, s, _)| s.contains("mkdir \"$H\"")).count();
+        let released = remote.calls.lock().unwrap().iter().filter(|(_, s, _)| s.contains("rm -rf -- \"$H\"")).count();
+        let removed = remote.calls.lock().unwrap().iter().filter(|(_, s, _)| s.contains("rm -rf -- \"$D\"")).count();
+        assert_eq!(claimed, released + removed, "a claimed node was not given back");
+        drop(lock);
         let (upgraded_at, rolled_back_at) = (here.upgraded_at, here.rolled_back_at);
         (outcome, remote, upgraded_at, rolled_back_at)
     }

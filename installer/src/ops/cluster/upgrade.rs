@@ -71,14 +71,14 @@ impl<U, F> ClusterUpgrade<U, F> {
 /// upgraded, then the others; when one fails, every node on the new release is put
 /// back, last upgraded first, this node last. `Err` only when the nodes could not be
 /// prepared at all. `lock`: [`crate::state::CLUSTER_LOCK`], taken by the caller before
-/// it staged the installer the nodes get; held until this returns, with every node
-/// the run claimed ([`ClusterRun::hold_with`]).
+/// it staged the installer the nodes get and kept until that is removed again; every
+/// node the run claims is given back before this returns ([`ClusterRun::hold_nodes`]).
 pub fn run_cluster_upgrade<N: ThisNode>(
     run: &ClusterRun<'_>,
-    lock: crate::host::HostLock,
+    lock: &crate::host::HostLock,
     this: &mut N,
 ) -> Result<ClusterUpgrade<N::Upgraded, N::Failure>> {
-    let _hold = run.hold_with(lock);
+    let _hold = run.hold_nodes(lock);
     let prepared = run.prepare(&*this.progress())?;
     if !prepared.ok() {
         return Ok(ClusterUpgrade::NotReady { prepared });
