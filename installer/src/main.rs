@@ -407,91 +407,100 @@ fn install(
         );
         return Ok(ExitStatus::Preflight);
     }
-    // With `nodes:`, every other node is prepared (bundle sent and verified there, its
-    // preflight run) before the plan is confirmed, and before anything changes anywhere.
-    let cluster = match cluster_run_inputs(&ready, &opts, c.accept_new_host_keys)? {
-        None => None,
-        Some(inputs) => {
-            let ssh = SystemSsh {
-                options: SshOptions {
-                    accept_new_host_keys: c.accept_new_host_keys,
-                    config_file: c.ssh_config.clone(),
-                    connect_timeout: 10,
-                },
-            };
-            let host = RootedHost::new(opts.root.clone(), opts.live())?;
-            let progress = ui.progress();
-            let run = inputs.run(&ssh, &host);
-            let report = run.prepare(&progress);
-            progress.finish();
-            let report = report?;
-            if !report.ok() {
-                ui.show(&serde_json::json!({ "preflight": ready.preflight, "cluster": report }), |_| {
-                    render::print_cluster(&report)
-                });
-                eprintln!(
-                    "error: {} not ready; nothing was installed on any node\nhint: fix what each node's hint says and \
-                     run the install again (what was sent already is not sent again)",
-                    report
-                        .nodes
-                        .iter()
-                        .filter(|n| !n.result.ok())
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                return Ok(ExitStatus::Preflight);
-            }
-            if text {
-                render::print_cluster(&report);
-            }
-            Some((inputs, ssh))
-        }
-    };
-    if !f.yes {
-        if std::io::stdin().is_terminal() {
-            say!("{} of {} steps to apply to {}", ready.plan.pending, ready.plan.steps.len(), ready.target());
-        }
-        if !confirm("install", "the plan", "Apply the plan?")? {
+    // With `nodes:`, the library runs the cluster's install (docs/cluster.md): every
+    // other node is prepared before the plan is confirmed and before anything changes
+    // anywhere; this node is installed, then the others join.
+    let Some(inputs) = cluster_run_inputs(&ready, &opts, c.accept_new_host_keys)? else {
+        if !f.yes && !confirm_install(&ready)? {
             return Ok(ExitStatus::Input);
         }
-    }
-    // (After the wizard and the confirmation, which own the terminal while they ask.)
-    cli::term::say_resume_on_interrupt(verb);
-    let progress = ui.progress();
-    let done = install::apply_install(ready, &opts, &SystemClock, &progress);
-    progress.finish();
-    let done = done?;
-    let Some((inputs, ssh)) = cluster else {
-        ui.show(&done, render::print_installed);
+        // (After the wizard and the confirmation, which own the terminal while they ask.)
+        cli::term::say_resume_on_interrupt(verb);
+        let progress = ui.progress();
+        let done = install::apply_install(ready, &opts, &SystemClock, &progress);
+        progress.finish();
+        ui.show(&done?, render::print_installed);
         return Ok(ExitStatus::Success);
     };
-    if text {
-        render::print_installed(&done);
-    }
+    let ssh = system_ssh(&c);
     let host = RootedHost::new(opts.root.clone(), opts.live())?;
-    let token =
-        airlock_installer::host::Host::read_file(&host, Path::new(airlock_installer::state::CLUSTER_TOKEN_PATH))?
-            .ok_or_else(|| {
-                Error::input(
-                    airlock_installer::state::CLUSTER_TOKEN_PATH,
-                    "the first server's install wrote no join token",
-                )
-                .with_hint("run the install again; it resumes")
-            })?;
-    let progress = ui.progress();
     let run = inputs.run(&ssh, &host);
-    let report = run.join(&token, &progress);
-    progress.finish();
-    let report = report?;
-    if report.ok() {
-        warn_not_removed(&run.remove_incoming());
+    let mut here = ClusterInstallHere { ready: Some(ready), opts: &opts, yes: f.yes, ui, verb };
+    use airlock_installer::ops::cluster::install::{run_cluster_install, ClusterInstall};
+    match run_cluster_install(&run, &mut here)? {
+        ClusterInstall::NotReady { prepared } => {
+            let preflight = here.ready.as_ref().map(|r| &r.preflight);
+            ui.show(&serde_json::json!({ "preflight": preflight, "cluster": prepared }), |_| {
+                render::print_cluster(&prepared)
+            });
+            eprintln!(
+                "error: {} not ready; nothing was installed on any node\nhint: fix what each node's hint says and run \
+                 the install again (what was sent already is not sent again)",
+                failed_names(&prepared)
+            );
+            Ok(ExitStatus::Preflight)
+        }
+        ClusterInstall::Declined => Ok(ExitStatus::Input),
+        ClusterInstall::Installed { here: done, report, incoming_left } => {
+            warn_not_removed(&incoming_left);
+            match ui.output {
+                Output::Json => print_json(&serde_json::json!({ "installed": done, "cluster": report })),
+                Output::Text => render::print_cluster(&report),
+            }
+            Ok(if report.ok() { ExitStatus::Success } else { ExitStatus::NeedsAttention })
+        }
     }
-    match ui.output {
-        Output::Json => print_json(&serde_json::json!({ "installed": done, "cluster": report })),
-        Output::Text => render::print_cluster(&report),
+}
+
+/// Shows what the plan would apply (on a terminal) and asks to apply it.
+fn confirm_install(ready: &install::Ready) -> Result<bool> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        say!("{} of {} steps to apply to {}", ready.plan.pending, ready.plan.steps.len(), ready.target());
     }
-    Ok(if report.ok() { ExitStatus::Success } else { ExitStatus::NeedsAttention })
+    confirm("install", "the plan", "Apply the plan?")
+}
+
+/// This node's part in the cluster's install: the planned install, confirmed once every
+/// other node is ready, applied with its progress and report on the terminal.
+struct ClusterInstallHere<'a> {
+    /// Taken when this node is installed.
+    ready: Option<install::Ready>,
+    opts: &'a install::InstallOptions,
+    yes: bool,
+    ui: Ui,
+    verb: &'static str,
+}
+
+impl ops::cluster::install::ThisNode for ClusterInstallHere<'_> {
+    type Installed = install::Installed;
+
+    fn progress(&self) -> Box<dyn airlock_format::report::Reporter> {
+        Box::new(self.ui.progress())
+    }
+
+    fn prepared(&mut self, report: &ops::cluster::ClusterReport) -> Result<bool> {
+        if !self.ui.json() {
+            render::print_cluster(report);
+        }
+        match &self.ready {
+            Some(ready) if !self.yes => confirm_install(ready),
+            _ => Ok(true),
+        }
+    }
+
+    fn install(&mut self) -> Result<install::Installed> {
+        let ready = self.ready.take().expect("this node is installed once");
+        cli::term::say_resume_on_interrupt(self.verb);
+        let progress = self.ui.progress();
+        let done = install::apply_install(ready, self.opts, &SystemClock, &progress);
+        progress.finish();
+        let done = done?;
+        if !self.ui.json() {
+            render::print_installed(&done);
+        }
+        Ok(done)
+    }
 }
 
 /// What a cluster run needs from the first server's planned install, when the answers
@@ -525,6 +534,7 @@ impl ClusterInputs {
             overrides: self.overrides.clone(),
             accept_new_host_keys: self.accept_new_host_keys,
             purpose: ops::cluster::Purpose::Install,
+            claimed: Default::default(),
         }
     }
 }
@@ -602,6 +612,9 @@ fn upgrade(bundle: &Path, f: UpgradeFlags, c: ClusterFlags, ui: Ui) -> Result<Ex
         Some(a) => a.nodes.clone(),
         None => airlock_installer::site::answers::kept::load_kept(&host)?.map(|a| a.nodes).unwrap_or_default(),
     };
+    // `--override NODE:CHECK`: this node's preflight gets only what applies to it.
+    let here = nodes.first().map(|n| n.name.clone()).unwrap_or_default();
+    opts.preflight_overrides = ops::cluster::overrides_for(&f.overrides, &nodes, &here)?;
     let clustered = nodes.len() > 1 && !f.rollback;
     if clustered && f.dry_run {
         eprintln!(
@@ -657,6 +670,10 @@ fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui
     use airlock_installer::ops::cluster::upgrade::{run_cluster_upgrade, ClusterUpgrade};
     use airlock_installer::ops::cluster::{verified_installer, ClusterRun, Purpose};
     let root = s.flags.site.root.as_path();
+    // The cluster is held before the installer the nodes get is staged: a second run
+    // from another terminal is refused before it writes anything. Declared before the
+    // removal of that installer below, so it is given back only after it.
+    let cluster_lock = airlock_installer::state::lock_cluster(s.host)?;
     let progress = ui.progress();
     let installer = verified_installer(s.host, &BundleFiles::locate(s.bundle)?, s.keys, &progress);
     progress.finish();
@@ -698,9 +715,10 @@ fn cluster_upgrade(s: ClusterUpgrade<'_>, opts: &upgrade::UpgradeOptions, ui: Ui
         overrides: s.flags.overrides.clone(),
         accept_new_host_keys: s.cluster.accept_new_host_keys,
         purpose: Purpose::Upgrade { from_version: from_version.clone() },
+        claimed: Default::default(),
     };
     let mut here = ClusterNodeHere { bundle: s.bundle, keys: s.keys, host: s.host, opts, root, ui };
-    let outcome = run_cluster_upgrade(&run, &mut here)?;
+    let outcome = run_cluster_upgrade(&run, &cluster_lock, &mut here)?;
     let rollback_code = outcome.rollback_exit_code();
     let status = match outcome {
         ClusterUpgrade::NotReady { prepared } => {
@@ -878,6 +896,7 @@ fn site_run<'a>(host: &'a RootedHost, ssh: &'a SystemSsh, c: &ClusterFlags) -> R
         overrides: Vec::new(),
         accept_new_host_keys: c.accept_new_host_keys,
         purpose: ops::cluster::Purpose::Install,
+        claimed: Default::default(),
     })
 }
 

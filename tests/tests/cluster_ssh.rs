@@ -214,6 +214,10 @@ impl Lab {
     /// `airlock install` of the cluster from s1 (its root `s1`), with the ssh shim first
     /// on PATH so every ssh command line is logged.
     fn install(&self, s1: &Path, answers: &Path, ssh_config: &Path, env: &[(&str, &str)]) -> Output {
+        self.install_cmd(s1, answers, ssh_config, env).output().unwrap()
+    }
+
+    fn install_cmd(&self, s1: &Path, answers: &Path, ssh_config: &Path, env: &[(&str, &str)]) -> Command {
         std::fs::create_dir_all(s1).unwrap();
         let path = format!("{}:{}", self.dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());
         let mut cmd = Command::new(cargo_bin("airlock"));
@@ -233,7 +237,7 @@ impl Lab {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap()
+        cmd
     }
 
     fn v2(&self) -> &Path {
@@ -321,8 +325,25 @@ fn node_line(out: &str, name: &str) -> String {
     out.lines().rev().find(|l| l.trim_start().starts_with(&format!("{name} "))).unwrap_or("").to_string()
 }
 
+/// Every file, directory and link below a root with its digest, incoming files
+/// included, without the site's lock file (a refused run writes who it is there before
+/// it is refused): what "a refused run changed nothing" is measured on.
+fn tree(root: &Path) -> std::collections::BTreeMap<String, String> {
+    walk(
+        root,
+        |rel| rel != "/var/lib/airlock/lock",
+        |_, path, mode| {
+            let bytes = std::fs::read(path).unwrap();
+            format!("file {mode:04o} {}", hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes)))
+        },
+    )
+}
+
 /// One cluster install, crashed right after node 2 joined and run again, ends as three
-/// servers and an agent each joined by hand would: the same trees and configs.
+/// servers and an agent each joined by hand would: the same trees and configs. While
+/// the re-run is paused before its join phase, a second run from the same first server
+/// and one from another first server onto the same nodes are both refused, naming the
+/// run that holds them, and change nothing on any node.
 #[test]
 fn cluster_install_resumes_after_a_crash_and_sets_up_the_nodes_as_node_by_node_joins_would() {
     let Some((lab, _turn)) = lab() else { return };
@@ -349,9 +370,58 @@ fn cluster_install_resumes_after_a_crash_and_sets_up_the_nodes_as_node_by_node_j
         "{sent} bytes sent for {bundle_bytes}: {line}"
     );
 
-    let o = lab.install(&s1, &answers, &cfg, &[]);
+    // The re-run (it takes over the marks the crashed run left on the nodes) pauses
+    // before its join phase, holding the cluster.
+    let pause = work.path().join("pause");
+    std::fs::create_dir_all(&pause).unwrap();
+    let pause_env = pause.display().to_string();
+    let mut a = lab
+        .install_cmd(&s1, &answers, &cfg, &[("AIRLOCK_TEST_CLUSTER_PAUSE_BEFORE_JOIN", &pause_env)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pause.join("paused").exists() {
+        if let Some(status) = a.try_wait().unwrap() {
+            panic!("the re-run ended ({status}) before its join phase: {}", text(&a.wait_with_output().unwrap()));
+        }
+        assert!(Instant::now() < deadline, "the re-run did not reach its join phase");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let holder = format!("pid {}", a.id());
+    let st = Command::new(cargo_bin("airlock")).args(["status", "--root"]).arg(&s1).output().unwrap();
+    assert!(text(&st).contains(&holder) && text(&st).contains("is working on this site"), "{}", text(&st));
+    let roots: Vec<(&str, PathBuf)> =
+        std::iter::once(("s1", s1.clone())).chain(NODES.iter().map(|(n, _, _)| (*n, lab.node_root(n)))).collect();
+    let before: Vec<_> = roots.iter().map(|(_, r)| tree(r)).collect();
+    // From another terminal on the same first server: refused at once, naming the run.
+    let started = Instant::now();
+    let b = lab.install(&s1, &answers, &cfg, &[]);
+    let refused_in = started.elapsed();
+    let out = text(&b);
+    assert!(!b.status.success(), "{out}");
+    assert!(out.contains(&holder) && out.contains("working on this cluster's nodes") && out.contains("hint:"), "{out}");
+    // From another first server (another root) onto the same nodes: each node refuses.
+    let b = lab.install(&work.path().join("other-s1"), &answers, &cfg, &[]);
+    let out = text(&b);
+    assert_eq!(b.status.code(), Some(8), "{out}");
+    for (name, _, _) in NODES {
+        let row = &out[out.find(&format!("  {name} ")).unwrap()..];
+        assert!(node_line(&out, name).contains("FAILED at claim"), "{name}: {out}");
+        assert!(row.lines().take(3).any(|l| l.contains(&holder)), "{name}: {out}");
+    }
+    assert!(out.contains("nothing was installed on any node"), "{out}");
+    for ((name, root), was) in roots.iter().zip(&before) {
+        let d = changes(was, &tree(root));
+        assert!(d.is_empty(), "a refused run changed {name}:\n{}", d.join("\n"));
+    }
+    // The held run then finishes as it would have.
+    std::fs::write(pause.join("go"), "").unwrap();
+    let o = a.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
+    eprintln!("a second run from the same first server was refused in {refused_in:?}");
     assert!(node_line(&out, "s2").contains("not redone"), "{out}");
     assert!(node_line(&out, "s3").contains("joined") && node_line(&out, "w1").contains("joined"), "{out}");
     // Nothing was sent twice: every node had the bundle already.
@@ -447,10 +517,22 @@ fn cluster_install_changes_nothing_anywhere_when_one_nodes_preflight_fails_or_it
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::create_dir_all(lab.node_root("s2").join("var/lib/airlock")).unwrap();
     std::os::unix::fs::symlink(&outside, lab.node_root("s2").join(INCOMING)).unwrap();
+    // On w1, nm-cloud-setup is enabled.
+    nm_cloud_setup_enabled(&lab.node_root("w1"));
     let cfg = lab.ssh_config("preflight", &lab.host_keys, "id_ed25519");
-    let o = lab.install(&s1, &lab.answers("preflight", ""), &cfg, &[]);
+    let answers = lab.answers("preflight", "");
+    // An override for a node the answers do not list is an answer error naming it,
+    // before any node is contacted.
+    let o = lab.install_cmd(&s1, &answers, &cfg, &[]).args(["--override", "w9:nm-cloud-setup"]).output().unwrap();
+    let out = text(&o);
+    assert!(!o.status.success() && out.contains("w9:nm-cloud-setup") && out.contains("names node `w9`"), "{out}");
+    assert!(!lab.node_root("w1").join(INCOMING).exists(), "a node was contacted: {out}");
+    let o = lab.install(&s1, &answers, &cfg, &[]);
     assert_eq!(o.status.code(), Some(8), "{}", text(&o));
     let out = text(&o);
+    assert!(node_line(&out, "w1").contains("FAILED at preflight"), "{out}");
+    let w1 = &out[out.rfind("  w1 ").unwrap()..];
+    assert!(w1.lines().take(20).any(|l| l.contains("nm-cloud-setup")), "{out}");
     assert!(out.contains("s3") && out.contains("FAILED at preflight") && out.contains("existing-install"), "{out}");
     assert!(out.contains("nothing was installed on any node"), "{out}");
     assert!(lab.node_root("w1").join(INCOMING).join("demo.airlock").is_file(), "a failed run removed what it sent");
@@ -495,6 +577,14 @@ fn cluster_install_names_each_node_it_cannot_reach_and_why() {
     assert!(!s1.join("etc/rancher/k3s/config.yaml").exists(), "the first server was installed");
 }
 
+/// Enables nm-cloud-setup below `root` as `systemctl enable` would: its preflight
+/// check fails (the unit refuses to start K3s while it is enabled).
+fn nm_cloud_setup_enabled(root: &Path) {
+    let wants = root.join("etc/systemd/system/timers.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::fs::write(wants.join("nm-cloud-setup.timer"), "[Timer]\n").unwrap();
+}
+
 /// Every file and link below a root with its full digest, without the upgrade's own
 /// records (journals, lock, backups, release store, staging) and the incoming files:
 /// what "back on v1 byte for byte" is measured on. The first server's node journals
@@ -506,6 +596,7 @@ fn exact(root: &Path) -> std::collections::BTreeMap<String, String> {
         "/var/lib/airlock/endpoint-checks.json",
         "/var/lib/airlock/journal.json",
         "/var/lib/airlock/lock",
+        "/var/lib/airlock/cluster.lock",
         "/var/lib/airlock/upgrade.lock",
         "/var/lib/airlock/backup",
         "/var/lib/airlock/backups",
@@ -551,8 +642,28 @@ fn cluster_upgrade_rolls_back_when_node_3_fails_resumes_to_v2_then_all_nodes_sup
     let work = tempfile::tempdir().unwrap();
     let s1 = work.path().join("s1");
     let cfg = lab.ssh_config("upgrade", &lab.host_keys, "id_ed25519");
-    let o = lab.install(&s1, &lab.answers("upgrade", ""), &cfg, &[]);
-    assert!(o.status.success(), "{}", text(&o));
+    // w1's nm-cloud-setup check fails; accepted for w1 alone, journaled there.
+    nm_cloud_setup_enabled(&lab.node_root("w1"));
+    let o = lab
+        .install_cmd(&s1, &lab.answers("upgrade", ""), &cfg, &[])
+        .args(["--override", "w1:nm-cloud-setup"])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(node_line(&out, "w1").contains("joined, overridden: nm-cloud-setup"), "{out}");
+    assert!(!node_line(&out, "s2").contains("overridden"), "{out}");
+    // Each node's install journal: the overrides its preflight applied.
+    let overridden = |root: &Path| -> Vec<String> {
+        let j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("var/lib/airlock/journal.json")).unwrap()).unwrap();
+        // (Left out when there is none.)
+        let records = j["preflight_overrides"].as_array().cloned().unwrap_or_default();
+        records.iter().map(|o| o["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(overridden(&lab.node_root("w1")), ["nm-cloud-setup"]);
+    assert!(overridden(&s1).is_empty() && overridden(&lab.node_root("s2")).is_empty());
+    std::fs::remove_dir_all(lab.node_root("w1").join("etc/systemd/system/timers.target.wants")).unwrap();
     let v2 = lab.v2().to_path_buf();
     let roots: Vec<(&str, PathBuf)> =
         std::iter::once(("s1", s1.clone())).chain(NODES.iter().map(|(n, _, _)| (*n, lab.node_root(n)))).collect();

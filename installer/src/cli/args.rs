@@ -54,7 +54,8 @@ pub struct InstallFlags {
     /// Exit 7 when anything is pending (changes nothing).
     #[arg(long)]
     pub check: bool,
-    /// Accept a failing preflight check, named by id (repeatable); journaled.
+    /// Accept a failing preflight check, named by id (repeatable); journaled. With
+    /// `nodes:`, NODE:CHECK accepts it on that node only.
     #[arg(long = "override", value_name = "CHECK")]
     pub overrides: Vec<String>,
     /// Live mode: seconds to wait for the node and every chart before giving up.
@@ -530,7 +531,8 @@ pub struct UpgradeFlags {
     /// release, another HA server not Ready); journaled and reported.
     #[arg(long)]
     pub allow_policy_override: bool,
-    /// Accept a failing preflight check, named by id (repeatable); journaled.
+    /// Accept a failing preflight check, named by id (repeatable); journaled. With
+    /// `nodes:`, NODE:CHECK accepts it on that node only.
     #[arg(long = "override", value_name = "CHECK")]
     pub overrides: Vec<String>,
 }

@@ -878,7 +878,10 @@ pub fn print_cluster(r: &airlock_installer::ops::cluster::ClusterReport) {
             NodeResult::Skipped { why } => format!("skipped: {why}"),
             NodeResult::Failed { step, .. } => format!("FAILED at {step}"),
         };
-        let sent = if n.bytes_sent > 0 { format!(", {} bytes sent", n.bytes_sent) } else { String::new() };
+        let mut sent = if n.bytes_sent > 0 { format!(", {} bytes sent", n.bytes_sent) } else { String::new() };
+        if !n.overrides.is_empty() {
+            sent.push_str(&format!(", overridden: {}", n.overrides.join(", ")));
+        }
         say!("  {:<16} {:<6} {:<20} {:<10} {result}{sent}", n.name, n.role, n.address, n.version);
         if let NodeResult::Failed { cause, hint, .. } | NodeResult::RollbackFailed { cause, hint } = &n.result {
             say!("    {cause}");

@@ -278,8 +278,13 @@ pub fn status(host: &dyn Host, opts: &StatusOptions) -> Result<StatusReport> {
         });
     }
     // An unfinished journal while a run holds the site's lock is that run at work,
-    // not an interruption: say which run, and not to start another.
-    let working = crate::state::site_holder(host)?.map(|h| format!("{h:#}"));
+    // not an interruption: say which run, and not to start another. So is a cluster
+    // run between its steps on this node (joining the others: it holds the cluster).
+    let working = match crate::state::site_holder(host)? {
+        Some(h) => Some(h),
+        None => crate::state::cluster_holder(host)?,
+    }
+    .map(|h| format!("{h:#}"));
     if let Some(run) = &working {
         let p = pending.get_or_insert_with(|| Pending {
             state: String::new(),

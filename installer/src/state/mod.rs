@@ -96,7 +96,10 @@ pub fn site_holder(host: &dyn crate::host::Host) -> airlock_format::error::Resul
 
 /// Takes [`SITE_LOCK`] (making [`STATE_DIR`], 0700, first), or fails naming the run
 /// that holds it: "another airlock run (pid N, started T, command C) is working on
-/// this site".
+/// this site". Refused too while another process holds [`CLUSTER_LOCK`]: a cluster
+/// run works on this node's records (the node journals, the token, the kept
+/// installer) between its own site-locked steps, and the run that holds the cluster
+/// lock takes the site lock itself when this node's own install or upgrade runs.
 pub fn lock_site(host: &dyn crate::host::Host) -> airlock_format::error::Result<crate::host::HostLock> {
     // Made 0700 when missing (the backups in it may hold the previous versions of
     // secrets); an existing one is not touched before the lock is held: a refused run
@@ -104,7 +107,55 @@ pub fn lock_site(host: &dyn crate::host::Host) -> airlock_format::error::Result<
     if host.metadata(Path::new(STATE_DIR))?.is_none() {
         host.create_dir(Path::new(STATE_DIR), 0o700)?;
     }
-    host.lock(Path::new(SITE_LOCK))
+    let lock = host.lock(Path::new(SITE_LOCK))?;
+    refuse_other_cluster_run(host)?;
+    Ok(lock)
+}
+
+/// The cluster's lock, on the first server: held by every run that works on the other
+/// nodes (`install` and `upgrade` with `nodes:`, `uninstall --all-nodes`) from before
+/// it stages or sends anything until its last step on a node, so that a second such
+/// run, from another terminal, is refused at once instead of writing into the same
+/// nodes' incoming directories or joining them a second time.
+pub const CLUSTER_LOCK: &str = "/var/lib/airlock/cluster.lock";
+
+/// The cluster run working on the nodes from this (first) server now, if any.
+pub fn cluster_holder(host: &dyn crate::host::Host) -> airlock_format::error::Result<Option<crate::host::LockHolder>> {
+    host.lock_holder(Path::new(CLUSTER_LOCK))
+}
+
+/// Takes [`CLUSTER_LOCK`] (making [`STATE_DIR`], 0700, first), or fails naming the
+/// run that holds it. Held until dropped; the caller keeps it for the whole cluster run.
+pub fn lock_cluster(host: &dyn crate::host::Host) -> airlock_format::error::Result<crate::host::HostLock> {
+    if host.metadata(Path::new(STATE_DIR))?.is_none() {
+        host.create_dir(Path::new(STATE_DIR), 0o700)?;
+    }
+    host.lock(Path::new(CLUSTER_LOCK)).map_err(|mut e| {
+        // The holder as the host named it, then what it holds: the cluster's nodes.
+        e.cause = e.cause.replace("is working on this site", "is working on this cluster's nodes");
+        e.with_hint(
+            "a cluster run holds the nodes from its first step to its last: wait for that run to finish, then run \
+             the command again (the lock goes with its process; `airlock status` shows the run)",
+        )
+    })
+}
+
+/// Fails when a process other than this one holds [`CLUSTER_LOCK`], naming it.
+fn refuse_other_cluster_run(host: &dyn crate::host::Host) -> airlock_format::error::Result<()> {
+    match cluster_holder(host)? {
+        // This process's own cluster run, at this node's own step.
+        Some(h) if h.pid == Some(std::process::id()) => Ok(()),
+        Some(h) => Err(airlock_format::error::Error::new(
+            airlock_format::error::ErrorKind::Io,
+            CLUSTER_LOCK,
+            format!("{h:#} is working on this cluster's nodes; two runs must not change them at once"),
+        )
+        .with_hint(
+            "wait for that run to finish, then run the command again (the lock goes with its process; `airlock \
+             status` shows the run)",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The install journal (`journal.json` in [`STATE_DIR`]).

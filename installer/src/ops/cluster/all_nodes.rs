@@ -51,6 +51,7 @@ impl ClusterRun<'_> {
                 if self.read_journal(&n.name).map_err(|e| failed("journal", e))?.is_none() {
                     return Ok(NodeResult::Removed);
                 }
+                self.claim(n, &t)?;
                 self.send_missing(n, &t, &installer, &mut sent, &ids, reporter)?;
                 let args: Vec<String> = extra.iter().map(|a| super::sh_quote(a)).collect();
                 let script = format!(
@@ -59,6 +60,8 @@ impl ClusterRun<'_> {
                     args.join(" ")
                 );
                 self.run_checked(&t, &script, &mut std::io::empty(), "uninstall")?;
+                // The node's mark went with its incoming directory.
+                self.unclaim(&n.name);
                 self.host.remove(&super::journal_path(&n.name)).map_err(|e| failed("journal", e))?;
                 Ok(NodeResult::Removed)
             })();
@@ -81,7 +84,10 @@ impl ClusterRun<'_> {
     /// `uninstall --all-nodes`: every other node ([`ClusterRun::uninstall_others`],
     /// with `--purge` / `--force` passed on as given, its progress on `reporter`,
     /// which is dropped when they are done), then, only when every one of them is
-    /// done, this node with `uninstall_here`.
+    /// done, this node with `uninstall_here`. The run holds the cluster
+    /// ([`ClusterRun::hold`]) until the other nodes are done: this node's own
+    /// uninstall, which takes the site's lock and removes the state directory the
+    /// cluster lock lives in, runs after it is given back.
     pub fn uninstall_all_nodes<R>(
         &self,
         purge: bool,
@@ -96,8 +102,10 @@ impl ClusterRun<'_> {
         if force {
             extra.push("--force".to_string());
         }
+        let hold = self.hold()?;
         let rows = self.uninstall_others(&extra, &*reporter);
         drop(reporter);
+        drop(hold);
         let rows = rows?;
         if rows.iter().all(|r| r.result.ok()) {
             let here = uninstall_here()?;

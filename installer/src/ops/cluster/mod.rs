@@ -15,6 +15,11 @@
 //!    The join token goes over the SSH channel's stdin into a 0600 file and nowhere
 //!    else: not into a command line, this module's results, or the journal.
 //!
+//! [`install::run_cluster_install`] decides the order of the whole install: the cluster
+//! held ([`ClusterRun::hold`]: the first server's cluster lock, each node claimed
+//! before anything is written there), every node prepared, this node installed, the
+//! others joined, the incoming files removed after a full success.
+//!
 //! Each node's progress is journaled on the first server
 //! (`/var/lib/airlock/cluster/<node>.json`), so a re-run checks the nodes that are done
 //! instead of installing them again. A node that fails is reported with its cause and
@@ -50,11 +55,17 @@ pub const CLUSTER_DIR: &str = "/var/lib/airlock/cluster";
 pub const INCOMING_DIR: &str = "/var/lib/airlock/incoming";
 /// Test-only crash injection: abort the run right after this node is journaled done.
 pub const CRASH_AFTER_NODE_ENV: &str = "AIRLOCK_TEST_CLUSTER_CRASH_AFTER";
+/// Test-only pause: a cluster install stops right before its join phase, while it holds
+/// the cluster (see [`ClusterRun::hold`]), creates `paused` in the directory this
+/// names and goes on once `go` appears there: a second run can then be started against
+/// a run that is known to be mid-way.
+pub const PAUSE_BEFORE_JOIN_ENV: &str = "AIRLOCK_TEST_CLUSTER_PAUSE_BEFORE_JOIN";
 /// Test-only fault injection: the health gate of this node fails, as a stand-in for a
 /// node that does not come back healthy (K3s does not run under a target root).
 pub const GATE_FAIL_ENV: &str = "AIRLOCK_TEST_CLUSTER_GATE_FAIL";
 
 pub mod all_nodes;
+pub mod install;
 pub mod upgrade;
 
 /// What the run sets up on the other nodes.
@@ -149,6 +160,10 @@ pub struct NodeReport {
     pub version: String,
     /// Bytes of bundle, installer and keys sent to the node by this run.
     pub bytes_sent: u64,
+    /// The preflight checks the operator accepts failing on this node (`--override`
+    /// without a node, or `--override NODE:CHECK` naming it); that node journals them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
     #[serde(flatten)]
     pub result: NodeResult,
 }
@@ -218,9 +233,164 @@ pub struct ClusterRun<'a> {
     pub overrides: Vec<String>,
     pub accept_new_host_keys: bool,
     pub purpose: Purpose,
+    /// The nodes this run holds (see [`ClusterRun::claim`]); `Default` to start.
+    pub claimed: Claimed,
+}
+
+/// The other nodes a run has claimed, to give back when it ends.
+#[derive(Debug, Default)]
+pub struct Claimed(std::sync::Mutex<Vec<String>>);
+
+/// Below a node's incoming directory: the directory whose `run` file names the cluster
+/// run that holds the node (`site` line: the first server it runs on; then the run's
+/// pid, start and command). Made with `mkdir`, which is atomic on every filesystem,
+/// so of two runs only one can make it, with nothing on the node but `sh`.
+const HOLD_DIR: &str = ".held-by";
+
+/// What a node answers when another run holds it (exit status of the claim).
+const HELD_STATUS: i32 = 4;
+
+/// A cluster run's hold on the nodes, from [`ClusterRun::hold`] until dropped: the
+/// first server's [`state::CLUSTER_LOCK`] and each node claimed so far. Dropping it
+/// gives the claimed nodes back (in parallel; a node that cannot be reached keeps its
+/// mark, which the next run from this first server takes over), then the lock.
+pub struct ClusterHold<'r, 'a> {
+    run: &'r ClusterRun<'a>,
+    /// `None` when the caller keeps the lock itself ([`ClusterRun::hold_nodes`]).
+    _lock: Option<crate::host::HostLock>,
+}
+
+impl Drop for ClusterHold<'_, '_> {
+    fn drop(&mut self) {
+        self.run.release_nodes();
+    }
+}
+
+impl<'a> ClusterRun<'a> {
+    /// Holds the cluster for this run: takes [`state::CLUSTER_LOCK`] on this (first)
+    /// server, refused at once when another run holds it (naming it). Nodes are
+    /// claimed one by one as the run reaches them ([`ClusterRun::claim`]) and given
+    /// back when the hold is dropped.
+    pub fn hold(&self) -> Result<ClusterHold<'_, 'a>> {
+        Ok(ClusterHold { run: self, _lock: Some(state::lock_cluster(self.host)?) })
+    }
+
+    /// [`ClusterRun::hold`] for a caller that holds the lock already, and keeps it
+    /// until after the hold is dropped (an upgrade takes it before it stages the
+    /// installer it sends, and removes that after the run).
+    pub fn hold_nodes(&self, _lock: &crate::host::HostLock) -> ClusterHold<'_, 'a> {
+        ClusterHold { run: self, _lock: None }
+    }
 }
 
 impl ClusterRun<'_> {
+    /// Who this first server is, on the nodes' marks: its host name and the host path
+    /// of its state directory (two target roots on one machine are two first servers).
+    fn site_id(&self) -> String {
+        let name = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = self.host.real_path(Path::new(state::STATE_DIR)).unwrap_or_else(|_| PathBuf::from(state::STATE_DIR));
+        format!("{name}:{}", dir.display()).replace(['\n', '\r'], " ")
+    }
+
+    /// Claims node `n` for this run before anything is written there: makes the
+    /// node's [`HOLD_DIR`] and writes who this run is into it. A node held by a run of
+    /// another first server is refused, naming that run; a mark of this first server
+    /// is a run that died (this server's [`state::CLUSTER_LOCK`] lets one run at a
+    /// time through), and is taken over. Incoming being a symbolic link is refused
+    /// here already, as the check of the incoming files refuses it.
+    fn claim(&self, n: &SiteNode, t: &SshTarget) -> std::result::Result<(), NodeResult> {
+        let site = self.site_id();
+        let me = crate::host::LockHolder::this_process().to_string();
+        let script = format!(
+            "{p}for p in \"$R/var/lib/airlock\" \"$D\"; do if [ -L \"$p\" ]; then \
+             echo \"$p is a symbolic link: refusing to write through it\" >&2; exit 3; fi; done\n\
+             mkdir -p \"$D\" || exit 1\nH=\"$D\"/{h}\n\
+             if [ -L \"$H\" ]; then echo \"$H is a symbolic link: refusing to write through it\" >&2; exit 3; fi\n\
+             first=; [ -f \"$H/run\" ] && read -r first < \"$H/run\"\n\
+             if mkdir \"$H\" 2>/dev/null || [ \"$first\" = {site} ]; then\n\
+             printf '%s\\n' {site} > \"$H/.run.partial\" && printf '%s' {me} >> \"$H/.run.partial\" && \
+             mv -f \"$H/.run.partial\" \"$H/run\" && exit 0\nexit 1\nfi\n\
+             cat \"$H/run\" 2>/dev/null\nexit {HELD_STATUS}\n",
+            p = prologue(),
+            h = sh_quote(HOLD_DIR),
+            site = sh_quote(&format!("site {site}")),
+            me = sh_quote(&me),
+        );
+        let out = self.remote.exec(t, &script, &mut std::io::empty()).map_err(|e| failed("claim", e))?;
+        if out.status == 255 {
+            return Err(failed("claim", ssh_error(t, &out.stderr)));
+        }
+        if out.status == HELD_STATUS {
+            let holder = crate::host::LockHolder::parse(&out.stdout);
+            let from = out.stdout.lines().find_map(|l| l.strip_prefix("site ")).unwrap_or("another first server");
+            return Err(failed(
+                "claim",
+                Error::input(
+                    format!("node {}", n.name),
+                    format!("{holder:#} from {from} holds this node; two cluster runs must not change a node at once"),
+                )
+                .with_hint(format!(
+                    "wait for that run to finish, then run the command again; if that run is gone for good (its \
+                     first server failed), remove {INCOMING_DIR}/{HOLD_DIR} on {}",
+                    n.name
+                )),
+            ));
+        }
+        if out.status != 0 {
+            let said = out.stderr.trim();
+            return Err(NodeResult::Failed {
+                step: "claim".into(),
+                cause: if said.is_empty() {
+                    format!("claiming {INCOMING_DIR} on the node exited with {}", out.status)
+                } else {
+                    tail(said, 5)
+                },
+                hint: format!("nothing was written on {}; fix that, then run the command again", n.name),
+            });
+        }
+        self.claimed.0.lock().unwrap_or_else(|e| e.into_inner()).push(n.name.clone());
+        Ok(())
+    }
+
+    /// Forgets that this run holds node `name`, whose mark went with its incoming
+    /// directory.
+    fn unclaim(&self, name: &str) {
+        self.claimed.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|c| c != name);
+    }
+
+    /// Gives back every node this run claimed: removes its mark where the mark is this
+    /// first server's. In parallel; what fails is left to the next run.
+    fn release_nodes(&self) {
+        let names = std::mem::take(&mut *self.claimed.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let site = sh_quote(&format!("site {}", self.site_id()));
+        let script = format!(
+            "{p}H=\"$D\"/{h}; first=; [ -f \"$H/run\" ] && read -r first < \"$H/run\"; \
+             if [ \"$first\" = {site} ]; then rm -rf -- \"$H\"; fi; true",
+            p = prologue(),
+            h = sh_quote(HOLD_DIR),
+        );
+        std::thread::scope(|s| {
+            for n in self.others().filter(|n| names.contains(&n.name)) {
+                let script = &script;
+                s.spawn(move || {
+                    let _ = self.remote.exec(&target(n), script, &mut std::io::empty());
+                });
+            }
+        });
+    }
+
+    /// The test-only pause of [`PAUSE_BEFORE_JOIN_ENV`]; nothing without it.
+    pub fn pause_for_test(&self) {
+        let Some(dir) = std::env::var_os(PAUSE_BEFORE_JOIN_ENV).map(PathBuf::from) else { return };
+        // A test's own directory outside the target root: not the host's to write.
+        #[allow(clippy::disallowed_methods)]
+        let _ = std::fs::write(dir.join("paused"), b"");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        while !dir.join("go").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     fn others(&self) -> impl Iterator<Item = &SiteNode> {
         self.nodes.iter().skip(1)
     }
@@ -237,6 +407,7 @@ impl ClusterRun<'_> {
             address: first.address.to_string(),
             version: first_version.to_string(),
             bytes_sent: 0,
+            overrides: self.node_overrides(first),
             result: first_result,
         }];
         nodes.extend(rows);
@@ -250,8 +421,15 @@ impl ClusterRun<'_> {
             address: n.address.to_string(),
             version: self.version.clone(),
             bytes_sent,
+            overrides: self.node_overrides(n),
             result,
         }
+    }
+
+    /// The preflight overrides that apply to node `n` (see [`overrides_for`]); the
+    /// given ones were checked against `nodes` when the run was planned.
+    fn node_overrides(&self, n: &SiteNode) -> Vec<String> {
+        overrides_for(&self.overrides, &self.nodes, &n.name).unwrap_or_default()
     }
 
     /// Sends, verifies and preflights on every other node, in parallel. Installs
@@ -294,6 +472,7 @@ impl ClusterRun<'_> {
         reporter: &dyn Reporter,
     ) -> std::result::Result<NodeResult, NodeResult> {
         let t = target(n);
+        self.claim(n, &t)?;
         // Joined (or upgraded) by an earlier run of this release: checked, not prepared
         // again (its preflight would now find the install it made). Its gate runs the
         // installer, which a successful run removed with the rest of the incoming files.
@@ -309,7 +488,7 @@ impl ClusterRun<'_> {
             // The upgrade's own preflight, with the answers the node kept; its journal
             // changes only once it is upgraded.
             let mut args = vec!["--mode".to_string(), "upgrade".to_string()];
-            for o in &self.overrides {
+            for o in &self.node_overrides(n) {
                 args.extend(["--override".to_string(), o.clone()]);
             }
             self.run_checked(&t, &self.airlock_plain_script("preflight", &args), &mut std::io::empty(), "preflight")?;
@@ -322,7 +501,7 @@ impl ClusterRun<'_> {
         self.run_checked(&t, &write, &mut answers.as_bytes(), "answers")?;
         self.run_checked(
             &t,
-            &self.airlock_script("preflight", &preflight_overrides(&self.overrides)),
+            &self.airlock_script("preflight", &preflight_overrides(&self.node_overrides(n))),
             &mut std::io::empty(),
             "preflight",
         )?;
@@ -402,7 +581,13 @@ impl ClusterRun<'_> {
             tp = sh_quote(token_path),
         );
         self.run_checked(&t, &write_token, &mut &token[..], "token")?;
-        self.run_checked(&t, &self.airlock_script("join", &["--yes".to_string()]), &mut std::io::empty(), "join")?;
+        // The node's own preflight runs again in its join, with the same overrides,
+        // which its install journal records.
+        let mut args = vec!["--yes".to_string()];
+        for o in self.node_overrides(n) {
+            args.extend(["--override".to_string(), o]);
+        }
+        self.run_checked(&t, &self.airlock_script("join", &args), &mut std::io::empty(), "join")?;
         self.gate(&t).map_err(|e| failed("health", e))?;
         self.journal(n, Phase::Joined).map_err(|e| failed("journal", e))?;
         if std::env::var(CRASH_AFTER_NODE_ENV).ok().as_deref() == Some(n.name.as_str()) {
@@ -420,7 +605,12 @@ impl ClusterRun<'_> {
         let mut out = Vec::new();
         for n in self.others() {
             let t = target(n);
-            if let Err(r) = self.run_checked(&t, &script, &mut std::io::empty(), "clean up") {
+            let r = self.run_checked(&t, &script, &mut std::io::empty(), "clean up");
+            if r.is_ok() {
+                // The node's mark went with the directory.
+                self.unclaim(&n.name);
+            }
+            if let Err(r) = r {
                 let cause = match r {
                     NodeResult::Failed { cause, .. } => cause,
                     other => format!("{other:?}"),
@@ -725,6 +915,40 @@ pub fn journaled_nodes(host: &dyn Host, warnings: &mut Vec<String>) -> Vec<NodeJ
     out
 }
 
+/// The preflight overrides of `given` (`--override` as the operator gave them) that
+/// apply to node `node`: every `CHECK` without a node, and every `NODE:CHECK` naming
+/// it. A `NODE:` that names no node of `nodes` (or, without `nodes:`, not `node`
+/// itself) is an answer error naming it: an override meant for one node never lands
+/// on another or silently on none.
+pub fn overrides_for(given: &[String], nodes: &[SiteNode], node: &str) -> Result<Vec<String>> {
+    let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    if names.is_empty() {
+        names.push(node);
+    }
+    let mut out = Vec::new();
+    for o in given {
+        match o.split_once(':') {
+            None => out.push(o.clone()),
+            Some((name, id)) if names.contains(&name) => {
+                if name == node {
+                    out.push(id.to_string());
+                }
+            }
+            Some((name, _)) => {
+                return Err(Error::input(
+                    format!("--override {o}"),
+                    format!("names node `{name}`, which is not a node of the answers' `nodes`"),
+                )
+                .with_hint(format!(
+                    "name one of: {} (`--override NODE:CHECK`), or give the check alone to accept it on every node",
+                    names.join(", ")
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Every remote script starts here: the node's target root and incoming directory.
 fn prologue() -> String {
     format!("R=\"${{AIRLOCK_TARGET_ROOT:-}}\"; D=\"$R\"{}; ", sh_quote(INCOMING_DIR))
@@ -895,7 +1119,7 @@ mod tests {
         }
     }
 
-    fn run_with<'a>(remote: &'a FakeNodes, host: &'a RootedHost) -> ClusterRun<'a> {
+    fn run_with<'a>(remote: &'a dyn Remote, host: &'a RootedHost) -> ClusterRun<'a> {
         ClusterRun {
             remote,
             host,
@@ -914,6 +1138,7 @@ mod tests {
             overrides: vec![],
             accept_new_host_keys: false,
             purpose: Purpose::Install,
+            claimed: Claimed::default(),
         }
     }
 
@@ -1070,7 +1295,14 @@ mod tests {
         run.installer = installer;
         run.version = "1.1.0".into();
         run.purpose = Purpose::Upgrade { from_version: "1.0.0".into() };
-        let outcome = upgrade::run_cluster_upgrade(&run, &mut here).unwrap();
+        let lock = state::lock_cluster(&host).unwrap();
+        let outcome = upgrade::run_cluster_upgrade(&run, &lock, &mut here).unwrap();
+        // Every node claimed is given back when the run ends, whichever way it ended.
+        let claimed = remote.calls.lock().unwrap().iter().filter(|(_, s, _)| s.contains("mkdir \"$H\"")).count();
+        let released = remote.calls.lock().unwrap().iter().filter(|(_, s, _)| s.contains("rm -rf -- \"$H\"")).count();
+        let removed = remote.calls.lock().unwrap().iter().filter(|(_, s, _)| s.contains("rm -rf -- \"$D\"")).count();
+        assert_eq!(claimed, released + removed, "a claimed node was not given back");
+        drop(lock);
         let (upgraded_at, rolled_back_at) = (here.upgraded_at, here.rolled_back_at);
         (outcome, remote, upgraded_at, rolled_back_at)
     }
@@ -1143,9 +1375,13 @@ mod tests {
         let outcome = run
             .uninstall_all_nodes(true, false, Box::new(airlock_format::report::Silent), || {
                 here_at = Some(remote.calls.lock().unwrap().len());
+                // This node's uninstall removes the state directory the cluster lock
+                // lives in: the run gave the cluster back before.
+                assert_eq!(state::cluster_holder(&host).unwrap(), None, "the cluster is still held");
                 Ok(())
             })
             .unwrap();
+        assert_eq!(state::cluster_holder(&host).unwrap(), None, "the cluster lock outlived the run");
         (outcome, remote, here_at)
     }
 
@@ -1187,5 +1423,269 @@ mod tests {
         assert_eq!(doc["ha"]["agents"][0]["name"], "w1");
         assert_eq!(doc["data_dir"], "/srv/rancher");
         assert!(doc.get("nodes").is_none() && doc.get("pki").is_none(), "{text}");
+    }
+
+    /// A node that another run, from another first server, holds: it answers the claim
+    /// with that run's mark; anything else is recorded and answered as a healthy node.
+    struct HeldNodes {
+        calls: Mutex<Vec<(String, String)>>,
+        held: &'static str,
+    }
+
+    impl Remote for HeldNodes {
+        fn exec(&self, t: &SshTarget, script: &str, stdin: &mut (dyn Read + Send)) -> Result<CommandOutput> {
+            std::io::copy(stdin, &mut std::io::sink()).unwrap();
+            self.calls.lock().unwrap().push((t.name.clone(), script.to_string()));
+            if t.name == self.held && script.contains(HOLD_DIR) && script.contains("mkdir \"$H\"") {
+                let mark = "site other-host:/var/lib/airlock\npid 4242\nstarted 2026-01-02T03:04:05Z\ncommand airlock install\n";
+                return Ok(CommandOutput { status: HELD_STATUS, stdout: mark.into(), stderr: String::new() });
+            }
+            Ok(CommandOutput::ok(""))
+        }
+    }
+
+    #[test]
+    fn cluster_hold_refuses_a_second_run_at_once_naming_the_holder_until_it_is_dropped() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote =
+            FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy: vec![], incoming: String::new() };
+        let run = run_with(&remote, &host);
+        let hold = run.hold().unwrap();
+        let holder = state::cluster_holder(&host).unwrap().expect("the cluster is held");
+        assert_eq!(holder.pid, Some(std::process::id()));
+        // A second run (another terminal: another open of the same lock) is refused,
+        // naming this one.
+        let other = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let e = state::lock_cluster(&other).unwrap_err();
+        assert!(e.cause.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(e.cause.contains("working on this cluster's nodes") && e.hint.is_some(), "{e}");
+        // This run's own step on this node (its install) takes the site's lock.
+        drop(state::lock_site(&host).expect("the run holding the cluster was refused its own site lock"));
+        // Only the nodes this run claimed are given back, and the lock goes with the hold.
+        run.claim(&run.nodes[2], &target(&run.nodes[2])).unwrap();
+        remote.calls.lock().unwrap().clear();
+        drop(hold);
+        let calls = remote.calls.lock().unwrap();
+        let released: Vec<&str> = calls.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(released, ["s3"], "{calls:?}");
+        assert!(calls[0].1.contains("rm -rf") && calls[0].1.contains(HOLD_DIR), "{}", calls[0].1);
+        assert_eq!(state::cluster_holder(&host).unwrap(), None);
+        drop(state::lock_cluster(&other).expect("the next run takes the cluster"));
+    }
+
+    #[test]
+    fn cluster_prepare_writes_nothing_to_a_node_another_first_servers_run_holds_and_names_that_run() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let (bundle, installer) = (files.path().join("demo.airlock"), files.path().join("airlock"));
+        #[allow(clippy::disallowed_methods)] // the operator's files, outside any root
+        {
+            std::fs::write(&bundle, b"bundle").unwrap();
+            std::fs::write(&installer, b"installer").unwrap();
+        }
+        let remote = HeldNodes { calls: Mutex::new(Vec::new()), held: "s3" };
+        let mut run = run_with(&remote, &host);
+        run.bundle = bundle;
+        run.installer = installer;
+        let report = run.prepare(&airlock_format::report::Silent).unwrap();
+        let s3 = report.nodes.iter().find(|n| n.name == "s3").unwrap();
+        let NodeResult::Failed { step, cause, hint } = &s3.result else { panic!("{s3:?}") };
+        assert_eq!(step, "claim");
+        assert!(cause.contains("pid 4242") && cause.contains("command airlock install"), "{cause}");
+        assert!(cause.contains("other-host:/var/lib/airlock"), "{cause}");
+        assert!(hint.contains(HOLD_DIR), "{hint}");
+        let calls = remote.calls.lock().unwrap();
+        assert_eq!(calls.iter().filter(|(n, _)| n == "s3").count(), 1, "s3 was written to after its claim failed");
+        // The other nodes were claimed before anything was sent to them.
+        for name in ["s2", "w1", "w2"] {
+            let first = calls.iter().find(|(n, _)| n == name).unwrap();
+            assert!(first.1.contains(HOLD_DIR), "{name}: {}", first.1);
+        }
+        assert!(!report.ok());
+    }
+
+    /// This node's install in the cluster's install: writes the join token as the
+    /// first server's install does, and records when it ran and whether the cluster
+    /// was held then.
+    struct FakeInstallHere<'a> {
+        remote: &'a FakeNodes,
+        host: &'a RootedHost,
+        confirm: bool,
+        prepared_at: Option<usize>,
+        installed_at: Option<usize>,
+        held_while_installing: bool,
+    }
+
+    impl install::ThisNode for FakeInstallHere<'_> {
+        type Installed = ();
+        fn progress(&self) -> Box<dyn Reporter> {
+            Box::new(airlock_format::report::Silent)
+        }
+        fn prepared(&mut self, _: &ClusterReport) -> Result<bool> {
+            self.prepared_at = Some(self.remote.calls.lock().unwrap().len());
+            Ok(self.confirm)
+        }
+        fn install(&mut self) -> Result<()> {
+            self.installed_at = Some(self.remote.calls.lock().unwrap().len());
+            self.held_while_installing = state::cluster_holder(self.host)?.is_some();
+            self.host.write_file(Path::new(state::CLUSTER_TOKEN_PATH), &mut &TOKEN[..], Perms::secret()).map(drop)
+        }
+    }
+
+    /// A bundle and an installer that exist (in the directory returned with them), and
+    /// what a node that has both answers to the check of its incoming files.
+    #[allow(clippy::disallowed_methods)] // the operator's files, outside any root
+    fn sent_files() -> (tempfile::TempDir, PathBuf, PathBuf, String) {
+        let files = tempfile::tempdir().unwrap();
+        let (bundle, installer) = (files.path().join("demo.airlock"), files.path().join("airlock"));
+        std::fs::write(&bundle, b"bundle").unwrap();
+        std::fs::write(&installer, b"installer").unwrap();
+        let mut incoming = String::new();
+        for (p, name) in [(&bundle, "demo.airlock"), (&installer, "airlock")] {
+            let (d, _) = airlock_format::digest::sha256_file(p).unwrap();
+            incoming.push_str(&format!("{}  {name}\n", d.hex()));
+        }
+        (files, bundle, installer, incoming)
+    }
+
+    /// A cluster install, the nodes answering as `remote` does: the outcome and this
+    /// node's part.
+    fn cluster_install_with<'a>(
+        remote: &'a FakeNodes,
+        host: &'a RootedHost,
+        confirm: bool,
+    ) -> (install::ClusterInstall<()>, FakeInstallHere<'a>) {
+        let (_files, bundle, installer, _) = sent_files();
+        let mut run = run_with(remote, host);
+        run.bundle = bundle;
+        run.installer = installer;
+        let mut here = FakeInstallHere {
+            remote,
+            host,
+            confirm,
+            prepared_at: None,
+            installed_at: None,
+            held_while_installing: false,
+        };
+        let outcome = install::run_cluster_install(&run, &mut here).unwrap();
+        assert_eq!(state::cluster_holder(host).unwrap(), None, "the cluster lock outlived the install");
+        (outcome, here)
+    }
+
+    /// Nodes that have the files of [`sent_files`] (the same bytes each time).
+    fn fake_nodes(failing: Vec<&'static str>) -> FakeNodes {
+        let (_files, _, _, incoming) = sent_files();
+        FakeNodes { calls: Mutex::new(Vec::new()), failing, unhealthy: vec![], incoming }
+    }
+
+    #[test]
+    fn cluster_install_prepares_every_node_then_installs_this_one_before_any_join_and_removes_incoming_last() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = fake_nodes(vec![]);
+        let (outcome, here) = cluster_install_with(&remote, &host, true);
+        let install::ClusterInstall::Installed { report, incoming_left, .. } = outcome else { panic!("not installed") };
+        assert!(report.ok() && incoming_left.is_empty(), "{report:?}");
+        assert!(here.held_while_installing, "this node was installed without the cluster held");
+        let calls = remote.calls.lock().unwrap();
+        let at = |what: &str| -> Vec<usize> {
+            calls.iter().enumerate().filter(|(_, (_, s, _))| s.contains(what)).map(|(i, _)| i).collect()
+        };
+        let preflights = at("./airlock preflight");
+        assert_eq!(preflights.len(), 4, "every other node runs its preflight");
+        let (prepared_at, installed_at) = (here.prepared_at.unwrap(), here.installed_at.unwrap());
+        assert!(preflights.iter().all(|&i| i < prepared_at), "a node was still preparing when asked to confirm");
+        let joins = at("./airlock join");
+        assert_eq!(joins.len(), 4);
+        assert!(joins.iter().all(|&i| i >= installed_at), "a node joined before this one was installed");
+        let removals = at("rm -rf -- \"$D\"");
+        assert_eq!(removals.len(), 4);
+        assert!(removals.iter().all(|&i| i > *joins.iter().max().unwrap()), "incoming removed before every join");
+    }
+
+    #[test]
+    fn cluster_install_changes_nothing_anywhere_when_one_node_is_not_ready_or_the_operator_declines() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        // s3 is held by a run of another first server: not ready.
+        let held = HeldNodes { calls: Mutex::new(Vec::new()), held: "s3" };
+        let (_files, bundle, installer, _) = sent_files();
+        let mut run = run_with(&held, &host);
+        run.bundle = bundle;
+        run.installer = installer;
+        let remote = fake_nodes(vec![]);
+        let mut here = FakeInstallHere {
+            remote: &remote,
+            host: &host,
+            confirm: true,
+            prepared_at: None,
+            installed_at: None,
+            held_while_installing: false,
+        };
+        let outcome = install::run_cluster_install(&run, &mut here).unwrap();
+        let install::ClusterInstall::NotReady { prepared } = outcome else { panic!("not refused") };
+        assert!(!prepared.ok());
+        assert_eq!((here.prepared_at, here.installed_at), (None, None), "this node went on although s3 was not ready");
+        let calls = held.calls.lock().unwrap();
+        assert!(!calls.iter().any(|(_, s)| s.contains("./airlock join") || s.contains("cluster-token")));
+        assert_eq!(state::cluster_holder(&host).unwrap(), None);
+
+        let remote = fake_nodes(vec![]);
+        let (outcome, here) = cluster_install_with(&remote, &host, false);
+        assert!(matches!(outcome, install::ClusterInstall::Declined));
+        assert_eq!(here.installed_at, None);
+        assert!(!remote.calls.lock().unwrap().iter().any(|(_, s, _)| s.contains("./airlock join")));
+    }
+
+    #[test]
+    fn cluster_install_reports_a_failed_join_by_node_goes_on_with_the_agents_and_keeps_incoming() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = fake_nodes(vec!["s3"]);
+        let (outcome, _) = cluster_install_with(&remote, &host, true);
+        let install::ClusterInstall::Installed { report, .. } = outcome else { panic!("not installed") };
+        assert!(!report.ok());
+        let result = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().result.clone();
+        assert!(matches!(result("s3"), NodeResult::Failed { ref step, .. } if step == "join"), "{:?}", result("s3"));
+        assert_eq!(
+            (result("s2"), result("w1"), result("w2")),
+            (NodeResult::Joined, NodeResult::Joined, NodeResult::Joined)
+        );
+        let calls = remote.calls.lock().unwrap();
+        assert!(!calls.iter().any(|(_, s, _)| s.contains("rm -rf -- \"$D\"")), "incoming removed after a failure");
+    }
+
+    #[test]
+    fn an_override_naming_a_node_applies_to_that_node_only_and_an_unknown_node_is_an_answer_error() {
+        let nodes = vec![node("s1", 11, Role::Server), node("s2", 12, Role::Server), node("w1", 21, Role::Agent)];
+        let given: Vec<String> = ["swap", "w1:nm-cloud-setup", "s1:ports"].map(String::from).to_vec();
+        assert_eq!(overrides_for(&given, &nodes, "s1").unwrap(), ["swap", "ports"]);
+        assert_eq!(overrides_for(&given, &nodes, "s2").unwrap(), ["swap"]);
+        assert_eq!(overrides_for(&given, &nodes, "w1").unwrap(), ["swap", "nm-cloud-setup"]);
+        let e = overrides_for(&["w9:swap".to_string()], &nodes, "s1").unwrap_err();
+        assert!(e.subject.contains("w9:swap") && e.cause.contains("`w9`"), "{e}");
+        assert!(e.hint.as_deref().unwrap_or("").contains("s1, s2, w1"), "{e}");
+        // Without `nodes:`, only this node's own name.
+        assert_eq!(overrides_for(&["s1:swap".to_string()], &[], "s1").unwrap(), ["swap"]);
+        assert!(overrides_for(&["s2:swap".to_string()], &[], "s1").is_err());
+    }
+
+    #[test]
+    fn a_node_joins_with_its_own_overrides_and_the_report_names_them() {
+        let root = tempfile::tempdir().unwrap();
+        let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
+        let remote = fake_nodes(vec![]);
+        let mut run = run_with(&remote, &host);
+        run.overrides = vec!["w1:nm-cloud-setup".into()];
+        let report = run.join(TOKEN, &airlock_format::report::Silent).unwrap();
+        let calls = remote.calls.lock().unwrap();
+        let join =
+            |name: &str| calls.iter().find(|(n, s, _)| n == name && s.contains("./airlock join")).unwrap().1.clone();
+        assert!(join("w1").contains("'--override' 'nm-cloud-setup'"), "{}", join("w1"));
+        assert!(!join("w2").contains("nm-cloud-setup") && !join("s2").contains("--override"), "{}", join("w2"));
+        let row = |name: &str| report.nodes.iter().find(|n| n.name == name).unwrap().overrides.clone();
+        assert_eq!((row("w1"), row("w2")), (vec!["nm-cloud-setup".to_string()], vec![]));
     }
 }

@@ -70,11 +70,15 @@ impl<U, F> ClusterUpgrade<U, F> {
 /// The cluster's upgrade (docs/cluster.md): the other nodes prepared, this node
 /// upgraded, then the others; when one fails, every node on the new release is put
 /// back, last upgraded first, this node last. `Err` only when the nodes could not be
-/// prepared at all.
+/// prepared at all. `lock`: [`crate::state::CLUSTER_LOCK`], taken by the caller before
+/// it staged the installer the nodes get and kept until that is removed again; every
+/// node the run claims is given back before this returns ([`ClusterRun::hold_nodes`]).
 pub fn run_cluster_upgrade<N: ThisNode>(
     run: &ClusterRun<'_>,
+    lock: &crate::host::HostLock,
     this: &mut N,
 ) -> Result<ClusterUpgrade<N::Upgraded, N::Failure>> {
+    let _hold = run.hold_nodes(lock);
     let prepared = run.prepare(&*this.progress())?;
     if !prepared.ok() {
         return Ok(ClusterUpgrade::NotReady { prepared });
@@ -198,7 +202,7 @@ impl ClusterRun<'_> {
             Ok(false) => {}
         }
         let mut args = vec!["--yes".to_string()];
-        for o in &self.overrides {
+        for o in &self.node_overrides(n) {
             args.extend(["--override".to_string(), o.clone()]);
         }
         // The node's own upgrade: a failure there puts its previous release back

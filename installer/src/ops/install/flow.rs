@@ -308,7 +308,9 @@ pub fn plan_install(opts: &InstallOptions, prompter: &mut dyn Prompter, reporter
     }
     let prepared = plan(&opts.bundle, staged, &answers, &host)?;
     let image_bytes = site::image_bytes(&prepared.staged.manifest);
-    let input = SiteInput::from_answers(&prepared.profile, &answers, image_bytes, &opts.overrides);
+    // `--override NODE:CHECK` applies to that node of `nodes` only (docs/cluster.md).
+    let overrides = crate::ops::cluster::overrides_for(&opts.overrides, &answers.nodes, &answers.node.name)?;
+    let input = SiteInput::from_answers(&prepared.profile, &answers, image_bytes, &overrides);
     let mut preflight = site::check(root, &input)?;
     crate::ops::preflight::add_database_check(&mut preflight, &answers, opts.live());
     let mut warnings: Vec<String> = prepared.pki.iter().flat_map(|p| p.warnings()).collect();
