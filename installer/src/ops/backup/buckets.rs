@@ -38,6 +38,12 @@ pub const DEFAULT_CHUNK: u64 = 64 << 20;
 const VALID_FOR: Duration = Duration::from_secs(3600);
 /// MinIO ignores the region; SigV4 needs one.
 const REGION: &str = "us-east-1";
+/// User metadata a restore puts on each object: the SHA-256 (hex) of its whole content,
+/// as the verified manifest has it. A resumed restore skips an object the server has
+/// with this value and the same size ([`S3::stored`]): it can only be there from a PUT
+/// (single or multipart) that completed with exactly those bytes. An object the app
+/// wrote since has no such value (S3 replaces metadata on every write) and is put again.
+pub const SHA256_META: &str = "x-amz-meta-airlock-sha256";
 /// The app's S3 credentials, as the install generates them.
 pub const ACCESS_KEY_FILE: &str = "app-s3-access-key";
 pub const SECRET_KEY_FILE: &str = "app-s3-secret-key";
@@ -196,6 +202,20 @@ impl S3 {
         Ok(Fetched { body: resp.into_reader(), content_type: ct, len })
     }
 
+    /// The size of `key` in `bucket` and its [`SHA256_META`] value, when it exists.
+    pub(super) fn stored(&self, bucket: &str, key: &str) -> Result<Option<(u64, Option<String>)>> {
+        let b = self.bucket(bucket)?;
+        let url = b.head_object(Some(&self.creds), key).sign(VALID_FOR);
+        match self.agent.request_url("HEAD", &url).call() {
+            Ok(resp) => {
+                let len = resp.header("Content-Length").and_then(|l| l.parse().ok()).unwrap_or(u64::MAX);
+                Ok(Some((len, resp.header(SHA256_META).map(str::to_string))))
+            }
+            Err(ureq::Error::Status(404, _)) => Ok(None),
+            Err(e) => Err(self.error(bucket, key, e)),
+        }
+    }
+
     /// Creates `bucket` unless it exists.
     pub(super) fn ensure_bucket(&self, bucket: &str) -> Result<bool> {
         let b = self.bucket(bucket)?;
@@ -208,25 +228,33 @@ impl S3 {
         self.send(bucket, "", resp).map(|_| true)
     }
 
-    /// Puts `size` bytes read from `r` as `key`: one PUT up to the chunk size, a
+    /// Puts `size` bytes read from `r` as `key`, with `sha256` (their hex digest, from
+    /// the verified manifest) as [`SHA256_META`]: one PUT up to the chunk size, a
     /// multipart upload above it. Reads exactly `size` bytes.
     pub(super) fn put(
         &self,
         bucket: &str,
         key: &str,
         size: u64,
+        sha256: &str,
         content_type: Option<&str>,
         r: &mut dyn Read,
     ) -> Result<()> {
         let b = self.bucket(bucket)?;
         if size <= self.chunk {
-            let url = b.put_object(Some(&self.creds), key).sign(VALID_FOR);
-            let req = with_type(self.agent.request_url("PUT", &url), content_type);
+            let mut action = b.put_object(Some(&self.creds), key);
+            // Signed, so the server stores exactly this value.
+            action.headers_mut().insert(SHA256_META, sha256);
+            let url = action.sign(VALID_FOR);
+            let req = with_type(self.agent.request_url("PUT", &url), content_type).set(SHA256_META, sha256);
             let resp = req.set("Content-Length", &size.to_string()).send(r.take(size));
             return self.send(bucket, key, resp).map(|_| ());
         }
-        let create = b.create_multipart_upload(Some(&self.creds), key);
-        let req = with_type(self.agent.request_url("POST", &create.sign(VALID_FOR)), content_type);
+        // A multipart object's metadata is given when the upload is made.
+        let mut create = b.create_multipart_upload(Some(&self.creds), key);
+        create.headers_mut().insert(SHA256_META, sha256);
+        let req =
+            with_type(self.agent.request_url("POST", &create.sign(VALID_FOR)), content_type).set(SHA256_META, sha256);
         let resp = self.send(bucket, key, req.send_bytes(&[]))?;
         let body = read_small(resp, 1 << 20).map_err(|e| self.io_error(bucket, key, &e))?;
         let created = rusty_s3::actions::CreateMultipartUpload::parse_response(&body).map_err(|e| {
