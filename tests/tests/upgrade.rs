@@ -881,10 +881,7 @@ fn the_pre_upgrade_backup_is_root_only_and_its_secrets_are_0600() {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
     let secrets = bk.join("files/var/lib/airlock/secrets");
-    let mut checked = vec![
-        bk.join("backup.json"),
-        bk.join("files/etc/airlock/pki/ca.key"),
-    ];
+    let mut checked = vec![bk.join("backup.json"), bk.join("files/etc/airlock/pki/ca.key")];
     checked.extend(std::fs::read_dir(&secrets).unwrap().map(|e| e.unwrap().path()));
     assert!(checked.len() > 4, "the generated credentials are in the backup: {checked:?}");
     for f in &checked {

@@ -10,7 +10,7 @@
 //!
 //! How: every request is signed with SigV4 (presigned URLs, `rusty-s3`) and sent with
 //! `ureq`; nothing is buffered whole. A backup lists each bucket (ListObjectsV2, page by
-//! page) and streams each object from its GET response into the archive as its own part
+//! page, each page's objects archived before the next page is asked for) and streams each object from its GET response into the archive as its own part
 //! (`buckets/<bucket>/<n>`, the key and content type in the manifest). A restore creates a
 //! missing bucket and streams each part back: a single PUT up to the chunk size, above it
 //! a multipart upload of chunk-sized parts, each part's body read from the archive as it
@@ -162,10 +162,10 @@ impl S3 {
             .map_err(|e| Error::input(format!("bucket {name}"), format!("is not a usable bucket name: {e}")))
     }
 
-    /// Every object in `bucket`, page by page.
-    pub(super) fn list(&self, bucket: &str) -> Result<Vec<Listed>> {
+    /// Every object in `bucket`, page by page: `each` is given each page as it arrives
+    /// (and may fetch its objects before the next page is asked for).
+    pub(super) fn list_pages(&self, bucket: &str, each: &mut dyn FnMut(Vec<Listed>) -> Result<()>) -> Result<()> {
         let b = self.bucket(bucket)?;
-        let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut action = b.list_objects_v2(Some(&self.creds));
@@ -181,15 +181,14 @@ impl S3 {
                 Error::new(ErrorKind::Io, self.subject(bucket), format!("sent a listing that cannot be read: {e}"))
                     .with_hint("check that the endpoint is MinIO's S3 API")
             })?;
-            for c in page.contents {
-                out.push(Listed { key: decode_key(&c.key), size: c.size });
-            }
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
+            let next = page.next_continuation_token.filter(|t| !t.is_empty());
+            each(page.contents.into_iter().map(|c| Listed { key: decode_key(&c.key), size: c.size }).collect())?;
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The object's bytes as they arrive, its content type and length.

@@ -556,52 +556,59 @@ fn buckets(
     let s3 = S3::connect(host, &answers.cluster.ingress_domain, answers.node.ip, opts)?;
     for bucket in &names {
         reporter.event(Event::Phase { name: &format!("listing bucket {bucket}"), total: None });
-        let listed = s3.list(bucket)?;
         let mut entry = BucketEntry { name: bucket.clone(), endpoint: s3.shown().to_string(), objects: 0, bytes: 0 };
-        for (i, o) in listed.iter().enumerate() {
-            let name = format!("buckets/{bucket}/{:06}", i + 1);
-            let subject = || format!("part {name} (object {:?} of bucket {bucket} at {})", o.key, s3.shown());
-            reporter.event(Event::Phase { name: &format!("backing up {bucket}/{}", o.key), total: Some(o.size) });
-            let super::buckets::Fetched { body: r, content_type, len } = s3.get(bucket, &o.key)?;
-            if len.is_some_and(|l| l != o.size) {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    subject(),
-                    format!(
-                        "changed while it was backed up (listed with {} bytes, read with {})",
-                        o.size,
-                        len.unwrap_or(0)
-                    ),
-                )
-                .with_hint("the app wrote to it meanwhile: run the backup again"));
+        // Page by page: one page of keys (1,000 by default) is held at a time, not the
+        // whole listing.
+        let mut n = 0usize;
+        s3.list_pages(bucket, &mut |page| {
+            for o in &page {
+                n += 1;
+                let name = format!("buckets/{bucket}/{n:06}");
+                let subject = || format!("part {name} (object {:?} of bucket {bucket} at {})", o.key, s3.shown());
+                reporter.event(Event::Phase { name: &format!("backing up {bucket}/{}", o.key), total: Some(o.size) });
+                let super::buckets::Fetched { body: r, content_type, len } = s3.get(bucket, &o.key)?;
+                if len.is_some_and(|l| l != o.size) {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        subject(),
+                        format!(
+                            "changed while it was backed up (listed with {} bytes, read with {})",
+                            o.size,
+                            len.unwrap_or(0)
+                        ),
+                    )
+                    .with_hint("the app wrote to it meanwhile: run the backup again"));
+                }
+                let mut r = r;
+                let (read, more, sha256) = w.append(&name, 0o600, o.size, &mut r, reporter).map_err(|e| {
+                    Error::new(ErrorKind::Io, subject(), e.to_string()).with_hint(
+                        "check the network to MinIO and the space for the archive, then run the backup again",
+                    )
+                })?;
+                if read != o.size || more {
+                    let read = if more { "more".to_string() } else { read.to_string() };
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        subject(),
+                        format!("changed while it was read ({} bytes listed, {read} read)", o.size),
+                    )
+                    .with_hint("run the backup again"));
+                }
+                reporter.event(Event::Entry { path: &name, size: o.size });
+                manifest.parts.push(Part {
+                    name,
+                    kind: PartKind::Object,
+                    source: format!("s3://{bucket}/{}", o.key),
+                    mode: 0o600,
+                    size: o.size,
+                    sha256: sha256.to_string(),
+                    object: Some(ObjectRef { bucket: bucket.clone(), key: o.key.clone(), content_type }),
+                });
+                entry.objects += 1;
+                entry.bytes += o.size;
             }
-            let mut r = r;
-            let (read, more, sha256) = w.append(&name, 0o600, o.size, &mut r, reporter).map_err(|e| {
-                Error::new(ErrorKind::Io, subject(), e.to_string())
-                    .with_hint("check the network to MinIO and the space for the archive, then run the backup again")
-            })?;
-            if read != o.size || more {
-                let read = if more { "more".to_string() } else { read.to_string() };
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    subject(),
-                    format!("changed while it was read ({} bytes listed, {read} read)", o.size),
-                )
-                .with_hint("run the backup again"));
-            }
-            reporter.event(Event::Entry { path: &name, size: o.size });
-            manifest.parts.push(Part {
-                name,
-                kind: PartKind::Object,
-                source: format!("s3://{bucket}/{}", o.key),
-                mode: 0o600,
-                size: o.size,
-                sha256: sha256.to_string(),
-                object: Some(ObjectRef { bucket: bucket.clone(), key: o.key.clone(), content_type }),
-            });
-            entry.objects += 1;
-            entry.bytes += o.size;
-        }
+            Ok(())
+        })?;
         manifest.buckets.push(entry);
     }
     Ok(())
