@@ -244,6 +244,13 @@ impl Versity {
     }
 }
 
+impl Versity {
+    /// Where its posix backend keeps the buckets: `<dir>/<bucket>/<key>` is an object.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
 impl Drop for Versity {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -10,7 +10,7 @@
 //!
 //! How: every request is signed with SigV4 (presigned URLs, `rusty-s3`) and sent with
 //! `ureq`; nothing is buffered whole. A backup lists each bucket (ListObjectsV2, page by
-//! page) and streams each object from its GET response into the archive as its own part
+//! page, each page's objects archived before the next page is asked for) and streams each object from its GET response into the archive as its own part
 //! (`buckets/<bucket>/<n>`, the key and content type in the manifest). A restore creates a
 //! missing bucket and streams each part back: a single PUT up to the chunk size, above it
 //! a multipart upload of chunk-sized parts, each part's body read from the archive as it
@@ -38,6 +38,12 @@ pub const DEFAULT_CHUNK: u64 = 64 << 20;
 const VALID_FOR: Duration = Duration::from_secs(3600);
 /// MinIO ignores the region; SigV4 needs one.
 const REGION: &str = "us-east-1";
+/// User metadata a restore puts on each object: the SHA-256 (hex) of its whole content,
+/// as the verified manifest has it. A resumed restore skips an object the server has
+/// with this value and the same size ([`S3::stored`]): it can only be there from a PUT
+/// (single or multipart) that completed with exactly those bytes. An object the app
+/// wrote since has no such value (S3 replaces metadata on every write) and is put again.
+pub const SHA256_META: &str = "x-amz-meta-airlock-sha256";
 /// The app's S3 credentials, as the install generates them.
 pub const ACCESS_KEY_FILE: &str = "app-s3-access-key";
 pub const SECRET_KEY_FILE: &str = "app-s3-secret-key";
@@ -156,10 +162,10 @@ impl S3 {
             .map_err(|e| Error::input(format!("bucket {name}"), format!("is not a usable bucket name: {e}")))
     }
 
-    /// Every object in `bucket`, page by page.
-    pub(super) fn list(&self, bucket: &str) -> Result<Vec<Listed>> {
+    /// Every object in `bucket`, page by page: `each` is given each page as it arrives
+    /// (and may fetch its objects before the next page is asked for).
+    pub(super) fn list_pages(&self, bucket: &str, each: &mut dyn FnMut(Vec<Listed>) -> Result<()>) -> Result<()> {
         let b = self.bucket(bucket)?;
-        let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut action = b.list_objects_v2(Some(&self.creds));
@@ -175,15 +181,14 @@ impl S3 {
                 Error::new(ErrorKind::Io, self.subject(bucket), format!("sent a listing that cannot be read: {e}"))
                     .with_hint("check that the endpoint is MinIO's S3 API")
             })?;
-            for c in page.contents {
-                out.push(Listed { key: decode_key(&c.key), size: c.size });
-            }
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
+            let next = page.next_continuation_token.filter(|t| !t.is_empty());
+            each(page.contents.into_iter().map(|c| Listed { key: decode_key(&c.key), size: c.size }).collect())?;
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The object's bytes as they arrive, its content type and length.
@@ -194,6 +199,20 @@ impl S3 {
         let ct = resp.header("Content-Type").map(str::to_string);
         let len = resp.header("Content-Length").and_then(|l| l.parse().ok());
         Ok(Fetched { body: resp.into_reader(), content_type: ct, len })
+    }
+
+    /// The size of `key` in `bucket` and its [`SHA256_META`] value, when it exists.
+    pub(super) fn stored(&self, bucket: &str, key: &str) -> Result<Option<(u64, Option<String>)>> {
+        let b = self.bucket(bucket)?;
+        let url = b.head_object(Some(&self.creds), key).sign(VALID_FOR);
+        match self.agent.request_url("HEAD", &url).call() {
+            Ok(resp) => {
+                let len = resp.header("Content-Length").and_then(|l| l.parse().ok()).unwrap_or(u64::MAX);
+                Ok(Some((len, resp.header(SHA256_META).map(str::to_string))))
+            }
+            Err(ureq::Error::Status(404, _)) => Ok(None),
+            Err(e) => Err(self.error(bucket, key, e)),
+        }
     }
 
     /// Creates `bucket` unless it exists.
@@ -208,25 +227,33 @@ impl S3 {
         self.send(bucket, "", resp).map(|_| true)
     }
 
-    /// Puts `size` bytes read from `r` as `key`: one PUT up to the chunk size, a
+    /// Puts `size` bytes read from `r` as `key`, with `sha256` (their hex digest, from
+    /// the verified manifest) as [`SHA256_META`]: one PUT up to the chunk size, a
     /// multipart upload above it. Reads exactly `size` bytes.
     pub(super) fn put(
         &self,
         bucket: &str,
         key: &str,
         size: u64,
+        sha256: &str,
         content_type: Option<&str>,
         r: &mut dyn Read,
     ) -> Result<()> {
         let b = self.bucket(bucket)?;
         if size <= self.chunk {
-            let url = b.put_object(Some(&self.creds), key).sign(VALID_FOR);
-            let req = with_type(self.agent.request_url("PUT", &url), content_type);
+            let mut action = b.put_object(Some(&self.creds), key);
+            // Signed, so the server stores exactly this value.
+            action.headers_mut().insert(SHA256_META, sha256);
+            let url = action.sign(VALID_FOR);
+            let req = with_type(self.agent.request_url("PUT", &url), content_type).set(SHA256_META, sha256);
             let resp = req.set("Content-Length", &size.to_string()).send(r.take(size));
             return self.send(bucket, key, resp).map(|_| ());
         }
-        let create = b.create_multipart_upload(Some(&self.creds), key);
-        let req = with_type(self.agent.request_url("POST", &create.sign(VALID_FOR)), content_type);
+        // A multipart object's metadata is given when the upload is made.
+        let mut create = b.create_multipart_upload(Some(&self.creds), key);
+        create.headers_mut().insert(SHA256_META, sha256);
+        let req =
+            with_type(self.agent.request_url("POST", &create.sign(VALID_FOR)), content_type).set(SHA256_META, sha256);
         let resp = self.send(bucket, key, req.send_bytes(&[]))?;
         let body = read_small(resp, 1 << 20).map_err(|e| self.io_error(bucket, key, &e))?;
         let created = rusty_s3::actions::CreateMultipartUpload::parse_response(&body).map_err(|e| {

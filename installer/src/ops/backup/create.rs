@@ -13,11 +13,10 @@
 //! needs each part's size before its bytes, and a dump's size is known only at its end.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use airlock_format::digest::Sha256Hasher;
 use airlock_format::error::{Error, ErrorKind, Result};
 use airlock_format::report::{Event, Reporter};
 use serde::Serialize;
@@ -117,7 +116,7 @@ fn take(host: &dyn Host, opts: &CreateOptions, reporter: &dyn Reporter) -> Resul
         }
         let mut json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
         json.push(b'\n');
-        w.append(MANIFEST_ENTRY, 0o600, json.len() as u64, &mut json.as_slice())
+        w.append(MANIFEST_ENTRY, 0o600, json.len() as u64, &mut json.as_slice(), reporter)
             .map_err(|e| Error::io(out.display().to_string(), e))?;
         Ok(())
     });
@@ -170,15 +169,25 @@ fn output_path(host: &dyn Host, opts: &CreateOptions, node: &str, created: &str)
     }
 }
 
-/// The tar inside the archive, and where each part's bytes are counted.
+/// The tar inside the archive, and the thread that hashes each part's bytes.
 pub(super) struct ArchiveWriter<'w> {
     tar: tar::Builder<Box<dyn Write + 'w>>,
+    hasher: airlock_format::digest::BackgroundHasher,
     mtime: u64,
 }
 
 impl ArchiveWriter<'_> {
-    /// Appends one entry of `size` bytes read from `r`.
-    fn append(&mut self, name: &str, mode: u32, size: u64, r: &mut dyn Read) -> io::Result<()> {
+    /// Appends one entry of `size` bytes read from `r`: the bytes read (fewer when `r`
+    /// ends early, which leaves the archive unusable: the caller must fail), whether `r`
+    /// had more than `size` (the caller fails too), and their SHA-256.
+    fn append(
+        &mut self,
+        name: &str,
+        mode: u32,
+        size: u64,
+        r: &mut dyn Read,
+        reporter: &dyn Reporter,
+    ) -> io::Result<(u64, bool, airlock_format::digest::Sha256Digest)> {
         let mut h = tar::Header::new_gnu();
         h.set_size(size);
         h.set_mode(mode & 0o7777);
@@ -186,7 +195,15 @@ impl ArchiveWriter<'_> {
         h.set_uid(0);
         h.set_gid(0);
         h.set_entry_type(tar::EntryType::Regular);
-        self.tar.append_data(&mut h, name, r)
+        // The header (with a long-name entry before it when the name needs one) through
+        // the tar crate, the body in 1 MiB chunks here: the crate copies 8 KiB at a time.
+        self.tar.append_data(&mut h, name, io::empty())?;
+        let out = self.tar.get_mut();
+        let (n, digest) = super::pipe::copy_hashed(&self.hasher, r, out, size, reporter)?;
+        let pad = (512 - n % 512) % 512;
+        out.write_all(&[0u8; 512][..pad as usize])?;
+        let more = n == size && super::pipe::read_full(r, &mut [0u8; 1])? > 0;
+        Ok((n, more, digest))
     }
 }
 
@@ -225,26 +242,35 @@ fn write_archive(
         };
         let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
             .map_err(|e| Error::input("backup.recipients", e.to_string()))?;
-        let mut sink = BufWriter::with_capacity(1 << 20, &file);
-        let mut encrypted = encryptor.wrap_output(&mut sink).map_err(io_err)?;
-        {
-            let mut zstd = zstd::Encoder::new(&mut encrypted, 3).map_err(io_err)?;
-            // Dumps are compressed already, snapshots and keys are not: level 3 on every
-            // core costs little and keeps the archive small.
-            let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
-            zstd.multithread(threads).map_err(io_err)?;
-            let mtime =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            {
-                let mut w = ArchiveWriter { tar: tar::Builder::new(Box::new(&mut zstd) as Box<dyn Write + '_>), mtime };
-                fill(&mut w)?;
-                w.tar.into_inner().map_err(io_err)?.flush().map_err(io_err)?;
-            }
-            zstd.finish().map_err(io_err)?;
-        }
-        encrypted.finish().map_err(io_err)?;
-        sink.flush().map_err(io_err)?;
-        drop(sink);
+        std::thread::scope(|scope| -> Result<()> {
+            // age and the file writes on a thread of their own (see `super::pipe`).
+            let mut encrypted = super::pipe::Encrypting::start(scope, encryptor, &file);
+            let filled = (|| -> Result<()> {
+                let mut zstd = zstd::Encoder::new(&mut encrypted, 3).map_err(io_err)?;
+                // Dumps are compressed already, snapshots and keys are not: level 3 on every
+                // core costs little and keeps the archive small.
+                let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+                zstd.multithread(threads).map_err(io_err)?;
+                let mtime = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                {
+                    let mut w = ArchiveWriter {
+                        tar: tar::Builder::new(Box::new(&mut zstd) as Box<dyn Write + '_>),
+                        hasher: super::pipe::hasher(),
+                        mtime,
+                    };
+                    fill(&mut w)?;
+                    w.tar.into_inner().map_err(io_err)?.flush().map_err(io_err)?;
+                }
+                zstd.finish().map_err(io_err)?;
+                Ok(())
+            })();
+            // The writing thread's own error (a full disk) explains a failed write here.
+            let written = encrypted.finish().map_err(io_err);
+            written.and(filled)
+        })?;
         file.sync_all().map_err(io_err)
     })();
     drop(file);
@@ -277,16 +303,17 @@ fn add_file(
     let meta = host.metadata(path)?.ok_or_else(|| Error::io(path, io::ErrorKind::NotFound.into()))?;
     let r = host.open_file(path)?.ok_or_else(|| Error::io(path, io::ErrorKind::NotFound.into()))?;
     reporter.event(Event::Phase { name: &format!("backing up {name}"), total: Some(meta.len) });
-    let mut counted = super::Counted { inner: r, hasher: Sha256Hasher::new(), len: 0, reporter };
-    w.append(&name, 0o600, meta.len, &mut counted).map_err(|e| {
+    let mut r = r;
+    let (len, more, sha256) = w.append(&name, 0o600, meta.len, &mut r, reporter).map_err(|e| {
         Error::new(ErrorKind::Io, format!("part {name} ({})", path.display()), e.to_string())
             .with_hint("a file that changes while it is backed up cannot be archived: run the backup again")
     })?;
-    if counted.len != meta.len {
+    if len != meta.len || more {
+        let then = if more { "more".to_string() } else { len.to_string() };
         return Err(Error::new(
             ErrorKind::Io,
             format!("part {name} ({})", path.display()),
-            format!("changed while it was read ({} bytes, then {})", meta.len, counted.len),
+            format!("changed while it was read ({} bytes, then {then})", meta.len),
         )
         .with_hint("run the backup again"));
     }
@@ -297,7 +324,7 @@ fn add_file(
         source,
         mode: meta.mode,
         size: meta.len,
-        sha256: counted.hasher.finish().to_string(),
+        sha256: sha256.to_string(),
         object: None,
     });
     Ok(())
@@ -529,51 +556,59 @@ fn buckets(
     let s3 = S3::connect(host, &answers.cluster.ingress_domain, answers.node.ip, opts)?;
     for bucket in &names {
         reporter.event(Event::Phase { name: &format!("listing bucket {bucket}"), total: None });
-        let listed = s3.list(bucket)?;
         let mut entry = BucketEntry { name: bucket.clone(), endpoint: s3.shown().to_string(), objects: 0, bytes: 0 };
-        for (i, o) in listed.iter().enumerate() {
-            let name = format!("buckets/{bucket}/{:06}", i + 1);
-            let subject = || format!("part {name} (object {:?} of bucket {bucket} at {})", o.key, s3.shown());
-            reporter.event(Event::Phase { name: &format!("backing up {bucket}/{}", o.key), total: Some(o.size) });
-            let super::buckets::Fetched { body: r, content_type, len } = s3.get(bucket, &o.key)?;
-            if len.is_some_and(|l| l != o.size) {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    subject(),
-                    format!(
-                        "changed while it was backed up (listed with {} bytes, read with {})",
-                        o.size,
-                        len.unwrap_or(0)
-                    ),
-                )
-                .with_hint("the app wrote to it meanwhile: run the backup again"));
+        // Page by page: one page of keys (1,000 by default) is held at a time, not the
+        // whole listing.
+        let mut n = 0usize;
+        s3.list_pages(bucket, &mut |page| {
+            for o in &page {
+                n += 1;
+                let name = format!("buckets/{bucket}/{n:06}");
+                let subject = || format!("part {name} (object {:?} of bucket {bucket} at {})", o.key, s3.shown());
+                reporter.event(Event::Phase { name: &format!("backing up {bucket}/{}", o.key), total: Some(o.size) });
+                let super::buckets::Fetched { body: r, content_type, len } = s3.get(bucket, &o.key)?;
+                if len.is_some_and(|l| l != o.size) {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        subject(),
+                        format!(
+                            "changed while it was backed up (listed with {} bytes, read with {})",
+                            o.size,
+                            len.unwrap_or(0)
+                        ),
+                    )
+                    .with_hint("the app wrote to it meanwhile: run the backup again"));
+                }
+                let mut r = r;
+                let (read, more, sha256) = w.append(&name, 0o600, o.size, &mut r, reporter).map_err(|e| {
+                    Error::new(ErrorKind::Io, subject(), e.to_string()).with_hint(
+                        "check the network to MinIO and the space for the archive, then run the backup again",
+                    )
+                })?;
+                if read != o.size || more {
+                    let read = if more { "more".to_string() } else { read.to_string() };
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        subject(),
+                        format!("changed while it was read ({} bytes listed, {read} read)", o.size),
+                    )
+                    .with_hint("run the backup again"));
+                }
+                reporter.event(Event::Entry { path: &name, size: o.size });
+                manifest.parts.push(Part {
+                    name,
+                    kind: PartKind::Object,
+                    source: format!("s3://{bucket}/{}", o.key),
+                    mode: 0o600,
+                    size: o.size,
+                    sha256: sha256.to_string(),
+                    object: Some(ObjectRef { bucket: bucket.clone(), key: o.key.clone(), content_type }),
+                });
+                entry.objects += 1;
+                entry.bytes += o.size;
             }
-            let mut counted = super::Counted { inner: r, hasher: Sha256Hasher::new(), len: 0, reporter };
-            w.append(&name, 0o600, o.size, &mut counted).map_err(|e| {
-                Error::new(ErrorKind::Io, subject(), e.to_string())
-                    .with_hint("check the network to MinIO and the space for the archive, then run the backup again")
-            })?;
-            if counted.len != o.size {
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    subject(),
-                    format!("changed while it was read ({} bytes listed, {} read)", o.size, counted.len),
-                )
-                .with_hint("run the backup again"));
-            }
-            reporter.event(Event::Entry { path: &name, size: o.size });
-            manifest.parts.push(Part {
-                name,
-                kind: PartKind::Object,
-                source: format!("s3://{bucket}/{}", o.key),
-                mode: 0o600,
-                size: o.size,
-                sha256: counted.hasher.finish().to_string(),
-                object: Some(ObjectRef { bucket: bucket.clone(), key: o.key.clone(), content_type }),
-            });
-            entry.objects += 1;
-            entry.bytes += o.size;
-        }
+            Ok(())
+        })?;
         manifest.buckets.push(entry);
     }
     Ok(())

@@ -32,6 +32,7 @@
 pub mod buckets;
 mod create;
 pub mod drill;
+mod pipe;
 pub mod restore;
 pub mod schedule;
 mod verify;

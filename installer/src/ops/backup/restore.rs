@@ -21,7 +21,8 @@
 //!    app's through `kubectl exec -i` into its PostgreSQL, Keycloak's to its external
 //!    database); under a target root nothing runs, and the report says so.
 //! 5. `buckets`: live, each MinIO bucket made if missing and each object streamed back
-//!    into it over S3 (see `buckets.rs`); a re-run puts every object again.
+//!    into it over S3 (see `buckets.rs`), marked with its SHA-256; a re-run skips each
+//!    object the server already has with that mark and size.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,10 @@ pub const JOURNAL_PATH: &str = "/var/lib/airlock/restore.json";
 /// Test-only crash injection: `AIRLOCK_TEST_RESTORE_CRASH_AFTER=<step>` aborts the
 /// process right after that step is journaled.
 pub const CRASH_AFTER_ENV: &str = "AIRLOCK_TEST_RESTORE_CRASH_AFTER";
+
+/// Test-only fault injection: `AIRLOCK_TEST_RESTORE_FAIL_AFTER_OBJECTS=<n>` fails the
+/// buckets step after it has put `n` objects, as a broken connection would.
+pub const FAIL_AFTER_OBJECTS_ENV: &str = "AIRLOCK_TEST_RESTORE_FAIL_AFTER_OBJECTS";
 
 /// The steps, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -535,17 +540,35 @@ pub fn restore_buckets(
             journal.notes.push(format!("buckets: made bucket {} (it was missing)", b.name));
         }
     }
-    let mut put = 0u64;
+    let fail_after: Option<u64> = std::env::var(FAIL_AFTER_OBJECTS_ENV).ok().and_then(|v| v.parse().ok());
+    let (mut put, mut kept) = (0u64, 0u64);
     each_part(opts, identities, backup, &[PartKind::Object], &mut |part, r| {
         let o = part.object.as_ref().ok_or_else(|| {
             Error::corrupt(&part.name, "is a bucket object without its bucket and key in the manifest")
                 .with_hint("the backup was made by another program; use another backup")
         })?;
-        s3.put(&o.bucket, &o.key, part.size, o.content_type.as_deref(), r)
+        let sha256 = part.sha256.strip_prefix("sha256:").unwrap_or(&part.sha256);
+        // Put back by an earlier run of this step (or any restore of the same bytes).
+        let stored = s3.stored(&o.bucket, &o.key).map_err(|e| e.within(format!("part {}", part.name)))?;
+        if stored.is_some_and(|(size, mark)| size == part.size && mark.as_deref() == Some(sha256)) {
+            kept += 1;
+            return Ok(());
+        }
+        if fail_after == Some(put) {
+            return Err(Error::new(
+                airlock_format::error::ErrorKind::Io,
+                format!("part {}", part.name),
+                format!("test fault ({FAIL_AFTER_OBJECTS_ENV}): stopped after {put} objects"),
+            ));
+        }
+        s3.put(&o.bucket, &o.key, part.size, sha256, o.content_type.as_deref(), r)
             .map_err(|e| e.within(format!("part {}", part.name)))?;
         put += 1;
         Ok(())
     })?;
-    journal.notes.push(format!("buckets: {put} objects put back at {}", s3.shown()));
+    journal.notes.push(format!(
+        "buckets: {put} objects put back at {}, {kept} already there with the same size and SHA-256",
+        s3.shown()
+    ));
     Ok(())
 }

@@ -113,7 +113,8 @@ pub(super) fn open(file: &Path, identities: &[Box<dyn age::Identity + Send + Syn
         other => Error::corrupt(&subject, format!("could not be decrypted: {other}"))
             .with_hint("the file is damaged or was changed; take another backup, or use an older one"),
     })?;
-    zstd::Decoder::new(plain).map_err(|e| Error::io(file, e))
+    // age on a thread of its own, zstd here (see `super::pipe`).
+    zstd::Decoder::new(super::pipe::Decrypting::start(plain)).map_err(|e| Error::io(file, e))
 }
 
 /// A part as read, before the manifest says what it should be.
@@ -139,6 +140,7 @@ pub fn verify(host: &dyn Host, opts: &VerifyOptions, reporter: &dyn Reporter) ->
     let mut archive = tar::Archive::new(open(&opts.file, &identities)?);
     let mut seen: Vec<Seen> = Vec::new();
     let mut manifest: Option<BackupManifest> = None;
+    let hasher = super::pipe::hasher();
     let entries = archive.entries().map_err(|e| damaged("(archive start)", e))?;
     for entry in entries {
         let last = seen.last().map(|s| s.name.clone()).unwrap_or_else(|| "(archive start)".into());
@@ -166,15 +168,20 @@ pub fn verify(host: &dyn Host, opts: &VerifyOptions, reporter: &dyn Reporter) ->
             continue;
         }
         reporter.event(Event::Phase { name: &format!("checking {name}"), total: Some(entry.size()) });
-        let mut h = super::Counted { inner: entry, hasher: Sha256Hasher::new(), len: 0, reporter };
-        let toc = if name.starts_with("databases/") && name.ends_with(".dump") {
-            Some(list_dump(host, &file, &name, &mut h)?)
+        if name.starts_with("databases/") && name.ends_with(".dump") {
+            // pg_restore reads the dump's table of contents on its way through.
+            let mut h = super::Counted { inner: entry, hasher: Sha256Hasher::new(), len: 0, reporter };
+            let toc = Some(list_dump(host, &file, &name, &mut h)?);
+            io::copy(&mut h, &mut io::sink()).map_err(|e| damaged(&name, e))?;
+            reporter.event(Event::Entry { path: &name, size: h.len });
+            seen.push(Seen { name, size: h.len, sha256: h.hasher.finish().to_string(), toc });
         } else {
-            None
-        };
-        io::copy(&mut h, &mut io::sink()).map_err(|e| damaged(&name, e))?;
-        reporter.event(Event::Entry { path: &name, size: h.len });
-        seen.push(Seen { name, size: h.len, sha256: h.hasher.finish().to_string(), toc });
+            let mut entry = entry;
+            let (len, sha256) = super::pipe::copy_hashed(&hasher, &mut entry, &mut io::sink(), u64::MAX, reporter)
+                .map_err(|e| damaged(&name, e))?;
+            reporter.event(Event::Entry { path: &name, size: len });
+            seen.push(Seen { name, size: len, sha256: sha256.to_string(), toc: None });
+        }
     }
     let manifest = manifest.ok_or_else(|| {
         Error::corrupt(&file, format!("ends without its {MANIFEST_ENTRY}: it is incomplete"))
