@@ -5,7 +5,7 @@
 //!
 //! 1. [`ClusterRun::prepare`], before anything is installed anywhere, on every other
 //!    node in parallel: the bundle's files (each part as a part; what is there already
-//!    with the right size and SHA-256 is not sent again), the installer binary taken
+//!    is not sent again, a part cut off resumes: `send.rs`), the installer binary taken
 //!    from the verified bundle and the site's trusted keys go into the node's incoming
 //!    directory; that binary verifies the bundle there; the node's answers (derived
 //!    from the site's, see [`node_answers`]) go over stdin into a 0600 file; the node's
