@@ -133,7 +133,7 @@ grep -E '^  (s2|s3|w1) ' "$WORK/ours-1.out" | head -3
 rss_kib=$(awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); print $2}' "$WORK/ours-1.time")
 sent_max=$(grep -oE '[0-9]+ bytes sent' "$WORK/ours-1.out" | awk '{print $1}' | sort -n | tail -1)
 
-echo "== ours again on fresh roots, the nodes' incoming files kept (size + digest match: nothing is sent)"
+echo "== ours again on fresh roots, the nodes' incoming files kept (all there: nothing is sent; the verify there hashes them)"
 for n in $NODES; do
   r=$WORK/${n%%:*}/root; mv "$r/var/lib/airlock/incoming" "$WORK/${n%%:*}/incoming"
   rm -rf "$r"; mkdir -p "$r/var/lib/airlock"; mv "$WORK/${n%%:*}/incoming" "$r/var/lib/airlock/incoming"

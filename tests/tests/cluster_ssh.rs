@@ -585,6 +585,61 @@ fn nm_cloud_setup_enabled(root: &Path) {
     std::fs::write(wants.join("nm-cloud-setup.timer"), "[Timer]\n").unwrap();
 }
 
+fn bytes_sent(out: &str, name: &str) -> u64 {
+    let line = node_line(out, name);
+    line.rsplit(", ").next().and_then(|t| t.strip_suffix(" bytes sent")).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// A transfer cut mid-part (the stand-in hook stops the stream at a byte offset, as a
+/// dropped link does) leaves its bytes on the node and the re-run sends only the rest;
+/// on s3 those kept bytes are damaged, which the verify there finds against the signed
+/// checksum list: the part is sent again whole before anything else happens there.
+#[test]
+fn cluster_transfer_cut_mid_part_resumes_from_the_node_and_a_damaged_partial_is_sent_again_whole() {
+    let Some((lab, _turn)) = lab() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let s1 = work.path().join("s1");
+    let cfg = lab.ssh_config("resume", &lab.host_keys, "id_ed25519");
+    let answers = lab.answers("resume", "");
+    let part = std::fs::read(&lab.bundle).unwrap();
+    let cut = part.len() as u64 / 3;
+    let cuts = format!("s2:{cut},s3:{cut}");
+    let o = lab.install(&s1, &answers, &cfg, &[("AIRLOCK_TEST_CLUSTER_CUT_TRANSFER", &cuts)]);
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    let first = text(&o);
+    assert!(node_line(&first, "s2").contains("FAILED at send"), "{first}");
+    assert_eq!(bytes_sent(&first, "s2"), cut, "{first}");
+    let whole = bytes_sent(&first, "w1");
+    assert!(whole > part.len() as u64, "{first}");
+    let partial = |name: &str| lab.node_root(name).join(INCOMING).join(".demo.airlock.partial");
+    assert_eq!(std::fs::metadata(partial("s2")).unwrap().len(), cut);
+    // Damaged on s3's disk while the link was down.
+    let mut kept = std::fs::read(partial("s3")).unwrap();
+    kept[1000] ^= 0xff;
+    std::fs::write(partial("s3"), kept).unwrap();
+    // The re-run stops before any install: a K3s that airlock did not install on w1.
+    let foreign = lab.node_root("w1").join("usr/local/bin/k3s");
+    std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
+    std::fs::write(&foreign, "#!/bin/sh\n").unwrap();
+
+    let o = lab.install(&s1, &answers, &cfg, &[]);
+    assert_eq!(o.status.code(), Some(8), "{}", text(&o));
+    let out = text(&o);
+    // s2: the rest of the part (and the files after it), nothing twice.
+    assert!(node_line(&out, "s2").contains("ready (bundle verified there"), "{out}");
+    assert_eq!(bytes_sent(&out, "s2"), whole - cut, "{out}");
+    // s3: the rest, then, once its verify found the part damaged, the part again whole.
+    assert!(node_line(&out, "s3").contains("ready (bundle verified there"), "{out}");
+    assert_eq!(bytes_sent(&out, "s3"), whole - cut + part.len() as u64, "{out}");
+    assert_eq!(bytes_sent(&out, "w1"), 0, "w1 had everything: {out}");
+    for name in ["s2", "s3"] {
+        let there = std::fs::read(lab.node_root(name).join(INCOMING).join("demo.airlock")).unwrap();
+        assert!(there == part, "{name}: the bundle on the node differs from the original");
+        assert!(!partial(name).exists());
+        assert!(!lab.node_root(name).join("etc/rancher").exists(), "{name} was installed");
+    }
+}
+
 /// Every file and link below a root with its full digest, without the upgrade's own
 /// records (journals, lock, backups, release store, staging) and the incoming files:
 /// what "back on v1 byte for byte" is measured on. The first server's node journals

@@ -107,9 +107,62 @@ impl SystemSsh {
     }
 }
 
+/// The ciphers asked for when the operator's ssh configuration chooses none: AES-GCM
+/// first. OpenSSH's own first choice, ChaCha20-Poly1305, costs both ends of a bundle
+/// transfer about twice the CPU of AES-GCM on a CPU with AES instructions (measured
+/// over loopback: 5.8 against 3.2 s of CPU per GiB, client and server together), and
+/// the cluster run sends the bundle to every node at once. `^` puts them at the head of
+/// the client's default list, so a server without them still gets what it offers.
+const PREFERRED_CIPHERS: &str = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com";
+
+/// Per ssh command line (without the script): the `-o Ciphers=` to add, if any.
+static CIPHER_CHOICE: std::sync::Mutex<Vec<(Vec<String>, Option<String>)>> = std::sync::Mutex::new(Vec::new());
+
+impl SystemSsh {
+    /// `Ciphers=...` when the configuration ssh reads for `target` (`-F`, or
+    /// `~/.ssh/config` and `/etc/ssh/ssh_config`) sets no `Ciphers` of its own: what
+    /// `ssh -G` resolves for it equals the client's built-in default. Whatever the
+    /// operator chose is left alone, and so is a client too old for `^` lists.
+    fn cipher_option(&self, target: &SshTarget) -> Option<String> {
+        let mut base = self.argv(target, "");
+        base.pop();
+        let mut known = CIPHER_CHOICE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, choice)) = known.iter().find(|(k, _)| *k == base) {
+            return choice.clone();
+        }
+        let resolved = |extra: &[&str], argv: &[String]| -> Option<String> {
+            let out = Command::new(&argv[0])
+                .arg("-G")
+                .args(extra)
+                .args(&argv[1..])
+                .env("LC_ALL", "C")
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines().find_map(|l| l.strip_prefix("ciphers ")).map(str::to_string)
+        };
+        let bare: Vec<String> =
+            vec!["ssh".into(), "-F".into(), "/dev/null".into(), "--".into(), target.address.clone()];
+        let wanted = format!("Ciphers={PREFERRED_CIPHERS}");
+        let choice = match (resolved(&[], &base), resolved(&[], &bare), resolved(&["-o", &wanted], &bare)) {
+            (Some(theirs), Some(default), Some(_)) if theirs == default => Some(wanted),
+            _ => None,
+        };
+        known.push((base, choice.clone()));
+        choice
+    }
+}
+
 impl Remote for SystemSsh {
     fn exec(&self, target: &SshTarget, script: &str, stdin: &mut (dyn Read + Send)) -> Result<CommandOutput> {
-        let argv = self.argv(target, script);
+        let mut argv = self.argv(target, script);
+        if let Some(c) = self.cipher_option(target) {
+            // Before the others: for ssh the first value given for an option counts.
+            argv.splice(1..1, ["-o".to_string(), c]);
+        }
         let shown = format!("ssh {}", target.address);
         let mut child = Command::new(&argv[0])
             .args(&argv[1..])
@@ -198,6 +251,27 @@ mod tests {
         assert_eq!(&a[a.len() - 3..], ["--", "s2.site.example", "true"]);
         let accept = SystemSsh { options: SshOptions { accept_new_host_keys: true, ..SshOptions::default() } };
         assert!(accept.argv(&target(), "true").contains(&"StrictHostKeyChecking=accept-new".to_string()));
+    }
+
+    /// Needs the OpenSSH client; `ssh -G` only resolves the configuration, it connects
+    /// nowhere.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // config files of the test's own, outside any root
+    fn aes_gcm_is_preferred_only_when_the_ssh_config_chooses_no_ciphers() {
+        if Command::new("ssh").arg("-V").output().is_err() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        let chosen = dir.path().join("chosen");
+        std::fs::write(&plain, "Host *\n  User root\n").unwrap();
+        std::fs::write(&chosen, "Host s2.site.example\n  Ciphers chacha20-poly1305@openssh.com\n").unwrap();
+        let t = SshTarget { port: None, identity_file: None, jump: None, ..target() };
+        let with = |config: &std::path::Path| SystemSsh {
+            options: SshOptions { config_file: Some(config.to_path_buf()), ..SshOptions::default() },
+        };
+        assert_eq!(with(&plain).cipher_option(&t).as_deref(), Some(&*format!("Ciphers={PREFERRED_CIPHERS}")));
+        assert_eq!(with(&chosen).cipher_option(&t), None, "the operator's Ciphers was overridden");
     }
 
     #[test]

@@ -29,15 +29,7 @@ impl ClusterRun<'_> {
     /// Uninstalls every other node, agents first, then servers last joined first.
     /// `extra`: `--purge` / `--force` as given.
     pub fn uninstall_others(&self, extra: &[String], reporter: &dyn Reporter) -> Result<Vec<NodeReport>> {
-        let (d, size) =
-            airlock_format::digest::sha256_file(&self.installer).map_err(|e| Error::io(&self.installer, e))?;
-        let installer = [Outgoing {
-            local: self.installer.clone(),
-            name: "airlock".into(),
-            size,
-            sha256: d.hex(),
-            executable: true,
-        }];
+        let installer = [Outgoing::installer(&self.installer)?];
         let mut order: Vec<_> = self.others().filter(|n| n.role == Role::Agent).collect();
         order.extend(self.others().filter(|n| n.role == Role::Server).collect::<Vec<_>>().into_iter().rev());
         let ids = AtomicU64::new(1);
@@ -144,16 +136,10 @@ impl ClusterRun<'_> {
     /// back as text.
     pub fn fetch_support(&self, reporter: &dyn Reporter) -> Vec<(String, std::result::Result<Vec<u8>, String>)> {
         use base64::Engine;
-        let installer = match airlock_format::digest::sha256_file(&self.installer) {
-            Ok((d, size)) => [Outgoing {
-                local: self.installer.clone(),
-                name: "airlock".into(),
-                size,
-                sha256: d.hex(),
-                executable: true,
-            }],
+        let installer = match Outgoing::installer(&self.installer) {
+            Ok(f) => [f],
             Err(e) => {
-                let why = format!("{}: {e}", self.installer.display());
+                let why = format!("{}: {}", e.subject, e.cause);
                 return self.others().map(|n| (n.name.clone(), Err(why.clone()))).collect();
             }
         };

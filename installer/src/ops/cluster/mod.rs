@@ -5,7 +5,7 @@
 //!
 //! 1. [`ClusterRun::prepare`], before anything is installed anywhere, on every other
 //!    node in parallel: the bundle's files (each part as a part; what is there already
-//!    with the right size and SHA-256 is not sent again), the installer binary taken
+//!    is not sent again, a part cut off resumes: `send.rs`), the installer binary taken
 //!    from the verified bundle and the site's trusted keys go into the node's incoming
 //!    directory; that binary verifies the bundle there; the node's answers (derived
 //!    from the site's, see [`node_answers`]) go over stdin into a 0600 file; the node's
@@ -37,11 +37,11 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use airlock_format::error::{Error, Result};
 use airlock_format::parts::BundleFiles;
-use airlock_format::report::{Event, Reporter};
+use airlock_format::report::Reporter;
 use serde::{Deserialize, Serialize};
 
 use crate::host::ssh::{sh_quote, ssh_failure, Remote, SshTarget};
@@ -66,7 +66,10 @@ pub const GATE_FAIL_ENV: &str = "AIRLOCK_TEST_CLUSTER_GATE_FAIL";
 
 pub mod all_nodes;
 pub mod install;
+mod send;
 pub mod upgrade;
+
+use send::Outgoing;
 
 /// What the run sets up on the other nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,38 +183,6 @@ impl ClusterReport {
     pub fn ok(&self) -> bool {
         self.nodes.iter().all(|n| n.result.ok())
     }
-}
-
-/// What a node's incoming directory holds, as far as a run needs to know.
-struct Incoming {
-    /// The names of the files there with the right size and digest.
-    have: Vec<String>,
-    /// The node has `gzip`.
-    gunzip: bool,
-}
-
-/// The line a node prints when it has `gzip`.
-const GUNZIP_MARK: &str = "airlock-gunzip: yes";
-
-/// How the installer binary is compressed on its way to a node. The installer is also
-/// inside the bundle the node gets, but taking it out of there needs a zstd decoder
-/// (and `tar`), which a node that has nothing but sshd cannot be assumed to have; the
-/// installer itself is what would decode it. So it is sent beside the bundle, verified
-/// here first (it comes from the verified bundle) and checked by its SHA-256 on the
-/// node, and, where the node has `gzip` (part of every Linux base system; without it
-/// it goes as it is), compressed: that sends it at about a third of its size, so the
-/// bytes per node stay within 1 % over the bundle's own. Level 6: higher levels cost
-/// seconds of one core for a few per cent.
-const INSTALLER_GZIP: flate2::Compression = flate2::Compression::new(6);
-
-/// One file that goes to every node: where it is here, its name there, its digest.
-#[derive(Clone, Debug)]
-struct Outgoing {
-    local: PathBuf,
-    name: String,
-    size: u64,
-    sha256: String,
-    executable: bool,
 }
 
 /// Everything a cluster run needs besides the first server's own install.
@@ -477,13 +448,12 @@ impl ClusterRun<'_> {
         // again (its preflight would now find the install it made). Its gate runs the
         // installer, which a successful run removed with the rest of the incoming files.
         if self.joined_earlier(n).map_err(|e| failed("journal", e))? {
-            let installer: Vec<Outgoing> = files.iter().filter(|f| f.executable).cloned().collect();
+            let installer: Vec<Outgoing> = files.iter().filter(|f| f.kind == send::Kind::Installer).cloned().collect();
             self.send_missing(n, &t, &installer, sent, ids, reporter)?;
             self.gate(&t).map_err(|e| failed("health", e))?;
             return Ok(NodeResult::Checked);
         }
-        self.send_missing(n, &t, files, sent, ids, reporter)?;
-        self.run_checked(&t, &self.verify_script(), &mut std::io::empty(), "verify")?;
+        self.send_and_verify(n, &t, files, sent, ids, reporter)?;
         if let Purpose::Upgrade { .. } = self.purpose {
             // The upgrade's own preflight, with the answers the node kept; its journal
             // changes only once it is upgraded.
@@ -507,38 +477,6 @@ impl ClusterRun<'_> {
         )?;
         self.journal(n, Phase::Prepared).map_err(|e| failed("journal", e))?;
         Ok(NodeResult::Prepared)
-    }
-
-    /// Sends what of `files` is not on the node yet (right size and SHA-256), then
-    /// checks on the node that everything arrived as sent.
-    fn send_missing(
-        &self,
-        n: &SiteNode,
-        t: &SshTarget,
-        files: &[Outgoing],
-        sent: &mut u64,
-        ids: &AtomicU64,
-        reporter: &dyn Reporter,
-    ) -> std::result::Result<(), NodeResult> {
-        let there = self.present(t, files).map_err(|e| failed("connect", e))?;
-        for f in files.iter().filter(|f| !there.have.contains(&f.name)) {
-            let id = ids.fetch_add(1, Ordering::Relaxed);
-            let label = format!("{}: {}", n.name, f.name);
-            reporter.event(Event::TransferStart { id, name: &label, total: Some(f.size) });
-            let r = self.send(t, f, there.gunzip && f.executable, id, reporter);
-            reporter.event(Event::TransferDone { id });
-            *sent += r.map_err(|e| failed("send", e))?;
-        }
-        // What arrived is what was sent: size and digest again, on the node.
-        let have = self.present(t, files).map_err(|e| failed("send", e))?.have;
-        if let Some(f) = files.iter().find(|f| !have.contains(&f.name)) {
-            return Err(failed(
-                "send",
-                Error::corrupt(f.name.clone(), "differs on the node from what was sent")
-                    .with_hint("run the command again: what is intact is not sent again"),
-            ));
-        }
-        Ok(())
     }
 
     /// Installs and joins every other node: servers one at a time, each gated, then
@@ -643,95 +581,23 @@ impl ClusterRun<'_> {
 
     fn outgoing(&self) -> Result<Vec<Outgoing>> {
         let files = BundleFiles::locate(&self.bundle)?;
-        let mut paths: Vec<(PathBuf, String, bool)> = Vec::new();
+        let mut out = Vec::new();
         for p in &files.parts {
-            paths.push((p.clone(), file_name(p)?, false));
+            out.push(Outgoing::new(p, file_name(p)?, send::Kind::Part)?);
         }
         let base = file_name(&files.base)?;
         let dir = files.base.parent().unwrap_or(Path::new("."));
         for ext in [".sha256", ".sha256.minisig"] {
             let p = dir.join(format!("{base}{ext}"));
             if p.is_file() {
-                paths.push((p, format!("{base}{ext}"), false));
+                out.push(Outgoing::new(&p, format!("{base}{ext}"), send::Kind::Small)?);
             }
         }
         for (i, k) in self.key_files.iter().enumerate() {
-            paths.push((k.clone(), format!("key{i}.pub"), false));
+            out.push(Outgoing::new(k, format!("key{i}.pub"), send::Kind::Small)?);
         }
-        paths.push((self.installer.clone(), "airlock".into(), true));
-        paths
-            .into_iter()
-            .map(|(local, name, executable)| {
-                let (d, size) = airlock_format::digest::sha256_file(&local).map_err(|e| Error::io(&local, e))?;
-                Ok(Outgoing { local, name, size, sha256: d.hex(), executable })
-            })
-            .collect()
-    }
-
-    /// The names of `files` already on the node with the right size and digest, and
-    /// whether the node can unpack a gzip stream.
-    fn present(&self, t: &SshTarget, files: &[Outgoing]) -> Result<Incoming> {
-        // The first thing written on a node: a symbolic link at the incoming directory
-        // or its parent would take every file sent (and the removal after a success)
-        // somewhere else, possibly outside the node's target root. Refused, not followed.
-        let mut script = format!(
-            "{}for p in \"$R/var/lib/airlock\" \"$D\"; do if [ -L \"$p\" ]; then \
-             echo \"$p is a symbolic link: refusing to write through it\" >&2; exit 3; fi; done\n\
-             mkdir -p \"$D\" && cd \"$D\" || exit 1\ncommand -v gzip >/dev/null 2>&1 && echo {GUNZIP_MARK}\n",
-            prologue()
-        );
-        for f in files {
-            // Size first: a partial or stale file is not hashed at all.
-            script.push_str(&format!(
-                "[ -f {q} ] && [ \"$(wc -c < {q})\" -eq {size} ] && sha256sum -- {q}\n",
-                q = sh_quote(&f.name),
-                size = f.size
-            ));
-        }
-        script.push_str("true\n");
-        let out = self.remote.exec(t, &script, &mut std::io::empty())?;
-        if out.status == 255 {
-            return Err(ssh_error(t, &out.stderr));
-        }
-        let out = out.checked(&["ssh", &t.address, "(check incoming files)"])?;
-        let have = files
-            .iter()
-            .filter(|f| out.stdout.lines().any(|l| l.split_once("  ") == Some((f.sha256.as_str(), f.name.as_str()))))
-            .map(|f| f.name.clone())
-            .collect();
-        Ok(Incoming { have, gunzip: out.stdout.lines().any(|l| l == GUNZIP_MARK) })
-    }
-
-    /// Sends one file into the node's incoming directory (a partial file renamed when
-    /// complete). `gzip`: the file goes gzip-compressed and the node's `gzip` unpacks it
-    /// (see [`INSTALLER_GZIP`]); what lands is checked by its SHA-256 all the same.
-    fn send(&self, t: &SshTarget, f: &Outgoing, gzip: bool, id: u64, reporter: &dyn Reporter) -> Result<u64> {
-        let q = sh_quote(&f.name);
-        let partial = sh_quote(&format!(".{}.partial", f.name));
-        let mode = if f.executable { "755" } else { "644" };
-        let receive = if gzip { "gzip -dc" } else { "cat" };
-        let script = format!(
-            "{}cd \"$D\" && {receive} > {partial} && chmod {mode} {partial} && mv -f {partial} {q}",
-            prologue()
-        );
-        let file = std::fs::File::open(&f.local).map_err(|e| Error::io(&f.local, e))?;
-        let inner: Box<dyn Read + Send> = if gzip {
-            Box::new(flate2::read::GzEncoder::new(std::io::BufReader::new(file), INSTALLER_GZIP))
-        } else {
-            Box::new(file)
-        };
-        let mut counted = Counting { inner, id, reporter, bytes: 0 };
-        let out = self.remote.exec(t, &script, &mut counted)?;
-        if out.status == 255 {
-            return Err(ssh_error(t, &out.stderr));
-        }
-        out.checked(&["ssh", &t.address, "(receive file)"])
-            .map_err(|e| e.with_hint(format!("{}: is the disk under {INCOMING_DIR} full?", f.name)))?;
-        Ok(counted.bytes)
-    }
-
-    fn verify_script(&self) -> String {
-        format!("{}cd \"$D\" && ./airlock verify {} {}", prologue(), self.remote_bundle(), self.pubkey_args())
+        out.push(Outgoing::installer(&self.installer)?);
+        Ok(out)
     }
 
     fn remote_bundle(&self) -> String {
@@ -1003,23 +869,6 @@ fn file_name(p: &Path) -> Result<String> {
         .ok_or_else(|| Error::input(p.display().to_string(), "has no file name").with_hint("name the bundle file"))
 }
 
-/// Counts what is read through it, for the report and the progress bars.
-struct Counting<'a, R> {
-    inner: R,
-    id: u64,
-    reporter: &'a dyn Reporter,
-    bytes: u64,
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
-        self.reporter.event(Event::TransferProgress { id: self.id, bytes: n as u64 });
-        Ok(n)
-    }
-}
-
 /// The answers of node `i` (from 1) of `nodes`: the site's answers without `nodes`,
 /// with its own `node`, the `ha` members every node lists alike, `join` to the first
 /// server with the token at the path every node keeps it, and its `data_dir`.
@@ -1282,11 +1131,9 @@ mod tests {
         let (bundle, installer) = (files.path().join("demo.airlock"), files.path().join("airlock"));
         std::fs::write(&bundle, b"bundle").unwrap();
         std::fs::write(&installer, b"installer").unwrap();
-        let mut incoming = String::new();
-        for (p, name) in [(&bundle, "demo.airlock"), (&installer, "airlock")] {
-            let (d, _) = airlock_format::digest::sha256_file(p).unwrap();
-            incoming.push_str(&format!("{}  {name}\n", d.hex()));
-        }
+        // The bundle (file 0 of what is sent) by its size, the installer by its digest.
+        let (d, _) = airlock_format::digest::sha256_file(&installer).unwrap();
+        let incoming = format!("sized 0\n{}  airlock\n", d.hex());
         let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy, incoming };
         let mut here =
             FakeHere { remote: &remote, upgrade_fails, rollback_fails, upgraded_at: None, rolled_back_at: None };
