@@ -1389,11 +1389,9 @@ mod tests {
         let (bundle, installer) = (files.path().join("demo.airlock"), files.path().join("airlock"));
         std::fs::write(&bundle, b"bundle").unwrap();
         std::fs::write(&installer, b"installer").unwrap();
-        let mut incoming = String::new();
-        for (p, name) in [(&bundle, "demo.airlock"), (&installer, "airlock")] {
-            let (d, _) = airlock_format::digest::sha256_file(p).unwrap();
-            incoming.push_str(&format!("{}  {name}\n", d.hex()));
-        }
+        // The bundle (file 0 of what is sent) by its size, the installer by its digest.
+        let (d, _) = airlock_format::digest::sha256_file(&installer).unwrap();
+        let incoming = format!("sized 0\n{}  airlock\n", d.hex());
         (files, bundle, installer, incoming)
     }
 
