@@ -17,6 +17,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 
 use airlock_format::digest::{BackgroundHasher, Sha256Digest};
 use airlock_format::report::{Event, Reporter};
+pub(super) use airlock_format::write::read_full;
 
 /// Bytes handed between threads at a time.
 pub(super) const CHUNK: usize = 1 << 20;
@@ -190,20 +191,6 @@ impl Read for Decrypting {
         self.pos += n;
         Ok(n)
     }
-}
-
-/// Reads until `buf` is full or the end: the bytes read.
-pub(super) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Copies at most `limit` bytes from `r` to `w` in chunks, each hashed on the hashing

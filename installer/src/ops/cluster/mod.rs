@@ -1127,13 +1127,7 @@ mod tests {
     ) -> (upgrade::ClusterUpgrade<(), &'static str>, FakeNodes, Option<usize>, Option<usize>) {
         let root = tempfile::tempdir().unwrap();
         let host = RootedHost::new(root.path().to_path_buf(), false).unwrap();
-        let files = tempfile::tempdir().unwrap();
-        let (bundle, installer) = (files.path().join("demo.airlock"), files.path().join("airlock"));
-        std::fs::write(&bundle, b"bundle").unwrap();
-        std::fs::write(&installer, b"installer").unwrap();
-        // The bundle (file 0 of what is sent) by its size, the installer by its digest.
-        let (d, _) = airlock_format::digest::sha256_file(&installer).unwrap();
-        let incoming = format!("sized 0\n{}  airlock\n", d.hex());
+        let (_files, bundle, installer, incoming) = sent_files();
         let remote = FakeNodes { calls: Mutex::new(Vec::new()), failing: vec![], unhealthy, incoming };
         let mut here =
             FakeHere { remote: &remote, upgrade_fails, rollback_fails, upgraded_at: None, rolled_back_at: None };
