@@ -217,6 +217,34 @@ pub struct CosignCheck {
     /// (`.att`). Absent in bundles made before they were carried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<CosignObject>,
+    /// The image's OCI 1.1 referrers (manifests whose `subject` is the image: cosign
+    /// signatures and attestations in OCI 1.1 mode, SBOMs), carried in the layout so a
+    /// push or `registry serve` offers them through the referrers API or its fallback
+    /// tag (`sha256-<hex>`). Absent when the image has none, and in bundles made
+    /// before they were carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Referrer>,
+}
+
+/// One OCI 1.1 referrer of an image carried in the bundle: a manifest whose
+/// `subject` is the image, checked at create, with what the referrers index lists for
+/// it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Referrer {
+    pub media_type: String,
+    /// The manifest's `artifactType` (else its config's media type), as the referrers
+    /// API lists it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The manifest itself, a blob of the layout.
+    pub digest: Sha256Digest,
+    pub size: u64,
+    /// The manifest's annotations, as the referrers API lists them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Its config and layers (blobs of the layout).
+    pub blobs: Vec<Sha256Digest>,
 }
 
 /// One cosign object (a manifest under cosign's tag scheme) carried in the bundle.
@@ -265,6 +293,72 @@ impl Image {
             })
             .collect()
     }
+
+    /// The image's carried OCI 1.1 referrers as images of their own, named by digest
+    /// in the same repository (`NAME@sha256:…`): push and serve offer them like any
+    /// manifest, and the fallback tag lists them ([`Image::referrers_index`]).
+    pub fn referrer_images(&self) -> Vec<Image> {
+        let Some(c) = &self.cosign else { return vec![] };
+        c.referrers
+            .iter()
+            .map(|r| Image {
+                reference: format!("{}@{}", self.name(), r.digest),
+                component: self.component.clone(),
+                media_type: r.media_type.clone(),
+                digest: r.digest,
+                size: r.size,
+                platforms: vec![],
+                blobs: std::iter::once(r.digest).chain(r.blobs.iter().copied()).collect(),
+                cosign: None,
+            })
+            .collect()
+    }
+
+    /// An image index listing no referrers.
+    pub fn empty_referrers_index() -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::MEDIA_TYPE_OCI_INDEX,
+            "manifests": [],
+        }))
+        .expect("index serializes")
+    }
+
+    /// The OCI 1.1 referrers index of this image (what `GET /v2/<name>/referrers/<digest>`
+    /// answers and the fallback tag `sha256-<hex>` holds): one descriptor per carried
+    /// referrer with its artifact type and annotations, those of `artifact_type` only
+    /// when given. `extra`: descriptors to keep beside them (a registry's own, by digest).
+    pub fn referrers_index(&self, artifact_type: Option<&str>, extra: &[serde_json::Value]) -> Vec<u8> {
+        let mut manifests: Vec<serde_json::Value> = Vec::new();
+        let carried = self.cosign.iter().flat_map(|c| &c.referrers);
+        for r in carried.filter(|r| artifact_type.is_none() || r.artifact_type.as_deref() == artifact_type) {
+            let mut d = serde_json::json!({"mediaType": r.media_type, "digest": r.digest.to_string(), "size": r.size});
+            if let Some(t) = &r.artifact_type {
+                d["artifactType"] = t.clone().into();
+            }
+            if !r.annotations.is_empty() {
+                d["annotations"] = serde_json::to_value(&r.annotations).expect("annotations serialize");
+            }
+            manifests.push(d);
+        }
+        for e in extra {
+            if !manifests.iter().any(|m| m.get("digest") == e.get("digest")) {
+                manifests.push(e.clone());
+            }
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::MEDIA_TYPE_OCI_INDEX,
+            "manifests": manifests,
+        });
+        serde_json::to_vec(&index).expect("index serializes")
+    }
+}
+
+/// The tag a registry without the referrers API keeps an image's referrers index
+/// under (OCI Distribution 1.1, "referrers tag schema").
+pub fn referrers_tag(image: &Sha256Digest) -> String {
+    format!("sha256-{}", image.hex())
 }
 
 /// One verified cosign signature, with the key it verified with.
@@ -588,6 +682,17 @@ impl Manifest {
                 need(&blob_path(d), &what)?;
             }
         }
+        // A referrer is a manifest of its own (never the image itself), listed once;
+        // that its `subject` is this image was checked at create.
+        let mut referrers = BTreeSet::new();
+        for r in &c.referrers {
+            if r.digest == img.digest || !referrers.insert(r.digest) {
+                return bad(format!("referrer {} is listed twice or is the image itself", r.digest));
+            }
+            for d in std::iter::once(&r.digest).chain(&r.blobs) {
+                need(&blob_path(d), &what)?;
+            }
+        }
         Ok(())
     }
 
@@ -754,7 +859,7 @@ impl Manifest {
         }
         for img in &self.images {
             // The carried cosign objects belong to their image: damage to one names it.
-            let cosign = img.cosign_images();
+            let cosign: Vec<Image> = img.cosign_images().into_iter().chain(img.referrer_images()).collect();
             let blobs = img.blobs.iter().chain(cosign.iter().flat_map(|c| &c.blobs));
             let mut entries: Vec<String> = blobs.map(blob_path).collect();
             let mut seen = BTreeSet::new();
@@ -913,6 +1018,7 @@ mod tests {
                     signature: String::new(),
                 }),
                 objects,
+                referrers: vec![],
             }),
         };
         m.entries.push(root);
