@@ -15,7 +15,9 @@
 //! - OCI 1.1 referrers (cosign's `--registry-referrers-mode=oci-1-1` signature and a
 //!   `--new-bundle-format` attestation, kept by the registry's fallback tag) travel in
 //!   the bundle: `airlock verify` lists them, `cosign tree --experimental-oci11` finds
-//!   them on the pushed and the served copy, a damaged referrer blob fails verify and
+//!   them and `cosign verify --experimental-oci11` / `verify-attestation
+//!   --new-bundle-format` succeed with the key on the pushed and the served copy (the
+//!   referrers API there, the fallback tag at the registry), a damaged referrer blob fails verify and
 //!   a referrer of another image is refused at create, each naming the image.
 
 use std::net::TcpStream;
@@ -423,7 +425,7 @@ fn oci_referrers_travel_in_the_bundle_to_the_pushed_and_the_served_copy() {
     let o = ok(airlock(&["verify", v1.to_str().unwrap()]));
     let text = String::from_utf8_lossy(&o.stdout);
     for r in &check.referrers {
-        assert!(text.contains(&format!("OCI referrers carried:")) && text.contains(&r.digest.to_string()), "{text}");
+        assert!(text.contains("OCI referrers carried:") && text.contains(&r.digest.to_string()), "{text}");
     }
 
     // Pushed under a prefix: the referrers by digest and the fallback tag's index,
@@ -436,6 +438,19 @@ fn oci_referrers_travel_in_the_bundle_to_the_pushed_and_the_served_copy() {
     for r in &check.referrers {
         assert!(pushed.contains(&r.digest.to_string()), "{pushed}");
     }
+    // And both verify with the vendor's key. cosign wants a trusted root for the
+    // Sigstore bundle format even when no transparency log is asked: an empty one.
+    std::fs::write(d.join("root.json"), r#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}"#)
+        .unwrap();
+    let offline = ["--trusted-root", "root.json", "--key", "vendor.pub", "--insecure-ignore-tlog=true"];
+    let verify = |reference: &str, ca: &Path| {
+        let said =
+            cosign_oci11(&bin, d, ca, &[&["verify", "--experimental-oci11"][..], &offline, &[reference]].concat());
+        assert!(said.contains(&digest), "{said}");
+        let att = ["verify-attestation", "--new-bundle-format", "--type", "custom"];
+        cosign_oci11(&bin, d, ca, &[&att[..], &offline, &[reference]].concat());
+    };
+    verify(&format!("{to}/example.com/app@{digest}"), &ca);
     // Pushing again keeps the site's tag as it is.
     let tag_url = format!("https://{}/v2/site/example.com/app/manifests/sha256-{hex}", reg.host());
     let accept = "Accept: application/vnd.oci.image.index.v1+json";
@@ -457,6 +472,7 @@ fn oci_referrers_travel_in_the_bundle_to_the_pushed_and_the_served_copy() {
     for r in &check.referrers {
         assert!(served.contains(&r.digest.to_string()), "{served}");
     }
+    verify(&format!("{host}/example.com/app@{digest}"), &tls.join("ca.crt"));
     let bundle_type = check.referrers.iter().find_map(|r| r.artifact_type.clone()).unwrap();
     let filtered = format!(
         "https://{host}/v2/example.com/app/referrers/{digest}?artifactType={}",
