@@ -1062,6 +1062,78 @@ mod tests {
         }
     }
 
+    fn referrer(digest: Sha256Digest, artifact_type: &str) -> Referrer {
+        Referrer {
+            media_type: crate::oci::MEDIA_TYPE_OCI_MANIFEST.into(),
+            artifact_type: Some(artifact_type.into()),
+            digest,
+            size: 3,
+            annotations: BTreeMap::from([("created".to_string(), "now".to_string())]),
+            blobs: vec![Sha256Digest::of(b"cfg"), Sha256Digest::of(b"layer")],
+        }
+    }
+
+    #[test]
+    fn carried_referrers_belong_to_their_image_and_are_listed_once() {
+        let sig = Sha256Digest::of(b"sig");
+        let with = |referrers: Vec<Referrer>| {
+            let (mut m, mut image) = signed_image(vec![], sig);
+            image.cosign.as_mut().unwrap().referrers = referrers;
+            m.images[0] = image.clone();
+            (m, image)
+        };
+        let (m, image) = with(vec![referrer(sig, "application/vnd.dev.sigstore.bundle.v0.3+json")]);
+        m.validate().expect("a well-formed referrer");
+        let as_images = image.referrer_images();
+        assert_eq!(as_images[0].reference, format!("example.com/app@{sig}"));
+        assert_eq!(as_images[0].blobs, [sig, Sha256Digest::of(b"cfg"), Sha256Digest::of(b"layer")]);
+        // Damage to a referrer's blob names the image.
+        let layer = blob_path(&Sha256Digest::of(b"layer"));
+        assert_eq!(m.artifacts_by_entry().get(&layer).cloned(), Some(vec!["image example.com/app:1".to_string()]));
+
+        let root = Sha256Digest::of(b"root");
+        for (referrers, why) in [
+            (vec![referrer(sig, "a"), referrer(sig, "b")], "listed twice"),
+            (vec![referrer(root, "a")], "the image itself"),
+            (vec![referrer(Sha256Digest::of(b"missing"), "a")], "not an entry"),
+        ] {
+            let (m, _) = with(referrers);
+            let e = m.validate().unwrap_err();
+            assert!(e.cause.contains(why) && e.cause.contains("example.com/app:1"), "{e}");
+        }
+        // Bundles without referrers keep their bytes: the key is left out.
+        let (_, plain) = with(vec![]);
+        assert!(!serde_json::to_string(&plain).unwrap().contains("referrers"));
+    }
+
+    #[test]
+    fn the_referrers_index_lists_artifact_types_filters_by_one_and_keeps_what_the_site_had() {
+        let (sig, att) = (Sha256Digest::of(b"sig"), Sha256Digest::of(b"att"));
+        let (_, mut image) = signed_image(vec![], sig);
+        image.cosign.as_mut().unwrap().referrers = vec![referrer(sig, "sig-type"), referrer(att, "att-type")];
+        let listed = |bytes: Vec<u8>| -> Vec<serde_json::Value> {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["mediaType"], crate::oci::MEDIA_TYPE_OCI_INDEX);
+            v["manifests"].as_array().unwrap().clone()
+        };
+        let all = listed(image.referrers_index(None, &[]));
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            (all[0]["artifactType"].as_str(), all[0]["annotations"]["created"].as_str()),
+            (Some("sig-type"), Some("now"))
+        );
+        let only = listed(image.referrers_index(Some("att-type"), &[]));
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0]["digest"], att.to_string());
+        // The site's own entry stays; one it shares with the bundle is listed once.
+        let site = serde_json::json!({"mediaType": "x", "digest": Sha256Digest::of(b"site").to_string(), "size": 1});
+        let merged = listed(image.referrers_index(None, &[site.clone(), all[0].clone()]));
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merged[2], site);
+        assert!(listed(Image::empty_referrers_index()).is_empty());
+        assert_eq!(referrers_tag(&sig), format!("sha256-{}", sig.hex()));
+    }
+
     #[test]
     fn delta_manifest_accepts_an_artifact_whose_entry_comes_from_the_base() {
         let m = release(&["charts/a-1.tgz"]);
