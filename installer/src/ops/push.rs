@@ -402,11 +402,12 @@ pub fn run(
     Ok(report)
 }
 
-/// After the referrers are pushed: the fallback tag `sha256-<hex>` of each image with
-/// carried OCI 1.1 referrers, an image index listing them, for registries without the
-/// referrers API (a registry with it lists them by their `subject` anyway, and tools
-/// read the tag only when the API is missing). What the tag already lists at the site
-/// stays listed: the index is merged, not replaced, and left alone when nothing is new.
+/// After the referrers are pushed, for a registry without the referrers API: the
+/// fallback tag `sha256-<hex>` of each image with carried OCI 1.1 referrers, an image
+/// index listing them (a registry with the API lists them from their `subject`, and
+/// tools read the tag only when the API is missing). What the tag already lists at the
+/// site stays listed: the index is merged, not replaced, and left alone when nothing
+/// is new.
 fn write_referrers_tags(
     client: &Client,
     registry: &str,
@@ -421,6 +422,10 @@ fn write_referrers_tags(
     for i in images.iter().filter(|i| i.cosign.as_ref().is_some_and(|c| !c.referrers.is_empty())) {
         let target = target_for(registry, prefix, &i.reference)?;
         let what = format!("referrers index of image {} (to {target})", i.reference);
+        // A registry with the referrers API lists them from their `subject` already.
+        if client.referrers(&target.repo, &i.digest, &what)?.is_some() {
+            continue;
+        }
         let tag = airlock_format::manifest::referrers_tag(&i.digest);
         let (have, extra) = match client.manifest_digest(&target.repo, &tag, &what)? {
             Some(d) => {
