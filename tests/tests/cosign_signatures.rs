@@ -17,7 +17,8 @@
 //!   the bundle: `airlock verify` lists them, `cosign tree --experimental-oci11` finds
 //!   them and `cosign verify --experimental-oci11` / `verify-attestation
 //!   --new-bundle-format` succeed with the key on the pushed and the served copy (the
-//!   referrers API there, the fallback tag at the registry), a damaged referrer blob fails verify and
+//!   referrers API there, the fallback tag at the registry, merged into what the site's
+//!   tag listed), a damaged referrer blob fails verify and
 //!   a referrer of another image is refused at create, each naming the image.
 
 use std::net::TcpStream;
@@ -451,17 +452,53 @@ fn oci_referrers_travel_in_the_bundle_to_the_pushed_and_the_served_copy() {
         cosign_oci11(&bin, d, ca, &[&att[..], &offline, &[reference]].concat());
     };
     verify(&format!("{to}/example.com/app@{digest}"), &ca);
-    // Pushing again keeps the site's tag as it is.
+    // Pushing again leaves the site's tag as it is.
     let tag_url = format!("https://{}/v2/site/example.com/app/manifests/sha256-{hex}", reg.host());
-    let accept = "Accept: application/vnd.oci.image.index.v1+json";
+    let accept = "Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
     let get = |url: &str| {
         let o = Command::new("curl").args(["-sf", "--cacert", &ca_arg, "-H", accept, url]).output().unwrap();
         assert!(o.status.success(), "GET {url}");
         o.stdout
     };
+    let put_index = |url: &str, bytes: &[u8]| {
+        let file = d.join("index.json");
+        std::fs::write(&file, bytes).unwrap();
+        let put = Command::new("curl")
+            .args([
+                "-sf",
+                "--cacert",
+                &ca_arg,
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/vnd.oci.image.index.v1+json",
+            ])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(put.status.success(), "PUT {url}: {}", String::from_utf8_lossy(&put.stderr));
+    };
     let first = get(&tag_url);
     ok(airlock(&["registry", "push", v1.to_str().unwrap(), "--to", &to, "--ca-file", &ca_arg]));
     assert_eq!(get(&tag_url), first);
+    // The site's tag listing a manifest of its own (and not the bundle's referrers): the
+    // push adds the bundle's and keeps the site's.
+    reg.push(&format!("oci:{}:two", layout.display()), "site/example.com/app:own", false).unwrap();
+    let own = reg.skopeo_digest("site/example.com/app:own").unwrap();
+    let own_manifest = get(&format!("https://{}/v2/site/example.com/app/manifests/{own}", reg.host()));
+    let site = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": own,
+                       "size": own_manifest.len(), "artifactType": "application/x-site"}]});
+    put_index(&tag_url, &serde_json::to_vec(&site).unwrap());
+    ok(airlock(&["registry", "push", v1.to_str().unwrap(), "--to", &to, "--ca-file", &ca_arg]));
+    let merged: serde_json::Value = serde_json::from_slice(&get(&tag_url)).unwrap();
+    let listed: Vec<&str> =
+        merged["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    let mut want: Vec<String> = check.referrers.iter().map(|r| r.digest.to_string()).collect();
+    want.push(own.clone());
+    assert_eq!(listed, want, "{merged}");
 
     // Served from the bundle: the referrers API, filtered by artifact type, and the tag.
     let tls = d.join("tls");
@@ -505,15 +542,6 @@ fn oci_referrers_travel_in_the_bundle_to_the_pushed_and_the_served_copy() {
         &[&["sign"][..], &key, &["--registry-referrers-mode=oci-1-1", &format!("{}/app@{two}", reg.host())]].concat(),
     );
     let other = get(&format!("https://{}/v2/app/manifests/sha256-{}", reg.host(), two.trim_start_matches("sha256:")));
-    let file = d.join("other-index.json");
-    std::fs::write(&file, &other).unwrap();
-    let put = Command::new("curl")
-        .args(["-sf", "--cacert", &ca_arg, "-X", "PUT", "-H", "Content-Type: application/vnd.oci.image.index.v1+json"])
-        .arg("--data-binary")
-        .arg(format!("@{}", file.display()))
-        .arg(format!("https://{}/v2/app/manifests/sha256-{hex}", reg.host()))
-        .output()
-        .unwrap();
-    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    put_index(&format!("https://{}/v2/app/manifests/sha256-{hex}", reg.host()), &other);
     refused(&create(&spec), "example.com/app:1", "not this image's");
 }
