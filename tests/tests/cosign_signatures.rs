@@ -14,12 +14,12 @@
 //!   signature like any changed blob;
 //! - OCI 1.1 referrers (cosign's `--registry-referrers-mode=oci-1-1` signature and a
 //!   `--new-bundle-format` attestation, kept by the registry's fallback tag) travel in
-//!   the bundle: `airlock verify` lists them, `cosign tree --experimental-oci11` finds
-//!   them and `cosign verify --experimental-oci11` / `verify-attestation
-//!   --new-bundle-format` succeed with the key on the pushed and the served copy (the
-//!   referrers API there, the fallback tag at the registry, merged into what the site's
-//!   tag listed), a damaged referrer blob fails verify and
-//!   a referrer of another image is refused at create, each naming the image.
+//!   the bundle: `airlock verify` lists them; on the pushed copy (fallback tag, merged
+//!   into what the site's tag listed) and from `registry serve` (referrers API)
+//!   `cosign tree --experimental-oci11` finds them and `cosign verify
+//!   --experimental-oci11` / `verify-attestation --new-bundle-format` succeed with the
+//!   key; a damaged referrer blob fails verify and a referrer of another image is
+//!   refused at create, each naming the image.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
