@@ -520,6 +520,14 @@ fn oci_referrers_travel_in_the_bundle_to_the_pushed_and_the_served_copy() {
     let listed = index["manifests"].as_array().unwrap();
     let want = check.referrers.iter().filter(|r| r.artifact_type.as_deref() == Some(&bundle_type)).count();
     assert!(listed.len() == want && want < 2, "{index}");
+    // The fallback tag, for clients that read it instead of the API: all of them.
+    let tag = format!("https://{host}/v2/example.com/app/manifests/sha256-{hex}");
+    let o = Command::new("curl").args(["-sf", "--cacert"]).arg(tls.join("ca.crt")).arg(&tag).output().unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let listed: Vec<&str> =
+        index["manifests"].as_array().into_iter().flatten().filter_map(|m| m["digest"].as_str()).collect();
+    let want: Vec<String> = check.referrers.iter().map(|r| r.digest.to_string()).collect();
+    assert_eq!(listed, want, "{index}");
     drop(server);
 
     // A referrer blob damaged in the bundle: refused, naming the image.
