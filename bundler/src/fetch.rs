@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use airlock_format::cosign::{self, CosignKey};
 use airlock_format::error::{Error, Result};
-use airlock_format::manifest::{CosignCheck, CosignObject, CosignSignature};
+use airlock_format::manifest::{referrers_tag, CosignCheck, CosignObject, CosignSignature, Referrer};
 use airlock_format::report::{Event, Reporter};
 use airlock_format::Sha256Digest;
 use airlock_registry::Repo;
@@ -205,27 +205,143 @@ fn carry_object(
         Error::input(what, format!("{tag} in {repo} is not an image manifest: {e}"))
             .with_hint("cosign writes its signatures and attestations as OCI image manifests; re-sign the image")
     })?;
-    let mut digests = Vec::new();
-    for d in std::iter::once(&doc.config).chain(&doc.layers) {
-        if digests.contains(&d.digest) {
-            continue;
-        }
-        let bytes = client.small_blob(repo, &d.digest, what)?;
-        if Sha256Digest::of(&bytes) != d.digest || bytes.len() as u64 != d.size {
-            return Err(Error::corrupt(
-                what,
-                format!("blob {} of {tag} in {repo} does not match its digest and size", d.digest),
-            )
-            .with_hint("the registry's storage is damaged or something rewrites the traffic; try again"));
-        }
-        digests.push(d.digest);
-        blobs.push((d.digest, bytes));
-    }
+    let parts: Vec<(Sha256Digest, u64)> =
+        std::iter::once(&doc.config).chain(&doc.layers).map(|d| (d.digest, d.size)).collect();
+    let digests = carry_blobs(client, repo, tag, &parts, what, blobs)?;
     let media_type = doc.media_type.unwrap_or(m.media_type);
     let object =
         CosignObject { tag: tag.to_string(), media_type, digest: m.digest, size: m.bytes.len() as u64, blobs: digests };
     blobs.push((m.digest, m.bytes));
     Ok(object)
+}
+
+/// Fetches the config and layers `parts` (digest, size) of the manifest `of` in `repo`
+/// into `blobs`, each checked against its digest and size; returns their digests,
+/// each once.
+fn carry_blobs(
+    client: &Client,
+    repo: &Repo,
+    of: &str,
+    parts: &[(Sha256Digest, u64)],
+    what: &str,
+    blobs: &mut Vec<(Sha256Digest, Vec<u8>)>,
+) -> Result<Vec<Sha256Digest>> {
+    let mut digests = Vec::new();
+    for (digest, size) in parts {
+        if digests.contains(digest) {
+            continue;
+        }
+        let bytes = client.small_blob(repo, digest, what)?;
+        if Sha256Digest::of(&bytes) != *digest || bytes.len() as u64 != *size {
+            return Err(Error::corrupt(
+                what,
+                format!("blob {digest} of {of} in {repo} does not match its digest and size"),
+            )
+            .with_hint("the registry's storage is damaged or something rewrites the traffic; try again"));
+        }
+        digests.push(*digest);
+        blobs.push((*digest, bytes));
+    }
+    Ok(digests)
+}
+
+/// The OCI 1.1 referrers of the image at `digest` in its source repository (cosign
+/// signatures and attestations in OCI 1.1 mode, SBOMs): listed by the referrers API
+/// when the registry answers it, else by the fallback tag `sha256-<hex>`. Each
+/// referrer manifest is fetched by digest (checked), must name this image as its
+/// `subject`, and has its config and layers fetched into `blobs`.
+fn carry_referrers(
+    client: &Client,
+    im: &RegistryImage,
+    digest: &Sha256Digest,
+    reporter: &dyn Reporter,
+    blobs: &mut Vec<(Sha256Digest, Vec<u8>)>,
+) -> Result<Vec<Referrer>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Listed>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        digest: Sha256Digest,
+    }
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(rename = "mediaType", default)]
+        media_type: Option<String>,
+        #[serde(rename = "artifactType", default)]
+        artifact_type: Option<String>,
+        #[serde(default)]
+        config: Option<Desc>,
+        #[serde(default)]
+        layers: Vec<Desc>,
+        #[serde(default)]
+        subject: Option<Desc>,
+        #[serde(default)]
+        annotations: BTreeMap<String, String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Desc {
+        #[serde(rename = "mediaType", default)]
+        media_type: String,
+        digest: Sha256Digest,
+        size: u64,
+    }
+    let image = &im.spec.reference;
+    let what = format!("OCI referrers of image {image}");
+    reporter.event(Event::Phase { name: &format!("looking for the referrers of {image}"), total: None });
+    let repo = Repo { registry: im.source.registry.clone(), repository: im.source.repository.clone() };
+    let index = match client.referrers(&repo, digest, &what)? {
+        Some(bytes) => bytes,
+        None => {
+            let tag = referrers_tag(digest);
+            if !client.tags(&repo, &what)?.contains(&tag) {
+                return Ok(vec![]);
+            }
+            client.manifest(&repo, &tag, &what)?.bytes
+        }
+    };
+    let index: Index = serde_json::from_slice(&index).map_err(|e| {
+        Error::input(&what, format!("the referrers index of {digest} in {repo} is not an image index: {e}"))
+            .with_hint("the registry or the tag `sha256-<hex>` holds something else; remove it or fix the registry")
+    })?;
+    let mut out: Vec<Referrer> = Vec::new();
+    for listed in index.manifests {
+        if listed.digest == *digest || out.iter().any(|r| r.digest == listed.digest) {
+            continue;
+        }
+        let m = client.manifest(&repo, &listed.digest.to_string(), &what)?;
+        let doc: Doc = serde_json::from_slice(&m.bytes).map_err(|e| {
+            Error::input(&what, format!("referrer {} in {repo} is not an image manifest: {e}", listed.digest))
+                .with_hint("only image manifests with a `subject` are carried as referrers")
+        })?;
+        // A referrer listed for this image but naming another one would travel as a
+        // signature or SBOM of the wrong image.
+        let subject = doc.subject.as_ref().map(|s| s.digest);
+        if subject != Some(*digest) {
+            let named = subject.map(|s| s.to_string()).unwrap_or_else(|| "no subject".into());
+            return Err(Error::input(
+                &what,
+                format!("referrer {} in {repo} names {named}, not this image's {digest}", listed.digest),
+            )
+            .with_hint("the referrers index lists a manifest of another image; re-attach it to this image or remove it from the index"));
+        }
+        let parts: Vec<(Sha256Digest, u64)> =
+            doc.config.iter().chain(&doc.layers).map(|d| (d.digest, d.size)).collect();
+        let parts = carry_blobs(client, &repo, &listed.digest.to_string(), &parts, &what, blobs)?;
+        let artifact_type = doc.artifact_type.clone().or_else(|| doc.config.as_ref().map(|c| c.media_type.clone()));
+        out.push(Referrer {
+            media_type: doc.media_type.unwrap_or(m.media_type),
+            artifact_type,
+            digest: m.digest,
+            size: m.bytes.len() as u64,
+            annotations: doc.annotations,
+            blobs: parts,
+        });
+        blobs.push((m.digest, m.bytes));
+    }
+    Ok(out)
 }
 
 /// The pull options with the spec's `registries:` (CA files, insecure hosts).
@@ -320,7 +436,12 @@ impl<'a> Fetcher<'a> {
                 let c = check_signature(client, im, &p.digest, policy, reporter)
                     .map_err(|e| e.within(image_key(spec, im.key)))?;
                 carried.extend(c.blobs);
-                let check = CosignCheck { required: policy.require, signature: c.signature, objects: c.objects };
+                let mut blobs = Vec::new();
+                let referrers = carry_referrers(client, im, &p.digest, reporter, &mut blobs)
+                    .map_err(|e| e.within(image_key(spec, im.key)))?;
+                carried.extend(blobs);
+                let check =
+                    CosignCheck { required: policy.require, signature: c.signature, objects: c.objects, referrers };
                 checked.push((im.key, check));
             }
         }

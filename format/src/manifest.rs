@@ -217,6 +217,34 @@ pub struct CosignCheck {
     /// (`.att`). Absent in bundles made before they were carried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<CosignObject>,
+    /// The image's OCI 1.1 referrers (manifests whose `subject` is the image: cosign
+    /// signatures and attestations in OCI 1.1 mode, SBOMs), carried in the layout so a
+    /// push or `registry serve` offers them through the referrers API or its fallback
+    /// tag (`sha256-<hex>`). Absent when the image has none, and in bundles made
+    /// before they were carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Referrer>,
+}
+
+/// One OCI 1.1 referrer of an image carried in the bundle: a manifest whose
+/// `subject` is the image, checked at create, with what the referrers index lists for
+/// it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Referrer {
+    pub media_type: String,
+    /// The manifest's `artifactType` (else its config's media type), as the referrers
+    /// API lists it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The manifest itself, a blob of the layout.
+    pub digest: Sha256Digest,
+    pub size: u64,
+    /// The manifest's annotations, as the referrers API lists them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Its config and layers (blobs of the layout).
+    pub blobs: Vec<Sha256Digest>,
 }
 
 /// One cosign object (a manifest under cosign's tag scheme) carried in the bundle.
@@ -265,6 +293,72 @@ impl Image {
             })
             .collect()
     }
+
+    /// The image's carried OCI 1.1 referrers as images of their own, named by digest
+    /// in the same repository (`NAME@sha256:…`): push and serve offer them like any
+    /// manifest, and the fallback tag lists them ([`Image::referrers_index`]).
+    pub fn referrer_images(&self) -> Vec<Image> {
+        let Some(c) = &self.cosign else { return vec![] };
+        c.referrers
+            .iter()
+            .map(|r| Image {
+                reference: format!("{}@{}", self.name(), r.digest),
+                component: self.component.clone(),
+                media_type: r.media_type.clone(),
+                digest: r.digest,
+                size: r.size,
+                platforms: vec![],
+                blobs: std::iter::once(r.digest).chain(r.blobs.iter().copied()).collect(),
+                cosign: None,
+            })
+            .collect()
+    }
+
+    /// An image index listing no referrers.
+    pub fn empty_referrers_index() -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::MEDIA_TYPE_OCI_INDEX,
+            "manifests": [],
+        }))
+        .expect("index serializes")
+    }
+
+    /// The OCI 1.1 referrers index of this image (what `GET /v2/<name>/referrers/<digest>`
+    /// answers and the fallback tag `sha256-<hex>` holds): one descriptor per carried
+    /// referrer with its artifact type and annotations, those of `artifact_type` only
+    /// when given. `extra`: descriptors to keep beside them (a registry's own, by digest).
+    pub fn referrers_index(&self, artifact_type: Option<&str>, extra: &[serde_json::Value]) -> Vec<u8> {
+        let mut manifests: Vec<serde_json::Value> = Vec::new();
+        let carried = self.cosign.iter().flat_map(|c| &c.referrers);
+        for r in carried.filter(|r| artifact_type.is_none() || r.artifact_type.as_deref() == artifact_type) {
+            let mut d = serde_json::json!({"mediaType": r.media_type, "digest": r.digest.to_string(), "size": r.size});
+            if let Some(t) = &r.artifact_type {
+                d["artifactType"] = t.clone().into();
+            }
+            if !r.annotations.is_empty() {
+                d["annotations"] = serde_json::to_value(&r.annotations).expect("annotations serialize");
+            }
+            manifests.push(d);
+        }
+        for e in extra {
+            if !manifests.iter().any(|m| m.get("digest") == e.get("digest")) {
+                manifests.push(e.clone());
+            }
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::oci::MEDIA_TYPE_OCI_INDEX,
+            "manifests": manifests,
+        });
+        serde_json::to_vec(&index).expect("index serializes")
+    }
+}
+
+/// The tag a registry without the referrers API keeps an image's referrers index
+/// under (OCI Distribution 1.1, "referrers tag schema").
+pub fn referrers_tag(image: &Sha256Digest) -> String {
+    format!("sha256-{}", image.hex())
 }
 
 /// One verified cosign signature, with the key it verified with.
@@ -588,6 +682,17 @@ impl Manifest {
                 need(&blob_path(d), &what)?;
             }
         }
+        // A referrer is a manifest of its own (never the image itself), listed once;
+        // that its `subject` is this image was checked at create.
+        let mut referrers = BTreeSet::new();
+        for r in &c.referrers {
+            if r.digest == img.digest || !referrers.insert(r.digest) {
+                return bad(format!("referrer {} is listed twice or is the image itself", r.digest));
+            }
+            for d in std::iter::once(&r.digest).chain(&r.blobs) {
+                need(&blob_path(d), &what)?;
+            }
+        }
         Ok(())
     }
 
@@ -754,7 +859,7 @@ impl Manifest {
         }
         for img in &self.images {
             // The carried cosign objects belong to their image: damage to one names it.
-            let cosign = img.cosign_images();
+            let cosign: Vec<Image> = img.cosign_images().into_iter().chain(img.referrer_images()).collect();
             let blobs = img.blobs.iter().chain(cosign.iter().flat_map(|c| &c.blobs));
             let mut entries: Vec<String> = blobs.map(blob_path).collect();
             let mut seen = BTreeSet::new();
@@ -913,6 +1018,7 @@ mod tests {
                     signature: String::new(),
                 }),
                 objects,
+                referrers: vec![],
             }),
         };
         m.entries.push(root);
@@ -954,6 +1060,78 @@ mod tests {
             let e = m.validate().unwrap_err();
             assert!(e.cause.contains(why) && e.cause.contains("example.com/app:1"), "{e}");
         }
+    }
+
+    fn referrer(digest: Sha256Digest, artifact_type: &str) -> Referrer {
+        Referrer {
+            media_type: crate::oci::MEDIA_TYPE_OCI_MANIFEST.into(),
+            artifact_type: Some(artifact_type.into()),
+            digest,
+            size: 3,
+            annotations: BTreeMap::from([("created".to_string(), "now".to_string())]),
+            blobs: vec![Sha256Digest::of(b"cfg"), Sha256Digest::of(b"layer")],
+        }
+    }
+
+    #[test]
+    fn carried_referrers_belong_to_their_image_and_are_listed_once() {
+        let sig = Sha256Digest::of(b"sig");
+        let with = |referrers: Vec<Referrer>| {
+            let (mut m, mut image) = signed_image(vec![], sig);
+            image.cosign.as_mut().unwrap().referrers = referrers;
+            m.images[0] = image.clone();
+            (m, image)
+        };
+        let (m, image) = with(vec![referrer(sig, "application/vnd.dev.sigstore.bundle.v0.3+json")]);
+        m.validate().expect("a well-formed referrer");
+        let as_images = image.referrer_images();
+        assert_eq!(as_images[0].reference, format!("example.com/app@{sig}"));
+        assert_eq!(as_images[0].blobs, [sig, Sha256Digest::of(b"cfg"), Sha256Digest::of(b"layer")]);
+        // Damage to a referrer's blob names the image.
+        let layer = blob_path(&Sha256Digest::of(b"layer"));
+        assert_eq!(m.artifacts_by_entry().get(&layer).cloned(), Some(vec!["image example.com/app:1".to_string()]));
+
+        let root = Sha256Digest::of(b"root");
+        for (referrers, why) in [
+            (vec![referrer(sig, "a"), referrer(sig, "b")], "listed twice"),
+            (vec![referrer(root, "a")], "the image itself"),
+            (vec![referrer(Sha256Digest::of(b"missing"), "a")], "not an entry"),
+        ] {
+            let (m, _) = with(referrers);
+            let e = m.validate().unwrap_err();
+            assert!(e.cause.contains(why) && e.cause.contains("example.com/app:1"), "{e}");
+        }
+        // Bundles without referrers keep their bytes: the key is left out.
+        let (_, plain) = with(vec![]);
+        assert!(!serde_json::to_string(&plain).unwrap().contains("referrers"));
+    }
+
+    #[test]
+    fn the_referrers_index_lists_artifact_types_filters_by_one_and_keeps_what_the_site_had() {
+        let (sig, att) = (Sha256Digest::of(b"sig"), Sha256Digest::of(b"att"));
+        let (_, mut image) = signed_image(vec![], sig);
+        image.cosign.as_mut().unwrap().referrers = vec![referrer(sig, "sig-type"), referrer(att, "att-type")];
+        let listed = |bytes: Vec<u8>| -> Vec<serde_json::Value> {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["mediaType"], crate::oci::MEDIA_TYPE_OCI_INDEX);
+            v["manifests"].as_array().unwrap().clone()
+        };
+        let all = listed(image.referrers_index(None, &[]));
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            (all[0]["artifactType"].as_str(), all[0]["annotations"]["created"].as_str()),
+            (Some("sig-type"), Some("now"))
+        );
+        let only = listed(image.referrers_index(Some("att-type"), &[]));
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0]["digest"], att.to_string());
+        // The site's own entry stays; one it shares with the bundle is listed once.
+        let site = serde_json::json!({"mediaType": "x", "digest": Sha256Digest::of(b"site").to_string(), "size": 1});
+        let merged = listed(image.referrers_index(None, &[site.clone(), all[0].clone()]));
+        assert_eq!(merged.len(), 3);
+        assert_eq!(merged[2], site);
+        assert!(listed(Image::empty_referrers_index()).is_empty());
+        assert_eq!(referrers_tag(&sig), format!("sha256-{}", sig.hex()));
     }
 
     #[test]

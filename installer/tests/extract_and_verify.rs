@@ -845,7 +845,8 @@ fn forge_with_cosign(
             signature: b64.encode(sig.as_ref()),
         }
     });
-    image.cosign = Some(airlock_format::manifest::CosignCheck { required, signature, objects: vec![] });
+    image.cosign =
+        Some(airlock_format::manifest::CosignCheck { required, signature, objects: vec![], referrers: vec![] });
     f
 }
 

@@ -131,6 +131,18 @@ impl Client {
 
     /// A GET with auth, retries on transport errors, 429 and 5xx.
     fn get(&self, repo: &Repo, path: &str, headers: &[(&str, String)], what: &str) -> Result<ureq::Response> {
+        Ok(self.get_or_missing(repo, path, headers, what, false)?.expect("a 404 is an error here"))
+    }
+
+    /// [`Client::get`], but a 404 is `Ok(None)` when `missing_ok`.
+    fn get_or_missing(
+        &self,
+        repo: &Repo,
+        path: &str,
+        headers: &[(&str, String)],
+        what: &str,
+        missing_ok: bool,
+    ) -> Result<Option<ureq::Response>> {
         let ep = self.endpoint(&repo.registry)?;
         let url = format!("{}/v2/{}/{path}", self.base(&repo.registry, &ep), repo.repository);
         let mut attempt = 0;
@@ -145,7 +157,8 @@ impl Client {
                 req = req.set("Authorization", a);
             }
             match req.call() {
-                Ok(r) => return Ok(r),
+                Ok(r) => return Ok(Some(r)),
+                Err(ureq::Error::Status(404, _)) if missing_ok => return Ok(None),
                 Err(ureq::Error::Status(401, r)) if !authed_after_challenge => {
                     let header = r.header("www-authenticate").unwrap_or("").to_string();
                     self.authenticate(repo, &header, what)?;
@@ -415,6 +428,32 @@ impl Client {
             }
         }
         Ok(Manifest { bytes, media_type, digest })
+    }
+
+    /// GETs the OCI 1.1 referrers index of `digest` (`GET /v2/<name>/referrers/<digest>`).
+    /// `Ok(None)`: the registry does not answer that API (404, or an answer that is not
+    /// an image index, as registries before OCI 1.1 give), so the fallback tag is
+    /// where its referrers are.
+    pub fn referrers(&self, repo: &Repo, digest: &Sha256Digest, what: &str) -> Result<Option<Vec<u8>>> {
+        let accept = [("Accept", "application/vnd.oci.image.index.v1+json".to_string())];
+        let Some(resp) = self.get_or_missing(repo, &format!("referrers/{digest}"), &accept, what, true)? else {
+            return Ok(None);
+        };
+        if !resp.header("content-type").unwrap_or("").starts_with("application/vnd.oci.image.index.v1+json") {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        resp.into_reader()
+            .take(MAX_JSON_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::input(what, format!("reading the referrers of {digest} from {repo} failed: {e}")))?;
+        if bytes.len() as u64 > MAX_JSON_BYTES {
+            return Err(Error::input(
+                what,
+                format!("the referrers index of {digest} in {repo} is over {MAX_JSON_BYTES} bytes"),
+            ));
+        }
+        Ok(Some(bytes))
     }
 
     /// GETs a small blob (a signature payload) whole, up to [`MAX_JSON_BYTES`]. The

@@ -11,7 +11,15 @@
 //!   `airlock registry push`, and from `airlock registry serve`, the real `cosign
 //!   verify` (and `verify-attestation`) succeeds against the site's copy; a damaged
 //!   carried signature blob is refused naming its image; a delta bundle carries a new
-//!   signature like any changed blob.
+//!   signature like any changed blob;
+//! - OCI 1.1 referrers (cosign's `--registry-referrers-mode=oci-1-1` signature and a
+//!   `--new-bundle-format` attestation, kept by the registry's fallback tag) travel in
+//!   the bundle: `airlock verify` lists them; on the pushed copy (fallback tag, merged
+//!   into what the site's tag listed) and from `registry serve` (referrers API)
+//!   `cosign tree --experimental-oci11` finds them and `cosign verify
+//!   --experimental-oci11` / `verify-attestation --new-bundle-format` succeed with the
+//!   key; a damaged referrer blob fails verify and a referrer of another image is
+//!   refused at create, each naming the image.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -26,18 +34,32 @@ use airlock_tests::{cargo_bin, demo_dir, require_tool};
 
 /// Runs cosign; `ca`: the CA file its TLS connections trust (Go reads SSL_CERT_FILE).
 fn cosign_run(cosign: &Path, dir: &Path, ca: Option<&Path>, args: &[&str]) -> Output {
+    cosign_with(cosign, dir, ca, "0", args)
+}
+
+/// Runs cosign with `COSIGN_EXPERIMENTAL` set to `experimental` (`1` for its OCI 1.1
+/// referrers mode).
+fn cosign_with(cosign: &Path, dir: &Path, ca: Option<&Path>, experimental: &str, args: &[&str]) -> Output {
     let mut c = Command::new(cosign);
     c.current_dir(dir)
         .env("HOME", dir)
         .env("COSIGN_PASSWORD", "")
         .env("COSIGN_YES", "true")
-        .env("COSIGN_EXPERIMENTAL", "0")
+        .env("COSIGN_EXPERIMENTAL", experimental)
         .args(args)
         .stdin(Stdio::null());
     if let Some(ca) = ca {
         c.env("SSL_CERT_FILE", ca);
     }
     c.output().unwrap()
+}
+
+/// cosign in its OCI 1.1 mode; must succeed.
+fn cosign_oci11(cosign: &Path, dir: &Path, ca: &Path, args: &[&str]) -> String {
+    let o = cosign_with(cosign, dir, Some(ca), "1", args);
+    let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "cosign {args:?}: {said}");
+    said
 }
 
 fn cosign_ca(bin: &Path, dir: &Path, ca: Option<&Path>, args: &[&str]) -> Output {
@@ -363,4 +385,171 @@ fn cosign_verify_succeeds_against_the_pushed_and_the_served_copy_of_a_signed_ima
     assert!(delta.entry(&blob_path(&sig.digest)).is_some(), "the delta carries the new signature manifest");
     assert!(delta.base_entry(&blob_path(&signed.digest)).is_some(), "the image itself comes from the base");
     ok(airlock(&["verify", v2.to_str().unwrap()]));
+}
+
+#[test]
+fn oci_referrers_travel_in_the_bundle_to_the_pushed_and_the_served_copy() {
+    let (Some(bin), Some(_), Some(_), Some(_)) =
+        (require_tool("cosign"), require_tool("skopeo"), require_tool("umoci"), require_tool("openssl"))
+    else {
+        return;
+    };
+    let Some(reg) = Registry::start(RegistryOptions { tls: true, ..Default::default() }) else { return };
+    let ca = reg.ca_file().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let layout = d.join("layout");
+    build_image(d, &layout, "one", "amd64", &[("a.bin", 1000)]).unwrap();
+    build_image(d, &layout, "two", "amd64", &[("b.bin", 1000)]).unwrap();
+    reg.push(&format!("oci:{}:one", layout.display()), "app:1", false).unwrap();
+    reg.push(&format!("oci:{}:two", layout.display()), "app:2", false).unwrap();
+    key_pair(&bin, d, "vendor");
+    let digest = reg.skopeo_digest("app:1").unwrap();
+    let hex = digest.trim_start_matches("sha256:").to_string();
+    let upstream = format!("{}/app@{digest}", reg.host());
+    let key = ["--key", "vendor.key", "--tlog-upload=false"];
+    cosign_oci11(&bin, d, &ca, &[&["sign"][..], &key, &["--registry-referrers-mode=oci-1-1", &upstream]].concat());
+    std::fs::write(d.join("predicate.json"), r#"{"sbom":"vendor ci"}"#).unwrap();
+    let attest = ["attest", "--new-bundle-format", "--type", "custom", "--predicate", "predicate.json"];
+    cosign_oci11(&bin, d, &ca, &[&attest[..], &key, &[upstream.as_str()]].concat());
+
+    // Checked (not required: the OCI 1.1 signature has no `.sig` tag): both referrers
+    // are carried and listed by `airlock verify`.
+    let vendor = d.join("vendor.pub");
+    let global = format!("signatures:\n  require: false\n  keys: [{}]\n", vendor.display());
+    let spec = spec(d, &reg, &global, &[("app", "")]);
+    let v1 = d.join("v1/v1.airlock");
+    ok(create_to(&spec, &v1, &[]));
+    let m = read_manifest(&BundleFiles::locate(&v1).unwrap(), None).unwrap().0;
+    let check = m.images[0].cosign.as_ref().unwrap();
+    assert_eq!(check.referrers.len(), 2, "{check:?}");
+    let o = ok(airlock(&["verify", v1.to_str().unwrap()]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for r in &check.referrers {
+        assert!(text.contains("OCI referrers carried:") && text.contains(&r.digest.to_string()), "{text}");
+    }
+
+    // Pushed under a prefix: the referrers by digest and the fallback tag's index,
+    // which `cosign tree` reads from a registry without the referrers API.
+    let ca_arg = ca.display().to_string();
+    let to = format!("{}/site", reg.host());
+    ok(airlock(&["registry", "push", v1.to_str().unwrap(), "--to", &to, "--ca-file", &ca_arg]));
+    let tree = |reference: &str, ca: &Path| cosign_oci11(&bin, d, ca, &["tree", "--experimental-oci11", reference]);
+    let pushed = tree(&format!("{to}/example.com/app@{digest}"), &ca);
+    for r in &check.referrers {
+        assert!(pushed.contains(&r.digest.to_string()), "{pushed}");
+    }
+    // And both verify with the vendor's key. cosign wants a trusted root for the
+    // Sigstore bundle format even when no transparency log is asked: an empty one.
+    std::fs::write(d.join("root.json"), r#"{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}"#)
+        .unwrap();
+    let offline = ["--trusted-root", "root.json", "--key", "vendor.pub", "--insecure-ignore-tlog=true"];
+    let verify = |reference: &str, ca: &Path| {
+        let said =
+            cosign_oci11(&bin, d, ca, &[&["verify", "--experimental-oci11"][..], &offline, &[reference]].concat());
+        assert!(said.contains(&digest), "{said}");
+        let att = ["verify-attestation", "--new-bundle-format", "--type", "custom"];
+        cosign_oci11(&bin, d, ca, &[&att[..], &offline, &[reference]].concat());
+    };
+    verify(&format!("{to}/example.com/app@{digest}"), &ca);
+    // Pushing again leaves the site's tag as it is.
+    let tag_url = format!("https://{}/v2/site/example.com/app/manifests/sha256-{hex}", reg.host());
+    let accept = "Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
+    let get = |url: &str| {
+        let o = Command::new("curl").args(["-sf", "--cacert", &ca_arg, "-H", accept, url]).output().unwrap();
+        assert!(o.status.success(), "GET {url}");
+        o.stdout
+    };
+    let put_index = |url: &str, bytes: &[u8]| {
+        let file = d.join("index.json");
+        std::fs::write(&file, bytes).unwrap();
+        let put = Command::new("curl")
+            .args([
+                "-sf",
+                "--cacert",
+                &ca_arg,
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/vnd.oci.image.index.v1+json",
+            ])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(put.status.success(), "PUT {url}: {}", String::from_utf8_lossy(&put.stderr));
+    };
+    let first = get(&tag_url);
+    ok(airlock(&["registry", "push", v1.to_str().unwrap(), "--to", &to, "--ca-file", &ca_arg]));
+    assert_eq!(get(&tag_url), first);
+    // The site's tag listing a manifest of its own (and not the bundle's referrers): the
+    // push adds the bundle's and keeps the site's.
+    reg.push(&format!("oci:{}:two", layout.display()), "site/example.com/app:own", false).unwrap();
+    let own = reg.skopeo_digest("site/example.com/app:own").unwrap();
+    let own_manifest = get(&format!("https://{}/v2/site/example.com/app/manifests/{own}", reg.host()));
+    let site = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": own,
+                       "size": own_manifest.len(), "artifactType": "application/x-site"}]});
+    put_index(&tag_url, &serde_json::to_vec(&site).unwrap());
+    ok(airlock(&["registry", "push", v1.to_str().unwrap(), "--to", &to, "--ca-file", &ca_arg]));
+    let merged: serde_json::Value = serde_json::from_slice(&get(&tag_url)).unwrap();
+    let listed: Vec<&str> =
+        merged["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    let mut want: Vec<String> = check.referrers.iter().map(|r| r.digest.to_string()).collect();
+    want.push(own.clone());
+    assert_eq!(listed, want, "{merged}");
+
+    // Served from the bundle: the referrers API, filtered by artifact type, and the tag.
+    let tls = d.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    make_tls(&tls).unwrap();
+    let (server, host) = serve(&v1, &tls, &d.join("serve.log"));
+    let served = tree(&format!("{host}/example.com/app@{digest}"), &tls.join("ca.crt"));
+    for r in &check.referrers {
+        assert!(served.contains(&r.digest.to_string()), "{served}");
+    }
+    verify(&format!("{host}/example.com/app@{digest}"), &tls.join("ca.crt"));
+    let bundle_type = check.referrers.iter().find_map(|r| r.artifact_type.clone()).unwrap();
+    let filtered = format!(
+        "https://{host}/v2/example.com/app/referrers/{digest}?artifactType={}",
+        bundle_type.replace('/', "%2F").replace('+', "%2B")
+    );
+    let o = Command::new("curl").args(["-sf", "--cacert"]).arg(tls.join("ca.crt")).arg(&filtered).output().unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let listed = index["manifests"].as_array().unwrap();
+    let want = check.referrers.iter().filter(|r| r.artifact_type.as_deref() == Some(&bundle_type)).count();
+    assert!(listed.len() == want && want < 2, "{index}");
+    // The fallback tag, for clients that read it instead of the API: all of them.
+    let tag = format!("https://{host}/v2/example.com/app/manifests/sha256-{hex}");
+    let o = Command::new("curl").args(["-sf", "--cacert"]).arg(tls.join("ca.crt")).arg(&tag).output().unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let listed: Vec<&str> =
+        index["manifests"].as_array().into_iter().flatten().filter_map(|m| m["digest"].as_str()).collect();
+    let want: Vec<String> = check.referrers.iter().map(|r| r.digest.to_string()).collect();
+    assert_eq!(listed, want, "{index}");
+    drop(server);
+
+    // A referrer blob damaged in the bundle: refused, naming the image.
+    let blob = *check.referrers[0].blobs.last().unwrap();
+    let damaged = d.join("damaged/v1.airlock");
+    std::fs::create_dir_all(damaged.parent().unwrap()).unwrap();
+    with_damaged_entry(&v1, &blob_path(&blob), &damaged);
+    let o = airlock(&["verify", damaged.to_str().unwrap()]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains(&blob_path(&blob)) && text.contains("example.com/app:1"), "{text}");
+
+    // The fallback tag of app:1 rewritten to list a referrer of app:2: refused at
+    // create, naming the image.
+    let two = reg.skopeo_digest("app:2").unwrap();
+    cosign_oci11(
+        &bin,
+        d,
+        &ca,
+        &[&["sign"][..], &key, &["--registry-referrers-mode=oci-1-1", &format!("{}/app@{two}", reg.host())]].concat(),
+    );
+    let other = get(&format!("https://{}/v2/app/manifests/sha256-{}", reg.host(), two.trim_start_matches("sha256:")));
+    put_index(&format!("https://{}/v2/app/manifests/sha256-{hex}", reg.host()), &other);
+    refused(&create(&spec), "example.com/app:1", "not this image's");
 }

@@ -249,6 +249,18 @@ pub fn verify(
                         "cosign signature BAD".to_string()
                     }
                 });
+                // The carried referrers are listed; their blobs were checked with the
+                // image's entries above.
+                if !c.referrers.is_empty() {
+                    let kinds: Vec<String> = c
+                        .referrers
+                        .iter()
+                        .map(|r| format!("{} {}", r.artifact_type.as_deref().unwrap_or("(no artifact type)"), r.digest))
+                        .collect();
+                    if let Some(text) = cosign.as_mut() {
+                        text.push_str(&format!("; OCI referrers carried: {}", kinds.join(", ")));
+                    }
+                }
             }
             artifacts.push(ArtifactReport { kind: a.kind, name: a.name, status, problems, cosign });
         }

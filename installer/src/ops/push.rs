@@ -258,6 +258,9 @@ pub fn run(
     };
     let missing: Vec<_> = images.iter().filter(|(_, _, s)| *s != ImageState::Present).collect();
     if missing.is_empty() {
+        if !opts.dry_run {
+            write_referrers_tags(&client, &registry, &report.prefix, &manifest.images)?;
+        }
         return Ok(report);
     }
 
@@ -393,7 +396,55 @@ pub fn run(
             }
         }
     }
+    if !opts.dry_run {
+        write_referrers_tags(&client, &registry, &report.prefix, &manifest.images)?;
+    }
     Ok(report)
+}
+
+/// After the referrers are pushed, for a registry without the referrers API: the
+/// fallback tag `sha256-<hex>` of each image with carried OCI 1.1 referrers, an image
+/// index listing them (a registry with the API lists them from their `subject`, and
+/// tools read the tag only when the API is missing). What the tag already lists at the
+/// site stays listed: the index is merged, not replaced, and left alone when nothing
+/// is new.
+fn write_referrers_tags(
+    client: &Client,
+    registry: &str,
+    prefix: &str,
+    images: &[airlock_format::manifest::Image],
+) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        #[serde(default)]
+        manifests: Vec<serde_json::Value>,
+    }
+    for i in images.iter().filter(|i| i.cosign.as_ref().is_some_and(|c| !c.referrers.is_empty())) {
+        let target = target_for(registry, prefix, &i.reference)?;
+        let what = format!("referrers index of image {} (to {target})", i.reference);
+        // A registry with the referrers API lists them from their `subject` already.
+        if client.referrers(&target.repo, &i.digest, &what)?.is_some() {
+            continue;
+        }
+        let tag = airlock_format::manifest::referrers_tag(&i.digest);
+        let (have, extra) = match client.manifest_digest(&target.repo, &tag, &what)? {
+            Some(d) => {
+                let m = client.manifest(&target.repo, &tag, &what)?;
+                let listed: Listed = serde_json::from_slice(&m.bytes).map_err(|e| {
+                    Error::input(&what, format!("tag {tag} holds no image index: {e}"))
+                        .with_hint("the tag is the referrers fallback of OCI 1.1; move what it holds elsewhere")
+                })?;
+                (Some(d), listed.manifests)
+            }
+            None => (None, vec![]),
+        };
+        let index = i.referrers_index(None, &extra);
+        if have == Some(Sha256Digest::of(&index)) {
+            continue;
+        }
+        client.put_manifest(&target.repo, &tag, MEDIA_TYPE_OCI_INDEX, &index, &what)?;
+    }
+    Ok(())
 }
 
 /// The bundle's images followed by their carried cosign objects (`.sig`, `.att`),
@@ -403,7 +454,7 @@ pub fn run(
 pub fn with_cosign_objects(images: &[airlock_format::manifest::Image]) -> Vec<airlock_format::manifest::Image> {
     let mut all: Vec<_> = images.to_vec();
     let mut seen = BTreeSet::new();
-    for o in images.iter().flat_map(|i| i.cosign_images()) {
+    for o in images.iter().flat_map(|i| i.cosign_images().into_iter().chain(i.referrer_images())) {
         if seen.insert(o.reference.clone()) {
             all.push(o);
         }

@@ -10,11 +10,16 @@
 //! The carried cosign signature and attestation manifests are served beside their
 //! image under cosign's tags (`sha256-<hex>.sig`, `.att`), for `cosign verify`.
 //!
+//! Carried OCI 1.1 referrers are served by digest, listed by the referrers API
+//! (`/v2/<name>/referrers/<digest>`, `?artifactType=` filtered) and by the fallback
+//! tag `sha256-<hex>`.
+//!
 //! Read-only: `GET`/`HEAD` on `/v2/`, `/v2/<name>/manifests/<tag or digest>`,
-//! `/v2/<name>/blobs/<digest>` and `/v2/<name>/tags/list`; everything else is `405
-//! UNSUPPORTED`. A repository serves only the manifests and blobs of its own images.
-//! One request per connection (`Connection: close`), a thread each; TLS with the
-//! given certificate and key (the site PKI's), or plain HTTP only when asked.
+//! `/v2/<name>/blobs/<digest>`, `/v2/<name>/referrers/<digest>` and
+//! `/v2/<name>/tags/list`; everything else is `405 UNSUPPORTED`. A repository serves
+//! only the manifests and blobs of its own images. One request per connection
+//! (`Connection: close`), a thread each; TLS with the given certificate and key (the
+//! site PKI's), or plain HTTP only when asked.
 
 // The server has no target root: it reads the bundle and writes only its private
 // verification directory under $TMPDIR.
@@ -47,6 +52,12 @@ struct Repository {
     /// Manifests (roots and, for an index, its children) with their media types.
     manifests: BTreeMap<Sha256Digest, String>,
     blobs: BTreeSet<Sha256Digest>,
+    /// Images with carried OCI 1.1 referrers, by digest: the referrers API answers from
+    /// them.
+    subjects: BTreeMap<Sha256Digest, airlock_format::manifest::Image>,
+    /// Manifests made here, not blobs of the bundle: the referrers fallback tags'
+    /// indexes, by digest.
+    generated: BTreeMap<Sha256Digest, Vec<u8>>,
 }
 
 /// A verified bundle, ready to serve.
@@ -124,6 +135,21 @@ impl Store {
             };
             images.push(ServedImage { source: i.reference.clone(), served_as, digest: i.digest });
         }
+        // The referrers fallback tag of each image with referrers, for clients that read
+        // the tag instead of the API (as they do with a registry before OCI 1.1).
+        for i in staged.manifest.images.iter().filter(|i| i.cosign.as_ref().is_some_and(|c| !c.referrers.is_empty())) {
+            let target = target_for("", "", &i.reference)?;
+            let repo = repositories.entry(target.repo.repository.clone()).or_default();
+            let index = i.referrers_index(None, &[]);
+            let digest = Sha256Digest::of(&index);
+            let tag = airlock_format::manifest::referrers_tag(&i.digest);
+            repo.tags.insert(tag.clone(), digest);
+            repo.manifests.insert(digest, airlock_format::oci::MEDIA_TYPE_OCI_INDEX.to_string());
+            repo.generated.insert(digest, index);
+            repo.subjects.insert(i.digest, i.clone());
+            let served_as = format!("{}:{tag}", target.repo.repository);
+            images.push(ServedImage { source: format!("{} (referrers)", i.reference), served_as, digest });
+        }
         Ok(Self { _scratch: scratch, dir: staged.dir, repositories, images })
     }
 
@@ -194,18 +220,40 @@ pub fn serve(store: Arc<Store>, listener: TcpListener, tls: Option<Arc<rustls::S
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
     Base,
-    Manifest { name: String, reference: String },
-    Blob { name: String, digest: String },
-    Tags { name: String },
+    Manifest {
+        name: String,
+        reference: String,
+    },
+    Blob {
+        name: String,
+        digest: String,
+    },
+    Tags {
+        name: String,
+    },
+    /// `GET /v2/<name>/referrers/<digest>[?artifactType=…]` (OCI Distribution 1.1).
+    Referrers {
+        name: String,
+        digest: String,
+        artifact_type: Option<String>,
+    },
     Unknown,
 }
 
 fn route(path: &str) -> Route {
-    let path = path.split('?').next().unwrap_or(path);
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     if path == "/v2/" || path == "/v2" {
         return Route::Base;
     }
     let Some(rest) = path.strip_prefix("/v2/") else { return Route::Unknown };
+    if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
+        let artifact_type = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("artifactType="))
+            .map(percent_decoded)
+            .filter(|t| !t.is_empty());
+        return Route::Referrers { name: name.into(), digest: digest.into(), artifact_type };
+    }
     for (marker, kind) in [("/manifests/", 0), ("/blobs/", 1)] {
         if let Some((name, reference)) = rest.rsplit_once(marker) {
             return match kind {
@@ -218,6 +266,31 @@ fn route(path: &str) -> Route {
         Some(name) => Route::Tags { name: name.into() },
         None => Route::Unknown,
     }
+}
+
+/// A query value with its `%XX` escapes (and `+` for a space) undone.
+fn percent_decoded(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 struct Response {
@@ -262,6 +335,11 @@ fn answer(store: &Store, method: &str, path: &str) -> Response {
                 Err(_) => r.tags.get(&reference).copied(),
             };
             match digest.and_then(|d| r.manifests.get(&d).map(|m| (d, m))) {
+                Some((d, media_type)) if r.generated.contains_key(&d) => Response {
+                    status: 200,
+                    headers: vec![("Content-Type", media_type.clone()), ("Docker-Content-Digest", d.to_string())],
+                    body: Body::Bytes(r.generated[&d].clone()),
+                },
                 Some((d, media_type)) => file(store, &d, media_type),
                 None => error(404, "MANIFEST_UNKNOWN", "no such manifest in this repository"),
             }
@@ -272,6 +350,22 @@ fn answer(store: &Store, method: &str, path: &str) -> Response {
                 Some(d) => file(store, &d, "application/octet-stream"),
                 None => error(404, "BLOB_UNKNOWN", "no such blob in this repository"),
             }
+        }
+        Route::Referrers { name, digest, artifact_type } => {
+            let Some(r) = repo(&name) else { return error(404, "NAME_UNKNOWN", "no such repository in this bundle") };
+            let Ok(digest) = digest.parse::<Sha256Digest>() else {
+                return error(400, "DIGEST_INVALID", "the referrers API takes a sha256 digest");
+            };
+            // An image without referrers has an empty list, not a 404 (OCI 1.1).
+            let body = match r.subjects.get(&digest) {
+                Some(i) => i.referrers_index(artifact_type.as_deref(), &[]),
+                None => airlock_format::manifest::Image::empty_referrers_index(),
+            };
+            let mut headers = vec![("Content-Type", airlock_format::oci::MEDIA_TYPE_OCI_INDEX.to_string())];
+            if artifact_type.is_some() {
+                headers.push(("OCI-Filters-Applied", "artifactType".into()));
+            }
+            Response { status: 200, headers, body: Body::Bytes(body) }
         }
         Route::Unknown => error(404, "NOT_FOUND", "not an OCI Distribution API path"),
     }
@@ -311,6 +405,7 @@ fn handle<S: Read + Write>(store: &Store, stream: &mut S) -> std::io::Result<()>
     let r = answer(store, method, path);
     let reason = match r.status {
         200 => "OK",
+        400 => "Bad Request",
         404 => "Not Found",
         _ => "Method Not Allowed",
     };
@@ -356,5 +451,13 @@ mod tests {
         );
         assert_eq!(route("/v2/quay.io/x/tags/list?n=10"), Route::Tags { name: "quay.io/x".into() });
         assert_eq!(route("/v3/x"), Route::Unknown);
+        assert_eq!(
+            route("/v2/a/b/referrers/sha256:00?n=1&artifactType=application%2Fvnd.dev.sigstore.bundle.v0.3%2Bjson"),
+            Route::Referrers {
+                name: "a/b".into(),
+                digest: "sha256:00".into(),
+                artifact_type: Some("application/vnd.dev.sigstore.bundle.v0.3+json".into())
+            }
+        );
     }
 }
