@@ -229,6 +229,10 @@ print(statistics.median(b / o for o, _, b, _ in rows), statistics.median(r[0] fo
 
 declare -A RESULT
 for set in "${SETS[@]}"; do gen "$set"; done
+# The sets were just written: until the kernel has written them back, that writeback
+# competes with the first pairs for the disk (measured: create of the mixed set took
+# 7-10 s right after its generation, 3 s once synced). Flush it before measuring.
+sync
 echo "== load before measuring: $(cut -d ' ' -f 1-3 /proc/loadavg)"
 for set in "${SETS[@]}"; do
   D=$WORK/$set
